@@ -1,0 +1,3 @@
+from mqinspect.cli.app import main
+
+main()

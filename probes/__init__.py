@@ -1,0 +1,4 @@
+"""How mqinspect observes the kernel: /proc readers, residency syscalls and tracepoint-only eBPF probes.
+
+Every probe returns plain dataclass snapshots; renderers only draw them.
+"""

@@ -1,0 +1,88 @@
+"""The kernel tracepoints each mqinspect probe attaches to. Stable tracepoints only: no kprobes, no fentry.
+
+`required` tracepoints must all exist for the probe to load; `optional` ones add detail where present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+_SENDPATH_SYSCALLS = (
+    "read",
+    "pread64",
+    "readv",
+    "write",
+    "pwrite64",
+    "writev",
+    "sendfile64",
+    "splice",
+    "vmsplice",
+    "sendmsg",
+    "sendto",
+    "recvfrom",
+    "recvmsg",
+)
+_MEMORY_SYSCALLS = (
+    "mmap",
+    "munmap",
+    "madvise",
+    "mlock",
+    "munlock",
+    "msync",
+    "fadvise64",
+    "mincore",
+    "fsync",
+    "fdatasync",
+)
+
+
+def _syscall_pairs(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"syscalls:sys_{edge}_{name}" for name in names for edge in ("enter", "exit"))
+
+
+@dataclass(frozen=True)
+class ProbeTracepoints:
+    probe: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+
+
+PROBES: tuple[ProbeTracepoints, ...] = (
+    ProbeTracepoints(
+        "faults",
+        ("exceptions:page_fault_user", "filemap:mm_filemap_fault", "filemap:mm_filemap_map_pages"),
+    ),
+    ProbeTracepoints(
+        "pagecache",
+        ("filemap:mm_filemap_add_to_page_cache", "filemap:mm_filemap_delete_from_page_cache"),
+        ("readahead:page_cache_sync_ra", "readahead:page_cache_async_ra"),
+    ),
+    ProbeTracepoints(
+        "writeback",
+        (
+            "writeback:writeback_dirty_folio",
+            "writeback:writeback_written",
+            "writeback:global_dirty_state",
+            "writeback:balance_dirty_pages",
+        ),
+        ("writeback:writeback_single_inode",),
+    ),
+    ProbeTracepoints(
+        "sendpath",
+        _syscall_pairs(_SENDPATH_SYSCALLS),
+        ("tcp:tcp_sendmsg_locked", "sock:sock_send_length", "skb:skb_copy_datagram_iovec"),
+    ),
+    ProbeTracepoints("syscalls", _syscall_pairs(_MEMORY_SYSCALLS)),
+)
+
+
+def tracepoint_format_path(tracefs: Path, tracepoint: str) -> Path:
+    category, name = tracepoint.split(":", 1)
+    return tracefs / "events" / category / name / "format"
+
+
+def present_tracepoints(tracefs: Path) -> frozenset[str]:
+    """Every tracepoint of every probe that this kernel offers under the mounted tracefs."""
+    wanted = {tp for probe in PROBES for tp in (*probe.required, *probe.optional)}
+    return frozenset(tp for tp in wanted if tracepoint_format_path(tracefs, tp).exists())

@@ -1,0 +1,197 @@
+"""`mqinspect doctor`: each check's verdict on faked machines, the JSON contract, and real runs as root and
+as an unprivileged user."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mqinspect.cli.app import app
+from probes.capabilities import HostFacts, Status, ToolFacts, evaluate, kernel_version
+from probes.ebpf.smoke import SmokeResult
+from probes.ebpf.tracepoints import PROBES
+
+ALL_TRACEPOINTS = frozenset(tp for probe in PROBES for tp in (*probe.required, *probe.optional))
+ROOT_CAPS = frozenset({"CAP_FOWNER", "CAP_IPC_LOCK", "CAP_SYS_ADMIN", "CAP_PERFMON", "CAP_BPF"})
+
+# This project's machines, as machine.md describes them: everything but kprobes and fentry.
+HEALTHY = HostFacts(
+    kernel_release="6.18.44-fc",
+    euid=0,
+    capabilities=ROOT_CAPS,
+    tracefs=Path("/sys/kernel/tracing"),
+    bcc_version="0.26.0",
+    bcc_error=None,
+    headers_build=Path("/usr/src/linux-headers-6.1.0-56-amd64"),
+    tracepoints=ALL_TRACEPOINTS,
+    kprobes=False,
+    cachestat_errno=None,
+    lockdown="integrity",
+    memlock_soft_bytes=8 << 20,
+    tools={"perf": ToolFacts("/usr/bin/perf", "perf version 6.1"), "fincore": ToolFacts("/usr/bin/fincore")},
+    tracepoint_smoke=SmokeResult(True, 0.7, None),
+    fentry_smoke=SmokeResult(False, 0.5, "Exception: Need super-user privileges to run"),
+)
+
+
+def checks_of(facts: HostFacts) -> dict:
+    return {check.name: check for check in evaluate(facts).checks}
+
+
+def test_healthy_machine_is_ok_with_kprobes_and_fentry_not_needed():
+    report = evaluate(HEALTHY)
+    assert report.ok
+    checks = checks_of(HEALTHY)
+    assert checks["kprobes"].status is Status.MISSING and not checks["kprobes"].required
+    assert checks["fentry"].status is Status.MISSING and not checks["fentry"].required
+    assert "refuses" in checks["fentry"].detail  # not bcc's misleading "need super-user"
+    others = [c for c in report.checks if c.name not in ("kprobes", "fentry")]
+    assert all(c.status is Status.OK for c in others), [c for c in others if c.status is not Status.OK]
+
+
+def test_unprivileged_user_lacks_privileges_and_bpf_and_is_not_ok():
+    facts = dataclasses.replace(
+        HEALTHY,
+        euid=1000,
+        capabilities=frozenset(),
+        tracepoint_smoke=None,
+        fentry_smoke=None,
+        tracepoints=None,
+    )
+    checks = checks_of(facts)
+    assert checks["privileges"].status is Status.MISSING and "setcap" in checks["privileges"].fix
+    assert checks["bpf-load"].status is Status.MISSING and "no BPF privileges" in checks["bpf-load"].detail
+    assert checks["tracepoints:faults"].status is Status.MISSING
+    assert checks["mincore"].status is Status.DEGRADED and "untrusted" in checks["mincore"].detail
+    assert checks["memlock"].status is Status.DEGRADED
+    assert not evaluate(facts).ok
+
+
+def test_cap_bpf_and_perfmon_suffice_without_root():
+    facts = dataclasses.replace(HEALTHY, euid=1000, capabilities=frozenset({"CAP_BPF", "CAP_PERFMON"}))
+    assert checks_of(facts)["privileges"].status is Status.OK
+
+
+def test_old_kernel_without_cachestat_is_degraded():
+    facts = dataclasses.replace(HEALTHY, kernel_release="6.1.0-18-amd64", cachestat_errno=38)
+    checks = checks_of(facts)
+    assert checks["kernel"].status is Status.DEGRADED and "6.5" in checks["kernel"].fix
+    assert checks["cachestat"].status is Status.DEGRADED and "ENOSYS" in checks["cachestat"].detail
+    assert not evaluate(facts).ok
+
+
+def test_missing_bcc_and_headers_say_how_to_fix():
+    facts = dataclasses.replace(
+        HEALTHY,
+        bcc_version=None,
+        bcc_error="ModuleNotFoundError: No module named 'bcc'",
+        headers_build=None,
+        tracepoint_smoke=None,
+        fentry_smoke=None,
+    )
+    checks = checks_of(facts)
+    assert "python3-bpfcc" in checks["bcc"].fix
+    assert "bootstrap" in checks["kernel-headers"].fix
+    assert (
+        "bcc missing" in checks["bpf-load"].detail and "kernel headers missing" in checks["bpf-load"].detail
+    )
+
+
+def test_a_missing_tracepoint_is_named_under_its_probe():
+    facts = dataclasses.replace(HEALTHY, tracepoints=ALL_TRACEPOINTS - {"writeback:balance_dirty_pages"})
+    checks = checks_of(facts)
+    assert checks["tracepoints:writeback"].status is Status.MISSING
+    assert "writeback:balance_dirty_pages" in checks["tracepoints:writeback"].detail
+    assert checks["tracepoints:faults"].status is Status.OK
+
+
+def test_a_missing_optional_tracepoint_degrades_without_failing():
+    facts = dataclasses.replace(HEALTHY, tracepoints=ALL_TRACEPOINTS - {"readahead:page_cache_sync_ra"})
+    assert checks_of(facts)["tracepoints:pagecache"].status is Status.DEGRADED
+
+
+def test_quick_skips_the_load_test_and_stays_ok():
+    facts = dataclasses.replace(HEALTHY, quick=True, tracepoint_smoke=None, fentry_smoke=None)
+    assert checks_of(facts)["bpf-load"].status is Status.SKIPPED
+    assert evaluate(facts).ok
+
+
+def test_lockdown_and_memlock_verdicts():
+    assert (
+        checks_of(dataclasses.replace(HEALTHY, lockdown="confidentiality"))["lockdown"].status
+        is Status.DEGRADED
+    )
+    assert checks_of(dataclasses.replace(HEALTHY, lockdown=None))["lockdown"].status is Status.SKIPPED
+    limited = dataclasses.replace(HEALTHY, capabilities=ROOT_CAPS - {"CAP_IPC_LOCK"})
+    assert checks_of(limited)["memlock"].status is Status.DEGRADED
+    assert checks_of(dataclasses.replace(limited, memlock_soft_bytes=None))["memlock"].status is Status.OK
+
+
+def test_test_tools_never_decide_the_verdict():
+    facts = dataclasses.replace(HEALTHY, tools={"perf": ToolFacts(None), "fincore": ToolFacts(None)})
+    assert checks_of(facts)["perf"].status is Status.MISSING
+    assert evaluate(facts).ok
+
+
+def test_kernel_version_parsing():
+    assert kernel_version("6.18.44-fc-v669") == (6, 18, 44)
+    assert kernel_version("6.5.0-rc1") == (6, 5, 0)
+    assert kernel_version("5.10") == (5, 10, 0)
+
+
+# --- real runs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.requires_bpf
+def test_real_doctor_json_contract_and_exit_0_on_this_kind_of_machine():
+    result = CliRunner().invoke(app, ["doctor", "--format", "json"])
+    report = json.loads(result.stdout)
+    assert set(report) == {"checks", "ok"}
+    for check in report["checks"]:
+        assert {"name", "status", "detail", "needed_for", "fix"} <= set(check)
+        assert check["status"] in ("ok", "missing", "degraded", "skipped")
+    by_name = {check["name"]: check for check in report["checks"]}
+    assert by_name["bpf-load"]["status"] == "ok", by_name["bpf-load"]
+    assert report["ok"] is True, [c for c in report["checks"] if c["status"] != "ok"]
+    assert result.exit_code == 0
+
+
+@pytest.mark.requires_root
+def test_unprivileged_user_gets_exit_3_and_the_fix_without_a_traceback():
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs setpriv (util-linux)")
+    done = subprocess.run(
+        [
+            setpriv,
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            sys.executable,
+            "-m",
+            "mqinspect",
+            "doctor",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={**os.environ, "HOME": "/"},
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    assert checks["privileges"]["status"] == "missing"
+    assert "sudo" in checks["privileges"]["fix"]
+    assert checks["bpf-load"]["status"] == "missing"
