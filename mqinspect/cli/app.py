@@ -114,9 +114,10 @@ def root(
 
 
 def _register_commands() -> None:
-    from mqinspect.cli import doctor
+    from mqinspect.cli import doctor, store
 
     doctor.register(app)
+    store.register(app)
 
 
 _register_commands()

@@ -1,0 +1,34 @@
+"""The two checksums RocketMQ's format depends on, done exactly as Java does them.
+
+- BODYCRC: java.util.zip.CRC32 (= zlib.crc32) with the top bit masked off (`UtilAll.crc32`).
+- Java `String.hashCode` over UTF-16 code units with int32 overflow: tagsCode and index key hashes.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+
+def masked_crc32(data: bytes | bytearray | memoryview) -> int:
+    """`UtilAll.crc32`: CRC-32/IEEE, then `& 0x7FFFFFFF`, so the value is always >= 0."""
+    return zlib.crc32(data) & 0x7FFFFFFF
+
+
+def java_string_hash(text: str) -> int:
+    """Java's `String.hashCode()` as a signed int32."""
+    value = 0
+    units = text.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        value = (31 * value + (units[i] << 8 | units[i + 1])) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def tags_code(tags: str | None) -> int:
+    """The ConsumeQueue tagsCode of a TAGS property: its Java hashCode, 0 when absent or empty."""
+    return java_string_hash(tags) if tags else 0
+
+
+def index_key_hash(key: str) -> int:
+    """`IndexFile.indexKeyHashMethod`: abs(hashCode), with Integer.MIN_VALUE mapped to 0."""
+    value = abs(java_string_hash(key))
+    return 0 if value >= 1 << 31 else value
