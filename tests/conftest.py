@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,19 @@ from probes.capabilities import gather_facts
 from probes.privileges import can_trace
 
 IN_CI = os.environ.get("CI") == "true"
+REPO = Path(__file__).resolve().parents[1]
+# shared/ sits beside the repository on developer machines and in CI.
+RUST_FIXTURE = REPO.parent / "shared" / "fixtures" / "rocketmq-rust-0.9.0-store"
+
+
+@pytest.fixture
+def rust_store(tmp_path: Path) -> Path:
+    """A private copy of the store rocketmq-rust 0.9.0 wrote: the independent test of format compatibility."""
+    if not RUST_FIXTURE.is_dir():
+        pytest.fail(f"the shared fixture is missing: {RUST_FIXTURE}")
+    copy = tmp_path / "rocketmq-rust-store"
+    shutil.copytree(RUST_FIXTURE, copy)
+    return copy / "local-file"
 
 
 def skip_or_fail(reason: str) -> None:
