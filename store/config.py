@@ -1,4 +1,4 @@
-"""StoreConfig: RocketMQ's MessageStoreConfig defaults, every size overridable so tests and demos use small stores."""
+"""StoreConfig: RocketMQ's MessageStoreConfig defaults; every size is overridable for small stores."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class FlushDiskType(StrEnum):
 
 class WarmupMode(StrEnum):
     NONE = "none"
-    TOUCH = "touch"  # RocketMQ's warmMappedFile: write 0 per page (msync every N pages with sync flush), mlock
+    TOUCH = "touch"  # RocketMQ warmMappedFile: a 0 per page (msync every N pages with sync flush), mlock
     POPULATE = "populate"  # MADV_POPULATE_WRITE (Linux >= 5.14), one call instead of a fault per page
 
 
