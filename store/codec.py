@@ -1,0 +1,983 @@
+"""The CommitLog message record, byte for byte as RocketMQ writes and checks it.
+
+Encoding follows `MessageExtEncoder.encode` plus the offset/timestamp/CRC fill-in of
+`CommitLog.DefaultAppendMessageCallback.doAppend`; decoding follows `CommitLog.checkMessageAndReturnSize`
+and `MessageDecoder.decode`. All integers are big-endian, as Java's ByteBuffer writes them.
+
+Record layout (offsets for IPv4 born and store hosts; an IPv6 host adds 12 bytes each):
+
+     0 TOTALSIZE int32        40 BORNTIMESTAMP int64              84 BODY length int32, BODY
+     4 MAGICCODE int32        48 BORNHOST ip(4|16) + port int32      TOPIC length int8 (V1)|int16 (V2), TOPIC
+     8 BODYCRC int32          56 STORETIMESTAMP int64                PROPERTIES length int16, PROPERTIES
+    12 QUEUEID int32          64 STOREHOSTADDRESS ip + port
+    16 FLAG int32             72 RECONSUMETIMES int32
+    20 QUEUEOFFSET int64      76 PreparedTransactionOffset int64
+    28 PHYSICALOFFSET int64
+    36 SYSFLAG int32
+
+Encoding is split as in RocketMQ: `prepare_record` does what MessageExtEncoder does before the put lock, and
+`PreparedRecord.write_into` what doAppend does under it (offsets, store timestamp, `__CRC32#`), straight into
+the mapped file. `encode_into` and `encode_record` do both.
+
+Decoding never trusts a length before checking it against the buffer, so garbage cannot make it read out of
+bounds or allocate more than the bytes it was given. What decoding reports at a position:
+- a `MessageRecord` (or `DispatchInfo`) for a valid record;
+- a `BlankRecord` for the END_OF_FILE filler (BLANK_MAGIC_CODE): RocketMQ's "size 0, success", which rolls
+  to the next file;
+- `UnwrittenSpace` (a `CorruptRecord`) when TOTALSIZE and MAGICCODE are both zero: space never written, the
+  clean end of a log. RocketMQ reports this as a failure like any other, so code that only catches
+  `CorruptRecord` behaves as recovery does; code that wants to tell "end of data" from damage catches
+  `UnwrittenSpace` first;
+- `CorruptRecord` for anything else, naming the path, the record's absolute offset and the field at fault.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import mmap
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NamedTuple
+
+from store.config import StoreConfig
+from store.errors import CorruptRecord, StoreError
+from store.hashing import masked_crc32
+from store.hashing import tags_code as java_tags_code
+
+# --- Magic codes (MessageDecoder / CommitLog), as unsigned 32-bit values; Java's are signed ints. ---
+MESSAGE_MAGIC_CODE_V1 = 0xDAA320A7  # MESSAGE_MAGIC_CODE, -626843481: 1-byte topic length
+MESSAGE_MAGIC_CODE = MESSAGE_MAGIC_CODE_V1
+MESSAGE_MAGIC_CODE_V2 = 0xDAA320AB  # -626843477, since 5.1.0: 2-byte topic length
+BLANK_MAGIC_CODE = 0xCBD43194  # -875286124: the end-of-file filler
+END_FILE_MIN_BLANK_LENGTH = 4 + 4  # CommitLog: TOTALSIZE + MAGICCODE of the blank record
+
+# --- Field positions in a record (MessageDecoder). The store timestamp's holds for IPv4 born hosts only. ---
+MESSAGE_MAGIC_CODE_POSITION = 4
+MESSAGE_FLAG_POSITION = 16
+QUEUE_OFFSET_POSITION = 20
+PHY_POS_POSITION = 28
+SYSFLAG_POSITION = 36
+MESSAGE_STORE_TIMESTAMP_POSITION = 56
+
+# --- SYSFLAG bits (MessageSysFlag) ---
+COMPRESSED_FLAG = 0x1
+MULTI_TAGS_FLAG = 0x2
+TRANSACTION_NOT_TYPE = 0x0
+TRANSACTION_PREPARED_TYPE = 0x4
+TRANSACTION_COMMIT_TYPE = 0x8
+TRANSACTION_ROLLBACK_TYPE = 0xC
+TRANSACTION_TYPE_MASK = 0xC
+BORNHOST_V6_FLAG = 0x10
+STOREHOSTADDRESS_V6_FLAG = 0x20
+NEED_UNWRAP_FLAG = 0x40
+INNER_BATCH_FLAG = 0x80
+COMPRESSION_LZ4_TYPE = 0x1 << 8
+COMPRESSION_ZSTD_TYPE = 0x2 << 8
+COMPRESSION_ZLIB_TYPE = 0x3 << 8
+COMPRESSION_TYPE_COMPARATOR = 0x7 << 8
+
+# --- Property names (MessageConst) and separators (MessageDecoder) ---
+PROPERTY_KEYS = "KEYS"
+PROPERTY_TAGS = "TAGS"
+PROPERTY_WAIT_STORE_MSG_OK = "WAIT"
+PROPERTY_DELAY_TIME_LEVEL = "DELAY"
+PROPERTY_RETRY_TOPIC = "RETRY_TOPIC"
+PROPERTY_REAL_TOPIC = "REAL_TOPIC"
+PROPERTY_REAL_QUEUE_ID = "REAL_QID"
+PROPERTY_TRANSACTION_PREPARED = "TRAN_MSG"
+PROPERTY_PRODUCER_GROUP = "PGROUP"
+PROPERTY_MIN_OFFSET = "MIN_OFFSET"
+PROPERTY_MAX_OFFSET = "MAX_OFFSET"
+PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX = "UNIQ_KEY"
+PROPERTY_INNER_NUM = "INNER_NUM"
+PROPERTY_INNER_BASE = "INNER_BASE"
+DUP_INFO = "DUP_INFO"
+PROPERTY_INNER_MULTI_DISPATCH = "INNER_MULTI_DISPATCH"
+PROPERTY_INNER_MULTI_QUEUE_OFFSET = "INNER_MULTI_QUEUE_OFFSET"
+PROPERTY_TIMER_DELIVER_MS = "TIMER_DELIVER_MS"
+PROPERTY_TIMER_DELAY_SEC = "TIMER_DELAY_SEC"
+PROPERTY_CRC32 = "__CRC32#"
+PROPERTY_TRANSIENT_PREFIX = "__RMQ.TRANSIENT."
+KEY_SEPARATOR = " "
+NAME_VALUE_SEPARATOR = "\x01"
+PROPERTY_SEPARATOR = "\x02"
+
+# TopicValidator.RMQ_SYS_SCHEDULE_TOPIC: on this topic the dispatcher replaces tagsCode by the delivery time.
+SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
+
+# --- Size limits ---
+V1_MAX_TOPIC_LENGTH = 127  # Byte.MAX_VALUE: the V1 topic length is read back as a signed byte
+MAX_TOPIC_LENGTH = 255  # HookUtils.MAX_TOPIC_LENGTH: the longest topic a broker accepts
+MAX_PROPERTIES_SIZE = 32_767  # Short.MAX_VALUE: PROPERTIES_SIZE_EXCEEDED above it
+DEFAULT_MAX_MESSAGE_BODY_SIZE = StoreConfig().max_message_body_size
+# MessageExtEncoder sizes its buffer maxMessageBodySize + 64 KiB, so no broker record is longer than this.
+ENCODER_HEADROOM = 64 * 1024
+DEFAULT_MAX_RECORD_SIZE = DEFAULT_MAX_MESSAGE_BODY_SIZE + ENCODER_HEADROOM
+# CommitLog.CRC32_RESERVED_LEN = "__CRC32#".length() + 1 + 10 + 1
+CRC32_RESERVED_LEN = len(PROPERTY_CRC32) + 1 + 10 + 1
+
+# What the codec reads from and writes into. (collections.abc.Buffer only arrives in Python 3.12.)
+ReadableBuffer = bytes | bytearray | memoryview | mmap.mmap
+WritableBuffer = bytearray | memoryview | mmap.mmap
+
+_CRC32_PROPERTY_PREFIX = (PROPERTY_CRC32 + NAME_VALUE_SEPARATOR).encode("ascii")
+_ASCII_DIGITS = frozenset(b"0123456789")
+
+
+class MessageTooLarge(StoreError):
+    """A message the broker would refuse (MESSAGE_ILLEGAL / PROPERTIES_SIZE_EXCEEDED): body, properties or
+    topic longer than RocketMQ allows."""
+
+
+class UnwrittenSpace(CorruptRecord):
+    """TOTALSIZE and MAGICCODE are both zero: nothing was ever written here (mapped files start zero-filled).
+
+    A `CorruptRecord`, because `checkMessageAndReturnSize` fails on it like on any unknown magic code; a
+    subclass, so a scan can tell the clean end of a log from damage."""
+
+
+class MessageVersion(IntEnum):
+    """`MessageVersion`: V1 writes the topic length in 1 byte, V2 in 2 bytes."""
+
+    V1 = 1
+    V2 = 2
+
+    @property
+    def magic_code(self) -> int:
+        return MESSAGE_MAGIC_CODE_V1 if self is MessageVersion.V1 else MESSAGE_MAGIC_CODE_V2
+
+    @property
+    def topic_length_size(self) -> int:
+        return 1 if self is MessageVersion.V1 else 2
+
+
+class HostAddress(NamedTuple):
+    """An `InetSocketAddress` as stored: IPv4 (4 bytes) or IPv6 (16 bytes) address text, and an int32 port."""
+
+    host: str
+    port: int
+
+
+class OffsetMessageId(NamedTuple):
+    """What an offsetMsgId encodes: the store host and the record's commitlog offset."""
+
+    host: str
+    port: int
+    physical_offset: int
+
+
+_LOOPBACK = HostAddress("127.0.0.1", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to append: what the producer sent plus what the broker decides before the put lock.
+
+    `sysflag`'s host bits (BORNHOST_V6_FLAG, STOREHOSTADDRESS_V6_FLAG) are set by the encoder from the hosts,
+    as `CommitLog.asyncPutMessage` does. A COMPRESSED body is stored as given (already compressed).
+    """
+
+    topic: str
+    body: bytes | bytearray | memoryview = b""
+    queue_id: int = 0
+    flag: int = 0
+    properties: Mapping[str, str] = field(default_factory=dict)
+    sysflag: int = 0
+    born_timestamp_ms: int = 0
+    born_host: HostAddress | tuple[str, int] = _LOOPBACK
+    store_host: HostAddress | tuple[str, int] = _LOOPBACK
+    reconsume_times: int = 0
+    prepared_transaction_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlankRecord:
+    """The END_OF_FILE filler: 8 bytes on disk, `total_size` = every byte left in the file from here."""
+
+    total_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A decoded CommitLog record (`MessageExt` as `MessageDecoder.decode` builds it).
+
+    `body` is a zero-copy memoryview slice when the input buffer was a memoryview, bytes otherwise, and None
+    when decoded with `read_body=False`. A COMPRESSED body (sysflag bit 0x1) is returned as stored.
+    """
+
+    total_size: int
+    magic_code: int
+    body_crc: int
+    queue_id: int
+    flag: int
+    queue_offset: int
+    physical_offset: int
+    sysflag: int
+    born_timestamp_ms: int
+    born_host: HostAddress
+    store_timestamp_ms: int
+    store_host: HostAddress
+    reconsume_times: int
+    prepared_transaction_offset: int
+    body: bytes | memoryview | None
+    topic: str
+    properties: dict[str, str]
+
+    @property
+    def version(self) -> MessageVersion:
+        return MessageVersion.V1 if self.magic_code == MESSAGE_MAGIC_CODE_V1 else MessageVersion.V2
+
+    @property
+    def keys(self) -> str | None:
+        """The KEYS property: index keys separated by KEY_SEPARATOR."""
+        return self.properties.get(PROPERTY_KEYS)
+
+    @property
+    def key_list(self) -> tuple[str, ...]:
+        """The keys `IndexService.buildIndex` indexes: KEYS split on spaces, empty pieces dropped."""
+        return _split_keys(self.keys)
+
+    @property
+    def tags(self) -> str | None:
+        return self.properties.get(PROPERTY_TAGS)
+
+    @property
+    def uniq_key(self) -> str | None:
+        """UNIQ_KEY: the client-side message id (`MessageClientIDSetter`)."""
+        return self.properties.get(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+
+    @property
+    def tags_code(self) -> int:
+        """The ConsumeQueue tagsCode of TAGS (Java hashCode, 0 without tags). SCHEDULE_TOPIC_XXXX records get
+        their delivery time instead, which needs the broker's delay table: see `DispatchInfo.delay_level`."""
+        return java_tags_code(self.tags)
+
+    @property
+    def offset_msg_id(self) -> str:
+        """The broker-side msgId: store host + commitlog offset (`MessageDecoder.createMessageId`)."""
+        return offset_msg_id(self.store_host, self.physical_offset)
+
+    def to_message(self) -> Message:
+        """The `Message` that encodes back to this record, minus the store-computed `__CRC32#` property."""
+        properties = {name: value for name, value in self.properties.items() if name != PROPERTY_CRC32}
+        return Message(
+            topic=self.topic,
+            body=b"" if self.body is None else bytes(self.body),
+            queue_id=self.queue_id,
+            flag=self.flag,
+            properties=properties,
+            sysflag=self.sysflag,
+            born_timestamp_ms=self.born_timestamp_ms,
+            born_host=self.born_host,
+            store_host=self.store_host,
+            reconsume_times=self.reconsume_times,
+            prepared_transaction_offset=self.prepared_transaction_offset,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchInfo:
+    """What `checkMessageAndReturnSize` hands the ConsumeQueue and index dispatchers (`DispatchRequest`).
+
+    `tags_code` is the TAGS hash. For SCHEDULE_TOPIC_XXXX with a DELAY property RocketMQ replaces it by
+    `computeDeliverTimestamp(delay_level, store_timestamp)`, which depends on the broker's messageDelayLevel
+    table, so the dispatcher does that with `delay_level`.
+    """
+
+    topic: str
+    queue_id: int
+    queue_offset: int
+    physical_offset: int
+    size: int
+    tags_code: int
+    store_timestamp_ms: int
+    keys: str | None
+    uniq_key: str | None
+    sysflag: int
+    prepared_transaction_offset: int
+    properties: dict[str, str]
+
+    @property
+    def key_list(self) -> tuple[str, ...]:
+        return _split_keys(self.keys)
+
+    @property
+    def delay_level(self) -> int | None:
+        """DELAY as an int on SCHEDULE_TOPIC_XXXX, else None (also None if it is not a number)."""
+        if self.topic != SCHEDULE_TOPIC:
+            return None
+        try:
+            return int(self.properties[PROPERTY_DELAY_TIME_LEVEL])
+        except (KeyError, ValueError):
+            return None
+
+
+def _split_keys(keys: str | None) -> tuple[str, ...]:
+    return tuple(key for key in keys.split(KEY_SEPARATOR) if key) if keys else ()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fixed header: everything from TOTALSIZE to the BODY length. Four layouts, by the two IPv6 sysflag bits.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _header_struct(born_ip_size: int, store_ip_size: int) -> struct.Struct:
+    # total, magic (unsigned, to compare with the constants), bodyCRC, queueId, flag, queueOffset,
+    # physicalOffset, sysFlag, bornTimestamp, bornHost ip + port, storeTimestamp, storeHost ip + port,
+    # reconsumeTimes, preparedTransactionOffset, body length.
+    return struct.Struct(f">iIiiiqqiq{born_ip_size}siq{store_ip_size}siiqi")
+
+
+def _layout(sysflag: int) -> int:
+    """Index into _HEADERS: bit 0 = born host is IPv6, bit 1 = store host is IPv6."""
+    return (sysflag >> 4) & 3
+
+
+_HEADERS = tuple(_header_struct(16 if layout & 1 else 4, 16 if layout & 2 else 4) for layout in range(4))
+_SIZE_AND_MAGIC = struct.Struct(">iI")
+_SYSFLAG = struct.Struct(">i")
+_TOPIC_LENGTH = {MessageVersion.V1: struct.Struct(">b"), MessageVersion.V2: struct.Struct(">h")}
+# Keyed by the int magic code: enum members hash slowly, and decoding looks this up once per record.
+_TOPIC_LENGTH_BY_MAGIC = {version.magic_code: _TOPIC_LENGTH[version] for version in MessageVersion}
+_PROPERTIES_LENGTH = struct.Struct(">h")
+_OFFSET_MSG_ID = {4: struct.Struct(">4siq"), 16: struct.Struct(">16siq")}
+_PROPERTIES_LENGTH_SIZE = _PROPERTIES_LENGTH.size
+_SMALLEST_RECORD = _HEADERS[0].size + 1 + _PROPERTIES_LENGTH_SIZE  # empty body, topic and properties, V1
+
+
+def calc_record_size(
+    version: MessageVersion, sysflag: int, body_length: int, topic_length: int, properties_length: int
+) -> int:
+    """`MessageExtEncoder.calMsgLength`: the TOTALSIZE of a record with these lengths (negative body and
+    properties lengths count as 0, as in Java)."""
+    return (
+        _HEADERS[_layout(sysflag)].size
+        + max(body_length, 0)
+        + _TOPIC_LENGTH[version].size
+        + topic_length
+        + _PROPERTIES_LENGTH_SIZE
+        + max(properties_length, 0)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Properties
+# ----------------------------------------------------------------------------------------------------------
+
+
+def properties_to_string(properties: Mapping[str, str]) -> str:
+    """`MessageDecoder.messageProperties2String`: `name\\x01value\\x02` per entry, so it ends with \\x02.
+
+    Raises ValueError for what RocketMQ's decoder could not give back: an empty name or value, or a
+    separator inside one."""
+    if not properties:
+        return ""
+    text = "".join([f"{name}\x01{value}\x02" for name, value in properties.items()])
+    count = len(properties)
+    # Two C-level scans instead of checking each entry: each entry contributes exactly one of each separator,
+    # and an empty name or value shows up as adjacent separators.
+    if (
+        text.count(NAME_VALUE_SEPARATOR) != count
+        or text.count(PROPERTY_SEPARATOR) != count
+        or text[0] == NAME_VALUE_SEPARATOR
+        or "\x02\x01" in text
+        or "\x01\x02" in text
+    ):
+        raise ValueError(
+            f"property names and values must be non-empty and free of \\x01 and \\x02: {properties!r}"
+        )
+    return text
+
+
+def string_to_properties(text: str) -> dict[str, str]:
+    """`MessageDecoder.string2messageProperties`, tolerant as in Java: split on \\x02; keep a segment only if
+    it has a \\x01 with at least one character before and after it (the value may hold more \\x01); a
+    missing trailing \\x02 is fine; a repeated name keeps the last value."""
+    properties = {}
+    for segment in text.split(PROPERTY_SEPARATOR):
+        name, _, value = segment.partition(NAME_VALUE_SEPARATOR)
+        if name and value:
+            properties[name] = value
+    return properties
+
+
+def encode_crc32_property(crc: int) -> bytes:
+    """`MessageDecoder.createCrc32`: the 20 bytes `__CRC32#`, \\x01, the value's 10 decimal digits least
+    significant first (padded with '0' at the end), \\x02. crc 123 -> `__CRC32#\\x013210000000\\x02`."""
+    if not 0 <= crc <= 0x7FFFFFFF:
+        raise ValueError(f"a masked CRC32 is between 0 and 2^31-1, not {crc}")
+    return _CRC32_PROPERTY_PREFIX + str(crc)[::-1].ljust(10, "0").encode("ascii") + b"\x02"
+
+
+def _parse_crc32_digits(digits: bytes) -> int | None:
+    """The CRC in a reserved tail's 10 digits (read from last to first, as CommitLog does), or None if they
+    are not all digits."""
+    if not _ASCII_DIGITS.issuperset(digits):
+        return None
+    return int(digits[::-1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Hosts and message ids
+# ----------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed_host(host: tuple[str, int]) -> tuple[bytes, int]:
+    """(address bytes, port) of a host; cached because a store sees few distinct hosts and parsing is slow."""
+    address, port = host
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port {port} of {address} is not between 0 and 65535")
+    return ipaddress.ip_address(address).packed, port
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_from_packed(address: bytes, port: int) -> HostAddress:
+    ip = ipaddress.IPv4Address(address) if len(address) == 4 else ipaddress.IPv6Address(address)
+    return HostAddress(ip.compressed, port)
+
+
+def offset_msg_id(store_host: HostAddress | tuple[str, int], physical_offset: int) -> str:
+    """`MessageDecoder.createMessageId`: upper-case hex of store ip (4|16 bytes) + int32 port + int64 offset,
+    32 characters for IPv4, 56 for IPv6."""
+    address, port = _packed_host(tuple(store_host))
+    return _OFFSET_MSG_ID[len(address)].pack(address, port, physical_offset).hex().upper()
+
+
+def parse_offset_msg_id(text: str) -> OffsetMessageId:
+    """`MessageDecoder.decodeMessageId`: (host, port, physical offset) of an offsetMsgId (either case).
+
+    Raises ValueError unless it is 32 or 56 hex digits with a port in 0..65535 and a non-negative offset."""
+    if not isinstance(text, str) or len(text) not in (32, 56):
+        raise ValueError(f"an offsetMsgId is 32 (IPv4) or 56 (IPv6) hex digits, not {text!r}")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"offsetMsgId {text!r} is not hexadecimal") from None
+    address, port, physical_offset = _OFFSET_MSG_ID[len(raw) - 12].unpack(raw)
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"offsetMsgId {text!r} holds port {port}, outside 0..65535")
+    if physical_offset < 0:
+        raise ValueError(f"offsetMsgId {text!r} holds a negative commitlog offset {physical_offset}")
+    host = _host_from_packed(address, port)
+    return OffsetMessageId(host.host, host.port, physical_offset)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Encoding
+# ----------------------------------------------------------------------------------------------------------
+
+
+def encode_blank(max_blank: int) -> bytes:
+    """The END_OF_FILE record `doAppend` writes when a message does not fit: int32 TOTALSIZE = max_blank
+    (every byte left in the file), int32 BLANK_MAGIC_CODE. Only these 8 bytes are written; the rest of the
+    file stays as it was."""
+    if not END_FILE_MIN_BLANK_LENGTH <= max_blank <= 0x7FFFFFFF:
+        raise ValueError(f"a blank record spans {END_FILE_MIN_BLANK_LENGTH}..2^31-1 bytes, not {max_blank}")
+    return _SIZE_AND_MAGIC.pack(max_blank, BLANK_MAGIC_CODE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_field(topic: str, version: MessageVersion | None) -> tuple[MessageVersion, bytes]:
+    """The version to write and the TOPIC length + TOPIC bytes; cached because topics repeat."""
+    if not topic:
+        raise ValueError("a topic must not be empty")
+    data = topic.encode("utf-8")
+    if len(data) > MAX_TOPIC_LENGTH:
+        raise MessageTooLarge(
+            f"topic of {len(data)} UTF-8 bytes exceeds MAX_TOPIC_LENGTH ({MAX_TOPIC_LENGTH})"
+        )
+    if version is None:
+        # autoMessageVersionOnTopicLen. Java compares topic.length() (chars) with 127 but writes the UTF-8
+        # byte length, so a short non-ASCII topic could overflow V1's signed byte; the byte length counts.
+        version = MessageVersion.V2 if len(data) > V1_MAX_TOPIC_LENGTH else MessageVersion.V1
+    elif version is MessageVersion.V1 and len(data) > V1_MAX_TOPIC_LENGTH:
+        raise MessageTooLarge(f"topic of {len(data)} UTF-8 bytes does not fit V1's 1-byte length (max 127)")
+    return version, _TOPIC_LENGTH[version].pack(len(data)) + data
+
+
+def _properties_field(properties: Mapping[str, str], append_property_crc: bool) -> bytes:
+    """PROPERTIES length + PROPERTIES, with CRC32_RESERVED_LEN bytes reserved at the end if asked.
+
+    `__CRC32#` is computed by the store, never taken from the message: a stale one would fail the check."""
+    if PROPERTY_CRC32 in properties:
+        properties = {name: value for name, value in properties.items() if name != PROPERTY_CRC32}
+    data = properties_to_string(properties).encode("utf-8")
+    # Our string always ends with \x02 when non-empty, so MessageExtEncoder's "append a separator before the
+    # CRC" case never arises.
+    length = len(data) + (CRC32_RESERVED_LEN if append_property_crc else 0)
+    if length > MAX_PROPERTIES_SIZE:
+        raise MessageTooLarge(
+            f"properties of {length} bytes exceed {MAX_PROPERTIES_SIZE} (PROPERTIES_SIZE_EXCEEDED)"
+        )
+    reserved = bytes(CRC32_RESERVED_LEN) if append_property_crc else b""
+    return _PROPERTIES_LENGTH.pack(length) + data + reserved
+
+
+class PreparedRecord(NamedTuple):
+    """A message encoded as far as `MessageExtEncoder.encode` goes before the put lock: everything except
+    QUEUEOFFSET, PHYSICALOFFSET, STORETIMESTAMP and the `__CRC32#` value, which `write_into` fills in as
+    `doAppend` does. `total_size` is known up front, so the store can choose between this record and a BLANK
+    (RocketMQ writes the record only if `total_size + END_FILE_MIN_BLANK_LENGTH <= maxBlank`).
+
+    Only `total_size` and `write_into` are meant for callers; the rest is the encoder's working state.
+    """
+
+    total_size: int
+    header: struct.Struct
+    leading: tuple  # TOTALSIZE, MAGICCODE, BODYCRC, QUEUEID, FLAG
+    middle: tuple  # SYSFLAG, BORNTIMESTAMP, BORNHOST ip and port
+    trailing: tuple  # STOREHOSTADDRESS ip and port, RECONSUMETIMES, PreparedTransactionOffset, BODY length
+    body: bytes | bytearray | memoryview
+    tail: bytes  # TOPIC length, TOPIC, PROPERTIES length, PROPERTIES (with the reserved CRC bytes)
+    append_property_crc: bool
+
+    def write_into(
+        self,
+        buffer: WritableBuffer,
+        position: int,
+        *,
+        queue_offset: int,
+        physical_offset: int,
+        store_timestamp_ms: int,
+    ) -> int:
+        """Write the record at `position` of a writable buffer (mmap, bytearray, memoryview); return its size.
+
+        Raises ValueError, having written nothing, if the record does not fit or an offset or the timestamp
+        does not fit a Java long."""
+        total = self.total_size
+        if position < 0 or position + total > len(buffer):
+            raise ValueError(
+                f"record of {total} bytes does not fit at position {position} of a {len(buffer)}-byte buffer"
+            )
+        _check_placement(queue_offset, physical_offset, store_timestamp_ms)
+        header = self.header
+        header.pack_into(
+            buffer, position, *self.leading, queue_offset, physical_offset, *self.middle,
+            store_timestamp_ms, *self.trailing,
+        )  # fmt: skip
+        body_start = position + header.size
+        tail_start = body_start + len(self.body)
+        buffer[body_start:tail_start] = self.body
+        buffer[tail_start : position + total] = self.tail
+        if self.append_property_crc:
+            _fill_property_crc(buffer, position, total)
+        return total
+
+
+def prepare_record(
+    message: Message,
+    *,
+    version: MessageVersion | None = None,
+    append_property_crc: bool = False,
+    max_body_size: int = DEFAULT_MAX_MESSAGE_BODY_SIZE,
+) -> PreparedRecord:
+    """Encode everything about `message` that does not depend on where it lands in the log.
+
+    `version` None picks V2 only for topics over 127 UTF-8 bytes (autoMessageVersionOnTopicLen).
+    `append_property_crc` is `enabledAppendPropCRC`: reserve CRC32_RESERVED_LEN bytes at the end of the
+    properties, to be filled with the CRC of the rest of the record once it is placed.
+    Raises MessageTooLarge for a body over `max_body_size` (maxMessageSize), properties over 32767 bytes or
+    a topic over 255 bytes; ValueError for an empty topic, bad hosts or properties, or numbers that overflow
+    Java's int/long.
+    """
+    body = message.body
+    if len(body) > max_body_size:
+        raise MessageTooLarge(f"message body of {len(body)} bytes exceeds maxMessageSize ({max_body_size})")
+    version, topic_field = _topic_field(message.topic, version)
+    tail = topic_field + _properties_field(message.properties, append_property_crc)
+    born_address, born_port = _packed_host(message.born_host)
+    store_address, store_port = _packed_host(message.store_host)
+    # CommitLog.asyncPutMessage sets the host bits from the address types, whatever the producer sent.
+    sysflag = message.sysflag & ~(BORNHOST_V6_FLAG | STOREHOSTADDRESS_V6_FLAG)
+    if len(born_address) == 16:
+        sysflag |= BORNHOST_V6_FLAG
+    if len(store_address) == 16:
+        sysflag |= STOREHOSTADDRESS_V6_FLAG
+    header = _HEADERS[_layout(sysflag)]
+    total = header.size + len(body) + len(tail)
+    leading = (total, version.magic_code, masked_crc32(body), message.queue_id, message.flag)
+    middle = (sysflag, message.born_timestamp_ms, born_address, born_port)
+    trailing = (
+        store_address,
+        store_port,
+        message.reconsume_times,
+        message.prepared_transaction_offset,
+        len(body),
+    )
+    try:
+        # A dry run with zero placement: write_into's pack_into must not fail halfway through a record.
+        header.pack(*leading, 0, 0, *middle, 0, *trailing)
+    except struct.error as error:
+        _raise_out_of_range(_message_numbers(message))
+        raise ValueError(f"a header field does not fit its Java type: {error}") from error
+    return PreparedRecord(total, header, leading, middle, trailing, body, tail, append_property_crc)
+
+
+_PLACEMENT = struct.Struct(">qqq")
+
+
+def _check_placement(queue_offset: int, physical_offset: int, store_timestamp_ms: int) -> None:
+    try:
+        _PLACEMENT.pack(queue_offset, physical_offset, store_timestamp_ms)
+    except struct.error as error:
+        placement = {
+            "queue_offset": queue_offset,
+            "physical_offset": physical_offset,
+            "store_timestamp_ms": store_timestamp_ms,
+        }
+        _raise_out_of_range(placement)
+        raise ValueError(f"an offset or the store timestamp does not fit a Java long: {error}") from error
+
+
+def _fill_property_crc(buffer: WritableBuffer, position: int, total: int) -> None:
+    """doAppend's last step: CRC over [0, total-20) of the finished record, written into the reserved tail."""
+    crc_end = position + total - CRC32_RESERVED_LEN
+    with memoryview(buffer) as view:
+        crc = zlib.crc32(view[position:crc_end]) & 0x7FFFFFFF
+    buffer[crc_end : position + total] = encode_crc32_property(crc)
+
+
+def _message_numbers(message: Message) -> dict[str, int]:
+    return {
+        "queue_id": message.queue_id,
+        "flag": message.flag,
+        "sysflag": message.sysflag,
+        "born_timestamp_ms": message.born_timestamp_ms,
+        "reconsume_times": message.reconsume_times,
+        "prepared_transaction_offset": message.prepared_transaction_offset,
+    }
+
+
+_INT32_FIELDS = frozenset({"queue_id", "flag", "sysflag", "reconsume_times"})
+
+
+def _raise_out_of_range(numbers: dict[str, int]) -> None:
+    """Name the field behind struct's anonymous "argument out of range" (a Java int or long)."""
+    for name, value in numbers.items():
+        bits = 32 if name in _INT32_FIELDS else 64
+        if not isinstance(value, int) or not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+            raise ValueError(f"{name}={value!r} does not fit a Java {'int' if bits == 32 else 'long'}")
+
+
+def encode_into(
+    buffer: WritableBuffer,
+    position: int,
+    message: Message,
+    *,
+    queue_offset: int,
+    physical_offset: int,
+    store_timestamp_ms: int,
+    version: MessageVersion | None = None,
+    append_property_crc: bool = False,
+    max_body_size: int = DEFAULT_MAX_MESSAGE_BODY_SIZE,
+) -> int:
+    """Encode `message` straight into a writable buffer (an mmap, bytearray or memoryview) at `position` and
+    return the record's size (TOTALSIZE): `prepare_record` then `PreparedRecord.write_into`.
+
+    `queue_offset`, `physical_offset` and `store_timestamp_ms` are what doAppend fills in under the put lock
+    (pass queue_offset 0 for TRANSACTION_PREPARED/ROLLBACK messages, which do not enter a ConsumeQueue).
+    Raises as `prepare_record` and `write_into` do; nothing is written when it raises.
+    """
+    record = prepare_record(
+        message, version=version, append_property_crc=append_property_crc, max_body_size=max_body_size
+    )
+    return record.write_into(
+        buffer,
+        position,
+        queue_offset=queue_offset,
+        physical_offset=physical_offset,
+        store_timestamp_ms=store_timestamp_ms,
+    )
+
+
+def encode_record(
+    message: Message,
+    *,
+    queue_offset: int,
+    physical_offset: int,
+    store_timestamp_ms: int,
+    version: MessageVersion | None = None,
+    append_property_crc: bool = False,
+    max_body_size: int = DEFAULT_MAX_MESSAGE_BODY_SIZE,
+) -> bytes:
+    """The record `encode_into` would write, as bytes."""
+    record = prepare_record(
+        message, version=version, append_property_crc=append_property_crc, max_body_size=max_body_size
+    )
+    buffer = bytearray(record.total_size)
+    record.write_into(
+        buffer,
+        0,
+        queue_offset=queue_offset,
+        physical_offset=physical_offset,
+        store_timestamp_ms=store_timestamp_ms,
+    )
+    return bytes(buffer)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Frame(NamedTuple):
+    """A record whose lengths all check out: header values and where body, topic and properties lie."""
+
+    header: tuple
+    body_start: int
+    body_end: int
+    topic: str
+    properties: dict[str, str]
+
+
+class _Location(NamedTuple):
+    path: str | None
+    offset: int
+
+    def corrupt(self, reason: str, field_name: str) -> CorruptRecord:
+        return CorruptRecord(reason, path=self.path, offset=self.offset, field=field_name)
+
+
+def peek_total_size_and_magic(
+    buffer: ReadableBuffer, position: int = 0, *, path: str | None = None, base_offset: int = 0
+) -> tuple[int, int]:
+    """TOTALSIZE (signed, as Java reads it) and MAGICCODE (unsigned, comparable with the constants) at
+    `position`, for scans that only hop from record to record. CorruptRecord if fewer than 8 bytes remain."""
+    return _peek(buffer, position, _Location(path, base_offset + position))
+
+
+def _peek(buffer: ReadableBuffer, position: int, where: _Location) -> tuple[int, int]:
+    if position < 0:
+        raise ValueError(f"position must not be negative: {position}")
+    available = len(buffer) - position
+    if available < _SIZE_AND_MAGIC.size:
+        raise where.corrupt(f"truncated: {max(available, 0)} bytes left, a record starts with 8", "TOTALSIZE")
+    return _SIZE_AND_MAGIC.unpack_from(buffer, position)
+
+
+def _read_frame(
+    view: memoryview,
+    position: int,
+    where: _Location,
+    check_crc: bool,
+    require_property_crc: bool,
+    max_record_size: int,
+) -> _Frame | BlankRecord:
+    """checkMessageAndReturnSize's checks, in an order that never reads past a length it has not checked."""
+    total, magic = _peek(view, position, where)
+    available = len(view) - position
+    if magic == BLANK_MAGIC_CODE:
+        if not END_FILE_MIN_BLANK_LENGTH <= total <= available:
+            raise where.corrupt(f"blank record claims {total} bytes, {available} are left", "TOTALSIZE")
+        return BlankRecord(total)
+    topic_length_struct = _TOPIC_LENGTH_BY_MAGIC.get(magic)
+    if topic_length_struct is None:
+        if total == 0 and magic == 0:
+            raise UnwrittenSpace("no record: zero bytes where a record would start", path=where.path,
+                                 offset=where.offset, field="TOTALSIZE")  # fmt: skip
+        raise where.corrupt(f"illegal magic code 0x{magic:08X}", "MAGICCODE")
+    _check_total_size(total, available, max_record_size, where)
+    header = _HEADERS[_layout(_SYSFLAG.unpack_from(view, position + SYSFLAG_POSITION)[0])]
+    record_end = position + total
+    fixed = header.size + topic_length_struct.size + _PROPERTIES_LENGTH_SIZE
+    if total < fixed:
+        raise where.corrupt(
+            f"TOTALSIZE {total} is shorter than this layout's {fixed}-byte minimum", "TOTALSIZE"
+        )
+    values = header.unpack_from(view, position)
+    body_length = values[-1]
+    if not 0 <= body_length <= total - fixed:
+        raise where.corrupt(f"body length {body_length} does not fit a {total}-byte record", "BODY length")
+    body_start = position + header.size
+    body_end = body_start + body_length
+    topic_length = topic_length_struct.unpack_from(view, body_end)[0]
+    topic_start = body_end + topic_length_struct.size
+    topic_end = topic_start + topic_length
+    if topic_length < 0 or topic_end + _PROPERTIES_LENGTH_SIZE > record_end:
+        raise where.corrupt(f"topic length {topic_length} does not fit a {total}-byte record", "TOPIC length")
+    properties_length = _PROPERTIES_LENGTH.unpack_from(view, topic_end)[0]
+    if properties_length < 0:
+        raise where.corrupt(f"negative properties length {properties_length}", "PROPERTIES length")
+    expected = fixed + body_length + topic_length + properties_length  # calMsgLength, inlined
+    if expected != total:
+        raise where.corrupt(
+            f"TOTALSIZE {total} but the fields add up to {expected} "
+            f"(body {body_length}, topic {topic_length}, properties {properties_length})",
+            "TOTALSIZE",
+        )
+    properties_start = topic_end + _PROPERTIES_LENGTH_SIZE
+    if check_crc:
+        _verify_body_crc(view, body_start, body_end, values[2], where)
+        _verify_property_crc(view, position, properties_start, record_end, require_property_crc, where)
+    topic = _utf8(view, topic_start, topic_end, "TOPIC", where)
+    properties = string_to_properties(_utf8(view, properties_start, record_end, "PROPERTIES", where))
+    return _Frame(values, body_start, body_end, topic, properties)
+
+
+def _check_total_size(total: int, available: int, max_record_size: int, where: _Location) -> None:
+    if total < _SMALLEST_RECORD:
+        raise where.corrupt(
+            f"TOTALSIZE {total} is below the {_SMALLEST_RECORD}-byte minimum record", "TOTALSIZE"
+        )
+    if total > max_record_size:
+        raise where.corrupt(
+            f"TOTALSIZE {total} exceeds the largest record a broker writes "
+            f"({max_record_size}: maxMessageSize + 64 KiB)",
+            "TOTALSIZE",
+        )
+    if total > available:
+        raise where.corrupt(f"truncated: TOTALSIZE {total} but only {available} bytes left", "TOTALSIZE")
+
+
+def _verify_body_crc(view: memoryview, body_start: int, body_end: int, stored: int, where: _Location) -> None:
+    if body_end == body_start:
+        return  # Java checks only when bodyLen > 0
+    actual = zlib.crc32(view[body_start:body_end]) & 0x7FFFFFFF
+    if actual != stored:
+        raise where.corrupt(f"body CRC {actual} does not match BODYCRC {stored}", "BODYCRC")
+
+
+def _verify_property_crc(
+    view: memoryview, position: int, properties_start: int, record_end: int, required: bool, where: _Location
+) -> None:
+    """Check the whole-record `__CRC32#` tail if the record has one (or must have one: forceVerifyPropCRC)."""
+    tail_start = record_end - CRC32_RESERVED_LEN
+    has_tail = (
+        tail_start >= properties_start
+        and view[tail_start : tail_start + len(_CRC32_PROPERTY_PREFIX)] == _CRC32_PROPERTY_PREFIX
+    )
+    if not has_tail:
+        if required:
+            raise where.corrupt("no __CRC32# property at the end of the properties", PROPERTY_CRC32)
+        return
+    stored = _parse_crc32_digits(bytes(view[record_end - 11 : record_end - 1]))
+    if stored is None or view[record_end - 1] != 0x02:
+        raise where.corrupt("malformed __CRC32# property (10 digits and \\x02 expected)", PROPERTY_CRC32)
+    actual = zlib.crc32(view[position:tail_start]) & 0x7FFFFFFF
+    if actual != stored:
+        raise where.corrupt(f"record CRC {actual} does not match __CRC32# {stored}", PROPERTY_CRC32)
+
+
+def _utf8(view: memoryview, start: int, end: int, field_name: str, where: _Location) -> str:
+    # Java decodes with replacement, but no Java (or Rust) writer produces invalid UTF-8, so it means damage.
+    try:
+        return str(view[start:end], "utf-8")
+    except UnicodeDecodeError as error:
+        raise where.corrupt(
+            f"{field_name} is not valid UTF-8 ({error.reason} at byte {error.start})", field_name
+        ) from None
+
+
+def _as_view(buffer: ReadableBuffer) -> tuple[memoryview, bool]:
+    """A memoryview over `buffer`, and whether we made it (and so must release it and copy out of it)."""
+    if type(buffer) is memoryview:
+        return buffer, False
+    return memoryview(buffer), True
+
+
+def decode_record(
+    buffer: ReadableBuffer,
+    position: int = 0,
+    *,
+    path: str | None = None,
+    base_offset: int = 0,
+    check_crc: bool = False,
+    require_property_crc: bool = False,
+    read_body: bool = True,
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+) -> MessageRecord | BlankRecord:
+    """Decode the record at `position` of `buffer` (bytes, bytearray, mmap or memoryview).
+
+    Returns a MessageRecord, or a BlankRecord for the END_OF_FILE filler. Raises UnwrittenSpace (a
+    CorruptRecord) where TOTALSIZE and MAGICCODE are zero, and CorruptRecord for a truncated record, an
+    unknown magic code, a TOTALSIZE that disagrees with the field lengths (calMsgLength) or exceeds
+    `max_record_size`, invalid UTF-8, or, with `check_crc` (checkCRCOnRecover), a wrong BODYCRC or `__CRC32#`
+    tail; `require_property_crc` (forceVerifyPropCRC) also rejects records without the tail. Errors carry
+    `path`, the absolute offset `base_offset + position` of the record and the field at fault.
+
+    `read_body=False` leaves `body` None (CRCs are still checked if asked). The body is a zero-copy slice when
+    `buffer` is a memoryview, which keeps the underlying buffer exported while the body lives.
+    """
+    view, owned = _as_view(buffer)
+    try:
+        frame = _read_frame(
+            view,
+            position,
+            _Location(path, base_offset + position),
+            check_crc,
+            require_property_crc,
+            max_record_size,
+        )
+        if isinstance(frame, BlankRecord):
+            return frame
+        body = None
+        if read_body:
+            body = view[frame.body_start : frame.body_end]
+            if owned:
+                body = bytes(body)
+        (total, magic, body_crc, queue_id, flag, queue_offset, physical_offset, sysflag, born_timestamp,
+         born_ip, born_port, store_timestamp, store_ip, store_port, reconsume_times, prepared_offset, _,
+         ) = frame.header  # fmt: skip
+        return MessageRecord(
+            total, magic, body_crc, queue_id, flag, queue_offset, physical_offset, sysflag, born_timestamp,
+            _host_from_packed(born_ip, born_port), store_timestamp, _host_from_packed(store_ip, store_port),
+            reconsume_times, prepared_offset, body, frame.topic, frame.properties,
+        )  # fmt: skip
+    finally:
+        if owned:
+            view.release()
+
+
+def decode_dispatch_info(
+    buffer: ReadableBuffer,
+    position: int = 0,
+    *,
+    path: str | None = None,
+    base_offset: int = 0,
+    check_crc: bool = False,
+    require_property_crc: bool = False,
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+) -> DispatchInfo | BlankRecord:
+    """What the ConsumeQueue and index dispatchers need from the record at `position`, without materialising
+    the body (the reput thread's `checkMessageAndReturnSize(buf, false, false, false)`; recovery passes
+    `check_crc=True`). Same outcomes and errors as `decode_record`."""
+    view, owned = _as_view(buffer)
+    try:
+        frame = _read_frame(
+            view,
+            position,
+            _Location(path, base_offset + position),
+            check_crc,
+            require_property_crc,
+            max_record_size,
+        )
+    finally:
+        if owned:
+            view.release()
+    if isinstance(frame, BlankRecord):
+        return frame
+    header, properties = frame.header, frame.properties
+    return DispatchInfo(
+        topic=frame.topic,
+        queue_id=header[3],
+        queue_offset=header[5],
+        physical_offset=header[6],
+        size=header[0],
+        tags_code=java_tags_code(properties.get(PROPERTY_TAGS)),
+        store_timestamp_ms=header[11],
+        keys=properties.get(PROPERTY_KEYS),
+        uniq_key=properties.get(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX),
+        sysflag=header[7],
+        prepared_transaction_offset=header[15],
+        properties=properties,
+    )
+
+
+def max_record_size_for(max_message_body_size: int) -> int:
+    """The largest TOTALSIZE a broker configured with this maxMessageSize writes (its encoder buffer size)."""
+    return min(max_message_body_size + ENCODER_HEADROOM, 0x7FFFFFFF)
