@@ -14,15 +14,23 @@ from pathlib import Path
 
 from store.errors import NotAStore, StoreLayoutError
 
-SEGMENT_NAME = re.compile(r"^\d{20}$")
-INDEX_FILE_NAME = re.compile(r"^\d{17}$")
-# Names RocketMQ's own services leave beside segments; they are not foreign files.
-SEGMENT_DIR_NOISE = frozenset({".DS_Store"})
+FILE_NAME_DIGITS = 20
+SEGMENT_NAME = re.compile(r"[0-9]{20}")
+INDEX_FILE_NAME = re.compile(r"[0-9]{17}")
 
 
 def offset_to_file_name(offset: int) -> str:
     """`UtilAll.offset2FileName`: the start offset as 20 zero-padded decimal digits."""
-    return f"{offset:020d}"
+    if not 0 <= offset < 10**FILE_NAME_DIGITS:
+        raise ValueError(f"offset {offset} cannot be a segment name")
+    return f"{offset:0{FILE_NAME_DIGITS}d}"
+
+
+def file_name_to_offset(name: str) -> int:
+    """The start offset a segment's file name encodes; StoreLayoutError for any other name."""
+    if not SEGMENT_NAME.fullmatch(name):
+        raise StoreLayoutError(f"{name}: not a segment of this store (the name is not a 20-digit offset)")
+    return int(name)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,17 @@ class SegmentQueue:
     segments: tuple[SegmentFile, ...]
     file_size: int | None  # None: no segment to take it from
     problems: tuple[LayoutProblem, ...] = ()
+
+    @property
+    def empty_last_file(self) -> Path | None:
+        """A zero-length last file: a segment whose creation a crash cut short (RocketMQ deletes it)."""
+        last = self.segments[-1] if self.segments else None
+        return last.path if last is not None and last.size_bytes == 0 and self.file_size else None
+
+    @property
+    def loadable_segments(self) -> tuple[SegmentFile, ...]:
+        """The segments RocketMQ maps at load: all but an empty last file."""
+        return self.segments[:-1] if self.empty_last_file else self.segments
 
     def require_valid(self) -> SegmentQueue:
         """Raise the first fatal problem, as MappedFileQueue.load does."""
@@ -103,13 +122,19 @@ def scan_segment_dir(directory: Path, expected_size: int | None = None) -> Segme
     """
     entries = _list_files(directory)
     problems = [
-        LayoutProblem(directory / name, "not a segment: names are 20-digit start offsets")
+        LayoutProblem(
+            directory / name, "not a segment of this store (the name is not a 20-digit start offset)"
+        )
         for name in sorted(entries)
-        if not SEGMENT_NAME.match(name) and name not in SEGMENT_DIR_NOISE
+        if not SEGMENT_NAME.fullmatch(name)
     ]
     segments = tuple(
         sorted(
-            (_segment(directory / name, stat) for name, stat in entries.items() if SEGMENT_NAME.match(name)),
+            (
+                _segment(directory / name, stat)
+                for name, stat in entries.items()
+                if SEGMENT_NAME.fullmatch(name)
+            ),
             key=lambda segment: segment.file_from_offset,
         )
     )
@@ -228,7 +253,7 @@ def _scan_consume_queues(cq_root: Path, cq_size: int | None) -> tuple[tuple[Cons
 def _index_files(index_dir: Path) -> tuple[Path, ...]:
     if not index_dir.is_dir():
         return ()
-    return tuple(sorted(p for p in index_dir.iterdir() if p.is_file() and INDEX_FILE_NAME.match(p.name)))
+    return tuple(sorted(p for p in index_dir.iterdir() if p.is_file() and INDEX_FILE_NAME.fullmatch(p.name)))
 
 
 def _existing(path: Path) -> Path | None:

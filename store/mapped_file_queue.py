@@ -1,0 +1,500 @@
+"""MappedFileQueue: one directory of same-size segments (a CommitLog, or one ConsumeQueue), and
+AllocateMappedFileService, the thread that creates the next segment before the writer needs it.
+
+Threading rules: the writer thread calls `get_last_file` (which may create a file); the flush and commit
+threads call `flush`/`commit`; any thread may look files up (`find_by_offset`, `first_file`, ...). The file
+list is copy-on-write, like RocketMQ's CopyOnWriteArrayList: a lookup reads one immutable snapshot, and
+changes (a new file, deletions) swap in a new tuple under a lock. `load`, `truncate_dirty_files` and the
+position setters belong to start-up and recovery, before other threads run; the deletions belong to the
+clean-up thread, and use hold/release so a reader keeps its file until it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.config import FlushDiskType, StoreConfig, WarmupMode
+from store.errors import StoreError
+from store.layout import file_name_to_offset, offset_to_file_name, scan_segment_dir
+from store.mapped_file import MappedFile, ReadOnlyStoreError
+from store.transient_pool import TransientStorePool
+
+log = logging.getLogger(__name__)
+
+TRUNCATE_DESTROY_TIMEOUT_S = 1.0  # RocketMQ's truncateDirtyFiles destroys with 1000 ms
+
+
+class MappedFileAllocationError(StoreError):
+    """AllocateMappedFileService could not deliver a file: creation failed (see __cause__), or timed out."""
+
+
+class MappedFileQueue:
+    """The segments of one directory, all `mapped_file_size` bytes, named by their start offsets.
+
+    `read_only=True` is for inspection: files are opened read-only, and nothing on disk is created,
+    changed or deleted (a zero-length last file is skipped and named in `skipped_empty_file`).
+    """
+
+    def __init__(
+        self,
+        store_path: str | os.PathLike[str],
+        mapped_file_size: int,
+        *,
+        allocate_service: AllocateMappedFileService | None = None,
+        transient_pool: TransientStorePool | None = None,
+        read_only: bool = False,
+    ):
+        if mapped_file_size <= 0:
+            raise ValueError(f"mapped_file_size must be positive, got {mapped_file_size}")
+        self.store_path = Path(store_path)
+        self.mapped_file_size = mapped_file_size
+        self.read_only = read_only
+        self.skipped_empty_file: Path | None = None
+        self._allocate_service = allocate_service
+        self._transient_pool = transient_pool
+        self._files: tuple[MappedFile, ...] = ()
+        self._change_lock = threading.Lock()
+        self._flushed_where = 0
+        self._committed_where = 0
+
+    # ---- loading ----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Map every segment of the directory (none if it does not exist), in offset order.
+
+        Refuses, with a StoreLayoutError naming the file: a name that is not a 20-digit offset, a file whose
+        size is not mapped_file_size ("length not matched message store config value"), an offset that is
+        not a multiple of it, and a gap between consecutive files. A zero-length last file (a creation cut
+        short by a crash) is deleted, as RocketMQ does, or only skipped when read-only. Afterwards every
+        position of every file is the file size; recovery truncates them (`truncate_dirty_files`).
+        """
+        if self._files:
+            raise StoreError(f"{self.store_path}: already loaded")
+        if not self.store_path.is_dir():
+            return
+        layout = scan_segment_dir(self.store_path, self.mapped_file_size).require_valid()
+        if layout.empty_last_file is not None:
+            self._drop_empty_last_file(layout.empty_last_file)
+        self._files = tuple(self._open_all([segment.path for segment in layout.loadable_segments]))
+
+    def _drop_empty_last_file(self, path: Path) -> None:
+        self.skipped_empty_file = path
+        if self.read_only:
+            log.warning("%s is empty; skipped (read-only: not deleted)", path)
+        else:
+            path.unlink()
+            log.warning("%s is empty; deleted, as RocketMQ does", path)
+
+    def _open_all(self, paths: list[Path]) -> list[MappedFile]:
+        opened: list[MappedFile] = []
+        try:
+            for path in paths:
+                mapped_file = MappedFile.open(path, self.mapped_file_size, read_only=self.read_only)
+                mapped_file.set_positions(self.mapped_file_size)
+                opened.append(mapped_file)
+        except BaseException:
+            for mapped_file in opened:
+                mapped_file.close()
+            raise
+        return opened
+
+    # ---- lookups ----------------------------------------------------------------------------------
+
+    @property
+    def mapped_files(self) -> tuple[MappedFile, ...]:
+        """A snapshot of the files, oldest first."""
+        return self._files
+
+    @property
+    def first_file(self) -> MappedFile | None:
+        files = self._files
+        return files[0] if files else None
+
+    @property
+    def last_file(self) -> MappedFile | None:
+        files = self._files
+        return files[-1] if files else None
+
+    @property
+    def min_offset(self) -> int:
+        """Start offset of the first file, or -1 when there is none (RocketMQ's getMinOffset)."""
+        first = self.first_file
+        return first.file_from_offset if first is not None else -1
+
+    @property
+    def max_offset(self) -> int:
+        """End of the readable bytes: last file's start + its read position (0 without files)."""
+        last = self.last_file
+        return last.file_from_offset + last.read_position if last is not None else 0
+
+    @property
+    def max_wrote_offset(self) -> int:
+        """End of the appended bytes, committed or not: last file's start + its wrote position."""
+        last = self.last_file
+        return last.file_from_offset + last.wrote_position if last is not None else 0
+
+    def find_by_offset(self, offset: int, return_first_on_not_found: bool = False) -> MappedFile | None:
+        """The file holding `offset`, or None (or the first file, if asked) when no file does."""
+        files = self._files
+        if not files:
+            return None
+        first, size = files[0], self.mapped_file_size
+        if first.file_from_offset <= offset < files[-1].file_from_offset + size:
+            index = offset // size - first.file_from_offset // size
+            if 0 <= index < len(files) and self._holds(files[index], offset):
+                return files[index]
+            # The index is only a guess when the snapshot has a hole (a file deleted out of order).
+            found = next((candidate for candidate in files if self._holds(candidate, offset)), None)
+            if found is not None:
+                return found
+        return first if return_first_on_not_found else None
+
+    def _holds(self, mapped_file: MappedFile, offset: int) -> bool:
+        return mapped_file.file_from_offset <= offset < mapped_file.file_from_offset + self.mapped_file_size
+
+    def get_last_file(self, start_offset: int = 0, create: bool = True) -> MappedFile | None:
+        """The file to append to (RocketMQ's getLastMappedFile).
+
+        With `create`, makes the first file (the one holding `start_offset`) when there is none, and the
+        next one when the last is full; without, returns the last file, full or not, or None.
+        """
+        last = self.last_file
+        if last is None:
+            create_offset = start_offset - start_offset % self.mapped_file_size
+        elif last.is_full():
+            create_offset = last.file_from_offset + self.mapped_file_size
+        else:
+            return last
+        return self._create_file(create_offset) if create else last
+
+    def _create_file(self, offset: int) -> MappedFile:
+        self._require_writable()
+        path = self.store_path / offset_to_file_name(offset)
+        if self._allocate_service is not None:
+            following = self.store_path / offset_to_file_name(offset + self.mapped_file_size)
+            mapped_file = self._allocate_service.put_request_and_return_mapped_file(
+                path, following, self.mapped_file_size
+            )
+        else:
+            mapped_file = MappedFile.create(path, self.mapped_file_size, transient_pool=self._transient_pool)
+        with self._change_lock:
+            self._files = (*self._files, mapped_file)
+        return mapped_file
+
+    # ---- flush and commit -------------------------------------------------------------------------
+
+    @property
+    def flushed_where(self) -> int:
+        """Absolute offset up to which bytes are durable."""
+        return self._flushed_where
+
+    @flushed_where.setter
+    def flushed_where(self, offset: int) -> None:
+        self._flushed_where = offset
+
+    @property
+    def committed_where(self) -> int:
+        """Absolute offset up to which bytes are committed (== appended without a transient pool)."""
+        return self._committed_where
+
+    @committed_where.setter
+    def committed_where(self, offset: int) -> None:
+        self._committed_where = offset
+
+    def flush(self, least_pages: int = 0) -> bool:
+        """Flush the file holding flushed_where and advance it. True if nothing moved (RocketMQ's result)."""
+        where = self._flushed_where
+        mapped_file = self.find_by_offset(where, return_first_on_not_found=where == 0)
+        if mapped_file is None:
+            return True
+        self._flushed_where = mapped_file.file_from_offset + mapped_file.flush(least_pages)
+        return self._flushed_where == where
+
+    def commit(self, least_pages: int = 0) -> bool:
+        """Commit the file holding committed_where and advance it. True if nothing moved."""
+        where = self._committed_where
+        mapped_file = self.find_by_offset(where, return_first_on_not_found=where == 0)
+        if mapped_file is None:
+            return True
+        self._committed_where = mapped_file.file_from_offset + mapped_file.commit(least_pages)
+        return self._committed_where == where
+
+    # ---- truncation and deletion ------------------------------------------------------------------
+
+    def truncate_dirty_files(self, offset: int) -> None:
+        """Cut the log at `offset` (recovery): the file holding it gets every position at offset % size,
+        and files starting after it are destroyed (only closed and dropped when read-only). The bytes after
+        the cut inside that file stay as they are, to be overwritten, as in RocketMQ.
+        """
+        doomed: list[MappedFile] = []
+        for mapped_file in self._files:
+            if mapped_file.file_from_offset + self.mapped_file_size > offset:
+                if offset >= mapped_file.file_from_offset:
+                    mapped_file.set_positions(offset % self.mapped_file_size)
+                else:
+                    doomed.append(mapped_file)
+        self._remove(doomed)
+        for mapped_file in doomed:
+            if self.read_only:
+                mapped_file.close()
+            else:
+                mapped_file.destroy(TRUNCATE_DESTROY_TIMEOUT_S)
+
+    def delete_expired_by_time(
+        self,
+        expired_ms: float,
+        delete_interval_s: float = 0.1,
+        destroy_timeout_s: float = 120.0,
+        clean_immediately: bool = False,
+        batch_max: int = 10,
+    ) -> int:
+        """Delete files whose mtime is over `expired_ms` old (any, with `clean_immediately`), oldest first.
+
+        Never the last file; stops at the first file that has not expired, so the log never gets a hole;
+        at most `batch_max` files per call, `delete_interval_s` apart (spreading the I/O, as RocketMQ's
+        deleteCommitLogFilesInterval does). Each destroy waits up to `destroy_timeout_s` for readers.
+        Returns how many files were deleted.
+        """
+        self._require_writable()
+        candidates = self._files[:-1]
+        deleted = 0
+        for index, mapped_file in enumerate(candidates):
+            expired = time.time() * 1000 >= mapped_file.last_modified + expired_ms
+            if not (expired or clean_immediately):
+                break
+            self._remove([mapped_file])
+            mapped_file.destroy(destroy_timeout_s)
+            deleted += 1
+            if deleted >= batch_max:
+                break
+            if delete_interval_s > 0 and index + 1 < len(candidates):
+                time.sleep(delete_interval_s)
+        return deleted
+
+    def delete_expired_by_offset(
+        self,
+        min_offset: int,
+        unit_size: int,
+        entry_offset: Callable[[memoryview], int],
+        destroy_timeout_s: float = 60.0,
+    ) -> int:
+        """Delete the leading files whose last entry points below `min_offset` (consume queues).
+
+        This class does not know the entry format: `entry_offset` receives the file's last `unit_size`
+        bytes and returns the log offset that entry points to (for a ConsumeQueue, the big-endian int64 at
+        its start). Never the last file; stops at the first file that must stay. Returns the count deleted.
+        """
+        self._require_writable()
+        deleted = 0
+        for mapped_file in self._files[:-1]:
+            if not self._points_below(mapped_file, min_offset, unit_size, entry_offset):
+                break
+            self._remove([mapped_file])
+            mapped_file.destroy(destroy_timeout_s)
+            deleted += 1
+        return deleted
+
+    def _points_below(
+        self,
+        mapped_file: MappedFile,
+        min_offset: int,
+        unit_size: int,
+        entry_offset: Callable[[memoryview], int],
+    ) -> bool:
+        if not mapped_file.hold():
+            return True  # already being destroyed (RocketMQ's "hanged" file): finish the job
+        try:
+            last_entry = mapped_file.select(self.mapped_file_size - unit_size, unit_size)
+            if last_entry is None:
+                return False  # not filled up to its last entry yet, so not expired either
+            with last_entry:
+                return entry_offset(last_entry) < min_offset
+        finally:
+            mapped_file.release()
+
+    def _remove(self, doomed: Iterable[MappedFile]) -> None:
+        doomed_ids = {id(mapped_file) for mapped_file in doomed}
+        if doomed_ids:
+            with self._change_lock:
+                self._files = tuple(f for f in self._files if id(f) not in doomed_ids)
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.store_path} is open read-only")
+
+    # ---- shutdown ---------------------------------------------------------------------------------
+
+    def close(self, timeout_s: float = 0.0) -> None:
+        """Unmap every file, keeping them on disk."""
+        files, self._files = self._files, ()
+        for mapped_file in files:
+            mapped_file.close(timeout_s)
+
+    def destroy(self, timeout_s: float = 3.0) -> None:
+        """Delete every file and then the directory if it is empty (RocketMQ's MappedFileQueue.destroy)."""
+        self._require_writable()
+        files, self._files = self._files, ()
+        for mapped_file in files:
+            mapped_file.destroy(timeout_s)
+        self._flushed_where = self._committed_where = 0
+        with contextlib.suppress(OSError):  # not empty (someone else's files) or already gone: leave it
+            self.store_path.rmdir()
+
+    def __repr__(self) -> str:
+        return (
+            f"MappedFileQueue({self.store_path}, {len(self._files)} files of {self.mapped_file_size} bytes)"
+        )
+
+
+@dataclass(eq=False)
+class _AllocateRequest:
+    path: Path
+    file_size: int
+    done: threading.Event = field(default_factory=threading.Event)
+    mapped_file: MappedFile | None = None
+    error: Exception | None = None
+
+
+class AllocateMappedFileService:
+    """A thread that creates (and warms, per config) segment files ahead of the writer.
+
+    The writer asks for file N and N+1 at once and waits up to `allocate_wait_timeout_ms` for N; N+1 is
+    then usually ready when the writer rolls over again. Larger files are served first, then lower
+    offsets (RocketMQ's priority order). Creation errors reach the requester as MappedFileAllocationError
+    (the original as __cause__). `shutdown()` stops the thread and deletes files made ahead but never
+    taken. With a transient pool, N+1 is made ahead only while a pool buffer is free for it.
+    """
+
+    def __init__(self, config: StoreConfig | None = None, transient_pool: TransientStorePool | None = None):
+        self._config = config or StoreConfig()
+        self._pool = transient_pool
+        self._requests: dict[Path, _AllocateRequest] = {}
+        self._queue: list[tuple[int, int, int, _AllocateRequest]] = []
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="AllocateMappedFileService", daemon=True)
+
+    def start(self) -> AllocateMappedFileService:
+        """Start the thread; returns self."""
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    def put_request_and_return_mapped_file(
+        self, next_path: str | os.PathLike[str], next_next_path: str | os.PathLike[str], file_size: int
+    ) -> MappedFile:
+        """Request files N (`next_path`) and N+1; return N once it exists (RocketMQ's method of this name)."""
+        next_path, next_next_path = Path(next_path), Path(next_next_path)
+        with self._wakeup:
+            if not self.running:
+                raise MappedFileAllocationError(
+                    f"cannot allocate {next_path}: the allocation service is not running"
+                )
+            request = self._submit(next_path, file_size)
+            if self._may_allocate_ahead():
+                self._submit(next_next_path, file_size)
+        timeout_s = self._config.allocate_wait_timeout_ms / 1000
+        if not request.done.wait(timeout_s):
+            raise MappedFileAllocationError(f"timed out after {timeout_s:.1f} s waiting for {next_path}")
+        with self._wakeup:
+            taken = self._requests.get(next_path) is request
+            if taken:
+                del self._requests[next_path]
+        if request.error is not None:
+            raise MappedFileAllocationError(f"cannot create {next_path}: {request.error}") from request.error
+        if not taken or request.mapped_file is None:
+            raise MappedFileAllocationError(f"cannot allocate {next_path}: the allocation service shut down")
+        return request.mapped_file
+
+    def _submit(self, path: Path, file_size: int) -> _AllocateRequest:
+        """The request for `path`: the pending or finished one, or a new one (a failed one is retried)."""
+        request = self._requests.get(path)
+        if request is not None and not (request.done.is_set() and request.error is not None):
+            return request
+        request = _AllocateRequest(path, file_size)
+        self._requests[path] = request
+        offset = file_name_to_offset(path.name)
+        heapq.heappush(self._queue, (-file_size, offset, next(self._order), request))
+        self._wakeup.notify()
+        return request
+
+    def _may_allocate_ahead(self) -> bool:
+        if self._pool is None:
+            return True
+        waiting = sum(1 for request in self._requests.values() if not request.done.is_set())
+        return self._pool.available - waiting > 0
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._queue and not self._stopping:
+                    self._wakeup.wait()
+                if self._stopping:
+                    return
+                request = heapq.heappop(self._queue)[-1]
+                if self._requests.get(request.path) is not request:
+                    continue  # superseded or dropped at shutdown
+            self._serve(request)
+
+    def _serve(self, request: _AllocateRequest) -> None:
+        try:
+            mapped_file = MappedFile.create(request.path, request.file_size, transient_pool=self._pool)
+            try:
+                self._warm(mapped_file)
+            except BaseException:
+                mapped_file.destroy(0.0)
+                raise
+            with self._wakeup:
+                dropped = self._requests.get(request.path) is not request
+            if dropped:  # shutdown gave up waiting for this thread and dropped the request: nobody takes it
+                mapped_file.destroy(0.0)
+                return
+            request.mapped_file = mapped_file
+        except Exception as err:  # handed to the requester, who raises it
+            request.error = err
+        finally:
+            request.done.set()
+
+    def _warm(self, mapped_file: MappedFile) -> None:
+        config = self._config
+        if config.warmup == WarmupMode.NONE or mapped_file.file_size < config.mapped_file_size_commitlog:
+            return
+        mapped_file.warm(
+            config.warmup,
+            flush_every_pages=config.flush_least_pages_when_warm_mapped_file,
+            sync_flush=config.flush_disk_type == FlushDiskType.SYNC,
+        )
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread (after the file it is making, if any) and delete files made ahead but not taken."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        with self._wakeup:
+            leftovers, self._requests = list(self._requests.values()), {}
+            self._queue.clear()
+        for request in leftovers:
+            if request.mapped_file is not None:
+                request.mapped_file.destroy(1.0)
+            request.done.set()  # wake a requester still waiting: it finds its request gone
+
+    def __enter__(self) -> AllocateMappedFileService:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
