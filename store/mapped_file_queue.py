@@ -242,6 +242,15 @@ class MappedFileQueue:
                     mapped_file.set_positions(offset % self.mapped_file_size)
                 else:
                     doomed.append(mapped_file)
+        self._discard(doomed)
+
+    def delete_last_file(self) -> None:
+        """`deleteLastMappedFile`: destroy the newest file (a consume queue cut back past its start)."""
+        last = self.last_file
+        if last is not None:
+            self._discard([last])
+
+    def _discard(self, doomed: list[MappedFile]) -> None:
         self._remove(doomed)
         for mapped_file in doomed:
             if self.read_only:

@@ -6,6 +6,7 @@ so every inspection path reads through here and treats a short read as "the file
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -28,6 +29,28 @@ class PreadFile:
             offset += len(chunk)
             length -= len(chunk)
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def end_of_nonzero_data(self, chunk_bytes: int = 1 << 20) -> int:
+        """One past the last non-zero byte, searching backwards and skipping holes (SEEK_DATA), so a sparse
+        1 GiB segment with a short written head costs a few reads, not a gigabyte."""
+        end = self.size()
+        while end > 0:
+            start = max(0, end - chunk_bytes)
+            if not self._has_data(start, end):
+                end = start
+                continue
+            data = self.read(start, end - start).rstrip(b"\0")
+            if data:
+                return start + len(data)
+            end = start
+        return 0
+
+    def _has_data(self, start: int, end: int) -> bool:
+        try:
+            return os.lseek(self._fd, start, os.SEEK_DATA) < end
+        except OSError as error:
+            # ENXIO: nothing but a hole after `start`. Anything else (no SEEK_DATA here): read to find out.
+            return error.errno != errno.ENXIO
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size

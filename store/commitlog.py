@@ -1,0 +1,425 @@
+"""CommitLog: the append-only log of every message, in RocketMQ's design (`CommitLog.java`).
+
+A put encodes the record outside the lock (`prepare_record`), then, under the put lock, assigns the queue
+offset and the physical offset, writes the record straight into the mapped segment, and rolls to a new
+segment with a BLANK record when it does not fit. Durability is the flush services' job:
+- ASYNC (FlushRealTimeService): every 500 ms msync at least 4 dirty pages, everything every 10 s;
+- SYNC (GroupCommitService): the producer waits until a flush covers its record, or times out;
+- with a transient store pool, CommitRealTimeService first copies the pool buffer into the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from store import codec
+from store.checkpoint import StoreCheckpoint
+from store.config import FlushDiskType, StoreConfig, WarmupMode
+from store.errors import StoreError
+from store.mapped_file import MappedFile
+from store.mapped_file_queue import AllocateMappedFileService, MappedFileQueue
+from store.transient_pool import TransientStorePool
+
+
+class PutStatus(StrEnum):
+    PUT_OK = "PUT_OK"
+    FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"  # stored, but not known to be durable within syncFlushTimeout
+
+
+class BatchTooLarge(StoreError):
+    """A batch that cannot fit even an empty segment (RocketMQ: MESSAGE_ILLEGAL)."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What a put did (`AppendMessageResult` + `PutMessageStatus`)."""
+
+    status: PutStatus
+    physical_offset: int  # where the first record starts
+    wrote_bytes: int
+    queue_offset: int  # of the first message; later messages of a batch follow it
+    message_count: int
+    store_timestamp_ms: int
+    msg_id: str  # offsetMsgId of the first record
+    in_lock_ms: float  # time holding the put lock: RocketMQ's pagecacheRT, >1 s means "[PC_SYNCHRONIZED]"
+
+
+def _is_transaction_prepared_or_rollback(sysflag: int) -> bool:
+    kind = sysflag & codec.TRANSACTION_TYPE_MASK
+    return kind in (codec.TRANSACTION_PREPARED_TYPE, codec.TRANSACTION_ROLLBACK_TYPE)
+
+
+class CommitLog:
+    """The `commitlog/` segments of a store, with the put lock and the flush services."""
+
+    def __init__(
+        self,
+        store_root: Path,
+        config: StoreConfig,
+        *,
+        checkpoint: StoreCheckpoint | None = None,
+        allocate_service: AllocateMappedFileService | None = None,
+        transient_pool: TransientStorePool | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ):
+        self.config = config
+        self.checkpoint = checkpoint
+        self.mapped_file_queue = MappedFileQueue(
+            Path(store_root) / "commitlog",
+            config.mapped_file_size_commitlog,
+            allocate_service=allocate_service,
+            transient_pool=transient_pool,
+        )
+        self._clock_ms = clock_ms
+        self._put_lock = threading.Lock()
+        # topicQueueTable: the next queue offset of each "topic-queueId"; rebuilt from the consume queues.
+        self.queue_offsets: dict[tuple[str, int], int] = {}
+        self._begin_time_in_lock_ms = 0
+        self._last_store_timestamp_ms = 0
+        self._flush_service: _Service | None = None
+        self._commit_service: _CommitService | None = None
+        self._unlock_timers: list[threading.Timer] = []
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        self.mapped_file_queue.load()
+
+    def start(self) -> None:
+        """Start the flush service (and the commit service when a transient store pool is in use)."""
+        sync = self.config.flush_disk_type is FlushDiskType.SYNC
+        self._flush_service = _GroupCommitService(self) if sync else _FlushRealTimeService(self)
+        self._flush_service.start()
+        if self.config.transient_store_pool_enable:
+            self._commit_service = _CommitService(self, self._flush_service)
+            self._commit_service.start()
+
+    def shutdown(self) -> None:
+        """Stop the services, committing and flushing everything first (as RocketMQ's shutdown does)."""
+        for service in (self._commit_service, self._flush_service):
+            if service is not None:
+                service.stop()
+        for timer in self._unlock_timers:
+            timer.cancel()
+        self.mapped_file_queue.commit(0)
+        self.flush(0)
+        self.mapped_file_queue.close()
+
+    # ---- offsets ----------------------------------------------------------------------------------
+
+    @property
+    def min_offset(self) -> int:
+        return self.mapped_file_queue.min_offset
+
+    @property
+    def max_offset(self) -> int:
+        return self.mapped_file_queue.max_offset
+
+    @property
+    def flushed_where(self) -> int:
+        return self.mapped_file_queue.flushed_where
+
+    def roll_next_file(self, offset: int) -> int:
+        """`rollNextFile`: the start of the segment after the one holding `offset`."""
+        size = self.config.mapped_file_size_commitlog
+        return offset + size - offset % size
+
+    @property
+    def begin_time_in_lock_ms(self) -> int:
+        """When the put in progress took the lock (0 when none): RocketMQ's isOSPageCacheBusy looks at it."""
+        return self._begin_time_in_lock_ms
+
+    # ---- put ----------------------------------------------------------------------------------------
+
+    def put_message(self, message: codec.Message) -> AppendResult:
+        """Append one message. Raises MessageTooLarge / ValueError for an illegal message."""
+        return self.put_messages([message])
+
+    def put_messages(self, messages: Sequence[codec.Message]) -> AppendResult:
+        """Append a batch to one topic and queue as consecutive records (`MessageExtBatch`).
+
+        All of it lands in one segment, so a batch that does not fit the current one rolls it with a BLANK
+        record first."""
+        if not messages:
+            raise ValueError("a batch needs at least one message")
+        _require_one_queue(messages)
+        prepared = [
+            codec.prepare_record(m, max_body_size=self.config.max_message_body_size) for m in messages
+        ]
+        total = sum(record.total_size for record in prepared)
+        if total + codec.END_FILE_MIN_BLANK_LENGTH > self.config.mapped_file_size_commitlog:
+            raise BatchTooLarge(
+                f"a batch of {total} bytes cannot fit a {self.config.mapped_file_size_commitlog}-byte segment"
+            )
+        with self._put_lock:
+            result = self._append_locked(messages[0], prepared, total)
+        return self._after_append(result)
+
+    def _append_locked(self, first: codec.Message, prepared: list, total: int) -> AppendResult:
+        started = time.monotonic()
+        self._begin_time_in_lock_ms = store_timestamp = self._clock_ms()
+        try:
+            mapped_file = self._file_with_room(total)
+            key = (first.topic, first.queue_id)
+            counts_in_queue = not _is_transaction_prepared_or_rollback(first.sysflag)
+            queue_offset = self.queue_offsets.get(key, 0)
+            first_queue_offset = queue_offset if counts_in_queue else 0
+            physical_offset = self._write(
+                mapped_file, prepared, total, first_queue_offset, store_timestamp, counts_in_queue
+            )
+            if counts_in_queue:
+                self.queue_offsets[key] = queue_offset + len(prepared)
+            self._last_store_timestamp_ms = store_timestamp
+        finally:
+            self._begin_time_in_lock_ms = 0
+        return AppendResult(
+            PutStatus.PUT_OK,
+            physical_offset,
+            total,
+            queue_offset if counts_in_queue else 0,
+            len(prepared),
+            store_timestamp,
+            codec.offset_msg_id(first.store_host, physical_offset),
+            (time.monotonic() - started) * 1000,
+        )
+
+    def _file_with_room(self, needed: int) -> MappedFile:
+        """The segment to write `needed` bytes to, after closing the current one with a BLANK if too full."""
+        queue = self.mapped_file_queue
+        mapped_file = queue.get_last_file(0, create=True)
+        room = mapped_file.file_size - mapped_file.wrote_position
+        if needed + codec.END_FILE_MIN_BLANK_LENGTH <= room:
+            return mapped_file
+        self._write_blank(mapped_file, room)
+        self._schedule_munlock(mapped_file)
+        return queue.get_last_file(0, create=True)
+
+    @staticmethod
+    def _write_blank(mapped_file: MappedFile, room: int) -> None:
+        """END_OF_FILE: 8 bytes (TOTALSIZE = the rest of the file, BLANK magic); the file is then full."""
+        reservation = mapped_file.reserve(room)
+        with reservation as view:
+            view[: codec.END_FILE_MIN_BLANK_LENGTH] = codec.encode_blank(room)
+        mapped_file.advance(room)
+
+    @staticmethod
+    def _write(
+        mapped_file: MappedFile,
+        prepared: list,
+        total: int,
+        queue_offset: int,
+        store_timestamp: int,
+        counts_in_queue: bool,
+    ) -> int:
+        reservation = mapped_file.reserve(total)
+        physical_offset = mapped_file.file_from_offset + reservation.position
+        with reservation as view:
+            position = 0
+            for number, record in enumerate(prepared):
+                position += record.write_into(
+                    view,
+                    position,
+                    queue_offset=queue_offset + number if counts_in_queue else 0,
+                    physical_offset=physical_offset + position,
+                    store_timestamp_ms=store_timestamp,
+                )
+        mapped_file.advance(total)
+        return physical_offset
+
+    def _after_append(self, result: AppendResult) -> AppendResult:
+        service = self._flush_service
+        if isinstance(service, _GroupCommitService):
+            if not service.wait_flushed(result.physical_offset + result.wrote_bytes):
+                return _replace_status(result, PutStatus.FLUSH_DISK_TIMEOUT)
+        elif self._commit_service is not None:
+            self._commit_service.wakeup()  # wakeCommitWhenPutMessage=true
+        return result
+
+    def _schedule_munlock(self, mapped_file: MappedFile) -> None:
+        """A warmed segment stays mlocked while written; RocketMQ unlocks it 6 s after it fills."""
+        if self.config.warmup is WarmupMode.NONE or not mapped_file.is_locked:
+            return
+        timer = threading.Timer(self.config.munlock_delay_ms / 1000, _munlock_quietly, (mapped_file,))
+        timer.daemon = True
+        self._unlock_timers = [t for t in self._unlock_timers if t.is_alive()] + [timer]
+        timer.start()
+
+    # ---- read ---------------------------------------------------------------------------------------
+
+    def get_message(self, physical_offset: int, size: int) -> memoryview | None:
+        """A zero-copy view of one record, or None where nothing readable is stored."""
+        mapped_file = self.mapped_file_queue.find_by_offset(physical_offset)
+        if mapped_file is None:
+            return None
+        return mapped_file.select(physical_offset - mapped_file.file_from_offset, size)
+
+    def get_data(self, offset: int) -> tuple[memoryview, int] | None:
+        """`getData`: a view from `offset` to the readable end of its segment, and the segment's start."""
+        mapped_file = self.mapped_file_queue.find_by_offset(offset)
+        if mapped_file is None:
+            return None
+        view = mapped_file.select(offset - mapped_file.file_from_offset)
+        return None if view is None else (view, mapped_file.file_from_offset)
+
+    # ---- flush ----------------------------------------------------------------------------------------
+
+    def flush(self, least_pages: int = 0) -> bool:
+        """Flush the log; on progress, record the newest durable store time in the checkpoint."""
+        newest = self._last_store_timestamp_ms  # taken first: everything appended so far gets flushed
+        flushed = self.mapped_file_queue.flush(least_pages)
+        if self.checkpoint is not None and newest:
+            self.checkpoint.physic_msg_timestamp = newest
+        return flushed
+
+
+def _require_one_queue(messages: Sequence[codec.Message]) -> None:
+    first = messages[0]
+    for message in messages[1:]:
+        if (message.topic, message.queue_id) != (first.topic, first.queue_id):
+            raise ValueError("every message of a batch must go to the same topic and queue")
+
+
+def _replace_status(result: AppendResult, status: PutStatus) -> AppendResult:
+    return dataclasses.replace(result, status=status)
+
+
+def _munlock_quietly(mapped_file: MappedFile) -> None:
+    # The file may have been closed or destroyed in the meantime: then there is nothing left to unlock.
+    with contextlib.suppress(OSError, StoreError):
+        mapped_file.munlock()
+
+
+# ---- services ---------------------------------------------------------------------------------------------
+
+
+class _Service:
+    """A daemon thread that runs `run_once` until stopped; `wakeup` cuts a wait short."""
+
+    name = "service"
+
+    def __init__(self, commit_log: CommitLog):
+        self.commit_log = commit_log
+        self._stopped = threading.Event()
+        self._wakeup = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wakeup(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wakeup.set()
+        self._thread.join(timeout=10)
+
+    def _wait(self, seconds: float) -> None:
+        self._wakeup.wait(seconds)
+        self._wakeup.clear()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                self.run_once()
+        except BaseException as error:  # surfaced to producers by the services that have them
+            self.error = error
+            self.on_failure(error)
+
+    def run_once(self) -> None:
+        raise NotImplementedError
+
+    def on_failure(self, error: BaseException) -> None:
+        pass
+
+
+class _FlushRealTimeService(_Service):
+    """ASYNC_FLUSH: a timed flush of at least `flushCommitLogLeastPages` pages, and everything every 10 s."""
+
+    name = "FlushRealTimeService"
+
+    def __init__(self, commit_log: CommitLog):
+        super().__init__(commit_log)
+        self._last_thorough = time.monotonic()
+
+    def run_once(self) -> None:
+        config = self.commit_log.config
+        self._wait(config.flush_interval_commitlog_ms / 1000)
+        least_pages = config.flush_commitlog_least_pages
+        if time.monotonic() - self._last_thorough >= config.flush_commitlog_thorough_interval_ms / 1000:
+            least_pages = 0
+            self._last_thorough = time.monotonic()
+        self.commit_log.flush(least_pages)
+
+
+class _GroupCommitService(_Service):
+    """SYNC_FLUSH: producers wait until the flushed offset passes their record (`GroupCommitService`).
+
+    Waiters queue up while a flush runs; one msync then serves the whole group, which is the point."""
+
+    name = "GroupCommitService"
+
+    def __init__(self, commit_log: CommitLog):
+        super().__init__(commit_log)
+        self._flushed = threading.Condition()
+        self._wanted = 0
+
+    def wait_flushed(self, next_offset: int) -> bool:
+        """Block until everything before `next_offset` is durable; False after syncFlushTimeout."""
+        deadline = time.monotonic() + self.commit_log.config.sync_flush_timeout_ms / 1000
+        with self._flushed:
+            self._wanted = max(self._wanted, next_offset)
+            self.wakeup()
+            while self.commit_log.flushed_where < next_offset:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.error is not None:
+                    return False
+                self._flushed.wait(left)
+        return True
+
+    def run_once(self) -> None:
+        self._wait(0.01)  # waitForRunning(10)
+        with self._flushed:
+            wanted = self._wanted
+        # As RocketMQ after #7523: retry while the data is still on its way from the pool buffer.
+        for _attempt in range(1000):
+            if self.commit_log.flushed_where >= wanted:
+                break
+            self.commit_log.flush(0)
+            if self.commit_log.flushed_where < wanted:
+                time.sleep(0.001)
+        with self._flushed:
+            self._flushed.notify_all()
+
+    def on_failure(self, error: BaseException) -> None:
+        with self._flushed:
+            self._flushed.notify_all()
+
+
+class _CommitService(_Service):
+    """With a transient store pool: copy pool buffers into the file every 200 ms, then wake the flusher."""
+
+    name = "CommitRealTimeService"
+
+    def __init__(self, commit_log: CommitLog, flush_service: _Service):
+        super().__init__(commit_log)
+        self._flush_service = flush_service
+        self._last_thorough = time.monotonic()
+
+    def run_once(self) -> None:
+        config = self.commit_log.config
+        self._wait(config.commit_interval_commitlog_ms / 1000)
+        least_pages = config.commit_commitlog_least_pages
+        if time.monotonic() - self._last_thorough >= config.commit_commitlog_thorough_interval_ms / 1000:
+            least_pages = 0
+            self._last_thorough = time.monotonic()
+        if self.commit_log.mapped_file_queue.commit(least_pages):
+            self._flush_service.wakeup()

@@ -1,0 +1,236 @@
+"""ConsumeQueue: per topic and queue, the 20-byte index of the CommitLog that consumers read through
+(`ConsumeQueue.java`, `ConsumeQueueStore.java`). The entry format lives in `consume_queue_format`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from store.config import CQ_STORE_UNIT_SIZE, StoreConfig
+from store.consume_queue_format import ENTRY, PRE_BLANK_SIZE, is_valid_entry
+from store.mapped_file import MappedFile
+from store.mapped_file_queue import MappedFileQueue
+
+log = logging.getLogger(__name__)
+_PRE_BLANK = ENTRY.pack(0, PRE_BLANK_SIZE, 0)
+_RECOVER_FROM_LAST_FILES = 3  # ConsumeQueue.recover starts three files before the end
+
+
+class ConsumeQueue:
+    """One `consumequeue/<topic>/<queueId>/` directory. One dispatcher thread writes; any thread reads."""
+
+    def __init__(self, store_root: Path, topic: str, queue_id: int, config: StoreConfig):
+        self.topic = topic
+        self.queue_id = queue_id
+        self.file_size = config.mapped_file_size_consume_queue
+        directory = Path(store_root) / "consumequeue" / topic / str(queue_id)
+        self.mapped_file_queue = MappedFileQueue(directory, self.file_size)
+        self.max_physic_offset = -1  # end (offset + size) of the newest entry's record
+        self.min_logic_offset = 0  # byte offset of the first real entry
+
+    def load(self) -> None:
+        self.mapped_file_queue.load()
+
+    # ---- recovery ---------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """`ConsumeQueue.recover`: keep the valid prefix of the last files, drop what follows."""
+        files = self.mapped_file_queue.mapped_files
+        if not files:
+            return
+        process_offset = files[max(0, len(files) - _RECOVER_FROM_LAST_FILES)].file_from_offset
+        for mapped_file in files[max(0, len(files) - _RECOVER_FROM_LAST_FILES) :]:
+            valid_bytes = self._valid_prefix(mapped_file)
+            process_offset = mapped_file.file_from_offset + valid_bytes
+            if valid_bytes < self.file_size:
+                break
+        queue = self.mapped_file_queue
+        queue.flushed_where = queue.committed_where = process_offset
+        queue.truncate_dirty_files(process_offset)
+
+    def _valid_prefix(self, mapped_file: MappedFile) -> int:
+        view = mapped_file.select(0, self.file_size)
+        valid = 0
+        with view:
+            for physical_offset, size, _tags in ENTRY.iter_unpack(view):
+                if not is_valid_entry(physical_offset, size):
+                    break
+                valid += CQ_STORE_UNIT_SIZE
+                self.max_physic_offset = physical_offset + size
+        return valid
+
+    def truncate_dirty_logic_files(self, physical_offset: int) -> None:
+        """`truncateDirtyLogicFiles`: forget entries whose records start at or past `physical_offset`."""
+        queue = self.mapped_file_queue
+        while (last := queue.last_file) is not None:
+            keep = self._entries_before(last, physical_offset)
+            if keep == 0:
+                queue.delete_last_file()  # every entry of the file is past the cut
+                continue
+            last.set_positions(keep)
+            return
+
+    def _entries_before(self, mapped_file: MappedFile, physical_offset: int) -> int:
+        view = mapped_file.select(0, mapped_file.read_position)
+        if view is None:
+            return 0
+        keep = 0
+        with view:
+            for offset, size, _tags in ENTRY.iter_unpack(view):
+                if not is_valid_entry(offset, size) or offset >= physical_offset:
+                    break
+                keep += CQ_STORE_UNIT_SIZE
+                self.max_physic_offset = offset + size
+        return keep
+
+    # ---- writing (the dispatcher) ------------------------------------------------------------------
+
+    def put_message_position_info(
+        self, physical_offset: int, size: int, tags_code: int, queue_offset: int
+    ) -> bool:
+        """Append the entry for queue offset `queue_offset`; True when it is in place (now or before)."""
+        if physical_offset + size <= self.max_physic_offset:
+            return True  # already built: recovery re-dispatches what may already be indexed
+        expected = queue_offset * CQ_STORE_UNIT_SIZE
+        mapped_file = self.mapped_file_queue.get_last_file(expected, create=True)
+        if (
+            mapped_file.wrote_position == 0
+            and queue_offset
+            and mapped_file is self.mapped_file_queue.first_file
+        ):
+            self._fill_pre_blank(mapped_file, expected)
+        current = mapped_file.file_from_offset + mapped_file.wrote_position
+        if expected < current:
+            log.warning(
+                "%s-%d: build consume queue repeatedly at %d", self.topic, self.queue_id, queue_offset
+            )
+            return True
+        if expected != current:
+            log.warning(
+                "%s-%d: queue offset %d lands at %d: logic queue order may be wrong",
+                self.topic,
+                self.queue_id,
+                queue_offset,
+                current // CQ_STORE_UNIT_SIZE,
+            )
+        self.max_physic_offset = physical_offset + size
+        return mapped_file.append(ENTRY.pack(physical_offset, size, tags_code)) is not None
+
+    def _fill_pre_blank(self, mapped_file: MappedFile, expected: int) -> None:
+        """`fillPreBlank`: a queue whose first file starts mid-file gets placeholder entries before it."""
+        self.min_logic_offset = expected
+        self.mapped_file_queue.flushed_where = self.mapped_file_queue.committed_where = expected
+        blanks = (expected - mapped_file.file_from_offset) // CQ_STORE_UNIT_SIZE
+        mapped_file.append_batch([_PRE_BLANK] * blanks)
+
+    # ---- reading ------------------------------------------------------------------------------------
+
+    @property
+    def min_offset_in_queue(self) -> int:
+        return self.min_logic_offset // CQ_STORE_UNIT_SIZE
+
+    @property
+    def max_offset_in_queue(self) -> int:
+        """The next queue offset to be written."""
+        return self.mapped_file_queue.max_offset // CQ_STORE_UNIT_SIZE
+
+    def entries(self, from_queue_offset: int, max_count: int) -> Iterator[tuple[int, int, int, int]]:
+        """(queue offset, physical offset, size, tags code) from `from_queue_offset`, at most `max_count`."""
+        queue_offset = max(from_queue_offset, self.min_offset_in_queue)
+        while max_count > 0:
+            start = queue_offset * CQ_STORE_UNIT_SIZE
+            mapped_file = self.mapped_file_queue.find_by_offset(start)
+            if mapped_file is None:
+                return
+            view = mapped_file.select(start - mapped_file.file_from_offset)
+            if view is None:
+                return
+            with view:
+                count = min(len(view) // CQ_STORE_UNIT_SIZE, max_count)
+                for entry in ENTRY.iter_unpack(view[: count * CQ_STORE_UNIT_SIZE]):
+                    yield (queue_offset, *entry)
+                    queue_offset += 1
+            max_count -= count
+
+    def correct_min_offset(self, commitlog_min_offset: int) -> None:
+        """`correctMinOffset`: the first entry whose record the CommitLog still holds becomes the minimum."""
+        for queue_offset, physical_offset, size, _tags in self.entries(0, 1 << 62):
+            if size != PRE_BLANK_SIZE and physical_offset >= commitlog_min_offset:
+                self.min_logic_offset = queue_offset * CQ_STORE_UNIT_SIZE
+                return
+        self.min_logic_offset = self.mapped_file_queue.max_offset
+
+    def delete_expired_files(self, commitlog_min_offset: int) -> int:
+        """Delete files whose every entry points below the CommitLog's minimum offset."""
+        deleted = self.mapped_file_queue.delete_expired_by_offset(
+            commitlog_min_offset, CQ_STORE_UNIT_SIZE, lambda last: ENTRY.unpack_from(last)[0]
+        )
+        self.correct_min_offset(commitlog_min_offset)
+        return deleted
+
+    def flush(self, least_pages: int) -> bool:
+        return self.mapped_file_queue.flush(least_pages)
+
+    def close(self) -> None:
+        self.mapped_file_queue.close()
+
+
+class ConsumeQueueStore:
+    """All consume queues of a store, created on first use (`findOrCreateConsumeQueue`)."""
+
+    def __init__(self, store_root: Path, config: StoreConfig):
+        self.store_root = Path(store_root)
+        self.config = config
+        self._queues: dict[tuple[str, int], ConsumeQueue] = {}
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        root = self.store_root / "consumequeue"
+        if not root.is_dir():
+            return
+        for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for queue_dir in sorted(p for p in topic_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+                queue = ConsumeQueue(self.store_root, topic_dir.name, int(queue_dir.name), self.config)
+                queue.load()
+                self._queues[(queue.topic, queue.queue_id)] = queue
+
+    @property
+    def queues(self) -> tuple[ConsumeQueue, ...]:
+        return tuple(self._queues.values())
+
+    def find(self, topic: str, queue_id: int) -> ConsumeQueue | None:
+        return self._queues.get((topic, queue_id))
+
+    def find_or_create(self, topic: str, queue_id: int) -> ConsumeQueue:
+        queue = self._queues.get((topic, queue_id))
+        if queue is None:
+            with self._lock:
+                queue = self._queues.setdefault(
+                    (topic, queue_id), ConsumeQueue(self.store_root, topic, queue_id, self.config)
+                )
+        return queue
+
+    def recover(self) -> int:
+        """Recover every queue; the largest CommitLog end any entry points to (dispatchFromPhyOffset)."""
+        for queue in self.queues:
+            queue.recover()
+        return max((queue.max_physic_offset for queue in self.queues), default=-1)
+
+    def truncate_dirty(self, physical_offset: int) -> None:
+        for queue in self.queues:
+            if queue.max_physic_offset >= physical_offset:
+                queue.truncate_dirty_logic_files(physical_offset)
+
+    def queue_offset_table(self) -> dict[tuple[str, int], int]:
+        """`recoverTopicQueueTable`: the next queue offset of every queue."""
+        return {(queue.topic, queue.queue_id): queue.max_offset_in_queue for queue in self.queues}
+
+    def flush(self, least_pages: int) -> None:
+        for queue in self.queues:
+            queue.flush(least_pages)
+
+    def close(self) -> None:
+        for queue in self.queues:
+            queue.close()

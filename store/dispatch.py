@@ -1,0 +1,144 @@
+"""ReputMessageService: builds the consume queues and the index from the CommitLog, behind the writer.
+
+It walks the CommitLog from `reput_from_offset` to its readable end, turns each record into a consume-queue
+entry and index keys, and rolls to the next segment at a BLANK record. Recovery runs the same walk
+synchronously (`dispatch_until`) to rebuild what the crash left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from store import codec
+from store.checkpoint import StoreCheckpoint
+from store.commitlog import CommitLog
+from store.consume_queue import ConsumeQueueStore
+from store.errors import CorruptRecord, StoreError
+from store.index_file import IndexRequest, IndexService
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Turns CommitLog records into consume-queue entries and index keys (CommitLogDispatcher*)."""
+
+    def __init__(
+        self,
+        commit_log: CommitLog,
+        consume_queues: ConsumeQueueStore,
+        index_service: IndexService | None,
+        checkpoint: StoreCheckpoint | None,
+    ):
+        self.commit_log = commit_log
+        self.consume_queues = consume_queues
+        self.index_service = index_service
+        self.checkpoint = checkpoint
+        self.reput_from_offset = 0
+        # The reason dispatch is stuck: a CorruptRecord stops it for good; an I/O error (a full disk while
+        # creating a consume-queue or index file) is retried at the next call.
+        self.error: Exception | None = None
+        self._arrived = threading.Condition()
+
+    @property
+    def behind_bytes(self) -> int:
+        """`dispatchBehindBytes`: CommitLog bytes not yet in the consume queues and the index."""
+        return max(0, self.commit_log.max_offset - self.reput_from_offset)
+
+    def dispatch_until(self, end_offset: int | None = None) -> int:
+        """Dispatch every record from `reput_from_offset` up to `end_offset` (default: the readable end).
+        Returns the number of records dispatched; stops at a record that does not decode."""
+        end = self.commit_log.max_offset if end_offset is None else end_offset
+        if self.error is not None and not isinstance(self.error, CorruptRecord):
+            self.error = None
+        dispatched = 0
+        while self.reput_from_offset < end and self.error is None:
+            found = self.commit_log.get_data(self.reput_from_offset)
+            if found is None:
+                break
+            view, file_from_offset = found
+            with view:
+                dispatched += self._dispatch_view(view, file_from_offset, end)
+        if dispatched:
+            with self._arrived:
+                self._arrived.notify_all()
+        return dispatched
+
+    def _dispatch_view(self, view: memoryview, file_from_offset: int, end: int) -> int:
+        base = self.reput_from_offset
+        position, dispatched = 0, 0
+        while position < len(view) and base + position < end:
+            try:
+                info = codec.decode_dispatch_info(view, position, base_offset=base)
+            except CorruptRecord as error:
+                self.error = error
+                log.error("dispatch stopped: %s", error)
+                break
+            if isinstance(info, codec.BlankRecord):
+                self.reput_from_offset = self.commit_log.roll_next_file(base + position)
+                return dispatched
+            try:
+                self._dispatch(info)
+            except (StoreError, OSError) as error:  # each step is idempotent, so a retry redoes only the rest
+                self.error = error
+                log.warning("dispatch paused at %d: %s", info.physical_offset, error)
+                break
+            position += info.size
+            dispatched += 1
+        self.reput_from_offset = base + position
+        return dispatched
+
+    def _dispatch(self, info: codec.DispatchInfo) -> None:
+        kind = info.sysflag & codec.TRANSACTION_TYPE_MASK
+        if kind in (codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE):
+            queue = self.consume_queues.find_or_create(info.topic, info.queue_id)
+            queue.put_message_position_info(
+                info.physical_offset, info.size, info.tags_code, info.queue_offset
+            )
+            if self.checkpoint is not None:
+                self.checkpoint.logics_msg_timestamp = info.store_timestamp_ms
+        if self.index_service is not None:
+            request = IndexRequest(
+                info.topic,
+                info.keys,
+                info.uniq_key,
+                info.physical_offset,
+                info.store_timestamp_ms,
+                info.sysflag,
+            )
+            self.index_service.build_index(request)
+
+    def wait_for_arrival(self, timeout_s: float, arrived: Callable[[], bool]) -> bool:
+        """Block until `arrived()` holds (checked after each dispatch) or the timeout passes: long polling."""
+        with self._arrived:
+            return self._arrived.wait_for(arrived, timeout_s)
+
+
+class ReputMessageService:
+    """The dispatcher's thread. The CommitLog wakes it after each put; it also polls every 100 ms."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        self.dispatcher = dispatcher
+        self._wakeup = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ReputMessageService", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wakeup(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        """Finish dispatching what is readable, then stop (RocketMQ waits up to 50 s for the same)."""
+        self._stopped.set()
+        self._wakeup.set()
+        self._thread.join(timeout=60)
+        self.dispatcher.dispatch_until()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wakeup.wait(0.1)
+            self._wakeup.clear()
+            self.dispatcher.dispatch_until()

@@ -1,0 +1,383 @@
+"""MessageStore: a whole store directory opened for writing, in RocketMQ's design (`DefaultMessageStore`).
+
+`start()` takes the `lock` file, recovers (normally, or abnormally when an `abort` file says the last run
+crashed), writes a fresh `abort` file holding our pid and starts the services: segment preallocation, the
+CommitLog flush, the dispatcher that builds consume queues and the index, and a scheduler that flushes the
+consume queues and the checkpoint every second and persists consumer offsets every 5 s. `shutdown()` stops
+them in order, flushes everything and removes the `abort` file once dispatch has caught up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from store import codec
+from store.checkpoint import StoreCheckpoint, acquire_store_lock, create_abort_file, remove_abort_file
+from store.commitlog import AppendResult, CommitLog
+from store.config import StoreConfig
+from store.consume_queue import ConsumeQueue, ConsumeQueueStore
+from store.consumer_offsets import ConsumerOffsets, consumer_offset_path, load_consumer_offsets
+from store.dispatch import Dispatcher, ReputMessageService
+from store.errors import StoreError
+from store.index_file import IndexService
+from store.layout import discover_store
+from store.mapped_file_queue import AllocateMappedFileService
+from store.recovery import RecoveryPlan, plan_recovery
+from store.transient_pool import TransientStorePool
+
+log = logging.getLogger(__name__)
+
+OS_PAGE_CACHE_BUSY_TIMEOUT_MS = 1000  # osPageCacheBusyTimeOutMills
+CONSUMER_OFFSET_PERSIST_INTERVAL_S = 5.0  # flushConsumerOffsetInterval
+
+
+class StoreNotRunning(StoreError):
+    """The store was not started, or has been shut down."""
+
+
+class GetStatus(StrEnum):
+    FOUND = "FOUND"
+    NO_MESSAGE_IN_QUEUE = "NO_MESSAGE_IN_QUEUE"
+    OFFSET_OVERFLOW_ONE = "OFFSET_OVERFLOW_ONE"  # asked for the next offset: nothing new yet
+    OFFSET_OVERFLOW_BADLY = "OFFSET_OVERFLOW_BADLY"
+    OFFSET_TOO_SMALL = "OFFSET_TOO_SMALL"  # below the queue's minimum (deleted by retention)
+    NO_MATCHED_LOGIC_QUEUE = "NO_MATCHED_LOGIC_QUEUE"
+
+
+@dataclass(frozen=True)
+class FoundMessage:
+    queue_offset: int
+    physical_offset: int
+    size_bytes: int
+    tags_code: int
+    data: memoryview  # the whole record, zero-copy from the CommitLog mapping
+
+
+@dataclass(frozen=True)
+class GetResult:
+    status: GetStatus
+    next_begin_offset: int
+    min_offset: int
+    max_offset: int
+    messages: list[FoundMessage]
+
+
+class MessageStore:
+    """One store directory, opened for writing. Use `start()` / `shutdown()` or a `with` block."""
+
+    def __init__(self, root: Path, config: StoreConfig | None = None):
+        self.root = Path(root)
+        self.config = config or StoreConfig()
+        self.recovery: RecoveryPlan | None = None
+        self.consumer_offsets = ConsumerOffsets()
+        self.shutdown_problems: list[str] = []
+        self._running = False
+        self._lock = None
+        self._pool: TransientStorePool | None = None
+        self._allocator: AllocateMappedFileService | None = None
+        self._scheduler: _Scheduler | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> MessageStore:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "commitlog").mkdir(exist_ok=True)
+        self._lock = acquire_store_lock(self.root)
+        try:
+            self._open_components()
+            self._recover()
+            create_abort_file(self.root)
+            self._start_services()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._running = True
+        return self
+
+    def _open_components(self) -> None:
+        config = self.config
+        self.checkpoint = StoreCheckpoint(self.root / "checkpoint")
+        if config.transient_store_pool_enable:
+            self._pool = TransientStorePool(
+                config.transient_store_pool_size, config.mapped_file_size_commitlog
+            )
+        self._allocator = AllocateMappedFileService(config, self._pool).start()
+        self.commit_log = CommitLog(
+            self.root,
+            config,
+            checkpoint=self.checkpoint,
+            allocate_service=self._allocator,
+            transient_pool=self._pool,
+        )
+        self.consume_queues = ConsumeQueueStore(self.root, config)
+        self.index_service = IndexService(self.root / "index", config, checkpoint=self.checkpoint)
+        self.commit_log.load()
+        self.consume_queues.load()
+        self.index_service.load(read_only=False)
+        self.dispatcher = Dispatcher(
+            self.commit_log,
+            self.consume_queues,
+            self.index_service if config.message_index_enable else None,
+            self.checkpoint,
+        )
+        self.consumer_offsets = load_consumer_offsets(consumer_offset_path(self.root))
+
+    def _recover(self) -> None:
+        """Apply the recovery plan: cut the log at the last valid record and rebuild what follows."""
+        layout = discover_store(
+            self.root,
+            commitlog_size=self.config.mapped_file_size_commitlog,
+            cq_size=self.config.mapped_file_size_consume_queue,
+        )
+        plan = plan_recovery(layout, check_crc=self.config.check_crc_on_recover)
+        if plan.index_files_to_drop:
+            self.index_service.destroy_files_newer_than(self.checkpoint.index_msg_timestamp)
+        self.consume_queues.recover()
+        queue = self.commit_log.mapped_file_queue
+        queue.flushed_where = queue.committed_where = plan.process_offset
+        queue.truncate_dirty_files(plan.process_offset)
+        self.consume_queues.truncate_dirty(plan.process_offset)
+        self.dispatcher.reput_from_offset = plan.dispatch_from_offset
+        self.dispatcher.dispatch_until(plan.process_offset)
+        self.commit_log.queue_offsets = self.consume_queues.queue_offset_table()
+        for consume_queue in self.consume_queues.queues:
+            consume_queue.correct_min_offset(max(0, self.commit_log.min_offset))
+        if (last := queue.last_file) is not None and not last.is_full():
+            last.reserve_blocks()  # appends into a loaded file must not meet ENOSPC as SIGBUS
+        self.recovery = plan
+        log.info("recovered (%s): log ends at %d, %s", plan.mode, plan.process_offset, plan.stop_reason)
+
+    def _start_services(self) -> None:
+        self.commit_log.start()
+        self._reput = ReputMessageService(self.dispatcher)
+        self._reput.start()
+        self._scheduler = _Scheduler(
+            [
+                (self.config.flush_interval_consume_queue_ms / 1000, self._flush_consume_queues),
+                (self.config.checkpoint_flush_interval_ms / 1000, self.checkpoint.flush),
+                (CONSUMER_OFFSET_PERSIST_INTERVAL_S, self.persist_consumer_offsets),
+            ]
+        )
+        self._scheduler.start()
+
+    def shutdown(self) -> list[str]:
+        """Stop the services, flush everything, and leave a store that recovers normally.
+
+        Best effort: every step runs even when an earlier one fails (a full disk), the lock is always
+        released, and the failures are returned (and kept in `shutdown_problems`). The `abort` file stays
+        unless dispatch caught up and nothing failed, so the next start re-checks what may be missing.
+        """
+        if not self._running:
+            return []
+        self._running = False
+        problems: list[str] = []
+        for step in (
+            self._scheduler.stop,
+            self._reput.stop,
+            self.commit_log.shutdown,
+            lambda: self._flush_consume_queues(thorough=True),
+            self.consume_queues.close,
+            self.index_service.flush,
+            self.index_service.close,
+            self.persist_consumer_offsets,
+            self.checkpoint.close,
+            self._allocator.shutdown,
+            self._pool.destroy if self._pool is not None else None,
+        ):
+            if step is not None:
+                _run_step(step, problems)
+        if self.dispatcher.error is not None:
+            problems.append(f"dispatch did not finish: {self.dispatcher.error}")
+        if not problems and self.dispatcher.behind_bytes == 0:
+            remove_abort_file(self.root)
+        self._lock.release()
+        self.shutdown_problems = problems
+        return problems
+
+    def __enter__(self) -> MessageStore:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    def _require_running(self) -> None:
+        if not self._running:
+            raise StoreNotRunning(f"{self.root}: the store is not running")
+
+    # ---- writing ---------------------------------------------------------------------------------------
+
+    def put_message(self, message: codec.Message) -> AppendResult:
+        return self.put_messages([message])
+
+    def put_messages(self, messages: list[codec.Message]) -> AppendResult:
+        self._require_running()
+        result = self.commit_log.put_messages(messages)
+        self._reput.wakeup()
+        return result
+
+    def is_os_page_cache_busy(self, now_ms: int | None = None) -> bool:
+        """`isOSPageCacheBusy`: one put has held the CommitLog lock for over a second (a stalled page-cache
+        write or page fault); RocketMQ then answers "[PC_SYNCHRONIZED]broker busy"."""
+        began = self.commit_log.begin_time_in_lock_ms
+        held = (time.time_ns() // 1_000_000 if now_ms is None else now_ms) - began
+        return began > 0 and OS_PAGE_CACHE_BUSY_TIMEOUT_MS < held < 10_000_000
+
+    # ---- reading ---------------------------------------------------------------------------------------
+
+    def get_messages(
+        self, topic: str, queue_id: int, offset: int, max_count: int = 32, max_bytes: int | None = None
+    ) -> GetResult:
+        """`getMessage`: up to `max_count` records (and `max_bytes`) from queue offset `offset`, zero-copy."""
+        queue = self.consume_queues.find(topic, queue_id)
+        if queue is None:
+            return GetResult(GetStatus.NO_MATCHED_LOGIC_QUEUE, 0, 0, 0, [])
+        minimum, maximum = queue.min_offset_in_queue, queue.max_offset_in_queue
+        status = _offset_status(offset, minimum, maximum)
+        if status is not GetStatus.FOUND:
+            return GetResult(status, _next_offset_for(status, offset, minimum, maximum), minimum, maximum, [])
+        messages = self._read_entries(queue, offset, max_count, max_bytes)
+        next_offset = messages[-1].queue_offset + 1 if messages else offset
+        return GetResult(
+            GetStatus.FOUND if messages else GetStatus.OFFSET_OVERFLOW_ONE,
+            next_offset,
+            minimum,
+            maximum,
+            messages,
+        )
+
+    def _read_entries(self, queue: ConsumeQueue, offset: int, max_count: int, max_bytes: int | None) -> list:
+        messages, total = [], 0
+        for queue_offset, physical_offset, size, tags in queue.entries(offset, max_count):
+            if max_bytes is not None and messages and total + size > max_bytes:
+                break
+            data = self.commit_log.get_message(physical_offset, size)
+            if data is None:
+                break  # deleted by retention, or not yet readable
+            messages.append(FoundMessage(queue_offset, physical_offset, size, tags, data))
+            total += size
+        return messages
+
+    def look_message_by_offset(self, physical_offset: int, size: int | None = None) -> codec.MessageRecord:
+        """Decode the record at `physical_offset` (`lookMessageByOffset`)."""
+        if size is None:
+            head = self.commit_log.get_message(physical_offset, 8)
+            if head is None:
+                raise StoreError(f"no record at physical offset {physical_offset}")
+            size, _magic = codec.peek_total_size_and_magic(head)
+        data = self.commit_log.get_message(physical_offset, size)
+        if data is None:
+            raise StoreError(f"no record of {size} bytes at physical offset {physical_offset}")
+        record = codec.decode_record(data, base_offset=physical_offset)
+        if not isinstance(record, codec.MessageRecord):
+            raise StoreError(f"physical offset {physical_offset} holds a BLANK record, not a message")
+        return record
+
+    def query_message(
+        self, topic: str, key: str, max_num: int = 32, begin_ms: int = 0, end_ms: int = 1 << 62
+    ) -> list[codec.MessageRecord]:
+        """Messages whose KEYS or UNIQ_KEY equal `key`: the index by hash, then the real key re-checked."""
+        found = []
+        for offset in self.index_service.query(topic, key, max_num, begin_ms, end_ms):
+            record = self.look_message_by_offset(offset)
+            if record.topic == topic and (key in record.key_list or record.uniq_key == key):
+                found.append(record)
+        return found
+
+    def wait_dispatched(self, offset: int, timeout_s: float) -> bool:
+        """Block until the consume queues cover the CommitLog up to `offset` (for consumers and tests)."""
+        self._reput.wakeup()
+        return self.dispatcher.wait_for_arrival(
+            timeout_s, lambda: self.dispatcher.reput_from_offset >= offset
+        )
+
+    # ---- consumer offsets ----------------------------------------------------------------------------------
+
+    def commit_consumer_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        self.consumer_offsets.set(topic, group, queue_id, offset)
+
+    def persist_consumer_offsets(self) -> None:
+        self.consumer_offsets.persist(consumer_offset_path(self.root))
+
+    # ---- flushing ----------------------------------------------------------------------------------------
+
+    def _flush_consume_queues(self, thorough: bool = False) -> None:
+        least_pages = 0 if thorough else self.config.flush_consume_queue_least_pages
+        self.consume_queues.flush(least_pages)
+
+    def flush(self) -> None:
+        """Make everything written so far durable: the log, the queues, the index and the checkpoint."""
+        self.commit_log.flush(0)
+        self.dispatcher.dispatch_until()
+        self._flush_consume_queues(thorough=True)
+        self.index_service.flush()
+        self.checkpoint.flush()
+
+
+def _run_step(step: Callable[[], object], problems: list[str]) -> None:
+    try:
+        step()
+    except (StoreError, OSError) as error:
+        log.warning("shutdown step failed: %s", error)
+        problems.append(str(error))
+
+
+def _offset_status(offset: int, minimum: int, maximum: int) -> GetStatus:
+    if maximum == 0:
+        return GetStatus.NO_MESSAGE_IN_QUEUE
+    if offset < minimum:
+        return GetStatus.OFFSET_TOO_SMALL
+    if offset == maximum:
+        return GetStatus.OFFSET_OVERFLOW_ONE
+    if offset > maximum:
+        return GetStatus.OFFSET_OVERFLOW_BADLY
+    return GetStatus.FOUND
+
+
+def _next_offset_for(status: GetStatus, offset: int, minimum: int, maximum: int) -> int:
+    """Where a consumer should continue (`DefaultMessageStore.getMessage`'s nextBeginOffset rules)."""
+    if status is GetStatus.OFFSET_TOO_SMALL:
+        return minimum
+    if status is GetStatus.OFFSET_OVERFLOW_BADLY:
+        return maximum
+    return offset
+
+
+class _Scheduler:
+    """One thread running periodic tasks; a failing task is logged and runs again next period."""
+
+    def __init__(self, tasks: list[tuple[float, Callable[[], object]]]):
+        self._tasks = [(period, task, time.monotonic() + period) for period, task in tasks]
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="StoreScheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            now = time.monotonic()
+            due = min(when for _period, _task, when in self._tasks)
+            if self._stopped.wait(max(0.0, due - now)):
+                return
+            self._tasks = [self._run_if_due(entry) for entry in self._tasks]
+
+    @staticmethod
+    def _run_if_due(entry: tuple[float, Callable[[], object], float]):
+        period, task, when = entry
+        if time.monotonic() < when:
+            return entry
+        try:
+            task()
+        except Exception:
+            log.exception("periodic store task %s failed", getattr(task, "__name__", task))
+        return period, task, time.monotonic() + period
