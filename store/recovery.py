@@ -47,15 +47,12 @@ class RecoveryPlan:
     stop_reason: str  # why the scan ended there
     records_checked: int
     dispatch_from_offset: int  # records from here on are (re-)dispatched to the consume queues and index
-    commitlog_max_wrote_offset: int  # how far the files hold written bytes today, for what the cut removes
+    commitlog_max_wrote_offset: int  # how far the files hold written bytes today
+    truncated_bytes: int  # written bytes after the end of the log: what the cut removes
     segments_to_delete: list[Path] = field(default_factory=list)
     queue_truncations: list[QueueTruncation] = field(default_factory=list)
     index_files_to_drop: list[Path] = field(default_factory=list)
     corruption: str | None = None  # set when the scan ended on a record that failed its checks
-
-    @property
-    def truncated_bytes(self) -> int:
-        return max(0, self.commitlog_max_wrote_offset - self.process_offset)
 
 
 def plan_recovery(layout: StoreLayout, *, check_crc: bool = True) -> RecoveryPlan:
@@ -67,6 +64,7 @@ def plan_recovery(layout: StoreLayout, *, check_crc: bool = True) -> RecoveryPla
     start = _choose_start(commitlog.loadable_segments, mode, checkpoint, dispatched_until)
     process_offset, stop_reason, checked, corruption = _scan_to_end(layout, start, check_crc)
     segments = commitlog.loadable_segments
+    written_end = _written_end(segments)
     return RecoveryPlan(
         mode=mode,
         start_offset=start,
@@ -76,7 +74,8 @@ def plan_recovery(layout: StoreLayout, *, check_crc: bool = True) -> RecoveryPla
         dispatch_from_offset=start
         if mode is RecoveryMode.ABNORMAL
         else min(dispatched_until, process_offset),
-        commitlog_max_wrote_offset=_written_end(segments),
+        commitlog_max_wrote_offset=written_end,
+        truncated_bytes=max(0, written_end - process_offset),
         segments_to_delete=[s.path for s in segments if s.file_from_offset > process_offset],
         queue_truncations=_queue_truncations(layout, process_offset),
         index_files_to_drop=_stale_index_files(layout, checkpoint) if mode is RecoveryMode.ABNORMAL else [],

@@ -114,9 +114,10 @@ def root(
 
 
 def _register_commands() -> None:
-    from mqinspect.cli import doctor, store
+    from mqinspect.cli import doctor, store, store_write
 
     doctor.register(app)
+    store_write.register(store.store_app)
     store.register(app)
 
 

@@ -1,0 +1,122 @@
+"""`mqinspect store init|produce|consume|recover`: what they change, what they report, and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mqinspect.cli.app import app
+from mqinspect.errors import ExitStatus
+from store.consumer_offsets import consumer_offset_path, load_consumer_offsets
+from store.layout import discover_store
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(arg) for arg in args], env={"COLUMNS": "120"})
+
+
+def make_store(root: Path, count: int = 500) -> dict:
+    assert (
+        invoke(
+            "store", "init", root, "--segment-size", "64k", "--cq-entries", "100", "--index-slots", "64"
+        ).exit_code
+        == 0
+    )
+    result = invoke(
+        "store",
+        "produce",
+        root,
+        "-t",
+        "Orders",
+        "-n",
+        count,
+        "--size",
+        "100",
+        "--keys",
+        "k-{n}",
+        "--tags",
+        "TagA",
+        "--batch",
+        "10",
+        "-f",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_init_saves_the_sizes_and_produce_uses_them(tmp_path: Path):
+    root = tmp_path / "store"
+    report = make_store(root, 500)
+    assert (
+        report["messages"] == 500 and report["first_queue_offset"] == 0 and report["last_queue_offset"] == 499
+    )
+    assert report["put_latency_p50_us"] > 0 and report["interrupted"] is False
+    layout = discover_store(root)
+    assert layout.commitlog.file_size == 64 * 1024 and len(layout.commitlog.segments) > 1
+    assert layout.consume_queue("Orders", 0).queue.file_size == 100 * 20
+    assert not (root / "abort").exists()  # a clean shutdown
+
+
+def test_init_refuses_a_non_empty_foreign_directory(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = invoke("store", "init", tmp_path)
+    assert result.exit_code == ExitStatus.BAD_INPUT and "not empty" in result.stderr
+
+
+def test_consume_with_a_group_resumes_and_commits(tmp_path: Path):
+    root = tmp_path / "store"
+    make_store(root, 50)
+    first = json.loads(
+        invoke("store", "consume", root, "-t", "Orders", "-g", "g1", "-n", 20, "-f", "json").stdout
+    )
+    second = json.loads(
+        invoke("store", "consume", root, "-t", "Orders", "-g", "g1", "-n", 100, "-f", "json").stdout
+    )
+    assert [m["queue_offset"] for m in first["messages"]] == list(range(20))
+    assert [m["queue_offset"] for m in second["messages"]] == list(range(20, 50))
+    assert second["next_offset"] == 50 and second["committed"] is True
+    assert first["messages"][3]["keys"] == "k-3" and first["messages"][3]["body_preview"].startswith(
+        "Orders-3-"
+    )
+    assert load_consumer_offsets(consumer_offset_path(root)).get("Orders", "g1", 0) == 50
+
+
+def test_consume_of_an_unknown_queue_is_bad_input(tmp_path: Path):
+    root = tmp_path / "store"
+    make_store(root, 5)
+    result = invoke("store", "consume", root, "-t", "Nope")
+    assert result.exit_code == ExitStatus.BAD_INPUT
+    assert result.stderr.strip() == f"mqinspect: error: no consume queue for topic 'Nope' queue 0 in {root}"
+
+
+def test_recover_dry_run_changes_nothing_and_matches_the_real_run(tmp_path: Path):
+    root = tmp_path / "store"
+    make_store(root, 300)
+    last = sorted((root / "commitlog").iterdir())[-1]
+    with open(last, "r+b") as handle:  # a torn write at the end of the log
+        size = len(handle.read().rstrip(b"\0"))
+        handle.seek(size - 30)
+        handle.write(b"\0" * 30)
+    (root / "abort").write_text("4242")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    dry = json.loads(invoke("store", "recover", root, "--dry-run", "-f", "json").stdout)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert dry["mode"] == "abnormal" and dry["truncated_bytes"] > 0
+    real = invoke("store", "recover", root, "-f", "json")
+    assert real.exit_code == 0, real.stderr
+    assert json.loads(real.stdout)["process_offset"] == dry["process_offset"]
+    assert not (root / "abort").exists()
+    consumed = json.loads(invoke("store", "consume", root, "-t", "Orders", "-n", 1000, "-f", "json").stdout)
+    assert len(consumed["messages"]) == 299  # the torn last record is gone, everything before it is there
+
+
+def test_produce_bad_sizes_are_usage_errors(tmp_path: Path):
+    result = invoke("store", "produce", tmp_path / "s", "-t", "T", "--size", "12q")
+    assert result.exit_code == ExitStatus.BAD_INPUT and "is not a size" in result.stderr
+    result = invoke("store", "init", tmp_path / "s", "--segment-size", "0")
+    assert result.exit_code == ExitStatus.BAD_INPUT and "must be positive" in result.stderr
