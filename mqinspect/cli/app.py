@@ -114,9 +114,10 @@ def root(
 
 
 def _register_commands() -> None:
-    from mqinspect.cli import doctor, store, store_write
+    from mqinspect.cli import doctor, mem, store, store_write
 
     doctor.register(app)
+    mem.register(app)
     store_write.register(store.store_app)
     store.register(app)
 

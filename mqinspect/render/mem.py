@@ -1,0 +1,182 @@
+"""Draws a MemorySample: the page cache against the kernel's writeback thresholds, with rates and PSI.
+
+Every row says what its number means and which /proc file it comes from.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from probes.memory import MemorySample
+from probes.procfs import WritebackState
+
+UNAVAILABLE = "unavailable"
+GAUGE_WIDTH = 40
+
+
+def _mib(value: int | None) -> str:
+    return UNAVAILABLE if value is None else f"{value / (1 << 20):,.1f} MiB"
+
+
+def _pages(pages: int | None, page_size: int) -> str:
+    return UNAVAILABLE if pages is None else f"{pages:,} pages ({pages * page_size / (1 << 20):,.1f} MiB)"
+
+
+def _rate(value: float | None, unit: str) -> str:
+    return UNAVAILABLE if value is None else f"{value:,.1f} {unit}"
+
+
+def _percent(value: float | None) -> str:
+    return UNAVAILABLE if value is None else f"{value:.2f} %"
+
+
+class _Section(Table):
+    """Rows of name, value, and what the value means followed by where it comes from."""
+
+    def __init__(self, title: str):
+        super().__init__(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False)
+        self.add_column("", no_wrap=True)
+        self.add_column("value", justify="right", no_wrap=True)
+        self.add_column("meaning [source]", ratio=1)
+
+    def add_row(self, name: str, value: str, meaning: str, source: str) -> None:  # type: ignore[override]
+        super().add_row(name, value, Text.assemble((meaning, "dim"), " ", (f"[{source}]", "cyan")))
+
+
+def threshold_gauge(writeback: WritebackState) -> Text:
+    """dirty + writeback on a bar that ends at the throttle threshold, with the background (b) and
+    freerun-ceiling (f) marks: writers slow down past f and stop at the end of the bar."""
+    limit = writeback.throttle_threshold_pages
+    if not limit or writeback.dirty_pages is None or writeback.writeback_pages is None:
+        return Text(f"gauge {UNAVAILABLE}: {', '.join(writeback.unavailable.values()) or 'no threshold'}")
+    used = writeback.dirty_pages + writeback.writeback_pages
+    filled = min(GAUGE_WIDTH, round(used / limit * GAUGE_WIDTH))
+    cells = ["█"] * filled + ["·"] * (GAUGE_WIDTH - filled)
+    for mark, pages in (("b", writeback.background_threshold_pages), ("f", writeback.freerun_ceiling_pages)):
+        if pages is not None and pages < limit:
+            cells[min(GAUGE_WIDTH - 1, round(pages / limit * GAUGE_WIDTH))] = mark
+    style = (
+        "red" if writeback.writers_throttled else "yellow" if writeback.background_writeback_due else "green"
+    )
+    return Text.assemble("[", ("".join(cells), style), f"] {used / limit:.1%} of the dirty limit")
+
+
+def mem_view(sample: MemorySample) -> Group:
+    snapshot = sample.snapshot
+    return Group(
+        _page_cache(sample),
+        threshold_gauge(snapshot.writeback),
+        Text(
+            f"regime: {snapshot.writeback.regime or UNAVAILABLE}: "
+            f"{WritebackState.REGIMES.get(snapshot.writeback.regime or '', '')}"
+        ),
+        _activity(sample),
+        _pressure(sample),
+    )
+
+
+def _page_cache(sample: MemorySample) -> Table:
+    meminfo, writeback = sample.snapshot.meminfo, sample.snapshot.writeback
+    settings = sample.snapshot.dirty_settings
+    page = writeback.page_size_bytes
+    meanings = WritebackState.MEANINGS
+    table = _Section("page cache and writeback")
+    table.add_row(
+        "cached",
+        _mib(meminfo.cached_bytes),
+        "file data in memory (includes shmem/tmpfs)",
+        "/proc/meminfo Cached",
+    )
+    table.add_row(
+        "dirty", _pages(writeback.dirty_pages, page), meanings["dirty_pages"], "/proc/vmstat nr_dirty"
+    )
+    table.add_row(
+        "writeback",
+        _pages(writeback.writeback_pages, page),
+        meanings["writeback_pages"],
+        "/proc/vmstat nr_writeback",
+    )
+    table.add_row(
+        "background threshold",
+        _pages(writeback.background_threshold_pages, page),
+        meanings["background_threshold_pages"],
+        f"vmstat nr_dirty_background_threshold ({settings.background_limit_setting})",
+    )
+    table.add_row(
+        "freerun ceiling",
+        _pages(writeback.freerun_ceiling_pages, page),
+        meanings["freerun_ceiling_pages"],
+        "(background + limit) / 2, mm/page-writeback.c",
+    )
+    table.add_row(
+        "dirty limit",
+        _pages(writeback.throttle_threshold_pages, page),
+        meanings["throttle_threshold_pages"],
+        f"vmstat nr_dirty_threshold ({settings.throttle_limit_setting})",
+    )
+    table.add_row(
+        "mlocked",
+        _mib(meminfo.mlocked_bytes),
+        "pinned by mlock (warm-up, vmtouch -l)",
+        "/proc/meminfo Mlocked",
+    )
+    return table
+
+
+def _activity(sample: MemorySample) -> Table:
+    vm = sample.rates.vmstat
+    table = _Section(f"over the last {sample.interval_s:.2f} s")
+    table.add_row(
+        "page faults", _rate(vm.faults_per_s, "/s"), "minor and major, all processes", "/proc/vmstat pgfault"
+    )
+    table.add_row(
+        "major faults",
+        _rate(vm.major_faults_per_s, "/s"),
+        "faults that waited for disk",
+        "/proc/vmstat pgmajfault",
+    )
+    table.add_row(
+        "read from disk",
+        _rate(vm.pgpgin_kib_per_s, "KiB/s"),
+        "page-ins: cache misses and readahead",
+        "/proc/vmstat pgpgin",
+    )
+    table.add_row(
+        "written to disk",
+        _rate(vm.pgpgout_kib_per_s, "KiB/s"),
+        "page-outs: write-back of dirty pages",
+        "/proc/vmstat pgpgout",
+    )
+    table.add_row(
+        "file refaults",
+        _rate(vm.file_refaults_per_s, "/s"),
+        "evicted file pages needed again soon: the cache is too small",
+        "vmstat workingset_refault_file",
+    )
+    table.add_row(
+        "reclaimed",
+        _rate(vm.reclaimed_pages_per_s, "pages/s"),
+        "pages taken back by reclaim",
+        "/proc/vmstat pgsteal_*",
+    )
+    return table
+
+
+def _pressure(sample: MemorySample) -> Table:
+    pressure = sample.rates.pressure
+    table = _Section("pressure stall (PSI) over the interval")
+    for resource in ("memory", "io"):
+        for line, meaning in (
+            ("some", "share of time at least one task stalled"),
+            ("full", "share of time all tasks stalled at once"),
+        ):
+            value = getattr(pressure, f"{resource}_{line}_stalled_percent")
+            table.add_row(
+                f"{resource} {line}",
+                _percent(value),
+                f"{meaning} on {resource}",
+                f"/proc/pressure/{resource}",
+            )
+    return table
