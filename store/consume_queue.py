@@ -136,9 +136,15 @@ class ConsumeQueue:
         """The next queue offset to be written."""
         return self.mapped_file_queue.max_offset // CQ_STORE_UNIT_SIZE
 
+    @property
+    def first_offset_on_disk(self) -> int:
+        """The queue offset of the first entry of the oldest file still present (retention deletes files)."""
+        first = self.mapped_file_queue.first_file
+        return first.file_from_offset // CQ_STORE_UNIT_SIZE if first is not None else self.max_offset_in_queue
+
     def entries(self, from_queue_offset: int, max_count: int) -> Iterator[tuple[int, int, int, int]]:
         """(queue offset, physical offset, size, tags code) from `from_queue_offset`, at most `max_count`."""
-        queue_offset = max(from_queue_offset, self.min_offset_in_queue)
+        queue_offset = max(from_queue_offset, self.min_offset_in_queue, self.first_offset_on_disk)
         while max_count > 0:
             start = queue_offset * CQ_STORE_UNIT_SIZE
             mapped_file = self.mapped_file_queue.find_by_offset(start)
@@ -155,8 +161,12 @@ class ConsumeQueue:
             max_count -= count
 
     def correct_min_offset(self, commitlog_min_offset: int) -> None:
-        """`correctMinOffset`: the first entry whose record the CommitLog still holds becomes the minimum."""
-        for queue_offset, physical_offset, size, _tags in self.entries(0, 1 << 62):
+        """`correctMinOffset`: the first entry whose record the CommitLog still holds becomes the minimum.
+
+        The scan starts at the oldest file still present, not at the old minimum, which may lie in a file
+        that retention just deleted."""
+        self.min_logic_offset = 0
+        for queue_offset, physical_offset, size, _tags in self.entries(self.first_offset_on_disk, 1 << 62):
             if size != PRE_BLANK_SIZE and physical_offset >= commitlog_min_offset:
                 self.min_logic_offset = queue_offset * CQ_STORE_UNIT_SIZE
                 return

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from store import codec
+from store import codec, retention
 from store.checkpoint import StoreCheckpoint, acquire_store_lock, create_abort_file, remove_abort_file
 from store.commitlog import AppendResult, CommitLog
 from store.config import StoreConfig
@@ -157,11 +158,15 @@ class MessageStore:
         self.commit_log.start()
         self._reput = ReputMessageService(self.dispatcher)
         self._reput.start()
+        self.clean_service = retention.CleanService(
+            self.config, self.commit_log, self.consume_queues, self.index_service
+        )
         self._scheduler = _Scheduler(
             [
                 (self.config.flush_interval_consume_queue_ms / 1000, self._flush_consume_queues),
                 (self.config.checkpoint_flush_interval_ms / 1000, self.checkpoint.flush),
                 (CONSUMER_OFFSET_PERSIST_INTERVAL_S, self.persist_consumer_offsets),
+                (retention.CLEAN_RESOURCE_INTERVAL_S, self.clean_service.run_scheduled),
             ]
         )
         self._scheduler.start()
@@ -284,6 +289,8 @@ class MessageStore:
         """Messages whose KEYS or UNIQ_KEY equal `key`: the index by hash, then the real key re-checked."""
         found = []
         for offset in self.index_service.query(topic, key, max_num, begin_ms, end_ms):
+            if offset < self.commit_log.min_offset:
+                continue  # the index outlives the records retention deleted, as in RocketMQ
             record = self.look_message_by_offset(offset)
             if record.topic == topic and (key in record.key_list or record.uniq_key == key):
                 found.append(record)
@@ -303,6 +310,16 @@ class MessageStore:
 
     def persist_consumer_offsets(self) -> None:
         self.consumer_offsets.persist(consumer_offset_path(self.root))
+
+    # ---- retention -----------------------------------------------------------------------------------------
+
+    def clean(self, now: datetime | None = None) -> retention.CleanReport:
+        """Manual deletion (`executeDeleteFilesManually`): one clean run now, deleting expired files whatever
+        the hour; like RocketMQ, the next scheduled runs keep deleting expired files for MANUAL_DELETE_RUNS
+        runs in all. Returns what this run deleted."""
+        self._require_running()
+        self.clean_service.request_manual_delete()
+        return self.clean_service.run_once(now)
 
     # ---- flushing ----------------------------------------------------------------------------------------
 

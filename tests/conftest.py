@@ -1,22 +1,21 @@
-"""Capability markers: `requires_root` and `requires_bpf` skip with the reason on a machine without them.
+"""Test-wide fixtures and the capability markers `requires_root` and `requires_bpf`.
 
-Under CI=true a missing capability fails the test instead: CI runs as root on a machine set up by
-scripts/bootstrap, so a skip there would hide a broken setup.
+They skip with the reason on a machine without the capability, and fail under CI=true (see support.py).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from probes.capabilities import gather_facts
-from probes.privileges import can_trace
+sys.path.insert(0, str(Path(__file__).parent))  # `support` is importable from tests in any directory
 
-IN_CI = os.environ.get("CI") == "true"
+from support import bpf_gap, skip_or_fail
+
 REPO = Path(__file__).resolve().parents[1]
 # shared/ sits beside the repository on developer machines and in CI.
 RUST_FIXTURE = REPO.parent / "shared" / "fixtures" / "rocketmq-rust-0.9.0-store"
@@ -30,27 +29,6 @@ def rust_store(tmp_path: Path) -> Path:
     copy = tmp_path / "rocketmq-rust-store"
     shutil.copytree(RUST_FIXTURE, copy)
     return copy / "local-file"
-
-
-def skip_or_fail(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI=true, so this must run, but: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@functools.cache
-def bpf_gap() -> str | None:
-    """Why BPF programs cannot be loaded here, or None if they can (cheap facts only: no test load)."""
-    facts = gather_facts(quick=True)
-    if not can_trace(facts.capabilities, facts.euid):
-        return "needs root or CAP_BPF+CAP_PERFMON"
-    if facts.bcc_version is None:
-        return f"needs bcc ({facts.bcc_error}); run scripts/bootstrap"
-    if facts.headers_build is None:
-        return "needs kernel headers at /lib/modules/$(uname -r)/build; run scripts/bootstrap"
-    if facts.tracefs is None:
-        return "needs tracefs mounted at /sys/kernel/tracing"
-    return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

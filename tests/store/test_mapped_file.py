@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
+from support import skip_or_fail
 
 from probes.residency.cachestat import cachestat
 from store import _libc

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
+from support import skip_or_fail
 
 from store import codec
 from store.commitlog_scan import ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
@@ -281,3 +281,21 @@ def test_the_cq_entry_bytes_match_the_reference_layout(tmp_path: Path):
         store.wait_dispatched(store.commit_log.max_offset, 5)
     data = (tmp_path / "consumequeue" / "Orders" / "0" / offset_to_file_name(0)).read_bytes()[:20]
     assert data == struct.pack(">qiq", 0, first.wrote_bytes, tags_code("TagA"))
+
+
+def test_messages_left_after_retention_stay_readable_across_a_restart(tmp_path: Path):
+    with MessageStore(tmp_path, SMALL) as store:
+        fill(store, 1500)
+        old = time.time() - 100 * 3600
+        for segment in (tmp_path / "commitlog").iterdir():
+            os.utime(segment, (old, old))
+        report = store.clean()
+        assert report.deletions
+        minimum = store.consume_queues.find("Orders", 0).min_offset_in_queue
+        assert 0 < minimum < 1500
+        assert store.get_messages("Orders", 0, 0, 5).status is GetStatus.OFFSET_TOO_SMALL
+    with MessageStore(tmp_path, SMALL) as store:
+        queue = store.consume_queues.find("Orders", 0)
+        assert queue.min_offset_in_queue == minimum and queue.max_offset_in_queue == 1500
+        got = store.get_messages("Orders", 0, minimum, 2000)
+        assert [m.queue_offset for m in got.messages] == list(range(minimum, 1500))
