@@ -16,11 +16,12 @@ from mqinspect.cli.options import format_option
 from mqinspect.cli.store import emit
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stderr_console
-from mqinspect.render.store_write import consume_table, init_table, produce_table, recovery_table
+from mqinspect.render.store_write import clean_table, consume_table, init_table, produce_table, recovery_table
 from store.config import FlushDiskType, StoreConfig, WarmupMode
 from store.layout import discover_store
 from store.message_store import MessageStore
 from store.recovery import plan_recovery
+from store.retention import plan_clean
 from store.store_sizes import save_store_sizes, store_config_for
 from store.workload import ProduceSpec, consume, produce
 
@@ -192,6 +193,26 @@ def recover_command(
     emit(plan, output, recovery_table)
 
 
+def clean_command(
+    store_dir: Path = StoreDir,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted; change nothing."),
+    output: str = format_option(),
+) -> None:
+    """Delete expired files now, as a manual delete does in RocketMQ: CommitLog segments older than the
+    reserved time (all but the newest when the disk is over its ratio), then the consume-queue and index
+    files that only point below the new minimum. The newest segment is never deleted."""
+    if dry_run:
+        result = plan_clean(store_dir, store_config_for(store_dir), manual_request=True)
+    else:
+        store = _open_store(store_dir)
+        try:
+            result = store.clean()
+        finally:
+            _report_shutdown(store.shutdown())
+        _say(f"deleted {len(result.deletions)} files ({result.bytes_freed:,} bytes) from {store_dir}")
+    emit(result, output, clean_table)
+
+
 def _known_sizes(store_dir: Path) -> dict[str, int]:
     config = store_config_for(store_dir)
     return {
@@ -206,3 +227,4 @@ def register(store_app: typer.Typer) -> None:
     store_app.command("produce", rich_help_panel=panel)(produce_command)
     store_app.command("consume", rich_help_panel=panel)(consume_command)
     store_app.command("recover", rich_help_panel=panel)(recover_command)
+    store_app.command("clean", rich_help_panel=panel)(clean_command)

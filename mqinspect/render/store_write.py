@@ -8,6 +8,7 @@ from rich.table import Table
 
 from store.config import StoreConfig
 from store.recovery import RecoveryMode, RecoveryPlan
+from store.retention import CleanPlan, CleanReport
 from store.workload import ConsumeReport, ProduceReport
 
 
@@ -132,3 +133,18 @@ def recovery_table(plan: RecoveryPlan) -> Table:
     ]
     rows += [("drop index file", path.name, "newer than the checkpoint") for path in plan.index_files_to_drop]
     return _key_value_table("recovery plan", rows)
+
+
+def clean_table(result: CleanPlan | CleanReport) -> Table:
+    verb = "would delete" if isinstance(result, CleanPlan) else "deleted"
+    minimum = f"{result.commitlog_min_offset_before:,} -> {result.commitlog_min_offset_after:,}"
+    table = Table(
+        title=f"clean: {verb} {len(result.deletions)} files, {result.bytes_freed:,} bytes; "
+        f"CommitLog min offset {minimum}\ndecision: {result.decision.reason}",
+        title_justify="left",
+    )
+    for column in ("kind", "file", "size (B)", "why"):
+        table.add_column(column, justify="right" if column == "size (B)" else "left")
+    for deletion in result.deletions:
+        table.add_row(str(deletion.kind), deletion.path.name, f"{deletion.size_bytes:,}", deletion.reason)
+    return table

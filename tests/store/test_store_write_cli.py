@@ -120,3 +120,22 @@ def test_produce_bad_sizes_are_usage_errors(tmp_path: Path):
     assert result.exit_code == ExitStatus.BAD_INPUT and "is not a size" in result.stderr
     result = invoke("store", "init", tmp_path / "s", "--segment-size", "0")
     assert result.exit_code == ExitStatus.BAD_INPUT and "must be positive" in result.stderr
+
+
+def test_clean_dry_run_lists_what_the_real_run_deletes(tmp_path: Path):
+    import os
+    import time
+
+    root = tmp_path / "store"
+    make_store(root, 1500)
+    old = time.time() - 100 * 3600
+    for segment in (root / "commitlog").iterdir():
+        os.utime(segment, (old, old))
+    dry = json.loads(invoke("store", "clean", root, "--dry-run", "-f", "json").stdout)
+    assert dry["deletions"] and all(Path(d["path"]).exists() for d in dry["deletions"])
+    real = invoke("store", "clean", root, "-f", "json")
+    assert real.exit_code == 0, real.stderr
+    deleted = json.loads(real.stdout)["deletions"]
+    assert sorted(d["path"] for d in deleted) == sorted(d["path"] for d in dry["deletions"])
+    assert not any(Path(d["path"]).exists() for d in deleted)
+    assert len(list((root / "commitlog").iterdir())) >= 1  # never the newest segment
