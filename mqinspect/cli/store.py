@@ -1,24 +1,51 @@
 """`mqinspect store ...`: create, write and inspect RocketMQ-format stores.
 
-The inspection commands open any store read-only and never modify it.
+The inspection commands (this module) open any store read-only, with pread and never mmap, so they are safe
+on a store a broker is writing. Each parses its options, asks `store.inspect` for a snapshot and renders it;
+errors go up to the one ladder in `mqinspect.cli.app`. Exit status: 0 ok, 1 findings (`verify` found
+problems, `dump` stopped at a corrupt record), 2 bad input (not a store, unknown queue, not a record start).
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import click
 import typer
 
 from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.errors import ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_json
-from mqinspect.render.store import consume_queue_table
-from store.inspect import consume_queue_view, open_layout
+from mqinspect.render.store import (
+    consume_queue_table,
+    dump_view,
+    query_view,
+    segments_table,
+    stat_view,
+    verify_view,
+)
+from store.inspect import (
+    DEFAULT_INDEX_CHECKS,
+    LogEndReason,
+    consume_queue_view,
+    dump_records,
+    list_segments,
+    open_layout,
+    query_by_key,
+    query_by_msg_id,
+    query_by_offset,
+    store_stat,
+    verify_store,
+)
 
 store_app = typer.Typer(
     help="Create, write and inspect RocketMQ-format stores (inspection is read-only).", no_args_is_help=True
 )
+
+INSPECTION = "Inspection (read-only)"
 
 StoreDir = typer.Argument(
     ..., help="The store root: the directory that holds commitlog/.", show_default=False
@@ -33,7 +60,141 @@ def emit(snapshot, output: str, table) -> None:
         stdout_console().print(table(snapshot))
 
 
-@store_app.command("cq", rich_help_panel="Inspection (read-only)")
+@store_app.command("stat", rich_help_panel=INSPECTION)
+def stat(store_dir: Path = StoreDir, output: str = format_option()) -> None:
+    """Segments, CommitLog min/max offsets, queues, checkpoint, run state, index and dispatch lag.
+
+    Finding the max offset reads the last written CommitLog segment in full.
+    """
+    emit(store_stat(store_dir), output, stat_view)
+
+
+@store_app.command("segments", rich_help_panel=INSPECTION)
+def segments(store_dir: Path = StoreDir, output: str = format_option()) -> None:
+    """One row per CommitLog, ConsumeQueue and index file: offsets, sizes, written bytes, entries, mtime.
+
+    Lists stores that break RocketMQ's load rules too, with the broken rules underneath.
+    """
+    emit(list_segments(store_dir), output, segments_table)
+
+
+@store_app.command("dump", rich_help_panel=INSPECTION)
+def dump(
+    target: Path = typer.Argument(
+        ...,
+        help="A store root, or one CommitLog segment file (its name gives its start offset).",
+        show_default=False,
+    ),
+    from_offset: int = typer.Option(
+        None, "--from", min=0, help="Physical offset of the first record (default: the CommitLog's min)."
+    ),
+    count: int = typer.Option(20, "--count", "-n", min=1, help="How many messages at most."),
+    body: bool = typer.Option(False, "--body", help="Include message bodies (UTF-8 text, else hex)."),
+    check_crc: bool = typer.Option(
+        True, "--check-crc/--no-check-crc", help="Stop at a record whose body CRC does not match."
+    ),
+    output: str = format_option(),
+) -> int:
+    """CommitLog records from a physical offset, with the blanks that end segments and why the log ends.
+
+    Exit 1 if the walk stops at a corrupt record.
+    """
+    snapshot = dump_records(target, from_offset, count, include_body=body, check_crc=check_crc)
+    emit(snapshot, output, dump_view)
+    corrupt = snapshot.end is not None and snapshot.end.reason is LogEndReason.CORRUPT
+    return ExitStatus.FINDINGS if corrupt else ExitStatus.OK
+
+
+@store_app.command("verify", rich_help_panel=INSPECTION)
+def verify(
+    store_dir: Path = StoreDir,
+    index_checks: int = typer.Option(
+        DEFAULT_INDEX_CHECKS,
+        "--index-checks",
+        min=0,
+        help="Check at most this many index entries, an even sample beyond it (0: all).",
+    ),
+    output: str = format_option(),
+) -> int:
+    """Check layout, every CommitLog record (CRC), every ConsumeQueue entry, index entries and the checkpoint.
+
+    Exit 0 if all is well, 1 if anything is wrong; every problem is listed with its file and offset.
+    """
+    report = verify_store(store_dir, index_check_limit=index_checks or None)
+    emit(report, output, verify_view)
+    return ExitStatus.OK if report.ok else ExitStatus.FINDINGS
+
+
+DEFAULT_MAX_HITS = 64  # MessageStoreConfig.maxMsgsNumBatch: what a broker answers at most
+
+
+def _time_ms(value: str | None, option: str) -> int | None:
+    """--begin/--end: epoch milliseconds, or ISO-8601 (a time without a zone is local time)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither epoch milliseconds nor an ISO-8601 time (e.g. 2024-05-01T12:00:00Z)",
+            param_hint=option,
+        ) from None
+    return round(moment.timestamp() * 1000)
+
+
+@store_app.command("query", rich_help_panel=INSPECTION)
+def query(
+    ctx: typer.Context,
+    store_dir: Path = StoreDir,
+    key: str = typer.Option(None, "--key", "-k", help="A message key (a KEYS token or the UNIQ_KEY)."),
+    offset: int = typer.Option(None, "--offset", min=0, help="A physical offset: decode the record there."),
+    msg_id: str = typer.Option(None, "--msg-id", help="An offsetMsgId (store host + physical offset)."),
+    topic: str = typer.Option(None, "--topic", "-t", help="With --key: the topic (default: every topic)."),
+    begin: str = typer.Option(None, "--begin", help="With --key: earliest store time, epoch ms or ISO-8601."),
+    end: str = typer.Option(None, "--end", help="With --key: latest store time, epoch ms or ISO-8601."),
+    max_hits: int = typer.Option(
+        None, "--max", min=1, help=f"With --key: index hits per topic at most [default: {DEFAULT_MAX_HITS}]."
+    ),
+    body: bool = typer.Option(False, "--body", help="Include message bodies (UTF-8 text, else hex)."),
+    output: str = format_option(),
+) -> None:
+    """Find messages by key (through the index, then checked against the records), offset or message id.
+
+    Exactly one of --key, --offset, --msg-id. The index compares key hashes only, so --key decodes every
+    hit and reports how many were hash collisions.
+    """
+    modes = [
+        name
+        for name, value in (("--key", key), ("--offset", offset), ("--msg-id", msg_id))
+        if value is not None
+    ]
+    if len(modes) != 1:
+        raise click.UsageError("give exactly one of --key, --offset, --msg-id", ctx=ctx)
+    key_only = {"--topic": topic, "--begin": begin, "--end": end, "--max": max_hits}
+    given = [name for name, value in key_only.items() if value is not None]
+    if key is None and given:
+        raise click.UsageError(f"{', '.join(given)}: only with --key", ctx=ctx)
+    if key is not None:
+        result = query_by_key(
+            store_dir,
+            key,
+            topic=topic,
+            begin_ms=_time_ms(begin, "--begin"),
+            end_ms=_time_ms(end, "--end"),
+            max_hits=max_hits or DEFAULT_MAX_HITS,
+            include_body=body,
+        )
+    elif offset is not None:
+        result = query_by_offset(store_dir, offset, include_body=body)
+    else:
+        result = query_by_msg_id(store_dir, msg_id, include_body=body)
+    emit(result, output, query_view)
+
+
+@store_app.command("cq", rich_help_panel=INSPECTION)
 def cq(
     store_dir: Path = StoreDir,
     topic: str = typer.Option(..., "--topic", "-t", help="Topic name."),
