@@ -76,9 +76,17 @@ def iter_entries(queue: SegmentQueue, from_queue_offset: int = 0) -> Iterator[Co
             return  # a segment that ends early is the queue's end, as ConsumeQueue.recover decides
 
 
-def queue_bounds(queue: SegmentQueue) -> tuple[int, int]:
-    """(min, max) logical offsets: the first real entry and one past the last valid entry."""
-    minimum = next((entry.queue_offset for entry in iter_entries(queue)), None)
+def queue_bounds(queue: SegmentQueue, commitlog_min_offset: int = 0) -> tuple[int, int]:
+    """(min, max) logical offsets: one past the last valid entry, and the first entry whose record the
+    CommitLog still holds (`correctMinOffset`: retention deletes segments before their queue files)."""
+    minimum = next(
+        (
+            entry.queue_offset
+            for entry in iter_entries(queue)
+            if entry.physical_offset >= commitlog_min_offset
+        ),
+        None,
+    )
     if minimum is None:
         start = queue.segments[0].file_from_offset // CQ_STORE_UNIT_SIZE if queue.segments else 0
         return start, start

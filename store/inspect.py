@@ -581,7 +581,7 @@ def store_stat(root: Path) -> StoreStat:
     """Everything about a store at a glance. Costs one full read of the last written CommitLog segment."""
     layout = open_layout(root)
     commitlog = _commitlog_summary(loadable_commitlog(layout))
-    queues = tuple(_queue_summary(cq) for cq in layout.consume_queues)
+    queues = tuple(_queue_summary(cq, _commitlog_min_offset(layout)) for cq in layout.consume_queues)
     checkpoint, checkpoint_problem = _checkpoint_summary(layout)
     return StoreStat(
         root=layout.root,
@@ -614,8 +614,8 @@ def _commitlog_summary(queue: SegmentQueue) -> CommitLogSummary:
     )
 
 
-def _queue_summary(cq: ConsumeQueueDir) -> QueueSummary:
-    minimum, maximum = queue_bounds(cq.queue)
+def _queue_summary(cq: ConsumeQueueDir, commitlog_min_offset: int) -> QueueSummary:
+    minimum, maximum = queue_bounds(cq.queue, commitlog_min_offset)
     last = next(iter_entries(cq.queue, maximum - 1), None) if maximum > minimum else None
     return QueueSummary(
         topic=cq.topic,
@@ -1556,7 +1556,7 @@ def consume_queue_view(
     if cq is None:
         raise UnknownQueue(_unknown_queue_message(layout, topic, queue_id))
     cq.queue.require_valid()
-    minimum, maximum = queue_bounds(cq.queue)
+    minimum, maximum = queue_bounds(cq.queue, _commitlog_min_offset(layout))
     start = minimum if from_offset is None else from_offset
     entries = []
     for entry in iter_entries(cq.queue, start):
@@ -1564,6 +1564,11 @@ def consume_queue_view(
             break
         entries.append(entry)
     return ConsumeQueueView(topic, queue_id, minimum, maximum, start, entries)
+
+
+def _commitlog_min_offset(layout: StoreLayout) -> int:
+    segments = layout.commitlog.loadable_segments
+    return segments[0].file_from_offset if segments else 0
 
 
 def _unknown_queue_message(layout: StoreLayout, topic: str, queue_id: int) -> str:

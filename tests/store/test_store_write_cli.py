@@ -139,3 +139,20 @@ def test_clean_dry_run_lists_what_the_real_run_deletes(tmp_path: Path):
     assert sorted(d["path"] for d in deleted) == sorted(d["path"] for d in dry["deletions"])
     assert not any(Path(d["path"]).exists() for d in deleted)
     assert len(list((root / "commitlog").iterdir())) >= 1  # never the newest segment
+
+
+def test_after_clean_the_read_only_views_start_at_the_first_message_still_stored(tmp_path: Path):
+    import os
+    import time
+
+    root = tmp_path / "store"
+    make_store(root, 1500)
+    old = time.time() - 100 * 3600
+    for segment in (root / "commitlog").iterdir():
+        os.utime(segment, (old, old))
+    assert invoke("store", "clean", root).exit_code == 0
+    view = json.loads(invoke("store", "cq", root, "-t", "Orders", "-n", 1, "-f", "json").stdout)
+    consumed = json.loads(invoke("store", "consume", root, "-t", "Orders", "-n", 1, "-f", "json").stdout)
+    assert view["min_offset"] == consumed["min_offset"] == consumed["messages"][0]["queue_offset"]
+    commitlog_min = min(int(p.name) for p in (root / "commitlog").iterdir())
+    assert view["entries"][0]["physical_offset"] >= commitlog_min
