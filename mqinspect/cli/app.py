@@ -114,8 +114,9 @@ def root(
 
 
 def _register_commands() -> None:
-    from mqinspect.cli import doctor, mem, store, store_write
+    from mqinspect.cli import cache, doctor, mem, store, store_write
 
+    cache.register(app)
     doctor.register(app)
     mem.register(app)
     store_write.register(store.store_app)
