@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from store import codec
 from store.checkpoint import (
@@ -758,6 +758,14 @@ class SegmentListing:
     commitlog_segment_size_bytes: int | None
     rows: tuple[SegmentRow, ...]
     layout_problems: tuple[ProblemView, ...]
+    # Page-cache residency of each file, added by the CLI from probes.residency.segments (SegmentsResidency):
+    # this library never measures the page cache itself.
+    residency: Any = None
+
+
+def store_file_paths(root: Path) -> tuple[Path, ...]:
+    """The files `list_segments` lists, known from names and sizes alone (nothing is read)."""
+    return discover_store(Path(root)).segment_paths
 
 
 @_vanishing_files_are_store_changes

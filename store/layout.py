@@ -109,6 +109,12 @@ class StoreLayout:
         return next((cq for cq in self.consume_queues if cq.topic == topic and cq.queue_id == queue_id), None)
 
     @property
+    def segment_paths(self) -> tuple[Path, ...]:
+        """Every CommitLog, ConsumeQueue and index file, found without reading any of them."""
+        cq_files = (segment.path for cq in self.consume_queues for segment in cq.queue.segments)
+        return (*(segment.path for segment in self.commitlog.segments), *cq_files, *self.index_files)
+
+    @property
     def topics(self) -> tuple[str, ...]:
         return tuple(sorted({cq.topic for cq in self.consume_queues}))
 

@@ -17,6 +17,9 @@ class PreadFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        # No readahead: inspecting a broker's store must not pull its cold segments into the page cache.
+        # Every read here names its range (windows of up to 4 MiB), so readahead would only add pages.
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to `length` bytes at `offset`; fewer if the file is (now) shorter."""
@@ -30,19 +33,22 @@ class PreadFile:
             length -= len(chunk)
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
-    def end_of_nonzero_data(self, chunk_bytes: int = 1 << 20) -> int:
-        """One past the last non-zero byte, searching backwards and skipping holes (SEEK_DATA), so a sparse
-        1 GiB segment with a short written head costs a few reads, not a gigabyte."""
+    def end_of_nonzero_data(self, max_chunk_bytes: int = 1 << 20) -> int:
+        """One past the last non-zero byte, searching backwards and skipping holes (SEEK_DATA).
+
+        Chunks start at one page and double: the data usually ends close to the end of the file, so this
+        reads (and brings into the page cache) a page or two, not the whole file.
+        """
         end = self.size()
+        chunk = 4096
         while end > 0:
-            start = max(0, end - chunk_bytes)
-            if not self._has_data(start, end):
-                end = start
-                continue
-            data = self.read(start, end - start).rstrip(b"\0")
-            if data:
-                return start + len(data)
+            start = max(0, end - chunk)
+            if self._has_data(start, end):
+                data = self.read(start, end - start).rstrip(b"\0")
+                if data:
+                    return start + len(data)
             end = start
+            chunk = min(chunk * 2, max_chunk_bytes)
         return 0
 
     def _has_data(self, start: int, end: int) -> bool:

@@ -8,6 +8,7 @@ problems, `dump` stopped at a corrupt record), 2 bad input (not a store, unknown
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from mqinspect.render.store import (
     stat_view,
     verify_view,
 )
+from probes.residency.segments import measure_segments
 from store.inspect import (
     DEFAULT_INDEX_CHECKS,
     LogEndReason,
@@ -37,6 +39,7 @@ from store.inspect import (
     query_by_key,
     query_by_msg_id,
     query_by_offset,
+    store_file_paths,
     store_stat,
     verify_store,
 )
@@ -70,12 +73,23 @@ def stat(store_dir: Path = StoreDir, output: str = format_option()) -> None:
 
 
 @store_app.command("segments", rich_help_panel=INSPECTION)
-def segments(store_dir: Path = StoreDir, output: str = format_option()) -> None:
-    """One row per CommitLog, ConsumeQueue and index file: offsets, sizes, written bytes, entries, mtime.
+def segments(
+    store_dir: Path = StoreDir,
+    residency: bool = typer.Option(True, "--residency/--no-residency", help="Measure page-cache residency."),
+    chunks: int = typer.Option(16, "--chunks", min=1, max=1024, help="Cells of each file's heat strip."),
+    output: str = format_option(),
+) -> None:
+    """One row per CommitLog, ConsumeQueue and index file: offsets, sizes, written bytes, entries, mtime, and
+    how much of it is in the page cache, dirty and mlocked, with a heat strip per file.
 
     Lists stores that break RocketMQ's load rules too, with the broken rules underneath.
     """
-    emit(list_segments(store_dir), output, segments_table)
+    # Residency first: finding where each segment's data ends reads it, and readahead would pull it in.
+    measured = measure_segments(store_file_paths(store_dir), chunks=chunks) if residency else None
+    listing = list_segments(store_dir)
+    if measured is not None:
+        listing = dataclasses.replace(listing, residency=measured)
+    emit(listing, output, segments_table)
 
 
 @store_app.command("dump", rich_help_panel=INSPECTION)

@@ -14,6 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.render.cache import HEAT_LEGEND, heat_strip
 from store.inspect import (
     BlankView,
     CommitLogDump,
@@ -199,11 +200,56 @@ def segments_table(listing: SegmentListing) -> RenderableType:
     )
     for column in SEGMENT_COLUMNS:
         table.add_column(column.header, justify=column.justify, overflow="fold", no_wrap=column.no_wrap)
+    residency = _residency_by_path(listing)
+    if residency is not None:
+        for header in RESIDENCY_HEADERS:
+            table.add_column(header, justify="left" if header == "heat" else "right", no_wrap=True)
     for row in listing.rows:
-        table.add_row(*(_text(column.cell(row)) for column in SEGMENT_COLUMNS))
+        cells = [_text(column.cell(row)) for column in SEGMENT_COLUMNS]
+        if residency is not None:
+            cells += _residency_cells(residency.get(str(row.path)), listing.residency.page_size_bytes)
+        table.add_row(*cells)
+    if residency is not None:
+        table.caption = _residency_caption(listing.residency)
     if listing.layout_problems:
         return Group(table, _problems_table(listing.layout_problems))
     return table
+
+
+RESIDENCY_HEADERS = ("cached", "dirty", "locked", "heat")
+
+
+def _residency_by_path(listing: SegmentListing) -> dict | None:
+    if listing.residency is None:
+        return None
+    return {segment.path: segment for segment in listing.residency.segments}
+
+
+def _residency_cells(segment, page_size: int) -> list[Text]:
+    if segment is None or segment.pages is None:
+        return [Text(UNAVAILABLE, style="yellow")] * 3 + [Text("")]
+    cached = _text(
+        None
+        if segment.cached_pages is None
+        else f"{segment.cached_pages / segment.pages:.0%}"
+        if segment.pages
+        else "-"
+    )
+    dirty = _text(None if segment.dirty_pages is None else f"{segment.dirty_pages * page_size // 1024} KiB")
+    locked = _text(None if segment.locked_bytes is None else f"{segment.locked_bytes // 1024} KiB")
+    return [cached, dirty, locked, heat_strip(segment.chunks, len(segment.chunks or ()))]
+
+
+def _residency_caption(residency) -> str:
+    notes = sorted({note for segment in residency.segments for note in segment.notes.values()})
+    sources = sorted({segment.source for segment in residency.segments if segment.source})
+    lines = [
+        f"cached/dirty: {', '.join(sources) or UNAVAILABLE} (share of the file's pages, dirty in KiB); "
+        f"locked: /proc/PID/smaps Locked over {residency.locked_processes_scanned} processes",
+        HEAT_LEGEND,
+        *notes,
+    ]
+    return "\n".join(lines)
 
 
 # --- records (dump, query) --------------------------------------------------------------------------------
