@@ -114,13 +114,14 @@ def root(
 
 
 def _register_commands() -> None:
-    from mqinspect.cli import cache, doctor, mem, store, store_write
+    from mqinspect.cli import cache, doctor, mem, store, store_write, trace
 
     cache.register(app)
     doctor.register(app)
     mem.register(app)
     store_write.register(store.store_app)
     store.register(app)
+    trace.register(app)
 
 
 _register_commands()

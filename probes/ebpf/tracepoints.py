@@ -51,7 +51,13 @@ class ProbeTracepoints:
 PROBES: tuple[ProbeTracepoints, ...] = (
     ProbeTracepoints(
         "faults",
-        ("exceptions:page_fault_user", "filemap:mm_filemap_fault", "filemap:mm_filemap_map_pages"),
+        (
+            "exceptions:page_fault_user",
+            "filemap:mm_filemap_fault",
+            "filemap:mm_filemap_map_pages",
+            "filemap:mm_filemap_add_to_page_cache",
+        ),
+        ("exceptions:page_fault_kernel",),
     ),
     ProbeTracepoints(
         "pagecache",

@@ -1,0 +1,150 @@
+"""`mqinspect trace PROBE`: eBPF tracing sessions, one interval at a time, with a summary at the end.
+
+Every probe command shares the session options (--interval, --count | --duration, --format, --print-bpf)
+and `run_trace()`, which owns the session's shape: validate, print the program or load it, announce on
+stderr, stream one snapshot per interval, end on count, duration, Ctrl-C or SIGTERM with a summary and exit 0.
+
+Adding a probe: its kernel and user side in probes/ebpf (NAME.py with a Probe, programs/NAME.bpf.c, an
+entry in session.PROBE_MODULES and tracepoints.PROBES), its TraceView in mqinspect/render/trace.py, a
+command function below that builds the probe from its own options, and one entry in TRACE_COMMANDS.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.errors import BadInput
+from mqinspect.render.console import stdout_console
+from mqinspect.render.machine import write_jsonl
+from mqinspect.render.trace import (
+    VIEWS,
+    TraceView,
+    interval_title,
+    startup_line,
+    summary_title,
+)
+from probes.ebpf.faults import FaultsProbe
+from probes.ebpf.session import Probe, TraceSession, program_text
+from probes.procfs import ProcessGone
+
+trace_app = typer.Typer(
+    help="eBPF tracing sessions (tracepoints only): rolling output every interval, a summary at the end. "
+    "Needs root or CAP_BPF+CAP_PERFMON; --print-bpf needs nothing.",
+    no_args_is_help=True,
+)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    interval_s: float
+    count: int | None
+    duration_s: float | None
+    output: str
+    print_bpf: bool
+
+
+def interval_option() -> Any:
+    return typer.Option(1.0, "--interval", "-i", min=0.05, help="Seconds per interval.")
+
+
+def count_option() -> Any:
+    return typer.Option(None, "--count", "-c", min=1, help="Intervals to trace; default: until Ctrl-C.")
+
+
+def duration_option() -> Any:
+    return typer.Option(None, "--duration", "-d", min=0.05, help="Seconds to trace; default: until Ctrl-C.")
+
+
+def print_bpf_option() -> Any:
+    return typer.Option(
+        False,
+        "--print-bpf",
+        help="Print the BPF program with its -D defines and map contents, and exit without loading it "
+        "(needs no privileges).",
+    )
+
+
+def run_trace(probe: Probe[Any], options: SessionOptions, view: TraceView) -> None:
+    """The session every probe command runs. SIGTERM ends it like Ctrl-C: summary, exit status 0."""
+    if options.count is not None and options.duration_s is not None:
+        raise BadInput("--count and --duration both say when to stop: give one of them")
+    if options.print_bpf:
+        sys.stdout.write(program_text(probe))
+        return
+    with TraceSession(probe) as session:
+        print(
+            startup_line(probe.subject(), options.interval_s, options.count, options.duration_s),
+            file=sys.stderr,
+            flush=True,
+        )
+        for snapshot in session.intervals(
+            options.interval_s, count=options.count, duration_s=options.duration_s
+        ):
+            _emit(snapshot, interval_title(snapshot), options, view)
+    if session.summary is not None:  # drawn after the program is detached
+        _emit(session.summary, summary_title(session.summary), options, view)
+
+
+def _emit(snapshot: Any, title: str, options: SessionOptions, view: TraceView) -> None:
+    for note in view.notes(snapshot) if snapshot.kind == "interval" else ():
+        print(f"mqinspect: {note}", file=sys.stderr, flush=True)
+    if options.output == OutputFormat.JSONL:
+        write_jsonl(snapshot, sys.stdout)
+    else:
+        stdout_console().print(view.table(snapshot, title))
+        sys.stdout.flush()
+
+
+# --- probes ------------------------------------------------------------------------------------------------
+
+
+def faults(
+    pid: list[int] = typer.Option(
+        [], "--pid", "-p", help="Trace this process (repeat for more); default: every process."
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="A RocketMQ store root: break faults down by its CommitLog, ConsumeQueue and index segments "
+        "(other files count in the totals only).",
+    ),
+    chunk_pages: int | None = typer.Option(
+        None, "--chunk-pages", min=1, help="Pages per page range; default: 1/64 of each file."
+    ),
+    interval: float = interval_option(),
+    count: int | None = count_option(),
+    duration: float | None = duration_option(),
+    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    print_bpf: bool = print_bpf_option(),
+) -> None:
+    """Page faults per process, file or store segment, and page range.
+
+    Minor and major faults, populate faults (mlock, MADV_POPULATE_*) and fault-around, beside the kernel's own
+    /proc counters. Runs until Ctrl-C (or SIGTERM), --count or --duration, then prints a summary."""
+    probe = _faults_probe(pid, store, chunk_pages)
+    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["faults"])
+
+
+def _faults_probe(pids: list[int], store: Path | None, chunk_pages: int | None) -> FaultsProbe:
+    for pid in pids:
+        if pid <= 0:
+            raise BadInput(f"--pid {pid}: not a process id")
+    try:
+        return FaultsProbe(pids, store=store, chunk_pages=chunk_pages)
+    except ProcessGone as gone:
+        raise BadInput(f"--pid {gone.pid}: no such process") from None
+
+
+TRACE_COMMANDS = (faults,)
+
+
+def register(app: typer.Typer) -> None:
+    for command in TRACE_COMMANDS:
+        trace_app.command(rich_help_panel="Probes")(command)
+    app.add_typer(trace_app, name="trace", rich_help_panel="Tracing")

@@ -1,0 +1,183 @@
+"""Draws tracing sessions: the startup line, one block per interval, the summary, and stderr notes.
+
+Only draws: every number comes from a probe's frozen snapshot. Each probe has a `TraceView` here (how its
+snapshots look in a table, and what deserves a line on stderr), registered in VIEWS by probe name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from probes.ebpf.faults import FaultsSnapshot, FileFaults
+
+TOP_PROCESSES = 10
+TOP_FILES = 10
+TOP_RANGES = 4
+NAME_WIDTH = 34
+
+
+@dataclass(frozen=True)
+class TraceView:
+    """How one probe's snapshots are drawn: `table(snapshot, title)` and `notes(snapshot)` for stderr."""
+
+    table: Callable[[Any, str], RenderableType]
+    notes: Callable[[Any], list[str]]
+
+
+def startup_line(subject: str, interval_s: float, count: int | None, duration_s: float | None) -> str:
+    """What is traced, how often and how to stop, for stderr before the first interval:
+    "Tracing page faults of pid 123, per file, every 1 s. Ctrl-C to end."."""
+    stop = (
+        f", {count} interval{'s' if count != 1 else ''}"
+        if count
+        else f", for {_seconds(duration_s)}"
+        if duration_s
+        else ""
+    )
+    ending = "Ctrl-C to end early." if count or duration_s else "Ctrl-C to end."
+    return f"Tracing {subject}, every {_seconds(interval_s)}{stop}. {ending}"
+
+
+def interval_title(snapshot: Any) -> str:
+    ended = time.strftime("%H:%M:%S", time.localtime(snapshot.end_time_unix_s))
+    return f"{ended}  interval {snapshot.interval_s:.2f} s"
+
+
+def summary_title(snapshot: Any) -> str:
+    return f"Summary: {snapshot.interval_s:.2f} s traced"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:g} s"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _file_name(name: str, width: int = NAME_WIDTH) -> str:
+    """A file or segment name that fits the column: ConsumeQueue segments as cq/TOPIC/QUEUE/OFFSET, and
+    long paths cut at the start (their end, the file name, says more)."""
+    if name.startswith("consumequeue/"):
+        name = "cq/" + name.removeprefix("consumequeue/")
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def _more(count: int, noun: str) -> str:
+    plural = noun + ("es" if noun.endswith("s") else "s")
+    return f"{count} more {noun if count == 1 else plural}"
+
+
+def _pages(first: int, last: int) -> str:
+    return f"  page {first}" if first == last else f"  pages {first}-{last}"
+
+
+# --- faults ------------------------------------------------------------------------------------------------
+
+
+def faults_table(snapshot: FaultsSnapshot, title: str) -> RenderableType:
+    parts: list[RenderableType] = [Text(title, style="bold"), _faults_headline(snapshot)]
+    if len(snapshot.processes) > 1 or not snapshot.pids:
+        parts.append(_faults_processes(snapshot))
+    if snapshot.files:
+        parts.append(_faults_files(snapshot.files))
+    return Group(*parts, Text(""))
+
+
+def _faults_headline(snapshot: FaultsSnapshot) -> Text:
+    lines = [
+        f"faults {_count(snapshot.faults)}: minor {_count(snapshot.minor_faults)}, "
+        f"major {_count(snapshot.major_faults)} (file {_count(snapshot.file_faults)}, "
+        f"anonymous {_count(snapshot.anonymous_faults)}, unresolved {_count(snapshot.unresolved_faults)})",
+        f"populate {_count(snapshot.populate_faults)} (major {_count(snapshot.populate_major_faults)}), "
+        f"fault-around {_count(snapshot.fault_around_pages)} pages",
+    ]
+    if snapshot.proc_source and snapshot.proc_minor_faults is not None:
+        lines.append(
+            f"kernel counters [{snapshot.proc_source}]: minor {_count(snapshot.proc_minor_faults)}, "
+            f"major {_count(snapshot.proc_major_faults)}"
+        )
+    return Text("\n".join(lines))
+
+
+def _number_columns(table: Table, names: Sequence[str]) -> None:
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True)
+
+
+def _faults_processes(snapshot: FaultsSnapshot) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("pid", justify="right", no_wrap=True)
+    table.add_column("comm", no_wrap=True, max_width=16, overflow="ellipsis")
+    _number_columns(table, ("faults", "minor", "major", "populate", "around"))
+    for row in snapshot.processes[:TOP_PROCESSES]:
+        table.add_row(
+            str(row.pid),
+            row.comm or "?",
+            *map(
+                _count,
+                (row.faults, row.minor_faults, row.major_faults, row.populate_faults, row.fault_around_pages),
+            ),
+        )
+    hidden = len(snapshot.processes) - TOP_PROCESSES
+    if hidden > 0:
+        table.add_row("", f"… {_more(hidden, 'process')}", *[""] * 5)
+    return table
+
+
+def _faults_files(files: Sequence[FileFaults]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("file / pages", no_wrap=True)
+    _number_columns(table, ("faults", "minor", "major", "populate", "around"))
+    for row in files[:TOP_FILES]:
+        table.add_row(
+            Text(_file_name(row.name), style="cyan"),
+            *map(
+                _count,
+                (row.faults, row.minor_faults, row.major_faults, row.populate_faults, row.fault_around_pages),
+            ),
+        )
+        busiest = sorted(
+            row.page_ranges, key=lambda r: -(r.faults + r.populate_faults + r.fault_around_pages)
+        )[:TOP_RANGES]
+        for page_range in sorted(busiest, key=lambda r: r.first_page):
+            table.add_row(
+                _pages(page_range.first_page, page_range.last_page),
+                *map(
+                    _count,
+                    (
+                        page_range.faults,
+                        page_range.minor_faults,
+                        page_range.major_faults,
+                        page_range.populate_faults,
+                        page_range.fault_around_pages,
+                    ),
+                ),
+            )
+        if len(row.page_ranges) > TOP_RANGES:
+            table.add_row(Text(f"  … {_more(len(row.page_ranges) - TOP_RANGES, 'range')}", style="dim"))
+    if len(files) > TOP_FILES:
+        table.add_row(Text(f"… {_more(len(files) - TOP_FILES, 'file')}", style="dim"))
+    return table
+
+
+def faults_notes(snapshot: FaultsSnapshot) -> list[str]:
+    notes = [f"pid {pid} exited; the session goes on" for pid in snapshot.exited_pids]
+    if snapshot.lost_records:
+        notes.append(
+            f"{snapshot.lost_records:,} fault records did not fit the BPF maps this interval: the per-file "
+            "counts miss them (the totals do not); use a shorter --interval"
+        )
+    return notes
+
+
+VIEWS: dict[str, TraceView] = {
+    "faults": TraceView(faults_table, faults_notes),
+}

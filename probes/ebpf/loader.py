@@ -1,0 +1,388 @@
+"""Compile, load and attach one BPF program with bcc, and take it down again on every way out.
+
+A probe's kernel side is one file, `programs/<name>.bpf.c`, fixed text. What varies between runs reaches it
+in two ways only, both typed so that no caller's string can ever become C:
+- `Parameters`: named integers, rendered as `-DNAME=<int>` compiler flags (names are checked against a C
+  identifier pattern, values must be `int`);
+- `IntSetMap`: hash maps used as sets (pids, inodes) whose keys are filled field by field with integers
+  after loading.
+
+bcc is imported only inside `load_program()`: everything else here (and `--print-bpf`) works without bcc,
+root or kernel headers. Anything missing for a load is a `CapabilityMissing` whose fix points to
+`mqinspect doctor`.
+
+`test_load_all_probes()` is doctor's proof that each registered probe compiles, loads and attaches on this
+machine; each attempt runs in a child process (`python -m probes.ebpf.loader PROBE`), because libbcc writes to
+fd 2 and a compiler crash must not take doctor down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from probes.ebpf.tracepoints import tracepoint_format_path
+from probes.errors import CapabilityMissing, ProbeError
+from probes.privileges import can_trace, effective_capabilities
+
+PROGRAMS_DIR = Path(__file__).parent / "programs"
+TRACEFS = Path("/sys/kernel/tracing")
+# Every BPF function of ours starts with this, so `bpftool prog list` shows which programs are mqinspect's.
+FUNCTION_PREFIX = "mqi_"
+_DEFINE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,62}")
+_MAP_NAME = re.compile(r"mqi_[a-z0-9_]{1,60}")
+_DOCTOR_FIX = "run `mqinspect doctor` to see what is missing and how to fix it"
+
+
+class ParameterError(ValueError):
+    """A value offered to a BPF program is not an integer, or a name is not a plain C identifier."""
+
+
+def checked_int(value: object, what: str) -> int:
+    """`value` if it is an int (bool excluded: True is not a pid); ParameterError for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(f"{what} must be an integer, not {type(value).__name__} {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The integer defines a program is compiled with. Build with `Parameters.of(NAME=int, ...)`."""
+
+    defines: tuple[tuple[str, int], ...]
+
+    def __post_init__(self) -> None:
+        for name, value in self.defines:
+            if not isinstance(name, str) or not _DEFINE_NAME.fullmatch(name):
+                raise ParameterError(f"define name {name!r} is not an upper-case C identifier")
+            checked_int(value, f"define {name}")
+
+    @classmethod
+    def of(cls, **values: int) -> Parameters:
+        return cls(tuple((name, checked_int(value, f"define {name}")) for name, value in values.items()))
+
+    def cflags(self) -> list[str]:
+        return [f"-D{name}={_c_integer(value)}" for name, value in self.defines]
+
+
+def _c_integer(value: int) -> str:
+    """A C integer literal: decimal digits, suffixed when the value needs a 64-bit (or unsigned) type."""
+    value = int(value)
+    if value > 2**63 - 1:
+        return f"{value}ULL"
+    return f"{value}LL" if not -(2**31) <= value < 2**31 else str(value)
+
+
+@dataclass(frozen=True)
+class IntSetMap:
+    """A BPF hash map used as a set: each member fills the map's key struct, field by field, with integers.
+
+    For a scalar key (`u32 tgid`) a member is a 1-tuple. Every member gets the value 1.
+    """
+
+    name: str
+    members: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not _MAP_NAME.fullmatch(self.name):
+            raise ParameterError(f"map name {self.name!r} is not one of ours (mqi_...)")
+        for member in self.members:
+            for position, value in enumerate(member):
+                checked_int(value, f"{self.name} key field {position}")
+
+    @classmethod
+    def of_ints(cls, name: str, values: Sequence[int]) -> IntSetMap:
+        return cls(name, tuple((checked_int(value, f"{name} member"),) for value in values))
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One tracepoint ("category:event") and the BPF function that handles it."""
+
+    tracepoint: str
+    function: str
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.function.startswith(FUNCTION_PREFIX):
+            raise ParameterError(f"BPF function {self.function!r} must start with {FUNCTION_PREFIX}")
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """A probe's kernel side: its source file under programs/ and what each function attaches to."""
+
+    source_name: str
+    attachments: tuple[Attachment, ...]
+
+    @property
+    def source_path(self) -> Path:
+        return PROGRAMS_DIR / self.source_name
+
+    def source_text(self) -> str:
+        return self.source_path.read_text()
+
+
+def render_program(spec: ProgramSpec, parameters: Parameters, sets: Sequence[IntSetMap] = ()) -> str:
+    """The program exactly as it would be compiled: the defines (the only substitution) as a comment
+    header, the map contents it would be given, then the source file unchanged."""
+    lines = [
+        f"// {spec.source_name}: compiled by bcc with these flags (integer defines only):",
+        *(f"//   {flag}" for flag in parameters.cflags()),
+    ]
+    for int_set in sets:
+        shown = ", ".join(_shown_member(member) for member in int_set.members)
+        lines.append(f"// map {int_set.name} is filled with: {shown or '(nothing)'}")
+    lines.append("// attachments:")
+    lines += [
+        f"//   {a.tracepoint} -> {a.function}{'' if a.required else ' (optional)'}" for a in spec.attachments
+    ]
+    return "\n".join(lines) + "\n\n" + spec.source_text()
+
+
+def _shown_member(member: tuple[int, ...]) -> str:
+    return str(member[0]) if len(member) == 1 else "(" + ", ".join(map(str, member)) + ")"
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+
+class LoadedProgram:
+    """A compiled program with its tracepoints attached. `close()` detaches and frees it; it is idempotent."""
+
+    def __init__(self, bpf: Any, attached: tuple[str, ...], skipped: tuple[str, ...]):
+        self._bpf = bpf
+        self.attached = attached
+        self.skipped = skipped  # optional tracepoints this kernel lacks
+
+    @property
+    def closed(self) -> bool:
+        return self._bpf is None
+
+    def table(self, name: str) -> Any:
+        if self._bpf is None:
+            raise ProbeError("the BPF program is already closed")
+        return self._bpf[name.encode()]
+
+    def read(self, name: str) -> list[tuple[Any, Any]]:
+        """Every (key, value) of a map, left in place."""
+        return list(self.table(name).items())
+
+    def drain(self, name: str) -> Iterator[tuple[Any, Any]]:
+        """Every (key, value) of a map, each removed as it is read (atomically per entry), so an event counted
+        after its entry was taken lands in a fresh entry for the next read instead of being lost.
+
+        The map is already empty when this returns (bcc makes its batch calls before it yields the first
+        entry); entries are converted as the iterator is consumed, so several maps can be emptied within
+        a moment of each other before the slow part."""
+        entries = self.table(name).items_lookup_and_delete_batch()
+        first = next(entries, None)
+        return iter(()) if first is None else itertools.chain([first], entries)
+
+    def put(self, name: str, key: tuple[int, ...], value: tuple[int, ...] = ()) -> None:
+        """Set map[key] = value, both filled field by field with integers (an empty value is all zeros)."""
+        table = self.table(name)
+        table[_ctypes_of(table.Key, key, name)] = _ctypes_of(table.Leaf, value, name)
+
+    def delete(self, name: str, key: tuple[int, ...]) -> None:
+        table = self.table(name)
+        with contextlib.suppress(KeyError):
+            del table[_ctypes_of(table.Key, key, name)]
+
+    def close(self) -> None:
+        bpf, self._bpf = self._bpf, None
+        if bpf is not None:
+            bpf.cleanup()
+
+
+def _ctypes_of(kind: Any, fields: tuple[int, ...], what: str) -> Any:
+    values = [checked_int(value, f"{what} field") for value in fields]
+    return kind(*values)
+
+
+def load_program(spec: ProgramSpec, parameters: Parameters, sets: Sequence[IntSetMap] = ()) -> LoadedProgram:
+    """Compile `spec` once with `parameters`, attach every tracepoint this kernel has, fill `sets`.
+
+    Raises CapabilityMissing (privileges, bcc, kernel headers, tracefs, a required tracepoint) with a fix,
+    or ProbeError when the program itself fails to compile or load.
+    """
+    require_bpf_privileges()
+    bcc = _import_bcc()
+    _require_kernel_headers()
+    present, missing = _split_attachments(spec.attachments)
+    lacking = [attachment.tracepoint for attachment in missing if attachment.required]
+    if lacking:
+        raise CapabilityMissing(
+            f"this kernel lacks the tracepoint(s) {', '.join(lacking)} that {spec.source_name} needs"
+        )
+    bpf = _compile(bcc, spec, parameters)
+    program = LoadedProgram(bpf, tuple(a.tracepoint for a in present), tuple(a.tracepoint for a in missing))
+    try:
+        for attachment in present:
+            bpf.attach_tracepoint(tp=attachment.tracepoint.encode(), fn_name=attachment.function.encode())
+        for int_set in sets:
+            for member in int_set.members:
+                program.put(int_set.name, member, (1,))
+    except BaseException as error:
+        program.close()
+        if isinstance(error, Exception) and not isinstance(error, ProbeError):
+            raise _load_error(spec, str(error)) from error
+        raise
+    return program
+
+
+def require_bpf_privileges() -> None:
+    if not can_trace(effective_capabilities()):
+        raise CapabilityMissing(
+            "tracing needs root, or CAP_BPF and CAP_PERFMON",
+            fix="run as root (sudo mqinspect ...), or grant the capabilities; `mqinspect doctor` shows how",
+        )
+
+
+def _import_bcc() -> Any:
+    try:
+        import bcc
+    except Exception as error:  # ImportError, or OSError when libbcc itself is missing
+        raise CapabilityMissing(f"bcc cannot be imported ({type(error).__name__}: {error})") from None
+    return bcc
+
+
+def _require_kernel_headers() -> None:
+    build = Path("/lib/modules") / os.uname().release / "build"
+    if not build.exists():
+        raise CapabilityMissing(f"no kernel headers at {build}: bcc cannot compile BPF programs")
+
+
+def _split_attachments(attachments: Sequence[Attachment]) -> tuple[list[Attachment], list[Attachment]]:
+    if not (TRACEFS / "events").is_dir():
+        raise CapabilityMissing(f"tracefs is not mounted at {TRACEFS}")
+    present = [a for a in attachments if tracepoint_format_path(TRACEFS, a.tracepoint).exists()]
+    return present, [a for a in attachments if a not in present]
+
+
+def _compile(bcc: Any, spec: ProgramSpec, parameters: Parameters) -> Any:
+    # libbcc (clang) writes diagnostics straight to fd 2; keep them, and show them only if the compile fails.
+    with _captured_fd2() as diagnostics:
+        try:
+            return bcc.BPF(text=spec.source_text().encode(), cflags=parameters.cflags())
+        except Exception as error:
+            failure = error
+    raise _load_error(spec, _error_lines(diagnostics()) or str(failure)) from failure
+
+
+def _load_error(spec: ProgramSpec, detail: str) -> ProbeError:
+    if "super-user" in detail or "Operation not permitted" in detail:
+        return CapabilityMissing(f"the kernel refused {spec.source_name}: {detail}")
+    if "kernel headers" in detail:
+        return CapabilityMissing(f"{spec.source_name} cannot compile: {detail}")
+    return ProbeError(f"{spec.source_name} failed to compile or load: {detail}")
+
+
+def _error_lines(text: str) -> str:
+    errors = [line.strip() for line in text.splitlines() if "error" in line.lower()]
+    return "; ".join(errors[:3])
+
+
+@contextlib.contextmanager
+def _captured_fd2() -> Iterator[Any]:
+    """Send fd 2 to a scratch file for the duration; yields a function that returns what was written."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as scratch:
+        os.dup2(scratch.fileno(), 2)
+        captured: list[str] = []
+        try:
+            yield lambda: "".join(captured)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            captured.append(scratch.read().decode("utf-8", errors="replace"))
+
+
+# --- doctor: prove every registered probe loads ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeLoadResult:
+    probe: str
+    loaded: bool
+    seconds: float
+    error: str | None
+    skipped_tracepoints: tuple[str, ...] = ()
+
+
+def test_load_all_probes(timeout_s: float = 60.0) -> tuple[ProbeLoadResult, ...]:
+    """Compile, load, attach and detach each registered probe's program, each in its own child process."""
+    from probes.ebpf.session import PROBE_PROGRAMS
+
+    return tuple(_load_in_child(name, timeout_s) for name in PROBE_PROGRAMS)
+
+
+# pytest would collect the name above as a test: it is doctor's check, not one.
+test_load_all_probes.__test__ = False  # type: ignore[attr-defined]
+
+
+def _load_in_child(probe: str, timeout_s: float) -> ProbeLoadResult:
+    started = time.monotonic()
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "probes.ebpf.loader", probe],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    except subprocess.TimeoutExpired:
+        return ProbeLoadResult(
+            probe, False, time.monotonic() - started, f"no answer within {timeout_s:.0f} s"
+        )
+    try:
+        answer = json.loads(child.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        lines = [line.strip() for line in child.stderr.splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"exit status {child.returncode}"
+        return ProbeLoadResult(probe, False, time.monotonic() - started, detail)
+    return ProbeLoadResult(
+        probe, answer["loaded"], answer["seconds"], answer["error"], tuple(answer["skipped_tracepoints"])
+    )
+
+
+def _attempt_load(probe: str) -> dict:
+    from probes.ebpf.session import PROBE_PROGRAMS
+
+    started = time.monotonic()
+    skipped: tuple[str, ...] = ()
+    try:
+        spec, parameters = PROBE_PROGRAMS[probe]()
+        program = load_program(spec, parameters)
+        skipped = program.skipped
+        program.close()
+        error = None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return {
+        "loaded": error is None,
+        "seconds": round(time.monotonic() - started, 3),
+        "error": error,
+        "skipped_tracepoints": list(skipped),
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m probes.ebpf.loader PROBE", file=sys.stderr)
+        sys.exit(errno.EINVAL)
+    print(json.dumps(_attempt_load(sys.argv[1])))

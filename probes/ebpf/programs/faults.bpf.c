@@ -1,0 +1,372 @@
+/*
+ * faults.bpf.c - page faults of the traced processes, per page, told apart as minor or major.
+ *
+ * Loaded by probes/ebpf/faults.py through bcc. Every parameter arrives as an integer -D define (below);
+ * the sets of processes and files to trace arrive as entries of hash maps. Nothing else varies.
+ * Tracepoint fields are read by name (args->field: bcc builds each struct from the event's format file),
+ * so field widths and offsets may change between kernels.
+ *
+ * Tracepoints, and why each one:
+ *   exceptions:page_fault_user    every CPU page-fault exception taken in user mode, with its address and
+ *                                 error code (write bit). It counts what perf's page-faults counts, and
+ *                                 its address (mapped to a file through /proc/PID/maps in user space)
+ *                                 says which file page faulted, anonymous or file-backed.
+ *   exceptions:page_fault_kernel  (optional) exceptions the kernel takes on user addresses while it copies
+ *                                 to or from user memory (read() into a fresh buffer, write() from a
+ *                                 mapping); perf counts these too, unless page faults were disabled
+ *                                 (atomic copies, which then retry). Kernel addresses are ignored.
+ *   filemap:mm_filemap_fault      filemap_fault() ran: the fault needs a file page that fault-around did
+ *                                 not map. Gives the page as (device, inode, index), and shows retries:
+ *                                 the same page entering filemap_fault() twice within one fault.
+ *   filemap:mm_filemap_map_pages  fault-around mapped the cached, up-to-date pages it found in the window
+ *                                 [index, last_index] around a read fault; those pages will not fault. The
+ *                                 event gives the window, not how many pages in it were newly mapped.
+ *   filemap:mm_filemap_add_to_page_cache
+ *                                 a folio entered the page cache. When the faulting task itself inserts
+ *                                 the folio holding the page it faults on, filemap_fault() found no page
+ *                                 in the cache, which is exactly when the kernel returns VM_FAULT_MAJOR.
+ *
+ * Minor or major (the kernel's own rule, mm_account_fault(): VM_FAULT_MAJOR, or a retried fault):
+ *   - major when the faulting task adds to the page cache a folio that starts at or before the faulting
+ *     index of the same inode, while that fault is in flight (sync readahead or FGP_CREAT of the missing
+ *     page; async readahead only adds folios after it, so it does not count);
+ *   - for exceptions, major also when filemap_fault() runs again for the same page within the fault (it
+ *     was retried after waiting for I/O): on the second pass for exceptions taken in kernel mode, which
+ *     retry under the mmap lock with FAULT_FLAG_TRIED; on the third pass for user-mode exceptions, whose
+ *     first retry only moves from the per-VMA lock to the mmap lock and is major only if the first pass
+ *     was (which the page-cache insertion already shows);
+ *   - every other fault is minor: anonymous memory, pages found in the cache, write-protect faults.
+ *   A fault "in flight" is the last exception of the thread (mqi_inflight). There is no tracepoint at the
+ *   end of a fault, so whether a filemap_fault() belongs to an exception is read from the kernel stack:
+ *   the exception handler's text (EXCEPTION_IP_START..END) is on it, or a syscall is (mlock,
+ *   MADV_POPULATE_*, MAP_POPULATE, get_user_pages: the kernel faulting on the process's behalf without a
+ *   CPU exception). Without those addresses (symbols hidden, another architecture) a first pass within
+ *   CLAIM_WINDOW_NS of the exception is taken as its own (a first pass takes microseconds).
+ *   Populate faults are counted apart, and are major only on the page-cache evidence (the kernel's own
+ *   majflt counts MAP_POPULATE and mlock faults as minor even when they read the page: they retry
+ *   without FAULT_FLAG_TRIED; MADV_POPULATE_* ones as major).
+ *
+ * Maps (tgid = process id, tid = thread id):
+ *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_inodes       set of (inode, device) whose pages get per-page fault records (when FILTER_INODES
+ *                    is 1); fault-around windows are recorded for every file (at most one per fault)
+ *   mqi_totals       per-tgid cumulative counters (struct fault_totals); never drained, user space takes
+ *                    differences, so no event is lost between reads. Key OTHER_TGIDS collects the
+ *                    counters of processes that found the map full.
+ *   mqi_fault_pages  faults per (tgid, user page address); drained by user space every interval
+ *   mqi_file_pages   filemap faults and majors per (tgid, device, inode, page index); drained
+ *   mqi_fault_around fault-around windows per (tgid, device, inode, first, last index); drained
+ *   mqi_inflight     per-thread state of the fault in flight (LRU: threads that exit age out)
+ *
+ * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
+ *   FILTER_TGIDS, FILTER_INODES  1 to restrict to the sets above, 0 for every process / file
+ *   MAX_TGIDS, MAX_INODES, MAX_FAULT_PAGES, MAX_FILE_PAGES, MAX_FAULT_AROUND, MAX_THREADS  map sizes
+ *   OTHER_TGIDS                  the mqi_totals key of processes that did not fit
+ *   IGNORE_TGID                  the tracer itself, left out when every process is traced
+ *   EXCEPTION_IP_START, _END     the kernel text of the page-fault exception handler (exc_page_fault on
+ *                                x86), 0 when unknown
+ *   STACK_FRAMES                 kernel stack frames searched for it
+ *   CLAIM_WINDOW_NS              without those: how soon after an exception its first filemap_fault()
+ *                                pass must come
+ *   PAGE_SHIFT                   log2 of the page size
+ *   WRITE_FAULT_MASK             error_code bit of a write fault (x86: 2), 0 where unknown
+ */
+
+struct fault_totals {
+    u64 user_faults;           /* exceptions in user mode */
+    u64 kernel_faults;         /* exceptions in kernel mode on user addresses */
+    u64 write_faults;
+    u64 file_faults;           /* exceptions that ran filemap_fault() */
+    u64 major_faults;          /* exceptions classified major */
+    u64 populate_faults;       /* filemap_fault() outside any exception */
+    u64 populate_major_faults;
+    u64 fault_around_events;
+    u64 lost_fault_pages;      /* per-page records that found mqi_fault_pages full */
+    u64 lost_file_pages;       /* records that found mqi_file_pages or mqi_fault_around full */
+};
+
+struct inode_key {
+    u64 ino;
+    u32 dev;
+    u32 pad;
+};
+
+struct fault_page_key {
+    u32 tgid;
+    u32 pad;
+    u64 page;                  /* user address >> PAGE_SHIFT */
+};
+
+struct fault_page_counts {
+    u64 faults;
+    u64 write_faults;
+};
+
+struct file_page_key {
+    u64 ino;
+    u64 index;
+    u32 dev;
+    u32 tgid;
+};
+
+struct file_page_counts {
+    u64 faults;                /* exceptions that ran filemap_fault() for this page */
+    u64 major_faults;
+    u64 populate_faults;
+    u64 populate_major_faults;
+};
+
+struct fault_around_key {
+    u64 ino;
+    u64 index;
+    u64 last_index;
+    u32 dev;
+    u32 tgid;
+};
+
+struct inflight {
+    u64 started_ns;            /* when the exception was taken */
+    u64 address;               /* 0 for a populate fault */
+    u64 ino;
+    u64 index;
+    u32 dev;
+    u8 passes;                 /* filemap_fault() passes on this page; 0: none yet */
+    u8 retried_major_at;       /* the pass at which a retry makes the fault major; 0: never */
+    u8 major;                  /* already counted as major */
+    u8 populate;
+};
+
+BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+BPF_HASH(mqi_inodes, struct inode_key, u8, MAX_INODES);
+BPF_HASH(mqi_totals, u32, struct fault_totals, MAX_TGIDS);
+BPF_F_TABLE("hash", struct fault_page_key, struct fault_page_counts, mqi_fault_pages, MAX_FAULT_PAGES,
+            BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_page_key, struct file_page_counts, mqi_file_pages, MAX_FILE_PAGES,
+            BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct fault_around_key, u64, mqi_fault_around, MAX_FAULT_AROUND, BPF_F_NO_PREALLOC);
+BPF_TABLE("lru_hash", u32, struct inflight, mqi_inflight, MAX_THREADS);
+
+static __always_inline int tgid_traced(u32 tgid)
+{
+#if FILTER_TGIDS
+    return mqi_tgids.lookup(&tgid) != NULL;
+#else
+    return tgid != 0 && tgid != IGNORE_TGID;  /* the tracer's own faults are noise */
+#endif
+}
+
+static __always_inline int inode_recorded(u64 ino, u32 dev)
+{
+#if FILTER_INODES
+    struct inode_key key = {.ino = ino, .dev = dev};
+    return mqi_inodes.lookup(&key) != NULL;
+#else
+    return 1;
+#endif
+}
+
+static __always_inline struct fault_totals *totals_of(u32 tgid)
+{
+    struct fault_totals zero = {};
+    struct fault_totals *totals = mqi_totals.lookup_or_try_init(&tgid, &zero);
+    if (totals)
+        return totals;
+    u32 others = OTHER_TGIDS;  /* created by user space before attaching */
+    return mqi_totals.lookup(&others);
+}
+
+static __always_inline void record_fault_page(u32 tgid, u64 address, int write, struct fault_totals *totals)
+{
+    struct fault_page_key key = {.tgid = tgid, .page = address >> PAGE_SHIFT};
+    struct fault_page_counts zero = {};
+    struct fault_page_counts *counts = mqi_fault_pages.lookup_or_try_init(&key, &zero);
+    if (!counts) {
+        __sync_fetch_and_add(&totals->lost_fault_pages, 1);
+        return;
+    }
+    __sync_fetch_and_add(&counts->faults, 1);
+    if (write)
+        __sync_fetch_and_add(&counts->write_faults, 1);
+}
+
+static __always_inline struct file_page_counts *file_page_of(u32 tgid, u32 dev, u64 ino, u64 index,
+                                                             struct fault_totals *totals)
+{
+    if (!inode_recorded(ino, dev))
+        return NULL;
+    struct file_page_key key = {.ino = ino, .index = index, .dev = dev, .tgid = tgid};
+    struct file_page_counts zero = {};
+    struct file_page_counts *counts = mqi_file_pages.lookup_or_try_init(&key, &zero);
+    if (!counts)
+        __sync_fetch_and_add(&totals->lost_file_pages, 1);
+    return counts;
+}
+
+/* A new exception: the thread's previous fault, whatever it was, is over. */
+static __always_inline int on_exception(u64 address, unsigned long error_code, int kernel_mode)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct fault_totals *totals = totals_of(tgid);
+    if (!totals)
+        return 0;
+    int write = (error_code & WRITE_FAULT_MASK) != 0;
+    if (kernel_mode)
+        __sync_fetch_and_add(&totals->kernel_faults, 1);
+    else
+        __sync_fetch_and_add(&totals->user_faults, 1);
+    if (write)
+        __sync_fetch_and_add(&totals->write_faults, 1);
+    record_fault_page(tgid, address, write, totals);
+
+    struct inflight fault = {.started_ns = bpf_ktime_get_ns(), .address = address,
+                             .retried_major_at = kernel_mode ? 2 : 3};
+    mqi_inflight.update(&tid, &fault);
+    return 0;
+}
+
+int mqi_fault_user(struct tracepoint__exceptions__page_fault_user *args)
+{
+    return on_exception(args->address, args->error_code, 0);
+}
+
+int mqi_fault_kern(struct tracepoint__exceptions__page_fault_kernel *args)
+{
+    if (args->address >> 63)  /* a kernel address: not a fault on the process's memory */
+        return 0;
+    return on_exception(args->address, args->error_code, 1);
+}
+
+static __always_inline void count_major(struct inflight *fault, u32 tgid)
+{
+    fault->major = 1;
+    struct fault_totals *totals = totals_of(tgid);
+    if (!totals)
+        return;
+    if (fault->populate)
+        __sync_fetch_and_add(&totals->populate_major_faults, 1);
+    else
+        __sync_fetch_and_add(&totals->major_faults, 1);
+    struct file_page_counts *counts = file_page_of(tgid, fault->dev, fault->ino, fault->index, totals);
+    if (!counts)
+        return;
+    if (fault->populate)
+        __sync_fetch_and_add(&counts->populate_major_faults, 1);
+    else
+        __sync_fetch_and_add(&counts->major_faults, 1);
+}
+
+/*
+ * Whether the kernel stack runs through the page-fault exception handler (its text is
+ * [EXCEPTION_IP_START, EXCEPTION_IP_END), from /proc/kallsyms): 1 yes, 0 no (a syscall populating memory),
+ * -1 unknown (no addresses given, or no stack).
+ */
+static __always_inline int in_exception(void *ctx)
+{
+#if EXCEPTION_IP_START
+    u64 ips[STACK_FRAMES] = {};
+    long bytes = bpf_get_stack(ctx, ips, sizeof(ips), 0);
+    if (bytes <= 0)
+        return -1;
+#pragma unroll
+    for (int i = 0; i < STACK_FRAMES; i++) {
+        if (i * sizeof(u64) < bytes && ips[i] >= EXCEPTION_IP_START && ips[i] < EXCEPTION_IP_END)
+            return 1;
+    }
+    return 0;
+#else
+    return -1;
+#endif
+}
+
+static __always_inline void count_file_fault(u32 tgid, u32 dev, u64 ino, u64 index, int populate)
+{
+    struct fault_totals *totals = totals_of(tgid);
+    if (!totals)
+        return;
+    __sync_fetch_and_add(populate ? &totals->populate_faults : &totals->file_faults, 1);
+    struct file_page_counts *counts = file_page_of(tgid, dev, ino, index, totals);
+    if (counts)
+        __sync_fetch_and_add(populate ? &counts->populate_faults : &counts->faults, 1);
+}
+
+int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    u32 dev = args->s_dev;
+    u64 ino = args->i_ino, index = args->index;
+    struct inflight *fault = mqi_inflight.lookup(&tid);
+    int exception = in_exception(args);
+
+    if (fault && fault->passes && fault->dev == dev && fault->ino == ino && fault->index == index &&
+        (exception < 0 || exception == !fault->populate)) {
+        if (fault->passes < 255)
+            fault->passes++;  /* the same fault, retried */
+        if (!fault->major && fault->retried_major_at && fault->passes >= fault->retried_major_at)
+            count_major(fault, tgid);
+        return 0;
+    }
+    int claimable = fault && !fault->passes && !fault->populate;
+    if (exception < 0)  /* no stack to tell: an exception's first pass comes within microseconds */
+        exception = claimable && bpf_ktime_get_ns() - fault->started_ns <= CLAIM_WINDOW_NS;
+    if (exception && claimable) {
+        /* the first filemap_fault() pass of the thread's exception */
+        fault->passes = 1;
+        fault->dev = dev;
+        fault->ino = ino;
+        fault->index = index;
+    } else if (exception) {
+        /* an exception whose entry we did not see (the LRU let it go, or it began before we attached) */
+        struct inflight seen = {.started_ns = bpf_ktime_get_ns(), .ino = ino, .index = index, .dev = dev,
+                                .passes = 1, .retried_major_at = 3};
+        mqi_inflight.update(&tid, &seen);
+    } else {
+        /* no exception: the kernel faults for the process inside a syscall (populate) */
+        struct inflight populate = {.ino = ino, .index = index, .dev = dev, .passes = 1, .populate = 1};
+        mqi_inflight.update(&tid, &populate);
+    }
+    count_file_fault(tgid, dev, ino, index, !exception);
+    return 0;
+}
+
+int mqi_pcache_add(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct inflight *fault = mqi_inflight.lookup(&tid);
+    if (!fault || !fault->passes || fault->major)
+        return 0;
+    if (fault->dev != args->s_dev || fault->ino != args->i_ino || args->index > fault->index)
+        return 0;
+    count_major(fault, tgid);
+    return 0;
+}
+
+int mqi_map_pages(struct tracepoint__filemap__mm_filemap_map_pages *args)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct fault_totals *totals = totals_of(tgid);
+    if (!totals)
+        return 0;
+    __sync_fetch_and_add(&totals->fault_around_events, 1);
+    u32 dev = args->s_dev;
+    struct fault_around_key key = {.ino = args->i_ino, .index = args->index, .last_index = args->last_index,
+                                   .dev = dev, .tgid = tgid};
+    u64 zero = 0;
+    u64 *events = mqi_fault_around.lookup_or_try_init(&key, &zero);
+    if (events)
+        __sync_fetch_and_add(events, 1);
+    else
+        __sync_fetch_and_add(&totals->lost_file_pages, 1);
+    return 0;
+}

@@ -1,0 +1,288 @@
+"""The loader and the session runner: integer-only parameters, the program as printed, missing capabilities
+as one CapabilityMissing, the session's timing and signal handling (with a fake program), and, with BPF,
+that every registered probe loads and that closing leaves no program of ours behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+
+from probes.ebpf import loader
+from probes.ebpf.faults import PROGRAM, FaultsProbe, default_parameters
+from probes.ebpf.loader import (
+    FUNCTION_PREFIX,
+    Attachment,
+    IntSetMap,
+    ParameterError,
+    Parameters,
+    ProgramSpec,
+    load_program,
+    render_program,
+    test_load_all_probes,
+)
+from probes.ebpf.session import PROBE_MODULES, TraceSession, program_text
+from probes.ebpf.tracepoints import PROBES
+from probes.errors import CapabilityMissing
+
+
+def our_loaded_programs() -> list[str]:
+    """Lines of `bpftool prog list` naming a program of ours (all our BPF functions start with mqi_)."""
+    listing = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True, check=True).stdout
+    return [line for line in listing.splitlines() if f" name {FUNCTION_PREFIX}" in line]
+
+
+# --- parameters can only be integers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ['1); bpf_trace_printk("x"); (1', "123", 1.5, None, True, b"1", [1]], ids=repr
+)
+def test_a_define_must_be_an_int(value):
+    with pytest.raises(ParameterError):
+        Parameters.of(FILTER_TGIDS=value)
+
+
+@pytest.mark.parametrize("name", ["lower", "X); evil(", "X=1 -DY", "", "1ABC", "X Y"])
+def test_a_define_name_must_be_an_upper_case_identifier(name):
+    with pytest.raises(ParameterError):
+        Parameters(((name, 1),))
+
+
+def test_defines_render_as_integer_cflags_only():
+    parameters = Parameters.of(MAX_PAGES=65536, FILTER=0, NEGATIVE=-1)
+    assert parameters.cflags() == ["-DMAX_PAGES=65536", "-DFILTER=0", "-DNEGATIVE=-1"]
+
+
+@pytest.mark.parametrize("member", [("123",), (1.0,), (None,), (True,), ("1); x",)], ids=repr)
+def test_a_set_member_must_be_integers(member):
+    with pytest.raises(ParameterError):
+        IntSetMap("mqi_tgids", (member,))
+
+
+def test_sets_and_functions_must_be_ours():
+    with pytest.raises(ParameterError):
+        IntSetMap("tgids; drop", ((1,),))
+    with pytest.raises(ParameterError):
+        Attachment("exceptions:page_fault_user", "handler")
+
+
+def test_a_pid_must_be_an_int_before_anything_else():
+    with pytest.raises(ParameterError):
+        FaultsProbe(['1); bpf_trace_printk("x"); (1'])  # type: ignore[list-item]
+
+
+def test_the_printed_program_is_the_source_file_under_a_header_of_defines_and_map_contents():
+    probe = FaultsProbe([os.getpid()])
+    text = program_text(probe)
+    header, source = text.split("\n\n", 1)
+    assert source == PROGRAM.source_path.read_text()
+    for flag in probe.parameters().cflags():
+        assert f"//   {flag}" in header
+    assert "-DFILTER_TGIDS=1" in header
+    assert f"// map mqi_tgids is filled with: {os.getpid()}" in header
+    assert all(line.startswith("//") for line in header.splitlines())
+
+
+def test_render_shows_struct_keys_as_tuples():
+    spec = ProgramSpec("faults.bpf.c", ())
+    text = render_program(spec, Parameters.of(A=1), [IntSetMap("mqi_inodes", ((12, 8388609, 0),))])
+    assert "// map mqi_inodes is filled with: (12, 8388609, 0)" in text
+
+
+def test_every_registered_probe_attaches_what_the_tracepoint_registry_lists():
+    assert set(PROBE_MODULES) <= {probe.probe for probe in PROBES}
+    (faults,) = (probe for probe in PROBES if probe.probe == "faults")
+    assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(faults.required)
+    assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(faults.optional)
+    source = PROGRAM.source_path.read_text()
+    for attachment in PROGRAM.attachments:
+        assert attachment.function.startswith(FUNCTION_PREFIX)
+        assert len(attachment.function) < 16  # the kernel keeps 15 characters of a program's name
+        assert f"int {attachment.function}(" in source
+
+
+# --- missing capabilities are one CapabilityMissing pointing to doctor ------------------------------------
+
+
+def test_no_privileges_is_capability_missing(monkeypatch):
+    monkeypatch.setattr(loader, "can_trace", lambda _caps: False)
+    with pytest.raises(CapabilityMissing) as raised:
+        load_program(PROGRAM, default_parameters())
+    assert "doctor" in raised.value.fix
+
+
+def test_missing_bcc_is_capability_missing(monkeypatch):
+    monkeypatch.setattr(loader, "can_trace", lambda _caps: True)
+    monkeypatch.setitem(sys.modules, "bcc", None)  # makes `import bcc` fail
+    with pytest.raises(CapabilityMissing) as raised:
+        load_program(PROGRAM, default_parameters())
+    assert "bcc" in str(raised.value) and "doctor" in raised.value.fix
+
+
+def test_missing_kernel_headers_is_capability_missing(monkeypatch):
+    monkeypatch.setattr(loader, "can_trace", lambda _caps: True)
+    monkeypatch.setattr(loader, "_import_bcc", lambda: object())
+    monkeypatch.setattr(loader, "_require_kernel_headers", _raise_headers_missing)
+    with pytest.raises(CapabilityMissing, match="kernel headers"):
+        load_program(PROGRAM, default_parameters())
+
+
+def _raise_headers_missing():
+    raise CapabilityMissing("no kernel headers at /lib/modules/x/build: bcc cannot compile BPF programs")
+
+
+# --- the session, with a fake program ----------------------------------------------------------------------
+
+
+class FakeProgram:
+    def __init__(self):
+        self.closed = False
+        self.attached = ("fake:event",)
+        self.skipped = ()
+
+    def close(self):
+        self.closed = True
+
+
+@dataclass
+class CountingProbe:
+    """A probe whose snapshots are the interval lengths it was asked for."""
+
+    name: str = "counting"
+    program: ProgramSpec = PROGRAM
+    started: bool = False
+    on_collect: object = None
+    collected: list[float] = field(default_factory=list)
+
+    def parameters(self):
+        return Parameters.of(X=1)
+
+    def sets(self):
+        return ()
+
+    def subject(self):
+        return "nothing"
+
+    def start(self, program):
+        self.started = True
+
+    def collect(self, program, interval_s):
+        if self.on_collect:
+            self.on_collect()
+        self.collected.append(interval_s)
+        return interval_s
+
+    def combine(self, summary, snapshot):
+        return (summary or 0.0) + snapshot
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+        self.actions: dict[float, object] = {}
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        """Time passes up to the first pending action, which then happens (it may raise, as signals do)."""
+        due = [at for at in self.actions if at <= self.now + seconds]
+        if not due:
+            self.now += seconds
+            return
+        self.now = min(due)
+        self.actions.pop(self.now)()
+
+
+def _session(probe, clock, programs):
+    def fake_loader(spec, parameters, sets):
+        programs.append(FakeProgram())
+        return programs[-1]
+
+    return TraceSession(probe, clock=clock, sleep=clock.sleep, loader=fake_loader)
+
+
+def test_count_intervals_then_the_program_is_closed_and_handlers_restored():
+    clock, programs, probe = FakeClock(), [], CountingProbe()
+    before = signal.getsignal(signal.SIGTERM)
+    with _session(probe, clock, programs) as session:
+        assert signal.getsignal(signal.SIGTERM) != before
+        snapshots = list(session.intervals(1.0, count=3))
+    assert snapshots == [1.0, 1.0, 1.0] and session.summary == 3.0
+    assert probe.started and programs[0].closed
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_duration_ends_with_a_short_last_interval():
+    clock, programs, probe = FakeClock(), [], CountingProbe()
+    with _session(probe, clock, programs) as session:
+        snapshots = list(session.intervals(1.0, duration_s=2.5))
+    assert snapshots == pytest.approx([1.0, 1.0, 0.5])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_waiting_ends_the_session_with_the_partial_interval(signum):
+    clock, programs, probe = FakeClock(), [], CountingProbe()
+    clock.actions[101.5] = lambda: os.kill(os.getpid(), signum)
+    with _session(probe, clock, programs) as session:
+        snapshots = list(session.intervals(1.0))
+    assert snapshots == pytest.approx([1.0, 0.5])
+    assert session.summary == pytest.approx(1.5)
+    assert programs[0].closed
+
+
+def test_a_signal_while_collecting_does_not_cut_the_interval_short():
+    clock, programs = FakeClock(), []
+    probe = CountingProbe(on_collect=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with _session(probe, clock, programs) as session:
+        snapshots = list(session.intervals(1.0, count=5))
+    assert snapshots[0] == 1.0 and len(snapshots) <= 2  # the interval completes, then the session ends
+    assert programs[0].closed
+
+
+def test_an_exception_while_collecting_still_closes_the_program():
+    clock, programs = FakeClock(), []
+
+    def explode():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError), _session(CountingProbe(on_collect=explode), clock, programs) as session:
+        list(session.intervals(1.0, count=2))
+    assert programs[0].closed
+
+
+def test_closing_twice_is_harmless():
+    clock, programs = FakeClock(), []
+    session = _session(CountingProbe(), clock, programs)
+    session.open()
+    session.close()
+    session.close()
+    assert programs[0].closed
+
+
+# --- with BPF -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.requires_bpf
+def test_every_registered_probe_loads_in_a_child_and_leaves_nothing_loaded():
+    results = test_load_all_probes()
+    assert [result.probe for result in results] == list(PROBE_MODULES)
+    for result in results:
+        assert result.loaded, result.error
+    assert our_loaded_programs() == []
+
+
+@pytest.mark.requires_bpf
+def test_a_loaded_program_is_listed_by_bpftool_until_closed():
+    program = load_program(PROGRAM, default_parameters())
+    try:
+        listed = our_loaded_programs()
+        assert len(listed) == len(program.attached) >= 4
+    finally:
+        program.close()
+    assert our_loaded_programs() == []
