@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from probes.ebpf.loader import ProbeLoadResult, test_load_all_probes
 from probes.ebpf.smoke import SmokeResult, run_smoke
 from probes.ebpf.tracepoints import PROBES, present_tracepoints
 from probes.privileges import can_trace, effective_capabilities
@@ -77,6 +78,7 @@ class HostFacts:
     tools: dict[str, ToolFacts] = field(default_factory=dict)
     tracepoint_smoke: SmokeResult | None = None  # None: not attempted (quick, or impossible)
     fentry_smoke: SmokeResult | None = None
+    probe_loads: dict[str, ProbeLoadResult] | None = None  # each registered probe loaded for real
     quick: bool = False
 
 
@@ -106,6 +108,7 @@ def gather_facts(*, quick: bool = False) -> HostFacts:
         tools=_tools(),
         tracepoint_smoke=run_smoke("tracepoint") if attempt_bpf else None,
         fentry_smoke=run_smoke("fentry") if attempt_bpf else None,
+        probe_loads={result.probe: result for result in test_load_all_probes()} if attempt_bpf else None,
         quick=quick,
     )
 
@@ -232,7 +235,7 @@ def evaluate(facts: HostFacts) -> DoctorReport:
         _check_bcc(facts),
         _check_headers(facts),
         _check_bpf_load(facts),
-        *(_check_probe_tracepoints(facts, probe) for probe in PROBES),
+        *(_check_probe(facts, probe) for probe in PROBES),
         _check_kprobes(facts),
         _check_fentry(facts),
         _check_cachestat(facts),
@@ -364,8 +367,9 @@ def _bpf_prerequisite_gap(facts: HostFacts) -> str:
     return ", ".join(gaps) or "unknown"
 
 
-def _check_probe_tracepoints(facts: HostFacts, probe) -> CapabilityCheck:
-    name = f"tracepoints:{probe.probe}"
+def _check_probe(facts: HostFacts, probe) -> CapabilityCheck:
+    """One row per probe: its tracepoints are present, and (when privileged) its program really loads."""
+    name = f"probe:{probe.probe}"
     needed = f"`mqinspect trace {probe.probe}`"
     if not facts.tracefs:
         return CapabilityCheck(
@@ -384,7 +388,6 @@ def _check_probe_tracepoints(facts: HostFacts, probe) -> CapabilityCheck:
             "run as root (sudo mqinspect doctor)",
         )
     lacking = [tp for tp in probe.required if tp not in facts.tracepoints]
-    lacking_optional = [tp for tp in probe.optional if tp not in facts.tracepoints]
     if lacking:
         return CapabilityCheck(
             name,
@@ -393,16 +396,36 @@ def _check_probe_tracepoints(facts: HostFacts, probe) -> CapabilityCheck:
             needed,
             "boot a kernel that has these tracepoints",
         )
-    count = len(probe.required) + len(probe.optional) - len(lacking_optional)
-    if lacking_optional:
+    lacking_optional = [tp for tp in probe.optional if tp not in facts.tracepoints]
+    present = len(probe.required) + len(probe.optional) - len(lacking_optional)
+    tracepoints = f"{present} tracepoints present" + (
+        f", lacks optional {', '.join(lacking_optional)}" if lacking_optional else ""
+    )
+    return _probe_load_verdict(facts, probe.probe, name, needed, tracepoints, bool(lacking_optional))
+
+
+def _probe_load_verdict(
+    facts: HostFacts, probe: str, name: str, needed: str, tracepoints: str, degraded: bool
+) -> CapabilityCheck:
+    load = (facts.probe_loads or {}).get(probe)
+    if load is not None and not load.loaded:
         return CapabilityCheck(
             name,
-            Status.DEGRADED,
-            f"{count} present; lacks optional " + ", ".join(lacking_optional),
+            Status.MISSING,
+            f"{tracepoints}; its program failed to load: {load.error}",
             needed,
-            "none needed: the probe runs without them",
+            "run `sudo mqinspect --debug doctor`; check kernel-headers",
         )
-    return CapabilityCheck(name, Status.OK, f"all {count} present", needed)
+    if load is not None:
+        detail = f"{tracepoints}; program loaded and detached in {load.seconds:.2f} s"
+    elif facts.probe_loads is None:
+        reason = "--quick" if facts.quick else _bpf_prerequisite_gap(facts)
+        detail = f"{tracepoints}; program not test-loaded ({reason})"
+    else:
+        detail = f"{tracepoints}; no program for it in this version"
+    status = Status.DEGRADED if degraded else Status.OK
+    fix = "none needed: the probe runs without them" if degraded else ""
+    return CapabilityCheck(name, status, detail, needed, fix)
 
 
 def _check_kprobes(facts: HostFacts) -> CapabilityCheck:

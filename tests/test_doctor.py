@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from probes.capabilities import HostFacts, Status, ToolFacts, evaluate, kernel_version
+from probes.ebpf.loader import ProbeLoadResult
 from probes.ebpf.smoke import SmokeResult
 from probes.ebpf.tracepoints import PROBES
 
@@ -39,6 +40,7 @@ HEALTHY = HostFacts(
     tools={"perf": ToolFacts("/usr/bin/perf", "perf version 6.1"), "fincore": ToolFacts("/usr/bin/fincore")},
     tracepoint_smoke=SmokeResult(True, 0.7, None),
     fentry_smoke=SmokeResult(False, 0.5, "Exception: Need super-user privileges to run"),
+    probe_loads={"faults": ProbeLoadResult("faults", True, 0.9, None)},
 )
 
 
@@ -69,7 +71,7 @@ def test_unprivileged_user_lacks_privileges_and_bpf_and_is_not_ok():
     checks = checks_of(facts)
     assert checks["privileges"].status is Status.MISSING and "setcap" in checks["privileges"].fix
     assert checks["bpf-load"].status is Status.MISSING and "no BPF privileges" in checks["bpf-load"].detail
-    assert checks["tracepoints:faults"].status is Status.MISSING
+    assert checks["probe:faults"].status is Status.MISSING
     assert checks["mincore"].status is Status.DEGRADED and "untrusted" in checks["mincore"].detail
     assert checks["memlock"].status is Status.DEGRADED
     assert not evaluate(facts).ok
@@ -108,19 +110,31 @@ def test_missing_bcc_and_headers_say_how_to_fix():
 def test_a_missing_tracepoint_is_named_under_its_probe():
     facts = dataclasses.replace(HEALTHY, tracepoints=ALL_TRACEPOINTS - {"writeback:balance_dirty_pages"})
     checks = checks_of(facts)
-    assert checks["tracepoints:writeback"].status is Status.MISSING
-    assert "writeback:balance_dirty_pages" in checks["tracepoints:writeback"].detail
-    assert checks["tracepoints:faults"].status is Status.OK
+    assert checks["probe:writeback"].status is Status.MISSING
+    assert "writeback:balance_dirty_pages" in checks["probe:writeback"].detail
+    assert checks["probe:faults"].status is Status.OK
+
+
+def test_a_probe_whose_program_fails_to_load_is_missing_with_the_error():
+    failed = {"faults": ProbeLoadResult("faults", False, 0.4, "Exception: Failed to compile BPF module")}
+    checks = checks_of(dataclasses.replace(HEALTHY, probe_loads=failed))
+    assert checks["probe:faults"].status is Status.MISSING
+    assert "Failed to compile BPF module" in checks["probe:faults"].detail
+    assert "loaded and detached" in checks_of(HEALTHY)["probe:faults"].detail
+    assert not evaluate(dataclasses.replace(HEALTHY, probe_loads=failed)).ok
 
 
 def test_a_missing_optional_tracepoint_degrades_without_failing():
     facts = dataclasses.replace(HEALTHY, tracepoints=ALL_TRACEPOINTS - {"readahead:page_cache_sync_ra"})
-    assert checks_of(facts)["tracepoints:pagecache"].status is Status.DEGRADED
+    assert checks_of(facts)["probe:pagecache"].status is Status.DEGRADED
 
 
 def test_quick_skips_the_load_test_and_stays_ok():
-    facts = dataclasses.replace(HEALTHY, quick=True, tracepoint_smoke=None, fentry_smoke=None)
+    facts = dataclasses.replace(
+        HEALTHY, quick=True, tracepoint_smoke=None, fentry_smoke=None, probe_loads=None
+    )
     assert checks_of(facts)["bpf-load"].status is Status.SKIPPED
+    assert "not test-loaded (--quick)" in checks_of(facts)["probe:faults"].detail
     assert evaluate(facts).ok
 
 
@@ -160,6 +174,7 @@ def test_real_doctor_json_contract_and_exit_0_on_this_kind_of_machine():
         assert check["status"] in ("ok", "missing", "degraded", "skipped")
     by_name = {check["name"]: check for check in report["checks"]}
     assert by_name["bpf-load"]["status"] == "ok", by_name["bpf-load"]
+    assert "program loaded and detached" in by_name["probe:faults"]["detail"]
     assert report["ok"] is True, [c for c in report["checks"] if c["status"] != "ok"]
     assert result.exit_code == 0
 

@@ -7,10 +7,11 @@ must not take the caller down. Run as `python -m probes.ebpf.smoke tracepoint|fe
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+
+from probes.ebpf.child import run_json_child
 
 # Fixed texts: nothing from the user reaches them.
 PROGRAMS = {
@@ -28,27 +29,10 @@ class SmokeResult:
 
 def run_smoke(kind: str, timeout_s: float = 60.0) -> SmokeResult:
     """Compile, load, attach and detach the `kind` program in a child process."""
-    started = time.monotonic()
-    try:
-        child = subprocess.run(
-            [sys.executable, "-m", "probes.ebpf.smoke", kind],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        return SmokeResult(False, time.monotonic() - started, f"no answer within {timeout_s:.0f} s")
-    try:
-        answer = json.loads(child.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        detail = _last_line(child.stderr) or f"exit status {child.returncode}"
-        return SmokeResult(False, time.monotonic() - started, detail)
+    answer, error, seconds = run_json_child("probes.ebpf.smoke", kind, timeout_s)
+    if answer is None:
+        return SmokeResult(False, seconds, error)
     return SmokeResult(answer["loaded"], answer["seconds"], answer["error"])
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def _attempt(kind: str) -> dict:
