@@ -65,6 +65,8 @@ class MappedFileQueue:
         self._change_lock = threading.Lock()
         self._flushed_where = 0
         self._committed_where = 0
+        self._flush_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
 
     # ---- loading ----------------------------------------------------------------------------------
 
@@ -211,22 +213,27 @@ class MappedFileQueue:
         self._committed_where = offset
 
     def flush(self, least_pages: int = 0) -> bool:
-        """Flush the file holding flushed_where and advance it. True if nothing moved (RocketMQ's result)."""
-        where = self._flushed_where
-        mapped_file = self.find_by_offset(where, return_first_on_not_found=where == 0)
-        if mapped_file is None:
-            return True
-        self._flushed_where = mapped_file.file_from_offset + mapped_file.flush(least_pages)
-        return self._flushed_where == where
+        """Flush the file holding flushed_where and advance it. True if nothing moved (RocketMQ's result).
+
+        Callers may race (the flush service, a producer's group commit, an explicit flush): the lock keeps
+        each read-flush-advance whole, so flushed_where never moves backwards."""
+        with self._flush_lock:
+            where = self._flushed_where
+            mapped_file = self.find_by_offset(where, return_first_on_not_found=where == 0)
+            if mapped_file is None:
+                return True
+            self._flushed_where = mapped_file.file_from_offset + mapped_file.flush(least_pages)
+            return self._flushed_where == where
 
     def commit(self, least_pages: int = 0) -> bool:
-        """Commit the file holding committed_where and advance it. True if nothing moved."""
-        where = self._committed_where
-        mapped_file = self.find_by_offset(where, return_first_on_not_found=where == 0)
-        if mapped_file is None:
-            return True
-        self._committed_where = mapped_file.file_from_offset + mapped_file.commit(least_pages)
-        return self._committed_where == where
+        """Commit the file holding committed_where and advance it. True if nothing moved (same locking)."""
+        with self._commit_lock:
+            where = self._committed_where
+            mapped_file = self.find_by_offset(where, return_first_on_not_found=where == 0)
+            if mapped_file is None:
+                return True
+            self._committed_where = mapped_file.file_from_offset + mapped_file.commit(least_pages)
+            return self._committed_where == where
 
     # ---- truncation and deletion ------------------------------------------------------------------
 

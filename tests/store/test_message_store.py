@@ -299,3 +299,21 @@ def test_messages_left_after_retention_stay_readable_across_a_restart(tmp_path: 
         assert queue.min_offset_in_queue == minimum and queue.max_offset_in_queue == 1500
         got = store.get_messages("Orders", 0, minimum, 2000)
         assert [m.queue_offset for m in got.messages] == list(range(minimum, 1500))
+
+
+@pytest.mark.parametrize("flush", [FlushDiskType.ASYNC, FlushDiskType.SYNC])
+def test_the_transient_store_pool_path_commits_flushes_and_recovers(tmp_path: Path, flush: FlushDiskType):
+    import dataclasses
+
+    config = dataclasses.replace(
+        SMALL, transient_store_pool_enable=True, transient_store_pool_size=3, flush_disk_type=flush
+    )
+    with MessageStore(tmp_path, config) as store:
+        results = fill(store, 700)  # rolls segments: pool buffers are committed, fdatasync'd and returned
+        assert all(r.status.value == "PUT_OK" for r in results)
+        assert store.commit_log.mapped_file_queue.committed_where == store.commit_log.max_offset
+        end = store.commit_log.max_offset
+    with MessageStore(tmp_path, config) as store:
+        assert store.recovery.process_offset == end
+        got = store.get_messages("Orders", 0, 0, 1000)
+        assert [m.queue_offset for m in got.messages] == list(range(700))
