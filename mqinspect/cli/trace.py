@@ -30,7 +30,11 @@ from mqinspect.render.trace import (
     summary_title,
 )
 from probes.ebpf.faults import FaultsProbe
+from probes.ebpf.pagecache import PagecacheProbe
+from probes.ebpf.sendpath import SendpathProbe
 from probes.ebpf.session import Probe, TraceSession, program_text
+from probes.ebpf.syscalls import SyscallsProbe
+from probes.ebpf.writeback import WritebackProbe
 from probes.procfs import ProcessGone
 
 trace_app = typer.Typer(
@@ -141,7 +145,124 @@ def _faults_probe(pids: list[int], store: Path | None, chunk_pages: int | None) 
         raise BadInput(f"--pid {gone.pid}: no such process") from None
 
 
-TRACE_COMMANDS = (faults,)
+def sendpath(
+    pid: list[int] = typer.Option(
+        [], "--pid", "-p", help="Trace this process (repeat for more); default: every process."
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="A RocketMQ store root: name its segments, and count only reads of them as the file side of "
+        "read+write.",
+    ),
+    interval: float = interval_option(),
+    count: int | None = count_option(),
+    duration: float | None = duration_option(),
+    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    print_bpf: bool = print_bpf_option(),
+) -> None:
+    """Bytes per descriptor and send path (read+write, mmap+write, sendfile, splice), and CPU copies per byte.
+
+    Read-, write-, send- and splice-like syscalls: calls, bytes copied kernel→user and user→kernel, bytes
+    moved inside the kernel, mode switches, faults inside the copies, beside the socket-side counts. Runs
+    until Ctrl-C (or SIGTERM), --count or --duration, then prints a summary."""
+    probe = _probe_for_pids(SendpathProbe, pid, store)
+    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["sendpath"])
+
+
+def syscalls(
+    pid: list[int] = typer.Option(
+        [], "--pid", "-p", help="Trace this process (repeat for more); default: every process."
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="A RocketMQ store root: list calls per store segment (others count in the totals).",
+    ),
+    interval: float = interval_option(),
+    count: int | None = count_option(),
+    duration: float | None = duration_option(),
+    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    print_bpf: bool = print_bpf_option(),
+) -> None:
+    """Memory and flush syscalls (mmap, madvise, mlock, msync, fsync, ...): counts and latency histograms.
+
+    Shows warm-up and flushing per process and per file or segment, with p50/p99/max as histogram bucket
+    bounds. Runs until Ctrl-C (or SIGTERM), --count or --duration, then prints a summary."""
+    probe = _probe_for_pids(SyscallsProbe, pid, store)
+    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["syscalls"])
+
+
+def _probe_for_pids(probe_class: Any, pids: list[int], store: Path | None) -> Any:
+    """`probe_class(pids, store=store)`, with a pid that is not a live process as bad input."""
+    for pid in pids:
+        if pid <= 0:
+            raise BadInput(f"--pid {pid}: not a process id")
+    try:
+        return probe_class(pids, store=store)
+    except ProcessGone as gone:
+        raise BadInput(f"--pid {gone.pid}: no such process") from None
+
+
+def pagecache(
+    pid: list[int] = typer.Option(
+        [],
+        "--pid",
+        "-p",
+        help="Count the page-cache additions and readahead of this process (repeat for more), and removals "
+        "of the files it added pages to, by any process (reclaim and fadvise remove pages, not the reader); "
+        "default: every process and file.",
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="A RocketMQ store root: count its CommitLog, ConsumeQueue and index segments, with page ranges "
+        "(other files count in the totals only).",
+    ),
+    interval: float = interval_option(),
+    count: int | None = count_option(),
+    duration: float | None = duration_option(),
+    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    print_bpf: bool = print_bpf_option(),
+) -> None:
+    """Pages entering the page cache (misses) and leaving it (evictions), and readahead, per process and file.
+
+    Counted in pages, with large folios counted whole. Runs until Ctrl-C (or SIGTERM), --count or
+    --duration, then prints a summary."""
+    probe = _probe_for_pids(PagecacheProbe, pid, store)
+    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["pagecache"])
+
+
+def writeback(
+    pid: list[int] = typer.Option(
+        [],
+        "--pid",
+        "-p",
+        help="Count the pages this process dirties and its throttling (repeat for more), and writeback of "
+        "the files it dirtied, by any process (the flusher threads write them); default: every process.",
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="A RocketMQ store root: count its CommitLog, ConsumeQueue and index segments (other files count "
+        "in the totals only).",
+    ),
+    interval: float = interval_option(),
+    count: int | None = count_option(),
+    duration: float | None = duration_option(),
+    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    print_bpf: bool = print_bpf_option(),
+) -> None:
+    """Pages dirtied and written back per file, the dirty state against its thresholds, throttled writers.
+
+    A writer over the dirty limit is paused in balance_dirty_pages(): the kernel's side of RocketMQ's
+    "[PC_SYNCHRONIZED] broker busy". Runs until Ctrl-C (or SIGTERM), --count or --duration, then prints a
+    summary."""
+    probe = _probe_for_pids(WritebackProbe, pid, store)
+    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["writeback"])
+
+
+TRACE_COMMANDS = (faults, sendpath, syscalls, pagecache, writeback)
 
 
 def register(app: typer.Typer) -> None:

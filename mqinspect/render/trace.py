@@ -15,6 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.render.trace_cache import pagecache_notes, pagecache_table, writeback_notes, writeback_table
+from mqinspect.render.trace_io import sendpath_notes, sendpath_table, syscalls_notes, syscalls_table
 from probes.ebpf.faults import FaultsSnapshot, FileFaults
 
 TOP_PROCESSES = 10
@@ -180,4 +182,8 @@ def faults_notes(snapshot: FaultsSnapshot) -> list[str]:
 
 VIEWS: dict[str, TraceView] = {
     "faults": TraceView(faults_table, faults_notes),
+    "pagecache": TraceView(pagecache_table, pagecache_notes),
+    "writeback": TraceView(writeback_table, writeback_notes),
+    "sendpath": TraceView(sendpath_table, sendpath_notes),
+    "syscalls": TraceView(syscalls_table, syscalls_notes),
 }

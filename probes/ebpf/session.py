@@ -45,6 +45,10 @@ SnapshotT = TypeVar("SnapshotT")
 # default_parameters() (what doctor's load test compiles it with).
 PROBE_MODULES: dict[str, str] = {
     "faults": "probes.ebpf.faults",
+    "pagecache": "probes.ebpf.pagecache",
+    "writeback": "probes.ebpf.writeback",
+    "sendpath": "probes.ebpf.sendpath",
+    "syscalls": "probes.ebpf.syscalls",
 }
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

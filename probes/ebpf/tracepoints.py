@@ -28,6 +28,7 @@ _MEMORY_SYSCALLS = (
     "munmap",
     "madvise",
     "mlock",
+    "mlock2",
     "munlock",
     "msync",
     "fadvise64",
@@ -62,22 +63,37 @@ PROBES: tuple[ProbeTracepoints, ...] = (
     ProbeTracepoints(
         "pagecache",
         ("filemap:mm_filemap_add_to_page_cache", "filemap:mm_filemap_delete_from_page_cache"),
-        ("readahead:page_cache_sync_ra", "readahead:page_cache_async_ra"),
+        (
+            "readahead:page_cache_sync_ra",
+            "readahead:page_cache_async_ra",
+            "readahead:page_cache_ra_order",
+            "readahead:page_cache_ra_unbounded",
+        ),
     ),
     ProbeTracepoints(
         "writeback",
         (
             "writeback:writeback_dirty_folio",
+            "filemap:mm_filemap_add_to_page_cache",
+            "filemap:mm_filemap_delete_from_page_cache",
+            "writeback:writeback_single_inode_start",
+            "writeback:writeback_single_inode",
+            "writeback:writeback_start",
             "writeback:writeback_written",
             "writeback:global_dirty_state",
             "writeback:balance_dirty_pages",
         ),
-        ("writeback:writeback_single_inode",),
+        ("ext4:ext4_writepages_result",),
     ),
     ProbeTracepoints(
         "sendpath",
         _syscall_pairs(_SENDPATH_SYSCALLS),
-        ("tcp:tcp_sendmsg_locked", "sock:sock_send_length", "skb:skb_copy_datagram_iovec"),
+        (
+            "tcp:tcp_sendmsg_locked",
+            "sock:sock_send_length",
+            "skb:skb_copy_datagram_iovec",
+            "exceptions:page_fault_kernel",
+        ),
     ),
     ProbeTracepoints("syscalls", _syscall_pairs(_MEMORY_SYSCALLS)),
 )

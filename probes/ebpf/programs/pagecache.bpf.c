@@ -1,0 +1,374 @@
+/*
+ * pagecache.bpf.c - pages entering the page cache (misses) and leaving it (evictions), and the readahead
+ * that brings them in: per process, per file and, for the store's files, per folio.
+ *
+ * Loaded by probes/ebpf/pagecache.py through bcc. Every parameter arrives as an integer -D define (below);
+ * the sets of processes and files arrive as entries of hash maps. Nothing else varies. Tracepoint fields
+ * are read by name (args->field: bcc builds each struct from the event's format file).
+ *
+ * Tracepoints, and why each one:
+ *   filemap:mm_filemap_add_to_page_cache      (s_dev, i_ino, index, order) a folio of 2^order pages
+ *                          entered the page cache: a read or fault that missed (through readahead), or a
+ *                          write or fault creating a page. Counted in pages, not events: with large folios
+ *                          one event brings in up to 512 pages. It runs in the task whose access needed
+ *                          the page, so it is filtered by process.
+ *   filemap:mm_filemap_delete_from_page_cache (same fields) a folio left the page cache: reclaim (kswapd,
+ *                          or an allocating task in direct reclaim), fadvise DONTNEED, truncation,
+ *                          invalidation. It runs in whoever removed the folio, not in the task that read
+ *                          it, so removals are never filtered by process: they are counted for the files
+ *                          in view (below), under the process that removed them.
+ *   readahead:page_cache_sync_ra   (optional) a read missed the cache and readahead starts: a sync request.
+ *   readahead:page_cache_async_ra  (optional) a read reached the PG_readahead mark of the last window: the
+ *                          next window is read ahead of the reader, an async request.
+ *   readahead:page_cache_ra_order  (optional; index, size) the window readahead decided to read: `size`
+ *                          pages from `index` (also for mmap read-around, which has no request event).
+ *   readahead:page_cache_ra_unbounded (optional; index, nr_to_read) a window read folio by folio: forced
+ *                          readahead (fadvise/madvise WILLNEED, random-access files, small random reads), or
+ *                          ra_order falling back (no large folios, or part of the window already cached).
+ *                          A fallback reports again pages of the window ra_order just counted: it is
+ *                          recognised (same thread and file, inside that window, mqi_ra_windows) and not
+ *                          counted twice.
+ *   Window pages are what readahead asked for: pages past the end of the file or already cached are in the
+ *   window but not read. The readahead handlers exist only where the kernel has the tracepoint (HAVE_*).
+ *
+ * Files in view: with FILTER_INODES the set mqi_inodes (the store's files); else with FILTER_TGIDS the files
+ * the traced processes added pages to during the session (mqi_seen_inodes, filled here); else every file.
+ *
+ * Maps (tgid = process id, tid = thread id):
+ *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_inodes       set of (inode, device) in view, filled from user space (when FILTER_INODES is 1)
+ *   mqi_seen_inodes  files the traced processes added pages to (when only FILTER_TGIDS is 1)
+ *   mqi_totals       one struct cache_totals, cumulative: user space takes differences, so no event is lost
+ *                    between reads
+ *   mqi_processes    per tgid: pages added (traced tasks) and removed (any task, files in view), and the
+ *                    process name; drained
+ *   mqi_files        per (inode, device) in view; drained by user space every interval
+ *   mqi_folios       per (inode, device, index, order): additions and removals of each folio of the files in
+ *                    view, for page ranges (only when RECORD_FOLIOS is 1); drained
+ *   mqi_ra_windows   per thread: the last window ra_order reported, to recognise its fallback (LRU)
+ *
+ * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
+ *   FILTER_TGIDS, FILTER_INODES  1 to restrict to the sets above, 0 for every process / file
+ *   RECORD_FOLIOS                1 to record each folio of the files in view (page ranges)
+ *   MAX_TGIDS, MAX_INODES, MAX_FOLIOS, MAX_THREADS  map sizes
+ *   IGNORE_TGID                  the tracer itself, left out when every process is traced
+ *   HAVE_RA_SYNC, HAVE_RA_ASYNC, HAVE_RA_ORDER, HAVE_RA_UNBOUNDED  1 where the kernel has the tracepoint
+ */
+
+struct cache_totals {
+    u64 added_folios;          /* by the traced processes, every file */
+    u64 added_pages;
+    u64 deleted_folios;        /* of the files in view, by any process */
+    u64 deleted_pages;
+    u64 deleted_pages_all;     /* of every file, by any process */
+    u64 sync_readahead;        /* by the traced processes, every file */
+    u64 async_readahead;
+    u64 readahead_windows;
+    u64 readahead_pages;
+    u64 lost_records;          /* records that found mqi_processes, mqi_files or mqi_folios full */
+};
+
+struct cache_counts {
+    u64 added_folios;
+    u64 added_pages;
+    u64 deleted_folios;
+    u64 deleted_pages;
+    u64 sync_readahead;
+    u64 async_readahead;
+    u64 readahead_windows;
+    u64 readahead_pages;
+    u32 last_tgid;             /* a traced process that used the file, for user space to name it */
+    u32 pad;
+};
+
+struct process_counts {
+    struct cache_counts counts;
+    char comm[16];             /* the name of the process when it was first seen this interval */
+};
+
+struct inode_key {
+    u64 ino;
+    u32 dev;
+    u32 pad;
+};
+
+struct folio_key {
+    u64 ino;
+    u64 index;
+    u32 dev;
+    u32 order;
+};
+
+struct folio_counts {
+    u64 added;
+    u64 deleted;
+};
+
+struct ra_window {
+    u64 ino;
+    u64 start;
+    u64 end;                   /* exclusive */
+    u32 dev;
+    u32 pad;
+};
+
+BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+BPF_HASH(mqi_inodes, struct inode_key, u8, MAX_INODES);
+BPF_HASH(mqi_seen_inodes, struct inode_key, u8, MAX_INODES);
+BPF_ARRAY(mqi_totals, struct cache_totals, 1);
+BPF_F_TABLE("hash", u32, struct process_counts, mqi_processes, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct inode_key, struct cache_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct folio_key, struct folio_counts, mqi_folios, MAX_FOLIOS, BPF_F_NO_PREALLOC);
+BPF_TABLE("lru_hash", u32, struct ra_window, mqi_ra_windows, MAX_THREADS);
+
+static __always_inline int tgid_traced(u32 tgid)
+{
+#if FILTER_TGIDS
+    return mqi_tgids.lookup(&tgid) != NULL;
+#else
+    return tgid != 0 && tgid != IGNORE_TGID;  /* the tracer's own reads are noise */
+#endif
+}
+
+/* Whether an addition by a traced process is recorded per file (and makes the file one in view). */
+static __always_inline int added_in_view(struct inode_key *file)
+{
+#if FILTER_INODES
+    return mqi_inodes.lookup(file) != NULL;
+#else
+#if FILTER_TGIDS
+    u8 one = 1;
+    mqi_seen_inodes.update(file, &one);
+#endif
+    return 1;
+#endif
+}
+
+/* Whether a removal (by anyone) is of a file in view. */
+static __always_inline int removed_in_view(struct inode_key *file)
+{
+#if FILTER_INODES
+    return mqi_inodes.lookup(file) != NULL;
+#elif FILTER_TGIDS
+    return mqi_seen_inodes.lookup(file) != NULL;
+#else
+    return 1;
+#endif
+}
+
+static __always_inline u64 folio_pages(u32 order)
+{
+    return 1ULL << (order & 31);  /* the mask keeps the shift defined whatever the field holds */
+}
+
+static __always_inline struct cache_totals *totals_of_session(void)
+{
+    u32 zero = 0;
+    return mqi_totals.lookup(&zero);
+}
+
+/* The running process's counters: its name is kept, as short-lived readers are gone when user space looks. */
+static __always_inline struct cache_counts *process_of(u32 tgid, struct cache_totals *totals)
+{
+    struct process_counts zero = {};
+    struct process_counts *process = mqi_processes.lookup_or_try_init(&tgid, &zero);
+    if (!process) {
+        __sync_fetch_and_add(&totals->lost_records, 1);
+        return NULL;
+    }
+    if (!process->comm[0])
+        bpf_get_current_comm(&process->comm, sizeof(process->comm));
+    return &process->counts;
+}
+
+static __always_inline struct cache_counts *file_of(struct inode_key *file, struct cache_totals *totals)
+{
+    struct cache_counts zero = {};
+    struct cache_counts *counts = mqi_files.lookup_or_try_init(file, &zero);
+    if (!counts)
+        __sync_fetch_and_add(&totals->lost_records, 1);
+    return counts;
+}
+
+static __always_inline void record_folio(struct inode_key *file, u64 index, u32 order, int added,
+                                         struct cache_totals *totals)
+{
+#if RECORD_FOLIOS
+    struct folio_key key = {.ino = file->ino, .index = index, .dev = file->dev, .order = order};
+    struct folio_counts zero = {};
+    struct folio_counts *counts = mqi_folios.lookup_or_try_init(&key, &zero);
+    if (!counts) {
+        __sync_fetch_and_add(&totals->lost_records, 1);
+        return;
+    }
+    __sync_fetch_and_add(added ? &counts->added : &counts->deleted, 1);
+#endif
+}
+
+static __always_inline void count_added(struct cache_counts *counts, u64 pages)
+{
+    __sync_fetch_and_add(&counts->added_folios, 1);
+    __sync_fetch_and_add(&counts->added_pages, pages);
+}
+
+static __always_inline void count_deleted(struct cache_counts *counts, u64 pages)
+{
+    __sync_fetch_and_add(&counts->deleted_folios, 1);
+    __sync_fetch_and_add(&counts->deleted_pages, pages);
+}
+
+int mqi_pc_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct cache_totals *totals = totals_of_session();
+    if (!totals)
+        return 0;
+    u32 order = args->order;
+    u64 pages = folio_pages(order);
+    __sync_fetch_and_add(&totals->added_folios, 1);
+    __sync_fetch_and_add(&totals->added_pages, pages);
+    struct cache_counts *process = process_of(tgid, totals);
+    if (process)
+        count_added(process, pages);
+
+    struct inode_key file = {.ino = args->i_ino, .dev = args->s_dev};
+    if (!added_in_view(&file))
+        return 0;
+    struct cache_counts *counts = file_of(&file, totals);
+    if (counts) {
+        count_added(counts, pages);
+        counts->last_tgid = tgid;
+    }
+    record_folio(&file, args->index, order, 1, totals);
+    return 0;
+}
+
+int mqi_pc_deleted(struct tracepoint__filemap__mm_filemap_delete_from_page_cache *args)
+{
+    struct cache_totals *totals = totals_of_session();
+    if (!totals)
+        return 0;
+    u32 order = args->order;
+    u64 pages = folio_pages(order);
+    __sync_fetch_and_add(&totals->deleted_pages_all, pages);
+    struct inode_key file = {.ino = args->i_ino, .dev = args->s_dev};
+    if (!removed_in_view(&file))
+        return 0;
+    __sync_fetch_and_add(&totals->deleted_folios, 1);
+    __sync_fetch_and_add(&totals->deleted_pages, pages);
+    struct cache_counts *process = process_of(bpf_get_current_pid_tgid() >> 32, totals);
+    if (process)
+        count_deleted(process, pages);
+    struct cache_counts *counts = file_of(&file, totals);
+    if (counts)
+        count_deleted(counts, pages);
+    record_folio(&file, args->index, order, 0, totals);
+    return 0;
+}
+
+/* --- readahead --------------------------------------------------------------------------------------- */
+
+enum readahead_kind { SYNC_REQUEST, ASYNC_REQUEST, WINDOW };
+
+static __always_inline void count_readahead_in(struct cache_counts *counts, int kind, u64 pages)
+{
+    if (kind == SYNC_REQUEST)
+        __sync_fetch_and_add(&counts->sync_readahead, 1);
+    else if (kind == ASYNC_REQUEST)
+        __sync_fetch_and_add(&counts->async_readahead, 1);
+    else {
+        __sync_fetch_and_add(&counts->readahead_windows, 1);
+        __sync_fetch_and_add(&counts->readahead_pages, pages);
+    }
+}
+
+static __always_inline void count_readahead(u32 tgid, u32 dev, u64 ino, int kind, u64 pages)
+{
+    struct cache_totals *totals = totals_of_session();
+    if (!totals)
+        return;
+    if (kind == SYNC_REQUEST)
+        __sync_fetch_and_add(&totals->sync_readahead, 1);
+    else if (kind == ASYNC_REQUEST)
+        __sync_fetch_and_add(&totals->async_readahead, 1);
+    else {
+        __sync_fetch_and_add(&totals->readahead_windows, 1);
+        __sync_fetch_and_add(&totals->readahead_pages, pages);
+    }
+    struct cache_counts *process = process_of(tgid, totals);
+    if (process)
+        count_readahead_in(process, kind, pages);
+    struct inode_key file = {.ino = ino, .dev = dev};
+#if FILTER_INODES
+    if (!mqi_inodes.lookup(&file))
+        return;
+#endif
+    struct cache_counts *counts = file_of(&file, totals);
+    if (counts) {
+        count_readahead_in(counts, kind, pages);
+        counts->last_tgid = tgid;
+    }
+}
+
+/* A request starts a new decision: a window ra_order reported before it cannot be falling back now. */
+static __always_inline int on_request(u32 dev, u64 ino, int kind)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    mqi_ra_windows.delete(&tid);
+    count_readahead(tgid, dev, ino, kind, 0);
+    return 0;
+}
+
+#if HAVE_RA_SYNC
+int mqi_ra_sync(struct tracepoint__readahead__page_cache_sync_ra *args)
+{
+    return on_request(args->s_dev, args->i_ino, SYNC_REQUEST);
+}
+#endif
+
+#if HAVE_RA_ASYNC
+int mqi_ra_async(struct tracepoint__readahead__page_cache_async_ra *args)
+{
+    return on_request(args->s_dev, args->i_ino, ASYNC_REQUEST);
+}
+#endif
+
+#if HAVE_RA_ORDER
+int mqi_ra_order(struct tracepoint__readahead__page_cache_ra_order *args)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    u64 start = args->index, pages = args->size;
+    struct ra_window window = {.ino = args->i_ino, .start = start, .end = start + pages, .dev = args->s_dev};
+    mqi_ra_windows.update(&tid, &window);
+    count_readahead(tgid, window.dev, window.ino, WINDOW, pages);
+    return 0;
+}
+#endif
+
+#if HAVE_RA_UNBOUNDED
+int mqi_ra_unbound(struct tracepoint__readahead__page_cache_ra_unbounded *args)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    u32 dev = args->s_dev;
+    u64 ino = args->i_ino, start = args->index, pages = args->nr_to_read;
+    struct ra_window *window = mqi_ra_windows.lookup(&tid);
+    if (window && window->dev == dev && window->ino == ino && start >= window->start &&
+        start + pages <= window->end) {
+        mqi_ra_windows.delete(&tid);  /* ra_order's fallback: that window is counted already */
+        return 0;
+    }
+    count_readahead(tgid, dev, ino, WINDOW, pages);
+    return 0;
+}
+#endif

@@ -1,0 +1,456 @@
+/*
+ * writeback.bpf.c - pages dirtied and written back per file, the flusher's work per device, the global
+ * dirty state against its thresholds, and writers throttled by balance_dirty_pages().
+ *
+ * Loaded by probes/ebpf/writeback.py through bcc. Every parameter arrives as an integer -D define (below);
+ * the sets of processes and files arrive as entries of hash maps. Nothing else varies. Tracepoint fields
+ * are read by name (args->field: bcc builds each struct from the event's format file).
+ *
+ * Tracepoints, and why each one:
+ *   writeback:writeback_dirty_folio  (ino, index) a clean folio became dirty, in the task that dirtied it
+ *                          (write(), or a write fault through a shared mapping), so it is filtered by
+ *                          process. The event has no folio size and no device: both are looked up in
+ *                          mqi_folio_sizes, learnt from the page-cache events below. A folio whose insertion
+ *                          was not seen (cached before the session, or forgotten by the LRU map) counts as
+ *                          one page and as an unsized folio.
+ *   filemap:mm_filemap_add_to_page_cache     (s_dev, i_ino, index, order) remembers each folio's size and
+ *   filemap:mm_filemap_delete_from_page_cache  device while it is cached. Every folio of every process, so
+ *                          a folio read in by one process and dirtied by another is sized too.
+ *   ext4:ext4_writepages_result  (optional; dev, ino, pages_written) pages ext4 sent to the disk for one
+ *                          file, from every path: fsync, msync, sync_file_range and the flusher. The generic
+ *                          events below miss fsync: it writes through filemap_fdatawrite(), not
+ *                          __writeback_single_inode().
+ *   writeback:writeback_single_inode_start / writeback_single_inode  (ino, wrote) pages the flusher (and
+ *                          sync(2)) wrote for one file, on every filesystem. Where the filesystem reported
+ *                          the same pages itself (ext4, inside the pair, same thread) only the rest counts.
+ *   writeback:writeback_start / writeback_written  (name, nr_pages, reason) one unit of flusher work on a
+ *                          device; nr_pages is what the work has left to write, so the pages it wrote are
+ *                          the start's minus the end's (same thread).
+ *   writeback:global_dirty_state  (nr_dirty, nr_writeback, background_thresh, dirty_thresh, dirty_limit)
+ *                          the system's dirty and under-writeback pages against the thresholds, sampled
+ *                          whenever the kernel computes them (writers and flushers at work). Kept per CPU,
+ *                          with the time of the last sample, so user space can take the last and the max.
+ *   writeback:balance_dirty_pages  (pause, dirty, setpoint, limit, ...) a writer over its share of the dirty
+ *                          limit: `pause` > 0 is the milliseconds it is put to sleep. In the writer, so it
+ *                          is filtered by process. Kept per (process, CPU).
+ * Written pages are counted whoever writes them (mostly the flusher threads): for the files in view.
+ * Cost: every page-cache insertion and removal on the machine runs a handler here (one LRU map update, about
+ * 0.1 us per event on tracepoints), the price of sizing dirtied folios exactly.
+ *
+ * Files in view: with FILTER_INODES the set mqi_inodes (the store's files); else with FILTER_TGIDS the files
+ * the traced processes dirtied during the session (mqi_seen_inodes, filled here); else every file.
+ *
+ * Maps (tgid = process id, tid = thread id):
+ *   mqi_tgids         set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_inodes        set of (inode, device) in view, filled from user space (when FILTER_INODES is 1)
+ *   mqi_seen_inodes   inodes the traced processes dirtied (when only FILTER_TGIDS is 1)
+ *   mqi_totals        one struct writeback_totals, cumulative: user space takes differences
+ *   mqi_folio_sizes   (inode, index) -> device and order of each cached folio (LRU)
+ *   mqi_inode_devs    inode -> device, for events that give none (LRU; user space adds the store's files)
+ *   mqi_dirtiers      per tgid: folios and pages dirtied, and the process name; drained every interval
+ *   mqi_files         per (inode, device) in view: dirtied and written; drained
+ *   mqi_throttles     per (tgid, CPU): balance_dirty_pages rounds and pauses, the process name; drained
+ *   mqi_dirty_state   per CPU: global_dirty_state samples, last and max; drained
+ *   mqi_flushes       per (device name, reason): flusher work and pages written; drained
+ *   mqi_work_starts   per thread: nr_pages at writeback_start (LRU)
+ *   mqi_inode_writes  per thread: the inode __writeback_single_inode() is writing, and the pages the
+ *                     filesystem reported for it meanwhile (LRU)
+ *
+ * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
+ *   FILTER_TGIDS, FILTER_INODES  1 to restrict to the sets above, 0 for every process / file
+ *   MAX_TGIDS, MAX_INODES, MAX_FOLIOS, MAX_THREADS, MAX_CPUS  map sizes
+ *   IGNORE_TGID                  the tracer itself, left out when every process is traced
+ *   HAVE_EXT4_WRITEPAGES         1 where the kernel has ext4:ext4_writepages_result
+ */
+
+struct writeback_totals {
+    u64 dirtied_folios;        /* by the traced processes, every file */
+    u64 dirtied_pages;
+    u64 unsized_folios;        /* dirtied folios of unknown size, counted as one page */
+    u64 written_pages;         /* of the files in view */
+    u64 written_pages_all;     /* of every file */
+    u64 lost_records;          /* records that found a drained map full */
+};
+
+struct inode_key {
+    u64 ino;
+    u32 dev;
+    u32 pad;
+};
+
+struct folio_key {
+    u64 ino;
+    u64 index;
+};
+
+struct folio_size {
+    u32 dev;
+    u32 order;
+};
+
+struct dirtied_counts {
+    u64 dirtied_folios;
+    u64 dirtied_pages;
+    u64 unsized_folios;
+    char comm[16];             /* kept: short-lived writers are gone when user space looks */
+};
+
+struct file_counts {
+    u64 dirtied_folios;
+    u64 dirtied_pages;
+    u64 unsized_folios;
+    u64 written_pages;
+    u32 last_tgid;             /* a traced process that dirtied the file, for user space to name it */
+    u32 pad;
+};
+
+struct throttle_key {
+    u32 tgid;
+    u32 cpu;
+};
+
+struct throttle {
+    u64 checks;                /* balance_dirty_pages() rounds traced */
+    u64 pauses;                /* of them, those that put the writer to sleep */
+    u64 pause_ms;
+    u64 max_pause_ms;
+    /* at the longest pause, in pages (ratelimits in KiB/s) */
+    u64 dirty;
+    u64 setpoint;
+    u64 limit;
+    u64 wb_dirty;
+    u64 task_ratelimit;
+    u64 dirty_ratelimit;
+    char comm[16];
+};
+
+struct dirty_state {
+    u64 samples;
+    u64 last_ns;
+    u64 nr_dirty;
+    u64 nr_writeback;
+    u64 background_thresh;
+    u64 dirty_thresh;
+    u64 dirty_limit;
+    u64 max_nr_dirty;
+    u64 max_nr_writeback;
+    u64 max_background_thresh;
+    u64 max_dirty_thresh;
+    u64 max_dirty_limit;
+};
+
+struct flush_key {
+    char bdi[32];
+    s32 reason;
+    u32 pad;
+};
+
+struct flush_counts {
+    u64 works;
+    u64 written_pages;
+};
+
+struct inode_write {
+    u64 ino;
+    u64 fs_pages;
+};
+
+BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+BPF_HASH(mqi_inodes, struct inode_key, u8, MAX_INODES);
+BPF_HASH(mqi_seen_inodes, u64, u8, MAX_INODES);
+BPF_ARRAY(mqi_totals, struct writeback_totals, 1);
+BPF_TABLE("lru_hash", struct folio_key, struct folio_size, mqi_folio_sizes, MAX_FOLIOS);
+BPF_TABLE("lru_hash", u64, u32, mqi_inode_devs, MAX_INODES);
+BPF_F_TABLE("hash", u32, struct dirtied_counts, mqi_dirtiers, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct inode_key, struct file_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct throttle_key, struct throttle, mqi_throttles, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct dirty_state, mqi_dirty_state, MAX_CPUS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct flush_key, struct flush_counts, mqi_flushes, 1024, BPF_F_NO_PREALLOC);
+BPF_TABLE("lru_hash", u32, s64, mqi_work_starts, MAX_THREADS);
+BPF_TABLE("lru_hash", u32, struct inode_write, mqi_inode_writes, MAX_THREADS);
+
+static __always_inline int tgid_traced(u32 tgid)
+{
+#if FILTER_TGIDS
+    return mqi_tgids.lookup(&tgid) != NULL;
+#else
+    return tgid != 0 && tgid != IGNORE_TGID;
+#endif
+}
+
+static __always_inline struct writeback_totals *totals_of_session(void)
+{
+    u32 zero = 0;
+    return mqi_totals.lookup(&zero);
+}
+
+static __always_inline u64 folio_pages(u32 order)
+{
+    return 1ULL << (order & 31);  /* the mask keeps the shift defined whatever the field holds */
+}
+
+static __always_inline void remember_device(u64 ino, u32 dev)
+{
+    u32 *known = mqi_inode_devs.lookup(&ino);
+    if (!known || *known != dev)
+        mqi_inode_devs.update(&ino, &dev);
+}
+
+static __always_inline u32 device_of(u64 ino)
+{
+    u32 *dev = mqi_inode_devs.lookup(&ino);
+    return dev ? *dev : 0;  /* 0: unknown, user space matches the inode alone */
+}
+
+static __always_inline struct file_counts *file_of(struct inode_key *file, struct writeback_totals *totals)
+{
+    struct file_counts zero = {};
+    struct file_counts *counts = mqi_files.lookup_or_try_init(file, &zero);
+    if (!counts)
+        __sync_fetch_and_add(&totals->lost_records, 1);
+    return counts;
+}
+
+/* Whether a folio dirtied by a traced process is recorded per file (and makes the file one in view). */
+static __always_inline int dirtied_in_view(struct inode_key *file)
+{
+#if FILTER_INODES
+    return mqi_inodes.lookup(file) != NULL;
+#else
+#if FILTER_TGIDS
+    u8 one = 1;
+    mqi_seen_inodes.update(&file->ino, &one);  /* by inode: the device may not be known yet */
+#endif
+    return 1;
+#endif
+}
+
+static __always_inline int written_in_view(struct inode_key *file)
+{
+#if FILTER_INODES
+    return mqi_inodes.lookup(file) != NULL;
+#elif FILTER_TGIDS
+    return mqi_seen_inodes.lookup(&file->ino) != NULL;
+#else
+    return 1;
+#endif
+}
+
+/* --- folio sizes ------------------------------------------------------------------------------------- */
+
+int mqi_wb_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
+{
+    struct folio_key key = {.ino = args->i_ino, .index = args->index};
+    struct folio_size size = {.dev = args->s_dev, .order = args->order};
+    mqi_folio_sizes.update(&key, &size);
+    remember_device(key.ino, size.dev);
+    return 0;
+}
+
+int mqi_wb_deleted(struct tracepoint__filemap__mm_filemap_delete_from_page_cache *args)
+{
+    struct folio_key key = {.ino = args->i_ino, .index = args->index};
+    mqi_folio_sizes.delete(&key);
+    return 0;
+}
+
+/* --- dirtied ----------------------------------------------------------------------------------------- */
+
+static __always_inline void count_dirtied(u64 *folios, u64 *pages, u64 *unsized, u64 folio_pages, int sized)
+{
+    __sync_fetch_and_add(folios, 1);
+    __sync_fetch_and_add(pages, folio_pages);
+    if (!sized)
+        __sync_fetch_and_add(unsized, 1);
+}
+
+int mqi_wb_dirtied(struct tracepoint__writeback__writeback_dirty_folio *args)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct writeback_totals *totals = totals_of_session();
+    if (!totals)
+        return 0;
+    struct folio_key key = {.ino = args->ino, .index = args->index};
+    struct folio_size *size = mqi_folio_sizes.lookup(&key);
+    int sized = size != NULL;
+    u64 pages = sized ? folio_pages(size->order) : 1;
+    count_dirtied(&totals->dirtied_folios, &totals->dirtied_pages, &totals->unsized_folios, pages, sized);
+
+    struct dirtied_counts zero = {};
+    struct dirtied_counts *process = mqi_dirtiers.lookup_or_try_init(&tgid, &zero);
+    if (process) {
+        count_dirtied(&process->dirtied_folios, &process->dirtied_pages, &process->unsized_folios, pages,
+                      sized);
+        if (!process->comm[0])
+            bpf_get_current_comm(&process->comm, sizeof(process->comm));
+    } else {
+        __sync_fetch_and_add(&totals->lost_records, 1);
+    }
+
+    struct inode_key file = {.ino = key.ino, .dev = sized ? size->dev : device_of(key.ino)};
+    if (!dirtied_in_view(&file))
+        return 0;
+    struct file_counts *counts = file_of(&file, totals);
+    if (counts) {
+        count_dirtied(&counts->dirtied_folios, &counts->dirtied_pages, &counts->unsized_folios, pages, sized);
+        counts->last_tgid = tgid;
+    }
+    return 0;
+}
+
+/* --- written ----------------------------------------------------------------------------------------- */
+
+static __always_inline void count_written(u64 ino, u32 dev, u64 pages)
+{
+    struct writeback_totals *totals = totals_of_session();
+    if (!totals)
+        return;
+    __sync_fetch_and_add(&totals->written_pages_all, pages);
+    struct inode_key file = {.ino = ino, .dev = dev};
+    if (!written_in_view(&file))
+        return;
+    __sync_fetch_and_add(&totals->written_pages, pages);
+    struct file_counts *counts = file_of(&file, totals);
+    if (counts)
+        __sync_fetch_and_add(&counts->written_pages, pages);
+}
+
+#if HAVE_EXT4_WRITEPAGES
+int mqi_wb_ext4_res(struct tracepoint__ext4__ext4_writepages_result *args)
+{
+    u64 ino = args->ino;
+    u32 dev = args->dev;
+    s64 pages = args->pages_written;
+    remember_device(ino, dev);
+    if (pages <= 0)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct inode_write *writing = mqi_inode_writes.lookup(&tid);
+    if (writing && writing->ino == ino)
+        writing->fs_pages += pages;  /* writeback_single_inode will report them again */
+    count_written(ino, dev, pages);
+    return 0;
+}
+#endif
+
+int mqi_wb_ino_beg(struct tracepoint__writeback__writeback_single_inode_start *args)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct inode_write writing = {.ino = args->ino};
+    mqi_inode_writes.update(&tid, &writing);
+    return 0;
+}
+
+int mqi_wb_ino_end(struct tracepoint__writeback__writeback_single_inode *args)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 ino = args->ino;
+    struct inode_write *writing = mqi_inode_writes.lookup(&tid);
+    s64 reported = writing && writing->ino == ino ? writing->fs_pages : 0;
+    mqi_inode_writes.delete(&tid);
+    s64 rest = (s64)args->wrote - reported;
+    if (rest > 0)
+        count_written(ino, device_of(ino), rest);
+    return 0;
+}
+
+/* --- the flusher's work ------------------------------------------------------------------------------ */
+
+int mqi_wb_work_beg(struct tracepoint__writeback__writeback_start *args)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    s64 left = args->nr_pages;
+    mqi_work_starts.update(&tid, &left);
+    return 0;
+}
+
+int mqi_wb_work_end(struct tracepoint__writeback__writeback_written *args)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    s64 *left_at_start = mqi_work_starts.lookup(&tid);
+    if (!left_at_start)
+        return 0;  /* the work started before the session */
+    s64 written = *left_at_start - (s64)args->nr_pages;
+    mqi_work_starts.delete(&tid);
+    struct flush_key key = {.reason = args->reason};
+    bpf_probe_read_kernel(&key.bdi, sizeof(key.bdi), args->name);
+    struct flush_counts zero = {};
+    struct flush_counts *counts = mqi_flushes.lookup_or_try_init(&key, &zero);
+    if (!counts) {
+        struct writeback_totals *totals = totals_of_session();
+        if (totals)
+            __sync_fetch_and_add(&totals->lost_records, 1);
+        return 0;
+    }
+    __sync_fetch_and_add(&counts->works, 1);
+    if (written > 0)
+        __sync_fetch_and_add(&counts->written_pages, written);
+    return 0;
+}
+
+/* --- the dirty state and throttling ------------------------------------------------------------------ */
+
+static __always_inline void keep_max(u64 *max, u64 value)
+{
+    if (value > *max)
+        *max = value;
+}
+
+int mqi_wb_dirty_st(struct tracepoint__writeback__global_dirty_state *args)
+{
+    u32 cpu = bpf_get_smp_processor_id();
+    struct dirty_state zero = {};
+    struct dirty_state *state = mqi_dirty_state.lookup_or_try_init(&cpu, &zero);
+    if (!state)
+        return 0;
+    /* One entry per CPU: no other CPU writes it, so the fields of one sample stay together. */
+    state->samples++;
+    state->last_ns = bpf_ktime_get_ns();
+    state->nr_dirty = args->nr_dirty;
+    state->nr_writeback = args->nr_writeback;
+    state->background_thresh = args->background_thresh;
+    state->dirty_thresh = args->dirty_thresh;
+    state->dirty_limit = args->dirty_limit;
+    keep_max(&state->max_nr_dirty, state->nr_dirty);
+    keep_max(&state->max_nr_writeback, state->nr_writeback);
+    keep_max(&state->max_background_thresh, state->background_thresh);
+    keep_max(&state->max_dirty_thresh, state->dirty_thresh);
+    keep_max(&state->max_dirty_limit, state->dirty_limit);
+    return 0;
+}
+
+int mqi_wb_throttle(struct tracepoint__writeback__balance_dirty_pages *args)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct throttle_key key = {.tgid = tgid, .cpu = bpf_get_smp_processor_id()};
+    struct throttle zero = {};
+    struct throttle *throttle = mqi_throttles.lookup_or_try_init(&key, &zero);
+    if (!throttle) {
+        struct writeback_totals *totals = totals_of_session();
+        if (totals)
+            __sync_fetch_and_add(&totals->lost_records, 1);
+        return 0;
+    }
+    throttle->checks++;
+    if (!throttle->comm[0])
+        bpf_get_current_comm(&throttle->comm, sizeof(throttle->comm));
+    s64 pause = args->pause;
+    if (pause <= 0)
+        return 0;  /* under its rate limit: the writer goes on without sleeping */
+    throttle->pauses++;
+    throttle->pause_ms += pause;
+    if ((u64)pause <= throttle->max_pause_ms)
+        return 0;
+    throttle->max_pause_ms = pause;
+    throttle->dirty = args->dirty;
+    throttle->setpoint = args->setpoint;
+    throttle->limit = args->limit;
+    throttle->wb_dirty = args->wb_dirty;
+    throttle->task_ratelimit = args->task_ratelimit;
+    throttle->dirty_ratelimit = args->dirty_ratelimit;
+    return 0;
+}

@@ -1,0 +1,408 @@
+"""The pagecache probe. Without root: the program against the tracepoint registry, one interval assembled from
+canned maps (totals, rows, folios spread over page ranges), the summary. With BPF: a child reads an evicted
+file and evicts it again while the probe traces it, and the counts are held against the file's size in
+pages; --store page ranges; the CLI (--print-bpf and exit 3 as nobody, SIGTERM) and doctor's load test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from probes.ebpf.inodes import FileId
+from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
+from probes.ebpf.pagecache import (
+    PROGRAM,
+    READAHEAD_TRACEPOINTS,
+    PagecacheProbe,
+    PagecacheSnapshot,
+    combine_snapshots,
+    handler_defines,
+)
+from probes.ebpf.session import TraceSession
+from probes.ebpf.tracepoints import PROBES
+
+PAGE = mmap.PAGESIZE
+REPO = Path(__file__).resolve().parents[2]
+TRACE = [sys.executable, "-m", "mqinspect", "trace"]
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
+
+
+def _within(measured: int, reference: int, fraction: float = 0.02) -> bool:
+    return abs(measured - reference) <= max(1, fraction * reference)
+
+
+def loaded_programs() -> dict[int, str]:
+    """Every BPF program loaded on the machine: id -> name."""
+    listing = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True)
+    return {program["id"]: program.get("name", "") for program in json.loads(listing.stdout)}
+
+
+def programs_held_by(pid: int) -> set[int]:
+    """Ids of the BPF programs process `pid` holds a descriptor of. Other sessions (tests running at the
+    same time) load programs with the same names, so a session's own are told apart by id."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == "anon_inode:bpf-prog":
+                fdinfo = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                held |= {int(line.split()[1]) for line in fdinfo.splitlines() if line.startswith("prog_id:")}
+    return held
+
+
+# --- the program and the registry --------------------------------------------------------------------------
+
+
+def test_the_program_attaches_what_the_registry_lists_with_short_function_names():
+    (registered,) = (probe for probe in PROBES if probe.probe == "pagecache")
+    assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(registered.required)
+    assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(registered.optional)
+    source = PROGRAM.source_path.read_text()
+    for attachment in PROGRAM.attachments:
+        assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
+        assert f"int {attachment.function}(" in source
+
+
+def test_optional_handlers_are_compiled_only_for_tracepoints_the_kernel_has(tmp_path: Path):
+    present = tmp_path / "events" / "readahead" / "page_cache_sync_ra"
+    present.mkdir(parents=True)
+    (present / "format").write_text("")
+    defines = handler_defines(
+        {"readahead:page_cache_sync_ra": "HAVE_A", "readahead:page_cache_async_ra": "HAVE_B"}, tmp_path
+    )
+    assert defines == {"HAVE_A": 1, "HAVE_B": 0}
+
+
+# --- one interval from canned maps -------------------------------------------------------------------------
+
+
+class CannedProgram:
+    """Stands in for a LoadedProgram: read() and drain() answer from canned map contents."""
+
+    def __init__(self, maps: dict[str, list], attached: tuple[str, ...] = ()):
+        self.maps = maps
+        self.attached = attached
+        self.put_keys: list[tuple[str, tuple]] = []
+        self.deleted: list[tuple[str, tuple]] = []
+
+    def read(self, name):
+        return list(self.maps.get(name, []))
+
+    def drain(self, name):
+        return self.maps.pop(name, [])
+
+    def put(self, name, key, value=()):
+        self.put_keys.append((name, key))
+
+    def delete(self, name, key):
+        self.deleted.append((name, key))
+
+
+_COUNT_FIELDS = (
+    "added_folios",
+    "added_pages",
+    "deleted_folios",
+    "deleted_pages",
+    "sync_readahead",
+    "async_readahead",
+    "readahead_windows",
+    "readahead_pages",
+)
+
+
+def _counts(**values) -> SimpleNamespace:
+    names = (*_COUNT_FIELDS, "last_tgid")
+    return SimpleNamespace(**{name: values.get(name, 0) for name in names})
+
+
+def _totals(**values) -> SimpleNamespace:
+    names = (*_COUNT_FIELDS, "deleted_pages_all", "lost_records")
+    return SimpleNamespace(**{name: values.get(name, 0) for name in names})
+
+
+def _store(root: Path, commitlog_pages: int) -> Path:
+    (root / "commitlog").mkdir(parents=True)
+    with (root / "commitlog" / f"{0:020d}").open("wb") as segment:
+        segment.truncate(commitlog_pages * PAGE)
+    return root
+
+
+def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path: Path):
+    root = _store(tmp_path / "store", commitlog_pages=4096)  # 64 ranges of 64 pages
+    segment = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
+    probe = PagecacheProbe(store=root)
+    assert probe.parameters().cflags()[:3] == ["-DFILTER_TGIDS=0", "-DFILTER_INODES=1", "-DRECORD_FOLIOS=1"]
+    program = CannedProgram(
+        {
+            "mqi_totals": [
+                (0, _totals(added_folios=3, added_pages=600, deleted_pages=512, deleted_pages_all=900))
+            ],
+            "mqi_processes": [
+                (
+                    SimpleNamespace(value=7),
+                    SimpleNamespace(counts=_counts(added_pages=600), comm=b"broker\0\0"),
+                ),
+                (
+                    SimpleNamespace(value=8),
+                    SimpleNamespace(counts=_counts(deleted_pages=512), comm=b"kswapd0\0"),
+                ),
+            ],
+            "mqi_files": [
+                (
+                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode),
+                    _counts(
+                        added_folios=3, added_pages=600, deleted_folios=1, deleted_pages=512, last_tgid=7
+                    ),
+                )
+            ],
+            "mqi_folios": [  # (index, order): 0/9 covers ranges 0-7; 600/6 straddles 9 and 10; 3000/0
+                (
+                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, index=0, order=9),
+                    SimpleNamespace(added=1, deleted=1),
+                ),
+                (
+                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, index=600, order=6),
+                    SimpleNamespace(added=1, deleted=0),
+                ),
+                (
+                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, index=3000, order=3),
+                    SimpleNamespace(added=3, deleted=0),
+                ),
+            ],
+        }
+    )
+    probe.start(program)  # no readahead tracepoint attached: readahead is None, not 0
+    snapshot = probe.collect(program, 1.0)
+    assert (snapshot.added_pages, snapshot.deleted_pages, snapshot.deleted_pages_all_files) == (600, 512, 900)
+    assert snapshot.readahead_window_pages is None and snapshot.sync_readahead_requests is None
+    assert [(row.pid, row.comm) for row in snapshot.processes] == [(7, "broker"), (8, "kswapd0")]
+    (commitlog,) = snapshot.files
+    assert commitlog.name == "commitlog/00000000000000000000" and commitlog.chunk_pages == 64
+    ranges = {r.first_page: (r.added_pages, r.deleted_pages) for r in commitlog.page_ranges}
+    assert ranges == {
+        **{first: (64, 64) for first in range(0, 512, 64)},
+        576: (40, 0),  # pages 600-639
+        640: (24, 0),  # pages 640-663
+        2944: (24, 0),  # 3 insertions of pages 3000-3007
+    }
+
+
+def _interval(added: int, ranges_first_page: int, pid: int) -> PagecacheSnapshot:
+    from probes.ebpf.pagecache import CachePageRange, FileCacheActivity, ProcessCacheActivity
+
+    page_range = CachePageRange(ranges_first_page, ranges_first_page + 63, added, 0)
+    file = FileCacheActivity(
+        "f", "/f", None, "8:1", 5, 128, added, added, 0, 0, 1, 2, 3, 4, 64, (page_range,)
+    )
+    process = ProcessCacheActivity(pid, "p", added, added, 0, 0, 1, 2, 4)
+    return PagecacheSnapshot(
+        "interval", 1.0, time.time(), (), "/store", added, added, 0, 0, 0, 1, 2, 3, 4, 0, (process,), (file,)
+    )
+
+
+def test_the_summary_sums_intervals_and_merges_rows_and_ranges():
+    summary = combine_snapshots(None, _interval(5, 0, pid=1))
+    summary = combine_snapshots(summary, _interval(7, 64, pid=1))
+    summary = combine_snapshots(summary, _interval(1, 0, pid=2))
+    assert summary.kind == "summary" and summary.interval_s == 3.0 and summary.added_pages == 13
+    assert summary.readahead_window_pages == 12
+    assert [(row.pid, row.added_pages) for row in summary.processes] == [(1, 12), (2, 1)]
+    (file,) = summary.files
+    assert file.added_pages == 13 and file.size_pages == 128 and file.chunk_pages == 64
+    assert [(r.first_page, r.added_pages) for r in file.page_ranges] == [(0, 6), (64, 7)]
+
+
+# --- with BPF: a child reads and evicts a file while the probe traces it --------------------------------
+
+# Runs in the child: opens the file, says "ready", then for each line it reads does the next step and says
+# which: read it all sequentially (or the given pages one by one with readahead off), then evict it.
+WORKLOAD = r"""
+import os, sys
+path, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+page = os.sysconf("SC_PAGE_SIZE")
+fd = os.open(path, os.O_RDONLY)
+print("ready", flush=True)
+sys.stdin.readline()
+if first < 0:
+    while os.read(fd, 1 << 17):
+        pass
+else:
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    for number in range(first, last + 1):
+        os.pread(fd, page, number * page)
+print("read", flush=True)
+sys.stdin.readline()
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+print("evicted", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _evicted_file(path: Path, pages: int) -> Path:
+    with path.open("wb") as data:
+        data.write(os.urandom(pages * PAGE))
+        data.flush()
+        os.fsync(data.fileno())  # clean pages, so DONTNEED evicts them
+        os.posix_fadvise(data.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return path
+
+
+@contextlib.contextmanager
+def reading_child(path: Path, first: int = -1, last: int = -1) -> Iterator[subprocess.Popen]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", WORKLOAD, str(path), str(first), str(last)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        yield child
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        child.wait(timeout=10)
+
+
+def _step(child: subprocess.Popen, expected: str) -> None:
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    assert child.stdout.readline().strip() == expected
+
+
+def _file_row(snapshot: PagecacheSnapshot, path: Path):
+    inode = path.stat().st_ino
+    return next(row for row in snapshot.files if row.inode == inode)
+
+
+@pytest.mark.requires_bpf
+def test_reading_an_evicted_file_adds_its_pages_and_evicting_removes_them(tmp_path: Path):
+    pages = 6000  # 23.4 MiB: enough for large folios and several readahead windows
+    path = _evicted_file(tmp_path / "evicted.bin", pages)
+    with reading_child(path) as child, TraceSession(PagecacheProbe([child.pid])) as session:
+        _step(child, "read")
+        read = session.snapshot()
+        _step(child, "evicted")
+        evicted = session.snapshot()
+
+    file = _file_row(read, path)
+    print(
+        f"read: added {file.added_pages} pages in {file.added_folios} folios; readahead sync "
+        f"{file.sync_readahead_requests} async {file.async_readahead_requests} windows "
+        f"{file.readahead_windows} of {file.readahead_window_pages} pages"
+    )
+    assert _within(file.added_pages, pages) and file.added_folios < file.added_pages  # large folios
+    assert file.sync_readahead_requests >= 1 and file.async_readahead_requests >= 1
+    assert file.readahead_windows >= 2 and file.readahead_window_pages >= file.added_pages
+    (process,) = (row for row in read.processes if row.pid == child.pid)
+    assert _within(process.added_pages, pages)
+
+    file = _file_row(evicted, path)
+    print(f"evicted: removed {file.deleted_pages} pages in {file.deleted_folios} folios")
+    assert _within(file.deleted_pages, pages) and file.added_pages == 0
+    (process,) = (row for row in evicted.processes if row.pid == child.pid)
+    assert process.deleted_pages == file.deleted_pages  # the child's fadvise removed them
+    assert evicted.deleted_pages_all_files >= evicted.deleted_pages >= file.deleted_pages
+
+
+@pytest.mark.requires_bpf
+def test_store_segments_get_page_ranges_of_the_pages_read(tmp_path: Path):
+    root = _store(tmp_path / "store", commitlog_pages=4096)
+    segment = root / "commitlog" / f"{0:020d}"
+    _evicted_file(segment, 4096)  # real data, so the pages are read from disk, then evicted
+    first, last = 1000, 2999
+    with reading_child(segment, first, last) as child, TraceSession(PagecacheProbe(store=root)) as session:
+        _step(child, "read")
+        snapshot = session.snapshot()
+    (commitlog,) = snapshot.files
+    print(f"store: added {commitlog.added_pages} pages, {len(commitlog.page_ranges)} ranges")
+    assert commitlog.name == "commitlog/00000000000000000000" and commitlog.chunk_pages == 64
+    assert _within(commitlog.added_pages, last - first + 1)
+    assert sum(r.added_pages for r in commitlog.page_ranges) == commitlog.added_pages
+    assert {r.first_page // 64 for r in commitlog.page_ranges} == set(range(first // 64, last // 64 + 1))
+
+
+@pytest.mark.requires_bpf
+def test_doctors_load_test_loads_the_probe():
+    results = {result.probe: result for result in test_load_all_probes()}
+    assert results["pagecache"].loaded, results["pagecache"].error
+    assert not set(results["pagecache"].skipped_tracepoints) & READAHEAD_TRACEPOINTS  # Linux 6.18 has them
+
+
+# --- the command -------------------------------------------------------------------------------------------
+
+_CLI_REPORTING_BCC = (
+    "import sys; from mqinspect.cli.app import app; "
+    "status = app(sys.argv[1:], standalone_mode=False); "
+    "print('bcc imported' if 'bcc' in sys.modules else 'bcc not imported', file=sys.stderr); "
+    "sys.exit(status)"
+)
+
+
+def _as_nobody(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+@pytest.mark.requires_root
+def test_print_bpf_works_as_nobody_and_loads_nothing():
+    done = _as_nobody("trace", "pagecache", "--pid", "1", "--print-bpf")
+    assert done.returncode == 0, done.stderr
+    assert "int mqi_pc_added(" in done.stdout and "//   -DFILTER_TGIDS=1" in done.stdout
+    assert "// map mqi_tgids is filled with: 1" in done.stdout
+    assert "bcc not imported" in done.stderr  # nothing was compiled or loaded
+
+
+@pytest.mark.requires_root
+def test_tracing_as_nobody_is_exit_3_with_the_fix():
+    done = _as_nobody("trace", "pagecache", "--count", "1")
+    assert done.returncode == 3
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
+    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
+
+
+@pytest.mark.requires_bpf
+def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Path):
+    path = _evicted_file(tmp_path / "read.bin", 2048)
+    with reading_child(path) as child:
+        session = subprocess.Popen(
+            [*TRACE, "pagecache", "--pid", str(child.pid), "--interval", "0.2", "--format", "jsonl"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        first = json.loads(session.stdout.readline())  # the first interval has ended: the probe is attached
+        held = programs_held_by(session.pid)
+        loaded_names = {number: name for number, name in loaded_programs().items() if number in held}
+        _step(child, "read")
+        time.sleep(0.3)
+        session.send_signal(signal.SIGTERM)
+        rest, errors = session.communicate(timeout=30)
+    assert session.returncode == 0, errors
+    lines = [first, *map(json.loads, rest.splitlines())]
+    summary = lines[-1]
+    assert [line["kind"] for line in lines] == ["interval"] * (len(lines) - 1) + ["summary"]
+    assert summary["added_pages"] == sum(line["added_pages"] for line in lines[:-1])
+    assert _within(summary["added_pages"], 2048)
+    for key in ("interval_s", "added_pages", "deleted_pages", "readahead_window_pages", "processes", "files"):
+        assert key in first
+    assert errors.startswith(f"Tracing page-cache additions and readahead of pid {child.pid}")
+    assert "mqi_pc_added" in {loaded_names[program] for program in held}
+    assert all(name.startswith(FUNCTION_PREFIX) for name in loaded_names.values())
+    assert not held & set(loaded_programs())

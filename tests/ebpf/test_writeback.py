@@ -1,0 +1,441 @@
+"""The writeback probe. Without root: the program against the tracepoint registry, one interval assembled from
+canned maps (per-CPU dirty state and throttling merged, device names, inodes without a device), the summary.
+With BPF: a child writes a fresh file and fsyncs it while the probe traces it, and dirtied and written pages
+are held against the file's size and the kernel's counters; a writer over lowered dirty limits is throttled;
+the CLI (--print-bpf and exit 3 as nobody, SIGTERM) and doctor's load test."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import mmap
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from probes.ebpf.inodes import FileId
+from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
+from probes.ebpf.session import TraceSession
+from probes.ebpf.tracepoints import PROBES
+from probes.ebpf.writeback import (
+    PROGRAM,
+    DirtyState,
+    ThrottledProcess,
+    WritebackProbe,
+    WritebackSnapshot,
+    combine_snapshots,
+)
+
+PAGE = mmap.PAGESIZE
+MIB = 1 << 20
+REPO = Path(__file__).resolve().parents[2]
+TRACE = [sys.executable, "-m", "mqinspect", "trace"]
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
+VM = Path("/proc/sys/vm")
+
+
+def _within(measured: int, reference: int, fraction: float = 0.02) -> bool:
+    return abs(measured - reference) <= max(1, fraction * reference)
+
+
+def loaded_programs() -> dict[int, str]:
+    """Every BPF program loaded on the machine: id -> name."""
+    listing = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True)
+    return {program["id"]: program.get("name", "") for program in json.loads(listing.stdout)}
+
+
+def programs_held_by(pid: int) -> set[int]:
+    """Ids of the BPF programs process `pid` holds a descriptor of. Other sessions (tests running at the
+    same time) load programs with the same names, so a session's own are told apart by id."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == "anon_inode:bpf-prog":
+                fdinfo = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                held |= {int(line.split()[1]) for line in fdinfo.splitlines() if line.startswith("prog_id:")}
+    return held
+
+
+# --- the program and the registry --------------------------------------------------------------------------
+
+
+def test_the_program_attaches_what_the_registry_lists_with_short_function_names():
+    (registered,) = (probe for probe in PROBES if probe.probe == "writeback")
+    assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(registered.required)
+    assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(registered.optional)
+    source = PROGRAM.source_path.read_text()
+    for attachment in PROGRAM.attachments:
+        assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
+        assert f"int {attachment.function}(" in source
+
+
+# --- one interval from canned maps -------------------------------------------------------------------------
+
+
+class CannedProgram:
+    def __init__(self, maps: dict[str, list]):
+        self.maps = maps
+        self.put_keys: list[tuple[str, tuple, tuple]] = []
+        self.deleted: list[tuple[str, tuple]] = []
+
+    def read(self, name):
+        return list(self.maps.get(name, []))
+
+    def drain(self, name):
+        return self.maps.pop(name, [])
+
+    def put(self, name, key, value=()):
+        self.put_keys.append((name, key, value))
+
+    def delete(self, name, key):
+        self.deleted.append((name, key))
+
+
+def _totals(**values) -> SimpleNamespace:
+    names = ("dirtied_folios", "dirtied_pages", "unsized_folios", "written_pages", "written_pages_all")
+    return SimpleNamespace(lost_records=0, **{name: values.get(name, 0) for name in names})
+
+
+def _file(dirtied=0, written=0, tgid=0) -> SimpleNamespace:
+    return SimpleNamespace(
+        dirtied_pages=dirtied, dirtied_folios=dirtied, unsized_folios=0, written_pages=written, last_tgid=tgid
+    )
+
+
+def _throttle(pauses, pause_ms, max_pause_ms, dirty) -> SimpleNamespace:
+    return SimpleNamespace(
+        checks=pauses + 1,
+        pauses=pauses,
+        pause_ms=pause_ms,
+        max_pause_ms=max_pause_ms,
+        dirty=dirty,
+        setpoint=1792,
+        limit=2048,
+        wb_dirty=dirty,
+        task_ratelimit=100,
+        dirty_ratelimit=200,
+        comm=b"writer\0",
+    )
+
+
+def _dirty_state(samples, last_ns, dirty, max_dirty) -> SimpleNamespace:
+    values = dict(nr_dirty=dirty, nr_writeback=1, background_thresh=1024, dirty_thresh=2048, dirty_limit=2048)
+    maxima = {f"max_{name}": value for name, value in values.items()}
+    return SimpleNamespace(
+        samples=samples, last_ns=last_ns, **values, **{**maxima, "max_nr_dirty": max_dirty}
+    )
+
+
+def _store(root: Path) -> Path:
+    (root / "commitlog").mkdir(parents=True)
+    (root / "commitlog" / f"{0:020d}").write_bytes(b"\0" * 16 * PAGE)
+    return root
+
+
+def test_an_interval_merges_cpus_and_places_files_without_a_device(tmp_path: Path):
+    root = _store(tmp_path / "store")
+    segment = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
+    probe = WritebackProbe(store=root, proc_root=tmp_path / "no-proc")
+    program = CannedProgram({})
+    probe.start(program)
+    assert ("mqi_inode_devs", (segment.inode,), (segment.kernel_dev,)) in program.put_keys
+
+    program.maps = {
+        "mqi_totals": [(0, _totals(dirtied_pages=100, written_pages=90, written_pages_all=300))],
+        "mqi_files": [  # the dirtying gave no device: the store's inode places it
+            (SimpleNamespace(ino=segment.inode, dev=0), _file(dirtied=100)),
+            (SimpleNamespace(ino=segment.inode, dev=segment.kernel_dev), _file(written=90)),
+        ],
+        "mqi_throttles": [
+            (SimpleNamespace(tgid=7, cpu=0), _throttle(3, 30, 20, dirty=2100)),
+            (SimpleNamespace(tgid=7, cpu=1), _throttle(2, 12, 8, dirty=1900)),
+        ],
+        "mqi_dirty_state": [
+            (SimpleNamespace(value=0), _dirty_state(5, last_ns=200, dirty=900, max_dirty=2500)),
+            (SimpleNamespace(value=1), _dirty_state(4, last_ns=300, dirty=700, max_dirty=1500)),
+        ],
+        "mqi_flushes": [
+            (
+                SimpleNamespace(bdi=b"254:0" + b"\0" * 27, reason=0),
+                SimpleNamespace(works=4, written_pages=80),
+            ),
+            (
+                SimpleNamespace(bdi=b"254:0" + b"\0" * 27, reason=42),
+                SimpleNamespace(works=1, written_pages=0),
+            ),
+        ],
+    }
+    snapshot = probe.collect(program, 1.0)
+    (commitlog,) = snapshot.files
+    assert commitlog.name == "commitlog/00000000000000000000" and commitlog.device == segment.device
+    assert (commitlog.dirtied_pages, commitlog.written_pages) == (100, 90)
+    assert (snapshot.written_pages, snapshot.written_pages_all_files) == (90, 300)
+    (throttled,) = snapshot.throttled
+    assert (throttled.pid, throttled.comm, throttled.pauses, throttled.pause_ms_total) == (7, "writer", 5, 42)
+    assert (throttled.pause_ms_max, throttled.dirty_pages_at_max_pause) == (20, 2100)  # the longest's state
+    state = snapshot.dirty_state
+    assert (state.samples, state.dirty_pages_last, state.dirty_pages_max) == (9, 700, 2500)
+    assert [(row.device, row.reason, row.written_pages) for row in snapshot.flusher] == [
+        ("254:0", "background", 80),
+        ("254:0", "reason 42", 0),
+    ]
+    assert snapshot.flusher_written_pages == 80
+    assert snapshot.vmstat_dirtied_pages is None  # no /proc to read: unknown, not 0
+
+
+def _interval(state: DirtyState | None, pause_ms_max: int) -> WritebackSnapshot:
+    throttled = ThrottledProcess(
+        7, "w", 3, 2, pause_ms_max + 4, pause_ms_max, pause_ms_max * 10, 1, 2, 3, 4, 5
+    )
+    return WritebackSnapshot(
+        "interval", 1.0, 0.0, (7,), None, 10, 1, 0, 8, 9, 5, 11, 12, None, state, (throttled,), (), (), (), 0
+    )
+
+
+def test_the_summary_keeps_the_last_dirty_state_and_the_max():
+    early = DirtyState(3, 100, 900, 0, 10, 1, 1, 2, 2, 2, 2)
+    late = DirtyState(2, 50, 600, 5, 5, 1, 1, 2, 2, 2, 2)
+    summary = combine_snapshots(None, _interval(early, pause_ms_max=40))
+    summary = combine_snapshots(summary, _interval(None, pause_ms_max=10))
+    summary = combine_snapshots(summary, _interval(late, pause_ms_max=90))
+    assert summary.kind == "summary" and summary.dirtied_pages == 30 and summary.vmstat_dirtied_pages == 33
+    assert summary.proc_dirtied_pages is None
+    state = summary.dirty_state
+    assert (state.samples, state.dirty_pages_last, state.dirty_pages_max, state.writeback_pages_max) == (
+        5,
+        50,
+        900,
+        10,
+    )
+    (throttled,) = summary.throttled
+    assert (throttled.pauses, throttled.pause_ms_total, throttled.pause_ms_max) == (6, 152, 90)
+    assert throttled.dirty_pages_at_max_pause == 900
+
+
+# --- with BPF ----------------------------------------------------------------------------------------------
+
+# Runs in the child: opens the file, says "ready", then on a line writes the given MiB in 1 MiB writes (and
+# fsyncs the file when asked), says "done", and waits for a line before it exits. "fresh" and "fsync" write
+# a new file; "rewrite" first fills and flushes REWRITTEN_MIB, then writes over them again and again: cached
+# pages are dirtied at memory speed, faster than any disk writes them back.
+REWRITTEN_MIB = 64
+WORKLOAD = rf"""
+import os, sys
+path, mib, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+chunk = os.urandom(1 << 20)
+fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+span = {REWRITTEN_MIB} if mode == "rewrite" else mib
+if mode == "rewrite":
+    for number in range(span):
+        os.pwrite(fd, chunk, number << 20)
+    os.fsync(fd)
+print("ready", flush=True)
+sys.stdin.readline()
+for number in range(mib):
+    os.pwrite(fd, chunk, (number % span) << 20)
+if mode == "fsync":
+    os.fsync(fd)
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+@contextlib.contextmanager
+def writing_child(path: Path, mib: int, mode: str) -> Iterator[subprocess.Popen]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", WORKLOAD, str(path), str(mib), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        yield child
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        child.wait(timeout=60)
+
+
+def _run(child: subprocess.Popen) -> None:
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    assert child.stdout.readline().strip() == "done"
+
+
+@pytest.mark.requires_bpf
+def test_a_fresh_files_pages_are_dirtied_then_written_by_fsync(tmp_path: Path):
+    path = tmp_path / "written.bin"
+    mib = 32
+    with writing_child(path, mib, "fsync") as child, TraceSession(WritebackProbe([child.pid])) as session:
+        _run(child)
+        snapshot = session.snapshot()
+    pages = mib * MIB // PAGE
+    (file,) = (row for row in snapshot.files if row.inode == path.stat().st_ino)
+    (process,) = snapshot.processes
+    print(
+        f"file: dirtied {file.dirtied_pages} pages in {file.dirtied_folios} folios, written "
+        f"{file.written_pages}; "
+        f"process dirtied {process.dirtied_pages}, /proc/PID/io {process.proc_dirtied_pages}; "
+        f"vmstat dirtied {snapshot.vmstat_dirtied_pages} written {snapshot.vmstat_written_pages}"
+    )
+    assert _within(file.dirtied_pages, pages) and file.unsized_folios == 0
+    assert file.dirtied_folios < file.dirtied_pages  # large folios, counted whole
+    assert _within(file.written_pages, pages)
+    assert _within(process.dirtied_pages, process.proc_dirtied_pages)  # the kernel's own count
+    assert snapshot.vmstat_written_pages >= file.written_pages * 0.98
+
+
+DIRTY_SETTINGS = ("dirty_bytes", "dirty_ratio", "dirty_background_bytes", "dirty_background_ratio")
+# Shared by every test run on the machine: runs at the same time take turns (the lock), and a run that died
+# with the limits lowered left the settings it found (the saved file), which the next run puts back first.
+DIRTY_LIMITS_LOCK = Path("/run/lock/mqinspect-test-dirty-limits.lock")
+DIRTY_LIMITS_SAVED = Path("/run/lock/mqinspect-test-dirty-limits.json")
+
+
+def _dirty_settings() -> dict[str, str]:
+    return {name: (VM / name).read_text().strip() for name in DIRTY_SETTINGS}
+
+
+def _restore_dirty_settings(settings: dict[str, str]) -> None:
+    """Writing one of a *_bytes / *_ratio pair zeroes the other: write whichever of the two was in force."""
+    for by_bytes, by_ratio in (
+        ("dirty_bytes", "dirty_ratio"),
+        ("dirty_background_bytes", "dirty_background_ratio"),
+    ):
+        in_force = by_bytes if settings[by_bytes] != "0" else by_ratio
+        (VM / in_force).write_text(settings[in_force])
+
+
+@pytest.fixture
+def low_dirty_limits() -> Iterator[None]:
+    """vm.dirty_bytes 8 MiB and dirty_background_bytes 4 MiB for the test, then the settings found before."""
+    with DIRTY_LIMITS_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if DIRTY_LIMITS_SAVED.exists():
+            _restore_dirty_settings(json.loads(DIRTY_LIMITS_SAVED.read_text()))
+        original = _dirty_settings()
+        DIRTY_LIMITS_SAVED.write_text(json.dumps(original))
+        try:
+            (VM / "dirty_bytes").write_text(str(8 * MIB))
+            (VM / "dirty_background_bytes").write_text(str(4 * MIB))
+            yield
+        finally:
+            _restore_dirty_settings(original)
+            DIRTY_LIMITS_SAVED.unlink()
+        assert _dirty_settings() == original
+
+
+@pytest.mark.requires_bpf
+def test_a_writer_over_the_dirty_limit_is_throttled(tmp_path: Path, low_dirty_limits):
+    path = tmp_path / "throttled.bin"
+    with writing_child(path, 256, "rewrite") as child, TraceSession(WritebackProbe([child.pid])) as session:
+        _run(child)
+        snapshot = session.snapshot()
+    (throttled,) = snapshot.throttled
+    state = snapshot.dirty_state
+    (file,) = (row for row in snapshot.files if row.inode == path.stat().st_ino)
+    print(
+        f"throttled: {throttled.pauses} pauses, {throttled.pause_ms_total} ms, longest "
+        f"{throttled.pause_ms_max} ms at {throttled.dirty_pages_at_max_pause} dirty / limit "
+        f"{throttled.limit_pages_at_max_pause}; dirty threshold {state.dirty_threshold_pages_max}, dirty max "
+        f"{state.dirty_pages_max}; file: {file.dirtied_folios} folios dirtied again, {file.written_pages} "
+        "pages written"
+    )
+    assert throttled.pid == child.pid and throttled.pauses > 0
+    assert throttled.pause_ms_total > 0 and throttled.pause_ms_max > 0
+    assert throttled.limit_pages_at_max_pause <= 8 * MIB // PAGE
+    assert state.dirty_threshold_pages_max <= 8 * MIB // PAGE
+    # The folios were cached before the session: each return from clean to dirty is counted, of unknown size
+    # (unless reclaim evicted a folio and the write created it again during the session).
+    assert file.dirtied_folios >= file.unsized_folios > REWRITTEN_MIB * MIB // PAGE // 512
+    assert file.written_pages > 8 * MIB // PAGE
+
+
+@pytest.mark.requires_bpf
+def test_doctors_load_test_loads_the_probe():
+    results = {result.probe: result for result in test_load_all_probes()}
+    assert results["writeback"].loaded, results["writeback"].error
+    assert results["writeback"].skipped_tracepoints == ()
+
+
+# --- the command -------------------------------------------------------------------------------------------
+
+_CLI_REPORTING_BCC = (
+    "import sys; from mqinspect.cli.app import app; "
+    "status = app(sys.argv[1:], standalone_mode=False); "
+    "print('bcc imported' if 'bcc' in sys.modules else 'bcc not imported', file=sys.stderr); "
+    "sys.exit(status)"
+)
+
+
+def _as_nobody(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+@pytest.mark.requires_root
+def test_print_bpf_works_as_nobody_and_loads_nothing():
+    done = _as_nobody("trace", "writeback", "--pid", "1", "--print-bpf")
+    assert done.returncode == 0, done.stderr
+    assert "int mqi_wb_throttle(" in done.stdout and "//   -DFILTER_TGIDS=1" in done.stdout
+    assert "//   -DHAVE_EXT4_WRITEPAGES=1" in done.stdout  # tracefs unreadable: assumed present
+    assert "bcc not imported" in done.stderr  # nothing was compiled or loaded
+
+
+@pytest.mark.requires_root
+def test_tracing_as_nobody_is_exit_3_with_the_fix():
+    done = _as_nobody("trace", "writeback", "--count", "1")
+    assert done.returncode == 3
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
+    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
+
+
+@pytest.mark.requires_bpf
+def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Path):
+    with writing_child(tmp_path / "w.bin", 8, "fsync") as child:
+        session = subprocess.Popen(
+            [*TRACE, "writeback", "--pid", str(child.pid), "--interval", "0.2", "--format", "jsonl"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        first = json.loads(session.stdout.readline())  # the first interval has ended: the probe is attached
+        held = programs_held_by(session.pid)
+        loaded_names = {number: name for number, name in loaded_programs().items() if number in held}
+        _run(child)
+        session.send_signal(signal.SIGTERM)
+        rest, errors = session.communicate(timeout=30)
+    assert session.returncode == 0, errors
+    lines = [first, *map(json.loads, rest.splitlines())]
+    summary = lines[-1]
+    assert [line["kind"] for line in lines] == ["interval"] * (len(lines) - 1) + ["summary"]
+    assert summary["dirtied_pages"] == sum(line["dirtied_pages"] for line in lines[:-1])
+    assert _within(summary["dirtied_pages"], 8 * MIB // PAGE)
+    for key in (
+        "interval_s",
+        "dirtied_pages",
+        "written_pages",
+        "dirty_state",
+        "throttled",
+        "files",
+        "flusher",
+    ):
+        assert key in first
+    assert errors.startswith(f"Tracing pages dirtied and writers throttled (pid {child.pid})")
+    assert "mqi_wb_dirtied" in {loaded_names[program] for program in held}
+    assert all(name.startswith(FUNCTION_PREFIX) for name in loaded_names.values())
+    assert not held & set(loaded_programs())
