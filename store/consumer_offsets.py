@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from json.decoder import scanstring
@@ -224,6 +225,11 @@ class ConsumerOffsets:
     loaded_from: Path | None = None
     fallback_reason: str | None = None
 
+    def __post_init__(self) -> None:
+        # Not a field: commits (pull server threads) and persists (the store's scheduler, a server's
+        # shutdown) take turns, so a save never sees the table change under it or races another save.
+        self._lock = threading.RLock()
+
     @property
     def used_backup(self) -> bool:
         return self.loaded_from is not None and self.loaded_from.name.endswith(BACKUP_SUFFIX)
@@ -238,7 +244,8 @@ class ConsumerOffsets:
 
     def set(self, topic: str, group: str, queue_id: int, offset: int) -> None:
         """`ConsumerOffsetManager.commitOffset` (without the periodic dataVersion bump)."""
-        self.offset_table.setdefault(self.key(topic, group), {})[queue_id] = offset
+        with self._lock:
+            self.offset_table.setdefault(self.key(topic, group), {})[queue_id] = offset
 
     def queues(self, topic: str, group: str) -> dict[int, int]:
         return dict(self.offset_table.get(self.key(topic, group), {}))
@@ -292,11 +299,12 @@ class ConsumerOffsets:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            os.replace(path, _backup_path(path))
+        with self._lock:
+            if path.exists():
+                os.replace(path, _backup_path(path))
+                _fsync_directory(path.parent)
+            _write_durably(path, self.to_text().encode("utf-8"))
             _fsync_directory(path.parent)
-        _write_durably(path, self.to_text().encode("utf-8"))
-        _fsync_directory(path.parent)
 
 
 def _offset_table(raw: Any) -> dict[str, dict[int, int]]:
