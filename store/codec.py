@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import mmap
+import operator
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
@@ -592,12 +594,7 @@ def prepare_record(
     tail = topic_field + _properties_field(message.properties, append_property_crc)
     born_address, born_port = _packed_host(message.born_host)
     store_address, store_port = _packed_host(message.store_host)
-    # CommitLog.asyncPutMessage sets the host bits from the address types, whatever the producer sent.
-    sysflag = message.sysflag & ~(BORNHOST_V6_FLAG | STOREHOSTADDRESS_V6_FLAG)
-    if len(born_address) == 16:
-        sysflag |= BORNHOST_V6_FLAG
-    if len(store_address) == 16:
-        sysflag |= STOREHOSTADDRESS_V6_FLAG
+    sysflag = _sysflag_with_host_bits(message.sysflag, born_address, store_address)
     header = _HEADERS[_layout(sysflag)]
     total = header.size + len(body) + len(tail)
     leading = (total, version.magic_code, masked_crc32(body), message.queue_id, message.flag)
@@ -677,16 +674,18 @@ def encode_into(
     max_body_size: int = DEFAULT_MAX_MESSAGE_BODY_SIZE,
 ) -> int:
     """Encode `message` straight into a writable buffer (an mmap, bytearray or memoryview) at `position` and
-    return the record's size (TOTALSIZE): `prepare_record` then `PreparedRecord.write_into`.
+    return the record's size (TOTALSIZE).
+
+    It goes through the batch encoder (`PackedBatch`, what the CommitLog writes batches of messages with a
+    shared header with), so the golden and round-trip tests of this function pin that encoder's bytes too;
+    `prepare_record` (single puts, mixed batches) has tests of its own.
 
     `queue_offset`, `physical_offset` and `store_timestamp_ms` are what doAppend fills in under the put lock
     (pass queue_offset 0 for TRANSACTION_PREPARED/ROLLBACK messages, which do not enter a ConsumeQueue).
-    Raises as `prepare_record` and `write_into` do; nothing is written when it raises.
+    Raises as `prepare_record` and `PreparedRecord.write_into` do; nothing is written when it raises.
     """
-    record = prepare_record(
-        message, version=version, append_property_crc=append_property_crc, max_body_size=max_body_size
-    )
-    return record.write_into(
+    batch = _pack_batch([message], _SHARED_FIELDS(message), version, append_property_crc, max_body_size)
+    return batch.write_into(
         buffer,
         position,
         queue_offset=queue_offset,
@@ -705,12 +704,10 @@ def encode_record(
     append_property_crc: bool = False,
     max_body_size: int = DEFAULT_MAX_MESSAGE_BODY_SIZE,
 ) -> bytes:
-    """The record `encode_into` would write, as bytes."""
-    record = prepare_record(
-        message, version=version, append_property_crc=append_property_crc, max_body_size=max_body_size
-    )
-    buffer = bytearray(record.total_size)
-    record.write_into(
+    """The record `encode_into` would write, as bytes (also through the batch encoder)."""
+    batch = _pack_batch([message], _SHARED_FIELDS(message), version, append_property_crc, max_body_size)
+    buffer = bytearray(batch.total_size)
+    batch.write_into(
         buffer,
         0,
         queue_offset=queue_offset,
@@ -718,6 +715,429 @@ def encode_record(
         store_timestamp_ms=store_timestamp_ms,
     )
     return bytes(buffer)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batches: every record of a batch written by one struct.pack_into
+# ----------------------------------------------------------------------------------------------------------
+#
+# Record by record, the encoder spends microseconds of interpreter time per message, mostly rebuilding values
+# that every message of a batch shares: a MessageExtBatch has one topic, queue, sysflag and pair of hosts.
+# The batch encoder packs those once and describes the whole batch as one struct format whose arguments are
+# per-record columns, so that what remains per message (zlib.crc32, the column fills, the pack) runs in C.
+# The arguments are args[0], the first record's TOTALSIZE + MAGICCODE, then per record, in byte order:
+#
+#   crc     BODYCRC                                                               i
+#   head    QUEUEID, FLAG                                                         8s
+#   queue   QUEUEOFFSET                                                           q   placed under the lock
+#   phys    PHYSICALOFFSET                                                        q   placed under the lock
+#   sysflag SYSFLAG                                                               4s
+#   born    BORNTIMESTAMP                                                         q
+#   middle  BORNHOST, STORETIMESTAMP, STOREHOST, RECONSUMETIMES, PreparedTransactionOffset, BODY length
+#                                                                                 Ms  placed under the lock
+#   body    BODY                                                                  Ls
+#   tail    TOPIC and PROPERTIES fields, then the next record's TOTALSIZE + MAGICCODE  Ts
+#
+# Gluing each record's leading constants to the previous record's tail saves one argument per record.
+
+# What the messages of a packed batch must share. Bodies, properties and born timestamps may differ.
+_SHARED_FIELDS = operator.attrgetter(
+    "topic",
+    "queue_id",
+    "flag",
+    "sysflag",
+    "born_host",
+    "store_host",
+    "reconsume_times",
+    "prepared_transaction_offset",
+)
+_BODY = operator.attrgetter("body")
+_PROPERTIES = operator.attrgetter("properties")
+_BORN_TIMESTAMP = operator.attrgetter("born_timestamp_ms")
+_STRUCT_BYTES_TYPES = frozenset({bytes, bytearray})  # what struct's "s" code accepts
+_MASK_CRC = (0x7FFFFFFF).__and__  # UtilAll.crc32's mask, as a bound method map() can call from C
+_COLUMNS = 9
+_CRC_COLUMN, _QUEUE_COLUMN, _PHYSICAL_COLUMN, _SYSFLAG_COLUMN = 1, 3, 4, 5
+_BORN_COLUMN, _MIDDLE_COLUMN, _BODY_COLUMN, _TAIL_COLUMN = 6, 7, 8, 9
+_QUEUE_ID_AND_FLAG = struct.Struct(">ii")
+_INT = struct.Struct(">i")
+_LONG = struct.Struct(">q")
+_RECONSUME_AND_PREPARED = struct.Struct(">iq")
+_HOST_FIELDS = {4: struct.Struct(">4si"), 16: struct.Struct(">16si")}
+
+
+def _record_format(middle_size: int, body_length: int | str, tail_length: int | str) -> str:
+    return f"i8sqq4sq{middle_size}s{body_length}s{tail_length}s"
+
+
+@functools.lru_cache(maxsize=64)
+def _uniform_batch_struct(count: int, middle_size: int, body_length: int, tail_length: int) -> struct.Struct:
+    """The struct of `count` records of one size. Cached: a producer sends the same shape over and over, and
+    compiling the format of a 256-record batch costs about as much as packing it."""
+    glued = _record_format(middle_size, body_length, tail_length + _SIZE_AND_MAGIC.size)
+    return struct.Struct(">8s" + glued * (count - 1) + _record_format(middle_size, body_length, tail_length))
+
+
+@functools.lru_cache(maxsize=64)
+def _longs(count: int) -> struct.Struct:
+    return struct.Struct(f">{count}q")
+
+
+class PackedBatch:
+    """Records of one topic and queue encoded as far as they go before the put lock; `write_into` places
+    and writes them all with one `struct.pack_into`, as doAppend does for a MessageExtBatch.
+
+    Build it with `prepare_batch`. `write_into` fills the placement columns of its argument list, so one
+    batch must not be written by two threads at once (the put lock serialises writers anyway)."""
+
+    __slots__ = (
+        "_args",
+        "_born_host",
+        "_middle_suffixes",
+        "_record_sizes",
+        "_record_starts",
+        "_struct",
+        "_uniform_middle_suffix",
+        "count",
+        "total_size",
+    )
+
+    def __init__(
+        self,
+        batch_struct: struct.Struct,
+        args: list,
+        record_starts: range | list[int],
+        record_sizes: list[int] | None,
+        born_host: bytes,
+        middle_suffixes: bytes | list[bytes],
+    ):
+        self.count = len(record_starts)
+        self.total_size = batch_struct.size
+        self._struct = batch_struct
+        self._args = args
+        self._record_starts = record_starts
+        self._record_sizes = record_sizes  # only kept when each record's __CRC32# tail must be filled in
+        self._born_host = born_host
+        if isinstance(middle_suffixes, bytes):
+            self._uniform_middle_suffix, self._middle_suffixes = middle_suffixes, None
+        else:
+            self._uniform_middle_suffix, self._middle_suffixes = None, middle_suffixes
+
+    def write_into(
+        self,
+        buffer: WritableBuffer,
+        position: int,
+        *,
+        queue_offset: int | None,
+        physical_offset: int,
+        store_timestamp_ms: int,
+    ) -> int:
+        """Write every record at `position` of a writable buffer; return the bytes written.
+
+        The first record gets `queue_offset` (the rest follow it; None writes 0 into every record, as for
+        TRANSACTION_PREPARED/ROLLBACK messages) and `physical_offset` (the rest follow their predecessors).
+        Raises ValueError, having written nothing, if the batch does not fit or an offset or the timestamp
+        does not fit a Java long."""
+        total = self.total_size
+        _check_fits(buffer, position, total, "batch" if self.count > 1 else "record")
+        count = self.count
+        starts = self._record_starts
+        _check_batch_placement(queue_offset, count, physical_offset, starts[-1], store_timestamp_ms)
+        args = self._args
+        args[_QUEUE_COLUMN::_COLUMNS] = (
+            [0] * count if queue_offset is None else range(queue_offset, queue_offset + count)
+        )
+        args[_PHYSICAL_COLUMN::_COLUMNS] = _shifted(starts, physical_offset)
+        middle_prefix = self._born_host + _LONG.pack(store_timestamp_ms)
+        if self._middle_suffixes is None:
+            args[_MIDDLE_COLUMN::_COLUMNS] = [middle_prefix + self._uniform_middle_suffix] * count
+        else:
+            args[_MIDDLE_COLUMN::_COLUMNS] = map(middle_prefix.__add__, self._middle_suffixes)
+        self._struct.pack_into(buffer, position, *args)
+        if self._record_sizes is not None:
+            for start, size in zip(starts, self._record_sizes, strict=True):
+                _fill_property_crc(buffer, position + start, size)
+        return total
+
+
+class RecordByRecordBatch(NamedTuple):
+    """A batch whose messages do not share their topic-independent header fields (hosts, sysflag, flag,
+    ...), written one `PreparedRecord` after the other. Same interface as PackedBatch."""
+
+    records: list[PreparedRecord]
+    total_size: int
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+    def write_into(
+        self,
+        buffer: WritableBuffer,
+        position: int,
+        *,
+        queue_offset: int | None,
+        physical_offset: int,
+        store_timestamp_ms: int,
+    ) -> int:
+        """As `PackedBatch.write_into`."""
+        if len(self.records) == 1:  # the record checks its own fit and placement before writing anything
+            return self.records[0].write_into(
+                buffer,
+                position,
+                queue_offset=0 if queue_offset is None else queue_offset,
+                physical_offset=physical_offset,
+                store_timestamp_ms=store_timestamp_ms,
+            )
+        _check_fits(buffer, position, self.total_size, "batch" if self.count > 1 else "record")
+        last_start = self.total_size - self.records[-1].total_size
+        _check_batch_placement(queue_offset, self.count, physical_offset, last_start, store_timestamp_ms)
+        offset = 0
+        for number, record in enumerate(self.records):
+            offset += record.write_into(
+                buffer,
+                position + offset,
+                queue_offset=0 if queue_offset is None else queue_offset + number,
+                physical_offset=physical_offset + offset,
+                store_timestamp_ms=store_timestamp_ms,
+            )
+        return offset
+
+
+PreparedBatch = PackedBatch | RecordByRecordBatch
+
+
+def _check_fits(buffer: WritableBuffer, position: int, size: int, what: str) -> None:
+    if position < 0 or position + size > len(buffer):
+        raise ValueError(
+            f"{what} of {size} bytes does not fit at position {position} of a {len(buffer)}-byte buffer"
+        )
+
+
+def _check_batch_placement(
+    queue_offset: int | None, count: int, physical_offset: int, last_start: int, store_timestamp_ms: int
+) -> None:
+    """Offsets grow through a batch, so the first and the last record bound every placement."""
+    first_queue_offset = 0 if queue_offset is None else queue_offset
+    _check_placement(first_queue_offset, physical_offset, store_timestamp_ms)
+    if count > 1:
+        _check_placement(first_queue_offset + count - 1, physical_offset + last_start, store_timestamp_ms)
+
+
+def _shifted(starts: range | list[int], offset: int) -> range | map:
+    if isinstance(starts, range):
+        return range(starts.start + offset, starts.stop + offset, starts.step)
+    return map(offset.__add__, starts)
+
+
+def prepare_batch(
+    messages: Sequence[Message],
+    *,
+    version: MessageVersion | None = None,
+    append_property_crc: bool = False,
+    max_body_size: int = DEFAULT_MAX_MESSAGE_BODY_SIZE,
+) -> PreparedBatch:
+    """Encode a batch for one topic and queue (a MessageExtBatch) as far as it goes before the put lock.
+
+    Messages that share topic, queue, flag, sysflag, hosts, reconsume times and prepared transaction offset
+    (bodies, properties and born timestamps may differ) become one PackedBatch; others are prepared record
+    by record. Either way the records are byte for byte what `prepare_record` + `write_into` produce.
+    Raises ValueError for an empty batch or one that mixes topics or queues, and otherwise as
+    `prepare_record` does for the first message it would reject.
+    """
+    count = len(messages)
+    if count == 1:  # prepare_record has fewer steps than the batch machinery when there is nothing to share
+        record = prepare_record(
+            messages[0], version=version, append_property_crc=append_property_crc, max_body_size=max_body_size
+        )
+        return RecordByRecordBatch([record], record.total_size)
+    if not count:
+        raise ValueError("a batch needs at least one message")
+    shared = list(map(_SHARED_FIELDS, messages))
+    if shared.count(shared[0]) != count:
+        _require_one_queue(messages)
+        records = [
+            prepare_record(
+                message, version=version, append_property_crc=append_property_crc, max_body_size=max_body_size
+            )
+            for message in messages
+        ]
+        return RecordByRecordBatch(records, sum(record.total_size for record in records))
+    return _pack_batch(messages, shared[0], version, append_property_crc, max_body_size)
+
+
+def _require_one_queue(messages: Sequence[Message]) -> None:
+    first = messages[0]
+    for message in messages[1:]:
+        if (message.topic, message.queue_id) != (first.topic, first.queue_id):
+            raise ValueError("every message of a batch must go to the same topic and queue")
+
+
+def _pack_batch(
+    messages: Sequence[Message],
+    shared: tuple,
+    version: MessageVersion | None,
+    append_property_crc: bool,
+    max_body_size: int,
+) -> PackedBatch:
+    count = len(messages)
+    topic, queue_id, flag, sysflag, born_host, store_host, reconsume_times, prepared_offset = shared
+    bodies = _struct_ready_bodies(list(map(_BODY, messages)))
+    body_lengths = list(map(len, bodies))
+    _check_body_lengths(body_lengths, max_body_size)
+    version, topic_field = _topic_field(topic, version)
+    tails = _tails(topic_field, list(map(_PROPERTIES, messages)), append_property_crc)
+    born_address, born_port = _packed_host(born_host)
+    store_address, store_port = _packed_host(store_host)
+    sysflag = _sysflag_with_host_bits(sysflag, born_address, store_address)
+    try:
+        head = _QUEUE_ID_AND_FLAG.pack(queue_id, flag)
+        sysflag_field = _INT.pack(sysflag)
+        born_field = _HOST_FIELDS[len(born_address)].pack(born_address, born_port)
+        store_field = _HOST_FIELDS[len(store_address)].pack(
+            store_address, store_port
+        ) + _RECONSUME_AND_PREPARED.pack(reconsume_times, prepared_offset)
+    except struct.error as error:
+        _raise_out_of_range(_message_numbers(messages[0]))
+        raise ValueError(f"a header field does not fit its Java type: {error}") from error
+    born_timestamps = list(map(_BORN_TIMESTAMP, messages))
+    _check_born_timestamps(born_timestamps)
+    header_size = _HEADERS[_layout(sysflag)].size
+    middle_size = len(born_field) + _LONG.size + len(store_field) + _INT.size
+    magic = version.magic_code
+
+    args = [head] * (1 + _COLUMNS * count)
+    args[_CRC_COLUMN::_COLUMNS] = map(_MASK_CRC, map(zlib.crc32, bodies))
+    args[_SYSFLAG_COLUMN::_COLUMNS] = [sysflag_field] * count
+    args[_BORN_COLUMN::_COLUMNS] = born_timestamps
+    args[_BODY_COLUMN::_COLUMNS] = bodies
+    uniform_tail = isinstance(tails, bytes)
+    if uniform_tail and body_lengths.count(body_lengths[0]) == count:
+        record_size = header_size + body_lengths[0] + len(tails)
+        lead = _SIZE_AND_MAGIC.pack(record_size, magic)
+        args[0] = lead
+        args[_TAIL_COLUMN::_COLUMNS] = [tails + lead] * count
+        args[-1] = tails
+        batch_struct = _uniform_batch_struct(count, middle_size, body_lengths[0], len(tails))
+        starts: range | list[int] = range(0, count * record_size, record_size)
+        record_sizes = [record_size] * count if append_property_crc else None
+        middle_suffixes: bytes | list[bytes] = store_field + _INT.pack(body_lengths[0])
+    else:
+        if uniform_tail:
+            tails = [tails] * count
+        record_sizes = list(map(header_size.__add__, map(operator.add, body_lengths, map(len, tails))))
+        leads = list(map(_SIZE_AND_MAGIC.pack, record_sizes, itertools.repeat(magic)))
+        args[0] = leads[0]
+        glued_tails = [*map(operator.add, tails, leads[1:]), tails[-1]]
+        args[_TAIL_COLUMN::_COLUMNS] = glued_tails
+        record_format = _record_format(middle_size, "%d", "%d").__mod__  # formatted in C, record by record
+        batch_struct = struct.Struct(
+            ">8s" + "".join(map(record_format, zip(body_lengths, map(len, glued_tails), strict=True)))
+        )
+        starts = list(itertools.accumulate(record_sizes[:-1], initial=0))
+        middle_suffixes = list(map(store_field.__add__, map(_INT.pack, body_lengths)))
+    return PackedBatch(
+        batch_struct,
+        args,
+        starts,
+        record_sizes if append_property_crc else None,
+        born_field,
+        middle_suffixes,
+    )
+
+
+def _struct_ready_bodies(bodies: list) -> list:
+    """Bodies as struct's "s" code takes them: bytes and bytearray as they are, other buffers copied."""
+    if _STRUCT_BYTES_TYPES.issuperset(map(type, bodies)):
+        return bodies
+    return [body if type(body) in _STRUCT_BYTES_TYPES else bytes(body) for body in bodies]
+
+
+def _check_body_lengths(body_lengths: list[int], max_body_size: int) -> None:
+    if max(body_lengths) > max_body_size:
+        length = next(length for length in body_lengths if length > max_body_size)
+        raise MessageTooLarge(f"message body of {length} bytes exceeds maxMessageSize ({max_body_size})")
+
+
+def _tails(
+    topic_field: bytes, properties: list[Mapping[str, str]], append_property_crc: bool
+) -> bytes | list:
+    """TOPIC + PROPERTIES fields: one bytes when every message has equal properties (the common batch),
+    else one per message."""
+    if properties.count(properties[0]) == len(properties):
+        return topic_field + _properties_field(properties[0], append_property_crc)
+    return list(map(topic_field.__add__, _properties_fields(properties, append_property_crc)))
+
+
+def _properties_fields(properties: list[Mapping[str, str]], append_property_crc: bool) -> list[bytes]:
+    """`_properties_field` of every message, with the checks and the encoding done once for the batch.
+
+    The checks of `properties_to_string` hold for the concatenation exactly when they hold for each message
+    (each contributes at least one separator per entry, and an empty name after a message boundary shows
+    up as \x02\x01), so one pass over the joined text does. Anything unusual (a stale __CRC32#, a name or
+    value that is not a str, a rejected message) goes through `_properties_field` message by message, which
+    also raises the error that names the message."""
+
+    def one_by_one() -> list[bytes]:
+        return [_properties_field(each, append_property_crc) for each in properties]
+
+    if any(map(operator.contains, properties, itertools.repeat(PROPERTY_CRC32))):
+        return one_by_one()
+    try:
+        texts = list(map(_properties_text, properties))
+    except TypeError:
+        return one_by_one()
+    if not _well_formed_properties("".join(texts), sum(map(len, properties))):
+        return one_by_one()
+    data = list(map(str.encode, texts))
+    reserved = CRC32_RESERVED_LEN if append_property_crc else 0
+    lengths = list(map(reserved.__add__, map(len, data)))
+    if max(lengths) > MAX_PROPERTIES_SIZE:
+        return one_by_one()
+    if reserved:
+        data = list(map(operator.add, data, itertools.repeat(bytes(reserved))))
+    return list(map(operator.add, map(_PROPERTIES_LENGTH.pack, lengths), data))
+
+
+_JOIN_NAME_AND_VALUE = NAME_VALUE_SEPARATOR.join
+
+
+def _properties_text(properties: Mapping[str, str]) -> str:
+    """`properties_to_string` without its checks; TypeError for a name or value that is not a str."""
+    if not properties:
+        return ""
+    return PROPERTY_SEPARATOR.join(map(_JOIN_NAME_AND_VALUE, properties.items())) + PROPERTY_SEPARATOR
+
+
+def _well_formed_properties(text: str, count: int) -> bool:
+    """The checks of `properties_to_string` on the text of `count` entries."""
+    return not (
+        text.count(NAME_VALUE_SEPARATOR) != count
+        or text.count(PROPERTY_SEPARATOR) != count
+        or text[:1] == NAME_VALUE_SEPARATOR
+        or "\x02\x01" in text
+        or "\x01\x02" in text
+    )
+
+
+def _sysflag_with_host_bits(sysflag: int, born_address: bytes, store_address: bytes) -> int:
+    """CommitLog.asyncPutMessage sets the host bits from the address types, whatever the producer sent."""
+    sysflag &= ~(BORNHOST_V6_FLAG | STOREHOSTADDRESS_V6_FLAG)
+    if len(born_address) == 16:
+        sysflag |= BORNHOST_V6_FLAG
+    if len(store_address) == 16:
+        sysflag |= STOREHOSTADDRESS_V6_FLAG
+    return sysflag
+
+
+def _check_born_timestamps(born_timestamps: list) -> None:
+    """A dry run with the struct code the batch packs them with, so pack_into cannot fail halfway."""
+    try:
+        _longs(len(born_timestamps)).pack(*born_timestamps)
+    except struct.error as error:
+        for value in born_timestamps:
+            _raise_out_of_range({"born_timestamp_ms": value})
+        raise ValueError(f"a born timestamp does not fit a Java long: {error}") from error
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """CommitLog: the append-only log of every message, in RocketMQ's design (`CommitLog.java`).
 
-A put encodes the record outside the lock (`prepare_record`), then, under the put lock, assigns the queue
+A put encodes the records outside the lock (`prepare_batch`), then, under the put lock, assigns the queue
 offset and the physical offset, writes the record straight into the mapped segment, and rolls to a new
 segment with a BLANK record when it does not fit. Durability is the flush services' job:
 - ASYNC (FlushRealTimeService): every 500 ms msync at least 4 dirty pages, everything every 10 s;
@@ -147,44 +147,36 @@ class CommitLog:
 
         All of it lands in one segment, so a batch that does not fit the current one rolls it with a BLANK
         record first."""
-        if not messages:
-            raise ValueError("a batch needs at least one message")
-        _require_one_queue(messages)
-        prepared = [
-            codec.prepare_record(m, max_body_size=self.config.max_message_body_size) for m in messages
-        ]
-        total = sum(record.total_size for record in prepared)
-        if total + codec.END_FILE_MIN_BLANK_LENGTH > self.config.mapped_file_size_commitlog:
+        batch = codec.prepare_batch(messages, max_body_size=self.config.max_message_body_size)
+        if batch.total_size + codec.END_FILE_MIN_BLANK_LENGTH > self.config.mapped_file_size_commitlog:
             raise BatchTooLarge(
-                f"a batch of {total} bytes cannot fit a {self.config.mapped_file_size_commitlog}-byte segment"
+                f"a batch of {batch.total_size} bytes cannot fit a "
+                f"{self.config.mapped_file_size_commitlog}-byte segment"
             )
         with self._put_lock:
-            result = self._append_locked(messages[0], prepared, total)
+            result = self._append_locked(messages[0], batch)
         return self._after_append(result)
 
-    def _append_locked(self, first: codec.Message, prepared: list, total: int) -> AppendResult:
+    def _append_locked(self, first: codec.Message, batch: codec.PreparedBatch) -> AppendResult:
         started = time.monotonic()
         self._begin_time_in_lock_ms = store_timestamp = self._clock_ms()
         try:
-            mapped_file = self._file_with_room(total)
+            mapped_file = self._file_with_room(batch.total_size)
             key = (first.topic, first.queue_id)
             counts_in_queue = not _is_transaction_prepared_or_rollback(first.sysflag)
-            queue_offset = self.queue_offsets.get(key, 0)
-            first_queue_offset = queue_offset if counts_in_queue else 0
-            physical_offset = self._write(
-                mapped_file, prepared, total, first_queue_offset, store_timestamp, counts_in_queue
-            )
-            if counts_in_queue:
-                self.queue_offsets[key] = queue_offset + len(prepared)
+            queue_offset = self.queue_offsets.get(key, 0) if counts_in_queue else None
+            physical_offset = self._write(mapped_file, batch, queue_offset, store_timestamp)
+            if queue_offset is not None:
+                self.queue_offsets[key] = queue_offset + batch.count
             self._last_store_timestamp_ms = store_timestamp
         finally:
             self._begin_time_in_lock_ms = 0
         return AppendResult(
             PutStatus.PUT_OK,
             physical_offset,
-            total,
-            queue_offset if counts_in_queue else 0,
-            len(prepared),
+            batch.total_size,
+            queue_offset or 0,
+            batch.count,
             store_timestamp,
             codec.offset_msg_id(first.store_host, physical_offset),
             (time.monotonic() - started) * 1000,
@@ -211,26 +203,19 @@ class CommitLog:
 
     @staticmethod
     def _write(
-        mapped_file: MappedFile,
-        prepared: list,
-        total: int,
-        queue_offset: int,
-        store_timestamp: int,
-        counts_in_queue: bool,
+        mapped_file: MappedFile, batch: codec.PreparedBatch, queue_offset: int | None, store_timestamp: int
     ) -> int:
-        reservation = mapped_file.reserve(total)
+        reservation = mapped_file.reserve(batch.total_size)
         physical_offset = mapped_file.file_from_offset + reservation.position
         with reservation as view:
-            position = 0
-            for number, record in enumerate(prepared):
-                position += record.write_into(
-                    view,
-                    position,
-                    queue_offset=queue_offset + number if counts_in_queue else 0,
-                    physical_offset=physical_offset + position,
-                    store_timestamp_ms=store_timestamp,
-                )
-        mapped_file.advance(total)
+            batch.write_into(
+                view,
+                0,
+                queue_offset=queue_offset,
+                physical_offset=physical_offset,
+                store_timestamp_ms=store_timestamp,
+            )
+        mapped_file.advance(batch.total_size)
         return physical_offset
 
     def _after_append(self, result: AppendResult) -> AppendResult:
@@ -277,13 +262,6 @@ class CommitLog:
         if self.checkpoint is not None and newest:
             self.checkpoint.physic_msg_timestamp = newest
         return flushed
-
-
-def _require_one_queue(messages: Sequence[codec.Message]) -> None:
-    first = messages[0]
-    for message in messages[1:]:
-        if (message.topic, message.queue_id) != (first.topic, first.queue_id):
-            raise ValueError("every message of a batch must go to the same topic and queue")
 
 
 def _replace_status(result: AppendResult, status: PutStatus) -> AppendResult:
@@ -389,7 +367,11 @@ class _GroupCommitService(_Service):
         self._wait(0.01)  # waitForRunning(10)
         with self._flushed:
             wanted = self._wanted
-        # As RocketMQ after #7523: retry while the data is still on its way from the pool buffer.
+        if self.commit_log.flushed_where < wanted:
+            # With a transient store pool the waiter's bytes may still be in the pool buffer. RocketMQ
+            # waits for the next timed commit (up to 200 ms per put, #7523); committing now serves the
+            # waiter at once, and the retries stay for commits racing with us.
+            self.commit_log.mapped_file_queue.commit(0)
         for _attempt in range(1000):
             if self.commit_log.flushed_where >= wanted:
                 break

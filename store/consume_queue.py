@@ -144,20 +144,32 @@ class ConsumeQueue:
 
     def entries(self, from_queue_offset: int, max_count: int) -> Iterator[tuple[int, int, int, int]]:
         """(queue offset, physical offset, size, tags code) from `from_queue_offset`, at most `max_count`."""
+        for queue_offset, block in self.entry_blocks(from_queue_offset, max_count):
+            with block:
+                # Unpack a slice: a caller that stops early leaves the iterator holding the slice, not
+                # `block`, so `block` can still be released.
+                for number, entry in enumerate(ENTRY.iter_unpack(block[:]), queue_offset):
+                    yield (number, *entry)
+
+    def entry_blocks(self, from_queue_offset: int, max_count: int) -> Iterator[tuple[int, memoryview]]:
+        """What `entries` yields, one block per file: (queue offset of the block's first entry, a read-only
+        view of its whole 20-byte entries), for readers that unpack a block in one call
+        (`ENTRY.iter_unpack`). The caller releases each view (`with view:`)."""
         queue_offset = max(from_queue_offset, self.min_offset_in_queue, self.first_offset_on_disk)
         while max_count > 0:
             start = queue_offset * CQ_STORE_UNIT_SIZE
             mapped_file = self.mapped_file_queue.find_by_offset(start)
             if mapped_file is None:
                 return
-            view = mapped_file.select(start - mapped_file.file_from_offset)
+            position = start - mapped_file.file_from_offset
+            count = min((mapped_file.read_position - position) // CQ_STORE_UNIT_SIZE, max_count)
+            if count <= 0:
+                return
+            view = mapped_file.select(position, count * CQ_STORE_UNIT_SIZE)
             if view is None:
                 return
-            with view:
-                count = min(len(view) // CQ_STORE_UNIT_SIZE, max_count)
-                for entry in ENTRY.iter_unpack(view[: count * CQ_STORE_UNIT_SIZE]):
-                    yield (queue_offset, *entry)
-                    queue_offset += 1
+            yield queue_offset, view
+            queue_offset += count
             max_count -= count
 
     def correct_min_offset(self, commitlog_min_offset: int) -> None:
