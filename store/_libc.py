@@ -27,8 +27,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 for _name in ("mlock", "munlock"):
     getattr(_libc, _name).argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     getattr(_libc, _name).restype = ctypes.c_int
-_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_libc.madvise.restype = ctypes.c_int
+for _name in ("madvise", "msync"):
+    getattr(_libc, _name).argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    getattr(_libc, _name).restype = ctypes.c_int
+MS_SYNC = 4
 
 
 class _PyBuffer(ctypes.Structure):
@@ -72,6 +74,12 @@ def mlock(address: int, length: int) -> None:
 def munlock(address: int, length: int) -> None:
     """Undo mlock for `length` bytes at `address`."""
     _check(_libc.munlock(address, length), f"munlock({length} bytes)")
+
+
+def msync(address: int, length: int, flags: int = MS_SYNC) -> None:
+    """msync(2) through ctypes, which releases the GIL for the call: CPython's mmap.flush() holds it, so a
+    flush thread stalled the writer thread for the whole write-back (measured: 1.0 vs 1.66 GB/s at 4 KiB)."""
+    _check(_libc.msync(address, length, flags), f"msync({length} bytes)")
 
 
 def madvise(address: int, length: int, advice: int) -> None:

@@ -652,7 +652,9 @@ def _reserve_blocks(fd: int, size: int, path: Path) -> None:
 def _msync(mapping: mmap.mmap, start: int, end: int) -> None:
     """msync(MS_SYNC) the pages covering [start, end); msync wants a page-aligned start."""
     aligned = start - start % mmap.PAGESIZE
-    mapping.flush(aligned, min(end, len(mapping)) - aligned)
+    length = min(end, len(mapping)) - aligned
+    if length > 0:
+        _libc.msync(_libc.mapping_address(mapping) + aligned, length)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
