@@ -202,7 +202,9 @@ def test_evict_without_sync_reports_the_dirty_pages_that_stayed(on_ext4: Path):
     assert result.exit_code == 0 and "--sync" in result.stderr
     file = only_file(json.loads(result.stdout))
     stayed = file["evict"]["pages_stayed_resident"]
-    assert 0 < stayed <= 100 and file["evict"]["pages_evicted"] == 200 - stayed
+    # DONTNEED starts write-back of the dirty pages before it drops pages, so on a fast disk some (or all)
+    # are clean in time and go too: only the dirty 100 may stay, and the counts must add up.
+    assert 0 <= stayed <= 100 and file["evict"]["pages_evicted"] == 200 - stayed
     assert file["cached_pages"] == stayed
 
 
