@@ -56,8 +56,14 @@ from probes.ebpf.inodes import (
     store_files,
     unnamed_file,
 )
-from probes.ebpf.loader import Attachment, IntSetMap, LoadedProgram, Parameters, ProgramSpec, checked_int
-from probes.ebpf.tracepoints import PROBES
+from probes.ebpf.loader import (
+    IntSetMap,
+    LoadedProgram,
+    Parameters,
+    ProgramSpec,
+    checked_int,
+    registered_program,
+)
 from probes.procfs import PROC_ROOT, ProcessGone, read_process_faults, read_vmstat
 from store.errors import StoreError
 
@@ -85,17 +91,7 @@ _FUNCTIONS = {
 
 
 def _program() -> ProgramSpec:
-    """The attachments, required or optional exactly as the tracepoint registry (doctor's) says."""
-    (registered,) = (probe for probe in PROBES if probe.probe == PROBE_NAME)
-    wanted = {*registered.required, *registered.optional}
-    if wanted != set(_FUNCTIONS):
-        raise AssertionError(
-            f"faults.bpf.c handles {sorted(_FUNCTIONS)}, the registry lists {sorted(wanted)}"
-        )
-    return ProgramSpec(
-        "faults.bpf.c",
-        tuple(Attachment(tp, _FUNCTIONS[tp], tp in registered.required) for tp in _FUNCTIONS),
-    )
+    return registered_program(PROBE_NAME, "faults.bpf.c", _FUNCTIONS)
 
 
 PROGRAM = _program()

@@ -27,7 +27,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +134,23 @@ class ProgramSpec:
 
     def source_text(self) -> str:
         return self.source_path.read_text()
+
+
+def registered_program(probe: str, source_name: str, functions: Mapping[str, str]) -> ProgramSpec:
+    """The attachments of `probe`, required or optional exactly as the tracepoint registry (doctor's) says;
+    `functions` maps each tracepoint to the BPF function that handles it, and must cover the registry."""
+    from probes.ebpf.tracepoints import PROBES
+
+    (registered,) = (entry for entry in PROBES if entry.probe == probe)
+    wanted = {*registered.required, *registered.optional}
+    if wanted != set(functions):
+        raise AssertionError(
+            f"{source_name} handles {sorted(functions)}, the registry lists {sorted(wanted)}"
+        )
+    return ProgramSpec(
+        source_name,
+        tuple(Attachment(tp, functions[tp], tp in registered.required) for tp in functions),
+    )
 
 
 def render_program(spec: ProgramSpec, parameters: Parameters, sets: Sequence[IntSetMap] = ()) -> str:

@@ -52,14 +52,13 @@ from probes.ebpf.inodes import (
 )
 from probes.ebpf.loader import (
     TRACEFS,
-    Attachment,
     IntSetMap,
     LoadedProgram,
     Parameters,
-    ProgramSpec,
     checked_int,
+    registered_program,
 )
-from probes.ebpf.tracepoints import PROBES, tracepoint_format_path
+from probes.ebpf.tracepoints import tracepoint_format_path
 from probes.procfs import PROC_ROOT, ProcessGone, read_process_faults
 from store.errors import StoreError
 
@@ -87,20 +86,6 @@ READAHEAD_TRACEPOINTS = frozenset(_HANDLER_DEFINES)
 
 
 # --- shared with writeback.py ------------------------------------------------------------------------------
-
-
-def registered_program(probe: str, source_name: str, functions: Mapping[str, str]) -> ProgramSpec:
-    """The attachments, required or optional exactly as the tracepoint registry (doctor's) says."""
-    (registered,) = (entry for entry in PROBES if entry.probe == probe)
-    wanted = {*registered.required, *registered.optional}
-    if wanted != set(functions):
-        raise AssertionError(
-            f"{source_name} handles {sorted(functions)}, the registry lists {sorted(wanted)}"
-        )
-    return ProgramSpec(
-        source_name,
-        tuple(Attachment(tp, functions[tp], tp in registered.required) for tp in functions),
-    )
 
 
 def handler_defines(defines: Mapping[str, str], tracefs: Path = TRACEFS) -> dict[str, int]:

@@ -69,8 +69,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.ebpf.inodes import FileId, FileLabel, store_files
-from probes.ebpf.loader import Attachment, IntSetMap, LoadedProgram, Parameters, ProgramSpec, checked_int
-from probes.ebpf.tracepoints import PROBES
+from probes.ebpf.loader import (
+    IntSetMap,
+    LoadedProgram,
+    Parameters,
+    ProgramSpec,
+    checked_int,
+    registered_program,
+)
 from probes.procfs import PROC_ROOT, ProcessGone, read_process_faults
 
 PROBE_NAME = "sendpath"
@@ -125,20 +131,11 @@ COPIES_PER_BYTE = {"read+write": 2, "mmap+write": 1, "sendfile": 0, "splice": 0}
 
 
 def _program() -> ProgramSpec:
-    """The attachments, required or optional exactly as the tracepoint registry (doctor's) says."""
-    (registered,) = (probe for probe in PROBES if probe.probe == PROBE_NAME)
+    """Every syscall's enter and exit handler, checked against the tracepoint registry."""
     functions = {f"syscalls:sys_enter_{name}": _ENTER_FUNCTIONS[name] for name in SYSCALLS}
     functions |= {f"syscalls:sys_exit_{name}": EXIT_FUNCTION for name in SYSCALLS}
     functions |= _OPTIONAL_FUNCTIONS
-    if {*registered.required, *registered.optional} != set(functions):
-        raise AssertionError(
-            f"sendpath.bpf.c handles {sorted(functions)}, the registry lists "
-            f"{sorted({*registered.required, *registered.optional})}"
-        )
-    return ProgramSpec(
-        "sendpath.bpf.c",
-        tuple(Attachment(tp, function, tp in registered.required) for tp, function in functions.items()),
-    )
+    return registered_program(PROBE_NAME, "sendpath.bpf.c", functions)
 
 
 PROGRAM = _program()

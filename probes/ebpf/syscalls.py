@@ -40,14 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probes.ebpf.inodes import AddressSpaces, FileId, FileLabel, store_files
-from probes.ebpf.loader import Attachment, IntSetMap, LoadedProgram, Parameters, ProgramSpec
+from probes.ebpf.loader import (
+    IntSetMap,
+    LoadedProgram,
+    Parameters,
+    ProgramSpec,
+    registered_program,
+)
 from probes.ebpf.sendpath import (
     CounterDifferences,
     FdNames,
     ProcessWatch,
     subject_of,
 )
-from probes.ebpf.tracepoints import PROBES
 from probes.procfs import PROC_ROOT
 
 PROBE_NAME = "syscalls"
@@ -106,19 +111,10 @@ MMAP_FLAGS_SHOWN = 0x03 | sum(MMAP_FLAGS)
 
 
 def _program() -> ProgramSpec:
-    """The attachments, required exactly as the tracepoint registry (doctor's) says."""
-    (registered,) = (probe for probe in PROBES if probe.probe == PROBE_NAME)
+    """Every syscall's enter and exit handler, checked against the tracepoint registry."""
     functions = {f"syscalls:sys_enter_{name}": _ENTER_FUNCTIONS[name] for name in SYSCALLS}
     functions |= {f"syscalls:sys_exit_{name}": EXIT_FUNCTION for name in SYSCALLS}
-    if {*registered.required, *registered.optional} != set(functions):
-        raise AssertionError(
-            f"syscalls.bpf.c handles {sorted(functions)}, the registry lists "
-            f"{sorted({*registered.required, *registered.optional})}"
-        )
-    return ProgramSpec(
-        "syscalls.bpf.c",
-        tuple(Attachment(tp, function, tp in registered.required) for tp, function in functions.items()),
-    )
+    return registered_program(PROBE_NAME, "syscalls.bpf.c", functions)
 
 
 PROGRAM = _program()

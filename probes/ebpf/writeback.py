@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.ebpf.inodes import PAGE_SIZE_BYTES, FileId, FileLabel, kernel_inode_keys, store_files
-from probes.ebpf.loader import IntSetMap, LoadedProgram, Parameters
+from probes.ebpf.loader import IntSetMap, LoadedProgram, Parameters, registered_program
 from probes.ebpf.pagecache import (
     CumulativeTotals,
     FileNames,
@@ -60,7 +60,6 @@ from probes.ebpf.pagecache import (
     current_store_files,
     handler_defines,
     merge_rows,
-    registered_program,
     scalar,
 )
 from probes.procfs import PROC_ROOT, ProcessGone, parse_proc_counters, read_process_io
