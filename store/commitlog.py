@@ -25,6 +25,7 @@ from store.config import FlushDiskType, StoreConfig, WarmupMode
 from store.errors import StoreError
 from store.mapped_file import MappedFile
 from store.mapped_file_queue import AllocateMappedFileService, MappedFileQueue
+from store.service_thread import ServiceThread
 from store.transient_pool import TransientStorePool
 
 
@@ -277,46 +278,12 @@ def _munlock_quietly(mapped_file: MappedFile) -> None:
 # ---- services ---------------------------------------------------------------------------------------------
 
 
-class _Service:
-    """A daemon thread that runs `run_once` until stopped; `wakeup` cuts a wait short."""
-
-    name = "service"
+class _Service(ServiceThread):
+    """A CommitLog service thread."""
 
     def __init__(self, commit_log: CommitLog):
+        super().__init__()
         self.commit_log = commit_log
-        self._stopped = threading.Event()
-        self._wakeup = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self.error: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wakeup(self) -> None:
-        self._wakeup.set()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._wakeup.set()
-        self._thread.join(timeout=10)
-
-    def _wait(self, seconds: float) -> None:
-        self._wakeup.wait(seconds)
-        self._wakeup.clear()
-
-    def _loop(self) -> None:
-        try:
-            while not self._stopped.is_set():
-                self.run_once()
-        except BaseException as error:  # surfaced to producers by the services that have them
-            self.error = error
-            self.on_failure(error)
-
-    def run_once(self) -> None:
-        raise NotImplementedError
-
-    def on_failure(self, error: BaseException) -> None:
-        pass
 
 
 class _FlushRealTimeService(_Service):

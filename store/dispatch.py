@@ -17,6 +17,7 @@ from store.commitlog import CommitLog
 from store.consume_queue import ConsumeQueueStore
 from store.errors import CorruptRecord, StoreError
 from store.index_file import IndexRequest, IndexService
+from store.service_thread import ServiceThread
 
 log = logging.getLogger(__name__)
 
@@ -115,30 +116,21 @@ class Dispatcher:
             return self._arrived.wait_for(arrived, timeout_s)
 
 
-class ReputMessageService:
+class ReputMessageService(ServiceThread):
     """The dispatcher's thread. The CommitLog wakes it after each put; it also polls every 100 ms."""
 
+    name = "ReputMessageService"
+    join_timeout_s = 60.0
+
     def __init__(self, dispatcher: Dispatcher):
+        super().__init__()
         self.dispatcher = dispatcher
-        self._wakeup = threading.Event()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ReputMessageService", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wakeup(self) -> None:
-        self._wakeup.set()
 
     def stop(self) -> None:
         """Finish dispatching what is readable, then stop (RocketMQ waits up to 50 s for the same)."""
-        self._stopped.set()
-        self._wakeup.set()
-        self._thread.join(timeout=60)
+        super().stop()
         self.dispatcher.dispatch_until()
 
-    def _run(self) -> None:
-        while not self._stopped.is_set():
-            self._wakeup.wait(0.1)
-            self._wakeup.clear()
-            self.dispatcher.dispatch_until()
+    def run_once(self) -> None:
+        self._wait(0.1)
+        self.dispatcher.dispatch_until()
