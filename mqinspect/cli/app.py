@@ -114,7 +114,7 @@ def root(
 
 
 def _register_commands() -> None:
-    from mqinspect.cli import cache, doctor, mem, store, store_write, trace
+    from mqinspect.cli import cache, demo, doctor, lab, mem, store, store_write, top, trace
 
     cache.register(app)
     doctor.register(app)
@@ -122,6 +122,9 @@ def _register_commands() -> None:
     store_write.register(store.store_app)
     store.register(app)
     trace.register(app)
+    lab.register(app)
+    top.register(app)
+    demo.register(app)
 
 
 _register_commands()

@@ -1,0 +1,1 @@
+"""`mqinspect demo`: a live store with a warming producer and consumers on several send paths."""
