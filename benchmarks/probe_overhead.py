@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 MQINSPECT = REPO / ".venv" / "bin" / "mqinspect"
 PROBES = ("faults", "pagecache", "writeback", "sendpath", "syscalls")
-TARGET_SLOWDOWN = {"append": 0.03, "faults": 0.10}
+TARGET_SLOWDOWN = {"append": 0.03, "append-cold": 0.10, "faults": 0.10}
 PAGE_SIZE = mmap.PAGESIZE
 MiB = 1 << 20
 
@@ -78,8 +78,9 @@ class Settings:
     workloads: tuple[str, ...]
 
     def child_parameters(self, workload: str) -> dict:
-        if workload == "append":
-            return {"dir": str(self.directory), "messages": self.append_messages}
+        if workload.startswith("append"):
+            warmup = "none" if workload == "append-cold" else "populate"
+            return {"dir": str(self.directory), "messages": self.append_messages, "warmup": warmup}
         return {
             "dir": str(self.directory),
             "pass_mib": self.fault_pass_mib,
@@ -103,7 +104,11 @@ def parse_args(argv: Sequence[str]) -> Settings:
         "anonymous shared memory (the fault exception alone)",
     )
     parser.add_argument("--per-probe", action="store_true", help="also run each probe alone once")
-    parser.add_argument("--workloads", default="append,faults", help="comma-separated: append, faults")
+    parser.add_argument(
+        "--workloads",
+        default="append,append-cold,faults",
+        help="comma-separated, of: append, append-cold, faults",
+    )
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="parent directory")
     args = parser.parse_args(argv)
     return Settings(
@@ -172,7 +177,7 @@ def append_store(parameters: dict) -> Iterator[tuple]:
     root = Path(tempfile.mkdtemp(prefix="probe-overhead-append-", dir=parameters["dir"]))
     config = StoreConfig(
         mapped_file_size_commitlog=APPEND_SEGMENT_BYTES,
-        warmup=WarmupMode.POPULATE,
+        warmup=WarmupMode(parameters["warmup"]),
         flush_disk_type=FlushDiskType.ASYNC,
     )
     born = time.time_ns() // 1_000_000
@@ -241,11 +246,13 @@ def fault_loop(state: tuple) -> int:
 
 CHILD_WORKLOADS: dict[str, Callable[[dict], tuple]] = {
     "append": lambda parameters: (append_store(parameters), append_loop),
+    "append-cold": lambda parameters: (append_store(parameters), append_loop),
     "faults": lambda parameters: (fault_mappings(parameters), fault_loop),
 }
-WORKLOAD_UNITS = {"append": "msgs/s", "faults": "pages/s"}
+WORKLOAD_UNITS = {"append": "msgs/s", "append-cold": "msgs/s", "faults": "pages/s"}
 WORKLOAD_TITLES = {
     "append": "append (MessageStore.put_messages x256, 1 KiB, ASYNC flush, POPULATE warm-up)",
+    "append-cold": "cold append (the same without warm-up: the producer faults in every new page)",
     "faults": "page-fault heavy (MAP_SHARED {backing}, 1 byte per 4 KiB page, a new mapping per pass)",
 }
 
@@ -412,6 +419,59 @@ def probes_attached(probes: Sequence[str], scratch: Path) -> Iterator[list[Trace
             session.wait_stopped()
 
 
+# ---- the programs' own run time ----------------------------------------------------------------------------
+
+BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@contextlib.contextmanager
+def bpf_run_statistics() -> Iterator[bool]:
+    """kernel.bpf_stats_enabled on while measuring: the kernel then times every program run (run_time_ns,
+    run_cnt in bpftool), the in-kernel cost per event without the noise of wall time. It adds two clock
+    reads per run to the probed side, and is a system setting: said on stderr, restored afterwards."""
+    try:
+        previous = BPF_STATS_SYSCTL.read_text().strip()
+        BPF_STATS_SYSCTL.write_text("1")
+    except OSError as error:
+        print(f"note: BPF run statistics unavailable ({error}); in-kernel costs not shown", file=sys.stderr)
+        yield False
+        return
+    restored = f"restored to {previous} afterwards"
+    print(f"note: kernel.bpf_stats_enabled set to 1 for the run, {restored}", file=sys.stderr)
+    try:
+        yield True
+    finally:
+        BPF_STATS_SYSCTL.write_text(previous)
+
+
+ProgramTimes = dict[int, tuple[str, int, int]]  # program id -> (name, run_cnt, run_time_ns)
+
+
+def mqi_program_times() -> ProgramTimes:
+    try:
+        listing = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, timeout=30)
+        programs = json.loads(listing.stdout or b"[]")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+    return {
+        program["id"]: (program["name"], program.get("run_cnt", 0), program.get("run_time_ns", 0))
+        for program in programs
+        if program.get("name", "").startswith("mqi_")
+    }
+
+
+def runs_between(before: ProgramTimes, after: ProgramTimes, ours: set[int]) -> dict[str, tuple[int, int]]:
+    """Runs and nanoseconds per program name of `ours` (the sessions' programs) between two readings."""
+    gained: dict[str, tuple[int, int]] = {}
+    for program_id in ours & before.keys() & after.keys():
+        name, runs, nanoseconds = after[program_id]
+        runs -= before[program_id][1]
+        nanoseconds -= before[program_id][2]
+        previous = gained.get(name, (0, 0))
+        gained[name] = (previous[0] + runs, previous[1] + nanoseconds)
+    return gained
+
+
 # ---- one measured run -------------------------------------------------------------------------------------
 
 
@@ -420,6 +480,7 @@ class Run:
     result: WorkloadResult
     events: dict[str, ProbeEvents] = field(default_factory=dict)  # probe -> events; empty without probes
     sessions_cpu_s: float = 0.0  # CPU the trace sessions used in user space and syscalls while it ran
+    program_runs: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (runs, ns) in the loop
 
 
 def measure_once(workload: str, settings: Settings, probes: Sequence[str], scratch: Path) -> Run:
@@ -427,11 +488,16 @@ def measure_once(workload: str, settings: Settings, probes: Sequence[str], scrat
     try:
         if not probes:
             return Run(child.run())
+        loaded_before = set(mqi_program_times())
         with probes_attached(probes, scratch) as sessions:
             cpu_before = sum(session.cpu_seconds() for session in sessions)
+            times_before = mqi_program_times()
             result = child.run()
+            times_after = mqi_program_times()
             sessions_cpu_s = sum(session.cpu_seconds() for session in sessions) - cpu_before
-        return Run(result, {session.probe: session.events(child.pid) for session in sessions}, sessions_cpu_s)
+        ours = set(times_before) - loaded_before  # loaded by these sessions (others may run their own)
+        events = {session.probe: session.events(child.pid) for session in sessions}
+        return Run(result, events, sessions_cpu_s, runs_between(times_before, times_after, ours))
     finally:
         child.finish()
 
@@ -533,6 +599,29 @@ def print_comparison(comparison: Comparison) -> None:
         f"  the five sessions' own CPU while the workload ran (user space + syscalls, not BPF): "
         f"{sessions_cpu_s:.2f} s = {100 * sessions_cpu_s / comparison.seconds_with:.0f}% of one CPU"
     )
+    print_program_times(probed)
+
+
+def print_program_times(runs: list[Run]) -> None:
+    """What the kernel measured of each program's runs over the timed loops (every process's events)."""
+    totals: dict[str, list[int]] = {}
+    for run in runs:
+        for name, (count, nanoseconds) in run.program_runs.items():
+            totals.setdefault(name, [0, 0])
+            totals[name][0] += count
+            totals[name][1] += nanoseconds
+    if not totals:
+        print("  in-kernel cost per program run: unavailable (kernel.bpf_stats_enabled could not be set)")
+        return
+    faults = sum(run.result.page_faults for run in runs)
+    busy_ns = sum(nanoseconds for _count, nanoseconds in totals.values())
+    per_fault = f"{busy_ns / faults:,.0f} ns of BPF per page fault of the workload" if faults else ""
+    print(f"  in-kernel cost, kernel.bpf_stats_enabled over the {len(runs)} probed loops: "
+          f"{busy_ns / 1e6:,.1f} ms of BPF in all; {per_fault}")  # fmt: skip
+    busiest = sorted(totals.items(), key=lambda item: -item[1][1])
+    for name, (count, nanoseconds) in busiest[:8]:
+        if count:
+            print(f"    {name:<18} {count:>11,} runs {nanoseconds / count:>7,.0f} ns/run")
 
 
 def overlap_note(comparison: Comparison) -> str:
@@ -668,7 +757,9 @@ def main(argv: Sequence[str]) -> int:
         print("not root: attaching BPF programs needs root (or CAP_BPF+CAP_PERFMON); nothing measured")
         return 0
     scratch = Path(tempfile.mkdtemp(prefix="probe-overhead-sessions-", dir=settings.directory))
+    statistics_on = contextlib.ExitStack()
     try:
+        statistics_on.enter_context(bpf_run_statistics())
         comparisons = []
         for workload in settings.workloads:
             print(f"\n  measuring {workload} ...", flush=True)
@@ -681,6 +772,7 @@ def main(argv: Sequence[str]) -> int:
     except (RuntimeError, OSError) as error:
         print(f"\nmeasurement failed: {error}")
     finally:
+        statistics_on.close()
         shutil.rmtree(scratch, ignore_errors=True)
         print_cleanup_check(programs_before)
     elapsed = time.perf_counter() - began

@@ -6,8 +6,13 @@ A plain module (not conftest) so that test modules in any directory can import i
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +41,48 @@ def bpf_gap() -> str | None:
     if facts.tracefs is None:
         return "needs tracefs mounted at /sys/kernel/tracing"
     return None
+
+
+# --- which BPF programs a process holds ---------------------------------------------------------------------
+# Other sessions (another test run, a tool the user runs) load programs with the same mqi_* names, so "nothing
+# of ours is left loaded" is checked by id: the programs a process held, gone once it has ended.
+
+
+def loaded_programs() -> dict[int, str]:
+    """Every BPF program loaded on the machine: id -> name (`bpftool -j prog list`)."""
+    listing = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True)
+    return {program["id"]: program.get("name", "") for program in json.loads(listing.stdout)}
+
+
+def programs_held_by(pid: int) -> set[int]:
+    """Ids of the BPF programs process `pid` holds a descriptor of (prog_id in /proc/PID/fdinfo)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == "anon_inode:bpf-prog":
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                (line,) = (line for line in info.splitlines() if line.startswith("prog_id:"))
+                held.add(int(line.split()[1]))
+    return held
+
+
+def programs_held_by_anyone() -> set[int]:
+    """Ids of the BPF programs some live process holds: a loaded program that none holds was left behind
+    (pinned, or attached by a link that outlived its owner)."""
+    held = set()
+    for process in Path("/proc").iterdir():
+        if process.name.isdigit():
+            with contextlib.suppress(OSError):
+                held |= programs_held_by(int(process.name))
+    return held
+
+
+def programs_once_attached(pid: int, timeout_s: float = 60.0) -> set[int]:
+    """The programs `pid` holds once it has loaded some (polls: compiling takes seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if held := programs_held_by(pid):
+                return held
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} loaded no BPF program within {timeout_s:.0f} s")

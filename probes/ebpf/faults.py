@@ -64,6 +64,7 @@ from probes.ebpf.loader import (
     checked_int,
     registered_program,
 )
+from probes.ebpf.tracepoints import POPULATE_SYSCALLS
 from probes.procfs import PROC_ROOT, ProcessGone, read_process_faults, read_vmstat
 from store.errors import StoreError
 
@@ -87,6 +88,8 @@ _FUNCTIONS = {
     "filemap:mm_filemap_fault": "mqi_filemap_flt",
     "filemap:mm_filemap_add_to_page_cache": "mqi_pcache_add",
     "filemap:mm_filemap_map_pages": "mqi_map_pages",
+    **{f"syscalls:sys_enter_{name}": "mqi_popl_enter" for name in POPULATE_SYSCALLS},
+    **{f"syscalls:sys_exit_{name}": "mqi_popl_exit" for name in POPULATE_SYSCALLS},
 }
 
 

@@ -36,6 +36,17 @@ _MEMORY_SYSCALLS = (
     "fsync",
     "fdatasync",
 )
+# Syscalls that make the kernel fault pages in for the process (the faults probe tells those faults apart).
+POPULATE_SYSCALLS = (
+    "mmap",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "madvise",
+    "process_madvise",
+    "mremap",
+    "remap_file_pages",
+)
 
 
 def _syscall_pairs(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -58,7 +69,7 @@ PROBES: tuple[ProbeTracepoints, ...] = (
             "filemap:mm_filemap_map_pages",
             "filemap:mm_filemap_add_to_page_cache",
         ),
-        ("exceptions:page_fault_kernel",),
+        ("exceptions:page_fault_kernel", *_syscall_pairs(POPULATE_SYSCALLS)),
     ),
     ProbeTracepoints(
         "pagecache",

@@ -53,6 +53,7 @@ class ResidencyChunk:
     dirty_pages: int | None
     cached_fraction: float
     dirty_fraction: float | None
+    writeback_pages: int | None = None  # cachestat only; None from mincore, which cannot see it
 
     @property
     def pages(self) -> int:
@@ -286,7 +287,13 @@ def chunk_bounds(first_page: int, end_page: int, chunks: int) -> list[tuple[int,
     return [(first_page + i * pages // count, first_page + (i + 1) * pages // count) for i in range(count)]
 
 
-def _chunk(first_page: int, end_page: int, cached_pages: int, dirty_pages: int | None) -> ResidencyChunk:
+def _chunk(
+    first_page: int,
+    end_page: int,
+    cached_pages: int,
+    dirty_pages: int | None,
+    writeback_pages: int | None = None,
+) -> ResidencyChunk:
     pages = end_page - first_page
     return ResidencyChunk(
         first_page,
@@ -295,6 +302,7 @@ def _chunk(first_page: int, end_page: int, cached_pages: int, dirty_pages: int |
         dirty_pages,
         cached_pages / pages,
         None if dirty_pages is None else dirty_pages / pages,
+        writeback_pages,
     )
 
 
@@ -339,7 +347,7 @@ def _from_cachestat(
         unmeasured=unmeasured,
         chunks=None
         if chunks is None
-        else tuple(_chunk(a, b, s.cached_pages, s.dirty_pages) for a, b, s in runs),
+        else tuple(_chunk(a, b, s.cached_pages, s.dirty_pages, s.writeback_pages) for a, b, s in runs),
         page_map=bitmap,
     )
 

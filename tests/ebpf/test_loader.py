@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
 import pytest
+from support import loaded_programs, programs_held_by, programs_held_by_anyone
 
 from probes.ebpf import loader
 from probes.ebpf.faults import PROGRAM, FaultsProbe, default_parameters
@@ -28,13 +28,6 @@ from probes.ebpf.loader import (
 from probes.ebpf.session import PROBE_MODULES, TraceSession, program_text
 from probes.ebpf.tracepoints import PROBES
 from probes.errors import CapabilityMissing
-
-
-def our_loaded_programs() -> list[str]:
-    """Lines of `bpftool prog list` naming a program of ours (all our BPF functions start with mqi_)."""
-    listing = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True, check=True).stdout
-    return [line for line in listing.splitlines() if f" name {FUNCTION_PREFIX}" in line]
-
 
 # --- parameters can only be integers ---------------------------------------------------------------------
 
@@ -270,19 +263,26 @@ def test_closing_twice_is_harmless():
 
 @pytest.mark.requires_bpf
 def test_every_registered_probe_loads_in_a_child_and_leaves_nothing_loaded():
+    before = set(loaded_programs())
     results = test_load_all_probes()
     assert [result.probe for result in results] == list(PROBE_MODULES)
     for result in results:
         assert result.loaded, result.error
-    assert our_loaded_programs() == []
+    # the children are gone, and what they loaded with them: a program of ours loaded since and still there
+    # must be held by a live process (another session running at the same time), not left behind
+    new = {number for number, name in loaded_programs().items() if number not in before}
+    ours = {number for number in new if loaded_programs().get(number, "").startswith(FUNCTION_PREFIX)}
+    assert ours <= programs_held_by_anyone()
 
 
 @pytest.mark.requires_bpf
 def test_a_loaded_program_is_listed_by_bpftool_until_closed():
     program = load_program(PROGRAM, default_parameters())
     try:
-        listed = our_loaded_programs()
-        assert len(listed) == len(program.attached) >= 4
+        held = programs_held_by(os.getpid())
+        functions = {a.function for a in PROGRAM.attachments if a.tracepoint in program.attached}
+        assert len(held) == len(functions) >= 4  # one program per function, attached to one or more tracepoints
+        assert held <= set(loaded_programs())
     finally:
         program.close()
-    assert our_loaded_programs() == []
+    assert held.isdisjoint(loaded_programs())

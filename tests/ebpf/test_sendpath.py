@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
+from support import loaded_programs
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
@@ -446,12 +447,6 @@ def _program_ids_held_by(pid: int) -> set[int]:
     return held
 
 
-def _loaded_programs() -> dict[int, str]:
-    """{id: name} of every BPF program loaded, from `bpftool -j prog list`."""
-    listing = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True)
-    return {program["id"]: program.get("name", "") for program in json.loads(listing.stdout)}
-
-
 @pytest.mark.requires_bpf
 def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(data_file: Path):
     with paused_sender("read+write", data_file) as sender:
@@ -464,7 +459,7 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(data_file: P
         )
         first = json.loads(session.stdout.readline())  # attached, and one interval has ended
         held = _program_ids_held_by(session.pid)
-        loaded_while_running = _loaded_programs()
+        loaded_while_running = loaded_programs()
         sender.start_sending()
         sender.finish()
         session.send_signal(signal.SIGTERM)
@@ -481,4 +476,4 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(data_file: P
     assert f"mqinspect: pid {sender.pid} exited; the session goes on" in errors
     # Others may run sessions at the same time: only this session's own programs must be gone.
     assert held and all(name.startswith(FUNCTION_PREFIX) for name in map(loaded_while_running.get, held))
-    assert held.isdisjoint(_loaded_programs())
+    assert held.isdisjoint(loaded_programs())

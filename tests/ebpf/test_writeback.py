@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import json
 import mmap
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support import loaded_programs, programs_held_by
 
 from probes.ebpf.inodes import FileId
 from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
@@ -43,24 +43,6 @@ VM = Path("/proc/sys/vm")
 
 def _within(measured: int, reference: int, fraction: float = 0.02) -> bool:
     return abs(measured - reference) <= max(1, fraction * reference)
-
-
-def loaded_programs() -> dict[int, str]:
-    """Every BPF program loaded on the machine: id -> name."""
-    listing = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True)
-    return {program["id"]: program.get("name", "") for program in json.loads(listing.stdout)}
-
-
-def programs_held_by(pid: int) -> set[int]:
-    """Ids of the BPF programs process `pid` holds a descriptor of. Other sessions (tests running at the
-    same time) load programs with the same names, so a session's own are told apart by id."""
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            if os.readlink(fd) == "anon_inode:bpf-prog":
-                fdinfo = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-                held |= {int(line.split()[1]) for line in fdinfo.splitlines() if line.startswith("prog_id:")}
-    return held
 
 
 # --- the program and the registry --------------------------------------------------------------------------

@@ -134,15 +134,14 @@ struct inflight {
     u8 retried_major_at;       /* the pass at which a retry makes the fault major; 0: never */
     u8 major;                  /* already counted as major */
     u8 populate;
+    u8 populating;             /* inside a syscall that populates memory (mlock, madvise, mmap, ...) */
 };
 
 BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
 BPF_HASH(mqi_inodes, struct inode_key, u8, MAX_INODES);
 BPF_HASH(mqi_totals, u32, struct fault_totals, MAX_TGIDS);
-BPF_F_TABLE("hash", struct fault_page_key, struct fault_page_counts, mqi_fault_pages, MAX_FAULT_PAGES,
-            BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct file_page_key, struct file_page_counts, mqi_file_pages, MAX_FILE_PAGES,
-            BPF_F_NO_PREALLOC);
+BPF_HASH(mqi_fault_pages, struct fault_page_key, struct fault_page_counts, MAX_FAULT_PAGES);
+BPF_HASH(mqi_file_pages, struct file_page_key, struct file_page_counts, MAX_FILE_PAGES);
 BPF_F_TABLE("hash", struct fault_around_key, u64, mqi_fault_around, MAX_FAULT_AROUND, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct inflight, mqi_inflight, MAX_THREADS);
 
@@ -175,11 +174,18 @@ static __always_inline struct fault_totals *totals_of(u32 tgid)
     return mqi_totals.lookup(&others);
 }
 
+/*
+ * The per-page records are mostly new keys (a fault-heavy workload touches each page once), so they are
+ * inserted with their first counts in one step; lookup_or_try_init would look up, insert zeros, look up
+ * again and then add.
+ */
 static __always_inline void record_fault_page(u32 tgid, u64 address, int write, struct fault_totals *totals)
 {
     struct fault_page_key key = {.tgid = tgid, .page = address >> PAGE_SHIFT};
-    struct fault_page_counts zero = {};
-    struct fault_page_counts *counts = mqi_fault_pages.lookup_or_try_init(&key, &zero);
+    struct fault_page_counts first = {.faults = 1, .write_faults = write};
+    if (mqi_fault_pages.insert(&key, &first) == 0)
+        return;
+    struct fault_page_counts *counts = mqi_fault_pages.lookup(&key);
     if (!counts) {
         __sync_fetch_and_add(&totals->lost_fault_pages, 1);
         return;
@@ -189,17 +195,24 @@ static __always_inline void record_fault_page(u32 tgid, u64 address, int write, 
         __sync_fetch_and_add(&counts->write_faults, 1);
 }
 
-static __always_inline struct file_page_counts *file_page_of(u32 tgid, u32 dev, u64 ino, u64 index,
-                                                             struct fault_totals *totals)
+/* Adds `delta` (one field set to 1) to the record of a file page of a recorded inode. */
+static __always_inline void record_file_page(u32 tgid, u32 dev, u64 ino, u64 index,
+                                             struct file_page_counts *delta, struct fault_totals *totals)
 {
     if (!inode_recorded(ino, dev))
-        return NULL;
+        return;
     struct file_page_key key = {.ino = ino, .index = index, .dev = dev, .tgid = tgid};
-    struct file_page_counts zero = {};
-    struct file_page_counts *counts = mqi_file_pages.lookup_or_try_init(&key, &zero);
-    if (!counts)
+    if (mqi_file_pages.insert(&key, delta) == 0)
+        return;
+    struct file_page_counts *counts = mqi_file_pages.lookup(&key);
+    if (!counts) {
         __sync_fetch_and_add(&totals->lost_file_pages, 1);
-    return counts;
+        return;
+    }
+    __sync_fetch_and_add(&counts->faults, delta->faults);
+    __sync_fetch_and_add(&counts->major_faults, delta->major_faults);
+    __sync_fetch_and_add(&counts->populate_faults, delta->populate_faults);
+    __sync_fetch_and_add(&counts->populate_major_faults, delta->populate_major_faults);
 }
 
 /* A new exception: the thread's previous fault, whatever it was, is over. */
@@ -223,7 +236,11 @@ static __always_inline int on_exception(u64 address, unsigned long error_code, i
 
     struct inflight fault = {.started_ns = bpf_ktime_get_ns(), .address = address,
                              .retried_major_at = kernel_mode ? 2 : 3};
-    mqi_inflight.update(&tid, &fault);
+    struct inflight *previous = mqi_inflight.lookup(&tid);
+    if (previous)
+        *previous = fault;  /* in place: an LRU update allocates, and this runs on every fault */
+    else
+        mqi_inflight.update(&tid, &fault);
     return 0;
 }
 
@@ -249,13 +266,9 @@ static __always_inline void count_major(struct inflight *fault, u32 tgid)
         __sync_fetch_and_add(&totals->populate_major_faults, 1);
     else
         __sync_fetch_and_add(&totals->major_faults, 1);
-    struct file_page_counts *counts = file_page_of(tgid, fault->dev, fault->ino, fault->index, totals);
-    if (!counts)
-        return;
-    if (fault->populate)
-        __sync_fetch_and_add(&counts->populate_major_faults, 1);
-    else
-        __sync_fetch_and_add(&counts->major_faults, 1);
+    struct file_page_counts delta = {.major_faults = !fault->populate,
+                                     .populate_major_faults = fault->populate};
+    record_file_page(tgid, fault->dev, fault->ino, fault->index, &delta, totals);
 }
 
 /*
@@ -287,9 +300,8 @@ static __always_inline void count_file_fault(u32 tgid, u32 dev, u64 ino, u64 ind
     if (!totals)
         return;
     __sync_fetch_and_add(populate ? &totals->populate_faults : &totals->file_faults, 1);
-    struct file_page_counts *counts = file_page_of(tgid, dev, ino, index, totals);
-    if (counts)
-        __sync_fetch_and_add(populate ? &counts->populate_faults : &counts->faults, 1);
+    struct file_page_counts delta = {.faults = !populate, .populate_faults = populate};
+    record_file_page(tgid, dev, ino, index, &delta, totals);
 }
 
 int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
@@ -301,19 +313,19 @@ int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
     u32 dev = args->s_dev;
     u64 ino = args->i_ino, index = args->index;
     struct inflight *fault = mqi_inflight.lookup(&tid);
-    int exception = in_exception(args);
 
-    if (fault && fault->passes && fault->dev == dev && fault->ino == ino && fault->index == index &&
-        (exception < 0 || exception == !fault->populate)) {
+    if (fault && fault->passes && fault->dev == dev && fault->ino == ino && fault->index == index) {
         if (fault->passes < 255)
             fault->passes++;  /* the same fault, retried */
         if (!fault->major && fault->retried_major_at && fault->passes >= fault->retried_major_at)
             count_major(fault, tgid);
         return 0;
     }
+    /* Cheap signs first; the stack walk costs microseconds, so it only settles what they leave open. */
+    int populating = fault && fault->populating;
     int claimable = fault && !fault->passes && !fault->populate;
-    if (exception < 0)  /* no stack to tell: an exception's first pass comes within microseconds */
-        exception = claimable && bpf_ktime_get_ns() - fault->started_ns <= CLAIM_WINDOW_NS;
+    int fresh = claimable && bpf_ktime_get_ns() - fault->started_ns <= CLAIM_WINDOW_NS;
+    int exception = populating ? 0 : fresh ? 1 : in_exception(args) > 0;
     if (exception && claimable) {
         /* the first filemap_fault() pass of the thread's exception */
         fault->passes = 1;
@@ -327,7 +339,8 @@ int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
         mqi_inflight.update(&tid, &seen);
     } else {
         /* no exception: the kernel faults for the process inside a syscall (populate) */
-        struct inflight populate = {.ino = ino, .index = index, .dev = dev, .passes = 1, .populate = 1};
+        struct inflight populate = {.ino = ino, .index = index, .dev = dev, .passes = 1, .populate = 1,
+                                    .populating = populating};
         mqi_inflight.update(&tid, &populate);
     }
     count_file_fault(tgid, dev, ino, index, !exception);
@@ -368,5 +381,33 @@ int mqi_map_pages(struct tracepoint__filemap__mm_filemap_map_pages *args)
         __sync_fetch_and_add(events, 1);
     else
         __sync_fetch_and_add(&totals->lost_file_pages, 1);
+    return 0;
+}
+
+/*
+ * The syscalls that populate memory (mlock*, madvise and process_madvise with MADV_POPULATE_*, mmap with
+ * MAP_POPULATE or under mlockall(MCL_FUTURE), mremap and remap_file_pages of locked memory): every
+ * filemap_fault() the thread runs until the syscall returns is a populate fault, without asking the stack.
+ */
+int mqi_popl_enter(void *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct inflight call = {.populate = 1, .populating = 1};
+    mqi_inflight.update(&tid, &call);
+    return 0;
+}
+
+int mqi_popl_exit(void *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    struct inflight *call = mqi_inflight.lookup(&tid);
+    if (call)
+        call->populating = 0;
     return 0;
 }
