@@ -53,6 +53,17 @@ class SessionOptions:
     print_bpf: bool
 
 
+EVERY_PROCESS = "Trace this process (repeat for more); default: every process."
+
+
+def pid_option(help: str = EVERY_PROCESS) -> Any:
+    return typer.Option([], "--pid", "-p", help=help)
+
+
+def store_option(help: str) -> Any:
+    return typer.Option(None, "--store", help=f"A RocketMQ store root: {help}")
+
+
 def interval_option() -> Any:
     return typer.Option(1.0, "--interval", "-i", min=0.05, help="Seconds per interval.")
 
@@ -109,14 +120,10 @@ def _emit(snapshot: Any, title: str, options: SessionOptions, view: TraceView) -
 
 
 def faults(
-    pid: list[int] = typer.Option(
-        [], "--pid", "-p", help="Trace this process (repeat for more); default: every process."
-    ),
-    store: Path | None = typer.Option(
-        None,
-        "--store",
-        help="A RocketMQ store root: break faults down by its CommitLog, ConsumeQueue and index segments "
-        "(other files count in the totals only).",
+    pid: list[int] = pid_option(),
+    store: Path | None = store_option(
+        "break faults down by its CommitLog, ConsumeQueue and index segments "
+        "(other files count in the totals only)."
     ),
     chunk_pages: int | None = typer.Option(
         None, "--chunk-pages", min=1, help="Pages per page range; default: 1/64 of each file."
@@ -131,29 +138,14 @@ def faults(
 
     Minor and major faults, populate faults (mlock, MADV_POPULATE_*) and fault-around, beside the kernel's own
     /proc counters. Runs until Ctrl-C (or SIGTERM), --count or --duration, then prints a summary."""
-    probe = _faults_probe(pid, store, chunk_pages)
+    probe = _probe_for_pids(FaultsProbe, pid, store, chunk_pages=chunk_pages)
     run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["faults"])
 
 
-def _faults_probe(pids: list[int], store: Path | None, chunk_pages: int | None) -> FaultsProbe:
-    for pid in pids:
-        if pid <= 0:
-            raise BadInput(f"--pid {pid}: not a process id")
-    try:
-        return FaultsProbe(pids, store=store, chunk_pages=chunk_pages)
-    except ProcessGone as gone:
-        raise BadInput(f"--pid {gone.pid}: no such process") from None
-
-
 def sendpath(
-    pid: list[int] = typer.Option(
-        [], "--pid", "-p", help="Trace this process (repeat for more); default: every process."
-    ),
-    store: Path | None = typer.Option(
-        None,
-        "--store",
-        help="A RocketMQ store root: name its segments, and count only reads of them as the file side of "
-        "read+write.",
+    pid: list[int] = pid_option(),
+    store: Path | None = store_option(
+        "name its segments, and count only reads of them as the file side of read+write."
     ),
     interval: float = interval_option(),
     count: int | None = count_option(),
@@ -171,14 +163,8 @@ def sendpath(
 
 
 def syscalls(
-    pid: list[int] = typer.Option(
-        [], "--pid", "-p", help="Trace this process (repeat for more); default: every process."
-    ),
-    store: Path | None = typer.Option(
-        None,
-        "--store",
-        help="A RocketMQ store root: list calls per store segment (others count in the totals).",
-    ),
+    pid: list[int] = pid_option(),
+    store: Path | None = store_option("list calls per store segment (others count in the totals)."),
     interval: float = interval_option(),
     count: int | None = count_option(),
     duration: float | None = duration_option(),
@@ -193,31 +179,26 @@ def syscalls(
     run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["syscalls"])
 
 
-def _probe_for_pids(probe_class: Any, pids: list[int], store: Path | None) -> Any:
-    """`probe_class(pids, store=store)`, with a pid that is not a live process as bad input."""
+def _probe_for_pids(probe_class: Any, pids: list[int], store: Path | None, **options: Any) -> Any:
+    """`probe_class(pids, store=store, **options)`, with a pid that is not a live process as bad input."""
     for pid in pids:
         if pid <= 0:
             raise BadInput(f"--pid {pid}: not a process id")
     try:
-        return probe_class(pids, store=store)
+        return probe_class(pids, store=store, **options)
     except ProcessGone as gone:
         raise BadInput(f"--pid {gone.pid}: no such process") from None
 
 
 def pagecache(
-    pid: list[int] = typer.Option(
-        [],
-        "--pid",
-        "-p",
-        help="Count the page-cache additions and readahead of this process (repeat for more), and removals "
+    pid: list[int] = pid_option(
+        "Count the page-cache additions and readahead of this process (repeat for more), and removals "
         "of the files it added pages to, by any process (reclaim and fadvise remove pages, not the reader); "
         "default: every process and file.",
     ),
-    store: Path | None = typer.Option(
-        None,
-        "--store",
-        help="A RocketMQ store root: count its CommitLog, ConsumeQueue and index segments, with page ranges "
-        "(other files count in the totals only).",
+    store: Path | None = store_option(
+        "count its CommitLog, ConsumeQueue and index segments, with page ranges "
+        "(other files count in the totals only)."
     ),
     interval: float = interval_option(),
     count: int | None = count_option(),
@@ -234,18 +215,12 @@ def pagecache(
 
 
 def writeback(
-    pid: list[int] = typer.Option(
-        [],
-        "--pid",
-        "-p",
-        help="Count the pages this process dirties and its throttling (repeat for more), and writeback of "
+    pid: list[int] = pid_option(
+        "Count the pages this process dirties and its throttling (repeat for more), and writeback of "
         "the files it dirtied, by any process (the flusher threads write them); default: every process.",
     ),
-    store: Path | None = typer.Option(
-        None,
-        "--store",
-        help="A RocketMQ store root: count its CommitLog, ConsumeQueue and index segments (other files count "
-        "in the totals only).",
+    store: Path | None = store_option(
+        "count its CommitLog, ConsumeQueue and index segments (other files count in the totals only)."
     ),
     interval: float = interval_option(),
     count: int | None = count_option(),
