@@ -140,3 +140,22 @@ def test_the_installed_entry_point_runs():
         env={"PATH": f"{sys.prefix}/bin:/usr/bin:/bin"},
     )
     assert done.returncode == 0 and done.stdout.startswith("mqinspect ")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--help"], ["mem", "--count", "3", "--interval", "0.05", "--format", "jsonl"]],
+    ids=["help", "stream"],
+)
+def test_a_reader_that_goes_away_is_exit_0_and_silent(arguments):
+    """`mqinspect ... | head -c 1`: the pipe closes under the writer, as with every Unix filter."""
+    reader, writer = os.pipe()
+    command = subprocess.Popen(
+        [sys.executable, "-m", "mqinspect", *arguments], stdout=writer, stderr=subprocess.PIPE
+    )
+    os.close(writer)
+    os.read(reader, 1)
+    os.close(reader)  # what head does after its first bytes
+    _, errors = command.communicate(timeout=30)
+    assert command.returncode == ExitStatus.OK
+    assert errors == b""

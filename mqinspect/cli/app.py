@@ -64,15 +64,24 @@ def run_with_error_ladder(command, *, debug: bool) -> int:
         _report(error.format_message())
         return error.exit_code
     except BrokenPipeError:
-        # The reader went away (`mqinspect ... | head`): nothing left to say, and nobody to say it to.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the dead stream for interpreter shutdown
-        return ExitStatus.OK
+        return _reader_gone()
+    except SystemExit as error:
+        # click turns a broken pipe into sys.exit(1) itself; it is the same reader gone away
+        if isinstance(error.__context__, BrokenPipeError):
+            return _reader_gone()
+        raise
     except Exception as error:
         if debug:
             traceback.print_exc()
         _report(describe(error))
         return exit_status_for(error)
     return int(result) if isinstance(result, int) else ExitStatus.OK
+
+
+def _reader_gone() -> int:
+    """The reader went away (`mqinspect ... | head`): nothing left to say, and nobody to say it to."""
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the dead stream for interpreter shutdown
+    return ExitStatus.OK
 
 
 def _usage_line(error: click.UsageError) -> str:
