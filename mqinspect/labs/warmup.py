@@ -59,7 +59,7 @@ from probes.errors import ProbeError
 from probes.procfs import read_process_status
 from probes.residency.cachestat import cachestat
 
-SCHEMA = "mqinspect.lab.warmup/1"
+SCHEMA = "mqinspect.lab.warmup/v1"
 PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 DEFAULT_SEGMENT_BYTES = 256 << 20
 DEFAULT_RECORD_BYTES = 4096
