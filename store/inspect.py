@@ -1554,6 +1554,7 @@ class ConsumeQueueView:
     max_offset: int
     from_offset: int
     entries: list[ConsumeQueueEntry]
+    schema: str = "mqinspect.store.cq/v1"
 
 
 @_vanishing_files_are_store_changes

@@ -68,6 +68,7 @@ def messages(dump: dict) -> list[dict]:
 
 def test_cq_shows_both_fixture_entries(rust_store: Path):
     view = invoke_json("store", "cq", rust_store, "--topic", "V1UpgradeTopic")
+    assert view["schema"] == "mqinspect.store.cq/v1"
     assert (view["min_offset"], view["max_offset"]) == (0, 2)
     assert [(e["queue_offset"], e["physical_offset"], e["size_bytes"]) for e in view["entries"]] == [
         (0, 0, 141),
