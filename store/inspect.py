@@ -19,7 +19,7 @@ import functools
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -260,18 +260,36 @@ def _segment_has_records(segment: SegmentFile) -> bool:
         return any(file.read(0, codec.END_FILE_MIN_BLANK_LENGTH))
 
 
-def find_log_end(queue: SegmentQueue) -> LogEnd:
+def find_log_end(queue: SegmentQueue, dispatched: tuple[int, int] | None = None) -> LogEnd:
     """The end of the last valid record (CRC checked, as recovery does): RocketMQ's max offset.
 
     The walk starts at the last segment that holds anything, so a segment preallocated ahead of the log
-    (all zeros) does not hide the end in the segment before it; it costs one full read of that segment.
+    (all zeros) does not hide the end in the segment before it. It costs one full read of that segment,
+    unless `dispatched` gives (physical offset, size) of the newest record a ConsumeQueue points at: when
+    that record decodes with its CRC, the walk starts right after it and reads only the undispatched tail.
+    (A corrupt record before it is then not seen: `verify` reads everything.)
     """
     if not queue.segments:
         return LogEnd(0, LogEndReason.NO_SEGMENTS, None)
     start = next(
         (segment for segment in reversed(queue.segments) if _segment_has_records(segment)), queue.segments[0]
     )
-    return _walk(queue, start.file_from_offset, check_crc=True).end
+    resume = _after_dispatched_record(queue, dispatched) if dispatched else None
+    begin = resume if resume is not None and resume > start.file_from_offset else start.file_from_offset
+    return _walk(queue, begin, check_crc=True).end
+
+
+def _after_dispatched_record(queue: SegmentQueue, dispatched: tuple[int, int]) -> int | None:
+    """Where the record at `dispatched` ends, if it is a whole, valid record of that size; else None."""
+    offset, size = dispatched
+    with RecordReader(queue) as reader:
+        try:
+            record = reader.record_at(offset, check_crc=True, size_hint=size)
+        except (StoreError, OSError):
+            return None
+    if not isinstance(record, codec.MessageRecord) or record.total_size != size:
+        return None
+    return offset + size
 
 
 class RecordReader:
@@ -580,8 +598,8 @@ class StoreStat:
 def store_stat(root: Path) -> StoreStat:
     """Everything about a store at a glance. Costs one full read of the last written CommitLog segment."""
     layout = open_layout(root)
-    commitlog = _commitlog_summary(loadable_commitlog(layout))
     queues = tuple(_queue_summary(cq, _commitlog_min_offset(layout)) for cq in layout.consume_queues)
+    commitlog = _commitlog_summary(loadable_commitlog(layout), _newest_dispatched_record(layout, queues))
     checkpoint, checkpoint_problem = _checkpoint_summary(layout)
     return StoreStat(
         root=layout.root,
@@ -599,9 +617,9 @@ def store_stat(root: Path) -> StoreStat:
     )
 
 
-def _commitlog_summary(queue: SegmentQueue) -> CommitLogSummary:
+def _commitlog_summary(queue: SegmentQueue, dispatched: tuple[int, int] | None) -> CommitLogSummary:
     segments = queue.segments
-    end = find_log_end(queue)
+    end = find_log_end(queue, dispatched)
     return CommitLogSummary(
         segment_count=len(segments),
         segment_size_bytes=queue.file_size,
@@ -626,6 +644,20 @@ def _queue_summary(cq: ConsumeQueueDir, commitlog_min_offset: int) -> QueueSumma
         message_count=maximum - minimum,
         dispatched_to_physical_offset=last.physical_offset + last.size_bytes if last else None,
     )
+
+
+def _newest_dispatched_record(layout: StoreLayout, queues: Sequence[QueueSummary]) -> tuple[int, int] | None:
+    """(physical offset, size) of the newest record any ConsumeQueue points at."""
+    newest = max(
+        (queue for queue in queues if queue.dispatched_to_physical_offset is not None),
+        key=lambda queue: queue.dispatched_to_physical_offset,
+        default=None,
+    )
+    if newest is None:
+        return None
+    cq = layout.consume_queue(newest.topic, newest.queue_id)
+    entry = next(iter_entries(cq.queue, newest.max_queue_offset - 1), None) if cq else None
+    return (entry.physical_offset, entry.size_bytes) if entry else None
 
 
 def _checkpoint_summary(layout: StoreLayout) -> tuple[CheckpointSummary | None, str | None]:

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
-from store import codec
+from store import codec, commitlog_scan, inspect
 
 runner = CliRunner()
 
@@ -537,3 +537,30 @@ def test_an_index_entry_for_the_wrong_record_is_reported(make_store):
     assert (bad["check"], bad["offset"], bad["offset_kind"]) == ("index-entry", 1, "index_entry")
     assert "hash of none of the record's keys" in bad["message"]
     assert f"-> {second.physical_offset}" in bad["message"] and first.physical_offset == 0
+
+
+def test_stat_walks_only_the_undispatched_tail_and_finds_the_same_end(make_store, monkeypatch):
+    builder = make_store(segment_size=1024 * 1024)
+    for number in range(2000):  # about 300 KiB, all in the first segment
+        builder.add("TopicA", f"body-{number:03d}-" + "x" * 80, queue_id=number % 2)
+    built = builder.build()
+    queue = inspect.loadable_commitlog(inspect.open_layout(built.root))
+    last = built.records[-1]
+    monkeypatch.setattr(commitlog_scan, "WINDOW_BYTES", 4096)  # scaled down with the segment (4 MiB : 1 GiB)
+    read_bytes = []
+    original = inspect.PreadFile.read
+    monkeypatch.setattr(
+        inspect.PreadFile, "read", lambda self, *a: read_bytes.append(len(data := original(self, *a))) or data
+    )
+    full = inspect.find_log_end(queue)
+    full_read, read_bytes[:] = sum(read_bytes), []
+    tail = inspect.find_log_end(queue, (last.physical_offset, last.size_bytes))
+    assert tail == full and full.physical_offset == built.max_physical_offset
+    assert sum(read_bytes) < full_read / 10  # the last record and what follows it, not the segment
+    # a ConsumeQueue entry that does not point at a whole record of its size is not trusted
+    assert inspect.find_log_end(queue, (last.physical_offset + 1, last.size_bytes)) == full
+    assert inspect.find_log_end(queue, (last.physical_offset, last.size_bytes + 1)) == full
+    assert (
+        invoke_json("store", "stat", built.root)["commitlog"]["max_physical_offset"]
+        == built.max_physical_offset
+    )
