@@ -11,7 +11,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from probes.ebpf.pagecache import FileCacheActivity, PagecacheSnapshot, ProcessCacheActivity, add_optional
+from probes.ebpf.pagecache import FileCacheActivity, PagecacheSnapshot, ProcessCacheActivity
+from probes.ebpf.scope import add_optional
 from probes.ebpf.writeback import (
     DirtyState,
     FileWriteback,

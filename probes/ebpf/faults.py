@@ -37,9 +37,7 @@ Page ranges: each file's pages are bucketed by `chunk_pages`: the --chunk-pages 
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,22 +49,24 @@ from probes.ebpf.inodes import (
     AddressSpaces,
     FileId,
     FileLabel,
-    kernel_inode_keys,
+    default_chunk_pages,
     label_from_maps,
-    store_files,
+    page_range_bounds,
     unnamed_file,
 )
-from probes.ebpf.loader import (
-    IntSetMap,
-    LoadedProgram,
-    Parameters,
-    ProgramSpec,
-    checked_int,
-    registered_program,
+from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, checked_int, registered_program
+from probes.ebpf.scope import (
+    CounterDifferences,
+    ScopedProbe,
+    ScopeLimits,
+    add_counts,
+    merge_rows,
+    process_exists,
+    scalar,
+    summed_snapshot,
 )
 from probes.ebpf.tracepoints import POPULATE_SYSCALLS
-from probes.procfs import PROC_ROOT, ProcessGone, read_process_faults, read_vmstat
-from store.errors import StoreError
+from probes.procfs import PROC_ROOT, ProcessFaults, read_vmstat
 
 PROBE_NAME = "faults"
 OTHER_TGIDS = 0xFFFFFFFF  # mqi_totals key of the processes that found the map full
@@ -77,8 +77,6 @@ EXCEPTION_HANDLERS = {"x86_64": "exc_page_fault"}
 KALLSYMS = Path("/proc/kallsyms")
 STACK_FRAMES = 16
 CLAIM_WINDOW_NS = 200_000
-BUCKETS_PER_FILE = 64
-UNKNOWN_SIZE_CHUNK_PAGES = 256
 # x86's error code marks a write with bit 1 (X86_PF_WRITE); elsewhere the code means something else.
 WRITE_FAULT_MASK = 2 if platform.machine() in ("x86_64", "i686", "i386") else 0
 
@@ -101,37 +99,12 @@ PROGRAM = _program()
 
 
 @dataclass(frozen=True)
-class MapLimits:
+class MapLimits(ScopeLimits):
     """Entries each map may hold. The drained maps hold one interval's distinct pages."""
 
-    tgids: int = 16384
-    inodes: int = 65536
     fault_pages: int = 131072
     file_pages: int = 131072
     fault_around: int = 32768
-    threads: int = 32768
-
-
-def _parameters(filter_tgids: bool, filter_inodes: bool, limits: MapLimits) -> Parameters:
-    exception_text = exception_handler_text()
-    return Parameters.of(
-        FILTER_TGIDS=int(filter_tgids),
-        FILTER_INODES=int(filter_inodes),
-        MAX_TGIDS=limits.tgids,
-        MAX_INODES=limits.inodes,
-        MAX_FAULT_PAGES=limits.fault_pages,
-        MAX_FILE_PAGES=limits.file_pages,
-        MAX_FAULT_AROUND=limits.fault_around,
-        MAX_THREADS=limits.threads,
-        OTHER_TGIDS=OTHER_TGIDS,
-        IGNORE_TGID=os.getpid(),
-        EXCEPTION_IP_START=exception_text[0],
-        EXCEPTION_IP_END=exception_text[1],
-        STACK_FRAMES=STACK_FRAMES,
-        CLAIM_WINDOW_NS=CLAIM_WINDOW_NS,
-        PAGE_SHIFT=PAGE_SHIFT,
-        WRITE_FAULT_MASK=WRITE_FAULT_MASK,
-    )
 
 
 def exception_handler_text(kallsyms: Path = KALLSYMS) -> tuple[int, int]:
@@ -152,11 +125,6 @@ def exception_handler_text(kallsyms: Path = KALLSYMS) -> tuple[int, int]:
     except OSError:
         pass
     return 0, 0
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process, every file."""
-    return _parameters(False, False, MapLimits())
 
 
 # --- snapshots ---------------------------------------------------------------------------------------------
@@ -295,11 +263,12 @@ class _ProcCounts(NamedTuple):
     exited: set[int]
 
 
-class FaultsProbe:
+class FaultsProbe(ScopedProbe):
     """`mqinspect trace faults`: see the module docstring. Construct, then run in a TraceSession."""
 
     name = PROBE_NAME
     program = PROGRAM
+    filters_files = True
 
     def __init__(
         self,
@@ -310,50 +279,35 @@ class FaultsProbe:
         limits: MapLimits = MapLimits(),
         proc_root: Path = PROC_ROOT,
     ):
-        self.pids = tuple(sorted({checked_int(pid, "pid") for pid in pids}))
-        for pid in self.pids:
-            if pid <= 0:
-                raise ValueError(f"{pid} is not a process id")
-            if not (proc_root / str(pid)).is_dir():
-                raise ProcessGone(pid, proc_root)
+        super().__init__(pids, store, limits, proc_root)
         if chunk_pages is not None and checked_int(chunk_pages, "chunk pages") <= 0:
             raise ValueError("chunk pages must be positive")
-        self.store = store
         self.chunk_pages = chunk_pages
-        self.limits = limits
-        self._proc_root = proc_root
-        self._store_files: dict[FileId, FileLabel] = store_files(store) if store else {}
         self._labels: dict[FileId, FileLabel] = dict(self._store_files)
         self._spaces = AddressSpaces(proc_root)
-        self._previous_totals: dict[int, tuple[int, ...]] = {}
+        self._totals = CounterDifferences()  # per process: mqi_totals
         self._proc_baseline: dict[int, tuple[int, int]] = {}
         self._vmstat_baseline: tuple[int, int] | None = None
-        self._alive = set(self.pids)
-        self._comms: dict[int, str | None] = {}
 
     # --- what the session needs before loading
 
     def parameters(self) -> Parameters:
-        return _parameters(bool(self.pids), bool(self.store), self.limits)
-
-    def sets(self) -> tuple[IntSetMap, ...]:
-        sets = []
-        if self.pids:
-            sets.append(IntSetMap.of_ints("mqi_tgids", self.pids))
-        if self.store:
-            sets.append(IntSetMap("mqi_inodes", kernel_inode_keys(self._store_files)))
-        return tuple(sets)
+        exception_text = exception_handler_text()
+        return self.scope_parameters(
+            MAX_FAULT_PAGES=self.limits.fault_pages,
+            MAX_FILE_PAGES=self.limits.file_pages,
+            MAX_FAULT_AROUND=self.limits.fault_around,
+            OTHER_TGIDS=OTHER_TGIDS,
+            EXCEPTION_IP_START=exception_text[0],
+            EXCEPTION_IP_END=exception_text[1],
+            STACK_FRAMES=STACK_FRAMES,
+            CLAIM_WINDOW_NS=CLAIM_WINDOW_NS,
+            PAGE_SHIFT=PAGE_SHIFT,
+            WRITE_FAULT_MASK=WRITE_FAULT_MASK,
+        )
 
     def subject(self) -> str:
-        who = (
-            "every process"
-            if not self.pids
-            else f"pid {self.pids[0]}"
-            if len(self.pids) == 1
-            else "pids " + ", ".join(map(str, self.pids))
-        )
-        where = f", per segment of the store {self.store}" if self.store else ", per file"
-        return f"page faults of {who}{where}"
+        return f"page faults of {self.processes.subject()}, {self.per_segment('per file')}"
 
     # --- the session's calls
 
@@ -361,14 +315,15 @@ class FaultsProbe:
         program.put("mqi_totals", (OTHER_TGIDS,))
         for pid in self.pids:
             self._spaces.snapshot(pid)  # a first picture of the mappings, in case the process exits early
-            counts, _ended = self._proc_faults(pid)
+            counts = _fault_counts(self.processes.stat(pid))
             if counts is not None:
                 self._proc_baseline[pid] = counts
         if not self.pids:
             self._vmstat_baseline = self._vmstat_faults()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> FaultsSnapshot:
-        self._follow_store(program)
+        store_now, _new = self.follow_store(program)
+        self._labels.update(store_now)
         # Empty the per-page maps, then read the totals and /proc: all within a moment, so the breakdown,
         # the totals and the kernel's counters cover the same interval.
         fault_pages = program.drain("mqi_fault_pages")
@@ -387,11 +342,7 @@ class FaultsProbe:
         major = summed["major_faults"]
         faults = summed["user_faults"] + summed["kernel_faults"]
         return FaultsSnapshot(
-            kind="interval",
-            interval_s=round(interval_s, 6),
-            end_time_unix_s=time.time(),
-            pids=self.pids,
-            store=str(self.store) if self.store else None,
+            **self.interval_header(interval_s),
             faults=faults,
             minor_faults=max(faults - major, 0),
             major_faults=major,
@@ -420,29 +371,11 @@ class FaultsProbe:
 
     def _totals_since_last_read(self, program: LoadedProgram) -> dict[int, dict[str, int]]:
         """Per process, what its cumulative counters gained since the previous read."""
-        differences = {}
-        for key, value in program.read("mqi_totals"):
-            tgid = _scalar(key)
-            now = tuple(getattr(value, name) for name in _TOTAL_FIELDS)
-            before = self._previous_totals.get(tgid, (0,) * len(now))
-            self._previous_totals[tgid] = now
-            gained = dict(zip(_TOTAL_FIELDS, (a - b for a, b in zip(now, before, strict=True)), strict=True))
-            if any(gained.values()):
-                differences[tgid] = gained
-        return differences
-
-    def _proc_faults(self, pid: int) -> tuple[tuple[int, int] | None, bool]:
-        """(minflt, majflt) of `pid` (None when unreadable), and whether it has exited: it is gone, or a
-        zombie waiting for its parent (whose counts are final)."""
-        try:
-            counts = read_process_faults(pid, self._proc_root)
-        except ProcessGone:
-            return None, True
-        self._comms.setdefault(pid, counts.comm)
-        ended = counts.state in ("Z", "X")
-        if counts.minor_faults is None or counts.major_faults is None:
-            return None, ended
-        return (counts.minor_faults, counts.major_faults), ended
+        gained = self._totals.gained(
+            ((scalar(key),), tuple(getattr(value, name) for name in _TOTAL_FIELDS))
+            for key, value in program.read("mqi_totals")
+        )
+        return {key[0]: dict(zip(_TOTAL_FIELDS, change, strict=True)) for key, change in gained.items()}
 
     def _vmstat_faults(self) -> tuple[int, int] | None:
         vmstat = read_vmstat(self._proc_root)
@@ -457,19 +390,16 @@ class FaultsProbe:
             if now is None or before is None:
                 return _ProcCounts("/proc/vmstat", None, None, {}, set())
             return _ProcCounts("/proc/vmstat", now[0] - before[0], now[1] - before[1], {}, set())
+        stats = {pid: self.processes.stat(pid) for pid in self.processes.running()}
+        exited = self.processes.note_ended(stats)  # gone, or zombies: their counts below are final
         per_pid: dict[int, tuple[int, int]] = {}
-        exited = set()
-        for pid in sorted(self._alive):
-            now, ended = self._proc_faults(pid)
-            before = self._proc_baseline.get(pid)
-            if ended:
-                exited.add(pid)
+        for pid, stat in stats.items():
+            now, before = _fault_counts(stat), self._proc_baseline.get(pid)
             if now is None:
                 continue
             self._proc_baseline[pid] = now
             if before is not None:
                 per_pid[pid] = (now[0] - before[0], now[1] - before[1])
-        self._alive -= exited
         if not per_pid:
             return _ProcCounts("/proc/PID/stat", None, None, per_pid, exited)
         minor = sum(counts[0] for counts in per_pid.values())
@@ -480,16 +410,17 @@ class FaultsProbe:
         """Drop what is kept for processes that are gone (their last counts were just read)."""
         gone = set(exited)
         if not self.pids:
-            gone |= {tgid for tgid in self._previous_totals if tgid != OTHER_TGIDS and not self._exists(tgid)}
+            gone |= {
+                tgid
+                for (tgid,) in self._totals.known_keys()
+                if tgid != OTHER_TGIDS and not process_exists(tgid, self._proc_root)
+            }
         for tgid in gone:
             program.delete("mqi_totals", (tgid,))
             program.delete("mqi_tgids", (tgid,))  # a new process reusing the pid is not ours
-            self._previous_totals.pop(tgid, None)
+            self._totals.forget((tgid,))
             self._spaces.forget(tgid)
-            self._comms.pop(tgid, None)
-
-    def _exists(self, pid: int) -> bool:
-        return (self._proc_root / str(pid)).is_dir()
+            self.processes.forget(tgid)
 
     # --- per file
 
@@ -505,32 +436,12 @@ class FaultsProbe:
             self._labels[file] = label or unnamed_file(file)
         return self._labels[file]
 
-    def _follow_store(self, program: LoadedProgram) -> None:
-        """Add the segments the store created since the last look (a rolled CommitLog, a new ConsumeQueue
-        file) to the kernel's inode set: the hot, just-created segment is the one warm-up faults hit."""
-        if not self.store:
-            return
-        try:
-            current = store_files(self.store)
-        except (StoreError, OSError):  # the store is being deleted or moved: keep what we knew
-            return
-        for file, label in current.items():
-            if file not in self._store_files:
-                (key,) = kernel_inode_keys({file: label})
-                program.put("mqi_inodes", key, (1,))
-            self._labels[file] = label  # a deleted segment's inode may come back as a new one
-        self._store_files.update(current)
-
     def _reported(self, file: FileId) -> bool:
         """With --store, only the store's files are broken down; other faults count in the totals only."""
         return not self._store_files or file in self._store_files
 
     def _chunk_pages(self, label: FileLabel) -> int:
-        if self.chunk_pages:
-            return self.chunk_pages
-        if label.size_pages:
-            return max(1, -(-label.size_pages // BUCKETS_PER_FILE))
-        return UNKNOWN_SIZE_CHUNK_PAGES
+        return self.chunk_pages or default_chunk_pages(label)
 
     def _tally_fault_addresses(self, records, files: _FileTallies) -> tuple[int, int]:
         anonymous = unresolved = 0
@@ -657,17 +568,19 @@ class FaultsProbe:
     def _comm(self, pid: int) -> str | None:
         if pid == OTHER_TGIDS:
             return "(others: the per-process map was full)"
-        if pid not in self._comms:
-            try:
-                self._comms[pid] = (self._proc_root / str(pid) / "comm").read_text().strip()
-            except OSError:
-                self._comms[pid] = None
-        return self._comms[pid]
+        return self.processes.comm(pid)
 
 
-def _scalar(value) -> int:
-    """A scalar map key or value: bcc gives a ctypes number from items(), a plain int from batch reads."""
-    return int(getattr(value, "value", value))
+def default_parameters() -> Parameters:
+    """What doctor's load test compiles: every process, every file."""
+    return FaultsProbe().parameters()
+
+
+def _fault_counts(stat: ProcessFaults | None) -> tuple[int, int] | None:
+    """(minflt, majflt) from a read of /proc/PID/stat; None when the process is gone or they are unread."""
+    if stat is None or stat.minor_faults is None or stat.major_faults is None:
+        return None
+    return stat.minor_faults, stat.major_faults
 
 
 def merged_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -695,11 +608,9 @@ def _sum_totals(per_process: Iterable[Mapping[str, int]]) -> dict[str, int]:
 
 
 def _page_range(bucket: int, chunk: int, size_pages: int | None, counts: _PageCounts) -> PageRange:
-    last = (bucket + 1) * chunk - 1
-    if size_pages:
-        last = min(last, max(size_pages - 1, bucket * chunk))
+    first, last = page_range_bounds(bucket, chunk, size_pages)
     return PageRange(
-        first_page=bucket * chunk,
+        first_page=first,
         last_page=last,
         faults=counts.faults,
         minor_faults=max(counts.faults - counts.major_faults, 0),
@@ -727,72 +638,47 @@ _SUMMED = (
     "fault_around_pages",
     "lost_records",
 )
+_SUMMED_OPTIONAL = ("write_faults", "proc_minor_faults", "proc_major_faults")
 
 
 def combine_snapshots(summary: FaultsSnapshot | None, snapshot: FaultsSnapshot) -> FaultsSnapshot:
     """The session so far: every count summed, processes merged by pid, files by inode, ranges by page."""
     if summary is None:
         return dataclasses.replace(snapshot, kind="summary")
-    summed = {name: getattr(summary, name) + getattr(snapshot, name) for name in _SUMMED}
-    return dataclasses.replace(
+    return summed_snapshot(
         summary,
-        **summed,
-        end_time_unix_s=snapshot.end_time_unix_s,
-        write_faults=_add_optional(summary.write_faults, snapshot.write_faults),
-        proc_minor_faults=_add_optional(summary.proc_minor_faults, snapshot.proc_minor_faults),
-        proc_major_faults=_add_optional(summary.proc_major_faults, snapshot.proc_major_faults),
+        snapshot,
+        _SUMMED,
+        _SUMMED_OPTIONAL,
         processes=_merge_processes(summary.processes, snapshot.processes),
         files=_merge_files(summary.files, snapshot.files),
-        exited_pids=tuple(sorted({*summary.exited_pids, *snapshot.exited_pids})),
     )
-
-
-def _add_optional(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else a + b
-
-
-def _add_counts(a, b, exclude: tuple[str, ...]):
-    """a with every numeric field of b added (optional fields stay None only if both are None)."""
-    changes = {}
-    for item in dataclasses.fields(a):
-        if item.name in exclude:
-            continue
-        left, right = getattr(a, item.name), getattr(b, item.name)
-        if isinstance(left, int) or isinstance(right, int):
-            changes[item.name] = _add_optional(left, right)
-    return dataclasses.replace(a, **changes)
 
 
 def _merge_processes(
     earlier: Sequence[ProcessFaultCounts], later: Sequence[ProcessFaultCounts]
 ) -> tuple[ProcessFaultCounts, ...]:
-    merged = {row.pid: row for row in earlier}
-    for row in later:
-        merged[row.pid] = _add_counts(merged[row.pid], row, ("pid",)) if row.pid in merged else row
-    return tuple(sorted(merged.values(), key=lambda row: (-(row.faults + row.populate_faults), row.pid)))
+    merged = merge_rows(earlier, later, ("pid",))
+    return tuple(sorted(merged, key=lambda row: (-(row.faults + row.populate_faults), row.pid)))
 
 
 def _merge_files(earlier: Sequence[FileFaults], later: Sequence[FileFaults]) -> tuple[FileFaults, ...]:
-    merged = {(row.device, row.inode): row for row in earlier}
-    for row in later:
-        key = (row.device, row.inode)
-        merged[key] = _merge_file(merged[key], row) if key in merged else row
+    merged = merge_rows(earlier, later, ("device", "inode"), _merge_file)
     return tuple(
         sorted(
-            merged.values(),
-            key=lambda row: (-(row.faults + row.populate_faults + row.fault_around_pages), row.name),
+            merged, key=lambda row: (-(row.faults + row.populate_faults + row.fault_around_pages), row.name)
         )
     )
 
 
 def _merge_file(a: FileFaults, b: FileFaults) -> FileFaults:
     fixed = ("inode", "size_pages", "chunk_pages")
-    combined = _add_counts(a, b, fixed)
+    combined = add_counts(a, b, fixed)
     ranges = {page_range.first_page: page_range for page_range in a.page_ranges}
     for page_range in b.page_ranges:
         first = page_range.first_page
         ranges[first] = (
-            _add_counts(ranges[first], page_range, ("first_page", "last_page"))
+            add_counts(ranges[first], page_range, ("first_page", "last_page"))
             if first in ranges
             else page_range
         )

@@ -9,6 +9,10 @@ Three encodings of "which file" meet here, and `FileId` is the one they are all 
 every known mapping (new mappings appear as a process runs), at most once per interval and process, so
 a burst of faults in unmapped memory costs one read, not one per fault.
 
+`FileNames` names a file seen by (device, inode) from the store, else from the /proc/PID/fd and /proc/PID/maps
+of a process that used it; `FdNames` names what a process's descriptor refers to (a file, a socket by its
+addresses, a pipe end) from /proc/PID/fd.
+
 `store_files()` names the segments of a RocketMQ store (CommitLog, ConsumeQueue and index files) by inode, so
 events on them are reported as "commitlog/00000000001073741824" rather than as a path or an inode.
 """
@@ -17,10 +21,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK
 
 from probes.procfs import PROC_ROOT, ProcessGone
 from store.layout import SegmentQueue, discover_store
@@ -73,6 +80,26 @@ class FileLabel:
 
 def unnamed_file(file: FileId) -> FileLabel:
     return FileLabel(file, f"inode {file.inode} on {file.device}", None)
+
+
+# Page ranges: the probes break a file's events down by ranges of `chunk` pages.
+BUCKETS_PER_FILE = 64
+UNKNOWN_SIZE_CHUNK_PAGES = 256
+
+
+def default_chunk_pages(label: FileLabel) -> int:
+    """Pages per page range of a file: 1/64 of its size, else 256 when its size is unknown."""
+    if label.size_pages:
+        return max(1, -(-label.size_pages // BUCKETS_PER_FILE))
+    return UNKNOWN_SIZE_CHUNK_PAGES
+
+
+def page_range_bounds(bucket: int, chunk: int, size_pages: int | None) -> tuple[int, int]:
+    """The first and last page of page range `bucket`, the last one cut at the end of the file."""
+    first, last = bucket * chunk, (bucket + 1) * chunk - 1
+    if size_pages:
+        last = min(last, max(size_pages - 1, first))
+    return first, last
 
 
 # --- /proc/PID/maps -----------------------------------------------------------------------------------------
@@ -202,6 +229,209 @@ def _size_if_same(mapping: MappedRange) -> int | None:
     except OSError:  # deleted (" (deleted)" suffix), another mount namespace, or not a path at all
         return None
     return stat.st_size if FileId.from_stat(stat) == mapping.file else None
+
+
+# --- naming files seen in events ---------------------------------------------------------------------------
+
+
+class FileNames:
+    """How a file is shown: its store segment name, else the path under which a process that used it holds
+    it open or mapped (from /proc/PID/fd and /proc/PID/maps, read at most once per process and interval),
+    else "inode N on M:m"."""
+
+    def __init__(self, labels: Mapping[FileId, FileLabel], proc_root: Path = PROC_ROOT):
+        self._labels = dict(labels)
+        self._proc_root = proc_root
+        self._paths: dict[int, dict[FileId, tuple[str, int | None]]] = {}
+
+    def new_interval(self) -> None:
+        self._paths.clear()
+
+    def learn(self, labels: Mapping[FileId, FileLabel]) -> None:
+        self._labels.update(labels)
+
+    def label(self, file: FileId, pid: int = 0) -> FileLabel:
+        if file in self._labels:
+            return self._labels[file]
+        found = self._paths_of(pid).get(file) if pid else None
+        if found is None:
+            return unnamed_file(file)  # not kept: a later interval may find it open somewhere
+        path, size = found
+        self._labels[file] = FileLabel(file, path, path, None, size)
+        return self._labels[file]
+
+    def _paths_of(self, pid: int) -> dict[FileId, tuple[str, int | None]]:
+        if pid not in self._paths:
+            paths = self._mapped_paths(pid)
+            paths.update(self._open_paths(pid))
+            self._paths[pid] = paths
+        return self._paths[pid]
+
+    def _open_paths(self, pid: int) -> dict[FileId, tuple[str, int | None]]:
+        fd_dir = self._proc_root / str(pid) / "fd"
+        paths = {}
+        with contextlib.suppress(OSError):
+            for name in os.listdir(fd_dir):
+                with contextlib.suppress(OSError):  # closed since the listing
+                    target = os.readlink(fd_dir / name)
+                    if target.startswith("/"):
+                        status = os.stat(fd_dir / name)  # the open inode itself, even a deleted one
+                        paths[FileId.from_stat(status)] = (target, status.st_size)
+        return paths
+
+    def _mapped_paths(self, pid: int) -> dict[FileId, tuple[str, int | None]]:
+        try:
+            space = read_address_space(pid, self._proc_root)
+        except (ProcessGone, PermissionError):
+            return {}
+        return {m.file: (m.path, None) for m in space.mappings if m.file and m.path and m.path[0] == "/"}
+
+
+# --- what a file descriptor is ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FdTarget:
+    """What a descriptor referred to: kind "file", "socket", "pipe", "other" or "unknown"."""
+
+    kind: str
+    name: str
+    write_only: bool = False  # opened O_WRONLY: the write end of a pipe
+    file: FileId | None = None
+    in_store: bool = False
+
+
+UNKNOWN_TARGET = FdTarget("unknown", "unknown (closed before it was read)")
+_KINDS = {S_IFREG: "file", S_IFSOCK: "socket", S_IFIFO: "pipe"}
+
+
+def read_fd_target(
+    pid: int, fd: int, store: Mapping[FileId, FileLabel], proc_root: Path = PROC_ROOT
+) -> FdTarget:
+    """What /proc/PID/fd/FD refers to now; UNKNOWN_TARGET when it is closed (or the process is gone)."""
+    link = proc_root / str(pid) / "fd" / str(fd)
+    try:
+        target = os.readlink(link)
+        status = os.stat(link)  # follows the magic link to the inode: sockets and pipes too
+    except OSError:
+        return UNKNOWN_TARGET
+    kind = _KINDS.get(S_IFMT(status.st_mode), "other")
+    file = FileId.from_stat(status) if kind == "file" else None
+    label = store.get(file) if file else None
+    access = _access_mode(pid, fd, proc_root)
+    name = label.name if label else target
+    if kind == "pipe" and access in _PIPE_ENDS:
+        name += _PIPE_ENDS[access]
+    return FdTarget(kind, name, access == os.O_WRONLY, file, label is not None)
+
+
+_PIPE_ENDS = {os.O_RDONLY: " (read end)", os.O_WRONLY: " (write end)"}
+
+
+def _access_mode(pid: int, fd: int, proc_root: Path) -> int | None:
+    """O_RDONLY, O_WRONLY or O_RDWR, from the flags in /proc/PID/fdinfo/FD (None if unreadable)."""
+    try:
+        text = (proc_root / str(pid) / "fdinfo" / str(fd)).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags:"):
+            return int(line.split()[1], 8) & os.O_ACCMODE
+    return None
+
+
+class FdNames:
+    """Names of the traced processes' descriptors, read from /proc/PID/fd at most once per interval each.
+
+    A descriptor read in an earlier interval and closed since keeps its last name; one never read while open
+    is UNKNOWN_TARGET. Reading again each interval (only those that moved bytes) notices a number reused for
+    another file between intervals; a reuse within one interval is not seen. TCP and UDP sockets are named by
+    their addresses ("TCP 127.0.0.1:5000 → 127.0.0.1:40112") from the process's /proc/PID/net tables.
+    """
+
+    def __init__(self, store: Mapping[FileId, FileLabel], proc_root: Path = PROC_ROOT):
+        self._store = store
+        self._proc_root = proc_root
+        self._known: dict[tuple[int, int], FdTarget] = {}
+        self._read_this_interval: set[tuple[int, int]] = set()
+        self._sockets = SocketNames(proc_root)
+
+    def new_interval(self) -> None:
+        self._read_this_interval.clear()
+        self._sockets.new_interval()
+
+    def read_all(self, pid: int) -> None:
+        """Name every descriptor `pid` has open now (at the start: it may exit before the first read)."""
+        try:
+            numbers = [int(name) for name in os.listdir(self._proc_root / str(pid) / "fd")]
+        except OSError:
+            return
+        for fd in numbers:
+            self.target(pid, fd)
+
+    def target(self, pid: int, fd: int) -> FdTarget:
+        key = (pid, fd)
+        if key not in self._read_this_interval:
+            self._read_this_interval.add(key)
+            now = read_fd_target(pid, fd, self._store, self._proc_root)
+            if now.kind == "socket":
+                now = dataclasses.replace(now, name=self._sockets.name(pid, now.name) or now.name)
+            if now is not UNKNOWN_TARGET:
+                self._known[key] = now
+        return self._known.get(key, UNKNOWN_TARGET)
+
+    def forget(self, pid: int) -> None:
+        for key in [key for key in self._known if key[0] == pid]:
+            del self._known[key]
+
+
+class SocketNames:
+    """ "socket:[INODE]" -> "TCP local → remote", from /proc/PID/net/{tcp,tcp6,udp,udp6}: the tables of the
+    process's network namespace, read at most once per interval and process, and only for a socket not yet
+    named (sockets keep their inode for life, so a name is kept)."""
+
+    TABLES = (("tcp", "TCP"), ("tcp6", "TCP"), ("udp", "UDP"), ("udp6", "UDP"))
+
+    def __init__(self, proc_root: Path = PROC_ROOT):
+        self._proc_root = proc_root
+        self._names: dict[str, str] = {}
+        self._read_this_interval: set[int] = set()
+
+    def new_interval(self) -> None:
+        self._read_this_interval.clear()
+
+    def name(self, pid: int, link: str) -> str | None:
+        if link not in self._names and pid not in self._read_this_interval:
+            self._read_this_interval.add(pid)
+            for table, protocol in self.TABLES:
+                self._names.update(self._read_table(pid, table, protocol))
+        return self._names.get(link)
+
+    def _read_table(self, pid: int, table: str, protocol: str) -> dict[str, str]:
+        try:
+            lines = (self._proc_root / str(pid) / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            return {}
+        names = {}
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9:
+                local, remote = (_socket_address(text) for text in fields[1:3])
+                ends = local if remote.endswith(":0") else f"{local} → {remote}"
+                names[f"socket:[{fields[9]}]"] = f"{protocol} {ends}"
+        return names
+
+
+def _socket_address(text: str) -> str:
+    """/proc/net/tcp's "0100007F:1F90" (the address as the kernel stores it, in host order words; the port
+    in hex) as "127.0.0.1:8080", and its IPv6 form as "[::1]:8080"."""
+    address_hex, port_hex = text.split(":")
+    raw = bytes.fromhex(address_hex)
+    words = b"".join(raw[start : start + 4][::-1] for start in range(0, len(raw), 4))
+    address = ipaddress.ip_address(words)
+    address = getattr(address, "ipv4_mapped", None) or address  # a v4 peer of a v6 socket reads as v4
+    port = int(port_hex, 16)
+    return f"{address}:{port}" if address.version == 4 else f"[{address}]:{port}"
 
 
 # --- the store's files ----------------------------------------------------------------------------------

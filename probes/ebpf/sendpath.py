@@ -59,45 +59,23 @@ At 10^5 such calls per second that is about 5 % of one CPU: small, not free.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import os
-import stat
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from probes.ebpf.inodes import FileId, FileLabel, store_files
-from probes.ebpf.loader import (
-    IntSetMap,
-    LoadedProgram,
-    Parameters,
-    ProgramSpec,
-    checked_int,
-    registered_program,
-)
-from probes.procfs import PROC_ROOT, ProcessGone, read_process_faults
+from probes.ebpf.inodes import FdNames, FdTarget
+from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, registered_program
+from probes.ebpf.scope import CounterDifferences, ScopedProbe, ScopeLimits, merge_rows, merged_pids, scalar
+from probes.ebpf.tracepoints import SENDPATH_SYSCALLS
+from probes.procfs import PROC_ROOT
 
 PROBE_NAME = "sendpath"
 NO_FD = -1
 
-# The traced syscalls; a syscall's position is its id in the program's map keys (SYSCALL_<NAME> defines).
-SYSCALLS = (
-    "read",
-    "pread64",
-    "readv",
-    "write",
-    "pwrite64",
-    "writev",
-    "sendfile64",
-    "splice",
-    "vmsplice",
-    "sendmsg",
-    "sendto",
-    "recvfrom",
-    "recvmsg",
-)
+SYSCALLS = SENDPATH_SYSCALLS  # a syscall's position is its id in the program's map keys
 _ENTER_FUNCTIONS = {
     "read": "mqi_read_e",
     "pread64": "mqi_pread_e",
@@ -142,261 +120,9 @@ PROGRAM = _program()
 
 
 @dataclass(frozen=True)
-class MapLimits:
-    tgids: int = 16384
+class MapLimits(ScopeLimits):
     threads: int = 65536
     records: int = 65536  # (process, syscall, fd, source fd) combinations alive at once
-
-
-def _parameters(filter_tgids: bool, limits: MapLimits) -> Parameters:
-    return Parameters.of(
-        FILTER_TGIDS=int(filter_tgids),
-        IGNORE_TGID=os.getpid(),
-        MAX_TGIDS=limits.tgids,
-        MAX_THREADS=limits.threads,
-        MAX_RECORDS=limits.records,
-        NO_FD=NO_FD,
-        **{f"SYSCALL_{name.upper()}": number for number, name in enumerate(SYSCALLS)},
-    )
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process."""
-    return _parameters(False, MapLimits())
-
-
-# --- what a file descriptor is ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FdTarget:
-    """What a descriptor referred to: kind "file", "socket", "pipe", "other" or "unknown"."""
-
-    kind: str
-    name: str
-    write_only: bool = False  # opened O_WRONLY: the write end of a pipe
-    file: FileId | None = None
-    in_store: bool = False
-
-
-UNKNOWN_TARGET = FdTarget("unknown", "unknown (closed before it was read)")
-_KINDS = {stat.S_IFREG: "file", stat.S_IFSOCK: "socket", stat.S_IFIFO: "pipe"}
-
-
-def read_fd_target(
-    pid: int, fd: int, store: Mapping[FileId, FileLabel], proc_root: Path = PROC_ROOT
-) -> FdTarget:
-    """What /proc/PID/fd/FD refers to now; UNKNOWN_TARGET when it is closed (or the process is gone)."""
-    link = proc_root / str(pid) / "fd" / str(fd)
-    try:
-        target = os.readlink(link)
-        status = os.stat(link)  # follows the magic link to the inode: sockets and pipes too
-    except OSError:
-        return UNKNOWN_TARGET
-    kind = _KINDS.get(stat.S_IFMT(status.st_mode), "other")
-    file = FileId.from_stat(status) if kind == "file" else None
-    label = store.get(file) if file else None
-    access = _access_mode(pid, fd, proc_root)
-    name = label.name if label else target
-    if kind == "pipe" and access in _PIPE_ENDS:
-        name += _PIPE_ENDS[access]
-    return FdTarget(kind, name, access == os.O_WRONLY, file, label is not None)
-
-
-_PIPE_ENDS = {os.O_RDONLY: " (read end)", os.O_WRONLY: " (write end)"}
-
-
-def _access_mode(pid: int, fd: int, proc_root: Path) -> int | None:
-    """O_RDONLY, O_WRONLY or O_RDWR, from the flags in /proc/PID/fdinfo/FD (None if unreadable)."""
-    try:
-        text = (proc_root / str(pid) / "fdinfo" / str(fd)).read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags:"):
-            return int(line.split()[1], 8) & os.O_ACCMODE
-    return None
-
-
-class FdNames:
-    """Names of the traced processes' descriptors, read from /proc/PID/fd at most once per interval each.
-
-    A descriptor read in an earlier interval and closed since keeps its last name; one never read while open
-    is UNKNOWN_TARGET. Reading again each interval (only those that moved bytes) notices a number reused for
-    another file between intervals; a reuse within one interval is not seen. TCP and UDP sockets are named by
-    their addresses ("TCP 127.0.0.1:5000 → 127.0.0.1:40112") from the process's /proc/PID/net tables.
-    """
-
-    def __init__(self, store: Mapping[FileId, FileLabel], proc_root: Path = PROC_ROOT):
-        self._store = store
-        self._proc_root = proc_root
-        self._known: dict[tuple[int, int], FdTarget] = {}
-        self._read_this_interval: set[tuple[int, int]] = set()
-        self._sockets = SocketNames(proc_root)
-
-    def new_interval(self) -> None:
-        self._read_this_interval.clear()
-        self._sockets.new_interval()
-
-    def read_all(self, pid: int) -> None:
-        """Name every descriptor `pid` has open now (at the start: it may exit before the first read)."""
-        try:
-            numbers = [int(name) for name in os.listdir(self._proc_root / str(pid) / "fd")]
-        except OSError:
-            return
-        for fd in numbers:
-            self.target(pid, fd)
-
-    def target(self, pid: int, fd: int) -> FdTarget:
-        key = (pid, fd)
-        if key not in self._read_this_interval:
-            self._read_this_interval.add(key)
-            now = read_fd_target(pid, fd, self._store, self._proc_root)
-            if now.kind == "socket":
-                now = dataclasses.replace(now, name=self._sockets.name(pid, now.name) or now.name)
-            if now is not UNKNOWN_TARGET:
-                self._known[key] = now
-        return self._known.get(key, UNKNOWN_TARGET)
-
-    def forget(self, pid: int) -> None:
-        for key in [key for key in self._known if key[0] == pid]:
-            del self._known[key]
-
-
-class SocketNames:
-    """ "socket:[INODE]" -> "TCP local → remote", from /proc/PID/net/{tcp,tcp6,udp,udp6}: the tables of the
-    process's network namespace, read at most once per interval and process, and only for a socket not yet
-    named (sockets keep their inode for life, so a name is kept)."""
-
-    TABLES = (("tcp", "TCP"), ("tcp6", "TCP"), ("udp", "UDP"), ("udp6", "UDP"))
-
-    def __init__(self, proc_root: Path = PROC_ROOT):
-        self._proc_root = proc_root
-        self._names: dict[str, str] = {}
-        self._read_this_interval: set[int] = set()
-
-    def new_interval(self) -> None:
-        self._read_this_interval.clear()
-
-    def name(self, pid: int, link: str) -> str | None:
-        if link not in self._names and pid not in self._read_this_interval:
-            self._read_this_interval.add(pid)
-            for table, protocol in self.TABLES:
-                self._names.update(self._read_table(pid, table, protocol))
-        return self._names.get(link)
-
-    def _read_table(self, pid: int, table: str, protocol: str) -> dict[str, str]:
-        try:
-            lines = (self._proc_root / str(pid) / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            return {}
-        names = {}
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9:
-                local, remote = (_socket_address(text) for text in fields[1:3])
-                ends = local if remote.endswith(":0") else f"{local} → {remote}"
-                names[f"socket:[{fields[9]}]"] = f"{protocol} {ends}"
-        return names
-
-
-def _socket_address(text: str) -> str:
-    """/proc/net/tcp's "0100007F:1F90" (the address as the kernel stores it, in host order words; the port
-    in hex) as "127.0.0.1:8080", and its IPv6 form as "[::1]:8080"."""
-    address_hex, port_hex = text.split(":")
-    raw = bytes.fromhex(address_hex)
-    words = b"".join(raw[start : start + 4][::-1] for start in range(0, len(raw), 4))
-    address = ipaddress.ip_address(words)
-    address = getattr(address, "ipv4_mapped", None) or address  # a v4 peer of a v6 socket reads as v4
-    port = int(port_hex, 16)
-    return f"{address}:{port}" if address.version == 4 else f"[{address}]:{port}"
-
-
-# --- processes and cumulative counters -------------------------------------------------------------------
-
-
-class ProcessWatch:
-    """Which traced processes have exited, and their names. Shared by the probes that trace per process."""
-
-    def __init__(self, pids: Sequence[int], proc_root: Path = PROC_ROOT):
-        self.pids = validated_pids(pids, proc_root)
-        self._proc_root = proc_root
-        self._comms: dict[int, str | None] = {}
-        self._ended: set[int] = set()
-
-    def comm(self, pid: int) -> str | None:
-        if pid not in self._comms:
-            try:
-                self._comms[pid] = (self._proc_root / str(pid) / "comm").read_text().strip()
-            except OSError:
-                self._comms[pid] = None
-        return self._comms[pid]
-
-    def newly_ended(self, pids: Iterable[int]) -> set[int]:
-        """Those of `pids` that have exited (gone, or a zombie whose counts are final) since the last call."""
-        ended = set()
-        for pid in set(pids) - self._ended:
-            try:
-                state = read_process_faults(pid, self._proc_root).state
-            except ProcessGone:
-                state = "X"
-            if state in ("Z", "X"):
-                ended.add(pid)
-        self._ended |= ended
-        return ended
-
-    def forget(self, pid: int) -> None:
-        """Drop what is kept for `pid`. A pid given to trace stays ended: a new process reusing it is not
-        ours; without given pids any process is ours, so a reused pid can end again."""
-        self._comms.pop(pid, None)
-        if pid not in self.pids:
-            self._ended.discard(pid)
-
-
-def validated_pids(pids: Sequence[int], proc_root: Path = PROC_ROOT) -> tuple[int, ...]:
-    """The pids, sorted and unique, once each is an int naming a live process (ProcessGone otherwise)."""
-    checked = tuple(sorted({checked_int(pid, "pid") for pid in pids}))
-    for pid in checked:
-        if pid <= 0:
-            raise ValueError(f"{pid} is not a process id")
-        if not (proc_root / str(pid)).is_dir():
-            raise ProcessGone(pid, proc_root)
-    return checked
-
-
-class CounterDifferences:
-    """What each entry of a cumulative BPF map gained since the previous read (entries are never drained,
-    so an event counted while user space reads lands in the next difference instead of being lost)."""
-
-    def __init__(self) -> None:
-        self._previous: dict[tuple[int, ...], tuple[int, ...]] = {}
-
-    def gained(self, entries: Iterable[tuple[tuple[int, ...], tuple[int, ...]]]) -> dict[tuple, tuple]:
-        differences = {}
-        for key, now in entries:
-            before = self._previous.get(key, (0,) * len(now))
-            self._previous[key] = now
-            change = tuple(a - b for a, b in zip(now, before, strict=True))
-            if any(change):
-                differences[key] = change
-        return differences
-
-    def known_keys(self) -> list[tuple[int, ...]]:
-        return list(self._previous)
-
-    def forget(self, key: tuple[int, ...]) -> None:
-        self._previous.pop(key, None)
-
-
-def subject_of(pids: Sequence[int]) -> str:
-    if not pids:
-        return "every process"
-    return f"pid {pids[0]}" if len(pids) == 1 else "pids " + ", ".join(map(str, pids))
-
-
-def _scalar(value) -> int:
-    """A scalar map key or value: bcc gives ctypes numbers from items()."""
-    return int(getattr(value, "value", value))
 
 
 # --- snapshots ---------------------------------------------------------------------------------------------
@@ -550,6 +276,19 @@ class _Counts:
             SyscallCount(name, *self.per_syscall[name]) for name in SYSCALLS if name in self.per_syscall
         )
 
+    def fd_traffic_counts(self) -> dict[str, Any]:
+        """The counts of an FdTraffic row."""
+        return {
+            "syscalls": self.syscalls,
+            "syscall_errors": self.syscall_errors,
+            "mode_switches": 2 * self.syscalls,
+            "bytes_kernel_to_user": self.bytes_kernel_to_user,
+            "bytes_user_to_kernel": self.bytes_user_to_kernel,
+            "bytes_in_kernel": self.bytes_in_kernel,
+            "faults_in_syscalls": self.faults_in_syscalls,
+            "per_syscall": self.syscall_counts(),
+        }
+
 
 _COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(_Counts) if f.name != "per_syscall")
 
@@ -647,14 +386,7 @@ def _fd_row(
         source_fd=source_fd,
         source_kind=source.kind if source else None,
         source_name=source.name if source else None,
-        syscalls=counts.syscalls,
-        syscall_errors=counts.syscall_errors,
-        mode_switches=2 * counts.syscalls,
-        bytes_kernel_to_user=counts.bytes_kernel_to_user,
-        bytes_user_to_kernel=counts.bytes_user_to_kernel,
-        bytes_in_kernel=counts.bytes_in_kernel,
-        faults_in_syscalls=counts.faults_in_syscalls,
-        per_syscall=counts.syscall_counts(),
+        **counts.fd_traffic_counts(),
     )
 
 
@@ -666,7 +398,7 @@ def _by_traffic(row: ProcessSendpath | FdTraffic) -> tuple:
 # --- the probe ---------------------------------------------------------------------------------------------
 
 
-class SendpathProbe:
+class SendpathProbe(ScopedProbe):
     """`mqinspect trace sendpath`: see the module docstring. Construct, then run in a TraceSession."""
 
     name = PROBE_NAME
@@ -680,12 +412,7 @@ class SendpathProbe:
         limits: MapLimits = MapLimits(),
         proc_root: Path = PROC_ROOT,
     ):
-        self._watch = ProcessWatch(pids, proc_root)
-        self.pids = self._watch.pids
-        self.store = store
-        self.limits = limits
-        self._proc_root = proc_root
-        self._store_files = store_files(store) if store else {}
+        super().__init__(pids, store, limits, proc_root)
         self._names = FdNames(self._store_files, proc_root)
         self._traffic = CounterDifferences()
         self._sockets = CounterDifferences()
@@ -695,14 +422,15 @@ class SendpathProbe:
     # --- what the session needs before loading
 
     def parameters(self) -> Parameters:
-        return _parameters(bool(self.pids), self.limits)
-
-    def sets(self) -> tuple[IntSetMap, ...]:
-        return (IntSetMap.of_ints("mqi_tgids", self.pids),) if self.pids else ()
+        return self.scope_parameters(
+            MAX_RECORDS=self.limits.records,
+            NO_FD=NO_FD,
+            **{f"SYSCALL_{name.upper()}": number for number, name in enumerate(SYSCALLS)},
+        )
 
     def subject(self) -> str:
         where = f", store files named from {self.store}" if self.store else ""
-        return f"send-path syscalls of {subject_of(self.pids)}, per descriptor{where}"
+        return f"send-path syscalls of {self.processes.subject()}, per descriptor{where}"
 
     # --- the session's calls
 
@@ -712,7 +440,7 @@ class SendpathProbe:
         )
         for pid in self.pids:
             self._names.read_all(pid)  # in case it exits before the first interval ends
-            self._watch.comm(pid)
+        self.processes.remember_comms()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> SendpathSnapshot:
         traffic = self._traffic.gained(_traffic_entries(program.read("mqi_traffic")))
@@ -721,16 +449,13 @@ class SendpathProbe:
             sum(change) for change in self._lost.gained(_lost_entries(program.read("mqi_lost"))).values()
         )
         seen = {key[0] for key in self._traffic.known_keys()} | {key[0] for key in self._sockets.known_keys()}
-        ended = self._watch.newly_ended(set(self.pids) | seen)
+        ended = self.processes.newly_ended(set(self.pids) | seen)
 
         self._names.new_interval()
         processes, fds = self._tally(traffic, sockets)
         self._forget(program, ended)
         return _snapshot(
-            kind="interval",
-            interval_s=round(interval_s, 6),
-            pids=self.pids,
-            store=str(self.store) if self.store else None,
+            **self.interval_header(interval_s),
             lost_records=lost,
             processes=processes,
             fds=fds,
@@ -758,7 +483,7 @@ class SendpathProbe:
         }
         processes = [
             _process_row(
-                pid, self._watch.comm(pid), per_process[pid], self._socket_side(socket_counts.get(pid))
+                pid, self.processes.comm(pid), per_process[pid], self._socket_side(socket_counts.get(pid))
             )
             for pid in set(per_process) | set(socket_counts)
         ]
@@ -790,7 +515,12 @@ class SendpathProbe:
             program.delete("mqi_tgids", (pid,))
             self._sockets.forget((pid,))
             self._names.forget(pid)
-            self._watch.forget(pid)
+            self.processes.forget(pid)
+
+
+def default_parameters() -> Parameters:
+    """What doctor's load test compiles: every process."""
+    return SendpathProbe().parameters()
 
 
 def _traffic_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -803,7 +533,7 @@ def _traffic_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]
 
 def _socket_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
     for key, value in items:
-        yield (_scalar(key),), tuple(getattr(value, name) for name in _SOCKET_MAP_FIELDS)
+        yield (scalar(key),), tuple(getattr(value, name) for name in _SOCKET_MAP_FIELDS)
 
 
 _SOCKET_MAP_FIELDS = ("sent_bytes", "copied_to_user_bytes", "tcp_sendmsg_passes")
@@ -811,7 +541,7 @@ _SOCKET_MAP_FIELDS = ("sent_bytes", "copied_to_user_bytes", "tcp_sendmsg_passes"
 
 def _lost_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
     for key, value in items:
-        yield (_scalar(key),), (_scalar(value),)
+        yield (scalar(key),), (scalar(value),)
 
 
 # --- snapshots from process and descriptor rows ----------------------------------------------------------
@@ -885,7 +615,7 @@ def combine_snapshots(summary: SendpathSnapshot | None, snapshot: SendpathSnapsh
         lost_records=summary.lost_records + snapshot.lost_records,
         processes=_merge_processes(summary.processes, snapshot.processes),
         fds=_merge_fds(summary.fds, snapshot.fds),
-        exited_pids=tuple(sorted({*summary.exited_pids, *snapshot.exited_pids})),
+        exited_pids=merged_pids(summary.exited_pids, snapshot.exited_pids),
         socket_fields=frozenset(
             name
             for name in _SOCKET_FIELDS
@@ -898,38 +628,21 @@ def combine_snapshots(summary: SendpathSnapshot | None, snapshot: SendpathSnapsh
 def _merge_processes(
     earlier: Sequence[ProcessSendpath], later: Sequence[ProcessSendpath]
 ) -> tuple[ProcessSendpath, ...]:
-    merged = {row.pid: row for row in earlier}
-    for row in later:
-        before = merged.get(row.pid)
-        if before is None:
-            merged[row.pid] = row
-            continue
-        counts = _Counts.of_row(before)
-        counts.add(_Counts.of_row(row))
-        socket = {name: _sum_optional((getattr(before, name), getattr(row, name))) for name in _SOCKET_FIELDS}
-        merged[row.pid] = _process_row(row.pid, row.comm or before.comm, counts, socket)
-    return tuple(sorted(merged.values(), key=_by_traffic))
+    return tuple(sorted(merge_rows(earlier, later, ("pid",), _merge_process), key=_by_traffic))
+
+
+def _merge_process(before: ProcessSendpath, row: ProcessSendpath) -> ProcessSendpath:
+    counts = _Counts.of_row(before)
+    counts.add(_Counts.of_row(row))
+    socket = {name: _sum_optional((getattr(before, name), getattr(row, name))) for name in _SOCKET_FIELDS}
+    return _process_row(row.pid, row.comm or before.comm, counts, socket)
 
 
 def _merge_fds(earlier: Sequence[FdTraffic], later: Sequence[FdTraffic]) -> tuple[FdTraffic, ...]:
-    merged = {(row.pid, row.fd, row.source_fd): row for row in earlier}
-    for row in later:
-        key = (row.pid, row.fd, row.source_fd)
-        before = merged.get(key)
-        if before is None:
-            merged[key] = row
-            continue
-        counts = _Counts.of_row(before)
-        counts.add(_Counts.of_row(row))
-        merged[key] = dataclasses.replace(
-            row,
-            syscalls=counts.syscalls,
-            syscall_errors=counts.syscall_errors,
-            mode_switches=2 * counts.syscalls,
-            bytes_kernel_to_user=counts.bytes_kernel_to_user,
-            bytes_user_to_kernel=counts.bytes_user_to_kernel,
-            bytes_in_kernel=counts.bytes_in_kernel,
-            faults_in_syscalls=counts.faults_in_syscalls,
-            per_syscall=counts.syscall_counts(),
-        )
-    return tuple(sorted(merged.values(), key=_by_traffic))
+    return tuple(sorted(merge_rows(earlier, later, ("pid", "fd", "source_fd"), _merge_fd), key=_by_traffic))
+
+
+def _merge_fd(before: FdTraffic, row: FdTraffic) -> FdTraffic:
+    counts = _Counts.of_row(before)
+    counts.add(_Counts.of_row(row))
+    return dataclasses.replace(row, **counts.fd_traffic_counts())

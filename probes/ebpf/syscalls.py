@@ -32,45 +32,21 @@ and writes (a dd of 4 M one-byte reads and writes ran at the same speed with the
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.ebpf.inodes import AddressSpaces, FileId, FileLabel, store_files
-from probes.ebpf.loader import (
-    IntSetMap,
-    LoadedProgram,
-    Parameters,
-    ProgramSpec,
-    registered_program,
-)
-from probes.ebpf.sendpath import (
-    CounterDifferences,
-    FdNames,
-    ProcessWatch,
-    subject_of,
-)
+from probes.ebpf.inodes import AddressSpaces, FdNames
+from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, registered_program
+from probes.ebpf.scope import CounterDifferences, ScopedProbe, ScopeLimits, merged_pids, scalar
+from probes.ebpf.tracepoints import MEMORY_SYSCALLS
 from probes.procfs import PROC_ROOT
 
 PROBE_NAME = "syscalls"
 
-# The traced syscalls; a syscall's position is its id in the program's map keys (SYSCALL_<NAME> defines).
-SYSCALLS = (
-    "mmap",
-    "munmap",
-    "madvise",
-    "mlock",
-    "mlock2",
-    "munlock",
-    "msync",
-    "fadvise64",
-    "mincore",
-    "fsync",
-    "fdatasync",
-)
+SYSCALLS = MEMORY_SYSCALLS  # a syscall's position is its id in the program's map keys
 _ENTER_FUNCTIONS = {
     "mmap": "mqi_mmap_e",
     "munmap": "mqi_munmap_e",
@@ -121,32 +97,11 @@ PROGRAM = _program()
 
 
 @dataclass(frozen=True)
-class MapLimits:
-    tgids: int = 16384
+class MapLimits(ScopeLimits):
     threads: int = 65536
     latency_slots: int = 65536  # (process, syscall, bucket) combinations
     records: int = 65536  # (process, syscall, detail, target) combinations
     mappings: int = 65536  # mmaps in one interval
-
-
-def _parameters(filter_tgids: bool, limits: MapLimits) -> Parameters:
-    return Parameters.of(
-        FILTER_TGIDS=int(filter_tgids),
-        IGNORE_TGID=os.getpid(),
-        MAX_TGIDS=limits.tgids,
-        MAX_THREADS=limits.threads,
-        MAX_LATENCY_SLOTS=limits.latency_slots,
-        MAX_RECORDS=limits.records,
-        MAX_MAPPINGS=limits.mappings,
-        LAST_SLOT=LAST_SLOT,
-        MMAP_FLAGS_SHOWN=MMAP_FLAGS_SHOWN,
-        **{f"SYSCALL_{name.upper()}": number for number, name in enumerate(SYSCALLS)},
-    )
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process."""
-    return _parameters(False, MapLimits())
 
 
 def detail_name(syscall: str, detail: int) -> str | None:
@@ -388,7 +343,7 @@ def combine_snapshots(summary: SyscallsSnapshot | None, snapshot: SyscallsSnapsh
         lost_records=summary.lost_records + snapshot.lost_records,
         processes=processes,
         targets=_merge_targets(summary.targets, snapshot.targets),
-        exited_pids=tuple(sorted({*summary.exited_pids, *snapshot.exited_pids})),
+        exited_pids=merged_pids(summary.exited_pids, snapshot.exited_pids),
         end_time_unix_s=snapshot.end_time_unix_s,
     )
 
@@ -435,7 +390,7 @@ class _Mapped:
     target: _Target
 
 
-class SyscallsProbe:
+class SyscallsProbe(ScopedProbe):
     """`mqinspect trace syscalls`: see the module docstring. Construct, then run in a TraceSession."""
 
     name = PROBE_NAME
@@ -449,11 +404,7 @@ class SyscallsProbe:
         limits: MapLimits = MapLimits(),
         proc_root: Path = PROC_ROOT,
     ):
-        self._watch = ProcessWatch(pids, proc_root)
-        self.pids = self._watch.pids
-        self.store = store
-        self.limits = limits
-        self._store_files: dict[FileId, FileLabel] = store_files(store) if store else {}
+        super().__init__(pids, store, limits, proc_root)
         self._fd_names = FdNames(self._store_files, proc_root)
         self._spaces = AddressSpaces(proc_root)
         self._mapped: dict[int, deque[_Mapped]] = {}
@@ -462,24 +413,27 @@ class SyscallsProbe:
         self._lost = CounterDifferences()
 
     def parameters(self) -> Parameters:
-        return _parameters(bool(self.pids), self.limits)
-
-    def sets(self) -> tuple[IntSetMap, ...]:
-        return (IntSetMap.of_ints("mqi_tgids", self.pids),) if self.pids else ()
+        return self.scope_parameters(
+            MAX_LATENCY_SLOTS=self.limits.latency_slots,
+            MAX_RECORDS=self.limits.records,
+            MAX_MAPPINGS=self.limits.mappings,
+            LAST_SLOT=LAST_SLOT,
+            MMAP_FLAGS_SHOWN=MMAP_FLAGS_SHOWN,
+            **{f"SYSCALL_{name.upper()}": number for number, name in enumerate(SYSCALLS)},
+        )
 
     def subject(self) -> str:
-        where = f", per segment of the store {self.store}" if self.store else ", per target"
-        return f"memory and flush syscalls of {subject_of(self.pids)}{where}"
+        return f"memory and flush syscalls of {self.processes.subject()}, {self.per_segment('per target')}"
 
     def start(self, program: LoadedProgram) -> None:
         for pid in self.pids:
             self._spaces.snapshot(pid)  # a first picture of the mappings, for addresses unmapped later
             self._fd_names.read_all(pid)
-            self._watch.comm(pid)
+        self.processes.remember_comms()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> SyscallsSnapshot:
         latency = self._latency.gained(
-            ((key.tgid, key.syscall, key.slot), (_scalar(value),))
+            ((key.tgid, key.syscall, key.slot), (scalar(value),))
             for key, value in program.read("mqi_latency")
         )
         calls = self._calls.gained(
@@ -490,23 +444,20 @@ class SyscallsProbe:
             for key, value in program.read("mqi_calls")
         )
         lost = self._lost.gained(
-            ((_scalar(key),), (_scalar(value),)) for key, value in program.read("mqi_lost")
+            ((scalar(key),), (scalar(value),)) for key, value in program.read("mqi_lost")
         )
         self._spaces.new_interval()
         self._fd_names.new_interval()
         # Taken after the calls: a call's own mapping is then always known, whenever it was made.
         self._learn_mappings(program.drain("mqi_mappings"))
         seen = {key[0] for key in self._latency.known_keys()}
-        ended = self._watch.newly_ended(set(self.pids) | seen)
+        ended = self.processes.newly_ended(set(self.pids) | seen)
 
         processes = self._process_tallies(latency, calls)
         targets = self._target_rows(calls)
         self._forget(program, ended)
         return _snapshot(
-            kind="interval",
-            interval_s=round(interval_s, 6),
-            pids=self.pids,
-            store=str(self.store) if self.store else None,
+            **self.interval_header(interval_s),
             lost_records=sum(change[0] for change in lost.values()),
             processes=processes,
             targets=targets,
@@ -530,7 +481,7 @@ class SyscallsProbe:
             tally.errors += errors
             tally.total_ns += total_ns
             tally.length_bytes += length
-        return {pid: (self._watch.comm(pid), per_syscall) for pid, per_syscall in tallies.items()}
+        return {pid: (self.processes.comm(pid), per_syscall) for pid, per_syscall in tallies.items()}
 
     def _target_rows(self, calls: Mapping[tuple, tuple]) -> list[TargetCalls]:
         merged: dict[tuple, TargetCalls] = {}
@@ -594,7 +545,12 @@ class SyscallsProbe:
             self._fd_names.forget(pid)
             self._spaces.forget(pid)
             self._mapped.pop(pid, None)
-            self._watch.forget(pid)
+            self.processes.forget(pid)
+
+
+def default_parameters() -> Parameters:
+    """What doctor's load test compiles: every process."""
+    return SyscallsProbe().parameters()
 
 
 def _padded_key(map_name: str, key: tuple[int, ...]) -> tuple[int, ...]:
@@ -607,7 +563,3 @@ def _padded_key(map_name: str, key: tuple[int, ...]) -> tuple[int, ...]:
 
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _scalar(value) -> int:
-    return int(getattr(value, "value", value))

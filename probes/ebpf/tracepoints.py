@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-_SENDPATH_SYSCALLS = (
+# The syscalls the sendpath and syscalls probes trace; a syscall's position in its tuple is its id in the
+# program's map keys (SYSCALL_<NAME> defines).
+SENDPATH_SYSCALLS = (
     "read",
     "pread64",
     "readv",
@@ -23,7 +25,7 @@ _SENDPATH_SYSCALLS = (
     "recvfrom",
     "recvmsg",
 )
-_MEMORY_SYSCALLS = (
+MEMORY_SYSCALLS = (
     "mmap",
     "munmap",
     "madvise",
@@ -98,7 +100,7 @@ PROBES: tuple[ProbeTracepoints, ...] = (
     ),
     ProbeTracepoints(
         "sendpath",
-        _syscall_pairs(_SENDPATH_SYSCALLS),
+        _syscall_pairs(SENDPATH_SYSCALLS),
         (
             "tcp:tcp_sendmsg_locked",
             "sock:sock_send_length",
@@ -106,7 +108,7 @@ PROBES: tuple[ProbeTracepoints, ...] = (
             "exceptions:page_fault_kernel",
         ),
     ),
-    ProbeTracepoints("syscalls", _syscall_pairs(_MEMORY_SYSCALLS)),
+    ProbeTracepoints("syscalls", _syscall_pairs(MEMORY_SYSCALLS)),
 )
 
 

@@ -42,25 +42,22 @@ What the counts mean (pages of PAGE_SIZE_BYTES):
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.ebpf.inodes import PAGE_SIZE_BYTES, FileId, FileLabel, kernel_inode_keys, store_files
-from probes.ebpf.loader import IntSetMap, LoadedProgram, Parameters, registered_program
-from probes.ebpf.pagecache import (
+from probes.ebpf.inodes import PAGE_SIZE_BYTES, FileId, FileLabel, FileNames
+from probes.ebpf.loader import LoadedProgram, Parameters, registered_program
+from probes.ebpf.scope import (
     CumulativeTotals,
-    FileNames,
-    ProcessWatch,
-    add_optional,
-    current_store_files,
+    ScopedProbe,
+    ScopeLimits,
     handler_defines,
     merge_rows,
     scalar,
+    summed_snapshot,
 )
 from probes.procfs import PROC_ROOT, ProcessGone, parse_proc_counters, read_process_io
 
@@ -98,32 +95,10 @@ PROGRAM = registered_program(PROBE_NAME, "writeback.bpf.c", _FUNCTIONS)
 
 
 @dataclass(frozen=True)
-class MapLimits:
+class MapLimits(ScopeLimits):
     """Entries each map may hold. mqi_folio_sizes holds the cached folios whose size is remembered."""
 
-    tgids: int = 16384
-    inodes: int = 65536
     folios: int = 131072
-    threads: int = 32768
-
-
-def _parameters(filter_tgids: bool, filter_inodes: bool, limits: MapLimits) -> Parameters:
-    return Parameters.of(
-        FILTER_TGIDS=int(filter_tgids),
-        FILTER_INODES=int(filter_inodes),
-        MAX_TGIDS=limits.tgids,
-        MAX_INODES=limits.inodes,
-        MAX_FOLIOS=limits.folios,
-        MAX_THREADS=limits.threads,
-        MAX_CPUS=MAX_CPU_IDS,
-        IGNORE_TGID=os.getpid(),
-        **handler_defines(_HANDLER_DEFINES),
-    )
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process, every file."""
-    return _parameters(False, False, MapLimits())
 
 
 # --- snapshots ---------------------------------------------------------------------------------------------
@@ -266,11 +241,12 @@ class _FileTally:
         self.last_tgid = counts.last_tgid or self.last_tgid
 
 
-class WritebackProbe:
+class WritebackProbe(ScopedProbe):
     """`mqinspect trace writeback`: see the module docstring. Construct, then run in a TraceSession."""
 
     name = PROBE_NAME
     program = PROGRAM
+    filters_files = True
 
     def __init__(
         self,
@@ -280,12 +256,7 @@ class WritebackProbe:
         limits: MapLimits = MapLimits(),
         proc_root: Path = PROC_ROOT,
     ):
-        self.processes = ProcessWatch(pids, proc_root)
-        self.pids = self.processes.pids
-        self.store = store
-        self.limits = limits
-        self._proc_root = proc_root
-        self._store_files: dict[FileId, FileLabel] = store_files(store) if store else {}
+        super().__init__(pids, store, limits, proc_root)
         self._names = FileNames(self._store_files, proc_root)
         self._devices: dict[int, int] = {}  # inode -> kernel device, for events that gave none
         self._learn_devices(self._store_files)
@@ -296,24 +267,17 @@ class WritebackProbe:
     # --- what the session needs before loading
 
     def parameters(self) -> Parameters:
-        return _parameters(bool(self.pids), bool(self.store), self.limits)
-
-    def sets(self) -> tuple[IntSetMap, ...]:
-        sets = []
-        if self.pids:
-            sets.append(IntSetMap.of_ints("mqi_tgids", self.pids))
-        if self.store:
-            sets.append(IntSetMap("mqi_inodes", kernel_inode_keys(self._store_files)))
-        return tuple(sets)
+        return self.scope_parameters(
+            MAX_FOLIOS=self.limits.folios, MAX_CPUS=MAX_CPU_IDS, **handler_defines(_HANDLER_DEFINES)
+        )
 
     def subject(self) -> str:
-        where = f"per segment of the store {self.store}" if self.store else "per file"
         who = self.processes.subject()
         dirtied_by = "it" if len(self.pids) == 1 else "they"
         written = "of every file" if not self.pids else f"of the files {dirtied_by} dirtied"
         return (
             f"pages dirtied and writers throttled ({who}), pages written back {written}, and the dirty "
-            f"state, {where}"
+            f"state, {self.per_segment('per file')}"
         )
 
     # --- the session's calls
@@ -344,11 +308,7 @@ class WritebackProbe:
         self._names.new_interval()
         flusher = _flusher_rows(flushes)
         return WritebackSnapshot(
-            kind="interval",
-            interval_s=round(interval_s, 6),
-            end_time_unix_s=time.time(),
-            pids=self.pids,
-            store=str(self.store) if self.store else None,
+            **self.interval_header(interval_s),
             dirtied_pages=totals["dirtied_pages"],
             dirtied_folios=totals["dirtied_folios"],
             unsized_folios=totals["unsized_folios"],
@@ -474,16 +434,16 @@ class WritebackProbe:
             program.put("mqi_inode_devs", (file.inode,), (file.kernel_dev,))
 
     def _follow_store(self, program: LoadedProgram) -> None:
-        """Add the segments the store created since the last look (a rolled CommitLog) to the kernel's sets:
-        the new segment is where the writes go."""
-        current = current_store_files(self.store)
-        new = {file: label for file, label in current.items() if file not in self._store_files}
-        for key in kernel_inode_keys(new):
-            program.put("mqi_inodes", key, (1,))
+        """The store's new segments, also for the kernel to place their dirtied folios."""
+        current, new = self.follow_store(program)
         self._tell_devices(program, new)
         self._learn_devices(new)
-        self._store_files.update(current)
         self._names.learn(current)
+
+
+def default_parameters() -> Parameters:
+    """What doctor's load test compiles: every process, every file."""
+    return WritebackProbe().parameters()
 
 
 def _file_order(row: FileWriteback) -> tuple[int, str]:
@@ -559,11 +519,11 @@ def combine_snapshots(summary: WritebackSnapshot | None, snapshot: WritebackSnap
     and max over all intervals."""
     if summary is None:
         return dataclasses.replace(snapshot, kind="summary")
-    return dataclasses.replace(
+    return summed_snapshot(
         summary,
-        **{name: getattr(summary, name) + getattr(snapshot, name) for name in _SUMMED},
-        **{name: add_optional(getattr(summary, name), getattr(snapshot, name)) for name in _SUMMED_OPTIONAL},
-        end_time_unix_s=snapshot.end_time_unix_s,
+        snapshot,
+        _SUMMED,
+        _SUMMED_OPTIONAL,
         dirty_state=_combine_dirty_state(summary.dirty_state, snapshot.dirty_state),
         throttled=tuple(sorted(_merge_throttled(summary.throttled, snapshot.throttled), key=_throttle_order)),
         processes=tuple(
@@ -579,7 +539,6 @@ def combine_snapshots(summary: WritebackSnapshot | None, snapshot: WritebackSnap
                 key=lambda row: (-row.written_pages, row.device, row.reason),
             )
         ),
-        exited_pids=tuple(sorted({*summary.exited_pids, *snapshot.exited_pids})),
     )
 
 
@@ -596,18 +555,16 @@ def _combine_dirty_state(earlier: DirtyState | None, later: DirtyState | None) -
 def _merge_throttled(
     earlier: Sequence[ThrottledProcess], later: Sequence[ThrottledProcess]
 ) -> list[ThrottledProcess]:
-    merged = {row.pid: row for row in earlier}
-    for row in later:
-        before = merged.get(row.pid)
-        if before is None:
-            merged[row.pid] = row
-            continue
-        longest = row if row.pause_ms_max > before.pause_ms_max else before
-        merged[row.pid] = dataclasses.replace(
-            longest,
-            comm=before.comm or row.comm,
-            throttle_checks=before.throttle_checks + row.throttle_checks,
-            pauses=before.pauses + row.pauses,
-            pause_ms_total=before.pause_ms_total + row.pause_ms_total,
-        )
-    return list(merged.values())
+    return merge_rows(earlier, later, ("pid",), _merge_throttle)
+
+
+def _merge_throttle(before: ThrottledProcess, row: ThrottledProcess) -> ThrottledProcess:
+    """Counts summed; the dirty state at the longest pause of the two."""
+    longest = row if row.pause_ms_max > before.pause_ms_max else before
+    return dataclasses.replace(
+        longest,
+        comm=before.comm or row.comm,
+        throttle_checks=before.throttle_checks + row.throttle_checks,
+        pauses=before.pauses + row.pauses,
+        pause_ms_total=before.pause_ms_total + row.pause_ms_total,
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -268,11 +269,16 @@ def test_every_registered_probe_loads_in_a_child_and_leaves_nothing_loaded():
     assert [result.probe for result in results] == list(PROBE_MODULES)
     for result in results:
         assert result.loaded, result.error
-    # the children are gone, and what they loaded with them: a program of ours loaded since and still there
-    # must be held by a live process (another session running at the same time), not left behind
-    new = {number for number, name in loaded_programs().items() if number not in before}
-    ours = {number for number in new if loaded_programs().get(number, "").startswith(FUNCTION_PREFIX)}
-    assert ours <= programs_held_by_anyone()
+    # the children are gone, and what they loaded with them. A program of ours loaded since may belong to
+    # another session running at the same time, which holds it while it runs; a left-behind one stays
+    # loaded and held by nobody, on a second look too.
+    assert not _left_behind(before) or not _left_behind(before, after_s=1.0)
+
+
+def _left_behind(before: set[int], after_s: float = 0.0) -> set[int]:
+    time.sleep(after_s)
+    ours = {number for number, name in loaded_programs().items() if name.startswith(FUNCTION_PREFIX)}
+    return (ours - before) - programs_held_by_anyone()
 
 
 @pytest.mark.requires_bpf
@@ -281,7 +287,7 @@ def test_a_loaded_program_is_listed_by_bpftool_until_closed():
     try:
         held = programs_held_by(os.getpid())
         functions = {a.function for a in PROGRAM.attachments if a.tracepoint in program.attached}
-        assert len(held) == len(functions) >= 4  # one program per function, attached to one or more tracepoints
+        assert len(held) == len(functions) >= 4  # a program per function, on one or more tracepoints
         assert held <= set(loaded_programs())
     finally:
         program.close()

@@ -28,6 +28,7 @@ from mqinspect.cli import trace
 from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
 from mqinspect.render.trace import VIEWS
+from probes.ebpf.inodes import _socket_address, read_fd_target
 from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.sendpath import (
     PROGRAM,
@@ -37,9 +38,7 @@ from probes.ebpf.sendpath import (
     _Counts,
     _process_row,
     _snapshot,
-    _socket_address,
     combine_snapshots,
-    read_fd_target,
     send_paths,
 )
 from probes.ebpf.session import TraceSession
