@@ -9,7 +9,7 @@ bootstrap:
 	@scripts/bootstrap
 
 demo: bootstrap
-	$(BIN)/mqinspect doctor
+	$(BIN)/mqinspect demo
 
 test: bootstrap lint
 	$(BIN)/python -m pytest

@@ -1,9 +1,155 @@
-"""Placeholder until the command lands (replaced by its owner)."""
+"""`mqinspect demo`: a live store with a warming producer and consumers on several send paths, watched by the
+dashboard; without a terminal (or with --no-ui), a final report of the run plus short lab runs."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 import typer
+
+from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.demo.headless import DEFAULT_DURATION_S, run_headless
+from mqinspect.demo.report import WorkloadOutcome
+from mqinspect.demo.settings import DemoSettings
+from mqinspect.demo.workload import DemoFailed, DemoWorkload
+from mqinspect.errors import BadInput, ExitStatus
+from mqinspect.render.console import stderr_console, stdout_console
+from mqinspect.render.demo import demo_view
+from mqinspect.render.machine import write_json
+
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+REPORT_WIDTH = 160
+
+
+def _say(message: str) -> None:
+    """Progress and what the demo creates, on stderr, so stdout stays the report."""
+    stderr_console().print(f"demo: {message}", style="dim")
+
+
+def demo(
+    directory: Path | None = typer.Option(
+        None,
+        "--dir",
+        help="Create the store here and keep it (default: a temporary directory, removed at the end).",
+        file_okay=False,
+    ),
+    duration: float | None = typer.Option(
+        None,
+        "--duration",
+        min=3.0,
+        help=f"Seconds to run before the final report (default {DEFAULT_DURATION_S:g}). The dashboard runs "
+        "until q.",
+    ),
+    no_ui: bool = typer.Option(
+        False, "--no-ui", help="No dashboard: run for the duration and print the final report."
+    ),
+    output: str = format_option(),
+) -> int:
+    """Start a small store (8 x 64 MiB segments) with a broker process (producer with warm-up, retention,
+    pull server) and one consumer process per send path (read_write, mmap_write, sendfile, splice); watch it
+    on the dashboard, and clean everything up on exit."""
+    _check_directory(directory)
+    headless = no_ui or output == OutputFormat.JSON or not _has_terminal()
+    if duration is not None and not headless:
+        raise BadInput("--duration applies to the final report: add --no-ui (the dashboard runs until q)")
+    settings = DemoSettings()
+    workload = DemoWorkload(settings, directory)
+    with _ending_signals_interrupt():
+        try:
+            workload.start()
+            _announce(workload)
+            if headless:
+                report = run_headless(workload, duration or DEFAULT_DURATION_S, _say)
+                _emit(report, output)
+                outcome = report.workload
+            else:
+                _run_dashboard(workload)
+                outcome = workload.stop()
+        finally:
+            workload.close()
+            _say_where(workload)
+    return _exit_status(outcome)
+
+
+def _check_directory(directory: Path | None) -> None:
+    if directory is None or not directory.exists():
+        return
+    if any(directory.iterdir()) and not (directory / "store").is_dir():
+        raise BadInput(f"{directory} is not empty and holds no demo store; give a new or empty directory")
+
+
+def _has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _announce(workload: DemoWorkload) -> None:
+    settings = workload.settings
+    roles = workload.roles()
+    consumers = ", ".join(f"{role.split(':', 1)[1]} {pid}" for pid, role in roles.items() if role != "broker")
+    broker = next(pid for pid, role in roles.items() if role == "broker")
+    _say(
+        f"store {workload.store_dir} ({settings.segment_size_bytes >> 20} MiB segments, about "
+        f"{settings.max_segments} kept); broker pid {broker} (producer at {settings.rate_msgs_per_s:g} msg/s "
+        f"with {settings.warmup} warm-up, pull server on 127.0.0.1:{workload.broker_port}); "
+        f"consumer pids: {consumers}"
+    )
+
+
+def _run_dashboard(workload: DemoWorkload) -> None:
+    from mqinspect.dashboard.runner import TopOptions, run_dashboard
+
+    run_dashboard(TopOptions(store_dir=workload.store_dir, pids=workload.pids))
+
+
+def _emit(report, output: str) -> None:
+    if output == OutputFormat.JSON:
+        write_json(report, sys.stdout)
+    else:
+        console = stdout_console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console.width = REPORT_WIDTH  # a file or pipe has no width; rich's 80 would squeeze the tables
+        console.print(demo_view(report))
+
+
+def _say_where(workload: DemoWorkload) -> None:
+    with contextlib.suppress(RuntimeError):  # never started: nothing was created
+        if workload.keep_directory:
+            _say(f"kept {workload.directory} (store, logs)")
+        else:
+            _say(f"removed {workload.directory}")
+
+
+def _exit_status(outcome: WorkloadOutcome) -> int:
+    if outcome.clean_exit:
+        return ExitStatus.OK
+    failed = [child for child in outcome.children if child.exit_code != 0 or child.killed]
+    details = "; ".join(f"{child.role} (pid {child.pid}) exit {child.exit_code}" for child in failed)
+    raise DemoFailed(f"demo processes did not end cleanly: {details}")
+
+
+@contextlib.contextmanager
+def _ending_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (the terminal went away) end the demo as Ctrl-C does, through the cleanup."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.command("demo", rich_help_panel="Demo")(demo)

@@ -18,7 +18,7 @@ The JSON document (schema "mqinspect.cache/v1"), written piece by piece but vali
         {"path", "size_bytes", "pages", "cached_pages", "dirty_pages", "writeback_pages",
          "evicted_pages", "recently_evicted_pages", "source", "trusted", "notes",
          "chunks": [{"first_page", "end_page", "cached_pages", "dirty_pages",
-                     "cached_fraction", "dirty_fraction"}],        (only with --chunks)
+                     "cached_fraction", "dirty_fraction", "writeback_pages"}],  (only with --chunks)
          "page_map": [[first_page, end_page], ...],                  (only with --map)
          "process": {"deleted", "mapped", "open_fds", "mappings", "mapped_bytes", "rss_bytes",
                      "private_dirty_bytes", "shared_dirty_bytes", "locked_bytes"},  (only with --pid)

@@ -1,0 +1,477 @@
+"""The interactive dashboard: a Textual app that draws the snapshots a feed hands it.
+
+Live, the feed is the sampler thread, which posts each snapshot as a `SnapshotArrived` message (post_message
+is thread-safe); in replay, the app steps through recorded frames itself. Either way the app only draws
+snapshots: it never reads /proc or a file. Drawing cost is kept down by touching only the widgets whose data
+changed since the previous frame.
+
+Keys are the BINDINGS below; the help panel (?) and the footer are generated from them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Footer, HelpPanel, Input, Static
+
+from mqinspect.dashboard.row_table import RowTable
+from mqinspect.dashboard.snapshot import ProcessView, SegmentView, TopSnapshot
+from mqinspect.render.top import (
+    HEAT_KEY,
+    PROCESS_COLUMNS,
+    SEGMENT_COLUMNS,
+    SOURCES,
+    detail_view,
+    faults_panel,
+    memory_panel,
+    probe_problem,
+    probes_line,
+    process_cells,
+    segment_cells,
+    sendpaths_panel,
+    status_line,
+    unavailable_text,
+)
+
+SEGMENT_SORTS: dict[str, Callable[[SegmentView], Any]] = {
+    "store order": lambda s: (s.kind, s.name),
+    "cached": lambda s: -1 if s.cached_pages is None else s.cached_pages / max(s.pages or 1, 1),
+    "dirty": lambda s: s.dirty_pages if s.dirty_pages is not None else -1,
+    "faults": lambda s: s.faults if s.faults is not None else -1,
+}
+PROCESS_SORTS: dict[str, Callable[[ProcessView], Any]] = {
+    "pid": lambda p: p.pid,
+    "minflt/s": lambda p: p.minor_faults_per_s if p.minor_faults_per_s is not None else -1,
+    "majflt/s": lambda p: p.major_faults_per_s if p.major_faults_per_s is not None else -1,
+    "rss": lambda p: p.rss_bytes if p.rss_bytes is not None else -1,
+    "wchar/s": lambda p: p.wchar_bytes_per_s if p.wchar_bytes_per_s is not None else -1,
+}
+# Sorts that put the biggest first unless reversed.
+_DESCENDING_FIRST = {"cached", "dirty", "faults", "minflt/s", "majflt/s", "rss", "wchar/s"}
+PANEL_IDS = ("segments", "memory", "faults", "sendpaths", "processes")
+AUTO_HEIGHT = {"segment-notes"}  # the only Static whose height follows its content
+REPLAY_ACTIONS = {"seek"}
+
+
+class Feed(Protocol):
+    """Where live snapshots come from. `attach` starts delivering to `app.receive_from_thread`."""
+
+    def attach(self, app: DashboardApp) -> None: ...
+
+    def focus(self, path: str | None, name: str | None) -> None: ...
+
+    def detach(self) -> None: ...
+
+
+class SnapshotArrived(Message):
+    """A snapshot from the sampler thread."""
+
+    def __init__(self, snapshot: TopSnapshot):
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class FeedFailed(Message):
+    """The sampler thread stopped with an error: the app exits and the runner reports it."""
+
+    def __init__(self, error: BaseException):
+        super().__init__()
+        self.error = error
+
+
+@dataclass
+class ViewState:
+    """What the user chose: sort of each table, filter text, pause."""
+
+    segment_sort: str = "store order"
+    process_sort: str = "pid"
+    reverse: bool = False
+    filter_text: str = ""
+    paused: bool = False
+
+
+class Panel(Static, can_focus=True):
+    """A focusable panel drawn from a rich renderable; its border title names it."""
+
+
+class SegmentScreen(ModalScreen[None]):
+    """The drill-down of one segment: its page map and its fault and page-cache events, kept current."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,enter", "close", "Close the segment map"),
+        Binding("space", "app.toggle_pause", "Pause"),
+        Binding("q,ctrl+c", "app.quit", "Quit"),  # a modal screen does not pass keys on to the app's bindings
+    ]
+    DEFAULT_CSS = """
+    SegmentScreen { align: center middle; }
+    SegmentScreen > Static { width: 95%; height: auto; max-height: 95%; border: round $accent; padding: 0 1; }
+    """
+
+    def __init__(self, path: str, name: str):
+        super().__init__()
+        self.segment_path = path
+        self.segment_name = name
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail")
+
+    def draw(self, snapshot: TopSnapshot | None) -> None:
+        body = self.query_one("#detail", Static)
+        body.border_title = f"segment {self.segment_name} (esc closes)"
+        if snapshot is None:
+            body.update(unavailable_text("no frame yet"))
+            return
+        segment = next((s for s in snapshot.store.segments if s.path == self.segment_path), None)
+        body.update(detail_view(snapshot, segment))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class DashboardApp(App[None]):
+    """`mqinspect top` (live, from a feed) and `mqinspect replay` (from recorded frames)."""
+
+    TITLE = "mqinspect top"
+    CSS = """
+    #status, #probes { height: 1; padding: 0 1; }
+    #status.paused { background: $error 30%; }
+    Panel, RowTable { border: round $panel; padding: 0 1; }
+    Panel:focus, RowTable:focus { border: round $accent; }
+    #segments { height: 2fr; }
+    #segment-notes { height: auto; padding: 0 1; color: $text-muted; }
+    #middle { height: 15; }
+    #memory, #faults { width: 1fr; height: 100%; }
+    #sendpaths { height: 7; }
+    #processes { height: 1fr; min-height: 5; }
+    #filter { dock: bottom; display: none; }
+    #filter.visible { display: block; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False),
+        Binding("space", "toggle_pause", "Pause"),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("r", "reverse_sort", "Reverse sort"),
+        Binding("slash", "start_filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("enter", "drill_down", "Segment map", show=False),
+        Binding("tab", "focus_next", "Next panel", show=False),
+        Binding("shift+tab", "focus_previous", "Previous panel", show=False),
+        Binding("1", "focus_panel('segments')", "Segments", show=False),
+        Binding("2", "focus_panel('memory')", "Memory", show=False),
+        Binding("3", "focus_panel('faults')", "Faults", show=False),
+        Binding("4", "focus_panel('sendpaths')", "Send paths", show=False),
+        Binding("5", "focus_panel('processes')", "Processes", show=False),
+        Binding("question_mark", "toggle_help", "Help"),
+        Binding("comma", "seek(-1)", "Frame back"),
+        Binding("full_stop", "seek(1)", "Frame forward"),
+        Binding("left_square_bracket", "seek(-10)", "10 frames back", show=False),
+        Binding("right_square_bracket", "seek(10)", "10 frames forward", show=False),
+    ]
+
+    def __init__(
+        self,
+        *,
+        feed: Feed | None = None,
+        frames: Sequence[TopSnapshot] = (),
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__()
+        self.feed = feed
+        self.frames = tuple(frames)
+        self.replay = bool(frames)
+        self.clock = clock
+        self.state = ViewState()
+        self.snapshot: TopSnapshot | None = None  # the frame on screen
+        self.held: TopSnapshot | None = None  # the newest frame that arrived while paused
+        self.held_count = 0
+        self.frame_index = 0
+        self.failure: BaseException | None = None
+        self._drawn: dict[str, Any] = {}
+        self._replay_timer = None
+
+    # --- layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Static(id="probes")
+        with Vertical():
+            yield RowTable(_columns(SEGMENT_COLUMNS, left=("segment", "heat")), id="segments")
+            yield Static(id="segment-notes")
+            with Horizontal(id="middle"):
+                yield Panel(id="memory")
+                yield Panel(id="faults")
+            yield Panel(id="sendpaths")
+            yield RowTable(_columns(PROCESS_COLUMNS, left=("command", "found")), id="processes")
+        yield Input(id="filter", placeholder="filter segments and processes (enter applies, esc clears)")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._set_titles()
+        self.query_one("#segment-notes", Static).update(
+            Text("\n".join((HEAT_KEY, f"source: {SOURCES['segments']}")), style="dim")
+        )
+        self.query_one("#segments", RowTable).focus()
+        self._draw_status()
+        if self.replay:
+            self._replay_timer = self.set_interval(self._frame_interval(), self._advance_replay)
+            self.show(self.frames[0])
+        elif self.feed is not None:
+            self.feed.attach(self)
+
+    def on_unmount(self) -> None:
+        if self.feed is not None:
+            self.feed.detach()
+
+    # --- frames in
+
+    def receive_from_thread(self, snapshot: TopSnapshot) -> None:
+        """Called by a feed on its own thread."""
+        self.post_message(SnapshotArrived(snapshot))
+
+    def fail_from_thread(self, error: BaseException) -> None:
+        self.post_message(FeedFailed(error))
+
+    @on(SnapshotArrived)
+    def _on_snapshot(self, message: SnapshotArrived) -> None:
+        self.receive(message.snapshot)
+
+    @on(FeedFailed)
+    def _on_feed_failed(self, message: FeedFailed) -> None:
+        self.failure = message.error
+        self.exit()
+
+    def receive(self, snapshot: TopSnapshot) -> None:
+        """A new frame: shown at once, or held while paused (the status line counts what is held)."""
+        if self.state.paused:
+            self.held = snapshot
+            self.held_count += 1
+            self._draw_status()
+            return
+        self.show(snapshot)
+
+    def show(self, snapshot: TopSnapshot) -> None:
+        self.snapshot = snapshot
+        with self.batch_update():
+            self._draw_status()
+            self._draw_panels(snapshot)
+            if isinstance(self.screen, SegmentScreen):
+                self.screen.draw(snapshot)
+
+    # --- drawing
+
+    def _draw_status(self) -> None:
+        status = self.query_one("#status", Static)
+        mode = f" replay {self.frame_index + 1}/{len(self.frames)}" if self.replay else ""
+        now = None if self.replay or self.snapshot is None else self.clock()
+        status.update(
+            status_line(self.snapshot, paused=self.state.paused, held=self.held_count, now_s=now, mode=mode),
+            layout=False,
+        )
+        status.set_class(self.state.paused, "paused")
+
+    def _draw_panels(self, snapshot: TopSnapshot) -> None:
+        self._draw_if_changed("probes", snapshot.probes, lambda: probes_line(snapshot.probes))
+        segments = self.visible_segments()
+        processes = self.visible_processes()
+        self._fill_if_changed(
+            "segments", segments, lambda s: segment_cells(s, snapshot.page_size_bytes), "path"
+        )
+        self._fill_if_changed("processes", processes, process_cells, "pid")
+        memory_key = (snapshot.memory, snapshot.writeback, snapshot.probe("writeback"))
+        self._draw_if_changed("memory", memory_key, lambda: memory_panel(snapshot, titled=False))
+        hit = tuple((s.name, s.faults, s.major_faults) for s in snapshot.store.segments if s.faults)
+        faults_key = (processes, hit, snapshot.probe("faults"))
+        self._draw_if_changed("faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False))
+        view = snapshot.sendpaths
+        sendpaths_key = (view.processes, view.unavailable, snapshot.probe("sendpath"))
+        self._draw_if_changed("sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False))
+        self._draw_segment_problems(snapshot)
+
+    def _draw_if_changed(self, widget_id: str, key: Any, render: Callable[[], Any]) -> None:
+        """Redraw a panel whose data changed. Panels have fixed heights (CSS), so a new frame repaints the
+        panel without laying out the screen again: that layout was most of a frame's cost."""
+        if self._drawn.get(widget_id) == key:
+            return
+        self._drawn[widget_id] = key
+        self.query_one(f"#{widget_id}", Static).update(render(), layout=widget_id in AUTO_HEIGHT)
+
+    def _fill_if_changed(
+        self, table_id: str, rows: Sequence[Any], cells: Callable[[Any], list], key_field: str
+    ) -> None:
+        """Hand a table its rows when they changed; the table redraws only the rows that differ."""
+        if self._drawn.get(table_id) == rows:
+            return
+        self._drawn[table_id] = rows
+        table = self.query_one(f"#{table_id}", RowTable)
+        table.set_rows([str(getattr(row, key_field)) for row in rows], [cells(row) for row in rows])
+
+    def _draw_segment_problems(self, snapshot: TopSnapshot) -> None:
+        problems = [p for name in ("faults", "pagecache") if (p := probe_problem(snapshot, name))]
+        if not snapshot.store.segments:
+            problems.insert(0, unavailable_text(snapshot.store.unavailable.get("segments")))
+        notes = Text("\n".join((HEAT_KEY, f"source: {SOURCES['segments']}")), style="dim")
+        for problem in problems:
+            notes.append("\n").append_text(problem)
+        self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems),), lambda: notes)
+
+    def _set_titles(self) -> None:
+        state = self.state
+        order = " ↑" if state.reverse else ""
+        shown = f" · filter '{state.filter_text}'" if state.filter_text else ""
+        titles = {
+            "segments": f"1 Segments · sort {state.segment_sort}{order}{shown} · enter: page map",
+            "memory": "2 Memory",
+            "faults": "3 Faults",
+            "sendpaths": "4 Send paths",
+            "processes": f"5 Processes · sort {state.process_sort}{order}{shown}",
+        }
+        for widget_id, title in titles.items():
+            self.query_one(f"#{widget_id}").border_title = title
+
+    def redraw(self) -> None:
+        self._set_titles()
+        if self.snapshot is not None:
+            self.show(self.snapshot)
+
+    # --- what the tables show
+
+    def visible_segments(self) -> tuple[SegmentView, ...]:
+        if self.snapshot is None:
+            return ()
+        rows = [s for s in self.snapshot.store.segments if self._matches(s.name)]
+        return self._sorted(rows, SEGMENT_SORTS[self.state.segment_sort], self.state.segment_sort)
+
+    def visible_processes(self) -> tuple[ProcessView, ...]:
+        if self.snapshot is None:
+            return ()
+        rows = [p for p in self.snapshot.processes if self._matches(f"{p.pid} {p.comm or ''}")]
+        return self._sorted(rows, PROCESS_SORTS[self.state.process_sort], self.state.process_sort)
+
+    def _matches(self, text: str) -> bool:
+        return self.state.filter_text.lower() in text.lower()
+
+    def _sorted(self, rows: list, key: Callable[[Any], Any], name: str) -> tuple:
+        descending = (name in _DESCENDING_FIRST) != self.state.reverse
+        return tuple(sorted(rows, key=key, reverse=descending))
+
+    # --- actions
+
+    def action_toggle_pause(self) -> None:
+        self.state.paused = not self.state.paused
+        if not self.state.paused and self.held is not None:
+            held, self.held, self.held_count = self.held, None, 0
+            self.show(held)
+        self._draw_status()
+
+    def action_cycle_sort(self) -> None:
+        if self._focused_id() == "segments":
+            self.state.segment_sort = _next(SEGMENT_SORTS, self.state.segment_sort)
+        else:
+            self.state.process_sort = _next(PROCESS_SORTS, self.state.process_sort)
+        self.redraw()
+
+    def action_reverse_sort(self) -> None:
+        self.state.reverse = not self.state.reverse
+        self.redraw()
+
+    def action_start_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.value = self.state.filter_text
+        field.add_class("visible")
+        field.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _apply_filter(self, message: Input.Submitted) -> None:
+        self.apply_filter(message.value)
+
+    def apply_filter(self, text: str) -> None:
+        self.state.filter_text = text.strip()
+        field = self.query_one("#filter", Input)
+        field.remove_class("visible")
+        self.query_one("#segments", RowTable).focus()
+        self.redraw()
+
+    def action_clear_filter(self) -> None:
+        self.apply_filter("")
+
+    def action_drill_down(self) -> None:
+        key = self.query_one("#segments", RowTable).cursor_key
+        if key is None:
+            return
+        segment = next((s for s in self.visible_segments() if s.path == key), None)
+        if segment is not None:
+            self.open_segment(segment)
+
+    @on(RowTable.RowSelected, "#segments")
+    def _segment_selected(self, message: RowTable.RowSelected) -> None:
+        segment = next((s for s in self.visible_segments() if s.path == message.key), None)
+        if segment is not None:
+            self.open_segment(segment)
+
+    def open_segment(self, segment: SegmentView) -> None:
+        if isinstance(self.screen, SegmentScreen):
+            return
+        if self.feed is not None:
+            self.feed.focus(segment.path, segment.name)
+        screen = SegmentScreen(segment.path, segment.name)
+        self.push_screen(screen, callback=self._segment_closed)
+        screen.call_after_refresh(screen.draw, self.snapshot)
+
+    def _segment_closed(self, _result: None) -> None:
+        if self.feed is not None:
+            self.feed.focus(None, None)
+
+    def action_focus_panel(self, panel_id: str) -> None:
+        self.query_one(f"#{panel_id}").focus()
+
+    def action_toggle_help(self) -> None:
+        if self.screen.query(HelpPanel):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def action_seek(self, frames: int) -> None:
+        self.state.paused = True  # stepping through frames stops the playback
+        self.show_frame(self.frame_index + frames)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in REPLAY_ACTIONS:
+            return self.replay
+        return True
+
+    def _focused_id(self) -> str | None:
+        return self.focused.id if self.focused is not None else None
+
+    # --- replay
+
+    def _frame_interval(self) -> float:
+        return max(self.frames[0].interval_s, 0.05) if self.frames else 1.0
+
+    def _advance_replay(self) -> None:
+        if self.state.paused or self.frame_index >= len(self.frames) - 1:
+            return
+        self.show_frame(self.frame_index + 1)
+
+    def show_frame(self, index: int) -> None:
+        self.frame_index = max(0, min(index, len(self.frames) - 1))
+        self.show(self.frames[self.frame_index])
+
+
+def _columns(titles: Sequence[str], left: Sequence[str]) -> list[tuple[str, str]]:
+    return [(title, "left" if title in left else "right") for title in titles]
+
+
+def _next(options: dict[str, Any], current: str) -> str:
+    names = list(options)
+    return names[(names.index(current) + 1) % len(names)]

@@ -1,0 +1,190 @@
+"""The dashboard's eBPF sessions: faults, pagecache, writeback and sendpath, each compiled once, read every
+interval, and closed on every way out.
+
+Compiling takes a second or two per probe here, so `start()` compiles them one after another on a thread of
+their own: the /proc and residency panels run from the first interval, and each eBPF panel says "starting"
+until its program is attached. A probe that cannot run (no root, no bcc, no headers, a missing tracepoint)
+is reported unavailable with the reason and the fix, and the others carry on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from mqinspect.dashboard.snapshot import (
+    DASHBOARD_PROBES,
+    PROBE_FAULTS,
+    PROBE_PAGECACHE,
+    PROBE_SENDPATH,
+    PROBE_WRITEBACK,
+    ProbeState,
+    ProbeStatus,
+)
+from probes.ebpf.faults import FaultsProbe
+from probes.ebpf.pagecache import PagecacheProbe
+from probes.ebpf.sendpath import SendpathProbe
+from probes.ebpf.session import TraceSession
+from probes.ebpf.writeback import WritebackProbe
+from probes.errors import CapabilityMissing, ProbeError
+from store.errors import StoreError
+
+DOCTOR_FIX = "run `mqinspect doctor` to see what is missing and how to fix it"
+NO_EBPF_REASON = "eBPF disabled with --no-ebpf"
+NO_EBPF_FIX = "run without --no-ebpf (as root, or with CAP_BPF and CAP_PERFMON)"
+NO_PROCESS_REASON = "no process holds the store's files yet: the probes trace the processes that do"
+NO_PROCESS_FIX = "start the broker (tracing starts within 10 intervals), or give --pid"
+
+_PROBE_CLASSES: dict[str, Callable[..., Any]] = {
+    PROBE_FAULTS: FaultsProbe,
+    PROBE_PAGECACHE: PagecacheProbe,
+    PROBE_WRITEBACK: WritebackProbe,
+    PROBE_SENDPATH: SendpathProbe,
+}
+
+
+def build_probe(name: str, pids: tuple[int, ...], store: Path | None) -> Any:
+    """The probe `name` for these pids (none: every process) and store (its segments are named)."""
+    return _PROBE_CLASSES[name](pids, store=store)
+
+
+class ProbeSet:
+    """The four sessions of one dashboard. Thread-safe: opened on a starter thread, read by the sampler."""
+
+    def __init__(
+        self,
+        pids: tuple[int, ...],
+        store: Path | None,
+        *,
+        enabled: bool = True,
+        every_process_when_no_pids: bool = True,
+        session_factory: Callable[[Any], TraceSession] = TraceSession,
+        probe_factory: Callable[[str, tuple[int, ...], Path | None], Any] = build_probe,
+    ):
+        self._pids = pids
+        self._store = store
+        self._every_process_when_no_pids = every_process_when_no_pids
+        self._session_factory = session_factory
+        self._probe_factory = probe_factory
+        self._lock = threading.Lock()
+        self._sessions: dict[str, TraceSession] = {}
+        self._closing = threading.Event()
+        self._starter: threading.Thread | None = None
+        state = ProbeState.STARTING if enabled else ProbeState.DISABLED
+        reason, fix = (None, None) if enabled else (NO_EBPF_REASON, NO_EBPF_FIX)
+        self._statuses = {name: ProbeStatus(name, state, reason, fix) for name in DASHBOARD_PROBES}
+        self.enabled = enabled
+
+    def trace_pids(self, pids: tuple[int, ...]) -> None:
+        """Trace these processes (before `start`). None: every process, or wait for some."""
+        self._pids = pids
+
+    def retarget(self, pids: tuple[int, ...]) -> None:
+        """Trace `pids` from now on: the sessions are closed and compiled again for them, on the starter
+        thread. Deferred (the caller asks again later) while a compile is still running."""
+        if not self.enabled or pids == self._pids or (self._starter is not None and self._starter.is_alive()):
+            return
+        with self._lock:
+            sessions, self._sessions = self._sessions, {}
+            self._statuses = {name: ProbeStatus(name, ProbeState.STARTING) for name in DASHBOARD_PROBES}
+        _close_all(sessions.values())
+        self._pids = pids
+        self.start()
+
+    def statuses(self) -> tuple[ProbeStatus, ...]:
+        with self._lock:
+            return tuple(self._statuses[name] for name in DASHBOARD_PROBES)
+
+    def start(self, *, background: bool = True) -> None:
+        """Compile and attach every probe on a starter thread; with `background` False, wait for it.
+
+        Always a thread of its own: TraceSession installs SIGINT/SIGTERM handlers when opened on the main
+        thread, and those would swallow the Ctrl-C that ends a dashboard stream.
+        """
+        if not self.enabled:
+            return
+        if not self._pids and not self._every_process_when_no_pids:
+            with self._lock:
+                self._statuses = {
+                    name: ProbeStatus(name, ProbeState.WAITING, NO_PROCESS_REASON, NO_PROCESS_FIX)
+                    for name in DASHBOARD_PROBES
+                }
+            return
+        self._starter = threading.Thread(target=self._open_all, name="mqinspect-ebpf-start", daemon=True)
+        self._starter.start()
+        if not background:
+            self._starter.join()
+
+    def _open_all(self) -> None:
+        for name in DASHBOARD_PROBES:
+            if self._closing.is_set():
+                return
+            self._open(name)
+
+    def _open(self, name: str) -> None:
+        try:
+            session = self._session_factory(self._probe_factory(name, self._pids, self._store))
+            session.open()
+        except CapabilityMissing as missing:
+            self._set(ProbeStatus(name, ProbeState.UNAVAILABLE, str(missing), missing.fix))
+            return
+        except (ProbeError, StoreError, OSError, ValueError) as error:
+            self._set(ProbeStatus(name, ProbeState.UNAVAILABLE, str(error), DOCTOR_FIX))
+            return
+        with self._lock:
+            if self._closing.is_set():  # closed while compiling: never leave a program attached
+                session.close()
+                return
+            self._sessions[name] = session
+            self._statuses[name] = ProbeStatus(
+                name,
+                ProbeState.RUNNING,
+                tracepoints=tuple(session.attached_tracepoints),
+                subject=session.probe.subject(),
+            )
+
+    def _set(self, status: ProbeStatus) -> None:
+        with self._lock:
+            self._statuses[status.name] = status
+
+    def collect(self) -> dict[str, Any]:
+        """Each running probe's snapshot of the interval since its previous one. A probe that fails while
+        reading is closed and reported unavailable; the others are unaffected."""
+        with self._lock:
+            sessions = dict(self._sessions)
+        snapshots: dict[str, Any] = {}
+        for name, session in sessions.items():
+            try:
+                snapshots[name] = session.snapshot()
+            except (ProbeError, OSError, RuntimeError, ValueError, KeyError) as error:
+                self._drop(name, f"reading the probe failed: {error}")
+        return snapshots
+
+    def _drop(self, name: str, reason: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(name, None)
+            self._statuses[name] = ProbeStatus(name, ProbeState.UNAVAILABLE, reason, DOCTOR_FIX)
+        if session is not None:
+            session.close()
+
+    def close(self) -> None:
+        """Detach every program. Waits for a compile in progress, then closes what it attached. Idempotent."""
+        self._closing.set()
+        if self._starter is not None and self._starter is not threading.current_thread():
+            self._starter.join()
+        with self._lock:
+            sessions, self._sessions = self._sessions, {}
+        _close_all(sessions.values())
+
+
+def _close_all(sessions: Iterable[TraceSession]) -> None:
+    """Close sessions side by side: detaching a program's tracepoints waits for the kernel (RCU grace
+    periods) more than it computes, about a second per probe here, so one after another the four made
+    quitting take five seconds."""
+    closers = [threading.Thread(target=session.close, name="mqinspect-ebpf-close") for session in sessions]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join()

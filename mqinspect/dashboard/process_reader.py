@@ -1,0 +1,190 @@
+"""The processes panel's data: the pids given, or those holding the store's files (found in /proc/PID/maps and
+/proc/PID/fd), with their fault and I/O rates from /proc/PID/stat and /proc/PID/io, and resident and locked
+memory from /proc/PID/status.
+
+Finding the holders reads every process's maps and descriptors, so it is done every HOLDER_REFRESH_INTERVALS
+intervals, not every one. A field the kernel refuses (another user's /proc/PID/io without the capabilities
+to ptrace it) is None with the reason; the process stays listed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mqinspect.dashboard.snapshot import PROBE_FAULTS, ProcessView
+from probes.process_files import parse_maps
+from probes.procfs import (
+    PROC_ROOT,
+    ProcessFaults,
+    ProcessGone,
+    ProcessIo,
+    rates,
+    read_process_faults,
+    read_process_io,
+    read_process_status,
+)
+
+HOLDER_REFRESH_INTERVALS = 10
+HISTORY_LENGTH = 30
+FOUND_BY_PID_OPTION = "--pid"
+FOUND_IN_MAPS = "maps"
+FOUND_IN_FDS = "fd"
+
+
+def store_holders(
+    paths: Iterable[str], proc_root: Path = PROC_ROOT, exclude: int | None = None
+) -> dict[int, str]:
+    """{pid: "maps" or "fd"} of the processes that map or hold open one of `paths` (matched by inode)."""
+    path_set = {str(path) for path in paths}
+    identities = _identities(path_set)
+    directories = tuple({os.path.dirname(path) for path in path_set})
+    holders: dict[int, str] = {}
+    if not identities:
+        return holders
+    for entry in os.scandir(proc_root):
+        if not entry.name.isdigit() or int(entry.name) == exclude:
+            continue
+        how = _holds(Path(entry.path), identities, path_set, directories)
+        if how:
+            holders[int(entry.name)] = how
+    return holders
+
+
+def _identities(paths: Iterable[str]) -> set[tuple[int, int]]:
+    found = set()
+    for path in paths:
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        found.add((status.st_dev, status.st_ino))
+    return found
+
+
+def _holds(
+    process_dir: Path, identities: set[tuple[int, int]], paths: set[str], directories: tuple[str, ...]
+) -> str | None:
+    try:
+        maps = (process_dir / "maps").read_text(errors="replace")
+    except OSError:
+        maps = ""
+    # Parsing every process's maps is the costly part: only those naming a store directory are parsed.
+    if any(directory in maps for directory in directories):
+        for mapping in parse_maps(maps):
+            if mapping.inode and (_maps_device(mapping.device), mapping.inode) in identities:
+                return FOUND_IN_MAPS
+    try:
+        descriptors = os.scandir(process_dir / "fd")
+    except OSError:
+        return None
+    with descriptors:
+        for descriptor in descriptors:
+            try:
+                if os.readlink(descriptor.path) in paths:
+                    return FOUND_IN_FDS
+            except OSError:
+                continue
+    return None
+
+
+def _maps_device(text: str) -> int:
+    major, minor = (int(part, 16) for part in text.split(":"))
+    return os.makedev(major, minor)
+
+
+class ProcessReader:
+    """Per-interval rates of the watched processes, keeping each one's previous counters and history."""
+
+    def __init__(self, pids: tuple[int, ...], proc_root: Path = PROC_ROOT):
+        self._given = pids
+        self._proc_root = proc_root
+        self._found: dict[int, str] = {pid: FOUND_BY_PID_OPTION for pid in pids}
+        self._previous: dict[int, tuple[ProcessFaults, ProcessIo]] = {}
+        self._history: dict[int, deque[float | None]] = {}
+        self._intervals = 0
+
+    def follow_store(self, paths: list[str]) -> None:
+        """With no --pid, watch whoever holds the store's files (looked up every few intervals)."""
+        if self._given or (self._intervals % HOLDER_REFRESH_INTERVALS and self._intervals):
+            return
+        self._found = store_holders(paths, self._proc_root, exclude=os.getpid())
+
+    def watched(self) -> tuple[int, ...]:
+        return tuple(sorted(self._found))
+
+    def baseline(self) -> None:
+        for pid in list(self._found):
+            self._counters(pid)
+
+    def read(self, interval_s: float, events: Mapping[str, Any]) -> tuple[ProcessView, ...]:
+        traced = {row.pid: row for row in getattr(events.get(PROBE_FAULTS), "processes", ())}
+        faults_running = PROBE_FAULTS in events
+        views = []
+        for pid, found_by in sorted(self._found.items()):
+            view = self._view(pid, found_by, interval_s, traced.get(pid), faults_running)
+            if view is not None:
+                views.append(view)
+        for gone in set(self._previous) - set(self._found):
+            self._forget(gone)
+        self._intervals += 1
+        return tuple(views)
+
+    def _counters(self, pid: int) -> tuple[ProcessFaults, ProcessIo] | None:
+        try:
+            counters = (read_process_faults(pid, self._proc_root), read_process_io(pid, self._proc_root))
+        except ProcessGone:
+            self._forget(pid)
+            return None
+        previous = self._previous.get(pid)
+        self._previous[pid] = counters
+        return previous
+
+    def _view(
+        self, pid: int, found_by: str, interval_s: float, traced, faults_running: bool
+    ) -> ProcessView | None:
+        try:
+            before = self._counters(pid)
+            status = read_process_status(pid, self._proc_root)
+        except ProcessGone:
+            self._forget(pid)
+            return None
+        if pid not in self._previous:
+            return None
+        faults_now, io_now = self._previous[pid]
+        unavailable = {**status.unavailable}
+        if before is None:
+            fault_rates = io_rates = None
+            unavailable["minor_faults_per_s"] = "first interval of this process: no rate yet"
+        else:
+            fault_rates = rates(before[0], faults_now, interval_s)
+            io_rates = rates(before[1], io_now, interval_s)
+            unavailable.update(fault_rates.unavailable)
+            unavailable.update(io_rates.unavailable)
+        minor = fault_rates.minor_faults_per_s if fault_rates else None
+        history = self._history.setdefault(pid, deque(maxlen=HISTORY_LENGTH))
+        history.append(minor)
+        if not faults_running:
+            unavailable["traced_faults"] = "the faults probe is not running"
+        return ProcessView(
+            pid=pid,
+            comm=faults_now.comm,
+            found_by=found_by,
+            minor_faults_per_s=minor,
+            major_faults_per_s=fault_rates.major_faults_per_s if fault_rates else None,
+            rchar_bytes_per_s=io_rates.rchar_bytes_per_s if io_rates else None,
+            wchar_bytes_per_s=io_rates.wchar_bytes_per_s if io_rates else None,
+            rss_bytes=status.vm_rss_bytes,
+            locked_bytes=status.vm_lck_bytes,
+            traced_faults=(traced.faults if traced else 0) if faults_running else None,
+            traced_major_faults=(traced.major_faults if traced else 0) if faults_running else None,
+            minor_fault_rate_history=tuple(history),
+            unavailable=unavailable,
+        )
+
+    def _forget(self, pid: int) -> None:
+        self._previous.pop(pid, None)
+        self._history.pop(pid, None)

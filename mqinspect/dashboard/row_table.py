@@ -1,0 +1,190 @@
+"""RowTable: a scrollable table of rich Text cells with a row cursor, drawn line by line from a cache per row.
+
+Why not DataTable: any update of one DataTable cell re-renders every visible cell (its caches are keyed by
+a table-wide update count), and a dashboard whose newest segment changes every second would pay for the
+whole table each second. Here a frame in which one row changed renders and repaints that row only.
+
+Keys: up/down (k/j), page up/down, home/end move the cursor; enter posts RowSelected; a click moves the
+cursor to the clicked row, the wheel scrolls (ScrollView).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+COLUMN_GAP = 2
+HEADER_STYLE = Style(bold=True)
+CURSOR_STYLE = Style(reverse=True)
+_PLAIN = Style()
+_RENDER_CONSOLE = Console(width=1000, color_system="truecolor", force_terminal=True, legacy_windows=False)
+
+
+class RowTable(ScrollView, can_focus=True):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "cursor(-1000000)", "First row", show=False),
+        Binding("end", "cursor(1000000)", "Last row", show=False),
+        Binding("enter", "select", "Open", show=False),
+    ]
+
+    class RowSelected(Message):
+        def __init__(self, table: RowTable, key: str):
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> RowTable:
+            return self.table
+
+    def __init__(self, columns: Sequence[tuple[str, str]], *, id: str | None = None):
+        """`columns`: (title, justify) pairs; justify is "left" or "right"."""
+        super().__init__(id=id)
+        self.titles = [title for title, _justify in columns]
+        self.justify = [justify for _title, justify in columns]
+        self.widths = [len(title) for title in self.titles]
+        self.keys: list[str] = []
+        self.cells: list[list[Text]] = []
+        self.cursor_row = 0
+        self._strips: dict[int, Strip] = {}
+        self._header: Strip | None = None
+
+    # --- data
+
+    @property
+    def row_count(self) -> int:
+        return len(self.keys)
+
+    @property
+    def cursor_key(self) -> str | None:
+        return self.keys[self.cursor_row] if self.keys else None
+
+    def row_plain(self, index: int) -> list[str]:
+        return [cell.plain for cell in self.cells[index]]
+
+    def set_rows(self, keys: Sequence[str], cells: Sequence[list[Text]]) -> None:
+        """Show these rows; only those that differ from what is shown are rendered again. The cursor stays on
+        the row with the same key when there still is one."""
+        selected = self.cursor_key
+        keys, cells = list(keys), [list(row) for row in cells]
+        widths = list(self.widths)
+        for row in cells:
+            for column, cell in enumerate(row):
+                widths[column] = max(widths[column], cell.cell_len)
+        if widths != self.widths:  # columns only grow, so a wider cell redraws the table once
+            self.widths, self._strips, self._header = widths, {}, None
+            self.refresh()
+        for index, row in enumerate(cells):
+            if index >= len(self.cells) or keys[index] != self.keys[index] or row != self.cells[index]:
+                self._strips.pop(index, None)
+                self.refresh_line(index + 1)
+        for index in range(len(cells), len(self.cells)):
+            self._strips.pop(index, None)
+            self.refresh_line(index + 1)
+        self.keys, self.cells = keys, cells
+        self.virtual_size = Size(sum(self.widths) + COLUMN_GAP * len(self.widths), len(keys) + 1)
+        if selected in keys:
+            self.move_cursor(keys.index(selected))
+        else:
+            self.move_cursor(min(self.cursor_row, max(len(keys) - 1, 0)))
+
+    # --- drawing
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        if y == 0:
+            strip = self._header_strip()
+        else:
+            index = scroll_y + y - 1
+            if index >= len(self.keys):
+                return Strip.blank(width, _PLAIN)
+            strip = self._row_strip(index)
+            if index == self.cursor_row and self.has_focus:
+                strip = strip.apply_style(CURSOR_STYLE)
+        return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, _PLAIN)
+
+    def _header_strip(self) -> Strip:
+        if self._header is None:
+            self._header = self._strip([Text(title, style=HEADER_STYLE) for title in self.titles])
+        return self._header
+
+    def _row_strip(self, index: int) -> Strip:
+        strip = self._strips.get(index)
+        if strip is None:
+            strip = self._strips[index] = self._strip(self.cells[index])
+        return strip
+
+    def _strip(self, cells: Sequence[Text]) -> Strip:
+        line = Text(no_wrap=True, end="")
+        for cell, width, justify in zip(cells, self.widths, self.justify, strict=True):
+            padding = " " * (width - cell.cell_len)
+            if justify == "right":
+                line.append(padding)
+                line.append_text(cell)
+            else:
+                line.append_text(cell)
+                line.append(padding)
+            line.append(" " * COLUMN_GAP)
+        # Every segment gets a style: Textual's NO_COLOR filter (MonochromeFilter) fails on a None style.
+        segments = [
+            Segment(segment.text, segment.style or _PLAIN)
+            for segment in line.render(_RENDER_CONSOLE)
+            if segment.text != "\n"
+        ]
+        return Strip(Segment.simplify(segments))
+
+    # --- cursor
+
+    def move_cursor(self, row: int) -> None:
+        row = max(0, min(row, len(self.keys) - 1)) if self.keys else 0
+        old, self.cursor_row = self.cursor_row, row
+        self.refresh_line(old + 1)
+        self.refresh_line(row + 1)
+        self._scroll_to_cursor()
+
+    def _scroll_to_cursor(self) -> None:
+        visible_rows = max(self.scrollable_content_region.height - 1, 1)
+        top = self.scroll_offset.y
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False)
+        elif self.cursor_row >= top + visible_rows:
+            self.scroll_to(y=self.cursor_row - visible_rows + 1, animate=False)
+
+    def action_cursor(self, rows: int) -> None:
+        self.move_cursor(self.cursor_row + rows)
+
+    def action_page(self, pages: int) -> None:
+        self.move_cursor(self.cursor_row + pages * max(self.scrollable_content_region.height - 1, 1))
+
+    def action_select(self) -> None:
+        if self.cursor_key is not None:
+            self.post_message(self.RowSelected(self, self.cursor_key))
+
+    def on_click(self, event: events.Click) -> None:
+        row = self.scroll_offset.y + event.y - 1
+        if event.y >= 1 and 0 <= row < len(self.keys):
+            self.move_cursor(row)
+            if event.chain == 2:  # double click opens, as enter does
+                self.action_select()
+
+    def on_focus(self) -> None:
+        self.refresh_line(self.cursor_row + 1)
+
+    def on_blur(self) -> None:
+        self.refresh_line(self.cursor_row + 1)

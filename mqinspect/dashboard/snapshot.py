@@ -1,0 +1,256 @@
+"""The dashboard's data: one immutable TopSnapshot per interval, produced by the sampler and only drawn by the
+renderers (Textual, rich, JSON). A snapshot is self-contained (it carries the short fault-rate history the
+sparklines need), so a recorded frame replays exactly as it was first shown.
+
+Every number that could not be measured is None, with the reason in the `unavailable` mapping next to it
+(field name -> "reason; fix: ..."). Keys carry their unit, as in `mqinspect mem` and `store segments`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from probes.memory import MemorySample
+
+SCHEMA = "mqinspect.top/v1"
+
+# Probe names as `mqinspect trace NAME` knows them, in the order the dashboard starts them.
+PROBE_FAULTS = "faults"
+PROBE_PAGECACHE = "pagecache"
+PROBE_WRITEBACK = "writeback"
+PROBE_SENDPATH = "sendpath"
+DASHBOARD_PROBES = (PROBE_FAULTS, PROBE_PAGECACHE, PROBE_WRITEBACK, PROBE_SENDPATH)
+
+
+class ProbeState:
+    STARTING = "starting"
+    RUNNING = "running"
+    UNAVAILABLE = "unavailable"
+    DISABLED = "disabled"
+    WAITING = "waiting"  # for a process to trace
+
+
+@dataclass(frozen=True)
+class ProbeStatus:
+    """One eBPF probe: starting (compiling), running, unavailable (reason and fix) or disabled (--no-ebpf)."""
+
+    name: str
+    state: str
+    reason: str | None = None
+    fix: str | None = None
+    tracepoints: tuple[str, ...] = ()  # attached while running
+    subject: str | None = None  # what it traces: "page faults of pid 123, per segment of the store ..."
+
+
+@dataclass(frozen=True)
+class ChunkState:
+    """Pages [first_page, end_page) of a segment: cached, dirty and under writeback (cachestat), or cached
+    only (mincore: dirty and writeback None)."""
+
+    first_page: int
+    end_page: int
+    cached_pages: int
+    dirty_pages: int | None
+    writeback_pages: int | None
+
+
+@dataclass(frozen=True)
+class ChunkMap:
+    """A segment's pages in runs, as parallel columns (compact in JSON: a recording holds one per segment per
+    interval). Run i covers pages [start_pages[i], start_pages[i + 1]), the last one up to end_page.
+    dirty_pages and writeback_pages are None where the source (mincore) cannot see them."""
+
+    start_pages: tuple[int, ...]
+    end_page: int
+    cached_pages: tuple[int, ...]
+    dirty_pages: tuple[int, ...] | None
+    writeback_pages: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, chunks: tuple[ChunkState, ...]) -> ChunkMap:
+        has_dirty = all(chunk.dirty_pages is not None for chunk in chunks)
+        has_writeback = all(chunk.writeback_pages is not None for chunk in chunks)
+        return cls(
+            start_pages=tuple(chunk.first_page for chunk in chunks),
+            end_page=chunks[-1].end_page if chunks else 0,
+            cached_pages=tuple(chunk.cached_pages for chunk in chunks),
+            dirty_pages=tuple(chunk.dirty_pages or 0 for chunk in chunks) if has_dirty else None,
+            writeback_pages=tuple(chunk.writeback_pages or 0 for chunk in chunks) if has_writeback else None,
+        )
+
+    def states(self) -> tuple[ChunkState, ...]:
+        ends = (*self.start_pages[1:], self.end_page)
+        return tuple(
+            ChunkState(
+                first,
+                end,
+                self.cached_pages[index],
+                None if self.dirty_pages is None else self.dirty_pages[index],
+                None if self.writeback_pages is None else self.writeback_pages[index],
+            )
+            for index, (first, end) in enumerate(zip(self.start_pages, ends, strict=True))
+        )
+
+
+@dataclass(frozen=True)
+class PageRangeEvents:
+    """eBPF events on pages [first_page, last_page] of one segment over the interval."""
+
+    first_page: int
+    last_page: int
+    faults: int | None
+    major_faults: int | None
+    added_pages: int | None  # entered the page cache (pagecache probe)
+    deleted_pages: int | None  # left the page cache
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    """One CommitLog or ConsumeQueue segment: residency (cachestat/mincore), positions, locks, and events.
+
+    wrote_position_bytes: one past the last non-zero byte (newest segment of its queue only);
+    committed_position_bytes: equal to wrote when the store's config says no transient pool is used;
+    flushed_position_bytes: the checkpoint's masterFlushedOffset when it falls in this segment.
+    Positions that cannot be known from outside the broker are None, with the reason in `unavailable`.
+    """
+
+    kind: str  # commitlog or consumequeue
+    name: str  # "commitlog/00000000000000000000", "consumequeue/TopicA/0/00000000000000000000"
+    path: str
+    start_offset_bytes: int
+    size_bytes: int
+    newest: bool  # the queue's newest segment: the one being written
+    pages: int | None
+    cached_pages: int | None
+    dirty_pages: int | None
+    writeback_pages: int | None
+    locked_bytes: int | None
+    residency_source: str | None  # cachestat or mincore
+    chunks: ChunkMap | None
+    wrote_position_bytes: int | None
+    committed_position_bytes: int | None
+    flushed_position_bytes: int | None
+    faults: int | None  # over the interval, from the faults probe
+    major_faults: int | None
+    added_pages: int | None  # pages entering the page cache over the interval, from the pagecache probe
+    deleted_pages: int | None
+    dirtied_pages: int | None  # from the writeback probe
+    written_pages: int | None
+    page_ranges: tuple[PageRangeEvents, ...] = ()
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentDetail:
+    """The drill-down of one segment: a fine map of `cells` page runs (cachestat per run)."""
+
+    path: str
+    name: str
+    page_size_bytes: int
+    cells: ChunkMap | None
+    source: str | None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """The store's segments and the positions known from its files."""
+
+    root: str | None
+    checkpoint_flush_time_ms: int | None  # physicMsgTimestamp: store time of the last flushed message
+    segments: tuple[SegmentView, ...]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ThrottledWriter:
+    """A process balance_dirty_pages() paused over the interval (writeback probe)."""
+
+    pid: int
+    comm: str | None
+    pauses: int
+    pause_ms_total: int
+    pause_ms_max: int
+    dirty_pages_at_max_pause: int
+    limit_pages_at_max_pause: int
+
+
+@dataclass(frozen=True)
+class WritebackEvents:
+    """Writeback over the interval from the writeback probe (None when it is not running)."""
+
+    dirtied_pages: int | None
+    written_pages: int | None
+    written_pages_all_files: int | None
+    throttled: tuple[ThrottledWriter, ...]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendPathRow:
+    """One process's traffic to sockets per send path over the interval (sendpath probe)."""
+
+    pid: int
+    comm: str | None
+    main_path: str | None
+    bytes_to_sockets: int
+    read_write_bytes: int
+    mmap_write_bytes: int
+    sendfile_bytes: int
+    splice_bytes: int
+    syscalls: int
+    cpu_copies_per_socket_byte: float | None
+
+
+@dataclass(frozen=True)
+class SendPathsView:
+    interval_s: float | None
+    bytes_to_sockets: int | None
+    cpu_copies_per_socket_byte: float | None
+    processes: tuple[SendPathRow, ...]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessView:
+    """A broker, producer or consumer: given with --pid, or found holding the store's files.
+
+    Rates are over the interval from /proc/PID/stat and /proc/PID/io; rss and locked from /proc/PID/status.
+    minor_fault_rate_history holds the last rates (oldest first) for the sparkline.
+    """
+
+    pid: int
+    comm: str | None
+    found_by: str  # "--pid", "maps" (maps a store file), "fd" (holds one open)
+    minor_faults_per_s: float | None
+    major_faults_per_s: float | None
+    rchar_bytes_per_s: float | None
+    wchar_bytes_per_s: float | None
+    rss_bytes: int | None
+    locked_bytes: int | None
+    traced_faults: int | None  # faults probe, this interval
+    traced_major_faults: int | None
+    minor_fault_rate_history: tuple[float | None, ...] = ()
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopSnapshot:
+    """Everything the dashboard shows for one interval."""
+
+    schema: str = SCHEMA
+    sequence: int
+    time_unix_s: float
+    interval_s: float
+    page_size_bytes: int
+    store: StoreView
+    memory: MemorySample | None
+    writeback: WritebackEvents
+    sendpaths: SendPathsView
+    processes: tuple[ProcessView, ...]
+    probes: tuple[ProbeStatus, ...]
+    detail: SegmentDetail | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def probe(self, name: str) -> ProbeStatus | None:
+        return next((status for status in self.probes if status.name == name), None)

@@ -1,0 +1,395 @@
+"""The store side of a dashboard snapshot: each segment's page-cache residency (cachestat, mincore where it is
+refused), the positions its files show, its locked bytes, and the eBPF events on it.
+
+Cost matters: this runs every interval over every segment. A segment whose pages are all cached and clean,
+or all absent, is measured with one cachestat call and its chunk map follows exactly from the totals; only a
+mixed segment is measured chunk by chunk. Positions are re-read only when the segment's size or mtime moved
+(writes through a mapping update mtime when they dirty a clean page), a mixed segment's chunks only when
+its cachestat totals moved, and locked bytes, which need every process's maps, every
+LOCK_REFRESH_INTERVALS intervals.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mqinspect.dashboard.snapshot import (
+    PROBE_FAULTS,
+    PROBE_PAGECACHE,
+    PROBE_WRITEBACK,
+    ChunkMap,
+    ChunkState,
+    PageRangeEvents,
+    SegmentDetail,
+    SegmentView,
+    StoreView,
+)
+from probes.file_locks import locked_bytes_by_file
+from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_residency
+from store.checkpoint import read_checkpoint
+from store.errors import StoreError
+from store.layout import SegmentQueue, StoreLayout, discover_store
+from store.safe_read import PreadFile
+
+PAGE_BYTES = 4096
+STRIP_CHUNKS = 32
+DETAIL_CELLS = 512
+LOCK_REFRESH_INTERVALS = 10
+CHUNK_REFRESH_INTERVALS = 10
+FLUSHED_UNKNOWN = (
+    "the broker keeps its flushed offset in memory; this checkpoint has no masterFlushedOffset "
+    "(only the flush time, physicMsgTimestamp)"
+)
+POSITION_OLDER_SEGMENT = "positions are shown for the newest segment of each queue"
+NO_EBPF_EVENTS = "the {probe} probe is not running"
+
+
+@dataclass(frozen=True)
+class _Position:
+    identity: tuple[int, int, int, int]  # inode, size, mtime_ns, device
+    end_bytes: int
+
+
+def _segment_entries(layout: StoreLayout) -> list[tuple[str, str, SegmentQueue]]:
+    """(kind, name prefix, queue) for the CommitLog and every ConsumeQueue; names match the eBPF probes'."""
+    entries = [("commitlog", "commitlog", layout.commitlog)]
+    for cq in layout.consume_queues:
+        entries.append(("consumequeue", f"consumequeue/{cq.topic}/{cq.queue_id}", cq.queue))
+    return entries
+
+
+class StoreReader:
+    """Reads one store each interval into a StoreView. Keeps only caches, never a file open."""
+
+    def __init__(self, root: Path, *, strip_chunks: int = STRIP_CHUNKS):
+        self.root = Path(root)
+        self.strip_chunks = strip_chunks
+        self._positions: dict[str, _Position] = {}
+        self._chunk_maps: dict[str, tuple[tuple, int, ChunkMap | None]] = {}
+        self._locks: dict[str, int | None] = {}
+        self._lock_note: str | None = None
+        self._intervals = 0
+        discover_store(self.root)  # NotAStore now, as bad input, rather than in the first interval
+
+    def read(self, events: Mapping[str, Any]) -> StoreView:
+        try:
+            layout = discover_store(self.root)
+        except (StoreError, OSError) as error:
+            return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
+        entries = [
+            (kind, f"{prefix}/{segment.path.name}", segment, segment is queue.segments[-1])
+            for kind, prefix, queue in _segment_entries(layout)
+            for segment in queue.segments
+        ]
+        self._refresh_locks([str(segment.path) for *_rest, segment, _newest in entries])
+        flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
+        by_path = _events_by_path(events)
+        segments = tuple(
+            self._segment(kind, name, segment, newest, flushed, checkpoint_note, by_path, events)
+            for kind, name, segment, newest in entries
+        )
+        self._intervals += 1
+        return StoreView(str(layout.root), flush_time_ms, segments)
+
+    # --- one segment
+
+    def _segment(self, kind, name, segment, newest, flushed, checkpoint_note, by_path, events) -> SegmentView:
+        path = str(segment.path)
+        unavailable: dict[str, str] = {}
+        residency = self._residency(path, unavailable)
+        wrote = self._end_of_data(path, unavailable) if newest else None
+        if not newest:
+            unavailable["wrote_position_bytes"] = POSITION_OLDER_SEGMENT
+        flushed_here = _flushed_in(flushed, segment.file_from_offset, segment.size_bytes, kind)
+        if kind == "commitlog" and flushed_here is None:
+            unavailable["flushed_position_bytes"] = (
+                checkpoint_note or "the flushed offset is in another segment"
+            )
+        elif kind != "commitlog":
+            unavailable["flushed_position_bytes"] = "the checkpoint records flushes of the CommitLog only"
+        locked = self._locks.get(path)
+        if locked is None:
+            unavailable["locked_bytes"] = self._lock_note or "the file was not matched to any mapping"
+        faults, major, ranges = _fault_events(by_path.get((PROBE_FAULTS, path)), PROBE_FAULTS in events)
+        added, deleted, cache_ranges = _cache_events(
+            by_path.get((PROBE_PAGECACHE, path)), PROBE_PAGECACHE in events
+        )
+        dirtied, written = _writeback_events(by_path.get((PROBE_WRITEBACK, path)), PROBE_WRITEBACK in events)
+        for probe, field_names in (
+            (PROBE_FAULTS, ("faults", "major_faults")),
+            (PROBE_PAGECACHE, ("added_pages", "deleted_pages")),
+            (PROBE_WRITEBACK, ("dirtied_pages", "written_pages")),
+        ):
+            if probe not in events:
+                unavailable.update(dict.fromkeys(field_names, NO_EBPF_EVENTS.format(probe=probe)))
+        return SegmentView(
+            kind=kind,
+            name=name,
+            path=path,
+            start_offset_bytes=segment.file_from_offset,
+            size_bytes=segment.size_bytes,
+            newest=newest,
+            **residency,
+            locked_bytes=locked,
+            wrote_position_bytes=wrote,
+            committed_position_bytes=wrote,
+            flushed_position_bytes=flushed_here,
+            faults=faults,
+            major_faults=major,
+            added_pages=added,
+            deleted_pages=deleted,
+            dirtied_pages=dirtied,
+            written_pages=written,
+            page_ranges=_merge_ranges(ranges, cache_ranges),
+            unavailable=unavailable,
+        )
+
+    def _residency(self, path: str, unavailable: dict[str, str]) -> dict[str, Any]:
+        try:
+            totals = file_residency(path)
+        except ResidencyUnavailable as error:
+            unavailable["cached_pages"] = error.error.reason
+            return dict.fromkeys(
+                ("pages", "cached_pages", "dirty_pages", "writeback_pages", "residency_source", "chunks")
+            )
+        unavailable.update(totals.unmeasured)
+        if totals.untrusted_reason:
+            unavailable["cached_pages"] = totals.untrusted_reason
+        return {
+            "pages": totals.pages,
+            "cached_pages": totals.cached_pages,
+            "dirty_pages": totals.dirty_pages,
+            "writeback_pages": totals.writeback_pages,
+            "residency_source": totals.source,
+            "chunks": self._chunks(path, totals, unavailable),
+        }
+
+    def _chunks(self, path: str, totals, unavailable: dict[str, str]) -> ChunkMap | None:
+        cached, pages = totals.cached_pages, totals.pages
+        if cached is None:
+            return None
+        if pages == 0:
+            return ChunkMap.of(())
+        quiet = not totals.dirty_pages and not totals.writeback_pages
+        if quiet and (cached == 0 or cached >= pages):
+            # Uniform: every chunk is what the whole file is, so the totals say it exactly.
+            return ChunkMap.of(
+                tuple(
+                    ChunkState(
+                        a,
+                        b,
+                        b - a if cached else 0,
+                        _zero_if(totals.dirty_pages),
+                        _zero_if(totals.writeback_pages),
+                    )
+                    for a, b in chunk_bounds(0, pages, self.strip_chunks)
+                )
+            )
+        return self._mixed_chunks(path, totals, unavailable)
+
+    def _mixed_chunks(self, path: str, totals, unavailable: dict[str, str]) -> ChunkMap | None:
+        """A mixed segment's chunks, measured again only when its cachestat totals moved (or every
+        CHUNK_REFRESH_INTERVALS): unchanged cached, dirty, writeback and eviction counts mean no page came
+        or went, short of an exact swap of pages within one interval, which the next refresh corrects."""
+        signature = (
+            totals.size_bytes,
+            totals.cached_pages,
+            totals.dirty_pages,
+            totals.writeback_pages,
+            totals.evicted_pages,
+            totals.recently_evicted_pages,
+        )
+        known = self._chunk_maps.get(path)
+        if (
+            known is not None
+            and known[0] == signature
+            and self._intervals - known[1] < CHUNK_REFRESH_INTERVALS
+        ):
+            return known[2]
+        chunks = _measured_chunks(path, self.strip_chunks, unavailable)
+        self._chunk_maps[path] = (signature, self._intervals, chunks)
+        return chunks
+
+    def _end_of_data(self, path: str, unavailable: dict[str, str]) -> int | None:
+        """One past the last non-zero byte of the newest segment.
+
+        The first look is PreadFile.end_of_nonzero_data (exact; it searches back from the file's end, which
+        costs a read of every zero page a warmed-up segment has after its data). After that the log only
+        grows, so the new end is searched forward from the previous one (`_grown_end`), a few page reads.
+        """
+        try:
+            status = os.stat(path)
+            identity = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_dev)
+            known = self._positions.get(path)
+            if known is not None and known.identity == identity:
+                return known.end_bytes
+            with PreadFile(Path(path)) as file:
+                same_file = known is not None and known.identity[0::3] == identity[0::3]
+                end = _grown_end(file, known.end_bytes) if same_file else file.end_of_nonzero_data()
+        except OSError as error:
+            unavailable["wrote_position_bytes"] = f"{path}: {error.strerror or error}"
+            return None
+        self._positions[path] = _Position(identity, end)
+        return end
+
+    # --- store-wide
+
+    def _refresh_locks(self, paths: list[str]) -> None:
+        if self._intervals % LOCK_REFRESH_INTERVALS and all(path in self._locks for path in paths):
+            return
+        locks = locked_bytes_by_file(paths)
+        self._locks = {
+            path: locks.files[path].locked_bytes if path in locks.files else None for path in paths
+        }
+        self._lock_note = locks.notes.get("locked_bytes")
+
+    def _checkpoint(self, layout: StoreLayout) -> tuple[int | None, int | None, str | None]:
+        if layout.checkpoint is None:
+            return None, None, f"{layout.root / 'checkpoint'}: missing"
+        try:
+            values = read_checkpoint(layout.checkpoint)
+        except (StoreError, OSError) as error:
+            return None, None, f"checkpoint unreadable: {error}"
+        flushed = values.master_flushed_offset or None  # 0 is what a broker that never set it wrote
+        return flushed, values.physic_msg_timestamp or None, None if flushed else FLUSHED_UNKNOWN
+
+    def detail(self, path: str, name: str, page_size_bytes: int) -> SegmentDetail:
+        """The drill-down map of one segment: DETAIL_CELLS runs, each with its own cachestat call."""
+        unavailable: dict[str, str] = {}
+        try:
+            residency = file_residency(path, chunks=DETAIL_CELLS)
+        except ResidencyUnavailable as error:
+            return SegmentDetail(path, name, page_size_bytes, None, None, {"cells": error.error.reason})
+        unavailable.update(residency.unmeasured)
+        return SegmentDetail(
+            path, name, page_size_bytes, _chunk_states(residency.chunks), residency.source, unavailable
+        )
+
+
+def _grown_end(file: PreadFile, known_end: int) -> int:
+    """The end of the non-zero data, searched forward from `known_end` (where it was before).
+
+    Pages after the old end are probed at doubling distances until one is all zeros, then the boundary is
+    found by bisection: O(log n) page reads instead of reading the data the writer appended. A page of
+    zeros inside a record could stop the search early; message records start every few hundred bytes with
+    a non-zero size, so only a body holding 4 KiB of zeros could do that. If the file shrank (a truncated or
+    recovered segment), the exact backward search is used instead.
+    """
+    size = file.size()
+    if known_end > size or (known_end and _page_is_zero(file, known_end - 1, 1) is not False):
+        return file.end_of_nonzero_data()  # shrunk, or rewritten under us: start over
+    low, step = known_end, PAGE_BYTES
+    while low + step < size and not _page_is_zero(file, low + step):
+        low, step = low + step, step * 2
+    high = min(low + step, size)  # data ends in [low, high]
+    while high - low > PAGE_BYTES:
+        middle = (low + high) // 2
+        if _page_is_zero(file, middle):
+            high = middle
+        else:
+            low = middle
+    tail = file.read(low, high - low).rstrip(b"\0")
+    return low + len(tail) if tail else low
+
+
+def _page_is_zero(file: PreadFile, offset: int, length: int = 0) -> bool | None:
+    """Whether the page (or `length` bytes) at offset holds only zeros; None if nothing is there to read."""
+    data = file.read(offset, length or PAGE_BYTES)
+    return None if not data else not data.strip(b"\0")
+
+
+def _zero_if(count: int | None) -> int | None:
+    return None if count is None else 0
+
+
+def _chunk_states(chunks) -> ChunkMap | None:
+    if chunks is None:
+        return None
+    return ChunkMap.of(
+        tuple(
+            ChunkState(
+                chunk.first_page, chunk.end_page, chunk.cached_pages, chunk.dirty_pages, chunk.writeback_pages
+            )
+            for chunk in chunks
+        )
+    )
+
+
+def _measured_chunks(path: str, chunks: int, unavailable: dict[str, str]) -> ChunkMap | None:
+    try:
+        residency = file_residency(path, chunks=chunks)
+    except ResidencyUnavailable as error:
+        unavailable["chunks"] = error.error.reason
+        return None
+    if residency.chunks is None:
+        unavailable["chunks"] = residency.unmeasured.get("chunks", "no chunk map")
+    return _chunk_states(residency.chunks)
+
+
+def _flushed_in(flushed: int | None, start: int, size: int, kind: str) -> int | None:
+    if kind != "commitlog" or flushed is None or not start <= flushed <= start + size:
+        return None
+    return flushed - start
+
+
+# --- eBPF events per segment
+
+
+def _events_by_path(events: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+    rows = {}
+    for probe in (PROBE_FAULTS, PROBE_PAGECACHE, PROBE_WRITEBACK):
+        snapshot = events.get(probe)
+        for file in getattr(snapshot, "files", ()) or ():
+            if file.path:
+                rows[(probe, file.path)] = file
+    return rows
+
+
+def _fault_events(file, running: bool) -> tuple[int | None, int | None, tuple]:
+    if not running:
+        return None, None, ()
+    if file is None:
+        return 0, 0, ()  # the probe ran and saw no fault on this segment
+    return file.faults, file.major_faults, file.page_ranges
+
+
+def _cache_events(file, running: bool) -> tuple[int | None, int | None, tuple]:
+    if not running:
+        return None, None, ()
+    if file is None:
+        return 0, 0, ()
+    return file.added_pages, file.deleted_pages, file.page_ranges
+
+
+def _writeback_events(file, running: bool) -> tuple[int | None, int | None]:
+    if not running:
+        return None, None
+    if file is None:
+        return 0, 0
+    return file.dirtied_pages, file.written_pages
+
+
+def _merge_ranges(fault_ranges, cache_ranges) -> tuple[PageRangeEvents, ...]:
+    """Fault and page-cache ranges of one segment by first page (the probes bucket pages alike: 1/64)."""
+    merged: dict[tuple[int, int], dict[str, int | None]] = {}
+    for page_range in fault_ranges:
+        entry = merged.setdefault((page_range.first_page, page_range.last_page), {})
+        entry.update(faults=page_range.faults, major_faults=page_range.major_faults)
+    for page_range in cache_ranges:
+        entry = merged.setdefault((page_range.first_page, page_range.last_page), {})
+        entry.update(added_pages=page_range.added_pages, deleted_pages=page_range.deleted_pages)
+    return tuple(
+        PageRangeEvents(
+            first,
+            last,
+            counts.get("faults"),
+            counts.get("major_faults"),
+            counts.get("added_pages"),
+            counts.get("deleted_pages"),
+        )
+        for (first, last), counts in sorted(merged.items())
+    )

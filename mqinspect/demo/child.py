@@ -1,0 +1,98 @@
+"""What every demo child process shares: dying with the demo, stopping on SIGTERM, and talking to the demo.
+
+A child talks to the demo through its stdout, one JSON object per line (`{"event": "ready", ...}` once it
+serves or consumes, `{"event": "summary", ...}` as it stops), and logs to stderr, which the demo sends to
+a file so that nothing of a child reaches the dashboard's terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from mqinspect.render.machine import to_jsonable
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PR_SET_NAME = 15
+COMM_BYTES = 15  # TASK_COMM_LEN less the terminating NUL
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_STOP_POLL_S = 0.05
+
+
+def _prctl(option: int, argument: int | bytes) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, argument, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl({option}): {os.strerror(error)}")
+
+
+def name_process(name: str) -> None:
+    """Set the command name (/proc/PID/comm) that top, ps and the dashboard show: "demo-broker" says more
+    than "python". Threads started afterwards inherit it."""
+    _prctl(PR_SET_NAME, name.encode()[:COMM_BYTES])
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM when the demo dies, even by SIGKILL (prctl PR_SET_PDEATHSIG).
+
+    The signal follows the death of the parent *thread* that forked us: the demo forks from its main
+    thread, which lives as long as the demo. When a dying demo has several threads we are handed from one
+    to the next and get the signal once per thread (StopRequest takes repeats). If the demo died before the
+    prctl took effect, our parent is already someone else (init or a subreaper) and nobody will ever stop
+    us, so we leave at once."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class StopRequest:
+    """Set by SIGTERM or SIGINT; call it to ask whether a stop was requested.
+
+    The handler only sets a flag and arms an alarm: it takes no lock, so a second signal arriving while it
+    runs, or one arriving while the main thread holds a lock, cannot deadlock it (an Event or a Timer
+    started here can). A stop that takes longer than `grace_s` ends the process by SIGALRM's default
+    action, so a child stuck in a system call never outlives the demo (the demo would SIGKILL it, but the
+    demo may be gone)."""
+
+    def __init__(self, grace_s: float):
+        self.requested = False
+        self._grace_s = max(1, math.ceil(grace_s))
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        signal.alarm(self._grace_s)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, less once a stop is requested; True if it was."""
+        deadline = time.monotonic() + seconds
+        while not self.requested and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, _STOP_POLL_S))
+        return self.requested
+
+
+def announce(event: str, payload: Any = None) -> None:
+    """One line for the demo: the event name and, if given, a snapshot dataclass as JSON."""
+    message = {"event": event}
+    if payload is not None:
+        message["data"] = to_jsonable(payload)
+    try:
+        sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the demo is gone: nobody to tell, and nothing to flush at exit either
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the dead stream for shutdown

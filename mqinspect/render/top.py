@@ -1,0 +1,546 @@
+"""Draws a TopSnapshot with rich: the whole dashboard for `mqinspect top --once` (and --svg), and the pieces
+(cells, strips, panels) the Textual app puts in its widgets. Renderers only draw the snapshot.
+
+Every panel names where its numbers come from; a number that was not measured reads "unavailable: reason;
+fix: ..." or "-", never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mqinspect.dashboard.snapshot import (
+    PROBE_FAULTS,
+    PROBE_PAGECACHE,
+    PROBE_SENDPATH,
+    PROBE_WRITEBACK,
+    ChunkState,
+    ProbeState,
+    ProbeStatus,
+    ProcessView,
+    SegmentDetail,
+    SegmentView,
+    TopSnapshot,
+)
+from mqinspect.render.cache import human_bytes
+from mqinspect.render.mem import threshold_gauge
+from probes.procfs import WritebackState
+
+NONE = "-"
+UNAVAILABLE = "unavailable"
+SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
+_CACHED_GLYPHS = ((1.0, "█"), (0.5, "▓"), (0.25, "▒"), (0.0, "░"))
+WROTE_MARK = "W"
+FLUSHED_MARK = "F"
+
+SOURCES = {
+    "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of non-zero data (pread) · "
+    "flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
+    "segment_events": "faults probe (exceptions:page_fault_user, filemap:mm_filemap_fault) · pagecache probe "
+    "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache)",
+    "memory": "/proc/meminfo · /proc/vmstat · /proc/sys/vm/dirty_* · /proc/pressure/{memory,io}",
+    "throttling": "writeback probe: writeback:balance_dirty_pages, writeback:writeback_dirty_folio",
+    "faults": "/proc/PID/stat minflt/majflt · per segment: faults probe",
+    "sendpaths": "sendpath probe: syscalls:sys_{enter,exit}_{read,write,sendfile64,splice,sendmsg,...}",
+    "processes": "/proc/PID/stat · /proc/PID/io · /proc/PID/status · found in /proc/PID/maps, /proc/PID/fd",
+}
+HEAT_KEY = (
+    "heat: one cell per chunk · █▓▒░ cached share · green clean, red dirty, magenta under writeback · "
+    "· absent · W wrote (= committed: data in the file) · F flushed"
+)
+SEGMENT_COLUMNS = (
+    "segment",
+    "heat",
+    "cached",
+    "dirty",
+    "writeback",
+    "locked",
+    "wrote",
+    "faults",
+    "major",
+    "+cache",
+)
+PROCESS_COLUMNS = ("pid", "command", "found", "minflt/s", "majflt/s", "rchar/s", "wchar/s", "rss", "locked")
+
+
+# --- small formatting
+
+
+def count_text(value: int | float | None) -> str:
+    if value is None:
+        return NONE
+    return f"{value:,.0f}" if isinstance(value, int) or value >= 100 else f"{value:,.1f}"
+
+
+def bytes_text(value: int | float | None) -> str:
+    return NONE if value is None else human_bytes(int(value))
+
+
+def rate_text(value: float | None, unit: str = "/s") -> str:
+    return NONE if value is None else f"{count_text(value)}{unit}"
+
+
+def byte_rate_text(value: float | None) -> str:
+    return NONE if value is None else f"{human_bytes(int(value))}/s"
+
+
+def pages_text(pages: int | None, page_size_bytes: int) -> str:
+    return NONE if pages is None else human_bytes(pages * page_size_bytes)
+
+
+def percent_text(part: int | None, whole: int | None) -> str:
+    if part is None or whole is None:
+        return NONE
+    return NONE if whole == 0 else f"{100 * min(part, whole) / whole:.0f}%"
+
+
+def unavailable_text(reason: str | None, fix: str | None = None) -> Text:
+    message = f"{UNAVAILABLE}: {reason or 'not measured'}"
+    return Text(message + (f"; fix: {fix}" if fix else ""), style="yellow")
+
+
+def _source(key: str) -> Text:
+    return Text(f"source: {SOURCES[key]}", style="dim cyan")
+
+
+def clock_text(time_unix_s: float) -> str:
+    return datetime.fromtimestamp(time_unix_s, UTC).strftime("%H:%M:%S UTC")
+
+
+# --- header
+
+
+def status_line(
+    snapshot: TopSnapshot | None,
+    *,
+    paused: bool = False,
+    held: int = 0,
+    now_s: float | None = None,
+    mode: str = "",
+) -> Text:
+    """The top line: mode, PAUSED badge, store, frame time and age, interval."""
+    line = Text()
+    if paused:
+        line.append(" PAUSED ", style="bold reverse red")
+        line.append(f" ({held} newer frames held) " if held else " ")
+    line.append(f"mqinspect top{mode}", style="bold")
+    if snapshot is None:
+        return line.append("  waiting for the first interval…")
+    line.append(f"  store {snapshot.store.root or NONE}")
+    age = f", {max(0.0, now_s - snapshot.time_unix_s):.0f} s ago" if now_s is not None else ""
+    line.append(f"  frame {snapshot.sequence} at {clock_text(snapshot.time_unix_s)}{age}")
+    line.append(f"  interval {snapshot.interval_s:.2f} s")
+    return line
+
+
+def probes_line(statuses: Sequence[ProbeStatus]) -> Text:
+    line = Text("eBPF: ", style="bold")
+    for status in statuses:
+        style = {"running": "green", "starting": "yellow", "waiting": "yellow"}.get(status.state, "red")
+        label = "starting eBPF…" if status.state == ProbeState.STARTING else status.state
+        line.append(f"{status.name} ", style="bold")
+        line.append(label, style=style)
+        line.append("  ")
+    subjects = [status.subject for status in statuses if status.subject]
+    if subjects:
+        line.append(f"(tracing {_whom(subjects[0])})", style="dim")
+    return line
+
+
+def _whom(subject: str) -> str:
+    """ "page faults of pid 7, per segment of ..." -> "pid 7": the probes all trace the same processes."""
+    who = subject.partition(" of ")[2] or subject
+    return who.split(",")[0]
+
+
+def probe_problem(snapshot: TopSnapshot, name: str) -> Text | None:
+    """'unavailable: reason; fix: ...' for a probe that is not running, else None."""
+    status = snapshot.probe(name)
+    if status is None or status.state == ProbeState.RUNNING:
+        return None
+    if status.state == ProbeState.STARTING:
+        return Text(f"{name}: starting eBPF… (compiling the probe)", style="yellow")
+    if status.state == ProbeState.WAITING:
+        return Text(f"{name} probe waiting: {status.reason}; {status.fix}", style="yellow")
+    return unavailable_text(f"{name} probe: {status.reason}", status.fix)
+
+
+# --- segments
+
+
+def segment_strip(segment: SegmentView) -> Text:
+    """One cell per chunk: cached share (glyph) and state (colour), with W and F position marks."""
+    if segment.chunks is None:
+        return Text(UNAVAILABLE, style="yellow")
+    chunks = segment.chunks.states()
+    cells = [_chunk_cell(chunk) for chunk in chunks]
+    for position, mark in (
+        (segment.flushed_position_bytes, FLUSHED_MARK),
+        (segment.wrote_position_bytes, WROTE_MARK),
+    ):
+        index = _chunk_index(chunks, position, segment)
+        if index is not None:
+            cells[index] = (mark, "bold reverse " + cells[index][1].replace("dim", "white"))
+    strip = Text()
+    for glyph, style in cells:
+        strip.append(glyph, style=style)
+    return strip
+
+
+def _chunk_cell(chunk: ChunkState) -> tuple[str, str]:
+    pages = max(chunk.end_page - chunk.first_page, 1)
+    if chunk.cached_pages == 0:
+        return "·", "dim"
+    fraction = chunk.cached_pages / pages
+    glyph = next(glyph for floor, glyph in _CACHED_GLYPHS if fraction >= floor)
+    style = "magenta" if chunk.writeback_pages else "red" if chunk.dirty_pages else "green"
+    return glyph, style
+
+
+def _chunk_index(chunks: Sequence[ChunkState], position: int | None, segment: SegmentView) -> int | None:
+    if position is None or not chunks or not segment.size_bytes:
+        return None
+    page = position * (segment.pages or 0) // segment.size_bytes
+    for index, chunk in enumerate(chunks):
+        if chunk.first_page <= page < chunk.end_page:
+            return index
+    return len(chunks) - 1
+
+
+def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
+    """The cells of one segment row, in SEGMENT_COLUMNS order."""
+    wrote = segment.wrote_position_bytes
+    return [
+        Text(segment.name, style="bold" if segment.newest else ""),
+        segment_strip(segment),
+        Text(percent_text(segment.cached_pages, segment.pages), justify="right"),
+        Text(pages_text(segment.dirty_pages, page_size_bytes), justify="right"),
+        Text(pages_text(segment.writeback_pages, page_size_bytes), justify="right"),
+        Text(bytes_text(segment.locked_bytes), justify="right"),
+        Text(NONE if wrote is None else human_bytes(wrote), justify="right"),
+        Text(count_text(segment.faults), justify="right"),
+        Text(count_text(segment.major_faults), justify="right"),
+        Text(pages_text(segment.added_pages, page_size_bytes), justify="right"),
+    ]
+
+
+def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None = None) -> RenderableType:
+    store = snapshot.store
+    if not store.segments:
+        return Group(Text("Segments", style="bold"), unavailable_text(store.unavailable.get("segments")))
+    table = Table(title="Segments", title_justify="left", title_style="bold", box=None, pad_edge=False)
+    for column in SEGMENT_COLUMNS:
+        table.add_column(
+            column,
+            no_wrap=column != "segment",
+            overflow="fold",
+            justify="left" if column in ("segment", "heat") else "right",
+        )
+    for segment in store.segments if segments is None else segments:
+        table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
+    notes = [Text(HEAT_KEY, style="dim"), _source("segments"), _source("segment_events")]
+    notes += [
+        problem for name in (PROBE_FAULTS, PROBE_PAGECACHE) if (problem := probe_problem(snapshot, name))
+    ]
+    return Group(table, *notes)
+
+
+# --- memory
+
+
+def _title(name: str, titled: bool) -> list[RenderableType]:
+    return [Text(name, style="bold")] if titled else []
+
+
+def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
+    sample = snapshot.memory
+    parts = _title("Memory", titled)
+    if sample is None:
+        return Group(*parts, unavailable_text("no interval has ended yet"))
+    writeback = sample.snapshot.writeback
+    page = writeback.page_size_bytes
+    meminfo = sample.snapshot.meminfo
+    parts.append(
+        Text(
+            f"cached {bytes_text(meminfo.cached_bytes)}  dirty {pages_text(writeback.dirty_pages, page)}  "
+            f"writeback {pages_text(writeback.writeback_pages, page)}  "
+            f"background at {pages_text(writeback.background_threshold_pages, page)}  "
+            f"limit {pages_text(writeback.throttle_threshold_pages, page)}"
+        )
+    )
+    parts.append(threshold_gauge(writeback))
+    regime = writeback.regime
+    parts.append(Text(f"regime: {regime or UNAVAILABLE}: {WritebackState.REGIMES.get(regime or '', '')}"))
+    vm, pressure = sample.rates.vmstat, sample.rates.pressure
+    parts.append(
+        Text(
+            f"written to disk {rate_text(vm.pgpgout_kib_per_s, ' KiB/s')}  "
+            f"read {rate_text(vm.pgpgin_kib_per_s, ' KiB/s')}"
+            f"  PSI memory some {_pct(pressure.memory_some_stalled_percent)} full "
+            f"{_pct(pressure.memory_full_stalled_percent)}  io some {_pct(pressure.io_some_stalled_percent)}"
+        )
+    )
+    parts.append(_source("memory"))
+    parts.extend(_throttling(snapshot))
+    return Group(*parts)
+
+
+def _pct(value: float | None) -> str:
+    return NONE if value is None else f"{value:.1f}%"
+
+
+def _throttling(snapshot: TopSnapshot) -> list[RenderableType]:
+    problem = probe_problem(snapshot, PROBE_WRITEBACK)
+    if problem is not None:
+        return [Text("writer throttling (balance_dirty_pages): ", style="bold"), problem]
+    events = snapshot.writeback
+    page = snapshot.page_size_bytes
+    head = Text(
+        f"dirtied {pages_text(events.dirtied_pages, page)}  written {pages_text(events.written_pages, page)} "
+        f"(all files {pages_text(events.written_pages_all_files, page)})  "
+        f"throttled writers: {len(events.throttled)}"
+    )
+    lines: list[RenderableType] = [head]
+    for writer in events.throttled[:3]:
+        lines.append(
+            Text(
+                f"  {writer.pid} {writer.comm or NONE}: {writer.pauses} pauses, {writer.pause_ms_total} ms "
+                f"(longest {writer.pause_ms_max} ms, dirty {writer.dirty_pages_at_max_pause} of limit "
+                f"{writer.limit_pages_at_max_pause} pages)",
+                style="red",
+            )
+        )
+    lines.append(_source("throttling"))
+    return lines
+
+
+# --- faults
+
+
+def sparkline(values: Sequence[float | None], width: int = 30) -> Text:
+    shown = list(values)[-width:]
+    known = [value for value in shown if value is not None]
+    top = max(known, default=0.0)
+    line = Text()
+    for value in shown:
+        if value is None:
+            line.append(" ")
+        else:
+            index = 0 if top <= 0 else min(len(SPARK_GLYPHS) - 1, int(value / top * (len(SPARK_GLYPHS) - 1)))
+            line.append(SPARK_GLYPHS[index], style="cyan")
+    return line
+
+
+def faults_panel(
+    snapshot: TopSnapshot, processes: Sequence[ProcessView] | None = None, *, titled: bool = True
+) -> RenderableType:
+    parts = _title("Faults", titled)
+    rows = snapshot.processes if processes is None else processes
+    if not rows:
+        parts.append(unavailable_text(snapshot.unavailable.get("processes")))
+    for process in rows[:8]:
+        line = Text(f"{process.pid:>7} {(process.comm or NONE)[:15]:<15} ")
+        line.append_text(sparkline(process.minor_fault_rate_history))
+        line.append(
+            f" {rate_text(process.minor_faults_per_s)} minor, {rate_text(process.major_faults_per_s)} major"
+        )
+        if process.traced_faults is not None:
+            line.append(f" · traced {process.traced_faults:,} ({process.traced_major_faults or 0:,} major)")
+        parts.append(line)
+    parts.append(_segment_faults(snapshot))
+    parts.append(_source("faults"))
+    return Group(*parts)
+
+
+def _segment_faults(snapshot: TopSnapshot) -> RenderableType:
+    problem = probe_problem(snapshot, PROBE_FAULTS)
+    if problem is not None:
+        return problem
+    if not snapshot.store.segments:
+        return Text(f"faults per segment: {snapshot.store.unavailable.get('segments', 'no segments')}")
+    hit = sorted((s for s in snapshot.store.segments if s.faults), key=lambda s: -(s.faults or 0))
+    if not hit:
+        return Text("no faults on the store's segments this interval (faults probe)")
+    return Text(
+        "faults per segment: "
+        + ", ".join(f"{s.name} {s.faults:,} ({s.major_faults or 0:,} major)" for s in hit[:4])
+    )
+
+
+# --- send paths
+
+
+def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
+    parts = _title("Send paths", titled)
+    problem = probe_problem(snapshot, PROBE_SENDPATH)
+    view = snapshot.sendpaths
+    if problem is not None:
+        parts.append(problem)
+    elif not view.processes:
+        parts.append(Text("no process sent bytes to a socket this interval"))
+    else:
+        table = Table(box=None, pad_edge=False)
+        for column in (
+            "pid",
+            "command",
+            "to sockets",
+            "read+write",
+            "mmap+write",
+            "sendfile",
+            "splice",
+            "copies/B",
+        ):
+            table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
+        for row in view.processes[:6]:
+            copies = row.cpu_copies_per_socket_byte
+            table.add_row(
+                str(row.pid),
+                row.comm or NONE,
+                bytes_text(row.bytes_to_sockets),
+                bytes_text(row.read_write_bytes),
+                bytes_text(row.mmap_write_bytes),
+                bytes_text(row.sendfile_bytes),
+                bytes_text(row.splice_bytes),
+                NONE if copies is None else f"{copies:.2f}",
+            )
+        parts.append(table)
+    parts.append(_source("sendpaths"))
+    return Group(*parts)
+
+
+# --- processes
+
+
+def process_cells(process: ProcessView) -> list[Text]:
+    """The cells of one process row, in PROCESS_COLUMNS order."""
+    return [
+        Text(str(process.pid), justify="right"),
+        Text(process.comm or NONE),
+        Text(process.found_by),
+        Text(rate_text(process.minor_faults_per_s, ""), justify="right"),
+        Text(rate_text(process.major_faults_per_s, ""), justify="right"),
+        Text(byte_rate_text(process.rchar_bytes_per_s), justify="right"),
+        Text(byte_rate_text(process.wchar_bytes_per_s), justify="right"),
+        Text(bytes_text(process.rss_bytes), justify="right"),
+        Text(bytes_text(process.locked_bytes), justify="right"),
+    ]
+
+
+def processes_table(snapshot: TopSnapshot, processes: Sequence[ProcessView] | None = None) -> RenderableType:
+    rows = snapshot.processes if processes is None else processes
+    if not rows:
+        return Group(
+            Text("Processes", style="bold"),
+            unavailable_text(snapshot.unavailable.get("processes")),
+            _source("processes"),
+        )
+    table = Table(title="Processes", title_justify="left", title_style="bold", box=None, pad_edge=False)
+    for column in PROCESS_COLUMNS:
+        table.add_column(column, no_wrap=True, justify="left" if column in ("command", "found") else "right")
+    for process in rows:
+        table.add_row(*process_cells(process))
+    notes = [_unavailable_fields(rows), _source("processes")]
+    return Group(table, *(note for note in notes if note is not None))
+
+
+def _unavailable_fields(rows: Sequence[ProcessView]) -> Text | None:
+    reasons = {reason for row in rows for name, reason in row.unavailable.items() if name != "traced_faults"}
+    if not reasons:
+        return None
+    return Text("some fields unavailable: " + "; ".join(sorted(reasons)[:3]), style="yellow")
+
+
+# --- drill-down
+
+
+def detail_view(snapshot: TopSnapshot, segment: SegmentView | None, width: int = 64) -> RenderableType:
+    """A segment's fine page map (cachestat per run of pages) and its fault and page-cache events."""
+    detail = snapshot.detail
+    if segment is None:
+        return unavailable_text("the segment is no longer in the store")
+    parts: list[RenderableType] = [
+        Text(f"{segment.name}  {human_bytes(segment.size_bytes)}  {segment.path}", style="bold"),
+        Text(
+            f"cached {percent_text(segment.cached_pages, segment.pages)}  "
+            f"dirty {pages_text(segment.dirty_pages, snapshot.page_size_bytes)}  "
+            f"writeback {pages_text(segment.writeback_pages, snapshot.page_size_bytes)}  "
+            f"locked {bytes_text(segment.locked_bytes)}  wrote {bytes_text(segment.wrote_position_bytes)}  "
+            f"flushed {bytes_text(segment.flushed_position_bytes)}"
+        ),
+    ]
+    parts.append(_page_map(detail, segment, width))
+    parts.append(
+        Text(
+            f"this interval: faults {count_text(segment.faults)} (major {count_text(segment.major_faults)}), "
+            f"entered cache {pages_text(segment.added_pages, snapshot.page_size_bytes)}, "
+            f"left cache {pages_text(segment.deleted_pages, snapshot.page_size_bytes)}, "
+            f"dirtied {pages_text(segment.dirtied_pages, snapshot.page_size_bytes)}, "
+            f"written back {pages_text(segment.written_pages, snapshot.page_size_bytes)}"
+        )
+    )
+    parts.append(_range_table(segment))
+    parts += [
+        Text(f"{name}: {reason}", style="yellow") for name, reason in sorted(segment.unavailable.items())
+    ]
+    parts += [_source("segments"), _source("segment_events")]
+    return Group(*parts)
+
+
+def _page_map(detail: SegmentDetail | None, segment: SegmentView, width: int) -> RenderableType:
+    if detail is None or detail.path != segment.path:
+        return Text("page map: not in this frame yet (it is sampled from the next interval on)", style="dim")
+    if detail.cells is None:
+        return unavailable_text(detail.unavailable.get("cells"))
+    cells = detail.cells.states()
+    pages_per_cell = max((cells[0].end_page - cells[0].first_page) if cells else 1, 1)
+    lines = [Text(f"page map: {len(cells)} cells of ~{pages_per_cell} pages ({detail.source})", style="bold")]
+    for start in range(0, len(cells), width):
+        row = Text(f"{cells[start].first_page:>9} ")
+        for cell in cells[start : start + width]:
+            glyph, style = _chunk_cell(cell)
+            row.append(glyph, style=style)
+        lines.append(row)
+    return Group(*lines)
+
+
+def _range_table(segment: SegmentView) -> RenderableType:
+    if not segment.page_ranges:
+        return Text("no fault or page-cache events by page range this interval", style="dim")
+    table = Table(title="events by page range", title_justify="left", box=None, pad_edge=False)
+    for column in ("pages", "faults", "major", "entered", "left"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in segment.page_ranges[:12]:
+        table.add_row(
+            f"{row.first_page}-{row.last_page}",
+            count_text(row.faults),
+            count_text(row.major_faults),
+            count_text(row.added_pages),
+            count_text(row.deleted_pages),
+        )
+    return table
+
+
+# --- the whole dashboard
+
+
+def top_view(snapshot: TopSnapshot) -> RenderableType:
+    """Every panel of one snapshot, for `--once`, non-terminal output and --svg."""
+    return Group(
+        status_line(snapshot),
+        probes_line(snapshot.probes),
+        Text(""),
+        segments_table(snapshot),
+        Text(""),
+        memory_panel(snapshot),
+        Text(""),
+        faults_panel(snapshot),
+        Text(""),
+        sendpaths_panel(snapshot),
+        Text(""),
+        processes_table(snapshot),
+    )

@@ -1,0 +1,56 @@
+"""A few SVG snapshots of the dashboard (pytest-textual-snapshot): fake frames, frozen clock, fixed size.
+Update them with `pytest tests/dashboard/test_snapshots.py --snapshot-update` after a deliberate change."""
+
+from __future__ import annotations
+
+from fakes import T0, FakeFeed, frame
+
+from mqinspect.dashboard.app import DashboardApp
+from mqinspect.dashboard.snapshot import ProbeState, ProbeStatus
+
+SIZE = (140, 48)
+
+
+def new_app() -> DashboardApp:
+    return DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+
+
+def test_dashboard(snap_compare):
+    app = new_app()
+
+    async def run_before(pilot) -> None:
+        app.receive(frame(1))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_paused_without_ebpf(snap_compare):
+    app = new_app()
+    missing = tuple(
+        ProbeStatus(
+            name, ProbeState.UNAVAILABLE, "tracing needs root, or CAP_BPF and CAP_PERFMON", "run as root"
+        )
+        for name in ("faults", "pagecache", "writeback", "sendpath")
+    )
+
+    async def run_before(pilot) -> None:
+        app.receive(frame(1, probes=missing))
+        await pilot.press("space")
+        app.receive(frame(2, probes=missing))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_segment_map(snap_compare):
+    app = new_app()
+    path = "/store/commitlog/00000000000002097152"
+
+    async def run_before(pilot) -> None:
+        app.receive(frame(1))
+        await pilot.press("down", "down", "enter")
+        app.receive(frame(2, detail_for=path))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
