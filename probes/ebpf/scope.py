@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -200,14 +201,27 @@ class ScopedProbe:
         return current, new
 
 
+# Several probes of one session (the dashboard runs four) follow the same store at the same moment; one
+# listing serves them all for this long, which is far below any interval.
+STORE_LISTING_REUSE_S = 0.25
+_listings: dict[Path, tuple[float, dict[FileId, FileLabel]]] = {}
+_listings_lock = threading.Lock()
+
+
 def current_store_files(store: Path | None) -> dict[FileId, FileLabel]:
     """The store's files now; nothing when there is no store, or while it is being deleted or moved."""
     if store is None:
         return {}
-    try:
-        return store_files(store)
-    except (StoreError, OSError):
-        return {}
+    with _listings_lock:
+        listed = _listings.get(store)
+        if listed is not None and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
+            return dict(listed[1])
+        try:
+            files = store_files(store)
+        except (StoreError, OSError):
+            return {}
+        _listings[store] = (time.monotonic(), files)
+        return dict(files)
 
 
 def handler_defines(defines: Mapping[str, str], tracefs: Path = TRACEFS) -> dict[str, int]:
