@@ -229,6 +229,10 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
     ]
 
 
+# the segment's kind and the start of its 20-digit name stay readable on an 80-column terminal
+SEGMENT_NAME_MIN_WIDTH = 16
+
+
 def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None = None) -> RenderableType:
     store = snapshot.store
     if not store.segments:
@@ -240,10 +244,17 @@ def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None
             no_wrap=column != "segment",
             overflow="fold",
             justify="left" if column in ("segment", "heat") else "right",
+            min_width=SEGMENT_NAME_MIN_WIDTH if column == "segment" else None,
         )
-    for segment in store.segments if segments is None else segments:
+    shown = store.segments if segments is None else segments
+    for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
     notes = [Text(HEAT_KEY, style="dim"), _source("segments"), _source("segment_events")]
+    # why a residency column says unavailable, once per distinct reason (JSON has it per segment)
+    reasons = dict.fromkeys(
+        reason for segment in shown if (reason := segment.unavailable.get("cached_pages")) is not None
+    )
+    notes += [unavailable_text(f"residency: {reason}") for reason in reasons]
     notes += [
         problem for name in (PROBE_FAULTS, PROBE_PAGECACHE) if (problem := probe_problem(snapshot, name))
     ]
