@@ -146,7 +146,9 @@ def test_chunks_agree_with_the_page_map(on_ext4: Path):
 
     fincore_count, file = undisturbed(scenario)
     in_map = pages_in(file["page_map"])
-    assert in_map == set(resident) | set(dirty)
+    # nothing we did not read or write; what the kernel holds now is fincore's count (this VM runs a DAMON
+    # kdamond whose reclaim may already have taken a few of the clean pages we read)
+    assert in_map <= set(resident) | set(dirty)
     assert file["cached_pages"] == len(in_map) == fincore_count
     assert file["dirty_pages"] == len(dirty)
     assert len(file["chunks"]) == 7
