@@ -7,8 +7,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -22,6 +20,7 @@ from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stderr_console, stdout_console
 from mqinspect.render.demo import demo_view
 from mqinspect.render.machine import write_json
+from mqinspect.signals import signals_interrupt
 
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 REPORT_WIDTH = 160
@@ -60,7 +59,7 @@ def demo(
         raise BadInput("--duration applies to the final report: add --no-ui (the dashboard runs until q)")
     settings = DemoSettings()
     workload = DemoWorkload(settings, directory)
-    with _ending_signals_interrupt():
+    with signals_interrupt(ENDING_SIGNALS):
         try:
             workload.start()
             _announce(workload)
@@ -131,24 +130,6 @@ def _exit_status(outcome: WorkloadOutcome) -> int:
     failed = [child for child in outcome.children if child.exit_code != 0 or child.killed]
     details = "; ".join(f"{child.role} (pid {child.pid}) exit {child.exit_code}" for child in failed)
     raise DemoFailed(f"demo processes did not end cleanly: {details}")
-
-
-@contextlib.contextmanager
-def _ending_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (the terminal went away) end the demo as Ctrl-C does, through the cleanup."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in ENDING_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def register(app: typer.Typer) -> None:

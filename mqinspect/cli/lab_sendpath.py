@@ -4,10 +4,7 @@ beside the textbook model of each path."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -19,6 +16,7 @@ from mqinspect.labs.sendpath import DEFAULT_PAYLOAD_BYTES, DEFAULT_REPEAT, LabOp
 from mqinspect.render.console import stderr_console, stdout_console
 from mqinspect.render.lab_sendpath import sendpath_view
 from mqinspect.render.machine import write_json
+from mqinspect.signals import signals_interrupt
 from store.transfer import SendPath
 
 PATH_NAMES = ", ".join(path.value for path in SendPath)
@@ -77,28 +75,12 @@ def sendpath(
         payload_bytes=payload_bytes, paths=parse_paths(paths), repeat=repeat, cold=cold, store_dir=store_dir
     )
     console = stderr_console()
-    with _sigterm_as_interrupt():
+    with signals_interrupt():
         report = run_sendpath_lab(options, say=lambda message: console.print(message, style="dim"))
     if output == OutputFormat.JSON:
         write_json(report, sys.stdout)
     else:
         stdout_console().print(sendpath_view(report))
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the lab as Ctrl-C does, so its workers stop and its temporary store is removed (the
-    default action would kill the process on the spot). While the probe session is open, the session takes
-    both signals and the lab stops after the run in progress."""
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def register(lab_app: typer.Typer) -> None:

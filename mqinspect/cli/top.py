@@ -7,10 +7,7 @@ stdout not a terminal, it prints snapshots instead (rich tables, JSON or JSON Li
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -23,6 +20,7 @@ from mqinspect.errors import BadInput
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_json, write_jsonl
 from mqinspect.render.top import top_view
+from mqinspect.signals import signals_interrupt
 
 SVG_WIDTH = 140
 
@@ -78,7 +76,7 @@ def top(
 
 def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: Path | None) -> None:
     console = stdout_console()
-    with _sigterm_ends_the_stream():
+    with signals_interrupt():
         try:
             for snapshot in stream_snapshots(options, count):
                 if output == OutputFormat.JSON:
@@ -113,18 +111,6 @@ class _Discard:
 
     def flush(self) -> None:
         pass
-
-
-@contextlib.contextmanager
-def _sigterm_ends_the_stream() -> Iterator[None]:
-    def interrupt(_signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def replay(

@@ -25,11 +25,9 @@ import os
 import platform
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -51,6 +49,7 @@ from mqinspect.labs.warmup_stats import (
     summarize_latencies,
     verdict,
 )
+from mqinspect.signals import signals_interrupt
 from probes.ebpf.faults import FaultsProbe, FaultsSnapshot
 from probes.ebpf.inodes import FileId
 from probes.ebpf.loader import IntSetMap, LoadedProgram, Parameters, ProgramSpec, load_program
@@ -646,24 +645,6 @@ def _failed_run(mode: WarmupLabMode, repeat: int, error: str) -> ModeRun:
 Progress = Callable[[ModeRun], None]
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM ends the lab as Ctrl-C does (KeyboardInterrupt), so the segments and the program go too.
-    (While a worker is traced, the TraceSession's own handler does the same.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_warmup_lab(settings: LabSettings, progress: Progress | None = None) -> WarmupReport:
     """Every mode `settings.repeat` times, each on a fresh segment, then the per-mode summaries."""
     check_settings(settings)
@@ -674,7 +655,7 @@ def run_warmup_lab(settings: LabSettings, progress: Progress | None = None) -> W
     runs: list[ModeRun] = []
     workdir = Path(tempfile.mkdtemp(prefix="mqinspect-warmup-", dir=directory))
     try:
-        with _sigterm_interrupts():
+        with signals_interrupt():
             for repeat in range(settings.repeat):
                 for mode in settings.modes:
                     run = run_mode(mode, settings, workdir, tracer, repeat=repeat)

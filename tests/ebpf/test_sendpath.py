@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs
+from support import loaded_programs, programs_held_by
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
@@ -434,18 +434,6 @@ def test_each_path_moves_its_bytes_the_way_the_path_model_says_and_counts_agree_
     assert process.mode_switches == 2 * process.syscalls
 
 
-def _program_ids_held_by(pid: int) -> set[int]:
-    """The BPF programs process `pid` holds open: prog_id in /proc/PID/fdinfo of its bpf-prog descriptors."""
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            if os.readlink(fd) == "anon_inode:bpf-prog":
-                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-                (line,) = (line for line in info.splitlines() if line.startswith("prog_id:"))
-                held.add(int(line.split()[1]))
-    return held
-
-
 @pytest.mark.requires_bpf
 def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(data_file: Path):
     with paused_sender("read+write", data_file) as sender:
@@ -457,7 +445,7 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(data_file: P
             cwd=REPO,
         )
         first = json.loads(session.stdout.readline())  # attached, and one interval has ended
-        held = _program_ids_held_by(session.pid)
+        held = programs_held_by(session.pid)
         loaded_while_running = loaded_programs()
         sender.start_sending()
         sender.finish()

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs
+from support import loaded_programs, programs_held_by
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
@@ -398,18 +398,6 @@ def test_warm_up_and_flush_calls_are_counted_exactly_timed_and_agree_with_strace
     assert snapshot.exited_pids == (child.pid,)
 
 
-def _program_ids_held_by(pid: int) -> set[int]:
-    """The BPF programs process `pid` holds open: prog_id in /proc/PID/fdinfo of its bpf-prog descriptors."""
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            if os.readlink(fd) == "anon_inode:bpf-prog":
-                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-                (line,) = (line for line in info.splitlines() if line.startswith("prog_id:"))
-                held.add(int(line.split()[1]))
-    return held
-
-
 @pytest.mark.requires_bpf
 def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Path):
     path = tmp_path / "segment.bin"
@@ -423,7 +411,7 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Pa
             cwd=REPO,
         )
         first = json.loads(session.stdout.readline())  # attached, and one interval has ended
-        held = _program_ids_held_by(session.pid)
+        held = programs_held_by(session.pid)
         loaded_while_running = loaded_programs()
         os.kill(child.pid, signal.SIGUSR1)
         assert child.wait(timeout=60) == 0
