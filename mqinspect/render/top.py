@@ -7,6 +7,7 @@ fix: ..." or "-", never 0.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -153,9 +154,10 @@ def probes_line(statuses: Sequence[ProbeStatus]) -> Text:
 
 
 def _whom(subject: str) -> str:
-    """ "page faults of pid 7, per segment of ..." -> "pid 7": the probes all trace the same processes."""
-    who = subject.partition(" of ")[2] or subject
-    return who.split(",")[0]
+    """ "page faults of pids 7, 9, per segment of ..." -> "pids 7, 9": the probes all trace the same
+    processes."""
+    found = re.search(r"\b(every process|pids? \d+(?:, \d+)*)", subject)
+    return found.group(1) if found else subject
 
 
 def probe_problem(snapshot: TopSnapshot, name: str) -> Text | None:

@@ -187,3 +187,11 @@ def render(snapshot) -> str:
     console = Console(width=140, file=io.StringIO(), color_system=None)
     console.print(top_view(snapshot))
     return console.file.getvalue()
+
+
+def test_the_probes_line_names_every_traced_pid():
+    from mqinspect.render.top import _whom
+
+    assert _whom("page faults of pids 10, 11, 12, per segment of the store /s") == "pids 10, 11, 12"
+    assert _whom("page faults of pid 7, per file") == "pid 7"
+    assert _whom("page faults of every process, per file") == "every process"
