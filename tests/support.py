@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,3 +87,27 @@ def programs_once_attached(pid: int, timeout_s: float = 60.0) -> set[int]:
                 return held
         time.sleep(0.05)
     raise AssertionError(f"pid {pid} loaded no BPF program within {timeout_s:.0f} s")
+
+
+# --- running as an unprivileged user ------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
+_CLI_REPORTING_BCC = (
+    "import sys; from mqinspect.cli.app import app; "
+    "status = app(sys.argv[1:], standalone_mode=False); "
+    "print('bcc imported' if 'bcc' in sys.modules else 'bcc not imported', file=sys.stderr); "
+    "sys.exit(status)"
+)
+
+
+def mqinspect_as_nobody(*arguments: str) -> subprocess.CompletedProcess:
+    """`mqinspect ARGUMENTS` as user nobody without capabilities; stderr ends with whether bcc was imported
+    (so a test can tell that nothing was compiled or loaded)."""
+    return subprocess.run(
+        [*AS_NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )

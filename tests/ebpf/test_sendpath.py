@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, programs_held_by
+from support import loaded_programs, mqinspect_as_nobody, programs_held_by
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
@@ -47,7 +47,6 @@ from probes.ebpf.tracepoints import PROBES
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = Path(__file__).with_name("sendpath_workload.py")
 TRACE_SENDPATH = [sys.executable, "-m", "mqinspect", "trace", "sendpath"]
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 FILE_BYTES = 64 << 20
 CHUNK_BYTES = 64 << 10
 # strace names the x86_64 sendfile syscall "sendfile"; its tracepoint is sys_enter_sendfile64.
@@ -282,30 +281,12 @@ def test_a_pid_that_does_not_exist_is_bad_input(no_session):
     assert result.exit_code == ExitStatus.BAD_INPUT and "--pid" in result.stderr
 
 
-_CLI_REPORTING_BCC = (
-    "import sys; from mqinspect.cli.app import app; "
-    "status = app(sys.argv[1:], standalone_mode=False); "
-    "print('bcc imported' if 'bcc' in sys.modules else 'bcc not imported', file=sys.stderr); "
-    "sys.exit(status)"
-)
-
-
-def _as_nobody(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-
-
 @pytest.mark.requires_root
 def test_print_bpf_works_as_nobody_and_tracing_as_nobody_is_exit_3():
-    printed = _as_nobody("trace", "sendpath", "--pid", "1", "--print-bpf")
+    printed = mqinspect_as_nobody("trace", "sendpath", "--pid", "1", "--print-bpf")
     assert printed.returncode == 0, printed.stderr
     assert "int mqi_sendfile_e(" in printed.stdout and "bcc not imported" in printed.stderr
-    refused = _as_nobody("trace", "sendpath", "--pid", "1", "--count", "1")
+    refused = mqinspect_as_nobody("trace", "sendpath", "--pid", "1", "--count", "1")
     assert refused.returncode == ExitStatus.MISSING_CAPABILITY
     (error,) = [line for line in refused.stderr.splitlines() if line.startswith("mqinspect: error:")]
     assert "root" in error and "fix:" in error and "mqinspect doctor" in error

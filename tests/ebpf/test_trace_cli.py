@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import loaded_programs, programs_held_by, programs_once_attached
+from support import loaded_programs, mqinspect_as_nobody, programs_held_by, programs_once_attached
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
@@ -22,7 +22,6 @@ from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
 
 REPO = Path(__file__).resolve().parents[2]
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 INJECTION = '1); bpf_trace_printk("owned"); (1'
 runner = CliRunner()
 
@@ -102,28 +101,11 @@ def test_print_bpf_prints_defines_and_program_without_a_session(no_session):
 
 # --- as nobody ----------------------------------------------------------------------------------------------
 
+
 # Runs the CLI in-process as the caller, then says whether bcc was imported (--print-bpf must not load it).
-_CLI_REPORTING_BCC = (
-    "import sys; from mqinspect.cli.app import app; "
-    "status = app(sys.argv[1:], standalone_mode=False); "
-    "print('bcc imported' if 'bcc' in sys.modules else 'bcc not imported', file=sys.stderr); "
-    "sys.exit(status)"
-)
-
-
-def _as_nobody(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-
-
 @pytest.mark.requires_root
 def test_print_bpf_works_as_nobody_and_loads_nothing():
-    done = _as_nobody("trace", "faults", "--pid", "1", "--print-bpf")
+    done = mqinspect_as_nobody("trace", "faults", "--pid", "1", "--print-bpf")
     assert done.returncode == 0, done.stderr
     assert "int mqi_filemap_flt(" in done.stdout and "-DFILTER_TGIDS=1" in done.stdout
     assert "bcc not imported" in done.stderr  # so nothing could be loaded
@@ -131,7 +113,7 @@ def test_print_bpf_works_as_nobody_and_loads_nothing():
 
 @pytest.mark.requires_root
 def test_tracing_as_nobody_is_exit_3_with_the_fix():
-    done = _as_nobody("trace", "faults", "--pid", "1", "--count", "1")
+    done = mqinspect_as_nobody("trace", "faults", "--pid", "1", "--count", "1")
     assert done.returncode == ExitStatus.MISSING_CAPABILITY
     (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
     assert "root" in error and "fix:" in error and "mqinspect doctor" in error

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from support import loaded_programs, programs_held_by
+from support import loaded_programs, mqinspect_as_nobody, programs_held_by
 
 from probes.ebpf.inodes import FileId
 from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
@@ -37,7 +37,6 @@ PAGE = mmap.PAGESIZE
 MIB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
 TRACE = [sys.executable, "-m", "mqinspect", "trace"]
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 VM = Path("/proc/sys/vm")
 
 
@@ -350,27 +349,10 @@ def test_doctors_load_test_loads_the_probe():
 
 # --- the command -------------------------------------------------------------------------------------------
 
-_CLI_REPORTING_BCC = (
-    "import sys; from mqinspect.cli.app import app; "
-    "status = app(sys.argv[1:], standalone_mode=False); "
-    "print('bcc imported' if 'bcc' in sys.modules else 'bcc not imported', file=sys.stderr); "
-    "sys.exit(status)"
-)
-
-
-def _as_nobody(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-
 
 @pytest.mark.requires_root
 def test_print_bpf_works_as_nobody_and_loads_nothing():
-    done = _as_nobody("trace", "writeback", "--pid", "1", "--print-bpf")
+    done = mqinspect_as_nobody("trace", "writeback", "--pid", "1", "--print-bpf")
     assert done.returncode == 0, done.stderr
     assert "int mqi_wb_throttle(" in done.stdout and "//   -DFILTER_TGIDS=1" in done.stdout
     assert "//   -DHAVE_EXT4_WRITEPAGES=1" in done.stdout  # tracefs unreadable: assumed present
@@ -379,7 +361,7 @@ def test_print_bpf_works_as_nobody_and_loads_nothing():
 
 @pytest.mark.requires_root
 def test_tracing_as_nobody_is_exit_3_with_the_fix():
-    done = _as_nobody("trace", "writeback", "--count", "1")
+    done = mqinspect_as_nobody("trace", "writeback", "--count", "1")
     assert done.returncode == 3
     (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
     assert "root" in error and "fix:" in error and "mqinspect doctor" in error

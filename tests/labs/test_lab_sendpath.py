@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 import pytest
 from rich.console import Console
-from support import skip_or_fail
+from support import AS_NOBODY, skip_or_fail
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
@@ -52,7 +52,6 @@ from mqinspect.render.machine import to_jsonable
 from store.transfer import COUNTED_SYSCALLS, SendPath
 
 REPO = Path(__file__).resolve().parents[2]
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 PAYLOAD = 4 << 20
 PAGES = PAYLOAD // 4096
 runner = CliRunner()
@@ -380,7 +379,7 @@ def test_the_lab_detaches_its_probe_stops_its_workers_and_removes_its_store(cold
 @pytest.mark.requires_root
 def test_without_privileges_the_lab_runs_and_names_the_fix_for_the_copies():
     completed = subprocess.run(
-        [*NOBODY, sys.executable, "-m", "mqinspect", "lab", "sendpath", "--bytes", "1M", "--repeat", "1",
+        [*AS_NOBODY, sys.executable, "-m", "mqinspect", "lab", "sendpath", "--bytes", "1M", "--repeat", "1",
          "--paths", "sendfile,read_write", "--format", "json"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip

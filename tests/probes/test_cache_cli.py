@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import test_residency as residency_helpers
+from support import AS_NOBODY
 from test_process_files import MappingChild
 from test_residency import (
-    AS_NOBODY,
     REPO,
     STATES,
     build_evicted,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from support import AS_NOBODY
 
 from probes.errors import CapabilityMissing
 from probes.residency import actions, mincore, scan
@@ -41,7 +42,6 @@ from probes.residency.scan import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 T = TypeVar("T")
 
 
