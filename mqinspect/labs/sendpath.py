@@ -50,12 +50,12 @@ from mqinspect.labs.sendpath_model import (
     MODELS,
     PathEvidence,
     PathModel,
-    Spread,
     findings,
     median_measured,
     median_seconds,
     per_byte,
 )
+from mqinspect.labs.stats import Spread, spread
 from probes.ebpf.sendpath import SendpathProbe, SendpathSnapshot
 from probes.ebpf.session import TraceSession
 from probes.errors import CapabilityMissing, ProbeError
@@ -732,7 +732,7 @@ def summarize_path(
         model=MODELS[path],
         unsupported=unsupported,
         runs=tuple(runs),
-        throughput_bytes_per_s=Spread.of([run.throughput_bytes_per_s for run in runs]) if runs else None,
+        throughput_bytes_per_s=spread([run.throughput_bytes_per_s for run in runs]),
         sender_user_s=median_seconds([run.sender_usage.user_s for run in runs]),
         sender_sys_s=median_seconds([run.sender_usage.sys_s for run in runs]),
         receiver_user_s=median_seconds([run.receiver_usage.user_s for run in runs]),

@@ -130,25 +130,6 @@ LABELS = {path: model.label for path, model in MODELS.items()}
 # ---- statistics --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Spread:
-    """The median of a few runs, their range, and the range as a percentage of the median."""
-
-    median: float
-    minimum: float
-    maximum: float
-    spread_percent: float | None  # (max - min) / median; None when the median is 0
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Spread:
-        if not values:
-            raise ValueError("a spread of no values")
-        middle = statistics.median(values)
-        low, high = min(values), max(values)
-        spread = round((high - low) / middle * 100, 2) if middle else None
-        return cls(middle, low, high, spread)
-
-
 def median_measured(values: Sequence[int | None]) -> int | None:
     """The median of integer counts as one of them (the lower middle), or None if any run lacks the count:
     a summary is never made of some runs' numbers and silently not others'."""

@@ -37,15 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from mqinspect.errors import BadInput
+from mqinspect.labs.stats import Spread, spread
 from mqinspect.labs.warmup_stats import (
     Expectation,
     HistogramBin,
     LatencySummary,
     Observed,
-    Spread,
     findings,
     merge_histograms,
-    spread,
     summarize_latencies,
     verdict,
 )
@@ -211,7 +210,7 @@ class ModeRun:
 
 @dataclass(frozen=True)
 class ModeSummary:
-    """A mode over its repeats: medians with min and max (Spread), None where not measured."""
+    """A mode over its repeats: medians with minimum and maximum (Spread), None where not measured."""
 
     mode: WarmupLabMode
     mechanism: str

@@ -7,7 +7,6 @@ Nothing here measures; everything here is unit-tested without root.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,17 +40,6 @@ class LatencySummary:
     max_ns: int
     mean_ns: float
     histogram: tuple[HistogramBin, ...]
-
-
-@dataclass(frozen=True)
-class Spread:
-    """One figure over the repeats: the median (the lower middle value, so always a measured one), the
-    smallest and the largest."""
-
-    median: float
-    min: float
-    max: float
-    samples: int
 
 
 def percentile(sorted_values: Sequence[int], fraction: float) -> int:
@@ -107,16 +95,6 @@ def summarize_latencies(values_ns: Sequence[int]) -> LatencySummary:
         max_ns=ordered[-1],
         mean_ns=round(sum(ordered) / len(ordered), 1),
         histogram=latency_histogram(ordered),
-    )
-
-
-def spread(values: Sequence[float | int | None]) -> Spread | None:
-    """The spread of the measured values; None when none was measured (None entries are not zeros)."""
-    measured = [value for value in values if value is not None]
-    if not measured:
-        return None
-    return Spread(
-        median=statistics.median_low(measured), min=min(measured), max=max(measured), samples=len(measured)
     )
 
 

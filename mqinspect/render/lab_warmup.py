@@ -9,8 +9,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.labs.stats import Spread
 from mqinspect.labs.warmup import WarmupReport
-from mqinspect.labs.warmup_stats import HistogramBin, Spread, sparkline, used_bins
+from mqinspect.labs.warmup_stats import HistogramBin, sparkline, used_bins
 
 UNAVAILABLE = "unavailable"
 MiB = 1 << 20
@@ -47,7 +48,7 @@ def _value(spread: Spread | None, show: Callable[[float], str], ranged: bool) ->
     if spread is None:
         return UNAVAILABLE
     text = show(spread.median)
-    low, high = show(spread.min), show(spread.max)
+    low, high = show(spread.minimum), show(spread.maximum)
     if ranged and spread.samples > 1 and low != high:
         text += f"\n[{low}-{high}]"
     return text

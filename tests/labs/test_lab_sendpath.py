@@ -43,10 +43,10 @@ from mqinspect.labs.sendpath_model import (
     GENERAL_NOTES,
     MODELS,
     PathEvidence,
-    Spread,
     findings,
     median_measured,
 )
+from mqinspect.labs.stats import spread
 from mqinspect.render.lab_sendpath import sendpath_view
 from mqinspect.render.machine import to_jsonable
 from store.transfer import COUNTED_SYSCALLS, SendPath
@@ -76,9 +76,9 @@ def test_the_model_has_the_reference_numbers_for_every_path():
 
 
 def test_medians_are_measured_values_and_a_missing_run_makes_the_median_missing():
-    spread = Spread.of([1.0, 4.0, 2.0])
-    assert (spread.median, spread.minimum, spread.maximum, spread.spread_percent) == (2.0, 1.0, 4.0, 150.0)
-    assert Spread.of([0.0, 0.0]).spread_percent is None
+    result = spread([1.0, 4.0, 2.0])
+    assert (result.median, result.minimum, result.maximum, result.spread_percent) == (2.0, 1.0, 4.0, 150.0)
+    assert spread([0.0, 0.0]).spread_percent is None
     assert median_measured([4, 1, 3, 2]) == 2  # the lower middle: a count one run really had
     assert median_measured([1, None, 3]) is None
     assert median_measured([]) is None

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from mqinspect.cli.app import app
 from mqinspect.errors import BadInput
 from mqinspect.labs import warmup_worker
+from mqinspect.labs.stats import spread
 from mqinspect.labs.warmup import (
     MODELS,
     SCHEMA,
@@ -44,7 +45,6 @@ from mqinspect.labs.warmup_stats import (
     merge_histograms,
     percentile,
     sparkline,
-    spread,
     summarize_latencies,
     used_bins,
     verdict,
@@ -101,7 +101,7 @@ def test_sparklines_share_one_scale_across_modes():
 def test_spread_keeps_a_measured_median_and_ignores_missing_values():
     result = spread([3, None, 1, 2, 10])
     assert result is not None
-    assert (result.median, result.min, result.max, result.samples) == (2, 1, 10, 4)
+    assert (result.median, result.minimum, result.maximum, result.samples) == (2, 1, 10, 4)
     assert spread([4, 6]).median == 4  # the lower middle, not an average nobody measured
     assert spread([None, None]) is None
 
