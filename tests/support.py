@@ -111,3 +111,35 @@ def mqinspect_as_nobody(*arguments: str) -> subprocess.CompletedProcess:
         cwd=REPO,
         timeout=60,
     )
+
+
+# --- ground truth from the standard tools -------------------------------------------------------------------
+
+
+def fincore_pages(path: Path) -> int:
+    """Resident pages by util-linux fincore, checking its byte and page columns against each other."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,PAGES,SIZE", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    resident_bytes, pages, size_bytes = (int(word) for word in out.split())
+    assert resident_bytes == pages * os.sysconf("SC_PAGE_SIZE") and size_bytes == path.stat().st_size
+    return pages
+
+
+def strace_summary(text: str) -> dict[str, tuple[int, int]]:
+    """{syscall: (calls, errors)} from `strace -c` output, by strace's names."""
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            errors = int(fields[4]) if len(fields) == 6 else 0
+            counts[fields[-1]] = (int(fields[3]), errors)
+    return counts
+
+
+def strace_calls(text: str) -> dict[str, int]:
+    """{syscall: calls} from `strace -c` output (calls is the fourth column, errors or not)."""
+    return {name: calls for name, (calls, _errors) in strace_summary(text).items()}

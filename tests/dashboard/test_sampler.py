@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import fincore_pages
 
 from mqinspect.dashboard.probes import ProbeSet
 from mqinspect.dashboard.process_reader import FOUND_IN_FDS, FOUND_IN_MAPS, store_holders
@@ -55,13 +56,6 @@ def read_pages(path: Path, first: int, count: int) -> None:
             os.pread(fd, 1, page * mmap.PAGESIZE)
     finally:
         os.close(fd)
-
-
-def fincore_pages(path: Path) -> int:
-    out = subprocess.run(
-        ["fincore", "--noheadings", "--output", "PAGES", str(path)], capture_output=True, text=True
-    )
-    return int(out.stdout.split()[0])
 
 
 def test_residency_per_chunk_matches_what_was_cached(built):

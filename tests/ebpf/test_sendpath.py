@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import loaded_programs, mqinspect_as_nobody, programs_held_by, strace_summary
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
@@ -354,14 +354,8 @@ def strace_counts(pid: int, output: Path) -> Iterator[dict[str, tuple[int, int]]
 
 
 def parse_strace_summary(text: str) -> dict[str, tuple[int, int]]:
-    counts = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
-            has_errors = len(fields) == 6
-            calls, errors = int(fields[3]), int(fields[4]) if has_errors else 0
-            counts[STRACE_NAMES.get(fields[-1], fields[-1])] = (calls, errors)
-    return counts
+    """strace's summary by the probe's names (sendfile is sendfile64 to the tracepoint)."""
+    return {STRACE_NAMES.get(name, name): counts for name, counts in strace_summary(text).items()}
 
 
 def test_the_strace_summary_parser_reads_calls_and_errors():

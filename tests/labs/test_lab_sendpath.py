@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 import pytest
 from rich.console import Console
-from support import AS_NOBODY, skip_or_fail
+from support import AS_NOBODY, skip_or_fail, strace_calls
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
@@ -219,15 +219,6 @@ STRACED = ",".join(COUNTED_SYSCALLS)
 PROBE_NAMES = {"sendfile64": "sendfile"}  # the tracepoint's name -> strace's
 
 
-def parse_strace_summary(text: str) -> dict[str, int]:
-    counts = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
-            counts[fields[-1]] = int(fields[3])
-    return counts
-
-
 @contextlib.contextmanager
 def straced(pid: int, output: Path) -> Iterator[dict[str, int]]:
     """`strace -c` attached to `pid` for the block only; its counts fill the yielded dict afterwards."""
@@ -245,7 +236,7 @@ def straced(pid: int, output: Path) -> Iterator[dict[str, int]]:
     finally:
         tracer.send_signal(signal.SIGINT)  # detach and write the summary
         tracer.wait(timeout=30)
-    counts.update(parse_strace_summary(output.read_text()))
+    counts.update(strace_calls(output.read_text()))
 
 
 def _tracer_of(pid: int) -> int:

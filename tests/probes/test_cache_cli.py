@@ -22,14 +22,13 @@ from pathlib import Path
 
 import pytest
 import test_residency as residency_helpers
-from support import AS_NOBODY
+from support import AS_NOBODY, fincore_pages
 from test_process_files import MappingChild
 from test_residency import (
     REPO,
     STATES,
     build_evicted,
     drop_caches,
-    fincore_pages,
     read_pages,
     settled_fincore,
     undisturbed,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from support import AS_NOBODY
+from support import AS_NOBODY, fincore_pages
 
 from probes.errors import CapabilityMissing
 from probes.residency import actions, mincore, scan
@@ -46,19 +46,6 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- reference tools and machine state
-
-
-def fincore_pages(path: Path) -> int:
-    """Resident pages by util-linux fincore, checking its byte and page columns against each other."""
-    out = subprocess.run(
-        ["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,PAGES,SIZE", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    resident_bytes, pages, size_bytes = (int(word) for word in out.split())
-    assert resident_bytes == pages * PAGE_SIZE and size_bytes == path.stat().st_size
-    return pages
 
 
 def vmtouch_pages(path: Path) -> tuple[int, int]:

@@ -4,29 +4,19 @@ process that really locks part of a segment."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from support import fincore_pages
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from probes.residency.actions import evict
 
 runner = CliRunner()
-
-
-def fincore_pages(path: Path) -> int:
-    out = subprocess.run(
-        ["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return int(out.split()[0]) // os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.fixture

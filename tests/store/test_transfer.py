@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import skip_or_fail
+from support import skip_or_fail, strace_calls
 
 from probes.residency.cachestat import cachestat
 from store.mapped_file import MappedFile
@@ -156,16 +156,6 @@ def test_zerocopy_says_loopback_copied_the_bytes_and_still_delivers_them(segment
 # ---- system calls against strace ------------------------------------------------------------------------
 
 
-def parse_strace_summary(text: str) -> dict[str, int]:
-    """{syscall: calls} from `strace -c` output (calls is the fourth column, errors or not)."""
-    counts = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
-            counts[fields[-1]] = int(fields[3])
-    return counts
-
-
 def traced_transfer(path: SendPath, segment: Path, output: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Run one transfer in a forked child under `strace -c -f -p`, attached before the child starts sending
     (it waits for SIGUSR1), so that only the transfer's calls are counted. Returns (what the transfer
@@ -192,7 +182,7 @@ def traced_transfer(path: SendPath, segment: Path, output: Path) -> tuple[dict[s
         _reap(child, tracer)
     assert receiver.finish() == expected_digest(segment)
     reported = json.loads(report[: report.find(b"\0")].decode())
-    return reported, parse_strace_summary(output.read_text())
+    return reported, strace_calls(output.read_text())
 
 
 def _child_transfer(path, segment, sender, receiver_sock, report) -> None:
