@@ -18,12 +18,13 @@ What the counts mean:
                         waiting for I/O): the kernel's VM_FAULT_MAJOR rule, as /proc/PID/stat majflt.
   minor_faults          faults - major_faults.
   populate_faults       file faults the kernel took for the process inside a syscall, without an exception
-                        (mlock, MADV_POPULATE_*, MAP_POPULATE, get_user_pages): told apart by the kernel
-                        stack of filemap_fault(). Only those that reached filemap_fault() are counted; the
-                        rest were served by fault-around (fault_around_pages). /proc minflt/majflt count
-                        them all, perf does not. populate_major_faults: those whose page was not in the page
-                        cache (the kernel's majflt counts MAP_POPULATE and mlock ones as minor even then: they
-                        retry without FAULT_FLAG_TRIED; MADV_POPULATE_* ones as major).
+                        (mlock, MADV_POPULATE_*, MAP_POPULATE, get_user_pages): told apart by the populating
+                        syscall running, else by a fresh exception to claim, else by the kernel stack of
+                        filemap_fault() (programs/faults.bpf.c). Only those that reached filemap_fault() are
+                        counted; the rest were served by fault-around (fault_around_pages). /proc
+                        minflt/majflt count them all, perf does not. populate_major_faults: those whose page
+                        was not in the page cache (the kernel's majflt counts MAP_POPULATE and mlock ones as
+                        minor even then: they retry without FAULT_FLAG_TRIED; MADV_POPULATE_* ones as major).
   fault_around_pages    distinct file pages inside the windows fault-around mapped from around read faults
                         in the interval. An upper bound of the pages it mapped: the tracepoint gives the
                         window, and the kernel maps only its cached, up-to-date, not yet mapped pages. Each
@@ -70,9 +71,10 @@ from probes.procfs import PROC_ROOT, ProcessFaults, read_vmstat
 
 PROBE_NAME = "faults"
 OTHER_TGIDS = 0xFFFFFFFF  # mqi_totals key of the processes that found the map full
-# The page-fault exception handler, whose presence on the kernel stack of filemap_fault() tells an exception's
-# file fault from a syscall populating memory. Where it is unknown, an exception's first filemap_fault() pass
-# is expected within CLAIM_WINDOW_NS of it (measured here: 99.9 % within 4 us, the rest within 130 us).
+# An exception's first filemap_fault() pass comes within CLAIM_WINDOW_NS of it (measured here: 99.9 % within
+# 4 us, the rest within 130 us). When no populating syscall runs and no such fresh exception is there to
+# claim, the page-fault exception handler's presence on the kernel stack of filemap_fault() tells an
+# exception's file fault from the kernel populating memory (get_user_pages in other syscalls).
 EXCEPTION_HANDLERS = {"x86_64": "exc_page_fault"}
 KALLSYMS = Path("/proc/kallsyms")
 STACK_FRAMES = 16

@@ -37,11 +37,12 @@
  *     was (which the page-cache insertion already shows);
  *   - every other fault is minor: anonymous memory, pages found in the cache, write-protect faults.
  *   A fault "in flight" is the last exception of the thread (mqi_inflight). There is no tracepoint at the
- *   end of a fault, so whether a filemap_fault() belongs to an exception is read from the kernel stack:
- *   the exception handler's text (EXCEPTION_IP_START..END) is on it, or a syscall is (mlock,
- *   MADV_POPULATE_*, MAP_POPULATE, get_user_pages: the kernel faulting on the process's behalf without a
- *   CPU exception). Without those addresses (symbols hidden, another architecture) a first pass within
- *   CLAIM_WINDOW_NS of the exception is taken as its own (a first pass takes microseconds).
+ *   end of a fault, so whether a filemap_fault() belongs to an exception is told, cheapest sign first:
+ *   inside a populating syscall (mqi_popl_enter/exit: mlock, MADV_POPULATE_*, MAP_POPULATE, ...) it is
+ *   the kernel faulting on the process's behalf; else a first pass within CLAIM_WINDOW_NS of a claimable
+ *   exception is that exception's (a first pass takes microseconds); else the kernel stack decides: the
+ *   exception handler's text (EXCEPTION_IP_START..END) is on it or not (get_user_pages in other
+ *   syscalls). Without those addresses (symbols hidden, another architecture) it is a populate fault.
  *   Populate faults are counted apart, and are major only on the page-cache evidence (the kernel's own
  *   majflt counts MAP_POPULATE and mlock faults as minor even when they read the page: they retry
  *   without FAULT_FLAG_TRIED; MADV_POPULATE_* ones as major).
