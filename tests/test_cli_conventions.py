@@ -142,13 +142,10 @@ def test_the_installed_entry_point_runs():
     assert done.returncode == 0 and done.stdout.startswith("mqinspect ")
 
 
-@pytest.mark.parametrize(
-    "arguments",
-    [["--help"], ["mem", "--count", "3", "--interval", "0.05", "--format", "jsonl"]],
-    ids=["help", "stream"],
-)
-def test_a_reader_that_goes_away_is_exit_0_and_silent(arguments):
-    """`mqinspect ... | head -c 1`: the pipe closes under the writer, as with every Unix filter."""
+def test_a_reader_that_goes_away_is_exit_0_and_silent():
+    """`mqinspect ... | head -c 1`: the pipe closes under the writer, as with every Unix filter. (A stream:
+    --help fits in the pipe's buffer and would never see the broken pipe.)"""
+    arguments = ["mem", "--count", "3", "--interval", "0.05", "--format", "jsonl"]
     reader, writer = os.pipe()
     command = subprocess.Popen(
         [sys.executable, "-m", "mqinspect", *arguments], stdout=writer, stderr=subprocess.PIPE
