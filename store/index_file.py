@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from store.config import StoreConfig
 from store.errors import CorruptRecord, StoreError, StoreLayoutError
 from store.hashing import index_key_hash
+from store.mapped_file import reserve_blocks
 from store.safe_read import PreadFile
 
 if TYPE_CHECKING:
@@ -343,7 +344,7 @@ class IndexFile:
         path = directory / (name or index_file_name(int(time.time() * 1000)))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            os.ftruncate(fd, geometry.file_size)
+            reserve_blocks(fd, geometry.file_size, path)  # a full disk is an error here, not a SIGBUS later
             mapping = mmap.mmap(fd, geometry.file_size)
         except BaseException:
             os.close(fd)

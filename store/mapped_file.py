@@ -181,7 +181,7 @@ class MappedFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            _reserve_blocks(fd, file_size, path)
+            reserve_blocks(fd, file_size, path)
             return fd, mmap.mmap(fd, file_size, flags=mmap.MAP_SHARED)
         except BaseException:
             os.close(fd)
@@ -214,7 +214,7 @@ class MappedFile:
     def reserve_blocks(self) -> None:
         """posix_fallocate the whole file, so writes into its mapping cannot meet ENOSPC (see module doc)."""
         self._require_writable()
-        _reserve_blocks(self._fd, self.file_size, self.path)
+        reserve_blocks(self._fd, self.file_size, self.path)
 
     # ---- positions --------------------------------------------------------------------------------
 
@@ -637,13 +637,15 @@ class MappedFile:
         )
 
 
-def _reserve_blocks(fd: int, size: int, path: Path) -> None:
+def reserve_blocks(fd: int, size: int, path: Path) -> None:
+    """Allocate the file's blocks up front (and extend it to `size`): writes through a mapping of a sparse
+    file raise SIGBUS when the disk is full, an allocation that fails here is an error instead."""
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise NoSpaceForSegmentError(
-                f"{path}: no space to reserve {size} bytes for a new segment ({err.strerror}); "
+                f"{path}: no space to reserve {size} bytes for a new store file ({err.strerror}); "
                 "free disk space or lower the segment size"
             ) from err
         raise

@@ -5,7 +5,6 @@ send paths), `q` quits with exit status 0, and no child process or BPF program o
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from demo_processes import alive
-from support import skip_or_fail
+from support import loaded_programs, programs_held_by, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 CONSUMERS = ("demo-read_write", "demo-mmap_write", "demo-sendfile", "demo-splice")
@@ -54,28 +53,6 @@ def cells(line: str) -> list[str]:
 
 def minor_faults(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-
-
-def bpf_programs_of(pid: int) -> set[int]:
-    """Ids of the BPF programs process `pid` holds open, from /proc/PID/fdinfo (this bpftool cannot show
-    owners: its pids column needs BPF iterators)."""
-    ids = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd) != "anon_inode:bpf-prog":
-                continue
-            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-        except FileNotFoundError:  # closed meanwhile
-            continue
-        ids.add(int(re.search(r"^prog_id:\s+(\d+)", info, re.MULTILINE).group(1)))
-    return ids
-
-
-def loaded_bpf_programs() -> set[int]:
-    listing = json.loads(
-        subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, check=True).stdout
-    )
-    return {prog["id"] for prog in listing}
 
 
 @dataclass
@@ -142,8 +119,8 @@ def test_the_dashboard_shows_the_demo_and_q_leaves_nothing_behind(tmp_path: Path
                 faults_at_start = minor_faults(seen.pids["demo-broker"])
         broker = seen.pids["demo-broker"]
         demo_pid = int(re.search(r"PPid:\s+(\d+)", Path(f"/proc/{broker}/status").read_text()).group(1))
-        programs = bpf_programs_of(demo_pid)
-        assert programs and programs <= loaded_bpf_programs(), "the demo's own eBPF probes are loaded"
+        programs = programs_held_by(demo_pid)
+        assert programs and programs <= set(loaded_programs()), "the demo's own eBPF probes are loaded"
         # Ground truth for the faults on screen: the broker's own count grew while we watched.
         assert minor_faults(broker) > faults_at_start
         tmux("send-keys", "-t", session, "q")
@@ -156,4 +133,4 @@ def test_the_dashboard_shows_the_demo_and_q_leaves_nothing_behind(tmp_path: Path
     assert rc_file.read_text().strip() == "0"
     assert not [name for name, pid in seen.pids.items() if alive(pid)]
     assert not alive(demo_pid)
-    assert not programs & loaded_bpf_programs()
+    assert not programs & set(loaded_programs())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from store_builder import StoreBuilder
+from support import skip_or_fail
 
 
 @pytest.fixture
@@ -24,3 +27,17 @@ def make_store(tmp_path: Path) -> Callable[..., StoreBuilder]:
         return StoreBuilder(tmp_path / f"store{len(made)}", **options)
 
     return make
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path):
+    """A 512 KiB tmpfs: a disk that fills up within a test."""
+    if os.geteuid() != 0:
+        skip_or_fail("needs root to mount a tmpfs")
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)

@@ -27,6 +27,7 @@ from store.index_file import (
     is_index_file_name,
     parse_index_file_name,
 )
+from store.mapped_file import NoSpaceForSegmentError
 
 FIXTURE = Path("/work/shared/fixtures/rocketmq-rust-0.9.0-store/local-file")
 FIXTURE_INDEX = FIXTURE / "index" / "20260815011551705"
@@ -504,3 +505,12 @@ def test_destroy_files_newer_than_drops_the_tail_and_writing_resumes(tmp_path):
         service.build_index(request(20, keys="k", stored=T1 + 20_000))
         assert len(service.files) == 2
         assert service.query("T", "k", 64, *EVERYTHING) == [20, 3, 2, 1, 0]
+
+
+def test_a_full_disk_refuses_a_new_index_file_instead_of_a_sigbus_later(tiny_filesystem: Path):
+    """Blocks are reserved when the file is made: writing entries through the mapping of a sparse file on a
+    full disk would kill the process with SIGBUS."""
+    (tiny_filesystem / "filler").write_bytes(b"x" * (448 * 1024))
+    with pytest.raises(NoSpaceForSegmentError, match="no space"):
+        IndexFile.create(tiny_filesystem / "index", hash_slot_num=4096, index_num=4096)
+    assert list((tiny_filesystem / "index").iterdir()) == []  # nothing half-made left behind

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from support import skip_or_fail
 
 from store import codec
 from store.commitlog_scan import ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
@@ -218,19 +217,6 @@ def test_sync_flush_keeps_every_acknowledged_message_through_sigkill(tmp_path: P
 
 
 # ---- a full disk ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_filesystem(tmp_path: Path):
-    if os.geteuid() != 0:
-        skip_or_fail("needs root to mount a tmpfs")
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
 def test_a_full_disk_is_a_clean_error_and_keeps_what_was_written(tiny_filesystem: Path):
