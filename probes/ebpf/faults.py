@@ -8,6 +8,8 @@ turns the program's maps into one `FaultsSnapshot` per interval:
   re-reads a process's maps when an address falls outside every mapping it knows);
 - mqi_file_pages and mqi_fault_around (file pages, drained) -> major faults, populate faults and
   fault-around windows per file page;
+  (the two per-page maps hold records of GROUP_PAGES consecutive pages with a counter per page: exact per
+  page, and a fraction of the kernel-side cost of one record per page);
 - /proc/PID/stat minflt and majflt differences of the traced processes (or /proc/vmstat pgfault and
   pgmajfault when every process is traced): the kernel's own counts beside the traced ones.
 
@@ -40,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -81,6 +83,8 @@ STACK_FRAMES = 16
 CLAIM_WINDOW_NS = 200_000
 # x86's error code marks a write with bit 1 (X86_PF_WRITE); elsewhere the code means something else.
 WRITE_FAULT_MASK = 2 if platform.machine() in ("x86_64", "i686", "i386") else 0
+GROUP_SHIFT = 4  # the per-page maps keep records of 16 consecutive pages (programs/faults.bpf.c says why)
+GROUP_PAGES = 1 << GROUP_SHIFT
 
 _FUNCTIONS = {
     "exceptions:page_fault_user": "mqi_fault_user",
@@ -102,7 +106,8 @@ PROGRAM = _program()
 
 @dataclass(frozen=True)
 class MapLimits(ScopeLimits):
-    """Entries each map may hold. The drained maps hold one interval's distinct pages."""
+    """Entries each map may hold. The drained maps hold one interval's distinct pages (fault_pages and
+    file_pages in pages: the program holds them in records of GROUP_PAGES)."""
 
     fault_pages: int = 131072
     file_pages: int = 131072
@@ -296,8 +301,9 @@ class FaultsProbe(ScopedProbe):
     def parameters(self) -> Parameters:
         exception_text = exception_handler_text()
         return self.scope_parameters(
-            MAX_FAULT_PAGES=self.limits.fault_pages,
-            MAX_FILE_PAGES=self.limits.file_pages,
+            MAX_FAULT_PAGES=_records_for(self.limits.fault_pages),
+            MAX_FILE_PAGES=_records_for(self.limits.file_pages),
+            GROUP_SHIFT=GROUP_SHIFT,
             MAX_FAULT_AROUND=self.limits.fault_around,
             OTHER_TGIDS=OTHER_TGIDS,
             EXCEPTION_IP_START=exception_text[0],
@@ -448,20 +454,21 @@ class FaultsProbe(ScopedProbe):
     def _tally_fault_addresses(self, records, files: _FileTallies) -> tuple[int, int]:
         anonymous = unresolved = 0
         for key, counts in records:
-            where = self._spaces.resolve(key.tgid, key.page << PAGE_SHIFT)
-            if where.mapping is None:
-                unresolved += counts.faults
-                continue
-            if where.file is None:
-                anonymous += counts.faults
-                continue
-            if not self._reported(where.file):
-                continue
-            label = self._label(where.file, key.tgid)
-            page = where.mapping.file_page(key.page << PAGE_SHIFT)
-            tally = files[where.file][page // self._chunk_pages(label)]
-            tally.faults += counts.faults
-            tally.write_faults += counts.write_faults
+            for page, faults, write_faults in _pages_of(key.group, counts.faults, counts.write_faults):
+                where = self._spaces.resolve(key.tgid, page << PAGE_SHIFT)
+                if where.mapping is None:
+                    unresolved += faults
+                    continue
+                if where.file is None:
+                    anonymous += faults
+                    continue
+                if not self._reported(where.file):
+                    continue
+                label = self._label(where.file, key.tgid)
+                file_page = where.mapping.file_page(page << PAGE_SHIFT)
+                tally = files[where.file][file_page // self._chunk_pages(label)]
+                tally.faults += faults
+                tally.write_faults += write_faults
         return anonymous, unresolved
 
     def _tally_file_pages(self, records, files: _FileTallies) -> None:
@@ -469,11 +476,13 @@ class FaultsProbe(ScopedProbe):
             file = FileId.from_kernel(key.dev, key.ino)
             if not self._reported(file):
                 continue
-            label = self._label(file, key.tgid)
-            tally = files[file][key.index // self._chunk_pages(label)]
-            tally.major_faults += counts.major_faults
-            tally.populate_faults += counts.populate_faults
-            tally.populate_major_faults += counts.populate_major_faults
+            chunk = self._chunk_pages(self._label(file, key.tgid))
+            per_page = (counts.major_faults, counts.populate_faults, counts.populate_major_faults)
+            for index, major, populate, populate_major in _pages_of(key.group, *per_page):
+                tally = files[file][index // chunk]
+                tally.major_faults += major
+                tally.populate_faults += populate
+                tally.populate_major_faults += populate_major
 
     def _tally_fault_around(self, records, files: _FileTallies) -> tuple[dict[int, int], int]:
         """Distinct pages inside the interval's fault-around windows: into each reported file's buckets, and
@@ -576,6 +585,18 @@ class FaultsProbe(ScopedProbe):
 def default_parameters() -> Parameters:
     """What doctor's load test compiles: every process, every file."""
     return FaultsProbe().parameters()
+
+
+def _records_for(pages: int) -> int:
+    return max(1, -(-pages // GROUP_PAGES))
+
+
+def _pages_of(group: int, *per_page: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """(page, count, ...) for each page of a record of GROUP_PAGES pages that has a non-zero count."""
+    first = group << GROUP_SHIFT
+    for offset, counts in enumerate(zip(*per_page, strict=True)):
+        if any(counts):
+            yield (first + offset, *counts)
 
 
 def _fault_counts(stat: ProcessFaults | None) -> tuple[int, int] | None:

@@ -96,9 +96,11 @@ PROGRAM = registered_program(PROBE_NAME, "writeback.bpf.c", _FUNCTIONS)
 
 @dataclass(frozen=True)
 class MapLimits(ScopeLimits):
-    """Entries each map may hold. mqi_folio_sizes holds the cached folios whose size is remembered."""
+    """Entries each map may hold. mqi_folio_sizes holds the cached folios whose size is remembered: slots of a
+    direct-mapped table (rounded up to a power of two), so a folio can lose its slot to another before the
+    table is full."""
 
-    folios: int = 131072
+    folios: int = 262144
 
 
 # --- snapshots ---------------------------------------------------------------------------------------------
@@ -268,7 +270,9 @@ class WritebackProbe(ScopedProbe):
 
     def parameters(self) -> Parameters:
         return self.scope_parameters(
-            MAX_FOLIOS=self.limits.folios, MAX_CPUS=MAX_CPU_IDS, **handler_defines(_HANDLER_DEFINES)
+            FOLIO_SLOT_BITS=max(1, self.limits.folios - 1).bit_length(),
+            MAX_CPUS=MAX_CPU_IDS,
+            **handler_defines(_HANDLER_DEFINES),
         )
 
     def subject(self) -> str:

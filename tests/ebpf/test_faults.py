@@ -20,6 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from probes.ebpf.faults import (
+    GROUP_PAGES,
+    GROUP_SHIFT,
     OTHER_TGIDS,
     FaultsProbe,
     FaultsSnapshot,
@@ -187,6 +189,24 @@ def _totals(**counts) -> SimpleNamespace:
     return SimpleNamespace(**{name: counts.get(name, 0) for name in fields})
 
 
+def _fault_page_record(tgid: int, page: int, faults: int, write_faults: int = 0) -> tuple:
+    """An mqi_fault_pages entry as bcc returns it: one record per GROUP_PAGES pages, a counter per page."""
+    key = SimpleNamespace(tgid=tgid, group=page >> GROUP_SHIFT)
+    return key, SimpleNamespace(faults=_one_page(page, faults), write_faults=_one_page(page, write_faults))
+
+
+def _file_page_record(tgid: int, file: FileId, index: int, **counts: int) -> tuple:
+    key = SimpleNamespace(tgid=tgid, dev=file.kernel_dev, ino=file.inode, group=index >> GROUP_SHIFT)
+    names = ("major_faults", "populate_faults", "populate_major_faults")
+    return key, SimpleNamespace(**{name: _one_page(index, counts.get(name, 0)) for name in names})
+
+
+def _one_page(page: int, count: int) -> list[int]:
+    counters = [0] * GROUP_PAGES
+    counters[page % GROUP_PAGES] = count
+    return counters
+
+
 def _stat_line(pid: int, minflt: int, majflt: int, state: str = "S") -> str:
     return f"{pid} (broker) {state} 1 1 1 0 -1 4194304 {minflt} 0 {majflt} 0 10 5 0 0 20 0 1 0 100 0 0\n"
 
@@ -222,16 +242,13 @@ def test_an_interval_is_assembled_per_process_file_and_page_range(tmp_path: Path
             )
         ],
         "mqi_fault_pages": [
-            (SimpleNamespace(tgid=7, page=page + 10), SimpleNamespace(faults=120, write_faults=120)),
-            (SimpleNamespace(tgid=7, page=page + 100), SimpleNamespace(faults=30, write_faults=0)),
-            (SimpleNamespace(tgid=7, page=0x55D0C0A00), SimpleNamespace(faults=40, write_faults=0)),
-            (SimpleNamespace(tgid=7, page=0x1), SimpleNamespace(faults=10, write_faults=0)),
+            _fault_page_record(7, page + 10, faults=120, write_faults=120),
+            _fault_page_record(7, page + 100, faults=30),
+            _fault_page_record(7, 0x55D0C0A00, faults=40),
+            _fault_page_record(7, 0x1, faults=10),
         ],
         "mqi_file_pages": [
-            (
-                SimpleNamespace(tgid=7, dev=segment.kernel_dev, ino=segment.inode, index=10),
-                SimpleNamespace(faults=120, major_faults=70, populate_faults=0, populate_major_faults=0),
-            ),
+            _file_page_record(7, segment, 10, major_faults=70),
         ],
         "mqi_fault_around": [
             (SimpleNamespace(tgid=7, dev=segment.kernel_dev, ino=segment.inode, index=96, last_index=111), 1),
