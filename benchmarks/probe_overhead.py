@@ -1,5 +1,6 @@
-"""What attaching mqinspect's eBPF probes costs a workload: the store append benchmark and a page-fault-heavy
-loop, each timed with no probes and with all five probes attached system-wide, in the same run.
+"""What attaching mqinspect's eBPF probes costs a workload, against the physical floor of any tracepoint
+tracer: the store append benchmark and a page-fault-heavy loop, each timed with no probes, with the floor,
+and with all five probes attached system-wide, in the same run.
 
 Targets (issue): at most 3% slowdown on the append benchmark, at most 10% on the page-fault-heavy workload;
 also the measured cost per event, in ns.
@@ -8,33 +9,60 @@ also the measured cost per event, in ns.
   dispatcher and index running) in a temporary directory on the real disk, then times N puts of 1 KiB
   messages through the batch API (put_messages, 256 per batch). Segment rolls, with the next segment
   preallocated and warmed in the background, happen inside the timed loop as they do in the broker.
+- append-cold: the same without warm-up: the producer faults in every page of every new segment.
 - faults: a child maps fresh sparse files on the real disk (MAP_SHARED) and writes one byte per page, one new
   mapping per pass: every page is a write fault that adds a page-cache folio and dirties it.
 
-Each workload runs K times without and K times with the probes, in ABBA order (so a linear drift of the
-machine lands on both sides equally); the medians are compared. With probes, five `mqinspect trace <probe>
---interval 1 --format jsonl` sessions are started and the workload is released only once every session has
-printed its startup line (the programs are attached then); afterwards the sessions get SIGINT and their
-summary lines give the event counts.
+Three sides per workload, K runs each:
+- no probes;
+- all probes: five `mqinspect trace <probe> --interval 1 --format jsonl` sessions are started and the
+  workload is released only once every session has printed its startup line (the programs are attached
+  then); afterwards the sessions get SIGINT and their summary lines give the event counts;
+- the floor: this process attaches one EMPTY BPF program (`return 0`, named mqi_floor_N) per attachment of
+  each probe's ProgramSpec, to the same tracepoints and the same way (bcc attach_tracepoint), so every
+  tracepoint carries as many programs as with the five sessions. Whatever a program does, the kernel pays
+  per run for the tracepoint's dispatch (perf_trace_* filling the event record, trace_call_bpf running the
+  program; for syscalls:* events the traced syscall path of every process): the floor is what any
+  tracepoint-based tracer of these events costs. What the probes add above it (probes - floor) is
+  mqinspect's own work: the programs' bodies and the sessions' user space. The floor's programs are compiled
+  and loaded once per benchmark run, attached just before each floor run's timed loop and detached after it.
 
-    .venv/bin/python benchmarks/probe_overhead.py               # about 2.5 minutes on 2 cores
-    .venv/bin/python benchmarks/probe_overhead.py --quick       # about 1 minute
+The sides run in a balanced order, one run of each side per group (N F P, F P N, P N F, then mirrored pairs
+such as N F P / P F N), so that every side sits as often early as late and a linear drift of the machine lands
+on all sides equally; the medians are compared, and the ratios within each group ("paired").
+
+The timed runs are made without the kernel's BPF run statistics, which add two clock reads to every program
+run (measured here: they make the floor cost +24% on the fault loop instead of nothing). The in-kernel ns per
+program run come from one more run of the floor and of the probes per workload, with the statistics on, whose
+times are not in the comparison (--no-run-statistics skips them).
+
+Each workload child backs its memory before its clock starts (see back_guest_memory): in this VM, memory the
+guest freed is handed back to the host and costs a host fault when touched again, and the probed side started
+after five compilers had freed gigabytes; before this step that, not the probes, was most of its slowdown.
+
+    .venv/bin/python benchmarks/probe_overhead.py               # about 6.5 minutes on 2 cores
+    .venv/bin/python benchmarks/probe_overhead.py --quick       # about 2.5 minutes (45-70 s per workload)
     .venv/bin/python benchmarks/probe_overhead.py --per-probe   # plus each probe alone (about +1.5 min)
 
-Needs root (or CAP_BPF+CAP_PERFMON). Always exits 0: it measures, it does not assert.
+Needs root (or CAP_BPF+CAP_PERFMON); the floor also needs bcc and kernel headers (without them it says why and
+the other two sides are still measured). Exits 0 (it measures, it does not assert), 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import gc
+import importlib
 import itertools
 import json
 import mmap
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -45,11 +73,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from probes.ebpf.loader import FUNCTION_PREFIX, TRACEFS  # noqa: E402
+from probes.ebpf.session import PROBE_MODULES  # noqa: E402
+from probes.ebpf.tracepoints import tracepoint_format_path  # noqa: E402
 
 MQINSPECT = REPO / ".venv" / "bin" / "mqinspect"
 PROBES = ("faults", "pagecache", "writeback", "sendpath", "syscalls")
@@ -61,6 +96,11 @@ SESSION_START_TIMEOUT_S = 90.0  # five bcc compilations share two cores
 SESSION_STOP_TIMEOUT_S = 20.0  # the summary of a system-wide faults session walks every file it saw
 CHILD_TIMEOUT_S = 300.0
 MIN_EVENTS_FOR_A_COST = 1000
+# The floor's programs: named apart from the probes' (mqi_...), and short (the kernel keeps 15 characters).
+FLOOR_PREFIX = f"{FUNCTION_PREFIX}floor_"
+# Closing a tracepoint's last perf event waits for RCU grace periods (measured here: about 90 ms per
+# tracepoint, 6 s for the floor's 89 one after another); closed from threads, the waits overlap.
+FLOOR_DETACH_THREADS = 8
 
 
 # ---- settings ---------------------------------------------------------------------------------------------
@@ -74,24 +114,34 @@ class Settings:
     fault_backing: str  # "file" (ext4, MADV_RANDOM) or "shmem" (anonymous MAP_SHARED)
     fault_passes: int
     per_probe: bool
+    run_statistics: bool  # one more floor run and probed run, timing every program run (not compared)
     directory: Path
     workloads: tuple[str, ...]
 
     def child_parameters(self, workload: str) -> dict:
         if workload.startswith("append"):
             warmup = "none" if workload == "append-cold" else "populate"
-            return {"dir": str(self.directory), "messages": self.append_messages, "warmup": warmup}
+            fresh_mib = self.append_messages * 1200 // MiB + 2 * APPEND_SEGMENT_BYTES // MiB
+            return {
+                "dir": str(self.directory),
+                "messages": self.append_messages,
+                "warmup": warmup,
+                "fresh_memory_mib": fresh_mib,
+            }
         return {
             "dir": str(self.directory),
             "pass_mib": self.fault_pass_mib,
             "passes": self.fault_passes,
             "backing": self.fault_backing,
+            "fresh_memory_mib": self.fault_pass_mib * self.fault_passes,
         }
 
 
 def parse_args(argv: Sequence[str]) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 repetitions, smaller workloads (about 1 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 repetitions, smaller workloads (about 2.5 min for the three)"
+    )
     parser.add_argument("--repetitions", "-k", type=int, default=None, help="runs per side (default 5)")
     parser.add_argument("--messages", type=int, default=None, help="append: messages (default 600,000)")
     parser.add_argument("--fault-mib", type=int, default=None, help="faults: MiB per pass (default 512)")
@@ -104,6 +154,11 @@ def parse_args(argv: Sequence[str]) -> Settings:
         "anonymous shared memory (the fault exception alone)",
     )
     parser.add_argument("--per-probe", action="store_true", help="also run each probe alone once")
+    parser.add_argument(
+        "--no-run-statistics",
+        action="store_true",
+        help="skip the extra runs with the kernel's BPF run statistics on (in-kernel ns per program run)",
+    )
     parser.add_argument(
         "--workloads",
         default="append,append-cold,faults",
@@ -118,6 +173,7 @@ def parse_args(argv: Sequence[str]) -> Settings:
         fault_passes=args.fault_passes or 2,
         fault_backing=args.fault_backing,
         per_probe=args.per_probe,
+        run_statistics=not args.no_run_statistics,
         directory=args.dir.resolve(),
         workloads=tuple(name for name in args.workloads.split(",") if name),
     )
@@ -136,6 +192,9 @@ def run_child(workload: str, parameters: dict) -> None:
     with setup as state:
         gc.collect()
         reply({"pid": os.getpid()})
+        wait_for_word("prepare")
+        back_guest_memory(parameters["fresh_memory_mib"], parameters["dir"])
+        reply({"ready": True})
         wait_for_word("go")
         faults_before = page_faults_so_far()
         started = time.perf_counter()
@@ -143,6 +202,32 @@ def run_child(workload: str, parameters: dict) -> None:
         seconds = time.perf_counter() - started
         reply({"seconds": seconds, "units": units, "page_faults": page_faults_so_far() - faults_before})
         wait_for_word("exit")
+
+
+def back_guest_memory(mib: int, directory: str) -> None:
+    """Fill and drop as much page cache as the loop takes fresh pages, on its filesystem, just before the
+    clock starts.
+
+    In a virtual machine the host backs guest memory lazily and takes back what the guest frees (this VM:
+    virtio-balloon free page reporting of free 2 MiB blocks, and DAMON), so zeroing a page the host took
+    back costs a host fault: measured here, the kernel's memset of new page-cache folios took 3-5x longer
+    and a cold append ran 1.6x slower after the child had merely waited 12 s (as the probed side waits for
+    five compilers) than right after its set-up. Without this step the comparison measured where the pages
+    came from. The pages written here are page-cache folios of the sizes the loop's own will have, and single
+    anonymous pages; freed, they go to the head of the free lists (reported ones to the tail), where the
+    loop's allocations find them first."""
+    block = bytes(MiB)
+    with tempfile.TemporaryFile(dir=directory) as scratch:
+        for _ in range(mib):
+            scratch.write(block)
+        scratch.flush()
+    # closing it truncated the unwritten, dirty pages: no disk I/O. Then single pages, last so first reused:
+    # the fault loop's 4 KiB folios come from them.
+    size = mib * MiB
+    with mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as memory:
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+        for offset in range(0, size, PAGE_SIZE):
+            memory[offset] = 1
 
 
 def page_faults_so_far() -> int:
@@ -278,6 +363,11 @@ class Workload:
         command = [sys.executable, str(Path(__file__).resolve()), "--child", name, json.dumps(parameters)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pid = self._read()["pid"]
+
+    def prepare(self) -> None:
+        """Have the child back the memory its loop will take (back_guest_memory), just before run()."""
+        self._send("prepare")
+        self._read()
 
     def run(self) -> WorkloadResult:
         self._send("go")
@@ -419,16 +509,178 @@ def probes_attached(probes: Sequence[str], scratch: Path) -> Iterator[list[Trace
             session.wait_stopped()
 
 
+# ---- the floor: empty programs on the probes' tracepoints --------------------------------------------------
+
+
+class FloorUnavailable(Exception):
+    """Why the floor cannot be measured on this machine, in one line."""
+
+
+@dataclass(frozen=True)
+class FloorProgram:
+    probe: str
+    tracepoint: str
+    function: str  # FLOOR_PREFIX + a number
+
+
+class EmptyProgramFloor:
+    """One empty BPF program per attachment of every probe, in this process: compiled and loaded once,
+    attached around each floor run's timed loop. bcc keeps one attachment per tracepoint and BPF object
+    (`tracepoint_fds`, keyed by name), so a tracepoint that carries several of the probes' programs (the
+    page-cache insertion carries three) gets them from several objects: one per probe."""
+
+    def __init__(self, objects: list[tuple[Any, list[FloorProgram]]], skipped: list[str]):
+        self._objects = objects
+        self.skipped = skipped  # "probe tracepoint" this kernel lacks
+        self.program_ids: frozenset[int] = frozenset()  # the kernel's ids of these programs, for bpftool
+
+    @property
+    def programs(self) -> list[FloorProgram]:
+        return [program for _bpf, programs in self._objects for program in programs]
+
+    @property
+    def tracepoints(self) -> int:
+        return len({program.tracepoint for program in self.programs})
+
+    def describe(self) -> str:
+        absent = f"; absent on this kernel, skipped: {', '.join(self.skipped)}" if self.skipped else ""
+        return (
+            f"{len(self.programs)} empty programs ({FLOOR_PREFIX}*) on the five probes' {self.tracepoints} "
+            f"tracepoints, one per attachment{absent}"
+        )
+
+    def add(self, bpf: Any, programs: list[FloorProgram]) -> None:
+        """A compiled BPF object and its programs, loaded at once: a refusal shows before the first run."""
+        self._objects.append((bpf, programs))
+        for program in programs:
+            bpf.load_func(program.function.encode(), type(bpf).TRACEPOINT)
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        try:
+            for bpf, programs in self._objects:
+                for program in programs:
+                    self._attach(bpf, program)
+            yield
+        finally:
+            self._detach_all()
+
+    @staticmethod
+    def _attach(bpf: Any, program: FloorProgram) -> None:
+        try:
+            bpf.attach_tracepoint(tp=program.tracepoint.encode(), fn_name=program.function.encode())
+        except Exception as error:  # bcc raises a plain Exception
+            raise RuntimeError(f"floor: {program.function} on {program.tracepoint}: {error}") from error
+
+    def _detach_all(self) -> None:
+        attached = [
+            (bpf, tracepoint) for bpf, _programs in self._objects for tracepoint in bpf.tracepoint_fds
+        ]
+        with ThreadPoolExecutor(FLOOR_DETACH_THREADS) as pool:
+            list(pool.map(lambda pair: pair[0].detach_tracepoint(pair[1]), attached))
+
+    def close(self) -> None:
+        """Detach what is still attached and unload every program; idempotent."""
+        objects, self._objects = self._objects, []
+        for bpf, _programs in objects:
+            bpf.cleanup()
+
+
+def build_floor() -> EmptyProgramFloor:
+    """Compile and load the floor's programs; FloorUnavailable (or bcc's exception) when that fails."""
+    try:
+        import bcc
+    except Exception as error:  # ImportError, or OSError when libbcc itself is missing
+        raise FloorUnavailable(f"bcc cannot be imported: {type(error).__name__}: {error}") from None
+    if not (TRACEFS / "events").is_dir():
+        raise FloorUnavailable(f"tracefs is not mounted at {TRACEFS}")
+    groups, skipped = floor_layout()
+    ids_before = set(program_times(is_floor_program))
+    floor = EmptyProgramFloor([], skipped)
+    try:
+        for programs in groups:  # clang's diagnostics, if any, go to stderr
+            floor.add(bcc.BPF(text=empty_functions(programs).encode()), programs)
+        floor.program_ids = frozenset(program_times(is_floor_program)) - ids_before
+    except BaseException:
+        floor.close()
+        raise
+    return floor
+
+
+def floor_layout() -> tuple[list[list[FloorProgram]], list[str]]:
+    """The floor's programs, one per attachment of each probe's ProgramSpec (the probes' own module-level
+    PROGRAM), grouped into BPF objects in which no tracepoint comes twice."""
+    groups: list[list[FloorProgram]] = []
+    skipped: list[str] = []
+    numbers = itertools.count()
+    for probe in PROBES:
+        spec = importlib.import_module(PROBE_MODULES[probe]).PROGRAM
+        probe_groups: list[list[FloorProgram]] = []
+        for attachment in spec.attachments:
+            if not tracepoint_format_path(TRACEFS, attachment.tracepoint).exists():
+                skipped.append(f"{probe} {attachment.tracepoint}")
+                continue
+            program = FloorProgram(probe, attachment.tracepoint, f"{FLOOR_PREFIX}{next(numbers)}")
+            group = next(
+                (g for g in probe_groups if all(p.tracepoint != program.tracepoint for p in g)), None
+            )
+            if group is None:
+                group = []
+                probe_groups.append(group)
+            group.append(program)
+        groups += probe_groups
+    return groups, skipped
+
+
+def empty_functions(programs: Sequence[FloorProgram]) -> str:
+    """C text with one empty function per program; the names are ours (FLOOR_PREFIX + a number)."""
+    return "".join(f"int {program.function}(void *ctx) {{ return 0; }}\n" for program in programs)
+
+
+@contextlib.contextmanager
+def floor_or_none() -> Iterator[EmptyProgramFloor | None]:
+    """The floor, unloaded on every way out; None, with the reason said, when it cannot be built."""
+    started = time.perf_counter()
+    reason = ""
+    try:
+        floor = build_floor()
+    except Exception as error:  # bcc raises plain Exceptions; the probes' modules may fail to import
+        reason = str(error) if isinstance(error, FloorUnavailable) else f"{type(error).__name__}: {error}"
+    if reason:
+        print(f"floor: unavailable ({reason}); measuring no probes against all probes only")
+        yield None
+        return
+    print(f"floor: {floor.describe()}; compiled and loaded in {time.perf_counter() - started:.1f} s")
+    try:
+        yield floor
+    finally:
+        floor.close()
+
+
 # ---- the programs' own run time ----------------------------------------------------------------------------
 
 BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
 
 
 @contextlib.contextmanager
 def bpf_run_statistics() -> Iterator[bool]:
-    """kernel.bpf_stats_enabled on while measuring: the kernel then times every program run (run_time_ns,
-    run_cnt in bpftool), the in-kernel cost per event without the noise of wall time. It adds two clock
-    reads per run to the probed side, and is a system setting: said on stderr, restored afterwards."""
+    """The kernel's run statistics on: it then times every program run (run_time_ns, run_cnt in bpftool),
+    the in-kernel cost per event without the noise of wall time. They add two clock reads per run, so only
+    the runs made for that figure have them.
+
+    Held as a BPF_ENABLE_STATS descriptor (libbpf's bpf_enable_stats) where possible: the kernel counts
+    it apart from the kernel.bpf_stats_enabled sysctl, so another program that sets the sysctl and resets
+    it to 0 in the middle of the run does not switch them off, and the kernel drops it when this process
+    ends however it ends. Otherwise the sysctl, a system setting: said on stderr, restored afterwards."""
+    descriptor = run_statistics_descriptor()
+    if descriptor is not None:
+        print("note: BPF run statistics on for one run (a BPF_ENABLE_STATS descriptor)", file=sys.stderr)
+        try:
+            yield True
+        finally:
+            os.close(descriptor)
+        return
     try:
         previous = BPF_STATS_SYSCTL.read_text().strip()
         BPF_STATS_SYSCTL.write_text("1")
@@ -444,10 +696,35 @@ def bpf_run_statistics() -> Iterator[bool]:
         BPF_STATS_SYSCTL.write_text(previous)
 
 
+def run_statistics_descriptor() -> int | None:
+    """A descriptor that keeps the run statistics on while it is open; None without libbpf or privileges."""
+    library = ctypes.util.find_library("bpf")
+    if library is None:
+        return None
+    try:
+        enable_stats = ctypes.CDLL(library, use_errno=True).bpf_enable_stats
+    except (OSError, AttributeError):
+        return None
+    enable_stats.argtypes = [ctypes.c_int]
+    enable_stats.restype = ctypes.c_int
+    descriptor = enable_stats(BPF_STATS_RUN_TIME)
+    return descriptor if descriptor >= 0 else None
+
+
 ProgramTimes = dict[int, tuple[str, int, int]]  # program id -> (name, run_cnt, run_time_ns)
 
 
-def mqi_program_times() -> ProgramTimes:
+def is_floor_program(name: str) -> bool:
+    return name.startswith(FLOOR_PREFIX)
+
+
+def is_session_program(name: str) -> bool:
+    """mqinspect's own programs: all named mqi_*, the floor's excepted."""
+    return name.startswith(FUNCTION_PREFIX) and not is_floor_program(name)
+
+
+def program_times(belongs: Callable[[str], bool]) -> ProgramTimes:
+    """The loaded programs whose name `belongs`, by id, from bpftool (empty if bpftool fails)."""
     try:
         listing = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, timeout=30)
         programs = json.loads(listing.stdout or b"[]")
@@ -456,12 +733,12 @@ def mqi_program_times() -> ProgramTimes:
     return {
         program["id"]: (program["name"], program.get("run_cnt", 0), program.get("run_time_ns", 0))
         for program in programs
-        if program.get("name", "").startswith("mqi_")
+        if belongs(program.get("name", ""))
     }
 
 
 def runs_between(before: ProgramTimes, after: ProgramTimes, ours: set[int]) -> dict[str, tuple[int, int]]:
-    """Runs and nanoseconds per program name of `ours` (the sessions' programs) between two readings."""
+    """Runs and nanoseconds per program name of `ours` between two readings."""
     gained: dict[str, tuple[int, int]] = {}
     for program_id in ours & before.keys() & after.keys():
         name, runs, nanoseconds = after[program_id]
@@ -478,34 +755,87 @@ def runs_between(before: ProgramTimes, after: ProgramTimes, ours: set[int]) -> d
 @dataclass(frozen=True)
 class Run:
     result: WorkloadResult
-    events: dict[str, ProbeEvents] = field(default_factory=dict)  # probe -> events; empty without probes
+    events: dict[str, ProbeEvents] = field(default_factory=dict)  # probe -> events; only with probes
     sessions_cpu_s: float = 0.0  # CPU the trace sessions used in user space and syscalls while it ran
-    program_runs: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (runs, ns) in the loop
+    # name -> (runs, ns) in the timed loop: the sessions' programs with probes, the empty ones with the floor
+    program_runs: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-def measure_once(workload: str, settings: Settings, probes: Sequence[str], scratch: Path) -> Run:
+def measure_once(
+    workload: str,
+    settings: Settings,
+    scratch: Path,
+    probes: Sequence[str] = (),
+    floor: EmptyProgramFloor | None = None,
+) -> Run:
+    """One timed loop of a fresh child: with the `probes`' sessions, or with the `floor`, or bare."""
     child = Workload(workload, settings.child_parameters(workload))
     try:
-        if not probes:
-            return Run(child.run())
-        loaded_before = set(mqi_program_times())
-        with probes_attached(probes, scratch) as sessions:
-            cpu_before = sum(session.cpu_seconds() for session in sessions)
-            times_before = mqi_program_times()
-            result = child.run()
-            times_after = mqi_program_times()
-            sessions_cpu_s = sum(session.cpu_seconds() for session in sessions) - cpu_before
-        ours = set(times_before) - loaded_before  # loaded by these sessions (others may run their own)
-        events = {session.probe: session.events(child.pid) for session in sessions}
-        return Run(result, events, sessions_cpu_s, runs_between(times_before, times_after, ours))
+        if probes:
+            return run_with_sessions(child, probes, scratch)
+        if floor is not None:
+            return run_with_floor(child, floor)
+        child.prepare()
+        return Run(child.run())
     finally:
         child.finish()
 
 
-def abba_sides(repetitions: int) -> Iterator[bool]:
-    """True = with probes. ABBA ABBA ...: each side sits as often early as late in every group of four."""
-    for number in range(2 * repetitions):
-        yield number % 4 in (1, 2)
+def run_with_sessions(child: Workload, probes: Sequence[str], scratch: Path) -> Run:
+    loaded_before = set(program_times(is_session_program))
+    with probes_attached(probes, scratch) as sessions:
+        child.prepare()
+        cpu_before = sum(session.cpu_seconds() for session in sessions)
+        times_before = program_times(is_session_program)
+        result = child.run()
+        times_after = program_times(is_session_program)
+        sessions_cpu_s = sum(session.cpu_seconds() for session in sessions) - cpu_before
+    ours = set(times_before) - loaded_before  # loaded by these sessions (others may run their own)
+    events = {session.probe: session.events(child.pid) for session in sessions}
+    return Run(result, events, sessions_cpu_s, runs_between(times_before, times_after, ours))
+
+
+def run_with_floor(child: Workload, floor: EmptyProgramFloor) -> Run:
+    with floor.attached():
+        child.prepare()
+        times_before = program_times(is_floor_program)
+        result = child.run()
+        times_after = program_times(is_floor_program)
+    return Run(result, program_runs=runs_between(times_before, times_after, set(floor.program_ids)))
+
+
+class Side(Enum):
+    NONE = "no probes"
+    FLOOR = "floor"
+    PROBES = "all 5 probes"
+
+    @property
+    def letter(self) -> str:
+        return {"no probes": "N", "floor": "F", "all 5 probes": "P"}[self.value]
+
+
+def balanced_order(sides: Sequence[Side], repetitions: int) -> list[Side]:
+    """`repetitions` groups, each one run of every side. A side's mean position is the same for all sides
+    (a linear drift of the machine lands on each equally) when every side's positions within the groups
+    add up to the same: mirrored pairs of groups (N F P, P F N) do that, and with three sides so do the
+    three rotations (N F P, F P N, P N F), which cover an odd number of groups. With two sides this is
+    ABBA. One group alone cannot be balanced."""
+    rotations = [list(sides[start:]) + list(sides[:start]) for start in range(len(sides))]
+    groups: list[list[Side]] = []
+    remaining = repetitions
+    if remaining % 2 and len(sides) == 3 and remaining >= 3:
+        groups += rotations
+        remaining -= 3
+    for pair in range(remaining // 2):
+        first = rotations[pair % len(rotations)]
+        groups += [first, first[::-1]]
+    if remaining % 2:
+        groups.append(rotations[0])
+    return [side for group in groups for side in group]
+
+
+def median_seconds(runs: list[Run]) -> float:
+    return statistics.median(run.result.seconds for run in runs)
 
 
 @dataclass(frozen=True)
@@ -514,28 +844,56 @@ class Comparison:
     fault_backing: str
     without: list[Run]
     with_probes: list[Run]
+    floor: list[Run]  # empty when the floor was unavailable; the i-th run of each side shares a group
+    costs: list[Run] = field(default_factory=list)  # with the run statistics on: not timed against the rest
+    floor_costs: list[Run] = field(default_factory=list)
 
     @property
     def seconds_without(self) -> float:
-        return statistics.median(run.result.seconds for run in self.without)
+        return median_seconds(self.without)
 
     @property
     def seconds_with(self) -> float:
-        return statistics.median(run.result.seconds for run in self.with_probes)
+        return median_seconds(self.with_probes)
+
+    @property
+    def seconds_floor(self) -> float:
+        return median_seconds(self.floor)
 
     @property
     def slowdown(self) -> float:
         return self.seconds_with / self.seconds_without - 1
 
     @property
+    def floor_slowdown(self) -> float:
+        return self.seconds_floor / self.seconds_without - 1
+
+    @property
     def paired_slowdown(self) -> float:
-        """The median over the adjacent (A, B) pairs of the ABBA order: a load that comes and goes between
-        pairs (other processes on two cores) moves both runs of a pair, and drops out of their ratio."""
+        """The median over the groups of the balanced order: a load that comes and goes between groups
+        (other processes on two cores) moves every run of a group, and drops out of their ratios."""
+        return self._paired(self.with_probes)
+
+    @property
+    def paired_floor_slowdown(self) -> float:
+        return self._paired(self.floor)
+
+    @property
+    def paired_above_floor(self) -> float:
+        """(probes - floor) / no probes, the median over the groups."""
+        return statistics.median(
+            (probed.result.seconds - floor.result.seconds) / plain.result.seconds
+            for plain, floor, probed in zip(self.without, self.floor, self.with_probes, strict=True)
+        )
+
+    def _paired(self, runs: list[Run]) -> float:
         ratios = [
-            probed.result.seconds / plain.result.seconds
-            for plain, probed in zip(self.without, self.with_probes, strict=True)
+            side.result.seconds / plain.result.seconds for plain, side in zip(self.without, runs, strict=True)
         ]
         return statistics.median(ratios) - 1
+
+    def median_page_faults(self, runs: list[Run]) -> float:
+        return statistics.median(run.result.page_faults for run in runs)
 
     def median_events(self, probe: str, where: str) -> float:
         return statistics.median(getattr(run.events[probe], where) for run in self.with_probes)
@@ -548,17 +906,47 @@ class Comparison:
         return (self.seconds_with - self.seconds_without) * 1e9 / events if events else None
 
 
-def compare(workload: str, settings: Settings, scratch: Path) -> Comparison:
-    measure_once(workload, settings, (), scratch)  # discarded: page cache, imports and disk warm
-    without: list[Run] = []
-    with_probes: list[Run] = []
-    for attached in abba_sides(settings.repetitions):
-        run = measure_once(workload, settings, PROBES if attached else (), scratch)
-        (with_probes if attached else without).append(run)
-        side = "with probes" if attached else "no probes  "
-        print(f"    {workload:<7} {side} {run.result.seconds:7.3f} s  {run.result.rate:>12,.0f} "
-              f"{WORKLOAD_UNITS[workload]}", flush=True)  # fmt: skip
-    return Comparison(workload, settings.fault_backing, without, with_probes)
+def compare(workload: str, settings: Settings, scratch: Path, floor: EmptyProgramFloor | None) -> Comparison:
+    measure_once(workload, settings, scratch)  # discarded: page cache, imports and disk warm
+    sides = (Side.NONE, Side.FLOOR, Side.PROBES) if floor is not None else (Side.NONE, Side.PROBES)
+    runs: dict[Side, list[Run]] = {side: [] for side in Side}
+    for side in balanced_order(sides, settings.repetitions):
+        run = measure_once(
+            workload,
+            settings,
+            scratch,
+            probes=PROBES if side is Side.PROBES else (),
+            floor=floor if side is Side.FLOOR else None,
+        )
+        runs[side].append(run)
+        print_run(workload, side.value, run)
+    with_statistics = (
+        runs_with_statistics(workload, settings, scratch, floor) if settings.run_statistics else ([], [])
+    )
+    sides = (runs[Side.NONE], runs[Side.PROBES], runs[Side.FLOOR])
+    return Comparison(workload, settings.fault_backing, *sides, *with_statistics)
+
+
+def print_run(workload: str, side: str, run: Run) -> None:
+    print(f"    {workload:<11} {side:<12} {run.result.seconds:7.3f} s  {run.result.rate:>12,.0f} "
+          f"{WORKLOAD_UNITS[workload]}", flush=True)  # fmt: skip
+
+
+def runs_with_statistics(
+    workload: str, settings: Settings, scratch: Path, floor: EmptyProgramFloor | None
+) -> tuple[list[Run], list[Run]]:
+    """One probed run and one floor run with the kernel timing every program run: the in-kernel cost per
+    program. Their wall times carry the statistics' clock reads, so they stay out of the comparison."""
+    with bpf_run_statistics() as on:
+        if not on:
+            return [], []
+        probed = measure_once(workload, settings, scratch, probes=PROBES)
+        print_run(workload, "probes+stats", probed)
+        if floor is None:
+            return [probed], []
+        floored = measure_once(workload, settings, scratch, floor=floor)
+        print_run(workload, "floor+stats", floored)
+        return [probed], [floored]
 
 
 # ---- report -----------------------------------------------------------------------------------------------
@@ -573,33 +961,110 @@ def spread(runs: list[Run]) -> str:
     return f"{min(seconds):.3f}-{max(seconds):.3f}"
 
 
-def print_comparison(comparison: Comparison) -> None:
-    workload = comparison.workload
-    unit = WORKLOAD_UNITS[workload]
-    base = comparison.without
-    probed = comparison.with_probes
-    rate_without = statistics.median(run.result.rate for run in base)
-    rate_with = statistics.median(run.result.rate for run in probed)
-    target = TARGET_SLOWDOWN[workload]
-    title = WORKLOAD_TITLES[workload].format(backing=comparison.fault_backing)
-    print(f"\n{title}: {base[0].result.units:,} {unit.split('/')[0]} per run, {len(base)} runs per side")
-    print(f"  {'':<14} {'median s':>9} {'min-max s':>13} {unit:>14}")
-    print(f"  {'no probes':<14} {comparison.seconds_without:>9.3f} {spread(base):>13} {rate_without:>14,.0f}")
-    print(f"  {'all 5 probes':<14} {comparison.seconds_with:>9.3f} {spread(probed):>13} {rate_with:>14,.0f}")
+def print_comparison(comparison: Comparison, floor: EmptyProgramFloor | None) -> None:
+    print_sides(comparison)
+    target = TARGET_SLOWDOWN[comparison.workload]
     print(
         f"  ratio with/without (time) {comparison.seconds_with / comparison.seconds_without:.4f}: "
         f"slowdown {100 * comparison.slowdown:+.2f}%  -> {verdict(comparison.slowdown <= target)} "
-        f"(target <= {100 * target:.0f}%){overlap_note(comparison)}"
+        f"(target <= {100 * target:.0f}%){overlap_note(comparison.without, comparison.with_probes)}"
     )
-    paired = comparison.paired_slowdown
-    print(f"  paired slowdown (median over the {len(base)} adjacent ABBA pairs): {100 * paired:+.2f}%")
+    groups = len(comparison.without)
+    print(f"  paired slowdown (median over the {groups} groups of the balanced order): "
+          f"{100 * comparison.paired_slowdown:+.2f}%")  # fmt: skip
+    if floor is not None and comparison.floor:
+        print_floor(comparison, floor)
     print_events(comparison)
-    sessions_cpu_s = statistics.median(run.sessions_cpu_s for run in probed)
+    sessions_cpu_s = statistics.median(run.sessions_cpu_s for run in comparison.with_probes)
     print(
         f"  the five sessions' own CPU while the workload ran (user space + syscalls, not BPF): "
         f"{sessions_cpu_s:.2f} s = {100 * sessions_cpu_s / comparison.seconds_with:.0f}% of one CPU"
     )
-    print_program_times(probed)
+    print_program_times(comparison.costs)
+    print_verdict(comparison, floor)
+
+
+def print_sides(comparison: Comparison) -> None:
+    unit = WORKLOAD_UNITS[comparison.workload]
+    base = comparison.without
+    title = WORKLOAD_TITLES[comparison.workload].format(backing=comparison.fault_backing)
+    print(f"\n{title}: {base[0].result.units:,} {unit.split('/')[0]} per run, {len(base)} runs per side")
+    print(f"  {'':<22} {'median s':>9} {'min-max s':>13} {unit:>14}")
+    sides = [
+        ("no probes", base),
+        ("floor (empty programs)", comparison.floor),
+        ("all 5 probes", comparison.with_probes),
+    ]
+    for label, runs in sides:
+        if runs:
+            rate = statistics.median(run.result.rate for run in runs)
+            print(f"  {label:<22} {median_seconds(runs):>9.3f} {spread(runs):>13} {rate:>14,.0f}")
+
+
+def print_floor(comparison: Comparison, floor: EmptyProgramFloor) -> None:
+    """The floor's cost, and what the probes cost above it, in % of the time without probes and in ns per
+    page fault of the workload."""
+    faults = comparison.median_page_faults(comparison.with_probes)
+    floor_extra_s = comparison.seconds_floor - comparison.seconds_without
+    above_floor_s = comparison.seconds_with - comparison.seconds_floor
+    print(
+        f"  floor: {floor.describe()}:\n"
+        f"    slowdown {100 * comparison.floor_slowdown:+.2f}% "
+        f"(paired {100 * comparison.paired_floor_slowdown:+.2f}%)"
+        f"{per_fault(floor_extra_s, faults)}{overlap_note(comparison.without, comparison.floor)}"
+    )
+    print_floor_program_runs(comparison.floor_costs)
+    probes_extra_s = comparison.seconds_with - comparison.seconds_without
+    ratio = (
+        f"{probes_extra_s / floor_extra_s:.2f}"
+        if floor_extra_s > 0
+        else "n/a (the floor's median is not slower)"
+    )
+    print(f"  probes' extra time / floor's extra time (medians): {ratio}")
+    print(
+        f"  left after the floor (probes - floor): {100 * above_floor_s / comparison.seconds_without:+.2f}% "
+        f"of the time without probes (paired {100 * comparison.paired_above_floor:+.2f}%)"
+        f"{per_fault(above_floor_s, faults)}{overlap_note(comparison.floor, comparison.with_probes)}"
+    )
+
+
+def per_fault(extra_s: float, faults: float) -> str:
+    """`extra_s` per page fault of the workload's timed loop, when it has enough of them to carry a figure."""
+    if faults < MIN_EVENTS_FOR_A_COST:
+        return f", n/a per page fault (only {faults:,.0f} in the loop)"
+    return f" = {extra_s * 1e9 / faults:,.0f} ns per workload page fault ({faults:,.0f} faults)"
+
+
+def print_floor_program_runs(runs: list[Run]) -> None:
+    """What the kernel counted of the empty programs over the floor's loops (every process's events)."""
+    per_program = [counted for run in runs for counted in run.program_runs.values()]
+    count = sum(program_runs for program_runs, _nanoseconds in per_program)
+    nanoseconds = sum(program_ns for _program_runs, program_ns in per_program)
+    if not count:
+        print("    empty program runs: unavailable (no run with the run statistics: --no-run-statistics, or "
+              "they could not be turned on, or bpftool failed)")  # fmt: skip
+        return
+    faults = sum(run.result.page_faults for run in runs)
+    per_fault_runs = f" = {count / faults:,.1f} per workload page fault" if faults else ""
+    print(f"    empty program runs per loop (all processes): {count / len(runs):,.0f}{per_fault_runs}; "
+          f"{nanoseconds / count:,.0f} ns/run inside the programs (the kernel's run statistics; the "
+          "dispatch around them is not in that figure)")  # fmt: skip
+
+
+def print_verdict(comparison: Comparison, floor: EmptyProgramFloor | None) -> None:
+    target = TARGET_SLOWDOWN[comparison.workload]
+    line = (
+        f"  verdict: target <= {100 * target:.0f}%: {verdict(comparison.slowdown <= target)} "
+        f"({100 * comparison.slowdown:+.2f}%)"
+    )
+    if floor is None or not comparison.floor:
+        print(f"{line}; floor: unavailable")
+        return
+    above_floor = (comparison.seconds_with - comparison.seconds_floor) / comparison.seconds_without
+    print(
+        f"{line}; the floor alone (empty programs on the same {floor.tracepoints} tracepoints) costs "
+        f"{100 * comparison.floor_slowdown:+.2f}%, mqinspect's own work above it {100 * above_floor:+.2f}%"
+    )
 
 
 def print_program_times(runs: list[Run]) -> None:
@@ -610,13 +1075,14 @@ def print_program_times(runs: list[Run]) -> None:
             totals.setdefault(name, [0, 0])
             totals[name][0] += count
             totals[name][1] += nanoseconds
-    if not totals:
-        print("  in-kernel cost per program run: unavailable (kernel.bpf_stats_enabled could not be set)")
+    if not any(count for count, _nanoseconds in totals.values()):
+        print("  in-kernel cost per program run: unavailable (no run with the run statistics: "
+              "--no-run-statistics, or they could not be turned on, or bpftool failed)")  # fmt: skip
         return
     faults = sum(run.result.page_faults for run in runs)
     busy_ns = sum(nanoseconds for _count, nanoseconds in totals.values())
     per_fault = f"{busy_ns / faults:,.0f} ns of BPF per page fault of the workload" if faults else ""
-    print(f"  in-kernel cost, kernel.bpf_stats_enabled over the {len(runs)} probed loops: "
+    print(f"  in-kernel cost, the kernel's run statistics over {len(runs)} more probed loop(s): "
           f"{busy_ns / 1e6:,.1f} ms of BPF in all; {per_fault}")  # fmt: skip
     busiest = sorted(totals.items(), key=lambda item: -item[1][1])
     for name, (count, nanoseconds) in busiest[:8]:
@@ -624,12 +1090,12 @@ def print_program_times(runs: list[Run]) -> None:
             print(f"    {name:<18} {count:>11,} runs {nanoseconds / count:>7,.0f} ns/run")
 
 
-def overlap_note(comparison: Comparison) -> str:
+def overlap_note(faster: list[Run], slower: list[Run]) -> str:
     """Whether the difference stands out of the run-to-run spread, so a PASS or a MISS is not read as more
     than the machine's noise allows."""
-    fastest_with = min(run.result.seconds for run in comparison.with_probes)
-    slowest_without = max(run.result.seconds for run in comparison.without)
-    return "" if fastest_with > slowest_without else "; the two sides' ranges overlap (within the noise)"
+    fastest_slower = min(run.result.seconds for run in slower)
+    slowest_faster = max(run.result.seconds for run in faster)
+    return "" if fastest_slower > slowest_faster else "; the two sides' ranges overlap (within the noise)"
 
 
 def print_events(comparison: Comparison) -> None:
@@ -656,7 +1122,7 @@ def print_per_probe(workload: str, settings: Settings, scratch: Path, baseline: 
     within the noise of small effects."""
     print(f"\n  {workload}, each probe alone (one run each, against the median without probes):")
     for probe in PROBES:
-        run = measure_once(workload, settings, (probe,), scratch)
+        run = measure_once(workload, settings, scratch, probes=(probe,))
         extra_s = run.result.seconds - baseline.seconds_without
         events = run.events[probe].workload
         # a few events cannot carry a per-event figure: the run-to-run noise divided by them is all it shows
@@ -669,13 +1135,15 @@ def print_per_probe(workload: str, settings: Settings, scratch: Path, baseline: 
         )
 
 
-def loaded_mqi_programs() -> list[str]:
-    """bpftool's lines for programs named mqi_* (all of mqinspect's are): none may outlive a session."""
+def loaded_programs(belongs: Callable[[str], bool]) -> list[str]:
+    """bpftool's lines for the loaded programs whose name `belongs` (is_session_program: mqinspect's, none
+    of which may outlive its session; is_floor_program: this script's empty ones)."""
     try:
         listing = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:
         return [f"(bpftool failed: {error})"]
-    return [line.strip() for line in listing.stdout.splitlines() if " name mqi_" in line]
+    lines = (line.strip() for line in listing.stdout.splitlines())
+    return [line for line in lines if (name := re.search(r" name (\S+)", line)) and belongs(name[1])]
 
 
 def machine_line(settings: Settings) -> str:
@@ -710,12 +1178,27 @@ def print_header(settings: Settings, argv: Sequence[str]) -> None:
     print(f"probe_overhead: {machine_line(settings)}")
     print(f"reproduce: {reproduce_command(argv)}")
     print(
-        f"runs: {settings.repetitions} without and {settings.repetitions} with all probes per workload, ABBA "
-        f"order, after one discarded warm-up run; append {settings.append_messages:,} messages; faults "
-        f"{settings.fault_passes} x {settings.fault_pass_mib} MiB ({settings.fault_backing})"
+        f"runs: {settings.repetitions} per side and workload, after one discarded warm-up run; append "
+        f"{settings.append_messages:,} messages; faults {settings.fault_passes} x "
+        f"{settings.fault_pass_mib} MiB ({settings.fault_backing})"
     )
     print(f"1-minute load average before: {os.getloadavg()[0]:.2f} (other processes add noise on 2 cores)")
-    print(f"mqi_* BPF programs loaded before the run (other users' sessions): {len(loaded_mqi_programs())}")
+    sessions = len(loaded_programs(is_session_program))
+    floors = len(loaded_programs(is_floor_program))
+    print(
+        f"mqi_* BPF programs loaded before the run (other users' sessions): {sessions}; "
+        f"{FLOOR_PREFIX}*: {floors}"
+    )
+
+
+def print_order(floor: EmptyProgramFloor | None, repetitions: int) -> None:
+    sides = (Side.NONE, Side.FLOOR, Side.PROBES) if floor is not None else (Side.NONE, Side.PROBES)
+    order = [side.letter for side in balanced_order(sides, repetitions)]
+    groups = " | ".join(
+        " ".join(order[start : start + len(sides)]) for start in range(0, len(order), len(sides))
+    )
+    legend = ", ".join(f"{side.letter} {side.value}" for side in sides)
+    print(f"order of the runs per workload: {groups}  ({legend})")
 
 
 def print_notes() -> None:
@@ -733,18 +1216,38 @@ def print_notes() -> None:
         "\n    author measured about +0.25 us per read/write of an untraced process)."
         "\n  So ns/event = extra wall time / counted events of the workload's process: an upper bound on one"
         "\n  program run, which also carries the uncounted runs and the syscall slow path (futex, GIL)."
+        "\n\nThe floor: one empty BPF program (return 0) per attachment of each probe's ProgramSpec, loaded"
+        "\n  by this script and attached with bcc's attach_tracepoint as the sessions attach theirs, so each"
+        "\n  tracepoint runs as many programs per event as with the five probes (the page-cache insertion"
+        "\n  three). It costs what the kernel pays per event and program whatever the program does: the"
+        "\n  tracepoint's perf_trace_* handler filling the event record, trace_call_bpf running the program,"
+        "\n  and for syscalls:* events the traced syscall path of every process. Any tracer attached to these"
+        "\n  tracepoints pays it. probes - floor is mqinspect's own work: the programs' bodies (map lookups"
+        "\n  and updates, helper calls) and the five sessions' user space, which shares the 2 CPUs with the"
+        "\n  workload."
+        "\n  The compared runs are made without the kernel's run statistics (two clock reads per program"
+        "\n  run, which a tracer in production does not pay); the ns/run figures come from one more floor"
+        "\n  run and one more probed run with them on."
+        "\n  Per page fault figures divide by the workload's own faults, but the programs also run for the"
+        "\n  events of every other process (the writeback thread, the store's flush and dispatch threads)."
     )
 
 
-def print_cleanup_check(before: int) -> None:
-    remaining = loaded_mqi_programs()
+def print_cleanup_check(sessions_before: int, floor_before: int) -> None:
+    remaining = loaded_programs(is_session_program)
     print(f"\nBPF programs named mqi_* still loaded (bpftool prog list): {len(remaining)}", end="")
     if not remaining:
         print(" - none: every session detached")
-        return
-    print(f" (before the run: {before}; every session this script started has exited, so these belong to "
-          "other processes)")  # fmt: skip
-    for line in remaining[:10]:
+    else:
+        print(f" (before the run: {sessions_before}; every session this script started has exited, so these "
+              "belong to other processes)")  # fmt: skip
+    floor_left = loaded_programs(is_floor_program)
+    print(f"the floor's empty programs ({FLOOR_PREFIX}*) still loaded: {len(floor_left)}", end="")
+    if not floor_left:
+        print(" - none: the floor was unloaded")
+    else:
+        print(f" (before the run: {floor_before}; this script has unloaded its own, so these are another's)")
+    for line in (remaining + floor_left)[:10]:
         print(f"  {line}")
 
 
@@ -752,36 +1255,52 @@ def main(argv: Sequence[str]) -> int:
     settings = parse_args(argv)
     began = time.perf_counter()
     print_header(settings, argv)
-    programs_before = len(loaded_mqi_programs())
+    sessions_before = len(loaded_programs(is_session_program))
+    floor_before = len(loaded_programs(is_floor_program))
     if os.geteuid() != 0:
         print("not root: attaching BPF programs needs root (or CAP_BPF+CAP_PERFMON); nothing measured")
         return 0
     scratch = Path(tempfile.mkdtemp(prefix="probe-overhead-sessions-", dir=settings.directory))
-    statistics_on = contextlib.ExitStack()
+    status = 0
+    resources = contextlib.ExitStack()  # closed last in, first out: the floor unloaded, then the sysctl
     try:
-        statistics_on.enter_context(bpf_run_statistics())
-        comparisons = []
-        for workload in settings.workloads:
-            print(f"\n  measuring {workload} ...", flush=True)
-            comparisons.append(compare(workload, settings, scratch))
-        for comparison in comparisons:
-            print_comparison(comparison)
-            if settings.per_probe:
-                print_per_probe(comparison.workload, settings, scratch, comparison)
-        print_notes()
+        if not settings.run_statistics:
+            print("note: no runs with the BPF run statistics (--no-run-statistics)", file=sys.stderr)
+        floor = resources.enter_context(floor_or_none())
+        print_order(floor, settings.repetitions)
+        measure_and_report(settings, scratch, floor)
     except (RuntimeError, OSError) as error:
         print(f"\nmeasurement failed: {error}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the sessions and unloading the floor")
+        status = 130
     finally:
-        statistics_on.close()
+        resources.close()
         shutil.rmtree(scratch, ignore_errors=True)
-        print_cleanup_check(programs_before)
+        print_cleanup_check(sessions_before, floor_before)
     elapsed = time.perf_counter() - began
     print(f"1-minute load average after: {os.getloadavg()[0]:.2f}; {elapsed:.0f} s in all")
-    return 0
+    return status
+
+
+def measure_and_report(settings: Settings, scratch: Path, floor: EmptyProgramFloor | None) -> None:
+    comparisons = []
+    for workload in settings.workloads:
+        print(f"\n  measuring {workload} ...", flush=True)
+        comparisons.append(compare(workload, settings, scratch, floor))
+    for comparison in comparisons:
+        print_comparison(comparison, floor)
+        if settings.per_probe:
+            print_per_probe(comparison.workload, settings, scratch, comparison)
+    print_notes()
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        run_child(sys.argv[2], json.loads(sys.argv[3]))
-        sys.exit(0)
+        with contextlib.suppress(
+            KeyboardInterrupt
+        ):  # a terminal's Ctrl-C reaches the child too: no traceback
+            run_child(sys.argv[2], json.loads(sys.argv[3]))
+            sys.exit(0)
+        sys.exit(130)
     sys.exit(main(sys.argv[1:]))
