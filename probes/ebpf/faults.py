@@ -454,7 +454,7 @@ class FaultsProbe(ScopedProbe):
     def _tally_fault_addresses(self, records, files: _FileTallies) -> tuple[int, int]:
         anonymous = unresolved = 0
         for key, counts in records:
-            for page, faults, write_faults in _pages_of(key.group, counts.faults, counts.write_faults):
+            for page, faults, write_faults in self._address_runs(key, counts):
                 where = self._spaces.resolve(key.tgid, page << PAGE_SHIFT)
                 if where.mapping is None:
                     unresolved += faults
@@ -471,6 +471,20 @@ class FaultsProbe(ScopedProbe):
                 tally.write_faults += write_faults
         return anonymous, unresolved
 
+    def _address_runs(self, key, counts) -> Iterable[tuple[int, int, int]]:
+        """(page, faults, write faults) of a record: once for the whole record when its pages lie in one
+        mapping and one page range (a fault-heavy interval has tens of thousands of records), else by page."""
+        faults, write_faults = list(counts.faults), list(counts.write_faults)
+        first = key.group << GROUP_SHIFT
+        mapping = self._spaces.resolve(key.tgid, first << PAGE_SHIFT).mapping
+        whole_record = mapping is not None and (first + GROUP_PAGES) << PAGE_SHIFT <= mapping.end
+        if whole_record and mapping.file is not None and self._reported(mapping.file):
+            chunk = self._chunk_pages(self._label(mapping.file, key.tgid))
+            whole_record = _one_range(mapping.file_page(first << PAGE_SHIFT), chunk)
+        if whole_record:
+            return [(first, sum(faults), sum(write_faults))]
+        return _pages_of(key.group, faults, write_faults)
+
     def _tally_file_pages(self, records, files: _FileTallies) -> None:
         for key, counts in records:
             file = FileId.from_kernel(key.dev, key.ino)
@@ -478,7 +492,13 @@ class FaultsProbe(ScopedProbe):
                 continue
             chunk = self._chunk_pages(self._label(file, key.tgid))
             per_page = (counts.major_faults, counts.populate_faults, counts.populate_major_faults)
-            for index, major, populate, populate_major in _pages_of(key.group, *per_page):
+            first = key.group << GROUP_SHIFT
+            runs = (
+                [(first, *map(sum, per_page))]
+                if _one_range(first, chunk)
+                else _pages_of(key.group, *per_page)
+            )
+            for index, major, populate, populate_major in runs:
                 tally = files[file][index // chunk]
                 tally.major_faults += major
                 tally.populate_faults += populate
@@ -589,6 +609,11 @@ def default_parameters() -> Parameters:
 
 def _records_for(pages: int) -> int:
     return max(1, -(-pages // GROUP_PAGES))
+
+
+def _one_range(first_page: int, chunk: int) -> bool:
+    """Whether GROUP_PAGES pages from `first_page` fall in one page range of `chunk` pages."""
+    return first_page // chunk == (first_page + GROUP_PAGES - 1) // chunk
 
 
 def _pages_of(group: int, *per_page: Sequence[int]) -> Iterator[tuple[int, ...]]:

@@ -288,6 +288,47 @@ def test_an_interval_is_assembled_per_process_file_and_page_range(tmp_path: Path
     assert ("mqi_tgids", (7,)) in program.deleted  # a new process with the same pid will not be traced
 
 
+def test_a_record_of_pages_that_spans_two_page_ranges_or_two_mappings_is_split_by_page(tmp_path: Path):
+    root = _store(tmp_path / "store")
+    segment = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
+    proc = tmp_path / "proc"
+    (proc / "7").mkdir(parents=True)
+    (proc / "7" / "stat").write_text(_stat_line(7, 0, 0))
+    base = 0x7F0000000000  # maps the segment from its page 8: a record of 16 addresses covers pages 8-23
+    (proc / "7" / "maps").write_text(
+        f"{base:x}-{base + 100 * PAGE:x} rw-s {8 * PAGE:08x} {segment.major:02x}:{segment.minor:02x} "
+        f"{segment.inode} {root}/commitlog/{0:020d}\n"
+        f"{base + 100 * PAGE:x}-{base + 200 * PAGE:x} rw-p 00000000 00:00 0\n"
+    )
+    probe = FaultsProbe([7], store=root, chunk_pages=16, proc_root=proc)
+    program = CannedProgram({})
+    probe.start(program)
+    page = base >> PAGE_SHIFT
+    faults_per_page = [1] * GROUP_PAGES
+    program.maps = {
+        "mqi_totals": [(SimpleNamespace(value=7), _totals(user_faults=2 * GROUP_PAGES))],
+        "mqi_fault_pages": [
+            (SimpleNamespace(tgid=7, group=page >> GROUP_SHIFT), _per_page(faults_per_page)),
+            # pages 96-111 of the address space: 4 in the segment (file pages 104-107), 12 anonymous
+            (SimpleNamespace(tgid=7, group=(page + 96) >> GROUP_SHIFT), _per_page(faults_per_page)),
+        ],
+        "mqi_file_pages": [],
+        "mqi_fault_around": [],
+    }
+    snapshot = probe.collect(program, 1.0)
+    assert snapshot.anonymous_faults == 12
+    (commitlog,) = snapshot.files
+    assert [(r.first_page, r.last_page, r.faults) for r in commitlog.page_ranges] == [
+        (0, 15, 8),  # file pages 8-15
+        (16, 31, 8),  # 16-23
+        (96, 111, 4),  # 104-107
+    ]
+
+
+def _per_page(faults: list[int]) -> SimpleNamespace:
+    return SimpleNamespace(faults=faults, write_faults=[0] * GROUP_PAGES)
+
+
 def test_the_summary_sums_intervals_and_merges_page_ranges():
     def interval(faults: int, ranges: tuple[PageRange, ...]) -> FaultsSnapshot:
         file = FileFaults("f", "/f", None, "8:1", 5, 128, 64, faults, faults, 0, 0, 0, 0, 0, ranges)
