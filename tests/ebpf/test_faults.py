@@ -211,13 +211,19 @@ def _stat_line(pid: int, minflt: int, majflt: int, state: str = "S") -> str:
     return f"{pid} (broker) {state} 1 1 1 0 -1 4194304 {minflt} 0 {majflt} 0 10 5 0 0 20 0 1 0 100 0 0\n"
 
 
-def test_an_interval_is_assembled_per_process_file_and_page_range(tmp_path: Path):
+def _store_and_broker(tmp_path: Path, minflt: int = 0, majflt: int = 0) -> tuple[Path, FileId, Path]:
+    """A store, its first CommitLog segment, and a /proc root holding process 7 ("broker")."""
     root = _store(tmp_path / "store")
     segment = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
     proc = tmp_path / "proc"
     (proc / "7").mkdir(parents=True)
-    (proc / "7" / "stat").write_text(_stat_line(7, 1000, 10))
+    (proc / "7" / "stat").write_text(_stat_line(7, minflt, majflt))
     (proc / "7" / "comm").write_text("broker\n")
+    return root, segment, proc
+
+
+def test_an_interval_is_assembled_per_process_file_and_page_range(tmp_path: Path):
+    root, segment, proc = _store_and_broker(tmp_path, 1000, 10)
     base = 0x7F0000000000
     (proc / "7" / "maps").write_text(
         f"{base:x}-{base + 4096 * PAGE:x} rw-s 00000000 {segment.major:02x}:{segment.minor:02x} "
@@ -289,11 +295,7 @@ def test_an_interval_is_assembled_per_process_file_and_page_range(tmp_path: Path
 
 
 def test_a_record_of_pages_that_spans_two_page_ranges_or_two_mappings_is_split_by_page(tmp_path: Path):
-    root = _store(tmp_path / "store")
-    segment = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
-    proc = tmp_path / "proc"
-    (proc / "7").mkdir(parents=True)
-    (proc / "7" / "stat").write_text(_stat_line(7, 0, 0))
+    root, segment, proc = _store_and_broker(tmp_path)
     base = 0x7F0000000000  # maps the segment from its page 8: a record of 16 addresses covers pages 8-23
     (proc / "7" / "maps").write_text(
         f"{base:x}-{base + 100 * PAGE:x} rw-s {8 * PAGE:08x} {segment.major:02x}:{segment.minor:02x} "
