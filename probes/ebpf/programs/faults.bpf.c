@@ -39,8 +39,9 @@
  *   A fault "in flight" is the last exception of the thread (mqi_inflight). There is no tracepoint at the
  *   end of a fault, so whether a filemap_fault() belongs to an exception is told, cheapest sign first:
  *   inside a populating syscall (mqi_popl_enter/exit: mlock, MADV_POPULATE_*, MAP_POPULATE, ...) it is
- *   the kernel faulting on the process's behalf; else a first pass within CLAIM_WINDOW_NS of a claimable
- *   exception is that exception's (a first pass takes microseconds); else the kernel stack decides: the
+ *   the kernel faulting on the process's behalf; else a first pass within CLAIM_WINDOW_TICKS timer ticks of
+ *   a claimable exception is that exception's (a first pass takes microseconds; ticks, not a clock: reading
+ *   the clock costs ~90 ns per event here, bpf_jiffies64() nothing); else the kernel stack decides: the
  *   exception handler's text (EXCEPTION_IP_START..END) is on it or not (get_user_pages in other
  *   syscalls). Without those addresses (symbols hidden, another architecture) it is a populate fault.
  *   Populate faults are counted apart, and are major only on the page-cache evidence (the kernel's own
@@ -72,8 +73,8 @@
  *   EXCEPTION_IP_START, _END     the kernel text of the page-fault exception handler (exc_page_fault on
  *                                x86), 0 when unknown
  *   STACK_FRAMES                 kernel stack frames searched for it
- *   CLAIM_WINDOW_NS              without those: how soon after an exception its first filemap_fault()
- *                                pass must come
+ *   CLAIM_WINDOW_TICKS           without those: in how many timer ticks (jiffies) after an exception its
+ *                                first filemap_fault() pass must come
  *   PAGE_SHIFT                   log2 of the page size
  *   WRITE_FAULT_MASK             error_code bit of a write fault (x86: 2), 0 where unknown
  */
@@ -139,7 +140,7 @@ struct fault_around_key {
 };
 
 struct inflight {
-    u64 started_ns;            /* when the exception was taken */
+    u64 started_tick;          /* when the exception was taken, in jiffies */
     u64 address;               /* 0 for a populate fault */
     u64 ino;
     u64 index;
@@ -257,7 +258,7 @@ static __always_inline int on_exception(u64 address, unsigned long error_code, i
         __sync_fetch_and_add(&totals->write_faults, 1);
     record_fault_page(tgid, address, write, totals);
 
-    struct inflight fault = {.started_ns = bpf_ktime_get_ns(), .address = address,
+    struct inflight fault = {.started_tick = bpf_jiffies64(), .address = address,
                              .retried_major_at = kernel_mode ? 2 : 3};
     struct inflight *previous = mqi_inflight.lookup(&tid);
     if (previous)
@@ -349,7 +350,7 @@ int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
     /* Cheap signs first; the stack walk costs microseconds, so it only settles what they leave open. */
     int populating = fault && fault->populating;
     int claimable = fault && !fault->passes && !fault->populate;
-    int fresh = claimable && bpf_ktime_get_ns() - fault->started_ns <= CLAIM_WINDOW_NS;
+    int fresh = claimable && bpf_jiffies64() - fault->started_tick <= CLAIM_WINDOW_TICKS;
     int exception = populating ? 0 : fresh ? 1 : in_exception(args) > 0;
     if (exception && claimable) {
         /* the first filemap_fault() pass of the thread's exception */
@@ -359,7 +360,7 @@ int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
         fault->index = index;
     } else if (exception) {
         /* an exception whose entry we did not see (the LRU let it go, or it began before we attached) */
-        struct inflight seen = {.started_ns = bpf_ktime_get_ns(), .ino = ino, .index = index, .dev = dev,
+        struct inflight seen = {.started_tick = bpf_jiffies64(), .ino = ino, .index = index, .dev = dev,
                                 .passes = 1, .retried_major_at = 3};
         mqi_inflight.update(&tid, &seen);
     } else {
