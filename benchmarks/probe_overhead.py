@@ -40,9 +40,9 @@ Each workload child backs its memory before its clock starts (see back_guest_mem
 guest freed is handed back to the host and costs a host fault when touched again, and the probed side started
 after five compilers had freed gigabytes; before this step that, not the probes, was most of its slowdown.
 
-    .venv/bin/python benchmarks/probe_overhead.py               # about 6.5 minutes on 2 cores
-    .venv/bin/python benchmarks/probe_overhead.py --quick       # about 2.5 minutes (45-70 s per workload)
-    .venv/bin/python benchmarks/probe_overhead.py --per-probe   # plus each probe alone (about +1.5 min)
+    .venv/bin/python benchmarks/probe_overhead.py               # about 9 minutes on 2 cores
+    .venv/bin/python benchmarks/probe_overhead.py --quick       # about 4 minutes (60-90 s per workload)
+    .venv/bin/python benchmarks/probe_overhead.py --per-probe   # plus each probe alone (about +2.5 min)
 
 Needs root (or CAP_BPF+CAP_PERFMON); the floor also needs bcc and kernel headers (without them it says why and
 the other two sides are still measured). Exits 0 (it measures, it does not assert), 130 when interrupted.
@@ -140,7 +140,7 @@ class Settings:
 def parse_args(argv: Sequence[str]) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="3 repetitions, smaller workloads (about 2.5 min for the three)"
+        "--quick", action="store_true", help="3 repetitions, smaller workloads (about 4 min for the three)"
     )
     parser.add_argument("--repetitions", "-k", type=int, default=None, help="runs per side (default 5)")
     parser.add_argument("--messages", type=int, default=None, help="append: messages (default 600,000)")
