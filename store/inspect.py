@@ -757,6 +757,8 @@ class SegmentKind(StrEnum):
 class WrittenMeasuredBy(StrEnum):
     TAIL_BLANK = "tail-blank"  # the last non-zero bytes are a blank that fills the segment: it is full
     RECORD_WALK = "record-walk"  # every record from the segment's start was walked (CRC not checked)
+    # the walk started after the newest record a ConsumeQueue points at (found in this segment, CRC checked)
+    WALK_AFTER_DISPATCHED = "walk-after-dispatched"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -806,11 +808,14 @@ def list_segments(root: Path) -> SegmentListing:
     (that is when one wants the listing most); the broken rules are listed with it.
 
     A CommitLog segment's written bytes come from a blank found at its tail when it is full (a few small
-    reads), else from walking its records (a full read of that segment, normally only the last one).
+    reads), else from walking its records: from the segment's start, or, when the newest record a
+    ConsumeQueue points at lies in it and decodes with its CRC, from that record's end (the undispatched
+    tail only, as `store stat` does).
     """
     layout = discover_store(Path(root))
     commitlog = layout.commitlog
-    rows = [_commitlog_row(commitlog, segment) for segment in commitlog.segments]
+    dispatched = _newest_dispatched_in(layout)
+    rows = [_commitlog_row(commitlog, segment, dispatched) for segment in commitlog.segments]
     for cq in layout.consume_queues:
         rows += [_consume_queue_row(cq, segment) for segment in cq.queue.segments]
     rows += [_index_row(path) for path in layout.index_files]
@@ -833,7 +838,9 @@ def _file_columns(segment: SegmentFile) -> dict:
     }
 
 
-def _commitlog_row(queue: SegmentQueue, segment: SegmentFile) -> SegmentRow:
+def _commitlog_row(
+    queue: SegmentQueue, segment: SegmentFile, dispatched: tuple[int, int] | None
+) -> SegmentRow:
     columns = _file_columns(segment)
     if segment.size_bytes < codec.END_FILE_MIN_BLANK_LENGTH:
         return SegmentRow(kind=SegmentKind.COMMITLOG, **columns, written_bytes=0, problem="empty file")
@@ -851,7 +858,9 @@ def _commitlog_row(queue: SegmentQueue, segment: SegmentFile) -> SegmentRow:
             end_reason=LogEndReason.BLANK,
             written_measured_by=WrittenMeasuredBy.TAIL_BLANK,
         )
-    end = _walk(own_queue, segment.file_from_offset, check_crc=False).end
+    resume = _after_dispatched_record(own_queue, dispatched) if dispatched else None
+    from_dispatched = resume is not None and resume > segment.file_from_offset
+    end = _walk(own_queue, resume if from_dispatched else segment.file_from_offset, check_crc=False).end
     position = end.physical_offset - segment.file_from_offset
     full = end.reason is LogEndReason.BLANK
     return SegmentRow(
@@ -861,9 +870,21 @@ def _commitlog_row(queue: SegmentQueue, segment: SegmentFile) -> SegmentRow:
         full=full,
         blank_position=position if full else None,
         end_reason=end.reason,
-        written_measured_by=WrittenMeasuredBy.RECORD_WALK,
+        written_measured_by=(
+            WrittenMeasuredBy.WALK_AFTER_DISPATCHED if from_dispatched else WrittenMeasuredBy.RECORD_WALK
+        ),
         problem=end.detail,
     )
+
+
+def _newest_dispatched_in(layout: StoreLayout) -> tuple[int, int] | None:
+    """(physical offset, size) of the newest record any ConsumeQueue points at; None when none does, or
+    when the queues cannot be read as a loadable store's."""
+    try:
+        queues = [_queue_summary(cq, _commitlog_min_offset(layout)) for cq in layout.consume_queues]
+        return _newest_dispatched_record(layout, queues)
+    except (StoreError, OSError):
+        return None
 
 
 def _tail_blank_position(segment: SegmentFile) -> int | None:

@@ -249,7 +249,8 @@ def test_stat_and_segments_on_a_rolled_store(make_store):
     for row, blank in zip(commitlog, built.blanks, strict=False):
         assert row["full"] is True and row["blank_position"] == blank - row["start_offset_bytes"]
         assert row["written_measured_by"] == "tail-blank"
-    assert commitlog[-1]["full"] is False and commitlog[-1]["written_measured_by"] == "record-walk"
+    # the last segment: walked from the end of the newest record a ConsumeQueue points at, not from its start
+    assert commitlog[-1]["full"] is False and commitlog[-1]["written_measured_by"] == "walk-after-dispatched"
     assert commitlog[-1]["written_bytes"] == built.max_physical_offset - commitlog[-1]["start_offset_bytes"]
 
 
@@ -268,6 +269,23 @@ def test_stat_reports_run_state_config_files_and_dispatch_lag(make_store):
     previous_end = max(r.end for r in built.records[:-1])
     assert stat["dispatch"]["consume_queue_max_physical_offset"] == previous_end
     assert stat["dispatch"]["dispatch_behind_bytes"] == built.max_physical_offset - previous_end
+    # segments walks the undispatched tail from there, and still finds the end of the last record
+    last_segment = [
+        row for row in invoke_json("store", "segments", built.root)["rows"] if row["kind"] == "commitlog"
+    ][-1]
+    assert last_segment["written_bytes"] == built.max_physical_offset - last_segment["start_offset_bytes"]
+
+
+def test_segments_walks_the_last_segment_from_its_start_when_the_dispatched_record_does_not_decode(
+    make_store,
+):
+    built = build_rolled_store(make_store())
+    newest = built.records[-1]  # in the last segment, and its ConsumeQueue entry points at it
+    zero_range(newest.segment, newest.position, newest.position + 4)  # its size field
+    listing = invoke_json("store", "segments", built.root)
+    last_segment = [row for row in listing["rows"] if row["kind"] == "commitlog"][-1]
+    assert last_segment["written_measured_by"] == "record-walk"
+    assert last_segment["written_bytes"] == newest.position  # the walk stops where the broken record starts
 
 
 def test_verify_passes_on_a_clean_built_store(make_store):
