@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from mqinspect.demo.child import StopRequest, announce, die_with_parent, name_process
+from mqinspect.demo.child import announce, child_parser, start_child
 from mqinspect.demo.report import BrokerSummary, PathServed, SegmentWarmup
-from mqinspect.demo.settings import PRODUCE_WINDOW_PUTS, DemoSettings, settings_from_json
+from mqinspect.demo.settings import PRODUCE_WINDOW_PUTS, DemoSettings
 from store.commitlog import AppendResult
 from store.errors import StoreError
 from store.message_store import MessageStore
@@ -192,19 +192,14 @@ class DemoBroker:
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mqinspect.demo.broker", description=__doc__)
+    parser = child_parser("mqinspect.demo.broker", __doc__)
     parser.add_argument("--store", type=Path, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--settings", type=settings_from_json, default=DemoSettings())
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    die_with_parent(args.parent_pid)
-    name_process("demo-broker")
-    stop = StopRequest(args.settings.stop_grace_s)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = start_child(args, "demo-broker")
     broker = DemoBroker(args.store, args.settings).start()
     announce("ready", {"port": broker.port})
     while not stop.sleep(TICK_S):

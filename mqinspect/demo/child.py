@@ -7,9 +7,11 @@ a file so that nothing of a child reaches the dashboard's terminal.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import json
+import logging
 import math
 import os
 import signal
@@ -17,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from mqinspect.demo.settings import DemoSettings, settings_from_json
 from mqinspect.render.machine import to_jsonable
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -31,6 +34,23 @@ def _prctl(option: int, argument: int | bytes) -> None:
     if libc.prctl(option, argument, 0, 0, 0) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"prctl({option}): {os.strerror(error)}")
+
+
+def child_parser(module: str, description: str | None) -> argparse.ArgumentParser:
+    """The arguments every demo child takes (--parent-pid, --settings); the caller adds its own."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--settings", type=settings_from_json, default=DemoSettings())
+    return parser
+
+
+def start_child(args: argparse.Namespace, name: str) -> StopRequest:
+    """Tie the child to the demo, name it, log to stderr; the returned StopRequest says when to stop."""
+    die_with_parent(args.parent_pid)
+    name_process(name)
+    stop = StopRequest(args.settings.stop_grace_s)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return stop
 
 
 def name_process(name: str) -> None:

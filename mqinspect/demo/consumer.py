@@ -14,9 +14,9 @@ import os
 import sys
 import time
 
-from mqinspect.demo.child import StopRequest, announce, die_with_parent, name_process
+from mqinspect.demo.child import announce, child_parser, start_child
 from mqinspect.demo.report import ConsumerSummary
-from mqinspect.demo.settings import DemoSettings, settings_from_json
+from mqinspect.demo.settings import DemoSettings
 from store.errors import StoreError
 from store.pull_client import BodyMode, GroupConsumer, PullClient
 from store.transfer import SendPath
@@ -81,20 +81,15 @@ class DemoConsumer:
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mqinspect.demo.consumer", description=__doc__)
+    parser = child_parser("mqinspect.demo.consumer", __doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", type=SendPath, required=True, choices=list(SendPath))
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--settings", type=settings_from_json, default=DemoSettings())
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    die_with_parent(args.parent_pid)
-    name_process(f"demo-{args.path.value}")  # cut to 15 bytes: "demo-read_write" fits exactly
-    stop = StopRequest(args.settings.stop_grace_s)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = start_child(args, f"demo-{args.path.value}")  # cut to 15 bytes: "demo-read_write" fits exactly
     consumer = DemoConsumer(args.port, args.path, args.settings)
     announce("ready", {"path": args.path.value})
     consumer.run(stop)
