@@ -94,6 +94,7 @@ MiB = 1 << 20
 
 SESSION_START_TIMEOUT_S = 90.0  # five bcc compilations share two cores
 SESSION_STOP_TIMEOUT_S = 20.0  # the summary of a system-wide faults session walks every file it saw
+SESSION_DRAIN_TIMEOUT_S = 10.0  # sessions print an interval every second
 CHILD_TIMEOUT_S = 300.0
 MIN_EVENTS_FOR_A_COST = 1000
 # The floor's programs: named apart from the probes' (mqi_...), and short (the kernel keeps 15 characters).
@@ -485,6 +486,11 @@ class TraceSession:
         in_system = sum(summary[name] for name in SYSTEM_EVENT_COUNTERS[self.probe])
         return ProbeEvents(in_workload, in_system)
 
+    def intervals_written(self) -> int:
+        """Interval lines printed so far: each one follows a drain of the session's maps."""
+        with open(self.stdout_path, "rb") as output:
+            return sum(1 for line in output if line.startswith(b'{"kind":"interval"'))
+
     def _summary(self) -> dict | None:
         with open(self.stdout_path, "rb") as output:
             for line in output:
@@ -796,6 +802,7 @@ def run_with_sessions(child: Workload, probes: Sequence[str], scratch: Path) -> 
     loaded_before = set(program_times(is_session_program))
     with probes_attached(probes, scratch) as sessions:
         child.prepare()
+        wait_for_a_drain(sessions)
         cpu_before = sum(session.cpu_seconds() for session in sessions)
         times_before = program_times(is_session_program)
         result = child.run()
@@ -804,6 +811,20 @@ def run_with_sessions(child: Workload, probes: Sequence[str], scratch: Path) -> 
     ours = set(times_before) - loaded_before  # loaded by these sessions (others may run their own)
     events = {session.probe: session.events(child.pid) for session in sessions}
     return Run(result, events, sessions_cpu_s, runs_between(times_before, times_after, ours))
+
+
+def wait_for_a_drain(sessions: Sequence[TraceSession]) -> None:
+    """Until every session has drained its maps once more: the sessions trace every process, so the
+    per-page records of the memory backing (back_guest_memory) would otherwise fill their maps at the start
+    of the timed loop (a full map fails its inserts: cheaper or dearer than normal, not what is measured)."""
+    written = [session.intervals_written() for session in sessions]
+    deadline = time.monotonic() + SESSION_DRAIN_TIMEOUT_S
+    while any(
+        session.intervals_written() <= before for session, before in zip(sessions, written, strict=True)
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"trace sessions printed no interval within {SESSION_DRAIN_TIMEOUT_S:.0f} s")
+        time.sleep(0.02)
 
 
 def run_with_floor(child: Workload, floor: EmptyProgramFloor) -> Run:
