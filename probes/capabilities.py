@@ -19,6 +19,7 @@ from pathlib import Path
 from probes.ebpf.loader import ProbeLoadResult, test_load_all_probes
 from probes.ebpf.smoke import SmokeResult, run_smoke
 from probes.ebpf.tracepoints import PROBES, present_tracepoints
+from probes.kernel import kernel_version
 from probes.privileges import can_trace, effective_capabilities
 from probes.residency.cachestat import cachestat
 
@@ -220,11 +221,6 @@ def _first_nonempty(text: str) -> str | None:
 
 
 # --- evaluating -------------------------------------------------------------------------------------------
-
-
-def kernel_version(release: str) -> tuple[int, int, int]:
-    numbers = [int(part) for part in re.findall(r"\d+", release.split("-")[0])[:3]]
-    return tuple([*numbers, 0, 0, 0][:3])  # type: ignore[return-value]
 
 
 def evaluate(facts: HostFacts) -> DoctorReport:

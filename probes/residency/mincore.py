@@ -25,13 +25,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
-import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from probes.kernel import kernel_version
 from probes.privileges import effective_capabilities
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -94,12 +93,6 @@ class PageBitmap:
 def pages_spanning(size_bytes: int) -> int:
     """How many pages hold `size_bytes` bytes (a partial last page counts)."""
     return -(-size_bytes // PAGE_SIZE)
-
-
-def kernel_version(release: str | None = None) -> tuple[int, int]:
-    """(major, minor) of a kernel release string such as '6.18.44-fc'."""
-    found = re.match(r"(\d+)\.(\d+)", release or platform.release())
-    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 def mincore_trust(fd: int, *, release: str | None = None) -> MincoreTrust:

@@ -376,7 +376,8 @@ def test_the_trust_rule_follows_the_kernel_version_and_the_caller(on_ext4: Path)
         assert mincore_trust(fd).trusted  # we own it
     finally:
         os.close(fd)
-    assert kernel_version("6.18.44-fc-v669") == (6, 18)
+    assert kernel_version("6.18.44-fc-v669") == (6, 18, 44)
+    assert kernel_version("5.2") == (5, 2, 0)
 
 
 @pytest.mark.requires_root
