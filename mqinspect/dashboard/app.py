@@ -198,6 +198,7 @@ class DashboardApp(App[None]):
         self.frame_index = 0
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
+        self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
         self._replay_timer = None
 
     # --- layout
@@ -309,12 +310,20 @@ class DashboardApp(App[None]):
     def _fill_if_changed(
         self, table_id: str, rows: Sequence[Any], cells: Callable[[Any], list], key_field: str
     ) -> None:
-        """Hand a table its rows when they changed; the table redraws only the rows that differ."""
+        """Hand a table its rows when they changed; the table redraws only the rows that differ. A row equal
+        to the one drawn under its key keeps its cells: with eBPF one segment's counters change every
+        interval, and building every row's cells again was a sixth of the dashboard's CPU (64 segments)."""
         if self._drawn.get(table_id) == rows:
             return
         self._drawn[table_id] = rows
-        table = self.query_one(f"#{table_id}", RowTable)
-        table.set_rows([str(getattr(row, key_field)) for row in rows], [cells(row) for row in rows])
+        drawn = self._row_cells.get(table_id, {})
+        keys = [str(getattr(row, key_field)) for row in rows]
+        row_cells = []
+        for key, row in zip(keys, rows, strict=True):
+            previous = drawn.get(key)
+            row_cells.append(previous[1] if previous is not None and previous[0] == row else cells(row))
+        self._row_cells[table_id] = dict(zip(keys, zip(rows, row_cells, strict=True), strict=True))
+        self.query_one(f"#{table_id}", RowTable).set_rows(keys, row_cells)
 
     def _draw_segment_problems(self, snapshot: TopSnapshot) -> None:
         problems = [p for name in ("faults", "pagecache") if (p := probe_problem(snapshot, name))]

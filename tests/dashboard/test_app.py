@@ -56,6 +56,23 @@ def test_frames_from_the_feed_fill_every_panel():
     run(test)
 
 
+def test_a_new_frame_rebuilds_only_the_rows_that_changed():
+    async def test():
+        app = new_app()
+        async with app.run_test(size=SIZE) as pilot:
+            app.receive(frame(1))
+            await pilot.pause()
+            table = app.query_one("#segments", RowTable)
+            before = list(table.cells)
+            app.receive(frame(2))  # only the newest segment's residency and faults moved
+            await pilot.pause()
+            strips_kept = [now[1] is then[1] for now, then in zip(table.cells, before, strict=True)]
+            assert strips_kept == [True, True, True, False]
+            assert column(app, "segments", 7)[3] == "9"  # faults of the newest segment, frame 2
+
+    run(test)
+
+
 def test_pause_stops_updates_and_says_so():
     async def test():
         app = new_app()
