@@ -123,7 +123,10 @@ class DemoWorkload:
 
     def start(self) -> DemoWorkload:
         if self._directory is None:
-            self._directory = Path(tempfile.mkdtemp(prefix="mqinspect-demo-"))
+            for stale in remove_stale_work_directories():
+                print(f"mqinspect demo: removed {stale}, left by a demo that did not end", file=sys.stderr)
+            self._directory = Path(tempfile.mkdtemp(prefix=WORK_DIRECTORY_PREFIX))
+            (self._directory / OWNER_FILE).write_text(_process_identity(os.getpid()) or "")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._started_at = time.monotonic()
         try:
@@ -273,6 +276,39 @@ class DemoWorkload:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# A demo killed with SIGKILL cannot remove its work directory (a store of up to ~600 MiB). Each directory
+# names its owner, by pid and start time (a pid alone may belong to a new process by now), so that the next
+# demo can tell a directory whose owner is gone from one of a demo that is still running.
+WORK_DIRECTORY_PREFIX = "mqinspect-demo-"
+OWNER_FILE = "owner"
+
+
+def remove_stale_work_directories(parent: Path | None = None) -> list[Path]:
+    """Remove the work directories of demos that are no longer running; returns those removed. A directory
+    without an owner file is not known to be ours, and is left alone."""
+    removed = []
+    for directory in Path(parent or tempfile.gettempdir()).glob(f"{WORK_DIRECTORY_PREFIX}*"):
+        try:
+            owner = (directory / OWNER_FILE).read_text().strip()
+        except OSError:
+            continue
+        pid = owner.split(" ", 1)[0]
+        if owner and pid.isdigit() and _process_identity(int(pid)) != owner:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    return removed
+
+
+def _process_identity(pid: int) -> str | None:
+    """The process as "PID STARTTIME" (clock ticks after boot, /proc/PID/stat field 22); None once gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields_after_name = stat.rsplit(")", 1)[1].split()
+    return f"{pid} {fields_after_name[19]}"
 
 
 def _signal(process: subprocess.Popen, signum: int) -> None:

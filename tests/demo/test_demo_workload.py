@@ -20,6 +20,7 @@ import pytest
 from demo_processes import alive
 from rich.console import Console
 
+from mqinspect.demo import workload as demo_workload
 from mqinspect.demo.settings import DemoSettings
 from mqinspect.demo.workload import DemoFailed, DemoWorkload
 from mqinspect.render.demo import workload_view
@@ -210,3 +211,22 @@ def test_children_die_with_a_demo_that_is_killed(tmp_path: Path):
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in pids if alive(pid)]
+
+
+def test_a_work_directory_whose_demo_is_gone_is_removed_and_the_others_are_kept(tmp_path: Path):
+    exited = [sys.executable, "-c", "import os; print(os.getpid())"]
+    gone = subprocess.run(exited, capture_output=True, text=True, check=True)
+    owners = {
+        "dead": f"{int(gone.stdout)} 12345",  # its process exited (or the pid now names another process)
+        "running": demo_workload._process_identity(os.getpid()),
+        "foreign": None,  # no owner file: not known to be a demo's
+    }
+    for name, owner in owners.items():
+        directory = tmp_path / f"{demo_workload.WORK_DIRECTORY_PREFIX}{name}"
+        (directory / "store").mkdir(parents=True)
+        if owner is not None:
+            (directory / demo_workload.OWNER_FILE).write_text(owner)
+    removed = demo_workload.remove_stale_work_directories(tmp_path)
+    assert [path.name for path in removed] == [f"{demo_workload.WORK_DIRECTORY_PREFIX}dead"]
+    left = sorted(path.name.removeprefix(demo_workload.WORK_DIRECTORY_PREFIX) for path in tmp_path.iterdir())
+    assert left == ["foreign", "running"]
