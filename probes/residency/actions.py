@@ -66,8 +66,9 @@ class MemoryLockRefused(CapabilityMissing):
 def evict(path: str | os.PathLike, sync: bool = False) -> EvictResult:
     """Drop the file's clean pages from the page cache; with `sync=True` fsync first so dirty pages go too.
 
-    Without sync, DONTNEED starts writeback of the dirty pages but cannot drop them yet: they are counted
-    in `pages_stayed_resident`. Raises ResidencyUnavailable for a path that is not a readable regular file.
+    Without sync, DONTNEED starts writeback of the dirty pages and drops only those whose writeback has
+    ended when it retries; the rest are counted in `pages_stayed_resident`. Raises ResidencyUnavailable for a
+    path that is not a readable regular file.
     """
     fd = open_regular_file(os.fspath(path))
     try:

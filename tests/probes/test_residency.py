@@ -542,8 +542,10 @@ def test_evict_without_sync_leaves_the_dirty_pages(on_ext4: Path):
 
     result, fincore_after = undisturbed(scenario)
     assert (result.before.cached_pages, result.before.dirty_pages) == (500, 200)
-    # DONTNEED drops the clean pages and starts writeback of the dirty ones, which it cannot drop yet.
-    assert 0 < result.pages_stayed_resident <= 200
+    # DONTNEED drops the clean pages and starts writeback of the dirty ones. Those still dirty or under
+    # writeback stay; but the kernel tries again after draining the LRU caches of every CPU, and a fast disk
+    # may have finished the writeback by then (seen in CI), so anywhere from none to all 200 stay.
+    assert 0 <= result.pages_stayed_resident <= 200
     assert result.pages_stayed_resident == result.after.cached_pages == fincore_after
     assert result.pages_evicted == 500 - result.pages_stayed_resident
 
