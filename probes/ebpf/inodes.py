@@ -191,9 +191,10 @@ class AddressSpaces:
         self._read_this_interval.clear()
 
     def snapshot(self, pid: int, *, fresh: bool = False) -> AddressSpace | None:
-        """The last snapshot of `pid`, read now if there is none yet (or, if `fresh`, if it was not read
-        this interval)."""
-        if pid not in self._spaces or (fresh and pid not in self._read_this_interval):
+        """The last snapshot of `pid`, read now if there is none yet (or, if `fresh`, a new one), at most
+        once per interval: a process that exited before its maps were read has none, and each of its
+        thousands of fault records would otherwise try again."""
+        if pid not in self._read_this_interval and (fresh or pid not in self._spaces):
             self._refresh(pid)
         return self._spaces.get(pid)
 

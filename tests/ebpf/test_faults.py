@@ -106,6 +106,24 @@ def test_maps_are_read_again_once_per_interval_when_an_address_is_outside_them(t
         read_address_space(8, proc)
 
 
+def test_the_maps_of_a_process_that_exited_unread_are_tried_once_per_interval(tmp_path: Path, monkeypatch):
+    reads = []
+
+    def gone(pid: int, proc_root: Path) -> None:
+        reads.append(pid)
+        raise ProcessGone(pid, proc_root)
+
+    monkeypatch.setattr("probes.ebpf.inodes.read_address_space", gone)
+    spaces = AddressSpaces(tmp_path)
+    for group in range(1000):  # a short-lived process's fault records, drained after it exited
+        assert spaces.resolve(9, group << 16).mapping is None
+        assert spaces.snapshot(9, fresh=True) is None
+    assert reads == [9]
+    spaces.new_interval()
+    spaces.resolve(9, 0)
+    assert reads == [9, 9]
+
+
 def test_merged_spans_join_overlapping_and_touching_windows():
     assert merged_spans([(8, 23), (0, 15), (30, 31), (24, 24)]) == [(0, 24), (30, 31)]
     assert merged_spans([]) == []
