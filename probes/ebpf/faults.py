@@ -52,6 +52,7 @@ from probes.ebpf.inodes import (
     AddressSpaces,
     FileId,
     FileLabel,
+    MappedRange,
     default_chunk_pages,
     label_from_maps,
     page_range_bounds,
@@ -293,6 +294,7 @@ class FaultsProbe(ScopedProbe):
         self.chunk_pages = chunk_pages
         self._labels: dict[FileId, FileLabel] = dict(self._store_files)
         self._spaces = AddressSpaces(proc_root)
+        self._chunks: dict[FileId, int | None] = {}  # per interval: see _chunk_of
         self._totals = CounterDifferences()  # per process: mqi_totals
         self._proc_baseline: dict[int, tuple[int, int]] = {}
         self._vmstat_baseline: tuple[int, int] | None = None
@@ -342,6 +344,7 @@ class FaultsProbe(ScopedProbe):
         proc = self._proc_counts()
 
         self._spaces.new_interval()
+        self._chunks.clear()
         files: _FileTallies = defaultdict(lambda: defaultdict(_PageCounts))
         anonymous, unresolved = self._tally_fault_addresses(fault_pages, files)
         self._tally_file_pages(file_pages, files)
@@ -452,46 +455,55 @@ class FaultsProbe(ScopedProbe):
     def _chunk_pages(self, label: FileLabel) -> int:
         return self.chunk_pages or default_chunk_pages(label)
 
+    def _chunk_of(self, file: FileId, pid: int) -> int | None:
+        """The size of the page ranges the file's faults are tallied in; None when the file is not reported.
+        Worked out once per file and interval: a fault-heavy interval has tens of thousands of records."""
+        if file not in self._chunks:
+            self._chunks[file] = self._chunk_pages(self._label(file, pid)) if self._reported(file) else None
+        return self._chunks[file]
+
     def _tally_fault_addresses(self, records, files: _FileTallies) -> tuple[int, int]:
         anonymous = unresolved = 0
         for key, counts in records:
-            for page, faults, write_faults in self._address_runs(key, counts):
-                where = self._spaces.resolve(key.tgid, page << PAGE_SHIFT)
-                if where.mapping is None:
+            for page, faults, write_faults, mapping in self._address_runs(key, counts):
+                if mapping is None:
                     unresolved += faults
                     continue
-                if where.file is None:
+                if mapping.file is None:
                     anonymous += faults
                     continue
-                if not self._reported(where.file):
+                chunk = self._chunk_of(mapping.file, key.tgid)
+                if chunk is None:
                     continue
-                label = self._label(where.file, key.tgid)
-                file_page = where.mapping.file_page(page << PAGE_SHIFT)
-                tally = files[where.file][file_page // self._chunk_pages(label)]
+                tally = files[mapping.file][mapping.file_page(page << PAGE_SHIFT) // chunk]
                 tally.faults += faults
                 tally.write_faults += write_faults
         return anonymous, unresolved
 
-    def _address_runs(self, key, counts) -> Iterable[tuple[int, int, int]]:
-        """(page, faults, write faults) of a record: once for the whole record when its pages lie in one
-        mapping and one page range (a fault-heavy interval has tens of thousands of records), else by page."""
+    def _address_runs(self, key, counts) -> Iterable[tuple[int, int, int, MappedRange | None]]:
+        """(page, faults, write faults, its mapping) of a record: once for the whole record when its pages
+        lie in one mapping and one page range (a fault-heavy interval has tens of thousands of records), else
+        by page."""
         faults, write_faults = list(counts.faults), list(counts.write_faults)
         first = key.group << GROUP_SHIFT
         mapping = self._spaces.resolve(key.tgid, first << PAGE_SHIFT).mapping
         whole_record = mapping is not None and (first + GROUP_PAGES) << PAGE_SHIFT <= mapping.end
-        if whole_record and mapping.file is not None and self._reported(mapping.file):
-            chunk = self._chunk_pages(self._label(mapping.file, key.tgid))
-            whole_record = _one_range(mapping.file_page(first << PAGE_SHIFT), chunk)
+        if whole_record and mapping.file is not None:
+            chunk = self._chunk_of(mapping.file, key.tgid)
+            whole_record = chunk is None or _one_range(mapping.file_page(first << PAGE_SHIFT), chunk)
         if whole_record:
-            return [(first, sum(faults), sum(write_faults))]
-        return _pages_of(key.group, faults, write_faults)
+            return [(first, sum(faults), sum(write_faults), mapping)]
+        return (
+            (page, page_faults, page_writes, self._spaces.resolve(key.tgid, page << PAGE_SHIFT).mapping)
+            for page, page_faults, page_writes in _pages_of(key.group, faults, write_faults)
+        )
 
     def _tally_file_pages(self, records, files: _FileTallies) -> None:
         for key, counts in records:
             file = FileId.from_kernel(key.dev, key.ino)
-            if not self._reported(file):
+            chunk = self._chunk_of(file, key.tgid)
+            if chunk is None:
                 continue
-            chunk = self._chunk_pages(self._label(file, key.tgid))
             per_page = (counts.major_faults, counts.populate_faults, counts.populate_major_faults)
             first = key.group << GROUP_SHIFT
             runs = (
