@@ -286,18 +286,21 @@ OWNER_FILE = "owner"
 
 
 def remove_stale_work_directories(parent: Path | None = None) -> list[Path]:
-    """Remove the work directories of demos that are no longer running; returns those removed. A directory
-    without an owner file is not known to be ours, and is left alone."""
+    """Remove this user's work directories of demos that are no longer running; returns those removed. A
+    directory without an owner file is not known to be a demo's, and is left alone; so are other users'."""
     removed = []
     for directory in Path(parent or tempfile.gettempdir()).glob(f"{WORK_DIRECTORY_PREFIX}*"):
         try:
+            if directory.stat().st_uid != os.geteuid():
+                continue
             owner = (directory / OWNER_FILE).read_text().strip()
         except OSError:
             continue
         pid = owner.split(" ", 1)[0]
         if owner and pid.isdigit() and _process_identity(int(pid)) != owner:
             shutil.rmtree(directory, ignore_errors=True)
-            removed.append(directory)
+            if not directory.exists():
+                removed.append(directory)
     return removed
 
 
