@@ -57,9 +57,6 @@ from store.safe_read import PreadFile
 NEAREST_RECORD_SEARCH_LIMIT_BYTES = 64 << 20
 # One pread this long covers most records whole, so a random record read usually costs one syscall.
 FIRST_READ_BYTES = 4096
-# verify reads the records a ConsumeQueue points at in windows this long: one queue's records lie in rising
-# offsets, so one pread serves the many that fall inside (200k entries: 200k preads before).
-VERIFY_WINDOW_BYTES = 1 << 20
 # verify keeps this many findings per check; the rest are only counted, so a log cut short early does not
 # print one line per ConsumeQueue entry after the cut.
 FINDINGS_SHOWN_PER_CHECK = 50
@@ -296,19 +293,12 @@ def _after_dispatched_record(queue: SegmentQueue, dispatched: tuple[int, int]) -
 
 
 class RecordReader:
-    """Records at arbitrary physical offsets, read with pread; one descriptor per segment touched.
+    """Records at arbitrary physical offsets, read with pread; one descriptor per segment touched."""
 
-    With `window_bytes`, each read fetches at least that much and the next records are served from it while
-    they lie inside: for callers that go through records in rising offsets (verify's ConsumeQueue pass: one
-    pread per entry before). The window holds what the file held when it was read, so it is for records
-    known to be written before (below the log end found by a walk)."""
-
-    def __init__(self, queue: SegmentQueue, *, window_bytes: int = 0):
+    def __init__(self, queue: SegmentQueue):
         self.queue = queue
         self._starts = [segment.file_from_offset for segment in queue.segments]
         self._files: dict[Path, PreadFile] = {}
-        self._window_bytes = window_bytes
-        self._window: tuple[Path, int, bytes] | None = None  # (file, position, data)
 
     def segment_for(self, offset: int) -> SegmentFile | None:
         at = bisect.bisect_right(self._starts, offset) - 1
@@ -328,14 +318,15 @@ class RecordReader:
             raise NoRecordAt(f"offset {offset} is in no CommitLog segment{self.coverage_text()}")
         position = offset - segment.file_from_offset
         left = (self.queue.file_size or segment.size_bytes) - position
-        data = self._read(segment, position, min(left, max(size_hint, FIRST_READ_BYTES)), left)
+        file = self._file(segment)
+        data = file.read(position, min(left, max(size_hint, FIRST_READ_BYTES)))
         if len(data) >= codec.END_FILE_MIN_BLANK_LENGTH:
             total, magic = codec.peek_total_size_and_magic(data)
             if magic == codec.BLANK_MAGIC_CODE:
                 # Only the blank's 8 bytes are written; the rest of the file is whatever was there.
                 return codec.BlankRecord(total)
             if len(data) < total <= min(left, codec.DEFAULT_MAX_RECORD_SIZE):
-                data = self._read(segment, position, total, left)
+                data = file.read(position, total)
         return codec.decode_record(
             data, 0, path=str(segment.path), base_offset=offset, check_crc=check_crc, read_body=True
         )
@@ -346,18 +337,6 @@ class RecordReader:
         first = self.queue.segments[0].file_from_offset
         last = self.queue.segments[-1].file_from_offset + (self.queue.file_size or 0)
         return f" (segments cover {first}..{last})"
-
-    def _read(self, segment: SegmentFile, position: int, length: int, left: int) -> bytes:
-        """`length` bytes at `position` of the segment (fewer at its end), from the window if it has them."""
-        if self._window_bytes:
-            path, start, data = self._window or (None, 0, b"")
-            if path == segment.path and start <= position and position + length <= start + len(data):
-                return data[position - start : position - start + length]
-        data = self._file(segment).read(position, min(left, max(length, self._window_bytes)))
-        if not self._window_bytes:
-            return data
-        self._window = (segment.path, position, data)
-        return data[:length]
 
     def _file(self, segment: SegmentFile) -> PreadFile:
         file = self._files.get(segment.path)
@@ -1163,7 +1142,7 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
     minimum = queue.segments[0].file_from_offset if queue.segments else 0
     end = _verify_commitlog(queue, findings, tally)
     _check_data_after_end(queue, end, findings)
-    with RecordReader(queue, window_bytes=VERIFY_WINDOW_BYTES) as reader:
+    with RecordReader(queue) as reader:
         for cq in layout.consume_queues:
             _verify_consume_queue(cq, reader, minimum, end.physical_offset, findings, tally)
         _verify_index(layout, reader, minimum, end.physical_offset, index_check_limit, findings, tally)

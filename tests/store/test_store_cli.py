@@ -582,24 +582,3 @@ def test_stat_walks_only_the_undispatched_tail_and_finds_the_same_end(make_store
         invoke_json("store", "stat", built.root)["commitlog"]["max_physical_offset"]
         == built.max_physical_offset
     )
-
-
-def test_a_windowed_record_reader_gives_the_same_records_with_far_fewer_reads(make_store, monkeypatch):
-    builder = make_store(segment_size=256 * 1024)
-    for number in range(3000):  # about 450 KiB: two segments and a blank
-        builder.add("TopicA", f"body-{number:04d}-" + "x" * 80, queue_id=number % 3)
-    built = builder.build()
-    queue = inspect.loadable_commitlog(inspect.open_layout(built.root))
-    reads = []
-    original = inspect.PreadFile.read
-    monkeypatch.setattr(inspect.PreadFile, "read", lambda self, *a: reads.append(a) or original(self, *a))
-
-    def every_record(window_bytes: int) -> list:
-        with inspect.RecordReader(queue, window_bytes=window_bytes) as reader:
-            return [reader.record_at(record.physical_offset) for record in built.records]
-
-    plain = every_record(0)
-    plain_reads, reads[:] = len(reads), []
-    windowed = every_record(64 * 1024)
-    assert windowed == plain and len(plain) == 3000
-    assert plain_reads == 3000 and len(reads) <= 12  # 450 KiB in 64 KiB windows, some cut at segment ends
