@@ -613,6 +613,8 @@ class ProcessFaults:
     minor_faults [10] and major_faults [12] count faults of the process's own threads since it started;
     children_* [11, 13] those of its waited-for children. user_s [14] and system_s [15] are CPU seconds
     (clock ticks / SC_CLK_TCK). comm [2] is the process name; state [3] its state letter (Z: zombie).
+    start_ticks [22] is when it started, in clock ticks after boot: with the pid, it names one process even
+    after the pid is reused.
     """
 
     pid: int | str
@@ -624,6 +626,7 @@ class ProcessFaults:
     children_major_faults: int | None
     user_s: float | None
     system_s: float | None
+    start_ticks: int | None
     unavailable: Unavailable = field(default_factory=dict)
 
     # proc(5) field numbers; the fields after comm are split from the text after the last ')'.
@@ -635,6 +638,7 @@ class ProcessFaults:
         "children_major_faults": 13,
         "user_s": 14,
         "system_s": 15,
+        "start_ticks": 22,
     }
 
 

@@ -35,6 +35,8 @@ from typing import IO, Any
 from mqinspect.demo.report import BrokerSummary, ChildExit, ConsumerSummary, WorkloadOutcome
 from mqinspect.demo.settings import DemoSettings, settings_to_json
 from mqinspect.errors import MqinspectError
+from probes.errors import ProbeError
+from probes.procfs import read_process_faults
 
 KILL_AFTER_GRACE_S = 2.0  # the child ends itself `stop_grace_s` after SIGTERM; SIGKILL a little later
 LOG_TAIL_BYTES = 2000
@@ -305,13 +307,12 @@ def remove_stale_work_directories(parent: Path | None = None) -> list[Path]:
 
 
 def _process_identity(pid: int) -> str | None:
-    """The process as "PID STARTTIME" (clock ticks after boot, /proc/PID/stat field 22); None once gone."""
+    """The process as "PID START_TICKS" (when it started, after boot); None once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        started = read_process_faults(pid).start_ticks
+    except ProbeError:  # gone, or hidden
         return None
-    fields_after_name = stat.rsplit(")", 1)[1].split()
-    return f"{pid} {fields_after_name[19]}"
+    return None if started is None else f"{pid} {started}"
 
 
 def _signal(process: subprocess.Popen, signum: int) -> None:

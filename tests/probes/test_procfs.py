@@ -300,6 +300,7 @@ def test_process_files_of_this_machine():
         0,
     )
     assert (faults.user_s, faults.system_s) == (1 / CLOCK_TICKS_PER_S, 1 / CLOCK_TICKS_PER_S)
+    assert faults.start_ticks == 95656
 
     io = read_process_io("self", THIS_MACHINE)
     assert (io.rchar_bytes, io.wchar_bytes, io.read_syscalls, io.write_syscalls) == (721831, 467, 285, 2)
