@@ -1011,6 +1011,11 @@ class Comparison:
         return self._paired(self.with_probes)
 
     @property
+    def above_floor(self) -> float:
+        """(probes - floor) / no probes, the medians: what mqinspect's own work adds to the floor."""
+        return (self.seconds_with - self.seconds_floor) / self.seconds_without
+
+    @property
     def paired_floor_slowdown(self) -> float:
         return self._paired(self.floor)
 
@@ -1102,8 +1107,8 @@ def print_comparison(comparison: Comparison, floor: EmptyProgramFloor | None) ->
     target = TARGET_SLOWDOWN[comparison.workload]
     print(
         f"  ratio with/without (time) {comparison.seconds_with / comparison.seconds_without:.4f}: "
-        f"slowdown {100 * comparison.slowdown:+.2f}%  -> {verdict(comparison.slowdown <= target)} "
-        f"(target <= {100 * target:.0f}%){overlap_note(comparison.without, comparison.with_probes)}"
+        f"slowdown {100 * comparison.slowdown:+.2f}% (target <= {100 * target:.0f}%, verdict below)"
+        f"{overlap_note(comparison.without, comparison.with_probes)}"
     )
     groups = len(comparison.without)
     print(f"  paired slowdown (median over the {groups} groups of the balanced order): "
@@ -1117,8 +1122,9 @@ def print_comparison(comparison: Comparison, floor: EmptyProgramFloor | None) ->
         f"{sessions_cpu_s:.2f} s = {100 * sessions_cpu_s / comparison.seconds_with:.0f}% of one CPU"
     )
     print_program_times(comparison.costs)
-    print_computed(computed_cost(comparison, floor))
-    print_verdict(comparison, floor)
+    computed = computed_cost(comparison, floor)
+    print_computed(computed)
+    print_verdict(comparison, floor, computed)
 
 
 def print_sides(comparison: Comparison) -> None:
@@ -1143,7 +1149,6 @@ def print_floor(comparison: Comparison, floor: EmptyProgramFloor) -> None:
     page fault of the workload."""
     faults = comparison.median_page_faults(comparison.with_probes)
     floor_extra_s = comparison.seconds_floor - comparison.seconds_without
-    above_floor_s = comparison.seconds_with - comparison.seconds_floor
     print(
         f"  floor: {floor.describe()}:\n"
         f"    slowdown {100 * comparison.floor_slowdown:+.2f}% "
@@ -1159,9 +1164,10 @@ def print_floor(comparison: Comparison, floor: EmptyProgramFloor) -> None:
     )
     print(f"  probes' extra time / floor's extra time (medians): {ratio}")
     print(
-        f"  left after the floor (probes - floor): {100 * above_floor_s / comparison.seconds_without:+.2f}% "
+        f"  left after the floor (probes - floor): {100 * comparison.above_floor:+.2f}% "
         f"of the time without probes (paired {100 * comparison.paired_above_floor:+.2f}%)"
-        f"{per_fault(above_floor_s, faults)}{overlap_note(comparison.floor, comparison.with_probes)}"
+        f"{per_fault(comparison.above_floor * comparison.seconds_without, faults)}"
+        f"{overlap_note(comparison.floor, comparison.with_probes)}"
     )
 
 
@@ -1248,12 +1254,13 @@ def print_computed(computed: ComputedCost | None) -> None:
           f"empty program's = {100 * computed.slowdown:+.2f}%")  # fmt: skip
 
 
-def print_verdict(comparison: Comparison, floor: EmptyProgramFloor | None) -> None:
+def print_verdict(
+    comparison: Comparison, floor: EmptyProgramFloor | None, computed: ComputedCost | None
+) -> None:
     """PASS when the wall time is within the target, or within the noise of it; and the computed slowdown
     too, when there is one (it does not move with the machine's noise, the wall time does)."""
     target = TARGET_SLOWDOWN[comparison.workload]
-    computed = computed_cost(comparison, floor)
-    within_noise = bool(overlap_note(comparison.without, comparison.with_probes))
+    within_noise = ranges_overlap(comparison.without, comparison.with_probes)
     wall_ok = comparison.slowdown <= target or within_noise
     passed = wall_ok and (computed is None or computed.slowdown <= target)
     wall = f"wall time {100 * comparison.slowdown:+.2f}%{' (within the noise)' if within_noise else ''}"
@@ -1262,11 +1269,10 @@ def print_verdict(comparison: Comparison, floor: EmptyProgramFloor | None) -> No
     if floor is None or not comparison.floor:
         print(f"{line}; floor: unavailable")
         return
-    above_floor = (comparison.seconds_with - comparison.seconds_floor) / comparison.seconds_without
     print(
         f"{line}; the floor alone (empty programs on the same {floor.tracepoints} tracepoints) costs "
         f"{100 * comparison.floor_slowdown:+.2f}% timed, mqinspect's own work above it "
-        f"{100 * above_floor:+.2f}%"
+        f"{100 * comparison.above_floor:+.2f}%"
     )
     if computed is not None and computed.floor_slowdown > target:
         print(
@@ -1299,12 +1305,16 @@ def print_program_times(runs: list[Run]) -> None:
             print(f"    {name:<18} {count:>11,} runs {nanoseconds / count:>7,.0f} ns/run")
 
 
+def ranges_overlap(faster: list[Run], slower: list[Run]) -> bool:
+    """Whether the difference is within the run-to-run spread: the slower side's fastest run is no slower
+    than the faster side's slowest."""
+    return min(run.result.seconds for run in slower) <= max(run.result.seconds for run in faster)
+
+
 def overlap_note(faster: list[Run], slower: list[Run]) -> str:
-    """Whether the difference stands out of the run-to-run spread, so a PASS or a MISS is not read as more
-    than the machine's noise allows."""
-    fastest_slower = min(run.result.seconds for run in slower)
-    slowest_faster = max(run.result.seconds for run in faster)
-    return "" if fastest_slower > slowest_faster else "; the two sides' ranges overlap (within the noise)"
+    """Said after a difference that does not stand out of the spread, so it is not read as more than the
+    machine's noise allows."""
+    return "; the two sides' ranges overlap (within the noise)" if ranges_overlap(faster, slower) else ""
 
 
 def print_events(comparison: Comparison) -> None:
