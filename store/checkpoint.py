@@ -70,14 +70,25 @@ class CheckpointValues:
 
 
 def read_checkpoint(path: Path) -> CheckpointValues:
-    """Read a `checkpoint` file with pread, never writing or mapping it."""
+    """Read a `checkpoint` file with pread, never writing or mapping it. CorruptRecord as
+    `decode_checkpoint`; OSError if it cannot be read."""
     with PreadFile(Path(path)) as reader:
         file_size = reader.size()
         data = reader.read(0, _CHECKPOINT.size)
+    return decode_checkpoint(data, file_size, path=str(path))
+
+
+def decode_checkpoint(
+    data: bytes | bytearray | memoryview, file_size: int, *, path: str | None = None
+) -> CheckpointValues:
+    """The fields at the start of a checkpoint's bytes (`file_size`: the whole file's, as reported).
+
+    Any 24 bytes are a checkpoint (every int64 is a timestamp or an offset to Java); CorruptRecord for fewer,
+    nothing else."""
     if len(data) < _ALWAYS_PRESENT_BYTES:
         raise CorruptRecord(
             f"checkpoint is {len(data)} bytes; it needs at least {_ALWAYS_PRESENT_BYTES}",
-            path=str(path),
+            path=path,
             offset=len(data),
             field="indexMsgTimestamp",
         )

@@ -29,6 +29,10 @@ bounds or allocate more than the bytes it was given. What decoding reports at a 
   `CorruptRecord` behaves as recovery does; code that wants to tell "end of data" from damage catches
   `UnwrittenSpace` first;
 - `CorruptRecord` for anything else, naming the path, the record's absolute offset and the field at fault.
+
+Nothing else comes out of the decoders (`decode_record`, `decode_dispatch_info`, `peek_total_size_and_magic`)
+for any bytes: ValueError only for a negative `position`, an argument no buffer has (the whole contract is
+in `store.errors`). `parse_offset_msg_id` raises ValueError for any text that is not an offsetMsgId.
 """
 
 from __future__ import annotations
@@ -128,6 +132,7 @@ WritableBuffer = bytearray | memoryview | mmap.mmap
 
 _CRC32_PROPERTY_PREFIX = (PROPERTY_CRC32 + NAME_VALUE_SEPARATOR).encode("ascii")
 _ASCII_DIGITS = frozenset(b"0123456789")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 class MessageTooLarge(StoreError):
@@ -259,9 +264,16 @@ class MessageRecord:
         return java_tags_code(self.tags)
 
     @property
-    def offset_msg_id(self) -> str:
-        """The broker-side msgId: store host + commitlog offset (`MessageDecoder.createMessageId`)."""
-        return offset_msg_id(self.store_host, self.physical_offset)
+    def offset_msg_id(self) -> str | None:
+        """The broker-side msgId: store host + commitlog offset (`MessageDecoder.createMessageId`).
+
+        None when the record's store host port is outside 0..65535: BODYCRC covers only the body, so a
+        damaged header can decode, and no offsetMsgId names such a host (`MessageDecoder.decode` gives up on
+        the record for the same reason)."""
+        try:
+            return offset_msg_id(self.store_host, self.physical_offset)
+        except ValueError:
+            return None
 
     def to_message(self) -> Message:
         """The `Message` that encodes back to this record, minus the store-computed `__CRC32#` property."""
@@ -445,21 +457,28 @@ def _host_from_packed(address: bytes, port: int) -> HostAddress:
 
 def offset_msg_id(store_host: HostAddress | tuple[str, int], physical_offset: int) -> str:
     """`MessageDecoder.createMessageId`: upper-case hex of store ip (4|16 bytes) + int32 port + int64 offset,
-    32 characters for IPv4, 56 for IPv6."""
+    32 characters for IPv4, 56 for IPv6.
+
+    Raises ValueError for a host that is not an IP address, a port outside 0..65535 or an offset that does
+    not fit a Java long."""
     address, port = _packed_host(tuple(store_host))
-    return _OFFSET_MSG_ID[len(address)].pack(address, port, physical_offset).hex().upper()
+    try:
+        packed = _OFFSET_MSG_ID[len(address)].pack(address, port, physical_offset)
+    except struct.error:
+        raise ValueError(f"commitlog offset {physical_offset!r} does not fit a Java long") from None
+    return packed.hex().upper()
 
 
 def parse_offset_msg_id(text: str) -> OffsetMessageId:
     """`MessageDecoder.decodeMessageId`: (host, port, physical offset) of an offsetMsgId (either case).
 
-    Raises ValueError unless it is 32 or 56 hex digits with a port in 0..65535 and a non-negative offset."""
+    Raises ValueError unless it is 32 or 56 hex digits (nothing else: `bytes.fromhex` alone would take
+    spaces) with a port in 0..65535 and a non-negative offset."""
     if not isinstance(text, str) or len(text) not in (32, 56):
         raise ValueError(f"an offsetMsgId is 32 (IPv4) or 56 (IPv6) hex digits, not {text!r}")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise ValueError(f"offsetMsgId {text!r} is not hexadecimal") from None
+    if not _HEX_DIGITS.issuperset(text):
+        raise ValueError(f"offsetMsgId {text!r} is not hexadecimal (digits 0-9 and A-F only)")
+    raw = bytes.fromhex(text)
     address, port, physical_offset = _OFFSET_MSG_ID[len(raw) - 12].unpack(raw)
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"offsetMsgId {text!r} holds port {port}, outside 0..65535")

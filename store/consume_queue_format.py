@@ -6,7 +6,8 @@ Logical queue offset N is entry N of the queue's logical stream; segment files a
 (0, Integer.MAX_VALUE, 0) (`ConsumeQueue.fillPreBlank`).
 
 The readers here work on a `SegmentQueue` from `store.layout` with pread only, so they are safe on a live
-store.
+store. Decoding bytes (`decode_entry`, `decode_entries`) raises only CorruptRecord, for fewer than 20 bytes
+where an entry must be: any 20 bytes are an entry, valid or not (the contract is in `store.errors`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from store.config import CQ_STORE_UNIT_SIZE
+from store.errors import CorruptRecord
 from store.layout import SegmentFile, SegmentQueue
 from store.safe_read import PreadFile
 
@@ -43,19 +45,44 @@ def entries_per_file(queue: SegmentQueue) -> int:
     return (queue.file_size or 0) // CQ_STORE_UNIT_SIZE
 
 
+def decode_entry(
+    data: bytes | bytearray | memoryview, position: int = 0, *, queue_offset: int = 0, path: str | None = None
+) -> ConsumeQueueEntry:
+    """The entry at `position` of `data`, valid or not (see `is_valid_entry`), as logical `queue_offset`.
+
+    CorruptRecord if fewer than 20 bytes are left there (a torn last entry); ValueError for a negative
+    position."""
+    if position < 0:
+        raise ValueError(f"position must not be negative: {position}")
+    if len(data) - position < CQ_STORE_UNIT_SIZE:
+        raise CorruptRecord(
+            f"truncated: {max(len(data) - position, 0)} bytes left, a ConsumeQueue entry has 20",
+            path=path,
+            offset=position,
+            field="entry",
+        )
+    return ConsumeQueueEntry(queue_offset, *ENTRY.unpack_from(data, position))
+
+
+def decode_entries(
+    data: bytes | bytearray | memoryview, first_queue_offset: int = 0
+) -> Iterator[ConsumeQueueEntry]:
+    """The valid entries at the start of `data` (entry 0 being logical offset `first_queue_offset`), up to
+    the first invalid one, as `ConsumeQueue.recover` reads a file. Bytes after the last whole entry (a torn
+    write) end the walk; they are not an error. Raises nothing for any bytes."""
+    usable = len(data) - len(data) % CQ_STORE_UNIT_SIZE
+    for number, (physical_offset, size, tags) in enumerate(ENTRY.iter_unpack(memoryview(data)[:usable])):
+        if not is_valid_entry(physical_offset, size):
+            return
+        yield ConsumeQueueEntry(first_queue_offset + number, physical_offset, size, tags)
+
+
 def iter_segment_entries(segment: SegmentFile, start_entry: int = 0) -> Iterator[ConsumeQueueEntry]:
     """Valid entries of one segment from `start_entry` (within the file) up to the first invalid one."""
     first_queue_offset = segment.file_from_offset // CQ_STORE_UNIT_SIZE
     with PreadFile(segment.path) as file:
         data = file.read(start_entry * CQ_STORE_UNIT_SIZE, segment.size_bytes)
-    usable = len(data) - len(data) % CQ_STORE_UNIT_SIZE
-    for position in range(0, usable, CQ_STORE_UNIT_SIZE):
-        physical_offset, size, tags = ENTRY.unpack_from(data, position)
-        if not is_valid_entry(physical_offset, size):
-            return
-        yield ConsumeQueueEntry(
-            first_queue_offset + start_entry + position // CQ_STORE_UNIT_SIZE, physical_offset, size, tags
-        )
+    yield from decode_entries(data, first_queue_offset + start_entry)
 
 
 def iter_entries(queue: SegmentQueue, from_queue_offset: int = 0) -> Iterator[ConsumeQueueEntry]:

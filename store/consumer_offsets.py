@@ -8,6 +8,9 @@ regular-expression rewrite that could reach inside strings.
 Loading and saving follow `ConfigManager.load`/`persist`: an empty or unreadable file falls back to
 `consumerOffset.json.bak`; saving moves the old file to `.bak`, writes and fsyncs the new one, then fsyncs
 the directory.
+
+Decoding (`ConsumerOffsets.from_bytes`, `from_text`, `parse_fastjson`) raises ConsumerOffsetsError for any
+content that is not such a file, and nothing else (the contract is in `store.errors`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.decoder import scanstring
 from pathlib import Path
@@ -46,6 +50,13 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?")
 _INTEGER_KEY = re.compile(r"-?\d+")
 _LITERALS = {"true": True, "false": False, "null": None}
+# The file nests three deep (offsetTable -> "topic@group" -> queue), lmqOffsetTable the same. The limit keeps
+# the recursive descent far from Python's recursion limit, whoever calls it.
+MAX_NESTING = 64
+# ConsumerOffsetManager's table is a Map<Integer, Long>: what a broker can read back.
+_JAVA_INT_MIN, _JAVA_INT_MAX = -(2**31), 2**31 - 1
+_JAVA_LONG_MIN, _JAVA_LONG_MAX = -(2**63), 2**63 - 1
+_JAVA_INT_DIGITS = len(str(_JAVA_INT_MIN))
 
 
 class _FastjsonReader:
@@ -58,6 +69,7 @@ class _FastjsonReader:
     def __init__(self, text: str):
         self.text = text
         self.position = 0
+        self.depth = 0
 
     def document(self) -> Any:
         value = self.value()
@@ -85,10 +97,8 @@ class _FastjsonReader:
 
     def value(self) -> Any:
         char = self.peek()
-        if char == "{":
-            return self.object()
-        if char == "[":
-            return self.array()
+        if char in ("{", "["):
+            return self.nested(self.object if char == "{" else self.array)
         if char == '"':
             return self.string()
         if char == "-" or char.isdigit():
@@ -98,6 +108,14 @@ class _FastjsonReader:
                 self.position += len(word)
                 return literal
         self.fail("expected a value")
+
+    def nested(self, read: Callable[[], Any]) -> Any:
+        if self.depth >= MAX_NESTING:
+            self.fail(f"nested deeper than {MAX_NESTING} levels")
+        self.depth += 1
+        value = read()
+        self.depth -= 1
+        return value
 
     def object(self) -> dict:
         self.expect("{")
@@ -130,7 +148,14 @@ class _FastjsonReader:
         if not match:
             self.fail("expected a quoted or integer key")
         self.position = match.end()
-        return int(match.group())
+        return self.integer(match.group())
+
+    def integer(self, digits: str) -> int:
+        # int() refuses more than sys.get_int_max_str_digits() digits (4300): a number no Java long holds.
+        try:
+            return int(digits)
+        except ValueError:
+            self.fail(f"a number of {len(digits)} digits")
 
     def string(self) -> str:
         try:
@@ -146,15 +171,13 @@ class _FastjsonReader:
             self.fail("bad number")
         self.position = match.end()
         is_integer = match.group(1) is None and match.group(2) is None
-        return int(match.group()) if is_integer else float(match.group())
+        return self.integer(match.group()) if is_integer else float(match.group())
 
 
 def parse_fastjson(text: str) -> Any:
-    """Parse JSON as fastjson writes it. Bare integer keys come back as ints, quoted keys as strings."""
-    try:
-        return _FastjsonReader(text).document()
-    except RecursionError as error:
-        raise ConsumerOffsetsError("nested too deeply to be a consumerOffset.json") from error
+    """Parse JSON as fastjson writes it. Bare integer keys come back as ints, quoted keys as strings.
+    ConsumerOffsetsError for anything else, saying where."""
+    return _FastjsonReader(text).document()
 
 
 # --- writing ----------------------------------------------------------------------------------------------
@@ -265,8 +288,21 @@ class ConsumerOffsets:
     # serialisation
 
     @classmethod
+    def from_bytes(cls, data: bytes) -> ConsumerOffsets:
+        """Decode consumerOffset.json as stored (UTF-8). ConsumerOffsetsError for anything but a non-empty
+        file as `from_text` takes it."""
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConsumerOffsetsError(f"not UTF-8 ({error.reason} at byte {error.start})") from None
+        if not text.strip():
+            raise ConsumerOffsetsError("empty")
+        return cls.from_text(text)
+
+    @classmethod
     def from_text(cls, text: str) -> ConsumerOffsets:
-        """Decode consumerOffset.json content (fastjson's or strict JSON)."""
+        """Decode consumerOffset.json content (fastjson's or strict JSON). ConsumerOffsetsError if it is not
+        JSON or not the table RocketMQ keeps (integer queue ids and offsets)."""
         document = parse_fastjson(text)
         if not isinstance(document, dict):
             raise ConsumerOffsetsError("consumerOffset.json is not a JSON object")
@@ -323,17 +359,26 @@ def _offset_table(raw: Any) -> dict[str, dict[int, int]]:
 
 
 def _queue_id(topic_group: str, queue: str | int) -> int:
-    # Strict JSON has to quote the keys, so "0" is as good as 0.
-    if isinstance(queue, str) and _INTEGER_KEY.fullmatch(queue):
-        return int(queue)
-    if isinstance(queue, int):
+    # Strict JSON has to quote the keys, so "0" is as good as 0. The length check comes first: int() refuses
+    # texts of over 4300 digits with a ValueError of its own.
+    if isinstance(queue, str) and len(queue) <= _JAVA_INT_DIGITS and _INTEGER_KEY.fullmatch(queue):
+        queue = int(queue)
+    if isinstance(queue, int) and not isinstance(queue, bool) and _JAVA_INT_MIN <= queue <= _JAVA_INT_MAX:
         return queue
-    raise ConsumerOffsetsError(f"offsetTable[{topic_group!r}] has a non-integer queue id: {queue!r}")
+    raise ConsumerOffsetsError(
+        f"offsetTable[{topic_group!r}] has a queue id that is not a Java int: {queue!r}"
+    )
 
 
 def _offset(topic_group: str, offset: Any) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise ConsumerOffsetsError(f"offsetTable[{topic_group!r}] has a non-integer offset: {offset!r}")
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, int)
+        or not _JAVA_LONG_MIN <= offset <= _JAVA_LONG_MAX
+    ):
+        raise ConsumerOffsetsError(
+            f"offsetTable[{topic_group!r}] has an offset that is not a Java long: {offset!r}"
+        )
     return offset
 
 
@@ -374,13 +419,7 @@ def load_consumer_offsets(path: Path) -> ConsumerOffsets:
 
 
 def _load_one(path: Path, fallback_reason: str | None) -> ConsumerOffsets:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConsumerOffsetsError(f"not UTF-8 ({error.reason} at byte {error.start})") from error
-    if not text.strip():
-        raise ConsumerOffsetsError("empty")
-    offsets = ConsumerOffsets.from_text(text)
+    offsets = ConsumerOffsets.from_bytes(path.read_bytes())
     offsets.loaded_from = path
     offsets.fallback_reason = fallback_reason
     return offsets

@@ -10,6 +10,10 @@ Byte layout (`index/IndexHeader.java`, `index/IndexFile.java`), all integers big
 
 The writer maps the file (as RocketMQ does); read-only access goes through pread only, so a file truncated or
 deleted by a broker at the same time can shorten a read but never raise SIGBUS in this process.
+
+Decoding (`IndexHeader.unpack`, `unpack_slot`, `IndexEntry.unpack`) raises CorruptRecord for input shorter
+than the field, nothing else; reading a file adds CorruptRecord where it ended early or a hash chain is
+damaged, and StoreLayoutError where its table sizes cannot be told (the contract is in `store.errors`).
 """
 
 from __future__ import annotations
@@ -110,8 +114,10 @@ class IndexHeader:
         )
 
     @classmethod
-    def unpack(cls, data: bytes) -> IndexHeader:
-        """Decode as `IndexHeader.load`, which reads an indexCount <= 0 as 1 (an all-zero new file)."""
+    def unpack(cls, data: bytes | bytearray | memoryview, *, path: str | None = None) -> IndexHeader:
+        """Decode as `IndexHeader.load`, which reads an indexCount <= 0 as 1 (an all-zero new file).
+        CorruptRecord if `data` holds fewer than 40 bytes."""
+        _require_bytes(data, INDEX_HEADER_SIZE, 0, "header", path)
         header = cls(*_HEADER.unpack_from(data))
         if header.index_count <= 0:
             header.index_count = 1
@@ -155,6 +161,34 @@ class IndexEntry:
     phy_offset: int
     time_diff_s: int
     prev_index: int
+
+    @classmethod
+    def unpack(
+        cls, data: bytes | bytearray | memoryview, number: int, *, path: str | None = None, offset: int = 0
+    ) -> IndexEntry:
+        """Entry `number` from its 20 bytes at the start of `data` (`offset`: where they lie in the file, for
+        the error). CorruptRecord if fewer than 20 bytes are given."""
+        _require_bytes(data, INDEX_ENTRY_SIZE, offset, "index entry", path)
+        return cls(number, *_ENTRY.unpack_from(data))
+
+
+def unpack_slot(data: bytes | bytearray | memoryview, *, path: str | None = None, offset: int = 0) -> int:
+    """A hash slot's value (the newest entry of its chain, 0 for none) from the start of `data`.
+    CorruptRecord if fewer than 4 bytes are given."""
+    _require_bytes(data, HASH_SLOT_SIZE, offset, "hash slot", path)
+    return _SLOT.unpack_from(data)[0]
+
+
+def _require_bytes(
+    data: bytes | bytearray | memoryview, size: int, offset: int, field: str, path: str | None
+):
+    if len(data) < size:
+        raise CorruptRecord(
+            f"index file ended early (truncated?): {len(data)} bytes where the {size}-byte {field} lies",
+            path=path,
+            offset=offset,
+            field=field,
+        )
 
 
 ReadAt = Callable[[int, int], bytes]
@@ -238,6 +272,8 @@ def _probe_geometry(file_size: int, header: IndexHeader, read_at: ReadAt) -> Ind
             f"({header.entry_count} entries): pass hash_slot_num/index_num (maxHashSlotNum/maxIndexNum)"
         )
     content = read_at(0, file_size)
+    if len(content) != file_size:
+        raise StoreLayoutError(f"read {len(content)} bytes of a {file_size}-byte file: it changed while read")
     matches = [
         geometry
         for geometry in _geometries_reaching_newest_entry(file_size, header, content)
@@ -386,7 +422,7 @@ class IndexFile:
                 raise CorruptRecord(
                     f"index file is {size} bytes, shorter than its 40-byte header", path=str(path), offset=0
                 )
-            header = IndexHeader.unpack(raw_header)
+            header = IndexHeader.unpack(raw_header, path=str(path))
             geometry = infer_index_geometry(
                 size, header, reader.read, config=config, hash_slot_num=hash_slot_num, index_num=index_num
             )
@@ -488,15 +524,19 @@ class IndexFile:
     def refresh_header(self) -> IndexHeader:
         """Re-read the header from the file: a broker may have added entries since we opened it."""
         if self._mapping is None:
-            self.header = IndexHeader.unpack(self._read(0, INDEX_HEADER_SIZE, "header"))
+            self.header = IndexHeader.unpack(self._read(0, INDEX_HEADER_SIZE, "header"), path=str(self.path))
         return self.header
 
     def slot_value(self, slot: int) -> int:
-        return _SLOT.unpack(self._read(self.geometry.slot_position(slot), HASH_SLOT_SIZE, "hash slot"))[0]
+        position = self.geometry.slot_position(slot)
+        return unpack_slot(
+            self._read(position, HASH_SLOT_SIZE, "hash slot"), path=str(self.path), offset=position
+        )
 
     def entry(self, number: int) -> IndexEntry:
-        raw = self._read(self.geometry.entry_position(number), INDEX_ENTRY_SIZE, "index entry")
-        return IndexEntry(number, *_ENTRY.unpack(raw))
+        position = self.geometry.entry_position(number)
+        raw = self._read(position, INDEX_ENTRY_SIZE, "index entry")
+        return IndexEntry.unpack(raw, number, path=str(self.path), offset=position)
 
     def iter_entries(self) -> Iterator[IndexEntry]:
         """Entries 1 .. indexCount-1 in write order."""
@@ -547,7 +587,7 @@ class IndexFile:
         head = self.slot_value(key_hash % self.geometry.hash_slot_num)
         if head <= INVALID_INDEX or head > header.index_count or header.index_count <= 1:
             return found
-        current, steps = head, 0
+        current = head
         while len(found) < max_num:
             entry = self.entry(current)
             if entry.time_diff_s < 0:
@@ -558,11 +598,11 @@ class IndexFile:
             prev = entry.prev_index
             if prev <= INVALID_INDEX or prev > header.index_count or prev == current or time_read < begin_ms:
                 break
-            steps += 1
-            if steps >= header.index_count:
-                # A writer only links to older entries, so a longer chain is a loop: the file is damaged.
+            if prev > current:
+                # A writer links each entry to an older one, so numbers fall along a chain and the walk ends
+                # within `head` steps. One that rises is damage, and following it could go round forever.
                 raise CorruptRecord(
-                    "index chain loops",
+                    f"index chain can loop: entry {current} links forward to entry {prev}",
                     path=str(self.path),
                     offset=self.geometry.entry_position(current),
                     field="prevIndex",
