@@ -40,6 +40,9 @@ class Dispatcher:
         # The reason dispatch is stuck: a CorruptRecord stops it for good; an I/O error (a full disk while
         # creating a consume-queue or index file) is retried at the next call.
         self.error: Exception | None = None
+        # Whether the current pause was logged: the reput thread retries after every put, and one line per
+        # retry buried the one that mattered (a full disk printed hundreds under `store produce`).
+        self._pause_logged = False
         self._arrived = threading.Condition()
 
     @property
@@ -83,8 +86,15 @@ class Dispatcher:
                 self._dispatch(info)
             except (StoreError, OSError) as error:  # each step is idempotent, so a retry redoes only the rest
                 self.error = error
-                log.warning("dispatch paused at %d: %s", info.physical_offset, error)
+                if not self._pause_logged:
+                    log.warning(
+                        "dispatch paused at %d (retried until it succeeds): %s", info.physical_offset, error
+                    )
+                    self._pause_logged = True
                 break
+            if self._pause_logged:
+                log.info("dispatch resumed at %d", info.physical_offset)
+                self._pause_logged = False
             position += info.size
             dispatched += 1
         self.reput_from_offset = base + position

@@ -212,7 +212,7 @@ def discover_store(
     """Find a store's files under `root` (a RocketMQ store root: the directory that holds commitlog/)."""
     root = Path(root)
     if not root.is_dir():
-        raise NotAStore(f"{root}: not a directory")
+        raise NotAStore(f"{root}: {'not a directory' if root.exists() else 'does not exist'}")
     commitlog_dir = root / "commitlog"
     if not commitlog_dir.is_dir():
         raise NotAStore(_not_a_store_message(root))

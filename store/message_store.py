@@ -438,7 +438,8 @@ def _run_step(step: Callable[[], object], problems: list[str]) -> None:
     try:
         step()
     except (StoreError, OSError) as error:
-        log.warning("shutdown step failed: %s", error)
+        # Not a warning: shutdown() returns the problem, and its caller reports it (the CLI printed it twice).
+        log.info("shutdown step failed: %s", error)
         problems.append(str(error))
 
 

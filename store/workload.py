@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from store import codec
 from store.commitlog import AppendResult, PutStatus
+from store.errors import StoreError
 from store.message_store import GetStatus, MessageStore
 
 PAGE_CACHE_BUSY_MS = 1000  # osPageCacheBusyTimeOutMills: a put that held the lock longer is "broker busy"
@@ -49,6 +50,16 @@ class ProduceReport:
     interrupted: bool
 
 
+class ProduceStopped(StoreError):
+    """A put failed (a full disk, say): `report` holds what was acknowledged before it, `__cause__` the
+    failure. Everything in the report was stored; nothing after it was."""
+
+    def __init__(self, report: ProduceReport, failure: BaseException):
+        super().__init__(f"stopped after {report.messages} acknowledged messages: {failure}")
+        self.report = report
+        self.failure = failure
+
+
 def message_body(topic: str, number: int, size: int) -> bytes:
     """A recognisable body: "<topic>-<n>-" then a repeating pattern, `size` bytes long."""
     head = f"{topic}-{number}-".encode()
@@ -79,7 +90,9 @@ def produce(
     should_stop: Callable[[], bool] = lambda: False,
     on_put: Callable[[AppendResult], None] | None = None,
 ) -> ProduceReport:
-    """Put `spec.count` messages (in batches of `spec.batch`), paced to `spec.rate_msgs_per_s` if set."""
+    """Put `spec.count` messages (in batches of `spec.batch`), paced to `spec.rate_msgs_per_s` if set.
+
+    Raises ProduceStopped, with the report of the puts acknowledged so far, when a put fails."""
     results: list[AppendResult] = []
     latencies_us: list[float] = []
     started = time.monotonic()
@@ -98,6 +111,9 @@ def produce(
             number += size
     except KeyboardInterrupt:
         interrupted = True
+    except (StoreError, OSError) as failure:
+        report = _produce_report(spec, results, latencies_us, time.monotonic() - started, interrupted)
+        raise ProduceStopped(report, failure) from failure
     return _produce_report(spec, results, latencies_us, time.monotonic() - started, interrupted)
 
 

@@ -4,13 +4,15 @@ optionally evict, touch or lock them (as vmtouch -e, -t, -l do).
 This module orchestrates: it picks the files (paths, a recursive walk, or `--pid`), applies the action,
 measures each file and hands the rows one at a time to a writer in `mqinspect.render.cache`, so output
 streams. Error rows (a missing path, a directory without --recursive, a device, permission denied) are
-reported with the others and make the exit status 1.
+reported with the others and make the exit status 1. When no PATH exists at all there is nothing to report
+on: that is bad input, one line and exit 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import signal
 import sys
 from collections import Counter
@@ -130,6 +132,7 @@ def cache(
     """
     action = _chosen_action(evict_pages, touch_pages, lock_pages, sync)
     _check_targets(paths, pid, recursive)
+    _check_some_path_exists(paths or [])
     request = _Request(
         chunks=chunks or (TABLE_HEAT_CHUNKS if output == OutputFormat.TABLE else None),
         page_map=page_map,
@@ -171,6 +174,23 @@ def _check_targets(paths: list[str] | None, pid: int | None, recursive: bool) ->
         raise click.UsageError("--recursive walks PATHs; it does not apply to --pid")
     if pid is None and not paths:
         raise click.UsageError("give at least one PATH, or --pid PID")
+
+
+def _check_some_path_exists(paths: list[str]) -> None:
+    if paths and not any(map(_exists, paths)):
+        raise BadInput(f"no such file or directory: {', '.join(paths)}")
+
+
+def _exists(path: str) -> bool:
+    """Only "does not exist" is False: a path that cannot be looked at (permission) is there, and its error
+    row says why it could not be measured."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _process(pid: int) -> ProcessFiles:

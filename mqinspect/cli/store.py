@@ -55,6 +55,17 @@ StoreDir = typer.Argument(
 )
 
 
+def utf8_text(param: typer.CallbackParam, value: str | None) -> str | None:
+    """Topics, keys, tags and groups are UTF-8 in the store: refuse bytes the command line could not decode
+    (Python hands them over as surrogates) here, with the option's name, not in the encoder."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise typer.BadParameter(f"{value!r} is not UTF-8 text", param=param) from None
+    return value
+
+
 def emit(snapshot, output: str, table) -> None:
     """Data to stdout: the snapshot as JSON, or its table."""
     if output == OutputFormat.JSON:
@@ -163,10 +174,14 @@ def _time_ms(value: str | None, option: str) -> int | None:
 def query(
     ctx: typer.Context,
     store_dir: Path = StoreDir,
-    key: str = typer.Option(None, "--key", "-k", help="A message key (a KEYS token or the UNIQ_KEY)."),
+    key: str = typer.Option(
+        None, "--key", "-k", callback=utf8_text, help="A message key (a KEYS token or the UNIQ_KEY)."
+    ),
     offset: int = typer.Option(None, "--offset", min=0, help="A physical offset: decode the record there."),
     msg_id: str = typer.Option(None, "--msg-id", help="An offsetMsgId (store host + physical offset)."),
-    topic: str = typer.Option(None, "--topic", "-t", help="With --key: the topic (default: every topic)."),
+    topic: str = typer.Option(
+        None, "--topic", "-t", callback=utf8_text, help="With --key: the topic (default: every topic)."
+    ),
     begin: str = typer.Option(None, "--begin", help="With --key: earliest store time, epoch ms or ISO-8601."),
     end: str = typer.Option(None, "--end", help="With --key: latest store time, epoch ms or ISO-8601."),
     max_hits: int = typer.Option(
@@ -211,7 +226,7 @@ def query(
 @store_app.command("cq", rich_help_panel=INSPECTION)
 def cq(
     store_dir: Path = StoreDir,
-    topic: str = typer.Option(..., "--topic", "-t", help="Topic name."),
+    topic: str = typer.Option(..., "--topic", "-t", callback=utf8_text, help="Topic name."),
     queue: int = typer.Option(0, "--queue", "-q", min=0, help="Queue id."),
     from_offset: int = typer.Option(
         None, "--from", min=0, help="First queue offset (default: the queue's min)."

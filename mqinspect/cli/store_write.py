@@ -6,6 +6,7 @@ Each says what it changes. Inspection commands (read-only) live in `mqinspect.cl
 from __future__ import annotations
 
 import dataclasses
+import errno
 import signal
 from pathlib import Path
 
@@ -13,17 +14,19 @@ import click
 import typer
 
 from mqinspect.cli.options import format_option
-from mqinspect.cli.store import emit
-from mqinspect.errors import BadInput, ExitStatus
+from mqinspect.cli.store import emit, utf8_text
+from mqinspect.errors import BadInput, ExitStatus, MqinspectError
 from mqinspect.render.console import stderr_console
 from mqinspect.render.store_write import clean_table, consume_table, init_table, produce_table, recovery_table
+from store import codec
 from store.config import FlushDiskType, StoreConfig, WarmupMode
+from store.errors import StoreError
 from store.layout import discover_store
 from store.message_store import MessageStore
 from store.recovery import plan_recovery
 from store.retention import plan_clean
 from store.store_sizes import save_store_sizes, store_config_for
-from store.workload import ProduceSpec, consume, produce
+from store.workload import ProduceReport, ProduceSpec, ProduceStopped, build_message, consume, produce
 
 _UNITS = {
     "": 1,
@@ -53,7 +56,7 @@ class ByteSize(click.ParamType):
         unit = text[len(number) :]
         try:
             size = int(float(number) * _UNITS[unit])
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, OverflowError):  # OverflowError: 1e400 is an infinite float
             self.fail(f"{value!r} is not a size (examples: 4096, 64k, 1MiB, 1g)", param, ctx)
         if size <= 0:
             self.fail(f"{value!r} must be positive", param, ctx)
@@ -92,11 +95,21 @@ def init(
         max_hash_slot_num=index_slots,
         max_index_num=index_entries or index_slots * 4,
     )
-    for name in ("commitlog", "consumequeue", "index", "config"):
-        (store_dir / name).mkdir(parents=True, exist_ok=True)
-    sizes_file = save_store_sizes(store_dir, config)
+    sizes_file = _create_store(store_dir, config)
     _say(f"created {store_dir} (sizes saved in {sizes_file})")
     emit(config, output, init_table)
+
+
+def _create_store(store_dir: Path, config: StoreConfig) -> Path:
+    """The directories of an empty store and the sizes it is made with; returns the sizes file."""
+    for name in ("commitlog", "consumequeue", "index", "config"):
+        (store_dir / name).mkdir(parents=True, exist_ok=True)
+    return save_store_sizes(store_dir, config)
+
+
+def _is_new_store(store_dir: Path) -> bool:
+    """A directory to create a store in, as `init` takes it: missing, or empty."""
+    return not store_dir.exists() or (store_dir.is_dir() and not any(store_dir.iterdir()))
 
 
 def _open_store(store_dir: Path, **changes) -> MessageStore:
@@ -108,12 +121,16 @@ def _open_store(store_dir: Path, **changes) -> MessageStore:
 
 def produce_command(
     store_dir: Path = StoreDir,
-    topic: str = typer.Option(..., "--topic", "-t", help="Topic name."),
+    topic: str = typer.Option(..., "--topic", "-t", callback=utf8_text, help="Topic name."),
     queue: int = typer.Option(0, "--queue", "-q", min=0, help="Queue id."),
     count: int = typer.Option(1000, "--count", "-n", min=1, help="How many messages."),
     size: int = typer.Option(1024, "--size", click_type=SIZE, help="Body size."),
-    keys: str = typer.Option(None, "--keys", help="KEYS property; {n} becomes the message number."),
-    tags: str = typer.Option(None, "--tags", help="TAGS property; {n} becomes the message number."),
+    keys: str = typer.Option(
+        None, "--keys", callback=utf8_text, help="KEYS property; {n} becomes the message number."
+    ),
+    tags: str = typer.Option(
+        None, "--tags", callback=utf8_text, help="TAGS property; {n} becomes the message number."
+    ),
     batch: int = typer.Option(1, "--batch", min=1, help="Messages per put (one MessageExtBatch)."),
     flush: FlushDiskType = typer.Option(FlushDiskType.ASYNC, "--flush", help="Flush mode."),
     warmup: WarmupMode = typer.Option(WarmupMode.NONE, "--warmup", help="Pre-fault new segments."),
@@ -122,9 +139,20 @@ def produce_command(
     ),
     output: str = format_option(),
 ) -> int:
-    """Append messages to a store (creating it if needed) and report throughput and put latency."""
-    store = _open_store(store_dir, flush_disk_type=flush, warmup=warmup)
+    """Append messages to a store (creating it, with RocketMQ's default sizes, if the directory is missing or
+    empty) and report throughput and put latency.
+
+    Exit 1 if a put fails (a full disk): the report then shows the messages acknowledged before it, and
+    one line says why it stopped."""
     spec = ProduceSpec(topic, queue, count, size, keys, tags, batch, rate)
+    _check_messages(spec, store_config_for(store_dir))
+    if _is_new_store(store_dir):
+        sizes_file = _create_store(store_dir, StoreConfig())
+        _say(
+            f"created {store_dir} with RocketMQ's default sizes (saved in {sizes_file}; "
+            "`store init` sets others)"
+        )
+    store = _open_store(store_dir, flush_disk_type=flush, warmup=warmup)
     _say(
         f"appending {count} messages of {size} B to {store_dir} ({flush} flush, warm-up {warmup}); "
         "Ctrl-C stops"
@@ -132,10 +160,77 @@ def produce_command(
     stop = _stop_on_sigterm()
     try:
         report = produce(store, spec, should_stop=stop)
-    finally:
+    except ProduceStopped as stopped:
+        problems = store.shutdown()
+        emit(stopped.report, output, produce_table)
+        raise _stopped_producing(stopped, problems) from stopped
+    except BaseException:
         _report_shutdown(store.shutdown())
+        raise
+    _report_shutdown(store.shutdown())
     emit(report, output, produce_table)
     return ExitStatus.INTERRUPTED if report.interrupted else ExitStatus.OK
+
+
+def _check_messages(spec: ProduceSpec, config: StoreConfig) -> None:
+    """Refuse, before the store is touched, messages the store would refuse at the first put: a body over
+    maxMessageSize (checked before one is built: --size 100g must not allocate 100 GB), a topic or
+    properties RocketMQ cannot hold."""
+    if spec.body_size_bytes > config.max_message_body_size:
+        raise BadInput(
+            f"--size {spec.body_size_bytes:,} B exceeds the store's maxMessageSize "
+            f"({config.max_message_body_size:,} B)"
+        )
+    try:
+        codec.prepare_record(build_message(spec, 0), max_body_size=config.max_message_body_size)
+    except (StoreError, ValueError) as error:
+        raise BadInput(f"cannot produce these messages: {error}") from None
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _disk_full(failure: BaseException) -> str | None:
+    """If a full disk (or quota) is behind `failure`, however many store errors wrap it: the innermost
+    store error's words for it (they name the file), else None."""
+    said, error, seen = str(failure), failure, set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return said
+        if isinstance(error, StoreError):
+            said = str(error)
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _stopped_producing(stopped: ProduceStopped, problems: list[str]) -> MqinspectError:
+    """The one line after the report: why production stopped, and that what was acknowledged is kept.
+
+    The shutdown steps a full disk also fails (flushing queues, saving offsets) are counted, not listed:
+    the store keeps its `abort` file, so its next start recovers from the CommitLog what they left out.
+    --debug lists them."""
+    report: ProduceReport = stopped.report
+    disk_full = _disk_full(stopped.failure)
+    cause = f"the disk is full: {disk_full}" if disk_full else f"a put failed: {stopped.failure}"
+    kept = f"the {report.messages:,} messages reported were acknowledged and are kept"
+    if report.last_physical_offset is not None:
+        kept += f" (the last at offset {report.last_physical_offset:,})"
+    left = ""
+    if problems:
+        if _debugging():
+            _report_shutdown(problems)
+        left = (
+            f"; {len(problems)} shutdown step{'s' * (len(problems) > 1)} could not finish either, so the "
+            "store's next start recovers it"
+        )
+    return MqinspectError(f"{cause}; {kept}{left}")
+
+
+def _debugging() -> bool:
+    """--debug, which the root command takes wherever it was given."""
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("debug"))
 
 
 def _stop_on_sigterm():
@@ -152,10 +247,14 @@ def _report_shutdown(problems: list[str]) -> None:
 
 def consume_command(
     store_dir: Path = StoreDir,
-    topic: str = typer.Option(..., "--topic", "-t", help="Topic name."),
+    topic: str = typer.Option(..., "--topic", "-t", callback=utf8_text, help="Topic name."),
     queue: int = typer.Option(0, "--queue", "-q", min=0, help="Queue id."),
     group: str = typer.Option(
-        None, "--group", "-g", help="Consumer group: resume from, and commit, its offset."
+        None,
+        "--group",
+        "-g",
+        callback=utf8_text,
+        help="Consumer group: resume from, and commit, its offset.",
     ),
     from_offset: int = typer.Option(
         None, "--from", min=0, help="First queue offset (default: group's, or min)."
