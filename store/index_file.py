@@ -18,6 +18,7 @@ damaged, and StoreLayoutError where its table sizes cannot be told (the contract
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import os
@@ -51,6 +52,10 @@ MAX_MSGS_NUM_BATCH = 64
 DEFAULT_ENTRIES_PER_SLOT = 4
 # Solving the file size for other geometries reads the whole file; beyond this we ask for explicit sizes.
 PROBE_LIMIT_BYTES = 16 << 20
+# Checking one geometry's slots against its entries walks its whole slot table. A real file has one or two
+# geometries whose newest entry heads its slot; a damaged one (mostly zeros, slot 0 used) can have every one
+# of ~800,000 do so, and checking them all took hours. Past this many, the sizes must be given.
+MAX_PROBED_GEOMETRIES = 16
 # MessageSysFlag: the two transaction bits, and their value for a rolled-back transaction.
 TRANSACTION_MASK = 0xC
 TRANSACTION_ROLLBACK_TYPE = 0xC
@@ -274,11 +279,18 @@ def _probe_geometry(file_size: int, header: IndexHeader, read_at: ReadAt) -> Ind
     content = read_at(0, file_size)
     if len(content) != file_size:
         raise StoreLayoutError(f"read {len(content)} bytes of a {file_size}-byte file: it changed while read")
-    matches = [
-        geometry
-        for geometry in _geometries_reaching_newest_entry(file_size, header, content)
-        if _slots_agree_with_entries(geometry, header, content)
-    ]
+    reaching = list(
+        itertools.islice(
+            _geometries_reaching_newest_entry(file_size, header, content), MAX_PROBED_GEOMETRIES + 1
+        )
+    )
+    if len(reaching) > MAX_PROBED_GEOMETRIES:
+        raise StoreLayoutError(
+            f"cannot tell the slot table size of this {file_size}-byte index file (over "
+            f"{MAX_PROBED_GEOMETRIES} geometries reach its newest entry): pass hash_slot_num/index_num "
+            "(maxHashSlotNum/maxIndexNum)"
+        )
+    matches = [geometry for geometry in reaching if _slots_agree_with_entries(geometry, header, content)]
     if len(matches) != 1:
         found = ", ".join(f"{g.hash_slot_num}/{g.index_num}" for g in matches) or "none"
         raise StoreLayoutError(
@@ -299,20 +311,19 @@ def _geometries_reaching_newest_entry(
     if body % HASH_SLOT_SIZE:
         return
     newest = header.index_count - 1
-    # 4*slots + 20*entries = body  =>  slots = body/4 (mod 5)
+    # 4*slots + 20*entries = body  =>  slots = body/4 (mod 5); more slots than `last` leave too few entries.
     first = max(1, header.hash_slot_count)
     first += (body // HASH_SLOT_SIZE - first) % 5
-    for slots in range(first, body // HASH_SLOT_SIZE + 1, 5):
-        entries = (body - slots * HASH_SLOT_SIZE) // INDEX_ENTRY_SIZE
-        if entries < header.index_count:
-            return
-        entry_at = INDEX_HEADER_SIZE + slots * HASH_SLOT_SIZE + newest * INDEX_ENTRY_SIZE
-        key_hash = int.from_bytes(content[entry_at : entry_at + 4], "big", signed=True)
-        if key_hash < 0:
-            continue
-        slot_at = INDEX_HEADER_SIZE + (key_hash % slots) * HASH_SLOT_SIZE
-        if int.from_bytes(content[slot_at : slot_at + 4], "big", signed=True) >= newest:
-            yield IndexGeometry(slots, entries, "probed")
+    last = (body - header.index_count * INDEX_ENTRY_SIZE) // HASH_SLOT_SIZE
+    read_int = _SLOT.unpack_from  # the loop runs up to 800,000 times: no slices, no attribute lookups
+    newest_entry_at = INDEX_HEADER_SIZE + newest * INDEX_ENTRY_SIZE
+    for slots in range(first, last + 1, 5):
+        key_hash = read_int(content, newest_entry_at + slots * HASH_SLOT_SIZE)[0]
+        if (
+            key_hash >= 0
+            and read_int(content, INDEX_HEADER_SIZE + key_hash % slots * HASH_SLOT_SIZE)[0] >= newest
+        ):
+            yield IndexGeometry(slots, (body - slots * HASH_SLOT_SIZE) // INDEX_ENTRY_SIZE, "probed")
 
 
 def _slots_agree_with_entries(geometry: IndexGeometry, header: IndexHeader, content: bytes) -> bool:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store import codec
+from store import index_file as index_file_module
 from store.consumer_offsets import ConsumerOffsets, ConsumerOffsetsError
 from store.errors import CorruptRecord, StoreLayoutError
 from store.index_file import IndexFile, IndexHeader, infer_index_geometry
@@ -89,6 +90,29 @@ def test_an_index_file_that_shrinks_while_its_table_sizes_are_probed_is_a_layout
 
     with pytest.raises(StoreLayoutError, match="changed while read"):
         infer_index_geometry(len(data), header, read_shrunk)
+
+
+def test_a_damaged_index_file_that_every_geometry_fits_is_refused_after_a_few_checks(monkeypatch):
+    """Zeros with slot 0 used: the newest entry of every candidate geometry reads key hash 0, whose slot
+    heads a chain, so all ~50,000 of this 1 MiB file reach it; each full check walks a slot table (a 16 MiB
+    file took hours). At most MAX_PROBED_GEOMETRIES are checked before the sizes are asked for."""
+    data = bytearray(1 << 20)
+    data[:40] = struct.pack(">qqqqii", T1, T1, 0, 0, 1, 2)  # one slot used, one entry
+    data[40:44] = struct.pack(">i", 1)
+    checks = []
+    check = index_file_module._slots_agree_with_entries
+
+    def counted(*args):
+        checks.append(args[0])
+        assert len(checks) <= 100, "every geometry gets a full check"
+        return check(*args)
+
+    monkeypatch.setattr(index_file_module, "_slots_agree_with_entries", counted)
+    with pytest.raises(StoreLayoutError, match="geometries reach its newest entry"):
+        infer_index_geometry(
+            len(data), IndexHeader.unpack(data), lambda offset, length: bytes(data[offset : offset + length])
+        )
+    assert checks == []
 
 
 def test_a_damaged_chain_ends_the_walk_at_once_even_when_the_header_claims_2_billion_entries(tmp_path: Path):
