@@ -241,7 +241,7 @@ def test_the_fuzzer_reports_an_undocumented_exception_with_its_input_number(monk
         raise CorruptRecord("fine")
 
     planted = fuzzer.Decoder("planted", broken, (CorruptRecord,), DECODERS["checkpoint"].seeds)
-    monkeypatch.setattr(fuzzer, "_worker_decoders", lambda seed, names: [planted])
+    monkeypatch.setattr(fuzzer, "decoders_for", lambda seed, names: [planted])
     tally = fuzzer.run_chunk((0, 300, 5, None))
     expected = [index for index in range(300) if len(fuzzer.input_for(index, 5, [planted])[1]) % 3 == 0]
     found = [finding for finding in tally.findings if finding.kind == "undocumented"]
