@@ -7,6 +7,7 @@ disk that fills up under a SYNC-flush producer.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import mqinspect_as_nobody
 from test_store_cli import invoke, one_error_line
 
 from mqinspect.errors import ExitStatus
@@ -86,6 +88,24 @@ def test_cache_of_paths_that_do_not_exist_is_one_line_of_bad_input(tmp_path: Pat
     result = invoke("cache", missing, under_a_file, "--format", output)
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert one_error_line(result) == f"mqinspect: error: no such file or directory: {missing}, {under_a_file}"
+
+
+@pytest.mark.requires_root
+def test_a_path_nobody_may_look_at_is_not_called_missing(tmp_path: Path):
+    """As nobody, a file under root's private directory cannot even be stat'ed: it is not reported as
+    missing (exit 2) but measured as unreadable, in its row; a path that is really missing still is."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "segment").write_bytes(b"x" * 4096)
+    hidden = mqinspect_as_nobody("cache", str(private / "segment"), "--format", "json")
+    assert hidden.returncode != ExitStatus.BAD_INPUT, hidden.stderr
+    assert "no such file" not in hidden.stderr.lower()
+    (row,) = json.loads(hidden.stdout)["errors"]
+    assert (row["path"], row["errno"]) == (str(private / "segment"), errno.EACCES)
+    nowhere = Path("/") / f"mqinspect-missing-{os.getpid()}"  # under a directory nobody may search
+    missing = mqinspect_as_nobody("cache", str(nowhere))
+    assert missing.returncode == ExitStatus.BAD_INPUT
+    assert f"mqinspect: error: no such file or directory: {nowhere}" in missing.stderr
 
 
 def test_sizes_the_store_cannot_take_are_refused_before_it_is_created(tmp_path: Path):
