@@ -26,7 +26,10 @@ from mqinspect.errors import ExitStatus
 from store import inspect
 from store.errors import StoreError
 
-LOOP_SECONDS = 3.0
+# The loop runs until it has seen enough of both outcomes, not for a time: a loaded machine makes fewer rounds
+# in any fixed window. The deadline only bounds a loop that would never see them.
+ENOUGH_CALLS = 50
+DEADLINE_S = 120.0
 runner = CliRunner()
 
 # Rewrites the store's files as fast as it can until the deadline, holding each half-done state for a
@@ -144,7 +147,7 @@ def assert_clean_cli_result(result, args: list[str]) -> None:
 
 def test_inspection_survives_a_store_rewritten_underneath(live_store: BuiltStore):
     built = live_store
-    churn = start_churn(built, LOOP_SECONDS + 2)
+    churn = start_churn(built, DEADLINE_S + 10)
     # A few real processes at the same time, so a SIGBUS would show as a negative return code.
     processes = [
         subprocess.Popen([sys.executable, "-m", "mqinspect", *args], stdout=subprocess.DEVNULL,
@@ -153,9 +156,9 @@ def test_inspection_survives_a_store_rewritten_underneath(live_store: BuiltStore
     ]  # fmt: skip
     outcomes: Counter[str] = Counter()
     calls, cli_args = library_calls(built), cli_calls(built)
-    deadline = time.monotonic() + LOOP_SECONDS
+    deadline = time.monotonic() + DEADLINE_S
     try:
-        while time.monotonic() < deadline:
+        while not _seen_enough(outcomes) and time.monotonic() < deadline:
             for name, call in calls.items():
                 try:
                     call()
@@ -174,10 +177,16 @@ def test_inspection_survives_a_store_rewritten_underneath(live_store: BuiltStore
     finally:
         churn.kill()
         churn.wait()
-    assert sum(outcomes.values()) > 50, outcomes
     # The churn really did break things under us, and we still got answers in between.
-    assert any(key.endswith("StoreError") for key in outcomes), outcomes
-    assert any(key.endswith(": ok") for key in outcomes), outcomes
+    assert _seen_enough(outcomes), outcomes
+
+
+def _seen_enough(outcomes: Counter[str]) -> bool:
+    return (
+        sum(outcomes.values()) > ENOUGH_CALLS
+        and any(key.endswith("StoreError") for key in outcomes)
+        and any(key.endswith(": ok") for key in outcomes)
+    )
 
 
 def test_a_mapping_reader_dies_of_sigbus_under_the_same_churn(live_store: BuiltStore):
