@@ -10,16 +10,10 @@ from pathlib import Path
 
 import typer
 
-from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.cli.options import OutputFormat, format_option, parse_choices
 from mqinspect.cli.store_write import SIZE
 from mqinspect.errors import ExitStatus
-from mqinspect.labs.truncate import (
-    DEFAULT_FILE_BYTES,
-    DEFAULT_REPEAT,
-    LabSettings,
-    parse_ways,
-    run_truncate_lab,
-)
+from mqinspect.labs.truncate import DEFAULT_FILE_BYTES, DEFAULT_REPEAT, LabSettings, run_truncate_lab
 from mqinspect.labs.truncate_model import Ending, TruncateWay
 from mqinspect.render.console import stderr_console, stdout_console
 from mqinspect.render.lab_truncate import truncate_view
@@ -27,6 +21,11 @@ from mqinspect.render.machine import write_json
 from mqinspect.signals import signals_interrupt
 
 WAY_NAMES = ", ".join(way.value for way in TruncateWay)
+
+
+def parse_ways(text: str) -> tuple[TruncateWay, ...]:
+    """'sendfile,write_mapping' -> the ways in that order, each once; "all" is every way."""
+    return parse_choices(text, TruncateWay, "--ways", "way")
 
 
 def truncate(

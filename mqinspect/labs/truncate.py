@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import platform
-import select
 import shutil
 import signal
 import socket
@@ -49,6 +47,7 @@ from mqinspect.labs.truncate_model import (
     describe_ending,
     finding,
 )
+from mqinspect.labs.worker_lines import LineReader, last_words
 from store.lease import lease_break_time_s
 
 SCHEMA = "mqinspect.lab.truncate/v1"
@@ -164,25 +163,6 @@ class TruncateLabReport:
     elapsed_s: float
 
 
-def parse_ways(text: str) -> tuple[TruncateWay, ...]:
-    """'sendfile,write_mapping' -> the ways in that order, each once; "all" is every way."""
-    if text.strip().lower() == "all":
-        return tuple(TruncateWay)
-    chosen: list[TruncateWay] = []
-    for name in (part.strip().lower().replace("-", "_").replace("+", "_") for part in text.split(",")):
-        if not name:
-            continue
-        try:
-            way = TruncateWay(name)
-        except ValueError:
-            raise BadInput(f"--ways: unknown way {name!r} (known: {', '.join(TruncateWay)})") from None
-        if way not in chosen:
-            chosen.append(way)
-    if not chosen:
-        raise BadInput(f"--ways names no way (known: {', '.join(TruncateWay)})")
-    return tuple(chosen)
-
-
 # ---- the children ---------------------------------------------------------------------------------------
 
 
@@ -203,7 +183,8 @@ class _Child:
             stderr=subprocess.PIPE,
             cwd=_REPO,
         )
-        self._pending = b""
+        assert self.process.stdout is not None
+        self._lines = LineReader(self.process.stdout.fileno())
 
     def __enter__(self) -> _Child:
         return self
@@ -220,27 +201,17 @@ class _Child:
     def expect(self, event: str, timeout_s: float) -> dict:
         message = self.next_message(timeout_s)
         if message is None:
-            raise ChildFailed(f"the {self.role} ended before '{event}': {self.last_words()}")
+            raise ChildFailed(f"the {self.role} ended before '{event}': {last_words(self.process)}")
         if message.get("event") != event:
             raise ChildFailed(f"the {self.role} said {message!r} where '{event}' was due")
         return message
 
     def next_message(self, timeout_s: float) -> dict | None:
         """The next line as JSON; None at the end of its output. ChildFailed after `timeout_s`."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ChildFailed(f"the {self.role} said nothing within {timeout_s:g} s")
-            if select.select([fd], [], [], left)[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    return None
-                self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            return self._lines.next_message(timeout_s)
+        except TimeoutError:
+            raise ChildFailed(f"the {self.role} said nothing within {timeout_s:g} s") from None
 
     def go(self) -> None:
         assert self.process.stdin is not None
@@ -248,22 +219,13 @@ class _Child:
             self.process.stdin.write(b"go\n")
             self.process.stdin.flush()
         except BrokenPipeError:
-            raise ChildFailed(f"the {self.role} ended early: {self.last_words()}") from None
+            raise ChildFailed(f"the {self.role} ended early: {last_words(self.process)}") from None
 
     def exit_status(self, timeout_s: float) -> int:
         try:
             return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise ChildFailed(f"the {self.role} did not end within {timeout_s:g} s") from None
-
-    def last_words(self) -> str:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
-        stderr = b""
-        if self.process.stderr is not None and self.process.poll() is not None:
-            stderr = self.process.stderr.read() or b""
-        lines = stderr.decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else f"exit status {self.process.returncode}"
 
 
 class _Receiver:
@@ -358,7 +320,7 @@ def _run_children(way: TruncateWay, path: Path, settings: LabSettings, state: _R
         state.exit_status = sender.exit_status(START_TIMEOUT_S)
         state.delivered = receiver.total(START_TIMEOUT_S)
         if state.ended is None and state.exit_status >= 0:
-            raise ChildFailed(f"the sender ended without saying how: {sender.last_words()}")
+            raise ChildFailed(f"the sender ended without saying how: {last_words(sender.process)}")
 
 
 def _run_result(

@@ -21,9 +21,10 @@ from support import mqinspect_as_nobody, skip_or_fail
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
+from mqinspect.cli.lab_truncate import parse_ways
 from mqinspect.errors import BadInput
 from mqinspect.labs import truncate as lab
-from mqinspect.labs.truncate import LabSettings, TruncateLabReport, WayRun, parse_ways, summarize_way
+from mqinspect.labs.truncate import LabSettings, TruncateLabReport, WayRun, summarize_way
 from mqinspect.labs.truncate_model import MODELS, Ending, Observed, TruncateWay, finding
 from mqinspect.render.lab_truncate import truncate_view
 from store.lease import lease_break_time_s

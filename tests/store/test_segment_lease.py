@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lease_reader import CONFIG, SEGMENT_BYTES, TOPIC
 from support import AS_NOBODY, REPO, skip_or_fail
 
 from mqinspect.render.machine import to_jsonable
@@ -41,14 +42,6 @@ from store.workload import ProduceSpec, message_body, produce
 
 READER = Path(__file__).with_name("lease_reader.py")
 WAIT_LIMIT_S = 20.0
-SEGMENT_BYTES = 1 << 20
-CONFIG = StoreConfig(
-    mapped_file_size_commitlog=SEGMENT_BYTES,
-    consume_queue_entries_per_file=10_000,
-    max_hash_slot_num=64,
-    max_index_num=8192,
-)
-TOPIC = "Leases"
 SIGBUS_STATUS = -7  # subprocess's returncode for a child killed by SIGBUS
 
 
