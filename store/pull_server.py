@@ -52,10 +52,11 @@ What the server does with bad peers, so that one cannot wedge it for others (a t
 - a peer that stops reading its response: the send times out after `send_timeout_s` and it is dropped.
 
 A segment truncated by another process under a response: a sealed segment is leased (store.lease), so the
-truncation waits until the response's views are released, and later pulls get SERVER_ERROR (its records are
-no longer served). The active segment cannot be leased: a send from its truncated mapping fails with EFAULT
-(RangeOutsideFile), as does sendfile's short count; the response cannot be completed, so that consumer's
-connection is closed and counted in `truncated_sources`. The server goes on serving the others.
+truncation waits until the response's views are released (at most send_timeout_s more for a consumer that
+stops reading), and later pulls get SERVER_ERROR (its records are no longer served). The active segment
+cannot be leased: a send from its truncated mapping fails with EFAULT (RangeOutsideFile), as does
+sendfile's short count; the response cannot be completed, so that consumer's connection is closed and
+counted in `truncated_sources`. The server goes on serving the others.
 """
 
 from __future__ import annotations

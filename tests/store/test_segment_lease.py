@@ -240,6 +240,28 @@ def test_full_segments_are_sealed_read_only_and_leased_and_the_active_one_says_i
     assert bytes(store.look_message_by_offset(0).body) == message_body(TOPIC, 0, 4000)
 
 
+def test_a_view_of_the_writable_mapping_holds_the_lease_back_until_it_is_released(tmp_path: Path):
+    """A reader's view from before sealing keeps the file open for writing (its mapping is writable), which
+    the kernel refuses a read lease for: the file waits, sealed, and is leased once the view goes."""
+    queue = MappedFileQueue(tmp_path, SEGMENT_BYTES)
+    full = queue.get_last_file(0)
+    assert full.append(b"\x07" * SEGMENT_BYTES) == 0
+    queue.flush(0)
+    view = full.select(0, 100)
+    try:
+        queue.start_protecting()
+        protection = full.protection
+        assert protection.state is ProtectionState.SEALING and "1 view(s)" in protection.detail
+        assert sorted(mappings_of(full.path)) == ["r--s", "rw-s"] and leases_on(full.path) == []
+        assert bytes(full.select(0, 4)) == b"\x07" * 4  # new views come from the read-only mapping
+        view.release()
+        wait_for(lambda: full.protection.state is ProtectionState.LEASED, "the file is leased")
+        assert mappings_of(full.path) == ["r--s"]
+    finally:
+        view.release()
+        queue.close()
+
+
 def test_an_open_for_writing_that_changes_nothing_revokes_the_segment_then_it_is_served_again(store):
     wait_for(lambda: states(store)[0] is ProtectionState.LEASED, "the first segment is leased")
     segment = store.commit_log.mapped_file_queue.mapped_files[0]
