@@ -3,7 +3,7 @@ child process of its own, beside what the design documents say that way does (mq
 
 One run of one way:
   1. the lab writes a fresh file (16 MiB by default) and listens on a loopback TCP port;
-  2. a truncating process starts (mqinspect.labs.truncate_worker truncator) and waits;
+  2. the truncating process (mqinspect.labs.truncate_worker truncator, one for the whole lab) waits;
   3. the sender starts (truncate_worker sender WAY): it opens (maps, leases) the file, connects, and on "go"
      serves the file over and over, a chunk per call; the lab's receiver thread counts what arrives;
   4. once the sender says its first chunk went out, the truncating process truncates the file to 4 KiB,
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import platform
 import shutil
@@ -214,9 +215,12 @@ class _Child:
             raise ChildFailed(f"the {self.role} said nothing within {timeout_s:g} s") from None
 
     def go(self) -> None:
+        self.tell(b"go\n")
+
+    def tell(self, line: bytes) -> None:
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write(b"go\n")
+            self.process.stdin.write(line)
             self.process.stdin.flush()
         except BrokenPipeError:
             raise ChildFailed(f"the {self.role} ended early: {last_words(self.process)}") from None
@@ -226,6 +230,43 @@ class _Child:
             return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise ChildFailed(f"the {self.role} did not end within {timeout_s:g} s") from None
+
+
+class Truncator:
+    """The truncating process, one for the whole lab; a fresh one after the lab had to kill one that a
+    lease kept blocked. A context manager."""
+
+    def __init__(self) -> None:
+        self._child: _Child | None = None
+
+    def __enter__(self) -> Truncator:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def ready(self) -> None:
+        if self._child is None or self._child.process.poll() is not None:
+            self.close()
+            self._child = _Child("truncator", [])
+            self._child.expect("ready", START_TIMEOUT_S)
+
+    def truncate(self, path: Path, timeout_s: float) -> float | None:
+        """Seconds truncate(2) took; None if it was still blocked after `timeout_s` (it is then killed: the
+        kernel would hold it until lease-break-time, and killed, it truncates nothing)."""
+        self.ready()
+        assert self._child is not None
+        self._child.tell(json.dumps({"path": str(path), "size_bytes": TRUNCATE_TO_BYTES}).encode() + b"\n")
+        try:
+            return self._child.expect("truncated", timeout_s)["waited_s"]
+        except ChildFailed:
+            self.close()
+            return None
+
+    def close(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.__exit__()
 
 
 class _Receiver:
@@ -258,7 +299,7 @@ class _Receiver:
 class _RunState:
     """What one run has measured so far (a run that fails part of the way keeps what it had)."""
 
-    truncated: dict | None = None
+    truncator_wait_s: float | None = None
     truncator_blocked: bool = False
     ended: dict | None = None
     exit_status: int | None = None
@@ -273,13 +314,15 @@ def write_file(path: Path, size: int) -> None:
             handle.write(block[: size - start])
 
 
-def run_way(way: TruncateWay, number: int, settings: LabSettings, directory: Path) -> WayRun:
+def run_way(
+    way: TruncateWay, number: int, settings: LabSettings, directory: Path, truncator: Truncator
+) -> WayRun:
     """One run of `way` on a fresh file in `directory`; a failure is a run whose ending is FAILED."""
     path = directory / f"{way.value}-{number}.bin"
     state, error = _RunState(), None
     try:
         write_file(path, settings.file_size_bytes)
-        _run_children(way, path, settings, state)
+        _run_sender(way, path, settings, truncator, state)
     except (ChildFailed, OSError) as failure:
         error = str(failure)
     finally:
@@ -288,11 +331,12 @@ def run_way(way: TruncateWay, number: int, settings: LabSettings, directory: Pat
     return _run_result(way, number, state, size_after, error)
 
 
-def _run_children(way: TruncateWay, path: Path, settings: LabSettings, state: _RunState) -> None:
+def _run_sender(
+    way: TruncateWay, path: Path, settings: LabSettings, truncator: Truncator, state: _RunState
+) -> None:
     with contextlib.ExitStack() as stack:
         listener = stack.enter_context(socket.create_server((LOOPBACK, 0)))
         listener.settimeout(START_TIMEOUT_S)
-        truncator = stack.enter_context(_Child("truncator", [path, TRUNCATE_TO_BYTES]))
         sender = stack.enter_context(
             _Child(
                 "sender",
@@ -305,16 +349,12 @@ def _run_children(way: TruncateWay, path: Path, settings: LabSettings, state: _R
             raise ChildFailed(f"the sender did not connect within {START_TIMEOUT_S:g} s") from None
         receiver = _Receiver(connection)
         stack.callback(receiver.close)
-        truncator.expect("ready", START_TIMEOUT_S)
+        truncator.ready()
         sender.expect("ready", START_TIMEOUT_S)
         sender.go()
         sender.expect("sending", settings.max_send_s + START_TIMEOUT_S)
-        truncator.go()
-        try:
-            state.truncated = truncator.expect("truncated", settings.truncator_timeout_s)
-        except ChildFailed:  # the kernel would hold it until lease-break-time: killed, it truncates nothing
-            state.truncator_blocked = True
-            truncator.process.kill()
+        state.truncator_wait_s = truncator.truncate(path, settings.truncator_timeout_s)
+        state.truncator_blocked = state.truncator_wait_s is None
         ended = sender.next_message(settings.max_send_s + START_TIMEOUT_S)
         state.ended = ended if ended is not None and ended.get("event") == "ended" else None
         state.exit_status = sender.exit_status(START_TIMEOUT_S)
@@ -345,7 +385,7 @@ def _run_result(
         detail=detail,
         delivered_bytes=state.delivered,
         sender_sent_bytes=ended.get("bytes_sent"),
-        truncator_wait_s=state.truncated["waited_s"] if state.truncated else None,
+        truncator_wait_s=state.truncator_wait_s,
         truncator_blocked=state.truncator_blocked,
         last_call_interrupted=ended.get("interrupted"),
         sender_exit_status=state.exit_status,
@@ -375,11 +415,12 @@ def run_truncate_lab(settings: LabSettings, say: Say = lambda _message: None) ->
     directory = Path(tempfile.mkdtemp(prefix="mqinspect-truncate-", dir=parent))
     runs: dict[TruncateWay, list[WayRun]] = {way: [] for way in settings.ways}
     try:
-        for number in range(1, settings.repeat + 1):
-            for way in settings.ways:
-                run = run_way(way, number, settings, directory)
-                runs[way].append(run)
-                say(f"{MODELS[way].label} (run {number}/{settings.repeat}): {_progress(run)}")
+        with Truncator() as truncator:
+            for number in range(1, settings.repeat + 1):
+                for way in settings.ways:
+                    run = run_way(way, number, settings, directory, truncator)
+                    runs[way].append(run)
+                    say(f"{MODELS[way].label} (run {number}/{settings.repeat}): {_progress(run)}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     kernel, limit = platform.release(), lease_break_time_s()

@@ -2,15 +2,17 @@
 truncated under it, and the truncating process.
 
     python mqinspect/labs/truncate_worker.py sender WAY FILE PORT CHUNK_BYTES MAX_SEND_S
-    python mqinspect/labs/truncate_worker.py truncator FILE SIZE_BYTES
+    python mqinspect/labs/truncate_worker.py truncator
 
-Each speaks one JSON object per line on stdout and waits for a line on stdin ("go") where noted:
+Each speaks one JSON object per line on stdout, and reads a line on stdin where noted:
 
     sender     {"event": "ready", "pid"}  (file open, mapped, leased, connected to PORT) ... go ...
                {"event": "sending"}  after its first chunk went out
                {"event": "ended", "ending", "bytes_sent", "detail", ...}  unless a signal killed it
-    truncator  {"event": "ready", "pid"} ... go ...
+    truncator  {"event": "ready", "pid"}, then for each {"path", "size_bytes"} line:
                {"event": "truncated", "waited_s"}  how long truncate(2) blocked
+
+One sender per run (it may die); one truncating process serves the whole lab, unless the lab had to kill it.
 
 The sender passes over the file again and again, a chunk per call, until the truncation stops it or
 MAX_SEND_S pass. How it ended is for the lab to classify: an errno, a short count (then 0 at the new end of
@@ -182,12 +184,15 @@ def run_sender(way: str, path: str, port: int, chunk: int, max_send_s: float) ->
     return 0
 
 
-def run_truncator(path: str, size: int) -> int:
+def run_truncator() -> int:
+    """Truncates each file named on stdin, {"path", "size_bytes"} a line, timing truncate(2) (which a read
+    lease holds back), until stdin ends."""
     say(event="ready", pid=os.getpid())
-    wait_for_go()
-    began = time.monotonic()
-    os.truncate(path, size)
-    say(event="truncated", waited_s=round(time.monotonic() - began, 6))
+    for line in sys.stdin:
+        command = json.loads(line)
+        began = time.monotonic()
+        os.truncate(command["path"], command["size_bytes"])
+        say(event="truncated", waited_s=round(time.monotonic() - began, 6))
     return 0
 
 
@@ -196,8 +201,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["sender"] and len(argv) == 6:
         _role, way, path, port, chunk, max_send_s = argv
         return run_sender(way, path, int(port), int(chunk), float(max_send_s))
-    if argv[:1] == ["truncator"] and len(argv) == 3:
-        return run_truncator(argv[1], int(argv[2]))
+    if argv == ["truncator"]:
+        return run_truncator()
     print(__doc__.split("\n\n")[1], file=sys.stderr)
     return 2
 

@@ -266,7 +266,8 @@ def test_a_holder_that_never_releases_is_reported_blocked_and_does_not_hang_the_
         truncator_timeout_s=1.0,
         max_send_s=1.0,
     )
-    result = lab.run_way(TruncateWay.WRITE_MAPPING_LEASED, 1, settings, tmp_path)
+    with lab.Truncator() as truncator:
+        result = lab.run_way(TruncateWay.WRITE_MAPPING_LEASED, 1, settings, tmp_path, truncator)
     assert result.truncator_blocked and result.truncator_wait_s is None
     assert result.ending is Ending.FAILED and "without saying how" in result.error
     assert result.delivered_bytes == 4096
