@@ -1,9 +1,12 @@
-"""mlock, munlock and madvise through ctypes: the one place where the store makes these system calls.
+"""mlock, munlock, madvise, msync and sigaction through ctypes: the one place where the store makes these
+system calls.
 
 Python's `mmap` object has `madvise` but no `mlock`, and RocketMQ's LibC calls all three on the address of
 a mapping, so all three live here, on address ranges, with helpers that act on a whole `mmap.mmap`.
 Every failure raises OSError carrying the errno, so callers can tell EINVAL (an advice this kernel does
 not know, such as MADV_POPULATE_WRITE before Linux 5.14) from ENOMEM/EPERM (RLIMIT_MEMLOCK).
+Python's `signal.signal` works only in the main thread; `ignore_signal_if_default` works in any (store.lease
+needs it from whichever thread first takes a lease).
 """
 
 from __future__ import annotations
@@ -31,6 +34,22 @@ for _name in ("madvise", "msync"):
     getattr(_libc, _name).argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     getattr(_libc, _name).restype = ctypes.c_int
 MS_SYNC = 4
+_SIG_DFL, _SIG_IGN = 0, 1
+
+
+class _SigAction(ctypes.Structure):
+    """glibc's struct sigaction (the same field order on x86_64 and aarch64)."""
+
+    _fields_ = [
+        ("handler", ctypes.c_void_p),
+        ("mask", ctypes.c_ulong * (128 // ctypes.sizeof(ctypes.c_ulong))),
+        ("flags", ctypes.c_int),
+        ("restorer", ctypes.c_void_p),
+    ]
+
+
+_libc.sigaction.argtypes = [ctypes.c_int, ctypes.POINTER(_SigAction), ctypes.POINTER(_SigAction)]
+_libc.sigaction.restype = ctypes.c_int
 
 
 class _PyBuffer(ctypes.Structure):
@@ -85,6 +104,19 @@ def msync(address: int, length: int, flags: int = MS_SYNC) -> None:
 def madvise(address: int, length: int, advice: int) -> None:
     """madvise(2). `address` must be page-aligned (EINVAL otherwise); mapping helpers align for you."""
     _check(_libc.madvise(address, length, advice), f"madvise({length} bytes, advice {advice})")
+
+
+def ignore_signal_if_default(signum: int) -> bool:
+    """Set `signum`'s disposition to SIG_IGN if it is SIG_DFL (from any thread); False if the program has its
+    own disposition for it, which is then left alone."""
+    current = _SigAction()
+    _check(_libc.sigaction(signum, None, ctypes.byref(current)), f"sigaction({signum})")
+    if current.handler not in (None, _SIG_DFL):
+        return current.handler == _SIG_IGN
+    ignore = _SigAction()
+    ignore.handler = _SIG_IGN
+    _check(_libc.sigaction(signum, ctypes.byref(ignore), None), f"sigaction({signum}, SIG_IGN)")
+    return True
 
 
 def mapping_address(mapping: mmap.mmap) -> int:

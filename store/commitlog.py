@@ -94,7 +94,10 @@ class CommitLog:
         self.mapped_file_queue.load()
 
     def start(self) -> None:
-        """Start the flush service (and the commit service when a transient store pool is in use)."""
+        """Start the flush service (and the commit service when a transient store pool is in use), and seal
+        and lease full segments from now on (store.lease), so that another process's truncation cannot kill
+        a reader."""
+        self.mapped_file_queue.start_protecting()
         sync = self.config.flush_disk_type is FlushDiskType.SYNC
         self._flush_service = _GroupCommitService(self) if sync else _FlushRealTimeService(self)
         self._flush_service.start()

@@ -20,6 +20,14 @@ Threading rules (RocketMQ's):
 - Positions are plain ints. Under CPython's GIL a store to an attribute is atomic and the writer copies
   bytes into the mapping before it publishes the new position, so a reader that sees a position also
   sees every byte before it.
+- `seal`, `protect` and the lease-break steps (`lease_broken`, `finish_revocation`) change the mapping and
+  the descriptor under the same lock as hold/release/close; `select` takes no lock (see store.lease for why
+  its order of checks is enough).
+
+A truncation by another process: a full, flushed segment is sealed (mapped read-only from a read-only
+descriptor) and held under a read lease, so that a truncation waits until no view of it is held and the file
+is then no longer served (SegmentRevokedError); store.lease explains the design. `protection` says what guards
+each file, or why nothing does.
 
 Running out of disk: a file created at full size with ftruncate is sparse, and writing into the mapping
 later needs the filesystem to allocate blocks. When it cannot (ENOSPC, EDQUOT), the kernel answers the
@@ -51,6 +59,16 @@ from store import _libc
 from store.config import OS_PAGE_SIZE, WarmupMode
 from store.errors import StoreError, StoreLayoutError
 from store.layout import file_name_to_offset
+from store.lease import (
+    LEASED_DETAIL,
+    RETRY_INTERVAL_S,
+    WRITABLE_DETAIL,
+    FileProtection,
+    LeaseWatcher,
+    ProtectionState,
+    lease_still_held,
+    release_lease,
+)
 from store.transient_pool import TransientStorePool, TransientStorePoolDeficient
 
 log = logging.getLogger(__name__)
@@ -68,6 +86,11 @@ class ReadOnlyStoreError(StoreError):
 
 class NoSpaceForSegmentError(StoreError):
     """The filesystem cannot reserve a new segment's blocks (ENOSPC or EDQUOT); nothing was created."""
+
+
+class SegmentRevokedError(MappedFileClosedError):
+    """Another process truncated the file or opened it for writing: its read lease broke and the store no
+    longer hands out views of it (store.lease)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,17 @@ class MappedFile:
         self._ref_count = 1  # the file's own reference, dropped by close/destroy
         self._available = True
         self._free_on_last_release = False
+        # Sealing and the read lease (store.lease). Changed under self._references.
+        self._sealed = read_only  # mapped read-only from a read-only descriptor
+        self._retired: list[mmap.mmap] = []  # writable mappings left by sealing, closed with their last view
+        self._watcher: LeaseWatcher | None = None  # while a lease is held or being released
+        self._refusal: str | None = None  # why the kernel refused the lease
+        self._revoked: str | None = None  # why views are refused (select raises SegmentRevokedError)
+        self._shrunk = False  # revoked for good: the file is shorter than a segment
+        self._revoked_at = 0.0
+        self._next_lease_attempt = 0.0
+        self._lease_breaks = 0
+        self._last_release_s: float | None = None
 
     # ---- creation ---------------------------------------------------------------------------------
 
@@ -351,6 +385,8 @@ class MappedFile:
     def _require_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.path} is open read-only")
+        if self._sealed:
+            raise ReadOnlyStoreError(f"{self.path} is sealed: full, and mapped read-only")
         if self._mapping is None:
             raise MappedFileClosedError(f"{self.path} is closed")
 
@@ -363,8 +399,8 @@ class MappedFile:
         or past read_position, or the range ending past it. Release the view (`with view:`) when done.
         """
         mapping = self._mapping
-        if mapping is None:
-            raise MappedFileClosedError(f"{self.path} is closed")
+        if mapping is None or self._revoked is not None:
+            raise self._closed_error()
         readable = self.read_position
         if size is None:
             if not 0 <= position < readable:
@@ -376,14 +412,26 @@ class MappedFile:
             end = position + size
         try:
             with memoryview(mapping) as whole:
-                return whole[position:end].toreadonly()
+                view = whole[position:end].toreadonly()
         except ValueError as err:  # closed by another thread between the check and the view
-            raise MappedFileClosedError(f"{self.path} is closed") from err
+            raise self._closed_error() from err
+        # Checked again now that the view exists: a revocation that began meanwhile cannot unmap the file
+        # (nor release its lease) before this view is released.
+        if self._revoked is not None:
+            view.release()
+            raise self._closed_error()
+        return view
+
+    def _closed_error(self) -> MappedFileClosedError:
+        if self._revoked is not None:
+            return SegmentRevokedError(f"{self.path}: no longer served: {self._revoked}")
+        return MappedFileClosedError(f"{self.path} is closed")
 
     def hold(self) -> bool:
-        """Take a reference so that destroy/close wait for this reader; False once they have begun."""
+        """Take a reference so that destroy/close wait for this reader; False once they have begun, or once
+        the file is revoked (store.lease)."""
         with self._references:
-            if self._available and self._ref_count > 0:
+            if self._available and self._ref_count > 0 and self._revoked is None:
                 self._ref_count += 1
                 return True
             return False
@@ -561,6 +609,157 @@ class MappedFile:
         _libc.unlock_mapping(mapping)
         self._locked = False
 
+    # ---- sealing and the read lease (store.lease) ------------------------------------------------
+
+    @property
+    def is_sealed(self) -> bool:
+        """True once the file is mapped read-only from a read-only descriptor (opened so, or sealed)."""
+        return self._sealed
+
+    def ready_to_seal(self) -> bool:
+        """Full, every byte flushed (and so committed) and not mlocked: nothing will write it again."""
+        return not self._sealed and self.is_full() and self._flushed == self.file_size and not self._locked
+
+    def seal(self) -> bool:
+        """Map the file read-only from a read-only descriptor, so that it can be leased (store.lease).
+
+        The read-only descriptor replaces the writable one under the same number (dup2); the writable mapping
+        is unmapped now, or with its last view. Only for a file `ready_to_seal`: False for any other.
+        """
+        with self._references:
+            if not (self._available and self._mapping is not None and self.ready_to_seal()):
+                return False
+            # /proc/self/fd reopens the very inode behind the descriptor, whatever its name is now.
+            readonly_fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                mapping = _map_read_only(readonly_fd, self.file_size)
+                try:
+                    os.dup2(readonly_fd, self._fd, inheritable=False)
+                except BaseException:
+                    mapping.close()
+                    raise
+            finally:
+                os.close(readonly_fd)
+            self._retired.append(self._mapping)
+            self._mapping, self._write_target, self._sealed = mapping, None, True
+            self._unmap_retired()
+            return True
+
+    def _unmap_retired(self) -> None:
+        kept = []
+        for mapping in self._retired:
+            try:
+                mapping.close()
+            except BufferError:  # a reader still has a view of it
+                kept.append(mapping)
+        self._retired = kept
+
+    def protect(self, watcher: LeaseWatcher) -> None:
+        """Take the read lease where the file may have one now: sealed, no writable view left, not leased
+        yet; a refused (EAGAIN) or revoked file at most every RETRY_INTERVAL_S. See `protection`."""
+        if self._watcher is not None or self._shrunk:  # the sweep's usual case, without the lock
+            return
+        with self._references:
+            if self._may_try_lease():
+                self._try_lease(watcher)
+
+    def _may_try_lease(self) -> bool:
+        if not (self._sealed and self._available) or self._watcher is not None or self._shrunk:
+            return False
+        if self._retired:
+            self._unmap_retired()
+        return not self._retired and time.monotonic() >= self._next_lease_attempt
+
+    def _try_lease(self, watcher: LeaseWatcher) -> None:
+        attempt = watcher.take(self, self._fd)
+        if not attempt.held:
+            self._refusal = attempt.refusal
+            self._next_lease_attempt = time.monotonic() + RETRY_INTERVAL_S if attempt.retry else float("inf")
+            return
+        self._watcher, self._refusal = watcher, None
+        size = os.fstat(self._fd).st_size
+        if size < self.file_size:  # shrunk while nothing held it back: its records are gone
+            self._shrunk = True
+            self._begin_revocation(f"another process truncated it to {size:,} of {self.file_size:,} bytes")
+            watcher.revoke(self)
+        elif self._revoked is not None:  # the break was only an open for writing: serve it again
+            if self._mapping is None:
+                self._mapping = _map_read_only(self._fd, self.file_size)
+            self._revoked = None
+
+    def lease_broken(self) -> bool:
+        """For the lease watcher, on a lease-break signal: True if this file's lease is breaking, after which
+        no view is handed out and `finish_revocation` must be called until it returns True."""
+        with self._references:
+            if self._watcher is None or self._revoked is not None or lease_still_held(self._fd):
+                return False
+            self._lease_breaks += 1
+            self._begin_revocation("another process truncated it or opened it for writing (its lease broke)")
+            return True
+
+    def _begin_revocation(self, why: str) -> None:
+        self._revoked = why
+        self._revoked_at = time.monotonic()
+        log.warning("%s: %s; no longer served", self.path, why)
+
+    def finish_revocation(self) -> bool:
+        """Unmap the file and release its lease once no view of it is left; False while one is."""
+        with self._references:
+            mapping = self._mapping
+            if mapping is not None:
+                try:
+                    mapping.close()
+                except BufferError:
+                    return False
+                self._mapping = None
+            self._drop_lease()
+            self._last_release_s = time.monotonic() - self._revoked_at
+            self._next_lease_attempt = time.monotonic() + RETRY_INTERVAL_S
+            return True
+
+    def _drop_lease(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.forget(self)
+            if self._fd >= 0:
+                release_lease(self._fd)
+
+    @property
+    def protection(self) -> FileProtection:
+        """What guards this file against a truncation by another process, now (see store.lease)."""
+        state, detail = self._protection_state()
+        return FileProtection(str(self.path), state, detail, self._lease_breaks, self._last_release_s)
+
+    def _protection_state(self) -> tuple[ProtectionState, str]:
+        if not self._available:
+            return ProtectionState.CLOSED, "closed"
+        if self._revoked is not None:
+            held = "; waiting for readers to drop their views" if self._mapping is not None else ""
+            return ProtectionState.REVOKED, f"not served: {self._revoked}{held}"
+        if self._watcher is not None:
+            return ProtectionState.LEASED, LEASED_DETAIL
+        if not self._sealed:
+            if self.is_full():
+                return ProtectionState.SEALING, f"full; {self._seal_wait()}"
+            return ProtectionState.WRITABLE, WRITABLE_DETAIL
+        if self._retired:
+            return ProtectionState.SEALING, (
+                f"sealed; leased once readers drop their {len(self._retired)} view(s) of its writable mapping"
+            )
+        if self._refusal is not None:
+            return ProtectionState.UNLEASED, self._refusal
+        return ProtectionState.UNLEASED, (
+            "unprotected: mapped read-only but not leased (its queue does not take leases: "
+            "MappedFileQueue.start_protecting)"
+        )
+
+    def _seal_wait(self) -> str:
+        if self._flushed < self.file_size:
+            return "sealed and leased once flushed"
+        if self._locked:
+            return "sealed and leased once munlocked (RocketMQ unlocks a warmed file 6 s after it fills)"
+        return "sealed and leased at its queue's next sweep"
+
     # ---- close and destroy ------------------------------------------------------------------------
 
     def close(self, timeout_s: float = 0.0) -> bool:
@@ -596,9 +795,13 @@ class MappedFile:
             if self._available:
                 self._available = False
                 self._ref_count -= 1
+                # Released now, not with the descriptor: a view that outlives the close must not leave
+                # another process's truncation waiting lease-break-time for a lease nobody watches.
+                self._drop_lease()
             return self._references.wait_for(lambda: self._ref_count <= 0, timeout=timeout_s)
 
     def _unmap(self) -> None:
+        self._unmap_retired()
         mapping, self._mapping, self._write_target = self._mapping, None, None
         if mapping is None:
             return
@@ -649,6 +852,10 @@ def reserve_blocks(fd: int, size: int, path: Path) -> None:
                 "free disk space or lower the segment size"
             ) from err
         raise
+
+
+def _map_read_only(fd: int, size: int) -> mmap.mmap:
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
 
 
 def _msync(mapping: mmap.mmap, start: int, end: int) -> None:

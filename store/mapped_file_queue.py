@@ -6,7 +6,8 @@ threads call `flush`/`commit`; any thread may look files up (`find_by_offset`, `
 list is copy-on-write, like RocketMQ's CopyOnWriteArrayList: a lookup reads one immutable snapshot, and
 changes (a new file, deletions) swap in a new tuple under a lock. `load`, `truncate_dirty_files` and the
 position setters belong to start-up and recovery, before other threads run; the deletions belong to the
-clean-up thread, and use hold/release so a reader keeps its file until it is done.
+clean-up thread, and use hold/release so a reader keeps its file until it is done. After `start_protecting`
+the lease watcher's thread seals and leases full files (store.lease) every SWEEP_INTERVAL_S.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from store.config import FlushDiskType, StoreConfig, WarmupMode
 from store.errors import StoreError
 from store.layout import file_name_to_offset, offset_to_file_name, scan_segment_dir
+from store.lease import FileProtection, LeaseWatcher
 from store.mapped_file import MappedFile, ReadOnlyStoreError
 from store.transient_pool import TransientStorePool
 
@@ -67,6 +69,7 @@ class MappedFileQueue:
         self._committed_where = 0
         self._flush_lock = threading.Lock()
         self._commit_lock = threading.Lock()
+        self._lease_watcher: LeaseWatcher | None = None
 
     # ---- loading ----------------------------------------------------------------------------------
 
@@ -347,10 +350,42 @@ class MappedFileQueue:
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.store_path} is open read-only")
 
+    # ---- protection against truncation by other processes (store.lease) ---------------------------
+
+    def start_protecting(self) -> None:
+        """From now on seal every full, flushed, unlocked file and hold it under a read lease: at once, then
+        at each sweep of the lease watcher. Call it once recovery is over: a sealed file is never written
+        again."""
+        self._lease_watcher = LeaseWatcher.shared()
+        self.protect_files()
+        self._lease_watcher.watch(self)
+
+    def stop_protecting(self) -> None:
+        """No more sealing or leasing; leases already held stay until their files close."""
+        watcher, self._lease_watcher = self._lease_watcher, None
+        if watcher is not None:
+            watcher.unwatch(self)
+
+    def protect_files(self) -> None:
+        """One sweep (the watcher's thread calls it): seal the files ready for it, lease those that may be."""
+        watcher = self._lease_watcher
+        if watcher is None:
+            return
+        for mapped_file in self._files:
+            if mapped_file.ready_to_seal():
+                mapped_file.seal()
+            if mapped_file.is_sealed:
+                mapped_file.protect(watcher)
+
+    def protections(self) -> tuple[FileProtection, ...]:
+        """What guards each file against a truncation by another process, oldest file first."""
+        return tuple(mapped_file.protection for mapped_file in self._files)
+
     # ---- shutdown ---------------------------------------------------------------------------------
 
     def close(self, timeout_s: float = 0.0) -> None:
         """Unmap every file, keeping them on disk."""
+        self.stop_protecting()
         files, self._files = self._files, ()
         for mapped_file in files:
             mapped_file.close(timeout_s)
@@ -358,6 +393,7 @@ class MappedFileQueue:
     def destroy(self, timeout_s: float = 3.0) -> None:
         """Delete every file and then the directory if it is empty (RocketMQ's MappedFileQueue.destroy)."""
         self._require_writable()
+        self.stop_protecting()
         files, self._files = self._files, ()
         for mapped_file in files:
             mapped_file.destroy(timeout_s)

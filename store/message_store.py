@@ -10,6 +10,7 @@ them in order, flushes everything and removes the `abort` file once dispatch has
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import itertools
 import logging
@@ -247,7 +248,11 @@ class MessageStore:
     def get_messages(
         self, topic: str, queue_id: int, offset: int, max_count: int = 32, max_bytes: int | None = None
     ) -> GetResult:
-        """`getMessage`: up to `max_count` records (and `max_bytes`) from queue offset `offset`, zero-copy."""
+        """`getMessage`: up to `max_count` records (and `max_bytes`) from queue offset `offset`, zero-copy.
+
+        Release each message's `data` when done with it (`with found.data:`): while a view of a sealed segment
+        is held, another process's truncation of it waits (store.lease). A segment revoked after such a
+        truncation raises SegmentRevokedError (a StoreError) instead of handing out views of lost pages."""
         queue = self.consume_queues.find(topic, queue_id)
         if queue is None:
             return GetResult(GetStatus.NO_MATCHED_LOGIC_QUEUE, 0, 0, 0, [])
@@ -367,18 +372,25 @@ class MessageStore:
         return read
 
     def look_message_by_offset(self, physical_offset: int, size: int | None = None) -> codec.MessageRecord:
-        """Decode the record at `physical_offset` (`lookMessageByOffset`)."""
+        """Decode the record at `physical_offset` (`lookMessageByOffset`). The body is a view of a copy: the
+        view of the mapping is released before returning, so a caller keeping the record never holds back a
+        lease break (store.lease); a segment revoked meanwhile raises SegmentRevokedError (a StoreError)."""
         if size is None:
             head = self.commit_log.get_message(physical_offset, 8)
             if head is None:
                 raise StoreError(f"no record at physical offset {physical_offset}")
-            size, _magic = codec.peek_total_size_and_magic(head)
+            with head:
+                size, _magic = codec.peek_total_size_and_magic(head)
         data = self.commit_log.get_message(physical_offset, size)
         if data is None:
             raise StoreError(f"no record of {size} bytes at physical offset {physical_offset}")
-        record = codec.decode_record(data, base_offset=physical_offset)
-        if not isinstance(record, codec.MessageRecord):
-            raise StoreError(f"physical offset {physical_offset} holds a BLANK record, not a message")
+        with data:
+            record = codec.decode_record(data, base_offset=physical_offset)
+            if not isinstance(record, codec.MessageRecord):
+                raise StoreError(f"physical offset {physical_offset} holds a BLANK record, not a message")
+            if isinstance(record.body, memoryview):  # still a memoryview, but of a copy
+                with record.body as body:
+                    record = dataclasses.replace(record, body=memoryview(bytes(body)))
         return record
 
     def query_message(

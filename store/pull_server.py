@@ -50,6 +50,13 @@ What the server does with bad peers, so that one cannot wedge it for others (a t
 - a peer that disconnects mid-frame, or sends part of a frame and then nothing for `request_timeout_s`:
   the connection is closed;
 - a peer that stops reading its response: the send times out after `send_timeout_s` and it is dropped.
+
+A segment truncated by another process under a response: a sealed segment is leased (store.lease), so the
+truncation waits until the response's views are released (at most send_timeout_s more for a consumer that
+stops reading), and later pulls get SERVER_ERROR (its records are no longer served). The active segment
+cannot be leased: a send from its truncated mapping fails with EFAULT (RangeOutsideFile), as does
+sendfile's short count; the response cannot be completed, so that consumer's connection is closed and
+counted in `truncated_sources`. The server goes on serving the others.
 """
 
 from __future__ import annotations
@@ -68,12 +75,13 @@ from enum import IntEnum
 from types import MappingProxyType
 
 from store.errors import StoreError
-from store.mapped_file import MappedFile
+from store.mapped_file import MappedFile, SegmentRevokedError
 from store.message_store import FoundMessage, GetResult, GetStatus, MessageStore
 from store.transfer import (
     RUN_COALESCING_PATHS,
     PathUnsupported,
     PeerClosed,
+    RangeOutsideFile,
     Sender,
     SendPath,
     TransferOptions,
@@ -454,6 +462,7 @@ class PullServerCounters:
     slow_requests: int = 0  # a frame begun and not finished within request_timeout_s: closed
     stalled_peers: int = 0  # stopped reading a response: dropped after send_timeout_s
     peers_gone: int = 0  # closed or reset while we were sending
+    truncated_sources: int = 0  # a segment shrank (or was revoked) under a response: its connection closed
     long_polls: int = 0
     offset_commits: int = 0
     offset_queries: int = 0
@@ -679,6 +688,9 @@ class _Connection:
         except TransferStalled as error:
             counters.add("stalled_peers")
             log.info("%s: dropped: %s", self.peer, error)
+        except RangeOutsideFile as error:
+            counters.add("truncated_sources")
+            log.warning("%s: closing, the response cannot be completed: %s", self.peer, error)
         except (PeerClosed, ConnectionError) as error:
             counters.add("peers_gone")
             log.debug("%s: gone: %s", self.peer, error)
@@ -892,7 +904,10 @@ class _Connection:
             return self.sender.send(path, mapped_file.fileno(), position, piece.length)
         if len(piece.messages) == 1:  # the record's own view of the segment's mapping
             return self.sender.send(path, None, position, piece.length, mapped=piece.messages[0].data)
-        run_view = mapped_file.select(position, piece.length)
+        try:
+            run_view = mapped_file.select(position, piece.length)
+        except SegmentRevokedError as error:  # revoked since get_messages: the header promised these bytes
+            raise RangeOutsideFile(str(error), path=path) from error
         if run_view is None:  # cannot happen for records get_messages just read; never send a short body
             raise StoreError(f"{mapped_file.path}: [{position}, +{piece.length}) is not readable")
         with run_view:

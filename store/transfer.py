@@ -224,6 +224,17 @@ class _Run:
                 path=self.path,
                 bytes_sent=self.sent,
             ) from error
+        except OSError as error:
+            if error.errno != errno.EFAULT:
+                raise
+            # A send from a mapping whose file shrank: the kernel's copy faults in kernel mode and returns
+            # EFAULT (x86 and arm64 send no SIGBUS for it; very old kernels did).
+            raise RangeOutsideFile(
+                f"{self.path}: the kernel could not read the mapped source after {self.sent} bytes (EFAULT): "
+                "its file was truncated under the mapping",
+                path=self.path,
+                bytes_sent=self.sent,
+            ) from error
         now = time.monotonic()
         if sent:
             self.sent += sent

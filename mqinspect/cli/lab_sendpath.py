@@ -9,9 +9,8 @@ from pathlib import Path
 
 import typer
 
-from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.cli.options import OutputFormat, format_option, parse_choices
 from mqinspect.cli.store_write import SIZE
-from mqinspect.errors import BadInput
 from mqinspect.labs.sendpath import DEFAULT_PAYLOAD_BYTES, DEFAULT_REPEAT, LabOptions, run_sendpath_lab
 from mqinspect.render.console import stderr_console, stdout_console
 from mqinspect.render.lab_sendpath import sendpath_view
@@ -25,21 +24,7 @@ PATH_NAMES = ", ".join(path.value for path in SendPath)
 def parse_paths(text: str) -> tuple[SendPath, ...]:
     """'sendfile,read+write' -> (SENDFILE, READ_WRITE): SendPath names, "+" and "-" read as "_", in the order
     given, each once; "all" is every path."""
-    if text.strip().lower() == "all":
-        return tuple(SendPath)
-    chosen: list[SendPath] = []
-    for name in (part.strip().lower().replace("+", "_").replace("-", "_") for part in text.split(",")):
-        if not name:
-            continue
-        try:
-            path = SendPath(name)
-        except ValueError:
-            raise BadInput(f"--paths: unknown send path {name!r} (known: {PATH_NAMES})") from None
-        if path not in chosen:
-            chosen.append(path)
-    if not chosen:
-        raise BadInput(f"--paths names no send path (known: {PATH_NAMES})")
-    return tuple(chosen)
+    return parse_choices(text, SendPath, "--paths", "send path")
 
 
 def sendpath(

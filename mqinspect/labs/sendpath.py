@@ -32,7 +32,6 @@ import math
 import mmap
 import os
 import platform
-import select
 import shutil
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from mqinspect.labs.sendpath_model import (
     per_byte,
 )
 from mqinspect.labs.stats import Spread, spread
+from mqinspect.labs.worker_lines import LineReader, last_words
 from probes.ebpf.sendpath import SendpathProbe, SendpathSnapshot
 from probes.ebpf.session import TraceSession
 from probes.errors import CapabilityMissing, ProbeError
@@ -342,7 +342,8 @@ class Worker:
             cwd=Path(__file__).resolve().parents[2],
         )
         self.pid = self.process.pid
-        self._pending = b""
+        assert self.process.stdout is not None
+        self._lines = LineReader(self.process.stdout.fileno())
 
     def tell(self, command: dict) -> None:
         assert self.process.stdin is not None
@@ -354,30 +355,17 @@ class Worker:
 
     def answer(self, timeout_s: float) -> dict:
         """The next report line, within `timeout_s`."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LabFailed(f"the {self.role} (pid {self.pid}) did not answer within {timeout_s:g} s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise self._died()
-                self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            message = self._lines.next_message(timeout_s)
+        except TimeoutError:
+            said = f"the {self.role} (pid {self.pid}) did not answer within {timeout_s:g} s"
+            raise LabFailed(said) from None
+        if message is None:
+            raise self._died()
+        return message
 
     def _died(self) -> LabFailed:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
-        detail = b""
-        if self.process.stderr is not None and self.process.poll() is not None:
-            detail = self.process.stderr.read() or b""
-        last = detail.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        return LabFailed(f"the {self.role} (pid {self.pid}) ended unexpectedly: {last[0]}")
+        return LabFailed(f"the {self.role} (pid {self.pid}) ended unexpectedly: {last_words(self.process)}")
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
