@@ -6,10 +6,11 @@ one of the files (matched by device and inode, so renamed or deleted files still
 
 A process whose maps or smaps the caller may not read could lock pages of any of the files. Its VmLck (in
 /proc/PID/status, which every user may read) says whether it locks anything at all: one that locks nothing
-changes no count. One that does makes every count unknown for a caller without CAP_SYS_PTRACE (an
-unprivileged user beside a root broker): the counts are None with the reason and the fix, never 0. With
-CAP_SYS_PTRACE the few processes still refused (a supervisor the kernel protects even from root) are named
-in a note, and the counts are those of every other process.
+changes no count. One of another user that does (a root broker, seen by an unprivileged user) makes every
+count unknown: None with the reason and the fix (more privilege would read it), never 0. One of the
+caller's own user that the kernel refuses anyway (not dumpable, or holding capabilities the caller lacks:
+here root cannot read pid 1) cannot be read by any means: it is named in a note, and the counts are those of
+every other process.
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes.privileges import (
-    PROC_ACCESS_FIX,
-    OtherProcess,
-    can_read_other_processes,
-    describe_processes,
-    other_process,
-)
+from probes.privileges import PROC_ACCESS_FIX, OtherProcess, describe_processes, other_process
 from probes.process_files import parse_maps, parse_smaps
 from probes.procfs import PROC_ROOT
 
@@ -45,11 +40,8 @@ class LockedFiles:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def locked_bytes_by_file(
-    paths: Iterable[Path | str], proc_root: Path = PROC_ROOT, *, privileged: bool | None = None
-) -> LockedFiles:
-    """Bytes mlocked in each of `paths`, summed over every process that maps it. `privileged` says whether
-    the caller may read other users' processes (None: ask the kernel, see `can_read_other_processes`)."""
+def locked_bytes_by_file(paths: Iterable[Path | str], proc_root: Path = PROC_ROOT) -> LockedFiles:
+    """Bytes mlocked in each of `paths`, summed over every process that maps it."""
     by_identity = _identities(paths)
     totals = {path: [0, []] for path in by_identity.values()}
     scanned = 0
@@ -64,12 +56,12 @@ def locked_bytes_by_file(
         if ranges and not _add_locked(proc_root, pid, ranges, totals):
             unreadable.append(pid)
     lockers = _lockers(unreadable, proc_root)
-    known = not lockers or (can_read_other_processes() if privileged is None else privileged)
+    hidden = [process for process in lockers if process.of_another_user]
     files = {
-        path: FileLocks(path, locked if known else None, tuple(pids))
+        path: FileLocks(path, None if hidden else locked, tuple(pids))
         for path, (locked, pids) in totals.items()
     }
-    notes = {"locked_bytes": _lockers_note(lockers, known)} if lockers else {}
+    notes = {"locked_bytes": _lockers_note(hidden or lockers, bool(hidden))} if lockers else {}
     return LockedFiles(files, scanned, len(unreadable), notes)
 
 
@@ -79,16 +71,16 @@ def _lockers(pids: Iterable[int], proc_root: Path) -> list[OtherProcess]:
     return [process for process in described if process is not None and process.locked_bytes != 0]
 
 
-def _lockers_note(lockers: list[OtherProcess], counted_without_them: bool) -> str:
+def _lockers_note(lockers: list[OtherProcess], of_other_users: bool) -> str:
     who = describe_processes(lockers)
-    if counted_without_them:
+    if of_other_users:
         return (
-            f"not counted: memory locked (VmLck) by {who}, whose /proc/PID/smaps even this caller may not "
-            "read (the kernel refuses ptrace access to them)"
+            f"processes with locked memory (VmLck) whose /proc/PID/smaps cannot be read: {who}; they may "
+            f"lock pages of these files: {PROC_ACCESS_FIX}"
         )
     return (
-        f"processes with locked memory (VmLck) whose /proc/PID/smaps cannot be read: {who}; they may lock "
-        f"pages of these files: {PROC_ACCESS_FIX}"
+        f"not counted: memory locked (VmLck) by {who}, which the kernel does not let this caller inspect "
+        "although it runs as the same user (not dumpable, or holding capabilities the caller lacks)"
     )
 
 

@@ -46,28 +46,31 @@ def can_trace(capabilities: frozenset[str] | None, euid: int | None = None) -> b
     return "CAP_SYS_ADMIN" in capabilities or {"CAP_BPF", "CAP_PERFMON"} <= capabilities
 
 
-def can_read_other_processes(capabilities: frozenset[str] | None = None, euid: int | None = None) -> bool:
-    """Whether the caller passes the kernel's ptrace read check on other users' processes (CAP_SYS_PTRACE,
-    which root holds), so that their /proc/PID/maps and smaps can be read. Some processes stay unreadable
-    even then (a supervisor the kernel protects from ptrace); without it every other user's process does."""
-    if capabilities is None:
-        capabilities = effective_capabilities()
-    if capabilities is None:
-        return (os.geteuid() if euid is None else euid) == 0
-    return "CAP_SYS_PTRACE" in capabilities
-
-
 @dataclass(frozen=True)
 class OtherProcess:
     """A process whose private /proc files (maps, smaps, fd) this caller could not read, described by the
     files every user may read: its name, its owner, its mlocked memory (VmLck) and its resident file pages
-    (RssFile: a broker's mapped segments), None where unknown."""
+    (RssFile: a broker's mapped segments), None where unknown.
+
+    The kernel lets a caller read another process's maps when both run as the same user, or the caller has
+    CAP_SYS_PTRACE (root; CAP_PERFMON is enough for maps and smaps on this kernel), and the target is
+    dumpable and holds no capability the caller lacks. So a process of another user is refused for want of
+    privilege (root would read it), and one of the caller's own user is refused whatever the caller does."""
 
     pid: int
     comm: str | None
-    owner: str | None
+    owner_uid: int | None
     locked_bytes: int | None
     rss_file_bytes: int | None = None
+
+    @property
+    def owner(self) -> str | None:
+        return None if self.owner_uid is None else user_name(self.owner_uid)
+
+    @property
+    def of_another_user(self) -> bool:
+        """Whether it runs as another user than the caller: more privilege would make it readable."""
+        return self.owner_uid != os.geteuid()
 
 
 def other_process(pid: int, proc_root: Path = PROC_ROOT) -> OtherProcess | None:
@@ -81,7 +84,7 @@ def other_process(pid: int, proc_root: Path = PROC_ROOT) -> OtherProcess | None:
         return None
     except OSError:
         return OtherProcess(pid, None, None, None)
-    return OtherProcess(pid, comm, user_name(owner_uid), status.vm_lck_bytes, status.rss_file_bytes)
+    return OtherProcess(pid, comm, owner_uid, status.vm_lck_bytes, status.rss_file_bytes)
 
 
 def user_name(uid: int) -> str:

@@ -103,11 +103,14 @@ _CLI_REPORTING_BCC = (
 )
 
 
-def mqinspect_as_nobody(*arguments: str) -> subprocess.CompletedProcess:
-    """`mqinspect ARGUMENTS` as user nobody without capabilities; stderr ends with whether bcc was imported
-    (so a test can tell that nothing was compiled or loaded)."""
+def mqinspect_as_nobody(*arguments: str, capabilities: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`mqinspect ARGUMENTS` as user nobody without capabilities, or with just `capabilities` ("bpf",
+    "perfmon": a user granted them, not root); stderr ends with whether bcc was imported (so a test can tell
+    that nothing was compiled or loaded)."""
+    granted = "".join(f",+{name}" for name in capabilities)
+    prefix = [*AS_NOBODY[:-1], f"--inh-caps=-all{granted}", f"--ambient-caps=-all{granted}"]
     return subprocess.run(
-        [*AS_NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
+        [*(prefix if capabilities else AS_NOBODY), sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -259,3 +259,13 @@ def test_as_nobody_doctor_and_cache_agree_on_cachestat_for_a_root_file(tmp_path:
     assert "cachestat refused (EPERM)" in measured["notes"]["source"]
     assert checks["cachestat"]["status"] == "degraded"
     assert "refused (EPERM)" in checks["cachestat"]["detail"] and "root" in checks["cachestat"]["fix"]
+
+
+@pytest.mark.requires_root
+def test_a_user_granted_bpf_learns_that_tracefs_must_be_readable_too():
+    done = mqinspect_as_nobody("doctor", "--quick", "--format", "json", capabilities=("bpf", "perfmon"))
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    assert checks["privileges"]["status"] == "ok"
+    assert checks["tracefs"]["status"] == "missing" and "readable by root only" in checks["tracefs"]["detail"]
+    assert "mount -o remount,gid=GROUP,mode=0750 /sys/kernel/tracing" in checks["tracefs"]["fix"]
+    assert done.returncode == 3

@@ -29,7 +29,7 @@ from mqinspect.dashboard.snapshot import (
 )
 from mqinspect.dashboard.store_reader import NO_EBPF_EVENTS, StoreReader
 from probes.memory import MemorySample
-from probes.privileges import PROC_ACCESS_FIX, can_read_other_processes, describe_processes, other_process
+from probes.privileges import PROC_ACCESS_FIX, describe_processes, other_process
 from probes.procfs import PAGE_SIZE_BYTES, SystemMemorySnapshot, rates, take_system_snapshot
 
 NO_STORE = "no STORE_DIR given: `mqinspect top STORE_DIR` shows its segments"
@@ -131,21 +131,19 @@ class Sampler:
         )
 
     def _find_holders(self) -> str | None:
-        """Look for the store's holders (every few intervals). When none is found but some processes' maps
-        could not be read, one of them may be the broker: returns why there is no process to watch, which
-        the waiting probes say too, instead of claiming that nothing holds the store."""
+        """Look for the store's holders (every few intervals). When none is found but the maps of other users'
+        processes could not be read, one of them may be the broker: returns why there is no process to
+        watch, which the waiting probes say too, instead of claiming that nothing holds the store."""
         self.processes.follow_store(self._segment_paths, self.settings.store_dir)
-        unreadable = self.processes.unreadable()
-        if self.processes.watched() or not unreadable or can_read_other_processes():
+        described = () if self.processes.watched() else map(other_process, self.processes.unreadable())
+        hidden = [process for process in described if process is not None and process.of_another_user]
+        if not hidden:
             self.probes.waiting_for(NO_PROCESS_REASON, NO_PROCESS_FIX)
             return None
-        described = [process for pid in unreadable if (process := other_process(pid)) is not None]
         # the processes with the most file pages resident first: a broker maps its segments
-        described.sort(key=lambda process: -(process.rss_file_bytes or 0))
-        reason = (
-            f"cannot read /proc/PID/maps of {describe_processes(described)}: any of them may hold the "
-            "store's files"
-        )
+        hidden.sort(key=lambda process: -(process.rss_file_bytes or 0))
+        who = describe_processes(hidden)
+        reason = f"cannot read /proc/PID/maps of {who}: any of them may hold the store's files"
         self.probes.waiting_for(
             f"no process this user may inspect holds the store's files; {reason}", HIDDEN_HOLDERS_FIX
         )

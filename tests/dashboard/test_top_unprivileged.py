@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import mqinspect_as_nobody, store_holder, store_nobody_can_read
+from support import AS_NOBODY, mqinspect_as_nobody, store_holder, store_nobody_can_read
 
-from mqinspect.dashboard import process_reader, sampler
+from mqinspect.dashboard import process_reader
 from mqinspect.dashboard.probes import ProbeSet
 from mqinspect.dashboard.process_reader import HolderScan
 from mqinspect.dashboard.sampler import Sampler, SamplerSettings
@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_sampler import FakeProbe, FakeSession
 
 ONCE = ["--once", "--format", "json", "--interval", "0.2"]
+BPF = ("bpf", "perfmon")
 
 
-def top_as_nobody(root: Path) -> dict:
-    done = mqinspect_as_nobody("top", str(root), *ONCE)
+def top_as_nobody(root: Path, capabilities: tuple[str, ...] = ()) -> dict:
+    done = mqinspect_as_nobody("top", str(root), *ONCE, capabilities=capabilities)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -60,19 +61,34 @@ def test_a_holder_that_nobody_may_inspect_is_the_reason_given_for_no_process():
     assert "owned by root" in reason and reason.endswith("run as root or with CAP_SYS_PTRACE, or give --pid")
 
 
+@pytest.mark.requires_bpf
+def test_a_user_granted_bpf_is_told_why_the_probes_cannot_attach():
+    """CAP_BPF and CAP_PERFMON without root, and tracefs root's alone (the default). CAP_PERFMON lets it read
+    the maps of a root holder, so the holder is found even without the lock."""
+    with store_nobody_can_read() as root:
+        segments = sorted((root / "commitlog").iterdir())[:1]
+        with store_holder(None, segments, locked_pages=1) as holder:
+            frame = top_as_nobody(root, capabilities=BPF)
+    assert holder.pid in {row["pid"] for row in frame["processes"]}
+    for status in frame["probes"]:
+        assert status["state"] == ProbeState.UNAVAILABLE
+        assert "tracefs at /sys/kernel/tracing is readable by root only" in status["reason"]
+        assert "mount -o remount,gid=GROUP,mode=0750" in status["fix"]
+
+
+@pytest.mark.requires_root
 def test_probes_that_could_run_wait_with_the_real_reason_when_the_holders_cannot_be_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """A user with CAP_BPF and CAP_PERFMON but not CAP_SYS_PTRACE: the probes could trace a broker, but the
-    one holding the store cannot be seen."""
+    """A user who may load BPF programs, beside a holder of another user whose maps it may not read: the
+    probes could trace it, but cannot see it. (The scan is faked: root reads every maps.)"""
     (tmp_path / "commitlog").mkdir()
     (tmp_path / "commitlog" / "00000000000000000000").write_bytes(bytes(4096))
-    hidden = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    hidden = subprocess.Popen([*AS_NOBODY, sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         monkeypatch.setattr(
             process_reader, "scan_store_holders", lambda *args, **kwargs: HolderScan({}, (hidden.pid,))
         )
-        monkeypatch.setattr(sampler, "can_read_other_processes", lambda: False)
         probes = ProbeSet(
             (),
             tmp_path,
@@ -93,6 +109,7 @@ def test_probes_that_could_run_wait_with_the_real_reason_when_the_holders_cannot
         assert status.state == ProbeState.WAITING
         assert status.reason.startswith("no process this user may inspect holds the store's files; ")
         assert f"cannot read /proc/PID/maps of pid {hidden.pid} (python" in status.reason
+        assert "owned by nobody" in status.reason
         assert status.fix == "run as root or with CAP_SYS_PTRACE, or give --pid"
     assert f"pid {hidden.pid} (" in snapshot.unavailable["processes"]
     assert os.getpid() not in (process.pid for process in snapshot.processes)

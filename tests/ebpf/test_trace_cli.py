@@ -128,6 +128,15 @@ def test_tracing_as_nobody_is_exit_3_with_the_fix():
     assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
+@pytest.mark.requires_root
+def test_tracing_with_bpf_capabilities_but_tracefs_roots_alone_is_exit_3_with_the_fix():
+    done = mqinspect_as_nobody("trace", "faults", "--count", "1", capabilities=("bpf", "perfmon"))
+    assert done.returncode == ExitStatus.MISSING_CAPABILITY, done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
+    assert "tracefs at /sys/kernel/tracing is readable by root only" in error
+    assert "sudo mount -o remount,gid=GROUP,mode=0750 /sys/kernel/tracing" in error
+
+
 # --- sessions (BPF) -----------------------------------------------------------------------------------------
 
 
