@@ -333,9 +333,10 @@ def test_a_warning_that_lasts_is_said_once_and_again_when_it_comes_back(monkeypa
     watch = SimpleNamespace(pids=(), running=lambda: (), all_ended=lambda: False)
     probe = SimpleNamespace(processes=watch, store=None, subject=lambda: "writeback of every process")
     options = trace.SessionOptions(1.0, 5, None, "table", False)
-    assert trace.run_trace(probe, options, VIEWS["writeback"]) == ExitStatus.OK
+    status = trace.run_trace(probe, options, VIEWS["writeback"])
     said = [line for line in capsys.readouterr().err.splitlines() if "dirtied folios" in line]
     assert [line.split()[1] for line in said] == ["18", "7"]  # once, and again after an interval without it
+    assert status == ExitStatus.OK
 
 
 def test_counted_nouns_have_one_helper_and_say_processes():
