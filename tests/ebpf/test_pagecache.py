@@ -345,18 +345,9 @@ def test_tracing_as_nobody_is_exit_3_with_the_fix():
 def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: Path):
     path = _evicted_file(tmp_path / "read.bin", 2048)
     with reading_child(path) as child:
+        following = ["--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"]
         session = subprocess.Popen(
-            [
-                *TRACE,
-                "pagecache",
-                "--pid",
-                str(child.pid),
-                "--follow",
-                "--interval",
-                "0.2",
-                "--format",
-                "jsonl",
-            ],
+            [*TRACE, "pagecache", *following],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

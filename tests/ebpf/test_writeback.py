@@ -370,18 +370,9 @@ def test_tracing_as_nobody_is_exit_3_with_the_fix():
 @pytest.mark.requires_bpf
 def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: Path):
     with writing_child(tmp_path / "w.bin", 8, "fsync") as child:
+        following = ["--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"]
         session = subprocess.Popen(
-            [
-                *TRACE,
-                "writeback",
-                "--pid",
-                str(child.pid),
-                "--follow",
-                "--interval",
-                "0.2",
-                "--format",
-                "jsonl",
-            ],
+            [*TRACE, "writeback", *following],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
