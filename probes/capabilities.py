@@ -6,11 +6,13 @@ Two steps: `gather_facts()` reads the system (and, unless quick, proves BPF by l
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,12 +22,20 @@ from probes.ebpf.loader import ProbeLoadResult, test_load_all_probes
 from probes.ebpf.smoke import SmokeResult, run_smoke
 from probes.ebpf.tracepoints import PROBES, present_tracepoints
 from probes.kernel import kernel_version
-from probes.privileges import can_trace, effective_capabilities
+from probes.privileges import can_trace, effective_capabilities, user_name
 from probes.residency.cachestat import cachestat
+from probes.residency.scan import ResidencyUnavailable, open_regular_file
 
 CACHESTAT_MIN_KERNEL = (6, 5)
 MINCORE_LIES_SINCE = (5, 2)
 TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+# Files every system has, owned by root and written by nobody else: cachestat on one of them is the check
+# `mqinspect cache` meets on another user's file (a store a root broker writes).
+FOREIGN_FILE_CANDIDATES = ("/etc/passwd", "/etc/hostname", "/bin/sh")
+TRACE_GROUP = "GROUP"  # placeholder in the fixes: the group of the users who may trace
+TRACEFS_GROUP_FIX = (
+    f"sudo mount -o remount,gid={TRACE_GROUP},mode=0750 /sys/kernel/tracing (tracefs readable by that group)"
+)
 
 
 class Status(StrEnum):
@@ -61,6 +71,16 @@ class ToolFacts:
 
 
 @dataclass(frozen=True)
+class CachestatTry:
+    """cachestat on a file of another user that this caller may read but not write: `errno` None if it
+    answered (EPERM: the kernel's rule, see `_check_cachestat`)."""
+
+    path: str
+    owner_uid: int
+    errno: int | None
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything doctor needs to know, gathered once. Unit tests build these by hand."""
 
@@ -77,6 +97,10 @@ class HostFacts:
     lockdown: str | None
     memlock_soft_bytes: int | None  # None: unlimited
     tools: dict[str, ToolFacts] = field(default_factory=dict)
+    # cachestat on another user's file; None: every candidate is this caller's or writable by it (root)
+    cachestat_foreign: CachestatTry | None = None
+    interpreter: str = "/usr/bin/python3"  # the real file behind sys.executable (a venv links to it)
+    environment_bin: str = ".venv/bin"  # where this installation's commands are
     tracepoint_smoke: SmokeResult | None = None  # None: not attempted (quick, or impossible)
     fentry_smoke: SmokeResult | None = None
     probe_loads: dict[str, ProbeLoadResult] | None = None  # each registered probe loaded for real
@@ -107,6 +131,9 @@ def gather_facts(*, quick: bool = False) -> HostFacts:
         lockdown=_lockdown_mode(),
         memlock_soft_bytes=_memlock_soft_limit(),
         tools=_tools(),
+        cachestat_foreign=_cachestat_on_a_file_of_another_user(),
+        interpreter=os.path.realpath(sys.executable),
+        environment_bin=str(Path(sys.prefix) / "bin"),
         tracepoint_smoke=run_smoke("tracepoint") if attempt_bpf else None,
         fentry_smoke=run_smoke("fentry") if attempt_bpf else None,
         probe_loads={result.probe: result for result in test_load_all_probes()} if attempt_bpf else None,
@@ -163,6 +190,28 @@ def _cachestat_errno() -> int | None:
             cachestat(scratch.fileno())
         except OSError as error:
             return error.errno
+    return None
+
+
+def _cachestat_on_a_file_of_another_user() -> CachestatTry | None:
+    """cachestat on the first candidate this caller neither owns nor may write, opened as `mqinspect cache`
+    opens files (open_regular_file): the kernel may answer for the caller's own files and refuse this one."""
+    for path in FOREIGN_FILE_CANDIDATES:
+        try:
+            fd = open_regular_file(path)
+        except ResidencyUnavailable:
+            continue
+        try:
+            owner = os.fstat(fd).st_uid
+            if owner == os.geteuid() or os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
+                continue
+            try:
+                cachestat(fd)
+            except OSError as error:
+                return CachestatTry(path, owner, error.errno)
+            return CachestatTry(path, owner, None)
+        finally:
+            os.close(fd)
     return None
 
 
@@ -279,13 +328,33 @@ def _check_privileges(facts: HostFacts) -> CapabilityCheck:
         Status.MISSING,
         f"uid {facts.euid} holds {held}: BPF programs cannot be loaded",
         needed,
-        "run as root (sudo mqinspect ...), or grant CAP_BPF and CAP_PERFMON: "
-        'sudo setcap cap_bpf,cap_perfmon+ep "$(readlink -f $(which python3))"',
+        bpf_without_root_fix(facts.interpreter, facts.environment_bin),
+    )
+
+
+def bpf_without_root_fix(interpreter: str, environment_bin: str) -> str:
+    """sudo; or the capabilities on a copy of the interpreter that only one group may run. Never on the
+    interpreter itself: every user of the system's python3 would hold CAP_BPF."""
+    private = f"{environment_bin}/python-bpf"
+    return (
+        "run as root (sudo mqinspect ...); or, for the users of one group, put the capabilities on a private "
+        f"copy of the interpreter, never on {interpreter} itself (every user runs it): "
+        f"sudo install -o root -g {TRACE_GROUP} -m 0750 {interpreter} {private} && "
+        f"sudo setcap cap_bpf,cap_perfmon+ep {private} && {TRACEFS_GROUP_FIX}; then run "
+        f"{private} -m mqinspect ..."
     )
 
 
 def _check_tracefs(facts: HostFacts) -> CapabilityCheck:
     needed = "eBPF tracepoint probes (tracepoints are found and attached through tracefs)"
+    if facts.tracefs and facts.tracepoints is None:
+        return CapabilityCheck(
+            "tracefs",
+            Status.MISSING,
+            f"mounted at {facts.tracefs}, but readable by root only: the probes cannot find tracepoints",
+            needed,
+            f"run as root (sudo mqinspect ...), or {TRACEFS_GROUP_FIX}",
+        )
     if facts.tracefs:
         return CapabilityCheck("tracefs", Status.OK, f"mounted at {facts.tracefs}", needed)
     return CapabilityCheck(
@@ -381,7 +450,7 @@ def _check_probe(facts: HostFacts, probe) -> CapabilityCheck:
             Status.MISSING,
             "cannot list tracepoints: tracefs is readable by root only",
             needed,
-            "run as root (sudo mqinspect doctor)",
+            f"run as root (sudo mqinspect doctor), or {TRACEFS_GROUP_FIX}",
         )
     lacking = [tp for tp in probe.required if tp not in facts.tracepoints]
     if lacking:
@@ -452,11 +521,12 @@ def _check_fentry(facts: HostFacts) -> CapabilityCheck:
 
 
 def _check_cachestat(facts: HostFacts) -> CapabilityCheck:
-    needed = "`mqinspect cache` dirty/writeback/evicted counts and fast residency maps"
+    """Both calls `mqinspect cache` makes: on the caller's own file, and on a file of another user. The kernel
+    answers for a file the caller opened for writing, owns (or has CAP_FOWNER for), or may write
+    (`can_do_cachestat`, mm/filemap.c; the rule mincore follows since 5.2) and refuses the rest with EPERM."""
+    needed = "`mqinspect cache` and the dashboard: cached, dirty, writeback and evicted pages of store files"
     code = facts.cachestat_errno
-    if code is None:
-        return CapabilityCheck("cachestat", Status.OK, "syscall 451 answers", needed)
-    if code == 38:  # ENOSYS
+    if code == errno.ENOSYS:
         return CapabilityCheck(
             "cachestat",
             Status.DEGRADED,
@@ -464,8 +534,38 @@ def _check_cachestat(facts: HostFacts) -> CapabilityCheck:
             needed,
             "boot a kernel >= 6.5",
         )
+    if code is not None:
+        return CapabilityCheck(
+            "cachestat",
+            Status.DEGRADED,
+            f"refused even on a file of this caller: {os.strerror(code)} (seccomp?); mincore is used",
+            needed,
+            "run as root, outside the sandbox that filters the syscall",
+        )
+    foreign = facts.cachestat_foreign
+    if foreign is None:
+        return CapabilityCheck(
+            "cachestat",
+            Status.OK,
+            "syscall 451 answers for any file: this caller owns or may write every file tried (root)",
+            needed,
+        )
+    owner = user_name(foreign.owner_uid)
+    if foreign.errno is None:
+        return CapabilityCheck(
+            "cachestat",
+            Status.OK,
+            f"syscall 451 answers, also for files of other users (tried {foreign.path}, owned by {owner})",
+            needed,
+        )
     return CapabilityCheck(
-        "cachestat", Status.DEGRADED, f"refused: {os.strerror(code)}; mincore is used", needed, "run as root"
+        "cachestat",
+        Status.DEGRADED,
+        f"answers for this caller's own files only: refused ({errno.errorcode.get(foreign.errno, '?')}) on "
+        f"{foreign.path} (owned by {owner}), as on any file it may read but not write, such as a store "
+        "a root broker writes; `mqinspect cache` shows those unavailable",
+        needed,
+        "run as root (sudo mqinspect ...), or as the owner of the store's files",
     )
 
 

@@ -3,6 +3,14 @@
 Pages are locked per mapping, not per file, so the only place the kernel tells is the smaps of each process
 that maps the file. This reads every process's maps (cheap), and the smaps only of processes whose maps show
 one of the files (matched by device and inode, so renamed or deleted files still match).
+
+A process whose maps or smaps the caller may not read could lock pages of any of the files. Its VmLck (in
+/proc/PID/status, which every user may read) says whether it locks anything at all: one that locks nothing
+changes no count. One of another user that does (a root broker, seen by an unprivileged user) makes every
+count unknown: None with the reason and the fix (more privilege would read it), never 0. One of the
+caller's own user that the kernel refuses anyway (not dumpable, or holding capabilities the caller lacks:
+here root cannot read pid 1) cannot be read by any means: it is named in a note, and the counts are those of
+every other process.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from probes.privileges import PROC_ACCESS_FIX, OtherProcess, describe_processes, other_process
 from probes.process_files import parse_maps, parse_smaps
 from probes.procfs import PROC_ROOT
 
@@ -19,7 +28,7 @@ from probes.procfs import PROC_ROOT
 @dataclass(frozen=True)
 class FileLocks:
     path: str
-    locked_bytes: int  # over the processes that could be read: a lower bound when `unreadable_processes`
+    locked_bytes: int | None  # None: a process that locks memory could not be read (LockedFiles.notes)
     locking_pids: tuple[int, ...]
 
 
@@ -27,7 +36,7 @@ class FileLocks:
 class LockedFiles:
     files: dict[str, FileLocks]
     processes_scanned: int
-    unreadable_processes: int  # maps or smaps denied (e.g. pid 1 here): locks they hold are not counted
+    unreadable_processes: int  # maps or smaps denied; `notes` names those that lock memory
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -35,24 +44,44 @@ def locked_bytes_by_file(paths: Iterable[Path | str], proc_root: Path = PROC_ROO
     """Bytes mlocked in each of `paths`, summed over every process that maps it."""
     by_identity = _identities(paths)
     totals = {path: [0, []] for path in by_identity.values()}
-    scanned = unreadable = 0
+    scanned = 0
+    unreadable: list[int] = []
     for pid in _pids(proc_root):
         maps = _read_or_none(proc_root / str(pid) / "maps")
         if maps is None:
-            unreadable += 1
+            unreadable.append(pid)
             continue
         scanned += 1
         ranges = _ranges_of_files(maps, by_identity)
         if ranges and not _add_locked(proc_root, pid, ranges, totals):
-            unreadable += 1
-    files = {path: FileLocks(path, locked, tuple(pids)) for path, (locked, pids) in totals.items()}
-    notes = {}
-    if unreadable:
-        notes["locked_bytes"] = (
-            f"{unreadable} processes could not be read (their maps/smaps need ptrace access): "
-            "pages they lock are not counted"
+            unreadable.append(pid)
+    lockers = _lockers(unreadable, proc_root)
+    hidden = [process for process in lockers if process.of_another_user]
+    files = {
+        path: FileLocks(path, None if hidden else locked, tuple(pids))
+        for path, (locked, pids) in totals.items()
+    }
+    notes = {"locked_bytes": _lockers_note(hidden or lockers, bool(hidden))} if lockers else {}
+    return LockedFiles(files, scanned, len(unreadable), notes)
+
+
+def _lockers(pids: Iterable[int], proc_root: Path) -> list[OtherProcess]:
+    """Those of the unreadable processes that lock memory somewhere (VmLck > 0, or unknown)."""
+    described = (other_process(pid, proc_root) for pid in pids)
+    return [process for process in described if process is not None and process.locked_bytes != 0]
+
+
+def _lockers_note(lockers: list[OtherProcess], of_other_users: bool) -> str:
+    who = describe_processes(lockers)
+    if of_other_users:
+        return (
+            f"processes with locked memory (VmLck) whose /proc/PID/smaps cannot be read: {who}; they may "
+            f"lock pages of these files: {PROC_ACCESS_FIX}"
         )
-    return LockedFiles(files, scanned, unreadable, notes)
+    return (
+        f"not counted: memory locked (VmLck) by {who}, which the kernel does not let this caller inspect "
+        "although it runs as the same user (not dumpable, or holding capabilities the caller lacks)"
+    )
 
 
 def _identities(paths: Iterable[Path | str]) -> dict[tuple[int, int], str]:

@@ -10,8 +10,10 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,11 +103,14 @@ _CLI_REPORTING_BCC = (
 )
 
 
-def mqinspect_as_nobody(*arguments: str) -> subprocess.CompletedProcess:
-    """`mqinspect ARGUMENTS` as user nobody without capabilities; stderr ends with whether bcc was imported
-    (so a test can tell that nothing was compiled or loaded)."""
+def mqinspect_as_nobody(*arguments: str, capabilities: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`mqinspect ARGUMENTS` as user nobody without capabilities, or with just `capabilities` ("bpf",
+    "perfmon": a user granted them, not root); stderr ends with whether bcc was imported (so a test can tell
+    that nothing was compiled or loaded)."""
+    granted = "".join(f",+{name}" for name in capabilities)
+    prefix = [*AS_NOBODY[:-1], f"--inh-caps=-all{granted}", f"--ambient-caps=-all{granted}"]
     return subprocess.run(
-        [*AS_NOBODY, sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
+        [*(prefix if capabilities else AS_NOBODY), sys.executable, "-c", _CLI_REPORTING_BCC, *arguments],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -143,3 +148,67 @@ def strace_summary(text: str) -> dict[str, tuple[int, int]]:
 def strace_calls(text: str) -> dict[str, int]:
     """{syscall: calls} from `strace -c` output (calls is the fourth column, errors or not)."""
     return {name: calls for name, (calls, _errors) in strace_summary(text).items()}
+
+
+# --- a process holding a store, as a broker does ------------------------------------------------------------
+
+_STORE_HOLDER = """
+import mmap, sys
+from store import _libc
+from store.checkpoint import acquire_store_lock
+root, pages, *segments = sys.argv[1:]
+lock = acquire_store_lock(root) if root != "-" else None
+mappings = []
+for path in segments:
+    with open(path, "r+b") as file:
+        mapping = mmap.mmap(file.fileno(), 0)
+    _libc.lock_mapping(mapping, 0, int(pages) * mmap.PAGESIZE)
+    mappings.append(mapping)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def store_holder(root: Path | None, segments: list[Path], locked_pages: int):
+    """A process of this user (root, in the tests that run others as nobody) that maps `segments` and mlocks
+    the first `locked_pages` pages of each, and holds the store's lock as a broker does (unless `root` is
+    None), until the block ends. Yields its Popen."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _STORE_HOLDER, str(root or "-"), str(locked_pages), *map(str, segments)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+
+
+@contextlib.contextmanager
+def store_nobody_can_read(segment_size: str = "256k", messages: int = 3000):
+    """A small store (several CommitLog segments) in a directory every user may enter and read, as a broker's
+    store usually is: pytest's tmp_path is private to root. Yields the store root."""
+    from typer.testing import CliRunner
+
+    from mqinspect.cli.app import app
+
+    directory = Path(tempfile.mkdtemp(prefix="mqinspect-store-", dir="/tmp"))
+    try:
+        root = directory / "store"
+        runner = CliRunner()
+        for args in (
+            ["init", root, "--segment-size", segment_size, "--cq-entries", "1000", "--index-slots", "64"],
+            ["produce", root, "-t", "T", "-n", str(messages), "--size", "200", "--batch", "50"],
+        ):
+            done = runner.invoke(app, ["store", *map(str, args)])
+            assert done.exit_code == 0, done.stderr
+        for path in (directory, *directory.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield root
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -140,6 +142,27 @@ def test_the_installed_entry_point_runs():
         env={"PATH": f"{sys.prefix}/bin:/usr/bin:/bin"},
     )
     assert done.returncode == 0 and done.stdout.startswith("mqinspect ")
+
+
+@pytest.mark.parametrize("ending", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+@pytest.mark.parametrize("command", ["mem", "top"])
+def test_a_stream_ended_by_ctrl_c_or_sigterm_exits_130_after_whole_lines(command, ending):
+    """The README's 130 (interrupted): `trace` sessions, `mem` and `top` streams alike."""
+    arguments = {
+        "mem": ["mem", "--count", "0"],
+        "top": ["top", "--pid", str(os.getpid()), "--no-ebpf"],
+    }[command]
+    stream = subprocess.Popen(
+        [sys.executable, "-m", "mqinspect", *arguments, "--interval", "0.2", "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = stream.stdout.readline()
+    stream.send_signal(ending)
+    rest, errors = stream.communicate(timeout=30)
+    assert stream.returncode == ExitStatus.INTERRUPTED, errors
+    assert all(json.loads(line) for line in [first, *rest.splitlines()])
 
 
 def test_a_reader_that_goes_away_is_exit_0_and_silent():

@@ -4,6 +4,7 @@ as an unprivileged user."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -12,10 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import mqinspect_as_nobody
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
-from probes.capabilities import HostFacts, Status, ToolFacts, evaluate, kernel_version
+from probes.capabilities import CachestatTry, HostFacts, Status, ToolFacts, evaluate, kernel_version
 from probes.ebpf.loader import ProbeLoadResult
 from probes.ebpf.smoke import SmokeResult
 from probes.ebpf.tracepoints import PROBES
@@ -80,6 +82,40 @@ def test_unprivileged_user_lacks_privileges_and_bpf_and_is_not_ok():
 def test_cap_bpf_and_perfmon_suffice_without_root():
     facts = dataclasses.replace(HEALTHY, euid=1000, capabilities=frozenset({"CAP_BPF", "CAP_PERFMON"}))
     assert checks_of(facts)["privileges"].status is Status.OK
+
+
+def test_bpf_without_root_is_granted_on_a_private_interpreter_never_on_the_system_one():
+    facts = dataclasses.replace(
+        HEALTHY,
+        euid=1000,
+        capabilities=frozenset(),
+        interpreter="/usr/bin/python3.11",
+        environment_bin="/srv/mqinspect/.venv/bin",
+    )
+    fix = checks_of(facts)["privileges"].fix
+    assert fix.startswith("run as root (sudo mqinspect ...)")
+    private = "/srv/mqinspect/.venv/bin/python-bpf"
+    assert f"sudo install -o root -g GROUP -m 0750 /usr/bin/python3.11 {private}" in fix
+    assert f"sudo setcap cap_bpf,cap_perfmon+ep {private}" in fix
+    assert "setcap cap_bpf,cap_perfmon+ep /usr/bin/python3" not in fix and "which python3" not in fix
+    # the private interpreter's users must read tracefs too (it is root's only)
+    assert "mount -o remount,gid=GROUP,mode=0750 /sys/kernel/tracing" in fix
+
+
+@pytest.mark.parametrize(
+    ("tried", "status", "said"),
+    [
+        (None, Status.OK, "for any file"),
+        (CachestatTry("/etc/passwd", 0, None), Status.OK, "also for files of other users"),
+        (CachestatTry("/etc/passwd", 0, errno.EPERM), Status.DEGRADED, "refused (EPERM) on /etc/passwd"),
+    ],
+    ids=["root", "another-users-file-answers", "another-users-file-refused"],
+)
+def test_cachestat_is_judged_on_a_file_of_another_user_as_cache_meets_it(tried, status, said):
+    check = checks_of(dataclasses.replace(HEALTHY, cachestat_foreign=tried))["cachestat"]
+    assert check.status is status and said in check.detail
+    if status is Status.DEGRADED:
+        assert "owned by root" in check.detail and "root" in check.fix
 
 
 def test_old_kernel_without_cachestat_is_degraded():
@@ -210,3 +246,26 @@ def test_unprivileged_user_gets_exit_3_and_the_fix_without_a_traceback():
     assert checks["privileges"]["status"] == "missing"
     assert "sudo" in checks["privileges"]["fix"]
     assert checks["bpf-load"]["status"] == "missing"
+
+
+@pytest.mark.requires_root
+def test_as_nobody_doctor_and_cache_agree_on_cachestat_for_a_root_file(tmp_path: Path):
+    """`doctor` used to say "cachestat ok" (it tried a file of its own) while `cache` of a root broker's file
+    said "cachestat refused (EPERM)"."""
+    doctor = mqinspect_as_nobody("doctor", "--quick", "--format", "json")
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+    cache = mqinspect_as_nobody("cache", "--format", "json", os.path.realpath("/etc/passwd"))
+    (measured,) = json.loads(cache.stdout)["files"]
+    assert "cachestat refused (EPERM)" in measured["notes"]["source"]
+    assert checks["cachestat"]["status"] == "degraded"
+    assert "refused (EPERM)" in checks["cachestat"]["detail"] and "root" in checks["cachestat"]["fix"]
+
+
+@pytest.mark.requires_root
+def test_a_user_granted_bpf_learns_that_tracefs_must_be_readable_too():
+    done = mqinspect_as_nobody("doctor", "--quick", "--format", "json", capabilities=("bpf", "perfmon"))
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    assert checks["privileges"]["status"] == "ok"
+    assert checks["tracefs"]["status"] == "missing" and "readable by root only" in checks["tracefs"]["detail"]
+    assert "mount -o remount,gid=GROUP,mode=0750 /sys/kernel/tracing" in checks["tracefs"]["fix"]
+    assert done.returncode == 3

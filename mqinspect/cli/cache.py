@@ -36,6 +36,7 @@ from mqinspect.render.cache import (
     write_cache_table,
 )
 from mqinspect.render.console import stderr_console, stdout_console
+from mqinspect.render.words import counted
 from probes.process_files import ProcessFile, ProcessFiles, read_process_files
 from probes.procfs import ProcessGone
 from probes.residency.actions import LockedFile, MemoryLockRefused, evict, lock, touch
@@ -53,6 +54,15 @@ from probes.residency.scan import (
 TABLE_HEAT_CHUNKS = 20
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _LOCKED_FILES_LISTED = 10
+CACHE_PRIVILEGE_FIX = "run as root (sudo mqinspect cache ...) or as the owner of the files"
+_REFUSED_ERRNOS = {errno.EACCES, errno.EPERM}
+# What an action did that needs only read access, said where its effect cannot be measured.
+_APPLIED_UNMEASURED = {
+    "evict": "the kernel accepted POSIX_FADV_DONTNEED, which needs only read access, so clean pages of this "
+    "file may have been dropped; how many cannot be measured: ",
+    "touch": "the file was read into the page cache (MADV_POPULATE_READ needs only read access); how many "
+    "pages that brought in cannot be measured: ",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +138,11 @@ def cache(
     errors (path, reason, errno) and totals; --map adds page_map, the runs of resident pages as
     (first_page, end_page) pairs, end exclusive. CSV is one row per file or error.
 
-    Exit status: 0; 1 when some path could not be measured; 2 for bad usage or a --pid that does not exist.
+    Exit status: 0 when every file was measured; 3 when none was, each for lack of privilege (permission
+    denied, or cachestat and mincore both refuse a file the caller may read but not write: run as root or as
+    the files' owner); 1 when some path failed otherwise, or some files were measured and others not; 2 for
+    bad usage or a --pid that does not exist. An action (--evict, --touch) is applied even where its effect
+    cannot be measured, and says so.
     """
     action = _chosen_action(evict_pages, touch_pages, lock_pages, sync)
     _check_targets(paths, pid, recursive)
@@ -151,7 +165,12 @@ def cache(
     finally:
         for lock_held in held:
             lock_held.handle.release()
-    return ExitStatus.FINDINGS if tally.errors else ExitStatus.OK
+    status = tally.exit_status()
+    if status == ExitStatus.MISSING_CAPABILITY:
+        stderr_console().print(
+            f"mqinspect: no file could be measured by this user: {CACHE_PRIVILEGE_FIX}", style="yellow"
+        )
+    return status
 
 
 def _chosen_action(evict_pages: bool, touch_pages: bool, lock_pages: bool, sync: bool) -> str | None:
@@ -314,7 +333,7 @@ def _act(target: _Target, request: _Request, held: list[_Held]) -> ActionOutcome
             "evict",
             {"pages_evicted": evicted.pages_evicted, "pages_stayed_resident": evicted.pages_stayed_resident},
             {"synced": evicted.synced},
-            _unmeasured_counts(evicted.after, ("pages_evicted", "pages_stayed_resident")),
+            _unmeasured_counts("evict", evicted.after, ("pages_evicted", "pages_stayed_resident")),
         )
     if request.action == "touch":
         touched = touch(path)
@@ -322,7 +341,7 @@ def _act(target: _Target, request: _Request, held: list[_Held]) -> ActionOutcome
             "touch",
             {"pages_brought_in": touched.pages_brought_in},
             {"method": touched.method},
-            _unmeasured_counts(touched.after, ("pages_brought_in",)),
+            _unmeasured_counts("touch", touched.after, ("pages_brought_in",)),
         )
     if request.action == "lock":
         locked = lock(path)
@@ -331,9 +350,13 @@ def _act(target: _Target, request: _Request, held: list[_Held]) -> ActionOutcome
     return None
 
 
-def _unmeasured_counts(after: RangeResidency, names: tuple[str, ...]) -> dict[str, str]:
+def _unmeasured_counts(action: str, after: RangeResidency, names: tuple[str, ...]) -> dict[str, str]:
+    """Why the action's counts are None: the residency after it could not be measured. The action itself
+    was applied, which the reason says, so that "unavailable" does not read as "nothing happened"."""
     reason = after.unmeasured.get("cached_pages")
-    return dict.fromkeys(names, reason) if after.cached_pages is None and reason else {}
+    if after.cached_pages is not None or not reason:
+        return {}
+    return dict.fromkeys(names, _APPLIED_UNMEASURED[action] + reason)
 
 
 # --------------------------------------------------------------------------------------- totals
@@ -346,6 +369,8 @@ class CacheTally:
         self.action = action
         self.files = 0
         self.errors = 0
+        self.unmeasured = 0  # files whose residency the caller's privileges could not measure
+        self.refused = 0  # errors and unmeasured files that more privileges would have measured
         self.size_bytes = 0
         self.pages = 0
         self._sums: Counter[str] = Counter()
@@ -360,9 +385,13 @@ class CacheTally:
     def _add(self, item: CacheItem) -> None:
         if isinstance(item, ResidencyError):
             self.errors += 1
+            self.refused += item.errno in _REFUSED_ERRNOS
             return
         residency: FileResidency = item.residency
         self.files += 1
+        if residency.cached_pages is None:  # only a caller mincore would lie to gets no count at all
+            self.unmeasured += 1
+            self.refused += 1
         self.size_bytes += residency.size_bytes
         self.pages += residency.pages
         if residency.cached_pages is not None:
@@ -386,6 +415,15 @@ class CacheTally:
                 else f"sum over the {measured} of {self.files} files that could measure it"
             )
         return self._sums[name] if measured or not self.files else None
+
+    def exit_status(self) -> ExitStatus:
+        """0 when every file was measured; 3 when nothing was, each for lack of privilege; 1 otherwise."""
+        failed = self.errors + self.unmeasured
+        if not failed:
+            return ExitStatus.OK
+        if self.refused == failed and self.files == self.unmeasured:
+            return ExitStatus.MISSING_CAPABILITY
+        return ExitStatus.FINDINGS
 
     def totals(self) -> CacheTotals:
         notes: dict[str, str] = {}
@@ -443,8 +481,8 @@ def _say_what_is_locked(locked: list[_Held]) -> None:
         console.print(f"mqinspect: ... and {len(locked) - _LOCKED_FILES_LISTED} more files", style="dim")
     pages = sum(lock_held.handle.pages for lock_held in locked)
     console.print(
-        f"mqinspect: locked {pages} pages ({human_bytes(pages * PAGE_SIZE)}) of {len(locked)} "
-        f"file{'s' * (len(locked) != 1)} in the page cache. Ctrl-C to release",
+        f"mqinspect: locked {pages} pages ({human_bytes(pages * PAGE_SIZE)}) of "
+        f"{counted(len(locked), 'file')} in the page cache. Ctrl-C to release",
         style="bold",
     )
 

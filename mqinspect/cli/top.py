@@ -16,7 +16,7 @@ from rich.console import Console
 from mqinspect.cli.options import OutputFormat, format_option
 from mqinspect.dashboard.recording import read_recording
 from mqinspect.dashboard.runner import TopOptions, replay_dashboard, run_dashboard, stream_snapshots, validate
-from mqinspect.errors import BadInput
+from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_json, write_jsonl
 from mqinspect.render.top import top_view
@@ -54,11 +54,12 @@ def top(
     svg: Path | None = typer.Option(
         None, "--svg", help="With --once: also save the dashboard as an SVG picture."
     ),
-) -> None:
+) -> int:
     """The live dashboard: segments' page-cache heat with wrote/flushed positions and locks, memory against
     the writeback thresholds, faults per process and segment, send paths, and the processes using the store.
 
-    Keys: space pause, s sort, r reverse, / filter, enter segment map, tab or 1-5 panels, ? help, q quit."""
+    Keys: space pause, s sort, r reverse, / filter, enter segment map, tab or 1-5 panels, ? help, q quit.
+    Printed snapshots (no terminal, --count, --format jsonl) end with exit status 130 on Ctrl-C or SIGTERM."""
     options = TopOptions(store_dir, tuple(pid), interval, not no_ebpf, record)
     validate(options)
     if svg is not None and not once:
@@ -70,11 +71,11 @@ def top(
     interactive = count is None and output == OutputFormat.TABLE and sys.stdout.isatty()
     if interactive:
         run_dashboard(options)
-        return
-    _print_snapshots(options, count, output, svg)
+        return ExitStatus.OK
+    return _print_snapshots(options, count, output, svg)
 
 
-def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: Path | None) -> None:
+def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: Path | None) -> int:
     console = stdout_console()
     with signals_interrupt():
         try:
@@ -88,7 +89,8 @@ def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: P
                 if svg is not None:
                     save_svg(snapshot, svg)
         except KeyboardInterrupt:
-            return  # Ctrl-C (or SIGTERM) is how a stream ends, as with bcc tools
+            return ExitStatus.INTERRUPTED  # Ctrl-C or SIGTERM: 130, as the README says
+    return ExitStatus.OK
 
 
 def save_svg(snapshot, path: Path) -> None:

@@ -1,8 +1,12 @@
 """`mqinspect trace PROBE`: eBPF tracing sessions, one interval at a time, with a summary at the end.
 
-Every probe command shares the session options (--interval, --count | --duration, --format, --print-bpf)
-and `run_trace()`, which owns the session's shape: validate, print the program or load it, announce on
-stderr, stream one snapshot per interval, end on count, duration, Ctrl-C or SIGTERM with a summary and exit 0.
+Every probe command shares the session options (--interval, --count | --duration, --follow, --format,
+--print-bpf) and `run_trace()`, which owns the session's shape: validate, print the program or load it,
+announce on stderr, stream one snapshot per interval, and end like perf stat and strace do: on --count,
+--duration, or when every --pid has exited (exit 0), or on Ctrl-C or SIGTERM (exit 130), each time after
+the last interval and the summary. --follow, or --store (the store's files stay traced), keep a session
+going after its processes exit. The table shows the summary only when there was more than one interval
+(one interval is its own summary); a JSONL stream always ends with its summary line.
 
 Adding a probe: its kernel and user side in probes/ebpf (NAME.py with a Probe, programs/NAME.bpf.c, an
 entry in session.PROBE_MODULES and tracepoints.PROBES), its TraceView in mqinspect/render/trace.py, a
@@ -19,7 +23,7 @@ from typing import Any
 import typer
 
 from mqinspect.cli.options import OutputFormat, format_option
-from mqinspect.errors import BadInput
+from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_jsonl
 from mqinspect.render.trace import (
@@ -29,10 +33,11 @@ from mqinspect.render.trace import (
     startup_line,
     summary_title,
 )
+from mqinspect.render.trace_notes import SessionNotes, exit_notes
 from probes.ebpf.faults import FaultsProbe
 from probes.ebpf.pagecache import PagecacheProbe
 from probes.ebpf.sendpath import SendpathProbe
-from probes.ebpf.session import Probe, TraceSession, program_text
+from probes.ebpf.session import ENDED_BY_SIGNAL, Probe, TraceSession, program_text
 from probes.ebpf.syscalls import SyscallsProbe
 from probes.ebpf.writeback import WritebackProbe
 from probes.procfs import ProcessGone
@@ -51,6 +56,7 @@ class SessionOptions:
     duration_s: float | None
     output: str
     print_bpf: bool
+    follow: bool = False  # go on after every --pid has exited
 
 
 EVERY_PROCESS = "Trace this process (repeat for more); default: every process."
@@ -69,11 +75,21 @@ def interval_option() -> Any:
 
 
 def count_option() -> Any:
-    return typer.Option(None, "--count", "-c", min=1, help="Intervals to trace; default: until Ctrl-C.")
+    return typer.Option(None, "--count", "-c", min=1, help="Intervals to trace; default: no limit.")
 
 
 def duration_option() -> Any:
-    return typer.Option(None, "--duration", "-d", min=0.05, help="Seconds to trace; default: until Ctrl-C.")
+    return typer.Option(None, "--duration", "-d", min=0.05, help="Seconds to trace; default: no limit.")
+
+
+def follow_option() -> Any:
+    return typer.Option(
+        False,
+        "--follow",
+        help="Go on after every --pid has exited (like tail --follow), until Ctrl-C, --count or --duration; "
+        "without it the session ends with its last process, as strace -p and perf stat -p do. --store "
+        "also keeps it going.",
+    )
 
 
 def print_bpf_option() -> Any:
@@ -85,30 +101,54 @@ def print_bpf_option() -> Any:
     )
 
 
-def run_trace(probe: Probe[Any], options: SessionOptions, view: TraceView) -> None:
-    """The session every probe command runs. SIGTERM ends it like Ctrl-C: summary, exit status 0."""
+def run_trace(probe: Probe[Any], options: SessionOptions, view: TraceView) -> int:
+    """The session every probe command runs; returns the exit status (130 when a signal ended it)."""
     if options.count is not None and options.duration_s is not None:
         raise BadInput("--count and --duration both say when to stop: give one of them")
     if options.print_bpf:
         sys.stdout.write(program_text(probe))
-        return
+        return ExitStatus.OK
+    keeps_going = _keeps_going(probe, options)
+    processes = probe.processes
+    notes = SessionNotes()
+    intervals = 0
     with TraceSession(probe) as session:
         print(
-            startup_line(probe.subject(), options.interval_s, options.count, options.duration_s),
+            startup_line(
+                probe.subject(),
+                options.interval_s,
+                options.count,
+                options.duration_s,
+                until_exit=0 if keeps_going else len(processes.pids),
+            ),
             file=sys.stderr,
             flush=True,
         )
         for snapshot in session.intervals(
-            options.interval_s, count=options.count, duration_s=options.duration_s
+            options.interval_s,
+            count=options.count,
+            duration_s=options.duration_s,
+            until=None if keeps_going else processes.all_ended,
         ):
-            _emit(snapshot, interval_title(snapshot), options, view)
-    if session.summary is not None:  # drawn after the program is detached
-        _emit(session.summary, summary_title(session.summary), options, view)
+            notes.interval(
+                [*exit_notes(snapshot.exited_pids, processes.running(), keeps_going), *view.notes(snapshot)]
+            )
+            _write(snapshot, interval_title(snapshot), options, view)
+            intervals += 1
+    # drawn after the program is detached; one interval in a table is its own summary
+    if session.summary is not None and (intervals > 1 or options.output == OutputFormat.JSONL):
+        _write(session.summary, summary_title(session.summary), options, view)
+    return ExitStatus.INTERRUPTED if session.ended_by == ENDED_BY_SIGNAL else ExitStatus.OK
 
 
-def _emit(snapshot: Any, title: str, options: SessionOptions, view: TraceView) -> None:
-    for note in view.notes(snapshot) if snapshot.kind == "interval" else ():
-        print(f"mqinspect: {note}", file=sys.stderr, flush=True)
+def _keeps_going(probe: Any, options: SessionOptions) -> str | None:
+    """Why the session outlives its traced processes: --follow, or --store (its files stay traced)."""
+    if options.follow:
+        return "--follow"
+    return "--store" if probe.store is not None else None
+
+
+def _write(snapshot: Any, title: str, options: SessionOptions, view: TraceView) -> None:
     if options.output == OutputFormat.JSONL:
         write_jsonl(snapshot, sys.stdout)
     else:
@@ -132,14 +172,16 @@ def faults(
     count: int | None = count_option(),
     duration: float | None = duration_option(),
     output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    follow: bool = follow_option(),
     print_bpf: bool = print_bpf_option(),
-) -> None:
+) -> int:
     """Page faults per process, file or store segment, and page range.
 
     Minor and major faults, populate faults (mlock, MADV_POPULATE_*) and fault-around, beside the kernel's own
-    /proc counters. Runs until Ctrl-C (or SIGTERM), --count or --duration, then prints a summary."""
+    /proc counters. The session ends as said below."""
     probe = _probe_for_pids(FaultsProbe, pid, store, chunk_pages=chunk_pages)
-    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["faults"])
+    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
+    return run_trace(probe, options, VIEWS["faults"])
 
 
 def sendpath(
@@ -151,15 +193,17 @@ def sendpath(
     count: int | None = count_option(),
     duration: float | None = duration_option(),
     output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    follow: bool = follow_option(),
     print_bpf: bool = print_bpf_option(),
-) -> None:
+) -> int:
     """Bytes per descriptor and send path (read+write, mmap+write, sendfile, splice), and CPU copies per byte.
 
     Read-, write-, send- and splice-like syscalls: calls, bytes copied kernel→user and user→kernel, bytes
-    moved inside the kernel, mode switches, faults inside the copies, beside the socket-side counts. Runs
-    until Ctrl-C (or SIGTERM), --count or --duration, then prints a summary."""
+    moved inside the kernel, mode switches, faults inside the copies, beside the socket-side counts. The
+    session ends as said below."""
     probe = _probe_for_pids(SendpathProbe, pid, store)
-    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["sendpath"])
+    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
+    return run_trace(probe, options, VIEWS["sendpath"])
 
 
 def syscalls(
@@ -169,14 +213,16 @@ def syscalls(
     count: int | None = count_option(),
     duration: float | None = duration_option(),
     output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    follow: bool = follow_option(),
     print_bpf: bool = print_bpf_option(),
-) -> None:
+) -> int:
     """Memory and flush syscalls (mmap, madvise, mlock, msync, fsync, ...): counts and latency histograms.
 
     Shows warm-up and flushing per process and per file or segment, with p50/p99/max as histogram bucket
-    bounds. Runs until Ctrl-C (or SIGTERM), --count or --duration, then prints a summary."""
+    bounds. The session ends as said below."""
     probe = _probe_for_pids(SyscallsProbe, pid, store)
-    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["syscalls"])
+    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
+    return run_trace(probe, options, VIEWS["syscalls"])
 
 
 def _probe_for_pids(probe_class: Any, pids: list[int], store: Path | None, **options: Any) -> Any:
@@ -204,14 +250,15 @@ def pagecache(
     count: int | None = count_option(),
     duration: float | None = duration_option(),
     output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    follow: bool = follow_option(),
     print_bpf: bool = print_bpf_option(),
-) -> None:
+) -> int:
     """Pages entering the page cache (misses) and leaving it (evictions), and readahead, per process and file.
 
-    Counted in pages, with large folios counted whole. Runs until Ctrl-C (or SIGTERM), --count or
-    --duration, then prints a summary."""
+    Counted in pages, with large folios counted whole. The session ends as said below."""
     probe = _probe_for_pids(PagecacheProbe, pid, store)
-    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["pagecache"])
+    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
+    return run_trace(probe, options, VIEWS["pagecache"])
 
 
 def writeback(
@@ -226,21 +273,28 @@ def writeback(
     count: int | None = count_option(),
     duration: float | None = duration_option(),
     output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
+    follow: bool = follow_option(),
     print_bpf: bool = print_bpf_option(),
-) -> None:
+) -> int:
     """Pages dirtied and written back per file, the dirty state against its thresholds, throttled writers.
 
     A writer over the dirty limit is paused in balance_dirty_pages(): the kernel's side of RocketMQ's
-    "[PC_SYNCHRONIZED] broker busy". Runs until Ctrl-C (or SIGTERM), --count or --duration, then prints a
-    summary."""
+    "[PC_SYNCHRONIZED] broker busy". The session ends as said below."""
     probe = _probe_for_pids(WritebackProbe, pid, store)
-    run_trace(probe, SessionOptions(interval, count, duration, output, print_bpf), VIEWS["writeback"])
+    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
+    return run_trace(probe, options, VIEWS["writeback"])
 
 
 TRACE_COMMANDS = (faults, sendpath, syscalls, pagecache, writeback)
+SESSION_END = (
+    "The session prints one block per interval and ends after --count intervals, --duration seconds, or "
+    "once every --pid has exited (exit 0; --follow or --store keep it going), or on Ctrl-C or SIGTERM (exit "
+    "130), each time with a summary: in the table when there was more than one interval, always as the last "
+    "JSONL line. A warning on stderr is said once while it lasts."
+)
 
 
 def register(app: typer.Typer) -> None:
     for command in TRACE_COMMANDS:
-        trace_app.command(rich_help_panel="Probes")(command)
+        trace_app.command(rich_help_panel="Probes", epilog=SESSION_END)(command)
     app.add_typer(trace_app, name="trace", rich_help_panel="Tracing")

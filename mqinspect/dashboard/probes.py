@@ -4,7 +4,8 @@ interval, and closed on every way out.
 Compiling takes a second or two per probe here, so `start()` compiles them one after another on a thread of
 their own: the /proc and residency panels run from the first interval, and each eBPF panel says "starting"
 until its program is attached. A probe that cannot run (no root, no bcc, no headers, a missing tracepoint)
-is reported unavailable with the reason and the fix, and the others carry on.
+is reported unavailable with the reason and the fix, and the others carry on. Without BPF privileges that
+is said at once, also while there is no process to trace yet: "waiting" is only for probes that could run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mqinspect.dashboard.snapshot import (
     ProbeStatus,
 )
 from probes.ebpf.faults import FaultsProbe
+from probes.ebpf.loader import require_bpf_privileges
 from probes.ebpf.pagecache import PagecacheProbe
 from probes.ebpf.sendpath import SendpathProbe
 from probes.ebpf.session import TraceSession
@@ -75,6 +77,7 @@ class ProbeSet:
         state = ProbeState.STARTING if enabled else ProbeState.DISABLED
         reason, fix = (None, None) if enabled else (NO_EBPF_REASON, NO_EBPF_FIX)
         self._statuses = {name: ProbeStatus(name, state, reason, fix) for name in DASHBOARD_PROBES}
+        self._waiting_for = (NO_PROCESS_REASON, NO_PROCESS_FIX)
         self.enabled = enabled
 
     def trace_pids(self, pids: tuple[int, ...]) -> None:
@@ -93,6 +96,14 @@ class ProbeSet:
         self._pids = pids
         self.start()
 
+    def waiting_for(self, reason: str, fix: str) -> None:
+        """Why there is no process to trace yet, and what to do: shown while the probes wait for one."""
+        self._waiting_for = (reason, fix)
+        with self._lock:
+            for name, status in self._statuses.items():
+                if status.state == ProbeState.WAITING:
+                    self._statuses[name] = ProbeStatus(name, ProbeState.WAITING, reason, fix)
+
     def statuses(self) -> tuple[ProbeStatus, ...]:
         with self._lock:
             return tuple(self._statuses[name] for name in DASHBOARD_PROBES)
@@ -106,16 +117,23 @@ class ProbeSet:
         if not self.enabled:
             return
         if not self._pids and not self._every_process_when_no_pids:
-            with self._lock:
-                self._statuses = {
-                    name: ProbeStatus(name, ProbeState.WAITING, NO_PROCESS_REASON, NO_PROCESS_FIX)
-                    for name in DASHBOARD_PROBES
-                }
+            self._wait_for_a_process()
             return
         self._starter = threading.Thread(target=self._open_all, name="mqinspect-ebpf-start", daemon=True)
         self._starter.start()
         if not background:
             self._starter.join()
+
+    def _wait_for_a_process(self) -> None:
+        """No process to trace yet: waiting if the probes could run once there is one, else why not."""
+        try:
+            require_bpf_privileges()
+        except CapabilityMissing as missing:
+            state, reason, fix = ProbeState.UNAVAILABLE, str(missing), missing.fix
+        else:
+            state, (reason, fix) = ProbeState.WAITING, self._waiting_for
+        with self._lock:
+            self._statuses = {name: ProbeStatus(name, state, reason, fix) for name in DASHBOARD_PROBES}
 
     def _open_all(self) -> None:
         for name in DASHBOARD_PROBES:

@@ -1,6 +1,10 @@
 """The processes panel's data: the pids given, or those holding the store's files (found in /proc/PID/maps and
-/proc/PID/fd), with their fault and I/O rates from /proc/PID/stat and /proc/PID/io, and resident and locked
-memory from /proc/PID/status.
+/proc/PID/fd, and the broker by its lock on the store's `lock` file), with their fault and I/O rates from
+/proc/PID/stat and /proc/PID/io, and resident and locked memory from /proc/PID/status.
+
+Another user's maps and fd are readable only with CAP_SYS_PTRACE (root has it); the lock, stat and status
+are readable by anyone, so a broker is found and shown even by an unprivileged user, and the processes whose
+maps were refused are kept to say why nothing else was found.
 
 Finding the holders reads every process's maps and descriptors, so it is done every HOLDER_REFRESH_INTERVALS
 intervals, not every one. A field the kernel refuses (another user's /proc/PID/io without the capabilities
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +32,68 @@ from probes.procfs import (
     read_process_io,
     read_process_status,
 )
+from store.checkpoint import probe_store_lock
+from store.errors import StoreError
 
 HOLDER_REFRESH_INTERVALS = 10
 HISTORY_LENGTH = 30
 FOUND_BY_PID_OPTION = "--pid"
 FOUND_IN_MAPS = "maps"
 FOUND_IN_FDS = "fd"
+FOUND_BY_LOCK = "lock"
+
+
+@dataclass(frozen=True)
+class HolderScan:
+    """Who holds the store's files ({pid: how found}), and the processes whose maps could not be read."""
+
+    holders: dict[int, str]
+    unreadable: tuple[int, ...] = ()
 
 
 def store_holders(
     paths: Iterable[str], proc_root: Path = PROC_ROOT, exclude: int | None = None
 ) -> dict[int, str]:
     """{pid: "maps" or "fd"} of the processes that map or hold open one of `paths` (matched by inode)."""
+    return scan_store_holders(paths, proc_root=proc_root, exclude=exclude).holders
+
+
+def scan_store_holders(
+    paths: Iterable[str],
+    store_root: Path | None = None,
+    proc_root: Path = PROC_ROOT,
+    exclude: int | None = None,
+) -> HolderScan:
+    """The processes that map or hold open one of `paths` (matched by inode), and the one holding the lock
+    of `store_root` (a broker), with the processes whose maps this caller may not read."""
     path_set = {str(path) for path in paths}
     identities = _identities(path_set)
     directories = tuple({os.path.dirname(path) for path in path_set})
     holders: dict[int, str] = {}
-    if not identities:
-        return holders
-    for entry in os.scandir(proc_root):
-        if not entry.name.isdigit() or int(entry.name) == exclude:
-            continue
-        how = _holds(Path(entry.path), identities, path_set, directories)
-        if how:
-            holders[int(entry.name)] = how
-    return holders
+    unreadable: list[int] = []
+    if identities:
+        for entry in os.scandir(proc_root):
+            if not entry.name.isdigit() or int(entry.name) == exclude:
+                continue
+            how = _holds(Path(entry.path), identities, path_set, directories)
+            if how is None:
+                unreadable.append(int(entry.name))
+            elif how:
+                holders[int(entry.name)] = how
+    broker = _lock_holder(store_root)
+    if broker is not None and broker != exclude:
+        holders.setdefault(broker, FOUND_BY_LOCK)
+    return HolderScan(holders, tuple(pid for pid in unreadable if pid not in holders))
+
+
+def _lock_holder(store_root: Path | None) -> int | None:
+    """The pid holding the store's lock: the kernel tells anyone who may open the lock file (F_GETLK)."""
+    if store_root is None:
+        return None
+    try:
+        return probe_store_lock(store_root).holder_pid
+    except (StoreError, OSError):
+        return None
 
 
 def _identities(paths: Iterable[str]) -> set[tuple[int, int]]:
@@ -68,10 +110,14 @@ def _identities(paths: Iterable[str]) -> set[tuple[int, int]]:
 def _holds(
     process_dir: Path, identities: set[tuple[int, int]], paths: set[str], directories: tuple[str, ...]
 ) -> str | None:
+    """ "maps" or "fd" when the process holds one of the files, "" when it holds none, None when its maps
+    cannot be read (another user's process without CAP_SYS_PTRACE), so nobody can tell."""
     try:
         maps = (process_dir / "maps").read_text(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
     except OSError:
-        maps = ""
+        return None
     # Parsing every process's maps is the costly part: only those naming a store directory are parsed.
     if any(directory in maps for directory in directories):
         for mapping in parse_maps(maps):
@@ -80,7 +126,7 @@ def _holds(
     try:
         descriptors = os.scandir(process_dir / "fd")
     except OSError:
-        return None
+        return ""
     with descriptors:
         for descriptor in descriptors:
             try:
@@ -88,7 +134,7 @@ def _holds(
                     return FOUND_IN_FDS
             except OSError:
                 continue
-    return None
+    return ""
 
 
 def _maps_device(text: str) -> int:
@@ -103,18 +149,25 @@ class ProcessReader:
         self._given = pids
         self._proc_root = proc_root
         self._found: dict[int, str] = {pid: FOUND_BY_PID_OPTION for pid in pids}
+        self._unreadable: tuple[int, ...] = ()
         self._previous: dict[int, tuple[ProcessFaults, ProcessIo]] = {}
         self._history: dict[int, deque[float | None]] = {}
         self._intervals = 0
 
-    def follow_store(self, paths: list[str]) -> None:
-        """With no --pid, watch whoever holds the store's files (looked up every few intervals)."""
+    def follow_store(self, paths: list[str], store_root: Path | None = None) -> None:
+        """With no --pid, watch whoever holds the store's files or its lock (looked up every few
+        intervals)."""
         if self._given or (self._intervals % HOLDER_REFRESH_INTERVALS and self._intervals):
             return
-        self._found = store_holders(paths, self._proc_root, exclude=os.getpid())
+        scan = scan_store_holders(paths, store_root, self._proc_root, exclude=os.getpid())
+        self._found, self._unreadable = scan.holders, scan.unreadable
 
     def watched(self) -> tuple[int, ...]:
         return tuple(sorted(self._found))
+
+    def unreadable(self) -> tuple[int, ...]:
+        """The processes whose maps the last look for holders could not read: any may hold the store."""
+        return self._unreadable
 
     def baseline(self) -> None:
         for pid in list(self._found):

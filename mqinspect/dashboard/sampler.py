@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqinspect.dashboard.probes import ProbeSet
+from mqinspect.dashboard.probes import NO_PROCESS_FIX, NO_PROCESS_REASON, ProbeSet
 from mqinspect.dashboard.process_reader import ProcessReader
 from mqinspect.dashboard.snapshot import (
     PROBE_SENDPATH,
@@ -29,10 +29,12 @@ from mqinspect.dashboard.snapshot import (
 )
 from mqinspect.dashboard.store_reader import NO_EBPF_EVENTS, StoreReader
 from probes.memory import MemorySample
+from probes.privileges import PROC_ACCESS_FIX, describe_processes, other_process
 from probes.procfs import PAGE_SIZE_BYTES, SystemMemorySnapshot, rates, take_system_snapshot
 
 NO_STORE = "no STORE_DIR given: `mqinspect top STORE_DIR` shows its segments"
 NO_PROCESSES = "no process to watch: give --pid, or a STORE_DIR whose files a process maps or holds open"
+HIDDEN_HOLDERS_FIX = f"{PROC_ACCESS_FIX}, or give --pid"
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Sampler:
         """Start the eBPF probes (on their own thread unless `background` is False) and take baselines."""
         if self.store is not None:
             self._segment_paths = [segment.path for segment in self.store.read({}).segments]
-        self.processes.follow_store(self._segment_paths)
+        self._find_holders()
         if self._follow_holders:
             self.probes.trace_pids(self.processes.watched())
         self.probes.start(background=background)
@@ -105,14 +107,14 @@ class Sampler:
         )
         store = self.store.read(events) if self.store else StoreView(None, None, (), {"segments": NO_STORE})
         self._segment_paths = [segment.path for segment in store.segments]
-        self.processes.follow_store(self._segment_paths)
+        hidden = self._find_holders()
         if self._follow_holders:
             self.probes.retarget(self.processes.watched())
         processes = self.processes.read(elapsed, events)
         self._sequence += 1
         unavailable = {}
         if not processes:
-            unavailable["processes"] = NO_PROCESSES
+            unavailable["processes"] = f"no process to watch: {hidden}" if hidden else NO_PROCESSES
         return TopSnapshot(
             sequence=self._sequence,
             time_unix_s=round(self._wall_clock(), 3),
@@ -127,6 +129,25 @@ class Sampler:
             detail=self._detail(),
             unavailable=unavailable,
         )
+
+    def _find_holders(self) -> str | None:
+        """Look for the store's holders (every few intervals). When none is found but the maps of other users'
+        processes could not be read, one of them may be the broker: returns why there is no process to
+        watch, which the waiting probes say too, instead of claiming that nothing holds the store."""
+        self.processes.follow_store(self._segment_paths, self.settings.store_dir)
+        described = () if self.processes.watched() else map(other_process, self.processes.unreadable())
+        hidden = [process for process in described if process is not None and process.of_another_user]
+        if not hidden:
+            self.probes.waiting_for(NO_PROCESS_REASON, NO_PROCESS_FIX)
+            return None
+        # the processes with the most file pages resident first: a broker maps its segments
+        hidden.sort(key=lambda process: -(process.rss_file_bytes or 0))
+        who = describe_processes(hidden)
+        reason = f"cannot read /proc/PID/maps of {who}: any of them may hold the store's files"
+        self.probes.waiting_for(
+            f"no process this user may inspect holds the store's files; {reason}", HIDDEN_HOLDERS_FIX
+        )
+        return f"{reason}; {HIDDEN_HOLDERS_FIX}"
 
     def _detail(self):
         with self._focus_lock:

@@ -221,7 +221,7 @@ class ProcessView:
 
     pid: int
     comm: str | None
-    found_by: str  # "--pid", "maps" (maps a store file), "fd" (holds one open)
+    found_by: str  # "--pid", "maps" (maps a store file), "fd" (holds one open), "lock" (the store's lock)
     minor_faults_per_s: float | None
     major_faults_per_s: float | None
     rchar_bytes_per_s: float | None

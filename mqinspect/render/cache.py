@@ -47,6 +47,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mqinspect.render.machine import to_jsonable, write_csv
+from mqinspect.render.words import counted
 from probes.process_files import ProcessFile, ProcessFiles
 from probes.residency.mincore import PAGE_SIZE
 from probes.residency.scan import FileResidency, ResidencyChunk, ResidencyError
@@ -322,11 +323,11 @@ class CacheTable:
         )
 
     def totals(self, totals: CacheTotals) -> Text:
-        errors = f", {totals.errors} error{'s' * (totals.errors != 1)}" if totals.errors else ""
+        errors = f", {counted(totals.errors, 'error')}" if totals.errors else ""
         return self._line(
             (column.total(totals) for column in self.columns),
             Text(" " * self.heat_width),
-            Text(f"total: {totals.files} file{'s' * (totals.files != 1)}{errors}"),
+            Text(f"total: {counted(totals.files, 'file')}{errors}"),
             style="bold",
         )
 

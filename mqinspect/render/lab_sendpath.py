@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.labs.sendpath import PathResult, SendpathLabReport
+from mqinspect.render.words import counted
 from store.transfer import SendPath
 
 UNAVAILABLE = "unavailable"
@@ -44,7 +45,7 @@ def _heading(report: SendpathLabReport) -> Text:
         ("Send paths over loopback TCP", "bold"),
         f" ({report.loopback}): {_size(report.payload_bytes)} of CommitLog segment {source.path.name} "
         f"({where}), offset {source.offset_bytes}; {report.cache_mode} page cache; "
-        f"median of {report.repeat} run{'s' if report.repeat != 1 else ''} per path; "
+        f"median of {counted(report.repeat, 'run')} per path; "
         f"chunk {_size(report.chunk_bytes)}; kernel {report.kernel_release}.",
     )
 

@@ -12,6 +12,7 @@ from rich.text import Text
 from mqinspect.labs.stats import Spread
 from mqinspect.labs.warmup import WarmupReport
 from mqinspect.labs.warmup_stats import HistogramBin, sparkline, used_bins
+from mqinspect.render.words import counted
 
 UNAVAILABLE = "unavailable"
 MiB = 1 << 20
@@ -31,7 +32,7 @@ def warmup_view(report: WarmupReport) -> RenderableType:
 
 
 def _headline(report: WarmupReport) -> Text:
-    repeats = f"{report.repeat} repeat{'s' if report.repeat != 1 else ''} (medians)"
+    repeats = f"{counted(report.repeat, 'repeat')} (medians)"
     lines = [
         f"Warm-up lab: {_mib(report.segment_bytes)} segment ({report.segment_pages:,} pages), "
         f"{report.appends_per_pass:,} appends of {report.record_bytes:,} B per pass, {repeats}, "

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.render.cache import HEAT_LEGEND, heat_strip
+from mqinspect.render.words import counted
 from store.inspect import (
     BlankView,
     CommitLogDump,
@@ -106,7 +107,7 @@ def _stat_summary(stat: StoreStat) -> Table:
             f"consume queues reach {NONE if dispatched is None else dispatched}, "
             f"{dispatch.dispatch_behind_bytes} B behind the log",
         ),
-        ("index", f"{_plural(index.file_count, 'file')}, {_plural(index.entry_count, 'entry')}"),
+        ("index", f"{counted(index.file_count, 'file')}, {counted(index.entry_count, 'entry')}"),
         ("config files", ", ".join(stat.config_files) or NONE),
     ]
     rows += [("unreadable index file", problem) for problem in index.unreadable]
@@ -281,12 +282,6 @@ def _body_summary(record: RecordView) -> str:
     return f"{record.body_size_bytes} B, CRC {record.body_crc}{compressed}"
 
 
-def _plural(count: int, noun: str) -> str:
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun[:-1]}ies" if noun.endswith("y") else f"{count} {noun}s"
-
-
 def _blank_line(blank: BlankView) -> Text:
     return Text(
         f"blank @ {blank.physical_offset}: {blank.size_bytes} B of filler to the end of "
@@ -299,7 +294,7 @@ def dump_view(dump: CommitLogDump) -> RenderableType:
     crc = "CRC checked" if dump.crc_checked else "CRC not checked"
     parts: list[RenderableType] = [
         Text(
-            f"{dump.source}: {_plural(dump.message_count, 'message')} from offset "
+            f"{dump.source}: {counted(dump.message_count, 'message')} from offset "
             f"{dump.from_physical_offset} ({crc})"
         )
     ]
@@ -330,9 +325,9 @@ def _query_headline(result: QueryResult) -> str:
     if result.by is QueryBy.KEY:
         topics = ", ".join(result.topics_searched)
         return (
-            f"key {result.key!r} in {topics}: {_plural(len(result.hits), 'hit')} "
-            f"({_plural(result.index_hits, 'index hit')}, "
-            f"{_plural(result.hash_collisions_filtered, 'hash collision')} filtered out, "
+            f"key {result.key!r} in {topics}: {counted(len(result.hits), 'hit')} "
+            f"({counted(result.index_hits, 'index hit')}, "
+            f"{counted(result.hash_collisions_filtered, 'hash collision')} filtered out, "
             f"{len(result.unreadable_hits)} unreadable)"
         )
     if result.by is QueryBy.MSG_ID:
@@ -348,7 +343,7 @@ def verify_view(report: VerifyReport) -> RenderableType:
     hidden = sum(report.findings_not_shown.values())
     total = len(report.findings) + hidden
     verdict = Text(
-        "OK: no problems found" if report.ok else f"{_plural(total, 'problem')} found", style="bold"
+        "OK: no problems found" if report.ok else f"{counted(total, 'problem')} found", style="bold"
     )
     index_scope = (
         f"{counts.index_entries_checked} of {counts.index_entries} (an even sample, limit "
@@ -363,9 +358,9 @@ def verify_view(report: VerifyReport) -> RenderableType:
                 "commitlog",
                 ", ".join(
                     [
-                        _plural(counts.commitlog_segments, "segment"),
-                        _plural(counts.commitlog_records, "record"),
-                        _plural(counts.commitlog_blanks, "blank"),
+                        counted(counts.commitlog_segments, "segment"),
+                        counted(counts.commitlog_records, "record"),
+                        counted(counts.commitlog_blanks, "blank"),
                         f"{counts.commitlog_bytes_walked} B walked (CRC checked)",
                     ]
                 ),
@@ -373,13 +368,13 @@ def verify_view(report: VerifyReport) -> RenderableType:
             ("log", f"min offset {report.min_physical_offset}, {log_end_text(report.end)}"),
             (
                 "consume queues",
-                f"{_plural(counts.consume_queues, 'queue')}, "
+                f"{counted(counts.consume_queues, 'queue')}, "
                 f"{counts.consume_queue_entries_checked} entries checked, "
                 f"{counts.consume_queue_entries_below_min_offset} below the min offset (expired)",
             ),
             (
                 "index",
-                f"{_plural(counts.index_files, 'file')}, entries checked {index_scope}, "
+                f"{counted(counts.index_files, 'file')}, entries checked {index_scope}, "
                 f"{counts.index_entries_below_min_offset} below the min offset (expired)",
             ),
             ("checkpoint", "checked" if counts.checkpoint_checked else "missing"),

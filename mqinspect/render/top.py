@@ -257,6 +257,10 @@ def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None
         reason for segment in shown if (reason := segment.unavailable.get("cached_pages")) is not None
     )
     notes += [unavailable_text(f"residency: {reason}") for reason in reasons]
+    locked_reasons = dict.fromkeys(
+        segment.unavailable.get("locked_bytes") for segment in shown if segment.locked_bytes is None
+    )
+    notes += [unavailable_text(f"locked: {reason}") for reason in locked_reasons]
     notes += [
         problem for name in (PROBE_FAULTS, PROBE_PAGECACHE) if (problem := probe_problem(snapshot, name))
     ]

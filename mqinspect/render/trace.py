@@ -2,6 +2,9 @@
 
 Only draws: every number comes from a probe's frozen snapshot. Each probe has a `TraceView` here (how its
 snapshots look in a table, and what deserves a line on stderr), registered in VIEWS by probe name.
+
+A note is a warning about one interval; `SessionNotes` prints it once while its condition lasts (the same
+`Note.key` interval after interval), and again only after an interval without it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from rich.text import Text
 
 from mqinspect.render.trace_cache import pagecache_notes, pagecache_table, writeback_notes, writeback_table
 from mqinspect.render.trace_io import sendpath_notes, sendpath_table, syscalls_notes, syscalls_table
+from mqinspect.render.trace_notes import Note
+from mqinspect.render.words import counted, more
 from probes.ebpf.faults import FaultsSnapshot, FileFaults
 
 TOP_PROCESSES = 10
@@ -30,20 +35,26 @@ class TraceView:
     """How one probe's snapshots are drawn: `table(snapshot, title)` and `notes(snapshot)` for stderr."""
 
     table: Callable[[Any, str], RenderableType]
-    notes: Callable[[Any], list[str]]
+    notes: Callable[[Any], list[Note]]
 
 
-def startup_line(subject: str, interval_s: float, count: int | None, duration_s: float | None) -> str:
+def startup_line(
+    subject: str,
+    interval_s: float,
+    count: int | None,
+    duration_s: float | None,
+    *,
+    until_exit: int = 0,
+) -> str:
     """What is traced, how often and how to stop, for stderr before the first interval:
-    "Tracing page faults of pid 123, per file, every 1 s. Ctrl-C to end."."""
+    "Tracing page faults of pid 123, per file, every 1 s, until it exits. Ctrl-C to end early."
+    `until_exit` is how many traced processes end the session by exiting (0: none do)."""
     stop = (
-        f", {count} interval{'s' if count != 1 else ''}"
-        if count
-        else f", for {_seconds(duration_s)}"
-        if duration_s
-        else ""
+        f", {counted(count, 'interval')}" if count else f", for {_seconds(duration_s)}" if duration_s else ""
     )
-    ending = "Ctrl-C to end early." if count or duration_s else "Ctrl-C to end."
+    if until_exit:
+        stop += ", until it exits" if until_exit == 1 else ", until they all exit"
+    ending = "Ctrl-C to end early." if stop else "Ctrl-C to end."
     return f"Tracing {subject}, every {_seconds(interval_s)}{stop}. {ending}"
 
 
@@ -70,11 +81,6 @@ def _file_name(name: str, width: int = NAME_WIDTH) -> str:
     if name.startswith("consumequeue/"):
         name = "cq/" + name.removeprefix("consumequeue/")
     return name if len(name) <= width else "…" + name[-(width - 1) :]
-
-
-def _more(count: int, noun: str) -> str:
-    plural = noun + ("es" if noun.endswith("s") else "s")
-    return f"{count} more {noun if count == 1 else plural}"
 
 
 def _pages(first: int, last: int) -> str:
@@ -130,7 +136,7 @@ def _faults_processes(snapshot: FaultsSnapshot) -> Table:
         )
     hidden = len(snapshot.processes) - TOP_PROCESSES
     if hidden > 0:
-        table.add_row("", f"… {_more(hidden, 'process')}", *[""] * 5)
+        table.add_row("", f"… {more(hidden, 'process')}", *[""] * 5)
     return table
 
 
@@ -164,18 +170,21 @@ def _faults_files(files: Sequence[FileFaults]) -> Table:
                 ),
             )
         if len(row.page_ranges) > TOP_RANGES:
-            table.add_row(Text(f"  … {_more(len(row.page_ranges) - TOP_RANGES, 'range')}", style="dim"))
+            table.add_row(Text(f"  … {more(len(row.page_ranges) - TOP_RANGES, 'range')}", style="dim"))
     if len(files) > TOP_FILES:
-        table.add_row(Text(f"… {_more(len(files) - TOP_FILES, 'file')}", style="dim"))
+        table.add_row(Text(f"… {more(len(files) - TOP_FILES, 'file')}", style="dim"))
     return table
 
 
-def faults_notes(snapshot: FaultsSnapshot) -> list[str]:
-    notes = [f"pid {pid} exited; the session goes on" for pid in snapshot.exited_pids]
+def faults_notes(snapshot: FaultsSnapshot) -> list[Note]:
+    notes = []
     if snapshot.lost_records:
         notes.append(
-            f"{snapshot.lost_records:,} fault records did not fit the BPF maps this interval: the per-file "
-            "counts miss them (the totals do not); use a shorter --interval"
+            Note(
+                "lost_records",
+                f"{snapshot.lost_records:,} fault records did not fit the BPF maps this interval: the "
+                "per-file counts miss them (the totals do not); use a shorter --interval",
+            )
         )
     return notes
 

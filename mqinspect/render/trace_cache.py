@@ -11,6 +11,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.render.trace_notes import Note
+from mqinspect.render.words import more
 from probes.ebpf.pagecache import FileCacheActivity, PagecacheSnapshot, ProcessCacheActivity
 from probes.ebpf.scope import add_optional
 from probes.ebpf.writeback import (
@@ -51,7 +53,7 @@ def _table(first_columns: Sequence[str], number_columns: Sequence[str]) -> Table
 
 
 def _more(hidden: int, noun: str) -> Text:
-    return Text(f"… {hidden} more {noun}{'' if hidden == 1 else 's'}", style="dim")
+    return Text(f"… {more(hidden, noun)}", style="dim")
 
 
 def _who(pids: Sequence[int]) -> str:
@@ -152,12 +154,15 @@ def _pagecache_files(files: Sequence[FileCacheActivity]) -> Table:
     return table
 
 
-def pagecache_notes(snapshot: PagecacheSnapshot) -> list[str]:
-    notes = [f"pid {pid} exited; the session goes on" for pid in snapshot.exited_pids]
+def pagecache_notes(snapshot: PagecacheSnapshot) -> list[Note]:
+    notes = []
     if snapshot.lost_records:
         notes.append(
-            f"{snapshot.lost_records:,} records did not fit the BPF maps this interval: the per-process and "
-            "per-file counts miss them (the totals do not); use a shorter --interval"
+            Note(
+                "lost_records",
+                f"{snapshot.lost_records:,} records did not fit the BPF maps this interval: the per-process "
+                "and per-file counts miss them (the totals do not); use a shorter --interval",
+            )
         )
     return notes
 
@@ -262,25 +267,34 @@ def _flusher(rows: Sequence[FlusherWork]) -> Table:
     return table
 
 
-def writeback_notes(snapshot: WritebackSnapshot) -> list[str]:
-    notes = [f"pid {pid} exited; the session goes on" for pid in snapshot.exited_pids]
+def writeback_notes(snapshot: WritebackSnapshot) -> list[Note]:
+    notes = []
     for row in snapshot.throttled:
         if row.pauses:
             notes.append(
-                f"pid {row.pid} ({row.comm or '?'}) was throttled by balance_dirty_pages(): {row.pauses} "
-                f"pauses, {row.pause_ms_total:,} ms (longest {row.pause_ms_max} ms, at "
-                f"{row.dirty_pages_at_max_pause:,} dirty pages against a limit of "
-                f"{row.limit_pages_at_max_pause:,}); writes stall here, the kernel's side of RocketMQ's "
-                f"{BROKER_BUSY}"
+                Note(
+                    f"throttled:{row.pid}",
+                    f"pid {row.pid} ({row.comm or '?'}) was throttled by balance_dirty_pages(): {row.pauses} "
+                    f"pauses, {row.pause_ms_total:,} ms (longest {row.pause_ms_max} ms, at "
+                    f"{row.dirty_pages_at_max_pause:,} dirty pages against a limit of "
+                    f"{row.limit_pages_at_max_pause:,}); writes stall here, the kernel's side of RocketMQ's "
+                    f"{BROKER_BUSY}",
+                )
             )
     if snapshot.unsized_folios:
         notes.append(
-            f"{snapshot.unsized_folios:,} dirtied folios were cached before the session (size unknown) and "
-            "count as one page each: dirtied pages are a lower bound (the /proc counters are exact)"
+            Note(
+                "unsized_folios",
+                f"{snapshot.unsized_folios:,} dirtied folios were cached before the session (size unknown) "
+                "and count as one page each: dirtied pages are a lower bound (the /proc counters are exact)",
+            )
         )
     if snapshot.lost_records:
         notes.append(
-            f"{snapshot.lost_records:,} records did not fit the BPF maps this interval: the rows miss them "
-            "(the totals do not); use a shorter --interval"
+            Note(
+                "lost_records",
+                f"{snapshot.lost_records:,} records did not fit the BPF maps this interval: the rows miss "
+                "them (the totals do not); use a shorter --interval",
+            )
         )
     return notes

@@ -13,6 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.render.cache import human_bytes
+from mqinspect.render.trace_notes import Note
+from mqinspect.render.words import more
 from probes.ebpf.sendpath import FdTraffic, ProcessSendpath, SendpathSnapshot
 from probes.ebpf.syscalls import ProcessSyscalls, SyscallLatency, SyscallsSnapshot, TargetCalls
 
@@ -61,8 +63,7 @@ def _table(number_columns: Sequence[str], text_column: str, first: str = "pid") 
 def _hidden_row(table: Table, hidden: int, noun: str) -> None:
     """A last row saying how many rows were left out, in the text column (the narrow ones stay narrow)."""
     if hidden > 0:
-        more = Text(f"… {hidden} more {noun}{'' if hidden == 1 else 's'}", style="dim")
-        table.add_row(*[""] * (len(table.columns) - 1), more)
+        table.add_row(*[""] * (len(table.columns) - 1), Text(f"… {more(hidden, noun)}", style="dim"))
 
 
 # --- sendpath ------------------------------------------------------------------------------------------
@@ -147,16 +148,24 @@ def _sendpath_fds(fds: Sequence[FdTraffic]) -> Table:
     return table
 
 
-def sendpath_notes(snapshot: SendpathSnapshot) -> list[str]:
-    notes = [f"pid {pid} exited; the session goes on" for pid in snapshot.exited_pids]
+def sendpath_notes(snapshot: SendpathSnapshot) -> list[Note]:
+    notes = []
     if snapshot.lost_records:
         notes.append(
-            f"{snapshot.lost_records:,} events did not fit the BPF maps this interval: the counts miss them"
+            Note(
+                "lost_records",
+                f"{snapshot.lost_records:,} events did not fit the BPF maps this interval: the counts "
+                "miss them",
+            )
         )
     unknown = sum(row.syscalls for row in snapshot.fds if row.fd_kind == "unknown")
     if unknown:
         notes.append(
-            f"{unknown:,} calls were on descriptors closed before /proc/PID/fd could name them (kind unknown)"
+            Note(
+                "unknown_fds",
+                f"{unknown:,} calls were on descriptors closed before /proc/PID/fd could name them "
+                "(kind unknown)",
+            )
         )
     return notes
 
@@ -175,7 +184,7 @@ def syscalls_table(snapshot: SyscallsSnapshot, title: str) -> RenderableType:
     for process in snapshot.processes[:TOP_PROCESSES]:
         parts.append(_latency_table(process))
     if len(snapshot.processes) > TOP_PROCESSES:
-        parts.append(Text(f"… {len(snapshot.processes) - TOP_PROCESSES} more processes", style="dim"))
+        parts.append(Text(f"… {more(len(snapshot.processes) - TOP_PROCESSES, 'process')}", style="dim"))
     if snapshot.targets:
         parts.append(_targets_table(snapshot.targets))
     return Group(*parts, Text(""))
@@ -229,10 +238,14 @@ def _targets_table(targets: Sequence[TargetCalls]) -> Table:
     return table
 
 
-def syscalls_notes(snapshot: SyscallsSnapshot) -> list[str]:
-    notes = [f"pid {pid} exited; the session goes on" for pid in snapshot.exited_pids]
+def syscalls_notes(snapshot: SyscallsSnapshot) -> list[Note]:
+    notes = []
     if snapshot.lost_records:
         notes.append(
-            f"{snapshot.lost_records:,} calls did not fit the BPF maps this interval: the counts miss them"
+            Note(
+                "lost_records",
+                f"{snapshot.lost_records:,} calls did not fit the BPF maps this interval: the counts "
+                "miss them",
+            )
         )
     return notes

@@ -284,7 +284,15 @@ def _require_kernel_headers() -> None:
 
 
 def _split_attachments(attachments: Sequence[Attachment]) -> tuple[list[Attachment], list[Attachment]]:
-    if not (TRACEFS / "events").is_dir():
+    try:
+        mounted = (TRACEFS / "events").is_dir()
+    except PermissionError:  # CAP_BPF and CAP_PERFMON without root: tracefs is root's alone by default
+        raise CapabilityMissing(
+            f"tracefs at {TRACEFS} is readable by root only: the tracepoints cannot be found",
+            fix="run as root, or let the tracing users' group read it "
+            f"(sudo mount -o remount,gid=GROUP,mode=0750 {TRACEFS}); `mqinspect doctor` shows how",
+        ) from None
+    if not mounted:
         raise CapabilityMissing(f"tracefs is not mounted at {TRACEFS}")
     present = [a for a in attachments if tracepoint_format_path(TRACEFS, a.tracepoint).exists()]
     return present, [a for a in attachments if a not in present]

@@ -101,6 +101,10 @@ class ProcessWatch:
         """The traced pids not yet seen to exit."""
         return tuple(pid for pid in self.pids if pid not in self._ended)
 
+    def all_ended(self) -> bool:
+        """Whether pids were given and every one has been seen to exit: nothing of theirs is left to trace."""
+        return bool(self.pids) and not self.running()
+
     def newly_ended(self, pids: Iterable[int]) -> set[int]:
         """Those of `pids` that have exited (gone, or a zombie whose counts are final) since the last call."""
         return self.note_ended({pid: self.stat(pid) for pid in set(pids) - self._ended})

@@ -15,9 +15,12 @@ and by adding its name and module to PROBE_MODULES below (which doctor's load te
 
 Signals: while a session is open, SIGINT and SIGTERM end it the same way: the current sleep stops, the
 partial interval is collected and yielded, and `intervals()` returns, so the caller can print the summary
-and exit 0. A second signal raises KeyboardInterrupt at once (for a caller stuck writing to a full pipe).
-Cleanup runs with both signals blocked, so it cannot be cut short; atexit is the last resort for a caller
-that never closes the session.
+(`ended_by` is then ENDED_BY_SIGNAL: the CLI exits 130). A second signal raises KeyboardInterrupt at once
+(for a caller stuck writing to a full pipe). Cleanup runs with both signals blocked, so it cannot be cut
+short; atexit is the last resort for a caller that never closes the session.
+
+A session also ends when `until()` turns true after an interval (the CLI passes "every traced process has
+exited", so `trace --pid P` ends with P, as strace -p and perf stat -p do).
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ PROBE_MODULES: dict[str, str] = {
     "syscalls": "probes.ebpf.syscalls",
 }
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Why `intervals()` returned.
+ENDED_BY_COUNT = "count"
+ENDED_BY_DURATION = "duration"
+ENDED_BY_SIGNAL = "signal"
+ENDED_BY_UNTIL = "until"
 
 
 def _program_of(module_name: str) -> Callable[[], tuple[ProgramSpec, Parameters]]:
@@ -114,6 +122,7 @@ class TraceSession(Generic[SnapshotT]):
         self.started_s: float | None = None
         self._last_read_s = 0.0
         self.summary: SnapshotT | None = None
+        self.ended_by: str | None = None  # one of the ENDED_BY_* once intervals() has returned
 
     # --- opening and closing
 
@@ -173,9 +182,15 @@ class TraceSession(Generic[SnapshotT]):
         return snapshot
 
     def intervals(
-        self, interval_s: float, *, count: int | None = None, duration_s: float | None = None
+        self,
+        interval_s: float,
+        *,
+        count: int | None = None,
+        duration_s: float | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> Iterator[SnapshotT]:
-        """A snapshot at the end of each interval, until `count` intervals, `duration_s` seconds, or a signal.
+        """A snapshot at the end of each interval, until `count` intervals, `duration_s` seconds, a signal, or
+        `until()` is true after an interval (asked once its snapshot is taken). `ended_by` says which.
 
         Intervals are timed against the start, so rendering time does not make them drift. A signal ends the
         session with one last snapshot of the partial interval.
@@ -195,8 +210,16 @@ class TraceSession(Generic[SnapshotT]):
             taken += 1
             yield self.snapshot()
             if end is not None and due >= end:
+                self.ended_by = ENDED_BY_DURATION
                 return
-        if self.stop_requested and self._clock() > self._last_read_s:
+            if until is not None and until():
+                self.ended_by = ENDED_BY_UNTIL
+                return
+        if not self.stop_requested:
+            self.ended_by = ENDED_BY_COUNT
+            return
+        self.ended_by = ENDED_BY_SIGNAL
+        if self._clock() > self._last_read_s:
             yield self.snapshot()
 
     def _wait_until(self, due: float) -> None:

@@ -26,7 +26,14 @@ from probes.ebpf.loader import (
     render_program,
     test_load_all_probes,
 )
-from probes.ebpf.session import PROBE_MODULES, TraceSession, program_text
+from probes.ebpf.session import (
+    ENDED_BY_COUNT,
+    ENDED_BY_SIGNAL,
+    ENDED_BY_UNTIL,
+    PROBE_MODULES,
+    TraceSession,
+    program_text,
+)
 from probes.ebpf.tracepoints import PROBES
 from probes.errors import CapabilityMissing
 
@@ -207,9 +214,18 @@ def test_count_intervals_then_the_program_is_closed_and_handlers_restored():
     with _session(probe, clock, programs) as session:
         assert signal.getsignal(signal.SIGTERM) != before
         snapshots = list(session.intervals(1.0, count=3))
-    assert snapshots == [1.0, 1.0, 1.0] and session.summary == 3.0
+    assert snapshots == [1.0, 1.0, 1.0] and session.summary == 3.0 and session.ended_by == ENDED_BY_COUNT
     assert probe.started and programs[0].closed
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_session_ends_after_the_interval_in_which_until_turned_true():
+    """What ends `trace --pid P` when P exits: the interval that saw it is still yielded, then no more."""
+    clock, programs, probe = FakeClock(), [], CountingProbe()
+    with _session(probe, clock, programs) as session:
+        snapshots = list(session.intervals(1.0, until=lambda: len(probe.collected) == 2))
+    assert snapshots == [1.0, 1.0] and session.summary == 2.0
+    assert session.ended_by == ENDED_BY_UNTIL and programs[0].closed
 
 
 def test_duration_ends_with_a_short_last_interval():
@@ -227,6 +243,7 @@ def test_a_signal_while_waiting_ends_the_session_with_the_partial_interval(signu
         snapshots = list(session.intervals(1.0))
     assert snapshots == pytest.approx([1.0, 0.5])
     assert session.summary == pytest.approx(1.5)
+    assert session.ended_by == ENDED_BY_SIGNAL  # the CLI's exit status 130
     assert programs[0].closed
 
 

@@ -342,11 +342,12 @@ def test_tracing_as_nobody_is_exit_3_with_the_fix():
 
 
 @pytest.mark.requires_bpf
-def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Path):
+def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: Path):
     path = _evicted_file(tmp_path / "read.bin", 2048)
     with reading_child(path) as child:
+        following = ["--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"]
         session = subprocess.Popen(
-            [*TRACE, "pagecache", "--pid", str(child.pid), "--interval", "0.2", "--format", "jsonl"],
+            [*TRACE, "pagecache", *following],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -359,7 +360,7 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Pa
         time.sleep(0.3)
         session.send_signal(signal.SIGTERM)
         rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 0, errors
+    assert session.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
     lines = [first, *map(json.loads, rest.splitlines())]
     summary = lines[-1]
     assert [line["kind"] for line in lines] == ["interval"] * (len(lines) - 1) + ["summary"]

@@ -410,10 +410,10 @@ def test_each_path_moves_its_bytes_the_way_the_path_model_says_and_counts_agree_
 
 
 @pytest.mark.requires_bpf
-def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(data_file: Path):
+def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(data_file: Path):
     with paused_sender("read+write", data_file) as sender:
-        session = subprocess.Popen(
-            [*TRACE_SENDPATH, "--pid", str(sender.pid), "--interval", "0.2", "--format", "jsonl"],
+        session = subprocess.Popen(  # --follow: the session outlives the sender, until SIGTERM
+            [*TRACE_SENDPATH, "--pid", str(sender.pid), "--follow", "--interval", "0.2", "--format", "jsonl"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -426,7 +426,7 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(data_file: P
         sender.finish()
         session.send_signal(signal.SIGTERM)
         rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 0, errors
+    assert session.returncode == 130, errors
     lines = [first, *map(json.loads, rest.splitlines())]
     summary = lines[-1]
     assert summary["kind"] == "summary" and summary["pids"] == [sender.pid]

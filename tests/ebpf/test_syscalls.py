@@ -380,12 +380,12 @@ def test_warm_up_and_flush_calls_are_counted_exactly_timed_and_agree_with_strace
 
 
 @pytest.mark.requires_bpf
-def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Path):
+def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: Path):
     path = tmp_path / "segment.bin"
     path.write_bytes(os.urandom(64 * PAGE))
     with paused_child(path) as child:
         session = subprocess.Popen(
-            [*TRACE_SYSCALLS, "--pid", str(child.pid), "--interval", "0.2", "--format", "jsonl"],
+            [*TRACE_SYSCALLS, "--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -398,7 +398,7 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Pa
         assert child.wait(timeout=60) == 0
         session.send_signal(signal.SIGTERM)
         rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 0, errors
+    assert session.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
     summary = json.loads(rest.splitlines()[-1])
     assert summary["kind"] == "summary" and summary["pids"] == [child.pid]
     fsync = next(row for row in summary["per_syscall"] if row["syscall"] == "fsync")

@@ -1,10 +1,12 @@
 """`mqinspect trace`: bad input is refused before anything is compiled, --print-bpf needs no privileges,
-no privileges is exit 3 with the fix, and a session ended by SIGTERM or Ctrl-C prints its summary, exits 0
-and leaves no program of ours loaded."""
+no privileges is exit 3 with the fix; a session ends like perf stat and strace: with its last traced process
+(unless --follow or --store), or on SIGTERM or Ctrl-C with its summary and exit 130, leaving no program of
+ours loaded; one interval is not printed twice, and a lasting warning is said once."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -12,14 +14,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by, programs_once_attached
+from rich.console import Console
+from support import loaded_programs, mqinspect_as_nobody, programs_held_by
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
 from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
+from mqinspect.render import trace_cache, trace_io
+from mqinspect.render.trace import VIEWS
+from mqinspect.render.words import counted, more
+from probes.ebpf.session import ENDED_BY_COUNT
+from probes.ebpf.writeback import WritebackSnapshot
 
 REPO = Path(__file__).resolve().parents[2]
 INJECTION = '1); bpf_trace_printk("owned"); (1'
@@ -119,6 +128,15 @@ def test_tracing_as_nobody_is_exit_3_with_the_fix():
     assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
+@pytest.mark.requires_root
+def test_tracing_with_bpf_capabilities_but_tracefs_roots_alone_is_exit_3_with_the_fix():
+    done = mqinspect_as_nobody("trace", "faults", "--count", "1", capabilities=("bpf", "perfmon"))
+    assert done.returncode == ExitStatus.MISSING_CAPABILITY, done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
+    assert "tracefs at /sys/kernel/tracing is readable by root only" in error
+    assert "sudo mount -o remount,gid=GROUP,mode=0750 /sys/kernel/tracing" in error
+
+
 # --- sessions (BPF) -----------------------------------------------------------------------------------------
 
 
@@ -141,6 +159,32 @@ def busy_child(seconds: float = 30.0) -> Iterator[subprocess.Popen]:
         child.wait()
 
 
+@contextlib.contextmanager
+def child_until_told() -> Iterator[subprocess.Popen]:
+    """A process that keeps faulting until its stdin is closed, then exits."""
+    code = (
+        "import mmap, select, sys, time\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+        "    m = mmap.mmap(-1, 64 * mmap.PAGESIZE)\n"
+        "    for offset in range(0, len(m), mmap.PAGESIZE): m[offset] = 1\n"
+        "    m.close(); time.sleep(0.01)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _exit_after_first_interval(child: subprocess.Popen, session: subprocess.Popen) -> str:
+    """Let the first interval of `session` end with the child alive, then have the child exit."""
+    first = session.stdout.readline()
+    child.stdin.close()
+    child.wait(10)
+    return first
+
+
 def _trace(*arguments: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mqinspect", "trace", "faults", *arguments],
@@ -153,14 +197,14 @@ def _trace(*arguments: str) -> subprocess.Popen:
 
 @pytest.mark.requires_bpf
 @pytest.mark.parametrize("ending", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_signal_mid_session_prints_the_summary_exits_0_and_unloads(ending):
+def test_a_signal_mid_session_prints_the_summary_exits_130_and_unloads(ending):
     with busy_child() as child:
         session = _trace("--pid", str(child.pid), "--interval", "0.2", "--format", "jsonl")
         first = json.loads(session.stdout.readline())  # the first interval has ended
         held = programs_held_by(session.pid)
         session.send_signal(ending)
         rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 0, errors
+    assert session.returncode == ExitStatus.INTERRUPTED, errors
     lines = [first, *map(json.loads, rest.splitlines())]
     assert [line["kind"] for line in lines[:-1]] == ["interval"] * (len(lines) - 1)
     summary = lines[-1]
@@ -169,18 +213,143 @@ def test_a_signal_mid_session_prints_the_summary_exits_0_and_unloads(ending):
     assert summary["interval_s"] == pytest.approx(sum(line["interval_s"] for line in lines[:-1]))
     for key in ("interval_s", "faults", "minor_faults", "major_faults", "fault_around_pages", "files"):
         assert key in first
-    assert errors.startswith(f"Tracing page faults of pid {child.pid}, per file, every 0.2 s. Ctrl-C to end.")
+    assert errors.startswith(
+        f"Tracing page faults of pid {child.pid}, per file, every 0.2 s, until it exits. Ctrl-C to end early."
+    )
     assert held and held.isdisjoint(loaded_programs())
 
 
 @pytest.mark.requires_bpf
-def test_a_pid_that_exits_mid_session_is_reported_and_the_session_goes_on():
-    with busy_child(seconds=0.5) as child:
-        session = _trace("--pid", str(child.pid), "--interval", "0.25", "--duration", "1.5")
-        held = programs_once_attached(session.pid)
-        output, errors = session.communicate(timeout=30)
-    assert session.returncode == 0, errors
-    assert f"mqinspect: pid {child.pid} exited; the session goes on" in errors
-    assert output.count("interval 0.25 s") >= 4  # intervals went on after the exit
-    assert "Summary: 1.50 s traced" in output and "faults" in output
-    assert held.isdisjoint(loaded_programs())
+def test_the_session_ends_with_its_only_process_like_strace_p():
+    with child_until_told() as child:
+        session = _trace("--pid", str(child.pid), "--interval", "0.25", "--format", "jsonl")
+        first = _exit_after_first_interval(child, session)
+        held = programs_held_by(session.pid)
+        rest, errors = session.communicate(timeout=30)  # it ends by itself
+    assert session.returncode == ExitStatus.OK, errors
+    assert f"mqinspect: pid {child.pid} exited; no traced process is left, so the session ends" in errors
+    lines = [json.loads(first), *map(json.loads, rest.splitlines())]
+    assert lines[0]["faults"] > 0 and lines[-2]["exited_pids"] == [child.pid]
+    assert [line["kind"] for line in lines] == ["interval"] * (len(lines) - 1) + ["summary"]
+    assert held and held.isdisjoint(loaded_programs())
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    assert runner.invoke(app, ["store", "init", str(root), "--segment-size", "64k"]).exit_code == 0
+    return root
+
+
+@pytest.mark.requires_bpf
+@pytest.mark.parametrize("keeper", ["--follow", "--store"])
+def test_follow_and_store_keep_the_session_going_after_its_processes_exit(keeper, store_root: Path):
+    keeping = ["--follow"] if keeper == "--follow" else ["--store", str(store_root)]
+    with child_until_told() as child:
+        session = _trace(
+            "--pid", str(child.pid), *keeping, "--interval", "0.25", "--duration", "2", "--format", "jsonl"
+        )
+        first = _exit_after_first_interval(child, session)
+        held = programs_held_by(session.pid)
+        rest, errors = session.communicate(timeout=30)
+    assert session.returncode == ExitStatus.OK, errors
+    assert f"mqinspect: pid {child.pid} exited; the session goes on ({keeper}); Ctrl-C to end" in errors
+    *intervals, summary = [json.loads(first), *map(json.loads, rest.splitlines())]
+    exited_in = next(n for n, line in enumerate(intervals) if line["exited_pids"] == [child.pid])
+    assert exited_in < len(intervals) - 1  # intervals went on after the exit...
+    assert summary["kind"] == "summary" and summary["interval_s"] == pytest.approx(
+        2.0, abs=0.05
+    )  # to the end
+    assert held and held.isdisjoint(loaded_programs())
+
+
+@pytest.mark.requires_bpf
+def test_one_interval_is_printed_once_and_jsonl_still_ends_with_its_summary():
+    with busy_child() as child:
+        table = _trace("--pid", str(child.pid), "--interval", "0.2", "--count", "1")
+        jsonl = _trace("--pid", str(child.pid), "--interval", "0.2", "--count", "1", "--format", "jsonl")
+        tables, table_errors = table.communicate(timeout=30)
+        lines, _jsonl_errors = jsonl.communicate(timeout=30)
+    assert table.returncode == ExitStatus.OK, table_errors
+    assert tables.count("interval 0.20 s") == 1 and "Summary" not in tables
+    assert tables.count("faults ") == 1  # the block itself, once
+    assert [json.loads(line)["kind"] for line in lines.splitlines()] == ["interval", "summary"]
+
+
+# --- a session's stderr notes, with a fake session ------------------------------------------------
+
+
+def _writeback_snapshot(unsized_folios: int) -> WritebackSnapshot:
+    return WritebackSnapshot(
+        kind="interval",
+        interval_s=1.0,
+        end_time_unix_s=0.0,
+        pids=(),
+        store=None,
+        dirtied_pages=unsized_folios,
+        dirtied_folios=unsized_folios,
+        unsized_folios=unsized_folios,
+        written_pages=0,
+        written_pages_all_files=0,
+        flusher_written_pages=0,
+        vmstat_dirtied_pages=None,
+        vmstat_written_pages=None,
+        proc_dirtied_pages=None,
+        dirty_state=None,
+        throttled=(),
+        processes=(),
+        files=(),
+        flusher=(),
+        lost_records=0,
+    )
+
+
+class ScriptedSession:
+    """Stands for TraceSession: yields the given snapshots as its intervals, then ends by count."""
+
+    def __init__(self, snapshots):
+        self.snapshots = snapshots
+        self.summary = snapshots[-1]
+        self.ended_by = None
+
+    def __call__(self, probe):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def intervals(self, interval_s, **kwargs):
+        yield from self.snapshots
+        self.ended_by = ENDED_BY_COUNT
+
+
+def test_a_warning_that_lasts_is_said_once_and_again_when_it_comes_back(monkeypatch, capsys):
+    """`trace writeback` said "N dirtied folios were cached before the session" every interval."""
+    unsized = [18, 12, 1, 0, 7]
+    monkeypatch.setattr(trace, "TraceSession", ScriptedSession([_writeback_snapshot(n) for n in unsized]))
+    watch = SimpleNamespace(pids=(), running=lambda: (), all_ended=lambda: False)
+    probe = SimpleNamespace(processes=watch, store=None, subject=lambda: "writeback of every process")
+    options = trace.SessionOptions(1.0, 5, None, "table", False)
+    status = trace.run_trace(probe, options, VIEWS["writeback"])
+    said = [line for line in capsys.readouterr().err.splitlines() if "dirtied folios" in line]
+    assert [line.split()[1] for line in said] == ["18", "7"]  # once, and again after an interval without it
+    assert status == ExitStatus.OK
+
+
+def test_counted_nouns_have_one_helper_and_say_processes():
+    assert more(5, "process") == "5 more processes" and more(1, "process") == "1 more process"
+    assert [counted(n, noun) for n, noun in ((3, "entry"), (2, "key"), (1, "file"), (0, "hit"))] == [
+        "3 entries",
+        "2 keys",
+        "1 file",
+        "0 hits",
+    ]
+    assert trace_cache._more(5, "process").plain == "… 5 more processes"
+    table = trace_io._table(("calls",), "comm")
+    trace_io._hidden_row(table, 5, "process")
+    rendered = io.StringIO()
+    Console(file=rendered, width=80).print(table)
+    assert "… 5 more processes" in rendered.getvalue()

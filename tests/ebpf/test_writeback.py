@@ -368,10 +368,11 @@ def test_tracing_as_nobody_is_exit_3_with_the_fix():
 
 
 @pytest.mark.requires_bpf
-def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Path):
+def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: Path):
     with writing_child(tmp_path / "w.bin", 8, "fsync") as child:
+        following = ["--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"]
         session = subprocess.Popen(
-            [*TRACE, "writeback", "--pid", str(child.pid), "--interval", "0.2", "--format", "jsonl"],
+            [*TRACE, "writeback", *following],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -383,7 +384,7 @@ def test_sigterm_mid_session_prints_the_summary_exits_0_and_unloads(tmp_path: Pa
         _run(child)
         session.send_signal(signal.SIGTERM)
         rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 0, errors
+    assert session.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
     lines = [first, *map(json.loads, rest.splitlines())]
     summary = lines[-1]
     assert [line["kind"] for line in lines] == ["interval"] * (len(lines) - 1) + ["summary"]

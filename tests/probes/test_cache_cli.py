@@ -381,12 +381,55 @@ def test_as_nobody_denied_and_unmeasurable_files_are_reported_honestly(world_dir
     assert "every page resident" in unmeasured["notes"]["cached_pages"]
     assert document["totals"]["cached_pages"] == 8
     assert "sum over the 1 of 2 files" in document["totals"]["notes"]["cached_pages"]
-    status, table, _stderr = run_mqinspect(secret, readable_only, prefix=AS_NOBODY, env={"COLUMNS": "300"})
+    status, table, stderr = run_mqinspect(secret, readable_only, prefix=AS_NOBODY, env={"COLUMNS": "300"})
     lines = table.splitlines()
-    assert status == ExitStatus.FINDINGS
+    # nothing measured, each path for lack of privilege: 3, and the fix
+    assert status == ExitStatus.MISSING_CAPABILITY
+    assert "no file could be measured by this user: run as root" in stderr
     assert lines[1].startswith(f"error: {secret}: Permission denied")
     assert lines[2].split()[2:4] == ["unavailable", "unavailable"] and lines[2].endswith(str(readable_only))
     assert any("note: cached_pages" in line and "every page resident" in line for line in lines)
+
+
+@pytest.mark.requires_root
+@pytest.mark.parametrize(
+    ("files", "status"),
+    [
+        (("theirs",), ExitStatus.OK),
+        (("readable_only",), ExitStatus.MISSING_CAPABILITY),
+        (("theirs", "readable_only"), ExitStatus.FINDINGS),
+        (("readable_only", "missing"), ExitStatus.FINDINGS),
+    ],
+    ids=["measured", "none-for-privilege", "some-measured", "privilege-and-missing"],
+)
+def test_the_exit_status_says_whether_privileges_kept_every_value_unavailable(world_dir: Path, files, status):
+    paths = {
+        "theirs": write_pages(world_dir / "theirs", 4, sync=True),
+        "readable_only": write_pages(world_dir / "readable-only", 4, sync=True),
+        "missing": world_dir / "missing",
+    }
+    os.chown(paths["theirs"], 65534, 65534)
+    paths["readable_only"].chmod(0o644)
+    code, stdout, _stderr = run_mqinspect(
+        "--format", "json", *(paths[name] for name in files), prefix=AS_NOBODY
+    )
+    assert code == status, stdout
+
+
+@pytest.mark.requires_root
+def test_evict_as_nobody_of_a_root_file_says_the_kernel_acted_though_it_cannot_count(world_dir: Path):
+    path = write_pages(world_dir / "root-segment", 256, sync=True)
+    path.chmod(0o644)
+    read_pages(path, range(256), readahead=False)
+    assert fincore_pages(path) == 256
+    status, stdout, stderr = run_mqinspect("--evict", "--format", "json", path, prefix=AS_NOBODY)
+    evicted = only_file(json.loads(stdout))
+    assert evicted["evict"]["pages_evicted"] is None and evicted["cached_pages"] is None
+    note = evicted["notes"]["pages_evicted"]
+    assert note.startswith("the kernel accepted POSIX_FADV_DONTNEED, which needs only read access, so clean ")
+    assert "how many cannot be measured: mincore cannot see" in note
+    assert fincore_pages(path) == 0  # it did act: every clean, unmapped page went
+    assert status == ExitStatus.MISSING_CAPABILITY and "run as root" in stderr
 
 
 # ---------------------------------------------------------------- usage

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support import fincore_pages
+from support import fincore_pages, mqinspect_as_nobody, store_holder, store_nobody_can_read
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
@@ -97,3 +97,20 @@ def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
             app, ["store", "segments", str(store_root), "--no-residency"], env={"COLUMNS": "200"}
         ).stdout
     )
+
+
+@pytest.mark.requires_root
+def test_as_nobody_pages_a_root_broker_locks_are_unavailable_with_the_reason_not_0():
+    with store_nobody_can_read() as root:
+        segments = sorted((root / "commitlog").iterdir())[:3]
+        with store_holder(root, segments, locked_pages=16):
+            as_root = segments_json(root)
+            done = mqinspect_as_nobody("store", "segments", str(root), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    mine = {s["path"]: s for s in as_root["residency"]["segments"]}
+    assert [mine[str(segment)]["locked_bytes"] for segment in segments] == [16 * 4096] * 3
+    theirs = json.loads(done.stdout)["residency"]["segments"]
+    assert {s["path"]: s["locked_bytes"] for s in theirs} == dict.fromkeys((s["path"] for s in theirs), None)
+    reason = theirs[0]["notes"]["locked_bytes"]  # names some of the processes (other brokers may run)
+    assert "with locked memory (VmLck) whose /proc/PID/smaps cannot be read: pid" in reason
+    assert "owned by root" in reason and reason.endswith("run as root or with CAP_SYS_PTRACE")
