@@ -78,7 +78,7 @@ def test_c_syntax_in_an_argument_is_refused_before_any_compile(no_session, argum
 def test_c_syntax_in_a_store_path_is_a_path_that_is_not_a_store(no_session, tmp_path: Path):
     result = runner.invoke(app, ["trace", "faults", "--store", str(tmp_path / f'x"); {INJECTION}')])
     assert result.exit_code == ExitStatus.BAD_INPUT
-    assert "not a directory" in _one_error_line(result)
+    assert "does not exist" in _one_error_line(result)
 
 
 def test_store_on_a_directory_that_is_not_a_store_is_bad_input(no_session, tmp_path: Path):
