@@ -108,9 +108,12 @@ class PageRangeEvents:
 class SegmentView:
     """One CommitLog or ConsumeQueue segment: residency (cachestat/mincore), positions, locks, and events.
 
-    wrote_position_bytes: one past the last non-zero byte (newest segment of its queue only);
+    wrote_position_bytes: how far the queue's data reaches into this segment: the end of the CommitLog's last
+    record (a ConsumeQueue's last entry) in the segment that holds it, the segment's size when the data goes
+    on past it, 0 when the data ends before it (a segment preallocated ahead of the writer);
     committed_position_bytes: equal to wrote when the store's config says no transient pool is used;
-    flushed_position_bytes: the checkpoint's masterFlushedOffset when it falls in this segment.
+    flushed_position_bytes: the checkpoint's masterFlushedOffset, the same way.
+    holds_write_position / holds_flushed_position: the one segment of its queue where that position lies.
     Positions that cannot be known from outside the broker are None, with the reason in `unavailable`.
     """
 
@@ -119,7 +122,7 @@ class SegmentView:
     path: str
     start_offset_bytes: int
     size_bytes: int
-    newest: bool  # the queue's newest segment: the one being written
+    newest: bool  # the queue's newest file by name (the CommitLog's may be preallocated ahead of the writer)
     pages: int | None
     cached_pages: int | None
     dirty_pages: int | None
@@ -138,6 +141,8 @@ class SegmentView:
     written_pages: int | None
     page_ranges: tuple[PageRangeEvents, ...] = ()
     unavailable: dict[str, str] = field(default_factory=dict)
+    holds_write_position: bool = False  # the segment being written
+    holds_flushed_position: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,9 @@ WROTE_MARK = "W"
 FLUSHED_MARK = "F"
 
 SOURCES = {
-    "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of non-zero data (pread) · "
-    "flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
+    "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of the CommitLog's last "
+    "record (its records' sizes followed with pread; a ConsumeQueue's last entry), a full segment's size, 0 "
+    "ahead of the log · flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
     "segment_events": "faults probe (exceptions:page_fault_user, filemap:mm_filemap_fault) · pagecache probe "
     "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache)",
     "memory": "/proc/meminfo · /proc/vmstat · /proc/sys/vm/dirty_* · /proc/pressure/{memory,io}",
@@ -182,8 +183,8 @@ def segment_strip(segment: SegmentView) -> Text:
     chunks = segment.chunks.states()
     cells = [_chunk_cell(chunk) for chunk in chunks]
     for position, mark in (
-        (segment.flushed_position_bytes, FLUSHED_MARK),
-        (segment.wrote_position_bytes, WROTE_MARK),
+        (segment.flushed_position_bytes if segment.holds_flushed_position else None, FLUSHED_MARK),
+        (segment.wrote_position_bytes if segment.holds_write_position else None, WROTE_MARK),
     ):
         index = _chunk_index(chunks, position, segment)
         if index is not None:
@@ -218,7 +219,7 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
     """The cells of one segment row, in SEGMENT_COLUMNS order."""
     wrote = segment.wrote_position_bytes
     return [
-        Text(segment.name, style="bold" if segment.newest else ""),
+        Text(segment.name, style="bold" if segment.holds_write_position else ""),
         segment_strip(segment),
         Text(percent_text(segment.cached_pages, segment.pages), justify="right"),
         Text(pages_text(segment.dirty_pages, page_size_bytes), justify="right"),

@@ -72,6 +72,7 @@ def segment(index: int, cached: int, *, newest: bool = False, faults: int | None
         dirtied_pages=8 if newest else 0,
         written_pages=0,
         page_ranges=(PageRangeEvents(0, 3, faults, 0, faults, 0),) if faults else (),
+        holds_write_position=newest,
     )
 
 
