@@ -1,6 +1,7 @@
 """The processes panel's data: the pids given, or those holding the store's files (found in /proc/PID/maps and
-/proc/PID/fd), with their fault and I/O rates from /proc/PID/stat and /proc/PID/io, and resident and locked
-memory from /proc/PID/status.
+/proc/PID/fd), with their fault and I/O rates from /proc/PID/stat and /proc/PID/io, their TCP traffic from
+the sockets they hold (probes.socket_bytes: a consumer that reads with recv(2) has none in rchar), and
+resident and locked memory from /proc/PID/status.
 
 Finding the holders reads every process's maps and descriptors, so it is done every HOLDER_REFRESH_INTERVALS
 intervals, not every one. A field the kernel refuses (another user's /proc/PID/io without the capabilities
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mqinspect.dashboard.snapshot import PROBE_FAULTS, ProcessView
+from probes.errors import AccessDenied, CapabilityMissing
 from probes.process_files import parse_maps
 from probes.procfs import (
     PROC_ROOT,
@@ -27,12 +29,15 @@ from probes.procfs import (
     read_process_io,
     read_process_status,
 )
+from probes.socket_bytes import TcpSocketBytes, socket_inodes, tcp_socket_bytes
 
 HOLDER_REFRESH_INTERVALS = 10
 HISTORY_LENGTH = 30
 FOUND_BY_PID_OPTION = "--pid"
 FOUND_IN_MAPS = "maps"
 FOUND_IN_FDS = "fd"
+TCP_FIELDS = ("tcp_received_bytes_per_s", "tcp_acked_bytes_per_s")
+FIRST_INTERVAL = "first interval of this process: no rate yet"
 
 
 def store_holders(
@@ -105,6 +110,7 @@ class ProcessReader:
         self._found: dict[int, str] = {pid: FOUND_BY_PID_OPTION for pid in pids}
         self._previous: dict[int, tuple[ProcessFaults, ProcessIo]] = {}
         self._history: dict[int, deque[float | None]] = {}
+        self._tcp = TcpTraffic(proc_root)
         self._intervals = 0
 
     def follow_store(self, paths: list[str]) -> None:
@@ -117,12 +123,16 @@ class ProcessReader:
         return tuple(sorted(self._found))
 
     def baseline(self) -> None:
+        self._tcp.sample()
         for pid in list(self._found):
             self._counters(pid)
+            self._tcp.rates(pid, 0.0)
 
     def read(self, interval_s: float, events: Mapping[str, Any]) -> tuple[ProcessView, ...]:
         traced = {row.pid: row for row in getattr(events.get(PROBE_FAULTS), "processes", ())}
         faults_running = PROBE_FAULTS in events
+        if self._found:
+            self._tcp.sample()
         views = []
         for pid, found_by in sorted(self._found.items()):
             view = self._view(pid, found_by, interval_s, traced.get(pid), faults_running)
@@ -158,12 +168,15 @@ class ProcessReader:
         unavailable = {**status.unavailable}
         if before is None:
             fault_rates = io_rates = None
-            unavailable["minor_faults_per_s"] = "first interval of this process: no rate yet"
+            unavailable["minor_faults_per_s"] = FIRST_INTERVAL
         else:
             fault_rates = rates(before[0], faults_now, interval_s)
             io_rates = rates(before[1], io_now, interval_s)
             unavailable.update(fault_rates.unavailable)
             unavailable.update(io_rates.unavailable)
+        tcp_received, tcp_acked, tcp_problem = self._tcp.rates(pid, interval_s)
+        if tcp_problem:
+            unavailable.update(dict.fromkeys(TCP_FIELDS, tcp_problem))
         minor = fault_rates.minor_faults_per_s if fault_rates else None
         history = self._history.setdefault(pid, deque(maxlen=HISTORY_LENGTH))
         history.append(minor)
@@ -183,8 +196,78 @@ class ProcessReader:
             traced_major_faults=(traced.major_faults if traced else 0) if faults_running else None,
             minor_fault_rate_history=tuple(history),
             unavailable=unavailable,
+            tcp_received_bytes_per_s=tcp_received,
+            tcp_acked_bytes_per_s=tcp_acked,
         )
 
     def _forget(self, pid: int) -> None:
         self._previous.pop(pid, None)
         self._history.pop(pid, None)
+        self._tcp.forget(pid)
+
+
+class TcpTraffic:
+    """Per-process TCP byte rates: the byte counters of the sockets each process holds, one sock_diag dump per
+    interval. A socket that was there at the previous sample counts what it moved since; one that was not
+    (opened since) counts all it moved; one closed since is gone with its last bytes."""
+
+    def __init__(self, proc_root: Path = PROC_ROOT):
+        self._proc_root = proc_root
+        self._sockets: dict[int, dict[int, TcpSocketBytes]] = {}
+        self._table: dict[int, TcpSocketBytes] = {}
+        self._table_problem: str | None = None
+        self._own_netns = _network_namespace(Path("/proc/self"))
+
+    def sample(self) -> None:
+        """Read every TCP socket's counters (once per interval, before `rates`)."""
+        try:
+            self._table, self._table_problem = tcp_socket_bytes(), None
+        except CapabilityMissing as error:
+            self._table, self._table_problem = {}, f"{error}; fix: {error.fix}"
+
+    def rates(self, pid: int, interval_s: float) -> tuple[float | None, float | None, str | None]:
+        """(received, acked) bytes per second of `pid` since its previous call, or Nones and the reason."""
+        problem = self._table_problem or self._namespace_problem(pid)
+        if problem is None:
+            try:
+                inodes = socket_inodes(pid, self._proc_root)
+            except (AccessDenied, ProcessGone) as error:
+                problem = str(error)
+        if problem is not None:
+            self.forget(pid)
+            return None, None, problem
+        now = {inode: self._table[inode] for inode in inodes if inode in self._table}
+        before = self._sockets.get(pid)
+        self._sockets[pid] = now
+        if before is None or interval_s <= 0:
+            return None, None, FIRST_INTERVAL
+        received = sum(
+            _moved(now[inode].received_bytes, before.get(inode), "received_bytes") for inode in now
+        )
+        acked = sum(_moved(now[inode].acked_bytes, before.get(inode), "acked_bytes") for inode in now)
+        return received / interval_s, acked / interval_s, None
+
+    def _namespace_problem(self, pid: int) -> str | None:
+        theirs = _network_namespace(self._proc_root / str(pid))
+        if theirs is None or self._own_netns is None or theirs == self._own_netns:
+            return None  # unreadable: socket_inodes says why
+        return (
+            f"the process is in another network namespace ({theirs}): sock_diag sees this one's sockets "
+            "only; fix: run mqinspect in its namespace (nsenter --net)"
+        )
+
+    def forget(self, pid: int) -> None:
+        self._sockets.pop(pid, None)
+
+
+def _moved(total: int, before: TcpSocketBytes | None, counter: str) -> int:
+    """What one socket moved since `before` (all of it if it is new, or its inode was reused)."""
+    previous = getattr(before, counter) if before is not None else 0
+    return total - previous if total >= previous else total
+
+
+def _network_namespace(process_dir: Path) -> str | None:
+    try:
+        return os.readlink(process_dir / "ns" / "net")
+    except OSError:
+        return None

@@ -221,6 +221,9 @@ class ProcessView:
     """A broker, producer or consumer: given with --pid, or found holding the store's files.
 
     Rates are over the interval from /proc/PID/stat and /proc/PID/io; rss and locked from /proc/PID/status.
+    rchar/wchar count read(2)/write(2)-family calls (pread, readv, sendfile too), on files and sockets, but
+    not recv/send/sendmsg or splice; tcp_*: the TCP bytes of the sockets the process holds (sock_diag
+    tcp_info: received, and sent and acknowledged by the peer), whatever call moved them.
     minor_fault_rate_history holds the last rates (oldest first) for the sparkline.
     """
 
@@ -237,6 +240,8 @@ class ProcessView:
     traced_major_faults: int | None
     minor_fault_rate_history: tuple[float | None, ...] = ()
     unavailable: dict[str, str] = field(default_factory=dict)
+    tcp_received_bytes_per_s: float | None = None
+    tcp_acked_bytes_per_s: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
