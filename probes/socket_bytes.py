@@ -19,7 +19,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,7 @@ _RTATTR = struct.Struct("=HH")  # len, type
 # (since Linux 4.1; the layout only ever grows at the end).
 _BYTES_ACKED_RECEIVED = struct.Struct("=QQ")
 _BYTES_ACKED_OFFSET = 8 + 24 * 4 + 2 * 8
-_RECEIVE_BUFFER = 1 << 16
+_RECEIVE_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,16 @@ class TcpSocketBytes:
     acked_bytes: int  # tcpi_bytes_acked: payload sent and acknowledged by the peer
 
 
-def tcp_socket_bytes() -> dict[int, TcpSocketBytes]:
-    """Every TCP socket of this network namespace that can carry data, by inode.
+def tcp_socket_bytes(inodes: Collection[int] | None = None) -> dict[int, TcpSocketBytes]:
+    """The TCP sockets of this network namespace that can carry data, by inode: all of them, or those of
+    `inodes` (the others are skipped unparsed: a busy broker's host has thousands).
 
     Raises CapabilityMissing when the kernel has no sock_diag for TCP (CONFIG_INET_DIAG off)."""
     found: dict[int, TcpSocketBytes] = {}
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as channel:
             for family in (socket.AF_INET, socket.AF_INET6):
-                for counters in _dump(channel, family):
+                for counters in _dump(channel, family, inodes):
                     found[counters.inode] = counters
     except OSError as error:
         raise CapabilityMissing(
@@ -76,7 +77,7 @@ def tcp_socket_bytes() -> dict[int, TcpSocketBytes]:
     return found
 
 
-def _dump(channel: socket.socket, family: int) -> Iterator[TcpSocketBytes]:
+def _dump(channel: socket.socket, family: int, inodes: Collection[int] | None) -> Iterator[TcpSocketBytes]:
     request = _REQUEST.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), DATA_STATES)
     header = _NLMSGHDR.pack(
         _NLMSGHDR.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
@@ -84,41 +85,46 @@ def _dump(channel: socket.socket, family: int) -> Iterator[TcpSocketBytes]:
     channel.send(header + request)
     while True:
         data = channel.recv(_RECEIVE_BUFFER)
-        for kind, body in _messages(data):
+        for kind, start, end in _messages(data):
             if kind == NLMSG_DONE:
                 return
             if kind == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", body)[0]
+                code = -struct.unpack_from("=i", data, start)[0]
                 raise OSError(code, os.strerror(code))
-            counters = _socket_counters(body)
-            if counters is not None:
-                yield counters
+            if end - start < _MESSAGE_BYTES:
+                continue
+            (inode,) = _MESSAGE_INODE.unpack_from(data, start + _INODE_OFFSET)
+            if inode and (inodes is None or inode in inodes):
+                counters = _socket_counters(inode, data, start + _MESSAGE_BYTES, end)
+                if counters is not None:
+                    yield counters
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, memoryview]]:
-    view, offset = memoryview(data), 0
+def _messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(type, start, end) of each netlink message's payload in `data`."""
+    offset = 0
     while offset + _NLMSGHDR.size <= len(data):
         length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size:
             return
-        yield kind, view[offset + _NLMSGHDR.size : offset + length]
+        yield kind, offset + _NLMSGHDR.size, min(offset + length, len(data))
         offset += (length + 3) & ~3
 
 
-def _socket_counters(body: memoryview) -> TcpSocketBytes | None:
-    """The inode and byte counters of one inet_diag_msg; None when it carries no (long enough) tcp_info."""
-    if len(body) < _MESSAGE_BYTES:
-        return None
-    (inode,) = _MESSAGE_INODE.unpack_from(body, _INODE_OFFSET)
-    offset = _MESSAGE_BYTES
-    while offset + _RTATTR.size <= len(body):
-        length, kind = _RTATTR.unpack_from(body, offset)
+def _socket_counters(inode: int, data: bytes, offset: int, end: int) -> TcpSocketBytes | None:
+    """The byte counters in the INET_DIAG_INFO attribute among data[offset:end]; None without a tcp_info
+    long enough to hold them (Linux < 4.1)."""
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
         if length < _RTATTR.size:
             return None
-        payload = body[offset + _RTATTR.size : offset + length]
-        if kind == INET_DIAG_INFO and len(payload) >= _BYTES_ACKED_OFFSET + _BYTES_ACKED_RECEIVED.size:
-            acked, received = _BYTES_ACKED_RECEIVED.unpack_from(payload, _BYTES_ACKED_OFFSET)
-            return TcpSocketBytes(inode, received, acked) if inode else None
+        if kind == INET_DIAG_INFO:
+            if length - _RTATTR.size < _BYTES_ACKED_OFFSET + _BYTES_ACKED_RECEIVED.size:
+                return None
+            acked, received = _BYTES_ACKED_RECEIVED.unpack_from(
+                data, offset + _RTATTR.size + _BYTES_ACKED_OFFSET
+            )
+            return TcpSocketBytes(inode, received, acked)
         offset += (length + 3) & ~3
     return None
 

@@ -325,7 +325,7 @@ def find_log_tail(
     for known in sorted(known_records, reverse=True):
         if known[0] + known[1] <= start.file_from_offset:
             break
-        resume = _after_dispatched_record(queue, known)
+        resume = _after_whole_record(queue, known)
         if resume is not None:
             begin, last = resume, known
             break
@@ -340,9 +340,10 @@ def position_in_segment(segment: SegmentFile, log_end_offset: int) -> int:
     return min(max(log_end_offset - segment.file_from_offset, 0), segment.size_bytes)
 
 
-def _after_dispatched_record(queue: SegmentQueue, dispatched: tuple[int, int]) -> int | None:
-    """Where the record at `dispatched` ends, if it is a whole, valid record of that size; else None."""
-    offset, size = dispatched
+def _after_whole_record(queue: SegmentQueue, record_place: tuple[int, int]) -> int | None:
+    """Where the record at `record_place` (physical offset, size) ends, if it is a whole, valid record of
+    that size (CRC checked); else None."""
+    offset, size = record_place
     with RecordReader(queue) as reader:
         try:
             record = reader.record_at(offset, check_crc=True, size_hint=size)
@@ -919,7 +920,7 @@ def _commitlog_row(
             end_reason=LogEndReason.BLANK,
             written_measured_by=WrittenMeasuredBy.TAIL_BLANK,
         )
-    resume = _after_dispatched_record(own_queue, dispatched) if dispatched else None
+    resume = _after_whole_record(own_queue, dispatched) if dispatched else None
     from_dispatched = resume is not None and resume > segment.file_from_offset
     end = _walk(own_queue, resume if from_dispatched else segment.file_from_offset, check_crc=False).end
     position = end.physical_offset - segment.file_from_offset

@@ -123,7 +123,7 @@ class ProcessReader:
         return tuple(sorted(self._found))
 
     def baseline(self) -> None:
-        self._tcp.sample()
+        self._tcp.sample(self._found)
         for pid in list(self._found):
             self._counters(pid)
             self._tcp.rates(pid, 0.0)
@@ -132,7 +132,7 @@ class ProcessReader:
         traced = {row.pid: row for row in getattr(events.get(PROBE_FAULTS), "processes", ())}
         faults_running = PROBE_FAULTS in events
         if self._found:
-            self._tcp.sample()
+            self._tcp.sample(self._found)
         views = []
         for pid, found_by in sorted(self._found.items()):
             view = self._view(pid, found_by, interval_s, traced.get(pid), faults_running)
@@ -214,29 +214,28 @@ class TcpTraffic:
     def __init__(self, proc_root: Path = PROC_ROOT):
         self._proc_root = proc_root
         self._sockets: dict[int, dict[int, TcpSocketBytes]] = {}
+        self._held: dict[int, frozenset[int] | str] = {}  # pid -> its socket inodes, or why unknown
         self._table: dict[int, TcpSocketBytes] = {}
         self._table_problem: str | None = None
         self._own_netns = _network_namespace(Path("/proc/self"))
 
-    def sample(self) -> None:
-        """Read every TCP socket's counters (once per interval, before `rates`)."""
+    def sample(self, pids: Iterable[int]) -> None:
+        """Find the sockets `pids` hold and read their counters (once per interval, before `rates`)."""
+        self._held = {pid: self._sockets_of(pid) for pid in pids}
+        wanted = set().union(*(held for held in self._held.values() if not isinstance(held, str)))
         try:
-            self._table, self._table_problem = tcp_socket_bytes(), None
+            self._table, self._table_problem = (tcp_socket_bytes(wanted) if wanted else {}), None
         except CapabilityMissing as error:
             self._table, self._table_problem = {}, f"{error}; fix: {error.fix}"
 
     def rates(self, pid: int, interval_s: float) -> tuple[float | None, float | None, str | None]:
         """(received, acked) bytes per second of `pid` since its previous call, or Nones and the reason."""
-        problem = self._table_problem or self._namespace_problem(pid)
-        if problem is None:
-            try:
-                inodes = socket_inodes(pid, self._proc_root)
-            except (AccessDenied, ProcessGone) as error:
-                problem = str(error)
+        held = self._held.get(pid, "the process was not sampled")
+        problem = held if isinstance(held, str) else self._table_problem
         if problem is not None:
             self.forget(pid)
             return None, None, problem
-        now = {inode: self._table[inode] for inode in inodes if inode in self._table}
+        now = {inode: self._table[inode] for inode in held if inode in self._table}
         before = self._sockets.get(pid)
         self._sockets[pid] = now
         if before is None or interval_s <= 0:
@@ -247,14 +246,17 @@ class TcpTraffic:
         acked = sum(_moved(now[inode].acked_bytes, before.get(inode), "acked_bytes") for inode in now)
         return received / interval_s, acked / interval_s, None
 
-    def _namespace_problem(self, pid: int) -> str | None:
+    def _sockets_of(self, pid: int) -> frozenset[int] | str:
         theirs = _network_namespace(self._proc_root / str(pid))
-        if theirs is None or self._own_netns is None or theirs == self._own_netns:
-            return None  # unreadable: socket_inodes says why
-        return (
-            f"the process is in another network namespace ({theirs}): sock_diag sees this one's sockets "
-            "only; fix: run mqinspect in its namespace (nsenter --net)"
-        )
+        if theirs is not None and self._own_netns is not None and theirs != self._own_netns:
+            return (
+                f"the process is in another network namespace ({theirs}): sock_diag sees this one's sockets "
+                "only; fix: run mqinspect in its namespace (nsenter --net)"
+            )
+        try:
+            return socket_inodes(pid, self._proc_root)
+        except (AccessDenied, ProcessGone) as error:
+            return str(error)
 
     def forget(self, pid: int) -> None:
         self._sockets.pop(pid, None)

@@ -62,6 +62,7 @@ def test_each_sockets_bytes_equal_what_ss_reports_and_what_was_sent(connection):
     truth = ss_counters(client.getsockname()[1])
     for inode in (client_inode, server_inode):
         assert (table[inode].received_bytes, table[inode].acked_bytes) == truth[inode]
+    assert tcp_socket_bytes({server_inode}) == {server_inode: table[server_inode]}  # only those asked for
 
 
 def test_a_process_holds_the_sockets_its_descriptors_name(connection):
