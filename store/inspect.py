@@ -35,7 +35,14 @@ from store.checkpoint import (
     read_checkpoint,
     store_run_state,
 )
-from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
+from store.commitlog_scan import (
+    ChainedRecords,
+    ScanFailure,
+    ScannedRecord,
+    SegmentEnd,
+    SegmentEndReason,
+    scan_commitlog,
+)
 from store.config import CQ_STORE_UNIT_SIZE
 from store.consume_queue_format import ConsumeQueueEntry, iter_entries, iter_segment_entries, queue_bounds
 from store.errors import CorruptRecord, StoreError, StoreLayoutError
@@ -230,6 +237,7 @@ class _Walk:
     records: int
     blanks: tuple[SegmentEnd, ...]
     end: LogEnd
+    last_record: tuple[int, int] | None = None  # (physical offset, size) of the last record walked
 
 
 def _walk(
@@ -238,26 +246,46 @@ def _walk(
     *,
     check_crc: bool,
     on_record: Callable[[ScannedRecord], None] | None = None,
+    headers_only: bool = False,
+    window_bytes: int | None = None,
 ) -> _Walk:
-    records, blanks, end = 0, [], None
-    for event in scan_commitlog(queue, start, check_crc=check_crc):
+    records, blanks, end, last = 0, [], None, None
+    events = scan_commitlog(
+        queue, start, check_crc=check_crc, headers_only=headers_only, window_bytes=window_bytes
+    )
+    for event in events:
         if isinstance(event, ScannedRecord):
             records += 1
+            last = (event.physical_offset, event.record.total_size)
             if on_record:
                 on_record(event)
+        elif isinstance(event, ChainedRecords):
+            records += event.count
+            last = (event.last_offset, event.last_size)
         elif isinstance(event, SegmentEnd) and event.reason is SegmentEndReason.BLANK:
             blanks.append(event)
             end = event
         else:
             end = event
     log_end = LogEnd(start, LogEndReason.NO_SEGMENTS, None) if end is None else _log_end(end)
-    return _Walk(records, tuple(blanks), log_end)
+    return _Walk(records, tuple(blanks), log_end, last)
 
 
 def _segment_has_records(segment: SegmentFile) -> bool:
-    """Whether a record (or blank) starts the segment: its first 8 bytes are not all zero."""
+    """Whether a record (or blank) starts the segment: its first 8 bytes are not all zero. A segment whose
+    start is a hole (preallocated sparse) is not read, so its first page is not brought into the cache."""
     with PreadFile(segment.path) as file:
+        if file.data_end(0) == 0:
+            return False
         return any(file.read(0, codec.END_FILE_MIN_BLANK_LENGTH))
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """Where the CommitLog ends, and the last record before that end: a later search resumes after it."""
+
+    end: LogEnd
+    last_record: tuple[int, int] | None  # (physical offset, size) of that record; None if none was walked
 
 
 def find_log_end(queue: SegmentQueue, dispatched: tuple[int, int] | None = None) -> LogEnd:
@@ -269,19 +297,53 @@ def find_log_end(queue: SegmentQueue, dispatched: tuple[int, int] | None = None)
     that record decodes with its CRC, the walk starts right after it and reads only the undispatched tail.
     (A corrupt record before it is then not seen: `verify` reads everything.)
     """
+    return find_log_tail(queue, (dispatched,) if dispatched else ()).end
+
+
+def find_log_tail(
+    queue: SegmentQueue,
+    known_records: Sequence[tuple[int, int]] = (),
+    *,
+    headers_only: bool = False,
+    window_bytes: int | None = None,
+) -> LogTail:
+    """`find_log_end`, resuming after the furthest of `known_records` ((physical offset, size) pairs: a
+    ConsumeQueue's newest entry, the `last_record` of an earlier search) that is still a whole record of that
+    size with a valid CRC. A caller that follows a live log passes the previous LogTail's last_record, so
+    each search reads only what was appended since.
+
+    `headers_only` follows the records' TOTALSIZE chain without decoding them (CRCs are then not checked
+    past the resumed record): the end of what the writer appended, at a cost a dashboard can pay every
+    second on a busy broker. `window_bytes` caps each read (see `scan_commitlog`).
+    """
     if not queue.segments:
-        return LogEnd(0, LogEndReason.NO_SEGMENTS, None)
+        return LogTail(LogEnd(0, LogEndReason.NO_SEGMENTS, None), None)
     start = next(
         (segment for segment in reversed(queue.segments) if _segment_has_records(segment)), queue.segments[0]
     )
-    resume = _after_dispatched_record(queue, dispatched) if dispatched else None
-    begin = resume if resume is not None and resume > start.file_from_offset else start.file_from_offset
-    return _walk(queue, begin, check_crc=True).end
+    begin, last = start.file_from_offset, None
+    for known in sorted(known_records, reverse=True):
+        if known[0] + known[1] <= start.file_from_offset:
+            break
+        resume = _after_whole_record(queue, known)
+        if resume is not None:
+            begin, last = resume, known
+            break
+    walk = _walk(queue, begin, check_crc=True, headers_only=headers_only, window_bytes=window_bytes)
+    return LogTail(walk.end, walk.last_record or last)
 
 
-def _after_dispatched_record(queue: SegmentQueue, dispatched: tuple[int, int]) -> int | None:
-    """Where the record at `dispatched` ends, if it is a whole, valid record of that size; else None."""
-    offset, size = dispatched
+def position_in_segment(segment: SegmentFile, log_end_offset: int) -> int:
+    """How far `log_end_offset` (a log's end, in the stream's bytes) reaches into `segment`: the segment's
+    size when the log goes on past it (RocketMQ's wrote position of a full file), 0 when the log ends before
+    it (a segment preallocated ahead of the writer)."""
+    return min(max(log_end_offset - segment.file_from_offset, 0), segment.size_bytes)
+
+
+def _after_whole_record(queue: SegmentQueue, record_place: tuple[int, int]) -> int | None:
+    """Where the record at `record_place` (physical offset, size) ends, if it is a whole, valid record of
+    that size (CRC checked); else None."""
+    offset, size = record_place
     with RecordReader(queue) as reader:
         try:
             record = reader.record_at(offset, check_crc=True, size_hint=size)
@@ -858,7 +920,7 @@ def _commitlog_row(
             end_reason=LogEndReason.BLANK,
             written_measured_by=WrittenMeasuredBy.TAIL_BLANK,
         )
-    resume = _after_dispatched_record(own_queue, dispatched) if dispatched else None
+    resume = _after_whole_record(own_queue, dispatched) if dispatched else None
     from_dispatched = resume is not None and resume > segment.file_from_offset
     end = _walk(own_queue, resume if from_dispatched else segment.file_from_offset, check_crc=False).end
     position = end.physical_offset - segment.file_from_offset

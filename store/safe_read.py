@@ -51,6 +51,14 @@ class PreadFile:
             chunk = min(chunk * 2, max_chunk_bytes)
         return 0
 
+    def data_end(self, position: int) -> int | None:
+        """Where the data around `position` ends: the next hole (SEEK_HOLE), or the file's end; `position`
+        itself when it lies in a hole. None when unknown: past the file's end, or no SEEK_HOLE here."""
+        try:
+            return os.lseek(self._fd, position, os.SEEK_HOLE)
+        except OSError:
+            return None
+
     def _has_data(self, start: int, end: int) -> bool:
         try:
             return os.lseek(self._fd, start, os.SEEK_DATA) < end

@@ -20,6 +20,7 @@ from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stderr_console, stdout_console
 from mqinspect.render.demo import demo_view
 from mqinspect.render.machine import write_json
+from mqinspect.render.units import human_bytes
 from mqinspect.signals import signals_interrupt
 
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -93,7 +94,7 @@ def _announce(workload: DemoWorkload) -> None:
     consumers = ", ".join(f"{role.split(':', 1)[1]} {pid}" for pid, role in roles.items() if role != "broker")
     broker = next(pid for pid, role in roles.items() if role == "broker")
     _say(
-        f"store {workload.store_dir} ({settings.segment_size_bytes >> 20} MiB segments, about "
+        f"store {workload.store_dir} ({human_bytes(settings.segment_size_bytes)} segments, about "
         f"{settings.max_segments} kept); broker pid {broker} (producer at {settings.rate_msgs_per_s:g} msg/s "
         f"with {settings.warmup} warm-up, pull server on 127.0.0.1:{workload.broker_port}); "
         f"consumer pids: {consumers}"

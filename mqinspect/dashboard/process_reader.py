@@ -1,6 +1,7 @@
 """The processes panel's data: the pids given, or those holding the store's files (found in /proc/PID/maps and
 /proc/PID/fd, and the broker by its lock on the store's `lock` file), with their fault and I/O rates from
-/proc/PID/stat and /proc/PID/io, and resident and locked memory from /proc/PID/status.
+/proc/PID/stat and /proc/PID/io, their TCP traffic from the sockets they hold (probes.socket_bytes: a consumer
+that reads with recv(2) has none in rchar), and resident and locked memory from /proc/PID/status.
 
 Another user's maps and fd are readable only with CAP_SYS_PTRACE (root has it); the lock, stat and status
 are readable by anyone, so a broker is found and shown even by an unprivileged user, and the processes whose
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mqinspect.dashboard.snapshot import PROBE_FAULTS, ProcessView
+from probes.errors import AccessDenied, CapabilityMissing
 from probes.process_files import parse_maps
 from probes.procfs import (
     PROC_ROOT,
@@ -32,6 +34,7 @@ from probes.procfs import (
     read_process_io,
     read_process_status,
 )
+from probes.socket_bytes import TcpSocketBytes, socket_inodes, tcp_socket_bytes
 from store.checkpoint import probe_store_lock
 from store.errors import StoreError
 
@@ -49,6 +52,10 @@ class HolderScan:
 
     holders: dict[int, str]
     unreadable: tuple[int, ...] = ()
+
+
+TCP_FIELDS = ("tcp_received_bytes_per_s", "tcp_acked_bytes_per_s")
+FIRST_INTERVAL = "first interval of this process: no rate yet"
 
 
 def store_holders(
@@ -152,6 +159,7 @@ class ProcessReader:
         self._unreadable: tuple[int, ...] = ()
         self._previous: dict[int, tuple[ProcessFaults, ProcessIo]] = {}
         self._history: dict[int, deque[float | None]] = {}
+        self._tcp = TcpTraffic(proc_root)
         self._intervals = 0
 
     def follow_store(self, paths: list[str], store_root: Path | None = None) -> None:
@@ -170,12 +178,16 @@ class ProcessReader:
         return self._unreadable
 
     def baseline(self) -> None:
+        self._tcp.sample(self._found)
         for pid in list(self._found):
             self._counters(pid)
+            self._tcp.rates(pid, 0.0)
 
     def read(self, interval_s: float, events: Mapping[str, Any]) -> tuple[ProcessView, ...]:
         traced = {row.pid: row for row in getattr(events.get(PROBE_FAULTS), "processes", ())}
         faults_running = PROBE_FAULTS in events
+        if self._found:
+            self._tcp.sample(self._found)
         views = []
         for pid, found_by in sorted(self._found.items()):
             view = self._view(pid, found_by, interval_s, traced.get(pid), faults_running)
@@ -211,12 +223,15 @@ class ProcessReader:
         unavailable = {**status.unavailable}
         if before is None:
             fault_rates = io_rates = None
-            unavailable["minor_faults_per_s"] = "first interval of this process: no rate yet"
+            unavailable["minor_faults_per_s"] = FIRST_INTERVAL
         else:
             fault_rates = rates(before[0], faults_now, interval_s)
             io_rates = rates(before[1], io_now, interval_s)
             unavailable.update(fault_rates.unavailable)
             unavailable.update(io_rates.unavailable)
+        tcp_received, tcp_acked, tcp_problem = self._tcp.rates(pid, interval_s)
+        if tcp_problem:
+            unavailable.update(dict.fromkeys(TCP_FIELDS, tcp_problem))
         minor = fault_rates.minor_faults_per_s if fault_rates else None
         history = self._history.setdefault(pid, deque(maxlen=HISTORY_LENGTH))
         history.append(minor)
@@ -236,8 +251,80 @@ class ProcessReader:
             traced_major_faults=(traced.major_faults if traced else 0) if faults_running else None,
             minor_fault_rate_history=tuple(history),
             unavailable=unavailable,
+            tcp_received_bytes_per_s=tcp_received,
+            tcp_acked_bytes_per_s=tcp_acked,
         )
 
     def _forget(self, pid: int) -> None:
         self._previous.pop(pid, None)
         self._history.pop(pid, None)
+        self._tcp.forget(pid)
+
+
+class TcpTraffic:
+    """Per-process TCP byte rates: the byte counters of the sockets each process holds, one sock_diag dump per
+    interval. A socket that was there at the previous sample counts what it moved since; one that was not
+    (opened since) counts all it moved; one closed since is gone with its last bytes."""
+
+    def __init__(self, proc_root: Path = PROC_ROOT):
+        self._proc_root = proc_root
+        self._sockets: dict[int, dict[int, TcpSocketBytes]] = {}
+        self._held: dict[int, frozenset[int] | str] = {}  # pid -> its socket inodes, or why unknown
+        self._table: dict[int, TcpSocketBytes] = {}
+        self._table_problem: str | None = None
+        self._own_netns = _network_namespace(Path("/proc/self"))
+
+    def sample(self, pids: Iterable[int]) -> None:
+        """Find the sockets `pids` hold and read their counters (once per interval, before `rates`)."""
+        self._held = {pid: self._sockets_of(pid) for pid in pids}
+        wanted = set().union(*(held for held in self._held.values() if not isinstance(held, str)))
+        try:
+            self._table, self._table_problem = (tcp_socket_bytes(wanted) if wanted else {}), None
+        except CapabilityMissing as error:
+            self._table, self._table_problem = {}, f"{error}; fix: {error.fix}"
+
+    def rates(self, pid: int, interval_s: float) -> tuple[float | None, float | None, str | None]:
+        """(received, acked) bytes per second of `pid` since its previous call, or Nones and the reason."""
+        held = self._held.get(pid, "the process was not sampled")
+        problem = held if isinstance(held, str) else self._table_problem
+        if problem is not None:
+            self.forget(pid)
+            return None, None, problem
+        now = {inode: self._table[inode] for inode in held if inode in self._table}
+        before = self._sockets.get(pid)
+        self._sockets[pid] = now
+        if before is None or interval_s <= 0:
+            return None, None, FIRST_INTERVAL
+        received = sum(
+            _moved(now[inode].received_bytes, before.get(inode), "received_bytes") for inode in now
+        )
+        acked = sum(_moved(now[inode].acked_bytes, before.get(inode), "acked_bytes") for inode in now)
+        return received / interval_s, acked / interval_s, None
+
+    def _sockets_of(self, pid: int) -> frozenset[int] | str:
+        theirs = _network_namespace(self._proc_root / str(pid))
+        if theirs is not None and self._own_netns is not None and theirs != self._own_netns:
+            return (
+                f"the process is in another network namespace ({theirs}): sock_diag sees this one's sockets "
+                "only; fix: run mqinspect in its namespace (nsenter --net)"
+            )
+        try:
+            return socket_inodes(pid, self._proc_root)
+        except (AccessDenied, ProcessGone) as error:
+            return str(error)
+
+    def forget(self, pid: int) -> None:
+        self._sockets.pop(pid, None)
+
+
+def _moved(total: int, before: TcpSocketBytes | None, counter: str) -> int:
+    """What one socket moved since `before` (all of it if it is new, or its inode was reused)."""
+    previous = getattr(before, counter) if before is not None else 0
+    return total - previous if total >= previous else total
+
+
+def _network_namespace(process_dir: Path) -> str | None:
+    try:
+        return os.readlink(process_dir / "ns" / "net")
+    except OSError:
+        return None

@@ -108,9 +108,12 @@ class PageRangeEvents:
 class SegmentView:
     """One CommitLog or ConsumeQueue segment: residency (cachestat/mincore), positions, locks, and events.
 
-    wrote_position_bytes: one past the last non-zero byte (newest segment of its queue only);
+    wrote_position_bytes: how far the queue's data reaches into this segment: the end of the CommitLog's last
+    record (a ConsumeQueue's last entry) in the segment that holds it, the segment's size when the data goes
+    on past it, 0 when the data ends before it (a segment preallocated ahead of the writer);
     committed_position_bytes: equal to wrote when the store's config says no transient pool is used;
-    flushed_position_bytes: the checkpoint's masterFlushedOffset when it falls in this segment.
+    flushed_position_bytes: the checkpoint's masterFlushedOffset, the same way.
+    holds_write_position / holds_flushed_position: the one segment of its queue where that position lies.
     Positions that cannot be known from outside the broker are None, with the reason in `unavailable`.
     """
 
@@ -119,7 +122,7 @@ class SegmentView:
     path: str
     start_offset_bytes: int
     size_bytes: int
-    newest: bool  # the queue's newest segment: the one being written
+    newest: bool  # the queue's newest file by name (the CommitLog's may be preallocated ahead of the writer)
     pages: int | None
     cached_pages: int | None
     dirty_pages: int | None
@@ -138,6 +141,8 @@ class SegmentView:
     written_pages: int | None
     page_ranges: tuple[PageRangeEvents, ...] = ()
     unavailable: dict[str, str] = field(default_factory=dict)
+    holds_write_position: bool = False  # the segment being written
+    holds_flushed_position: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,9 @@ class ProcessView:
     """A broker, producer or consumer: given with --pid, or found holding the store's files.
 
     Rates are over the interval from /proc/PID/stat and /proc/PID/io; rss and locked from /proc/PID/status.
+    rchar/wchar count read(2)/write(2)-family calls (pread, readv, sendfile too), on files and sockets, but
+    not recv/send/sendmsg or splice; tcp_*: the TCP bytes of the sockets the process holds (sock_diag
+    tcp_info: received, and sent and acknowledged by the peer), whatever call moved them.
     minor_fault_rate_history holds the last rates (oldest first) for the sparkline.
     """
 
@@ -232,6 +240,8 @@ class ProcessView:
     traced_major_faults: int | None
     minor_fault_rate_history: tuple[float | None, ...] = ()
     unavailable: dict[str, str] = field(default_factory=dict)
+    tcp_received_bytes_per_s: float | None = None
+    tcp_acked_bytes_per_s: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

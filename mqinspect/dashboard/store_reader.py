@@ -1,12 +1,18 @@
 """The store side of a dashboard snapshot: each segment's page-cache residency (cachestat, mincore where it is
 refused), the positions its files show, its locked bytes, and the eBPF events on it.
 
+Positions are found where the data ends, not in the newest file by name (a broker preallocates the next
+CommitLog segment ahead of the writer): the CommitLog's end is the end of its last record (store.inspect's
+find_log_tail), a ConsumeQueue's the end of its last entry. Each segment then shows how far that end reaches
+into it: its whole size when the log goes on past it, 0 when the log ends before it.
+
 Cost matters: this runs every interval over every segment. A segment whose pages are all cached and clean,
 or all absent, is measured with one cachestat call and its chunk map follows exactly from the totals; only a
-mixed segment is measured chunk by chunk. Positions are re-read only when the segment's size or mtime moved
-(writes through a mapping update mtime when they dirty a clean page), a mixed segment's chunks only when
-its cachestat totals moved, and locked bytes, which need every process's maps, every
-LOCK_REFRESH_INTERVALS intervals.
+mixed segment is measured chunk by chunk. The CommitLog's end is searched from the last record found the
+interval before, following the records' sizes only (what was appended since, never the whole segment), a
+ConsumeQueue's only when its newest file's size or mtime moved (writes through a mapping update mtime when
+they dirty a clean page), a mixed segment's chunks only when its cachestat totals moved, and locked bytes,
+which need every process's maps, every LOCK_REFRESH_INTERVALS intervals.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from mqinspect.dashboard.snapshot import (
 from probes.file_locks import locked_bytes_by_file
 from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_residency
 from store.checkpoint import read_checkpoint
+from store.config import CQ_STORE_UNIT_SIZE
 from store.errors import StoreError
-from store.layout import SegmentQueue, StoreLayout, discover_store
+from store.inspect import LogEndReason, LogTail, find_log_tail, position_in_segment
+from store.layout import SegmentFile, SegmentQueue, StoreLayout, discover_store
 from store.safe_read import PreadFile
 
 PAGE_BYTES = 4096
@@ -44,14 +52,32 @@ FLUSHED_UNKNOWN = (
     "the broker keeps its flushed offset in memory; this checkpoint has no masterFlushedOffset "
     "(only the flush time, physicMsgTimestamp)"
 )
-POSITION_OLDER_SEGMENT = "positions are shown for the newest segment of each queue"
 NO_EBPF_EVENTS = "the {probe} probe is not running"
+# Reads while following the CommitLog stop after this many bytes (and at a hole): the search never pulls
+# more than this into the page cache past the end of the log.
+LOG_WALK_WINDOW_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
 class _Position:
     identity: tuple[int, int, int, int]  # inode, size, mtime_ns, device
     end_bytes: int
+
+
+@dataclass(frozen=True)
+class _QueuePositions:
+    """Where one queue's data ends and (CommitLog) where it is flushed to, in the queue's stream of bytes;
+    None with the reason in `unavailable` ({SegmentView field: reason}) when it cannot be known."""
+
+    wrote_offset: int | None
+    flushed_offset: int | None
+    unavailable: dict[str, str]
+    wrote_in: SegmentFile | None = None  # the segment that holds each offset
+    flushed_in: SegmentFile | None = None
+
+    @classmethod
+    def of(cls, queue: SegmentQueue, wrote: int | None, flushed: int | None, unavailable: dict[str, str]):
+        return cls(wrote, flushed, unavailable, _holder(queue, wrote), _holder(queue, flushed))
 
 
 def _segment_entries(layout: StoreLayout) -> list[tuple[str, str, SegmentQueue]]:
@@ -69,6 +95,7 @@ class StoreReader:
         self.root = Path(root)
         self.strip_chunks = strip_chunks
         self._positions: dict[str, _Position] = {}
+        self._log_tail: LogTail | None = None
         self._chunk_maps: dict[str, tuple[tuple, int, ChunkMap | None]] = {}
         self._locks: dict[str, int | None] = {}
         self._lock_note: str | None = None
@@ -80,37 +107,37 @@ class StoreReader:
             layout = discover_store(self.root)
         except (StoreError, OSError) as error:
             return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
-        entries = [
-            (kind, f"{prefix}/{segment.path.name}", segment, segment is queue.segments[-1])
-            for kind, prefix, queue in _segment_entries(layout)
-            for segment in queue.segments
-        ]
-        self._refresh_locks([str(segment.path) for *_rest, segment, _newest in entries])
+        queues = _segment_entries(layout)
+        self._refresh_locks([str(segment.path) for *_rest, queue in queues for segment in queue.segments])
         flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
         by_path = _events_by_path(events)
-        segments = tuple(
-            self._segment(kind, name, segment, newest, flushed, checkpoint_note, by_path, events)
-            for kind, name, segment, newest in entries
-        )
+        segments = []
+        for kind, prefix, queue in queues:
+            if not queue.segments:
+                continue
+            positions = (
+                self._commitlog_positions(queue, flushed, checkpoint_note)
+                if kind == "commitlog"
+                else self._consume_queue_positions(queue)
+            )
+            segments += [
+                self._segment(
+                    kind, f"{prefix}/{segment.path.name}", queue, segment, positions, by_path, events
+                )
+                for segment in queue.segments
+            ]
+        newest = {str(queue.segments[-1].path) for *_rest, queue in queues if queue.segments}
+        self._positions = {path: known for path, known in self._positions.items() if path in newest}
         self._intervals += 1
-        return StoreView(str(layout.root), flush_time_ms, segments)
+        return StoreView(str(layout.root), flush_time_ms, tuple(segments))
 
     # --- one segment
 
-    def _segment(self, kind, name, segment, newest, flushed, checkpoint_note, by_path, events) -> SegmentView:
+    def _segment(self, kind, name, queue, segment, positions, by_path, events) -> SegmentView:
         path = str(segment.path)
-        unavailable: dict[str, str] = {}
+        unavailable: dict[str, str] = dict(positions.unavailable)
         residency = self._residency(path, unavailable)
-        wrote = self._end_of_data(path, unavailable) if newest else None
-        if not newest:
-            unavailable["wrote_position_bytes"] = POSITION_OLDER_SEGMENT
-        flushed_here = _flushed_in(flushed, segment.file_from_offset, segment.size_bytes, kind)
-        if kind == "commitlog" and flushed_here is None:
-            unavailable["flushed_position_bytes"] = (
-                checkpoint_note or "the flushed offset is in another segment"
-            )
-        elif kind != "commitlog":
-            unavailable["flushed_position_bytes"] = "the checkpoint records flushes of the CommitLog only"
+        wrote = _position_in(segment, positions.wrote_offset)
         locked = self._locks.get(path)
         if locked is None:
             unavailable["locked_bytes"] = self._lock_note or "the file was not matched to any mapping"
@@ -132,12 +159,12 @@ class StoreReader:
             path=path,
             start_offset_bytes=segment.file_from_offset,
             size_bytes=segment.size_bytes,
-            newest=newest,
+            newest=segment is queue.segments[-1],
             **residency,
             locked_bytes=locked,
             wrote_position_bytes=wrote,
             committed_position_bytes=wrote,
-            flushed_position_bytes=flushed_here,
+            flushed_position_bytes=_position_in(segment, positions.flushed_offset),
             faults=faults,
             major_faults=major,
             added_pages=added,
@@ -146,6 +173,8 @@ class StoreReader:
             written_pages=written,
             page_ranges=_merge_ranges(ranges, cache_ranges),
             unavailable=unavailable,
+            holds_write_position=segment is positions.wrote_in,
+            holds_flushed_position=segment is positions.flushed_in,
         )
 
     def _residency(self, path: str, unavailable: dict[str, str]) -> dict[str, Any]:
@@ -214,27 +243,67 @@ class StoreReader:
         self._chunk_maps[path] = (signature, self._intervals, chunks)
         return chunks
 
-    def _end_of_data(self, path: str, unavailable: dict[str, str]) -> int | None:
-        """One past the last non-zero byte of the newest segment.
+    # --- where each queue's data ends
 
-        The first look is PreadFile.end_of_nonzero_data (exact; it searches back from the file's end, which
-        costs a read of every zero page a warmed-up segment has after its data). After that the log only
-        grows, so the new end is searched forward from the previous one (`_grown_end`), a few page reads.
+    def _commitlog_positions(
+        self, queue: SegmentQueue, flushed: int | None, checkpoint_note: str | None
+    ) -> _QueuePositions:
+        unavailable = {}
+        if flushed is None:
+            unavailable["flushed_position_bytes"] = checkpoint_note or FLUSHED_UNKNOWN
+        wrote, reason = self._commitlog_end(queue)
+        if wrote is None:
+            unavailable["wrote_position_bytes"] = unavailable["committed_position_bytes"] = reason
+        return _QueuePositions.of(queue, wrote, flushed, unavailable)
+
+    def _commitlog_end(self, queue: SegmentQueue) -> tuple[int | None, str]:
+        """The end of the CommitLog's last record, searched from the last record found before."""
+        known = (self._log_tail.last_record,) if self._log_tail and self._log_tail.last_record else ()
+        try:
+            tail = find_log_tail(queue, known, headers_only=True, window_bytes=LOG_WALK_WINDOW_BYTES)
+        except (StoreError, OSError) as error:  # a segment deleted or cut while we read: next interval
+            self._log_tail = None
+            return None, f"the CommitLog changed while its end was searched: {error}"
+        self._log_tail = tail
+        end = tail.end.physical_offset
+        if tail.end.reason is LogEndReason.BLANK:  # the last segment is full: its blank fills it to the end
+            holder = _segment_at(queue, end)
+            end = holder.file_from_offset + holder.size_bytes if holder else end
+        return end, ""
+
+    def _consume_queue_positions(self, queue: SegmentQueue) -> _QueuePositions:
+        """A ConsumeQueue is written in order and gets no file before it needs one, so its data ends in its
+        newest file: at the end of its last non-zero entry (a zero tags code ends an entry with zeros)."""
+        unavailable = {"flushed_position_bytes": "the checkpoint records flushes of the CommitLog only"}
+        newest = queue.segments[-1]
+        end, reason = self._end_of_data(str(newest.path))
+        if end is None:
+            unavailable["wrote_position_bytes"] = unavailable["committed_position_bytes"] = reason
+            return _QueuePositions.of(queue, None, None, unavailable)
+        whole_entries = -(-end // CQ_STORE_UNIT_SIZE) * CQ_STORE_UNIT_SIZE
+        wrote = newest.file_from_offset + min(whole_entries, newest.size_bytes)
+        return _QueuePositions.of(queue, wrote, None, unavailable)
+
+    def _end_of_data(self, path: str) -> tuple[int | None, str]:
+        """One past the last non-zero byte of a file that only grows (a ConsumeQueue's newest file).
+
+        The first look is PreadFile.end_of_nonzero_data (exact; it searches back from the file's end). After
+        that the data only grows, so the new end is searched forward from the previous one (`_grown_end`), a
+        few page reads.
         """
         try:
             status = os.stat(path)
             identity = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_dev)
             known = self._positions.get(path)
             if known is not None and known.identity == identity:
-                return known.end_bytes
+                return known.end_bytes, ""
             with PreadFile(Path(path)) as file:
                 same_file = known is not None and known.identity[0::3] == identity[0::3]
                 end = _grown_end(file, known.end_bytes) if same_file else file.end_of_nonzero_data()
         except OSError as error:
-            unavailable["wrote_position_bytes"] = f"{path}: {error.strerror or error}"
-            return None
+            return None, f"{path}: {error.strerror or error}"
         self._positions[path] = _Position(identity, end)
-        return end
+        return end, ""
 
     # --- store-wide
 
@@ -330,10 +399,26 @@ def _measured_chunks(path: str, chunks: int, unavailable: dict[str, str]) -> Chu
     return _chunk_states(residency.chunks)
 
 
-def _flushed_in(flushed: int | None, start: int, size: int, kind: str) -> int | None:
-    if kind != "commitlog" or flushed is None or not start <= flushed <= start + size:
+def _position_in(segment: SegmentFile, offset: int | None) -> int | None:
+    return None if offset is None else position_in_segment(segment, offset)
+
+
+def _segment_at(queue: SegmentQueue, offset: int) -> SegmentFile | None:
+    return next(
+        (s for s in queue.segments if s.file_from_offset <= offset < s.file_from_offset + s.size_bytes), None
+    )
+
+
+def _holder(queue: SegmentQueue, offset: int | None) -> SegmentFile | None:
+    """The segment `offset` lies in; an offset at the very end of the queue's last file lies in that file
+    (the data filled it, and the file it goes on in has not been created yet)."""
+    if offset is None:
         return None
-    return flushed - start
+    holder = _segment_at(queue, offset)
+    if holder is None and queue.segments:
+        last = queue.segments[-1]
+        holder = last if offset == last.file_from_offset + last.size_bytes else None
+    return holder
 
 
 # --- eBPF events per segment

@@ -56,6 +56,7 @@ from mqinspect.labs.sendpath_model import (
 )
 from mqinspect.labs.stats import Spread, spread
 from mqinspect.labs.worker_lines import LineReader, last_words
+from mqinspect.render.units import human_bytes, human_rate
 from probes.ebpf.sendpath import SendpathProbe, SendpathSnapshot
 from probes.ebpf.session import TraceSession
 from probes.errors import CapabilityMissing, ProbeError
@@ -526,7 +527,8 @@ class SendpathLab:
         directory = Path(tempfile.mkdtemp(prefix="mqinspect-sendpath-", dir=parent))
         self._stack.callback(shutil.rmtree, directory, True)
         self._say(
-            f"Writing a {options.payload_bytes / MiB:g} MiB CommitLog range to a temporary store: {directory}"
+            f"Writing a {human_bytes(options.payload_bytes)} CommitLog range to a temporary store: "
+            f"{directory}"
         )
         return create_source(directory, options.payload_bytes)
 
@@ -557,7 +559,7 @@ class SendpathLab:
                 runs[path].append(run)
                 self._say(
                     f"{LABELS[path]} run {number}/{self.options.repeat}: "
-                    f"{run.throughput_bytes_per_s / 1e9:.2f} GB/s"
+                    f"{human_rate(run.throughput_bytes_per_s)}"
                 )
         return self.report(runs, unsupported)
 

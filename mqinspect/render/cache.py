@@ -47,6 +47,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mqinspect.render.machine import to_jsonable, write_csv
+from mqinspect.render.units import human_bytes, residency_percent, share_percent
 from mqinspect.render.words import counted
 from probes.process_files import ProcessFile, ProcessFiles
 from probes.residency.mincore import PAGE_SIZE
@@ -55,6 +56,13 @@ from probes.residency.scan import FileResidency, ResidencyChunk, ResidencyError
 SCHEMA = "mqinspect.cache/v1"
 UNAVAILABLE = "unavailable"
 COUNTED_FIELDS = ("cached_pages", "dirty_pages", "writeback_pages", "evicted_pages", "recently_evicted_pages")
+# Measured here (kernel 6.18): 63 pages evicted by MADV_PAGEOUT, then POSIX_FADV_DONTNEED: evicted 63 -> 0.
+EVICTED_AFTER_DONTNEED = (
+    "pages dropped by --evict (POSIX_FADV_DONTNEED) are removed, not evicted: cachestat counts as evicted "
+    "only pages the kernel reclaimed (each leaves a shadow entry); DONTNEED leaves none and clears those in "
+    "the range, so EVICTED counts none of the dropped pages and loses earlier evictions (it can fall to 0)"
+)
+EVICTED_FIELDS = ("evicted_pages", "recently_evicted_pages")
 PROCESS_MEMORY_FIELDS = ("rss_bytes", "private_dirty_bytes", "shared_dirty_bytes", "locked_bytes")
 
 
@@ -148,19 +156,6 @@ def page_map_chart(page_map: bytes, cells: int) -> str:
     return f"[{''.join(chars)}]"
 
 
-def human_bytes(size: int | None) -> str:
-    """fincore-style sizes: 512B, 4K, 1.5M, 1G (binary units)."""
-    if size is None:
-        return UNAVAILABLE
-    value = float(size)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            break
-        value /= 1024
-    text = f"{value:.0f}" if unit == "B" else f"{value:.1f}".removesuffix(".0")
-    return f"{text}{unit}"
-
-
 def _count(value: int | None) -> str:
     return UNAVAILABLE if value is None else str(value)
 
@@ -168,13 +163,13 @@ def _count(value: int | None) -> str:
 def _percent(part: int | None, whole: int) -> str:
     if part is None:
         return UNAVAILABLE
-    return "-" if whole == 0 else f"{100 * part / whole:.1f}%"
+    return residency_percent(part, whole, decimals=1) or "-"
 
 
 def _percent_total(totals: CacheTotals) -> str:
     if totals.pages == 0:
         return "-"
-    return UNAVAILABLE if totals.cached_percent is None else f"{totals.cached_percent:.1f}%"
+    return share_percent(totals.cached_percent, decimals=1) or UNAVAILABLE
 
 
 # --------------------------------------------------------------------------------------- table
@@ -404,7 +399,7 @@ def write_cache_table(
             emit(line)
     summary = totals()
     emit(table.totals(summary))
-    for line in note_lines(summary.notes):
+    for line in note_lines(_totals_notes(summary)):
         emit(line)
     emit(Text(HEAT_LEGEND, style="dim"))
 
@@ -450,9 +445,17 @@ def _process_file_object(process_file: ProcessFile) -> dict[str, Any]:
 
 def totals_object(totals: CacheTotals) -> dict[str, Any]:
     document = {name: value for name, value in to_jsonable(totals).items() if name != "action"}
+    document["notes"] = _totals_notes(totals)
     if totals.action:
         document[totals.action.name] = totals.action.pages
     return document
+
+
+def _totals_notes(totals: CacheTotals) -> dict[str, str]:
+    """The totals' notes, and after --evict why the evicted counts do not count what it dropped."""
+    if totals.action is None or totals.action.name != "evict":
+        return totals.notes
+    return {**totals.notes, **dict.fromkeys(EVICTED_FIELDS, EVICTED_AFTER_DONTNEED)}
 
 
 def process_object(process: ProcessFiles) -> dict[str, Any]:
@@ -508,10 +511,13 @@ def write_cache_json(
 # --------------------------------------------------------------------------------------- CSV
 
 
-def _chunk_percents(chunks: tuple[ResidencyChunk, ...] | None, attribute: str) -> str | None:
-    if chunks is None or any(getattr(chunk, attribute) is None for chunk in chunks):
+def _chunk_percents(chunks: tuple[ResidencyChunk, ...] | None, counted: str) -> str | None:
+    """Each chunk's share of `counted` pages, by the residency rule (floored; 100 only when all, 0 only when
+    none: "<1" for a few), space-separated, without the % sign."""
+    if chunks is None or any(getattr(chunk, counted) is None for chunk in chunks):
         return None
-    return " ".join(f"{100 * getattr(chunk, attribute):.0f}" for chunk in chunks)
+    shares = (residency_percent(getattr(chunk, counted), chunk.pages) or "-" for chunk in chunks)
+    return " ".join(share.removesuffix("%") for share in shares)
 
 
 def csv_record(
@@ -531,13 +537,13 @@ def csv_record(
     record["source"] = residency.source if residency else None
     record["trusted"] = residency.trusted if residency else None
     notes = row_notes(row, chunks_shown=include_chunks, map_shown=include_map) if row else {}
+    if row and row.action and row.action.name == "evict":
+        notes.update(dict.fromkeys(EVICTED_FIELDS, EVICTED_AFTER_DONTNEED))
     record["notes"] = "; ".join(f"{name}: {reason}" for name, reason in notes.items()) or None
     record["error"] = item.reason if isinstance(item, ResidencyError) else None
     if include_chunks:
-        record["chunks_cached_percent"] = (
-            _chunk_percents(residency.chunks, "cached_fraction") if row else None
-        )
-        record["chunks_dirty_percent"] = _chunk_percents(residency.chunks, "dirty_fraction") if row else None
+        record["chunks_cached_percent"] = _chunk_percents(residency.chunks, "cached_pages") if row else None
+        record["chunks_dirty_percent"] = _chunk_percents(residency.chunks, "dirty_pages") if row else None
     if include_map:
         runs = resident_runs(residency.page_map) if row and residency.page_map is not None else None
         record["page_map"] = None if runs is None else " ".join(f"{first}:{end}" for first, end in runs)

@@ -20,6 +20,7 @@ from mqinspect.demo.report import (
     WorkloadOutcome,
 )
 from mqinspect.demo.settings import PRODUCE_WINDOW_PUTS
+from mqinspect.render.units import human_bytes, human_rate
 
 MiB = 1 << 20
 
@@ -89,7 +90,7 @@ def broker_table(broker: BrokerSummary, rate_msgs_per_s: float) -> Table:
     table.add_column("meaning", style="dim")
     table.add_row(
         "produced",
-        f"{broker.produced_messages:,} msgs, {broker.produced_bytes / MiB:,.1f} MiB",
+        f"{broker.produced_messages:,} msgs, {human_bytes(broker.produced_bytes)}",
         f"paced at {rate_msgs_per_s:,.0f} msg/s; {_rate(broker.produce_bytes_per_s)} over "
         f"{broker.produce_elapsed_s:.1f} s",
     )
@@ -128,7 +129,7 @@ def _warmup_cells(broker: BrokerSummary) -> tuple[str, str]:
 
 def served_table(broker: BrokerSummary) -> Table:
     table = Table(title="pull server: sent per path (its own count)", title_justify="left", box=None)
-    for column in ("path", "requests", "messages", "MiB", "send calls", "syscalls", "syscalls / MiB"):
+    for column in ("path", "requests", "messages", "sent", "send calls", "syscalls", "syscalls / MiB"):
         table.add_column(column, justify="left" if column in ("path", "syscalls") else "right", no_wrap=True)
     for served in sorted(broker.served, key=lambda row: row.path.value):
         calls = sum(served.syscalls.values())
@@ -137,7 +138,7 @@ def served_table(broker: BrokerSummary) -> Table:
             served.path.value,
             f"{served.requests:,}",
             f"{served.messages:,}",
-            f"{served.bytes_sent / MiB:,.1f}",
+            human_bytes(served.bytes_sent),
             f"{served.transfer_calls:,}",
             ", ".join(f"{name} {count:,}" for name, count in sorted(served.syscalls.items())),
             per_mib,
@@ -147,7 +148,7 @@ def served_table(broker: BrokerSummary) -> Table:
 
 def consumers_table(consumers: tuple[ConsumerSummary, ...]) -> Table:
     table = Table(title="consumers (each its own process and group)", title_justify="left", box=None)
-    for column in ("path", "pid", "pulls", "messages", "MiB", "rate", "committed offset", "stopped by"):
+    for column in ("path", "pid", "pulls", "messages", "received", "rate", "committed offset", "stopped by"):
         table.add_column(column, justify="left" if column in ("path", "stopped by") else "right")
     for consumer in consumers:
         table.add_row(
@@ -155,7 +156,7 @@ def consumers_table(consumers: tuple[ConsumerSummary, ...]) -> Table:
             str(consumer.pid),
             f"{consumer.pulls:,}",
             f"{consumer.messages:,}",
-            f"{consumer.bytes_received / MiB:,.1f}",
+            human_bytes(consumer.bytes_received),
             _rate(consumer.bytes_per_s),
             "-" if consumer.committed_offset is None else f"{consumer.committed_offset:,}",
             Text(consumer.error, style="red") if consumer.error else Text("SIGTERM (demo end)"),
@@ -164,7 +165,7 @@ def consumers_table(consumers: tuple[ConsumerSummary, ...]) -> Table:
 
 
 def _rate(bytes_per_s: float | None) -> str:
-    return "unavailable" if bytes_per_s is None else f"{bytes_per_s / MiB:,.1f} MiB/s"
+    return human_rate(bytes_per_s)
 
 
 def _micros(value: float | None) -> str:

@@ -7,19 +7,17 @@ the reason and the fix are printed once under the table they concern.
 
 from __future__ import annotations
 
-import math
-
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from mqinspect.labs.sendpath import PathResult, SendpathLabReport
+from mqinspect.render.units import human_bytes, human_rate, residency_percent
 from mqinspect.render.words import counted
 from store.transfer import SendPath
 
 UNAVAILABLE = "unavailable"
-MiB = 1 << 20
 PATH_WIDTH = 12  # the longest word of a path label: MSG_ZEROCOPY
 
 
@@ -43,10 +41,10 @@ def _heading(report: SendpathLabReport) -> Text:
     where = "the lab's temporary store" if source.temporary else f"store {source.store_dir}"
     return Text.assemble(
         ("Send paths over loopback TCP", "bold"),
-        f" ({report.loopback}): {_size(report.payload_bytes)} of CommitLog segment {source.path.name} "
+        f" ({report.loopback}): {human_bytes(report.payload_bytes)} of CommitLog segment {source.path.name} "
         f"({where}), offset {source.offset_bytes}; {report.cache_mode} page cache; "
         f"median of {counted(report.repeat, 'run')} per path; "
-        f"chunk {_size(report.chunk_bytes)}; kernel {report.kernel_release}.",
+        f"chunk {human_bytes(report.chunk_bytes)}; kernel {report.kernel_release}.",
     )
 
 
@@ -69,7 +67,7 @@ def _table(title: str) -> Table:
 def _cost_table(report: SendpathLabReport) -> Group:
     table = _table("Throughput and cost")
     headers = (
-        "GB/s",
+        "throughput",
         "spread",
         "side",
         "user\nms",
@@ -88,7 +86,7 @@ def _cost_table(report: SendpathLabReport) -> Group:
         spread = result.throughput_bytes_per_s
         table.add_row(
             result.label,
-            UNAVAILABLE if spread is None else f"{spread.median / 1e9:.2f}",
+            UNAVAILABLE if spread is None else human_rate(spread.median),
             UNAVAILABLE
             if spread is None or spread.spread_percent is None
             else f"{spread.spread_percent:.0f} %",
@@ -114,9 +112,10 @@ def _cost_table(report: SendpathLabReport) -> Group:
             end_section=True,
         )
     source = (
-        "GB/s: payload / (sender start → receiver end of stream), CLOCK_MONOTONIC; spread: (max - min) / "
-        f"median of the runs; CPU and context switches: {report.usage_source}; syscalls: the sender's own "
-        "count, by strace's name (the receiver's: recvfrom calls); mode switches: 2 per sender syscall"
+        "throughput: payload / (sender start → receiver end of stream), CLOCK_MONOTONIC; spread: "
+        f"(max - min) / median of the runs; CPU and context switches: {report.usage_source}; syscalls: the "
+        "sender's own count, by strace's name (the receiver's: recvfrom calls); mode switches: 2 per sender "
+        "syscall"
     )
     return Group(table, Text(source, style="dim"))
 
@@ -160,7 +159,7 @@ def _copies_table(report: SendpathLabReport) -> Group:
         )
     source = (
         f"snd: sender, rcv: receiver; k→u: kernel → user, u→k: user → kernel, as multiples of the payload "
-        f"({_size(payload)}); total: k→u + u→k per byte (crossings of the user/kernel boundary). "
+        f"({human_bytes(payload)}); total: k→u + u→k per byte (crossings of the user/kernel boundary). "
         f"measured: {report.copies_source}, descriptors 0-2 left out. model: copies per byte and mode "
         "switches per chunk (splice: per pipeful), TCP with a scatter-gather, checksum-offloading NIC "
         "(reference §3.1; Kafka design docs)"
@@ -234,13 +233,6 @@ def _notes(report: SendpathLabReport) -> RenderableType:
 # ---- cells -------------------------------------------------------------------------------------------------
 
 
-def _size(value: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1 << 10)):
-        if value >= scale and value % (scale // 64) == 0:
-            return f"{value / scale:g} {unit}"
-    return f"{value:,} B"
-
-
 def _ms(seconds: float | None) -> str:
     return UNAVAILABLE if seconds is None else f"{seconds * 1000:.1f}"
 
@@ -264,5 +256,4 @@ def _resident(pages: int | None, total: int) -> str:
         return UNAVAILABLE
     if not total:
         return f"{pages:,}"
-    percent = math.floor(pages / total * 1000) / 10  # floored: 4,095 of 4,096 pages is not 100 %
-    return f"{pages:,} ({percent:g}%)"
+    return f"{pages:,} ({residency_percent(pages, total, decimals=1)})"

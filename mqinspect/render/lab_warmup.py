@@ -12,10 +12,10 @@ from rich.text import Text
 from mqinspect.labs.stats import Spread
 from mqinspect.labs.warmup import WarmupReport
 from mqinspect.labs.warmup_stats import HistogramBin, sparkline, used_bins
+from mqinspect.render.units import human_bytes
 from mqinspect.render.words import counted
 
 UNAVAILABLE = "unavailable"
-MiB = 1 << 20
 
 
 def warmup_view(report: WarmupReport) -> RenderableType:
@@ -34,7 +34,7 @@ def warmup_view(report: WarmupReport) -> RenderableType:
 def _headline(report: WarmupReport) -> Text:
     repeats = f"{counted(report.repeat, 'repeat')} (medians)"
     lines = [
-        f"Warm-up lab: {_mib(report.segment_bytes)} segment ({report.segment_pages:,} pages), "
+        f"Warm-up lab: {human_bytes(report.segment_bytes)} segment ({report.segment_pages:,} pages), "
         f"{report.appends_per_pass:,} appends of {report.record_bytes:,} B per pass, {repeats}, "
         f"{report.elapsed_s:.1f} s",
         f"on {report.filesystem} ({report.directory}), kernel {report.kernel}; "
@@ -68,10 +68,6 @@ def _time(seconds: float) -> str:
 def _us(nanoseconds: float) -> str:
     micro = nanoseconds / 1000
     return f"{micro:.2f}" if micro < 10 else f"{micro:.1f}" if micro < 100 else f"{micro:,.0f}"
-
-
-def _mib(size: float) -> str:
-    return f"{size / MiB:,.0f} MiB" if size >= MiB or size == 0 else f"{size / MiB:.2f} MiB"
 
 
 def _bin_label(b: HistogramBin) -> str:
@@ -115,8 +111,8 @@ def warmup_table(report: WarmupReport) -> Table:
             _value(mode.warmup_s, _time, ranged),
             _pair(mode.warmup_proc_minor_faults, mode.warmup_proc_major_faults),
             _pair(mode.warmup_exception_faults, mode.warmup_populate_faults),
-            _value(mode.warmup_dirty_pages, lambda pages: _mib(pages * page_bytes), False),
-            _value(mode.locked_bytes, _mib, False),
+            _value(mode.warmup_dirty_pages, lambda pages: human_bytes(pages * page_bytes), False),
+            _value(mode.locked_bytes, human_bytes, False),
         )
     return table
 

@@ -9,6 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.render.units import human_bytes, human_rate
 from probes.memory import MemorySample
 from probes.procfs import WritebackState
 
@@ -16,16 +17,17 @@ UNAVAILABLE = "unavailable"
 GAUGE_WIDTH = 40
 
 
-def _mib(value: int | None) -> str:
-    return UNAVAILABLE if value is None else f"{value / (1 << 20):,.1f} MiB"
-
-
 def _pages(pages: int | None, page_size: int) -> str:
-    return UNAVAILABLE if pages is None else f"{pages:,} pages ({pages * page_size / (1 << 20):,.1f} MiB)"
+    return UNAVAILABLE if pages is None else f"{pages:,} pages ({human_bytes(pages * page_size)})"
 
 
 def _rate(value: float | None, unit: str) -> str:
     return UNAVAILABLE if value is None else f"{value:,.1f} {unit}"
+
+
+def _kib_rate(kib_per_s: float | None) -> str:
+    """A /proc/vmstat rate in KiB/s (pgpgin, pgpgout) in the units every size rate uses."""
+    return human_rate(None if kib_per_s is None else kib_per_s * 1024)
 
 
 def _percent(value: float | None) -> str:
@@ -85,7 +87,7 @@ def _page_cache(sample: MemorySample) -> Table:
     table = _Section("page cache and writeback")
     table.add_row(
         "cached",
-        _mib(meminfo.cached_bytes),
+        human_bytes(meminfo.cached_bytes),
         "file data in memory (includes shmem/tmpfs)",
         "/proc/meminfo Cached",
     )
@@ -118,7 +120,7 @@ def _page_cache(sample: MemorySample) -> Table:
     )
     table.add_row(
         "mlocked",
-        _mib(meminfo.mlocked_bytes),
+        human_bytes(meminfo.mlocked_bytes),
         "pinned by mlock (warm-up, vmtouch -l)",
         "/proc/meminfo Mlocked",
     )
@@ -139,13 +141,13 @@ def _activity(sample: MemorySample) -> Table:
     )
     table.add_row(
         "read from disk",
-        _rate(vm.pgpgin_kib_per_s, "KiB/s"),
+        _kib_rate(vm.pgpgin_kib_per_s),
         "page-ins: cache misses and readahead",
         "/proc/vmstat pgpgin",
     )
     table.add_row(
         "written to disk",
-        _rate(vm.pgpgout_kib_per_s, "KiB/s"),
+        _kib_rate(vm.pgpgout_kib_per_s),
         "page-outs: write-back of dirty pages",
         "/proc/vmstat pgpgout",
     )

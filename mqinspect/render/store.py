@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.render.cache import HEAT_LEGEND, heat_strip
+from mqinspect.render.units import human_bytes, residency_percent
 from mqinspect.render.words import counted
 from store.inspect import (
     BlankView,
@@ -229,15 +230,9 @@ def _residency_by_path(listing: SegmentListing) -> dict | None:
 def _residency_cells(segment, page_size: int) -> list[Text]:
     if segment is None or segment.pages is None:
         return [Text(UNAVAILABLE, style="yellow")] * 3 + [Text("")]
-    cached = _text(
-        None
-        if segment.cached_pages is None
-        else f"{segment.cached_pages / segment.pages:.0%}"
-        if segment.pages
-        else "-"
-    )
-    dirty = _text(None if segment.dirty_pages is None else f"{segment.dirty_pages * page_size // 1024} KiB")
-    locked = _text(None if segment.locked_bytes is None else f"{segment.locked_bytes // 1024} KiB")
+    cached = _text(residency_percent(segment.cached_pages, segment.pages) or NONE)
+    dirty = _text(None if segment.dirty_pages is None else human_bytes(segment.dirty_pages * page_size))
+    locked = _text(None if segment.locked_bytes is None else human_bytes(segment.locked_bytes))
     return [cached, dirty, locked, heat_strip(segment.chunks, len(segment.chunks or ()))]
 
 
@@ -245,7 +240,7 @@ def _residency_caption(residency) -> str:
     notes = sorted({note for segment in residency.segments for note in segment.notes.values()})
     sources = sorted({segment.source for segment in residency.segments if segment.source})
     lines = [
-        f"cached/dirty: {', '.join(sources) or UNAVAILABLE} (share of the file's pages, dirty in KiB); "
+        f"cached/dirty: {', '.join(sources) or UNAVAILABLE} (cached: share of the file's pages, floored); "
         f"locked: /proc/PID/smaps Locked over {residency.locked_processes_scanned} processes",
         HEAT_LEGEND,
         *notes,

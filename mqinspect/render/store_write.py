@@ -6,6 +6,7 @@ from datetime import datetime
 
 from rich.table import Table
 
+from mqinspect.render.units import human_rate, per_second
 from store.config import StoreConfig
 from store.recovery import RecoveryMode, RecoveryPlan
 from store.retention import CleanPlan, CleanReport
@@ -57,7 +58,8 @@ def produce_table(report: ProduceReport) -> Table:
             (
                 "throughput",
                 f"{report.msgs_per_s:,.0f} msg/s",
-                f"{report.mb_per_s:,.1f} MB/s over {report.elapsed_s:.2f} s",
+                f"{human_rate(per_second(report.bytes_written, report.elapsed_s))} over "
+                f"{report.elapsed_s:.2f} s",
             ),
             (
                 "put latency p50",

@@ -28,8 +28,8 @@ from mqinspect.dashboard.snapshot import (
     SegmentView,
     TopSnapshot,
 )
-from mqinspect.render.cache import human_bytes
 from mqinspect.render.mem import threshold_gauge
+from mqinspect.render.units import human_bytes, human_rate, per_second, residency_percent
 from probes.procfs import WritebackState
 
 NONE = "-"
@@ -40,19 +40,25 @@ WROTE_MARK = "W"
 FLUSHED_MARK = "F"
 
 SOURCES = {
-    "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of non-zero data (pread) · "
-    "flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
+    "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of the CommitLog's last "
+    "record (its records' sizes followed with pread; a ConsumeQueue's last entry), a full segment's size, 0 "
+    "ahead of the log · flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
     "segment_events": "faults probe (exceptions:page_fault_user, filemap:mm_filemap_fault) · pagecache probe "
     "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache)",
     "memory": "/proc/meminfo · /proc/vmstat · /proc/sys/vm/dirty_* · /proc/pressure/{memory,io}",
     "throttling": "writeback probe: writeback:balance_dirty_pages, writeback:writeback_dirty_folio",
     "faults": "/proc/PID/stat minflt/majflt · per segment: faults probe",
-    "sendpaths": "sendpath probe: syscalls:sys_{enter,exit}_{read,write,sendfile64,splice,sendmsg,...}",
-    "processes": "/proc/PID/stat · /proc/PID/io · /proc/PID/status · found in /proc/PID/maps, /proc/PID/fd",
+    "sendpaths": "sendpath probe: syscalls:sys_{enter,exit}_{read,write,sendfile64,splice,sendmsg,...}; "
+    "rates over the probe's interval",
+    "processes": "/proc/PID/stat · /proc/PID/io (rchar/wchar: read, pread, write, sendfile calls on files "
+    "and sockets; not recv, send, sendmsg, splice) · tcp in/out: sock_diag tcp_info of the process's sockets "
+    "(received; sent and acknowledged), whatever call moved them · /proc/PID/status · found in "
+    "/proc/PID/maps, /proc/PID/fd",
 }
 HEAT_KEY = (
     "heat: one cell per chunk · █▓▒░ cached share · green clean, red dirty, magenta under writeback · "
-    "· absent · W wrote (= committed: data in the file) · F flushed"
+    "· absent · W wrote (= committed: data in the file) · F flushed · cached: share of the pages, floored · "
+    "faults, major, +cache: counted over the last interval"
 )
 SEGMENT_COLUMNS = (
     "segment",
@@ -66,7 +72,19 @@ SEGMENT_COLUMNS = (
     "major",
     "+cache",
 )
-PROCESS_COLUMNS = ("pid", "command", "found", "minflt/s", "majflt/s", "rchar/s", "wchar/s", "rss", "locked")
+PROCESS_COLUMNS = (
+    "pid",
+    "command",
+    "found",
+    "minflt/s",
+    "majflt/s",
+    "tcp in/s",
+    "tcp out/s",
+    "rchar/s",
+    "wchar/s",
+    "rss",
+    "locked",
+)
 
 
 # --- small formatting
@@ -79,7 +97,7 @@ def count_text(value: int | float | None) -> str:
 
 
 def bytes_text(value: int | float | None) -> str:
-    return NONE if value is None else human_bytes(int(value))
+    return NONE if value is None else human_bytes(value)
 
 
 def rate_text(value: float | None, unit: str = "/s") -> str:
@@ -87,7 +105,12 @@ def rate_text(value: float | None, unit: str = "/s") -> str:
 
 
 def byte_rate_text(value: float | None) -> str:
-    return NONE if value is None else f"{human_bytes(int(value))}/s"
+    return NONE if value is None else human_rate(value)
+
+
+def interval_rate_text(amount: int | None, interval_s: float | None) -> str:
+    """Bytes counted over an interval, drawn as the rate they make."""
+    return byte_rate_text(per_second(amount, interval_s))
 
 
 def pages_text(pages: int | None, page_size_bytes: int) -> str:
@@ -95,9 +118,7 @@ def pages_text(pages: int | None, page_size_bytes: int) -> str:
 
 
 def percent_text(part: int | None, whole: int | None) -> str:
-    if part is None or whole is None:
-        return NONE
-    return NONE if whole == 0 else f"{100 * min(part, whole) / whole:.0f}%"
+    return residency_percent(part, whole) or NONE
 
 
 def unavailable_text(reason: str | None, fix: str | None = None) -> Text:
@@ -182,8 +203,8 @@ def segment_strip(segment: SegmentView) -> Text:
     chunks = segment.chunks.states()
     cells = [_chunk_cell(chunk) for chunk in chunks]
     for position, mark in (
-        (segment.flushed_position_bytes, FLUSHED_MARK),
-        (segment.wrote_position_bytes, WROTE_MARK),
+        (segment.flushed_position_bytes if segment.holds_flushed_position else None, FLUSHED_MARK),
+        (segment.wrote_position_bytes if segment.holds_write_position else None, WROTE_MARK),
     ):
         index = _chunk_index(chunks, position, segment)
         if index is not None:
@@ -218,13 +239,13 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
     """The cells of one segment row, in SEGMENT_COLUMNS order."""
     wrote = segment.wrote_position_bytes
     return [
-        Text(segment.name, style="bold" if segment.newest else ""),
+        Text(segment.name, style="bold" if segment.holds_write_position else ""),
         segment_strip(segment),
         Text(percent_text(segment.cached_pages, segment.pages), justify="right"),
         Text(pages_text(segment.dirty_pages, page_size_bytes), justify="right"),
         Text(pages_text(segment.writeback_pages, page_size_bytes), justify="right"),
         Text(bytes_text(segment.locked_bytes), justify="right"),
-        Text(NONE if wrote is None else human_bytes(wrote), justify="right"),
+        Text(bytes_text(wrote), justify="right"),
         Text(count_text(segment.faults), justify="right"),
         Text(count_text(segment.major_faults), justify="right"),
         Text(pages_text(segment.added_pages, page_size_bytes), justify="right"),
@@ -296,8 +317,8 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
     vm, pressure = sample.rates.vmstat, sample.rates.pressure
     parts.append(
         Text(
-            f"written to disk {rate_text(vm.pgpgout_kib_per_s, ' KiB/s')}  "
-            f"read {rate_text(vm.pgpgin_kib_per_s, ' KiB/s')}"
+            f"written to disk {byte_rate_text(_kib_to_bytes(vm.pgpgout_kib_per_s))}  "
+            f"read {byte_rate_text(_kib_to_bytes(vm.pgpgin_kib_per_s))}"
             f"  PSI memory some {_pct(pressure.memory_some_stalled_percent)} full "
             f"{_pct(pressure.memory_full_stalled_percent)}  io some {_pct(pressure.io_some_stalled_percent)}"
         )
@@ -305,6 +326,10 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
     parts.append(_source("memory"))
     parts.extend(_throttling(snapshot))
     return Group(*parts)
+
+
+def _kib_to_bytes(kib: float | None) -> float | None:
+    return None if kib is None else kib * 1024
 
 
 def _pct(value: float | None) -> str:
@@ -316,17 +341,21 @@ def _throttling(snapshot: TopSnapshot) -> list[RenderableType]:
     if problem is not None:
         return [Text("writer throttling (balance_dirty_pages): ", style="bold"), problem]
     events = snapshot.writeback
-    page = snapshot.page_size_bytes
+
+    def rate(pages: int | None) -> str:
+        moved = None if pages is None else pages * snapshot.page_size_bytes
+        return interval_rate_text(moved, snapshot.interval_s)
+
     head = Text(
-        f"dirtied {pages_text(events.dirtied_pages, page)}  written {pages_text(events.written_pages, page)} "
-        f"(all files {pages_text(events.written_pages_all_files, page)})  "
-        f"throttled writers: {len(events.throttled)}"
+        f"dirtied {rate(events.dirtied_pages)}  written back {rate(events.written_pages)} "
+        f"(all files {rate(events.written_pages_all_files)})  throttled writers: {len(events.throttled)}"
     )
     lines: list[RenderableType] = [head]
     for writer in events.throttled[:3]:
         lines.append(
             Text(
-                f"  {writer.pid} {writer.comm or NONE}: {writer.pauses} pauses, {writer.pause_ms_total} ms "
+                f"  {writer.pid} {writer.comm or NONE}: {writer.pauses} pauses this interval, "
+                f"{writer.pause_ms_total} ms "
                 f"(longest {writer.pause_ms_max} ms, dirty {writer.dirty_pages_at_max_pause} of limit "
                 f"{writer.limit_pages_at_max_pause} pages)",
                 style="red",
@@ -367,7 +396,10 @@ def faults_panel(
             f" {rate_text(process.minor_faults_per_s)} minor, {rate_text(process.major_faults_per_s)} major"
         )
         if process.traced_faults is not None:
-            line.append(f" · traced {process.traced_faults:,} ({process.traced_major_faults or 0:,} major)")
+            line.append(
+                f" · traced {rate_text(per_second(process.traced_faults, snapshot.interval_s))} "
+                f"({rate_text(per_second(process.traced_major_faults or 0, snapshot.interval_s))} major)"
+            )
         parts.append(line)
     parts.append(_segment_faults(snapshot))
     parts.append(_source("faults"))
@@ -384,7 +416,7 @@ def _segment_faults(snapshot: TopSnapshot) -> RenderableType:
     if not hit:
         return Text("no faults on the store's segments this interval (faults probe)")
     return Text(
-        "faults per segment: "
+        "faults per segment this interval: "
         + ", ".join(f"{s.name} {s.faults:,} ({s.major_faults or 0:,} major)" for s in hit[:4])
     )
 
@@ -418,11 +450,11 @@ def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
             table.add_row(
                 str(row.pid),
                 row.comm or NONE,
-                bytes_text(row.bytes_to_sockets),
-                bytes_text(row.read_write_bytes),
-                bytes_text(row.mmap_write_bytes),
-                bytes_text(row.sendfile_bytes),
-                bytes_text(row.splice_bytes),
+                interval_rate_text(row.bytes_to_sockets, view.interval_s),
+                interval_rate_text(row.read_write_bytes, view.interval_s),
+                interval_rate_text(row.mmap_write_bytes, view.interval_s),
+                interval_rate_text(row.sendfile_bytes, view.interval_s),
+                interval_rate_text(row.splice_bytes, view.interval_s),
                 NONE if copies is None else f"{copies:.2f}",
             )
         parts.append(table)
@@ -441,6 +473,8 @@ def process_cells(process: ProcessView) -> list[Text]:
         Text(process.found_by),
         Text(rate_text(process.minor_faults_per_s, ""), justify="right"),
         Text(rate_text(process.major_faults_per_s, ""), justify="right"),
+        Text(byte_rate_text(process.tcp_received_bytes_per_s), justify="right"),
+        Text(byte_rate_text(process.tcp_acked_bytes_per_s), justify="right"),
         Text(byte_rate_text(process.rchar_bytes_per_s), justify="right"),
         Text(byte_rate_text(process.wchar_bytes_per_s), justify="right"),
         Text(bytes_text(process.rss_bytes), justify="right"),
@@ -456,9 +490,23 @@ def processes_table(snapshot: TopSnapshot, processes: Sequence[ProcessView] | No
             unavailable_text(snapshot.unavailable.get("processes")),
             _source("processes"),
         )
-    table = Table(title="Processes", title_justify="left", title_style="bold", box=None, pad_edge=False)
+    table = Table(
+        title="Processes",
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
     for column in PROCESS_COLUMNS:
-        table.add_column(column, no_wrap=True, justify="left" if column in ("command", "found") else "right")
+        table.add_column(
+            column,
+            no_wrap=True,
+            justify="left" if column in ("command", "found") else "right",
+            # on a narrow terminal the command gives way first: the numbers keep their width
+            min_width=None if column == "command" else len(column),
+            overflow="ellipsis",
+        )
     for process in rows:
         table.add_row(*process_cells(process))
     notes = [_unavailable_fields(rows), _source("processes")]

@@ -12,8 +12,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mqinspect.render.cache import human_bytes
 from mqinspect.render.trace_notes import Note
+from mqinspect.render.units import human_bytes
 from mqinspect.render.words import more
 from probes.ebpf.sendpath import FdTraffic, ProcessSendpath, SendpathSnapshot
 from probes.ebpf.syscalls import ProcessSyscalls, SyscallLatency, SyscallsSnapshot, TargetCalls

@@ -62,9 +62,10 @@ def segment(index: int, cached: int, *, newest: bool = False, faults: int | None
         locked_bytes=0,
         residency_source="cachestat",
         chunks=chunks(per_chunk, dirty=8 if newest else 0),
-        wrote_position_bytes=cached * PAGE if newest else None,
-        committed_position_bytes=cached * PAGE if newest else None,
-        flushed_position_bytes=None,
+        # the segments before the newest are full; the newest holds the write and flush positions
+        wrote_position_bytes=cached * PAGE if newest else SEGMENT_PAGES * PAGE,
+        committed_position_bytes=cached * PAGE if newest else SEGMENT_PAGES * PAGE,
+        flushed_position_bytes=(cached - 16) * PAGE if newest else SEGMENT_PAGES * PAGE,
         faults=faults,
         major_faults=0 if faults is not None else None,
         added_pages=faults,
@@ -72,10 +73,12 @@ def segment(index: int, cached: int, *, newest: bool = False, faults: int | None
         dirtied_pages=8 if newest else 0,
         written_pages=0,
         page_ranges=(PageRangeEvents(0, 3, faults, 0, faults, 0),) if faults else (),
+        holds_write_position=newest,
+        holds_flushed_position=newest,
     )
 
 
-def process(pid: int, comm: str, minor: float, rss_mib: int) -> ProcessView:
+def process(pid: int, comm: str, minor: float, rss_mib: int, tcp_in_mib_s: float = 0.0) -> ProcessView:
     return ProcessView(
         pid=pid,
         comm=comm,
@@ -89,6 +92,8 @@ def process(pid: int, comm: str, minor: float, rss_mib: int) -> ProcessView:
         traced_faults=int(minor),
         traced_major_faults=0,
         minor_fault_rate_history=(minor / 2, minor, minor / 4, minor),
+        tcp_received_bytes_per_s=tcp_in_mib_s * (1 << 20),
+        tcp_acked_bytes_per_s=1024.0,
     )
 
 
@@ -125,7 +130,7 @@ def frame(sequence: int = 1, *, probes: tuple[ProbeStatus, ...] = RUNNING, detai
         ),
         processes=(
             process(300, "broker", 100.0 + sequence, 512),
-            process(400, "consumer", 5.0, 64),
+            process(400, "consumer", 5.0, 64, tcp_in_mib_s=11.7),
             process(500, "producer", 50.0, 128),
         ),
         probes=probes,

@@ -12,7 +12,7 @@ from textual.widgets import HelpPanel, Static
 from textual.widgets._key_panel import BindingsTable
 
 from mqinspect.dashboard.app import DashboardApp, SegmentScreen
-from mqinspect.dashboard.row_table import RowTable
+from mqinspect.dashboard.row_table import COLUMN_GAP, RowTable
 
 SIZE = (160, 50)
 
@@ -214,5 +214,22 @@ def test_no_color_draws_every_panel_without_failing(monkeypatch):
             await pilot.press("enter")  # the segment map too
             await pilot.pause()
             assert isinstance(app.screen, SegmentScreen)
+
+    run(test)
+
+
+def test_on_an_80x24_terminal_the_write_position_is_on_the_segment_being_written():
+    async def test():
+        app = new_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.receive(frame(1))
+            await pilot.pause()
+            table = app.query_one("#segments", RowTable)
+            rows = [table.row_plain(row) for row in range(table.row_count)]
+            marked = [row[0] for row in rows if "W" in row[1]]
+            assert marked == ["commitlog/00000000000003145728"]  # the one that holds the write position
+            assert [row[6] for row in rows] == ["1MiB", "1MiB", "1MiB", "164KiB"]  # full ones: their size
+            # the W mark is on screen without scrolling: inside the 80 columns less the panel's border
+            assert table.widths[0] + COLUMN_GAP + rows[3][1].index("W") < 80 - 4
 
     run(test)

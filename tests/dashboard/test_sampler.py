@@ -21,11 +21,14 @@ from mqinspect.dashboard.probes import ProbeSet
 from mqinspect.dashboard.process_reader import FOUND_IN_FDS, FOUND_IN_MAPS, store_holders
 from mqinspect.dashboard.sampler import Sampler, SamplerSettings, SamplerThread
 from mqinspect.dashboard.snapshot import ProbeState
-from mqinspect.dashboard.store_reader import StoreReader
+from mqinspect.dashboard.store_reader import LOG_WALK_WINDOW_BYTES, StoreReader
 from probes.errors import CapabilityMissing
+from store import codec
+from store.inspect import FIRST_READ_BYTES
+from store.safe_read import PreadFile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
-from store_builder import StoreBuilder
+from store_builder import StoreBuilder, segment_name, write_at, zero_range
 
 SEGMENT = 256 * 1024  # 64 pages
 
@@ -75,21 +78,105 @@ def test_residency_per_chunk_matches_what_was_cached(built):
     assert rows[third].chunks.dirty_pages == (0,) * 8 and rows[third].residency_source == "cachestat"
 
 
-def test_positions_come_from_the_files_and_the_checkpoint(built):
-    newest = built.segments[-1]
-    start = int(newest.name)
-    flushed = built.max_physical_offset - 1000
+def build_records(root: Path, count: int):
+    """The same store as `built`, with `count` messages: building again over it rewrites the same files in
+    place (same inodes), as a broker that goes on appending would."""
+    builder = StoreBuilder(root, segment_size=SEGMENT, cq_entries_per_file=100, index=False)
+    for number in range(count):
+        builder.add("TopicA", body=bytes([65 + number % 26]) * 1000, keys=f"k{number}")
+    return builder.build()
+
+
+def preallocate_next(built) -> Path:
+    """The next CommitLog segment as a broker's allocation service leaves it: full-size, sparse, all zeros."""
+    path = built.commitlog / segment_name(int(built.segments[-1].name) + SEGMENT)
+    with open(path, "wb") as file:
+        file.truncate(SEGMENT)
+    return path
+
+
+def commitlog_rows(view) -> dict[Path, object]:
+    return {Path(row.path): row for row in view.segments if row.kind == "commitlog"}
+
+
+def test_after_a_roll_wrote_is_on_the_segment_being_written_not_the_preallocated_one(built):
+    preallocated = preallocate_next(built)
+    writing = built.segments[-1]
+    flushed = built.records[300].end  # in the second segment
     (built.root / "checkpoint").write_bytes(struct.pack(">qqqqq", 5, 5, 0, flushed, 0).ljust(4096, b"\0"))
-    view = StoreReader(built.root).read({})
-    rows = {Path(row.path): row for row in view.segments}
-    assert rows[newest].newest and rows[newest].wrote_position_bytes == built.max_physical_offset - start
-    assert rows[newest].flushed_position_bytes == flushed - start
-    older = rows[built.segments[0]]
-    assert (
-        older.wrote_position_bytes is None and "newest segment" in older.unavailable["wrote_position_bytes"]
+    rows = commitlog_rows(StoreReader(built.root).read({}))
+    assert rows[preallocated].newest and not rows[writing].newest  # the newest by name is the empty one
+    assert rows[writing].wrote_position_bytes == built.max_physical_offset - int(writing.name)
+    assert [rows[path].wrote_position_bytes for path in built.segments[:-1]] == [SEGMENT] * 3  # full
+    assert rows[preallocated].wrote_position_bytes == 0
+    assert [path for path, row in rows.items() if row.holds_write_position] == [writing]
+    flushed_in = built.records[300].segment
+    assert rows[flushed_in].flushed_position_bytes == flushed - int(flushed_in.name)
+    assert rows[built.segments[0]].flushed_position_bytes == SEGMENT
+    assert rows[writing].flushed_position_bytes == rows[preallocated].flushed_position_bytes == 0
+    assert [path for path, row in rows.items() if row.holds_flushed_position] == [flushed_in]
+    assert all("wrote_position_bytes" not in row.unavailable for row in rows.values())
+    queue_files = [row for row in StoreReader(built.root).read({}).segments if row.kind == "consumequeue"]
+    assert [row.wrote_position_bytes for row in queue_files] == [2000] * len(queue_files)  # 100 entries each
+    assert [row.holds_write_position for row in queue_files] == [False] * (len(queue_files) - 1) + [True]
+
+
+def test_wrote_follows_the_log_as_it_grows_rolls_and_is_cut_back(built):
+    preallocated = preallocate_next(built)
+    reader = StoreReader(built.root)
+    assert commitlog_rows(reader.read({}))[built.segments[-1]].holds_write_position
+    grown = build_records(built.root, 950)  # appended in place, in the same segment
+    rows = commitlog_rows(reader.read({}))
+    assert rows[grown.segments[-1]].wrote_position_bytes == grown.max_physical_offset - int(
+        grown.segments[-1].name
     )
-    assert older.flushed_position_bytes is None
-    assert view.checkpoint_flush_time_ms == 5
+    rolled = build_records(built.root, 1100)  # into the preallocated segment
+    assert rolled.segments[-1] == preallocated
+    rows = commitlog_rows(reader.read({}))
+    assert (
+        rows[built.segments[-1]].wrote_position_bytes == SEGMENT
+        and not rows[built.segments[-1]].holds_write_position
+    )
+    assert rows[preallocated].wrote_position_bytes == rolled.max_physical_offset - int(preallocated.name)
+    assert rows[preallocated].holds_write_position
+    cut = rolled.records[1050]  # recovery cut the log after this record: the rest of the segment is zeros
+    zero_range(preallocated, cut.position + cut.size_bytes, SEGMENT)
+    rows = commitlog_rows(reader.read({}))
+    assert rows[preallocated].wrote_position_bytes == cut.position + cut.size_bytes
+
+
+def test_a_log_that_ends_exactly_at_a_segment_end_writes_on_in_the_next_file(built):
+    writing = built.segments[-1]
+    end = built.max_physical_offset - int(writing.name)
+    write_at(writing, end, struct.pack(">iI", SEGMENT - end, codec.BLANK_MAGIC_CODE))  # the segment is full
+    rows = commitlog_rows(StoreReader(built.root).read({}))
+    assert (
+        rows[writing].wrote_position_bytes == SEGMENT and rows[writing].holds_write_position
+    )  # no next file
+    preallocated = preallocate_next(built)
+    rows = commitlog_rows(StoreReader(built.root).read({}))
+    assert rows[writing].wrote_position_bytes == SEGMENT and not rows[writing].holds_write_position
+    assert rows[preallocated].wrote_position_bytes == 0 and rows[preallocated].holds_write_position
+
+
+def test_following_the_log_reads_only_what_was_appended_and_no_hole(built, monkeypatch):
+    preallocated = preallocate_next(built)
+    reader = StoreReader(built.root)
+    reader.read({})
+    grown = build_records(built.root, 910)  # ten more records, about 11 KB
+    reads = []
+    original = PreadFile.read
+    monkeypatch.setattr(
+        PreadFile, "read", lambda self, *a: reads.append((self.path, *a)) or original(self, *a)
+    )
+    rows = commitlog_rows(reader.read({}))
+    writing = built.segments[-1]
+    assert rows[writing].wrote_position_bytes == grown.max_physical_offset - int(writing.name)
+    read_from = {path for path, _offset, _length in reads if path.parent == built.commitlog}
+    assert read_from == {built.segments[-1]}  # not the full segments, and never the preallocated hole
+    read_bytes = sum(length for path, _offset, length in reads if path == built.segments[-1])
+    assert read_bytes <= FIRST_READ_BYTES + LOG_WALK_WINDOW_BYTES < SEGMENT / 2  # the last record onwards
+    assert preallocated not in read_from
 
 
 def test_the_end_of_data_is_followed_forward_as_the_log_grows(tmp_path):
@@ -105,17 +192,17 @@ def test_the_end_of_data_is_followed_forward_as_the_log_grows(tmp_path):
         data[end // 2 : end // 2 + 100] = bytes(100)  # zeros inside the data do not end it
         path.write_bytes(data)
         os.utime(path, ns=(end, end))  # a new mtime per write, as writes through a mapping give
-        ends.append(reader._end_of_data(str(path), {}))
+        ends.append(reader._end_of_data(str(path))[0])
     assert ends == [0, 1000, 1001, 70_000, 70_000, SEGMENT - 3, SEGMENT]
     path.write_bytes(bytes([7]) * 500 + bytes(SEGMENT - 500))  # recovered: cut back
     os.utime(path, ns=(1, 1))
-    assert reader._end_of_data(str(path), {}) == 500
+    assert reader._end_of_data(str(path))[0] == 500
 
 
 def test_flushed_is_unavailable_when_the_checkpoint_cannot_say(built):
     view = StoreReader(built.root).read({})
     newest = next(row for row in view.segments if row.newest and row.kind == "commitlog")
-    assert newest.flushed_position_bytes is None
+    assert newest.flushed_position_bytes is None and newest.wrote_position_bytes is not None
     assert "masterFlushedOffset" in newest.unavailable["flushed_position_bytes"]
 
 

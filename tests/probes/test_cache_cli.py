@@ -13,6 +13,7 @@ import csv
 import errno
 import io
 import json
+import mmap
 import os
 import re
 import signal
@@ -43,6 +44,7 @@ from mqinspect.errors import ExitStatus
 from probes.residency.mincore import PAGE_SIZE
 from probes.residency.scan import file_residency
 
+MADV_PAGEOUT = 21  # linux/mman.h, Linux >= 5.4
 on_ext4 = residency_helpers.on_ext4
 world_dir = residency_helpers.world_dir
 runner = CliRunner()
@@ -207,6 +209,45 @@ def test_evict_without_sync_reports_the_dirty_pages_that_stayed(on_ext4: Path):
     # are clean in time and go too: only the dirty 100 may stay, and the counts must add up.
     assert 0 <= stayed <= 100 and file["evict"]["pages_evicted"] == 200 - stayed
     assert file["cached_pages"] == stayed
+
+
+def paged_out(path: Path, pages: int) -> None:
+    """Reclaim the file's pages as memory pressure would (MADV_PAGEOUT): each leaves a shadow entry, which
+    cachestat counts as evicted."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with mmap.mmap(fd, pages * PAGE_SIZE, prot=mmap.PROT_READ) as area:
+            for page in range(pages):
+                area[page * PAGE_SIZE]
+            area.madvise(MADV_PAGEOUT)
+    finally:
+        os.close(fd)
+
+
+def test_evict_says_that_dropped_pages_are_not_evictions(on_ext4: Path):
+    path = on_ext4 / "segment"
+
+    def scenario():
+        write_pages(path, 64, sync=True)
+        paged_out(path, 64)
+        read_pages(path, range(8), readahead=False)
+        return only_file(cache_json(path)), fincore_pages(path), cache_json("--evict", path)
+
+    before, resident, document = undisturbed(scenario)
+    assert before["evicted_pages"] == 56 and before["cached_pages"] == 8 == resident
+    after = only_file(document)
+    # What cachestat says, unchanged: the dropped pages are not evictions, and the shadow entries are gone.
+    assert (after["cached_pages"], after["evicted_pages"], after["evict"]["pages_evicted"]) == (0, 0, 8)
+    note = document["totals"]["notes"]["evicted_pages"]
+    assert "POSIX_FADV_DONTNEED" in note and "not evicted" in note
+    assert "not evicted" in document["totals"]["notes"]["recently_evicted_pages"]
+    table = run_cache("--evict", path, env={"COLUMNS": "300"})
+    assert table.exit_code == 0 and re.search(
+        r"note: evicted_pages, recently_evicted_pages: .*not evicted", table.stdout
+    )
+    row = next(csv.DictReader(io.StringIO(run_cache("--evict", "--format", "csv", path).stdout)))
+    assert "evicted_pages: pages dropped by --evict" in row["notes"]
+    assert "not evicted" not in only_file(cache_json(path))["notes"].get("evicted_pages", "")  # no action
 
 
 def test_touch_fills_the_file(on_ext4: Path):

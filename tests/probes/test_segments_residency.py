@@ -4,6 +4,7 @@ process that really locks part of a segment."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from support import fincore_pages, mqinspect_as_nobody, store_holder, store_nobody_can_read
+from test_residency import undisturbed
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from probes.residency.actions import evict
+from probes.residency.mincore import PAGE_SIZE
 
 runner = CliRunner()
 
@@ -114,3 +117,45 @@ def test_as_nobody_pages_a_root_broker_locks_are_unavailable_with_the_reason_not
     reason = theirs[0]["notes"]["locked_bytes"]  # names some of the processes (other brokers may run)
     assert "with locked memory (VmLck) whose /proc/PID/smaps cannot be read: pid" in reason
     assert "owned by root" in reason and reason.endswith("run as root or with CAP_SYS_PTRACE")
+
+
+def cache_all_but(path: Path, absent_pages: range) -> None:
+    """Every page of the file in the page cache but `absent_pages`: written back and dropped, then read back
+    page by page without readahead (small folios, so exactly those pages are missing)."""
+    evict(path, sync=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for page in range(os.fstat(fd).st_size // PAGE_SIZE):
+            if page not in absent_pages:
+                os.pread(fd, 1, page * PAGE_SIZE)
+    finally:
+        os.close(fd)
+
+
+def commitlog_row(*arguments: object) -> str:
+    """The table line of the (only) CommitLog segment, on a console wide enough for one line per row."""
+    result = runner.invoke(app, [str(argument) for argument in arguments], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.strip("│ ").startswith("commitlog")]
+    return row
+
+
+def test_4084_of_4096_pages_cached_never_reads_100_percent(tmp_path: Path):
+    root = tmp_path / "store"
+    for args in (["init", root, "--segment-size", "16m"], ["produce", root, "-t", "T", "-n", "1"]):
+        assert runner.invoke(app, ["store", *map(str, args)]).exit_code == 0
+    (segment,) = (root / "commitlog").iterdir()
+
+    def scenario() -> tuple[int, str, int, str]:
+        # the commands read a few pages back in (their own reads): set the cache up before each
+        cache_all_but(segment, range(100, 112))
+        resident_for_listing, listing = fincore_pages(segment), commitlog_row("store", "segments", root)
+        cache_all_but(segment, range(100, 112))
+        resident_for_top, top = fincore_pages(segment), commitlog_row("top", root, "--once", "--no-ebpf")
+        return resident_for_listing, listing, resident_for_top, top
+
+    resident_for_listing, listing, resident_for_top, top = undisturbed(scenario)
+    assert resident_for_listing == resident_for_top == 4084
+    assert " 99% " in listing and "100%" not in listing
+    assert " 99% " in top and "100%" not in top

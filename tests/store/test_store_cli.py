@@ -19,6 +19,7 @@ from store_builder import (
     flip_byte,
     overwrite_cq_entry,
     segment_name,
+    write_at,
     zero_range,
 )
 from typer.testing import CliRunner
@@ -582,3 +583,26 @@ def test_stat_walks_only_the_undispatched_tail_and_finds_the_same_end(make_store
         invoke_json("store", "stat", built.root)["commitlog"]["max_physical_offset"]
         == built.max_physical_offset
     )
+
+
+def test_following_the_record_sizes_finds_the_end_the_decoding_walk_finds(make_store):
+    built = build_rolled_store(make_store(), count=40)
+    queue = inspect.loadable_commitlog(inspect.open_layout(built.root))
+    last = built.records[-1]
+    for known in ((), ((built.records[-7].physical_offset, built.records[-7].size_bytes),)):
+        tail = inspect.find_log_tail(queue, known, headers_only=True, window_bytes=300)  # windows < a record
+        assert (
+            tail.end == inspect.find_log_end(queue) and tail.end.physical_offset == built.max_physical_offset
+        )
+        assert tail.last_record == (last.physical_offset, last.size_bytes)
+    # where a record's header is broken, both walks stop at it
+    for field, value in (("TOTALSIZE", b"\x7f\xff\xff\xff"), ("MAGICCODE", b"\x00\x00\x00\x01")):
+        broken = built.records[-3]
+        position = broken.position + (0 if field == "TOTALSIZE" else 4)
+        original = broken.segment.read_bytes()[position : position + 4]
+        write_at(broken.segment, position, value)
+        tail = inspect.find_log_tail(queue, headers_only=True)
+        assert (tail.end.reason, tail.end.physical_offset) == ("corrupt", broken.physical_offset), field
+        assert tail.end == inspect.find_log_end(queue) and field in tail.end.detail
+        assert tail.last_record == (built.records[-4].physical_offset, built.records[-4].size_bytes)
+        write_at(broken.segment, position, original)
