@@ -4,10 +4,14 @@ Kernel side: programs/faults.bpf.c (its header explains each tracepoint and the 
 turns the program's maps into one `FaultsSnapshot` per interval:
 
 - mqi_totals (cumulative per process) -> the interval's counts, as differences from the previous read;
-- mqi_fault_pages (fault addresses, drained) -> file pages, through /proc/PID/maps snapshots (`AddressSpaces`
-  re-reads a process's maps when an address falls outside every mapping it knows);
-- mqi_file_pages and mqi_fault_around (file pages, drained) -> major faults, populate faults and
-  fault-around windows per file page;
+- mqi_file_pages and mqi_fault_around (file pages, drained) -> the faults the kernel placed on a file page
+  at the time (filemap_fault, fault-around, a dirtied folio: programs/faults.bpf.c says how), major faults,
+  populate faults and fault-around windows per file page. A placement by dirtying comes without the device:
+  it is the one learnt for the inode (`InodeDevices`);
+- mqi_fault_pages (fault addresses, drained) -> the faults the kernel could not place (anonymous memory, and
+  the file faults no event names), through /proc/PID/maps snapshots (`AddressSpaces` re-reads a process's maps
+  when an address falls outside every mapping it knows). Only these need the process alive: a process that
+  exits within the interval keeps its placed file faults, and its others are "unresolved";
   (the two per-page maps hold records of GROUP_PAGES consecutive pages with a counter per page: exact per
   page, and a fraction of the kernel-side cost of one record per page);
 - /proc/PID/stat minflt and majflt differences of the traced processes (or /proc/vmstat pgfault and
@@ -19,6 +23,12 @@ What the counts mean:
   major_faults          those of them whose page was not in the page cache (or that were retried after
                         waiting for I/O): the kernel's VM_FAULT_MAJOR rule, as /proc/PID/stat majflt.
   minor_faults          faults - major_faults.
+  kernel_placed_faults  faults on file pages the kernel named when they happened (needs nothing afterwards).
+  maps_placed_faults    faults on file pages placed by their address in /proc/PID/maps.
+  anonymous_faults      faults in memory that is not a file mapping; unresolved_faults: at addresses in no
+                        mapping known (the process exited before its maps showed them). faults is
+                        kernel_placed + maps_placed + anonymous + unresolved, but for lost records.
+  file_faults           faults that ran filemap_fault() (the page was not mapped by fault-around).
   populate_faults       file faults the kernel took for the process inside a syscall, without an exception
                         (mlock, MADV_POPULATE_*, MAP_POPULATE, get_user_pages): told apart by the populating
                         syscall running, else by a fresh exception to claim, else by the kernel stack of
@@ -33,8 +43,11 @@ What the counts mean:
                         page it does map saves a later fault. fault_around_events: windows.
   lost_records          per-page records the maps could not hold this interval: the per-file breakdown misses
                         that many events (the totals do not).
+  late_store_files      with --store, the store's new files the kernel did not see created, counted from the
+                        end of the interval they appeared in (late_store_files_reason: why).
 Page ranges: each file's pages are bucketed by `chunk_pages`: the --chunk-pages given, else 1/64 of the file
-(store segment size, or the file's size), else 256 pages when the size is unknown.
+(store segment size, or the file's size), else 256 pages when the size is unknown (a file named by inode
+only: no path of it was found, as for one mapped only by a process that has exited).
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ maps into one `PagecacheSnapshot` per interval:
 - mqi_processes, mqi_files (drained) -> rows per process and per file;
 - mqi_folios (drained, --store only) -> page ranges of each segment, each folio's pages spread over them.
 
+With --store the store's files are followed from their creation (programs/store_files.h, scope.StoreFollower):
+a segment the CommitLog rolls into mid-interval has its warm-up counted in that interval. Files are counted
+per generation, so a segment retention deleted and the next one, made with its freed inode number within the
+same interval, are two rows; a file the kernel counted in a store directory that is not one of the store's
+files (a temporary file) is left out, rows and totals of the files in view alike.
+
 What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio is 2^order pages):
   added_pages           pages the traced processes brought into the page cache: cache misses of reads and
                         faults (through readahead, which also brings in the pages after them) and pages
@@ -27,6 +33,9 @@ What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio i
                         but not read. None where the kernel lacks the readahead tracepoints (Linux < 6.18).
   lost_records          records the maps could not hold this interval: the per-process and per-file rows
                         miss them (the totals do not).
+  late_store_files      the store's new files the kernel did not see created (another filesystem, moved into
+                        the store, its map full), counted from the end of the interval they appeared in, and
+                        late_store_files_reason: why.
 Page ranges (--store): each segment's pages are bucketed by 1/64 of its size.
 """
 

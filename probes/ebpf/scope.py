@@ -172,9 +172,10 @@ class ScopedProbe:
         self.store = store
         self.limits = limits
         self._proc_root = proc_root
-        self._store_files: dict[FileId, FileLabel] = store_files(store) if store else {}
+        listing = list_store(store) if store else None
+        self._store_files: dict[FileId, FileLabel] = dict(listing.files) if listing else {}
         self.follower = (
-            StoreFollower(store, self._store_files, proc_root) if store and self.filters_files else None
+            StoreFollower(store, listing, proc_root) if store and listing and self.filters_files else None
         )
 
     def interval_header(self, interval_s: float) -> dict[str, Any]:
@@ -311,14 +312,14 @@ class StoreFollower:
     kernel takes them out when it frees the inode). `label()` names a file, or says it is not the store's.
     """
 
-    def __init__(self, store: Path, files: Mapping[FileId, FileLabel], proc_root: Path = PROC_ROOT):
+    def __init__(self, store: Path, listing: StoreListing, proc_root: Path = PROC_ROOT):
         self.store = store
         self.filesystem = filesystem_type(store / "commitlog", proc_root)
-        self.files = dict(files)  # the store's files at the last listing
-        self._last_names = dict(files)  # the file each inode was last listed as (a deleted one keeps it)
-        self._listed_names = dict(files)  # the file counted under LISTED_GENERATION for each inode
+        self.files = dict(listing.files)  # the store's files at the last listing
+        self._last_names = dict(listing.files)  # the file each inode was last listed as (kept when deleted)
+        self._listed_names = dict(listing.files)  # the file counted under LISTED_GENERATION for each inode
         self._generations: dict[tuple[FileId, int], FileLabel | None] = {}
-        self._directories = list_store(store).directories
+        self._directories = listing.directories
         self._from_creation = False
         self._program: LoadedProgram | None = None  # the program of the last follow(), asked by label()
         self._relisted = False

@@ -12,6 +12,10 @@ maps into one `WritebackSnapshot` per interval:
 - /proc/vmstat nr_dirtied and nr_written, and /proc/PID/io write_bytes of the traced processes: the
   kernel's own counts beside the traced ones.
 
+With --store the store's files are followed from their creation (programs/store_files.h, scope.StoreFollower):
+the pages a rolled segment's warm-up dirties are counted in the interval it happens in. A file the kernel
+counted in a store directory that is not one of the store's files is left out, rows and written_pages alike.
+
 What the counts mean (pages of PAGE_SIZE_BYTES):
   dirtied_pages         pages the traced processes made dirty (write(), or writes through a shared mapping):
                         the pages of each folio that went from clean to dirty. dirtied_folios: those folios.
@@ -37,6 +41,8 @@ What the counts mean (pages of PAGE_SIZE_BYTES):
                         limit. A pause is the kernel making the writer wait for writeback: what a RocketMQ
                         broker reports as "[PC_SYNCHRONIZED] broker busy" when a put waits too long.
   lost_records          records the maps could not hold this interval: the rows miss them, the totals do not.
+  late_store_files      the store's new files the kernel did not see created, counted from the end of the
+                        interval they appeared in (late_store_files_reason: why).
 """
 
 from __future__ import annotations

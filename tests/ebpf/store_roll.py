@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from probes.ebpf.session import TraceSession
 
 SEGMENT_BYTES = 8 << 20  # 2,048 pages: 32 pages per page range
 
@@ -76,6 +79,33 @@ class RollingStore:
         word, *answer = self.process.stdout.readline().split()
         assert word == "rolled", (word, answer)
         return answer
+
+
+@dataclass(frozen=True)
+class TracedRoll:
+    """A probe's snapshots around a roll: `before` of an interval before it, `during` of the interval the
+    new segment (`segment`, `warmed_pages` warmed by the store's child `pid`) was created and warmed in;
+    `measured` is what the test's `measure(segment)` gave just before the snapshot `during`."""
+
+    before: Any
+    during: Any
+    segment: Path
+    warmed_pages: int
+    pid: int
+    measured: Any
+
+
+def trace_a_roll(
+    root: Path, probe_class: Callable[..., Any], measure: Callable[[Path], Any] = lambda _segment: None
+) -> TracedRoll:
+    """A store at `root` whose CommitLog rolls into its second segment in the middle of a session of the
+    probe `probe_class(store=root)` (which follows the store's files, every process traced)."""
+    with rolling_store(root) as store, TraceSession(probe_class(store=store.root)) as session:
+        before = session.snapshot()
+        warmed = store.roll(1)
+        measured = measure(store.segment(1))
+        during = session.snapshot()
+    return TracedRoll(before, during, store.segment(1), warmed, store.pid, measured)
 
 
 @contextlib.contextmanager

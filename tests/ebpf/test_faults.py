@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 from canned_program import CannedProgram
-from store_roll import SEGMENT_BYTES, rolling_store
+from store_roll import SEGMENT_BYTES, trace_a_roll
 
 from probes.ebpf.faults import (
     GROUP_PAGES,
@@ -555,23 +555,19 @@ def test_a_process_that_exits_within_the_interval_keeps_its_faults_on_the_file_a
 
 @pytest.mark.requires_bpf
 def test_a_segment_rolled_and_warmed_mid_session_has_its_warm_up_faults(tmp_path: Path):
-    with rolling_store(tmp_path / "store") as store, TraceSession(FaultsProbe(store=store.root)) as session:
-        before = session.snapshot()
-        warmed = store.roll(1)
-        during = session.snapshot()
-    segment = store.segment(1)
-    (row,) = (row for row in during.files if row.path == str(segment))
-    (process,) = (row for row in during.processes if row.pid == store.pid)
+    roll = trace_a_roll(tmp_path / "store", FaultsProbe)
+    (row,) = (row for row in roll.during.files if row.path == str(roll.segment))
+    (process,) = (row for row in roll.during.processes if row.pid == roll.pid)
     print(
         f"rolled segment: {row.populate_faults} populate faults over {len(row.page_ranges)} ranges; the "
-        f"child's populate faults {process.populate_faults}, minflt {process.proc_minor_faults}"
+        f"child's populate faults {process.populate_faults}"
     )
-    assert not any(row.path == str(segment) for row in before.files)
+    assert not any(row.path == str(roll.segment) for row in roll.before.files)
     assert row.name == f"commitlog/{SEGMENT_BYTES:020d}" and row.faults == 0  # MADV_POPULATE: no exception
-    assert 0 < row.populate_faults == process.populate_faults <= warmed
+    assert 0 < row.populate_faults == process.populate_faults <= roll.warmed_pages
     assert sum(r.populate_faults for r in row.page_ranges) == row.populate_faults
     assert len(row.page_ranges) == 64  # every range of the segment was warmed
-    assert during.late_store_files == ()
+    assert roll.during.late_store_files == ()
 
 
 @pytest.mark.requires_bpf

@@ -20,9 +20,10 @@ from types import SimpleNamespace
 
 import pytest
 from canned_program import CannedProgram
-from store_roll import SEGMENT_BYTES, rolling_store
+from store_roll import SEGMENT_BYTES, rolling_store, trace_a_roll
 from support import fincore_pages, loaded_programs, mqinspect_as_nobody, programs_held_by
 
+from mqinspect.render.trace_cache import pagecache_notes
 from probes.ebpf import scope
 from probes.ebpf.inodes import FileId
 from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
@@ -254,6 +255,9 @@ def test_files_the_kernel_did_not_see_created_are_followed_from_the_listing_and_
     assert "xfs" in snapshot.late_store_files_reason
     assert ("mqi_inodes", (new.inode, new.kernel_dev, 0)) in program.put_keys
     assert ("mqi_inodes", (first.inode, first.kernel_dev, 0)) in program.deleted  # no ext4_free_inode here
+    (note,) = pagecache_notes(snapshot)
+    assert note.startswith(f"commitlog/{64 * PAGE:020d}: counted from the end of this interval")
+    assert "xfs" in note
     assert probe.collect(program, 1.0).late_store_files == ()  # said once, in the interval it happened
 
 
@@ -369,24 +373,17 @@ def test_store_segments_get_page_ranges_of_the_pages_read(tmp_path: Path):
 
 @pytest.mark.requires_bpf
 def test_a_segment_rolled_and_warmed_mid_session_is_counted_from_its_first_page(tmp_path: Path):
-    with (
-        rolling_store(tmp_path / "store") as store,
-        TraceSession(PagecacheProbe(store=store.root)) as session,
-    ):
-        before = session.snapshot()
-        warmed = store.roll(1)
-        during = session.snapshot()
-        segment = store.segment(1)
-        resident = fincore_pages(segment)
-        with segment.open("rb") as opened:
-            cached = cachestat(opened.fileno()).cached_pages
-    (row,) = (row for row in during.files if row.path == str(segment))
+    roll = trace_a_roll(tmp_path / "store", PagecacheProbe)
+    resident = fincore_pages(roll.segment)
+    with roll.segment.open("rb") as opened:
+        cached = cachestat(opened.fileno()).cached_pages
+    (row,) = (row for row in roll.during.files if row.path == str(roll.segment))
     print(f"rolled segment: added {row.added_pages} pages; fincore {resident}, cachestat {cached}")
-    assert not any(row.path == str(segment) for row in before.files)
+    assert not any(row.path == str(roll.segment) for row in roll.before.files)
     assert row.name == f"commitlog/{SEGMENT_BYTES:020d}" and row.chunk_pages == 32
-    assert row.added_pages == resident == cached == warmed == SEGMENT_BYTES // PAGE
+    assert row.added_pages == resident == cached == roll.warmed_pages == SEGMENT_BYTES // PAGE
     assert sum(r.added_pages for r in row.page_ranges) == row.added_pages and len(row.page_ranges) == 64
-    assert during.late_store_files == ()
+    assert roll.during.late_store_files == ()
 
 
 @pytest.mark.requires_bpf

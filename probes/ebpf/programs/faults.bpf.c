@@ -213,6 +213,17 @@ static __always_inline int inode_recorded(u64 ino, u32 dev)
 #endif
 }
 
+/* The running thread's fault in flight, when its process is traced (its tgid in *tgid); else NULL. */
+static __always_inline struct inflight *traced_inflight(u32 *tgid)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    *tgid = id >> 32;
+    if (!tgid_traced(*tgid))
+        return NULL;
+    return mqi_inflight.lookup(&tid);
+}
+
 static __always_inline struct fault_totals *totals_of(u32 tgid)
 {
     struct fault_totals zero = {};
@@ -373,34 +384,35 @@ static __always_inline void count_file_fault(u32 tgid, u32 dev, u64 ino, u64 ind
 
 /* --- placing an exception on the file page the kernel names ------------------------------------------ */
 
-/* Takes the exception off its address record; 0 when that record was read already (the interval ended
-   within the fault): the fault then stays placed by address. */
+/* Takes one fault (and one write fault, if `write`) off the counters of a page; 0 when they are at 0: the
+   record was read already (the interval ended within the fault), and the fault stays where it was. */
+static __always_inline int take_back(u32 *faults, u32 *write_faults, int write)
+{
+    if (!*faults)
+        return 0;
+    __sync_fetch_and_add(faults, -1);
+    if (write && *write_faults)
+        __sync_fetch_and_add(write_faults, -1);
+    return 1;
+}
+
+/* Takes the exception off its address record; 0 when it stays placed by address. */
 static __always_inline int unrecord_address(u32 tgid, struct inflight *fault)
 {
     struct fault_page_key key = {.tgid = tgid, .group = fault->address >> (PAGE_SHIFT + GROUP_SHIFT)};
     struct fault_page_counts *counts = mqi_fault_pages.lookup(&key);
     u32 page = page_in_group(fault->address >> PAGE_SHIFT);
-    if (!counts || !counts->faults[page])
-        return 0;
-    __sync_fetch_and_add(&counts->faults[page], -1);
-    if (fault->write && counts->write_faults[page])
-        __sync_fetch_and_add(&counts->write_faults[page], -1);
-    return 1;
+    return counts && take_back(&counts->faults[page], &counts->write_faults[page], fault->write);
 }
 
-/* Takes back the page fault-around's window guessed for the exception; 0 when its record was read already. */
+/* Takes back the page fault-around's window guessed for the exception; 0 when it stays there. */
 static __always_inline int take_back_guess(u32 tgid, struct inflight *fault)
 {
     struct file_page_key key = {.ino = fault->ino, .group = fault->index >> GROUP_SHIFT, .dev = fault->dev,
                                 .tgid = tgid};
     struct file_page_counts *counts = mqi_file_pages.lookup(&key);
     u32 page = page_in_group(fault->index);
-    if (!counts || !counts->faults[page])
-        return 0;
-    __sync_fetch_and_add(&counts->faults[page], -1);
-    if (fault->write && counts->write_faults[page])
-        __sync_fetch_and_add(&counts->write_faults[page], -1);
-    return 1;
+    return counts && take_back(&counts->faults[page], &counts->write_faults[page], fault->write);
 }
 
 /*
@@ -495,11 +507,8 @@ int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
 
 int mqi_pcache_add(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32, tid = (u32)id;
-    if (!tgid_traced(tgid))
-        return 0;
-    struct inflight *fault = mqi_inflight.lookup(&tid);
+    u32 tgid;
+    struct inflight *fault = traced_inflight(&tgid);
     if (!fault || !fault->passes || fault->major)
         return 0;
     if (fault->dev != args->s_dev || fault->ino != args->i_ino || args->index > fault->index)
@@ -542,11 +551,8 @@ int mqi_map_pages(struct tracepoint__filemap__mm_filemap_map_pages *args)
 #if HAVE_DIRTY_FOLIO
 int mqi_dirtied(struct tracepoint__writeback__writeback_dirty_folio *args)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32, tid = (u32)id;
-    if (!tgid_traced(tgid))
-        return 0;
-    struct inflight *fault = mqi_inflight.lookup(&tid);
+    u32 tgid;
+    struct inflight *fault = traced_inflight(&tgid);
     if (!placeable(fault) || fault->placed || !fault->write || !fault->present)
         return 0;
     /* a write() right after the fault dirties folios too: only inside the exception is it the fault's */
@@ -581,11 +587,8 @@ int mqi_popl_enter(void *ctx)
 
 int mqi_popl_exit(void *ctx)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32, tid = (u32)id;
-    if (!tgid_traced(tgid))
-        return 0;
-    struct inflight *call = mqi_inflight.lookup(&tid);
+    u32 tgid;
+    struct inflight *call = traced_inflight(&tgid);
     if (call)
         call->populating = 0;
     return 0;
