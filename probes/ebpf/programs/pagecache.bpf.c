@@ -30,6 +30,8 @@
  *                          counted twice.
  *   Window pages are what readahead asked for: pages past the end of the file or already cached are in the
  *   window but not read. The readahead handlers exist only where the kernel has the tracepoint (HAVE_*).
+ *   ext4:ext4_allocate_inode, ext4:ext4_free_inode  (optional) the store's files from their creation:
+ *                          store_files.h.
  *
  * Files in view: with FILTER_INODES the store's files (mqi_inodes, followed from their creation:
  * store_files.h); else with FILTER_TGIDS the files the traced processes added pages to during the session

@@ -32,6 +32,8 @@
  *   writeback:balance_dirty_pages  (pause, dirty, setpoint, limit, ...) a writer over its share of the dirty
  *                          limit: `pause` > 0 is the milliseconds it is put to sleep. In the writer, so it
  *                          is filtered by process. Kept per (process, CPU).
+ *   ext4:ext4_allocate_inode, ext4:ext4_free_inode  (optional) the store's files from their creation:
+ *                          store_files.h.
  * Written pages are counted whoever writes them (mostly the flusher threads): for the files in view.
  * Cost: every page-cache insertion and removal on the machine runs a handler here, the price of sizing dirtied
  * folios exactly. So the sizes live in a direct-mapped table (mqi_folio_sizes, below): one array slot written
