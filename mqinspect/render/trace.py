@@ -18,7 +18,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mqinspect.render.trace_cache import pagecache_notes, pagecache_table, writeback_notes, writeback_table
+from mqinspect.render.trace_cache import (
+    late_store_files_notes,
+    pagecache_notes,
+    pagecache_table,
+    writeback_notes,
+    writeback_table,
+)
 from mqinspect.render.trace_io import sendpath_notes, sendpath_table, syscalls_notes, syscalls_table
 from mqinspect.render.trace_notes import Note
 from mqinspect.render.words import counted, more
@@ -100,10 +106,12 @@ def faults_table(snapshot: FaultsSnapshot, title: str) -> RenderableType:
 
 
 def _faults_headline(snapshot: FaultsSnapshot) -> Text:
+    on_files = snapshot.kernel_placed_faults + snapshot.maps_placed_faults
     lines = [
         f"faults {_count(snapshot.faults)}: minor {_count(snapshot.minor_faults)}, "
-        f"major {_count(snapshot.major_faults)} (file {_count(snapshot.file_faults)}, "
-        f"anonymous {_count(snapshot.anonymous_faults)}, unresolved {_count(snapshot.unresolved_faults)})",
+        f"major {_count(snapshot.major_faults)}; on file pages {_count(on_files)} (placed by the kernel "
+        f"{_count(snapshot.kernel_placed_faults)}, by /proc/PID/maps {_count(snapshot.maps_placed_faults)}), "
+        f"anonymous {_count(snapshot.anonymous_faults)}, unresolved {_count(snapshot.unresolved_faults)}",
         f"populate {_count(snapshot.populate_faults)} (major {_count(snapshot.populate_major_faults)}), "
         f"fault-around {_count(snapshot.fault_around_pages)} pages",
     ]
@@ -177,7 +185,7 @@ def _faults_files(files: Sequence[FileFaults]) -> Table:
 
 
 def faults_notes(snapshot: FaultsSnapshot) -> list[Note]:
-    notes = []
+    notes = late_store_files_notes(snapshot)
     if snapshot.lost_records:
         notes.append(
             Note(

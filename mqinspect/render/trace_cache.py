@@ -6,6 +6,7 @@ Only draws: every number comes from a probe's frozen snapshot. Counts are pages 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -154,8 +155,24 @@ def _pagecache_files(files: Sequence[FileCacheActivity]) -> Table:
     return table
 
 
+def late_store_files_notes(snapshot: Any) -> list[Note]:
+    """The store's new files the probe counted only from the end of the interval they appeared in (not
+    from their creation), and why: one note, in the interval it happened."""
+    late = snapshot.late_store_files
+    if not late:
+        return []
+    files = late[0] if len(late) == 1 else f"{late[0]} and {len(late) - 1} more"
+    return [
+        Note(
+            "late_store_files:" + ",".join(late),
+            f"{files}: counted from the end of this interval, not from creation (events before are not "
+            f"shown): {snapshot.late_store_files_reason}",
+        )
+    ]
+
+
 def pagecache_notes(snapshot: PagecacheSnapshot) -> list[Note]:
-    notes = []
+    notes = late_store_files_notes(snapshot)
     if snapshot.lost_records:
         notes.append(
             Note(
@@ -268,7 +285,7 @@ def _flusher(rows: Sequence[FlusherWork]) -> Table:
 
 
 def writeback_notes(snapshot: WritebackSnapshot) -> list[Note]:
-    notes = []
+    notes = late_store_files_notes(snapshot)
     for row in snapshot.throttled:
         if row.pauses:
             notes.append(

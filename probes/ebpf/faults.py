@@ -4,10 +4,14 @@ Kernel side: programs/faults.bpf.c (its header explains each tracepoint and the 
 turns the program's maps into one `FaultsSnapshot` per interval:
 
 - mqi_totals (cumulative per process) -> the interval's counts, as differences from the previous read;
-- mqi_fault_pages (fault addresses, drained) -> file pages, through /proc/PID/maps snapshots (`AddressSpaces`
-  re-reads a process's maps when an address falls outside every mapping it knows);
-- mqi_file_pages and mqi_fault_around (file pages, drained) -> major faults, populate faults and
-  fault-around windows per file page;
+- mqi_file_pages and mqi_fault_around (file pages, drained) -> the faults the kernel placed on a file page
+  at the time (filemap_fault, fault-around, a dirtied folio: programs/faults.bpf.c says how), major faults,
+  populate faults and fault-around windows per file page. A placement by dirtying comes without the device:
+  it is the one learnt for the inode (`InodeDevices`);
+- mqi_fault_pages (fault addresses, drained) -> the faults the kernel could not place (anonymous memory, and
+  the file faults no event names), through /proc/PID/maps snapshots (`AddressSpaces` re-reads a process's maps
+  when an address falls outside every mapping it knows). Only these need the process alive: a process that
+  exits within the interval keeps its placed file faults, and its others are "unresolved";
   (the two per-page maps hold records of GROUP_PAGES consecutive pages with a counter per page: exact per
   page, and a fraction of the kernel-side cost of one record per page);
 - /proc/PID/stat minflt and majflt differences of the traced processes (or /proc/vmstat pgfault and
@@ -19,6 +23,12 @@ What the counts mean:
   major_faults          those of them whose page was not in the page cache (or that were retried after
                         waiting for I/O): the kernel's VM_FAULT_MAJOR rule, as /proc/PID/stat majflt.
   minor_faults          faults - major_faults.
+  kernel_placed_faults  faults on file pages the kernel named when they happened (needs nothing afterwards).
+  maps_placed_faults    faults on file pages placed by their address in /proc/PID/maps.
+  anonymous_faults      faults in memory that is not a file mapping; unresolved_faults: at addresses in no
+                        mapping known (the process exited before its maps showed them). faults is
+                        kernel_placed + maps_placed + anonymous + unresolved, but for lost records.
+  file_faults           faults that ran filemap_fault() (the page was not mapped by fault-around).
   populate_faults       file faults the kernel took for the process inside a syscall, without an exception
                         (mlock, MADV_POPULATE_*, MAP_POPULATE, get_user_pages): told apart by the populating
                         syscall running, else by a fresh exception to claim, else by the kernel stack of
@@ -33,8 +43,11 @@ What the counts mean:
                         page it does map saves a later fault. fault_around_events: windows.
   lost_records          per-page records the maps could not hold this interval: the per-file breakdown misses
                         that many events (the totals do not).
+  late_store_files      with --store, the store's new files the kernel did not see created, counted from the
+                        end of the interval they appeared in (late_store_files_reason: why).
 Page ranges: each file's pages are bucketed by `chunk_pages`: the --chunk-pages given, else 1/64 of the file
-(store segment size, or the file's size), else 256 pages when the size is unknown.
+(store segment size, or the file's size), else 256 pages when the size is unknown (a file named by inode
+only: no path of it was found, as for one mapped only by a process that has exited).
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ from probes.ebpf.inodes import (
     AddressSpaces,
     FileId,
     FileLabel,
+    InodeDevices,
     MappedRange,
     default_chunk_pages,
     label_from_maps,
@@ -60,11 +74,14 @@ from probes.ebpf.inodes import (
 )
 from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, checked_int, registered_program
 from probes.ebpf.scope import (
+    CREATION_FUNCTIONS,
     CounterDifferences,
     ScopedProbe,
     ScopeLimits,
     add_counts,
+    handler_defines,
     merge_rows,
+    merged_late_store_files,
     process_exists,
     scalar,
     summed_snapshot,
@@ -83,8 +100,14 @@ EXCEPTION_HANDLERS = {"x86_64": "exc_page_fault"}
 KALLSYMS = Path("/proc/kallsyms")
 STACK_FRAMES = 16
 CLAIM_WINDOW_TICKS = 1
-# x86's error code marks a write with bit 1 (X86_PF_WRITE); elsewhere the code means something else.
-WRITE_FAULT_MASK = 2 if platform.machine() in ("x86_64", "i686", "i386") else 0
+# x86's error code marks a write with bit 1 (X86_PF_WRITE) and a fault on a present page with bit 0
+# (X86_PF_PROT); elsewhere the code means something else.
+_X86 = platform.machine() in ("x86_64", "i686", "i386")
+WRITE_FAULT_MASK = 2 if _X86 else 0
+PRESENT_FAULT_MASK = 1 if _X86 else 0
+# The kernel maps read faults' neighbours in blocks of fault_around_bytes (64 KiB unless changed in debugfs).
+FAULT_AROUND_BYTES = Path("/sys/kernel/debug/fault_around_bytes")
+DEFAULT_FAULT_AROUND_BYTES = 65536
 GROUP_SHIFT = 4  # the per-page maps keep records of 16 consecutive pages (programs/faults.bpf.c says why)
 GROUP_PAGES = 1 << GROUP_SHIFT
 
@@ -94,9 +117,12 @@ _FUNCTIONS = {
     "filemap:mm_filemap_fault": "mqi_filemap_flt",
     "filemap:mm_filemap_add_to_page_cache": "mqi_pcache_add",
     "filemap:mm_filemap_map_pages": "mqi_map_pages",
+    "writeback:writeback_dirty_folio": "mqi_dirtied",
     **{f"syscalls:sys_enter_{name}": "mqi_popl_enter" for name in POPULATE_SYSCALLS},
     **{f"syscalls:sys_exit_{name}": "mqi_popl_exit" for name in POPULATE_SYSCALLS},
+    **CREATION_FUNCTIONS,
 }
+_HANDLER_DEFINES = {"writeback:writeback_dirty_folio": "HAVE_DIRTY_FOLIO"}
 
 
 def _program() -> ProgramSpec:
@@ -114,6 +140,17 @@ class MapLimits(ScopeLimits):
     fault_pages: int = 131072
     file_pages: int = 131072
     fault_around: int = 32768
+
+
+def fault_around_pages(setting: Path = FAULT_AROUND_BYTES) -> int:
+    """The kernel's fault-around block in pages: fault_around_bytes from debugfs where it can be read (root,
+    debugfs mounted), else the kernel's default; a power of two, as the kernel rounds it."""
+    try:
+        fault_around = int(setting.read_text())
+    except (OSError, ValueError):
+        fault_around = DEFAULT_FAULT_AROUND_BYTES
+    pages = max(fault_around >> PAGE_SHIFT, 1)
+    return 1 << (pages.bit_length() - 1)
 
 
 def exception_handler_text(kallsyms: Path = KALLSYMS) -> tuple[int, int]:
@@ -208,6 +245,8 @@ class FaultsSnapshot:
     write_faults: int | None  # None where the architecture's error code is not decoded
     kernel_mode_faults: int
     file_faults: int  # faults on file pages that fault-around had not mapped (they ran filemap_fault)
+    kernel_placed_faults: int  # faults the kernel placed on a file page at the time (see the module doc)
+    maps_placed_faults: int  # faults placed on a file page by their address in /proc/PID/maps
     anonymous_faults: int  # faults in memory that is not a file mapping (heap, stacks, [anon])
     unresolved_faults: int  # faults at addresses outside every mapping read from /proc/PID/maps
     populate_faults: int
@@ -221,6 +260,8 @@ class FaultsSnapshot:
     processes: tuple[ProcessFaultCounts, ...]
     files: tuple[FileFaults, ...]
     exited_pids: tuple[int, ...] = ()  # traced processes that exited during the interval
+    late_store_files: tuple[str, ...] = ()  # the store's new files counted only from the interval's end
+    late_store_files_reason: str | None = None
 
 
 # --- counting ----------------------------------------------------------------------------------------------
@@ -236,6 +277,7 @@ _TOTAL_FIELDS = (
     "fault_around_events",
     "lost_fault_pages",
     "lost_file_pages",
+    "placed_faults",
 )
 
 
@@ -292,7 +334,8 @@ class FaultsProbe(ScopedProbe):
         if chunk_pages is not None and checked_int(chunk_pages, "chunk pages") <= 0:
             raise ValueError("chunk pages must be positive")
         self.chunk_pages = chunk_pages
-        self._labels: dict[FileId, FileLabel] = dict(self._store_files)
+        self._labels: dict[FileId, FileLabel] = {}  # files named from /proc/PID/maps (without --store)
+        self._devices = InodeDevices(self._store_files)
         self._spaces = AddressSpaces(proc_root)
         self._chunks: dict[FileId, int | None] = {}  # per interval: see _chunk_of
         self._totals = CounterDifferences()  # per process: mqi_totals
@@ -315,6 +358,9 @@ class FaultsProbe(ScopedProbe):
             CLAIM_WINDOW_TICKS=CLAIM_WINDOW_TICKS,
             PAGE_SHIFT=PAGE_SHIFT,
             WRITE_FAULT_MASK=WRITE_FAULT_MASK,
+            PRESENT_FAULT_MASK=PRESENT_FAULT_MASK,
+            FAULT_AROUND_PAGES=fault_around_pages(),
+            **handler_defines(_HANDLER_DEFINES),
         )
 
     def subject(self) -> str:
@@ -333,20 +379,22 @@ class FaultsProbe(ScopedProbe):
             self._vmstat_baseline = self._vmstat_faults()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> FaultsSnapshot:
-        store_now, _new = self.follow_store(program)
-        self._labels.update(store_now)
         # Empty the per-page maps, then read the totals and /proc: all within a moment, so the breakdown,
         # the totals and the kernel's counters cover the same interval.
         fault_pages = program.drain("mqi_fault_pages")
-        file_pages = program.drain("mqi_file_pages")
+        file_pages = list(program.drain("mqi_file_pages"))
         fault_around = program.drain("mqi_fault_around")
         totals = self._totals_since_last_read(program)
         proc = self._proc_counts()
+        # Only now list the store: every file the maps counted exists by then, so it can be named.
+        store_now, _new = self.follow_store(program)
+        self._devices.learn(store_now)
+        self._devices.learn(FileId.from_kernel(key.dev, key.ino) for key, _counts in file_pages if key.dev)
 
         self._spaces.new_interval()
         self._chunks.clear()
         files: _FileTallies = defaultdict(lambda: defaultdict(_PageCounts))
-        anonymous, unresolved = self._tally_fault_addresses(fault_pages, files)
+        by_maps, anonymous, unresolved = self._tally_fault_addresses(fault_pages, files)
         self._tally_file_pages(file_pages, files)
         around_per_process, around_pages = self._tally_fault_around(fault_around, files)
         summed = _sum_totals(totals.values())
@@ -361,6 +409,8 @@ class FaultsProbe(ScopedProbe):
             write_faults=summed["write_faults"] if WRITE_FAULT_MASK else None,
             kernel_mode_faults=summed["kernel_faults"],
             file_faults=summed["file_faults"],
+            kernel_placed_faults=summed["placed_faults"],
+            maps_placed_faults=by_maps,
             anonymous_faults=anonymous,
             unresolved_faults=unresolved,
             populate_faults=summed["populate_faults"],
@@ -374,6 +424,7 @@ class FaultsProbe(ScopedProbe):
             processes=self._process_rows(totals, proc.per_pid, around_per_process),
             files=self._file_rows(files),
             exited_pids=tuple(sorted(proc.exited)),
+            **self.late_store_files(),
         )
 
     def combine(self, summary: FaultsSnapshot | None, snapshot: FaultsSnapshot) -> FaultsSnapshot:
@@ -439,6 +490,8 @@ class FaultsProbe(ScopedProbe):
     def _label(self, file: FileId, pid: int) -> FileLabel:
         """The file's name: from the store, else from the maps of the process that faulted on it, learnt
         once (a file no mapping names stays "inode N on M:m")."""
+        if self.store:
+            return self.store_label(file) or unnamed_file(file)
         if file not in self._labels:
             space = self._spaces.snapshot(pid)
             label = space and label_from_maps(space, file)
@@ -450,7 +503,7 @@ class FaultsProbe(ScopedProbe):
 
     def _reported(self, file: FileId) -> bool:
         """With --store, only the store's files are broken down; other faults count in the totals only."""
-        return not self._store_files or file in self._store_files
+        return not self.store or self.store_label(file) is not None
 
     def _chunk_pages(self, label: FileLabel) -> int:
         return self.chunk_pages or default_chunk_pages(label)
@@ -462,8 +515,10 @@ class FaultsProbe(ScopedProbe):
             self._chunks[file] = self._chunk_pages(self._label(file, pid)) if self._reported(file) else None
         return self._chunks[file]
 
-    def _tally_fault_addresses(self, records, files: _FileTallies) -> tuple[int, int]:
-        anonymous = unresolved = 0
+    def _tally_fault_addresses(self, records, files: _FileTallies) -> tuple[int, int, int]:
+        """The faults the kernel left placed by address, through /proc/PID/maps: onto the pages of the
+        reported files. Returns how many were on file pages, in anonymous memory, and unresolved."""
+        on_files = anonymous = unresolved = 0
         for key, counts in records:
             for page, faults, write_faults, mapping in self._address_runs(key, counts):
                 if mapping is None:
@@ -472,13 +527,14 @@ class FaultsProbe(ScopedProbe):
                 if mapping.file is None:
                     anonymous += faults
                     continue
+                on_files += faults
                 chunk = self._chunk_of(mapping.file, key.tgid)
                 if chunk is None:
                     continue
                 tally = files[mapping.file][mapping.file_page(page << PAGE_SHIFT) // chunk]
                 tally.faults += faults
                 tally.write_faults += write_faults
-        return anonymous, unresolved
+        return on_files, anonymous, unresolved
 
     def _address_runs(self, key, counts) -> Iterable[tuple[int, int, int, MappedRange | None]]:
         """(page, faults, write faults, its mapping) of a record: once for the whole record when its pages
@@ -499,20 +555,30 @@ class FaultsProbe(ScopedProbe):
         )
 
     def _tally_file_pages(self, records, files: _FileTallies) -> None:
+        """The faults the kernel placed on file pages, and the major and populate faults. A fault placed by
+        dirtying comes without its device (0): the device is the one learnt for its inode."""
         for key, counts in records:
-            file = FileId.from_kernel(key.dev, key.ino)
+            file = self._devices.file(key.dev, key.ino)
             chunk = self._chunk_of(file, key.tgid)
             if chunk is None:
                 continue
-            per_page = (counts.major_faults, counts.populate_faults, counts.populate_major_faults)
+            per_page = (
+                counts.faults,
+                counts.write_faults,
+                counts.major_faults,
+                counts.populate_faults,
+                counts.populate_major_faults,
+            )
             first = key.group << GROUP_SHIFT
             runs = (
                 [(first, *map(sum, per_page))]
                 if _one_range(first, chunk)
                 else _pages_of(key.group, *per_page)
             )
-            for index, major, populate, populate_major in runs:
+            for index, placed, placed_writes, major, populate, populate_major in runs:
                 tally = files[file][index // chunk]
+                tally.faults += placed
+                tally.write_faults += placed_writes
                 tally.major_faults += major
                 tally.populate_faults += populate
                 tally.populate_major_faults += populate_major
@@ -549,7 +615,7 @@ class FaultsProbe(ScopedProbe):
         return tuple(rows)
 
     def _file_row(self, file: FileId, buckets: Mapping[int, _PageCounts]) -> FileFaults:
-        label = self._labels.get(file) or unnamed_file(file)
+        label = (self.store_label(file) if self.store else self._labels.get(file)) or unnamed_file(file)
         chunk = self._chunk_pages(label)
         ranges = tuple(
             _page_range(bucket, chunk, label.size_pages, counts) for bucket, counts in sorted(buckets.items())
@@ -691,6 +757,8 @@ _SUMMED = (
     "major_faults",
     "kernel_mode_faults",
     "file_faults",
+    "kernel_placed_faults",
+    "maps_placed_faults",
     "anonymous_faults",
     "unresolved_faults",
     "populate_faults",
@@ -713,6 +781,7 @@ def combine_snapshots(summary: FaultsSnapshot | None, snapshot: FaultsSnapshot) 
         _SUMMED_OPTIONAL,
         processes=_merge_processes(summary.processes, snapshot.processes),
         files=_merge_files(summary.files, snapshot.files),
+        **merged_late_store_files(summary, snapshot),
     )
 
 

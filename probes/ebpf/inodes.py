@@ -235,6 +235,25 @@ def _size_if_same(mapping: MappedRange) -> int | None:
 # --- naming files seen in events ---------------------------------------------------------------------------
 
 
+class InodeDevices:
+    """The device of each inode seen with one, for events that name a file by its inode alone (a folio made
+    dirty: writeback:writeback_dirty_folio gives no device)."""
+
+    UNKNOWN_DEVICE = 0
+
+    def __init__(self, files: Iterable[FileId] = ()):
+        self._devices: dict[int, int] = {}
+        self.learn(files)
+
+    def learn(self, files: Iterable[FileId]) -> None:
+        for file in files:
+            self._devices[file.inode] = file.kernel_dev
+
+    def file(self, device: int, inode: int) -> FileId:
+        """The file (`device` as tracepoints give it; 0: not given, then the one learnt for the inode)."""
+        return FileId.from_kernel(device or self._devices.get(inode, self.UNKNOWN_DEVICE), inode)
+
+
 class FileNames:
     """How a file is shown: its store segment name, else the path under which a process that used it holds
     it open or mapped (from /proc/PID/fd and /proc/PID/maps, read at most once per process and interval),
@@ -464,6 +483,6 @@ def _labelled(named: Iterable[tuple[Path, str, str]]) -> Iterable[tuple[FileId, 
         yield file, FileLabel(file, name, str(path), kind, stat.st_size)
 
 
-def kernel_inode_keys(files: Mapping[FileId, FileLabel]) -> tuple[tuple[int, int, int], ...]:
-    """(inode, s_dev, 0) per file: the key fields of the BPF inode set (struct inode_key, with its pad)."""
+def kernel_inode_keys(files: Iterable[FileId]) -> tuple[tuple[int, int, int], ...]:
+    """(inode, s_dev, 0) per file: the key fields of the BPF inode sets (struct inode_key, with its pad)."""
     return tuple((file.inode, file.kernel_dev, 0) for file in sorted(files))

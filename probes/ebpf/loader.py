@@ -44,6 +44,9 @@ TRACEFS = Path("/sys/kernel/tracing")
 FUNCTION_PREFIX = "mqi_"
 _DEFINE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,62}")
 _MAP_NAME = re.compile(r"mqi_[a-z0-9_]{1,60}")
+# A program may include a header of programs/ ("name.h"); it is inlined, so what is compiled is one text, the
+# one --print-bpf shows.
+_LOCAL_INCLUDE = re.compile(r'^#include "([a-z0-9_]+\.h)"$', re.MULTILINE)
 _DOCTOR_FIX = "run `mqinspect doctor` to see what is missing and how to fix it"
 
 
@@ -133,7 +136,10 @@ class ProgramSpec:
         return PROGRAMS_DIR / self.source_name
 
     def source_text(self) -> str:
-        return self.source_path.read_text()
+        """The source file with the headers of programs/ it includes inlined."""
+        return _LOCAL_INCLUDE.sub(
+            lambda included: (PROGRAMS_DIR / included[1]).read_text(), self.source_path.read_text()
+        )
 
 
 def registered_program(probe: str, source_name: str, functions: Mapping[str, str]) -> ProgramSpec:
@@ -213,6 +219,24 @@ class LoadedProgram:
         """Set map[key] = value, both filled field by field with integers (an empty value is all zeros)."""
         table = self.table(name)
         table[_ctypes_of(table.Key, key, name)] = _ctypes_of(table.Leaf, value, name)
+
+    def try_put(self, name: str, key: tuple[int, ...], value: tuple[int, ...] = ()) -> bool:
+        """`put`, or False when the kernel refuses the entry (the map is full)."""
+        try:
+            self.put(name, key, value)
+        except ProbeError:
+            raise
+        except Exception:  # bcc raises a bare Exception ("Could not update table") with the errno's text
+            return False
+        return True
+
+    def get(self, name: str, key: tuple[int, ...]) -> Any | None:
+        """map[key] (a ctypes value, as bcc gives it), or None when the map has no such key."""
+        table = self.table(name)
+        try:
+            return table[_ctypes_of(table.Key, key, name)]
+        except KeyError:
+            return None
 
     def delete(self, name: str, key: tuple[int, ...]) -> None:
         table = self.table(name)

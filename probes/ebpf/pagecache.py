@@ -8,6 +8,12 @@ maps into one `PagecacheSnapshot` per interval:
 - mqi_processes, mqi_files (drained) -> rows per process and per file;
 - mqi_folios (drained, --store only) -> page ranges of each segment, each folio's pages spread over them.
 
+With --store the store's files are followed from their creation (programs/store_files.h, scope.StoreFollower):
+a segment the CommitLog rolls into mid-interval has its warm-up counted in that interval. Files are counted
+per generation, so a segment retention deleted and the next one, made with its freed inode number within the
+same interval, are two rows; a file the kernel counted in a store directory that is not one of the store's
+files (a temporary file) is left out, rows and totals of the files in view alike.
+
 What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio is 2^order pages):
   added_pages           pages the traced processes brought into the page cache: cache misses of reads and
                         faults (through readahead, which also brings in the pages after them) and pages
@@ -27,6 +33,9 @@ What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio i
                         but not read. None where the kernel lacks the readahead tracepoints (Linux < 6.18).
   lost_records          records the maps could not hold this interval: the per-process and per-file rows
                         miss them (the totals do not).
+  late_store_files      the store's new files the kernel did not see created (another filesystem, moved into
+                        the store, its map full), counted from the end of the interval they appeared in, and
+                        late_store_files_reason: why.
 Page ranges (--store): each segment's pages are bucketed by 1/64 of its size.
 """
 
@@ -42,12 +51,14 @@ from typing import Any
 from probes.ebpf.inodes import FileId, FileNames, default_chunk_pages, page_range_bounds
 from probes.ebpf.loader import LoadedProgram, Parameters, registered_program
 from probes.ebpf.scope import (
+    CREATION_FUNCTIONS,
     CumulativeTotals,
     ScopedProbe,
     ScopeLimits,
     add_counts,
     handler_defines,
     merge_rows,
+    merged_late_store_files,
     scalar,
     summed_snapshot,
 )
@@ -62,6 +73,7 @@ _FUNCTIONS = {
     "readahead:page_cache_async_ra": "mqi_ra_async",
     "readahead:page_cache_ra_order": "mqi_ra_order",
     "readahead:page_cache_ra_unbounded": "mqi_ra_unbound",
+    **CREATION_FUNCTIONS,
 }
 # Optional tracepoints whose handler is compiled only where the kernel has them: bcc cannot build the
 # argument struct of a tracepoint that does not exist.
@@ -120,6 +132,12 @@ class FileCacheActivity:
     chunk_pages: int | None  # pages per page range; None without --store (no page ranges)
     page_ranges: tuple[CachePageRange, ...]
 
+    @property
+    def segment_name(self) -> str | None:
+        """The store's name of the file: two segments that had the same inode number one after the other
+        (retention deleted one, a roll made the other) stay two rows."""
+        return self.name if self.segment_kind else None
+
 
 @dataclass(frozen=True)
 class ProcessCacheActivity:
@@ -158,6 +176,8 @@ class PagecacheSnapshot:
     processes: tuple[ProcessCacheActivity, ...]
     files: tuple[FileCacheActivity, ...]
     exited_pids: tuple[int, ...] = ()
+    late_store_files: tuple[str, ...] = ()  # the store's new files counted only from the interval's end
+    late_store_files_reason: str | None = None
 
 
 # --- counting ----------------------------------------------------------------------------------------------
@@ -180,6 +200,15 @@ _TOTAL_FIELDS = (
 class _RangeTally:
     added_pages: int = 0
     deleted_pages: int = 0
+
+
+@dataclass
+class _OutsideTally:
+    deleted_pages: int = 0
+    deleted_folios: int = 0
+
+
+_FileKey = tuple[FileId, int]  # a file and the generation the kernel counted it under (store_files.h)
 
 
 class PagecacheProbe(ScopedProbe):
@@ -227,14 +256,17 @@ class PagecacheProbe(ScopedProbe):
         self.processes.remember_comms()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> PagecacheSnapshot:
-        store_now, _new = self.follow_store(program)
-        self._names.learn(store_now)
         # Empty the drained maps, then read the totals: all within a moment, so rows and totals cover the
         # same interval.
         processes = program.drain("mqi_processes")
-        files = program.drain("mqi_files")
-        folios = program.drain("mqi_folios") if self.store else iter(())
+        files = list(program.drain("mqi_files"))
+        folios = list(program.drain("mqi_folios")) if self.store else []
         totals = self._totals.since_last_read(program)
+        # Only now list the store: every file the maps counted exists by then, so it can be named.
+        store_now, _new = self.follow_store(program)
+        self._names.learn(store_now)
+        labels = self._labels(files)
+        outside = _counts_outside(files, labels)
         exited = self.processes.exited(program)
 
         self._names.new_interval()
@@ -243,8 +275,8 @@ class PagecacheProbe(ScopedProbe):
             **self.interval_header(interval_s),
             added_pages=totals["added_pages"],
             added_folios=totals["added_folios"],
-            deleted_pages=totals["deleted_pages"],
-            deleted_folios=totals["deleted_folios"],
+            deleted_pages=totals["deleted_pages"] - outside.deleted_pages,
+            deleted_folios=totals["deleted_folios"] - outside.deleted_folios,
             deleted_pages_all_files=totals["deleted_pages_all"],
             sync_readahead_requests=totals["sync_readahead"] if readahead else None,
             async_readahead_requests=totals["async_readahead"] if readahead else None,
@@ -252,8 +284,9 @@ class PagecacheProbe(ScopedProbe):
             readahead_window_pages=totals["readahead_pages"] if readahead else None,
             lost_records=totals["lost_records"],
             processes=self._process_rows(processes),
-            files=self._file_rows(files, self._ranges_per_file(folios)),
+            files=self._file_rows(files, labels, self._ranges_per_file(folios, labels)),
             exited_pids=exited,
+            **self.late_store_files(),
         )
 
     def combine(self, summary: PagecacheSnapshot | None, snapshot: PagecacheSnapshot) -> PagecacheSnapshot:
@@ -279,15 +312,34 @@ class PagecacheProbe(ScopedProbe):
         ]
         return tuple(sorted(rows, key=_process_order))
 
+    def _labels(self, records: Sequence[tuple[Any, Any]]) -> dict[_FileKey, Any]:
+        """Each counted file's name. With --store, the store's name of the file as of the generation the
+        kernel counted it under, or None: created in a store directory but not a segment of the store (so
+        not shown, and taken out of the totals of the files in view)."""
+        labels: dict[_FileKey, Any] = {}
+        for key, counts in records:
+            file = FileId.from_kernel(key.dev, key.ino)
+            if self.store:
+                labels[(file, key.generation)] = self.store_label(file, key.generation)
+            else:
+                labels[(file, key.generation)] = self._names.label(file, counts.last_tgid)
+        return labels
+
     def _file_rows(
-        self, records: Iterable[tuple[Any, Any]], ranges: Mapping[FileId, Mapping[int, _RangeTally]]
+        self,
+        records: Iterable[tuple[Any, Any]],
+        labels: Mapping[_FileKey, Any],
+        ranges: Mapping[_FileKey, Mapping[int, _RangeTally]],
     ) -> tuple[FileCacheActivity, ...]:
         readahead = self._readahead_traced
         rows = []
         for key, counts in records:
             file = FileId.from_kernel(key.dev, key.ino)
-            label = self._names.label(file, counts.last_tgid)
+            label = labels[(file, key.generation)]
+            if label is None:
+                continue
             chunk = default_chunk_pages(label) if self.store else None
+            page_ranges = ranges.get((file, key.generation), {})
             rows.append(
                 FileCacheActivity(
                     name=label.name,
@@ -305,19 +357,25 @@ class PagecacheProbe(ScopedProbe):
                     readahead_windows=counts.readahead_windows if readahead else None,
                     readahead_window_pages=counts.readahead_pages if readahead else None,
                     chunk_pages=chunk,
-                    page_ranges=_page_ranges(ranges.get(file, {}), chunk, label.size_pages) if chunk else (),
+                    page_ranges=_page_ranges(page_ranges, chunk, label.size_pages) if chunk else (),
                 )
             )
         return tuple(sorted(rows, key=_file_order))
 
     # --- page ranges (--store)
 
-    def _ranges_per_file(self, folios: Iterable[tuple[Any, Any]]) -> dict[FileId, dict[int, _RangeTally]]:
+    @staticmethod
+    def _ranges_per_file(
+        folios: Iterable[tuple[Any, Any]], labels: Mapping[_FileKey, Any]
+    ) -> dict[_FileKey, dict[int, _RangeTally]]:
         """Each recorded folio's pages, spread over the page ranges of its file it overlaps."""
-        ranges: dict[FileId, dict[int, _RangeTally]] = defaultdict(lambda: defaultdict(_RangeTally))
+        ranges: dict[_FileKey, dict[int, _RangeTally]] = defaultdict(lambda: defaultdict(_RangeTally))
         for key, counts in folios:
-            file = FileId.from_kernel(key.dev, key.ino)
-            chunk = default_chunk_pages(self._names.label(file))
+            file = (FileId.from_kernel(key.dev, key.ino), key.generation)
+            label = labels.get(file)
+            if label is None:  # not the store's (or its counts did not fit mqi_files: lost_records)
+                continue
+            chunk = default_chunk_pages(label)
             first, end = key.index, key.index + (1 << key.order)
             for bucket in range(first // chunk, (end - 1) // chunk + 1):
                 overlap = min(end, (bucket + 1) * chunk) - max(first, bucket * chunk)
@@ -325,6 +383,17 @@ class PagecacheProbe(ScopedProbe):
                 tally.added_pages += overlap * counts.added
                 tally.deleted_pages += overlap * counts.deleted
         return ranges
+
+
+def _counts_outside(records: Iterable[tuple[Any, Any]], labels: Mapping[_FileKey, Any]) -> _OutsideTally:
+    """The removals the kernel counted for files in view that turn out not to be the store's: taken out of
+    the totals of the files in view."""
+    outside = _OutsideTally()
+    for key, counts in records:
+        if labels[(FileId.from_kernel(key.dev, key.ino), key.generation)] is None:
+            outside.deleted_pages += counts.deleted_pages
+            outside.deleted_folios += counts.deleted_folios
+    return outside
 
 
 def default_parameters() -> Parameters:
@@ -382,11 +451,12 @@ def combine_snapshots(summary: PagecacheSnapshot | None, snapshot: PagecacheSnap
             sorted(merge_rows(summary.processes, snapshot.processes, ("pid",)), key=_process_order)
         ),
         files=tuple(sorted(_merge_files(summary.files, snapshot.files), key=_file_order)),
+        **merged_late_store_files(summary, snapshot),
     )
 
 
 def _merge_files(earlier: Sequence[FileCacheActivity], later: Sequence[FileCacheActivity]) -> list:
-    return merge_rows(earlier, later, ("device", "inode"), _merge_file)
+    return merge_rows(earlier, later, ("device", "inode", "segment_name"), _merge_file)
 
 
 def _merge_file(a: FileCacheActivity, b: FileCacheActivity) -> FileCacheActivity:

@@ -3,8 +3,16 @@
 `ScopedProbe` is the base of the probes (faults, pagecache, writeback, sendpath, syscalls). It holds the scope
 of one trace: every process or the given pids (`ProcessWatch`: checked to be live processes, named, and
 watched for their exit) and, with --store, the store's files. From the scope it builds the kernel-side filter
-every program takes: the sets mqi_tgids and (for programs that filter files) mqi_inodes, and the defines
-FILTER_TGIDS, FILTER_INODES, MAX_TGIDS, MAX_INODES, MAX_THREADS and IGNORE_TGID (the tracer itself).
+every program takes: the set mqi_tgids and the defines FILTER_TGIDS, MAX_TGIDS, MAX_THREADS and IGNORE_TGID
+(the tracer itself); for programs that filter files (programs/store_files.h) also FILTER_INODES, MAX_INODES,
+MAX_STORE_DIRS and FOLLOW_CREATION, with the sets of the store's files and directories.
+
+`StoreFollower` follows the store's files for those programs: where the kernel reports inode creation (ext4),
+the program itself takes each file created in a store directory for the store's from its first page; at the
+end of every interval the follower lists the store, adds what the kernel could not see created, and names the
+files the kernel counted (a generation tells apart two files that had the same inode number in one interval).
+`follow_store()` is what every probe calls once per interval; `current_store_files()` is one listing shared
+for STORE_LISTING_REUSE_S by the probes of one session.
 
 The map readers: `CounterDifferences` (per-key cumulative maps) and `CumulativeTotals` (one-entry arrays) turn
 cumulative counters into what each interval gained. `summed_snapshot`, `merge_rows` and `add_counts` fold an
@@ -13,6 +21,7 @@ interval's snapshot into the session's summary.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -29,6 +38,12 @@ from probes.procfs import PROC_ROOT, ProcessFaults, ProcessGone, read_process_fa
 from store.errors import StoreError
 
 _ENDED_STATES = ("Z", "X")  # a zombie has done all it will do: its counts are final
+LISTED_GENERATION = 1  # programs/store_files.h: a file user space listed (the kernel did not see it created)
+# The tracepoints that show a file's creation and its end, per filesystem (programs/store_files.h).
+CREATION_DEFINES = {"ext4:ext4_allocate_inode": "HAVE_EXT4_ALLOC", "ext4:ext4_free_inode": "HAVE_EXT4_FREE"}
+CREATION_FUNCTIONS = {"ext4:ext4_allocate_inode": "mqi_store_new", "ext4:ext4_free_inode": "mqi_store_gone"}
+FOLLOWED_FILESYSTEMS = frozenset({"ext4"})
+_STORE_SETS = ("mqi_store_dirs", "mqi_topic_dirs", "mqi_queue_roots")
 
 # --- the traced processes ---------------------------------------------------------------------------------
 
@@ -137,18 +152,21 @@ class ProcessWatch:
 @dataclass(frozen=True)
 class ScopeLimits:
     """Entries of the maps every program has: mqi_tgids and the per-process maps (`tgids`), the per-thread
-    state of a call or fault in flight (`threads`), and mqi_inodes with the per-file maps (`inodes`; only
-    the programs that filter files have them). Each probe's MapLimits adds its own maps."""
+    state of a call or fault in flight (`threads`), and, in the programs that filter files, mqi_inodes with
+    the per-file maps (`inodes`) and the store's directories (`store_dirs`, programs/store_files.h). Each
+    probe's MapLimits adds its own maps."""
 
     tgids: int = 16384
     inodes: int = 65536
     threads: int = 32768
+    store_dirs: int = 16384
 
 
 class ScopedProbe:
     """The base of every probe: its scope (every process or the given pids; with a store, the store's files)
-    and the kernel-side filter built from it. A subclass sets `filters_files` when its program has the inode
-    set mqi_inodes (FILTER_INODES: only the store's files, with --store)."""
+    and the kernel-side filter built from it. A subclass sets `filters_files` when its program includes
+    programs/store_files.h (FILTER_INODES: only the store's files, with --store, followed by a StoreFollower
+    from their creation)."""
 
     filters_files: ClassVar[bool] = False
 
@@ -158,7 +176,11 @@ class ScopedProbe:
         self.store = store
         self.limits = limits
         self._proc_root = proc_root
-        self._store_files: dict[FileId, FileLabel] = store_files(store) if store else {}
+        listing = list_store(store) if store else None
+        self._store_files: dict[FileId, FileLabel] = dict(listing.files) if listing else {}
+        self.follower = (
+            StoreFollower(store, listing, proc_root) if store and listing and self.filters_files else None
+        )
 
     def interval_header(self, interval_s: float) -> dict[str, Any]:
         """The fields every interval snapshot starts with: kind, length, end time, and what was traced."""
@@ -178,54 +200,277 @@ class ScopedProbe:
         sets = []
         if self.pids:
             sets.append(IntSetMap.of_ints("mqi_tgids", self.pids))
-        if self.filters_files and self.store:
-            sets.append(IntSetMap("mqi_inodes", kernel_inode_keys(self._store_files)))
+        if self.follower:
+            sets += self.follower.sets()
         return tuple(sets)
 
     def scope_parameters(self, **defines: int) -> Parameters:
         """The program's defines: the filters, then the probe's own `defines`, then the sizes of the maps
-        every program has and the tracer's own tgid (left out when every process is traced)."""
+        every program has, the tracer's own tgid (left out when every process is traced), and how the
+        store's files are followed (programs/store_files.h)."""
         filters = {"FILTER_TGIDS": int(bool(self.pids))}
         sizes = {"MAX_TGIDS": self.limits.tgids}
         if self.filters_files:
             filters["FILTER_INODES"] = int(bool(self.store))
             sizes["MAX_INODES"] = self.limits.inodes
         sizes |= {"MAX_THREADS": self.limits.threads, "IGNORE_TGID": os.getpid()}
+        if self.filters_files:
+            creation = handler_defines(CREATION_DEFINES)
+            following = bool(self.follower and self.follower.follows_creation(creation))
+            sizes |= {"MAX_STORE_DIRS": self.limits.store_dirs, "FOLLOW_CREATION": int(following), **creation}
         return Parameters.of(**filters, **defines, **sizes)
 
     def follow_store(self, program: LoadedProgram) -> tuple[dict[FileId, FileLabel], dict[FileId, FileLabel]]:
-        """Add the segments the store created since the last look (a rolled CommitLog, a new ConsumeQueue
-        file) to the kernel's inode set: the new segment is where the writes, and warm-up's faults, go.
-        Returns the store's files now and those of them that are new."""
-        current = current_store_files(self.store)
-        new = {file: label for file, label in current.items() if file not in self._store_files}
-        for key in kernel_inode_keys(new):
-            program.put("mqi_inodes", key, (1,))
-        self._store_files.update(current)  # a deleted segment's inode may come back as a new one
+        """List the store again. Returns its files now and those of them that are new since the last look (a
+        rolled CommitLog, a new ConsumeQueue file). A probe that filters files also has its follower bring
+        the kernel's sets up to date (StoreFollower.follow)."""
+        if self.follower:
+            current, new = self.follower.follow(program)
+        else:
+            current = current_store_files(self.store)
+            new = {file: label for file, label in current.items() if file not in self._store_files}
+        self._store_files.update(current)  # a deleted segment keeps its name for its last events
         return current, new
+
+    def store_label(self, file: FileId, generation: int | None = None) -> FileLabel | None:
+        """The store's name of `file` (as of the `generation` the kernel gave it, where the probe keys files
+        by it: see StoreFollower.label), or None when it is not one of the store's files."""
+        if self.follower:
+            return self.follower.label(file, generation)
+        return self._store_files.get(file)
+
+    def late_store_files(self) -> dict[str, Any]:
+        """The snapshot fields that say which of the store's files were counted only from the end of the
+        interval they appeared in (not from their creation), and why: empty without a follower."""
+        if not self.follower or not self.follower.late:
+            return {"late_store_files": (), "late_store_files_reason": None}
+        return {
+            "late_store_files": tuple(label.name for label in self.follower.late),
+            "late_store_files_reason": self.follower.late_reason(),
+        }
+
+
+# --- following the store's files from their creation ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreListing:
+    """The store at one moment: its files, and its directories by the set of programs/store_files.h each
+    belongs to (mqi_store_dirs: its files are the store's; mqi_topic_dirs, mqi_queue_roots: its
+    subdirectories are store directories, topic directories)."""
+
+    files: dict[FileId, FileLabel]
+    directories: dict[str, frozenset[FileId]]
+
+
+def list_store(store: Path) -> StoreListing:
+    """The store's files and directories now; StoreError if `store` is not a store."""
+    files = store_files(store)
+    queue_root = store / "consumequeue"
+    topics = _subdirectories(queue_root)
+    queues = [queue for topic in topics for queue in _subdirectories(topic)]
+    named = {
+        "mqi_store_dirs": [store / "commitlog", store / "index", *queues],
+        "mqi_topic_dirs": topics,
+        "mqi_queue_roots": [queue_root],
+    }
+    return StoreListing(files, {name: frozenset(_directory_ids(paths)) for name, paths in named.items()})
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
+    except OSError:  # not there (yet), or deleted while we looked
+        return []
+
+
+def _directory_ids(paths: Iterable[Path]) -> Iterable[FileId]:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            yield FileId.from_stat(path.stat())
+
+
+def filesystem_type(path: Path, proc_root: Path = PROC_ROOT) -> str | None:
+    """The type of the filesystem `path` is on ("ext4"), from /proc/self/mountinfo; None when unknown."""
+    try:
+        device = path.stat().st_dev
+        mounts = (proc_root / "self" / "mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mounts:
+        fields, _, filesystem = line.partition(" - ")
+        if len(fields.split()) > 2 and fields.split()[2] == wanted and filesystem:
+            return filesystem.split()[0]
+    return None
+
+
+class StoreFollower:
+    """The user side of programs/store_files.h: which of the kernel's files are the store's, under which name.
+
+    At the start the kernel's sets get the store's files and directories. Where the kernel reports inode
+    creation (FOLLOWED_FILESYSTEMS), it adds each file created in a store directory itself, so its events
+    count from its first page. `follow()` lists the store at the end of every interval: files the kernel did
+    not see created (another filesystem, renamed into the store, or its map was full) are added then, and
+    listed in `late`; without creation events, files that disappeared are taken out (with them the
+    kernel takes them out when it frees the inode). `label()` names a file, or says it is not the store's.
+    """
+
+    def __init__(self, store: Path, listing: StoreListing, proc_root: Path = PROC_ROOT):
+        self.store = store
+        self.filesystem = filesystem_type(store / "commitlog", proc_root)
+        self.files = dict(listing.files)  # the store's files at the last listing
+        self._last_names = dict(listing.files)  # the file each inode was last listed as (kept when deleted)
+        self._listed_names = dict(listing.files)  # the file counted under LISTED_GENERATION for each inode
+        self._generations: dict[tuple[FileId, int], FileLabel | None] = {}
+        self._directories = listing.directories
+        self._from_creation = False
+        self._program: LoadedProgram | None = None  # the program of the last follow(), asked by label()
+        self._relisted = False
+        self.late: list[FileLabel] = []  # new files of the last listing the kernel had not taken itself
+        self.unfollowed: list[FileLabel] = []  # of them, those the kernel's full map could not take either
+        self.created_while_full = 0  # files the kernel saw created in the last interval but could not hold
+        self._lost = CumulativeTotals("mqi_store_lost", ("files_not_followed",))
+
+    def follows_creation(self, creation_defines: Mapping[str, int]) -> bool:
+        """Whether the kernel adds new files itself: the store is on a filesystem whose inode creation has a
+        tracepoint, and this kernel has them all (`creation_defines`, from handler_defines)."""
+        self._from_creation = self.filesystem in FOLLOWED_FILESYSTEMS and all(creation_defines.values())
+        return self._from_creation
+
+    def late_reason(self) -> str:
+        """Why the files of the last listing in `late` were followed only from it (or, when the kernel's map
+        of the store's files is full, not at all)."""
+        if self.created_while_full or self.unfollowed:
+            return (
+                f"the kernel's map of the store's files (MAX_INODES) was full: {self.created_while_full} "
+                f"created while it was, {len(self.unfollowed)} not traced at all"
+            )
+        if not self._from_creation:
+            filesystem = self.filesystem or "unknown"
+            return f"no tracepoint shows a file's creation on {filesystem} (ext4 has them)"
+        return "moved or linked into the store: that creates no inode, so the kernel saw nothing created"
+
+    def sets(self) -> list[IntSetMap]:
+        """The store's files (generation LISTED_GENERATION) and directories, for the kernel's sets."""
+        sets = [IntSetMap("mqi_inodes", kernel_inode_keys(self.files))]
+        sets += [IntSetMap(name, kernel_inode_keys(self._directories[name])) for name in _STORE_SETS]
+        return sets
+
+    def follow(self, program: LoadedProgram) -> tuple[dict[FileId, FileLabel], dict[FileId, FileLabel]]:
+        """Bring the kernel's sets up to date with a listing of the store, once per interval; returns its
+        files now and the new ones. Call it after draining the interval's maps, so that every file with events
+        was made before the listing (label() lists again when the shared listing is older than a file)."""
+        self.created_while_full = self._lost.since_last_read(program)["files_not_followed"]
+        self.late, self.unfollowed = [], []
+        self._program, self._relisted = program, False
+        return self._update(program, current_store_listing(self.store))
+
+    def _update(
+        self, program: LoadedProgram, listing: StoreListing | None
+    ) -> tuple[dict[FileId, FileLabel], dict[FileId, FileLabel]]:
+        """A file is new when its inode is, or when its inode now has another path: a deleted segment's
+        number reused by the next one. Where the kernel took it at its creation it has a generation of its
+        own, and what was counted under LISTED_GENERATION for that number keeps the name of the file before
+        it."""
+        if listing is None:  # being deleted or moved: nothing to learn now
+            return dict(self.files), {}
+        new = {
+            file: label
+            for file, label in listing.files.items()
+            if file not in self.files or self.files[file].path != label.path
+        }
+        for file, label in new.items():
+            self._last_names[file] = label
+            if self._taken_at_creation(program, file):
+                continue
+            self.late.append(label)
+            self._listed_names[file] = label
+            if not program.try_put("mqi_inodes", _kernel_key(file), (LISTED_GENERATION,)):
+                self.unfollowed.append(label)
+        if not self._from_creation:  # else the kernel forgets a file when it frees its inode
+            for gone in self.files.keys() - listing.files.keys():
+                program.delete("mqi_inodes", _kernel_key(gone))
+        for name in _STORE_SETS:
+            for directory in listing.directories[name] - self._directories[name]:
+                program.put(name, _kernel_key(directory), (1,))
+        self._directories = listing.directories
+        self.files = dict(listing.files)
+        return dict(self.files), new
+
+    def _taken_at_creation(self, program: LoadedProgram, file: FileId) -> bool:
+        if not self._from_creation:
+            return False
+        generation = program.get("mqi_inodes", _kernel_key(file))
+        return generation is not None and scalar(generation) != LISTED_GENERATION
+
+    def label(self, file: FileId, generation: int | None = None) -> FileLabel | None:
+        """The name of the store's `file`; None when it is not one of the store's files.
+
+        Without a `generation` (a probe that does not key files by it): the file last listed with that inode
+        (a deleted segment keeps its name). With one: the file counted under it. LISTED_GENERATION is the file
+        user space listed with that inode; a generation the kernel gave at creation is named once, as the file
+        the listing shows if the kernel still has that generation for it (the program of the last follow() is
+        asked), else it was a file created and gone within the interval, not a segment of the store."""
+        if generation is None:
+            return self._known(file, lambda: self._last_names)
+        if generation == LISTED_GENERATION:
+            return self._known(file, lambda: self._listed_names)
+        key = (file, generation)
+        if key not in self._generations:
+            current = self._program.get("mqi_inodes", _kernel_key(file)) if self._program else None
+            if current is not None and scalar(current) == generation:
+                self._relist()  # made this interval: a shared listing may predate it, or show its predecessor
+                self._generations[key] = self.files.get(file)
+            else:
+                self._generations[key] = None
+        return self._generations[key]
+
+    def _known(self, file: FileId, names: Callable[[], Mapping[FileId, FileLabel]]) -> FileLabel | None:
+        """`file` in `names()`, listing the store afresh first if it is not there."""
+        if file not in names():
+            self._relist()
+        return names().get(file)
+
+    def _relist(self) -> None:
+        """List the store afresh, at most once per interval: the listing shared with the session's other
+        probes may predate a file created just before this probe drained its maps."""
+        if self._program is not None and not self._relisted:
+            self._relisted = True
+            self._update(self._program, current_store_listing(self.store, fresh=True))
+
+
+def _kernel_key(file: FileId) -> tuple[int, int, int]:
+    (key,) = kernel_inode_keys((file,))
+    return key
 
 
 # Several probes of one session (the dashboard runs four) follow the same store at the same moment; one
 # listing serves them all for this long, which is far below any interval.
 STORE_LISTING_REUSE_S = 0.25
-_listings: dict[Path, tuple[float, dict[FileId, FileLabel]]] = {}
+_listings: dict[Path, tuple[float, StoreListing]] = {}
 _listings_lock = threading.Lock()
+
+
+def current_store_listing(store: Path, *, fresh: bool = False) -> StoreListing | None:
+    """The store's files and directories now (a listing up to STORE_LISTING_REUSE_S old, unless `fresh`);
+    None while it is being deleted or moved."""
+    with _listings_lock:
+        listed = _listings.get(store)
+        if not fresh and listed is not None and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
+            return listed[1]
+        try:
+            listing = list_store(store)
+        except (StoreError, OSError):
+            return None
+        _listings[store] = (time.monotonic(), listing)
+        return listing
 
 
 def current_store_files(store: Path | None) -> dict[FileId, FileLabel]:
     """The store's files now; nothing when there is no store, or while it is being deleted or moved."""
-    if store is None:
-        return {}
-    with _listings_lock:
-        listed = _listings.get(store)
-        if listed is not None and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
-            return dict(listed[1])
-        try:
-            files = store_files(store)
-        except (StoreError, OSError):
-            return {}
-        _listings[store] = (time.monotonic(), files)
-        return dict(files)
+    listing = current_store_listing(store) if store is not None else None
+    return dict(listing.files) if listing else {}
 
 
 def handler_defines(defines: Mapping[str, str], tracefs: Path = TRACEFS) -> dict[str, int]:
@@ -331,6 +576,14 @@ def merge_rows(
 def merged_pids(earlier: Iterable[int], later: Iterable[int]) -> tuple[int, ...]:
     """The exited pids of two snapshots together, sorted."""
     return tuple(sorted({*earlier, *later}))
+
+
+def merged_late_store_files(summary: Any, snapshot: Any) -> dict[str, Any]:
+    """The store's files followed late (ScopedProbe.late_store_files) of two snapshots together."""
+    return {
+        "late_store_files": (*summary.late_store_files, *snapshot.late_store_files),
+        "late_store_files_reason": snapshot.late_store_files_reason or summary.late_store_files_reason,
+    }
 
 
 def summed_snapshot(

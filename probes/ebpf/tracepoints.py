@@ -51,6 +51,11 @@ POPULATE_SYSCALLS = (
 )
 
 
+# Where the store is on ext4, the probes that break events down per store file take each new file for the
+# store's from its creation (programs/store_files.h).
+STORE_FILE_CREATION = ("ext4:ext4_allocate_inode", "ext4:ext4_free_inode")
+
+
 def _syscall_pairs(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"syscalls:sys_{edge}_{name}" for name in names for edge in ("enter", "exit"))
 
@@ -71,7 +76,12 @@ PROBES: tuple[ProbeTracepoints, ...] = (
             "filemap:mm_filemap_map_pages",
             "filemap:mm_filemap_add_to_page_cache",
         ),
-        ("exceptions:page_fault_kernel", *_syscall_pairs(POPULATE_SYSCALLS)),
+        (
+            "exceptions:page_fault_kernel",
+            "writeback:writeback_dirty_folio",
+            *_syscall_pairs(POPULATE_SYSCALLS),
+            *STORE_FILE_CREATION,
+        ),
     ),
     ProbeTracepoints(
         "pagecache",
@@ -81,6 +91,7 @@ PROBES: tuple[ProbeTracepoints, ...] = (
             "readahead:page_cache_async_ra",
             "readahead:page_cache_ra_order",
             "readahead:page_cache_ra_unbounded",
+            *STORE_FILE_CREATION,
         ),
     ),
     ProbeTracepoints(
@@ -96,7 +107,7 @@ PROBES: tuple[ProbeTracepoints, ...] = (
             "writeback:global_dirty_state",
             "writeback:balance_dirty_pages",
         ),
-        ("ext4:ext4_writepages_result",),
+        ("ext4:ext4_writepages_result", *STORE_FILE_CREATION),
     ),
     ProbeTracepoints(
         "sendpath",

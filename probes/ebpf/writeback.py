@@ -12,6 +12,10 @@ maps into one `WritebackSnapshot` per interval:
 - /proc/vmstat nr_dirtied and nr_written, and /proc/PID/io write_bytes of the traced processes: the
   kernel's own counts beside the traced ones.
 
+With --store the store's files are followed from their creation (programs/store_files.h, scope.StoreFollower):
+the pages a rolled segment's warm-up dirties are counted in the interval it happens in. A file the kernel
+counted in a store directory that is not one of the store's files is left out, rows and written_pages alike.
+
 What the counts mean (pages of PAGE_SIZE_BYTES):
   dirtied_pages         pages the traced processes made dirty (write(), or writes through a shared mapping):
                         the pages of each folio that went from clean to dirty. dirtied_folios: those folios.
@@ -37,6 +41,8 @@ What the counts mean (pages of PAGE_SIZE_BYTES):
                         limit. A pause is the kernel making the writer wait for writeback: what a RocketMQ
                         broker reports as "[PC_SYNCHRONIZED] broker busy" when a put waits too long.
   lost_records          records the maps could not hold this interval: the rows miss them, the totals do not.
+  late_store_files      the store's new files the kernel did not see created, counted from the end of the
+                        interval they appeared in (late_store_files_reason: why).
 """
 
 from __future__ import annotations
@@ -48,14 +54,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.ebpf.inodes import PAGE_SIZE_BYTES, FileId, FileLabel, FileNames
+from probes.ebpf.inodes import PAGE_SIZE_BYTES, FileId, FileLabel, FileNames, InodeDevices
 from probes.ebpf.loader import LoadedProgram, Parameters, registered_program
 from probes.ebpf.scope import (
+    CREATION_FUNCTIONS,
     CumulativeTotals,
     ScopedProbe,
     ScopeLimits,
     handler_defines,
     merge_rows,
+    merged_late_store_files,
     scalar,
     summed_snapshot,
 )
@@ -73,6 +81,7 @@ _FUNCTIONS = {
     "writeback:global_dirty_state": "mqi_wb_dirty_st",
     "writeback:balance_dirty_pages": "mqi_wb_throttle",
     "ext4:ext4_writepages_result": "mqi_wb_ext4_res",
+    **CREATION_FUNCTIONS,
 }
 _HANDLER_DEFINES = {"ext4:ext4_writepages_result": "HAVE_EXT4_WRITEPAGES"}
 # enum wb_reason, as the format of writeback:writeback_written prints it.
@@ -203,6 +212,8 @@ class WritebackSnapshot:
     flusher: tuple[FlusherWork, ...]
     lost_records: int
     exited_pids: tuple[int, ...] = ()
+    late_store_files: tuple[str, ...] = ()  # the store's new files counted only from the interval's end
+    late_store_files_reason: str | None = None
 
 
 # --- counting ----------------------------------------------------------------------------------------------
@@ -222,7 +233,6 @@ _DIRTY_STATE_FIELDS = {  # DirtyState name -> struct dirty_state field (last; ma
     "dirty_threshold_pages": "dirty_thresh",
     "dirty_limit_pages": "dirty_limit",
 }
-_UNKNOWN_DEVICE = 0
 
 
 @dataclass
@@ -260,8 +270,7 @@ class WritebackProbe(ScopedProbe):
     ):
         super().__init__(pids, store, limits, proc_root)
         self._names = FileNames(self._store_files, proc_root)
-        self._devices: dict[int, int] = {}  # inode -> kernel device, for events that gave none
-        self._learn_devices(self._store_files)
+        self._devices = InodeDevices(self._store_files)
         self._totals = CumulativeTotals("mqi_totals", _TOTAL_FIELDS)
         self._vmstat_before: tuple[int, int] | None = None
         self._io_before: dict[int, int] = {}
@@ -296,11 +305,10 @@ class WritebackProbe(ScopedProbe):
                 self._io_before[pid] = written
 
     def collect(self, program: LoadedProgram, interval_s: float) -> WritebackSnapshot:
-        self._follow_store(program)
         # Empty the drained maps, then read the totals and /proc: all within a moment, so they cover the
         # same interval.
         dirtiers = program.drain("mqi_dirtiers")
-        files = program.drain("mqi_files")
+        files = list(program.drain("mqi_files"))
         throttles = program.drain("mqi_throttles")
         dirty_state = program.drain("mqi_dirty_state")
         flushes = program.drain("mqi_flushes")
@@ -308,15 +316,18 @@ class WritebackProbe(ScopedProbe):
         vmstat_dirtied, vmstat_written = self._vmstat_since_last_read()
         proc_dirtied = self._io_since_last_read()
         exited = self.processes.exited(program)
+        # Only now list the store: every file the maps counted exists by then, so it can be named.
+        self._follow_store(program)
 
         self._names.new_interval()
         flusher = _flusher_rows(flushes)
+        file_rows, outside = self._file_rows(files)
         return WritebackSnapshot(
             **self.interval_header(interval_s),
             dirtied_pages=totals["dirtied_pages"],
             dirtied_folios=totals["dirtied_folios"],
             unsized_folios=totals["unsized_folios"],
-            written_pages=totals["written_pages"],
+            written_pages=totals["written_pages"] - outside.written_pages,
             written_pages_all_files=totals["written_pages_all"],
             flusher_written_pages=sum(row.written_pages for row in flusher),
             vmstat_dirtied_pages=vmstat_dirtied,
@@ -325,10 +336,11 @@ class WritebackProbe(ScopedProbe):
             dirty_state=_dirty_state(dirty_state),
             throttled=self._throttled_rows(throttles),
             processes=self._process_rows(dirtiers, proc_dirtied),
-            files=self._file_rows(files),
+            files=file_rows,
             flusher=flusher,
             lost_records=totals["lost_records"],
             exited_pids=exited,
+            **self.late_store_files(),
         )
 
     def combine(self, summary: WritebackSnapshot | None, snapshot: WritebackSnapshot) -> WritebackSnapshot:
@@ -390,20 +402,25 @@ class WritebackProbe(ScopedProbe):
             )
         return tuple(sorted(rows, key=lambda row: (-row.dirtied_pages, row.pid)))
 
-    def _file_rows(self, records: Iterable[tuple[Any, Any]]) -> tuple[FileWriteback, ...]:
-        """One row per file. The kernel keys a dirtied folio it could not place by inode alone (device 0):
-        it joins the row of the same inode on the device learnt for it (from the store or another record)."""
-        records = list(records)
-        self._learn_devices({FileId.from_kernel(k.dev, k.ino): None for k, _ in records if k.dev})
+    def _file_rows(self, records: Sequence[tuple[Any, Any]]) -> tuple[tuple[FileWriteback, ...], _FileTally]:
+        """One row per file, and what the kernel counted for files in view that turn out not to be the
+        store's (created in a store directory, not a segment): not shown, and taken out of the totals of the
+        files in view. The kernel keys a dirtied folio it could not place by inode alone (device 0): it joins
+        the row of the same inode on the device learnt for it (from the store or another record)."""
+        self._devices.learn(FileId.from_kernel(key.dev, key.ino) for key, _counts in records if key.dev)
         tallies: dict[FileId, _FileTally] = defaultdict(_FileTally)
         for key, counts in records:
-            device = key.dev or self._devices.get(key.ino, _UNKNOWN_DEVICE)
-            tallies[FileId.from_kernel(device, key.ino)].add(counts)
-        rows = [self._file_row(file, tally) for file, tally in tallies.items()]
-        return tuple(sorted(rows, key=_file_order))
+            tallies[self._devices.file(key.dev, key.ino)].add(counts)
+        rows, outside = [], _FileTally()
+        for file, tally in tallies.items():
+            label = self.store_label(file) if self.store else self._names.label(file, tally.last_tgid)
+            if label is None:
+                outside.add(tally)
+            else:
+                rows.append(self._file_row(file, label, tally))
+        return tuple(sorted(rows, key=_file_order)), outside
 
-    def _file_row(self, file: FileId, tally: _FileTally) -> FileWriteback:
-        label = self._names.label(file, tally.last_tgid)
+    def _file_row(self, file: FileId, label: FileLabel, tally: _FileTally) -> FileWriteback:
         return FileWriteback(
             name=label.name,
             path=label.path,
@@ -428,10 +445,6 @@ class WritebackProbe(ScopedProbe):
 
     # --- devices and the store
 
-    def _learn_devices(self, files: Mapping[FileId, Any]) -> None:
-        for file in files:
-            self._devices[file.inode] = file.kernel_dev
-
     def _tell_devices(self, program: LoadedProgram, files: Mapping[FileId, FileLabel]) -> None:
         """The store's devices, for the kernel to place dirtied folios whose insertion it did not see."""
         for file in files:
@@ -441,7 +454,7 @@ class WritebackProbe(ScopedProbe):
         """The store's new segments, also for the kernel to place their dirtied folios."""
         current, new = self.follow_store(program)
         self._tell_devices(program, new)
-        self._learn_devices(new)
+        self._devices.learn(new)
         self._names.learn(current)
 
 
@@ -537,6 +550,7 @@ def combine_snapshots(summary: WritebackSnapshot | None, snapshot: WritebackSnap
             )
         ),
         files=tuple(sorted(merge_rows(summary.files, snapshot.files, ("device", "inode")), key=_file_order)),
+        **merged_late_store_files(summary, snapshot),
         flusher=tuple(
             sorted(
                 merge_rows(summary.flusher, snapshot.flusher, ("device", "reason")),

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from canned_program import CannedProgram
+from store_roll import SEGMENT_BYTES, trace_a_roll
 
 from probes.ebpf.faults import (
     GROUP_PAGES,
@@ -30,7 +32,15 @@ from probes.ebpf.faults import (
     combine_snapshots,
     merged_spans,
 )
-from probes.ebpf.inodes import PAGE_SHIFT, AddressSpaces, FileId, parse_maps, read_address_space, store_files
+from probes.ebpf.inodes import (
+    PAGE_SHIFT,
+    UNKNOWN_SIZE_CHUNK_PAGES,
+    AddressSpaces,
+    FileId,
+    parse_maps,
+    read_address_space,
+    store_files,
+)
 from probes.ebpf.session import TraceSession
 from probes.procfs import ProcessGone
 from store.errors import NotAStore
@@ -170,27 +180,6 @@ def test_a_pid_that_does_not_exist_is_refused():
 # --- one interval from canned maps and a canned /proc --------------------------------------------------
 
 
-class CannedProgram:
-    """Stands in for a LoadedProgram: read() and drain() answer from canned map contents."""
-
-    def __init__(self, maps: dict[str, list]):
-        self.maps = maps
-        self.deleted: list[tuple[str, tuple]] = []
-        self.put_keys: list[tuple[str, tuple]] = []
-
-    def read(self, name):
-        return list(self.maps.get(name, []))
-
-    def drain(self, name):
-        return self.maps.pop(name, [])
-
-    def put(self, name, key, value=()):
-        self.put_keys.append((name, key))
-
-    def delete(self, name, key):
-        self.deleted.append((name, key))
-
-
 def _totals(**counts) -> SimpleNamespace:
     fields = [
         "user_faults",
@@ -203,6 +192,7 @@ def _totals(**counts) -> SimpleNamespace:
         "fault_around_events",
         "lost_fault_pages",
         "lost_file_pages",
+        "placed_faults",
     ]
     return SimpleNamespace(**{name: counts.get(name, 0) for name in fields})
 
@@ -215,7 +205,7 @@ def _fault_page_record(tgid: int, page: int, faults: int, write_faults: int = 0)
 
 def _file_page_record(tgid: int, file: FileId, index: int, **counts: int) -> tuple:
     key = SimpleNamespace(tgid=tgid, dev=file.kernel_dev, ino=file.inode, group=index >> GROUP_SHIFT)
-    names = ("major_faults", "populate_faults", "populate_major_faults")
+    names = ("faults", "write_faults", "major_faults", "populate_faults", "populate_major_faults")
     return key, SimpleNamespace(**{name: _one_page(index, counts.get(name, 0)) for name in names})
 
 
@@ -354,7 +344,7 @@ def test_the_summary_sums_intervals_and_merges_page_ranges():
         file = FileFaults("f", "/f", None, "8:1", 5, 128, 64, faults, faults, 0, 0, 0, 0, 0, ranges)
         return FaultsSnapshot(
             "interval", 1.0, time.time(), (1,), None, faults, faults, 0, 0, 0, faults, 0, 0, 0, 0, 0, 0, 0,
-            "/proc/PID/stat", faults, 0, (), (file,),
+            0, 0, "/proc/PID/stat", faults, 0, (), (file,),
         )  # fmt: skip
 
     low = PageRange(0, 63, 5, 5, 0, 0, 0, 0)
@@ -499,6 +489,104 @@ def test_write_faults_agree_with_perf_and_land_on_the_right_segment_pages(tmp_pa
     touched_buckets = set(range(first // 64, last // 64 + 1))
     assert {page_range.first_page // 64 for page_range in commitlog.page_ranges} == touched_buckets
     assert all(page_range.faults > 0 for page_range in commitlog.page_ranges)
+
+
+# Runs in the child: opens the file, says "ready", and on a line maps it (after the tracing began, so no
+# picture of its mappings has it), writes (or reads) one byte per page of [first, last], says "done" with its
+# own minflt and majflt over that, and exits half a second later: within the interval, before the probe
+# reads anything of it.
+EXITING_WORKLOAD = r"""
+import mmap, os, sys, time
+path, mode, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+page = mmap.PAGESIZE
+fd = os.open(path, os.O_RDWR)
+
+def faults():
+    fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[7]), int(fields[9])
+
+print("ready", flush=True)
+sys.stdin.readline()
+before = faults()
+mapped = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED)
+for offset in range(first * page, (last + 1) * page, page):
+    if mode == "write":
+        mapped[offset] = 1
+    else:
+        mapped[offset]
+after = faults()
+print("done", after[0] - before[0], after[1] - before[1], flush=True)
+time.sleep(0.5)
+"""
+
+
+def _file_for(mode: str, path: Path, pages: int) -> Path:
+    """ "write": a sparse file (each write fault runs filemap_fault and creates the page); "read": a file
+    written a page at a time, so cached in single-page folios that fault-around maps 16 at a time."""
+    with path.open("wb") as data:
+        if mode == "write":
+            data.truncate(pages * PAGE)
+        for _ in range(pages if mode == "read" else 0):
+            data.write(os.urandom(PAGE))
+    return path
+
+
+@pytest.mark.requires_bpf
+@pytest.mark.parametrize("mode", ["write", "read"])
+def test_a_process_that_exits_within_the_interval_keeps_its_faults_on_the_file_and_pages(
+    tmp_path: Path, mode: str
+):
+    path = _file_for(mode, tmp_path / "mapped.bin", 4096)
+    first, last = 1000, 2999
+    child = subprocess.Popen(
+        [sys.executable, "-c", EXITING_WORKLOAD, str(path), mode, str(first), str(last)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "ready"
+    with TraceSession(FaultsProbe([child.pid])) as session:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        _done, minor, major = child.stdout.readline().split()
+        assert child.wait(timeout=10) == 0  # gone before the interval ends
+        snapshot = session.snapshot()
+    own = int(minor) + int(major)
+    file = FileId.from_stat(path.stat())
+    (row,) = (row for row in snapshot.files if (row.device, row.inode) == (file.device, file.inode))
+    print(
+        f"exited child ({mode}): its own faults {own}; traced {snapshot.faults}, on the file {row.faults} "
+        f"(placed by the kernel {snapshot.kernel_placed_faults}, by maps {snapshot.maps_placed_faults}), "
+        f"anonymous {snapshot.anonymous_faults}, unresolved {snapshot.unresolved_faults}"
+    )
+    assert snapshot.exited_pids == (child.pid,)
+    assert abs(row.faults - own) <= max(2, own // 50)  # all but the loop's own few
+    assert row.write_faults == (row.faults if mode == "write" else 0)
+    # Gone, the process left no path to name the file by, so its size is unknown: ranges of 256 pages.
+    chunk = UNKNOWN_SIZE_CHUNK_PAGES
+    assert row.chunk_pages == chunk and sum(r.faults for r in row.page_ranges) == row.faults
+    assert {r.first_page // chunk for r in row.page_ranges} == set(range(first // chunk, last // chunk + 1))
+    if mode == "read":  # a fault every 16 pages, each placed on the page it read
+        inner = [r.faults for r in row.page_ranges if first <= r.first_page and r.last_page <= last]
+        assert inner and all(faults == chunk // 16 for faults in inner)
+    assert snapshot.unresolved_faults <= max(2, own // 50)
+
+
+@pytest.mark.requires_bpf
+def test_a_segment_rolled_and_warmed_mid_session_has_its_warm_up_faults(tmp_path: Path):
+    roll = trace_a_roll(tmp_path / "store", FaultsProbe)
+    (row,) = (row for row in roll.during.files if row.path == str(roll.segment))
+    (process,) = (row for row in roll.during.processes if row.pid == roll.pid)
+    print(
+        f"rolled segment: {row.populate_faults} populate faults over {len(row.page_ranges)} ranges; the "
+        f"child's populate faults {process.populate_faults}"
+    )
+    assert not any(row.path == str(roll.segment) for row in roll.before.files)
+    assert row.name == f"commitlog/{SEGMENT_BYTES:020d}" and row.faults == 0  # MADV_POPULATE: no exception
+    assert 0 < row.populate_faults == process.populate_faults <= roll.warmed_pages
+    assert sum(r.populate_faults for r in row.page_ranges) == row.populate_faults
+    assert len(row.page_ranges) == 64  # every range of the segment was warmed
+    assert roll.during.late_store_files == ()
 
 
 @pytest.mark.requires_bpf

@@ -81,7 +81,7 @@ def test_the_printed_program_is_the_source_file_under_a_header_of_defines_and_ma
     probe = FaultsProbe([os.getpid()])
     text = program_text(probe)
     header, source = text.split("\n\n", 1)
-    assert source == PROGRAM.source_path.read_text()
+    assert source == PROGRAM.source_text()
     for flag in probe.parameters().cflags():
         assert f"//   {flag}" in header
     assert "-DFILTER_TGIDS=1" in header
@@ -100,7 +100,7 @@ def test_every_registered_probe_attaches_what_the_tracepoint_registry_lists():
     (faults,) = (probe for probe in PROBES if probe.probe == "faults")
     assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(faults.required)
     assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(faults.optional)
-    source = PROGRAM.source_path.read_text()
+    source = PROGRAM.source_text()
     for attachment in PROGRAM.attachments:
         assert attachment.function.startswith(FUNCTION_PREFIX)
         assert len(attachment.function) < 16  # the kernel keeps 15 characters of a program's name

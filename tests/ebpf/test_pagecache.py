@@ -6,6 +6,7 @@ pages; --store page ranges; the CLI (--print-bpf and exit 3 as nobody, SIGTERM) 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import mmap
 import os
@@ -18,8 +19,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by
+from canned_program import CannedProgram
+from store_roll import SEGMENT_BYTES, rolling_store, trace_a_roll
+from support import fincore_pages, loaded_programs, mqinspect_as_nobody, programs_held_by
 
+from mqinspect.render.trace_cache import pagecache_notes
+from probes.ebpf import scope
 from probes.ebpf.inodes import FileId
 from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
 from probes.ebpf.pagecache import (
@@ -32,6 +37,7 @@ from probes.ebpf.pagecache import (
 )
 from probes.ebpf.session import TraceSession
 from probes.ebpf.tracepoints import PROBES
+from probes.residency.cachestat import cachestat
 
 PAGE = mmap.PAGESIZE
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +55,7 @@ def test_the_program_attaches_what_the_registry_lists_with_short_function_names(
     (registered,) = (probe for probe in PROBES if probe.probe == "pagecache")
     assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(registered.required)
     assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(registered.optional)
-    source = PROGRAM.source_path.read_text()
+    source = PROGRAM.source_text()
     for attachment in PROGRAM.attachments:
         assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
         assert f"int {attachment.function}(" in source
@@ -66,28 +72,6 @@ def test_optional_handlers_are_compiled_only_for_tracepoints_the_kernel_has(tmp_
 
 
 # --- one interval from canned maps -------------------------------------------------------------------------
-
-
-class CannedProgram:
-    """Stands in for a LoadedProgram: read() and drain() answer from canned map contents."""
-
-    def __init__(self, maps: dict[str, list], attached: tuple[str, ...] = ()):
-        self.maps = maps
-        self.attached = attached
-        self.put_keys: list[tuple[str, tuple]] = []
-        self.deleted: list[tuple[str, tuple]] = []
-
-    def read(self, name):
-        return list(self.maps.get(name, []))
-
-    def drain(self, name):
-        return self.maps.pop(name, [])
-
-    def put(self, name, key, value=()):
-        self.put_keys.append((name, key))
-
-    def delete(self, name, key):
-        self.deleted.append((name, key))
 
 
 _COUNT_FIELDS = (
@@ -110,6 +94,11 @@ def _counts(**values) -> SimpleNamespace:
 def _totals(**values) -> SimpleNamespace:
     names = (*_COUNT_FIELDS, "deleted_pages_all", "lost_records")
     return SimpleNamespace(**{name: values.get(name, 0) for name in names})
+
+
+def _folio_key(file: FileId, index: int, order: int) -> SimpleNamespace:
+    """An mqi_folios key as bcc gives it (generation 1: a file user space listed)."""
+    return SimpleNamespace(dev=file.kernel_dev, ino=file.inode, generation=1, index=index, order=order)
 
 
 def _store(root: Path, commitlog_pages: int) -> Path:
@@ -141,7 +130,7 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
             ],
             "mqi_files": [
                 (
-                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode),
+                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, generation=1),
                     _counts(
                         added_folios=3, added_pages=600, deleted_folios=1, deleted_pages=512, last_tgid=7
                     ),
@@ -149,15 +138,15 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
             ],
             "mqi_folios": [  # (index, order): 0/9 covers ranges 0-7; 600/6 straddles 9 and 10; 3000/0
                 (
-                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, index=0, order=9),
+                    _folio_key(segment, index=0, order=9),
                     SimpleNamespace(added=1, deleted=1),
                 ),
                 (
-                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, index=600, order=6),
+                    _folio_key(segment, index=600, order=6),
                     SimpleNamespace(added=1, deleted=0),
                 ),
                 (
-                    SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, index=3000, order=3),
+                    _folio_key(segment, index=3000, order=3),
                     SimpleNamespace(added=3, deleted=0),
                 ),
             ],
@@ -202,6 +191,74 @@ def test_the_summary_sums_intervals_and_merges_rows_and_ranges():
     (file,) = summary.files
     assert file.added_pages == 13 and file.size_pages == 128 and file.chunk_pages == 64
     assert [(r.first_page, r.added_pages) for r in file.page_ranges] == [(0, 6), (64, 7)]
+
+
+def _file_key(file: FileId, generation: int) -> SimpleNamespace:
+    return SimpleNamespace(dev=file.kernel_dev, ino=file.inode, generation=generation)
+
+
+def test_files_the_kernel_took_at_creation_are_named_by_generation_and_strangers_left_out(
+    tmp_path: Path, monkeypatch
+):
+    root = _store(tmp_path / "store", commitlog_pages=64)
+    first = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
+    probe = PagecacheProbe(store=root)
+    probe.follower.follows_creation({"HAVE_EXT4_ALLOC": 1, "HAVE_EXT4_FREE": 1})  # as on ext4
+    program = CannedProgram({})
+    probe.start(program)
+    # During the interval: the first segment is deleted and the roll creates the next one with its inode
+    # number (the kernel gave it generation 6); a temporary file is made and deleted in commitlog/
+    # (generation 8).
+    (root / "commitlog" / f"{0:020d}").unlink()
+    rolled = root / "commitlog" / f"{64 * PAGE:020d}"
+    rolled.write_bytes(b"")
+    new = first
+    listing = scope.list_store(root)
+    listing.files[new] = dataclasses.replace(listing.files.pop(FileId.from_stat(rolled.stat())), file=new)
+    monkeypatch.setattr(scope, "list_store", lambda _root: listing)
+    stranger = FileId(first.major, first.minor, 999_999_999)
+    program.entries[("mqi_inodes", (new.inode, new.kernel_dev, 0))] = (6,)  # what the kernel holds now
+    program.maps = {
+        "mqi_totals": [(0, _totals(added_pages=64, deleted_folios=2, deleted_pages=72))],
+        "mqi_files": [
+            (_file_key(first, 1), _counts(deleted_folios=1, deleted_pages=64)),
+            (_file_key(new, 6), _counts(added_folios=1, added_pages=64)),
+            (_file_key(stranger, 8), _counts(deleted_folios=1, deleted_pages=8)),
+        ],
+    }
+    snapshot = probe.collect(program, 1.0)
+    rows = {row.name: (row.inode, row.added_pages, row.deleted_pages) for row in snapshot.files}
+    assert rows == {  # two rows for one inode number
+        "commitlog/00000000000000000000": (first.inode, 0, 64),
+        f"commitlog/{64 * PAGE:020d}": (first.inode, 64, 0),
+    }
+    assert (snapshot.deleted_pages, snapshot.deleted_folios) == (64, 1)  # the stranger's removal is out
+    assert snapshot.late_store_files == ()  # the kernel took the new segment at its creation
+    summary = combine_snapshots(combine_snapshots(None, snapshot), snapshot)
+    assert len(summary.files) == 2
+
+
+def test_files_the_kernel_did_not_see_created_are_followed_from_the_listing_and_said_so(tmp_path: Path):
+    root = _store(tmp_path / "store", commitlog_pages=64)
+    probe = PagecacheProbe(store=root)
+    probe.follower.filesystem = "xfs"
+    assert probe.follower.follows_creation({"HAVE_EXT4_ALLOC": 1, "HAVE_EXT4_FREE": 1}) is False
+    program = CannedProgram({})
+    probe.start(program)
+    first = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
+    rolled = root / "commitlog" / f"{64 * PAGE:020d}"
+    rolled.write_bytes(b"")  # before the first one goes, so it cannot have its inode number
+    new = FileId.from_stat(rolled.stat())
+    (root / "commitlog" / f"{0:020d}").unlink()
+    snapshot = probe.collect(program, 1.0)
+    assert snapshot.late_store_files == (f"commitlog/{64 * PAGE:020d}",)
+    assert "xfs" in snapshot.late_store_files_reason
+    assert ("mqi_inodes", (new.inode, new.kernel_dev, 0)) in program.put_keys
+    assert ("mqi_inodes", (first.inode, first.kernel_dev, 0)) in program.deleted  # no ext4_free_inode here
+    (note,) = pagecache_notes(snapshot)
+    assert note.startswith(f"commitlog/{64 * PAGE:020d}: counted from the end of this interval")
+    assert "xfs" in note
+    assert probe.collect(program, 1.0).late_store_files == ()  # said once, in the interval it happened
 
 
 # --- with BPF: a child reads and evicts a file while the probe traces it --------------------------------
@@ -312,6 +369,40 @@ def test_store_segments_get_page_ranges_of_the_pages_read(tmp_path: Path):
     assert _within(commitlog.added_pages, last - first + 1)
     assert sum(r.added_pages for r in commitlog.page_ranges) == commitlog.added_pages
     assert {r.first_page // 64 for r in commitlog.page_ranges} == set(range(first // 64, last // 64 + 1))
+
+
+@pytest.mark.requires_bpf
+def test_a_segment_rolled_and_warmed_mid_session_is_counted_from_its_first_page(tmp_path: Path):
+    roll = trace_a_roll(tmp_path / "store", PagecacheProbe)
+    resident = fincore_pages(roll.segment)
+    with roll.segment.open("rb") as opened:
+        cached = cachestat(opened.fileno()).cached_pages
+    (row,) = (row for row in roll.during.files if row.path == str(roll.segment))
+    print(f"rolled segment: added {row.added_pages} pages; fincore {resident}, cachestat {cached}")
+    assert not any(row.path == str(roll.segment) for row in roll.before.files)
+    assert row.name == f"commitlog/{SEGMENT_BYTES:020d}" and row.chunk_pages == 32
+    assert row.added_pages == resident == cached == roll.warmed_pages == SEGMENT_BYTES // PAGE
+    assert sum(r.added_pages for r in row.page_ranges) == row.added_pages and len(row.page_ranges) == 64
+    assert roll.during.late_store_files == ()
+
+
+@pytest.mark.requires_bpf
+def test_a_retired_segments_last_removals_and_the_next_segments_warm_up_are_two_rows(tmp_path: Path):
+    with (
+        rolling_store(tmp_path / "store") as store,
+        TraceSession(PagecacheProbe(store=store.root)) as session,
+    ):
+        session.snapshot()
+        retired = fincore_pages(store.segment(0))
+        reused = store.retire_and_roll(1)  # retention deletes the oldest segment, then the CommitLog rolls
+        snapshot = session.snapshot()
+        warmed = fincore_pages(store.segment(1))
+    rows = {row.name: row for row in snapshot.files}
+    old, new = rows["commitlog/00000000000000000000"], rows[f"commitlog/{SEGMENT_BYTES:020d}"]
+    print(f"number reused: {reused}; retired {old.deleted_pages} of {retired}, added {new.added_pages}")
+    assert (old.deleted_pages, old.added_pages) == (retired, 0)
+    assert (new.added_pages, new.deleted_pages) == (warmed, 0)
+    assert snapshot.deleted_pages == old.deleted_pages
 
 
 @pytest.mark.requires_bpf

@@ -30,27 +30,34 @@
  *                          counted twice.
  *   Window pages are what readahead asked for: pages past the end of the file or already cached are in the
  *   window but not read. The readahead handlers exist only where the kernel has the tracepoint (HAVE_*).
+ *   ext4:ext4_allocate_inode, ext4:ext4_free_inode  (optional) the store's files from their creation:
+ *                          store_files.h.
  *
- * Files in view: with FILTER_INODES the set mqi_inodes (the store's files); else with FILTER_TGIDS the files
- * the traced processes added pages to during the session (mqi_seen_inodes, filled here); else every file.
+ * Files in view: with FILTER_INODES the store's files (mqi_inodes, followed from their creation:
+ * store_files.h); else with FILTER_TGIDS the files the traced processes added pages to during the session
+ * (mqi_seen_inodes, filled here); else every file. Files are counted under their generation (store_files.h),
+ * so that two files that had the same inode number within one interval (a segment retention deleted, and the
+ * next one created with its number) are told apart.
  *
  * Maps (tgid = process id, tid = thread id):
  *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
- *   mqi_inodes       set of (inode, device) in view, filled from user space (when FILTER_INODES is 1)
+ *   mqi_inodes       the store's files and their generations (when FILTER_INODES is 1), and the sets of the
+ *                    store's directories: store_files.h
  *   mqi_seen_inodes  files the traced processes added pages to (when only FILTER_TGIDS is 1)
  *   mqi_totals       one struct cache_totals, cumulative: user space takes differences, so no event is lost
  *                    between reads
  *   mqi_processes    per tgid: pages added (traced tasks) and removed (any task, files in view), and the
  *                    process name; drained
- *   mqi_files        per (inode, device) in view; drained by user space every interval
- *   mqi_folios       per (inode, device, index, order): additions and removals of each folio of the files in
- *                    view, for page ranges (only when RECORD_FOLIOS is 1); drained
+ *   mqi_files        per (inode, device, generation) in view; drained by user space every interval
+ *   mqi_folios       per (inode, device, generation, index, order): additions and removals of each folio of
+ *                    the files in view, for page ranges (only when RECORD_FOLIOS is 1); drained
  *   mqi_ra_windows   per thread: the last window ra_order reported, to recognise its fallback (LRU)
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS, FILTER_INODES  1 to restrict to the sets above, 0 for every process / file
  *   RECORD_FOLIOS                1 to record each folio of the files in view (page ranges)
- *   MAX_TGIDS, MAX_INODES, MAX_FOLIOS, MAX_THREADS  map sizes
+ *   MAX_TGIDS, MAX_INODES, MAX_FOLIOS, MAX_THREADS, MAX_STORE_DIRS  map sizes
+ *   FOLLOW_CREATION, HAVE_EXT4_ALLOC, HAVE_EXT4_FREE  how the store's files are followed (store_files.h)
  *   IGNORE_TGID                  the tracer itself, left out when every process is traced
  *   HAVE_RA_SYNC, HAVE_RA_ASYNC, HAVE_RA_ORDER, HAVE_RA_UNBOUNDED  1 where the kernel has the tracepoint
  */
@@ -86,10 +93,12 @@ struct process_counts {
     char comm[16];             /* the name of the process when it was first seen this interval */
 };
 
-struct inode_key {
+#include "store_files.h"
+
+struct file_key {
     u64 ino;
     u32 dev;
-    u32 pad;
+    u32 generation;            /* store_files.h; LISTED_GENERATION without FILTER_INODES */
 };
 
 struct folio_key {
@@ -97,6 +106,8 @@ struct folio_key {
     u64 index;
     u32 dev;
     u32 order;
+    u32 generation;
+    u32 pad;
 };
 
 struct folio_counts {
@@ -113,11 +124,10 @@ struct ra_window {
 };
 
 BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
-BPF_HASH(mqi_inodes, struct inode_key, u8, MAX_INODES);
 BPF_HASH(mqi_seen_inodes, struct inode_key, u8, MAX_INODES);
 BPF_ARRAY(mqi_totals, struct cache_totals, 1);
 BPF_F_TABLE("hash", u32, struct process_counts, mqi_processes, MAX_TGIDS, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct inode_key, struct cache_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_key, struct cache_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct folio_key, struct folio_counts, mqi_folios, MAX_FOLIOS, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct ra_window, mqi_ra_windows, MAX_THREADS);
 
@@ -130,29 +140,32 @@ static __always_inline int tgid_traced(u32 tgid)
 #endif
 }
 
-/* Whether an addition by a traced process is recorded per file (and makes the file one in view). */
-static __always_inline int added_in_view(struct inode_key *file)
+/* The generation an addition by a traced process is recorded under, per file (the addition makes the file
+   one in view); 0: not recorded. */
+static __always_inline u32 added_in_view(u32 dev, u64 ino)
 {
 #if FILTER_INODES
-    return mqi_inodes.lookup(file) != NULL;
+    return store_generation(dev, ino);
 #else
 #if FILTER_TGIDS
+    struct inode_key file = {.ino = ino, .dev = dev};
     u8 one = 1;
-    mqi_seen_inodes.update(file, &one);
+    mqi_seen_inodes.update(&file, &one);
 #endif
-    return 1;
+    return LISTED_GENERATION;
 #endif
 }
 
-/* Whether a removal (by anyone) is of a file in view. */
-static __always_inline int removed_in_view(struct inode_key *file)
+/* The generation a removal (by anyone) is recorded under; 0: not a file in view. */
+static __always_inline u32 removed_in_view(u32 dev, u64 ino)
 {
 #if FILTER_INODES
-    return mqi_inodes.lookup(file) != NULL;
+    return store_generation(dev, ino);
 #elif FILTER_TGIDS
-    return mqi_seen_inodes.lookup(file) != NULL;
+    struct inode_key file = {.ino = ino, .dev = dev};
+    return mqi_seen_inodes.lookup(&file) ? LISTED_GENERATION : 0;
 #else
-    return 1;
+    return LISTED_GENERATION;
 #endif
 }
 
@@ -181,7 +194,7 @@ static __always_inline struct cache_counts *process_of(u32 tgid, struct cache_to
     return &process->counts;
 }
 
-static __always_inline struct cache_counts *file_of(struct inode_key *file, struct cache_totals *totals)
+static __always_inline struct cache_counts *file_of(struct file_key *file, struct cache_totals *totals)
 {
     struct cache_counts zero = {};
     struct cache_counts *counts = mqi_files.lookup_or_try_init(file, &zero);
@@ -190,11 +203,12 @@ static __always_inline struct cache_counts *file_of(struct inode_key *file, stru
     return counts;
 }
 
-static __always_inline void record_folio(struct inode_key *file, u64 index, u32 order, int added,
+static __always_inline void record_folio(struct file_key *file, u64 index, u32 order, int added,
                                          struct cache_totals *totals)
 {
 #if RECORD_FOLIOS
-    struct folio_key key = {.ino = file->ino, .index = index, .dev = file->dev, .order = order};
+    struct folio_key key = {.ino = file->ino, .index = index, .dev = file->dev, .order = order,
+                            .generation = file->generation};
     struct folio_counts zero = {};
     struct folio_counts *counts = mqi_folios.lookup_or_try_init(&key, &zero);
     if (!counts) {
@@ -233,8 +247,9 @@ int mqi_pc_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
     if (process)
         count_added(process, pages);
 
-    struct inode_key file = {.ino = args->i_ino, .dev = args->s_dev};
-    if (!added_in_view(&file))
+    struct file_key file = {.ino = args->i_ino, .dev = args->s_dev};
+    file.generation = added_in_view(file.dev, file.ino);
+    if (!file.generation)
         return 0;
     struct cache_counts *counts = file_of(&file, totals);
     if (counts) {
@@ -253,8 +268,9 @@ int mqi_pc_deleted(struct tracepoint__filemap__mm_filemap_delete_from_page_cache
     u32 order = args->order;
     u64 pages = folio_pages(order);
     __sync_fetch_and_add(&totals->deleted_pages_all, pages);
-    struct inode_key file = {.ino = args->i_ino, .dev = args->s_dev};
-    if (!removed_in_view(&file))
+    struct file_key file = {.ino = args->i_ino, .dev = args->s_dev};
+    file.generation = removed_in_view(file.dev, file.ino);
+    if (!file.generation)
         return 0;
     __sync_fetch_and_add(&totals->deleted_folios, 1);
     __sync_fetch_and_add(&totals->deleted_pages, pages);
@@ -300,9 +316,10 @@ static __always_inline void count_readahead(u32 tgid, u32 dev, u64 ino, int kind
     struct cache_counts *process = process_of(tgid, totals);
     if (process)
         count_readahead_in(process, kind, pages);
-    struct inode_key file = {.ino = ino, .dev = dev};
+    struct file_key file = {.ino = ino, .dev = dev, .generation = LISTED_GENERATION};
 #if FILTER_INODES
-    if (!mqi_inodes.lookup(&file))
+    file.generation = store_generation(dev, ino);
+    if (!file.generation)
         return;
 #endif
     struct cache_counts *counts = file_of(&file, totals);

@@ -32,17 +32,21 @@
  *   writeback:balance_dirty_pages  (pause, dirty, setpoint, limit, ...) a writer over its share of the dirty
  *                          limit: `pause` > 0 is the milliseconds it is put to sleep. In the writer, so it
  *                          is filtered by process. Kept per (process, CPU).
+ *   ext4:ext4_allocate_inode, ext4:ext4_free_inode  (optional) the store's files from their creation:
+ *                          store_files.h.
  * Written pages are counted whoever writes them (mostly the flusher threads): for the files in view.
  * Cost: every page-cache insertion and removal on the machine runs a handler here, the price of sizing dirtied
  * folios exactly. So the sizes live in a direct-mapped table (mqi_folio_sizes, below): one array slot written
  * per event, where a hash or LRU map update allocated an element (measured here: ~60 ns against ~450-650 ns).
  *
- * Files in view: with FILTER_INODES the set mqi_inodes (the store's files); else with FILTER_TGIDS the files
- * the traced processes dirtied during the session (mqi_seen_inodes, filled here); else every file.
+ * Files in view: with FILTER_INODES the store's files (mqi_inodes, followed from their creation:
+ * store_files.h); else with FILTER_TGIDS the files the traced processes dirtied during the session
+ * (mqi_seen_inodes, filled here); else every file.
  *
  * Maps (tgid = process id, tid = thread id):
  *   mqi_tgids         set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
- *   mqi_inodes        set of (inode, device) in view, filled from user space (when FILTER_INODES is 1)
+ *   mqi_inodes        the store's files (when FILTER_INODES is 1), and the sets of the store's directories:
+ *                     store_files.h
  *   mqi_seen_inodes   inodes the traced processes dirtied (when only FILTER_TGIDS is 1)
  *   mqi_totals        one struct writeback_totals, cumulative: user space takes differences
  *   mqi_folio_sizes   the size and device of cached folios, direct-mapped: the slot of a folio is a hash of
@@ -62,7 +66,8 @@
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS, FILTER_INODES  1 to restrict to the sets above, 0 for every process / file
- *   MAX_TGIDS, MAX_INODES, MAX_THREADS, MAX_CPUS  map sizes
+ *   MAX_TGIDS, MAX_INODES, MAX_THREADS, MAX_CPUS, MAX_STORE_DIRS  map sizes
+ *   FOLLOW_CREATION, HAVE_EXT4_ALLOC, HAVE_EXT4_FREE  how the store's files are followed (store_files.h)
  *   FOLIO_SLOT_BITS              log2 of the slots of mqi_folio_sizes
  *   IGNORE_TGID                  the tracer itself, left out when every process is traced
  *   HAVE_EXT4_WRITEPAGES         1 where the kernel has ext4:ext4_writepages_result
@@ -77,11 +82,7 @@ struct writeback_totals {
     u64 lost_records;          /* records that found a drained map full */
 };
 
-struct inode_key {
-    u64 ino;
-    u32 dev;
-    u32 pad;
-};
+#include "store_files.h"
 
 struct dirtied_counts {
     u64 dirtied_folios;
@@ -151,7 +152,6 @@ struct inode_write {
 };
 
 BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
-BPF_HASH(mqi_inodes, struct inode_key, u8, MAX_INODES);
 BPF_HASH(mqi_seen_inodes, u64, u8, MAX_INODES);
 BPF_ARRAY(mqi_totals, struct writeback_totals, 1);
 struct folio_slot {
@@ -216,7 +216,7 @@ static __always_inline struct file_counts *file_of(struct inode_key *file, struc
 static __always_inline int dirtied_in_view(struct inode_key *file)
 {
 #if FILTER_INODES
-    return mqi_inodes.lookup(file) != NULL;
+    return store_generation(file->dev, file->ino) != 0;
 #else
 #if FILTER_TGIDS
     u8 one = 1;
@@ -229,7 +229,7 @@ static __always_inline int dirtied_in_view(struct inode_key *file)
 static __always_inline int written_in_view(struct inode_key *file)
 {
 #if FILTER_INODES
-    return mqi_inodes.lookup(file) != NULL;
+    return store_generation(file->dev, file->ino) != 0;
 #elif FILTER_TGIDS
     return mqi_seen_inodes.lookup(&file->ino) != NULL;
 #else
