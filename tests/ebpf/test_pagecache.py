@@ -256,8 +256,8 @@ def test_files_the_kernel_did_not_see_created_are_followed_from_the_listing_and_
     assert ("mqi_inodes", (new.inode, new.kernel_dev, 0)) in program.put_keys
     assert ("mqi_inodes", (first.inode, first.kernel_dev, 0)) in program.deleted  # no ext4_free_inode here
     (note,) = pagecache_notes(snapshot)
-    assert note.startswith(f"commitlog/{64 * PAGE:020d}: counted from the end of this interval")
-    assert "xfs" in note
+    assert note.text.startswith(f"commitlog/{64 * PAGE:020d}: counted from the end of this interval")
+    assert "xfs" in note.text
     assert probe.collect(program, 1.0).late_store_files == ()  # said once, in the interval it happened
 
 
