@@ -29,21 +29,29 @@ socket, a pipe (and which end), another kind, or "unknown" when the descriptor w
 read (a process's descriptors are read when the session starts, and each interval for those that moved bytes;
 a descriptor that is closed by then keeps the name it had when it was last read). With --store the store is
 listed again every interval, like the other probes do, so segments created during the session (a rolled
-CommitLog) are the store's from the interval they appear in.
+CommitLog) are the store's from the interval they appear in; a file under the store's directory that has a
+store file's name (commitlog/<20 digits>, ...) is the store's even before a listing saw it, or after it was
+deleted. Where the kernel told at the time, its word wins over /proc/PID/fd read at the interval's end (a
+descriptor closed and its number reused in between): the file a call read pages of
+(filemap:mm_filemap_get_pages: device and inode), and whether a socket took the bytes a call sent
+(sock:sock_send_length during the call).
 
 Where a write-like call's bytes came from (the program tells, per user buffer, and user space names it):
   a read       the buffer starts inside what the same thread's last successful read-like call filled (read,
                pread64, recvfrom: their buffer; readv, recvmsg: their first iovec): the source is that
-               call's descriptor (source_fd), a file, a socket or a pipe
+               call's file (as the page cache saw it) or descriptor (source_fd), a file, a socket or a pipe
   a mapping    otherwise the buffer's first byte is placed in the process's mappings (/proc/PID/maps, read
-               when the session starts and again each interval in which the process wrote to a socket; a
-               process that has exited keeps its last reading): a mapping of a regular file (with --store:
-               of a store segment) is the source "… (mapped)"; anonymous memory, the heap and stacks are
-               "memory"
+               when the session starts and again each interval in which the process wrote to a socket, the
+               reading before kept beside it; a process that has exited keeps its last reading): a mapping
+               of a regular file (with --store: of a store segment) is the source "… (mapped)"; anonymous
+               memory, the heap and stacks are "memory". Where the two readings hold different mappings at
+               the address (a segment unmapped by retention and its range mapped again), either may have
+               held the bytes: they are placed when both count alike ("A or B (mapped)"), else unplaced.
   unplaced     the buffer could not be placed: the process's mappings could not be read (it exited before
                they were read for the first time, or they belong to another user and the tracer lacks the
-               right to read them), the address lay outside every mapping read (mapped and unmapped within
-               one interval), or it was a writev/sendmsg iovec past the first MAX_IOVECS (16)
+               right to read them), the address lay outside every mapping read (mapped and unmapped between
+               two readings), the mapping there changed as above, or it was a writev/sendmsg iovec past the
+               first MAX_IOVECS (16)
 A buffer is placed by its first byte; a write that starts in one mapping and runs on into the next counts
 for the first. A buffer filled by a memcpy rather than a read syscall, or read by one thread and written by
 another, has no read evidence: it is placed by address like any other.
@@ -79,8 +87,11 @@ Cost: while attached, every process's 13 traced syscalls go through the syscall 
 slow path for all tasks, traced or not). Measured on the project's VM with `dd bs=1` (4 M read/write calls,
 about 0.3 us each): about +0.25 us per call of an untraced process and +0.55 us per call of a traced one.
 At 10^5 such calls per second that is about 5 % of one CPU: small, not free. The programs' own run time
-(benchmarks/sendpath_cost.py, the kernel's run statistics): about 140 ns per entry and 105 ns per exit of
-an untraced process's call; 300-450 ns per entry and 250-300 ns per exit of a traced one.
+(benchmarks/sendpath_cost.py, the kernel's run statistics, which add two clock reads to each figure):
+about 95-130 ns per entry and 95-105 ns per exit of an untraced process's call, and 100-140 ns per
+page-cache read of any process (mm_filemap_get_pages); 150-250 ns per entry and 125-215 ns per exit of a
+traced call (its thread's state is updated in place; before this probe named paths by evidence, an LRU
+update per entry made them 350-480 and 240-300 ns).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from probes.ebpf.sendpath import (
     BEYOND_IOVECS,
     GROUP_PAGES,
     GROUP_SHIFT,
+    MAPPING_CHANGED,
     MAPS_UNREADABLE,
     MAX_IOVECS,
     MEMORY,
@@ -438,6 +439,42 @@ def test_with_a_store_segments_created_after_the_start_are_followed(tmp_path: Pa
     assert process.file_bytes_to_user == 3000
     names = {row.fd_name for row in after.fds}
     assert "commitlog/00000000000000004096" in names and str(config) in names
+
+
+def test_an_address_whose_mapping_changed_between_two_readings_is_placed_only_if_both_count_alike(
+    tmp_path: Path, monkeypatch
+):
+    """A segment unmapped by retention and its range mapped again for a new segment: either may have held
+    the bytes, both are store segments, so they are mmap+write; a range that held a segment and holds
+    anonymous memory now cannot be placed; one unmapped since is placed by the reading before."""
+    root = make_store(tmp_path / "store")
+    old, new = segment_of(root, 0), segment_of(root, 4096)
+    ids = {path: FileId.from_stat(path.stat()) for path in (old, new)}
+
+    def line(start: int, path: Path | None) -> str:
+        file = ids[path] if path else FileId(0, 0, 0)
+        where = f" {path}" if path else ""
+        return f"{start:x}-{start + 0x10000:x} r--s 0 {file.major:x}:{file.minor:x} {file.inode}{where}\n"
+
+    earlier = parse_maps(os.getpid(), line(BASE, old) + line(BASE + 0x10000, old) + line(BASE + 0x20000, old))
+    now = parse_maps(os.getpid(), line(BASE, new) + line(BASE + 0x10000, None))
+    left, right = socket.socketpair()
+    with left, right:
+        probe = SendpathProbe([os.getpid()], store=root)
+        monkeypatch.setattr(probe, "_address_spaces", lambda pid: (now, earlier))
+        sent = {"to_socket": True}
+        records = [
+            _traffic("sendto", left.fileno(), 1, 1000, address=BASE, **sent),
+            _traffic("sendto", left.fileno(), 1, 200, address=BASE + 0x10000, **sent),
+            _traffic("sendto", left.fileno(), 1, 30, address=BASE + 0x20000, **sent),
+        ]
+        program = CannedProgram({"mqi_traffic": records}, attached=("sock:sock_send_length",))
+        snapshot = probe.collect(program, 1.0)
+    assert snapshot.paths.mmap_write_bytes == 1000 + 30
+    assert snapshot.unresolved_socket_write_bytes == 200
+    names = {row.source_name for row in snapshot.fds}
+    both = "commitlog/00000000000000000000 or commitlog/00000000000000004096 (mapped)"
+    assert {both, MAPPING_CHANGED.name, "commitlog/00000000000000000000 (mapped)"} <= names
 
 
 HOLD_A_SOCKET = (
