@@ -51,7 +51,8 @@ Where a write-like call's bytes came from (the program tells, per user buffer, a
                they were read for the first time, or they belong to another user and the tracer lacks the
                right to read them), the address lay outside every mapping read (mapped and unmapped between
                two readings), the mapping there changed as above, or it was a writev/sendmsg iovec past the
-               first MAX_IOVECS (16)
+               first MAX_IOVECS (16); and a read whose descriptor was closed before it could be named, of
+               no file the page cache saw
 A buffer is placed by its first byte; a write that starts in one mapping and runs on into the next counts
 for the first. A buffer filled by a memcpy rather than a read syscall, or read by one thread and written by
 another, has no read evidence: it is placed by address like any other.
@@ -66,7 +67,8 @@ descriptor is a socket), each named only with evidence:
 The rest of the bytes written to sockets from user memory are not a send path:
   other_socket_write_bytes       written from memory that is neither: protocol headers and requests built in
                                  the heap, bytes a socket or pipe delivered, files read outside the store
-  unresolved_socket_write_bytes  written from buffers that could not be placed (above)
+  unresolved_socket_write_bytes  written from buffers that could not be placed, or filled by a read of an
+                                 unknown source (above)
   bytes_to_sockets = the four paths + other + unresolved: every byte delivered to sockets.
   cpu_copies_per_socket_byte = (2 x read+write + 1 x (mmap+write + other + unresolved) + 0 x sendfile/splice)
                / bytes_to_sockets: the CPU copies between user and kernel memory per byte delivered, as the
@@ -364,7 +366,7 @@ def socket_bytes_as(syscall: str, target: FdTarget, source: FdTarget | None, sto
         return None
     if source is None or source.kind == "memory":
         return OTHER
-    if source.kind == "unplaced":
+    if source.kind in ("unplaced", "unknown"):  # no buffer placed, or a read of a descriptor never named
         return UNRESOLVED
     from_store = source.in_store or not store
     if source.kind == "file" and from_store:

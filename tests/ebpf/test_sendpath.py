@@ -33,7 +33,15 @@ from mqinspect.demo.settings import DemoSettings
 from mqinspect.demo.workload import DemoWorkload
 from mqinspect.errors import ExitStatus
 from mqinspect.render.trace import VIEWS
-from probes.ebpf.inodes import PAGE_SHIFT, FdTarget, FileId, _socket_address, parse_maps, read_fd_target
+from probes.ebpf.inodes import (
+    PAGE_SHIFT,
+    UNKNOWN_TARGET,
+    FdTarget,
+    FileId,
+    _socket_address,
+    parse_maps,
+    read_fd_target,
+)
 from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.sendpath import (
     BEYOND_IOVECS,
@@ -115,6 +123,7 @@ PIPE = FdTarget("pipe", "pipe:[7] (write end)", write_only=True)
         ("sendto", SOCKET, SOCKET, False, "other"),  # bytes a socket delivered, sent on
         ("write", SOCKET, None, False, "other"),
         ("sendto", SOCKET, MAPS_UNREADABLE, True, "unresolved"),
+        ("sendto", SOCKET, UNKNOWN_TARGET, False, "unresolved"),  # read from a descriptor never named
         ("sendfile64", SOCKET, SEGMENT, True, "sendfile"),
         ("splice", SOCKET, PIPE, True, "splice"),
         ("splice", PIPE, SEGMENT, True, None),  # into a pipe: not delivered to a socket yet
