@@ -90,10 +90,10 @@ slow path for all tasks, traced or not). Measured on the project's VM with `dd b
 about 0.3 us each): about +0.25 us per call of an untraced process and +0.55 us per call of a traced one.
 At 10^5 such calls per second that is about 5 % of one CPU: small, not free. The programs' own run time
 (benchmarks/sendpath_cost.py, the kernel's run statistics, which add two clock reads to each figure):
-about 95-130 ns per entry and 95-105 ns per exit of an untraced process's call, and 100-140 ns per
-page-cache read of any process (mm_filemap_get_pages); 150-250 ns per entry and 125-215 ns per exit of a
+about 110-140 ns per entry and 85-110 ns per exit of an untraced process's call, and 100-135 ns per
+page-cache read of any process (mm_filemap_get_pages); 180-265 ns per entry and 135-220 ns per exit of a
 traced call (its thread's state is updated in place; before this probe named paths by evidence, an LRU
-update per entry made them 350-480 and 240-300 ns).
+update per entry made them 345-480 and 235-300 ns).
 """
 
 from __future__ import annotations
