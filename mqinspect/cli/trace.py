@@ -187,7 +187,8 @@ def faults(
 def sendpath(
     pid: list[int] = pid_option(),
     store: Path | None = store_option(
-        "name its segments, and count only reads of them as the file side of read+write."
+        "name its segments (and those it creates while traced), and count only buffers read from them as "
+        "read+write and only their mappings as mmap+write."
     ),
     interval: float = interval_option(),
     count: int | None = count_option(),
@@ -199,8 +200,9 @@ def sendpath(
     """Bytes per descriptor and send path (read+write, mmap+write, sendfile, splice), and CPU copies per byte.
 
     Read-, write-, send- and splice-like syscalls: calls, bytes copied kernel→user and user→kernel, bytes
-    moved inside the kernel, mode switches, faults inside the copies, beside the socket-side counts. The
-    session ends as said below."""
+    moved inside the kernel, mode switches, faults inside the copies, beside the socket-side counts. A path
+    is named only with evidence (the buffer a file read filled, a file's mapping); other writes to sockets
+    (protocol headers, requests) are shown apart. The session ends as said below."""
     probe = _probe_for_pids(SendpathProbe, pid, store)
     options = SessionOptions(interval, count, duration, output, print_bpf, follow)
     return run_trace(probe, options, VIEWS["sendpath"])

@@ -295,7 +295,7 @@ class DashboardApp(App[None]):
         faults_key = (processes, hit, snapshot.probe("faults"))
         self._draw_if_changed("faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False))
         view = snapshot.sendpaths
-        sendpaths_key = (view.processes, view.unavailable, snapshot.probe("sendpath"))
+        sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe("sendpath"))
         self._draw_if_changed("sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False))
         self._draw_segment_problems(snapshot)
 

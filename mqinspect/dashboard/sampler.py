@@ -194,6 +194,8 @@ def sendpaths_view(snapshot: Any) -> SendPathsView:
             splice_bytes=row.paths.splice_bytes,
             syscalls=row.syscalls,
             cpu_copies_per_socket_byte=row.cpu_copies_per_socket_byte,
+            other_socket_write_bytes=row.other_socket_write_bytes,
+            unresolved_socket_write_bytes=row.unresolved_socket_write_bytes,
         )
         for row in snapshot.processes
         if row.bytes_to_sockets

@@ -205,6 +205,9 @@ class SendPathRow:
     splice_bytes: int
     syscalls: int
     cpu_copies_per_socket_byte: float | None
+    # Socket writes that are no send path (None in recordings made before they were told apart).
+    other_socket_write_bytes: int | None = None
+    unresolved_socket_write_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,12 @@ class DemoWorkload:
     # ---- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> DemoWorkload:
+        """Start the broker, then the consumers (each once the one before it is ready)."""
+        return self.start_broker().start_consumers()
+
+    def start_broker(self) -> DemoWorkload:
+        """Start the broker alone (a tracer can attach to it before any consumer pulls); then
+        start_consumers(). Leaving the `with` block or close() stops it."""
         if self._directory is None:
             for stale in remove_stale_work_directories():
                 print(f"mqinspect demo: removed {stale}, left by a demo that did not end", file=sys.stderr)
@@ -134,6 +140,14 @@ class DemoWorkload:
         try:
             broker = self._spawn("broker", "mqinspect.demo.broker", "--store", str(self.store_dir))
             self._wait_ready(broker)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def start_consumers(self) -> DemoWorkload:
+        """Start one consumer per send path of the settings, pulling from the running broker."""
+        try:
             port = str(self.broker_port)
             consumers = [
                 self._spawn(
@@ -209,12 +223,18 @@ class DemoWorkload:
         if self._outcome is not None:
             return self._outcome
         with _signals_held():
-            consumers = [child for child in self._children if child.role != "broker"]
-            brokers = [child for child in self._children if child.role == "broker"]
-            self._terminate(consumers)
-            self._terminate(brokers)
+            self._terminate(self._consumers())
+            self._terminate([child for child in self._children if child.role == "broker"])
         self._outcome = self._gather()
         return self._outcome
+
+    def stop_consumers(self) -> None:
+        """Stop the consumers alone; the broker goes on serving until stop()."""
+        with _signals_held():
+            self._terminate(self._consumers())
+
+    def _consumers(self) -> list[_Child]:
+        return [child for child in self._children if child.role != "broker"]
 
     def _terminate(self, children: list[_Child]) -> None:
         for child in children:

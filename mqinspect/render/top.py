@@ -26,6 +26,7 @@ from mqinspect.dashboard.snapshot import (
     ProcessView,
     SegmentDetail,
     SegmentView,
+    SendPathRow,
     TopSnapshot,
 )
 from mqinspect.render.mem import threshold_gauge
@@ -423,6 +424,18 @@ def _segment_faults(snapshot: TopSnapshot) -> RenderableType:
 
 # --- send paths
 
+# The bytes each process delivered to sockets, by send path, and "other": socket writes without evidence
+# of a path (protocol headers, requests; the sendpath probe's other and unresolved socket writes). The five
+# add up to all it delivered to sockets (bytes_to_sockets in the JSON).
+SENDPATH_COLUMNS = ("pid", "command", "read+write", "mmap+write", "sendfile", "splice", "other", "copies/B")
+
+
+def _not_a_path(row: SendPathRow) -> int | None:
+    """Socket writes of no send path; None in a recording made before they were told apart."""
+    if row.other_socket_write_bytes is None:
+        return None
+    return row.other_socket_write_bytes + (row.unresolved_socket_write_bytes or 0)
+
 
 def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
     parts = _title("Send paths", titled)
@@ -433,28 +446,19 @@ def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
     elif not view.processes:
         parts.append(Text("no process sent bytes to a socket this interval"))
     else:
-        table = Table(box=None, pad_edge=False)
-        for column in (
-            "pid",
-            "command",
-            "to sockets",
-            "read+write",
-            "mmap+write",
-            "sendfile",
-            "splice",
-            "copies/B",
-        ):
+        table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))  # fits 80 columns
+        for column in SENDPATH_COLUMNS:
             table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
         for row in view.processes[:6]:
             copies = row.cpu_copies_per_socket_byte
             table.add_row(
                 str(row.pid),
                 row.comm or NONE,
-                interval_rate_text(row.bytes_to_sockets, view.interval_s),
                 interval_rate_text(row.read_write_bytes, view.interval_s),
                 interval_rate_text(row.mmap_write_bytes, view.interval_s),
                 interval_rate_text(row.sendfile_bytes, view.interval_s),
                 interval_rate_text(row.splice_bytes, view.interval_s),
+                interval_rate_text(_not_a_path(row), view.interval_s),
                 NONE if copies is None else f"{copies:.2f}",
             )
         parts.append(table)

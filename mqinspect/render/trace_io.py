@@ -15,7 +15,7 @@ from rich.text import Text
 from mqinspect.render.trace_notes import Note
 from mqinspect.render.units import human_bytes
 from mqinspect.render.words import more
-from probes.ebpf.sendpath import FdTraffic, ProcessSendpath, SendpathSnapshot
+from probes.ebpf.sendpath import MAX_IOVECS, FdTraffic, ProcessSendpath, SendpathSnapshot
 from probes.ebpf.syscalls import ProcessSyscalls, SyscallLatency, SyscallsSnapshot, TargetCalls
 
 TOP_PROCESSES = 10
@@ -86,8 +86,13 @@ def _sendpath_headline(snapshot: SendpathSnapshot) -> Text:
         f"bytes kernel→user {_bytes(snapshot.bytes_kernel_to_user)}, "
         f"user→kernel {_bytes(snapshot.bytes_user_to_kernel)}, in kernel {_bytes(snapshot.bytes_in_kernel)}; "
         f"faults in calls {_count(snapshot.faults_in_syscalls)}",
-        f"to sockets {_bytes(snapshot.bytes_to_sockets)}"
-        + (f" by {', '.join(used)}" if used else "")
+        f"to sockets {_bytes(snapshot.bytes_to_sockets)}" + (f" by {', '.join(used)}" if used else ""),
+        f"other writes to sockets {_bytes(snapshot.other_socket_write_bytes)}"
+        + (
+            f", unresolved {_bytes(snapshot.unresolved_socket_write_bytes)}"
+            if snapshot.unresolved_socket_write_bytes
+            else ""
+        )
         + f"; CPU copies per socket byte {_ratio(snapshot.cpu_copies_per_socket_byte)}",
     ]
     if snapshot.socket_bytes_sent is not None or snapshot.socket_bytes_copied_to_user is not None:
@@ -117,11 +122,13 @@ def _sendpath_processes(processes: Sequence[ProcessSendpath]) -> Table:
 
 
 def _fd_label(row: FdTraffic) -> Text:
-    """The syscalls, then where the bytes went: "read  /data/f", "sendfile  /data/f → socket:[123]"."""
+    """The syscalls, what the socket bytes count as, then where the bytes came from and went: "read  /data/f",
+    "sendfile sendfile  /data/f → socket:[123]", "sendto mmap+write  commitlog/0… (mapped) → TCP …"."""
     syscalls = ",".join(entry.syscall for entry in row.per_syscall)
-    label = Text(f"{syscalls}  ")
-    if row.source_fd is not None:
-        label.append(row.source_name or "?", style="cyan")
+    counted_as = f" {row.socket_bytes_as}" if row.socket_bytes_as else ""
+    label = Text(f"{syscalls}{counted_as}  ")
+    if row.source_name is not None:
+        label.append(row.source_name, style="cyan" if row.source_kind in ("file", "mapping") else "")
         label.append(" → ")
     label.append(row.fd_name, style="cyan")
     return label
@@ -156,6 +163,16 @@ def sendpath_notes(snapshot: SendpathSnapshot) -> list[Note]:
                 "lost_records",
                 f"{snapshot.lost_records:,} events did not fit the BPF maps this interval: the counts "
                 "miss them",
+            )
+        )
+    if snapshot.unresolved_socket_write_bytes:
+        notes.append(
+            Note(
+                "unresolved_socket_writes",
+                f"{human_bytes(snapshot.unresolved_socket_write_bytes)} written to sockets could not be "
+                "placed in the writer's memory (its /proc/PID/maps unreadable, the mapping gone before the "
+                f"interval's end, or writev/sendmsg iovecs past the first {MAX_IOVECS}): counted as "
+                "unresolved, not as a send path",
             )
         )
     unknown = sum(row.syscalls for row in snapshot.fds if row.fd_kind == "unknown")

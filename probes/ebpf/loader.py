@@ -19,6 +19,7 @@ fd 2 and a compiler crash must not take doctor down.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import itertools
 import json
@@ -242,6 +243,17 @@ class LoadedProgram:
         table = self.table(name)
         with contextlib.suppress(KeyError):
             del table[_ctypes_of(table.Key, key, name)]
+
+    def take(self, name: str, key: tuple[int, ...]) -> Any | None:
+        """map[key] removed and returned in one step (BPF_MAP_LOOKUP_AND_DELETE_ELEM, hash maps since Linux
+        5.14), so that what a program added between a read and the removal is not lost; None if absent."""
+        from bcc.libbcc import lib  # loaded: this program was compiled with it
+
+        table = self.table(name)
+        ckey, value = _ctypes_of(table.Key, key, name), table.Leaf()
+        if lib.bpf_map_lookup_and_delete_elem(table.map_fd, ctypes.byref(ckey), ctypes.byref(value)) != 0:
+            return None
+        return value
 
     def close(self) -> None:
         bpf, self._bpf = self._bpf, None

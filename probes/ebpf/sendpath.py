@@ -1,10 +1,12 @@
-"""The sendpath probe: how the traced processes move bytes between files, pipes and sockets, and how many
-CPU copies between user and kernel memory each byte sent to a socket cost.
+"""The sendpath probe: how the traced processes move bytes between files, pipes and sockets, by which send
+path the bytes they deliver to sockets travel (named only with evidence), and how many CPU copies between
+user and kernel memory each byte sent to a socket cost.
 
-Kernel side: programs/sendpath.bpf.c (its header explains each tracepoint). It counts, per process, syscall
-and file descriptor (and source descriptor for sendfile and splice), the calls, errors, bytes returned and
-kernel-mode page faults taken inside the calls, cumulatively; this module takes differences each interval,
-names each descriptor from /proc/PID/fd, and classifies the traffic.
+Kernel side: programs/sendpath.bpf.c (its header explains each tracepoint). Per process, syscall, file
+descriptor and source (the source descriptor of sendfile and splice; for write-like calls, where their
+buffer's bytes came from, see below) it counts the calls, errors, bytes returned and kernel-mode page faults
+taken inside the calls, cumulatively; user space takes differences each interval, names each descriptor
+from /proc/PID/fd, places buffers in /proc/PID/maps, and classifies the traffic.
 
 Directions, from the syscall alone (the syscall decides who copies):
   bytes_kernel_to_user  read, pread64, readv, recvfrom, recvmsg, and vmsplice out of a pipe: copied by the
@@ -25,23 +27,56 @@ Directions, from the syscall alone (the syscall decides who copies):
 Descriptors are named from /proc/PID/fd: a regular file (its store segment with --store, else its path), a
 socket, a pipe (and which end), another kind, or "unknown" when the descriptor was closed before it could be
 read (a process's descriptors are read when the session starts, and each interval for those that moved bytes;
-a descriptor that is closed by then keeps the name it had when it was last read).
+a descriptor that is closed by then keeps the name it had when it was last read). With --store the store is
+listed again every interval, like the other probes do, so segments created during the session (a rolled
+CommitLog) are the store's from the interval they appear in; a file under the store's directory that has a
+store file's name (commitlog/<20 digits>, ...) is the store's even before a listing saw it, or after it was
+deleted. Where the kernel told at the time, its word wins over /proc/PID/fd read at the interval's end (a
+descriptor closed and its number reused in between): the file a call read pages of
+(filemap:mm_filemap_get_pages: device and inode), and whether a socket took the bytes a call sent
+(sock:sock_send_length during the call).
+
+Where a write-like call's bytes came from (the program tells, per user buffer, and user space names it):
+  a read       the buffer starts inside what the same thread's last successful read-like call filled (read,
+               pread64, recvfrom: their buffer; readv, recvmsg: their first iovec): the source is that
+               call's file (as the page cache saw it) or descriptor (source_fd), a file, a socket or a pipe
+  a mapping    otherwise the buffer's first byte is placed in the process's mappings (/proc/PID/maps, read
+               when the session starts and again each interval in which the process wrote to a socket, the
+               reading before kept beside it; a process that has exited keeps its last reading): a mapping
+               of a regular file (with --store: of a store segment) is the source "… (mapped)"; anonymous
+               memory, the heap and stacks are "memory". Where the two readings hold different mappings at
+               the address (a segment unmapped by retention and its range mapped again), either may have
+               held the bytes: they are placed when both count alike ("A or B (mapped)"), else unplaced.
+  unplaced     the buffer could not be placed: the process's mappings could not be read (it exited before
+               they were read for the first time, or they belong to another user and the tracer lacks the
+               right to read them), the address lay outside every mapping read (mapped and unmapped between
+               two readings), the mapping there changed as above, or it was a writev/sendmsg iovec past the
+               first MAX_IOVECS (16); and a read whose descriptor was closed before it could be named, of
+               no file the page cache saw
+A buffer is placed by its first byte; a write that starts in one mapping and runs on into the next counts
+for the first. A buffer filled by a memcpy rather than a read syscall, or read by one thread and written by
+another, has no read evidence: it is placed by address like any other.
 
 Send paths, per process, over the bytes delivered to sockets (write-like calls, sendfile and splice whose
-descriptor is a socket):
+descriptor is a socket), each named only with evidence:
+  read+write   written to a socket from a buffer the thread's last read filled from a regular file (with
+               --store: from one of the store's segments, including those created after the session started)
+  mmap+write   written to a socket from a mapping of a regular file (with --store: of a store segment)
   sendfile     sendfile64 into a socket
   splice       splice into a socket (from a pipe that splice or vmsplice filled)
-  read+write   bytes written to sockets from user buffers, up to the bytes read into user buffers from
-               regular files (with --store: from the store's segments): the file was read, then written
-  mmap+write   the rest of the socket writes from user buffers: written without a matching file read, so the
-               data came from memory the process already had, a mapped file being the usual case (RocketMQ
-               with transferMsgByHeap=false). Syscalls cannot tell a mapping from a heap buffer that was
-               filled by a memcpy; faults_in_syscalls on the socket descriptor is the hint (mapped pages
-               fault inside the send the first time), `trace faults` the proof.
-  cpu_copies_per_socket_byte = (2 x read+write + 1 x mmap+write + 0 x sendfile/splice) / bytes to sockets:
-               the CPU copies between user and kernel memory per byte delivered, as the path model counts
-               them (read+write: page cache -> user, user -> socket; mmap+write: mapping -> socket).
-  main_path    the path that delivered the most bytes.
+The rest of the bytes written to sockets from user memory are not a send path:
+  other_socket_write_bytes       written from memory that is neither: protocol headers and requests built in
+                                 the heap, bytes a socket or pipe delivered, files read outside the store
+  unresolved_socket_write_bytes  written from buffers that could not be placed, or filled by a read of an
+                                 unknown source (above)
+  bytes_to_sockets = the four paths + other + unresolved: every byte delivered to sockets.
+  cpu_copies_per_socket_byte = (2 x read+write + 1 x (mmap+write + other + unresolved) + 0 x sendfile/splice)
+               / bytes_to_sockets: the CPU copies between user and kernel memory per byte delivered, as the
+               path model counts them (read+write: page cache -> user, user -> socket; mmap+write: mapping ->
+               socket). Other and unresolved socket writes are counted with the one copy the write itself
+               made (user -> socket), which each of them surely cost; how their buffer was filled is unknown,
+               so for them the figure is a lower bound.
+  main_path    the send path that delivered the most bytes (None when no path delivered any).
 
 Socket side (optional tracepoints; None where the kernel lacks them): socket_bytes_sent (sock_send_length:
 what sockets accepted, by any syscall), socket_bytes_copied_to_user (skb_copy_datagram_iovec: receive-side
@@ -53,24 +88,50 @@ send used MSG_ZEROCOPY (counted as a copy from user memory, which on loopback it
 Cost: while attached, every process's 13 traced syscalls go through the syscall tracepoints (the kernel's
 slow path for all tasks, traced or not). Measured on the project's VM with `dd bs=1` (4 M read/write calls,
 about 0.3 us each): about +0.25 us per call of an untraced process and +0.55 us per call of a traced one.
-At 10^5 such calls per second that is about 5 % of one CPU: small, not free.
+At 10^5 such calls per second that is about 5 % of one CPU: small, not free. The programs' own run time
+(benchmarks/sendpath_cost.py, the kernel's run statistics, which add two clock reads to each figure):
+about 110-140 ns per entry and 85-110 ns per exit of an untraced process's call, and 100-135 ns per
+page-cache read of any process (mm_filemap_get_pages); 180-265 ns per entry and 135-220 ns per exit of a
+traced call (its thread's state is updated in place; before this probe named paths by evidence, an LRU
+update per entry made them 345-480 and 235-300 ns).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probes.ebpf.inodes import FdNames, FdTarget
+from probes.ebpf.inodes import (
+    PAGE_SHIFT,
+    AddressSpace,
+    AddressSpaces,
+    FdNames,
+    FdTarget,
+    FileId,
+    FileLabel,
+    FileNames,
+    MappedRange,
+)
 from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, registered_program
-from probes.ebpf.scope import CounterDifferences, ScopedProbe, ScopeLimits, merge_rows, merged_pids, scalar
+from probes.ebpf.scope import (
+    CounterDifferences,
+    ScopedProbe,
+    ScopeLimits,
+    current_store_files,
+    merge_rows,
+    merged_pids,
+    scalar,
+)
 from probes.ebpf.tracepoints import SENDPATH_SYSCALLS
 from probes.procfs import PROC_ROOT
+from store.layout import INDEX_FILE_NAME, SEGMENT_NAME
 
 PROBE_NAME = "sendpath"
 NO_FD = -1
@@ -93,6 +154,7 @@ _ENTER_FUNCTIONS = {
 }
 EXIT_FUNCTION = "mqi_sys_exit"
 _OPTIONAL_FUNCTIONS = {
+    "filemap:mm_filemap_get_pages": "mqi_get_pages",
     "exceptions:page_fault_kernel": "mqi_copy_fault",
     "sock:sock_send_length": "mqi_sock_send",
     "skb:skb_copy_datagram_iovec": "mqi_skb_copy",
@@ -102,10 +164,22 @@ _OPTIONAL_FUNCTIONS = {
 KERNEL_TO_USER = frozenset({"read", "pread64", "readv", "recvfrom", "recvmsg"})
 USER_TO_KERNEL = frozenset({"write", "pwrite64", "writev", "sendto", "sendmsg"})
 IN_KERNEL = frozenset({"sendfile64", "splice"})  # vmsplice: by the pipe end, see _direction()
+SENDS = USER_TO_KERNEL | IN_KERNEL  # the calls that can deliver bytes to a socket
 
 PATHS = ("read+write", "mmap+write", "sendfile", "splice")
-# CPU copies between user and kernel memory per byte each path delivers (the path model, §3.1).
-COPIES_PER_BYTE = {"read+write": 2, "mmap+write": 1, "sendfile": 0, "splice": 0}
+OTHER = "other"  # socket writes from user memory without evidence of a path
+UNRESOLVED = "unresolved"  # socket writes whose buffer could not be placed
+# CPU copies between user and kernel memory per byte delivered to a socket (the path model, §3.1); other and
+# unresolved socket writes: the copy the write itself made.
+COPIES_PER_BYTE = {"read+write": 2, "mmap+write": 1, "sendfile": 0, "splice": 0, OTHER: 1, UNRESOLVED: 1}
+
+# Where a record's bytes came from: ORIGIN_<NAME> in the program is the position here.
+ORIGINS = ("none", "read", "address", "unseen")
+ORIGIN_NONE, ORIGIN_READ, ORIGIN_ADDRESS, ORIGIN_UNSEEN = range(len(ORIGINS))
+GROUP_SHIFT = 4  # an address record covers 16 pages (64 KiB) of the address space, bytes per page
+GROUP_PAGES = 1 << GROUP_SHIFT
+MAX_IOVECS = 16  # iovecs of one writev/sendmsg placed one by one; the bytes of the rest are unplaced
+RETIRE_AFTER_READS = 3  # a traffic record that has not moved for this many reads is removed from the map
 
 
 def _program() -> ProgramSpec:
@@ -122,7 +196,7 @@ PROGRAM = _program()
 @dataclass(frozen=True)
 class MapLimits(ScopeLimits):
     threads: int = 65536
-    records: int = 65536  # (process, syscall, fd, source fd) combinations alive at once
+    records: int = 65536  # (process, syscall, fd, source, page group) combinations within one interval
 
 
 # --- snapshots ---------------------------------------------------------------------------------------------
@@ -140,7 +214,7 @@ class SyscallCount:
 
 @dataclass(frozen=True)
 class SendPaths:
-    """Bytes delivered to sockets, by send path (see the module docstring for the rule)."""
+    """Bytes delivered to sockets, by send path (see the module docstring for the evidence each needs)."""
 
     read_write_bytes: int
     mmap_write_bytes: int
@@ -153,14 +227,16 @@ class SendPaths:
 
 @dataclass(frozen=True)
 class FdTraffic:
-    """One descriptor of one process (for sendfile and splice: the pair source -> destination)."""
+    """One descriptor of one process, per source: for sendfile and splice the source descriptor; for
+    write-like calls where their buffers' bytes came from (a read's descriptor, a mapping, memory, or
+    unplaced); None for calls without one (reads, calls that moved no byte)."""
 
     pid: int
     fd: int
     fd_kind: str
     fd_name: str
-    source_fd: int | None
-    source_kind: str | None
+    source_fd: int | None  # a descriptor source: sendfile/splice's, or the read that filled the buffer
+    source_kind: str | None  # file, socket, pipe, other, unknown; mapping, memory, unplaced
     source_name: str | None
     syscalls: int
     syscall_errors: int
@@ -170,6 +246,9 @@ class FdTraffic:
     bytes_in_kernel: int
     faults_in_syscalls: int
     per_syscall: tuple[SyscallCount, ...]
+    # What this row's bytes delivered to a socket count as: a path of PATHS, "other" or "unresolved";
+    # None when the row delivered nothing to a socket.
+    socket_bytes_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +269,8 @@ class ProcessSendpath:
     socket_bytes_from_user: int  # write-like calls on sockets
     socket_bytes_by_sendfile: int
     socket_bytes_by_splice: int
+    other_socket_write_bytes: int  # socket writes from user memory without evidence of a path
+    unresolved_socket_write_bytes: int  # socket writes whose buffer could not be placed
     bytes_to_sockets: int
     cpu_copies_per_socket_byte: float | None
     paths: SendPaths
@@ -217,6 +298,8 @@ class SendpathSnapshot:
     bytes_to_sockets: int
     cpu_copies_per_socket_byte: float | None
     paths: SendPaths
+    other_socket_write_bytes: int
+    unresolved_socket_write_bytes: int
     faults_in_syscalls: int
     socket_bytes_sent: int | None
     socket_bytes_copied_to_user: int | None
@@ -225,6 +308,72 @@ class SendpathSnapshot:
     processes: tuple[ProcessSendpath, ...]
     fds: tuple[FdTraffic, ...]
     exited_pids: tuple[int, ...] = ()
+
+
+# --- where bytes came from --------------------------------------------------------------------------------
+
+MEMORY = FdTarget("memory", "anonymous memory")
+MAPPED = " (mapped)"  # a mapping source's name: the file's, with this after it
+MAPS_UNREADABLE = FdTarget("unplaced", "unplaced: the process's mappings could not be read")
+OUTSIDE_MAPPINGS = FdTarget("unplaced", "unplaced: outside every mapping read")
+MAPPING_CHANGED = FdTarget("unplaced", "unplaced: the mapping there changed during the interval")
+BEYOND_IOVECS = FdTarget("unplaced", f"unplaced: iovecs past the first {MAX_IOVECS}")
+# Mappings with an inode that are shared memory rather than a file's pages: MAP_SHARED|MAP_ANONYMOUS memory
+# ("/dev/zero (deleted)"), System V segments, and devices (except the files of /dev/shm, a tmpfs).
+_NOT_FILES = ("/dev/zero", "/SYSV")
+
+
+# A store's files by their path under its root, as store_files() names them.
+_STORE_FILE_SHAPES = (
+    ("commitlog", re.compile(f"commitlog/{SEGMENT_NAME.pattern}")),
+    ("consumequeue", re.compile(f"consumequeue/[^/]+/[0-9]+/{SEGMENT_NAME.pattern}")),
+    ("index", re.compile(f"index/{INDEX_FILE_NAME.pattern}")),
+)
+_DELETED = " (deleted)"  # what /proc/PID/fd links and /proc/PID/maps paths end with once the file is gone
+
+
+def store_label_by_path(file: FileId, path: str, store_prefix: str) -> FileLabel | None:
+    """The label of a store file known only by the path a process has it open or mapped at (`store_prefix`:
+    the store's root with a trailing separator); None when the path is not one of a store file's."""
+    path = path.removesuffix(_DELETED)
+    if not path.startswith(store_prefix):
+        return None
+    relative = path[len(store_prefix) :]
+    for kind, shape in _STORE_FILE_SHAPES:
+        if shape.fullmatch(relative):
+            return FileLabel(file, relative, path, kind)
+    return None
+
+
+def maps_a_file(mapping: MappedRange) -> bool:
+    """Whether a mapping holds a regular file's pages (by its /proc/PID/maps line: an inode and a path)."""
+    path = mapping.path or ""
+    if mapping.file is None or not path.startswith("/") or path.startswith(_NOT_FILES):
+        return False
+    return not path.startswith("/dev/") or path.startswith("/dev/shm/")
+
+
+def socket_bytes_as(syscall: str, target: FdTarget, source: FdTarget | None, store: bool) -> str | None:
+    """What a record's bytes count as when its descriptor is a socket: a send path only with evidence, else
+    "other" or "unresolved"; None when they are not delivered to a socket."""
+    if target.kind != "socket":
+        return None
+    if syscall == "sendfile64":
+        return "sendfile"
+    if syscall == "splice":
+        return "splice"
+    if syscall not in USER_TO_KERNEL:
+        return None
+    if source is None or source.kind == "memory":
+        return OTHER
+    if source.kind in ("unplaced", "unknown"):  # no buffer placed, or a read of a descriptor never named
+        return UNRESOLVED
+    from_store = source.in_store or not store
+    if source.kind == "file" and from_store:
+        return "read+write"
+    if source.kind == "mapping" and from_store:
+        return "mmap+write"
+    return OTHER
 
 
 # --- counting ----------------------------------------------------------------------------------------------
@@ -244,6 +393,10 @@ class _Counts:
     socket_bytes_from_user: int = 0
     socket_bytes_by_sendfile: int = 0
     socket_bytes_by_splice: int = 0
+    other_socket_write_bytes: int = 0
+    unresolved_socket_write_bytes: int = 0
+    read_write_bytes: int = 0
+    mmap_write_bytes: int = 0
     per_syscall: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
 
     def add(self, other: _Counts) -> None:
@@ -266,7 +419,11 @@ class _Counts:
 
     @classmethod
     def of_row(cls, row: ProcessSendpath | FdTraffic) -> _Counts:
-        counts = cls(**{name: getattr(row, name, 0) for name in _COUNT_FIELDS})
+        counts = cls(**{name: getattr(row, name, 0) for name in _ROW_FIELDS})
+        paths = getattr(row, "paths", None)
+        if paths is not None:
+            counts.read_write_bytes = paths.read_write_bytes
+            counts.mmap_write_bytes = paths.mmap_write_bytes
         for entry in row.per_syscall:
             counts._add_syscall(entry.syscall, entry.calls, entry.errors, entry.returned_bytes)
         return counts
@@ -291,6 +448,16 @@ class _Counts:
 
 
 _COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(_Counts) if f.name != "per_syscall")
+_PATH_COUNTS = {"read+write": "read_write_bytes", "mmap+write": "mmap_write_bytes"}
+_CLASS_COUNTS = {
+    **_PATH_COUNTS,
+    "sendfile": "socket_bytes_by_sendfile",
+    "splice": "socket_bytes_by_splice",
+    OTHER: "other_socket_write_bytes",
+    UNRESOLVED: "unresolved_socket_write_bytes",
+}
+# The counts a process row carries as fields of its own (read+write and mmap+write are in its paths).
+_ROW_FIELDS = tuple(name for name in _COUNT_FIELDS if name not in _PATH_COUNTS.values())
 
 
 def _direction(syscall: str, target: FdTarget) -> str:
@@ -306,41 +473,50 @@ def _direction(syscall: str, target: FdTarget) -> str:
 
 
 def _count_record(
-    counts: _Counts, syscall: str, target: FdTarget, gained: tuple[int, ...], store: bool
+    counts: _Counts,
+    syscall: str,
+    target: FdTarget,
+    counted_as: str | None,
+    gained: tuple[int, ...],
+    store: bool,
 ) -> None:
-    """Fold one map record's gain (calls, errors, bytes, faults) into `counts`."""
+    """Fold one record's gain (calls, errors, bytes, faults) into `counts`; `counted_as` is what its bytes
+    delivered to a socket count as (socket_bytes_as)."""
     calls, errors, moved, faults = gained
     counts.add_calls(syscall, calls, errors, moved, faults)
     direction = _direction(syscall, target)
     setattr(counts, direction, getattr(counts, direction) + moved)
     if syscall in KERNEL_TO_USER and target.kind == "file" and (target.in_store or not store):
         counts.file_bytes_to_user += moved
-    elif target.kind == "socket" and syscall in USER_TO_KERNEL:
+    if counted_as is None:
+        return
+    if syscall in USER_TO_KERNEL:
         counts.socket_bytes_from_user += moved
-    elif target.kind == "socket" and syscall == "sendfile64":
-        counts.socket_bytes_by_sendfile += moved
-    elif target.kind == "socket" and syscall == "splice":
-        counts.socket_bytes_by_splice += moved
+    name = _CLASS_COUNTS[counted_as]
+    setattr(counts, name, getattr(counts, name) + moved)
 
 
 def send_paths(counts: _Counts) -> SendPaths:
-    """The classification rule: socket writes from user buffers are read+write up to the file bytes the
-    process read into user buffers, mmap+write beyond them."""
-    read_write = min(counts.file_bytes_to_user, counts.socket_bytes_from_user)
+    """The send paths of the tallies: each path's bytes as the evidence placed them."""
     return SendPaths(
-        read_write_bytes=read_write,
-        mmap_write_bytes=counts.socket_bytes_from_user - read_write,
+        read_write_bytes=counts.read_write_bytes,
+        mmap_write_bytes=counts.mmap_write_bytes,
         sendfile_bytes=counts.socket_bytes_by_sendfile,
         splice_bytes=counts.socket_bytes_by_splice,
     )
 
 
-def copies_per_byte(paths: SendPaths) -> float | None:
-    by_path = paths.by_path()
-    delivered = sum(by_path.values())
-    if not delivered:
+def bytes_by_class(paths: SendPaths, other: int, unresolved: int) -> dict[str, int]:
+    """Every byte delivered to sockets: by send path, other and unresolved."""
+    return {**paths.by_path(), OTHER: other, UNRESOLVED: unresolved}
+
+
+def copies_per_byte(delivered: Mapping[str, int]) -> float | None:
+    """CPU copies between user and kernel memory per byte delivered (bytes by class, bytes_by_class)."""
+    total = sum(delivered.values())
+    if not total:
         return None
-    return round(sum(COPIES_PER_BYTE[path] * moved for path, moved in by_path.items()) / delivered, 4)
+    return round(sum(COPIES_PER_BYTE[name] * moved for name, moved in delivered.items()) / total, 4)
 
 
 def main_path(paths: SendPaths) -> str | None:
@@ -361,31 +537,44 @@ def _process_row(
     pid: int, comm: str | None, counts: _Counts, socket: Mapping[str, int | None]
 ) -> ProcessSendpath:
     paths = send_paths(counts)
+    delivered = bytes_by_class(paths, counts.other_socket_write_bytes, counts.unresolved_socket_write_bytes)
     return ProcessSendpath(
         pid=pid,
         comm=comm,
         main_path=main_path(paths),
         mode_switches=2 * counts.syscalls,
-        bytes_to_sockets=sum(paths.by_path().values()),
-        cpu_copies_per_socket_byte=copies_per_byte(paths),
+        bytes_to_sockets=sum(delivered.values()),
+        cpu_copies_per_socket_byte=copies_per_byte(delivered),
         paths=paths,
         per_syscall=counts.syscall_counts(),
-        **{name: getattr(counts, name) for name in _COUNT_FIELDS},
+        **{name: getattr(counts, name) for name in _ROW_FIELDS},
         **{name: socket.get(name) for name in _SOCKET_FIELDS},
     )
 
 
-def _fd_row(
-    pid: int, fd: int, target: FdTarget, source_fd: int | None, source: FdTarget | None, counts: _Counts
-) -> FdTraffic:
+@dataclass(frozen=True)
+class _FdKey:
+    """What one FdTraffic row gathers: a descriptor (as what it was when used), the source of its bytes,
+    and what they count as."""
+
+    pid: int
+    fd: int
+    target: FdTarget
+    source_fd: int | None
+    source: FdTarget | None
+    counted_as: str | None
+
+
+def _fd_row(key: _FdKey, counts: _Counts) -> FdTraffic:
     return FdTraffic(
-        pid=pid,
-        fd=fd,
-        fd_kind=target.kind,
-        fd_name=target.name,
-        source_fd=source_fd,
-        source_kind=source.kind if source else None,
-        source_name=source.name if source else None,
+        pid=key.pid,
+        fd=key.fd,
+        fd_kind=key.target.kind,
+        fd_name=key.target.name,
+        source_fd=key.source_fd,
+        source_kind=key.source.kind if key.source else None,
+        source_name=key.source.name if key.source else None,
+        socket_bytes_as=key.counted_as,
         **counts.fd_traffic_counts(),
     )
 
@@ -396,6 +585,22 @@ def _by_traffic(row: ProcessSendpath | FdTraffic) -> tuple:
 
 
 # --- the probe ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What one mqi_traffic record gained over an interval."""
+
+    pid: int
+    syscall: str
+    fd: int
+    source_fd: int
+    origin: int
+    file: FileId | None  # the file the call (ORIGIN_NONE) or the last read (ORIGIN_READ) read pages of
+    group: int
+    gained: tuple[int, int, int, int]  # calls, errors, bytes, faults
+    page_bytes: tuple[int, ...]  # ORIGIN_ADDRESS: bytes of buffers starting in each page of the group
+    to_socket: bool = False  # a socket accepted the calls' bytes (sock_send_length during the calls)
 
 
 class SendpathProbe(ScopedProbe):
@@ -413,10 +618,16 @@ class SendpathProbe(ScopedProbe):
         proc_root: Path = PROC_ROOT,
     ):
         super().__init__(pids, store, limits, proc_root)
-        self._names = FdNames(self._store_files, proc_root)
+        self._names = FdNames(self._store_files, proc_root)  # the same dict: it learns new segments too
+        self._file_names = FileNames({}, proc_root)  # files the kernel named by inode, by their paths
+        self._spaces = AddressSpaces(proc_root)
+        self._spaces_this_interval: dict[int, tuple[AddressSpace, ...]] = {}
         self._traffic = CounterDifferences()
+        self._idle: dict[tuple[int, ...], int] = {}  # reads in a row in which a traffic record did not move
         self._sockets = CounterDifferences()
         self._lost = CounterDifferences()
+        self._seen: set[int] = set()  # processes with records, until they exit
+        self._store_prefix = f"{store.resolve()}{os.sep}" if store else None
         self._socket_fields: frozenset[str] = frozenset()  # those whose tracepoint is attached
 
     # --- what the session needs before loading
@@ -425,6 +636,10 @@ class SendpathProbe(ScopedProbe):
         return self.scope_parameters(
             MAX_RECORDS=self.limits.records,
             NO_FD=NO_FD,
+            PAGE_SHIFT=PAGE_SHIFT,
+            GROUP_SHIFT=GROUP_SHIFT,
+            MAX_IOVECS=MAX_IOVECS,
+            **{f"ORIGIN_{name.upper()}": number for number, name in enumerate(ORIGINS)},
             **{f"SYSCALL_{name.upper()}": number for number, name in enumerate(SYSCALLS)},
         )
 
@@ -438,21 +653,26 @@ class SendpathProbe(ScopedProbe):
         self._socket_fields = frozenset(
             name for name, tracepoint in _SOCKET_TRACEPOINTS.items() if tracepoint in program.attached
         )
-        for pid in self.pids:
-            self._names.read_all(pid)  # in case it exits before the first interval ends
+        for pid in self.pids:  # in case it exits before the first interval ends
+            self._names.read_all(pid)
+            self._spaces.snapshot(pid)
         self.processes.remember_comms()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> SendpathSnapshot:
-        traffic = self._traffic.gained(_traffic_entries(program.read("mqi_traffic")))
+        records = self._traffic_gained(program)
         sockets = self._sockets.gained(_socket_entries(program.read("mqi_sockets")))
         lost = sum(
             sum(change) for change in self._lost.gained(_lost_entries(program.read("mqi_lost"))).values()
         )
-        seen = {key[0] for key in self._traffic.known_keys()} | {key[0] for key in self._sockets.known_keys()}
-        ended = self.processes.newly_ended(set(self.pids) | seen)
+        self._seen |= {record.pid for record in records} | {key[0] for key in self._sockets.known_keys()}
+        ended = self.processes.newly_ended(set(self.pids) | self._seen)
 
+        self._follow_store()
         self._names.new_interval()
-        processes, fds = self._tally(traffic, sockets)
+        self._file_names.new_interval()
+        self._spaces.new_interval()
+        self._spaces_this_interval.clear()
+        processes, fds = self._tally(records, sockets)
         self._forget(program, ended)
         return _snapshot(
             **self.interval_header(interval_s),
@@ -468,16 +688,76 @@ class SendpathProbe(ScopedProbe):
 
     # --- assembling one interval
 
+    def _follow_store(self) -> None:
+        """Learn the segments the store created since the last look (the shared listing the other probes
+        follow the store with). Files of the store stay known after their deletion: a descriptor or a
+        mapping may outlive the name."""
+        if self.store is not None:
+            self._store_files.update(current_store_files(self.store))
+
+    def _store_label(self, file: FileId | None, path: str) -> FileLabel | None:
+        """The store's label of `file`, open or mapped at `path`: from the listing, else from the path
+        itself when it has the shape of a store file under the store's directory (a segment the listing has
+        not seen yet, or never will: created and deleted between two listings, as happens to segments that
+        retention removes while a slow consumer still reads them). Learned once, kept."""
+        if file is None or self._store_prefix is None:
+            return None
+        known = self._store_files.get(file)
+        if known is None:
+            known = store_label_by_path(file, path, self._store_prefix)
+            if known is not None:
+                self._store_files[file] = known
+        return known
+
+    def _named(self, pid: int, fd: int) -> FdTarget:
+        """What descriptor `fd` of `pid` is, a store file named as one even before the listing knew it."""
+        target = self._names.target(pid, fd)
+        if target.kind != "file" or target.in_store:
+            return target
+        label = self._store_label(target.file, target.name)
+        return dataclasses.replace(target, name=label.name, in_store=True) if label else target
+
+    def _target(self, record: _Record) -> FdTarget:
+        """What a record's descriptor was when the calls used it. The kernel's word wins over /proc/PID/fd
+        read now, which may name another file or socket under a number closed and reused since: a read's
+        file as the page cache saw it, and, where sock_send_length is attached, whether a socket took the
+        bytes."""
+        read_file = record.file if record.syscall in KERNEL_TO_USER else None
+        target = self._file_named(record.pid, record.fd, read_file)
+        if "socket_bytes_sent" not in self._socket_fields or record.syscall not in SENDS:
+            return target
+        if record.to_socket and target.kind != "socket":
+            return FdTarget("socket", f"a socket (descriptor {record.fd} was closed before it was named)")
+        if not record.to_socket and target.kind == "socket" and record.gained[2]:
+            return FdTarget("unknown", f"not a socket then (descriptor {record.fd} was reused since)")
+        return target
+
+    def _file_named(self, pid: int, fd: int, file: FileId | None) -> FdTarget:
+        """Descriptor `fd` of `pid`, or, when the kernel said which file the call read pages of (`file`) and
+        the descriptor refers to another by now (closed and reused), that file: named by the store, else by
+        its inode."""
+        target = self._named(pid, fd)
+        if file is None or target.file == file:
+            return target
+        label = self._store_files.get(file)
+        if label is None:  # the path the process holds it open or mapped under, if it still does
+            label = self._file_names.label(file, pid)
+            label = self._store_label(file, label.path) if label.path else label
+        return FdTarget("file", label.name, file=file, in_store=label.segment_kind is not None)
+
     def _tally(
-        self, traffic: Mapping[tuple, tuple], sockets: Mapping[tuple, tuple]
+        self, records: Iterable[_Record], sockets: Mapping[tuple, tuple]
     ) -> tuple[tuple[ProcessSendpath, ...], tuple[FdTraffic, ...]]:
+        store = bool(self.store)
         per_process: dict[int, _Counts] = defaultdict(_Counts)
-        per_fd: dict[tuple[int, int, int], _Counts] = defaultdict(_Counts)
-        for (tgid, syscall_id, fd, source_fd), gained in traffic.items():
-            syscall = SYSCALLS[syscall_id]
-            target = self._names.target(tgid, fd)
-            _count_record(per_process[tgid], syscall, target, gained, bool(self.store))
-            _count_record(per_fd[(tgid, fd, source_fd)], syscall, target, gained, bool(self.store))
+        per_fd: dict[_FdKey, _Counts] = defaultdict(_Counts)
+        for record in records:
+            target = self._target(record)
+            for source_fd, source, gained in self._sources(record, target):
+                counted_as = socket_bytes_as(record.syscall, target, source, store) if gained[2] else None
+                key = _FdKey(record.pid, record.fd, target, source_fd, source, counted_as)
+                _count_record(per_process[record.pid], record.syscall, target, counted_as, gained, store)
+                _count_record(per_fd[key], record.syscall, target, counted_as, gained, store)
         socket_counts = {
             key[0]: dict(zip(_SOCKET_FIELDS, change, strict=True)) for key, change in sockets.items()
         }
@@ -487,8 +767,83 @@ class SendpathProbe(ScopedProbe):
             )
             for pid in set(per_process) | set(socket_counts)
         ]
-        fds = [self._fd_row(pid, fd, source_fd, counts) for (pid, fd, source_fd), counts in per_fd.items()]
+        fds = [_fd_row(key, counts) for key, counts in per_fd.items()]
         return tuple(sorted(processes, key=_by_traffic)), tuple(sorted(fds, key=_by_traffic))
+
+    def _sources(
+        self, record: _Record, target: FdTarget
+    ) -> Iterator[tuple[int | None, FdTarget | None, tuple[int, int, int, int]]]:
+        """The record's gain by where its bytes came from: (source fd, source, gain) parts. The call counts
+        go with the first part; an address record is split by the mappings its pages lie in."""
+        if record.origin in (ORIGIN_NONE, ORIGIN_READ) and record.source_fd != NO_FD:
+            yield record.source_fd, self._file_named(record.pid, record.source_fd, record.file), record.gained
+        elif record.origin == ORIGIN_UNSEEN:
+            yield None, BEYOND_IOVECS, record.gained
+        elif record.origin == ORIGIN_ADDRESS and target.kind == "socket" and record.syscall in USER_TO_KERNEL:
+            calls, errors, _moved, faults = record.gained
+            for position, (source, moved) in enumerate(
+                self._placed(record.pid, record.group, record.page_bytes)
+            ):
+                yield None, source, (calls, errors, moved, faults) if position == 0 else (0, 0, moved, 0)
+        else:  # reads, calls that moved nothing, and writes to what is not a socket: no source to name
+            yield None, None, record.gained
+
+    def _placed(self, pid: int, group: int, page_bytes: Sequence[int]) -> list[tuple[FdTarget, int]]:
+        """The bytes of an address record by what holds each page: the whole group at once when one mapping
+        covers it in every reading, else page by page."""
+        spaces = self._address_spaces(pid)
+        if not spaces:
+            return [(MAPS_UNREADABLE, sum(page_bytes))]
+        start = group << (PAGE_SHIFT + GROUP_SHIFT)
+        end = start + (GROUP_PAGES << PAGE_SHIFT)
+        covering = [space.find(start) for space in spaces]
+        if all(mapping is not None and mapping.end >= end for mapping in covering):
+            sources = {self._mapping_source(mapping) for mapping in covering if mapping is not None}
+            if len(sources) == 1:
+                return [(sources.pop(), sum(page_bytes))]
+        parts: dict[FdTarget, int] = {}
+        for page, moved in enumerate(page_bytes):
+            if moved:
+                source = self._source_at(spaces, start + (page << PAGE_SHIFT))
+                parts[source] = parts.get(source, 0) + moved
+        return list(parts.items())
+
+    def _source_at(self, spaces: Sequence[AddressSpace], address: int) -> FdTarget:
+        """What holds `address`: the mapping there now, or at the reading before if it is gone now. When the
+        two readings hold different things there (unmapped and mapped again during the interval, as a new
+        segment takes the place of one retention deleted), either may have held the bytes when they were
+        sent: they are placed only if both count the same (both store segments, both memory), else not."""
+        sources = sorted(
+            {self._mapping_source(found) for space in spaces if (found := space.find(address))},
+            key=lambda source: source.name,
+        )
+        if not sources:
+            return OUTSIDE_MAPPINGS
+        if len(sources) == 1:
+            return sources[0]
+        if all(source.kind == "memory" for source in sources):
+            return MEMORY
+        if all(source.kind == "mapping" and source.in_store == sources[0].in_store for source in sources):
+            names = " or ".join(source.name.removesuffix(MAPPED) for source in sources)
+            return FdTarget("mapping", f"{names}{MAPPED}", in_store=sources[0].in_store)
+        return MAPPING_CHANGED
+
+    def _address_spaces(self, pid: int) -> tuple[AddressSpace, ...]:
+        """The mappings of `pid` read now, then those of the reading before (a mapping unmapped during the
+        interval, such as a segment deleted by retention, is only there); () when none could be read."""
+        if pid not in self._spaces_this_interval:
+            earlier = self._spaces.snapshot(pid)  # the last reading, or a first one now
+            now = self._spaces.snapshot(pid, fresh=True)  # read at most once per interval
+            found = (now,) if earlier is None or earlier is now else (now, earlier)
+            self._spaces_this_interval[pid] = tuple(space for space in found if space is not None)
+        return self._spaces_this_interval[pid]
+
+    def _mapping_source(self, mapping: MappedRange) -> FdTarget:
+        if not maps_a_file(mapping):
+            return dataclasses.replace(MEMORY, name=mapping.path) if mapping.path else MEMORY
+        label = self._store_label(mapping.file, mapping.path or "")
+        name = label.name if label else mapping.path
+        return FdTarget("mapping", f"{name}{MAPPED}", file=mapping.file, in_store=label is not None)
 
     def _socket_side(self, gained: Mapping[str, int] | None) -> dict[str, int | None]:
         """The socket-side counts: None for those whose tracepoint this kernel lacks."""
@@ -497,24 +852,44 @@ class SendpathProbe(ScopedProbe):
             for name in _SOCKET_FIELDS
         }
 
-    def _fd_row(self, pid: int, fd: int, source_fd: int, counts: _Counts) -> FdTraffic:
-        target = self._names.target(pid, fd)
-        if source_fd == NO_FD:
-            return _fd_row(pid, fd, target, None, None, counts)
-        return _fd_row(pid, fd, target, source_fd, self._names.target(pid, source_fd), counts)
+    def _traffic_gained(self, program: LoadedProgram) -> list[_Record]:
+        """What each mqi_traffic record gained since the last read. The records are cumulative and read in
+        place; one that has not moved for RETIRE_AFTER_READS reads (a page group of a mapping no longer sent
+        from) is removed, so that the map stays small over a long session: taken out in one step with what
+        it holds, so that a call added to it since the read (the same addresses mapped again for a new
+        segment) is counted, not lost."""
+        entries = list(_traffic_entries(program.read("mqi_traffic")))
+        gained = self._traffic.gained(entries)
+        for key, _now in entries:
+            self._idle[key] = 0 if key in gained else self._idle.get(key, 0) + 1
+            if self._idle[key] >= RETIRE_AFTER_READS:
+                late = self._retire(program, key)
+                if late is not None:
+                    gained[key] = late
+        return [_record(key, change) for key, change in gained.items()]
+
+    def _retire(self, program: LoadedProgram, key: tuple[int, ...]) -> tuple[int, ...] | None:
+        """Remove a record that stopped moving; what it gained since the last read, if anything."""
+        taken = program.take("mqi_traffic", key)
+        late = None if taken is None else self._traffic.gained([(key, _traffic_value(taken))]).get(key)
+        self._traffic.forget(key)
+        self._idle.pop(key, None)
+        return late
 
     def _forget(self, program: LoadedProgram, ended: set[int]) -> None:
-        """Drop the records of processes that are gone (their last counts were just read): a new process
-        reusing the pid is not ours, and the map must not fill with the dead."""
-        for key in self._traffic.known_keys():
-            if key[0] in ended:
-                program.delete("mqi_traffic", key)
-                self._traffic.forget(key)
+        """Drop what is kept for processes that are gone (their last counts were just read): a new process
+        reusing the pid is not ours, and the maps must not fill with the dead."""
+        for key in [key for key in self._traffic.known_keys() if key[0] in ended]:
+            program.delete("mqi_traffic", key)
+            self._traffic.forget(key)
+            self._idle.pop(key, None)
         for pid in ended:
             program.delete("mqi_sockets", (pid,))
             program.delete("mqi_tgids", (pid,))
             self._sockets.forget((pid,))
             self._names.forget(pid)
+            self._spaces.forget(pid)
+            self._seen.discard(pid)
             self.processes.forget(pid)
 
 
@@ -523,12 +898,33 @@ def default_parameters() -> Parameters:
     return SendpathProbe().parameters()
 
 
-def _traffic_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
+_TRAFFIC_KEY_FIELDS = ("tgid", "syscall", "fd", "source_fd", "origin", "dev", "ino", "group", "to_socket")
+
+
+def _traffic_entries(items) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """mqi_traffic as (key fields, (calls, errors, bytes, faults, bytes of each page of the group))."""
     for key, value in items:
-        yield (
-            (key.tgid, key.syscall, key.fd, key.source_fd),
-            (value.calls, value.errors, value.bytes, value.faults),
-        )
+        yield tuple(getattr(key, name) for name in _TRAFFIC_KEY_FIELDS), _traffic_value(value)
+
+
+def _traffic_value(value) -> tuple[int, ...]:
+    return (value.calls, value.errors, value.bytes, value.faults, *value.page_bytes)
+
+
+def _record(key: tuple[int, ...], change: tuple[int, ...]) -> _Record:
+    tgid, syscall, fd, source_fd, origin, dev, ino, group, to_socket = key
+    return _Record(
+        pid=tgid,
+        syscall=SYSCALLS[syscall],
+        fd=fd,
+        source_fd=source_fd,
+        origin=origin,
+        file=FileId.from_kernel(dev, ino) if ino else None,
+        group=group,
+        gained=(change[0], change[1], change[2], change[3]),
+        page_bytes=change[4:] if origin == ORIGIN_ADDRESS else (),
+        to_socket=bool(to_socket),
+    )
 
 
 def _socket_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -565,13 +961,13 @@ def _snapshot(
     socket_fields: frozenset[str],
     end_time_unix_s: float | None = None,
 ) -> SendpathSnapshot:
-    """A snapshot whose totals are the sums of its process rows (paths are classified per process first,
-    so the totals are sums of per-process paths, not a classification of summed bytes). Socket-side totals
-    are None unless their field is in `socket_fields` (its tracepoint is attached)."""
+    """A snapshot whose totals are the sums of its process rows. Socket-side totals are None unless their
+    field is in `socket_fields` (its tracepoint is attached)."""
     totals = _Counts()
     for row in processes:
         totals.add(_Counts.of_row(row))
-    paths = SendPaths(*(sum(getattr(row.paths, name) for row in processes) for name in _PATH_FIELDS))
+    paths = send_paths(totals)
+    delivered = bytes_by_class(paths, totals.other_socket_write_bytes, totals.unresolved_socket_write_bytes)
     return SendpathSnapshot(
         kind=kind,
         interval_s=interval_s,
@@ -584,9 +980,11 @@ def _snapshot(
         bytes_kernel_to_user=totals.bytes_kernel_to_user,
         bytes_user_to_kernel=totals.bytes_user_to_kernel,
         bytes_in_kernel=totals.bytes_in_kernel,
-        bytes_to_sockets=sum(paths.by_path().values()),
-        cpu_copies_per_socket_byte=copies_per_byte(paths),
+        bytes_to_sockets=sum(delivered.values()),
+        cpu_copies_per_socket_byte=copies_per_byte(delivered),
         paths=paths,
+        other_socket_write_bytes=totals.other_socket_write_bytes,
+        unresolved_socket_write_bytes=totals.unresolved_socket_write_bytes,
         faults_in_syscalls=totals.faults_in_syscalls,
         **{
             name: sum(getattr(row, name) or 0 for row in processes) if name in socket_fields else None
@@ -599,12 +997,9 @@ def _snapshot(
     )
 
 
-_PATH_FIELDS = tuple(f.name for f in dataclasses.fields(SendPaths))
-
-
 def combine_snapshots(summary: SendpathSnapshot | None, snapshot: SendpathSnapshot) -> SendpathSnapshot:
-    """The session so far: processes merged by pid and descriptors by (pid, fd, source fd), each process's
-    paths classified again from its summed bytes, and the totals summed from the merged rows."""
+    """The session so far: processes merged by pid and descriptors by (pid, fd, source, what their socket
+    bytes count as), and the totals summed from the merged rows."""
     if summary is None:
         return dataclasses.replace(snapshot, kind="summary")
     return _snapshot(
@@ -638,8 +1033,20 @@ def _merge_process(before: ProcessSendpath, row: ProcessSendpath) -> ProcessSend
     return _process_row(row.pid, row.comm or before.comm, counts, socket)
 
 
+_FD_IDENTITY = (
+    "pid",
+    "fd",
+    "fd_kind",
+    "fd_name",
+    "source_fd",
+    "source_kind",
+    "source_name",
+    "socket_bytes_as",
+)
+
+
 def _merge_fds(earlier: Sequence[FdTraffic], later: Sequence[FdTraffic]) -> tuple[FdTraffic, ...]:
-    return tuple(sorted(merge_rows(earlier, later, ("pid", "fd", "source_fd"), _merge_fd), key=_by_traffic))
+    return tuple(sorted(merge_rows(earlier, later, _FD_IDENTITY, _merge_fd), key=_by_traffic))
 
 
 def _merge_fd(before: FdTraffic, row: FdTraffic) -> FdTraffic:

@@ -117,6 +117,7 @@ PROBES: tuple[ProbeTracepoints, ...] = (
             "sock:sock_send_length",
             "skb:skb_copy_datagram_iovec",
             "exceptions:page_fault_kernel",
+            "filemap:mm_filemap_get_pages",
         ),
     ),
     ProbeTracepoints("syscalls", _syscall_pairs(MEMORY_SYSCALLS)),

@@ -88,6 +88,11 @@ def test_without_a_terminal_it_runs_for_the_duration_and_reports_live_view_and_l
     assert broker["pid"] == workload["broker"]["pid"]
     path_bytes = [broker[f"{path}_bytes"] for path in ("read_write", "mmap_write", "sendfile", "splice")]
     assert sum(count > 0 for count in path_bytes) >= 2
+    assert broker["other_socket_write_bytes"] > 0  # the pull server's protocol headers: no send path
+    assert (
+        broker["bytes_to_sockets"]
+        == sum(path_bytes) + broker["other_socket_write_bytes"] + broker["unresolved_socket_write_bytes"]
+    )
 
     warmup, sendpath = (section["data"] for section in report["labs"])
     assert [mode["mode"] for mode in warmup["modes"]] == ["none", "rocketmq"]

@@ -78,9 +78,9 @@ class Seen:
             process = re.match(r"(\d+)\s+(demo-\S+)\s+--pid\b", " ".join(row))
             if process:
                 self.pids[process.group(2)] = int(process.group(1))
-            if len(row) == 8 and row[1] == "demo-broker":  # send paths: pid command to-sockets 4 paths copies
+            if len(row) == 8 and row[1] == "demo-broker":  # send paths: pid command 4 paths other copies
                 for name, value in zip(
-                    ("read+write", "mmap+write", "sendfile", "splice"), row[3:7], strict=True
+                    ("read+write", "mmap+write", "sendfile", "splice"), row[2:6], strict=True
                 ):
                     if value != "0B":
                         self.paths_with_bytes.add(name)
@@ -94,7 +94,7 @@ class Seen:
             set(self.pids) >= {"demo-broker", *CONSUMERS}
             and bool(self.warming_segments)
             and any(self.broker_fault_rates)
-            and len(self.paths_with_bytes) >= 2
+            and len(self.paths_with_bytes) == 4
         )
 
 
