@@ -130,6 +130,8 @@ def sentinel_frame():
                 mmap_write_bytes=PER_INTERVAL,
                 sendfile_bytes=PER_INTERVAL,
                 splice_bytes=PER_INTERVAL,
+                other_socket_write_bytes=PER_INTERVAL,
+                unresolved_socket_write_bytes=0,
             )
             for row in base.sendpaths.processes
         ),
@@ -169,7 +171,7 @@ def test_the_dashboard_draws_rates_with_per_second_and_per_interval_counts_as_ra
     text = rendered(top_view(sentinel_frame()), width=250)
     assert size_units_not_binary(text) == []
     rate, size = human_bytes(RATE), human_bytes(SIZE)
-    assert text.count(f"{rate}/s") >= 5 * 1 + 3 + 4 * 3  # send paths, writeback, process rates
+    assert text.count(f"{rate}/s") >= 5 * 1 + 3 + 4 * 3  # send paths (4 and other), writeback, process rates
     assert not re.search(rf"(?<![\w.]){re.escape(rate)}(?!/s)", text), "a rate drawn without /s"
     assert human_bytes(PER_INTERVAL) not in text, "a per-interval byte count drawn as a size"
     assert text.count(size) >= 2 * 3 + 4 and f"{size}/s" not in text  # rss, locked; segments' locked
