@@ -39,7 +39,7 @@ from probes.ebpf.inodes import (
     FdTarget,
     FileId,
     _socket_address,
-    parse_maps,
+    parse_address_space,
     read_fd_target,
 )
 from probes.ebpf.loader import FUNCTION_PREFIX
@@ -58,12 +58,10 @@ from probes.ebpf.sendpath import (
     ORIGIN_UNSEEN,
     OUTSIDE_MAPPINGS,
     PATHS,
-    PROGRAM,
     SYSCALLS,
     SendpathProbe,
     SendpathSnapshot,
     SyscallCount,
-    _Counts,
     _process_row,
     _snapshot,
     combine_snapshots,
@@ -71,7 +69,7 @@ from probes.ebpf.sendpath import (
     socket_bytes_as,
 )
 from probes.ebpf.session import TraceSession
-from probes.ebpf.tracepoints import PROBES
+from probes.ebpf.tally import Tally
 from store.config import MiB
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,22 +80,6 @@ CHUNK_BYTES = 64 << 10
 # strace names the x86_64 sendfile syscall "sendfile"; its tracepoint is sys_enter_sendfile64.
 STRACE_NAMES = {"sendfile": "sendfile64"}
 runner = CliRunner()
-
-
-# --- the program and the registry ------------------------------------------------------------------------
-
-
-def test_every_tracepoint_of_the_registry_is_attached_with_a_function_of_the_source():
-    (registered,) = (probe for probe in PROBES if probe.probe == "sendpath")
-    assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(registered.required)
-    assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(registered.optional)
-    source = PROGRAM.source_path.read_text()
-    for attachment in PROGRAM.attachments:
-        assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
-        assert f"int {attachment.function}(" in source
-    for number, name in enumerate(SYSCALLS):  # every syscall id the program uses is defined
-        assert f"SYSCALL_{name.upper()}" in source
-        assert f"-DSYSCALL_{name.upper()}={number}" in SendpathProbe().parameters().cflags()
 
 
 # --- the evidence rule -------------------------------------------------------------------------------------
@@ -152,7 +134,7 @@ def test_a_path_is_named_only_with_its_evidence(syscall, target, source, store, 
     ],
 )
 def test_a_mapping_counts_as_a_file_only_with_an_inode_and_a_file_path(line, is_file):
-    (mapping,) = parse_maps(1, line).mappings
+    (mapping,) = parse_address_space(1, line).mappings
     assert maps_a_file(mapping) is is_file
 
 
@@ -336,7 +318,7 @@ def test_an_address_group_is_placed_page_by_page_where_it_straddles_mappings(mon
     left, right = socket.socketpair()
     with left, right:
         probe = SendpathProbe([os.getpid()])
-        space = parse_maps(os.getpid(), CRAFTED_MAPS)
+        space = parse_address_space(os.getpid(), CRAFTED_MAPS)
         monkeypatch.setattr(probe._spaces, "snapshot", lambda pid, fresh=False: space)
         straddling, value = _traffic("sendto", left.fileno(), 3, 1000, address=BASE + 3 * 4096)
         value.page_bytes[8], value.page_bytes[12] = 24, 5
@@ -465,8 +447,9 @@ def test_an_address_whose_mapping_changed_between_two_readings_is_placed_only_if
         where = f" {path}" if path else ""
         return f"{start:x}-{start + 0x10000:x} r--s 0 {file.major:x}:{file.minor:x} {file.inode}{where}\n"
 
-    earlier = parse_maps(os.getpid(), line(BASE, old) + line(BASE + 0x10000, old) + line(BASE + 0x20000, old))
-    now = parse_maps(os.getpid(), line(BASE, new) + line(BASE + 0x10000, None))
+    earlier_maps = line(BASE, old) + line(BASE + 0x10000, old) + line(BASE + 0x20000, old)
+    earlier = parse_address_space(os.getpid(), earlier_maps)
+    now = parse_address_space(os.getpid(), line(BASE, new) + line(BASE + 0x10000, None))
     left, right = socket.socketpair()
     with left, right:
         probe = SendpathProbe([os.getpid()], store=root)
@@ -518,7 +501,7 @@ def test_a_process_that_exited_is_placed_by_the_mappings_it_had():
 
 def _interval(**counts) -> SendpathSnapshot:
     """A snapshot of one process with the given byte tallies (through the probe's own row builder)."""
-    row = _process_row(7, "broker", _Counts(**counts), dict.fromkeys(("socket_bytes_sent",), 0))
+    row = _process_row(7, "broker", Tally(counts), dict.fromkeys(("socket_bytes_sent",), 0))
     return _snapshot(
         kind="interval",
         interval_s=1.0,

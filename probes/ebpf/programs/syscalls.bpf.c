@@ -25,7 +25,7 @@
  *
  * Maps (tgid = process id, tid = thread id); cumulative, never drained (user space takes differences),
  * except mqi_mappings:
- *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_tgids        the tgids to trace (scope.h: tgid_traced() asks it when FILTER_TGIDS is 1)
  *   mqi_inflight     per thread: the traced call in progress (LRU: threads that exit mid-call age out)
  *   mqi_latency      per (tgid, syscall, log2 slot): calls whose duration in ns fell in the slot. Slot s
  *                    holds [2^(s-1), 2^s - 1] ns (bcc's bpf_log2l; slot 0 holds 0 ns)
@@ -87,21 +87,13 @@ struct mapping {
     s64 fd;
 };
 
-BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+#include "scope.h"
+
 BPF_TABLE("lru_hash", u32, struct inflight, mqi_inflight, MAX_THREADS);
 BPF_F_TABLE("hash", struct latency_key, u64, mqi_latency, MAX_LATENCY_SLOTS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct calls_key, struct calls, mqi_calls, MAX_RECORDS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct mapping_key, struct mapping, mqi_mappings, MAX_MAPPINGS, BPF_F_NO_PREALLOC);
 BPF_ARRAY(mqi_lost, u64, 1);
-
-static __always_inline int tgid_traced(u32 tgid)
-{
-#if FILTER_TGIDS
-    return mqi_tgids.lookup(&tgid) != NULL;
-#else
-    return tgid != 0 && tgid != IGNORE_TGID;  /* the tracer's own mmaps are noise */
-#endif
-}
 
 static __always_inline void count_lost(void)
 {
