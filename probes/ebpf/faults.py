@@ -502,8 +502,9 @@ class FaultsProbe(ScopedProbe):
                 chunk = self._chunk_of(mapping.file, key.tgid)
                 if chunk is None:
                     continue
-                bucket = mapping.file_page(page << PAGE_SHIFT) // chunk
-                files[mapping.file][bucket].add(faults=faults, write_faults=write_faults)
+                tally = files[mapping.file][mapping.file_page(page << PAGE_SHIFT) // chunk]
+                tally["faults"] += faults
+                tally["write_faults"] += write_faults
         return on_files, anonymous, unresolved
 
     def _address_runs(self, key, counts) -> Iterable[tuple[int, int, int, MappedRange | None]]:
@@ -546,13 +547,12 @@ class FaultsProbe(ScopedProbe):
                 else _pages_of(key.group, *per_page)
             )
             for index, placed, placed_writes, major, populate, populate_major in runs:
-                files[file][index // chunk].add(
-                    faults=placed,
-                    write_faults=placed_writes,
-                    major_faults=major,
-                    populate_faults=populate,
-                    populate_major_faults=populate_major,
-                )
+                tally = files[file][index // chunk]
+                tally["faults"] += placed
+                tally["write_faults"] += placed_writes
+                tally["major_faults"] += major
+                tally["populate_faults"] += populate
+                tally["populate_major_faults"] += populate_major
 
     def _tally_fault_around(self, records, files: _FileTallies) -> tuple[dict[int, int], int]:
         """Distinct pages inside the interval's fault-around windows: into each reported file's buckets, and

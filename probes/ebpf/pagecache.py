@@ -355,9 +355,9 @@ class PagecacheProbe(ScopedProbe):
             first, end = key.index, key.index + (1 << key.order)
             for bucket in range(first // chunk, (end - 1) // chunk + 1):
                 overlap = min(end, (bucket + 1) * chunk) - max(first, bucket * chunk)
-                ranges[file][bucket].add(
-                    added_pages=overlap * counts.added, deleted_pages=overlap * counts.deleted
-                )
+                tally = ranges[file][bucket]
+                tally["added_pages"] += overlap * counts.added
+                tally["deleted_pages"] += overlap * counts.deleted
         return ranges
 
 

@@ -1,11 +1,11 @@
 """What every probe shares: what it traces, and how it reads its program's cumulative maps.
 
-`ScopedProbe` is the base of the probes (faults, pagecache, writeback, sendpath, syscalls). It holds the scope
-of one trace: every process or the given pids (`ProcessWatch`: checked to be live processes, named, and
-watched for their exit) and, with --store, the store's files. From the scope it builds the kernel-side filter
-every program takes: the set mqi_tgids and the defines FILTER_TGIDS, MAX_TGIDS, MAX_THREADS and IGNORE_TGID
-(the tracer itself); for programs that filter files (programs/store_files.h) also FILTER_INODES, MAX_INODES,
-MAX_STORE_DIRS and FOLLOW_CREATION, with the sets of the store's files and directories.
+`ScopedProbe` is the base of every registered probe (probes/ebpf/registry.py). It holds the scope of one
+trace: every process or the given pids (`ProcessWatch`: checked to be live processes, named, and watched for
+their exit) and, with --store, the store's files. From the scope it builds the kernel-side filter every
+program takes (programs/scope.h): the set mqi_tgids and the defines FILTER_TGIDS, MAX_TGIDS, MAX_THREADS and
+IGNORE_TGID (the tracer itself); for programs that filter files (programs/store_files.h) also FILTER_INODES,
+MAX_INODES, MAX_STORE_DIRS and FOLLOW_CREATION, with the sets of the store's files and directories.
 
 `StoreFollower` follows the store's files for those programs: where the kernel reports inode creation (ext4),
 the program itself takes each file created in a store directory for the store's from its first page; at the

@@ -396,7 +396,9 @@ _PER_SYSCALL = ("calls", "errors", "returned_bytes")  # the fields of a SyscallC
 
 
 def _add_calls(counts: Tally, syscall: str, calls: int, errors: int, moved: int) -> None:
-    counts.add({("calls", syscall): calls, ("errors", syscall): errors, ("returned_bytes", syscall): moved})
+    counts[("calls", syscall)] += calls
+    counts[("errors", syscall)] += errors
+    counts[("returned_bytes", syscall)] += moved
 
 
 def _tally_of_row(row: ProcessSendpath | FdTraffic) -> Tally:
@@ -464,7 +466,9 @@ def _count_record(
     """Fold one record's gain (calls, errors, bytes, faults) into `counts`; `counted_as` is what its bytes
     delivered to a socket count as (socket_bytes_as)."""
     calls, errors, moved, faults = gained
-    counts.add(syscalls=calls, syscall_errors=errors, faults_in_syscalls=faults)
+    counts["syscalls"] += calls
+    counts["syscall_errors"] += errors
+    counts["faults_in_syscalls"] += faults
     _add_calls(counts, syscall, calls, errors, moved)
     counts[_direction(syscall, target)] += moved
     if syscall in KERNEL_TO_USER and target.kind == "file" and (target.in_store or not store):
