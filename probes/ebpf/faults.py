@@ -80,6 +80,7 @@ from probes.ebpf.scope import (
     CounterDifferences,
     ScopedProbe,
     ScopeLimits,
+    SnapshotHeader,
     handler_defines,
     process_exists,
     scalar,
@@ -223,14 +224,9 @@ class ProcessFaultCounts:
 
 
 @dataclass(frozen=True)
-class FaultsSnapshot:
+class FaultsSnapshot(SnapshotHeader):
     """Page faults over one interval (kind "interval") or over the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     faults: int
     minor_faults: int
     major_faults: int

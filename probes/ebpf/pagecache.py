@@ -55,6 +55,7 @@ from probes.ebpf.scope import (
     CumulativeTotals,
     ScopedProbe,
     ScopeLimits,
+    SnapshotHeader,
     handler_defines,
     scalar,
 )
@@ -149,14 +150,9 @@ class ProcessCacheActivity:
 
 
 @dataclass(frozen=True)
-class PagecacheSnapshot:
+class PagecacheSnapshot(SnapshotHeader):
     """Page-cache activity over one interval (kind "interval") or the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     added_pages: int
     added_folios: int
     deleted_pages: int

@@ -160,6 +160,18 @@ class ScopeLimits:
     store_dirs: int = 16384
 
 
+@dataclass(frozen=True)
+class SnapshotHeader:
+    """The fields every probe's snapshot starts with (ScopedProbe.interval_header fills them): one interval
+    (kind "interval") or the whole session (kind "summary"), its length and end, and what was traced."""
+
+    kind: str
+    interval_s: float
+    end_time_unix_s: float
+    pids: tuple[int, ...]  # traced processes; () means every process
+    store: str | None
+
+
 class ScopedProbe:
     """The base of every probe: its scope (every process or the given `pids`; with a `store`, the store's
     files) and the kernel-side filter built from it (programs/scope.h). A subclass sets `map_limits` to its
@@ -526,6 +538,18 @@ class CounterDifferences:
 
     def forget(self, key: tuple[int, ...]) -> None:
         self._previous.pop(key, None)
+
+
+class LostRecords:
+    """mqi_lost of the programs that count lost records apart (programs/scope.h, COUNTS_LOST_RECORDS): the
+    records the maps could not hold since the last read."""
+
+    def __init__(self) -> None:
+        self._differences = CounterDifferences()
+
+    def since_last_read(self, program: LoadedProgram) -> int:
+        entries = (((scalar(key),), (scalar(value),)) for key, value in program.read("mqi_lost"))
+        return sum(change[0] for change in self._differences.gained(entries).values())
 
 
 class CumulativeTotals:

@@ -121,7 +121,15 @@ from probes.ebpf.inodes import (
 )
 from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, program_spec
 from probes.ebpf.registry import SENDPATH_SYSCALLS
-from probes.ebpf.scope import CounterDifferences, ScopedProbe, ScopeLimits, current_store_files, scalar
+from probes.ebpf.scope import (
+    CounterDifferences,
+    LostRecords,
+    ScopedProbe,
+    ScopeLimits,
+    SnapshotHeader,
+    current_store_files,
+    scalar,
+)
 from probes.ebpf.tally import Tally, merge_rows, merged_pids
 from probes.process_files import DELETED_SUFFIX
 from store.layout import INDEX_FILE_NAME, SEGMENT_NAME
@@ -273,14 +281,9 @@ class ProcessSendpath:
 
 
 @dataclass(frozen=True)
-class SendpathSnapshot:
+class SendpathSnapshot(SnapshotHeader):
     """Send-path traffic over one interval (kind "interval") or the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     syscalls: int
     syscall_errors: int
     mode_switches: int
@@ -607,7 +610,7 @@ class SendpathProbe(ScopedProbe):
         self._traffic = CounterDifferences()
         self._idle: dict[tuple[int, ...], int] = {}  # reads in a row in which a traffic record did not move
         self._sockets = CounterDifferences()
-        self._lost = CounterDifferences()
+        self._lost = LostRecords()
         self._seen: set[int] = set()  # processes with records, until they exit
         self._store_prefix = f"{self.store.resolve()}{os.sep}" if self.store else None
         self._socket_fields: frozenset[str] = frozenset()  # those whose tracepoint is attached
@@ -643,9 +646,7 @@ class SendpathProbe(ScopedProbe):
     def collect(self, program: LoadedProgram, interval_s: float) -> SendpathSnapshot:
         records = self._traffic_gained(program)
         sockets = self._sockets.gained(_socket_entries(program.read("mqi_sockets")))
-        lost = sum(
-            sum(change) for change in self._lost.gained(_lost_entries(program.read("mqi_lost"))).values()
-        )
+        lost = self._lost.since_last_read(program)
         self._seen |= {record.pid for record in records} | {key[0] for key in self._sockets.known_keys()}
         ended = self.processes.newly_ended(set(self.pids) | self._seen)
 
@@ -910,11 +911,6 @@ def _socket_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
 
 
 _SOCKET_MAP_FIELDS = ("sent_bytes", "copied_to_user_bytes", "tcp_sendmsg_passes")
-
-
-def _lost_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
-    for key, value in items:
-        yield (scalar(key),), (scalar(value),)
 
 
 # --- snapshots from process and descriptor rows ----------------------------------------------------------

@@ -42,7 +42,14 @@ from probes.ebpf import registry
 from probes.ebpf.inodes import AddressSpaces, FdNames
 from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, program_spec
 from probes.ebpf.registry import MEMORY_SYSCALLS
-from probes.ebpf.scope import CounterDifferences, ScopedProbe, ScopeLimits, scalar
+from probes.ebpf.scope import (
+    CounterDifferences,
+    LostRecords,
+    ScopedProbe,
+    ScopeLimits,
+    SnapshotHeader,
+    scalar,
+)
 from probes.ebpf.tally import Tally, merge_rows, merged_pids
 
 SYSCALLS = MEMORY_SYSCALLS  # a syscall's position is its id in the program's map keys
@@ -198,14 +205,9 @@ class TargetCalls:
 
 
 @dataclass(frozen=True)
-class SyscallsSnapshot:
+class SyscallsSnapshot(SnapshotHeader):
     """Memory and flushing syscalls over one interval (kind "interval") or the session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     syscalls: int
     syscall_errors: int
     mode_switches: int
@@ -384,7 +386,7 @@ class SyscallsProbe(ScopedProbe):
         self._mapped: dict[int, deque[_Mapped]] = {}
         self._latency = CounterDifferences()
         self._calls = CounterDifferences()
-        self._lost = CounterDifferences()
+        self._lost = LostRecords()
 
     def parameters(self) -> Parameters:
         return self.scope_parameters(
@@ -417,9 +419,7 @@ class SyscallsProbe(ScopedProbe):
             )
             for key, value in program.read("mqi_calls")
         )
-        lost = self._lost.gained(
-            ((scalar(key),), (scalar(value),)) for key, value in program.read("mqi_lost")
-        )
+        lost = self._lost.since_last_read(program)
         self._spaces.new_interval()
         self._fd_names.new_interval()
         # Taken after the calls: a call's own mapping is then always known, whenever it was made.
@@ -432,7 +432,7 @@ class SyscallsProbe(ScopedProbe):
         self._forget(program, ended)
         return _snapshot(
             **self.interval_header(interval_s),
-            lost_records=sum(change[0] for change in lost.values()),
+            lost_records=lost,
             processes=processes,
             targets=targets,
             exited_pids=tuple(sorted(ended & set(self.pids))),

@@ -61,6 +61,7 @@ from probes.ebpf.scope import (
     CumulativeTotals,
     ScopedProbe,
     ScopeLimits,
+    SnapshotHeader,
     handler_defines,
     scalar,
 )
@@ -185,14 +186,9 @@ class FlusherWork:
 
 
 @dataclass(frozen=True)
-class WritebackSnapshot:
+class WritebackSnapshot(SnapshotHeader):
     """Dirtying and writeback over one interval (kind "interval") or the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     dirtied_pages: int
     dirtied_folios: int
     unsized_folios: int

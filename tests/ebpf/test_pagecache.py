@@ -1,8 +1,8 @@
 """The pagecache probe. Without root: optional handlers, one interval assembled from canned maps (totals,
 rows, folios spread over page ranges), the summary. With BPF: a child reads an evicted file and evicts it
 again while the probe traces it, and the counts are held against the file's size in pages; --store page
-ranges; the CLI (--print-bpf and exit 3 as nobody, SIGTERM). Doctor's load test of every probe:
-test_loader.py."""
+ranges; SIGTERM. --print-bpf, exit 3 as nobody and doctor's load test of every probe: test_trace_cli.py
+and test_loader.py."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, rolling_store, trace_a_roll
-from support import fincore_pages, loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import fincore_pages, loaded_programs, programs_held_by
 
 from mqinspect.render.trace_cache import pagecache_notes
 from probes.ebpf import scope
@@ -394,23 +394,6 @@ def test_a_retired_segments_last_removals_and_the_next_segments_warm_up_are_two_
 
 
 # --- the command -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_loads_nothing():
-    done = mqinspect_as_nobody("trace", "pagecache", "--pid", "1", "--print-bpf")
-    assert done.returncode == 0, done.stderr
-    assert "int mqi_pc_added(" in done.stdout and "//   -DFILTER_TGIDS=1" in done.stdout
-    assert "// map mqi_tgids is filled with: 1" in done.stdout
-    assert "bcc not imported" in done.stderr  # nothing was compiled or loaded
-
-
-@pytest.mark.requires_root
-def test_tracing_as_nobody_is_exit_3_with_the_fix():
-    done = mqinspect_as_nobody("trace", "pagecache", "--count", "1")
-    assert done.returncode == 3
-    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 @pytest.mark.requires_bpf

@@ -1,8 +1,8 @@
-"""The sendpath probe. Without root: the path classification rule, descriptor naming from /proc/PID/fd,
-socket addresses, one interval assembled from canned map contents on this process's real descriptors, the
-summary's re-classification, and --print-bpf. With BPF: sendpath_workload.py sends 64 MiB over loopback by
-each path while the probe and `strace -c -f -p` watch the same sender, and the bytes per direction and the
-syscall counts are held against the path model and strace."""
+"""The sendpath probe. Without root: the path classification rule, descriptor naming from /proc/PID/fd, socket
+addresses, one interval assembled from canned map contents on this process's real descriptors, the summary's
+re-classification (--print-bpf of every probe: test_trace_cli.py). With BPF: sendpath_workload.py sends 64 MiB
+over loopback by each path while the probe and `strace -c -f -p` watch the same sender, and the bytes per
+direction and the syscall counts are held against the path model and strace."""
 
 from __future__ import annotations
 
@@ -24,14 +24,11 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by, strace_summary
+from support import loaded_programs, programs_held_by, strace_summary
 from typer.testing import CliRunner
 
-from mqinspect.cli import trace
-from mqinspect.cli.app import app
 from mqinspect.demo.settings import DemoSettings
 from mqinspect.demo.workload import DemoWorkload
-from mqinspect.errors import ExitStatus
 from mqinspect.render.trace import VIEWS
 from probes.ebpf.inodes import (
     PAGE_SHIFT,
@@ -542,41 +539,6 @@ def test_the_table_draws_an_interval():
     text = console.export_text()
     assert "read+write 100B" in text and "other writes to sockets 64B" in text
     assert "CPU copies per socket byte 1.61" in text
-
-
-# --- --print-bpf and privileges ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_session(monkeypatch):
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("a session was opened")
-
-    monkeypatch.setattr(trace, "TraceSession", refuse)
-
-
-def test_print_bpf_prints_the_program_without_a_session(no_session):
-    result = runner.invoke(app, ["trace", "sendpath", "--pid", str(os.getpid()), "--print-bpf"])
-    assert result.exit_code == 0, result.stderr
-    assert "//   -DFILTER_TGIDS=1" in result.stdout and "//   -DSYSCALL_SENDFILE64=6" in result.stdout
-    assert f"// map mqi_tgids is filled with: {os.getpid()}" in result.stdout
-    assert "int mqi_sys_exit(struct tracepoint__syscalls__sys_exit_read *args)" in result.stdout
-
-
-def test_a_pid_that_does_not_exist_is_bad_input(no_session):
-    result = runner.invoke(app, ["trace", "sendpath", "--pid", str(2**22 + 1)])
-    assert result.exit_code == ExitStatus.BAD_INPUT and "--pid" in result.stderr
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_tracing_as_nobody_is_exit_3():
-    printed = mqinspect_as_nobody("trace", "sendpath", "--pid", "1", "--print-bpf")
-    assert printed.returncode == 0, printed.stderr
-    assert "int mqi_sendfile_e(" in printed.stdout and "bcc not imported" in printed.stderr
-    refused = mqinspect_as_nobody("trace", "sendpath", "--pid", "1", "--count", "1")
-    assert refused.returncode == ExitStatus.MISSING_CAPABILITY
-    (error,) = [line for line in refused.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 # --- with BPF: 64 MiB by each path, beside strace ------------------------------------------------------

@@ -1,8 +1,8 @@
 """The syscalls probe. Without root: histogram bucket bounds and percentiles, advice and flag names, one
 interval assembled from canned map contents (targets named through this process's descriptors and maps,
---store), the summary's merged histograms, and --print-bpf. With BPF: a child warms up and flushes a mapped
-file a known number of times while the probe and `strace -c -f -p` watch it; the counts are exact, agree
-with strace, and every call took time."""
+--store), the summary's merged histograms (--print-bpf of every probe: test_trace_cli.py). With BPF: a child
+warms up and flushes a mapped file a known number of times while the probe and `strace -c -f -p` watch it; the
+counts are exact, agree with strace, and every call took time."""
 
 from __future__ import annotations
 
@@ -21,12 +21,9 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import loaded_programs, programs_held_by
 from typer.testing import CliRunner
 
-from mqinspect.cli import trace
-from mqinspect.cli.app import app
-from mqinspect.errors import ExitStatus
 from mqinspect.render.trace import VIEWS
 from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.session import TraceSession
@@ -215,35 +212,6 @@ def test_the_table_draws_an_interval():
     console.print(VIEWS["syscalls"].table(snapshot, "title"))
     text = console.export_text()
     assert "fsync" in text and "≤2.1ms" in text and "pid 7 broker: 3 calls, 3ms" in text
-
-
-# --- --print-bpf and privileges ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_session(monkeypatch):
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("a session was opened")
-
-    monkeypatch.setattr(trace, "TraceSession", refuse)
-
-
-def test_print_bpf_prints_the_program_without_a_session(no_session):
-    result = runner.invoke(app, ["trace", "syscalls", "--pid", str(os.getpid()), "--print-bpf"])
-    assert result.exit_code == 0, result.stderr
-    assert "//   -DFILTER_TGIDS=1" in result.stdout and "//   -DSYSCALL_MLOCK2=4" in result.stdout
-    assert "int mqi_msync_e(struct tracepoint__syscalls__sys_enter_msync *args)" in result.stdout
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_tracing_as_nobody_is_exit_3():
-    printed = mqinspect_as_nobody("trace", "syscalls", "--pid", "1", "--print-bpf")
-    assert printed.returncode == 0, printed.stderr
-    assert "int mqi_fsync_e(" in printed.stdout and "bcc not imported" in printed.stderr
-    refused = mqinspect_as_nobody("trace", "syscalls", "--pid", "1", "--count", "1")
-    assert refused.returncode == ExitStatus.MISSING_CAPABILITY
-    (error,) = [line for line in refused.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 # --- with BPF: a child warms up and flushes a mapped file ------------------------------------------------

@@ -1,8 +1,8 @@
 """The writeback probe. Without root: one interval assembled from canned maps (per-CPU dirty state and
 throttling merged, device names, inodes without a device), the summary. With BPF: a child writes a fresh
 file and fsyncs it while the probe traces it, and dirtied and written pages are held against the file's size
-and the kernel's counters; a writer over lowered dirty limits is throttled; the CLI (--print-bpf and exit 3
-as nobody, SIGTERM). Doctor's load test of every probe: test_loader.py."""
+and the kernel's counters; a writer over lowered dirty limits is throttled; SIGTERM. --print-bpf, exit 3 as
+nobody and doctor's load test of every probe: test_trace_cli.py and test_loader.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, trace_a_roll
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import loaded_programs, programs_held_by
 
 from probes.ebpf.inodes import FileId
 from probes.ebpf.loader import FUNCTION_PREFIX
@@ -340,23 +340,6 @@ def test_a_writer_over_the_dirty_limit_is_throttled(tmp_path: Path, low_dirty_li
 
 
 # --- the command -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_loads_nothing():
-    done = mqinspect_as_nobody("trace", "writeback", "--pid", "1", "--print-bpf")
-    assert done.returncode == 0, done.stderr
-    assert "int mqi_wb_throttle(" in done.stdout and "//   -DFILTER_TGIDS=1" in done.stdout
-    assert "//   -DHAVE_EXT4_WRITEPAGES=1" in done.stdout  # tracefs unreadable: assumed present
-    assert "bcc not imported" in done.stderr  # nothing was compiled or loaded
-
-
-@pytest.mark.requires_root
-def test_tracing_as_nobody_is_exit_3_with_the_fix():
-    done = mqinspect_as_nobody("trace", "writeback", "--count", "1")
-    assert done.returncode == 3
-    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 @pytest.mark.requires_bpf
