@@ -725,7 +725,7 @@ class SendpathProbe(ScopedProbe):
         label = self._store_files.get(file)
         if label is None:  # the path the process holds it open or mapped under, if it still does
             label = self._file_names.label(file, pid)
-            label = self._store_label(file, label.path) if label.path else label
+            label = (self._store_label(file, label.path) if label.path else None) or label
         return FdTarget("file", label.name, file=file, in_store=label.segment_kind is not None)
 
     def _tally(

@@ -377,6 +377,34 @@ def test_the_kernels_word_names_a_descriptor_closed_or_reused_before_the_interva
     assert rows[None].fd_kind == "unknown"
 
 
+def test_without_a_store_the_file_a_read_read_is_named_by_its_path(tmp_path: Path):
+    """Tracing without --store (every process, as probe_overhead.py and `trace sendpath` alone do): the file
+    the kernel said a read read pages of, which the descriptor no longer refers to, is named by the path the
+    process holds it under. (It raised AttributeError on the path's store label, None without a store, and
+    ended `mqinspect trace sendpath` within seconds on a busy machine.)"""
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 8192)
+    left, right = socket.socketpair()
+    pipe_out, pipe_in = os.pipe()
+    with left, right, data.open("rb") as held:
+        probe = SendpathProbe([os.getpid()])
+        program = CannedProgram({})
+        probe.start(program)
+        read_file = FileId.from_stat(os.fstat(held.fileno()))
+        program.maps["mqi_traffic"] = [  # the read's descriptor was closed, its number reused by a pipe
+            _traffic("read", pipe_in, 1, 4096, file=read_file),
+            _traffic("sendto", left.fileno(), 1, 4096, source_fd=pipe_in, origin=ORIGIN_READ, file=read_file),
+        ]
+        snapshot = probe.collect(program, 1.0)
+        os.close(pipe_out)
+        os.close(pipe_in)
+    assert (snapshot.paths.read_write_bytes, snapshot.bytes_to_sockets) == (4096, 4096)
+    (row,) = [row for row in snapshot.fds if row.socket_bytes_as == "read+write"]
+    assert (row.source_kind, row.source_name) == ("file", str(data))
+    (read,) = [row for row in snapshot.fds if row.bytes_kernel_to_user]
+    assert (read.fd_kind, read.fd_name) == ("file", str(data))
+
+
 def make_store(root: Path) -> Path:
     (root / "commitlog").mkdir(parents=True)
     (root / "consumequeue").mkdir()
