@@ -1272,6 +1272,8 @@ def _verify_property_crc(
         and view[tail_start : tail_start + len(_CRC32_PROPERTY_PREFIX)] == _CRC32_PROPERTY_PREFIX
     )
     if not has_tail:
+        if tail_start >= properties_start and _is_damaged_crc32_name(view[tail_start:record_end]):
+            raise where.corrupt("damaged __CRC32# property name (one byte differs)", PROPERTY_CRC32)
         if required:
             raise where.corrupt("no __CRC32# property at the end of the properties", PROPERTY_CRC32)
         return
@@ -1281,6 +1283,19 @@ def _verify_property_crc(
     actual = zlib.crc32(view[position:tail_start]) & 0x7FFFFFFF
     if actual != stored:
         raise where.corrupt(f"record CRC {actual} does not match __CRC32# {stored}", PROPERTY_CRC32)
+
+
+def _is_damaged_crc32_name(tail: memoryview) -> bool:
+    """A reserved tail (name, \\x01, 10 digits, \\x02) whose `__CRC32#\\x01` differs in exactly one byte.
+
+    The tail is found by its name, so a flipped bit there would otherwise hide the whole-record CRC and let
+    every other damage to the record pass. No other property is 8 characters one byte away from this name
+    with a 10-digit value at the very end."""
+    digits = tail[len(_CRC32_PROPERTY_PREFIX) : -1]
+    if tail[-1] != 0x02 or not _ASCII_DIGITS.issuperset(digits):
+        return False
+    name = tail[: len(_CRC32_PROPERTY_PREFIX)]
+    return sum(map(operator.ne, name, _CRC32_PROPERTY_PREFIX)) == 1
 
 
 def _utf8(view: memoryview, start: int, end: int, field_name: str, where: _Location) -> str:

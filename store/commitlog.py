@@ -148,7 +148,11 @@ class CommitLog:
 
         All of it lands in one segment, so a batch that does not fit the current one rolls it with a BLANK
         record first."""
-        batch = codec.prepare_batch(messages, max_body_size=self.config.max_message_body_size)
+        batch = codec.prepare_batch(
+            messages,
+            max_body_size=self.config.max_message_body_size,
+            append_property_crc=self.config.enabled_append_prop_crc,
+        )
         if batch.total_size + codec.END_FILE_MIN_BLANK_LENGTH > self.config.mapped_file_size_commitlog:
             raise BatchTooLarge(
                 f"a batch of {batch.total_size} bytes cannot fit a "

@@ -120,10 +120,18 @@ def produce_command(
     rate: float = typer.Option(
         None, "--rate", min=0.001, help="Messages per second (default: as fast as possible)."
     ),
+    append_prop_crc: bool = typer.Option(
+        False,
+        "--append-prop-crc",
+        help="End each record with RocketMQ 5's __CRC32# property (enabledAppendPropCRC): a CRC over the "
+        "whole record, so verify and recovery also find damaged header fields, topic and properties.",
+    ),
     output: str = format_option(),
 ) -> int:
     """Append messages to a store (creating it if needed) and report throughput and put latency."""
-    store = _open_store(store_dir, flush_disk_type=flush, warmup=warmup)
+    store = _open_store(
+        store_dir, flush_disk_type=flush, warmup=warmup, enabled_append_prop_crc=append_prop_crc
+    )
     spec = ProduceSpec(topic, queue, count, size, keys, tags, batch, rate)
     _say(
         f"appending {count} messages of {size} B to {store_dir} ({flush} flush, warm-up {warmup}); "

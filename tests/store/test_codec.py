@@ -531,6 +531,25 @@ def test_property_crc_failures_name_the_field():
         decode_record(encoded, check_crc=True)
 
 
+def test_with_the_property_crc_every_single_bit_flip_of_a_record_is_caught():
+    """The whole-record CRC covers everything but its own 20 bytes, and those are checked by shape: a flip in
+    the name would otherwise hide the CRC (the record then reads as one without it)."""
+    encoded = encode_record(WORKED_MESSAGE, **WORKED_PLACEMENT, append_property_crc=True)
+    missed = []
+    for bit in range(len(encoded) * 8):
+        damaged = flipped(encoded, bit // 8, 1 << (bit % 8))
+        try:
+            decode_record(damaged, check_crc=True)
+        except CorruptRecord:
+            continue
+        missed.append(bit)
+    assert missed == []
+    name_flip = flipped(encoded, len(encoded) - 18, 0x04)  # "__CRC32#" -> "__GRC32#"
+    with pytest.raises(CorruptRecord, match="damaged __CRC32# property name") as caught:
+        decode_record(name_flip, check_crc=True)
+    assert caught.value.field == PROPERTY_CRC32
+
+
 def test_body_crc_mismatch_names_bodycrc():
     damaged = flipped(WORKED_EXAMPLE, 90, 0x01)
     assert decode_record(damaged).body == b"Hemlo RocketMQ"  # nothing checks the body without check_crc
