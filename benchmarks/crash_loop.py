@@ -3,8 +3,8 @@ message it acknowledged (issue 13 D1); then damage the tail of a store on purpos
 makes of it (the torn-tail trials of D2).
 
 Crash loop. Each round starts a producer process on the same store: SYNC flush, four queues, random bodies of
-50-4,000 B, a unique KEYS per message, segments of 256 KiB (so the log rolls every ~120 messages, also while
-a kill lands) and small index files (they roll too). A message counts as acknowledged only once put_message
+50-4,000 B, a unique KEYS per message, segments of 128 KiB (so the log rolls every ~60 messages, also while a
+kill lands) and small index files (they roll too). A message counts as acknowledged only once put_message
 returned PUT_OK *and* the producer wrote key, physical offset, queue, queue offset, store time and the
 body's SHA-256 to its acknowledgement log (one write(2) per line, which a SIGKILL cannot tear). The parent
 kills it at a random moment, sometimes during its own start-up, runs recovery in another process (killing
@@ -61,7 +61,7 @@ from store.commitlog import PutStatus  # noqa: E402
 from store.commitlog_scan import ScannedRecord, scan_commitlog  # noqa: E402
 from store.config import CQ_STORE_UNIT_SIZE, FlushDiskType, StoreConfig  # noqa: E402
 from store.consume_queue_format import iter_entries  # noqa: E402
-from store.errors import StoreError  # noqa: E402
+from store.hashing import index_key_hash  # noqa: E402
 from store.index_file import IndexService  # noqa: E402
 from store.layout import discover_store  # noqa: E402
 from store.message_store import MessageStore  # noqa: E402
@@ -71,16 +71,16 @@ TOPIC = "CrashLoop"
 QUEUES = 4
 BODY_BYTES = (50, 4000)
 CONFIG = StoreConfig(
-    mapped_file_size_commitlog=256 * 1024,
+    mapped_file_size_commitlog=128 * 1024,
     consume_queue_entries_per_file=512,
     max_hash_slot_num=512,
     max_index_num=2048,
     flush_interval_commitlog_ms=100,
 )
-KILL_AFTER_S = (0.15, 1.2)  # from the producer's spawn: some kills land in its start-up (and its recovery)
+KILL_AFTER_S = (0.15, 0.9)  # from the producer's spawn: some kills land in its start-up (and its recovery)
 RECOVERY_KILL_AFTER_S = (0.02, 0.5)
 RECOVERY_KILL_SHARE = 1 / 3  # rounds whose first recovery is killed too
-TRIAL_MESSAGES = 700  # the torn-tail store: ~6 segments of 256 KiB
+TRIAL_MESSAGES = 700  # the torn-tail store: ~11 segments of 128 KiB
 TRIAL_KINDS = ("log-cut", "log-flip", "queue-cut", "queue-flip")
 LATEST_MS = 2**62
 
@@ -132,6 +132,10 @@ class Ack:
     queue_offset: int
     store_timestamp_ms: int
     body_sha256: str
+
+    @property
+    def placed(self) -> tuple[int, int]:
+        return self.queue_id, self.queue_offset
 
 
 @dataclass
@@ -252,66 +256,91 @@ def _check_first_append(new: list[Ack], recovered_end: int, report: LoopReport, 
 
 
 def _check_round(root: Path, acked: dict[str, Ack], damage: _Damage, report: LoopReport, number: int) -> None:
+    """Every acknowledged message, through its ConsumeQueue entry and through the index's hash chains (what a
+    query walks); the messages of this round through a query as `store query --key` runs it; every entry a
+    consumer could be served; then verify."""
     layout = discover_store(root)
+    stored = _records_in_log(layout)
     entries = {
         queue_id: {entry.queue_offset: entry for entry in iter_entries(cq.queue)}
         for queue_id in range(QUEUES)
         if (cq := layout.consume_queue(TOPIC, queue_id)) is not None
     }
-    config = store_config_for(root)
-    with inspect.RecordReader(layout.commitlog) as reader, IndexService(root / "index", config) as index:
-        index.load(read_only=True)
+    with _IndexChains(root) as index:
         for ack in acked.values():
             entry = entries.get(ack.queue_id, {}).get(ack.queue_offset)
             if entry is None or entry.physical_offset != ack.physical_offset:
                 _note(damage.lost_through_queue, ack.key, report, f"{ack.key} not in queue {ack.queue_id}")
-            elif not _serves_what_was_acknowledged(reader, ack, entry.size_bytes):
+            elif stored.get(ack.physical_offset) != (entry.size_bytes, ack.key, ack.body_sha256, *ack.placed):
                 _note(damage.corrupt, ack.key, report, f"{ack.key}: other bytes at {ack.physical_offset}")
-            # The index keeps store times in whole seconds after its file's first entry (and a file's first
-            # entry, measured from the previous file's end, may read later than it was stored): from 1 s
-            # before the store time on, as `store query --key` searches everything.
-            offsets = index.query(TOPIC, ack.key, 64, ack.store_timestamp_ms - 1000, LATEST_MS)
-            if ack.physical_offset not in offsets:
-                _note(damage.lost_through_index, ack.key, report, f"a query for {ack.key} does not find it")
-        for queue_id, queue in entries.items():
-            for queue_offset, entry in queue.items():
-                if not _leads_to_its_record(reader, queue_id, queue_offset, entry):
-                    _note(
-                        damage.corrupt,
-                        f"{queue_id}/{queue_offset}",
-                        report,
-                        "an entry leads to a wrong record",
-                    )
+            found = index.reaches(ack) if not ack.key.startswith(f"r{number}-") else index.query_finds(ack)
+            if not found:
+                _note(damage.lost_through_index, ack.key, report, f"the index does not lead to {ack.key}")
+    for queue_id, queue in entries.items():
+        for queue_offset, entry in queue.items():
+            record = stored.get(entry.physical_offset)
+            if record is None or (record[0], *record[3:]) != (entry.size_bytes, queue_id, queue_offset):
+                _note(
+                    damage.corrupt, f"{queue_id}/{queue_offset}", report, "an entry leads to a wrong record"
+                )
     verified = inspect.verify_store(root)
     if not verified.ok:
         report.verify_failures += 1
         report.problems += [f"round {number}: verify: {f.check}: {f.message}" for f in verified.findings]
 
 
+def _records_in_log(layout) -> dict[int, tuple[int, str | None, str, int, int]]:
+    """physical offset -> (size, KEYS, body SHA-256, queue id, queue offset) of every record in the log, read
+    once, CRC checked: what any consumer or query can be served."""
+    stored = {}
+    for event in scan_commitlog(layout.commitlog, check_crc=True):
+        if isinstance(event, ScannedRecord):
+            record = event.record
+            digest = hashlib.sha256(record.body).hexdigest()
+            stored[event.physical_offset] = (
+                record.total_size,
+                record.keys,
+                digest,
+                record.queue_id,
+                record.queue_offset,
+            )
+    return stored
+
+
+class _IndexChains:
+    """The index read-only: a key found by walking its hash chain in the file covering its record (as a query
+    does), or by a query itself."""
+
+    def __init__(self, root: Path):
+        self._service = IndexService(root / "index", store_config_for(root))
+        self._service.load(read_only=True)
+        self._files = self._service.files
+
+    def reaches(self, ack: Ack) -> bool:
+        key_hash = index_key_hash(IndexService.build_key(TOPIC, ack.key))
+        return any(
+            index_file.holds_key(key_hash, ack.physical_offset)
+            for index_file in self._files
+            if index_file.begin_phy_offset <= ack.physical_offset <= index_file.end_phy_offset
+        )
+
+    def query_finds(self, ack: Ack) -> bool:
+        # The index keeps store times in whole seconds after its file's first entry (and a file's first entry,
+        # measured from the previous file's end, may read later than it was stored): from 1 s before on.
+        offsets = self._service.query(TOPIC, ack.key, 64, ack.store_timestamp_ms - 1000, LATEST_MS)
+        return ack.physical_offset in offsets
+
+    def __enter__(self) -> _IndexChains:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._service.close()
+
+
 def _note(found: set[str], what: str, report: LoopReport, problem: str) -> None:
     if what not in found:
         found.add(what)
         report.problems.append(problem)
-
-
-def _serves_what_was_acknowledged(reader: inspect.RecordReader, ack: Ack, size: int) -> bool:
-    """The record a consumer gets for this acknowledged message holds the acknowledged key and body."""
-    try:
-        record = reader.record_at(ack.physical_offset, check_crc=True, size_hint=size)
-    except (StoreError, OSError):  # a record that does not decode is corrupt data served
-        return False
-    if not isinstance(record, codec.MessageRecord) or record.keys != ack.key or record.total_size != size:
-        return False
-    return hashlib.sha256(record.body).hexdigest() == ack.body_sha256
-
-
-def _leads_to_its_record(reader: inspect.RecordReader, queue_id: int, queue_offset: int, entry) -> bool:
-    try:
-        record = reader.record_at(entry.physical_offset, check_crc=True, size_hint=entry.size_bytes)
-    except (StoreError, OSError):
-        return False
-    placed = (record.queue_id, record.queue_offset, record.total_size)
-    return isinstance(record, codec.MessageRecord) and placed == (queue_id, queue_offset, entry.size_bytes)
 
 
 # ==========================================================================================================

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from store.config import CQ_STORE_UNIT_SIZE, StoreConfig
-from store.consume_queue_format import ENTRY, PRE_BLANK_SIZE, is_valid_entry
+from store.consume_queue_format import ENTRY, PRE_BLANK_SIZE, ConsumeQueueEntry
 from store.mapped_file import MappedFile
 from store.mapped_file_queue import MappedFileQueue
 from store.recovery import erase_after
@@ -48,7 +48,7 @@ class ConsumeQueue:
         return 0 if last is None else erase_after(last.path, last.fileno(), last.wrote_position)
 
     def _entry_end(self, position: int) -> int:
-        """The end of the record the entry at byte `position` points to; -1 for none or a pre-blank slot."""
+        """The end of the record the entry at byte `position` names; -1 for none (or a pre-blank slot)."""
         mapped_file = self.mapped_file_queue.find_by_offset(position) if position >= 0 else None
         view = (
             mapped_file.select(position - mapped_file.file_from_offset, CQ_STORE_UNIT_SIZE)
@@ -58,10 +58,8 @@ class ConsumeQueue:
         if view is None:
             return -1
         with view:
-            physical_offset, size, _tags = ENTRY.unpack(view)
-        if not is_valid_entry(physical_offset, size) or size == PRE_BLANK_SIZE:
-            return -1
-        return physical_offset + size
+            entry = ConsumeQueueEntry(position // CQ_STORE_UNIT_SIZE, *ENTRY.unpack(view))
+        return entry.physical_offset + entry.size_bytes if entry.names_a_record else -1
 
     # ---- writing (the dispatcher) ------------------------------------------------------------------
 

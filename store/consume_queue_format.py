@@ -38,6 +38,11 @@ class ConsumeQueueEntry:
     def is_pre_blank(self) -> bool:
         return self.size_bytes == PRE_BLANK_SIZE and self.physical_offset == 0
 
+    @property
+    def names_a_record(self) -> bool:
+        """A valid entry that is not a pre-blank placeholder."""
+        return is_valid_entry(self.physical_offset, self.size_bytes) and not self.is_pre_blank
+
 
 def is_valid_entry(physical_offset: int, size: int) -> bool:
     return physical_offset >= 0 and size > 0
@@ -198,6 +203,11 @@ class QueueEntryReader:
                 return None
         physical_offset, size, tags_code = self._window[position]
         return ConsumeQueueEntry(queue_offset, physical_offset, size, tags_code)
+
+    def last_record_end(self) -> int:
+        """Where the record the last entry before `end` names ends (0 without one): how far dispatch got."""
+        entry = self.entry(self.end - 1)
+        return entry.physical_offset + entry.size_bytes if entry is not None and entry.names_a_record else 0
 
     def _load_window(self, queue_offset: int) -> None:
         segment = self.queue.segment_for(queue_offset * CQ_STORE_UNIT_SIZE)

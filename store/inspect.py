@@ -43,7 +43,6 @@ from store.consume_queue_format import (
     enters_consume_queue,
     entry_matches,
     expected_tags_code,
-    is_valid_entry,
     iter_entries,
     iter_segment_entries,
     queue_bounds,
@@ -1254,29 +1253,24 @@ class _Reachability:
         self._index_window_start = self._index_files[0].begin_phy_offset if self._index_files else None
         self._stride = tally.index_stride
         self._keyed_seen = 0
-        self._crashed = store_run_state(layout.root) is StoreRunState.CRASHED
-        self._queue_frontier, self._index_frontier = self._frontiers(layout, index_files)
+        run_state = store_run_state(layout.root)
+        self._crashed = run_state is StoreRunState.CRASHED
+        self._queue_frontier, self._index_frontier = (
+            self._frontiers(layout, index_files) if run_state is StoreRunState.RUNNING else (None, None)
+        )
         self.through_queues = 0
         self.through_index = 0
         self.not_yet_dispatched = 0
 
     @staticmethod
-    def _frontiers(layout: StoreLayout, index_files: list[IndexFile]) -> tuple[int | None, int | None]:
-        """On a running store, the ends of what its broker has dispatched (None: check everything)."""
-        if store_run_state(layout.root) is not StoreRunState.RUNNING:
-            return None, None
-        queue_ends = []
+    def _frontiers(layout: StoreLayout, index_files: list[IndexFile]) -> tuple[int, int | None]:
+        """On a running store, where what its broker has dispatched ends: in the ConsumeQueues (the largest
+        end any of them points to) and in the index (the record it ends with)."""
+        ends = []
         for cq in layout.consume_queues:
             with QueueEntryReader(cq.queue, recovered_queue_end(cq.queue)) as reader:
-                last = reader.entry(reader.end - 1)
-            if (
-                last is not None
-                and is_valid_entry(last.physical_offset, last.size_bytes)
-                and not last.is_pre_blank
-            ):
-                queue_ends.append(last.physical_offset + last.size_bytes)
-        index_end = index_files[-1].end_phy_offset if index_files else None
-        return max(queue_ends, default=0), index_end
+                ends.append(reader.last_record_end())
+        return max(ends, default=0), index_files[-1].end_phy_offset if index_files else None
 
     def check(self, event: ScannedRecord) -> None:
         record, offset = event.record, event.physical_offset
@@ -1320,7 +1314,7 @@ class _Reachability:
         checks report (they say what it names instead), so one damage is one finding."""
         if entry is None:
             return f"entry {queue_offset} is missing (the queue ends at {end})"
-        if not is_valid_entry(entry.physical_offset, entry.size_bytes) or entry.is_pre_blank:
+        if not entry.names_a_record:
             return f"entry {queue_offset} is not an entry ({entry.physical_offset}, {entry.size_bytes} B)"
         if entry.physical_offset < self._log_min:
             return f"entry {queue_offset} names {entry.physical_offset}, below the start of the log"

@@ -40,11 +40,10 @@ from store.checkpoint import CheckpointValues, read_checkpoint
 from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
 from store.config import StoreConfig
 from store.consume_queue_format import (
-    PRE_BLANK_SIZE,
+    ConsumeQueueEntry,
     QueueEntryReader,
     enters_consume_queue,
     entry_matches,
-    is_valid_entry,
     recovered_queue_end,
 )
 from store.errors import CorruptRecord, StoreError
@@ -100,17 +99,6 @@ class RecoveryPlan:
     index_drop_reason: str | None = None
     scans: int = 1  # how often the log was read: more than once when a lost queue tail lay before the start
 
-    def queue_end(self, topic: str, queue_id: int) -> int | None:
-        """Where a queue ends after the cut, None for a queue the plan did not see."""
-        return next(
-            (
-                end.end_queue_offset
-                for end in self.queue_ends
-                if (end.topic, end.queue_id) == (topic, queue_id)
-            ),
-            None,
-        )
-
 
 def plan_recovery(
     layout: StoreLayout, config: StoreConfig | None = None, *, check_crc: bool = True
@@ -124,48 +112,65 @@ def plan_recovery(
     checkpoint = read_checkpoint(layout.checkpoint) if layout.checkpoint else None
     log_min = segments[0].file_from_offset if segments else 0
     with ExitStack() as readers:
-        queue_ends = {
+        queues = {
             (cq.topic, cq.queue_id): readers.enter_context(_QueueEntries(cq)) for cq in layout.consume_queues
         }
         index = _IndexTrust(layout, config, mode, checkpoint) if config.message_index_enable else None
-        floor = _floor(segments, mode, checkpoint, queue_ends.values())
-        target = floor if index is None else min(floor, index.rebuild_from(None, log_min))
-        scans = 0
-        while True:
-            start = min(floor, _choose_start(segments, lambda first, at=target: first.physical_offset <= at))
-            scan = _Scan(start, log_min, queue_ends, readers)
-            scan.run(layout, check_crc)
-            scans += 1
-            needs = [check.need for check in scan.checks.values() if check.need is not None]
-            if index is not None:
-                needs.append(index.rebuild_from(scan.process_offset, log_min))
-            lowest = min(needs, default=scan.process_offset)
-            if lowest >= start or start <= log_min:
-                break
-            target = lowest  # a queue lost entries whose records lie before the scan start: read from there
+        floor = _floor(segments, mode, checkpoint, queues.values())
+        scan, scans, needed_from = _scan_from_what_needs_it(layout, floor, index, queues, readers, check_crc)
         truncations, ends = scan.queue_verdicts()
     written_end = _written_end(segments)
+    end = scan.process_offset
     return RecoveryPlan(
         mode=mode,
-        start_offset=start,
-        process_offset=scan.process_offset,
+        start_offset=scan.start,
+        process_offset=end,
         stop_reason=scan.stop_reason,
         records_checked=scan.records_checked,
-        dispatch_from_offset=scan.first_record_at_or_after(min(needs, default=scan.process_offset)),
+        dispatch_from_offset=scan.first_record_at_or_after(needed_from),
         commitlog_max_wrote_offset=written_end,
-        truncated_bytes=max(0, written_end - scan.process_offset),
-        segments_to_delete=[s.path for s in segments if s.file_from_offset > scan.process_offset],
+        truncated_bytes=max(0, written_end - end),
+        segments_to_delete=[s.path for s in segments if s.file_from_offset > end],
         queue_truncations=truncations,
-        index_files_to_drop=[] if index is None else index.dropped(scan.process_offset),
+        index_files_to_drop=[] if index is None else index.dropped(end),
         corruption=scan.corruption,
         queue_ends=ends,
-        index_rebuild_from_offset=None if index is None else index.rebuild_from(scan.process_offset, log_min),
-        index_drop_reason=None if index is None else index.drop_reason(scan.process_offset),
+        index_rebuild_from_offset=None if index is None else index.rebuild_from(end, log_min),
+        index_drop_reason=None if index is None else index.drop_reason(end),
         scans=scans,
     )
 
 
 # --- where the scan starts -------------------------------------------------------------------------------
+
+
+def _scan_from_what_needs_it(
+    layout: StoreLayout,
+    floor: int,
+    index: _IndexTrust | None,
+    queues: dict[QueueKey, _QueueEntries],
+    readers: ExitStack,
+    check_crc: bool,
+) -> tuple[_Scan, int, int]:
+    """Scan from the newest segment start at or before the floor and everything the consumers need; when a
+    scan shows that something needs records before its start, scan again from there. Returns the last scan,
+    how many were made, and the earliest record something needs (the end of the log if nothing does)."""
+    segments = layout.commitlog.loadable_segments
+    log_min = segments[0].file_from_offset if segments else 0
+    target = floor if index is None else min(floor, index.rebuild_from(None, log_min))
+    scans = 0
+    while True:
+        start = min(floor, _choose_start(segments, lambda first, at=target: first.physical_offset <= at))
+        scan = _Scan(start, log_min, queues, readers)
+        scan.run(layout, check_crc)
+        scans += 1
+        needs = [check.need for check in scan.checks.values() if check.need is not None]
+        if index is not None:
+            needs.append(index.rebuild_from(scan.process_offset, log_min))
+        needed_from = min(needs, default=scan.process_offset)
+        if needed_from >= start or start <= log_min:
+            return scan, scans, needed_from
+        target = needed_from  # a queue lost entries whose records lie before the scan start: read from there
 
 
 def _floor(
@@ -235,19 +240,11 @@ class _QueueEntries:
         self.reader = QueueEntryReader(cq.queue, self.end) if cq else None
         self.first = self.reader.first if self.reader else 0
 
-    def entry(self, queue_offset: int):
+    def entry(self, queue_offset: int) -> ConsumeQueueEntry | None:
         return self.reader.entry(queue_offset) if self.reader else None
 
     def last_entry_end(self) -> int:
-        """The end of the record the last real entry points to (0 if none): how far dispatch got."""
-        entry = self.entry(self.end - 1)
-        if (
-            entry is None
-            or entry.size_bytes == PRE_BLANK_SIZE
-            or not is_valid_entry(entry.physical_offset, entry.size_bytes)
-        ):
-            return 0
-        return entry.physical_offset + entry.size_bytes
+        return self.reader.last_record_end() if self.reader else 0
 
     def close(self) -> None:
         if self.reader is not None:
@@ -332,9 +329,7 @@ class _QueueCheck:
         """Step back from `queue_offset` over the entries that point at or after the scan start."""
         while queue_offset > self.entries.first:
             entry = self.entries.entry(queue_offset - 1)
-            if entry is None or not is_valid_entry(entry.physical_offset, entry.size_bytes):
-                break
-            if entry.size_bytes == PRE_BLANK_SIZE or entry.physical_offset < self.scan_start:
+            if entry is None or not entry.names_a_record or entry.physical_offset < self.scan_start:
                 break
             queue_offset -= 1
         return queue_offset
@@ -346,11 +341,7 @@ class _QueueCheck:
         if self.scan_start <= self.log_min:
             return first_in_range
         entry = self.entries.entry(queue_offset - 1)
-        if (
-            entry is not None
-            and entry.size_bytes != PRE_BLANK_SIZE
-            and is_valid_entry(entry.physical_offset, entry.size_bytes)
-        ):
+        if entry is not None and entry.names_a_record:
             end = entry.physical_offset + entry.size_bytes
             if self.log_min <= end <= self.scan_start:
                 return end

@@ -192,7 +192,9 @@ def recover_command(
     """Recover a store as RocketMQ does at start-up: cut the log after its last valid record and rebuild the
     consume queues and index; normal after a clean shutdown, abnormal after a crash."""
     if dry_run:
-        plan = plan_recovery(discover_store(store_dir, **_known_sizes(store_dir)))
+        plan = plan_recovery(
+            discover_store(store_dir, **_known_sizes(store_dir)), store_config_for(store_dir)
+        )
     else:
         store = _open_store(store_dir)
         plan = store.recovery

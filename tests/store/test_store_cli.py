@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from store_builder import (
     segment_name,
     zero_range,
 )
+from support import mqinspect_as_nobody
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
@@ -668,3 +671,21 @@ def test_stat_walks_only_the_undispatched_tail_and_finds_the_same_end(make_store
         invoke_json("store", "stat", built.root)["commitlog"]["max_physical_offset"]
         == built.max_physical_offset
     )
+
+
+def test_verify_as_nobody_checks_reachability_on_a_store_root_wrote(make_store):
+    """An operator checks a broker's store without root: every file readable, the lock probed read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to write the store and then read it as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="verify-as-nobody-"))
+    try:
+        shared.chmod(0o755)
+        built = build_rolled_store(StoreBuilder(shared / "store"))
+        record = built.records[-1]
+        zero_range(built.cq_file(record.topic, record.queue_id), (record.queue_offset % 8) * 20, 8 * 20)
+        result = mqinspect_as_nobody("store", "verify", str(built.root), "--format", "json")
+        assert result.returncode == ExitStatus.FINDINGS, result.stderr
+        [missing] = json.loads(result.stdout)["findings"]
+        assert missing["check"] == "cq-unreachable" and missing["offset"] == record.queue_offset
+    finally:
+        shutil.rmtree(shared)
