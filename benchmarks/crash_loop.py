@@ -65,6 +65,7 @@ from store.hashing import index_key_hash  # noqa: E402
 from store.index_file import IndexService  # noqa: E402
 from store.layout import discover_store  # noqa: E402
 from store.message_store import MessageStore  # noqa: E402
+from store.safe_read import PreadFile  # noqa: E402
 from store.store_sizes import save_store_sizes, store_config_for  # noqa: E402
 
 TOPIC = "CrashLoop"
@@ -441,8 +442,12 @@ def _one_trial(
 
 
 def _damage_log(root, kind, segment, tail, rng) -> tuple[tuple[str, int], int]:
-    """Cut or flip the last segment; return what verify must name (file, record offset) and that record's
-    offset, where recovery must cut the log."""
+    """Cut or flip the last segment; return what verify must name and the offset of the first bad record,
+    where recovery must cut the log.
+
+    Verify names the record's segment and offset; unless the damage left zeros where the record starts (a cut
+    in its first bytes, whose TOTALSIZE begins with zero bytes): that reads as the end of the written data, a
+    shorter log, and verify names the ConsumeQueue entry that points past it (file and queue offset)."""
     start = segment.file_from_offset
     written = tail[-1].physical_offset + tail[-1].record.total_size - start
     position = rng.randrange(written)
@@ -456,6 +461,14 @@ def _damage_log(root, kind, segment, tail, rng) -> tuple[tuple[str, int], int]:
     else:
         _flip_bit(segment.path, position, rng.randrange(8))
     victim = next(event for event in reversed(tail) if event.physical_offset - start <= position)
+    with PreadFile(segment.path) as file:
+        reads_as_unwritten = not any(
+            file.read(victim.physical_offset - start, codec.END_FILE_MIN_BLANK_LENGTH)
+        )
+    if reads_as_unwritten:
+        cq = discover_store(root).consume_queue(TOPIC, victim.record.queue_id)
+        entry_file = cq.queue.segment_for(victim.record.queue_offset * CQ_STORE_UNIT_SIZE).path
+        return (str(entry_file), victim.record.queue_offset), victim.physical_offset
     return (str(segment.path), victim.physical_offset), victim.physical_offset
 
 

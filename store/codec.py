@@ -1233,6 +1233,7 @@ def _read_frame(
     properties_start = topic_end + _PROPERTIES_LENGTH_SIZE
     if check_crc:
         _verify_body_crc(view, body_start, body_end, values[2], where)
+        _verify_not_torn(view, properties_start, record_end, where)
         _verify_property_crc(view, position, properties_start, record_end, require_property_crc, where)
     topic = _utf8(view, topic_start, topic_end, "TOPIC", where)
     properties = string_to_properties(_utf8(view, properties_start, record_end, "PROPERTIES", where))
@@ -1260,6 +1261,16 @@ def _verify_body_crc(view: memoryview, body_start: int, body_end: int, stored: i
     actual = zlib.crc32(view[body_start:body_end]) & 0x7FFFFFFF
     if actual != stored:
         raise where.corrupt(f"body CRC {actual} does not match BODYCRC {stored}", "BODYCRC")
+
+
+def _verify_not_torn(view: memoryview, properties_start: int, record_end: int, where: _Location) -> None:
+    """Properties end with \\x02 (messageProperties2String ends every pair with it, and `__CRC32#` too), so
+    properties ending in a zero byte are a record whose tail never reached the disk: a torn write zeroes it,
+    and without this the record would pass, its body CRC intact and its properties (and `__CRC32#`) gone."""
+    if record_end > properties_start and view[record_end - 1] == 0:
+        raise where.corrupt(
+            "the properties end in zero bytes: the record's tail was never written", "PROPERTIES"
+        )
 
 
 def _verify_property_crc(

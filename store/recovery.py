@@ -37,7 +37,7 @@ from pathlib import Path
 
 from store import codec
 from store.checkpoint import CheckpointValues, read_checkpoint
-from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
+from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEndReason, scan_commitlog
 from store.config import StoreConfig
 from store.consume_queue_format import (
     ConsumeQueueEntry,
@@ -371,14 +371,23 @@ class _Scan:
         self.checks = {key: _QueueCheck(entries, start, log_min) for key, entries in queues.items()}
 
     def run(self, layout: StoreLayout, check_crc: bool) -> None:
-        for event in scan_commitlog(layout.commitlog, self.start, check_crc=check_crc, read_body=False):
+        commitlog = layout.commitlog
+        starts = {segment.file_from_offset for segment in commitlog.loadable_segments}
+        for event in scan_commitlog(commitlog, self.start, check_crc=check_crc, read_body=False):
             if isinstance(event, ScannedRecord):
                 self._record(event)
             elif isinstance(event, ScanFailure):
                 self.stop_reason = f"record at {event.physical_offset} fails: {event.error}"
                 self.corruption = str(event.error)
                 return
-            elif isinstance(event, SegmentEnd) and event.reason is not SegmentEndReason.BLANK:
+            elif event.reason is SegmentEndReason.BLANK:
+                # Past an END_OF_FILE blank the log goes on in the next segment, as RocketMQ's recovery
+                # moves processOffset there: a cut right after it keeps the full segment and its blank.
+                size = commitlog.file_size
+                following = event.physical_offset - event.physical_offset % size + size
+                if following in starts:
+                    self.process_offset = following
+            else:
                 self.stop_reason = f"{event.reason} at {event.physical_offset} in {event.segment.name}"
                 return
 

@@ -550,6 +550,27 @@ def test_with_the_property_crc_every_single_bit_flip_of_a_record_is_caught():
     assert caught.value.field == PROPERTY_CRC32
 
 
+@pytest.mark.parametrize("with_crc", [False, True], ids=["plain", "with-__CRC32#"])
+def test_every_torn_tail_of_a_record_is_caught(with_crc: bool):
+    """A write cut short leaves zeros from some point to the record's end. Past the body, BODYCRC still
+    holds and zeroed properties still decode: it is their missing final \\x02 that gives the tear away."""
+    encoded = encode_record(WORKED_MESSAGE, **WORKED_PLACEMENT, append_property_crc=with_crc)
+    passed = []
+    for cut in range(8, len(encoded)):
+        torn = encoded[:cut] + bytes(len(encoded) - cut)
+        if torn == encoded:
+            continue
+        try:
+            decode_record(torn, check_crc=True)
+        except CorruptRecord:
+            continue
+        passed.append(cut)
+    assert passed == []
+    with pytest.raises(CorruptRecord, match="never written") as caught:
+        decode_record(encoded[:-3] + bytes(3), check_crc=True)
+    assert caught.value.field == "PROPERTIES"
+
+
 def test_body_crc_mismatch_names_bodycrc():
     damaged = flipped(WORKED_EXAMPLE, 90, 0x01)
     assert decode_record(damaged).body == b"Hemlo RocketMQ"  # nothing checks the body without check_crc

@@ -274,3 +274,19 @@ def test_the_checkpoint_logics_time_covers_only_flushed_queue_entries(tmp_path: 
         assert store.checkpoint.logics_msg_timestamp == 0, "entries not yet flushed already counted durable"
         store.flush()
         assert store.checkpoint.logics_msg_timestamp == results[-1].store_timestamp_ms
+
+
+def test_a_bad_first_record_of_a_segment_cuts_the_log_at_that_segments_start(tmp_path: Path):
+    """Past an END_OF_FILE blank the log goes on in the next segment (RocketMQ moves processOffset there):
+    the cut keeps the full segment before, with its blank, and the next message opens the damaged one."""
+    clean_store(tmp_path, 800)
+    written = records(tmp_path)
+    segments = discover_store(tmp_path).commitlog.segments
+    last = [s for s in segments if s.file_from_offset <= written[-1].physical_offset][-1]
+    first = next(e for e in written if e.physical_offset == last.file_from_offset)
+    flip_body_of(tmp_path, first)
+    plan = recover(tmp_path)
+    assert plan.process_offset == last.file_from_offset
+    with MessageStore(tmp_path, SMALL) as store:
+        assert store.put_message(message(800)).physical_offset == last.file_from_offset
+    verify_ok(tmp_path)
