@@ -1249,8 +1249,10 @@ class _Reachability:
         self._readers: dict[tuple[str, int], QueueEntryReader | None] = {}
         self._queue_misses: dict[tuple[str, int], _Unreached] = {}
         self._index_misses = _Unreached()
-        self._index_files = [f for f in index_files if f.header.entry_count or f.end_phy_offset]
-        self._index_window_start = self._index_files[0].begin_phy_offset if self._index_files else None
+        # From the oldest index file's first record on, every key must be indexed: a file that holds nothing
+        # yet (begin 0, or the previous file's end) still says where its keys would start.
+        self._index_files = index_files
+        self._index_window_start = index_files[0].begin_phy_offset if index_files else None
         self._stride = tally.index_stride
         self._keyed_seen = 0
         run_state = store_run_state(layout.root)

@@ -31,6 +31,7 @@ from mqinspect.errors import ExitStatus
 from store import codec, commitlog_scan, inspect
 from store.checkpoint import acquire_store_lock, create_abort_file
 from store.hashing import index_key_hash
+from store.index_file import IndexFile
 
 runner = CliRunner()
 
@@ -689,3 +690,13 @@ def test_verify_as_nobody_checks_reachability_on_a_store_root_wrote(make_store):
         assert missing["check"] == "cq-unreachable" and missing["offset"] == record.queue_offset
     finally:
         shutil.rmtree(shared)
+
+
+def test_an_index_that_lost_every_entry_is_reported(make_store):
+    builder = make_store(index_slots=16, index_entries=64)  # RocketMQ's 1:4, so an empty file reads back
+    built = build_rolled_store(builder)
+    [index_file] = (built.root / "index").iterdir()
+    index_file.unlink()  # as a crash leaves it before recovery rebuilds: a new, empty file
+    IndexFile.create(built.root / "index", hash_slot_num=16, index_num=64, name=index_file.name).close()
+    [lost] = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)["findings"]
+    assert (lost["check"], lost["offset"], lost["count"]) == ("index-unreachable", 0, len(built.records))
