@@ -365,15 +365,27 @@ def verify_view(report: VerifyReport) -> RenderableType:
                 "consume queues",
                 f"{counted(counts.consume_queues, 'queue')}, "
                 f"{counts.consume_queue_entries_checked} entries checked, "
-                f"{counts.consume_queue_entries_below_min_offset} below the min offset (expired)",
+                f"{counts.consume_queue_entries_below_min_offset} below the min offset (expired); "
+                f"{counted(counts.records_checked_through_queues, 'record')} reached through them",
             ),
             (
                 "index",
                 f"{counted(counts.index_files, 'file')}, entries checked {index_scope}, "
-                f"{counts.index_entries_below_min_offset} below the min offset (expired)",
+                f"{counts.index_entries_below_min_offset} below the min offset (expired); "
+                f"{counted(counts.keyed_records_checked_through_index, 'keyed record')} found by key",
             ),
             ("checkpoint", "checked" if counts.checkpoint_checked else "missing"),
-        ],
+        ]
+        + (
+            [
+                (
+                    "not dispatched yet",
+                    f"{counted(counts.records_not_yet_dispatched, 'record')} (the store is running)",
+                )
+            ]
+            if counts.records_not_yet_dispatched
+            else []
+        ),
     )
     parts: list[RenderableType] = [verdict, checked]
     if report.findings:
