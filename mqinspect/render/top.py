@@ -15,7 +15,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mqinspect.dashboard.snapshot import (
+from mqinspect.render.mem import threshold_gauge
+from mqinspect.render.units import human_bytes, human_rate, per_second, residency_percent
+from mqinspect.sampling.snapshot import (
     PROBE_FAULTS,
     PROBE_PAGECACHE,
     PROBE_SENDPATH,
@@ -29,8 +31,6 @@ from mqinspect.dashboard.snapshot import (
     SendPathRow,
     TopSnapshot,
 )
-from mqinspect.render.mem import threshold_gauge
-from mqinspect.render.units import human_bytes, human_rate, per_second, residency_percent
 from probes.procfs import WritebackState
 
 NONE = "-"
