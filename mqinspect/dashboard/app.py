@@ -25,6 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, HelpPanel, Input, Static
 
 from mqinspect.dashboard.row_table import RowTable
+from mqinspect.render.cells import unavailable_text
 from mqinspect.render.top import (
     HEAT_KEY,
     PROCESS_COLUMNS,
@@ -39,7 +40,6 @@ from mqinspect.render.top import (
     segment_cells,
     sendpaths_panel,
     status_line,
-    unavailable_text,
 )
 from mqinspect.sampling.snapshot import ProcessView, SegmentView, TopSnapshot
 
