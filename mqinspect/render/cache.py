@@ -46,8 +46,9 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
+from mqinspect.jsonable import to_jsonable
 from mqinspect.render.cells import HEAT_LEGEND, NONE, UNAVAILABLE, heat_strip
-from mqinspect.render.machine import to_jsonable, write_csv
+from mqinspect.render.machine import write_csv
 from mqinspect.render.units import human_bytes, residency_percent, share_percent
 from mqinspect.render.words import counted
 from probes.process_files import ProcessFile, ProcessFiles
