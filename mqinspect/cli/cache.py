@@ -30,12 +30,12 @@ from mqinspect.render.cache import (
     CacheItem,
     CacheRow,
     CacheTotals,
-    human_bytes,
     write_cache_csv,
     write_cache_json,
     write_cache_table,
 )
 from mqinspect.render.console import stderr_console, stdout_console
+from mqinspect.render.units import human_bytes
 from mqinspect.render.words import counted
 from probes.process_files import ProcessFile, ProcessFiles, read_process_files
 from probes.procfs import ProcessGone

@@ -14,12 +14,13 @@ import typer
 from rich.console import Console
 
 from mqinspect.cli.options import OutputFormat, format_option
-from mqinspect.dashboard.recording import read_recording
-from mqinspect.dashboard.runner import TopOptions, replay_dashboard, run_dashboard, stream_snapshots, validate
+from mqinspect.dashboard.runner import replay_dashboard, run_dashboard
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_json, write_jsonl
 from mqinspect.render.top import top_view
+from mqinspect.sampling.recording import read_recording
+from mqinspect.sampling.stream import TopOptions, stream_snapshots, validate
 from mqinspect.signals import signals_interrupt
 
 SVG_WIDTH = 140

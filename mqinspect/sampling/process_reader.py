@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqinspect.dashboard.snapshot import PROBE_FAULTS, ProcessView
+from mqinspect.sampling.snapshot import PROBE_FAULTS, ProcessView
 from probes.errors import AccessDenied, CapabilityMissing
 from probes.process_files import parse_maps
 from probes.procfs import (
