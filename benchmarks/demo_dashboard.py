@@ -10,9 +10,10 @@ Then, from the frames alone:
 
   send paths  per path, the broker's bytes summed over the frames, against the bytes its consumer received
               (the records: the pull server's protocol headers are not in them) and the pull server's count
-  +cache      per CommitLog segment created during the session, the pages the dashboard's `+cache` summed
-              over the frames, against the segment's pages (the warm-up touches every page of a new
-              segment before the producer writes into it, and nothing evicts them on this 24 GiB machine)
+  +cache      per CommitLog segment created and written during the session, the pages the dashboard's
+              `+cache` summed over the frames up to the first in which it holds the write position, against
+              the segment's pages: the warm-up touches every page of a new segment before the producer writes
+              into it. (Later frames may add more: a clean page reclaimed, here by DAMON, and read again.)
   wrote       per frame, the CommitLog segment marked as holding the write position: every segment before
               it shows its full size, every one after it 0 (the preallocated next segment), and it is the
               segment `mqinspect store stat` names as the log's end at the end of the session
@@ -65,20 +66,26 @@ class Frames:
                         moved[path] += row[key]
         return moved
 
-    def added_pages(self, names: set[str]) -> dict[str, tuple[int | None, int]]:
-        """{segment: (pages the frames' +cache summed to, the segment's pages)} of the named segments."""
+    def warm_up_pages(self, names: set[str]) -> dict[str, tuple[int | None, int | None]]:
+        """{segment: (the pages +cache summed to from its first frame to the first in which it holds the write
+        position, its pages)}: what the warm-up brought in before the producer wrote into it. A segment the
+        frames never saw written (the next one at the end) is left out."""
         added: dict[str, int | None] = defaultdict(int)
-        pages: dict[str, int] = {}
+        pages: dict[str, int | None] = {}
+        written: set[str] = set()
         for frame in self.frames:
-            for segment in frame["store"]["segments"]:
-                if segment["name"] not in names:
+            for segment in commitlog_segments(frame):
+                name = segment["name"]
+                if name not in names or name in written:
                     continue
-                pages[segment["name"]] = segment["pages"]
-                if segment["added_pages"] is None or added[segment["name"]] is None:
-                    added[segment["name"]] = None
+                pages[name] = segment["pages"]
+                if segment["added_pages"] is None or added[name] is None:
+                    added[name] = None
                 else:
-                    added[segment["name"]] += segment["added_pages"]
-        return {name: (added[name], pages[name]) for name in pages}
+                    added[name] += segment["added_pages"]
+                if segment["holds_write_position"]:
+                    written.add(name)
+        return {name: (added[name], pages[name]) for name in written}
 
     def write_position_problems(self) -> list[str]:
         """One line per frame whose CommitLog segments do not show the write position as the rule says."""
@@ -190,10 +197,11 @@ def main() -> int:
         "--tolerance", type=float, default=0.01, help="allowed path difference (default 0.01)"
     )
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--frames", type=Path, default=None, help="keep the dashboard's frames in this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mqinspect-demo-dashboard-") as scratch:
         directory = args.dir or Path(scratch) / "demo"
-        watched = watch(args.duration, directory, Path(scratch) / "frames.jsonl")
+        watched = watch(args.duration, directory, args.frames or Path(scratch) / "frames.jsonl")
     frames, created = watched.frames, watched.created
     ok = True
     print(f"frames: {len(frames.frames)}; CommitLog segments created while watched: {len(created)}")
@@ -205,9 +213,11 @@ def main() -> int:
         ok &= difference is not None and abs(difference) <= 100 * args.tolerance
         shown = "-" if difference is None else f"{difference:+.4f}"
         print(f"{path:<11} {moved:>16,} {received:>16,} {served:>16,} {shown:>9}")
-    added = frames.added_pages(created)
+    added = frames.warm_up_pages(created)
     equal = [name for name, (pages_added, pages) in added.items() if pages_added == pages]
-    print(f"+cache: {len(equal)} of {len(added)} new segments summed to their pages")
+    print(
+        f"+cache: {len(equal)} of {len(added)} new segments written while watched showed their pages by then"
+    )
     for name, (pages_added, pages) in sorted(added.items()):
         if pages_added != pages:
             print(f"  {name}: +cache {pages_added} of {pages} pages")
