@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import typer
 
+from mqinspect.cli.lazy import LazyGroup
 from mqinspect.cli.options import OutputFormat, format_option
 from mqinspect.errors import ExitStatus
 from mqinspect.render.console import stdout_console
@@ -44,8 +47,20 @@ from store.inspect import (
     verify_store,
 )
 
+
+class StoreGroup(LazyGroup):
+    """`mqinspect store`: the inspection commands below, and the writing ones, imported only when used (they
+    bring the whole write path of the store)."""
+
+    COMMAND_MODULES: ClassVar[Mapping[str, str]] = dict.fromkeys(
+        ("init", "produce", "consume", "recover", "clean"), "mqinspect.cli.store_write"
+    )
+
+
 store_app = typer.Typer(
-    help="Create, write and inspect RocketMQ-format stores (inspection is read-only).", no_args_is_help=True
+    cls=StoreGroup,
+    help="Create, write and inspect RocketMQ-format stores (inspection is read-only).",
+    no_args_is_help=True,
 )
 
 INSPECTION = "Inspection (read-only)"
