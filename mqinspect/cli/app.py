@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import click
 import typer
 
+from mqinspect import __version__
 from mqinspect.cli.lazy import LazyGroup
 from mqinspect.errors import ExitStatus, describe, exit_status_for
 
@@ -88,6 +88,8 @@ def run_with_error_ladder(command, *, debug: bool) -> int:
         raise
     except Exception as error:
         if debug:
+            import traceback  # only --debug prints one: every command's start-up need not import it
+
             traceback.print_exc()
         _report(describe(error))
         return exit_status_for(error)
@@ -123,8 +125,6 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from mqinspect import __version__
-
         print(f"mqinspect {__version__}")
         raise typer.Exit()
 
