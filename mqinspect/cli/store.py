@@ -31,7 +31,6 @@ from mqinspect.render.store import (
     stat_view,
     verify_view,
 )
-from probes.residency.segments import measure_segments
 from store.inspect import (
     DEFAULT_INDEX_CHECKS,
     LogEndReason,
@@ -110,6 +109,9 @@ def segments(
 
     Lists stores that break RocketMQ's load rules too, with the broken rules underneath.
     """
+    # Imported here: finding who mlocks each file reads /proc, which no other store command needs.
+    from probes.residency.segments import measure_segments
+
     # Residency first: finding where each segment's data ends reads it, and readahead would pull it in.
     measured = measure_segments(store_file_paths(store_dir), chunks=chunks) if residency else None
     listing = list_segments(store_dir)

@@ -17,13 +17,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mqinspect.dashboard.app import DashboardApp
 from mqinspect.dashboard.recording import SnapshotRecorder, read_recording
 from mqinspect.dashboard.sampler import Sampler, SamplerSettings, SamplerThread
 from mqinspect.dashboard.snapshot import TopSnapshot
 from mqinspect.errors import BadInput
 from probes.procfs import PROC_ROOT
+
+if TYPE_CHECKING:  # the Textual app is imported by the two functions that run it: printed frames need none
+    from mqinspect.dashboard.app import DashboardApp
 
 MIN_INTERVAL_S = 0.1
 
@@ -81,6 +84,8 @@ class LiveFeed:
 
 def run_dashboard(options: TopOptions) -> None:
     """The interactive dashboard until the user quits (q, Ctrl-C or SIGTERM). No BPF program outlives it."""
+    from mqinspect.dashboard.app import DashboardApp
+
     sampler = make_sampler(options)
     recorder = SnapshotRecorder(options.record_path) if options.record_path else None
     feed = LiveFeed(sampler, options.interval_s, recorder)
@@ -99,6 +104,8 @@ def run_dashboard(options: TopOptions) -> None:
 
 def replay_dashboard(path: Path) -> None:
     """Recorded snapshots through the same dashboard: space pauses, ',' and '.' step, '[' and ']' jump 10."""
+    from mqinspect.dashboard.app import DashboardApp
+
     app = DashboardApp(frames=read_recording(path))
     with _sigterm_exits(app):
         app.run()

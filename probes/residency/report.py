@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from probes.residency.actions import LockedFile, MemoryLockRefused, evict, lock, touch
 from probes.residency.scan import (
     FileResidency,
     RangeResidency,
@@ -32,8 +31,9 @@ from probes.residency.scan import (
     scan_paths,
 )
 
-if TYPE_CHECKING:  # only --pid reads a process's files; a scan of paths does not import the module
+if TYPE_CHECKING:  # a scan of paths neither reads a process's files nor acts: it does not import these
     from probes.process_files import ProcessFile, ProcessFiles
+    from probes.residency.actions import LockedFile
 
 COUNTED_FIELDS = ("cached_pages", "dirty_pages", "writeback_pages", "evicted_pages", "recently_evicted_pages")
 # The page counts each action reports, per file and summed in the totals.
@@ -161,6 +161,9 @@ def cache_rows(
 
 
 def _row(target: _Target, request: CacheRequest, held: list[HeldLock]) -> CacheItem:
+    # Imported here: a plain scan never gets here, and the actions' libc bindings cost its start-up ~5 ms.
+    from probes.residency.actions import MemoryLockRefused
+
     try:
         outcome = _act(target, request, held)
         measured = file_residency(target.open_path, chunks=request.chunks, page_map=request.page_map)
@@ -174,6 +177,8 @@ def _row(target: _Target, request: CacheRequest, held: list[HeldLock]) -> CacheI
 
 
 def _act(target: _Target, request: CacheRequest, held: list[HeldLock]) -> ActionOutcome | None:
+    from probes.residency.actions import evict, lock, touch
+
     path = target.open_path
     if request.action == "evict":
         evicted = evict(path, sync=request.sync)
