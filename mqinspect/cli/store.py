@@ -154,11 +154,12 @@ def verify(
         DEFAULT_INDEX_CHECKS,
         "--index-checks",
         min=0,
-        help="Check at most this many index entries, an even sample beyond it (0: all).",
+        help="Check at most this many index entries (and keyed records), an even sample beyond it (0: all).",
     ),
     output: str = format_option(),
 ) -> int:
-    """Check layout, every CommitLog record (CRC), every ConsumeQueue entry, index entries and the checkpoint.
+    """Check layout, every CommitLog record (CRC), every ConsumeQueue entry, index entries and the checkpoint,
+    and that every record is reachable through its ConsumeQueue and each of its keys through the index.
 
     Exit 0 if all is well, 1 if anything is wrong; every problem is listed with its file and offset.
     """

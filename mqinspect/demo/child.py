@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from mqinspect.demo.settings import DemoSettings, settings_from_json
-from mqinspect.render.machine import to_jsonable
+from mqinspect.jsonable import to_jsonable
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PR_SET_NAME = 15

@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
-from mqinspect.render.machine import to_jsonable, write_csv
+from mqinspect.jsonable import to_jsonable
+from mqinspect.render.cells import HEAT_LEGEND, NONE, UNAVAILABLE, heat_strip
+from mqinspect.render.machine import write_csv
 from mqinspect.render.units import human_bytes, residency_percent, share_percent
 from mqinspect.render.words import counted
 from probes.residency.mincore import PAGE_SIZE
@@ -58,7 +60,6 @@ if TYPE_CHECKING:  # drawn only for --pid; a scan of paths does not import the m
     from probes.process_files import ProcessFile, ProcessFiles
 
 SCHEMA = "mqinspect.cache/v1"
-UNAVAILABLE = "unavailable"
 # Measured here (kernel 6.18): 63 pages evicted by MADV_PAGEOUT, then POSIX_FADV_DONTNEED: evicted 63 -> 0.
 EVICTED_AFTER_DONTNEED = (
     "pages dropped by --evict (POSIX_FADV_DONTNEED) are removed, not evicted: cachestat counts as evicted "
@@ -120,38 +121,16 @@ def _count(value: int | None) -> str:
 def _percent(part: int | None, whole: int) -> str:
     if part is None:
         return UNAVAILABLE
-    return residency_percent(part, whole, decimals=1) or "-"
+    return residency_percent(part, whole, decimals=1) or NONE
 
 
 def _percent_total(totals: CacheTotals) -> str:
     if totals.pages == 0:
-        return "-"
+        return NONE
     return share_percent(totals.cached_percent, decimals=1) or UNAVAILABLE
 
 
 # --------------------------------------------------------------------------------------- table
-
-
-_HEAT_GLYPHS = ((1.0, "█"), (0.5, "▓"), (0.25, "▒"), (0.0, "░"))
-HEAT_LEGEND = (
-    "heat: one cell per chunk of the file; cached pages of the chunk: █ all, ▓ half or more, ▒ a quarter "
-    "or more, ░ some, · none; red = the chunk holds dirty pages, green = clean"
-)
-
-
-def heat_strip(chunks: tuple[ResidencyChunk, ...] | None, width: int) -> Text:
-    """One coloured cell per chunk: how much of it is cached and whether it holds dirty pages."""
-    if chunks is None:
-        return Text(UNAVAILABLE.ljust(width), style="yellow")
-    strip = Text()
-    for chunk in chunks:
-        if chunk.cached_pages == 0:
-            strip.append("·", style="dim")
-            continue
-        glyph = next(glyph for floor, glyph in _HEAT_GLYPHS if chunk.cached_fraction >= floor)
-        strip.append(glyph, style="red" if chunk.dirty_pages else "green")
-    strip.append(" " * (width - len(chunks)))
-    return strip
 
 
 @dataclass(frozen=True)
@@ -272,7 +251,7 @@ class CacheTable:
             name.append(" (deleted)", style="red")
         return self._line(
             (column.cell(row) for column in self.columns),
-            heat_strip(row.residency.chunks, self.heat_width),
+            heat_strip(row.residency.chunks, width=self.heat_width),
             name,
         )
 
@@ -475,7 +454,7 @@ def _chunk_percents(chunks: tuple[ResidencyChunk, ...] | None, counted: str) -> 
     none: "<1" for a few), space-separated, without the % sign."""
     if chunks is None or any(getattr(chunk, counted) is None for chunk in chunks):
         return None
-    shares = (residency_percent(getattr(chunk, counted), chunk.pages) or "-" for chunk in chunks)
+    shares = (residency_percent(getattr(chunk, counted), chunk.pages) or NONE for chunk in chunks)
     return " ".join(share.removesuffix("%") for share in shares)
 
 

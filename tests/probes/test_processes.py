@@ -15,7 +15,7 @@ import psutil
 import pytest
 from support import AS_NOBODY
 
-from mqinspect.dashboard.process_reader import (
+from mqinspect.sampling.process_reader import (
     FIRST_INTERVAL,
     FOUND_IN_FDS,
     FOUND_IN_MAPS,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqinspect.dashboard.snapshot import PROBE_FAULTS, ProcessView
+from mqinspect.sampling.snapshot import PROBE_FAULTS, ProcessView
 from probes.errors import AccessDenied, CapabilityMissing
 from probes.process_files import parse_maps
 from probes.processes import ProcessSource, process_source
@@ -166,7 +166,7 @@ class ProcessReader:
         self._started: dict[int, float | None] = {}
         self._previous: dict[int, tuple[ProcessFaults, ProcessIo]] = {}
         self._history: dict[int, deque[float | None]] = {}
-        self._tcp = TcpTraffic(proc_root)
+        self._tcp = TcpTraffic(self._proc_root)
         self._intervals = 0
 
     def follow_store(self, paths: list[str], store_root: Path | None = None) -> None:
