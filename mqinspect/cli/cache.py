@@ -164,6 +164,7 @@ def _exists(path: str) -> bool:
 
 
 def _process(pid: int) -> ProcessFiles:
+    # Imported here: only --pid reads a process's files, and the /proc readers would slow every start-up.
     from probes.process_files import read_process_files
     from probes.procfs import ProcessGone
 
