@@ -32,7 +32,12 @@ def imported_by(tmp_path: Path, *arguments: str) -> tuple[int, set[str]]:
     subprocess.run(
         [sys.executable, "-c", _REPORT_MODULES, str(report), *arguments],
         cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"},
+        env={
+            "PYTHONPATH": str(REPO),
+            "PATH": "/usr/bin:/bin",
+            "NO_COLOR": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        },
         stdout=subprocess.DEVNULL,
         check=False,
         timeout=60,
