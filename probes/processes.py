@@ -1,5 +1,5 @@
-"""Which processes there are, which is which, and which regular files each holds open: from psutil on the
-live system, from a canned /proc tree in tests.
+"""Which processes there are and which is which: from psutil on the live system, from a canned /proc tree
+in tests.
 
 `ProcessSource` is what the readers of processes (the dashboard's holder scan and its per-process rates) ask:
 
@@ -7,8 +7,6 @@ live system, from a canned /proc tree in tests.
     started(pid)      when it started: with the pid, it  psutil.Process(pid).create_time() (/proc/PID/stat
                       names one process, also after the  field 22, read afresh each call)
                       pid is reused
-    open_files(pid)   the regular files it holds open    psutil.Process(pid).open_files() (the links in
-                      (their paths)                      /proc/PID/fd that name an existing regular file)
     proc_root         where the /proc readers read the rest
 
 `LiveProcesses` answers from psutil. psutil takes its /proc root from the process-wide global
@@ -16,14 +14,19 @@ psutil.PROCFS_PATH, which must not be changed (other modules and threads share i
 canned tree: `ProcTree(root)` answers the same questions from the files under `root`, as psutil reads them
 under /proc. `process_source(proc_root)` picks the one for a root.
 
-What psutil does not cover stays with the /proc readers (probes.procfs, probes.process_files), read under
-`proc_root`: minor and major faults (/proc/PID/stat; psutil has no minflt/majflt), VmLck and RssFile
-(/proc/PID/status; psutil's memory_info has neither), /proc/PID/io with a reason per field
-(psutil's io_counters has no cancelled_write_bytes and refuses the whole call), and the device and inode of
-each mapping (/proc/PID/maps: psutil's memory_maps reads smaps, eight times the CPU over this host's
-processes, and gives paths only, so a store mapped under another name or in another mount namespace would
-be missed). The files of one process for `cache --pid` (probes.process_files) stay there too: psutil's
-open_files leaves out deleted files, whose pages a broker still holds, and smaps' Locked counts.
+What psutil does not cover, or covers at a cost, stays with the /proc readers (probes.procfs,
+probes.process_files), read under `proc_root`:
+- minor and major faults (/proc/PID/stat): psutil has no minflt/majflt;
+- VmLck and RssFile (/proc/PID/status): psutil's memory_info has neither;
+- /proc/PID/io with a reason per field: psutil's io_counters has no cancelled_write_bytes and refuses the
+  whole call, and the dashboard reports why each counter is missing;
+- the device and inode of each mapping (/proc/PID/maps): psutil's memory_maps reads smaps (eight times the
+  CPU over this host's processes) and gives paths only, so a store mapped under another name would be missed;
+- whether a process holds a store file open (the link names in /proc/PID/fd, compared with the store's paths,
+  stopping at the first): psutil's open_files also stats every target and reads its fdinfo, 23 % more CPU
+  per holder scan here, growing with every file any process holds open;
+- the files of one process for `cache --pid` (probes.process_files): psutil's open_files leaves out deleted
+  files, whose pages a broker still holds, and memory_maps has no Locked counter.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from typing import Protocol
 
 import psutil
 
-from probes.errors import AccessDenied
 from probes.procfs import CLOCK_TICKS_PER_S, PROC_ROOT, ProcessGone, read_process_faults
 
 
@@ -53,25 +55,14 @@ class ProcessSource(Protocol):
         None when that cannot be read. ProcessGone if it no longer exists."""
         ...
 
-    def open_files(self, pid: int) -> frozenset[str]:
-        """The paths of the regular files `pid` holds open. ProcessGone if it no longer exists,
-        probes.errors.AccessDenied if its descriptors may not be read (another user's process)."""
-        ...
-
 
 class LiveProcesses:
     """The processes of this system, through psutil."""
 
     proc_root = PROC_ROOT
 
-    def __init__(self) -> None:
-        self._listed: dict[int, psutil.Process] = {}
-
     def pids(self) -> list[int]:
-        # process_iter keeps one psutil.Process per pid from call to call, so open_files() of a process
-        # listed before builds none (building one reads /proc/PID/stat).
-        self._listed = {process.pid: process for process in psutil.process_iter()}
-        return list(self._listed)
+        return psutil.pids()
 
     def started(self, pid: int) -> float | None:
         try:
@@ -80,18 +71,6 @@ class LiveProcesses:
             raise ProcessGone(pid) from None
         except psutil.AccessDenied:
             return None
-
-    def open_files(self, pid: int) -> frozenset[str]:
-        try:
-            process = self._listed.get(pid) or psutil.Process(pid)
-            return frozenset(opened.path for opened in process.open_files())
-        except psutil.NoSuchProcess:
-            raise ProcessGone(pid) from None
-        except psutil.AccessDenied:
-            raise AccessDenied(
-                f"permission denied: {self.proc_root / str(pid) / 'fd'} is readable only by the process's "
-                "owner or root"
-            ) from None
 
 
 class ProcTree:
@@ -106,25 +85,6 @@ class ProcTree:
     def started(self, pid: int) -> float | None:
         start_ticks = read_process_faults(pid, self.proc_root).start_ticks
         return None if start_ticks is None else start_ticks / CLOCK_TICKS_PER_S
-
-    def open_files(self, pid: int) -> frozenset[str]:
-        descriptors = self.proc_root / str(pid) / "fd"
-        try:
-            names = os.listdir(descriptors)
-        except FileNotFoundError:
-            raise ProcessGone(pid, self.proc_root) from None
-        except PermissionError:
-            raise AccessDenied(f"permission denied: {descriptors}") from None
-        return frozenset(path for path in map(_link_target, (descriptors / name for name in names)) if path)
-
-
-def _link_target(link: Path) -> str | None:
-    """The file a descriptor link names when it is an existing regular file (as psutil keeps them)."""
-    try:
-        target = os.readlink(link)
-    except OSError:
-        return None  # closed since the listing
-    return target if target.startswith("/") and os.path.isfile(target) else None
 
 
 def process_source(proc_root: Path = PROC_ROOT) -> ProcessSource:

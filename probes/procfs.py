@@ -20,9 +20,10 @@ counters or PSI, no per-process minflt/majflt; its io_counters() has no cancelle
 AccessDenied for the whole call, where a field-level report is wanted; memory_info() neither gives VmLck nor
 splits RSS into RssFile/RssAnon/RssShmem. And psutil takes its /proc root from the process-wide global
 psutil.PROCFS_PATH, which must not be changed (other modules and threads share it), so it cannot read a
-canned tree. What psutil does cover well (the list of processes, their start times, the files they hold
-open) the readers of processes take from it, through probes.processes; psutil is also the independent ground
-truth the tests compare these readers with (virtual_memory, io_counters, cpu_times).
+canned tree. What psutil does cover well (the list of processes and their start times, which tell a
+process from a later one with the same pid) the readers of processes take from it, through
+probes.processes; psutil is also the independent ground truth the tests compare these readers with
+(virtual_memory, io_counters, cpu_times).
 """
 
 from __future__ import annotations
