@@ -38,9 +38,9 @@ from test_residency import (
 )
 from typer.testing import CliRunner
 
-from mqinspect.cli import cache as cache_cli
 from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
+from probes.residency import report
 from probes.residency.mincore import PAGE_SIZE
 from probes.residency.scan import file_residency
 
@@ -531,7 +531,7 @@ def test_each_file_is_written_before_the_next_is_measured(
             printed_before.append(printed)
             yield file_residency(path, chunks=chunks, page_map=page_map)
 
-    monkeypatch.setattr(cache_cli, "scan_paths", measured_one_at_a_time)
+    monkeypatch.setattr(report, "scan_paths", measured_one_at_a_time)
     status = app(["cache", "--format", output, *map(str, paths)], standalone_mode=False)
     assert status == ExitStatus.OK
     for number, before in enumerate(printed_before):
