@@ -6,6 +6,7 @@ also when the demo itself is SIGKILLed (PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -212,6 +213,46 @@ def test_repeated_stop_signals_still_end_each_child_cleanly(tmp_path: Path):
         outcome = workload.stop()
     assert outcome.clean_exit, outcome.children
     assert all(child.reported for child in outcome.children)
+
+
+STOPPING_CHILD = """
+import sys
+from mqinspect.demo.child import StopRequest
+stop = StopRequest(30.0)
+print("ready", flush=True)
+while not stop.sleep(0.05):
+    pass
+print("stopping", flush=True)
+sys.stdin.readline()
+"""
+
+
+def ignored_signals(pid: int) -> set[int]:
+    mask = int(status_field(pid, "SigIgn"), 16)
+    return {signum for signum in range(1, 65) if mask & (1 << (signum - 1))}
+
+
+def test_a_stopping_child_ignores_further_stop_signals_to_its_very_end():
+    """Python puts back the default action of the signals it handles as it finalizes: a repeated SIGTERM then
+    killed a consumer that had stopped and reported (exit -15 in 1 suite run of 3). From the first stop on,
+    the kernel ignores them; here they keep coming until the child is gone."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", STOPPING_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert signal.SIGTERM not in ignored_signals(child.pid)  # handled, until a stop is asked for
+        os.kill(child.pid, signal.SIGTERM)
+        assert child.stdout.readline().strip() == "stopping"
+        assert {signal.SIGTERM, signal.SIGINT} <= ignored_signals(child.pid)
+        child.stdin.close()  # it ends now, while more SIGTERMs arrive
+        while child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.wait() == 0
 
 
 def test_a_temporary_directory_is_removed(tmp_path: Path):
