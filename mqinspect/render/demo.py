@@ -148,7 +148,13 @@ def served_table(broker: BrokerSummary) -> Table:
 
 
 def consumers_table(consumers: tuple[ConsumerSummary, ...]) -> Table:
-    table = Table(title="consumers (each its own process and group)", title_justify="left", box=None)
+    table = Table(
+        title="consumers (each its own process and group)",
+        title_justify="left",
+        box=None,
+        caption=_skipped_caption(consumers),
+        caption_justify="left",
+    )
     for column in ("path", "pid", "pulls", "messages", "received", "rate", "committed offset", "stopped by"):
         table.add_column(column, justify="left" if column in ("path", "stopped by") else "right")
     for consumer in consumers:
@@ -163,6 +169,14 @@ def consumers_table(consumers: tuple[ConsumerSummary, ...]) -> Table:
             Text(consumer.error, style="red") if consumer.error else Text("SIGTERM (demo end)"),
         )
     return table
+
+
+def _skipped_caption(consumers: tuple[ConsumerSummary, ...]) -> Text | None:
+    """Retention deletes by age, not by what the groups have read: say which group lost messages to it."""
+    lost = [f"{c.group} {c.skipped_messages:,} msgs" for c in consumers if c.skipped_messages]
+    if not lost:
+        return None
+    return Text(f"lost to retention (deleted before they were pulled): {', '.join(lost)}", style="yellow")
 
 
 def _rate(bytes_per_s: float | None) -> str:
