@@ -1252,6 +1252,7 @@ def _read_frame(
     properties_start = topic_end + _PROPERTIES_LENGTH_SIZE
     if check_crc:
         _verify_body_crc(view, body_start, body_end, values[2], where)
+        _verify_not_torn(view, properties_start, record_end, where)
         _verify_property_crc(view, position, properties_start, record_end, require_property_crc, where)
     topic = _utf8(view, topic_start, topic_end, "TOPIC", where)
     properties = string_to_properties(_utf8(view, properties_start, record_end, "PROPERTIES", where))
@@ -1281,6 +1282,16 @@ def _verify_body_crc(view: memoryview, body_start: int, body_end: int, stored: i
         raise where.corrupt(f"body CRC {actual} does not match BODYCRC {stored}", "BODYCRC")
 
 
+def _verify_not_torn(view: memoryview, properties_start: int, record_end: int, where: _Location) -> None:
+    """Properties end with \\x02 (messageProperties2String ends every pair with it, and `__CRC32#` too), so
+    properties ending in a zero byte are a record whose tail never reached the disk: a torn write zeroes it,
+    and without this the record would pass, its body CRC intact and its properties (and `__CRC32#`) gone."""
+    if record_end > properties_start and view[record_end - 1] == 0:
+        raise where.corrupt(
+            "the properties end in zero bytes: the record's tail was never written", "PROPERTIES"
+        )
+
+
 def _verify_property_crc(
     view: memoryview, position: int, properties_start: int, record_end: int, required: bool, where: _Location
 ) -> None:
@@ -1291,6 +1302,8 @@ def _verify_property_crc(
         and view[tail_start : tail_start + len(_CRC32_PROPERTY_PREFIX)] == _CRC32_PROPERTY_PREFIX
     )
     if not has_tail:
+        if tail_start >= properties_start and _is_damaged_crc32_name(view[tail_start:record_end]):
+            raise where.corrupt("damaged __CRC32# property name (one byte differs)", PROPERTY_CRC32)
         if required:
             raise where.corrupt("no __CRC32# property at the end of the properties", PROPERTY_CRC32)
         return
@@ -1300,6 +1313,19 @@ def _verify_property_crc(
     actual = zlib.crc32(view[position:tail_start]) & 0x7FFFFFFF
     if actual != stored:
         raise where.corrupt(f"record CRC {actual} does not match __CRC32# {stored}", PROPERTY_CRC32)
+
+
+def _is_damaged_crc32_name(tail: memoryview) -> bool:
+    """A reserved tail (name, \\x01, 10 digits, \\x02) whose `__CRC32#\\x01` differs in exactly one byte.
+
+    The tail is found by its name, so a flipped bit there would otherwise hide the whole-record CRC and let
+    every other damage to the record pass. No other property is 8 characters one byte away from this name
+    with a 10-digit value at the very end."""
+    digits = tail[len(_CRC32_PROPERTY_PREFIX) : -1]
+    if tail[-1] != 0x02 or not _ASCII_DIGITS.issuperset(digits):
+        return False
+    name = tail[: len(_CRC32_PROPERTY_PREFIX)]
+    return sum(map(operator.ne, name, _CRC32_PROPERTY_PREFIX)) == 1
 
 
 def _utf8(view: memoryview, start: int, end: int, field_name: str, where: _Location) -> str:

@@ -25,6 +25,7 @@ from store.config import FlushDiskType, StoreConfig, WarmupMode
 from store.errors import StoreError
 from store.mapped_file import MappedFile
 from store.mapped_file_queue import AllocateMappedFileService, MappedFileQueue
+from store.recovery import erase_after
 from store.service_thread import ServiceThread
 from store.transient_pool import TransientStorePool
 
@@ -130,6 +131,17 @@ class CommitLog:
     def flushed_where(self) -> int:
         return self.mapped_file_queue.flushed_where
 
+    def cut(self, offset: int) -> int:
+        """Recovery's verdict (`store.recovery`): the log ends at `offset`. Later segments are deleted, and
+        the bytes after `offset` in its segment are zeroed on disk and flushed: otherwise records after a bad
+        one could come back to life in a later recovery once new writes end exactly where one of them began.
+        Returns the bytes zeroed."""
+        queue = self.mapped_file_queue
+        queue.flushed_where = queue.committed_where = offset
+        queue.truncate_dirty_files(offset)
+        last = queue.last_file
+        return 0 if last is None else erase_after(last.path, last.fileno(), last.wrote_position)
+
     def roll_next_file(self, offset: int) -> int:
         """`rollNextFile`: the start of the segment after the one holding `offset`."""
         size = self.config.mapped_file_size_commitlog
@@ -151,7 +163,11 @@ class CommitLog:
 
         All of it lands in one segment, so a batch that does not fit the current one rolls it with a BLANK
         record first."""
-        batch = codec.prepare_batch(messages, max_body_size=self.config.max_message_body_size)
+        batch = codec.prepare_batch(
+            messages,
+            max_body_size=self.config.max_message_body_size,
+            append_property_crc=self.config.enabled_append_prop_crc,
+        )
         if batch.total_size + codec.END_FILE_MIN_BLANK_LENGTH > self.config.mapped_file_size_commitlog:
             raise BatchTooLarge(
                 f"a batch of {batch.total_size} bytes cannot fit a "

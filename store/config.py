@@ -59,6 +59,12 @@ class StoreConfig:
 
     message_index_enable: bool = True
     check_crc_on_recover: bool = True
+    # enabledAppendPropCRC (RocketMQ >= 5.2, off by default): each record ends its properties with `__CRC32#`,
+    # a CRC32 over bytes [0, TOTALSIZE - 20) of the record as stored: every header field (QUEUEOFFSET,
+    # PHYSICALOFFSET and STORETIMESTAMP included, filled in before the CRC), the body, the topic and the other
+    # properties. Only its own 20 bytes are outside it. BODYCRC covers the body alone, so without this a
+    # flipped header, topic or property byte decodes as a valid record; with it, verify and recovery find it.
+    enabled_append_prop_crc: bool = False
     allocate_wait_timeout_ms: int = 5_000
 
     @property

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from store.config import CQ_STORE_UNIT_SIZE, StoreConfig
-from store.consume_queue_format import ENTRY, PRE_BLANK_SIZE, is_valid_entry
+from store.consume_queue_format import ENTRY, PRE_BLANK_SIZE, ConsumeQueueEntry
 from store.mapped_file import MappedFile
 from store.mapped_file_queue import MappedFileQueue
+from store.recovery import erase_after
 
 log = logging.getLogger(__name__)
 _PRE_BLANK = ENTRY.pack(0, PRE_BLANK_SIZE, 0)
-_RECOVER_FROM_LAST_FILES = 3  # ConsumeQueue.recover starts three files before the end
 
 
 class ConsumeQueue:
@@ -35,55 +35,31 @@ class ConsumeQueue:
 
     # ---- recovery ---------------------------------------------------------------------------------
 
-    def recover(self) -> None:
-        """`ConsumeQueue.recover`: keep the valid prefix of the last files, drop what follows."""
-        files = self.mapped_file_queue.mapped_files
-        if not files:
-            return
-        process_offset = files[max(0, len(files) - _RECOVER_FROM_LAST_FILES)].file_from_offset
-        for mapped_file in files[max(0, len(files) - _RECOVER_FROM_LAST_FILES) :]:
-            valid_bytes = self._valid_prefix(mapped_file)
-            process_offset = mapped_file.file_from_offset + valid_bytes
-            if valid_bytes < self.file_size:
-                break
+    def cut(self, end_queue_offset: int) -> int:
+        """Recovery's verdict (`store.recovery`): the queue ends before `end_queue_offset`. Later files are
+        deleted, and the cut entries are zeroed on disk and flushed, so that neither a reader of the files
+        nor a later recovery takes them for live ones. Returns the bytes zeroed."""
+        end = end_queue_offset * CQ_STORE_UNIT_SIZE
         queue = self.mapped_file_queue
-        queue.flushed_where = queue.committed_where = process_offset
-        queue.truncate_dirty_files(process_offset)
+        queue.flushed_where = queue.committed_where = end
+        queue.truncate_dirty_files(end)
+        self.max_physic_offset = self._entry_end(end - CQ_STORE_UNIT_SIZE)
+        last = queue.last_file
+        return 0 if last is None else erase_after(last.path, last.fileno(), last.wrote_position)
 
-    def _valid_prefix(self, mapped_file: MappedFile) -> int:
-        view = mapped_file.select(0, self.file_size)
-        valid = 0
-        with view:
-            for physical_offset, size, _tags in ENTRY.iter_unpack(view):
-                if not is_valid_entry(physical_offset, size):
-                    break
-                valid += CQ_STORE_UNIT_SIZE
-                self.max_physic_offset = physical_offset + size
-        return valid
-
-    def truncate_dirty_logic_files(self, physical_offset: int) -> None:
-        """`truncateDirtyLogicFiles`: forget entries whose records start at or past `physical_offset`."""
-        queue = self.mapped_file_queue
-        while (last := queue.last_file) is not None:
-            keep = self._entries_before(last, physical_offset)
-            if keep == 0:
-                queue.delete_last_file()  # every entry of the file is past the cut
-                continue
-            last.set_positions(keep)
-            return
-
-    def _entries_before(self, mapped_file: MappedFile, physical_offset: int) -> int:
-        view = mapped_file.select(0, mapped_file.read_position)
+    def _entry_end(self, position: int) -> int:
+        """The end of the record the entry at byte `position` names; -1 for none (or a pre-blank slot)."""
+        mapped_file = self.mapped_file_queue.find_by_offset(position) if position >= 0 else None
+        view = (
+            mapped_file.select(position - mapped_file.file_from_offset, CQ_STORE_UNIT_SIZE)
+            if mapped_file
+            else None
+        )
         if view is None:
-            return 0
-        keep = 0
+            return -1
         with view:
-            for offset, size, _tags in ENTRY.iter_unpack(view):
-                if not is_valid_entry(offset, size) or offset >= physical_offset:
-                    break
-                keep += CQ_STORE_UNIT_SIZE
-                self.max_physic_offset = offset + size
-        return keep
+            entry = ConsumeQueueEntry(position // CQ_STORE_UNIT_SIZE, *ENTRY.unpack(view))
+        return entry.physical_offset + entry.size_bytes if entry.names_a_record else -1
 
     # ---- writing (the dispatcher) ------------------------------------------------------------------
 
@@ -234,17 +210,6 @@ class ConsumeQueueStore:
                 )
         return queue
 
-    def recover(self) -> int:
-        """Recover every queue; the largest CommitLog end any entry points to (dispatchFromPhyOffset)."""
-        for queue in self.queues:
-            queue.recover()
-        return max((queue.max_physic_offset for queue in self.queues), default=-1)
-
-    def truncate_dirty(self, physical_offset: int) -> None:
-        for queue in self.queues:
-            if queue.max_physic_offset >= physical_offset:
-                queue.truncate_dirty_logic_files(physical_offset)
-
     def queue_offset_table(self) -> dict[tuple[str, int], int]:
         """`recoverTopicQueueTable`: the next queue offset of every queue."""
         return {(queue.topic, queue.queue_id): queue.max_offset_in_queue for queue in self.queues}
@@ -252,6 +217,13 @@ class ConsumeQueueStore:
     def flush(self, least_pages: int) -> None:
         for queue in self.queues:
             queue.flush(least_pages)
+
+    def all_flushed(self) -> bool:
+        """Whether every entry written so far is durable."""
+        return all(
+            queue.mapped_file_queue.flushed_where >= queue.mapped_file_queue.max_offset
+            for queue in self.queues
+        )
 
     def close(self) -> None:
         for queue in self.queues:

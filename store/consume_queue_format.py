@@ -16,6 +16,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from store import codec
 from store.config import CQ_STORE_UNIT_SIZE
 from store.errors import CorruptRecord
 from store.layout import SegmentFile, SegmentQueue
@@ -23,6 +24,9 @@ from store.safe_read import PreadFile
 
 ENTRY = struct.Struct(">qiq")
 PRE_BLANK_SIZE = 0x7FFFFFFF  # Integer.MAX_VALUE
+RECOVER_FROM_LAST_FILES = 3  # ConsumeQueue.recover starts three files before the end
+# QueueEntryReader reads this many entries per pread (20 KiB): one read serves that many records of a queue.
+ENTRIES_PER_WINDOW = 1024
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class ConsumeQueueEntry:
     @property
     def is_pre_blank(self) -> bool:
         return self.size_bytes == PRE_BLANK_SIZE and self.physical_offset == 0
+
+    @property
+    def names_a_record(self) -> bool:
+        """A valid entry that is not a pre-blank placeholder."""
+        return is_valid_entry(self.physical_offset, self.size_bytes) and not self.is_pre_blank
 
 
 def is_valid_entry(physical_offset: int, size: int) -> bool:
@@ -126,3 +135,128 @@ def queue_bounds(queue: SegmentQueue, commitlog_min_offset: int = 0) -> tuple[in
             maximum = last.queue_offset + 1
             break
     return minimum, maximum
+
+
+# --- what the store makes of a queue, and what a record's entry must be ------------------------------------
+
+
+def recovered_queue_end(queue: SegmentQueue) -> int:
+    """`ConsumeQueue.recover`: one past the last entry the store keeps at start-up, as a queue offset.
+
+    The valid prefix (entries with offset >= 0 and size > 0) is followed from the start of the third file
+    before the end, file after file while each is valid to its end; everything after the first invalid entry
+    is dropped. Files before those three are taken as they are."""
+    per_file = entries_per_file(queue)
+    segments = queue.segments
+    if not per_file or not segments:
+        return 0
+    recovered = segments[max(0, len(segments) - RECOVER_FROM_LAST_FILES)]
+    end = recovered.file_from_offset // CQ_STORE_UNIT_SIZE
+    for segment in segments[max(0, len(segments) - RECOVER_FROM_LAST_FILES) :]:
+        first = segment.file_from_offset // CQ_STORE_UNIT_SIZE
+        valid = _valid_entries(segment, per_file)
+        end = first + valid
+        if valid < per_file:
+            break
+    return end
+
+
+def _valid_entries(segment: SegmentFile, per_file: int) -> int:
+    """How many entries from the start of `segment` are valid, read in windows up to the first bad one."""
+    counted = 0
+    with PreadFile(segment.path) as file:
+        while counted < per_file:
+            count = min(ENTRIES_PER_WINDOW * 16, per_file - counted)
+            data = file.read(counted * CQ_STORE_UNIT_SIZE, count * CQ_STORE_UNIT_SIZE)
+            usable = len(data) - len(data) % CQ_STORE_UNIT_SIZE
+            for physical_offset, size, _tags in ENTRY.iter_unpack(memoryview(data)[:usable]):
+                if not is_valid_entry(physical_offset, size):
+                    return counted
+                counted += 1
+            if usable < count * CQ_STORE_UNIT_SIZE:
+                return counted  # the file is shorter than its size says (truncated under us)
+    return counted
+
+
+def enters_consume_queue(sysflag: int) -> bool:
+    """Whether the dispatcher gives a record a ConsumeQueue entry: not for prepared or rolled-back
+    transaction halves (`CommitLogDispatcherBuildConsumeQueue`)."""
+    kind = sysflag & codec.TRANSACTION_TYPE_MASK
+    return kind in (codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE)
+
+
+def expected_tags_code(record: codec.MessageRecord) -> int | None:
+    """The tagsCode a broker writes for `record`, or None when it cannot be told from the record alone: for
+    SCHEDULE_TOPIC_XXXX with a DELAY property it is the delivery time, which depends on the broker's
+    messageDelayLevel table."""
+    if record.topic == codec.SCHEDULE_TOPIC and codec.PROPERTY_DELAY_TIME_LEVEL in record.properties:
+        return None
+    return record.tags_code
+
+
+def entry_matches(entry: ConsumeQueueEntry | None, record: codec.MessageRecord, physical_offset: int) -> bool:
+    """Whether `entry` is what the dispatcher writes for `record`, which lies at `physical_offset`."""
+    if entry is None or entry.physical_offset != physical_offset or entry.size_bytes != record.total_size:
+        return False
+    tags_code = expected_tags_code(record)
+    return tags_code is None or entry.tags_code == tags_code
+
+
+class QueueEntryReader:
+    """One ConsumeQueue's entries by queue offset, read with pread through a window of ENTRIES_PER_WINDOW.
+
+    Whoever walks the CommitLog meets each queue's records in queue-offset order, so a reader per queue reads
+    its files once, in order, whatever the number of queues interleaved in the log. Entries at or past `end`
+    (the queue's end, as the caller's rule decides) or in no file are None; pre-blank and invalid entries
+    before `end` are returned as they are, for the caller to judge."""
+
+    def __init__(self, queue: SegmentQueue, end: int):
+        self.queue = queue
+        self.end = end
+        self.first = queue.segments[0].file_from_offset // CQ_STORE_UNIT_SIZE if queue.segments else end
+        self._per_file = entries_per_file(queue)
+        self._file: PreadFile | None = None  # the segment last read: the next window is mostly in it too
+        self._window_start = 0
+        self._window: tuple[tuple[int, int, int], ...] = ()
+
+    def entry(self, queue_offset: int) -> ConsumeQueueEntry | None:
+        if not self.first <= queue_offset < self.end or not self._per_file:
+            return None
+        position = queue_offset - self._window_start
+        if not 0 <= position < len(self._window):
+            self._load_window(queue_offset)
+            position = 0
+            if not self._window:
+                return None
+        physical_offset, size, tags_code = self._window[position]
+        return ConsumeQueueEntry(queue_offset, physical_offset, size, tags_code)
+
+    def last_record_end(self) -> int:
+        """Where the record the last entry before `end` names ends (0 without one): how far dispatch got."""
+        entry = self.entry(self.end - 1)
+        return entry.physical_offset + entry.size_bytes if entry is not None and entry.names_a_record else 0
+
+    def _load_window(self, queue_offset: int) -> None:
+        segment = self.queue.segment_for(queue_offset * CQ_STORE_UNIT_SIZE)
+        self._window_start, self._window = queue_offset, ()
+        if segment is None:
+            return
+        in_file = queue_offset - segment.file_from_offset // CQ_STORE_UNIT_SIZE
+        count = min(ENTRIES_PER_WINDOW, self._per_file - in_file, self.end - queue_offset)
+        if self._file is None or self._file.path != segment.path:
+            self.close()
+            self._file = PreadFile(segment.path)
+        data = self._file.read(in_file * CQ_STORE_UNIT_SIZE, count * CQ_STORE_UNIT_SIZE)
+        whole = len(data) - len(data) % CQ_STORE_UNIT_SIZE
+        self._window = tuple(ENTRY.iter_unpack(memoryview(data)[:whole]))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> QueueEntryReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable
 
 from store import codec
-from store.checkpoint import StoreCheckpoint
 from store.commitlog import CommitLog
 from store.consume_queue import ConsumeQueueStore
+from store.consume_queue_format import enters_consume_queue
 from store.errors import CorruptRecord, StoreError
 from store.index_file import IndexRequest, IndexService
 from store.service_thread import ServiceThread
@@ -30,13 +30,14 @@ class Dispatcher:
         commit_log: CommitLog,
         consume_queues: ConsumeQueueStore,
         index_service: IndexService | None,
-        checkpoint: StoreCheckpoint | None,
     ):
         self.commit_log = commit_log
         self.consume_queues = consume_queues
         self.index_service = index_service
-        self.checkpoint = checkpoint
         self.reput_from_offset = 0
+        # The store time of the newest record given a ConsumeQueue entry. The checkpoint takes it as its
+        # logicsMsgTimestamp only once the entries up to it are flushed (MessageStore._flush_consume_queues).
+        self.last_queued_timestamp_ms = 0
         # The reason dispatch is stuck: a CorruptRecord stops it for good; an I/O error (a full disk while
         # creating a consume-queue or index file) is retried at the next call.
         self.error: Exception | None = None
@@ -44,6 +45,10 @@ class Dispatcher:
         # retry buried the one that mattered (a full disk printed hundreds under `store produce`).
         self._pause_logged = False
         self._arrived = threading.Condition()
+        # One dispatcher at a time: the reput thread, and a flush or recovery that dispatches itself. Two
+        # walks of the same records would put the same keys twice and race on the index's files. Hold it
+        # (`with dispatcher.paused:`) to keep the consume queues and the index still while flushing them.
+        self.paused = threading.RLock()
 
     @property
     def behind_bytes(self) -> int:
@@ -53,6 +58,14 @@ class Dispatcher:
     def dispatch_until(self, end_offset: int | None = None) -> int:
         """Dispatch every record from `reput_from_offset` up to `end_offset` (default: the readable end).
         Returns the number of records dispatched; stops at a record that does not decode."""
+        with self.paused:
+            dispatched = self._dispatch_until(end_offset)
+        if dispatched:
+            with self._arrived:
+                self._arrived.notify_all()
+        return dispatched
+
+    def _dispatch_until(self, end_offset: int | None) -> int:
         end = self.commit_log.max_offset if end_offset is None else end_offset
         if self.error is not None and not isinstance(self.error, CorruptRecord):
             self.error = None
@@ -64,9 +77,6 @@ class Dispatcher:
             view, file_from_offset = found
             with view:
                 dispatched += self._dispatch_view(view, file_from_offset, end)
-        if dispatched:
-            with self._arrived:
-                self._arrived.notify_all()
         return dispatched
 
     def _dispatch_view(self, view: memoryview, file_from_offset: int, end: int) -> int:
@@ -101,14 +111,12 @@ class Dispatcher:
         return dispatched
 
     def _dispatch(self, info: codec.DispatchInfo) -> None:
-        kind = info.sysflag & codec.TRANSACTION_TYPE_MASK
-        if kind in (codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE):
+        if enters_consume_queue(info.sysflag):
             queue = self.consume_queues.find_or_create(info.topic, info.queue_id)
             queue.put_message_position_info(
                 info.physical_offset, info.size, info.tags_code, info.queue_offset
             )
-            if self.checkpoint is not None:
-                self.checkpoint.logics_msg_timestamp = info.store_timestamp_ms
+            self.last_queued_timestamp_ms = info.store_timestamp_ms
         if self.index_service is not None:
             request = IndexRequest(
                 info.topic,

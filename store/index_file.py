@@ -24,7 +24,7 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -621,6 +621,25 @@ class IndexFile:
             current = prev
         return found
 
+    def holds_key(self, key_hash: int, phy_offset: int) -> bool:
+        """Whether a query for `key_hash` reaches an entry for the record at `phy_offset`: its slot's chain,
+        walked as `select_phy_offsets` walks it, holds (key_hash, phy_offset).
+
+        Entries are appended in CommitLog order, so a chain (newest first) is only walked down to the first
+        entry below `phy_offset`. A chain that does not lead to older entries is damage: False."""
+        current = self.slot_value(key_hash % self.geometry.hash_slot_num)
+        newest = self.header.index_count - 1
+        while INVALID_INDEX < current <= newest:
+            entry = self.entry(current)
+            if entry.phy_offset < phy_offset:
+                return False
+            if entry.key_hash == key_hash and entry.phy_offset == phy_offset:
+                return True
+            if entry.prev_index >= current:
+                return False
+            current = entry.prev_index
+        return False
+
     # lifecycle
 
     def flush(self) -> None:
@@ -771,12 +790,26 @@ class IndexService:
         index_file = self._last_writable_file()
         if request.phy_offset < index_file.end_phy_offset:
             return 0
-        if request.sysflag & TRANSACTION_MASK == TRANSACTION_ROLLBACK_TYPE:
-            return 0
-        keys = _index_keys(request)
+        keys = [
+            self.build_key(request.topic, key)
+            for key in index_keys(request.uniq_key, request.keys, request.sysflag)
+        ]
+        if request.phy_offset == index_file.end_phy_offset:
+            # Recovery re-dispatches from the record the index ends with (its keys may straddle a full file
+            # and the next one, which a crash lost): put only the keys no query reaches yet.
+            keys = [key for key in keys if not self._is_indexed(key, request.phy_offset)]
         for key in keys:
-            index_file = self._put_key(index_file, self.build_key(request.topic, key), request)
+            index_file = self._put_key(index_file, key, request)
         return len(keys)
+
+    def _is_indexed(self, key: str, phy_offset: int) -> bool:
+        key_hash = index_key_hash(key)
+        for index_file in reversed(self.files):
+            if index_file.end_phy_offset < phy_offset:
+                return False
+            if index_file.begin_phy_offset <= phy_offset and index_file.holds_key(key_hash, phy_offset):
+                return True
+        return False
 
     def _put_key(self, index_file: IndexFile, key: str, request: IndexRequest) -> IndexFile:
         while not index_file.put_key(key, request.phy_offset, request.store_timestamp_ms):
@@ -890,6 +923,11 @@ class IndexService:
             expired.append(index_file)
         return self._destroy(expired)
 
+    def destroy_files(self, paths: Iterable[Path]) -> list[str]:
+        """Delete these files (recovery drops the ones it does not trust); returns the names deleted."""
+        doomed = {Path(path).name for path in paths}
+        return self._destroy([f for f in self.files if f.name in doomed])
+
     def destroy_files_newer_than(self, timestamp_ms: int) -> list[str]:
         """What `IndexService.load(lastExitOK=false)` does after a crash: delete every file whose endTimestamp
         is after the checkpoint's indexMsgTimestamp, since its tail may not have reached the disk."""
@@ -915,9 +953,12 @@ class IndexService:
         self.close()
 
 
-def _index_keys(request: IndexRequest) -> list[str]:
-    """UNIQ_KEY when present (even empty: RocketMQ only checks for null), then each non-empty KEYS token."""
-    keys = [] if request.uniq_key is None else [request.uniq_key]
-    if request.keys:
-        keys += [token for token in request.keys.split(KEY_SEPARATOR) if token]
-    return keys
+def index_keys(uniq_key: str | None, keys: str | None, sysflag: int = 0) -> list[str]:
+    """The keys `IndexService.buildIndex` puts for a message: UNIQ_KEY when present (even empty: RocketMQ
+    only checks for null), then each non-empty KEYS token; none for a rolled-back transaction."""
+    if sysflag & TRANSACTION_MASK == TRANSACTION_ROLLBACK_TYPE:
+        return []
+    found = [] if uniq_key is None else [uniq_key]
+    if keys:
+        found += [token for token in keys.split(KEY_SEPARATOR) if token]
+    return found

@@ -44,10 +44,20 @@ from store.commitlog_scan import (
     scan_commitlog,
 )
 from store.config import CQ_STORE_UNIT_SIZE
-from store.consume_queue_format import ConsumeQueueEntry, iter_entries, iter_segment_entries, queue_bounds
+from store.consume_queue_format import (
+    ConsumeQueueEntry,
+    QueueEntryReader,
+    enters_consume_queue,
+    entry_matches,
+    expected_tags_code,
+    iter_entries,
+    iter_segment_entries,
+    queue_bounds,
+    recovered_queue_end,
+)
 from store.errors import CorruptRecord, StoreError, StoreLayoutError
 from store.hashing import index_key_hash, masked_crc32
-from store.index_file import IndexFile, IndexService
+from store.index_file import IndexFile, IndexService, index_keys
 from store.layout import (
     ConsumeQueueDir,
     LayoutProblem,
@@ -1089,9 +1099,11 @@ class Check(StrEnum):
     DATA_AFTER_END = "data-after-end"
     CQ_ENTRY = "cq-entry"
     CQ_BEYOND_LOG = "cq-beyond-log"
+    CQ_UNREACHABLE = "cq-unreachable"  # a record its ConsumeQueue does not lead to
     INDEX_FILE = "index-file"
     INDEX_ENTRY = "index-entry"
     INDEX_BEYOND_LOG = "index-beyond-log"
+    INDEX_UNREACHABLE = "index-unreachable"  # a key of a record that a query through the index does not find
     CHECKPOINT = "checkpoint"
 
 
@@ -1126,6 +1138,9 @@ class VerifyCounts:
     index_entries_checked: int
     index_entries_below_min_offset: int
     checkpoint_checked: bool
+    records_checked_through_queues: int  # records looked up through their ConsumeQueue entry
+    keyed_records_checked_through_index: int  # records whose every key was looked up through the index
+    records_not_yet_dispatched: int  # a running store's tail its broker has not dispatched yet: not checked
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1182,6 +1197,7 @@ class _Tally:
     index_checked: int = 0
     index_below_min: int = 0
     index_sampled: bool = False
+    index_stride: int = 1
 
 
 @_vanishing_files_are_store_changes
@@ -1191,10 +1207,14 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
     - layout: names, sizes and gaps of every segment directory (RocketMQ refuses to load otherwise);
     - the CommitLog walk, CRC checked, stopping at the first bad record as recovery does; then whether any
       data lies after that end (recovery would delete it);
-    - every ConsumeQueue entry against the record it points at (topic, queue, queue offset, size);
-    - index entries against the records they point at (all of them up to `index_check_limit`, else an even
-      sample of that many);
+    - every record is reachable through its ConsumeQueue (the entry at its queue offset names it, within the
+      entries the store keeps at start-up), and every ConsumeQueue entry against the record it points at
+      (topic, queue, queue offset, size, tagsCode), none past the end of the log;
+    - every key of every record (UNIQ_KEY and KEYS) within the index's window (from the oldest index file's
+      first record) is found by a query through the index, and index entries match the records they point
+      at; both up to `index_check_limit` (an even sample beyond it);
     - the checkpoint is present and readable.
+    A running store's tail that its broker has not dispatched yet is not held against it (counted instead).
     """
     layout = discover_store(Path(root))
     findings, tally = _Findings(), _Tally()
@@ -1202,12 +1222,25 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
         findings.add(Check.LAYOUT, problem.reason, problem.path)
     queue = loadable_commitlog(layout)
     minimum = queue.segments[0].file_from_offset if queue.segments else 0
-    end = _verify_commitlog(queue, findings, tally)
-    _check_data_after_end(queue, end, findings)
-    with RecordReader(queue) as reader:
-        for cq in layout.consume_queues:
-            _verify_consume_queue(cq, reader, minimum, end.physical_offset, findings, tally)
-        _verify_index(layout, reader, minimum, end.physical_offset, index_check_limit, findings, tally)
+    index_files = _open_index_files(layout, findings)
+    try:
+        tally.index_entries = sum(index_file.header.entry_count for index_file in index_files)
+        limit = index_check_limit
+        tally.index_stride = (
+            1 if not limit or tally.index_entries <= limit else math.ceil(tally.index_entries / limit)
+        )
+        tally.index_sampled = tally.index_stride > 1
+        with _Reachability(layout, index_files, tally, minimum) as reachability:
+            end = _verify_commitlog(queue, findings, tally, reachability.check)
+            reachability.report(findings)
+        _check_data_after_end(queue, end, findings)
+        with RecordReader(queue) as reader:
+            for cq in layout.consume_queues:
+                _verify_consume_queue(cq, reader, minimum, end.physical_offset, findings, tally)
+            _verify_index(index_files, reader, minimum, end.physical_offset, findings, tally)
+    finally:
+        for index_file in index_files:
+            index_file.close()
     _verify_checkpoint(layout, findings)
     counts = VerifyCounts(
         commitlog_segments=len(queue.segments),
@@ -1222,6 +1255,9 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
         index_entries_checked=tally.index_checked,
         index_entries_below_min_offset=tally.index_below_min,
         checkpoint_checked=layout.checkpoint is not None,
+        records_checked_through_queues=reachability.through_queues,
+        keyed_records_checked_through_index=reachability.through_index,
+        records_not_yet_dispatched=reachability.not_yet_dispatched,
     )
     return VerifyReport(
         root=layout.root,
@@ -1237,11 +1273,181 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
     )
 
 
-def _verify_commitlog(queue: SegmentQueue, findings: _Findings, tally: _Tally) -> LogEnd:
+def _open_index_files(layout: StoreLayout, findings: _Findings) -> list[IndexFile]:
+    files = []
+    for path in layout.index_files:
+        try:
+            files.append(IndexFile.open(path))
+        except StoreError as error:
+            findings.add(Check.INDEX_FILE, str(error), path)
+    return files
+
+
+@dataclass
+class _Unreached:
+    """Records one queue (or the index) does not lead to: reported as one finding with a count."""
+
+    first_physical_offset: int = 0
+    first_detail: str = ""
+    file: Path | None = None
+    offset: int | None = None
+    count: int = 0
+
+    def note(self, physical_offset: int, detail: str, file: Path | None, offset: int | None) -> None:
+        if not self.count:
+            self.first_physical_offset, self.first_detail, self.file, self.offset = (
+                physical_offset, detail, file, offset,
+            )  # fmt: skip
+        self.count += 1
+
+
+class _Reachability:
+    """Each record of the walk looked up the way a consumer and a query find it: through the entry at its
+    queue offset in its ConsumeQueue, and each of its keys through the index's hash chains."""
+
+    def __init__(self, layout: StoreLayout, index_files: list[IndexFile], tally: _Tally, log_min: int):
+        self._layout = layout
+        self._log_min = log_min
+        self._readers: dict[tuple[str, int], QueueEntryReader | None] = {}
+        self._queue_misses: dict[tuple[str, int], _Unreached] = {}
+        self._index_misses = _Unreached()
+        # From the oldest index file's first record on, every key must be indexed: a file that holds nothing
+        # yet (begin 0, or the previous file's end) still says where its keys would start.
+        self._index_files = index_files
+        self._index_window_start = index_files[0].begin_phy_offset if index_files else None
+        self._stride = tally.index_stride
+        self._keyed_seen = 0
+        run_state = store_run_state(layout.root)
+        self._crashed = run_state is StoreRunState.CRASHED
+        self._queue_frontier, self._index_frontier = (
+            self._frontiers(layout, index_files) if run_state is StoreRunState.RUNNING else (None, None)
+        )
+        self.through_queues = 0
+        self.through_index = 0
+        self.not_yet_dispatched = 0
+
+    @staticmethod
+    def _frontiers(layout: StoreLayout, index_files: list[IndexFile]) -> tuple[int, int | None]:
+        """On a running store, where what its broker has dispatched ends: in the ConsumeQueues (the largest
+        end any of them points to) and in the index (the record it ends with)."""
+        ends = []
+        for cq in layout.consume_queues:
+            with QueueEntryReader(cq.queue, recovered_queue_end(cq.queue)) as reader:
+                ends.append(reader.last_record_end())
+        return max(ends, default=0), index_files[-1].end_phy_offset if index_files else None
+
+    def check(self, event: ScannedRecord) -> None:
+        record, offset = event.record, event.physical_offset
+        if self._queue_frontier is not None and offset >= self._queue_frontier:
+            self.not_yet_dispatched += 1
+            return
+        if enters_consume_queue(record.sysflag):
+            self._check_queue(record, offset)
+        if self._in_index_window(offset):
+            self._check_index(record, offset)
+
+    def _in_index_window(self, offset: int) -> bool:
+        """From the oldest index file's first record on (older ones were indexed by files retention deleted),
+        and on a running store up to the last record indexed."""
+        if self._index_window_start is None or offset < self._index_window_start:
+            return False
+        return self._index_frontier is None or offset <= self._index_frontier
+
+    def _check_queue(self, record: codec.MessageRecord, offset: int) -> None:
+        self.through_queues += 1
+        key = (record.topic, record.queue_id)
+        if key not in self._readers:
+            cq = self._layout.consume_queue(*key)
+            self._readers[key] = QueueEntryReader(cq.queue, recovered_queue_end(cq.queue)) if cq else None
+        reader = self._readers[key]
+        if reader is None:
+            self._queue_misses.setdefault(key, _Unreached()).note(
+                offset, "no ConsumeQueue for this queue", None, record.queue_offset
+            )
+            return
+        entry = reader.entry(record.queue_offset)
+        if entry_matches(entry, record, offset):
+            return
+        detail = self._queue_miss(entry, record.queue_offset, reader.end)
+        if detail is not None:
+            file = _segment_path_for_queue_offset(reader.queue, record.queue_offset)
+            self._queue_misses.setdefault(key, _Unreached()).note(offset, detail, file, record.queue_offset)
+
+    def _queue_miss(self, entry: ConsumeQueueEntry | None, queue_offset: int, end: int) -> str | None:
+        """Why the entry at a record's queue offset does not lead to it; None for a wrong entry the entry
+        checks report (they say what it names instead), so one damage is one finding."""
+        if entry is None:
+            return f"entry {queue_offset} is missing (the queue ends at {end})"
+        if not entry.names_a_record:
+            return f"entry {queue_offset} is not an entry ({entry.physical_offset}, {entry.size_bytes} B)"
+        if entry.physical_offset < self._log_min:
+            return f"entry {queue_offset} names {entry.physical_offset}, below the start of the log"
+        return None
+
+    def _check_index(self, record: codec.MessageRecord, offset: int) -> None:
+        keys = index_keys(record.uniq_key, record.keys, record.sysflag)
+        if not keys:
+            return
+        self._keyed_seen += 1
+        if (self._keyed_seen - 1) % self._stride:
+            return
+        self.through_index += 1
+        for key in keys:
+            key_hash = index_key_hash(IndexService.build_key(record.topic, key))
+            holders = [f for f in self._index_files if f.begin_phy_offset <= offset <= f.end_phy_offset]
+            if not any(index_file.holds_key(key_hash, offset) for index_file in holders):
+                where = holders[-1].path if holders else self._index_files[-1].path
+                self._index_misses.note(offset, f"key {key!r} of topic {record.topic}", where, offset)
+                return
+
+    def report(self, findings: _Findings) -> None:
+        hint = "; recovery rebuilds them" if self._crashed else ""
+        for (topic, queue_id), miss in sorted(self._queue_misses.items()):
+            records = "1 record is" if miss.count == 1 else f"{miss.count} records are"
+            findings.add(
+                Check.CQ_UNREACHABLE,
+                f"{topic}/{queue_id}: {records} not reachable through the ConsumeQueue, the first at "
+                f"{miss.first_physical_offset} (queue offset {miss.offset}): {miss.first_detail}{hint}",
+                miss.file or self._layout.root / "consumequeue" / topic / str(queue_id),
+                miss.offset,
+                OffsetKind.QUEUE_OFFSET,
+                miss.count,
+            )
+        miss = self._index_misses
+        if miss.count:
+            records = "1 record has" if miss.count == 1 else f"{miss.count} records have"
+            findings.add(
+                Check.INDEX_UNREACHABLE,
+                f"{records} a key a query through the index does not find, the first at "
+                f"{miss.first_physical_offset}: {miss.first_detail}{hint}",
+                miss.file,
+                miss.offset,
+                OffsetKind.PHYSICAL_OFFSET,
+                miss.count,
+            )
+
+    def __enter__(self) -> _Reachability:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for reader in self._readers.values():
+            if reader is not None:
+                reader.close()
+
+
+def _segment_path_for_queue_offset(queue: SegmentQueue, queue_offset: int) -> Path | None:
+    segment = queue.segment_for(queue_offset * CQ_STORE_UNIT_SIZE)
+    return segment.path if segment else (queue.segments[-1].path if queue.segments else None)
+
+
+def _verify_commitlog(
+    queue: SegmentQueue, findings: _Findings, tally: _Tally, on_record: Callable[[ScannedRecord], None]
+) -> LogEnd:
     if not queue.segments:
         return LogEnd(0, LogEndReason.NO_SEGMENTS, None)
 
     def check_record(event: ScannedRecord) -> None:
+        on_record(event)
         stored = event.record.physical_offset
         if stored != event.physical_offset:
             findings.add(
@@ -1385,47 +1591,34 @@ def _cq_entry_mismatch(cq: ConsumeQueueDir, entry: ConsumeQueueEntry, reader: Re
         "queue offset": (entry.queue_offset, record.queue_offset),
         "size": (entry.size_bytes, record.total_size),
     }
+    tags_code = expected_tags_code(record)
+    if tags_code is not None:
+        expected["tagsCode"] = (entry.tags_code, tags_code)
     wrong = [f"{name} {want!r} vs {got!r}" for name, (want, got) in expected.items() if want != got]
     return f"{label}: entry and record disagree: {', '.join(wrong)} (entry vs record)" if wrong else None
 
 
 def _verify_index(
-    layout: StoreLayout,
+    files: list[IndexFile],
     reader: RecordReader,
     minimum: int,
     log_end: int,
-    limit: int | None,
     findings: _Findings,
     tally: _Tally,
 ) -> None:
-    files = []
-    for path in layout.index_files:
-        try:
-            files.append(IndexFile.open(path))
-        except StoreError as error:
-            findings.add(Check.INDEX_FILE, str(error), path)
-    try:
-        tally.index_entries = sum(index_file.header.entry_count for index_file in files)
-        stride = 1 if not limit or tally.index_entries <= limit else math.ceil(tally.index_entries / limit)
-        tally.index_sampled = stride > 1
-        for index_file in files:
-            past_the_end = _PastTheEnd()
-            for number in range(1, index_file.header.index_count, stride):
-                _verify_index_entry(
-                    index_file, number, reader, (minimum, log_end), findings, tally, past_the_end
-                )
-            if past_the_end.count:
-                findings.add(
-                    Check.INDEX_BEYOND_LOG,
-                    past_the_end.describe(f"from entry {past_the_end.first_number}", log_end),
-                    index_file.path,
-                    past_the_end.first_number,
-                    OffsetKind.INDEX_ENTRY,
-                    past_the_end.count,
-                )
-    finally:
-        for index_file in files:
-            index_file.close()
+    for index_file in files:
+        past_the_end = _PastTheEnd()
+        for number in range(1, index_file.header.index_count, tally.index_stride):
+            _verify_index_entry(index_file, number, reader, (minimum, log_end), findings, tally, past_the_end)
+        if past_the_end.count:
+            findings.add(
+                Check.INDEX_BEYOND_LOG,
+                past_the_end.describe(f"from entry {past_the_end.first_number}", log_end),
+                index_file.path,
+                past_the_end.first_number,
+                OffsetKind.INDEX_ENTRY,
+                past_the_end.count,
+            )
 
 
 def _verify_index_entry(
@@ -1463,7 +1656,7 @@ def _verify_index_entry(
     if isinstance(record, codec.BlankRecord):
         report(Check.INDEX_ENTRY, "points at an END_OF_FILE blank, not a message")
         return
-    keys = ([record.uniq_key] if record.uniq_key is not None else []) + list(record.key_list)
+    keys = index_keys(record.uniq_key, record.keys)
     hashes = {index_key_hash(IndexService.build_key(record.topic, key)) for key in keys}
     if entry.key_hash not in hashes:
         report(

@@ -93,6 +93,7 @@ class MessageStore:
         self._pool: TransientStorePool | None = None
         self._allocator: AllocateMappedFileService | None = None
         self._scheduler: _Scheduler | None = None
+        self._last_thorough_queue_flush = time.monotonic()
 
     # ---- lifecycle ------------------------------------------------------------------------------------
 
@@ -103,7 +104,6 @@ class MessageStore:
         try:
             self._open_components()
             self._recover()
-            create_abort_file(self.root)
             self._start_services()
         except BaseException:
             self._lock.release()
@@ -135,28 +135,32 @@ class MessageStore:
             self.commit_log,
             self.consume_queues,
             self.index_service if config.message_index_enable else None,
-            self.checkpoint,
         )
         self.consumer_offsets = load_consumer_offsets(consumer_offset_path(self.root))
 
     def _recover(self) -> None:
-        """Apply the recovery plan: cut the log at the last valid record and rebuild what follows."""
+        """Apply the recovery plan: cut the log after its last valid record, cut each consume queue where its
+        entries stop matching the log, drop the index files not known whole, re-dispatch what is missing."""
         layout = discover_store(
             self.root,
             commitlog_size=self.config.mapped_file_size_commitlog,
             cq_size=self.config.mapped_file_size_consume_queue,
         )
-        plan = plan_recovery(layout, check_crc=self.config.check_crc_on_recover)
-        if plan.index_files_to_drop:
-            self.index_service.destroy_files_newer_than(self.checkpoint.index_msg_timestamp)
-        self.consume_queues.recover()
-        queue = self.commit_log.mapped_file_queue
-        queue.flushed_where = queue.committed_where = plan.process_offset
-        queue.truncate_dirty_files(plan.process_offset)
-        self.consume_queues.truncate_dirty(plan.process_offset)
+        plan = plan_recovery(layout, self.config, check_crc=self.config.check_crc_on_recover)
+        # From here until a clean shutdown the files are being changed: a recovery cut short by a crash is
+        # redone as after any crash (the plan's mode came from the abort file as it was before this line).
+        create_abort_file(self.root)
+        self.index_service.destroy_files(plan.index_files_to_drop)
+        ends = {(end.topic, end.queue_id): end.end_queue_offset for end in plan.queue_ends}
+        for consume_queue in self.consume_queues.queues:
+            end = ends.get((consume_queue.topic, consume_queue.queue_id))
+            if end is not None:  # None: the plan saw no files for it, so it has none to cut
+                consume_queue.cut(end)
+        self.commit_log.cut(plan.process_offset)
         self.dispatcher.reput_from_offset = plan.dispatch_from_offset
         self.dispatcher.dispatch_until(plan.process_offset)
         self.commit_log.queue_offsets = self.consume_queues.queue_offset_table()
+        queue = self.commit_log.mapped_file_queue
         for consume_queue in self.consume_queues.queues:
             consume_queue.correct_min_offset(max(0, self.commit_log.min_offset))
         if (last := queue.last_file) is not None and not last.is_full():
@@ -434,15 +438,30 @@ class MessageStore:
     # ---- flushing ----------------------------------------------------------------------------------------
 
     def _flush_consume_queues(self, thorough: bool = False) -> None:
+        """`FlushConsumeQueueService.doFlush`: flush the queues (all of them, whatever is dirty, every
+        flushConsumeQueueThoroughInterval), then let the checkpoint's logicsMsgTimestamp cover what is now
+        durable, so that after a crash recovery re-reads the log from before any entry that may be lost."""
+        now = time.monotonic()
+        if (
+            now - self._last_thorough_queue_flush
+            >= self.config.flush_consume_queue_thorough_interval_ms / 1000
+        ):
+            thorough = True
+        if thorough:
+            self._last_thorough_queue_flush = now
+        queued_until_ms = self.dispatcher.last_queued_timestamp_ms  # taken first: flushed below
         least_pages = 0 if thorough else self.config.flush_consume_queue_least_pages
         self.consume_queues.flush(least_pages)
+        if queued_until_ms and (thorough or self.consume_queues.all_flushed()):
+            self.checkpoint.logics_msg_timestamp = max(self.checkpoint.logics_msg_timestamp, queued_until_ms)
 
     def flush(self) -> None:
         """Make everything written so far durable: the log, the queues, the index and the checkpoint."""
         self.commit_log.flush(0)
-        self.dispatcher.dispatch_until()
-        self._flush_consume_queues(thorough=True)
-        self.index_service.flush()
+        with self.dispatcher.paused:  # the reput thread must not roll an index file under the flush
+            self.dispatcher.dispatch_until()
+            self._flush_consume_queues(thorough=True)
+            self.index_service.flush()
         self.checkpoint.flush()
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import typer
 
+from mqinspect.cli.lazy import LazyGroup
 from mqinspect.cli.options import OutputFormat, format_option
 from mqinspect.errors import ExitStatus
 from mqinspect.render.console import stdout_console
@@ -28,7 +31,6 @@ from mqinspect.render.store import (
     stat_view,
     verify_view,
 )
-from probes.residency.segments import measure_segments
 from store.inspect import (
     DEFAULT_INDEX_CHECKS,
     LogEndReason,
@@ -44,8 +46,20 @@ from store.inspect import (
     verify_store,
 )
 
+
+class StoreGroup(LazyGroup):
+    """`mqinspect store`: the inspection commands below, and the writing ones, imported only when used (they
+    bring the whole write path of the store)."""
+
+    COMMAND_MODULES: ClassVar[Mapping[str, str]] = dict.fromkeys(
+        ("init", "produce", "consume", "recover", "clean"), "mqinspect.cli.store_write"
+    )
+
+
 store_app = typer.Typer(
-    help="Create, write and inspect RocketMQ-format stores (inspection is read-only).", no_args_is_help=True
+    cls=StoreGroup,
+    help="Create, write and inspect RocketMQ-format stores (inspection is read-only).",
+    no_args_is_help=True,
 )
 
 INSPECTION = "Inspection (read-only)"
@@ -95,6 +109,9 @@ def segments(
 
     Lists stores that break RocketMQ's load rules too, with the broken rules underneath.
     """
+    # Imported here: finding who mlocks each file reads /proc, which no other store command needs.
+    from probes.residency.segments import measure_segments
+
     # Residency first: finding where each segment's data ends reads it, and readahead would pull it in.
     measured = measure_segments(store_file_paths(store_dir), chunks=chunks) if residency else None
     listing = list_segments(store_dir)
@@ -137,11 +154,12 @@ def verify(
         DEFAULT_INDEX_CHECKS,
         "--index-checks",
         min=0,
-        help="Check at most this many index entries, an even sample beyond it (0: all).",
+        help="Check at most this many index entries (and keyed records), an even sample beyond it (0: all).",
     ),
     output: str = format_option(),
 ) -> int:
-    """Check layout, every CommitLog record (CRC), every ConsumeQueue entry, index entries and the checkpoint.
+    """Check layout, every CommitLog record (CRC), every ConsumeQueue entry, index entries and the checkpoint,
+    and that every record is reachable through its ConsumeQueue and each of its keys through the index.
 
     Exit 0 if all is well, 1 if anything is wrong; every problem is listed with its file and offset.
     """

@@ -137,6 +137,12 @@ def produce_command(
     rate: float = typer.Option(
         None, "--rate", min=0.001, help="Messages per second (default: as fast as possible)."
     ),
+    append_prop_crc: bool = typer.Option(
+        False,
+        "--append-prop-crc",
+        help="End each record with RocketMQ 5's __CRC32# property (enabledAppendPropCRC): a CRC over the "
+        "whole record, so verify and recovery also find damaged header fields, topic and properties.",
+    ),
     output: str = format_option(),
 ) -> int:
     """Append messages to a store (creating it, with RocketMQ's default sizes, if the directory is missing or
@@ -152,7 +158,9 @@ def produce_command(
             f"created {store_dir} with RocketMQ's default sizes (saved in {sizes_file}; "
             "`store init` sets others)"
         )
-    store = _open_store(store_dir, flush_disk_type=flush, warmup=warmup)
+    store = _open_store(
+        store_dir, flush_disk_type=flush, warmup=warmup, enabled_append_prop_crc=append_prop_crc
+    )
     _say(
         f"appending {count} messages of {size} B to {store_dir} ({flush} flush, warm-up {warmup}); "
         "Ctrl-C stops"
@@ -283,7 +291,9 @@ def recover_command(
     """Recover a store as RocketMQ does at start-up: cut the log after its last valid record and rebuild the
     consume queues and index; normal after a clean shutdown, abnormal after a crash."""
     if dry_run:
-        plan = plan_recovery(discover_store(store_dir, **_known_sizes(store_dir)))
+        plan = plan_recovery(
+            discover_store(store_dir, **_known_sizes(store_dir)), store_config_for(store_dir)
+        )
     else:
         store = _open_store(store_dir)
         plan = store.recovery

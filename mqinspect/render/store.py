@@ -14,8 +14,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mqinspect.render.cache import HEAT_LEGEND, heat_strip
-from mqinspect.render.units import human_bytes, residency_percent
+from mqinspect.render.cells import (
+    HEAT_LEGEND,
+    NONE,
+    UNAVAILABLE,
+    bytes_text,
+    heat_strip,
+    pages_text,
+    percent_text,
+)
 from mqinspect.render.words import counted
 from store.inspect import (
     BlankView,
@@ -32,9 +39,6 @@ from store.inspect import (
     StoreStat,
     VerifyReport,
 )
-
-NONE = "-"
-UNAVAILABLE = "unavailable"
 
 
 def _text(value: Any, none: str = NONE) -> Text:
@@ -230,10 +234,10 @@ def _residency_by_path(listing: SegmentListing) -> dict | None:
 def _residency_cells(segment, page_size: int) -> list[Text]:
     if segment is None or segment.pages is None:
         return [Text(UNAVAILABLE, style="yellow")] * 3 + [Text("")]
-    cached = _text(residency_percent(segment.cached_pages, segment.pages) or NONE)
-    dirty = _text(None if segment.dirty_pages is None else human_bytes(segment.dirty_pages * page_size))
-    locked = _text(None if segment.locked_bytes is None else human_bytes(segment.locked_bytes))
-    return [cached, dirty, locked, heat_strip(segment.chunks, len(segment.chunks or ()))]
+    cached = percent_text(segment.cached_pages, segment.pages)
+    dirty = pages_text(segment.dirty_pages, page_size)
+    locked = bytes_text(segment.locked_bytes)
+    return [Text(cached), Text(dirty), Text(locked), heat_strip(segment.chunks)]
 
 
 def _residency_caption(residency) -> str:
@@ -365,15 +369,27 @@ def verify_view(report: VerifyReport) -> RenderableType:
                 "consume queues",
                 f"{counted(counts.consume_queues, 'queue')}, "
                 f"{counts.consume_queue_entries_checked} entries checked, "
-                f"{counts.consume_queue_entries_below_min_offset} below the min offset (expired)",
+                f"{counts.consume_queue_entries_below_min_offset} below the min offset (expired); "
+                f"{counted(counts.records_checked_through_queues, 'record')} reached through them",
             ),
             (
                 "index",
                 f"{counted(counts.index_files, 'file')}, entries checked {index_scope}, "
-                f"{counts.index_entries_below_min_offset} below the min offset (expired)",
+                f"{counts.index_entries_below_min_offset} below the min offset (expired); "
+                f"{counted(counts.keyed_records_checked_through_index, 'keyed record')} found by key",
             ),
             ("checkpoint", "checked" if counts.checkpoint_checked else "missing"),
-        ],
+        ]
+        + (
+            [
+                (
+                    "not dispatched yet",
+                    f"{counted(counts.records_not_yet_dispatched, 'record')} (the store is running)",
+                )
+            ]
+            if counts.records_not_yet_dispatched
+            else []
+        ),
     )
     parts: list[RenderableType] = [verdict, checked]
     if report.findings:

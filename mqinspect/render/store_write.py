@@ -6,6 +6,7 @@ from datetime import datetime
 
 from rich.table import Table
 
+from mqinspect.render.cells import UNAVAILABLE
 from mqinspect.render.units import human_rate, per_second
 from store.config import StoreConfig
 from store.recovery import RecoveryMode, RecoveryPlan
@@ -25,7 +26,7 @@ def _key_value_table(title: str, rows: list[tuple[str, str, str]]) -> Table:
 
 def _number(value: float | int | None, digits: int = 0) -> str:
     if value is None:
-        return "unavailable"
+        return UNAVAILABLE
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
@@ -116,7 +117,7 @@ _MODE_MEANINGS = {
 def recovery_table(plan: RecoveryPlan) -> Table:
     rows = [
         ("mode", str(plan.mode), _MODE_MEANINGS[plan.mode]),
-        ("scan starts at", _number(plan.start_offset), "first record of the chosen segment"),
+        ("scan starts at", _number(plan.start_offset), _scan_note(plan)),
         ("log ends at", _number(plan.process_offset), plan.stop_reason),
         ("records checked", _number(plan.records_checked), "CRC verified"),
         ("bytes cut", _number(plan.truncated_bytes), "written bytes after the end of the log"),
@@ -130,11 +131,26 @@ def recovery_table(plan: RecoveryPlan) -> Table:
         ("delete segment", path.name, "starts after the end of the log") for path in plan.segments_to_delete
     ]
     rows += [
-        (f"truncate {t.topic}/{t.queue_id}", f"{t.entries_dropped} entries", "point past the end of the log")
+        (
+            f"truncate {t.topic}/{t.queue_id}",
+            f"{t.entries_dropped} entries from {t.end_queue_offset}",
+            t.reason,
+        )
         for t in plan.queue_truncations
     ]
-    rows += [("drop index file", path.name, "newer than the checkpoint") for path in plan.index_files_to_drop]
+    rows += [
+        ("drop index file", path.name, plan.index_drop_reason or "") for path in plan.index_files_to_drop
+    ]
+    if plan.index_rebuild_from_offset is not None:
+        rows.append(
+            ("index from", _number(plan.index_rebuild_from_offset), "keys are (re)indexed from this record")
+        )
     return _key_value_table("recovery plan", rows)
+
+
+def _scan_note(plan: RecoveryPlan) -> str:
+    note = "first record of the chosen segment"
+    return note if plan.scans == 1 else f"{note}; read {plan.scans} times: a lost queue tail lay before it"
 
 
 def clean_table(result: CleanPlan | CleanReport) -> Table:

@@ -531,6 +531,39 @@ def test_property_crc_failures_name_the_field():
         decode_record(encoded, check_crc=True)
 
 
+def passes_check_crc(data: bytes) -> bool:
+    """Whether a record decodes with every check recovery and verify make."""
+    try:
+        decode_record(data, check_crc=True)
+    except CorruptRecord:
+        return False
+    return True
+
+
+def test_with_the_property_crc_every_single_bit_flip_of_a_record_is_caught():
+    """The whole-record CRC covers everything but its own 20 bytes, and those are checked by shape: a flip in
+    the name would otherwise hide the CRC (the record then reads as one without it)."""
+    encoded = encode_record(WORKED_MESSAGE, **WORKED_PLACEMENT, append_property_crc=True)
+    flips = (flipped(encoded, bit // 8, 1 << (bit % 8)) for bit in range(len(encoded) * 8))
+    assert [damaged for damaged in flips if passes_check_crc(damaged)] == []
+    name_flip = flipped(encoded, len(encoded) - 18, 0x04)  # "__CRC32#" -> "__GRC32#"
+    with pytest.raises(CorruptRecord, match="damaged __CRC32# property name") as caught:
+        decode_record(name_flip, check_crc=True)
+    assert caught.value.field == PROPERTY_CRC32
+
+
+@pytest.mark.parametrize("with_crc", [False, True], ids=["plain", "with-__CRC32#"])
+def test_every_torn_tail_of_a_record_is_caught(with_crc: bool):
+    """A write cut short leaves zeros from some point to the record's end. Past the body, BODYCRC still
+    holds and zeroed properties still decode: it is their missing final \\x02 that gives the tear away."""
+    encoded = encode_record(WORKED_MESSAGE, **WORKED_PLACEMENT, append_property_crc=with_crc)
+    tears = (encoded[:cut] + bytes(len(encoded) - cut) for cut in range(8, len(encoded)))
+    assert [torn for torn in tears if torn != encoded and passes_check_crc(torn)] == []
+    with pytest.raises(CorruptRecord, match="never written") as caught:
+        decode_record(encoded[:-3] + bytes(3), check_crc=True)
+    assert caught.value.field == "PROPERTIES"
+
+
 def test_body_crc_mismatch_names_bodycrc():
     damaged = flipped(WORKED_EXAMPLE, 90, 0x01)
     assert decode_record(damaged).body == b"Hemlo RocketMQ"  # nothing checks the body without check_crc

@@ -514,3 +514,33 @@ def test_a_full_disk_refuses_a_new_index_file_instead_of_a_sigbus_later(tiny_fil
     with pytest.raises(NoSpaceForSegmentError, match="no space"):
         IndexFile.create(tiny_filesystem / "index", hash_slot_num=4096, index_num=4096)
     assert list((tiny_filesystem / "index").iterdir()) == []  # nothing half-made left behind
+
+
+def test_re_dispatching_the_record_the_index_ends_with_puts_only_its_missing_keys(tmp_path):
+    """Recovery re-dispatches from the record the newest kept file ends with. Its keys may straddle that full
+    file and the next one, which a crash lost: the keys already in the index are not put twice."""
+    index_dir = tmp_path / "index"
+    with writable_service(index_dir, small_config(slots=8, entries=4)) as service:
+        service.build_index(request(0, keys="a"))
+        service.build_index(request(100, keys="b c d e"))  # b, c fill the first file; d, e open the second
+        lost = service.files[1].path
+    lost.unlink()  # the crash: the second file is gone
+    with writable_service(index_dir, small_config(slots=8, entries=4)) as service:
+        assert service.query("T", "d", 10, *EVERYTHING) == []
+        assert service.build_index(request(100, keys="b c d e")) == 2  # d and e only
+        assert service.build_index(request(100, keys="b c d e")) == 0  # and a second time, none
+        for key in "abcde":
+            assert len(service.query("T", key, 10, *EVERYTHING)) == 1, key
+        assert service.build_index(request(200, keys="b")) == 1  # later records are indexed as before
+        assert service.query("T", "b", 10, *EVERYTHING) == [200, 100]
+
+
+def test_holds_key_follows_the_chain_a_query_walks(tmp_path):
+    with writable_service(tmp_path / "index", small_config(slots=1, entries=64)) as service:
+        for offset in range(0, 50, 10):  # one slot: every key in one chain
+            service.build_index(request(offset, keys=f"k{offset}"))
+        index_file = service.files[-1]
+        for offset in range(0, 50, 10):
+            assert index_file.holds_key(index_key_hash(f"T#k{offset}"), offset)
+        assert not index_file.holds_key(index_key_hash("T#k10"), 20)
+        assert not index_file.holds_key(index_key_hash("T#k99"), 40)

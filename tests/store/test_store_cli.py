@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,11 +24,15 @@ from store_builder import (
     write_at,
     zero_range,
 )
+from support import mqinspect_as_nobody
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
 from store import codec, commitlog_scan, inspect
+from store.checkpoint import acquire_store_lock, create_abort_file
+from store.hashing import index_key_hash
+from store.index_file import IndexFile
 
 runner = CliRunner()
 
@@ -395,6 +401,87 @@ def test_a_cq_entry_pointing_into_a_record_is_reported(make_store):
     assert bad["check"] == "cq-entry" and "no record starts there" in bad["message"]
 
 
+def test_a_cq_entry_with_a_flipped_tags_code_is_reported(make_store):
+    built = build_rolled_store(make_store())
+    record = built.records[4]
+    cq_file = built.cq_file(record.topic, record.queue_id)
+    flip_byte(cq_file, (record.queue_offset % 8) * 20 + 19)  # the last byte of the entry's tagsCode
+    [bad] = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)["findings"]
+    assert (bad["check"], bad["file"], bad["offset"]) == ("cq-entry", str(cq_file), record.queue_offset)
+    assert "tagsCode" in bad["message"]
+
+
+def test_records_a_lost_queue_tail_hides_are_reported_with_the_queue_file(make_store):
+    built = build_rolled_store(make_store(), count=60)
+    queue = [r for r in built.records if (r.topic, r.queue_id) == ("TopicA", 1)]
+    lost = queue[-7:]  # the last entries of TopicA/1 never reached the disk (zeros, as a torn write leaves)
+    cq_file = built.cq_file("TopicA", 1, lost[0].queue_offset // 8)
+    zero_range(cq_file, (lost[0].queue_offset % 8) * 20, 8 * 20)
+    for later in sorted(cq_file.parent.iterdir()):
+        if later.name > cq_file.name:
+            later.unlink()
+    report = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)
+    [missing] = report["findings"]
+    assert (missing["check"], missing["file"], missing["offset"]) == (
+        "cq-unreachable",
+        str(cq_file),
+        lost[0].queue_offset,
+    )
+    assert missing["offset_kind"] == "queue_offset" and missing["count"] == len(lost)
+    assert f"the first at {lost[0].physical_offset}" in missing["message"]
+    assert report["counts"]["records_checked_through_queues"] == len(built.records)
+
+
+def test_a_queue_without_its_consume_queue_is_reported(make_store):
+    built = build_rolled_store(make_store())
+    gone = built.root / "consumequeue" / "TopicB" / "2"
+    for path in gone.iterdir():
+        path.unlink()
+    gone.rmdir()
+    report = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)
+    [missing] = findings_of(report, "cq-unreachable")
+    lost = [r for r in built.records if (r.topic, r.queue_id) == ("TopicB", 2)]
+    assert missing["count"] == len(lost) and "no ConsumeQueue for this queue" in missing["message"]
+    assert missing["file"] == str(gone)
+
+
+def test_keys_a_query_no_longer_finds_are_reported(make_store):
+    builder = make_store(index_slots=1024, index_entries=4096)  # no other key shares key-7's slot
+    built = build_rolled_store(builder)
+    [index_file] = (built.root / "index").iterdir()
+    victim = built.records[7]
+    slot = index_key_hash(f"{victim.topic}#key-7") % 1024
+    zero_range(index_file, 40 + slot * 4, 40 + slot * 4 + 4)  # the key's hash slot: its chain is lost
+    report = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)
+    [lost] = report["findings"]
+    assert (lost["check"], lost["file"], lost["offset"]) == (
+        "index-unreachable",
+        str(index_file),
+        victim.physical_offset,
+    )
+    assert "key 'key-7'" in lost["message"]
+    assert report["counts"]["keyed_records_checked_through_index"] == len(built.records)
+
+
+def test_a_running_stores_undispatched_tail_is_counted_not_reported(make_store):
+    built = build_rolled_store(make_store())
+    record = built.records[-1]  # its broker has not dispatched it yet
+    zero_range(built.cq_file(record.topic, record.queue_id), (record.queue_offset % 8) * 20, 8 * 20)
+    assert invoke("store", "verify", built.root).exit_code == ExitStatus.FINDINGS
+    with acquire_store_lock(built.root):  # the broker runs
+        report = invoke_json("store", "verify", built.root)
+    assert report["counts"]["records_not_yet_dispatched"] >= 1
+
+
+def test_on_a_crashed_store_verify_says_recovery_rebuilds(make_store):
+    built = build_rolled_store(make_store())
+    record = built.records[-1]
+    zero_range(built.cq_file(record.topic, record.queue_id), (record.queue_offset % 8) * 20, 8 * 20)
+    create_abort_file(built.root)
+    [missing] = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)["findings"]
+    assert missing["check"] == "cq-unreachable" and "recovery rebuilds them" in missing["message"]
+
+
 # ==========================================================================================================
 # Layout problems: exit 2 for stat/dump/query, a finding (exit 1) for verify
 # ==========================================================================================================
@@ -552,10 +639,13 @@ def test_an_index_entry_for_the_wrong_record_is_reported(make_store):
     with open(index_file, "r+b") as handle:
         handle.seek(entry_1 + 4)
         handle.write(struct.pack(">q", second.physical_offset))
-    [bad] = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)["findings"]
+    lost, bad = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)["findings"]
     assert (bad["check"], bad["offset"], bad["offset_kind"]) == ("index-entry", 1, "index_entry")
     assert "hash of none of the record's keys" in bad["message"]
     assert f"-> {second.physical_offset}" in bad["message"] and first.physical_offset == 0
+    # And the other side of the same damage: a query for "alpha" no longer finds the first record.
+    assert (lost["check"], lost["offset"], lost["offset_kind"]) == ("index-unreachable", 0, "physical_offset")
+    assert "key 'alpha'" in lost["message"] and lost["file"] == str(index_file)
 
 
 def test_stat_walks_only_the_undispatched_tail_and_finds_the_same_end(make_store, monkeypatch):
@@ -606,3 +696,31 @@ def test_following_the_record_sizes_finds_the_end_the_decoding_walk_finds(make_s
         assert tail.end == inspect.find_log_end(queue) and field in tail.end.detail
         assert tail.last_record == (built.records[-4].physical_offset, built.records[-4].size_bytes)
         write_at(broken.segment, position, original)
+
+
+def test_verify_as_nobody_checks_reachability_on_a_store_root_wrote(make_store):
+    """An operator checks a broker's store without root: every file readable, the lock probed read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to write the store and then read it as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="verify-as-nobody-"))
+    try:
+        shared.chmod(0o755)
+        built = build_rolled_store(StoreBuilder(shared / "store"))
+        record = built.records[-1]
+        zero_range(built.cq_file(record.topic, record.queue_id), (record.queue_offset % 8) * 20, 8 * 20)
+        result = mqinspect_as_nobody("store", "verify", str(built.root), "--format", "json")
+        assert result.returncode == ExitStatus.FINDINGS, result.stderr
+        [missing] = json.loads(result.stdout)["findings"]
+        assert missing["check"] == "cq-unreachable" and missing["offset"] == record.queue_offset
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_an_index_that_lost_every_entry_is_reported(make_store):
+    builder = make_store(index_slots=16, index_entries=64)  # RocketMQ's 1:4, so an empty file reads back
+    built = build_rolled_store(builder)
+    [index_file] = (built.root / "index").iterdir()
+    index_file.unlink()  # as a crash leaves it before recovery rebuilds: a new, empty file
+    IndexFile.create(built.root / "index", hash_slot_num=16, index_num=64, name=index_file.name).close()
+    [lost] = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)["findings"]
+    assert (lost["check"], lost["offset"], lost["count"]) == ("index-unreachable", 0, len(built.records))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mqinspect.dashboard.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus
+from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus
 from probes.ebpf.loader import require_bpf_privileges
 from probes.ebpf.registry import probe_entry
 from probes.ebpf.session import TraceSession
