@@ -5,7 +5,7 @@ Two kinds of work, each measured on its own while one session traces one process
 - untraced: `dd bs=1` from /dev/zero to /dev/null in a process the session does not trace. Every process's
   read and write calls still run the enter and exit programs (the syscall tracepoints are global): this is
   what the probe costs the rest of the machine per call;
-- traced: tests/ebpf/sendpath_workload.py sending a file over loopback by each send path (read+write,
+- traced: tests/probes/ebpf/sendpath_workload.py sending a file over loopback by each send path (read+write,
   mmap+write, sendfile, splice) in 4 KiB steps, with the traced sender's calls.
 
 Other processes on the machine run the same programs while a phase runs (as untraced callers), so the traced
@@ -37,7 +37,7 @@ from benchmarks.overhead.run_statistics import run_statistics_descriptor  # noqa
 from probes.ebpf.sendpath import SendpathProbe  # noqa: E402
 from probes.ebpf.session import TraceSession  # noqa: E402
 
-WORKLOAD = REPO / "tests" / "ebpf" / "sendpath_workload.py"
+WORKLOAD = REPO / "tests" / "probes" / "ebpf" / "sendpath_workload.py"
 PATHS = ("read+write", "mmap+write", "sendfile", "splice")
 FILE_BYTES = 16 << 20
 CHUNK_BYTES = 4096

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +117,26 @@ def mqinspect_as_nobody(*arguments: str, capabilities: tuple[str, ...] = ()) -> 
         cwd=REPO,
         timeout=60,
     )
+
+
+def run_mqinspect(*args: object, columns: int = 120) -> Any:
+    """`mqinspect ARGS` in this process (typer's CliRunner), stderr apart, without colour, `columns` wide."""
+    from typer.testing import CliRunner
+
+    from mqinspect.cli.app import app
+
+    env = {"COLUMNS": str(columns), "NO_COLOR": "1"}
+    return CliRunner().invoke(app, [str(arg) for arg in args], env=env)
+
+
+def one_error_line(result: Any) -> str:
+    """The one line a user error prints: "mqinspect: error: ..." on stderr, no traceback, no internal error,
+    nothing on stdout."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mqinspect: error: "), result.stderr
+    assert "internal error" not in lines[0]
+    assert result.stdout == ""
+    return lines[0]
 
 
 # --- ground truth from the standard tools -------------------------------------------------------------------

@@ -27,6 +27,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS / "dashboard"), str(TESTS / "labs"), str(TESTS / "store")]
 
 from fakes import PAGE, frame, memory_sample  # noqa: E402
+from sendpath_reports import report_without_bpf  # noqa: E402
 from store_builder import StoreBuilder  # noqa: E402
 
 MiB = 1 << 20
@@ -219,20 +220,9 @@ def test_each_command_writes_sizes_in_binary_units(built_store, arguments):
 # --- the labs and the demo report --------------------------------------------------------------------------
 
 
-def test_the_sendpath_lab_gives_its_throughput_as_a_binary_rate(tmp_path: Path, monkeypatch):
-    import test_lab_sendpath
-
-    drawn = []
-
-    def drawing(report):
-        view = sendpath_view(report)
-        drawn.append(rendered(view))
-        return view
-
-    # the lab test that draws a report without BPF, with its report drawn here too
-    monkeypatch.setattr(test_lab_sendpath, "sendpath_view", drawing)
-    test_lab_sendpath.test_without_bpf_the_copy_columns_are_unavailable_with_the_reason_and_the_fix(tmp_path)
-    (text,) = drawn
+def test_the_sendpath_lab_gives_its_throughput_as_a_binary_rate(tmp_path: Path):
+    report, _gap = report_without_bpf(tmp_path)  # the report a lab run without BPF draws
+    text = rendered(sendpath_view(report))
     assert size_units_not_binary(text) == [] and "GB/s" not in text
     (row,) = [line for line in text.splitlines() if line.strip().startswith("sendfile") and "/s" in line]
     assert re.search(r"\d(?:\.\d)?[KMG]iB/s", row)

@@ -153,3 +153,43 @@ class FakeFeed:
 
     def detach(self) -> None:
         self.attached = False
+
+
+# ---------------------------------------------------------------- probe sessions
+
+
+class FakeSession:
+    """A probe session that opens, reads and closes as told: fails to open (`fail_open`), fails to read
+    (`fail_read`), or waits for `opened` before it opens."""
+
+    def __init__(self, probe, *, fail_open=None, fail_read=False, opened=None):
+        self.probe = probe
+        self.fail_open = fail_open
+        self.fail_read = fail_read
+        self.closed = False
+        self.attached_tracepoints = ("tp:x",)
+        self.opened = opened
+
+    def open(self):
+        if self.opened is not None:
+            self.opened.wait(5)
+        if self.fail_open:
+            raise self.fail_open
+
+    def snapshot(self):
+        if self.fail_read:
+            raise RuntimeError("map read failed")
+        return object()
+
+    def close(self):
+        self.closed = True
+
+
+class FakeProbe:
+    """A probe known by its name only."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def subject(self):
+        return "page faults of pid 7"

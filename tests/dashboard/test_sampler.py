@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeProbe, FakeSession
 from support import fincore_pages
 
 from mqinspect.sampling.probe_set import ProbeSet
@@ -252,38 +253,6 @@ def test_the_processes_holding_the_store_are_found_with_their_rates(built):
         for child in (mapper, opener):
             child.kill()
             child.wait()
-
-
-class FakeSession:
-    def __init__(self, probe, *, fail_open=None, fail_read=False, opened=None):
-        self.probe = probe
-        self.fail_open = fail_open
-        self.fail_read = fail_read
-        self.closed = False
-        self.attached_tracepoints = ("tp:x",)
-        self.opened = opened
-
-    def open(self):
-        if self.opened is not None:
-            self.opened.wait(5)
-        if self.fail_open:
-            raise self.fail_open
-
-    def snapshot(self):
-        if self.fail_read:
-            raise RuntimeError("map read failed")
-        return object()
-
-    def close(self):
-        self.closed = True
-
-
-class FakeProbe:
-    def __init__(self, name):
-        self.name = name
-
-    def subject(self):
-        return "page faults of pid 7"
 
 
 def probe_set(**session_kwargs):

@@ -20,7 +20,7 @@ from mqinspect.sampling.sampler import Sampler, SamplerSettings
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sampler import FakeProbe, FakeSession
+from fakes import FakeProbe, FakeSession
 
 ONCE = ["--once", "--format", "json", "--interval", "0.2"]
 BPF = ("bpf", "perfmon")

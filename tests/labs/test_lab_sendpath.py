@@ -18,10 +18,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 from rich.console import Console
+from sendpath_reports import PAGES, PAYLOAD, report_without_bpf
 from support import AS_NOBODY, skip_or_fail, strace_calls
 from typer.testing import CliRunner
 
@@ -31,16 +31,11 @@ from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.labs.sendpath import (
     SCHEMA,
     LabOptions,
-    LabSource,
     PathRun,
-    ProcessUsage,
     SendpathLab,
     SendpathLabReport,
-    Unavailable,
-    summarize_path,
 )
 from mqinspect.labs.sendpath_model import (
-    GENERAL_NOTES,
     MODELS,
     PathEvidence,
     findings,
@@ -52,8 +47,6 @@ from mqinspect.render.machine import to_jsonable
 from store.transfer import COUNTED_SYSCALLS, SendPath
 
 REPO = Path(__file__).resolve().parents[2]
-PAYLOAD = 4 << 20
-PAGES = PAYLOAD // 4096
 runner = CliRunner()
 
 
@@ -162,39 +155,9 @@ def test_bad_input_is_exit_2_with_one_line(arguments):
 # ---- drawing a report whose copies are unavailable ---------------------------------------------------------
 
 
-def _run(path: SendPath) -> PathRun:
-    usage = ProcessUsage(0.001, 0.01, 3, 1)
-    return PathRun(
-        path=path,
-        run=1,
-        bytes_sent=PAYLOAD,
-        bytes_received=PAYLOAD,
-        send_s=0.002,
-        delivery_s=0.004,
-        throughput_bytes_per_s=PAYLOAD / 0.004,
-        sender_usage=usage,
-        receiver_usage=usage,
-        sender_syscalls=MappingProxyType({"sendfile": 16}),
-        receiver_syscalls=MappingProxyType({"recvfrom": 40}),
-        sender_copies=None,
-        receiver_copies=None,
-        probe_lost_records=None,
-        zerocopy_fell_back_to_copy=None,
-        zerocopy_notifications=None,
-        cached_pages_before=PAGES,
-        cached_pages_after=PAGES,
-        evicted_before=False,
-    )
-
-
 def test_without_bpf_the_copy_columns_are_unavailable_with_the_reason_and_the_fix(tmp_path: Path):
-    source = LabSource(tmp_path / "0", tmp_path, True, 0, PAYLOAD, PAYLOAD * 2, 1024, PAGES, 4096)
-    result = summarize_path(SendPath.SENDFILE, [_run(SendPath.SENDFILE)], None, source)
-    gap = Unavailable("tracing needs root, or CAP_BPF and CAP_PERFMON", "run as root (sudo mqinspect ...)")
-    report = SendpathLabReport(
-        SCHEMA, PAYLOAD, 1, "hot", 256 << 10, "127.0.0.1", source, 1, 2, "6.18", "probe", gap, "rusage",
-        "cachestat", (result,), GENERAL_NOTES, 0.0, 1.0,
-    )  # fmt: skip
+    report, gap = report_without_bpf(tmp_path)
+    (result,) = report.paths
     assert result.sender_bytes_in_kernel is None and result.sender_crossings_per_byte is None
     assert result.findings == ()  # nothing measured, nothing claimed
     assert result.sender_syscalls == 16 and result.sender_mode_switches == 32

@@ -25,16 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import test_residency as residency_helpers
-from support import AS_NOBODY, fincore_pages
-from test_process_files import MappingChild
-from test_residency import (
+from page_cache_files import (
     REPO,
     STATE_LIMIT_S,
     STATES,
+    MappingChild,
     as_built,
     build_evicted,
     drop_caches,
+    fadvise_out,
     page_states,
     read_pages,
     settled_fincore,
@@ -42,6 +41,7 @@ from test_residency import (
     write_at_pages,
     write_pages,
 )
+from support import AS_NOBODY, fincore_pages
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
@@ -53,8 +53,6 @@ from store import _libc
 
 MADV_PAGEOUT = 21  # linux/mman.h, Linux >= 5.4
 PAGE_TABLE_PAGES = 512  # pages one x86-64 page table maps
-on_ext4 = residency_helpers.on_ext4
-world_dir = residency_helpers.world_dir
 runner = CliRunner()
 # An SGR sequence that sets a foreground colour (30-38, 90-97). NO_COLOR forbids colour, not bold.
 COLOUR_SGR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|9[0-7])(?:;[0-9;]*)?m")
@@ -179,7 +177,7 @@ def test_the_map_is_drawn_like_vmtouch(on_ext4: Path):
     def build():
         write_pages(small, 50, sync=True)
         build_evicted(on_ext4)
-        residency_helpers.fadvise_out(small)
+        fadvise_out(small)
         read_pages(small, [*range(10), 20], readahead=False)
         read_pages(big, range(10), readahead=False)
 
@@ -216,7 +214,7 @@ def test_evict_without_sync_reports_the_dirty_pages_that_stayed(on_ext4: Path):
 
     def build():
         write_pages(path, 200, sync=True)
-        residency_helpers.fadvise_out(path)
+        fadvise_out(path)
         read_pages(path, range(100), readahead=False)
         write_at_pages(path, list(range(100, 200)))  # page-sized folios: exactly 100 dirty pages
 
@@ -368,13 +366,6 @@ def test_a_memlock_limit_too_small_is_an_error_row_with_the_fix(world_dir: Path)
 
 
 # ---------------------------------------------------------------- --pid
-
-
-@pytest.fixture
-def mapping_child(tmp_path: Path):
-    child = MappingChild(tmp_path)
-    yield child
-    child.stop()
 
 
 def test_pid_lists_the_files_a_process_maps_and_holds_open(mapping_child: MappingChild):

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-import test_residency as residency_helpers
+from page_cache_files import (
+    MappingChild,
+    run_as_nobody,
+)
 
 from probes.errors import AccessDenied
 from probes.process_files import (
@@ -25,9 +28,8 @@ from probes.process_files import (
 from probes.procfs import ProcessGone, read_process_status
 from probes.residency.mincore import PAGE_SIZE
 
-REPO = residency_helpers.REPO
+REPO = Path(__file__).resolve().parents[2]
 KIB = 1024
-world_dir = residency_helpers.world_dir
 
 MAPS = """\
 55d0c0a00000-55d0c0a21000 r--p 00000000 fe:00 260131                     /usr/bin/broker
@@ -232,7 +234,7 @@ def test_permission_errors_leave_fields_unavailable_with_the_reason(world_dir: P
     process_dir = proc / "4242"
     (process_dir / "smaps").chmod(0o000)
     (process_dir / "fd").chmod(0o000)
-    canned = residency_helpers.run_as_nobody(
+    canned = run_as_nobody(
         """
         import dataclasses, json, sys
         from pathlib import Path
@@ -254,7 +256,7 @@ def test_permission_errors_leave_fields_unavailable_with_the_reason(world_dir: P
     assert commitlog["rss_bytes"] is None and commitlog["locked_bytes"] is None
     assert "permission denied" in commitlog["unavailable"]["rss_bytes"]
     # The real thing: init's maps and fds are closed to other users (ptrace access check).
-    real = residency_helpers.run_as_nobody(
+    real = run_as_nobody(
         """
         import dataclasses, json
         from probes.process_files import read_process_files
@@ -274,68 +276,6 @@ def test_hidepid_is_access_denied_not_gone(tmp_path: Path, monkeypatch: pytest.M
 
 
 # ---------------------------------------------------------------- a real process
-
-CHILD = """
-import ctypes, os, sys
-PAGE = os.sysconf("SC_PAGE_SIZE")
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, *[ctypes.c_int] * 3, ctypes.c_long]
-libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-mapped_path, open_path, deleted_path, pages, locked_pages, dirty_pages = sys.argv[1:7]
-pages, locked_pages, dirty_pages = int(pages), int(locked_pages), int(dirty_pages)
-fd = os.open(mapped_path, os.O_RDWR)
-address = libc.mmap(None, pages * PAGE, 0x1 | 0x2, 0x01, fd, 0)  # PROT_READ|PROT_WRITE, MAP_SHARED
-os.close(fd)  # the mapping alone keeps the file: it is mapped, not open
-view = (ctypes.c_char * (pages * PAGE)).from_address(address)
-touched = sum(view[page * PAGE][0] for page in range(pages))  # every page mapped in
-for page in range(dirty_pages):
-    view[page * PAGE + 1] = b"d"
-assert libc.mlock(address + (pages - locked_pages) * PAGE, locked_pages * PAGE) == 0, ctypes.get_errno()
-held_open = open(open_path, "rb")
-deleted = open(deleted_path, "rb")
-os.unlink(deleted_path)
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-class MappingChild:
-    """A child that maps a file (dirtying some pages, mlocking others), holds one open and one deleted."""
-
-    PAGES, LOCKED_PAGES, DIRTY_PAGES = 64, 16, 4
-
-    def __init__(self, directory: Path):
-        self.mapped = residency_helpers.write_pages(directory / "commitlog", self.PAGES, sync=True)
-        self.held_open = residency_helpers.write_pages(directory / "segment.log", 8, sync=True)
-        self.deleted = residency_helpers.write_pages(directory / "rotated.log", 2, sync=True)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                *map(str, (self.mapped, self.held_open, self.deleted)),
-                *map(str, (self.PAGES, self.LOCKED_PAGES, self.DIRTY_PAGES)),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout.readline().strip() == "ready"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        self.process.communicate("", timeout=10)
-
-
-@pytest.fixture
-def mapping_child(tmp_path: Path):
-    child = MappingChild(tmp_path)
-    yield child
-    child.stop()
 
 
 def test_a_real_process_maps_one_file_and_holds_others_open(mapping_child: MappingChild):

@@ -10,21 +10,28 @@ fincore readings (pending readahead I/O settles first).
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import textwrap
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from support import AS_NOBODY, fincore_pages
+from page_cache_files import (
+    STATES,
+    as_built,
+    build_empty,
+    build_evicted,
+    build_sparse,
+    drop_caches,
+    fadvise_out,
+    read_pages,
+    run_as_nobody,
+    settled_fincore,
+    sparse_file,
+    undisturbed,
+    vmtouch_pages,
+    write_at_pages,
+    write_pages,
+)
+from support import fincore_pages
 
 from probes.errors import CapabilityMissing
 from probes.residency import actions, mincore, scan
@@ -42,222 +49,6 @@ from probes.residency.scan import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-# ---------------------------------------------------------------- reference tools and machine state
-
-
-def vmtouch_pages(path: Path) -> tuple[int, int]:
-    """(resident, total) pages from vmtouch's "Resident Pages: X/Y" line."""
-    out = subprocess.run(["vmtouch", str(path)], capture_output=True, text=True, check=True).stdout
-    found = re.search(r"Resident Pages: (\d+)/(\d+)", out)
-    assert found, out
-    return int(found.group(1)), int(found.group(2))
-
-
-def settled_fincore(path: Path, measure: Callable[[], T]) -> tuple[int, T]:
-    """fincore's count and `measure()` taken between two equal fincore readings (retried until they agree)."""
-    for _ in range(50):
-        before = fincore_pages(path)
-        measured = measure()
-        if fincore_pages(path) == before:
-            return before, measured
-        time.sleep(0.02)
-    pytest.fail(f"{path}: the page cache never settled")
-
-
-def page_cache_drops() -> int:
-    for line in Path("/proc/vmstat").read_text().splitlines():
-        name, value = line.split()
-        if name == "drop_pagecache":
-            return int(value)
-    return 0
-
-
-def undisturbed(scenario: Callable[[], T], own_drops: int = 0, tries: int = 4) -> T:
-    """Run `scenario`, again if some other process dropped the page cache meanwhile (ours are `own_drops`)."""
-    for _ in range(tries):
-        drops = page_cache_drops()
-        outcome = scenario()
-        if page_cache_drops() - drops == own_drops:
-            return outcome
-    pytest.fail("another process kept dropping the page cache; cannot compare states")
-
-
-STATE_LIMIT_S = 60.0
-
-
-def page_states(files: dict[Path, dict[str, int]]) -> dict[Path, dict[str, int]]:
-    """Each file's page-cache counts from cachestat(2), for the CacheStat fields named in `files`."""
-    states = {}
-    for path, fields in files.items():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            counts = cachestat(fd)
-        finally:
-            os.close(fd)
-        states[path] = {field: getattr(counts, field) for field in fields}
-    return states
-
-
-def as_built(
-    build: Callable[[], object], state: dict[Path, dict[str, int]], measure: Callable[[], T] | None = None
-) -> T | None:
-    """`measure()` of the files `build()` left in `state`, found so by cachestat just before and just after.
-
-    The kernel does not promise to keep a state: it writes dirty pages back early (another process's sync,
-    the flusher) and reclaims clean ones (this VM's DAMON kdamond). The files are then built and measured
-    again, for up to STATE_LIMIT_S, so that the assertions can compare with `state` exactly. Without
-    `measure`, the state is checked once built: an action the test runs next finds it as built."""
-    deadline = time.monotonic() + STATE_LIMIT_S
-    while True:
-        build()
-        found = page_states(state)
-        if found == state:
-            outcome = measure() if measure is not None else None
-            found = page_states(state)
-            if found == state:
-                return outcome
-        if time.monotonic() > deadline:
-            pytest.fail(f"the kernel kept changing the files from {state}; last {found}")
-
-
-def drop_caches() -> None:
-    Path("/proc/sys/vm/drop_caches").write_text("1")
-
-
-def run_as_nobody(code: str, *args: str) -> dict:
-    """Run `code` as user nobody without capabilities; it prints one JSON document as its last line."""
-    child = subprocess.run(
-        [*AS_NOBODY, sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-        env={"PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "PATH": os.environ["PATH"]},
-    )
-    assert child.returncode == 0, child.stderr
-    return json.loads(child.stdout.strip().splitlines()[-1])
-
-
-# ---------------------------------------------------------------- building files in known states
-
-
-def write_pages(path: Path, pages: int, *, sync: bool) -> Path:
-    """A new file of `pages` random pages, dirty unless `sync`. New, not truncated: ext4 starts writing back
-    a file it truncated as soon as it is closed (auto_da_alloc), so a rewritten file's pages were clean."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, os.urandom(pages * PAGE_SIZE))
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    return path
-
-
-def fadvise_out(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def read_pages(path: Path, pages: range, *, readahead: bool = True) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if not readahead:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        for page in pages:
-            os.pread(fd, PAGE_SIZE, page * PAGE_SIZE)
-    finally:
-        os.close(fd)
-
-
-def write_at_pages(path: Path, pages: list[int]) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        for page in pages:
-            os.pwrite(fd, os.urandom(PAGE_SIZE), page * PAGE_SIZE)
-    finally:
-        os.close(fd)
-
-
-def sparse_file(path: Path, size_bytes: int, written_pages: list[int]) -> Path:
-    path.unlink(missing_ok=True)  # new, as in write_pages
-    with open(path, "wb") as handle:
-        handle.truncate(size_bytes)
-    write_at_pages(path, written_pages)
-    return path
-
-
-def build_dirty(directory: Path) -> Path:
-    return write_pages(directory / "dirty", 300, sync=False)
-
-
-def build_synced(directory: Path) -> Path:
-    return write_pages(directory / "synced", 300, sync=True)
-
-
-def build_evicted(directory: Path) -> Path:
-    path = write_pages(directory / "evicted", 1000, sync=True)
-    fadvise_out(path)
-    return path
-
-
-def build_partly_read(directory: Path) -> Path:
-    # Pages 0-99 are read; readahead brings in more, and fincore says how many.
-    path = build_evicted(directory)
-    read_pages(path, range(100))
-    return path
-
-
-def build_sparse(directory: Path) -> Path:
-    return sparse_file(directory / "sparse", 1000 * PAGE_SIZE, [3, 500, 501, 999])
-
-
-def build_empty(directory: Path) -> Path:
-    path = directory / "empty"
-    path.touch()
-    return path
-
-
-def build_sparse_over_4gib(directory: Path) -> Path:
-    beyond_4gib = (4 << 30) // PAGE_SIZE + 7
-    return sparse_file(directory / "sparse5g", 5 << 30, [0, 1, beyond_4gib, (5 << 30) // PAGE_SIZE - 1])
-
-
-STATES = {
-    "dirty": build_dirty,
-    "synced": build_synced,
-    "evicted": build_evicted,
-    "partly_read_after_eviction": build_partly_read,
-    "sparse": build_sparse,
-    "empty": build_empty,
-    "sparse_over_4gib": build_sparse_over_4gib,
-}
-
-
-@pytest.fixture
-def on_ext4(tmp_path: Path) -> Path:
-    kind = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True).stdout
-    if "tmpfs" in kind:
-        pytest.skip("tmp_path is on tmpfs, whose page cache keeps no dirty or writeback state")
-    return tmp_path
-
-
-@pytest.fixture
-def world_dir() -> Iterator[Path]:
-    """A directory user nobody can enter (pytest's tmp_path is private to root), on the ext4 /tmp."""
-    directory = Path(tempfile.mkdtemp(prefix="mqinspect-residency-", dir="/tmp"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory)
-
 
 # ---------------------------------------------------------------- residency equals fincore and vmtouch
 

@@ -11,8 +11,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from page_cache_files import (
+    undisturbed,
+)
 from support import fincore_pages, mqinspect_as_nobody, store_holder, store_nobody_can_read
-from test_residency import undisturbed
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import mqinspect_as_nobody
-from test_store_cli import invoke, one_error_line
+from support import mqinspect_as_nobody, one_error_line, run_mqinspect
 
 from mqinspect.errors import ExitStatus
 from store.message_store import GetStatus, MessageStore
@@ -28,21 +27,21 @@ SPACED_ID = "7F 00 00010000000000000000000000"  # 32 characters; bytes.fromhex s
 
 
 def small_store(root: Path, count: int = 3) -> Path:
-    created = invoke(
+    created = run_mqinspect(
         "store", "init", root, "--segment-size", "128k", "--cq-entries", "100", "--index-slots", "8"
     )
     assert created.exit_code == 0, created.stderr
-    produced = invoke("store", "produce", root, "-t", "T", "-n", count, "--size", "100")
+    produced = run_mqinspect("store", "produce", root, "-t", "T", "-n", count, "--size", "100")
     assert produced.exit_code == 0, produced.stderr
     return root
 
 
 def test_a_message_id_with_spaces_is_one_line_of_bad_input(tmp_path: Path):
     root = small_store(tmp_path / "store")
-    result = invoke("store", "query", root, "--msg-id", SPACED_ID)
+    result = run_mqinspect("store", "query", root, "--msg-id", SPACED_ID)
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert "is not hexadecimal" in one_error_line(result)
-    debugged = invoke("store", "query", root, "--msg-id", SPACED_ID, "--debug")
+    debugged = run_mqinspect("store", "query", root, "--msg-id", SPACED_ID, "--debug")
     assert debugged.exit_code == ExitStatus.BAD_INPUT
     assert "Traceback" in debugged.stderr and "BadMessageId" in debugged.stderr
     assert debugged.stderr.strip().splitlines()[-1] == one_error_line(result)
@@ -52,11 +51,11 @@ def test_produce_creates_the_store_its_help_promises(tmp_path: Path):
     for root in (tmp_path / "missing" / "store", tmp_path / "empty"):
         if root.name == "empty":
             root.mkdir()
-        result = invoke("store", "produce", root, "-t", "T", "-n", 5, "--size", "100", "-f", "json")
+        result = run_mqinspect("store", "produce", root, "-t", "T", "-n", 5, "--size", "100", "-f", "json")
         assert result.exit_code == 0, result.stderr
         assert json.loads(result.stdout)["messages"] == 5
         assert f"created {root} with RocketMQ's default sizes" in result.stderr
-        dump = json.loads(invoke("store", "dump", root, "--body", "-f", "json").stdout)
+        dump = json.loads(run_mqinspect("store", "dump", root, "--body", "-f", "json").stdout)
         bodies = [event["body"]["utf8"] for event in dump["events"] if event["kind"] == "message"]
         assert bodies == [message_body("T", n, 100).decode() for n in range(5)]
         assert (root / "config" / "mqinspect.json").is_file()
@@ -64,7 +63,7 @@ def test_produce_creates_the_store_its_help_promises(tmp_path: Path):
 
 def test_produce_leaves_a_foreign_directory_alone(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("mine")
-    result = invoke("store", "produce", tmp_path, "-t", "T", "-n", 1)
+    result = run_mqinspect("store", "produce", tmp_path, "-t", "T", "-n", 1)
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert "not a RocketMQ store" in one_error_line(result)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
@@ -73,19 +72,19 @@ def test_produce_leaves_a_foreign_directory_alone(tmp_path: Path):
 def test_a_missing_store_directory_is_said_not_to_exist(tmp_path: Path):
     missing = tmp_path / "nonexistent" / "x"
     for command in ("stat", "verify", "segments", "dump"):
-        result = invoke("store", command, missing)
+        result = run_mqinspect("store", command, missing)
         assert result.exit_code == ExitStatus.BAD_INPUT
         assert one_error_line(result) == f"mqinspect: error: {missing}: does not exist"
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    assert one_error_line(invoke("store", "stat", a_file)).endswith(f"{a_file}: not a directory")
+    assert one_error_line(run_mqinspect("store", "stat", a_file)).endswith(f"{a_file}: not a directory")
 
 
 @pytest.mark.parametrize("output", ["table", "json", "csv"])
 def test_cache_of_paths_that_do_not_exist_is_one_line_of_bad_input(tmp_path: Path, output: str):
     missing, under_a_file = tmp_path / "nonexistent", tmp_path / "file" / "x"
     (tmp_path / "file").write_text("x")
-    result = invoke("cache", missing, under_a_file, "--format", output)
+    result = run_mqinspect("cache", missing, under_a_file, "--format", output)
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert one_error_line(result) == f"mqinspect: error: no such file or directory: {missing}, {under_a_file}"
 
@@ -110,13 +109,15 @@ def test_a_path_nobody_may_look_at_is_not_called_missing(tmp_path: Path):
 
 def test_sizes_the_store_cannot_take_are_refused_before_it_is_created(tmp_path: Path):
     root = tmp_path / "never"
-    infinite = invoke("store", "produce", root, "-t", "T", "--size", "1e400")
+    infinite = run_mqinspect("store", "produce", root, "-t", "T", "--size", "1e400")
     assert infinite.exit_code == ExitStatus.BAD_INPUT and "is not a size" in one_error_line(infinite)
-    huge = invoke("store", "produce", root, "-t", "T", "--size", "100g")  # built, the body alone was 100 GiB
+    huge = run_mqinspect(
+        "store", "produce", root, "-t", "T", "--size", "100g"
+    )  # built, the body alone was 100 GiB
     assert huge.exit_code == ExitStatus.BAD_INPUT
     assert "exceeds the store's maxMessageSize (4,194,304 B)" in one_error_line(huge)
     for option, value in (("--keys", "a\x01b"), ("--tags", "x\x02"), ("-t", "x" * 256)):
-        refused = invoke("store", "produce", root, "-t", "T", option, value)
+        refused = run_mqinspect("store", "produce", root, "-t", "T", option, value)
         assert refused.exit_code == ExitStatus.BAD_INPUT
         assert "cannot produce these messages" in one_error_line(refused)
     assert not root.exists()
@@ -138,7 +139,7 @@ def test_text_the_command_line_could_not_decode_is_bad_input(tmp_path: Path, arg
     """A byte that is not UTF-8 reaches Python as a surrogate (\\udcff for 0xff): before, hashing or
     encoding it raised UnicodeEncodeError, an internal error."""
     root = small_store(tmp_path / "store")
-    result = invoke("store", *(str(root) if arg == "{root}" else arg for arg in args))
+    result = run_mqinspect("store", *(str(root) if arg == "{root}" else arg for arg in args))
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert "is not UTF-8 text" in one_error_line(result)
 

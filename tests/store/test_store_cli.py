@@ -24,10 +24,9 @@ from store_builder import (
     write_at,
     zero_range,
 )
-from support import mqinspect_as_nobody
+from support import mqinspect_as_nobody, one_error_line, run_mqinspect
 from typer.testing import CliRunner
 
-from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
 from store import codec, commitlog_scan, inspect
 from store.checkpoint import acquire_store_lock, create_abort_file
@@ -46,22 +45,10 @@ RECORD_KEYS = {
 }  # fmt: skip
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(arg) for arg in args], env={"COLUMNS": "120", "NO_COLOR": "1"})
-
-
 def invoke_json(*args, status: int = ExitStatus.OK) -> dict:
-    result = invoke(*args, "--format", "json")
+    result = run_mqinspect(*args, "--format", "json")
     assert result.exit_code == status, result.stderr or result.stdout
     return json.loads(result.stdout)
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mqinspect: error: "), result.stderr
-    assert "internal error" not in lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 def messages(dump: dict) -> list[dict]:
@@ -81,24 +68,24 @@ def test_cq_shows_both_fixture_entries(rust_store: Path):
         (0, 0, 141),
         (1, 141, 141),
     ]
-    table = invoke("store", "cq", rust_store, "--topic", "V1UpgradeTopic")
+    table = run_mqinspect("store", "cq", rust_store, "--topic", "V1UpgradeTopic")
     assert table.exit_code == 0 and "141" in table.stdout
 
 
 def test_cq_unknown_topic_or_queue_is_bad_input(rust_store: Path):
-    result = invoke("store", "cq", rust_store, "--topic", "Nope")
+    result = run_mqinspect("store", "cq", rust_store, "--topic", "Nope")
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert result.stderr.strip() == (
         f"mqinspect: error: no consume queue for topic 'Nope' in {rust_store}; topics: V1UpgradeTopic"
     )
-    result = invoke("store", "cq", rust_store, "--topic", "V1UpgradeTopic", "--queue", "5")
+    result = run_mqinspect("store", "cq", rust_store, "--topic", "V1UpgradeTopic", "--queue", "5")
     assert result.exit_code == ExitStatus.BAD_INPUT and "its queues: 0" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["cq", "stat", "segments", "dump", "verify", "query"])
 def test_a_directory_that_is_not_a_store_is_bad_input(tmp_path: Path, command: str):
     extra = {"cq": ["--topic", "T"], "query": ["--offset", "0"]}.get(command, [])
-    result = invoke("store", command, tmp_path, *extra)
+    result = run_mqinspect("store", command, tmp_path, *extra)
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert "not a RocketMQ store (no commitlog/ directory)" in one_error_line(result)
 
@@ -120,7 +107,7 @@ def test_dump_shows_both_fixture_messages(rust_store: Path):
     assert dump["next_physical_offset"] is None and dump["crc_checked"] is True
     # Without --body, bodies are left out but their size is still there.
     assert [r["body"] for r in messages(invoke_json("store", "dump", rust_store))] == [None, None]
-    table = invoke("store", "dump", rust_store, "--body")
+    table = run_mqinspect("store", "dump", rust_store, "--body")
     assert table.exit_code == 0
     assert "v0.9.0-message-1" in table.stdout and "end of log at 282: zeros" in table.stdout
 
@@ -168,7 +155,7 @@ def test_stat_reads_the_fixture(rust_store: Path):
     assert stat["run_state"]["state"] == "stopped"
     assert stat["index"] == {"file_count": 1, "entry_count": 2, "unreadable": []}
     assert stat["dispatch"]["dispatch_behind_bytes"] == 0
-    table = invoke("store", "stat", rust_store)
+    table = run_mqinspect("store", "stat", rust_store)
     assert table.exit_code == 0 and "0 / 282" in table.stdout and "1786727751704" in table.stdout
 
 
@@ -178,7 +165,7 @@ def test_verify_passes_on_the_fixture(rust_store: Path):
     counts = report["counts"]
     assert (counts["commitlog_records"], counts["consume_queue_entries_checked"]) == (2, 2)
     assert (counts["index_entries"], counts["index_entries_checked"]) == (2, 2)
-    assert invoke("store", "verify", rust_store).exit_code == 0
+    assert run_mqinspect("store", "verify", rust_store).exit_code == 0
 
 
 def test_segments_lists_the_three_fixture_files(rust_store: Path):
@@ -189,7 +176,7 @@ def test_segments_lists_the_three_fixture_files(rust_store: Path):
     assert rows["consumequeue"]["entry_count"] == 2 and rows["consumequeue"]["topic"] == "V1UpgradeTopic"
     assert rows["index"]["entry_count"] == 2 and rows["index"]["size_bytes"] == 2728
     assert all(isinstance(row["mtime_ms"], int) and row["mtime_iso"] for row in listing["rows"])
-    assert invoke("store", "segments", rust_store).exit_code == 0
+    assert run_mqinspect("store", "segments", rust_store).exit_code == 0
 
 
 # ==========================================================================================================
@@ -223,7 +210,7 @@ def test_dump_rolls_across_segments_and_shows_the_blanks(make_store):
         (n + 1) * built.segment_size for n in range(len(blanks))
     ]
     assert dump["end"]["physical_offset"] == built.max_physical_offset
-    table = invoke("store", "dump", built.root, "--count", "100")
+    table = run_mqinspect("store", "dump", built.root, "--count", "100")
     assert f"blank @ {built.blanks[0]}" in table.stdout
 
 
@@ -335,7 +322,7 @@ def test_a_flipped_body_byte_fails_verify_naming_file_and_offset(make_store):
     assert len(beyond) == len({(r.topic, r.queue_id) for r in built.records[8:]})
     [index_beyond] = findings_of(report, "index-beyond-log")
     assert index_beyond["count"] == 2 * (len(built.records) - 8)  # two keys per message
-    table = invoke("store", "verify", built.root)
+    table = run_mqinspect("store", "verify", built.root)
     assert table.exit_code == ExitStatus.FINDINGS and "problems found" in table.stdout
     # dump stops there too (exit 1), unless asked not to check CRCs.
     dump = invoke_json("store", "dump", built.root, "--count", "100", status=ExitStatus.FINDINGS)
@@ -467,7 +454,7 @@ def test_a_running_stores_undispatched_tail_is_counted_not_reported(make_store):
     built = build_rolled_store(make_store())
     record = built.records[-1]  # its broker has not dispatched it yet
     zero_range(built.cq_file(record.topic, record.queue_id), (record.queue_offset % 8) * 20, 8 * 20)
-    assert invoke("store", "verify", built.root).exit_code == ExitStatus.FINDINGS
+    assert run_mqinspect("store", "verify", built.root).exit_code == ExitStatus.FINDINGS
     with acquire_store_lock(built.root):  # the broker runs
         report = invoke_json("store", "verify", built.root)
     assert report["counts"]["records_not_yet_dispatched"] >= 1
@@ -504,7 +491,7 @@ def test_a_broken_commitlog_layout_is_bad_input_except_for_verify(make_store, ho
     built = build_rolled_store(make_store())
     expected = break_layout(built, how)
     for command in (["stat"], ["dump"], ["query", "--offset", "0"], ["query", "--key", "shared"]):
-        result = invoke("store", command[0], built.root, *command[1:])
+        result = run_mqinspect("store", command[0], built.root, *command[1:])
         assert result.exit_code == ExitStatus.BAD_INPUT, (command, result.stdout)
         assert expected in one_error_line(result)
     report = invoke_json("store", "verify", built.root, status=ExitStatus.FINDINGS)
@@ -528,9 +515,9 @@ def test_a_gap_leaves_cq_entries_pointing_at_nothing(make_store):
 def test_dump_of_a_file_that_is_not_a_segment_is_bad_input(rust_store: Path):
     stray = rust_store / "commitlog" / "stray.bin"
     stray.write_bytes(bytes(64))
-    assert "not a segment" in one_error_line(invoke("store", "dump", stray))
+    assert "not a segment" in one_error_line(run_mqinspect("store", "dump", stray))
     cq_file = rust_store / "consumequeue" / "V1UpgradeTopic" / "0" / segment_name(0)
-    assert "not a CommitLog segment" in one_error_line(invoke("store", "dump", cq_file))
+    assert "not a CommitLog segment" in one_error_line(run_mqinspect("store", "dump", cq_file))
 
 
 # ==========================================================================================================
@@ -557,23 +544,27 @@ def test_query_by_msg_id_and_offset(make_store):
 def test_query_offsets_that_are_not_record_starts_are_bad_input(make_store):
     built = build_rolled_store(make_store())
     record = built.records[3]
-    line = one_error_line(invoke("store", "query", built.root, "--offset", record.physical_offset + 7))
+    line = one_error_line(run_mqinspect("store", "query", built.root, "--offset", record.physical_offset + 7))
     assert f"nearest record starts: {record.physical_offset} and {record.end}" in line
-    line = one_error_line(invoke("store", "query", built.root, "--offset", built.blanks[0]))
+    line = one_error_line(run_mqinspect("store", "query", built.root, "--offset", built.blanks[0]))
     assert "END_OF_FILE blank" in line
-    line = one_error_line(invoke("store", "query", built.root, "--offset", built.max_physical_offset + 40))
+    line = one_error_line(
+        run_mqinspect("store", "query", built.root, "--offset", built.max_physical_offset + 40)
+    )
     assert f"past the end of the log at {built.max_physical_offset}" in line
-    line = one_error_line(invoke("store", "query", built.root, "--offset", 10**9))
+    line = one_error_line(run_mqinspect("store", "query", built.root, "--offset", 10**9))
     assert "in no CommitLog segment" in line
-    line = one_error_line(invoke("store", "dump", built.root, "--from", record.physical_offset + 7))
+    line = one_error_line(run_mqinspect("store", "dump", built.root, "--from", record.physical_offset + 7))
     assert "not a record start" in line
     bad_id = codec.offset_msg_id(STORE_HOST, record.physical_offset + 7)
-    assert "not a record start" in one_error_line(invoke("store", "query", built.root, "--msg-id", bad_id))
+    assert "not a record start" in one_error_line(
+        run_mqinspect("store", "query", built.root, "--msg-id", bad_id)
+    )
 
 
 @pytest.mark.parametrize("msg_id", ["zz", "0" * 31, "G" * 32])
 def test_a_message_id_that_does_not_parse_is_bad_input(rust_store: Path, msg_id: str):
-    result = invoke("store", "query", rust_store, "--msg-id", msg_id)
+    result = run_mqinspect("store", "query", rust_store, "--msg-id", msg_id)
     assert result.exit_code == ExitStatus.BAD_INPUT and "offsetMsgId" in one_error_line(result)
 
 
@@ -587,7 +578,7 @@ def test_a_message_id_that_does_not_parse_is_bad_input(rust_store: Path, msg_id:
     ],
 )
 def test_query_needs_exactly_one_way_to_find_messages(rust_store: Path, options: list[str]):
-    result = invoke("store", "query", rust_store, *options)
+    result = run_mqinspect("store", "query", rust_store, *options)
     assert result.exit_code == ExitStatus.BAD_INPUT
     assert "mqinspect store query --help" in one_error_line(result)
 
@@ -601,7 +592,7 @@ def test_query_by_key_filters_hash_collisions(make_store):
     result = invoke_json("store", "query", built.root, "--key", "Aa", "--topic", "T")
     assert [hit["physical_offset"] for hit in result["hits"]] == [aa.physical_offset]
     assert (result["index_hits"], result["hash_collisions_filtered"]) == (2, 1)
-    table = invoke("store", "query", built.root, "--key", "Aa", "--topic", "T")
+    table = run_mqinspect("store", "query", built.root, "--key", "Aa", "--topic", "T")
     assert "1 hash collision filtered out" in table.stdout
 
 
@@ -615,7 +606,7 @@ def test_query_by_key_respects_the_time_range(make_store):
     iso = "2023-11-14T22:13:19Z"  # a second before the first message
     result = invoke_json("store", "query", built.root, "--key", "key-3", "--begin", iso, "--end", later)
     assert [hit["body"] for hit in result["hits"]] == [None]
-    line = one_error_line(invoke("store", "query", built.root, "--key", "k", "--begin", "yesterday"))
+    line = one_error_line(run_mqinspect("store", "query", built.root, "--key", "k", "--begin", "yesterday"))
     assert "--begin" in line and "ISO-8601" in line
 
 

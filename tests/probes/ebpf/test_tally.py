@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from probes.ebpf.tally import Tally
 
-EBPF = Path(__file__).resolve().parents[2] / "probes" / "ebpf"
+EBPF = Path(__file__).resolve().parents[3] / "probes" / "ebpf"
 
 
 def test_counts_add_up_by_name_and_by_part():

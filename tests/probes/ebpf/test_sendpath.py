@@ -69,7 +69,7 @@ from probes.ebpf.session import TraceSession
 from probes.ebpf.tally import Tally
 from store.config import MiB
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WORKLOAD = Path(__file__).with_name("sendpath_workload.py")
 TRACE_SENDPATH = [sys.executable, "-m", "mqinspect", "trace", "sendpath"]
 FILE_BYTES = 64 << 20

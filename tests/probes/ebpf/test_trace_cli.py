@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import loaded_programs, mqinspect_as_nobody, one_error_line, programs_held_by
 from typer.testing import CliRunner
 
 from mqinspect.cli import trace
@@ -32,23 +32,16 @@ from probes.ebpf.registry import PROBES
 from probes.ebpf.session import ENDED_BY_COUNT
 from probes.ebpf.writeback import WritebackSnapshot
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROBE_NAMES = [entry.name for entry in PROBES]
 INJECTION = '1); bpf_trace_printk("owned"); (1'
 runner = CliRunner()
 
 
-def _one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("mqinspect: error: ")
-    return lines[0]
-
-
 def test_an_unknown_probe_is_a_usage_error():
     result = runner.invoke(app, ["trace", "nosuchprobe"])
     assert result.exit_code == ExitStatus.BAD_INPUT
-    assert "nosuchprobe" in _one_error_line(result)
+    assert "nosuchprobe" in one_error_line(result)
 
 
 @pytest.mark.parametrize(
@@ -64,20 +57,20 @@ def test_an_unknown_probe_is_a_usage_error():
 def test_c_syntax_in_an_argument_is_refused_before_any_compile(no_session, arguments):
     result = runner.invoke(app, ["trace", "faults", *arguments])
     assert result.exit_code == ExitStatus.BAD_INPUT
-    _one_error_line(result)
+    one_error_line(result)
     assert result.stdout == ""
 
 
 def test_c_syntax_in_a_store_path_is_a_path_that_is_not_a_store(no_session, tmp_path: Path):
     result = runner.invoke(app, ["trace", "faults", "--store", str(tmp_path / f'x"); {INJECTION}')])
     assert result.exit_code == ExitStatus.BAD_INPUT
-    assert "does not exist" in _one_error_line(result)
+    assert "does not exist" in one_error_line(result)
 
 
 def test_store_on_a_directory_that_is_not_a_store_is_bad_input(no_session, tmp_path: Path):
     result = runner.invoke(app, ["trace", "faults", "--store", str(tmp_path)])
     assert result.exit_code == ExitStatus.BAD_INPUT
-    assert "not a RocketMQ store" in _one_error_line(result)
+    assert "not a RocketMQ store" in one_error_line(result)
 
 
 @pytest.mark.parametrize("pid", ["0", "-5", str(2**22 + 1)])
@@ -85,13 +78,13 @@ def test_store_on_a_directory_that_is_not_a_store_is_bad_input(no_session, tmp_p
 def test_a_pid_that_does_not_exist_is_bad_input(no_session, probe, pid):
     result = runner.invoke(app, ["trace", probe, "--pid", pid])
     assert result.exit_code == ExitStatus.BAD_INPUT
-    assert "--pid" in _one_error_line(result)
+    assert "--pid" in one_error_line(result)
 
 
 def test_count_and_duration_together_are_bad_input(no_session):
     result = runner.invoke(app, ["trace", "faults", "--count", "2", "--duration", "1"])
     assert result.exit_code == ExitStatus.BAD_INPUT
-    assert "--count and --duration" in _one_error_line(result)
+    assert "--count and --duration" in one_error_line(result)
 
 
 @pytest.mark.parametrize("entry", PROBES, ids=PROBE_NAMES)

@@ -1,6 +1,6 @@
 """Sends a file over loopback TCP by one send path, for the sendpath probe's tests (and by hand).
 
-    python tests/ebpf/sendpath_workload.py PATH FILE [--chunk-bytes N] [--header-bytes N] [--vectors N]
+    python tests/probes/ebpf/sendpath_workload.py PATH FILE [--chunk-bytes N] [--header-bytes N] [--vectors N]
 
 PATH is one of sendfile, read+write, mmap+write, splice. The script forks a receiver process that drains
 the connection on 127.0.0.1, connects to it, prepares the path (opens FILE; maps it for mmap+write; makes

@@ -23,7 +23,7 @@ from probes.ebpf import loader
 from probes.ebpf.loader import FUNCTION_PREFIX, PROGRAMS_DIR, program_spec
 from probes.ebpf.registry import PROBES, ProbeEntry, ProbeOption, UnknownProbe, probe_entry
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SOURCE_TREES = ("mqinspect", "probes", "store", "benchmarks")
 runner = CliRunner()
 

@@ -36,7 +36,7 @@ from probes.residency.cachestat import CacheStat, cachestat
 
 PAGE = mmap.PAGESIZE
 MIB = 1 << 20
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TRACE = [sys.executable, "-m", "mqinspect", "trace"]
 VM = Path("/proc/sys/vm")
 

@@ -38,7 +38,7 @@ from probes.ebpf.syscalls import (
 )
 from probes.ebpf.tally import Tally
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PAGE = mmap.PAGESIZE
 GONE_MAPPING = 0x7E0000000000  # an address no mapping of this process has
 TRACE_SYSCALLS = [sys.executable, "-m", "mqinspect", "trace", "syscalls"]

@@ -38,7 +38,7 @@ from probes.ebpf.session import TraceSession
 from probes.residency.cachestat import cachestat
 
 PAGE = mmap.PAGESIZE
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TRACE = [sys.executable, "-m", "mqinspect", "trace"]
 
 
