@@ -256,3 +256,21 @@ def test_no_import_runs_back_up_a_floor():
 def test_no_imports_form_a_cycle():
     cycles = import_cycles(modules_of(REPO, TREE_ROOTS))
     assert cycles == []
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in helper modules (support.py, conftest.py, fakes.py ...), never in a test
+    module: importing one runs its tests' module code twice and ties two test files together."""
+    importers = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            named = [name for name in names if _is_test_module(name)]
+            importers += [f"{path.relative_to(REPO)} imports {name}" for name in named]
+    assert importers == []
+
+
+def _is_test_module(name: str) -> bool:
+    return name.rpartition(".")[2].startswith("test_")
