@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,17 @@ def one_error_line(result: Any) -> str:
     return lines[0]
 
 
+def fadvise_out(path: Path) -> None:
+    """Write the file back and drop its pages from the page cache (all of them, unless another process maps
+    or locks some)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 # --- ground truth from the standard tools -------------------------------------------------------------------
 
 
@@ -195,19 +207,28 @@ def store_holder(root: Path | None, segments: list[Path], locked_pages: int):
     """A process of this user (root, in the tests that run others as nobody) that maps `segments` and mlocks
     the first `locked_pages` pages of each, and holds the store's lock as a broker does (unless `root` is
     None), until the block ends. Yields its Popen."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _STORE_HOLDER, str(root or "-"), str(locked_pages), *map(str, segments)],
+    with ready_child(_STORE_HOLDER, root or "-", locked_pages, *segments) as holder:
+        yield holder
+
+
+@contextlib.contextmanager
+def ready_child(code: str, *args: object, stop_timeout_s: float = 10) -> Iterator[subprocess.Popen]:
+    """`python -c CODE ARGS` from the repository, once it has printed "ready"; at the end of the block its
+    stdin is closed (the children end when it is) and it is waited for."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
     try:
-        assert holder.stdout.readline().strip() == "ready"
-        yield holder
+        assert child.stdout.readline().strip() == "ready"
+        yield child
     finally:
-        holder.stdin.close()
-        holder.wait(10)
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        child.wait(timeout=stop_timeout_s)
 
 
 @contextlib.contextmanager

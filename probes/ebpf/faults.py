@@ -254,7 +254,7 @@ class FaultsSnapshot(SnapshotHeader):
 
 # --- counting ----------------------------------------------------------------------------------------------
 
-_TOTAL_FIELDS = (
+TOTAL_FIELDS = (
     "user_faults",
     "kernel_faults",
     "write_faults",
@@ -400,12 +400,10 @@ class FaultsProbe(ScopedProbe):
     def _totals_since_last_read(self, program: LoadedProgram) -> dict[int, Tally]:
         """Per process, what its cumulative counters gained since the previous read."""
         gained = self._totals.gained(
-            ((scalar(key),), tuple(getattr(value, name) for name in _TOTAL_FIELDS))
+            ((scalar(key),), tuple(getattr(value, name) for name in TOTAL_FIELDS))
             for key, value in program.read("mqi_totals")
         )
-        return {
-            key[0]: Tally(dict(zip(_TOTAL_FIELDS, change, strict=True))) for key, change in gained.items()
-        }
+        return {key[0]: Tally(dict(zip(TOTAL_FIELDS, change, strict=True))) for key, change in gained.items()}
 
     def _vmstat_faults(self) -> tuple[int, int] | None:
         vmstat = read_vmstat(self._proc_root)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeProbe, FakeSession
-from support import fincore_pages
+from support import fadvise_out, fincore_pages
 
 from mqinspect.sampling.probe_set import ProbeSet
 from mqinspect.sampling.process_reader import FOUND_IN_FDS, FOUND_IN_MAPS, store_holders
@@ -42,15 +42,6 @@ def built(tmp_path: Path):
     return builder.build()
 
 
-def evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def read_pages(path: Path, first: int, count: int) -> None:
     """Bring exactly these pages into the page cache: pread with readahead off."""
     fd = os.open(path, os.O_RDONLY)
@@ -65,7 +56,7 @@ def read_pages(path: Path, first: int, count: int) -> None:
 def test_residency_per_chunk_matches_what_was_cached(built):
     first, second, third = built.segments[:3]
     for path in (first, second, third):
-        evict(path)
+        fadvise_out(path)
     read_pages(first, 0, 64)
     read_pages(third, 0, 32)  # the first half only
     view = StoreReader(built.root, strip_chunks=8).read({})

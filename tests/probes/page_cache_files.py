@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from support import AS_NOBODY, fincore_pages
+from support import AS_NOBODY, fadvise_out, fincore_pages
 
 from probes.residency.cachestat import cachestat
 from probes.residency.mincore import PAGE_SIZE
@@ -141,15 +141,6 @@ def write_pages(path: Path, pages: int, *, sync: bool) -> Path:
     finally:
         os.close(fd)
     return path
-
-
-def fadvise_out(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def read_pages(path: Path, pages: range, *, readahead: bool = True) -> None:

@@ -26,6 +26,7 @@ from probes.ebpf.faults import (
     GROUP_PAGES,
     GROUP_SHIFT,
     OTHER_TGIDS,
+    TOTAL_FIELDS,
     FaultsProbe,
     FaultsSnapshot,
     FileFaults,
@@ -196,20 +197,8 @@ def test_a_pid_that_does_not_exist_is_refused():
 
 
 def _totals(**counts) -> SimpleNamespace:
-    fields = [
-        "user_faults",
-        "kernel_faults",
-        "write_faults",
-        "file_faults",
-        "major_faults",
-        "populate_faults",
-        "populate_major_faults",
-        "fault_around_events",
-        "lost_fault_pages",
-        "lost_file_pages",
-        "placed_faults",
-    ]
-    return SimpleNamespace(**{name: counts.get(name, 0) for name in fields})
+    """The totals map's one entry as the program fills it: its fields are the ones the probe reads."""
+    return SimpleNamespace(**{name: counts.get(name, 0) for name in TOTAL_FIELDS})
 
 
 def _fault_page_record(tgid: int, page: int, faults: int, write_faults: int = 0) -> tuple:

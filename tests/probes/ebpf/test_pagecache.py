@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, rolling_store, trace_a_roll
-from support import fincore_pages, loaded_programs, programs_held_by
+from support import fincore_pages, loaded_programs, programs_held_by, ready_child
 
 from mqinspect.render.trace_cache import pagecache_notes
 from probes.ebpf import scope
@@ -286,19 +286,8 @@ def _evicted_file(path: Path, pages: int) -> Path:
 
 @contextlib.contextmanager
 def reading_child(path: Path, first: int = -1, last: int = -1) -> Iterator[subprocess.Popen]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", WORKLOAD, str(path), str(first), str(last)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "ready"
+    with ready_child(WORKLOAD, path, first, last) as child:
         yield child
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            child.stdin.close()
-        child.wait(timeout=10)
 
 
 def _step(child: subprocess.Popen, expected: str) -> None:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, trace_a_roll
-from support import loaded_programs, programs_held_by
+from support import loaded_programs, programs_held_by, ready_child
 
 from probes.ebpf.inodes import FileId
 from probes.ebpf.loader import FUNCTION_PREFIX
@@ -199,19 +199,8 @@ sys.stdin.readline()
 
 @contextlib.contextmanager
 def writing_child(path: Path, mib: int, mode: str) -> Iterator[subprocess.Popen]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", WORKLOAD, str(path), str(mib), mode],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "ready"
+    with ready_child(WORKLOAD, path, mib, mode, stop_timeout_s=60) as child:
         yield child
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            child.stdin.close()
-        child.wait(timeout=60)
 
 
 def _run(child: subprocess.Popen) -> None:
