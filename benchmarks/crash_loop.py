@@ -61,8 +61,8 @@ from store.commitlog import PutStatus  # noqa: E402
 from store.commitlog_scan import ScannedRecord, scan_commitlog  # noqa: E402
 from store.config import CQ_STORE_UNIT_SIZE, FlushDiskType, StoreConfig  # noqa: E402
 from store.consume_queue_format import iter_entries  # noqa: E402
-from store.hashing import index_key_hash  # noqa: E402
 from store.index_file import IndexService  # noqa: E402
+from store.java_checksums import index_key_hash  # noqa: E402
 from store.layout import discover_store  # noqa: E402
 from store.message_store import MessageStore  # noqa: E402
 from store.safe_read import PreadFile  # noqa: E402

@@ -56,8 +56,8 @@ from store.consume_queue_format import (
     recovered_queue_end,
 )
 from store.errors import CorruptRecord, StoreError, StoreLayoutError
-from store.hashing import index_key_hash, masked_crc32
 from store.index_file import IndexFile, IndexService, index_keys
+from store.java_checksums import index_key_hash, masked_crc32
 from store.layout import (
     ConsumeQueueDir,
     LayoutProblem,

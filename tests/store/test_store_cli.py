@@ -31,8 +31,8 @@ from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
 from store import codec, commitlog_scan, inspect
 from store.checkpoint import acquire_store_lock, create_abort_file
-from store.hashing import index_key_hash
 from store.index_file import IndexFile
+from store.java_checksums import index_key_hash
 
 runner = CliRunner()
 
