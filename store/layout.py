@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from store.errors import NotAStore, StoreLayoutError
@@ -31,6 +32,14 @@ def file_name_to_offset(name: str) -> int:
     if not SEGMENT_NAME.fullmatch(name):
         raise StoreLayoutError(f"{name}: not a segment of this store (the name is not a 20-digit offset)")
     return int(name)
+
+
+class SegmentKind(StrEnum):
+    """Which part of a store a file belongs to: how listings and traced events name its kind."""
+
+    COMMITLOG = "commitlog"
+    CONSUMEQUEUE = "consumequeue"
+    INDEX = "index"
 
 
 @dataclass(frozen=True)

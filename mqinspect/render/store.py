@@ -22,9 +22,10 @@ from store.inspection.rocketmq.dump import CommitLogDump
 from store.inspection.rocketmq.query import QueryBy, QueryResult
 from store.inspection.rocketmq.reading import LogEnd, ProblemView
 from store.inspection.rocketmq.record_views import BlankView, RecordView
-from store.inspection.rocketmq.segments import SegmentKind, SegmentListing, SegmentRow
+from store.inspection.rocketmq.segments import SegmentListing, SegmentRow
 from store.inspection.rocketmq.store_stat import StoreStat
 from store.inspection.rocketmq.verify import VerifyReport
+from store.layout import SegmentKind
 
 NONE = "-"
 UNAVAILABLE = "unavailable"

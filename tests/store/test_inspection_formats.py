@@ -9,10 +9,13 @@ other change.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,26 @@ def test_formats_lists_rocketmq_once_and_it_provides_the_whole_interface():
     assert formats.FORMATS == (ROCKETMQ,)
     assert isinstance(ROCKETMQ, LogFormat) and not getattr(type(ROCKETMQ), "__abstractmethods__", None)
     assert (ROCKETMQ.name, ROCKETMQ.title) == ("rocketmq", "RocketMQ-format store")
+
+
+def test_the_format_seam_loads_no_decoder_for_residency_and_trace(rust_store: Path):
+    """trace --store and residency ask only for file names: importing what they import (and listing a store's
+    files) must not load the record, queue and index decoders that `stat` and `segments` need."""
+    code = (
+        "import sys; import probes.ebpf.inodes, probes.ebpf.scope, store.inspection.formats as formats; "
+        "formats.store_files(sys.argv[1]); print(sorted(m for m in sys.modules if m.startswith('store.')))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code, str(rust_store)], capture_output=True, text=True, check=True
+    )
+    loaded = set(ast.literal_eval(shown.stdout))
+    assert "store.inspection.rocketmq.store_format" in loaded
+    assert not loaded & {
+        "store.codec",
+        "store.index_file",
+        "store.consume_queue_format",
+        "store.commitlog_scan",
+    }
 
 
 def test_rocketmq_names_the_files_rocketmq_rust_wrote(rust_store: Path):

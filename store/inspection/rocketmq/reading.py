@@ -82,22 +82,27 @@ def commitlog_of(target: Path) -> SegmentQueue:
 
 
 def queue_of_one(queue: SegmentQueue, segment: SegmentFile) -> SegmentQueue:
+    """`queue` cut down to one of its segments, so that a walk stops at that segment's end."""
     return dataclasses.replace(queue, segments=(segment,), problems=())
 
 
 def commitlog_min_offset(layout: StoreLayout) -> int:
+    """The CommitLog's first offset as RocketMQ loads it: entries below it point at deleted segments."""
     segments = layout.commitlog.loadable_segments
     return segments[0].file_from_offset if segments else 0
 
 
 @dataclass(frozen=True)
 class ProblemView:
+    """A file that breaks one of RocketMQ's load rules, as the stat and segments snapshots list it."""
+
     path: Path
     reason: str
     fatal: bool
 
 
 def layout_problems(layout: StoreLayout, *, include_commitlog: bool) -> list[LayoutProblem]:
+    """Every load-rule problem of the store: the CommitLog's (if asked), each ConsumeQueue's, the rest."""
     problems = list(layout.commitlog.problems) if include_commitlog else []
     for cq in layout.consume_queues:
         problems += cq.queue.problems
@@ -105,6 +110,7 @@ def layout_problems(layout: StoreLayout, *, include_commitlog: bool) -> list[Lay
 
 
 def problem_views(layout: StoreLayout, *, include_commitlog: bool) -> tuple[ProblemView, ...]:
+    """`layout_problems` as snapshot rows."""
     return tuple(
         ProblemView(problem.path, problem.reason, problem.fatal)
         for problem in layout_problems(layout, include_commitlog=include_commitlog)
@@ -131,6 +137,7 @@ class LogEnd:
 
 
 def log_end_of(event: SegmentEnd | ScanFailure) -> LogEnd:
+    """The LogEnd a scan's last event says: a segment's end, or the record that failed to decode."""
     if isinstance(event, ScanFailure):
         error = event.error
         detail = f"{error.reason} (field {error.field})" if error.field else error.reason
@@ -159,6 +166,8 @@ def walk_commitlog(
     headers_only: bool = False,
     window_bytes: int | None = None,
 ) -> Walk:
+    """Walk the records from `start` to the end of the log (see scan_commitlog for the options), calling
+    `on_record` with each record decoded; the count, the blanks met and where and why the walk ended."""
     records, blanks, end, last = 0, [], None, None
     events = scan_commitlog(
         queue, start, check_crc=check_crc, headers_only=headers_only, window_bytes=window_bytes

@@ -32,6 +32,7 @@ def iso_time_ms(timestamp_ms: int | None) -> str | None:
 
 
 def mtime_ms(mtime_s: float) -> int:
+    """A file's mtime (os.stat's float seconds) in the epoch milliseconds snapshots carry."""
     return int(mtime_s * 1000)
 
 
@@ -95,6 +96,7 @@ class BlankView:
 def record_view(
     physical_offset: int, record: codec.MessageRecord, segment: Path | None, *, include_body: bool
 ) -> RecordView:
+    """The message at `physical_offset` (in `segment`) as `dump` and `query` show it."""
     body = b"" if record.body is None else record.body
     return RecordView(
         physical_offset=physical_offset,
@@ -135,6 +137,7 @@ def _offset_msg_id(store_host: codec.HostAddress, physical_offset: int) -> str |
 
 
 def blank_view(blank: SegmentEnd) -> BlankView:
+    """The END_OF_FILE blank a walk met, as `dump` lists it."""
     size = blank.blank_bytes or 0
     return BlankView(
         physical_offset=blank.physical_offset,

@@ -27,14 +27,15 @@ from store.inspection.rocketmq.reading import (
 )
 from store.inspection.rocketmq.record_views import iso_time_ms, mtime_ms
 from store.inspection.rocketmq.store_stat import newest_dispatched_record, queue_summary
-from store.layout import ConsumeQueueDir, SegmentFile, SegmentQueue, StoreLayout, discover_store
+from store.layout import (
+    ConsumeQueueDir,
+    SegmentFile,
+    SegmentKind,
+    SegmentQueue,
+    StoreLayout,
+    discover_store,
+)
 from store.safe_read import PreadFile
-
-
-class SegmentKind(StrEnum):
-    COMMITLOG = "commitlog"
-    CONSUMEQUEUE = "consumequeue"
-    INDEX = "index"
 
 
 class WrittenMeasuredBy(StrEnum):

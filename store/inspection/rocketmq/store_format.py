@@ -12,11 +12,21 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.inspection.log_format import LogFormat, StoreDirectories, StoreFile
-from store.inspection.rocketmq.segments import SegmentKind, SegmentListing, list_segments
-from store.inspection.rocketmq.store_stat import StoreStat, store_stat
-from store.layout import INDEX_FILE_NAME, SEGMENT_NAME, SegmentQueue, discover_store, why_not_a_store
+from store.layout import (
+    INDEX_FILE_NAME,
+    SEGMENT_NAME,
+    SegmentKind,
+    SegmentQueue,
+    discover_store,
+    why_not_a_store,
+)
+
+if TYPE_CHECKING:
+    from store.inspection.rocketmq.segments import SegmentListing
+    from store.inspection.rocketmq.store_stat import StoreStat
 
 _FILE_SHAPES = (
     (SegmentKind.COMMITLOG, re.compile(f"commitlog/{SEGMENT_NAME.pattern}")),
@@ -64,10 +74,17 @@ class RocketMQFormat(LogFormat):
     def file_kind(self, relative_path: str) -> str | None:
         return next((kind.value for kind, shape in _FILE_SHAPES if shape.fullmatch(relative_path)), None)
 
+    # The snapshots are imported when asked for: residency and trace --store need only the file names above,
+    # and must not pay for the decoders at start-up.
+
     def list_segments(self, root: Path) -> SegmentListing:
+        from store.inspection.rocketmq.segments import list_segments
+
         return list_segments(root)
 
     def stat(self, root: Path) -> StoreStat:
+        from store.inspection.rocketmq.store_stat import store_stat
+
         return store_stat(root)
 
 

@@ -149,8 +149,10 @@ def _commitlog_summary(queue: SegmentQueue, dispatched: tuple[int, int] | None) 
     )
 
 
-def queue_summary(cq: ConsumeQueueDir, commitlog_min_offset: int) -> QueueSummary:
-    minimum, maximum = queue_bounds(cq.queue, commitlog_min_offset)
+def queue_summary(cq: ConsumeQueueDir, log_min_offset: int) -> QueueSummary:
+    """One ConsumeQueue's bounds (entries below `log_min_offset`, the CommitLog's first, do not count) and
+    where in the CommitLog its last entry's record ends."""
+    minimum, maximum = queue_bounds(cq.queue, log_min_offset)
     last = next(iter_entries(cq.queue, maximum - 1), None) if maximum > minimum else None
     return QueueSummary(
         topic=cq.topic,
