@@ -1,10 +1,11 @@
 """What one on-disk log format provides to the inspection that works on any format: `LogFormat`.
 
-`store stat`, `store segments`, the page-cache residency of a store's files and `trace --store` never look at
-a format's files themselves. They ask `store.inspection.formats` which format a path holds, and that format's
-LogFormat answers. RocketMQ-format stores are the one format today (`store.inspection.rocketmq`); the format
-is what knows how its segments are found and named, how a record is decoded and checked, and which index
-files exist.
+`store stat`, `store segments` (with the page-cache residency of a store's files) and `trace --store` never
+look at a format's files themselves. They ask `store.inspection.formats` which format a path holds, and that
+format's LogFormat answers. RocketMQ-format stores are the one format today (`store.inspection.rocketmq`);
+the format is what knows how its segments are found and named, how a record is decoded and checked, and
+which index files exist. (The dashboard's store side, `mqinspect top`, still reads a RocketMQ layout itself:
+it is the one consumer not yet behind this seam.)
 
 What a second format (Kafka log directories, say) provides, and all it has to provide:
 
@@ -18,8 +19,8 @@ What a second format (Kafka log directories, say) provides, and all it has to pr
      format recognises is bad input (exit 2) with each format's line.
    - `store_files(root)`: how segments are found and named, and which index files exist: every data and
      index file, from names and sizes alone (nothing is read, so residency is measured before any read
-     can bring pages in), each with the label tables and traced events show it by and its kind. Residency
-     (`store segments`, the dashboard) and `trace --store` take the store's files from here.
+     can bring pages in), each with its kind and the label tables and traced events show it by.
+     `store segments` measures residency of these files, and `trace --store` names events with them.
    - `store_directories(root)`: the directories the format's new files appear in, so that `trace --store`
      takes each new segment for the store's from its creation (`StoreDirectories`).
    - `file_kind(relative_path)`: the kind of a file known only by its path under the root (a segment
@@ -27,6 +28,8 @@ What a second format (Kafka log directories, say) provides, and all it has to pr
    - `list_segments(root)` and `stat(root)`: the snapshots behind `store segments` and `store stat`, where
      records are decoded and checked the format's own way (a CommitLog segment's written bytes, the end of
      the log). They are the format's own dataclasses, drawn by renderers for them in `mqinspect/render`.
+   Every member but these two needs names and directories only, and the format's module imports no more:
+   trace and residency import every format, and must not load its decoders at start-up.
 Nothing else changes for a new format: `formats.py` dispatches each question to the format that
 recognised the path, and the callers (the CLI's `stat` and `segments`, residency, `trace --store`) only
 ever call `formats.py`.
