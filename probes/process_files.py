@@ -20,6 +20,10 @@ the very inode the target process uses, also for a deleted file or one in anothe
 /proc/PID/fd/N when the file is open, else /proc/PID/map_files/START-END (root only) for a deleted
 mapping, else /proc/PID/root/PATH.
 
+Why /proc and not psutil: psutil's open_files() leaves out deleted files (the ones whose pages a broker
+still holds after retention removed them) and gives no path to reach the inode; its memory_maps() has
+neither the Locked counter nor the device and inode of a mapping.
+
 Every reader takes `proc_root` (default /proc) so tests can point it at canned trees. A file that cannot be
 read (permission: reading another user's maps or fd needs ptrace access to the process) leaves its fields
 None, with the reason in `unavailable`; only a process that no longer exists raises, with ProcessGone.

@@ -15,13 +15,15 @@ canned trees. A number that could not be read is None and the snapshot's `unavai
 to the reason: readers never substitute 0 and never raise for a missing field or file. Only a process that
 no longer exists raises, with ProcessGone.
 
-Why these files are parsed here rather than through psutil: psutil takes its /proc root from the
-process-wide global psutil.PROCFS_PATH, which this module must not mutate (other modules and threads share
-it), so psutil cannot read a canned tree; psutil.Process(pid) reads /proc/PID/stat as soon as it is built;
-io_counters() has no cancelled_write_bytes and raises AccessDenied for the whole call, where a field-level
-report is wanted; memory_info() neither gives VmLck nor splits RSS into RssFile/RssAnon/RssShmem. So one
-parsing path serves the real /proc and the canned tests alike, and psutil is the independent ground truth
-the tests compare with (virtual_memory, io_counters, cpu_times).
+Why these files are parsed here rather than through psutil: psutil has no dirty thresholds, vmstat event
+counters or PSI, no per-process minflt/majflt; its io_counters() has no cancelled_write_bytes and raises
+AccessDenied for the whole call, where a field-level report is wanted; memory_info() neither gives VmLck nor
+splits RSS into RssFile/RssAnon/RssShmem. And psutil takes its /proc root from the process-wide global
+psutil.PROCFS_PATH, which must not be changed (other modules and threads share it), so it cannot read a
+canned tree. What psutil does cover well (the list of processes and their start times, which tell a
+process from a later one with the same pid) the readers of processes take from it, through
+probes.processes; psutil is also the independent ground truth the tests compare these readers with
+(virtual_memory, io_counters, cpu_times).
 """
 
 from __future__ import annotations

@@ -113,10 +113,16 @@ def ignore_signal_if_default(signum: int) -> bool:
     _check(_libc.sigaction(signum, None, ctypes.byref(current)), f"sigaction({signum})")
     if current.handler not in (None, _SIG_DFL):
         return current.handler == _SIG_IGN
+    ignore_signal(signum)
+    return True
+
+
+def ignore_signal(signum: int) -> None:
+    """Set `signum`'s disposition to SIG_IGN in the kernel only, whatever Python's signal module holds for it:
+    unlike signal.signal it runs no pending Python handler first."""
     ignore = _SigAction()
     ignore.handler = _SIG_IGN
     _check(_libc.sigaction(signum, ctypes.byref(ignore), None), f"sigaction({signum}, SIG_IGN)")
-    return True
 
 
 def mapping_address(mapping: mmap.mmap) -> int:

@@ -703,9 +703,11 @@ class MappedFile:
                 except BufferError:
                     return False
                 self._mapping = None
-            self._drop_lease()
+            # Recorded before the release: the breaker goes on the moment it is made, and whoever it tells
+            # may look at `protection` at once.
             self._last_release_s = time.monotonic() - self._revoked_at
             self._next_lease_attempt = time.monotonic() + RETRY_INTERVAL_S
+            self._drop_lease()
             return True
 
     def _drop_lease(self) -> None:
@@ -717,9 +719,11 @@ class MappedFile:
 
     @property
     def protection(self) -> FileProtection:
-        """What guards this file against a truncation by another process, now (see store.lease)."""
-        state, detail = self._protection_state()
-        return FileProtection(str(self.path), state, detail, self._lease_breaks, self._last_release_s)
+        """What guards this file against a truncation by another process, now (see store.lease). Taken under
+        the lock the lease watcher changes it under, so that no snapshot is half of a break or release."""
+        with self._references:
+            state, detail = self._protection_state()
+            return FileProtection(str(self.path), state, detail, self._lease_breaks, self._last_release_s)
 
     def _protection_state(self) -> tuple[ProtectionState, str]:
         if not self._available:

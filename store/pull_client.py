@@ -251,7 +251,11 @@ class GroupConsumer:
     `poll` pulls from the current offset and moves it to next_begin_offset (which also corrects an offset
     that retention overtook or that is past the end); `commit` stores it. Commit after processing what
     `poll` returned: a restart then resumes exactly after the last processed message (at-least-once when
-    processing fails between the two)."""
+    processing fails between the two).
+
+    Retention deletes by age, whoever has yet to read (RocketMQ's fileReservedTime): a member that falls
+    behind it is told OFFSET_TOO_SMALL and moves up to the queue's new minimum. `skipped` counts the messages
+    it lost that way, so that offset moved = messages polled + skipped holds for every member."""
 
     def __init__(self, client: PullClient, group: str, topic: str, queue_id: int):
         self.client = client
@@ -259,6 +263,7 @@ class GroupConsumer:
         self.topic = topic
         self.queue_id = queue_id
         self.offset: int | None = None
+        self.skipped = 0
 
     def resume(self) -> int:
         """Take up the group's committed offset; from 0 when it has none (the server moves a consumer below
@@ -282,6 +287,8 @@ class GroupConsumer:
             long_poll_ms=long_poll_ms,
             path=path,
         )
+        if result.status is Status.OFFSET_TOO_SMALL:
+            self.skipped += max(0, result.next_begin_offset - self.offset)
         self.offset = result.next_begin_offset
         return result.messages
 

@@ -212,3 +212,20 @@ def store_nobody_can_read(segment_size: str = "256k", messages: int = 3000):
         yield root
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def expire_all_but_the_last_segment(store) -> int:
+    """Retention as an old store meets it: every CommitLog segment but the one written last is made 100 h
+    old (past the default fileReservedTime of 72 h) and one manual clean deletes them, whatever the consumer
+    groups have still to read. The disk reads as nearly empty, so age is the only reason. Returns the
+    CommitLog's new minimum offset."""
+    store.flush()  # no dirty page left whose writeback would bump an mtime set here
+    segments = [mapped_file.path for mapped_file in store.commit_log.mapped_file_queue.mapped_files]
+    assert len(segments) >= 2, "the store needs a segment to delete besides the last"
+    long_ago = time.time() - 100 * 3600
+    for path in segments[:-1]:
+        os.utime(path, (long_ago, long_ago))
+    store.clean_service.disk_usage = lambda _path: 0.10
+    store.clean()
+    assert store.commit_log.min_offset == int(segments[-1].name)
+    return store.commit_log.min_offset

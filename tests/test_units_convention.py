@@ -247,7 +247,7 @@ def test_the_demo_report_uses_binary_units():
     broker = BrokerSummary(
         1, 2, "T", 1000, 5 * MiB, 1.0, 5 * MiB, 100.0, 50.0, 0, 3, 1, 2, 0, 5 * MiB, (), (served,), ()
     )
-    consumer = ConsumerSummary(3, SendPath.SENDFILE, "g", 10, 1000, 5 * MiB, 1000, 1.0, 5 * MiB, None)
+    consumer = ConsumerSummary(3, SendPath.SENDFILE, "g", 10, 1000, 0, 5 * MiB, 0, 1000, 1.0, 5 * MiB, None)
     outcome = WorkloadOutcome(
         Path("/store"), False, 1.0, broker, (consumer,), (ChildExit("broker", 1, 0, False, True, None),)
     )

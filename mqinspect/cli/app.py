@@ -8,22 +8,38 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import click
 import typer
-from typer.core import TyperGroup
 
 from mqinspect import __version__
+from mqinspect.cli.lazy import LazyGroup
 from mqinspect.errors import ExitStatus, describe, exit_status_for
 
 DEBUG_FLAG = "--debug"
 
 
-class MqinspectGroup(TyperGroup):
-    """The root group. It owns error reporting so that every command behaves the same."""
+class MqinspectGroup(LazyGroup):
+    """The root group. It owns error reporting so that every command behaves the same.
+
+    Each command's module is imported only when that command runs (or `--help` lists them all), so a
+    command pays only for its own imports: Textual only for top, replay and demo; bcc only when a probe
+    loads. The order here is the order of `mqinspect --help`.
+    """
+
+    COMMAND_MODULES: ClassVar[Mapping[str, str]] = {
+        "cache": "mqinspect.cli.cache",
+        "doctor": "mqinspect.cli.doctor",
+        "mem": "mqinspect.cli.mem",
+        "top": "mqinspect.cli.top",
+        "replay": "mqinspect.cli.top",
+        "demo": "mqinspect.cli.demo",
+        "store": "mqinspect.cli.store",
+        "trace": "mqinspect.cli.trace",
+        "lab": "mqinspect.cli.lab",
+    }
 
     def main(
         self,
@@ -72,6 +88,8 @@ def run_with_error_ladder(command, *, debug: bool) -> int:
         raise
     except Exception as error:
         if debug:
+            import traceback  # only --debug prints one: every command's start-up need not import it
+
             traceback.print_exc()
         _report(describe(error))
         return exit_status_for(error)
@@ -120,23 +138,6 @@ def root(
 ) -> None:
     """mqinspect: is the hot tail of the log in the page cache, how close is writeback throttling, who pays
     the page faults, and how many times is each byte copied on its way to a consumer?"""
-
-
-def _register_commands() -> None:
-    from mqinspect.cli import cache, demo, doctor, lab, mem, store, store_write, top, trace
-
-    cache.register(app)
-    doctor.register(app)
-    mem.register(app)
-    store_write.register(store.store_app)
-    store.register(app)
-    trace.register(app)
-    lab.register(app)
-    top.register(app)
-    demo.register(app)
-
-
-_register_commands()
 
 
 def main() -> None:

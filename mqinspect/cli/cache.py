@@ -1,9 +1,10 @@
 """`mqinspect cache`: page-cache residency of files, of a directory tree, or of the files a process uses;
 optionally evict, touch or lock them (as vmtouch -e, -t, -l do).
 
-This module orchestrates: it picks the files (paths, a recursive walk, or `--pid`), applies the action,
-measures each file and hands the rows one at a time to a writer in `mqinspect.render.cache`, so output
-streams. Error rows (a missing path, a directory without --recursive, a device, permission denied) are
+This module parses the options, asks `probes.residency.report` for the rows (it picks the files, applies
+the action and measures each file, one row at a time) and hands them to a writer in
+`mqinspect.render.cache`, so output streams; it holds --lock's locks until a signal and picks the exit
+status. Error rows (a missing path, a directory without --recursive, a device, permission denied) are
 reported with the others and make the exit status 1. When no PATH exists at all there is nothing to report
 on: that is bad input, one line and exit 2.
 """
@@ -15,81 +16,30 @@ import errno
 import os
 import signal
 import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 import typer
 
 from mqinspect.cli.options import OutputFormat, format_option
 from mqinspect.errors import BadInput, ExitStatus
-from mqinspect.render.cache import (
-    ACTION_COLUMNS,
-    COUNTED_FIELDS,
-    ActionOutcome,
-    CacheItem,
-    CacheRow,
-    CacheTotals,
-    human_bytes,
-    write_cache_csv,
-    write_cache_json,
-    write_cache_table,
-)
+from mqinspect.render.cache import write_cache_csv, write_cache_json, write_cache_table
 from mqinspect.render.console import stderr_console, stdout_console
+from mqinspect.render.units import human_bytes
 from mqinspect.render.words import counted
-from probes.process_files import ProcessFile, ProcessFiles, read_process_files
-from probes.procfs import ProcessGone
-from probes.residency.actions import LockedFile, MemoryLockRefused, evict, lock, touch
 from probes.residency.mincore import PAGE_SIZE
-from probes.residency.scan import (
-    FileResidency,
-    RangeResidency,
-    ResidencyError,
-    ResidencyUnavailable,
-    file_residency,
-    scan_paths,
-)
+from probes.residency.report import CacheItem, CacheRequest, CacheTally, HeldLock, cache_rows
+from probes.residency.scan import ResidencyError
+
+if TYPE_CHECKING:  # read only for --pid: a scan of paths does not import it
+    from probes.process_files import ProcessFiles
 
 # Without --chunks the table still draws a heat strip: this many chunks per file.
 TABLE_HEAT_CHUNKS = 20
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _LOCKED_FILES_LISTED = 10
 CACHE_PRIVILEGE_FIX = "run as root (sudo mqinspect cache ...) or as the owner of the files"
-_REFUSED_ERRNOS = {errno.EACCES, errno.EPERM}
-# What an action did that needs only read access, said where its effect cannot be measured.
-_APPLIED_UNMEASURED = {
-    "evict": "the kernel accepted POSIX_FADV_DONTNEED, which needs only read access, so clean pages of this "
-    "file may have been dropped; how many cannot be measured: ",
-    "touch": "the file was read into the page cache (MADV_POPULATE_READ needs only read access); how many "
-    "pages that brought in cannot be measured: ",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Request:
-    """What to measure of each file, and which action to apply first."""
-
-    chunks: int | None
-    page_map: bool
-    action: str | None
-    sync: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class _Held:
-    """A lock taken by --lock, and the path it is reported under."""
-
-    display_path: str
-    handle: LockedFile
-
-
-@dataclasses.dataclass(frozen=True)
-class _Target:
-    """A file to act on and measure: `display_path` is how it is reported, `open_path` how it is reached."""
-
-    display_path: str
-    open_path: str
-    process_file: ProcessFile | None = None
 
 
 # --------------------------------------------------------------------------------------- the command
@@ -147,7 +97,7 @@ def cache(
     action = _chosen_action(evict_pages, touch_pages, lock_pages, sync)
     _check_targets(paths, pid, recursive)
     _check_some_path_exists(paths or [])
-    request = _Request(
+    request = CacheRequest(
         chunks=chunks or (TABLE_HEAT_CHUNKS if output == OutputFormat.TABLE else None),
         page_map=page_map,
         action=action,
@@ -155,17 +105,18 @@ def cache(
     )
     process = _process(pid) if pid is not None else None
     _announce(action, sync)
-    held: list[_Held] = []
+    held: list[HeldLock] = []
     tally = CacheTally(action)
     try:
-        items = tally.counted(_measured(paths or [], recursive, process, request, held))
+        rows = cache_rows(paths or [], request, recursive=recursive, process=process, held=held)
+        items = tally.counted(map(_in_cli_terms, rows))
         _write(items, tally, output, request, process, chunks_asked=chunks is not None)
         if action == "lock":
             _hold_until_signalled(held)
     finally:
         for lock_held in held:
             lock_held.handle.release()
-    status = tally.exit_status()
+    status = _exit_status(tally)
     if status == ExitStatus.MISSING_CAPABILITY:
         stderr_console().print(
             f"mqinspect: no file could be measured by this user: {CACHE_PRIVILEGE_FIX}", style="yellow"
@@ -213,6 +164,10 @@ def _exists(path: str) -> bool:
 
 
 def _process(pid: int) -> ProcessFiles:
+    # Imported here: only --pid reads a process's files, and the /proc readers would slow every start-up.
+    from probes.process_files import read_process_files
+    from probes.procfs import ProcessGone
+
     try:
         return read_process_files(pid)
     except ProcessGone as gone:
@@ -238,7 +193,7 @@ def _write(
     items: Iterable[CacheItem],
     tally: CacheTally,
     output: str,
-    request: _Request,
+    request: CacheRequest,
     process: ProcessFiles | None,
     *,
     chunks_asked: bool,
@@ -274,183 +229,26 @@ def _write(
         )
 
 
-# --------------------------------------------------------------------------------------- measuring
-
-
-def _measured(
-    paths: list[str],
-    recursive: bool,
-    process: ProcessFiles | None,
-    request: _Request,
-    held: list[_Held],
-) -> Iterator[CacheItem]:
-    """One row per file, produced only when the writer asks for it: that is what makes output stream."""
-    if process is not None:
-        for process_file in process.files:
-            yield _row(_Target(process_file.path, process_file.open_path, process_file), request, held)
-        return
-    if request.action is None:
-        # scan_paths measures as it walks: one pass, one measurement per file.
-        for found in scan_paths(paths, recursive=recursive, chunks=request.chunks, page_map=request.page_map):
-            yield _in_cli_terms(found) if isinstance(found, ResidencyError) else CacheRow(found)
-        return
-    # With an action the walk only finds the files (its cheap cachestat counts are dropped); each file is
-    # then acted on and measured afresh, so its row shows the state the action left.
-    for found in scan_paths(paths, recursive=recursive):
-        if isinstance(found, ResidencyError):
-            yield _in_cli_terms(found)
-        else:
-            yield _row(_Target(found.path, found.path), request, held)
-
-
-def _in_cli_terms(error: ResidencyError) -> ResidencyError:
+def _in_cli_terms(item: CacheItem) -> CacheItem:
     # scan_paths names its parameter (recursive=True); a command-line user needs the option's name.
-    if error.errno == errno.EISDIR:
+    if isinstance(item, ResidencyError) and item.errno == errno.EISDIR:
         return dataclasses.replace(
-            error, reason="is a directory; add --recursive to measure the files under it"
+            item, reason="is a directory; add --recursive to measure the files under it"
         )
-    return error
+    return item
 
 
-def _row(target: _Target, request: _Request, held: list[_Held]) -> CacheItem:
-    try:
-        outcome = _act(target, request, held)
-        measured = file_residency(target.open_path, chunks=request.chunks, page_map=request.page_map)
-    except ResidencyUnavailable as refused:
-        return dataclasses.replace(refused.error, path=target.display_path)
-    except MemoryLockRefused as refused:
-        return ResidencyError(target.display_path, f"{refused} (fix: {refused.fix})", errno.ENOMEM)
-    except OSError as error:
-        return ResidencyError(target.display_path, error.strerror or str(error), error.errno)
-    return CacheRow(dataclasses.replace(measured, path=target.display_path), target.process_file, outcome)
-
-
-def _act(target: _Target, request: _Request, held: list[_Held]) -> ActionOutcome | None:
-    path = target.open_path
-    if request.action == "evict":
-        evicted = evict(path, sync=request.sync)
-        return ActionOutcome(
-            "evict",
-            {"pages_evicted": evicted.pages_evicted, "pages_stayed_resident": evicted.pages_stayed_resident},
-            {"synced": evicted.synced},
-            _unmeasured_counts("evict", evicted.after, ("pages_evicted", "pages_stayed_resident")),
-        )
-    if request.action == "touch":
-        touched = touch(path)
-        return ActionOutcome(
-            "touch",
-            {"pages_brought_in": touched.pages_brought_in},
-            {"method": touched.method},
-            _unmeasured_counts("touch", touched.after, ("pages_brought_in",)),
-        )
-    if request.action == "lock":
-        locked = lock(path)
-        held.append(_Held(target.display_path, locked))
-        return ActionOutcome("lock", {"locked_pages": locked.pages if locked.locked else 0})
-    return None
-
-
-def _unmeasured_counts(action: str, after: RangeResidency, names: tuple[str, ...]) -> dict[str, str]:
-    """Why the action's counts are None: the residency after it could not be measured. The action itself
-    was applied, which the reason says, so that "unavailable" does not read as "nothing happened"."""
-    reason = after.unmeasured.get("cached_pages")
-    if after.cached_pages is not None or not reason:
-        return {}
-    return dict.fromkeys(names, _APPLIED_UNMEASURED[action] + reason)
-
-
-# --------------------------------------------------------------------------------------- totals
-
-
-class CacheTally:
-    """Sums the rows as they pass to the writer, for the totals line drawn after the last one."""
-
-    def __init__(self, action: str | None):
-        self.action = action
-        self.files = 0
-        self.errors = 0
-        self.unmeasured = 0  # files whose residency the caller's privileges could not measure
-        self.refused = 0  # errors and unmeasured files that more privileges would have measured
-        self.size_bytes = 0
-        self.pages = 0
-        self._sums: Counter[str] = Counter()
-        self._measured: Counter[str] = Counter()
-        self._pages_with_cached_count = 0
-
-    def counted(self, items: Iterable[CacheItem]) -> Iterator[CacheItem]:
-        for item in items:
-            self._add(item)
-            yield item
-
-    def _add(self, item: CacheItem) -> None:
-        if isinstance(item, ResidencyError):
-            self.errors += 1
-            self.refused += item.errno in _REFUSED_ERRNOS
-            return
-        residency: FileResidency = item.residency
-        self.files += 1
-        if residency.cached_pages is None:  # only a caller mincore would lie to gets no count at all
-            self.unmeasured += 1
-            self.refused += 1
-        self.size_bytes += residency.size_bytes
-        self.pages += residency.pages
-        if residency.cached_pages is not None:
-            self._pages_with_cached_count += residency.pages
-        self._add_counts({name: getattr(residency, name) for name in COUNTED_FIELDS})
-        if item.action:
-            self._add_counts(item.action.pages)
-
-    def _add_counts(self, counts: dict[str, int | None]) -> None:
-        for name, value in counts.items():
-            if value is not None:
-                self._sums[name] += value
-                self._measured[name] += 1
-
-    def _total(self, name: str, notes: dict[str, str]) -> int | None:
-        measured = self._measured[name]
-        if measured < self.files:
-            notes[name] = (
-                "no file could measure it"
-                if measured == 0
-                else f"sum over the {measured} of {self.files} files that could measure it"
-            )
-        return self._sums[name] if measured or not self.files else None
-
-    def exit_status(self) -> ExitStatus:
-        """0 when every file was measured; 3 when nothing was, each for lack of privilege; 1 otherwise."""
-        failed = self.errors + self.unmeasured
-        if not failed:
-            return ExitStatus.OK
-        if self.refused == failed and self.files == self.unmeasured:
-            return ExitStatus.MISSING_CAPABILITY
-        return ExitStatus.FINDINGS
-
-    def totals(self) -> CacheTotals:
-        notes: dict[str, str] = {}
-        counts = {name: self._total(name, notes) for name in COUNTED_FIELDS}
-        cached = counts["cached_pages"]
-        action = None
-        if self.action:
-            counts_of_action = {name: self._total(name, notes) for name in ACTION_COLUMNS[self.action]}
-            action = ActionOutcome(self.action, counts_of_action)
-        return CacheTotals(
-            files=self.files,
-            errors=self.errors,
-            size_bytes=self.size_bytes,
-            pages=self.pages,
-            cached_percent=100 * cached / self._pages_with_cached_count
-            if cached is not None and self._pages_with_cached_count
-            else None,
-            **counts,
-            action=action,
-            notes=notes,
-        )
+def _exit_status(tally: CacheTally) -> ExitStatus:
+    """0 when every file was measured; 3 when nothing was, each for lack of privilege; 1 otherwise."""
+    if tally.all_measured:
+        return ExitStatus.OK
+    return ExitStatus.MISSING_CAPABILITY if tally.only_privilege_missing else ExitStatus.FINDINGS
 
 
 # --------------------------------------------------------------------------------------- --lock
 
 
-def _hold_until_signalled(held: list[_Held]) -> None:
+def _hold_until_signalled(held: list[HeldLock]) -> None:
     """Keep the locks until Ctrl-C or SIGTERM (then return, so the command exits normally)."""
     locked = [lock_held for lock_held in held if lock_held.handle.locked]
     if not locked:
@@ -471,7 +269,7 @@ def _hold_until_signalled(held: list[_Held]) -> None:
     stderr_console().print(f"mqinspect: released the lock on {pages} pages", style="dim")
 
 
-def _say_what_is_locked(locked: list[_Held]) -> None:
+def _say_what_is_locked(locked: list[HeldLock]) -> None:
     console = stderr_console()
     for lock_held in locked[:_LOCKED_FILES_LISTED]:
         console.print(

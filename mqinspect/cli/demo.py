@@ -102,7 +102,8 @@ def _announce(workload: DemoWorkload) -> None:
 
 
 def _run_dashboard(workload: DemoWorkload) -> None:
-    from mqinspect.dashboard.runner import TopOptions, run_dashboard
+    from mqinspect.dashboard.runner import run_dashboard
+    from mqinspect.sampling.stream import TopOptions
 
     run_dashboard(TopOptions(store_dir=workload.store_dir, pids=workload.pids))
 

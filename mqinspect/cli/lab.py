@@ -3,9 +3,26 @@ truncated under its sender) on this machine, beside the model they test."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import typer
 
+from mqinspect.cli.lazy import LazyGroup
+
+
+class LabGroup(LazyGroup):
+    """Each lab's module is imported only when that lab runs (or `lab --help` lists them)."""
+
+    COMMAND_MODULES: ClassVar[Mapping[str, str]] = {
+        "sendpath": "mqinspect.cli.lab_sendpath",
+        "warmup": "mqinspect.cli.lab_warmup",
+        "truncate": "mqinspect.cli.lab_truncate",
+    }
+
+
 lab_app = typer.Typer(
+    cls=LabGroup,
     name="lab",
     help="Measure the zero-copy, warm-up and truncation claims on this machine, beside the textbook model.",
     no_args_is_help=True,
@@ -13,9 +30,4 @@ lab_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    from mqinspect.cli import lab_sendpath, lab_truncate, lab_warmup
-
-    lab_sendpath.register(lab_app)
-    lab_warmup.register(lab_app)
-    lab_truncate.register(lab_app)
     app.add_typer(lab_app, name="lab", rich_help_panel="Labs")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import typer
 
+from mqinspect.cli.lazy import LazyGroup
 from mqinspect.cli.options import OutputFormat, format_option
 from mqinspect.errors import ExitStatus
 from mqinspect.render.console import stdout_console
@@ -28,7 +31,6 @@ from mqinspect.render.store import (
     stat_view,
     verify_view,
 )
-from probes.residency.segments import measure_segments
 from store.inspection.formats import list_segments, store_file_paths, store_stat
 from store.inspection.rocketmq.cq import consume_queue_view
 from store.inspection.rocketmq.dump import dump_records
@@ -36,8 +38,20 @@ from store.inspection.rocketmq.query import query_by_key, query_by_msg_id, query
 from store.inspection.rocketmq.reading import LogEndReason, open_layout
 from store.inspection.rocketmq.verify import DEFAULT_INDEX_CHECKS, verify_store
 
+
+class StoreGroup(LazyGroup):
+    """`mqinspect store`: the inspection commands below, and the writing ones, imported only when used (they
+    bring the whole write path of the store)."""
+
+    COMMAND_MODULES: ClassVar[Mapping[str, str]] = dict.fromkeys(
+        ("init", "produce", "consume", "recover", "clean"), "mqinspect.cli.store_write"
+    )
+
+
 store_app = typer.Typer(
-    help="Create, write and inspect RocketMQ-format stores (inspection is read-only).", no_args_is_help=True
+    cls=StoreGroup,
+    help="Create, write and inspect RocketMQ-format stores (inspection is read-only).",
+    no_args_is_help=True,
 )
 
 INSPECTION = "Inspection (read-only)"
@@ -87,6 +101,9 @@ def segments(
 
     Lists stores that break RocketMQ's load rules too, with the broken rules underneath.
     """
+    # Imported here: finding who mlocks each file reads /proc, which no other store command needs.
+    from probes.residency.segments import measure_segments
+
     # Residency first: finding where each segment's data ends reads it, and readahead would pull it in.
     measured = measure_segments(store_file_paths(store_dir), chunks=chunks) if residency else None
     listing = list_segments(store_dir)

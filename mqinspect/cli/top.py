@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 
 from mqinspect.cli.options import OutputFormat, format_option
-from mqinspect.dashboard.recording import read_recording
-from mqinspect.dashboard.runner import TopOptions, replay_dashboard, run_dashboard, stream_snapshots, validate
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_json, write_jsonl
 from mqinspect.render.top import top_view
+from mqinspect.sampling.recording import read_recording
+from mqinspect.sampling.stream import TopOptions, stream_snapshots, validate
 from mqinspect.signals import signals_interrupt
 
 SVG_WIDTH = 140
@@ -70,6 +70,8 @@ def top(
         raise BadInput("--format json writes one snapshot: add --once, or use --format jsonl for a stream")
     interactive = count is None and output == OutputFormat.TABLE and sys.stdout.isatty()
     if interactive:
+        from mqinspect.dashboard.runner import run_dashboard  # Textual: only for the interactive app
+
         run_dashboard(options)
         return ExitStatus.OK
     return _print_snapshots(options, count, output, svg)
@@ -122,6 +124,8 @@ def replay(
     """Play a recorded dashboard: the same panels, with space to pause, ',' and '.' to step one frame, '[' and
     ']' to jump ten. Not on a terminal (or with --format jsonl) the frames are printed instead."""
     if output == OutputFormat.TABLE and sys.stdout.isatty():
+        from mqinspect.dashboard.runner import replay_dashboard  # Textual: only for the interactive app
+
         replay_dashboard(recording)
         return
     console = stdout_console()

@@ -25,7 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, HelpPanel, Input, Static
 
 from mqinspect.dashboard.row_table import RowTable
-from mqinspect.dashboard.snapshot import ProcessView, SegmentView, TopSnapshot
+from mqinspect.render.cells import unavailable_text
 from mqinspect.render.top import (
     HEAT_KEY,
     PROCESS_COLUMNS,
@@ -40,8 +40,8 @@ from mqinspect.render.top import (
     segment_cells,
     sendpaths_panel,
     status_line,
-    unavailable_text,
 )
+from mqinspect.sampling.snapshot import ProcessView, SegmentView, TopSnapshot
 
 SEGMENT_SORTS: dict[str, Callable[[SegmentView], Any]] = {
     "store order": lambda s: (s.kind, s.name),

@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 from mqinspect.demo.settings import DemoSettings, settings_from_json
-from mqinspect.render.machine import to_jsonable
+from mqinspect.jsonable import to_jsonable
+from store import _libc
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PR_SET_NAME = 15
@@ -75,11 +76,11 @@ def die_with_parent(parent_pid: int) -> None:
 class StopRequest:
     """Set by SIGTERM or SIGINT; call it to ask whether a stop was requested.
 
-    The handler only sets a flag and arms an alarm: it takes no lock, so a second signal arriving while it
-    runs, or one arriving while the main thread holds a lock, cannot deadlock it (an Event or a Timer
-    started here can). A stop that takes longer than `grace_s` ends the process by SIGALRM's default
-    action, so a child stuck in a system call never outlives the demo (the demo would SIGKILL it, but the
-    demo may be gone)."""
+    The handler only sets a flag, ignores further stop signals and arms an alarm: it takes no lock, so a
+    second signal arriving while it runs, or one arriving while the main thread holds a lock, cannot
+    deadlock it (an Event or a Timer started here can). A stop that takes longer than `grace_s` ends the
+    process by SIGALRM's default action, so a child stuck in a system call never outlives the demo (the
+    demo would SIGKILL it, but the demo may be gone)."""
 
     def __init__(self, grace_s: float):
         self.requested = False
@@ -92,6 +93,14 @@ class StopRequest:
         if self.requested:
             return
         self.requested = True
+        # Repeats are ignored from now on: Python puts back the default action (death) of every signal it
+        # handles as it finalizes, so a repeat then would end a child that stopped cleanly. The kernel drops
+        # them first, so that none can arrive for a signal Python already ignores (it would log that one as
+        # "ignored due to race condition" when signal.signal runs the handlers of those that arrived).
+        for signum in STOP_SIGNALS:
+            _libc.ignore_signal(signum)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)  # and Python's finalization keeps them ignored
         signal.alarm(self._grace_s)
 
     def __call__(self) -> bool:

@@ -2,8 +2,9 @@
 
 A member of consumer group `demo-<path>` on the demo topic: it resumes from the group's committed offset,
 long-polls the broker's PullServer asking for its send path on every pull, counts what arrives (the bytes
-are received and dropped: the transfer is the point, not Python decoding), and commits its offset every
-second. It announces `ready` once connected and a `summary` (ConsumerSummary) when SIGTERM stops it.
+are received and dropped: the transfer is the point, not Python decoding) and what retention deleted before
+it could pull it, and commits its offset every second. It announces `ready` once connected and a `summary`
+(ConsumerSummary) when SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class DemoConsumer:
         self.group = f"demo-{path.value}"
         self.client = PullClient((BROKER_HOST, port), body=BodyMode.COUNT)
         self.member = GroupConsumer(self.client, self.group, settings.topic, 0)
-        self.member.resume()
+        self.resumed_offset = self.member.resume()
         self.pulls = self.messages = self.bytes_received = 0
         self.committed: int | None = None
         self.error: str | None = None
@@ -72,7 +73,9 @@ class DemoConsumer:
             group=self.group,
             pulls=self.pulls,
             messages=self.messages,
+            skipped_messages=self.member.skipped,
             bytes_received=self.bytes_received,
+            resumed_offset=self.resumed_offset,
             committed_offset=self.committed,
             elapsed_s=elapsed,
             bytes_per_s=self.bytes_received / elapsed if elapsed > 0 else None,

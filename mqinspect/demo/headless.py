@@ -48,7 +48,7 @@ def raise_if_a_child_died(workload: DemoWorkload) -> None:
 
 def sample_live(workload: DemoWorkload, interval_s: float) -> Section:
     """The `mqinspect top --once` view of the running workload: its store and its processes."""
-    from mqinspect.dashboard.runner import TopOptions, sample_once
+    from mqinspect.sampling.stream import TopOptions, sample_once
 
     options = TopOptions(store_dir=workload.store_dir, pids=workload.pids, interval_s=interval_s)
     pids = " ".join(f"--pid {pid}" for pid in workload.pids)

@@ -83,7 +83,9 @@ class ConsumerSummary:
     group: str
     pulls: int
     messages: int
+    skipped_messages: int  # deleted by retention before the group pulled them (OFFSET_TOO_SMALL)
     bytes_received: int
+    resumed_offset: int  # the group's committed offset it started from (0: none yet)
     committed_offset: int | None
     elapsed_s: float
     bytes_per_s: float | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from mqinspect.render.machine import to_jsonable
+from mqinspect.jsonable import to_jsonable
 from store.config import MiB, StoreConfig, WarmupMode
 from store.transfer import SendPath
 

@@ -15,10 +15,13 @@ processes, and the system calls made, by strace's name. A sender that cannot use
 {"unsupported": why}; any other failure {"error": why}.
 
 Why separate processes: getrusage and the eBPF probe both count per process, so the sender's cost and the
-receiver's come apart. Why descriptors 0-2 only for the protocol: the lab leaves them out of the copies it
-counts. Why everything is imported before the first command: an import reads files (read(2) on descriptors
-above 2), which would land in the copies of the transfer that happened to trigger it. SIGINT is ignored:
-Ctrl-C in the terminal is the lab's to handle; a worker ends when its stdin closes.
+receiver's come apart. Why getrusage and not psutil's cpu_times() and num_ctx_switches(): those read
+/proc/self/stat and /proc/self/status, reads the sendpath probe would count as copies of the very transfer
+being measured, and status's context switches are the main thread's alone; getrusage(RUSAGE_SELF) is one
+system call, over every thread. Why descriptors 0-2 only for the protocol: the lab leaves them out of the
+copies it counts. Why everything is imported before the first command: an import reads files (read(2) on
+descriptors above 2), which would land in the copies of the transfer that happened to trigger it. SIGINT is
+ignored: Ctrl-C in the terminal is the lab's to handle; a worker ends when its stdin closes.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Fault sources: getrusage minflt/majflt deltas always (they count the kernel's po
 MADV_POPULATE_WRITE and MAP_POPULATE as well as CPU exceptions; mlock and MAP_POPULATE ones as minor even
 when they read the disk); with BPF (root + bcc) the faults probe (probes/ebpf/faults.py) traced to the
 worker's pid, which tells CPU exceptions (what `perf stat -e page-faults` counts) from populate faults and
-attributes both to the segment file. Without BPF those fields are None with the reason.
+attributes both to the segment file. Without BPF those fields are None with the reason. (psutil has neither
+minflt/majflt nor VmLck: the counts come from getrusage and /proc/PID/status.)
 
 Everything is a frozen dataclass; `WarmupReport` is what `--format json` writes (schema SCHEMA).
 """

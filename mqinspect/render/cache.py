@@ -1,8 +1,9 @@
 """Draws `mqinspect cache` results as they arrive: a fixed-width table, a streamed JSON document, CSV rows.
 
 Every writer consumes an iterator of CacheRow (a measured file) and ResidencyError (a path that could not
-be measured) and draws each item before asking for the next, so a large tree shows its first files while
-the rest are still being measured. `totals` is called once the items are exhausted.
+be measured), as `probes.residency.report` builds them, and draws each item before asking for the next, so
+a large tree shows its first files while the rest are still being measured. `totals` is called once the
+items are exhausted.
 
 A value that was not measured is drawn as "unavailable" (table), null (JSON) or an empty cell (CSV), and
 the reason is given with it: a note line under the table row, `notes` ({field: reason}) in JSON and CSV.
@@ -40,22 +41,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.text import Text
 
-from mqinspect.render.machine import to_jsonable, write_csv
+from mqinspect.jsonable import to_jsonable
+from mqinspect.render.cells import HEAT_LEGEND, NONE, UNAVAILABLE, heat_strip
+from mqinspect.render.machine import write_csv
 from mqinspect.render.units import human_bytes, residency_percent, share_percent
 from mqinspect.render.words import counted
-from probes.process_files import ProcessFile, ProcessFiles
 from probes.residency.mincore import PAGE_SIZE
+from probes.residency.report import ACTION_COUNTS, COUNTED_FIELDS, CacheItem, CacheRow, CacheTotals
 from probes.residency.scan import FileResidency, ResidencyChunk, ResidencyError
 
+if TYPE_CHECKING:  # drawn only for --pid; a scan of paths does not import the module
+    from probes.process_files import ProcessFile, ProcessFiles
+
 SCHEMA = "mqinspect.cache/v1"
-UNAVAILABLE = "unavailable"
-COUNTED_FIELDS = ("cached_pages", "dirty_pages", "writeback_pages", "evicted_pages", "recently_evicted_pages")
 # Measured here (kernel 6.18): 63 pages evicted by MADV_PAGEOUT, then POSIX_FADV_DONTNEED: evicted 63 -> 0.
 EVICTED_AFTER_DONTNEED = (
     "pages dropped by --evict (POSIX_FADV_DONTNEED) are removed, not evicted: cachestat counts as evicted "
@@ -64,52 +68,6 @@ EVICTED_AFTER_DONTNEED = (
 )
 EVICTED_FIELDS = ("evicted_pages", "recently_evicted_pages")
 PROCESS_MEMORY_FIELDS = ("rss_bytes", "private_dirty_bytes", "shared_dirty_bytes", "locked_bytes")
-
-
-@dataclass(frozen=True)
-class ActionOutcome:
-    """What an action did to one file (or, in CacheTotals, to all of them).
-
-    `name` is "evict", "touch" or "lock"; `pages` holds its page counts (pages_evicted and
-    pages_stayed_resident; pages_brought_in; locked_pages), None where not measurable, with the reason in
-    `unmeasured`; `detail` holds the rest (synced, method).
-    """
-
-    name: str
-    pages: dict[str, int | None]
-    detail: dict[str, Any] = field(default_factory=dict)
-    unmeasured: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CacheRow:
-    """One measured file: its residency, and what `--pid` and an action know of it."""
-
-    residency: FileResidency
-    process_file: ProcessFile | None = None
-    action: ActionOutcome | None = None
-
-
-@dataclass(frozen=True)
-class CacheTotals:
-    """Sums over the measured files. A count some file could not measure is summed over the others, and
-    `notes` says over how many; it is None only when no file measured it."""
-
-    files: int
-    errors: int
-    size_bytes: int
-    pages: int
-    cached_pages: int | None
-    cached_percent: float | None
-    dirty_pages: int | None
-    writeback_pages: int | None
-    evicted_pages: int | None
-    recently_evicted_pages: int | None
-    action: ActionOutcome | None = None
-    notes: dict[str, str] = field(default_factory=dict)
-
-
-CacheItem = CacheRow | ResidencyError
 
 
 # --------------------------------------------------------------------------------------- shared pieces
@@ -163,38 +121,16 @@ def _count(value: int | None) -> str:
 def _percent(part: int | None, whole: int) -> str:
     if part is None:
         return UNAVAILABLE
-    return residency_percent(part, whole, decimals=1) or "-"
+    return residency_percent(part, whole, decimals=1) or NONE
 
 
 def _percent_total(totals: CacheTotals) -> str:
     if totals.pages == 0:
-        return "-"
+        return NONE
     return share_percent(totals.cached_percent, decimals=1) or UNAVAILABLE
 
 
 # --------------------------------------------------------------------------------------- table
-
-
-_HEAT_GLYPHS = ((1.0, "█"), (0.5, "▓"), (0.25, "▒"), (0.0, "░"))
-HEAT_LEGEND = (
-    "heat: one cell per chunk of the file; cached pages of the chunk: █ all, ▓ half or more, ▒ a quarter "
-    "or more, ░ some, · none; red = the chunk holds dirty pages, green = clean"
-)
-
-
-def heat_strip(chunks: tuple[ResidencyChunk, ...] | None, width: int) -> Text:
-    """One coloured cell per chunk: how much of it is cached and whether it holds dirty pages."""
-    if chunks is None:
-        return Text(UNAVAILABLE.ljust(width), style="yellow")
-    strip = Text()
-    for chunk in chunks:
-        if chunk.cached_pages == 0:
-            strip.append("·", style="dim")
-            continue
-        glyph = next(glyph for floor, glyph in _HEAT_GLYPHS if chunk.cached_fraction >= floor)
-        strip.append(glyph, style="red" if chunk.dirty_pages else "green")
-    strip.append(" " * (width - len(chunks)))
-    return strip
 
 
 @dataclass(frozen=True)
@@ -260,10 +196,12 @@ def _process_columns() -> list[_Column]:
     ]
 
 
-ACTION_COLUMNS = {
-    "evict": {"pages_evicted": "DROPPED", "pages_stayed_resident": "STAYED"},
-    "touch": {"pages_brought_in": "BROUGHT_IN"},
-    "lock": {"locked_pages": "LOCKED"},
+# The column title of each count an action reports (probes.residency.report.ACTION_COUNTS).
+ACTION_TITLES = {
+    "pages_evicted": "DROPPED",
+    "pages_stayed_resident": "STAYED",
+    "pages_brought_in": "BROUGHT_IN",
+    "locked_pages": "LOCKED",
 }
 
 
@@ -275,7 +213,7 @@ def _action_columns(action: str) -> list[_Column]:
             lambda row, name=name: _count(row.action.pages.get(name)),
             lambda totals, name=name: _count(totals.action.pages.get(name)) if totals.action else "",
         )
-        for name, title in ACTION_COLUMNS[action].items()
+        for name, title in ((name, ACTION_TITLES[name]) for name in ACTION_COUNTS[action])
     ]
 
 
@@ -313,7 +251,7 @@ class CacheTable:
             name.append(" (deleted)", style="red")
         return self._line(
             (column.cell(row) for column in self.columns),
-            heat_strip(row.residency.chunks, self.heat_width),
+            heat_strip(row.residency.chunks, width=self.heat_width),
             name,
         )
 
@@ -516,7 +454,7 @@ def _chunk_percents(chunks: tuple[ResidencyChunk, ...] | None, counted: str) -> 
     none: "<1" for a few), space-separated, without the % sign."""
     if chunks is None or any(getattr(chunk, counted) is None for chunk in chunks):
         return None
-    shares = (residency_percent(getattr(chunk, counted), chunk.pages) or "-" for chunk in chunks)
+    shares = (residency_percent(getattr(chunk, counted), chunk.pages) or NONE for chunk in chunks)
     return " ".join(share.removesuffix("%") for share in shares)
 
 
@@ -557,7 +495,7 @@ def csv_record(
         )
     if action:
         pages = row.action.pages if row and row.action else {}
-        record.update((name, pages.get(name)) for name in ACTION_COLUMNS[action])
+        record.update((name, pages.get(name)) for name in ACTION_COUNTS[action])
     return record
 
 

@@ -20,6 +20,7 @@ from mqinspect.demo.report import (
     WorkloadOutcome,
 )
 from mqinspect.demo.settings import PRODUCE_WINDOW_PUTS
+from mqinspect.render.cells import NONE, UNAVAILABLE, unavailable_text
 from mqinspect.render.units import human_bytes, human_rate
 
 MiB = 1 << 20
@@ -133,7 +134,7 @@ def served_table(broker: BrokerSummary) -> Table:
         table.add_column(column, justify="left" if column in ("path", "syscalls") else "right", no_wrap=True)
     for served in sorted(broker.served, key=lambda row: row.path.value):
         calls = sum(served.syscalls.values())
-        per_mib = f"{calls / (served.bytes_sent / MiB):,.0f}" if served.bytes_sent else "-"
+        per_mib = f"{calls / (served.bytes_sent / MiB):,.0f}" if served.bytes_sent else NONE
         table.add_row(
             served.path.value,
             f"{served.requests:,}",
@@ -147,7 +148,13 @@ def served_table(broker: BrokerSummary) -> Table:
 
 
 def consumers_table(consumers: tuple[ConsumerSummary, ...]) -> Table:
-    table = Table(title="consumers (each its own process and group)", title_justify="left", box=None)
+    table = Table(
+        title="consumers (each its own process and group)",
+        title_justify="left",
+        box=None,
+        caption=_skipped_caption(consumers),
+        caption_justify="left",
+    )
     for column in ("path", "pid", "pulls", "messages", "received", "rate", "committed offset", "stopped by"):
         table.add_column(column, justify="left" if column in ("path", "stopped by") else "right")
     for consumer in consumers:
@@ -158,10 +165,18 @@ def consumers_table(consumers: tuple[ConsumerSummary, ...]) -> Table:
             f"{consumer.messages:,}",
             human_bytes(consumer.bytes_received),
             _rate(consumer.bytes_per_s),
-            "-" if consumer.committed_offset is None else f"{consumer.committed_offset:,}",
+            NONE if consumer.committed_offset is None else f"{consumer.committed_offset:,}",
             Text(consumer.error, style="red") if consumer.error else Text("SIGTERM (demo end)"),
         )
     return table
+
+
+def _skipped_caption(consumers: tuple[ConsumerSummary, ...]) -> Text | None:
+    """Retention deletes by age, not by what the groups have read: say which group lost messages to it."""
+    lost = [f"{c.group} {c.skipped_messages:,} msgs" for c in consumers if c.skipped_messages]
+    if not lost:
+        return None
+    return Text(f"lost to retention (deleted before they were pulled): {', '.join(lost)}", style="yellow")
 
 
 def _rate(bytes_per_s: float | None) -> str:
@@ -169,13 +184,13 @@ def _rate(bytes_per_s: float | None) -> str:
 
 
 def _micros(value: float | None) -> str:
-    return "unavailable" if value is None else f"{value:,.0f} µs"
+    return UNAVAILABLE if value is None else f"{value:,.0f} µs"
 
 
 def section_view(section: Section) -> RenderableType:
     heading = Text(section.title, style="bold underline")
     if section.data is None:
-        return Group(heading, Text(f"unavailable: {section.unavailable}", style="yellow"))
+        return Group(heading, unavailable_text(section.unavailable))
     return Group(heading, _view_for(section)(section.data))
 
 

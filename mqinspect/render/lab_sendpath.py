@@ -13,11 +13,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.labs.sendpath import PathResult, SendpathLabReport
+from mqinspect.render.cells import NONE, UNAVAILABLE
 from mqinspect.render.units import human_bytes, human_rate, residency_percent
 from mqinspect.render.words import counted
 from store.transfer import SendPath
 
-UNAVAILABLE = "unavailable"
 PATH_WIDTH = 12  # the longest word of a path label: MSG_ZEROCOPY
 
 
@@ -137,9 +137,9 @@ def _copies_table(report: SendpathLabReport) -> Group:
     for result in report.paths:
         model = result.model
         if report.copies_unavailable is not None:
-            measured = [UNAVAILABLE if not result.unsupported else "-"]
+            measured = [UNAVAILABLE if not result.unsupported else NONE]
         elif result.unsupported:
-            measured = ["-"] * len(measured_columns)
+            measured = [NONE] * len(measured_columns)
         else:
             measured = [
                 _times(result.sender_bytes_kernel_to_user, payload),

@@ -13,8 +13,8 @@ from rich.text import Text
 from mqinspect.labs.stats import Spread
 from mqinspect.labs.truncate import TruncateLabReport, WayResult
 from mqinspect.labs.truncate_model import Ending
+from mqinspect.render.cells import UNAVAILABLE
 
-UNAVAILABLE = "unavailable"
 KiB, MiB = 1 << 10, 1 << 20
 _EXPECTED = {
     Ending.SIGNAL: "SIGBUS",

@@ -12,10 +12,9 @@ from rich.text import Text
 from mqinspect.labs.stats import Spread
 from mqinspect.labs.warmup import WarmupReport
 from mqinspect.labs.warmup_stats import HistogramBin, sparkline, used_bins
+from mqinspect.render.cells import UNAVAILABLE
 from mqinspect.render.units import human_bytes
 from mqinspect.render.words import counted
-
-UNAVAILABLE = "unavailable"
 
 
 def warmup_view(report: WarmupReport) -> RenderableType:

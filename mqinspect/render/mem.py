@@ -9,11 +9,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.render.cells import UNAVAILABLE
 from mqinspect.render.units import human_bytes, human_rate
 from probes.memory import MemorySample
 from probes.procfs import WritebackState
 
-UNAVAILABLE = "unavailable"
 GAUGE_WIDTH = 40
 
 

@@ -14,8 +14,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mqinspect.render.cache import HEAT_LEGEND, heat_strip
-from mqinspect.render.units import human_bytes, residency_percent
+from mqinspect.render.cells import (
+    HEAT_LEGEND,
+    NONE,
+    UNAVAILABLE,
+    bytes_text,
+    heat_strip,
+    pages_text,
+    percent_text,
+)
 from mqinspect.render.words import counted
 from store.inspection.rocketmq.cq import ConsumeQueueView
 from store.inspection.rocketmq.dump import CommitLogDump
@@ -26,9 +33,6 @@ from store.inspection.rocketmq.segments import SegmentListing, SegmentRow
 from store.inspection.rocketmq.store_stat import StoreStat
 from store.inspection.rocketmq.verify import VerifyReport
 from store.layout import SegmentKind
-
-NONE = "-"
-UNAVAILABLE = "unavailable"
 
 
 def _text(value: Any, none: str = NONE) -> Text:
@@ -224,10 +228,10 @@ def _residency_by_path(listing: SegmentListing) -> dict | None:
 def _residency_cells(segment, page_size: int) -> list[Text]:
     if segment is None or segment.pages is None:
         return [Text(UNAVAILABLE, style="yellow")] * 3 + [Text("")]
-    cached = _text(residency_percent(segment.cached_pages, segment.pages) or NONE)
-    dirty = _text(None if segment.dirty_pages is None else human_bytes(segment.dirty_pages * page_size))
-    locked = _text(None if segment.locked_bytes is None else human_bytes(segment.locked_bytes))
-    return [cached, dirty, locked, heat_strip(segment.chunks, len(segment.chunks or ()))]
+    cached = percent_text(segment.cached_pages, segment.pages)
+    dirty = pages_text(segment.dirty_pages, page_size)
+    locked = bytes_text(segment.locked_bytes)
+    return [Text(cached), Text(dirty), Text(locked), heat_strip(segment.chunks)]
 
 
 def _residency_caption(residency) -> str:

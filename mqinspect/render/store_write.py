@@ -6,6 +6,7 @@ from datetime import datetime
 
 from rich.table import Table
 
+from mqinspect.render.cells import UNAVAILABLE
 from mqinspect.render.units import human_rate, per_second
 from store.config import StoreConfig
 from store.recovery import RecoveryMode, RecoveryPlan
@@ -25,7 +26,7 @@ def _key_value_table(title: str, rows: list[tuple[str, str, str]]) -> Table:
 
 def _number(value: float | int | None, digits: int = 0) -> str:
     if value is None:
-        return "unavailable"
+        return UNAVAILABLE
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 

@@ -15,7 +15,23 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mqinspect.dashboard.snapshot import (
+from mqinspect.render.cells import (
+    NONE,
+    UNAVAILABLE,
+    byte_rate_text,
+    bytes_text,
+    chunk_cell,
+    count_text,
+    heat_strip,
+    interval_rate_text,
+    pages_text,
+    percent_text,
+    rate_text,
+    unavailable_text,
+)
+from mqinspect.render.mem import threshold_gauge
+from mqinspect.render.units import human_bytes, per_second
+from mqinspect.sampling.snapshot import (
     PROBE_FAULTS,
     PROBE_PAGECACHE,
     PROBE_SENDPATH,
@@ -29,14 +45,9 @@ from mqinspect.dashboard.snapshot import (
     SendPathRow,
     TopSnapshot,
 )
-from mqinspect.render.mem import threshold_gauge
-from mqinspect.render.units import human_bytes, human_rate, per_second, residency_percent
 from probes.procfs import WritebackState
 
-NONE = "-"
-UNAVAILABLE = "unavailable"
 SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
-_CACHED_GLYPHS = ((1.0, "█"), (0.5, "▓"), (0.25, "▒"), (0.0, "░"))
 WROTE_MARK = "W"
 FLUSHED_MARK = "F"
 
@@ -89,42 +100,6 @@ PROCESS_COLUMNS = (
 
 
 # --- small formatting
-
-
-def count_text(value: int | float | None) -> str:
-    if value is None:
-        return NONE
-    return f"{value:,.0f}" if isinstance(value, int) or value >= 100 else f"{value:,.1f}"
-
-
-def bytes_text(value: int | float | None) -> str:
-    return NONE if value is None else human_bytes(value)
-
-
-def rate_text(value: float | None, unit: str = "/s") -> str:
-    return NONE if value is None else f"{count_text(value)}{unit}"
-
-
-def byte_rate_text(value: float | None) -> str:
-    return NONE if value is None else human_rate(value)
-
-
-def interval_rate_text(amount: int | None, interval_s: float | None) -> str:
-    """Bytes counted over an interval, drawn as the rate they make."""
-    return byte_rate_text(per_second(amount, interval_s))
-
-
-def pages_text(pages: int | None, page_size_bytes: int) -> str:
-    return NONE if pages is None else human_bytes(pages * page_size_bytes)
-
-
-def percent_text(part: int | None, whole: int | None) -> str:
-    return residency_percent(part, whole) or NONE
-
-
-def unavailable_text(reason: str | None, fix: str | None = None) -> Text:
-    message = f"{UNAVAILABLE}: {reason or 'not measured'}"
-    return Text(message + (f"; fix: {fix}" if fix else ""), style="yellow")
 
 
 def _source(key: str) -> Text:
@@ -198,32 +173,17 @@ def probe_problem(snapshot: TopSnapshot, name: str) -> Text | None:
 
 
 def segment_strip(segment: SegmentView) -> Text:
-    """One cell per chunk: cached share (glyph) and state (colour), with W and F position marks."""
-    if segment.chunks is None:
-        return Text(UNAVAILABLE, style="yellow")
-    chunks = segment.chunks.states()
-    cells = [_chunk_cell(chunk) for chunk in chunks]
+    """The segment's heat strip (render.cells), with its W and F position marks."""
+    chunks = None if segment.chunks is None else segment.chunks.states()
+    marks = {}
     for position, mark in (
         (segment.flushed_position_bytes if segment.holds_flushed_position else None, FLUSHED_MARK),
         (segment.wrote_position_bytes if segment.holds_write_position else None, WROTE_MARK),
     ):
-        index = _chunk_index(chunks, position, segment)
+        index = _chunk_index(chunks or (), position, segment)
         if index is not None:
-            cells[index] = (mark, "bold reverse " + cells[index][1].replace("dim", "white"))
-    strip = Text()
-    for glyph, style in cells:
-        strip.append(glyph, style=style)
-    return strip
-
-
-def _chunk_cell(chunk: ChunkState) -> tuple[str, str]:
-    pages = max(chunk.end_page - chunk.first_page, 1)
-    if chunk.cached_pages == 0:
-        return "·", "dim"
-    fraction = chunk.cached_pages / pages
-    glyph = next(glyph for floor, glyph in _CACHED_GLYPHS if fraction >= floor)
-    style = "magenta" if chunk.writeback_pages else "red" if chunk.dirty_pages else "green"
-    return glyph, style
+            marks[index] = mark
+    return heat_strip(chunks, marks=marks)
 
 
 def _chunk_index(chunks: Sequence[ChunkState], position: int | None, segment: SegmentView) -> int | None:
@@ -571,7 +531,7 @@ def _page_map(detail: SegmentDetail | None, segment: SegmentView, width: int) ->
     for start in range(0, len(cells), width):
         row = Text(f"{cells[start].first_page:>9} ")
         for cell in cells[start : start + width]:
-            glyph, style = _chunk_cell(cell)
+            glyph, style = chunk_cell(cell)
             row.append(glyph, style=style)
         lines.append(row)
     return Group(*lines)

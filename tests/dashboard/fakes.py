@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mqinspect.dashboard.snapshot import (
+from mqinspect.sampling.snapshot import (
     ChunkMap,
     ChunkState,
     PageRangeEvents,

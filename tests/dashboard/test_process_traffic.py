@@ -14,7 +14,7 @@ import time
 import pytest
 from support import mqinspect_as_nobody
 
-from mqinspect.dashboard.process_reader import ProcessReader
+from mqinspect.sampling.process_reader import ProcessReader
 from probes.socket_bytes import tcp_socket_bytes
 
 RECEIVED, SENT = 3_000_000, 250_000

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from support import fincore_pages
 
-from mqinspect.dashboard.probes import ProbeSet
-from mqinspect.dashboard.process_reader import FOUND_IN_FDS, FOUND_IN_MAPS, store_holders
-from mqinspect.dashboard.sampler import Sampler, SamplerSettings, SamplerThread
-from mqinspect.dashboard.snapshot import ProbeState
-from mqinspect.dashboard.store_reader import LOG_WALK_WINDOW_BYTES, StoreReader
+from mqinspect.sampling.probe_set import ProbeSet
+from mqinspect.sampling.process_reader import FOUND_IN_FDS, FOUND_IN_MAPS, store_holders
+from mqinspect.sampling.sampler import Sampler, SamplerSettings, SamplerThread
+from mqinspect.sampling.snapshot import ProbeState
+from mqinspect.sampling.store_reader import LOG_WALK_WINDOW_BYTES, StoreReader
 from probes.errors import CapabilityMissing
 from store import codec
 from store.inspection.rocketmq.reading import FIRST_READ_BYTES

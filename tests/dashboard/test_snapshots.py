@@ -6,7 +6,7 @@ from __future__ import annotations
 from fakes import T0, FakeFeed, frame
 
 from mqinspect.dashboard.app import DashboardApp
-from mqinspect.dashboard.snapshot import ProbeState, ProbeStatus
+from mqinspect.sampling.snapshot import ProbeState, ProbeStatus
 
 SIZE = (140, 48)
 

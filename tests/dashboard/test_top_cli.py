@@ -15,10 +15,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
-from mqinspect.dashboard.recording import SnapshotRecorder, read_recording
-from mqinspect.dashboard.snapshot import SCHEMA
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.top import top_view
+from mqinspect.sampling.recording import SnapshotRecorder, read_recording
+from mqinspect.sampling.snapshot import SCHEMA
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
 from store_builder import StoreBuilder

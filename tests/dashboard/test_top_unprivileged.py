@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from support import AS_NOBODY, mqinspect_as_nobody, store_holder, store_nobody_can_read
 
-from mqinspect.dashboard import process_reader
-from mqinspect.dashboard.probes import ProbeSet
-from mqinspect.dashboard.process_reader import HolderScan
-from mqinspect.dashboard.sampler import Sampler, SamplerSettings
-from mqinspect.dashboard.snapshot import DASHBOARD_PROBES, ProbeState
+from mqinspect.sampling import process_reader
+from mqinspect.sampling.probe_set import ProbeSet
+from mqinspect.sampling.process_reader import HolderScan
+from mqinspect.sampling.sampler import Sampler, SamplerSettings
+from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_sampler import FakeProbe, FakeSession

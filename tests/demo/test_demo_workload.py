@@ -6,6 +6,7 @@ also when the demo itself is SIGKILLed (PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -19,13 +20,18 @@ from pathlib import Path
 import pytest
 from demo_processes import alive
 from rich.console import Console
+from support import expire_all_but_the_last_segment
 
 from mqinspect.demo import workload as demo_workload
+from mqinspect.demo.consumer import DemoConsumer
 from mqinspect.demo.settings import DemoSettings
 from mqinspect.demo.workload import DemoFailed, DemoWorkload
-from mqinspect.render.demo import workload_view
+from mqinspect.render.demo import consumers_table, workload_view
 from store.config import MiB
+from store.message_store import MessageStore
+from store.pull_server import PullServer
 from store.transfer import SendPath
+from store.workload import ProduceSpec, produce
 
 # 8 MiB segments at about 11.6 MiB/s: a segment every 0.7 s, so a few seconds roll through several.
 SMALL = DemoSettings(segment_size_bytes=8 * MiB, max_segments=4, stop_grace_s=4.0)
@@ -107,7 +113,8 @@ def test_broker_and_consumers_are_separate_processes_that_all_end_cleanly(tmp_pa
         assert consumer.bytes_received == served[consumer.path].bytes_sent
         headers = 64 * consumer.pulls + 12 * consumer.messages
         assert consumer.bytes_received >= received[consumer.pid] - headers
-        assert consumer.committed_offset == consumer.messages  # the group started at 0 and committed all
+        assert consumer.resumed_offset == 0  # a new group
+        assert consumer.committed_offset == consumer.messages + consumer.skipped_messages  # committed all
     assert served[SendPath.SENDFILE].syscalls.keys() == {"sendfile"}
     assert served[SendPath.SPLICE].syscalls.keys() == {"splice"}
     assert served[SendPath.READ_WRITE].syscalls.keys() == {"pread64", "sendto"}
@@ -146,15 +153,54 @@ def test_a_given_directory_is_kept_and_a_second_run_resumes_the_groups(tmp_path:
     with DemoWorkload(SMALL, directory) as workload:
         time.sleep(1.0)
         first = workload.stop()
+    assert first.clean_exit, first.children
     assert (directory / "store" / "commitlog").is_dir()
     assert (directory / "logs" / "broker.log").is_file()
     with DemoWorkload(SMALL, directory) as workload:
         time.sleep(1.0)
         second = workload.stop()
-    assert second.clean_exit
+    assert second.clean_exit, second.children
     committed = {consumer.path: consumer.committed_offset for consumer in first.consumers}
+    assert len(committed) == len(second.consumers) == len(SMALL.paths)
     for consumer in second.consumers:  # each group resumed after its commit, not from 0 again
-        assert consumer.committed_offset == committed[consumer.path] + consumer.messages
+        assert consumer.resumed_offset == committed[consumer.path] > 0
+        # Every offset it moved past was pulled, or deleted by retention first: the previous run's backlog
+        # has aged past fileReservedTime (1.4 s here) and goes at the first clean if the consumer, slow to
+        # start on a loaded machine, has not caught up yet.
+        moved = consumer.committed_offset - consumer.resumed_offset
+        assert moved == consumer.messages + consumer.skipped_messages
+        assert second.broker is not None
+        assert consumer.skipped_messages == 0 or second.broker.segments_deleted > 0
+
+
+def test_a_group_that_retention_overtook_counts_the_messages_it_lost(tmp_path: Path):
+    """What a resumed demo meets on a loaded machine, provoked: the group's backlog is deleted by age before
+    the consumer pulls it. The consumer moves up to the queue's new minimum and its summary says how many
+    messages the group lost, and the report shows them."""
+    settings = DemoSettings(segment_size_bytes=1 * MiB)
+    group = f"demo-{SendPath.SENDFILE.value}"
+    with MessageStore(tmp_path / "store", settings.store_config()) as store, PullServer(store) as server:
+        produce(store, ProduceSpec(settings.topic, count=600, body_size_bytes=settings.body_size_bytes))
+        assert store.wait_dispatched(store.commit_log.max_offset, 10)
+        stored = store.get_messages(settings.topic, 0, 0, 1 << 20, 1 << 40).messages
+        physical_of = {found.queue_offset: found.physical_offset for found in stored}
+        end = len(physical_of)
+        store.commit_consumer_offset(group, settings.topic, 0, 10)  # the previous run's commit
+        new_minimum = expire_all_but_the_last_segment(store)
+        lost = sum(1 for offset, physical in physical_of.items() if offset >= 10 and physical < new_minimum)
+        assert 0 < lost < end - 10
+
+        consumer = DemoConsumer(server.address[1], SendPath.SENDFILE, settings)
+        consumer.run(should_stop=lambda: consumer.member.offset == end)
+        summary = consumer.summary()
+    assert summary.error is None
+    assert (summary.resumed_offset, summary.skipped_messages, summary.committed_offset) == (10, lost, end)
+    assert summary.messages == end - 10 - lost
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(consumers_table((summary,)))
+    assert (
+        f"lost to retention (deleted before they were pulled): {group} {lost:,} msgs" in console.export_text()
+    )
 
 
 def test_repeated_stop_signals_still_end_each_child_cleanly(tmp_path: Path):
@@ -167,6 +213,46 @@ def test_repeated_stop_signals_still_end_each_child_cleanly(tmp_path: Path):
         outcome = workload.stop()
     assert outcome.clean_exit, outcome.children
     assert all(child.reported for child in outcome.children)
+
+
+STOPPING_CHILD = """
+import sys
+from mqinspect.demo.child import StopRequest
+stop = StopRequest(30.0)
+print("ready", flush=True)
+while not stop.sleep(0.05):
+    pass
+print("stopping", flush=True)
+sys.stdin.readline()
+"""
+
+
+def ignored_signals(pid: int) -> set[int]:
+    mask = int(status_field(pid, "SigIgn"), 16)
+    return {signum for signum in range(1, 65) if mask & (1 << (signum - 1))}
+
+
+def test_a_stopping_child_ignores_further_stop_signals_to_its_very_end():
+    """Python puts back the default action of the signals it handles as it finalizes: a repeated SIGTERM then
+    killed a consumer that had stopped and reported (exit -15 in 1 suite run of 3). From the first stop on,
+    the kernel ignores them; here they keep coming until the child is gone."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", STOPPING_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert signal.SIGTERM not in ignored_signals(child.pid)  # handled, until a stop is asked for
+        os.kill(child.pid, signal.SIGTERM)
+        assert child.stdout.readline().strip() == "stopping"
+        assert {signal.SIGTERM, signal.SIGINT} <= ignored_signals(child.pid)
+        child.stdin.close()  # it ends now, while more SIGTERMs arrive
+        while child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.wait() == 0
 
 
 def test_a_temporary_directory_is_removed(tmp_path: Path):

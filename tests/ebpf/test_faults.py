@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, trace_a_roll
+from support import fincore_pages
 
 from probes.ebpf.faults import (
     GROUP_PAGES,
@@ -43,6 +44,7 @@ from probes.ebpf.inodes import (
 )
 from probes.ebpf.session import TraceSession
 from probes.procfs import ProcessGone
+from store import _libc
 from store.errors import NotAStore
 
 PAGE = mmap.PAGESIZE
@@ -522,13 +524,32 @@ time.sleep(0.5)
 
 def _file_for(mode: str, path: Path, pages: int) -> Path:
     """ "write": a sparse file (each write fault runs filemap_fault and creates the page); "read": a file
-    written a page at a time, so cached in single-page folios that fault-around maps 16 at a time."""
+    written a page at a time, so cached in single-page folios that fault-around maps 16 at a time, and
+    written back: writeback locks a folio for a moment, and fault-around skips a locked one."""
     with path.open("wb") as data:
         if mode == "write":
             data.truncate(pages * PAGE)
         for _ in range(pages if mode == "read" else 0):
             data.write(os.urandom(PAGE))
+        data.flush()
+        os.fsync(data.fileno())
     return path
+
+
+@contextlib.contextmanager
+def _resident(path: Path, hold: bool) -> Iterator[None]:
+    """With `hold`, the file's pages mlocked by this process for the block: reclaim (this VM's DAMON kdamond
+    pages out clean pages) cannot take one from under a reader, whose touch would then fault once more (an
+    exited reader counted 128 faults of its own where fault-around gives 126, and a range had 17)."""
+    if not hold:
+        yield
+        return
+    with path.open("rb") as data, mmap.mmap(data.fileno(), 0, prot=mmap.PROT_READ) as mapping:
+        _libc.lock_mapping(mapping)
+        try:
+            yield
+        finally:
+            _libc.unlock_mapping(mapping)
 
 
 @pytest.mark.requires_bpf
@@ -545,7 +566,11 @@ def test_a_process_that_exits_within_the_interval_keeps_its_faults_on_the_file_a
         text=True,
     )
     assert child.stdout.readline().strip() == "ready"
-    with TraceSession(FaultsProbe([child.pid])) as session:
+    with _resident(path, hold=mode == "read"), TraceSession(FaultsProbe([child.pid])) as session:
+        if mode == "read":  # what reclaim would do to the clean pages; held, they all stay
+            with path.open("rb") as data:
+                os.posix_fadvise(data.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            assert fincore_pages(path) == 4096
         child.stdin.write("go\n")
         child.stdin.flush()
         _done, minor, major = child.stdout.readline().split()

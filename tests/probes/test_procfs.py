@@ -627,7 +627,14 @@ def test_own_process_readers_agree_with_psutil():
 
 
 def _sleeping_child() -> subprocess.Popen:
-    return subprocess.Popen(["sleep", "30"])
+    """A child that has done all its reading (loading, imports) and sleeps: its I/O counters hold still."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('asleep', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "asleep"
+    return child
 
 
 def test_root_reads_a_sleeping_childs_io_exactly_as_psutil_does():

@@ -85,6 +85,44 @@ def undisturbed(scenario: Callable[[], T], own_drops: int = 0, tries: int = 4) -
     pytest.fail("another process kept dropping the page cache; cannot compare states")
 
 
+STATE_LIMIT_S = 60.0
+
+
+def page_states(files: dict[Path, dict[str, int]]) -> dict[Path, dict[str, int]]:
+    """Each file's page-cache counts from cachestat(2), for the CacheStat fields named in `files`."""
+    states = {}
+    for path, fields in files.items():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            counts = cachestat(fd)
+        finally:
+            os.close(fd)
+        states[path] = {field: getattr(counts, field) for field in fields}
+    return states
+
+
+def as_built(
+    build: Callable[[], object], state: dict[Path, dict[str, int]], measure: Callable[[], T] | None = None
+) -> T | None:
+    """`measure()` of the files `build()` left in `state`, found so by cachestat just before and just after.
+
+    The kernel does not promise to keep a state: it writes dirty pages back early (another process's sync,
+    the flusher) and reclaims clean ones (this VM's DAMON kdamond). The files are then built and measured
+    again, for up to STATE_LIMIT_S, so that the assertions can compare with `state` exactly. Without
+    `measure`, the state is checked once built: an action the test runs next finds it as built."""
+    deadline = time.monotonic() + STATE_LIMIT_S
+    while True:
+        build()
+        found = page_states(state)
+        if found == state:
+            outcome = measure() if measure is not None else None
+            found = page_states(state)
+            if found == state:
+                return outcome
+        if time.monotonic() > deadline:
+            pytest.fail(f"the kernel kept changing the files from {state}; last {found}")
+
+
 def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("1")
 
@@ -107,7 +145,10 @@ def run_as_nobody(code: str, *args: str) -> dict:
 
 
 def write_pages(path: Path, pages: int, *, sync: bool) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    """A new file of `pages` random pages, dirty unless `sync`. New, not truncated: ext4 starts writing back
+    a file it truncated as soon as it is closed (auto_da_alloc), so a rewritten file's pages were clean."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.write(fd, os.urandom(pages * PAGE_SIZE))
         if sync:
@@ -147,6 +188,7 @@ def write_at_pages(path: Path, pages: list[int]) -> None:
 
 
 def sparse_file(path: Path, size_bytes: int, written_pages: list[int]) -> Path:
+    path.unlink(missing_ok=True)  # new, as in write_pages
     with open(path, "wb") as handle:
         handle.truncate(size_bytes)
     write_at_pages(path, written_pages)
@@ -262,14 +304,16 @@ def test_the_mincore_fallback_counts_what_fincore_counts(on_ext4: Path, monkeypa
 
 def test_dirty_pages_are_the_pages_written_until_fsync(on_ext4: Path):
     path = on_ext4 / "log"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, os.urandom(300 * PAGE_SIZE))
-        written = file_residency(path)
-        os.fsync(fd)
-        synced = file_residency(path)
-    finally:
-        os.close(fd)
+    written = as_built(
+        lambda: write_pages(path, 300, sync=False),
+        {path: {"cached_pages": 300, "dirty_pages": 300}},
+        lambda: file_residency(path),
+    )
+    synced = as_built(
+        lambda: write_pages(path, 300, sync=True),
+        {path: {"cached_pages": 300, "dirty_pages": 0, "writeback_pages": 0}},
+        lambda: file_residency(path),
+    )
     assert (written.cached_pages, written.dirty_pages) == (300, 300)
     assert (synced.cached_pages, synced.dirty_pages, synced.writeback_pages) == (300, 0, 0)
 
@@ -277,8 +321,13 @@ def test_dirty_pages_are_the_pages_written_until_fsync(on_ext4: Path):
 def test_dirty_pages_of_scattered_writes(on_ext4: Path):
     scattered = [10, 11, 12, 400, 999]
     # Into holes, each write makes its own single-page folio: dirty is exactly what was written.
-    sparse = sparse_file(on_ext4 / "sparse", 1000 * PAGE_SIZE, scattered)
-    assert (file_residency(sparse).cached_pages, file_residency(sparse).dirty_pages) == (5, 5)
+    sparse = on_ext4 / "sparse"
+    ours = as_built(
+        lambda: sparse_file(sparse, 1000 * PAGE_SIZE, scattered),
+        {sparse: {"cached_pages": 5, "dirty_pages": 5}},
+        lambda: file_residency(sparse),
+    )
+    assert (ours.cached_pages, ours.dirty_pages) == (5, 5)
     # Into a file cached in large folios, the kernel marks a whole folio dirty (and will write it all back),
     # so cachestat counts the pages of the dirty folios: at least the pages written.
     synced = write_pages(on_ext4 / "synced", 1000, sync=True)
@@ -294,13 +343,17 @@ def test_chunk_maps_agree_with_the_mincore_page_map(on_ext4: Path):
     resident = [*range(0, 40), *range(333, 345), 500, 777, *range(960, 1000)]
     dirty = [5, 6, 7, 400, 401, 998]
 
-    def scenario():
-        path = build_evicted(on_ext4)
+    path = on_ext4 / "evicted"
+
+    def build():
+        build_evicted(on_ext4)
         read_pages(path, resident, readahead=False)
         write_at_pages(path, dirty)
+
+    def measured():
         return settled_fincore(path, lambda: file_residency(path, chunks=7, page_map=True))
 
-    fincore_count, ours = undisturbed(scenario)
+    fincore_count, ours = undisturbed(lambda: as_built(build, {path: {"dirty_pages": len(dirty)}}, measured))
     expected_resident = set(resident) | set(dirty)
     assert ours.cached_pages == fincore_count == len(expected_resident) == ours.page_map.count(1)
     assert {page for page, flag in enumerate(ours.page_map) if flag} == expected_resident
@@ -325,15 +378,24 @@ def test_chunks_never_outnumber_pages_and_split_evenly():
 
 
 def test_residency_of_a_segment_tail(on_ext4: Path):
-    path = build_evicted(on_ext4)
-    write_at_pages(path, list(range(900, 1000)))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        tail = residency_of_range(fd, 900 * PAGE_SIZE + 100, None, chunks=4)
-        head = residency_of_range(fd, 0, 900 * PAGE_SIZE)
-        past_the_end = residency_of_range(fd, 2000 * PAGE_SIZE, PAGE_SIZE)
-    finally:
-        os.close(fd)
+    path = on_ext4 / "evicted"
+
+    def ranges():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return (
+                residency_of_range(fd, 900 * PAGE_SIZE + 100, None, chunks=4),
+                residency_of_range(fd, 0, 900 * PAGE_SIZE),
+                residency_of_range(fd, 2000 * PAGE_SIZE, PAGE_SIZE),
+            )
+        finally:
+            os.close(fd)
+
+    tail, head, past_the_end = as_built(
+        lambda: write_at_pages(build_evicted(on_ext4), list(range(900, 1000))),
+        {path: {"cached_pages": 100, "dirty_pages": 100}},
+        ranges,
+    )
     assert (tail.first_page, tail.pages, tail.cached_pages, tail.dirty_pages) == (900, 100, 100, 100)
     assert [chunk.cached_fraction for chunk in tail.chunks] == [1.0] * 4
     assert (head.pages, head.dirty_pages) == (900, 0)
@@ -518,8 +580,12 @@ def test_a_recursive_scan_reports_every_file_once(on_ext4: Path):
 
 
 def test_evict_after_sync_empties_the_file(on_ext4: Path):
+    path = on_ext4 / "segment"
+
     def scenario():
-        path = write_pages(on_ext4 / "segment", 500, sync=False)
+        as_built(
+            lambda: write_pages(path, 500, sync=False), {path: {"cached_pages": 500, "dirty_pages": 500}}
+        )
         result = evict(path, sync=True)
         return result, settled_fincore(path, lambda: None)[0]
 
@@ -530,13 +596,18 @@ def test_evict_after_sync_empties_the_file(on_ext4: Path):
 
 
 def test_evict_without_sync_leaves_the_dirty_pages(on_ext4: Path):
-    def scenario():
+    path = on_ext4 / "segment"
+
+    def build():
         # Page-sized folios throughout (readahead off, page-sized writes into uncached ranges), so the
         # dirty count is exactly the pages written: large folios would be dirtied whole.
-        path = write_pages(on_ext4 / "segment", 500, sync=True)
+        write_pages(path, 500, sync=True)
         fadvise_out(path)
         read_pages(path, [*range(0, 100), *range(300, 500)], readahead=False)
         write_at_pages(path, list(range(100, 300)))
+
+    def scenario():
+        as_built(build, {path: {"cached_pages": 500, "dirty_pages": 200}})
         result = evict(path)
         return result, settled_fincore(path, lambda: None)[0]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import expire_all_but_the_last_segment
 
 from store import codec, transfer
 from store.config import StoreConfig
@@ -403,3 +404,31 @@ def test_offsets_survive_a_restart_and_the_consumer_resumes_exactly(tmp_path: Pa
         assert client.query_offset("billing", TOPIC, 0) == MESSAGES
         assert client.query_offset("nobody", TOPIC, 0) is None
     assert processed == expected  # every message once, in order: no duplicates, no gaps
+
+
+def test_a_member_that_retention_overtook_moves_to_the_new_minimum_and_counts_what_it_lost(
+    store: MessageStore, serve
+):
+    """Retention deletes by age, not by what a group has read. A member behind it is moved up to the queue's
+    new minimum, and `skipped` says how many messages it lost: offset moved = polled + skipped."""
+    physical_of = {
+        found.queue_offset: found.physical_offset
+        for found in store.get_messages(TOPIC, 0, 0, 1 << 20, 1 << 40).messages
+    }
+    server = serve()
+    with PullClient(server.address) as client:
+        member = GroupConsumer(client, "slow", TOPIC, 0)
+        assert member.resume() == 0
+        polled = len(member.poll(max_count=10))
+        assert member.offset == polled == 10 and member.skipped == 0
+
+        new_minimum = expire_all_but_the_last_segment(store)
+        lost = sum(1 for offset, physical in physical_of.items() if offset >= 10 and physical < new_minimum)
+        assert lost > 0
+
+        assert member.poll(max_count=5) == []  # OFFSET_TOO_SMALL: nothing, and where the queue begins now
+        assert member.skipped == lost and member.offset == 10 + lost
+        resumed = member.poll(max_count=5)
+        assert [message.queue_offset for message in resumed] == list(range(10 + lost, 15 + lost))
+        assert physical_of[resumed[0].queue_offset] >= new_minimum
+        assert member.offset == polled + len(resumed) + member.skipped

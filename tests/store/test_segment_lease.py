@@ -30,9 +30,17 @@ from support import AS_NOBODY, REPO, skip_or_fail
 
 from mqinspect.render.machine import to_jsonable
 from store import codec
+from store import mapped_file as mapped_file_module
 from store.config import StoreConfig
-from store.lease import LEASE_SIGNAL, ProtectionState, lease_break_time_s
-from store.mapped_file import SegmentRevokedError
+from store.lease import (
+    LEASE_SIGNAL,
+    LeaseAttempt,
+    LeaseWatcher,
+    ProtectionState,
+    lease_break_time_s,
+    release_lease,
+)
+from store.mapped_file import MappedFile, SegmentRevokedError
 from store.mapped_file_queue import MappedFileQueue
 from store.message_store import MessageStore
 from store.pull_client import ProtocolError, PullClient
@@ -262,10 +270,34 @@ def test_a_view_of_the_writable_mapping_holds_the_lease_back_until_it_is_release
         queue.close()
 
 
-def test_an_open_for_writing_that_changes_nothing_revokes_the_segment_then_it_is_served_again(store):
+def lease_attempts_on(segment: MappedFile, monkeypatch) -> list[LeaseAttempt]:
+    """Every lease the store tries to take on `segment` from now on, as the watcher answered it."""
+    watcher = LeaseWatcher.shared()
+    take, attempts = watcher.take, []
+
+    def recorded(leased_file, fd: int) -> LeaseAttempt:
+        attempt = take(leased_file, fd)
+        if leased_file is segment:
+            attempts.append(attempt)
+        return attempt
+
+    monkeypatch.setattr(watcher, "take", recorded)
+    return attempts
+
+
+@pytest.mark.parametrize("stall_s", [0.0, 0.5], ids=["as_it_runs", "watcher_stalled_after_the_release"])
+def test_an_open_for_writing_that_changes_nothing_revokes_the_segment_then_it_is_served_again(
+    store, monkeypatch, stall_s: float
+):
+    """The writer's open returns the moment the lease is released, and the watcher thread may lose the CPU
+    right then (on 2 loaded cores it did, 1 run in 32): the stall makes that happen every time, and the
+    protection read at once must still show the release."""
     wait_for(lambda: states(store)[0] is ProtectionState.LEASED, "the first segment is leased")
     segment = store.commit_log.mapped_file_queue.mapped_files[0]
     before = store.look_message_by_offset(0)
+    if stall_s:
+        monkeypatch.setattr(mapped_file_module, "release_lease", stalling_after(release_lease, stall_s))
+    attempts = lease_attempts_on(segment, monkeypatch)
     writer = subprocess.Popen(
         [sys.executable, "-c", "import os, sys; fd = os.open(sys.argv[1], os.O_RDWR); print(1, flush=True); "
          "sys.stdin.readline()", str(segment.path)],
@@ -278,12 +310,23 @@ def test_an_open_for_writing_that_changes_nothing_revokes_the_segment_then_it_is
         assert protection.last_release_s is not None and protection.last_release_s < lease_break_time_s()
         with pytest.raises(SegmentRevokedError, match="no longer served"):
             store.get_messages(TOPIC, 0, 0, 1)
-        time.sleep(1.5)  # longer than the retry interval: still refused while the writer has it open
+        # The retry (every RETRY_INTERVAL_S) is refused while the writer has the file open.
+        wait_for(lambda: attempts, "the store tries the lease again")
+        assert not attempts[0].held and "EAGAIN" in attempts[0].refusal
         assert segment.protection.state is ProtectionState.REVOKED
     finally:
         writer.communicate("\n", timeout=30)
     wait_for(lambda: segment.protection.state is ProtectionState.LEASED, "the segment is leased again")
+    assert attempts[-1].held
     assert store.look_message_by_offset(0) == before
+
+
+def stalling_after(release: Callable[[int], None], stall_s: float) -> Callable[[int], None]:
+    def release_then_stall(fd: int) -> None:
+        release(fd)
+        time.sleep(stall_s)  # the thread that released loses the CPU before its next line
+
+    return release_then_stall
 
 
 def test_a_segment_truncated_while_unleased_is_never_served_again(tmp_path: Path):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqinspect.dashboard.snapshot import (
+from mqinspect.sampling.snapshot import (
     PROBE_FAULTS,
     PROBE_PAGECACHE,
     PROBE_WRITEBACK,

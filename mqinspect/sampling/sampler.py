@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqinspect.dashboard.probes import NO_PROCESS_FIX, NO_PROCESS_REASON, ProbeSet
-from mqinspect.dashboard.process_reader import ProcessReader
-from mqinspect.dashboard.snapshot import (
+from mqinspect.sampling.probe_set import NO_PROCESS_FIX, NO_PROCESS_REASON, ProbeSet
+from mqinspect.sampling.process_reader import ProcessReader
+from mqinspect.sampling.snapshot import (
     PROBE_SENDPATH,
     PROBE_WRITEBACK,
     SendPathRow,
@@ -27,7 +27,7 @@ from mqinspect.dashboard.snapshot import (
     TopSnapshot,
     WritebackEvents,
 )
-from mqinspect.dashboard.store_reader import NO_EBPF_EVENTS, StoreReader
+from mqinspect.sampling.store_reader import NO_EBPF_EVENTS, StoreReader
 from probes.memory import MemorySample
 from probes.privileges import PROC_ACCESS_FIX, describe_processes, other_process
 from probes.procfs import PAGE_SIZE_BYTES, SystemMemorySnapshot, rates, take_system_snapshot

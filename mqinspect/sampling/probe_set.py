@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mqinspect.dashboard.snapshot import (
+from mqinspect.sampling.snapshot import (
     DASHBOARD_PROBES,
     PROBE_FAULTS,
     PROBE_PAGECACHE,

@@ -1,24 +1,22 @@
 """Record snapshots as JSON Lines (`mqinspect top --record FILE.jsonl`) and read them back for
 `mqinspect replay FILE`: one TopSnapshot per line, in the same keys as `top --format json`.
 
-Reading rebuilds the dataclasses from their field types, so a replayed frame is equal to the recorded one
-and draws the same.
+Reading rebuilds the dataclasses from their field types (mqinspect.jsonable), so a replayed frame is equal to
+the recorded one and draws the same. The file holds field names, never class or module paths, so moving the
+snapshot types between modules leaves old recordings readable; a field added since a file was recorded takes
+its default.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
-import types
-import typing
-from functools import cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from mqinspect.dashboard.snapshot import SCHEMA, TopSnapshot
 from mqinspect.errors import BadInput
-from mqinspect.render.machine import write_jsonl
+from mqinspect.jsonable import from_jsonable, json_line
+from mqinspect.sampling.snapshot import SCHEMA, TopSnapshot
 
 
 def _open(path: Path, mode: str) -> TextIO:
@@ -38,7 +36,8 @@ class SnapshotRecorder:
         self._stream: TextIO = _open(self.path, "w")
 
     def write(self, snapshot: TopSnapshot) -> None:
-        write_jsonl(snapshot, self._stream)
+        self._stream.write(json_line(snapshot) + "\n")
+        self._stream.flush()
 
     def close(self) -> None:
         self._stream.close()
@@ -76,37 +75,3 @@ def _frame(path: Path, number: int, line: str) -> TopSnapshot:
         return from_jsonable(TopSnapshot, document)
     except (TypeError, ValueError, KeyError) as error:
         raise BadInput(f"{path}, line {number}: not a valid snapshot ({error})") from None
-
-
-def from_jsonable(kind: Any, value: Any) -> Any:
-    """The inverse of render.machine.to_jsonable for the types snapshots use: dataclasses, tuples,
-    dicts, optionals and plain values."""
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(kind):
-        hints = _field_types(kind)
-        known = {name: from_jsonable(hints[name], item) for name, item in value.items() if name in hints}
-        return kind(**known)
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = [option for option in typing.get_args(kind) if option is not type(None)]
-        structured = [
-            option for option in options if dataclasses.is_dataclass(option) or typing.get_origin(option)
-        ]
-        return from_jsonable(structured[0], value) if structured and len(options) == 1 else value
-    if origin is tuple:
-        arguments = typing.get_args(kind)
-        item_kind = arguments[0] if len(arguments) == 2 and arguments[1] is Ellipsis else Any
-        return tuple(from_jsonable(item_kind, item) for item in value)
-    if origin is dict:
-        _key_kind, item_kind = typing.get_args(kind)
-        return {key: from_jsonable(item_kind, item) for key, item in value.items()}
-    if kind is float and isinstance(value, int):
-        return float(value)
-    return value
-
-
-@cache
-def _field_types(kind: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(kind)
-    return {field.name: hints[field.name] for field in dataclasses.fields(kind)}

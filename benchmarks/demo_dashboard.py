@@ -1,0 +1,242 @@
+"""The demo watched through the dashboard's own output for a long session: what `mqinspect top` shows, held
+against what the demo's processes did. Issue 13's proof that the dashboard's numbers stay right while the
+CommitLog rolls every few seconds.
+
+The demo's workload (mqinspect.demo: a broker process with 64 MiB segments rolling every ~6 s, warm-up,
+retention, one consumer process per send path) runs for --duration seconds while `mqinspect top STORE --format
+jsonl` (every probe loaded, one frame a second) writes its frames. The dashboard starts before the consumers
+and the consumers stop before its last frames, so every byte a consumer counted was sent while it watched.
+Then, from the frames alone:
+
+  send paths  per path, the broker's bytes summed over the frames, against the bytes its consumer received
+              (the records: the pull server's protocol headers are not in them) and the pull server's count
+  +cache      per CommitLog segment created and written during the session, the pages the dashboard's
+              `+cache` summed over the frames up to the first in which it holds the write position, against
+              the segment's pages: the warm-up touches every page of a new segment before the producer writes
+              into it. (Later frames may add more: a clean page reclaimed, here by DAMON, and read again.)
+  wrote       per frame, the CommitLog segment marked as holding the write position: every segment before
+              it shows its full size, every one after it 0 (the preallocated next segment), and it is the
+              segment `mqinspect store stat` names as the log's end at the end of the session
+
+    .venv/bin/python benchmarks/demo_dashboard.py                  # 10 minutes, the issue's check
+    .venv/bin/python benchmarks/demo_dashboard.py --duration 60    # a shorter look
+
+Needs root (or CAP_BPF+CAP_PERFMON), bcc and kernel headers for the probes. Exits 0 when every check holds
+(paths within --tolerance), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mqinspect.demo.settings import DemoSettings  # noqa: E402
+from mqinspect.demo.workload import DemoWorkload  # noqa: E402
+
+PATH_KEYS = {
+    "read+write": ("read_write_bytes", "read_write"),
+    "mmap+write": ("mmap_write_bytes", "mmap_write"),
+    "sendfile": ("sendfile_bytes", "sendfile"),
+    "splice": ("splice_bytes", "splice"),
+}
+FRAME_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Frames:
+    frames: list[dict]
+
+    def broker_bytes(self, broker: int) -> dict[str, int]:
+        moved = dict.fromkeys(PATH_KEYS, 0)
+        for frame in self.frames:
+            for row in frame["sendpaths"]["processes"]:
+                if row["pid"] == broker:
+                    for path, (key, _consumer) in PATH_KEYS.items():
+                        moved[path] += row[key]
+        return moved
+
+    def warm_up_pages(self, names: set[str]) -> dict[str, tuple[int | None, int | None]]:
+        """{segment: (the pages +cache summed to from its first frame to the first in which it holds the write
+        position, its pages)}: what the warm-up brought in before the producer wrote into it. A segment the
+        frames never saw written (the next one at the end) is left out."""
+        added: dict[str, int | None] = defaultdict(int)
+        pages: dict[str, int | None] = {}
+        written: set[str] = set()
+        for frame in self.frames:
+            for segment in commitlog_segments(frame):
+                name = segment["name"]
+                if name not in names or name in written:
+                    continue
+                pages[name] = segment["pages"]
+                if segment["added_pages"] is None or added[name] is None:
+                    added[name] = None
+                else:
+                    added[name] += segment["added_pages"]
+                if segment["holds_write_position"]:
+                    written.add(name)
+        return {name: (added[name], pages[name]) for name in written}
+
+    def write_position_problems(self) -> list[str]:
+        """One line per frame whose CommitLog segments do not show the write position as the rule says."""
+        return [problem for problem in map(_write_position_problem, self.frames) if problem]
+
+    def write_position(self) -> tuple[str, int] | None:
+        """The last frame's (segment file name, wrote position) of the segment holding the write position."""
+        holder = [s for s in commitlog_segments(self.frames[-1]) if s["holds_write_position"]]
+        return (Path(holder[0]["name"]).name, holder[0]["wrote_position_bytes"]) if holder else None
+
+
+def _write_position_problem(frame: dict) -> str | None:
+    commitlog = commitlog_segments(frame)
+    holders = [index for index, segment in enumerate(commitlog) if segment["holds_write_position"]]
+    if len(holders) != 1:
+        return f"frame {frame['sequence']}: {len(holders)} segments hold the write position"
+    for index, segment in enumerate(commitlog):
+        wrote, size = segment["wrote_position_bytes"], segment["size_bytes"]
+        right = (
+            wrote == size if index < holders[0] else wrote == 0 if index > holders[0] else 0 < wrote <= size
+        )
+        if not right:
+            return f"frame {frame['sequence']}: {segment['name']} wrote {wrote}"
+    return None
+
+
+def commitlog_segments(frame: dict) -> list[dict]:
+    return [segment for segment in frame["store"]["segments"] if segment["kind"] == "commitlog"]
+
+
+def stopped_store(store: Path) -> tuple[dict, dict]:
+    frame, stat = (
+        subprocess.run(
+            [sys.executable, "-m", "mqinspect", *arguments, "-f", "json"], capture_output=True, text=True
+        )
+        for arguments in (("top", str(store), "--once", "--no-ebpf"), ("store", "stat", str(store)))
+    )
+    return json.loads(frame.stdout), json.loads(stat.stdout)
+
+
+def mqinspect(*arguments: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mqinspect", *arguments], **popen)
+
+
+def wait_for_frames(path: Path, count: int) -> None:
+    deadline = time.monotonic() + FRAME_WAIT_S
+    while _line_count(path) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo_dashboard: the dashboard wrote no frame in {FRAME_WAIT_S:.0f} s")
+        time.sleep(0.2)
+
+
+def _line_count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+@dataclass(frozen=True)
+class Watched:
+    frames: Frames
+    broker: int
+    received: dict[str, int]  # per consumer path: the bytes of the records it got
+    served: dict[str, int]  # per consumer path: the pull server's own count
+    stopped: tuple[dict, dict]  # once the broker stopped: one `top --once` frame and `store stat`
+    created: set[str]  # CommitLog segments that appeared while the dashboard watched
+
+
+def watch(duration_s: float, directory: Path, frames_path: Path) -> Watched:
+    workload = DemoWorkload(DemoSettings(), directory)
+    try:
+        workload.start_broker()
+        (broker,) = workload.pids
+        commitlog = workload.store_dir / "commitlog"
+        with frames_path.open("wb") as sink:
+            top = mqinspect(
+                "top", str(workload.store_dir), "--format", "jsonl", "--interval", "1", stdout=sink
+            )
+            try:
+                wait_for_frames(frames_path, 2)  # the probes are attached and a first rate was taken
+                first_segments = {f"commitlog/{name.name}" for name in commitlog.iterdir()}
+                workload.start_consumers()
+                time.sleep(duration_s)
+                workload.stop_consumers()
+                wait_for_frames(frames_path, _line_count(frames_path) + 2)  # the last sends are in a frame
+            finally:
+                top.send_signal(signal.SIGINT)
+                top.wait(timeout=60)
+        outcome = workload.stop()
+        stopped = stopped_store(workload.store_dir)
+    finally:
+        workload.close()
+    frames = Frames([json.loads(line) for line in frames_path.read_text().splitlines() if line.strip()])
+    seen = {
+        s["name"] for frame in frames.frames for s in frame["store"]["segments"] if s["kind"] == "commitlog"
+    }
+    return Watched(
+        frames,
+        broker,
+        received={consumer.path.value: consumer.bytes_received for consumer in outcome.consumers},
+        served={item.path.value: item.bytes_sent for item in outcome.broker.served},
+        stopped=stopped,
+        created=seen - first_segments,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds watched (default 600)")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.01, help="allowed path difference (default 0.01)"
+    )
+    parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--frames", type=Path, default=None, help="keep the dashboard's frames in this file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mqinspect-demo-dashboard-") as scratch:
+        directory = args.dir or Path(scratch) / "demo"
+        watched = watch(args.duration, directory, args.frames or Path(scratch) / "frames.jsonl")
+    frames, created = watched.frames, watched.created
+    ok = True
+    print(f"frames: {len(frames.frames)}; CommitLog segments created while watched: {len(created)}")
+    print(f"{'path':<11} {'dashboard bytes':>16} {'consumer bytes':>16} {'server bytes':>16} {'diff %':>9}")
+    for path, moved in frames.broker_bytes(watched.broker).items():
+        consumer = PATH_KEYS[path][1]
+        received, served = watched.received.get(consumer, 0), watched.served.get(consumer, 0)
+        difference = None if not received else 100 * (moved - received) / received
+        ok &= difference is not None and abs(difference) <= 100 * args.tolerance
+        shown = "-" if difference is None else f"{difference:+.4f}"
+        print(f"{path:<11} {moved:>16,} {received:>16,} {served:>16,} {shown:>9}")
+    added = frames.warm_up_pages(created)
+    equal = [name for name, (pages_added, pages) in added.items() if pages_added == pages]
+    print(
+        f"+cache: {len(equal)} of {len(added)} new segments written while watched showed their pages by then"
+    )
+    for name, (pages_added, pages) in sorted(added.items()):
+        if pages_added != pages:
+            print(f"  {name}: +cache {pages_added} of {pages} pages")
+    ok &= bool(added) and len(equal) == len(added)
+    problems = frames.write_position_problems()
+    frame, stat = watched.stopped
+    shown, end = Frames([frame]).write_position(), stat["commitlog"]["end"]
+    agree = shown == (Path(end["segment"]).name, end["physical_offset"] - int(Path(end["segment"]).name))
+    print(
+        f"wrote: {len(frames.frames) - len(problems)} of {len(frames.frames)} frames with the position on "
+        f"one segment, full before it, 0 after it; once the broker stopped, the dashboard shows {shown}, "
+        f"store stat ends the log in {Path(end['segment']).name} at {end['physical_offset']:,}"
+    )
+    for problem in problems[:10]:
+        print(f"  {problem}")
+    ok &= not problems and agree
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
