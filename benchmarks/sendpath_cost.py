@@ -32,10 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from probe_overhead import run_statistics_descriptor  # noqa: E402
-
+from benchmarks.overhead.run_statistics import run_statistics_descriptor  # noqa: E402
 from probes.ebpf.sendpath import SendpathProbe  # noqa: E402
 from probes.ebpf.session import TraceSession  # noqa: E402
 

@@ -1,12 +1,13 @@
-"""What the faults, pagecache and writeback programs cost per run while they follow a store that rolls:
-the kernel's own run statistics (run_cnt, run_time_ns) per program, for one probe at a time.
+"""What the programs that follow the store's files (programs/store_files.h: faults, pagecache, writeback) cost
+per run while they follow a store that rolls: the kernel's own run statistics (run_cnt, run_time_ns) per
+program, for one probe at a time.
 
 The workload is a child process that owns a store on the real disk (a temporary directory under /var/tmp)
 and, per round, rolls its CommitLog the way the broker does (MappedFile.create, then warm(TOUCH): a write
 fault, a page-cache insertion and a dirtied folio per page or folio), then maps the segment before it and
 reads a byte per page (read faults, most served by fault-around). Each probe runs as `trace PROBE --pid
 CHILD --store DIR` would, in this process, with the run statistics on (a BPF_ENABLE_STATS descriptor, as
-probe_overhead.py takes it), and the child runs all its rounds inside one interval.
+benchmarks/overhead/run_statistics.py takes it), and the child runs all its rounds inside one interval.
 
 Two kinds of segment: "new" ones are created during the session (a roll: a probe that learns new files only
 at an interval's end sees none of their events in the file filter, and so does little per event), "existing"
@@ -37,14 +38,13 @@ sys.path += [str(REPO), str(REPO / "tests")]  # appended: a PYTHONPATH checkout 
 
 from support import programs_held_by  # noqa: E402
 
-from benchmarks.probe_overhead import bpf_run_statistics, program_times, runs_between  # noqa: E402
-from probes.ebpf.faults import FaultsProbe  # noqa: E402
+from benchmarks.overhead.run_statistics import bpf_run_statistics, program_times, runs_between  # noqa: E402
 from probes.ebpf.loader import FUNCTION_PREFIX  # noqa: E402
-from probes.ebpf.pagecache import PagecacheProbe  # noqa: E402
+from probes.ebpf.registry import PROBES  # noqa: E402
 from probes.ebpf.session import TraceSession  # noqa: E402
-from probes.ebpf.writeback import WritebackProbe  # noqa: E402
 
-PROBES = {"faults": FaultsProbe, "pagecache": PagecacheProbe, "writeback": WritebackProbe}
+# The probes that follow the store's files (programs/store_files.h), by name.
+STORE_PROBES = {entry.name: entry.probe_class() for entry in PROBES if entry.probe_class().filters_files}
 SCRATCH = Path("/var/tmp")  # the real disk (ext4 here), not a tmpfs
 
 # Runs in the child: makes commitlog/ and its first segment, says "ready", then on a line rolls ROUNDS times
@@ -97,7 +97,7 @@ def measure(probe_name: str, rounds: int, segment_bytes: int, existing: bool) ->
         )
         try:
             assert child.stdout.readline().strip() == "ready"
-            with TraceSession(PROBES[probe_name]([child.pid], store=store)) as session:
+            with TraceSession(STORE_PROBES[probe_name]([child.pid], store=store)) as session:
                 ours = programs_held_by(os.getpid())  # other sessions on the machine load mqi_* programs too
                 before = program_times(lambda name: name.startswith(FUNCTION_PREFIX))
                 child.stdin.write("go\n")
@@ -128,7 +128,7 @@ def main(argv: Sequence[str]) -> int:
             return 0
         for kind in ("existing", "new"):
             print(f"\n--- {kind} segments")
-            for name in PROBES:
+            for name in STORE_PROBES:
                 runs = [
                     measure(name, settings.rounds, settings.segment_mib << 20, kind == "existing")
                     for _ in range(settings.repeat)

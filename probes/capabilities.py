@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from probes.ebpf.loader import ProbeLoadResult, test_load_all_probes
-from probes.ebpf.smoke import SmokeResult, run_smoke
-from probes.ebpf.tracepoints import PROBES, present_tracepoints
+from probes.ebpf.registry import PROBES, ProbeEntry
+from probes.ebpf.smoke import ProbeLoadResult, SmokeResult, load_all_probes, run_smoke
+from probes.ebpf.tracepoints import present_tracepoints
 from probes.kernel import kernel_version
 from probes.privileges import can_trace, effective_capabilities, user_name
 from probes.residency.cachestat import cachestat
@@ -136,7 +136,7 @@ def gather_facts(*, quick: bool = False) -> HostFacts:
         environment_bin=str(Path(sys.prefix) / "bin"),
         tracepoint_smoke=run_smoke("tracepoint") if attempt_bpf else None,
         fentry_smoke=run_smoke("fentry") if attempt_bpf else None,
-        probe_loads={result.probe: result for result in test_load_all_probes()} if attempt_bpf else None,
+        probe_loads={result.probe: result for result in load_all_probes()} if attempt_bpf else None,
         quick=quick,
     )
 
@@ -432,10 +432,10 @@ def _bpf_prerequisite_gap(facts: HostFacts) -> str:
     return ", ".join(gaps) or "unknown"
 
 
-def _check_probe(facts: HostFacts, probe) -> CapabilityCheck:
+def _check_probe(facts: HostFacts, probe: ProbeEntry) -> CapabilityCheck:
     """One row per probe: its tracepoints are present, and (when privileged) its program really loads."""
-    name = f"probe:{probe.probe}"
-    needed = f"`mqinspect trace {probe.probe}`"
+    name = f"probe:{probe.name}"
+    needed = f"`mqinspect trace {probe.name}`"
     if not facts.tracefs:
         return CapabilityCheck(
             name,
@@ -466,7 +466,7 @@ def _check_probe(facts: HostFacts, probe) -> CapabilityCheck:
     tracepoints = f"{present} tracepoints present" + (
         f", lacks optional {', '.join(lacking_optional)}" if lacking_optional else ""
     )
-    return _probe_load_verdict(facts, probe.probe, name, needed, tracepoints, bool(lacking_optional))
+    return _probe_load_verdict(facts, probe.name, name, needed, tracepoints, bool(lacking_optional))
 
 
 def _probe_load_verdict(
@@ -486,8 +486,8 @@ def _probe_load_verdict(
     elif facts.probe_loads is None:
         reason = "--quick" if facts.quick else _bpf_prerequisite_gap(facts)
         detail = f"{tracepoints}; program not test-loaded ({reason})"
-    else:
-        detail = f"{tracepoints}; no program for it in this version"
+    else:  # the load test ran, but not for this probe
+        detail = f"{tracepoints}; program not test-loaded"
     status = Status.DEGRADED if degraded else Status.OK
     fix = "none needed: the probe runs without them" if degraded else ""
     return CapabilityCheck(name, status, detail, needed, fix)

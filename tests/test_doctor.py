@@ -18,11 +18,10 @@ from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from probes.capabilities import CachestatTry, HostFacts, Status, ToolFacts, evaluate, kernel_version
-from probes.ebpf.loader import ProbeLoadResult
-from probes.ebpf.smoke import SmokeResult
-from probes.ebpf.tracepoints import PROBES
+from probes.ebpf.registry import all_tracepoints
+from probes.ebpf.smoke import ProbeLoadResult, SmokeResult
 
-ALL_TRACEPOINTS = frozenset(tp for probe in PROBES for tp in (*probe.required, *probe.optional))
+ALL_TRACEPOINTS = all_tracepoints()
 ROOT_CAPS = frozenset({"CAP_FOWNER", "CAP_IPC_LOCK", "CAP_SYS_ADMIN", "CAP_PERFMON", "CAP_BPF"})
 
 # This project's machines, as machine.md describes them: everything but kprobes and fentry.

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 import mqinspect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,8 +255,4 @@ def test_no_import_runs_back_up_a_floor():
 
 def test_no_imports_form_a_cycle():
     cycles = import_cycles(modules_of(REPO, TREE_ROOTS))
-    if cycles == [["probes.ebpf.loader", "probes.ebpf.session"]]:
-        # Issue 14 point 1 (one probe registry) removes this one on its own branch; once merged, this branch
-        # of the test is dead and goes.
-        pytest.xfail("probes.ebpf.loader <-> probes.ebpf.session: removed by the probe registry (issue 14.1)")
     assert cycles == []

@@ -8,14 +8,16 @@ the last interval and the summary. --follow, or --store (the store's files stay 
 going after its processes exit. The table shows the summary only when there was more than one interval
 (one interval is its own summary); a JSONL stream always ends with its summary line.
 
-Adding a probe: its kernel and user side in probes/ebpf (NAME.py with a Probe, programs/NAME.bpf.c, an
-entry in session.PROBE_MODULES and tracepoints.PROBES), its TraceView in mqinspect/render/trace.py, a
-command function below that builds the probe from its own options, and one entry in TRACE_COMMANDS.
+There is one command per probe of the registry (probes/ebpf/registry.py): `probe_command()` makes it from the
+entry, with the session options below around the probe's own (its ProbeOptions), and the entry's help.
+Adding a probe: see the registry's docstring.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,8 @@ from mqinspect.render.trace import (
     summary_title,
 )
 from mqinspect.render.trace_notes import SessionNotes, exit_notes
-from probes.ebpf.faults import FaultsProbe
-from probes.ebpf.pagecache import PagecacheProbe
-from probes.ebpf.sendpath import SendpathProbe
+from probes.ebpf.registry import PROBES, ProbeEntry
 from probes.ebpf.session import ENDED_BY_SIGNAL, Probe, TraceSession, program_text
-from probes.ebpf.syscalls import SyscallsProbe
-from probes.ebpf.writeback import WritebackProbe
 from probes.procfs import ProcessGone
 
 trace_app = typer.Typer(
@@ -156,75 +154,49 @@ def _write(snapshot: Any, title: str, options: SessionOptions, view: TraceView) 
         sys.stdout.flush()
 
 
-# --- probes ------------------------------------------------------------------------------------------------
+# --- one command per registered probe ---------------------------------------------------------------------
 
 
-def faults(
-    pid: list[int] = pid_option(),
-    store: Path | None = store_option(
-        "break faults down by its CommitLog, ConsumeQueue and index segments "
-        "(other files count in the totals only)."
-    ),
-    chunk_pages: int | None = typer.Option(
-        None, "--chunk-pages", min=1, help="Pages per page range; default: 1/64 of each file."
-    ),
-    interval: float = interval_option(),
-    count: int | None = count_option(),
-    duration: float | None = duration_option(),
-    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
-    follow: bool = follow_option(),
-    print_bpf: bool = print_bpf_option(),
-) -> int:
-    """Page faults per process, file or store segment, and page range.
+def probe_command(entry: ProbeEntry) -> Callable[..., int]:
+    """The `trace NAME` command of a registered probe: --pid and --store, the probe's own options, then the
+    session options; its help is the entry's summary and description."""
 
-    Minor and major faults, populate faults (mlock, MADV_POPULATE_*) and fault-around, beside the kernel's own
-    /proc counters. The session ends as said below."""
-    probe = _probe_for_pids(FaultsProbe, pid, store, chunk_pages=chunk_pages)
-    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
-    return run_trace(probe, options, VIEWS["faults"])
+    def command(**values: Any) -> int:
+        session = SessionOptions(*(values.pop(name) for name in _SESSION_PARAMETERS))
+        pids, store = values.pop("pid"), values.pop("store")
+        probe = _probe_for_pids(entry.probe_class(), pids, store, **values)
+        return run_trace(probe, session, VIEWS[entry.name])
+
+    command.__name__ = command.__qualname__ = entry.name
+    command.__doc__ = f"{entry.summary}\n\n{entry.description}"
+    command.__signature__ = inspect.Signature(_parameters(entry))  # type: ignore[attr-defined]
+    return command
 
 
-def sendpath(
-    pid: list[int] = pid_option(),
-    store: Path | None = store_option(
-        "name its segments (and those it creates while traced), and count only buffers read from them as "
-        "read+write and only their mappings as mmap+write."
-    ),
-    interval: float = interval_option(),
-    count: int | None = count_option(),
-    duration: float | None = duration_option(),
-    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
-    follow: bool = follow_option(),
-    print_bpf: bool = print_bpf_option(),
-) -> int:
-    """Bytes per descriptor and send path (read+write, mmap+write, sendfile, splice), and CPU copies per byte.
-
-    Read-, write-, send- and splice-like syscalls: calls, bytes copied kernel→user and user→kernel, bytes
-    moved inside the kernel, mode switches, faults inside the copies, beside the socket-side counts. A path
-    is named only with evidence (the buffer a file read filled, a file's mapping); other writes to sockets
-    (protocol headers, requests) are shown apart. The session ends as said below."""
-    probe = _probe_for_pids(SendpathProbe, pid, store)
-    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
-    return run_trace(probe, options, VIEWS["sendpath"])
+# SessionOptions' fields, in order, as the command's parameters are named.
+_SESSION_PARAMETERS = ("interval", "count", "duration", "output", "print_bpf", "follow")
 
 
-def syscalls(
-    pid: list[int] = pid_option(),
-    store: Path | None = store_option("list calls per store segment (others count in the totals)."),
-    interval: float = interval_option(),
-    count: int | None = count_option(),
-    duration: float | None = duration_option(),
-    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
-    follow: bool = follow_option(),
-    print_bpf: bool = print_bpf_option(),
-) -> int:
-    """Memory and flush syscalls (mmap, madvise, mlock, msync, fsync, ...): counts and latency histograms.
+def _parameters(entry: ProbeEntry) -> list[inspect.Parameter]:
+    """The command's options, in the order --help lists them."""
 
-    Shows warm-up and flushing per process and per file or segment, with p50/p99/max as histogram bucket
-    bounds. The session ends as said below."""
-    probe = _probe_for_pids(SyscallsProbe, pid, store)
-    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
-    return run_trace(probe, options, VIEWS["syscalls"])
+    def option(name: str, kind: Any, default: Any) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+
+    return [
+        option("pid", list[int], pid_option(entry.pid_help or EVERY_PROCESS)),
+        option("store", Path | None, store_option(entry.store_help)),
+        *(
+            option(extra.name, int | None, typer.Option(None, extra.flag, min=extra.minimum, help=extra.help))
+            for extra in entry.options
+        ),
+        option("interval", float, interval_option()),
+        option("count", int | None, count_option()),
+        option("duration", float | None, duration_option()),
+        option("output", str, format_option(OutputFormat.TABLE, OutputFormat.JSONL)),
+        option("follow", bool, follow_option()),
+        option("print_bpf", bool, print_bpf_option()),
+    ]
 
 
 def _probe_for_pids(probe_class: Any, pids: list[int], store: Path | None, **options: Any) -> Any:
@@ -238,56 +210,6 @@ def _probe_for_pids(probe_class: Any, pids: list[int], store: Path | None, **opt
         raise BadInput(f"--pid {gone.pid}: no such process") from None
 
 
-def pagecache(
-    pid: list[int] = pid_option(
-        "Count the page-cache additions and readahead of this process (repeat for more), and removals "
-        "of the files it added pages to, by any process (reclaim and fadvise remove pages, not the reader); "
-        "default: every process and file.",
-    ),
-    store: Path | None = store_option(
-        "count its CommitLog, ConsumeQueue and index segments, with page ranges "
-        "(other files count in the totals only)."
-    ),
-    interval: float = interval_option(),
-    count: int | None = count_option(),
-    duration: float | None = duration_option(),
-    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
-    follow: bool = follow_option(),
-    print_bpf: bool = print_bpf_option(),
-) -> int:
-    """Pages entering the page cache (misses) and leaving it (evictions), and readahead, per process and file.
-
-    Counted in pages, with large folios counted whole. The session ends as said below."""
-    probe = _probe_for_pids(PagecacheProbe, pid, store)
-    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
-    return run_trace(probe, options, VIEWS["pagecache"])
-
-
-def writeback(
-    pid: list[int] = pid_option(
-        "Count the pages this process dirties and its throttling (repeat for more), and writeback of "
-        "the files it dirtied, by any process (the flusher threads write them); default: every process.",
-    ),
-    store: Path | None = store_option(
-        "count its CommitLog, ConsumeQueue and index segments (other files count in the totals only)."
-    ),
-    interval: float = interval_option(),
-    count: int | None = count_option(),
-    duration: float | None = duration_option(),
-    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSONL),
-    follow: bool = follow_option(),
-    print_bpf: bool = print_bpf_option(),
-) -> int:
-    """Pages dirtied and written back per file, the dirty state against its thresholds, throttled writers.
-
-    A writer over the dirty limit is paused in balance_dirty_pages(): the kernel's side of RocketMQ's
-    "[PC_SYNCHRONIZED] broker busy". The session ends as said below."""
-    probe = _probe_for_pids(WritebackProbe, pid, store)
-    options = SessionOptions(interval, count, duration, output, print_bpf, follow)
-    return run_trace(probe, options, VIEWS["writeback"])
-
-
-TRACE_COMMANDS = (faults, sendpath, syscalls, pagecache, writeback)
 SESSION_END = (
     "The session prints one block per interval and ends after --count intervals, --duration seconds, or "
     "once every --pid has exited (exit 0; --follow or --store keep it going), or on Ctrl-C or SIGTERM (exit "
@@ -297,6 +219,6 @@ SESSION_END = (
 
 
 def register(app: typer.Typer) -> None:
-    for command in TRACE_COMMANDS:
-        trace_app.command(rich_help_panel="Probes", epilog=SESSION_END)(command)
+    for entry in PROBES:
+        trace_app.command(rich_help_panel="Probes", epilog=SESSION_END)(probe_command(entry))
     app.add_typer(trace_app, name="trace", rich_help_panel="Tracing")

@@ -41,7 +41,15 @@ from mqinspect.render.top import (
     sendpaths_panel,
     status_line,
 )
-from mqinspect.sampling.snapshot import ProcessView, SegmentView, TopSnapshot
+from mqinspect.sampling.snapshot import (
+    PROBE_FAULTS,
+    PROBE_PAGECACHE,
+    PROBE_SENDPATH,
+    PROBE_WRITEBACK,
+    ProcessView,
+    SegmentView,
+    TopSnapshot,
+)
 
 SEGMENT_SORTS: dict[str, Callable[[SegmentView], Any]] = {
     "store order": lambda s: (s.kind, s.name),
@@ -289,13 +297,13 @@ class DashboardApp(App[None]):
             "segments", segments, lambda s: segment_cells(s, snapshot.page_size_bytes), "path"
         )
         self._fill_if_changed("processes", processes, process_cells, "pid")
-        memory_key = (snapshot.memory, snapshot.writeback, snapshot.probe("writeback"))
+        memory_key = (snapshot.memory, snapshot.writeback, snapshot.probe(PROBE_WRITEBACK))
         self._draw_if_changed("memory", memory_key, lambda: memory_panel(snapshot, titled=False))
         hit = tuple((s.name, s.faults, s.major_faults) for s in snapshot.store.segments if s.faults)
-        faults_key = (processes, hit, snapshot.probe("faults"))
+        faults_key = (processes, hit, snapshot.probe(PROBE_FAULTS))
         self._draw_if_changed("faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False))
         view = snapshot.sendpaths
-        sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe("sendpath"))
+        sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe(PROBE_SENDPATH))
         self._draw_if_changed("sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False))
         self._draw_segment_problems(snapshot)
 
@@ -326,7 +334,7 @@ class DashboardApp(App[None]):
         self.query_one(f"#{table_id}", RowTable).set_rows(keys, row_cells)
 
     def _draw_segment_problems(self, snapshot: TopSnapshot) -> None:
-        problems = [p for name in ("faults", "pagecache") if (p := probe_problem(snapshot, name))]
+        problems = [p for name in (PROBE_FAULTS, PROBE_PAGECACHE) if (p := probe_problem(snapshot, name))]
         if not snapshot.store.segments:
             problems.insert(0, unavailable_text(snapshot.store.unavailable.get("segments")))
         notes = Text("\n".join((HEAT_KEY, f"source: {SOURCES['segments']}")), style="dim")

@@ -1,7 +1,8 @@
 """Draws tracing sessions: the startup line, one block per interval, the summary, and stderr notes.
 
-Only draws: every number comes from a probe's frozen snapshot. Each probe has a `TraceView` here (how its
-snapshots look in a table, and what deserves a line on stderr), registered in VIEWS by probe name.
+Only draws: every number comes from a probe's frozen snapshot. Each probe of the registry
+(probes/ebpf/registry.py) has a `TraceView` here (how its snapshots look in a table, and what deserves a line
+on stderr), in VIEWS under its name.
 
 A note is a warning about one interval; `SessionNotes` prints it once while its condition lasts (the same
 `Note.key` interval after interval), and again only after an interval without it.
@@ -28,6 +29,7 @@ from mqinspect.render.trace_cache import (
 from mqinspect.render.trace_io import sendpath_notes, sendpath_table, syscalls_notes, syscalls_table
 from mqinspect.render.trace_notes import Note
 from mqinspect.render.words import counted, more
+from probes.ebpf import registry
 from probes.ebpf.faults import FaultsSnapshot, FileFaults
 
 TOP_PROCESSES = 10
@@ -197,10 +199,11 @@ def faults_notes(snapshot: FaultsSnapshot) -> list[Note]:
     return notes
 
 
+# Each registered probe's view, by its name in probes/ebpf/registry.py.
 VIEWS: dict[str, TraceView] = {
-    "faults": TraceView(faults_table, faults_notes),
-    "pagecache": TraceView(pagecache_table, pagecache_notes),
-    "writeback": TraceView(writeback_table, writeback_notes),
-    "sendpath": TraceView(sendpath_table, sendpath_notes),
-    "syscalls": TraceView(syscalls_table, syscalls_notes),
+    registry.FAULTS.name: TraceView(faults_table, faults_notes),
+    registry.PAGECACHE.name: TraceView(pagecache_table, pagecache_notes),
+    registry.WRITEBACK.name: TraceView(writeback_table, writeback_notes),
+    registry.SENDPATH.name: TraceView(sendpath_table, sendpath_notes),
+    registry.SYSCALLS.name: TraceView(syscalls_table, syscalls_notes),
 }

@@ -15,7 +15,7 @@ from rich.text import Text
 from mqinspect.render.trace_notes import Note
 from mqinspect.render.words import more
 from probes.ebpf.pagecache import FileCacheActivity, PagecacheSnapshot, ProcessCacheActivity
-from probes.ebpf.scope import add_optional
+from probes.ebpf.tally import add_optional
 from probes.ebpf.writeback import (
     DirtyState,
     FileWriteback,

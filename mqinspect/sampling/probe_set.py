@@ -15,21 +15,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mqinspect.sampling.snapshot import (
-    DASHBOARD_PROBES,
-    PROBE_FAULTS,
-    PROBE_PAGECACHE,
-    PROBE_SENDPATH,
-    PROBE_WRITEBACK,
-    ProbeState,
-    ProbeStatus,
-)
-from probes.ebpf.faults import FaultsProbe
+from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus
 from probes.ebpf.loader import require_bpf_privileges
-from probes.ebpf.pagecache import PagecacheProbe
-from probes.ebpf.sendpath import SendpathProbe
+from probes.ebpf.registry import probe_entry
 from probes.ebpf.session import TraceSession
-from probes.ebpf.writeback import WritebackProbe
 from probes.errors import CapabilityMissing, ProbeError
 from store.errors import StoreError
 
@@ -39,17 +28,10 @@ NO_EBPF_FIX = "run without --no-ebpf (as root, or with CAP_BPF and CAP_PERFMON)"
 NO_PROCESS_REASON = "no process holds the store's files yet: the probes trace the processes that do"
 NO_PROCESS_FIX = "start the broker (tracing starts within 10 intervals), or give --pid"
 
-_PROBE_CLASSES: dict[str, Callable[..., Any]] = {
-    PROBE_FAULTS: FaultsProbe,
-    PROBE_PAGECACHE: PagecacheProbe,
-    PROBE_WRITEBACK: WritebackProbe,
-    PROBE_SENDPATH: SendpathProbe,
-}
-
 
 def build_probe(name: str, pids: tuple[int, ...], store: Path | None) -> Any:
-    """The probe `name` for these pids (none: every process) and store (its segments are named)."""
-    return _PROBE_CLASSES[name](pids, store=store)
+    """The registered probe `name` for these pids (none: every process) and store (its segments are named)."""
+    return probe_entry(name).probe_class()(pids, store=store)
 
 
 class ProbeSet:

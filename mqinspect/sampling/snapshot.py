@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from probes.ebpf import registry
 from probes.memory import MemorySample
 
 SCHEMA = "mqinspect.top/v1"
 
-# Probe names as `mqinspect trace NAME` knows them, in the order the dashboard starts them.
-PROBE_FAULTS = "faults"
-PROBE_PAGECACHE = "pagecache"
-PROBE_WRITEBACK = "writeback"
-PROBE_SENDPATH = "sendpath"
+# The probes the dashboard runs (their names as the registry gives them), in the order it starts them.
+PROBE_FAULTS = registry.FAULTS.name
+PROBE_PAGECACHE = registry.PAGECACHE.name
+PROBE_WRITEBACK = registry.WRITEBACK.name
+PROBE_SENDPATH = registry.SENDPATH.name
 DASHBOARD_PROBES = (PROBE_FAULTS, PROBE_PAGECACHE, PROBE_WRITEBACK, PROBE_SENDPATH)
 
 

@@ -58,8 +58,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from probes.ebpf import registry
 from probes.ebpf.inodes import (
     PAGE_SHIFT,
     AddressSpaces,
@@ -72,24 +73,21 @@ from probes.ebpf.inodes import (
     page_range_bounds,
     unnamed_file,
 )
-from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, checked_int, registered_program
+from probes.ebpf.loader import LoadedProgram, Parameters, checked_int, program_spec
+from probes.ebpf.registry import POPULATE_SYSCALLS
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
     CounterDifferences,
     ScopedProbe,
     ScopeLimits,
-    add_counts,
+    SnapshotHeader,
     handler_defines,
-    merge_rows,
-    merged_late_store_files,
     process_exists,
     scalar,
-    summed_snapshot,
 )
-from probes.ebpf.tracepoints import POPULATE_SYSCALLS
-from probes.procfs import PROC_ROOT, ProcessFaults, read_vmstat
+from probes.ebpf.tally import Tally, add_counts, merge_rows, merged_late_store_files, summed_snapshot
+from probes.procfs import ProcessFaults, read_vmstat
 
-PROBE_NAME = "faults"
 OTHER_TGIDS = 0xFFFFFFFF  # mqi_totals key of the processes that found the map full
 # An exception's first filemap_fault() pass comes within microseconds of it (measured here: 99.9 % within
 # 4 us, the rest within 130 us), so within the same or the next timer tick (CLAIM_WINDOW_TICKS: 4-8 ms at
@@ -124,12 +122,7 @@ _FUNCTIONS = {
 }
 _HANDLER_DEFINES = {"writeback:writeback_dirty_folio": "HAVE_DIRTY_FOLIO"}
 
-
-def _program() -> ProgramSpec:
-    return registered_program(PROBE_NAME, "faults.bpf.c", _FUNCTIONS)
-
-
-PROGRAM = _program()
+PROGRAM = program_spec(registry.FAULTS, _FUNCTIONS)
 
 
 @dataclass(frozen=True)
@@ -231,14 +224,9 @@ class ProcessFaultCounts:
 
 
 @dataclass(frozen=True)
-class FaultsSnapshot:
+class FaultsSnapshot(SnapshotHeader):
     """Page faults over one interval (kind "interval") or over the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     faults: int
     minor_faults: int
     major_faults: int
@@ -281,27 +269,9 @@ _TOTAL_FIELDS = (
 )
 
 
-@dataclass
-class _PageCounts:
-    """Mutable tallies for one page range while an interval is assembled."""
-
-    faults: int = 0
-    major_faults: int = 0
-    write_faults: int = 0
-    fault_around_pages: int = 0
-    populate_faults: int = 0
-    populate_major_faults: int = 0
-
-    def add(self, other: _PageCounts) -> None:
-        for name in _PAGE_COUNT_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-_PAGE_COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(_PageCounts))
-
-
-# Per file, per bucket (page // chunk_pages): the tallies of the interval being assembled.
-_FileTallies = dict[FileId, dict[int, _PageCounts]]
+# Per file, per bucket (page // chunk_pages): the tallies of the interval being assembled (faults,
+# major_faults, write_faults, fault_around_pages, populate_faults, populate_major_faults).
+_FileTallies = dict[FileId, dict[int, Tally]]
 
 
 class _ProcCounts(NamedTuple):
@@ -317,26 +287,19 @@ class _ProcCounts(NamedTuple):
 class FaultsProbe(ScopedProbe):
     """`mqinspect trace faults`: see the module docstring. Construct, then run in a TraceSession."""
 
-    name = PROBE_NAME
+    name = registry.FAULTS.name
     program = PROGRAM
+    map_limits = MapLimits
     filters_files = True
 
-    def __init__(
-        self,
-        pids: Sequence[int] = (),
-        *,
-        store: Path | None = None,
-        chunk_pages: int | None = None,
-        limits: MapLimits = MapLimits(),
-        proc_root: Path = PROC_ROOT,
-    ):
-        super().__init__(pids, store, limits, proc_root)
+    def __init__(self, pids: Sequence[int] = (), *, chunk_pages: int | None = None, **scope: Any):
+        super().__init__(pids, **scope)
         if chunk_pages is not None and checked_int(chunk_pages, "chunk pages") <= 0:
             raise ValueError("chunk pages must be positive")
         self.chunk_pages = chunk_pages
         self._labels: dict[FileId, FileLabel] = {}  # files named from /proc/PID/maps (without --store)
         self._devices = InodeDevices(self._store_files)
-        self._spaces = AddressSpaces(proc_root)
+        self._spaces = AddressSpaces(self._proc_root)
         self._chunks: dict[FileId, int | None] = {}  # per interval: see _chunk_of
         self._totals = CounterDifferences()  # per process: mqi_totals
         self._proc_baseline: dict[int, tuple[int, int]] = {}
@@ -393,11 +356,13 @@ class FaultsProbe(ScopedProbe):
 
         self._spaces.new_interval()
         self._chunks.clear()
-        files: _FileTallies = defaultdict(lambda: defaultdict(_PageCounts))
+        files: _FileTallies = defaultdict(lambda: defaultdict(Tally))
         by_maps, anonymous, unresolved = self._tally_fault_addresses(fault_pages, files)
         self._tally_file_pages(file_pages, files)
         around_per_process, around_pages = self._tally_fault_around(fault_around, files)
-        summed = _sum_totals(totals.values())
+        summed = Tally()
+        for gained in totals.values():
+            summed.add(gained)
         self._forget_exited(program, proc.exited)
         major = summed["major_faults"]
         faults = summed["user_faults"] + summed["kernel_faults"]
@@ -432,13 +397,15 @@ class FaultsProbe(ScopedProbe):
 
     # --- totals and /proc
 
-    def _totals_since_last_read(self, program: LoadedProgram) -> dict[int, dict[str, int]]:
+    def _totals_since_last_read(self, program: LoadedProgram) -> dict[int, Tally]:
         """Per process, what its cumulative counters gained since the previous read."""
         gained = self._totals.gained(
             ((scalar(key),), tuple(getattr(value, name) for name in _TOTAL_FIELDS))
             for key, value in program.read("mqi_totals")
         )
-        return {key[0]: dict(zip(_TOTAL_FIELDS, change, strict=True)) for key, change in gained.items()}
+        return {
+            key[0]: Tally(dict(zip(_TOTAL_FIELDS, change, strict=True))) for key, change in gained.items()
+        }
 
     def _vmstat_faults(self) -> tuple[int, int] | None:
         vmstat = read_vmstat(self._proc_root)
@@ -532,8 +499,8 @@ class FaultsProbe(ScopedProbe):
                 if chunk is None:
                     continue
                 tally = files[mapping.file][mapping.file_page(page << PAGE_SHIFT) // chunk]
-                tally.faults += faults
-                tally.write_faults += write_faults
+                tally["faults"] += faults
+                tally["write_faults"] += write_faults
         return on_files, anonymous, unresolved
 
     def _address_runs(self, key, counts) -> Iterable[tuple[int, int, int, MappedRange | None]]:
@@ -577,11 +544,11 @@ class FaultsProbe(ScopedProbe):
             )
             for index, placed, placed_writes, major, populate, populate_major in runs:
                 tally = files[file][index // chunk]
-                tally.faults += placed
-                tally.write_faults += placed_writes
-                tally.major_faults += major
-                tally.populate_faults += populate
-                tally.populate_major_faults += populate_major
+                tally["faults"] += placed
+                tally["write_faults"] += placed_writes
+                tally["major_faults"] += major
+                tally["populate_faults"] += populate
+                tally["populate_major_faults"] += populate_major
 
     def _tally_fault_around(self, records, files: _FileTallies) -> tuple[dict[int, int], int]:
         """Distinct pages inside the interval's fault-around windows: into each reported file's buckets, and
@@ -607,20 +574,20 @@ class FaultsProbe(ScopedProbe):
         for start, end in spans:
             for bucket in range(start // chunk, end // chunk + 1):
                 first, last = max(start, bucket * chunk), min(end, (bucket + 1) * chunk - 1)
-                buckets[bucket].fault_around_pages += last - first + 1
+                buckets[bucket]["fault_around_pages"] += last - first + 1
 
     def _file_rows(self, files: _FileTallies) -> tuple[FileFaults, ...]:
         rows = [self._file_row(file, buckets) for file, buckets in files.items()]
         rows.sort(key=lambda row: (-(row.faults + row.populate_faults + row.fault_around_pages), row.name))
         return tuple(rows)
 
-    def _file_row(self, file: FileId, buckets: Mapping[int, _PageCounts]) -> FileFaults:
+    def _file_row(self, file: FileId, buckets: Mapping[int, Tally]) -> FileFaults:
         label = (self.store_label(file) if self.store else self._labels.get(file)) or unnamed_file(file)
         chunk = self._chunk_pages(label)
         ranges = tuple(
             _page_range(bucket, chunk, label.size_pages, counts) for bucket, counts in sorted(buckets.items())
         )
-        whole = _PageCounts()
+        whole = Tally()
         for counts in buckets.values():
             whole.add(counts)
         return FileFaults(
@@ -631,45 +598,41 @@ class FaultsProbe(ScopedProbe):
             inode=file.inode,
             size_pages=label.size_pages,
             chunk_pages=chunk,
-            faults=whole.faults,
-            minor_faults=max(whole.faults - whole.major_faults, 0),
-            major_faults=whole.major_faults,
-            write_faults=whole.write_faults,
-            fault_around_pages=whole.fault_around_pages,
-            populate_faults=whole.populate_faults,
-            populate_major_faults=whole.populate_major_faults,
+            minor_faults=max(whole["faults"] - whole["major_faults"], 0),
+            write_faults=whole["write_faults"],
+            **whole.named(_RANGE_COUNTS),
             page_ranges=ranges,
         )
 
     def _process_rows(
         self,
-        totals: Mapping[int, Mapping[str, int]],
+        totals: Mapping[int, Tally],
         proc: Mapping[int, tuple[int, int]],
         fault_around_pages: Mapping[int, int],
     ) -> tuple[ProcessFaultCounts, ...]:
         pids = set(totals) | set(proc)
         rows = [
-            self._process_row(pid, totals.get(pid, {}), proc.get(pid), fault_around_pages.get(pid, 0))
+            self._process_row(pid, totals.get(pid, Tally()), proc.get(pid), fault_around_pages.get(pid, 0))
             for pid in pids
         ]
         rows.sort(key=lambda row: (-(row.faults + row.populate_faults), row.pid))
         return tuple(rows)
 
     def _process_row(
-        self, pid: int, gained: Mapping[str, int], proc: tuple[int, int] | None, fault_around_pages: int
+        self, pid: int, gained: Tally, proc: tuple[int, int] | None, fault_around_pages: int
     ) -> ProcessFaultCounts:
-        faults = gained.get("user_faults", 0) + gained.get("kernel_faults", 0)
-        major = gained.get("major_faults", 0)
+        faults = gained["user_faults"] + gained["kernel_faults"]
+        major = gained["major_faults"]
         return ProcessFaultCounts(
             pid=pid,
             comm=self._comm(pid),
             faults=faults,
             minor_faults=max(faults - major, 0),
             major_faults=major,
-            write_faults=gained.get("write_faults", 0),
-            kernel_mode_faults=gained.get("kernel_faults", 0),
-            populate_faults=gained.get("populate_faults", 0),
-            populate_major_faults=gained.get("populate_major_faults", 0),
+            write_faults=gained["write_faults"],
+            kernel_mode_faults=gained["kernel_faults"],
+            populate_faults=gained["populate_faults"],
+            populate_major_faults=gained["populate_major_faults"],
             fault_around_pages=fault_around_pages,
             proc_minor_faults=proc[0] if proc else None,
             proc_major_faults=proc[1] if proc else None,
@@ -679,11 +642,6 @@ class FaultsProbe(ScopedProbe):
         if pid == OTHER_TGIDS:
             return "(others: the per-process map was full)"
         return self.processes.comm(pid)
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process, every file."""
-    return FaultsProbe().parameters()
 
 
 def _records_for(pages: int) -> int:
@@ -726,25 +684,17 @@ def _pages_in(spans: Iterable[tuple[int, int]]) -> int:
     return sum(last - first + 1 for first, last in spans)
 
 
-def _sum_totals(per_process: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    summed = dict.fromkeys(_TOTAL_FIELDS, 0)
-    for gained in per_process:
-        for name, value in gained.items():
-            summed[name] += value
-    return summed
+# The counts of a page range (and of a whole file) that are a field of the same name in its row.
+_RANGE_COUNTS = ("faults", "major_faults", "fault_around_pages", "populate_faults", "populate_major_faults")
 
 
-def _page_range(bucket: int, chunk: int, size_pages: int | None, counts: _PageCounts) -> PageRange:
+def _page_range(bucket: int, chunk: int, size_pages: int | None, counts: Tally) -> PageRange:
     first, last = page_range_bounds(bucket, chunk, size_pages)
     return PageRange(
         first_page=first,
         last_page=last,
-        faults=counts.faults,
-        minor_faults=max(counts.faults - counts.major_faults, 0),
-        major_faults=counts.major_faults,
-        fault_around_pages=counts.fault_around_pages,
-        populate_faults=counts.populate_faults,
-        populate_major_faults=counts.populate_major_faults,
+        minor_faults=max(counts["faults"] - counts["major_faults"], 0),
+        **counts.named(_RANGE_COUNTS),
     )
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK
 
+from probes.process_files import DELETED_SUFFIX, MapsEntry, parse_maps
 from probes.procfs import PROC_ROOT, ProcessGone
 from store.inspection.formats import store_files as format_store_files
 
@@ -115,9 +116,15 @@ class MappedRange:
     offset: int
     file: FileId | None
     path: str | None  # the file's path, or a pseudo-name such as [heap]; None for plain anonymous memory
+    deleted: bool = False  # the file was deleted (maps shows its path with " (deleted)" after it)
 
     def file_page(self, address: int) -> int:
         return (self.offset + address - self.start) >> PAGE_SHIFT
+
+    @property
+    def shown_path(self) -> str | None:
+        """The path as maps shows it: a deleted file's with " (deleted)" after it."""
+        return f"{self.path}{DELETED_SUFFIX}" if self.deleted else self.path
 
 
 @dataclass(frozen=True)
@@ -139,21 +146,19 @@ class AddressSpace:
         return mapping if address < mapping.end else None
 
 
-def parse_maps(pid: int, text: str) -> AddressSpace:
-    """/proc/PID/maps text: "start-end perms offset major:minor inode [path]" (hex except the inode)."""
-    mappings = []
-    for line in text.splitlines():
-        fields = line.split(maxsplit=5)
-        if len(fields) < 5:
-            continue
-        start, end = (int(part, 16) for part in fields[0].split("-"))
-        major, minor = (int(part, 16) for part in fields[3].split(":"))
-        inode = int(fields[4])
-        path = fields[5].strip() if len(fields) == 6 else None
-        file = FileId(major, minor, inode) if inode else None
-        mappings.append(MappedRange(start, end, int(fields[2], 16), file, path or None))
-    mappings.sort(key=lambda mapping: mapping.start)
+def parse_address_space(pid: int, text: str) -> AddressSpace:
+    """The mappings of `pid` in the text of its /proc/PID/maps (parsed by probes.process_files.parse_maps),
+    each file by its FileId."""
+    mappings = sorted((_mapped_range(entry) for entry in parse_maps(text)), key=lambda mapping: mapping.start)
     return AddressSpace(pid, tuple(mappings))
+
+
+def _mapped_range(entry: MapsEntry) -> MappedRange:
+    major, minor = (int(part, 16) for part in entry.device.split(":"))
+    file = FileId(major, minor, entry.inode) if entry.inode else None
+    return MappedRange(
+        entry.start_address, entry.end_address, entry.offset_bytes, file, entry.path or None, entry.deleted
+    )
 
 
 def read_address_space(pid: int, proc_root: Path = PROC_ROOT) -> AddressSpace:
@@ -162,7 +167,7 @@ def read_address_space(pid: int, proc_root: Path = PROC_ROOT) -> AddressSpace:
         text = (proc_root / str(pid) / "maps").read_text(errors="replace")
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessGone(pid, proc_root) from None
-    return parse_maps(pid, text)
+    return parse_address_space(pid, text)
 
 
 @dataclass(frozen=True)
@@ -222,13 +227,15 @@ def label_from_maps(space: AddressSpace, file: FileId) -> FileLabel | None:
     mapping = next((m for m in space.mappings if m.file == file and m.path), None)
     if mapping is None:
         return None
-    return FileLabel(file, mapping.path or "", mapping.path, None, _size_if_same(mapping))
+    return FileLabel(file, mapping.shown_path or "", mapping.shown_path, None, _size_if_same(mapping))
 
 
 def _size_if_same(mapping: MappedRange) -> int | None:
+    if mapping.deleted:
+        return None
     try:
         stat = os.stat(mapping.path or "")
-    except OSError:  # deleted (" (deleted)" suffix), another mount namespace, or not a path at all
+    except OSError:  # another mount namespace, or not a path at all
         return None
     return stat.st_size if FileId.from_stat(stat) == mapping.file else None
 
@@ -305,7 +312,9 @@ class FileNames:
             space = read_address_space(pid, self._proc_root)
         except (ProcessGone, PermissionError):
             return {}
-        return {m.file: (m.path, None) for m in space.mappings if m.file and m.path and m.path[0] == "/"}
+        return {
+            m.file: (m.shown_path, None) for m in space.mappings if m.file and m.path and m.path[0] == "/"
+        }
 
 
 # --- what a file descriptor is ---------------------------------------------------------------------------

@@ -11,30 +11,25 @@ bcc is imported only inside `load_program()`: everything else here (and `--print
 root or kernel headers. Anything missing for a load is a `CapabilityMissing` whose fix points to
 `mqinspect doctor`.
 
-`test_load_all_probes()` is doctor's proof that each registered probe compiles, loads and attaches on this
-machine; each attempt runs in a child process (`python -m probes.ebpf.loader PROBE`), because libbcc writes to
-fd 2 and a compiler crash must not take doctor down.
+Each probe's ProgramSpec is checked against its registry entry (`program_spec`). Doctor's proof that the
+programs load on this machine is in probes/ebpf/smoke.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import itertools
-import json
 import os
 import re
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.ebpf.child import run_json_child
+from probes.ebpf.registry import ProbeEntry
 from probes.ebpf.tracepoints import tracepoint_format_path
 from probes.errors import CapabilityMissing, ProbeError
 from probes.privileges import can_trace, effective_capabilities
@@ -48,7 +43,6 @@ _MAP_NAME = re.compile(r"mqi_[a-z0-9_]{1,60}")
 # A program may include a header of programs/ ("name.h"); it is inlined, so what is compiled is one text, the
 # one --print-bpf shows.
 _LOCAL_INCLUDE = re.compile(r'^#include "([a-z0-9_]+\.h)"$', re.MULTILINE)
-_DOCTOR_FIX = "run `mqinspect doctor` to see what is missing and how to fix it"
 
 
 class ParameterError(ValueError):
@@ -143,20 +137,16 @@ class ProgramSpec:
         )
 
 
-def registered_program(probe: str, source_name: str, functions: Mapping[str, str]) -> ProgramSpec:
-    """The attachments of `probe`, required or optional exactly as the tracepoint registry (doctor's) says;
-    `functions` maps each tracepoint to the BPF function that handles it, and must cover the registry."""
-    from probes.ebpf.tracepoints import PROBES
-
-    (registered,) = (entry for entry in PROBES if entry.probe == probe)
-    wanted = {*registered.required, *registered.optional}
-    if wanted != set(functions):
-        raise AssertionError(
-            f"{source_name} handles {sorted(functions)}, the registry lists {sorted(wanted)}"
+def program_spec(entry: ProbeEntry, functions: Mapping[str, str]) -> ProgramSpec:
+    """The program of the registry's `entry`, each attachment required or optional as the entry says;
+    `functions` maps each tracepoint to the BPF function that handles it, and must cover the entry's."""
+    if set(entry.tracepoints) != set(functions):
+        raise ValueError(
+            f"{entry.program} handles {sorted(functions)}, the registry lists {sorted(entry.tracepoints)}"
         )
     return ProgramSpec(
-        source_name,
-        tuple(Attachment(tp, functions[tp], tp in registered.required) for tp in functions),
+        entry.program,
+        tuple(Attachment(tp, functions[tp], tp in entry.required) for tp in functions),
     )
 
 
@@ -372,65 +362,3 @@ def _captured_fd2() -> Iterator[Any]:
             os.close(saved)
             scratch.seek(0)
             captured.append(scratch.read().decode("utf-8", errors="replace"))
-
-
-# --- doctor: prove every registered probe loads ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProbeLoadResult:
-    probe: str
-    loaded: bool
-    seconds: float
-    error: str | None
-    skipped_tracepoints: tuple[str, ...] = ()
-
-
-def test_load_all_probes(timeout_s: float = 60.0, parallel: int = 2) -> tuple[ProbeLoadResult, ...]:
-    """Compile, load, attach and detach each registered probe's program, each in its own child process;
-    `parallel` at a time, since each compile keeps one core busy for about a second."""
-    from probes.ebpf.session import PROBE_PROGRAMS
-
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return tuple(pool.map(lambda name: _load_in_child(name, timeout_s), PROBE_PROGRAMS))
-
-
-# pytest would collect the name above as a test: it is doctor's check, not one.
-test_load_all_probes.__test__ = False  # type: ignore[attr-defined]
-
-
-def _load_in_child(probe: str, timeout_s: float) -> ProbeLoadResult:
-    answer, error, seconds = run_json_child("probes.ebpf.loader", probe, timeout_s)
-    if answer is None:
-        return ProbeLoadResult(probe, False, seconds, error)
-    return ProbeLoadResult(
-        probe, answer["loaded"], answer["seconds"], answer["error"], tuple(answer["skipped_tracepoints"])
-    )
-
-
-def _attempt_load(probe: str) -> dict:
-    from probes.ebpf.session import PROBE_PROGRAMS
-
-    started = time.monotonic()
-    skipped: tuple[str, ...] = ()
-    try:
-        spec, parameters = PROBE_PROGRAMS[probe]()
-        program = load_program(spec, parameters)
-        skipped = program.skipped
-        program.close()
-        error = None
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    return {
-        "loaded": error is None,
-        "seconds": round(time.monotonic() - started, 3),
-        "error": error,
-        "skipped_tracepoints": list(skipped),
-    }
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m probes.ebpf.loader PROBE", file=sys.stderr)
-        sys.exit(errno.EINVAL)
-    print(json.dumps(_attempt_load(sys.argv[1])))

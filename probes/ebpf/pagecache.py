@@ -45,26 +45,21 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from probes.ebpf import registry
 from probes.ebpf.inodes import FileId, FileNames, default_chunk_pages, page_range_bounds
-from probes.ebpf.loader import LoadedProgram, Parameters, registered_program
+from probes.ebpf.loader import LoadedProgram, Parameters, program_spec
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
     CumulativeTotals,
     ScopedProbe,
     ScopeLimits,
-    add_counts,
+    SnapshotHeader,
     handler_defines,
-    merge_rows,
-    merged_late_store_files,
     scalar,
-    summed_snapshot,
 )
-from probes.procfs import PROC_ROOT
-
-PROBE_NAME = "pagecache"
+from probes.ebpf.tally import Tally, add_counts, merge_rows, merged_late_store_files, summed_snapshot
 
 _FUNCTIONS = {
     "filemap:mm_filemap_add_to_page_cache": "mqi_pc_added",
@@ -88,7 +83,7 @@ READAHEAD_TRACEPOINTS = frozenset(_HANDLER_DEFINES)
 
 # --- the program -------------------------------------------------------------------------------------------
 
-PROGRAM = registered_program(PROBE_NAME, "pagecache.bpf.c", _FUNCTIONS)
+PROGRAM = program_spec(registry.PAGECACHE, _FUNCTIONS)
 
 
 @dataclass(frozen=True)
@@ -155,14 +150,9 @@ class ProcessCacheActivity:
 
 
 @dataclass(frozen=True)
-class PagecacheSnapshot:
+class PagecacheSnapshot(SnapshotHeader):
     """Page-cache activity over one interval (kind "interval") or the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     added_pages: int
     added_folios: int
     deleted_pages: int
@@ -196,38 +186,20 @@ _TOTAL_FIELDS = (
 )
 
 
-@dataclass
-class _RangeTally:
-    added_pages: int = 0
-    deleted_pages: int = 0
-
-
-@dataclass
-class _OutsideTally:
-    deleted_pages: int = 0
-    deleted_folios: int = 0
-
-
 _FileKey = tuple[FileId, int]  # a file and the generation the kernel counted it under (store_files.h)
 
 
 class PagecacheProbe(ScopedProbe):
     """`mqinspect trace pagecache`: see the module docstring. Construct, then run in a TraceSession."""
 
-    name = PROBE_NAME
+    name = registry.PAGECACHE.name
     program = PROGRAM
+    map_limits = MapLimits
     filters_files = True
 
-    def __init__(
-        self,
-        pids: Sequence[int] = (),
-        *,
-        store: Path | None = None,
-        limits: MapLimits = MapLimits(),
-        proc_root: Path = PROC_ROOT,
-    ):
-        super().__init__(pids, store, limits, proc_root)
-        self._names = FileNames(self._store_files, proc_root)
+    def __init__(self, pids: Sequence[int] = (), **scope: Any):
+        super().__init__(pids, **scope)
+        self._names = FileNames(self._store_files, self._proc_root)
         self._totals = CumulativeTotals("mqi_totals", _TOTAL_FIELDS)
         self._readahead_traced = True
 
@@ -275,8 +247,8 @@ class PagecacheProbe(ScopedProbe):
             **self.interval_header(interval_s),
             added_pages=totals["added_pages"],
             added_folios=totals["added_folios"],
-            deleted_pages=totals["deleted_pages"] - outside.deleted_pages,
-            deleted_folios=totals["deleted_folios"] - outside.deleted_folios,
+            deleted_pages=totals["deleted_pages"] - outside["deleted_pages"],
+            deleted_folios=totals["deleted_folios"] - outside["deleted_folios"],
             deleted_pages_all_files=totals["deleted_pages_all"],
             sync_readahead_requests=totals["sync_readahead"] if readahead else None,
             async_readahead_requests=totals["async_readahead"] if readahead else None,
@@ -329,7 +301,7 @@ class PagecacheProbe(ScopedProbe):
         self,
         records: Iterable[tuple[Any, Any]],
         labels: Mapping[_FileKey, Any],
-        ranges: Mapping[_FileKey, Mapping[int, _RangeTally]],
+        ranges: Mapping[_FileKey, Mapping[int, Tally]],
     ) -> tuple[FileCacheActivity, ...]:
         readahead = self._readahead_traced
         rows = []
@@ -367,9 +339,9 @@ class PagecacheProbe(ScopedProbe):
     @staticmethod
     def _ranges_per_file(
         folios: Iterable[tuple[Any, Any]], labels: Mapping[_FileKey, Any]
-    ) -> dict[_FileKey, dict[int, _RangeTally]]:
+    ) -> dict[_FileKey, dict[int, Tally]]:
         """Each recorded folio's pages, spread over the page ranges of its file it overlaps."""
-        ranges: dict[_FileKey, dict[int, _RangeTally]] = defaultdict(lambda: defaultdict(_RangeTally))
+        ranges: dict[_FileKey, dict[int, Tally]] = defaultdict(lambda: defaultdict(Tally))
         for key, counts in folios:
             file = (FileId.from_kernel(key.dev, key.ino), key.generation)
             label = labels.get(file)
@@ -380,25 +352,19 @@ class PagecacheProbe(ScopedProbe):
             for bucket in range(first // chunk, (end - 1) // chunk + 1):
                 overlap = min(end, (bucket + 1) * chunk) - max(first, bucket * chunk)
                 tally = ranges[file][bucket]
-                tally.added_pages += overlap * counts.added
-                tally.deleted_pages += overlap * counts.deleted
+                tally["added_pages"] += overlap * counts.added
+                tally["deleted_pages"] += overlap * counts.deleted
         return ranges
 
 
-def _counts_outside(records: Iterable[tuple[Any, Any]], labels: Mapping[_FileKey, Any]) -> _OutsideTally:
+def _counts_outside(records: Iterable[tuple[Any, Any]], labels: Mapping[_FileKey, Any]) -> Tally:
     """The removals the kernel counted for files in view that turn out not to be the store's: taken out of
     the totals of the files in view."""
-    outside = _OutsideTally()
+    outside = Tally()
     for key, counts in records:
         if labels[(FileId.from_kernel(key.dev, key.ino), key.generation)] is None:
-            outside.deleted_pages += counts.deleted_pages
-            outside.deleted_folios += counts.deleted_folios
+            outside.add_fields(counts, ("deleted_pages", "deleted_folios"))
     return outside
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process, every file."""
-    return PagecacheProbe().parameters()
 
 
 def _process_order(row: ProcessCacheActivity) -> tuple[int, int]:
@@ -410,12 +376,12 @@ def _file_order(row: FileCacheActivity) -> tuple[int, str]:
 
 
 def _page_ranges(
-    buckets: Mapping[int, _RangeTally], chunk: int, size_pages: int | None
+    buckets: Mapping[int, Tally], chunk: int, size_pages: int | None
 ) -> tuple[CachePageRange, ...]:
     ranges = []
     for bucket, tally in sorted(buckets.items()):
         first, last = page_range_bounds(bucket, chunk, size_pages)
-        ranges.append(CachePageRange(first, last, tally.added_pages, tally.deleted_pages))
+        ranges.append(CachePageRange(first, last, tally["added_pages"], tally["deleted_pages"]))
     return tuple(ranges)
 
 

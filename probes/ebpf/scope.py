@@ -1,11 +1,11 @@
 """What every probe shares: what it traces, and how it reads its program's cumulative maps.
 
-`ScopedProbe` is the base of the probes (faults, pagecache, writeback, sendpath, syscalls). It holds the scope
-of one trace: every process or the given pids (`ProcessWatch`: checked to be live processes, named, and
-watched for their exit) and, with --store, the store's files. From the scope it builds the kernel-side filter
-every program takes: the set mqi_tgids and the defines FILTER_TGIDS, MAX_TGIDS, MAX_THREADS and IGNORE_TGID
-(the tracer itself); for programs that filter files (programs/store_files.h) also FILTER_INODES, MAX_INODES,
-MAX_STORE_DIRS and FOLLOW_CREATION, with the sets of the store's files and directories.
+`ScopedProbe` is the base of every registered probe (probes/ebpf/registry.py). It holds the scope of one
+trace: every process or the given pids (`ProcessWatch`: checked to be live processes, named, and watched for
+their exit) and, with --store, the store's files. From the scope it builds the kernel-side filter every
+program takes (programs/scope.h): the set mqi_tgids and the defines FILTER_TGIDS, MAX_TGIDS, MAX_THREADS and
+IGNORE_TGID (the tracer itself); for programs that filter files (programs/store_files.h) also FILTER_INODES,
+MAX_INODES, MAX_STORE_DIRS and FOLLOW_CREATION, with the sets of the store's files and directories.
 
 `StoreFollower` follows the store's files for those programs: where the kernel reports inode creation (ext4),
 the program itself takes each file created in a store directory for the store's from its first page; at the
@@ -15,14 +15,12 @@ files the kernel counted (a generation tells apart two files that had the same i
 for STORE_LISTING_REUSE_S by the probes of one session.
 
 The map readers: `CounterDifferences` (per-key cumulative maps) and `CumulativeTotals` (one-entry arrays) turn
-cumulative counters into what each interval gained. `summed_snapshot`, `merge_rows` and `add_counts` fold an
-interval's snapshot into the session's summary.
+cumulative counters into what each interval gained; probes/ebpf/tally.py adds them up into rows and summaries.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import threading
 import time
@@ -163,19 +161,41 @@ class ScopeLimits:
     store_dirs: int = 16384
 
 
-class ScopedProbe:
-    """The base of every probe: its scope (every process or the given pids; with a store, the store's files)
-    and the kernel-side filter built from it. A subclass sets `filters_files` when its program includes
-    programs/store_files.h (FILTER_INODES: only the store's files, with --store, followed by a StoreFollower
-    from their creation)."""
+@dataclass(frozen=True)
+class SnapshotHeader:
+    """The fields every probe's snapshot starts with (ScopedProbe.interval_header fills them): one interval
+    (kind "interval") or the whole session (kind "summary"), its length and end, and what was traced."""
 
+    kind: str
+    interval_s: float
+    end_time_unix_s: float
+    pids: tuple[int, ...]  # traced processes; () means every process
+    store: str | None
+
+
+class ScopedProbe:
+    """The base of every probe: its scope (every process or the given `pids`; with a `store`, the store's
+    files) and the kernel-side filter built from it (programs/scope.h). A subclass sets `map_limits` to its
+    MapLimits (the sizes of its maps; `limits` overrides them), and `filters_files` when its program includes
+    programs/store_files.h (FILTER_INODES: only the store's files, with --store, followed by a StoreFollower
+    from their creation). A subclass that keeps state of its own takes the scope as `**scope` and hands it
+    on."""
+
+    map_limits: ClassVar[type[ScopeLimits]] = ScopeLimits
     filters_files: ClassVar[bool] = False
 
-    def __init__(self, pids: Sequence[int], store: Path | None, limits: ScopeLimits, proc_root: Path):
+    def __init__(
+        self,
+        pids: Sequence[int] = (),
+        *,
+        store: Path | None = None,
+        limits: ScopeLimits | None = None,
+        proc_root: Path = PROC_ROOT,
+    ):
         self.processes = ProcessWatch(pids, proc_root)
         self.pids = self.processes.pids
         self.store = store
-        self.limits = limits
+        self.limits: Any = self.map_limits() if limits is None else limits
         self._proc_root = proc_root
         listing = list_store(store) if store else None
         self._store_files: dict[FileId, FileLabel] = dict(listing.files) if listing else {}
@@ -513,6 +533,18 @@ class CounterDifferences:
         self._previous.pop(key, None)
 
 
+class LostRecords:
+    """mqi_lost of the programs that count lost records apart (programs/scope.h, COUNTS_LOST_RECORDS): the
+    records the maps could not hold since the last read."""
+
+    def __init__(self) -> None:
+        self._differences = CounterDifferences()
+
+    def since_last_read(self, program: LoadedProgram) -> int:
+        entries = (((scalar(key),), (scalar(value),)) for key, value in program.read("mqi_lost"))
+        return sum(change[0] for change in self._differences.gained(entries).values())
+
+
 class CumulativeTotals:
     """Differences between successive reads of a one-entry array of cumulative counters."""
 
@@ -527,69 +559,3 @@ class CumulativeTotals:
         gained = {name: a - b for name, a, b in zip(self.fields, now, self._previous, strict=True)}
         self._previous = now
         return gained
-
-
-# --- summing snapshot rows ---------------------------------------------------------------------------------
-
-
-def add_optional(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else a + b
-
-
-def add_counts(a: Any, b: Any, fixed: Sequence[str]) -> Any:
-    """`a` with every numeric field of `b` added, except the `fixed` ones (None + None stays None)."""
-    changes = {}
-    for item in dataclasses.fields(a):
-        left, right = getattr(a, item.name), getattr(b, item.name)
-        if item.name not in fixed and (isinstance(left, int) or isinstance(right, int)):
-            changes[item.name] = add_optional(left, right)
-    return dataclasses.replace(a, **changes)
-
-
-def merge_rows(
-    earlier: Sequence[Any],
-    later: Sequence[Any],
-    identity: Sequence[str],
-    combine: Callable[[Any, Any], Any] | None = None,
-) -> list[Any]:
-    """Rows of two intervals, those with the same `identity` fields combined: by `combine(before, row)`,
-    else by adding their counts."""
-    merged: dict[tuple, Any] = {}
-    for row in (*earlier, *later):
-        key = tuple(getattr(row, name) for name in identity)
-        if key not in merged:
-            merged[key] = row
-        elif combine is None:
-            merged[key] = add_counts(merged[key], row, identity)
-        else:
-            merged[key] = combine(merged[key], row)
-    return list(merged.values())
-
-
-def merged_pids(earlier: Iterable[int], later: Iterable[int]) -> tuple[int, ...]:
-    """The exited pids of two snapshots together, sorted."""
-    return tuple(sorted({*earlier, *later}))
-
-
-def merged_late_store_files(summary: Any, snapshot: Any) -> dict[str, Any]:
-    """The store's files followed late (ScopedProbe.late_store_files) of two snapshots together."""
-    return {
-        "late_store_files": (*summary.late_store_files, *snapshot.late_store_files),
-        "late_store_files_reason": snapshot.late_store_files_reason or summary.late_store_files_reason,
-    }
-
-
-def summed_snapshot(
-    summary: Any, snapshot: Any, summed: Sequence[str], optional: Sequence[str], **merged: Any
-) -> Any:
-    """`summary` with `snapshot` folded in: the `summed` counts added, the `optional` ones added where either
-    has one (None + None stays None), the end time of `snapshot`, the exited pids of both, and the `merged`
-    fields (the rows, merged by the probe) as given."""
-    return dataclasses.replace(
-        summary,
-        **{name: getattr(summary, name) + getattr(snapshot, name) for name in summed},
-        **{name: add_optional(getattr(summary, name), getattr(snapshot, name)) for name in optional},
-        end_time_unix_s=snapshot.end_time_unix_s,
-        exited_pids=merged_pids(summary.exited_pids, snapshot.exited_pids),
-        **merged,
-    )

@@ -103,10 +103,10 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+from probes.ebpf import registry
 from probes.ebpf.inodes import (
     PAGE_SHIFT,
     AddressSpace,
@@ -118,21 +118,21 @@ from probes.ebpf.inodes import (
     FileNames,
     MappedRange,
 )
-from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, registered_program
+from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, program_spec
+from probes.ebpf.registry import SENDPATH_SYSCALLS
 from probes.ebpf.scope import (
     CounterDifferences,
+    LostRecords,
     ScopedProbe,
     ScopeLimits,
+    SnapshotHeader,
     current_store_files,
-    merge_rows,
-    merged_pids,
     scalar,
 )
-from probes.ebpf.tracepoints import SENDPATH_SYSCALLS
-from probes.procfs import PROC_ROOT
+from probes.ebpf.tally import Tally, merge_rows, merged_pids
+from probes.process_files import DELETED_SUFFIX
 from store.inspection.formats import detect_format
 
-PROBE_NAME = "sendpath"
 NO_FD = -1
 
 SYSCALLS = SENDPATH_SYSCALLS  # a syscall's position is its id in the program's map keys
@@ -186,7 +186,7 @@ def _program() -> ProgramSpec:
     functions = {f"syscalls:sys_enter_{name}": _ENTER_FUNCTIONS[name] for name in SYSCALLS}
     functions |= {f"syscalls:sys_exit_{name}": EXIT_FUNCTION for name in SYSCALLS}
     functions |= _OPTIONAL_FUNCTIONS
-    return registered_program(PROBE_NAME, "sendpath.bpf.c", functions)
+    return program_spec(registry.SENDPATH, functions)
 
 
 PROGRAM = _program()
@@ -280,14 +280,9 @@ class ProcessSendpath:
 
 
 @dataclass(frozen=True)
-class SendpathSnapshot:
+class SendpathSnapshot(SnapshotHeader):
     """Send-path traffic over one interval (kind "interval") or the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     syscalls: int
     syscall_errors: int
     mode_switches: int
@@ -322,16 +317,13 @@ BEYOND_IOVECS = FdTarget("unplaced", f"unplaced: iovecs past the first {MAX_IOVE
 _NOT_FILES = ("/dev/zero", "/SYSV")
 
 
-_DELETED = " (deleted)"  # what /proc/PID/fd links and /proc/PID/maps paths end with once the file is gone
-
-
 def store_label_by_path(
     file: FileId, path: str, store_prefix: str, file_kind: Callable[[str], str | None]
 ) -> FileLabel | None:
     """The label of a store file known only by the path a process has it open or mapped at (`store_prefix`:
     the store's root with a trailing separator; `file_kind`: its format's, for a path under the root), as
     store_files() labels it; None when the path is not one of a store file's."""
-    path = path.removesuffix(_DELETED)
+    path = path.removesuffix(DELETED_SUFFIX)  # a deleted file's, as /proc/PID/fd links show it
     if not path.startswith(store_prefix):
         return None
     relative = path[len(store_prefix) :]
@@ -373,75 +365,65 @@ def socket_bytes_as(syscall: str, target: FdTarget, source: FdTarget | None, sto
 # --- counting ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Counts:
-    """Mutable tallies of one process or one descriptor while an interval (or the summary) is assembled."""
-
-    syscalls: int = 0
-    syscall_errors: int = 0
-    bytes_kernel_to_user: int = 0
-    bytes_user_to_kernel: int = 0
-    bytes_in_kernel: int = 0
-    faults_in_syscalls: int = 0
-    file_bytes_to_user: int = 0
-    socket_bytes_from_user: int = 0
-    socket_bytes_by_sendfile: int = 0
-    socket_bytes_by_splice: int = 0
-    other_socket_write_bytes: int = 0
-    unresolved_socket_write_bytes: int = 0
-    read_write_bytes: int = 0
-    mmap_write_bytes: int = 0
-    per_syscall: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
-
-    def add(self, other: _Counts) -> None:
-        for name in _COUNT_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for syscall, (calls, errors, moved) in other.per_syscall.items():
-            self._add_syscall(syscall, calls, errors, moved)
-
-    def add_calls(self, syscall: str, calls: int, errors: int, moved: int, faults: int) -> None:
-        self.syscalls += calls
-        self.syscall_errors += errors
-        self.faults_in_syscalls += faults
-        self._add_syscall(syscall, calls, errors, moved)
-
-    def _add_syscall(self, syscall: str, calls: int, errors: int, moved: int) -> None:
-        tally = self.per_syscall[syscall]
-        tally[0] += calls
-        tally[1] += errors
-        tally[2] += moved
-
-    @classmethod
-    def of_row(cls, row: ProcessSendpath | FdTraffic) -> _Counts:
-        counts = cls(**{name: getattr(row, name, 0) for name in _ROW_FIELDS})
-        paths = getattr(row, "paths", None)
-        if paths is not None:
-            counts.read_write_bytes = paths.read_write_bytes
-            counts.mmap_write_bytes = paths.mmap_write_bytes
-        for entry in row.per_syscall:
-            counts._add_syscall(entry.syscall, entry.calls, entry.errors, entry.returned_bytes)
-        return counts
-
-    def syscall_counts(self) -> tuple[SyscallCount, ...]:
-        return tuple(
-            SyscallCount(name, *self.per_syscall[name]) for name in SYSCALLS if name in self.per_syscall
-        )
-
-    def fd_traffic_counts(self) -> dict[str, Any]:
-        """The counts of an FdTraffic row."""
-        return {
-            "syscalls": self.syscalls,
-            "syscall_errors": self.syscall_errors,
-            "mode_switches": 2 * self.syscalls,
-            "bytes_kernel_to_user": self.bytes_kernel_to_user,
-            "bytes_user_to_kernel": self.bytes_user_to_kernel,
-            "bytes_in_kernel": self.bytes_in_kernel,
-            "faults_in_syscalls": self.faults_in_syscalls,
-            "per_syscall": self.syscall_counts(),
-        }
+# The counts a descriptor row carries as fields of its own.
+_FD_FIELDS = (
+    "syscalls",
+    "syscall_errors",
+    "bytes_kernel_to_user",
+    "bytes_user_to_kernel",
+    "bytes_in_kernel",
+    "faults_in_syscalls",
+)
+# A process's or a descriptor's counts (a Tally), each a ProcessSendpath field of the same name but the two
+# paths, which are in its SendPaths; and per syscall, ("calls" | "errors" | "returned_bytes", syscall).
+_COUNTS = (
+    *_FD_FIELDS,
+    "file_bytes_to_user",
+    "socket_bytes_from_user",
+    "socket_bytes_by_sendfile",
+    "socket_bytes_by_splice",
+    "other_socket_write_bytes",
+    "unresolved_socket_write_bytes",
+    "read_write_bytes",
+    "mmap_write_bytes",
+)
+_PER_SYSCALL = ("calls", "errors", "returned_bytes")  # the fields of a SyscallCount
 
 
-_COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(_Counts) if f.name != "per_syscall")
+def _add_calls(counts: Tally, syscall: str, calls: int, errors: int, moved: int) -> None:
+    counts[("calls", syscall)] += calls
+    counts[("errors", syscall)] += errors
+    counts[("returned_bytes", syscall)] += moved
+
+
+def _tally_of_row(row: ProcessSendpath | FdTraffic) -> Tally:
+    """The counts of a row (a descriptor's row has no send paths: they count 0)."""
+    counts = Tally.of_fields(row, (name for name in _ROW_FIELDS if hasattr(row, name)))
+    paths = getattr(row, "paths", None)
+    if paths is not None:
+        counts.add(read_write_bytes=paths.read_write_bytes, mmap_write_bytes=paths.mmap_write_bytes)
+    for entry in row.per_syscall:
+        _add_calls(counts, entry.syscall, entry.calls, entry.errors, entry.returned_bytes)
+    return counts
+
+
+def _syscall_counts(counts: Tally) -> tuple[SyscallCount, ...]:
+    return tuple(
+        SyscallCount(name, *(counts[(part, name)] for part in _PER_SYSCALL))
+        for name in SYSCALLS
+        if ("calls", name) in counts
+    )
+
+
+def _fd_traffic_counts(counts: Tally) -> dict[str, Any]:
+    """The counts of an FdTraffic row."""
+    return {
+        **counts.named(_FD_FIELDS),
+        "mode_switches": 2 * counts["syscalls"],
+        "per_syscall": _syscall_counts(counts),
+    }
+
+
 _PATH_COUNTS = {"read+write": "read_write_bytes", "mmap+write": "mmap_write_bytes"}
 _CLASS_COUNTS = {
     **_PATH_COUNTS,
@@ -451,7 +433,9 @@ _CLASS_COUNTS = {
     UNRESOLVED: "unresolved_socket_write_bytes",
 }
 # The counts a process row carries as fields of its own (read+write and mmap+write are in its paths).
-_ROW_FIELDS = tuple(name for name in _COUNT_FIELDS if name not in _PATH_COUNTS.values())
+_ROW_FIELDS = tuple(name for name in _COUNTS if name not in _PATH_COUNTS.values())
+# The counts a snapshot carries as totals of its own.
+_SNAPSHOT_FIELDS = (*_FD_FIELDS, "other_socket_write_bytes", "unresolved_socket_write_bytes")
 
 
 def _direction(syscall: str, target: FdTarget) -> str:
@@ -467,7 +451,7 @@ def _direction(syscall: str, target: FdTarget) -> str:
 
 
 def _count_record(
-    counts: _Counts,
+    counts: Tally,
     syscall: str,
     target: FdTarget,
     counted_as: str | None,
@@ -477,32 +461,37 @@ def _count_record(
     """Fold one record's gain (calls, errors, bytes, faults) into `counts`; `counted_as` is what its bytes
     delivered to a socket count as (socket_bytes_as)."""
     calls, errors, moved, faults = gained
-    counts.add_calls(syscall, calls, errors, moved, faults)
-    direction = _direction(syscall, target)
-    setattr(counts, direction, getattr(counts, direction) + moved)
+    counts["syscalls"] += calls
+    counts["syscall_errors"] += errors
+    counts["faults_in_syscalls"] += faults
+    _add_calls(counts, syscall, calls, errors, moved)
+    counts[_direction(syscall, target)] += moved
     if syscall in KERNEL_TO_USER and target.kind == "file" and (target.in_store or not store):
-        counts.file_bytes_to_user += moved
+        counts["file_bytes_to_user"] += moved
     if counted_as is None:
         return
     if syscall in USER_TO_KERNEL:
-        counts.socket_bytes_from_user += moved
-    name = _CLASS_COUNTS[counted_as]
-    setattr(counts, name, getattr(counts, name) + moved)
+        counts["socket_bytes_from_user"] += moved
+    counts[_CLASS_COUNTS[counted_as]] += moved
 
 
-def send_paths(counts: _Counts) -> SendPaths:
+def send_paths(counts: Tally) -> SendPaths:
     """The send paths of the tallies: each path's bytes as the evidence placed them."""
     return SendPaths(
-        read_write_bytes=counts.read_write_bytes,
-        mmap_write_bytes=counts.mmap_write_bytes,
-        sendfile_bytes=counts.socket_bytes_by_sendfile,
-        splice_bytes=counts.socket_bytes_by_splice,
+        read_write_bytes=counts["read_write_bytes"],
+        mmap_write_bytes=counts["mmap_write_bytes"],
+        sendfile_bytes=counts["socket_bytes_by_sendfile"],
+        splice_bytes=counts["socket_bytes_by_splice"],
     )
 
 
 def bytes_by_class(paths: SendPaths, other: int, unresolved: int) -> dict[str, int]:
     """Every byte delivered to sockets: by send path, other and unresolved."""
     return {**paths.by_path(), OTHER: other, UNRESOLVED: unresolved}
+
+
+def _delivered(paths: SendPaths, counts: Tally) -> dict[str, int]:
+    return bytes_by_class(paths, counts["other_socket_write_bytes"], counts["unresolved_socket_write_bytes"])
 
 
 def copies_per_byte(delivered: Mapping[str, int]) -> float | None:
@@ -528,20 +517,20 @@ _SOCKET_TRACEPOINTS = {
 
 
 def _process_row(
-    pid: int, comm: str | None, counts: _Counts, socket: Mapping[str, int | None]
+    pid: int, comm: str | None, counts: Tally, socket: Mapping[str, int | None]
 ) -> ProcessSendpath:
     paths = send_paths(counts)
-    delivered = bytes_by_class(paths, counts.other_socket_write_bytes, counts.unresolved_socket_write_bytes)
+    delivered = _delivered(paths, counts)
     return ProcessSendpath(
         pid=pid,
         comm=comm,
         main_path=main_path(paths),
-        mode_switches=2 * counts.syscalls,
+        mode_switches=2 * counts["syscalls"],
         bytes_to_sockets=sum(delivered.values()),
         cpu_copies_per_socket_byte=copies_per_byte(delivered),
         paths=paths,
-        per_syscall=counts.syscall_counts(),
-        **{name: getattr(counts, name) for name in _ROW_FIELDS},
+        per_syscall=_syscall_counts(counts),
+        **counts.named(_ROW_FIELDS),
         **{name: socket.get(name) for name in _SOCKET_FIELDS},
     )
 
@@ -559,7 +548,7 @@ class _FdKey:
     counted_as: str | None
 
 
-def _fd_row(key: _FdKey, counts: _Counts) -> FdTraffic:
+def _fd_row(key: _FdKey, counts: Tally) -> FdTraffic:
     return FdTraffic(
         pid=key.pid,
         fd=key.fd,
@@ -569,7 +558,7 @@ def _fd_row(key: _FdKey, counts: _Counts) -> FdTraffic:
         source_kind=key.source.kind if key.source else None,
         source_name=key.source.name if key.source else None,
         socket_bytes_as=key.counted_as,
-        **counts.fd_traffic_counts(),
+        **_fd_traffic_counts(counts),
     )
 
 
@@ -600,29 +589,23 @@ class _Record:
 class SendpathProbe(ScopedProbe):
     """`mqinspect trace sendpath`: see the module docstring. Construct, then run in a TraceSession."""
 
-    name = PROBE_NAME
+    name = registry.SENDPATH.name
     program = PROGRAM
+    map_limits = MapLimits
 
-    def __init__(
-        self,
-        pids: Sequence[int] = (),
-        *,
-        store: Path | None = None,
-        limits: MapLimits = MapLimits(),
-        proc_root: Path = PROC_ROOT,
-    ):
-        super().__init__(pids, store, limits, proc_root)
-        self._names = FdNames(self._store_files, proc_root)  # the same dict: it learns new segments too
-        self._file_names = FileNames({}, proc_root)  # files the kernel named by inode, by their paths
-        self._spaces = AddressSpaces(proc_root)
+    def __init__(self, pids: Sequence[int] = (), **scope: Any):
+        super().__init__(pids, **scope)
+        self._names = FdNames(self._store_files, self._proc_root)  # the same dict: it learns new segments too
+        self._file_names = FileNames({}, self._proc_root)  # files the kernel named by inode, by their paths
+        self._spaces = AddressSpaces(self._proc_root)
         self._spaces_this_interval: dict[int, tuple[AddressSpace, ...]] = {}
         self._traffic = CounterDifferences()
         self._idle: dict[tuple[int, ...], int] = {}  # reads in a row in which a traffic record did not move
         self._sockets = CounterDifferences()
-        self._lost = CounterDifferences()
+        self._lost = LostRecords()
         self._seen: set[int] = set()  # processes with records, until they exit
-        self._store_prefix = f"{store.resolve()}{os.sep}" if store else None
-        self._store_file_kind = detect_format(store).file_kind if store else None
+        self._store_prefix = f"{self.store.resolve()}{os.sep}" if self.store else None
+        self._store_file_kind = detect_format(self.store).file_kind if self.store else None
         self._socket_fields: frozenset[str] = frozenset()  # those whose tracepoint is attached
 
     # --- what the session needs before loading
@@ -656,9 +639,7 @@ class SendpathProbe(ScopedProbe):
     def collect(self, program: LoadedProgram, interval_s: float) -> SendpathSnapshot:
         records = self._traffic_gained(program)
         sockets = self._sockets.gained(_socket_entries(program.read("mqi_sockets")))
-        lost = sum(
-            sum(change) for change in self._lost.gained(_lost_entries(program.read("mqi_lost"))).values()
-        )
+        lost = self._lost.since_last_read(program)
         self._seen |= {record.pid for record in records} | {key[0] for key in self._sockets.known_keys()}
         ended = self.processes.newly_ended(set(self.pids) | self._seen)
 
@@ -737,15 +718,15 @@ class SendpathProbe(ScopedProbe):
         label = self._store_files.get(file)
         if label is None:  # the path the process holds it open or mapped under, if it still does
             label = self._file_names.label(file, pid)
-            label = self._store_label(file, label.path) if label.path else label
+            label = (self._store_label(file, label.path) if label.path else None) or label
         return FdTarget("file", label.name, file=file, in_store=label.segment_kind is not None)
 
     def _tally(
         self, records: Iterable[_Record], sockets: Mapping[tuple, tuple]
     ) -> tuple[tuple[ProcessSendpath, ...], tuple[FdTraffic, ...]]:
         store = bool(self.store)
-        per_process: dict[int, _Counts] = defaultdict(_Counts)
-        per_fd: dict[_FdKey, _Counts] = defaultdict(_Counts)
+        per_process: dict[int, Tally] = defaultdict(Tally)
+        per_fd: dict[_FdKey, Tally] = defaultdict(Tally)
         for record in records:
             target = self._target(record)
             for source_fd, source, gained in self._sources(record, target):
@@ -835,9 +816,9 @@ class SendpathProbe(ScopedProbe):
 
     def _mapping_source(self, mapping: MappedRange) -> FdTarget:
         if not maps_a_file(mapping):
-            return dataclasses.replace(MEMORY, name=mapping.path) if mapping.path else MEMORY
+            return dataclasses.replace(MEMORY, name=mapping.shown_path) if mapping.path else MEMORY
         label = self._store_label(mapping.file, mapping.path or "")
-        name = label.name if label else mapping.path
+        name = label.name if label else mapping.shown_path
         return FdTarget("mapping", f"{name}{MAPPED}", file=mapping.file, in_store=label is not None)
 
     def _socket_side(self, gained: Mapping[str, int] | None) -> dict[str, int | None]:
@@ -888,11 +869,6 @@ class SendpathProbe(ScopedProbe):
             self.processes.forget(pid)
 
 
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process."""
-    return SendpathProbe().parameters()
-
-
 _TRAFFIC_KEY_FIELDS = ("tgid", "syscall", "fd", "source_fd", "origin", "dev", "ino", "group", "to_socket")
 
 
@@ -930,11 +906,6 @@ def _socket_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
 _SOCKET_MAP_FIELDS = ("sent_bytes", "copied_to_user_bytes", "tcp_sendmsg_passes")
 
 
-def _lost_entries(items) -> Iterable[tuple[tuple[int, ...], tuple[int, ...]]]:
-    for key, value in items:
-        yield (scalar(key),), (scalar(value),)
-
-
 # --- snapshots from process and descriptor rows ----------------------------------------------------------
 
 
@@ -958,29 +929,22 @@ def _snapshot(
 ) -> SendpathSnapshot:
     """A snapshot whose totals are the sums of its process rows. Socket-side totals are None unless their
     field is in `socket_fields` (its tracepoint is attached)."""
-    totals = _Counts()
+    totals = Tally()
     for row in processes:
-        totals.add(_Counts.of_row(row))
+        totals.add(_tally_of_row(row))
     paths = send_paths(totals)
-    delivered = bytes_by_class(paths, totals.other_socket_write_bytes, totals.unresolved_socket_write_bytes)
+    delivered = _delivered(paths, totals)
     return SendpathSnapshot(
         kind=kind,
         interval_s=interval_s,
         end_time_unix_s=time.time() if end_time_unix_s is None else end_time_unix_s,
         pids=pids,
         store=store,
-        syscalls=totals.syscalls,
-        syscall_errors=totals.syscall_errors,
-        mode_switches=2 * totals.syscalls,
-        bytes_kernel_to_user=totals.bytes_kernel_to_user,
-        bytes_user_to_kernel=totals.bytes_user_to_kernel,
-        bytes_in_kernel=totals.bytes_in_kernel,
+        **totals.named(_SNAPSHOT_FIELDS),
+        mode_switches=2 * totals["syscalls"],
         bytes_to_sockets=sum(delivered.values()),
         cpu_copies_per_socket_byte=copies_per_byte(delivered),
         paths=paths,
-        other_socket_write_bytes=totals.other_socket_write_bytes,
-        unresolved_socket_write_bytes=totals.unresolved_socket_write_bytes,
-        faults_in_syscalls=totals.faults_in_syscalls,
         **{
             name: sum(getattr(row, name) or 0 for row in processes) if name in socket_fields else None
             for name in _SOCKET_FIELDS
@@ -1022,8 +986,8 @@ def _merge_processes(
 
 
 def _merge_process(before: ProcessSendpath, row: ProcessSendpath) -> ProcessSendpath:
-    counts = _Counts.of_row(before)
-    counts.add(_Counts.of_row(row))
+    counts = _tally_of_row(before)
+    counts.add(_tally_of_row(row))
     socket = {name: _sum_optional((getattr(before, name), getattr(row, name))) for name in _SOCKET_FIELDS}
     return _process_row(row.pid, row.comm or before.comm, counts, socket)
 
@@ -1045,6 +1009,6 @@ def _merge_fds(earlier: Sequence[FdTraffic], later: Sequence[FdTraffic]) -> tupl
 
 
 def _merge_fd(before: FdTraffic, row: FdTraffic) -> FdTraffic:
-    counts = _Counts.of_row(before)
-    counts.add(_Counts.of_row(row))
-    return dataclasses.replace(row, **counts.fd_traffic_counts())
+    counts = _tally_of_row(before)
+    counts.add(_tally_of_row(row))
+    return dataclasses.replace(row, **_fd_traffic_counts(counts))

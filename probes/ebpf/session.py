@@ -11,7 +11,7 @@ A probe plugs in by being an object with the `Probe` shape (see probes/ebpf/faul
     collect(program, interval_s)    one frozen dataclass snapshot of the interval that just ended
     combine(summary, snapshot)      the running summary with one more interval folded in
 
-and by adding its name and module to PROBE_MODULES below (which doctor's load test walks).
+and by its entry in probes/ebpf/registry.py (ScopedProbe, in probes/ebpf/scope.py, gives most of it).
 
 Signals: while a session is open, SIGINT and SIGTERM end it the same way: the current sleep stops, the
 partial interval is collected and yielded, and `intervals()` returns, so the caller can print the summary
@@ -26,52 +26,22 @@ exited", so `trace --pid P` ends with P, as strace -p and perf stat -p do).
 from __future__ import annotations
 
 import atexit
-import importlib
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from probes.ebpf.loader import (
-    IntSetMap,
-    LoadedProgram,
-    Parameters,
-    ProgramSpec,
-    load_program,
-    render_program,
-)
+from probes.ebpf.loader import IntSetMap, LoadedProgram, Parameters, ProgramSpec, load_program, render_program
 
 SnapshotT = TypeVar("SnapshotT")
 
-# Every probe with a kernel side: name -> module. Each module defines PROGRAM (a ProgramSpec) and
-# default_parameters() (what doctor's load test compiles it with).
-PROBE_MODULES: dict[str, str] = {
-    "faults": "probes.ebpf.faults",
-    "pagecache": "probes.ebpf.pagecache",
-    "writeback": "probes.ebpf.writeback",
-    "sendpath": "probes.ebpf.sendpath",
-    "syscalls": "probes.ebpf.syscalls",
-}
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Why `intervals()` returned.
 ENDED_BY_COUNT = "count"
 ENDED_BY_DURATION = "duration"
 ENDED_BY_SIGNAL = "signal"
 ENDED_BY_UNTIL = "until"
-
-
-def _program_of(module_name: str) -> Callable[[], tuple[ProgramSpec, Parameters]]:
-    def program_and_defaults() -> tuple[ProgramSpec, Parameters]:
-        module = importlib.import_module(module_name)
-        return module.PROGRAM, module.default_parameters()
-
-    return program_and_defaults
-
-
-PROBE_PROGRAMS: dict[str, Callable[[], tuple[ProgramSpec, Parameters]]] = {
-    name: _program_of(module) for name, module in PROBE_MODULES.items()
-}
 
 
 class Probe(Protocol[SnapshotT]):

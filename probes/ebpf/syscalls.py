@@ -34,17 +34,23 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from probes.ebpf import registry
 from probes.ebpf.inodes import AddressSpaces, FdNames
-from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, registered_program
-from probes.ebpf.scope import CounterDifferences, ScopedProbe, ScopeLimits, merged_pids, scalar
-from probes.ebpf.tracepoints import MEMORY_SYSCALLS
-from probes.procfs import PROC_ROOT
-
-PROBE_NAME = "syscalls"
+from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, program_spec
+from probes.ebpf.registry import MEMORY_SYSCALLS
+from probes.ebpf.scope import (
+    CounterDifferences,
+    LostRecords,
+    ScopedProbe,
+    ScopeLimits,
+    SnapshotHeader,
+    scalar,
+)
+from probes.ebpf.tally import Tally, merge_rows, merged_pids
 
 SYSCALLS = MEMORY_SYSCALLS  # a syscall's position is its id in the program's map keys
 _ENTER_FUNCTIONS = {
@@ -90,7 +96,7 @@ def _program() -> ProgramSpec:
     """Every syscall's enter and exit handler, checked against the tracepoint registry."""
     functions = {f"syscalls:sys_enter_{name}": _ENTER_FUNCTIONS[name] for name in SYSCALLS}
     functions |= {f"syscalls:sys_exit_{name}": EXIT_FUNCTION for name in SYSCALLS}
-    return registered_program(PROBE_NAME, "syscalls.bpf.c", functions)
+    return program_spec(registry.SYSCALLS, functions)
 
 
 PROGRAM = _program()
@@ -199,14 +205,9 @@ class TargetCalls:
 
 
 @dataclass(frozen=True)
-class SyscallsSnapshot:
+class SyscallsSnapshot(SnapshotHeader):
     """Memory and flushing syscalls over one interval (kind "interval") or the session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     syscalls: int
     syscall_errors: int
     mode_switches: int
@@ -221,68 +222,60 @@ class SyscallsSnapshot:
 # --- assembling rows -------------------------------------------------------------------------------------
 
 
-@dataclass
-class _SyscallTally:
-    """Mutable tallies of one syscall (of one process, or of all) while rows are assembled."""
+# A syscall's counts (a Tally), each a SyscallLatency field of the same name; and ("slot", s): the calls whose
+# duration fell in bpf_log2l bucket s.
+_LATENCY_COUNTS = ("calls", "errors", "total_ns", "length_bytes")
 
-    calls: int = 0
-    errors: int = 0
-    total_ns: int = 0
-    length_bytes: int = 0
-    buckets: dict[int, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
 
-    def add(self, other: _SyscallTally) -> None:
-        self.calls += other.calls
-        self.errors += other.errors
-        self.total_ns += other.total_ns
-        self.length_bytes += other.length_bytes
-        for slot, calls in other.buckets.items():
-            self.buckets[slot] += calls
+def _tally_of_latency(row: SyscallLatency) -> Tally:
+    tally = Tally.of_fields(row, _LATENCY_COUNTS)
+    for bucket in row.buckets:
+        tally[("slot", _slot_of(bucket.low_ns))] += bucket.calls
+    return tally
 
-    @classmethod
-    def of_row(cls, row: SyscallLatency) -> _SyscallTally:
-        tally = cls(row.calls, row.errors, row.total_ns, row.length_bytes)
-        for bucket in row.buckets:
-            tally.buckets[_slot_of(bucket.low_ns)] += bucket.calls
-        return tally
 
-    def row(self, syscall: str) -> SyscallLatency:
-        slots = {slot: calls for slot, calls in self.buckets.items() if calls}
-        p50, p99 = (percentile_bound_ns(slots, fraction) for fraction in PERCENTILES)
-        return SyscallLatency(
-            syscall=syscall,
-            calls=self.calls,
-            errors=self.errors,
-            total_ns=self.total_ns,
-            mean_ns=round(self.total_ns / self.calls, 1) if self.calls else None,
-            p50_ns_at_most=p50,
-            p99_ns_at_most=p99,
-            max_ns_at_most=bucket_bounds_ns(max(slots))[1] if slots else None,
-            length_bytes=self.length_bytes,
-            buckets=tuple(LatencyBucket(*bucket_bounds_ns(slot), slots[slot]) for slot in sorted(slots)),
-        )
+def _latency_row(syscall: str, tally: Tally) -> SyscallLatency:
+    slots = {slot: calls for slot, calls in tally.part("slot").items() if calls}
+    p50, p99 = (percentile_bound_ns(slots, fraction) for fraction in PERCENTILES)
+    calls, total_ns = tally["calls"], tally["total_ns"]
+    return SyscallLatency(
+        syscall=syscall,
+        **tally.named(_LATENCY_COUNTS),
+        mean_ns=round(total_ns / calls, 1) if calls else None,
+        p50_ns_at_most=p50,
+        p99_ns_at_most=p99,
+        max_ns_at_most=bucket_bounds_ns(max(slots))[1] if slots else None,
+        buckets=tuple(LatencyBucket(*bucket_bounds_ns(slot), slots[slot]) for slot in sorted(slots)),
+    )
 
 
 def _slot_of(low_ns: int) -> int:
     return low_ns.bit_length()  # inverse of bucket_bounds_ns: 0 -> 0, 2^(s-1) -> s
 
 
-_ProcessTallies = dict[int, dict[str, _SyscallTally]]
+_ProcessTallies = dict[int, dict[str, Tally]]
 
 
-def _latency_rows(tallies: Mapping[str, _SyscallTally]) -> tuple[SyscallLatency, ...]:
-    return tuple(tallies[name].row(name) for name in SYSCALLS if name in tallies)
+def _latency_rows(tallies: Mapping[str, Tally]) -> tuple[SyscallLatency, ...]:
+    return tuple(_latency_row(name, tallies[name]) for name in SYSCALLS if name in tallies)
 
 
-def _process_row(pid: int, comm: str | None, tallies: Mapping[str, _SyscallTally]) -> ProcessSyscalls:
-    calls = sum(tally.calls for tally in tallies.values())
+def _summed(tallies: Iterable[Tally]) -> Tally:
+    whole = Tally()
+    for tally in tallies:
+        whole.add(tally)
+    return whole
+
+
+def _process_row(pid: int, comm: str | None, tallies: Mapping[str, Tally]) -> ProcessSyscalls:
+    whole = _summed(tallies.values())
     return ProcessSyscalls(
         pid=pid,
         comm=comm,
-        calls=calls,
-        errors=sum(tally.errors for tally in tallies.values()),
-        mode_switches=2 * calls,
-        total_ns=sum(tally.total_ns for tally in tallies.values()),
+        calls=whole["calls"],
+        errors=whole["errors"],
+        mode_switches=2 * whole["calls"],
+        total_ns=whole["total_ns"],
         per_syscall=_latency_rows(tallies),
     )
 
@@ -294,28 +287,28 @@ def _snapshot(
     pids: tuple[int, ...],
     store: str | None,
     lost_records: int,
-    processes: Mapping[int, tuple[str | None, Mapping[str, _SyscallTally]]],
+    processes: Mapping[int, tuple[str | None, Mapping[str, Tally]]],
     targets: Sequence[TargetCalls],
     exited_pids: tuple[int, ...],
     end_time_unix_s: float | None = None,
 ) -> SyscallsSnapshot:
-    everyone: dict[str, _SyscallTally] = defaultdict(_SyscallTally)
+    everyone: dict[str, Tally] = defaultdict(Tally)
     for _comm, tallies in processes.values():
         for syscall, tally in tallies.items():
             everyone[syscall].add(tally)
     rows = [_process_row(pid, comm, tallies) for pid, (comm, tallies) in processes.items()]
     rows.sort(key=lambda row: (-row.total_ns, row.pid))
-    calls = sum(tally.calls for tally in everyone.values())
+    whole = _summed(everyone.values())
     return SyscallsSnapshot(
         kind=kind,
         interval_s=interval_s,
         end_time_unix_s=time.time() if end_time_unix_s is None else end_time_unix_s,
         pids=pids,
         store=store,
-        syscalls=calls,
-        syscall_errors=sum(tally.errors for tally in everyone.values()),
-        mode_switches=2 * calls,
-        total_ns=sum(tally.total_ns for tally in everyone.values()),
+        syscalls=whole["calls"],
+        syscall_errors=whole["errors"],
+        mode_switches=2 * whole["calls"],
+        total_ns=whole["total_ns"],
         per_syscall=_latency_rows(everyone),
         lost_records=lost_records,
         processes=tuple(rows),
@@ -329,12 +322,12 @@ def combine_snapshots(summary: SyscallsSnapshot | None, snapshot: SyscallsSnapsh
     processes merged by pid, targets by (pid, syscall, detail, target)."""
     if summary is None:
         return dataclasses.replace(snapshot, kind="summary")
-    processes: dict[int, tuple[str | None, dict[str, _SyscallTally]]] = {}
+    processes: dict[int, tuple[str | None, dict[str, Tally]]] = {}
     for row in (*summary.processes, *snapshot.processes):
-        comm, tallies = processes.setdefault(row.pid, (row.comm, defaultdict(_SyscallTally)))
+        comm, tallies = processes.setdefault(row.pid, (row.comm, defaultdict(Tally)))
         processes[row.pid] = (row.comm or comm, tallies)
         for latency in row.per_syscall:
-            tallies[latency.syscall].add(_SyscallTally.of_row(latency))
+            tallies[latency.syscall].add(_tally_of_latency(latency))
     return _snapshot(
         kind="summary",
         interval_s=round(summary.interval_s + snapshot.interval_s, 6),
@@ -348,23 +341,12 @@ def combine_snapshots(summary: SyscallsSnapshot | None, snapshot: SyscallsSnapsh
     )
 
 
+# A target row's identity: rows with the same one add up (addresses in one file join).
+_TARGET_IDENTITY = ("pid", "syscall", "detail", "target_kind", "target")
+
+
 def _merge_targets(earlier: Sequence[TargetCalls], later: Sequence[TargetCalls]) -> list[TargetCalls]:
-    merged: dict[tuple, TargetCalls] = {}
-    for row in (*earlier, *later):
-        key = (row.pid, row.syscall, row.detail, row.target_kind, row.target)
-        before = merged.get(key)
-        merged[key] = row if before is None else _add_target_counts(before, row)
-    return list(merged.values())
-
-
-def _add_target_counts(a: TargetCalls, b: TargetCalls) -> TargetCalls:
-    return dataclasses.replace(
-        a,
-        calls=a.calls + b.calls,
-        errors=a.errors + b.errors,
-        total_ns=a.total_ns + b.total_ns,
-        length_bytes=a.length_bytes + b.length_bytes,
-    )
+    return merge_rows(earlier, later, _TARGET_IDENTITY)
 
 
 # --- the probe ---------------------------------------------------------------------------------------------
@@ -393,24 +375,18 @@ class _Mapped:
 class SyscallsProbe(ScopedProbe):
     """`mqinspect trace syscalls`: see the module docstring. Construct, then run in a TraceSession."""
 
-    name = PROBE_NAME
+    name = registry.SYSCALLS.name
     program = PROGRAM
+    map_limits = MapLimits
 
-    def __init__(
-        self,
-        pids: Sequence[int] = (),
-        *,
-        store: Path | None = None,
-        limits: MapLimits = MapLimits(),
-        proc_root: Path = PROC_ROOT,
-    ):
-        super().__init__(pids, store, limits, proc_root)
-        self._fd_names = FdNames(self._store_files, proc_root)
-        self._spaces = AddressSpaces(proc_root)
+    def __init__(self, pids: Sequence[int] = (), **scope: Any):
+        super().__init__(pids, **scope)
+        self._fd_names = FdNames(self._store_files, self._proc_root)
+        self._spaces = AddressSpaces(self._proc_root)
         self._mapped: dict[int, deque[_Mapped]] = {}
         self._latency = CounterDifferences()
         self._calls = CounterDifferences()
-        self._lost = CounterDifferences()
+        self._lost = LostRecords()
 
     def parameters(self) -> Parameters:
         return self.scope_parameters(
@@ -443,9 +419,7 @@ class SyscallsProbe(ScopedProbe):
             )
             for key, value in program.read("mqi_calls")
         )
-        lost = self._lost.gained(
-            ((scalar(key),), (scalar(value),)) for key, value in program.read("mqi_lost")
-        )
+        lost = self._lost.since_last_read(program)
         self._spaces.new_interval()
         self._fd_names.new_interval()
         # Taken after the calls: a call's own mapping is then always known, whenever it was made.
@@ -458,7 +432,7 @@ class SyscallsProbe(ScopedProbe):
         self._forget(program, ended)
         return _snapshot(
             **self.interval_header(interval_s),
-            lost_records=sum(change[0] for change in lost.values()),
+            lost_records=lost,
             processes=processes,
             targets=targets,
             exited_pids=tuple(sorted(ended & set(self.pids))),
@@ -471,39 +445,35 @@ class SyscallsProbe(ScopedProbe):
 
     def _process_tallies(
         self, latency: Mapping[tuple, tuple], calls: Mapping[tuple, tuple]
-    ) -> dict[int, tuple[str | None, dict[str, _SyscallTally]]]:
-        tallies: _ProcessTallies = defaultdict(lambda: defaultdict(_SyscallTally))
+    ) -> dict[int, tuple[str | None, dict[str, Tally]]]:
+        tallies: _ProcessTallies = defaultdict(lambda: defaultdict(Tally))
         for (tgid, syscall_id, slot), (count,) in latency.items():
-            tallies[tgid][SYSCALLS[syscall_id]].buckets[slot] += count
-        for (tgid, syscall_id, _detail, _target), (count, errors, total_ns, length) in calls.items():
-            tally = tallies[tgid][SYSCALLS[syscall_id]]
-            tally.calls += count
-            tally.errors += errors
-            tally.total_ns += total_ns
-            tally.length_bytes += length
+            tallies[tgid][SYSCALLS[syscall_id]][("slot", slot)] += count
+        for (tgid, syscall_id, _detail, _target), counts in calls.items():
+            tallies[tgid][SYSCALLS[syscall_id]].add(dict(zip(_LATENCY_COUNTS, counts, strict=True)))
         return {pid: (self.processes.comm(pid), per_syscall) for pid, per_syscall in tallies.items()}
 
     def _target_rows(self, calls: Mapping[tuple, tuple]) -> list[TargetCalls]:
-        merged: dict[tuple, TargetCalls] = {}
+        rows = []
         for (tgid, syscall_id, detail, target_value), (count, errors, total_ns, length) in calls.items():
             syscall = SYSCALLS[syscall_id]
             target = self._target(tgid, syscall, target_value)
             if self.store and not target.in_store:
                 continue
-            row = TargetCalls(
-                pid=tgid,
-                syscall=syscall,
-                detail=detail_name(syscall, detail),
-                target_kind=target.kind,
-                target=target.name,
-                calls=count,
-                errors=errors,
-                total_ns=total_ns,
-                length_bytes=length,
+            rows.append(
+                TargetCalls(
+                    pid=tgid,
+                    syscall=syscall,
+                    detail=detail_name(syscall, detail),
+                    target_kind=target.kind,
+                    target=target.name,
+                    calls=count,
+                    errors=errors,
+                    total_ns=total_ns,
+                    length_bytes=length,
+                )
             )
-            key = (tgid, syscall, row.detail, target.kind, target.name)  # addresses in one file join
-            merged[key] = _add_target_counts(merged[key], row) if key in merged else row
-        return list(merged.values())
+        return merge_rows(rows, (), _TARGET_IDENTITY)
 
     def _learn_mappings(self, records) -> None:
         """Remember the mappings made this interval, named now, while their descriptor is likely open."""
@@ -529,9 +499,10 @@ class SyscallsProbe(ScopedProbe):
         if mapping is None:
             return UNMAPPED
         if mapping.file is None:
-            return _Target("anonymous", mapping.path or "anonymous memory", False)
+            return _Target("anonymous", mapping.shown_path or "anonymous memory", False)
         label = self._store_files.get(mapping.file)
-        return _Target("file", label.name if label else mapping.path or str(mapping.file), label is not None)
+        name = label.name if label else mapping.shown_path or str(mapping.file)
+        return _Target("file", name, label is not None)
 
     def _forget(self, program: LoadedProgram, ended: set[int]) -> None:
         """Drop the records of processes that are gone (their last counts were just read)."""
@@ -546,11 +517,6 @@ class SyscallsProbe(ScopedProbe):
             self._spaces.forget(pid)
             self._mapped.pop(pid, None)
             self.processes.forget(pid)
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process."""
-    return SyscallsProbe().parameters()
 
 
 def _padded_key(map_name: str, key: tuple[int, ...]) -> tuple[int, ...]:

@@ -51,25 +51,23 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from probes.ebpf import registry
 from probes.ebpf.inodes import PAGE_SIZE_BYTES, FileId, FileLabel, FileNames, InodeDevices
-from probes.ebpf.loader import LoadedProgram, Parameters, registered_program
+from probes.ebpf.loader import LoadedProgram, Parameters, program_spec
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
     CumulativeTotals,
     ScopedProbe,
     ScopeLimits,
+    SnapshotHeader,
     handler_defines,
-    merge_rows,
-    merged_late_store_files,
     scalar,
-    summed_snapshot,
 )
-from probes.procfs import PROC_ROOT, ProcessGone, parse_proc_counters, read_process_io
+from probes.ebpf.tally import Tally, merge_rows, merged_late_store_files, summed_snapshot
+from probes.procfs import ProcessGone, parse_proc_counters, read_process_io
 
-PROBE_NAME = "writeback"
 _FUNCTIONS = {
     "writeback:writeback_dirty_folio": "mqi_wb_dirtied",
     "filemap:mm_filemap_add_to_page_cache": "mqi_wb_added",
@@ -100,7 +98,7 @@ WRITEBACK_REASONS = {
 # map allocates only the entries CPUs use.
 MAX_CPU_IDS = 8192
 
-PROGRAM = registered_program(PROBE_NAME, "writeback.bpf.c", _FUNCTIONS)
+PROGRAM = program_spec(registry.WRITEBACK, _FUNCTIONS)
 
 
 @dataclass(frozen=True)
@@ -188,14 +186,9 @@ class FlusherWork:
 
 
 @dataclass(frozen=True)
-class WritebackSnapshot:
+class WritebackSnapshot(SnapshotHeader):
     """Dirtying and writeback over one interval (kind "interval") or the whole session (kind "summary")."""
 
-    kind: str
-    interval_s: float
-    end_time_unix_s: float
-    pids: tuple[int, ...]  # traced processes; () means every process
-    store: str | None
     dirtied_pages: int
     dirtied_folios: int
     unsized_folios: int
@@ -233,43 +226,21 @@ _DIRTY_STATE_FIELDS = {  # DirtyState name -> struct dirty_state field (last; ma
     "dirty_threshold_pages": "dirty_thresh",
     "dirty_limit_pages": "dirty_limit",
 }
-
-
-@dataclass
-class _FileTally:
-    """One file's records of an interval, added up."""
-
-    dirtied_pages: int = 0
-    dirtied_folios: int = 0
-    unsized_folios: int = 0
-    written_pages: int = 0
-    last_tgid: int = 0
-
-    def add(self, counts: Any) -> None:
-        self.dirtied_pages += counts.dirtied_pages
-        self.dirtied_folios += counts.dirtied_folios
-        self.unsized_folios += counts.unsized_folios
-        self.written_pages += counts.written_pages
-        self.last_tgid = counts.last_tgid or self.last_tgid
+# What the kernel counts per file (struct file_counts), each a FileWriteback field of the same name.
+_FILE_COUNTS = ("dirtied_pages", "dirtied_folios", "unsized_folios", "written_pages")
 
 
 class WritebackProbe(ScopedProbe):
     """`mqinspect trace writeback`: see the module docstring. Construct, then run in a TraceSession."""
 
-    name = PROBE_NAME
+    name = registry.WRITEBACK.name
     program = PROGRAM
+    map_limits = MapLimits
     filters_files = True
 
-    def __init__(
-        self,
-        pids: Sequence[int] = (),
-        *,
-        store: Path | None = None,
-        limits: MapLimits = MapLimits(),
-        proc_root: Path = PROC_ROOT,
-    ):
-        super().__init__(pids, store, limits, proc_root)
-        self._names = FileNames(self._store_files, proc_root)
+    def __init__(self, pids: Sequence[int] = (), **scope: Any):
+        super().__init__(pids, **scope)
+        self._names = FileNames(self._store_files, self._proc_root)
         self._devices = InodeDevices(self._store_files)
         self._totals = CumulativeTotals("mqi_totals", _TOTAL_FIELDS)
         self._vmstat_before: tuple[int, int] | None = None
@@ -327,7 +298,7 @@ class WritebackProbe(ScopedProbe):
             dirtied_pages=totals["dirtied_pages"],
             dirtied_folios=totals["dirtied_folios"],
             unsized_folios=totals["unsized_folios"],
-            written_pages=totals["written_pages"] - outside.written_pages,
+            written_pages=totals["written_pages"] - outside["written_pages"],
             written_pages_all_files=totals["written_pages_all"],
             flusher_written_pages=sum(row.written_pages for row in flusher),
             vmstat_dirtied_pages=vmstat_dirtied,
@@ -402,35 +373,35 @@ class WritebackProbe(ScopedProbe):
             )
         return tuple(sorted(rows, key=lambda row: (-row.dirtied_pages, row.pid)))
 
-    def _file_rows(self, records: Sequence[tuple[Any, Any]]) -> tuple[tuple[FileWriteback, ...], _FileTally]:
+    def _file_rows(self, records: Sequence[tuple[Any, Any]]) -> tuple[tuple[FileWriteback, ...], Tally]:
         """One row per file, and what the kernel counted for files in view that turn out not to be the
         store's (created in a store directory, not a segment): not shown, and taken out of the totals of the
         files in view. The kernel keys a dirtied folio it could not place by inode alone (device 0): it joins
         the row of the same inode on the device learnt for it (from the store or another record)."""
         self._devices.learn(FileId.from_kernel(key.dev, key.ino) for key, _counts in records if key.dev)
-        tallies: dict[FileId, _FileTally] = defaultdict(_FileTally)
+        tallies: dict[FileId, Tally] = defaultdict(Tally)
+        users: dict[FileId, int] = {}  # a traced process that used the file, to name it by
         for key, counts in records:
-            tallies[self._devices.file(key.dev, key.ino)].add(counts)
-        rows, outside = [], _FileTally()
+            file = self._devices.file(key.dev, key.ino)
+            tallies[file].add_fields(counts, _FILE_COUNTS)
+            users[file] = counts.last_tgid or users.get(file, 0)
+        rows, outside = [], Tally()
         for file, tally in tallies.items():
-            label = self.store_label(file) if self.store else self._names.label(file, tally.last_tgid)
+            label = self.store_label(file) if self.store else self._names.label(file, users[file])
             if label is None:
                 outside.add(tally)
             else:
                 rows.append(self._file_row(file, label, tally))
         return tuple(sorted(rows, key=_file_order)), outside
 
-    def _file_row(self, file: FileId, label: FileLabel, tally: _FileTally) -> FileWriteback:
+    def _file_row(self, file: FileId, label: FileLabel, tally: Tally) -> FileWriteback:
         return FileWriteback(
             name=label.name,
             path=label.path,
             segment_kind=label.segment_kind,
             device=file.device,
             inode=file.inode,
-            dirtied_pages=tally.dirtied_pages,
-            dirtied_folios=tally.dirtied_folios,
-            unsized_folios=tally.unsized_folios,
-            written_pages=tally.written_pages,
+            **tally.named(_FILE_COUNTS),
         )
 
     def _throttled_rows(self, records: Iterable[tuple[Any, Any]]) -> tuple[ThrottledProcess, ...]:
@@ -456,11 +427,6 @@ class WritebackProbe(ScopedProbe):
         self._tell_devices(program, new)
         self._devices.learn(new)
         self._names.learn(current)
-
-
-def default_parameters() -> Parameters:
-    """What doctor's load test compiles: every process, every file."""
-    return WritebackProbe().parameters()
 
 
 def _file_order(row: FileWriteback) -> tuple[int, str]:

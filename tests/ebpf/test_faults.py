@@ -38,11 +38,13 @@ from probes.ebpf.inodes import (
     UNKNOWN_SIZE_CHUNK_PAGES,
     AddressSpaces,
     FileId,
-    parse_maps,
+    label_from_maps,
+    parse_address_space,
     read_address_space,
     store_files,
 )
 from probes.ebpf.session import TraceSession
+from probes.process_files import parse_maps
 from probes.procfs import ProcessGone
 from store import _libc
 from store.errors import NotAStore
@@ -88,17 +90,28 @@ MAPS = """\
 
 
 def test_maps_lines_parse_into_sorted_mappings():
-    space = parse_maps(7, MAPS)
+    space = parse_address_space(7, "".join(reversed(MAPS.splitlines(keepends=True))))
     heap, commitlog, spaced, anonymous = space.mappings
     assert heap.file is None and heap.path == "[heap]"
     assert commitlog.file == FileId(0xFD, 0x01, 1234) and commitlog.offset == 0x100000
     assert commitlog.file_page(0x7F0000000000 + 5 * PAGE + 1) == (0x100000 >> PAGE_SHIFT) + 5
-    assert spaced.path == "/tmp/a file with spaces (deleted)"
+    assert not commitlog.deleted and commitlog.shown_path == commitlog.path
     assert anonymous.file is None and anonymous.path is None
     assert space.find(0x7F00003FFFFF) is commitlog
     assert space.find(0x7F0000400000) is spaced
     assert space.find(0x7F0000401000) is None  # between mappings
     assert space.find(0x1000) is None
+
+
+def test_a_deleted_files_mapping_is_parsed_as_the_process_files_parser_does():
+    """One maps parser (probes/process_files.py): the path without " (deleted)" and the file marked deleted,
+    here as in `mqinspect cache --pid`; shown and named as maps shows it."""
+    (entry,) = (entry for entry in parse_maps(MAPS) if entry.inode == 99)
+    spaced = parse_address_space(7, MAPS).find(0x7F0000400000)
+    assert (spaced.path, spaced.deleted) == (entry.path, entry.deleted) == ("/tmp/a file with spaces", True)
+    assert spaced.shown_path == "/tmp/a file with spaces (deleted)"
+    label = label_from_maps(parse_address_space(7, MAPS), FileId(8, 3, 99))
+    assert (label.name, label.path, label.size_bytes) == (spaced.shown_path, spaced.shown_path, None)
 
 
 def test_maps_are_read_again_once_per_interval_when_an_address_is_outside_them(tmp_path: Path):

@@ -1,7 +1,8 @@
-"""The pagecache probe. Without root: the program against the tracepoint registry, one interval assembled from
-canned maps (totals, rows, folios spread over page ranges), the summary. With BPF: a child reads an evicted
-file and evicts it again while the probe traces it, and the counts are held against the file's size in
-pages; --store page ranges; the CLI (--print-bpf and exit 3 as nobody, SIGTERM) and doctor's load test."""
+"""The pagecache probe. Without root: optional handlers, one interval assembled from canned maps (totals,
+rows, folios spread over page ranges), the summary. With BPF: a child reads an evicted file and evicts it
+again while the probe traces it, and the counts are held against the file's size in pages; --store page
+ranges; SIGTERM. --print-bpf, exit 3 as nobody and doctor's load test of every probe: test_trace_cli.py
+and test_loader.py."""
 
 from __future__ import annotations
 
@@ -21,22 +22,19 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, rolling_store, trace_a_roll
-from support import fincore_pages, loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import fincore_pages, loaded_programs, programs_held_by
 
 from mqinspect.render.trace_cache import pagecache_notes
 from probes.ebpf import scope
 from probes.ebpf.inodes import FileId
-from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
+from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.pagecache import (
-    PROGRAM,
-    READAHEAD_TRACEPOINTS,
     PagecacheProbe,
     PagecacheSnapshot,
     combine_snapshots,
     handler_defines,
 )
 from probes.ebpf.session import TraceSession
-from probes.ebpf.tracepoints import PROBES
 from probes.residency.cachestat import cachestat
 
 PAGE = mmap.PAGESIZE
@@ -48,17 +46,7 @@ def _within(measured: int, reference: int, fraction: float = 0.02) -> bool:
     return abs(measured - reference) <= max(1, fraction * reference)
 
 
-# --- the program and the registry --------------------------------------------------------------------------
-
-
-def test_the_program_attaches_what_the_registry_lists_with_short_function_names():
-    (registered,) = (probe for probe in PROBES if probe.probe == "pagecache")
-    assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(registered.required)
-    assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(registered.optional)
-    source = PROGRAM.source_text()
-    for attachment in PROGRAM.attachments:
-        assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
-        assert f"int {attachment.function}(" in source
+# --- the program --------------------------------------------------------------------------------------------
 
 
 def test_optional_handlers_are_compiled_only_for_tracepoints_the_kernel_has(tmp_path: Path):
@@ -405,31 +393,7 @@ def test_a_retired_segments_last_removals_and_the_next_segments_warm_up_are_two_
     assert snapshot.deleted_pages == old.deleted_pages
 
 
-@pytest.mark.requires_bpf
-def test_doctors_load_test_loads_the_probe():
-    results = {result.probe: result for result in test_load_all_probes()}
-    assert results["pagecache"].loaded, results["pagecache"].error
-    assert not set(results["pagecache"].skipped_tracepoints) & READAHEAD_TRACEPOINTS  # Linux 6.18 has them
-
-
 # --- the command -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_loads_nothing():
-    done = mqinspect_as_nobody("trace", "pagecache", "--pid", "1", "--print-bpf")
-    assert done.returncode == 0, done.stderr
-    assert "int mqi_pc_added(" in done.stdout and "//   -DFILTER_TGIDS=1" in done.stdout
-    assert "// map mqi_tgids is filled with: 1" in done.stdout
-    assert "bcc not imported" in done.stderr  # nothing was compiled or loaded
-
-
-@pytest.mark.requires_root
-def test_tracing_as_nobody_is_exit_3_with_the_fix():
-    done = mqinspect_as_nobody("trace", "pagecache", "--count", "1")
-    assert done.returncode == 3
-    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 @pytest.mark.requires_bpf

@@ -1,8 +1,8 @@
-"""The sendpath probe. Without root: the path classification rule, descriptor naming from /proc/PID/fd,
-socket addresses, one interval assembled from canned map contents on this process's real descriptors, the
-summary's re-classification, and --print-bpf. With BPF: sendpath_workload.py sends 64 MiB over loopback by
-each path while the probe and `strace -c -f -p` watch the same sender, and the bytes per direction and the
-syscall counts are held against the path model and strace."""
+"""The sendpath probe. Without root: the path classification rule, descriptor naming from /proc/PID/fd, socket
+addresses, one interval assembled from canned map contents on this process's real descriptors, the summary's
+re-classification (--print-bpf of every probe: test_trace_cli.py). With BPF: sendpath_workload.py sends 64 MiB
+over loopback by each path while the probe and `strace -c -f -p` watch the same sender, and the bytes per
+direction and the syscall counts are held against the path model and strace."""
 
 from __future__ import annotations
 
@@ -24,14 +24,11 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by, strace_summary
+from support import loaded_programs, programs_held_by, strace_summary
 from typer.testing import CliRunner
 
-from mqinspect.cli import trace
-from mqinspect.cli.app import app
 from mqinspect.demo.settings import DemoSettings
 from mqinspect.demo.workload import DemoWorkload
-from mqinspect.errors import ExitStatus
 from mqinspect.render.trace import VIEWS
 from probes.ebpf.inodes import (
     PAGE_SHIFT,
@@ -39,7 +36,7 @@ from probes.ebpf.inodes import (
     FdTarget,
     FileId,
     _socket_address,
-    parse_maps,
+    parse_address_space,
     read_fd_target,
 )
 from probes.ebpf.loader import FUNCTION_PREFIX
@@ -58,12 +55,10 @@ from probes.ebpf.sendpath import (
     ORIGIN_UNSEEN,
     OUTSIDE_MAPPINGS,
     PATHS,
-    PROGRAM,
     SYSCALLS,
     SendpathProbe,
     SendpathSnapshot,
     SyscallCount,
-    _Counts,
     _process_row,
     _snapshot,
     combine_snapshots,
@@ -71,7 +66,7 @@ from probes.ebpf.sendpath import (
     socket_bytes_as,
 )
 from probes.ebpf.session import TraceSession
-from probes.ebpf.tracepoints import PROBES
+from probes.ebpf.tally import Tally
 from store.config import MiB
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,22 +77,6 @@ CHUNK_BYTES = 64 << 10
 # strace names the x86_64 sendfile syscall "sendfile"; its tracepoint is sys_enter_sendfile64.
 STRACE_NAMES = {"sendfile": "sendfile64"}
 runner = CliRunner()
-
-
-# --- the program and the registry ------------------------------------------------------------------------
-
-
-def test_every_tracepoint_of_the_registry_is_attached_with_a_function_of_the_source():
-    (registered,) = (probe for probe in PROBES if probe.probe == "sendpath")
-    assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(registered.required)
-    assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(registered.optional)
-    source = PROGRAM.source_path.read_text()
-    for attachment in PROGRAM.attachments:
-        assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
-        assert f"int {attachment.function}(" in source
-    for number, name in enumerate(SYSCALLS):  # every syscall id the program uses is defined
-        assert f"SYSCALL_{name.upper()}" in source
-        assert f"-DSYSCALL_{name.upper()}={number}" in SendpathProbe().parameters().cflags()
 
 
 # --- the evidence rule -------------------------------------------------------------------------------------
@@ -152,7 +131,7 @@ def test_a_path_is_named_only_with_its_evidence(syscall, target, source, store, 
     ],
 )
 def test_a_mapping_counts_as_a_file_only_with_an_inode_and_a_file_path(line, is_file):
-    (mapping,) = parse_maps(1, line).mappings
+    (mapping,) = parse_address_space(1, line).mappings
     assert maps_a_file(mapping) is is_file
 
 
@@ -336,7 +315,7 @@ def test_an_address_group_is_placed_page_by_page_where_it_straddles_mappings(mon
     left, right = socket.socketpair()
     with left, right:
         probe = SendpathProbe([os.getpid()])
-        space = parse_maps(os.getpid(), CRAFTED_MAPS)
+        space = parse_address_space(os.getpid(), CRAFTED_MAPS)
         monkeypatch.setattr(probe._spaces, "snapshot", lambda pid, fresh=False: space)
         straddling, value = _traffic("sendto", left.fileno(), 3, 1000, address=BASE + 3 * 4096)
         value.page_bytes[8], value.page_bytes[12] = 24, 5
@@ -396,6 +375,34 @@ def test_the_kernels_word_names_a_descriptor_closed_or_reused_before_the_interva
         rows["read+write"].fd_kind == "socket" and "closed before it was named" in rows["read+write"].fd_name
     )
     assert rows[None].fd_kind == "unknown"
+
+
+def test_without_a_store_the_file_a_read_read_is_named_by_its_path(tmp_path: Path):
+    """Tracing without --store (every process, as probe_overhead.py and `trace sendpath` alone do): the file
+    the kernel said a read read pages of, which the descriptor no longer refers to, is named by the path the
+    process holds it under. (It raised AttributeError on the path's store label, None without a store, and
+    ended `mqinspect trace sendpath` within seconds on a busy machine.)"""
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 8192)
+    left, right = socket.socketpair()
+    pipe_out, pipe_in = os.pipe()
+    with left, right, data.open("rb") as held:
+        probe = SendpathProbe([os.getpid()])
+        program = CannedProgram({})
+        probe.start(program)
+        read_file = FileId.from_stat(os.fstat(held.fileno()))
+        program.maps["mqi_traffic"] = [  # the read's descriptor was closed, its number reused by a pipe
+            _traffic("read", pipe_in, 1, 4096, file=read_file),
+            _traffic("sendto", left.fileno(), 1, 4096, source_fd=pipe_in, origin=ORIGIN_READ, file=read_file),
+        ]
+        snapshot = probe.collect(program, 1.0)
+        os.close(pipe_out)
+        os.close(pipe_in)
+    assert (snapshot.paths.read_write_bytes, snapshot.bytes_to_sockets) == (4096, 4096)
+    (row,) = [row for row in snapshot.fds if row.socket_bytes_as == "read+write"]
+    assert (row.source_kind, row.source_name) == ("file", str(data))
+    (read,) = [row for row in snapshot.fds if row.bytes_kernel_to_user]
+    assert (read.fd_kind, read.fd_name) == ("file", str(data))
 
 
 def make_store(root: Path) -> Path:
@@ -465,8 +472,9 @@ def test_an_address_whose_mapping_changed_between_two_readings_is_placed_only_if
         where = f" {path}" if path else ""
         return f"{start:x}-{start + 0x10000:x} r--s 0 {file.major:x}:{file.minor:x} {file.inode}{where}\n"
 
-    earlier = parse_maps(os.getpid(), line(BASE, old) + line(BASE + 0x10000, old) + line(BASE + 0x20000, old))
-    now = parse_maps(os.getpid(), line(BASE, new) + line(BASE + 0x10000, None))
+    earlier_maps = line(BASE, old) + line(BASE + 0x10000, old) + line(BASE + 0x20000, old)
+    earlier = parse_address_space(os.getpid(), earlier_maps)
+    now = parse_address_space(os.getpid(), line(BASE, new) + line(BASE + 0x10000, None))
     left, right = socket.socketpair()
     with left, right:
         probe = SendpathProbe([os.getpid()], store=root)
@@ -518,7 +526,7 @@ def test_a_process_that_exited_is_placed_by_the_mappings_it_had():
 
 def _interval(**counts) -> SendpathSnapshot:
     """A snapshot of one process with the given byte tallies (through the probe's own row builder)."""
-    row = _process_row(7, "broker", _Counts(**counts), dict.fromkeys(("socket_bytes_sent",), 0))
+    row = _process_row(7, "broker", Tally(counts), dict.fromkeys(("socket_bytes_sent",), 0))
     return _snapshot(
         kind="interval",
         interval_s=1.0,
@@ -559,41 +567,6 @@ def test_the_table_draws_an_interval():
     text = console.export_text()
     assert "read+write 100B" in text and "other writes to sockets 64B" in text
     assert "CPU copies per socket byte 1.61" in text
-
-
-# --- --print-bpf and privileges ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_session(monkeypatch):
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("a session was opened")
-
-    monkeypatch.setattr(trace, "TraceSession", refuse)
-
-
-def test_print_bpf_prints_the_program_without_a_session(no_session):
-    result = runner.invoke(app, ["trace", "sendpath", "--pid", str(os.getpid()), "--print-bpf"])
-    assert result.exit_code == 0, result.stderr
-    assert "//   -DFILTER_TGIDS=1" in result.stdout and "//   -DSYSCALL_SENDFILE64=6" in result.stdout
-    assert f"// map mqi_tgids is filled with: {os.getpid()}" in result.stdout
-    assert "int mqi_sys_exit(struct tracepoint__syscalls__sys_exit_read *args)" in result.stdout
-
-
-def test_a_pid_that_does_not_exist_is_bad_input(no_session):
-    result = runner.invoke(app, ["trace", "sendpath", "--pid", str(2**22 + 1)])
-    assert result.exit_code == ExitStatus.BAD_INPUT and "--pid" in result.stderr
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_tracing_as_nobody_is_exit_3():
-    printed = mqinspect_as_nobody("trace", "sendpath", "--pid", "1", "--print-bpf")
-    assert printed.returncode == 0, printed.stderr
-    assert "int mqi_sendfile_e(" in printed.stdout and "bcc not imported" in printed.stderr
-    refused = mqinspect_as_nobody("trace", "sendpath", "--pid", "1", "--count", "1")
-    assert refused.returncode == ExitStatus.MISSING_CAPABILITY
-    (error,) = [line for line in refused.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 # --- with BPF: 64 MiB by each path, beside strace ------------------------------------------------------

@@ -1,8 +1,8 @@
 """The syscalls probe. Without root: histogram bucket bounds and percentiles, advice and flag names, one
 interval assembled from canned map contents (targets named through this process's descriptors and maps,
---store), the summary's merged histograms, and --print-bpf. With BPF: a child warms up and flushes a mapped
-file a known number of times while the probe and `strace -c -f -p` watch it; the counts are exact, agree
-with strace, and every call took time."""
+--store), the summary's merged histograms (--print-bpf of every probe: test_trace_cli.py). With BPF: a child
+warms up and flushes a mapped file a known number of times while the probe and `strace -c -f -p` watch it; the
+counts are exact, agree with strace, and every call took time."""
 
 from __future__ import annotations
 
@@ -21,45 +21,28 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import loaded_programs, programs_held_by
 from typer.testing import CliRunner
 
-from mqinspect.cli import trace
-from mqinspect.cli.app import app
-from mqinspect.errors import ExitStatus
 from mqinspect.render.trace import VIEWS
 from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.session import TraceSession
 from probes.ebpf.syscalls import (
-    PROGRAM,
     SYSCALLS,
     SyscallsProbe,
     _snapshot,
-    _SyscallTally,
     bucket_bounds_ns,
     combine_snapshots,
     detail_name,
     percentile_bound_ns,
 )
-from probes.ebpf.tracepoints import PROBES
+from probes.ebpf.tally import Tally
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = mmap.PAGESIZE
 GONE_MAPPING = 0x7E0000000000  # an address no mapping of this process has
 TRACE_SYSCALLS = [sys.executable, "-m", "mqinspect", "trace", "syscalls"]
 runner = CliRunner()
-
-
-def test_every_tracepoint_of_the_registry_is_attached_with_a_function_of_the_source():
-    (registered,) = (probe for probe in PROBES if probe.probe == "syscalls")
-    assert {a.tracepoint for a in PROGRAM.attachments} == set(registered.required)
-    assert "syscalls:sys_enter_mlock2" in registered.required
-    source = PROGRAM.source_path.read_text()
-    for attachment in PROGRAM.attachments:
-        assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
-        assert f"int {attachment.function}(" in source
-    for number, name in enumerate(SYSCALLS):
-        assert f"-DSYSCALL_{name.upper()}={number}" in SyscallsProbe().parameters().cflags()
 
 
 # --- histograms and names ---------------------------------------------------------------------------------
@@ -99,13 +82,11 @@ def test_advice_and_flags_are_named(syscall, detail, name):
     assert detail_name(syscall, detail) == name
 
 
-def _tally(calls: int, total_ns: int, buckets: dict[int, int]) -> _SyscallTally:
-    tally = _SyscallTally(calls=calls, total_ns=total_ns)
-    tally.buckets.update(buckets)
-    return tally
+def _tally(calls: int, total_ns: int, buckets: dict[int, int]) -> Tally:
+    return Tally({"calls": calls, "total_ns": total_ns, **{("slot", slot): n for slot, n in buckets.items()}})
 
 
-def _one_process(tallies: dict[str, _SyscallTally]):
+def _one_process(tallies: dict[str, Tally]):
     return _snapshot(
         kind="interval",
         interval_s=1.0,
@@ -231,35 +212,6 @@ def test_the_table_draws_an_interval():
     console.print(VIEWS["syscalls"].table(snapshot, "title"))
     text = console.export_text()
     assert "fsync" in text and "≤2.1ms" in text and "pid 7 broker: 3 calls, 3ms" in text
-
-
-# --- --print-bpf and privileges ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_session(monkeypatch):
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("a session was opened")
-
-    monkeypatch.setattr(trace, "TraceSession", refuse)
-
-
-def test_print_bpf_prints_the_program_without_a_session(no_session):
-    result = runner.invoke(app, ["trace", "syscalls", "--pid", str(os.getpid()), "--print-bpf"])
-    assert result.exit_code == 0, result.stderr
-    assert "//   -DFILTER_TGIDS=1" in result.stdout and "//   -DSYSCALL_MLOCK2=4" in result.stdout
-    assert "int mqi_msync_e(struct tracepoint__syscalls__sys_enter_msync *args)" in result.stdout
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_tracing_as_nobody_is_exit_3():
-    printed = mqinspect_as_nobody("trace", "syscalls", "--pid", "1", "--print-bpf")
-    assert printed.returncode == 0, printed.stderr
-    assert "int mqi_fsync_e(" in printed.stdout and "bcc not imported" in printed.stderr
-    refused = mqinspect_as_nobody("trace", "syscalls", "--pid", "1", "--count", "1")
-    assert refused.returncode == ExitStatus.MISSING_CAPABILITY
-    (error,) = [line for line in refused.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 # --- with BPF: a child warms up and flushes a mapped file ------------------------------------------------

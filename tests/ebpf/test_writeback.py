@@ -1,8 +1,8 @@
-"""The writeback probe. Without root: the program against the tracepoint registry, one interval assembled from
-canned maps (per-CPU dirty state and throttling merged, device names, inodes without a device), the summary.
-With BPF: a child writes a fresh file and fsyncs it while the probe traces it, and dirtied and written pages
-are held against the file's size and the kernel's counters; a writer over lowered dirty limits is throttled;
-the CLI (--print-bpf and exit 3 as nobody, SIGTERM) and doctor's load test."""
+"""The writeback probe. Without root: one interval assembled from canned maps (per-CPU dirty state and
+throttling merged, device names, inodes without a device), the summary. With BPF: a child writes a fresh
+file and fsyncs it while the probe traces it, and dirtied and written pages are held against the file's size
+and the kernel's counters; a writer over lowered dirty limits is throttled; SIGTERM. --print-bpf, exit 3 as
+nobody and doctor's load test of every probe: test_trace_cli.py and test_loader.py."""
 
 from __future__ import annotations
 
@@ -20,14 +20,12 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, trace_a_roll
-from support import loaded_programs, mqinspect_as_nobody, programs_held_by
+from support import loaded_programs, programs_held_by
 
 from probes.ebpf.inodes import FileId
-from probes.ebpf.loader import FUNCTION_PREFIX, test_load_all_probes
+from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.session import TraceSession
-from probes.ebpf.tracepoints import PROBES
 from probes.ebpf.writeback import (
-    PROGRAM,
     DirtyState,
     ThrottledProcess,
     WritebackProbe,
@@ -45,19 +43,6 @@ VM = Path("/proc/sys/vm")
 
 def _within(measured: int, reference: int, fraction: float = 0.02) -> bool:
     return abs(measured - reference) <= max(1, fraction * reference)
-
-
-# --- the program and the registry --------------------------------------------------------------------------
-
-
-def test_the_program_attaches_what_the_registry_lists_with_short_function_names():
-    (registered,) = (probe for probe in PROBES if probe.probe == "writeback")
-    assert {a.tracepoint for a in PROGRAM.attachments if a.required} == set(registered.required)
-    assert {a.tracepoint for a in PROGRAM.attachments if not a.required} == set(registered.optional)
-    source = PROGRAM.source_text()
-    for attachment in PROGRAM.attachments:
-        assert attachment.function.startswith(FUNCTION_PREFIX) and len(attachment.function) <= 15
-        assert f"int {attachment.function}(" in source
 
 
 # --- one interval from canned maps -------------------------------------------------------------------------
@@ -354,31 +339,7 @@ def test_a_writer_over_the_dirty_limit_is_throttled(tmp_path: Path, low_dirty_li
     assert file.written_pages > 8 * MIB // PAGE
 
 
-@pytest.mark.requires_bpf
-def test_doctors_load_test_loads_the_probe():
-    results = {result.probe: result for result in test_load_all_probes()}
-    assert results["writeback"].loaded, results["writeback"].error
-    assert results["writeback"].skipped_tracepoints == ()
-
-
 # --- the command -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.requires_root
-def test_print_bpf_works_as_nobody_and_loads_nothing():
-    done = mqinspect_as_nobody("trace", "writeback", "--pid", "1", "--print-bpf")
-    assert done.returncode == 0, done.stderr
-    assert "int mqi_wb_throttle(" in done.stdout and "//   -DFILTER_TGIDS=1" in done.stdout
-    assert "//   -DHAVE_EXT4_WRITEPAGES=1" in done.stdout  # tracefs unreadable: assumed present
-    assert "bcc not imported" in done.stderr  # nothing was compiled or loaded
-
-
-@pytest.mark.requires_root
-def test_tracing_as_nobody_is_exit_3_with_the_fix():
-    done = mqinspect_as_nobody("trace", "writeback", "--count", "1")
-    assert done.returncode == 3
-    (error,) = [line for line in done.stderr.splitlines() if line.startswith("mqinspect: error:")]
-    assert "root" in error and "fix:" in error and "mqinspect doctor" in error
 
 
 @pytest.mark.requires_bpf

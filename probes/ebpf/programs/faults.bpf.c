@@ -73,7 +73,7 @@
  *   without FAULT_FLAG_TRIED; MADV_POPULATE_* ones as major).
  *
  * Maps (tgid = process id, tid = thread id):
- *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_tgids        the tgids to trace (scope.h: tgid_traced() asks it when FILTER_TGIDS is 1)
  *   mqi_inodes       the store's files, whose pages get per-page fault records (when FILTER_INODES is 1;
  *                    followed from their creation: store_files.h); fault-around windows are recorded for
  *                    every file (at most one per fault). Faults placed by dirtying (no device) are
@@ -123,6 +123,7 @@ struct fault_totals {
     u64 placed_faults;         /* exceptions the kernel placed on a file page (moved off their address) */
 };
 
+#include "scope.h"
 #include "store_files.h"
 
 /*
@@ -187,21 +188,11 @@ struct inflight {
     u8 placed;                 /* enum placement */
 };
 
-BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
 BPF_HASH(mqi_totals, u32, struct fault_totals, MAX_TGIDS);
 BPF_HASH(mqi_fault_pages, struct fault_page_key, struct fault_page_counts, MAX_FAULT_PAGES);
 BPF_HASH(mqi_file_pages, struct file_page_key, struct file_page_counts, MAX_FILE_PAGES);
 BPF_F_TABLE("hash", struct fault_around_key, u64, mqi_fault_around, MAX_FAULT_AROUND, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct inflight, mqi_inflight, MAX_THREADS);
-
-static __always_inline int tgid_traced(u32 tgid)
-{
-#if FILTER_TGIDS
-    return mqi_tgids.lookup(&tgid) != NULL;
-#else
-    return tgid != 0 && tgid != IGNORE_TGID;  /* the tracer's own faults are noise */
-#endif
-}
 
 /* Whether the file's pages get records; device 0 (unknown: a placement by dirtying) is left to user space. */
 static __always_inline int inode_recorded(u64 ino, u32 dev)

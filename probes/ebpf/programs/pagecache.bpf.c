@@ -40,7 +40,7 @@
  * next one created with its number) are told apart.
  *
  * Maps (tgid = process id, tid = thread id):
- *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_tgids        the tgids to trace (scope.h: tgid_traced() asks it when FILTER_TGIDS is 1)
  *   mqi_inodes       the store's files and their generations (when FILTER_INODES is 1), and the sets of the
  *                    store's directories: store_files.h
  *   mqi_seen_inodes  files the traced processes added pages to (when only FILTER_TGIDS is 1)
@@ -93,6 +93,7 @@ struct process_counts {
     char comm[16];             /* the name of the process when it was first seen this interval */
 };
 
+#include "scope.h"
 #include "store_files.h"
 
 struct file_key {
@@ -123,22 +124,12 @@ struct ra_window {
     u32 pad;
 };
 
-BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
 BPF_HASH(mqi_seen_inodes, struct inode_key, u8, MAX_INODES);
 BPF_ARRAY(mqi_totals, struct cache_totals, 1);
 BPF_F_TABLE("hash", u32, struct process_counts, mqi_processes, MAX_TGIDS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct file_key, struct cache_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct folio_key, struct folio_counts, mqi_folios, MAX_FOLIOS, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct ra_window, mqi_ra_windows, MAX_THREADS);
-
-static __always_inline int tgid_traced(u32 tgid)
-{
-#if FILTER_TGIDS
-    return mqi_tgids.lookup(&tgid) != NULL;
-#else
-    return tgid != 0 && tgid != IGNORE_TGID;  /* the tracer's own reads are noise */
-#endif
-}
 
 /* The generation an addition by a traced process is recorded under, per file (the addition makes the file
    one in view); 0: not recorded. */
@@ -167,11 +158,6 @@ static __always_inline u32 removed_in_view(u32 dev, u64 ino)
 #else
     return LISTED_GENERATION;
 #endif
-}
-
-static __always_inline u64 folio_pages(u32 order)
-{
-    return 1ULL << (order & 31);  /* the mask keeps the shift defined whatever the field holds */
 }
 
 static __always_inline struct cache_totals *totals_of_session(void)

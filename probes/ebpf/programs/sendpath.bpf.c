@@ -64,7 +64,7 @@
  *                                 counted: bytes accepted per pass shows how the stream was cut into skbs.
  *
  * Maps (tgid = process id, tid = thread id):
- *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_tgids        the tgids to trace (scope.h: tgid_traced() asks it when FILTER_TGIDS is 1)
  *   mqi_threads      per thread: the traced call in progress (its arguments, and the faults taken in it),
  *                    and what its last read-like call filled. Updated in place; LRU: threads that exit age
  *                    out.
@@ -75,7 +75,7 @@
  *   mqi_zero         [0]: a zeroed traffic value, the initial value of a new mqi_traffic record (too large
  *                    for the stack beside the rest)
  *   mqi_sockets      per tgid: socket-side bytes sent, bytes copied to user, tcp_sendmsg passes (cumulative)
- *   mqi_lost         [0]: events whose record did not fit mqi_traffic or mqi_sockets (cumulative)
+ *   mqi_lost         [0]: events whose record did not fit mqi_traffic or mqi_sockets (scope.h)
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS                1 to trace only mqi_tgids, 0 for every process
@@ -147,30 +147,13 @@ struct user_iovec {
 #define MSGHDR_IOV_OFFSET 16
 #define MSGHDR_IOVLEN_OFFSET 24
 
-BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+#define COUNTS_LOST_RECORDS 1
+#include "scope.h"
+
 BPF_TABLE("lru_hash", u32, struct thread_state, mqi_threads, MAX_THREADS);
 BPF_F_TABLE("hash", struct traffic_key, struct traffic, mqi_traffic, MAX_RECORDS, BPF_F_NO_PREALLOC);
 BPF_ARRAY(mqi_zero, struct traffic, 1);
 BPF_HASH(mqi_sockets, u32, struct socket_totals, MAX_TGIDS);
-BPF_ARRAY(mqi_lost, u64, 1);
-
-static __always_inline int tgid_traced(u32 tgid)
-{
-#if FILTER_TGIDS
-    return mqi_tgids.lookup(&tgid) != NULL;
-#else
-    return tgid != 0 && tgid != IGNORE_TGID;  /* the tracer's own reads of /proc are noise */
-#endif
-}
-
-static __always_inline void count_lost(void)
-{
-    int first = 0;
-    u64 *lost = mqi_lost.lookup(&first);
-    if (lost)
-        __sync_fetch_and_add(lost, 1);
-}
-
 static __always_inline struct socket_totals *socket_totals_of(u32 tgid)
 {
     struct socket_totals zero = {};

@@ -25,7 +25,7 @@
  *
  * Maps (tgid = process id, tid = thread id); cumulative, never drained (user space takes differences),
  * except mqi_mappings:
- *   mqi_tgids        set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_tgids        the tgids to trace (scope.h: tgid_traced() asks it when FILTER_TGIDS is 1)
  *   mqi_inflight     per thread: the traced call in progress (LRU: threads that exit mid-call age out)
  *   mqi_latency      per (tgid, syscall, log2 slot): calls whose duration in ns fell in the slot. Slot s
  *                    holds [2^(s-1), 2^s - 1] ns (bcc's bpf_log2l; slot 0 holds 0 ns)
@@ -33,7 +33,7 @@
  *                    successful calls
  *   mqi_mappings     per (tgid, address) of a successful mmap: its length and descriptor (-1: anonymous).
  *                    Drained by user space every interval.
- *   mqi_lost         [0]: calls whose record did not fit mqi_latency, mqi_calls or mqi_mappings
+ *   mqi_lost         [0]: calls whose record did not fit mqi_latency, mqi_calls or mqi_mappings (scope.h)
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS                1 to trace only mqi_tgids, 0 for every process
@@ -87,30 +87,13 @@ struct mapping {
     s64 fd;
 };
 
-BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+#define COUNTS_LOST_RECORDS 1
+#include "scope.h"
+
 BPF_TABLE("lru_hash", u32, struct inflight, mqi_inflight, MAX_THREADS);
 BPF_F_TABLE("hash", struct latency_key, u64, mqi_latency, MAX_LATENCY_SLOTS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct calls_key, struct calls, mqi_calls, MAX_RECORDS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct mapping_key, struct mapping, mqi_mappings, MAX_MAPPINGS, BPF_F_NO_PREALLOC);
-BPF_ARRAY(mqi_lost, u64, 1);
-
-static __always_inline int tgid_traced(u32 tgid)
-{
-#if FILTER_TGIDS
-    return mqi_tgids.lookup(&tgid) != NULL;
-#else
-    return tgid != 0 && tgid != IGNORE_TGID;  /* the tracer's own mmaps are noise */
-#endif
-}
-
-static __always_inline void count_lost(void)
-{
-    int first = 0;
-    u64 *lost = mqi_lost.lookup(&first);
-    if (lost)
-        __sync_fetch_and_add(lost, 1);
-}
-
 /* A traced call begins: keep what it aims at and when it started, until it returns. */
 static __always_inline int on_enter(u32 syscall, int syscall_nr, u64 target, u64 length, u32 detail)
 {

@@ -44,7 +44,7 @@
  * (mqi_seen_inodes, filled here); else every file.
  *
  * Maps (tgid = process id, tid = thread id):
- *   mqi_tgids         set of tgids to trace, filled from user space (used when FILTER_TGIDS is 1)
+ *   mqi_tgids         the tgids to trace (scope.h: tgid_traced() asks it when FILTER_TGIDS is 1)
  *   mqi_inodes        the store's files (when FILTER_INODES is 1), and the sets of the store's directories:
  *                     store_files.h
  *   mqi_seen_inodes   inodes the traced processes dirtied (when only FILTER_TGIDS is 1)
@@ -82,6 +82,7 @@ struct writeback_totals {
     u64 lost_records;          /* records that found a drained map full */
 };
 
+#include "scope.h"
 #include "store_files.h"
 
 struct dirtied_counts {
@@ -151,7 +152,6 @@ struct inode_write {
     u64 fs_pages;
 };
 
-BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
 BPF_HASH(mqi_seen_inodes, u64, u8, MAX_INODES);
 BPF_ARRAY(mqi_totals, struct writeback_totals, 1);
 struct folio_slot {
@@ -170,24 +170,10 @@ BPF_F_TABLE("hash", struct flush_key, struct flush_counts, mqi_flushes, 1024, BP
 BPF_TABLE("lru_hash", u32, s64, mqi_work_starts, MAX_THREADS);
 BPF_TABLE("lru_hash", u32, struct inode_write, mqi_inode_writes, MAX_THREADS);
 
-static __always_inline int tgid_traced(u32 tgid)
-{
-#if FILTER_TGIDS
-    return mqi_tgids.lookup(&tgid) != NULL;
-#else
-    return tgid != 0 && tgid != IGNORE_TGID;
-#endif
-}
-
 static __always_inline struct writeback_totals *totals_of_session(void)
 {
     u32 zero = 0;
     return mqi_totals.lookup(&zero);
-}
-
-static __always_inline u64 folio_pages(u32 order)
-{
-    return 1ULL << (order & 31);  /* the mask keeps the shift defined whatever the field holds */
 }
 
 static __always_inline void remember_device(u64 ino, u32 dev)

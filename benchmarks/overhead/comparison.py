@@ -1,0 +1,298 @@
+"""One measured run of a workload (bare, with the floor, or with every probe's session), the balanced order of
+the sides, and what their runs compare to: the slowdowns timed, and computed from counts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from benchmarks.overhead.baseline import EmptyProgramFloor, is_floor_program, is_session_program
+from benchmarks.overhead.run_statistics import bpf_run_statistics, program_times, runs_between
+from benchmarks.overhead.sessions import (
+    PROBE_NAMES,
+    SESSION_DRAIN_TIMEOUT_S,
+    ProbeEvents,
+    TraceProcess,
+    probes_attached,
+)
+from benchmarks.overhead.settings import Settings
+from benchmarks.overhead.workloads import WORKLOAD_UNITS, Workload, WorkloadResult, child_parameters
+
+
+@dataclass(frozen=True)
+class Run:
+    result: WorkloadResult
+    events: dict[str, ProbeEvents] = field(default_factory=dict)  # probe -> events; only with probes
+    sessions_cpu_s: float = 0.0  # CPU the trace sessions used in user space and syscalls while it ran
+    # name -> (runs, ns) in the timed loop: the sessions' programs with probes, the empty ones with the floor
+    program_runs: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def measure_once(
+    workload: str,
+    settings: Settings,
+    scratch: Path,
+    probes: Sequence[str] = (),
+    floor: EmptyProgramFloor | None = None,
+) -> Run:
+    """One timed loop of a fresh child: with the `probes`' sessions, or with the `floor`, or bare."""
+    child = Workload(workload, child_parameters(workload, settings))
+    try:
+        if probes:
+            return run_with_sessions(child, probes, scratch)
+        if floor is not None:
+            return run_with_floor(child, floor)
+        child.prepare()
+        return Run(child.run())
+    finally:
+        child.finish()
+
+
+def run_with_sessions(child: Workload, probes: Sequence[str], scratch: Path) -> Run:
+    loaded_before = set(program_times(is_session_program))
+    with probes_attached(probes, scratch) as sessions:
+        child.prepare()
+        wait_for_a_drain(sessions)
+        cpu_before = sum(session.cpu_seconds() for session in sessions)
+        times_before = program_times(is_session_program)
+        result = child.run()
+        times_after = program_times(is_session_program)
+        sessions_cpu_s = sum(session.cpu_seconds() for session in sessions) - cpu_before
+    ours = set(times_before) - loaded_before  # loaded by these sessions (others may run their own)
+    events = {session.probe: session.events(child.pid) for session in sessions}
+    return Run(result, events, sessions_cpu_s, runs_between(times_before, times_after, ours))
+
+
+def wait_for_a_drain(sessions: Sequence[TraceProcess]) -> None:
+    """Until every session has drained its maps once more: the sessions trace every process, so the
+    per-page records of the memory backing (back_guest_memory) would otherwise fill their maps at the start
+    of the timed loop (a full map fails its inserts: cheaper or dearer than normal, not what is measured)."""
+    written = [session.intervals_written() for session in sessions]
+    deadline = time.monotonic() + SESSION_DRAIN_TIMEOUT_S
+    while any(
+        session.intervals_written() <= before for session, before in zip(sessions, written, strict=True)
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"trace sessions printed no interval within {SESSION_DRAIN_TIMEOUT_S:.0f} s")
+        time.sleep(0.02)
+
+
+def run_with_floor(child: Workload, floor: EmptyProgramFloor) -> Run:
+    with floor.attached():
+        child.prepare()
+        times_before = program_times(is_floor_program)
+        result = child.run()
+        times_after = program_times(is_floor_program)
+    return Run(result, program_runs=runs_between(times_before, times_after, set(floor.program_ids)))
+
+
+class Side(Enum):
+    NONE = "no probes"
+    FLOOR = "floor"
+    PROBES = f"all {len(PROBE_NAMES)} probes"
+
+    @property
+    def letter(self) -> str:
+        return {"NONE": "N", "FLOOR": "F", "PROBES": "P"}[self.name]
+
+
+def balanced_order(sides: Sequence[Side], repetitions: int) -> list[Side]:
+    """`repetitions` groups, each one run of every side. A side's mean position is the same for all sides
+    (a linear drift of the machine lands on each equally) when every side's positions within the groups
+    add up to the same: mirrored pairs of groups (N F P, P F N) do that, and with three sides so do the
+    three rotations (N F P, F P N, P N F), which cover an odd number of groups. With two sides this is
+    ABBA. One group alone cannot be balanced."""
+    rotations = [list(sides[start:]) + list(sides[:start]) for start in range(len(sides))]
+    groups: list[list[Side]] = []
+    remaining = repetitions
+    if remaining % 2 and len(sides) == 3 and remaining >= 3:
+        groups += rotations
+        remaining -= 3
+    for pair in range(remaining // 2):
+        first = rotations[pair % len(rotations)]
+        groups += [first, first[::-1]]
+    if remaining % 2:
+        groups.append(rotations[0])
+    return [side for group in groups for side in group]
+
+
+def median_seconds(runs: list[Run]) -> float:
+    return statistics.median(run.result.seconds for run in runs)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    workload: str
+    fault_backing: str
+    without: list[Run]
+    with_probes: list[Run]
+    floor: list[Run]  # empty when the floor was unavailable; the i-th run of each side shares a group
+    costs: list[Run] = field(default_factory=list)  # with the run statistics on: not timed against the rest
+    floor_costs: list[Run] = field(default_factory=list)
+
+    @property
+    def seconds_without(self) -> float:
+        return median_seconds(self.without)
+
+    @property
+    def seconds_with(self) -> float:
+        return median_seconds(self.with_probes)
+
+    @property
+    def seconds_floor(self) -> float:
+        return median_seconds(self.floor)
+
+    @property
+    def slowdown(self) -> float:
+        return self.seconds_with / self.seconds_without - 1
+
+    @property
+    def floor_slowdown(self) -> float:
+        return self.seconds_floor / self.seconds_without - 1
+
+    @property
+    def paired_slowdown(self) -> float:
+        """The median over the groups of the balanced order: a load that comes and goes between groups
+        (other processes on two cores) moves every run of a group, and drops out of their ratios."""
+        return self._paired(self.with_probes)
+
+    @property
+    def above_floor(self) -> float:
+        """(probes - floor) / no probes, the medians: what mqinspect's own work adds to the floor."""
+        return (self.seconds_with - self.seconds_floor) / self.seconds_without
+
+    @property
+    def paired_floor_slowdown(self) -> float:
+        return self._paired(self.floor)
+
+    @property
+    def paired_above_floor(self) -> float:
+        """(probes - floor) / no probes, the median over the groups."""
+        return statistics.median(
+            (probed.result.seconds - floor.result.seconds) / plain.result.seconds
+            for plain, floor, probed in zip(self.without, self.floor, self.with_probes, strict=True)
+        )
+
+    def _paired(self, runs: list[Run]) -> float:
+        ratios = [
+            side.result.seconds / plain.result.seconds for plain, side in zip(self.without, runs, strict=True)
+        ]
+        return statistics.median(ratios) - 1
+
+    def median_page_faults(self, runs: list[Run]) -> float:
+        return statistics.median(run.result.page_faults for run in runs)
+
+    def median_events(self, probe: str, where: str) -> float:
+        return statistics.median(getattr(run.events[probe], where) for run in self.with_probes)
+
+    def workload_events(self) -> float:
+        return sum(self.median_events(probe, "workload") for probe in self.with_probes[0].events)
+
+    def ns_per_event(self) -> float | None:
+        events = self.workload_events()
+        return (self.seconds_with - self.seconds_without) * 1e9 / events if events else None
+
+
+def compare(workload: str, settings: Settings, scratch: Path, floor: EmptyProgramFloor | None) -> Comparison:
+    measure_once(workload, settings, scratch)  # discarded: page cache, imports and disk warm
+    sides = (Side.NONE, Side.FLOOR, Side.PROBES) if floor is not None else (Side.NONE, Side.PROBES)
+    runs: dict[Side, list[Run]] = {side: [] for side in Side}
+    for side in balanced_order(sides, settings.repetitions):
+        run = measure_once(
+            workload,
+            settings,
+            scratch,
+            probes=PROBE_NAMES if side is Side.PROBES else (),
+            floor=floor if side is Side.FLOOR else None,
+        )
+        runs[side].append(run)
+        print_run(workload, side.value, run)
+    with_statistics = (
+        runs_with_statistics(workload, settings, scratch, floor) if settings.run_statistics else ([], [])
+    )
+    sides = (runs[Side.NONE], runs[Side.PROBES], runs[Side.FLOOR])
+    return Comparison(workload, settings.fault_backing, *sides, *with_statistics)
+
+
+def print_run(workload: str, side: str, run: Run) -> None:
+    print(f"    {workload:<11} {side:<12} {run.result.seconds:7.3f} s  {run.result.rate:>12,.0f} "
+          f"{WORKLOAD_UNITS[workload]}", flush=True)  # fmt: skip
+
+
+def runs_with_statistics(
+    workload: str, settings: Settings, scratch: Path, floor: EmptyProgramFloor | None
+) -> tuple[list[Run], list[Run]]:
+    """One probed run and one floor run with the kernel timing every program run: the in-kernel cost per
+    program. Their wall times carry the statistics' clock reads, so they stay out of the comparison."""
+    with bpf_run_statistics() as on:
+        if not on:
+            return [], []
+        probed = measure_once(workload, settings, scratch, probes=PROBE_NAMES)
+        print_run(workload, "probes+stats", probed)
+        if floor is None:
+            return [probed], []
+        floored = measure_once(workload, settings, scratch, floor=floor)
+        print_run(workload, "floor+stats", floored)
+        return [probed], [floored]
+
+
+# ---- computed from counts, and within the noise ----------------------------------------------------------
+
+
+def program_run_totals(runs: list[Run]) -> tuple[int, int]:
+    """Program runs and nanoseconds inside the programs, summed over `runs` and their programs."""
+    per_program = [counted for run in runs for counted in run.program_runs.values()]
+    return sum(count for count, _ns in per_program), sum(ns for _count, ns in per_program)
+
+
+@dataclass(frozen=True)
+class ComputedCost:
+    """The slowdowns computed from counts instead of timed: runs per loop (the kernel's run statistics) times
+    the dispatch cost per run (measured on its own), plus the time inside the programs above an empty one's.
+    Here a workload's wall time moves by tens of percent from run to run (this VM's memory, two cores), and
+    these figures do not. They are what the kernel does in the workload's stead; what no count shows
+    (caches, locks, the sessions taking the other CPU) only the wall time has."""
+
+    seconds_without: float
+    dispatch_ns: float
+    floor_runs: float  # empty program runs per loop, every process's events
+    probe_runs: float  # the probes' program runs per loop
+    bodies_ns: float  # the probes' time inside their programs per loop, less an empty program's
+
+    @property
+    def floor_slowdown(self) -> float:
+        return self.floor_runs * self.dispatch_ns / 1e9 / self.seconds_without
+
+    @property
+    def slowdown(self) -> float:
+        return (self.probe_runs * self.dispatch_ns + self.bodies_ns) / 1e9 / self.seconds_without
+
+
+def computed_cost(comparison: Comparison, floor: EmptyProgramFloor | None) -> ComputedCost | None:
+    """None without the dispatch cost, or without the runs with the run statistics."""
+    if floor is None or floor.dispatch is None:
+        return None
+    floor_runs, floor_ns = program_run_totals(comparison.floor_costs)
+    probe_runs, probe_ns = program_run_totals(comparison.costs)
+    if not floor_runs or not probe_runs:
+        return None
+    empty_ns_per_run = floor_ns / floor_runs  # the statistics' own clock reads, mostly
+    floor_loops, probe_loops = len(comparison.floor_costs), len(comparison.costs)
+    return ComputedCost(
+        seconds_without=comparison.seconds_without,
+        dispatch_ns=floor.dispatch.ns_per_run,
+        floor_runs=floor_runs / floor_loops,
+        probe_runs=probe_runs / probe_loops,
+        bodies_ns=max(0.0, (probe_ns - probe_runs * empty_ns_per_run) / probe_loops),
+    )
+
+
+def ranges_overlap(faster: list[Run], slower: list[Run]) -> bool:
+    """Whether the difference is within the run-to-run spread: the slower side's fastest run is no slower
+    than the faster side's slowest."""
+    return min(run.result.seconds for run in slower) <= max(run.result.seconds for run in faster)

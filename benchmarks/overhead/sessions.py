@@ -1,0 +1,125 @@
+"""The probes as probe_overhead.py runs them: each as a `mqinspect trace PROBE` process of its own, attached
+to every process, and what each one counted.
+
+What a probe handled is read twice from its summary, with the fields its registry entry names
+(probes/ebpf/registry.py): the workload's share from the summary's per-process rows (`process_events`), and
+every process's from its totals (`total_events`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.overhead.workloads import REPO, wait_or_kill
+from probes.ebpf.registry import PROBES, probe_entry
+
+MQINSPECT = REPO / ".venv" / "bin" / "mqinspect"
+PROBE_NAMES = tuple(entry.name for entry in PROBES)
+SESSION_START_TIMEOUT_S = 90.0  # five bcc compilations share two cores
+SESSION_STOP_TIMEOUT_S = 20.0  # the summary of a system-wide faults session walks every file it saw
+SESSION_DRAIN_TIMEOUT_S = 10.0  # sessions print an interval every second
+
+
+@dataclass(frozen=True)
+class ProbeEvents:
+    workload: int  # events in the workload's process: their cost lands on its wall time
+    system: int  # events in every process, the workload's included
+
+
+class TraceProcess:
+    """One `mqinspect trace <probe>` process. Its output goes to files, not pipes: a system-wide session
+    writes a lot per interval, and a full pipe would stall it while it holds its programs attached."""
+
+    def __init__(self, probe: str, scratch: Path):
+        self.probe = probe
+        self.stdout_path = scratch / f"{probe}.jsonl"
+        self.stderr_path = scratch / f"{probe}.stderr"
+        command = [str(MQINSPECT), "trace", probe, "--interval", "1", "--format", "jsonl"]
+        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+        self.interrupted = False
+
+    def has_started(self) -> bool:
+        """The startup line is printed once the programs are attached."""
+        if any(line.startswith("Tracing ") for line in self._stderr_lines()):
+            return True
+        if self.process.poll() is not None:
+            status = self.process.returncode
+            raise RuntimeError(f"trace {self.probe} exited ({status}): {self._stderr_tail()}")
+        return False
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the session has used: its per-interval collection competes with the workload
+        for the two cores, a cost apart from the programs' in-kernel time."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def interrupt(self) -> None:
+        """SIGINT ends a session with its summary. Only once: a second one aborts it without a summary."""
+        if self.process.poll() is None and not self.interrupted:
+            self.interrupted = True
+            self.process.send_signal(signal.SIGINT)
+
+    def wait_stopped(self) -> None:
+        """A session that does not end in time is killed: its programs go with its file descriptors."""
+        wait_or_kill(self.process, SESSION_STOP_TIMEOUT_S)
+
+    def events(self, workload_pid: int) -> ProbeEvents:
+        summary = self._summary()
+        if summary is None:
+            raise RuntimeError(f"trace {self.probe} printed no summary: {self._stderr_tail()}")
+        rows = [row for row in summary["processes"] if row["pid"] == workload_pid]
+        entry = probe_entry(self.probe)
+        in_workload = sum(row[name] for row in rows for name in entry.process_events)
+        in_system = sum(summary[name] for name in entry.total_events)
+        return ProbeEvents(in_workload, in_system)
+
+    def intervals_written(self) -> int:
+        """Interval lines printed so far: each one follows a drain of the session's maps."""
+        with open(self.stdout_path, "rb") as output:
+            return sum(1 for line in output if line.startswith(b'{"kind":"interval"'))
+
+    def _summary(self) -> dict | None:
+        with open(self.stdout_path, "rb") as output:
+            for line in output:
+                if line.startswith(b'{"kind":"summary"'):
+                    return json.loads(line)
+        return None
+
+    def _stderr_lines(self) -> list[str]:
+        return self.stderr_path.read_text(errors="replace").splitlines()
+
+    def _stderr_tail(self) -> str:
+        return " | ".join(self._stderr_lines()[-3:]) or "(no stderr)"
+
+
+@contextlib.contextmanager
+def probes_attached(probes: Sequence[str], scratch: Path) -> Iterator[list[TraceProcess]]:
+    """Start the sessions together (they compile in parallel), wait until every one is attached; stop every
+    one on the way out, whatever happened, so no program stays loaded."""
+    sessions: list[TraceProcess] = []
+    try:
+        for probe in probes:
+            sessions.append(TraceProcess(probe, scratch))
+        deadline = time.monotonic() + SESSION_START_TIMEOUT_S
+        while not all(session.has_started() for session in sessions):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"trace sessions not attached within {SESSION_START_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+        yield sessions
+    finally:
+        for session in sessions:  # all first, so that they build their summaries in parallel
+            session.interrupt()
+        for session in sessions:
+            session.wait_stopped()

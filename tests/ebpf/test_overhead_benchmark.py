@@ -1,0 +1,73 @@
+"""benchmarks/probe_overhead.py in its parts (benchmarks/overhead/): a workload child runs as a module of its
+own, the sides are ordered so that each sits as often early as late, the floor and the sessions cover the
+registry's probes, and nothing in it is named like the product's TraceSession. The measurement itself is the
+benchmark's (about 9 minutes); these are the seconds-long checks of its parts."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.overhead import baseline, comparison, report, sessions, workloads  # noqa: E402
+from benchmarks.overhead.comparison import Side, balanced_order  # noqa: E402
+from benchmarks.overhead.settings import parse_args  # noqa: E402
+from benchmarks.overhead.workloads import Workload, child_parameters  # noqa: E402
+from probes.ebpf.loader import TRACEFS  # noqa: E402
+from probes.ebpf.registry import PROBES  # noqa: E402
+from probes.ebpf.tracepoints import tracepoint_format_path  # noqa: E402
+
+
+def test_a_workload_child_runs_its_timed_loop_as_a_module_of_its_own(tmp_path: Path):
+    settings = parse_args(
+        ["--fault-mib", "1", "--fault-passes", "2", "--fault-backing", "shmem", "--dir", str(tmp_path)], "x"
+    )
+    child = Workload("faults", child_parameters("faults", settings))
+    try:
+        child.prepare()
+        result = child.run()
+    finally:
+        child.finish()
+    assert child.process.returncode == 0
+    pages = 2 * (1 << 20) // workloads.PAGE_SIZE
+    assert result.units == pages
+    assert result.page_faults >= pages  # one write fault per page of a fresh shared mapping, by getrusage
+
+
+@pytest.mark.parametrize("repetitions", [2, 3, 4, 5])
+def test_every_side_sits_as_often_early_as_late(repetitions: int):
+    sides = (Side.NONE, Side.FLOOR, Side.PROBES)
+    order = balanced_order(sides, repetitions)
+    assert Counter(order) == dict.fromkeys(sides, repetitions)
+    positions = {side: 0 for side in sides}
+    for index, side in enumerate(order):
+        positions[side] += index % len(sides)
+    if repetitions > 1:
+        assert len(set(positions.values())) == 1
+
+
+def test_the_sessions_and_the_floor_cover_every_registered_probe():
+    assert tuple(entry.name for entry in PROBES) == sessions.PROBE_NAMES
+    assert Side.PROBES.value == f"all {len(PROBES)} probes"
+    groups, skipped = baseline.floor_layout()
+    programs = [program for group in groups for program in group]
+    expected = [
+        (entry.name, attachment.tracepoint)
+        for entry in PROBES
+        for attachment in entry.probe_class().program.attachments
+    ]
+    present = [(probe, tp) for probe, tp in expected if tracepoint_format_path(TRACEFS, tp).exists()]
+    assert [(program.probe, program.tracepoint) for program in programs] == present
+    assert len(skipped) == len(expected) - len(present)
+    for group in groups:  # bcc keeps one attachment per tracepoint and BPF object
+        assert len({program.tracepoint for program in group}) == len(group)
+
+
+def test_nothing_in_the_benchmark_takes_the_products_session_name():
+    for module in (baseline, comparison, report, sessions, workloads):
+        assert not hasattr(module, "TraceSession"), module.__name__
