@@ -56,13 +56,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from store import codec, inspect  # noqa: E402
+from store import codec  # noqa: E402
 from store.commitlog import PutStatus  # noqa: E402
 from store.commitlog_scan import ScannedRecord, scan_commitlog  # noqa: E402
 from store.config import CQ_STORE_UNIT_SIZE, FlushDiskType, StoreConfig  # noqa: E402
 from store.consume_queue_format import iter_entries  # noqa: E402
-from store.hashing import index_key_hash  # noqa: E402
 from store.index_file import IndexService  # noqa: E402
+from store.inspection.rocketmq.verify import verify_store  # noqa: E402
+from store.java_checksums import index_key_hash  # noqa: E402
 from store.layout import discover_store  # noqa: E402
 from store.message_store import MessageStore  # noqa: E402
 from store.safe_read import PreadFile  # noqa: E402
@@ -284,7 +285,7 @@ def _check_round(root: Path, acked: dict[str, Ack], damage: _Damage, report: Loo
                 _note(
                     damage.corrupt, f"{queue_id}/{queue_offset}", report, "an entry leads to a wrong record"
                 )
-    verified = inspect.verify_store(root)
+    verified = verify_store(root)
     if not verified.ok:
         report.verify_failures += 1
         report.problems += [f"round {number}: verify: {f.check}: {f.message}" for f in verified.findings]
@@ -410,7 +411,7 @@ def _one_trial(
         named, first_bad = _damage_log(root, kind, last_segment, tail, rng)
     else:
         named, first_bad = _damage_queue(root, kind, last_segment, rng), None
-    found = inspect.verify_store(root)
+    found = verify_store(root)
     if any((str(finding.file), finding.offset) == named for finding in found.findings):
         report.named_by_verify += 1
     else:
@@ -432,7 +433,7 @@ def _one_trial(
         report.queues_rebuilt += 1
     else:
         report.problems.append(f"trial {number} ({kind}): a ConsumeQueue still differs from the log")
-    after = inspect.verify_store(root)
+    after = verify_store(root)
     if after.ok:
         report.verify_clean_after += 1
     else:

@@ -43,7 +43,6 @@ import itertools
 import mmap
 import operator
 import struct
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -51,8 +50,8 @@ from typing import NamedTuple
 
 from store.config import StoreConfig
 from store.errors import CorruptRecord, StoreError
-from store.hashing import masked_crc32
-from store.hashing import tags_code as java_tags_code
+from store.java_checksums import masked_crc32, masked_crc32s
+from store.java_checksums import tags_code as java_tags_code
 
 # --- Magic codes (MessageDecoder / CommitLog), as unsigned 32-bit values; Java's are signed ints. ---
 MESSAGE_MAGIC_CODE_V1 = 0xDAA320A7  # MESSAGE_MAGIC_CODE, -626843481: 1-byte topic length
@@ -654,7 +653,7 @@ def _fill_property_crc(buffer: WritableBuffer, position: int, total: int) -> Non
     """doAppend's last step: CRC over [0, total-20) of the finished record, written into the reserved tail."""
     crc_end = position + total - CRC32_RESERVED_LEN
     with memoryview(buffer) as view:
-        crc = zlib.crc32(view[position:crc_end]) & 0x7FFFFFFF
+        crc = masked_crc32(view[position:crc_end])
     buffer[crc_end : position + total] = encode_crc32_property(crc)
 
 
@@ -743,7 +742,8 @@ def encode_record(
 # Record by record, the encoder spends microseconds of interpreter time per message, mostly rebuilding values
 # that every message of a batch shares: a MessageExtBatch has one topic, queue, sysflag and pair of hosts.
 # The batch encoder packs those once and describes the whole batch as one struct format whose arguments are
-# per-record columns, so that what remains per message (zlib.crc32, the column fills, the pack) runs in C.
+# per-record columns, so that what remains per message (the masked CRCs, the column fills, the pack) runs
+# in C.
 # The arguments are args[0], the first record's TOTALSIZE + MAGICCODE, then per record, in byte order:
 #
 #   crc     BODYCRC                                                               i
@@ -774,7 +774,6 @@ _BODY = operator.attrgetter("body")
 _PROPERTIES = operator.attrgetter("properties")
 _BORN_TIMESTAMP = operator.attrgetter("born_timestamp_ms")
 _STRUCT_BYTES_TYPES = frozenset({bytes, bytearray})  # what struct's "s" code accepts
-_MASK_CRC = (0x7FFFFFFF).__and__  # UtilAll.crc32's mask, as a bound method map() can call from C
 _COLUMNS = 9
 _CRC_COLUMN, _QUEUE_COLUMN, _PHYSICAL_COLUMN, _SYSFLAG_COLUMN = 1, 3, 4, 5
 _BORN_COLUMN, _MIDDLE_COLUMN, _BODY_COLUMN, _TAIL_COLUMN = 6, 7, 8, 9
@@ -1026,7 +1025,7 @@ def _pack_batch(
     magic = version.magic_code
 
     args = [head] * (1 + _COLUMNS * count)
-    args[_CRC_COLUMN::_COLUMNS] = map(_MASK_CRC, map(zlib.crc32, bodies))
+    args[_CRC_COLUMN::_COLUMNS] = masked_crc32s(bodies)
     args[_SYSFLAG_COLUMN::_COLUMNS] = [sysflag_field] * count
     args[_BORN_COLUMN::_COLUMNS] = born_timestamps
     args[_BODY_COLUMN::_COLUMNS] = bodies
@@ -1277,7 +1276,7 @@ def _check_total_size(total: int, available: int, max_record_size: int, where: _
 def _verify_body_crc(view: memoryview, body_start: int, body_end: int, stored: int, where: _Location) -> None:
     if body_end == body_start:
         return  # Java checks only when bodyLen > 0
-    actual = zlib.crc32(view[body_start:body_end]) & 0x7FFFFFFF
+    actual = masked_crc32(view[body_start:body_end])
     if actual != stored:
         raise where.corrupt(f"body CRC {actual} does not match BODYCRC {stored}", "BODYCRC")
 
@@ -1310,7 +1309,7 @@ def _verify_property_crc(
     stored = _parse_crc32_digits(bytes(view[record_end - 11 : record_end - 1]))
     if stored is None or view[record_end - 1] != 0x02:
         raise where.corrupt("malformed __CRC32# property (10 digits and \\x02 expected)", PROPERTY_CRC32)
-    actual = zlib.crc32(view[position:tail_start]) & 0x7FFFFFFF
+    actual = masked_crc32(view[position:tail_start])
     if actual != stored:
         raise where.corrupt(f"record CRC {actual} does not match __CRC32# {stored}", PROPERTY_CRC32)
 

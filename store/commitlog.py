@@ -83,7 +83,6 @@ class CommitLog:
         self._put_lock = threading.Lock()
         # topicQueueTable: the next queue offset of each "topic-queueId"; rebuilt from the consume queues.
         self.queue_offsets: dict[tuple[str, int], int] = {}
-        self._begin_time_in_lock_ms = 0
         self._last_store_timestamp_ms = 0
         self._flush_service: _Service | None = None
         self._commit_service: _CommitService | None = None
@@ -147,11 +146,6 @@ class CommitLog:
         size = self.config.mapped_file_size_commitlog
         return offset + size - offset % size
 
-    @property
-    def begin_time_in_lock_ms(self) -> int:
-        """When the put in progress took the lock (0 when none): RocketMQ's isOSPageCacheBusy looks at it."""
-        return self._begin_time_in_lock_ms
-
     # ---- put ----------------------------------------------------------------------------------------
 
     def put_message(self, message: codec.Message) -> AppendResult:
@@ -179,18 +173,15 @@ class CommitLog:
 
     def _append_locked(self, first: codec.Message, batch: codec.PreparedBatch) -> AppendResult:
         started = time.monotonic()
-        self._begin_time_in_lock_ms = store_timestamp = self._clock_ms()
-        try:
-            mapped_file = self._file_with_room(batch.total_size)
-            key = (first.topic, first.queue_id)
-            counts_in_queue = not _is_transaction_prepared_or_rollback(first.sysflag)
-            queue_offset = self.queue_offsets.get(key, 0) if counts_in_queue else None
-            physical_offset = self._write(mapped_file, batch, queue_offset, store_timestamp)
-            if queue_offset is not None:
-                self.queue_offsets[key] = queue_offset + batch.count
-            self._last_store_timestamp_ms = store_timestamp
-        finally:
-            self._begin_time_in_lock_ms = 0
+        store_timestamp = self._clock_ms()
+        mapped_file = self._file_with_room(batch.total_size)
+        key = (first.topic, first.queue_id)
+        counts_in_queue = not _is_transaction_prepared_or_rollback(first.sysflag)
+        queue_offset = self.queue_offsets.get(key, 0) if counts_in_queue else None
+        physical_offset = self._write(mapped_file, batch, queue_offset, store_timestamp)
+        if queue_offset is not None:
+            self.queue_offsets[key] = queue_offset + batch.count
+        self._last_store_timestamp_ms = store_timestamp
         return AppendResult(
             PutStatus.PUT_OK,
             physical_offset,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from store.config import StoreConfig
 from store.errors import CorruptRecord, StoreError, StoreLayoutError
-from store.hashing import index_key_hash
+from store.java_checksums import index_key_hash
 from store.mapped_file import reserve_blocks
 from store.safe_read import PreadFile
 

@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from store.errors import NotAStore, StoreLayoutError
@@ -31,6 +32,14 @@ def file_name_to_offset(name: str) -> int:
     if not SEGMENT_NAME.fullmatch(name):
         raise StoreLayoutError(f"{name}: not a segment of this store (the name is not a 20-digit offset)")
     return int(name)
+
+
+class SegmentKind(StrEnum):
+    """Which part of a store a file belongs to: how listings and traced events name its kind."""
+
+    COMMITLOG = "commitlog"
+    CONSUMEQUEUE = "consumequeue"
+    INDEX = "index"
 
 
 @dataclass(frozen=True)
@@ -107,12 +116,6 @@ class StoreLayout:
 
     def consume_queue(self, topic: str, queue_id: int) -> ConsumeQueueDir | None:
         return next((cq for cq in self.consume_queues if cq.topic == topic and cq.queue_id == queue_id), None)
-
-    @property
-    def segment_paths(self) -> tuple[Path, ...]:
-        """Every CommitLog, ConsumeQueue and index file, found without reading any of them."""
-        cq_files = (segment.path for cq in self.consume_queues for segment in cq.queue.segments)
-        return (*(segment.path for segment in self.commitlog.segments), *cq_files, *self.index_files)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -211,12 +214,10 @@ def discover_store(
 ) -> StoreLayout:
     """Find a store's files under `root` (a RocketMQ store root: the directory that holds commitlog/)."""
     root = Path(root)
-    if not root.is_dir():
-        raise NotAStore(f"{root}: {'not a directory' if root.exists() else 'does not exist'}")
-    commitlog_dir = root / "commitlog"
-    if not commitlog_dir.is_dir():
-        raise NotAStore(_not_a_store_message(root))
-    commitlog = scan_segment_dir(commitlog_dir, commitlog_size)
+    problem = why_not_a_store(root)
+    if problem is not None:
+        raise NotAStore(problem)
+    commitlog = scan_segment_dir(root / "commitlog", commitlog_size)
     consume_queues, cq_problems = _scan_consume_queues(root / "consumequeue", cq_size)
     return StoreLayout(
         root=root,
@@ -229,6 +230,14 @@ def discover_store(
         config_dir=root / "config" if (root / "config").is_dir() else None,
         problems=tuple(cq_problems),
     )
+
+
+def why_not_a_store(root: Path) -> str | None:
+    """None when `root` is a store root (a directory that holds commitlog/), else the one line that says why
+    it is not one."""
+    if not root.is_dir():
+        return f"{root}: {'not a directory' if root.exists() else 'does not exist'}"
+    return None if (root / "commitlog").is_dir() else _not_a_store_message(root)
 
 
 def _not_a_store_message(root: Path) -> str:

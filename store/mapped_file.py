@@ -253,10 +253,6 @@ class MappedFile:
     # ---- positions --------------------------------------------------------------------------------
 
     @property
-    def file_name(self) -> str:
-        return self.path.name
-
-    @property
     def wrote_position(self) -> int:
         return self._wrote
 
@@ -298,11 +294,6 @@ class MappedFile:
     def is_full(self) -> bool:
         """True when nothing more can be appended."""
         return self._wrote == self.file_size
-
-    @property
-    def is_available(self) -> bool:
-        """False once close/destroy has begun: hold() fails from then on."""
-        return self._available
 
     @property
     def is_locked(self) -> bool:

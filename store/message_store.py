@@ -42,7 +42,6 @@ from store.transient_pool import TransientStorePool
 
 log = logging.getLogger(__name__)
 
-OS_PAGE_CACHE_BUSY_TIMEOUT_MS = 1000  # osPageCacheBusyTimeOutMills
 CONSUMER_OFFSET_PERSIST_INTERVAL_S = 5.0  # flushConsumerOffsetInterval
 
 
@@ -239,13 +238,6 @@ class MessageStore:
         result = self.commit_log.put_messages(messages)
         self._reput.wakeup()
         return result
-
-    def is_os_page_cache_busy(self, now_ms: int | None = None) -> bool:
-        """`isOSPageCacheBusy`: one put has held the CommitLog lock for over a second (a stalled page-cache
-        write or page fault); RocketMQ then answers "[PC_SYNCHRONIZED]broker busy"."""
-        began = self.commit_log.begin_time_in_lock_ms
-        held = (time.time_ns() // 1_000_000 if now_ms is None else now_ms) - began
-        return began > 0 and OS_PAGE_CACHE_BUSY_TIMEOUT_MS < held < 10_000_000
 
     # ---- reading ---------------------------------------------------------------------------------------
 

@@ -171,10 +171,6 @@ class TransferResult:
     zerocopy_notifications: int = 0  # error-queue messages read (the kernel merges adjacent ranges)
 
     @property
-    def syscall_count(self) -> int:
-        return sum(self.syscalls.values())
-
-    @property
     def mb_per_s(self) -> float:
         return self.bytes_sent / self.elapsed_s / 1e6 if self.elapsed_s > 0 else 0.0
 

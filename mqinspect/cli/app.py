@@ -114,7 +114,7 @@ def _report(message: str) -> None:
 app = typer.Typer(
     cls=MqinspectGroup,
     name="mqinspect",
-    help="Inspect memory-mapped message-log stores (RocketMQ CommitLog, Kafka segments) and how the kernel "
+    help="Inspect RocketMQ-format message-log stores (CommitLog, ConsumeQueue, index) and how the kernel "
     "serves them: page cache, dirty pages, faults, writeback and copies per send path.",
     no_args_is_help=True,
     add_completion=False,

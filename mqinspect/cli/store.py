@@ -1,8 +1,8 @@
 """`mqinspect store ...`: create, write and inspect RocketMQ-format stores.
 
 The inspection commands (this module) open any store read-only, with pread and never mmap, so they are safe
-on a store a broker is writing. Each parses its options, asks `store.inspect` for a snapshot and renders it;
-errors go up to the one ladder in `mqinspect.cli.app`. Exit status: 0 ok, 1 findings (`verify` found
+on a store a broker is writing. Each parses its options, asks `store.inspection` for a snapshot and renders
+it; errors go up to the one ladder in `mqinspect.cli.app`. Exit status: 0 ok, 1 findings (`verify` found
 problems, `dump` stopped at a corrupt record), 2 bad input (not a store, unknown queue, not a record start).
 """
 
@@ -31,20 +31,12 @@ from mqinspect.render.store import (
     stat_view,
     verify_view,
 )
-from store.inspect import (
-    DEFAULT_INDEX_CHECKS,
-    LogEndReason,
-    consume_queue_view,
-    dump_records,
-    list_segments,
-    open_layout,
-    query_by_key,
-    query_by_msg_id,
-    query_by_offset,
-    store_file_paths,
-    store_stat,
-    verify_store,
-)
+from store.inspection.formats import list_segments, store_file_paths, store_stat
+from store.inspection.rocketmq.cq import consume_queue_view
+from store.inspection.rocketmq.dump import dump_records
+from store.inspection.rocketmq.query import query_by_key, query_by_msg_id, query_by_offset
+from store.inspection.rocketmq.reading import LogEndReason, open_layout
+from store.inspection.rocketmq.verify import DEFAULT_INDEX_CHECKS, verify_store
 
 
 class StoreGroup(LazyGroup):

@@ -63,8 +63,8 @@ from probes.errors import CapabilityMissing, ProbeError
 from probes.residency.actions import evict
 from probes.residency.scan import residency_of_range
 from store.config import StoreConfig
-from store.inspect import SegmentKind, list_segments
-from store.layout import offset_to_file_name
+from store.inspection.rocketmq.segments import list_segments
+from store.layout import SegmentKind, offset_to_file_name
 from store.message_store import MessageStore
 from store.transfer import SendPath, TransferOptions
 from store.workload import ProduceSpec, produce

@@ -1,6 +1,6 @@
 """Tables for the store inspection snapshots (`mqinspect store ...`).
 
-Renderers only draw the snapshots `store.inspect` produced; they never read a file. Every value from a
+Renderers only draw the snapshots `store.inspection` produced; they never read a file. Every value from a
 store (topics, keys, bodies) goes into a `Text`, so square brackets in it are not taken for Rich markup.
 """
 
@@ -24,21 +24,15 @@ from mqinspect.render.cells import (
     percent_text,
 )
 from mqinspect.render.words import counted
-from store.inspect import (
-    BlankView,
-    CommitLogDump,
-    ConsumeQueueView,
-    LogEnd,
-    ProblemView,
-    QueryBy,
-    QueryResult,
-    RecordView,
-    SegmentKind,
-    SegmentListing,
-    SegmentRow,
-    StoreStat,
-    VerifyReport,
-)
+from store.inspection.rocketmq.cq import ConsumeQueueView
+from store.inspection.rocketmq.dump import CommitLogDump
+from store.inspection.rocketmq.query import QueryBy, QueryResult
+from store.inspection.rocketmq.reading import LogEnd, ProblemView
+from store.inspection.rocketmq.record_views import BlankView, RecordView
+from store.inspection.rocketmq.segments import SegmentListing, SegmentRow
+from store.inspection.rocketmq.store_stat import StoreStat
+from store.inspection.rocketmq.verify import VerifyReport
+from store.layout import SegmentKind
 
 
 def _text(value: Any, none: str = NONE) -> Text:

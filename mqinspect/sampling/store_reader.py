@@ -2,7 +2,7 @@
 refused), the positions its files show, its locked bytes, and the eBPF events on it.
 
 Positions are found where the data ends, not in the newest file by name (a broker preallocates the next
-CommitLog segment ahead of the writer): the CommitLog's end is the end of its last record (store.inspect's
+CommitLog segment ahead of the writer): the CommitLog's end is the end of its last record (store.inspection's
 find_log_tail), a ConsumeQueue's the end of its last entry. Each segment then shows how far that end reaches
 into it: its whole size when the log goes on past it, 0 when the log ends before it.
 
@@ -39,7 +39,7 @@ from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_resid
 from store.checkpoint import read_checkpoint
 from store.config import CQ_STORE_UNIT_SIZE
 from store.errors import StoreError
-from store.inspect import LogEndReason, LogTail, find_log_tail, position_in_segment
+from store.inspection.rocketmq.reading import LogEndReason, LogTail, find_log_tail, position_in_segment
 from store.layout import SegmentFile, SegmentQueue, StoreLayout, discover_store
 from store.safe_read import PreadFile
 

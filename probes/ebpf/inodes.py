@@ -13,8 +13,9 @@ a burst of faults in unmapped memory costs one read, not one per fault.
 of a process that used it; `FdNames` names what a process's descriptor refers to (a file, a socket by its
 addresses, a pipe end) from /proc/PID/fd.
 
-`store_files()` names the segments of a RocketMQ store (CommitLog, ConsumeQueue and index files) by inode, so
-events on them are reported as "commitlog/00000000001073741824" rather than as a path or an inode.
+`store_files()` names a store's files (a RocketMQ store's CommitLog, ConsumeQueue and index files) by inode,
+as its format labels them (store.inspection.formats), so events on them are reported as
+"commitlog/00000000001073741824" rather than as a path or an inode.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from stat import S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK
 
 from probes.process_files import DELETED_SUFFIX, MapsEntry, parse_maps
 from probes.procfs import PROC_ROOT, ProcessGone
-from store.layout import SegmentQueue, discover_store
+from store.inspection.formats import store_files as format_store_files
 
 PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE")
 PAGE_SHIFT = PAGE_SIZE_BYTES.bit_length() - 1
@@ -467,19 +468,9 @@ def _socket_address(text: str) -> str:
 
 
 def store_files(root: Path) -> dict[FileId, FileLabel]:
-    """The store's CommitLog, ConsumeQueue and index files by inode; NotAStore if `root` is not a store."""
-    layout = discover_store(root)
-    named: list[tuple[Path, str, str]] = []
-    named += _queue_files(layout.commitlog, "commitlog", "commitlog")
-    for consume_queue in layout.consume_queues:
-        prefix = f"consumequeue/{consume_queue.topic}/{consume_queue.queue_id}"
-        named += _queue_files(consume_queue.queue, prefix, "consumequeue")
-    named += [(path, f"index/{path.name}", "index") for path in layout.index_files]
-    return dict(_labelled(named))
-
-
-def _queue_files(queue: SegmentQueue, prefix: str, kind: str) -> list[tuple[Path, str, str]]:
-    return [(segment.path, f"{prefix}/{segment.path.name}", kind) for segment in queue.segments]
+    """The store's data and index files by inode, labelled as its format names them; NotAStore if `root` is
+    not a store."""
+    return dict(_labelled((file.path, file.label, file.kind) for file in format_store_files(root)))
 
 
 def _labelled(named: Iterable[tuple[Path, str, str]]) -> Iterable[tuple[FileId, FileLabel]]:

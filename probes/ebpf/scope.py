@@ -34,6 +34,7 @@ from probes.ebpf.loader import TRACEFS, IntSetMap, LoadedProgram, Parameters, ch
 from probes.ebpf.tracepoints import tracepoint_format_path
 from probes.procfs import PROC_ROOT, ProcessFaults, ProcessGone, read_process_faults
 from store.errors import StoreError
+from store.inspection.formats import store_directories
 
 _ENDED_STATES = ("Z", "X")  # a zombie has done all it will do: its counts are final
 LISTED_GENERATION = 1  # programs/store_files.h: a file user space listed (the kernel did not see it created)
@@ -286,22 +287,13 @@ class StoreListing:
 def list_store(store: Path) -> StoreListing:
     """The store's files and directories now; StoreError if `store` is not a store."""
     files = store_files(store)
-    queue_root = store / "consumequeue"
-    topics = _subdirectories(queue_root)
-    queues = [queue for topic in topics for queue in _subdirectories(topic)]
+    directories = store_directories(store)
     named = {
-        "mqi_store_dirs": [store / "commitlog", store / "index", *queues],
-        "mqi_topic_dirs": topics,
-        "mqi_queue_roots": [queue_root],
+        "mqi_store_dirs": directories.files_in,
+        "mqi_topic_dirs": directories.directories_in,
+        "mqi_queue_roots": directories.parents_in,
     }
     return StoreListing(files, {name: frozenset(_directory_ids(paths)) for name, paths in named.items()})
-
-
-def _subdirectories(directory: Path) -> list[Path]:
-    try:
-        return [Path(entry.path) for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
-    except OSError:  # not there (yet), or deleted while we looked
-        return []
 
 
 def _directory_ids(paths: Iterable[Path]) -> Iterable[FileId]:
@@ -338,7 +330,8 @@ class StoreFollower:
 
     def __init__(self, store: Path, listing: StoreListing, proc_root: Path = PROC_ROOT):
         self.store = store
-        self.filesystem = filesystem_type(store / "commitlog", proc_root)
+        # Whether creations are followed depends on the filesystem of the store's main data directory.
+        self.filesystem = filesystem_type(next(iter(store_directories(store).files_in), store), proc_root)
         self.files = dict(listing.files)  # the store's files at the last listing
         self._last_names = dict(listing.files)  # the file each inode was last listed as (kept when deleted)
         self._listed_names = dict(listing.files)  # the file counted under LISTED_GENERATION for each inode

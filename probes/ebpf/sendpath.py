@@ -100,10 +100,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +131,7 @@ from probes.ebpf.scope import (
 )
 from probes.ebpf.tally import Tally, merge_rows, merged_pids
 from probes.process_files import DELETED_SUFFIX
-from store.layout import INDEX_FILE_NAME, SEGMENT_NAME
+from store.inspection.formats import detect_format
 
 NO_FD = -1
 
@@ -318,25 +317,18 @@ BEYOND_IOVECS = FdTarget("unplaced", f"unplaced: iovecs past the first {MAX_IOVE
 _NOT_FILES = ("/dev/zero", "/SYSV")
 
 
-# A store's files by their path under its root, as store_files() names them.
-_STORE_FILE_SHAPES = (
-    ("commitlog", re.compile(f"commitlog/{SEGMENT_NAME.pattern}")),
-    ("consumequeue", re.compile(f"consumequeue/[^/]+/[0-9]+/{SEGMENT_NAME.pattern}")),
-    ("index", re.compile(f"index/{INDEX_FILE_NAME.pattern}")),
-)
-
-
-def store_label_by_path(file: FileId, path: str, store_prefix: str) -> FileLabel | None:
+def store_label_by_path(
+    file: FileId, path: str, store_prefix: str, file_kind: Callable[[str], str | None]
+) -> FileLabel | None:
     """The label of a store file known only by the path a process has it open or mapped at (`store_prefix`:
-    the store's root with a trailing separator); None when the path is not one of a store file's."""
+    the store's root with a trailing separator; `file_kind`: its format's, for a path under the root), as
+    store_files() labels it; None when the path is not one of a store file's."""
     path = path.removesuffix(DELETED_SUFFIX)  # a deleted file's, as /proc/PID/fd links show it
     if not path.startswith(store_prefix):
         return None
     relative = path[len(store_prefix) :]
-    for kind, shape in _STORE_FILE_SHAPES:
-        if shape.fullmatch(relative):
-            return FileLabel(file, relative, path, kind)
-    return None
+    kind = file_kind(relative)
+    return None if kind is None else FileLabel(file, relative, path, kind)
 
 
 def maps_a_file(mapping: MappedRange) -> bool:
@@ -613,6 +605,7 @@ class SendpathProbe(ScopedProbe):
         self._lost = LostRecords()
         self._seen: set[int] = set()  # processes with records, until they exit
         self._store_prefix = f"{self.store.resolve()}{os.sep}" if self.store else None
+        self._store_file_kind = detect_format(self.store).file_kind if self.store else None
         self._socket_fields: frozenset[str] = frozenset()  # those whose tracepoint is attached
 
     # --- what the session needs before loading
@@ -683,11 +676,11 @@ class SendpathProbe(ScopedProbe):
         itself when it has the shape of a store file under the store's directory (a segment the listing has
         not seen yet, or never will: created and deleted between two listings, as happens to segments that
         retention removes while a slow consumer still reads them). Learned once, kept."""
-        if file is None or self._store_prefix is None:
+        if file is None or self._store_prefix is None or self._store_file_kind is None:
             return None
         known = self._store_files.get(file)
         if known is None:
-            known = store_label_by_path(file, path, self._store_prefix)
+            known = store_label_by_path(file, path, self._store_prefix, self._store_file_kind)
             if known is not None:
                 self._store_files[file] = known
         return known

@@ -25,7 +25,7 @@ from mqinspect.sampling.snapshot import ProbeState
 from mqinspect.sampling.store_reader import LOG_WALK_WINDOW_BYTES, StoreReader
 from probes.errors import CapabilityMissing
 from store import codec
-from store.inspect import FIRST_READ_BYTES
+from store.inspection.rocketmq.reading import FIRST_READ_BYTES
 from store.safe_read import PreadFile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from store import codec
 from store.config import StoreConfig
-from store.hashing import tags_code
 from store.index_file import IndexRequest, IndexService
+from store.java_checksums import tags_code
 
 T0_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z: store times are T0_MS + record number
 STORE_HOST = ("10.0.0.7", 10911)

@@ -52,7 +52,7 @@ from store.codec import (
     string_to_properties,
 )
 from store.errors import CorruptRecord
-from store.hashing import masked_crc32
+from store.java_checksums import masked_crc32
 
 # --- §1.10 of the format reference: every field of the worked example, in order -----------------------------
 

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from store.checkpoint import StoreCheckpoint
 from store.config import StoreConfig
 from store.errors import CorruptRecord, StoreError, StoreLayoutError
-from store.hashing import index_key_hash
 from store.index_file import (
     IndexFile,
     IndexHeader,
@@ -27,6 +26,7 @@ from store.index_file import (
     is_index_file_name,
     parse_index_file_name,
 )
+from store.java_checksums import index_key_hash
 from store.mapped_file import NoSpaceForSegmentError
 
 FIXTURE = Path("/work/shared/fixtures/rocketmq-rust-0.9.0-store/local-file")

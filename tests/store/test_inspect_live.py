@@ -23,8 +23,13 @@ from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
-from store import inspect
 from store.errors import StoreError
+from store.inspection.formats import list_segments, store_stat
+from store.inspection.rocketmq.cq import consume_queue_view
+from store.inspection.rocketmq.dump import dump_records
+from store.inspection.rocketmq.query import query_by_key, query_by_msg_id, query_by_offset
+from store.inspection.rocketmq.reading import open_layout
+from store.inspection.rocketmq.verify import verify_store
 
 MIN_ROUNDS = 3  # every inspection call at least this often under the churn
 CHURN_LIMIT_S = 120.0  # a deadline for a loop that should end in seconds, not a duration
@@ -92,22 +97,22 @@ def library_calls(built: BuiltStore):
     """Every inspection entry point, on the store and on the segment being rewritten."""
     root, victim = built.root, built.records[-5]
     return {
-        "stat": lambda: inspect.store_stat(root),
-        "segments": lambda: inspect.list_segments(root),
-        "dump": lambda: inspect.dump_records(root, None, 50, include_body=True, check_crc=True),
-        "dump-last-file": lambda: inspect.dump_records(
+        "stat": lambda: store_stat(root),
+        "segments": lambda: list_segments(root),
+        "dump": lambda: dump_records(root, None, 50, include_body=True, check_crc=True),
+        "dump-last-file": lambda: dump_records(
             built.segments[-1], None, 1000, include_body=False, check_crc=True
         ),
-        "dump-from": lambda: inspect.dump_records(
+        "dump-from": lambda: dump_records(
             root, victim.physical_offset, 5, include_body=False, check_crc=False
         ),
-        "verify": lambda: inspect.verify_store(root),
-        "cq": lambda: inspect.consume_queue_view(inspect.open_layout(root), "Topic0", 0, None, 500),
-        "query-key": lambda: inspect.query_by_key(
+        "verify": lambda: verify_store(root),
+        "cq": lambda: consume_queue_view(open_layout(root), "Topic0", 0, None, 500),
+        "query-key": lambda: query_by_key(
             root, "live", topic=None, begin_ms=None, end_ms=None, max_hits=64, include_body=False
         ),
-        "query-offset": lambda: inspect.query_by_offset(root, victim.physical_offset, include_body=True),
-        "query-msg-id": lambda: inspect.query_by_msg_id(root, victim.offset_msg_id, include_body=False),
+        "query-offset": lambda: query_by_offset(root, victim.physical_offset, include_body=True),
+        "query-msg-id": lambda: query_by_msg_id(root, victim.offset_msg_id, include_body=False),
     }
 
 
@@ -209,7 +214,7 @@ def test_a_mapping_reader_dies_of_sigbus_under_the_same_churn(live_store: BuiltS
             reader.wait()
     assert reader.returncode == -signal.SIGBUS
     # ...while the pread path reads the same store and only sees that its last file is empty now.
-    stat = inspect.store_stat(live_store.root)
+    stat = store_stat(live_store.root)
     assert stat.commitlog.max_physical_offset == live_store.blanks[-1]
 
 
@@ -220,5 +225,5 @@ def test_the_churned_store_is_whole_again_afterwards(live_store: BuiltStore):
     churn.wait(timeout=30)
     rounds = int(churn.stdout.read().strip())
     assert rounds > 0
-    assert inspect.verify_store(live_store.root).ok
+    assert verify_store(live_store.root).ok
     assert Path(live_store.segments[1]).stat().st_size == live_store.segment_size

@@ -20,7 +20,7 @@ from store import codec
 from store.commitlog_scan import ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
 from store.config import FlushDiskType, StoreConfig
 from store.errors import StoreError
-from store.hashing import tags_code
+from store.java_checksums import tags_code
 from store.layout import discover_store, offset_to_file_name
 from store.message_store import GetStatus, MessageStore
 from store.recovery import RecoveryMode, plan_recovery

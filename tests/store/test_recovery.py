@@ -1,6 +1,6 @@
 """Recovery never hides an acknowledged message: the index after a crash, the consume queues after a cut or
 a lost tail, and nothing after a cut served again. Each store is written by the project's MessageStore and
-checked through the read-only views (`store.inspect`), the way `mqinspect store cq/query/verify` see it."""
+checked through the read-only views (`store.inspection`), the way `mqinspect store cq/query/verify` see it."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from store import codec, inspect
+from store import codec
 from store.checkpoint import create_abort_file
 from store.commitlog_scan import ScannedRecord, scan_commitlog
 from store.config import CQ_STORE_UNIT_SIZE, FlushDiskType, StoreConfig
 from store.consume_queue_format import iter_entries
 from store.dispatch import Dispatcher
+from store.inspection.rocketmq.query import query_by_key
+from store.inspection.rocketmq.verify import verify_store
 from store.layout import discover_store
 from store.message_store import MessageStore
 from store.recovery import RecoveryMode, plan_recovery
@@ -104,7 +106,7 @@ def flip_body_of(root: Path, event: ScannedRecord) -> Path:
 
 
 def verify_ok(root: Path) -> None:
-    report = inspect.verify_store(root)
+    report = verify_store(root)
     assert report.ok, report.findings
 
 
@@ -153,7 +155,7 @@ def test_after_a_crash_every_acknowledged_keyed_message_is_found_by_key(tmp_path
         missing = [n for n in range(count) if len(store.query_message("Keyed", f"k{n}")) != 1]
     assert missing == []
     for key in ("k0", "k300", f"k{count - 1}"):  # and the read-only query, as `store query --key` runs it
-        assert len(inspect.query_by_key(tmp_path, key, topic=None, begin_ms=None, end_ms=None,
+        assert len(query_by_key(tmp_path, key, topic=None, begin_ms=None, end_ms=None,
                                         max_hits=64, include_body=False).hits) == 1  # fmt: skip
     verify_ok(tmp_path)
 
@@ -240,7 +242,7 @@ def test_a_damaged_queue_entry_is_cut_and_rebuilt(tmp_path: Path, field: str, po
     damaged = len(expected) - 10
     path, at = cq_file_and_position(tmp_path, 3, damaged)
     flip(path, at + position, mask)
-    assert not inspect.verify_store(tmp_path).ok
+    assert not verify_store(tmp_path).ok
     plan = recover(tmp_path)
     assert queue_entries(tmp_path, 3) == expected
     [truncation] = plan.queue_truncations

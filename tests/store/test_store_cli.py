@@ -28,10 +28,12 @@ from support import mqinspect_as_nobody, one_error_line, run_mqinspect
 from typer.testing import CliRunner
 
 from mqinspect.errors import ExitStatus
-from store import codec, commitlog_scan, inspect
+from store import codec, commitlog_scan
 from store.checkpoint import acquire_store_lock, create_abort_file
-from store.hashing import index_key_hash
 from store.index_file import IndexFile
+from store.inspection.rocketmq import reading
+from store.java_checksums import index_key_hash
+from store.safe_read import PreadFile
 
 runner = CliRunner()
 
@@ -644,22 +646,22 @@ def test_stat_walks_only_the_undispatched_tail_and_finds_the_same_end(make_store
     for number in range(2000):  # about 300 KiB, all in the first segment
         builder.add("TopicA", f"body-{number:03d}-" + "x" * 80, queue_id=number % 2)
     built = builder.build()
-    queue = inspect.loadable_commitlog(inspect.open_layout(built.root))
+    queue = reading.loadable_commitlog(reading.open_layout(built.root))
     last = built.records[-1]
     monkeypatch.setattr(commitlog_scan, "WINDOW_BYTES", 4096)  # scaled down with the segment (4 MiB : 1 GiB)
     read_bytes = []
-    original = inspect.PreadFile.read
+    original = PreadFile.read
     monkeypatch.setattr(
-        inspect.PreadFile, "read", lambda self, *a: read_bytes.append(len(data := original(self, *a))) or data
+        PreadFile, "read", lambda self, *a: read_bytes.append(len(data := original(self, *a))) or data
     )
-    full = inspect.find_log_end(queue)
+    full = reading.find_log_end(queue)
     full_read, read_bytes[:] = sum(read_bytes), []
-    tail = inspect.find_log_end(queue, (last.physical_offset, last.size_bytes))
+    tail = reading.find_log_end(queue, (last.physical_offset, last.size_bytes))
     assert tail == full and full.physical_offset == built.max_physical_offset
     assert sum(read_bytes) < full_read / 10  # the last record and what follows it, not the segment
     # a ConsumeQueue entry that does not point at a whole record of its size is not trusted
-    assert inspect.find_log_end(queue, (last.physical_offset + 1, last.size_bytes)) == full
-    assert inspect.find_log_end(queue, (last.physical_offset, last.size_bytes + 1)) == full
+    assert reading.find_log_end(queue, (last.physical_offset + 1, last.size_bytes)) == full
+    assert reading.find_log_end(queue, (last.physical_offset, last.size_bytes + 1)) == full
     assert (
         invoke_json("store", "stat", built.root)["commitlog"]["max_physical_offset"]
         == built.max_physical_offset
@@ -668,12 +670,12 @@ def test_stat_walks_only_the_undispatched_tail_and_finds_the_same_end(make_store
 
 def test_following_the_record_sizes_finds_the_end_the_decoding_walk_finds(make_store):
     built = build_rolled_store(make_store(), count=40)
-    queue = inspect.loadable_commitlog(inspect.open_layout(built.root))
+    queue = reading.loadable_commitlog(reading.open_layout(built.root))
     last = built.records[-1]
     for known in ((), ((built.records[-7].physical_offset, built.records[-7].size_bytes),)):
-        tail = inspect.find_log_tail(queue, known, headers_only=True, window_bytes=300)  # windows < a record
+        tail = reading.find_log_tail(queue, known, headers_only=True, window_bytes=300)  # windows < a record
         assert (
-            tail.end == inspect.find_log_end(queue) and tail.end.physical_offset == built.max_physical_offset
+            tail.end == reading.find_log_end(queue) and tail.end.physical_offset == built.max_physical_offset
         )
         assert tail.last_record == (last.physical_offset, last.size_bytes)
     # where a record's header is broken, both walks stop at it
@@ -682,9 +684,9 @@ def test_following_the_record_sizes_finds_the_end_the_decoding_walk_finds(make_s
         position = broken.position + (0 if field == "TOTALSIZE" else 4)
         original = broken.segment.read_bytes()[position : position + 4]
         write_at(broken.segment, position, value)
-        tail = inspect.find_log_tail(queue, headers_only=True)
+        tail = reading.find_log_tail(queue, headers_only=True)
         assert (tail.end.reason, tail.end.physical_offset) == ("corrupt", broken.physical_offset), field
-        assert tail.end == inspect.find_log_end(queue) and field in tail.end.detail
+        assert tail.end == reading.find_log_end(queue) and field in tail.end.detail
         assert tail.last_record == (built.records[-4].physical_offset, built.records[-4].size_bytes)
         write_at(broken.segment, position, original)
 

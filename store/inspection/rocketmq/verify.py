@@ -1,0 +1,646 @@
+"""`store verify`: everything a broker relies on, checked, each problem with its file and offset
+(`VerifyReport`): the layout, every CommitLog record (CRC), every ConsumeQueue and index entry against its
+record, every record reachable through its ConsumeQueue and each key through the index, the checkpoint."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+
+from store import codec
+from store.checkpoint import StoreRunState, read_checkpoint, store_run_state
+from store.commitlog_scan import ScannedRecord, SegmentEnd
+from store.config import CQ_STORE_UNIT_SIZE
+from store.consume_queue_format import (
+    ConsumeQueueEntry,
+    QueueEntryReader,
+    enters_consume_queue,
+    entry_matches,
+    expected_tags_code,
+    iter_entries,
+    recovered_queue_end,
+)
+from store.errors import CorruptRecord, StoreError
+from store.index_file import IndexFile, IndexService, index_keys
+from store.inspection.log_format import vanishing_files_are_store_changes
+from store.inspection.rocketmq.reading import (
+    LogEnd,
+    LogEndReason,
+    NoRecordAt,
+    RecordReader,
+    layout_problems,
+    loadable_commitlog,
+    walk_commitlog,
+)
+from store.java_checksums import index_key_hash
+from store.layout import ConsumeQueueDir, SegmentQueue, StoreLayout, discover_store, file_name_to_offset
+from store.safe_read import PreadFile
+
+# verify keeps this many findings per check; the rest are only counted, so a log cut short early does not
+# print one line per ConsumeQueue entry after the cut.
+FINDINGS_SHOWN_PER_CHECK = 50
+DEFAULT_INDEX_CHECKS = 100_000
+
+
+class Check(StrEnum):
+    LAYOUT = "layout"
+    COMMITLOG_RECORD = "commitlog-record"
+    COMMITLOG_PHYSICAL_OFFSET = "commitlog-physical-offset"
+    COMMITLOG_BLANK = "commitlog-blank"
+    DATA_AFTER_END = "data-after-end"
+    CQ_ENTRY = "cq-entry"
+    CQ_BEYOND_LOG = "cq-beyond-log"
+    CQ_UNREACHABLE = "cq-unreachable"  # a record its ConsumeQueue does not lead to
+    INDEX_FILE = "index-file"
+    INDEX_ENTRY = "index-entry"
+    INDEX_BEYOND_LOG = "index-beyond-log"
+    INDEX_UNREACHABLE = "index-unreachable"  # a key of a record that a query through the index does not find
+    CHECKPOINT = "checkpoint"
+
+
+class OffsetKind(StrEnum):
+    PHYSICAL_OFFSET = "physical_offset"  # byte offset in the whole CommitLog
+    FILE_POSITION = "file_position"  # byte offset inside `file`
+    QUEUE_OFFSET = "queue_offset"  # entry number in the consume queue
+    INDEX_ENTRY = "index_entry"  # entry number in the index file
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: Check
+    file: Path | None
+    offset: int | None  # the first one, when `count` > 1
+    offset_kind: OffsetKind | None
+    message: str
+    count: int = 1  # entries this finding stands for (entries past the end of the log are reported together)
+
+
+@dataclass(frozen=True)
+class VerifyCounts:
+    commitlog_segments: int
+    commitlog_records: int
+    commitlog_blanks: int
+    commitlog_bytes_walked: int
+    consume_queues: int
+    consume_queue_entries_checked: int
+    consume_queue_entries_below_min_offset: int  # their CommitLog segment was deleted by retention: fine
+    index_files: int
+    index_entries: int
+    index_entries_checked: int
+    index_entries_below_min_offset: int
+    checkpoint_checked: bool
+    records_checked_through_queues: int  # records looked up through their ConsumeQueue entry
+    keyed_records_checked_through_index: int  # records whose every key was looked up through the index
+    records_not_yet_dispatched: int  # a running store's tail its broker has not dispatched yet: not checked
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyReport:
+    schema: str = "mqinspect.store.verify/v1"
+    root: Path
+    ok: bool
+    min_physical_offset: int
+    max_physical_offset: int
+    end: LogEnd
+    counts: VerifyCounts
+    index_check_limit: int | None  # None: every index entry was checked
+    index_sampled: bool  # True: only every Nth entry was checked, to stay within the limit
+    findings: tuple[Finding, ...]
+    findings_not_shown: Mapping[str, int]  # per check, beyond FINDINGS_SHOWN_PER_CHECK
+
+
+def _segment_path(queue: SegmentQueue, offset: int) -> Path | None:
+    at = bisect.bisect_right([s.file_from_offset for s in queue.segments], offset) - 1
+    return queue.segments[at].path if at >= 0 else None
+
+
+def _position_in_segment(event: SegmentEnd) -> int:
+    """Where in its file an event lies; from the file's name, which holds even when a misplaced segment
+    breaks the "start is a multiple of the size" rule."""
+    return event.physical_offset - file_name_to_offset(event.segment.name)
+
+
+class _Findings:
+    def __init__(self, shown_per_check: int = FINDINGS_SHOWN_PER_CHECK):
+        self.shown: list[Finding] = []
+        self.not_shown: Counter[str] = Counter()
+        self._per_check: Counter[str] = Counter()
+        self._limit = shown_per_check
+
+    def add(
+        self,
+        check: Check,
+        message: str,
+        file: Path | None = None,
+        offset: int | None = None,
+        offset_kind: OffsetKind | None = None,
+        count: int = 1,
+    ) -> None:
+        self._per_check[check] += 1
+        if self._per_check[check] > self._limit:
+            self.not_shown[check.value] += 1
+        else:
+            self.shown.append(Finding(check, file, offset, offset_kind, message, count))
+
+    @property
+    def count(self) -> int:
+        return len(self.shown) + sum(self.not_shown.values())
+
+
+@dataclass
+class _Tally:
+    """Counters the checks fill in; frozen into VerifyCounts at the end."""
+
+    commitlog_records: int = 0
+    commitlog_blanks: int = 0
+    cq_checked: int = 0
+    cq_below_min: int = 0
+    index_entries: int = 0
+    index_checked: int = 0
+    index_below_min: int = 0
+    index_sampled: bool = False
+    index_stride: int = 1
+
+
+@vanishing_files_are_store_changes
+def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CHECKS) -> VerifyReport:
+    """Check everything a broker relies on and report every problem with its file and offset.
+
+    - layout: names, sizes and gaps of every segment directory (RocketMQ refuses to load otherwise);
+    - the CommitLog walk, CRC checked, stopping at the first bad record as recovery does; then whether any
+      data lies after that end (recovery would delete it);
+    - every record is reachable through its ConsumeQueue (the entry at its queue offset names it, within the
+      entries the store keeps at start-up), and every ConsumeQueue entry against the record it points at
+      (topic, queue, queue offset, size, tagsCode), none past the end of the log;
+    - every key of every record (UNIQ_KEY and KEYS) within the index's window (from the oldest index file's
+      first record) is found by a query through the index, and index entries match the records they point
+      at; both up to `index_check_limit` (an even sample beyond it);
+    - the checkpoint is present and readable.
+    A running store's tail that its broker has not dispatched yet is not held against it (counted instead).
+    """
+    layout = discover_store(Path(root))
+    findings, tally = _Findings(), _Tally()
+    for problem in layout_problems(layout, include_commitlog=True):
+        findings.add(Check.LAYOUT, problem.reason, problem.path)
+    queue = loadable_commitlog(layout)
+    minimum = queue.segments[0].file_from_offset if queue.segments else 0
+    index_files = _open_index_files(layout, findings)
+    try:
+        tally.index_entries = sum(index_file.header.entry_count for index_file in index_files)
+        limit = index_check_limit
+        tally.index_stride = (
+            1 if not limit or tally.index_entries <= limit else math.ceil(tally.index_entries / limit)
+        )
+        tally.index_sampled = tally.index_stride > 1
+        with _Reachability(layout, index_files, tally, minimum) as reachability:
+            end = _verify_commitlog(queue, findings, tally, reachability.check)
+            reachability.report(findings)
+        _check_data_after_end(queue, end, findings)
+        with RecordReader(queue) as reader:
+            for cq in layout.consume_queues:
+                _verify_consume_queue(cq, reader, minimum, end.physical_offset, findings, tally)
+            _verify_index(index_files, reader, minimum, end.physical_offset, findings, tally)
+    finally:
+        for index_file in index_files:
+            index_file.close()
+    _verify_checkpoint(layout, findings)
+    counts = VerifyCounts(
+        commitlog_segments=len(queue.segments),
+        commitlog_records=tally.commitlog_records,
+        commitlog_blanks=tally.commitlog_blanks,
+        commitlog_bytes_walked=end.physical_offset - minimum,
+        consume_queues=len(layout.consume_queues),
+        consume_queue_entries_checked=tally.cq_checked,
+        consume_queue_entries_below_min_offset=tally.cq_below_min,
+        index_files=len(layout.index_files),
+        index_entries=tally.index_entries,
+        index_entries_checked=tally.index_checked,
+        index_entries_below_min_offset=tally.index_below_min,
+        checkpoint_checked=layout.checkpoint is not None,
+        records_checked_through_queues=reachability.through_queues,
+        keyed_records_checked_through_index=reachability.through_index,
+        records_not_yet_dispatched=reachability.not_yet_dispatched,
+    )
+    return VerifyReport(
+        root=layout.root,
+        ok=findings.count == 0,
+        min_physical_offset=minimum,
+        max_physical_offset=end.physical_offset,
+        end=end,
+        counts=counts,
+        index_check_limit=index_check_limit,
+        index_sampled=tally.index_sampled,
+        findings=tuple(findings.shown),
+        findings_not_shown=MappingProxyType(dict(findings.not_shown)),
+    )
+
+
+def _open_index_files(layout: StoreLayout, findings: _Findings) -> list[IndexFile]:
+    files = []
+    for path in layout.index_files:
+        try:
+            files.append(IndexFile.open(path))
+        except StoreError as error:
+            findings.add(Check.INDEX_FILE, str(error), path)
+    return files
+
+
+@dataclass
+class _Unreached:
+    """Records one queue (or the index) does not lead to: reported as one finding with a count."""
+
+    first_physical_offset: int = 0
+    first_detail: str = ""
+    file: Path | None = None
+    offset: int | None = None
+    count: int = 0
+
+    def note(self, physical_offset: int, detail: str, file: Path | None, offset: int | None) -> None:
+        if not self.count:
+            self.first_physical_offset, self.first_detail, self.file, self.offset = (
+                physical_offset, detail, file, offset,
+            )  # fmt: skip
+        self.count += 1
+
+
+class _Reachability:
+    """Each record of the walk looked up the way a consumer and a query find it: through the entry at its
+    queue offset in its ConsumeQueue, and each of its keys through the index's hash chains."""
+
+    def __init__(self, layout: StoreLayout, index_files: list[IndexFile], tally: _Tally, log_min: int):
+        self._layout = layout
+        self._log_min = log_min
+        self._readers: dict[tuple[str, int], QueueEntryReader | None] = {}
+        self._queue_misses: dict[tuple[str, int], _Unreached] = {}
+        self._index_misses = _Unreached()
+        # From the oldest index file's first record on, every key must be indexed: a file that holds nothing
+        # yet (begin 0, or the previous file's end) still says where its keys would start.
+        self._index_files = index_files
+        self._index_window_start = index_files[0].begin_phy_offset if index_files else None
+        self._stride = tally.index_stride
+        self._keyed_seen = 0
+        run_state = store_run_state(layout.root)
+        self._crashed = run_state is StoreRunState.CRASHED
+        self._queue_frontier, self._index_frontier = (
+            self._frontiers(layout, index_files) if run_state is StoreRunState.RUNNING else (None, None)
+        )
+        self.through_queues = 0
+        self.through_index = 0
+        self.not_yet_dispatched = 0
+
+    @staticmethod
+    def _frontiers(layout: StoreLayout, index_files: list[IndexFile]) -> tuple[int, int | None]:
+        """On a running store, where what its broker has dispatched ends: in the ConsumeQueues (the largest
+        end any of them points to) and in the index (the record it ends with)."""
+        ends = []
+        for cq in layout.consume_queues:
+            with QueueEntryReader(cq.queue, recovered_queue_end(cq.queue)) as reader:
+                ends.append(reader.last_record_end())
+        return max(ends, default=0), index_files[-1].end_phy_offset if index_files else None
+
+    def check(self, event: ScannedRecord) -> None:
+        record, offset = event.record, event.physical_offset
+        if self._queue_frontier is not None and offset >= self._queue_frontier:
+            self.not_yet_dispatched += 1
+            return
+        if enters_consume_queue(record.sysflag):
+            self._check_queue(record, offset)
+        if self._in_index_window(offset):
+            self._check_index(record, offset)
+
+    def _in_index_window(self, offset: int) -> bool:
+        """From the oldest index file's first record on (older ones were indexed by files retention deleted),
+        and on a running store up to the last record indexed."""
+        if self._index_window_start is None or offset < self._index_window_start:
+            return False
+        return self._index_frontier is None or offset <= self._index_frontier
+
+    def _check_queue(self, record: codec.MessageRecord, offset: int) -> None:
+        self.through_queues += 1
+        key = (record.topic, record.queue_id)
+        if key not in self._readers:
+            cq = self._layout.consume_queue(*key)
+            self._readers[key] = QueueEntryReader(cq.queue, recovered_queue_end(cq.queue)) if cq else None
+        reader = self._readers[key]
+        if reader is None:
+            self._queue_misses.setdefault(key, _Unreached()).note(
+                offset, "no ConsumeQueue for this queue", None, record.queue_offset
+            )
+            return
+        entry = reader.entry(record.queue_offset)
+        if entry_matches(entry, record, offset):
+            return
+        detail = self._queue_miss(entry, record.queue_offset, reader.end)
+        if detail is not None:
+            file = _segment_path_for_queue_offset(reader.queue, record.queue_offset)
+            self._queue_misses.setdefault(key, _Unreached()).note(offset, detail, file, record.queue_offset)
+
+    def _queue_miss(self, entry: ConsumeQueueEntry | None, queue_offset: int, end: int) -> str | None:
+        """Why the entry at a record's queue offset does not lead to it; None for a wrong entry the entry
+        checks report (they say what it names instead), so one damage is one finding."""
+        if entry is None:
+            return f"entry {queue_offset} is missing (the queue ends at {end})"
+        if not entry.names_a_record:
+            return f"entry {queue_offset} is not an entry ({entry.physical_offset}, {entry.size_bytes} B)"
+        if entry.physical_offset < self._log_min:
+            return f"entry {queue_offset} names {entry.physical_offset}, below the start of the log"
+        return None
+
+    def _check_index(self, record: codec.MessageRecord, offset: int) -> None:
+        keys = index_keys(record.uniq_key, record.keys, record.sysflag)
+        if not keys:
+            return
+        self._keyed_seen += 1
+        if (self._keyed_seen - 1) % self._stride:
+            return
+        self.through_index += 1
+        for key in keys:
+            key_hash = index_key_hash(IndexService.build_key(record.topic, key))
+            holders = [f for f in self._index_files if f.begin_phy_offset <= offset <= f.end_phy_offset]
+            if not any(index_file.holds_key(key_hash, offset) for index_file in holders):
+                where = holders[-1].path if holders else self._index_files[-1].path
+                self._index_misses.note(offset, f"key {key!r} of topic {record.topic}", where, offset)
+                return
+
+    def report(self, findings: _Findings) -> None:
+        hint = "; recovery rebuilds them" if self._crashed else ""
+        for (topic, queue_id), miss in sorted(self._queue_misses.items()):
+            records = "1 record is" if miss.count == 1 else f"{miss.count} records are"
+            findings.add(
+                Check.CQ_UNREACHABLE,
+                f"{topic}/{queue_id}: {records} not reachable through the ConsumeQueue, the first at "
+                f"{miss.first_physical_offset} (queue offset {miss.offset}): {miss.first_detail}{hint}",
+                miss.file or self._layout.root / "consumequeue" / topic / str(queue_id),
+                miss.offset,
+                OffsetKind.QUEUE_OFFSET,
+                miss.count,
+            )
+        miss = self._index_misses
+        if miss.count:
+            records = "1 record has" if miss.count == 1 else f"{miss.count} records have"
+            findings.add(
+                Check.INDEX_UNREACHABLE,
+                f"{records} a key a query through the index does not find, the first at "
+                f"{miss.first_physical_offset}: {miss.first_detail}{hint}",
+                miss.file,
+                miss.offset,
+                OffsetKind.PHYSICAL_OFFSET,
+                miss.count,
+            )
+
+    def __enter__(self) -> _Reachability:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for reader in self._readers.values():
+            if reader is not None:
+                reader.close()
+
+
+def _segment_path_for_queue_offset(queue: SegmentQueue, queue_offset: int) -> Path | None:
+    segment = queue.segment_for(queue_offset * CQ_STORE_UNIT_SIZE)
+    return segment.path if segment else (queue.segments[-1].path if queue.segments else None)
+
+
+def _verify_commitlog(
+    queue: SegmentQueue, findings: _Findings, tally: _Tally, on_record: Callable[[ScannedRecord], None]
+) -> LogEnd:
+    if not queue.segments:
+        return LogEnd(0, LogEndReason.NO_SEGMENTS, None)
+
+    def check_record(event: ScannedRecord) -> None:
+        on_record(event)
+        stored = event.record.physical_offset
+        if stored != event.physical_offset:
+            findings.add(
+                Check.COMMITLOG_PHYSICAL_OFFSET,
+                f"the record's PHYSICALOFFSET field says {stored}, but it lies at {event.physical_offset} "
+                "(a misnamed or moved segment?)",
+                _segment_path(queue, event.physical_offset),
+                event.physical_offset,
+                OffsetKind.PHYSICAL_OFFSET,
+            )
+
+    walk = walk_commitlog(queue, queue.segments[0].file_from_offset, check_crc=True, on_record=check_record)
+    tally.commitlog_records, tally.commitlog_blanks = walk.records, len(walk.blanks)
+    for blank in walk.blanks:
+        left = queue.file_size - _position_in_segment(blank)
+        if blank.blank_bytes != left:
+            findings.add(
+                Check.COMMITLOG_BLANK,
+                f"the END_OF_FILE blank claims {blank.blank_bytes} bytes, but {left} are left in the segment",
+                blank.segment,
+                blank.physical_offset,
+                OffsetKind.PHYSICAL_OFFSET,
+            )
+    end = walk.end
+    if end.reason is LogEndReason.CORRUPT:
+        findings.add(
+            Check.COMMITLOG_RECORD,
+            f"{end.detail}; the log ends here, as recovery would truncate it",
+            end.segment,
+            end.physical_offset,
+            OffsetKind.PHYSICAL_OFFSET,
+        )
+    elif end.reason is LogEndReason.SHRUNK:
+        findings.add(
+            Check.COMMITLOG_RECORD,
+            "the segment became shorter while it was read (truncated by its owner); the walk stopped here",
+            end.segment,
+            end.physical_offset,
+            OffsetKind.PHYSICAL_OFFSET,
+        )
+    return end
+
+
+def _check_data_after_end(queue: SegmentQueue, end: LogEnd, findings: _Findings) -> None:
+    """Non-zero bytes past the end of the log: records recovery would truncate, or whole files it would
+    delete. They are what a corrupt record or a hole (pages that never reached the disk) cost."""
+    if end.reason in (LogEndReason.NO_SEGMENTS, LogEndReason.SHRUNK) or not queue.file_size:
+        return
+    for segment in queue.segments:
+        if segment.file_from_offset + queue.file_size <= end.physical_offset:
+            continue
+        holds_end = segment.file_from_offset <= end.physical_offset
+        after = end.physical_offset - segment.file_from_offset if holds_end else 0
+        # A final blank's 8 bytes, or the bad record's head, sit at the end itself: only what follows counts.
+        ignored = codec.END_FILE_MIN_BLANK_LENGTH if holds_end and end.reason is not LogEndReason.ZEROS else 0
+        with PreadFile(segment.path) as file:
+            data_end = file.end_of_nonzero_data()
+        if data_end > after + ignored:
+            fate = "truncate them" if holds_end else "delete this file"
+            findings.add(
+                Check.DATA_AFTER_END,
+                f"{data_end - after} bytes up to position {data_end} hold data after the end of the log at "
+                f"{end.physical_offset} ({end.reason.value}); recovery would {fate}",
+                segment.path,
+                after,
+                OffsetKind.FILE_POSITION,
+            )
+
+
+@dataclass
+class _PastTheEnd:
+    """Entries of one queue or index file that point past the end of the log. They are reported as one
+    finding with a count: after a log cut short they all follow from that one cut."""
+
+    first_number: int | None = None  # queue offset or index entry number
+    first_physical_offset: int = 0
+    count: int = 0
+
+    def note(self, number: int, physical_offset: int) -> None:
+        if self.first_number is None:
+            self.first_number, self.first_physical_offset = number, physical_offset
+        self.count += 1
+
+    def describe(self, what: str, log_end: int) -> str:
+        entries = "1 entry" if self.count == 1 else f"{self.count} entries"
+        return (
+            f"{what}: {entries} point past the end of the log at {log_end}, the first at "
+            f"{self.first_physical_offset}"
+        )
+
+
+def _verify_consume_queue(
+    cq: ConsumeQueueDir,
+    reader: RecordReader,
+    minimum: int,
+    log_end: int,
+    findings: _Findings,
+    tally: _Tally,
+) -> None:
+    past_the_end = _PastTheEnd()
+    for entry in iter_entries(cq.queue):
+        if entry.physical_offset < minimum:
+            tally.cq_below_min += 1
+            continue
+        tally.cq_checked += 1
+        if entry.physical_offset + entry.size_bytes > log_end:
+            past_the_end.note(entry.queue_offset, entry.physical_offset)
+            continue
+        mismatch = _cq_entry_mismatch(cq, entry, reader)
+        if mismatch:
+            where = _cq_segment_path(cq, entry.queue_offset)
+            findings.add(Check.CQ_ENTRY, mismatch, where, entry.queue_offset, OffsetKind.QUEUE_OFFSET)
+    if past_the_end.count:
+        findings.add(
+            Check.CQ_BEYOND_LOG,
+            past_the_end.describe(f"{cq.topic}/{cq.queue_id} from queue offset {past_the_end.first_number}",
+                                  log_end),
+            _cq_segment_path(cq, past_the_end.first_number),
+            past_the_end.first_number,
+            OffsetKind.QUEUE_OFFSET,
+            past_the_end.count,
+        )  # fmt: skip
+
+
+def _cq_segment_path(cq: ConsumeQueueDir, queue_offset: int) -> Path | None:
+    segment = cq.queue.segment_for(queue_offset * CQ_STORE_UNIT_SIZE)
+    return segment.path if segment else None
+
+
+def _cq_entry_mismatch(cq: ConsumeQueueDir, entry: ConsumeQueueEntry, reader: RecordReader) -> str | None:
+    label = f"{cq.topic}/{cq.queue_id} entry {entry.queue_offset} -> {entry.physical_offset}"
+    try:
+        record = reader.record_at(entry.physical_offset, size_hint=entry.size_bytes)
+    except (CorruptRecord, NoRecordAt) as error:
+        return f"{label}: no record starts there ({error})"
+    if isinstance(record, codec.BlankRecord):
+        return f"{label}: points at an END_OF_FILE blank, not a message"
+    expected = {
+        "topic": (cq.topic, record.topic),
+        "queue id": (cq.queue_id, record.queue_id),
+        "queue offset": (entry.queue_offset, record.queue_offset),
+        "size": (entry.size_bytes, record.total_size),
+    }
+    tags_code = expected_tags_code(record)
+    if tags_code is not None:
+        expected["tagsCode"] = (entry.tags_code, tags_code)
+    wrong = [f"{name} {want!r} vs {got!r}" for name, (want, got) in expected.items() if want != got]
+    return f"{label}: entry and record disagree: {', '.join(wrong)} (entry vs record)" if wrong else None
+
+
+def _verify_index(
+    files: list[IndexFile],
+    reader: RecordReader,
+    minimum: int,
+    log_end: int,
+    findings: _Findings,
+    tally: _Tally,
+) -> None:
+    for index_file in files:
+        past_the_end = _PastTheEnd()
+        for number in range(1, index_file.header.index_count, tally.index_stride):
+            _verify_index_entry(index_file, number, reader, (minimum, log_end), findings, tally, past_the_end)
+        if past_the_end.count:
+            findings.add(
+                Check.INDEX_BEYOND_LOG,
+                past_the_end.describe(f"from entry {past_the_end.first_number}", log_end),
+                index_file.path,
+                past_the_end.first_number,
+                OffsetKind.INDEX_ENTRY,
+                past_the_end.count,
+            )
+
+
+def _verify_index_entry(
+    index_file: IndexFile,
+    number: int,
+    reader: RecordReader,
+    log_range: tuple[int, int],
+    findings: _Findings,
+    tally: _Tally,
+    past_the_end: _PastTheEnd,
+) -> None:
+    minimum, log_end = log_range
+    try:
+        entry = index_file.entry(number)
+    except CorruptRecord as error:
+        findings.add(Check.INDEX_FILE, str(error), index_file.path, number, OffsetKind.INDEX_ENTRY)
+        return
+    if entry.phy_offset < minimum:
+        tally.index_below_min += 1
+        return
+    tally.index_checked += 1
+
+    def report(check: Check, message: str) -> None:
+        findings.add(check, f"entry {number} -> {entry.phy_offset}: {message}", index_file.path, number,
+                     OffsetKind.INDEX_ENTRY)  # fmt: skip
+
+    if entry.phy_offset >= log_end:
+        past_the_end.note(number, entry.phy_offset)
+        return
+    try:
+        record = reader.record_at(entry.phy_offset)
+    except (CorruptRecord, NoRecordAt) as error:
+        report(Check.INDEX_ENTRY, f"no record starts there ({error})")
+        return
+    if isinstance(record, codec.BlankRecord):
+        report(Check.INDEX_ENTRY, "points at an END_OF_FILE blank, not a message")
+        return
+    keys = index_keys(record.uniq_key, record.keys)
+    hashes = {index_key_hash(IndexService.build_key(record.topic, key)) for key in keys}
+    if entry.key_hash not in hashes:
+        report(
+            Check.INDEX_ENTRY,
+            f"key hash {entry.key_hash} is the hash of none of the record's keys "
+            f"({record.topic}: {', '.join(keys) or 'no keys'})",
+        )
+
+
+def _verify_checkpoint(layout: StoreLayout, findings: _Findings) -> None:
+    if layout.checkpoint is None:
+        findings.add(Check.CHECKPOINT, "missing: recovery has no timestamps to start from", layout.root)
+        return
+    try:
+        read_checkpoint(layout.checkpoint)
+    except CorruptRecord as error:
+        findings.add(
+            Check.CHECKPOINT, error.reason, layout.checkpoint, error.offset, OffsetKind.FILE_POSITION
+        )
