@@ -37,6 +37,9 @@ from mqinspect.sampling.snapshot import (
     PROBE_SENDPATH,
     PROBE_WRITEBACK,
     ChunkState,
+    ConnectedConsumerView,
+    ConsumersView,
+    GroupQueueView,
     ProbeState,
     ProbeStatus,
     ProcessView,
@@ -50,6 +53,7 @@ from probes.procfs import WritebackState
 SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
 WROTE_MARK = "W"
 FLUSHED_MARK = "F"
+CONSUMER_MARK = "C"  # a consumer group's committed position (W and F are drawn over it)
 
 SOURCES = {
     "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of the CommitLog's last "
@@ -66,11 +70,19 @@ SOURCES = {
     "and sockets; not recv, send, sendmsg, splice) · tcp in/out: sock_diag tcp_info of the process's sockets "
     "(received; sent and acknowledged), whatever call moved them · /proc/PID/status · found in "
     "/proc/PID/maps, /proc/PID/fd",
+    "consumers": "groups: config/consumerOffset.json (as the broker last persisted it) placed through each "
+    "queue's ConsumeQueue entry; lag = the queue's end - committed, in messages and in CommitLog bytes up "
+    "to the end of the queue's last record · connected: sendpath probe, per socket; cached: cachestat of "
+    "the segments each consumer was sent from",
 }
 HEAT_KEY = (
     "heat: one cell per chunk · █▓▒░ cached share · green clean, red dirty, magenta under writeback · "
     "· absent · W wrote (= committed: data in the file) · F flushed · cached: share of the pages, floored · "
     "faults, major, +cache: counted over the last interval"
+)
+CONSUMER_KEY = (
+    "C on a heat strip: a consumer group's committed position, the next message it reads (in the CommitLog "
+    "and in its ConsumeQueue; W and F are drawn over it)"
 )
 SEGMENT_COLUMNS = (
     "segment",
@@ -176,6 +188,10 @@ def segment_strip(segment: SegmentView) -> Text:
     """The segment's heat strip (render.cells), with its W and F position marks."""
     chunks = None if segment.chunks is None else segment.chunks.states()
     marks = {}
+    for position in segment.consumer_positions_bytes:
+        index = _chunk_index(chunks or (), position, segment)
+        if index is not None:
+            marks[index] = CONSUMER_MARK
     for position, mark in (
         (segment.flushed_position_bytes if segment.holds_flushed_position else None, FLUSHED_MARK),
         (segment.wrote_position_bytes if segment.holds_write_position else None, WROTE_MARK),
@@ -234,6 +250,8 @@ def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None
     for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
     notes = [Text(HEAT_KEY, style="dim"), _source("segments"), _source("segment_events")]
+    if any(segment.consumer_positions_bytes for segment in shown):
+        notes.insert(1, Text(CONSUMER_KEY, style="dim"))
     # why a residency column says unavailable, once per distinct reason (JSON has it per segment)
     reasons = dict.fromkeys(
         reason for segment in shown if (reason := segment.unavailable.get("cached_pages")) is not None
@@ -426,6 +444,98 @@ def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
     return Group(*parts)
 
 
+# --- consumers
+
+GROUP_COLUMNS = ("group", "queue", "committed", "lag msgs", "lag bytes", "at CommitLog offset")
+CONNECTED_COLUMNS = (
+    "consumer (broker side → peer)",
+    "command",
+    "path",
+    "sent/s",
+    "read from (cached)",
+    "cold",
+)
+
+
+def consumers_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
+    """Each group's committed position and lag, and the consumers connected this interval with their send
+    path and the segments they read."""
+    parts = _title("Consumers", titled)
+    view = snapshot.consumers
+    if view is None:
+        return Group(*parts, unavailable_text("no store: consumer groups are read from its config/"))
+    if view.groups:
+        parts.append(_groups_table(view.groups))
+    else:
+        parts.append(unavailable_text(view.unavailable.get("groups")))
+    parts += _unavailable_notes(view.groups, ("lag_bytes", "lag_messages"))
+    problem = probe_problem(snapshot, PROBE_SENDPATH)
+    if problem is not None:
+        parts.append(problem)
+    elif view.connected:
+        parts.append(_connected_table(view))
+        parts += [
+            Text(f"{label}: {UNAVAILABLE}: {reason}", style="yellow")
+            for label, name in (("read position", "read_position_bytes"), ("cold", "cold_pages"))
+            if (reason := view.connected[0].unavailable.get(name))
+        ]
+    else:
+        parts.append(Text("no consumer was sent store bytes this interval (sendpath probe)"))
+    parts.append(_source("consumers"))
+    return Group(*parts)
+
+
+def _groups_table(rows: Sequence[GroupQueueView]) -> Table:
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in GROUP_COLUMNS:
+        table.add_column(column, justify="left" if column in ("group", "queue") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row.group,
+            f"{row.topic}/{row.queue_id}",
+            count_text(row.committed_offset),
+            count_text(row.lag_messages),
+            bytes_text(row.lag_bytes),
+            count_text(row.committed_physical_offset_bytes),
+        )
+    return table
+
+
+def _unavailable_notes(rows: Sequence[GroupQueueView], names: Sequence[str]) -> list[Text]:
+    """Why a lag cell reads "-", once per distinct reason."""
+    reasons = dict.fromkeys(
+        f"{row.group} on {row.topic}/{row.queue_id}: {reason}"
+        for row in rows
+        for name in names
+        if (reason := row.unavailable.get(name))
+    )
+    return [unavailable_text(reason) for reason in list(reasons)[:3]]
+
+
+def _connected_table(view: ConsumersView) -> Table:
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in CONNECTED_COLUMNS:
+        table.add_column(column, justify="right" if column in ("sent/s", "cold") else "left", no_wrap=True)
+    for row in view.connected[:6]:
+        table.add_row(
+            row.peer,
+            f"{row.pid} {row.comm or NONE}",
+            row.main_path or NONE,
+            interval_rate_text(row.bytes_sent, view.interval_s),
+            _read_from(row),
+            count_text(row.cold_pages),
+        )
+    return table
+
+
+def _read_from(row: ConnectedConsumerView) -> str:
+    if not row.segments:
+        return NONE
+    cached = percent_text(row.segment_cached_pages[0], row.segment_pages[0])
+    more = f" +{len(row.segments) - 1} more" if len(row.segments) > 1 else ""
+    return f"{row.segments[0]} ({cached}){more}"
+
+
 # --- processes
 
 
@@ -571,5 +681,6 @@ def top_view(snapshot: TopSnapshot) -> RenderableType:
         Text(""),
         sendpaths_panel(snapshot),
         Text(""),
+        *((consumers_panel(snapshot), Text("")) if snapshot.consumers is not None else ()),
         processes_table(snapshot),
     )

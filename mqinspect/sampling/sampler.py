@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mqinspect.sampling.consumers import ConsumerReader, mark_positions
 from mqinspect.sampling.probe_set import NO_PROCESS_FIX, NO_PROCESS_REASON, ProbeSet
 from mqinspect.sampling.process_reader import ProcessReader
 from mqinspect.sampling.snapshot import (
@@ -58,6 +59,7 @@ class Sampler:
     ):
         self.settings = settings
         self.store = StoreReader(settings.store_dir) if settings.store_dir else None
+        self.consumers = ConsumerReader() if settings.store_dir else None
         self.processes = ProcessReader(settings.pids)
         # With a store and no --pid, the probes trace whoever holds the store's files, and follow them as
         # they come and go: tracing every process's faults costs this process far more CPU on a busy
@@ -107,6 +109,8 @@ class Sampler:
         )
         store = self.store.read(events) if self.store else StoreView(None, None, (), {"segments": NO_STORE})
         self._segment_paths = [segment.path for segment in store.segments]
+        consumers = self.consumers.read(store, events.get(PROBE_SENDPATH)) if self.consumers else None
+        store = mark_positions(store, consumers) if consumers else store
         hidden = self._find_holders()
         if self._follow_holders:
             self.probes.retarget(self.processes.watched())
@@ -128,6 +132,7 @@ class Sampler:
             probes=self.probes.statuses(),
             detail=self._detail(),
             unavailable=unavailable,
+            consumers=consumers,
         )
 
     def _find_holders(self) -> str | None:

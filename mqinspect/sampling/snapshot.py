@@ -144,6 +144,8 @@ class SegmentView:
     unavailable: dict[str, str] = field(default_factory=dict)
     holds_write_position: bool = False  # the segment being written
     holds_flushed_position: bool = False
+    # Where consumer groups' committed positions lie in this segment (bytes into it), from sampling.consumers.
+    consumer_positions_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,71 @@ class TopSnapshot:
     probes: tuple[ProbeStatus, ...]
     detail: SegmentDetail | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
+    consumers: ConsumersView | None = None  # None: no store (or a recording made before consumers were read)
 
     def probe(self, name: str) -> ProbeStatus | None:
         return next((status for status in self.probes if status.name == name), None)
+
+
+@dataclass(frozen=True)
+class GroupQueueView:
+    """One consumer group on one queue: its committed offset (config/consumerOffset.json: the next queue
+    offset it will consume) against the queue's end (its ConsumeQueue).
+
+    lag_messages = max_offset - committed_offset, as RocketMQ's consumer progress counts it.
+    committed_physical_offset_bytes: the CommitLog offset of the next message the group reads (the
+    ConsumeQueue entry at the committed offset); the queue's end when the group has read everything.
+    queue_end_physical_offset_bytes: where the queue's last record ends in the CommitLog.
+    lag_bytes = queue end - committed physical offset: the CommitLog bytes the group has yet to read through
+    on this queue, other queues' records interleaved with its own included.
+    """
+
+    group: str
+    topic: str
+    queue_id: int
+    committed_offset: int
+    max_offset: int | None
+    lag_messages: int | None
+    committed_physical_offset_bytes: int | None
+    queue_end_physical_offset_bytes: int | None
+    lag_bytes: int | None
+    segment: str | None  # the CommitLog segment that holds the committed position
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectedConsumerView:
+    """One socket a process sent store bytes to over the interval (sendpath probe, per descriptor): a
+    connected consumer as the broker's side of its connection shows it.
+
+    segments: the store segments the bytes came from (most bytes first), with the share of each that is in
+    the page cache now (cachestat). read_position_bytes and cold_pages are None with the reason in
+    `unavailable`: the probe knows which file each send came from, not which offset or page.
+    """
+
+    pid: int
+    comm: str | None
+    peer: str  # "TCP 127.0.0.1:10911 → 127.0.0.1:40112"
+    main_path: str | None  # the send path that carried the most bytes
+    bytes_sent: int  # over the interval, by the send paths
+    read_write_bytes: int
+    mmap_write_bytes: int
+    sendfile_bytes: int
+    splice_bytes: int
+    segments: tuple[str, ...]
+    segment_cached_pages: tuple[int | None, ...]  # per segment, now
+    segment_pages: tuple[int | None, ...]
+    read_position_bytes: int | None
+    cold_pages: int | None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConsumersView:
+    """Consumer groups' committed positions and the consumers connected to the store's holder."""
+
+    offsets_file: str | None
+    groups: tuple[GroupQueueView, ...]
+    connected: tuple[ConnectedConsumerView, ...]
+    interval_s: float | None = None  # the sendpath probe's interval, for the connected consumers' rates
+    unavailable: dict[str, str] = field(default_factory=dict)

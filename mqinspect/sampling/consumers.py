@@ -1,0 +1,327 @@
+"""The consumer side of a dashboard snapshot: where each consumer group stands (its committed offset in
+config/consumerOffset.json, placed in the CommitLog through its ConsumeQueue), how far behind it is, and the
+consumers connected to the store's holder as the sendpath probe sees their sockets.
+
+Groups. consumerOffset.json holds, per "topic@group" and queue, the next queue offset the group consumes
+(the broker persists it every few seconds, so it trails the consumers by up to that). The queue's end is
+the end of its last ConsumeQueue entry, as the store reader found it this interval (the segments' wrote
+positions); the group's physical position is the CommitLog offset the ConsumeQueue entry at its committed
+offset names (one 20-byte pread), and lag in bytes is the CommitLog span from there to the end of the
+queue's last record (other queues' records between them included: what the group's reads pass over).
+
+Connected consumers. The sendpath probe counts, per process and descriptor, the bytes delivered to each
+socket and the file they came from (a read's file, a mapping's file, sendfile's source). A socket that got
+bytes of the store's segments is a connected consumer; its send path and the segments it read are
+measured. Which offset or page of a segment a send came from is not in the probe's counts, so the read
+position and the cold pages per consumer are "unavailable" with that reason; the cached share of the
+segments each consumer read (cachestat, this interval) is shown beside them instead.
+
+Cost: consumerOffset.json is parsed again only when its inode, size or mtime changed; each group's queue
+costs two 20-byte preads per interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mqinspect.sampling.snapshot import (
+    ConnectedConsumerView,
+    ConsumersView,
+    GroupQueueView,
+    SegmentView,
+    StoreView,
+)
+from store.config import CQ_STORE_UNIT_SIZE
+from store.consume_queue_format import ConsumeQueueEntry, decode_entry
+from store.consumer_offsets import (
+    ConsumerOffsets,
+    ConsumerOffsetsError,
+    consumer_offset_path,
+    load_consumer_offsets,
+)
+from store.errors import StoreError
+from store.safe_read import PreadFile
+
+COMMITLOG = "commitlog"
+CONSUMEQUEUE = "consumequeue"
+SEND_PATH_FIELDS = {
+    "read+write": "read_write_bytes",
+    "mmap+write": "mmap_write_bytes",
+    "sendfile": "sendfile_bytes",
+    "splice": "splice_bytes",
+}
+MAPPED_SUFFIX = " (mapped)"  # the sendpath probe's mapping sources: "commitlog/000... (mapped)"
+NO_OFFSET_IN_PROBE = (
+    "the sendpath probe counts which segment each send came from, not at which offset; the segments "
+    "this consumer read are listed instead"
+)
+COLD_NOT_ATTRIBUTED = (
+    "not attributed: the pagecache probe counts pages entering the cache per segment and per process, and "
+    "one broker process reads for every consumer; the cached share of the segments it read is shown instead"
+)
+SPLICED = "spliced from a pipe: the probe does not follow the pipe back to the file that filled it"
+NO_SENDPATH = "the sendpath probe is not running"
+
+
+class ConsumerReader:
+    """Reads the groups' committed offsets and the connected consumers each interval. Keeps no file open."""
+
+    def __init__(self) -> None:
+        self._offsets: tuple[tuple[int, int, int, int], ConsumerOffsets] | None = None
+
+    def read(self, store: StoreView, sendpath: Any | None) -> ConsumersView:
+        """`sendpath`: the sendpath probe's snapshot of the interval (None when it is not running)."""
+        if store.root is None:
+            return ConsumersView(None, (), (), unavailable={"groups": "no store"})
+        path = consumer_offset_path(Path(store.root))
+        unavailable: dict[str, str] = {}
+        try:
+            offsets = self._load(path)
+        except (ConsumerOffsetsError, OSError) as error:
+            offsets = None
+            unavailable["groups"] = f"{path}: cannot be read ({error})"
+        groups = () if offsets is None else tuple(group_queues(offsets, store.segments))
+        if offsets is not None and not groups:
+            unavailable["groups"] = _no_groups(path, offsets)
+        connected: tuple[ConnectedConsumerView, ...] = ()
+        if sendpath is None:
+            unavailable["connected"] = NO_SENDPATH
+        else:
+            comms = {row.pid: row.comm for row in sendpath.processes}
+            connected = connected_consumers(sendpath.fds, store.segments, comms)
+        return ConsumersView(
+            str(path),
+            groups,
+            connected,
+            interval_s=getattr(sendpath, "interval_s", None),
+            unavailable=unavailable,
+        )
+
+    def _load(self, path: Path) -> ConsumerOffsets:
+        """The file parsed again only when it changed (a broker rewrites it every few seconds at most)."""
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            return load_consumer_offsets(path)  # its .bak, as the broker reads it, or an empty table
+        identity = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_dev)
+        if self._offsets is not None and self._offsets[0] == identity:
+            return self._offsets[1]
+        offsets = load_consumer_offsets(path)
+        self._offsets = (identity, offsets)
+        return offsets
+
+
+def _no_groups(path: Path, offsets: ConsumerOffsets) -> str:
+    if offsets.loaded_from is None:
+        return f"no consumer group has committed an offset yet ({path} is missing)"
+    return f"no consumer group has committed an offset yet ({offsets.loaded_from} lists none)"
+
+
+# --- groups
+
+
+def group_queues(offsets: ConsumerOffsets, segments: Sequence[SegmentView]) -> Iterable[GroupQueueView]:
+    """One row per group and queue, in group, topic, queue order."""
+    queues = _queue_segments(segments)
+    commitlog = [segment for segment in segments if segment.kind == COMMITLOG]
+    keys = (key.split("@") for key in offsets.offset_table)
+    # keys that are not "topic@group" are skipped, as the broker's whichGroupByTopic skips them
+    for group, topic in sorted((parts[1], parts[0]) for parts in keys if len(parts) == 2):
+        for queue_id, committed in sorted(offsets.queues(topic, group).items()):
+            yield group_queue(group, topic, queue_id, committed, queues.get((topic, queue_id), ()), commitlog)
+
+
+def _queue_segments(segments: Sequence[SegmentView]) -> dict[tuple[str, int], list[SegmentView]]:
+    """The ConsumeQueue segments by (topic, queue id), from their names "consumequeue/TOPIC/ID/FILE"."""
+    queues: dict[tuple[str, int], list[SegmentView]] = defaultdict(list)
+    for segment in segments:
+        if segment.kind != CONSUMEQUEUE:
+            continue
+        topic, queue_id, _file = segment.name.removeprefix(f"{CONSUMEQUEUE}/").rsplit("/", 2)
+        if queue_id.isdigit():
+            queues[(topic, int(queue_id))].append(segment)
+    return queues
+
+
+def group_queue(
+    group: str,
+    topic: str,
+    queue_id: int,
+    committed: int,
+    queue: Sequence[SegmentView],
+    commitlog: Sequence[SegmentView],
+) -> GroupQueueView:
+    row = GroupQueueView(group, topic, queue_id, committed, None, None, None, None, None, None, {})
+    if not queue:
+        return _without(
+            row, ("max_offset", "lag_messages", "lag_bytes"), f"no ConsumeQueue for {topic}@{queue_id}"
+        )
+    end = _queue_end(queue)
+    if isinstance(end, str):
+        return _without(row, ("max_offset", "lag_messages", "lag_bytes"), end)
+    first = queue[0].start_offset_bytes // CQ_STORE_UNIT_SIZE
+    row = dataclasses.replace(row, max_offset=end)
+    if committed > end:
+        return _without(
+            row,
+            ("lag_messages", "lag_bytes"),
+            f"the committed offset {committed:,} is past the queue's end {end:,} (the queue was cut since)",
+        )
+    row = dataclasses.replace(row, lag_messages=end - committed)
+    last = _entry(queue, end - 1) if end > first else "the queue has no entry on disk"
+    if isinstance(last, str):
+        return _without(row, ("lag_bytes",), f"the queue's last entry: {last}")
+    queue_end = last.physical_offset + last.size_bytes
+    row = dataclasses.replace(row, queue_end_physical_offset_bytes=queue_end)
+    if committed < first:
+        reason = (
+            f"queue offset {committed:,} is before the first entry on disk ({first:,}): retention deleted it"
+        )
+        return _without(row, ("lag_bytes",), reason)
+    at = last if committed == end - 1 else _entry(queue, committed) if committed < end else None
+    if isinstance(at, str):
+        return _without(row, ("lag_bytes",), f"the entry at queue offset {committed:,}: {at}")
+    physical = queue_end if at is None else at.physical_offset
+    return dataclasses.replace(
+        row,
+        committed_physical_offset_bytes=physical,
+        lag_bytes=max(queue_end - physical, 0),
+        segment=_holder_name(commitlog, physical),
+    )
+
+
+def _without(row: GroupQueueView, fields: Sequence[str], reason: str) -> GroupQueueView:
+    return dataclasses.replace(row, unavailable={**row.unavailable, **dict.fromkeys(fields, reason)})
+
+
+def _queue_end(queue: Sequence[SegmentView]) -> int | str:
+    """The queue's next offset to be written, from the end of data the store reader found; else why not."""
+    holder = next((segment for segment in queue if segment.holds_write_position), None)
+    if holder is None or holder.wrote_position_bytes is None:
+        newest = queue[-1]
+        return newest.unavailable.get("wrote_position_bytes", "the end of the queue's data was not found")
+    return (holder.start_offset_bytes + holder.wrote_position_bytes) // CQ_STORE_UNIT_SIZE
+
+
+def _entry(queue: Sequence[SegmentView], queue_offset: int) -> ConsumeQueueEntry | str:
+    """The ConsumeQueue entry at `queue_offset` (one pread); why not when it names no record."""
+    position = queue_offset * CQ_STORE_UNIT_SIZE
+    segment = next(
+        (s for s in queue if s.start_offset_bytes <= position < s.start_offset_bytes + s.size_bytes), None
+    )
+    if segment is None:
+        return "in no ConsumeQueue file"
+    try:
+        with PreadFile(Path(segment.path)) as file:
+            data = file.read(position - segment.start_offset_bytes, CQ_STORE_UNIT_SIZE)
+        entry = decode_entry(data, queue_offset=queue_offset, path=segment.path)
+    except (OSError, StoreError) as error:  # deleted or cut while read: the next interval reads again
+        return f"{segment.name} could not be read ({error})"
+    return entry if entry.names_a_record else f"{segment.name} holds no record's entry there"
+
+
+def _holder_name(segments: Sequence[SegmentView], offset: int) -> str | None:
+    holder = _holder(segments, offset)
+    return None if holder is None else holder.name
+
+
+def _holder(segments: Sequence[SegmentView], offset: int) -> SegmentView | None:
+    """The segment `offset` lies in; the end of the last segment lies in it (the log filled it)."""
+    for segment in segments:
+        if segment.start_offset_bytes <= offset < segment.start_offset_bytes + segment.size_bytes:
+            return segment
+    last = segments[-1] if segments else None
+    return last if last is not None and offset == last.start_offset_bytes + last.size_bytes else None
+
+
+# --- the positions on the heat strips
+
+
+def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
+    """The store view with each group's committed position in the segments that hold it: the CommitLog
+    offset of its next message, and its entry in the ConsumeQueue."""
+    queues = _queue_segments(store.segments)
+    commitlog = [segment for segment in store.segments if segment.kind == COMMITLOG]
+    marks: dict[str, set[int]] = defaultdict(set)
+    for row in consumers.groups:
+        for segments, offset in (
+            (commitlog, row.committed_physical_offset_bytes),
+            (queues.get((row.topic, row.queue_id), ()), row.committed_offset * CQ_STORE_UNIT_SIZE),
+        ):
+            holder = None if offset is None else _holder(segments, offset)
+            if holder is not None and offset is not None:
+                marks[holder.path].add(offset - holder.start_offset_bytes)
+    if not marks:
+        return store
+    segments = tuple(
+        dataclasses.replace(segment, consumer_positions_bytes=tuple(sorted(marks[segment.path])))
+        if segment.path in marks
+        else segment
+        for segment in store.segments
+    )
+    return dataclasses.replace(store, segments=segments)
+
+
+# --- connected consumers
+
+
+def connected_consumers(
+    fds: Sequence[Any], segments: Sequence[SegmentView], comms: dict[int, str | None]
+) -> tuple[ConnectedConsumerView, ...]:
+    """The sockets that got store bytes by a send path this interval, busiest first. `fds`: the sendpath
+    probe's per-descriptor rows (FdTraffic); `comms`: its processes' names."""
+    by_name = {segment.name: segment for segment in segments}
+    sockets: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in fds:
+        if row.fd_kind != "socket" or row.socket_bytes_as not in SEND_PATH_FIELDS:
+            continue
+        read = _store_segments(row.source_name, by_name)
+        if not read and row.socket_bytes_as != "splice":
+            continue  # a file outside the store
+        entry = sockets.setdefault(
+            (row.pid, row.fd_name), {"pid": row.pid, "paths": defaultdict(int), "segments": defaultdict(int)}
+        )
+        moved = row.bytes_user_to_kernel + row.bytes_in_kernel
+        entry["paths"][row.socket_bytes_as] += moved
+        for name in read:
+            entry["segments"][name] += moved // len(read)
+    views = [_connected(pid, peer, entry, by_name, comms.get(pid)) for (pid, peer), entry in sockets.items()]
+    return tuple(sorted(views, key=lambda view: (-view.bytes_sent, view.pid, view.peer)))
+
+
+def _store_segments(source_name: str | None, by_name: dict[str, SegmentView]) -> tuple[str, ...]:
+    """The store segments a source names: a file, "NAME (mapped)", or "A or B (mapped)"."""
+    if not source_name:
+        return ()
+    names = source_name.removesuffix(MAPPED_SUFFIX).split(" or ")
+    return tuple(name for name in names if name in by_name)
+
+
+def _connected(
+    pid: int, peer: str, entry: dict[str, Any], by_name: dict[str, SegmentView], comm: str | None
+) -> ConnectedConsumerView:
+    paths: dict[str, int] = entry["paths"]
+    read = sorted(entry["segments"], key=lambda name: (-entry["segments"][name], name))
+    unavailable = {"read_position_bytes": NO_OFFSET_IN_PROBE, "cold_pages": COLD_NOT_ATTRIBUTED}
+    if paths.get("splice") and not read:
+        unavailable["segments"] = SPLICED
+    busiest = max(paths, key=lambda path: paths[path]) if any(paths.values()) else None
+    return ConnectedConsumerView(
+        pid=pid,
+        comm=comm,
+        peer=peer,
+        main_path=busiest,
+        bytes_sent=sum(paths.values()),
+        **{field: paths.get(path, 0) for path, field in SEND_PATH_FIELDS.items()},
+        segments=tuple(read),
+        segment_cached_pages=tuple(by_name[name].cached_pages for name in read),
+        segment_pages=tuple(by_name[name].pages for name in read),
+        read_position_bytes=None,
+        cold_pages=None,
+        unavailable=unavailable,
+    )
