@@ -27,10 +27,12 @@ from textual.widgets import Footer, HelpPanel, Input, Static
 from mqinspect.dashboard.row_table import RowTable
 from mqinspect.render.cells import unavailable_text
 from mqinspect.render.top import (
+    CONSUMER_KEY,
     HEAT_KEY,
     PROCESS_COLUMNS,
     SEGMENT_COLUMNS,
     SOURCES,
+    consumers_panel,
     detail_view,
     faults_panel,
     memory_panel,
@@ -160,6 +162,8 @@ class DashboardApp(App[None]):
     #middle { height: 15; }
     #memory, #faults { width: 1fr; height: 100%; }
     #sendpaths { height: 7; }
+    #consumers { height: 12; display: none; }
+    #consumers.shown { display: block; }
     #processes { height: 1fr; min-height: 5; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
@@ -180,6 +184,7 @@ class DashboardApp(App[None]):
         Binding("3", "focus_panel('faults')", "Faults", show=False),
         Binding("4", "focus_panel('sendpaths')", "Send paths", show=False),
         Binding("5", "focus_panel('processes')", "Processes", show=False),
+        Binding("6", "focus_panel('consumers')", "Consumers", show=False),
         Binding("question_mark", "toggle_help", "Help"),
         Binding("comma", "seek(-1)", "Frame back"),
         Binding("full_stop", "seek(1)", "Frame forward"),
@@ -221,6 +226,7 @@ class DashboardApp(App[None]):
                 yield Panel(id="memory")
                 yield Panel(id="faults")
             yield Panel(id="sendpaths")
+            yield Panel(id="consumers")  # shown once a frame has a store's consumers
             yield RowTable(_columns(PROCESS_COLUMNS, left=("command", "found")), id="processes")
         yield Input(id="filter", placeholder="filter segments and processes (enter applies, esc clears)")
         yield Footer()
@@ -306,6 +312,16 @@ class DashboardApp(App[None]):
         sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe(PROBE_SENDPATH))
         self._draw_if_changed("sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False))
         self._draw_segment_problems(snapshot)
+        self._draw_consumers(snapshot)
+
+    def _draw_consumers(self, snapshot: TopSnapshot) -> None:
+        """The Consumers panel, for frames that have a store's consumers (recordings before them do not)."""
+        shown = snapshot.consumers is not None
+        self.query_one("#consumers").set_class(shown, "shown")
+        if not shown:
+            return
+        key = (snapshot.consumers, snapshot.probe(PROBE_SENDPATH))
+        self._draw_if_changed("consumers", key, lambda: consumers_panel(snapshot, titled=False))
 
     def _draw_if_changed(self, widget_id: str, key: Any, render: Callable[[], Any]) -> None:
         """Redraw a panel whose data changed. Panels have fixed heights (CSS), so a new frame repaints the
@@ -337,10 +353,12 @@ class DashboardApp(App[None]):
         problems = [p for name in (PROBE_FAULTS, PROBE_PAGECACHE) if (p := probe_problem(snapshot, name))]
         if not snapshot.store.segments:
             problems.insert(0, unavailable_text(snapshot.store.unavailable.get("segments")))
-        notes = Text("\n".join((HEAT_KEY, f"source: {SOURCES['segments']}")), style="dim")
+        marked = any(segment.consumer_positions_bytes for segment in snapshot.store.segments)
+        keys = (HEAT_KEY, CONSUMER_KEY) if marked else (HEAT_KEY,)
+        notes = Text("\n".join((*keys, f"source: {SOURCES['segments']}")), style="dim")
         for problem in problems:
             notes.append("\n").append_text(problem)
-        self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems),), lambda: notes)
+        self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems), marked), lambda: notes)
 
     def _set_titles(self) -> None:
         state = self.state
@@ -352,6 +370,7 @@ class DashboardApp(App[None]):
             "faults": "3 Faults",
             "sendpaths": "4 Send paths",
             "processes": f"5 Processes · sort {state.process_sort}{order}{shown}",
+            "consumers": "6 Consumers",
         }
         for widget_id, title in titles.items():
             self.query_one(f"#{widget_id}").border_title = title

@@ -468,6 +468,8 @@ def consumers_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
         parts.append(_groups_table(view.groups))
     else:
         parts.append(unavailable_text(view.unavailable.get("groups")))
+    if "offsets_file" in view.unavailable:
+        parts.append(Text(view.unavailable["offsets_file"], style="yellow"))
     parts += _unavailable_notes(view.groups, ("lag_bytes", "lag_messages"))
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     if problem is not None:

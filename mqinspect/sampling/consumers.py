@@ -86,6 +86,8 @@ class ConsumerReader:
             offsets = None
             unavailable["groups"] = f"{path}: cannot be read ({error})"
         groups = () if offsets is None else tuple(group_queues(offsets, store.segments))
+        if offsets is not None and offsets.used_backup:
+            unavailable["offsets_file"] = f"read {offsets.loaded_from} instead: {offsets.fallback_reason}"
         if offsets is not None and not groups:
             unavailable["groups"] = _no_groups(path, offsets)
         connected: tuple[ConnectedConsumerView, ...] = ()
@@ -117,9 +119,11 @@ class ConsumerReader:
 
 
 def _no_groups(path: Path, offsets: ConsumerOffsets) -> str:
-    if offsets.loaded_from is None:
-        return f"no consumer group has committed an offset yet ({path} is missing)"
-    return f"no consumer group has committed an offset yet ({offsets.loaded_from} lists none)"
+    if offsets.loaded_from is not None:
+        return f"no consumer group has committed an offset yet ({offsets.loaded_from} lists none)"
+    if path.exists():  # but unreadable, and no .bak: the broker too starts from an empty table then
+        return f"{offsets.fallback_reason}; no {path.name}.bak to read instead"
+    return f"no consumer group has committed an offset yet ({path} is missing)"
 
 
 # --- groups

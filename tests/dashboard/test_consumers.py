@@ -1,0 +1,261 @@
+"""Consumers on the dashboard: each group's committed offset and lag against what `store consume` itself
+reads at those offsets (its messages' physical offsets, the queue's max offset), the C marks on the heat
+strips in the segments and chunks that hold those positions, what cannot be known said as unavailable, and
+the connected consumers made from the sendpath probe's per-descriptor rows."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fakes import T0, FakeFeed, frame
+from rich.console import Console
+from support import run_mqinspect
+from textual.widgets import Static
+
+from mqinspect.dashboard.app import DashboardApp
+from mqinspect.dashboard.row_table import RowTable
+from mqinspect.jsonable import from_jsonable, json_line
+from mqinspect.render.top import CONSUMER_MARK, consumers_panel, segment_strip, top_view
+from mqinspect.sampling.consumers import (
+    COLD_NOT_ATTRIBUTED,
+    NO_OFFSET_IN_PROBE,
+    ConsumerReader,
+    connected_consumers,
+)
+from mqinspect.sampling.sampler import Sampler, SamplerSettings
+from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus, TopSnapshot
+from mqinspect.sampling.store_reader import StoreReader
+from probes.ebpf.sendpath import FdTraffic
+from store.consumer_offsets import consumer_offset_path, load_consumer_offsets
+
+SEGMENT_BYTES = 64 * 1024
+
+
+def cli(*args: object) -> dict:
+    result = run_mqinspect(*args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout) if "json" in args else {}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """Orders and Payments interleaved in a CommitLog of 64 KiB segments (it rolls), 100 entries per
+    ConsumeQueue file; g1 has read 120 Orders and 30 Payments, g2 every Order."""
+    root = tmp_path_factory.mktemp("consumers") / "store"
+    cli("store", "init", root, "--segment-size", "64k", "--cq-entries", "100", "--index-slots", "64")
+    for topic, count, size in (("Orders", 150, 100), ("Payments", 100, 200), ("Orders", 150, 100)):
+        cli("store", "produce", root, "-t", topic, "-n", count, "--size", size, "-f", "json")
+    cli("store", "consume", root, "-t", "Orders", "-g", "g1", "-n", 120, "-f", "json")
+    cli("store", "consume", root, "-t", "Payments", "-g", "g1", "-n", 30, "-f", "json")
+    cli("store", "consume", root, "-t", "Orders", "-g", "g2", "-n", 1000, "-f", "json")
+    return root
+
+
+def sample(root: Path) -> TopSnapshot:
+    sampler = Sampler(SamplerSettings(root, (), 1.0, ebpf=False))
+    sampler.open(background=False)
+    try:
+        return sampler.sample()
+    finally:
+        sampler.close()
+
+
+def consumed_at(root: Path, topic: str, offset: int) -> dict:
+    """What `store consume` reads at queue offset `offset` (no group: nothing is committed)."""
+    return cli("store", "consume", root, "-t", topic, "--from", offset, "-n", 1, "-f", "json")
+
+
+def test_lag_matches_the_positions_store_consume_reads(store: Path):
+    groups = {(row.group, row.topic): row for row in sample(store).consumers.groups}
+    assert set(groups) == {("g1", "Orders"), ("g1", "Payments"), ("g2", "Orders")}
+    for (group, topic), row in groups.items():
+        committed = load_consumer_offsets(consumer_offset_path(store)).get(topic, group, 0)
+        assert row.committed_offset == committed
+        at = consumed_at(store, topic, committed)
+        last = consumed_at(store, topic, at["max_offset"] - 1)["messages"][0]
+        queue_end = last["physical_offset"] + last["size_bytes"]
+        assert row.max_offset == at["max_offset"]
+        assert row.lag_messages == at["max_offset"] - committed
+        assert row.queue_end_physical_offset_bytes == queue_end
+        next_message = at["messages"][0]["physical_offset"] if at["messages"] else queue_end
+        assert row.committed_physical_offset_bytes == next_message
+        assert row.lag_bytes == queue_end - next_message
+        assert row.unavailable == {}
+    assert groups[("g2", "Orders")].lag_messages == 0 and groups[("g2", "Orders")].lag_bytes == 0
+    # g1's Orders lag spans the Payments written between its Orders: more bytes than its own messages
+    assert groups[("g1", "Orders")].lag_bytes > 180 * min(
+        m["size_bytes"] for m in consumed_at(store, "Orders", 120)["messages"]
+    )
+
+
+def test_the_heat_strips_mark_each_group_in_the_segment_and_chunk_that_hold_it(store: Path):
+    snapshot = sample(store)
+    by_name = {segment.name: segment for segment in snapshot.store.segments}
+    marked = {name: segment.consumer_positions_bytes for name, segment in by_name.items()}
+    g1 = next(row for row in snapshot.consumers.groups if (row.group, row.topic) == ("g1", "Orders"))
+    holder = by_name[g1.segment]
+    assert g1.committed_physical_offset_bytes - holder.start_offset_bytes in marked[g1.segment]
+    assert marked["consumequeue/Orders/0/00000000000000002000"] == (120 * 20 - 2000,)
+    assert marked["consumequeue/Payments/0/00000000000000000000"] == (30 * 20,)
+    # the CommitLog rolled: g1 reads in its first segment, g2 (caught up) at the end of the log
+    assert g1.segment == "commitlog/00000000000000000000"
+    assert next(r for r in snapshot.consumers.groups if r.group == "g2").segment.endswith("65536")
+    strip = segment_strip(holder).plain
+    position = g1.committed_physical_offset_bytes - holder.start_offset_bytes
+    assert strip[position * len(strip) // holder.size_bytes] == CONSUMER_MARK
+
+
+def test_the_panel_and_the_json_carry_the_groups(store: Path):
+    snapshot = sample(store)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(consumers_panel(snapshot))
+    text = console.export_text()
+    assert "g1    Orders/0" in text and "lag msgs" in text and "64KiB" in text
+    assert "unavailable: sendpath probe: eBPF disabled" in text  # connected consumers need the probe
+    console.print(top_view(snapshot))
+    assert "C on a heat strip" in console.export_text()
+    replayed = from_jsonable(TopSnapshot, json.loads(json_line(snapshot)))
+    assert replayed.consumers == snapshot.consumers
+    document = cli("top", store, "--once", "--no-ebpf", "--format", "json")
+    assert document["consumers"]["groups"][0]["lag_bytes"] == snapshot.consumers.groups[0].lag_bytes
+
+
+def write_offsets(root: Path, text: str) -> None:
+    consumer_offset_path(root).write_text(text)
+
+
+def groups_of(root: Path):
+    view = ConsumerReader().read(StoreReader(root).read({}), None)
+    return view
+
+
+def test_offsets_the_queue_no_longer_holds_are_unavailable_not_zero(tmp_path: Path, store: Path):
+    root = tmp_path / "store"
+    cli("store", "init", root, "--segment-size", "64k", "--cq-entries", "100", "--index-slots", "64")
+    cli("store", "produce", root, "-t", "Orders", "-n", 250, "--size", "100", "-f", "json")
+    (root / "consumequeue/Orders/0/00000000000000000000").unlink()  # as retention deletes a queue's file
+    write_offsets(root, '{"offsetTable":{"Orders@old":{0:50},"Orders@ahead":{0:900},"Nope@g":{0:1}}}')
+    rows = {row.group: row for row in groups_of(root).groups}
+    old, ahead, nope = rows["old"], rows["ahead"], rows["g"]
+    assert old.lag_messages == 200 and old.lag_bytes is None
+    assert "before the first entry on disk (100): retention deleted it" in old.unavailable["lag_bytes"]
+    assert ahead.lag_messages is None and "past the queue's end 250" in ahead.unavailable["lag_messages"]
+    assert nope.max_offset is None and "no ConsumeQueue for Nope@0" in nope.unavailable["max_offset"]
+
+
+def test_a_missing_or_broken_offsets_file_says_why(tmp_path: Path, store: Path):
+    root = tmp_path / "store"
+    cli("store", "init", root, "--segment-size", "64k", "--cq-entries", "100", "--index-slots", "64")
+    cli("store", "produce", root, "-t", "Orders", "-n", 10, "--size", "100", "-f", "json")
+    view = groups_of(root)
+    assert view.groups == () and "no consumer group has committed an offset yet" in view.unavailable["groups"]
+    write_offsets(root, '{"offsetTable":{"Orders@g":{0:')
+    view = groups_of(root)
+    assert view.groups == () and "expected a value" in view.unavailable["groups"]
+    assert "no consumerOffset.json.bak to read instead" in view.unavailable["groups"]
+    assert view.unavailable["connected"] == "the sendpath probe is not running"
+    Path(f"{consumer_offset_path(root)}.bak").write_text('{"offsetTable":{"Orders@g":{0:4}}}')
+    view = groups_of(root)  # as the broker does: the .bak when the file is unreadable
+    assert [(row.group, row.lag_messages) for row in view.groups] == [("g", 6)]
+    assert "consumerOffset.json.bak instead: " in view.unavailable["offsets_file"]
+
+
+def fd_row(pid: int, peer: str, counted_as: str | None, source: str | None, moved: int, **kind) -> FdTraffic:
+    in_kernel = counted_as in ("sendfile", "splice")
+    return FdTraffic(
+        pid=pid,
+        fd=7,
+        fd_kind=kind.get("fd_kind", "socket"),
+        fd_name=peer,
+        source_fd=None,
+        source_kind=kind.get("source_kind", "file"),
+        source_name=source,
+        syscalls=1,
+        syscall_errors=0,
+        mode_switches=2,
+        bytes_kernel_to_user=0,
+        bytes_user_to_kernel=0 if in_kernel else moved,
+        bytes_in_kernel=moved if in_kernel else 0,
+        faults_in_syscalls=0,
+        per_syscall=(),
+        socket_bytes_as=counted_as,
+    )
+
+
+def test_connected_consumers_are_the_sockets_sent_store_bytes(store: Path):
+    segments = sample(store).store.segments
+    first, second = (s.name for s in segments if s.kind == "commitlog")
+    rows = [
+        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:501", "mmap+write", f"{first} (mapped)", 4000),
+        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:501", "read+write", second, 1000),
+        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:502", "sendfile", second, 9000),
+        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:503", "other", None, 50, source_kind="memory"),
+        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:504", "sendfile", "/etc/hostname", 70),  # not the store
+        fd_row(10, "/tmp/copy", None, first, 4000, fd_kind="file"),
+    ]
+    connected = connected_consumers(rows, segments, {10: "broker"})
+    assert [row.peer[-3:] for row in connected] == ["502", "501"]
+    busiest, mixed = connected
+    assert (busiest.main_path, busiest.sendfile_bytes, busiest.segments) == ("sendfile", 9000, (second,))
+    assert (mixed.mmap_write_bytes, mixed.read_write_bytes, mixed.bytes_sent) == (4000, 1000, 5000)
+    assert mixed.main_path == "mmap+write" and mixed.segments == (first, second) and mixed.comm == "broker"
+    cached = {s.name: s.cached_pages for s in segments}
+    assert mixed.segment_cached_pages == (cached[first], cached[second])
+    assert (
+        mixed.read_position_bytes is None and mixed.unavailable["read_position_bytes"] == NO_OFFSET_IN_PROBE
+    )
+    assert mixed.cold_pages is None and mixed.unavailable["cold_pages"] == COLD_NOT_ATTRIBUTED
+
+
+def test_the_dashboard_shows_the_consumers_panel_and_the_marks(store: Path):
+    snapshot = sample(store)
+    first = next(s.name for s in snapshot.store.segments if s.kind == "commitlog")
+    peer = "TCP 127.0.0.1:9 → 127.0.0.1:501"
+    connected = connected_consumers(
+        [fd_row(10, peer, "sendfile", first, 9000)], snapshot.store.segments, {10: "broker"}
+    )
+    consumers = dataclasses.replace(snapshot.consumers, connected=connected, interval_s=1.0)
+    snapshot = dataclasses.replace(
+        snapshot,
+        consumers=consumers,
+        probes=tuple(ProbeStatus(n, ProbeState.RUNNING) for n in DASHBOARD_PROBES),
+    )
+
+    async def test():
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0)
+        async with app.run_test(size=(160, 50)) as pilot:
+            app.receive(snapshot)
+            await pilot.pause()
+            panel = app.query_one("#consumers", Static)
+            assert panel.display and panel.border_title == "6 Consumers"
+            text = plain(panel.content)
+            assert "g1    Orders/0" in text and f"{peer} 10 broker sendfile" in text
+            assert f"{first} (100%)" in text and "cold: unavailable: not attributed" in text
+            table = app.query_one("#segments", RowTable)
+            assert any(CONSUMER_MARK in table.row_plain(row)[1] for row in range(table.row_count))
+            assert "C on a heat strip" in plain(app.query_one("#segment-notes", Static).content)
+
+    asyncio.run(test())
+
+
+def test_frames_without_consumers_keep_the_panel_hidden():
+    async def test():
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0)
+        async with app.run_test(size=(160, 50)) as pilot:
+            app.receive(frame(1))  # as recorded before consumers were read
+            await pilot.pause()
+            assert not app.query_one("#consumers").display
+            assert "C on a heat strip" not in plain(app.query_one("#segment-notes", Static).content)
+
+    asyncio.run(test())
+
+
+def plain(renderable) -> str:
+    console = Console(width=160, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
