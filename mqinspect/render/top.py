@@ -54,6 +54,7 @@ SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
 WROTE_MARK = "W"
 FLUSHED_MARK = "F"
 CONSUMER_MARK = "C"  # a consumer group's committed position (W and F are drawn over it)
+READER_MARK = "R"  # where a connected consumer's latest send reached
 
 SOURCES = {
     "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of the CommitLog's last "
@@ -72,8 +73,10 @@ SOURCES = {
     "/proc/PID/maps, /proc/PID/fd",
     "consumers": "groups: config/consumerOffset.json (as the broker last persisted it) placed through each "
     "queue's ConsumeQueue entry; lag = the queue's end - committed, in messages and in CommitLog bytes up "
-    "to the end of the queue's last record · connected: sendpath probe, per socket; cached: cachestat of "
-    "the segments each consumer was sent from",
+    "to the end of the queue's last record · connected: sendpath probe, per socket: read at = CommitLog "
+    "offset the latest send reached (mm_filemap_get_pages' page range; mmap+write: the mapping's offset), "
+    "cold = pages the sends or their reads added to the page cache (mm_filemap_add_to_page_cache, readahead "
+    "included) · cached: cachestat of the segments each consumer was sent from",
 }
 HEAT_KEY = (
     "heat: one cell per chunk · █▓▒░ cached share · green clean, red dirty, magenta under writeback · "
@@ -82,7 +85,8 @@ HEAT_KEY = (
 )
 CONSUMER_KEY = (
     "C on a heat strip: a consumer group's committed position, the next message it reads (in the CommitLog "
-    "and in its ConsumeQueue; W and F are drawn over it)"
+    "and in its ConsumeQueue) · R: where a connected consumer's latest send reached · W and F are drawn over "
+    "them"
 )
 SEGMENT_COLUMNS = (
     "segment",
@@ -188,10 +192,14 @@ def segment_strip(segment: SegmentView) -> Text:
     """The segment's heat strip (render.cells), with its W and F position marks."""
     chunks = None if segment.chunks is None else segment.chunks.states()
     marks = {}
-    for position in segment.consumer_positions_bytes:
-        index = _chunk_index(chunks or (), position, segment)
-        if index is not None:
-            marks[index] = CONSUMER_MARK
+    for positions, glyph in (
+        (segment.consumer_positions_bytes, CONSUMER_MARK),
+        (segment.reader_positions_bytes, READER_MARK),
+    ):
+        for position in positions:
+            index = _chunk_index(chunks or (), position, segment)
+            if index is not None:
+                marks[index] = glyph
     for position, mark in (
         (segment.flushed_position_bytes if segment.holds_flushed_position else None, FLUSHED_MARK),
         (segment.wrote_position_bytes if segment.holds_write_position else None, WROTE_MARK),
@@ -250,7 +258,7 @@ def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None
     for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
     notes = [Text(HEAT_KEY, style="dim"), _source("segments"), _source("segment_events")]
-    if any(segment.consumer_positions_bytes for segment in shown):
+    if any(segment.consumer_positions_bytes or segment.reader_positions_bytes for segment in shown):
         notes.insert(1, Text(CONSUMER_KEY, style="dim"))
     # why a residency column says unavailable, once per distinct reason (JSON has it per segment)
     reasons = dict.fromkeys(
@@ -452,8 +460,9 @@ CONNECTED_COLUMNS = (
     "command",
     "path",
     "sent/s",
-    "read from (cached)",
+    "read at",
     "cold",
+    "read from (cached)",
 )
 
 
@@ -475,12 +484,14 @@ def consumers_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
     if problem is not None:
         parts.append(problem)
     elif view.connected:
-        parts.append(_connected_table(view))
-        parts += [
-            Text(f"{label}: {UNAVAILABLE}: {reason}", style="yellow")
-            for label, name in (("read position", "read_position_bytes"), ("cold", "cold_pages"))
-            if (reason := view.connected[0].unavailable.get(name))
-        ]
+        parts.append(_connected_table(view, snapshot.page_size_bytes))
+        reasons = dict.fromkeys(
+            f"{label}: {reason}"
+            for row in view.connected
+            for label, name in (("read at", "read_position_bytes"), ("cold", "cold_pages"))
+            if (reason := row.unavailable.get(name))
+        )
+        parts += [unavailable_text(reason) for reason in list(reasons)[:2]]
     else:
         parts.append(Text("no consumer was sent store bytes this interval (sendpath probe)"))
     parts.append(_source("consumers"))
@@ -514,18 +525,20 @@ def _unavailable_notes(rows: Sequence[GroupQueueView], names: Sequence[str]) -> 
     return [unavailable_text(reason) for reason in list(reasons)[:3]]
 
 
-def _connected_table(view: ConsumersView) -> Table:
+def _connected_table(view: ConsumersView, page_size_bytes: int) -> Table:
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
     for column in CONNECTED_COLUMNS:
-        table.add_column(column, justify="right" if column in ("sent/s", "cold") else "left", no_wrap=True)
+        right = column in ("sent/s", "read at", "cold")
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for row in view.connected[:6]:
         table.add_row(
             row.peer,
             f"{row.pid} {row.comm or NONE}",
             row.main_path or NONE,
             interval_rate_text(row.bytes_sent, view.interval_s),
+            count_text(row.read_position_bytes),
+            pages_text(row.cold_pages, page_size_bytes),
             _read_from(row),
-            count_text(row.cold_pages),
         )
     return table
 

@@ -11,10 +11,13 @@ queue's last record (other queues' records between them included: what the group
 
 Connected consumers. The sendpath probe counts, per process and descriptor, the bytes delivered to each
 socket and the file they came from (a read's file, a mapping's file, sendfile's source). A socket that got
-bytes of the store's segments is a connected consumer; its send path and the segments it read are
-measured. Which offset or page of a segment a send came from is not in the probe's counts, so the read
-position and the cold pages per consumer are "unavailable" with that reason; the cached share of the
-segments each consumer read (cachestat, this interval) is shown beside them instead.
+bytes of the store's segments is a connected consumer, with its send path, the segments it read (and their
+cached share now, cachestat), its read position (how far into the newest of those segments the latest send
+reached: the page range mm_filemap_get_pages reported for sendfile, splice and the read of read+write, the
+mapping's file offset for mmap+write) and its cold pages (pages its sends, or the reads that filled their
+buffers, added to the page cache during the calls: read from disk for it, with the readahead they started).
+A spliced send's source is a pipe, and a kernel without filemap:mm_filemap_add_to_page_cache cannot count
+added pages: those figures are "unavailable" with the reason.
 
 Cost: consumerOffset.json is parsed again only when its inode, size or mtime changed; each group's queue
 costs two 20-byte preads per interval.
@@ -56,13 +59,13 @@ SEND_PATH_FIELDS = {
     "splice": "splice_bytes",
 }
 MAPPED_SUFFIX = " (mapped)"  # the sendpath probe's mapping sources: "commitlog/000... (mapped)"
-NO_OFFSET_IN_PROBE = (
-    "the sendpath probe counts which segment each send came from, not at which offset; the segments "
-    "this consumer read are listed instead"
+NO_READ_POSITION = (
+    "no send told how far into the CommitLog it read (a splice's source is a pipe; a read+write or "
+    "sendfile past the page cache, such as O_DIRECT, reports no page range)"
 )
-COLD_NOT_ATTRIBUTED = (
-    "not attributed: the pagecache probe counts pages entering the cache per segment and per process, and "
-    "one broker process reads for every consumer; the cached share of the segments it read is shown instead"
+NO_ADDED_PAGES = (
+    "this kernel's sendpath probe cannot count pages added during the calls "
+    "(filemap:mm_filemap_add_to_page_cache is not attached)"
 )
 SPLICED = "spliced from a pipe: the probe does not follow the pipe back to the file that filled it"
 NO_SENDPATH = "the sendpath probe is not running"
@@ -247,11 +250,17 @@ def _holder(segments: Sequence[SegmentView], offset: int) -> SegmentView | None:
 
 
 def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
-    """The store view with each group's committed position in the segments that hold it: the CommitLog
-    offset of its next message, and its entry in the ConsumeQueue."""
+    """The store view with each group's committed position in the segments that hold it (the CommitLog
+    offset of its next message, and its entry in the ConsumeQueue), and each connected consumer's read
+    position in the CommitLog segment that holds it."""
     queues = _queue_segments(store.segments)
     commitlog = [segment for segment in store.segments if segment.kind == COMMITLOG]
     marks: dict[str, set[int]] = defaultdict(set)
+    readers: dict[str, set[int]] = defaultdict(set)
+    for offset in (consumer.read_position_bytes for consumer in consumers.connected):
+        holder = None if offset is None else _holder(commitlog, offset)
+        if holder is not None and offset is not None:
+            readers[holder.path].add(offset - holder.start_offset_bytes)
     for row in consumers.groups:
         for segments, offset in (
             (commitlog, row.committed_physical_offset_bytes),
@@ -260,11 +269,15 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
             holder = None if offset is None else _holder(segments, offset)
             if holder is not None and offset is not None:
                 marks[holder.path].add(offset - holder.start_offset_bytes)
-    if not marks:
+    if not marks and not readers:
         return store
     segments = tuple(
-        dataclasses.replace(segment, consumer_positions_bytes=tuple(sorted(marks[segment.path])))
-        if segment.path in marks
+        dataclasses.replace(
+            segment,
+            consumer_positions_bytes=tuple(sorted(marks.get(segment.path, ()))),
+            reader_positions_bytes=tuple(sorted(readers.get(segment.path, ()))),
+        )
+        if segment.path in marks or segment.path in readers
         else segment
         for segment in store.segments
     )
@@ -287,15 +300,34 @@ def connected_consumers(
         read = _store_segments(row.source_name, by_name)
         if not read and row.socket_bytes_as != "splice":
             continue  # a file outside the store
-        entry = sockets.setdefault(
-            (row.pid, row.fd_name), {"pid": row.pid, "paths": defaultdict(int), "segments": defaultdict(int)}
-        )
+        entry = sockets.setdefault((row.pid, row.fd_name), _Socket())
         moved = row.bytes_user_to_kernel + row.bytes_in_kernel
-        entry["paths"][row.socket_bytes_as] += moved
+        entry.paths[row.socket_bytes_as] += moved
         for name in read:
-            entry["segments"][name] += moved // len(read)
+            entry.segments[name] += moved // len(read)
+        entry.add_cold(row.pages_added_in_syscalls)
+        if len(read) == 1 and row.source_end_bytes is not None and by_name[read[0]].kind == COMMITLOG:
+            entry.reached(by_name[read[0]], row.source_end_bytes)
     views = [_connected(pid, peer, entry, by_name, comms.get(pid)) for (pid, peer), entry in sockets.items()]
     return tuple(sorted(views, key=lambda view: (-view.bytes_sent, view.pid, view.peer)))
+
+
+class _Socket:
+    """What one socket was sent over the interval, gathered from its descriptor rows."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, int] = defaultdict(int)
+        self.segments: dict[str, int] = defaultdict(int)
+        self.cold_pages: int | None = 0  # None once a row could not count them
+        self.position: tuple[int, str] | None = None  # (CommitLog offset, segment): the furthest reached
+
+    def add_cold(self, pages: int | None) -> None:
+        self.cold_pages = None if pages is None or self.cold_pages is None else self.cold_pages + pages
+
+    def reached(self, segment: SegmentView, end_in_file: int) -> None:
+        offset = segment.start_offset_bytes + min(end_in_file, segment.size_bytes)
+        if self.position is None or offset > self.position[0]:
+            self.position = (offset, segment.name)
 
 
 def _store_segments(source_name: str | None, by_name: dict[str, SegmentView]) -> tuple[str, ...]:
@@ -307,13 +339,17 @@ def _store_segments(source_name: str | None, by_name: dict[str, SegmentView]) ->
 
 
 def _connected(
-    pid: int, peer: str, entry: dict[str, Any], by_name: dict[str, SegmentView], comm: str | None
+    pid: int, peer: str, entry: _Socket, by_name: dict[str, SegmentView], comm: str | None
 ) -> ConnectedConsumerView:
-    paths: dict[str, int] = entry["paths"]
-    read = sorted(entry["segments"], key=lambda name: (-entry["segments"][name], name))
-    unavailable = {"read_position_bytes": NO_OFFSET_IN_PROBE, "cold_pages": COLD_NOT_ATTRIBUTED}
+    paths = entry.paths
+    read = sorted(entry.segments, key=lambda name: (-entry.segments[name], name))
+    unavailable = {}
     if paths.get("splice") and not read:
         unavailable["segments"] = SPLICED
+    if entry.position is None:
+        unavailable["read_position_bytes"] = SPLICED if "segments" in unavailable else NO_READ_POSITION
+    if entry.cold_pages is None:
+        unavailable["cold_pages"] = NO_ADDED_PAGES
     busiest = max(paths, key=lambda path: paths[path]) if any(paths.values()) else None
     return ConnectedConsumerView(
         pid=pid,
@@ -325,7 +361,8 @@ def _connected(
         segments=tuple(read),
         segment_cached_pages=tuple(by_name[name].cached_pages for name in read),
         segment_pages=tuple(by_name[name].pages for name in read),
-        read_position_bytes=None,
-        cold_pages=None,
+        read_position_bytes=None if entry.position is None else entry.position[0],
+        cold_pages=entry.cold_pages,
         unavailable=unavailable,
+        read_segment=None if entry.position is None else entry.position[1],
     )

@@ -146,6 +146,8 @@ class SegmentView:
     holds_flushed_position: bool = False
     # Where consumer groups' committed positions lie in this segment (bytes into it), from sampling.consumers.
     consumer_positions_bytes: tuple[int, ...] = ()
+    # Where connected consumers' latest sends reached in this segment (bytes into it).
+    reader_positions_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -305,8 +307,13 @@ class ConnectedConsumerView:
     connected consumer as the broker's side of its connection shows it.
 
     segments: the store segments the bytes came from (most bytes first), with the share of each that is in
-    the page cache now (cachestat). read_position_bytes and cold_pages are None with the reason in
-    `unavailable`: the probe knows which file each send came from, not which offset or page.
+    the page cache now (cachestat).
+    read_position_bytes: the CommitLog offset the latest send reached (the end of the last page it read from
+    the newest segment sent from: mm_filemap_get_pages for sendfile, splice and read+write, the mapping's
+    file offset for mmap+write).
+    cold_pages: pages the sends (or the reads that filled their buffers) added to the page cache during the
+    calls: read from disk for this consumer, with the readahead those reads started.
+    Either is None, with the reason in `unavailable`, where the probe could not tell.
     """
 
     pid: int
@@ -324,6 +331,7 @@ class ConnectedConsumerView:
     read_position_bytes: int | None
     cold_pages: int | None
     unavailable: dict[str, str] = field(default_factory=dict)
+    read_segment: str | None = None  # the segment that holds read_position_bytes
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,7 @@ SENDPATH = ProbeEntry(
         "skb:skb_copy_datagram_iovec",
         "exceptions:page_fault_kernel",
         "filemap:mm_filemap_get_pages",
+        "filemap:mm_filemap_add_to_page_cache",
     ),
     summary=(
         "Bytes per descriptor and send path (read+write, mmap+write, sendfile, splice), and CPU copies per "

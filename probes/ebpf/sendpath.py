@@ -154,6 +154,7 @@ _ENTER_FUNCTIONS = {
 EXIT_FUNCTION = "mqi_sys_exit"
 _OPTIONAL_FUNCTIONS = {
     "filemap:mm_filemap_get_pages": "mqi_get_pages",
+    "filemap:mm_filemap_add_to_page_cache": "mqi_page_added",
     "exceptions:page_fault_kernel": "mqi_copy_fault",
     "sock:sock_send_length": "mqi_sock_send",
     "skb:skb_copy_datagram_iovec": "mqi_skb_copy",
@@ -190,6 +191,7 @@ def _program() -> ProgramSpec:
 
 
 PROGRAM = _program()
+PAGES_ADDED_TRACEPOINT = "filemap:mm_filemap_add_to_page_cache"
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,14 @@ class FdTraffic:
     # What this row's bytes delivered to a socket count as: a path of PATHS, "other" or "unresolved";
     # None when the row delivered nothing to a socket.
     socket_bytes_as: str | None = None
+    # Pages the calls' thread added to the page cache during the calls (for a write from a read's buffer:
+    # during that read): the cold pages they read, with the readahead they started; None where the kernel
+    # lacks filemap:mm_filemap_add_to_page_cache.
+    pages_added_in_syscalls: int | None = None
+    # How far into the source file the row's latest call read, in bytes (the end of its last page): from
+    # filemap:mm_filemap_get_pages for sendfile, splice and read+write, from the mapping for mmap+write;
+    # None where neither told.
+    source_end_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -399,6 +409,7 @@ def _add_calls(counts: Tally, syscall: str, calls: int, errors: int, moved: int)
 def _tally_of_row(row: ProcessSendpath | FdTraffic) -> Tally:
     """The counts of a row (a descriptor's row has no send paths: they count 0)."""
     counts = Tally.of_fields(row, (name for name in _ROW_FIELDS if hasattr(row, name)))
+    counts.add(pages_added_in_syscalls=getattr(row, "pages_added_in_syscalls", None) or 0)
     paths = getattr(row, "paths", None)
     if paths is not None:
         counts.add(read_write_bytes=paths.read_write_bytes, mmap_write_bytes=paths.mmap_write_bytes)
@@ -415,10 +426,11 @@ def _syscall_counts(counts: Tally) -> tuple[SyscallCount, ...]:
     )
 
 
-def _fd_traffic_counts(counts: Tally) -> dict[str, Any]:
-    """The counts of an FdTraffic row."""
+def _fd_traffic_counts(counts: Tally, added_pages: bool = True) -> dict[str, Any]:
+    """The counts of an FdTraffic row (`added_pages`: whether the kernel counted them)."""
     return {
         **counts.named(_FD_FIELDS),
+        "pages_added_in_syscalls": counts["pages_added_in_syscalls"] if added_pages else None,
         "mode_switches": 2 * counts["syscalls"],
         "per_syscall": _syscall_counts(counts),
     }
@@ -548,7 +560,7 @@ class _FdKey:
     counted_as: str | None
 
 
-def _fd_row(key: _FdKey, counts: Tally) -> FdTraffic:
+def _fd_row(key: _FdKey, counts: Tally, end_bytes: int | None, added_pages: bool) -> FdTraffic:
     return FdTraffic(
         pid=key.pid,
         fd=key.fd,
@@ -558,7 +570,8 @@ def _fd_row(key: _FdKey, counts: Tally) -> FdTraffic:
         source_kind=key.source.kind if key.source else None,
         source_name=key.source.name if key.source else None,
         socket_bytes_as=key.counted_as,
-        **_fd_traffic_counts(counts),
+        source_end_bytes=end_bytes,
+        **_fd_traffic_counts(counts, added_pages),
     )
 
 
@@ -584,6 +597,8 @@ class _Record:
     gained: tuple[int, int, int, int]  # calls, errors, bytes, faults
     page_bytes: tuple[int, ...]  # ORIGIN_ADDRESS: bytes of buffers starting in each page of the group
     to_socket: bool = False  # a socket accepted the calls' bytes (sock_send_length during the calls)
+    added_pages: int = 0  # pages the calls' thread added to the page cache during them
+    end_page: int = 0  # one past the last page of the file the latest call read (0: unknown)
 
 
 class SendpathProbe(ScopedProbe):
@@ -607,6 +622,7 @@ class SendpathProbe(ScopedProbe):
         self._store_prefix = f"{self.store.resolve()}{os.sep}" if self.store else None
         self._store_file_kind = detect_format(self.store).file_kind if self.store else None
         self._socket_fields: frozenset[str] = frozenset()  # those whose tracepoint is attached
+        self._counts_added_pages = False  # filemap:mm_filemap_add_to_page_cache is attached
 
     # --- what the session needs before loading
 
@@ -631,6 +647,7 @@ class SendpathProbe(ScopedProbe):
         self._socket_fields = frozenset(
             name for name, tracepoint in _SOCKET_TRACEPOINTS.items() if tracepoint in program.attached
         )
+        self._counts_added_pages = PAGES_ADDED_TRACEPOINT in program.attached
         for pid in self.pids:  # in case it exits before the first interval ends
             self._names.read_all(pid)
             self._spaces.snapshot(pid)
@@ -727,13 +744,18 @@ class SendpathProbe(ScopedProbe):
         store = bool(self.store)
         per_process: dict[int, Tally] = defaultdict(Tally)
         per_fd: dict[_FdKey, Tally] = defaultdict(Tally)
+        ends: dict[_FdKey, int] = {}
         for record in records:
             target = self._target(record)
-            for source_fd, source, gained in self._sources(record, target):
+            for position, (source_fd, source, gained, end) in enumerate(self._sources(record, target)):
                 counted_as = socket_bytes_as(record.syscall, target, source, store) if gained[2] else None
                 key = _FdKey(record.pid, record.fd, target, source_fd, source, counted_as)
                 _count_record(per_process[record.pid], record.syscall, target, counted_as, gained, store)
                 _count_record(per_fd[key], record.syscall, target, counted_as, gained, store)
+                if position == 0:
+                    per_fd[key]["pages_added_in_syscalls"] += record.added_pages
+                if end:
+                    ends[key] = max(ends.get(key, 0), end)
         socket_counts = {
             key[0]: dict(zip(_SOCKET_FIELDS, change, strict=True)) for key, change in sockets.items()
         }
@@ -743,46 +765,57 @@ class SendpathProbe(ScopedProbe):
             )
             for pid in set(per_process) | set(socket_counts)
         ]
-        fds = [_fd_row(key, counts) for key, counts in per_fd.items()]
+        fds = [
+            _fd_row(key, counts, ends.get(key), self._counts_added_pages) for key, counts in per_fd.items()
+        ]
         return tuple(sorted(processes, key=_by_traffic)), tuple(sorted(fds, key=_by_traffic))
 
     def _sources(
         self, record: _Record, target: FdTarget
-    ) -> Iterator[tuple[int | None, FdTarget | None, tuple[int, int, int, int]]]:
-        """The record's gain by where its bytes came from: (source fd, source, gain) parts. The call counts
-        go with the first part; an address record is split by the mappings its pages lie in."""
+    ) -> Iterator[tuple[int | None, FdTarget | None, tuple[int, int, int, int], int]]:
+        """The record's gain by where its bytes came from: (source fd, source, gain, end) parts, `end` being
+        how far into the source file the bytes reach (0: unknown). The call counts go with the first part;
+        an address record is split by the mappings its pages lie in."""
+        end_bytes = record.end_page << PAGE_SHIFT
         if record.origin in (ORIGIN_NONE, ORIGIN_READ) and record.source_fd != NO_FD:
-            yield record.source_fd, self._file_named(record.pid, record.source_fd, record.file), record.gained
+            source = self._file_named(record.pid, record.source_fd, record.file)
+            yield record.source_fd, source, record.gained, end_bytes
         elif record.origin == ORIGIN_UNSEEN:
-            yield None, BEYOND_IOVECS, record.gained
+            yield None, BEYOND_IOVECS, record.gained, 0
         elif record.origin == ORIGIN_ADDRESS and target.kind == "socket" and record.syscall in USER_TO_KERNEL:
             calls, errors, _moved, faults = record.gained
-            for position, (source, moved) in enumerate(
+            for position, (source, moved, end) in enumerate(
                 self._placed(record.pid, record.group, record.page_bytes)
             ):
-                yield None, source, (calls, errors, moved, faults) if position == 0 else (0, 0, moved, 0)
+                yield None, source, (calls, errors, moved, faults) if position == 0 else (0, 0, moved, 0), end
         else:  # reads, calls that moved nothing, and writes to what is not a socket: no source to name
-            yield None, None, record.gained
+            yield None, None, record.gained, end_bytes
 
-    def _placed(self, pid: int, group: int, page_bytes: Sequence[int]) -> list[tuple[FdTarget, int]]:
+    def _placed(self, pid: int, group: int, page_bytes: Sequence[int]) -> list[tuple[FdTarget, int, int]]:
         """The bytes of an address record by what holds each page: the whole group at once when one mapping
-        covers it in every reading, else page by page."""
+        covers it in every reading, else page by page. With each part, how far into the mapped file its
+        pages reach (the end of the last page sent from; 0 when not one file's mapping)."""
         spaces = self._address_spaces(pid)
         if not spaces:
-            return [(MAPS_UNREADABLE, sum(page_bytes))]
+            return [(MAPS_UNREADABLE, sum(page_bytes), 0)]
         start = group << (PAGE_SHIFT + GROUP_SHIFT)
         end = start + (GROUP_PAGES << PAGE_SHIFT)
         covering = [space.find(start) for space in spaces]
         if all(mapping is not None and mapping.end >= end for mapping in covering):
             sources = {self._mapping_source(mapping) for mapping in covering if mapping is not None}
             if len(sources) == 1:
-                return [(sources.pop(), sum(page_bytes))]
-        parts: dict[FdTarget, int] = {}
+                source = sources.pop()
+                last = start + (max(page for page, moved in enumerate(page_bytes) if moved) << PAGE_SHIFT)
+                return [(source, sum(page_bytes), _end_in_file(source, covering[0], last))]
+        parts: dict[FdTarget, list[int]] = {}
         for page, moved in enumerate(page_bytes):
             if moved:
-                source = self._source_at(spaces, start + (page << PAGE_SHIFT))
-                parts[source] = parts.get(source, 0) + moved
-        return list(parts.items())
+                address = start + (page << PAGE_SHIFT)
+                source = self._source_at(spaces, address)
+                part = parts.setdefault(source, [0, 0])
+                part[0] += moved
+                part[1] = max(part[1], _end_in_file(source, spaces[0].find(address), address))
+        return [(source, moved, end) for source, (moved, end) in parts.items()]
 
     def _source_at(self, spaces: Sequence[AddressSpace], address: int) -> FdTarget:
         """What holds `address`: the mapping there now, or at the reading before if it is gone now. When the
@@ -835,6 +868,7 @@ class SendpathProbe(ScopedProbe):
         it holds, so that a call added to it since the read (the same addresses mapped again for a new
         segment) is counted, not lost."""
         entries = list(_traffic_entries(program.read("mqi_traffic")))
+        end_pages = {key: now[_END_PAGE] for key, now in entries}
         gained = self._traffic.gained(entries)
         for key, _now in entries:
             self._idle[key] = 0 if key in gained else self._idle.get(key, 0) + 1
@@ -842,7 +876,7 @@ class SendpathProbe(ScopedProbe):
                 late = self._retire(program, key)
                 if late is not None:
                     gained[key] = late
-        return [_record(key, change) for key, change in gained.items()]
+        return [_record(key, change, end_pages.get(key, 0)) for key, change in gained.items()]
 
     def _retire(self, program: LoadedProgram, key: tuple[int, ...]) -> tuple[int, ...] | None:
         """Remove a record that stopped moving; what it gained since the last read, if anything."""
@@ -869,20 +903,33 @@ class SendpathProbe(ScopedProbe):
             self.processes.forget(pid)
 
 
+def _end_in_file(source: FdTarget, mapping: MappedRange | None, address: int) -> int:
+    """The end of the file page mapped at `address`, when `source` is that one file's mapping; else 0."""
+    if source.kind != "mapping" or mapping is None or mapping.file != source.file or source.file is None:
+        return 0
+    return (mapping.file_page(address) + 1) << PAGE_SHIFT
+
+
 _TRAFFIC_KEY_FIELDS = ("tgid", "syscall", "fd", "source_fd", "origin", "dev", "ino", "group", "to_socket")
 
 
 def _traffic_entries(items) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """mqi_traffic as (key fields, (calls, errors, bytes, faults, bytes of each page of the group))."""
+    """mqi_traffic as (key fields, (calls, errors, bytes, faults, pages added, end page, bytes of each page of
+    the group)). The end page is the latest call's, not a count: its difference means nothing (_record)."""
     for key, value in items:
         yield tuple(getattr(key, name) for name in _TRAFFIC_KEY_FIELDS), _traffic_value(value)
 
 
 def _traffic_value(value) -> tuple[int, ...]:
-    return (value.calls, value.errors, value.bytes, value.faults, *value.page_bytes)
+    # added_pages and end_page: absent from values made before the program had them (canned in tests)
+    added, end_page = getattr(value, "added_pages", 0), getattr(value, "end_page", 0)
+    return (value.calls, value.errors, value.bytes, value.faults, added, end_page, *value.page_bytes)
 
 
-def _record(key: tuple[int, ...], change: tuple[int, ...]) -> _Record:
+_END_PAGE = 5  # the end page's place in a traffic value
+
+
+def _record(key: tuple[int, ...], change: tuple[int, ...], end_page: int) -> _Record:
     tgid, syscall, fd, source_fd, origin, dev, ino, group, to_socket = key
     return _Record(
         pid=tgid,
@@ -893,8 +940,10 @@ def _record(key: tuple[int, ...], change: tuple[int, ...]) -> _Record:
         file=FileId.from_kernel(dev, ino) if ino else None,
         group=group,
         gained=(change[0], change[1], change[2], change[3]),
-        page_bytes=change[4:] if origin == ORIGIN_ADDRESS else (),
+        page_bytes=change[_END_PAGE + 1 :] if origin == ORIGIN_ADDRESS else (),
         to_socket=bool(to_socket),
+        added_pages=change[4],
+        end_page=end_page,
     )
 
 
@@ -1011,4 +1060,6 @@ def _merge_fds(earlier: Sequence[FdTraffic], later: Sequence[FdTraffic]) -> tupl
 def _merge_fd(before: FdTraffic, row: FdTraffic) -> FdTraffic:
     counts = _tally_of_row(before)
     counts.add(_tally_of_row(row))
-    return dataclasses.replace(row, **_fd_traffic_counts(counts))
+    end = row.source_end_bytes if row.source_end_bytes is not None else before.source_end_bytes
+    added = row.pages_added_in_syscalls is not None or before.pages_added_in_syscalls is not None
+    return dataclasses.replace(row, source_end_bytes=end, **_fd_traffic_counts(counts, added))

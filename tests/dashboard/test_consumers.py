@@ -20,12 +20,13 @@ from textual.widgets import Static
 from mqinspect.dashboard.app import DashboardApp
 from mqinspect.dashboard.row_table import RowTable
 from mqinspect.jsonable import from_jsonable, json_line
-from mqinspect.render.top import CONSUMER_MARK, consumers_panel, segment_strip, top_view
+from mqinspect.render.top import CONSUMER_MARK, READER_MARK, consumers_panel, segment_strip, top_view
 from mqinspect.sampling.consumers import (
-    COLD_NOT_ATTRIBUTED,
-    NO_OFFSET_IN_PROBE,
+    NO_ADDED_PAGES,
+    SPLICED,
     ConsumerReader,
     connected_consumers,
+    mark_positions,
 )
 from mqinspect.sampling.sampler import Sampler, SamplerSettings
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus, TopSnapshot
@@ -165,15 +166,15 @@ def test_a_missing_or_broken_offsets_file_says_why(tmp_path: Path, store: Path):
     assert "consumerOffset.json.bak instead: " in view.unavailable["offsets_file"]
 
 
-def fd_row(pid: int, peer: str, counted_as: str | None, source: str | None, moved: int, **kind) -> FdTraffic:
+def fd_row(pid: int, peer: str, counted_as: str | None, source: str | None, moved: int, **more) -> FdTraffic:
     in_kernel = counted_as in ("sendfile", "splice")
     return FdTraffic(
         pid=pid,
         fd=7,
-        fd_kind=kind.get("fd_kind", "socket"),
+        fd_kind=more.get("fd_kind", "socket"),
         fd_name=peer,
         source_fd=None,
-        source_kind=kind.get("source_kind", "file"),
+        source_kind=more.get("source_kind", "file"),
         source_name=source,
         syscalls=1,
         syscall_errors=0,
@@ -184,32 +185,46 @@ def fd_row(pid: int, peer: str, counted_as: str | None, source: str | None, move
         faults_in_syscalls=0,
         per_syscall=(),
         socket_bytes_as=counted_as,
+        pages_added_in_syscalls=more.get("cold", 0),
+        source_end_bytes=more.get("end"),
     )
+
+
+PEER = "TCP 127.0.0.1:9 → 127.0.0.1:"
 
 
 def test_connected_consumers_are_the_sockets_sent_store_bytes(store: Path):
     segments = sample(store).store.segments
-    first, second = (s.name for s in segments if s.kind == "commitlog")
+    first, second = (s for s in segments if s.kind == "commitlog")
     rows = [
-        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:501", "mmap+write", f"{first} (mapped)", 4000),
-        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:501", "read+write", second, 1000),
-        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:502", "sendfile", second, 9000),
-        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:503", "other", None, 50, source_kind="memory"),
-        fd_row(10, "TCP 127.0.0.1:9 → 127.0.0.1:504", "sendfile", "/etc/hostname", 70),  # not the store
-        fd_row(10, "/tmp/copy", None, first, 4000, fd_kind="file"),
+        fd_row(10, f"{PEER}501", "mmap+write", f"{first.name} (mapped)", 4000, cold=3, end=8192),
+        fd_row(10, f"{PEER}501", "read+write", second.name, 1000, cold=2, end=4096),
+        fd_row(10, f"{PEER}502", "sendfile", second.name, 9000, end=12288),
+        fd_row(10, f"{PEER}503", "other", None, 50, source_kind="memory"),
+        fd_row(10, f"{PEER}504", "sendfile", "/etc/hostname", 70),  # not the store
+        fd_row(10, f"{PEER}505", "splice", "pipe:[1] (read end)", 600, source_kind="pipe", cold=None),
+        fd_row(10, "/tmp/copy", None, first.name, 4000, fd_kind="file"),
     ]
     connected = connected_consumers(rows, segments, {10: "broker"})
-    assert [row.peer[-3:] for row in connected] == ["502", "501"]
-    busiest, mixed = connected
-    assert (busiest.main_path, busiest.sendfile_bytes, busiest.segments) == ("sendfile", 9000, (second,))
+    assert [row.peer[-3:] for row in connected] == ["502", "501", "505"]
+    busiest, mixed, spliced = connected
+    assert (busiest.main_path, busiest.sendfile_bytes, busiest.segments) == ("sendfile", 9000, (second.name,))
+    assert busiest.read_position_bytes == second.start_offset_bytes + 12288 and busiest.cold_pages == 0
     assert (mixed.mmap_write_bytes, mixed.read_write_bytes, mixed.bytes_sent) == (4000, 1000, 5000)
-    assert mixed.main_path == "mmap+write" and mixed.segments == (first, second) and mixed.comm == "broker"
-    cached = {s.name: s.cached_pages for s in segments}
-    assert mixed.segment_cached_pages == (cached[first], cached[second])
-    assert (
-        mixed.read_position_bytes is None and mixed.unavailable["read_position_bytes"] == NO_OFFSET_IN_PROBE
-    )
-    assert mixed.cold_pages is None and mixed.unavailable["cold_pages"] == COLD_NOT_ATTRIBUTED
+    assert mixed.main_path == "mmap+write" and mixed.segments == (first.name, second.name)
+    assert mixed.comm == "broker" and mixed.segment_cached_pages == (first.cached_pages, second.cached_pages)
+    # the furthest position reached, in the newer segment; the cold pages of both sends
+    assert (mixed.read_position_bytes, mixed.read_segment) == (second.start_offset_bytes + 4096, second.name)
+    assert mixed.cold_pages == 5 and mixed.unavailable == {}
+    assert spliced.segments == () and spliced.unavailable["segments"] == SPLICED
+    assert spliced.read_position_bytes is None and spliced.unavailable["read_position_bytes"] == SPLICED
+    assert spliced.cold_pages is None and spliced.unavailable["cold_pages"] == NO_ADDED_PAGES
+
+    view = dataclasses.replace(sample(store).consumers, connected=connected)
+    marked = {s.name: s for s in mark_positions(sample(store).store, view).segments}
+    assert marked[second.name].reader_positions_bytes == (4096, 12288)
+    strip = segment_strip(marked[second.name]).plain
+    assert strip[4096 * len(strip) // second.size_bytes] == READER_MARK
 
 
 def test_the_dashboard_shows_the_consumers_panel_and_the_marks(store: Path):
@@ -217,7 +232,9 @@ def test_the_dashboard_shows_the_consumers_panel_and_the_marks(store: Path):
     first = next(s.name for s in snapshot.store.segments if s.kind == "commitlog")
     peer = "TCP 127.0.0.1:9 → 127.0.0.1:501"
     connected = connected_consumers(
-        [fd_row(10, peer, "sendfile", first, 9000)], snapshot.store.segments, {10: "broker"}
+        [fd_row(10, peer, "sendfile", first, 9000, cold=16, end=8192)],
+        snapshot.store.segments,
+        {10: "broker"},
     )
     consumers = dataclasses.replace(snapshot.consumers, connected=connected, interval_s=1.0)
     snapshot = dataclasses.replace(
@@ -235,7 +252,7 @@ def test_the_dashboard_shows_the_consumers_panel_and_the_marks(store: Path):
             assert panel.display and panel.border_title == "6 Consumers"
             text = plain(panel.content)
             assert "g1    Orders/0" in text and f"{peer} 10 broker sendfile" in text
-            assert f"{first} (100%)" in text and "cold: unavailable: not attributed" in text
+            assert f"sendfile 8.7KiB/s 8,192 64KiB {first} (100%)" in " ".join(text.split())
             table = app.query_one("#segments", RowTable)
             assert any(CONSUMER_MARK in table.row_plain(row)[1] for row in range(table.row_count))
             assert "C on a heat strip" in plain(app.query_one("#segment-notes", Static).content)

@@ -43,7 +43,12 @@
  *                                 the return value: bytes moved, or a negative errno. One function serves all
  *                                 13 exits: their records are identical (__syscall_nr, ret), and the state
  *                                 kept for the thread says which call it was.
- *   filemap:mm_filemap_get_pages  (optional) the file whose page-cache pages a traced call reads (above).
+ *   filemap:mm_filemap_get_pages  (optional) the file whose page-cache pages a traced call reads (above),
+ *                                 and how far: last_index + 1 is kept as the call's end page, the position
+ *                                 in the file a sendfile, splice or read reached (a consumer's read position).
+ *   filemap:mm_filemap_add_to_page_cache  (optional) a folio added to the page cache by the thread of a
+ *                                 traced call during the call: pages the call had to read from disk (cold
+ *                                 pages), and the readahead it started. Counted per call, like faults.
  *   exceptions:page_fault_kernel  (optional) page faults the kernel takes on user addresses while a traced
  *                                 call copies to or from user memory: with mmap+write, the first touch of a
  *                                 mapped file page happens inside write()/send(). Counted per call.
@@ -69,7 +74,8 @@
  *                    and what its last read-like call filled. Updated in place; LRU: threads that exit age
  *                    out.
  *   mqi_traffic      per (tgid, syscall, fd, source fd, origin, file read, page group): calls, errors, bytes,
- *                    faults, and for ORIGIN_ADDRESS the bytes per page of the group. Cumulative, updated in
+ *                    faults, pages added to the page cache, the end page the latest call read (not summed:
+ *                    the last value), and for ORIGIN_ADDRESS the bytes per page of the group. Cumulative, updated in
  *                    place: user space takes differences, and removes only the records of processes that
  *                    exited and records that stopped moving (page groups of mappings no longer sent from).
  *   mqi_zero         [0]: a zeroed traffic value, the initial value of a new mqi_traffic record (too large
@@ -109,6 +115,10 @@ struct thread_state {
     u64 read_ino;       /* ... and the file the last read-like call read */
     u32 read_dev;
     u32 to_socket;      /* 1 once a socket accepted bytes of the call in progress (sock_send_length) */
+    u32 added_pages;    /* pages the thread added to the page cache during the call */
+    u32 read_added_pages;   /* ... during its last read-like call, until a write from its buffer counts them */
+    u64 call_end_page;  /* one past the last page of the file the call read (mm_filemap_get_pages); 0: none */
+    u64 read_end_page;  /* ... that the last read-like call read */
 };
 
 struct traffic_key {
@@ -129,6 +139,8 @@ struct traffic {
     u64 errors;
     u64 bytes;          /* sum of the positive return values (for iovecs: this record's share) */
     u64 faults;         /* kernel-mode page faults on user addresses during these calls */
+    u64 added_pages;    /* pages their thread added to the page cache during these calls (or their read) */
+    u64 end_page;       /* one past the last page of the source file the latest call read; 0: unknown */
     u64 page_bytes[GROUP_PAGES];    /* ORIGIN_ADDRESS: bytes of buffers starting in each page */
 };
 
@@ -189,6 +201,8 @@ static __always_inline int on_enter(u32 syscall, int syscall_nr, s32 fd, s32 sou
     state->call_dev = 0;
     state->call_ino = 0;
     state->to_socket = 0;
+    state->added_pages = 0;
+    state->call_end_page = 0;
     state->in_call = 1;
     return 0;
 }
@@ -291,7 +305,21 @@ static __always_inline void add_to_record(struct thread_state *state, long ret, 
             __sync_fetch_and_add(&traffic->errors, 1);
         if (state->faults)
             __sync_fetch_and_add(&traffic->faults, state->faults);
+        u64 added = state->added_pages;
+        if (origin == ORIGIN_READ) {  /* the read that filled the buffer brought them in: counted once */
+            added += state->read_added_pages;
+            state->read_added_pages = 0;
+        }
+        if (added)
+            __sync_fetch_and_add(&traffic->added_pages, added);
     }
+    u64 end_page = 0;
+    if (origin == ORIGIN_READ)
+        end_page = state->read_end_page;
+    else if (origin == ORIGIN_NONE)
+        end_page = state->call_end_page;
+    if (end_page)
+        traffic->end_page = end_page;  /* the latest call's, not summed */
     if (moved) {
         __sync_fetch_and_add(&traffic->bytes, moved);
         if (origin == ORIGIN_ADDRESS) {
@@ -364,6 +392,8 @@ static __always_inline void remember_read(struct thread_state *state, long fille
     state->read_fd = state->fd;
     state->read_dev = state->call_dev;
     state->read_ino = state->call_ino;
+    state->read_end_page = state->call_end_page;
+    state->read_added_pages = state->added_pages;
 }
 
 /* Any traced call returns: add it to its records. Attached to all 13 sys_exit tracepoints. */
@@ -407,7 +437,18 @@ int mqi_get_pages(struct tracepoint__filemap__mm_filemap_get_pages *args)
     if (state && state->in_call) {
         state->call_dev = args->s_dev;
         state->call_ino = args->i_ino;
+        state->call_end_page = args->last_index + 1;
     }
+    return 0;
+}
+
+/* A traced call's thread adds pages to the page cache: the call reads them from disk. */
+int mqi_page_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct thread_state *state = mqi_threads.lookup(&tid);
+    if (state && state->in_call)
+        state->added_pages += 1 << args->order;
     return 0;
 }
 
