@@ -78,6 +78,13 @@ The rest of the bytes written to sockets from user memory are not a send path:
                so for them the figure is a lower bound.
   main_path    the send path that delivered the most bytes (None when no path delivered any).
 
+Per descriptor row, for a consumer's view of the sends (mqinspect.sampling.consumers):
+  pages_added_in_syscalls  pages the calls' thread added to the page cache during the calls
+               (filemap:mm_filemap_add_to_page_cache; for a write from a read's buffer, during that read):
+               the pages they had to read from disk, cold pages, with the readahead they started; None where
+               the tracepoint is not attached
+  source_end_bytes         how far into the source file the latest call read (above)
+
 Socket side (optional tracepoints; None where the kernel lacks them): socket_bytes_sent (sock_send_length:
 what sockets accepted, by any syscall), socket_bytes_copied_to_user (skb_copy_datagram_iovec: receive-side
 copies out of socket buffers), tcp_sendmsg_passes (tcp_sendmsg_locked: passes of TCP's send loop).
@@ -255,8 +262,8 @@ class FdTraffic:
     # lacks filemap:mm_filemap_add_to_page_cache.
     pages_added_in_syscalls: int | None = None
     # How far into the source file the row's latest call read, in bytes (the end of its last page): from
-    # filemap:mm_filemap_get_pages for sendfile, splice and read+write, from the mapping for mmap+write;
-    # None where neither told.
+    # filemap:mm_filemap_get_pages for sendfile, splice and read+write, from the mapping for mmap+write (the
+    # furthest buffer's page plus its bytes, right to within a page); None where neither told.
     source_end_bytes: int | None = None
 
 
@@ -805,8 +812,9 @@ class SendpathProbe(ScopedProbe):
             sources = {self._mapping_source(mapping) for mapping in covering if mapping is not None}
             if len(sources) == 1:
                 source = sources.pop()
-                last = start + (max(page for page, moved in enumerate(page_bytes) if moved) << PAGE_SHIFT)
-                return [(source, sum(page_bytes), _end_in_file(source, covering[0], last))]
+                last = max(page for page, moved in enumerate(page_bytes) if moved)
+                end = _end_in_file(source, covering[0], start + (last << PAGE_SHIFT), page_bytes[last])
+                return [(source, sum(page_bytes), end)]
         parts: dict[FdTarget, list[int]] = {}
         for page, moved in enumerate(page_bytes):
             if moved:
@@ -814,7 +822,7 @@ class SendpathProbe(ScopedProbe):
                 source = self._source_at(spaces, address)
                 part = parts.setdefault(source, [0, 0])
                 part[0] += moved
-                part[1] = max(part[1], _end_in_file(source, spaces[0].find(address), address))
+                part[1] = max(part[1], _end_in_file(source, spaces[0].find(address), address, moved))
         return [(source, moved, end) for source, (moved, end) in parts.items()]
 
     def _source_at(self, spaces: Sequence[AddressSpace], address: int) -> FdTarget:
@@ -903,11 +911,15 @@ class SendpathProbe(ScopedProbe):
             self.processes.forget(pid)
 
 
-def _end_in_file(source: FdTarget, mapping: MappedRange | None, address: int) -> int:
-    """The end of the file page mapped at `address`, when `source` is that one file's mapping; else 0."""
+def _end_in_file(source: FdTarget, mapping: MappedRange | None, page_address: int, moved: int) -> int:
+    """How far into the file mapped at `page_address` the `moved` bytes of the buffers starting in that page
+    reach, rounded up to a page (buffers start anywhere in their page: right to within a page), when `source`
+    is that one file's mapping; else 0."""
     if source.kind != "mapping" or mapping is None or mapping.file != source.file or source.file is None:
         return 0
-    return (mapping.file_page(address) + 1) << PAGE_SHIFT
+    reach = (mapping.file_page(page_address) << PAGE_SHIFT) + moved
+    page = 1 << PAGE_SHIFT
+    return -(-reach // page) * page
 
 
 _TRAFFIC_KEY_FIELDS = ("tgid", "syscall", "fd", "source_fd", "origin", "dev", "ino", "group", "to_socket")

@@ -9,12 +9,16 @@ import asyncio
 import dataclasses
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from fakes import T0, FakeFeed, frame
 from rich.console import Console
-from support import run_mqinspect
+from support import fadvise_out, fincore_pages, run_mqinspect
 from textual.widgets import Static
 
 from mqinspect.dashboard.app import DashboardApp
@@ -31,7 +35,8 @@ from mqinspect.sampling.consumers import (
 from mqinspect.sampling.sampler import Sampler, SamplerSettings
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus, TopSnapshot
 from mqinspect.sampling.store_reader import StoreReader
-from probes.ebpf.sendpath import FdTraffic
+from probes.ebpf.sendpath import FdTraffic, SendpathProbe
+from probes.ebpf.session import TraceSession
 from store.consumer_offsets import consumer_offset_path, load_consumer_offsets
 
 SEGMENT_BYTES = 64 * 1024
@@ -276,3 +281,51 @@ def plain(renderable) -> str:
     console = Console(width=160, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.file.getvalue()
+
+
+SENDER = Path(__file__).parents[1] / "probes" / "ebpf" / "sendpath_workload.py"
+
+
+@pytest.fixture(scope="module")
+def full_segment(tmp_path_factory) -> Path:
+    """A store whose first CommitLog segment (1 MiB) is full: the file a consumer is sent."""
+    root = tmp_path_factory.mktemp("sent") / "store"
+    cli("store", "init", root, "--segment-size", "1m", "--cq-entries", "1000", "--index-slots", "64")
+    cli("store", "produce", root, "-t", "Orders", "-n", 1100, "--size", 1000, "-f", "json")
+    return root / "commitlog" / "00000000000000000000"
+
+
+@pytest.mark.requires_bpf
+@pytest.mark.parametrize("path_name", ["sendfile", "read+write", "mmap+write"])
+def test_a_consumers_read_position_and_cold_pages_match_what_it_was_sent_and_fincore(
+    path_name: str, full_segment: Path
+):
+    """A segment out of the page cache sent whole to one consumer by one path: its read position is the
+    segment's end, and its cold pages are the pages fincore finds cached afterwards (none before)."""
+    root = full_segment.parents[1]
+    fadvise_out(full_segment)
+    assert fincore_pages(full_segment) == 0
+    sender = subprocess.Popen(
+        [sys.executable, str(SENDER), path_name, str(full_segment)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        word, pid, _receiver = sender.stdout.readline().split()
+        assert word == "ready"
+        with TraceSession(SendpathProbe([int(pid)], store=root)) as session:
+            os.kill(int(pid), signal.SIGUSR1)
+            assert sender.stdout.readline().split()[0] == "received"
+            assert sender.wait(timeout=60) == 0
+            snapshot = session.snapshot()  # the sender has exited: its counts are final
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+        sender.wait(timeout=10)
+    segments = StoreReader(root).read({}).segments
+    comms = {row.pid: row.comm for row in snapshot.processes}
+    (consumer,) = connected_consumers(snapshot.fds, segments, comms)
+    size = full_segment.stat().st_size
+    print(f"{path_name}: {consumer}")
+    assert consumer.main_path == path_name and consumer.bytes_sent == size
+    assert consumer.segments == ("commitlog/00000000000000000000",)
+    assert consumer.read_position_bytes == size  # the first segment starts at CommitLog offset 0
+    assert consumer.cold_pages == fincore_pages(full_segment) == size // os.sysconf("SC_PAGE_SIZE")
