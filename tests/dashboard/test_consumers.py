@@ -329,3 +329,13 @@ def test_a_consumers_read_position_and_cold_pages_match_what_it_was_sent_and_fin
     assert consumer.segments == ("commitlog/00000000000000000000",)
     assert consumer.read_position_bytes == size  # the first segment starts at CommitLog offset 0
     assert consumer.cold_pages == fincore_pages(full_segment) == size // os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_recording_with_consumers_replays_them():
+    """Recorded with the four probes running on a store holding two groups, while a process sent a segment
+    by read+write and mmap+write (tests/dashboard/test_old_recordings.py says how)."""
+    recording = Path(__file__).parent / "recordings" / "top-e187d72.jsonl.gz"
+    result = run_mqinspect("replay", recording, columns=160)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("Consumers") == 3 and "slow  TopicA/0" in result.stdout
+    assert "mmap+write" in result.stdout and "commitlog/00000000000000000000 (" in result.stdout
