@@ -1,7 +1,8 @@
 """The dashboard's own CPU: `mqinspect top` on a 64-segment store at a 1 s interval, in a pseudo-terminal.
 
 Builds a store of 64 sparse CommitLog segments (default 64 MiB each) with ~3 % of their pages written in
-scattered runs (so the heat strips are mixed, the costly case), a checkpoint and two ConsumeQueues, and starts
+scattered runs (so the heat strips are mixed, the costly case), a checkpoint, two ConsumeQueues and eight
+consumer groups committed on both (config/consumerOffset.json), and starts
 a broker stand-in that appends to the newest segment through a mapping (--write-kib-s). Then runs
 `mqinspect top STORE` under a 160x50 pty whose output is drained, lets it start (--warmup s), and reads the
 process's CPU time (user + system, all threads, from /proc/PID/stat) over the next --seconds; then presses q
@@ -37,10 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from probes.privileges import can_trace, effective_capabilities  # noqa: E402
+from store.consumer_offsets import ConsumerOffsets, consumer_offset_path  # noqa: E402
 
 PAGE = 4096
 RUN_PAGES = 64
 RESIDENT_SHARE = 0.03
+CONSUMER_GROUPS = 8
 TERMINAL = (50, 160)  # rows, columns
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -61,6 +64,11 @@ def build_store(root: Path, segments: int, segment_bytes: int, seed: int = 11) -
         directory.mkdir(parents=True)
         _sparse_file(directory / f"{0:020d}", 6_000_000, block[: 20 * 1000], [0])
     (root / "checkpoint").write_bytes(struct.pack(">qqqqq", 1, 1, 0, 0, 0).ljust(4096, b"\0"))
+    offsets = ConsumerOffsets()  # groups on both queues: the Consumers panel reads an entry for each
+    for group in range(CONSUMER_GROUPS):
+        for queue in range(2):
+            offsets.set("TopicA", f"group{group}", queue, 100 * group)
+    offsets.persist(consumer_offset_path(root))
     return root
 
 

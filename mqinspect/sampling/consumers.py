@@ -103,7 +103,8 @@ class ConsumerReader:
             str(path),
             groups,
             connected,
-            interval_s=getattr(sendpath, "interval_s", None),
+            # only with rows to draw as rates: a frame that differs by its interval alone is not drawn again
+            interval_s=sendpath.interval_s if connected else None,
             unavailable=unavailable,
         )
 
