@@ -16,8 +16,9 @@ cached share now, cachestat), its read position (how far into the newest of thos
 reached: the page range mm_filemap_get_pages reported for sendfile, splice and the read of read+write, the
 mapping's file offset for mmap+write) and its cold pages (pages its sends, or the reads that filled their
 buffers, added to the page cache during the calls: read from disk for it, with the readahead they started).
-A spliced send's source is a pipe, and a kernel without filemap:mm_filemap_add_to_page_cache cannot count
-added pages: those figures are "unavailable" with the reason.
+A spliced send's source is a pipe: its segments, read position and cold pages are those of the splices
+that filled the pipe (file -> pipe), when the pipe fed that one socket; else, and where the kernel lacks
+filemap:mm_filemap_add_to_page_cache (no cold pages), those figures are "unavailable" with the reason.
 
 Cost: consumerOffset.json is parsed again only when its inode, size or mtime changed; each group's queue
 costs two 20-byte preads per interval.
@@ -292,25 +293,47 @@ def connected_consumers(
     fds: Sequence[Any], segments: Sequence[SegmentView], comms: dict[int, str | None]
 ) -> tuple[ConnectedConsumerView, ...]:
     """The sockets that got store bytes by a send path this interval, busiest first. `fds`: the sendpath
-    probe's per-descriptor rows (FdTraffic); `comms`: its processes' names."""
+    probe's per-descriptor rows (FdTraffic); `comms`: its processes' names.
+
+    A spliced send's source is a pipe: the store segments, read position and cold pages are those of the
+    splices that filled that pipe (file -> pipe), when the pipe fed this one socket only."""
     by_name = {segment.name: segment for segment in segments}
-    sockets: dict[tuple[int, str], dict[str, Any]] = {}
-    for row in fds:
-        if row.fd_kind != "socket" or row.socket_bytes_as not in SEND_PATH_FIELDS:
-            continue
-        read = _store_segments(row.source_name, by_name)
-        if not read and row.socket_bytes_as != "splice":
+    sends = [row for row in fds if row.fd_kind == "socket" and row.socket_bytes_as in SEND_PATH_FIELDS]
+    feeders = _pipe_feeders(fds, sends, by_name)
+    sockets: dict[tuple[int, str], _Socket] = {}
+    for row in sends:
+        pipe_fed = feeders.get((row.pid, _pipe(row.source_name))) if row.source_kind == "pipe" else None
+        reads = [row] if pipe_fed is None else pipe_fed
+        if not pipe_fed and not _store_segments(row.source_name, by_name) and row.socket_bytes_as != "splice":
             continue  # a file outside the store
         entry = sockets.setdefault((row.pid, row.fd_name), _Socket())
-        moved = row.bytes_user_to_kernel + row.bytes_in_kernel
-        entry.paths[row.socket_bytes_as] += moved
-        for name in read:
-            entry.segments[name] += moved // len(read)
-        entry.add_cold(row.pages_added_in_syscalls)
-        if len(read) == 1 and row.source_end_bytes is not None and by_name[read[0]].kind == COMMITLOG:
-            entry.reached(by_name[read[0]], row.source_end_bytes)
+        entry.paths[row.socket_bytes_as] += row.bytes_user_to_kernel + row.bytes_in_kernel
+        for read in reads:
+            entry.read(read, _store_segments(read.source_name, by_name), by_name)
     views = [_connected(pid, peer, entry, by_name, comms.get(pid)) for (pid, peer), entry in sockets.items()]
     return tuple(sorted(views, key=lambda view: (-view.bytes_sent, view.pid, view.peer)))
+
+
+def _pipe(name: str | None) -> str | None:
+    """ "pipe:[123] (read end)" -> "pipe:[123]": one pipe, whichever end a descriptor holds."""
+    return None if name is None else name.split(" ", 1)[0]
+
+
+def _pipe_feeders(
+    fds: Sequence[Any], sends: Sequence[Any], by_name: dict[str, SegmentView]
+) -> dict[tuple[int, str | None], list[Any]]:
+    """(pid, pipe) -> the rows that spliced store segments into that pipe, for pipes that fed one socket."""
+    fed_sockets: dict[tuple[int, str | None], set[str]] = defaultdict(set)
+    for row in sends:
+        if row.source_kind == "pipe":
+            fed_sockets[(row.pid, _pipe(row.source_name))].add(row.fd_name)
+    feeders: dict[tuple[int, str | None], list[Any]] = defaultdict(list)
+    for row in fds:
+        pipe = (row.pid, _pipe(row.fd_name))
+        fed_one = row.fd_kind == "pipe" and len(fed_sockets.get(pipe, ())) == 1
+        if fed_one and _store_segments(row.source_name, by_name):
+            feeders[pipe].append(row)
+    return feeders
 
 
 class _Socket:
@@ -322,8 +345,15 @@ class _Socket:
         self.cold_pages: int | None = 0  # None once a row could not count them
         self.position: tuple[int, str] | None = None  # (CommitLog offset, segment): the furthest reached
 
-    def add_cold(self, pages: int | None) -> None:
+    def read(self, row: Any, segments: tuple[str, ...], by_name: dict[str, SegmentView]) -> None:
+        """A row whose bytes came from `segments` (the socket's own, or the splices that filled its pipe)."""
+        moved = row.bytes_user_to_kernel + row.bytes_in_kernel
+        for name in segments:
+            self.segments[name] += moved // len(segments)
+        pages = row.pages_added_in_syscalls
         self.cold_pages = None if pages is None or self.cold_pages is None else self.cold_pages + pages
+        if len(segments) == 1 and row.source_end_bytes is not None and by_name[segments[0]].kind == COMMITLOG:
+            self.reached(by_name[segments[0]], row.source_end_bytes)
 
     def reached(self, segment: SegmentView, end_in_file: int) -> None:
         offset = segment.start_offset_bytes + min(end_in_file, segment.size_bytes)

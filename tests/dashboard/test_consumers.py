@@ -172,7 +172,7 @@ def test_a_missing_or_broken_offsets_file_says_why(tmp_path: Path, store: Path):
 
 
 def fd_row(pid: int, peer: str, counted_as: str | None, source: str | None, moved: int, **more) -> FdTraffic:
-    in_kernel = counted_as in ("sendfile", "splice")
+    in_kernel = counted_as in ("sendfile", "splice") or more.get("fd_kind") == "pipe"  # splice into a pipe
     return FdTraffic(
         pid=pid,
         fd=7,
@@ -208,11 +208,16 @@ def test_connected_consumers_are_the_sockets_sent_store_bytes(store: Path):
         fd_row(10, f"{PEER}503", "other", None, 50, source_kind="memory"),
         fd_row(10, f"{PEER}504", "sendfile", "/etc/hostname", 70),  # not the store
         fd_row(10, f"{PEER}505", "splice", "pipe:[1] (read end)", 600, source_kind="pipe", cold=None),
+        fd_row(10, f"{PEER}506", "splice", "pipe:[2] (read end)", 800, source_kind="pipe"),
+        fd_row(10, "pipe:[2] (write end)", None, second.name, 800, fd_kind="pipe", cold=7, end=20480),
         fd_row(10, "/tmp/copy", None, first.name, 4000, fd_kind="file"),
     ]
     connected = connected_consumers(rows, segments, {10: "broker"})
-    assert [row.peer[-3:] for row in connected] == ["502", "501", "505"]
-    busiest, mixed, spliced = connected
+    assert [row.peer[-3:] for row in connected] == ["502", "501", "506", "505"]
+    busiest, mixed, fed, spliced = connected
+    # a splice's pipe filled from the store by the same process: the filling splices tell
+    assert (fed.main_path, fed.segments, fed.cold_pages) == ("splice", (second.name,), 7)
+    assert fed.read_position_bytes == second.start_offset_bytes + 20480 and fed.unavailable == {}
     assert (busiest.main_path, busiest.sendfile_bytes, busiest.segments) == ("sendfile", 9000, (second.name,))
     assert busiest.read_position_bytes == second.start_offset_bytes + 12288 and busiest.cold_pages == 0
     assert (mixed.mmap_write_bytes, mixed.read_write_bytes, mixed.bytes_sent) == (4000, 1000, 5000)
@@ -227,7 +232,7 @@ def test_connected_consumers_are_the_sockets_sent_store_bytes(store: Path):
 
     view = dataclasses.replace(sample(store).consumers, connected=connected)
     marked = {s.name: s for s in mark_positions(sample(store).store, view).segments}
-    assert marked[second.name].reader_positions_bytes == (4096, 12288)
+    assert marked[second.name].reader_positions_bytes == (4096, 12288, 20480)
     strip = segment_strip(marked[second.name]).plain
     assert strip[4096 * len(strip) // second.size_bytes] == READER_MARK
 
@@ -296,7 +301,7 @@ def full_segment(tmp_path_factory) -> Path:
 
 
 @pytest.mark.requires_bpf
-@pytest.mark.parametrize("path_name", ["sendfile", "read+write", "mmap+write"])
+@pytest.mark.parametrize("path_name", ["sendfile", "read+write", "mmap+write", "splice"])
 def test_a_consumers_read_position_and_cold_pages_match_what_it_was_sent_and_fincore(
     path_name: str, full_segment: Path
 ):
