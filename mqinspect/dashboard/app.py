@@ -164,6 +164,7 @@ class DashboardApp(App[None]):
     #sendpaths { height: 7; }
     #consumers { height: 12; display: none; }
     #consumers.shown { display: block; }
+    Screen.consumers-shown #processes { min-height: 9; }  /* the Consumers panel takes from the segments */
     #processes { height: 1fr; min-height: 5; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
@@ -318,6 +319,7 @@ class DashboardApp(App[None]):
         """The Consumers panel, for frames that have a store's consumers (recordings before them do not)."""
         shown = snapshot.consumers is not None
         self.query_one("#consumers").set_class(shown, "shown")
+        self.query_one("#processes").screen.set_class(shown, "consumers-shown")
         if not shown:
             return
         key = (snapshot.consumers, snapshot.probe(PROBE_SENDPATH))

@@ -266,6 +266,8 @@ def test_the_dashboard_shows_the_consumers_panel_and_the_marks(store: Path):
             table = app.query_one("#segments", RowTable)
             assert any(CONSUMER_MARK in table.row_plain(row)[1] for row in range(table.row_count))
             assert "C on a heat strip" in plain(app.query_one("#segment-notes", Static).content)
+            # the panel takes its rows from the segments: the broker and its consumers stay listed
+            assert app.query_one("#processes").region.height >= 9
 
     asyncio.run(test())
 
