@@ -70,6 +70,7 @@ NO_ADDED_PAGES = (
 )
 SPLICED = "spliced from a pipe: the probe does not follow the pipe back to the file that filled it"
 NO_SENDPATH = "the sendpath probe is not running"
+UNREADABLE_FIX = "run as root (sudo mqinspect top ...) or as the store's owner"
 
 
 class ConsumerReader:
@@ -86,6 +87,9 @@ class ConsumerReader:
         unavailable: dict[str, str] = {}
         try:
             offsets = self._load(path)
+        except PermissionError as error:
+            offsets = None
+            unavailable["groups"] = f"{path}: cannot be read ({error.strerror}); fix: {UNREADABLE_FIX}"
         except (ConsumerOffsetsError, OSError) as error:
             offsets = None
             unavailable["groups"] = f"{path}: cannot be read ({error})"

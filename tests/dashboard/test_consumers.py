@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 from fakes import T0, FakeFeed, frame
 from rich.console import Console
-from support import fadvise_out, fincore_pages, run_mqinspect
+from support import (
+    fadvise_out,
+    fincore_pages,
+    mqinspect_as_nobody,
+    run_mqinspect,
+    store_nobody_can_read,
+)
 from textual.widgets import Static
 
 from mqinspect.dashboard.app import DashboardApp
@@ -346,3 +352,22 @@ def test_a_recording_with_consumers_replays_them():
     assert result.exit_code == 0, result.stderr
     assert result.stdout.count("Consumers") == 3 and "slow  TopicA/0" in result.stdout
     assert "mmap+write" in result.stdout and "commitlog/00000000000000000000 (" in result.stdout
+
+
+def test_without_root_the_groups_are_read_or_say_why_not():
+    with store_nobody_can_read(messages=300) as root:
+        cli("store", "consume", root, "-t", "T", "-g", "g", "-n", 100, "-f", "json")
+        offsets = consumer_offset_path(root)
+        offsets.parent.chmod(0o755)
+        offsets.chmod(0o644)
+        result = mqinspect_as_nobody("top", str(root), "--once", "--no-ebpf", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        (group,) = json.loads(result.stdout)["consumers"]["groups"]
+        assert (group["committed_offset"], group["lag_messages"]) == (100, 200) and group["lag_bytes"] > 0
+        offsets.chmod(0o600)  # as a broker running as another user may keep it
+        result = mqinspect_as_nobody("top", str(root), "--once", "--no-ebpf", "--format", "json")
+        view = json.loads(result.stdout)["consumers"]
+        assert view["groups"] == []
+        assert view["unavailable"]["groups"].endswith(
+            "(Permission denied); fix: run as root (sudo mqinspect top ...) or as the store's owner"
+        )
