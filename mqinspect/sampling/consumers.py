@@ -61,14 +61,17 @@ SEND_PATH_FIELDS = {
 }
 MAPPED_SUFFIX = " (mapped)"  # the sendpath probe's mapping sources: "commitlog/000... (mapped)"
 NO_READ_POSITION = (
-    "no send told how far into the CommitLog it read (a splice's source is a pipe; a read+write or "
-    "sendfile past the page cache, such as O_DIRECT, reports no page range)"
+    "no send told how far into the CommitLog it read (a read or sendfile that bypasses the page cache, "
+    "such as O_DIRECT, reports no page range)"
 )
 NO_ADDED_PAGES = (
     "this kernel's sendpath probe cannot count pages added during the calls "
     "(filemap:mm_filemap_add_to_page_cache is not attached)"
 )
-SPLICED = "spliced from a pipe: the probe does not follow the pipe back to the file that filled it"
+SPLICED = (
+    "spliced from a pipe that no splice of a store segment filled this interval, or that fed several "
+    "sockets: its bytes cannot be traced back to a file"
+)
 NO_SENDPATH = "the sendpath probe is not running"
 UNREADABLE_FIX = "run as root (sudo mqinspect top ...) or as the store's owner"
 
