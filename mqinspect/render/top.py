@@ -455,15 +455,9 @@ def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
 # --- consumers
 
 GROUP_COLUMNS = ("group", "queue", "committed", "lag msgs", "lag bytes", "at CommitLog offset")
-CONNECTED_COLUMNS = (
-    "consumer (broker side → peer)",
-    "command",
-    "path",
-    "sent/s",
-    "read at",
-    "cold",
-    "read from (cached)",
-)
+CONNECTED_COLUMNS = ("consumer", "path", "sent/s", "read at", "cold", "cached, read from")
+# On a narrow terminal the segment's name gives way (ellipsis); the other cells keep their width.
+_CONNECTED_MIN_WIDTHS = {"consumer": 15, "path": 10, "sent/s": 9, "read at": 11, "cold": 5}
 
 
 def consumers_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
@@ -484,6 +478,8 @@ def consumers_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
     if problem is not None:
         parts.append(problem)
     elif view.connected:
+        senders = dict.fromkeys(f"{row.pid} {row.comm or NONE}" for row in view.connected)
+        parts.append(Text(f"connected consumers, sent by {', '.join(senders)} (sendpath probe):"))
         parts.append(_connected_table(view, snapshot.page_size_bytes))
         reasons = dict.fromkeys(
             f"{label}: {reason}"
@@ -528,12 +524,16 @@ def _unavailable_notes(rows: Sequence[GroupQueueView], names: Sequence[str]) -> 
 def _connected_table(view: ConsumersView, page_size_bytes: int) -> Table:
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
     for column in CONNECTED_COLUMNS:
-        right = column in ("sent/s", "read at", "cold")
-        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+        table.add_column(
+            column,
+            justify="right" if column in ("sent/s", "read at", "cold") else "left",
+            no_wrap=True,
+            min_width=_CONNECTED_MIN_WIDTHS.get(column),
+            overflow="ellipsis",
+        )
     for row in view.connected[:6]:
         table.add_row(
-            row.peer,
-            f"{row.pid} {row.comm or NONE}",
+            row.peer.rsplit(" → ", 1)[-1],  # the consumer's end; the broker's is the same for every row
             row.main_path or NONE,
             interval_rate_text(row.bytes_sent, view.interval_s),
             count_text(row.read_position_bytes),
@@ -544,11 +544,12 @@ def _connected_table(view: ConsumersView, page_size_bytes: int) -> Table:
 
 
 def _read_from(row: ConnectedConsumerView) -> str:
+    """The cached share and the name of the segment it read most from: "100% commitlog/0000… +1 more"."""
     if not row.segments:
         return NONE
     cached = percent_text(row.segment_cached_pages[0], row.segment_pages[0])
     more = f" +{len(row.segments) - 1} more" if len(row.segments) > 1 else ""
-    return f"{row.segments[0]} ({cached}){more}"
+    return f"{cached} {row.segments[0]}{more}"
 
 
 # --- processes
