@@ -98,7 +98,8 @@ about 0.3 us each): about +0.25 us per call of an untraced process and +0.55 us 
 At 10^5 such calls per second that is about 5 % of one CPU: small, not free. The programs' own run time
 (benchmarks/sendpath_cost.py, the kernel's run statistics, which add two clock reads to each figure):
 about 110-140 ns per entry and 85-110 ns per exit of an untraced process's call, and 100-135 ns per
-page-cache read of any process (mm_filemap_get_pages); 180-265 ns per entry and 135-220 ns per exit of a
+page-cache read of any process (mm_filemap_get_pages), about 90 ns per folio any process adds to the page
+cache (mm_filemap_add_to_page_cache); 180-265 ns per entry and 135-220 ns per exit of a
 traced call (its thread's state is updated in place; before this probe named paths by evidence, an LRU
 update per entry made them 345-480 and 235-300 ns).
 """
