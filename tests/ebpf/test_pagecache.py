@@ -106,7 +106,7 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
             "mqi_totals": [
                 (0, _totals(added_folios=3, added_pages=600, deleted_pages=512, deleted_pages_all=900))
             ],
-            "mqi_processes": [
+            "mqi_processes_0": [
                 (
                     SimpleNamespace(value=7),
                     SimpleNamespace(counts=_counts(added_pages=600), comm=b"broker\0\0"),
@@ -116,7 +116,7 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
                     SimpleNamespace(counts=_counts(deleted_pages=512), comm=b"kswapd0\0"),
                 ),
             ],
-            "mqi_files": [
+            "mqi_files_0": [
                 (
                     SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, generation=1),
                     _counts(
@@ -124,7 +124,7 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
                     ),
                 )
             ],
-            "mqi_folios": [  # (index, order): 0/9 covers ranges 0-7; 600/6 straddles 9 and 10; 3000/0
+            "mqi_folios_0": [  # (index, order): 0/9 covers ranges 0-7; 600/6 straddles 9 and 10; 3000/0
                 (
                     _folio_key(segment, index=0, order=9),
                     SimpleNamespace(added=1, deleted=1),
@@ -208,7 +208,7 @@ def test_files_the_kernel_took_at_creation_are_named_by_generation_and_strangers
     program.entries[("mqi_inodes", (new.inode, new.kernel_dev, 0))] = (6,)  # what the kernel holds now
     program.maps = {
         "mqi_totals": [(0, _totals(added_pages=64, deleted_folios=2, deleted_pages=72))],
-        "mqi_files": [
+        "mqi_files_0": [
             (_file_key(first, 1), _counts(deleted_folios=1, deleted_pages=64)),
             (_file_key(new, 6), _counts(added_folios=1, added_pages=64)),
             (_file_key(stranger, 8), _counts(deleted_folios=1, deleted_pages=8)),
