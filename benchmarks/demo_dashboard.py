@@ -10,10 +10,13 @@ Then, from the frames alone:
 
   send paths  per path, the broker's bytes summed over the frames, against the bytes its consumer received
               (the records: the pull server's protocol headers are not in them) and the pull server's count
-  +cache      per CommitLog segment created and written during the session, the pages the dashboard's
-              `+cache` summed over the frames up to the first in which it holds the write position, against
-              the segment's pages: the warm-up touches every page of a new segment before the producer writes
-              into it. (Later frames may add more: a clean page reclaimed, here by DAMON, and read again.)
+  +cache      per CommitLog segment created and written during the session, over the frames up to the first
+              in which it holds the write position (its warm-up), the pages the dashboard's `+cache` added
+              less those its `-cache` removed, against the pages cachestat found cached in that frame: a new
+              segment starts with none cached, so every page then cached was added and shown. `+cache` counts
+              insertions: a page reclaimed (here by DAMON) during the warm-up and touched again is added twice
+              and removed once, so `+cache` alone may exceed the segment's pages; with nothing reclaimed the
+              warm-up adds exactly its pages.
   wrote       per frame, the CommitLog segment marked as holding the write position: every segment before
               it shows its full size, every one after it 0 (the preallocated next segment), and it is the
               segment `mqinspect store stat` names as the log's end at the end of the session
@@ -54,6 +57,24 @@ FRAME_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
+class WarmUp:
+    """One new segment over its warm-up's frames: `+cache` and `-cache` summed, and cachestat's cached pages
+    and the segment's pages in the last of them."""
+
+    added_pages: int | None
+    deleted_pages: int | None
+    cached_pages: int | None
+    pages: int | None
+
+    @property
+    def shown_exactly(self) -> bool:
+        """Every page cached at the end was shown added (and not removed since)."""
+        if self.added_pages is None or self.deleted_pages is None or self.cached_pages is None:
+            return False
+        return self.added_pages - self.deleted_pages == self.cached_pages
+
+
+@dataclass(frozen=True)
 class Frames:
     frames: list[dict]
 
@@ -66,26 +87,29 @@ class Frames:
                         moved[path] += row[key]
         return moved
 
-    def warm_up_pages(self, names: set[str]) -> dict[str, tuple[int | None, int | None]]:
-        """{segment: (the pages +cache summed to from its first frame to the first in which it holds the write
-        position, its pages)}: what the warm-up brought in before the producer wrote into it. A segment the
-        frames never saw written (the next one at the end) is left out."""
-        added: dict[str, int | None] = defaultdict(int)
-        pages: dict[str, int | None] = {}
+    def warm_up_pages(self, names: set[str]) -> dict[str, WarmUp]:
+        """{segment: its WarmUp, from its first frame to the first in which it holds the write position}: what
+        the warm-up brought in before the producer wrote into it. A segment the frames never saw written (the
+        next one at the end) is left out."""
+        counts: dict[str, list[int | None]] = defaultdict(lambda: [0, 0])
+        last: dict[str, dict] = {}
         written: set[str] = set()
         for frame in self.frames:
             for segment in commitlog_segments(frame):
                 name = segment["name"]
                 if name not in names or name in written:
                     continue
-                pages[name] = segment["pages"]
-                if segment["added_pages"] is None or added[name] is None:
-                    added[name] = None
-                else:
-                    added[name] += segment["added_pages"]
+                last[name] = segment
+                for place, key in enumerate(("added_pages", "deleted_pages")):
+                    known = counts[name][place]
+                    counts[name][place] = (
+                        None if known is None or segment[key] is None else known + segment[key]
+                    )
                 if segment["holds_write_position"]:
                     written.add(name)
-        return {name: (added[name], pages[name]) for name in written}
+        return {
+            name: WarmUp(*counts[name], last[name]["cached_pages"], last[name]["pages"]) for name in written
+        }
 
     def write_position_problems(self) -> list[str]:
         """One line per frame whose CommitLog segments do not show the write position as the rule says."""
@@ -213,15 +237,21 @@ def main() -> int:
         ok &= difference is not None and abs(difference) <= 100 * args.tolerance
         shown = "-" if difference is None else f"{difference:+.4f}"
         print(f"{path:<11} {moved:>16,} {received:>16,} {served:>16,} {shown:>9}")
-    added = frames.warm_up_pages(created)
-    equal = [name for name, (pages_added, pages) in added.items() if pages_added == pages]
+    warm_ups = frames.warm_up_pages(created)
+    exact = [name for name, warm_up in warm_ups.items() if warm_up.shown_exactly]
+    whole = sum(warm_up.added_pages == warm_up.pages for warm_up in warm_ups.values())
     print(
-        f"+cache: {len(equal)} of {len(added)} new segments written while watched showed their pages by then"
+        f"+cache: {len(exact)} of {len(warm_ups)} new segments written while watched: +cache - -cache over "
+        f"the warm-up = the pages cachestat saw cached ({whole} with +cache = the segment's pages, the rest "
+        f"had pages reclaimed and added again)"
     )
-    for name, (pages_added, pages) in sorted(added.items()):
-        if pages_added != pages:
-            print(f"  {name}: +cache {pages_added} of {pages} pages")
-    ok &= bool(added) and len(equal) == len(added)
+    for name, warm_up in sorted(warm_ups.items()):
+        if not warm_up.shown_exactly or warm_up.added_pages != warm_up.pages:
+            print(
+                f"  {name}: +cache {warm_up.added_pages} -cache {warm_up.deleted_pages}, cached "
+                f"{warm_up.cached_pages} of {warm_up.pages} pages"
+            )
+    ok &= bool(warm_ups) and len(exact) == len(warm_ups)
     problems = frames.write_position_problems()
     frame, stat = watched.stopped
     shown, end = Frames([frame]).write_position(), stat["commitlog"]["end"]

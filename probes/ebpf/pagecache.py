@@ -7,6 +7,8 @@ maps into one `PagecacheSnapshot` per interval:
 - mqi_totals (cumulative) -> the interval's totals, as differences from the previous read;
 - mqi_processes, mqi_files (drained) -> rows per process and per file;
 - mqi_folios (drained, --store only) -> page ranges of each segment, each folio's pages spread over them.
+The drained maps are kept in two halves (programs/halves.h, scope.HalvedMaps): the handlers write one while
+the other is emptied, so the rows lose no event at an interval's end (a new segment's warm-up across it did).
 
 With --store the store's files are followed from their creation (programs/store_files.h, scope.StoreFollower):
 a segment the CommitLog rolls into mid-interval has its warm-up counted in that interval. Files are counted
@@ -53,6 +55,7 @@ from probes.ebpf.loader import LoadedProgram, Parameters, program_spec
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
     CumulativeTotals,
+    HalvedMaps,
     ScopedProbe,
     ScopeLimits,
     SnapshotHeader,
@@ -201,6 +204,7 @@ class PagecacheProbe(ScopedProbe):
         super().__init__(pids, **scope)
         self._names = FileNames(self._store_files, self._proc_root)
         self._totals = CumulativeTotals("mqi_totals", _TOTAL_FIELDS)
+        self._drained = HalvedMaps(("mqi_processes", "mqi_files", "mqi_folios"))
         self._readahead_traced = True
 
     # --- what the session needs before loading
@@ -228,12 +232,12 @@ class PagecacheProbe(ScopedProbe):
         self.processes.remember_comms()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> PagecacheSnapshot:
-        # Empty the drained maps, then read the totals: all within a moment, so rows and totals cover the
-        # same interval.
-        processes = program.drain("mqi_processes")
-        files = list(program.drain("mqi_files"))
-        folios = list(program.drain("mqi_folios")) if self.store else []
+        # End the interval of the rows and read the totals within a moment, so that both cover the same
+        # interval; then empty the rows' half, once nothing writes it.
+        self._drained.switch(program)
         totals = self._totals.since_last_read(program)
+        drained = self._drained.drain(program)
+        processes, files, folios = drained["mqi_processes"], drained["mqi_files"], drained["mqi_folios"]
         # Only now list the store: every file the maps counted exists by then, so it can be named.
         store_now, _new = self.follow_store(program)
         self._names.learn(store_now)

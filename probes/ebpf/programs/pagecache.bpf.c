@@ -51,6 +51,8 @@
  *   mqi_files        per (inode, device, generation) in view; drained by user space every interval
  *   mqi_folios       per (inode, device, generation, index, order): additions and removals of each folio of
  *                    the files in view, for page ranges (only when RECORD_FOLIOS is 1); drained
+ *   The drained maps are each two halves, NAME_0 and NAME_1 (halves.h): handlers write the half mqi_half
+ *   names while user space empties the other, so no event is lost at an interval's end.
  *   mqi_ra_windows   per thread: the last window ra_order reported, to recognise its fallback (LRU)
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
@@ -95,6 +97,7 @@ struct process_counts {
 
 #include "scope.h"
 #include "store_files.h"
+#include "halves.h"
 
 struct file_key {
     u64 ino;
@@ -126,9 +129,12 @@ struct ra_window {
 
 BPF_HASH(mqi_seen_inodes, struct inode_key, u8, MAX_INODES);
 BPF_ARRAY(mqi_totals, struct cache_totals, 1);
-BPF_F_TABLE("hash", u32, struct process_counts, mqi_processes, MAX_TGIDS, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct file_key, struct cache_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct folio_key, struct folio_counts, mqi_folios, MAX_FOLIOS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct process_counts, mqi_processes_0, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct process_counts, mqi_processes_1, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_key, struct cache_counts, mqi_files_0, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_key, struct cache_counts, mqi_files_1, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct folio_key, struct folio_counts, mqi_folios_0, MAX_FOLIOS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct folio_key, struct folio_counts, mqi_folios_1, MAX_FOLIOS, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct ra_window, mqi_ra_windows, MAX_THREADS);
 
 /* The generation an addition by a traced process is recorded under, per file (the addition makes the file
@@ -170,7 +176,11 @@ static __always_inline struct cache_totals *totals_of_session(void)
 static __always_inline struct cache_counts *process_of(u32 tgid, struct cache_totals *totals)
 {
     struct process_counts zero = {};
-    struct process_counts *process = mqi_processes.lookup_or_try_init(&tgid, &zero);
+    struct process_counts *process;
+    if (writing_half())
+        process = mqi_processes_1.lookup_or_try_init(&tgid, &zero);
+    else
+        process = mqi_processes_0.lookup_or_try_init(&tgid, &zero);
     if (!process) {
         __sync_fetch_and_add(&totals->lost_records, 1);
         return NULL;
@@ -183,7 +193,11 @@ static __always_inline struct cache_counts *process_of(u32 tgid, struct cache_to
 static __always_inline struct cache_counts *file_of(struct file_key *file, struct cache_totals *totals)
 {
     struct cache_counts zero = {};
-    struct cache_counts *counts = mqi_files.lookup_or_try_init(file, &zero);
+    struct cache_counts *counts;
+    if (writing_half())
+        counts = mqi_files_1.lookup_or_try_init(file, &zero);
+    else
+        counts = mqi_files_0.lookup_or_try_init(file, &zero);
     if (!counts)
         __sync_fetch_and_add(&totals->lost_records, 1);
     return counts;
@@ -196,7 +210,11 @@ static __always_inline void record_folio(struct file_key *file, u64 index, u32 o
     struct folio_key key = {.ino = file->ino, .index = index, .dev = file->dev, .order = order,
                             .generation = file->generation};
     struct folio_counts zero = {};
-    struct folio_counts *counts = mqi_folios.lookup_or_try_init(&key, &zero);
+    struct folio_counts *counts;
+    if (writing_half())
+        counts = mqi_folios_1.lookup_or_try_init(&key, &zero);
+    else
+        counts = mqi_folios_0.lookup_or_try_init(&key, &zero);
     if (!counts) {
         __sync_fetch_and_add(&totals->lost_records, 1);
         return;
