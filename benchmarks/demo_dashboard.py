@@ -17,6 +17,9 @@ Then, from the frames alone:
               insertions: a page reclaimed (here by DAMON) during the warm-up and touched again is added twice
               and removed once, so `+cache` alone may exceed the segment's pages; with nothing reclaimed the
               warm-up adds exactly its pages.
+  dirtied     per such segment whose warm-up had cached all its pages before it took the write position, the
+              pages the dashboard showed dirtied over the frames before that one, against its pages: the
+              warm-up writes each page of the new file once
   wrote       per frame, the CommitLog segment marked as holding the write position: every segment before
               it shows its full size, every one after it 0 (the preallocated next segment), and it is the
               segment `mqinspect store stat` names as the log's end at the end of the session
@@ -65,6 +68,8 @@ class WarmUp:
     deleted_pages: int | None
     cached_pages: int | None
     pages: int | None
+    dirtied_pages: int | None = None  # over the frames before the one in which it holds the write position
+    cached_before_written: int | None = None  # cachestat's cached pages in the last of those frames
 
     @property
     def shown_exactly(self) -> bool:
@@ -72,6 +77,16 @@ class WarmUp:
         if self.added_pages is None or self.deleted_pages is None or self.cached_pages is None:
             return False
         return self.added_pages - self.deleted_pages == self.cached_pages
+
+    @property
+    def warmed_before_written(self) -> bool:
+        """The warm-up had cached every page before the producer wrote into the segment."""
+        return self.pages is not None and self.cached_before_written == self.pages
+
+    @property
+    def dirtied_exactly(self) -> bool:
+        """The warm-up writes each page of the new file once: every page was shown dirtied once."""
+        return self.dirtied_pages == self.pages
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,9 @@ class Frames:
         the warm-up brought in before the producer wrote into it. A segment the frames never saw written (the
         next one at the end) is left out."""
         counts: dict[str, list[int | None]] = defaultdict(lambda: [0, 0])
+        dirtied: dict[str, int | None] = defaultdict(int)
         last: dict[str, dict] = {}
+        before_written: dict[str, dict] = {}
         written: set[str] = set()
         for frame in self.frames:
             for segment in commitlog_segments(frame):
@@ -101,14 +118,21 @@ class Frames:
                     continue
                 last[name] = segment
                 for place, key in enumerate(("added_pages", "deleted_pages")):
-                    known = counts[name][place]
-                    counts[name][place] = (
-                        None if known is None or segment[key] is None else known + segment[key]
-                    )
+                    counts[name][place] = _summed(counts[name][place], segment[key])
                 if segment["holds_write_position"]:
                     written.add(name)
+                else:
+                    before_written[name] = segment
+                    dirtied[name] = _summed(dirtied[name], segment["dirtied_pages"])
         return {
-            name: WarmUp(*counts[name], last[name]["cached_pages"], last[name]["pages"]) for name in written
+            name: WarmUp(
+                *counts[name],
+                last[name]["cached_pages"],
+                last[name]["pages"],
+                dirtied[name],
+                before_written.get(name, {}).get("cached_pages"),
+            )
+            for name in written
         }
 
     def write_position_problems(self) -> list[str]:
@@ -134,6 +158,10 @@ def _write_position_problem(frame: dict) -> str | None:
         if not right:
             return f"frame {frame['sequence']}: {segment['name']} wrote {wrote}"
     return None
+
+
+def _summed(total: int | None, value: int | None) -> int | None:
+    return None if total is None or value is None else total + value
 
 
 def commitlog_segments(frame: dict) -> list[dict]:
@@ -252,6 +280,17 @@ def main() -> int:
                 f"{warm_up.cached_pages} of {warm_up.pages} pages"
             )
     ok &= bool(warm_ups) and len(exact) == len(warm_ups)
+    warmed = {name: warm_up for name, warm_up in warm_ups.items() if warm_up.warmed_before_written}
+    dirtied_exactly = [name for name, warm_up in warmed.items() if warm_up.dirtied_exactly]
+    print(
+        f"dirtied: {len(dirtied_exactly)} of {len(warmed)} new segments warmed before the producer wrote "
+        f"into them: dirtied over the warm-up = the segment's pages ({len(warm_ups) - len(warmed)} still "
+        f"warming when they took the write position, not counted)"
+    )
+    for name, warm_up in sorted(warmed.items()):
+        if not warm_up.dirtied_exactly:
+            print(f"  {name}: dirtied {warm_up.dirtied_pages} of {warm_up.pages} pages")
+    ok &= bool(warmed) and len(dirtied_exactly) == len(warmed)
     problems = frames.write_position_problems()
     frame, stat = watched.stopped
     shown, end = Frames([frame]).write_position(), stat["commitlog"]["end"]
