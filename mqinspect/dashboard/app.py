@@ -5,7 +5,7 @@ is thread-safe); in replay, the app steps through recorded frames itself. Either
 snapshots: it never reads /proc or a file. Drawing cost is kept down by touching only the widgets whose data
 changed since the previous frame.
 
-Keys are the BINDINGS below; the help panel (?) and the footer are generated from them.
+Keys are the BINDINGS below; the help screen (?, dashboard/help.py) and the footer are generated from them.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Footer, HelpPanel, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from mqinspect.dashboard.filtering import Kept, RowFilter, filter_summary
+from mqinspect.dashboard.help import HelpScreen, key_rows
 from mqinspect.dashboard.row_table import RowTable
 from mqinspect.dashboard.sorting import TableSort, default_sorts, marked_titles
 from mqinspect.render.cells import unavailable_text
@@ -58,6 +59,10 @@ from mqinspect.sampling.snapshot import (
 from mqinspect.sampling.stream import MIN_INTERVAL_S
 
 PANEL_IDS = ("segments", "memory", "faults", "sendpaths", "processes")
+SORT_NEXT = "Sort the focused table by the next column"
+SORT_PREVIOUS = "Sort the focused table by the previous column"
+INTERVAL_HELP = "Sampling interval, from the next tick: "
+FOCUS_HELP = "Focus the panel of that number"
 PANEL_NAMES = {
     "segments": "Segments",
     "memory": "Memory",
@@ -174,27 +179,40 @@ class DashboardApp(App[None]):
     #filter-summary { dock: bottom; height: 1; padding: 0 1; display: none; }
     #filter-summary.visible { display: block; }
     """
+    # The footer shows the descriptions, the help (?) the tooltips: keys with the same one share a row.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False),
-        Binding("space", "toggle_pause", "Pause"),
-        Binding("s", "move_sort(1)", "Sort"),
-        Binding("greater_than_sign", "move_sort(1)", "Sort by the next column", show=False),
-        Binding("less_than_sign", "move_sort(-1)", "Sort by the previous column", show=False),
-        Binding("r", "reverse_sort", "Reverse sort"),
-        Binding("plus", "change_interval(1)", "Longer interval", show=False),
-        Binding("minus", "change_interval(-1)", "Shorter interval", show=False),
-        Binding("slash", "start_filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("enter", "drill_down", "Segment map", show=False),
+        Binding("space", "toggle_pause", "Pause", tooltip="Pause or resume"),
+        Binding("s", "move_sort(1)", "Sort", tooltip=SORT_NEXT),
+        Binding(
+            "greater_than_sign", "move_sort(1)", "Sort by the next column", show=False, tooltip=SORT_NEXT
+        ),
+        Binding(
+            "less_than_sign",
+            "move_sort(-1)",
+            "Sort by the previous column",
+            show=False,
+            tooltip=SORT_PREVIOUS,
+        ),
+        Binding("r", "reverse_sort", "Reverse sort", tooltip="Reverse the focused table's sort"),
+        Binding(
+            "plus", "change_interval(1)", "Longer interval", show=False, tooltip=INTERVAL_HELP + "longer"
+        ),
+        Binding(
+            "minus", "change_interval(-1)", "Shorter interval", show=False, tooltip=INTERVAL_HELP + "shorter"
+        ),
+        Binding("slash", "start_filter", "Filter", tooltip="Filter every panel (name, pid, command)"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the filter"),
+        Binding("enter", "drill_down", "Segment map", show=False, tooltip="Page map of the selected segment"),
         Binding("tab", "focus_next", "Next panel", show=False),
         Binding("shift+tab", "focus_previous", "Previous panel", show=False),
-        Binding("1", "focus_panel('segments')", "Segments", show=False),
-        Binding("2", "focus_panel('memory')", "Memory", show=False),
-        Binding("3", "focus_panel('faults')", "Faults", show=False),
-        Binding("4", "focus_panel('sendpaths')", "Send paths", show=False),
-        Binding("5", "focus_panel('processes')", "Processes", show=False),
-        Binding("question_mark", "toggle_help", "Help"),
+        Binding("1", "focus_panel('segments')", "Segments", show=False, tooltip=FOCUS_HELP),
+        Binding("2", "focus_panel('memory')", "Memory", show=False, tooltip=FOCUS_HELP),
+        Binding("3", "focus_panel('faults')", "Faults", show=False, tooltip=FOCUS_HELP),
+        Binding("4", "focus_panel('sendpaths')", "Send paths", show=False, tooltip=FOCUS_HELP),
+        Binding("5", "focus_panel('processes')", "Processes", show=False, tooltip=FOCUS_HELP),
+        Binding("question_mark", "toggle_help", "Help", tooltip="This help and the focused panel's legend"),
         Binding("comma", "seek(-1)", "Frame back"),
         Binding("full_stop", "seek(1)", "Frame forward"),
         Binding("left_square_bracket", "seek(-10)", "10 frames back", show=False),
@@ -541,10 +559,15 @@ class DashboardApp(App[None]):
         self.query_one(f"#{panel_id}").focus()
 
     def action_toggle_help(self) -> None:
-        if self.screen.query(HelpPanel):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+        """The product's help: keys of this mode, then the legend of the focused panel."""
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        sections = [
+            ("Keys", key_rows(self, self.BINDINGS)),
+            ("In a table", key_rows(self, RowTable.BINDINGS)),
+        ]
+        self.push_screen(HelpScreen(sections, self._focused_id() or "segments"))
 
     def action_seek(self, frames: int) -> None:
         self.state.paused = True  # stepping through frames stops the playback

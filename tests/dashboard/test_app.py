@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import re
 
 from fakes import T0, FakeFeed, frame
 from rich.console import Console
-from textual.widgets import HelpPanel, Static
-from textual.widgets._key_panel import BindingsTable
+from textual.widgets import Static
 
-from mqinspect.dashboard.app import DashboardApp, SegmentScreen
+from mqinspect.dashboard.app import PANEL_IDS, DashboardApp, SegmentScreen
+from mqinspect.dashboard.help import HelpScreen
 from mqinspect.dashboard.row_table import COLUMN_GAP, RowTable
+from mqinspect.render.cells import HEAT_GLYPHS
+from mqinspect.render.legends import LEGENDS
+from mqinspect.render.top import (
+    FLUSHED_MARK,
+    PROCESS_COLUMNS,
+    SEGMENT_COLUMNS,
+    SENDPATH_COLUMNS,
+    WROTE_MARK,
+)
 from mqinspect.sampling.snapshot import SendPathRow
 
 SIZE = (160, 50)
@@ -154,21 +164,57 @@ def test_enter_opens_the_selected_segment_and_asks_the_feed_for_its_map():
     run(test)
 
 
-def test_help_lists_the_bindings():
+def help_text(app: DashboardApp) -> str:
+    assert isinstance(app.screen, HelpScreen)
+    return plain(app.screen.query_one("#help", Static).content)
+
+
+def test_help_is_the_products_own_keys_then_the_focused_panels_legend():
     async def test():
         app = new_app()
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("question_mark")
+            app.receive(frame(1))
             await pilot.pause()
-            assert app.screen.query(HelpPanel)
-            listed = plain(app.screen.query_one(BindingsTable).render_bindings_table())
-            for description in ("Pause", "Sort", "Filter", "Reverse sort", "Quit", "Help"):
-                assert description in listed
-            assert "Frame back" not in listed  # replay's keys are not offered live
             await pilot.press("question_mark")
-            assert not app.screen.query(HelpPanel)
+            listed = help_text(app)
+            for keys, what in (("q ^c", "Quit"), ("s >", "next column"), ("<", "previous column"), ("+", "")):
+                assert re.search(rf"^{re.escape(keys)}\s+.*{what}", listed, re.MULTILINE), keys
+            assert "Copy selected text" not in listed and "Scroll Left" not in listed  # Textual's, not ours
+            assert "Frame back" not in listed  # replay's keys are not offered live
+            assert "Segments: columns and figures" in listed and "masterFlushedOffset" in listed
+            await pilot.press("question_mark")
+            assert not isinstance(app.screen, HelpScreen)
+            await pilot.press("4", "question_mark")  # the legend follows the focused panel
+            listed = help_text(app)
+            assert "Send paths: columns and figures" in listed and "copies/B" in listed
+            assert "source: sendpath probe" in listed
+            await pilot.press("escape", "q")
+        assert app.return_code == 0
 
     run(test)
+
+
+def test_replays_help_offers_seeking_and_not_the_interval():
+    async def test():
+        app = DashboardApp(frames=[frame(n) for n in range(1, 4)])
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("question_mark")
+            listed = help_text(app)
+            assert "Frame back" in listed and "10 frames forward" in listed
+            assert "Sampling interval" not in listed
+
+    run(test)
+
+
+def test_every_column_of_every_panel_has_a_legend_with_a_source():
+    drawn = {"segments": SEGMENT_COLUMNS, "sendpaths": SENDPATH_COLUMNS, "processes": PROCESS_COLUMNS}
+    for panel, columns in drawn.items():
+        legend = {entry.name: entry for entry in LEGENDS[panel].columns}
+        assert set(columns) <= set(legend), panel
+        assert all(legend[column].source for column in columns), panel
+    assert set(LEGENDS) == set(PANEL_IDS)
+    glyphs = {entry.name for entry in LEGENDS["segments"].glyphs}
+    assert {glyph for _floor, glyph in HEAT_GLYPHS} | {WROTE_MARK, FLUSHED_MARK, "▲", "▼"} <= glyphs
 
 
 def test_panels_are_switched_with_number_keys_and_q_quits():
