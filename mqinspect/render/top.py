@@ -442,12 +442,12 @@ def sendpaths_panel(
     headers: Sequence[str] = SENDPATH_COLUMNS,
     filter_text: str = "",
 ) -> RenderableType:
-    """The send-path table of `rows` (default: every process the probe saw, biggest traffic first), under
+    """The send-path table of `rows` (default: every process the probe saw, biggest total first), under
     `headers` (the dashboard marks the sorted column); `filter_text` says why rows may be missing."""
     parts = _title("Send paths", titled)
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     view = snapshot.sendpaths
-    shown = view.processes if rows is None else rows
+    shown = sorted(view.processes, key=lambda row: -row.bytes_to_sockets) if rows is None else rows
     if problem is not None:
         parts.append(problem)
     elif not view.processes:

@@ -23,6 +23,7 @@ from mqinspect.render.top import (
     SEGMENT_COLUMNS,
     SENDPATH_COLUMNS,
     WROTE_MARK,
+    top_view,
 )
 from mqinspect.sampling.snapshot import SendPathRow
 
@@ -362,6 +363,15 @@ def test_send_path_rows_are_ordered_by_their_total_which_a_column_shows():
         assert [row[2] for row in rows if row and row[0] in ("400", "300")] == ["1MiB/s", "1KiB/s"]
 
     run_shown(check, two_senders())
+
+
+def test_top_once_orders_send_paths_by_their_total_too():
+    """Without the app (--once, --svg) the rows come in the probe's order, which counts reads as well."""
+    lines = plain(top_view(two_senders())).splitlines()
+    header = next(
+        index for index, line in enumerate(lines) if line.split()[:3] == ["pid", "command", "total"]
+    )
+    assert [line.split()[0] for line in lines[header + 1 : header + 3]] == ["400", "300"]
 
 
 def test_plus_and_minus_change_the_interval_the_feed_samples_at():
