@@ -5,14 +5,14 @@ is thread-safe); in replay, the app steps through recorded frames itself. Either
 snapshots: it never reads /proc or a file. Drawing cost is kept down by touching only the widgets whose data
 changed since the previous frame.
 
-Keys are the BINDINGS below; the help panel (?) and the footer are generated from them.
+Keys are the BINDINGS below; the help screen (?, dashboard/help.py) and the footer are generated from them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from rich.text import Text
@@ -22,18 +22,23 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Footer, HelpPanel, Input, Static
+from textual.widgets import Footer, Input, Static
 
+from mqinspect.dashboard.filtering import Kept, RowFilter, filter_summary
+from mqinspect.dashboard.help import HelpScreen, key_rows
 from mqinspect.dashboard.row_table import RowTable
+from mqinspect.dashboard.sorting import TableSort, default_sorts, marked_titles
 from mqinspect.render.cells import unavailable_text
 from mqinspect.render.top import (
     HEAT_KEY,
     PROCESS_COLUMNS,
     SEGMENT_COLUMNS,
+    SENDPATH_COLUMNS,
     SOURCES,
     detail_view,
     faults_panel,
     memory_panel,
+    no_match_text,
     probe_problem,
     probes_line,
     process_cells,
@@ -48,33 +53,39 @@ from mqinspect.sampling.snapshot import (
     PROBE_WRITEBACK,
     ProcessView,
     SegmentView,
+    SendPathRow,
     TopSnapshot,
 )
+from mqinspect.sampling.stream import MIN_INTERVAL_S
 
-SEGMENT_SORTS: dict[str, Callable[[SegmentView], Any]] = {
-    "store order": lambda s: (s.kind, s.name),
-    "cached": lambda s: -1 if s.cached_pages is None else s.cached_pages / max(s.pages or 1, 1),
-    "dirty": lambda s: s.dirty_pages if s.dirty_pages is not None else -1,
-    "faults": lambda s: s.faults if s.faults is not None else -1,
-}
-PROCESS_SORTS: dict[str, Callable[[ProcessView], Any]] = {
-    "pid": lambda p: p.pid,
-    "minflt/s": lambda p: p.minor_faults_per_s if p.minor_faults_per_s is not None else -1,
-    "majflt/s": lambda p: p.major_faults_per_s if p.major_faults_per_s is not None else -1,
-    "rss": lambda p: p.rss_bytes if p.rss_bytes is not None else -1,
-    "wchar/s": lambda p: p.wchar_bytes_per_s if p.wchar_bytes_per_s is not None else -1,
-}
-# Sorts that put the biggest first unless reversed.
-_DESCENDING_FIRST = {"cached", "dirty", "faults", "minflt/s", "majflt/s", "rss", "wchar/s"}
 PANEL_IDS = ("segments", "memory", "faults", "sendpaths", "processes")
+SORT_NEXT = "Sort the focused table by the next column"
+SORT_PREVIOUS = "Sort the focused table by the previous column"
+INTERVAL_HELP = "Sampling interval, from the next tick: "
+FOCUS_HELP = "Focus the panel of that number"
+PANEL_NAMES = {
+    "segments": "Segments",
+    "memory": "Memory",
+    "faults": "Faults",
+    "sendpaths": "Send paths",
+    "processes": "Processes",
+}
 AUTO_HEIGHT = {"segment-notes"}  # the only Static whose height follows its content
 REPLAY_ACTIONS = {"seek"}
+LIVE_ACTIONS = {"change_interval"}
+# the intervals + and - step through (btop's keys); --interval may start between two of them
+INTERVAL_STEPS_S = (MIN_INTERVAL_S, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Feed(Protocol):
     """Where live snapshots come from. `attach` starts delivering to `app.receive_from_thread`."""
 
+    interval_s: float
+
     def attach(self, app: DashboardApp) -> None: ...
+
+    def set_interval(self, interval_s: float) -> None:
+        """Sample every `interval_s` from the next tick on."""
 
     def focus(self, path: str | None, name: str | None) -> None: ...
 
@@ -99,13 +110,15 @@ class FeedFailed(Message):
 
 @dataclass
 class ViewState:
-    """What the user chose: sort of each table, filter text, pause."""
+    """What the user chose: the sort of each table, the filter, pause."""
 
-    segment_sort: str = "store order"
-    process_sort: str = "pid"
-    reverse: bool = False
-    filter_text: str = ""
+    sorts: dict[str, TableSort] = field(default_factory=default_sorts)
+    row_filter: RowFilter = field(default_factory=RowFilter)
     paused: bool = False
+
+    @property
+    def filter_text(self) -> str:
+        return self.row_filter.text
 
 
 class Panel(Static, can_focus=True):
@@ -163,24 +176,43 @@ class DashboardApp(App[None]):
     #processes { height: 1fr; min-height: 5; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
+    #filter-summary { dock: bottom; height: 1; padding: 0 1; display: none; }
+    #filter-summary.visible { display: block; }
     """
+    # The footer shows the descriptions, the help (?) the tooltips: keys with the same one share a row.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False),
-        Binding("space", "toggle_pause", "Pause"),
-        Binding("s", "cycle_sort", "Sort"),
-        Binding("r", "reverse_sort", "Reverse sort"),
-        Binding("slash", "start_filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("enter", "drill_down", "Segment map", show=False),
+        Binding("space", "toggle_pause", "Pause", tooltip="Pause or resume"),
+        Binding("s", "move_sort(1)", "Sort", tooltip=SORT_NEXT),
+        Binding(
+            "greater_than_sign", "move_sort(1)", "Sort by the next column", show=False, tooltip=SORT_NEXT
+        ),
+        Binding(
+            "less_than_sign",
+            "move_sort(-1)",
+            "Sort by the previous column",
+            show=False,
+            tooltip=SORT_PREVIOUS,
+        ),
+        Binding("r", "reverse_sort", "Reverse sort", tooltip="Reverse the focused table's sort"),
+        Binding(
+            "plus", "change_interval(1)", "Longer interval", show=False, tooltip=INTERVAL_HELP + "longer"
+        ),
+        Binding(
+            "minus", "change_interval(-1)", "Shorter interval", show=False, tooltip=INTERVAL_HELP + "shorter"
+        ),
+        Binding("slash", "start_filter", "Filter", tooltip="Filter every panel (name, pid, command)"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the filter"),
+        Binding("enter", "drill_down", "Segment map", show=False, tooltip="Page map of the selected segment"),
         Binding("tab", "focus_next", "Next panel", show=False),
         Binding("shift+tab", "focus_previous", "Previous panel", show=False),
-        Binding("1", "focus_panel('segments')", "Segments", show=False),
-        Binding("2", "focus_panel('memory')", "Memory", show=False),
-        Binding("3", "focus_panel('faults')", "Faults", show=False),
-        Binding("4", "focus_panel('sendpaths')", "Send paths", show=False),
-        Binding("5", "focus_panel('processes')", "Processes", show=False),
-        Binding("question_mark", "toggle_help", "Help"),
+        Binding("1", "focus_panel('segments')", "Segments", show=False, tooltip=FOCUS_HELP),
+        Binding("2", "focus_panel('memory')", "Memory", show=False, tooltip=FOCUS_HELP),
+        Binding("3", "focus_panel('faults')", "Faults", show=False, tooltip=FOCUS_HELP),
+        Binding("4", "focus_panel('sendpaths')", "Send paths", show=False, tooltip=FOCUS_HELP),
+        Binding("5", "focus_panel('processes')", "Processes", show=False, tooltip=FOCUS_HELP),
+        Binding("question_mark", "toggle_help", "Help", tooltip="This help and the focused panel's legend"),
         Binding("comma", "seek(-1)", "Frame back"),
         Binding("full_stop", "seek(1)", "Frame forward"),
         Binding("left_square_bracket", "seek(-10)", "10 frames back", show=False),
@@ -204,6 +236,7 @@ class DashboardApp(App[None]):
         self.held: TopSnapshot | None = None  # the newest frame that arrived while paused
         self.held_count = 0
         self.frame_index = 0
+        self.interval_s = feed.interval_s if feed is not None else None  # the interval set with + and -
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
@@ -222,7 +255,8 @@ class DashboardApp(App[None]):
                 yield Panel(id="faults")
             yield Panel(id="sendpaths")
             yield RowTable(_columns(PROCESS_COLUMNS, left=("command", "found")), id="processes")
-        yield Input(id="filter", placeholder="filter segments and processes (enter applies, esc clears)")
+        yield Input(id="filter", placeholder="filter panels by segment name, pid or command (enter applies)")
+        yield Static(id="filter-summary")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -284,7 +318,14 @@ class DashboardApp(App[None]):
         mode = f" replay {self.frame_index + 1}/{len(self.frames)}" if self.replay else ""
         now = None if self.replay or self.snapshot is None else self.clock()
         status.update(
-            status_line(self.snapshot, paused=self.state.paused, held=self.held_count, now_s=now, mode=mode),
+            status_line(
+                self.snapshot,
+                paused=self.state.paused,
+                held=self.held_count,
+                now_s=now,
+                mode=mode,
+                set_interval_s=self.interval_s,
+            ),
             layout=False,
         )
         status.set_class(self.state.paused, "paused")
@@ -297,14 +338,28 @@ class DashboardApp(App[None]):
             "segments", segments, lambda s: segment_cells(s, snapshot.page_size_bytes), "path"
         )
         self._fill_if_changed("processes", processes, process_cells, "pid")
+        self._draw_empty_tables(snapshot)
+        self._draw_filter_summary(snapshot)
         memory_key = (snapshot.memory, snapshot.writeback, snapshot.probe(PROBE_WRITEBACK))
         self._draw_if_changed("memory", memory_key, lambda: memory_panel(snapshot, titled=False))
-        hit = tuple((s.name, s.faults, s.major_faults) for s in snapshot.store.segments if s.faults)
-        faults_key = (processes, hit, snapshot.probe(PROBE_FAULTS))
-        self._draw_if_changed("faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False))
+        faulting = self.visible_faulting()
+        hit = tuple((s.name, s.faults, s.major_faults) for s in segments if s.faults)
+        filtered = self.state.filter_text
+        faults_key = (faulting, hit, len(segments), snapshot.probe(PROBE_FAULTS), filtered)
+        self._draw_if_changed(
+            "faults",
+            faults_key,
+            lambda: faults_panel(snapshot, faulting, titled=False, segments=segments, filter_text=filtered),
+        )
         view = snapshot.sendpaths
-        sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe(PROBE_SENDPATH))
-        self._draw_if_changed("sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False))
+        sending = self.visible_sendpaths()
+        headers = tuple(marked_titles(SENDPATH_COLUMNS, self.state.sorts["sendpaths"]))
+        sendpaths_key = (sending, headers, view, snapshot.probe(PROBE_SENDPATH), filtered)
+        self._draw_if_changed(
+            "sendpaths",
+            sendpaths_key,
+            lambda: sendpaths_panel(snapshot, sending, titled=False, headers=headers, filter_text=filtered),
+        )
         self._draw_segment_problems(snapshot)
 
     def _draw_if_changed(self, widget_id: str, key: Any, render: Callable[[], Any]) -> None:
@@ -342,19 +397,48 @@ class DashboardApp(App[None]):
             notes.append("\n").append_text(problem)
         self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems),), lambda: notes)
 
+    def _draw_empty_tables(self, snapshot: TopSnapshot) -> None:
+        """An empty table says why: the filter kept none of its rows, or nothing was measured."""
+        row_filter = self.state.row_filter
+        segments, processes = snapshot.store.segments, snapshot.processes
+        reasons = {
+            "segments": no_match_text(row_filter.text, len(segments), "segment", "segments")
+            if segments
+            else None,  # the notes under the table say why there are none
+            "processes": no_match_text(row_filter.text, len(processes), "process", "processes")
+            if processes
+            else unavailable_text(snapshot.unavailable.get("processes")),
+        }
+        for table_id, reason in reasons.items():
+            self.query_one(f"#{table_id}", RowTable).set_empty_text(reason)
+
+    def _draw_filter_summary(self, snapshot: TopSnapshot) -> None:
+        row_filter = self.state.row_filter
+        line = self.query_one("#filter-summary", Static)
+        line.set_class(row_filter.active, "visible")
+        if not row_filter.active:
+            return
+        kept = (
+            Kept(len(self.visible_processes()), len(snapshot.processes), "process", "processes"),
+            Kept(len(self.visible_segments()), len(snapshot.store.segments), "segment", "segments"),
+            Kept(len(self.visible_sendpaths()), len(snapshot.sendpaths.processes), "send path", "send paths"),
+        )
+        self._draw_if_changed("filter-summary", kept, lambda: filter_summary(row_filter, kept))
+
     def _set_titles(self) -> None:
-        state = self.state
-        order = " ↑" if state.reverse else ""
-        shown = f" · filter '{state.filter_text}'" if state.filter_text else ""
+        sorts = self.state.sorts
+        shown = f" · filter '{self.state.filter_text}'" if self.state.filter_text else ""
         titles = {
-            "segments": f"1 Segments · sort {state.segment_sort}{order}{shown} · enter: page map",
+            "segments": f"1 Segments · {sorts['segments'].label()}{shown} · enter: page map",
             "memory": "2 Memory",
-            "faults": "3 Faults",
-            "sendpaths": "4 Send paths",
-            "processes": f"5 Processes · sort {state.process_sort}{order}{shown}",
+            "faults": f"3 Faults · {sorts['faults'].label()}{shown}",
+            "sendpaths": f"4 Send paths · {sorts['sendpaths'].label()}{shown}",
+            "processes": f"5 Processes · {sorts['processes'].label()}{shown}",
         }
         for widget_id, title in titles.items():
             self.query_one(f"#{widget_id}").border_title = title
+        for table_id, columns in (("segments", SEGMENT_COLUMNS), ("processes", PROCESS_COLUMNS)):
+            self.query_one(f"#{table_id}", RowTable).set_titles(marked_titles(columns, sorts[table_id]))
 
     def redraw(self) -> None:
         self._set_titles()
@@ -366,21 +450,25 @@ class DashboardApp(App[None]):
     def visible_segments(self) -> tuple[SegmentView, ...]:
         if self.snapshot is None:
             return ()
-        rows = [s for s in self.snapshot.store.segments if self._matches(s.name)]
-        return self._sorted(rows, SEGMENT_SORTS[self.state.segment_sort], self.state.segment_sort)
+        rows = self.state.row_filter.segments(self.snapshot.store.segments)
+        return self.state.sorts["segments"].apply(rows)
 
     def visible_processes(self) -> tuple[ProcessView, ...]:
         if self.snapshot is None:
             return ()
-        rows = [p for p in self.snapshot.processes if self._matches(f"{p.pid} {p.comm or ''}")]
-        return self._sorted(rows, PROCESS_SORTS[self.state.process_sort], self.state.process_sort)
+        return self.state.sorts["processes"].apply(self.state.row_filter.processes(self.snapshot.processes))
 
-    def _matches(self, text: str) -> bool:
-        return self.state.filter_text.lower() in text.lower()
+    def visible_faulting(self) -> tuple[ProcessView, ...]:
+        """The Faults panel's processes: the filter's, in the Faults panel's own order."""
+        if self.snapshot is None:
+            return ()
+        return self.state.sorts["faults"].apply(self.state.row_filter.processes(self.snapshot.processes))
 
-    def _sorted(self, rows: list, key: Callable[[Any], Any], name: str) -> tuple:
-        descending = (name in _DESCENDING_FIRST) != self.state.reverse
-        return tuple(sorted(rows, key=key, reverse=descending))
+    def visible_sendpaths(self) -> tuple[SendPathRow, ...]:
+        if self.snapshot is None:
+            return ()
+        rows = self.state.row_filter.sendpaths(self.snapshot.sendpaths.processes)
+        return self.state.sorts["sendpaths"].apply(rows)
 
     # --- actions
 
@@ -391,16 +479,34 @@ class DashboardApp(App[None]):
             self.show(held)
         self._draw_status()
 
-    def action_cycle_sort(self) -> None:
-        if self._focused_id() == "segments":
-            self.state.segment_sort = _next(SEGMENT_SORTS, self.state.segment_sort)
-        else:
-            self.state.process_sort = _next(PROCESS_SORTS, self.state.process_sort)
-        self.redraw()
+    def action_move_sort(self, step: int) -> None:
+        """Sort the focused table by its next (1) or previous (-1) column."""
+        table = self._sortable_focus()
+        if table is not None:
+            self.state.sorts[table] = self.state.sorts[table].moved(step)
+            self.redraw()
 
     def action_reverse_sort(self) -> None:
-        self.state.reverse = not self.state.reverse
-        self.redraw()
+        table = self._sortable_focus()
+        if table is not None:
+            self.state.sorts[table] = self.state.sorts[table].flipped()
+            self.redraw()
+
+    def _sortable_focus(self) -> str | None:
+        """The focused panel if it can be sorted; otherwise says so (no other table changes behind it)."""
+        focused = self._focused_id()
+        if focused in self.state.sorts:
+            return focused
+        self.notify(f"{PANEL_NAMES.get(focused or '', 'this panel')} has no rows to sort", timeout=3)
+        return None
+
+    def action_change_interval(self, step: int) -> None:
+        """The next longer (1) or shorter (-1) interval; the sampler takes it at its next tick."""
+        if self.feed is None or self.interval_s is None:
+            return
+        self.interval_s = next_interval(self.interval_s, step)
+        self.feed.set_interval(self.interval_s)
+        self._draw_status()
 
     def action_start_filter(self) -> None:
         field = self.query_one("#filter", Input)
@@ -413,7 +519,7 @@ class DashboardApp(App[None]):
         self.apply_filter(message.value)
 
     def apply_filter(self, text: str) -> None:
-        self.state.filter_text = text.strip()
+        self.state.row_filter = RowFilter(text.strip())
         field = self.query_one("#filter", Input)
         field.remove_class("visible")
         self.query_one("#segments", RowTable).focus()
@@ -453,10 +559,15 @@ class DashboardApp(App[None]):
         self.query_one(f"#{panel_id}").focus()
 
     def action_toggle_help(self) -> None:
-        if self.screen.query(HelpPanel):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+        """The product's help: keys of this mode, then the legend of the focused panel."""
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        sections = [
+            ("Keys", key_rows(self, self.BINDINGS)),
+            ("In a table", key_rows(self, RowTable.BINDINGS)),
+        ]
+        self.push_screen(HelpScreen(sections, self._focused_id() or "segments"))
 
     def action_seek(self, frames: int) -> None:
         self.state.paused = True  # stepping through frames stops the playback
@@ -465,6 +576,8 @@ class DashboardApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in REPLAY_ACTIONS:
             return self.replay
+        if action in LIVE_ACTIONS:
+            return not self.replay
         return True
 
     def _focused_id(self) -> str | None:
@@ -489,6 +602,9 @@ def _columns(titles: Sequence[str], left: Sequence[str]) -> list[tuple[str, str]
     return [(title, "left" if title in left else "right") for title in titles]
 
 
-def _next(options: dict[str, Any], current: str) -> str:
-    names = list(options)
-    return names[(names.index(current) + 1) % len(names)]
+def next_interval(current_s: float, step: int) -> float:
+    """The next step of INTERVAL_STEPS_S above (step 1) or below (step -1) the current interval; the ends
+    stay where they are."""
+    if step > 0:
+        return next((s for s in INTERVAL_STEPS_S if s > current_s + 1e-9), INTERVAL_STEPS_S[-1])
+    return next((s for s in reversed(INTERVAL_STEPS_S) if s < current_s - 1e-9), INTERVAL_STEPS_S[0])

@@ -61,6 +61,7 @@ class RowTable(ScrollView, can_focus=True):
         self.keys: list[str] = []
         self.cells: list[list[Text]] = []
         self.cursor_row = 0
+        self.empty_text: Text | None = None  # drawn in place of the rows when there are none
         self._strips: dict[int, Strip] = {}
         self._header: Strip | None = None
 
@@ -103,6 +104,24 @@ class RowTable(ScrollView, can_focus=True):
         else:
             self.move_cursor(min(self.cursor_row, max(len(keys) - 1, 0)))
 
+    def set_titles(self, titles: Sequence[str]) -> None:
+        """New column headers (the sorted column's mark moves); a wider header widens its column."""
+        if list(titles) == self.titles:
+            return
+        self.titles = list(titles)
+        widths = [max(width, len(title)) for width, title in zip(self.widths, self.titles, strict=True)]
+        if widths != self.widths:
+            self.widths, self._strips = widths, {}
+            self.refresh()
+        self._header = None
+        self.refresh_line(0)
+
+    def set_empty_text(self, text: Text | None) -> None:
+        """What the table says while it has no rows (why: nothing measured, or the filter kept none)."""
+        if text != self.empty_text:
+            self.empty_text = text
+            self.refresh_line(1)
+
     # --- drawing
 
     def render_line(self, y: int) -> Strip:
@@ -113,6 +132,8 @@ class RowTable(ScrollView, can_focus=True):
         else:
             index = scroll_y + y - 1
             if index >= len(self.keys):
+                if index == 0 and self.empty_text is not None:
+                    return self._strip_of(self.empty_text).crop(0, width).extend_cell_length(width, _PLAIN)
                 return Strip.blank(width, _PLAIN)
             strip = self._row_strip(index)
             if index == self.cursor_row and self.has_focus:
@@ -141,6 +162,10 @@ class RowTable(ScrollView, can_focus=True):
                 line.append_text(cell)
                 line.append(padding)
             line.append(" " * COLUMN_GAP)
+        return self._strip_of(line)
+
+    @staticmethod
+    def _strip_of(line: Text) -> Strip:
         # Every segment gets a style: Textual's NO_COLOR filter (MonochromeFilter) fails on a None style.
         segments = [
             Segment(segment.text, segment.style or _PLAIN)

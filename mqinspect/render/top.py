@@ -106,6 +106,12 @@ def _source(key: str) -> Text:
     return Text(f"source: {SOURCES[key]}", style="dim cyan")
 
 
+def no_match_text(filter_text: str, total: int, one: str, many: str) -> Text:
+    """What a panel says when the filter keeps none of its rows (not "unavailable": they were measured)."""
+    rows = f"{total} {one if total == 1 else many}"
+    return Text(f"filter '{filter_text}' matches none of the {rows}", style="yellow")
+
+
 def clock_text(time_unix_s: float) -> str:
     return datetime.fromtimestamp(time_unix_s, UTC).strftime("%H:%M:%S UTC")
 
@@ -120,8 +126,10 @@ def status_line(
     held: int = 0,
     now_s: float | None = None,
     mode: str = "",
+    set_interval_s: float | None = None,
 ) -> Text:
-    """The top line: mode, PAUSED badge, store, frame time and age, interval."""
+    """The top line: mode, PAUSED badge, store, frame time and age, interval (and the one set with + or -
+    while the frames still come at another)."""
     line = Text()
     if paused:
         line.append(" PAUSED ", style="bold reverse red")
@@ -133,6 +141,8 @@ def status_line(
     age = f", {max(0.0, now_s - snapshot.time_unix_s):.0f} s ago" if now_s is not None else ""
     line.append(f"  frame {snapshot.sequence} at {clock_text(snapshot.time_unix_s)}{age}")
     line.append(f"  interval {snapshot.interval_s:.2f} s")
+    if set_interval_s is not None and abs(snapshot.interval_s - set_interval_s) > 0.1 * set_interval_s:
+        line.append(f" (set to {set_interval_s:g} s)", style="bold yellow")
     return line
 
 
@@ -344,11 +354,20 @@ def sparkline(values: Sequence[float | None], width: int = 30) -> Text:
 
 
 def faults_panel(
-    snapshot: TopSnapshot, processes: Sequence[ProcessView] | None = None, *, titled: bool = True
+    snapshot: TopSnapshot,
+    processes: Sequence[ProcessView] | None = None,
+    *,
+    titled: bool = True,
+    segments: Sequence[SegmentView] | None = None,
+    filter_text: str = "",
 ) -> RenderableType:
+    """Fault rates of `processes` (default: all) and the faults of `segments` (default: all); the dashboard
+    passes the rows its filter keeps, and `filter_text` to say so when it keeps none."""
     parts = _title("Faults", titled)
     rows = snapshot.processes if processes is None else processes
-    if not rows:
+    if not rows and snapshot.processes:
+        parts.append(no_match_text(filter_text, len(snapshot.processes), "process", "processes"))
+    elif not rows:
         parts.append(unavailable_text(snapshot.unavailable.get("processes")))
     for process in rows[:8]:
         line = Text(f"{process.pid:>7} {(process.comm or NONE)[:15]:<15} ")
@@ -362,18 +381,25 @@ def faults_panel(
                 f"({rate_text(per_second(process.traced_major_faults or 0, snapshot.interval_s))} major)"
             )
         parts.append(line)
-    parts.append(_segment_faults(snapshot))
+    parts.append(
+        _segment_faults(snapshot, snapshot.store.segments if segments is None else segments, filter_text)
+    )
     parts.append(_source("faults"))
     return Group(*parts)
 
 
-def _segment_faults(snapshot: TopSnapshot) -> RenderableType:
+def _segment_faults(
+    snapshot: TopSnapshot, segments: Sequence[SegmentView], filter_text: str
+) -> RenderableType:
     problem = probe_problem(snapshot, PROBE_FAULTS)
     if problem is not None:
         return problem
     if not snapshot.store.segments:
         return Text(f"faults per segment: {snapshot.store.unavailable.get('segments', 'no segments')}")
-    hit = sorted((s for s in snapshot.store.segments if s.faults), key=lambda s: -(s.faults or 0))
+    if not segments:
+        total = len(snapshot.store.segments)
+        return Text(f"faults per segment: {no_match_text(filter_text, total, 'segment', 'segments')}")
+    hit = sorted((s for s in segments if s.faults), key=lambda s: -(s.faults or 0))
     if not hit:
         return Text("no faults on the store's segments this interval (faults probe)")
     return Text(
@@ -387,38 +413,62 @@ def _segment_faults(snapshot: TopSnapshot) -> RenderableType:
 # The bytes each process delivered to sockets, by send path, and "other": socket writes without evidence
 # of a path (protocol headers, requests; the sendpath probe's other and unresolved socket writes). The five
 # add up to all it delivered to sockets (bytes_to_sockets in the JSON).
-SENDPATH_COLUMNS = ("pid", "command", "read+write", "mmap+write", "sendfile", "splice", "other", "copies/B")
+# "total" is what they add up to, the quantity the rows are ordered by unless the user sorts them otherwise.
+SENDPATH_COLUMNS = (
+    "pid",
+    "command",
+    "total",
+    "read+write",
+    "mmap+write",
+    "sendfile",
+    "splice",
+    "other",
+    "copies/B",
+)
 
 
-def _not_a_path(row: SendPathRow) -> int | None:
+def not_a_path(row: SendPathRow) -> int | None:
     """Socket writes of no send path; None in a recording made before they were told apart."""
     if row.other_socket_write_bytes is None:
         return None
     return row.other_socket_write_bytes + (row.unresolved_socket_write_bytes or 0)
 
 
-def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
+def sendpaths_panel(
+    snapshot: TopSnapshot,
+    rows: Sequence[SendPathRow] | None = None,
+    *,
+    titled: bool = True,
+    headers: Sequence[str] = SENDPATH_COLUMNS,
+    filter_text: str = "",
+) -> RenderableType:
+    """The send-path table of `rows` (default: every process the probe saw, biggest total first), under
+    `headers` (the dashboard marks the sorted column); `filter_text` says why rows may be missing."""
     parts = _title("Send paths", titled)
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     view = snapshot.sendpaths
+    shown = sorted(view.processes, key=lambda row: -row.bytes_to_sockets) if rows is None else rows
     if problem is not None:
         parts.append(problem)
     elif not view.processes:
         parts.append(Text("no process sent bytes to a socket this interval"))
+    elif not shown:
+        parts.append(no_match_text(filter_text, len(view.processes), "process", "processes"))
     else:
         table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))  # fits 80 columns
-        for column in SENDPATH_COLUMNS:
-            table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
-        for row in view.processes[:6]:
+        for column, header in zip(SENDPATH_COLUMNS, headers, strict=True):
+            table.add_column(header, justify="left" if column == "command" else "right", no_wrap=True)
+        for row in shown[:6]:
             copies = row.cpu_copies_per_socket_byte
             table.add_row(
                 str(row.pid),
                 row.comm or NONE,
+                interval_rate_text(row.bytes_to_sockets, view.interval_s),
                 interval_rate_text(row.read_write_bytes, view.interval_s),
                 interval_rate_text(row.mmap_write_bytes, view.interval_s),
                 interval_rate_text(row.sendfile_bytes, view.interval_s),
                 interval_rate_text(row.splice_bytes, view.interval_s),
-                interval_rate_text(_not_a_path(row), view.interval_s),
+                interval_rate_text(not_a_path(row), view.interval_s),
                 NONE if copies is None else f"{copies:.2f}",
             )
         parts.append(table)

@@ -141,12 +141,16 @@ def frame(sequence: int = 1, *, probes: tuple[ProbeStatus, ...] = RUNNING, detai
 class FakeFeed:
     """A feed that delivers nothing by itself: tests hand frames to the app; focus requests are kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.focused: list[str | None] = []
         self.attached = False
+        self.interval_s = interval_s
 
     def attach(self, app) -> None:
         self.attached = True
+
+    def set_interval(self, interval_s: float) -> None:
+        self.interval_s = interval_s
 
     def focus(self, path: str | None, name: str | None) -> None:
         self.focused.append(path)

@@ -54,3 +54,14 @@ def test_segment_map(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_at_80x24(snap_compare):
+    app = new_app()
+
+    async def run_before(pilot) -> None:
+        app.receive(frame(1))
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -78,9 +78,10 @@ class Seen:
             process = re.match(r"(\d+)\s+(demo-\S+)\s+--pid\b", " ".join(row))
             if process:
                 self.pids[process.group(2)] = int(process.group(1))
-            if len(row) == 8 and row[1] == "demo-broker":  # send paths: pid command 4 paths other copies
+            # send paths: pid, command, total, the 4 paths, other, copies/B
+            if len(row) == 9 and row[1] == "demo-broker":
                 for name, value in zip(
-                    ("read+write", "mmap+write", "sendfile", "splice"), row[2:6], strict=True
+                    ("read+write", "mmap+write", "sendfile", "splice"), row[3:7], strict=True
                 ):
                     if value != "0B":
                         self.paths_with_bytes.add(name)
