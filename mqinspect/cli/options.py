@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 import typer
+from click.core import ParameterSource
+from typer.core import TyperCommand
 
 from mqinspect.errors import BadInput
 
@@ -21,7 +23,8 @@ class OutputFormat(StrEnum):
 
 
 def format_option(*choices: OutputFormat, default: OutputFormat = OutputFormat.TABLE):
-    """`--format` restricted to what a command can produce (streams offer jsonl, tables may offer csv)."""
+    """`--format` restricted to what a command can produce (streams offer jsonl, tables may offer csv).
+    A command registered with `cls=StreamCommand` that offers json also takes fincore's `-J` for it."""
     allowed = choices or (OutputFormat.TABLE, OutputFormat.JSON)
     return typer.Option(
         default.value,
@@ -31,6 +34,84 @@ def format_option(*choices: OutputFormat, default: OutputFormat = OutputFormat.T
         help="Output format: " + ", ".join(choice.value for choice in allowed) + ".",
         show_default=True,
     )
+
+
+# --- the stream commands' shared forms: bcc's `[INTERVAL [COUNT]]`, fincore's -J, perf's `-- COMMAND` -------
+
+JSON_SHORT = "-J"
+COMMAND_KEY = "mqinspect.command"  # ctx.meta: the words after `--`, for a command that starts one
+
+
+class StreamCommand(TyperCommand):
+    """A command that reads like the tools its users know: `-J` is `--format json` (fincore) when the command
+    offers json and has no -J of its own; with `takes_command`, the words after `--` are a command to start
+    (perf stat, strace), kept in ctx.meta[COMMAND_KEY] and not parsed as arguments."""
+
+    takes_command = False
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ours, command = list(args), []
+        if self.takes_command and "--" in ours:
+            split = ours.index("--")
+            ours, command = ours[:split], ours[split + 1 :]
+        ctx.meta[COMMAND_KEY] = command
+        if self._json_short():
+            ours = ["--format=json" if arg == JSON_SHORT else arg for arg in ours]
+        return super().parse_args(ctx, ours)
+
+    def _json_short(self) -> bool:
+        claimed = any(JSON_SHORT in param.opts for param in self.params)
+        format_param = next((p for p in self.params if "--format" in getattr(p, "opts", ())), None)
+        offers_json = format_param is not None and OutputFormat.JSON in getattr(
+            format_param.type, "choices", ()
+        )
+        return offers_json and not claimed
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        if self._json_short():
+            pieces.insert(0, "[-J]")
+        if self.takes_command:
+            pieces.append("[-- COMMAND [ARGS]...]")
+        return pieces
+
+
+class CommandStreamCommand(StreamCommand):
+    takes_command = True
+
+
+def interval_argument(minimum: float) -> Any:
+    return typer.Argument(
+        None,
+        min=minimum,
+        metavar="[INTERVAL]",
+        show_default=False,
+        help="Seconds per interval, as bcc tools take it (`biolatency 1 10`); the same as --interval.",
+    )
+
+
+def count_argument(minimum: int = 1) -> Any:
+    return typer.Argument(
+        None,
+        min=minimum,
+        metavar="[COUNT]",
+        show_default=False,
+        help="Intervals to print after INTERVAL; the same as --count.",
+    )
+
+
+def positional_or_option(positional: Any, option: Any, parameter: str, flag: str) -> Any:
+    """The value given positionally (bcc's `INTERVAL COUNT`) or by its option, which is a usage error when
+    both are on the command line (they might disagree)."""
+    if positional is None:
+        return option
+    source = click.get_current_context().get_parameter_source(parameter)
+    if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        raise BadInput(
+            f"{flag} {option} and the positional {parameter.upper()} {positional} both set the {parameter}: "
+            "give one of them"
+        )
+    return positional
 
 
 def parse_choices(text: str, choices: type[Choice], option: str, what: str) -> tuple[Choice, ...]:
