@@ -10,6 +10,7 @@ A note is a warning about one interval; `SessionNotes` prints it once while its 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,14 +54,18 @@ def startup_line(
     duration_s: float | None,
     *,
     until_exit: int = 0,
+    command: str | None = None,
 ) -> str:
     """What is traced, how often and how to stop, for stderr before the first interval:
     "Tracing page faults of pid 123, per file, every 1 s, until it exits. Ctrl-C to end early."
-    `until_exit` is how many traced processes end the session by exiting (0: none do)."""
+    `until_exit` is how many traced processes end the session by exiting (0: none do); `command`, the one
+    started for the session (`trace ... -- COMMAND`), whose exit ends it."""
     stop = (
         f", {counted(count, 'interval')}" if count else f", for {_seconds(duration_s)}" if duration_s else ""
     )
-    if until_exit:
+    if command:
+        stop += f", until {command} exits"
+    elif until_exit:
         stop += ", until it exits" if until_exit == 1 else ", until they all exit"
     ending = "Ctrl-C to end early." if stop else "Ctrl-C to end."
     return f"Tracing {subject}, every {_seconds(interval_s)}{stop}. {ending}"
@@ -69,6 +74,20 @@ def startup_line(
 def interval_title(snapshot: Any) -> str:
     ended = time.strftime("%H:%M:%S", time.localtime(snapshot.end_time_unix_s))
     return f"{ended}  interval {snapshot.interval_s:.2f} s"
+
+
+# The annotations of the snapshot fields a CSV row carries: numbers and words, and the pid lists.
+_CSV_TYPES = frozenset({"int", "float", "str", "bool", "None", "tuple[int, ...]"})
+
+
+def csv_record(snapshot: Any) -> dict[str, Any]:
+    """A snapshot's CSV row: its flat fields (kind, interval_s, the totals, pids), under their own names,
+    which carry their units; the per-process and per-file breakdowns are the JSONL stream's."""
+    return {
+        field.name: getattr(snapshot, field.name)
+        for field in dataclasses.fields(snapshot)
+        if {part.strip() for part in str(field.type).split("|")} <= _CSV_TYPES
+    }
 
 
 def summary_title(snapshot: Any) -> str:
