@@ -1,12 +1,13 @@
 """`mqinspect trace PROBE`: eBPF tracing sessions, one interval at a time, with a summary at the end.
 
-Every probe command shares the session options (--interval, --count | --duration, --follow, --format,
---print-bpf) and `run_trace()`, which owns the session's shape: validate, print the program or load it,
-announce on stderr, stream one snapshot per interval, and end like perf stat and strace do: on --count,
---duration, or when every --pid has exited (exit 0), or on Ctrl-C or SIGTERM (exit 130), each time after
-the last interval and the summary. --follow, or --store (the store's files stay traced), keep a session
-going after its processes exit. The table shows the summary only when there was more than one interval
-(one interval is its own summary); a JSONL stream always ends with its summary line.
+Every probe command shares the session options (--interval, --count | --duration or bcc's positional
+INTERVAL COUNT, --follow, --format, --print-bpf, `-- COMMAND`) and `run_trace()`, which owns the session's
+shape: validate, print the program or load it, announce on stderr, stream one snapshot per interval, and end
+like perf stat and strace do: on --count, --duration, or when every --pid (or the command) has exited
+(exit 0, or the command's status), or on Ctrl-C or SIGTERM (exit 130), each time after the last interval
+and the summary. --follow, or --store (the store's files stay traced), keep a session going after its
+processes exit. A table stream is one line per interval, then the summary's block; a session of one
+interval prints its block alone (it is its own summary); JSONL and CSV always end with the summary.
 
 There is one command per probe of the registry (probes/ebpf/registry.py): `probe_command()` makes it from the
 entry, with the session options below around the probe's own (its ProbeOptions), and the entry's help.
@@ -16,6 +17,7 @@ Adding a probe: see the registry's docstring.
 from __future__ import annotations
 
 import inspect
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from mqinspect.cli.workload import Workload
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import CsvRows, write_jsonl
+from mqinspect.render.stream_lines import LineStream, header_every
 from mqinspect.render.trace import (
     VIEWS,
     TraceView,
@@ -132,7 +135,7 @@ def run_trace(
     processes = probe.processes
     until, until_exit = _session_end(processes, keeps_going, workload)
     notes = SessionNotes()
-    rows = CsvRows(sys.stdout)
+    output = SessionOutput(options, view)
     intervals = 0
     with TraceSession(probe) as session:
         print(
@@ -148,11 +151,11 @@ def run_trace(
             options.interval_s, count=options.count, duration_s=options.duration_s, until=until
         ):
             notes.interval([*_exit_notes(snapshot, processes, keeps_going, workload), *view.notes(snapshot)])
-            _write(snapshot, interval_title(snapshot), options, view, rows)
+            output.interval(snapshot)
             intervals += 1
-    # drawn after the program is detached; one interval in a table is its own summary
-    if session.summary is not None and (intervals > 1 or options.output != OutputFormat.TABLE):
-        _write(session.summary, summary_title(session.summary), options, view, rows)
+    # drawn after the program is detached; one interval's block is its own summary
+    if session.summary is not None and (intervals > 1 or not output.blocks):
+        output.summary(session.summary)
     if session.ended_by == ENDED_BY_SIGNAL:
         return ExitStatus.INTERRUPTED
     return ExitStatus.OK if workload is None else workload.finish()
@@ -190,14 +193,44 @@ def _keeps_going(probe: Any, options: SessionOptions) -> str | None:
     return "--store" if probe.store is not None else None
 
 
-def _write(snapshot: Any, title: str, options: SessionOptions, view: TraceView, rows: CsvRows) -> None:
-    if options.output == OutputFormat.JSONL:
-        write_jsonl(snapshot, sys.stdout)
-    elif options.output == OutputFormat.CSV:
-        rows.write(csv_record(snapshot))
-    else:
-        stdout_console().print(view.table(snapshot, title))
-    sys.stdout.flush()
+class SessionOutput:
+    """Where a session's intervals and summary go, in its --format: JSON Lines, CSV rows, or in a table one
+    line per interval under a header (the probe's totals; a session of one interval gets its block) and the
+    summary as a block with its per-process and per-file breakdown."""
+
+    def __init__(self, options: SessionOptions, view: TraceView):
+        self.format = options.output
+        self.view = view
+        self.rows = CsvRows(sys.stdout)
+        self.lines = None
+        if self.format == OutputFormat.TABLE and options.count != 1:
+            rows = shutil.get_terminal_size((0, 0)).lines or None
+            self.lines = LineStream(view.fields, sys.stdout, header_every=header_every(sys.stdout, rows))
+
+    @property
+    def blocks(self) -> bool:
+        """Whether each interval is drawn as its block (then a single one needs no summary)."""
+        return self.format == OutputFormat.TABLE and self.lines is None
+
+    def interval(self, snapshot: Any) -> None:
+        if self.lines is not None:
+            self.lines.write(snapshot, snapshot.end_time_unix_s)
+        else:
+            self._write(snapshot, interval_title(snapshot))
+
+    def summary(self, snapshot: Any) -> None:
+        if self.lines is not None:
+            sys.stdout.write("\n")
+        self._write(snapshot, summary_title(snapshot))
+
+    def _write(self, snapshot: Any, title: str) -> None:
+        if self.format == OutputFormat.JSONL:
+            write_jsonl(snapshot, sys.stdout)
+        elif self.format == OutputFormat.CSV:
+            self.rows.write(csv_record(snapshot))
+        else:
+            stdout_console().print(self.view.table(snapshot, title))
+        sys.stdout.flush()
 
 
 # --- one command per registered probe ---------------------------------------------------------------------
@@ -279,10 +312,11 @@ def _probe_for_pids(probe_class: Any, pids: list[int], store: Path | None, **opt
 
 
 SESSION_END = (
-    "The session prints one block per interval and ends after --count intervals (or COUNT), --duration "
-    "seconds, or once every --pid has exited (exit 0; --follow or --store keep it going), or on Ctrl-C or "
-    "SIGTERM (exit 130), each time with a summary: in the table when there was more than one interval, "
-    "always as the last JSONL line or CSV row. A warning on stderr is said once while it lasts.\n\n"
+    "The session prints one line of the probe's totals per interval (a session of one interval: its block) "
+    "and ends after --count intervals (or COUNT), --duration seconds, or once every --pid has exited (exit "
+    "0; --follow or --store keep it going), or on Ctrl-C or SIGTERM (exit 130), each time with a summary: "
+    "the block with the per-process and per-file breakdown, the last JSONL line, or the last CSV row. A "
+    "warning on stderr is said once while it lasts.\n\n"
     "`trace PROBE [INTERVAL [COUNT]] -- COMMAND ARGS` starts COMMAND, traces it (with any --pid) from its "
     "first instruction, and ends with it, like perf stat and strace: the exit status is the command's "
     "(128+N when signal N killed it); --count or --duration ending first send it SIGTERM. Its stdout goes "

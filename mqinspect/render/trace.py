@@ -20,6 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.render.stream_lines import Field
 from mqinspect.render.trace_cache import (
     late_store_files_notes,
     pagecache_notes,
@@ -28,6 +29,7 @@ from mqinspect.render.trace_cache import (
     writeback_table,
 )
 from mqinspect.render.trace_io import sendpath_notes, sendpath_table, syscalls_notes, syscalls_table
+from mqinspect.render.trace_lines import LINE_FIELDS
 from mqinspect.render.trace_notes import Note
 from mqinspect.render.words import counted, more
 from probes.ebpf import registry
@@ -41,10 +43,12 @@ NAME_WIDTH = 34
 
 @dataclass(frozen=True)
 class TraceView:
-    """How one probe's snapshots are drawn: `table(snapshot, title)` and `notes(snapshot)` for stderr."""
+    """How one probe's snapshots are drawn: `table(snapshot, title)`, `notes(snapshot)` for stderr, and the
+    `fields` of its one line per interval in a stream (render/trace_lines.py)."""
 
     table: Callable[[Any, str], RenderableType]
     notes: Callable[[Any], list[Note]]
+    fields: Sequence[Field[Any]] = ()
 
 
 def startup_line(
@@ -220,9 +224,13 @@ def faults_notes(snapshot: FaultsSnapshot) -> list[Note]:
 
 # Each registered probe's view, by its name in probes/ebpf/registry.py.
 VIEWS: dict[str, TraceView] = {
-    registry.FAULTS.name: TraceView(faults_table, faults_notes),
-    registry.PAGECACHE.name: TraceView(pagecache_table, pagecache_notes),
-    registry.WRITEBACK.name: TraceView(writeback_table, writeback_notes),
-    registry.SENDPATH.name: TraceView(sendpath_table, sendpath_notes),
-    registry.SYSCALLS.name: TraceView(syscalls_table, syscalls_notes),
+    registry.FAULTS.name: TraceView(faults_table, faults_notes, LINE_FIELDS[registry.FAULTS.name]),
+    registry.PAGECACHE.name: TraceView(
+        pagecache_table, pagecache_notes, LINE_FIELDS[registry.PAGECACHE.name]
+    ),
+    registry.WRITEBACK.name: TraceView(
+        writeback_table, writeback_notes, LINE_FIELDS[registry.WRITEBACK.name]
+    ),
+    registry.SENDPATH.name: TraceView(sendpath_table, sendpath_notes, LINE_FIELDS[registry.SENDPATH.name]),
+    registry.SYSCALLS.name: TraceView(syscalls_table, syscalls_notes, LINE_FIELDS[registry.SYSCALLS.name]),
 }

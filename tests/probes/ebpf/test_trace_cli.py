@@ -471,3 +471,22 @@ def test_a_session_that_ends_first_stops_its_command_with_sigterm():
     assert [row["kind"] for row in csv.DictReader(io.StringIO(out))] == ["interval", "summary"]
     pid = re.search(r"Tracing page faults of pid (\d+)", errors).group(1)
     assert not Path(f"/proc/{pid}").exists()  # ended and reaped: no orphan, no zombie
+
+
+def test_a_table_stream_is_one_line_per_interval_with_units_then_the_summary_block(monkeypatch, capsys):
+    snapshots = [dataclasses.replace(_writeback_snapshot(n), end_time_unix_s=1e9 + n) for n in (3, 5)]
+    session = ScriptedSession(snapshots)
+    session.summary = dataclasses.replace(snapshots[-1], kind="summary", interval_s=2.0, dirtied_pages=8)
+    monkeypatch.setattr(trace, "TraceSession", session)
+    watch = SimpleNamespace(pids=(), running=lambda: (), all_ended=lambda: False)
+    probe = SimpleNamespace(processes=watch, store=None, subject=lambda: "writeback of every process")
+    options = trace.SessionOptions(1.0, None, None, "table", False)
+    assert trace.run_trace(probe, options, VIEWS["writeback"]) == ExitStatus.OK
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["time", "dirtied", "written"]
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    for line, pages in zip(lines[:2], (3, 5), strict=True):
+        clock, dirtied, written, *_ = re.split(r"\s{2,}", line.strip())
+        assert re.match(r"^\d\d:\d\d:\d\d$", clock)
+        assert (dirtied, written) == (f"{pages * page_kib}KiB", "0B")  # pages shown with their unit
+    assert lines[2] == "" and lines[3].startswith("Summary: 2.00 s traced")
