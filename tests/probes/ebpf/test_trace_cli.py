@@ -490,3 +490,13 @@ def test_a_table_stream_is_one_line_per_interval_with_units_then_the_summary_blo
         assert re.match(r"^\d\d:\d\d:\d\d$", clock)
         assert (dirtied, written) == (f"{pages * page_kib}KiB", "0B")  # pages shown with their unit
     assert lines[2] == "" and lines[3].startswith("Summary: 2.00 s traced")
+
+
+@pytest.mark.requires_root
+def test_a_command_is_not_run_when_the_session_cannot_start(tmp_path: Path):
+    """As nobody the probe cannot load: exit 3 with the fix, and the command held before exec never runs."""
+    ran = tmp_path / "ran"
+    tmp_path.chmod(0o777)
+    done = mqinspect_as_nobody("trace", "faults", "--", "touch", str(ran))
+    assert done.returncode == ExitStatus.MISSING_CAPABILITY, done.stderr
+    assert "CAP_BPF" in done.stderr and not ran.exists()
