@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 
@@ -13,14 +12,14 @@ from mqinspect.cli.options import (
     StreamCommand,
     count_argument,
     format_option,
+    interval_and_count,
     interval_argument,
-    positional_or_option,
 )
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_json, write_jsonl
 from mqinspect.render.mem import MEM_FIELDS, mem_view
-from mqinspect.render.stream_lines import LineStream, header_every, write_csv_stream
+from mqinspect.render.stream_lines import write_stream
 from mqinspect.signals import signals_interrupt
 from probes.memory import sample_memory
 
@@ -47,8 +46,7 @@ def mem(
 
     Exit status: 0 after COUNT samples; 130 when Ctrl-C or SIGTERM ends the stream (each sample is printed
     whole before that)."""
-    interval = positional_or_option(interval_arg, interval, "interval", "--interval")
-    count = positional_or_option(count_arg, count, "count", "--count")
+    interval, count = interval_and_count(interval_arg, count_arg, interval, count)
     if interval_arg is not None and count_arg is None:
         count = 0  # `mem 1` streams until Ctrl-C, as `vmstat 1` does
     if output == OutputFormat.JSON and count != 1:
@@ -56,12 +54,9 @@ def mem(
     with signals_interrupt():
         try:
             samples = sample_memory(interval, count or None)
-            if output == OutputFormat.CSV:
-                write_csv_stream(MEM_FIELDS, ((sample, time.time()) for sample in samples), sys.stdout)
-            elif output == OutputFormat.TABLE and count != 1:
-                lines = LineStream(MEM_FIELDS, sys.stdout, header_every=header_every(sys.stdout, _rows()))
-                for sample in samples:
-                    lines.write(sample, time.time())
+            if output == OutputFormat.CSV or (output == OutputFormat.TABLE and count != 1):
+                stamped = ((sample, time.time()) for sample in samples)  # when each interval ended
+                write_stream(MEM_FIELDS, stamped, sys.stdout, as_csv=output == OutputFormat.CSV)
             else:
                 for sample in samples:
                     if output == OutputFormat.JSON:
@@ -73,10 +68,6 @@ def mem(
         except KeyboardInterrupt:
             return ExitStatus.INTERRUPTED  # the README's 130: the stream did not reach its end
     return ExitStatus.OK
-
-
-def _rows() -> int | None:
-    return shutil.get_terminal_size((0, 0)).lines or None
 
 
 def register(app: typer.Typer) -> None:

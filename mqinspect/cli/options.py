@@ -134,3 +134,13 @@ def parse_choices(text: str, choices: type[Choice], option: str, what: str) -> t
     if not chosen:
         raise BadInput(f"{option} names no {what} (known: {known})")
     return tuple(chosen)
+
+
+def interval_and_count(
+    interval_arg: float | None, count_arg: int | None, interval: float, count: int | None
+) -> tuple[float, int | None]:
+    """The interval and count of a stream, from bcc's positional pair or from --interval and --count."""
+    return (
+        positional_or_option(interval_arg, interval, "interval", "--interval"),
+        positional_or_option(count_arg, count, "count", "--count"),
+    )

@@ -8,7 +8,6 @@ tables, a stream one line per interval (CSV rows with --format csv), or JSON / J
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,13 +19,13 @@ from mqinspect.cli.options import (
     StreamCommand,
     count_argument,
     format_option,
+    interval_and_count,
     interval_argument,
-    positional_or_option,
 )
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import write_json, write_jsonl
-from mqinspect.render.stream_lines import LineStream, header_every, write_csv_stream
+from mqinspect.render.stream_lines import write_stream
 from mqinspect.render.top import top_view
 from mqinspect.render.top_lines import TOP_FIELDS
 from mqinspect.sampling.recording import read_recording
@@ -77,8 +76,7 @@ def top(
     prints COUNT lines, one per interval. Printed snapshots (no terminal, --count, --format jsonl or csv)
     end with exit status 130 on Ctrl-C or SIGTERM."""
     store_dir, interval_arg, count_arg = _numbers_after_store(store_dir, interval_arg, count_arg)
-    interval = positional_or_option(interval_arg, interval, "interval", "--interval")
-    count = positional_or_option(count_arg, count, "count", "--count")
+    interval, count = interval_and_count(interval_arg, count_arg, interval, count)
     options = TopOptions(store_dir, tuple(pid), interval, not no_ebpf, record)
     validate(options)
     if svg is not None and not once:
@@ -123,14 +121,9 @@ def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: P
     with signals_interrupt():
         try:
             snapshots = stream_snapshots(options, count)
-            if output == OutputFormat.CSV:
-                write_csv_stream(TOP_FIELDS, ((s, s.time_unix_s) for s in snapshots), sys.stdout)
-                return ExitStatus.OK
-            if output == OutputFormat.TABLE and count != 1:
-                rows = shutil.get_terminal_size((0, 0)).lines or None
-                lines = LineStream(TOP_FIELDS, sys.stdout, header_every=header_every(sys.stdout, rows))
-                for snapshot in snapshots:
-                    lines.write(snapshot, snapshot.time_unix_s)
+            if output == OutputFormat.CSV or (output == OutputFormat.TABLE and count != 1):
+                stamped = ((snapshot, snapshot.time_unix_s) for snapshot in snapshots)
+                write_stream(TOP_FIELDS, stamped, sys.stdout, as_csv=output == OutputFormat.CSV)
                 return ExitStatus.OK
             for snapshot in snapshots:
                 if output == OutputFormat.JSON:

@@ -17,7 +17,6 @@ Adding a probe: see the registry's docstring.
 from __future__ import annotations
 
 import inspect
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +32,8 @@ from mqinspect.cli.options import (
     OutputFormat,
     count_argument,
     format_option,
+    interval_and_count,
     interval_argument,
-    positional_or_option,
 )
 from mqinspect.cli.workload import Workload
 from mqinspect.errors import BadInput, ExitStatus
@@ -204,8 +203,7 @@ class SessionOutput:
         self.rows = CsvRows(sys.stdout)
         self.lines = None
         if self.format == OutputFormat.TABLE and options.count != 1:
-            rows = shutil.get_terminal_size((0, 0)).lines or None
-            self.lines = LineStream(view.fields, sys.stdout, header_every=header_every(sys.stdout, rows))
+            self.lines = LineStream(view.fields, sys.stdout, header_every=header_every(sys.stdout))
 
     @property
     def blocks(self) -> bool:
@@ -241,10 +239,9 @@ def probe_command(entry: ProbeEntry) -> Callable[..., int]:
     session options; its help is the entry's summary and description."""
 
     def command(**values: Any) -> int:
-        values["interval"] = positional_or_option(
-            values.pop("interval_arg"), values["interval"], "interval", "--interval"
+        values["interval"], values["count"] = interval_and_count(
+            values.pop("interval_arg"), values.pop("count_arg"), values["interval"], values["count"]
         )
-        values["count"] = positional_or_option(values.pop("count_arg"), values["count"], "count", "--count")
         session = SessionOptions(*(values.pop(name) for name in _SESSION_PARAMETERS))
         pids, store = values.pop("pid"), values.pop("store")
         argv = click.get_current_context().meta.get(COMMAND_KEY)

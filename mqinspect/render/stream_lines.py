@@ -9,6 +9,7 @@ line's cell is never cut: a value wider than its column widens that line instead
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,11 +75,25 @@ class LineStream(Generic[Item]):
         self.stream.flush()
 
 
-def header_every(stream: TextIO, terminal_rows: int | None) -> int | None:
-    """How many lines go between headers: a screenful less the header on a terminal, else None (once)."""
-    if terminal_rows is None or not stream.isatty():
+def header_every(stream: TextIO, terminal_rows: int | None = None) -> int | None:
+    """How many lines go between headers: a screenful less the header on a terminal (`terminal_rows` high;
+    by default the terminal's own), else None: once, into a pipe or file."""
+    if not stream.isatty():
         return None
-    return max(1, terminal_rows - 1)
+    rows = terminal_rows or shutil.get_terminal_size((0, 0)).lines
+    return max(1, rows - 1) if rows else None
+
+
+def write_stream(
+    fields: Sequence[Field[Item]], items: Iterable[tuple[Item, float]], stream: TextIO, *, as_csv: bool
+) -> None:
+    """Each (item, time) as it arrives: a CSV row, or a line under the header."""
+    if as_csv:
+        write_csv_stream(fields, items, stream)
+        return
+    lines = LineStream(fields, stream, header_every=header_every(stream))
+    for item, time_unix_s in items:
+        lines.write(item, time_unix_s)
 
 
 def csv_record(fields: Sequence[Field[Item]], item: Item, time_unix_s: float) -> dict[str, Any]:
