@@ -49,6 +49,12 @@ class StreamCommand(TyperCommand):
 
     takes_command = False
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        format_param = self._format_parameter()
+        if format_param is not None and self._json_short():
+            format_param.help = f"{format_param.help or ''} {JSON_SHORT} is --format json.".strip()
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ours, command = list(args), []
         if self.takes_command and "--" in ours:
@@ -59,9 +65,12 @@ class StreamCommand(TyperCommand):
             ours = ["--format=json" if arg == JSON_SHORT else arg for arg in ours]
         return super().parse_args(ctx, ours)
 
+    def _format_parameter(self) -> click.Option | None:
+        return next((p for p in self.params if isinstance(p, click.Option) and "--format" in p.opts), None)
+
     def _json_short(self) -> bool:
         claimed = any(JSON_SHORT in param.opts for param in self.params)
-        format_param = next((p for p in self.params if "--format" in getattr(p, "opts", ())), None)
+        format_param = self._format_parameter()
         offers_json = format_param is not None and OutputFormat.JSON in getattr(
             format_param.type, "choices", ()
         )

@@ -43,6 +43,7 @@ class Workload:
             _exec_when_told(go_read, failure_write, executable, argv)
         os.close(go_read)
         os.close(failure_write)
+        self.started = False
         self.status: int | None = None
 
     def __enter__(self) -> Workload:
@@ -54,6 +55,7 @@ class Workload:
     def start(self) -> None:
         """Let the command run (the probe is attached); BadInput if it could not be executed."""
         os.write(self._go, GO)
+        self.started = True
         os.close(self._go)
         self._go = -1
         failed = os.read(self._failure, 16)
@@ -79,7 +81,7 @@ class Workload:
                 os.close(descriptor)  # an unstarted child reads EOF and exits without running the command
         self._go = self._failure = -1
         if self.status is None:
-            if self.running():
+            if self.started and self.running():
                 print(f"mqinspect: the session ended before {self.name}: sent it SIGTERM", file=sys.stderr)
                 os.kill(self.pid, signal.SIGTERM)
             _, wait_status = os.waitpid(self.pid, 0)

@@ -167,8 +167,8 @@ def test_dash_j_is_format_json_and_help_shows_the_positional_form():
     result = runner.invoke(app, ["mem", "-J", "-i", "0.05"])
     assert result.exit_code == ExitStatus.OK, result.stderr
     assert json.loads(result.stdout)["interval_s"] > 0
-    usage = runner.invoke(app, ["mem", "--help"], env={"COLUMNS": "120"}).stdout
-    assert "[-J]" in usage and "[INTERVAL] [COUNT]" in usage
+    usage = " ".join(runner.invoke(app, ["mem", "--help"], env={"COLUMNS": "120"}).stdout.split())
+    assert "[-J]" in usage and "[INTERVAL] [COUNT]" in usage and "-J is --format json" in usage
 
 
 def test_a_header_is_repeated_every_screenful_on_a_terminal():

@@ -399,8 +399,9 @@ def test_positional_and_option_together_are_a_usage_error(no_session, arguments)
         (["--", "no-such-command-i15"], "no such command"),
         (["--print-bpf", "--", "true"], "--print-bpf starts nothing"),
         (["--follow", "--", "true"], "--follow goes on"),
+        (["-c", "1", "-d", "1", "--", "true"], "--count and --duration"),  # and nothing said of the command
     ],
-    ids=["unknown-command", "print-bpf", "follow"],
+    ids=["unknown-command", "print-bpf", "follow", "count-and-duration"],
 )
 def test_a_command_that_cannot_end_the_session_is_bad_input(no_session, arguments, says):
     result = runner.invoke(app, ["trace", "faults", *arguments])
