@@ -39,7 +39,7 @@ from mqinspect.cli.workload import Workload
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
 from mqinspect.render.machine import CsvRows, write_jsonl
-from mqinspect.render.stream_lines import LineStream, header_every
+from mqinspect.render.stream_lines import LineStream, header_every, terminal_width
 from mqinspect.render.trace import (
     VIEWS,
     TraceView,
@@ -203,7 +203,12 @@ class SessionOutput:
         self.rows = CsvRows(sys.stdout)
         self.lines = None
         if self.format == OutputFormat.TABLE and options.count != 1:
-            self.lines = LineStream(view.fields, sys.stdout, header_every=header_every(sys.stdout))
+            self.lines = LineStream(
+                view.fields,
+                sys.stdout,
+                header_every=header_every(sys.stdout),
+                width=terminal_width(sys.stdout),
+            )
 
     @property
     def blocks(self) -> bool:

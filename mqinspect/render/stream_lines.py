@@ -10,6 +10,7 @@ line's cell is never cut: a value wider than its column widens that line instead
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ Item = TypeVar("Item")
 TIME_KEY = "time_unix_s"
 TIME_HEADER = "time"
 TIME_WIDTH = len("HH:MM:SS")
+SEPARATOR = "  "
 
 
 @dataclass(frozen=True)
@@ -47,23 +49,40 @@ def clock(time_unix_s: float) -> str:
 
 class LineStream(Generic[Item]):
     """Writes one line per item to `stream`, after a header line: once, or again every `header_every` lines
-    (a terminal's height, so that a header is always on screen)."""
+    (a terminal's height, so that a header is always on screen). Within `width` columns (a terminal's) the
+    fields kept are the first that fit (they come in priority order), and the ones left out are said once
+    on stderr: a line never wraps and a cell is never cut."""
 
-    def __init__(self, fields: Sequence[Field[Item]], stream: TextIO, *, header_every: int | None = None):
-        self.fields = tuple(fields)
+    def __init__(
+        self,
+        fields: Sequence[Field[Item]],
+        stream: TextIO,
+        *,
+        header_every: int | None = None,
+        width: int | None = None,
+    ):
+        self.fields = _fitting(fields, width)
+        self.left_out = tuple(f.header for f in fields[len(self.fields) :])
+        self.width = width
         self.stream = stream
         self.header_every = header_every
         self._since_header: int | None = None
 
     def header(self) -> str:
         cells = [TIME_HEADER.ljust(TIME_WIDTH), *(f.header.rjust(f.width) for f in self.fields)]
-        return "  ".join(cells).rstrip()
+        return SEPARATOR.join(cells).rstrip()
 
     def line(self, item: Item, time_unix_s: float) -> str:
         cells = [clock(time_unix_s), *(f.cell(item).rjust(f.width) for f in self.fields)]
-        return "  ".join(cells)
+        return SEPARATOR.join(cells)
 
     def write(self, item: Item, time_unix_s: float) -> None:
+        if self._since_header is None and self.left_out:
+            print(
+                f"mqinspect: {', '.join(self.left_out)} left out at {self.width} columns "
+                "(a wider terminal, or --format csv, has them)",
+                file=sys.stderr,
+            )
         due = self._since_header is None or (
             self.header_every is not None and self._since_header >= self.header_every
         )
@@ -73,6 +92,24 @@ class LineStream(Generic[Item]):
         self.stream.write(self.line(item, time_unix_s) + "\n")
         self._since_header = (self._since_header or 0) + 1
         self.stream.flush()
+
+
+def _fitting(fields: Sequence[Field[Item]], width: int | None) -> tuple[Field[Item], ...]:
+    """The first of `fields` whose columns fit in `width` beside the time (all of them without a width)."""
+    if width is None:
+        return tuple(fields)
+    used, kept = TIME_WIDTH, []
+    for field in fields:
+        used += len(SEPARATOR) + field.width
+        if used > width:
+            break
+        kept.append(field)
+    return tuple(kept)
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """The columns of the terminal `stream` writes to; None for a pipe or file (lines keep every field)."""
+    return shutil.get_terminal_size((0, 0)).columns or None if stream.isatty() else None
 
 
 def header_every(stream: TextIO, terminal_rows: int | None = None) -> int | None:
@@ -91,7 +128,7 @@ def write_stream(
     if as_csv:
         write_csv_stream(fields, items, stream)
         return
-    lines = LineStream(fields, stream, header_every=header_every(stream))
+    lines = LineStream(fields, stream, header_every=header_every(stream), width=terminal_width(stream))
     for item, time_unix_s in items:
         lines.write(item, time_unix_s)
 

@@ -39,19 +39,23 @@ def _per_s(value: float) -> str:
     return f"{value:,.0f}/s"
 
 
+# Most important first: a terminal narrower than all of them keeps the first that fit (at 80 columns: up to
+# the system's dirty bytes).
 TOP_FIELDS: tuple[Field[TopSnapshot], ...] = (
-    Field("store_cached_bytes", "cached", lambda s: _segment_bytes(s, "cached_pages"), human_bytes),
-    Field("store_dirty_bytes", "dirty", lambda s: _segment_bytes(s, "dirty_pages"), human_bytes),
-    Field("system_dirty_bytes", "sys dirty", lambda s: _memory(s, "dirty_bytes"), human_bytes),
-    Field("system_writeback_bytes", "writeback", lambda s: _memory(s, "writeback_bytes"), human_bytes),
-    Field("regime", "regime", lambda s: _memory(s, "regime"), width=16),
-    Field("minor_faults_per_s", "faults", lambda s: _process_rate(s, "minor_faults_per_s"), _per_s, width=9),
+    Field("store_cached_bytes", "cached", lambda s: _segment_bytes(s, "cached_pages"), human_bytes, width=8),
+    Field("store_dirty_bytes", "dirty", lambda s: _segment_bytes(s, "dirty_pages"), human_bytes, width=8),
+    Field("minor_faults_per_s", "faults", lambda s: _process_rate(s, "minor_faults_per_s"), _per_s, width=8),
     Field("major_faults_per_s", "major", lambda s: _process_rate(s, "major_faults_per_s"), _per_s, width=7),
     Field(
         "to_sockets_bytes_per_s",
         "to sockets",
         lambda s: per_second(s.sendpaths.bytes_to_sockets, s.sendpaths.interval_s),
         human_rate,
-        width=11,
+        width=10,
     ),
+    Field("system_dirty_bytes", "sys dirty", lambda s: _memory(s, "dirty_bytes"), human_bytes, width=9),
+    Field(
+        "system_writeback_bytes", "writeback", lambda s: _memory(s, "writeback_bytes"), human_bytes, width=9
+    ),
+    Field("regime", "regime", lambda s: _memory(s, "regime"), width=16),
 )

@@ -171,11 +171,12 @@ def test_dash_j_is_format_json_and_help_shows_the_positional_form():
     assert "[-J]" in usage and "[INTERVAL] [COUNT]" in usage and "-J is --format json" in usage
 
 
-def test_a_header_is_repeated_every_screenful_on_a_terminal():
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
+
+def test_a_header_is_repeated_every_screenful_on_a_terminal():
     sample = next(sample_memory(0.01, 1, proc_root=SAMPLES, sleep=lambda _s: None))
     screen = Terminal()
     lines = LineStream(MEM_FIELDS, screen, header_every=header_every(screen, terminal_rows=4))
@@ -184,3 +185,19 @@ def test_a_header_is_repeated_every_screenful_on_a_terminal():
     written = screen.getvalue().splitlines()
     assert [n for n, line in enumerate(written) if line.startswith("time")] == [0, 4, 8]
     assert header_every(io.StringIO(), terminal_rows=4) is None  # a pipe or file: once
+
+
+def test_on_an_80_column_terminal_the_first_fields_that_fit_are_kept_and_the_rest_named(capsys):
+    sample = next(sample_memory(0.01, 1, proc_root=SAMPLES, sleep=lambda _s: None))
+    screen = Terminal()
+    lines = LineStream(MEM_FIELDS, screen, header_every=None, width=80)
+    for second in range(3):
+        lines.write(sample, 1_700_000_000 + second)
+    written = screen.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in written)
+    kept = _cells(written[0])[1:]
+    assert kept == [field.header for field in MEM_FIELDS[: len(kept)]] and len(kept) < len(MEM_FIELDS)
+    left_out = ", ".join(field.header for field in MEM_FIELDS[len(kept) :])
+    assert capsys.readouterr().err == (
+        f"mqinspect: {left_out} left out at 80 columns (a wider terminal, or --format csv, has them)\n"
+    )
