@@ -9,7 +9,7 @@ import typer
 
 from mqinspect.cli.options import (
     OutputFormat,
-    StreamCommand,
+    ShortFormsCommand,
     count_argument,
     format_option,
     interval_and_count,
@@ -71,4 +71,4 @@ def mem(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Page cache", cls=StreamCommand)(mem)
+    app.command(rich_help_panel="Page cache", cls=ShortFormsCommand)(mem)

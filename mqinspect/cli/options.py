@@ -24,7 +24,7 @@ class OutputFormat(StrEnum):
 
 def format_option(*choices: OutputFormat, default: OutputFormat = OutputFormat.TABLE):
     """`--format` restricted to what a command can produce (streams offer jsonl, tables may offer csv).
-    A command registered with `cls=StreamCommand` that offers json also takes fincore's `-J` for it."""
+    A command registered with `cls=ShortFormsCommand` that offers json also takes fincore's `-J` for it."""
     allowed = choices or (OutputFormat.TABLE, OutputFormat.JSON)
     return typer.Option(
         default.value,
@@ -42,7 +42,7 @@ JSON_SHORT = "-J"
 COMMAND_KEY = "mqinspect.command"  # ctx.meta: the words after `--`, for a command that starts one
 
 
-class StreamCommand(TyperCommand):
+class ShortFormsCommand(TyperCommand):
     """A command that reads like the tools its users know: `-J` is `--format json` (fincore) when the command
     offers json and has no -J of its own; with `takes_command`, the words after `--` are a command to start
     (perf stat, strace), kept in ctx.meta[COMMAND_KEY] and not parsed as arguments."""
@@ -85,7 +85,7 @@ class StreamCommand(TyperCommand):
         return pieces
 
 
-class CommandStreamCommand(StreamCommand):
+class CommandAfterDashes(ShortFormsCommand):
     takes_command = True
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from mqinspect.cli.options import (
     OutputFormat,
-    StreamCommand,
+    ShortFormsCommand,
     count_argument,
     format_option,
     interval_and_count,
@@ -181,5 +181,5 @@ def replay(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Dashboard", cls=StreamCommand)(top)
+    app.command(rich_help_panel="Dashboard", cls=ShortFormsCommand)(top)
     app.command(rich_help_panel="Dashboard")(replay)

@@ -28,7 +28,7 @@ import typer
 
 from mqinspect.cli.options import (
     COMMAND_KEY,
-    CommandStreamCommand,
+    CommandAfterDashes,
     OutputFormat,
     count_argument,
     format_option,
@@ -328,7 +328,7 @@ SESSION_END = (
 
 def register(app: typer.Typer) -> None:
     for entry in PROBES:
-        trace_app.command(rich_help_panel="Probes", epilog=SESSION_END, cls=CommandStreamCommand)(
+        trace_app.command(rich_help_panel="Probes", epilog=SESSION_END, cls=CommandAfterDashes)(
             probe_command(entry)
         )
     app.add_typer(trace_app, name="trace", rich_help_panel="Tracing")
