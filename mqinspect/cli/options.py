@@ -123,6 +123,16 @@ def positional_or_option(positional: Any, option: Any, parameter: str, flag: str
     return positional
 
 
+def interval_and_count(
+    interval_arg: float | None, count_arg: int | None, interval: float, count: int | None
+) -> tuple[float, int | None]:
+    """The interval and count of a stream, from bcc's positional pair or from --interval and --count."""
+    return (
+        positional_or_option(interval_arg, interval, "interval", "--interval"),
+        positional_or_option(count_arg, count, "count", "--count"),
+    )
+
+
 def parse_choices(text: str, choices: type[Choice], option: str, what: str) -> tuple[Choice, ...]:
     """'a,b+c' -> the members of `choices` named, in the order given, each once ("+" and "-" read as "_");
     "all" is every member. BadInput naming the known ones otherwise (`option` and `what` say where and what:
@@ -143,13 +153,3 @@ def parse_choices(text: str, choices: type[Choice], option: str, what: str) -> t
     if not chosen:
         raise BadInput(f"{option} names no {what} (known: {known})")
     return tuple(chosen)
-
-
-def interval_and_count(
-    interval_arg: float | None, count_arg: int | None, interval: float, count: int | None
-) -> tuple[float, int | None]:
-    """The interval and count of a stream, from bcc's positional pair or from --interval and --count."""
-    return (
-        positional_or_option(interval_arg, interval, "interval", "--interval"),
-        positional_or_option(count_arg, count, "count", "--count"),
-    )

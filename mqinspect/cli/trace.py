@@ -43,8 +43,8 @@ from mqinspect.render.stream_lines import LineStream, header_every, terminal_wid
 from mqinspect.render.trace import (
     VIEWS,
     TraceView,
-    csv_record,
     interval_title,
+    snapshot_csv_row,
     startup_line,
     summary_title,
 )
@@ -230,7 +230,7 @@ class SessionOutput:
         if self.format == OutputFormat.JSONL:
             write_jsonl(snapshot, sys.stdout)
         elif self.format == OutputFormat.CSV:
-            self.rows.write(csv_record(snapshot))
+            self.rows.write(snapshot_csv_row(snapshot))
         else:
             stdout_console().print(self.view.table(snapshot, title))
         sys.stdout.flush()

@@ -33,7 +33,7 @@ class Workload:
         if executable is None:
             raise BadInput(f"-- {argv[0]}: no such command (not a path, not on PATH)")
         self.argv = argv
-        self.name = shlex.join(argv)
+        self.name = shlex.join(argv).replace("\n", "\\n")  # said on one line of stderr
         go_read, self._go = os.pipe()
         self._failure, failure_write = os.pipe()  # closed by exec (O_CLOEXEC): EOF says it ran
         self.pid = os.fork()

@@ -133,7 +133,7 @@ def write_stream(
         lines.write(item, time_unix_s)
 
 
-def csv_record(fields: Sequence[Field[Item]], item: Item, time_unix_s: float) -> dict[str, Any]:
+def _csv_row(fields: Sequence[Field[Item]], item: Item, time_unix_s: float) -> dict[str, Any]:
     """The CSV row of one item: its time, then each field's measured value under its key."""
     return {TIME_KEY: round(time_unix_s, 3), **{f.key: f.value(item) for f in fields}}
 
@@ -146,7 +146,7 @@ def write_csv_stream(
 
     def records() -> Iterator[dict[str, Any]]:
         for item, time_unix_s in items:
-            yield csv_record(fields, item, time_unix_s)
+            yield _csv_row(fields, item, time_unix_s)
             stream.flush()  # write_csv has written the row by the time it asks for the next one
 
     write_csv(records(), stream)

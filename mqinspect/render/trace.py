@@ -68,7 +68,7 @@ def startup_line(
         f", {counted(count, 'interval')}" if count else f", for {_seconds(duration_s)}" if duration_s else ""
     )
     if command:
-        stop += f", until {command} exits"
+        stop += f", until {command} exits (its child processes are not traced)"
     elif until_exit:
         stop += ", until it exits" if until_exit == 1 else ", until they all exit"
     ending = "Ctrl-C to end early." if stop else "Ctrl-C to end."
@@ -84,7 +84,7 @@ def interval_title(snapshot: Any) -> str:
 _CSV_TYPES = frozenset({"int", "float", "str", "bool", "None", "tuple[int, ...]"})
 
 
-def csv_record(snapshot: Any) -> dict[str, Any]:
+def snapshot_csv_row(snapshot: Any) -> dict[str, Any]:
     """A snapshot's CSV row: its flat fields (kind, interval_s, the totals, pids), under their own names,
     which carry their units; the per-process and per-file breakdowns are the JSONL stream's."""
     return {

@@ -1,6 +1,6 @@
 """The trace sessions' compact stream: one timestamped line per interval of a probe's totals (the block with
-its per-process and per-file breakdown is printed for one interval, and as the summary at the end); the same
-fields are the CSV row's.
+its per-process and per-file breakdown is printed for one interval, and as the summary at the end). CSV rows
+carry every flat field of the snapshot instead (render/trace.snapshot_csv_row), under the snapshot's names.
 
 Counts of events are plain numbers under the event's name (faults, calls); pages are shown as the bytes they
 hold, under keys that stay in pages in CSV (`added_pages`).

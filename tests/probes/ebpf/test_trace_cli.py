@@ -461,6 +461,7 @@ def test_a_command_after_dashes_is_traced_from_its_start_and_ends_the_session_wi
     assert intervals[-1]["exited_pids"] == [pid]
     assert summary["faults"] >= 256  # its own page touches, at least
     assert f"(pid {pid}) exited; the session ends with it" in errors
+    assert "exits (its child processes are not traced)" in errors.splitlines()[0]
 
 
 @pytest.mark.requires_bpf
