@@ -14,6 +14,7 @@ from mqinspect.cli.options import (
     format_option,
     interval_and_count,
     interval_argument,
+    one_line_per_interval,
 )
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
@@ -54,7 +55,7 @@ def mem(
     with signals_interrupt():
         try:
             samples = sample_memory(interval, count or None)
-            if output == OutputFormat.CSV or (output == OutputFormat.TABLE and count != 1):
+            if one_line_per_interval(output, count):
                 stamped = ((sample, time.time()) for sample in samples)  # when each interval ended
                 write_stream(MEM_FIELDS, stamped, sys.stdout, as_csv=output == OutputFormat.CSV)
             else:

@@ -133,6 +133,12 @@ def interval_and_count(
     )
 
 
+def one_line_per_interval(output: str, count: int | None) -> bool:
+    """Whether a stream writes a line (or CSV row) per interval: in CSV always, in a table unless it takes
+    one sample only (that one gets the whole table)."""
+    return output == OutputFormat.CSV or (output == OutputFormat.TABLE and count != 1)
+
+
 def parse_choices(text: str, choices: type[Choice], option: str, what: str) -> tuple[Choice, ...]:
     """'a,b+c' -> the members of `choices` named, in the order given, each once ("+" and "-" read as "_");
     "all" is every member. BadInput naming the known ones otherwise (`option` and `what` say where and what:

@@ -21,6 +21,7 @@ from mqinspect.cli.options import (
     format_option,
     interval_and_count,
     interval_argument,
+    one_line_per_interval,
 )
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
@@ -121,7 +122,7 @@ def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: P
     with signals_interrupt():
         try:
             snapshots = stream_snapshots(options, count)
-            if output == OutputFormat.CSV or (output == OutputFormat.TABLE and count != 1):
+            if one_line_per_interval(output, count):
                 stamped = ((snapshot, snapshot.time_unix_s) for snapshot in snapshots)
                 write_stream(TOP_FIELDS, stamped, sys.stdout, as_csv=output == OutputFormat.CSV)
                 return ExitStatus.OK

@@ -34,6 +34,7 @@ from mqinspect.cli.options import (
     format_option,
     interval_and_count,
     interval_argument,
+    one_line_per_interval,
 )
 from mqinspect.cli.workload import Workload
 from mqinspect.errors import BadInput, ExitStatus
@@ -202,7 +203,7 @@ class SessionOutput:
         self.view = view
         self.rows = CsvRows(sys.stdout)
         self.lines = None
-        if self.format == OutputFormat.TABLE and options.count != 1:
+        if self.format == OutputFormat.TABLE and one_line_per_interval(self.format, options.count):
             self.lines = LineStream(
                 view.fields,
                 sys.stdout,
