@@ -28,6 +28,8 @@ NOT_STARTED_STATUS = 127  # the shell's "command not found or not run"
 
 
 class Workload:
+    """`-- COMMAND ARGS` forked and held before exec: `start()` lets it run, `finish()` gives its status."""
+
     def __init__(self, argv: list[str]):
         executable = shutil.which(argv[0])
         if executable is None:

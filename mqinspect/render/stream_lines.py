@@ -3,8 +3,9 @@ header (repeated every screenful on a terminal, like vmstat and sar; once into a
 fields as CSV rows (`--format csv`).
 
 A stream is described once, as its `Field`s: the CSV column (a key carrying its unit, the measured value) and
-the line's column (a short header, the value with its unit). So a line and a CSV row never disagree, and a
-line's cell is never cut: a value wider than its column widens that line instead.
+the line's column (a short header, the value with its unit). So `mem`'s and `top`'s lines and CSV rows never
+disagree (a trace's CSV rows are its snapshots' flat fields: render/trace.snapshot_csv_row), and a line's
+cell is never cut: a value wider than its column widens that line instead.
 """
 
 from __future__ import annotations
