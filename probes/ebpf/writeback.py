@@ -379,18 +379,24 @@ class WritebackProbe(ScopedProbe):
     def _file_rows(self, records: Sequence[tuple[Any, Any]]) -> tuple[tuple[FileWriteback, ...], Tally]:
         """One row per file, and what the kernel counted for files in view that turn out not to be the
         store's (created in a store directory, not a segment): not shown, and taken out of the totals of the
-        files in view. The kernel keys a dirtied folio it could not place by inode alone (device 0): it joins
-        the row of the same inode on the device learnt for it (from the store or another record)."""
+        files in view. A file is named as of the generation the kernel counted it under, so a segment
+        retention deleted and the next one, made with its freed inode number in the same interval, keep
+        their own rows. The kernel keys a dirtied folio it could not place by inode alone (device 0): it
+        joins the row of the same inode on the device learnt for it (from the store or another record)."""
         self._devices.learn(FileId.from_kernel(key.dev, key.ino) for key, _counts in records if key.dev)
-        tallies: dict[FileId, Tally] = defaultdict(Tally)
-        users: dict[FileId, int] = {}  # a traced process that used the file, to name it by
+        tallies: dict[tuple[FileId, int], Tally] = defaultdict(Tally)
+        users: dict[tuple[FileId, int], int] = {}  # a traced process that used the file, to name it by
         for key, counts in records:
-            file = self._devices.file(key.dev, key.ino)
-            tallies[file].add_fields(counts, _FILE_COUNTS)
-            users[file] = counts.last_tgid or users.get(file, 0)
+            counted = (self._devices.file(key.dev, key.ino), key.generation)
+            tallies[counted].add_fields(counts, _FILE_COUNTS)
+            users[counted] = counts.last_tgid or users.get(counted, 0)
         rows, outside = [], Tally()
-        for file, tally in tallies.items():
-            label = self.store_label(file) if self.store else self._names.label(file, users[file])
+        for (file, generation), tally in tallies.items():
+            label = (
+                self.store_label(file, generation)
+                if self.store
+                else self._names.label(file, users[file, generation])
+            )
             if label is None:
                 outside.add(tally)
             else:

@@ -57,7 +57,7 @@
  *   mqi_inode_devs    inode -> device, for events that give none (LRU; user space adds the store's files)
  *   mqi_dirtiers      per tgid: folios and pages dirtied, and the process name; drained every interval
  *                     (this and the other drained maps are two halves each, NAME_0 and NAME_1: halves.h)
- *   mqi_files         per (inode, device) in view: dirtied and written; drained
+ *   mqi_files         per (inode, device, generation) in view: dirtied and written; drained
  *   mqi_throttles     per (tgid, CPU): balance_dirty_pages rounds and pauses, the process name; drained
  *   mqi_dirty_state   per CPU: global_dirty_state samples, last and max; drained
  *   mqi_flushes       per (device name, reason): flusher work and pages written; drained
@@ -86,6 +86,12 @@ struct writeback_totals {
 #include "scope.h"
 #include "store_files.h"
 #include "halves.h"
+
+struct file_key {
+    u64 ino;
+    u32 dev;
+    u32 generation;            /* store_files.h: two files with one inode number in an interval apart */
+};
 
 struct dirtied_counts {
     u64 dirtied_folios;
@@ -166,8 +172,8 @@ BPF_ARRAY(mqi_folio_sizes, struct folio_slot, 1 << FOLIO_SLOT_BITS);
 BPF_TABLE("lru_hash", u64, u32, mqi_inode_devs, MAX_INODES);
 BPF_F_TABLE("hash", u32, struct dirtied_counts, mqi_dirtiers_0, MAX_TGIDS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", u32, struct dirtied_counts, mqi_dirtiers_1, MAX_TGIDS, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct inode_key, struct file_counts, mqi_files_0, MAX_INODES, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct inode_key, struct file_counts, mqi_files_1, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_key, struct file_counts, mqi_files_0, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_key, struct file_counts, mqi_files_1, MAX_INODES, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct throttle_key, struct throttle, mqi_throttles_0, MAX_TGIDS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct throttle_key, struct throttle, mqi_throttles_1, MAX_TGIDS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", u32, struct dirty_state, mqi_dirty_state_0, MAX_CPUS, BPF_F_NO_PREALLOC);
@@ -196,7 +202,7 @@ static __always_inline u32 device_of(u64 ino)
     return dev ? *dev : 0;  /* 0: unknown, user space matches the inode alone */
 }
 
-static __always_inline struct file_counts *file_of(struct inode_key *file, struct writeback_totals *totals)
+static __always_inline struct file_counts *file_of(struct file_key *file, struct writeback_totals *totals)
 {
     struct file_counts zero = {};
     struct file_counts *counts;
@@ -209,28 +215,30 @@ static __always_inline struct file_counts *file_of(struct inode_key *file, struc
     return counts;
 }
 
-/* Whether a folio dirtied by a traced process is recorded per file (and makes the file one in view). */
-static __always_inline int dirtied_in_view(struct inode_key *file)
+/* The generation a folio dirtied by a traced process is recorded under, per file (the file is then one in
+ * view); 0: not recorded per file. */
+static __always_inline u32 dirtied_in_view(u32 dev, u64 ino)
 {
 #if FILTER_INODES
-    return store_generation(file->dev, file->ino) != 0;
+    return store_generation(dev, ino);
 #else
 #if FILTER_TGIDS
     u8 one = 1;
-    mqi_seen_inodes.update(&file->ino, &one);  /* by inode: the device may not be known yet */
+    mqi_seen_inodes.update(&ino, &one);  /* by inode: the device may not be known yet */
 #endif
-    return 1;
+    return LISTED_GENERATION;
 #endif
 }
 
-static __always_inline int written_in_view(struct inode_key *file)
+/* The generation pages written back are recorded under, per file; 0: not a file in view. */
+static __always_inline u32 written_in_view(u32 dev, u64 ino)
 {
 #if FILTER_INODES
-    return store_generation(file->dev, file->ino) != 0;
+    return store_generation(dev, ino);
 #elif FILTER_TGIDS
-    return mqi_seen_inodes.lookup(&file->ino) != NULL;
+    return mqi_seen_inodes.lookup(&ino) ? LISTED_GENERATION : 0;
 #else
-    return 1;
+    return LISTED_GENERATION;
 #endif
 }
 
@@ -379,8 +387,9 @@ int mqi_wb_dirtied(struct tracepoint__writeback__writeback_dirty_folio *args)
         __sync_fetch_and_add(&totals->lost_records, 1);
     }
 
-    struct inode_key file = {.ino = ino, .dev = sized ? dev : device_of(ino)};
-    if (!dirtied_in_view(&file))
+    struct file_key file = {.ino = ino, .dev = sized ? dev : device_of(ino)};
+    file.generation = dirtied_in_view(file.dev, ino);
+    if (!file.generation)
         return 0;
     struct file_counts *counts = file_of(&file, totals);
     if (counts) {
@@ -398,8 +407,8 @@ static __always_inline void count_written(u64 ino, u32 dev, u64 pages)
     if (!totals)
         return;
     __sync_fetch_and_add(&totals->written_pages_all, pages);
-    struct inode_key file = {.ino = ino, .dev = dev};
-    if (!written_in_view(&file))
+    struct file_key file = {.ino = ino, .dev = dev, .generation = written_in_view(dev, ino)};
+    if (!file.generation)
         return;
     __sync_fetch_and_add(&totals->written_pages, pages);
     struct file_counts *counts = file_of(&file, totals);
