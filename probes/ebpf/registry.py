@@ -161,11 +161,12 @@ PAGECACHE = ProbeEntry(
         "readahead:page_cache_async_ra",
         "readahead:page_cache_ra_order",
         "readahead:page_cache_ra_unbounded",
+        "filemap:mm_filemap_get_pages",
         *STORE_FILE_CREATION,
     ),
     summary=(
-        "Pages entering the page cache (misses) and leaving it (evictions), and readahead, per process and "
-        "file."
+        "Pages entering the page cache (misses) and leaving it (evictions), readahead, and the read path's "
+        "hits and misses, per process and file."
     ),
     description="Counted in pages, with large folios counted whole. The session ends as said below.",
     pid_help=(

@@ -28,6 +28,12 @@
  *                          A fallback reports again pages of the window ra_order just counted: it is
  *                          recognised (same thread and file, inside that window, mqi_ra_windows) and not
  *                          counted twice.
+ *   filemap:mm_filemap_get_pages  (optional; s_dev, i_ino, index, last_index) the read path (read, pread,
+ *                          readv, sendfile, splice: filemap_read and filemap_splice_read) found pages
+ *                          [index, last_index] of the file in the page cache, after reading in the missing
+ *                          ones: the page-cache lookups, for cachetop's hits and misses (mqi_pc_lookup below).
+ *                          Reads through mmap make no such event (a load from a mapped page makes none at
+ *                          all): they are not counted here.
  *   Window pages are what readahead asked for: pages past the end of the file or already cached are in the
  *   window but not read. The readahead handlers exist only where the kernel has the tracepoint (HAVE_*).
  *   ext4:ext4_allocate_inode, ext4:ext4_free_inode  (optional) the store's files from their creation:
@@ -52,6 +58,8 @@
  *   mqi_folios       per (inode, device, generation, index, order): additions and removals of each folio of
  *                    the files in view, for page ranges (only when RECORD_FOLIOS is 1); drained
  *   mqi_ra_windows   per thread: the last window ra_order reported, to recognise its fallback (LRU)
+ *   mqi_reads        per thread: its last read-path lookup and the pages it added since, to tell the
+ *                    lookup's misses from its hits (LRU)
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS, FILTER_INODES  1 to restrict to the sets above, 0 for every process / file
@@ -59,7 +67,8 @@
  *   MAX_TGIDS, MAX_INODES, MAX_FOLIOS, MAX_THREADS, MAX_STORE_DIRS  map sizes
  *   FOLLOW_CREATION, HAVE_EXT4_ALLOC, HAVE_EXT4_FREE  how the store's files are followed (store_files.h)
  *   IGNORE_TGID                  the tracer itself, left out when every process is traced
- *   HAVE_RA_SYNC, HAVE_RA_ASYNC, HAVE_RA_ORDER, HAVE_RA_UNBOUNDED  1 where the kernel has the tracepoint
+ *   HAVE_RA_SYNC, HAVE_RA_ASYNC, HAVE_RA_ORDER, HAVE_RA_UNBOUNDED, HAVE_GET_PAGES  1 where the kernel has
+ *                                the tracepoint
  */
 
 struct cache_totals {
@@ -73,6 +82,8 @@ struct cache_totals {
     u64 readahead_windows;
     u64 readahead_pages;
     u64 lost_records;          /* records that found mqi_processes, mqi_files or mqi_folios full */
+    u64 lookup_pages;          /* read-path lookups by the traced processes, files in view (HAVE_GET_PAGES) */
+    u64 lookup_missed_pages;   /* of those, pages the lookup's own read added to the cache */
 };
 
 struct cache_counts {
@@ -86,6 +97,8 @@ struct cache_counts {
     u64 readahead_pages;
     u32 last_tgid;             /* a traced process that used the file, for user space to name it */
     u32 pad;
+    u64 lookup_pages;          /* read-path lookups (mm_filemap_get_pages), files in view */
+    u64 lookup_missed_pages;   /* of those, pages the same read added to the cache */
 };
 
 struct process_counts {
@@ -130,6 +143,24 @@ BPF_F_TABLE("hash", u32, struct process_counts, mqi_processes, MAX_TGIDS, BPF_F_
 BPF_F_TABLE("hash", struct file_key, struct cache_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct folio_key, struct folio_counts, mqi_folios, MAX_FOLIOS, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct ra_window, mqi_ra_windows, MAX_THREADS);
+
+/* A thread's last read-path lookup, and the pages it added to the cache since (a read adds the pages it
+   missed before its lookup event: readahead or a new folio). Only the thread itself writes its entry. */
+struct read_track {
+    u64 ino;                   /* the last lookup: file and pages [first, last] */
+    u64 first;
+    u64 last;
+    u64 added_ino;             /* pages added since: [added_first, added_end) of one file, added_pages in all */
+    u64 added_first;
+    u64 added_end;
+    u64 added_pages;
+    u32 dev;
+    u32 added_dev;
+};
+
+BPF_TABLE("lru_hash", u32, struct read_track, mqi_reads, MAX_THREADS);
+
+static __always_inline void track_added(u32 dev, u64 ino, u64 index, u64 pages);
 
 /* The generation an addition by a traced process is recorded under, per file (the addition makes the file
    one in view); 0: not recorded. */
@@ -232,6 +263,7 @@ int mqi_pc_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
     struct cache_counts *process = process_of(tgid, totals);
     if (process)
         count_added(process, pages);
+    track_added(args->s_dev, args->i_ino, args->index, pages);
 
     struct file_key file = {.ino = args->i_ino, .dev = args->s_dev};
     file.generation = added_in_view(file.dev, file.ino);
@@ -372,6 +404,107 @@ int mqi_ra_unbound(struct tracepoint__readahead__page_cache_ra_unbounded *args)
         return 0;
     }
     count_readahead(tgid, dev, ino, WINDOW, pages);
+    return 0;
+}
+#endif
+
+/* --- read-path lookups: hits and misses ----------------------------------------------------------------- */
+
+/* The folio a traced thread just added, kept until its next lookup tells whether the read asked for it. */
+static __always_inline void track_added(u32 dev, u64 ino, u64 index, u64 pages)
+{
+#if HAVE_GET_PAGES
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct read_track zero = {};
+    struct read_track *track = mqi_reads.lookup_or_try_init(&tid, &zero);
+    if (!track)
+        return;
+    if (!track->added_pages || track->added_dev != dev || track->added_ino != ino) {
+        track->added_dev = dev;
+        track->added_ino = ino;
+        track->added_first = index;
+        track->added_end = index + pages;
+        track->added_pages = pages;
+        return;
+    }
+    if (index < track->added_first)
+        track->added_first = index;
+    if (index + pages > track->added_end)
+        track->added_end = index + pages;
+    track->added_pages += pages;
+#endif
+}
+
+#if HAVE_GET_PAGES
+/* Of pages [first, last], how many the thread added since its last lookup: the pages it added overlap the
+   range by at most `overlap`, and there were `added_pages` of them (readahead adds one run of pages, so the
+   two bounds agree; a thread that also added pages elsewhere in the file gets the smaller). */
+static __always_inline u64 missed_in(struct read_track *track, u32 dev, u64 ino, u64 first, u64 last)
+{
+    if (!track->added_pages || track->added_dev != dev || track->added_ino != ino)
+        return 0;
+    u64 start = track->added_first > first ? track->added_first : first;
+    u64 end = track->added_end < last + 1 ? track->added_end : last + 1;
+    if (end <= start)
+        return 0;
+    u64 overlap = end - start;
+    return overlap < track->added_pages ? overlap : track->added_pages;
+}
+
+static __always_inline void count_lookup(struct cache_counts *counts, u64 pages, u64 missed)
+{
+    __sync_fetch_and_add(&counts->lookup_pages, pages);
+    __sync_fetch_and_add(&counts->lookup_missed_pages, missed);
+}
+
+/*
+ * One call of filemap_get_pages(): the read found pages [index, last_index] in the cache. The range is what
+ * the read asked for from its position on; a read longer than one batch of folios calls it again for the rest
+ * (same end, a start inside the last range): that continuation adds no lookups, only the misses it read in.
+ * Misses: the pages of the range this thread added since its last lookup. Hits: lookups - misses.
+ */
+int mqi_pc_lookup(struct tracepoint__filemap__mm_filemap_get_pages *args)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (!tgid_traced(tgid))
+        return 0;
+    u32 dev = args->s_dev;
+    u64 ino = args->i_ino, first = args->index, last = args->last_index;
+    if (last < first)
+        return 0;
+    struct read_track zero = {};
+    struct read_track *track = mqi_reads.lookup_or_try_init(&tid, &zero);
+    u64 pages = last - first + 1, missed = 0;
+    if (track) {
+        int continuation = track->dev == dev && track->ino == ino && track->last == last &&
+                           first > track->first && first <= track->last;
+        if (continuation)
+            pages = 0;
+        missed = missed_in(track, dev, ino, first, last);
+        track->dev = dev;
+        track->ino = ino;
+        track->first = first;
+        track->last = last;
+        track->added_pages = 0;
+    }
+    struct file_key file = {.ino = ino, .dev = dev};
+    file.generation = added_in_view(dev, ino);
+    if (!file.generation)
+        return 0;
+    struct cache_totals *totals = totals_of_session();
+    if (!totals)
+        return 0;
+    __sync_fetch_and_add(&totals->lookup_pages, pages);
+    __sync_fetch_and_add(&totals->lookup_missed_pages, missed);
+    struct cache_counts *process = process_of(tgid, totals);
+    if (process)
+        count_lookup(process, pages, missed);
+    struct cache_counts *counts = file_of(&file, totals);
+    if (counts) {
+        count_lookup(counts, pages, missed);
+        counts->last_tgid = tgid;
+    }
     return 0;
 }
 #endif

@@ -71,6 +71,8 @@ _COUNT_FIELDS = (
     "async_readahead",
     "readahead_windows",
     "readahead_pages",
+    "lookup_pages",
+    "lookup_missed_pages",
 )
 
 
