@@ -103,7 +103,10 @@ def _pagecache_headline(snapshot: PagecacheSnapshot) -> Text:
         f"{_who(snapshot.pids)}",
         f"removed {_count(snapshot.deleted_pages)} pages ({_count(snapshot.deleted_folios)} folios) of "
         + _in_view(
-            snapshot.store, snapshot.pids, "the files they added pages to", snapshot.deleted_pages_all_files
+            snapshot.store,
+            snapshot.pids,
+            "the files they added pages to or read",
+            snapshot.deleted_pages_all_files,
         ),
     ]
     if snapshot.readahead_windows is None:

@@ -22,7 +22,7 @@ What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio i
                         (kswapd, or an allocating process in direct reclaim), fadvise DONTNEED, truncation.
                         Removals are not filtered by --pid: the process that removes a page is rarely the
                         one that read it. With --pid the files in view are those the traced processes added
-                        pages to during the session; with --store the store's files; else every file.
+                        pages to or read during the session; with --store the store's files; else every file.
   deleted_pages_all_files  the same, for every file.
   sync_readahead_requests   reads that missed the cache and started readahead.
   async_readahead_requests  reads that reached the readahead mark of the last window, so the next window
@@ -31,6 +31,12 @@ What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio i
                         requests' windows, mmap read-around, fadvise/madvise WILLNEED). An upper bound of
                         what it read: pages past the end of the file or already cached are in the window
                         but not read. None where the kernel lacks the readahead tracepoints (Linux < 6.18).
+  hit_pages, miss_pages, hit_ratio_percent  the read path's page-cache lookups (read, pread, readv, sendfile,
+                        splice: filemap:mm_filemap_get_pages) by the traced processes of the files in view: a
+                        miss is a page the read asked for and had to bring in itself, a hit any other page it
+                        looked up (pages readahead brought in earlier are hits). Reads through mmap are not
+                        counted (a load from a mapped page makes no event). None where the kernel lacks the
+                        tracepoint (NO_LOOKUPS); hit_ratio_percent None when nothing was looked up.
   lost_records          records the maps could not hold this interval: the per-process and per-file rows
                         miss them (the totals do not).
   late_store_files      the store's new files the kernel did not see created (another filesystem, moved into
@@ -263,7 +269,7 @@ class PagecacheProbe(ScopedProbe):
             return f"page-cache additions, removals and readahead of every process, {where}"
         return (
             f"page-cache additions and readahead of {self.processes.subject()} and removals (by any "
-            f"process) of the files {'it' if len(self.pids) == 1 else 'they'} added pages to, {where}"
+            f"process) of the files {'it' if len(self.pids) == 1 else 'they'} added pages to or read, {where}"
         )
 
     # --- the session's calls

@@ -40,8 +40,8 @@
  *                          store_files.h.
  *
  * Files in view: with FILTER_INODES the store's files (mqi_inodes, followed from their creation:
- * store_files.h); else with FILTER_TGIDS the files the traced processes added pages to during the session
- * (mqi_seen_inodes, filled here); else every file. Files are counted under their generation (store_files.h),
+ * store_files.h); else with FILTER_TGIDS the files the traced processes added pages to or read during the
+ * session (mqi_seen_inodes, filled here); else every file. Files are counted under their generation (store_files.h),
  * so that two files that had the same inode number within one interval (a segment retention deleted, and the
  * next one created with its number) are told apart.
  *
@@ -49,7 +49,7 @@
  *   mqi_tgids        the tgids to trace (scope.h: tgid_traced() asks it when FILTER_TGIDS is 1)
  *   mqi_inodes       the store's files and their generations (when FILTER_INODES is 1), and the sets of the
  *                    store's directories: store_files.h
- *   mqi_seen_inodes  files the traced processes added pages to (when only FILTER_TGIDS is 1)
+ *   mqi_seen_inodes  files the traced processes added pages to or read (when only FILTER_TGIDS is 1)
  *   mqi_totals       one struct cache_totals, cumulative: user space takes differences, so no event is lost
  *                    between reads
  *   mqi_processes    per tgid: pages added (traced tasks) and removed (any task, files in view), and the
