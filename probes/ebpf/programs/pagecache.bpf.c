@@ -457,6 +457,25 @@ static __always_inline void count_lookup(struct cache_counts *counts, u64 pages,
     __sync_fetch_and_add(&counts->lookup_missed_pages, missed);
 }
 
+/* The thread's lookup of pages [first, last]: how many of them to count (0 for a continuation, below), and
+   how many it missed; the thread's entry then holds this lookup, and no page added since. */
+static __always_inline u64 lookup_in(u32 tid, u32 dev, u64 ino, u64 first, u64 last, u64 *missed)
+{
+    struct read_track zero = {};
+    struct read_track *track = mqi_reads.lookup_or_try_init(&tid, &zero);
+    if (!track)
+        return last - first + 1;
+    int continuation = track->dev == dev && track->ino == ino && track->last == last && first > track->first &&
+                       first <= track->last;
+    *missed = missed_in(track, dev, ino, first, last);
+    track->dev = dev;
+    track->ino = ino;
+    track->first = first;
+    track->last = last;
+    track->added_pages = 0;
+    return continuation ? 0 : last - first + 1;
+}
+
 /*
  * One call of filemap_get_pages(): the read found pages [index, last_index] in the cache. The range is what
  * the read asked for from its position on; a read longer than one batch of folios calls it again for the rest
@@ -466,34 +485,14 @@ static __always_inline void count_lookup(struct cache_counts *counts, u64 pages,
 int mqi_pc_lookup(struct tracepoint__filemap__mm_filemap_get_pages *args)
 {
     u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32, tid = (u32)id;
-    if (!tgid_traced(tgid))
+    u32 tgid = id >> 32;
+    if (!tgid_traced(tgid) || args->last_index < args->index)
         return 0;
-    u32 dev = args->s_dev;
-    u64 ino = args->i_ino, first = args->index, last = args->last_index;
-    if (last < first)
-        return 0;
-    struct read_track zero = {};
-    struct read_track *track = mqi_reads.lookup_or_try_init(&tid, &zero);
-    u64 pages = last - first + 1, missed = 0;
-    if (track) {
-        int continuation = track->dev == dev && track->ino == ino && track->last == last &&
-                           first > track->first && first <= track->last;
-        if (continuation)
-            pages = 0;
-        missed = missed_in(track, dev, ino, first, last);
-        track->dev = dev;
-        track->ino = ino;
-        track->first = first;
-        track->last = last;
-        track->added_pages = 0;
-    }
-    struct file_key file = {.ino = ino, .dev = dev};
-    file.generation = added_in_view(dev, ino);
-    if (!file.generation)
-        return 0;
+    struct file_key file = {.ino = args->i_ino, .dev = args->s_dev};
+    u64 missed = 0, pages = lookup_in((u32)id, file.dev, file.ino, args->index, args->last_index, &missed);
+    file.generation = added_in_view(file.dev, file.ino);
     struct cache_totals *totals = totals_of_session();
-    if (!totals)
+    if (!file.generation || !totals)
         return 0;
     __sync_fetch_and_add(&totals->lookup_pages, pages);
     __sync_fetch_and_add(&totals->lookup_missed_pages, missed);
