@@ -172,7 +172,8 @@ static __always_inline u32 added_in_view(u32 dev, u64 ino)
 #if FILTER_TGIDS
     struct inode_key file = {.ino = ino, .dev = dev};
     u8 one = 1;
-    mqi_seen_inodes.update(&file, &one);
+    if (!mqi_seen_inodes.lookup(&file))  /* an update per page-cache lookup would cost a lock each time */
+        mqi_seen_inodes.update(&file, &one);
 #endif
     return LISTED_GENERATION;
 #endif
