@@ -12,8 +12,10 @@ import json
 import mmap
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -596,3 +598,29 @@ def test_the_table_shows_hits_misses_and_hit_ratio_and_says_when_they_are_not_co
     unmeasured = drawn(_interval(5, 0, pid=1))
     assert "read-path hits: not counted: this kernel has no filemap:mm_filemap_get_pages" in unmeasured
     assert "hit_counting" not in [note.key for note in pagecache_notes(_interval(5, 0, pid=1))]
+
+
+@pytest.mark.requires_bpf
+def test_sendfile_reads_count_hits_and_misses_as_pread_does(tmp_path: Path):
+    """sendfile reads the file through filemap_splice_read, whose lookups are the same tracepoint's."""
+    path = _evicted_file(tmp_path / "sent.bin", 512)
+    _warm_pages(path, range(256))  # the first half resident
+    sender, receiver = socket.socketpair()
+    draining = threading.Thread(target=lambda: all(iter(lambda: receiver.recv(1 << 16), b"")), daemon=True)
+    draining.start()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # each missing page read alone: no readahead
+        with TraceSession(PagecacheProbe([os.getpid()])) as session:
+            sent = 0
+            while sent < 512 * PAGE:
+                sent += os.sendfile(sender.fileno(), fd, sent, 512 * PAGE - sent)
+            snapshot = session.snapshot()
+    finally:
+        os.close(fd)
+        sender.close()
+        draining.join(timeout=10)
+        receiver.close()
+    file = _file_row(snapshot, path)
+    print(f"sendfile: hits {file.hit_pages}, misses {file.miss_pages}, added {file.added_pages}")
+    assert (file.hit_pages, file.miss_pages, file.added_pages) == (256, 256, 256)
