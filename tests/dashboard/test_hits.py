@@ -4,6 +4,7 @@ the sampler's numbers for a child that reads resident and evicted pages of a seg
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import sys
@@ -13,7 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import fadvise_out, fincore_pages, ready_child
+from support import (
+    fadvise_out,
+    fincore_pages,
+    mqinspect_as_nobody,
+    ready_child,
+    store_holder,
+    store_nobody_can_read,
+)
 
 from mqinspect.render.top import processes_table, segments_table
 from mqinspect.sampling.hits import PAGECACHE_NOT_RUNNING, hit_fields, process_row
@@ -114,3 +122,22 @@ def test_the_dashboard_shows_the_hits_and_misses_of_a_reader_of_a_segment(tmp_pa
     drawn = [line.split() for line in console.export_text().splitlines()]
     assert any(words[0] == segment.name and words[-3:] == ["40", "24", "62.5%"] for words in drawn if words)
     assert any(words[0] == str(child.pid) and words[-3:] == ["40", "24", "62.5%"] for words in drawn if words)
+
+
+@pytest.mark.requires_root
+def test_without_bpf_privileges_hits_are_unavailable_with_the_reason_never_0(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # every column of the drawn frame
+    with store_nobody_can_read() as root:
+        segments = sorted((root / "commitlog").iterdir())[:2]
+        with store_holder(root, segments, locked_pages=0):
+            done = mqinspect_as_nobody("top", str(root), "--once", "--format", "json", "--interval", "0.2")
+            drawn = mqinspect_as_nobody("top", str(root), "--once", "--interval", "0.2")
+    assert done.returncode == drawn.returncode == 0, done.stderr + drawn.stderr
+    frame = json.loads(done.stdout)
+    for row in (*frame["store"]["segments"], *frame["processes"]):
+        assert (row["hit_pages"], row["miss_pages"], row["hit_ratio_percent"]) == (None, None, None)
+    for segment in frame["store"]["segments"]:
+        assert segment["unavailable"]["hit_pages"] == PAGECACHE_NOT_RUNNING
+    name = frame["store"]["segments"][0]["name"]
+    row = next(line.split() for line in drawn.stdout.splitlines() if line.startswith(name))
+    assert row[-3:] == ["-", "-", "-"]
