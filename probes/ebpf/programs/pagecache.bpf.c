@@ -458,17 +458,37 @@ static __always_inline void count_lookup(struct cache_counts *counts, u64 pages,
     __sync_fetch_and_add(&counts->lookup_missed_pages, missed);
 }
 
-/* The thread's lookup of pages [first, last]: how many of them to count (0 for a continuation, below), and
-   how many it missed; the thread's entry then holds this lookup, and no page added since. */
+/* The fewest folios a batch of filemap_get_pages() holds when it is full (PAGEVEC_SIZE: 15 before Linux 6.5,
+   31 since), so a read that goes on after a full batch starts at least this many pages after the last one. */
+#define FULL_BATCH_PAGES 15
+
+/*
+ * Whether the lookup of [first, last] is the rest of the thread's previous one: the same read, after a batch
+ * that did not reach its end. It has the same end and starts inside the previous range. A new read can have
+ * that too (small records read one by one: the next one starts and ends in the page where the previous one
+ * ended), so when it starts in the previous range's last page it counts as the rest only where the previous
+ * batch must have stopped short: it was full, or a page of the rest had to be read in (`missed`). A rest that
+ * follows a batch stopped at a page another task is reading in is counted again (one page).
+ */
+static __always_inline int continues_lookup(struct read_track *track, u32 dev, u64 ino, u64 first, u64 last,
+                                            u64 missed)
+{
+    if (track->dev != dev || track->ino != ino || track->last != last || first <= track->first ||
+        first > track->last)
+        return 0;
+    return first < track->last || first - track->first >= FULL_BATCH_PAGES || missed;
+}
+
+/* The thread's lookup of pages [first, last]: how many of them to count (0 for the rest of the previous one),
+   and how many it missed; the thread's entry then holds this lookup, and no page added since. */
 static __always_inline u64 lookup_in(u32 tid, u32 dev, u64 ino, u64 first, u64 last, u64 *missed)
 {
     struct read_track zero = {};
     struct read_track *track = mqi_reads.lookup_or_try_init(&tid, &zero);
     if (!track)
         return last - first + 1;
-    int continuation = track->dev == dev && track->ino == ino && track->last == last && first > track->first &&
-                       first <= track->last;
     *missed = missed_in(track, dev, ino, first, last);
+    int continuation = continues_lookup(track, dev, ino, first, last, *missed);
     track->dev = dev;
     track->ino = ino;
     track->first = first;
@@ -480,7 +500,7 @@ static __always_inline u64 lookup_in(u32 tid, u32 dev, u64 ino, u64 first, u64 l
 /*
  * One call of filemap_get_pages(): the read found pages [index, last_index] in the cache. The range is what
  * the read asked for from its position on; a read longer than one batch of folios calls it again for the rest
- * (same end, a start inside the last range): that continuation adds no lookups, only the misses it read in.
+ * (continues_lookup): that adds no lookups, only the misses it read in.
  * Misses: the pages of the range this thread added since its last lookup. Hits: lookups - misses.
  */
 int mqi_pc_lookup(struct tracepoint__filemap__mm_filemap_get_pages *args)

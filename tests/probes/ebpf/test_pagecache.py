@@ -481,7 +481,7 @@ def test_hits_and_misses_match_the_reads_of_resident_and_evicted_pages(tmp_path:
         f"hits {file.hit_pages} misses {file.miss_pages} ({file.hit_ratio_percent:.2f}%); fincore: "
         f"{resident} resident before, {read_in} read in"
     )
-    assert read_in == evicted
+    assert _within(read_in, evicted)  # reclaim under the other tests' load may take a page back meanwhile
     for row in (file, process, snapshot):
         assert _within(row.hit_pages, resident) and _within(row.miss_pages, read_in)
         assert abs(row.hit_ratio_percent - 100 * resident / (resident + evicted)) <= 2
@@ -523,7 +523,7 @@ def test_a_store_segment_gets_the_hits_and_misses_of_its_reads(tmp_path: Path):
     print(
         f"segment: hits {commitlog.hit_pages}, misses {commitlog.miss_pages}; fincore after {resident_after}"
     )
-    assert resident_after == 1000
+    assert _within(resident_after, 1000)  # every page read is in the cache (reclaim may take one back)
     assert _within(commitlog.hit_pages, 400) and _within(commitlog.miss_pages, 600)
     (process,) = (row for row in snapshot.processes if row.pid == child.pid)
     assert (process.hit_pages, process.miss_pages) == (commitlog.hit_pages, commitlog.miss_pages)
@@ -624,3 +624,27 @@ def test_sendfile_reads_count_hits_and_misses_as_pread_does(tmp_path: Path):
     file = _file_row(snapshot, path)
     print(f"sendfile: hits {file.hit_pages}, misses {file.miss_pages}, added {file.added_pages}")
     assert (file.hit_pages, file.miss_pages, file.added_pages) == (256, 256, 256)
+
+
+@pytest.mark.requires_bpf
+def test_small_reads_that_end_in_the_page_the_last_one_ended_in_are_each_counted(tmp_path: Path):
+    """Records of 3,000 bytes read one by one: a read that starts and ends in the page where the previous
+    one ended has the previous range's end, but it is a read of its own, not the rest of the previous one."""
+    pages, record = 256, 3000
+    path = _evicted_file(tmp_path / "records.bin", pages)
+    _warm_pages(path, range(pages))
+    starts = range(0, pages * PAGE - record + 1, record)
+    looked_up = sum((start + record - 1) // PAGE - start // PAGE + 1 for start in starts)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with TraceSession(PagecacheProbe([os.getpid()])) as session:
+            for start in starts:
+                os.pread(fd, record, start)
+            snapshot = session.snapshot()
+    finally:
+        os.close(fd)
+    file = _file_row(snapshot, path)
+    print(
+        f"{len(starts)} reads of {record} B: {file.hit_pages} hits, {file.miss_pages} misses of {looked_up}"
+    )
+    assert (file.hit_pages, file.miss_pages) == (looked_up, 0)
