@@ -68,10 +68,11 @@ HIT_COLUMNS = ("hits", "misses", "hit%")
 HIT_WIDTHS = {"hits": 7, "misses": 7, "hit%": 6}  # up to 999,999 pages and "100.0%" stay whole
 HIT_COUNTING = (
     "hits and misses: pages the read path (read, pread, readv, sendfile, splice) looked up in the page cache "
-    "(filemap:mm_filemap_get_pages); a miss is a page the same read had to bring in, a hit the rest, so "
-    "pages readahead brought in earlier are hits. Not counted: reads through mmap (a load from a mapped page "
-    "makes no event; their faults are in `trace faults`). A page another process is still reading in counts "
-    "as a hit, and a read that asks for more than the file holds counts the pages past its end as hits."
+    "(filemap:mm_filemap_get_pages); a miss is a page the same read had to bring in, a hit the rest, so a "
+    "page readahead asked for earlier is a hit (even while its I/O is in flight). Not counted: reads through "
+    "mmap (a load from a mapped page makes no event; their faults are in `trace faults`). A page another "
+    "process is still reading in counts as a hit, and a read that asks for more than the file holds counts "
+    "the pages past its end as hits."
 )
 
 

@@ -34,7 +34,7 @@ What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio i
   hit_pages, miss_pages, hit_ratio_percent  the read path's page-cache lookups (read, pread, readv, sendfile,
                         splice: filemap:mm_filemap_get_pages) by the traced processes of the files in view: a
                         miss is a page the read asked for and had to bring in itself, a hit any other page it
-                        looked up (pages readahead brought in earlier are hits). Reads through mmap are not
+                        looked up (a page readahead asked for earlier is a hit). Reads through mmap are not
                         counted (a load from a mapped page makes no event). None where the kernel lacks the
                         tracepoint (NO_LOOKUPS); hit_ratio_percent None when nothing was looked up.
   lost_records          records the maps could not hold this interval: the per-process and per-file rows

@@ -648,3 +648,19 @@ def test_small_reads_that_end_in_the_page_the_last_one_ended_in_are_each_counted
         f"{len(starts)} reads of {record} B: {file.hit_pages} hits, {file.miss_pages} misses of {looked_up}"
     )
     assert (file.hit_pages, file.miss_pages) == (looked_up, 0)
+
+
+@pytest.mark.requires_bpf
+def test_a_sequential_read_of_an_evicted_file_looks_each_page_up_once(tmp_path: Path):
+    """128 KiB reads of an evicted file: readahead brings the pages in ahead of the reads (large folios,
+    batches that stop at the readahead mark); each page is looked up once, and the first read misses all it
+    asked for."""
+    pages = 4096
+    path = _evicted_file(tmp_path / "sequential.bin", pages)
+    with reading_child(path) as child, TraceSession(PagecacheProbe([child.pid])) as session:
+        _step(child, "read")
+        snapshot = session.snapshot()
+    file = _file_row(snapshot, path)
+    print(f"sequential: hits {file.hit_pages}, misses {file.miss_pages}, added {file.added_pages}")
+    assert file.hit_pages + file.miss_pages == pages
+    assert 32 <= file.miss_pages <= file.added_pages and _within(file.added_pages, pages)
