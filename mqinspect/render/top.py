@@ -532,7 +532,9 @@ def detail_view(snapshot: TopSnapshot, segment: SegmentView | None, width: int =
             f"entered cache {pages_text(segment.added_pages, snapshot.page_size_bytes)}, "
             f"left cache {pages_text(segment.deleted_pages, snapshot.page_size_bytes)}, "
             f"dirtied {pages_text(segment.dirtied_pages, snapshot.page_size_bytes)}, "
-            f"written back {pages_text(segment.written_pages, snapshot.page_size_bytes)}"
+            f"written back {pages_text(segment.written_pages, snapshot.page_size_bytes)}, "
+            f"read path: {count_text(segment.hit_pages)} pages hit, {count_text(segment.miss_pages)} missed "
+            f"({hit_ratio_text(segment.hit_ratio_percent)})"
         )
     )
     parts.append(_range_table(segment))
