@@ -430,12 +430,17 @@ def _counts_outside(records: Iterable[tuple[Any, Any]], labels: Mapping[_FileKey
     return outside
 
 
+def _pages_moved(row: ProcessCacheActivity | FileCacheActivity) -> int:
+    """Pages added, removed and found in the cache (a miss is an added page already): busiest rows first."""
+    return row.added_pages + row.deleted_pages + (row.hit_pages or 0)
+
+
 def _process_order(row: ProcessCacheActivity) -> tuple[int, int]:
-    return -(row.added_pages + row.deleted_pages), row.pid
+    return -_pages_moved(row), row.pid
 
 
 def _file_order(row: FileCacheActivity) -> tuple[int, str]:
-    return -(row.added_pages + row.deleted_pages), row.name
+    return -_pages_moved(row), row.name
 
 
 def _page_ranges(

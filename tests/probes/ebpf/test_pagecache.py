@@ -664,3 +664,13 @@ def test_a_sequential_read_of_an_evicted_file_looks_each_page_up_once(tmp_path: 
     print(f"sequential: hits {file.hit_pages}, misses {file.miss_pages}, added {file.added_pages}")
     assert file.hit_pages + file.miss_pages == pages
     assert 32 <= file.miss_pages <= file.added_pages and _within(file.added_pages, pages)
+
+
+def test_a_reader_whose_pages_are_all_cached_is_listed_by_the_pages_it_read():
+    from probes.ebpf.pagecache import ProcessCacheActivity
+
+    writer = ProcessCacheActivity(1, "writer", 50, 50, 0, 0, None, None, None, hit_pages=0, miss_pages=0)
+    reader = ProcessCacheActivity(2, "reader", 0, 0, 0, 0, None, None, None, hit_pages=900, miss_pages=0)
+    base = _interval(5, 0, pid=3)
+    summary = combine_snapshots(None, dataclasses.replace(base, processes=(writer, reader)))
+    assert [row.comm for row in combine_snapshots(summary, base).processes] == ["reader", "writer", "p"]
