@@ -30,7 +30,9 @@ from mqinspect.render.cells import (
     unavailable_text,
 )
 from mqinspect.render.mem import threshold_gauge
+from mqinspect.render.trace_cache import HIT_COLUMNS, hit_ratio_text
 from mqinspect.render.units import human_bytes, per_second
+from mqinspect.sampling.hits import PAGECACHE_NOT_RUNNING
 from mqinspect.sampling.snapshot import (
     PROBE_FAULTS,
     PROBE_PAGECACHE,
@@ -56,7 +58,8 @@ SOURCES = {
     "record (its records' sizes followed with pread; a ConsumeQueue's last entry), a full segment's size, 0 "
     "ahead of the log · flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
     "segment_events": "faults probe (exceptions:page_fault_user, filemap:mm_filemap_fault) · pagecache probe "
-    "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache)",
+    "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache; hits, misses: "
+    "mm_filemap_get_pages)",
     "memory": "/proc/meminfo · /proc/vmstat · /proc/sys/vm/dirty_* · /proc/pressure/{memory,io}",
     "throttling": "writeback probe: writeback:balance_dirty_pages, writeback:writeback_dirty_folio",
     "faults": "/proc/PID/stat minflt/majflt · per segment: faults probe",
@@ -65,12 +68,14 @@ SOURCES = {
     "processes": "/proc/PID/stat · /proc/PID/io (rchar/wchar: read, pread, write, sendfile calls on files "
     "and sockets; not recv, send, sendmsg, splice) · tcp in/out: sock_diag tcp_info of the process's sockets "
     "(received; sent and acknowledged), whatever call moved them · /proc/PID/status · found in "
-    "/proc/PID/maps, /proc/PID/fd",
+    "/proc/PID/maps, /proc/PID/fd · hits, misses: pagecache probe (filemap:mm_filemap_get_pages), the "
+    "store's files",
 }
 HEAT_KEY = (
     "heat: one cell per chunk · █▓▒░ cached share · green clean, red dirty, magenta under writeback · "
     "· absent · W wrote (= committed: data in the file) · F flushed · cached: share of the pages, floored · "
-    "faults, major, +cache: counted over the last interval"
+    "faults, major, +cache: counted over the last interval · hits, misses: pages read (read, pread, "
+    "sendfile; not mmap) found in the cache / brought in by the read, hit%: hits of both"
 )
 SEGMENT_COLUMNS = (
     "segment",
@@ -83,6 +88,7 @@ SEGMENT_COLUMNS = (
     "faults",
     "major",
     "+cache",
+    *HIT_COLUMNS,
 )
 PROCESS_COLUMNS = (
     "pid",
@@ -96,6 +102,7 @@ PROCESS_COLUMNS = (
     "wchar/s",
     "rss",
     "locked",
+    *HIT_COLUMNS,
 )
 
 
@@ -220,6 +227,7 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
         Text(count_text(segment.faults), justify="right"),
         Text(count_text(segment.major_faults), justify="right"),
         Text(pages_text(segment.added_pages, page_size_bytes), justify="right"),
+        *hit_cells(segment),
     ]
 
 
@@ -479,6 +487,15 @@ def sendpaths_panel(
 # --- processes
 
 
+def hit_cells(row: SegmentView | ProcessView) -> list[Text]:
+    """The hits, misses and hit% cells (HIT_COLUMNS) of a segment or process row."""
+    return [
+        Text(count_text(row.hit_pages), justify="right"),
+        Text(count_text(row.miss_pages), justify="right"),
+        Text(hit_ratio_text(row.hit_ratio_percent), justify="right"),
+    ]
+
+
 def process_cells(process: ProcessView) -> list[Text]:
     """The cells of one process row, in PROCESS_COLUMNS order."""
     return [
@@ -493,6 +510,7 @@ def process_cells(process: ProcessView) -> list[Text]:
         Text(byte_rate_text(process.wchar_bytes_per_s), justify="right"),
         Text(bytes_text(process.rss_bytes), justify="right"),
         Text(bytes_text(process.locked_bytes), justify="right"),
+        *hit_cells(process),
     ]
 
 
@@ -528,7 +546,12 @@ def processes_table(snapshot: TopSnapshot, processes: Sequence[ProcessView] | No
 
 
 def _unavailable_fields(rows: Sequence[ProcessView]) -> Text | None:
-    reasons = {reason for row in rows for name, reason in row.unavailable.items() if name != "traced_faults"}
+    reasons = {
+        reason
+        for row in rows
+        for name, reason in row.unavailable.items()
+        if name != "traced_faults" and reason != PAGECACHE_NOT_RUNNING  # the probes line says those
+    }
     if not reasons:
         return None
     return Text("some fields unavailable: " + "; ".join(sorted(reasons)[:3]), style="yellow")
@@ -559,7 +582,9 @@ def detail_view(snapshot: TopSnapshot, segment: SegmentView | None, width: int =
             f"entered cache {pages_text(segment.added_pages, snapshot.page_size_bytes)}, "
             f"left cache {pages_text(segment.deleted_pages, snapshot.page_size_bytes)}, "
             f"dirtied {pages_text(segment.dirtied_pages, snapshot.page_size_bytes)}, "
-            f"written back {pages_text(segment.written_pages, snapshot.page_size_bytes)}"
+            f"written back {pages_text(segment.written_pages, snapshot.page_size_bytes)}, "
+            f"read path: {count_text(segment.hit_pages)} pages hit, {count_text(segment.miss_pages)} missed "
+            f"({hit_ratio_text(segment.hit_ratio_percent)})"
         )
     )
     parts.append(_range_table(segment))
