@@ -29,6 +29,7 @@ from mqinspect.render.cells import (
     rate_text,
     unavailable_text,
 )
+from mqinspect.render.layout import PriorityTable, columns_by_priority
 from mqinspect.render.mem import threshold_gauge
 from mqinspect.render.units import human_bytes, per_second
 from mqinspect.sampling.snapshot import (
@@ -96,6 +97,40 @@ PROCESS_COLUMNS = (
     "wchar/s",
     "rss",
     "locked",
+)
+# Which columns stay when the width runs short (render.layout): 0 always, higher numbers go first. The
+# segment's name, heat, cached and dirty are what an operator reads first (htop keeps PID and CPU%).
+SEGMENT_PRIORITIES = {
+    "segment": 0,
+    "heat": 0,
+    "cached": 0,
+    "dirty": 0,
+    "wrote": 1,
+    "faults": 2,
+    "+cache": 3,
+    "writeback": 4,
+    "major": 5,
+    "locked": 6,
+}
+PROCESS_PRIORITIES = {
+    "pid": 0,
+    "command": 0,
+    "minflt/s": 1,
+    "rss": 2,
+    "majflt/s": 3,
+    "tcp out/s": 4,
+    "tcp in/s": 5,
+    "wchar/s": 6,
+    "rchar/s": 7,
+    "found": 8,
+    "locked": 9,
+}
+SEGMENT_TABLE_COLUMNS = columns_by_priority(SEGMENT_COLUMNS, SEGMENT_PRIORITIES, left=("segment", "heat"))
+PROCESS_TABLE_COLUMNS = columns_by_priority(
+    PROCESS_COLUMNS,
+    PROCESS_PRIORITIES,
+    left=("command", "found"),
+    command={"flexible": True, "min_width": 8, "overflow": "ellipsis"},
 )
 
 
@@ -213,23 +248,20 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
     ]
 
 
-# the segment's kind and the start of its 20-digit name stay readable on an 80-column terminal
-SEGMENT_NAME_MIN_WIDTH = 16
-
-
 def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None = None) -> RenderableType:
     store = snapshot.store
     if not store.segments:
         return Group(Text("Segments", style="bold"), unavailable_text(store.unavailable.get("segments")))
-    table = Table(title="Segments", title_justify="left", title_style="bold", box=None, pad_edge=False)
-    for column in SEGMENT_COLUMNS:
-        table.add_column(
-            column,
-            no_wrap=column != "segment",
-            overflow="fold",
-            justify="left" if column in ("segment", "heat") else "right",
-            min_width=SEGMENT_NAME_MIN_WIDTH if column == "segment" else None,
-        )
+    table = PriorityTable(
+        SEGMENT_TABLE_COLUMNS,
+        table_options={
+            "title": "Segments",
+            "title_justify": "left",
+            "title_style": "bold",
+            "box": None,
+            "pad_edge": False,
+        },
+    )
     shown = store.segments if segments is None else segments
     for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
@@ -454,23 +486,17 @@ def processes_table(snapshot: TopSnapshot, processes: Sequence[ProcessView] | No
             unavailable_text(snapshot.unavailable.get("processes")),
             _source("processes"),
         )
-    table = Table(
-        title="Processes",
-        title_justify="left",
-        title_style="bold",
-        box=None,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
+    table = PriorityTable(
+        PROCESS_TABLE_COLUMNS,
+        table_options={
+            "title": "Processes",
+            "title_justify": "left",
+            "title_style": "bold",
+            "box": None,
+            "pad_edge": False,
+            "padding": (0, 1, 0, 0),
+        },
     )
-    for column in PROCESS_COLUMNS:
-        table.add_column(
-            column,
-            no_wrap=True,
-            justify="left" if column in ("command", "found") else "right",
-            # on a narrow terminal the command gives way first: the numbers keep their width
-            min_width=None if column == "command" else len(column),
-            overflow="ellipsis",
-        )
     for process in rows:
         table.add_row(*process_cells(process))
     notes = [_unavailable_fields(rows), _source("processes")]
