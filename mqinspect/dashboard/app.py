@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -24,12 +24,20 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, HelpPanel, Input, Static
 
+from mqinspect.dashboard.layout import (
+    FOLDED,
+    LAYOUT_CSS,
+    LOWER_TABS,
+    VERTICAL_BREAKPOINTS,
+    compact_key,
+    tab_line,
+)
 from mqinspect.dashboard.row_table import RowTable
 from mqinspect.render.cells import unavailable_text
 from mqinspect.render.top import (
     HEAT_KEY,
-    PROCESS_COLUMNS,
-    SEGMENT_COLUMNS,
+    PROCESS_TABLE_COLUMNS,
+    SEGMENT_TABLE_COLUMNS,
     SOURCES,
     detail_view,
     faults_panel,
@@ -67,7 +75,7 @@ PROCESS_SORTS: dict[str, Callable[[ProcessView], Any]] = {
 # Sorts that put the biggest first unless reversed.
 _DESCENDING_FIRST = {"cached", "dirty", "faults", "minflt/s", "majflt/s", "rss", "wchar/s"}
 PANEL_IDS = ("segments", "memory", "faults", "sendpaths", "processes")
-AUTO_HEIGHT = {"segment-notes"}  # the only Static whose height follows its content
+AUTO_HEIGHT = {"segment-notes", "segment-key"}  # the Statics whose height follows their content
 REPLAY_ACTIONS = {"seek"}
 
 
@@ -150,20 +158,18 @@ class DashboardApp(App[None]):
     """`mqinspect top` (live, from a feed) and `mqinspect replay` (from recorded frames)."""
 
     TITLE = "mqinspect top"
-    CSS = """
+    CSS = (
+        """
     #status, #probes { height: 1; padding: 0 1; }
     #status.paused { background: $error 30%; }
     Panel, RowTable { border: round $panel; padding: 0 1; }
     Panel:focus, RowTable:focus { border: round $accent; }
-    #segments { height: 2fr; }
-    #segment-notes { height: auto; padding: 0 1; color: $text-muted; }
-    #middle { height: 15; }
-    #memory, #faults { width: 1fr; height: 100%; }
-    #sendpaths { height: 7; }
-    #processes { height: 1fr; min-height: 5; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
     """
+        + LAYOUT_CSS
+    )
+    VERTICAL_BREAKPOINTS = VERTICAL_BREAKPOINTS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False),
@@ -207,6 +213,7 @@ class DashboardApp(App[None]):
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
+        self.lower_tab = "processes"  # of Send paths and Processes, the one a short screen shows
         self._replay_timer = None
 
     # --- layout
@@ -215,13 +222,15 @@ class DashboardApp(App[None]):
         yield Static(id="status")
         yield Static(id="probes")
         with Vertical():
-            yield RowTable(_columns(SEGMENT_COLUMNS, left=("segment", "heat")), id="segments")
+            yield RowTable(SEGMENT_TABLE_COLUMNS, id="segments")
             yield Static(id="segment-notes")
+            yield Static(id="segment-key")
             with Horizontal(id="middle"):
                 yield Panel(id="memory")
                 yield Panel(id="faults")
+            yield Static(id="lower-tabs")
             yield Panel(id="sendpaths")
-            yield RowTable(_columns(PROCESS_COLUMNS, left=("command", "found")), id="processes")
+            yield RowTable(PROCESS_TABLE_COLUMNS, id="processes")
         yield Input(id="filter", placeholder="filter segments and processes (enter applies, esc clears)")
         yield Footer()
 
@@ -230,6 +239,8 @@ class DashboardApp(App[None]):
         self.query_one("#segment-notes", Static).update(
             Text("\n".join((HEAT_KEY, f"source: {SOURCES['segments']}")), style="dim")
         )
+        self.query_one("#segment-key", Static).update(compact_key([]))
+        self.show_lower_tab(self.lower_tab)
         self.query_one("#segments", RowTable).focus()
         self._draw_status()
         if self.replay:
@@ -304,16 +315,27 @@ class DashboardApp(App[None]):
         self._draw_if_changed("faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False))
         view = snapshot.sendpaths
         sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe(PROBE_SENDPATH))
-        self._draw_if_changed("sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False))
+        # its height follows its rows: laid out again only when their number changes
+        rows = (len(view.processes), snapshot.probe(PROBE_SENDPATH))
+        self._draw_if_changed(
+            "sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False), layout_key=rows
+        )
         self._draw_segment_problems(snapshot)
 
-    def _draw_if_changed(self, widget_id: str, key: Any, render: Callable[[], Any]) -> None:
-        """Redraw a panel whose data changed. Panels have fixed heights (CSS), so a new frame repaints the
-        panel without laying out the screen again: that layout was most of a frame's cost."""
+    def _draw_if_changed(
+        self, widget_id: str, key: Any, render: Callable[[], Any], layout_key: Any = None
+    ) -> None:
+        """Redraw a panel whose data changed. Most panels have fixed heights (CSS), so a new frame repaints
+        the panel without laying out the screen again: that layout was most of a frame's cost. A panel
+        whose height follows its content is laid out again when its `layout_key` (its number of rows)
+        changes."""
         if self._drawn.get(widget_id) == key:
             return
         self._drawn[widget_id] = key
-        self.query_one(f"#{widget_id}", Static).update(render(), layout=widget_id in AUTO_HEIGHT)
+        shape = self._drawn.get(f"{widget_id}:layout")
+        self._drawn[f"{widget_id}:layout"] = layout_key
+        layout = widget_id in AUTO_HEIGHT or (layout_key is not None and layout_key != shape)
+        self.query_one(f"#{widget_id}", Static).update(render(), layout=layout)
 
     def _fill_if_changed(
         self, table_id: str, rows: Sequence[Any], cells: Callable[[Any], list], key_field: str
@@ -341,6 +363,9 @@ class DashboardApp(App[None]):
         for problem in problems:
             notes.append("\n").append_text(problem)
         self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems),), lambda: notes)
+        self._draw_if_changed(
+            "segment-key", (tuple(str(p) for p in problems),), lambda: compact_key(problems)
+        )
 
     def _set_titles(self) -> None:
         state = self.state
@@ -449,6 +474,19 @@ class DashboardApp(App[None]):
         if self.feed is not None:
             self.feed.focus(None, None)
 
+    def show_lower_tab(self, panel_id: str) -> None:
+        """On a short screen, show this one of Send paths and Processes (the other folds to its tab)."""
+        self.lower_tab = panel_id
+        for other in LOWER_TABS:
+            self.query_one(f"#{other}").set_class(other != panel_id, FOLDED)
+        self.query_one("#lower-tabs", Static).update(tab_line(panel_id))
+
+    @on(events.DescendantFocus)
+    def _unfold_focused(self, event: events.DescendantFocus) -> None:
+        """4, 5, a click or tab onto a folded lower panel shows it."""
+        if event.widget.id in LOWER_TABS and event.widget.id != self.lower_tab:
+            self.show_lower_tab(event.widget.id)
+
     def action_focus_panel(self, panel_id: str) -> None:
         self.query_one(f"#{panel_id}").focus()
 
@@ -483,10 +521,6 @@ class DashboardApp(App[None]):
     def show_frame(self, index: int) -> None:
         self.frame_index = max(0, min(index, len(self.frames) - 1))
         self.show(self.frames[self.frame_index])
-
-
-def _columns(titles: Sequence[str], left: Sequence[str]) -> list[tuple[str, str]]:
-    return [(title, "left" if title in left else "right") for title in titles]
 
 
 def _next(options: dict[str, Any], current: str) -> str:

@@ -117,8 +117,16 @@ class PriorityTable:
                 else natural,
             )
         for row in self.rows:
-            table.add_row(*(row[index] for index in shown))
+            table.add_row(*(self._cell(row, index) for index in shown))
         return table
+
+    def _cell(self, row: list[Text], index: int) -> Text:
+        """The cell as drawn: a flexible column's text ends in "…" at its max_width, wide or narrow."""
+        column, cell = self.columns[index], row[index]
+        if column.flexible and column.max_width is not None and cell.cell_len > column.max_width:
+            cell = cell.copy()
+            cell.truncate(column.max_width, overflow="ellipsis")
+        return cell
 
     def _natural(self, index: int) -> int:
         column = self.columns[index]

@@ -296,6 +296,7 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
     writeback = sample.snapshot.writeback
     page = writeback.page_size_bytes
     meminfo = sample.snapshot.meminfo
+    parts.append(threshold_gauge(writeback))  # first: a short panel still shows it
     parts.append(
         Text(
             f"cached {bytes_text(meminfo.cached_bytes)}  dirty {pages_text(writeback.dirty_pages, page)}  "
@@ -304,7 +305,6 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
             f"limit {pages_text(writeback.throttle_threshold_pages, page)}"
         )
     )
-    parts.append(threshold_gauge(writeback))
     regime = writeback.regime
     parts.append(Text(f"regime: {regime or UNAVAILABLE}: {WritebackState.REGIMES.get(regime or '', '')}"))
     vm, pressure = sample.rates.vmstat, sample.rates.pressure
@@ -429,7 +429,18 @@ def _not_a_path(row: SendPathRow) -> int | None:
     return row.other_socket_write_bytes + (row.unresolved_socket_write_bytes or 0)
 
 
-def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
+SENDPATH_TABLE_COLUMNS = columns_by_priority(
+    SENDPATH_COLUMNS,
+    {"pid": 0, "command": 0, "read+write": 1, "mmap+write": 1, "sendfile": 1, "splice": 1, "other": 2},
+    left=("command",),
+    command={"flexible": True, "min_width": 8, "overflow": "ellipsis"},
+)
+SENDPATH_ROWS = 6
+
+
+def sendpaths_panel(
+    snapshot: TopSnapshot, *, titled: bool = True, max_rows: int = SENDPATH_ROWS
+) -> RenderableType:
     parts = _title("Send paths", titled)
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     view = snapshot.sendpaths
@@ -438,10 +449,9 @@ def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
     elif not view.processes:
         parts.append(Text("no process sent bytes to a socket this interval"))
     else:
-        table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))  # fits 80 columns
-        for column in SENDPATH_COLUMNS:
-            table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
-        for row in view.processes[:6]:
+        table_options = {"box": None, "pad_edge": False, "padding": (0, 1, 0, 0)}  # fits 80 columns
+        table = PriorityTable(SENDPATH_TABLE_COLUMNS, table_options=table_options)
+        for row in view.processes[:max_rows]:
             copies = row.cpu_copies_per_socket_byte
             table.add_row(
                 str(row.pid),
@@ -454,6 +464,10 @@ def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
                 NONE if copies is None else f"{copies:.2f}",
             )
         parts.append(table)
+        if len(view.processes) > max_rows:
+            parts.append(
+                Text(f"+{len(view.processes) - max_rows} more (--format json lists all)", style="dim")
+            )
     parts.append(_source("sendpaths"))
     return Group(*parts)
 

@@ -1,0 +1,200 @@
+"""Every table at 80, 120 and 200 columns: no header cut, no column at zero width, no number cut from its
+unit.
+
+Ground truth for a cell is the text its renderer made for it (the cell functions of `top`), or the same table
+drawn with --wide (every column whole); a narrower table draws each column it keeps exactly so, and names the
+columns it left out ("+N columns: a, b (...)")."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+from fakes import T0, FakeFeed, frame
+from rich.console import Console
+from support import run_mqinspect
+
+from mqinspect.dashboard.app import DashboardApp
+from mqinspect.render.top import (
+    PROCESS_COLUMNS,
+    SEGMENT_COLUMNS,
+    process_cells,
+    segment_cells,
+    top_view,
+)
+
+WIDTHS = (80, 120, 200)
+SCREENS = ((80, 24), (120, 40), (200, 60))
+PAGE = 4096
+_EDGE = r"(?:^|(?<=[\s│┃]))"
+_END = r"(?=$|[\s│┃])"
+
+
+def whole(text: str, line: str) -> bool:
+    """`text` stands in `line` whole: nothing but a space, a border or the line's end on either side."""
+    return re.search(_EDGE + re.escape(text) + _END, line) is not None
+
+
+def hidden_columns(text: str) -> list[str]:
+    """The columns a table says it left out: '+2 columns: locked, major (...)'."""
+    found = re.search(r"\+\d+ columns?: (.+?) \((?:--wide|widen)", " ".join(text.split()))
+    return found.group(1).split(", ") if found else []
+
+
+def assert_table_whole(lines: list[str], titles, rows: dict[str, list[str]], what: str) -> None:
+    """The header line holds every title not listed as left out, whole; each row's line (found by its first
+    cell) holds each kept column's cell, whole."""
+    text = "\n".join(lines)
+    hidden = hidden_columns(text)
+    kept = [i for i, title in enumerate(titles) if title not in hidden]
+    assert len(kept) >= 2, f"{what}: almost every column was left out:\n{text}"
+    header = next((line for line in lines if whole(titles[0], line) and whole(titles[kept[-1]], line)), None)
+    assert header is not None, f"{what}: no header line with its titles whole:\n{text}"
+    for index in kept:
+        assert whole(titles[index], header), f"{what}: header {titles[index]!r} is cut:\n{header}"
+    for key, cells in rows.items():
+        line = next((line for line in lines if whole(key, line)), None)
+        assert line is not None, f"{what}: row {key!r} is not on screen whole:\n{text}"
+        for index in kept:
+            assert whole(cells[index], line), f"{what}: {titles[index]} {cells[index]!r} is cut:\n{line}"
+
+
+def segment_rows() -> dict[str, list[str]]:
+    return {s.name: [c.plain for c in segment_cells(s, PAGE)] for s in frame(1).store.segments}
+
+
+def process_rows() -> dict[str, list[str]]:
+    return {str(p.pid): [c.plain for c in process_cells(p)] for p in frame(1).processes}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_top_once_keeps_every_column_it_draws_whole(width):
+    console = Console(width=width, record=True, color_system=None, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(top_view(frame(1)))
+    lines = console.export_text().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    segments = lines[: next(i for i, line in enumerate(lines) if line.startswith("Memory"))]
+    processes = lines[next(i for i, line in enumerate(lines) if line.startswith("Processes")) :]
+    assert_table_whole(segments, SEGMENT_COLUMNS, segment_rows(), f"top --once at {width}: segments")
+    assert_table_whole(processes, PROCESS_COLUMNS, process_rows(), f"top --once at {width}: processes")
+    if width >= 120:
+        assert not hidden_columns("\n".join(segments))  # at 120 every segment column is there
+
+
+def boxed_cells(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"[│┃]", line)[1:-1]]
+
+
+def boxed_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a rich table drawn with a box: the cells between its vertical bars."""
+    lines = [line for line in text.splitlines() if line.startswith(("┃", "│"))]
+    return boxed_cells(lines[0]), [boxed_cells(line) for line in lines[1:]]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("widths") / "store"
+    for args in (
+        ("init", root, "--segment-size", "64k", "--cq-entries", "1000", "--index-slots", "64"),
+        ("produce", root, "-t", "Orders", "-n", "600", "--size", "200", "--keys", "order-{n}", "--tags", "t"),
+    ):
+        done = run_mqinspect("store", *args)
+        assert done.exit_code == 0, done.stderr
+    return root
+
+
+TABLE_COMMANDS = (
+    ("store", "segments", "{store}"),
+    ("store", "stat", "{store}"),
+    ("store", "cq", "{store}", "-t", "Orders", "-n", "5"),
+    ("store", "consume", "{store}", "-t", "Orders", "-n", "5", "--from", "0"),
+)
+
+
+@pytest.mark.parametrize("command", TABLE_COMMANDS, ids=lambda command: " ".join(command[:2]))
+@pytest.mark.parametrize("width", WIDTHS)
+def test_table_commands_keep_every_column_they_draw_whole(store, command, width):
+    arguments = [argument.format(store=store) for argument in command]
+    wide = run_mqinspect(*arguments, "--wide", columns=width)
+    narrow = run_mqinspect(*arguments, columns=width)
+    assert wide.exit_code == 0 and narrow.exit_code == 0, narrow.stderr
+    titles, wide_rows = boxed_table(_last_table(wide.stdout))
+    shown, rows = boxed_table(_last_table(narrow.stdout))
+    hidden = hidden_columns(narrow.stdout)
+    assert shown == [title for title in titles if title not in hidden], (
+        f"headers cut or lost:\n{narrow.stdout}"
+    )
+    assert all(title for title in shown), f"a column at zero width:\n{narrow.stdout}"
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= width
+    kept = [titles.index(title) for title in shown]
+    assert len(rows) == len(wide_rows)
+    for row, wide_row in zip(rows, wide_rows, strict=True):
+        for cell, whole_cell in zip(row, [wide_row[i] for i in kept], strict=True):
+            assert same_or_shortened_text(cell, whole_cell), f"{cell!r} is cut:\n{narrow.stdout}"
+
+
+def same_or_shortened_text(cell: str, whole_cell: str) -> bool:
+    """Equal, or text (never a number) that ends in "…" where it was shortened to fit."""
+    if cell == whole_cell:
+        return True
+    shortened = cell.endswith("…") and whole_cell.startswith(cell[:-1])
+    return shortened and not re.fullmatch(r"[\d,.]+\S*", whole_cell)
+
+
+def _last_table(text: str) -> str:
+    """The last boxed table of an output (`store stat` draws a key-value table first)."""
+    start = text.rindex("┏")
+    return text[text.rindex("\n", 0, start) + 1 :]
+
+
+# --- the dashboard
+
+
+async def _screen(width: int, height: int) -> tuple[list[str], dict[str, int]]:
+    app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+    async with app.run_test(size=(width, height)) as pilot:
+        app.receive(frame(1))
+        await pilot.pause()
+        await pilot.pause()
+        lines = ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
+        heights = {
+            panel: app.query_one(f"#{panel}").region.height
+            for panel in ("segments", "memory", "faults", "sendpaths", "processes")
+        }
+        return lines, heights
+
+
+@pytest.mark.parametrize("size", SCREENS, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_the_dashboard_keeps_every_column_and_panel_it_draws_whole(size):
+    width, height = size
+    lines, heights = asyncio.run(_screen(width, height))
+    screen = "\n".join(lines)
+    segments = [line for line in lines if "Segments" in line or "commitlog/" in line or "heat" in line]
+    segment_box = lines[: next(i for i, line in enumerate(lines) if "2 Memory" in line)]
+    assert_table_whole(
+        segment_box, SEGMENT_COLUMNS, _on_screen(segment_rows(), segments), f"{size}: segments"
+    )
+    assert not {"segment", "heat", "cached", "dirty"} & set(hidden_columns("\n".join(segment_box)))
+    # Segments, Memory and Faults are always there, each with more than its borders
+    for panel in ("segments", "memory", "faults"):
+        assert heights[panel] >= 4, f"{size}: {panel} has {heights[panel]} rows:\n{screen}"
+    for title in ("1 Segments", "2 Memory", "3 Faults", "4 Send paths", "5 Processes"):
+        assert title in screen, f"{size}: {title!r} is nowhere on screen:\n{screen}"
+    assert "[████" in screen and "] 96.9% of" in screen  # the memory gauge (it may wrap)
+    assert re.search(r"300 broker\s+\S+ 101/s", screen)  # the top faulting process and its rate
+    lower = [panel for panel in ("sendpaths", "processes") if heights[panel] > 0]
+    assert lower, f"{size}: neither Send paths nor Processes is drawn:\n{screen}"
+    for panel in lower:
+        assert heights[panel] >= 4
+    if "processes" in lower:
+        box = lines[next(i for i, line in enumerate(lines) if "5 Processes" in line) :]
+        assert_table_whole(box, PROCESS_COLUMNS, process_rows(), f"{size}: processes")
+    if height >= 40:
+        assert lower == ["sendpaths", "processes"]  # both at once from 40 rows up
+
+
+def _on_screen(rows: dict[str, list[str]], lines: list[str]) -> dict[str, list[str]]:
+    """The rows the panel has room for (a short panel scrolls, and says '+N more ↓')."""
+    return {key: cells for key, cells in rows.items() if any(key in line for line in lines)}
