@@ -13,9 +13,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.cli.options import OutputFormat, format_option, wide_option
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
+from mqinspect.render.layout import wide_console
 from mqinspect.render.machine import write_json, write_jsonl
 from mqinspect.render.top import top_view
 from mqinspect.sampling.recording import read_recording
@@ -54,6 +55,7 @@ def top(
     svg: Path | None = typer.Option(
         None, "--svg", help="With --once: also save the dashboard as an SVG picture."
     ),
+    wide: bool = wide_option(),
 ) -> int:
     """The live dashboard: segments' page-cache heat with wrote/flushed positions and locks, memory against
     the writeback thresholds, faults per process and segment, send paths, and the processes using the store.
@@ -74,11 +76,13 @@ def top(
 
         run_dashboard(options)
         return ExitStatus.OK
-    return _print_snapshots(options, count, output, svg)
+    return _print_snapshots(options, count, output, svg, wide)
 
 
-def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: Path | None) -> int:
-    console = stdout_console()
+def _print_snapshots(
+    options: TopOptions, count: int | None, output: str, svg: Path | None, wide: bool = False
+) -> int:
+    console = wide_console(stdout_console()) if wide else stdout_console()
     with signals_interrupt():
         try:
             for snapshot in stream_snapshots(options, count):
