@@ -8,6 +8,7 @@ columns it left out ("+N columns: a, b (...)")."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mqinspect.dashboard.app import DashboardApp
 from mqinspect.render.top import (
     PROCESS_COLUMNS,
     SEGMENT_COLUMNS,
+    SENDPATH_ROWS,
     process_cells,
     segment_cells,
     top_view,
@@ -198,3 +200,53 @@ def test_the_dashboard_keeps_every_column_and_panel_it_draws_whole(size):
 def _on_screen(rows: dict[str, list[str]], lines: list[str]) -> dict[str, list[str]]:
     """The rows the panel has room for (a short panel scrolls, and says '+N more ↓')."""
     return {key: cells for key, cells in rows.items() if any(key in line for line in lines)}
+
+
+def with_send_paths(count: int):
+    """frame(1) with `count` processes sending to sockets."""
+    snapshot = frame(1)
+    row = snapshot.sendpaths.processes[0]
+    rows = tuple(dataclasses.replace(row, pid=400 + i, comm=f"consumer-{i}") for i in range(count))
+    return dataclasses.replace(snapshot, sendpaths=dataclasses.replace(snapshot.sendpaths, processes=rows))
+
+
+async def _send_paths_panel(snapshot, size: tuple[int, int]) -> str:
+    app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+    async with app.run_test(size=size) as pilot:
+        app.receive(frame(1))  # one row first: the panel grows when the rows come
+        await pilot.pause()
+        app.receive(snapshot)
+        await pilot.pause()
+        await pilot.pause()
+        panel = app.query_one("#sendpaths").region
+        lines = ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
+        return "\n".join(line[panel.x : panel.right] for line in lines[panel.y : panel.bottom])
+
+
+@pytest.mark.parametrize(("rows", "size"), [(5, (180, 50)), (8, (180, 50)), (5, (120, 40))])
+def test_send_paths_show_every_row_or_say_how_many_more(rows, size):
+    """At 180x50 the fifth row came and went and the source line was always clipped (a fixed height)."""
+    panel = asyncio.run(_send_paths_panel(with_send_paths(rows), size))
+    shown = re.findall(r"consumer-\d+", panel)
+    assert shown == [f"consumer-{i}" for i in range(len(shown))]
+    assert len(shown) == min(rows, SENDPATH_ROWS), panel
+    if rows > SENDPATH_ROWS:
+        assert f"+{rows - SENDPATH_ROWS} more" in panel, panel
+    assert "source: sendpath probe" in panel and "interval" in panel.split("source:")[1], panel
+
+
+def test_a_short_segments_panel_says_how_many_rows_are_below():
+    async def run() -> tuple[str, str]:
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.receive(frame(1))
+            await pilot.pause()
+            table = app.query_one("#segments")
+            before = str(table.border_subtitle)
+            await pilot.press("end")
+            await pilot.pause()
+            return before, str(table.border_subtitle)
+
+    before, after = asyncio.run(run())
+    assert re.match(r"\+\d+ more ↓", before)  # 4 segments, room for fewer
+    assert "↓" not in after and re.match(r"\+\d+ more ↑", after)
