@@ -27,7 +27,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from mqinspect.render.layout import Column, fit_columns, hidden_note
+from mqinspect.render.layout import Column, fit_widths, hidden_note, shorten
 
 COLUMN_GAP = 2
 HEADER_STYLE = Style(bold=True)
@@ -65,6 +65,7 @@ class RowTable(ScrollView, can_focus=True):
         self.justify = [column.justify for column in columns]
         self.widths = [len(title) for title in self.titles]
         self.shown = list(range(len(columns)))  # the columns that fit, in table order
+        self.drawn_widths = list(self.widths)  # a flexible column may be drawn narrower than its cells
         self.keys: list[str] = []
         self.cells: list[list[Text]] = []
         self.cursor_row = 0
@@ -122,16 +123,19 @@ class RowTable(ScrollView, can_focus=True):
 
     def _fit(self) -> None:
         """Draw the columns that fit the panel's width, by priority; never one cut or at zero width."""
-        available = self.scrollable_content_region.width
+        # room for the vertical scrollbar is kept whether it shows or not: rows coming and going must not
+        # make a column come and go
+        available = self.content_region.width - self.styles.scrollbar_size_vertical
         if available <= 0:  # not laid out yet: the first resize fits it
             return
-        shown = fit_columns(self.columns, self.widths, available, lambda count: COLUMN_GAP * count)
-        if shown != self.shown:
-            self.shown = shown
+        gaps = lambda count: COLUMN_GAP * max(count - 1, 0)  # noqa: E731
+        shown, drawn = fit_widths(self.columns, self.widths, available, gaps)
+        if (shown, drawn) != (self.shown, self.drawn_widths):
+            self.shown, self.drawn_widths = shown, drawn
             self._redraw_all()
 
     def _line_width(self) -> int:
-        return sum(self.widths[i] for i in self.shown) + COLUMN_GAP * len(self.shown)
+        return sum(self.drawn_widths[i] for i in self.shown) + COLUMN_GAP * max(len(self.shown) - 1, 0)
 
     def _redraw_all(self) -> None:
         self._strips, self._header = {}, None
@@ -183,7 +187,9 @@ class RowTable(ScrollView, can_focus=True):
     def _strip(self, cells: Sequence[Text]) -> Strip:
         line = Text(no_wrap=True, end="")
         for index in self.shown:
-            cell, width, justify = cells[index], self.widths[index], self.justify[index]
+            cell, width, justify = cells[index], self.drawn_widths[index], self.justify[index]
+            if cell.cell_len > width:  # a flexible column given less than its widest name
+                cell = Text(shorten(cell.plain, width), style=cell.style)
             padding = " " * (width - cell.cell_len)
             if justify == "right":
                 line.append(padding)

@@ -12,6 +12,7 @@ as wide as the widest table (`wide_console`), so every column fits.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -65,6 +66,42 @@ def fit_columns(
             shown.append(index)
             used += widths[index]
     return sorted(shown)
+
+
+def fit_widths(
+    columns: Sequence[Column], widths: Sequence[int], available: int, gap: Callable[[int], int]
+) -> tuple[list[int], list[int]]:
+    """`fit_columns` for a table that draws its own cells (the dashboard's RowTable): when the priority-0
+    columns overflow, the flexible ones among them give way first, down to their min_width (their cells are
+    then drawn by `shorten`). Returns the columns to draw and the width of each."""
+    drawn = list(widths)
+    always = [i for i, column in enumerate(columns) if column.priority <= ALWAYS]
+    excess = sum(drawn[i] for i in always) + gap(len(always)) - available
+    for index in always:
+        column = columns[index]
+        if excess <= 0:
+            break
+        if column.flexible:
+            cut = min(excess, drawn[index] - max(column.min_width, len(column.title)))
+            if cut > 0:
+                drawn[index] -= cut
+                excess -= cut
+    return fit_columns(columns, drawn, available, gap), drawn
+
+
+def shorten(text: str, width: int) -> str:
+    """A name in `width` cells, its ends kept: the leading zeros of a trailing number go first
+    ("commitlog/…268435456"), then the middle ("consumequeue/Dem…000000000")."""
+    if len(text) <= width:
+        return text
+    number = re.search(r"0+(?=\d+$)", text)
+    if number is not None:
+        zeros = min(number.end() - number.start(), len(text) - width + 1)
+        text = f"{text[: number.start()]}…{text[number.start() + zeros :]}"
+        if len(text) <= width:
+            return text
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
 
 
 def hidden_note(columns: Sequence[Column], shown: Sequence[int], how: str) -> str:

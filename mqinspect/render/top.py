@@ -125,7 +125,13 @@ PROCESS_PRIORITIES = {
     "found": 8,
     "locked": 9,
 }
-SEGMENT_TABLE_COLUMNS = columns_by_priority(SEGMENT_COLUMNS, SEGMENT_PRIORITIES, left=("segment", "heat"))
+SEGMENT_TABLE_COLUMNS = columns_by_priority(
+    SEGMENT_COLUMNS,
+    SEGMENT_PRIORITIES,
+    left=("segment", "heat"),
+    # a ConsumeQueue's name is long: it gives way before cached and dirty do (the dashboard keeps its ends)
+    segment={"flexible": True, "min_width": 22},
+)
 PROCESS_TABLE_COLUMNS = columns_by_priority(
     PROCESS_COLUMNS,
     PROCESS_PRIORITIES,

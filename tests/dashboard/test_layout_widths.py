@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from fakes import T0, FakeFeed, frame
+from fakes import T0, FakeFeed, chunks, frame
 from rich.console import Console
 from support import run_mqinspect
 
@@ -250,3 +250,40 @@ def test_a_short_segments_panel_says_how_many_rows_are_below():
     before, after = asyncio.run(run())
     assert re.match(r"\+\d+ more ↓", before)  # 4 segments, room for fewer
     assert "↓" not in after and re.match(r"\+\d+ more ↑", after)
+
+
+def with_long_names_and_fine_strips():
+    """frame(1) as the demo's store draws it: 32-chunk heat strips and a ConsumeQueue among the segments."""
+    snapshot = frame(1)
+    fine = chunks([4] * 32)
+    queue = dataclasses.replace(
+        snapshot.store.segments[0],
+        kind="consumequeue",
+        name="consumequeue/DemoTopic/0/00000000000000000000",
+        path="/store/consumequeue/DemoTopic/0/00000000000000000000",
+    )
+    segments = tuple(dataclasses.replace(s, chunks=fine) for s in (*snapshot.store.segments, queue))
+    return dataclasses.replace(snapshot, store=dataclasses.replace(snapshot.store, segments=segments))
+
+
+def test_at_80_columns_a_long_segment_name_gives_way_to_heat_cached_and_dirty():
+    """The demo at 80x24: the ConsumeQueue's 45-character name pushed cached and dirty off the screen."""
+
+    async def run() -> list[str]:
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.receive(with_long_names_and_fine_strips())
+            await pilot.pause()
+            await pilot.pause()
+            return ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
+
+    lines = asyncio.run(run())
+    box = lines[: next(i for i, line in enumerate(lines) if "2 Memory" in line)]
+    header = next(line for line in box if whole("segment", line))
+    for title in ("heat", "cached", "dirty"):
+        assert whole(title, header), "\n".join(box)
+    rows = [line for line in box if "commitlog/" in line]
+    assert rows and all(
+        re.search(r"commitlog/…?\d+\s+[█▓▒░·FW]{32}\s+\d+%\s+\d+(?:\.\d)?[KMG]?i?B(?![\w/])", line)
+        for line in rows
+    ), "\n".join(box)
