@@ -28,8 +28,10 @@ from mqinspect.dashboard.layout import (
     FOLDED,
     LAYOUT_CSS,
     LOWER_TABS,
+    SHORT,
     VERTICAL_BREAKPOINTS,
     compact_key,
+    send_path_rows,
     tab_line,
 )
 from mqinspect.dashboard.row_table import RowTable
@@ -311,14 +313,27 @@ class DashboardApp(App[None]):
         memory_key = (snapshot.memory, snapshot.writeback, snapshot.probe(PROBE_WRITEBACK))
         self._draw_if_changed("memory", memory_key, lambda: memory_panel(snapshot, titled=False))
         hit = tuple((s.name, s.faults, s.major_faults) for s in snapshot.store.segments if s.faults)
-        faults_key = (processes, hit, snapshot.probe(PROBE_FAULTS))
-        self._draw_if_changed("faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False))
-        view = snapshot.sendpaths
-        sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe(PROBE_SENDPATH))
-        # its height follows its rows: laid out again only when their number changes
-        rows = (len(view.processes), snapshot.probe(PROBE_SENDPATH))
+        width = self.query_one("#faults").content_size.width or None
+        faults_key = (processes, hit, snapshot.probe(PROBE_FAULTS), width)
         self._draw_if_changed(
-            "sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False), layout_key=rows
+            "faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False, width=width)
+        )
+        view = snapshot.sendpaths
+        room = send_path_rows(self.query_one("#sendpaths"), self.screen.has_class(SHORT))
+        sendpaths_key = (
+            view.processes,
+            view.interval_s,
+            view.unavailable,
+            snapshot.probe(PROBE_SENDPATH),
+            room,
+        )
+        # its height follows its rows: laid out again only when their number changes
+        rows = (min(len(view.processes), room), snapshot.probe(PROBE_SENDPATH))
+        self._draw_if_changed(
+            "sendpaths",
+            sendpaths_key,
+            lambda: sendpaths_panel(snapshot, titled=False, max_rows=room),
+            layout_key=rows,
         )
         self._draw_segment_problems(snapshot)
 

@@ -14,8 +14,12 @@ No panel is ever drawn at zero rows: each has a min-height that holds its title,
 from __future__ import annotations
 
 from rich.text import Text
+from textual.widget import Widget
 
-VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-medium"), (50, "-tall")]
+from mqinspect.render.top import SENDPATH_ROWS
+
+SHORT = "-short"
+VERTICAL_BREAKPOINTS = [(0, SHORT), (32, "-medium"), (50, "-tall")]
 LOWER_TABS = {"sendpaths": "4 Send paths", "processes": "5 Processes"}
 FOLDED = "folded"  # the class of the lower tab not shown on a short screen
 
@@ -36,7 +40,7 @@ Screen.-medium #middle { height: 12; }
 Screen.-short #segments { height: 1fr; }
 Screen.-short #middle { height: 7; }
 Screen.-short #lower-tabs { display: block; }
-Screen.-short #sendpaths { max-height: 1fr; }
+Screen.-short #sendpaths { height: 1fr; max-height: 100%; }
 Screen.-short .folded { display: none; }
 """
 
@@ -44,6 +48,14 @@ COMPACT_KEY = (
     "heat █▓▒░ cached share · · none · green clean, red dirty, magenta writeback · W wrote · F flushed · "
     "faults, +cache per interval · ? legend and sources"
 )
+
+
+def send_path_rows(panel: Widget, short: bool) -> int:
+    """How many send-path rows to list: all SENDPATH_ROWS where the panel grows with them; on a short screen,
+    what its slot holds beside the header, a '+N more' line and the source (two lines at 80 columns)."""
+    if not short or panel.content_size.height <= 0:
+        return SENDPATH_ROWS
+    return max(1, min(SENDPATH_ROWS, panel.content_size.height - 4))
 
 
 def one_line(text: Text | str, style: str = "") -> Text:

@@ -382,7 +382,11 @@ def sparkline(values: Sequence[float | None], width: int = 30) -> Text:
 
 
 def faults_panel(
-    snapshot: TopSnapshot, processes: Sequence[ProcessView] | None = None, *, titled: bool = True
+    snapshot: TopSnapshot,
+    processes: Sequence[ProcessView] | None = None,
+    *,
+    titled: bool = True,
+    width: int | None = None,
 ) -> RenderableType:
     parts = _title("Faults", titled)
     rows = snapshot.processes if processes is None else processes
@@ -390,7 +394,7 @@ def faults_panel(
         parts.append(unavailable_text(snapshot.unavailable.get("processes")))
     for process in rows[:8]:
         line = Text(f"{process.pid:>7} {(process.comm or NONE)[:15]:<15} ")
-        line.append_text(sparkline(process.minor_fault_rate_history))
+        line.append_text(sparkline(process.minor_fault_rate_history, _spark_width(width)))
         line.append(
             f" {rate_text(process.minor_faults_per_s)} minor, {rate_text(process.major_faults_per_s)} major"
         )
@@ -403,6 +407,15 @@ def faults_panel(
     parts.append(_segment_faults(snapshot))
     parts.append(_source("faults"))
     return Group(*parts)
+
+
+# pid (7), command (15) and the minor-fault rate ("12,345/s") stay on a process's first line
+_FAULT_LINE_FIXED = 7 + 1 + 15 + 1 + 1 + 8
+
+
+def _spark_width(width: int | None) -> int:
+    """The sparkline's cells in a panel `width` wide (None: the full 30)."""
+    return 30 if width is None else max(4, min(30, width - _FAULT_LINE_FIXED))
 
 
 def _segment_faults(snapshot: TopSnapshot) -> RenderableType:

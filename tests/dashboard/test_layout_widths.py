@@ -210,10 +210,11 @@ def with_send_paths(count: int):
     return dataclasses.replace(snapshot, sendpaths=dataclasses.replace(snapshot.sendpaths, processes=rows))
 
 
-async def _send_paths_panel(snapshot, size: tuple[int, int]) -> str:
+async def _send_paths_panel(snapshot, size: tuple[int, int], *keys: str) -> str:
     app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
     async with app.run_test(size=size) as pilot:
         app.receive(frame(1))  # one row first: the panel grows when the rows come
+        await pilot.press(*keys)
         await pilot.pause()
         app.receive(snapshot)
         await pilot.pause()
@@ -233,6 +234,13 @@ def test_send_paths_show_every_row_or_say_how_many_more(rows, size):
     if rows > SENDPATH_ROWS:
         assert f"+{rows - SENDPATH_ROWS} more" in panel, panel
     assert "source: sendpath probe" in panel and "interval" in panel.split("source:")[1], panel
+
+
+def test_on_a_short_screen_send_paths_list_what_their_tab_holds_and_say_how_many_more():
+    panel = asyncio.run(_send_paths_panel(with_send_paths(8), (80, 24), "4"))
+    shown = re.findall(r"consumer-\d+", panel)
+    assert shown and f"+{8 - len(shown)} more" in panel, panel
+    assert panel.splitlines()[-1].startswith("╰") and "source: sendpath probe" in panel, panel
 
 
 def test_a_short_segments_panel_says_how_many_rows_are_below():
