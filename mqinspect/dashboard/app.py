@@ -318,24 +318,22 @@ class DashboardApp(App[None]):
         self._draw_if_changed(
             "faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False, width=width)
         )
+        self._draw_send_paths(snapshot)
+        self._draw_segment_problems(snapshot)
+
+    def _draw_send_paths(self, snapshot: TopSnapshot) -> None:
+        """The panel's height follows its rows, so it is laid out again when their number changes; on a
+        short screen it lists what its slot holds."""
         view = snapshot.sendpaths
-        room = send_path_rows(self.query_one("#sendpaths"), self.screen.has_class(SHORT))
-        sendpaths_key = (
-            view.processes,
-            view.interval_s,
-            view.unavailable,
-            snapshot.probe(PROBE_SENDPATH),
-            room,
-        )
-        # its height follows its rows: laid out again only when their number changes
-        rows = (min(len(view.processes), room), snapshot.probe(PROBE_SENDPATH))
+        short = self.screen.has_class(SHORT)
+        room = send_path_rows(self.query_one("#sendpaths"), short)
+        probe = snapshot.probe(PROBE_SENDPATH)
         self._draw_if_changed(
             "sendpaths",
-            sendpaths_key,
-            lambda: sendpaths_panel(snapshot, titled=False, max_rows=room),
-            layout_key=rows,
+            (view.processes, view.interval_s, view.unavailable, probe, room, short),
+            lambda: sendpaths_panel(snapshot, titled=False, max_rows=room, short=short),
+            layout_key=(min(len(view.processes), room), probe),
         )
-        self._draw_segment_problems(snapshot)
 
     def _draw_if_changed(
         self, widget_id: str, key: Any, render: Callable[[], Any], layout_key: Any = None

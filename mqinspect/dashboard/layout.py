@@ -52,10 +52,10 @@ COMPACT_KEY = (
 
 def send_path_rows(panel: Widget, short: bool) -> int:
     """How many send-path rows to list: all SENDPATH_ROWS where the panel grows with them; on a short screen,
-    what its slot holds beside the header, a '+N more' line and the source (two lines at 80 columns)."""
+    what its slot holds beside the header, a '+N more' line and the one-line source."""
     if not short or panel.content_size.height <= 0:
         return SENDPATH_ROWS
-    return max(1, min(SENDPATH_ROWS, panel.content_size.height - 4))
+    return max(1, min(SENDPATH_ROWS, panel.content_size.height - 3))
 
 
 def one_line(text: Text | str, style: str = "") -> Text:

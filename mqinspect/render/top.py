@@ -458,8 +458,9 @@ SENDPATH_ROWS = 6
 
 
 def sendpaths_panel(
-    snapshot: TopSnapshot, *, titled: bool = True, max_rows: int = SENDPATH_ROWS
+    snapshot: TopSnapshot, *, titled: bool = True, max_rows: int = SENDPATH_ROWS, short: bool = False
 ) -> RenderableType:
+    """`short`: the source on one line that ends in "…" (a short screen; `?` help has it whole)."""
     parts = _title("Send paths", titled)
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     view = snapshot.sendpaths
@@ -487,7 +488,10 @@ def sendpaths_panel(
             parts.append(
                 Text(f"+{len(view.processes) - max_rows} more (--format json lists all)", style="dim")
             )
-    parts.append(_source("sendpaths"))
+    source = _source("sendpaths")
+    if short:
+        source.no_wrap, source.overflow = True, "ellipsis"
+    parts.append(source)
     return Group(*parts)
 
 

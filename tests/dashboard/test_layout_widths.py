@@ -240,7 +240,7 @@ def test_on_a_short_screen_send_paths_list_what_their_tab_holds_and_say_how_many
     panel = asyncio.run(_send_paths_panel(with_send_paths(8), (80, 24), "4"))
     shown = re.findall(r"consumer-\d+", panel)
     assert shown and f"+{8 - len(shown)} more" in panel, panel
-    assert panel.splitlines()[-1].startswith("╰") and "source: sendpath probe" in panel, panel
+    assert panel.splitlines()[-2].startswith("│ source: sendpath probe"), panel  # the last line, not cut off
 
 
 def test_a_short_segments_panel_says_how_many_rows_are_below():
