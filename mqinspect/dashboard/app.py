@@ -162,7 +162,7 @@ class DashboardApp(App[None]):
     TITLE = "mqinspect top"
     CSS = (
         """
-    #status, #probes { height: 1; padding: 0 1; }
+    #status, #probes { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     #status.paused { background: $error 30%; }
     Panel, RowTable { border: round $panel; padding: 0 1; }
     Panel:focus, RowTable:focus { border: round $accent; }

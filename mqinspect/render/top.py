@@ -170,10 +170,10 @@ def status_line(
     line.append(f"mqinspect top{mode}", style="bold")
     if snapshot is None:
         return line.append("  waiting for the first interval…")
-    line.append(f"  store {snapshot.store.root or NONE}")
     age = f", {max(0.0, now_s - snapshot.time_unix_s):.0f} s ago" if now_s is not None else ""
     line.append(f"  frame {snapshot.sequence} at {clock_text(snapshot.time_unix_s)}{age}")
     line.append(f"  interval {snapshot.interval_s:.2f} s")
+    line.append(f"  store {snapshot.store.root or NONE}")  # last: a long path is what an 80-column line cuts
     return line
 
 

@@ -295,3 +295,21 @@ def test_at_80_columns_a_long_segment_name_gives_way_to_heat_cached_and_dirty():
         re.search(r"commitlog/…?\d+\s+[█▓▒░·FW]{32}\s+\d+%\s+\d+(?:\.\d)?[KMG]?i?B(?![\w/])", line)
         for line in rows
     ), "\n".join(box)
+
+
+def test_at_80_columns_the_status_line_keeps_its_numbers_before_a_long_store_path():
+    snapshot = frame(1)
+    long_root = "/var/lib/rocketmq/broker-a/store-with-a-long-name"
+    snapshot = dataclasses.replace(snapshot, store=dataclasses.replace(snapshot.store, root=long_root))
+
+    async def run() -> str:
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.receive(snapshot)
+            await pilot.pause()
+            return "".join(s.text for s in app.screen._compositor.render_strips()[0])
+
+    status = asyncio.run(run())
+    assert re.search(r"frame 1 at \d\d:\d\d:\d\d UTC, 1 s ago  interval 1\.00 s  store /var/…", status), (
+        status
+    )
