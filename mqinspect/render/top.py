@@ -388,11 +388,12 @@ def faults_panel(
     titled: bool = True,
     width: int | None = None,
 ) -> RenderableType:
+    """The processes that fault most first (a short panel shows the top one), then faults per segment."""
     parts = _title("Faults", titled)
     rows = snapshot.processes if processes is None else processes
     if not rows:
         parts.append(unavailable_text(snapshot.unavailable.get("processes")))
-    for process in rows[:8]:
+    for process in sorted(rows, key=_fault_rate, reverse=True)[:8]:
         line = Text(f"{process.pid:>7} {(process.comm or NONE)[:15]:<15} ")
         line.append_text(sparkline(process.minor_fault_rate_history, _spark_width(width)))
         line.append(
@@ -407,6 +408,12 @@ def faults_panel(
     parts.append(_segment_faults(snapshot))
     parts.append(_source("faults"))
     return Group(*parts)
+
+
+def _fault_rate(process: ProcessView) -> float:
+    """Faults per second, minor and major; a process whose rate was not measured sorts last."""
+    rates = (process.minor_faults_per_s, process.major_faults_per_s)
+    return -1.0 if all(rate is None for rate in rates) else sum(rate or 0.0 for rate in rates)
 
 
 # pid (7), command (15) and the minor-fault rate ("12,345/s") stay on a process's first line

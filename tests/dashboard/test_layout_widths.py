@@ -313,3 +313,25 @@ def test_at_80_columns_the_status_line_keeps_its_numbers_before_a_long_store_pat
     assert re.search(r"frame 1 at \d\d:\d\d:\d\d UTC, 1 s ago  interval 1\.00 s  store /var/…", status), (
         status
     )
+
+
+def test_at_80x24_the_faults_panel_starts_with_the_process_that_faults_most():
+    """Processes sort by pid; Faults' first line, all a short panel may show, is the top faulting one."""
+    snapshot = frame(1)
+    busiest = dataclasses.replace(snapshot.processes[2], minor_faults_per_s=9000.0)  # pid 500, the last
+    snapshot = dataclasses.replace(snapshot, processes=(*snapshot.processes[:2], busiest))
+
+    async def run() -> list[str]:
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.receive(snapshot)
+            await pilot.pause()
+            panel = app.query_one("#faults").region
+            strips = app.screen._compositor.render_strips()
+            return [
+                "".join(s.text for s in strip)[panel.x : panel.right]
+                for strip in strips[panel.y : panel.bottom]
+            ]
+
+    panel = asyncio.run(run())
+    assert re.search(r"500 producer\s+\S+ 9,000/s", panel[1]), "\n".join(panel)
