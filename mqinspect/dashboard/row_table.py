@@ -128,14 +128,13 @@ class RowTable(ScrollView, can_focus=True):
         available = self.content_region.width - self.styles.scrollbar_size_vertical
         if available <= 0:  # not laid out yet: the first resize fits it
             return
-        gaps = lambda count: COLUMN_GAP * max(count - 1, 0)  # noqa: E731
-        shown, drawn = fit_widths(self.columns, self.widths, available, gaps)
+        shown, drawn = fit_widths(self.columns, self.widths, available, _gaps)
         if (shown, drawn) != (self.shown, self.drawn_widths):
             self.shown, self.drawn_widths = shown, drawn
             self._redraw_all()
 
     def _line_width(self) -> int:
-        return sum(self.drawn_widths[i] for i in self.shown) + COLUMN_GAP * max(len(self.shown) - 1, 0)
+        return sum(self.drawn_widths[i] for i in self.shown) + _gaps(len(self.shown))
 
     def _redraw_all(self) -> None:
         self._strips, self._header = {}, None
@@ -245,3 +244,8 @@ class RowTable(ScrollView, can_focus=True):
 
     def on_blur(self) -> None:
         self.refresh_line(self.cursor_row + 1)
+
+
+def _gaps(columns: int) -> int:
+    """The cells between `columns` columns (the gap after the last one is cut off)."""
+    return COLUMN_GAP * max(columns - 1, 0)
