@@ -18,6 +18,7 @@ from rich.console import Console
 from support import run_mqinspect
 
 from mqinspect.dashboard.app import DashboardApp
+from mqinspect.render.layout import shorten
 from mqinspect.render.top import (
     PROCESS_COLUMNS,
     SEGMENT_COLUMNS,
@@ -335,3 +336,17 @@ def test_at_80x24_the_faults_panel_starts_with_the_process_that_faults_most():
 
     panel = asyncio.run(run())
     assert re.search(r"500 producer\s+\S+ 9,000/s", panel[1]), "\n".join(panel)
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "short"),
+    [
+        ("commitlog/00000000000268435456", 30, "commitlog/00000000000268435456"),
+        ("commitlog/00000000000268435456", 22, "commitlog/…00268435456"),
+        ("commitlog/00000000000268435456", 20, "commitlog/…268435456"),
+        ("consumequeue/DemoTopic/0/00000000000000000000", 40, "consumequeue/DemoTopic/0/…00000000000000"),
+        ("consumequeue/DemoTopic/0/00000000000000000000", 22, "consumeque…oTopic/0/…0"),
+    ],
+)
+def test_a_shortened_name_keeps_its_kind_and_its_significant_digits(name, width, short):
+    assert shorten(name, width) == short and len(short) <= width
