@@ -350,3 +350,25 @@ def test_at_80x24_the_faults_panel_starts_with_the_process_that_faults_most():
 )
 def test_a_shortened_name_keeps_its_kind_and_its_significant_digits(name, width, short):
     assert shorten(name, width) == short and len(short) <= width
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_top_once_piped_keeps_segment_names_and_units(store, width):
+    """`top --once` piped at 80 columns lost the segment names, cut its headers and a value's unit
+    (`wrote 2.8`). Ground truth: the same frame's rows drawn with --wide, split on their two-space gaps."""
+    arguments = ("top", store, "--once", "--no-ebpf", "--interval", "0.1")
+    wide = run_mqinspect(*arguments, "--wide", columns=width)
+    narrow = run_mqinspect(*arguments, columns=width)
+    assert wide.exit_code == 0 and narrow.exit_code == 0, narrow.stderr
+    wide_rows = [
+        re.split(r"\s{2,}", line.strip())
+        for line in wide.stdout.splitlines()
+        if line.startswith("commitlog/")
+    ]
+    assert wide_rows and all(len(row) == len(SEGMENT_COLUMNS) for row in wide_rows), wide.stdout
+    lines = narrow.stdout.splitlines()
+    segments = lines[: next(i for i, line in enumerate(lines) if line.startswith("Memory"))]
+    assert max(len(line) for line in lines) <= width
+    assert_table_whole(
+        segments, SEGMENT_COLUMNS, {row[0]: row for row in wide_rows}, f"top --once at {width}"
+    )
