@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fakes import T0, FakeFeed, chunks, frame
 from rich.console import Console
 from support import run_mqinspect
+from textual.geometry import Region
 
 from mqinspect.dashboard.app import DashboardApp
 from mqinspect.render.layout import shorten
@@ -154,25 +156,47 @@ def _last_table(text: str) -> str:
 
 # --- the dashboard
 
+PANELS = ("segments", "memory", "faults", "sendpaths", "processes")
 
-async def _screen(width: int, height: int) -> tuple[list[str], dict[str, int]]:
-    app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
-    async with app.run_test(size=(width, height)) as pilot:
-        app.receive(frame(1))
-        await pilot.pause()
-        await pilot.pause()
-        lines = ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
-        heights = {
-            panel: app.query_one(f"#{panel}").region.height
-            for panel in ("segments", "memory", "faults", "sendpaths", "processes")
-        }
-        return lines, heights
+
+@dataclass
+class Drawn:
+    """The dashboard's screen as text, where each panel is on it, and the Segments panel's bottom border."""
+
+    lines: list[str]
+    regions: dict[str, Region]
+    segments_note: str
+
+    def panel(self, panel_id: str) -> list[str]:
+        region = self.regions[panel_id]
+        return [line[region.x : region.right] for line in self.lines[region.y : region.bottom]]
+
+
+def draw(snapshot=None, size: tuple[int, int] = (80, 24), keys: tuple[str, ...] = ()) -> Drawn:
+    """Frame 1, then `keys`, then `snapshot` (if given), on a `size` terminal."""
+
+    async def run() -> Drawn:
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
+        async with app.run_test(size=size) as pilot:
+            app.receive(frame(1))  # then a panel that grows with its rows grows when they come
+            await pilot.pause()
+            await pilot.press(*keys)
+            await pilot.pause()
+            if snapshot is not None:
+                app.receive(snapshot)
+            await pilot.pause()
+            await pilot.pause()
+            lines = ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
+            regions = {panel: app.query_one(f"#{panel}").region for panel in PANELS}
+            return Drawn(lines, regions, str(app.query_one("#segments").border_subtitle))
+
+    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("size", SCREENS, ids=lambda size: f"{size[0]}x{size[1]}")
 def test_the_dashboard_keeps_every_column_and_panel_it_draws_whole(size):
-    width, height = size
-    lines, heights = asyncio.run(_screen(width, height))
+    drawn = draw(size=size)
+    lines, heights = drawn.lines, {panel: region.height for panel, region in drawn.regions.items()}
     screen = "\n".join(lines)
     segments = [line for line in lines if "Segments" in line or "commitlog/" in line or "heat" in line]
     segment_box = lines[: next(i for i, line in enumerate(lines) if "2 Memory" in line)]
@@ -192,9 +216,8 @@ def test_the_dashboard_keeps_every_column_and_panel_it_draws_whole(size):
     for panel in lower:
         assert heights[panel] >= 4
     if "processes" in lower:
-        box = lines[next(i for i, line in enumerate(lines) if "5 Processes" in line) :]
-        assert_table_whole(box, PROCESS_COLUMNS, process_rows(), f"{size}: processes")
-    if height >= 40:
+        assert_table_whole(drawn.panel("processes"), PROCESS_COLUMNS, process_rows(), f"{size}: processes")
+    if size[1] >= 40:
         assert lower == ["sendpaths", "processes"]  # both at once from 40 rows up
 
 
@@ -211,24 +234,10 @@ def with_send_paths(count: int):
     return dataclasses.replace(snapshot, sendpaths=dataclasses.replace(snapshot.sendpaths, processes=rows))
 
 
-async def _send_paths_panel(snapshot, size: tuple[int, int], *keys: str) -> str:
-    app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
-    async with app.run_test(size=size) as pilot:
-        app.receive(frame(1))  # one row first: the panel grows when the rows come
-        await pilot.press(*keys)
-        await pilot.pause()
-        app.receive(snapshot)
-        await pilot.pause()
-        await pilot.pause()
-        panel = app.query_one("#sendpaths").region
-        lines = ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
-        return "\n".join(line[panel.x : panel.right] for line in lines[panel.y : panel.bottom])
-
-
 @pytest.mark.parametrize(("rows", "size"), [(5, (180, 50)), (8, (180, 50)), (5, (120, 40))])
 def test_send_paths_show_every_row_or_say_how_many_more(rows, size):
     """At 180x50 the fifth row came and went and the source line was always clipped (a fixed height)."""
-    panel = asyncio.run(_send_paths_panel(with_send_paths(rows), size))
+    panel = "\n".join(draw(with_send_paths(rows), size).panel("sendpaths"))
     shown = re.findall(r"consumer-\d+", panel)
     assert shown == [f"consumer-{i}" for i in range(len(shown))]
     assert len(shown) == min(rows, SENDPATH_ROWS), panel
@@ -238,25 +247,14 @@ def test_send_paths_show_every_row_or_say_how_many_more(rows, size):
 
 
 def test_on_a_short_screen_send_paths_list_what_their_tab_holds_and_say_how_many_more():
-    panel = asyncio.run(_send_paths_panel(with_send_paths(8), (80, 24), "4"))
-    shown = re.findall(r"consumer-\d+", panel)
-    assert shown and f"+{8 - len(shown)} more" in panel, panel
-    assert panel.splitlines()[-2].startswith("│ source: sendpath probe"), panel  # the last line, not cut off
+    panel = draw(with_send_paths(8), (80, 24), keys=("4",)).panel("sendpaths")
+    shown = re.findall(r"consumer-\d+", "\n".join(panel))
+    assert shown and f"+{8 - len(shown)} more" in "\n".join(panel), panel
+    assert panel[-2].startswith("│ source: sendpath probe"), panel  # the last line, not cut off
 
 
 def test_a_short_segments_panel_says_how_many_rows_are_below():
-    async def run() -> tuple[str, str]:
-        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.receive(frame(1))
-            await pilot.pause()
-            table = app.query_one("#segments")
-            before = str(table.border_subtitle)
-            await pilot.press("end")
-            await pilot.pause()
-            return before, str(table.border_subtitle)
-
-    before, after = asyncio.run(run())
+    before, after = draw().segments_note, draw(keys=("end",)).segments_note
     assert re.match(r"\+\d+ more ↓", before)  # 4 segments, room for fewer
     assert "↓" not in after and re.match(r"\+\d+ more ↑", after)
 
@@ -277,40 +275,20 @@ def with_long_names_and_fine_strips():
 
 def test_at_80_columns_a_long_segment_name_gives_way_to_heat_cached_and_dirty():
     """The demo at 80x24: the ConsumeQueue's 45-character name pushed cached and dirty off the screen."""
-
-    async def run() -> list[str]:
-        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.receive(with_long_names_and_fine_strips())
-            await pilot.pause()
-            await pilot.pause()
-            return ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
-
-    lines = asyncio.run(run())
-    box = lines[: next(i for i, line in enumerate(lines) if "2 Memory" in line)]
+    box = draw(with_long_names_and_fine_strips()).panel("segments")
     header = next(line for line in box if whole("segment", line))
     for title in ("heat", "cached", "dirty"):
         assert whole(title, header), "\n".join(box)
     rows = [line for line in box if "commitlog/" in line]
-    assert rows and all(
-        re.search(r"commitlog/…?\d+\s+[█▓▒░·FW]{32}\s+\d+%\s+\d+(?:\.\d)?[KMG]?i?B(?![\w/])", line)
-        for line in rows
-    ), "\n".join(box)
+    row = re.compile(r"commitlog/…?\d+\s+[█▓▒░·FW]{32}\s+\d+%\s+\d+(?:\.\d)?[KMG]?i?B(?![\w/])")
+    assert rows and all(row.search(line) for line in rows), "\n".join(box)
 
 
 def test_at_80_columns_the_status_line_keeps_its_numbers_before_a_long_store_path():
     snapshot = frame(1)
     long_root = "/var/lib/rocketmq/broker-a/store-with-a-long-name"
     snapshot = dataclasses.replace(snapshot, store=dataclasses.replace(snapshot.store, root=long_root))
-
-    async def run() -> str:
-        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.receive(snapshot)
-            await pilot.pause()
-            return "".join(s.text for s in app.screen._compositor.render_strips()[0])
-
-    status = asyncio.run(run())
+    status = draw(snapshot).lines[0]
     assert re.search(r"frame 1 at \d\d:\d\d:\d\d UTC, 1 s ago  interval 1\.00 s  store /var/…", status), (
         status
     )
@@ -320,21 +298,7 @@ def test_at_80x24_the_faults_panel_starts_with_the_process_that_faults_most():
     """Processes sort by pid; Faults' first line, all a short panel may show, is the top faulting one."""
     snapshot = frame(1)
     busiest = dataclasses.replace(snapshot.processes[2], minor_faults_per_s=9000.0)  # pid 500, the last
-    snapshot = dataclasses.replace(snapshot, processes=(*snapshot.processes[:2], busiest))
-
-    async def run() -> list[str]:
-        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 2)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.receive(snapshot)
-            await pilot.pause()
-            panel = app.query_one("#faults").region
-            strips = app.screen._compositor.render_strips()
-            return [
-                "".join(s.text for s in strip)[panel.x : panel.right]
-                for strip in strips[panel.y : panel.bottom]
-            ]
-
-    panel = asyncio.run(run())
+    panel = draw(dataclasses.replace(snapshot, processes=(*snapshot.processes[:2], busiest))).panel("faults")
     assert re.search(r"500 producer\s+\S+ 9,000/s", panel[1]), "\n".join(panel)
 
 
