@@ -119,7 +119,24 @@ class ViewState:
 
 
 class Panel(Static, can_focus=True):
-    """A focusable panel drawn from a rich renderable; its border title names it."""
+    """A focusable panel drawn from a rich renderable; its border title names it, and its bottom border says
+    how many lines a short panel cuts off (btop's and htop's habit: nothing disappears unsaid)."""
+
+    def update(self, content: Any = "", *, layout: bool = True) -> None:
+        super().update(content, layout=layout)
+        self._note_lines_cut_off()
+
+    def on_resize(self) -> None:
+        self._note_lines_cut_off()
+
+    def _note_lines_cut_off(self) -> None:
+        room = self.content_size.height
+        if room <= 0:  # not laid out (or folded away): the resize that shows it counts again
+            return
+        cut = self.get_content_height(self.size, self.app.size, self.content_size.width) - room
+        note = f"+{cut} more line{'s' if cut > 1 else ''} ↓" if cut > 0 else ""
+        if note != str(self.border_subtitle or ""):  # setting it repaints the panel
+            self.border_subtitle = note
 
 
 class SegmentScreen(ModalScreen[None]):

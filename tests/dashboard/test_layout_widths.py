@@ -25,6 +25,8 @@ from mqinspect.render.top import (
     PROCESS_COLUMNS,
     SEGMENT_COLUMNS,
     SENDPATH_ROWS,
+    faults_panel,
+    memory_panel,
     process_cells,
     segment_cells,
     top_view,
@@ -161,11 +163,11 @@ PANELS = ("segments", "memory", "faults", "sendpaths", "processes")
 
 @dataclass
 class Drawn:
-    """The dashboard's screen as text, where each panel is on it, and the Segments panel's bottom border."""
+    """The dashboard's screen as text, where each panel is on it, and what each says on its bottom border."""
 
     lines: list[str]
     regions: dict[str, Region]
-    segments_note: str
+    notes: dict[str, str]
 
     def panel(self, panel_id: str) -> list[str]:
         region = self.regions[panel_id]
@@ -188,7 +190,8 @@ def draw(snapshot=None, size: tuple[int, int] = (80, 24), keys: tuple[str, ...] 
             await pilot.pause()
             lines = ["".join(s.text for s in strip) for strip in app.screen._compositor.render_strips()]
             regions = {panel: app.query_one(f"#{panel}").region for panel in PANELS}
-            return Drawn(lines, regions, str(app.query_one("#segments").border_subtitle))
+            notes = {panel: str(app.query_one(f"#{panel}").border_subtitle or "") for panel in PANELS}
+            return Drawn(lines, regions, notes)
 
     return asyncio.run(run())
 
@@ -254,9 +257,24 @@ def test_on_a_short_screen_send_paths_list_what_their_tab_holds_and_say_how_many
 
 
 def test_a_short_segments_panel_says_how_many_rows_are_below():
-    before, after = draw().segments_note, draw(keys=("end",)).segments_note
+    before, after = draw().notes["segments"], draw(keys=("end",)).notes["segments"]
     assert re.match(r"\+\d+ more ↓", before)  # 4 segments, room for fewer
     assert "↓" not in after and re.match(r"\+\d+ more ↑", after)
+
+
+@pytest.mark.parametrize("size", SCREENS, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_a_panel_too_short_for_its_lines_says_how_many_it_cuts_off(size):
+    """Memory and Faults have fixed heights: what does not fit was cut off unsaid. Ground truth: the panel's
+    text drawn by rich at the panel's width."""
+    drawn = draw(size=size)
+    for panel, render in (("memory", memory_panel), ("faults", faults_panel)):
+        region = drawn.regions[panel]
+        width, room = region.width - 4, region.height - 2  # the border and the padding
+        console = Console(width=width, record=True, color_system=None, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(render(frame(1), titled=False, **({"width": width} if panel == "faults" else {})))
+        lines = len(console.export_text().splitlines())
+        expected = f"+{lines - room} more line{'s' if lines - room > 1 else ''} ↓" if lines > room else ""
+        assert drawn.notes[panel] == expected, f"{size} {panel}: {lines} lines in {room} rows"
 
 
 def with_long_names_and_fine_strips():
