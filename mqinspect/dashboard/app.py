@@ -36,6 +36,7 @@ from mqinspect.dashboard.layout import (
 )
 from mqinspect.dashboard.row_table import RowTable
 from mqinspect.render.cells import unavailable_text
+from mqinspect.render.layout import WIDEN
 from mqinspect.render.top import (
     HEAT_KEY,
     PROCESS_TABLE_COLUMNS,
@@ -348,7 +349,7 @@ class DashboardApp(App[None]):
         self._draw_if_changed(
             "sendpaths",
             (view.processes, view.interval_s, view.unavailable, probe, room, short),
-            lambda: sendpaths_panel(snapshot, titled=False, max_rows=room, short=short),
+            lambda: sendpaths_panel(snapshot, titled=False, max_rows=room, short=short, hidden_hint=WIDEN),
             layout_key=(min(len(view.processes), room), probe),
         )
 

@@ -40,7 +40,7 @@ Screen.-medium #middle { height: 12; }
 Screen.-short #segments { height: 1fr; }
 Screen.-short #middle { height: 7; }
 Screen.-short #lower-tabs { display: block; }
-Screen.-short #sendpaths { height: 1fr; max-height: 100%; }
+Screen.-short #sendpaths { height: 1fr; max-height: 100%; min-height: 7; }
 Screen.-short .folded { display: none; }
 """
 
@@ -52,10 +52,11 @@ COMPACT_KEY = (
 
 def send_path_rows(panel: Widget, short: bool) -> int:
     """How many send-path rows to list: all SENDPATH_ROWS where the panel grows with them; on a short screen,
-    what its slot holds beside the header, a '+N more' line and the one-line source."""
+    what its slot holds beside the header, the columns a narrow panel leaves out, a '+N more' line and the
+    one-line source."""
     if not short or panel.content_size.height <= 0:
         return SENDPATH_ROWS
-    return max(1, min(SENDPATH_ROWS, panel.content_size.height - 3))
+    return max(1, min(SENDPATH_ROWS, panel.content_size.height - 4))
 
 
 def one_line(text: Text | str, style: str = "") -> Text:

@@ -27,7 +27,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from mqinspect.render.layout import Column, fit_widths, hidden_note, shorten
+from mqinspect.render.layout import WIDEN, Column, fit_widths, hidden_note, shorten
 
 COLUMN_GAP = 2
 HEADER_STYLE = Style(bold=True)
@@ -147,7 +147,7 @@ class RowTable(ScrollView, can_focus=True):
         below = max(len(self.keys) - above - visible_rows, 0)
         notes = [f"+{above} more ↑"] if above else []
         notes += [f"+{below} more ↓"] if below else []
-        notes += [hidden] if (hidden := hidden_note(self.columns, self.shown, "widen to see")) else []
+        notes += [hidden] if (hidden := hidden_note(self.columns, self.shown, WIDEN)) else []
         subtitle = " · ".join(notes)
         if subtitle != self._subtitle:  # setting a border title repaints the whole table
             self._subtitle = self.border_subtitle = subtitle

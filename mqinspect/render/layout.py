@@ -25,6 +25,8 @@ from rich.text import Text
 ALWAYS = 0
 LAST = 99  # a column given no priority comes in last (a column added later by someone who chose none)
 WIDE_WIDTH = 10_000  # --wide: a console this wide fits every table of the project whole
+WIDE_HINT = "--wide shows all"  # how to see the columns a table command left out
+WIDEN = "widen to see"  # the same in the dashboard
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class PriorityTable:
     columns: Sequence[Column]
     rows: list[list[Text]] = field(default_factory=list)
     table_options: dict[str, Any] = field(default_factory=dict)
-    hidden_hint: str = "--wide shows all"
+    hidden_hint: str = WIDE_HINT
 
     def add_row(self, *cells: Text | str) -> None:
         self.rows.append([cell if isinstance(cell, Text) else Text(cell) for cell in cells])

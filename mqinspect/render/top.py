@@ -29,7 +29,7 @@ from mqinspect.render.cells import (
     rate_text,
     unavailable_text,
 )
-from mqinspect.render.layout import PriorityTable, columns_by_priority
+from mqinspect.render.layout import WIDE_HINT, PriorityTable, columns_by_priority
 from mqinspect.render.mem import threshold_gauge
 from mqinspect.render.units import human_bytes, per_second
 from mqinspect.sampling.snapshot import (
@@ -457,7 +457,16 @@ def _not_a_path(row: SendPathRow) -> int | None:
 
 SENDPATH_TABLE_COLUMNS = columns_by_priority(
     SENDPATH_COLUMNS,
-    {"pid": 0, "command": 0, "read+write": 1, "mmap+write": 1, "sendfile": 1, "splice": 1, "other": 2},
+    {
+        "pid": 0,
+        "command": 0,
+        "read+write": 1,
+        "mmap+write": 1,
+        "sendfile": 1,
+        "splice": 1,
+        "other": 2,
+        "copies/B": 3,
+    },
     left=("command",),
     command={"flexible": True, "min_width": 8, "overflow": "ellipsis"},
 )
@@ -465,9 +474,15 @@ SENDPATH_ROWS = 6
 
 
 def sendpaths_panel(
-    snapshot: TopSnapshot, *, titled: bool = True, max_rows: int = SENDPATH_ROWS, short: bool = False
+    snapshot: TopSnapshot,
+    *,
+    titled: bool = True,
+    max_rows: int = SENDPATH_ROWS,
+    short: bool = False,
+    hidden_hint: str = WIDE_HINT,
 ) -> RenderableType:
-    """`short`: the source on one line that ends in "…" (a short screen; `?` help has it whole)."""
+    """`short`: the source on one line that ends in "…" (a short screen; `?` help has it whole).
+    `hidden_hint`: how to see the columns a narrow panel leaves out."""
     parts = _title("Send paths", titled)
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     view = snapshot.sendpaths
@@ -477,7 +492,7 @@ def sendpaths_panel(
         parts.append(Text("no process sent bytes to a socket this interval"))
     else:
         table_options = {"box": None, "pad_edge": False, "padding": (0, 1, 0, 0)}  # fits 80 columns
-        table = PriorityTable(SENDPATH_TABLE_COLUMNS, table_options=table_options)
+        table = PriorityTable(SENDPATH_TABLE_COLUMNS, table_options=table_options, hidden_hint=hidden_hint)
         for row in view.processes[:max_rows]:
             copies = row.cpu_copies_per_socket_byte
             table.add_row(

@@ -229,11 +229,11 @@ def _on_screen(rows: dict[str, list[str]], lines: list[str]) -> dict[str, list[s
     return {key: cells for key, cells in rows.items() if any(key in line for line in lines)}
 
 
-def with_send_paths(count: int):
+def with_send_paths(count: int, first_pid: int = 400, comm: str = "consumer-{}"):
     """frame(1) with `count` processes sending to sockets."""
     snapshot = frame(1)
     row = snapshot.sendpaths.processes[0]
-    rows = tuple(dataclasses.replace(row, pid=400 + i, comm=f"consumer-{i}") for i in range(count))
+    rows = tuple(dataclasses.replace(row, pid=first_pid + i, comm=comm.format(i)) for i in range(count))
     return dataclasses.replace(snapshot, sendpaths=dataclasses.replace(snapshot.sendpaths, processes=rows))
 
 
@@ -249,11 +249,17 @@ def test_send_paths_show_every_row_or_say_how_many_more(rows, size):
     assert "source: sendpath probe" in panel and "interval" in panel.split("source:")[1], panel
 
 
-def test_on_a_short_screen_send_paths_list_what_their_tab_holds_and_say_how_many_more():
-    panel = draw(with_send_paths(8), (80, 24), keys=("4",)).panel("sendpaths")
-    shown = re.findall(r"consumer-\d+", "\n".join(panel))
+@pytest.mark.parametrize(("first_pid", "comm"), [(400, "consumer-{}"), (1_000_000, "consumer-longer-{}")])
+def test_on_a_short_screen_send_paths_list_what_their_tab_holds_and_say_how_many_more(first_pid, comm):
+    """With 7-digit pids and long names the panel leaves out a column and says so, and still cuts no line."""
+    drawn = draw(with_send_paths(8, first_pid, comm), (80, 24), keys=("4",))
+    panel = drawn.panel("sendpaths")
+    shown = re.findall(r"consumer-(?:longer-)?\d+", "\n".join(panel))
     assert shown and f"+{8 - len(shown)} more" in "\n".join(panel), panel
-    assert panel[-2].startswith("│ source: sendpath probe"), panel  # the last line, not cut off
+    assert any(line.startswith("│ source: sendpath probe") for line in panel), panel
+    assert not drawn.notes["sendpaths"], panel  # no line cut off
+    hidden = [line for line in panel if "column" in line]
+    assert len(hidden) == (first_pid > 400) and all("(widen to see)" in line for line in hidden), panel
 
 
 def test_a_short_segments_panel_says_how_many_rows_are_below():
