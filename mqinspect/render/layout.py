@@ -7,7 +7,7 @@ fold or end in "…" before any number goes.
 
 The same rule serves the dashboard's RowTable (which knows its width in cells) and the rich tables of the
 table commands (`PriorityTable`, which learns its width when rich renders it). `--wide` renders on a console
-as wide as the widest table (`wide_console`), so every column fits.
+WIDE_WIDTH cells wide (`wide_console`), so every column fits and lines are as long as they need.
 """
 
 from __future__ import annotations
