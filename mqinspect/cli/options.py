@@ -159,3 +159,11 @@ def parse_choices(text: str, choices: type[Choice], option: str, what: str) -> t
     if not chosen:
         raise BadInput(f"{option} names no {what} (known: {known})")
     return tuple(chosen)
+
+
+def wide_option():
+    """`--wide`: tables keep every column, in lines as long as they need (narrow output drops columns by
+    priority, and says which)."""
+    return typer.Option(
+        False, "--wide", "-w", help="Keep every column of a table, however wide (default: fit the terminal)."
+    )

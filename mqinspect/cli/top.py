@@ -22,9 +22,11 @@ from mqinspect.cli.options import (
     interval_and_count,
     interval_argument,
     one_line_per_interval,
+    wide_option,
 )
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
+from mqinspect.render.layout import wide_console
 from mqinspect.render.machine import write_json, write_jsonl
 from mqinspect.render.stream_lines import write_stream
 from mqinspect.render.top import top_view
@@ -67,6 +69,7 @@ def top(
     svg: Path | None = typer.Option(
         None, "--svg", help="With --once: also save the dashboard as an SVG picture."
     ),
+    wide: bool = wide_option(),
 ) -> int:
     """The live dashboard: segments' page-cache heat with wrote/flushed positions and locks, memory against
     the writeback thresholds, faults per process and segment, send paths, and the processes using the store.
@@ -92,7 +95,7 @@ def top(
 
         run_dashboard(options)
         return ExitStatus.OK
-    return _print_snapshots(options, count, output, svg)
+    return _print_snapshots(options, count, output, svg, wide)
 
 
 def _numbers_after_store(
@@ -117,8 +120,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: Path | None) -> int:
-    console = stdout_console()
+def _print_snapshots(
+    options: TopOptions, count: int | None, output: str, svg: Path | None, wide: bool = False
+) -> int:
+    console = wide_console(stdout_console()) if wide else stdout_console()
     with signals_interrupt():
         try:
             snapshots = stream_snapshots(options, count)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -26,13 +26,26 @@ from textual.widgets import Footer, Input, Static
 
 from mqinspect.dashboard.filtering import Kept, RowFilter, filter_summary
 from mqinspect.dashboard.help import HelpScreen, key_rows
+from mqinspect.dashboard.layout import (
+    FOLDED,
+    LAYOUT_CSS,
+    LOWER_TABS,
+    SHORT,
+    VERTICAL_BREAKPOINTS,
+    compact_key,
+    send_path_rows,
+    tab_line,
+)
 from mqinspect.dashboard.row_table import RowTable
 from mqinspect.dashboard.sorting import TableSort, default_sorts, marked_titles
 from mqinspect.render.cells import unavailable_text
+from mqinspect.render.layout import WIDEN
 from mqinspect.render.top import (
     HEAT_KEY,
     PROCESS_COLUMNS,
+    PROCESS_TABLE_COLUMNS,
     SEGMENT_COLUMNS,
+    SEGMENT_TABLE_COLUMNS,
     SENDPATH_COLUMNS,
     SOURCES,
     detail_view,
@@ -70,7 +83,7 @@ PANEL_NAMES = {
     "sendpaths": "Send paths",
     "processes": "Processes",
 }
-AUTO_HEIGHT = {"segment-notes"}  # the only Static whose height follows its content
+AUTO_HEIGHT = {"segment-notes", "segment-key"}  # the Statics whose height follows their content
 REPLAY_ACTIONS = {"seek"}
 LIVE_ACTIONS = {"change_interval"}
 # the intervals + and - step through (btop's keys); --interval may start between two of them
@@ -122,7 +135,24 @@ class ViewState:
 
 
 class Panel(Static, can_focus=True):
-    """A focusable panel drawn from a rich renderable; its border title names it."""
+    """A focusable panel drawn from a rich renderable; its border title names it, and its bottom border says
+    how many lines a short panel cuts off (btop's and htop's habit: nothing disappears unsaid)."""
+
+    def update(self, content: Any = "", *, layout: bool = True) -> None:
+        super().update(content, layout=layout)
+        self._note_lines_cut_off()
+
+    def on_resize(self) -> None:
+        self._note_lines_cut_off()
+
+    def _note_lines_cut_off(self) -> None:
+        room = self.content_size.height
+        if room <= 0:  # not laid out (or folded away): the resize that shows it counts again
+            return
+        cut = self.get_content_height(self.size, self.app.size, self.content_size.width) - room
+        note = f"+{cut} more line{'s' if cut > 1 else ''} ↓" if cut > 0 else ""
+        if note != str(self.border_subtitle or ""):  # setting it repaints the panel
+            self.border_subtitle = note
 
 
 class SegmentScreen(ModalScreen[None]):
@@ -163,22 +193,20 @@ class DashboardApp(App[None]):
     """`mqinspect top` (live, from a feed) and `mqinspect replay` (from recorded frames)."""
 
     TITLE = "mqinspect top"
-    CSS = """
-    #status, #probes { height: 1; padding: 0 1; }
+    CSS = (
+        """
+    #status, #probes { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     #status.paused { background: $error 30%; }
     Panel, RowTable { border: round $panel; padding: 0 1; }
     Panel:focus, RowTable:focus { border: round $accent; }
-    #segments { height: 2fr; }
-    #segment-notes { height: auto; padding: 0 1; color: $text-muted; }
-    #middle { height: 15; }
-    #memory, #faults { width: 1fr; height: 100%; }
-    #sendpaths { height: 7; }
-    #processes { height: 1fr; min-height: 5; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
     #filter-summary { dock: bottom; height: 1; padding: 0 1; display: none; }
     #filter-summary.visible { display: block; }
     """
+        + LAYOUT_CSS
+    )
+    VERTICAL_BREAKPOINTS = VERTICAL_BREAKPOINTS
     # The footer shows the descriptions, the help (?) the tooltips: keys with the same one share a row.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
@@ -240,6 +268,7 @@ class DashboardApp(App[None]):
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
+        self.lower_tab = "processes"  # of Send paths and Processes, the one a short screen shows
         self._replay_timer = None
 
     # --- layout
@@ -248,13 +277,15 @@ class DashboardApp(App[None]):
         yield Static(id="status")
         yield Static(id="probes")
         with Vertical():
-            yield RowTable(_columns(SEGMENT_COLUMNS, left=("segment", "heat")), id="segments")
+            yield RowTable(SEGMENT_TABLE_COLUMNS, id="segments")
             yield Static(id="segment-notes")
+            yield Static(id="segment-key")
             with Horizontal(id="middle"):
                 yield Panel(id="memory")
                 yield Panel(id="faults")
+            yield Static(id="lower-tabs")
             yield Panel(id="sendpaths")
-            yield RowTable(_columns(PROCESS_COLUMNS, left=("command", "found")), id="processes")
+            yield RowTable(PROCESS_TABLE_COLUMNS, id="processes")
         yield Input(id="filter", placeholder="filter panels by segment name, pid or command (enter applies)")
         yield Static(id="filter-summary")
         yield Footer()
@@ -264,6 +295,8 @@ class DashboardApp(App[None]):
         self.query_one("#segment-notes", Static).update(
             Text("\n".join((HEAT_KEY, f"source: {SOURCES['segments']}")), style="dim")
         )
+        self.query_one("#segment-key", Static).update(compact_key([]))
+        self.show_lower_tab(self.lower_tab)
         self.query_one("#segments", RowTable).focus()
         self._draw_status()
         if self.replay:
@@ -345,30 +378,59 @@ class DashboardApp(App[None]):
         faulting = self.visible_faulting()
         hit = tuple((s.name, s.faults, s.major_faults) for s in segments if s.faults)
         filtered = self.state.filter_text
-        faults_key = (faulting, hit, len(segments), snapshot.probe(PROBE_FAULTS), filtered)
+        width = self.query_one("#faults").content_size.width or None
+        faults_key = (faulting, hit, len(segments), snapshot.probe(PROBE_FAULTS), filtered, width)
         self._draw_if_changed(
             "faults",
             faults_key,
-            lambda: faults_panel(snapshot, faulting, titled=False, segments=segments, filter_text=filtered),
+            lambda: faults_panel(
+                snapshot, faulting, titled=False, segments=segments, filter_text=filtered, width=width
+            ),
         )
-        view = snapshot.sendpaths
-        sending = self.visible_sendpaths()
-        headers = tuple(marked_titles(SENDPATH_COLUMNS, self.state.sorts["sendpaths"]))
-        sendpaths_key = (sending, headers, view, snapshot.probe(PROBE_SENDPATH), filtered)
-        self._draw_if_changed(
-            "sendpaths",
-            sendpaths_key,
-            lambda: sendpaths_panel(snapshot, sending, titled=False, headers=headers, filter_text=filtered),
-        )
+        self._draw_send_paths(snapshot)
         self._draw_segment_problems(snapshot)
 
-    def _draw_if_changed(self, widget_id: str, key: Any, render: Callable[[], Any]) -> None:
-        """Redraw a panel whose data changed. Panels have fixed heights (CSS), so a new frame repaints the
-        panel without laying out the screen again: that layout was most of a frame's cost."""
+    def _draw_send_paths(self, snapshot: TopSnapshot) -> None:
+        """The rows the filter keeps, in the table's sort, under its marked headers. The panel's height
+        follows its rows, so it is laid out again when their number changes; on a short screen it lists what
+        its slot holds."""
+        view = snapshot.sendpaths
+        short = self.screen.has_class(SHORT)
+        room = send_path_rows(self.query_one("#sendpaths"), short)
+        probe = snapshot.probe(PROBE_SENDPATH)
+        sending = self.visible_sendpaths()
+        headers = tuple(marked_titles(SENDPATH_COLUMNS, self.state.sorts["sendpaths"]))
+        filtered = self.state.filter_text
+        self._draw_if_changed(
+            "sendpaths",
+            (sending, headers, view, probe, filtered, room, short),
+            lambda: sendpaths_panel(
+                snapshot,
+                sending,
+                titled=False,
+                headers=headers,
+                filter_text=filtered,
+                max_rows=room,
+                short=short,
+                hidden_hint=WIDEN,
+            ),
+            layout_key=(min(len(sending), room), probe),
+        )
+
+    def _draw_if_changed(
+        self, widget_id: str, key: Any, render: Callable[[], Any], layout_key: Any = None
+    ) -> None:
+        """Redraw a panel whose data changed. Most panels have fixed heights (CSS), so a new frame repaints
+        the panel without laying out the screen again: that layout was most of a frame's cost. A panel
+        whose height follows its content is laid out again when its `layout_key` (its number of rows)
+        changes."""
         if self._drawn.get(widget_id) == key:
             return
         self._drawn[widget_id] = key
-        self.query_one(f"#{widget_id}", Static).update(render(), layout=widget_id in AUTO_HEIGHT)
+        shape = self._drawn.get(f"{widget_id}:layout")
+        self._drawn[f"{widget_id}:layout"] = layout_key
+        layout = widget_id in AUTO_HEIGHT or (layout_key is not None and layout_key != shape)
+        self.query_one(f"#{widget_id}", Static).update(render(), layout=layout)
 
     def _fill_if_changed(
         self, table_id: str, rows: Sequence[Any], cells: Callable[[Any], list], key_field: str
@@ -396,6 +458,9 @@ class DashboardApp(App[None]):
         for problem in problems:
             notes.append("\n").append_text(problem)
         self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems),), lambda: notes)
+        self._draw_if_changed(
+            "segment-key", (tuple(str(p) for p in problems),), lambda: compact_key(problems)
+        )
 
     def _draw_empty_tables(self, snapshot: TopSnapshot) -> None:
         """An empty table says why: the filter kept none of its rows, or nothing was measured."""
@@ -555,6 +620,19 @@ class DashboardApp(App[None]):
         if self.feed is not None:
             self.feed.focus(None, None)
 
+    def show_lower_tab(self, panel_id: str) -> None:
+        """On a short screen, show this one of Send paths and Processes (the other folds to its tab)."""
+        self.lower_tab = panel_id
+        for other in LOWER_TABS:
+            self.query_one(f"#{other}").set_class(other != panel_id, FOLDED)
+        self.query_one("#lower-tabs", Static).update(tab_line(panel_id))
+
+    @on(events.DescendantFocus)
+    def _unfold_focused(self, event: events.DescendantFocus) -> None:
+        """4, 5, a click or tab onto a folded lower panel shows it."""
+        if event.widget.id in LOWER_TABS and event.widget.id != self.lower_tab:
+            self.show_lower_tab(event.widget.id)
+
     def action_focus_panel(self, panel_id: str) -> None:
         self.query_one(f"#{panel_id}").focus()
 
@@ -598,13 +676,14 @@ class DashboardApp(App[None]):
         self.show(self.frames[self.frame_index])
 
 
-def _columns(titles: Sequence[str], left: Sequence[str]) -> list[tuple[str, str]]:
-    return [(title, "left" if title in left else "right") for title in titles]
-
-
 def next_interval(current_s: float, step: int) -> float:
     """The next step of INTERVAL_STEPS_S above (step 1) or below (step -1) the current interval; the ends
     stay where they are."""
     if step > 0:
         return next((s for s in INTERVAL_STEPS_S if s > current_s + 1e-9), INTERVAL_STEPS_S[-1])
     return next((s for s in reversed(INTERVAL_STEPS_S) if s < current_s - 1e-9), INTERVAL_STEPS_S[0])
+
+
+def _next(options: dict[str, Any], current: str) -> str:
+    names = list(options)
+    return names[(names.index(current) + 1) % len(names)]

@@ -26,6 +26,7 @@ PROC_STAT = "/proc/PID/stat"
 PROC_IO = "/proc/PID/io"
 SOCK_DIAG = "sock_diag tcp_info of the process's sockets"
 PER_INTERVAL = "counted over the last interval"
+LOOKUPS_PROBE = "pagecache probe (filemap:mm_filemap_get_pages, mm_filemap_add_to_page_cache)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,16 @@ class Entry:
     name: str
     meaning: str
     source: str = ""
+
+
+def hit_entries(whose: str) -> tuple[Entry, ...]:
+    """The hits, misses and hit% columns of the segments and processes tables."""
+    read = f"pages {whose} read path (read, pread, sendfile, splice; not mmap) looked up, {PER_INTERVAL}"
+    return (
+        Entry("hits", f"{read}, found in the page cache", LOOKUPS_PROBE),
+        Entry("misses", f"{read}, brought in by the read", LOOKUPS_PROBE),
+        Entry("hit%", "hits of hits + misses (%, one decimal, never rounded up to 100)", LOOKUPS_PROBE),
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ LEGENDS: dict[str, PanelLegend] = {
             Entry(
                 "+cache", f"bytes of its pages that entered the page cache, {PER_INTERVAL}", PAGECACHE_PROBE
             ),
+            *hit_entries("of it the"),
         ),
         (*HEAT_GLYPH_ENTRIES, *SORT_GLYPHS, *NOT_MEASURED),
         ("segments", "segment_events"),
@@ -201,6 +213,7 @@ LEGENDS: dict[str, PanelLegend] = {
             Entry("wchar/s", "bytes per second of write(2)-family calls, sendfile too", f"{PROC_IO} wchar"),
             Entry("rss", "resident memory, bytes", "/proc/PID/status VmRSS"),
             Entry("locked", "memory locked with mlock, bytes", "/proc/PID/status VmLck"),
+            *hit_entries("its"),
         ),
         (*SORT_GLYPHS, *NOT_MEASURED),
         ("processes",),

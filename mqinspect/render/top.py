@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from rich.console import Group, RenderableType
@@ -29,6 +30,7 @@ from mqinspect.render.cells import (
     rate_text,
     unavailable_text,
 )
+from mqinspect.render.layout import WIDE_HINT, PriorityTable, columns_by_priority
 from mqinspect.render.mem import threshold_gauge
 from mqinspect.render.trace_cache import HIT_COLUMNS, hit_ratio_text
 from mqinspect.render.units import human_bytes, per_second
@@ -104,6 +106,46 @@ PROCESS_COLUMNS = (
     "locked",
     *HIT_COLUMNS,
 )
+# Which columns stay when the width runs short (render.layout): 0 always, higher numbers go first. The
+# segment's name, heat, cached and dirty are what an operator reads first (htop keeps PID and CPU%).
+SEGMENT_PRIORITIES = {
+    "segment": 0,
+    "heat": 0,
+    "cached": 0,
+    "dirty": 0,
+    "wrote": 1,
+    "faults": 2,
+    "+cache": 3,
+    "writeback": 4,
+    "major": 5,
+    "locked": 6,
+}
+PROCESS_PRIORITIES = {
+    "pid": 0,
+    "command": 0,
+    "minflt/s": 1,
+    "rss": 2,
+    "majflt/s": 3,
+    "tcp out/s": 4,
+    "tcp in/s": 5,
+    "wchar/s": 6,
+    "rchar/s": 7,
+    "found": 8,
+    "locked": 9,
+}
+SEGMENT_TABLE_COLUMNS = columns_by_priority(
+    SEGMENT_COLUMNS,
+    SEGMENT_PRIORITIES,
+    left=("segment", "heat"),
+    # a ConsumeQueue's name is long: it gives way before cached and dirty do (the dashboard keeps its ends)
+    segment={"flexible": True, "min_width": 22},
+)
+PROCESS_TABLE_COLUMNS = columns_by_priority(
+    PROCESS_COLUMNS,
+    PROCESS_PRIORITIES,
+    left=("command", "found"),
+    command={"flexible": True, "min_width": 8, "overflow": "ellipsis"},
+)
 
 
 # --- small formatting
@@ -144,12 +186,12 @@ def status_line(
     line.append(f"mqinspect top{mode}", style="bold")
     if snapshot is None:
         return line.append("  waiting for the first interval…")
-    line.append(f"  store {snapshot.store.root or NONE}")
     age = f", {max(0.0, now_s - snapshot.time_unix_s):.0f} s ago" if now_s is not None else ""
     line.append(f"  frame {snapshot.sequence} at {clock_text(snapshot.time_unix_s)}{age}")
     line.append(f"  interval {snapshot.interval_s:.2f} s")
     if set_interval_s is not None and abs(snapshot.interval_s - set_interval_s) > 0.1 * set_interval_s:
         line.append(f" (set to {set_interval_s:g} s)", style="bold yellow")
+    line.append(f"  store {snapshot.store.root or NONE}")  # last: a long path is what an 80-column line cuts
     return line
 
 
@@ -231,23 +273,20 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
     ]
 
 
-# the segment's kind and the start of its 20-digit name stay readable on an 80-column terminal
-SEGMENT_NAME_MIN_WIDTH = 16
-
-
 def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None = None) -> RenderableType:
     store = snapshot.store
     if not store.segments:
         return Group(Text("Segments", style="bold"), unavailable_text(store.unavailable.get("segments")))
-    table = Table(title="Segments", title_justify="left", title_style="bold", box=None, pad_edge=False)
-    for column in SEGMENT_COLUMNS:
-        table.add_column(
-            column,
-            no_wrap=column != "segment",
-            overflow="fold",
-            justify="left" if column in ("segment", "heat") else "right",
-            min_width=SEGMENT_NAME_MIN_WIDTH if column == "segment" else None,
-        )
+    table = PriorityTable(
+        SEGMENT_TABLE_COLUMNS,
+        table_options={
+            "title": "Segments",
+            "title_justify": "left",
+            "title_style": "bold",
+            "box": None,
+            "pad_edge": False,
+        },
+    )
     shown = store.segments if segments is None else segments
     for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
@@ -282,6 +321,7 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
     writeback = sample.snapshot.writeback
     page = writeback.page_size_bytes
     meminfo = sample.snapshot.meminfo
+    parts.append(threshold_gauge(writeback))  # first: a short panel still shows it
     parts.append(
         Text(
             f"cached {bytes_text(meminfo.cached_bytes)}  dirty {pages_text(writeback.dirty_pages, page)}  "
@@ -290,7 +330,6 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
             f"limit {pages_text(writeback.throttle_threshold_pages, page)}"
         )
     )
-    parts.append(threshold_gauge(writeback))
     regime = writeback.regime
     parts.append(Text(f"regime: {regime or UNAVAILABLE}: {WritebackState.REGIMES.get(regime or '', '')}"))
     vm, pressure = sample.rates.vmstat, sample.rates.pressure
@@ -368,18 +407,20 @@ def faults_panel(
     titled: bool = True,
     segments: Sequence[SegmentView] | None = None,
     filter_text: str = "",
+    width: int | None = None,
 ) -> RenderableType:
-    """Fault rates of `processes` (default: all) and the faults of `segments` (default: all); the dashboard
-    passes the rows its filter keeps, and `filter_text` to say so when it keeps none."""
+    """Fault rates of `processes` (default: all, those that fault most first; the dashboard passes the rows
+    its filter keeps, in its sort) and the faults of `segments` (default: all); `filter_text` says so when
+    the filter keeps none; `width` narrows the sparkline so a process's rate stays on its first line."""
     parts = _title("Faults", titled)
-    rows = snapshot.processes if processes is None else processes
+    rows = sorted(snapshot.processes, key=_fault_rate, reverse=True) if processes is None else processes
     if not rows and snapshot.processes:
         parts.append(no_match_text(filter_text, len(snapshot.processes), "process", "processes"))
     elif not rows:
         parts.append(unavailable_text(snapshot.unavailable.get("processes")))
     for process in rows[:8]:
         line = Text(f"{process.pid:>7} {(process.comm or NONE)[:15]:<15} ")
-        line.append_text(sparkline(process.minor_fault_rate_history))
+        line.append_text(sparkline(process.minor_fault_rate_history, _spark_width(width)))
         line.append(
             f" {rate_text(process.minor_faults_per_s)} minor, {rate_text(process.major_faults_per_s)} major"
         )
@@ -394,6 +435,21 @@ def faults_panel(
     )
     parts.append(_source("faults"))
     return Group(*parts)
+
+
+def _fault_rate(process: ProcessView) -> float:
+    """Faults per second, minor and major; a process whose rate was not measured sorts last."""
+    rates = (process.minor_faults_per_s, process.major_faults_per_s)
+    return -1.0 if all(rate is None for rate in rates) else sum(rate or 0.0 for rate in rates)
+
+
+# pid (7), command (15) and the minor-fault rate ("12,345/s") stay on a process's first line
+_FAULT_LINE_FIXED = 7 + 1 + 15 + 1 + 1 + 8
+
+
+def _spark_width(width: int | None) -> int:
+    """The sparkline's cells in a panel `width` wide (None: the full 30)."""
+    return 30 if width is None else max(4, min(30, width - _FAULT_LINE_FIXED))
 
 
 def _segment_faults(
@@ -442,6 +498,25 @@ def not_a_path(row: SendPathRow) -> int | None:
     return row.other_socket_write_bytes + (row.unresolved_socket_write_bytes or 0)
 
 
+SENDPATH_TABLE_COLUMNS = columns_by_priority(
+    SENDPATH_COLUMNS,
+    {
+        "pid": 0,
+        "command": 0,
+        "total": 2,
+        "read+write": 1,
+        "mmap+write": 1,
+        "sendfile": 1,
+        "splice": 1,
+        "other": 2,
+        "copies/B": 3,
+    },
+    left=("command",),
+    command={"flexible": True, "min_width": 8, "overflow": "ellipsis"},
+)
+SENDPATH_ROWS = 6
+
+
 def sendpaths_panel(
     snapshot: TopSnapshot,
     rows: Sequence[SendPathRow] | None = None,
@@ -449,9 +524,14 @@ def sendpaths_panel(
     titled: bool = True,
     headers: Sequence[str] = SENDPATH_COLUMNS,
     filter_text: str = "",
+    max_rows: int = SENDPATH_ROWS,
+    short: bool = False,
+    hidden_hint: str = WIDE_HINT,
 ) -> RenderableType:
     """The send-path table of `rows` (default: every process the probe saw, biggest total first), under
-    `headers` (the dashboard marks the sorted column); `filter_text` says why rows may be missing."""
+    `headers` (the dashboard marks the sorted column); `filter_text` says why rows may be missing. `short`:
+    the source on one line that ends in "…" (a short screen; `?` help has it whole). `hidden_hint`: how to
+    see the columns a narrow panel leaves out."""
     parts = _title("Send paths", titled)
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     view = snapshot.sendpaths
@@ -463,10 +543,11 @@ def sendpaths_panel(
     elif not shown:
         parts.append(no_match_text(filter_text, len(view.processes), "process", "processes"))
     else:
-        table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))  # fits 80 columns
-        for column, header in zip(SENDPATH_COLUMNS, headers, strict=True):
-            table.add_column(header, justify="left" if column == "command" else "right", no_wrap=True)
-        for row in shown[:6]:
+        table_options = {"box": None, "pad_edge": False, "padding": (0, 1, 0, 0)}  # fits 80 columns
+        marked = zip(SENDPATH_TABLE_COLUMNS, headers, strict=True)
+        columns = [replace(column, title=header) for column, header in marked]
+        table = PriorityTable(columns, table_options=table_options, hidden_hint=hidden_hint)
+        for row in shown[:max_rows]:
             copies = row.cpu_copies_per_socket_byte
             table.add_row(
                 str(row.pid),
@@ -480,7 +561,12 @@ def sendpaths_panel(
                 NONE if copies is None else f"{copies:.2f}",
             )
         parts.append(table)
-    parts.append(_source("sendpaths"))
+        if len(shown) > max_rows:
+            parts.append(Text(f"+{len(shown) - max_rows} more (--format json lists all)", style="dim"))
+    source = _source("sendpaths")
+    if short:
+        source.no_wrap, source.overflow = True, "ellipsis"
+    parts.append(source)
     return Group(*parts)
 
 
@@ -522,23 +608,17 @@ def processes_table(snapshot: TopSnapshot, processes: Sequence[ProcessView] | No
             unavailable_text(snapshot.unavailable.get("processes")),
             _source("processes"),
         )
-    table = Table(
-        title="Processes",
-        title_justify="left",
-        title_style="bold",
-        box=None,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
+    table = PriorityTable(
+        PROCESS_TABLE_COLUMNS,
+        table_options={
+            "title": "Processes",
+            "title_justify": "left",
+            "title_style": "bold",
+            "box": None,
+            "pad_edge": False,
+            "padding": (0, 1, 0, 0),
+        },
     )
-    for column in PROCESS_COLUMNS:
-        table.add_column(
-            column,
-            no_wrap=True,
-            justify="left" if column in ("command", "found") else "right",
-            # on a narrow terminal the command gives way first: the numbers keep their width
-            min_width=None if column == "command" else len(column),
-            overflow="ellipsis",
-        )
     for process in rows:
         table.add_row(*process_cells(process))
     notes = [_unavailable_fields(rows), _source("processes")]

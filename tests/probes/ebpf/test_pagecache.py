@@ -548,16 +548,20 @@ def test_a_read_longer_than_one_batch_of_folios_counts_each_page_once(tmp_path: 
     rest of the read's range again; the pages are counted once, all hits."""
     pages = 2048
     path = _evicted_file(tmp_path / "batches.bin", pages)
-    _warm_pages(path, range(pages))
-    assert fincore_pages(path) == pages
-    with (
-        ready_child(LOOKUP_WORKLOAD, path, pages, 512) as child,
-        TraceSession(PagecacheProbe([child.pid])) as session,
-    ):
-        _step(child, "read")
-        snapshot = session.snapshot()
-    file = _file_row(snapshot, path)
-    print(f"2 MiB reads of {pages} resident pages: hits {file.hit_pages}, misses {file.miss_pages}")
+    for _attempt in range(5):  # reclaim (this VM's DAMON) may take a page between the warming and the read
+        _warm_pages(path, range(pages))
+        assert fincore_pages(path) == pages
+        with (
+            ready_child(LOOKUP_WORKLOAD, path, pages, 512) as child,
+            TraceSession(PagecacheProbe([child.pid])) as session,
+        ):
+            _step(child, "read")
+            snapshot = session.snapshot()
+        file = _file_row(snapshot, path)
+        print(f"2 MiB reads of {pages} resident pages: hits {file.hit_pages}, misses {file.miss_pages}")
+        if file.miss_pages == file.added_pages != 0:
+            continue  # a page was brought in again: it was not resident when read, as built
+        break
     assert (file.hit_pages, file.miss_pages, file.hit_ratio_percent) == (pages, 0, 100.0)
 
 
@@ -587,8 +591,8 @@ def _lookup_maps(file: FileId, lookups: int, missed: int) -> dict[str, list]:
     counts = _counts(lookup_pages=lookups, lookup_missed_pages=missed, last_tgid=7)
     return {
         "mqi_totals": [(0, _totals(lookup_pages=lookups, lookup_missed_pages=missed))],
-        "mqi_processes": [(SimpleNamespace(value=7), SimpleNamespace(counts=counts, comm=b"reader\0"))],
-        "mqi_files": [(_file_key(file, 1), counts)],
+        "mqi_processes_0": [(SimpleNamespace(value=7), SimpleNamespace(counts=counts, comm=b"reader\0"))],
+        "mqi_files_0": [(_file_key(file, 1), counts)],
     }
 
 
