@@ -10,10 +10,16 @@ Then, from the frames alone:
 
   send paths  per path, the broker's bytes summed over the frames, against the bytes its consumer received
               (the records: the pull server's protocol headers are not in them) and the pull server's count
-  +cache      per CommitLog segment created and written during the session, the pages the dashboard's
-              `+cache` summed over the frames up to the first in which it holds the write position, against
-              the segment's pages: the warm-up touches every page of a new segment before the producer writes
-              into it. (Later frames may add more: a clean page reclaimed, here by DAMON, and read again.)
+  +cache      per CommitLog segment created and written during the session, over the frames up to the first
+              in which it holds the write position (its warm-up), the pages the dashboard's `+cache` added
+              less those its `-cache` removed, against the pages cachestat found cached in that frame: a new
+              segment starts with none cached, so every page then cached was added and shown. `+cache` counts
+              insertions: a page reclaimed (here by DAMON) during the warm-up and touched again is added twice
+              and removed once, so `+cache` alone may exceed the segment's pages; with nothing reclaimed the
+              warm-up adds exactly its pages.
+  dirtied     per such segment whose warm-up had cached all its pages before it took the write position, the
+              pages the dashboard showed dirtied over the frames before that one, against its pages: the
+              warm-up writes each page of the new file once
   wrote       per frame, the CommitLog segment marked as holding the write position: every segment before
               it shows its full size, every one after it 0 (the preallocated next segment), and it is the
               segment `mqinspect store stat` names as the log's end at the end of the session
@@ -54,6 +60,36 @@ FRAME_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
+class WarmUp:
+    """One new segment over its warm-up's frames: `+cache` and `-cache` summed, and cachestat's cached pages
+    and the segment's pages in the last of them."""
+
+    added_pages: int | None
+    deleted_pages: int | None
+    cached_pages: int | None
+    pages: int | None
+    dirtied_pages: int | None = None  # over the frames before the one in which it holds the write position
+    cached_before_written: int | None = None  # cachestat's cached pages in the last of those frames
+
+    @property
+    def shown_exactly(self) -> bool:
+        """Every page cached at the end was shown added (and not removed since)."""
+        if self.added_pages is None or self.deleted_pages is None or self.cached_pages is None:
+            return False
+        return self.added_pages - self.deleted_pages == self.cached_pages
+
+    @property
+    def warmed_before_written(self) -> bool:
+        """The warm-up had cached every page before the producer wrote into the segment."""
+        return self.pages is not None and self.cached_before_written == self.pages
+
+    @property
+    def dirtied_exactly(self) -> bool:
+        """The warm-up writes each page of the new file once: every page was shown dirtied once."""
+        return self.dirtied_pages == self.pages
+
+
+@dataclass(frozen=True)
 class Frames:
     frames: list[dict]
 
@@ -66,26 +102,38 @@ class Frames:
                         moved[path] += row[key]
         return moved
 
-    def warm_up_pages(self, names: set[str]) -> dict[str, tuple[int | None, int | None]]:
-        """{segment: (the pages +cache summed to from its first frame to the first in which it holds the write
-        position, its pages)}: what the warm-up brought in before the producer wrote into it. A segment the
-        frames never saw written (the next one at the end) is left out."""
-        added: dict[str, int | None] = defaultdict(int)
-        pages: dict[str, int | None] = {}
+    def warm_up_pages(self, names: set[str]) -> dict[str, WarmUp]:
+        """{segment: its WarmUp, from its first frame to the first in which it holds the write position}: what
+        the warm-up brought in before the producer wrote into it. A segment the frames never saw written (the
+        next one at the end) is left out."""
+        counts: dict[str, list[int | None]] = defaultdict(lambda: [0, 0])
+        dirtied: dict[str, int | None] = defaultdict(int)
+        last: dict[str, dict] = {}
+        before_written: dict[str, dict] = {}
         written: set[str] = set()
         for frame in self.frames:
             for segment in commitlog_segments(frame):
                 name = segment["name"]
                 if name not in names or name in written:
                     continue
-                pages[name] = segment["pages"]
-                if segment["added_pages"] is None or added[name] is None:
-                    added[name] = None
-                else:
-                    added[name] += segment["added_pages"]
+                last[name] = segment
+                for place, key in enumerate(("added_pages", "deleted_pages")):
+                    counts[name][place] = _summed(counts[name][place], segment[key])
                 if segment["holds_write_position"]:
                     written.add(name)
-        return {name: (added[name], pages[name]) for name in written}
+                else:
+                    before_written[name] = segment
+                    dirtied[name] = _summed(dirtied[name], segment["dirtied_pages"])
+        return {
+            name: WarmUp(
+                *counts[name],
+                last[name]["cached_pages"],
+                last[name]["pages"],
+                dirtied[name],
+                before_written.get(name, {}).get("cached_pages"),
+            )
+            for name in written
+        }
 
     def write_position_problems(self) -> list[str]:
         """One line per frame whose CommitLog segments do not show the write position as the rule says."""
@@ -110,6 +158,10 @@ def _write_position_problem(frame: dict) -> str | None:
         if not right:
             return f"frame {frame['sequence']}: {segment['name']} wrote {wrote}"
     return None
+
+
+def _summed(total: int | None, value: int | None) -> int | None:
+    return None if total is None or value is None else total + value
 
 
 def commitlog_segments(frame: dict) -> list[dict]:
@@ -213,15 +265,32 @@ def main() -> int:
         ok &= difference is not None and abs(difference) <= 100 * args.tolerance
         shown = "-" if difference is None else f"{difference:+.4f}"
         print(f"{path:<11} {moved:>16,} {received:>16,} {served:>16,} {shown:>9}")
-    added = frames.warm_up_pages(created)
-    equal = [name for name, (pages_added, pages) in added.items() if pages_added == pages]
+    warm_ups = frames.warm_up_pages(created)
+    exact = [name for name, warm_up in warm_ups.items() if warm_up.shown_exactly]
+    whole = sum(warm_up.added_pages == warm_up.pages for warm_up in warm_ups.values())
     print(
-        f"+cache: {len(equal)} of {len(added)} new segments written while watched showed their pages by then"
+        f"+cache: {len(exact)} of {len(warm_ups)} new segments written while watched: +cache - -cache over "
+        f"the warm-up = the pages cachestat saw cached ({whole} with +cache = the segment's pages, the rest "
+        f"had pages reclaimed and added again)"
     )
-    for name, (pages_added, pages) in sorted(added.items()):
-        if pages_added != pages:
-            print(f"  {name}: +cache {pages_added} of {pages} pages")
-    ok &= bool(added) and len(equal) == len(added)
+    for name, warm_up in sorted(warm_ups.items()):
+        if not warm_up.shown_exactly or warm_up.added_pages != warm_up.pages:
+            print(
+                f"  {name}: +cache {warm_up.added_pages} -cache {warm_up.deleted_pages}, cached "
+                f"{warm_up.cached_pages} of {warm_up.pages} pages"
+            )
+    ok &= bool(warm_ups) and len(exact) == len(warm_ups)
+    warmed = {name: warm_up for name, warm_up in warm_ups.items() if warm_up.warmed_before_written}
+    dirtied_exactly = [name for name, warm_up in warmed.items() if warm_up.dirtied_exactly]
+    print(
+        f"dirtied: {len(dirtied_exactly)} of {len(warmed)} new segments warmed before the producer wrote "
+        f"into them: dirtied over the warm-up = the segment's pages ({len(warm_ups) - len(warmed)} still "
+        f"warming when they took the write position, not counted)"
+    )
+    for name, warm_up in sorted(warmed.items()):
+        if not warm_up.dirtied_exactly:
+            print(f"  {name}: dirtied {warm_up.dirtied_pages} of {warm_up.pages} pages")
+    ok &= bool(warmed) and len(dirtied_exactly) == len(warmed)
     problems = frames.write_position_problems()
     frame, stat = watched.stopped
     shown, end = Frames([frame]).write_position(), stat["commitlog"]["end"]

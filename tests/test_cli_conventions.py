@@ -185,3 +185,15 @@ def test_arguments_show_their_help():
     """typer fills an argument's help itself; a click that sets its own (8.5) erased it."""
     result = runner.invoke(app, ["top", "--help"], env={"COLUMNS": "150"})
     assert "A RocketMQ store root" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["mem"], ["trace", "faults"], ["store", "verify"], ["cache"]])
+def test_help_paragraphs_break_where_the_terminal_ends(command):
+    """A docstring's paragraph is one paragraph in --help: at 300 columns a line of it ends only where the
+    terminal does (typer kept the source's line breaks, which cut lines in odd places at any other width)."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    prose = result.stdout.split("╭")[0]  # the description, above the argument and option panels
+    paragraphs = [block for block in re.split(r"\n\s*\n", prose) if block.strip() and "Usage:" not in block]
+    cut_early = [line for block in paragraphs for line in block.splitlines()[:-1] if len(line.strip()) < 250]
+    assert paragraphs and cut_early == []

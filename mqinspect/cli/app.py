@@ -50,9 +50,11 @@ class MqinspectGroup(LazyGroup):
         **extra: Any,
     ) -> Any:
         args = list(sys.argv[1:] if args is None else args)
-        debug = DEBUG_FLAG in args or bool(os.environ.get("MQINSPECT_DEBUG"))
+        # after `--`: a command to start (`trace ... -- CMD`), whose words are not ours
+        ours, command = _split_at_dashes(args)
+        debug = DEBUG_FLAG in ours or bool(os.environ.get("MQINSPECT_DEBUG"))
         if debug:  # accepted anywhere, like httpie's --debug; the root callback sees it first
-            args = [DEBUG_FLAG, *(arg for arg in args if arg != DEBUG_FLAG)]
+            args = [DEBUG_FLAG, *(arg for arg in ours if arg != DEBUG_FLAG), *command]
         status = run_with_error_ladder(
             lambda: super(MqinspectGroup, self).main(
                 args, prog_name or "mqinspect", complete_var, standalone_mode=False, **extra
@@ -62,6 +64,12 @@ class MqinspectGroup(LazyGroup):
         if not standalone_mode:
             return status
         sys.exit(status)
+
+
+def _split_at_dashes(args: list[str]) -> tuple[list[str], list[str]]:
+    """`args` before the first `--`, and from it on."""
+    split = args.index("--") if "--" in args else len(args)
+    return args[:split], args[split:]
 
 
 def run_with_error_ladder(command, *, debug: bool) -> int:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import click
 import typer
 
-from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.cli.options import OutputFormat, ShortFormsCommand, format_option
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.cache import write_cache_csv, write_cache_json, write_cache_table
 from mqinspect.render.console import stderr_console, stdout_console
@@ -286,4 +286,4 @@ def _say_what_is_locked(locked: list[HeldLock]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cache", rich_help_panel="Page cache")(cache)
+    app.command("cache", rich_help_panel="Page cache", cls=ShortFormsCommand)(cache)  # fincore's -J

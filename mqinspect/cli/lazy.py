@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, ClassVar
 
@@ -32,7 +33,31 @@ def _commands_of(module_name: str) -> Mapping[str, click.Command]:
     """Every command the module registers, built once (`top` and `replay` share a module)."""
     holder = typer.Typer()
     importlib.import_module(module_name).register(holder)
-    return typer.main.get_group(holder).commands
+    commands = typer.main.get_group(holder).commands
+    for command in commands.values():
+        reflow_help(command)
+    return commands
+
+
+def reflow_help(command: click.Command) -> None:
+    """Join the lines of each paragraph of the command's help (and its subcommands'), so that the terminal's
+    width decides where they break: typer keeps a docstring's line breaks after its first paragraph, which
+    cut `--help` lines in odd places at any width but the source's. A paragraph with an indented line or a
+    list item keeps its lines."""
+    if command.help:
+        command.help = "\n\n".join(map(_joined_paragraph, inspect.cleandoc(command.help).split("\n\n")))
+    subcommands = getattr(command, "commands", {})
+    built = subcommands.built() if isinstance(subcommands, LazyCommands) else subcommands
+    for subcommand in built.values():
+        reflow_help(subcommand)
+
+
+def _joined_paragraph(paragraph: str) -> str:
+    lines = paragraph.splitlines()
+    kept = paragraph.startswith("\b") or any(
+        line[:1].isspace() or line.startswith(("- ", "* ")) for line in lines
+    )
+    return paragraph if kept else " ".join(line.strip() for line in lines)
 
 
 class LazyCommands(MutableMapping[str, click.Command]):
@@ -74,6 +99,10 @@ class LazyCommands(MutableMapping[str, click.Command]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._order
+
+    def built(self) -> Mapping[str, click.Command]:
+        """The commands built so far, without importing any module."""
+        return dict(self._built)
 
 
 class LazyGroup(TyperGroup):

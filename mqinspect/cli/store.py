@@ -19,9 +19,10 @@ import click
 import typer
 
 from mqinspect.cli.lazy import LazyGroup
-from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.cli.options import OutputFormat, format_option, wide_option
 from mqinspect.errors import ExitStatus
 from mqinspect.render.console import stdout_console
+from mqinspect.render.layout import wide_console
 from mqinspect.render.machine import write_json
 from mqinspect.render.store import (
     consume_queue_table,
@@ -72,21 +73,22 @@ def utf8_text(param: typer.CallbackParam, value: str | None) -> str | None:
     return value
 
 
-def emit(snapshot, output: str, table) -> None:
-    """Data to stdout: the snapshot as JSON, or its table."""
+def emit(snapshot, output: str, table, wide: bool = False) -> None:
+    """Data to stdout: the snapshot as JSON, or its table (fitted to the terminal, or whole with --wide)."""
     if output == OutputFormat.JSON:
         write_json(snapshot, sys.stdout)
     else:
-        stdout_console().print(table(snapshot))
+        console = stdout_console()
+        (wide_console(console) if wide else console).print(table(snapshot))
 
 
 @store_app.command("stat", rich_help_panel=INSPECTION)
-def stat(store_dir: Path = StoreDir, output: str = format_option()) -> None:
+def stat(store_dir: Path = StoreDir, output: str = format_option(), wide: bool = wide_option()) -> None:
     """Segments, CommitLog min/max offsets, queues, checkpoint, run state, index and dispatch lag.
 
     Finding the max offset reads the last written CommitLog segment in full.
     """
-    emit(store_stat(store_dir), output, stat_view)
+    emit(store_stat(store_dir), output, stat_view, wide)
 
 
 @store_app.command("segments", rich_help_panel=INSPECTION)
@@ -95,6 +97,7 @@ def segments(
     residency: bool = typer.Option(True, "--residency/--no-residency", help="Measure page-cache residency."),
     chunks: int = typer.Option(16, "--chunks", min=1, max=1024, help="Cells of each file's heat strip."),
     output: str = format_option(),
+    wide: bool = wide_option(),
 ) -> None:
     """One row per CommitLog, ConsumeQueue and index file: offsets, sizes, written bytes, entries, mtime, and
     how much of it is in the page cache, dirty and mlocked, with a heat strip per file.
@@ -109,7 +112,7 @@ def segments(
     listing = list_segments(store_dir)
     if measured is not None:
         listing = dataclasses.replace(listing, residency=measured)
-    emit(listing, output, segments_table)
+    emit(listing, output, segments_table, wide)
 
 
 @store_app.command("dump", rich_help_panel=INSPECTION)
@@ -243,10 +246,11 @@ def cq(
     ),
     count: int = typer.Option(100, "--count", "-n", min=1, help="How many entries at most."),
     output: str = format_option(),
+    wide: bool = wide_option(),
 ) -> None:
     """ConsumeQueue entries of one queue: queue offset, CommitLog offset, size and tags code."""
     view = consume_queue_view(open_layout(store_dir), topic, queue, from_offset, count)
-    emit(view, output, consume_queue_table)
+    emit(view, output, consume_queue_table, wide)
 
 
 def register(app: typer.Typer) -> None:

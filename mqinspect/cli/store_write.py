@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import typer
 
-from mqinspect.cli.options import format_option
+from mqinspect.cli.options import format_option, wide_option
 from mqinspect.cli.store import emit, utf8_text
 from mqinspect.errors import BadInput, ExitStatus, MqinspectError
 from mqinspect.render.console import stderr_console
@@ -269,6 +269,7 @@ def consume_command(
     ),
     count: int = typer.Option(32, "--count", "-n", min=1, help="How many messages at most."),
     output: str = format_option(),
+    wide: bool = wide_option(),
 ) -> None:
     """Read messages of one queue through its ConsumeQueue; a group resumes from and commits its offset."""
     store = _open_store(store_dir)
@@ -280,7 +281,7 @@ def consume_command(
         _report_shutdown(store.shutdown())
     if report.committed:
         _say(f"committed offset {report.next_offset} for group {group} in config/consumerOffset.json")
-    emit(report, output, consume_table)
+    emit(report, output, consume_table, wide)
 
 
 def recover_command(

@@ -2,7 +2,8 @@
 of it played back through the same dashboard.
 
 On a terminal `top` is the interactive Textual app; with --once, --count, a --format other than table, or
-stdout not a terminal, it prints snapshots instead (rich tables, JSON or JSON Lines), like `mqinspect mem`.
+stdout not a terminal, it prints snapshots instead, like `mqinspect mem`: --once the dashboard as rich
+tables, a stream one line per interval (CSV rows with --format csv), or JSON / JSON Lines.
 """
 
 from __future__ import annotations
@@ -13,13 +14,25 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.cli.options import (
+    OutputFormat,
+    ShortFormsCommand,
+    count_argument,
+    format_option,
+    interval_and_count,
+    interval_argument,
+    one_line_per_interval,
+    wide_option,
+)
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stdout_console
+from mqinspect.render.layout import wide_console
 from mqinspect.render.machine import write_json, write_jsonl
+from mqinspect.render.stream_lines import write_stream
 from mqinspect.render.top import top_view
+from mqinspect.render.top_lines import TOP_FIELDS
 from mqinspect.sampling.recording import read_recording
-from mqinspect.sampling.stream import TopOptions, stream_snapshots, validate
+from mqinspect.sampling.stream import MIN_INTERVAL_S, TopOptions, stream_snapshots, validate
 from mqinspect.signals import signals_interrupt
 
 SVG_WIDTH = 140
@@ -29,6 +42,8 @@ def top(
     store_dir: Path | None = typer.Argument(
         None, help="A RocketMQ store root (the directory holding commitlog/): show its segments."
     ),
+    interval_arg: float | None = interval_argument(MIN_INTERVAL_S),
+    count_arg: int | None = count_argument(),
     pid: list[int] = typer.Option(
         [],
         "--pid",
@@ -40,7 +55,7 @@ def top(
     count: int | None = typer.Option(
         None, "--count", "-c", min=1, help="Print this many snapshots, one per interval, and exit."
     ),
-    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.JSONL),
+    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.JSONL, OutputFormat.CSV),
     record: Path | None = typer.Option(
         None,
         "--record",
@@ -54,12 +69,18 @@ def top(
     svg: Path | None = typer.Option(
         None, "--svg", help="With --once: also save the dashboard as an SVG picture."
     ),
+    wide: bool = wide_option(),
 ) -> int:
     """The live dashboard: segments' page-cache heat with wrote/flushed positions and locks, memory against
     the writeback thresholds, faults per process and segment, send paths, and the processes using the store.
 
     Keys: space pause, s sort, r reverse, / filter, enter segment map, tab or 1-5 panels, ? help, q quit.
-    Printed snapshots (no terminal, --count, --format jsonl) end with exit status 130 on Ctrl-C or SIGTERM."""
+
+    `top [STORE_DIR] INTERVAL COUNT` (bcc's form; a first number that is no directory is the interval)
+    prints COUNT lines, one per interval. Printed snapshots (no terminal, --count, --format jsonl or csv)
+    end with exit status 130 on Ctrl-C or SIGTERM."""
+    store_dir, interval_arg, count_arg = _numbers_after_store(store_dir, interval_arg, count_arg)
+    interval, count = interval_and_count(interval_arg, count_arg, interval, count)
     options = TopOptions(store_dir, tuple(pid), interval, not no_ebpf, record)
     validate(options)
     if svg is not None and not once:
@@ -74,14 +95,43 @@ def top(
 
         run_dashboard(options)
         return ExitStatus.OK
-    return _print_snapshots(options, count, output, svg)
+    return _print_snapshots(options, count, output, svg, wide)
 
 
-def _print_snapshots(options: TopOptions, count: int | None, output: str, svg: Path | None) -> int:
-    console = stdout_console()
+def _numbers_after_store(
+    store_dir: Path | None, interval: float | None, count: int | None
+) -> tuple[Path | None, float | None, int | None]:
+    """`top 1 5` is bcc's INTERVAL COUNT without a store: the numbers moved out of STORE_DIR's place (a
+    directory named like a number stays a store)."""
+    if store_dir is None or store_dir.exists() or not _is_number(str(store_dir)):
+        return store_dir, interval, count
+    if count is not None:
+        raise BadInput(f"{store_dir}: no such store directory (and three numbers are one too many)")
+    if interval is not None and not float(interval).is_integer():
+        raise BadInput(f"COUNT {interval}: not a whole number of intervals")
+    return None, float(str(store_dir)), None if interval is None else int(interval)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _print_snapshots(
+    options: TopOptions, count: int | None, output: str, svg: Path | None, wide: bool = False
+) -> int:
+    console = wide_console(stdout_console()) if wide else stdout_console()
     with signals_interrupt():
         try:
-            for snapshot in stream_snapshots(options, count):
+            snapshots = stream_snapshots(options, count)
+            if one_line_per_interval(output, count):
+                stamped = ((snapshot, snapshot.time_unix_s) for snapshot in snapshots)
+                write_stream(TOP_FIELDS, stamped, sys.stdout, as_csv=output == OutputFormat.CSV)
+                return ExitStatus.OK
+            for snapshot in snapshots:
                 if output == OutputFormat.JSON:
                     write_json(snapshot, sys.stdout)
                 elif output == OutputFormat.JSONL:
@@ -137,5 +187,5 @@ def replay(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel="Dashboard")(top)
+    app.command(rich_help_panel="Dashboard", cls=ShortFormsCommand)(top)
     app.command(rich_help_panel="Dashboard")(replay)

@@ -5,37 +5,55 @@ is thread-safe); in replay, the app steps through recorded frames itself. Either
 snapshots: it never reads /proc or a file. Drawing cost is kept down by touching only the widgets whose data
 changed since the previous frame.
 
-Keys are the BINDINGS below; the help panel (?) and the footer are generated from them.
+Keys are the BINDINGS below; the help screen (?, dashboard/help.py) and the footer are generated from them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Footer, HelpPanel, Input, Static
+from textual.widgets import Footer, Input, Static
 
+from mqinspect.dashboard.filtering import Kept, RowFilter, filter_summary
+from mqinspect.dashboard.help import HelpScreen, key_rows
+from mqinspect.dashboard.layout import (
+    FOLDED,
+    LAYOUT_CSS,
+    LOWER_TABS,
+    SHORT,
+    VERTICAL_BREAKPOINTS,
+    compact_key,
+    send_path_rows,
+    tab_line,
+)
 from mqinspect.dashboard.row_table import RowTable
+from mqinspect.dashboard.sorting import TableSort, default_sorts, marked_titles
 from mqinspect.render.cells import unavailable_text
+from mqinspect.render.layout import WIDEN
 from mqinspect.render.top import (
     CONSUMER_KEY,
     HEAT_KEY,
     PROCESS_COLUMNS,
+    PROCESS_TABLE_COLUMNS,
     SEGMENT_COLUMNS,
+    SEGMENT_TABLE_COLUMNS,
+    SENDPATH_COLUMNS,
     SOURCES,
     consumers_panel,
     detail_view,
     faults_panel,
     memory_panel,
+    no_match_text,
     probe_problem,
     probes_line,
     process_cells,
@@ -50,33 +68,39 @@ from mqinspect.sampling.snapshot import (
     PROBE_WRITEBACK,
     ProcessView,
     SegmentView,
+    SendPathRow,
     TopSnapshot,
 )
+from mqinspect.sampling.stream import MIN_INTERVAL_S
 
-SEGMENT_SORTS: dict[str, Callable[[SegmentView], Any]] = {
-    "store order": lambda s: (s.kind, s.name),
-    "cached": lambda s: -1 if s.cached_pages is None else s.cached_pages / max(s.pages or 1, 1),
-    "dirty": lambda s: s.dirty_pages if s.dirty_pages is not None else -1,
-    "faults": lambda s: s.faults if s.faults is not None else -1,
+PANEL_IDS = ("segments", "memory", "faults", "sendpaths", "processes", "consumers")
+SORT_NEXT = "Sort the focused table by the next column"
+SORT_PREVIOUS = "Sort the focused table by the previous column"
+INTERVAL_HELP = "Sampling interval, from the next tick: "
+FOCUS_HELP = "Focus the panel of that number"
+PANEL_NAMES = {
+    "segments": "Segments",
+    "memory": "Memory",
+    "faults": "Faults",
+    "sendpaths": "Send paths",
+    "processes": "Processes",
 }
-PROCESS_SORTS: dict[str, Callable[[ProcessView], Any]] = {
-    "pid": lambda p: p.pid,
-    "minflt/s": lambda p: p.minor_faults_per_s if p.minor_faults_per_s is not None else -1,
-    "majflt/s": lambda p: p.major_faults_per_s if p.major_faults_per_s is not None else -1,
-    "rss": lambda p: p.rss_bytes if p.rss_bytes is not None else -1,
-    "wchar/s": lambda p: p.wchar_bytes_per_s if p.wchar_bytes_per_s is not None else -1,
-}
-# Sorts that put the biggest first unless reversed.
-_DESCENDING_FIRST = {"cached", "dirty", "faults", "minflt/s", "majflt/s", "rss", "wchar/s"}
-PANEL_IDS = ("segments", "memory", "faults", "sendpaths", "processes")
-AUTO_HEIGHT = {"segment-notes"}  # the only Static whose height follows its content
+AUTO_HEIGHT = {"segment-notes", "segment-key"}  # the Statics whose height follows their content
 REPLAY_ACTIONS = {"seek"}
+LIVE_ACTIONS = {"change_interval"}
+# the intervals + and - step through (btop's keys); --interval may start between two of them
+INTERVAL_STEPS_S = (MIN_INTERVAL_S, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Feed(Protocol):
     """Where live snapshots come from. `attach` starts delivering to `app.receive_from_thread`."""
 
+    interval_s: float
+
     def attach(self, app: DashboardApp) -> None: ...
+
+    def set_interval(self, interval_s: float) -> None:
+        """Sample every `interval_s` from the next tick on."""
 
     def focus(self, path: str | None, name: str | None) -> None: ...
 
@@ -101,17 +125,36 @@ class FeedFailed(Message):
 
 @dataclass
 class ViewState:
-    """What the user chose: sort of each table, filter text, pause."""
+    """What the user chose: the sort of each table, the filter, pause."""
 
-    segment_sort: str = "store order"
-    process_sort: str = "pid"
-    reverse: bool = False
-    filter_text: str = ""
+    sorts: dict[str, TableSort] = field(default_factory=default_sorts)
+    row_filter: RowFilter = field(default_factory=RowFilter)
     paused: bool = False
+
+    @property
+    def filter_text(self) -> str:
+        return self.row_filter.text
 
 
 class Panel(Static, can_focus=True):
-    """A focusable panel drawn from a rich renderable; its border title names it."""
+    """A focusable panel drawn from a rich renderable; its border title names it, and its bottom border says
+    how many lines a short panel cuts off (btop's and htop's habit: nothing disappears unsaid)."""
+
+    def update(self, content: Any = "", *, layout: bool = True) -> None:
+        super().update(content, layout=layout)
+        self._note_lines_cut_off()
+
+    def on_resize(self) -> None:
+        self._note_lines_cut_off()
+
+    def _note_lines_cut_off(self) -> None:
+        room = self.content_size.height
+        if room <= 0:  # not laid out (or folded away): the resize that shows it counts again
+            return
+        cut = self.get_content_height(self.size, self.app.size, self.content_size.width) - room
+        note = f"+{cut} more line{'s' if cut > 1 else ''} ↓" if cut > 0 else ""
+        if note != str(self.border_subtitle or ""):  # setting it repaints the panel
+            self.border_subtitle = note
 
 
 class SegmentScreen(ModalScreen[None]):
@@ -152,41 +195,58 @@ class DashboardApp(App[None]):
     """`mqinspect top` (live, from a feed) and `mqinspect replay` (from recorded frames)."""
 
     TITLE = "mqinspect top"
-    CSS = """
-    #status, #probes { height: 1; padding: 0 1; }
+    CSS = (
+        """
+    #status, #probes { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     #status.paused { background: $error 30%; }
     Panel, RowTable { border: round $panel; padding: 0 1; }
     Panel:focus, RowTable:focus { border: round $accent; }
-    #segments { height: 2fr; }
-    #segment-notes { height: auto; padding: 0 1; color: $text-muted; }
-    #middle { height: 15; }
-    #memory, #faults { width: 1fr; height: 100%; }
-    #sendpaths { height: 7; }
     #consumers { height: 12; display: none; }
     #consumers.shown { display: block; }
     Screen.consumers-shown #processes { min-height: 9; }  /* the Consumers panel takes from the segments */
-    #processes { height: 1fr; min-height: 5; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
+    #filter-summary { dock: bottom; height: 1; padding: 0 1; display: none; }
+    #filter-summary.visible { display: block; }
     """
+        + LAYOUT_CSS
+    )
+    VERTICAL_BREAKPOINTS = VERTICAL_BREAKPOINTS
+    # The footer shows the descriptions, the help (?) the tooltips: keys with the same one share a row.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False),
-        Binding("space", "toggle_pause", "Pause"),
-        Binding("s", "cycle_sort", "Sort"),
-        Binding("r", "reverse_sort", "Reverse sort"),
-        Binding("slash", "start_filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("enter", "drill_down", "Segment map", show=False),
+        Binding("space", "toggle_pause", "Pause", tooltip="Pause or resume"),
+        Binding("s", "move_sort(1)", "Sort", tooltip=SORT_NEXT),
+        Binding(
+            "greater_than_sign", "move_sort(1)", "Sort by the next column", show=False, tooltip=SORT_NEXT
+        ),
+        Binding(
+            "less_than_sign",
+            "move_sort(-1)",
+            "Sort by the previous column",
+            show=False,
+            tooltip=SORT_PREVIOUS,
+        ),
+        Binding("r", "reverse_sort", "Reverse sort", tooltip="Reverse the focused table's sort"),
+        Binding(
+            "plus", "change_interval(1)", "Longer interval", show=False, tooltip=INTERVAL_HELP + "longer"
+        ),
+        Binding(
+            "minus", "change_interval(-1)", "Shorter interval", show=False, tooltip=INTERVAL_HELP + "shorter"
+        ),
+        Binding("slash", "start_filter", "Filter", tooltip="Filter every panel (name, pid, command)"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the filter"),
+        Binding("enter", "drill_down", "Segment map", show=False, tooltip="Page map of the selected segment"),
         Binding("tab", "focus_next", "Next panel", show=False),
         Binding("shift+tab", "focus_previous", "Previous panel", show=False),
-        Binding("1", "focus_panel('segments')", "Segments", show=False),
-        Binding("2", "focus_panel('memory')", "Memory", show=False),
-        Binding("3", "focus_panel('faults')", "Faults", show=False),
-        Binding("4", "focus_panel('sendpaths')", "Send paths", show=False),
-        Binding("5", "focus_panel('processes')", "Processes", show=False),
-        Binding("6", "focus_panel('consumers')", "Consumers", show=False),
-        Binding("question_mark", "toggle_help", "Help"),
+        Binding("1", "focus_panel('segments')", "Segments", show=False, tooltip=FOCUS_HELP),
+        Binding("2", "focus_panel('memory')", "Memory", show=False, tooltip=FOCUS_HELP),
+        Binding("3", "focus_panel('faults')", "Faults", show=False, tooltip=FOCUS_HELP),
+        Binding("4", "focus_panel('sendpaths')", "Send paths", show=False, tooltip=FOCUS_HELP),
+        Binding("5", "focus_panel('processes')", "Processes", show=False, tooltip=FOCUS_HELP),
+        Binding("6", "focus_panel('consumers')", "Consumers", show=False, tooltip=FOCUS_HELP),
+        Binding("question_mark", "toggle_help", "Help", tooltip="This help and the focused panel's legend"),
         Binding("comma", "seek(-1)", "Frame back"),
         Binding("full_stop", "seek(1)", "Frame forward"),
         Binding("left_square_bracket", "seek(-10)", "10 frames back", show=False),
@@ -210,9 +270,11 @@ class DashboardApp(App[None]):
         self.held: TopSnapshot | None = None  # the newest frame that arrived while paused
         self.held_count = 0
         self.frame_index = 0
+        self.interval_s = feed.interval_s if feed is not None else None  # the interval set with + and -
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
+        self.lower_tab = "processes"  # of Send paths and Processes, the one a short screen shows
         self._replay_timer = None
 
     # --- layout
@@ -221,15 +283,18 @@ class DashboardApp(App[None]):
         yield Static(id="status")
         yield Static(id="probes")
         with Vertical():
-            yield RowTable(_columns(SEGMENT_COLUMNS, left=("segment", "heat")), id="segments")
+            yield RowTable(SEGMENT_TABLE_COLUMNS, id="segments")
             yield Static(id="segment-notes")
+            yield Static(id="segment-key")
             with Horizontal(id="middle"):
                 yield Panel(id="memory")
                 yield Panel(id="faults")
+            yield Static(id="lower-tabs")
             yield Panel(id="sendpaths")
             yield Panel(id="consumers")  # shown once a frame has a store's consumers
-            yield RowTable(_columns(PROCESS_COLUMNS, left=("command", "found")), id="processes")
-        yield Input(id="filter", placeholder="filter segments and processes (enter applies, esc clears)")
+            yield RowTable(PROCESS_TABLE_COLUMNS, id="processes")
+        yield Input(id="filter", placeholder="filter panels by segment name, pid or command (enter applies)")
+        yield Static(id="filter-summary")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -237,6 +302,8 @@ class DashboardApp(App[None]):
         self.query_one("#segment-notes", Static).update(
             Text("\n".join((HEAT_KEY, f"source: {SOURCES['segments']}")), style="dim")
         )
+        self.query_one("#segment-key", Static).update(compact_key([]))
+        self.show_lower_tab(self.lower_tab)
         self.query_one("#segments", RowTable).focus()
         self._draw_status()
         if self.replay:
@@ -291,7 +358,14 @@ class DashboardApp(App[None]):
         mode = f" replay {self.frame_index + 1}/{len(self.frames)}" if self.replay else ""
         now = None if self.replay or self.snapshot is None else self.clock()
         status.update(
-            status_line(self.snapshot, paused=self.state.paused, held=self.held_count, now_s=now, mode=mode),
+            status_line(
+                self.snapshot,
+                paused=self.state.paused,
+                held=self.held_count,
+                now_s=now,
+                mode=mode,
+                set_interval_s=self.interval_s,
+            ),
             layout=False,
         )
         status.set_class(self.state.paused, "paused")
@@ -304,14 +378,23 @@ class DashboardApp(App[None]):
             "segments", segments, lambda s: segment_cells(s, snapshot.page_size_bytes), "path"
         )
         self._fill_if_changed("processes", processes, process_cells, "pid")
+        self._draw_empty_tables(snapshot)
+        self._draw_filter_summary(snapshot)
         memory_key = (snapshot.memory, snapshot.writeback, snapshot.probe(PROBE_WRITEBACK))
         self._draw_if_changed("memory", memory_key, lambda: memory_panel(snapshot, titled=False))
-        hit = tuple((s.name, s.faults, s.major_faults) for s in snapshot.store.segments if s.faults)
-        faults_key = (processes, hit, snapshot.probe(PROBE_FAULTS))
-        self._draw_if_changed("faults", faults_key, lambda: faults_panel(snapshot, processes, titled=False))
-        view = snapshot.sendpaths
-        sendpaths_key = (view.processes, view.interval_s, view.unavailable, snapshot.probe(PROBE_SENDPATH))
-        self._draw_if_changed("sendpaths", sendpaths_key, lambda: sendpaths_panel(snapshot, titled=False))
+        faulting = self.visible_faulting()
+        hit = tuple((s.name, s.faults, s.major_faults) for s in segments if s.faults)
+        filtered = self.state.filter_text
+        width = self.query_one("#faults").content_size.width or None
+        faults_key = (faulting, hit, len(segments), snapshot.probe(PROBE_FAULTS), filtered, width)
+        self._draw_if_changed(
+            "faults",
+            faults_key,
+            lambda: faults_panel(
+                snapshot, faulting, titled=False, segments=segments, filter_text=filtered, width=width
+            ),
+        )
+        self._draw_send_paths(snapshot)
         self._draw_segment_problems(snapshot)
         self._draw_consumers(snapshot)
 
@@ -325,13 +408,47 @@ class DashboardApp(App[None]):
         key = (snapshot.consumers, snapshot.probe(PROBE_SENDPATH))
         self._draw_if_changed("consumers", key, lambda: consumers_panel(snapshot, titled=False))
 
-    def _draw_if_changed(self, widget_id: str, key: Any, render: Callable[[], Any]) -> None:
-        """Redraw a panel whose data changed. Panels have fixed heights (CSS), so a new frame repaints the
-        panel without laying out the screen again: that layout was most of a frame's cost."""
+    def _draw_send_paths(self, snapshot: TopSnapshot) -> None:
+        """The rows the filter keeps, in the table's sort, under its marked headers. The panel's height
+        follows its rows, so it is laid out again when their number changes; on a short screen it lists what
+        its slot holds."""
+        view = snapshot.sendpaths
+        short = self.screen.has_class(SHORT)
+        room = send_path_rows(self.query_one("#sendpaths"), short)
+        probe = snapshot.probe(PROBE_SENDPATH)
+        sending = self.visible_sendpaths()
+        headers = tuple(marked_titles(SENDPATH_COLUMNS, self.state.sorts["sendpaths"]))
+        filtered = self.state.filter_text
+        self._draw_if_changed(
+            "sendpaths",
+            (sending, headers, view, probe, filtered, room, short),
+            lambda: sendpaths_panel(
+                snapshot,
+                sending,
+                titled=False,
+                headers=headers,
+                filter_text=filtered,
+                max_rows=room,
+                short=short,
+                hidden_hint=WIDEN,
+            ),
+            layout_key=(min(len(sending), room), probe),
+        )
+
+    def _draw_if_changed(
+        self, widget_id: str, key: Any, render: Callable[[], Any], layout_key: Any = None
+    ) -> None:
+        """Redraw a panel whose data changed. Most panels have fixed heights (CSS), so a new frame repaints
+        the panel without laying out the screen again: that layout was most of a frame's cost. A panel
+        whose height follows its content is laid out again when its `layout_key` (its number of rows)
+        changes."""
         if self._drawn.get(widget_id) == key:
             return
         self._drawn[widget_id] = key
-        self.query_one(f"#{widget_id}", Static).update(render(), layout=widget_id in AUTO_HEIGHT)
+        shape = self._drawn.get(f"{widget_id}:layout")
+        self._drawn[f"{widget_id}:layout"] = layout_key
+        layout = widget_id in AUTO_HEIGHT or (layout_key is not None and layout_key != shape)
+        self.query_one(f"#{widget_id}", Static).update(render(), layout=layout)
 
     def _fill_if_changed(
         self, table_id: str, rows: Sequence[Any], cells: Callable[[Any], list], key_field: str
@@ -361,21 +478,53 @@ class DashboardApp(App[None]):
         for problem in problems:
             notes.append("\n").append_text(problem)
         self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems), marked), lambda: notes)
+        self._draw_if_changed(
+            "segment-key", (tuple(str(p) for p in problems),), lambda: compact_key(problems)
+        )
+
+    def _draw_empty_tables(self, snapshot: TopSnapshot) -> None:
+        """An empty table says why: the filter kept none of its rows, or nothing was measured."""
+        row_filter = self.state.row_filter
+        segments, processes = snapshot.store.segments, snapshot.processes
+        reasons = {
+            "segments": no_match_text(row_filter.text, len(segments), "segment", "segments")
+            if segments
+            else None,  # the notes under the table say why there are none
+            "processes": no_match_text(row_filter.text, len(processes), "process", "processes")
+            if processes
+            else unavailable_text(snapshot.unavailable.get("processes")),
+        }
+        for table_id, reason in reasons.items():
+            self.query_one(f"#{table_id}", RowTable).set_empty_text(reason)
+
+    def _draw_filter_summary(self, snapshot: TopSnapshot) -> None:
+        row_filter = self.state.row_filter
+        line = self.query_one("#filter-summary", Static)
+        line.set_class(row_filter.active, "visible")
+        if not row_filter.active:
+            return
+        kept = (
+            Kept(len(self.visible_processes()), len(snapshot.processes), "process", "processes"),
+            Kept(len(self.visible_segments()), len(snapshot.store.segments), "segment", "segments"),
+            Kept(len(self.visible_sendpaths()), len(snapshot.sendpaths.processes), "send path", "send paths"),
+        )
+        self._draw_if_changed("filter-summary", kept, lambda: filter_summary(row_filter, kept))
 
     def _set_titles(self) -> None:
-        state = self.state
-        order = " ↑" if state.reverse else ""
-        shown = f" · filter '{state.filter_text}'" if state.filter_text else ""
+        sorts = self.state.sorts
+        shown = f" · filter '{self.state.filter_text}'" if self.state.filter_text else ""
         titles = {
-            "segments": f"1 Segments · sort {state.segment_sort}{order}{shown} · enter: page map",
+            "segments": f"1 Segments · {sorts['segments'].label()}{shown} · enter: page map",
             "memory": "2 Memory",
-            "faults": "3 Faults",
-            "sendpaths": "4 Send paths",
-            "processes": f"5 Processes · sort {state.process_sort}{order}{shown}",
+            "faults": f"3 Faults · {sorts['faults'].label()}{shown}",
+            "sendpaths": f"4 Send paths · {sorts['sendpaths'].label()}{shown}",
+            "processes": f"5 Processes · {sorts['processes'].label()}{shown}",
             "consumers": "6 Consumers",
         }
         for widget_id, title in titles.items():
             self.query_one(f"#{widget_id}").border_title = title
+        for table_id, columns in (("segments", SEGMENT_COLUMNS), ("processes", PROCESS_COLUMNS)):
+            self.query_one(f"#{table_id}", RowTable).set_titles(marked_titles(columns, sorts[table_id]))
 
     def redraw(self) -> None:
         self._set_titles()
@@ -387,21 +536,25 @@ class DashboardApp(App[None]):
     def visible_segments(self) -> tuple[SegmentView, ...]:
         if self.snapshot is None:
             return ()
-        rows = [s for s in self.snapshot.store.segments if self._matches(s.name)]
-        return self._sorted(rows, SEGMENT_SORTS[self.state.segment_sort], self.state.segment_sort)
+        rows = self.state.row_filter.segments(self.snapshot.store.segments)
+        return self.state.sorts["segments"].apply(rows)
 
     def visible_processes(self) -> tuple[ProcessView, ...]:
         if self.snapshot is None:
             return ()
-        rows = [p for p in self.snapshot.processes if self._matches(f"{p.pid} {p.comm or ''}")]
-        return self._sorted(rows, PROCESS_SORTS[self.state.process_sort], self.state.process_sort)
+        return self.state.sorts["processes"].apply(self.state.row_filter.processes(self.snapshot.processes))
 
-    def _matches(self, text: str) -> bool:
-        return self.state.filter_text.lower() in text.lower()
+    def visible_faulting(self) -> tuple[ProcessView, ...]:
+        """The Faults panel's processes: the filter's, in the Faults panel's own order."""
+        if self.snapshot is None:
+            return ()
+        return self.state.sorts["faults"].apply(self.state.row_filter.processes(self.snapshot.processes))
 
-    def _sorted(self, rows: list, key: Callable[[Any], Any], name: str) -> tuple:
-        descending = (name in _DESCENDING_FIRST) != self.state.reverse
-        return tuple(sorted(rows, key=key, reverse=descending))
+    def visible_sendpaths(self) -> tuple[SendPathRow, ...]:
+        if self.snapshot is None:
+            return ()
+        rows = self.state.row_filter.sendpaths(self.snapshot.sendpaths.processes)
+        return self.state.sorts["sendpaths"].apply(rows)
 
     # --- actions
 
@@ -412,16 +565,34 @@ class DashboardApp(App[None]):
             self.show(held)
         self._draw_status()
 
-    def action_cycle_sort(self) -> None:
-        if self._focused_id() == "segments":
-            self.state.segment_sort = _next(SEGMENT_SORTS, self.state.segment_sort)
-        else:
-            self.state.process_sort = _next(PROCESS_SORTS, self.state.process_sort)
-        self.redraw()
+    def action_move_sort(self, step: int) -> None:
+        """Sort the focused table by its next (1) or previous (-1) column."""
+        table = self._sortable_focus()
+        if table is not None:
+            self.state.sorts[table] = self.state.sorts[table].moved(step)
+            self.redraw()
 
     def action_reverse_sort(self) -> None:
-        self.state.reverse = not self.state.reverse
-        self.redraw()
+        table = self._sortable_focus()
+        if table is not None:
+            self.state.sorts[table] = self.state.sorts[table].flipped()
+            self.redraw()
+
+    def _sortable_focus(self) -> str | None:
+        """The focused panel if it can be sorted; otherwise says so (no other table changes behind it)."""
+        focused = self._focused_id()
+        if focused in self.state.sorts:
+            return focused
+        self.notify(f"{PANEL_NAMES.get(focused or '', 'this panel')} has no rows to sort", timeout=3)
+        return None
+
+    def action_change_interval(self, step: int) -> None:
+        """The next longer (1) or shorter (-1) interval; the sampler takes it at its next tick."""
+        if self.feed is None or self.interval_s is None:
+            return
+        self.interval_s = next_interval(self.interval_s, step)
+        self.feed.set_interval(self.interval_s)
+        self._draw_status()
 
     def action_start_filter(self) -> None:
         field = self.query_one("#filter", Input)
@@ -434,7 +605,7 @@ class DashboardApp(App[None]):
         self.apply_filter(message.value)
 
     def apply_filter(self, text: str) -> None:
-        self.state.filter_text = text.strip()
+        self.state.row_filter = RowFilter(text.strip())
         field = self.query_one("#filter", Input)
         field.remove_class("visible")
         self.query_one("#segments", RowTable).focus()
@@ -470,14 +641,32 @@ class DashboardApp(App[None]):
         if self.feed is not None:
             self.feed.focus(None, None)
 
+    def show_lower_tab(self, panel_id: str) -> None:
+        """On a short screen, show this one of Send paths and Processes (the other folds to its tab)."""
+        self.lower_tab = panel_id
+        for other in LOWER_TABS:
+            self.query_one(f"#{other}").set_class(other != panel_id, FOLDED)
+        self.query_one("#lower-tabs", Static).update(tab_line(panel_id))
+
+    @on(events.DescendantFocus)
+    def _unfold_focused(self, event: events.DescendantFocus) -> None:
+        """4, 5, a click or tab onto a folded lower panel shows it."""
+        if event.widget.id in LOWER_TABS and event.widget.id != self.lower_tab:
+            self.show_lower_tab(event.widget.id)
+
     def action_focus_panel(self, panel_id: str) -> None:
         self.query_one(f"#{panel_id}").focus()
 
     def action_toggle_help(self) -> None:
-        if self.screen.query(HelpPanel):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+        """The product's help: keys of this mode, then the legend of the focused panel."""
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        sections = [
+            ("Keys", key_rows(self, self.BINDINGS)),
+            ("In a table", key_rows(self, RowTable.BINDINGS)),
+        ]
+        self.push_screen(HelpScreen(sections, self._focused_id() or "segments"))
 
     def action_seek(self, frames: int) -> None:
         self.state.paused = True  # stepping through frames stops the playback
@@ -486,6 +675,8 @@ class DashboardApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in REPLAY_ACTIONS:
             return self.replay
+        if action in LIVE_ACTIONS:
+            return not self.replay
         return True
 
     def _focused_id(self) -> str | None:
@@ -506,8 +697,12 @@ class DashboardApp(App[None]):
         self.show(self.frames[self.frame_index])
 
 
-def _columns(titles: Sequence[str], left: Sequence[str]) -> list[tuple[str, str]]:
-    return [(title, "left" if title in left else "right") for title in titles]
+def next_interval(current_s: float, step: int) -> float:
+    """The next step of INTERVAL_STEPS_S above (step 1) or below (step -1) the current interval; the ends
+    stay where they are."""
+    if step > 0:
+        return next((s for s in INTERVAL_STEPS_S if s > current_s + 1e-9), INTERVAL_STEPS_S[-1])
+    return next((s for s in reversed(INTERVAL_STEPS_S) if s < current_s - 1e-9), INTERVAL_STEPS_S[0])
 
 
 def _next(options: dict[str, Any], current: str) -> str:

@@ -6,6 +6,9 @@ whole table each second. Here a frame in which one row changed renders and repai
 
 Keys: up/down (k/j), page up/down, home/end move the cursor; enter posts RowSelected; a click moves the
 cursor to the clicked row, the wheel scrolls (ScrollView).
+
+Narrower than its columns, the table draws those of highest priority whole (render.layout) and its bottom
+border says which it left out; taller than its panel, the border says how many rows are below or above.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+from mqinspect.render.layout import WIDEN, Column, fit_widths, hidden_note, shorten
 
 COLUMN_GAP = 2
 HEADER_STYLE = Style(bold=True)
@@ -52,17 +57,22 @@ class RowTable(ScrollView, can_focus=True):
         def control(self) -> RowTable:
             return self.table
 
-    def __init__(self, columns: Sequence[tuple[str, str]], *, id: str | None = None):
-        """`columns`: (title, justify) pairs; justify is "left" or "right"."""
+    def __init__(self, columns: Sequence[Column], *, id: str | None = None):
+        """`columns`: titles, justification ("left" or "right") and priorities (render.layout)."""
         super().__init__(id=id)
-        self.titles = [title for title, _justify in columns]
-        self.justify = [justify for _title, justify in columns]
+        self.columns = tuple(columns)
+        self.titles = [column.title for column in columns]
+        self.justify = [column.justify for column in columns]
         self.widths = [len(title) for title in self.titles]
+        self.shown = list(range(len(columns)))  # the columns that fit, in table order
+        self.drawn_widths = list(self.widths)  # a flexible column may be drawn narrower than its cells
         self.keys: list[str] = []
         self.cells: list[list[Text]] = []
         self.cursor_row = 0
+        self.empty_text: Text | None = None  # drawn in place of the rows when there are none
         self._strips: dict[int, Strip] = {}
         self._header: Strip | None = None
+        self._subtitle = ""
 
     # --- data
 
@@ -87,8 +97,8 @@ class RowTable(ScrollView, can_focus=True):
             for column, cell in enumerate(row):
                 widths[column] = max(widths[column], cell.cell_len)
         if widths != self.widths:  # columns only grow, so a wider cell redraws the table once
-            self.widths, self._strips, self._header = widths, {}, None
-            self.refresh()
+            self.widths = widths
+            self._redraw_all()
         for index, row in enumerate(cells):
             if index >= len(self.cells) or keys[index] != self.keys[index] or row != self.cells[index]:
                 self._strips.pop(index, None)
@@ -97,11 +107,76 @@ class RowTable(ScrollView, can_focus=True):
             self._strips.pop(index, None)
             self.refresh_line(index + 1)
         self.keys, self.cells = keys, cells
-        self.virtual_size = Size(sum(self.widths) + COLUMN_GAP * len(self.widths), len(keys) + 1)
+        self._fit()
+        self.virtual_size = Size(self._line_width(), len(keys) + 1)
         if selected in keys:
             self.move_cursor(keys.index(selected))
         else:
             self.move_cursor(min(self.cursor_row, max(len(keys) - 1, 0)))
+        self._note_what_is_out_of_view()
+
+    # --- fitting the panel
+
+    def on_resize(self) -> None:
+        self._fit()
+        self.virtual_size = Size(self._line_width(), len(self.keys) + 1)
+        self._note_what_is_out_of_view()
+
+    def _fit(self) -> None:
+        """Draw the columns that fit the panel's width, by priority; never one cut or at zero width."""
+        # room for the vertical scrollbar is kept whether it shows or not: rows coming and going must not
+        # make a column come and go
+        available = self.content_region.width - self.styles.scrollbar_size_vertical
+        if available <= 0:  # not laid out yet: the first resize fits it
+            return
+        shown, drawn = fit_widths(self.columns, self.widths, available, _gaps)
+        if (shown, drawn) != (self.shown, self.drawn_widths):
+            self.shown, self.drawn_widths = shown, drawn
+            self._redraw_all()
+
+    def _line_width(self) -> int:
+        return sum(self.drawn_widths[i] for i in self.shown) + _gaps(len(self.shown))
+
+    def _redraw_all(self) -> None:
+        self._strips, self._header = {}, None
+        self.refresh()
+
+    def _note_what_is_out_of_view(self) -> None:
+        """The bottom border: '+N more ↓' rows below the panel (and above it), and the columns left out."""
+        visible_rows = max(self.scrollable_content_region.height - 1, 0)
+        above = self.scroll_offset.y
+        below = max(len(self.keys) - above - visible_rows, 0)
+        notes = [f"+{above} more ↑"] if above else []
+        notes += [f"+{below} more ↓"] if below else []
+        # the border's corners and the title's frame ("─ " and " ─") take 6 cells
+        room = self.size.width - 6 - sum(len(note) + 3 for note in notes) if self.size.width else None
+        notes += [hidden] if (hidden := hidden_note(self.columns, self.shown, WIDEN, room)) else []
+        subtitle = " · ".join(notes)
+        if subtitle != self._subtitle:  # setting a border title repaints the whole table
+            self._subtitle = self.border_subtitle = subtitle
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._note_what_is_out_of_view()
+
+    def set_titles(self, titles: Sequence[str]) -> None:
+        """New column headers (the sorted column's mark moves); a wider header widens its column."""
+        if list(titles) == self.titles:
+            return
+        self.titles = list(titles)
+        widths = [max(width, len(title)) for width, title in zip(self.widths, self.titles, strict=True)]
+        if widths != self.widths:
+            self.widths = widths
+            self._redraw_all()
+            self._fit()  # a wider column may no longer fit beside the others
+        self._header = None
+        self.refresh_line(0)
+
+    def set_empty_text(self, text: Text | None) -> None:
+        """What the table says while it has no rows (why: nothing measured, or the filter kept none)."""
+        if text != self.empty_text:
+            self.empty_text = text
+            self.refresh_line(1)
 
     # --- drawing
 
@@ -113,6 +188,8 @@ class RowTable(ScrollView, can_focus=True):
         else:
             index = scroll_y + y - 1
             if index >= len(self.keys):
+                if index == 0 and self.empty_text is not None:
+                    return self._strip_of(self.empty_text).crop(0, width).extend_cell_length(width, _PLAIN)
                 return Strip.blank(width, _PLAIN)
             strip = self._row_strip(index)
             if index == self.cursor_row and self.has_focus:
@@ -132,7 +209,10 @@ class RowTable(ScrollView, can_focus=True):
 
     def _strip(self, cells: Sequence[Text]) -> Strip:
         line = Text(no_wrap=True, end="")
-        for cell, width, justify in zip(cells, self.widths, self.justify, strict=True):
+        for index in self.shown:
+            cell, width, justify = cells[index], self.drawn_widths[index], self.justify[index]
+            if cell.cell_len > width:  # a flexible column given less than its widest name
+                cell = Text(shorten(cell.plain, width), style=cell.style)
             padding = " " * (width - cell.cell_len)
             if justify == "right":
                 line.append(padding)
@@ -141,6 +221,10 @@ class RowTable(ScrollView, can_focus=True):
                 line.append_text(cell)
                 line.append(padding)
             line.append(" " * COLUMN_GAP)
+        return self._strip_of(line)
+
+    @staticmethod
+    def _strip_of(line: Text) -> Strip:
         # Every segment gets a style: Textual's NO_COLOR filter (MonochromeFilter) fails on a None style.
         segments = [
             Segment(segment.text, segment.style or _PLAIN)
@@ -188,3 +272,8 @@ class RowTable(ScrollView, can_focus=True):
 
     def on_blur(self) -> None:
         self.refresh_line(self.cursor_row + 1)
+
+
+def _gaps(columns: int) -> int:
+    """The cells between `columns` columns (the gap after the last one is cut off)."""
+    return COLUMN_GAP * max(columns - 1, 0)

@@ -41,6 +41,11 @@ class LiveFeed:
         )
         self._thread.start()
 
+    def set_interval(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        if self._thread is not None:
+            self._thread.set_interval(interval_s)
+
     def focus(self, path: str | None, name: str | None) -> None:
         self.sampler.focus(path, name)
 

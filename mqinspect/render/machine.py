@@ -27,13 +27,24 @@ def write_jsonl(value: Any, stream: TextIO) -> None:
 
 def write_csv(rows: Iterable[Any], stream: TextIO) -> None:
     """Flat rows (dataclasses or mappings) as CSV with a header taken from the first row."""
-    writer: csv.DictWriter | None = None
+    writer = CsvRows(stream)
     for row in rows:
+        writer.write(row)
+
+
+class CsvRows:
+    """CSV written one row at a time, for a stream: the header from the first row (a dataclass or mapping)."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self._writer: csv.DictWriter | None = None
+
+    def write(self, row: Any) -> None:
         record = to_jsonable(row)
-        if writer is None:
-            writer = csv.DictWriter(stream, fieldnames=list(record), extrasaction="ignore")
-            writer.writeheader()
-        writer.writerow({key: _csv_cell(item) for key, item in record.items()})
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._stream, fieldnames=list(record), extrasaction="ignore")
+            self._writer.writeheader()
+        self._writer.writerow({key: _csv_cell(item) for key, item in record.items()})
 
 
 def _csv_cell(value: Any) -> Any:

@@ -23,6 +23,7 @@ from mqinspect.render.cells import (
     pages_text,
     percent_text,
 )
+from mqinspect.render.layout import LAST, Column, PriorityTable, columns_by_priority
 from mqinspect.render.words import counted
 from store.inspection.rocketmq.cq import ConsumeQueueView
 from store.inspection.rocketmq.dump import CommitLogDump
@@ -33,6 +34,9 @@ from store.inspection.rocketmq.segments import SegmentListing, SegmentRow
 from store.inspection.rocketmq.store_stat import StoreStat
 from store.inspection.rocketmq.verify import VerifyReport
 from store.layout import SegmentKind
+
+# A text column (a file, a topic) folds to this width before a number column is dropped.
+FLEXIBLE_MIN_WIDTH = 20
 
 
 def _text(value: Any, none: str = NONE) -> Text:
@@ -113,11 +117,16 @@ def _stat_summary(stat: StoreStat) -> Table:
     return _key_value_table("store", rows)
 
 
-def _queues_table(stat: StoreStat) -> Table:
-    table = Table(title="consume queues", title_justify="left")
-    table.add_column("topic", overflow="fold")
-    for column in ("queue", "files", "min offset", "max offset", "messages", "dispatched to"):
-        table.add_column(column, justify="right")
+QUEUE_COLUMNS = columns_by_priority(
+    ("topic", "queue", "files", "min offset", "max offset", "messages", "dispatched to"),
+    {"topic": 0, "queue": 0, "messages": 1, "max offset": 2, "min offset": 3, "dispatched to": 4, "files": 5},
+    left=("topic",),
+    topic={"flexible": True, "min_width": FLEXIBLE_MIN_WIDTH},
+)
+
+
+def _queues_table(stat: StoreStat) -> PriorityTable:
+    table = PriorityTable(QUEUE_COLUMNS, table_options={"title": "consume queues", "title_justify": "left"})
     for queue in stat.consume_queues:
         table.add_row(
             _text(queue.topic),
@@ -159,7 +168,12 @@ class _Column:
     header: str
     cell: Callable[[SegmentRow], Any]
     justify: str = "left"
-    no_wrap: bool = False
+    priority: int = LAST  # render.layout: 0 always drawn, higher dropped first on a narrow terminal
+    flexible: bool = False  # text that may fold to FLEXIBLE_MIN_WIDTH
+
+    @property
+    def layout(self) -> Column:
+        return Column(self.header, self.priority, self.justify, self.flexible, FLEXIBLE_MIN_WIDTH)
 
 
 def _segment_file(row: SegmentRow) -> str:
@@ -181,36 +195,38 @@ def _written(row: SegmentRow) -> str | None:
 
 # A later column (residency, say) is one more entry here and one more field in SegmentRow.
 SEGMENT_COLUMNS = (
-    _Column("kind", lambda row: row.kind.value, no_wrap=True),
-    _Column("file", _segment_file, no_wrap=True),
-    _Column("start offset", lambda row: row.start_offset_bytes, "right"),
-    _Column("size (B)", lambda row: row.size_bytes, "right"),
-    _Column("written (B)", _written, "right"),
-    _Column("entries", lambda row: row.entry_count, "right"),
-    _Column("modified (UTC)", lambda row: row.mtime_iso and row.mtime_iso[:19].replace("T", " ")),
-    _Column("problem", lambda row: row.problem),
+    _Column("kind", lambda row: row.kind.value, priority=0),
+    _Column("file", _segment_file, priority=0, flexible=True),
+    _Column("start offset", lambda row: row.start_offset_bytes, "right", priority=4),
+    _Column("size (B)", lambda row: row.size_bytes, "right", priority=7),
+    _Column("written (B)", _written, "right", priority=3),
+    _Column("entries", lambda row: row.entry_count, "right", priority=5),
+    _Column("modified (UTC)", lambda row: row.mtime_iso and row.mtime_iso[:19].replace("T", " "), priority=8),
+    _Column("problem", lambda row: row.problem, priority=1, flexible=True),
 )
+RESIDENCY_PRIORITIES = {"cached": 1, "dirty": 2, "heat": 2, "locked": 6}
 
 
 def segments_table(listing: SegmentListing) -> RenderableType:
     size = listing.commitlog_segment_size_bytes
-    table = Table(
-        title=f"segments of {listing.root} (commitlog segment size {size if size else NONE} B)",
-        title_justify="left",
-    )
-    for column in SEGMENT_COLUMNS:
-        table.add_column(column.header, justify=column.justify, overflow="fold", no_wrap=column.no_wrap)
     residency = _residency_by_path(listing)
+    columns = [column.layout for column in SEGMENT_COLUMNS]
     if residency is not None:
-        for header in RESIDENCY_HEADERS:
-            table.add_column(header, justify="left" if header == "heat" else "right", no_wrap=True)
+        columns += columns_by_priority(RESIDENCY_HEADERS, RESIDENCY_PRIORITIES, left=("heat",))
+    table = PriorityTable(
+        columns,
+        table_options={
+            "title": f"segments of {listing.root} (commitlog segment size {size if size else NONE} B)",
+            "title_justify": "left",
+        },
+    )
     for row in listing.rows:
         cells = [_text(column.cell(row)) for column in SEGMENT_COLUMNS]
         if residency is not None:
             cells += _residency_cells(residency.get(str(row.path)), listing.residency.page_size_bytes)
         table.add_row(*cells)
     if residency is not None:
-        table.caption = _residency_caption(listing.residency)
+        table.table_options["caption"] = _residency_caption(listing.residency)
     if listing.layout_problems:
         return Group(table, _problems_table(listing.layout_problems))
     return table
@@ -411,14 +427,22 @@ def _findings_table(report: VerifyReport) -> Table:
 # --- cq ---------------------------------------------------------------------------------------------------
 
 
-def consume_queue_table(view: ConsumeQueueView) -> Table:
-    table = Table(
-        title=f"consume queue {view.topic}/{view.queue_id}: offsets {view.min_offset}..{view.max_offset} "
-        f"(max is the next offset to be written)",
-        title_justify="left",
+CONSUME_QUEUE_COLUMNS = columns_by_priority(
+    ("queue offset", "physical offset", "size (B)", "tags code"),
+    {"queue offset": 0, "physical offset": 0, "size (B)": 1, "tags code": 2},
+)
+
+
+def consume_queue_table(view: ConsumeQueueView) -> PriorityTable:
+    offsets = f"offsets {view.min_offset}..{view.max_offset}"
+    table = PriorityTable(
+        CONSUME_QUEUE_COLUMNS,
+        table_options={
+            "title": f"consume queue {view.topic}/{view.queue_id}: {offsets} (max is the next offset to be "
+            "written)",
+            "title_justify": "left",
+        },
     )
-    for column in ("queue offset", "physical offset", "size (B)", "tags code"):
-        table.add_column(column, justify="right")
     for entry in view.entries:
         table.add_row(
             str(entry.queue_offset), str(entry.physical_offset), str(entry.size_bytes), str(entry.tags_code)

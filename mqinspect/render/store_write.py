@@ -7,6 +7,7 @@ from datetime import datetime
 from rich.table import Table
 
 from mqinspect.render.cells import UNAVAILABLE
+from mqinspect.render.layout import PriorityTable, columns_by_priority
 from mqinspect.render.units import human_rate, per_second
 from store.config import StoreConfig
 from store.recovery import RecoveryMode, RecoveryPlan
@@ -84,16 +85,25 @@ def produce_table(report: ProduceReport) -> Table:
     )
 
 
-def consume_table(report: ConsumeReport) -> Table:
-    table = Table(
-        title=f"consumed {report.topic}/{report.queue_id}: {len(report.messages)} messages, next offset "
-        f"{report.next_offset} (queue {report.min_offset}..{report.max_offset}, {report.status})",
-        title_justify="left",
+CONSUME_COLUMNS = columns_by_priority(
+    ("offset", "physical", "bytes", "stored", "keys", "tags", "body"),
+    {"offset": 0, "physical": 1, "bytes": 2, "body": 3, "stored": 4, "keys": 5, "tags": 6},
+    left=("keys", "tags", "body"),
+    keys={"flexible": True, "max_width": 16, "overflow": "ellipsis"},
+    tags={"flexible": True, "max_width": 10, "overflow": "ellipsis"},
+    body={"flexible": True, "max_width": 24, "min_width": 8, "overflow": "ellipsis"},
+)
+
+
+def consume_table(report: ConsumeReport) -> PriorityTable:
+    table = PriorityTable(
+        CONSUME_COLUMNS,
+        table_options={
+            "title": f"consumed {report.topic}/{report.queue_id}: {len(report.messages)} messages, next "
+            f"offset {report.next_offset} (queue {report.min_offset}..{report.max_offset}, {report.status})",
+            "title_justify": "left",
+        },
     )
-    for column in ("offset", "physical", "bytes", "stored"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for column, width in (("keys", 16), ("tags", 10), ("body", 24)):
-        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for message in report.messages:
         stored = datetime.fromtimestamp(message.store_timestamp_ms / 1000).strftime("%H:%M:%S.%f")[:-3]
         table.add_row(

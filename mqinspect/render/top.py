@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from rich.console import Group, RenderableType
@@ -29,8 +30,11 @@ from mqinspect.render.cells import (
     rate_text,
     unavailable_text,
 )
+from mqinspect.render.layout import WIDE_HINT, PriorityTable, columns_by_priority
 from mqinspect.render.mem import threshold_gauge
+from mqinspect.render.trace_cache import HIT_COLUMNS, hit_ratio_text
 from mqinspect.render.units import human_bytes, per_second
+from mqinspect.sampling.hits import PAGECACHE_NOT_RUNNING
 from mqinspect.sampling.snapshot import (
     PROBE_FAULTS,
     PROBE_PAGECACHE,
@@ -61,7 +65,8 @@ SOURCES = {
     "record (its records' sizes followed with pread; a ConsumeQueue's last entry), a full segment's size, 0 "
     "ahead of the log · flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
     "segment_events": "faults probe (exceptions:page_fault_user, filemap:mm_filemap_fault) · pagecache probe "
-    "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache)",
+    "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache; hits, misses: "
+    "mm_filemap_get_pages)",
     "memory": "/proc/meminfo · /proc/vmstat · /proc/sys/vm/dirty_* · /proc/pressure/{memory,io}",
     "throttling": "writeback probe: writeback:balance_dirty_pages, writeback:writeback_dirty_folio",
     "faults": "/proc/PID/stat minflt/majflt · per segment: faults probe",
@@ -70,7 +75,8 @@ SOURCES = {
     "processes": "/proc/PID/stat · /proc/PID/io (rchar/wchar: read, pread, write, sendfile calls on files "
     "and sockets; not recv, send, sendmsg, splice) · tcp in/out: sock_diag tcp_info of the process's sockets "
     "(received; sent and acknowledged), whatever call moved them · /proc/PID/status · found in "
-    "/proc/PID/maps, /proc/PID/fd",
+    "/proc/PID/maps, /proc/PID/fd · hits, misses: pagecache probe (filemap:mm_filemap_get_pages), the "
+    "store's files",
     "consumers": "groups: config/consumerOffset.json (as the broker last persisted it) placed through each "
     "queue's ConsumeQueue entry; lag = the queue's end - committed, in messages and in CommitLog bytes up "
     "to the end of the queue's last record · connected: sendpath probe, per socket: read at = CommitLog "
@@ -81,7 +87,8 @@ SOURCES = {
 HEAT_KEY = (
     "heat: one cell per chunk · █▓▒░ cached share · green clean, red dirty, magenta under writeback · "
     "· absent · W wrote (= committed: data in the file) · F flushed · cached: share of the pages, floored · "
-    "faults, major, +cache: counted over the last interval"
+    "faults, major, +cache: counted over the last interval · hits, misses: pages read (read, pread, "
+    "sendfile; not mmap) found in the cache / brought in by the read, hit%: hits of both"
 )
 CONSUMER_KEY = (
     "C on a heat strip: a consumer group's committed position, the next message it reads (in the CommitLog "
@@ -99,6 +106,7 @@ SEGMENT_COLUMNS = (
     "faults",
     "major",
     "+cache",
+    *HIT_COLUMNS,
 )
 PROCESS_COLUMNS = (
     "pid",
@@ -112,6 +120,47 @@ PROCESS_COLUMNS = (
     "wchar/s",
     "rss",
     "locked",
+    *HIT_COLUMNS,
+)
+# Which columns stay when the width runs short (render.layout): 0 always, higher numbers go first. The
+# segment's name, heat, cached and dirty are what an operator reads first (htop keeps PID and CPU%).
+SEGMENT_PRIORITIES = {
+    "segment": 0,
+    "heat": 0,
+    "cached": 0,
+    "dirty": 0,
+    "wrote": 1,
+    "faults": 2,
+    "+cache": 3,
+    "writeback": 4,
+    "major": 5,
+    "locked": 6,
+}
+PROCESS_PRIORITIES = {
+    "pid": 0,
+    "command": 0,
+    "minflt/s": 1,
+    "rss": 2,
+    "majflt/s": 3,
+    "tcp out/s": 4,
+    "tcp in/s": 5,
+    "wchar/s": 6,
+    "rchar/s": 7,
+    "found": 8,
+    "locked": 9,
+}
+SEGMENT_TABLE_COLUMNS = columns_by_priority(
+    SEGMENT_COLUMNS,
+    SEGMENT_PRIORITIES,
+    left=("segment", "heat"),
+    # a ConsumeQueue's name is long: it gives way before cached and dirty do (the dashboard keeps its ends)
+    segment={"flexible": True, "min_width": 22},
+)
+PROCESS_TABLE_COLUMNS = columns_by_priority(
+    PROCESS_COLUMNS,
+    PROCESS_PRIORITIES,
+    left=("command", "found"),
+    command={"flexible": True, "min_width": 8, "overflow": "ellipsis"},
 )
 
 
@@ -120,6 +169,12 @@ PROCESS_COLUMNS = (
 
 def _source(key: str) -> Text:
     return Text(f"source: {SOURCES[key]}", style="dim cyan")
+
+
+def no_match_text(filter_text: str, total: int, one: str, many: str) -> Text:
+    """What a panel says when the filter keeps none of its rows (not "unavailable": they were measured)."""
+    rows = f"{total} {one if total == 1 else many}"
+    return Text(f"filter '{filter_text}' matches none of the {rows}", style="yellow")
 
 
 def clock_text(time_unix_s: float) -> str:
@@ -136,8 +191,10 @@ def status_line(
     held: int = 0,
     now_s: float | None = None,
     mode: str = "",
+    set_interval_s: float | None = None,
 ) -> Text:
-    """The top line: mode, PAUSED badge, store, frame time and age, interval."""
+    """The top line: mode, PAUSED badge, store, frame time and age, interval (and the one set with + or -
+    while the frames still come at another)."""
     line = Text()
     if paused:
         line.append(" PAUSED ", style="bold reverse red")
@@ -145,10 +202,12 @@ def status_line(
     line.append(f"mqinspect top{mode}", style="bold")
     if snapshot is None:
         return line.append("  waiting for the first interval…")
-    line.append(f"  store {snapshot.store.root or NONE}")
     age = f", {max(0.0, now_s - snapshot.time_unix_s):.0f} s ago" if now_s is not None else ""
     line.append(f"  frame {snapshot.sequence} at {clock_text(snapshot.time_unix_s)}{age}")
     line.append(f"  interval {snapshot.interval_s:.2f} s")
+    if set_interval_s is not None and abs(snapshot.interval_s - set_interval_s) > 0.1 * set_interval_s:
+        line.append(f" (set to {set_interval_s:g} s)", style="bold yellow")
+    line.append(f"  store {snapshot.store.root or NONE}")  # last: a long path is what an 80-column line cuts
     return line
 
 
@@ -234,26 +293,24 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
         Text(count_text(segment.faults), justify="right"),
         Text(count_text(segment.major_faults), justify="right"),
         Text(pages_text(segment.added_pages, page_size_bytes), justify="right"),
+        *hit_cells(segment),
     ]
-
-
-# the segment's kind and the start of its 20-digit name stay readable on an 80-column terminal
-SEGMENT_NAME_MIN_WIDTH = 16
 
 
 def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None = None) -> RenderableType:
     store = snapshot.store
     if not store.segments:
         return Group(Text("Segments", style="bold"), unavailable_text(store.unavailable.get("segments")))
-    table = Table(title="Segments", title_justify="left", title_style="bold", box=None, pad_edge=False)
-    for column in SEGMENT_COLUMNS:
-        table.add_column(
-            column,
-            no_wrap=column != "segment",
-            overflow="fold",
-            justify="left" if column in ("segment", "heat") else "right",
-            min_width=SEGMENT_NAME_MIN_WIDTH if column == "segment" else None,
-        )
+    table = PriorityTable(
+        SEGMENT_TABLE_COLUMNS,
+        table_options={
+            "title": "Segments",
+            "title_justify": "left",
+            "title_style": "bold",
+            "box": None,
+            "pad_edge": False,
+        },
+    )
     shown = store.segments if segments is None else segments
     for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
@@ -290,6 +347,7 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
     writeback = sample.snapshot.writeback
     page = writeback.page_size_bytes
     meminfo = sample.snapshot.meminfo
+    parts.append(threshold_gauge(writeback))  # first: a short panel still shows it
     parts.append(
         Text(
             f"cached {bytes_text(meminfo.cached_bytes)}  dirty {pages_text(writeback.dirty_pages, page)}  "
@@ -298,7 +356,6 @@ def memory_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableTyp
             f"limit {pages_text(writeback.throttle_threshold_pages, page)}"
         )
     )
-    parts.append(threshold_gauge(writeback))
     regime = writeback.regime
     parts.append(Text(f"regime: {regime or UNAVAILABLE}: {WritebackState.REGIMES.get(regime or '', '')}"))
     vm, pressure = sample.rates.vmstat, sample.rates.pressure
@@ -370,15 +427,26 @@ def sparkline(values: Sequence[float | None], width: int = 30) -> Text:
 
 
 def faults_panel(
-    snapshot: TopSnapshot, processes: Sequence[ProcessView] | None = None, *, titled: bool = True
+    snapshot: TopSnapshot,
+    processes: Sequence[ProcessView] | None = None,
+    *,
+    titled: bool = True,
+    segments: Sequence[SegmentView] | None = None,
+    filter_text: str = "",
+    width: int | None = None,
 ) -> RenderableType:
+    """Fault rates of `processes` (default: all, those that fault most first; the dashboard passes the rows
+    its filter keeps, in its sort) and the faults of `segments` (default: all); `filter_text` says so when
+    the filter keeps none; `width` narrows the sparkline so a process's rate stays on its first line."""
     parts = _title("Faults", titled)
-    rows = snapshot.processes if processes is None else processes
-    if not rows:
+    rows = sorted(snapshot.processes, key=_fault_rate, reverse=True) if processes is None else processes
+    if not rows and snapshot.processes:
+        parts.append(no_match_text(filter_text, len(snapshot.processes), "process", "processes"))
+    elif not rows:
         parts.append(unavailable_text(snapshot.unavailable.get("processes")))
     for process in rows[:8]:
         line = Text(f"{process.pid:>7} {(process.comm or NONE)[:15]:<15} ")
-        line.append_text(sparkline(process.minor_fault_rate_history))
+        line.append_text(sparkline(process.minor_fault_rate_history, _spark_width(width)))
         line.append(
             f" {rate_text(process.minor_faults_per_s)} minor, {rate_text(process.major_faults_per_s)} major"
         )
@@ -388,18 +456,40 @@ def faults_panel(
                 f"({rate_text(per_second(process.traced_major_faults or 0, snapshot.interval_s))} major)"
             )
         parts.append(line)
-    parts.append(_segment_faults(snapshot))
+    parts.append(
+        _segment_faults(snapshot, snapshot.store.segments if segments is None else segments, filter_text)
+    )
     parts.append(_source("faults"))
     return Group(*parts)
 
 
-def _segment_faults(snapshot: TopSnapshot) -> RenderableType:
+def _fault_rate(process: ProcessView) -> float:
+    """Faults per second, minor and major; a process whose rate was not measured sorts last."""
+    rates = (process.minor_faults_per_s, process.major_faults_per_s)
+    return -1.0 if all(rate is None for rate in rates) else sum(rate or 0.0 for rate in rates)
+
+
+# pid (7), command (15) and the minor-fault rate ("12,345/s") stay on a process's first line
+_FAULT_LINE_FIXED = 7 + 1 + 15 + 1 + 1 + 8
+
+
+def _spark_width(width: int | None) -> int:
+    """The sparkline's cells in a panel `width` wide (None: the full 30)."""
+    return 30 if width is None else max(4, min(30, width - _FAULT_LINE_FIXED))
+
+
+def _segment_faults(
+    snapshot: TopSnapshot, segments: Sequence[SegmentView], filter_text: str
+) -> RenderableType:
     problem = probe_problem(snapshot, PROBE_FAULTS)
     if problem is not None:
         return problem
     if not snapshot.store.segments:
         return Text(f"faults per segment: {snapshot.store.unavailable.get('segments', 'no segments')}")
-    hit = sorted((s for s in snapshot.store.segments if s.faults), key=lambda s: -(s.faults or 0))
+    if not segments:
+        total = len(snapshot.store.segments)
+        return Text(f"faults per segment: {no_match_text(filter_text, total, 'segment', 'segments')}")
+    hit = sorted((s for s in segments if s.faults), key=lambda s: -(s.faults or 0))
     if not hit:
         return Text("no faults on the store's segments this interval (faults probe)")
     return Text(
@@ -413,42 +503,96 @@ def _segment_faults(snapshot: TopSnapshot) -> RenderableType:
 # The bytes each process delivered to sockets, by send path, and "other": socket writes without evidence
 # of a path (protocol headers, requests; the sendpath probe's other and unresolved socket writes). The five
 # add up to all it delivered to sockets (bytes_to_sockets in the JSON).
-SENDPATH_COLUMNS = ("pid", "command", "read+write", "mmap+write", "sendfile", "splice", "other", "copies/B")
+# "total" is what they add up to, the quantity the rows are ordered by unless the user sorts them otherwise.
+SENDPATH_COLUMNS = (
+    "pid",
+    "command",
+    "total",
+    "read+write",
+    "mmap+write",
+    "sendfile",
+    "splice",
+    "other",
+    "copies/B",
+)
 
 
-def _not_a_path(row: SendPathRow) -> int | None:
+def not_a_path(row: SendPathRow) -> int | None:
     """Socket writes of no send path; None in a recording made before they were told apart."""
     if row.other_socket_write_bytes is None:
         return None
     return row.other_socket_write_bytes + (row.unresolved_socket_write_bytes or 0)
 
 
-def sendpaths_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
+SENDPATH_TABLE_COLUMNS = columns_by_priority(
+    SENDPATH_COLUMNS,
+    {
+        "pid": 0,
+        "command": 0,
+        "total": 2,
+        "read+write": 1,
+        "mmap+write": 1,
+        "sendfile": 1,
+        "splice": 1,
+        "other": 2,
+        "copies/B": 3,
+    },
+    left=("command",),
+    command={"flexible": True, "min_width": 8, "overflow": "ellipsis"},
+)
+SENDPATH_ROWS = 6
+
+
+def sendpaths_panel(
+    snapshot: TopSnapshot,
+    rows: Sequence[SendPathRow] | None = None,
+    *,
+    titled: bool = True,
+    headers: Sequence[str] = SENDPATH_COLUMNS,
+    filter_text: str = "",
+    max_rows: int = SENDPATH_ROWS,
+    short: bool = False,
+    hidden_hint: str = WIDE_HINT,
+) -> RenderableType:
+    """The send-path table of `rows` (default: every process the probe saw, biggest total first), under
+    `headers` (the dashboard marks the sorted column); `filter_text` says why rows may be missing. `short`:
+    the source on one line that ends in "…" (a short screen; `?` help has it whole). `hidden_hint`: how to
+    see the columns a narrow panel leaves out."""
     parts = _title("Send paths", titled)
     problem = probe_problem(snapshot, PROBE_SENDPATH)
     view = snapshot.sendpaths
+    shown = sorted(view.processes, key=lambda row: -row.bytes_to_sockets) if rows is None else rows
     if problem is not None:
         parts.append(problem)
     elif not view.processes:
         parts.append(Text("no process sent bytes to a socket this interval"))
+    elif not shown:
+        parts.append(no_match_text(filter_text, len(view.processes), "process", "processes"))
     else:
-        table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))  # fits 80 columns
-        for column in SENDPATH_COLUMNS:
-            table.add_column(column, justify="left" if column == "command" else "right", no_wrap=True)
-        for row in view.processes[:6]:
+        table_options = {"box": None, "pad_edge": False, "padding": (0, 1, 0, 0)}  # fits 80 columns
+        marked = zip(SENDPATH_TABLE_COLUMNS, headers, strict=True)
+        columns = [replace(column, title=header) for column, header in marked]
+        table = PriorityTable(columns, table_options=table_options, hidden_hint=hidden_hint)
+        for row in shown[:max_rows]:
             copies = row.cpu_copies_per_socket_byte
             table.add_row(
                 str(row.pid),
                 row.comm or NONE,
+                interval_rate_text(row.bytes_to_sockets, view.interval_s),
                 interval_rate_text(row.read_write_bytes, view.interval_s),
                 interval_rate_text(row.mmap_write_bytes, view.interval_s),
                 interval_rate_text(row.sendfile_bytes, view.interval_s),
                 interval_rate_text(row.splice_bytes, view.interval_s),
-                interval_rate_text(_not_a_path(row), view.interval_s),
+                interval_rate_text(not_a_path(row), view.interval_s),
                 NONE if copies is None else f"{copies:.2f}",
             )
         parts.append(table)
-    parts.append(_source("sendpaths"))
+        if len(shown) > max_rows:
+            parts.append(Text(f"+{len(shown) - max_rows} more (--format json lists all)", style="dim"))
+    source = _source("sendpaths")
+    if short:
+        source.no_wrap, source.overflow = True, "ellipsis"
+    parts.append(source)
     return Group(*parts)
 
 
@@ -555,6 +699,15 @@ def _read_from(row: ConnectedConsumerView) -> str:
 # --- processes
 
 
+def hit_cells(row: SegmentView | ProcessView) -> list[Text]:
+    """The hits, misses and hit% cells (HIT_COLUMNS) of a segment or process row."""
+    return [
+        Text(count_text(row.hit_pages), justify="right"),
+        Text(count_text(row.miss_pages), justify="right"),
+        Text(hit_ratio_text(row.hit_ratio_percent), justify="right"),
+    ]
+
+
 def process_cells(process: ProcessView) -> list[Text]:
     """The cells of one process row, in PROCESS_COLUMNS order."""
     return [
@@ -569,6 +722,7 @@ def process_cells(process: ProcessView) -> list[Text]:
         Text(byte_rate_text(process.wchar_bytes_per_s), justify="right"),
         Text(bytes_text(process.rss_bytes), justify="right"),
         Text(bytes_text(process.locked_bytes), justify="right"),
+        *hit_cells(process),
     ]
 
 
@@ -580,23 +734,17 @@ def processes_table(snapshot: TopSnapshot, processes: Sequence[ProcessView] | No
             unavailable_text(snapshot.unavailable.get("processes")),
             _source("processes"),
         )
-    table = Table(
-        title="Processes",
-        title_justify="left",
-        title_style="bold",
-        box=None,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
+    table = PriorityTable(
+        PROCESS_TABLE_COLUMNS,
+        table_options={
+            "title": "Processes",
+            "title_justify": "left",
+            "title_style": "bold",
+            "box": None,
+            "pad_edge": False,
+            "padding": (0, 1, 0, 0),
+        },
     )
-    for column in PROCESS_COLUMNS:
-        table.add_column(
-            column,
-            no_wrap=True,
-            justify="left" if column in ("command", "found") else "right",
-            # on a narrow terminal the command gives way first: the numbers keep their width
-            min_width=None if column == "command" else len(column),
-            overflow="ellipsis",
-        )
     for process in rows:
         table.add_row(*process_cells(process))
     notes = [_unavailable_fields(rows), _source("processes")]
@@ -604,7 +752,12 @@ def processes_table(snapshot: TopSnapshot, processes: Sequence[ProcessView] | No
 
 
 def _unavailable_fields(rows: Sequence[ProcessView]) -> Text | None:
-    reasons = {reason for row in rows for name, reason in row.unavailable.items() if name != "traced_faults"}
+    reasons = {
+        reason
+        for row in rows
+        for name, reason in row.unavailable.items()
+        if name != "traced_faults" and reason != PAGECACHE_NOT_RUNNING  # the probes line says those
+    }
     if not reasons:
         return None
     return Text("some fields unavailable: " + "; ".join(sorted(reasons)[:3]), style="yellow")
@@ -635,7 +788,9 @@ def detail_view(snapshot: TopSnapshot, segment: SegmentView | None, width: int =
             f"entered cache {pages_text(segment.added_pages, snapshot.page_size_bytes)}, "
             f"left cache {pages_text(segment.deleted_pages, snapshot.page_size_bytes)}, "
             f"dirtied {pages_text(segment.dirtied_pages, snapshot.page_size_bytes)}, "
-            f"written back {pages_text(segment.written_pages, snapshot.page_size_bytes)}"
+            f"written back {pages_text(segment.written_pages, snapshot.page_size_bytes)}, "
+            f"read path: {count_text(segment.hit_pages)} pages hit, {count_text(segment.miss_pages)} missed "
+            f"({hit_ratio_text(segment.hit_ratio_percent)})"
         )
     )
     parts.append(_range_table(segment))

@@ -10,6 +10,7 @@ A note is a warning about one interval; `SessionNotes` prints it once while its 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.render.stream_lines import Field
 from mqinspect.render.trace_cache import (
     late_store_files_notes,
     pagecache_notes,
@@ -27,6 +29,7 @@ from mqinspect.render.trace_cache import (
     writeback_table,
 )
 from mqinspect.render.trace_io import sendpath_notes, sendpath_table, syscalls_notes, syscalls_table
+from mqinspect.render.trace_lines import LINE_FIELDS
 from mqinspect.render.trace_notes import Note
 from mqinspect.render.words import counted, more
 from probes.ebpf import registry
@@ -40,10 +43,12 @@ NAME_WIDTH = 34
 
 @dataclass(frozen=True)
 class TraceView:
-    """How one probe's snapshots are drawn: `table(snapshot, title)` and `notes(snapshot)` for stderr."""
+    """How one probe's snapshots are drawn: `table(snapshot, title)`, `notes(snapshot)` for stderr, and the
+    `fields` of its one line per interval in a stream (render/trace_lines.py)."""
 
     table: Callable[[Any, str], RenderableType]
     notes: Callable[[Any], list[Note]]
+    fields: Sequence[Field[Any]] = ()
 
 
 def startup_line(
@@ -53,14 +58,18 @@ def startup_line(
     duration_s: float | None,
     *,
     until_exit: int = 0,
+    command: str | None = None,
 ) -> str:
     """What is traced, how often and how to stop, for stderr before the first interval:
     "Tracing page faults of pid 123, per file, every 1 s, until it exits. Ctrl-C to end early."
-    `until_exit` is how many traced processes end the session by exiting (0: none do)."""
+    `until_exit` is how many traced processes end the session by exiting (0: none do); `command`, the one
+    started for the session (`trace ... -- COMMAND`), whose exit ends it."""
     stop = (
         f", {counted(count, 'interval')}" if count else f", for {_seconds(duration_s)}" if duration_s else ""
     )
-    if until_exit:
+    if command:
+        stop += f", until {command} exits (its child processes are not traced)"
+    elif until_exit:
         stop += ", until it exits" if until_exit == 1 else ", until they all exit"
     ending = "Ctrl-C to end early." if stop else "Ctrl-C to end."
     return f"Tracing {subject}, every {_seconds(interval_s)}{stop}. {ending}"
@@ -69,6 +78,20 @@ def startup_line(
 def interval_title(snapshot: Any) -> str:
     ended = time.strftime("%H:%M:%S", time.localtime(snapshot.end_time_unix_s))
     return f"{ended}  interval {snapshot.interval_s:.2f} s"
+
+
+# The annotations of the snapshot fields a CSV row carries: numbers and words, and the pid lists.
+_CSV_TYPES = frozenset({"int", "float", "str", "bool", "None", "tuple[int, ...]"})
+
+
+def snapshot_csv_row(snapshot: Any) -> dict[str, Any]:
+    """A snapshot's CSV row: its flat fields (kind, interval_s, the totals, pids), under their own names,
+    which carry their units; the per-process and per-file breakdowns are the JSONL stream's."""
+    return {
+        field.name: getattr(snapshot, field.name)
+        for field in dataclasses.fields(snapshot)
+        if {part.strip() for part in str(field.type).split("|")} <= _CSV_TYPES
+    }
 
 
 def summary_title(snapshot: Any) -> str:
@@ -201,9 +224,13 @@ def faults_notes(snapshot: FaultsSnapshot) -> list[Note]:
 
 # Each registered probe's view, by its name in probes/ebpf/registry.py.
 VIEWS: dict[str, TraceView] = {
-    registry.FAULTS.name: TraceView(faults_table, faults_notes),
-    registry.PAGECACHE.name: TraceView(pagecache_table, pagecache_notes),
-    registry.WRITEBACK.name: TraceView(writeback_table, writeback_notes),
-    registry.SENDPATH.name: TraceView(sendpath_table, sendpath_notes),
-    registry.SYSCALLS.name: TraceView(syscalls_table, syscalls_notes),
+    registry.FAULTS.name: TraceView(faults_table, faults_notes, LINE_FIELDS[registry.FAULTS.name]),
+    registry.PAGECACHE.name: TraceView(
+        pagecache_table, pagecache_notes, LINE_FIELDS[registry.PAGECACHE.name]
+    ),
+    registry.WRITEBACK.name: TraceView(
+        writeback_table, writeback_notes, LINE_FIELDS[registry.WRITEBACK.name]
+    ),
+    registry.SENDPATH.name: TraceView(sendpath_table, sendpath_notes, LINE_FIELDS[registry.SENDPATH.name]),
+    registry.SYSCALLS.name: TraceView(syscalls_table, syscalls_notes, LINE_FIELDS[registry.SYSCALLS.name]),
 }

@@ -13,8 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.render.trace_notes import Note
+from mqinspect.render.units import share_percent
 from mqinspect.render.words import more
-from probes.ebpf.pagecache import FileCacheActivity, PagecacheSnapshot, ProcessCacheActivity
+from probes.ebpf.pagecache import NO_LOOKUPS, FileCacheActivity, PagecacheSnapshot, ProcessCacheActivity
 from probes.ebpf.tally import add_optional
 from probes.ebpf.writeback import (
     DirtyState,
@@ -49,8 +50,30 @@ def _table(first_columns: Sequence[str], number_columns: Sequence[str]) -> Table
     for name in first_columns:
         table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=NAME_WIDTH + 2)
     for name in number_columns:
-        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+        table.add_column(name, justify="right", no_wrap=True, min_width=HIT_WIDTHS.get(name, len(name)))
     return table
+
+
+def hit_ratio_text(percent: float | None) -> str:
+    """A hit ratio (0-100) with one decimal, never rounded up to 100% nor down to 0%; "-" with no lookup."""
+    return share_percent(percent, 1) or "-"
+
+
+def _hit_cells(row: Any) -> list[str]:
+    """The hits, misses and hit% cells of a row of the pagecache probe."""
+    return [_count(row.hit_pages), _count(row.miss_pages), hit_ratio_text(row.hit_ratio_percent)]
+
+
+HIT_COLUMNS = ("hits", "misses", "hit%")
+HIT_WIDTHS = {"hits": 7, "misses": 7, "hit%": 6}  # up to 999,999 pages and "100.0%" stay whole
+HIT_COUNTING = (
+    "hits and misses: pages the read path (read, pread, readv, sendfile, splice) looked up in the page cache "
+    "(filemap:mm_filemap_get_pages); a miss is a page the same read had to bring in, a hit the rest, so a "
+    "page readahead asked for earlier is a hit (even while its I/O is in flight). Not counted: reads through "
+    "mmap (a load from a mapped page makes no event; their faults are in `trace faults`). A page another "
+    "process is still reading in counts as a hit, and a read that asks for more than the file holds counts "
+    "the pages past its end as hits."
+)
 
 
 def _more(hidden: int, noun: str) -> Text:
@@ -81,7 +104,10 @@ def _pagecache_headline(snapshot: PagecacheSnapshot) -> Text:
         f"{_who(snapshot.pids)}",
         f"removed {_count(snapshot.deleted_pages)} pages ({_count(snapshot.deleted_folios)} folios) of "
         + _in_view(
-            snapshot.store, snapshot.pids, "the files they added pages to", snapshot.deleted_pages_all_files
+            snapshot.store,
+            snapshot.pids,
+            "the files they added pages to or read",
+            snapshot.deleted_pages_all_files,
         ),
     ]
     if snapshot.readahead_windows is None:
@@ -92,7 +118,19 @@ def _pagecache_headline(snapshot: PagecacheSnapshot) -> Text:
             f"{_count(snapshot.async_readahead_requests)} async requests, "
             f"{_count(snapshot.readahead_windows)} windows of {_count(snapshot.readahead_window_pages)} pages"
         )
+    lines.append(_hits_line(snapshot))
     return Text("\n".join(lines))
+
+
+def _hits_line(snapshot: PagecacheSnapshot) -> str:
+    if snapshot.hit_pages is None:
+        return f"read-path hits: {NO_LOOKUPS}"
+    files = "the store's files" if snapshot.store else "their files" if snapshot.pids else "every file"
+    hits, misses = _count(snapshot.hit_pages), _count(snapshot.miss_pages)
+    return (
+        f"read-path lookups of {files}: {hits} pages hit, {misses} missed "
+        f"({hit_ratio_text(snapshot.hit_ratio_percent)} hits; mmap reads not counted)"
+    )
 
 
 def _in_view(store: str | None, pids: Sequence[int], pid_files: str, all_files: int) -> str:
@@ -104,7 +142,7 @@ def _in_view(store: str | None, pids: Sequence[int], pid_files: str, all_files: 
 
 
 def _pagecache_processes(processes: Sequence[ProcessCacheActivity]) -> Table:
-    table = _table(("pid", "comm"), ("added", "removed", "ra req", "ra pages"))
+    table = _table(("pid", "comm"), ("added", "removed", "ra req", "ra pages", *HIT_COLUMNS))
     for row in processes[:TOP_PROCESSES]:
         table.add_row(
             str(row.pid),
@@ -118,6 +156,7 @@ def _pagecache_processes(processes: Sequence[ProcessCacheActivity]) -> Table:
                     row.readahead_window_pages,
                 ),
             ),
+            *_hit_cells(row),
         )
     if len(processes) > TOP_PROCESSES:
         table.add_row("", _more(len(processes) - TOP_PROCESSES, "process"))
@@ -125,7 +164,7 @@ def _pagecache_processes(processes: Sequence[ProcessCacheActivity]) -> Table:
 
 
 def _pagecache_files(files: Sequence[FileCacheActivity]) -> Table:
-    table = _table(("file / pages",), ("added", "folios", "removed", "ra req", "ra pages"))
+    table = _table(("file / pages",), ("added", "folios", "removed", "ra req", "ra pages", *HIT_COLUMNS))
     for row in files[:TOP_FILES]:
         table.add_row(
             Text(_file_name(row.name), style="cyan"),
@@ -139,6 +178,7 @@ def _pagecache_files(files: Sequence[FileCacheActivity]) -> Table:
                     row.readahead_window_pages,
                 ),
             ),
+            *_hit_cells(row),
         )
         busiest = sorted(row.page_ranges, key=lambda r: -(r.added_pages + r.deleted_pages))[:TOP_RANGES]
         for page_range in sorted(busiest, key=lambda r: r.first_page):
@@ -173,6 +213,8 @@ def late_store_files_notes(snapshot: Any) -> list[Note]:
 
 def pagecache_notes(snapshot: PagecacheSnapshot) -> list[Note]:
     notes = late_store_files_notes(snapshot)
+    if snapshot.hit_pages is not None:
+        notes.append(Note("hit_counting", HIT_COUNTING))  # lasting: said once, at the first interval
     if snapshot.lost_records:
         notes.append(
             Note(

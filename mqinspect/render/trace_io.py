@@ -37,7 +37,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _duration(ns: int | float | None) -> str:
+def duration_text(ns: int | float | None) -> str:
     if ns is None:
         return "-"
     for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
@@ -47,7 +47,7 @@ def _duration(ns: int | float | None) -> str:
 
 
 def _at_most(ns: int | None) -> str:
-    return "-" if ns is None else "≤" + _duration(ns)
+    return "-" if ns is None else "≤" + duration_text(ns)
 
 
 def _table(number_columns: Sequence[str], text_column: str, first: str = "pid") -> Table:
@@ -194,7 +194,7 @@ def syscalls_table(snapshot: SyscallsSnapshot, title: str) -> RenderableType:
     headline = Text(
         f"calls {_count(snapshot.syscalls)} (errors {_count(snapshot.syscall_errors)}), "
         f"mode switches {_count(snapshot.mode_switches)} (2 per call), "
-        f"time in calls {_duration(snapshot.total_ns)}\n"
+        f"time in calls {duration_text(snapshot.total_ns)}\n"
         "p50, p99, max: upper bounds of log2 histogram buckets (the true value is at most that)"
     )
     parts: list[RenderableType] = [Text(title, style="bold"), headline]
@@ -209,7 +209,7 @@ def syscalls_table(snapshot: SyscallsSnapshot, title: str) -> RenderableType:
 
 def _latency_table(process: ProcessSyscalls) -> Group:
     who = f"pid {process.pid} {process.comm or '?'}"
-    heading = Text(f"{who}: {_count(process.calls)} calls, {_duration(process.total_ns)}", style="bold")
+    heading = Text(f"{who}: {_count(process.calls)} calls, {duration_text(process.total_ns)}", style="bold")
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     for name in ("syscall", "calls", "errors", "total", "mean", "p50", "p99", "max", "bytes"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -223,8 +223,8 @@ def _latency_cells(row: SyscallLatency) -> list[str]:
         row.syscall,
         _count(row.calls),
         _count(row.errors),
-        _duration(row.total_ns),
-        _duration(row.mean_ns),
+        duration_text(row.total_ns),
+        duration_text(row.mean_ns),
         _at_most(row.p50_ns_at_most),
         _at_most(row.p99_ns_at_most),
         _at_most(row.max_ns_at_most),
@@ -247,7 +247,7 @@ def _targets_table(targets: Sequence[TargetCalls]) -> Table:
             str(row.pid),
             _count(row.calls),
             _count(row.errors),
-            _duration(row.total_ns),
+            duration_text(row.total_ns),
             _bytes(row.length_bytes),
             label,
         )

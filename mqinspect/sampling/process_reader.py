@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mqinspect.sampling.snapshot import PROBE_FAULTS, ProcessView
+from mqinspect.sampling.hits import PAGECACHE_NOT_RUNNING, hit_fields, process_row
+from mqinspect.sampling.snapshot import PROBE_FAULTS, PROBE_PAGECACHE, ProcessView
 from probes.errors import AccessDenied, CapabilityMissing
 from probes.process_files import parse_maps
 from probes.processes import ProcessSource, process_source
@@ -205,7 +206,7 @@ class ProcessReader:
         for pid, found_by in sorted(self._found.items()):
             view = self._view(pid, found_by, interval_s, traced.get(pid), faults_running)
             if view is not None:
-                views.append(view)
+                views.append(_with_hits(view, events.get(PROBE_PAGECACHE)))
         for gone in set(self._previous) - set(self._found):
             self._forget(gone)
         self._intervals += 1
@@ -346,3 +347,9 @@ def _network_namespace(process_dir: Path) -> str | None:
         return os.readlink(process_dir / "ns" / "net")
     except OSError:
         return None
+
+
+def _with_hits(view: ProcessView, pagecache: Any) -> ProcessView:
+    """The view with its page-cache hits and misses (pagecache probe) and the reason where they are None."""
+    hits, gaps = hit_fields(pagecache, process_row(pagecache, view.pid), PAGECACHE_NOT_RUNNING)
+    return replace(view, **hits, unavailable={**view.unavailable, **gaps})

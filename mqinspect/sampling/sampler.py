@@ -229,24 +229,32 @@ class SamplerThread:
         self._deliver = deliver
         self._record = record
         self._on_error = on_error
-        self._stop = threading.Event()
+        self._stopped = False
+        self._changed = threading.Condition()  # notified on stop() and set_interval()
         self._thread = threading.Thread(target=self._run, name="mqinspect-sampler", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def set_interval(self, interval_s: float) -> None:
+        """Sample every `interval_s` from the next tick on: the one after the last snapshot, at its time plus
+        the new interval (a wait under way is cut short or drawn out)."""
+        with self._changed:
+            self.interval_s = interval_s
+            self._changed.notify_all()
+
     def stop(self, timeout_s: float | None = None) -> None:
-        self._stop.set()
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
         try:
             self.sampler.open()
-            started = time.monotonic()
-            taken = 0
-            while not self._stop.wait(max(0.0, started + (taken + 1) * self.interval_s - time.monotonic())):
-                taken += 1
+            tick = time.monotonic()
+            while (tick := self._wait_for_tick(tick)) is not None:
                 snapshot = self.sampler.sample()
                 if self._record is not None:
                     self._record(snapshot)
@@ -256,3 +264,15 @@ class SamplerThread:
                 self._on_error(error)
         finally:
             self.sampler.close()
+
+    def _wait_for_tick(self, previous_tick: float) -> float | None:
+        """Wait until one interval after the previous tick (timed from the ticks, not from when sampling
+        ended, so slow frames do not drift) and return the tick's time; None once stopped."""
+        with self._changed:
+            while not self._stopped:
+                tick = previous_tick + self.interval_s
+                remaining = tick - time.monotonic()
+                if remaining <= 0:
+                    return tick
+                self._changed.wait(remaining)
+        return None

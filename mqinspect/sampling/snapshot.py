@@ -144,6 +144,10 @@ class SegmentView:
     unavailable: dict[str, str] = field(default_factory=dict)
     holds_write_position: bool = False  # the segment being written
     holds_flushed_position: bool = False
+    # The read path's page-cache lookups of the segment over the interval (pagecache probe; not mmap reads)
+    hit_pages: int | None = None
+    miss_pages: int | None = None
+    hit_ratio_percent: float | None = None
     # Where consumer groups' committed positions lie in this segment (bytes into it), from sampling.consumers.
     consumer_positions_bytes: tuple[int, ...] = ()
     # Where connected consumers' latest sends reached in this segment (bytes into it).
@@ -250,6 +254,10 @@ class ProcessView:
     unavailable: dict[str, str] = field(default_factory=dict)
     tcp_received_bytes_per_s: float | None = None
     tcp_acked_bytes_per_s: float | None = None
+    # The read path's page-cache lookups of the store's files over the interval (pagecache probe)
+    hit_pages: int | None = None
+    miss_pages: int | None = None
+    hit_ratio_percent: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mqinspect.sampling.hits import hit_fields
 from mqinspect.sampling.snapshot import (
     PROBE_FAULTS,
     PROBE_PAGECACHE,
@@ -146,6 +147,12 @@ class StoreReader:
             by_path.get((PROBE_PAGECACHE, path)), PROBE_PAGECACHE in events
         )
         dirtied, written = _writeback_events(by_path.get((PROBE_WRITEBACK, path)), PROBE_WRITEBACK in events)
+        hits, hit_gaps = hit_fields(
+            events.get(PROBE_PAGECACHE),
+            by_path.get((PROBE_PAGECACHE, path)),
+            NO_EBPF_EVENTS.format(probe=PROBE_PAGECACHE),
+        )
+        unavailable.update(hit_gaps)
         for probe, field_names in (
             (PROBE_FAULTS, ("faults", "major_faults")),
             (PROBE_PAGECACHE, ("added_pages", "deleted_pages")),
@@ -175,6 +182,7 @@ class StoreReader:
             unavailable=unavailable,
             holds_write_position=segment is positions.wrote_in,
             holds_flushed_position=segment is positions.flushed_in,
+            **hits,
         )
 
     def _residency(self, path: str, unavailable: dict[str, str]) -> dict[str, Any]:

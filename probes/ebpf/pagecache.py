@@ -7,6 +7,8 @@ maps into one `PagecacheSnapshot` per interval:
 - mqi_totals (cumulative) -> the interval's totals, as differences from the previous read;
 - mqi_processes, mqi_files (drained) -> rows per process and per file;
 - mqi_folios (drained, --store only) -> page ranges of each segment, each folio's pages spread over them.
+The drained maps are kept in two halves (programs/halves.h, scope.HalvedMaps): the handlers write one while
+the other is emptied, so the rows lose no event at an interval's end (a new segment's warm-up across it did).
 
 With --store the store's files are followed from their creation (programs/store_files.h, scope.StoreFollower):
 a segment the CommitLog rolls into mid-interval has its warm-up counted in that interval. Files are counted
@@ -22,7 +24,7 @@ What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio i
                         (kswapd, or an allocating process in direct reclaim), fadvise DONTNEED, truncation.
                         Removals are not filtered by --pid: the process that removes a page is rarely the
                         one that read it. With --pid the files in view are those the traced processes added
-                        pages to during the session; with --store the store's files; else every file.
+                        pages to or read during the session; with --store the store's files; else every file.
   deleted_pages_all_files  the same, for every file.
   sync_readahead_requests   reads that missed the cache and started readahead.
   async_readahead_requests  reads that reached the readahead mark of the last window, so the next window
@@ -31,6 +33,12 @@ What the counts mean (all in pages of PAGE_SIZE_BYTES, or in folios: one folio i
                         requests' windows, mmap read-around, fadvise/madvise WILLNEED). An upper bound of
                         what it read: pages past the end of the file or already cached are in the window
                         but not read. None where the kernel lacks the readahead tracepoints (Linux < 6.18).
+  hit_pages, miss_pages, hit_ratio_percent  the read path's page-cache lookups (read, pread, readv, sendfile,
+                        splice: filemap:mm_filemap_get_pages) by the traced processes of the files in view: a
+                        miss is a page the read asked for and had to bring in itself, a hit any other page it
+                        looked up (a page readahead asked for earlier is a hit). Reads through mmap are not
+                        counted (a load from a mapped page makes no event). None where the kernel lacks the
+                        tracepoint (NO_LOOKUPS); hit_ratio_percent None when nothing was looked up.
   lost_records          records the maps could not hold this interval: the per-process and per-file rows
                         miss them (the totals do not).
   late_store_files      the store's new files the kernel did not see created (another filesystem, moved into
@@ -53,6 +61,7 @@ from probes.ebpf.loader import LoadedProgram, Parameters, program_spec
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
     CumulativeTotals,
+    HalvedMaps,
     ScopedProbe,
     ScopeLimits,
     SnapshotHeader,
@@ -68,6 +77,7 @@ _FUNCTIONS = {
     "readahead:page_cache_async_ra": "mqi_ra_async",
     "readahead:page_cache_ra_order": "mqi_ra_order",
     "readahead:page_cache_ra_unbounded": "mqi_ra_unbound",
+    "filemap:mm_filemap_get_pages": "mqi_pc_lookup",
     **CREATION_FUNCTIONS,
 }
 # Optional tracepoints whose handler is compiled only where the kernel has them: bcc cannot build the
@@ -77,8 +87,14 @@ _HANDLER_DEFINES = {
     "readahead:page_cache_async_ra": "HAVE_RA_ASYNC",
     "readahead:page_cache_ra_order": "HAVE_RA_ORDER",
     "readahead:page_cache_ra_unbounded": "HAVE_RA_UNBOUNDED",
+    "filemap:mm_filemap_get_pages": "HAVE_GET_PAGES",
 }
-READAHEAD_TRACEPOINTS = frozenset(_HANDLER_DEFINES)
+LOOKUP_TRACEPOINT = "filemap:mm_filemap_get_pages"
+READAHEAD_TRACEPOINTS = frozenset(_HANDLER_DEFINES) - {LOOKUP_TRACEPOINT}
+NO_LOOKUPS = (
+    "not counted: this kernel has no filemap:mm_filemap_get_pages tracepoint (the read path's page-cache "
+    "lookups); fix: a newer kernel"
+)
 
 
 # --- the program -------------------------------------------------------------------------------------------
@@ -126,6 +142,10 @@ class FileCacheActivity:
     readahead_window_pages: int | None
     chunk_pages: int | None  # pages per page range; None without --store (no page ranges)
     page_ranges: tuple[CachePageRange, ...]
+    # The read path's page-cache lookups (hit_ratio_fields); None: not counted (NO_LOOKUPS).
+    hit_pages: int | None = None
+    miss_pages: int | None = None
+    hit_ratio_percent: float | None = None
 
     @property
     def segment_name(self) -> str | None:
@@ -147,6 +167,9 @@ class ProcessCacheActivity:
     sync_readahead_requests: int | None
     async_readahead_requests: int | None
     readahead_window_pages: int | None
+    hit_pages: int | None = None  # of the files in view, as FileCacheActivity's
+    miss_pages: int | None = None
+    hit_ratio_percent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,33 @@ class PagecacheSnapshot(SnapshotHeader):
     exited_pids: tuple[int, ...] = ()
     late_store_files: tuple[str, ...] = ()  # the store's new files counted only from the interval's end
     late_store_files_reason: str | None = None
+    hit_pages: int | None = None  # of the files in view, as FileCacheActivity's
+    miss_pages: int | None = None
+    hit_ratio_percent: float | None = None
+
+
+def hit_ratio_fields(lookup_pages: int | None, missed_pages: int | None) -> dict[str, Any]:
+    """hit_pages, miss_pages and hit_ratio_percent of `lookup_pages` pages the read path looked up, of which
+    `missed_pages` it had to read in itself; all None when lookups were not counted, the ratio None when there
+    was no lookup. Hits are lookups less misses (never below 0: a read whose lookup fell in the previous
+    interval and its misses in this one)."""
+    if lookup_pages is None or missed_pages is None:
+        return dict.fromkeys(("hit_pages", "miss_pages", "hit_ratio_percent"))
+    hits = max(lookup_pages - missed_pages, 0)
+    return {"hit_pages": hits, "miss_pages": missed_pages, **_ratio(hits, missed_pages)}
+
+
+def _ratio(hits: int | None, misses: int | None) -> dict[str, float | None]:
+    looked_up = (hits or 0) + (misses or 0)
+    return {"hit_ratio_percent": 100.0 * (hits or 0) / looked_up if looked_up else None}
+
+
+def with_hit_ratio(row: Any) -> Any:
+    """`row` (a snapshot or one of its rows) with hit_ratio_percent recomputed from its hits and misses, as
+    after summing intervals."""
+    if row.hit_pages is None:
+        return row
+    return dataclasses.replace(row, **_ratio(row.hit_pages, row.miss_pages))
 
 
 # --- counting ----------------------------------------------------------------------------------------------
@@ -183,9 +233,12 @@ _TOTAL_FIELDS = (
     "readahead_windows",
     "readahead_pages",
     "lost_records",
+    "lookup_pages",
+    "lookup_missed_pages",
 )
 
 
+_LOOKUP_FIELDS = ("lookup_pages", "lookup_missed_pages")
 _FileKey = tuple[FileId, int]  # a file and the generation the kernel counted it under (store_files.h)
 
 
@@ -201,7 +254,9 @@ class PagecacheProbe(ScopedProbe):
         super().__init__(pids, **scope)
         self._names = FileNames(self._store_files, self._proc_root)
         self._totals = CumulativeTotals("mqi_totals", _TOTAL_FIELDS)
+        self._drained = HalvedMaps(("mqi_processes", "mqi_files", "mqi_folios"))
         self._readahead_traced = True
+        self._lookups_traced = True
 
     # --- what the session needs before loading
 
@@ -218,22 +273,23 @@ class PagecacheProbe(ScopedProbe):
             return f"page-cache additions, removals and readahead of every process, {where}"
         return (
             f"page-cache additions and readahead of {self.processes.subject()} and removals (by any "
-            f"process) of the files {'it' if len(self.pids) == 1 else 'they'} added pages to, {where}"
+            f"process) of the files {'it' if len(self.pids) == 1 else 'they'} added pages to or read, {where}"
         )
 
     # --- the session's calls
 
     def start(self, program: LoadedProgram) -> None:
         self._readahead_traced = any(tp in program.attached for tp in READAHEAD_TRACEPOINTS)
+        self._lookups_traced = LOOKUP_TRACEPOINT in program.attached
         self.processes.remember_comms()
 
     def collect(self, program: LoadedProgram, interval_s: float) -> PagecacheSnapshot:
-        # Empty the drained maps, then read the totals: all within a moment, so rows and totals cover the
-        # same interval.
-        processes = program.drain("mqi_processes")
-        files = list(program.drain("mqi_files"))
-        folios = list(program.drain("mqi_folios")) if self.store else []
+        # End the interval of the rows and read the totals within a moment, so that both cover the same
+        # interval; then empty the rows' half, once nothing writes it.
+        self._drained.switch(program)
         totals = self._totals.since_last_read(program)
+        drained = self._drained.drain(program)
+        processes, files, folios = drained["mqi_processes"], drained["mqi_files"], drained["mqi_folios"]
         # Only now list the store: every file the maps counted exists by then, so it can be named.
         store_now, _new = self.follow_store(program)
         self._names.learn(store_now)
@@ -259,10 +315,19 @@ class PagecacheProbe(ScopedProbe):
             files=self._file_rows(files, labels, self._ranges_per_file(folios, labels)),
             exited_pids=exited,
             **self.late_store_files(),
+            **self._hits({name: totals[name] - outside[name] for name in _LOOKUP_FIELDS}),
         )
 
     def combine(self, summary: PagecacheSnapshot | None, snapshot: PagecacheSnapshot) -> PagecacheSnapshot:
         return combine_snapshots(summary, snapshot)
+
+    def _hits(self, counts: Any) -> dict[str, Any]:
+        """The hit-ratio fields of a row or the totals (a map value or a dict of the totals' fields)."""
+        if not self._lookups_traced:
+            return hit_ratio_fields(None, None)
+        if isinstance(counts, Mapping):
+            return hit_ratio_fields(counts["lookup_pages"], counts["lookup_missed_pages"])
+        return hit_ratio_fields(counts.lookup_pages, counts.lookup_missed_pages)
 
     # --- rows
 
@@ -279,6 +344,7 @@ class PagecacheProbe(ScopedProbe):
                 sync_readahead_requests=process.counts.sync_readahead if readahead else None,
                 async_readahead_requests=process.counts.async_readahead if readahead else None,
                 readahead_window_pages=process.counts.readahead_pages if readahead else None,
+                **self._hits(process.counts),
             )
             for key, process in records
         ]
@@ -330,6 +396,7 @@ class PagecacheProbe(ScopedProbe):
                     readahead_window_pages=counts.readahead_pages if readahead else None,
                     chunk_pages=chunk,
                     page_ranges=_page_ranges(page_ranges, chunk, label.size_pages) if chunk else (),
+                    **self._hits(counts),
                 )
             )
         return tuple(sorted(rows, key=_file_order))
@@ -358,21 +425,26 @@ class PagecacheProbe(ScopedProbe):
 
 
 def _counts_outside(records: Iterable[tuple[Any, Any]], labels: Mapping[_FileKey, Any]) -> Tally:
-    """The removals the kernel counted for files in view that turn out not to be the store's: taken out of
-    the totals of the files in view."""
+    """The removals and lookups the kernel counted for files in view that turn out not to be the store's:
+    taken out of the totals of the files in view."""
     outside = Tally()
     for key, counts in records:
         if labels[(FileId.from_kernel(key.dev, key.ino), key.generation)] is None:
-            outside.add_fields(counts, ("deleted_pages", "deleted_folios"))
+            outside.add_fields(counts, ("deleted_pages", "deleted_folios", *_LOOKUP_FIELDS))
     return outside
 
 
+def _pages_moved(row: ProcessCacheActivity | FileCacheActivity) -> int:
+    """Pages added, removed and found in the cache (a miss is an added page already): busiest rows first."""
+    return row.added_pages + row.deleted_pages + (row.hit_pages or 0)
+
+
 def _process_order(row: ProcessCacheActivity) -> tuple[int, int]:
-    return -(row.added_pages + row.deleted_pages), row.pid
+    return -_pages_moved(row), row.pid
 
 
 def _file_order(row: FileCacheActivity) -> tuple[int, str]:
-    return -(row.added_pages + row.deleted_pages), row.name
+    return -_pages_moved(row), row.name
 
 
 def _page_ranges(
@@ -401,6 +473,8 @@ _SUMMED_OPTIONAL = (
     "async_readahead_requests",
     "readahead_windows",
     "readahead_window_pages",
+    "hit_pages",
+    "miss_pages",
 )
 
 
@@ -408,17 +482,21 @@ def combine_snapshots(summary: PagecacheSnapshot | None, snapshot: PagecacheSnap
     """The session so far: every count summed, processes merged by pid, files by inode, ranges by page."""
     if summary is None:
         return dataclasses.replace(snapshot, kind="summary")
-    return summed_snapshot(
+    combined = summed_snapshot(
         summary,
         snapshot,
         _SUMMED,
         _SUMMED_OPTIONAL,
         processes=tuple(
-            sorted(merge_rows(summary.processes, snapshot.processes, ("pid",)), key=_process_order)
+            sorted(
+                map(with_hit_ratio, merge_rows(summary.processes, snapshot.processes, ("pid",))),
+                key=_process_order,
+            )
         ),
         files=tuple(sorted(_merge_files(summary.files, snapshot.files), key=_file_order)),
         **merged_late_store_files(summary, snapshot),
     )
+    return with_hit_ratio(combined)
 
 
 def _merge_files(earlier: Sequence[FileCacheActivity], later: Sequence[FileCacheActivity]) -> list:
@@ -428,4 +506,5 @@ def _merge_files(earlier: Sequence[FileCacheActivity], later: Sequence[FileCache
 def _merge_file(a: FileCacheActivity, b: FileCacheActivity) -> FileCacheActivity:
     combined = add_counts(a, b, ("device", "inode", "size_pages", "chunk_pages"))
     ranges = merge_rows(a.page_ranges, b.page_ranges, ("first_page", "last_page"))
-    return dataclasses.replace(combined, page_ranges=tuple(sorted(ranges, key=lambda r: r.first_page)))
+    combined = dataclasses.replace(combined, page_ranges=tuple(sorted(ranges, key=lambda r: r.first_page)))
+    return with_hit_ratio(combined)

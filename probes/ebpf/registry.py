@@ -161,17 +161,18 @@ PAGECACHE = ProbeEntry(
         "readahead:page_cache_async_ra",
         "readahead:page_cache_ra_order",
         "readahead:page_cache_ra_unbounded",
+        "filemap:mm_filemap_get_pages",
         *STORE_FILE_CREATION,
     ),
     summary=(
-        "Pages entering the page cache (misses) and leaving it (evictions), and readahead, per process and "
-        "file."
+        "Pages entering the page cache (misses) and leaving it (evictions), readahead, and the read path's "
+        "hits and misses, per process and file."
     ),
     description="Counted in pages, with large folios counted whole. The session ends as said below.",
     pid_help=(
-        "Count the page-cache additions and readahead of this process (repeat for more), and removals of "
-        "the files it added pages to, by any process (reclaim and fadvise remove pages, not the reader); "
-        "default: every process and file."
+        "Count the page-cache additions, readahead and read-path hits of this process (repeat for more), and "
+        "removals of the files it added pages to or read, by any process (reclaim and fadvise remove pages, "
+        "not the reader); default: every process and file."
     ),
     store_help=(
         "count its CommitLog, ConsumeQueue and index segments, with page ranges (other files count in the "

@@ -16,12 +16,16 @@ for STORE_LISTING_REUSE_S by the probes of one session.
 
 The map readers: `CounterDifferences` (per-key cumulative maps) and `CumulativeTotals` (one-entry arrays) turn
 cumulative counters into what each interval gained; probes/ebpf/tally.py adds them up into rows and summaries.
+`HalvedMaps` empties per-interval maps kept in two halves (programs/halves.h), so that no event is lost at an
+interval's end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -531,6 +535,45 @@ class CounterDifferences:
 
     def forget(self, key: tuple[int, ...]) -> None:
         self._previous.pop(key, None)
+
+
+# membarrier(2), which glibc does not wrap: MEMBARRIER_CMD_GLOBAL returns after an RCU grace period.
+_MEMBARRIER_SYSCALLS = {"x86_64": 324, "aarch64": 283, "riscv64": 283, "ppc64le": 365, "s390x": 356}
+_MEMBARRIER_CMD_GLOBAL = 1
+# Where membarrier cannot be used (nohz_full, an unknown architecture): a handler runs for microseconds with
+# preemption off, so one that read the old half has returned long before this.
+HANDLER_SETTLE_S = 0.02
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def wait_for_handlers_in_flight() -> None:
+    """Return once every BPF handler running now has returned: tracepoint handlers run inside an RCU
+    read-side section, and MEMBARRIER_CMD_GLOBAL waits for an RCU grace period (8-24 ms measured here)."""
+    number = _MEMBARRIER_SYSCALLS.get(platform.machine())
+    if number is None or _libc.syscall(number, _MEMBARRIER_CMD_GLOBAL, 0, 0) != 0:
+        time.sleep(HANDLER_SETTLE_S)
+
+
+class HalvedMaps:
+    """The user side of programs/halves.h: maps the handlers fill over one interval, each kept in two halves
+    (NAME_0, NAME_1), emptied at the interval's end without losing the events counted meanwhile.
+
+    `switch()` makes the handlers write the other half from now on; `drain()` then waits for the handlers that
+    may still write the old half and empties it: {NAME: its (key, value) entries}. The drained entries are
+    final: nothing writes that half until the next switch."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+        self._writing = 0
+
+    def switch(self, program: LoadedProgram) -> None:
+        self._writing ^= 1
+        program.put("mqi_half", (0,), (self._writing,))
+
+    def drain(self, program: LoadedProgram) -> dict[str, list[tuple[Any, Any]]]:
+        wait_for_handlers_in_flight()
+        written = self._writing ^ 1
+        return {name: list(program.drain(f"{name}_{written}")) for name in self.names}
 
 
 class LostRecords:

@@ -59,6 +59,7 @@ from probes.ebpf.loader import LoadedProgram, Parameters, program_spec
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
     CumulativeTotals,
+    HalvedMaps,
     ScopedProbe,
     ScopeLimits,
     SnapshotHeader,
@@ -104,8 +105,8 @@ PROGRAM = program_spec(registry.WRITEBACK, _FUNCTIONS)
 @dataclass(frozen=True)
 class MapLimits(ScopeLimits):
     """Entries each map may hold. mqi_folio_sizes holds the cached folios whose size is remembered: slots of a
-    direct-mapped table (rounded up to a power of two), so a folio can lose its slot to another before the
-    table is full."""
+    8-way set-associative table (rounded up to a power of two, at least 256), where a folio loses its slot
+    when eight later insertions land in its set before it is dirtied."""
 
     folios: int = 262144
 
@@ -227,6 +228,7 @@ _DIRTY_STATE_FIELDS = {  # DirtyState name -> struct dirty_state field (last; ma
     "dirty_limit_pages": "dirty_limit",
 }
 # What the kernel counts per file (struct file_counts), each a FileWriteback field of the same name.
+_DRAINED_MAPS = ("mqi_dirtiers", "mqi_files", "mqi_throttles", "mqi_dirty_state", "mqi_flushes")
 _FILE_COUNTS = ("dirtied_pages", "dirtied_folios", "unsized_folios", "written_pages")
 
 
@@ -243,6 +245,7 @@ class WritebackProbe(ScopedProbe):
         self._names = FileNames(self._store_files, self._proc_root)
         self._devices = InodeDevices(self._store_files)
         self._totals = CumulativeTotals("mqi_totals", _TOTAL_FIELDS)
+        self._drained = HalvedMaps(_DRAINED_MAPS)
         self._vmstat_before: tuple[int, int] | None = None
         self._io_before: dict[int, int] = {}
 
@@ -250,7 +253,8 @@ class WritebackProbe(ScopedProbe):
 
     def parameters(self) -> Parameters:
         return self.scope_parameters(
-            FOLIO_SLOT_BITS=max(1, self.limits.folios - 1).bit_length(),
+            # at least 8: the low bits of a slot hold the folio's order beside the tag (writeback.bpf.c)
+            FOLIO_SLOT_BITS=max(8, (self.limits.folios - 1).bit_length()),
             MAX_CPUS=MAX_CPU_IDS,
             **handler_defines(_HANDLER_DEFINES),
         )
@@ -276,17 +280,16 @@ class WritebackProbe(ScopedProbe):
                 self._io_before[pid] = written
 
     def collect(self, program: LoadedProgram, interval_s: float) -> WritebackSnapshot:
-        # Empty the drained maps, then read the totals and /proc: all within a moment, so they cover the
-        # same interval.
-        dirtiers = program.drain("mqi_dirtiers")
-        files = list(program.drain("mqi_files"))
-        throttles = program.drain("mqi_throttles")
-        dirty_state = program.drain("mqi_dirty_state")
-        flushes = program.drain("mqi_flushes")
+        # Switch the handlers to the other half of the drained maps, then read the totals and /proc, all
+        # within a moment so that they cover the same interval; only then empty the old half (halves.h).
+        self._drained.switch(program)
         totals = self._totals.since_last_read(program)
         vmstat_dirtied, vmstat_written = self._vmstat_since_last_read()
         proc_dirtied = self._io_since_last_read()
         exited = self.processes.exited(program)
+        drained = self._drained.drain(program)
+        dirtiers, files, throttles = drained["mqi_dirtiers"], drained["mqi_files"], drained["mqi_throttles"]
+        dirty_state, flushes = drained["mqi_dirty_state"], drained["mqi_flushes"]
         # Only now list the store: every file the maps counted exists by then, so it can be named.
         self._follow_store(program)
 
@@ -376,18 +379,24 @@ class WritebackProbe(ScopedProbe):
     def _file_rows(self, records: Sequence[tuple[Any, Any]]) -> tuple[tuple[FileWriteback, ...], Tally]:
         """One row per file, and what the kernel counted for files in view that turn out not to be the
         store's (created in a store directory, not a segment): not shown, and taken out of the totals of the
-        files in view. The kernel keys a dirtied folio it could not place by inode alone (device 0): it joins
-        the row of the same inode on the device learnt for it (from the store or another record)."""
+        files in view. A file is named as of the generation the kernel counted it under, so a segment
+        retention deleted and the next one, made with its freed inode number in the same interval, keep
+        their own rows. The kernel keys a dirtied folio it could not place by inode alone (device 0): it
+        joins the row of the same inode on the device learnt for it (from the store or another record)."""
         self._devices.learn(FileId.from_kernel(key.dev, key.ino) for key, _counts in records if key.dev)
-        tallies: dict[FileId, Tally] = defaultdict(Tally)
-        users: dict[FileId, int] = {}  # a traced process that used the file, to name it by
+        tallies: dict[tuple[FileId, int], Tally] = defaultdict(Tally)
+        users: dict[tuple[FileId, int], int] = {}  # a traced process that used the file, to name it by
         for key, counts in records:
-            file = self._devices.file(key.dev, key.ino)
-            tallies[file].add_fields(counts, _FILE_COUNTS)
-            users[file] = counts.last_tgid or users.get(file, 0)
+            counted = (self._devices.file(key.dev, key.ino), key.generation)
+            tallies[counted].add_fields(counts, _FILE_COUNTS)
+            users[counted] = counts.last_tgid or users.get(counted, 0)
         rows, outside = [], Tally()
-        for file, tally in tallies.items():
-            label = self.store_label(file) if self.store else self._names.label(file, users[file])
+        for (file, generation), tally in tallies.items():
+            label = (
+                self.store_label(file, generation)
+                if self.store
+                else self._names.label(file, users[file, generation])
+            )
             if label is None:
                 outside.add(tally)
             else:

@@ -22,6 +22,7 @@ from mqinspect.sampling.snapshot import (
     TopSnapshot,
     WritebackEvents,
 )
+from probes.ebpf.pagecache import hit_ratio_fields
 from probes.memory import MemorySample
 from probes.procfs import rates, take_system_snapshot
 
@@ -75,6 +76,7 @@ def segment(index: int, cached: int, *, newest: bool = False, faults: int | None
         page_ranges=(PageRangeEvents(0, 3, faults, 0, faults, 0),) if faults else (),
         holds_write_position=newest,
         holds_flushed_position=newest,
+        **hit_ratio_fields(None if faults is None else 4 * faults, faults),
     )
 
 
@@ -94,6 +96,7 @@ def process(pid: int, comm: str, minor: float, rss_mib: int, tcp_in_mib_s: float
         minor_fault_rate_history=(minor / 2, minor, minor / 4, minor),
         tcp_received_bytes_per_s=tcp_in_mib_s * (1 << 20),
         tcp_acked_bytes_per_s=1024.0,
+        **hit_ratio_fields(int(minor) * 3, int(minor) // 2),
     )
 
 
@@ -141,12 +144,16 @@ def frame(sequence: int = 1, *, probes: tuple[ProbeStatus, ...] = RUNNING, detai
 class FakeFeed:
     """A feed that delivers nothing by itself: tests hand frames to the app; focus requests are kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.focused: list[str | None] = []
         self.attached = False
+        self.interval_s = interval_s
 
     def attach(self, app) -> None:
         self.attached = True
+
+    def set_interval(self, interval_s: float) -> None:
+        self.interval_s = interval_s
 
     def focus(self, path: str | None, name: str | None) -> None:
         self.focused.append(path)

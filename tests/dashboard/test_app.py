@@ -4,15 +4,28 @@ sort, filter, drill-down, help, and replay's pause and seek. Assertions are on w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import re
 
 from fakes import T0, FakeFeed, frame
 from rich.console import Console
-from textual.widgets import HelpPanel, Static
-from textual.widgets._key_panel import BindingsTable
+from textual.widgets import Static
 
-from mqinspect.dashboard.app import DashboardApp, SegmentScreen
+from mqinspect.dashboard.app import PANEL_IDS, DashboardApp, SegmentScreen
+from mqinspect.dashboard.help import HelpScreen
 from mqinspect.dashboard.row_table import COLUMN_GAP, RowTable
+from mqinspect.render.cells import HEAT_GLYPHS
+from mqinspect.render.legends import LEGENDS
+from mqinspect.render.top import (
+    FLUSHED_MARK,
+    PROCESS_COLUMNS,
+    SEGMENT_COLUMNS,
+    SENDPATH_COLUMNS,
+    WROTE_MARK,
+    top_view,
+)
+from mqinspect.sampling.snapshot import SendPathRow
 
 SIZE = (160, 50)
 
@@ -106,9 +119,9 @@ def test_sort_changes_the_order_of_the_rows():
             ]
             await pilot.press("r")
             assert column(app, "segments", 0)[0] == "commitlog/00000000000001048576"
-            await pilot.press("r", "5", "s")  # processes: minor faults per second, highest first
+            await pilot.press("5", "s", "s", "s")  # processes: minor faults per second, highest first
             assert column(app, "processes", 1) == ["broker", "producer", "consumer"]
-            assert "sort minflt/s" in str(app.query_one("#processes").border_title)
+            assert "sort minflt/s ▼" in str(app.query_one("#processes").border_title)
 
     run(test)
 
@@ -152,21 +165,45 @@ def test_enter_opens_the_selected_segment_and_asks_the_feed_for_its_map():
     run(test)
 
 
-def test_help_lists_the_bindings():
+def help_text(app: DashboardApp) -> str:
+    assert isinstance(app.screen, HelpScreen)
+    return plain(app.screen.query_one("#help", Static).content)
+
+
+def test_help_is_the_products_own_keys_then_the_focused_panels_legend():
     async def test():
         app = new_app()
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("question_mark")
+            app.receive(frame(1))
             await pilot.pause()
-            assert app.screen.query(HelpPanel)
-            listed = plain(app.screen.query_one(BindingsTable).render_bindings_table())
-            for description in ("Pause", "Sort", "Filter", "Reverse sort", "Quit", "Help"):
-                assert description in listed
-            assert "Frame back" not in listed  # replay's keys are not offered live
             await pilot.press("question_mark")
-            assert not app.screen.query(HelpPanel)
+            listed = help_text(app)
+            for keys, what in (("q ^c", "Quit"), ("s >", "next column"), ("<", "previous column"), ("+", "")):
+                assert re.search(rf"^{re.escape(keys)}\s+.*{what}", listed, re.MULTILINE), keys
+            assert "Copy selected text" not in listed and "Scroll Left" not in listed  # Textual's, not ours
+            assert "Frame back" not in listed  # replay's keys are not offered live
+            assert "Segments: columns and figures" in listed and "masterFlushedOffset" in listed
+            await pilot.press("question_mark")
+            assert not isinstance(app.screen, HelpScreen)
+            await pilot.press("4", "question_mark")  # the legend follows the focused panel
+            listed = help_text(app)
+            assert "Send paths: columns and figures" in listed and "copies/B" in listed
+            assert "source: sendpath probe" in listed
+            await pilot.press("escape", "q")
+        assert app.return_code == 0
 
     run(test)
+
+
+def test_every_column_of_every_panel_has_a_legend_with_a_source():
+    drawn = {"segments": SEGMENT_COLUMNS, "sendpaths": SENDPATH_COLUMNS, "processes": PROCESS_COLUMNS}
+    for panel, columns in drawn.items():
+        legend = {entry.name: entry for entry in LEGENDS[panel].columns}
+        assert set(columns) <= set(legend), panel
+        assert all(legend[column].source for column in columns), panel
+    assert set(LEGENDS) == set(PANEL_IDS)
+    glyphs = {entry.name for entry in LEGENDS["segments"].glyphs}
+    assert {glyph for _floor, glyph in HEAT_GLYPHS} | {WROTE_MARK, FLUSHED_MARK, "▲", "▼"} <= glyphs
 
 
 def test_panels_are_switched_with_number_keys_and_q_quits():
@@ -185,7 +222,8 @@ def test_panels_are_switched_with_number_keys_and_q_quits():
 
 def test_replay_pauses_and_seeks():
     async def test():
-        frames = [frame(n) for n in range(1, 13)]
+        # an hour per frame: playback does not move on by itself while the test runs, however slow the machine
+        frames = [dataclasses.replace(frame(n), interval_s=3600.0) for n in range(1, 13)]
         app = DashboardApp(frames=frames)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
@@ -233,3 +271,160 @@ def test_on_an_80x24_terminal_the_write_position_is_on_the_segment_being_written
             assert table.widths[0] + COLUMN_GAP + rows[3][1].index("W") < 80 - 4
 
     run(test)
+
+
+# --- keys: sort and reverse per focused table, < >, + -, the filter on every panel
+
+
+def two_senders(sequence: int = 1):
+    """A frame whose probe lists the smaller sender first: the panel's order must come from a column."""
+    snapshot = frame(sequence)
+    small = SendPathRow(300, "broker", "read+write", 1 << 10, 1 << 10, 0, 0, 0, 4, 2.0)
+    view = dataclasses.replace(snapshot.sendpaths, processes=(small, *snapshot.sendpaths.processes))
+    return dataclasses.replace(snapshot, sendpaths=view)
+
+
+def sendpath_pids(app: DashboardApp) -> list[str]:
+    lines = text_of(app, "sendpaths").splitlines()
+    return [line.split()[0] for line in lines if line.split() and line.split()[0].isdigit()]
+
+
+def run_shown(check, snapshot=None) -> None:
+    """Runs `check(app, pilot)` once the app has drawn `snapshot` (default: frame 1)."""
+
+    async def test():
+        app = new_app()
+        async with app.run_test(size=SIZE) as pilot:
+            app.receive(snapshot or frame(1))
+            await pilot.pause()
+            await check(app, pilot)
+
+    run(test)
+
+
+def test_sort_and_reverse_change_the_focused_table_only():
+    async def check(app, pilot):
+        segments = column(app, "segments", 0)
+        processes = column(app, "processes", 1)
+        await pilot.press("5", "r")  # processes by pid, reversed
+        assert column(app, "processes", 1) == processes[::-1]
+        assert column(app, "segments", 0) == segments
+        await pilot.press("2", "s", "r")  # Memory has no rows: nothing else changes behind it
+        assert column(app, "processes", 1) == processes[::-1]
+        assert column(app, "segments", 0) == segments
+        assert "Memory has no rows to sort" in [n.message for n in app._notifications]
+        await pilot.press("3", "r")  # Faults: by minor faults, lowest first once reversed
+        faulting = [line.split()[1] for line in text_of(app, "faults").splitlines()[:3]]
+        assert faulting == ["consumer", "producer", "broker"]
+        assert column(app, "processes", 1) == processes[::-1]
+        await pilot.press("4", "r")
+        assert sendpath_pids(app) == ["300", "400"]
+        assert "sort total ▲" in str(app.query_one("#sendpaths").border_title)
+        assert "sort segment ▲" in str(app.query_one("#segments").border_title)
+
+    run_shown(check, two_senders())
+
+
+def test_the_sorted_column_is_marked_in_its_header():
+    async def check(app, pilot):
+        segments, processes = app.query_one("#segments", RowTable), app.query_one("#processes", RowTable)
+        assert [t for t in segments.titles if t.endswith(("▲", "▼"))] == ["segment▲"]
+        assert [t for t in processes.titles if t.endswith(("▲", "▼"))] == ["pid▲"]
+        assert "total▼" in text_of(app, "sendpaths").split()
+        await pilot.press("s")
+        assert [t for t in segments.titles if t.endswith(("▲", "▼"))] == ["cached▼"]
+        await pilot.press("r")
+        assert [t for t in segments.titles if t.endswith(("▲", "▼"))] == ["cached▲"]
+        await pilot.press("4", "greater_than_sign")
+        header = text_of(app, "sendpaths").split()
+        assert "pid▲" in header and "total" in header
+
+    run_shown(check, two_senders())
+
+
+def test_less_and_greater_move_the_sort_column_both_ways():
+    async def check(app, pilot):
+        await pilot.press("greater_than_sign", "greater_than_sign")  # segment -> cached -> dirty
+        assert app.state.sorts["segments"].title == "dirty"
+        await pilot.press("less_than_sign")
+        assert app.state.sorts["segments"].title == "cached"
+        await pilot.press("less_than_sign", "less_than_sign")  # wraps round to the last column
+        assert app.state.sorts["segments"].title == "+cache"
+        assert column(app, "segments", 0)[0] == "commitlog/00000000000002097152"  # 40 pages entered
+        assert app.state.sorts["processes"].title == "pid"
+
+    run_shown(check)
+
+
+def test_send_path_rows_are_ordered_by_their_total_which_a_column_shows():
+    async def check(app, pilot):
+        assert sendpath_pids(app) == ["400", "300"]  # 1MiB/s before 1KiB/s, whatever the probe's order
+        rows = [line.split() for line in text_of(app, "sendpaths").splitlines()]
+        assert [row[2] for row in rows if row and row[0] in ("400", "300")] == ["1MiB/s", "1KiB/s"]
+
+    run_shown(check, two_senders())
+
+
+def test_top_once_orders_send_paths_by_their_total_too():
+    """Without the app (--once, --svg) the rows come in the probe's order, which counts reads as well."""
+    lines = plain(top_view(two_senders())).splitlines()
+    header = next(
+        index for index, line in enumerate(lines) if line.split()[:3] == ["pid", "command", "total"]
+    )
+    assert [line.split()[0] for line in lines[header + 1 : header + 3]] == ["400", "300"]
+
+
+def test_plus_and_minus_change_the_interval_the_feed_samples_at():
+    async def check(app, pilot):
+        await pilot.press("plus")
+        assert app.feed.interval_s == 2.0
+        assert "interval 1.00 s (set to 2 s)" in text_of(app, "status")
+        app.receive(dataclasses.replace(frame(2), interval_s=2.0003))
+        await pilot.pause()
+        assert "set to" not in text_of(app, "status")
+        await pilot.press("minus", "minus", "minus", "minus", "minus", "minus")
+        assert app.feed.interval_s == 0.1  # the shortest interval the sampler takes
+
+    run_shown(check)
+
+
+def test_a_replay_offers_seeking_and_not_the_interval():
+    async def test():
+        app = DashboardApp(frames=[frame(n) for n in range(1, 4)])
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("plus")
+            assert app.interval_s is None and "set to" not in text_of(app, "status")
+            await pilot.press("question_mark")
+            listed = help_text(app)
+            assert "Frame back" in listed and "10 frames forward" in listed
+            assert "Sampling interval" not in listed
+
+    run(test)
+
+
+def test_the_filter_applies_to_every_panel_and_says_what_it_kept():
+    async def check(app, pilot):
+        await pilot.press("slash", *"consume", "enter")
+        summary = text_of(app, "filter-summary")
+        assert "filter: consume — 1 of 3 processes, 0 of 4 segments, 1 of 2 send paths" in summary
+        assert column(app, "processes", 1) == ["consumer"]
+        segments = app.query_one("#segments", RowTable)
+        assert segments.row_count == 0
+        assert segments.empty_text.plain == "filter 'consume' matches none of the 4 segments"
+        faults = text_of(app, "faults")
+        assert "consumer" in faults and "broker" not in faults and "producer" not in faults
+        assert "faults per segment: filter 'consume' matches none of the 4 segments" in faults
+        assert sendpath_pids(app) == ["400"]
+        await pilot.press("slash", *"2097", "enter")  # a segment: no process, no sender
+        faults = text_of(app, "faults")
+        assert "filter '2097' matches none of the 3 processes" in faults
+        assert "unavailable" not in faults
+        assert "commitlog/00000000000002097152 40" in faults
+        assert "filter '2097' matches none of the 2 processes" in text_of(app, "sendpaths")
+        empty = app.query_one("#processes", RowTable).empty_text.plain
+        assert empty == "filter '2097' matches none of the 3 processes"
+        await pilot.press("escape")
+        assert not app.query_one("#filter-summary").has_class("visible")
+        assert sendpath_pids(app) == ["400", "300"]
+
+    run_shown(check, two_senders())

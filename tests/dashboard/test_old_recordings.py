@@ -44,7 +44,9 @@ def recorded_frames(name: str) -> list[dict]:
         return [json.loads(line) for line in lines]
 
 
-@pytest.mark.parametrize("name", ["top-133f7a9.jsonl.gz", "top-fda83d7.jsonl.gz", "top-e187d72.jsonl.gz"])
+@pytest.mark.parametrize(
+    "name", ["top-133f7a9.jsonl.gz", "top-fda83d7.jsonl.gz", "top-316aef8.jsonl.gz", "top-e187d72.jsonl.gz"]
+)
 def test_an_old_recording_replays_every_value_it_holds(name):
     recorded = recorded_frames(name)
     assert {probe["state"] for probe in recorded[-1]["probes"]} == {"running"}
@@ -57,12 +59,14 @@ def test_an_old_recording_replays_every_value_it_holds(name):
 
 
 def test_a_recording_of_the_current_format_replays_key_for_key():
-    name = "top-e187d72.jsonl.gz"  # the snapshot format has not changed since this commit
+    name = "top-316aef8.jsonl.gz"  # the snapshot format has not changed since this commit (hit ratios)
     result = runner.invoke(app, ["replay", str(RECORDINGS / name), "--format", "jsonl"])
     assert [json.loads(line) for line in result.stdout.splitlines()] == recorded_frames(name)
 
 
-@pytest.mark.parametrize("name", ["top-133f7a9.jsonl.gz", "top-fda83d7.jsonl.gz", "top-e187d72.jsonl.gz"])
+@pytest.mark.parametrize(
+    "name", ["top-133f7a9.jsonl.gz", "top-fda83d7.jsonl.gz", "top-316aef8.jsonl.gz", "top-e187d72.jsonl.gz"]
+)
 def test_an_old_recording_draws_every_panel(name):
     frames = read_recording(RECORDINGS / name)
     result = runner.invoke(app, ["replay", str(RECORDINGS / name)], env={"COLUMNS": "160"})

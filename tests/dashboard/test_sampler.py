@@ -329,6 +329,46 @@ def test_the_sampler_thread_delivers_and_closes_on_stop_and_on_errors(built):
     assert closed and any(isinstance(error, OSError) for error in errors)
 
 
+class CountingSampler:
+    """A sampler that only counts: each snapshot is the time it was taken."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def open(self) -> None:
+        pass
+
+    def sample(self) -> float:
+        return time.monotonic()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def wait_for(condition, deadline_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_sampler_thread_takes_a_new_interval_at_its_next_tick():
+    """+ and - in the dashboard: a 1-hour interval set to 20 ms delivers at once, not an hour later; set back
+    to an hour, it delivers no more; stop() still ends the wait."""
+    delivered: list[float] = []
+    sampler = CountingSampler()
+    thread = SamplerThread(sampler, 3600.0, delivered.append)
+    thread.start()
+    thread.set_interval(0.02)
+    assert wait_for(lambda: len(delivered) >= 3)
+    thread.set_interval(3600.0)
+    before = len(delivered)
+    time.sleep(0.3)
+    assert len(delivered) <= before + 1  # only a snapshot already being taken; the next is an hour away
+    thread.stop(5)
+    assert sampler.closed and not thread._thread.is_alive()
+
+
 def bpf_programs_held(pid: int) -> set[int]:
     held = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():

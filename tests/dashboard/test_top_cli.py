@@ -3,15 +3,18 @@ other commands' JSON, the SVG export, bad input, and record-then-replay giving t
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 from fakes import frame
 from rich.console import Console
+from support import fincore_pages, one_error_line
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
@@ -111,10 +114,11 @@ def test_every_json_key_is_snake_case_and_units_are_spelled_out(store):
     assert not any(key.endswith(("_ms_", "_kb", "_mb", "_sec")) for key in found)
 
 
-def test_count_prints_tables_and_jsonl_streams(store):
+def test_count_prints_one_line_per_interval_and_jsonl_streams(store):
     result = runner.invoke(app, ["top", str(store), "--count", "2", *FAST], env={"COLUMNS": "150"})
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.count("Segments") == 2 and "commitlog/00000000000000000000" in result.stdout
+    header, *lines = result.stdout.splitlines()
+    assert header.split()[:3] == ["time", "cached", "dirty"] and len(lines) == 2
     lines = runner.invoke(app, ["top", str(store), "--count", "2", "--format", "jsonl", *FAST]).stdout
     assert [json.loads(line)["sequence"] for line in lines.splitlines()] == [1, 2]
 
@@ -195,3 +199,46 @@ def test_the_probes_line_names_every_traced_pid():
     assert _whom("page faults of pids 10, 11, 12, per segment of the store /s") == "pids 10, 11, 12"
     assert _whom("page faults of pid 7, per file") == "pid 7"
     assert _whom("page faults of every process, per file") == "every process"
+
+
+# --- the stream forms: bcc's positional INTERVAL COUNT, one line per interval, CSV, -J ---------------------
+
+# A value with its unit: a size (0B, 12.3MiB), a rate (1.2MiB/s, 6,195/s); or a word (the regime).
+VALUE_WITH_UNIT = re.compile(r"^((<1|[\d,]+(\.\d+)?)(B|KiB|MiB|GiB|TiB)?(/s)?|[a-z-]+)$")
+
+
+@pytest.mark.parametrize("before", [[], ["STORE"]], ids=["no-store", "store"])
+def test_positional_interval_count_prints_timestamped_lines_with_units(store, before):
+    arguments = [str(store) if word == "STORE" else word for word in before]
+    result = runner.invoke(app, ["top", *arguments, "0.2", "2", "--no-ebpf", "--pid", str(os.getpid())])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        clock, *cells = re.split(r"\s{2,}", line.strip())
+        assert re.match(r"^\d\d:\d\d:\d\d$", clock)
+        assert len(cells) == len(re.split(r"\s{2,}", header.strip())) - 1
+        measured = cells if before else cells[2:]  # without a store, its columns are unavailable
+        assert all(VALUE_WITH_UNIT.match(cell) for cell in measured), line
+
+
+def test_positional_and_option_together_are_a_usage_error(store):
+    result = runner.invoke(app, ["top", str(store), "0.2", "2", "--count", "3", "--no-ebpf"])
+    assert result.exit_code == ExitStatus.BAD_INPUT
+    assert "give one of them" in one_error_line(result)
+
+
+def test_csv_rows_carry_the_store_s_resident_bytes_as_fincore_counts_them(store):
+    paths = [Path(segment["path"]) for segment in top_json(str(store))["store"]["segments"]]
+    result = runner.invoke(app, ["top", str(store), "0.2", "1", "--no-ebpf", "--format", "csv"])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert int(row["store_cached_bytes"]) == sum(fincore_pages(path) for path in paths) * page
+    assert {"time_unix_s", "store_dirty_bytes", "system_dirty_bytes", "to_sockets_bytes_per_s"} <= set(row)
+
+
+def test_dash_j_is_format_json(store):
+    result = runner.invoke(app, ["top", str(store), "--once", "-J", *FAST])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    assert json.loads(result.stdout)["schema"] == SCHEMA

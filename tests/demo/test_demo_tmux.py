@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,9 +80,10 @@ class Seen:
             process = re.match(r"(\d+)\s+(demo-\S+)\s+--pid\b", " ".join(row))
             if process:
                 self.pids[process.group(2)] = int(process.group(1))
-            if len(row) == 8 and row[1] == "demo-broker":  # send paths: pid command 4 paths other copies
+            # send paths: pid, command, total, the 4 paths, other, copies/B
+            if len(row) == 9 and row[1] == "demo-broker":
                 for name, value in zip(
-                    ("read+write", "mmap+write", "sendfile", "splice"), row[2:6], strict=True
+                    ("read+write", "mmap+write", "sendfile", "splice"), row[3:7], strict=True
                 ):
                     if value != "0B":
                         self.paths_with_bytes.add(name)
@@ -98,7 +101,10 @@ class Seen:
         )
 
 
-def test_the_dashboard_shows_the_demo_and_q_leaves_nothing_behind(tmp_path: Path):
+@contextmanager
+def demo_in_tmux(tmp_path: Path, width: int, height: int) -> Iterator[tuple[str, Path]]:
+    """`mqinspect demo` in a tmux pane of this size; yields the session and the file its exit status goes to.
+    The tmux server is killed on the way out, whatever happened."""
     if shutil.which("tmux") is None:
         skip_or_fail("needs tmux (apt-get install tmux)")
     session = "demo"
@@ -106,9 +112,24 @@ def test_the_dashboard_shows_the_demo_and_q_leaves_nothing_behind(tmp_path: Path
     command = (
         f"cd {REPO} && NO_COLOR=1 .venv/bin/mqinspect demo --dir {tmp_path / 'demo'}; echo $? > {rc_file}"
     )
-    tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "60", command)
-    seen = Seen()
+    tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), command)
     try:
+        yield session, rc_file
+    finally:
+        tmux("kill-server", check=False)
+
+
+def quit_with_q(session: str, rc_file: Path) -> None:
+    tmux("send-keys", "-t", session, "q")
+    deadline = time.monotonic() + QUIT_TIMEOUT_S
+    while not (rc_file.exists() and rc_file.read_text().strip()):
+        assert time.monotonic() < deadline, f"q did not end the demo:\n{capture(session)}"
+        time.sleep(0.2)
+
+
+def test_the_dashboard_shows_the_demo_and_q_leaves_nothing_behind(tmp_path: Path):
+    seen = Seen()
+    with demo_in_tmux(tmp_path, 200, 60) as (session, rc_file):
         deadline = time.monotonic() + SCREEN_TIMEOUT_S
         faults_at_start = None
         while not seen.complete:
@@ -123,14 +144,44 @@ def test_the_dashboard_shows_the_demo_and_q_leaves_nothing_behind(tmp_path: Path
         assert programs and programs <= set(loaded_programs()), "the demo's own eBPF probes are loaded"
         # Ground truth for the faults on screen: the broker's own count grew while we watched.
         assert minor_faults(broker) > faults_at_start
-        tmux("send-keys", "-t", session, "q")
-        deadline = time.monotonic() + QUIT_TIMEOUT_S
-        while not (rc_file.exists() and rc_file.read_text().strip()):
-            assert time.monotonic() < deadline, f"q did not end the demo:\n{capture(session)}"
-            time.sleep(0.2)
-    finally:
-        tmux("kill-server", check=False)
+        quit_with_q(session, rc_file)
     assert rc_file.read_text().strip() == "0"
     assert not [name for name, pid in seen.pids.items() if alive(pid)]
     assert not alive(demo_pid)
     assert not programs & set(loaded_programs())
+
+
+# What each panel's data rows look like on an 80x24 screen (a panel's box drawn around them).
+SIZE_RE = r"(?:\d+(?:\.\d)?|<1)(?:B|KiB|MiB|GiB)"
+PANEL_ROWS = {
+    # name (its leading zeros may give way to "…"), heat, cached, dirty
+    "1 Segments": rf"│ commitlog/…?\d+\s+\S+\s+(?:\d+%|<1%)\s+{SIZE_RE}(?!\w)",
+    "2 Memory": r"\] \d+\.\d% of",  # the gauge: dirty + writeback against the limit
+    "3 Faults": r"││\s+\d+ demo-\S+\s+\S*\s?[\d,.]+/s",  # pid, command, sparkline, minor faults per second
+    "5 Processes": r"│\s+\d+\s+demo-\S+\s+[\d,.]+\s",  # pid, command, minflt/s
+    "4 Send paths": rf"│ \d+\s+demo-\S+\s+{SIZE_RE}/s",  # pid, command, bytes per second by read+write
+}
+
+
+def shown_panels(screen: str) -> set[str]:
+    """The panels whose title and at least one data row are on the screen."""
+    return {
+        title for title, row in PANEL_ROWS.items() if title in screen and re.search(row, screen, re.MULTILINE)
+    }
+
+
+def test_at_80x24_every_panel_shows_its_title_and_a_data_row(tmp_path: Path):
+    """Segments, Memory, Faults and Processes at once; Send paths on 4 (it shares the last slot)."""
+    with demo_in_tmux(tmp_path, 80, 24) as (session, rc_file):
+        seen: set[str] = set()
+        deadline = time.monotonic() + SCREEN_TIMEOUT_S
+        while seen != set(PANEL_ROWS):
+            assert time.monotonic() < deadline, f"shown: {sorted(seen)}\n{capture(session)}"
+            time.sleep(0.5)
+            screen = capture(session)
+            assert len(screen.splitlines()) <= 24 and max(map(len, screen.splitlines())) <= 80
+            seen |= shown_panels(screen)
+            if {"1 Segments", "2 Memory", "3 Faults", "5 Processes"} <= seen:
+                tmux("send-keys", "-t", session, "4")
+        quit_with_q(session, rc_file)
+    assert rc_file.read_text().strip() == "0"

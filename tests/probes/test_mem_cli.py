@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from support import one_error_line
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from mqinspect.errors import ExitStatus
-from mqinspect.render.mem import threshold_gauge
+from mqinspect.render.mem import MEM_FIELDS, threshold_gauge
+from mqinspect.render.stream_lines import LineStream, header_every
 from probes.memory import sample_memory
 
 SAMPLES = Path(__file__).parent / "procfs_samples" / "this_machine"
@@ -105,3 +109,95 @@ def test_gauge_marks_and_unavailable_thresholds():
         unavailable={"throttle_threshold_pages": "not in /proc/vmstat"},
     )
     assert threshold_gauge(empty).plain.startswith("gauge unavailable: not in /proc/vmstat")
+
+
+# --- the stream forms: bcc's positional INTERVAL COUNT, one line per interval, CSV, -J ---------------------
+
+CLOCK = re.compile(r"^\d\d:\d\d:\d\d$")
+# A value with its unit: a size (0B, 12.3MiB), a rate (1.2MiB/s, 6,195/s) or a share (0.12%).
+VALUE_WITH_UNIT = re.compile(r"^(<1|[\d,]+(\.\d+)?)(B|KiB|MiB|GiB|TiB)?(/s|%)?$")
+WORDS = {"regime"}  # the one column that is a name, not a measure
+
+
+def _cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.strip())
+
+
+def test_positional_interval_count_streams_one_timestamped_line_per_interval_under_one_header():
+    result = runner.invoke(app, ["mem", "0.05", "3"])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert len(lines) == 3  # into a pipe the header is said once, as vmstat does
+    headers = _cells(header)
+    assert headers[:4] == ["time", "cached", "dirty", "writeback"]
+    for line in lines:
+        cells = _cells(line)
+        assert len(cells) == len(headers) and CLOCK.match(cells[0]), line
+
+
+def test_every_cell_of_a_stream_line_keeps_its_unit():
+    result = runner.invoke(app, ["mem", "0.05", "2"])
+    header, *lines = result.stdout.splitlines()
+    names = _cells(header)
+    for line in lines:
+        for name, cell in zip(names[1:], _cells(line)[1:], strict=True):
+            assert name in WORDS or VALUE_WITH_UNIT.match(cell), f"{name}: {cell!r} has no unit"
+
+
+def test_positional_and_option_together_are_a_usage_error():
+    for arguments in (["0.1", "--interval", "0.2"], ["0.1", "2", "--count", "3"]):
+        result = runner.invoke(app, ["mem", *arguments])
+        assert result.exit_code == ExitStatus.BAD_INPUT
+        assert "give one of them" in one_error_line(result)
+
+
+def test_csv_has_a_header_of_keys_with_units_and_one_row_per_interval():
+    result = runner.invoke(app, ["mem", "0.05", "3", "--format", "csv"])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 3
+    for key in rows[0]:
+        assert key in WORDS or key.endswith(("_bytes", "_percent", "_per_s", "_unix_s")), key
+    assert all(int(row["cached_bytes"]) > 0 and float(row["faults_per_s"]) >= 0 for row in rows)
+    times = [float(row["time_unix_s"]) for row in rows]
+    assert times == sorted(times)
+
+
+def test_dash_j_is_format_json_and_help_shows_the_positional_form():
+    result = runner.invoke(app, ["mem", "-J", "-i", "0.05"])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    assert json.loads(result.stdout)["interval_s"] > 0
+    usage = " ".join(runner.invoke(app, ["mem", "--help"], env={"COLUMNS": "120"}).stdout.split())
+    assert "[-J]" in usage and "[INTERVAL] [COUNT]" in usage and "-J is --format json" in usage
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_header_is_repeated_every_screenful_on_a_terminal():
+    sample = next(sample_memory(0.01, 1, proc_root=SAMPLES, sleep=lambda _s: None))
+    screen = Terminal()
+    lines = LineStream(MEM_FIELDS, screen, header_every=header_every(screen, terminal_rows=4))
+    for second in range(7):
+        lines.write(sample, 1_700_000_000 + second)
+    written = screen.getvalue().splitlines()
+    assert [n for n, line in enumerate(written) if line.startswith("time")] == [0, 4, 8]
+    assert header_every(io.StringIO(), terminal_rows=4) is None  # a pipe or file: once
+
+
+def test_on_an_80_column_terminal_the_first_fields_that_fit_are_kept_and_the_rest_named(capsys):
+    sample = next(sample_memory(0.01, 1, proc_root=SAMPLES, sleep=lambda _s: None))
+    screen = Terminal()
+    lines = LineStream(MEM_FIELDS, screen, header_every=None, width=80)
+    for second in range(3):
+        lines.write(sample, 1_700_000_000 + second)
+    written = screen.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in written)
+    kept = _cells(written[0])[1:]
+    assert kept == [field.header for field in MEM_FIELDS[: len(kept)]] and len(kept) < len(MEM_FIELDS)
+    left_out = ", ".join(field.header for field in MEM_FIELDS[len(kept) :])
+    assert capsys.readouterr().err == (
+        f"mqinspect: {left_out} left out at 80 columns (a wider terminal, or --format csv, has them)\n"
+    )

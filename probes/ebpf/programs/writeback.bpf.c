@@ -36,7 +36,7 @@
  *                          store_files.h.
  * Written pages are counted whoever writes them (mostly the flusher threads): for the files in view.
  * Cost: every page-cache insertion and removal on the machine runs a handler here, the price of sizing dirtied
- * folios exactly. So the sizes live in a direct-mapped table (mqi_folio_sizes, below): one array slot written
+ * folios exactly. So the sizes live in a set-associative table (mqi_folio_sizes, below): one array slot written
  * per event, where a hash or LRU map update allocated an element (measured here: ~60 ns against ~450-650 ns).
  *
  * Files in view: with FILTER_INODES the store's files (mqi_inodes, followed from their creation:
@@ -49,14 +49,15 @@
  *                     store_files.h
  *   mqi_seen_inodes   inodes the traced processes dirtied (when only FILTER_TGIDS is 1)
  *   mqi_totals        one struct writeback_totals, cumulative: user space takes differences
- *   mqi_folio_sizes   the size and device of cached folios, direct-mapped: the slot of a folio is a hash of
- *                     (inode, index); it holds that hash's upper bits as a tag with the folio's order + 1
- *                     (0: empty) in one u64, written after the device and read before it. A folio that takes
- *                     the slot of another makes that one unsized; a tag matching another folio's has odds
- *                     of 2^-(64-FOLIO_SLOT_BITS).
+ *   mqi_folio_sizes   the size and device of cached folios, FOLIO_WAYS-way set-associative: the set of a
+ *                     folio is a hash of (inode, index); a slot holds that hash's upper bits as a tag with the
+ *                     folio's order + 1 (0: empty) in one u64, written after the device and read before it,
+ *                     and when it was inserted. An insertion into a full set makes the folio inserted longest
+ *                     ago unsized; a tag matching another folio's has odds of 2^-(64-FOLIO_SET_BITS).
  *   mqi_inode_devs    inode -> device, for events that give none (LRU; user space adds the store's files)
  *   mqi_dirtiers      per tgid: folios and pages dirtied, and the process name; drained every interval
- *   mqi_files         per (inode, device) in view: dirtied and written; drained
+ *                     (this and the other drained maps are two halves each, NAME_0 and NAME_1: halves.h)
+ *   mqi_files         per (inode, device, generation) in view: dirtied and written; drained
  *   mqi_throttles     per (tgid, CPU): balance_dirty_pages rounds and pauses, the process name; drained
  *   mqi_dirty_state   per CPU: global_dirty_state samples, last and max; drained
  *   mqi_flushes       per (device name, reason): flusher work and pages written; drained
@@ -84,6 +85,13 @@ struct writeback_totals {
 
 #include "scope.h"
 #include "store_files.h"
+#include "halves.h"
+
+struct file_key {
+    u64 ino;
+    u32 dev;
+    u32 generation;            /* store_files.h: two files with one inode number in an interval apart */
+};
 
 struct dirtied_counts {
     u64 dirtied_folios;
@@ -157,16 +165,21 @@ BPF_ARRAY(mqi_totals, struct writeback_totals, 1);
 struct folio_slot {
     u64 tag_order;
     u32 dev;
-    u32 pad;
+    u32 stamp;                 /* when the folio was inserted, in units of 2^16 ns (wraps after 3 days) */
 };
 
 BPF_ARRAY(mqi_folio_sizes, struct folio_slot, 1 << FOLIO_SLOT_BITS);
 BPF_TABLE("lru_hash", u64, u32, mqi_inode_devs, MAX_INODES);
-BPF_F_TABLE("hash", u32, struct dirtied_counts, mqi_dirtiers, MAX_TGIDS, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct inode_key, struct file_counts, mqi_files, MAX_INODES, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct throttle_key, struct throttle, mqi_throttles, MAX_TGIDS, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", u32, struct dirty_state, mqi_dirty_state, MAX_CPUS, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct flush_key, struct flush_counts, mqi_flushes, 1024, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct dirtied_counts, mqi_dirtiers_0, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct dirtied_counts, mqi_dirtiers_1, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_key, struct file_counts, mqi_files_0, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct file_key, struct file_counts, mqi_files_1, MAX_INODES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct throttle_key, struct throttle, mqi_throttles_0, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct throttle_key, struct throttle, mqi_throttles_1, MAX_TGIDS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct dirty_state, mqi_dirty_state_0, MAX_CPUS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct dirty_state, mqi_dirty_state_1, MAX_CPUS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct flush_key, struct flush_counts, mqi_flushes_0, 1024, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct flush_key, struct flush_counts, mqi_flushes_1, 1024, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, s64, mqi_work_starts, MAX_THREADS);
 BPF_TABLE("lru_hash", u32, struct inode_write, mqi_inode_writes, MAX_THREADS);
 
@@ -189,45 +202,63 @@ static __always_inline u32 device_of(u64 ino)
     return dev ? *dev : 0;  /* 0: unknown, user space matches the inode alone */
 }
 
-static __always_inline struct file_counts *file_of(struct inode_key *file, struct writeback_totals *totals)
+static __always_inline struct file_counts *file_of(struct file_key *file, struct writeback_totals *totals)
 {
     struct file_counts zero = {};
-    struct file_counts *counts = mqi_files.lookup_or_try_init(file, &zero);
+    struct file_counts *counts;
+    if (writing_half())
+        counts = mqi_files_1.lookup_or_try_init(file, &zero);
+    else
+        counts = mqi_files_0.lookup_or_try_init(file, &zero);
     if (!counts)
         __sync_fetch_and_add(&totals->lost_records, 1);
     return counts;
 }
 
-/* Whether a folio dirtied by a traced process is recorded per file (and makes the file one in view). */
-static __always_inline int dirtied_in_view(struct inode_key *file)
+/* The generation a folio dirtied by a traced process is recorded under, per file (the file is then one in
+ * view); 0: not recorded per file. */
+static __always_inline u32 dirtied_in_view(u32 dev, u64 ino)
 {
 #if FILTER_INODES
-    return store_generation(file->dev, file->ino) != 0;
+    return store_generation(dev, ino);
 #else
 #if FILTER_TGIDS
     u8 one = 1;
-    mqi_seen_inodes.update(&file->ino, &one);  /* by inode: the device may not be known yet */
+    mqi_seen_inodes.update(&ino, &one);  /* by inode: the device may not be known yet */
 #endif
-    return 1;
+    return LISTED_GENERATION;
 #endif
 }
 
-static __always_inline int written_in_view(struct inode_key *file)
+/* The generation pages written back are recorded under, per file; 0: not a file in view. */
+static __always_inline u32 written_in_view(u32 dev, u64 ino)
 {
 #if FILTER_INODES
-    return store_generation(file->dev, file->ino) != 0;
+    return store_generation(dev, ino);
 #elif FILTER_TGIDS
-    return mqi_seen_inodes.lookup(&file->ino) != NULL;
+    return mqi_seen_inodes.lookup(&ino) ? LISTED_GENERATION : 0;
 #else
-    return 1;
+    return LISTED_GENERATION;
 #endif
 }
 
 /* --- folio sizes ------------------------------------------------------------------------------------- */
 
-#define FOLIO_TAG_MASK (~0ULL << FOLIO_SLOT_BITS)
+/* The table is set-associative: FOLIO_WAYS slots per set, and an insertion into a full set takes the slot of
+ * the folio inserted longest ago. The table is always full (the machine caches more folios than it has
+ * slots), so in a direct-mapped table any insertion hashed to a folio's slot made it unsized: 3 of 4 pages
+ * were lost for a few folios of most 64 MiB segments warmed during the demo (a folio is dirtied a moment after
+ * readahead inserted it, while the insertions of that readahead window land across the table), and a folio
+ * dirtied again seconds later (written back meanwhile) had lost its slot with odds of 1 in 17 when the
+ * machine inserted 16,000 folios in between. Here a folio loses its size only when FOLIO_WAYS later
+ * insertions land in its set before it is dirtied: odds of about 1 in 2x10^7 for those 16,000. */
+#define FOLIO_WAYS_LOG2 3
+#define FOLIO_WAYS (1 << FOLIO_WAYS_LOG2)
+#define FOLIO_SET_BITS (FOLIO_SLOT_BITS - FOLIO_WAYS_LOG2)
+#define FOLIO_TAG_MASK (~0ULL << FOLIO_SET_BITS)
+#define FOLIO_STAMP_SHIFT 16
 
-/* A 64-bit mix of (inode, index) (splitmix64's finaliser): its low bits pick the slot, the rest is the tag. */
+/* A 64-bit mix of (inode, index) (splitmix64's finaliser): its low bits pick the set, the rest is the tag. */
 static __always_inline u64 folio_hash(u64 ino, u64 index)
 {
     u64 hash = ino * 0x9E3779B97F4A7C15ULL + index;
@@ -236,24 +267,53 @@ static __always_inline u64 folio_hash(u64 ino, u64 index)
     return hash ^ (hash >> 31);
 }
 
-static __always_inline struct folio_slot *folio_slot(u64 hash)
+static __always_inline struct folio_slot *folio_slot(u64 hash, u32 way)
 {
-    u32 slot = hash & ((1 << FOLIO_SLOT_BITS) - 1);
+    u32 slot = (u32)(hash & ((1 << FOLIO_SET_BITS) - 1)) * FOLIO_WAYS + way;
     return mqi_folio_sizes.lookup(&slot);
+}
+
+static __always_inline int holds_folio(struct folio_slot *slot, u64 hash)
+{
+    u64 entry = *(volatile u64 *)&slot->tag_order;
+    return (entry & FOLIO_TAG_MASK) == (hash & FOLIO_TAG_MASK) && (entry & ~FOLIO_TAG_MASK);
 }
 
 /* The folio's pages, and its device in *dev, when its insertion is remembered; else 0. */
 static __always_inline u64 remembered_pages(u64 ino, u64 index, u32 *dev)
 {
     u64 hash = folio_hash(ino, index);
-    struct folio_slot *slot = folio_slot(hash);
-    if (!slot)
-        return 0;
-    u64 entry = *(volatile u64 *)&slot->tag_order;
-    if ((entry & FOLIO_TAG_MASK) != (hash & FOLIO_TAG_MASK) || !(entry & ~FOLIO_TAG_MASK))
-        return 0;
-    *dev = *(volatile u32 *)&slot->dev;
-    return folio_pages((entry & ~FOLIO_TAG_MASK) - 1);
+#pragma unroll
+    for (u32 way = 0; way < FOLIO_WAYS; way++) {
+        struct folio_slot *slot = folio_slot(hash, way);
+        if (slot && holds_folio(slot, hash)) {
+            u64 entry = *(volatile u64 *)&slot->tag_order;
+            *dev = *(volatile u32 *)&slot->dev;
+            return folio_pages((entry & ~FOLIO_TAG_MASK) - 1);
+        }
+    }
+    return 0;
+}
+
+/* The slot an inserted folio takes: its own (inserted again), else an empty one, else the oldest. */
+static __always_inline struct folio_slot *slot_for_insertion(u64 hash, u32 now)
+{
+    struct folio_slot *chosen = NULL;
+    u32 chosen_age = 0;
+#pragma unroll
+    for (u32 way = 0; way < FOLIO_WAYS; way++) {
+        struct folio_slot *slot = folio_slot(hash, way);
+        if (!slot)
+            continue;
+        if (holds_folio(slot, hash) || !(*(volatile u64 *)&slot->tag_order & ~FOLIO_TAG_MASK))
+            return slot;
+        u32 age = now - slot->stamp;  /* unsigned: right across the stamp's wrap */
+        if (!chosen || age > chosen_age) {
+            chosen = slot;
+            chosen_age = age;
+        }
+    }
+    return chosen;
 }
 
 int mqi_wb_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
@@ -261,10 +321,12 @@ int mqi_wb_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
     u64 ino = args->i_ino;
     u32 dev = args->s_dev;
     u64 hash = folio_hash(ino, args->index);
-    struct folio_slot *slot = folio_slot(hash);
+    u32 now = bpf_ktime_get_ns() >> FOLIO_STAMP_SHIFT;
+    struct folio_slot *slot = slot_for_insertion(hash, now);
     if (slot) {
         /* device first, tag last (volatile keeps the order): a reader that sees the tag sees the device */
         *(volatile u32 *)&slot->dev = dev;
+        slot->stamp = now;
         *(volatile u64 *)&slot->tag_order = (hash & FOLIO_TAG_MASK) | ((args->order & 31) + 1);
     }
     remember_device(ino, dev);
@@ -274,9 +336,14 @@ int mqi_wb_added(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)
 int mqi_wb_deleted(struct tracepoint__filemap__mm_filemap_delete_from_page_cache *args)
 {
     u64 hash = folio_hash(args->i_ino, args->index);
-    struct folio_slot *slot = folio_slot(hash);
-    if (slot && (slot->tag_order & FOLIO_TAG_MASK) == (hash & FOLIO_TAG_MASK))
-        slot->tag_order = 0;
+#pragma unroll
+    for (u32 way = 0; way < FOLIO_WAYS; way++) {
+        struct folio_slot *slot = folio_slot(hash, way);
+        if (slot && holds_folio(slot, hash)) {
+            slot->tag_order = 0;
+            return 0;
+        }
+    }
     return 0;
 }
 
@@ -306,7 +373,11 @@ int mqi_wb_dirtied(struct tracepoint__writeback__writeback_dirty_folio *args)
     count_dirtied(&totals->dirtied_folios, &totals->dirtied_pages, &totals->unsized_folios, pages, sized);
 
     struct dirtied_counts zero = {};
-    struct dirtied_counts *process = mqi_dirtiers.lookup_or_try_init(&tgid, &zero);
+    struct dirtied_counts *process;
+    if (writing_half())
+        process = mqi_dirtiers_1.lookup_or_try_init(&tgid, &zero);
+    else
+        process = mqi_dirtiers_0.lookup_or_try_init(&tgid, &zero);
     if (process) {
         count_dirtied(&process->dirtied_folios, &process->dirtied_pages, &process->unsized_folios, pages,
                       sized);
@@ -316,8 +387,9 @@ int mqi_wb_dirtied(struct tracepoint__writeback__writeback_dirty_folio *args)
         __sync_fetch_and_add(&totals->lost_records, 1);
     }
 
-    struct inode_key file = {.ino = ino, .dev = sized ? dev : device_of(ino)};
-    if (!dirtied_in_view(&file))
+    struct file_key file = {.ino = ino, .dev = sized ? dev : device_of(ino)};
+    file.generation = dirtied_in_view(file.dev, ino);
+    if (!file.generation)
         return 0;
     struct file_counts *counts = file_of(&file, totals);
     if (counts) {
@@ -335,8 +407,8 @@ static __always_inline void count_written(u64 ino, u32 dev, u64 pages)
     if (!totals)
         return;
     __sync_fetch_and_add(&totals->written_pages_all, pages);
-    struct inode_key file = {.ino = ino, .dev = dev};
-    if (!written_in_view(&file))
+    struct file_key file = {.ino = ino, .dev = dev, .generation = written_in_view(dev, ino)};
+    if (!file.generation)
         return;
     __sync_fetch_and_add(&totals->written_pages, pages);
     struct file_counts *counts = file_of(&file, totals);
@@ -404,7 +476,11 @@ int mqi_wb_work_end(struct tracepoint__writeback__writeback_written *args)
     struct flush_key key = {.reason = args->reason};
     bpf_probe_read_kernel(&key.bdi, sizeof(key.bdi), args->name);
     struct flush_counts zero = {};
-    struct flush_counts *counts = mqi_flushes.lookup_or_try_init(&key, &zero);
+    struct flush_counts *counts;
+    if (writing_half())
+        counts = mqi_flushes_1.lookup_or_try_init(&key, &zero);
+    else
+        counts = mqi_flushes_0.lookup_or_try_init(&key, &zero);
     if (!counts) {
         struct writeback_totals *totals = totals_of_session();
         if (totals)
@@ -429,7 +505,11 @@ int mqi_wb_dirty_st(struct tracepoint__writeback__global_dirty_state *args)
 {
     u32 cpu = bpf_get_smp_processor_id();
     struct dirty_state zero = {};
-    struct dirty_state *state = mqi_dirty_state.lookup_or_try_init(&cpu, &zero);
+    struct dirty_state *state;
+    if (writing_half())
+        state = mqi_dirty_state_1.lookup_or_try_init(&cpu, &zero);
+    else
+        state = mqi_dirty_state_0.lookup_or_try_init(&cpu, &zero);
     if (!state)
         return 0;
     /* One entry per CPU: no other CPU writes it, so the fields of one sample stay together. */
@@ -455,7 +535,11 @@ int mqi_wb_throttle(struct tracepoint__writeback__balance_dirty_pages *args)
         return 0;
     struct throttle_key key = {.tgid = tgid, .cpu = bpf_get_smp_processor_id()};
     struct throttle zero = {};
-    struct throttle *throttle = mqi_throttles.lookup_or_try_init(&key, &zero);
+    struct throttle *throttle;
+    if (writing_half())
+        throttle = mqi_throttles_1.lookup_or_try_init(&key, &zero);
+    else
+        throttle = mqi_throttles_0.lookup_or_try_init(&key, &zero);
     if (!throttle) {
         struct writeback_totals *totals = totals_of_session();
         if (totals)

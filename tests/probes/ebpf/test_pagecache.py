@@ -12,8 +12,10 @@ import json
 import mmap
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +73,8 @@ _COUNT_FIELDS = (
     "async_readahead",
     "readahead_windows",
     "readahead_pages",
+    "lookup_pages",
+    "lookup_missed_pages",
 )
 
 
@@ -106,7 +110,7 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
             "mqi_totals": [
                 (0, _totals(added_folios=3, added_pages=600, deleted_pages=512, deleted_pages_all=900))
             ],
-            "mqi_processes": [
+            "mqi_processes_0": [
                 (
                     SimpleNamespace(value=7),
                     SimpleNamespace(counts=_counts(added_pages=600), comm=b"broker\0\0"),
@@ -116,7 +120,7 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
                     SimpleNamespace(counts=_counts(deleted_pages=512), comm=b"kswapd0\0"),
                 ),
             ],
-            "mqi_files": [
+            "mqi_files_0": [
                 (
                     SimpleNamespace(dev=segment.kernel_dev, ino=segment.inode, generation=1),
                     _counts(
@@ -124,7 +128,7 @@ def test_an_interval_spreads_each_folio_over_the_page_ranges_it_covers(tmp_path:
                     ),
                 )
             ],
-            "mqi_folios": [  # (index, order): 0/9 covers ranges 0-7; 600/6 straddles 9 and 10; 3000/0
+            "mqi_folios_0": [  # (index, order): 0/9 covers ranges 0-7; 600/6 straddles 9 and 10; 3000/0
                 (
                     _folio_key(segment, index=0, order=9),
                     SimpleNamespace(added=1, deleted=1),
@@ -208,7 +212,7 @@ def test_files_the_kernel_took_at_creation_are_named_by_generation_and_strangers
     program.entries[("mqi_inodes", (new.inode, new.kernel_dev, 0))] = (6,)  # what the kernel holds now
     program.maps = {
         "mqi_totals": [(0, _totals(added_pages=64, deleted_folios=2, deleted_pages=72))],
-        "mqi_files": [
+        "mqi_files_0": [
             (_file_key(first, 1), _counts(deleted_folios=1, deleted_pages=64)),
             (_file_key(new, 6), _counts(added_folios=1, added_pages=64)),
             (_file_key(stranger, 8), _counts(deleted_folios=1, deleted_pages=8)),
@@ -331,6 +335,60 @@ def test_reading_an_evicted_file_adds_its_pages_and_evicting_removes_them(tmp_pa
     assert evicted.deleted_pages_all_files >= evicted.deleted_pages >= file.deleted_pages
 
 
+# Evicts a 64-page file and reads it back, as many rounds as asked, as fast as it can; counts the pages it
+# made the kernel add: those cachestat no longer saw cached after the eviction.
+CHURN = r"""
+import os, sys
+from probes.residency.cachestat import cachestat
+fd, rounds, added = os.open(sys.argv[1], os.O_RDONLY), int(sys.argv[2]), 0
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(rounds):
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    added += 64 - cachestat(fd).cached_pages
+    for page in range(64):
+        os.pread(fd, 1, page * 4096)
+print(added, flush=True)
+"""
+
+
+@pytest.mark.requires_bpf
+def test_rows_lose_no_page_added_while_the_probe_empties_its_maps(tmp_path: Path):
+    """An interval ends while a process adds pages: the rows of the intervals add up to every page, also
+    when the maps are emptied hundreds of times meanwhile (on 133f7a9 the drain lost the adds a handler made
+    through a pointer it held: 236 of 2,983,104 pages over 37,807 drains in 20 s)."""
+    path = _evicted_file(tmp_path / "churned.bin", 64)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHURN, str(path), "6000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with TraceSession(PagecacheProbe([child.pid])) as session:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            intervals = [session.snapshot()]
+            while child.poll() is None:  # an interval ends as often as the probe can end one
+                intervals.append(session.snapshot())
+            intervals.append(session.snapshot())
+            summary = session.summary
+        added = int(child.stdout.read())
+    finally:
+        child.kill()
+        child.wait()
+    (process,) = (row for row in summary.processes if row.pid == child.pid)
+    file = _file_row(summary, path)
+    print(
+        f"{len(intervals)} intervals: the child added {added} pages (cachestat); totals "
+        f"{summary.added_pages}, its rows {process.added_pages}, the file's {file.added_pages}"
+    )
+    assert len(intervals) > 20 and summary.lost_records == 0
+    assert process.added_pages == file.added_pages == summary.added_pages == added
+
+
 @pytest.mark.requires_bpf
 def test_store_segments_get_page_ranges_of_the_pages_read(tmp_path: Path):
     root = _store(tmp_path / "store", commitlog_pages=4096)
@@ -416,3 +474,261 @@ def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: 
     assert "mqi_pc_added" in {loaded_names[program] for program in held}
     assert all(name.startswith(FUNCTION_PREFIX) for name in loaded_names.values())
     assert not held & set(loaded_programs())
+
+
+# --- hits and misses of the read path (filemap:mm_filemap_get_pages) ----------------------------------------
+
+# Runs in the child: preads each of pages [0, count) once in a shuffled order, `read_pages` pages a call, with
+# readahead off (POSIX_FADV_RANDOM: a missing page is read in alone), then says "read".
+LOOKUP_WORKLOAD = r"""
+import os, random, sys
+path, count, read_pages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+page = os.sysconf("SC_PAGE_SIZE")
+fd = os.open(path, os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+print("ready", flush=True)
+sys.stdin.readline()
+starts = list(range(0, count, read_pages))
+random.Random(15).shuffle(starts)
+for start in starts:
+    os.pread(fd, read_pages * page, start * page)
+print("read", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _warm_pages(path: Path, pages: range) -> None:
+    """Read `pages` of the file one by one with readahead off: exactly those pages become resident, each its
+    own one-page folio."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for number in pages:
+            os.pread(fd, PAGE, number * PAGE)
+    finally:
+        os.close(fd)
+
+
+def _resident(path: Path, pages: range) -> int:
+    with path.open("rb") as opened:
+        return cachestat(opened.fileno(), pages.start * PAGE, len(pages) * PAGE).cached_pages
+
+
+@pytest.mark.requires_bpf
+def test_hits_and_misses_match_the_reads_of_resident_and_evicted_pages(tmp_path: Path):
+    resident, evicted = 1500, 500
+    path = _evicted_file(tmp_path / "lookups.bin", resident + evicted + 100)
+    _warm_pages(path, range(resident))
+    # ground truth before: exactly the first `resident` pages are in the cache (fincore and cachestat)
+    assert fincore_pages(path) == _resident(path, range(resident)) == resident
+    assert _resident(path, range(resident, resident + evicted)) == 0
+    with (
+        ready_child(LOOKUP_WORKLOAD, path, resident + evicted, 1) as child,
+        TraceSession(PagecacheProbe([child.pid])) as session,
+    ):
+        _step(child, "read")
+        snapshot = session.snapshot()
+    read_in = fincore_pages(path) - resident  # ground truth after: the evicted pages the child read in
+    file = _file_row(snapshot, path)
+    (process,) = (row for row in snapshot.processes if row.pid == child.pid)
+    print(
+        f"hits {file.hit_pages} misses {file.miss_pages} ({file.hit_ratio_percent:.2f}%); fincore: "
+        f"{resident} resident before, {read_in} read in"
+    )
+    assert _within(read_in, evicted)  # reclaim under the other tests' load may take a page back meanwhile
+    for row in (file, process, snapshot):
+        assert _within(row.hit_pages, resident) and _within(row.miss_pages, read_in)
+        assert abs(row.hit_ratio_percent - 100 * resident / (resident + evicted)) <= 2
+    assert file.miss_pages <= file.added_pages  # a miss is a page the read itself brought in
+
+
+@pytest.mark.requires_bpf
+def test_a_read_longer_than_one_batch_of_folios_counts_each_page_once(tmp_path: Path):
+    """2 MiB preads of one-page folios: the kernel looks them up 31 folios at a time, each call reporting the
+    rest of the read's range again; the pages are counted once, all hits."""
+    pages = 2048
+    path = _evicted_file(tmp_path / "batches.bin", pages)
+    for _attempt in range(5):  # reclaim (this VM's DAMON) may take a page between the warming and the read
+        _warm_pages(path, range(pages))
+        assert fincore_pages(path) == pages
+        with (
+            ready_child(LOOKUP_WORKLOAD, path, pages, 512) as child,
+            TraceSession(PagecacheProbe([child.pid])) as session,
+        ):
+            _step(child, "read")
+            snapshot = session.snapshot()
+        file = _file_row(snapshot, path)
+        print(f"2 MiB reads of {pages} resident pages: hits {file.hit_pages}, misses {file.miss_pages}")
+        if file.miss_pages == file.added_pages != 0:
+            continue  # a page was brought in again: it was not resident when read, as built
+        break
+    assert (file.hit_pages, file.miss_pages, file.hit_ratio_percent) == (pages, 0, 100.0)
+
+
+@pytest.mark.requires_bpf
+def test_a_store_segment_gets_the_hits_and_misses_of_its_reads(tmp_path: Path):
+    root = _store(tmp_path / "store", commitlog_pages=4096)
+    segment = root / "commitlog" / f"{0:020d}"
+    _evicted_file(segment, 4096)
+    first, last = 1000, 1999
+    _warm_pages(segment, range(first, 1400))  # 400 of the 1,000 pages the child reads are resident
+    assert fincore_pages(segment) == 400
+    with reading_child(segment, first, last) as child, TraceSession(PagecacheProbe(store=root)) as session:
+        _step(child, "read")
+        snapshot = session.snapshot()
+        resident_after = fincore_pages(segment)  # before the child's end evicts the file
+    (commitlog,) = snapshot.files
+    print(
+        f"segment: hits {commitlog.hit_pages}, misses {commitlog.miss_pages}; fincore after {resident_after}"
+    )
+    assert _within(resident_after, 1000)  # every page read is in the cache (reclaim may take one back)
+    assert _within(commitlog.hit_pages, 400) and _within(commitlog.miss_pages, 600)
+    (process,) = (row for row in snapshot.processes if row.pid == child.pid)
+    assert (process.hit_pages, process.miss_pages) == (commitlog.hit_pages, commitlog.miss_pages)
+
+
+def _lookup_maps(file: FileId, lookups: int, missed: int) -> dict[str, list]:
+    counts = _counts(lookup_pages=lookups, lookup_missed_pages=missed, last_tgid=7)
+    return {
+        "mqi_totals": [(0, _totals(lookup_pages=lookups, lookup_missed_pages=missed))],
+        "mqi_processes_0": [(SimpleNamespace(value=7), SimpleNamespace(counts=counts, comm=b"reader\0"))],
+        "mqi_files_0": [(_file_key(file, 1), counts)],
+    }
+
+
+def test_hits_are_lookups_less_misses_and_unmeasured_without_the_lookup_tracepoint(tmp_path: Path):
+    root = _store(tmp_path / "store", commitlog_pages=64)
+    segment = FileId.from_stat((root / "commitlog" / f"{0:020d}").stat())
+    probe = PagecacheProbe(store=root)
+    program = CannedProgram(_lookup_maps(segment, lookups=40, missed=10), ("filemap:mm_filemap_get_pages",))
+    probe.start(program)
+    snapshot = probe.collect(program, 1.0)
+    (file,), (process,) = snapshot.files, snapshot.processes
+    for row in (snapshot, file, process):
+        assert (row.hit_pages, row.miss_pages, row.hit_ratio_percent) == (30, 10, 75.0)
+    program.maps = {"mqi_totals": _lookup_maps(segment, 40, 10)["mqi_totals"]}  # cumulative: no new lookup
+    quiet = probe.collect(program, 1.0)
+    assert (quiet.hit_pages, quiet.miss_pages, quiet.hit_ratio_percent) == (0, 0, None)  # no lookup: no ratio
+    summary = combine_snapshots(
+        combine_snapshots(None, snapshot), dataclasses.replace(snapshot, hit_pages=10)
+    )
+    assert (summary.hit_pages, summary.miss_pages, summary.hit_ratio_percent) == (
+        40,
+        20,
+        pytest.approx(66.67, 0.01),
+    )
+    assert summary.files[0].hit_ratio_percent == summary.processes[0].hit_ratio_percent == 75.0
+
+    older = PagecacheProbe(store=root)  # a kernel without the tracepoint: not counted, never 0
+    older.start(CannedProgram({}))
+    unmeasured = older.collect(CannedProgram(_lookup_maps(segment, 40, 10)), 1.0)
+    for row in (unmeasured, *unmeasured.files, *unmeasured.processes):
+        assert (row.hit_pages, row.miss_pages, row.hit_ratio_percent) == (None, None, None)
+
+
+def test_the_table_shows_hits_misses_and_hit_ratio_and_says_when_they_are_not_counted():
+    from rich.console import Console
+
+    from mqinspect.render.trace_cache import pagecache_table
+
+    def drawn(snapshot: PagecacheSnapshot) -> str:
+        console = Console(width=80, record=True, color_system=None)
+        console.print(pagecache_table(snapshot, "t"))
+        return console.export_text()
+
+    counted = {"hit_pages": 1_500, "miss_pages": 500, "hit_ratio_percent": 75.0}
+    base = _interval(5, 0, pid=1)
+    snapshot = dataclasses.replace(
+        base,
+        **counted,
+        pids=(),
+        processes=tuple(dataclasses.replace(row, **counted) for row in base.processes),
+        files=tuple(dataclasses.replace(row, **counted) for row in base.files),
+    )
+    text = drawn(snapshot)
+    print(text)
+    assert "read-path lookups of the store's files: 1,500 pages hit, 500 missed (75.0% hits" in text
+    ends = [line.split()[-3:] for line in text.splitlines() if line.strip()]
+    assert ends.count(["hits", "misses", "hit%"]) == 2  # the processes' and the files' tables, at 80 columns
+    assert ends.count(["1,500", "500", "75.0%"]) == 2  # whole, not cut
+    assert "hit_counting" in [note.key for note in pagecache_notes(snapshot)]
+
+    unmeasured = drawn(_interval(5, 0, pid=1))
+    assert "read-path hits: not counted: this kernel has no filemap:mm_filemap_get_pages" in unmeasured
+    assert "hit_counting" not in [note.key for note in pagecache_notes(_interval(5, 0, pid=1))]
+
+
+@pytest.mark.requires_bpf
+def test_sendfile_reads_count_hits_and_misses_as_pread_does(tmp_path: Path):
+    """sendfile reads the file through filemap_splice_read, whose lookups are the same tracepoint's."""
+    path = _evicted_file(tmp_path / "sent.bin", 512)
+    _warm_pages(path, range(256))  # the first half resident
+    sender, receiver = socket.socketpair()
+    draining = threading.Thread(target=lambda: all(iter(lambda: receiver.recv(1 << 16), b"")), daemon=True)
+    draining.start()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # each missing page read alone: no readahead
+        with TraceSession(PagecacheProbe([os.getpid()])) as session:
+            sent = 0
+            while sent < 512 * PAGE:
+                sent += os.sendfile(sender.fileno(), fd, sent, 512 * PAGE - sent)
+            snapshot = session.snapshot()
+    finally:
+        os.close(fd)
+        sender.close()
+        draining.join(timeout=10)
+        receiver.close()
+    file = _file_row(snapshot, path)
+    print(f"sendfile: hits {file.hit_pages}, misses {file.miss_pages}, added {file.added_pages}")
+    assert (file.hit_pages, file.miss_pages, file.added_pages) == (256, 256, 256)
+
+
+@pytest.mark.requires_bpf
+def test_small_reads_that_end_in_the_page_the_last_one_ended_in_are_each_counted(tmp_path: Path):
+    """Records of 3,000 bytes read one by one: a read that starts and ends in the page where the previous
+    one ended has the previous range's end, but it is a read of its own, not the rest of the previous one."""
+    pages, record = 256, 3000
+    path = _evicted_file(tmp_path / "records.bin", pages)
+    _warm_pages(path, range(pages))
+    starts = range(0, pages * PAGE - record + 1, record)
+    looked_up = sum((start + record - 1) // PAGE - start // PAGE + 1 for start in starts)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with TraceSession(PagecacheProbe([os.getpid()])) as session:
+            for start in starts:
+                os.pread(fd, record, start)
+            snapshot = session.snapshot()
+    finally:
+        os.close(fd)
+    file = _file_row(snapshot, path)
+    print(
+        f"{len(starts)} reads of {record} B: {file.hit_pages} hits, {file.miss_pages} misses of {looked_up}"
+    )
+    assert (file.hit_pages, file.miss_pages) == (looked_up, 0)
+
+
+@pytest.mark.requires_bpf
+def test_a_sequential_read_of_an_evicted_file_looks_each_page_up_once(tmp_path: Path):
+    """128 KiB reads of an evicted file: readahead brings the pages in ahead of the reads (large folios,
+    batches that stop at the readahead mark); each page is looked up once, and the first read misses all it
+    asked for."""
+    pages = 4096
+    path = _evicted_file(tmp_path / "sequential.bin", pages)
+    with reading_child(path) as child, TraceSession(PagecacheProbe([child.pid])) as session:
+        _step(child, "read")
+        snapshot = session.snapshot()
+    file = _file_row(snapshot, path)
+    print(f"sequential: hits {file.hit_pages}, misses {file.miss_pages}, added {file.added_pages}")
+    assert file.hit_pages + file.miss_pages == pages
+    assert 32 <= file.miss_pages <= file.added_pages and _within(file.added_pages, pages)
+
+
+def test_a_reader_whose_pages_are_all_cached_is_listed_by_the_pages_it_read():
+    from probes.ebpf.pagecache import ProcessCacheActivity
+
+    writer = ProcessCacheActivity(1, "writer", 50, 50, 0, 0, None, None, None, hit_pages=0, miss_pages=0)
+    reader = ProcessCacheActivity(2, "reader", 0, 0, 0, 0, None, None, None, hit_pages=900, miss_pages=0)
+    base = _interval(5, 0, pid=3)
+    summary = combine_snapshots(None, dataclasses.replace(base, processes=(writer, reader)))
+    assert [row.comm for row in combine_snapshots(summary, base).processes] == ["reader", "writer", "p"]

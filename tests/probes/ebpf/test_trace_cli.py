@@ -6,6 +6,8 @@ program of ours loaded; one interval is not printed twice, and a lasting warning
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
 import io
 import json
 import os
@@ -358,3 +360,150 @@ def test_counted_nouns_have_one_helper_and_say_processes():
     rendered = io.StringIO()
     Console(file=rendered, width=80).print(table)
     assert "… 5 more processes" in rendered.getvalue()
+
+
+# --- the stream forms: bcc's positional INTERVAL COUNT, CSV, `-- COMMAND` (perf stat, strace) --------------
+
+
+@pytest.fixture
+def session_asked(monkeypatch) -> dict:
+    """What run_trace was asked for (its options, and the started command's words), without a session."""
+    asked: dict = {}
+
+    def record(probe, options, view, workload=None):
+        asked.update(options=options, argv=workload.argv if workload else None, pids=probe.pids)
+        return ExitStatus.OK
+
+    monkeypatch.setattr(trace, "run_trace", record)
+    return asked
+
+
+def test_positional_interval_and_count_are_the_options(session_asked):
+    result = runner.invoke(app, ["trace", "faults", "0.5", "3"])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    assert (session_asked["options"].interval_s, session_asked["options"].count) == (0.5, 3)
+
+
+@pytest.mark.parametrize(
+    "arguments", [["0.5", "--interval", "1"], ["0.5", "3", "-c", "4"]], ids=["interval", "count"]
+)
+def test_positional_and_option_together_are_a_usage_error(no_session, arguments):
+    result = runner.invoke(app, ["trace", "faults", *arguments])
+    assert result.exit_code == ExitStatus.BAD_INPUT
+    assert "give one of them" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "arguments, says",
+    [
+        (["--", "no-such-command-i15"], "no such command"),
+        (["--print-bpf", "--", "true"], "--print-bpf starts nothing"),
+        (["--follow", "--", "true"], "--follow goes on"),
+        (["-c", "1", "-d", "1", "--", "true"], "--count and --duration"),  # and nothing said of the command
+    ],
+    ids=["unknown-command", "print-bpf", "follow", "count-and-duration"],
+)
+def test_a_command_that_cannot_end_the_session_is_bad_input(no_session, arguments, says):
+    result = runner.invoke(app, ["trace", "faults", *arguments])
+    assert result.exit_code == ExitStatus.BAD_INPUT
+    assert says in one_error_line(result)
+
+
+def test_the_words_after_dashes_are_the_command_s_own_even_debug(session_asked):
+    result = runner.invoke(app, ["trace", "faults", "0.2", "--", "true", "--debug", "-J", "1"])
+    assert result.exit_code == ExitStatus.OK, result.stderr
+    assert session_asked["argv"] == ["true", "--debug", "-J", "1"]
+    assert session_asked["options"].interval_s == 0.2 and len(session_asked["pids"]) == 1
+
+
+def test_help_shows_the_positional_form_and_the_command():
+    usage = " ".join(runner.invoke(app, ["trace", "faults", "--help"], env={"COLUMNS": "160"}).stdout.split())
+    assert "[INTERVAL] [COUNT] [-- COMMAND [ARGS]...]" in usage
+    assert "exit status is the command's" in usage
+
+
+def test_csv_is_a_header_and_one_row_per_interval_then_the_summary(monkeypatch, capsys):
+    snapshots = [_writeback_snapshot(n) for n in (3, 5)]
+    session = ScriptedSession(snapshots)
+    session.summary = dataclasses.replace(snapshots[-1], kind="summary", interval_s=2.0, dirtied_pages=8)
+    monkeypatch.setattr(trace, "TraceSession", session)
+    watch = SimpleNamespace(pids=(), running=lambda: (), all_ended=lambda: False)
+    probe = SimpleNamespace(processes=watch, store=None, subject=lambda: "writeback of every process")
+    options = trace.SessionOptions(1.0, 2, None, "csv", False)
+    assert trace.run_trace(probe, options, VIEWS["writeback"]) == ExitStatus.OK
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(row["kind"], row["dirtied_pages"], row["interval_s"]) for row in rows] == [
+        ("interval", "3", "1.0"),
+        ("interval", "5", "1.0"),
+        ("summary", "8", "2.0"),
+    ]
+    assert "processes" not in rows[0] and rows[0]["vmstat_dirtied_pages"] == ""  # not measured: empty
+
+
+FAULTING_COMMAND = (
+    "import mmap, os, sys\n"
+    "print(os.getpid(), flush=True)\n"
+    "m = mmap.mmap(-1, 256 * mmap.PAGESIZE)\n"
+    "for offset in range(0, len(m), mmap.PAGESIZE): m[offset] = 1\n"
+    "sys.exit(3)\n"
+)
+
+
+@pytest.mark.requires_bpf
+def test_a_command_after_dashes_is_traced_from_its_start_and_ends_the_session_with_its_status():
+    session = _trace("0.2", "--format", "jsonl", "--", sys.executable, "-c", FAULTING_COMMAND)
+    out, errors = session.communicate(timeout=60)
+    assert session.returncode == 3, errors  # the command's status, as perf stat and time give it
+    lines = [json.loads(line) for line in out.splitlines()]  # stdout is the trace alone: all JSON
+    pid = int(re.search(r"^(\d+)$", errors, re.M).group(1))  # the command's stdout went to stderr
+    *intervals, summary = lines
+    assert summary["kind"] == "summary" and summary["pids"] == [pid]
+    assert intervals[-1]["exited_pids"] == [pid]
+    assert summary["faults"] >= 256  # its own page touches, at least
+    # From its first instruction: the probe's count is the kernel's own for the process (/proc/PID/stat),
+    # less the few faults the forked child takes before it waits for the probe (a probe attached after the
+    # exec would miss the loader's and the interpreter's start-up: thousands).
+    kernel = summary["proc_minor_faults"] + summary["proc_major_faults"]
+    assert 0 <= kernel - summary["faults"] <= max(10, kernel // 100), (summary["faults"], kernel)
+    assert f"(pid {pid}) exited; the session ends with it" in errors
+    assert "exits (its child processes are not traced)" in errors.splitlines()[0]
+
+
+@pytest.mark.requires_bpf
+def test_a_session_that_ends_first_stops_its_command_with_sigterm():
+    session = _trace("0.2", "1", "--format", "csv", "--", "sleep", "60")
+    out, errors = session.communicate(timeout=60)
+    assert session.returncode == 128 + signal.SIGTERM, errors
+    assert "sent it SIGTERM" in errors
+    assert [row["kind"] for row in csv.DictReader(io.StringIO(out))] == ["interval", "summary"]
+    pid = re.search(r"Tracing page faults of pid (\d+)", errors).group(1)
+    assert not Path(f"/proc/{pid}").exists()  # ended and reaped: no orphan, no zombie
+
+
+def test_a_table_stream_is_one_line_per_interval_with_units_then_the_summary_block(monkeypatch, capsys):
+    snapshots = [dataclasses.replace(_writeback_snapshot(n), end_time_unix_s=1e9 + n) for n in (3, 5)]
+    session = ScriptedSession(snapshots)
+    session.summary = dataclasses.replace(snapshots[-1], kind="summary", interval_s=2.0, dirtied_pages=8)
+    monkeypatch.setattr(trace, "TraceSession", session)
+    watch = SimpleNamespace(pids=(), running=lambda: (), all_ended=lambda: False)
+    probe = SimpleNamespace(processes=watch, store=None, subject=lambda: "writeback of every process")
+    options = trace.SessionOptions(1.0, None, None, "table", False)
+    assert trace.run_trace(probe, options, VIEWS["writeback"]) == ExitStatus.OK
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["time", "dirtied", "written"]
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    for line, pages in zip(lines[:2], (3, 5), strict=True):
+        clock, dirtied, written, *_ = re.split(r"\s{2,}", line.strip())
+        assert re.match(r"^\d\d:\d\d:\d\d$", clock)
+        assert (dirtied, written) == (f"{pages * page_kib}KiB", "0B")  # pages shown with their unit
+    assert lines[2] == "" and lines[3].startswith("Summary: 2.00 s traced")
+
+
+@pytest.mark.requires_root
+def test_a_command_is_not_run_when_the_session_cannot_start(tmp_path: Path):
+    """As nobody the probe cannot load: exit 3 with the fix, and the command held before exec never runs."""
+    ran = tmp_path / "ran"
+    tmp_path.chmod(0o777)
+    done = mqinspect_as_nobody("trace", "faults", "--", "touch", str(ran))
+    assert done.returncode == ExitStatus.MISSING_CAPABILITY, done.stderr
+    assert "CAP_BPF" in done.stderr and not ran.exists()

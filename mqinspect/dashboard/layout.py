@@ -1,0 +1,85 @@
+"""How the dashboard's panels share the screen, by priority, as btop and htop do on a small terminal.
+
+The screen's height picks one of three layouts (Textual's vertical breakpoints put the class on the Screen):
+
+- tall (50 rows and more): every panel, the full heat key and sources under Segments.
+- medium (32-49 rows): every panel; under Segments a one-line key (the legend and sources are in `?` help).
+- short (under 32 rows: 80x24, 100x30): Segments and Memory first, Faults beside Memory with the top process
+  on its first line; Send paths and Processes share the last slot as tabs (4 and 5 switch), a tab line saying
+  which is shown.
+
+No panel is ever drawn at zero rows: each has a min-height that holds its title, its header and a row.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widget import Widget
+
+from mqinspect.render.top import SENDPATH_ROWS
+
+SHORT = "-short"
+VERTICAL_BREAKPOINTS = [(0, SHORT), (32, "-medium"), (50, "-tall")]
+LOWER_TABS = {"sendpaths": "4 Send paths", "processes": "5 Processes"}
+FOLDED = "folded"  # the class of the lower tab not shown on a short screen
+
+# Heights: a bordered panel needs 2 rows of border; a RowTable 1 more for its header.
+LAYOUT_CSS = """
+#segments { height: 2fr; min-height: 5; }
+#segment-notes { height: auto; padding: 0 1; color: $text-muted; }
+#segment-key { display: none; height: auto; padding: 0 1; color: $text-muted; }
+#segment-key, #lower-tabs { text-wrap: nowrap; text-overflow: ellipsis; }
+#middle { height: 15; min-height: 5; }
+#memory, #faults { width: 1fr; height: 100%; }
+#sendpaths { height: auto; max-height: 12; min-height: 4; }
+#processes { height: 1fr; min-height: 5; }
+#lower-tabs { display: none; height: 1; padding: 0 1; }
+Screen.-short #segment-notes, Screen.-medium #segment-notes { display: none; }
+Screen.-short #segment-key, Screen.-medium #segment-key { display: block; }
+Screen.-medium #middle { height: 12; }
+Screen.-short #segments { height: 1fr; }
+Screen.-short #middle { height: 7; }
+Screen.-short #lower-tabs { display: block; }
+Screen.-short #sendpaths { height: 1fr; max-height: 100%; min-height: 7; }
+Screen.-short .folded { display: none; }
+"""
+
+COMPACT_KEY = (
+    "heat █▓▒░ cached share · · none · green clean, red dirty, magenta writeback · W wrote · F flushed · "
+    "faults, +cache per interval · ? legend and sources"
+)
+
+
+def send_path_rows(panel: Widget, short: bool) -> int:
+    """How many send-path rows to list: all SENDPATH_ROWS where the panel grows with them; on a short screen,
+    what its slot holds beside the header, the columns a narrow panel leaves out, a '+N more' line and the
+    one-line source."""
+    if not short or panel.content_size.height <= 0:
+        return SENDPATH_ROWS
+    return max(1, min(SENDPATH_ROWS, panel.content_size.height - 4))
+
+
+def one_line(text: Text | str, style: str = "") -> Text:
+    """A line that ends in "…" rather than wrap: the compact layouts have one row for it."""
+    line = text.copy() if isinstance(text, Text) else Text(text, style=style)
+    line.no_wrap, line.overflow = True, "ellipsis"
+    return line
+
+
+def compact_key(problems: list[Text]) -> Text:
+    """The one-line heat key, then one line per probe problem (what is unavailable and the fix)."""
+    lines = [one_line(COMPACT_KEY, "dim"), *(one_line(problem) for problem in problems)]
+    return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
+
+
+def tab_line(shown: str) -> Text:
+    """'▶ 4 Send paths │ 5 Processes  (4, 5 switch)': which lower panel a short screen shows."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for index, (panel_id, title) in enumerate(LOWER_TABS.items()):
+        if index:
+            line.append(" │ ", style="dim")
+        line.append(
+            f"▶ {title}" if panel_id == shown else f"  {title}",
+            style="bold reverse" if panel_id == shown else "",
+        )
+    return line.append("  (4, 5 switch; a taller terminal shows both)", style="dim")
