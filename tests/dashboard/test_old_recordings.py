@@ -45,7 +45,14 @@ def recorded_frames(name: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "name", ["top-133f7a9.jsonl.gz", "top-fda83d7.jsonl.gz", "top-316aef8.jsonl.gz", "top-e187d72.jsonl.gz"]
+    "name",
+    [
+        "top-133f7a9.jsonl.gz",
+        "top-fda83d7.jsonl.gz",
+        "top-316aef8.jsonl.gz",
+        "top-e187d72.jsonl.gz",
+        "top-3a08df0.jsonl.gz",
+    ],
 )
 def test_an_old_recording_replays_every_value_it_holds(name):
     recorded = recorded_frames(name)
@@ -59,13 +66,20 @@ def test_an_old_recording_replays_every_value_it_holds(name):
 
 
 def test_a_recording_of_the_current_format_replays_key_for_key():
-    name = "top-316aef8.jsonl.gz"  # the snapshot format has not changed since this commit (hit ratios)
+    name = "top-3a08df0.jsonl.gz"  # the snapshot format has not changed since this commit (hits, consumers)
     result = runner.invoke(app, ["replay", str(RECORDINGS / name), "--format", "jsonl"])
     assert [json.loads(line) for line in result.stdout.splitlines()] == recorded_frames(name)
 
 
 @pytest.mark.parametrize(
-    "name", ["top-133f7a9.jsonl.gz", "top-fda83d7.jsonl.gz", "top-316aef8.jsonl.gz", "top-e187d72.jsonl.gz"]
+    "name",
+    [
+        "top-133f7a9.jsonl.gz",
+        "top-fda83d7.jsonl.gz",
+        "top-316aef8.jsonl.gz",
+        "top-e187d72.jsonl.gz",
+        "top-3a08df0.jsonl.gz",
+    ],
 )
 def test_an_old_recording_draws_every_panel(name):
     frames = read_recording(RECORDINGS / name)
