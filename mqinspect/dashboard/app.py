@@ -401,7 +401,9 @@ class DashboardApp(App[None]):
     def _draw_consumers(self, snapshot: TopSnapshot) -> None:
         """The Consumers panel, for frames that have a store's consumers (recordings before them do not)."""
         shown = snapshot.consumers is not None
-        self.query_one("#consumers").set_class(shown, "shown")
+        if shown != self.query_one("#consumers").has_class("shown"):
+            self.query_one("#consumers").set_class(shown, "shown")
+            self.show_lower_tab(self.lower_tab if shown or self.lower_tab != "consumers" else "processes")
         self.query_one("#processes").screen.set_class(shown, "consumers-shown")
         if not shown:
             return
@@ -642,11 +644,17 @@ class DashboardApp(App[None]):
             self.feed.focus(None, None)
 
     def show_lower_tab(self, panel_id: str) -> None:
-        """On a short screen, show this one of Send paths and Processes (the other folds to its tab)."""
+        """On a short screen, show this one of Send paths, Processes and Consumers (the others fold to their
+        tabs; Consumers has one only when the frames have a store's consumers)."""
         self.lower_tab = panel_id
         for other in LOWER_TABS:
             self.query_one(f"#{other}").set_class(other != panel_id, FOLDED)
-        self.query_one("#lower-tabs", Static).update(tab_line(panel_id))
+        self.query_one("#lower-tabs", Static).update(tab_line(panel_id, self._lower_tabs()))
+
+    def _lower_tabs(self) -> tuple[str, ...]:
+        return tuple(
+            tab for tab in LOWER_TABS if tab != "consumers" or self.query_one("#consumers").has_class("shown")
+        )
 
     @on(events.DescendantFocus)
     def _unfold_focused(self, event: events.DescendantFocus) -> None:

@@ -5,8 +5,8 @@ The screen's height picks one of three layouts (Textual's vertical breakpoints p
 - tall (50 rows and more): every panel, the full heat key and sources under Segments.
 - medium (32-49 rows): every panel; under Segments a one-line key (the legend and sources are in `?` help).
 - short (under 32 rows: 80x24, 100x30): Segments and Memory first, Faults beside Memory with the top process
-  on its first line; Send paths and Processes share the last slot as tabs (4 and 5 switch), a tab line saying
-  which is shown.
+  on its first line; Send paths, Processes and (when the store has consumers) Consumers share the last slot
+  as tabs (4, 5 and 6 switch), a tab line saying which is shown.
 
 No panel is ever drawn at zero rows: each has a min-height that holds its title, its header and a row.
 """
@@ -20,7 +20,7 @@ from mqinspect.render.top import SENDPATH_ROWS
 
 SHORT = "-short"
 VERTICAL_BREAKPOINTS = [(0, SHORT), (32, "-medium"), (50, "-tall")]
-LOWER_TABS = {"sendpaths": "4 Send paths", "processes": "5 Processes"}
+LOWER_TABS = {"sendpaths": "4 Send paths", "processes": "5 Processes", "consumers": "6 Consumers"}
 FOLDED = "folded"  # the class of the lower tab not shown on a short screen
 
 # Heights: a bordered panel needs 2 rows of border; a RowTable 1 more for its header.
@@ -41,7 +41,10 @@ Screen.-short #segments { height: 1fr; }
 Screen.-short #middle { height: 7; }
 Screen.-short #lower-tabs { display: block; }
 Screen.-short #sendpaths { height: 1fr; max-height: 100%; min-height: 7; }
+Screen.-short #consumers { height: 1fr; min-height: 5; }
+Screen.-short.consumers-shown #processes { min-height: 5; }
 Screen.-short .folded { display: none; }
+Screen.-short #consumers.folded { display: none; }
 """
 
 COMPACT_KEY = (
@@ -72,14 +75,16 @@ def compact_key(problems: list[Text]) -> Text:
     return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
 
 
-def tab_line(shown: str) -> Text:
-    """'▶ 4 Send paths │ 5 Processes  (4, 5 switch)': which lower panel a short screen shows."""
+def tab_line(shown: str, tabs: tuple[str, ...] = tuple(LOWER_TABS)) -> Text:
+    """'▶ 4 Send paths │ 5 Processes  (4, 5 switch)': which of the lower panels `tabs` is shown."""
     line = Text(no_wrap=True, overflow="ellipsis")
-    for index, (panel_id, title) in enumerate(LOWER_TABS.items()):
+    for index, panel_id in enumerate(tabs):
+        title = LOWER_TABS[panel_id]
         if index:
             line.append(" │ ", style="dim")
         line.append(
             f"▶ {title}" if panel_id == shown else f"  {title}",
             style="bold reverse" if panel_id == shown else "",
         )
-    return line.append("  (4, 5 switch; a taller terminal shows both)", style="dim")
+    keys = ", ".join(LOWER_TABS[panel_id].split()[0] for panel_id in tabs)
+    return line.append(f"  ({keys} switch; a taller terminal shows them all)", style="dim")

@@ -280,6 +280,30 @@ def test_the_dashboard_shows_the_consumers_panel_and_the_marks(store: Path):
     asyncio.run(test())
 
 
+def test_at_80x24_the_consumers_panel_is_a_third_lower_tab_that_6_shows(store: Path):
+    """A short screen has one slot for Send paths, Processes and Consumers: 6 shows the Consumers panel on
+    screen (it was laid out below the screen's last row), and the tab line names it."""
+    snapshot = sample(store)
+
+    async def test():
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.receive(snapshot)
+            await pilot.pause()
+            assert "6 Consumers" in plain(app.query_one("#lower-tabs", Static).content)
+            await pilot.press("6")
+            await pilot.pause()
+            panel = app.query_one("#consumers", Static)
+            assert panel.display and panel.region.height >= 5 and panel.region.bottom <= 24
+            assert "Orders/0" in plain(panel.content)
+            assert not app.query_one("#processes").display and not app.query_one("#sendpaths").display
+            await pilot.press("5")
+            await pilot.pause()
+            assert app.query_one("#processes").display and not panel.display
+
+    asyncio.run(test())
+
+
 def test_frames_without_consumers_keep_the_panel_hidden():
     async def test():
         app = DashboardApp(feed=FakeFeed(), clock=lambda: T0)

@@ -160,6 +160,7 @@ PANEL_ROWS = {
     "3 Faults": r"││\s+\d+ demo-\S+\s+\S*\s?[\d,.]+/s",  # pid, command, sparkline, minor faults per second
     "5 Processes": r"│\s+\d+\s+demo-\S+\s+[\d,.]+\s",  # pid, command, minflt/s
     "4 Send paths": rf"│ \d+\s+demo-\S+\s+{SIZE_RE}/s",  # pid, command, bytes per second by read+write
+    "6 Consumers": r"│ demo-\S+\s+DemoTopic/\d+\s+[\d,]+\s+[\d,]+\s",  # group, queue, committed, lag msgs
 }
 
 
@@ -171,7 +172,8 @@ def shown_panels(screen: str) -> set[str]:
 
 
 def test_at_80x24_every_panel_shows_its_title_and_a_data_row(tmp_path: Path):
-    """Segments, Memory, Faults and Processes at once; Send paths on 4 (it shares the last slot)."""
+    """Segments, Memory, Faults and Processes at once; Send paths on 4 and Consumers on 6 (they share the
+    last slot)."""
     with demo_in_tmux(tmp_path, 80, 24) as (session, rc_file):
         seen: set[str] = set()
         deadline = time.monotonic() + SCREEN_TIMEOUT_S
@@ -182,6 +184,6 @@ def test_at_80x24_every_panel_shows_its_title_and_a_data_row(tmp_path: Path):
             assert len(screen.splitlines()) <= 24 and max(map(len, screen.splitlines())) <= 80
             seen |= shown_panels(screen)
             if {"1 Segments", "2 Memory", "3 Faults", "5 Processes"} <= seen:
-                tmux("send-keys", "-t", session, "4")
+                tmux("send-keys", "-t", session, "6" if "4 Send paths" in seen else "4")
         quit_with_q(session, rc_file)
     assert rc_file.read_text().strip() == "0"
