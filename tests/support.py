@@ -11,11 +11,13 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,47 @@ def programs_held_by(pid: int) -> set[int]:
                 (line,) = (line for line in info.splitlines() if line.startswith("prog_id:"))
                 held.add(int(line.split()[1]))
     return held
+
+
+@dataclass
+class FollowedTrace:
+    """A `mqinspect trace PROBE --pid PID --follow --interval 0.2 --format jsonl` session, once its first
+    interval has ended (the probe is attached): its first line, and the BPF programs it held then, by name."""
+
+    process: subprocess.Popen
+    first: dict
+    held: dict[int, str]
+
+    def stop(self) -> tuple[list[dict], str]:
+        """SIGTERM, as a user's kill: every JSONL line (the first included) and what it said on stderr."""
+        self.process.send_signal(signal.SIGTERM)
+        rest, errors = self.process.communicate(timeout=30)
+        return [self.first, *map(json.loads, rest.splitlines())], errors
+
+    def programs_gone(self) -> bool:
+        """The session held programs of its own (named with the loader's prefix), and none is loaded now;
+        others may run sessions at the same time, so only its own are looked for."""
+        from probes.ebpf.loader import FUNCTION_PREFIX
+
+        named = bool(self.held) and all(name.startswith(FUNCTION_PREFIX) for name in self.held.values())
+        return named and self.held.keys().isdisjoint(loaded_programs())
+
+
+def trace_following(probe: str, pid: int) -> FollowedTrace:
+    """Start `mqinspect trace PROBE` on `pid` with --follow (SIGTERM, not the pid's exit, ends it)."""
+    arguments = ["--pid", str(pid), "--follow", "--interval", "0.2", "--format", "jsonl"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mqinspect", "trace", probe, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    first = json.loads(process.stdout.readline())
+    held = programs_held_by(process.pid)
+    return FollowedTrace(
+        process, first, {number: name for number, name in loaded_programs().items() if number in held}
+    )
 
 
 def programs_held_by_anyone() -> set[int]:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import mmap
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,12 +22,11 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, rolling_store, trace_a_roll
-from support import fincore_pages, loaded_programs, programs_held_by, ready_child
+from support import fincore_pages, ready_child, trace_following
 
 from mqinspect.render.trace_cache import pagecache_notes
 from probes.ebpf import scope
 from probes.ebpf.inodes import FileId
-from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.pagecache import (
     PagecacheProbe,
     PagecacheSnapshot,
@@ -447,33 +444,20 @@ def test_a_retired_segments_last_removals_and_the_next_segments_warm_up_are_two_
 def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: Path):
     path = _evicted_file(tmp_path / "read.bin", 2048)
     with reading_child(path) as child:
-        following = ["--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"]
-        session = subprocess.Popen(
-            [*TRACE, "pagecache", *following],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        first = json.loads(session.stdout.readline())  # the first interval has ended: the probe is attached
-        held = programs_held_by(session.pid)
-        loaded_names = {number: name for number, name in loaded_programs().items() if number in held}
+        traced = trace_following("pagecache", child.pid)
         _step(child, "read")
         time.sleep(0.3)
-        session.send_signal(signal.SIGTERM)
-        rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
-    lines = [first, *map(json.loads, rest.splitlines())]
-    summary = lines[-1]
+        lines, errors = traced.stop()
+    assert traced.process.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
+    first, summary = lines[0], lines[-1]
     assert [line["kind"] for line in lines] == ["interval"] * (len(lines) - 1) + ["summary"]
     assert summary["added_pages"] == sum(line["added_pages"] for line in lines[:-1])
     assert _within(summary["added_pages"], 2048)
     for key in ("interval_s", "added_pages", "deleted_pages", "readahead_window_pages", "processes", "files"):
         assert key in first
     assert errors.startswith(f"Tracing page-cache additions and readahead of pid {child.pid}")
-    assert "mqi_pc_added" in {loaded_names[program] for program in held}
-    assert all(name.startswith(FUNCTION_PREFIX) for name in loaded_names.values())
-    assert not held & set(loaded_programs())
+    assert "mqi_pc_added" in traced.held.values()
+    assert traced.programs_gone()
 
 
 # --- hits and misses of the read path (filemap:mm_filemap_get_pages) ----------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
-import json
 import mmap
 import os
 import signal
@@ -24,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, programs_held_by, strace_summary
+from support import strace_summary, trace_following
 from typer.testing import CliRunner
 
 from mqinspect.demo.settings import DemoSettings
@@ -39,7 +38,6 @@ from probes.ebpf.inodes import (
     parse_address_space,
     read_fd_target,
 )
-from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.sendpath import (
     BEYOND_IOVECS,
     GROUP_PAGES,
@@ -804,23 +802,12 @@ def test_across_commitlog_rolls_each_path_gets_its_consumers_bytes_and_headers_a
 @pytest.mark.requires_bpf
 def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(data_file: Path):
     with paused_sender("read+write", data_file) as sender:
-        session = subprocess.Popen(  # --follow: the session outlives the sender, until SIGTERM
-            [*TRACE_SENDPATH, "--pid", str(sender.pid), "--follow", "--interval", "0.2", "--format", "jsonl"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        first = json.loads(session.stdout.readline())  # attached, and one interval has ended
-        held = programs_held_by(session.pid)
-        loaded_while_running = loaded_programs()
+        traced = trace_following("sendpath", sender.pid)  # --follow: it outlives the sender, until SIGTERM
         sender.start_sending()
         sender.finish()
-        session.send_signal(signal.SIGTERM)
-        rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 130, errors
-    lines = [first, *map(json.loads, rest.splitlines())]
-    summary = lines[-1]
+        lines, errors = traced.stop()
+    assert traced.process.returncode == 130, errors
+    first, summary = lines[0], lines[-1]
     assert summary["kind"] == "summary" and summary["pids"] == [sender.pid]
     assert summary["bytes_kernel_to_user"] == summary["bytes_user_to_kernel"] == FILE_BYTES
     assert summary["syscalls"] == sum(line["syscalls"] for line in lines[:-1])
@@ -828,6 +815,4 @@ def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(data_file:
         assert key in first
     assert errors.startswith(f"Tracing send-path syscalls of pid {sender.pid}, per descriptor, every 0.2 s.")
     assert f"mqinspect: pid {sender.pid} exited; the session goes on" in errors
-    # Others may run sessions at the same time: only this session's own programs must be gone.
-    assert held and all(name.startswith(FUNCTION_PREFIX) for name in map(loaded_while_running.get, held))
-    assert held.isdisjoint(loaded_programs())
+    assert traced.programs_gone()

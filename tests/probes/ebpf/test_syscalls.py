@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
-import json
 import mmap
 import os
 import signal
@@ -21,11 +20,10 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import loaded_programs, programs_held_by
+from support import trace_following
 from typer.testing import CliRunner
 
 from mqinspect.render.trace import VIEWS
-from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.session import TraceSession
 from probes.ebpf.syscalls import (
     SYSCALLS,
@@ -336,22 +334,12 @@ def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: 
     path = tmp_path / "segment.bin"
     path.write_bytes(os.urandom(64 * PAGE))
     with paused_child(path) as child:
-        session = subprocess.Popen(
-            [*TRACE_SYSCALLS, "--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        first = json.loads(session.stdout.readline())  # attached, and one interval has ended
-        held = programs_held_by(session.pid)
-        loaded_while_running = loaded_programs()
+        traced = trace_following("syscalls", child.pid)
         os.kill(child.pid, signal.SIGUSR1)
         assert child.wait(timeout=60) == 0
-        session.send_signal(signal.SIGTERM)
-        rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
-    summary = json.loads(rest.splitlines()[-1])
+        lines, errors = traced.stop()
+    assert traced.process.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
+    first, summary = lines[0], lines[-1]
     assert summary["kind"] == "summary" and summary["pids"] == [child.pid]
     fsync = next(row for row in summary["per_syscall"] if row["syscall"] == "fsync")
     assert fsync["calls"] == ROUNDS and fsync["p99_ns_at_most"] > 0
@@ -360,6 +348,4 @@ def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: 
     assert errors.startswith(
         f"Tracing memory and flush syscalls of pid {child.pid}, per target, every 0.2 s."
     )
-    # Others may run sessions at the same time: only this session's own programs must be gone.
-    assert held and all(name.startswith(FUNCTION_PREFIX) for name in map(loaded_while_running.get, held))
-    assert held.isdisjoint(loaded_programs())
+    assert traced.programs_gone()

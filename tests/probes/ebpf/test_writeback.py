@@ -12,7 +12,6 @@ import itertools
 import json
 import mmap
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ from types import SimpleNamespace
 import pytest
 from canned_program import CannedProgram
 from store_roll import SEGMENT_BYTES, rolling_store, trace_a_roll
-from support import fadvise_out, loaded_programs, programs_held_by, ready_child
+from support import fadvise_out, ready_child, trace_following
 
 from probes.ebpf.inodes import FileId
-from probes.ebpf.loader import FUNCTION_PREFIX
 from probes.ebpf.session import TraceSession
 from probes.ebpf.writeback import (
     DirtyState,
@@ -432,23 +430,11 @@ def test_a_writer_over_the_dirty_limit_is_throttled(tmp_path: Path, low_dirty_li
 @pytest.mark.requires_bpf
 def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: Path):
     with writing_child(tmp_path / "w.bin", 8, "fsync") as child:
-        following = ["--pid", str(child.pid), "--follow", "--interval", "0.2", "--format", "jsonl"]
-        session = subprocess.Popen(
-            [*TRACE, "writeback", *following],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        first = json.loads(session.stdout.readline())  # the first interval has ended: the probe is attached
-        held = programs_held_by(session.pid)
-        loaded_names = {number: name for number, name in loaded_programs().items() if number in held}
+        traced = trace_following("writeback", child.pid)
         _run(child)
-        session.send_signal(signal.SIGTERM)
-        rest, errors = session.communicate(timeout=30)
-    assert session.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
-    lines = [first, *map(json.loads, rest.splitlines())]
-    summary = lines[-1]
+        lines, errors = traced.stop()
+    assert traced.process.returncode == 130, errors  # --follow: SIGTERM, not the child's exit, ends it
+    first, summary = lines[0], lines[-1]
     assert [line["kind"] for line in lines] == ["interval"] * (len(lines) - 1) + ["summary"]
     assert summary["dirtied_pages"] == sum(line["dirtied_pages"] for line in lines[:-1])
     assert _within(summary["dirtied_pages"], 8 * MIB // PAGE)
@@ -463,6 +449,5 @@ def test_sigterm_mid_session_prints_the_summary_exits_130_and_unloads(tmp_path: 
     ):
         assert key in first
     assert errors.startswith(f"Tracing pages dirtied and writers throttled (pid {child.pid})")
-    assert "mqi_wb_dirtied" in {loaded_names[program] for program in held}
-    assert all(name.startswith(FUNCTION_PREFIX) for name in loaded_names.values())
-    assert not held & set(loaded_programs())
+    assert "mqi_wb_dirtied" in traced.held.values()
+    assert traced.programs_gone()
