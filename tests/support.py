@@ -221,6 +221,22 @@ def strace_summary(text: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
+@contextlib.contextmanager
+def strace_counts(pid: int, output: Path) -> Iterator[dict[str, tuple[int, int]]]:
+    """`strace -c -f -p PID` from when it has attached until the process exits: {syscall: (calls, errors)}
+    by strace's names, filled in after the block."""
+    strace = subprocess.Popen(
+        ["strace", "-c", "-f", "-p", str(pid), "-o", str(output)], stderr=subprocess.PIPE, text=True
+    )
+    counts: dict[str, tuple[int, int]] = {}
+    try:
+        assert "attached" in strace.stderr.readline()
+        yield counts
+    finally:
+        strace.wait(timeout=60)  # it ends when the traced process does
+    counts.update(strace_summary(output.read_text()))
+
+
 def strace_calls(text: str) -> dict[str, int]:
     """{syscall: calls} from `strace -c` output (calls is the fourth column, errors or not)."""
     return {name: calls for name, (calls, _errors) in strace_summary(text).items()}

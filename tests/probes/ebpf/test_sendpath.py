@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import strace_summary, trace_following
+from support import strace_counts, strace_summary, trace_following
 from typer.testing import CliRunner
 
 from mqinspect.demo.settings import DemoSettings
@@ -612,25 +612,9 @@ def paused_sender(path_name: str, data: Path, *options: str) -> Iterator[Sender]
         process.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def strace_counts(pid: int, output: Path) -> Iterator[dict[str, tuple[int, int]]]:
-    """`strace -c -f -p PID` from when it has attached until the process exits: {syscall: (calls, errors)}
-    under the tracepoint's syscall name, filled in after the block."""
-    strace = subprocess.Popen(
-        ["strace", "-c", "-f", "-p", str(pid), "-o", str(output)], stderr=subprocess.PIPE, text=True
-    )
-    counts: dict[str, tuple[int, int]] = {}
-    try:
-        assert "attached" in strace.stderr.readline()
-        yield counts
-    finally:
-        strace.wait(timeout=60)  # it ends when the traced process does
-    counts.update(parse_strace_summary(output.read_text()))
-
-
-def parse_strace_summary(text: str) -> dict[str, tuple[int, int]]:
-    """strace's summary by the probe's names (sendfile is sendfile64 to the tracepoint)."""
-    return {STRACE_NAMES.get(name, name): counts for name, counts in strace_summary(text).items()}
+def by_probe_names(counts: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """strace's counts by the probe's names (sendfile is sendfile64 to the tracepoint)."""
+    return {STRACE_NAMES.get(name, name): calls for name, calls in counts.items()}
 
 
 def test_the_strace_summary_parser_reads_calls_and_errors():
@@ -641,7 +625,7 @@ def test_the_strace_summary_parser_reads_calls_and_errors():
         "  0.13    0.000047          23         2         1 read\n"
         "100.00    0.036689          35      1026         1 total\n"
     )
-    assert parse_strace_summary(text) == {"sendfile64": (1024, 0), "read": (2, 1)}
+    assert by_probe_names(strace_summary(text)) == {"sendfile64": (1024, 0), "read": (2, 1)}
 
 
 # Bytes of the sender per direction, as multiples of the file: (kernel->user, user->kernel, in kernel).
@@ -668,6 +652,7 @@ def test_each_path_moves_its_bytes_the_way_the_path_model_says_and_counts_agree_
             assert sender.finish() == FILE_BYTES
         snapshot = session.snapshot()  # the sender has exited: its counts are final
     (process,) = snapshot.processes
+    straced = by_probe_names(straced)
     moved = (process.bytes_kernel_to_user, process.bytes_user_to_kernel, process.bytes_in_kernel)
     print(f"{path_name}: kernel->user, user->kernel, in kernel = {moved}; strace {straced}")
     assert moved == tuple(multiple * FILE_BYTES for multiple in EXPECTED_MULTIPLES[path_name])

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from support import trace_following
+from support import strace_counts, trace_following
 from typer.testing import CliRunner
 
 from mqinspect.render.trace import VIEWS
@@ -279,24 +279,6 @@ def paused_child(path: Path) -> Iterator[subprocess.Popen]:
         if child.poll() is None:
             child.kill()
         child.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def strace_counts(pid: int, output: Path) -> Iterator[dict[str, tuple[int, int]]]:
-    """`strace -c -f -p PID` until the process exits: {syscall: (calls, errors)}, filled after the block."""
-    strace = subprocess.Popen(
-        ["strace", "-c", "-f", "-p", str(pid), "-o", str(output)], stderr=subprocess.PIPE, text=True
-    )
-    counts: dict[str, tuple[int, int]] = {}
-    try:
-        assert "attached" in strace.stderr.readline()
-        yield counts
-    finally:
-        strace.wait(timeout=60)
-    for line in output.read_text().splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
-            counts[fields[-1]] = (int(fields[3]), int(fields[4]) if len(fields) == 6 else 0)
 
 
 @pytest.mark.requires_bpf
