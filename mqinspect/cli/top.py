@@ -9,6 +9,7 @@ tables, a stream one line per interval (CSV rows with --format csv), or JSON / J
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -32,6 +33,7 @@ from mqinspect.render.stream_lines import write_stream
 from mqinspect.render.top import top_view
 from mqinspect.render.top_lines import TOP_FIELDS
 from mqinspect.sampling.recording import read_recording
+from mqinspect.sampling.snapshot import TopSnapshot
 from mqinspect.sampling.stream import MIN_INTERVAL_S, TopOptions, stream_snapshots, validate
 from mqinspect.signals import signals_interrupt
 
@@ -126,7 +128,7 @@ def _print_snapshots(
     console = wide_console(stdout_console()) if wide else stdout_console()
     with signals_interrupt():
         try:
-            snapshots = stream_snapshots(options, count)
+            snapshots = _saving_svg(stream_snapshots(options, count), svg)
             if one_line_per_interval(output, count):
                 stamped = ((snapshot, snapshot.time_unix_s) for snapshot in snapshots)
                 write_stream(TOP_FIELDS, stamped, sys.stdout, as_csv=output == OutputFormat.CSV)
@@ -138,11 +140,18 @@ def _print_snapshots(
                     write_jsonl(snapshot, sys.stdout)
                 else:
                     console.print(top_view(snapshot))
-                if svg is not None:
-                    save_svg(snapshot, svg)
         except KeyboardInterrupt:
             return ExitStatus.INTERRUPTED  # Ctrl-C or SIGTERM: 130, as the README says
     return ExitStatus.OK
+
+
+def _saving_svg(snapshots: Iterator[TopSnapshot], svg: Path | None) -> Iterator[TopSnapshot]:
+    """The snapshots, each also saved as the --svg picture whatever --format prints (a CSV or table line
+    included)."""
+    for snapshot in snapshots:
+        if svg is not None:
+            save_svg(snapshot, svg)
+        yield snapshot
 
 
 def save_svg(snapshot, path: Path) -> None:

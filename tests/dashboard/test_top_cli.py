@@ -123,9 +123,11 @@ def test_count_prints_one_line_per_interval_and_jsonl_streams(store):
     assert [json.loads(line)["sequence"] for line in lines.splitlines()] == [1, 2]
 
 
-def test_svg_export_saves_the_dashboard(store, tmp_path):
+@pytest.mark.parametrize("output", ["table", "csv", "json", "jsonl"])
+def test_svg_export_saves_the_dashboard_whatever_the_format(store, tmp_path, output):
     picture = tmp_path / "top.svg"
-    result = runner.invoke(app, ["top", str(store), "--once", "--svg", str(picture), *FAST])
+    arguments = ["top", str(store), "--once", "--svg", str(picture), "--format", output, *FAST]
+    result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.stderr
     text = picture.read_text()
     assert text.startswith("<svg") and "Segments" in text and "commitlog" in text
