@@ -248,13 +248,15 @@ def test_decode_run_stops_before_damage_that_decode_record_rejects(damage):
 
 @pytest.fixture
 def big_store(make_store) -> BuiltStore:
-    """Enough records that any form of their dump overflows a pipe's buffer many times."""
-    builder = make_store(segment_size=256 << 10, cq_entries_per_file=4096, index=False)
-    for number in range(3000):
-        builder.add(
-            f"Topic{number % 2}", f"message {number} " + "z" * 400, queue_id=number % 4, keys=f"k{number}"
-        )
-    return builder.build()
+    """30 segments of 64 KiB holding 1 KiB records: any form of their dump overflows a pipe's buffer many
+    times. Each record's key (rec00042) names it."""
+    builder = make_store(segment_size=64 << 10, cq_entries_per_file=4096, index=False)
+    for number in range(1900):
+        builder.add(f"Topic{number % 2}", f"message {number} " + "z" * 1000, queue_id=number % 4,
+                    keys=f"rec{number:05d}")  # fmt: skip
+    built = builder.build()
+    assert len(built.segments) >= 30
+    return built
 
 
 FORMS = {"table": [], "verbose": ["--verbose"], "jsonl": ["--format", "jsonl"], "json": ["--format", "json"]}
@@ -263,10 +265,11 @@ MESSAGE_MARK = {"table": b"queueOffset: ", "verbose": b"message @ ", "jsonl": b'
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_the_first_record_is_readable_while_the_dump_still_runs(big_store: BuiltStore, form: str):
-    """A dump of every record (the count is far more than the store holds): its first record can be read
-    from the pipe while the process still runs; it is then blocked writing the rest into the full pipe, so it
-    cannot have ended, whatever the machine's speed. (A dump that built its whole output first is gone.)"""
+def test_the_dump_writes_its_first_records_before_it_reads_the_rest(big_store: BuiltStore, form: str):
+    """A dump of every record: once its first record has been read from the pipe (the process is still
+    running, blocked on the full pipe), the second half of the store is zeroed. A dump that streams has not
+    read that half yet, so it ends where the zeros begin; one that read everything before writing would
+    still show every record. No timing involved."""
     process = subprocess.Popen(
         [*DUMP, str(big_store.root), "--count", "1000000", *FORMS[form]],
         stdout=subprocess.PIPE,
@@ -283,9 +286,20 @@ def test_the_first_record_is_readable_while_the_dump_still_runs(big_store: Built
             pytest.fail("no message in the first 50 lines")
         assert str(big_store.records[0].physical_offset).encode() in line
         assert process.poll() is None, "the dump ended before its first record was read"
+        half = big_store.segments[15:]
+        for segment in half:
+            size = segment.stat().st_size
+            os.truncate(segment, 0)
+            os.truncate(segment, size)  # all zeros: the end of the log
+        rest, errors = process.communicate(timeout=120)
     finally:
-        process.kill()
-        process.communicate(timeout=60)
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=60)
+    assert process.returncode == ExitStatus.OK, errors.decode()
+    first_zeroed = next(r for r in big_store.records if r.segment == half[0])
+    last_kept = [r for r in big_store.records if r.physical_offset < first_zeroed.physical_offset][-1]
+    assert last_kept.keys.encode() in rest and first_zeroed.keys.encode() not in rest
 
 
 def test_a_reader_that_goes_away_leaves_the_dump_quiet(big_store: BuiltStore):
