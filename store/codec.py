@@ -1464,6 +1464,18 @@ class RunRecord(NamedTuple):
 
 
 _NEW_RUN_RECORD = tuple.__new__
+# TOTALSIZE, MAGICCODE and SYSFLAG, which pick a record's layout, in one unpack.
+_RUN_HEAD = struct.Struct(f">iI{SYSFLAG_POSITION - 8}xi")
+# By magic code, then by the IPv6 bits of the sysflag: the header struct, its size, the topic length
+# struct, its size, and the bytes every record of that layout has (header, topic and properties lengths).
+_RUN_LAYOUTS = {
+    magic: tuple(
+        (header, header.size, topic_length, topic_length.size,
+         header.size + topic_length.size + _PROPERTIES_LENGTH_SIZE)
+        for header in _HEADERS
+    )
+    for magic, topic_length in _TOPIC_LENGTH_BY_MAGIC.items()
+}  # fmt: skip
 
 
 def decode_run(
@@ -1483,33 +1495,33 @@ def decode_run(
     check. The caller decodes that record with `decode_record`, which says what it is.
     """
     records: list[RunRecord] = []
-    unpack_size_and_magic, unpack_sysflag = _SIZE_AND_MAGIC.unpack_from, _SYSFLAG.unpack_from
-    unpack_properties_length, topic_lengths = _PROPERTIES_LENGTH.unpack_from, _TOPIC_LENGTH_BY_MAGIC
-    headers, crc32, crc_mask = _HEADERS, zlib.crc32, 0x7FFFFFFF
-    while len(records) < max_records and end - position >= _SMALLEST_RECORD:
-        total, magic = unpack_size_and_magic(view, position)
-        topic_length_struct = topic_lengths.get(magic)
-        largest = min(max_record_size, end - position)
-        if topic_length_struct is None or not _SMALLEST_RECORD <= total <= largest:
-            break
-        header = headers[(unpack_sysflag(view, position + SYSFLAG_POSITION)[0] >> 4) & 3]
-        fixed = header.size + topic_length_struct.size + _PROPERTIES_LENGTH_SIZE
-        values = header.unpack_from(view, position) if total >= fixed else None
-        if values is None or not 0 <= values[-1] <= total - fixed:
-            break
-        body_start = position + header.size
-        body_end = body_start + values[-1]
-        topic_length = topic_length_struct.unpack_from(view, body_end)[0]
-        topic_start = body_end + topic_length_struct.size
-        topic_end = topic_start + topic_length
+    append, head, layouts_by_magic = records.append, _RUN_HEAD.unpack_from, _RUN_LAYOUTS
+    unpack_properties_length, crc32, smallest = _PROPERTIES_LENGTH.unpack_from, zlib.crc32, _SMALLEST_RECORD
+    last_start = end - smallest  # no record starts after this
+    while position <= last_start and len(records) < max_records:
+        total, magic, sysflag = head(view, position)
+        layouts = layouts_by_magic.get(magic)
         record_end = position + total
-        if topic_length < 0 or topic_end + _PROPERTIES_LENGTH_SIZE > record_end:
+        if layouts is None or not smallest <= total <= max_record_size or record_end > end:
             break
+        header, header_size, topic_length_struct, topic_length_size, fixed = layouts[(sysflag >> 4) & 3]
+        if total < fixed:
+            break
+        values = header.unpack_from(view, position)
+        body_length = values[-1]
+        if not 0 <= body_length <= total - fixed:
+            break
+        body_start = position + header_size
+        body_end = body_start + body_length
+        topic_start = body_end + topic_length_size
+        topic_end = topic_start + topic_length_struct.unpack_from(view, body_end)[0]
         properties_start = topic_end + _PROPERTIES_LENGTH_SIZE
-        if fixed + values[-1] + topic_length + unpack_properties_length(view, topic_end)[0] != total:
+        if topic_end < topic_start or properties_start > record_end:
             break
+        if properties_start + unpack_properties_length(view, topic_end)[0] != record_end:
+            break  # calMsgLength disagrees with TOTALSIZE (or a negative properties length)
         if check_crc and (
-            (body_end > body_start and crc32(view[body_start:body_end]) & crc_mask != values[2])
+            (body_length and crc32(view[body_start:body_end]) & 0x7FFFFFFF != values[2])
             or (view[record_end - 1] in (0, 0x02) and _tail_to_check(view, properties_start, record_end))
         ):
             break
@@ -1518,7 +1530,7 @@ def decode_run(
             properties = string_to_properties(str(view[properties_start:record_end], "utf-8"))
         except UnicodeDecodeError:
             break
-        records.append(_NEW_RUN_RECORD(RunRecord, (position, values, body_start, topic, properties)))
+        append(_NEW_RUN_RECORD(RunRecord, (position, values, body_start, topic, properties)))
         position = record_end
     return records, position
 
