@@ -28,15 +28,23 @@ from mqinspect.jsonable import json_line, to_jsonable
 from mqinspect.render.store import blank_line, log_end_text, record_card
 from mqinspect.render.words import counted
 from store.inspection.rocketmq.dump import DumpEvent, DumpFinish, DumpStart, DumpStream
-from store.inspection.rocketmq.record_views import RecordView
+from store.inspection.rocketmq.record_views import BlankView, RecordView
 
 _NULL = "null"
 _RECORD_JSON = "{" + ",".join(f'"{field.name}":%s' for field in dataclasses.fields(RecordView)) + "}"
 
 
-def _write_batches(batches: Iterable[list[DumpEvent]], out: TextIO, event_text: Callable[[Any], str]) -> None:
+def _write_batches(
+    batches: Iterable[list[DumpEvent]],
+    out: TextIO,
+    record_text: Callable[[RecordView], str],
+    blank_text: Callable,
+) -> None:
+    """Each batch as lines (a message's by `record_text`, a blank's by `blank_text`), written and flushed."""
     for batch in batches:
-        out.write("".join([event_text(event) for event in batch]))
+        lines = [record_text(event) if type(event) is RecordView else blank_text(event) for event in batch]
+        lines.append("")
+        out.write("\n".join(lines))
         out.flush()
 
 
@@ -47,7 +55,7 @@ def write_lines(stream: DumpStream, out: TextIO) -> None:
     """The table form: a line per record between the start's line and the finish's."""
     out.write(start_line(stream.start) + "\n")
     out.flush()
-    _write_batches(stream.batches(), out, _event_line)
+    _write_batches(stream.batches(), out, record_line, _blank_text)
     out.write(finish_line(stream.finish) + "\n")
 
 
@@ -99,10 +107,8 @@ def _word(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def _event_line(event: DumpEvent) -> str:
-    if type(event) is RecordView:
-        return record_line(event) + "\n"
-    return blank_line(event).plain + "\n"
+def _blank_text(blank: BlankView) -> str:
+    return blank_line(blank).plain
 
 
 # --- verbose: one block per record -------------------------------------------------------------------------
@@ -125,7 +131,7 @@ def write_jsonl(stream: DumpStream, out: TextIO) -> None:
     """JSON Lines: the start (kind "dump"), each event, the finish (kind "end")."""
     out.write(json_line({"kind": "dump", **to_jsonable(stream.start)}) + "\n")
     out.flush()
-    _write_batches(stream.batches(), out, _event_json_line)
+    _write_batches(stream.batches(), out, record_json, json_line)
     out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
 
 
@@ -147,10 +153,6 @@ def _json_members(values: dict[str, Any]) -> str:
         f"  {json.dumps(key)}: " + json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
         for key, value in values.items()
     )
-
-
-def _event_json_line(event: DumpEvent) -> str:
-    return event_json(event) + "\n"
 
 
 def event_json(event: DumpEvent) -> str:

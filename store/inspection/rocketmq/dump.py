@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from store.codec import RunRecord
 from store.commitlog_scan import (
@@ -71,20 +72,13 @@ class DumpFinish:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CommitLogDump:
-    """A whole dump: its start, every event, its finish (the fields in the order a stream writes them)."""
-
-    schema: str = SCHEMA
-    source: Path
-    from_physical_offset: int
-    crc_checked: bool
-    count_limit: int
-    size_limit_bytes: int | None
+class DumpEvents:
     events: tuple[DumpEvent, ...]
-    message_count: int
-    message_bytes: int
-    end: LogEnd | None
-    next_physical_offset: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitLogDump(DumpFinish, DumpEvents, DumpStart):
+    """A whole dump: its start's fields, every event, its finish's fields (the order a stream writes them)."""
 
 
 class DumpStream:
@@ -233,31 +227,9 @@ def _next_batch(events: Iterator[list[DumpEvent]]) -> list[DumpEvent] | None:
     return next(events, None)
 
 
-def dump_records(
-    target: Path,
-    from_offset: int | None,
-    count: int,
-    *,
-    include_body: bool,
-    check_crc: bool,
-    max_bytes: int | None = None,
-) -> CommitLogDump:
-    """A whole `DumpStream`, collected (see there)."""
-    stream = DumpStream(
-        target, from_offset, count, include_body=include_body, check_crc=check_crc, max_bytes=max_bytes
-    )
+def dump_records(target: Path, from_offset: int | None, count: int, **options: Any) -> CommitLogDump:
+    """A whole `DumpStream` (its options: include_body, check_crc, max_bytes), collected."""
+    stream = DumpStream(target, from_offset, count, **options)
     events = tuple(event for batch in stream.batches() for event in batch)
-    start, finish = stream.start, stream.finish
-    assert finish is not None
-    return CommitLogDump(
-        source=start.source,
-        from_physical_offset=start.from_physical_offset,
-        crc_checked=start.crc_checked,
-        count_limit=start.count_limit,
-        size_limit_bytes=start.size_limit_bytes,
-        events=events,
-        message_count=finish.message_count,
-        message_bytes=finish.message_bytes,
-        end=finish.end,
-        next_physical_offset=finish.next_physical_offset,
-    )
+    assert stream.finish is not None
+    return CommitLogDump(**vars(stream.start), events=events, **vars(stream.finish))
