@@ -43,6 +43,7 @@ import itertools
 import mmap
 import operator
 import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -449,7 +450,10 @@ def _packed_host(host: tuple[str, int]) -> tuple[bytes, int]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _host_from_packed(address: bytes, port: int) -> HostAddress:
+@functools.lru_cache(maxsize=1024)
+def host_from_packed(address: bytes, port: int) -> HostAddress:
+    """The host a record's 4- or 16-byte address and port name. Cached: a store's records come from a few
+    hosts, and parsing the address is most of what decoding a record's header costs."""
     ip = ipaddress.IPv4Address(address) if len(address) == 4 else ipaddress.IPv6Address(address)
     return HostAddress(ip.compressed, port)
 
@@ -483,7 +487,7 @@ def parse_offset_msg_id(text: str) -> OffsetMessageId:
         raise ValueError(f"offsetMsgId {text!r} holds port {port}, outside 0..65535")
     if physical_offset < 0:
         raise ValueError(f"offsetMsgId {text!r} holds a negative commitlog offset {physical_offset}")
-    host = _host_from_packed(address, port)
+    host = host_from_packed(address, port)
     return OffsetMessageId(host.host, host.port, physical_offset)
 
 
@@ -1389,7 +1393,7 @@ def decode_record(
          ) = frame.header  # fmt: skip
         return MessageRecord(
             total, magic, body_crc, queue_id, flag, queue_offset, physical_offset, sysflag, born_timestamp,
-            _host_from_packed(born_ip, born_port), store_timestamp, _host_from_packed(store_ip, store_port),
+            host_from_packed(born_ip, born_port), store_timestamp, host_from_packed(store_ip, store_port),
             reconsume_times, prepared_offset, body, frame.topic, frame.properties,
         )  # fmt: skip
     finally:
@@ -1445,3 +1449,101 @@ def decode_dispatch_info(
 def max_record_size_for(max_message_body_size: int) -> int:
     """The largest TOTALSIZE a broker configured with this maxMessageSize writes (its encoder buffer size)."""
     return min(max_message_body_size + ENCODER_HEADROOM, 0x7FFFFFFF)
+
+
+class RunRecord(NamedTuple):
+    """A message record of a run (`decode_run`): where it starts, the fixed header's values (as
+    `decode_record` unpacks them: TOTALSIZE first, the body length last), where its body starts, its topic
+    and its properties."""
+
+    position: int
+    header: tuple
+    body_start: int
+    topic: str
+    properties: dict[str, str]
+
+
+_NEW_RUN_RECORD = tuple.__new__
+# TOTALSIZE, MAGICCODE and SYSFLAG, which pick a record's layout, in one unpack.
+_RUN_HEAD = struct.Struct(f">iI{SYSFLAG_POSITION - 8}xi")
+# By magic code, then by the IPv6 bits of the sysflag: the header struct, its size, the topic length
+# struct, its size, and the bytes every record of that layout has (header, topic and properties lengths).
+_RUN_LAYOUTS = {
+    magic: tuple(
+        (header, header.size, topic_length, topic_length.size,
+         header.size + topic_length.size + _PROPERTIES_LENGTH_SIZE)
+        for header in _HEADERS
+    )
+    for magic, topic_length in _TOPIC_LENGTH_BY_MAGIC.items()
+}  # fmt: skip
+
+
+def decode_run(
+    view: memoryview,
+    position: int,
+    end: int,
+    *,
+    check_crc: bool,
+    max_records: int,
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+) -> tuple[list[RunRecord], int]:
+    """The message records back to back in `view[position:end]`, at most `max_records`, and where they end.
+
+    A tight loop for readers of many records (`store dump`): the checks are `decode_record`'s, but the run
+    stops, without raising, before the first record that is not a whole valid message: a blank, zeros,
+    damage, a record running past `end`, or one with a `__CRC32#` tail (or what may be a damaged one) to
+    check. The caller decodes that record with `decode_record`, which says what it is.
+    """
+    records: list[RunRecord] = []
+    append, head, layouts_by_magic = records.append, _RUN_HEAD.unpack_from, _RUN_LAYOUTS
+    unpack_properties_length, crc32, smallest = _PROPERTIES_LENGTH.unpack_from, zlib.crc32, _SMALLEST_RECORD
+    last_start = end - smallest  # no record starts after this
+    while position <= last_start and len(records) < max_records:
+        total, magic, sysflag = head(view, position)
+        layouts = layouts_by_magic.get(magic)
+        record_end = position + total
+        if layouts is None or not smallest <= total <= max_record_size or record_end > end:
+            break
+        header, header_size, topic_length_struct, topic_length_size, fixed = layouts[(sysflag >> 4) & 3]
+        if total < fixed:
+            break
+        values = header.unpack_from(view, position)
+        body_length = values[-1]
+        if not 0 <= body_length <= total - fixed:
+            break
+        body_start = position + header_size
+        body_end = body_start + body_length
+        topic_start = body_end + topic_length_size
+        topic_end = topic_start + topic_length_struct.unpack_from(view, body_end)[0]
+        properties_start = topic_end + _PROPERTIES_LENGTH_SIZE
+        if topic_end < topic_start or properties_start > record_end:
+            break
+        if properties_start + unpack_properties_length(view, topic_end)[0] != record_end:
+            break  # calMsgLength disagrees with TOTALSIZE (or a negative properties length)
+        if check_crc and (
+            (body_length and crc32(view[body_start:body_end]) & 0x7FFFFFFF != values[2])
+            or (view[record_end - 1] in (0, 0x02) and _tail_to_check(view, properties_start, record_end))
+        ):
+            break
+        try:
+            topic = str(view[topic_start:topic_end], "utf-8")
+            properties = string_to_properties(str(view[properties_start:record_end], "utf-8"))
+        except UnicodeDecodeError:
+            break
+        append(_NEW_RUN_RECORD(RunRecord, (position, values, body_start, topic, properties)))
+        position = record_end
+    return records, position
+
+
+def _tail_to_check(view: memoryview, properties_start: int, record_end: int) -> bool:
+    """Whether the properties end torn (in a zero byte), in a `__CRC32#` tail, or in what may be a damaged
+    one: the checks `decode_record` makes with check_crc beyond the body's CRC."""
+    if record_end <= properties_start:
+        return False
+    if view[record_end - 1] == 0:
+        return True
+    tail_start = record_end - CRC32_RESERVED_LEN
+    if tail_start < properties_start or not 0x30 <= view[record_end - 2] <= 0x39:
+        return False
+    tail = view[tail_start:record_end]
+    return tail[: len(_CRC32_PROPERTY_PREFIX)] == _CRC32_PROPERTY_PREFIX or _is_damaged_crc32_name(tail)

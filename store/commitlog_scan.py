@@ -54,6 +54,18 @@ class ChainedRecords:
 
 
 @dataclass(frozen=True)
+class DecodedRun:
+    """Back-to-back message records decoded in one go (a scan with `run_records`), from `physical_offset` to
+    `end_offset`: each `codec.RunRecord`'s positions are offsets into `data`, which starts at
+    `physical_offset` (the read window, for the bodies)."""
+
+    physical_offset: int
+    end_offset: int
+    records: list[codec.RunRecord]
+    data: memoryview
+
+
+@dataclass(frozen=True)
 class SegmentEnd:
     physical_offset: int
     segment: Path
@@ -67,7 +79,7 @@ class ScanFailure:
     error: CorruptRecord
 
 
-ScanEvent = ScannedRecord | ChainedRecords | SegmentEnd | ScanFailure
+ScanEvent = ScannedRecord | ChainedRecords | DecodedRun | SegmentEnd | ScanFailure
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,8 @@ class _ScanOptions:
     read_body: bool
     headers_only: bool
     window_bytes: int
+    run_records: int
+    first_window_bytes: int | None
 
 
 def scan_commitlog(
@@ -86,6 +100,8 @@ def scan_commitlog(
     read_body: bool = True,
     headers_only: bool = False,
     window_bytes: int | None = None,
+    run_records: int = 0,
+    first_window_bytes: int | None = None,
 ) -> Iterator[ScanEvent]:
     """Records from `from_offset` (default: the first segment's start) to the end of the log or the first
     failure. Each segment that ends is reported once, with why it ended.
@@ -94,10 +110,18 @@ def scan_commitlog(
     that fits) and yields ChainedRecords, one per run of records in a read window: for a caller that only
     needs where the records end, at a small part of the cost of decoding them. `window_bytes` (default
     WINDOW_BYTES) caps each read; holes in a sparse segment are never read.
+
+    `run_records` > 0 decodes the valid message records of a read window in one go (`codec.decode_run`) and
+    yields DecodedRun events of up to that many records; a record the run stops at is decoded alone, as
+    without it (a ScannedRecord, or what went wrong). `first_window_bytes` makes the first read of each
+    segment that short, each next one twice as long up to `window_bytes`: a reader that may want only a few
+    records reads little more than them.
     """
     if not queue.segments or not queue.file_size:
         return
-    options = _ScanOptions(check_crc, read_body, headers_only, window_bytes or WINDOW_BYTES)
+    options = _ScanOptions(
+        check_crc, read_body, headers_only, window_bytes or WINDOW_BYTES, run_records, first_window_bytes
+    )
     start = queue.segments[0].file_from_offset if from_offset is None else from_offset
     for segment in queue.segments:
         if segment.file_from_offset + queue.file_size <= start:
@@ -114,7 +138,7 @@ def _scan_segment(
     segment: SegmentFile, file_size: int, position: int, options: _ScanOptions
 ) -> Iterator[ScanEvent]:
     with PreadFile(segment.path) as file:
-        window = _Window(file, options.window_bytes)
+        window = _Window(file, options.window_bytes, options.first_window_bytes)
         while True:
             absolute = segment.file_from_offset + position
             if file_size - position < codec.END_FILE_MIN_BLANK_LENGTH:
@@ -133,10 +157,12 @@ def _scan_segment(
                 return
             if options.headers_only:
                 event = _chained(window, segment, file_size, position)
+            elif options.run_records:
+                event = _decoded_run(window, segment, file_size, position, total_size, options)
             else:
                 event = _decode(window, segment, file_size, position, total_size, options)
             yield event
-            if isinstance(event, ChainedRecords):
+            if isinstance(event, ChainedRecords | DecodedRun):
                 position = event.end_offset - segment.file_from_offset
             elif isinstance(event, ScannedRecord):
                 position += total_size
@@ -181,6 +207,27 @@ def _chained(window: _Window, segment: SegmentFile, file_size: int, position: in
     )
 
 
+def _decoded_run(
+    window: _Window,
+    segment: SegmentFile,
+    file_size: int,
+    position: int,
+    total_size: int,
+    options: _ScanOptions,
+) -> ScanEvent:
+    """The valid records from `position` on in the read window, decoded in one go; the record there alone
+    (`_decode`) when the run stops at it."""
+    data, start = window.rest(position)
+    limit = min(len(data), file_size - start)
+    records, end = codec.decode_run(
+        data, 0, limit, check_crc=options.check_crc, max_records=options.run_records
+    )
+    if not records:
+        return _decode(window, segment, file_size, position, total_size, options)
+    absolute = segment.file_from_offset + start
+    return DecodedRun(absolute, absolute + end, records, data)
+
+
 def _decode(
     window: _Window,
     segment: SegmentFile,
@@ -217,9 +264,11 @@ class _Window:
     preallocated the segment, and the residency shown next to it would count them.
     """
 
-    def __init__(self, file: PreadFile, window_bytes: int):
+    def __init__(self, file: PreadFile, window_bytes: int, first_window_bytes: int | None = None):
         self.file = file
         self.window_bytes = window_bytes
+        # the next read's length: growing from first_window_bytes (if given) to window_bytes
+        self._read_bytes = min(first_window_bytes or window_bytes, window_bytes)
         self._start = 0
         self._data = b""
 
@@ -230,9 +279,10 @@ class _Window:
                 self._data = bytes(length)  # a hole
             else:
                 wanted = (
-                    self.window_bytes if data_ends is None else min(self.window_bytes, data_ends - position)
+                    self._read_bytes if data_ends is None else min(self._read_bytes, data_ends - position)
                 )
                 self._data = self.file.read(position, max(wanted, length))
+                self._read_bytes = min(self._read_bytes * 2, self.window_bytes)
             self._start = position
         offset = position - self._start
         return memoryview(self._data)[offset : offset + length]

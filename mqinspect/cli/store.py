@@ -22,11 +22,11 @@ from mqinspect.cli.lazy import LazyGroup
 from mqinspect.cli.options import OutputFormat, format_option, wide_option
 from mqinspect.errors import ExitStatus
 from mqinspect.render.console import stdout_console
+from mqinspect.render.dump import write_cards, write_json_document, write_jsonl, write_lines
 from mqinspect.render.layout import wide_console
 from mqinspect.render.machine import write_json
 from mqinspect.render.store import (
     consume_queue_table,
-    dump_view,
     query_view,
     segments_table,
     stat_view,
@@ -34,7 +34,7 @@ from mqinspect.render.store import (
 )
 from store.inspection.formats import list_segments, store_file_paths, store_stat
 from store.inspection.rocketmq.cq import consume_queue_view
-from store.inspection.rocketmq.dump import dump_records
+from store.inspection.rocketmq.dump import DumpStream
 from store.inspection.rocketmq.query import query_by_key, query_by_msg_id, query_by_offset
 from store.inspection.rocketmq.reading import LogEndReason, open_layout
 from store.inspection.rocketmq.verify import DEFAULT_INDEX_CHECKS, verify_store
@@ -126,20 +126,42 @@ def dump(
         None, "--from", min=0, help="Physical offset of the first record (default: the CommitLog's min)."
     ),
     count: int = typer.Option(20, "--count", "-n", min=1, help="How many messages at most."),
+    max_bytes: int = typer.Option(
+        None,
+        "--max-bytes",
+        min=1,
+        help="Stop before the message that would take the messages dumped past this many bytes.",
+    ),
     body: bool = typer.Option(False, "--body", help="Include message bodies (UTF-8 text, else hex)."),
     check_crc: bool = typer.Option(
         True, "--check-crc/--no-check-crc", help="Stop at a record whose body CRC does not match."
     ),
-    output: str = format_option(),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Table: every field of each message in a block, not one line."
+    ),
+    output: str = format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.JSONL),
 ) -> int:
-    """CommitLog records from a physical offset, with the blanks that end segments and why the log ends.
+    """CommitLog records from a physical offset, with the blanks that end segments and why the log ends,
+    written as they are read.
+
+    The table has one line per message (offset, size, queue, queue offset, store time, keys, tags);
+    --verbose shows every field. jsonl is one object per line: the dump's start, each record, its end.
 
     Exit 1 if the walk stops at a corrupt record.
     """
-    snapshot = dump_records(target, from_offset, count, include_body=body, check_crc=check_crc)
-    emit(snapshot, output, dump_view)
-    corrupt = snapshot.end is not None and snapshot.end.reason is LogEndReason.CORRUPT
-    return ExitStatus.FINDINGS if corrupt else ExitStatus.OK
+    stream = DumpStream(
+        target, from_offset, count, include_body=body, check_crc=check_crc, max_bytes=max_bytes
+    )
+    if output == OutputFormat.JSONL:
+        write_jsonl(stream, sys.stdout)
+    elif output == OutputFormat.JSON:
+        write_json_document(stream, sys.stdout)
+    elif verbose:
+        write_cards(stream, stdout_console())
+    else:
+        write_lines(stream, sys.stdout)
+    end = stream.finish.end if stream.finish else None
+    return ExitStatus.FINDINGS if end is not None and end.reason is LogEndReason.CORRUPT else ExitStatus.OK
 
 
 @store_app.command("verify", rich_help_panel=INSPECTION)

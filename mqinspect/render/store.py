@@ -26,7 +26,6 @@ from mqinspect.render.cells import (
 from mqinspect.render.layout import LAST, Column, PriorityTable, columns_by_priority
 from mqinspect.render.words import counted
 from store.inspection.rocketmq.cq import ConsumeQueueView
-from store.inspection.rocketmq.dump import CommitLogDump
 from store.inspection.rocketmq.query import QueryBy, QueryResult
 from store.inspection.rocketmq.reading import LogEnd, ProblemView
 from store.inspection.rocketmq.record_views import BlankView, RecordView
@@ -265,7 +264,8 @@ def _residency_caption(residency) -> str:
 # --- records (dump, query) --------------------------------------------------------------------------------
 
 
-def _record_card(record: RecordView) -> Table:
+def record_card(record: RecordView) -> Table:
+    """A message's every field, one per row: `query`'s form, and `dump --verbose`'s."""
     properties = ", ".join(f"{name}={value}" for name, value in record.properties.items())
     rows: list[tuple[str, Any]] = [
         ("topic / queue", f"{record.topic} / {record.queue_id}"),
@@ -291,33 +291,13 @@ def _body_summary(record: RecordView) -> str:
     return f"{record.body_size_bytes} B, CRC {record.body_crc}{compressed}"
 
 
-def _blank_line(blank: BlankView) -> Text:
+def blank_line(blank: BlankView) -> Text:
+    """ "blank @ OFFSET: N B of filler to the end of SEGMENT; the log goes on at NEXT"."""
     return Text(
         f"blank @ {blank.physical_offset}: {blank.size_bytes} B of filler to the end of "
         f"{blank.segment.name if blank.segment else 'the segment'}; the log goes on at "
         f"{blank.next_physical_offset}"
     )
-
-
-def dump_view(dump: CommitLogDump) -> RenderableType:
-    crc = "CRC checked" if dump.crc_checked else "CRC not checked"
-    parts: list[RenderableType] = [
-        Text(
-            f"{dump.source}: {counted(dump.message_count, 'message')} from offset "
-            f"{dump.from_physical_offset} ({crc})"
-        )
-    ]
-    for event in dump.events:
-        parts.append(_record_card(event) if isinstance(event, RecordView) else _blank_line(event))
-    if dump.end is not None:
-        parts.append(Text(log_end_text(dump.end)))
-    else:
-        parts.append(
-            Text(
-                f"stopped after {dump.count_limit} messages; continue with --from {dump.next_physical_offset}"
-            )
-        )
-    return Group(*parts)
 
 
 def query_view(result: QueryResult) -> RenderableType:
@@ -326,7 +306,7 @@ def query_view(result: QueryResult) -> RenderableType:
     parts += [
         Text(f"unreadable hit @ {hit.physical_offset}: {hit.problem}") for hit in result.unreadable_hits
     ]
-    parts += [_record_card(record) for record in result.hits]
+    parts += [record_card(record) for record in result.hits]
     return Group(*parts)
 
 

@@ -7,6 +7,7 @@ timestamp <= 0 has no ISO time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from store import codec
 from store.commitlog_scan import SegmentEnd
 
 
+@functools.lru_cache(maxsize=4096)  # a dump's records share their milliseconds, and formatting is slow
 def iso_time_ms(timestamp_ms: int | None) -> str | None:
     """UTC ISO-8601 with milliseconds; None for None, 0 or negative (RocketMQ's "never") and for values no
     calendar can show (a damaged field must not crash a listing)."""
@@ -36,6 +38,7 @@ def mtime_ms(mtime_s: float) -> int:
     return int(mtime_s * 1000)
 
 
+@functools.lru_cache(maxsize=256)
 def host_text(host: codec.HostAddress) -> str:
     """ip:port, with IPv6 addresses in brackets."""
     return f"[{host.host}]:{host.port}" if ":" in host.host else f"{host.host}:{host.port}"
@@ -98,40 +101,109 @@ def record_view(
 ) -> RecordView:
     """The message at `physical_offset` (in `segment`) as `dump` and `query` show it."""
     body = b"" if record.body is None else record.body
-    return RecordView(
-        physical_offset=physical_offset,
-        size_bytes=record.total_size,
-        segment=segment,
-        topic=record.topic,
-        queue_id=record.queue_id,
-        queue_offset=record.queue_offset,
-        store_timestamp_ms=record.store_timestamp_ms,
-        store_time_iso=iso_time_ms(record.store_timestamp_ms),
-        born_timestamp_ms=record.born_timestamp_ms,
-        born_time_iso=iso_time_ms(record.born_timestamp_ms),
-        born_host=host_text(record.born_host),
-        store_host=host_text(record.store_host),
-        sysflag=record.sysflag,
-        flag=record.flag,
-        reconsume_times=record.reconsume_times,
-        prepared_transaction_offset=record.prepared_transaction_offset,
-        message_version=int(record.version),
-        tags=record.tags,
-        keys=record.keys,
-        properties=MappingProxyType(dict(record.properties)),
-        body_crc=record.body_crc,
-        body_size_bytes=len(body),
-        body_compressed=bool(record.sysflag & codec.COMPRESSED_FLAG),
-        offset_msg_id=_offset_msg_id(record.store_host, physical_offset),
-        body=body_text(body) if include_body else None,
-    )
+    return _message_view(
+        physical_offset, segment, record.topic, MappingProxyType(dict(record.properties)), len(body),
+        body if include_body else None, record.total_size, record.magic_code, record.body_crc,
+        record.queue_id, record.flag, record.queue_offset, record.sysflag, record.born_timestamp_ms,
+        record.born_host, record.store_timestamp_ms, record.store_host, record.reconsume_times,
+        record.prepared_transaction_offset,
+    )  # fmt: skip
+
+
+def run_record_view(
+    physical_offset: int, record: codec.RunRecord, data: memoryview, segment: Path | None, include_body: bool
+) -> RecordView:
+    """`record_view` of a record `codec.decode_run` decoded out of `data`, at `physical_offset`."""
+    (total, magic, body_crc, queue_id, flag, queue_offset, _, sysflag, born_timestamp, born_ip, born_port,
+     store_timestamp, store_ip, store_port, reconsume_times, prepared_offset, body_length,
+     ) = record.header  # fmt: skip
+    body_start = record.body_start
+    return _message_view(
+        physical_offset, segment, record.topic, MappingProxyType(record.properties), body_length,
+        data[body_start : body_start + body_length] if include_body else None, total, magic, body_crc,
+        queue_id, flag, queue_offset, sysflag, born_timestamp, _host(born_ip, born_port), store_timestamp,
+        _host(store_ip, store_port), reconsume_times, prepared_offset,
+    )  # fmt: skip
+
+
+_host = codec.host_from_packed
+_VERSION_BY_MAGIC = {version.magic_code: int(version) for version in codec.MessageVersion}
+_new_object, _set_attribute = object.__new__, object.__setattr__
+
+
+def _message_view(
+    physical_offset: int,
+    segment: Path | None,
+    topic: str,
+    properties: Mapping[str, str],
+    body_size: int,
+    body: bytes | memoryview | None,
+    total: int,
+    magic: int,
+    body_crc: int,
+    queue_id: int,
+    flag: int,
+    queue_offset: int,
+    sysflag: int,
+    born_timestamp: int,
+    born_host: codec.HostAddress,
+    store_timestamp: int,
+    store_host: codec.HostAddress,
+    reconsume_times: int,
+    prepared_offset: int,
+) -> RecordView:
+    """The RecordView of a decoded record (`body` None: left out).
+
+    Built as pickle restores a dataclass, its __dict__ set at once (its keys are the fields, in their
+    order): the frozen dataclass's __init__ sets each of its 26 fields through object.__setattr__, which was
+    most of what a dump spent per record."""
+    view = _new_object(RecordView)
+    _set_attribute(view, "__dict__", {
+        "kind": "message",
+        "physical_offset": physical_offset,
+        "size_bytes": total,
+        "segment": segment,
+        "topic": topic,
+        "queue_id": queue_id,
+        "queue_offset": queue_offset,
+        "store_timestamp_ms": store_timestamp,
+        "store_time_iso": iso_time_ms(store_timestamp),
+        "born_timestamp_ms": born_timestamp,
+        "born_time_iso": iso_time_ms(born_timestamp),
+        "born_host": host_text(born_host),
+        "store_host": host_text(store_host),
+        "sysflag": sysflag,
+        "flag": flag,
+        "reconsume_times": reconsume_times,
+        "prepared_transaction_offset": prepared_offset,
+        "message_version": _VERSION_BY_MAGIC[magic],
+        "tags": properties.get(codec.PROPERTY_TAGS),
+        "keys": properties.get(codec.PROPERTY_KEYS),
+        "properties": properties,
+        "body_crc": body_crc,
+        "body_size_bytes": body_size,
+        "body_compressed": bool(sysflag & codec.COMPRESSED_FLAG),
+        "offset_msg_id": _offset_msg_id(store_host, physical_offset),
+        "body": None if body is None else body_text(body),
+    })  # fmt: skip
+    return view
 
 
 def _offset_msg_id(store_host: codec.HostAddress, physical_offset: int) -> str | None:
     """None when the store host's port does not fit the id: BODYCRC covers only the body, so a damaged
     header field can pass every check."""
+    prefix = _msg_id_prefix(store_host)
+    if prefix is None or not 0 <= physical_offset < 1 << 63:
+        return None
+    return f"{prefix}{physical_offset:016X}"
+
+
+@functools.lru_cache(maxsize=256)
+def _msg_id_prefix(store_host: codec.HostAddress) -> str | None:
+    """The store host's part of its offsetMsgIds (all but the 16 hex digits of the offset); None when no
+    offsetMsgId can name the host."""
     try:
-        return codec.offset_msg_id(store_host, physical_offset)
+        return codec.offset_msg_id(store_host, 0)[:-16]
     except ValueError:
         return None
 
