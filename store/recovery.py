@@ -59,6 +59,17 @@ class RecoveryMode(StrEnum):
     ABNORMAL = "abnormal"
 
 
+class ScanScope(StrEnum):
+    """How much of the log a plan read (with CRC) to find where the log ends."""
+
+    # every record from where recovery itself starts reading: what `MessageStore` applies
+    FROM_RECOVERY_START = "from-recovery-start"
+    # only from the newest record a ConsumeQueue points at (itself whole, CRC checked) to the end: the dry
+    # run's view, read in time that does not grow with the segment; a damaged record before that point is
+    # not seen (recovery would cut there), which is what `store verify` reads everything for
+    DISPATCHED_TAIL = "dispatched-tail"
+
+
 @dataclass(frozen=True)
 class QueueEnd:
     """Where one ConsumeQueue ends after recovery, before re-dispatch appends to it."""
@@ -98,14 +109,26 @@ class RecoveryPlan:
     index_rebuild_from_offset: int | None = None  # the index is (re)built from this record on; None: no index
     index_drop_reason: str | None = None
     scans: int = 1  # how often the log was read: more than once when a lost queue tail lay before the start
+    scope: ScanScope = ScanScope.FROM_RECOVERY_START
+    recovery_start_offset: int | None = (
+        None  # where recovery's own scan starts (start_offset unless scope says)
+    )
 
 
 def plan_recovery(
-    layout: StoreLayout, config: StoreConfig | None = None, *, check_crc: bool = True
+    layout: StoreLayout,
+    config: StoreConfig | None = None,
+    *,
+    check_crc: bool = True,
+    scope: ScanScope = ScanScope.FROM_RECOVERY_START,
 ) -> RecoveryPlan:
     """What recovery would do to this store, decided without changing anything.
 
-    `config` gives the index geometry and whether the store keeps an index (RocketMQ's defaults if None)."""
+    `config` gives the index geometry and whether the store keeps an index (RocketMQ's defaults if None).
+    With `scope` DISPATCHED_TAIL the log is read only from the newest record a consume queue points at that
+    is whole (CRC checked), as far as nothing needs earlier records re-dispatched: a lost queue tail still
+    makes it read from where that queue needs (as recovery does); an index rebuilt from an earlier record
+    is named, not read up to."""
     config = config or StoreConfig()
     segments = layout.commitlog.require_valid().loadable_segments
     mode = RecoveryMode.ABNORMAL if layout.abort_file else RecoveryMode.NORMAL
@@ -117,7 +140,12 @@ def plan_recovery(
         }
         index = _IndexTrust(layout, config, mode, checkpoint) if config.message_index_enable else None
         floor = _floor(segments, mode, checkpoint, queues.values())
-        scan, scans, needed_from = _scan_from_what_needs_it(layout, floor, index, queues, readers, check_crc)
+        tail_from = (
+            _newest_whole_dispatched(layout, queues.values()) if scope is ScanScope.DISPATCHED_TAIL else None
+        )
+        scan, scans, needed_from, recovery_start = _scan_from_what_needs_it(
+            layout, floor, index, queues, readers, check_crc, tail_from
+        )
         truncations, ends = scan.queue_verdicts()
     written_end = _written_end(segments)
     end = scan.process_offset
@@ -127,7 +155,10 @@ def plan_recovery(
         process_offset=end,
         stop_reason=scan.stop_reason,
         records_checked=scan.records_checked,
-        dispatch_from_offset=scan.first_record_at_or_after(needed_from),
+        # Before the start only when the dispatched tail was read: the index's own record start.
+        dispatch_from_offset=needed_from
+        if needed_from < scan.start
+        else scan.first_record_at_or_after(needed_from),
         commitlog_max_wrote_offset=written_end,
         truncated_bytes=max(0, written_end - end),
         segments_to_delete=[s.path for s in segments if s.file_from_offset > end],
@@ -138,6 +169,8 @@ def plan_recovery(
         index_rebuild_from_offset=None if index is None else index.rebuild_from(end, log_min),
         index_drop_reason=None if index is None else index.drop_reason(end),
         scans=scans,
+        scope=ScanScope.DISPATCHED_TAIL if scan.start > recovery_start else ScanScope.FROM_RECOVERY_START,
+        recovery_start_offset=recovery_start,
     )
 
 
@@ -151,26 +184,35 @@ def _scan_from_what_needs_it(
     queues: dict[QueueKey, _QueueEntries],
     readers: ExitStack,
     check_crc: bool,
-) -> tuple[_Scan, int, int]:
+    tail_from: int | None = None,
+) -> tuple[_Scan, int, int, int]:
     """Scan from the newest segment start at or before the floor and everything the consumers need; when a
     scan shows that something needs records before its start, scan again from there. Returns the last scan,
-    how many were made, and the earliest record something needs (the end of the log if nothing does)."""
+    how many were made, the earliest record something needs (the end of the log if nothing does), and
+    where recovery's first scan starts.
+
+    `tail_from` (a whole record after that start) starts the first scan there instead; then only the queues'
+    needs make it read earlier (the index's need is a record start it names: see plan_recovery)."""
     segments = layout.commitlog.loadable_segments
     log_min = segments[0].file_from_offset if segments else 0
     target = floor if index is None else min(floor, index.rebuild_from(None, log_min))
+    recovery_start = min(floor, _choose_start(segments, lambda first: first.physical_offset <= target))
+    start = recovery_start if tail_from is None else max(recovery_start, tail_from)
     scans = 0
     while True:
-        start = min(floor, _choose_start(segments, lambda first, at=target: first.physical_offset <= at))
         scan = _Scan(start, log_min, queues, readers)
         scan.run(layout, check_crc)
         scans += 1
         needs = [check.need for check in scan.checks.values() if check.need is not None]
+        queues_need = min(needs, default=scan.process_offset)
         if index is not None:
             needs.append(index.rebuild_from(scan.process_offset, log_min))
         needed_from = min(needs, default=scan.process_offset)
-        if needed_from >= start or start <= log_min:
-            return scan, scans, needed_from
-        target = needed_from  # a queue lost entries whose records lie before the scan start: read from there
+        rescan_for = needed_from if tail_from is None else queues_need
+        if rescan_for >= start or start <= log_min:
+            return scan, scans, needed_from, recovery_start
+        # a queue lost entries whose records lie before the scan start: read from there
+        start = min(floor, _choose_start(segments, lambda first, at=rescan_for: first.physical_offset <= at))
 
 
 def _floor(
@@ -189,6 +231,14 @@ def _floor(
         return _choose_start(segments, lambda first: first.store_timestamp_ms <= oldest)
     dispatched_until = max((queue.last_entry_end() for queue in queues), default=0)
     return _choose_start(segments, lambda first: first.physical_offset <= dispatched_until)
+
+
+def _newest_whole_dispatched(layout: StoreLayout, queues: Iterable[_QueueEntries]) -> int | None:
+    """The newest record some consume queue's last entry names that is a whole record of that size with a
+    valid CRC (queues may point past a torn log end: the next newest is tried); None when none is."""
+    reader = _SegmentRecords(layout.commitlog.loadable_segments)
+    places = sorted({queue.last_entry() for queue in queues} - {None}, reverse=True)
+    return next((offset for offset, size in places if reader.is_whole_record(offset, size)), None)
 
 
 def _choose_start(segments: tuple[SegmentFile, ...], qualifies: Callable[[codec.MessageRecord], bool]) -> int:
@@ -215,6 +265,30 @@ def _first_record(segment: SegmentFile) -> codec.MessageRecord | None:
         except CorruptRecord:
             return None
     return record if isinstance(record, codec.MessageRecord) else None
+
+
+class _SegmentRecords:
+    """Records at physical offsets of the loadable segments, checked whole with pread."""
+
+    def __init__(self, segments: tuple[SegmentFile, ...]):
+        self.segments = segments
+        self._starts = [segment.file_from_offset for segment in segments]
+
+    def is_whole_record(self, offset: int, size: int) -> bool:
+        at = bisect.bisect_right(self._starts, offset) - 1
+        if at < 0 or not 0 < size <= codec.DEFAULT_MAX_RECORD_SIZE:
+            return False
+        segment = self.segments[at]
+        position = offset - segment.file_from_offset
+        if position + size > segment.size_bytes:
+            return False
+        with PreadFile(segment.path) as file:
+            data = file.read(position, size)
+        try:
+            record = codec.decode_record(data, check_crc=True, read_body=False)
+        except CorruptRecord:
+            return False
+        return isinstance(record, codec.MessageRecord) and record.total_size == size
 
 
 def _written_end(segments: tuple[SegmentFile, ...]) -> int:
@@ -245,6 +319,13 @@ class _QueueEntries:
 
     def last_entry_end(self) -> int:
         return self.reader.last_record_end() if self.reader else 0
+
+    def last_entry(self) -> tuple[int, int] | None:
+        """(physical offset, size) of the record the queue's last entry names; None without one."""
+        entry = self.entry(self.end - 1) if self.reader else None
+        return (
+            (entry.physical_offset, entry.size_bytes) if entry is not None and entry.names_a_record else None
+        )
 
     def close(self) -> None:
         if self.reader is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from store import codec
 from store.config import CQ_STORE_UNIT_SIZE
-from store.consume_queue_format import iter_segment_entries
+from store.consume_queue_format import count_segment_entries
 from store.errors import StoreError
 from store.index_file import IndexFile
 from store.inspection.log_format import vanishing_files_are_store_changes
@@ -187,7 +187,7 @@ def _tail_blank_position(segment: SegmentFile) -> int | None:
 
 
 def _consume_queue_row(cq: ConsumeQueueDir, segment: SegmentFile) -> SegmentRow:
-    entries = sum(1 for entry in iter_segment_entries(segment) if not entry.is_pre_blank)
+    entries = count_segment_entries(segment).records
     return SegmentRow(
         kind=SegmentKind.CONSUMEQUEUE,
         topic=cq.topic,
