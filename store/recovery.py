@@ -52,6 +52,9 @@ from store.layout import ConsumeQueueDir, SegmentFile, StoreLayout
 from store.safe_read import PreadFile
 
 QueueKey = tuple[str, int]
+# The dry run steps back at most this far in a queue whose newest entries name no whole record (a torn log
+# end the queue got ahead of); further back, it reads from where recovery does.
+TAIL_STEP_BACK_ENTRIES = 64
 
 
 class RecoveryMode(StrEnum):
@@ -64,9 +67,10 @@ class ScanScope(StrEnum):
 
     # every record from where recovery itself starts reading: what `MessageStore` applies
     FROM_RECOVERY_START = "from-recovery-start"
-    # only from the newest record a ConsumeQueue points at (itself whole, CRC checked) to the end: the dry
-    # run's view, read in time that does not grow with the segment; a damaged record before that point is
-    # not seen (recovery would cut there), which is what `store verify` reads everything for
+    # only from the oldest of the queues' newest entries (its record whole, CRC checked) to the end: the
+    # dry run's view, read in time that does not grow with the segment; every queue's tail is checked, but a
+    # damaged record or entry before that point is not seen (recovery would cut there), which is what
+    # `store verify` reads everything for
     DISPATCHED_TAIL = "dispatched-tail"
 
 
@@ -125,10 +129,10 @@ def plan_recovery(
     """What recovery would do to this store, decided without changing anything.
 
     `config` gives the index geometry and whether the store keeps an index (RocketMQ's defaults if None).
-    With `scope` DISPATCHED_TAIL the log is read only from the newest record a consume queue points at that
-    is whole (CRC checked), as far as nothing needs earlier records re-dispatched: a lost queue tail still
-    makes it read from where that queue needs (as recovery does); an index rebuilt from an earlier record
-    is named, not read up to."""
+    With `scope` DISPATCHED_TAIL the log is read only from the oldest of the queues' newest entries (see
+    `_dispatched_tail_start`), as far as nothing needs earlier records re-dispatched: a lost queue tail
+    still makes it read from where that queue needs (as recovery does); an index rebuilt from an earlier
+    record is named, not read up to."""
     config = config or StoreConfig()
     segments = layout.commitlog.require_valid().loadable_segments
     mode = RecoveryMode.ABNORMAL if layout.abort_file else RecoveryMode.NORMAL
@@ -141,7 +145,7 @@ def plan_recovery(
         index = _IndexTrust(layout, config, mode, checkpoint) if config.message_index_enable else None
         floor = _floor(segments, mode, checkpoint, queues.values())
         tail_from = (
-            _newest_whole_dispatched(layout, queues.values()) if scope is ScanScope.DISPATCHED_TAIL else None
+            _dispatched_tail_start(layout, queues.values()) if scope is ScanScope.DISPATCHED_TAIL else None
         )
         scan, scans, needed_from, recovery_start = _scan_from_what_needs_it(
             layout, floor, index, queues, readers, check_crc, tail_from
@@ -233,12 +237,21 @@ def _floor(
     return _choose_start(segments, lambda first: first.physical_offset <= dispatched_until)
 
 
-def _newest_whole_dispatched(layout: StoreLayout, queues: Iterable[_QueueEntries]) -> int | None:
-    """The newest record some consume queue's last entry names that is a whole record of that size with a
-    valid CRC (queues may point past a torn log end: the next newest is tried); None when none is."""
+def _dispatched_tail_start(layout: StoreLayout, queues: Iterable[_QueueEntries]) -> int | None:
+    """Where a read that checks every queue's tail starts: the oldest of the queues' newest entries that name
+    a whole record (CRC checked). Every record after a queue's newest entry, which recovery would dispatch
+    to it, then lies in the read; entries past a torn end are stepped over (up to TAIL_STEP_BACK_ENTRIES a
+    queue). None when a queue has no such entry: the read then starts where recovery's does."""
     reader = _SegmentRecords(layout.commitlog.loadable_segments)
-    places = sorted({queue.last_entry() for queue in queues} - {None}, reverse=True)
-    return next((offset for offset, size in places if reader.is_whole_record(offset, size)), None)
+    starts = []
+    for queue in queues:
+        if queue.end <= queue.first:
+            continue  # an empty queue: nothing of it to check
+        whole = queue.newest_whole_record(reader)
+        if whole is None:
+            return None
+        starts.append(whole)
+    return min(starts, default=None)
 
 
 def _choose_start(segments: tuple[SegmentFile, ...], qualifies: Callable[[codec.MessageRecord], bool]) -> int:
@@ -320,12 +333,15 @@ class _QueueEntries:
     def last_entry_end(self) -> int:
         return self.reader.last_record_end() if self.reader else 0
 
-    def last_entry(self) -> tuple[int, int] | None:
-        """(physical offset, size) of the record the queue's last entry names; None without one."""
-        entry = self.entry(self.end - 1) if self.reader else None
-        return (
-            (entry.physical_offset, entry.size_bytes) if entry is not None and entry.names_a_record else None
-        )
+    def newest_whole_record(self, records: _SegmentRecords) -> int | None:
+        """Where the record the newest of the last TAIL_STEP_BACK_ENTRIES entries that names a whole record of
+        its size (CRC checked) starts; None if none does."""
+        for queue_offset in range(self.end - 1, max(self.first, self.end - TAIL_STEP_BACK_ENTRIES) - 1, -1):
+            entry = self.entry(queue_offset)
+            named = entry is not None and entry.names_a_record
+            if named and records.is_whole_record(entry.physical_offset, entry.size_bytes):
+                return entry.physical_offset
+        return None
 
     def close(self) -> None:
         if self.reader is not None:
