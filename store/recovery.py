@@ -27,6 +27,7 @@ Re-dispatch starts at the earliest of these positions; the consume queues and th
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 from array import array
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from store import codec
 from store.checkpoint import CheckpointValues, read_checkpoint
@@ -114,9 +116,19 @@ class RecoveryPlan:
     index_drop_reason: str | None = None
     scans: int = 1  # how often the log was read: more than once when a lost queue tail lay before the start
     scope: ScanScope = ScanScope.FROM_RECOVERY_START
-    recovery_start_offset: int | None = (
-        None  # where recovery's own scan starts (start_offset unless scope says)
-    )
+    recovery_start_offset: int | None = None  # where recovery's scan starts (start_offset unless scope says)
+
+    # How the plan read the log, not what it decided: a dry run reads less (see ScanScope) and decides the
+    # same as the recovery applied afterwards when nothing before its start is damaged.
+    READING_FIELDS: ClassVar[tuple[str, ...]] = ("start_offset", "records_checked", "scans", "scope")
+
+    def decisions(self) -> dict[str, object]:
+        """Every field but READING_FIELDS: what recovery does to the store."""
+        return {
+            name: getattr(self, name)
+            for name in (f.name for f in dataclasses.fields(self))
+            if name not in self.READING_FIELDS
+        }
 
 
 def plan_recovery(
