@@ -6,22 +6,20 @@ recovery itself applied afterwards."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from test_recovery import (
-    PUT_AND_DIE,
     QUEUES,
     SMALL,
     clean_store,
     cq_file_and_position,
     expected_entries,
+    flip,
     flip_body_of,
+    lose_queue_tail_before_the_scan_start,
+    put_and_die,
     records,
     recover,
     zero_from,
@@ -30,7 +28,7 @@ from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
 from store.checkpoint import create_abort_file
-from store.config import FlushDiskType, StoreConfig
+from store.config import StoreConfig
 from store.inspection.rocketmq.verify import verify_store
 from store.layout import discover_store
 from store.message_store import MessageStore
@@ -129,15 +127,7 @@ def test_a_crash_mid_roll_ends_the_log_where_recovery_ends_it(tmp_path: Path):
 
 
 def test_a_lost_queue_tail_before_the_newest_record_is_read_again_from_where_it_needs(tmp_path: Path):
-    clean_store(tmp_path, 2000)
-    segments = discover_store(tmp_path).commitlog.segments
-    expected = expected_entries(tmp_path, 1)
-    lost_from = next(n for n, entry in enumerate(expected) if entry[0] >= segments[-3].file_from_offset)
-    path, position = cq_file_and_position(tmp_path, 1, lost_from)
-    zero_from(path, position)
-    for later in sorted(path.parent.iterdir()):
-        if later.name > path.name:
-            later.unlink()
+    expected, lost_from = lose_queue_tail_before_the_scan_start(tmp_path)
     tail, full = both_plans(tmp_path)
     assert_same_decisions(tail, full)
     assert tail.scans == full.scans == 2 and tail.dispatch_from_offset == expected[lost_from][0]
@@ -148,11 +138,7 @@ def test_a_damaged_newest_queue_entry_is_cut_as_recovery_cuts_it(tmp_path: Path)
     newest_queue = records(tmp_path)[-1].record.queue_id
     damaged = len(expected_entries(tmp_path, newest_queue)) - 1
     path, at = cq_file_and_position(tmp_path, newest_queue, damaged)
-    with open(path, "r+b") as handle:  # the entry's size off by one
-        handle.seek(at + 11)
-        value = handle.read(1)[0]
-        handle.seek(at + 11)
-        handle.write(bytes([value ^ 0x01]))
+    flip(path, at + 11)  # the entry's size off by one
     tail, full = both_plans(tmp_path)
     assert_same_decisions(tail, full)
     [truncation] = tail.queue_truncations
@@ -165,18 +151,7 @@ def test_after_a_crash_the_index_is_rebuilt_from_the_record_recovery_names(
 ):
     """After SIGKILL the index file being written is not trusted: recovery re-indexes from the record the
     last trusted file ends with (or the log's start), which lies long before the dry run's start."""
-    config = dataclasses.replace(SMALL, flush_disk_type=FlushDiskType.SYNC, max_index_num=index_entries)
-    settings = {
-        "mapped_file_size_commitlog": config.mapped_file_size_commitlog,
-        "consume_queue_entries_per_file": config.consume_queue_entries_per_file,
-        "max_hash_slot_num": config.max_hash_slot_num,
-        "max_index_num": config.max_index_num,
-        "flush_disk_type": "sync",
-    }
-    child = subprocess.run(
-        [sys.executable, "-c", PUT_AND_DIE, str(tmp_path), json.dumps(settings), "600"], check=False
-    )
-    assert child.returncode == -signal.SIGKILL
+    config = put_and_die(tmp_path, index_entries, 600)
     tail, full = both_plans(tmp_path, config)
     assert_same_decisions(tail, full)
     assert tail.mode is RecoveryMode.ABNORMAL and tail.index_files_to_drop
