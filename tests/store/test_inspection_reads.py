@@ -21,6 +21,7 @@ from store.consume_queue_format import (
     decode_entries,
     valid_prefix_length,
 )
+from store.inspection.rocketmq.cq import consume_queue_view
 from store.inspection.rocketmq.segments import EntriesMeasuredBy, list_segments
 from store.layout import SegmentFile, discover_store
 from store.safe_read import PreadFile
@@ -156,3 +157,22 @@ def test_json_output_is_written_in_few_writes_and_reads_as_before():
     write_json(listing, stream)
     assert stream.getvalue() == json.dumps(listing, indent=2, ensure_ascii=False) + "\n"
     assert CountingStream.writes <= 20
+
+
+def test_cq_reads_the_window_it_prints_not_the_files_before_or_around_it(make_store, monkeypatch):
+    """`store cq --from 700 -n 5` on a queue of four 512-entry files: the first file's first window (the
+    queue's min), one window at entry 700, the last file counted (the queue's max), nothing else."""
+    monkeypatch.setattr("store.consume_queue_format.ENTRIES_PER_WINDOW", 8)  # windows of 128 entries
+    builder = make_store(segment_size=256 * 1024, cq_entries_per_file=512)
+    placed = [builder.add("Orders", f"order-{number}") for number in range(1600)]
+    built = builder.build()
+    layout = discover_store(built.root)
+    files = layout.consume_queue("Orders", 0).queue.segments
+    spy = ReadSpy(monkeypatch)
+    view = consume_queue_view(layout, "Orders", 0, 700, 5)
+    assert (view.min_offset, view.max_offset) == (0, 1600)
+    assert [entry.physical_offset for entry in view.entries] == [p.physical_offset for p in placed[700:705]]
+    window = 128 * CQ_STORE_UNIT_SIZE
+    read = [spy.bytes_by_file[str(segment.path)] for segment in files]
+    assert read[0] <= window and read[1] <= window and read[2] == 0
+    assert read[3] == files[3].size_bytes  # once, in one window: a C pass counts its valid entries
