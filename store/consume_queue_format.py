@@ -27,6 +27,8 @@ PRE_BLANK_SIZE = 0x7FFFFFFF  # Integer.MAX_VALUE
 RECOVER_FROM_LAST_FILES = 3  # ConsumeQueue.recover starts three files before the end
 # QueueEntryReader reads this many entries per pread (20 KiB): one read serves that many records of a queue.
 ENTRIES_PER_WINDOW = 1024
+# iter_segment_entries' first read: a queue's first entry or a page of `store cq` costs one page or two.
+FIRST_WINDOW_ENTRIES = 64
 # Counting valid entries reads this many per pread (1.25 MiB) and checks them with a few C passes.
 COUNT_WINDOW_ENTRIES = 1 << 16
 
@@ -154,19 +156,21 @@ def count_segment_entries(segment: SegmentFile, limit: int | None = None) -> Seg
 
 def iter_segment_entries(segment: SegmentFile, start_entry: int = 0) -> Iterator[ConsumeQueueEntry]:
     """Valid entries of one segment from `start_entry` (within the file) up to the first invalid one, read
-    in windows of ENTRIES_PER_WINDOW * 16, so a reader that stops early reads little."""
+    in windows that start at FIRST_WINDOW_ENTRIES and double up to ENTRIES_PER_WINDOW * 16, so a reader
+    that stops after a few entries (a queue's first, a page of `store cq`) reads a few pages."""
     first_queue_offset = segment.file_from_offset // CQ_STORE_UNIT_SIZE
-    window_bytes = ENTRIES_PER_WINDOW * 16 * CQ_STORE_UNIT_SIZE
+    window_entries = FIRST_WINDOW_ENTRIES
     with PreadFile(segment.path) as file:
         position = start_entry * CQ_STORE_UNIT_SIZE
         while position < segment.size_bytes:
-            data = file.read(position, min(window_bytes, segment.size_bytes - position))
+            wanted = min(window_entries * CQ_STORE_UNIT_SIZE, segment.size_bytes - position)
+            data = file.read(position, wanted)
             whole = len(data) - len(data) % CQ_STORE_UNIT_SIZE
-            queue_offset = first_queue_offset + position // CQ_STORE_UNIT_SIZE
-            yield from decode_entries(data, queue_offset)
-            if valid_prefix_length(data) < whole // CQ_STORE_UNIT_SIZE or len(data) < window_bytes:
-                return  # an invalid entry, the file's end, or a file shorter than its size says
+            yield from decode_entries(data, first_queue_offset + position // CQ_STORE_UNIT_SIZE)
+            if len(data) < wanted or valid_prefix_length(data) < whole // CQ_STORE_UNIT_SIZE:
+                return  # an invalid entry, or a file shorter than its size says
             position += whole
+            window_entries = min(window_entries * 2, ENTRIES_PER_WINDOW * 16)
 
 
 def iter_entries(queue: SegmentQueue, from_queue_offset: int = 0) -> Iterator[ConsumeQueueEntry]:

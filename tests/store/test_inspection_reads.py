@@ -16,9 +16,11 @@ from mqinspect.render.machine import write_json
 from store.config import CQ_STORE_UNIT_SIZE
 from store.consume_queue_format import (
     ENTRY,
+    FIRST_WINDOW_ENTRIES,
     PRE_BLANK_SIZE,
     count_segment_entries,
     decode_entries,
+    iter_segment_entries,
     valid_prefix_length,
 )
 from store.inspection.rocketmq.cq import consume_queue_view
@@ -51,8 +53,10 @@ def test_the_valid_prefix_is_what_decoding_entry_by_entry_finds():
 
 
 def test_a_segments_count_is_the_walks_across_read_windows(tmp_path: Path, monkeypatch):
-    """Windows of 7 entries: an invalid entry, a pre-blank or a torn entry lands in any window."""
+    """Windows of 7 entries (and of 3, 6, 12... when iterating): an invalid entry, a pre-blank or a torn
+    entry lands in any window."""
     monkeypatch.setattr("store.consume_queue_format.COUNT_WINDOW_ENTRIES", 7)
+    monkeypatch.setattr("store.consume_queue_format.FIRST_WINDOW_ENTRIES", 3)
     rng = random.Random(61)
     for trial in range(200):
         path = tmp_path / f"{trial:020d}"
@@ -62,6 +66,7 @@ def test_a_segments_count_is_the_walks_across_read_windows(tmp_path: Path, monke
         walked = list(decode_entries(path.read_bytes()))
         counted = count_segment_entries(segment)
         assert (counted.valid, counted.pre_blanks) == (len(walked), sum(e.is_pre_blank for e in walked))
+        assert list(iter_segment_entries(segment)) == walked
 
 
 def discover_store_segment(path: Path) -> list[SegmentFile]:
@@ -162,7 +167,6 @@ def test_json_output_is_written_in_few_writes_and_reads_as_before():
 def test_cq_reads_the_window_it_prints_not_the_files_before_or_around_it(make_store, monkeypatch):
     """`store cq --from 700 -n 5` on a queue of four 512-entry files: the first file's first window (the
     queue's min), one window at entry 700, the last file counted (the queue's max), nothing else."""
-    monkeypatch.setattr("store.consume_queue_format.ENTRIES_PER_WINDOW", 8)  # windows of 128 entries
     builder = make_store(segment_size=256 * 1024, cq_entries_per_file=512)
     placed = [builder.add("Orders", f"order-{number}") for number in range(1600)]
     built = builder.build()
@@ -172,7 +176,7 @@ def test_cq_reads_the_window_it_prints_not_the_files_before_or_around_it(make_st
     view = consume_queue_view(layout, "Orders", 0, 700, 5)
     assert (view.min_offset, view.max_offset) == (0, 1600)
     assert [entry.physical_offset for entry in view.entries] == [p.physical_offset for p in placed[700:705]]
-    window = 128 * CQ_STORE_UNIT_SIZE
+    window = FIRST_WINDOW_ENTRIES * CQ_STORE_UNIT_SIZE
     read = [spy.bytes_by_file[str(segment.path)] for segment in files]
     assert read[0] <= window and read[1] <= window and read[2] == 0
     assert read[3] == files[3].size_bytes  # once, in one window: a C pass counts its valid entries
