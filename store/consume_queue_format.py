@@ -167,8 +167,8 @@ def iter_segment_entries(segment: SegmentFile, start_entry: int = 0) -> Iterator
             data = file.read(position, wanted)
             whole = len(data) - len(data) % CQ_STORE_UNIT_SIZE
             yield from decode_entries(data, first_queue_offset + position // CQ_STORE_UNIT_SIZE)
-            if len(data) < wanted or valid_prefix_length(data) < whole // CQ_STORE_UNIT_SIZE:
-                return  # an invalid entry, or a file shorter than its size says
+            if whole < wanted or valid_prefix_length(data) < whole // CQ_STORE_UNIT_SIZE:
+                return  # an invalid entry, a torn last entry, or a file shorter than its size says
             position += whole
             window_entries = min(window_entries * 2, ENTRIES_PER_WINDOW * 16)
 
