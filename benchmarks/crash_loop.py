@@ -61,11 +61,13 @@ from store.commitlog import PutStatus  # noqa: E402
 from store.commitlog_scan import ScannedRecord, scan_commitlog  # noqa: E402
 from store.config import CQ_STORE_UNIT_SIZE, FlushDiskType, StoreConfig  # noqa: E402
 from store.consume_queue_format import iter_entries  # noqa: E402
+from store.errors import NotAStore  # noqa: E402
 from store.index_file import IndexService  # noqa: E402
 from store.inspection.rocketmq.verify import verify_store  # noqa: E402
 from store.java_checksums import index_key_hash  # noqa: E402
 from store.layout import discover_store  # noqa: E402
 from store.message_store import MessageStore  # noqa: E402
+from store.recovery import ScanScope, plan_recovery  # noqa: E402
 from store.safe_read import PreadFile  # noqa: E402
 from store.store_sizes import save_store_sizes, store_config_for  # noqa: E402
 
@@ -114,11 +116,24 @@ def produce_forever(root: Path, flush: FlushDiskType, ack_path: Path, prefix: st
 
 
 def recover_and_report(root: Path) -> None:
-    """What `mqinspect store recover` does, in a light process: open (recover), shut down, print the end."""
-    store = MessageStore(root, store_config_for(root)).start()
+    """What `mqinspect store recover` does, in a light process: open (recover), shut down, print the end and
+    which decisions `store recover --dry-run`, asked just before, made otherwise."""
+    config = store_config_for(root)
+    try:
+        dry_run = plan_recovery(discover_store(root), config, scope=ScanScope.DISPATCHED_TAIL).decisions()
+    except NotAStore:  # killed before it made its first file: the dry run says so, recovery creates the store
+        dry_run = None
+    store = MessageStore(root, config).start()
     plan = store.recovery
     store.shutdown()
-    print(json.dumps({"process_offset": plan.process_offset, "scans": plan.scans}), flush=True)
+    decided = plan.decisions().items()
+    differing = [] if dry_run is None else sorted(name for name, value in decided if dry_run[name] != value)
+    print(
+        json.dumps(
+            {"process_offset": plan.process_offset, "scans": plan.scans, "dry_run_differs": differing}
+        ),
+        flush=True,
+    )
 
 
 # ==========================================================================================================
@@ -155,12 +170,19 @@ class LoopReport:
     misplaced_appends: int = 0  # a producer whose first message did not land at the recovered end
     recoveries_killed: int = 0
     rescans: int = 0  # recoveries that read the log twice (a lost queue tail before the scan start)
+    dry_run_mismatches: int = 0  # recoveries whose dry run (read just before) decided anything otherwise
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
     def failed(self, losses_allowed: bool) -> bool:
         lost = 0 if losses_allowed else self.lost
-        return bool(lost or self.corrupt_served or self.verify_failures or self.misplaced_appends)
+        return bool(
+            lost
+            or self.corrupt_served
+            or self.verify_failures
+            or self.misplaced_appends
+            or self.dry_run_mismatches
+        )
 
 
 @dataclass
@@ -240,6 +262,11 @@ def _recover(root: Path, rng: random.Random, report: LoopReport) -> int:
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result = json.loads(done.stdout)
     report.rescans += result["scans"] > 1
+    if result["dry_run_differs"]:
+        report.dry_run_mismatches += 1
+        report.problems.append(
+            f"recover --dry-run decided {result['dry_run_differs']} otherwise than recovery"
+        )
     return result["process_offset"]
 
 
@@ -611,7 +638,8 @@ def _print_table(seed: int, sync: LoopReport, asynchronous: LoopReport, trials: 
             f"{loop.lost_through_index} through the index), corrupt served {loop.corrupt_served}, "
             f"verify failures {loop.verify_failures}, appends elsewhere than the recovered end "
             f"{loop.misplaced_appends}, recoveries killed {loop.recoveries_killed}, recoveries that read the "
-            f"log twice {loop.rescans}, {loop.seconds:.0f} s"
+            f"log twice {loop.rescans}, dry runs that decided otherwise {loop.dry_run_mismatches}, "
+            f"{loop.seconds:.0f} s"
         )
     kinds = ", ".join(f"{count} {kind}" for kind, count in trials.kinds.items())
     print(

@@ -20,9 +20,13 @@ from functools import cache
 from pathlib import PurePath
 from typing import Any
 
+_PLAIN_TYPES = frozenset({int, str, bool, type(None)})
+
 
 def to_jsonable(value: Any) -> Any:
     """Turn a snapshot (dataclasses, enums, paths, tuples) into plain JSON values."""
+    if type(value) in _PLAIN_TYPES:  # most values of a big snapshot; enums (subclasses) go on below
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: to_jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):

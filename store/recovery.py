@@ -27,6 +27,7 @@ Re-dispatch starts at the earliest of these positions; the consume queues and th
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 from array import array
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
 from store import codec
 from store.checkpoint import CheckpointValues, read_checkpoint
@@ -52,11 +54,26 @@ from store.layout import ConsumeQueueDir, SegmentFile, StoreLayout
 from store.safe_read import PreadFile
 
 QueueKey = tuple[str, int]
+# The dry run steps back at most this far in a queue whose newest entries name no whole record (a torn log
+# end the queue got ahead of); further back, it reads from where recovery does.
+TAIL_STEP_BACK_ENTRIES = 64
 
 
 class RecoveryMode(StrEnum):
     NORMAL = "normal"
     ABNORMAL = "abnormal"
+
+
+class ScanScope(StrEnum):
+    """How much of the log a plan read (with CRC) to find where the log ends."""
+
+    # every record from where recovery itself starts reading: what `MessageStore` applies
+    FROM_RECOVERY_START = "from-recovery-start"
+    # only from the oldest of the queues' newest entries (its record whole, CRC checked) to the end: the
+    # dry run's view, read in time that does not grow with the segment; every queue's tail is checked, but a
+    # damaged record or entry before that point is not seen (recovery would cut there), which is what
+    # `store verify` reads everything for
+    DISPATCHED_TAIL = "dispatched-tail"
 
 
 @dataclass(frozen=True)
@@ -98,14 +115,36 @@ class RecoveryPlan:
     index_rebuild_from_offset: int | None = None  # the index is (re)built from this record on; None: no index
     index_drop_reason: str | None = None
     scans: int = 1  # how often the log was read: more than once when a lost queue tail lay before the start
+    scope: ScanScope = ScanScope.FROM_RECOVERY_START
+    recovery_start_offset: int | None = None  # where recovery's scan starts (start_offset unless scope says)
+
+    # How the plan read the log, not what it decided: a dry run reads less (see ScanScope) and decides the
+    # same as the recovery applied afterwards when nothing before its start is damaged.
+    READING_FIELDS: ClassVar[tuple[str, ...]] = ("start_offset", "records_checked", "scans", "scope")
+
+    def decisions(self) -> dict[str, object]:
+        """Every field but READING_FIELDS: what recovery does to the store."""
+        return {
+            name: getattr(self, name)
+            for name in (f.name for f in dataclasses.fields(self))
+            if name not in self.READING_FIELDS
+        }
 
 
 def plan_recovery(
-    layout: StoreLayout, config: StoreConfig | None = None, *, check_crc: bool = True
+    layout: StoreLayout,
+    config: StoreConfig | None = None,
+    *,
+    check_crc: bool = True,
+    scope: ScanScope = ScanScope.FROM_RECOVERY_START,
 ) -> RecoveryPlan:
     """What recovery would do to this store, decided without changing anything.
 
-    `config` gives the index geometry and whether the store keeps an index (RocketMQ's defaults if None)."""
+    `config` gives the index geometry and whether the store keeps an index (RocketMQ's defaults if None).
+    With `scope` DISPATCHED_TAIL the log is read only from the oldest of the queues' newest entries (see
+    `_dispatched_tail_start`), as far as nothing needs earlier records re-dispatched: a lost queue tail
+    still makes it read from where that queue needs (as recovery does); an index rebuilt from an earlier
+    record is named, not read up to."""
     config = config or StoreConfig()
     segments = layout.commitlog.require_valid().loadable_segments
     mode = RecoveryMode.ABNORMAL if layout.abort_file else RecoveryMode.NORMAL
@@ -117,7 +156,12 @@ def plan_recovery(
         }
         index = _IndexTrust(layout, config, mode, checkpoint) if config.message_index_enable else None
         floor = _floor(segments, mode, checkpoint, queues.values())
-        scan, scans, needed_from = _scan_from_what_needs_it(layout, floor, index, queues, readers, check_crc)
+        tail_from = (
+            _dispatched_tail_start(layout, queues.values()) if scope is ScanScope.DISPATCHED_TAIL else None
+        )
+        scan, scans, needed_from, recovery_start = _scan_from_what_needs_it(
+            layout, floor, index, queues, readers, check_crc, tail_from
+        )
         truncations, ends = scan.queue_verdicts()
     written_end = _written_end(segments)
     end = scan.process_offset
@@ -127,7 +171,10 @@ def plan_recovery(
         process_offset=end,
         stop_reason=scan.stop_reason,
         records_checked=scan.records_checked,
-        dispatch_from_offset=scan.first_record_at_or_after(needed_from),
+        # Before the start only when the dispatched tail was read: the index's own record start.
+        dispatch_from_offset=needed_from
+        if needed_from < scan.start
+        else scan.first_record_at_or_after(needed_from),
         commitlog_max_wrote_offset=written_end,
         truncated_bytes=max(0, written_end - end),
         segments_to_delete=[s.path for s in segments if s.file_from_offset > end],
@@ -138,6 +185,8 @@ def plan_recovery(
         index_rebuild_from_offset=None if index is None else index.rebuild_from(end, log_min),
         index_drop_reason=None if index is None else index.drop_reason(end),
         scans=scans,
+        scope=ScanScope.DISPATCHED_TAIL if scan.start > recovery_start else ScanScope.FROM_RECOVERY_START,
+        recovery_start_offset=recovery_start,
     )
 
 
@@ -151,26 +200,35 @@ def _scan_from_what_needs_it(
     queues: dict[QueueKey, _QueueEntries],
     readers: ExitStack,
     check_crc: bool,
-) -> tuple[_Scan, int, int]:
+    tail_from: int | None = None,
+) -> tuple[_Scan, int, int, int]:
     """Scan from the newest segment start at or before the floor and everything the consumers need; when a
     scan shows that something needs records before its start, scan again from there. Returns the last scan,
-    how many were made, and the earliest record something needs (the end of the log if nothing does)."""
+    how many were made, the earliest record something needs (the end of the log if nothing does), and
+    where recovery's first scan starts.
+
+    `tail_from` (a whole record after that start) starts the first scan there instead; then only the queues'
+    needs make it read earlier (the index's need is a record start it names: see plan_recovery)."""
     segments = layout.commitlog.loadable_segments
     log_min = segments[0].file_from_offset if segments else 0
     target = floor if index is None else min(floor, index.rebuild_from(None, log_min))
+    recovery_start = min(floor, _choose_start(segments, lambda first: first.physical_offset <= target))
+    start = recovery_start if tail_from is None else max(recovery_start, tail_from)
     scans = 0
     while True:
-        start = min(floor, _choose_start(segments, lambda first, at=target: first.physical_offset <= at))
         scan = _Scan(start, log_min, queues, readers)
         scan.run(layout, check_crc)
         scans += 1
         needs = [check.need for check in scan.checks.values() if check.need is not None]
+        queues_need = min(needs, default=scan.process_offset)
         if index is not None:
             needs.append(index.rebuild_from(scan.process_offset, log_min))
         needed_from = min(needs, default=scan.process_offset)
-        if needed_from >= start or start <= log_min:
-            return scan, scans, needed_from
-        target = needed_from  # a queue lost entries whose records lie before the scan start: read from there
+        rescan_for = needed_from if tail_from is None else queues_need
+        if rescan_for >= start or start <= log_min:
+            return scan, scans, needed_from, recovery_start
+        # a queue lost entries whose records lie before the scan start: read from there
+        start = min(floor, _choose_start(segments, lambda first, at=rescan_for: first.physical_offset <= at))
 
 
 def _floor(
@@ -189,6 +247,23 @@ def _floor(
         return _choose_start(segments, lambda first: first.store_timestamp_ms <= oldest)
     dispatched_until = max((queue.last_entry_end() for queue in queues), default=0)
     return _choose_start(segments, lambda first: first.physical_offset <= dispatched_until)
+
+
+def _dispatched_tail_start(layout: StoreLayout, queues: Iterable[_QueueEntries]) -> int | None:
+    """Where a read that checks every queue's tail starts: the oldest of the queues' newest entries that name
+    a whole record (CRC checked). Every record after a queue's newest entry, which recovery would dispatch
+    to it, then lies in the read; entries past a torn end are stepped over (up to TAIL_STEP_BACK_ENTRIES a
+    queue). None when a queue has no such entry: the read then starts where recovery's does."""
+    reader = _SegmentRecords(layout.commitlog.loadable_segments)
+    starts = []
+    for queue in queues:
+        if queue.end <= queue.first:
+            continue  # an empty queue: nothing of it to check
+        whole = queue.newest_whole_record(reader)
+        if whole is None:
+            return None
+        starts.append(whole)
+    return min(starts, default=None)
 
 
 def _choose_start(segments: tuple[SegmentFile, ...], qualifies: Callable[[codec.MessageRecord], bool]) -> int:
@@ -215,6 +290,30 @@ def _first_record(segment: SegmentFile) -> codec.MessageRecord | None:
         except CorruptRecord:
             return None
     return record if isinstance(record, codec.MessageRecord) else None
+
+
+class _SegmentRecords:
+    """Records at physical offsets of the loadable segments, checked whole with pread."""
+
+    def __init__(self, segments: tuple[SegmentFile, ...]):
+        self.segments = segments
+        self._starts = [segment.file_from_offset for segment in segments]
+
+    def is_whole_record(self, offset: int, size: int) -> bool:
+        at = bisect.bisect_right(self._starts, offset) - 1
+        if at < 0 or not 0 < size <= codec.DEFAULT_MAX_RECORD_SIZE:
+            return False
+        segment = self.segments[at]
+        position = offset - segment.file_from_offset
+        if position + size > segment.size_bytes:
+            return False
+        with PreadFile(segment.path) as file:
+            data = file.read(position, size)
+        try:
+            record = codec.decode_record(data, check_crc=True, read_body=False)
+        except CorruptRecord:
+            return False
+        return isinstance(record, codec.MessageRecord) and record.total_size == size
 
 
 def _written_end(segments: tuple[SegmentFile, ...]) -> int:
@@ -245,6 +344,16 @@ class _QueueEntries:
 
     def last_entry_end(self) -> int:
         return self.reader.last_record_end() if self.reader else 0
+
+    def newest_whole_record(self, records: _SegmentRecords) -> int | None:
+        """Where the record the newest of the last TAIL_STEP_BACK_ENTRIES entries that names a whole record of
+        its size (CRC checked) starts; None if none does."""
+        for queue_offset in range(self.end - 1, max(self.first, self.end - TAIL_STEP_BACK_ENTRIES) - 1, -1):
+            entry = self.entry(queue_offset)
+            named = entry is not None and entry.names_a_record
+            if named and records.is_whole_record(entry.physical_offset, entry.size_bytes):
+                return entry.physical_offset
+        return None
 
     def close(self) -> None:
         if self.reader is not None:

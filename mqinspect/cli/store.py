@@ -86,7 +86,8 @@ def emit(snapshot, output: str, table, wide: bool = False) -> None:
 def stat(store_dir: Path = StoreDir, output: str = format_option(), wide: bool = wide_option()) -> None:
     """Segments, CommitLog min/max offsets, queues, checkpoint, run state, index and dispatch lag.
 
-    Finding the max offset reads the last written CommitLog segment in full.
+    Finding the max offset reads the records after the newest one a consume queue points at (the whole last
+    written CommitLog segment when none does).
     """
     emit(store_stat(store_dir), output, stat_view, wide)
 

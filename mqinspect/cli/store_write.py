@@ -23,7 +23,7 @@ from store.config import FlushDiskType, StoreConfig, WarmupMode
 from store.errors import StoreError
 from store.layout import discover_store
 from store.message_store import MessageStore
-from store.recovery import plan_recovery
+from store.recovery import ScanScope, plan_recovery
 from store.retention import plan_clean
 from store.store_sizes import save_store_sizes, store_config_for
 from store.workload import ProduceReport, ProduceSpec, ProduceStopped, build_message, consume, produce
@@ -287,13 +287,26 @@ def consume_command(
 def recover_command(
     store_dir: Path = StoreDir,
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what recovery would do; change nothing."),
+    full_scan: bool = typer.Option(
+        False,
+        "--full-scan",
+        help="With --dry-run: read every record recovery reads, from its start segment (default: only the "
+        "records after the newest one a consume queue points at).",
+    ),
     output: str = format_option(),
 ) -> None:
     """Recover a store as RocketMQ does at start-up: cut the log after its last valid record and rebuild the
-    consume queues and index; normal after a clean shutdown, abnormal after a crash."""
+    consume queues and index; normal after a clean shutdown, abnormal after a crash.
+
+    The dry run checks (CRC) the newest record a consume queue points at and every record after it: it finds
+    a torn tail, a crash mid-roll, queue entries past the end, in time that does not grow with the segments.
+    A damaged record before that point, which recovery would also cut at, is `store verify`'s to find (or
+    --full-scan's)."""
     if dry_run:
         plan = plan_recovery(
-            discover_store(store_dir, **_known_sizes(store_dir)), store_config_for(store_dir)
+            discover_store(store_dir, **_known_sizes(store_dir)),
+            store_config_for(store_dir),
+            scope=ScanScope.FROM_RECOVERY_START if full_scan else ScanScope.DISPATCHED_TAIL,
         )
     else:
         store = _open_store(store_dir)

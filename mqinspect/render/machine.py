@@ -13,10 +13,20 @@ from typing import Any, TextIO
 
 from mqinspect.jsonable import json_line, to_jsonable
 
+# write_json joins this many encoder pieces per write: json.dump writes each piece (a key, a comma) with a
+# call of its own, which was most of `store segments --format json` on 1,537 files (890,000 writes).
+PIECES_PER_WRITE = 8192
+
 
 def write_json(value: Any, stream: TextIO) -> None:
-    json.dump(to_jsonable(value), stream, indent=2, ensure_ascii=False)
-    stream.write("\n")
+    pieces: list[str] = []
+    for piece in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(to_jsonable(value)):
+        pieces.append(piece)
+        if len(pieces) >= PIECES_PER_WRITE:
+            stream.write("".join(pieces))
+            pieces.clear()
+    pieces.append("\n")
+    stream.write("".join(pieces))
 
 
 def write_jsonl(value: Any, stream: TextIO) -> None:

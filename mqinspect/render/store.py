@@ -29,7 +29,7 @@ from store.inspection.rocketmq.cq import ConsumeQueueView
 from store.inspection.rocketmq.query import QueryBy, QueryResult
 from store.inspection.rocketmq.reading import LogEnd, ProblemView
 from store.inspection.rocketmq.record_views import BlankView, RecordView
-from store.inspection.rocketmq.segments import SegmentListing, SegmentRow
+from store.inspection.rocketmq.segments import EntriesMeasuredBy, SegmentListing, SegmentRow
 from store.inspection.rocketmq.store_stat import StoreStat
 from store.inspection.rocketmq.verify import VerifyReport
 from store.layout import SegmentKind
@@ -224,14 +224,21 @@ def segments_table(listing: SegmentListing) -> RenderableType:
         if residency is not None:
             cells += _residency_cells(residency.get(str(row.path)), listing.residency.page_size_bytes)
         table.add_row(*cells)
-    if residency is not None:
-        table.table_options["caption"] = _residency_caption(listing.residency)
+    captions = [_residency_caption(listing.residency)] if residency is not None else []
+    if any(row.entries_measured_by is EntriesMeasuredBy.FULL_FILE_ENDS for row in listing.rows):
+        captions.append(FULL_FILE_ENTRIES_NOTE)
+    if captions:
+        table.table_options["caption"] = "\n".join(captions)
     if listing.layout_problems:
         return Group(table, _problems_table(listing.layout_problems))
     return table
 
 
 RESIDENCY_HEADERS = ("cached", "dirty", "locked", "heat")
+FULL_FILE_ENTRIES_NOTE = (
+    "entries: each queue's last file counted entry by entry; an earlier file whose first and last entries "
+    "are valid is full and counts its slots (store verify reads every entry)"
+)
 
 
 def _residency_by_path(listing: SegmentListing) -> dict | None:

@@ -10,7 +10,7 @@ from mqinspect.render.cells import UNAVAILABLE
 from mqinspect.render.layout import PriorityTable, columns_by_priority
 from mqinspect.render.units import human_rate, per_second
 from store.config import StoreConfig
-from store.recovery import RecoveryMode, RecoveryPlan
+from store.recovery import RecoveryMode, RecoveryPlan, ScanScope
 from store.retention import CleanPlan, CleanReport
 from store.workload import ConsumeReport, ProduceReport
 
@@ -129,7 +129,7 @@ def recovery_table(plan: RecoveryPlan) -> Table:
         ("mode", str(plan.mode), _MODE_MEANINGS[plan.mode]),
         ("scan starts at", _number(plan.start_offset), _scan_note(plan)),
         ("log ends at", _number(plan.process_offset), plan.stop_reason),
-        ("records checked", _number(plan.records_checked), "CRC verified"),
+        ("records checked", _number(plan.records_checked), _checked_note(plan)),
         ("bytes cut", _number(plan.truncated_bytes), "written bytes after the end of the log"),
         (
             "re-dispatch from",
@@ -160,7 +160,16 @@ def recovery_table(plan: RecoveryPlan) -> Table:
 
 def _scan_note(plan: RecoveryPlan) -> str:
     note = "first record of the chosen segment"
+    if plan.scope is ScanScope.DISPATCHED_TAIL:
+        recovery_start = _number(plan.recovery_start_offset)
+        note = f"the newest record a consume queue points at; recovery reads from {recovery_start}"
     return note if plan.scans == 1 else f"{note}; read {plan.scans} times: a lost queue tail lay before it"
+
+
+def _checked_note(plan: RecoveryPlan) -> str:
+    if plan.scope is ScanScope.DISPATCHED_TAIL:
+        return "CRC verified, from the scan start only (store verify checks every record)"
+    return "CRC verified"
 
 
 def clean_table(result: CleanPlan | CleanReport) -> Table:

@@ -37,6 +37,7 @@ def test_no_acknowledged_message_is_lost_or_served_corrupt_through_sigkills(tmp_
         0,
     )
     assert asynchronous["rounds"] == 2 and asynchronous["corrupt_served"] == 0
+    assert sync["dry_run_mismatches"] == asynchronous["dry_run_mismatches"] == 0
     assert asynchronous["verify_failures"] == 0 and asynchronous["misplaced_appends"] == 0
 
 

@@ -134,8 +134,8 @@ PUT_AND_DIE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("index_entries", [4096, 256], ids=["one-index-file", "index-files-roll"])
-def test_after_a_crash_every_acknowledged_keyed_message_is_found_by_key(tmp_path: Path, index_entries: int):
+def put_and_die(root: Path, index_entries: int, count: int) -> StoreConfig:
+    """`count` keyed messages put by a SYNC-flush store that then dies of SIGKILL; the store's config."""
     config = dataclasses.replace(SMALL, flush_disk_type=FlushDiskType.SYNC, max_index_num=index_entries)
     settings = {
         "mapped_file_size_commitlog": config.mapped_file_size_commitlog,
@@ -144,11 +144,17 @@ def test_after_a_crash_every_acknowledged_keyed_message_is_found_by_key(tmp_path
         "max_index_num": config.max_index_num,
         "flush_disk_type": "sync",
     }
-    count = 600  # 6 s of store time over five segments
     child = subprocess.run(
-        [sys.executable, "-c", PUT_AND_DIE, str(tmp_path), json.dumps(settings), str(count)], check=False
+        [sys.executable, "-c", PUT_AND_DIE, str(root), json.dumps(settings), str(count)], check=False
     )
     assert child.returncode == -signal.SIGKILL
+    return config
+
+
+@pytest.mark.parametrize("index_entries", [4096, 256], ids=["one-index-file", "index-files-roll"])
+def test_after_a_crash_every_acknowledged_keyed_message_is_found_by_key(tmp_path: Path, index_entries: int):
+    count = 600  # 6 s of store time over five segments
+    config = put_and_die(tmp_path, index_entries, count)
     assert len(discover_store(tmp_path).commitlog.segments) >= 5
     with MessageStore(tmp_path, config) as store:
         assert store.recovery.mode is RecoveryMode.ABNORMAL
@@ -215,18 +221,24 @@ def test_normal_recovery_rebuilds_a_queue_whose_tail_was_lost(tmp_path: Path):
     verify_ok(tmp_path)
 
 
-def test_a_lost_queue_tail_whose_records_lie_before_the_scan_start_is_rebuilt(tmp_path: Path):
-    clean_store(tmp_path, 2000)
-    segments = discover_store(tmp_path).commitlog.segments
+def lose_queue_tail_before_the_scan_start(root: Path) -> tuple[list[tuple[int, int, int]], int]:
+    """2,000 messages; then every entry of queue 1 from the third-last segment on is lost: their records
+    precede RocketMQ's scan start. Returns the queue's entries as they must be and the first one lost."""
+    clean_store(root, 2000)
+    segments = discover_store(root).commitlog.segments
     assert len(segments) >= 5
-    expected = expected_entries(tmp_path, 1)
-    # Every entry of queue 1 from the third-last segment on: their records precede RocketMQ's scan start.
+    expected = expected_entries(root, 1)
     lost_from = next(n for n, entry in enumerate(expected) if entry[0] >= segments[-3].file_from_offset)
-    path, position = cq_file_and_position(tmp_path, 1, lost_from)
+    path, position = cq_file_and_position(root, 1, lost_from)
     zero_from(path, position)
     for later in sorted(path.parent.iterdir()):
         if later.name > path.name:
             later.unlink()
+    return expected, lost_from
+
+
+def test_a_lost_queue_tail_whose_records_lie_before_the_scan_start_is_rebuilt(tmp_path: Path):
+    expected, lost_from = lose_queue_tail_before_the_scan_start(tmp_path)
     plan = recover(tmp_path)
     assert queue_entries(tmp_path, 1) == expected
     assert plan.scans == 2 and plan.start_offset <= expected[lost_from][0]

@@ -12,7 +12,7 @@ from typing import Any
 
 from store import codec
 from store.config import CQ_STORE_UNIT_SIZE
-from store.consume_queue_format import iter_segment_entries
+from store.consume_queue_format import count_segment_entries, decode_entry, valid_prefix_length
 from store.errors import StoreError
 from store.index_file import IndexFile
 from store.inspection.log_format import vanishing_files_are_store_changes
@@ -45,6 +45,13 @@ class WrittenMeasuredBy(StrEnum):
     WALK_AFTER_DISPATCHED = "walk-after-dispatched"
 
 
+class EntriesMeasuredBy(StrEnum):
+    ENTRY_WALK = "entry-walk"  # every entry from the file's start read, up to the first invalid one
+    # a queue's earlier file whose first and last entries are valid (the first not a pre-blank): full, so its
+    # entry count is its number of slots; the entries between are not read (`store verify` reads them all)
+    FULL_FILE_ENDS = "full-file-ends"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SegmentRow:
     """One file of the store. Columns that do not apply to a kind are None, so a new column is one more
@@ -66,6 +73,7 @@ class SegmentRow:
     end_reason: LogEndReason | None = None
     written_measured_by: WrittenMeasuredBy | None = None
     entry_count: int | None = None  # consume queue: valid entries; index: entries in use
+    entries_measured_by: EntriesMeasuredBy | None = None  # consume queue: how entry_count was found
     problem: str | None = None
 
 
@@ -96,7 +104,8 @@ def list_segments(root: Path) -> SegmentListing:
     dispatched = _newest_dispatched_in(layout)
     rows = [_commitlog_row(commitlog, segment, dispatched) for segment in commitlog.segments]
     for cq in layout.consume_queues:
-        rows += [_consume_queue_row(cq, segment) for segment in cq.queue.segments]
+        last = cq.queue.segments[-1] if cq.queue.segments else None
+        rows += [_consume_queue_row(cq, segment, is_last=segment is last) for segment in cq.queue.segments]
     rows += [_index_row(path) for path in layout.index_files]
     return SegmentListing(
         root=layout.root,
@@ -186,16 +195,36 @@ def _tail_blank_position(segment: SegmentFile) -> int | None:
     return candidate if magic == codec.BLANK_MAGIC_CODE and candidate + total == segment.size_bytes else None
 
 
-def _consume_queue_row(cq: ConsumeQueueDir, segment: SegmentFile) -> SegmentRow:
-    entries = sum(1 for entry in iter_segment_entries(segment) if not entry.is_pre_blank)
+def _consume_queue_row(cq: ConsumeQueueDir, segment: SegmentFile, *, is_last: bool) -> SegmentRow:
+    """A queue's last file (the one being written) has its valid entries counted; an earlier file that is
+    full by its two ends counts its slots without reading the rest, so the listing costs the same at any
+    queue length."""
+    slots = segment.size_bytes // CQ_STORE_UNIT_SIZE
+    if not is_last and _full_by_its_ends(segment, slots):
+        entries, measured_by = slots, EntriesMeasuredBy.FULL_FILE_ENDS
+    else:
+        entries, measured_by = count_segment_entries(segment).records, EntriesMeasuredBy.ENTRY_WALK
     return SegmentRow(
         kind=SegmentKind.CONSUMEQUEUE,
         topic=cq.topic,
         queue_id=cq.queue_id,
         first_queue_offset=segment.file_from_offset // CQ_STORE_UNIT_SIZE,
         entry_count=entries,
+        entries_measured_by=measured_by,
         **_file_columns(segment),
     )
+
+
+def _full_by_its_ends(segment: SegmentFile, slots: int) -> bool:
+    """Whether the file's first entry names a record (valid, not a pre-blank) and its last slot is valid."""
+    if not slots:
+        return False
+    with PreadFile(segment.path) as file:
+        first = file.read(0, CQ_STORE_UNIT_SIZE)
+        last = file.read((slots - 1) * CQ_STORE_UNIT_SIZE, CQ_STORE_UNIT_SIZE)
+    if len(first) < CQ_STORE_UNIT_SIZE or len(last) < CQ_STORE_UNIT_SIZE:
+        return False  # shorter than its size says: truncated under us
+    return decode_entry(first).names_a_record and valid_prefix_length(last) == 1
 
 
 def _index_row(path: Path) -> SegmentRow:
