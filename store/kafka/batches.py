@@ -186,9 +186,10 @@ class LegacyMessage:
 LogEntry = RecordBatch | LegacyMessage
 
 
-def decode_batch_header(buf, position: int = 0) -> LogEntry:
-    """The entry at `position` of `buf`, which must hold all of it. Raises KafkaDecodeError (position
-    relative to `buf`) for an entry that is cut short, of an impossible length or of an unknown magic."""
+def decode_batch_header(buf, position: int = 0, *, buffer_start: int = 0) -> LogEntry:
+    """The entry at `position` of `buf`, which must hold all of it; `buffer_start` is where `buf` lies in
+    its file (entries carry file positions). Raises KafkaDecodeError (position relative to `buf`) for an
+    entry that is cut short, of an impossible length or of an unknown magic."""
     if position < 0:
         raise ValueError(f"negative position {position}")
     available = len(buf) - position
@@ -217,16 +218,16 @@ def decode_batch_header(buf, position: int = 0) -> LogEntry:
         )
     view = buf if isinstance(buf, memoryview) else memoryview(buf)
     if magic == 2:
-        return _v2_batch(view, position, length)
-    return _legacy_message(view, position, length, magic)
+        return _v2_batch(view, position, length, buffer_start)
+    return _legacy_message(view, position, length, magic, buffer_start)
 
 
-def _v2_batch(view: memoryview, position: int, length: int) -> RecordBatch:
+def _v2_batch(view: memoryview, position: int, length: int, buffer_start: int) -> RecordBatch:
     fields = V2_HEADER.unpack_from(view, position)
     end = position + LOG_OVERHEAD + length
     crc = fields[4]
     return RecordBatch(
-        position,
+        buffer_start + position,
         fields[0],
         length,
         fields[2],
@@ -238,7 +239,9 @@ def _v2_batch(view: memoryview, position: int, length: int) -> RecordBatch:
     )
 
 
-def _legacy_message(view: memoryview, position: int, length: int, magic: int) -> LegacyMessage:
+def _legacy_message(
+    view: memoryview, position: int, length: int, magic: int, buffer_start: int
+) -> LegacyMessage:
     if magic == 0:
         offset, _, crc, _, attributes = LEGACY_HEADER_V0.unpack_from(view, position)
         timestamp, cursor = NO_TIMESTAMP, position + LEGACY_HEADER_V0.size
@@ -254,7 +257,16 @@ def _legacy_message(view: memoryview, position: int, length: int, magic: int) ->
         )
     crc_valid = zlib.crc32(view[position + LEGACY_CRC_START : end]) == crc
     return LegacyMessage(
-        position, offset, length, crc, crc_valid, magic, attributes & 0xFF, timestamp, key, value
+        buffer_start + position,
+        offset,
+        length,
+        crc,
+        crc_valid,
+        magic,
+        attributes & 0xFF,
+        timestamp,
+        key,
+        value,
     )
 
 
@@ -347,7 +359,7 @@ class LogReader:
                         self.stopped = "budget"  # the entry ends past the budget: not read, not a finding
                         return
                 try:
-                    entry = decode_batch_header(window, position - window_start)
+                    entry = decode_batch_header(window, position - window_start, buffer_start=window_start)
                 except KafkaDecodeError as error:
                     self.stopped = "finding"
                     yield Finding.from_error(self.path, error, window_start)
