@@ -48,7 +48,7 @@ def _patch(log: Path, position: int, data: bytes, *, fix_crc_of: int | None = No
 
 
 def test_a_partial_last_header_is_a_truncated_header(tmp_path: Path):
-    log, written = _segment(tmp_path)
+    log, _ = _segment(tmp_path)
     end = log.stat().st_size
     log.write_bytes(log.read_bytes() + log.read_bytes()[:10])
     scan = scan_log(log)
@@ -127,7 +127,7 @@ def test_a_batch_length_smaller_than_a_header(tmp_path: Path):
 
 
 def test_zeros_after_the_data_are_a_finding_not_a_batch(tmp_path: Path):
-    log, written = _segment(tmp_path)
+    log, _ = _segment(tmp_path)
     end = log.stat().st_size
     log.write_bytes(log.read_bytes() + bytes(4096))  # a preallocated segment's unwritten tail
     scan = scan_log(log)
@@ -210,7 +210,7 @@ def test_a_checkpoint_whose_count_is_wrong_names_the_line(tmp_path: Path):
     ]
 
 
-# --- __consumer_offsets and __cluster_metadata, encoded by hand from the schemas -----------------------------
+# --- __consumer_offsets and __cluster_metadata, encoded by hand from the schemas --------------------------
 
 
 def _string(text: str) -> bytes:
