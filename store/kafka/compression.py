@@ -27,6 +27,11 @@ XERIAL_MAGIC = b"\x82SNAPPY\x00"
 XERIAL_HEADER_BYTES = 16  # magic (8), version int32, compatible version int32
 LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"  # 0x184D2204, little-endian
 _BLOCK_LENGTH = struct.Struct(">i")
+# A batch decompressing to more than this is reported, not decoded: producers cap a batch at batch.size
+# (16 KiB by default) and brokers at message.max.bytes (1 MiB) compressed, so only damage gets here, and a
+# damaged length must not size an allocation (cramjam aborts the process when one fails).
+MAX_DECOMPRESSED_BYTES = 256 << 20
+SNAPPY_MAX_RATIO = 32  # a snappy element of 3 bytes copies at most 64: no valid block expands more than ~21x
 
 
 def codec_name(codec: int) -> str:
@@ -75,15 +80,25 @@ def xerial_snappy(data: bytes, block_bytes: int = 32 * 1024) -> bytes:
 
 def _gunzip(payload) -> bytes:
     decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    data = decompressor.decompress(payload)
+    data = decompressor.decompress(payload, MAX_DECOMPRESSED_BYTES)
+    if decompressor.unconsumed_tail:
+        raise ValueError(f"it holds more than {MAX_DECOMPRESSED_BYTES} bytes")
     if not decompressor.eof:
         raise ValueError("the gzip stream ends early")
     return data
 
 
+def _snappy_block(block) -> bytes:
+    """A raw snappy block, once its declared length (the varint it starts with) is one it can hold."""
+    declared = cramjam.snappy.decompress_raw_len(block)
+    if declared > min(MAX_DECOMPRESSED_BYTES, SNAPPY_MAX_RATIO * len(block) + 64):
+        raise ValueError(f"a snappy block of {len(block)} bytes declares {declared} bytes")
+    return bytes(cramjam.snappy.decompress_raw(block))
+
+
 def _unsnappy(payload) -> bytes:
     if bytes(payload[: len(XERIAL_MAGIC)]) != XERIAL_MAGIC:
-        return bytes(cramjam.snappy.decompress_raw(payload))
+        return _snappy_block(payload)
     if len(payload) < XERIAL_HEADER_BYTES:
         raise ValueError("a xerial header cut short")
     blocks = []
@@ -95,7 +110,7 @@ def _unsnappy(payload) -> bytes:
         position += 4
         if size < 0 or position + size > len(payload):
             raise ValueError(f"a xerial block of {size} bytes at {position - 4} runs past the payload")
-        blocks.append(bytes(cramjam.snappy.decompress_raw(payload[position : position + size])))
+        blocks.append(_snappy_block(payload[position : position + size]))
         position += size
     return b"".join(blocks)
 

@@ -23,6 +23,7 @@ import os
 import struct
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,53 @@ def encode_batch(
     crc = crc32c(body, crc32c(memoryview(header)[V2_CRC_START:]))
     struct.pack_into(">I", header, 17, crc)
     return bytes(header) + body
+
+
+def encode_legacy_message(
+    magic: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    timestamp: int = -1,
+    attributes: int = 0,
+) -> bytes:
+    """One v0/v1 message (LegacyRecord): offset, size, CRC-32 over magic..end, magic, attributes, (v1)
+    timestamp, key and value with int32 lengths (-1: null)."""
+
+    def sized(data: bytes | None) -> bytes:
+        return struct.pack(">i", -1) if data is None else struct.pack(">i", len(data)) + data
+
+    body = bytes((magic, attributes)) + (struct.pack(">q", timestamp) if magic == 1 else b"") + sized(key)
+    body += sized(value)
+    return struct.pack(">qiI", offset, len(body) + 4, zlib.crc32(body)) + body
+
+
+def encode_legacy_wrapper(
+    magic: int, compression: str, first_offset: int, records: Sequence[ProducerRecord]
+) -> bytes:
+    """A compressed v0/v1 message set as a broker stores it: inner offsets absolute (v0) or relative (v1),
+    the wrapper carrying the last inner offset and (v1) the largest timestamp."""
+    timestamps = [-1 if record.timestamp is None else record.timestamp for record in records]
+    inner = b"".join(
+        encode_legacy_message(
+            magic,
+            first_offset + number if magic == 0 else number,
+            record.key,
+            record.value,
+            timestamp=timestamp,
+        )
+        for number, (record, timestamp) in enumerate(zip(records, timestamps, strict=True))
+    )
+    codec = CODEC_IDS[compression]
+    return encode_legacy_message(
+        magic,
+        first_offset + len(records) - 1,
+        None,
+        compress(codec, inner),
+        timestamp=max(timestamps),
+        attributes=codec,
+    )
 
 
 def control_record(marker: int, coordinator_epoch: int) -> ProducerRecord:

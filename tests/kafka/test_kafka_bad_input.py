@@ -271,3 +271,14 @@ def test_metadata_records_of_an_unknown_type_are_named_not_fatal():
     for bad in (None, b"", b"\x00\x02\x00", b"\x01\xff"):
         with pytest.raises(KafkaDecodeError):
             decode_metadata_record(bad)
+
+
+def test_a_damaged_snappy_length_is_a_finding_not_an_allocation(tmp_path: Path):
+    """A raw snappy block declaring 4 GiB made cramjam allocate it (and abort the process when that
+    failed): the declared length is checked against what the block can hold first."""
+    from store.kafka.compression import SNAPPY, decompress
+
+    with pytest.raises(KafkaDecodeError) as error:
+        decompress(SNAPPY, b"\xf0\xff\xff\xff\x0f" + bytes(20), magic=2)
+    assert error.value.kind == FindingKind.DECOMPRESSION_FAILED
+    assert "declares 4294967280 bytes" in str(error.value)

@@ -78,3 +78,19 @@ def test_raw_and_xerial_snappy_both_decode():
     data = b"0123456789abcdef" * 5000  # several 32 KiB xerial blocks
     assert decompress(SNAPPY, snappy_encode(data, xerial_compatible=True), magic=2) == data
     assert decompress(SNAPPY, snappy_encode(data, xerial_compatible=False), magic=1) == data
+
+
+@pytest.mark.parametrize("magic", [0, 1])
+@pytest.mark.parametrize("compression", ["gzip", "snappy", "lz4"])
+def test_kafka_python_reads_the_writers_legacy_wrappers(
+    tmp_path: Path, magic: int, compression: str, kafka_python_agrees
+):
+    from store.kafka.writer import ProducerRecord, encode_legacy_message, encode_legacy_wrapper
+
+    records = [ProducerRecord(None if i % 2 else b"k", b"v" * i, timestamp=T0 + i) for i in range(4)]
+    log = tmp_path / "00000000000000000000.log"
+    log.write_bytes(
+        encode_legacy_message(magic, 0, b"plain", None, timestamp=T0)
+        + encode_legacy_wrapper(magic, compression, 1, records)
+    )
+    assert kafka_python_agrees(log) == 5
