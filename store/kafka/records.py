@@ -13,6 +13,7 @@ batches (as Kafka's DefaultRecordBatch reads it); its sequence is baseSequence +
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from store.kafka.batches import (
 )
 from store.kafka.compression import decompress
 from store.kafka.findings import Finding, FindingKind, KafkaDecodeError
-from store.kafka.wire import read_varint, read_varlong
+from store.kafka.wire import read_unsigned_varint, read_varint
 
 RECORD_MIN_BYTES = 6  # attributes, timestampDelta, offsetDelta, keyLength, valueLength, headersCount: 1 each
 
@@ -47,116 +48,222 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class DecodedRecords:
-    """The records of one entry, as many as decoded before the first finding (if any)."""
+    """The records of one entry, as many as decoded before the first finding (if any), by column: the
+    i-th record is (offsets[i], timestamps[i], keys[i], values[i], headers[i], sizes[i]). Columns, not a
+    Record per record, because making an object per record costs as much as decoding it; `records` makes
+    them for callers that want them, `len()` counts them."""
 
-    records: tuple[Record, ...]
+    offsets: tuple[int, ...]
+    timestamps: tuple[int, ...]
+    keys: tuple[bytes | None, ...]
+    values: tuple[bytes | None, ...]
+    headers: tuple[tuple[tuple[str, bytes | None], ...], ...]
+    sizes: tuple[int, ...]
+    base_offset: int = 0
+    base_sequence: int = -1  # a record's sequence is base_sequence + (offset - base_offset), wrapping at 2^31
     findings: tuple[Finding, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def sequence(self, index: int) -> int:
+        if self.base_sequence == -1:
+            return -1
+        return (self.base_sequence + self.offsets[index] - self.base_offset) % (1 << 31)
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(
+            Record(offset, timestamp, key, value, headers, self.sequence(index), size)
+            for index, (offset, timestamp, key, value, headers, size) in enumerate(
+                zip(
+                    self.offsets,
+                    self.timestamps,
+                    self.keys,
+                    self.values,
+                    self.headers,
+                    self.sizes,
+                    strict=True,
+                )
+            )
+        )
+
+
+class _Columns:
+    """The lists decoding appends to (kept by the caller, so the records before a bad one survive)."""
+
+    __slots__ = ("headers", "keys", "offsets", "sizes", "timestamps", "values")
+
+    def __init__(self):
+        self.offsets, self.timestamps, self.keys, self.values, self.headers, self.sizes = (
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
+
+    def add(self, record: Record) -> None:
+        self.offsets.append(record.offset)
+        self.timestamps.append(record.timestamp)
+        self.keys.append(record.key)
+        self.values.append(record.value)
+        self.headers.append(record.headers)
+        self.sizes.append(record.size_bytes)
+
+    def decoded(self, base_offset: int, base_sequence: int, findings: tuple[Finding, ...]) -> DecodedRecords:
+        return DecodedRecords(
+            tuple(self.offsets),
+            tuple(self.timestamps),
+            tuple(self.keys),
+            tuple(self.values),
+            tuple(self.headers),
+            tuple(self.sizes),
+            base_offset,
+            base_sequence,
+            findings,
+        )
 
 
 def decode_records(entry: LogEntry, path: Path | str = "") -> DecodedRecords:
     """The records of a batch (or of a legacy message: itself, or a wrapper's inner messages)."""
-    path = Path(path)
-    records: list[Record] = []
+    columns = _Columns()
+    is_batch = isinstance(entry, RecordBatch)
+    base_offset, base_sequence = (entry.base_offset, entry.base_sequence) if is_batch else (entry.offset, -1)
     try:
-        if isinstance(entry, RecordBatch):
+        if is_batch:
             data = entry.records_data
             if entry.codec:
                 data = decompress(entry.codec, data, magic=2)
-            _decode_v2_records(entry, bytes(data), records)
-            if len(records) != entry.record_count:
+            _decode_v2_records(entry, bytes(data), columns)
+            if len(columns.offsets) != entry.record_count:
                 raise KafkaDecodeError(
                     FindingKind.RECORD_COUNT,
-                    f"the header says {entry.record_count} records, the batch holds {len(records)}",
+                    f"the header says {entry.record_count} records, the batch holds {len(columns.offsets)}",
                 )
         elif entry.is_wrapper:
-            records.extend(_inner_messages(entry))
+            for record in _inner_messages(entry):
+                columns.add(record)
         else:
-            records.append(_legacy_record(entry, entry.offset))
+            columns.add(_legacy_record(entry, entry.offset))
     except KafkaDecodeError as error:
         position = entry.position
-        if isinstance(entry, RecordBatch) and not entry.codec and error.kind != FindingKind.RECORD_COUNT:
+        if is_batch and not entry.codec and error.kind != FindingKind.RECORD_COUNT:
             position += V2_HEADER_BYTES + error.position  # within uncompressed records: where it went wrong
-        return DecodedRecords(tuple(records), (Finding(path, position, error.kind, str(error)),))
-    return DecodedRecords(tuple(records))
+        finding = Finding(Path(path), position, error.kind, str(error))
+        return columns.decoded(base_offset, base_sequence, (finding,))
+    return columns.decoded(base_offset, base_sequence, ())
 
 
 def _bad(message: str, position: int) -> KafkaDecodeError:
     return KafkaDecodeError(FindingKind.BAD_RECORD, message, position)
 
 
-def _decode_v2_records(batch: RecordBatch, data: bytes, out: list[Record]) -> None:
-    """Append the records in `data` to `out` (so the caller keeps those before a bad one)."""
+def _decode_v2_records(batch: RecordBatch, data: bytes, columns: _Columns) -> None:
+    """Append the records in `data` to `columns`.
+
+    The hot loop of a deep dump, so written for CPython: varints of one and two bytes (nearly all lengths
+    and deltas) are decoded inline, longer ones by read_unsigned_varint; the column lists' append methods
+    are bound once; an IndexError (a field past the end of `data`) is turned into a finding once, outside.
+    """
     base_offset = batch.base_offset
     base_timestamp = batch.base_timestamp
     log_append_time = batch.max_timestamp if batch.timestamp_type == LOG_APPEND_TIME else None
-    base_sequence = batch.base_sequence
+    add_offset, add_timestamp = columns.offsets.append, columns.timestamps.append
+    add_key, add_value, add_headers, add_size = (
+        columns.keys.append,
+        columns.values.append,
+        columns.headers.append,
+        columns.sizes.append,
+    )
     end = len(data)
     position = 0
-    # Single-byte varints (most lengths and deltas) are decoded inline: a call per field is most of the
-    # time a record takes.
     while position < end:
         start = position
         try:
-            byte = data[position]
+            byte = data[position]  # length
             if byte < 0x80:
-                length = (byte >> 1) ^ -(byte & 1)
-                position += 1
+                raw, position = byte, position + 1
+            elif data[position + 1] < 0x80:
+                raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
             else:
-                length, position = read_varint(data, position)
+                raw, position = read_unsigned_varint(data, position)
+            length = (raw >> 1) ^ -(raw & 1)
             record_end = position + length
             if length < RECORD_MIN_BYTES or record_end > end:
                 raise _bad(f"a record of length {length} at {start} does not fit the batch", start)
             position += 1  # attributes: unused
-            byte = data[position]
+            byte = data[position]  # timestampDelta (a varlong)
             if byte < 0x80:
-                timestamp_delta = (byte >> 1) ^ -(byte & 1)
-                position += 1
+                raw, position = byte, position + 1
+            elif data[position + 1] < 0x80:
+                raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
             else:
-                timestamp_delta, position = read_varlong(data, position)
-            byte = data[position]
+                raw, position = read_unsigned_varint(data, position, wire.MAX_VARLONG_BYTES)
+            timestamp_delta = (raw >> 1) ^ -(raw & 1)
+            byte = data[position]  # offsetDelta
             if byte < 0x80:
-                offset_delta = (byte >> 1) ^ -(byte & 1)
-                position += 1
+                raw, position = byte, position + 1
+            elif data[position + 1] < 0x80:
+                raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
             else:
-                offset_delta, position = read_varint(data, position)
-            key, position = _varint_bytes(data, position, record_end)
-            value, position = _varint_bytes(data, position, record_end)
-            byte = data[position]
+                raw, position = read_unsigned_varint(data, position)
+            offset_delta = (raw >> 1) ^ -(raw & 1)
+            byte = data[position]  # keyLength
             if byte < 0x80:
-                header_count = (byte >> 1) ^ -(byte & 1)
-                position += 1
+                raw, position = byte, position + 1
+            elif data[position + 1] < 0x80:
+                raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
+            else:
+                raw, position = read_unsigned_varint(data, position)
+            size = (raw >> 1) ^ -(raw & 1)
+            if size >= 0:
+                if position + size > record_end:
+                    raise _bad(f"a key of {size} bytes runs past its record", position)
+                key, position = data[position : position + size], position + size
+            elif size == -1:
+                key = None
+            else:
+                raise _bad(f"a key of length {size}", position)
+            byte = data[position]  # valueLength
+            if byte < 0x80:
+                raw, position = byte, position + 1
+            elif data[position + 1] < 0x80:
+                raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
+            else:
+                raw, position = read_unsigned_varint(data, position)
+            size = (raw >> 1) ^ -(raw & 1)
+            if size >= 0:
+                if position + size > record_end:
+                    raise _bad(f"a value of {size} bytes runs past its record", position)
+                value, position = data[position : position + size], position + size
+            elif size == -1:
+                value = None
+            else:
+                raise _bad(f"a value of length {size}", position)
+            byte = data[position]  # headersCount
+            if byte == 0:
+                headers, position = (), position + 1
             else:
                 header_count, position = read_varint(data, position)
-            if header_count:
                 headers, position = _headers(data, position, record_end, header_count)
-            else:
-                headers = ()
         except IndexError as error:
             raise _bad(f"the record at {start} runs past the batch", start) from error
         if position != record_end:
             raise _bad(
                 f"the record at {start} has {record_end - position} bytes its fields do not use", start
             )
-        out.append(
-            Record(
-                base_offset + offset_delta,
-                log_append_time if log_append_time is not None else base_timestamp + timestamp_delta,
-                key,
-                value,
-                headers,
-                -1 if base_sequence == -1 else (base_sequence + offset_delta) % (1 << 31),
-                record_end - start,
-            )
-        )
+        add_offset(base_offset + offset_delta)
+        add_timestamp(base_timestamp + timestamp_delta if log_append_time is None else log_append_time)
+        add_key(key)
+        add_value(value)
+        add_headers(headers)
+        add_size(record_end - start)
 
 
 def _varint_bytes(data: bytes, position: int, end: int) -> tuple[bytes | None, int]:
-    byte = data[position]
-    if byte < 0x80:
-        size = (byte >> 1) ^ -(byte & 1)
-        position += 1
-    else:
-        size, position = read_varint(data, position)
+    size, position = read_varint(data, position)
     if size < 0:
         if size == -1:
             return None, position
@@ -312,29 +419,17 @@ def _kraft_voter_ids(value: wire.Reader) -> tuple[int, ...]:
 
 
 def record_findings(path: Path, entry: LogEntry, decoded: DecodedRecords) -> tuple[Finding, ...]:
-    """A batch's records against its header: offsets inside [base, last] and increasing (for verify)."""
+    """A batch's records against its header: offsets increasing, the last one the header's (for verify)."""
     findings = list(decoded.findings)
-    previous = None
-    for record in decoded.records:
-        if previous is not None and record.offset <= previous:
-            findings.append(
-                Finding(
-                    path,
-                    entry.position,
-                    FindingKind.BAD_RECORD,
-                    f"offset {record.offset} follows {previous} inside the batch",
-                )
-            )
+    offsets = decoded.offsets
+    for previous, offset in itertools.pairwise(offsets):
+        if offset <= previous:
+            message = f"offset {offset} follows {previous} inside the batch"
+            findings.append(Finding(path, entry.position, FindingKind.BAD_RECORD, message))
             break
-        previous = record.offset
-    if isinstance(entry, RecordBatch) and decoded.records and decoded.records[-1].offset != entry.last_offset:
-        findings.append(
-            Finding(
-                path,
-                entry.position,
-                FindingKind.BAD_RECORD,
-                f"the last record's offset {decoded.records[-1].offset}"
-                f" is not the header's last offset {entry.last_offset}",
-            )
+    if isinstance(entry, RecordBatch) and offsets and offsets[-1] != entry.last_offset:
+        message = (
+            f"the last record's offset {offsets[-1]} is not the header's last offset {entry.last_offset}"
         )
+        findings.append(Finding(path, entry.position, FindingKind.BAD_RECORD, message))
     return tuple(findings)

@@ -158,3 +158,19 @@ def test_the_layout_is_read_from_names(kafka_fixture: Path):
     assert [path.name for path in files.snapshots] == ["00000000000000000129.snapshot"]
     assert [path.name for path in files.others] == ["quorum-state"]
     assert layout.is_partition_dir(kafka_fixture / "foo-0") and not layout.is_partition_dir(kafka_fixture)
+
+
+def test_file_names_with_state_suffixes_and_partition_directory_names():
+    assert layout.parse_file_name("00000000000000001234.log.deleted") == layout.LogFileName(
+        1234, "log", "deleted"
+    )
+    assert layout.parse_file_name("00000000000000000000.index.swap") == layout.LogFileName(0, "index", "swap")
+    assert layout.parse_file_name("00000000000000000007.timeindex.cleaned").state == "cleaned"
+    assert layout.parse_file_name("00000000000000000129.snapshot") == layout.LogFileName(129, "snapshot")
+    for foreign in ("0000000000000000001.log", "00000000000000000001.log.bak", "leader-epoch-checkpoint"):
+        assert layout.parse_file_name(foreign) is None
+    assert layout.file_name(1234, "timeindex") == "00000000000000001234.timeindex"
+    assert layout.parse_partition_dir("my-topic-12") == layout.PartitionName("my-topic", 12)
+    deleting = layout.parse_partition_dir("orders-3.0f5e2c1a9b8d4e7f8a6b5c4d3e2f1a0b-delete")
+    assert deleting == layout.PartitionName("orders", 3, "delete")
+    assert layout.parse_partition_dir("no_partition_number") is None

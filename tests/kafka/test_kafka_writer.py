@@ -113,3 +113,20 @@ def test_log_append_time_batches_give_every_record_the_batch_time(tmp_path: Path
     (batch,) = scan_log(log).entries
     assert batch.timestamp_type == "LogAppendTime"
     assert {record.timestamp for record in decode_records(batch).records} == {batch.max_timestamp}
+
+
+def test_long_varints_large_values_and_far_timestamps(tmp_path: Path, kafka_python_agrees):
+    """Varints of three bytes and more (values over 8 KiB, timestamp deltas over 8 s, many headers)."""
+    records = [
+        ProducerRecord(b"k" * 9000, b"v" * 200_000, tuple((f"h{i}", b"x" * 70) for i in range(70)), T0),
+        ProducerRecord(None, b"", (), T0 + 10**7),
+        ProducerRecord(b"", None, (), T0 - 10**9),
+    ]
+    with PartitionWriter(tmp_path / "big-0") as writer:
+        for compression in CODEC_NAMES:
+            writer.append(records, compression=compression)
+    log = tmp_path / "big-0" / "00000000000000000000.log"
+    assert kafka_python_agrees(log) == 15
+    decoded = decode_records(scan_log(log).entries[0])
+    assert (len(decoded), decoded.timestamps) == (3, (T0, T0 + 10**7, T0 - 10**9))
+    assert len(decoded.values[0]) == 200_000 and len(decoded.headers[0]) == 70
