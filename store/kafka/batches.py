@@ -223,13 +223,17 @@ def decode_batch_header(buf, position: int = 0, *, buffer_start: int = 0) -> Log
 
 
 def _v2_batch(view: memoryview, position: int, length: int, buffer_start: int) -> RecordBatch:
-    fields = V2_HEADER.unpack_from(view, position)
-    end = position + LOG_OVERHEAD + length
+    return _v2_from_header(V2_HEADER.unpack_from(view, position), view, position, buffer_start)
+
+
+def _v2_from_header(fields: tuple, view: memoryview, position: int, buffer_start: int) -> RecordBatch:
+    """The batch whose unpacked V2_HEADER is `fields`, at `position` of `view` (which holds all of it)."""
+    end = position + LOG_OVERHEAD + fields[1]
     crc = fields[4]
     return RecordBatch(
         buffer_start + position,
         fields[0],
-        length,
+        fields[1],
         fields[2],
         2,
         crc,
@@ -333,6 +337,7 @@ class LogReader:
         self.bytes_read = 0
 
     def __iter__(self) -> Iterator[LogEntry | Finding]:
+        unpack_v2_header = V2_HEADER.unpack_from
         with PreadFile(self.path) as file:
             file_end = file.size()
             limit = file_end if self.max_bytes is None else min(file_end, self.start + self.max_bytes)
@@ -344,6 +349,17 @@ class LogReader:
                     self.stopped = "end" if position >= file_end else "budget"
                     return
                 have = window_start + len(window) - position
+                if have >= V2_HEADER_BYTES:  # the common case first: a whole v2 batch in the window
+                    at = position - window_start
+                    fields = unpack_v2_header(window, at)
+                    size = LOG_OVERHEAD + fields[1]
+                    if fields[3] == 2 and V2_HEADER_BYTES <= size <= have:
+                        batch = _v2_from_header(fields, window, at, window_start)
+                        yield batch
+                        if not batch.crc_valid or fields[5] & COMPRESSION_MASK >= len(CODEC_NAMES):
+                            yield from entry_findings(self.path, batch)
+                        self.position = position + size
+                        continue
                 if have < LOG_OVERHEAD + 5:
                     window, window_start = self._read(file, position, limit, LOG_OVERHEAD + 5), position
                     have = len(window)

@@ -210,38 +210,8 @@ def _decode_v2_records(batch: RecordBatch, data: bytes, columns: _Columns) -> No
             else:
                 raw, position = read_unsigned_varint(data, position)
             offset_delta = (raw >> 1) ^ -(raw & 1)
-            byte = data[position]  # keyLength
-            if byte < 0x80:
-                raw, position = byte, position + 1
-            elif data[position + 1] < 0x80:
-                raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
-            else:
-                raw, position = read_unsigned_varint(data, position)
-            size = (raw >> 1) ^ -(raw & 1)
-            if size >= 0:
-                if position + size > record_end:
-                    raise _bad(f"a key of {size} bytes runs past its record", position)
-                key, position = data[position : position + size], position + size
-            elif size == -1:
-                key = None
-            else:
-                raise _bad(f"a key of length {size}", position)
-            byte = data[position]  # valueLength
-            if byte < 0x80:
-                raw, position = byte, position + 1
-            elif data[position + 1] < 0x80:
-                raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
-            else:
-                raw, position = read_unsigned_varint(data, position)
-            size = (raw >> 1) ^ -(raw & 1)
-            if size >= 0:
-                if position + size > record_end:
-                    raise _bad(f"a value of {size} bytes runs past its record", position)
-                value, position = data[position : position + size], position + size
-            elif size == -1:
-                value = None
-            else:
-                raise _bad(f"a value of length {size}", position)
+            key, position = _sized_field(data, position, record_end)
+            value, position = _sized_field(data, position, record_end)
             byte = data[position]  # headersCount
             if byte == 0:
                 headers, position = (), position + 1
@@ -262,15 +232,23 @@ def _decode_v2_records(batch: RecordBatch, data: bytes, columns: _Columns) -> No
         add_size(record_end - start)
 
 
-def _varint_bytes(data: bytes, position: int, end: int) -> tuple[bytes | None, int]:
-    size, position = read_varint(data, position)
-    if size < 0:
-        if size == -1:
-            return None, position
-        raise _bad(f"a field of length {size}", position)
-    if position + size > end:
-        raise _bad(f"a field of {size} bytes runs past its record", position)
-    return data[position : position + size], position + size
+def _sized_field(data: bytes, position: int, end: int) -> tuple[bytes | None, int]:
+    """A key, value or header field: a zigzag varint length (-1: null), then as many bytes, within `end`."""
+    byte = data[position]
+    if byte < 0x80:
+        raw, position = byte, position + 1
+    elif data[position + 1] < 0x80:
+        raw, position = (byte & 0x7F) | (data[position + 1] << 7), position + 2
+    else:
+        raw, position = read_unsigned_varint(data, position)
+    size = (raw >> 1) ^ -(raw & 1)
+    if size >= 0:
+        if position + size > end:
+            raise _bad(f"a field of {size} bytes runs past its record", position)
+        return data[position : position + size], position + size
+    if size == -1:
+        return None, position
+    raise _bad(f"a field of length {size}", position)
 
 
 def _headers(data: bytes, position: int, end: int, count: int) -> tuple[tuple, int]:
@@ -279,14 +257,14 @@ def _headers(data: bytes, position: int, end: int, count: int) -> tuple[tuple, i
     headers = []
     for _ in range(count):
         start = position
-        key, position = _varint_bytes(data, position, end)
+        key, position = _sized_field(data, position, end)
         if key is None:
             raise _bad("a header with a null key", start)
         try:
             name = key.decode("utf-8")
         except UnicodeDecodeError as error:
             raise _bad("a header key that is not UTF-8", start) from error
-        value, position = _varint_bytes(data, position, end)
+        value, position = _sized_field(data, position, end)
         headers.append((name, value))
     return tuple(headers), position
 
