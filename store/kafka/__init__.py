@@ -6,8 +6,10 @@ byte position, kind, message), never a traceback. Everything decoded is a frozen
 - `batches`: `LogReader(path, start=, max_bytes=)` iterates a `.log`'s entries (`RecordBatch` for v2,
   `LegacyMessage` for v0/v1) and findings, reading nothing past the budget; `decode_batch_header` decodes
   one entry from bytes.
-- `records`: `decode_records(entry)` decodes a batch's records when asked (`Record`); control records
-  (`decode_control_record`: transaction markers, LEADER_CHANGE, snapshot header/footer, KRaft records).
+- `records`: `decode_records(entry)` decodes a batch's records when asked, by column (`DecodedRecords`:
+  offsets, timestamps, keys, values, headers, sizes; `.records` gives `Record` objects); control records
+  (`decode_control_record`: transaction markers, LEADER_CHANGE, snapshot header/footer, KRaft records);
+  `record_findings` checks the records against their batch (offsets increasing, the last the header's).
 - `compression`: gzip, snappy (raw and xerial), lz4 (and Kafka's pre-0.10 framing), zstd.
 - `indexes`, `snapshots`, `checkpoints`: `.index`, `.timeindex`, `.txnindex`, producer snapshots, the
   checkpoint, properties and JSON files; `files.read_kafka_file(path)` picks the reader by name.

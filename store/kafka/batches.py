@@ -62,8 +62,37 @@ CREATE_TIME, LOG_APPEND_TIME = "CreateTime", "LogAppendTime"
 NO_TIMESTAMP = -1
 
 
+class _Entry:
+    """What every entry of a segment has, whatever its magic (both start with offset and length)."""
+
+    __slots__ = ()
+    position: int
+    length: int
+    attributes: int
+
+    @property
+    def size_bytes(self) -> int:
+        return self.length + LOG_OVERHEAD
+
+    @property
+    def next_position(self) -> int:
+        return self.position + self.size_bytes
+
+    @property
+    def next_offset(self) -> int:
+        return self.last_offset + 1
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & COMPRESSION_MASK
+
+    @property
+    def compression(self) -> str:
+        return codec_name(self.codec)
+
+
 @dataclass(frozen=True, slots=True)
-class RecordBatch:
+class RecordBatch(_Entry):
     """The header of one v2 record batch at `position` of its file; its records stay undecoded."""
 
     position: int
@@ -84,28 +113,8 @@ class RecordBatch:
     records_data: memoryview = field(repr=False, compare=False)  # the records, compressed or not
 
     @property
-    def size_bytes(self) -> int:
-        return self.length + LOG_OVERHEAD
-
-    @property
-    def next_position(self) -> int:
-        return self.position + self.size_bytes
-
-    @property
     def last_offset(self) -> int:
         return self.base_offset + self.last_offset_delta
-
-    @property
-    def next_offset(self) -> int:
-        return self.last_offset + 1
-
-    @property
-    def codec(self) -> int:
-        return self.attributes & COMPRESSION_MASK
-
-    @property
-    def compression(self) -> str:
-        return codec_name(self.codec)
 
     @property
     def timestamp_type(self) -> str:
@@ -133,7 +142,7 @@ class RecordBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class LegacyMessage:
+class LegacyMessage(_Entry):
     """One top-level v0/v1 message at `position` (a wrapper when compressed: its value holds the inner
     message set, decoded by decode_records)."""
 
@@ -149,28 +158,8 @@ class LegacyMessage:
     value: bytes | None
 
     @property
-    def size_bytes(self) -> int:
-        return self.length + LOG_OVERHEAD
-
-    @property
-    def next_position(self) -> int:
-        return self.position + self.size_bytes
-
-    @property
     def last_offset(self) -> int:
         return self.offset
-
-    @property
-    def next_offset(self) -> int:
-        return self.offset + 1
-
-    @property
-    def codec(self) -> int:
-        return self.attributes & COMPRESSION_MASK
-
-    @property
-    def compression(self) -> str:
-        return codec_name(self.codec)
 
     @property
     def timestamp_type(self) -> str | None:
