@@ -13,6 +13,7 @@ a finding; the whole entries before it are still read.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +115,17 @@ def _read_index(path: Path, entry_size: int, decode) -> FileRead[IndexContents]:
             ),
         )
     return FileRead(IndexContents(entries, len(entries) * entry_size, size), findings)
+
+
+def position_for_offset(entries: tuple[OffsetIndexEntry, ...], offset: int) -> int:
+    """Where to start reading a segment for `offset` (OffsetIndex.lookup): the position of the greatest
+    entry whose offset is at most `offset`, or 0 (the segment's start) when there is none."""
+    index = bisect.bisect_right(entries, offset, key=lambda entry: entry.offset)
+    return entries[index - 1].position if index else 0
+
+
+def offset_for_time(entries: tuple[TimeIndexEntry, ...], timestamp: int, base_offset: int) -> int:
+    """The offset to search from for the first record at or after `timestamp` (TimeIndex.lookup): that of
+    the greatest entry whose timestamp is below `timestamp`, or the segment's base offset."""
+    index = bisect.bisect_left(entries, timestamp, key=lambda entry: entry.timestamp)
+    return entries[index - 1].offset if index else base_offset

@@ -174,3 +174,26 @@ def test_file_names_with_state_suffixes_and_partition_directory_names():
     deleting = layout.parse_partition_dir("orders-3.0f5e2c1a9b8d4e7f8a6b5c4d3e2f1a0b-delete")
     assert deleting == layout.PartitionName("orders", 3, "delete")
     assert layout.parse_partition_dir("no_partition_number") is None
+
+
+def test_index_lookups_find_where_to_start_reading(kafka_fixture: Path):
+    from store.kafka.indexes import offset_for_time, position_for_offset
+
+    directory = kafka_fixture / METADATA
+    entries = read_kafka_file(directory / f"{SEGMENT}.index").value.entries
+    assert [position_for_offset(entries, offset) for offset in (0, 56, 57, 100, 114, 500)] == [
+        0,
+        0,
+        4154,
+        4154,
+        8258,
+        8258,
+    ]
+    times = read_kafka_file(directory / f"{SEGMENT}.timeindex").value.entries
+    assert offset_for_time(times, 0, 0) == 0
+    assert offset_for_time(times, 1726045967500, 0) == 0  # an entry (T, O): records after T come after O
+    assert offset_for_time(times, 1726045967501, 0) == 57
+    batches = scan_log(directory / f"{SEGMENT}.log").entries
+    for offset in range(129):  # reading from the looked-up position reaches the offset
+        start = position_for_offset(entries, offset)
+        assert any(b.position >= start and b.base_offset <= offset <= b.last_offset for b in batches)
