@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from store.kafka import layout
-from store.kafka.batches import scan_log
+from store.kafka.batches import LogReader, scan_log
 from store.kafka.compression import CODEC_NAMES
 from store.kafka.files import read_kafka_file
 from store.kafka.records import decode_control_record, decode_records
@@ -130,3 +130,38 @@ def test_long_varints_large_values_and_far_timestamps(tmp_path: Path, kafka_pyth
     decoded = decode_records(scan_log(log).entries[0])
     assert (len(decoded), decoded.timestamps) == (3, (T0, T0 + 10**7, T0 - 10**9))
     assert len(decoded.values[0]) == 200_000 and len(decoded.headers[0]) == 70
+
+
+def test_a_reader_resumes_where_the_last_one_stopped_while_the_writer_appends(tmp_path: Path):
+    """The way a dashboard tails a live partition: each LogReader reads what was there when it started, and
+    the next one starts at the previous one's position and reads only what came since."""
+    directory = tmp_path / "live-0"
+    log = directory / "00000000000000000000.log"
+    seen: list[int] = []
+    position = 0
+    with PartitionWriter(directory) as writer:
+        for round_number in range(5):
+            for batch in range(3):
+                writer.append(_records(2, round_number * 3 + batch), compression="lz4")
+            reader = LogReader(log, start=position)
+            for entry in reader:
+                seen.extend(decode_records(entry).offsets)
+            assert reader.stopped == "end" and reader.position == log.stat().st_size
+            assert reader.bytes_read == log.stat().st_size - position  # nothing read twice
+            position = reader.position
+    assert seen == list(range(30))
+
+
+def test_segment_files_with_state_suffixes_are_listed_apart(tmp_path: Path):
+    directory = tmp_path / "t-0"
+    with PartitionWriter(directory, segment_bytes=2000) as writer:
+        for batch in range(10):
+            writer.append(_records(3, batch))
+    first = layout.list_partition(directory).segments[0]
+    first.log.rename(first.log.with_name(first.log.name + ".deleted"))
+    listed = layout.list_partition(directory).segments
+    deleted = [segment for segment in listed if segment.states == ("deleted",)]
+    assert [(segment.base_offset, segment.log.name) for segment in deleted] == [
+        (0, "00000000000000000000.log.deleted")
+    ]
+    assert next(s for s in listed if s.base_offset == 0 and not s.states).log is None  # its indexes remain
