@@ -1,12 +1,19 @@
 """Fuzz every decoder of the store with mutated valid encodings, against the error contract of store.errors.
 
-Nine decoders, one input in nine each: a CommitLog record, the END_OF_FILE blank, the records of one batch
-walked as the reput thread walks them, ConsumeQueue entries, the IndexFile header, a whole small IndexFile
-(its hash slots and entries: table sizes inferred, then queried), the checkpoint, consumerOffset.json and
-the offsetMsgId. Each input is a valid encoding (built from the seed: IPv4 and IPv6 hosts, V1 and V2 topics,
-`__CRC32#` tails, batches, fastjson and strict JSON, ...) mutated one to eight times: bit flips, byte sets,
-truncation, extension, length fields set to edge values (0, -1, 2^31-1, 2^31, the length +-1), splices with
-another seed, deleted or repeated chunks, and for the text formats inserted JSON tokens.
+Thirteen decoders, one input in thirteen each: a CommitLog record, the END_OF_FILE blank, the records of one
+batch walked as the reput thread walks them, ConsumeQueue entries, the IndexFile header, a whole small
+IndexFile (its hash slots and entries: table sizes inferred, then queried), the checkpoint,
+consumerOffset.json and the offsetMsgId; and Kafka's (store.kafka, whose one documented error is
+KafkaDecodeError): a segment's entries (v2 batches in every codec, control batches, legacy wrappers) with
+their records and control records, index files and producer snapshots, the text files (offset and
+leader-epoch checkpoints, partition.metadata, meta.properties, .kafka_cleanshutdown, quorum-state), and
+__consumer_offsets and __cluster_metadata records.
+
+Each input is a valid encoding (built from the seed: IPv4 and IPv6 hosts, V1 and V2 topics, `__CRC32#`
+tails, batches, fastjson and strict JSON, Kafka batches written by store.kafka.writer, ...) mutated one to
+eight times: bit flips, byte sets, truncation, extension, length fields set to edge values (0, -1,
+2^31-1, 2^31, the length +-1), splices with another seed, deleted or repeated chunks, and for the text
+formats inserted JSON tokens.
 
 Reported, per decoder and in total: every exception outside the decoder's documented errors (type, message,
 where it was raised, and the input's number), every input that took over 1 s (an input still running after
@@ -15,7 +22,7 @@ process) and the largest allocation one input made (tracemalloc on every 100th i
 Each worker runs under an address-space limit (--memory-limit-mib above its size at start), so an
 allocation a length field sized beyond the input fails as MemoryError, a finding like any other.
 
-Reproducible: input N goes to decoder N mod 9 (or mod the number chosen with --decoders), mutated by
+Reproducible: input N goes to decoder N mod 13 (or mod the number chosen with --decoders), mutated by
 random.Random(seed * 10**12 + N). `--replay N` runs one input again and prints its traceback; `--out DIR`
 writes the input of each finding to DIR/<decoder>-<N>.bin. Exit status 0 when nothing undocumented was
 raised and nothing hung.
@@ -28,6 +35,7 @@ raised and nothing hung.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -56,6 +64,15 @@ from store.consume_queue_format import ENTRY, PRE_BLANK_SIZE, decode_entries, de
 from store.consumer_offsets import ConsumerOffsets, ConsumerOffsetsError, DataVersion  # noqa: E402
 from store.errors import CorruptRecord, StoreLayoutError  # noqa: E402
 from store.index_file import IndexFile, IndexHeader, infer_index_geometry  # noqa: E402
+from store.kafka import checkpoints as kafka_checkpoints  # noqa: E402
+from store.kafka import writer as kafka_writer  # noqa: E402
+from store.kafka.batches import RecordBatch, decode_batch_header, entry_findings  # noqa: E402
+from store.kafka.cluster_metadata import decode_metadata_record  # noqa: E402
+from store.kafka.consumer_offsets import decode_group_record  # noqa: E402
+from store.kafka.findings import KafkaDecodeError  # noqa: E402
+from store.kafka.indexes import decode_offset_index, decode_time_index, decode_txn_index  # noqa: E402
+from store.kafka.records import decode_control_record, decode_records  # noqa: E402
+from store.kafka.snapshots import decode_producer_snapshot  # noqa: E402
 
 DEFAULT_COUNT = 1_000_000
 SLOW_INPUT_S = 1.0  # the issue's bar: an input over a second is reported
@@ -185,6 +202,62 @@ def decode_message_id(data: bytes) -> None:
     again = codec.offset_msg_id((parsed.host, parsed.port), parsed.physical_offset)
     if again != text.upper():
         raise AssertionError(f"offsetMsgId {text!r} parses to {parsed} and encodes back as {again}")
+
+
+def decode_kafka_log(data: bytes) -> None:
+    """A Kafka segment as LogReader walks it (entries in turn until one does not decode), every entry's
+    records decoded (their findings are values, not errors) and control records read."""
+    position = 0
+    while position < len(data):
+        entry = decode_batch_header(data, position, buffer_start=4096)
+        entry_findings(Path("fuzzed.log"), entry)
+        decoded = decode_records(entry, "fuzzed.log")
+        if isinstance(entry, RecordBatch) and entry.is_control:
+            for record in decoded.records:
+                decode_control_record(record)
+        _read(entry, "last_offset", "compression", "timestamp_type", "next_position")
+        position = entry.next_position - 4096
+
+
+def decode_kafka_index_or_snapshot(data: bytes) -> None:
+    """The same bytes as each index (which cannot fail: whole entries are read) and as a producer snapshot."""
+    (decode_offset_index(data, 100), decode_time_index(data, 100), decode_txn_index(data))
+    decode_producer_snapshot(data, 100)
+
+
+KAFKA_TEXT_DECODERS = (
+    kafka_checkpoints.decode_offset_checkpoint,
+    kafka_checkpoints.decode_leader_epoch_checkpoint,
+    kafka_checkpoints.decode_partition_metadata,
+    kafka_checkpoints.decode_meta_properties,
+    kafka_checkpoints.decode_clean_shutdown,
+    kafka_checkpoints.decode_quorum_state,
+)
+
+
+def decode_kafka_text(data: bytes) -> None:
+    """Every text-file decoder on the input; an error of one is raised after all have run."""
+    errors = []
+    for decode in KAFKA_TEXT_DECODERS:
+        try:
+            decode(data)
+        except KafkaDecodeError as error:
+            errors.append(error)
+    if len(errors) == len(KAFKA_TEXT_DECODERS):
+        raise errors[0]
+
+
+def decode_kafka_group_or_metadata(data: bytes) -> None:
+    """A record of __consumer_offsets (int16 key length, key, then the value; a length of -1: no value) and
+    the same value as a __cluster_metadata record."""
+    if len(data) < 2:
+        raise KafkaDecodeError("truncated", "no key length")
+    (key_length,) = struct.unpack_from(">h", data)
+    key = data[2 : 2 + key_length] if key_length >= 0 else None
+    value = data[2 + max(key_length, 0) :] or None
+    with contextlib.suppress(KafkaDecodeError):
+        decode_metadata_record(value)
+    decode_group_record(key, value)
 
 
 # ---- seeds: valid encodings, with where their length fields lie --------------------------------------------
@@ -399,6 +472,143 @@ def message_id_seeds(rng: random.Random) -> list[Seed]:
     return [Seed(text.encode()) for text in ids + [text.lower() for text in ids]]
 
 
+KAFKA_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def kafka_records(rng: random.Random, count: int) -> list[kafka_writer.ProducerRecord]:
+    return [
+        kafka_writer.ProducerRecord(
+            None if rng.random() < 0.3 else rng.randbytes(rng.choice((0, 3, 20))),
+            None if rng.random() < 0.2 else rng.randbytes(rng.choice((0, 1, 50, 400))),
+            tuple(
+                (f"h{i}", None if rng.random() < 0.3 else rng.randbytes(4))
+                for i in range(rng.choice((0, 0, 2)))
+            ),
+            1_700_000_000_000 + rng.randrange(10**6),
+        )
+        for _ in range(count)
+    ]
+
+
+def _kafka_v2_fields(position: int, data: bytes) -> list[tuple[int, int]]:
+    """batchLength, lastOffsetDelta, recordsCount, and the first record's length byte (uncompressed)."""
+    return [(position + 8, 4), (position + 23, 4), (position + 57, 4), (position + 61, 1)]
+
+
+def kafka_log_seeds(rng: random.Random) -> list[Seed]:
+    seeds = []
+    for _ in range(20):
+        parts, fields, offset = [], [], rng.randrange(1000)
+        for _ in range(rng.randrange(1, 4)):
+            position = sum(map(len, parts))
+            kind = rng.random()
+            if kind < 0.7:
+                count = rng.randrange(1, 6)
+                part = kafka_writer.encode_batch(
+                    offset,
+                    kafka_records(rng, count),
+                    compression=rng.choice(KAFKA_CODECS),
+                    producer_id=rng.choice((-1, 7)),
+                    base_sequence=rng.choice((-1, 0, 2**31 - 2)),
+                )
+                fields += _kafka_v2_fields(position, part)
+            elif kind < 0.85:
+                count = 1
+                marker = kafka_writer.control_record(rng.choice((0, 1)), rng.randrange(10))
+                part = kafka_writer.encode_batch(
+                    offset, [marker], producer_id=7, transactional=True, control=True
+                )
+                fields += _kafka_v2_fields(position, part)
+            else:
+                count = rng.randrange(1, 4)
+                magic = rng.choice((0, 1))
+                part = kafka_writer.encode_legacy_wrapper(
+                    magic, rng.choice(KAFKA_CODECS[1:4]), offset, kafka_records(rng, count)
+                )
+                fields += [(position + 8, 4), (position + 18 + 8 * magic, 4)]
+            parts.append(part)
+            offset += count
+        seeds.append(Seed(b"".join(parts), tuple(fields)))
+    return seeds
+
+
+def kafka_index_seeds(rng: random.Random) -> list[Seed]:
+    seeds = []
+    for _ in range(8):
+        count = rng.randrange(0, 4)
+        entries = b"".join(
+            struct.pack(
+                ">qhiqiqiq",
+                rng.randrange(10**6),
+                0,
+                rng.randrange(100),
+                rng.randrange(10**6),
+                0,
+                1_700_000_000_000,
+                -1,
+                -1,
+            )
+            for _ in range(count)
+        )
+        body = struct.pack(">i", count) + entries
+        snapshot = struct.pack(">hI", 1, __import__("crc32c").crc32c(body)) + body
+        seeds.append(Seed(snapshot, ((6, 4),)))
+    seeds.append(Seed(b"".join(struct.pack(">ii", 8 * i, 4096 * i) for i in range(1, 6)) + bytes(16)))
+    return seeds
+
+
+def kafka_text_seeds(rng: random.Random) -> list[Seed]:
+    return [
+        Seed(b"0\n2\nfoo 0 1\n__consumer_offsets 17 42\n"),
+        Seed(b"0\n1\n3 1200\n"),
+        Seed(b"0\n0\n"),
+        Seed(b"version: 0\ntopic_id: v9meXjI1RVKB-NSvF0GXDA"),
+        Seed(b"#\n#Mon Sep 02 15:43:32 IST 2024\ncluster.id=rwd2jqiwRaCycLq7mKVHXA\nnode.id=1\nversion=1\n"),
+        Seed(b'{"version":0,"brokerEpoch":6}'),
+        Seed(
+            b'{"clusterId":"","leaderId":1,"leaderEpoch":1,"votedId":-1,"appliedOffset":0,'
+            b'"currentVoters":[{"voterId":1}],"data_version":0}'
+        ),
+    ]
+
+
+def _kafka_string(text: str) -> bytes:
+    return struct.pack(">h", len(text.encode())) + text.encode()
+
+
+def kafka_group_seeds(rng: random.Random) -> list[Seed]:
+    seeds = []
+    for version in range(5):
+        key = (
+            struct.pack(">h", version % 2)
+            + _kafka_string("group")
+            + _kafka_string("topic")
+            + struct.pack(">i", 3)
+        )
+        meta = _kafka_string("m") if version < 4 else b"\x02m"
+        value = struct.pack(">hq", version, 42) + (struct.pack(">i", 1) if version >= 3 else b"") + meta
+        value += (
+            struct.pack(">q", 1)
+            + (struct.pack(">q", 2) if version == 1 else b"")
+            + (b"\0" if version >= 4 else b"")
+        )
+        seeds.append(Seed(struct.pack(">h", len(key)) + key + value, ((0, 2), (4, 2))))
+    group_key = struct.pack(">h", 2) + _kafka_string("g")
+    member = _kafka_string("m1") + _kafka_string("c") + _kafka_string("h") + struct.pack(">iiii", 1, 2, 0, 0)
+    group_value = (
+        struct.pack(">h", 1)
+        + _kafka_string("consumer")
+        + struct.pack(">i", 5)
+        + _kafka_string("range")
+        + _kafka_string("m1")
+        + struct.pack(">i", 1)
+        + member
+    )
+    seeds.append(Seed(struct.pack(">h", len(group_key)) + group_key + group_value, ((0, 2),)))
+    seeds.append(Seed(struct.pack(">h", -1) + b"\x01\x02\x00" + rng.randbytes(10)))  # a metadata record
+    return seeds
+
+
 def build_decoders(seed: int, names: Sequence[str] | None = None) -> list[Decoder]:
     """The decoders with their seed inputs, the same for every process given the same seed."""
     rng = random.Random(seed)
@@ -421,6 +631,16 @@ def build_decoders(seed: int, names: Sequence[str] | None = None) -> list[Decode
             text=True,
         ),
         Decoder("message-id", decode_message_id, (ValueError,), tuple(message_id_seeds(rng)), text=True),
+        Decoder("kafka-log", decode_kafka_log, (KafkaDecodeError,), tuple(kafka_log_seeds(rng))),
+        Decoder(
+            "kafka-index", decode_kafka_index_or_snapshot, (KafkaDecodeError,), tuple(kafka_index_seeds(rng))
+        ),
+        Decoder(
+            "kafka-text", decode_kafka_text, (KafkaDecodeError,), tuple(kafka_text_seeds(rng)), text=True
+        ),
+        Decoder(
+            "kafka-group", decode_kafka_group_or_metadata, (KafkaDecodeError,), tuple(kafka_group_seeds(rng))
+        ),
     ]
     if names:
         unknown = set(names) - {decoder.name for decoder in decoders}
