@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_recovery import (
+from recovery_support import (
     QUEUES,
     SMALL,
     clean_store,
