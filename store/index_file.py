@@ -817,6 +817,11 @@ class IndexService:
             index_file = self._last_writable_file()
         return index_file
 
+    def writable_file(self) -> IndexFile:
+        """The file the next key goes to (made now if there is none, or the newest is full), as
+        `build_index` makes it for every message, keys or not."""
+        return self._last_writable_file()
+
     def _last_writable_file(self) -> IndexFile:
         """`IndexService.getAndCreateLastIndexFile`: the newest file, or a new one when it is full."""
         if self.read_only:
