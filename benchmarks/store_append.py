@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import gc
 import io
 import itertools
@@ -67,6 +68,13 @@ TARGET_SMALL_MSGS_PER_S = 1_000_000
 TARGET_SMALL_FLOOR_SHARE = 0.5
 TARGET_LARGE_BYTES_PER_S = 2e9
 TARGET_CONSUME_MSGS_PER_S = 2_000_000
+TARGET_DISPATCHED_SMALL_MSGS_PER_S = 500_000  # MessageStore.put_messages, dispatch caught up, 128 B
+TARGET_DISPATCHED_SHARE_1K = 0.8  # of the CommitLog-only put_messages rate, 1 KiB
+TARGET_ROLLS_FRESH_SHARE = 0.9  # across rolls, of writing the same records into fresh, never-touched pages
+DISPATCH_CATCH_UP_S = 60.0  # the longest the timed store case waits for dispatch after its last put
+# Groups of cases, for --cases: puts into one warmed segment, across rolls (with the fresh-page floor), with
+# dispatch (MessageStore), the raw floor, the other engines, consuming.
+CASES = ("put", "rolls", "store", "floor", "engines", "consume")
 LMDB_MAP_SIZE = 64 << 30  # address space only: the file grows with what is written
 
 
@@ -77,6 +85,7 @@ class Result:
     messages: int
     seconds: float
     note: str = ""
+    caught_up: bool = True  # MessageStore: dispatch reached the last put within the time
 
     @property
     def msgs_per_s(self) -> float:
@@ -98,6 +107,7 @@ class Settings:
     directory: Path
     consumed_messages: int  # the queue the consume loops walk over and over
     profile: bool
+    cases: frozenset[str] = frozenset(CASES)
 
     def store_config(self, **changes) -> StoreConfig:
         return StoreConfig(mapped_file_size_commitlog=self.segment_bytes, warmup=self.warmup, **changes)
@@ -152,7 +162,9 @@ def cycling(items: Sequence) -> Callable[[], object]:
 
 
 @contextlib.contextmanager
-def running_commit_log(settings: Settings, root: Path) -> Iterator[CommitLog]:
+def running_commit_log(
+    settings: Settings, root: Path
+) -> Iterator[tuple[CommitLog, AllocateMappedFileService]]:
     """A CommitLog wired as MessageStore wires it for puts: allocation service (which warms each new
     segment, and the one after it in the background) and the ASYNC flush service, without the dispatcher."""
     config = settings.store_config()
@@ -161,7 +173,7 @@ def running_commit_log(settings: Settings, root: Path) -> Iterator[CommitLog]:
     commit_log.load()
     commit_log.start()
     try:
-        yield commit_log
+        yield commit_log, allocator
     finally:
         commit_log.shutdown()
         allocator.shutdown()
@@ -235,12 +247,17 @@ def batch_putter(commit_log: CommitLog, batches: list) -> Callable[[], int]:
 
 def measure_sustained(settings: Settings, root: Path, size: int, batches: list) -> Result:
     """Batched puts across segment rolls: the writer also waits for the next segment to be allocated and
-    warmed, and for the flush service's msync, which holds the GIL in CPython 3.11 (mmap.flush)."""
+    warmed, and for the flush service's msync, which holds the GIL in CPython 3.11 (mmap.flush). The note
+    says where the time went: waits in the put lock for a segment, the writer's own kernel time (its page
+    faults: zeroing the pages the warm-up had not reached), and how far ahead the allocator was."""
     next_batch = cycling(batches)
     stalled_s = waited_in_lock_s = 0.0
-    with running_commit_log(settings, root) as commit_log:
+    with running_commit_log(settings, root) as (commit_log, allocator):
         commit_log.put_messages(batches[0])
+        allocator.wait_idle(60)  # start with the first segment and the next one warmed
         put_batch = commit_log.put_messages
+        stats_before = dataclasses.replace(allocator.stats, lead_bytes=[])
+        writer_before = ThreadTimes.now()
 
         def step() -> int:
             nonlocal stalled_s, waited_in_lock_s
@@ -253,12 +270,91 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
             return len(batches[0])
 
         count, elapsed = run_for(SUSTAINED_RUNS * settings.seconds, step)
+        writer = ThreadTimes.now() - writer_before
         rolls = commit_log.max_offset // settings.segment_bytes
+        stats = allocator.stats
+        handed = stats.handed_over - stats_before.handed_over
+        ready_ahead = stats.ready_ahead - stats_before.ready_ahead
+        waited_s = stats.waited_s - stats_before.waited_s
+        leads = stats.lead_bytes[stats_before.handed_over :]
+    lead = (
+        f"lead at each roll {', '.join(f'{b / MiB:.0f}' for b in leads)} MiB warmed" if leads else "no roll"
+    )
     note = (
-        f"{rolls} rolls; puts over {STALL_S * 1000:.0f} ms took {stalled_s:.2f} s, "
-        f"{waited_in_lock_s:.2f} s of it in the put lock, where a roll waits for its segment"
+        f"{rolls} rolls, {ready_ahead} of {handed} segments ready ahead; put lock waited {waited_s:.2f} s "
+        f"for segments; {lead}; writer kernel time {writer.system_s:.2f} s, {writer.minor_faults:,} faults; "
+        f"puts over {STALL_S * 1000:.0f} ms took {stalled_s:.2f} s ({waited_in_lock_s:.2f} s in the put lock)"
     )
     return Result(size, f"put_messages x{len(batches[0])}, across rolls", count, elapsed, note)
+
+
+@dataclass(frozen=True)
+class ThreadTimes:
+    """The calling thread's CPU times and minor page faults (/proc/thread-self/stat)."""
+
+    user_s: float
+    system_s: float
+    minor_faults: int
+
+    @classmethod
+    def now(cls) -> ThreadTimes:
+        with open("/proc/thread-self/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, int(fields[7]))
+
+    def __sub__(self, other: ThreadTimes) -> ThreadTimes:
+        return ThreadTimes(
+            self.user_s - other.user_s, self.system_s - other.system_s, self.minor_faults - other.minor_faults
+        )
+
+
+def measure_fresh_floor(settings: Settings, root: Path, size: int, record: bytes) -> Result:
+    """The rolls' floor: one pre-encoded record copied again and again into freshly created segments that
+    nobody warmed (a new one when one fills), as long as the rolls case runs. Every page is a first touch,
+    so this is the rate at which this machine gives a writer new zeroed pages: no writer that needs new
+    pages can beat it for long, whatever warms them."""
+    root.mkdir(parents=True)
+    length = len(record)
+    last_start = settings.segment_bytes - length
+    segments = itertools.count()
+    state: dict = {}
+
+    def next_segment() -> None:
+        if "segment" in state:
+            state["view"].release()
+            state["segment"].destroy(0)
+        offset = next(segments) * settings.segment_bytes
+        segment = MappedFile.create(root / offset_to_file_name(offset), settings.segment_bytes)
+        state.update(segment=segment, view=segment.reserve(settings.segment_bytes).view, position=0)
+
+    def step() -> int:
+        view, position = state["view"], state["position"]
+        for _ in range(1024):
+            if position > last_start:
+                next_segment()
+                view, position = state["view"], 0
+            view[position : position + length] = record
+            position += length
+        state["position"] = position
+        return 1024
+
+    try:
+        next_segment()
+        count, elapsed = run_for(SUSTAINED_RUNS * settings.seconds, step)
+        filled = next(segments)
+    finally:
+        if "segment" in state:
+            state["view"].release()
+            state["segment"].destroy(0)
+        shutil.rmtree(root, ignore_errors=True)
+    return Result(
+        size,
+        "fresh-page floor: memcpy into new mmaps",
+        count,
+        elapsed,
+        f"{length}-byte records, {filled} files",
+    )
 
 
 STALL_S = 0.005
@@ -278,12 +374,15 @@ def verify_batch(commit_log: CommitLog, result, batch: list[codec.Message]) -> N
 
 
 def measure_store_put(settings: Settings, root: Path, size: int, batches: list) -> Result:
-    """MessageStore.put_messages with the dispatcher and index building running: they share the GIL."""
+    """MessageStore.put_messages with the dispatcher and index building running: they share the GIL. The
+    time runs until dispatch has caught up with the last put (consumers see every message), or gives up
+    after DISPATCH_CATCH_UP_S and says how far behind it was."""
     next_batch = cycling(batches)
-    seconds = min(settings.seconds, 1.0)  # the dispatcher must catch up at shutdown, at its own pace
+    seconds = min(settings.seconds, 1.0)
     with MessageStore(root, settings.store_config()) as store:
         store.put_messages(batches[0])
         store.wait_dispatched(store.commit_log.max_offset, 30)
+        store.allocator.wait_idle(60)  # the segment written and the next one warmed, as for CommitLog-only
         put_batch = store.put_messages
 
         def step() -> int:
@@ -291,12 +390,22 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
                 put_batch(next_batch())
             return 4 * len(batches[0])
 
-        count, elapsed = run_for(seconds, step)
-        behind = store.dispatcher.behind_bytes
+        count, putting_s = run_for(seconds, step)
         written = store.commit_log.max_offset
+        behind_at_last_put = written - store.dispatcher.reput_from_offset
+        began = time.perf_counter()
+        caught_up = store.wait_dispatched(written, DISPATCH_CATCH_UP_S)
+        catching_up_s = time.perf_counter() - began
+        behind = written - store.dispatcher.reput_from_offset
     shutil.rmtree(root, ignore_errors=True)
-    note = f"dispatch {100 * (1 - behind / max(written, 1)):.0f}% done at the end"
-    return Result(size, f"MessageStore.put_messages x{len(batches[0])} +dispatch", count, elapsed, note)
+    lag = (
+        f"dispatch {behind_at_last_put / MiB:.1f} MiB behind at the last put, "
+        f"caught up {catching_up_s:.2f} s later"
+        if caught_up
+        else f"dispatch NOT caught up: {behind / MiB:.1f} MiB behind {catching_up_s:.0f} s after the last put"
+    )
+    case = f"MessageStore.put_messages x{len(batches[0])} +dispatch"
+    return Result(size, case, count, putting_s + catching_up_s, lag, caught_up=caught_up)
 
 
 # ---- the raw floor -------------------------------------------------------------------------------------
@@ -441,12 +550,18 @@ def measure_size(settings: Settings, size: int, scratch: Path) -> list[Result]:
         return scratch / f"{size}-{next(place)}"
 
     results = measure_puts(settings, size, bodies, fresh)
-    results.append(measure_floor(settings, fresh(), size, encoded_record(make_batches(bodies[:1], 1)[0][0])))
+    record = encoded_record(make_batches(bodies[:1], 1)[0][0])
+    if "rolls" in settings.cases:
+        results.append(measure_fresh_floor(settings, fresh(), size, record))
+    if "floor" in settings.cases:
+        results.append(measure_floor(settings, fresh(), size, record))
     largest = max(settings.batches)
-    results.append(measure_sqlite(settings, fresh(), size, bodies, largest))
-    lmdb_result = measure_lmdb(settings, fresh(), size, bodies, largest)
-    results.append(lmdb_result or Result(size, "lmdb: unavailable (pip install lmdb)", 0, 1.0))
-    results.extend(measure_consume(settings, fresh(), size, bodies))
+    if "engines" in settings.cases:
+        results.append(measure_sqlite(settings, fresh(), size, bodies, largest))
+        lmdb_result = measure_lmdb(settings, fresh(), size, bodies, largest)
+        results.append(lmdb_result or Result(size, "lmdb: unavailable (pip install lmdb)", 0, 1.0))
+    if "consume" in settings.cases:
+        results.extend(measure_consume(settings, fresh(), size, bodies))
     return results
 
 
@@ -455,15 +570,28 @@ def measure_puts(
 ) -> list[Result]:
     batches = {batch: make_batches(bodies, batch) for batch in settings.batches}
     largest = max(settings.batches)
-    results = [measure_put(settings, fresh(), size, batches[largest][:64], "put_message", single=True)]
-    for batch in settings.batches:
-        results.append(measure_put(settings, fresh(), size, batches[batch], f"put_messages x{batch}", False))
-    results.append(measure_sustained(settings, fresh(), size, batches[largest]))
-    keyed = make_batches(bodies, largest, keys_per_message=True)
-    results.append(
-        measure_put(settings, fresh(), size, keyed, f"put_messages x{largest}, KEYS per msg", False)
-    )
-    results.append(measure_store_put(settings, fresh(), size, batches[largest]))
+    results = []
+    if "put" in settings.cases or "store" in settings.cases:  # the store case's CommitLog-only reference
+        results.append(
+            measure_put(settings, fresh(), size, batches[largest], f"put_messages x{largest}", False)
+        )
+    if "put" in settings.cases:
+        results.append(
+            measure_put(settings, fresh(), size, batches[largest][:64], "put_message", single=True)
+        )
+        for batch in settings.batches:
+            if batch != largest:
+                results.append(
+                    measure_put(settings, fresh(), size, batches[batch], f"put_messages x{batch}", False)
+                )
+        keyed = make_batches(bodies, largest, keys_per_message=True)
+        results.append(
+            measure_put(settings, fresh(), size, keyed, f"put_messages x{largest}, KEYS per msg", False)
+        )
+    if "rolls" in settings.cases:
+        results.append(measure_sustained(settings, fresh(), size, batches[largest]))
+    if "store" in settings.cases:
+        results.append(measure_store_put(settings, fresh(), size, batches[largest]))
     return results
 
 
@@ -491,6 +619,8 @@ def print_ratios(results: list[Result], settings: Settings) -> None:
     print(f"\nRatios: mqinspect put_messages x{largest} throughput divided by ...")
     for size in settings.sizes:
         ours = find(results, size, f"put_messages x{largest}")
+        if ours is None:
+            continue
         parts = []
         for label, prefix in (("raw floor", "raw floor"), ("sqlite3", "sqlite3"), ("lmdb", "lmdb putmulti")):
             other = find(results, size, prefix)
@@ -505,30 +635,73 @@ def verdict(passed: bool) -> str:
 def print_targets(results: list[Result], settings: Settings) -> None:
     print("\nTargets")
     batch_rows = [f"put_messages x{batch}" for batch in settings.batches]
-    if 128 in settings.sizes:
+    if 128 in settings.sizes and "put" in settings.cases:
         best = max((find(results, 128, row) for row in batch_rows), key=lambda r: r.msgs_per_s)
         floor = find(results, 128, "raw floor")
-        share = best.msgs_per_s / floor.msgs_per_s
         print(
             f"  {verdict(best.msgs_per_s >= TARGET_SMALL_MSGS_PER_S)} 128 B batch >= 1,000,000 msgs/s: "
             f"{best.msgs_per_s:,.0f} ({best.case})"
         )
-        print(
-            f"  {verdict(share >= TARGET_SMALL_FLOOR_SHARE)} 128 B batch >= 50% of the raw floor: "
-            f"{100 * share:.0f}% ({best.msgs_per_s:,.0f} of {floor.msgs_per_s:,.0f} msgs/s)"
-        )
-    if 4096 in settings.sizes:
+        if floor is not None:
+            share = best.msgs_per_s / floor.msgs_per_s
+            print(
+                f"  {verdict(share >= TARGET_SMALL_FLOOR_SHARE)} 128 B batch >= 50% of the raw floor: "
+                f"{100 * share:.0f}% ({best.msgs_per_s:,.0f} of {floor.msgs_per_s:,.0f} msgs/s)"
+            )
+    if 4096 in settings.sizes and "put" in settings.cases:
         best = max((find(results, 4096, row) for row in batch_rows), key=lambda r: r.mb_per_s)
         print(
             f"  {verdict(best.mb_per_s * 1e6 >= TARGET_LARGE_BYTES_PER_S)} 4 KiB >= 2 GB/s (body bytes): "
             f"{best.mb_per_s / 1000:.2f} GB/s ({best.case})"
         )
+    print_dispatch_targets(results, settings)
+    print_roll_targets(results, settings)
     for result in results:
         if result.case.startswith("get_messages"):
             print(
                 f"  {verdict(result.msgs_per_s >= TARGET_CONSUME_MSGS_PER_S)} consume >= 2,000,000 msgs/s, "
                 f"{result.size} B, {result.case}: {result.msgs_per_s:,.0f}"
             )
+
+
+def print_dispatch_targets(results: list[Result], settings: Settings) -> None:
+    """MessageStore.put_messages with dispatch caught up at the end of the timed run."""
+    largest = max(settings.batches)
+    small = find(results, 128, "MessageStore.put_messages")
+    if small is not None:
+        passed = small.caught_up and small.msgs_per_s >= TARGET_DISPATCHED_SMALL_MSGS_PER_S
+        print(
+            f"  {verdict(passed)} 128 B MessageStore.put_messages, dispatch caught up, >= 500,000 msgs/s: "
+            f"{small.msgs_per_s:,.0f} ({100 * small.msgs_per_s / TARGET_DISPATCHED_SMALL_MSGS_PER_S:.0f}% "
+            f"of the target; {small.note})"
+        )
+    large = find(results, 1024, "MessageStore.put_messages")
+    alone = find(results, 1024, f"put_messages x{largest}")
+    if large is not None and alone is not None:
+        share = large.msgs_per_s / alone.msgs_per_s
+        print(
+            f"  {verdict(large.caught_up and share >= TARGET_DISPATCHED_SHARE_1K)} 1 KiB MessageStore."
+            f"put_messages, dispatch caught up, >= 80% of CommitLog-only put_messages x{largest}: "
+            f"{100 * share:.0f}% ({large.msgs_per_s:,.0f} of {alone.msgs_per_s:,.0f} msgs/s; {large.note})"
+        )
+
+
+def print_roll_targets(results: list[Result], settings: Settings) -> None:
+    """Across rolls, against writing the same records into fresh, never-touched pages."""
+    for size in settings.sizes:
+        rolls = find(results, size, f"put_messages x{max(settings.batches)}, across rolls")
+        floor = find(results, size, "fresh-page floor")
+        if rolls is None or floor is None:
+            continue
+        share = rolls.msgs_per_s / floor.msgs_per_s
+        print(
+            f"  {verdict(share >= TARGET_ROLLS_FRESH_SHARE)} {size} B across rolls >= 90% of the fresh-page "
+            f"floor: {100 * share:.0f}% ({rolls.msgs_per_s:,.0f} of {floor.msgs_per_s:,.0f} msgs/s, "
+            f"{floor.mb_per_s * (1 + RECORD_OVERHEAD_BYTES / size):,.0f} MB/s of records into new pages)"
+        )
+
+
+RECORD_OVERHEAD_BYTES = 110  # header, topic and properties of the benchmark's records, roughly
 
 
 # ---- --profile: where the batch path spends its time ---------------------------------------------------
@@ -539,7 +712,7 @@ def profile_batch_path(settings: Settings, size: int, scratch: Path, floor: Resu
     batch = max(settings.batches)
     batches = make_batches(make_bodies(size), batch)
     next_batch = cycling(batches)
-    with running_commit_log(settings, scratch / f"profile-{size}") as commit_log:
+    with running_commit_log(settings, scratch / f"profile-{size}") as (commit_log, _allocator):
         commit_log.put_messages(batches[0])
         profiler = cProfile.Profile()
         count = 0
@@ -703,7 +876,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--warmup", choices=["touch", "populate"], default="populate")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="parent directory")
     parser.add_argument("--profile", action="store_true", help="also show where the batch path spends time")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"groups of cases to run, of {', '.join(CASES)}"
+    )
     args = parser.parse_args(argv)
+    cases = frozenset(args.cases.split(","))
+    if not cases <= set(CASES):
+        parser.error(f"unknown cases: {', '.join(sorted(cases - set(CASES)))}")
     return Settings(
         sizes=tuple(int(size) for size in args.sizes.split(",")),
         batches=tuple(int(batch) for batch in args.batches.split(",")),
@@ -714,6 +893,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         directory=args.dir.resolve(),
         consumed_messages=30_000 if args.quick else 200_000,
         profile=args.profile,
+        cases=cases,
     )
 
 

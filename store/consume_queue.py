@@ -105,11 +105,12 @@ class ConsumeQueue:
         size: int,
         tags_codes: Sequence[int],
     ) -> None:
-        """`put_message_position_info` for a run of records of one size, in order: the entries that follow
-        the queue's end write as one block per file; any other entry goes through the one-entry path."""
-        ends = [physical_offset + size for physical_offset in physical_offsets]
-        row = bisect.bisect_right(ends, self.max_physic_offset)  # already built (recovery re-dispatches)
-        count = len(ends)
+        """`put_message_position_info` for a run of records of one size whose physical offsets grow: the
+        entries that follow the queue's end write as one block per file; any other entry goes through the
+        one-entry path."""
+        # Entries already built (recovery re-dispatches); the physical offsets only grow.
+        row = bisect.bisect_right(physical_offsets, self.max_physic_offset - size)
+        count = len(physical_offsets)
         while row < count:
             expected = queue_offsets[row] * CQ_STORE_UNIT_SIZE
             mapped_file = self.mapped_file_queue.get_last_file(expected, create=True)
@@ -128,7 +129,7 @@ class ConsumeQueue:
                     zip(physical_offsets[row:stop], itertools.repeat(size), tags_codes[row:stop])
                 )
             )
-            self.max_physic_offset = ends[stop - 1]
+            self.max_physic_offset = physical_offsets[stop - 1] + size
             mapped_file.append(block)
             row = stop
 

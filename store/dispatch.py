@@ -115,7 +115,7 @@ class Dispatcher:
                 continue
             if not self._dispatch_run(run, base + position):
                 break
-            guess = min(_MAX_RUN, 2 * run.count) if run.count == guess else max(1, 2 * run.count)
+            guess = min(_MAX_RUN, 2 * run.count) if run.count == run.asked else run.count
             position += run.count * run.size
             dispatched += run.count
             self._resumed(base + position)
@@ -148,7 +148,11 @@ class Dispatcher:
         at the run's first record: every step is idempotent, so the retry redoes only what is missing."""
         try:
             for (topic, queue_id), rows in run.by_queue().items():
-                self.consume_queues.find_or_create(topic, queue_id).put_positions(
+                queue = self.consume_queues.find_or_create(topic, queue_id)
+                if rows is None:  # the whole run
+                    queue.put_positions(run.queue_offsets, run.physical_offsets, run.size, run.tags_codes())
+                    continue
+                queue.put_positions(
                     [run.queue_offsets[row] for row in rows],
                     [run.physical_offsets[row] for row in rows],
                     run.size,
@@ -237,7 +241,7 @@ class ReputMessageService(ServiceThread):
 # ---- reading runs of same-shape records ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Tail:
     """What the dispatcher needs from a record's topic and properties (a checked, parsed tail)."""
 
@@ -260,17 +264,24 @@ class _Run:
     physical_offsets: tuple[int, ...]
     store_timestamps: tuple[int, ...]
     tails: tuple[_Tail, ...]
-    distinct_tails: frozenset[_Tail]
+    distinct_tails: tuple[_Tail, ...]
+    asked: int  # the records read: a run shorter than that ended at a record of another shape
+
+    def tags_codes(self) -> list[int]:
+        if len(self.distinct_tails) == 1:
+            return [next(iter(self.distinct_tails)).tags_code] * self.count
+        return list(map(_TAGS_CODE, self.tails))
 
     @property
     def any_keys(self) -> bool:
         return any(tail.has_keys for tail in self.distinct_tails)
 
-    def by_queue(self) -> dict[tuple[str, int], range | list[int]]:
-        """The rows of each (topic, queue id): one range when the run has one topic (nearly always)."""
+    def by_queue(self) -> dict[tuple[str, int], list[int] | None]:
+        """The rows of each (topic, queue id); None for all of them, when the run has one topic (nearly
+        always: a batch is one queue's)."""
         topics = {tail.topic for tail in self.distinct_tails}
         if len(topics) == 1:
-            return {(topics.pop(), self.queue_id): range(self.count)}
+            return {(topics.pop(), self.queue_id): None}
         rows: dict[tuple[str, int], list[int]] = {}
         for row, tail in enumerate(self.tails):
             rows.setdefault((tail.topic, self.queue_id), []).append(row)
@@ -298,16 +309,20 @@ _SMALLEST_RECORD = _HEADER_SIZES[0] + 1 + _PROPERTIES_LENGTH_SIZE
     _BODY_LENGTH,
     _TAIL,
 ) = range(9)
-_SHAPE = operator.itemgetter(_TOTAL, _MAGIC, _QUEUE_ID, _SYSFLAG, _BODY_LENGTH)
+_FIELDS = 9
+_SHARED = (_TOTAL, _MAGIC, _QUEUE_ID, _SYSFLAG, _BODY_LENGTH)
+_TAGS_CODE = operator.attrgetter("tags_code")
 
 
 @functools.lru_cache(maxsize=256)
-def _record_struct(layout: int, body_length: int, tail_length: int) -> struct.Struct:
-    """One record of this shape: TOTALSIZE, MAGICCODE, QUEUEID, QUEUEOFFSET, PHYSICALOFFSET, SYSFLAG,
-    STORETIMESTAMP and the BODY length (codec's record layout), the body skipped, then the tail's bytes."""
+def _run_struct(layout: int, body_length: int, tail_length: int, count: int) -> struct.Struct:
+    """`count` records of this shape back to back, each giving TOTALSIZE, MAGICCODE, QUEUEID, QUEUEOFFSET,
+    PHYSICALOFFSET, SYSFLAG, STORETIMESTAMP and the BODY length (codec's record layout), the body skipped,
+    then the tail's bytes: one flat tuple, whose columns are strided slices."""
     born_host = (16 if layout & 1 else 4) + 4
     store_host = (16 if layout & 2 else 4) + 4
-    return struct.Struct(f">iI4xi4xqqi8x{born_host}xq{store_host}x4x8xi{body_length}x{tail_length}s")
+    record = f"iI4xi4xqqi8x{born_host}xq{store_host}x4x8xi{body_length}x{tail_length}s"
+    return struct.Struct(">" + record * count)
 
 
 def _read_run(
@@ -331,35 +346,60 @@ def _read_run(
     body_length = _INT.unpack_from(view, position + header_size - 4)[0]
     if not 0 <= body_length <= total - header_size - topic_length_size - _PROPERTIES_LENGTH_SIZE:
         return None
-    record = _record_struct((sysflag >> 4) & 3, body_length, total - header_size - body_length)
     count = min(guess, available // total, -(-(limit - position) // total))
-    with view[position : position + count * total] as block:
-        rows = list(record.iter_unpack(block))
-    shape = _SHAPE(rows[0])
-    shapes = list(map(_SHAPE, rows))
-    if shapes.count(shape) != count:
-        count = next(row for row, other in enumerate(shapes) if other != shape)
-        del rows[count:]
-    columns = tuple(zip(*rows, strict=True))
+    count = asked = 1 << (count.bit_length() - 1)  # a power of two: few structs to build and cache
+    layout = (sysflag >> 4) & 3
+    values = _run_struct(layout, body_length, total - header_size - body_length, count).unpack_from(
+        view, position
+    )
+    columns = [values[field::_FIELDS] for field in range(_FIELDS)]
+    for field in _SHARED:
+        column = columns[field]
+        if column.count(column[0]) != count:
+            count = _same_prefix(column, count)
+            columns = [column[:count] for column in columns]
+    # PHYSICALOFFSETs one record apart, as in any sound log: so the entries' ends only grow (put_positions)
+    physical_offsets = columns[_PHYSICAL_OFFSET]
+    spaced = range(physical_offsets[0], physical_offsets[0] + count * total, total)
+    if physical_offsets != tuple(spaced):
+        count = next(
+            row for row, (have, want) in enumerate(zip(physical_offsets, spaced, strict=True)) if have != want
+        )
+        columns = [column[:count] for column in columns]
+        if not count:
+            return None
     parsed = _parsed_tails(set(columns[_TAIL]), magic, topic_length_size, tails)
     run_tails = tuple(map(parsed.__getitem__, columns[_TAIL]))
     if None in parsed.values():
         count = run_tails.index(None)
         if not count:
             return None
-        columns = tuple(column[:count] for column in columns)
+        columns = [column[:count] for column in columns]
         run_tails = run_tails[:count]
     return _Run(
         total,
         count,
-        shape[2],
+        columns[_QUEUE_ID][0],
         sysflag,
         columns[_QUEUE_OFFSET],
         columns[_PHYSICAL_OFFSET],
         columns[_STORE_TIMESTAMP],
         run_tails,
-        frozenset(parsed.values()) - {None},
+        tuple(tail for tail in parsed.values() if tail is not None),
+        asked,
     )
+
+
+def _same_prefix(column: tuple, count: int) -> int:
+    """How many values from the start equal the first (fewer than `count`): a binary search of C counts."""
+    low, high = 1, count - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if column[:middle].count(column[0]) == middle:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _parsed_tails(

@@ -92,6 +92,11 @@ class MessageStore:
         self._scheduler: _Scheduler | None = None
         self._last_thorough_queue_flush = time.monotonic()
 
+    @property
+    def allocator(self) -> AllocateMappedFileService | None:
+        """The service that makes CommitLog segments ahead of the writer (its `stats`, `wait_idle`)."""
+        return self._allocator
+
     # ---- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> MessageStore:
