@@ -209,10 +209,14 @@ def measure_put(settings: Settings, root: Path, size: int, batches: list, case: 
         def room_for_more() -> bool:
             return commit_log.max_offset + 2 * step_bytes < settings.segment_bytes
 
+        cpu_began = time.process_time()
         count, elapsed = run_for(settings.seconds, step, room_for_more)
+        cpu_s = time.process_time() - cpu_began
         probe = batches[-1][:1] if single else batches[-1]
         verify_batch(commit_log, commit_log.put_messages(probe), probe)
-        note = "" if room_for_more() else "segment full before the time was up"
+        note = f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads)"
+        if not room_for_more():
+            note += "; segment full before the time was up"
     return Result(size, case, count, elapsed, note)
 
 
@@ -390,12 +394,14 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
                 put_batch(next_batch())
             return 4 * len(batches[0])
 
+        cpu_began = time.process_time()
         count, putting_s = run_for(seconds, step)
         written = store.commit_log.max_offset
         behind_at_last_put = written - store.dispatcher.reput_from_offset
         began = time.perf_counter()
         caught_up = store.wait_dispatched(written, DISPATCH_CATCH_UP_S)
         catching_up_s = time.perf_counter() - began
+        cpu_s = time.process_time() - cpu_began
         behind = written - store.dispatcher.reput_from_offset
     shutil.rmtree(root, ignore_errors=True)
     lag = (
@@ -404,6 +410,7 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
         if caught_up
         else f"dispatch NOT caught up: {behind / MiB:.1f} MiB behind {catching_up_s:.0f} s after the last put"
     )
+    lag += f"; CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads)"
     case = f"MessageStore.put_messages x{len(batches[0])} +dispatch"
     return Result(size, case, count, putting_s + catching_up_s, lag, caught_up=caught_up)
 
