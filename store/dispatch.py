@@ -167,21 +167,21 @@ class Dispatcher:
         return True
 
     def _index_run(self, run: _Run) -> None:
-        """IndexService.buildIndex for each record of the run that has keys. A record without keys puts
-        nothing, but buildIndex still makes the first index file (or the next, after a full one)."""
-        index_service = self.index_service
-        index_service.writable_file()
+        """IndexService.buildIndex for each record of the run, the keys put file by file. A run without
+        keys puts nothing, but buildIndex still makes the first index file (or the next, after a full one)."""
         if not run.any_keys:
+            self.index_service.writable_file()
             return
-        for tail, physical_offset, store_timestamp in zip(
-            run.tails, run.physical_offsets, run.store_timestamps, strict=True
-        ):
-            if tail.has_keys:
-                index_service.build_index(
-                    IndexRequest(
-                        tail.topic, tail.keys, tail.uniq_key, physical_offset, store_timestamp, run.sysflag
-                    )
+        self.index_service.build_indexes(
+            [
+                IndexRequest(
+                    tail.topic, tail.keys, tail.uniq_key, physical_offset, store_timestamp, run.sysflag
                 )
+                for tail, physical_offset, store_timestamp in zip(
+                    run.tails, run.physical_offsets, run.store_timestamps, strict=True
+                )
+            ]
+        )
 
     def _pause(self, physical_offset: int, error: Exception) -> None:
         self.error = error
