@@ -35,8 +35,10 @@ from store.service_thread import ServiceThread
 log = logging.getLogger(__name__)
 
 _FIRST_RUN = 64  # records read by the first unpack of a walk; the guess doubles while runs go on
-_MAX_RUN = 4096
-_TAIL_CACHE_ENTRIES = 4096  # distinct topic-and-properties tails kept parsed, per magic code
+_MAX_RUN = 1024  # a struct of 1,024 records takes ~300 KB: the cache of them stays small
+# Distinct topic-and-properties tails kept parsed, per magic code: a few MiB at most.
+_TAIL_CACHE_ENTRIES = 2048
+_CACHED_TAIL_BYTES = 1024
 
 
 class Dispatcher:
@@ -314,7 +316,7 @@ _SHARED = (_TOTAL, _MAGIC, _QUEUE_ID, _SYSFLAG, _BODY_LENGTH)
 _TAGS_CODE = operator.attrgetter("tags_code")
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _run_struct(layout: int, body_length: int, tail_length: int, count: int) -> struct.Struct:
     """`count` records of this shape back to back, each giving TOTALSIZE, MAGICCODE, QUEUEID, QUEUEOFFSET,
     PHYSICALOFFSET, SYSFLAG, STORETIMESTAMP and the BODY length (codec's record layout), the body skipped,
@@ -412,7 +414,9 @@ def _parsed_tails(
     for tail in distinct:
         found = cache.get(tail, cache)
         if found is cache:
-            found = cache[tail] = _parse_tail(tail, topic_length_size)
+            found = _parse_tail(tail, topic_length_size)
+            if len(tail) <= _CACHED_TAIL_BYTES:
+                cache[tail] = found
         parsed[tail] = found
     return parsed
 
