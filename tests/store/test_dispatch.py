@@ -5,6 +5,7 @@ stops."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from store import codec
 from store.commitlog import CommitLog
-from store.config import StoreConfig
+from store.config import StoreConfig, WarmupMode
 from store.consume_queue import ConsumeQueueStore
 from store.consume_queue_format import enters_consume_queue
 from store.dispatch import Dispatcher
@@ -308,11 +309,14 @@ def test_the_rust_fixture_dispatched_again_gives_its_own_consume_queue(tmp_path)
     assert (root / relative).read_bytes() == (RUST_FIXTURE / relative).read_bytes()
 
 
-def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path):
-    """A running store dispatches across segment rolls; after a crash (no shutdown: the abort file stays)
-    with the consume queues and the index deleted, recovery rebuilds them to the same bytes."""
+@pytest.mark.parametrize("warmup", [WarmupMode.NONE, WarmupMode.POPULATE])
+def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path, warmup):
+    """A running store dispatches across segment rolls (with POPULATE, segments the writer may take while
+    they are warmed); after a crash (no shutdown: the abort file stays) with the consume queues and the
+    index deleted, recovery rebuilds them to the same bytes."""
     root = tmp_path / "store"
-    store = MessageStore(root, CONFIG).start()
+    config = dataclasses.replace(CONFIG, warmup=warmup)
+    store = MessageStore(root, config).start()
     for batch in _messages() * 3:
         store.put_messages(batch)
     end = store.commit_log.max_offset
@@ -329,7 +333,7 @@ def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path):
     store._lock.release()
     shutil.rmtree(root / "consumequeue")
     shutil.rmtree(root / "index")
-    with MessageStore(root, CONFIG) as recovered:
+    with MessageStore(root, config) as recovered:
         assert recovered.recovery.mode == "abnormal"
         assert recovered.dispatcher.reput_from_offset == end
         recovered.flush()
