@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import itertools
 import logging
 import struct
 import threading
@@ -124,11 +123,10 @@ class ConsumeQueue:
                 row += 1
                 continue
             stop = row + take
-            block = entries_struct(take).pack(
-                *itertools.chain.from_iterable(
-                    zip(physical_offsets[row:stop], itertools.repeat(size), tags_codes[row:stop])
-                )
-            )
+            fields = [size] * (3 * take)  # interleaved physical offset, size, tags code: slices fill it in C
+            fields[0::3] = physical_offsets[row:stop]
+            fields[2::3] = tags_codes[row:stop]
+            block = entries_struct(take).pack(*fields)
             self.max_physic_offset = physical_offsets[stop - 1] + size
             mapped_file.append(block)
             row = stop
