@@ -296,7 +296,7 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         f"lead at each roll {', '.join(f'{b / MiB:.0f}' for b in leads)} MiB warmed" if leads else "no roll"
     )
     note = (
-        f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg; "
+        f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg; {settings.segment_bytes // MiB} MiB segments, "
         f"{rolls} rolls, {ready_ahead} of {handed} segments ready ahead; put lock waited {waited_s:.2f} s "
         f"for segments; {lead}; writer on CPU {writer.user_s + writer.system_s:.2f} of {elapsed:.2f} s "
         f"({writer.system_s:.2f} s in the kernel, {writer.minor_faults:,} page faults); puts over "
@@ -568,7 +568,10 @@ def measure_size(settings: Settings, size: int, scratch: Path) -> list[Result]:
     results = measure_puts(settings, size, bodies, fresh)
     record = encoded_record(make_batches(bodies[:1], 1)[0][0])
     if "rolls" in settings.cases:
-        results.append(measure_fresh_floor(settings, fresh(), size, record))
+        rolling = settings_that_roll(settings, results[0], len(record))
+        largest = max(settings.batches)
+        results.append(measure_sustained(rolling, fresh(), size, make_batches(bodies, largest)))
+        results.append(measure_fresh_floor(rolling, fresh(), size, record))
     if "floor" in settings.cases:
         results.append(measure_floor(settings, fresh(), size, record))
     largest = max(settings.batches)
@@ -579,6 +582,17 @@ def measure_size(settings: Settings, size: int, scratch: Path) -> list[Result]:
     if "consume" in settings.cases:
         results.extend(measure_consume(settings, fresh(), size, bodies))
     return results
+
+
+def settings_that_roll(settings: Settings, warm: Result, record_bytes: int) -> Settings:
+    """Segments small enough for the rolls case to cross three or more at the rate puts reached into one
+    warmed segment (64 MiB at least, the configured size at most): at 128 B a 1 GiB segment may not fill
+    in the time, and then nothing rolls."""
+    expected_bytes = warm.msgs_per_s * SUSTAINED_RUNS * settings.seconds * record_bytes
+    segment = max(
+        64 * MiB, min(settings.segment_bytes, 1 << max(0, int(expected_bytes / 3).bit_length() - 1))
+    )
+    return dataclasses.replace(settings, segment_bytes=segment)
 
 
 def measure_puts(
@@ -604,8 +618,6 @@ def measure_puts(
         results.append(
             measure_put(settings, fresh(), size, keyed, f"put_messages x{largest}, KEYS per msg", False)
         )
-    if "rolls" in settings.cases:
-        results.append(measure_sustained(settings, fresh(), size, batches[largest]))
     if "store" in settings.cases:
         results.append(measure_store_put(settings, fresh(), size, batches[largest]))
     return results
