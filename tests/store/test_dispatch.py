@@ -67,6 +67,8 @@ def _messages() -> list[list[codec.Message]]:
             for n in range(150)
         ]
     )  # fmt: skip
+    for topic in ("TopicX", "TopicY", "TopicX"):  # one run, two topics of one queue id
+        batches.append([codec.Message(topic, body=b"same size", properties={"TAGS": topic})] * 30)
     batches.append([codec.Message("Bare", body=b"") for _ in range(30)])
     batches.append([codec.Message("V2" + "t" * 140, body=b"long topic", properties={"TAGS": "t"})] * 20)
     batches.append(
