@@ -7,7 +7,7 @@ For each body size (default 128 B, 1 KiB, 4 KiB), single-threaded, ASYNC flush, 
   with the allocation service that warms each new segment, as MessageStore wires it; x256 with a KEYS
   property per message, which the batch encoder cannot share; and MessageStore.put_messages with its
   dispatcher and index running, which share the interpreter with the producer, timed until dispatch has
-  caught up with the last put;
+  caught up with the last put, and the Dispatcher alone over a CommitLog written beforehand;
 - the raw floor: one pre-encoded record copied again and again into a warmed mapping of the segment size;
 - the fresh-page floor of the rolls case: the same records copied 1 MiB at a time into new segments nobody
   warmed, the rate at which the machine hands a writer new zeroed pages;
@@ -60,6 +60,9 @@ sys.path.insert(0, str(REPO))
 from store import codec  # noqa: E402
 from store.commitlog import CommitLog  # noqa: E402
 from store.config import MiB, StoreConfig, WarmupMode  # noqa: E402
+from store.consume_queue import ConsumeQueueStore  # noqa: E402
+from store.dispatch import Dispatcher  # noqa: E402
+from store.index_file import IndexService  # noqa: E402
 from store.layout import offset_to_file_name  # noqa: E402
 from store.mapped_file import MappedFile  # noqa: E402
 from store.mapped_file_queue import AllocateMappedFileService  # noqa: E402
@@ -424,6 +427,36 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
     return Result(size, case, count, putting_s + catching_up_s, lag, caught_up=caught_up)
 
 
+def measure_dispatch_alone(settings: Settings, root: Path, size: int, batches: list) -> Result:
+    """The dispatcher by itself: a CommitLog of `consumed_messages` records written first (no dispatch),
+    then one Dispatcher.dispatch_until into new consume queues and a new index, timed: the rate at which
+    dispatch catches up when it has the interpreter to itself."""
+    config = settings.store_config()
+    commit_log = CommitLog(root, config)
+    commit_log.load()
+    next_batch = cycling(batches)
+    while commit_log.max_offset < settings.consumed_messages * (size + 110):
+        commit_log.put_messages(next_batch())
+    queues = ConsumeQueueStore(root, config)
+    index = IndexService(root / "index", config)
+    index.load(read_only=False)
+    try:
+        dispatcher = Dispatcher(commit_log, queues, index)
+        gc.collect()
+        cpu_began, began = time.process_time(), time.perf_counter()
+        count = dispatcher.dispatch_until()
+        elapsed, cpu_s = time.perf_counter() - began, time.process_time() - cpu_began
+        caught_up = dispatcher.reput_from_offset == commit_log.max_offset
+    finally:
+        queues.close()
+        index.close()
+        commit_log.mapped_file_queue.close()
+        shutil.rmtree(root, ignore_errors=True)
+    state = "caught up" if caught_up else "NOT caught up"
+    note = f"{count:,} records, {state}; CPU {cpu_s / count * 1e6:.2f} us/record"
+    return Result(size, "Dispatcher.dispatch_until alone", count, elapsed, note, caught_up=caught_up)
+
+
 # ---- the raw floor -------------------------------------------------------------------------------------
 
 
@@ -620,6 +653,7 @@ def measure_puts(
         )
     if "store" in settings.cases:
         results.append(measure_store_put(settings, fresh(), size, batches[largest]))
+        results.append(measure_dispatch_alone(settings, fresh(), size, batches[largest]))
     return results
 
 
