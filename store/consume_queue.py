@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
+import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from store.config import CQ_STORE_UNIT_SIZE, StoreConfig
@@ -94,6 +97,40 @@ class ConsumeQueue:
         self.max_physic_offset = physical_offset + size
         return mapped_file.append(ENTRY.pack(physical_offset, size, tags_code)) is not None
 
+    def put_positions(
+        self,
+        queue_offsets: Sequence[int],
+        physical_offsets: Sequence[int],
+        size: int,
+        tags_codes: Sequence[int],
+    ) -> None:
+        """`put_message_position_info` for a run of records of one size whose physical offsets grow: the
+        entries that follow the queue's end write as one block per file; any other entry goes through the
+        one-entry path."""
+        # Entries already built (recovery re-dispatches); the physical offsets only grow.
+        row = bisect.bisect_right(physical_offsets, self.max_physic_offset - size)
+        count = len(physical_offsets)
+        while row < count:
+            expected = queue_offsets[row] * CQ_STORE_UNIT_SIZE
+            mapped_file = self.mapped_file_queue.get_last_file(expected, create=True)
+            current = mapped_file.file_from_offset + mapped_file.wrote_position
+            room = (mapped_file.file_size - mapped_file.wrote_position) // CQ_STORE_UNIT_SIZE
+            take = _consecutive(queue_offsets, row, min(count, row + room))
+            if expected != current or mapped_file.wrote_position == 0 or not take:
+                self.put_message_position_info(
+                    physical_offsets[row], size, tags_codes[row], queue_offsets[row]
+                )
+                row += 1
+                continue
+            stop = row + take
+            fields = [size] * (3 * take)  # interleaved physical offset, size, tags code: slices fill it in C
+            fields[0::3] = physical_offsets[row:stop]
+            fields[2::3] = tags_codes[row:stop]
+            block = entries_struct(take).pack(*fields)
+            self.max_physic_offset = physical_offsets[stop - 1] + size
+            mapped_file.append(block)
+            row = stop
+
     def _fill_pre_blank(self, mapped_file: MappedFile, expected: int) -> None:
         """`fillPreBlank`: a queue whose first file starts mid-file gets placeholder entries before it."""
         self.min_logic_offset = expected
@@ -173,6 +210,22 @@ class ConsumeQueue:
 
     def close(self) -> None:
         self.mapped_file_queue.close()
+
+
+def _consecutive(queue_offsets: Sequence[int], start: int, stop: int) -> int:
+    """How many queue offsets from `start` (before `stop`) count up one by one."""
+    first = queue_offsets[start]
+    wanted = range(first, first + stop - start)
+    if list(queue_offsets[start:stop]) == list(wanted):
+        return len(wanted)
+    pairs = zip(queue_offsets[start:stop], wanted, strict=False)
+    return next(taken for taken, (have, want) in enumerate(pairs) if have != want)
+
+
+@functools.lru_cache(maxsize=64)
+def entries_struct(count: int) -> struct.Struct:
+    """`count` entries back to back: a block of them packed or unpacked by one call."""
+    return struct.Struct(">" + ENTRY.format.lstrip(">") * count)
 
 
 class ConsumeQueueStore:

@@ -3,23 +3,42 @@
 It walks the CommitLog from `reput_from_offset` to its readable end, turns each record into a consume-queue
 entry and index keys, and rolls to the next segment at a BLANK record. Recovery runs the same walk
 synchronously (`dispatch_until`) to rebuild what the crash left out.
+
+Like RocketMQ's reput thread (`checkMessageAndReturnSize(buf, false, false, false)`), it reads only what the
+consume queue and the index need. A producer's batch is a run of records of one shape (same size, layout,
+body length, queue and sysflag), so a run is read by one `iter_unpack` of a struct that picks out each
+record's header fields and its topic-and-properties tail, skipping the body; the tails, usually few distinct
+ones, are checked and parsed once each (`_Tail`). The checks are `checkMessageAndReturnSize`'s: whatever a
+run does not pass (a BLANK, damage, a transaction half, an unusual record) goes through the full decoder,
+one record at a time, exactly as before.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
+import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from store import codec
 from store.commitlog import CommitLog
 from store.consume_queue import ConsumeQueueStore
 from store.consume_queue_format import enters_consume_queue
 from store.errors import CorruptRecord, StoreError
-from store.index_file import IndexRequest, IndexService
+from store.index_file import IndexRequest, IndexService, index_keys
+from store.java_checksums import tags_code as java_tags_code
 from store.service_thread import ServiceThread
 
 log = logging.getLogger(__name__)
+
+_FIRST_RUN = 64  # records read by the first unpack of a walk; the guess doubles while runs go on
+_MAX_RUN = 1024  # a struct of 1,024 records takes ~300 KB: the cache of them stays small
+# Distinct topic-and-properties tails kept parsed, per magic code: a few MiB at most.
+_TAIL_CACHE_ENTRIES = 2048
+_CACHED_TAIL_BYTES = 1024
 
 
 class Dispatcher:
@@ -49,6 +68,9 @@ class Dispatcher:
         # walks of the same records would put the same keys twice and race on the index's files. Hold it
         # (`with dispatcher.paused:`) to keep the consume queues and the index still while flushing them.
         self.paused = threading.RLock()
+        self._tails: dict[int, dict[bytes, _Tail | None]] = {
+            version.magic_code: {} for version in codec.MessageVersion
+        }
 
     @property
     def behind_bytes(self) -> int:
@@ -80,35 +102,99 @@ class Dispatcher:
         return dispatched
 
     def _dispatch_view(self, view: memoryview, file_from_offset: int, end: int) -> int:
+        """Dispatch the records of `view` (from `reput_from_offset` to the readable end of its segment) that
+        start before `end`: runs of same-shape records a block at a time, anything else one by one."""
         base = self.reput_from_offset
-        position, dispatched = 0, 0
-        while position < len(view) and base + position < end:
-            try:
-                info = codec.decode_dispatch_info(view, position, base_offset=base)
-            except CorruptRecord as error:
-                self.error = error
-                log.error("dispatch stopped: %s", error)
+        limit = min(len(view), end - base)  # records starting before `limit` are dispatched
+        position, dispatched, guess = 0, 0, _FIRST_RUN
+        while position < limit and self.error is None:
+            run = _read_run(view, position, limit, guess, self._tails)
+            if run is None:  # not a plain message (a BLANK, damage, a transaction half...): the full decoder
+                step = self._dispatch_one(view, base, position)
+                if step is None:
+                    return dispatched
+                position, dispatched = position + step, dispatched + 1
+                continue
+            if not self._dispatch_run(run, base + position):
                 break
-            if isinstance(info, codec.BlankRecord):
-                self.reput_from_offset = self.commit_log.roll_next_file(base + position)
-                return dispatched
-            try:
-                self._dispatch(info)
-            except (StoreError, OSError) as error:  # each step is idempotent, so a retry redoes only the rest
-                self.error = error
-                if not self._pause_logged:
-                    log.warning(
-                        "dispatch paused at %d (retried until it succeeds): %s", info.physical_offset, error
-                    )
-                    self._pause_logged = True
-                break
-            if self._pause_logged:
-                log.info("dispatch resumed at %d", info.physical_offset)
-                self._pause_logged = False
-            position += info.size
-            dispatched += 1
+            guess = min(_MAX_RUN, 2 * run.count) if run.count == run.asked else run.count
+            position += run.count * run.size
+            dispatched += run.count
+            self._resumed(base + position)
         self.reput_from_offset = base + position
         return dispatched
+
+    def _dispatch_one(self, view: memoryview, base: int, position: int) -> int | None:
+        """Decode and dispatch the record at `position` as RocketMQ does: its size, or None when dispatch
+        stops here or rolls to the next segment (`reput_from_offset` then says where it goes on)."""
+        self.reput_from_offset = base + position
+        try:
+            info = codec.decode_dispatch_info(view, position, base_offset=base)
+        except CorruptRecord as error:
+            self.error = error
+            log.error("dispatch stopped: %s", error)
+            return None
+        if isinstance(info, codec.BlankRecord):
+            self.reput_from_offset = self.commit_log.roll_next_file(base + position)
+            return None
+        try:
+            self._dispatch(info)
+        except (StoreError, OSError) as error:  # each step is idempotent, so a retry redoes only the rest
+            self._pause(info.physical_offset, error)
+            return None
+        self._resumed(info.physical_offset)
+        return info.size
+
+    def _dispatch_run(self, run: _Run, start_offset: int) -> bool:
+        """Consume-queue entries (one write per queue) and index keys for a run; False if dispatch pauses,
+        at the run's first record: every step is idempotent, so the retry redoes only what is missing."""
+        try:
+            for (topic, queue_id), rows in run.by_queue().items():
+                queue = self.consume_queues.find_or_create(topic, queue_id)
+                if rows is None:  # the whole run
+                    queue.put_positions(run.queue_offsets, run.physical_offsets, run.size, run.tags_codes())
+                    continue
+                queue.put_positions(
+                    [run.queue_offsets[row] for row in rows],
+                    [run.physical_offsets[row] for row in rows],
+                    run.size,
+                    [run.tails[row].tags_code for row in rows],
+                )
+            self.last_queued_timestamp_ms = run.store_timestamps[-1]
+            if self.index_service is not None:
+                self._index_run(run)
+        except (StoreError, OSError) as error:
+            self._pause(start_offset, error)
+            return False
+        return True
+
+    def _index_run(self, run: _Run) -> None:
+        """IndexService.buildIndex for each record of the run, the keys put file by file. A run without
+        keys puts nothing, but buildIndex still makes the first index file (or the next, after a full one)."""
+        if not run.any_keys:
+            self.index_service.writable_file()
+            return
+        self.index_service.build_indexes(
+            [
+                IndexRequest(
+                    tail.topic, tail.keys, tail.uniq_key, physical_offset, store_timestamp, run.sysflag
+                )
+                for tail, physical_offset, store_timestamp in zip(
+                    run.tails, run.physical_offsets, run.store_timestamps, strict=True
+                )
+            ]
+        )
+
+    def _pause(self, physical_offset: int, error: Exception) -> None:
+        self.error = error
+        if not self._pause_logged:
+            log.warning("dispatch paused at %d (retried until it succeeds): %s", physical_offset, error)
+            self._pause_logged = True
+
+    def _resumed(self, physical_offset: int) -> None:
+        if self._pause_logged:
+            log.info("dispatch resumed at %d", physical_offset)
+            self._pause_logged = False
 
     def _dispatch(self, info: codec.DispatchInfo) -> None:
         if enters_consume_queue(info.sysflag):
@@ -152,3 +238,213 @@ class ReputMessageService(ServiceThread):
     def run_once(self) -> None:
         self._wait(0.1)
         self.dispatcher.dispatch_until()
+
+
+# ---- reading runs of same-shape records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Tail:
+    """What the dispatcher needs from a record's topic and properties (a checked, parsed tail)."""
+
+    topic: str
+    tags_code: int
+    keys: str | None
+    uniq_key: str | None
+    has_keys: bool  # whether buildIndex puts any key for it
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """`count` back-to-back records of `size` bytes, one queue id and sysflag, as columns."""
+
+    size: int
+    count: int
+    queue_id: int
+    sysflag: int
+    queue_offsets: tuple[int, ...]
+    physical_offsets: tuple[int, ...]
+    store_timestamps: tuple[int, ...]
+    tails: tuple[_Tail, ...]
+    distinct_tails: tuple[_Tail, ...]
+    asked: int  # the records read: a run shorter than that ended at a record of another shape
+
+    def tags_codes(self) -> list[int]:
+        if len(self.distinct_tails) == 1:
+            return [next(iter(self.distinct_tails)).tags_code] * self.count
+        return list(map(_TAGS_CODE, self.tails))
+
+    @property
+    def any_keys(self) -> bool:
+        return any(tail.has_keys for tail in self.distinct_tails)
+
+    def by_queue(self) -> dict[tuple[str, int], list[int] | None]:
+        """The rows of each (topic, queue id); None for all of them, when the run has one topic (nearly
+        always: a batch is one queue's)."""
+        topics = {tail.topic for tail in self.distinct_tails}
+        if len(topics) == 1:
+            return {(topics.pop(), self.queue_id): None}
+        rows: dict[tuple[str, int], list[int]] = {}
+        for row, tail in enumerate(self.tails):
+            rows.setdefault((tail.topic, self.queue_id), []).append(row)
+        return rows
+
+
+_SIZE_AND_MAGIC = struct.Struct(">iI")
+_INT = struct.Struct(">i")
+_TOPIC_LENGTH_SIZES = {codec.MESSAGE_MAGIC_CODE_V1: 1, codec.MESSAGE_MAGIC_CODE_V2: 2}
+_PROPERTIES_LENGTH_SIZE = 2
+_HEADER_SIZES = tuple(
+    codec.calc_record_size(codec.MessageVersion.V1, layout << 4, 0, 0, 0) - 1 - _PROPERTIES_LENGTH_SIZE
+    for layout in range(4)
+)
+_SMALLEST_RECORD = _HEADER_SIZES[0] + 1 + _PROPERTIES_LENGTH_SIZE
+# The columns of a record's row, and those every record of a run shares with the first.
+(
+    _TOTAL,
+    _MAGIC,
+    _QUEUE_ID,
+    _QUEUE_OFFSET,
+    _PHYSICAL_OFFSET,
+    _SYSFLAG,
+    _STORE_TIMESTAMP,
+    _BODY_LENGTH,
+    _TAIL,
+) = range(9)
+_FIELDS = 9
+_SHARED = (_TOTAL, _MAGIC, _QUEUE_ID, _SYSFLAG, _BODY_LENGTH)
+_TAGS_CODE = operator.attrgetter("tags_code")
+
+
+@functools.lru_cache(maxsize=64)
+def _run_struct(layout: int, body_length: int, tail_length: int, count: int) -> struct.Struct:
+    """`count` records of this shape back to back, each giving TOTALSIZE, MAGICCODE, QUEUEID, QUEUEOFFSET,
+    PHYSICALOFFSET, SYSFLAG, STORETIMESTAMP and the BODY length (codec's record layout), the body skipped,
+    then the tail's bytes: one flat tuple, whose columns are strided slices."""
+    born_host = (16 if layout & 1 else 4) + 4
+    store_host = (16 if layout & 2 else 4) + 4
+    record = f"iI4xi4xqqi8x{born_host}xq{store_host}x4x8xi{body_length}x{tail_length}s"
+    return struct.Struct(">" + record * count)
+
+
+def _read_run(
+    view: memoryview, position: int, limit: int, guess: int, tails: dict[int, dict[bytes, _Tail | None]]
+) -> _Run | None:
+    """The run of same-shape records at `position` (at most `guess`, none starting at or after `limit`), or
+    None when the record there is not one the run reader takes: the caller decodes it fully."""
+    available = len(view) - position
+    if available < _SIZE_AND_MAGIC.size:
+        return None
+    total, magic = _SIZE_AND_MAGIC.unpack_from(view, position)
+    topic_length_size = _TOPIC_LENGTH_SIZES.get(magic)
+    if topic_length_size is None or not _SMALLEST_RECORD <= total <= min(
+        codec.DEFAULT_MAX_RECORD_SIZE, available
+    ):
+        return None
+    sysflag = _INT.unpack_from(view, position + codec.SYSFLAG_POSITION)[0]
+    if sysflag & codec.TRANSACTION_TYPE_MASK:
+        return None
+    header_size = _HEADER_SIZES[(sysflag >> 4) & 3]
+    body_length = _INT.unpack_from(view, position + header_size - 4)[0]
+    if not 0 <= body_length <= total - header_size - topic_length_size - _PROPERTIES_LENGTH_SIZE:
+        return None
+    count = min(guess, available // total, -(-(limit - position) // total))
+    count = asked = 1 << (count.bit_length() - 1)  # a power of two: few structs to build and cache
+    layout = (sysflag >> 4) & 3
+    values = _run_struct(layout, body_length, total - header_size - body_length, count).unpack_from(
+        view, position
+    )
+    columns = [values[field::_FIELDS] for field in range(_FIELDS)]
+    for field in _SHARED:
+        column = columns[field]
+        if column.count(column[0]) != count:
+            count = _same_prefix(column, count)
+            columns = [column[:count] for column in columns]
+    # PHYSICALOFFSETs one record apart, as in any sound log: so the entries' ends only grow (put_positions)
+    physical_offsets = columns[_PHYSICAL_OFFSET]
+    spaced = range(physical_offsets[0], physical_offsets[0] + count * total, total)
+    if physical_offsets != tuple(spaced):
+        count = next(
+            row for row, (have, want) in enumerate(zip(physical_offsets, spaced, strict=True)) if have != want
+        )
+        columns = [column[:count] for column in columns]
+        if not count:
+            return None
+    parsed = _parsed_tails(set(columns[_TAIL]), magic, topic_length_size, tails)
+    run_tails = tuple(map(parsed.__getitem__, columns[_TAIL]))
+    if None in parsed.values():
+        count = run_tails.index(None)
+        if not count:
+            return None
+        columns = [column[:count] for column in columns]
+        run_tails = run_tails[:count]
+    return _Run(
+        total,
+        count,
+        columns[_QUEUE_ID][0],
+        sysflag,
+        columns[_QUEUE_OFFSET],
+        columns[_PHYSICAL_OFFSET],
+        columns[_STORE_TIMESTAMP],
+        run_tails,
+        tuple(tail for tail in parsed.values() if tail is not None),
+        asked,
+    )
+
+
+def _same_prefix(column: tuple, count: int) -> int:
+    """How many values from the start equal the first (fewer than `count`): a binary search of C counts."""
+    low, high = 1, count - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if column[:middle].count(column[0]) == middle:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _parsed_tails(
+    distinct: set[bytes], magic: int, topic_length_size: int, tails: dict[int, dict[bytes, _Tail | None]]
+) -> dict[bytes, _Tail | None]:
+    cache = tails[magic]
+    if len(cache) > _TAIL_CACHE_ENTRIES:
+        cache.clear()
+    parsed = {}
+    for tail in distinct:
+        found = cache.get(tail, cache)
+        if found is cache:
+            found = _parse_tail(tail, topic_length_size)
+            if len(tail) <= _CACHED_TAIL_BYTES:
+                cache[tail] = found
+        parsed[tail] = found
+    return parsed
+
+
+_tags_code = functools.lru_cache(maxsize=1024)(java_tags_code)  # tails differ by key, tags repeat
+
+
+def _parse_tail(tail: bytes, topic_length_size: int) -> _Tail | None:
+    """TOPIC length, TOPIC, PROPERTIES length and PROPERTIES, with checkMessageAndReturnSize's checks that
+    concern them (the lengths add up to the tail's, valid UTF-8); None when one fails."""
+    topic_end = topic_length_size + int.from_bytes(tail[:topic_length_size], "big", signed=True)
+    properties_start = topic_end + _PROPERTIES_LENGTH_SIZE
+    if topic_end < topic_length_size or properties_start > len(tail):
+        return None
+    properties_length = int.from_bytes(tail[topic_end:properties_start], "big", signed=True)
+    if properties_length < 0 or properties_start + properties_length != len(tail):
+        return None
+    try:
+        topic = tail[topic_length_size:topic_end].decode()
+        properties = codec.string_to_properties(tail[properties_start:].decode())
+    except UnicodeDecodeError:
+        return None
+    keys = properties.get(codec.PROPERTY_KEYS)
+    uniq_key = properties.get(codec.PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+    return _Tail(
+        topic,
+        _tags_code(properties.get(codec.PROPERTY_TAGS)),
+        keys,
+        uniq_key,
+        bool(index_keys(uniq_key, keys)),
+    )

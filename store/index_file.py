@@ -24,7 +24,7 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -558,30 +558,49 @@ class IndexFile:
 
     def put_key(self, key: str, phy_offset: int, store_timestamp_ms: int) -> bool:
         """`IndexFile.putKey`: add `key` -> `phy_offset`; False when the file is full."""
-        header = self.header
-        if header.index_count >= self.geometry.index_num:
-            return False
-        key_hash = index_key_hash(key)
-        slot_position = self.geometry.slot_position(key_hash % self.geometry.hash_slot_num)
-        previous_head = _SLOT.unpack(self._read(slot_position, HASH_SLOT_SIZE, "hash slot"))[0]
-        if previous_head <= INVALID_INDEX or previous_head > header.index_count:
-            previous_head = INVALID_INDEX
-        time_diff = _time_diff_seconds(store_timestamp_ms, header.begin_timestamp_ms)
-        entry = _ENTRY.pack(key_hash, phy_offset, time_diff, previous_head)
-        self._write(self.geometry.entry_position(header.index_count), entry)
-        self._write(slot_position, _SLOT.pack(header.index_count))
-        # The first entry's timeDiff was computed above against the inherited begin timestamp; only now is
-        # the begin reset to this message (IndexFile.putKey does the same, in the same order).
-        if header.index_count <= 1:
-            header.begin_phy_offset = phy_offset
-            header.begin_timestamp_ms = store_timestamp_ms
-        if previous_head == INVALID_INDEX:
-            header.hash_slot_count += 1
-        header.index_count += 1
-        header.end_phy_offset = phy_offset
-        header.end_timestamp_ms = store_timestamp_ms
-        self._write(0, header.pack())
-        return True
+        return self.put_keys([(key, phy_offset, store_timestamp_ms)]) == 1
+
+    def put_keys(self, entries: Sequence[tuple[str, int, int]]) -> int:
+        """`putKey` for each (key, phy_offset, store_timestamp_ms) in order until the file is full; returns
+        how many went in. The bytes are those of one putKey after another; the header is written once."""
+        if self._mapping is None:
+            raise StoreError(f"{self.path}: index file is open read-only")
+        mapping, header, geometry = self._mapping, self.header, self.geometry
+        slots, first_entry = geometry.hash_slot_num, geometry.entry_position(0)
+        count, used_slots = header.index_count, header.hash_slot_count
+        put = 0
+        for key, phy_offset, store_timestamp_ms in entries:
+            if count >= geometry.index_num:
+                break
+            key_hash = index_key_hash(key)
+            slot_position = geometry.slot_position(key_hash % slots)
+            previous_head = _SLOT.unpack_from(mapping, slot_position)[0]
+            if previous_head <= INVALID_INDEX or previous_head > count:
+                previous_head = INVALID_INDEX
+            time_diff = _time_diff_seconds(store_timestamp_ms, header.begin_timestamp_ms)
+            _ENTRY.pack_into(
+                mapping,
+                first_entry + count * INDEX_ENTRY_SIZE,
+                key_hash,
+                phy_offset,
+                time_diff,
+                previous_head,
+            )
+            _SLOT.pack_into(mapping, slot_position, count)
+            # The first entry's timeDiff was computed above against the inherited begin timestamp; only now
+            # is the begin reset to this message (IndexFile.putKey does the same, in the same order).
+            if count <= 1:
+                header.begin_phy_offset = phy_offset
+                header.begin_timestamp_ms = store_timestamp_ms
+            used_slots += previous_head == INVALID_INDEX
+            count += 1
+            put += 1
+            header.end_phy_offset = phy_offset
+            header.end_timestamp_ms = store_timestamp_ms
+        if put:
+            header.index_count, header.hash_slot_count = count, used_slots
+            self._write(0, header.pack())
+        return put
 
     # reading
 
@@ -787,20 +806,37 @@ class IndexService:
         Rolled-back transactions are not indexed, nor messages below the newest file's endPhyOffset (already
         indexed: abnormal recovery re-dispatches them).
         """
+        return self.build_indexes([request])
+
+    def build_indexes(self, requests: Sequence[IndexRequest]) -> int:
+        """`build_index` for each request, in CommitLog order, with the keys put file by file in one
+        `put_keys` each: the same files and bytes as one build_index after another."""
         index_file = self._last_writable_file()
-        if request.phy_offset < index_file.end_phy_offset:
-            return 0
-        keys = [
-            self.build_key(request.topic, key)
-            for key in index_keys(request.uniq_key, request.keys, request.sysflag)
-        ]
-        if request.phy_offset == index_file.end_phy_offset:
-            # Recovery re-dispatches from the record the index ends with (its keys may straddle a full file
-            # and the next one, which a crash lost): put only the keys no query reaches yet.
-            keys = [key for key in keys if not self._is_indexed(key, request.phy_offset)]
-        for key in keys:
-            index_file = self._put_key(index_file, key, request)
-        return len(keys)
+        indexed_to = index_file.end_phy_offset  # as each build_index would find it after the ones before
+        pending: list[tuple[str, int, int]] = []
+        last_keyed = -1
+        for number, request in enumerate(requests):
+            if request.phy_offset < indexed_to:
+                continue
+            keys = [
+                self.build_key(request.topic, key)
+                for key in index_keys(request.uniq_key, request.keys, request.sysflag)
+            ]
+            if request.phy_offset == indexed_to:
+                # Recovery re-dispatches from the record the index ends with (its keys may straddle a full
+                # file and the next one, which a crash lost): put only the keys no query reaches yet.
+                keys = [key for key in keys if not self._is_indexed(key, request.phy_offset)]
+            if keys:
+                pending += [(key, request.phy_offset, request.store_timestamp_ms) for key in keys]
+                indexed_to, last_keyed = request.phy_offset, number
+        put = index_file.put_keys(pending) if pending else 0
+        while put < len(pending):  # a new file always takes at least one key
+            log.info("index file %s is full, creating another one", index_file.path)
+            index_file = self._last_writable_file()
+            put += index_file.put_keys(pending[put:])
+        if index_file.is_full() and last_keyed < len(requests) - 1:
+            self._last_writable_file()  # the next build_index would roll to a new file, keys or not
+        return len(pending)
 
     def _is_indexed(self, key: str, phy_offset: int) -> bool:
         key_hash = index_key_hash(key)
@@ -811,11 +847,10 @@ class IndexService:
                 return True
         return False
 
-    def _put_key(self, index_file: IndexFile, key: str, request: IndexRequest) -> IndexFile:
-        while not index_file.put_key(key, request.phy_offset, request.store_timestamp_ms):
-            log.info("index file %s is full, creating another one", index_file.path)
-            index_file = self._last_writable_file()
-        return index_file
+    def writable_file(self) -> IndexFile:
+        """The file the next key goes to (made now if there is none, or the newest is full), as
+        `build_index` makes it for every message, keys or not."""
+        return self._last_writable_file()
 
     def _last_writable_file(self) -> IndexFile:
         """`IndexService.getAndCreateLastIndexFile`: the newest file, or a new one when it is full."""

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import operator
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 
@@ -27,12 +29,23 @@ def masked_crc32s(buffers: Iterable[Buffer]) -> Iterator[int]:
     return map(_mask_crc32, map(zlib.crc32, buffers))
 
 
+# 31**k mod 2**32, highest power first: hashCode = sum(unit[i] * 31**(n-1-i)) mod 2**32, so a string of n
+# UTF-16 units takes the last n of these, and the sum of products runs in C (index keys, tagsCode).
+_HASHED_UNITS = 4096
+_POWERS_OF_31 = [pow(31, exponent, 1 << 32) for exponent in range(_HASHED_UNITS - 1, -1, -1)]
+_UTF16_NATIVE = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
+
+
 def java_string_hash(text: str) -> int:
     """Java's `String.hashCode()` as a signed int32."""
-    value = 0
-    units = text.encode("utf-16-be")
-    for i in range(0, len(units), 2):
-        value = (31 * value + (units[i] << 8 | units[i + 1])) & 0xFFFFFFFF
+    units = memoryview(text.encode(_UTF16_NATIVE)).cast("H")
+    count = len(units)
+    if count <= _HASHED_UNITS:
+        value = sum(map(operator.mul, units, _POWERS_OF_31[_HASHED_UNITS - count :])) & 0xFFFFFFFF
+    else:
+        value = 0
+        for unit in units:
+            value = (31 * value + unit) & 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
 
 

@@ -73,6 +73,9 @@ from store.transient_pool import TransientStorePool, TransientStorePoolDeficient
 
 log = logging.getLogger(__name__)
 
+# MADV_POPULATE_WRITE is issued this much at a time, so that a file handed over while it is warmed can be
+# skipped ahead to where its writer is (and warmed_bytes tells how far the warm-up got).
+WARM_STRIDE_BYTES = 16 << 20
 _WRITE_CHUNK_MAX = 1 << 30  # pwrite moves at most ~2 GiB per call on Linux; stay well under
 
 
@@ -151,6 +154,7 @@ class MappedFile:
         self._reads_committed = write_buffer is not None
         self._wrote_through_fd = False
         self._locked = False
+        self.warmed_bytes = 0  # how far warm() has pre-faulted the mapping
         self._wrote = 0
         self._committed = 0
         self._flushed = 0
@@ -525,21 +529,31 @@ class MappedFile:
 
     # ---- warm-up ----------------------------------------------------------------------------------
 
-    def warm(self, mode: WarmupMode, flush_every_pages: int = 4096, sync_flush: bool = False) -> WarmupResult:
+    def warm(
+        self,
+        mode: WarmupMode,
+        flush_every_pages: int = 4096,
+        sync_flush: bool = False,
+        *,
+        while_written: bool = False,
+    ) -> WarmupResult:
         """Pre-fault every page of the mapping, mlock it and madvise WILLNEED (RocketMQ's warmMappedFile).
 
         TOUCH writes a zero byte at every 4096-byte page; with `sync_flush` it msyncs every
         `flush_every_pages` pages and once at the end. POPULATE does the same with
         madvise(MADV_POPULATE_WRITE), one call instead of a fault per page; on kernels before 5.14 it
         reports that and falls back to TOUCH. mlock and madvise failures are reported in the result, not
-        raised, as RocketMQ only logs them. Run it before the file is handed to the writer.
+        raised, as RocketMQ only logs them. Run it before the file is handed to the writer, or, with POPULATE
+        only, with `while_written` once a writer has it: POPULATE changes no byte, and where it is
+        unavailable the pages are left to the writer's own faults (touching would zero written bytes).
         """
         began = time.monotonic()
         if mode == WarmupMode.NONE:
             return WarmupResult(mode, mode, 0, 0.0, self._locked)
         self._require_writable()
         mapping = self._mapping
-        assert mapping is not None
+        if mapping is None:
+            raise MappedFileClosedError(f"{self.path} is closed")
         problems: list[str] = []
         used = mode
         if mode == WarmupMode.POPULATE:
@@ -548,10 +562,11 @@ class MappedFile:
             except OSError as err:
                 if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                     raise
-                problems.append(
-                    f"MADV_POPULATE_WRITE unavailable (Linux >= 5.14 has it): {err}; touched pages"
-                )
-                used = WarmupMode.TOUCH
+                fallback = "left to the writer" if while_written else "touched pages"
+                problems.append(f"MADV_POPULATE_WRITE unavailable (Linux >= 5.14 has it): {err}; {fallback}")
+                used = WarmupMode.NONE if while_written else WarmupMode.TOUCH
+        elif while_written:
+            raise ValueError(f"only POPULATE warms a file while it is written, not {mode}")
         if used == WarmupMode.TOUCH:
             self._touch(mapping, flush_every_pages, sync_flush)
         self._lock_and_advise(mapping, problems)
@@ -570,16 +585,27 @@ class MappedFile:
                 flushed_from = offset
         if sync_flush:
             _msync(mapping, flushed_from, self.file_size)
+        self.warmed_bytes = self.file_size
 
     def _populate(self, mapping: mmap.mmap, flush_every_pages: int, sync_flush: bool) -> None:
         # With sync flush, populate in the same strides the touch loop msyncs at, so that both modes leave
-        # at most `flush_every_pages` dirty pages behind at any time.
-        stride = flush_every_pages * OS_PAGE_SIZE if sync_flush else self.file_size
-        for start in range(0, self.file_size, stride):
+        # at most `flush_every_pages` dirty pages behind at any time. A file may be handed to the writer
+        # while it is warmed (AllocateMappedFileService, when the writer caught up with it): each stride
+        # then starts no lower than the writer, whose own writes have faulted the pages behind it. The
+        # populate never changes a byte, so it may run over pages being written.
+        stride = flush_every_pages * OS_PAGE_SIZE if sync_flush else WARM_STRIDE_BYTES
+        start = 0
+        while start < self.file_size:
+            start = max(start, self._wrote - self._wrote % OS_PAGE_SIZE)
             length = min(stride, self.file_size - start)
-            _libc.advise_mapping(mapping, _libc.MADV_POPULATE_WRITE, start, length)
-            if sync_flush:
-                _msync(mapping, start, start + length)
+            if length <= 0:
+                break
+            with memoryview(mapping):  # mapped while advised, even if the file is closed meanwhile
+                _libc.advise_mapping(mapping, _libc.MADV_POPULATE_WRITE, start, length)
+                if sync_flush:
+                    _msync(mapping, start, start + length)
+            start += length
+            self.warmed_bytes = start
 
     def _lock_and_advise(self, mapping: mmap.mmap, problems: list[str]) -> None:
         try:

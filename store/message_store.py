@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import functools
 import itertools
 import logging
 import operator
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +27,7 @@ from store import codec, retention
 from store.checkpoint import StoreCheckpoint, acquire_store_lock, create_abort_file, remove_abort_file
 from store.commitlog import AppendResult, CommitLog
 from store.config import StoreConfig
-from store.consume_queue import ConsumeQueue, ConsumeQueueStore
+from store.consume_queue import ConsumeQueue, ConsumeQueueStore, entries_struct
 from store.consume_queue_format import ENTRY
 from store.consumer_offsets import ConsumerOffsets, consumer_offset_path, load_consumer_offsets
 from store.dispatch import Dispatcher, ReputMessageService
@@ -93,6 +91,11 @@ class MessageStore:
         self._allocator: AllocateMappedFileService | None = None
         self._scheduler: _Scheduler | None = None
         self._last_thorough_queue_flush = time.monotonic()
+
+    @property
+    def allocator(self) -> AllocateMappedFileService | None:
+        """The service that makes CommitLog segments ahead of the writer (its `stats`, `wait_idle`)."""
+        return self._allocator
 
     # ---- lifecycle ------------------------------------------------------------------------------------
 
@@ -490,13 +493,8 @@ def _next_offset_for(status: GetStatus, offset: int, minimum: int, maximum: int)
 def _entry_columns(block: memoryview) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Physical offsets, sizes and tags codes of a block of consume-queue entries: one unpack of the whole
     block, then three strided slices, which is half the cost of a tuple per entry (iter_unpack)."""
-    values = _entries_struct(len(block) // ENTRY.size).unpack(block)
+    values = entries_struct(len(block) // ENTRY.size).unpack(block)
     return values[0::3], values[1::3], values[2::3]
-
-
-@functools.lru_cache(maxsize=16)
-def _entries_struct(count: int) -> struct.Struct:
-    return struct.Struct(">" + ENTRY.format.lstrip(">") * count)
 
 
 def _records_within(sizes: tuple[int, ...], spent: int, max_bytes: int, first_goes: bool) -> int:

@@ -544,3 +544,66 @@ def test_holds_key_follows_the_chain_a_query_walks(tmp_path):
             assert index_file.holds_key(index_key_hash(f"T#k{offset}"), offset)
         assert not index_file.holds_key(index_key_hash("T#k10"), 20)
         assert not index_file.holds_key(index_key_hash("T#k99"), 40)
+
+
+def _clock_from(start_ms: int):
+    now = [start_ms]
+
+    def clock_ms() -> int:
+        now[0] += 1
+        return now[0]
+
+    return clock_ms
+
+
+@pytest.mark.parametrize("index_num", [5, 6, 7, 8])
+@pytest.mark.parametrize("keyed_every", [1, 2, 3])
+def test_build_indexes_writes_the_files_build_index_writes_one_request_at_a_time(
+    tmp_path, keyed_every, index_num
+):
+    """A batch (the dispatcher's runs) gives the same files and bytes as one buildIndex per message: the
+    rolls, a file filled by the last keyed message and followed by messages without keys (one build_index
+    each would roll then), a rolled-back transaction, messages re-dispatched after recovery."""
+    config = StoreConfig(max_hash_slot_num=3, max_index_num=index_num)
+    requests = [
+        IndexRequest(
+            "Topic",
+            f"k{number} shared" if number % keyed_every == 0 else None,
+            None,
+            1000 + 100 * number,
+            1_700_000_000_000 + 1500 * number,
+            0xC if number == 4 else 0,
+        )
+        for number in range(40)
+    ]
+    one_by_one, batched = tmp_path / "one", tmp_path / "batch"
+    for directory, batches in (
+        (one_by_one, [[request] for request in requests]),
+        (batched, [requests[:3], requests[3:17], requests[17:]]),
+    ):
+        with IndexService(directory, config, clock_ms=_clock_from(1_700_000_000_000)) as service:
+            service.load(read_only=False)
+            for batch in batches:
+                service.build_indexes(batch)
+    assert sorted(path.name for path in batched.iterdir()) == sorted(
+        path.name for path in one_by_one.iterdir()
+    )
+    for path in one_by_one.iterdir():
+        assert (batched / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_batch_ending_with_messages_without_keys_after_a_full_file_rolls_as_build_index_does(tmp_path):
+    config = StoreConfig(max_hash_slot_num=3, max_index_num=3)  # two entries: the first message fills it
+    requests = [
+        IndexRequest("Topic", "a b", None, 1000, 1_700_000_000_000),
+        IndexRequest("Topic", None, None, 1200, 1_700_000_000_500),
+    ]
+    for directory, batches in (
+        (tmp_path / "one", [requests[:1], requests[1:]]),
+        (tmp_path / "batch", [requests]),
+    ):
+        with IndexService(directory, config, clock_ms=_clock_from(1_700_000_000_000)) as service:
+            service.load(read_only=False)
+            for batch in batches:
+                service.build_indexes(batch)
+            assert len(service.files) == 2, "the message after the full file made the next one"

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from store import _libc
 from store.config import StoreConfig, WarmupMode
 from store.errors import StoreLayoutError
 from store.layout import offset_to_file_name
-from store.mapped_file import MappedFile, ReadOnlyStoreError
+from store.mapped_file import WARM_STRIDE_BYTES, MappedFile, ReadOnlyStoreError
 from store.mapped_file_queue import AllocateMappedFileService, MappedFileAllocationError, MappedFileQueue
 from store.transient_pool import TransientStorePool
 
@@ -369,3 +371,100 @@ def test_allocate_service_respects_the_transient_pool(tmp_path):
         time.sleep(0.1)
         assert not (directory / offset_to_file_name(SIZE)).exists(), "no free buffer: nothing made ahead"
         log.close()
+
+
+# ---- a writer faster than the warm-up (issue 16: rolls without stalls) ------------------------------------
+
+BIG = 2 * WARM_STRIDE_BYTES  # two populate strides: the warm-up can be held between them
+
+
+@pytest.fixture
+def held_populate(monkeypatch):
+    """MADV_POPULATE_WRITE calls wait until the returned event is set: a warm-up as slow as we like."""
+    release = threading.Event()
+    advise = _libc.advise_mapping
+
+    def held(mapping, advice, offset=0, length=None):
+        if advice == _libc.MADV_POPULATE_WRITE:
+            assert release.wait(30), "the test never released the warm-up"
+        return advise(mapping, advice, offset, length)
+
+    monkeypatch.setattr(_libc, "advise_mapping", held)
+    yield release
+    release.set()
+
+
+def test_a_writer_that_caught_up_takes_a_populating_segment_before_its_warm_up_ends(tmp_path, held_populate):
+    config = StoreConfig(
+        mapped_file_size_commitlog=BIG, warmup=WarmupMode.POPULATE, allocate_wait_timeout_ms=5000
+    )
+    with AllocateMappedFileService(config) as service:
+        log = MappedFileQueue(tmp_path / "commitlog", BIG, allocate_service=service)
+        first = log.get_last_file(0)  # the warm-up is held: before, this waited for it and timed out
+        assert first.warmed_bytes == 0 and first.warmup is None
+        first.append(b"written while warming" * 1000)
+        assert service.stats.handed_over == 1 and service.stats.ready_ahead == 0
+        assert service.stats.lead_bytes == [0]
+
+        held_populate.set()
+        assert service.wait_idle(30)
+        assert first.warmed_bytes == BIG and first.warmup.mode == WarmupMode.POPULATE
+        with first.select(0, 21 * 1000) as view:
+            assert bytes(view) == b"written while warming" * 1000, "the warm-up changed no byte"
+        log.close()
+
+
+def test_when_the_allocator_is_ahead_the_roll_takes_a_warmed_segment_without_waiting(tmp_path):
+    config = StoreConfig(mapped_file_size_commitlog=BIG, warmup=WarmupMode.POPULATE)
+    with AllocateMappedFileService(config) as service:
+        log = MappedFileQueue(tmp_path / "commitlog", BIG, allocate_service=service)
+        fill(log.get_last_file(0))
+        assert service.wait_idle(60), "segment 1 made and warmed ahead"
+        second = log.get_last_file()
+        assert second.file_from_offset == BIG and second.warmed_bytes == BIG
+        assert service.stats.ready_ahead == 1 and service.stats.lead_bytes[-1] == BIG
+        assert service.wait_idle(60)
+        assert (tmp_path / "commitlog" / offset_to_file_name(2 * BIG)).exists(), "and segment 2 after it"
+        log.close()
+
+
+def test_a_touch_warmed_segment_is_handed_over_only_once_warm(tmp_path, monkeypatch):
+    """TOUCH writes a zero into every page: a writer must never have the file while that runs."""
+    release = threading.Event()
+    touch = MappedFile._touch
+
+    def held_touch(self, *args):
+        assert release.wait(30)
+        return touch(self, *args)
+
+    monkeypatch.setattr(MappedFile, "_touch", held_touch)
+    config = StoreConfig(
+        mapped_file_size_commitlog=SIZE, warmup=WarmupMode.TOUCH, allocate_wait_timeout_ms=200
+    )
+    try:
+        with AllocateMappedFileService(config) as service:
+            log = MappedFileQueue(tmp_path / "commitlog", SIZE, allocate_service=service)
+            with pytest.raises(MappedFileAllocationError, match="timed out"):
+                log.get_last_file(0)
+            release.set()
+            assert service.wait_idle(30)
+            first = log.get_last_file(0)
+            assert first.warmup.mode == WarmupMode.TOUCH and first.warmed_bytes == SIZE
+            log.close()
+    finally:
+        release.set()
+
+
+def test_populating_a_file_being_written_starts_at_the_writer_and_keeps_its_bytes(tmp_path):
+    mapped_file = MappedFile.create(tmp_path / offset_to_file_name(0), BIG)
+    try:
+        written = os.urandom(WARM_STRIDE_BYTES + 4096 * 3 + 100)
+        mapped_file.append(written)
+        result = mapped_file.warm(WarmupMode.POPULATE, while_written=True)
+        assert result.mode == WarmupMode.POPULATE and mapped_file.warmed_bytes == BIG
+        with mapped_file.select(0, len(written)) as view:
+            assert bytes(view) == written
+        with pytest.raises(ValueError, match="only POPULATE"):
+            mapped_file.warm(WarmupMode.TOUCH, while_written=True)
+    finally:
+        mapped_file.destroy(0)

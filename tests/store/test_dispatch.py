@@ -1,0 +1,343 @@
+"""The dispatcher reads runs of records a block at a time; what it writes must be what the record-by-record
+walk (`checkMessageAndReturnSize` on each record, then one consume-queue entry and buildIndex per record:
+the dispatcher before runs) writes for the same CommitLog, byte for byte, and it must stop where that walk
+stops."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from store import codec
+from store.commitlog import CommitLog
+from store.config import StoreConfig, WarmupMode
+from store.consume_queue import ConsumeQueueStore
+from store.consume_queue_format import enters_consume_queue
+from store.dispatch import Dispatcher
+from store.errors import CorruptRecord
+from store.index_file import IndexRequest, IndexService
+from store.message_store import MessageStore
+
+SEGMENT_BYTES = 64 * 1024
+CONFIG = StoreConfig(
+    mapped_file_size_commitlog=SEGMENT_BYTES,
+    consume_queue_entries_per_file=100,  # entry blocks straddle consume-queue files too
+    max_hash_slot_num=64,
+    max_index_num=400,  # and the index rolls
+)
+RUST_FIXTURE = Path("/work/shared/fixtures/rocketmq-rust-0.9.0-store/local-file")
+
+
+def _fixed_clock():
+    now = [1_700_000_000_000]
+
+    def clock_ms() -> int:
+        now[0] += 1
+        return now[0]
+
+    return clock_ms
+
+
+def _messages() -> list[list[codec.Message]]:
+    """Batches of every shape the run reader meets: equal-size runs, sizes changing inside a batch, queues
+    and topics alternating, keys per message or shared, no properties, a V2 topic (longer than 127
+    characters), IPv6 hosts, transaction halves, and a batch with properties the parser must keep apart."""
+    batches: list[list[codec.Message]] = []
+    for number in range(12):
+        batches.append(
+            [
+                codec.Message(f"Topic{number % 3}", body=bytes([number]) * 100, queue_id=number % 2,
+                              properties={"TAGS": f"Tag{number % 2}"})
+                for _ in range(40)
+            ]
+        )  # fmt: skip
+    batches.append(
+        [
+            codec.Message("Keyed", body=os.urandom(size), properties={"KEYS": f"k{size} order-{size}"})
+            for size in range(1, 90)
+        ]
+    )
+    batches.append(
+        [
+            codec.Message("Keyed", body=b"x" * 64, properties={"KEYS": f"key-{n:04d}", "UNIQ_KEY": f"{n:9X}"})
+            for n in range(150)
+        ]
+    )  # fmt: skip
+    for topic in ("TopicX", "TopicY", "TopicX"):  # one run, two topics of one queue id
+        batches.append([codec.Message(topic, body=b"same size", properties={"TAGS": topic})] * 30)
+    batches.append([codec.Message("Bare", body=b"") for _ in range(30)])
+    batches.append([codec.Message("V2" + "t" * 140, body=b"long topic", properties={"TAGS": "t"})] * 20)
+    batches.append(
+        [codec.Message("Six", body=b"v6", born_host=("::1", 1234), store_host=("fe80::1", 10911))] * 25
+    )
+    for kind in (
+        codec.TRANSACTION_PREPARED_TYPE,
+        codec.TRANSACTION_COMMIT_TYPE,
+        codec.TRANSACTION_ROLLBACK_TYPE,
+    ):
+        batches.append([codec.Message("Tx", body=b"half", sysflag=kind, properties={"KEYS": "tx"})] * 3)
+    batches.append(
+        [codec.Message("Props", body=b"p", properties={"TAGS": "é€😀", "KEYS": " spaced  keys ", "X": "="})]
+        * 10
+    )
+    return batches
+
+
+def _write_commitlog(root: Path, rounds: int = 3) -> int:
+    commit_log = CommitLog(root, CONFIG)
+    commit_log.load()
+    for _ in range(rounds):
+        for batch in _messages():
+            commit_log.put_messages(batch)
+    end = commit_log.max_offset
+    commit_log.mapped_file_queue.flush(0)
+    commit_log.mapped_file_queue.close()
+    return end
+
+
+def _open_for_dispatch(root: Path) -> tuple[CommitLog, ConsumeQueueStore, IndexService]:
+    commit_log = CommitLog(root, CONFIG)
+    commit_log.load()
+    last = commit_log.mapped_file_queue.last_file
+    _end_of_records(commit_log, last)
+    queues = ConsumeQueueStore(root, CONFIG)
+    queues.load()
+    index = IndexService(root / "index", CONFIG, clock_ms=_fixed_clock())
+    index.load(read_only=False)
+    return commit_log, queues, index
+
+
+def _end_of_records(commit_log: CommitLog, last) -> None:
+    """A loaded segment is writable to its end; the readable end is where its records stop."""
+    position = 0
+    with last.select(0, last.file_size) as view:
+        while position + 8 <= len(view):
+            size, magic = codec.peek_total_size_and_magic(view, position)
+            if size <= 0 or magic == 0:
+                break
+            position += size
+    last.set_positions(position)
+
+
+class _RecordByRecord:
+    """The reference: every record through the full decoder, one entry and one buildIndex each."""
+
+    def __init__(self, commit_log: CommitLog, queues: ConsumeQueueStore, index: IndexService):
+        self.commit_log, self.queues, self.index = commit_log, queues, index
+        self.offset = 0
+        self.error: CorruptRecord | None = None
+
+    def run(self) -> None:
+        while self.offset < self.commit_log.max_offset:
+            found = self.commit_log.get_data(self.offset)
+            if found is None:
+                return
+            view, _start = found
+            with view:
+                try:
+                    info = codec.decode_dispatch_info(view, 0, base_offset=self.offset)
+                except CorruptRecord as error:
+                    self.error = error
+                    return
+            if isinstance(info, codec.BlankRecord):
+                self.offset = self.commit_log.roll_next_file(self.offset)
+                continue
+            if enters_consume_queue(info.sysflag):
+                queue = self.queues.find_or_create(info.topic, info.queue_id)
+                queue.put_message_position_info(
+                    info.physical_offset, info.size, info.tags_code, info.queue_offset
+                )
+            self.index.build_index(
+                IndexRequest(
+                    info.topic, info.keys, info.uniq_key, info.physical_offset, info.store_timestamp_ms,
+                    info.sysflag,
+                )
+            )  # fmt: skip
+            self.offset += info.size
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every consume-queue and index file's bytes, by path (index files by their order: names are times)."""
+    files = {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted((root / "consumequeue").rglob("*"))
+        if path.is_file()
+    }
+    for number, path in enumerate(sorted((root / "index").iterdir())):
+        files[f"index #{number}"] = path.read_bytes()
+    return files
+
+
+def _close(queues: ConsumeQueueStore, index: IndexService, commit_log: CommitLog) -> None:
+    queues.flush(0)
+    queues.close()
+    index.close()
+    commit_log.mapped_file_queue.close()
+
+
+def _dispatch_both(tmp_path: Path, damage=None) -> tuple[Path, Dispatcher, Path, _RecordByRecord]:
+    ours, reference = tmp_path / "runs", tmp_path / "records"
+    _write_commitlog(ours)
+    if damage is not None:
+        damage(ours)
+    shutil.copytree(ours, reference)
+    commit_log, queues, index = _open_for_dispatch(ours)
+    dispatcher = Dispatcher(commit_log, queues, index)
+    dispatcher.dispatch_until()
+    _close(queues, index, commit_log)
+    commit_log, queues, index = _open_for_dispatch(reference)
+    walk = _RecordByRecord(commit_log, queues, index)
+    walk.run()
+    _close(queues, index, commit_log)
+    return ours, dispatcher, reference, walk
+
+
+def test_consume_queues_and_index_are_byte_identical_to_the_record_by_record_walk(tmp_path):
+    ours, dispatcher, reference, walk = _dispatch_both(tmp_path)
+    assert dispatcher.error is None and walk.error is None
+    assert dispatcher.reput_from_offset == walk.offset
+    assert len(list((ours / "commitlog").iterdir())) > 3  # across rolls
+    assert len(list((ours / "index").iterdir())) > 1  # and an index roll
+    ours_files, reference_files = _files(ours), _files(reference)
+    assert ours_files.keys() == reference_files.keys()
+    for name, data in reference_files.items():
+        assert ours_files[name] == data, name
+
+
+def test_plain_records_are_not_given_to_the_full_decoder(tmp_path, monkeypatch):
+    """Runs are read from their header fields and tails: only BLANKs and the records a run does not take
+    (transaction halves here) reach `decode_dispatch_info`, once each."""
+    root = tmp_path / "store"
+    _write_commitlog(root, rounds=1)
+    commit_log, queues, index = _open_for_dispatch(root)
+    decoded = []
+    full_decoder = codec.decode_dispatch_info
+
+    def counting(view, position=0, **kwargs):
+        info = full_decoder(view, position, **kwargs)
+        decoded.append(info)
+        return info
+
+    monkeypatch.setattr(codec, "decode_dispatch_info", counting)
+    dispatched = Dispatcher(commit_log, queues, index).dispatch_until()
+    _close(queues, index, commit_log)
+    transaction_halves = 9
+    blanks = sum(isinstance(info, codec.BlankRecord) for info in decoded)
+    assert dispatched == sum(len(batch) for batch in _messages())
+    assert len(decoded) == blanks + transaction_halves
+    assert 0 < blanks < len(list((root / "commitlog").iterdir()))
+
+
+def _record_offsets(root: Path) -> list[int]:
+    commit_log, queues, index = _open_for_dispatch(root)
+    offsets = []
+    offset = 0
+    while offset < commit_log.max_offset:
+        view, _start = commit_log.get_data(offset)
+        with view:
+            size, magic = codec.peek_total_size_and_magic(view)
+        if magic == codec.BLANK_MAGIC_CODE:
+            offset = commit_log.roll_next_file(offset)
+            continue
+        offsets.append(offset)
+        offset += size
+    _close(queues, index, commit_log)
+    return offsets
+
+
+def _segment_and_position(root: Path, offset: int) -> tuple[Path, int]:
+    return root / "commitlog" / f"{offset - offset % SEGMENT_BYTES:020d}", offset % SEGMENT_BYTES
+
+
+def _bad_magic(data: bytearray, at: int, size: int) -> None:
+    data[at + 4 : at + 8] = b"\x12\x34\x56\x78"
+
+
+def _longer_total(data: bytearray, at: int, size: int) -> None:
+    data[at : at + 4] = (size + 1).to_bytes(4, "big")
+
+
+def _invalid_utf8_property(data: bytearray, at: int, size: int) -> None:
+    data[at + size - 2] = 0xFF
+
+
+def _body_past_the_topic(data: bytearray, at: int, size: int) -> None:
+    data[at + 84 : at + 88] = (size - 90).to_bytes(4, "big")  # BODY length: the topic length lands elsewhere
+
+
+@pytest.mark.parametrize("damage", [_bad_magic, _longer_total, _invalid_utf8_property, _body_past_the_topic])
+def test_a_damaged_record_inside_a_run_stops_dispatch_where_the_full_decoder_stops(tmp_path, damage):
+    """The 101st record (in the middle of a run of 40-message batches of one size and queue): the run is
+    cut before it, and the full decoder reports it, as the record-by-record walk does."""
+
+    def damage_record(root: Path) -> None:
+        target = _record_offsets(root)[101]
+        segment, position = _segment_and_position(root, target)
+        data = bytearray(segment.read_bytes())
+        size = int.from_bytes(data[position : position + 4], "big")
+        damage(data, position, size)
+        segment.write_bytes(bytes(data))
+
+    ours, dispatcher, reference, walk = _dispatch_both(tmp_path, damage_record)
+    assert isinstance(dispatcher.error, CorruptRecord)
+    assert walk.error is not None
+    assert (dispatcher.error.offset, str(dispatcher.error)) == (walk.error.offset, str(walk.error))
+    assert dispatcher.reput_from_offset == walk.offset == _record_offsets(reference)[101]
+    assert _files(ours) == _files(reference)
+
+
+def test_the_rust_fixture_dispatched_again_gives_its_own_consume_queue(tmp_path):
+    """rocketmq-rust 0.9.0 wrote this store's consume queue; dispatching its CommitLog anew gives the same
+    bytes (the index is not compared: its hash-slot count, 1 or 32, is not one a writer can be told)."""
+    root = tmp_path / "store"
+    shutil.copytree(RUST_FIXTURE / "commitlog", root / "commitlog")
+    os.chmod(root / "commitlog" / "00000000000000000000", 0o644)
+    os.chmod(root / "commitlog", 0o755)
+    config = StoreConfig(mapped_file_size_commitlog=4096, consume_queue_entries_per_file=10)
+    commit_log = CommitLog(root, config)
+    commit_log.load()
+    _end_of_records(commit_log, commit_log.mapped_file_queue.last_file)
+    queues = ConsumeQueueStore(root, config)
+    dispatcher = Dispatcher(commit_log, queues, None)
+    assert dispatcher.dispatch_until() == 2
+    queues.flush(0)
+    queues.close()
+    commit_log.mapped_file_queue.close()
+    relative = Path("consumequeue/V1UpgradeTopic/0/00000000000000000000")
+    assert (root / relative).read_bytes() == (RUST_FIXTURE / relative).read_bytes()
+
+
+@pytest.mark.parametrize("warmup", [WarmupMode.NONE, WarmupMode.POPULATE])
+def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path, warmup):
+    """A running store dispatches across segment rolls (with POPULATE, segments the writer may take while
+    they are warmed); after a crash (no shutdown: the abort file stays) with the consume queues and the
+    index deleted, recovery rebuilds them to the same bytes."""
+    root = tmp_path / "store"
+    config = dataclasses.replace(CONFIG, warmup=warmup)
+    store = MessageStore(root, config).start()
+    for batch in _messages() * 3:
+        store.put_messages(batch)
+    end = store.commit_log.max_offset
+    assert store.wait_dispatched(end, timeout_s=60)
+    assert end > 3 * SEGMENT_BYTES
+    store.flush()
+    before = {name: data for name, data in _files(root).items() if name.startswith("consumequeue")}
+    store._scheduler.stop()  # a crash: nothing else is flushed, closed or removed
+    store._reput.stop()
+    store.commit_log.shutdown()
+    store._allocator.shutdown()
+    store.consume_queues.close()
+    store.index_service.close()
+    store._lock.release()
+    shutil.rmtree(root / "consumequeue")
+    shutil.rmtree(root / "index")
+    with MessageStore(root, config) as recovered:
+        assert recovered.recovery.mode == "abnormal"
+        assert recovered.dispatcher.reput_from_offset == end
+        recovered.flush()
+    after = {name: data for name, data in _files(root).items() if name.startswith("consumequeue")}
+    assert after == before
