@@ -43,7 +43,6 @@ import itertools
 import mmap
 import operator
 import struct
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -1496,7 +1495,7 @@ def decode_run(
     """
     records: list[RunRecord] = []
     append, head, layouts_by_magic = records.append, _RUN_HEAD.unpack_from, _RUN_LAYOUTS
-    unpack_properties_length, crc32, smallest = _PROPERTIES_LENGTH.unpack_from, zlib.crc32, _SMALLEST_RECORD
+    unpack_properties_length, crc32, smallest = _PROPERTIES_LENGTH.unpack_from, masked_crc32, _SMALLEST_RECORD
     last_start = end - smallest  # no record starts after this
     while position <= last_start and len(records) < max_records:
         total, magic, sysflag = head(view, position)
@@ -1521,7 +1520,7 @@ def decode_run(
         if properties_start + unpack_properties_length(view, topic_end)[0] != record_end:
             break  # calMsgLength disagrees with TOTALSIZE (or a negative properties length)
         if check_crc and (
-            (body_length and crc32(view[body_start:body_end]) & 0x7FFFFFFF != values[2])
+            (body_length and crc32(view[body_start:body_end]) != values[2])
             or (view[record_end - 1] in (0, 0x02) and _tail_to_check(view, properties_start, record_end))
         ):
             break
