@@ -120,13 +120,17 @@ def main() -> int:
         process, url = start_exporter(root)
         try:
             scrape(url)  # the first pays for imports
+            cpu_before = cpu_seconds(process.pid)
             timed = [scrape(url) for _ in range(args.scrapes)]
+            cpu_per_scrape = (cpu_seconds(process.pid) - cpu_before) / args.scrapes
             walls = sorted(wall for wall, _own in timed)
             owns = sorted(own for _wall, own in timed)
             median_wall = statistics.median(walls)
             print(
                 f"one scrape over HTTP: median {median_wall * 1000:.1f} ms, worst {walls[-1] * 1000:.1f} ms "
-                f"(measuring: median {statistics.median(owns) * 1000:.1f} ms) over {args.scrapes} scrapes"
+                f"(measuring: median {statistics.median(owns) * 1000:.1f} ms; the exporter's CPU: "
+                f"{cpu_per_scrape * 1000:.0f} ms per scrape) over {args.scrapes} scrapes, load average "
+                f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
             )
             cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
             for _ in range(args.intervals):
