@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from exporter import fincore_bytes_by_kind, running_exporter, store_being_written
-from support import REPO, skip_or_fail
+from support import REPO, skip_or_fail, wait_for
 
 DASHBOARD = REPO / "dashboards" / "grafana" / "mqinspect.json"
 SCRAPE_INTERVAL_S = 1
@@ -96,16 +96,6 @@ class Prometheus:
             return False
 
 
-def _wait_until(condition, deadline_s: float, what: str):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"gave up after {deadline_s} s waiting for {what}")
-
-
 @contextlib.contextmanager
 def running_prometheus(target: str, directory: Path):
     port = _free_port()
@@ -127,7 +117,7 @@ def running_prometheus(target: str, directory: Path):
     )
     try:
         prometheus = Prometheus(f"http://127.0.0.1:{port}")
-        _wait_until(lambda: prometheus.ready() or process.poll() is not None, 20, "prometheus to be ready")
+        wait_for(lambda: prometheus.ready() or process.poll() is not None, "prometheus to be ready", 20)
         assert process.poll() is None, (directory / "prometheus.log").read_text()
         yield prometheus
     finally:
@@ -184,9 +174,7 @@ def scraped(tmp_path_factory):
     ):
         target = exporter.url.removeprefix("http://").removesuffix("/metrics")
         with running_prometheus(target, directory) as prometheus:
-            _wait_until(
-                lambda: prometheus.query("count_over_time(mqinspect_up[1m]) >= 3"), 20, "three scrapes"
-            )
+            wait_for(lambda: prometheus.query("count_over_time(mqinspect_up[1m]) >= 3"), "three scrapes", 20)
             _content_type, exposition = exporter.get()
             yield prometheus, fincore, exposition
 
