@@ -12,9 +12,10 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from exporter import running_exporter, sample_values
+from exporter import SMALL_STORE, running_exporter, sample_values
 from prometheus_client import generate_latest
 from support import (
+    expire_all_but_the_last_segment,
     fincore_pages,
     mqinspect_as_nobody,
     one_error_line,
@@ -26,6 +27,8 @@ from mqinspect.errors import ExitStatus
 from mqinspect.export.collector import export_registry
 from mqinspect.export.server import DEFAULT_PORT
 from store.inspection.formats import store_files
+from store.message_store import MessageStore
+from store.workload import ProduceSpec, produce
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 RESIDENCY = ("cached", "dirty", "writeback", "locked")
@@ -174,3 +177,24 @@ def test_a_store_gone_while_served_is_down_with_the_reason(tmp_path: Path):
         dict(labels)["metric"] == "mqinspect_up" and str(root) in dict(labels)["reason"] for labels in gaps
     )
     assert not sample_values(exposition, "mqinspect_store_cached_bytes")
+
+
+def test_segments_retention_deletes_leave_the_next_scrape_whole(tmp_path: Path):
+    """A broker's retention deletes old CommitLog segments between two scrapes: the next scrape counts the
+    files that are left, the CommitLog's new first offset, and fincore's residency of what remains."""
+    root = tmp_path / "store"
+    with MessageStore(root, SMALL_STORE) as writer:
+        produce(writer, ProduceSpec("T", 0, count=3000, body_size_bytes=200, batch=50))
+        registry = export_registry([root])
+        before = generate_latest(registry).decode()
+        min_offset = expire_all_but_the_last_segment(writer)
+        after = generate_latest(registry).decode()
+        remaining = [file.path for file in store_files(root) if file.kind == "commitlog"]
+        resident_bytes = sum(fincore_pages(path) for path in remaining) * 4096
+    commitlog = frozenset({("store", str(root)), ("kind", "commitlog"), ("topic", ""), ("queue", "")})
+    files_after = sample_values(after, "mqinspect_store_files")[commitlog]
+    assert files_after == len(remaining) < sample_values(before, "mqinspect_store_files")[commitlog]
+    assert sample_values(after, "mqinspect_store_cached_bytes")[commitlog] == resident_bytes
+    store_only = frozenset({("store", str(root))})
+    assert sample_values(after, "mqinspect_commitlog_min_offset_bytes") == {store_only: min_offset}
+    assert sample_values(after, "mqinspect_up") == {store_only: 1.0}
