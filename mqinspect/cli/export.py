@@ -17,7 +17,10 @@ from store.inspection.formats import detect_format
 
 def export(
     stores: list[Path] = typer.Argument(
-        ..., help="Store roots (each the directory that holds commitlog/).", show_default=False
+        ...,
+        help="Store roots (each the directory that holds commitlog/).",
+        show_default=False,
+        metavar="STORE_DIR...",
     ),
     listen: str = typer.Option(
         DEFAULT_LISTEN,
