@@ -198,3 +198,13 @@ def test_segments_retention_deletes_leave_the_next_scrape_whole(tmp_path: Path):
     store_only = frozenset({("store", str(root))})
     assert sample_values(after, "mqinspect_commitlog_min_offset_bytes") == {store_only: min_offset}
     assert sample_values(after, "mqinspect_up") == {store_only: 1.0}
+
+
+def test_each_store_of_the_command_line_is_its_own_series(store):
+    with store_nobody_can_read(messages=500) as other:
+        result = run_mqinspect("export", store, other, "--once")
+    assert result.exit_code == 0, result.stderr
+    up = sample_values(result.stdout, "mqinspect_up")
+    assert up == {frozenset({("store", str(store))}): 1.0, frozenset({("store", str(other))}): 1.0}
+    max_offsets = sample_values(result.stdout, "mqinspect_commitlog_max_offset_bytes")
+    assert len(set(max_offsets.values())) == 2
