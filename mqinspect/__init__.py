@@ -7,6 +7,7 @@ in the tree against it, those made inside functions too.
 
     main       mqinspect.__main__
     cli        mqinspect.cli
+    export     mqinspect.export
     dashboard  mqinspect.dashboard
     render     mqinspect.render
     demo       mqinspect.demo
@@ -18,6 +19,8 @@ in the tree against it, those made inside functions too.
 
 - main: `python -m mqinspect`.
 - cli: the typer commands: parse options, ask the floors below for data, hand it to a renderer.
+- export: `mqinspect export`: measures a scrape (store, residency, /proc) into snapshots and draws them as
+  Prometheus metric families, served over HTTP.
 - dashboard: the Textual app of `top`, `replay` and `demo`, which draws snapshots with render's pieces.
 - render: draws snapshots as rich tables, JSON and CSV; it never reads /proc or a file.
 - demo: the demo's workload (a broker and consumers) and its report, sampled with sampling, run with labs.

@@ -330,3 +330,15 @@ def expire_all_but_the_last_segment(store) -> int:
     store.clean()
     assert store.commit_log.min_offset == int(segments[-1].name)
     return store.commit_log.min_offset
+
+
+def wait_for(condition, what: str, timeout_s: float = 10.0, poll_s: float = 0.1):
+    """The first truthy value of `condition()`, polled every `poll_s` until `timeout_s`; AssertionError naming
+    `what` when it never comes (a test waits for the state it needs, never for a fixed time)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"gave up after {timeout_s} s waiting for {what}")

@@ -37,6 +37,7 @@ class MqinspectGroup(LazyGroup):
         "replay": "mqinspect.cli.top",
         "demo": "mqinspect.cli.demo",
         "store": "mqinspect.cli.store",
+        "export": "mqinspect.cli.export",
         "trace": "mqinspect.cli.trace",
         "lab": "mqinspect.cli.lab",
     }

@@ -1,0 +1,40 @@
+"""The prometheus_client collector behind `mqinspect export`: it measures when it is scraped.
+
+A scrape is a measurement, not a cache of one: each collect() reads the store and /proc again. Scrapes that
+arrive together (two Prometheus servers) are measured one after the other, so two measurements of the same
+files never race each other for the CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from mqinspect.export.families import scrape_families
+from mqinspect.export.measure import measure_scrape
+
+
+class ExportCollector(Collector):
+    def __init__(self, roots: Sequence[Path], *, per_segment: bool = False):
+        self.roots = tuple(Path(root) for root in roots)  # the command line's paths, and only those
+        self.per_segment = per_segment
+        self._one_at_a_time = threading.Lock()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._one_at_a_time:
+            scrape = measure_scrape(self.roots, per_segment=self.per_segment)
+        return list(scrape_families(scrape))
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # registering must not measure: the families are known only by measuring
+
+
+def export_registry(roots: Sequence[Path], *, per_segment: bool = False) -> CollectorRegistry:
+    """A registry with the export collector alone (not prometheus_client's process and platform ones)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExportCollector(roots, per_segment=per_segment))
+    return registry
