@@ -104,6 +104,9 @@ class Feed(Protocol):
 
     def focus(self, path: str | None, name: str | None) -> None: ...
 
+    def draw_only(self, paths: frozenset[str]) -> None:
+        """The segments whose rows are on screen: their heat strips are measured every interval."""
+
     def detach(self) -> None: ...
 
 
@@ -466,7 +469,8 @@ class DashboardApp(App[None]):
         row_cells = []
         for key, row in zip(keys, rows, strict=True):
             previous = drawn.get(key)
-            row_cells.append(previous[1] if previous is not None and previous[0] == row else cells(row))
+            same = previous is not None and (previous[0] is row or previous[0] == row)
+            row_cells.append(previous[1] if same else cells(row))
         self._row_cells[table_id] = dict(zip(keys, zip(rows, row_cells, strict=True), strict=True))
         self.query_one(f"#{table_id}", RowTable).set_rows(keys, row_cells)
 
@@ -629,6 +633,11 @@ class DashboardApp(App[None]):
         segment = next((s for s in self.visible_segments() if s.path == message.key), None)
         if segment is not None:
             self.open_segment(segment)
+
+    @on(RowTable.RowsShown, "#segments")
+    def _segments_shown(self, message: RowTable.RowsShown) -> None:
+        if self.feed is not None:
+            self.feed.draw_only(message.keys)
 
     def open_segment(self, segment: SegmentView) -> None:
         if isinstance(self.screen, SegmentScreen):

@@ -282,12 +282,17 @@ def _chunk_index(chunks: Sequence[ChunkState], position: int | None, segment: Se
 def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
     """The cells of one segment row, in SEGMENT_COLUMNS order."""
     wrote = segment.wrote_position_bytes
+    # measured in an earlier interval (a big store's rows off screen are measured by turns): drawn dim
+    earlier = "dim" if segment.residency_time_unix_s is not None else ""
+    strip = segment_strip(segment)
+    if earlier:
+        strip.stylize(earlier)
     return [
         Text(segment.name, style="bold" if segment.holds_write_position else ""),
-        segment_strip(segment),
-        Text(percent_text(segment.cached_pages, segment.pages), justify="right"),
-        Text(pages_text(segment.dirty_pages, page_size_bytes), justify="right"),
-        Text(pages_text(segment.writeback_pages, page_size_bytes), justify="right"),
+        strip,
+        Text(percent_text(segment.cached_pages, segment.pages), justify="right", style=earlier),
+        Text(pages_text(segment.dirty_pages, page_size_bytes), justify="right", style=earlier),
+        Text(pages_text(segment.writeback_pages, page_size_bytes), justify="right", style=earlier),
         Text(bytes_text(segment.locked_bytes), justify="right"),
         Text(bytes_text(wrote), justify="right"),
         Text(count_text(segment.faults), justify="right"),

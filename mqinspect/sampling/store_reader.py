@@ -18,8 +18,9 @@ which need every process's maps, every LOCK_REFRESH_INTERVALS intervals.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ STRIP_CHUNKS = 32
 DETAIL_CELLS = 512
 LOCK_REFRESH_INTERVALS = 10
 CHUNK_REFRESH_INTERVALS = 10
+# With a dashboard's drawn rows given, every file is measured at least once in this many intervals.
+TURN_INTERVALS = 10
+LAYOUT_REFRESH_INTERVALS = 60
+EVENT_PROBES = (PROBE_FAULTS, PROBE_PAGECACHE, PROBE_WRITEBACK)
+STRIP_NOT_DRAWN = (
+    "the heat strip is measured while its row is on screen, and this file's pages changed since its last one"
+)
 FLUSHED_UNKNOWN = (
     "the broker keeps its flushed offset in memory; this checkpoint has no masterFlushedOffset "
     "(only the flush time, physicMsgTimestamp)"
@@ -92,52 +100,207 @@ def _segment_entries(layout: StoreLayout) -> list[tuple[str, str, SegmentQueue]]
 class StoreReader:
     """Reads one store each interval into a StoreView. Keeps only caches, never a file open."""
 
-    def __init__(self, root: Path, *, strip_chunks: int = STRIP_CHUNKS):
+    def __init__(
+        self, root: Path, *, strip_chunks: int = STRIP_CHUNKS, clock: Callable[[], float] = time.time
+    ):
         self.root = Path(root)
         self.strip_chunks = strip_chunks
+        self._clock = clock
         self._positions: dict[str, _Position] = {}
         self._log_tail: LogTail | None = None
         self._chunk_maps: dict[str, tuple[tuple, int, ChunkMap | None]] = {}
         self._locks: dict[str, int | None] = {}
         self._lock_note: str | None = None
         self._intervals = 0
+        self._layout: StoreLayout | None = None
+        self._listed_at = 0  # the interval the layout was listed in
+        self._directories: list[tuple[str, int | None]] = []  # those holding segments, with their mtimes
+        self._views: dict[str, _Measured] = {}  # path -> the row and its inputs as last built
+        self._queue_positions: dict[str, _QueuePositions] = {}  # a ConsumeQueue's, by name prefix
+        self._last_positions: dict[str, _QueuePositions] = {}  # each queue's, the interval before
+        self._locks_version = 0  # counts the changes of self._locks
+        self._turn = 0  # where the round of off-screen measurements goes on
         discover_store(self.root)  # NotAStore now, as bad input, rather than in the first interval
 
-    def read(self, events: Mapping[str, Any]) -> StoreView:
+    def segment_paths(self) -> list[str]:
+        """The paths of every segment the store has now (a listing, no measurement)."""
+        layout = self._current_layout(None)
+        return [str(segment.path) for *_rest, queue in _segment_entries(layout) for segment in queue.segments]
+
+    def read(self, events: Mapping[str, Any], drawn: frozenset[str] | None = None) -> StoreView:
+        """One interval's view. `drawn`: the paths of the rows a dashboard draws (None: every row is used, as
+        by --once, the streams and recordings). With it, a big store is measured by turns: drawn rows, the
+        segment being written and those with events every interval, every other file at least once in
+        TURN_INTERVALS intervals (its row says when it was measured), and heat strips only for drawn rows."""
         try:
-            layout = discover_store(self.root)
+            layout = self._current_layout(drawn)
         except (StoreError, OSError) as error:
             return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
         queues = _segment_entries(layout)
-        self._refresh_locks([str(segment.path) for *_rest, queue in queues for segment in queue.segments])
+        paths = [str(segment.path) for *_rest, queue in queues for segment in queue.segments]
+        self._refresh_locks(paths)
         flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
         by_path = _events_by_path(events)
+        due = self._due(paths, queues, drawn, by_path)
+        turn = _Turn(
+            due,
+            drawn,
+            self._clock(),
+            frozenset(path for _probe, path in by_path),
+            (*(probe in events for probe in EVENT_PROBES), events.get(PROBE_PAGECACHE) is not None),
+        )
         segments = []
         for kind, prefix, queue in queues:
             if not queue.segments:
                 continue
-            positions = (
-                self._commitlog_positions(queue, flushed, checkpoint_note)
-                if kind == "commitlog"
-                else self._consume_queue_positions(queue)
-            )
+            positions = self._queue_positions_of(kind, prefix, queue, flushed, checkpoint_note, due)
+            turn = replace(turn, moved=self._moved(prefix, queue, positions))
             segments += [
-                self._segment(
-                    kind, f"{prefix}/{segment.path.name}", queue, segment, positions, by_path, events
+                self._segment_row(
+                    kind,
+                    f"{prefix}/{segment.path.name}",
+                    queue,
+                    segment,
+                    positions,
+                    by_path,
+                    events,
+                    turn,
                 )
                 for segment in queue.segments
             ]
         newest = {str(queue.segments[-1].path) for *_rest, queue in queues if queue.segments}
         self._positions = {path: known for path, known in self._positions.items() if path in newest}
+        listed = set(paths)
+        self._views = {path: view for path, view in self._views.items() if path in listed}
         self._intervals += 1
         return StoreView(str(layout.root), flush_time_ms, tuple(segments))
 
+    def _current_layout(self, drawn: frozenset[str] | None) -> StoreLayout:
+        """The store's files: listed again every interval when every row is used. For a dashboard (listing
+        1,500 files took 70 ms), when the mtime of a directory that holds them moved (a file created, deleted
+        or renamed in it): commitlog/ and consumequeue/ every interval, the topics' and queues' directories
+        by turns (all in TURN_INTERVALS intervals), and every LAYOUT_REFRESH_INTERVALS (a file whose size
+        changed; rows measured meanwhile take their size from the file itself)."""
+        if (
+            drawn is None
+            or self._layout is None
+            or self._intervals - self._listed_at >= LAYOUT_REFRESH_INTERVALS
+            or self._directories_moved()
+        ):
+            self._layout, self._listed_at = discover_store(self.root), self._intervals
+            directories = [self.root / "commitlog", self.root / "consumequeue"]
+            directories += list(
+                dict.fromkeys(cq.queue.directory.parent for cq in self._layout.consume_queues)
+            )
+            directories += [cq.queue.directory for cq in self._layout.consume_queues]
+            self._directories = [(str(path), _mtime_ns(path)) for path in directories]
+        return self._layout
+
+    def _directories_moved(self) -> bool:
+        always, by_turns = self._directories[:2], self._directories[2:]
+        share = -(-len(by_turns) // TURN_INTERVALS)
+        start = (self._intervals * share) % len(by_turns) if by_turns else 0
+        return any(_mtime_ns(path) != mtime for path, mtime in always + by_turns[start : start + share])
+
+    def _due(self, paths, queues, drawn, by_path) -> frozenset[str] | None:
+        """The files measured this interval (None: all of them): the drawn rows, those with events (their
+        pages moved), the CommitLog's newest segment and the one being written, and a turn of the others."""
+        if drawn is None:
+            return None
+        due = set(drawn)
+        due.update(path for _probe, path in by_path)
+        commitlog = queues[0][2]
+        if commitlog.segments:
+            due.add(str(commitlog.segments[-1].path))
+        holder = self._log_tail.end.physical_offset if self._log_tail else None
+        if holder is not None and (segment := _segment_at(commitlog, holder)) is not None:
+            due.add(str(segment.path))
+        due.update(path for path in paths if path not in self._views)
+        share = -(-len(paths) // TURN_INTERVALS)
+        if paths:
+            start = self._turn % len(paths)
+            due.update(paths[start : start + share])
+            due.update(paths[: max(0, start + share - len(paths))])
+            self._turn = start + share
+        return frozenset(due)
+
+    def _moved(self, prefix: str, queue: SegmentQueue, positions: _QueuePositions) -> frozenset[str] | None:
+        """The queue's segments whose positions may differ from the previous interval's: those between the
+        old and the new end (and flushed offset); None (all of them) when a reason came or went."""
+        before, self._last_positions[prefix] = self._last_positions.get(prefix), positions
+        if before is positions:
+            return frozenset()
+        if before is None or before.unavailable != positions.unavailable:
+            return None
+        moved = set()
+        for old, new in (
+            (before.wrote_offset, positions.wrote_offset),
+            (before.flushed_offset, positions.flushed_offset),
+        ):
+            if old == new:
+                continue
+            if old is None or new is None:
+                return None
+            low, high = min(old, new), max(old, new)
+            moved.update(
+                str(s.path)
+                for s in queue.segments
+                if s.file_from_offset <= high and low <= s.file_from_offset + s.size_bytes
+            )
+        return frozenset(moved)
+
+    def _queue_positions_of(self, kind, prefix, queue, flushed, checkpoint_note, due) -> _QueuePositions:
+        if kind == "commitlog":
+            return self._commitlog_positions(queue, flushed, checkpoint_note)
+        known = self._queue_positions.get(prefix)
+        newest = queue.segments[-1]
+        if due is not None and known is not None and str(newest.path) not in due:
+            return known  # a ConsumeQueue's end is looked for when its newest file's turn comes
+        positions = self._queue_positions[prefix] = self._consume_queue_positions(queue)
+        return positions
+
     # --- one segment
 
-    def _segment(self, kind, name, queue, segment, positions, by_path, events) -> SegmentView:
+    def _segment_row(self, kind, name, queue, segment, positions, by_path, events, turn) -> SegmentView:
+        """The segment's row: built again when it is measured this interval or what it shows may have
+        changed (its positions, locked bytes, events); otherwise the row of the interval it was measured in,
+        which says when that was."""
+        path = str(segment.path)
+        known = self._views.get(path)
+        measure = turn.due is None or path in turn.due or known is None
+        if (
+            not measure
+            and path not in turn.evented
+            and (turn.moved is not None and path not in turn.moved)
+            and known.shared == (self._locks_version, turn.running)
+        ):
+            if known.view.residency_time_unix_s is None:  # the first interval after its measurement
+                known = self._views[path] = replace(
+                    known, view=replace(known.view, residency_time_unix_s=known.measured_unix_s)
+                )
+            return known.view
+        if measure:
+            residency_unavailable: dict[str, str] = {}
+            residency = self._residency(path, residency_unavailable, turn.strip_wanted(path))
+            measured_unix_s, measured_time = turn.now_unix_s, None
+        else:
+            residency_unavailable, residency = known.residency
+            measured_unix_s, measured_time = known.measured_unix_s, known.measured_unix_s
+        view = self._segment(
+            kind, name, queue, segment, positions, by_path, events, (residency_unavailable, residency)
+        )
+        if measured_time is not None:
+            view = replace(view, residency_time_unix_s=measured_time)
+        self._views[path] = _Measured(
+            view, measured_unix_s, (residency_unavailable, residency), (self._locks_version, turn.running)
+        )
+        return view
+
+    def _segment(self, kind, name, queue, segment, positions, by_path, events, measured) -> SegmentView:
         path = str(segment.path)
         unavailable: dict[str, str] = dict(positions.unavailable)
-        residency = self._residency(path, unavailable)
+        residency_unavailable, residency = measured
+        unavailable.update(residency_unavailable)
         wrote = _position_in(segment, positions.wrote_offset)
         locked = self._locks.get(path)
         if locked is None:
@@ -185,7 +348,7 @@ class StoreReader:
             **hits,
         )
 
-    def _residency(self, path: str, unavailable: dict[str, str]) -> dict[str, Any]:
+    def _residency(self, path: str, unavailable: dict[str, str], strip: bool = True) -> dict[str, Any]:
         try:
             totals = file_residency(path)
         except ResidencyUnavailable as error:
@@ -202,10 +365,10 @@ class StoreReader:
             "dirty_pages": totals.dirty_pages,
             "writeback_pages": totals.writeback_pages,
             "residency_source": totals.source,
-            "chunks": self._chunks(path, totals, unavailable),
+            "chunks": self._chunks(path, totals, unavailable, strip),
         }
 
-    def _chunks(self, path: str, totals, unavailable: dict[str, str]) -> ChunkMap | None:
+    def _chunks(self, path: str, totals, unavailable: dict[str, str], strip: bool = True) -> ChunkMap | None:
         cached, pages = totals.cached_pages, totals.pages
         if cached is None:
             return None
@@ -226,12 +389,14 @@ class StoreReader:
                     for a, b in chunk_bounds(0, pages, self.strip_chunks)
                 )
             )
-        return self._mixed_chunks(path, totals, unavailable)
+        return self._mixed_chunks(path, totals, unavailable, strip)
 
-    def _mixed_chunks(self, path: str, totals, unavailable: dict[str, str]) -> ChunkMap | None:
+    def _mixed_chunks(self, path: str, totals, unavailable: dict[str, str], strip: bool) -> ChunkMap | None:
         """A mixed segment's chunks, measured again only when its cachestat totals moved (or every
         CHUNK_REFRESH_INTERVALS): unchanged cached, dirty, writeback and eviction counts mean no page came
-        or went, short of an exact swap of pages within one interval, which the next refresh corrects."""
+        or went, short of an exact swap of pages within one interval, which the next refresh corrects.
+        A row not drawn (`strip` False) keeps its strip while the counts stay the same, and has none once
+        they moved (measuring 32 runs of each of 1,000 files every second is what a dashboard cannot pay)."""
         signature = (
             totals.size_bytes,
             totals.cached_pages,
@@ -241,12 +406,12 @@ class StoreReader:
             totals.recently_evicted_pages,
         )
         known = self._chunk_maps.get(path)
-        if (
-            known is not None
-            and known[0] == signature
-            and self._intervals - known[1] < CHUNK_REFRESH_INTERVALS
-        ):
+        same = known is not None and known[0] == signature
+        if same and (not strip or self._intervals - known[1] < CHUNK_REFRESH_INTERVALS):
             return known[2]
+        if not strip:
+            unavailable["chunks"] = STRIP_NOT_DRAWN
+            return None
         chunks = _measured_chunks(path, self.strip_chunks, unavailable)
         self._chunk_maps[path] = (signature, self._intervals, chunks)
         return chunks
@@ -319,10 +484,11 @@ class StoreReader:
         if self._intervals % LOCK_REFRESH_INTERVALS and all(path in self._locks for path in paths):
             return
         locks = locked_bytes_by_file(paths)
-        self._locks = {
-            path: locks.files[path].locked_bytes if path in locks.files else None for path in paths
-        }
-        self._lock_note = locks.notes.get("locked_bytes")
+        found = {path: locks.files[path].locked_bytes if path in locks.files else None for path in paths}
+        note = locks.notes.get("locked_bytes")
+        if (found, note) != (self._locks, self._lock_note):
+            self._locks, self._lock_note = found, note
+            self._locks_version += 1
 
     def _checkpoint(self, layout: StoreLayout) -> tuple[int | None, int | None, str | None]:
         if layout.checkpoint is None:
@@ -345,6 +511,39 @@ class StoreReader:
         return SegmentDetail(
             path, name, page_size_bytes, _chunk_states(residency.chunks), residency.source, unavailable
         )
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """What one interval measures: `due` the files (None: all), `drawn` those whose rows are on screen;
+    and what every row of the interval shares."""
+
+    due: frozenset[str] | None
+    drawn: frozenset[str] | None
+    now_unix_s: float
+    evented: frozenset[str]  # the files with events this interval
+    running: tuple[bool, ...]  # which probes gave events
+    moved: frozenset[str] | None = None  # the queue's segments whose positions may have moved (None: all)
+
+    def strip_wanted(self, path: str) -> bool:
+        return self.drawn is None or path in self.drawn
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """A segment's row as last built, what it was built from, and its residency's measurement."""
+
+    view: SegmentView
+    measured_unix_s: float
+    residency: tuple[dict[str, str], dict[str, Any]]
+    shared: tuple  # what rows of one interval share: the locks' version, which probes ran
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _grown_end(file: PreadFile, known_end: int) -> int:
