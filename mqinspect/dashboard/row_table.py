@@ -135,11 +135,15 @@ class RowTable(ScrollView, can_focus=True):
             self.move_cursor(min(self.cursor_row, max(len(keys) - 1, 0)))
         self._note_what_is_out_of_view()
 
-    def visible_keys(self) -> frozenset[str]:
-        """The keys of the rows the panel shows now (none while it is not laid out)."""
-        visible_rows = max(self.scrollable_content_region.height - 1, 0)
+    def rows_in_view(self) -> range:
+        """The indices of the rows the panel shows now (none while it is not laid out)."""
         top = self.scroll_offset.y
-        return frozenset(self.keys[top : top + visible_rows])
+        return range(top, top + max(self.scrollable_content_region.height - 1, 0))
+
+    def visible_keys(self) -> frozenset[str]:
+        """The keys of the rows the panel shows now."""
+        shown = self.rows_in_view()
+        return frozenset(self.keys[shown.start : shown.stop])
 
     # --- fitting the panel
 

@@ -460,9 +460,11 @@ class StoreReader:
     def _end_of_data(self, path: str) -> tuple[int | None, str]:
         """One past the last non-zero byte of a file that only grows (a ConsumeQueue's newest file).
 
-        The first look is PreadFile.end_of_nonzero_data (exact; it searches back from the file's end). After
-        that the data only grows, so the new end is searched forward from the previous one (`_grown_end`), a
-        few page reads.
+        Searched forward (`_grown_end`), from the previous end once one is known (the data only grows), a
+        few page reads: the first look is from the file's start, not back from its end, which read the zeros
+        of 500 preallocated ConsumeQueue files (4.7 s). Every 20-byte entry has a non-zero size, so a
+        page of zeros inside the data cannot occur, short of a torn write, where RocketMQ's recovery stops
+        too.
         """
         try:
             status = os.stat(path)
@@ -472,7 +474,7 @@ class StoreReader:
                 return known.end_bytes, ""
             with PreadFile(Path(path)) as file:
                 same_file = known is not None and known.identity[0::3] == identity[0::3]
-                end = _grown_end(file, known.end_bytes) if same_file else file.end_of_nonzero_data()
+                end = _grown_end(file, known.end_bytes if same_file else 0)
         except OSError as error:
             return None, f"{path}: {error.strerror or error}"
         self._positions[path] = _Position(identity, end)
