@@ -80,7 +80,7 @@ HEAT_GLYPH_ENTRIES = (
 EARLIER_ROWS = Entry(
     "dim",
     "heat, cached, dirty and writeback of a row measured in an earlier interval. Rows on screen are measured "
-    "every interval; on a big store the others by turns, each at least every 10 intervals (JSON: "
+    "every interval; on a big store the others by turns, each at least every 30 intervals (JSON: "
     "residency_time_unix_s). A heat strip is measured for rows on screen, and kept while cachestat's counts "
     "of the file (cached, dirty, writeback, evicted) stay the same; a row whose counts moved off screen has "
     "none until it is shown",

@@ -17,10 +17,12 @@ which need every process's maps, every LOCK_REFRESH_INTERVALS intervals.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ DETAIL_CELLS = 512
 LOCK_REFRESH_INTERVALS = 10
 CHUNK_REFRESH_INTERVALS = 10
 # With a dashboard's drawn rows given, every file is measured at least once in this many intervals.
-TURN_INTERVALS = 10
+TURN_INTERVALS = 30
 LAYOUT_REFRESH_INTERVALS = 60
 EVENT_PROBES = (PROBE_FAULTS, PROBE_PAGECACHE, PROBE_WRITEBACK)
 STRIP_NOT_DRAWN = (
@@ -113,6 +115,7 @@ class StoreReader:
         self._lock_note: str | None = None
         self._intervals = 0
         self._layout: StoreLayout | None = None
+        self._rows: tuple[StoreLayout, list] | None = None  # _rows_of's, for the layout it was made for
         self._listed_at = 0  # the interval the layout was listed in
         self._directories: list[tuple[str, int | None]] = []  # those holding segments, with their mtimes
         self._views: dict[str, _Measured] = {}  # path -> the row and its inputs as last built
@@ -137,7 +140,8 @@ class StoreReader:
         except (StoreError, OSError) as error:
             return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
         queues = _segment_entries(layout)
-        paths = [str(segment.path) for *_rest, queue in queues for segment in queue.segments]
+        entries = self._rows_of(layout)
+        paths = [path for *_rest, rows in entries for _segment, path, _name in rows]
         self._refresh_locks(paths)
         flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
         by_path = _events_by_path(events)
@@ -149,31 +153,49 @@ class StoreReader:
             frozenset(path for _probe, path in by_path),
             (*(probe in events for probe in EVENT_PROBES), events.get(PROBE_PAGECACHE) is not None),
         )
+        # rows neither due nor with events, already marked as measured earlier: taken as they are, with no
+        # call per row (1,500 rows)
+        busy = None if due is None else due | turn.evented
+        shared = (self._locks_version, turn.running)
         segments = []
-        for kind, prefix, queue in queues:
-            if not queue.segments:
-                continue
+        for kind, prefix, queue, rows in entries:
             positions = self._queue_positions_of(kind, prefix, queue, flushed, checkpoint_note, due)
-            turn = replace(turn, moved=self._moved(prefix, queue, positions))
-            segments += [
-                self._segment_row(
-                    kind,
-                    f"{prefix}/{segment.path.name}",
-                    queue,
-                    segment,
-                    positions,
-                    by_path,
-                    events,
-                    turn,
+            moved = self._moved(prefix, queue, positions)
+            for segment, path, name in rows:
+                known = self._views.get(path)
+                if (
+                    busy is not None
+                    and known is not None
+                    and path not in busy
+                    and moved is not None
+                    and path not in moved
+                    and known.shared == shared
+                    and known.view.residency_time_unix_s is not None
+                ):
+                    segments.append(known.view)
+                    continue
+                segments.append(
+                    self._segment_row(kind, name, queue, segment, positions, by_path, events, turn, moved)
                 )
-                for segment in queue.segments
-            ]
         newest = {str(queue.segments[-1].path) for *_rest, queue in queues if queue.segments}
         self._positions = {path: known for path, known in self._positions.items() if path in newest}
         listed = set(paths)
         self._views = {path: view for path, view in self._views.items() if path in listed}
         self._intervals += 1
         return StoreView(str(layout.root), flush_time_ms, tuple(segments))
+
+    def _rows_of(self, layout: StoreLayout) -> list[tuple[str, str, SegmentQueue, list]]:
+        """(kind, name prefix, queue, [(segment, path, row name)]) of each queue with segments: made once per
+        listing of the layout."""
+        if self._rows is not None and self._rows[0] is layout:
+            return self._rows[1]
+        entries = [
+            (kind, prefix, queue, [(s, str(s.path), f"{prefix}/{s.path.name}") for s in queue.segments])
+            for kind, prefix, queue in _segment_entries(layout)
+            if queue.segments
+        ]
+        self._rows = (layout, entries)
+        return entries
 
     def _current_layout(self, drawn: frozenset[str] | None) -> StoreLayout:
         """The store's files: listed again every interval when every row is used. For a dashboard (listing
@@ -261,39 +283,50 @@ class StoreReader:
 
     # --- one segment
 
-    def _segment_row(self, kind, name, queue, segment, positions, by_path, events, turn) -> SegmentView:
+    def _segment_row(
+        self, kind, name, queue, segment, positions, by_path, events, turn, moved
+    ) -> SegmentView:
         """The segment's row: built again when it is measured this interval or what it shows may have
         changed (its positions, locked bytes, events); otherwise the row of the interval it was measured in,
         which says when that was."""
         path = str(segment.path)
         known = self._views.get(path)
-        measure = turn.due is None or path in turn.due or known is None
-        if (
-            not measure
+        unchanged = (
+            known is not None
             and path not in turn.evented
-            and (turn.moved is not None and path not in turn.moved)
+            and moved is not None
+            and path not in moved
             and known.shared == (self._locks_version, turn.running)
-        ):
+        )
+        if unchanged and turn.due is not None and path not in turn.due:
             if known.view.residency_time_unix_s is None:  # the first interval after its measurement
-                known = self._views[path] = replace(
-                    known, view=replace(known.view, residency_time_unix_s=known.measured_unix_s)
+                view = _measured_at(known.view, known.measured_unix_s)
+                known = self._views[path] = _Measured(
+                    view, known.measured_unix_s, known.residency, known.shared
                 )
             return known.view
-        if measure:
+        shared = (self._locks_version, turn.running)
+        if turn.due is None or path in turn.due or known is None:
             residency_unavailable: dict[str, str] = {}
             residency = self._residency(path, residency_unavailable, turn.strip_wanted(path))
+            measured = (residency_unavailable, residency)
+            if unchanged and measured == known.residency:  # measured again, the same: the same row
+                view = (
+                    known.view if known.view.residency_time_unix_s is None else _measured_at(known.view, None)
+                )
+                self._views[path] = _Measured(view, turn.now_unix_s, known.residency, shared)
+                return view
             measured_unix_s, measured_time = turn.now_unix_s, None
         else:
-            residency_unavailable, residency = known.residency
-            measured_unix_s, measured_time = known.measured_unix_s, known.measured_unix_s
-        view = self._segment(
-            kind, name, queue, segment, positions, by_path, events, (residency_unavailable, residency)
-        )
+            measured, measured_unix_s, measured_time = (
+                known.residency,
+                known.measured_unix_s,
+                known.measured_unix_s,
+            )
+        view = self._segment(kind, name, queue, segment, positions, by_path, events, measured)
         if measured_time is not None:
-            view = replace(view, residency_time_unix_s=measured_time)
-        self._views[path] = _Measured(
-            view, measured_unix_s, (residency_unavailable, residency), (self._locks_version, turn.running)
-        )
+            view = _measured_at(view, measured_time)
+        self._views[path] = _Measured(view, measured_unix_s, measured, shared)
         return view
 
     def _segment(self, kind, name, queue, segment, positions, by_path, events, measured) -> SegmentView:
@@ -377,17 +410,8 @@ class StoreReader:
         quiet = not totals.dirty_pages and not totals.writeback_pages
         if quiet and (cached == 0 or cached >= pages):
             # Uniform: every chunk is what the whole file is, so the totals say it exactly.
-            return ChunkMap.of(
-                tuple(
-                    ChunkState(
-                        a,
-                        b,
-                        b - a if cached else 0,
-                        _zero_if(totals.dirty_pages),
-                        _zero_if(totals.writeback_pages),
-                    )
-                    for a, b in chunk_bounds(0, pages, self.strip_chunks)
-                )
+            return _uniform_chunks(
+                pages, self.strip_chunks, bool(cached), totals.dirty_pages, totals.writeback_pages
             )
         return self._mixed_chunks(path, totals, unavailable, strip)
 
@@ -525,7 +549,6 @@ class _Turn:
     now_unix_s: float
     evented: frozenset[str]  # the files with events this interval
     running: tuple[bool, ...]  # which probes gave events
-    moved: frozenset[str] | None = None  # the queue's segments whose positions may have moved (None: all)
 
     def strip_wanted(self, path: str) -> bool:
         return self.drawn is None or path in self.drawn
@@ -539,6 +562,14 @@ class _Measured:
     measured_unix_s: float
     residency: tuple[dict[str, str], dict[str, Any]]
     shared: tuple  # what rows of one interval share: the locks' version, which probes ran
+
+
+def _measured_at(view: SegmentView, time_unix_s: float | None) -> SegmentView:
+    """The row with its residency's measurement time (None: this interval's). A shallow copy: replace()
+    runs the whole constructor, and a big store's dashboard marks a few hundred rows each interval."""
+    marked = copy.copy(view)
+    object.__setattr__(marked, "residency_time_unix_s", time_unix_s)  # a copy no one else holds yet
+    return marked
 
 
 def _mtime_ns(path: Path) -> int | None:
@@ -578,6 +609,20 @@ def _page_is_zero(file: PreadFile, offset: int, length: int = 0) -> bool | None:
     """Whether the page (or `length` bytes) at offset holds only zeros; None if nothing is there to read."""
     data = file.read(offset, length or PAGE_BYTES)
     return None if not data else not data.strip(b"\0")
+
+
+@functools.lru_cache(maxsize=256)
+def _uniform_chunks(
+    pages: int, strip_chunks: int, cached: bool, dirty: int | None, writeback: int | None
+) -> ChunkMap:
+    """The chunk map of a file all cached (or all absent) and clean: the same for every such file of a
+    size, so it is made once (1,000 files of a size each had their own, 32 chunks each interval)."""
+    return ChunkMap.of(
+        tuple(
+            ChunkState(a, b, b - a if cached else 0, _zero_if(dirty), _zero_if(writeback))
+            for a, b in chunk_bounds(0, pages, strip_chunks)
+        )
+    )
 
 
 def _zero_if(count: int | None) -> int | None:
