@@ -277,6 +277,7 @@ class DashboardApp(App[None]):
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
+        self._visible_segments: tuple[Any, Any, tuple[SegmentView, ...]] = (None, None, ())
         self.lower_tab = "processes"  # of Send paths and Processes, the one a short screen shows
         self._replay_timer = None
 
@@ -544,10 +545,15 @@ class DashboardApp(App[None]):
     # --- what the tables show
 
     def visible_segments(self) -> tuple[SegmentView, ...]:
+        """The filter's segments in the table's sort (kept for the frame: asked for several times)."""
         if self.snapshot is None:
             return ()
-        rows = self.state.row_filter.segments(self.snapshot.store.segments)
-        return self.state.sorts["segments"].apply(rows)
+        snapshot, choice, rows = self._visible_segments
+        if snapshot is not self.snapshot or choice != (self.state.row_filter, self.state.sorts["segments"]):
+            choice = (self.state.row_filter, self.state.sorts["segments"])
+            rows = choice[1].apply(choice[0].segments(self.snapshot.store.segments))
+            self._visible_segments = (self.snapshot, choice, rows)
+        return rows
 
     def visible_processes(self) -> tuple[ProcessView, ...]:
         if self.snapshot is None:
