@@ -39,7 +39,7 @@ from mqinspect.sampling.snapshot import (
     StoreView,
 )
 from probes.file_locks import locked_bytes_by_file
-from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_residency
+from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_residency, path_totals
 from store.checkpoint import read_checkpoint
 from store.config import CQ_STORE_UNIT_SIZE
 from store.errors import StoreError
@@ -142,7 +142,7 @@ class StoreReader:
         queues = _segment_entries(layout)
         entries = self._rows_of(layout)
         paths = [path for *_rest, rows in entries for _segment, path, _name in rows]
-        self._refresh_locks(paths)
+        self._refresh_locks(paths, drawn)
         flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
         by_path = _events_by_path(events)
         due = self._due(paths, queues, drawn, by_path)
@@ -383,7 +383,7 @@ class StoreReader:
 
     def _residency(self, path: str, unavailable: dict[str, str], strip: bool = True) -> dict[str, Any]:
         try:
-            totals = file_residency(path)
+            totals = path_totals(path)
         except ResidencyUnavailable as error:
             unavailable["cached_pages"] = error.error.reason
             return dict.fromkeys(
@@ -506,8 +506,12 @@ class StoreReader:
 
     # --- store-wide
 
-    def _refresh_locks(self, paths: list[str]) -> None:
-        if self._intervals % LOCK_REFRESH_INTERVALS and all(path in self._locks for path in paths):
+    def _refresh_locks(self, paths: list[str], drawn: frozenset[str] | None) -> None:
+        """Locked bytes of every file (every process's smaps), every LOCK_REFRESH_INTERVALS, or every
+        TURN_INTERVALS for a dashboard (30 ms each time on a busy machine; a broker locks its segments when it
+        maps them), and when a file is new."""
+        every = LOCK_REFRESH_INTERVALS if drawn is None else TURN_INTERVALS
+        if self._intervals % every and all(path in self._locks for path in paths):
             return
         locks = locked_bytes_by_file(paths)
         found = {path: locks.files[path].locked_bytes if path in locks.files else None for path in paths}
