@@ -36,6 +36,18 @@ _PLAIN = Style()
 _RENDER_CONSOLE = Console(width=1000, color_system="truecolor", force_terminal=True, legacy_windows=False)
 
 
+class TableMessage(Message):
+    """A message about one table (its `control`, for @on selectors)."""
+
+    def __init__(self, table: RowTable):
+        super().__init__()
+        self.table = table
+
+    @property
+    def control(self) -> RowTable:
+        return self.table
+
+
 class RowTable(ScrollView, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "cursor(-1)", "Up", show=False),
@@ -47,27 +59,17 @@ class RowTable(ScrollView, can_focus=True):
         Binding("enter", "select", "Open", show=False),
     ]
 
-    class RowsShown(Message):
+    class RowsShown(TableMessage):
         """The rows in view changed (scrolled, resized, new rows): `keys` are those shown now."""
 
         def __init__(self, table: RowTable, keys: frozenset[str]):
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.keys = keys
 
-        @property
-        def control(self) -> RowTable:
-            return self.table
-
-    class RowSelected(Message):
+    class RowSelected(TableMessage):
         def __init__(self, table: RowTable, key: str):
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.key = key
-
-        @property
-        def control(self) -> RowTable:
-            return self.table
 
     def __init__(self, columns: Sequence[Column], *, id: str | None = None):
         """`columns`: titles, justification ("left" or "right") and priorities (render.layout)."""
