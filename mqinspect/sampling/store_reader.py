@@ -210,6 +210,7 @@ class StoreReader:
             or self._directories_moved()
         ):
             self._layout, self._listed_at = discover_store(self.root), self._intervals
+            self._queue_positions = {}  # they name the segments of the previous listing
             directories = [self.root / "commitlog", self.root / "consumequeue"]
             directories += list(
                 dict.fromkeys(cq.queue.directory.parent for cq in self._layout.consume_queues)
