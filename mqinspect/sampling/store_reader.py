@@ -159,8 +159,17 @@ class StoreReader:
         shared = (self._locks_version, turn.running)
         segments = []
         for kind, prefix, queue, rows in entries:
-            positions = self._queue_positions_of(kind, prefix, queue, flushed, checkpoint_note, due)
-            moved = self._moved(prefix, queue, positions)
+            positions = self._queue_positions.get(prefix)
+            if (  # a ConsumeQueue whose end is not looked for this interval: the same as before, unmoved
+                due is None
+                or positions is None
+                or rows[-1][1] in due
+                or self._last_positions.get(prefix) is not positions
+            ):
+                positions = self._queue_positions_of(kind, prefix, queue, flushed, checkpoint_note, due)
+                moved = self._moved(prefix, queue, positions)
+            else:
+                moved = frozenset()
             for segment, path, name in rows:
                 known = self._views.get(path)
                 if (
