@@ -51,7 +51,7 @@ def rows_of(view) -> dict[str, object]:
 
 def test_rows_out_of_view_are_measured_by_turns_and_say_when(built):
     clock = Clock()
-    reader = StoreReader(built.root, strip_chunks=8, clock=clock)
+    reader = StoreReader(built.root, strip_chunks=8, clock=clock, measure_all_up_to=0)
     drawn = frozenset({str(built.segments[0])})
     first = rows_of(reader.read({}, drawn))
     assert all(row.residency_time_unix_s is None for row in first.values())  # all measured at first
@@ -76,7 +76,7 @@ def test_a_drawn_rows_strip_follows_the_page_cache_and_an_undrawn_changed_row_ha
     for path in (first, second):
         fadvise_out(path)
     read_pages(first, 0, 64)
-    reader = StoreReader(built.root, strip_chunks=8)
+    reader = StoreReader(built.root, strip_chunks=8, measure_all_up_to=0)
     drawn = frozenset({str(first), str(second)})
     rows = rows_of(reader.read({}, drawn))
     assert (
@@ -104,12 +104,24 @@ def test_an_undrawn_row_whose_pages_did_not_change_keeps_its_strip(built):
     third = built.segments[2]
     fadvise_out(third)
     read_pages(third, 0, 24)
-    reader = StoreReader(built.root, strip_chunks=8)
+    reader = StoreReader(built.root, strip_chunks=8, measure_all_up_to=0)
     strip = rows_of(reader.read({}, frozenset({str(third)})))[str(third)].chunks
     assert strip.cached_pages == (8, 8, 8) + (0,) * 5
     for _ in range(TURN_INTERVALS + 1):  # out of view, measured again by its turn: cachestat says the same
         row = rows_of(reader.read({}, frozenset()))[str(third)]
         assert row.chunks == strip and row.cached_pages == fincore_pages(third) == 24
+
+
+def test_a_small_stores_totals_are_measured_every_interval_whatever_is_drawn(built):
+    first = built.segments[0]
+    fadvise_out(first)
+    reader = StoreReader(built.root, strip_chunks=8)  # a few files: under MEASURE_ALL_UP_TO
+    reader.read({}, frozenset())
+    read_pages(first, 0, 8)
+    row = rows_of(reader.read({}, frozenset()))[str(first)]
+    assert row.residency_time_unix_s is None and row.cached_pages == fincore_pages(first) == 8
+    assert row.chunks is None and row.unavailable["chunks"] == STRIP_NOT_DRAWN  # not drawn, pages moved
+    assert all(row.residency_time_unix_s is None for row in reader.read({}, frozenset()).segments)
 
 
 def big_frame(sequence: int, count: int = 1000, changed: dict[int, int] | None = None):
