@@ -104,6 +104,9 @@ class Feed(Protocol):
 
     def focus(self, path: str | None, name: str | None) -> None: ...
 
+    def draw_only(self, paths: frozenset[str]) -> None:
+        """The segments whose rows are on screen: their heat strips are measured every interval."""
+
     def detach(self) -> None: ...
 
 
@@ -274,6 +277,7 @@ class DashboardApp(App[None]):
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
+        self._visible_segments: tuple[Any, Any, tuple[SegmentView, ...]] = (None, None, ())
         self.lower_tab = "processes"  # of Send paths and Processes, the one a short screen shows
         self._replay_timer = None
 
@@ -374,9 +378,7 @@ class DashboardApp(App[None]):
         self._draw_if_changed("probes", snapshot.probes, lambda: probes_line(snapshot.probes))
         segments = self.visible_segments()
         processes = self.visible_processes()
-        self._fill_if_changed(
-            "segments", segments, lambda s: segment_cells(s, snapshot.page_size_bytes), "path"
-        )
+        self._fill_if_changed("segments", segments, self._segment_cells, "path")
         self._fill_if_changed("processes", processes, process_cells, "pid")
         self._draw_empty_tables(snapshot)
         self._draw_filter_summary(snapshot)
@@ -457,18 +459,25 @@ class DashboardApp(App[None]):
     ) -> None:
         """Hand a table its rows when they changed; the table redraws only the rows that differ. A row equal
         to the one drawn under its key keeps its cells: with eBPF one segment's counters change every
-        interval, and building every row's cells again was a sixth of the dashboard's CPU (64 segments)."""
+        interval, and building every row's cells again was a sixth of the dashboard's CPU (64 segments).
+        A changed row out of view keeps the cells it had until it scrolls into view (RowsShown): with 1,000
+        segments, rows measured by turns off screen were most of a frame's drawing."""
         if self._drawn.get(table_id) == rows:
             return
         self._drawn[table_id] = rows
+        table = self.query_one(f"#{table_id}", RowTable)
+        in_view = table.rows_in_view()
         drawn = self._row_cells.get(table_id, {})
         keys = [str(getattr(row, key_field)) for row in rows]
-        row_cells = []
-        for key, row in zip(keys, rows, strict=True):
+        entries = []
+        for index, (key, row) in enumerate(zip(keys, rows, strict=True)):
             previous = drawn.get(key)
-            row_cells.append(previous[1] if previous is not None and previous[0] == row else cells(row))
-        self._row_cells[table_id] = dict(zip(keys, zip(rows, row_cells, strict=True), strict=True))
-        self.query_one(f"#{table_id}", RowTable).set_rows(keys, row_cells)
+            if previous is not None and (previous[0] is row or index not in in_view or previous[0] == row):
+                entries.append(previous)  # the same row, or one out of view: drawn when it comes into view
+            else:
+                entries.append((row, cells(row)))
+        self._row_cells[table_id] = dict(zip(keys, entries, strict=True))
+        table.set_rows(keys, [entry[1] for entry in entries])
 
     def _draw_segment_problems(self, snapshot: TopSnapshot) -> None:
         problems = [p for name in (PROBE_FAULTS, PROBE_PAGECACHE) if (p := probe_problem(snapshot, name))]
@@ -536,10 +545,15 @@ class DashboardApp(App[None]):
     # --- what the tables show
 
     def visible_segments(self) -> tuple[SegmentView, ...]:
+        """The filter's segments in the table's sort (kept for the frame: asked for several times)."""
         if self.snapshot is None:
             return ()
-        rows = self.state.row_filter.segments(self.snapshot.store.segments)
-        return self.state.sorts["segments"].apply(rows)
+        snapshot, choice, rows = self._visible_segments
+        if snapshot is not self.snapshot or choice != (self.state.row_filter, self.state.sorts["segments"]):
+            choice = (self.state.row_filter, self.state.sorts["segments"])
+            rows = choice[1].apply(choice[0].segments(self.snapshot.store.segments))
+            self._visible_segments = (self.snapshot, choice, rows)
+        return rows
 
     def visible_processes(self) -> tuple[ProcessView, ...]:
         if self.snapshot is None:
@@ -629,6 +643,24 @@ class DashboardApp(App[None]):
         segment = next((s for s in self.visible_segments() if s.path == message.key), None)
         if segment is not None:
             self.open_segment(segment)
+
+    @on(RowTable.RowsShown)
+    def _rows_shown(self, message: RowTable.RowsShown) -> None:
+        """Rows scrolled into view get the cells of the frame on screen, and the sampler measures the
+        segments' heat strips of the rows in view."""
+        table_id = message.table.id or ""
+        if self.snapshot is not None and table_id in self._drawn:
+            del self._drawn[table_id]
+            if table_id == "segments":
+                self._fill_if_changed("segments", self.visible_segments(), self._segment_cells, "path")
+            elif table_id == "processes":
+                self._fill_if_changed("processes", self.visible_processes(), process_cells, "pid")
+        if table_id == "segments" and self.feed is not None:
+            self.feed.draw_only(message.keys)
+
+    def _segment_cells(self, segment: SegmentView) -> list:
+        assert self.snapshot is not None
+        return segment_cells(segment, self.snapshot.page_size_bytes)
 
     def open_segment(self, segment: SegmentView) -> None:
         if isinstance(self.screen, SegmentScreen):

@@ -36,6 +36,18 @@ _PLAIN = Style()
 _RENDER_CONSOLE = Console(width=1000, color_system="truecolor", force_terminal=True, legacy_windows=False)
 
 
+class TableMessage(Message):
+    """A message about one table (its `control`, for @on selectors)."""
+
+    def __init__(self, table: RowTable):
+        super().__init__()
+        self.table = table
+
+    @property
+    def control(self) -> RowTable:
+        return self.table
+
+
 class RowTable(ScrollView, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "cursor(-1)", "Up", show=False),
@@ -47,15 +59,17 @@ class RowTable(ScrollView, can_focus=True):
         Binding("enter", "select", "Open", show=False),
     ]
 
-    class RowSelected(Message):
-        def __init__(self, table: RowTable, key: str):
-            super().__init__()
-            self.table = table
-            self.key = key
+    class RowsShown(TableMessage):
+        """The rows in view changed (scrolled, resized, new rows): `keys` are those shown now."""
 
-        @property
-        def control(self) -> RowTable:
-            return self.table
+        def __init__(self, table: RowTable, keys: frozenset[str]):
+            super().__init__(table)
+            self.keys = keys
+
+    class RowSelected(TableMessage):
+        def __init__(self, table: RowTable, key: str):
+            super().__init__(table)
+            self.key = key
 
     def __init__(self, columns: Sequence[Column], *, id: str | None = None):
         """`columns`: titles, justification ("left" or "right") and priorities (render.layout)."""
@@ -73,6 +87,7 @@ class RowTable(ScrollView, can_focus=True):
         self._strips: dict[int, Strip] = {}
         self._header: Strip | None = None
         self._subtitle = ""
+        self._shown_keys: frozenset[str] | None = None
 
     # --- data
 
@@ -88,21 +103,28 @@ class RowTable(ScrollView, can_focus=True):
         return [cell.plain for cell in self.cells[index]]
 
     def set_rows(self, keys: Sequence[str], cells: Sequence[list[Text]]) -> None:
-        """Show these rows; only those that differ from what is shown are rendered again. The cursor stays on
-        the row with the same key when there still is one."""
+        """Show these rows; only those that differ from what is shown are rendered again (a row given as the
+        very list drawn under its key is not even compared: with 1,500 segments comparing every cell was
+        most of a frame). The cursor stays on the row with the same key when there still is one."""
         selected = self.cursor_key
-        keys, cells = list(keys), [list(row) for row in cells]
+        keys, cells = list(keys), list(cells)
+        changed = [
+            index
+            for index, row in enumerate(cells)
+            if index >= len(self.cells)
+            or keys[index] != self.keys[index]
+            or (row is not self.cells[index] and row != self.cells[index])
+        ]
         widths = list(self.widths)
-        for row in cells:
-            for column, cell in enumerate(row):
+        for index in changed:
+            for column, cell in enumerate(cells[index]):
                 widths[column] = max(widths[column], cell.cell_len)
         if widths != self.widths:  # columns only grow, so a wider cell redraws the table once
             self.widths = widths
             self._redraw_all()
-        for index, row in enumerate(cells):
-            if index >= len(self.cells) or keys[index] != self.keys[index] or row != self.cells[index]:
-                self._strips.pop(index, None)
-                self.refresh_line(index + 1)
+        for index in changed:
+            self._strips.pop(index, None)
+            self.refresh_line(index + 1)
         for index in range(len(cells), len(self.cells)):
             self._strips.pop(index, None)
             self.refresh_line(index + 1)
@@ -114,6 +136,16 @@ class RowTable(ScrollView, can_focus=True):
         else:
             self.move_cursor(min(self.cursor_row, max(len(keys) - 1, 0)))
         self._note_what_is_out_of_view()
+
+    def rows_in_view(self) -> range:
+        """The indices of the rows the panel shows now (none while it is not laid out)."""
+        top = self.scroll_offset.y
+        return range(top, top + max(self.scrollable_content_region.height - 1, 0))
+
+    def visible_keys(self) -> frozenset[str]:
+        """The keys of the rows the panel shows now."""
+        shown = self.rows_in_view()
+        return frozenset(self.keys[shown.start : shown.stop])
 
     # --- fitting the panel
 
@@ -154,6 +186,10 @@ class RowTable(ScrollView, can_focus=True):
         subtitle = " · ".join(notes)
         if subtitle != self._subtitle:  # setting a border title repaints the whole table
             self._subtitle = self.border_subtitle = subtitle
+        shown = self.visible_keys()
+        if shown != self._shown_keys:
+            self._shown_keys = shown
+            self.post_message(self.RowsShown(self, shown))
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)

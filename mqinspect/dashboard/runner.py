@@ -49,6 +49,9 @@ class LiveFeed:
     def focus(self, path: str | None, name: str | None) -> None:
         self.sampler.focus(path, name)
 
+    def draw_only(self, paths: frozenset[str]) -> None:
+        self.sampler.draw_only(paths)
+
     def detach(self) -> None:
         if self._thread is not None:
             self._thread.stop()  # joins: the thread closes every eBPF session on its way out

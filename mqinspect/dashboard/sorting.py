@@ -120,14 +120,18 @@ class TableSort:
         return replace(self, reversed=not self.reversed)
 
     def apply(self, rows: Sequence[Any]) -> tuple[Any, ...]:
-        value = self.column.value
-        known = [row for row in rows if value(row) is not None]
-        unknown = [row for row in rows if value(row) is None]
-        return (*sorted(known, key=value, reverse=self.descending), *unknown)
+        valued = [(value, row) for value, row in zip(map(self.column.value, rows), rows, strict=True)]
+        known = [pair for pair in valued if pair[0] is not None]
+        known.sort(key=_first, reverse=self.descending)  # stable, as sorted() was: ties keep their order
+        return (*(row for _value, row in known), *(row for value, row in valued if value is None))
 
     def label(self) -> str:
         """'sort cached ▼' for a panel's title."""
         return f"sort {self.title} {self.mark}"
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
 
 
 def default_sorts() -> dict[str, TableSort]:

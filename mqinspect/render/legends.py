@@ -77,6 +77,15 @@ HEAT_GLYPH_ENTRIES = (
     Entry(WROTE_MARK, "the write position: the end of the last record (data in the file)"),
     Entry(FLUSHED_MARK, "the flush position: checkpoint masterFlushedOffset (data on disk)"),
 )
+EARLIER_ROWS = Entry(
+    "dim",
+    "heat, cached, dirty and writeback of a row measured in an earlier interval. Rows on screen are measured "
+    "every interval; on a big store the others by turns, each at least every 30 intervals (JSON: "
+    "residency_time_unix_s). A heat strip is measured for rows on screen, and kept while cachestat's counts "
+    "of the file (cached, dirty, writeback, evicted) stay the same; a row whose counts moved off screen has "
+    "none until it is shown",
+    CACHESTAT,
+)
 NOT_MEASURED = (
     Entry(NONE, "not measured, the reason is given under the table or in the status of the probes"),
     Entry(UNAVAILABLE, "not measured: the reason and the fix follow"),
@@ -106,7 +115,7 @@ LEGENDS: dict[str, PanelLegend] = {
             ),
             *hit_entries("of it the"),
         ),
-        (*HEAT_GLYPH_ENTRIES, *SORT_GLYPHS, *NOT_MEASURED),
+        (*HEAT_GLYPH_ENTRIES, EARLIER_ROWS, *SORT_GLYPHS, *NOT_MEASURED),
         ("segments", "segment_events"),
     ),
     "memory": PanelLegend(

@@ -282,12 +282,17 @@ def _chunk_index(chunks: Sequence[ChunkState], position: int | None, segment: Se
 def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
     """The cells of one segment row, in SEGMENT_COLUMNS order."""
     wrote = segment.wrote_position_bytes
+    # measured in an earlier interval (a big store's rows off screen are measured by turns): drawn dim
+    earlier = "dim" if segment.residency_time_unix_s is not None else ""
+    strip = segment_strip(segment)
+    if earlier:
+        strip.stylize(earlier)
     return [
         Text(segment.name, style="bold" if segment.holds_write_position else ""),
-        segment_strip(segment),
-        Text(percent_text(segment.cached_pages, segment.pages), justify="right"),
-        Text(pages_text(segment.dirty_pages, page_size_bytes), justify="right"),
-        Text(pages_text(segment.writeback_pages, page_size_bytes), justify="right"),
+        strip,
+        Text(percent_text(segment.cached_pages, segment.pages), justify="right", style=earlier),
+        Text(pages_text(segment.dirty_pages, page_size_bytes), justify="right", style=earlier),
+        Text(pages_text(segment.writeback_pages, page_size_bytes), justify="right", style=earlier),
         Text(bytes_text(segment.locked_bytes), justify="right"),
         Text(bytes_text(wrote), justify="right"),
         Text(count_text(segment.faults), justify="right"),
@@ -295,6 +300,32 @@ def segment_cells(segment: SegmentView, page_size_bytes: int) -> list[Text]:
         Text(pages_text(segment.added_pages, page_size_bytes), justify="right"),
         *hit_cells(segment),
     ]
+
+
+# A printed frame of a big store (1,000 segments) lists this many rows: rich took 7 s to lay out 1,500.
+PRINTED_SEGMENT_ROWS = 100
+
+
+def busiest_segments(segments: Sequence[SegmentView], rows: int) -> tuple[SegmentView, ...]:
+    """`rows` of the segments, in store order: those holding a position, with dirty or writeback pages,
+    events or consumers first, then the newest of each queue, then the newest others."""
+
+    def rank(index_segment: tuple[int, SegmentView]) -> tuple[int, int]:
+        index, segment = index_segment
+        busy = (
+            segment.holds_write_position
+            or segment.holds_flushed_position
+            or segment.dirty_pages
+            or segment.writeback_pages
+            or segment.faults
+            or segment.added_pages
+            or segment.consumer_positions_bytes
+            or segment.reader_positions_bytes
+        )
+        return (0 if busy else 1 if segment.newest else 2, -index)
+
+    chosen = sorted(enumerate(segments), key=rank)[:rows]
+    return tuple(segment for _index, segment in sorted(chosen, key=lambda pair: pair[0]))
 
 
 def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None = None) -> RenderableType:
@@ -312,9 +343,16 @@ def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None
         },
     )
     shown = store.segments if segments is None else segments
+    left_out = 0
+    if segments is None and len(shown) > PRINTED_SEGMENT_ROWS:
+        shown, left_out = busiest_segments(shown, PRINTED_SEGMENT_ROWS), len(shown) - PRINTED_SEGMENT_ROWS
     for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
     notes = [Text(HEAT_KEY, style="dim"), _source("segments"), _source("segment_events")]
+    if left_out:
+        notes.insert(
+            0, Text(f"+{left_out} more segments (quiet ones, oldest first; --format json lists every one)")
+        )
     if any(segment.consumer_positions_bytes or segment.reader_positions_bytes for segment in shown):
         notes.insert(1, Text(CONSUMER_KEY, style="dim"))
     # why a residency column says unavailable, once per distinct reason (JSON has it per segment)

@@ -27,6 +27,7 @@ costs two 20-byte preads per interval.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -156,12 +157,17 @@ def _queue_segments(segments: Sequence[SegmentView]) -> dict[tuple[str, int], li
     """The ConsumeQueue segments by (topic, queue id), from their names "consumequeue/TOPIC/ID/FILE"."""
     queues: dict[tuple[str, int], list[SegmentView]] = defaultdict(list)
     for segment in segments:
-        if segment.kind != CONSUMEQUEUE:
-            continue
-        topic, queue_id, _file = segment.name.removeprefix(f"{CONSUMEQUEUE}/").rsplit("/", 2)
-        if queue_id.isdigit():
-            queues[(topic, int(queue_id))].append(segment)
+        if segment.kind == CONSUMEQUEUE and (queue := _queue_of(segment.name)) is not None:
+            queues[queue].append(segment)
     return queues
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _queue_of(name: str) -> tuple[str, int] | None:
+    """(topic, queue id) of a ConsumeQueue segment's name (kept: 500 queues' names parsed twice a second
+    were a tenth of a big store's sampling)."""
+    topic, queue_id, _file = name.removeprefix(f"{CONSUMEQUEUE}/").rsplit("/", 2)
+    return (topic, int(queue_id)) if queue_id.isdigit() else None
 
 
 def group_queue(

@@ -74,6 +74,7 @@ class Sampler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._focus: tuple[str, str] | None = None
+        self._drawn: frozenset[str] | None = None  # the segment rows a dashboard draws (None: all are used)
         self._focus_lock = threading.Lock()
         self._sequence = 0
         self._system: SystemMemorySnapshot | None = None
@@ -82,7 +83,7 @@ class Sampler:
     def open(self, *, background: bool = True) -> None:
         """Start the eBPF probes (on their own thread unless `background` is False) and take baselines."""
         if self.store is not None:
-            self._segment_paths = [segment.path for segment in self.store.read({}).segments]
+            self._segment_paths = self.store.segment_paths()
         self._find_holders()
         if self._follow_holders:
             self.probes.trace_pids(self.processes.watched())
@@ -98,6 +99,12 @@ class Sampler:
         with self._focus_lock:
             self._focus = (path, name or path) if path else None
 
+    def draw_only(self, paths: frozenset[str] | None) -> None:
+        """The segments whose rows a dashboard draws (a plain hint from the app): only their heat strips are
+        measured every interval, the other rows by turns (None: every row is used, the default)."""
+        with self._focus_lock:
+            self._drawn = paths
+
     def sample(self) -> TopSnapshot:
         events = self.probes.collect()
         system = take_system_snapshot()
@@ -107,7 +114,13 @@ class Sampler:
         memory = (
             MemorySample(elapsed, system, rates(before, system, elapsed)) if before is not system else None
         )
-        store = self.store.read(events) if self.store else StoreView(None, None, (), {"segments": NO_STORE})
+        with self._focus_lock:
+            drawn = self._drawn
+        store = (
+            self.store.read(events, drawn)
+            if self.store
+            else StoreView(None, None, (), {"segments": NO_STORE})
+        )
         self._segment_paths = [segment.path for segment in store.segments]
         consumers = self.consumers.read(store, events.get(PROBE_SENDPATH)) if self.consumers else None
         store = mark_positions(store, consumers) if consumers else store

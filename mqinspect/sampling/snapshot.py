@@ -152,6 +152,9 @@ class SegmentView:
     consumer_positions_bytes: tuple[int, ...] = ()
     # Where connected consumers' latest sends reached in this segment (bytes into it).
     reader_positions_bytes: tuple[int, ...] = ()
+    # None: pages, cached, dirty, writeback and chunks were measured in this snapshot's interval. Else when
+    # they were (a dashboard on a big store measures rows off screen by turns, store_reader.TURN_INTERVALS).
+    residency_time_unix_s: float | None = None
 
 
 @dataclass(frozen=True)

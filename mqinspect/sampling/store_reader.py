@@ -17,8 +17,11 @@ which need every process's maps, every LOCK_REFRESH_INTERVALS intervals.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from mqinspect.sampling.snapshot import (
     StoreView,
 )
 from probes.file_locks import locked_bytes_by_file
-from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_residency
+from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_residency, path_totals
 from store.checkpoint import read_checkpoint
 from store.config import CQ_STORE_UNIT_SIZE
 from store.errors import StoreError
@@ -49,6 +52,16 @@ STRIP_CHUNKS = 32
 DETAIL_CELLS = 512
 LOCK_REFRESH_INTERVALS = 10
 CHUNK_REFRESH_INTERVALS = 10
+# With a dashboard's drawn rows given, every file is measured at least once in this many intervals.
+TURN_INTERVALS = 30
+LAYOUT_REFRESH_INTERVALS = 60
+# Up to this many files, every file's totals are measured every interval whatever is drawn (1.6 ms for 66
+# files): measuring by turns is for big stores.
+MEASURE_ALL_UP_TO = 200
+EVENT_PROBES = (PROBE_FAULTS, PROBE_PAGECACHE, PROBE_WRITEBACK)
+STRIP_NOT_DRAWN = (
+    "the heat strip is measured while its row is on screen, and this file's pages changed since its last one"
+)
 FLUSHED_UNKNOWN = (
     "the broker keeps its flushed offset in memory; this checkpoint has no masterFlushedOffset "
     "(only the flush time, physicMsgTimestamp)"
@@ -92,52 +105,257 @@ def _segment_entries(layout: StoreLayout) -> list[tuple[str, str, SegmentQueue]]
 class StoreReader:
     """Reads one store each interval into a StoreView. Keeps only caches, never a file open."""
 
-    def __init__(self, root: Path, *, strip_chunks: int = STRIP_CHUNKS):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        strip_chunks: int = STRIP_CHUNKS,
+        clock: Callable[[], float] = time.time,
+        measure_all_up_to: int = MEASURE_ALL_UP_TO,
+    ):
         self.root = Path(root)
         self.strip_chunks = strip_chunks
+        self.measure_all_up_to = measure_all_up_to
+        self._clock = clock
         self._positions: dict[str, _Position] = {}
         self._log_tail: LogTail | None = None
         self._chunk_maps: dict[str, tuple[tuple, int, ChunkMap | None]] = {}
         self._locks: dict[str, int | None] = {}
         self._lock_note: str | None = None
         self._intervals = 0
+        self._layout: StoreLayout | None = None
+        self._rows: tuple[StoreLayout, list] | None = None  # _rows_of's, for the layout it was made for
+        self._listed_at = 0  # the interval the layout was listed in
+        self._directories: list[tuple[str, int | None]] = []  # those holding segments, with their mtimes
+        self._views: dict[str, _Measured] = {}  # path -> the row and its inputs as last built
+        self._queue_positions: dict[str, _QueuePositions] = {}  # a ConsumeQueue's, by name prefix
+        self._last_positions: dict[str, _QueuePositions] = {}  # each queue's, the interval before
+        self._locks_version = 0  # counts the changes of self._locks
+        self._turn = 0  # where the round of off-screen measurements goes on
         discover_store(self.root)  # NotAStore now, as bad input, rather than in the first interval
 
-    def read(self, events: Mapping[str, Any]) -> StoreView:
+    def segment_paths(self) -> list[str]:
+        """The paths of every segment the store has now (a listing, no measurement)."""
+        layout = self._current_layout(None)
+        return [str(segment.path) for *_rest, queue in _segment_entries(layout) for segment in queue.segments]
+
+    def read(self, events: Mapping[str, Any], drawn: frozenset[str] | None = None) -> StoreView:
+        """One interval's view. `drawn`: the paths of the rows a dashboard draws (None: every row is used, as
+        by --once, the streams and recordings). With it, heat strips are measured for drawn rows only (an
+        undrawn row keeps its strip while cachestat's counts stay the same, else has none, saying why), and a
+        store of more than `measure_all_up_to` files is measured by turns: drawn rows, the segment being
+        written and those with events every interval, every other file at least once in TURN_INTERVALS
+        intervals (its row says when it was measured)."""
         try:
-            layout = discover_store(self.root)
+            layout = self._current_layout(drawn)
         except (StoreError, OSError) as error:
             return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
         queues = _segment_entries(layout)
-        self._refresh_locks([str(segment.path) for *_rest, queue in queues for segment in queue.segments])
+        entries = self._rows_of(layout)
+        paths = [path for *_rest, rows in entries for _segment, path, _name in rows]
+        self._refresh_locks(paths, drawn)
         flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
         by_path = _events_by_path(events)
+        # a store this small has every total measured every interval (strips still for drawn rows only)
+        due = None if len(paths) <= self.measure_all_up_to else self._due(paths, queues, drawn, by_path)
+        turn = _Turn(
+            due,
+            drawn,
+            self._clock(),
+            frozenset(path for _probe, path in by_path),
+            (*(probe in events for probe in EVENT_PROBES), events.get(PROBE_PAGECACHE) is not None),
+        )
+        # rows neither due nor with events, already marked as measured earlier: taken as they are, with no
+        # call per row (1,500 rows)
+        busy = None if due is None else due | turn.evented
+        shared = (self._locks_version, turn.running)
         segments = []
-        for kind, prefix, queue in queues:
-            if not queue.segments:
-                continue
-            positions = (
-                self._commitlog_positions(queue, flushed, checkpoint_note)
-                if kind == "commitlog"
-                else self._consume_queue_positions(queue)
-            )
-            segments += [
-                self._segment(
-                    kind, f"{prefix}/{segment.path.name}", queue, segment, positions, by_path, events
+        for kind, prefix, queue, rows in entries:
+            positions = self._queue_positions.get(prefix)
+            if (  # a ConsumeQueue whose end is not looked for this interval: the same as before, unmoved
+                due is None
+                or positions is None
+                or rows[-1][1] in due
+                or self._last_positions.get(prefix) is not positions
+            ):
+                positions = self._queue_positions_of(kind, prefix, queue, flushed, checkpoint_note, due)
+                moved = self._moved(prefix, queue, positions)
+            else:
+                moved = frozenset()
+            for segment, path, name in rows:
+                known = self._views.get(path)
+                if (
+                    busy is not None
+                    and known is not None
+                    and path not in busy
+                    and moved is not None
+                    and path not in moved
+                    and known.shared == shared
+                    and known.view.residency_time_unix_s is not None
+                ):
+                    segments.append(known.view)
+                    continue
+                segments.append(
+                    self._segment_row(kind, name, queue, segment, positions, by_path, events, turn, moved)
                 )
-                for segment in queue.segments
-            ]
         newest = {str(queue.segments[-1].path) for *_rest, queue in queues if queue.segments}
         self._positions = {path: known for path, known in self._positions.items() if path in newest}
+        listed = set(paths)
+        self._views = {path: view for path, view in self._views.items() if path in listed}
         self._intervals += 1
         return StoreView(str(layout.root), flush_time_ms, tuple(segments))
 
+    def _rows_of(self, layout: StoreLayout) -> list[tuple[str, str, SegmentQueue, list]]:
+        """(kind, name prefix, queue, [(segment, path, row name)]) of each queue with segments: made once per
+        listing of the layout."""
+        if self._rows is not None and self._rows[0] is layout:
+            return self._rows[1]
+        entries = [
+            (kind, prefix, queue, [(s, str(s.path), f"{prefix}/{s.path.name}") for s in queue.segments])
+            for kind, prefix, queue in _segment_entries(layout)
+            if queue.segments
+        ]
+        self._rows = (layout, entries)
+        return entries
+
+    def _current_layout(self, drawn: frozenset[str] | None) -> StoreLayout:
+        """The store's files: listed again every interval when every row is used. For a dashboard (listing
+        1,500 files took 70 ms), when the mtime of a directory that holds them moved (a file created, deleted
+        or renamed in it): commitlog/ and consumequeue/ every interval, the topics' and queues' directories
+        by turns (all in TURN_INTERVALS intervals), and every LAYOUT_REFRESH_INTERVALS (a file whose size
+        changed; rows measured meanwhile take their size from the file itself)."""
+        if (
+            drawn is None
+            or self._layout is None
+            or self._intervals - self._listed_at >= LAYOUT_REFRESH_INTERVALS
+            or self._directories_moved()
+        ):
+            self._layout, self._listed_at = discover_store(self.root), self._intervals
+            self._queue_positions = {}  # they name the segments of the previous listing
+            directories = [self.root / "commitlog", self.root / "consumequeue"]
+            directories += list(
+                dict.fromkeys(cq.queue.directory.parent for cq in self._layout.consume_queues)
+            )
+            directories += [cq.queue.directory for cq in self._layout.consume_queues]
+            self._directories = [(str(path), _mtime_ns(path)) for path in directories]
+        return self._layout
+
+    def _directories_moved(self) -> bool:
+        always, by_turns = self._directories[:2], self._directories[2:]
+        share = -(-len(by_turns) // TURN_INTERVALS)
+        start = (self._intervals * share) % len(by_turns) if by_turns else 0
+        return any(_mtime_ns(path) != mtime for path, mtime in always + by_turns[start : start + share])
+
+    def _due(self, paths, queues, drawn, by_path) -> frozenset[str] | None:
+        """The files measured this interval (None: all of them): the drawn rows, those with events (their
+        pages moved), the CommitLog's newest segment and the one being written, and a turn of the others."""
+        if drawn is None:
+            return None
+        due = set(drawn)
+        due.update(path for _probe, path in by_path)
+        commitlog = queues[0][2]
+        if commitlog.segments:
+            due.add(str(commitlog.segments[-1].path))
+        holder = self._log_tail.end.physical_offset if self._log_tail else None
+        if holder is not None and (segment := _segment_at(commitlog, holder)) is not None:
+            due.add(str(segment.path))
+        due.update(path for path in paths if path not in self._views)
+        share = -(-len(paths) // TURN_INTERVALS)
+        if paths:
+            start = self._turn % len(paths)
+            due.update(paths[start : start + share])
+            due.update(paths[: max(0, start + share - len(paths))])
+            self._turn = start + share
+        return frozenset(due)
+
+    def _moved(self, prefix: str, queue: SegmentQueue, positions: _QueuePositions) -> frozenset[str] | None:
+        """The queue's segments whose positions may differ from the previous interval's: those between the
+        old and the new end (and flushed offset); None (all of them) when a reason came or went."""
+        before, self._last_positions[prefix] = self._last_positions.get(prefix), positions
+        if before is positions:
+            return frozenset()
+        if before is None or before.unavailable != positions.unavailable:
+            return None
+        moved = set()
+        for old, new in (
+            (before.wrote_offset, positions.wrote_offset),
+            (before.flushed_offset, positions.flushed_offset),
+        ):
+            if old == new:
+                continue
+            if old is None or new is None:
+                return None
+            low, high = min(old, new), max(old, new)
+            moved.update(
+                str(s.path)
+                for s in queue.segments
+                if s.file_from_offset <= high and low <= s.file_from_offset + s.size_bytes
+            )
+        return frozenset(moved)
+
+    def _queue_positions_of(self, kind, prefix, queue, flushed, checkpoint_note, due) -> _QueuePositions:
+        if kind == "commitlog":
+            return self._commitlog_positions(queue, flushed, checkpoint_note)
+        known = self._queue_positions.get(prefix)
+        newest = queue.segments[-1]
+        if due is not None and known is not None and str(newest.path) not in due:
+            return known  # a ConsumeQueue's end is looked for when its newest file's turn comes
+        positions = self._queue_positions[prefix] = self._consume_queue_positions(queue)
+        return positions
+
     # --- one segment
 
-    def _segment(self, kind, name, queue, segment, positions, by_path, events) -> SegmentView:
+    def _segment_row(
+        self, kind, name, queue, segment, positions, by_path, events, turn, moved
+    ) -> SegmentView:
+        """The segment's row: built again when it is measured this interval or what it shows may have
+        changed (its positions, locked bytes, events); otherwise the row of the interval it was measured in,
+        which says when that was."""
+        path = str(segment.path)
+        known = self._views.get(path)
+        unchanged = (
+            known is not None
+            and path not in turn.evented
+            and moved is not None
+            and path not in moved
+            and known.shared == (self._locks_version, turn.running)
+        )
+        if unchanged and turn.due is not None and path not in turn.due:
+            if known.view.residency_time_unix_s is None:  # the first interval after its measurement
+                view = _measured_at(known.view, known.measured_unix_s)
+                known = self._views[path] = _Measured(
+                    view, known.measured_unix_s, known.residency, known.shared
+                )
+            return known.view
+        shared = (self._locks_version, turn.running)
+        if turn.due is None or path in turn.due or known is None:
+            residency_unavailable: dict[str, str] = {}
+            residency = self._residency(path, residency_unavailable, turn.strip_wanted(path))
+            measured = (residency_unavailable, residency)
+            if unchanged and measured == known.residency:  # measured again, the same: the same row
+                view = (
+                    known.view if known.view.residency_time_unix_s is None else _measured_at(known.view, None)
+                )
+                self._views[path] = _Measured(view, turn.now_unix_s, known.residency, shared)
+                return view
+            measured_unix_s, measured_time = turn.now_unix_s, None
+        else:
+            measured, measured_unix_s, measured_time = (
+                known.residency,
+                known.measured_unix_s,
+                known.measured_unix_s,
+            )
+        view = self._segment(kind, name, queue, segment, positions, by_path, events, measured)
+        if measured_time is not None:
+            view = _measured_at(view, measured_time)
+        self._views[path] = _Measured(view, measured_unix_s, measured, shared)
+        return view
+
+    def _segment(self, kind, name, queue, segment, positions, by_path, events, measured) -> SegmentView:
         path = str(segment.path)
         unavailable: dict[str, str] = dict(positions.unavailable)
-        residency = self._residency(path, unavailable)
+        residency_unavailable, residency = measured
+        unavailable.update(residency_unavailable)
         wrote = _position_in(segment, positions.wrote_offset)
         locked = self._locks.get(path)
         if locked is None:
@@ -185,9 +403,9 @@ class StoreReader:
             **hits,
         )
 
-    def _residency(self, path: str, unavailable: dict[str, str]) -> dict[str, Any]:
+    def _residency(self, path: str, unavailable: dict[str, str], strip: bool = True) -> dict[str, Any]:
         try:
-            totals = file_residency(path)
+            totals = path_totals(path)
         except ResidencyUnavailable as error:
             unavailable["cached_pages"] = error.error.reason
             return dict.fromkeys(
@@ -202,10 +420,10 @@ class StoreReader:
             "dirty_pages": totals.dirty_pages,
             "writeback_pages": totals.writeback_pages,
             "residency_source": totals.source,
-            "chunks": self._chunks(path, totals, unavailable),
+            "chunks": self._chunks(path, totals, unavailable, strip),
         }
 
-    def _chunks(self, path: str, totals, unavailable: dict[str, str]) -> ChunkMap | None:
+    def _chunks(self, path: str, totals, unavailable: dict[str, str], strip: bool = True) -> ChunkMap | None:
         cached, pages = totals.cached_pages, totals.pages
         if cached is None:
             return None
@@ -214,24 +432,17 @@ class StoreReader:
         quiet = not totals.dirty_pages and not totals.writeback_pages
         if quiet and (cached == 0 or cached >= pages):
             # Uniform: every chunk is what the whole file is, so the totals say it exactly.
-            return ChunkMap.of(
-                tuple(
-                    ChunkState(
-                        a,
-                        b,
-                        b - a if cached else 0,
-                        _zero_if(totals.dirty_pages),
-                        _zero_if(totals.writeback_pages),
-                    )
-                    for a, b in chunk_bounds(0, pages, self.strip_chunks)
-                )
+            return _uniform_chunks(
+                pages, self.strip_chunks, bool(cached), totals.dirty_pages, totals.writeback_pages
             )
-        return self._mixed_chunks(path, totals, unavailable)
+        return self._mixed_chunks(path, totals, unavailable, strip)
 
-    def _mixed_chunks(self, path: str, totals, unavailable: dict[str, str]) -> ChunkMap | None:
+    def _mixed_chunks(self, path: str, totals, unavailable: dict[str, str], strip: bool) -> ChunkMap | None:
         """A mixed segment's chunks, measured again only when its cachestat totals moved (or every
         CHUNK_REFRESH_INTERVALS): unchanged cached, dirty, writeback and eviction counts mean no page came
-        or went, short of an exact swap of pages within one interval, which the next refresh corrects."""
+        or went, short of an exact swap of pages within one interval, which the next refresh corrects.
+        A row not drawn (`strip` False) keeps its strip while the counts stay the same, and has none once
+        they moved (measuring 32 runs of each of 1,000 files every second is what a dashboard cannot pay)."""
         signature = (
             totals.size_bytes,
             totals.cached_pages,
@@ -241,12 +452,12 @@ class StoreReader:
             totals.recently_evicted_pages,
         )
         known = self._chunk_maps.get(path)
-        if (
-            known is not None
-            and known[0] == signature
-            and self._intervals - known[1] < CHUNK_REFRESH_INTERVALS
-        ):
+        same = known is not None and known[0] == signature
+        if same and (not strip or self._intervals - known[1] < CHUNK_REFRESH_INTERVALS):
             return known[2]
+        if not strip:
+            unavailable["chunks"] = STRIP_NOT_DRAWN
+            return None
         chunks = _measured_chunks(path, self.strip_chunks, unavailable)
         self._chunk_maps[path] = (signature, self._intervals, chunks)
         return chunks
@@ -295,9 +506,11 @@ class StoreReader:
     def _end_of_data(self, path: str) -> tuple[int | None, str]:
         """One past the last non-zero byte of a file that only grows (a ConsumeQueue's newest file).
 
-        The first look is PreadFile.end_of_nonzero_data (exact; it searches back from the file's end). After
-        that the data only grows, so the new end is searched forward from the previous one (`_grown_end`), a
-        few page reads.
+        Searched forward (`_grown_end`), from the previous end once one is known (the data only grows), a
+        few page reads: the first look is from the file's start, not back from its end, which read the zeros
+        of 500 preallocated ConsumeQueue files (4.7 s). Every 20-byte entry has a non-zero size, so a
+        page of zeros inside the data cannot occur, short of a torn write, where RocketMQ's recovery stops
+        too.
         """
         try:
             status = os.stat(path)
@@ -307,7 +520,7 @@ class StoreReader:
                 return known.end_bytes, ""
             with PreadFile(Path(path)) as file:
                 same_file = known is not None and known.identity[0::3] == identity[0::3]
-                end = _grown_end(file, known.end_bytes) if same_file else file.end_of_nonzero_data()
+                end = _grown_end(file, known.end_bytes if same_file else 0)
         except OSError as error:
             return None, f"{path}: {error.strerror or error}"
         self._positions[path] = _Position(identity, end)
@@ -315,14 +528,19 @@ class StoreReader:
 
     # --- store-wide
 
-    def _refresh_locks(self, paths: list[str]) -> None:
-        if self._intervals % LOCK_REFRESH_INTERVALS and all(path in self._locks for path in paths):
+    def _refresh_locks(self, paths: list[str], drawn: frozenset[str] | None) -> None:
+        """Locked bytes of every file (every process's smaps), every LOCK_REFRESH_INTERVALS, or every
+        TURN_INTERVALS for a dashboard (30 ms each time on a busy machine; a broker locks its segments when it
+        maps them), and when a file is new."""
+        every = LOCK_REFRESH_INTERVALS if drawn is None else TURN_INTERVALS
+        if self._intervals % every and all(path in self._locks for path in paths):
             return
         locks = locked_bytes_by_file(paths)
-        self._locks = {
-            path: locks.files[path].locked_bytes if path in locks.files else None for path in paths
-        }
-        self._lock_note = locks.notes.get("locked_bytes")
+        found = {path: locks.files[path].locked_bytes if path in locks.files else None for path in paths}
+        note = locks.notes.get("locked_bytes")
+        if (found, note) != (self._locks, self._lock_note):
+            self._locks, self._lock_note = found, note
+            self._locks_version += 1
 
     def _checkpoint(self, layout: StoreLayout) -> tuple[int | None, int | None, str | None]:
         if layout.checkpoint is None:
@@ -345,6 +563,46 @@ class StoreReader:
         return SegmentDetail(
             path, name, page_size_bytes, _chunk_states(residency.chunks), residency.source, unavailable
         )
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """What one interval measures: `due` the files (None: all), `drawn` those whose rows are on screen;
+    and what every row of the interval shares."""
+
+    due: frozenset[str] | None
+    drawn: frozenset[str] | None
+    now_unix_s: float
+    evented: frozenset[str]  # the files with events this interval
+    running: tuple[bool, ...]  # which probes gave events
+
+    def strip_wanted(self, path: str) -> bool:
+        return self.drawn is None or path in self.drawn
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """A segment's row as last built, what it was built from, and its residency's measurement."""
+
+    view: SegmentView
+    measured_unix_s: float
+    residency: tuple[dict[str, str], dict[str, Any]]
+    shared: tuple  # what rows of one interval share: the locks' version, which probes ran
+
+
+def _measured_at(view: SegmentView, time_unix_s: float | None) -> SegmentView:
+    """The row with its residency's measurement time (None: this interval's). A shallow copy: replace()
+    runs the whole constructor, and a big store's dashboard marks a few hundred rows each interval."""
+    marked = copy.copy(view)
+    object.__setattr__(marked, "residency_time_unix_s", time_unix_s)  # a copy no one else holds yet
+    return marked
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _grown_end(file: PreadFile, known_end: int) -> int:
@@ -377,6 +635,20 @@ def _page_is_zero(file: PreadFile, offset: int, length: int = 0) -> bool | None:
     """Whether the page (or `length` bytes) at offset holds only zeros; None if nothing is there to read."""
     data = file.read(offset, length or PAGE_BYTES)
     return None if not data else not data.strip(b"\0")
+
+
+@functools.lru_cache(maxsize=256)
+def _uniform_chunks(
+    pages: int, strip_chunks: int, cached: bool, dirty: int | None, writeback: int | None
+) -> ChunkMap:
+    """The chunk map of a file all cached (or all absent) and clean: the same for every such file of a
+    size, so it is made once (1,000 files of a size each had their own, 32 chunks each interval)."""
+    return ChunkMap.of(
+        tuple(
+            ChunkState(a, b, b - a if cached else 0, _zero_if(dirty), _zero_if(writeback))
+            for a, b in chunk_bounds(0, pages, strip_chunks)
+        )
+    )
 
 
 def _zero_if(count: int | None) -> int | None:

@@ -146,6 +146,7 @@ class FakeFeed:
 
     def __init__(self, interval_s: float = 1.0) -> None:
         self.focused: list[str | None] = []
+        self.drawn: list[frozenset[str]] = []  # the rows in view, as the app hinted them
         self.attached = False
         self.interval_s = interval_s
 
@@ -157,6 +158,9 @@ class FakeFeed:
 
     def focus(self, path: str | None, name: str | None) -> None:
         self.focused.append(path)
+
+    def draw_only(self, paths: frozenset[str]) -> None:
+        self.drawn.append(paths)
 
     def detach(self) -> None:
         self.attached = False

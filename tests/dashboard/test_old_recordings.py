@@ -66,9 +66,13 @@ def test_an_old_recording_replays_every_value_it_holds(name):
 
 
 def test_a_recording_of_the_current_format_replays_key_for_key():
-    name = "top-3a08df0.jsonl.gz"  # the snapshot format has not changed since this commit (hits, consumers)
+    name = "top-3a08df0.jsonl.gz"  # the snapshot format since this commit (hits, consumers), but for:
+    expected = recorded_frames(name)
+    for frame in expected:  # a segment's residency_time_unix_s (null: measured in the frame's interval)
+        for segment in frame["store"]["segments"]:
+            segment["residency_time_unix_s"] = None
     result = runner.invoke(app, ["replay", str(RECORDINGS / name), "--format", "jsonl"])
-    assert [json.loads(line) for line in result.stdout.splitlines()] == recorded_frames(name)
+    assert [json.loads(line) for line in result.stdout.splitlines()] == expected
 
 
 @pytest.mark.parametrize(
