@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import AS_NOBODY, mqinspect_as_nobody, store_holder, store_nobody_can_read
+from support import AS_NOBODY, mqinspect_as_nobody, store_holder, store_nobody_can_read, wait_for
 
 from mqinspect.sampling import process_reader
 from mqinspect.sampling.probe_set import ProbeSet
@@ -86,6 +87,9 @@ def test_probes_that_could_run_wait_with_the_real_reason_when_the_holders_cannot
     (tmp_path / "commitlog" / "00000000000000000000").write_bytes(bytes(4096))
     hidden = subprocess.Popen([*AS_NOBODY, sys.executable, "-c", "import time; time.sleep(30)"])
     try:
+        # setpriv runs as root until it changes its user: until then the holder is not another user's
+        nobody = pwd.getpwnam("nobody").pw_uid
+        wait_for(lambda: Path(f"/proc/{hidden.pid}").stat().st_uid == nobody, "the holder to run as nobody")
         monkeypatch.setattr(
             process_reader, "scan_store_holders", lambda *args, **kwargs: HolderScan({}, (hidden.pid,))
         )
