@@ -32,11 +32,13 @@ from mqinspect.render.store import (
     stat_view,
     verify_view,
 )
-from store.inspection.formats import list_segments, store_file_paths, store_stat
+from store.inspection.formats import detect_format, list_segments, store_file_paths, store_stat
+from store.inspection.kafka.store_format import KAFKA
 from store.inspection.rocketmq.cq import consume_queue_view
 from store.inspection.rocketmq.dump import DumpStream
 from store.inspection.rocketmq.query import query_by_key, query_by_msg_id, query_by_offset
 from store.inspection.rocketmq.reading import LogEndReason, open_layout
+from store.inspection.rocketmq.store_format import ROCKETMQ
 from store.inspection.rocketmq.verify import DEFAULT_INDEX_CHECKS, verify_store
 
 
@@ -73,6 +75,23 @@ def utf8_text(param: typer.CallbackParam, value: str | None) -> str | None:
     return value
 
 
+def is_kafka(path: Path) -> bool:
+    """Whether `path` is a Kafka log dir, partition or segment; a directory of neither format is bad input,
+    one line naming what each format looked for. Anything else goes to the RocketMQ commands as before."""
+    if KAFKA.recognises(path):
+        return True
+    if Path(path).is_dir() and not ROCKETMQ.recognises(path):
+        detect_format(path)  # raises NotAStore with each format's reason
+    return False
+
+
+def refuse_options(ctx: typer.Context, log_format: str, given: Mapping[str, object]) -> None:
+    """Options of the other format: one line, exit 2."""
+    named = [name for name, value in given.items() if value not in (None, False)]
+    if named:
+        raise click.UsageError(f"{', '.join(named)}: not for a {log_format}", ctx=ctx)
+
+
 def emit(snapshot, output: str, table, wide: bool = False) -> None:
     """Data to stdout: the snapshot as JSON, or its table (fitted to the terminal, or whole with --wide)."""
     if output == OutputFormat.JSON:
@@ -84,12 +103,20 @@ def emit(snapshot, output: str, table, wide: bool = False) -> None:
 
 @store_app.command("stat", rich_help_panel=INSPECTION)
 def stat(store_dir: Path = StoreDir, output: str = format_option(), wide: bool = wide_option()) -> None:
-    """Segments, CommitLog min/max offsets, queues, checkpoint, run state, index and dispatch lag.
+    """Segments, CommitLog min/max offsets, queues, checkpoint, run state, index and dispatch lag; for a
+    Kafka log directory: each partition's segments, log start and end offsets, recovery point and high
+    watermark (the broker's checkpoints), leader epochs, producers, and whether it shut down cleanly.
 
     Finding the max offset reads the records after the newest one a consume queue points at (the whole last
     written CommitLog segment when none does).
     """
-    emit(store_stat(store_dir), output, stat_view, wide)
+    snapshot = store_stat(store_dir)
+    if getattr(snapshot, "format", None) == KAFKA.name:
+        from mqinspect.render.kafka import kafka_stat_view
+
+        emit(snapshot, output, kafka_stat_view, wide)
+    else:
+        emit(snapshot, output, stat_view, wide)
 
 
 @store_app.command("segments", rich_help_panel=INSPECTION)
@@ -120,13 +147,24 @@ def segments(
 def dump(
     target: Path = typer.Argument(
         ...,
-        help="A store root, or one CommitLog segment file (its name gives its start offset).",
+        help="A store root, or one CommitLog segment file (its name gives its start offset); or a Kafka "
+        "log dir, partition directory or .log file.",
         show_default=False,
     ),
+    ctx: typer.Context = None,
     from_offset: int = typer.Option(
-        None, "--from", min=0, help="Physical offset of the first record (default: the CommitLog's min)."
+        None,
+        "--from",
+        min=0,
+        help="RocketMQ: physical offset of the first record (default: the CommitLog's min).",
     ),
-    count: int = typer.Option(20, "--count", "-n", min=1, help="How many messages at most."),
+    count: int = typer.Option(
+        None,
+        "--count",
+        "-n",
+        min=1,
+        help="How many messages at most (RocketMQ, default 20); Kafka: batches (default: all).",
+    ),
     max_bytes: int = typer.Option(
         None,
         "--max-bytes",
@@ -140,16 +178,57 @@ def dump(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Table: every field of each message in a block, not one line."
     ),
+    from_record_offset: int = typer.Option(
+        None, "--from-offset", min=0, help="Kafka: the first record offset (through the .index)."
+    ),
+    from_time: str = typer.Option(
+        None,
+        "--from-time",
+        help="Kafka: the first record at or after this time, epoch ms or ISO-8601 (through the .timeindex).",
+    ),
+    deep: bool = typer.Option(False, "--deep", help="Kafka: each batch's records too, one line each."),
+    values: str = typer.Option(
+        None,
+        "--values",
+        click_type=click.Choice(["text", "hex"]),
+        help="Kafka, with --deep: keys and values as text (printable UTF-8, else hex) or hex.",
+    ),
     output: str = format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.JSONL),
 ) -> int:
     """CommitLog records from a physical offset, with the blanks that end segments and why the log ends,
-    written as they are read.
+    written as they are read. For Kafka: the batches (with --deep, the records) of a log dir, partition or
+    .log file, as kafka-dump-log prints them; --max-bytes bounds the bytes of the logs read.
 
     The table has one line per message (offset, size, queue, queue offset, store time, keys, tags);
     --verbose shows every field. jsonl is one object per line: the dump's start, each record, its end.
 
-    Exit 1 if the walk stops at a corrupt record.
+    Exit 1 if the walk stops at a corrupt record (Kafka: if anything is wrong in what was read).
     """
+    kafka_only = {
+        "--from-offset": from_record_offset,
+        "--from-time": from_time,
+        "--deep": deep,
+        "--values": values,
+    }
+    if is_kafka(target):
+        refuse_options(
+            ctx,
+            KAFKA.title,
+            {"--from": from_offset, "--body": body, "--no-check-crc": not check_crc, "--verbose": verbose},
+        )
+        return _kafka_dump(
+            target,
+            from_record_offset,
+            _time_ms(from_time, "--from-time"),
+            deep,
+            values,
+            max_bytes,
+            count,
+            output,
+        )
+    refuse_options(ctx, ROCKETMQ.title, kafka_only)
+    if count is None:
+        count = 20
     stream = DumpStream(
         target, from_offset, count, include_body=body, check_crc=check_crc, max_bytes=max_bytes
     )
@@ -163,6 +242,28 @@ def dump(
         write_lines(stream, sys.stdout)
     end = stream.finish.end if stream.finish else None
     return ExitStatus.FINDINGS if end is not None and end.reason is LogEndReason.CORRUPT else ExitStatus.OK
+
+
+def _kafka_dump(target, from_offset, from_time_ms, deep, values, max_bytes, count, output) -> int:
+    from mqinspect.render.kafka import write_kafka_lines
+    from store.inspection.kafka.dump import KafkaDumpStream
+
+    stream = KafkaDumpStream(
+        target,
+        from_offset=from_offset,
+        from_time_ms=from_time_ms,
+        deep=deep,
+        values=values or "text",
+        max_bytes=max_bytes,
+        count=count,
+    )
+    if output == OutputFormat.JSONL:
+        write_jsonl(stream, sys.stdout)
+    elif output == OutputFormat.JSON:
+        write_json_document(stream, sys.stdout)
+    else:
+        write_kafka_lines(stream, sys.stdout)
+    return ExitStatus.FINDINGS if stream.finish and stream.finish.finding_count else ExitStatus.OK
 
 
 @store_app.command("verify", rich_help_panel=INSPECTION)
@@ -179,8 +280,18 @@ def verify(
     """Check layout, every CommitLog record (CRC), every ConsumeQueue entry, index entries and the checkpoint,
     and that every record is reachable through its ConsumeQueue and each of its keys through the index.
 
+    For Kafka: every batch's CRC and records, offsets against each other and the file names, the .index and
+    .timeindex against the batches, producer snapshots' CRCs, every checkpoint file, trailing garbage.
+
     Exit 0 if all is well, 1 if anything is wrong; every problem is listed with its file and offset.
     """
+    if is_kafka(store_dir):
+        from mqinspect.render.kafka import kafka_verify_view
+        from store.inspection.kafka.verify import verify_kafka
+
+        kafka_report = verify_kafka(store_dir)
+        emit(kafka_report, output, kafka_verify_view)
+        return ExitStatus.OK if kafka_report.ok else ExitStatus.FINDINGS
     report = verify_store(store_dir, index_check_limit=index_checks or None)
     emit(report, output, verify_view)
     return ExitStatus.OK if report.ok else ExitStatus.FINDINGS

@@ -1,0 +1,249 @@
+"""Tables and lines for the Kafka inspection snapshots (`mqinspect store ...` on a Kafka log directory).
+
+Renderers only draw what store.inspection.kafka produced. `store dump`'s table form is kafka-dump-log's:
+a batch a line (`baseOffset: 0 lastOffset: 0 count: 1 ... isvalid: true`) and, with --deep, a record a
+line starting with `| `; values from the log are escaped where they would break a line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mqinspect.render.cells import NONE
+from mqinspect.render.words import counted
+from store.inspection.kafka.dump import (
+    BatchEvent,
+    FindingEvent,
+    KafkaDumpFinish,
+    KafkaDumpStart,
+    KafkaDumpStream,
+    RecordEvent,
+    SegmentEvent,
+)
+from store.inspection.kafka.stat import KafkaPartitionStat, KafkaStoreStat
+from store.inspection.kafka.verify import KafkaVerifyReport
+
+FORMAT_TITLE = "Kafka log directory"
+
+
+def _text(value: Any) -> Text:
+    return Text(NONE if value is None else str(value))
+
+
+def _findings_table(findings) -> Table:
+    table = Table(title="findings", title_justify="left")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    table.add_column("position", justify="right")
+    table.add_column("problem", overflow="fold")
+    for finding in findings:
+        table.add_row(
+            _text(finding.kind), _text(finding.path), _text(finding.position), _text(finding.message)
+        )
+    return table
+
+
+# --- stat -------------------------------------------------------------------------------------------------
+
+
+def kafka_stat_view(stat: KafkaStoreStat) -> RenderableType:
+    summary = Table(
+        title=f"{FORMAT_TITLE} {stat.root} ({stat.target.replace('_', ' ')})",
+        title_justify="left",
+        show_header=False,
+        box=None,
+        pad_edge=False,
+    )
+    summary.add_column(style="bold", no_wrap=True)
+    summary.add_column(overflow="fold")
+    summary.add_row("cluster id", _text(stat.cluster_id))
+    summary.add_row("node id", _text(stat.node_id))
+    shutdown = NONE if stat.clean_shutdown is None else ("clean" if stat.clean_shutdown else "not clean")
+    summary.add_row("shutdown", Text(shutdown))
+    summary.add_row("partitions", _text(len(stat.partitions)))
+    parts: list[RenderableType] = [summary, _partitions_table(stat.partitions)]
+    producers = [(p, entry) for p in stat.partitions for entry in p.producers]
+    if producers:
+        parts.append(_producers_table(producers))
+    findings = [*stat.findings, *(f for p in stat.partitions for f in p.findings)]
+    if findings:
+        parts.append(_findings_table(findings))
+    return Group(*parts)
+
+
+def _partition_name(partition: KafkaPartitionStat) -> str:
+    if partition.topic is None:
+        return partition.directory.name
+    return f"{partition.topic}-{partition.partition}"
+
+
+def _partitions_table(partitions: tuple[KafkaPartitionStat, ...]) -> Table:
+    table = Table(title="partitions", title_justify="left")
+    for header in ("partition", "segments", "base offsets", "log start", "log end", "recovery point",
+                   "high watermark", "size (B)", "leader epochs", "producers"):  # fmt: skip
+        table.add_column(header, justify="left" if header in ("partition", "base offsets") else "right")
+    for partition in partitions:
+        epochs = ", ".join(f"{entry.epoch}@{entry.start_offset}" for entry in partition.leader_epochs)
+        table.add_row(
+            Text(_partition_name(partition)),
+            _text(partition.segment_count),
+            Text(_offsets_text(partition.base_offsets)),
+            _text(partition.log_start_offset),
+            _text(partition.log_end_offset),
+            _text(partition.recovery_point),
+            _text(partition.high_watermark),
+            _text(partition.size_bytes),
+            Text(epochs or NONE),
+            _text(len(partition.producers) if partition.producer_snapshot_offset is not None else None),
+        )
+    return table
+
+
+def _offsets_text(offsets: tuple[int, ...]) -> str:
+    shown = ", ".join(str(offset) for offset in offsets[:4])
+    return shown + (f" ... {offsets[-1]} ({len(offsets)})" if len(offsets) > 4 else "") if offsets else NONE
+
+
+def _producers_table(producers) -> Table:
+    table = Table(title="producers (newest snapshot)", title_justify="left")
+    for header in ("partition", "producer id", "epoch", "last sequence", "last offset", "open txn from"):
+        table.add_column(header, justify="left" if header == "partition" else "right")
+    for partition, entry in producers:
+        table.add_row(
+            Text(_partition_name(partition)),
+            _text(entry.producer_id),
+            _text(entry.producer_epoch),
+            _text(entry.last_sequence),
+            _text(entry.last_offset),
+            _text(entry.current_txn_first_offset if entry.current_txn_first_offset >= 0 else None),
+        )
+    return table
+
+
+# --- verify -----------------------------------------------------------------------------------------------
+
+
+def kafka_verify_view(report: KafkaVerifyReport) -> RenderableType:
+    total = len(report.findings)
+    verdict = Text(
+        "OK: no problems found" if report.ok else f"{counted(total, 'problem')} found", style="bold"
+    )
+    checked = Text(
+        f"checked {FORMAT_TITLE} {report.root}: {counted(report.files_checked, 'file')}, "
+        f"{counted(report.batches_checked, 'batch')}, {counted(report.records_checked, 'record')}"
+    )
+    parts: list[RenderableType] = [verdict, checked]
+    if report.findings:
+        parts.append(_findings_table(report.findings))
+    return Group(*parts)
+
+
+# --- dump -------------------------------------------------------------------------------------------------
+
+
+def write_kafka_lines(stream: KafkaDumpStream, out: TextIO) -> None:
+    """kafka-dump-log's form: a line per segment, batch and (with --deep) record, between a start line and
+    an end line, each run written and flushed as it is read."""
+    out.write(kafka_start_line(stream.start) + "\n")
+    out.flush()
+    for run in stream.batches():
+        out.write("".join(_event_line(event) + "\n" for event in run))
+        out.flush()
+    out.write(kafka_finish_line(stream.finish) + "\n")
+
+
+def kafka_start_line(start: KafkaDumpStart) -> str:
+    where = []
+    if start.from_offset is not None:
+        where.append(f"from offset {start.from_offset}")
+    if start.from_time_ms is not None:
+        where.append(f"from time {start.from_time_ms}")
+    if start.count_limit is not None:
+        where.append(f"{counted(start.count_limit, 'batch')} at most")
+    if start.max_bytes is not None:
+        where.append(f"{start.max_bytes} B of the logs at most")
+    records = f"records ({start.values})" if start.deep else "batches"
+    return f"{FORMAT_TITLE} {start.source}: {records}{', ' if where else ''}{', '.join(where)}"
+
+
+def kafka_finish_line(finish: KafkaDumpFinish | None) -> str:
+    if finish is None:
+        return "interrupted"
+    done = (
+        f"{counted(finish.batch_count, 'batch')}, {counted(finish.record_count, 'record')}, "
+        f"{finish.log_bytes_read} B of the logs read"
+    )
+    if finish.finding_count:
+        done += f", {counted(finish.finding_count, 'finding')}"
+    if finish.stopped == "end":
+        return f"{done}; end of the logs"
+    if finish.stopped == "finding":
+        return f"{done}; stopped at a batch that cannot be read"
+    limit = "--max-bytes" if finish.stopped == "budget" else "--count"
+    return f"{done}; stopped at {limit}; continue with --from-offset {finish.next_offset}"
+
+
+def _event_line(event) -> str:
+    if type(event) is BatchEvent:
+        return batch_line(event)
+    if type(event) is RecordEvent:
+        return record_line(event)
+    if type(event) is SegmentEvent:
+        start = f" from position {event.start_position}" if event.start_position else ""
+        return f"Dumping {event.path}{start}"
+    assert type(event) is FindingEvent
+    return f"finding: {event.path}: position {event.position}: {event.finding}: {event.message}"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def batch_line(batch: BatchEvent) -> str:
+    horizon = (
+        "OptionalLong.empty"
+        if batch.delete_horizon_ms is None
+        else f"OptionalLong[{batch.delete_horizon_ms}]"
+    )
+    time_type = batch.timestamp_type or "NoTimestampType"
+    return (
+        f"baseOffset: {batch.base_offset} lastOffset: {batch.last_offset} count: {batch.count} "
+        f"baseSequence: {batch.base_sequence} lastSequence: {batch.last_sequence} "
+        f"producerId: {batch.producer_id} producerEpoch: {batch.producer_epoch} "
+        f"partitionLeaderEpoch: {batch.partition_leader_epoch} "
+        f"isTransactional: {_bool(batch.is_transactional)} "
+        f"isControl: {_bool(batch.is_control)} deleteHorizonMs: {horizon} position: {batch.position} "
+        f"{time_type}: {batch.max_timestamp_ms} size: {batch.size_bytes} magic: {batch.magic} "
+        f"compresscodec: {batch.compression} crc: {batch.crc} isvalid: {_bool(batch.crc_valid)}"
+    )
+
+
+def record_line(record: RecordEvent) -> str:
+    line = (
+        f"| offset: {record.offset} CreateTime: {record.timestamp_ms} keySize: {record.key_size_bytes} "
+        f"valueSize: {record.value_size_bytes} sequence: {record.sequence} "
+        f"headerKeys: [{','.join(_word(name) for name, _ in record.headers)}]"
+    )
+    if record.control_type is not None:
+        line += f" controlType: {record.control_type}"
+        if record.coordinator_epoch is not None:
+            line += f" coordinatorEpoch: {record.coordinator_epoch}"
+        if record.leader_id is not None:
+            line += f" leaderId: {record.leader_id} voters: [{','.join(map(str, record.voters))}]"
+        return line
+    if record.metadata_type is not None:
+        line += f" metadataType: {record.metadata_type}"
+    hex_mark = " (hex)" if record.encoding == "hex" else ""
+    if record.key is not None:
+        line += f" key{hex_mark}: {_word(record.key)}"
+    if record.value is not None:
+        line += f" payload{hex_mark}: {_word(record.value)}"
+    return line
+
+
+def _word(text: str) -> str:
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -1,0 +1,113 @@
+"""Kafka's log format as the format-neutral inspection sees it: `KAFKA`, the LogFormat of any of three paths:
+
+- a `log.dirs` root: it has meta.properties, or `topic-N` directories holding segment files;
+- a partition directory: `topic-N` holding segment files (`.log`, `.index`, ...);
+- one `.log` segment file (its sibling index files with the same base offset go with it).
+
+Files are found and named by store.kafka.layout, from names alone. A file is labelled by its path under the
+log dir, the partition directory's name first ("foo-0/00000000000000000000.log") whatever the path given,
+so a partition's files are named alike from its log dir and from itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from store.inspection.kafka.target import TargetKind, file_label, has_partitions, is_segment_log, kafka_target
+from store.inspection.log_format import LogFormat, StoreDirectories, StoreFile
+from store.kafka.layout import (
+    is_log_dir,
+    is_partition_dir,
+    list_partition,
+    parse_file_name,
+    parse_partition_dir,
+)
+
+if TYPE_CHECKING:
+    from store.inspection.kafka.segments import KafkaSegmentListing
+    from store.inspection.kafka.stat import KafkaStoreStat
+
+# A file's kind in store_files, by its suffix (StoreFile.kind: what trace and residency name it by)
+FILE_KIND_NAMES = {
+    "log": "log",
+    "index": "offset_index",
+    "timeindex": "time_index",
+    "txnindex": "txn_index",
+    "snapshot": "snapshot",
+}
+
+
+class KafkaFormat(LogFormat):
+    name = "kafka"
+    title = "Kafka log directory"
+
+    def recognises(self, path: Path) -> bool:
+        path = Path(path)
+        if path.is_file():
+            return is_segment_log(path)
+        if not path.is_dir():
+            return False
+        return is_log_dir(path) or is_partition_dir(path) or has_partitions(path)
+
+    def why_not(self, path: Path) -> str:
+        return (
+            f"{path}: not a Kafka log directory (looked for meta.properties, topic-N directories holding "
+            "segment files, or a 20-digit .log segment file)"
+        )
+
+    def store_files(self, root: Path) -> tuple[StoreFile, ...]:
+        """Each partition's segments by base offset (.log, .index, .timeindex, .txnindex), then its producer
+        snapshots; partitions by topic, then number. A segment target: its .log and that segment's indexes."""
+        target = kafka_target(root)
+        files: list[StoreFile] = []
+        for directory in target.partitions:
+            listing = list_partition(directory)
+            for segment in listing.segments:
+                paths = (segment.log, segment.index, segment.timeindex, segment.txnindex)
+                if target.segment is not None and target.segment not in paths:
+                    continue
+                files += [_store_file(path) for path in paths if path is not None]
+            if target.segment is None:
+                files += [_store_file(path) for path in listing.snapshots]
+        return tuple(files)
+
+    def store_directories(self, root: Path) -> StoreDirectories:
+        """New segments appear in each partition directory, new partitions as directories of the log dir."""
+        target = kafka_target(root)
+        if target.kind != TargetKind.LOG_DIR:
+            return StoreDirectories(files_in=(target.segment.parent if target.segment else target.path,))
+        return StoreDirectories(
+            files_in=(*target.partitions, target.path) if target.partitions else (target.path,),
+            directories_in=(target.path,),
+        )
+
+    def file_kind(self, relative_path: str) -> str | None:
+        """`topic-N/<offset>.<suffix>` (or the file name alone) names a segment or snapshot file."""
+        directory, _, name = relative_path.rpartition("/")
+        if directory and (os.sep in directory or "/" in directory or parse_partition_dir(directory) is None):
+            return None
+        parsed = parse_file_name(name)
+        return FILE_KIND_NAMES[parsed.kind] if parsed is not None else None
+
+    # The snapshots are imported when asked for: residency and trace --store need only the names above.
+
+    def list_segments(self, root: Path) -> KafkaSegmentListing:
+        from store.inspection.kafka.segments import list_segments
+
+        return list_segments(root)
+
+    def stat(self, root: Path) -> KafkaStoreStat:
+        from store.inspection.kafka.stat import kafka_stat
+
+        return kafka_stat(root)
+
+
+KAFKA = KafkaFormat()
+
+
+def _store_file(path: Path) -> StoreFile:
+    parsed = parse_file_name(path.name)
+    kind = FILE_KIND_NAMES[parsed.kind] if parsed is not None else "other"
+    return StoreFile(path, file_label(path), kind)

@@ -1,0 +1,243 @@
+"""`store verify` for Kafka: every file of a log dir (or partition, or segment) checked, every problem a
+finding with its file and byte position.
+
+Per segment: each batch's CRC (CRC-32C for v2, CRC-32 for v0/v1) and codec, its records decoded (offsets
+increasing inside the batch, the last one the header's, the count the header's), batch offsets increasing
+from one batch to the next and from one segment to the next, the first batch not below the base offset the
+file name gives, trailing bytes that are no batch (a torn write, garbage) at their position; the `.index`
+(size a multiple of 8, offsets and positions increasing, each position a batch's start and its offset inside
+that batch), the `.timeindex` (size a multiple of 12, timestamps and offsets never decreasing, each entry's
+offset inside a batch and its timestamp the largest up to that batch, as the broker appends them), the
+`.txnindex`. Per partition: a `.log` at all, the producer snapshots' CRCs, leader-epoch-checkpoint and
+partition.metadata. Per log dir: meta.properties, .kafka_cleanshutdown and the broker's checkpoints.
+
+Offsets inside a batch are checked increasing, not contiguous: the log cleaner keeps a compacted batch's
+base and last offsets and drops records between them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.inspection.kafka.reading import max_timestamp
+from store.inspection.kafka.target import kafka_target
+from store.inspection.log_format import vanishing_files_are_store_changes
+from store.kafka.batches import LogEntry, LogReader, RecordBatch
+from store.kafka.files import TEXT_FILES, read_kafka_file
+from store.kafka.findings import Finding
+from store.kafka.layout import SegmentFiles, list_partition
+from store.kafka.records import decode_records, record_findings
+
+SCHEMA = "mqinspect.store.kafka.verify/v1"
+
+
+class CheckKind:
+    """Finding kinds of the checks across entries and files (FindingKind has the others)."""
+
+    NO_LOG = "no-log"  # a partition directory without a .log
+    BELOW_BASE_OFFSET = "below-base-offset"  # a batch whose offsets are below the file name's
+    OFFSET_ORDER = "offset-order"  # a batch not after the previous one
+    INDEX_ENTRY = "index-entry"  # an .index entry off a batch boundary, past the log, out of order
+    TIME_INDEX_ENTRY = "time-index-entry"  # a .timeindex entry out of order or not as the batches say
+
+
+@dataclass(frozen=True)
+class KafkaVerifyReport:
+    schema: str
+    format: str  # "kafka"
+    root: Path
+    files_checked: int
+    batches_checked: int
+    records_checked: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+@dataclass
+class _Tally:
+    files: int = 0
+    batches: int = 0
+    records: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    def read(self, path: Path) -> object | None:
+        """A checkpoint, index, snapshot or properties file decoded, its findings kept."""
+        self.files += 1
+        read = read_kafka_file(path)
+        if read is None:
+            return None
+        self.findings += read.findings
+        return read.value
+
+
+@vanishing_files_are_store_changes
+def verify_kafka(root: Path) -> KafkaVerifyReport:
+    target = kafka_target(Path(root))
+    tally = _Tally()
+    if target.log_dir is not None and target.segment is None:
+        for name in TEXT_FILES:
+            if (target.log_dir / name).is_file() and name in _LOG_DIR_FILES:
+                tally.read(target.log_dir / name)
+    for directory in target.partitions:
+        _verify_partition(directory, target.segment, tally)
+    return KafkaVerifyReport(
+        SCHEMA,
+        "kafka",
+        target.path,
+        tally.files,
+        tally.batches,
+        tally.records,
+        tuple(tally.findings),
+    )
+
+
+_PARTITION_FILES = ("leader-epoch-checkpoint", "partition.metadata", "quorum-state")
+_LOG_DIR_FILES = frozenset(TEXT_FILES) - frozenset(_PARTITION_FILES)
+
+
+def _verify_partition(directory: Path, only_log: Path | None, tally: _Tally) -> None:
+    listing = list_partition(directory)
+    segments = [
+        segment
+        for segment in listing.segments
+        if not segment.states and (only_log is None or segment.log == only_log)
+    ]
+    if only_log is None:
+        if not any(segment.log is not None for segment in segments):
+            tally.findings.append(
+                Finding(directory, 0, CheckKind.NO_LOG, "a partition directory without a .log segment")
+            )
+        for path in (*listing.snapshots, *(directory / name for name in _PARTITION_FILES)):
+            if path.is_file():
+                tally.read(path)
+    previous_last: int | None = None
+    for number, segment in enumerate(segments):
+        next_base = segments[number + 1].base_offset if number + 1 < len(segments) else None
+        previous_last = _verify_segment(segment, next_base, previous_last, tally)
+
+
+def _verify_segment(
+    segment: SegmentFiles, next_base: int | None, previous_last: int | None, tally: _Tally
+) -> int | None:
+    """Check one segment's files; returns the last offset its log holds (or `previous_last`)."""
+    batches: list[LogEntry] = []
+    if segment.log is not None:
+        tally.files += 1
+        previous_last = _verify_log(segment, next_base, previous_last, batches, tally)
+    if segment.index is not None:
+        contents = tally.read(segment.index)
+        if contents is not None and segment.log is not None:
+            _check_offset_index(segment.index, contents.entries, batches, tally)
+    if segment.timeindex is not None:
+        contents = tally.read(segment.timeindex)
+        if contents is not None and segment.log is not None:
+            _check_time_index(segment.timeindex, contents.entries, batches, tally)
+    if segment.txnindex is not None:
+        tally.read(segment.txnindex)
+    return previous_last
+
+
+def _verify_log(
+    segment: SegmentFiles, next_base: int | None, previous_last: int | None, batches: list, tally: _Tally
+) -> int | None:
+    path = segment.log
+    for item in LogReader(path):
+        if isinstance(item, Finding):
+            tally.findings.append(item)
+            continue
+        batches.append(item)
+        tally.batches += 1
+        first = item.base_offset if isinstance(item, RecordBatch) else item.offset
+        if first < segment.base_offset:
+            message = f"offset {first} is below the segment's base offset {segment.base_offset} (its name)"
+            tally.findings.append(Finding(path, item.position, CheckKind.BELOW_BASE_OFFSET, message))
+        if next_base is not None and item.last_offset >= next_base:
+            message = f"offset {item.last_offset} is at or past the next segment's base offset {next_base}"
+            tally.findings.append(Finding(path, item.position, CheckKind.OFFSET_ORDER, message))
+        if previous_last is not None and first <= previous_last:
+            message = (
+                f"batch at offset {first} does not follow the previous batch's last offset {previous_last}"
+            )
+            tally.findings.append(Finding(path, item.position, CheckKind.OFFSET_ORDER, message))
+        previous_last = max(item.last_offset, previous_last if previous_last is not None else -1)
+        if item.crc_valid:  # a batch whose CRC fails has its finding already; its records are not trusted
+            decoded = decode_records(item, path)
+            tally.records += len(decoded)
+            tally.findings += record_findings(path, item, decoded)
+    return previous_last
+
+
+def _check_offset_index(path: Path, entries: tuple, batches: list, tally: _Tally) -> None:
+    by_position = {batch.position: batch for batch in batches}
+    log_end = batches[-1].next_position if batches else 0
+    previous = None
+    for number, entry in enumerate(entries):
+        where = number * 8
+        batch = by_position.get(entry.position)
+        problem = None
+        if previous is not None and (entry.offset <= previous.offset or entry.position <= previous.position):
+            problem = (
+                f"entry {number} (offset {entry.offset}, position {entry.position}) does not follow "
+                f"offset {previous.offset}, position {previous.position}"
+            )
+        elif entry.position >= log_end:
+            problem = (
+                f"entry {number}: position {entry.position} is past the log's last batch (ends at {log_end})"
+            )
+        elif batch is None:
+            problem = f"entry {number}: position {entry.position} is not the start of a batch"
+        elif not (_first_offset(batch) <= entry.offset <= batch.last_offset):
+            problem = (
+                f"entry {number}: offset {entry.offset} is not in the batch at position {entry.position} "
+                f"(offsets {_first_offset(batch)}-{batch.last_offset})"
+            )
+        if problem:
+            tally.findings.append(Finding(path, where, CheckKind.INDEX_ENTRY, problem))
+        previous = entry
+
+
+def _check_time_index(path: Path, entries: tuple, batches: list, tally: _Tally) -> None:
+    """Each entry is (the largest timestamp so far, the offset of the batch that has it) when appended."""
+    largest_so_far = []
+    largest = -1
+    for batch in batches:
+        largest = max(largest, max_timestamp(batch))
+        largest_so_far.append(largest)
+    last_offsets = [batch.last_offset for batch in batches]
+    previous = None
+    for number, entry in enumerate(entries):
+        where = number * 12
+        problem = None
+        if previous is not None and (entry.timestamp < previous.timestamp or entry.offset < previous.offset):
+            problem = (
+                f"entry {number} (time {entry.timestamp}, offset {entry.offset}) goes back from time "
+                f"{previous.timestamp}, offset {previous.offset}"
+            )
+        else:
+            holder = _batch_holding(batches, last_offsets, entry.offset)
+            if holder is None:
+                problem = f"entry {number}: offset {entry.offset} is in no batch of the log"
+            elif entry.timestamp != largest_so_far[holder]:
+                problem = (
+                    f"entry {number}: time {entry.timestamp} at offset {entry.offset}, but the largest "
+                    f"timestamp up to that batch is {largest_so_far[holder]}"
+                )
+        if problem:
+            tally.findings.append(Finding(path, where, CheckKind.TIME_INDEX_ENTRY, problem))
+        previous = entry
+
+
+def _first_offset(batch: LogEntry) -> int:
+    return batch.base_offset if isinstance(batch, RecordBatch) else batch.offset
+
+
+def _batch_holding(batches: list, last_offsets: list[int], offset: int) -> int | None:
+    number = bisect.bisect_left(last_offsets, offset)
+    if number < len(batches) and _first_offset(batches[number]) <= offset:
+        return number
+    return None
