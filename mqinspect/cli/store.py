@@ -130,7 +130,8 @@ def segments(
     """One row per CommitLog, ConsumeQueue and index file: offsets, sizes, written bytes, entries, mtime, and
     how much of it is in the page cache, dirty and mlocked, with a heat strip per file.
 
-    Lists stores that break RocketMQ's load rules too, with the broken rules underneath.
+    Lists stores that break RocketMQ's load rules too, with the broken rules underneath. For Kafka: one row
+    per .log, .index, .timeindex, .txnindex and producer snapshot, with its base and end offsets and entries.
     """
     # Imported here: finding who mlocks each file reads /proc, which no other store command needs.
     from probes.residency.segments import measure_segments
@@ -140,7 +141,12 @@ def segments(
     listing = list_segments(store_dir)
     if measured is not None:
         listing = dataclasses.replace(listing, residency=measured)
-    emit(listing, output, segments_table, wide)
+    if getattr(listing, "format", None) == KAFKA.name:
+        from mqinspect.render.kafka import kafka_segments_table
+
+        emit(listing, output, kafka_segments_table, wide)
+    else:
+        emit(listing, output, segments_table, wide)
 
 
 @store_app.command("dump", rich_help_panel=INSPECTION)

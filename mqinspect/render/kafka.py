@@ -14,6 +14,15 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.render.cells import NONE
+from mqinspect.render.layout import Column, PriorityTable, columns_by_priority
+from mqinspect.render.store import (
+    FLEXIBLE_MIN_WIDTH,
+    RESIDENCY_HEADERS,
+    RESIDENCY_PRIORITIES,
+    residency_by_path,
+    residency_caption,
+    residency_cells,
+)
 from mqinspect.render.words import counted
 from store.inspection.kafka.dump import (
     BatchEvent,
@@ -24,6 +33,7 @@ from store.inspection.kafka.dump import (
     RecordEvent,
     SegmentEvent,
 )
+from store.inspection.kafka.segments import KafkaSegmentListing
 from store.inspection.kafka.stat import KafkaPartitionStat, KafkaStoreStat
 from store.inspection.kafka.verify import KafkaVerifyReport
 
@@ -247,3 +257,45 @@ def record_line(record: RecordEvent) -> str:
 
 def _word(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+# --- segments ---------------------------------------------------------------------------------------------
+
+SEGMENT_COLUMNS = (
+    Column("kind", 0, "left"),
+    Column("file", 0, "left", flexible=True, min_width=FLEXIBLE_MIN_WIDTH),
+    Column("base offset", 4, "right"),
+    Column("end offset", 3, "right"),
+    Column("size (B)", 7, "right"),
+    Column("entries", 5, "right"),
+    Column("modified (UTC)", 8, "left"),
+    Column("problem", 1, "left", flexible=True, min_width=FLEXIBLE_MIN_WIDTH),
+)
+
+
+def kafka_segments_table(listing: KafkaSegmentListing) -> RenderableType:
+    residency = residency_by_path(listing)
+    columns = list(SEGMENT_COLUMNS)
+    if residency is not None:
+        columns += columns_by_priority(RESIDENCY_HEADERS, RESIDENCY_PRIORITIES, left=("heat",))
+    table = PriorityTable(
+        columns,
+        table_options={"title": f"segments of {FORMAT_TITLE} {listing.root}", "title_justify": "left"},
+    )
+    for row in listing.rows:
+        cells = [
+            Text(row.kind),
+            Text(row.label),
+            _text(row.base_offset),
+            _text(row.end_offset),
+            _text(row.size_bytes),
+            _text(row.entries),
+            _text(row.mtime_iso and row.mtime_iso[:19].replace("T", " ")),
+            _text(row.problem),
+        ]
+        if residency is not None:
+            cells += residency_cells(residency.get(str(row.path)), listing.residency.page_size_bytes)
+        table.add_row(*cells)
+    if residency is not None:
+        table.table_options["caption"] = residency_caption(listing.residency)
+    return table

@@ -52,6 +52,11 @@ class KafkaFormat(LogFormat):
         return is_log_dir(path) or is_partition_dir(path) or has_partitions(path)
 
     def why_not(self, path: Path) -> str:
+        path = Path(path)
+        if not path.exists():
+            return f"{path}: does not exist"
+        if path.is_file():
+            return f"{path}: not a Kafka segment file (looked for a 20-digit base offset and .log)"
         return (
             f"{path}: not a Kafka log directory (looked for meta.properties, topic-N directories holding "
             "segment files, or a 20-digit .log segment file)"
