@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from store.inspection.kafka.reading import log_tail
-from store.inspection.kafka.store_format import KAFKA
-from store.inspection.kafka.target import kafka_target
+from store.inspection.kafka.target import kafka_store_files, kafka_target
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.inspection.rocketmq.record_views import iso_time_ms, mtime_ms
 from store.kafka.files import read_kafka_file
@@ -50,7 +49,7 @@ class KafkaSegmentListing:
 def list_segments(root: Path) -> KafkaSegmentListing:
     root = Path(root)
     ends = _log_ends(root)
-    rows = tuple(_row(file.path, file.label, file.kind, ends) for file in KAFKA.store_files(root))
+    rows = tuple(_row(file.path, file.label, file.kind, ends) for file in kafka_store_files(root))
     return KafkaSegmentListing(SCHEMA, "kafka", root, rows)
 
 

@@ -15,12 +15,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from store.inspection.kafka.target import TargetKind, file_label, has_partitions, is_segment_log, kafka_target
+from store.inspection.kafka.target import (
+    FILE_KIND_NAMES,
+    TargetKind,
+    has_partitions,
+    is_segment_log,
+    kafka_store_files,
+    kafka_target,
+)
 from store.inspection.log_format import LogFormat, StoreDirectories, StoreFile
 from store.kafka.layout import (
     is_log_dir,
     is_partition_dir,
-    list_partition,
     parse_file_name,
     parse_partition_dir,
 )
@@ -28,15 +34,6 @@ from store.kafka.layout import (
 if TYPE_CHECKING:
     from store.inspection.kafka.segments import KafkaSegmentListing
     from store.inspection.kafka.stat import KafkaStoreStat
-
-# A file's kind in store_files, by its suffix (StoreFile.kind: what trace and residency name it by)
-FILE_KIND_NAMES = {
-    "log": "log",
-    "index": "offset_index",
-    "timeindex": "time_index",
-    "txnindex": "txn_index",
-    "snapshot": "snapshot",
-}
 
 
 class KafkaFormat(LogFormat):
@@ -63,20 +60,7 @@ class KafkaFormat(LogFormat):
         )
 
     def store_files(self, root: Path) -> tuple[StoreFile, ...]:
-        """Each partition's segments by base offset (.log, .index, .timeindex, .txnindex), then its producer
-        snapshots; partitions by topic, then number. A segment target: its .log and that segment's indexes."""
-        target = kafka_target(root)
-        files: list[StoreFile] = []
-        for directory in target.partitions:
-            listing = list_partition(directory)
-            for segment in listing.segments:
-                paths = (segment.log, segment.index, segment.timeindex, segment.txnindex)
-                if target.segment is not None and target.segment not in paths:
-                    continue
-                files += [_store_file(path) for path in paths if path is not None]
-            if target.segment is None:
-                files += [_store_file(path) for path in listing.snapshots]
-        return tuple(files)
+        return kafka_store_files(root)
 
     def store_directories(self, root: Path) -> StoreDirectories:
         """New segments appear in each partition directory, new partitions as directories of the log dir."""
@@ -110,9 +94,3 @@ class KafkaFormat(LogFormat):
 
 
 KAFKA = KafkaFormat()
-
-
-def _store_file(path: Path) -> StoreFile:
-    parsed = parse_file_name(path.name)
-    kind = FILE_KIND_NAMES[parsed.kind] if parsed is not None else "other"
-    return StoreFile(path, file_label(path), kind)

@@ -6,7 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.kafka.layout import is_log_dir, is_partition_dir, parse_file_name, partition_dirs
+from store.inspection.log_format import StoreFile
+from store.kafka.layout import is_log_dir, is_partition_dir, list_partition, parse_file_name, partition_dirs
+
+# A file's kind in store_files, by its suffix (StoreFile.kind: what trace and residency name it by)
+FILE_KIND_NAMES = {
+    "log": "log",
+    "index": "offset_index",
+    "timeindex": "time_index",
+    "txnindex": "txn_index",
+    "snapshot": "snapshot",
+}
 
 
 class TargetKind:
@@ -53,3 +63,26 @@ def has_partitions(path: Path) -> bool:
 def file_label(path: Path) -> str:
     """How tables and traced events name a partition's file: "foo-0/00000000000000000000.log"."""
     return f"{path.parent.name}/{path.name}"
+
+
+def kafka_store_files(root: Path) -> tuple[StoreFile, ...]:
+    """Each partition's segments by base offset (.log, .index, .timeindex, .txnindex), then its producer
+    snapshots; partitions by topic, then number. A segment target: its .log and that segment's indexes."""
+    target = kafka_target(root)
+    files: list[StoreFile] = []
+    for directory in target.partitions:
+        listing = list_partition(directory)
+        for segment in listing.segments:
+            paths = (segment.log, segment.index, segment.timeindex, segment.txnindex)
+            if target.segment is not None and target.segment not in paths:
+                continue
+            files += [_store_file(path) for path in paths if path is not None]
+        if target.segment is None:
+            files += [_store_file(path) for path in listing.snapshots]
+    return tuple(files)
+
+
+def _store_file(path: Path) -> StoreFile:
+    parsed = parse_file_name(path.name)
+    kind = FILE_KIND_NAMES[parsed.kind] if parsed is not None else "other"
+    return StoreFile(path, file_label(path), kind)
