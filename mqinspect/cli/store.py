@@ -330,7 +330,12 @@ def query(
     key: str = typer.Option(
         None, "--key", "-k", callback=utf8_text, help="A message key (a KEYS token or the UNIQ_KEY)."
     ),
-    offset: int = typer.Option(None, "--offset", min=0, help="A physical offset: decode the record there."),
+    offset: int = typer.Option(
+        None,
+        "--offset",
+        min=0,
+        help="RocketMQ: a physical offset, the record there. Kafka: a record offset (through the .index).",
+    ),
     msg_id: str = typer.Option(None, "--msg-id", help="An offsetMsgId (store host + physical offset)."),
     topic: str = typer.Option(
         None, "--topic", "-t", callback=utf8_text, help="With --key: the topic (default: every topic)."
@@ -341,13 +346,32 @@ def query(
         None, "--max", min=1, help=f"With --key: index hits per topic at most [default: {DEFAULT_MAX_HITS}]."
     ),
     body: bool = typer.Option(False, "--body", help="Include message bodies (UTF-8 text, else hex)."),
+    time: str = typer.Option(
+        None,
+        "--time",
+        help="Kafka: the first record at or after this time, epoch ms or ISO-8601 (through the .timeindex).",
+    ),
+    values: str = typer.Option(
+        None,
+        "--values",
+        click_type=click.Choice(["text", "hex"]),
+        help="Kafka: keys and values as text (printable UTF-8, else hex) or hex.",
+    ),
     output: str = format_option(),
 ) -> None:
     """Find messages by key (through the index, then checked against the records), offset or message id.
 
     Exactly one of --key, --offset, --msg-id. The index compares key hashes only, so --key decodes every
     hit and reports how many were hash collisions.
+
+    Kafka log dir, partition or .log file: exactly one of --offset (a record offset) or --time, in each
+    partition; --key, --msg-id, --topic, --begin, --end, --max and --body are RocketMQ's.
     """
+    if is_kafka(store_dir):
+        _kafka_query(ctx, store_dir, offset, time, values, output, key=key, msg_id=msg_id, topic=topic,
+                     begin=begin, end=end, max_hits=max_hits, body=body)  # fmt: skip
+        return
+    refuse_options(ctx, ROCKETMQ.title, {"--time": time, "--values": values})
     modes = [
         name
         for name, value in (("--key", key), ("--offset", offset), ("--msg-id", msg_id))
@@ -374,6 +398,19 @@ def query(
     else:
         result = query_by_msg_id(store_dir, msg_id, include_body=body)
     emit(result, output, query_view)
+
+
+def _kafka_query(ctx, store_dir, offset, time, values, output, **rocketmq_options) -> None:
+    from mqinspect.render.kafka import kafka_query_view
+    from store.inspection.kafka.query import query_kafka
+
+    names = {"key": "--key", "msg_id": "--msg-id", "topic": "--topic", "begin": "--begin", "end": "--end",
+             "max_hits": "--max", "body": "--body"}  # fmt: skip
+    refuse_options(ctx, KAFKA.title, {names[name]: value for name, value in rocketmq_options.items()})
+    if (offset is None) == (time is None):
+        raise click.UsageError("give exactly one of --offset, --time for a Kafka log", ctx=ctx)
+    result = query_kafka(store_dir, offset=offset, time_ms=_time_ms(time, "--time"), values=values or "text")
+    emit(result, output, kafka_query_view)
 
 
 @store_app.command("cq", rich_help_panel=INSPECTION)

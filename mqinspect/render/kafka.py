@@ -33,6 +33,7 @@ from store.inspection.kafka.dump import (
     RecordEvent,
     SegmentEvent,
 )
+from store.inspection.kafka.query import KafkaQueryResult
 from store.inspection.kafka.segments import KafkaSegmentListing
 from store.inspection.kafka.stat import KafkaPartitionStat, KafkaStoreStat
 from store.inspection.kafka.verify import KafkaVerifyReport
@@ -299,3 +300,28 @@ def kafka_segments_table(listing: KafkaSegmentListing) -> RenderableType:
     if residency is not None:
         table.table_options["caption"] = residency_caption(listing.residency)
     return table
+
+
+# --- query ------------------------------------------------------------------------------------------------
+
+
+def kafka_query_view(result: KafkaQueryResult) -> RenderableType:
+    asked = f"offset {result.offset}" if result.by == "offset" else f"time {result.time_ms}"
+    parts: list[RenderableType] = [
+        Text(f"{FORMAT_TITLE} {result.root}: the first record at or after {asked}")
+    ]
+    for hit in result.hits:
+        found = "none" if hit.record is None else f"{hit.segment} position {hit.batch.position}"
+        where = (
+            f"{hit.partition}: {found} (read from position {hit.start_position} of {hit.segment}, as the "
+            f"index says; {hit.log_bytes_read} B read)"
+            if hit.segment is not None
+            else f"{hit.partition}: no segment holds it"
+        )
+        parts.append(Text(where, style="bold"))
+        if hit.batch is not None:
+            parts.append(Text(batch_line(hit.batch)))
+        if hit.record is not None:
+            parts.append(Text(record_line(hit.record)))
+        parts += [Text(_event_line(finding)) for finding in hit.findings]
+    return Group(*parts)

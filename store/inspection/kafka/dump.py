@@ -147,6 +147,7 @@ class KafkaDumpStream:
         self._hex = values == "hex"
         self._batches = self._records = self._bytes = self._findings = 0
         self._next_offset: int | None = None
+        self._reader: LogReader | None = None
 
     @vanishing_files_are_store_changes
     def batches(self) -> Iterator[list[DumpEvent]]:
@@ -204,11 +205,16 @@ class KafkaDumpStream:
             start = _position_for_offset(segments[number], offset) if number == first and offset else 0
             yield segments[number], start
 
+    @property
+    def log_bytes_read(self) -> int:
+        """What pread returned of the .log files so far."""
+        return self._bytes + (self._reader.bytes_read if self._reader is not None else 0)
+
     def _segment_events(self, segment: SegmentFiles, start: int, metadata: bool):
         label = file_label(segment.log)
         yield SegmentEvent("segment", segment.log, label, segment.base_offset, start)
         budget = None if self.start.max_bytes is None else self.start.max_bytes - self._bytes
-        reader = LogReader(segment.log, start=start, max_bytes=budget)
+        reader = self._reader = LogReader(segment.log, start=start, max_bytes=budget)
         for item in reader:
             if isinstance(item, Finding):
                 self._findings += 1
@@ -218,6 +224,7 @@ class KafkaDumpStream:
                 continue
             if self.start.count_limit is not None and self._batches >= self.start.count_limit:
                 self._bytes += reader.bytes_read
+                self._reader = None
                 self._next_offset = _first_offset(item)
                 return "count"
             self._batches += 1
@@ -226,6 +233,7 @@ class KafkaDumpStream:
             if self.start.deep:
                 yield from self._record_events(item, segment.log, metadata)
         self._bytes += reader.bytes_read
+        self._reader = None
         if reader.stopped == "budget":
             return "budget"
         if reader.stopped == "finding":
