@@ -87,7 +87,7 @@ def is_kafka(path: Path) -> bool:
 
 def refuse_options(ctx: typer.Context, log_format: str, given: Mapping[str, object]) -> None:
     """Options of the other format: one line, exit 2."""
-    named = [name for name, value in given.items() if value not in (None, False)]
+    named = [name for name, value in given.items() if value is not None and value is not False]
     if named:
         raise click.UsageError(f"{', '.join(named)}: not for a {log_format}", ctx=ctx)
 
