@@ -1,4 +1,4 @@
-"""`mqinspect store ...`: create, write and inspect RocketMQ-format stores.
+"""`mqinspect store ...`: create, write and inspect RocketMQ-format stores; inspect Kafka log directories.
 
 The inspection commands (this module) open any store read-only, with pread and never mmap, so they are safe
 on a store a broker is writing. Each parses its options, asks `store.inspection` for a snapshot and renders
@@ -53,7 +53,7 @@ class StoreGroup(LazyGroup):
 
 store_app = typer.Typer(
     cls=StoreGroup,
-    help="Create, write and inspect RocketMQ-format stores (inspection is read-only).",
+    help="Create, write and inspect RocketMQ-format stores, inspect Kafka log directories (read-only).",
     no_args_is_help=True,
 )
 
@@ -61,6 +61,12 @@ INSPECTION = "Inspection (read-only)"
 
 StoreDir = typer.Argument(
     ..., help="The store root: the directory that holds commitlog/.", show_default=False
+)
+AnyStoreDir = typer.Argument(
+    ...,
+    help="The store root (the directory that holds commitlog/), or a Kafka log dir, partition directory "
+    "(topic-N) or .log file.",
+    show_default=False,
 )
 
 
@@ -102,7 +108,7 @@ def emit(snapshot, output: str, table, wide: bool = False) -> None:
 
 
 @store_app.command("stat", rich_help_panel=INSPECTION)
-def stat(store_dir: Path = StoreDir, output: str = format_option(), wide: bool = wide_option()) -> None:
+def stat(store_dir: Path = AnyStoreDir, output: str = format_option(), wide: bool = wide_option()) -> None:
     """Segments, CommitLog min/max offsets, queues, checkpoint, run state, index and dispatch lag; for a
     Kafka log directory: each partition's segments, log start and end offsets, recovery point and high
     watermark (the broker's checkpoints), leader epochs, producers, and whether it shut down cleanly.
@@ -121,7 +127,7 @@ def stat(store_dir: Path = StoreDir, output: str = format_option(), wide: bool =
 
 @store_app.command("segments", rich_help_panel=INSPECTION)
 def segments(
-    store_dir: Path = StoreDir,
+    store_dir: Path = AnyStoreDir,
     residency: bool = typer.Option(True, "--residency/--no-residency", help="Measure page-cache residency."),
     chunks: int = typer.Option(16, "--chunks", min=1, max=1024, help="Cells of each file's heat strip."),
     output: str = format_option(),
@@ -274,7 +280,7 @@ def _kafka_dump(target, from_offset, from_time_ms, deep, values, max_bytes, coun
 
 @store_app.command("verify", rich_help_panel=INSPECTION)
 def verify(
-    store_dir: Path = StoreDir,
+    store_dir: Path = AnyStoreDir,
     index_checks: int = typer.Option(
         DEFAULT_INDEX_CHECKS,
         "--index-checks",
@@ -326,7 +332,7 @@ def _time_ms(value: str | None, option: str) -> int | None:
 @store_app.command("query", rich_help_panel=INSPECTION)
 def query(
     ctx: typer.Context,
-    store_dir: Path = StoreDir,
+    store_dir: Path = AnyStoreDir,
     key: str = typer.Option(
         None, "--key", "-k", callback=utf8_text, help="A message key (a KEYS token or the UNIQ_KEY)."
     ),
