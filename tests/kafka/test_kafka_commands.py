@@ -20,6 +20,7 @@ from mqinspect.errors import ExitStatus
 from store.inspection import formats
 from store.inspection.kafka.dump import KafkaDumpStream
 from store.inspection.kafka.store_format import KAFKA
+from store.inspection.log_format import StoreChanged
 from store.kafka.batches import scan_log
 from store.kafka.compression import CODEC_NAMES
 from store.kafka.writer import LogDirWriter, ProducerRecord
@@ -410,3 +411,49 @@ def test_segments_residency_is_fincore_s(log_dir: Path):
     assert residency[str(logs[1])]["cached_pages"] > 0
     table = run_mqinspect("store", "segments", log_dir / "orders-0", columns=80)
     assert table.exit_code == 0 and "offset_index" in table.stdout
+
+
+# --- a live log --------------------------------------------------------------------------------------------
+
+
+def test_a_segment_deleted_while_dumped_is_a_store_change(tmp_path: Path):
+    with LogDirWriter(tmp_path / "logs", segment_bytes=1 << 20) as writer:
+        partition = writer.partition("big", 0)
+        for batch in range(2500):
+            partition.append([ProducerRecord(None, b"x" * 1000, timestamp=T0 + batch)])
+    logs = sorted((tmp_path / "logs" / "big-0").glob("*.log"))
+    stream = KafkaDumpStream(tmp_path / "logs" / "big-0")
+    runs = stream.batches()
+    next(runs)
+    logs[-1].unlink()  # retention deleting a segment the dump has not reached
+    with pytest.raises(StoreChanged, match="vanished while being read"):
+        for _ in runs:
+            pass
+
+
+def test_stat_dump_and_verify_follow_a_partition_being_written_and_rolled(tmp_path: Path):
+    root = tmp_path / "logs"
+    writer = LogDirWriter(root, segment_bytes=8192, index_interval_bytes=1024)
+    partition = writer.partition("live", 0)
+    written = 0
+    for round_number in range(4):
+        for batch in range(30):
+            partition.append(_records(3, round_number * 100 + batch), compression="gzip")
+            written += 3
+        partition.flush()
+        stat = _json("store", "stat", root)
+        (live,) = stat["partitions"]
+        assert live["log_end_offset"] == written and live["segment_count"] == len(partition.segments)
+        assert stat["clean_shutdown"] is False  # still running: no .kafka_cleanshutdown yet
+        events = _jsonl("store", "dump", root / "live-0", "--deep")
+        assert [e["offset"] for e in events if e["kind"] == "record"] == list(range(written))
+    writer.close()
+    assert run_mqinspect("store", "verify", root).exit_code == 0
+    assert _json("store", "stat", root)["clean_shutdown"] is True
+
+
+def test_the_tables_fit_an_80_column_terminal(log_dir: Path):
+    for command in ("stat", "segments", "verify"):
+        result = run_mqinspect("store", command, log_dir, columns=80)
+        assert result.exit_code == 0, result.stderr
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, (command, result.stdout)

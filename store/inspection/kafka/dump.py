@@ -149,11 +149,12 @@ class KafkaDumpStream:
         self._next_offset: int | None = None
         self._reader: LogReader | None = None
 
-    @vanishing_files_are_store_changes
     def batches(self) -> Iterator[list[DumpEvent]]:
+        events = self._events()
+        next_event = vanishing_files_are_store_changes(events.__next__)  # a segment deleted while dumped
         run: list[DumpEvent] = []
         stopped = "end"
-        for event in self._events():
+        for event in iter(next_event, None):
             if isinstance(event, str):
                 stopped = event
                 break
