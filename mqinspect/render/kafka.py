@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mqinspect.render.cells import NONE
+from mqinspect.render.dump import single_line
 from mqinspect.render.layout import Column, PriorityTable, columns_by_priority
 from mqinspect.render.store import (
     FLEXIBLE_MIN_WIDTH,
@@ -237,7 +238,7 @@ def record_line(record: RecordEvent) -> str:
     line = (
         f"| offset: {record.offset} CreateTime: {record.timestamp_ms} keySize: {record.key_size_bytes} "
         f"valueSize: {record.value_size_bytes} sequence: {record.sequence} "
-        f"headerKeys: [{','.join(_word(name) for name, _ in record.headers)}]"
+        f"headerKeys: [{','.join(single_line(name) for name, _ in record.headers)}]"
     )
     if record.control_type is not None:
         line += f" controlType: {record.control_type}"
@@ -250,14 +251,10 @@ def record_line(record: RecordEvent) -> str:
         line += f" metadataType: {record.metadata_type}"
     hex_mark = " (hex)" if record.encoding == "hex" else ""
     if record.key is not None:
-        line += f" key{hex_mark}: {_word(record.key)}"
+        line += f" key{hex_mark}: {single_line(record.key)}"
     if record.value is not None:
-        line += f" payload{hex_mark}: {_word(record.value)}"
+        line += f" payload{hex_mark}: {single_line(record.value)}"
     return line
-
-
-def _word(text: str) -> str:
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 # --- segments ---------------------------------------------------------------------------------------------

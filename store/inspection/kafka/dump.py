@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.inspection.kafka.reading import max_timestamp
+from store.inspection.kafka.reading import first_offset, max_timestamp
 from store.inspection.kafka.target import file_label, kafka_target
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.kafka.batches import LogEntry, LogReader, RecordBatch
@@ -226,7 +226,7 @@ class KafkaDumpStream:
             if self.start.count_limit is not None and self._batches >= self.start.count_limit:
                 self._bytes += reader.bytes_read
                 self._reader = None
-                self._next_offset = _first_offset(item)
+                self._next_offset = first_offset(item)
                 return "count"
             self._batches += 1
             self._next_offset = item.next_offset
@@ -312,10 +312,6 @@ def _encoded(data: bytes | None, encoding: str) -> str | None:
     if data is None:
         return None
     return data.hex() if encoding == "hex" else data.decode("utf-8")
-
-
-def _first_offset(entry: LogEntry) -> int:
-    return entry.base_offset if isinstance(entry, RecordBatch) else entry.offset
 
 
 def _batch_event(entry: LogEntry, label: str) -> BatchEvent:

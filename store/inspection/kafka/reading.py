@@ -79,3 +79,8 @@ def log_tail(segment: SegmentFiles) -> LogTail:
 def max_timestamp(entry: LogEntry) -> int:
     """A v2 batch's maxTimestamp, a legacy message's timestamp (-1: none)."""
     return entry.max_timestamp if isinstance(entry, RecordBatch) else entry.timestamp
+
+
+def first_offset(entry: LogEntry) -> int:
+    """A v2 batch's base offset, a legacy message's offset."""
+    return entry.base_offset if isinstance(entry, RecordBatch) else entry.offset

@@ -18,15 +18,17 @@ base and last offsets and drops records between them.
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.inspection.kafka.reading import max_timestamp
+from store.inspection.kafka.reading import first_offset, max_timestamp
 from store.inspection.kafka.target import kafka_target
 from store.inspection.log_format import vanishing_files_are_store_changes
-from store.kafka.batches import LogEntry, LogReader, RecordBatch
+from store.kafka.batches import LogEntry, LogReader
 from store.kafka.files import TEXT_FILES, read_kafka_file
 from store.kafka.findings import Finding
+from store.kafka.indexes import OFFSET_ENTRY, TIME_ENTRY
 from store.kafka.layout import SegmentFiles, list_partition
 from store.kafka.records import decode_records, record_findings
 
@@ -152,7 +154,7 @@ def _verify_log(
             continue
         batches.append(item)
         tally.batches += 1
-        first = item.base_offset if isinstance(item, RecordBatch) else item.offset
+        first = first_offset(item)
         if first < segment.base_offset:
             message = f"offset {first} is below the segment's base offset {segment.base_offset} (its name)"
             tally.findings.append(Finding(path, item.position, CheckKind.BELOW_BASE_OFFSET, message))
@@ -172,72 +174,64 @@ def _verify_log(
     return previous_last
 
 
+def _check_entries(
+    path: Path, entries: tuple, entry_bytes: int, kind: str, problem_of, tally: _Tally
+) -> None:
+    """Each index entry through `problem_of(number, entry, previous)`: a finding at its byte position."""
+    previous = None
+    for number, entry in enumerate(entries):
+        problem = problem_of(number, entry, previous)
+        if problem:
+            tally.findings.append(Finding(path, number * entry_bytes, kind, problem))
+        previous = entry
+
+
 def _check_offset_index(path: Path, entries: tuple, batches: list, tally: _Tally) -> None:
     by_position = {batch.position: batch for batch in batches}
     log_end = batches[-1].next_position if batches else 0
-    previous = None
-    for number, entry in enumerate(entries):
-        where = number * 8
+
+    def problem_of(number: int, entry, previous) -> str | None:
         batch = by_position.get(entry.position)
-        problem = None
         if previous is not None and (entry.offset <= previous.offset or entry.position <= previous.position):
-            problem = (
+            return (
                 f"entry {number} (offset {entry.offset}, position {entry.position}) does not follow "
                 f"offset {previous.offset}, position {previous.position}"
             )
-        elif entry.position >= log_end:
-            problem = (
+        if entry.position >= log_end:
+            return (
                 f"entry {number}: position {entry.position} is past the log's last batch (ends at {log_end})"
             )
-        elif batch is None:
-            problem = f"entry {number}: position {entry.position} is not the start of a batch"
-        elif not (_first_offset(batch) <= entry.offset <= batch.last_offset):
-            problem = (
+        if batch is None:
+            return f"entry {number}: position {entry.position} is not the start of a batch"
+        if not (first_offset(batch) <= entry.offset <= batch.last_offset):
+            return (
                 f"entry {number}: offset {entry.offset} is not in the batch at position {entry.position} "
-                f"(offsets {_first_offset(batch)}-{batch.last_offset})"
+                f"(offsets {first_offset(batch)}-{batch.last_offset})"
             )
-        if problem:
-            tally.findings.append(Finding(path, where, CheckKind.INDEX_ENTRY, problem))
-        previous = entry
+        return None
+
+    _check_entries(path, entries, OFFSET_ENTRY.size, CheckKind.INDEX_ENTRY, problem_of, tally)
 
 
 def _check_time_index(path: Path, entries: tuple, batches: list, tally: _Tally) -> None:
     """Each entry is (the largest timestamp so far, the offset of the batch that has it) when appended."""
-    largest_so_far = []
-    largest = -1
-    for batch in batches:
-        largest = max(largest, max_timestamp(batch))
-        largest_so_far.append(largest)
+    largest_so_far = list(itertools.accumulate((max_timestamp(batch) for batch in batches), max))
     last_offsets = [batch.last_offset for batch in batches]
-    previous = None
-    for number, entry in enumerate(entries):
-        where = number * 12
-        problem = None
+
+    def problem_of(number: int, entry, previous) -> str | None:
         if previous is not None and (entry.timestamp < previous.timestamp or entry.offset < previous.offset):
-            problem = (
+            return (
                 f"entry {number} (time {entry.timestamp}, offset {entry.offset}) goes back from time "
                 f"{previous.timestamp}, offset {previous.offset}"
             )
-        else:
-            holder = _batch_holding(batches, last_offsets, entry.offset)
-            if holder is None:
-                problem = f"entry {number}: offset {entry.offset} is in no batch of the log"
-            elif entry.timestamp != largest_so_far[holder]:
-                problem = (
-                    f"entry {number}: time {entry.timestamp} at offset {entry.offset}, but the largest "
-                    f"timestamp up to that batch is {largest_so_far[holder]}"
-                )
-        if problem:
-            tally.findings.append(Finding(path, where, CheckKind.TIME_INDEX_ENTRY, problem))
-        previous = entry
+        holder = bisect.bisect_left(last_offsets, entry.offset)
+        if holder == len(batches) or first_offset(batches[holder]) > entry.offset:
+            return f"entry {number}: offset {entry.offset} is in no batch of the log"
+        if entry.timestamp != largest_so_far[holder]:
+            return (
+                f"entry {number}: time {entry.timestamp} at offset {entry.offset}, but the largest "
+                f"timestamp up to that batch is {largest_so_far[holder]}"
+            )
+        return None
 
-
-def _first_offset(batch: LogEntry) -> int:
-    return batch.base_offset if isinstance(batch, RecordBatch) else batch.offset
-
-
-def _batch_holding(batches: list, last_offsets: list[int], offset: int) -> int | None:
-    number = bisect.bisect_left(last_offsets, offset)
-    if number < len(batches) and _first_offset(batches[number]) <= offset:
-        return number
-    return None
+    _check_entries(path, entries, TIME_ENTRY.size, CheckKind.TIME_INDEX_ENTRY, problem_of, tally)
