@@ -93,22 +93,35 @@ def _partition_name(partition: KafkaPartitionStat) -> str:
     return f"{partition.topic}-{partition.partition}"
 
 
-def _partitions_table(partitions: tuple[KafkaPartitionStat, ...]) -> Table:
-    table = Table(title="partitions", title_justify="left")
-    for header in ("partition", "segments", "base offsets", "log start", "log end", "recovery point",
-                   "high watermark", "size (B)", "leader epochs", "producers"):  # fmt: skip
-        table.add_column(header, justify="left" if header in ("partition", "base offsets") else "right")
+PARTITION_COLUMNS = (
+    Column("partition", 0, "left", flexible=True, min_width=FLEXIBLE_MIN_WIDTH),
+    Column("log start", 1),
+    Column("log end", 0),
+    Column("high watermark", 1),
+    Column("recovery point", 2),
+    Column("segments", 3),
+    Column("size (B)", 4),
+    Column("base offsets", 6, "left"),
+    Column("leader epochs", 5, "left"),
+    Column("producers", 5),
+)
+
+
+def _partitions_table(partitions: tuple[KafkaPartitionStat, ...]) -> PriorityTable:
+    table = PriorityTable(
+        list(PARTITION_COLUMNS), table_options={"title": "partitions", "title_justify": "left"}
+    )
     for partition in partitions:
         epochs = ", ".join(f"{entry.epoch}@{entry.start_offset}" for entry in partition.leader_epochs)
         table.add_row(
             Text(_partition_name(partition)),
-            _text(partition.segment_count),
-            Text(_offsets_text(partition.base_offsets)),
             _text(partition.log_start_offset),
             _text(partition.log_end_offset),
-            _text(partition.recovery_point),
             _text(partition.high_watermark),
+            _text(partition.recovery_point),
+            _text(partition.segment_count),
             _text(partition.size_bytes),
+            Text(_offsets_text(partition.base_offsets)),
             Text(epochs or NONE),
             _text(len(partition.producers) if partition.producer_snapshot_offset is not None else None),
         )
@@ -267,7 +280,7 @@ SEGMENT_COLUMNS = (
     Column("size (B)", 7, "right"),
     Column("entries", 5, "right"),
     Column("modified (UTC)", 8, "left"),
-    Column("problem", 1, "left", flexible=True, min_width=FLEXIBLE_MIN_WIDTH),
+    Column("problem", 2, "left", flexible=True, min_width=FLEXIBLE_MIN_WIDTH),
 )
 
 
