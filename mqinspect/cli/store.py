@@ -257,7 +257,7 @@ def dump(
 
 
 def _kafka_dump(target, from_offset, from_time_ms, deep, values, max_bytes, count, output) -> int:
-    from mqinspect.render.kafka import write_kafka_lines
+    from mqinspect.render.kafka import write_kafka_json_document, write_kafka_jsonl, write_kafka_lines
     from store.inspection.kafka.dump import KafkaDumpStream
 
     stream = KafkaDumpStream(
@@ -270,9 +270,9 @@ def _kafka_dump(target, from_offset, from_time_ms, deep, values, max_bytes, coun
         count=count,
     )
     if output == OutputFormat.JSONL:
-        write_jsonl(stream, sys.stdout)
+        write_kafka_jsonl(stream, sys.stdout)
     elif output == OutputFormat.JSON:
-        write_json_document(stream, sys.stdout)
+        write_kafka_json_document(stream, sys.stdout)
     else:
         write_kafka_lines(stream, sys.stdout)
     return ExitStatus.FINDINGS if stream.finish and stream.finish.finding_count else ExitStatus.OK

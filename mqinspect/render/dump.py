@@ -135,13 +135,17 @@ def write_jsonl(stream: DumpStream, out: TextIO) -> None:
     out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
 
 
-def write_json_document(stream: DumpStream, out: TextIO) -> None:
-    """A JSON document with the keys of `CommitLogDump`, its events written as they arrive, one a line."""
+def write_json_document(
+    stream: DumpStream, out: TextIO, event_text: Callable[[Any], str] | None = None
+) -> None:
+    """A JSON document with the keys of `CommitLogDump` (or the start's and finish's of any dump stream), its
+    events written as they arrive, one a line, each by `event_text` (default: `event_json`)."""
+    event_text = event_text or event_json
     out.write("{\n" + _json_members(to_jsonable(stream.start)) + ',\n  "events": [')
     out.flush()
     first = True
     for batch in stream.batches():
-        text = ",".join(["\n    " + event_json(event) for event in batch])
+        text = ",".join(["\n    " + event_text(event) for event in batch])
         out.write(text if first else "," + text)
         out.flush()
         first = False

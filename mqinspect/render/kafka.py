@@ -7,14 +7,17 @@ line starting with `| `; values from the log are escaped where they would break 
 
 from __future__ import annotations
 
+import dataclasses
+from json.encoder import encode_basestring
 from typing import Any, TextIO
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mqinspect.jsonable import json_line, to_jsonable
 from mqinspect.render.cells import NONE
-from mqinspect.render.dump import single_line
+from mqinspect.render.dump import single_line, write_json_document
 from mqinspect.render.layout import Column, PriorityTable, columns_by_priority
 from mqinspect.render.store import (
     FLEXIBLE_MIN_WIDTH,
@@ -335,3 +338,65 @@ def kafka_query_view(result: KafkaQueryResult) -> RenderableType:
             parts.append(Text(record_line(hit.record)))
         parts += [Text(_event_line(finding)) for finding in hit.findings]
     return Group(*parts)
+
+
+# --- jsonl and json ---------------------------------------------------------------------------------------
+
+_NULL = "null"
+_RECORD_JSON = "{" + ",".join(f'"{field.name}":%s' for field in dataclasses.fields(RecordEvent)) + "}"
+_BATCH_JSON = "{" + ",".join(f'"{field.name}":%s' for field in dataclasses.fields(BatchEvent)) + "}"
+
+
+def write_kafka_jsonl(stream: KafkaDumpStream, out: TextIO) -> None:
+    """JSON Lines: the start (kind "dump"), each event as it is read, the finish (kind "end")."""
+    out.write(json_line({"kind": "dump", **to_jsonable(stream.start)}) + "\n")
+    out.flush()
+    for run in stream.batches():
+        out.write("".join([kafka_event_json(event) + "\n" for event in run]))
+        out.flush()
+    out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
+
+
+def write_kafka_json_document(stream: KafkaDumpStream, out: TextIO) -> None:
+    write_json_document(stream, out, kafka_event_json)
+
+
+def kafka_event_json(event) -> str:
+    """An event as compact JSON: what `json_line` writes of it, batches and records from templates."""
+    kind = type(event)
+    if kind is RecordEvent:
+        return _record_json(event)
+    if kind is BatchEvent:
+        return _batch_json(event)
+    return json_line(event)
+
+
+def _string(text: str | None) -> str:
+    return _NULL if text is None else encode_basestring(text)
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _int(value: int | None) -> str:
+    return _NULL if value is None else str(value)
+
+
+def _record_json(r: RecordEvent) -> str:
+    headers = "[" + ",".join([f"[{_string(name)},{_string(value)}]" for name, value in r.headers]) + "]"
+    return _RECORD_JSON % (
+        '"record"', r.offset, r.timestamp_ms, r.key_size_bytes, r.value_size_bytes, r.sequence, headers,
+        _string(r.key), _string(r.value), _string(r.encoding), _string(r.control_type),
+        _int(r.coordinator_epoch), _int(r.leader_id), "[" + ",".join(map(str, r.voters)) + "]",
+        _string(r.metadata_type),
+    )  # fmt: skip
+
+
+def _batch_json(b: BatchEvent) -> str:
+    return _BATCH_JSON % (
+        '"batch"', _string(b.segment), b.position, b.base_offset, b.last_offset, b.count, b.base_sequence,
+        b.last_sequence, b.producer_id, b.producer_epoch, b.partition_leader_epoch, _flag(b.is_transactional),
+        _flag(b.is_control), _int(b.delete_horizon_ms), _string(b.timestamp_type), b.max_timestamp_ms,
+        b.size_bytes, b.magic, _string(b.compression), b.crc, _flag(b.crc_valid),
+    )  # fmt: skip

@@ -457,3 +457,24 @@ def test_the_tables_fit_an_80_column_terminal(log_dir: Path):
         result = run_mqinspect("store", command, log_dir, columns=80)
         assert result.exit_code == 0, result.stderr
         assert max(len(line) for line in result.stdout.splitlines()) <= 80, (command, result.stdout)
+
+
+def test_the_json_templates_write_what_json_line_writes(log_dir: Path):
+    from mqinspect.jsonable import json_line
+    from mqinspect.render.kafka import kafka_event_json
+
+    kinds = set()
+    for directory in ("orders-0", "payments-0"):
+        for values in ("text", "hex"):
+            for run in KafkaDumpStream(log_dir / directory, deep=True, values=values).batches():
+                for event in run:
+                    kinds.add(event.kind)
+                    assert json.loads(kafka_event_json(event)) == json.loads(json_line(event)), event
+    assert kinds == {"segment", "batch", "record"}
+    document = run_mqinspect("store", "dump", log_dir, "--deep", "--format", "json")
+    assert document.exit_code == 0
+    parsed = json.loads(document.stdout)
+    assert parsed["format"] == "kafka" and parsed["stopped"] == "end"
+    assert [e for e in parsed["events"] if e["kind"] == "record"] == [
+        e for e in _jsonl("store", "dump", log_dir, "--deep") if e["kind"] == "record"
+    ]

@@ -247,53 +247,58 @@ class KafkaDumpStream:
         return self.start.from_time_ms is None or max_timestamp(entry) >= self.start.from_time_ms
 
     def _record_events(self, entry: LogEntry, path: Path, metadata: bool) -> Iterator[DumpEvent]:
+        """The batch's records, from the decoder's columns (a Record object only for a control record)."""
         decoded = decode_records(entry, path)
         control = isinstance(entry, RecordBatch) and entry.is_control
-        for record in decoded.records:
-            if self.start.from_offset is not None and record.offset < self.start.from_offset:
+        from_offset = self.start.from_offset if self.start.from_offset is not None else -1
+        columns = zip(
+            decoded.offsets, decoded.timestamps, decoded.keys, decoded.values, decoded.headers, strict=True
+        )
+        records = decoded.records if control or metadata else ()
+        for index, (offset, timestamp, key, value, headers) in enumerate(columns):
+            if offset < from_offset:
                 continue
             self._records += 1
             try:
-                yield self._record_event(record, control, metadata)
+                extra = self._control_or_metadata(records[index], control) if records else {}
             except KafkaDecodeError as error:
                 self._findings += 1
-                yield FindingEvent(
-                    "finding", error.kind, path, entry.position, f"offset {record.offset}: {error}"
-                )
+                yield FindingEvent("finding", error.kind, path, entry.position, f"offset {offset}: {error}")
+                continue
+            encoding = "hex" if self._hex or not _all_text(key, value, headers) else "utf8"
+            yield RecordEvent(
+                "record",
+                offset,
+                timestamp,
+                -1 if key is None else len(key),
+                -1 if value is None else len(value),
+                decoded.sequence(index),
+                tuple([(name, _encoded(data, encoding)) for name, data in headers]) if headers else (),
+                _encoded(key, encoding),
+                _encoded(value, encoding),
+                encoding,
+                **extra,
+            )
         for finding in decoded.findings:
             self._findings += 1
             yield FindingEvent("finding", finding.kind, finding.path, finding.position, finding.message)
 
-    def _record_event(self, record: Record, control: bool, metadata: bool) -> RecordEvent:
-        encoding = "hex" if self._hex or not _all_text(record) else "utf8"
-        extra: dict = {}
-        if control:
-            marker = decode_control_record(record)
-            extra = {
-                "control_type": marker.type_name,
-                "coordinator_epoch": marker.coordinator_epoch,
-                "leader_id": marker.leader_id,
-                "voters": marker.voters,
-            }
-        elif metadata:
-            extra = {"metadata_type": decode_metadata_record(record.value).type_name}
-        return RecordEvent(
-            "record",
-            record.offset,
-            record.timestamp,
-            -1 if record.key is None else len(record.key),
-            -1 if record.value is None else len(record.value),
-            record.sequence,
-            tuple((name, _encoded(value, encoding)) for name, value in record.headers),
-            _encoded(record.key, encoding),
-            _encoded(record.value, encoding),
-            encoding,
-            **extra,
-        )
+    @staticmethod
+    def _control_or_metadata(record: Record, control: bool) -> dict:
+        """A control record's type and fields, or a __cluster_metadata record's type."""
+        if not control:
+            return {"metadata_type": decode_metadata_record(record.value).type_name}
+        marker = decode_control_record(record)
+        return {
+            "control_type": marker.type_name,
+            "coordinator_epoch": marker.coordinator_epoch,
+            "leader_id": marker.leader_id,
+            "voters": marker.voters,
+        }
 
 
-def _all_text(record: Record) -> bool:
-    parts = [record.key, record.value, *(value for _, value in record.headers)]
+def _all_text(key: bytes | None, value: bytes | None, headers) -> bool:
+    parts = [key, value, *(data for _, data in headers)] if headers else (key, value)
     try:
         return all(_printable(part.decode("utf-8")) for part in parts if part is not None)
     except UnicodeDecodeError:
