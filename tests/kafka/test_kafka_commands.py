@@ -478,3 +478,15 @@ def test_the_json_templates_write_what_json_line_writes(log_dir: Path):
     assert [e for e in parsed["events"] if e["kind"] == "record"] == [
         e for e in _jsonl("store", "dump", log_dir, "--deep") if e["kind"] == "record"
     ]
+
+
+def test_a_deleted_segment_named_on_the_command_line_is_read_and_left_out_of_its_partition(log_dir: Path):
+    partition = log_dir / "orders-0"
+    first = partition / LOG0
+    deleted = first.with_name(first.name + ".deleted")  # retention renames before it deletes
+    first.rename(deleted)
+    events = _jsonl("store", "dump", deleted)
+    assert next(e["base_offset"] for e in events if e["kind"] == "batch") == 0
+    assert run_mqinspect("store", "verify", deleted).exit_code == 0
+    stat = _json("store", "stat", log_dir)
+    assert 0 not in stat["partitions"][0]["base_offsets"]

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.inspection.kafka.reading import first_offset, max_timestamp
-from store.inspection.kafka.target import file_label, kafka_target
+from store.inspection.kafka.target import file_label, kafka_target, segments_to_read
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.kafka.batches import LogEntry, LogReader, RecordBatch
 from store.kafka.cluster_metadata import decode_metadata_record
 from store.kafka.files import read_kafka_file
 from store.kafka.findings import Finding, KafkaDecodeError
 from store.kafka.indexes import offset_for_time, position_for_offset
-from store.kafka.layout import SegmentFiles, list_partition, parse_partition_dir
+from store.kafka.layout import SegmentFiles, parse_partition_dir
 from store.kafka.records import Record, decode_control_record, decode_records
 
 SCHEMA = "mqinspect.store.kafka.dump/v1"
@@ -187,11 +187,7 @@ class KafkaDumpStream:
     def _segments(self, directory: Path) -> Iterator[tuple[SegmentFiles, int]]:
         """The segments to read and where in each to start: from the one holding the first wanted batch."""
         segments = [
-            segment
-            for segment in list_partition(directory).segments
-            if segment.log is not None
-            and not segment.states
-            and (self.target.segment is None or segment.log == self.target.segment)
+            segment for segment in segments_to_read(directory, self.target.segment) if segment.log is not None
         ]
         first = 0
         offset = self.start.from_offset

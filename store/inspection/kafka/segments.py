@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from store.inspection.kafka.reading import log_tail
-from store.inspection.kafka.target import kafka_store_files, kafka_target
+from store.inspection.kafka.target import kafka_store_files, kafka_target, segments_to_read
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.inspection.rocketmq.record_views import iso_time_ms, mtime_ms
 from store.kafka.files import read_kafka_file
-from store.kafka.layout import SegmentFiles, list_partition, parse_file_name
+from store.kafka.layout import parse_file_name
 
 SCHEMA = "mqinspect.store.kafka.segments/v1"
 
@@ -57,9 +57,7 @@ def _log_ends(root: Path) -> dict[Path, tuple[int | None, str | None]]:
     """Each live .log's end offset (and what reading its tail found wrong, if anything)."""
     ends: dict[Path, tuple[int | None, str | None]] = {}
     for directory in kafka_target(root).partitions:
-        segments: list[SegmentFiles] = [
-            s for s in list_partition(directory).segments if s.log is not None and not s.states
-        ]
+        segments = [segment for segment in segments_to_read(directory) if segment.log is not None]
         for number, segment in enumerate(segments):
             if number + 1 < len(segments):
                 ends[segment.log] = (segments[number + 1].base_offset, None)

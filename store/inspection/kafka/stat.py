@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.inspection.kafka.reading import broker_checkpoints, log_tail, partition_key
-from store.inspection.kafka.target import kafka_target
+from store.inspection.kafka.target import kafka_target, segments_to_read
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.kafka.checkpoints import EpochEntry
 from store.kafka.files import read_kafka_file
@@ -91,11 +91,7 @@ def kafka_stat(root: Path) -> KafkaStoreStat:
 
 def _partition_stat(directory: Path, checkpoints, only_log: Path | None) -> KafkaPartitionStat:
     listing = list_partition(directory)
-    segments = tuple(
-        segment
-        for segment in listing.segments
-        if segment.log is not None and not segment.states and (only_log is None or segment.log == only_log)
-    )
+    segments = tuple(segment for segment in segments_to_read(directory, only_log) if segment.log is not None)
     key = partition_key(directory)
     findings: list[Finding] = []
     topic_id = _read_value(listing.partition_metadata, findings)

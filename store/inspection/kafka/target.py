@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.inspection.log_format import StoreFile
-from store.kafka.layout import is_log_dir, is_partition_dir, list_partition, parse_file_name, partition_dirs
+from store.kafka.layout import (
+    SegmentFiles,
+    is_log_dir,
+    is_partition_dir,
+    list_partition,
+    parse_file_name,
+    partition_dirs,
+)
 
 # A file's kind in store_files, by its suffix (StoreFile.kind: what trace and residency name it by)
 FILE_KIND_NAMES = {
@@ -86,3 +93,12 @@ def _store_file(path: Path) -> StoreFile:
     parsed = parse_file_name(path.name)
     kind = FILE_KIND_NAMES[parsed.kind] if parsed is not None else "other"
     return StoreFile(path, file_label(path), kind)
+
+
+def segments_to_read(directory: Path, only_log: Path | None = None) -> list[SegmentFiles]:
+    """A partition's live segments (none of .deleted, .cleaned, .swap) in base-offset order; with `only_log`,
+    the one segment of that .log, whatever its state (a .log.deleted file named on the command line)."""
+    segments = list_partition(directory).segments
+    if only_log is not None:
+        return [segment for segment in segments if segment.log == only_log]
+    return [segment for segment in segments if not segment.states]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.inspection.kafka.reading import first_offset, max_timestamp
-from store.inspection.kafka.target import kafka_target
+from store.inspection.kafka.target import kafka_target, segments_to_read
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.kafka.batches import LogEntry, LogReader
 from store.kafka.files import TEXT_FILES, read_kafka_file
@@ -104,11 +104,7 @@ _LOG_DIR_FILES = frozenset(TEXT_FILES) - frozenset(_PARTITION_FILES)
 
 def _verify_partition(directory: Path, only_log: Path | None, tally: _Tally) -> None:
     listing = list_partition(directory)
-    segments = [
-        segment
-        for segment in listing.segments
-        if not segment.states and (only_log is None or segment.log == only_log)
-    ]
+    segments = segments_to_read(directory, only_log)
     if only_log is None:
         if not any(segment.log is not None for segment in segments):
             tally.findings.append(
