@@ -68,7 +68,7 @@ class KafkaFormat(LogFormat):
         if target.kind != TargetKind.LOG_DIR:
             return StoreDirectories(files_in=(target.segment.parent if target.segment else target.path,))
         return StoreDirectories(
-            files_in=(*target.partitions, target.path) if target.partitions else (target.path,),
+            files_in=target.partitions or (target.path,),  # not the root: its checkpoints are no segments
             directories_in=(target.path,),
         )
 
