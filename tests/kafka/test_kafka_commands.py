@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from store.inspection.log_format import StoreChanged
 from store.kafka.batches import scan_log
 from store.kafka.compression import CODEC_NAMES
 from store.kafka.writer import LogDirWriter, ProducerRecord
-from tests.support import fadvise_out, fincore_pages, one_error_line, run_mqinspect
+from tests.support import fadvise_out, fincore_pages, mqinspect_as_nobody, one_error_line, run_mqinspect
 
 T0 = 1_700_000_000_000
 LOG0 = "00000000000000000000.log"
@@ -490,3 +491,22 @@ def test_a_deleted_segment_named_on_the_command_line_is_read_and_left_out_of_its
     assert run_mqinspect("store", "verify", deleted).exit_code == 0
     stat = _json("store", "stat", log_dir)
     assert 0 not in stat["partitions"][0]["base_offsets"]
+
+
+def test_without_root_a_readable_log_dir_is_inspected_and_an_unreadable_file_is_one_line(kafka_fixture: Path):
+    directory = Path(tempfile.mkdtemp(prefix="mqinspect-kafka-", dir="/tmp"))  # tmp_path is private to root
+    try:
+        logs = directory / "kraft-logs"
+        shutil.copytree(kafka_fixture, logs)
+        for path in (directory, *directory.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        verified = mqinspect_as_nobody("store", "verify", str(logs), "--format", "json")
+        assert verified.returncode == 0, verified.stderr
+        assert json.loads(verified.stdout)["batches_checked"] == 124
+        (logs / "foo-0" / LOG0).chmod(0o600)  # a broker's file this user may not read
+        refused = mqinspect_as_nobody("store", "dump", str(logs / "foo-0"))
+        assert refused.returncode == ExitStatus.MISSING_CAPABILITY, refused.stderr
+        line = [text for text in refused.stderr.splitlines() if text.startswith("mqinspect: error:")]
+        assert len(line) == 1 and "Permission denied" in line[0] and "Traceback" not in refused.stderr
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

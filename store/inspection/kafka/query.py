@@ -51,7 +51,9 @@ def query_kafka(
 
 
 def _hit(source: Path, offset: int | None, time_ms: int | None, values: str) -> KafkaQueryHit:
-    stream = KafkaDumpStream(source, from_offset=offset, from_time_ms=time_ms, deep=True, values=values)
+    stream = KafkaDumpStream(
+        source, from_offset=offset, from_time_ms=time_ms, deep=True, values=values, count=1
+    )
     segment = batch = record = None
     findings: list[FindingEvent] = []
     for run in stream.batches():
