@@ -510,3 +510,10 @@ def test_without_root_a_readable_log_dir_is_inspected_and_an_unreadable_file_is_
         assert len(line) == 1 and "Permission denied" in line[0] and "Traceback" not in refused.stderr
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_verify_of_a_partition_or_segment_checks_its_own_files(fixture_copy: Path):
+    (fixture_copy / "replication-offset-checkpoint").write_text("0\n2\nfoo 0 x\n")  # the log dir's, broken
+    assert run_mqinspect("store", "verify", fixture_copy).exit_code == ExitStatus.FINDINGS
+    for path in (fixture_copy / "foo-0", fixture_copy / "foo-0" / LOG0):
+        assert run_mqinspect("store", "verify", path).exit_code == 0, path

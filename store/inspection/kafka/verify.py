@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.inspection.kafka.reading import first_offset, max_timestamp
-from store.inspection.kafka.target import kafka_target, segments_to_read
+from store.inspection.kafka.target import TargetKind, kafka_target, segments_to_read
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.kafka.batches import LogEntry, LogReader
 from store.kafka.files import TEXT_FILES, read_kafka_file
@@ -81,7 +81,7 @@ class _Tally:
 def verify_kafka(root: Path) -> KafkaVerifyReport:
     target = kafka_target(Path(root))
     tally = _Tally()
-    if target.log_dir is not None and target.segment is None:
+    if target.kind == TargetKind.LOG_DIR:  # a partition or segment named alone: its own files only
         for name in TEXT_FILES:
             if (target.log_dir / name).is_file() and name in _LOG_DIR_FILES:
                 tally.read(target.log_dir / name)
