@@ -385,12 +385,26 @@ def _int(value: int | None) -> str:
 
 def _record_json(r: RecordEvent) -> str:
     headers = "[" + ",".join([f"[{_string(name)},{_string(value)}]" for name, value in r.headers]) + "]"
+    key, value = r.key, r.value
+    if r.control_type is None and r.metadata_type is None:  # the common record: its tail is constant
+        return _PLAIN_RECORD_JSON % (
+            r.offset, r.timestamp_ms, r.key_size_bytes, r.value_size_bytes, r.sequence, headers,
+            _NULL if key is None else encode_basestring(key),
+            _NULL if value is None else encode_basestring(value), _ENCODINGS[r.encoding],
+        )  # fmt: skip
     return _RECORD_JSON % (
         '"record"', r.offset, r.timestamp_ms, r.key_size_bytes, r.value_size_bytes, r.sequence, headers,
-        _string(r.key), _string(r.value), _string(r.encoding), _string(r.control_type),
+        _string(key), _string(value), _string(r.encoding), _string(r.control_type),
         _int(r.coordinator_epoch), _int(r.leader_id), "[" + ",".join(map(str, r.voters)) + "]",
         _string(r.metadata_type),
     )  # fmt: skip
+
+
+_ENCODINGS = {"utf8": '"utf8"', "hex": '"hex"'}
+_PLAIN_RECORD_JSON = _RECORD_JSON.replace('"kind":%s', '"kind":"record"', 1).replace(
+    '"control_type":%s,"coordinator_epoch":%s,"leader_id":%s,"voters":%s,"metadata_type":%s',
+    '"control_type":null,"coordinator_epoch":null,"leader_id":null,"voters":[],"metadata_type":null',
+)
 
 
 def _batch_json(b: BatchEvent) -> str:

@@ -261,17 +261,23 @@ class KafkaDumpStream:
                 self._findings += 1
                 yield FindingEvent("finding", error.kind, path, entry.position, f"offset {offset}: {error}")
                 continue
-            encoding = "hex" if self._hex or not _all_text(key, value, headers) else "utf8"
+            texts = None if self._hex else _texts(key, value, headers)
+            if texts is None:
+                encoding, key_text, value_text = "hex", _hex(key), _hex(value)
+                header_texts = tuple([(name, _hex(data)) for name, data in headers]) if headers else ()
+            else:
+                encoding, (key_text, value_text, header_texts) = "utf8", texts
+            sequence = decoded.sequence(index) if decoded.base_sequence != -1 else -1
             yield RecordEvent(
                 "record",
                 offset,
                 timestamp,
                 -1 if key is None else len(key),
                 -1 if value is None else len(value),
-                decoded.sequence(index),
-                tuple([(name, _encoded(data, encoding)) for name, data in headers]) if headers else (),
-                _encoded(key, encoding),
-                _encoded(value, encoding),
+                sequence,
+                header_texts,
+                key_text,
+                value_text,
                 encoding,
                 **extra,
             )
@@ -293,12 +299,22 @@ class KafkaDumpStream:
         }
 
 
-def _all_text(key: bytes | None, value: bytes | None, headers) -> bool:
-    parts = [key, value, *(data for _, data in headers)] if headers else (key, value)
+def _texts(key: bytes | None, value: bytes | None, headers) -> tuple | None:
+    """Key, value and header values as text (printable UTF-8), or None when any of them is not."""
     try:
-        return all(_printable(part.decode("utf-8")) for part in parts if part is not None)
+        key_text = None if key is None else key.decode("utf-8")
+        value_text = None if value is None else value.decode("utf-8")
+        header_texts = (
+            tuple([(name, None if data is None else data.decode("utf-8")) for name, data in headers])
+            if headers
+            else ()
+        )
     except UnicodeDecodeError:
-        return False
+        return None
+    parts = [key_text, value_text, *(text for _, text in header_texts)] if headers else (key_text, value_text)
+    if all(text is None or text.isprintable() or _printable(text) for text in parts):
+        return key_text, value_text, header_texts
+    return None
 
 
 def _printable(text: str) -> bool:
@@ -309,10 +325,8 @@ def _printable(text: str) -> bool:
 _LINE_BREAKS = str.maketrans("", "", "\t\n\r")
 
 
-def _encoded(data: bytes | None, encoding: str) -> str | None:
-    if data is None:
-        return None
-    return data.hex() if encoding == "hex" else data.decode("utf-8")
+def _hex(data: bytes | None) -> str | None:
+    return None if data is None else data.hex()
 
 
 def _batch_event(entry: LogEntry, label: str) -> BatchEvent:
