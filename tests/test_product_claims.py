@@ -1,6 +1,7 @@
 """What the product says it does, it does: README's opening, pyproject's description and every command's
---help name only the formats mqinspect reads today (RocketMQ-format stores; Kafka support lands with its
-own issue, and with it the claim)."""
+--help name only the formats mqinspect reads today: RocketMQ-format stores everywhere, Kafka log directories
+in the `store` inspection commands (and the help that lists them), the rest of Kafka's support landing
+with its own parts of issue 17, and with them the claim."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mqinspect.cli.app import app
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 UNREAD_FORMATS = re.compile(r"kafka", re.IGNORECASE)
+READS_KAFKA = {(), ("store",), *(("store", verb) for verb in ("stat", "segments", "dump", "verify", "query"))}
 
 
 def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -33,7 +35,12 @@ def test_no_help_text_claims_a_format_the_tool_does_not_read():
     for path in paths:
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (path, result.output)
-        assert not UNREAD_FORMATS.search(result.stdout), f"mqinspect {' '.join(path)} --help: {result.stdout}"
+        if path not in READS_KAFKA:
+            assert not UNREAD_FORMATS.search(result.stdout), (
+                f"mqinspect {' '.join(path)} --help: {result.stdout}"
+            )
+    kafka_help = runner.invoke(app, ["store", "dump", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "Kafka" in kafka_help and "--from-offset" in kafka_help
 
 
 def test_pyproject_describes_what_the_package_reads():

@@ -84,24 +84,24 @@ def record_line(record: RecordView) -> str:
     break the line."""
     stored = record.store_time_iso or record.store_timestamp_ms
     line = (
-        f"offset: {record.physical_offset} size: {record.size_bytes}B queue: {_word(record.topic)}/"
+        f"offset: {record.physical_offset} size: {record.size_bytes}B queue: {single_line(record.topic)}/"
         f"{record.queue_id} queueOffset: {record.queue_offset} stored: {stored}"
     )
     if record.keys is not None:
-        line += f" keys: {_word(record.keys)}"
+        line += f" keys: {single_line(record.keys)}"
     if record.tags is not None:
-        line += f" tags: {_word(record.tags)}"
+        line += f" tags: {single_line(record.tags)}"
     if record.sysflag:
         line += f" sysflag: 0x{record.sysflag:x}"
     if record.reconsume_times:
         line += f" reconsumed: {record.reconsume_times}"
     if record.body is not None:  # last, as kafka-dump-log's payload: it may be long
         encoding, content = next(iter(record.body.items()))
-        line += f" body: {_word(content)}" if encoding == "utf8" else f" body ({encoding}): {content}"
+        line += f" body: {single_line(content)}" if encoding == "utf8" else f" body ({encoding}): {content}"
     return line
 
 
-def _word(text: str) -> str:
+def single_line(text: str) -> str:
     """`text` as it is if printable, else with its control characters escaped (a newline in a key must not
     start a line of its own)."""
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
@@ -135,13 +135,17 @@ def write_jsonl(stream: DumpStream, out: TextIO) -> None:
     out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
 
 
-def write_json_document(stream: DumpStream, out: TextIO) -> None:
-    """A JSON document with the keys of `CommitLogDump`, its events written as they arrive, one a line."""
+def write_json_document(
+    stream: DumpStream, out: TextIO, event_text: Callable[[Any], str] | None = None
+) -> None:
+    """A JSON document with the keys of `CommitLogDump` (or the start's and finish's of any dump stream), its
+    events written as they arrive, one a line, each by `event_text` (default: `event_json`)."""
+    event_text = event_text or event_json
     out.write("{\n" + _json_members(to_jsonable(stream.start)) + ',\n  "events": [')
     out.flush()
     first = True
     for batch in stream.batches():
-        text = ",".join(["\n    " + event_json(event) for event in batch])
+        text = ",".join(["\n    " + event_text(event) for event in batch])
         out.write(text if first else "," + text)
         out.flush()
         first = False

@@ -208,7 +208,7 @@ RESIDENCY_PRIORITIES = {"cached": 1, "dirty": 2, "heat": 2, "locked": 6}
 
 def segments_table(listing: SegmentListing) -> RenderableType:
     size = listing.commitlog_segment_size_bytes
-    residency = _residency_by_path(listing)
+    residency = residency_by_path(listing)
     columns = [column.layout for column in SEGMENT_COLUMNS]
     if residency is not None:
         columns += columns_by_priority(RESIDENCY_HEADERS, RESIDENCY_PRIORITIES, left=("heat",))
@@ -222,9 +222,9 @@ def segments_table(listing: SegmentListing) -> RenderableType:
     for row in listing.rows:
         cells = [_text(column.cell(row)) for column in SEGMENT_COLUMNS]
         if residency is not None:
-            cells += _residency_cells(residency.get(str(row.path)), listing.residency.page_size_bytes)
+            cells += residency_cells(residency.get(str(row.path)), listing.residency.page_size_bytes)
         table.add_row(*cells)
-    captions = [_residency_caption(listing.residency)] if residency is not None else []
+    captions = [residency_caption(listing.residency)] if residency is not None else []
     if any(row.entries_measured_by is EntriesMeasuredBy.FULL_FILE_ENDS for row in listing.rows):
         captions.append(FULL_FILE_ENTRIES_NOTE)
     if captions:
@@ -241,13 +241,13 @@ FULL_FILE_ENTRIES_NOTE = (
 )
 
 
-def _residency_by_path(listing: SegmentListing) -> dict | None:
+def residency_by_path(listing: SegmentListing) -> dict | None:
     if listing.residency is None:
         return None
     return {segment.path: segment for segment in listing.residency.segments}
 
 
-def _residency_cells(segment, page_size: int) -> list[Text]:
+def residency_cells(segment, page_size: int) -> list[Text]:
     if segment is None or segment.pages is None:
         return [Text(UNAVAILABLE, style="yellow")] * 3 + [Text("")]
     cached = percent_text(segment.cached_pages, segment.pages)
@@ -256,7 +256,7 @@ def _residency_cells(segment, page_size: int) -> list[Text]:
     return [Text(cached), Text(dirty), Text(locked), heat_strip(segment.chunks)]
 
 
-def _residency_caption(residency) -> str:
+def residency_caption(residency) -> str:
     notes = sorted({note for segment in residency.segments for note in segment.notes.values()})
     sources = sorted({segment.source for segment in residency.segments if segment.source})
     lines = [

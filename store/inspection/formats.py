@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from store.errors import NotAStore
+from store.inspection.kafka.store_format import KAFKA
 from store.inspection.log_format import LogFormat, StoreDirectories, StoreFile
 from store.inspection.rocketmq.store_format import ROCKETMQ
 
-FORMATS: tuple[LogFormat, ...] = (ROCKETMQ,)
+FORMATS: tuple[LogFormat, ...] = (ROCKETMQ, KAFKA)
 
 
 def detect_format(path: Path) -> LogFormat:

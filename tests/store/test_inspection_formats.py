@@ -29,6 +29,7 @@ from probes.ebpf.inodes import FileId, store_files
 from probes.ebpf.sendpath import store_label_by_path
 from store.errors import NotAStore
 from store.inspection import formats
+from store.inspection.kafka.store_format import KAFKA
 from store.inspection.log_format import LogFormat, StoreDirectories, StoreFile
 from store.inspection.rocketmq.store_format import ROCKETMQ
 from store.layout import discover_store
@@ -48,7 +49,7 @@ def test_inspection_is_a_package_of_sections_and_nothing_is_named_inspect():
 
 
 def test_formats_lists_rocketmq_once_and_it_provides_the_whole_interface():
-    assert formats.FORMATS == (ROCKETMQ,)
+    assert formats.FORMATS == (ROCKETMQ, KAFKA)
     assert isinstance(ROCKETMQ, LogFormat) and not getattr(type(ROCKETMQ), "__abstractmethods__", None)
     assert (ROCKETMQ.name, ROCKETMQ.title) == ("rocketmq", "RocketMQ-format store")
 
@@ -134,7 +135,9 @@ def test_a_path_no_format_recognises_gets_the_store_layout_s_one_line(tmp_path: 
         discover_store(path)
     with pytest.raises(NotAStore) as formats_say:
         formats.detect_format(path)
-    assert str(formats_say.value) == str(layout_says.value)
+    # RocketMQ's line first, then what Kafka looked for ("does not exist" said once)
+    assert str(formats_say.value).startswith(str(layout_says.value))
+    assert ("Kafka" in str(formats_say.value)) == (shape != "missing")
     assert ("did you mean" in str(formats_say.value)) == (shape == "nested")
 
 
