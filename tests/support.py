@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import mmap
 import os
 import shutil
 import signal
@@ -342,3 +343,14 @@ def wait_for(condition, what: str, timeout_s: float = 10.0, poll_s: float = 0.1)
             return value
         time.sleep(poll_s)
     raise AssertionError(f"gave up after {timeout_s} s waiting for {what}")
+
+
+def read_pages(path: Path, first: int, count: int) -> None:
+    """Bring exactly these pages into the page cache: pread with readahead off."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for page in range(first, first + count):
+            os.pread(fd, 1, page * mmap.PAGESIZE)
+    finally:
+        os.close(fd)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from fakes import PAGE, T0, FakeFeed, frame, segment
 from rich.console import Console
-from support import fadvise_out, fincore_pages
-from test_sampler import read_pages
+from support import fadvise_out, fincore_pages, read_pages
 
 from mqinspect.dashboard.app import DashboardApp
 from mqinspect.render.top import PRINTED_SEGMENT_ROWS, segments_table

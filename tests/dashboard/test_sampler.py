@@ -5,7 +5,6 @@ the eBPF sessions' life cycle (fake sessions) and, with BPF, faults attributed t
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeProbe, FakeSession
-from support import fadvise_out, fincore_pages
+from support import fadvise_out, fincore_pages, read_pages
 
 from mqinspect.sampling.probe_set import ProbeSet
 from mqinspect.sampling.process_reader import FOUND_IN_FDS, FOUND_IN_MAPS, store_holders
@@ -40,17 +39,6 @@ def built(tmp_path: Path):
     for number in range(900):  # four segments: the last one, being written, is not in the residency test
         builder.add("TopicA", body=bytes([65 + number % 26]) * 1000, keys=f"k{number}")
     return builder.build()
-
-
-def read_pages(path: Path, first: int, count: int) -> None:
-    """Bring exactly these pages into the page cache: pread with readahead off."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        for page in range(first, first + count):
-            os.pread(fd, 1, page * mmap.PAGESIZE)
-    finally:
-        os.close(fd)
 
 
 def test_residency_per_chunk_matches_what_was_cached(built):
