@@ -64,7 +64,7 @@ def run_with_sessions(child: Workload, probes: Sequence[str], scratch: Path) -> 
         times_after = program_times(is_session_program)
         sessions_cpu_s = sum(session.cpu_seconds() for session in sessions) - cpu_before
     ours = set(times_before) - loaded_before  # loaded by these sessions (others may run their own)
-    events = {session.probe: session.events(child.pid) for session in sessions}
+    events = {probe: counted for session in sessions for probe, counted in session.events(child.pid).items()}
     return Run(result, events, sessions_cpu_s, runs_between(times_before, times_after, ours))
 
 

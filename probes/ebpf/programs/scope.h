@@ -3,14 +3,12 @@
  *
  * Included by every programs/NAME.bpf.c before its own maps; probes/ebpf/loader.py inlines it, so what is
  * compiled (and what --print-bpf shows) is one text. probes/ebpf/scope.py (ScopedProbe) is its user side: it
- * fills mqi_tgids and gives the defines.
+ * fills mqi_tgids and gives the defines. In a program that combines several probes (probes/ebpf/combined.py)
+ * it comes once, before their parts: they share one mqi_tgids. Nothing here may be one probe's alone.
  *
  * Maps:
  *   mqi_tgids     the tgids to trace, filled from user space (used when FILTER_TGIDS is 1); user space takes a
  *                 process out when it exits, so a new process reusing its pid is not traced
- *   mqi_lost      [0]: events whose record did not fit the program's maps (cumulative; count_lost()), in
- *                 the programs that define COUNTS_LOST_RECORDS before including this header (the others
- *                 count them in their totals)
  *
  * Defines (integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS  1 to trace only the processes in mqi_tgids, 0 for every process
@@ -36,16 +34,3 @@ static __always_inline u64 folio_pages(u32 order)
 {
     return 1ULL << (order & 31);  /* the mask keeps the shift defined whatever the field holds */
 }
-
-#ifdef COUNTS_LOST_RECORDS
-BPF_ARRAY(mqi_lost, u64, 1);
-
-/* One more event whose record did not fit the program's maps. */
-static __always_inline void count_lost(void)
-{
-    int first = 0;
-    u64 *lost = mqi_lost.lookup(&first);
-    if (lost)
-        __sync_fetch_and_add(lost, 1);
-}
-#endif

@@ -2,7 +2,9 @@
  * store_files.h - which files are the store's (--store), from the moment each one is created.
  *
  * Included by pagecache.bpf.c, writeback.bpf.c and faults.bpf.c; probes/ebpf/loader.py inlines it, so what is
- * compiled (and what --print-bpf shows) is one text. probes/ebpf/scope.py (StoreFollower) is its user side.
+ * compiled (and what --print-bpf shows) is one text. probes/ebpf/scope.py (StoreFollower) is its user side. In
+ * a program that combines several probes (probes/ebpf/combined.py) it comes once, shared by them (one
+ * StoreFollower), and its two handlers run once per inode created or freed.
  *
  * mqi_inodes holds the store's files, each with a generation: LISTED_GENERATION for a file user space found
  * when it listed the store (at the start, and at the end of every interval), else a value taken when the
