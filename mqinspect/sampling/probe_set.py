@@ -23,7 +23,7 @@ from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatu
 from probes.ebpf.combined import CombinedProbe, missing_required
 from probes.ebpf.loader import require_bpf_privileges
 from probes.ebpf.registry import probe_entry
-from probes.ebpf.session import TraceSession
+from probes.ebpf.session import TraceSession, program_text
 from probes.errors import CapabilityMissing, ProbeError
 from store.errors import StoreError
 
@@ -37,6 +37,13 @@ NO_PROCESS_FIX = "start the broker (tracing starts within 10 intervals), or give
 def build_probe(name: str, pids: tuple[int, ...], store: Path | None) -> Any:
     """The registered probe `name` for these pids (none: every process) and store (its segments are named)."""
     return probe_entry(name).probe_class()(pids, store=store)
+
+
+def dashboard_program_text(pids: tuple[int, ...], store: Path | None) -> str:
+    """What `top --print-bpf` shows: the one program the dashboard's probes are compiled into, with its
+    defines and map contents, for these pids (none: every process; the dashboard itself traces the store's
+    holders once it has found them: their pids go into mqi_tgids) and store. Loads nothing."""
+    return program_text(CombinedProbe([build_probe(name, pids, store) for name in DASHBOARD_PROBES]))
 
 
 class ProbeSet:

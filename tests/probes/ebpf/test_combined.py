@@ -14,7 +14,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from support import fadvise_out, fincore_pages, loaded_programs, programs_held_by, ready_child
+from support import (
+    fadvise_out,
+    fincore_pages,
+    loaded_programs,
+    mqinspect_as_nobody,
+    programs_held_by,
+    ready_child,
+)
 from test_faults import perf_stat_page_faults
 
 from mqinspect.sampling.probe_set import ProbeSet
@@ -77,6 +84,18 @@ def test_a_compile_error_is_traced_to_the_probe_whose_part_it_is_in():
     error = RuntimeError(f"x failed: /virtual/main.c:{first + 3}:7: error: use of undeclared identifier")
     assert combined.failed_probe(error) == "writeback"
     assert combined.failed_probe(RuntimeError("/virtual/main.c:1:1: error: x")) is None  # the dispatchers
+
+
+def test_top_print_bpf_shows_the_dashboards_one_program_as_nobody_without_compiling():
+    result = mqinspect_as_nobody("top", "--print-bpf", "--pid", str(os.getpid()))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().endswith("bcc not imported")
+    text = result.stdout
+    assert text.startswith("// the combined program of faults, pagecache, writeback, sendpath:")
+    assert f"// map mqi_tgids is filled with: {os.getpid()}" in text
+    tracepoints = {tp for name in DASHBOARD_PROBES for tp in probe_entry(name).tracepoints}
+    assert text.count("\nint mqi_") == len(tracepoints)  # one function per tracepoint
+    assert "mqi_syscalls_" not in text  # the dashboard does not run the syscalls probe
 
 
 # Runs in the child: opens the two files and connects to the test's socket, says "ready"; on a line writes a
