@@ -25,7 +25,7 @@ from probes.ebpf.registry import PROBES, probe_entry
 
 MQINSPECT = REPO / ".venv" / "bin" / "mqinspect"
 PROBE_NAMES = tuple(entry.name for entry in PROBES)
-SESSION_START_TIMEOUT_S = 90.0  # five bcc compilations share two cores
+SESSION_START_TIMEOUT_S = 180.0  # one compilation of every probe: 12 s idle, 75 s seen on a loaded machine
 SESSION_STOP_TIMEOUT_S = 20.0  # the summary of a system-wide faults session walks every file it saw
 SESSION_DRAIN_TIMEOUT_S = 10.0  # sessions print an interval every second
 

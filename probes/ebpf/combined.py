@@ -70,6 +70,9 @@ _STATIC_FUNCTION = re.compile(r"^static\s+__always_inline\s+[\w\s\*]*?\b(\w+)\s*
 _DEFINE = re.compile(r"^#define\s+(\w+)", re.MULTILINE)
 # A tracepoint function of a probe, as every program writes one: `int mqi_NAME(TYPE *ARG)` and `{` below.
 _HANDLER = re.compile(r"^int (mqi_\w+)\(((?:struct \w+|void)) \*(\w+)\)\n\{\n", re.MULTILINE)
+# A struct's body, and the members it declares (`u64 name;`, `char comm[16];`, `u32 bits : 4;`).
+_STRUCT_BODY = re.compile(r"\b(?:struct|union)\s+\w*\s*\{([^{}]*)\}")
+_MEMBER = re.compile(r"(\w+)\s*(?:\[[^\]]*\])?\s*(?::\s*\w+\s*)?;")
 _ERROR_LINE = re.compile(r"main\.c:(\d+):\d+: error")
 
 
@@ -100,16 +103,33 @@ class ProbePart:
 
 def _part_renames(part: ProbePart, text: str, shared: frozenset[str]) -> dict[str, str]:
     """Every name `text` defines (and every define of its parameters), prefixed with the probe's name."""
-    defined = set(_STRUCT.findall(text)) | set(_MAP.findall(text)) | set(_TABLE.findall(text))
-    defined |= set(_STATIC_FUNCTION.findall(text)) | set(_DEFINE.findall(text))
+    defined = set(_tags(text)) | set(_ordinary_names(text))
     defined |= {name for name, _value in part.parameters.defines}
-    defined |= {handler for handler, _type, _arg in _HANDLER.findall(text)}
-    for enumerators in _ENUMERATORS.findall(text):
-        defined |= {name.split("=")[0].strip() for name in enumerators.split(",") if name.strip()}
     clashing = (defined & shared) - {name for name, _value in part.parameters.defines}
     if clashing:
         raise ValueError(f"{part.spec.source_name} defines names of the shared headers: {sorted(clashing)}")
+    # a member is renamed nowhere (see _rename): a name that is also a member would be renamed only in part
+    members = set(_members(text)) & (defined - set(_tags(text)))
+    if members:
+        raise ValueError(f"{part.spec.source_name} names members as it names others: {sorted(members)}")
     return {name: _prefixed(part.name, name) for name in defined}
+
+
+def _tags(text: str) -> list[str]:
+    return _STRUCT.findall(text)
+
+
+def _ordinary_names(text: str) -> set[str]:
+    """The maps, functions, defines and enumerators `text` defines."""
+    names = set(_MAP.findall(text)) | set(_TABLE.findall(text)) | set(_STATIC_FUNCTION.findall(text))
+    names |= set(_DEFINE.findall(text)) | {handler for handler, _type, _arg in _HANDLER.findall(text)}
+    for enumerators in _ENUMERATORS.findall(text):
+        names |= {name.split("=")[0].strip() for name in enumerators.split(",") if name.strip()}
+    return names
+
+
+def _members(text: str) -> set[str]:
+    return {member for body in _STRUCT_BODY.findall(text) for member in _MEMBER.findall(body)}
 
 
 def _prefixed(probe: str, name: str) -> str:
@@ -118,11 +138,22 @@ def _prefixed(probe: str, name: str) -> str:
     return f"{probe.upper()}_{name}" if name.isupper() else f"{probe}_{name}"
 
 
-def _rename(text: str, renames: Mapping[str, str]) -> str:
-    if not renames:
-        return text
-    names = re.compile(r"\b(" + "|".join(sorted(map(re.escape, renames), key=len, reverse=True)) + r")\b")
-    return names.sub(lambda match: renames[match[1]], text)
+def _rename(text: str, renames: Mapping[str, str], tags: Iterable[str]) -> str:
+    """`text` with each name of `renames` replaced: a struct or enum tag only after its keyword, any other
+    name where it is not a member (after `.` or `->`): members keep their names, which user space reads."""
+    tags = set(tags)
+    if tags:
+        tagged = re.compile(r"\b(struct|enum)(\s+)(" + _alternatives(tags) + r")\b")
+        text = tagged.sub(lambda match: match[1] + match[2] + renames[match[3]], text)
+    ordinary = renames.keys() - tags
+    if ordinary:
+        names = re.compile(r"(?<!\.)(?<!->)\b(" + _alternatives(ordinary) + r")\b")
+        text = names.sub(lambda match: renames[match[1]], text)
+    return text
+
+
+def _alternatives(names: Iterable[str]) -> str:
+    return "|".join(sorted(map(re.escape, names), key=len, reverse=True))
 
 
 def _as_handlers(text: str) -> str:
@@ -195,7 +226,7 @@ def combined_source(parts: Sequence[ProbePart], present: Any = tracepoint_presen
     for part in parts:
         own = part.own_text()
         renames[part.name] = _part_renames(part, own, shared_names)
-        texts.append((part.name, _as_handlers(_rename(own, renames[part.name]))))
+        texts.append((part.name, _as_handlers(_rename(own, renames[part.name], _tags(own)))))
         for attachment in part.spec.attachments:
             tracepoint = attachment.tracepoint
             required[tracepoint] = required.get(tracepoint, False) or attachment.required
