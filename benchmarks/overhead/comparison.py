@@ -272,6 +272,13 @@ class ComputedCost:
     def slowdown(self) -> float:
         return (self.probe_runs * self.dispatch_ns + self.bodies_ns) / 1e9 / self.seconds_without
 
+    @property
+    def floor_on_the_probes_events(self) -> float:
+        """The floor's slowdown over the events of the probes' own loop: one empty program per tracepoint
+        runs exactly as often as the combined program's one function per tracepoint, so this is the floor
+        without the other processes' events, which differ between the two loops on a shared machine."""
+        return self.probe_runs * self.dispatch_ns / 1e9 / self.seconds_without
+
 
 def computed_cost(comparison: Comparison, floor: EmptyProgramFloor | None) -> ComputedCost | None:
     """None without the dispatch cost, or without the runs with the run statistics."""

@@ -51,6 +51,8 @@ from probes.errors import ProbeError
 SHARED_HEADERS = ("scope.h", "store_files.h")
 # The defines the shared headers read; a combined program gets each once (see `_shared_defines`).
 _SHARED_DEFINES = {
+    "COMBINED_PROGRAM": "same",
+    "FILTER_ANY_INODES": "same",
     "FILTER_TGIDS": "same",
     "IGNORE_TGID": "same",
     "MAX_TGIDS": "max",
@@ -267,22 +269,28 @@ def _defined_names(text: str) -> Iterator[str]:
 def _dispatchers(calls: Mapping[str, Sequence[str]], functions: Mapping[str, str]) -> str:
     handlers = sorted({handler for called in calls.values() for handler in called})
     lines = [
-        "/* One function per tracepoint, calling each probe's handler (defined below) in turn. */",
+        "/* One function per tracepoint, calling each probe's handler (defined below) in turn, after",
+        "   forgetting the answers the previous event's handlers shared (programs/scope.h). */",
+        "static __always_inline void new_event(void);",
         *(f"static __always_inline int {handler}(void *mqi_record);" for handler in handlers),
         "",
     ]
     for tracepoint, called in calls.items():
         category, event = tracepoint.split(":", 1)
         lines.append(f"int {functions[tracepoint]}(struct tracepoint__{category}__{event} *args)")
-        lines.append("{")
+        lines += ["{", "    new_event();"]
         lines += [f"    {handler}(args);" for handler in called]
         lines += ["    return 0;", "}", ""]
     return "\n".join(lines) + "\n"
 
 
 def combined_parameters(parts: Sequence[ProbePart]) -> Parameters:
-    """The shared headers' defines once, then each probe's own, prefixed as in its part of the text."""
-    defines = dict(_shared_defines(parts))
+    """The shared headers' defines once (with COMBINED_PROGRAM, and FILTER_ANY_INODES when a probe filters
+    the store's files: programs/scope.h), then each probe's own, prefixed as in its part of the text."""
+    filters_inodes = any(
+        value for part in parts for name, value in part.parameters.defines if name == "FILTER_INODES"
+    )
+    defines = {"COMBINED_PROGRAM": 1, "FILTER_ANY_INODES": int(filters_inodes), **_shared_defines(parts)}
     for part in parts:
         defines |= {_prefixed(part.name, name): value for name, value in part.parameters.defines}
     return Parameters.of(**defines)

@@ -15,15 +15,63 @@
  *   MAX_TGIDS     entries of mqi_tgids (and of each program's per-process maps)
  *   IGNORE_TGID   the tracer itself, left out when every process is traced: its own reads of /proc, faults
  *                 and mmaps are noise
+ *   COMBINED_PROGRAM, FILTER_ANY_INODES  (probes/ebpf/combined.py only) several probes' handlers share one
+ *                 event's answers (mqi_event); whether any of them filters files (store_files.h)
  */
 
 BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+
+#if COMBINED_PROGRAM
+/*
+ * In a program that combines several probes, one event runs the handlers of each, and each asks whether the
+ * running process is traced and (store_files.h) whether the file is the store's: the first handler asks
+ * the map, the others get its answer. Kept per CPU for the one event a CPU runs (the kernel does not run a
+ * tracepoint program inside another on one CPU); new_event() forgets the answers before the handlers run.
+ */
+struct event_answers {
+    u32 tgid;
+    u32 traced;           /* 0: not asked yet; else 1 + whether tgid is traced */
+    u64 ino;
+    u32 dev;
+    u32 generation;       /* 0: not asked yet; else 1 + store_generation(dev, ino) */
+};
+BPF_PERCPU_ARRAY(mqi_event, struct event_answers, 1);
+
+static __always_inline struct event_answers *event_answers(void)
+{
+    u32 zero = 0;
+    return mqi_event.lookup(&zero);
+}
+
+static __always_inline void new_event(void)
+{
+#if FILTER_TGIDS || FILTER_ANY_INODES
+    struct event_answers *answers = event_answers();
+    if (answers) {
+        answers->traced = 0;
+        answers->generation = 0;
+    }
+#endif
+}
+#endif
 
 /* Whether the process `tgid` is traced. */
 static __always_inline int tgid_traced(u32 tgid)
 {
 #if FILTER_TGIDS
+#if COMBINED_PROGRAM
+    struct event_answers *answers = event_answers();
+    if (answers && answers->traced && answers->tgid == tgid)
+        return answers->traced - 1;
+    int traced = mqi_tgids.lookup(&tgid) != NULL;
+    if (answers) {
+        answers->tgid = tgid;
+        answers->traced = traced + 1;
+    }
+    return traced;
+#else
     return mqi_tgids.lookup(&tgid) != NULL;
+#endif
 #else
     return tgid != 0 && tgid != IGNORE_TGID;
 #endif

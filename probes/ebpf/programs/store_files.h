@@ -59,8 +59,22 @@ BPF_ARRAY(mqi_store_lost, struct store_follow_totals, 1);
 static __always_inline u32 store_generation(u32 dev, u64 ino)
 {
     struct inode_key key = {.ino = ino, .dev = dev};
+#if COMBINED_PROGRAM
+    struct event_answers *answers = event_answers();  /* scope.h: another probe may have asked already */
+    if (answers && answers->generation && answers->ino == ino && answers->dev == dev)
+        return answers->generation - 1;
+    u32 *found = mqi_inodes.lookup(&key);
+    u32 generation = found ? *found : 0;
+    if (answers) {
+        answers->ino = ino;
+        answers->dev = dev;
+        answers->generation = generation + 1;
+    }
+    return generation;
+#else
     u32 *generation = mqi_inodes.lookup(&key);
     return generation ? *generation : 0;
+#endif
 }
 
 #if HAVE_EXT4_ALLOC
