@@ -239,10 +239,11 @@ def combined_source(parts: Sequence[ProbePart], present: Any = tracepoint_presen
             if handler not in called:  # the shared headers' handlers (store_files.h) run once per event
                 called.append(handler)
     shared_text = _as_handlers(shared_text)
-    functions: dict[str, str] = {}
-    for tracepoint in required:
-        functions[tracepoint] = dispatcher_name(tracepoint, functions.values())
-    head = _dispatchers(calls, functions)
+    groups = _groups(calls)
+    functions = {tp: function for function, tracepoints in groups.items() for tp in tracepoints}
+    for tracepoint in required.keys() - functions.keys():  # absent here: never compiled nor attached
+        functions[tracepoint] = dispatcher_name(tracepoint)
+    head = _dispatchers(calls, groups)
     text = head + shared_text
     lines = {}
     for name, own in texts:
@@ -266,20 +267,54 @@ def _defined_names(text: str) -> Iterator[str]:
         yield handler
 
 
-def _dispatchers(calls: Mapping[str, Sequence[str]], functions: Mapping[str, str]) -> str:
+def _groups(calls: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The tracepoints that call the same handlers, in order, under one function each: mqi_<event> for one
+    tracepoint, mqi_<the events' common start> for several (sendpath's 13 syscall exits share one, as in its
+    own program): each is compiled and verified once, and each tracepoint still runs one program."""
+    by_handlers: dict[tuple[str, ...], list[str]] = {}
+    for tracepoint, called in calls.items():
+        by_handlers.setdefault(tuple(called), []).append(tracepoint)
+    groups: dict[str, list[str]] = {}
+    for tracepoints in by_handlers.values():
+        if len(tracepoints) == 1:
+            name = dispatcher_name(tracepoints[0], groups)
+        else:
+            events = [tracepoint.split(":", 1)[1] for tracepoint in tracepoints]
+            name = "mqi_" + (_common_start(events).rstrip("_") or "shared")
+        unique, number = name, 1
+        while unique in groups:
+            number += 1
+            unique = f"{name}_{number}"
+        groups[unique] = tracepoints
+    return groups
+
+
+def _common_start(names: Sequence[str]) -> str:
+    """The characters every one of `names` starts with."""
+    shortest = min(names, key=len)
+    for position, character in enumerate(shortest):
+        if any(name[position] != character for name in names):
+            return shortest[:position]
+    return shortest
+
+
+def _dispatchers(calls: Mapping[str, Sequence[str]], groups: Mapping[str, Sequence[str]]) -> str:
     handlers = sorted({handler for called in calls.values() for handler in called})
     lines = [
-        "/* One function per tracepoint, calling each probe's handler (defined below) in turn, after",
-        "   forgetting the answers the previous event's handlers shared (programs/scope.h). */",
+        "/* One function per tracepoint (or per tracepoints that call the same handlers), calling each",
+        "   probe's handler (defined below) in turn, after forgetting the answers the previous event's",
+        "   handlers shared (programs/scope.h). */",
         "static __always_inline void new_event(void);",
         *(f"static __always_inline int {handler}(void *mqi_record);" for handler in handlers),
         "",
     ]
-    for tracepoint, called in calls.items():
-        category, event = tracepoint.split(":", 1)
-        lines.append(f"int {functions[tracepoint]}(struct tracepoint__{category}__{event} *args)")
+    for function, tracepoints in groups.items():
+        category, event = tracepoints[0].split(":", 1)
+        if len(tracepoints) > 1:
+            lines.append(f"/* attached to {', '.join(tracepoints)} */")
+        lines.append(f"int {function}(struct tracepoint__{category}__{event} *args)")
         lines += ["{", "    new_event();"]
-        lines += [f"    {handler}(args);" for handler in called]
+        lines += [f"    {handler}(args);" for handler in calls[tracepoints[0]]]
         lines += ["    return 0;", "}", ""]
     return "\n".join(lines) + "\n"
 

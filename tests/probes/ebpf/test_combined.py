@@ -28,7 +28,7 @@ from mqinspect.sampling.probe_set import ProbeSet
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState
 from probes.ebpf.combined import CombinedProbe, ProbePart, combined_source
 from probes.ebpf.loader import FUNCTION_PREFIX, render_program
-from probes.ebpf.registry import PROBES, probe_entry
+from probes.ebpf.registry import PROBES, SENDPATH_SYSCALLS, probe_entry
 from probes.ebpf.session import TraceSession
 from probes.errors import ProbeError
 
@@ -45,8 +45,11 @@ def test_one_function_per_tracepoint_and_each_probes_maps_apart():
     tracepoints = [attachment.tracepoint for attachment in attachments]
     every = {tp for entry in PROBES for tp in entry.tracepoints}
     assert len(tracepoints) == len(set(tracepoints)) and set(tracepoints) == every
-    functions = [attachment.function for attachment in attachments]
-    assert len(set(functions)) == len(functions) and all(f.startswith(FUNCTION_PREFIX) for f in functions)
+    functions = {attachment.tracepoint: attachment.function for attachment in attachments}
+    assert all(function.startswith(FUNCTION_PREFIX) for function in functions.values())
+    # tracepoints whose handlers are the same share one function (compiled once): sendpath's syscall exits
+    exits = {functions[f"syscalls:sys_exit_{name}"] for name in SENDPATH_SYSCALLS}
+    assert len(exits) == 1 and len(set(functions.values())) < len(functions)
     # a tracepoint is required when any probe needs it
     required = {tp for entry in PROBES for tp in entry.required}
     assert {a.tracepoint for a in attachments if a.required} == required
@@ -94,7 +97,10 @@ def test_top_print_bpf_shows_the_dashboards_one_program_as_nobody_without_compil
     assert text.startswith("// the combined program of faults, pagecache, writeback, sendpath:")
     assert f"// map mqi_tgids is filled with: {os.getpid()}" in text
     tracepoints = {tp for name in DASHBOARD_PROBES for tp in probe_entry(name).tracepoints}
-    assert text.count("\nint mqi_") == len(tracepoints)  # one function per tracepoint
+    attached_to = text.count("\nint mqi_") + sum(
+        line.count(",") for line in text.splitlines() if line.startswith("/* attached to ")
+    )
+    assert attached_to == len(tracepoints)  # one function per tracepoint, or per tracepoints alike
     assert "mqi_syscalls_" not in text  # the dashboard does not run the syscalls probe
 
 
@@ -177,8 +183,11 @@ def test_the_dashboards_four_probes_in_one_program_each_agree_with_their_ground_
         drain.join(10)
     listener.close()
 
-    # one program per tracepoint, named as ours, and none left once the session closed
-    assert len(held) == len(attached) == len(set(attached))
+    # one program per tracepoint (tracepoints that call the same handlers share one), named as ours, and
+    # none left once the session closed
+    assert len(attached) == len(set(attached))
+    functions = {a.function for a in combined.program.attachments if a.tracepoint in attached}
+    assert len(held) == len(functions) <= len(attached)
     assert all(name.startswith(FUNCTION_PREFIX) for name in names.values()) and len(names) == len(held)
     assert held.isdisjoint(loaded_programs())
 
