@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 
-from fakes import FakeProbe
+from fakes import FakeProbe, FakeSession
 
 from mqinspect.sampling.probe_set import ProbeSet
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState
@@ -45,25 +45,15 @@ class FakeCombined:
         return None
 
 
-class FakeCombinedSession:
-    def __init__(self, combined, *, fail_open=None, opened=None):
-        self.probe = combined
-        self.fail_open = fail_open
-        self.opened = opened
-        self.closed = False
+class FakeCombinedSession(FakeSession):
+    """A session of a FakeCombined: opens (or fails, or waits) as FakeSession does, then attaches it."""
 
     def open(self):
-        if self.opened is not None:
-            self.opened.wait(5)
-        if self.fail_open:
-            raise self.fail_open
+        super().open()
         self.probe.attach()
 
     def snapshot(self):
         return self.probe.collect()
-
-    def close(self):
-        self.closed = True
 
 
 def probe_set(present=lambda name: True, failing=None, **session_kwargs):
