@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from perf_stat import perf_stat_page_faults
 from support import (
     fadvise_out,
     fincore_pages,
@@ -22,7 +23,6 @@ from support import (
     programs_held_by,
     ready_child,
 )
-from test_faults import perf_stat_page_faults
 
 from mqinspect.sampling.probe_set import ProbeSet
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState
