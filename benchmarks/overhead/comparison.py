@@ -78,7 +78,10 @@ def wait_for_a_drain(sessions: Sequence[TraceProcess]) -> None:
         session.intervals_written() <= before for session, before in zip(sessions, written, strict=True)
     ):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"trace sessions printed no interval within {SESSION_DRAIN_TIMEOUT_S:.0f} s")
+            said = "; ".join(session.stderr_tail() for session in sessions)
+            raise RuntimeError(
+                f"trace sessions printed no interval within {SESSION_DRAIN_TIMEOUT_S:.0f} s: {said}"
+            )
         time.sleep(0.02)
 
 

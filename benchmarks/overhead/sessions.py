@@ -27,7 +27,9 @@ MQINSPECT = REPO / ".venv" / "bin" / "mqinspect"
 PROBE_NAMES = tuple(entry.name for entry in PROBES)
 SESSION_START_TIMEOUT_S = 180.0  # one compilation of every probe: 12 s idle, 75 s seen on a loaded machine
 SESSION_STOP_TIMEOUT_S = 20.0  # the summary of a system-wide faults session walks every file it saw
-SESSION_DRAIN_TIMEOUT_S = 10.0  # sessions print an interval every second
+SESSION_DRAIN_TIMEOUT_S = (
+    30.0  # an interval every second; one system-wide interval of all five took 5 s at load 9
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class TraceProcess:
             return True
         if self.process.poll() is not None:
             status = self.process.returncode
-            raise RuntimeError(f"trace {self.probe} exited ({status}): {self._stderr_tail()}")
+            raise RuntimeError(f"trace {self.probe} exited ({status}): {self.stderr_tail()}")
         return False
 
     def cpu_seconds(self) -> float:
@@ -81,7 +83,7 @@ class TraceProcess:
         """What each probe of the session counted, by probe."""
         summary = self._summary()
         if summary is None:
-            raise RuntimeError(f"trace {self.probe} printed no summary: {self._stderr_tail()}")
+            raise RuntimeError(f"trace {self.probe} printed no summary: {self.stderr_tail()}")
         return {self.probe: probe_events(self.probe, summary, workload_pid)}
 
     def intervals_written(self) -> int:
@@ -99,7 +101,7 @@ class TraceProcess:
     def _stderr_lines(self) -> list[str]:
         return self.stderr_path.read_text(errors="replace").splitlines()
 
-    def _stderr_tail(self) -> str:
+    def stderr_tail(self) -> str:
         return " | ".join(self._stderr_lines()[-3:]) or "(no stderr)"
 
 
@@ -131,7 +133,7 @@ class CombinedTraceProcess(TraceProcess):
         summaries = {summary["probe"]: summary for summary in self._summaries()}
         if set(summaries) != set(self.probes):
             missing = ", ".join(sorted(set(self.probes) - set(summaries)))
-            raise RuntimeError(f"the combined session printed no summary of {missing}: {self._stderr_tail()}")
+            raise RuntimeError(f"the combined session printed no summary of {missing}: {self.stderr_tail()}")
         return {probe: probe_events(probe, summaries[probe], workload_pid) for probe in self.probes}
 
 
