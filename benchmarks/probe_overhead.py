@@ -3,21 +3,23 @@ tracer: the store append benchmark and a page-fault-heavy loop, each timed with 
 and with every probe attached system-wide, in the same run.
 
 Targets (issue): at most 3% slowdown on the append benchmark, at most 10% on the page-fault-heavy workload;
-also the measured cost per event, in ns.
+also the measured cost per event, in ns; and (issue 16) on the fault loop, the probes' computed slowdown at
+most 1.25x the floor's (one empty program per tracepoint).
 
 The workloads (benchmarks/overhead/workloads.py): append (the store's batch puts, segments warmed),
 append-cold (the same without warm-up) and faults (one write fault per page of fresh MAP_SHARED mappings).
 
 Three sides per workload, K runs each:
 - no probes;
-- all probes: one `mqinspect trace <probe> --interval 1 --format jsonl` session per registered probe
-  (benchmarks/overhead/sessions.py) is started, and the workload is released only once every session has
-  printed its startup line (the programs are attached then); afterwards the sessions get SIGINT and their
-  summary lines give the event counts;
-- the floor (benchmarks/overhead/baseline.py): one EMPTY BPF program per attachment of each probe's
-  ProgramSpec, on the same tracepoints, attached the same way: what any tracepoint-based tracer of these
-  events costs, whatever its programs do. What the probes add above it (probes - floor) is mqinspect's own
-  work: the programs' bodies and the sessions' user space.
+- all probes: every registered probe in ONE combined program (probes/ebpf/combined.py, as the dashboard
+  runs its four: one function per tracepoint doing every probe's work), in a session process of its own
+  (benchmarks/overhead/combined_trace.py, started by sessions.py); the workload is released only once it
+  has printed its startup line (the program is attached then); afterwards it gets SIGINT and its summary
+  lines give the event counts (--per-probe runs each probe alone as `mqinspect trace <probe>`);
+- the floor (benchmarks/overhead/baseline.py): one EMPTY BPF program per tracepoint the probes attach to,
+  attached the same way: what any tracepoint-based tracer of these events costs, whatever its programs do.
+  What the probes add above it (probes - floor) is mqinspect's own work: the programs' bodies and the
+  session's user space.
 
 The sides run in a balanced order, one run of each side per group (N F P, F P N, P N F, then mirrored pairs
 such as N F P / P F N), so that every side sits as often early as late and a linear drift of the machine lands

@@ -1,6 +1,7 @@
 """What the programs that follow the store's files (programs/store_files.h: faults, pagecache, writeback) cost
 per run while they follow a store that rolls: the kernel's own run statistics (run_cnt, run_time_ns) per
-program, for one probe at a time.
+program, for one probe at a time, then for the three in one combined program (probes/ebpf/combined.py), as
+the dashboard runs them, against the sums of the three separately.
 
 The workload is a child process that owns a store on the real disk (a temporary directory under /var/tmp)
 and, per round, rolls its CommitLog the way the broker does (MappedFile.create, then warm(TOUCH): a write
@@ -32,6 +33,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path += [str(REPO), str(REPO / "tests")]  # appended: a PYTHONPATH checkout given first comes first
@@ -39,12 +41,14 @@ sys.path += [str(REPO), str(REPO / "tests")]  # appended: a PYTHONPATH checkout 
 from support import programs_held_by  # noqa: E402
 
 from benchmarks.overhead.run_statistics import bpf_run_statistics, program_times, runs_between  # noqa: E402
+from probes.ebpf.combined import CombinedProbe  # noqa: E402
 from probes.ebpf.loader import FUNCTION_PREFIX  # noqa: E402
 from probes.ebpf.registry import PROBES  # noqa: E402
 from probes.ebpf.session import TraceSession  # noqa: E402
 
 # The probes that follow the store's files (programs/store_files.h), by name.
 STORE_PROBES = {entry.name: entry.probe_class() for entry in PROBES if entry.probe_class().filters_files}
+COMBINED = "combined"  # the three in one program (probes/ebpf/combined.py), as the dashboard runs them
 SCRATCH = Path("/var/tmp")  # the real disk (ext4 here), not a tmpfs
 
 # Runs in the child: makes commitlog/ and its first segment, says "ready", then on a line rolls ROUNDS times
@@ -78,7 +82,8 @@ sys.stdin.readline()
 
 
 def measure(probe_name: str, rounds: int, segment_bytes: int, existing: bool) -> dict[str, tuple[int, int]]:
-    """Runs and run time per program of one probe's session over the workload."""
+    """Runs and run time per program of one probe's session (COMBINED: of the store probes' combined
+    program) over the workload."""
     with tempfile.TemporaryDirectory(dir=SCRATCH, prefix="mqinspect-cost-") as scratch:
         store = Path(scratch) / "store"
         child = subprocess.Popen(
@@ -97,7 +102,7 @@ def measure(probe_name: str, rounds: int, segment_bytes: int, existing: bool) ->
         )
         try:
             assert child.stdout.readline().strip() == "ready"
-            with TraceSession(STORE_PROBES[probe_name]([child.pid], store=store)) as session:
+            with TraceSession(session_probe(probe_name, child.pid, store)) as session:
                 ours = programs_held_by(os.getpid())  # other sessions on the machine load mqi_* programs too
                 before = program_times(lambda name: name.startswith(FUNCTION_PREFIX))
                 child.stdin.write("go\n")
@@ -109,6 +114,12 @@ def measure(probe_name: str, rounds: int, segment_bytes: int, existing: bool) ->
         finally:
             child.stdin.close()
             child.wait(timeout=60)
+
+
+def session_probe(name: str, pid: int, store: Path) -> Any:
+    if name == COMBINED:
+        return CombinedProbe([probe_class([pid], store=store) for probe_class in STORE_PROBES.values()])
+    return STORE_PROBES[name]([pid], store=store)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -128,18 +139,33 @@ def main(argv: Sequence[str]) -> int:
             return 0
         for kind in ("existing", "new"):
             print(f"\n--- {kind} segments")
-            for name in STORE_PROBES:
+            totals = {}
+            for name in (*STORE_PROBES, COMBINED):
                 runs = [
                     measure(name, settings.rounds, settings.segment_mib << 20, kind == "existing")
                     for _ in range(settings.repeat)
                 ]
                 print(f"{name}:")
-                print_medians(runs)
+                totals[name] = print_medians(runs)
+            print_combined_against_separate(totals)
     return 0
 
 
-def print_medians(runs: Sequence[dict[str, tuple[int, int]]]) -> None:
-    """Per program: the median of its runs and of its ns/run over the repeated measurements."""
+def print_combined_against_separate(totals: dict[str, tuple[float, float]]) -> None:
+    """The combined program's runs and BPF time against the store probes' separate programs' sums."""
+    runs = sum(totals[name][0] for name in STORE_PROBES)
+    nanoseconds = sum(totals[name][1] for name in STORE_PROBES)
+    combined_runs, combined_ns = totals[COMBINED]
+    print(
+        f"  {', '.join(STORE_PROBES)} separately: {runs:,.0f} runs, {nanoseconds / 1e6:,.1f} ms of BPF; "
+        f"combined: {combined_runs:,.0f} runs, {combined_ns / 1e6:,.1f} ms "
+        f"({combined_ns / nanoseconds:.2f}x the time)"
+    )
+
+
+def print_medians(runs: Sequence[dict[str, tuple[int, int]]]) -> tuple[float, float]:
+    """Per program: the median of its runs and of its ns/run over the repeated measurements. Returns the
+    sums of the medians: runs, and runs x ns/run."""
     programs = {program for measured in runs for program, (count, _ns) in measured.items() if count}
     rows = []
     for program in programs:
@@ -148,6 +174,9 @@ def print_medians(runs: Sequence[dict[str, tuple[int, int]]]) -> None:
         rows.append((program, statistics.median(count for count, _ns in counts), statistics.median(per_run)))
     for program, count, per_run in sorted(rows, key=lambda row: -row[1] * row[2]):
         print(f"    {program:<16} {count:>10,.0f} runs {per_run:>8.0f} ns/run")
+    return sum(count for _program, count, _ns in rows), sum(
+        count * per_run for _program, count, per_run in rows
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The baseline the probes are measured against, beside no probes at all: the floor of any tracepoint tracer.
 
-The floor: this process attaches one EMPTY BPF program (`return 0`, named mqi_floor_N) per attachment of each
-probe's ProgramSpec, to the same tracepoints and the same way (bcc attach_tracepoint), so every tracepoint
-carries as many programs as with the probes' sessions. Whatever a program does, the kernel pays per run for
-the tracepoint's dispatch (perf_trace_* filling the event record, trace_call_bpf running the program; for
-syscalls:* events the traced syscall path of every process): the floor is what any tracepoint-based tracer
-of these events costs. The floor's programs are compiled and loaded once per benchmark run, attached just
-before each floor run's timed loop and detached after it.
+The floor: this process attaches one EMPTY BPF program (`return 0`, named mqi_floor_N) per tracepoint any
+probe attaches to, the same way (bcc attach_tracepoint), so every tracepoint carries one program, as with the
+probes' combined program (probes/ebpf/combined.py: one function per tracepoint doing every probe's work).
+Whatever a program does, the kernel pays per run for the tracepoint's dispatch (perf_trace_* filling the event
+record, trace_call_bpf running the program; for syscalls:* events the traced syscall path of every process):
+the floor is what any tracepoint-based tracer of these events costs. The floor's programs are compiled and
+loaded once per benchmark run, attached just before each floor run's timed loop and detached after it.
 
 The dispatch: what one empty program run costs, measured on its own (task:task_rename fired by
 prctl(PR_SET_NAME), rounds with and without one program), so that runs counted can be turned into time.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,16 +50,14 @@ class FloorUnavailable(Exception):
 
 @dataclass(frozen=True)
 class FloorProgram:
-    probe: str
+    probe: str  # the probes attached to the tracepoint, comma-separated
     tracepoint: str
     function: str  # FLOOR_PREFIX + a number
 
 
 class EmptyProgramFloor:
-    """One empty BPF program per attachment of every probe, in this process: compiled and loaded once,
-    attached around each floor run's timed loop. bcc keeps one attachment per tracepoint and BPF object
-    (`tracepoint_fds`, keyed by name), so a tracepoint that carries several of the probes' programs (the
-    page-cache insertion carries three) gets them from several objects: one per probe."""
+    """One empty BPF program per tracepoint of the probes, in this process: compiled and loaded once,
+    attached around each floor run's timed loop."""
 
     def __init__(self, objects: list[tuple[Any, list[FloorProgram]]], skipped: list[str]):
         self._objects = objects
@@ -80,7 +77,7 @@ class EmptyProgramFloor:
         absent = f"; absent on this kernel, skipped: {', '.join(self.skipped)}" if self.skipped else ""
         return (
             f"{len(self.programs)} empty programs ({FLOOR_PREFIX}*) on the {len(PROBES)} probes' "
-            f"{self.tracepoints} tracepoints, one per attachment{absent}"
+            f"{self.tracepoints} tracepoints, one per tracepoint{absent}"
         )
 
     def add(self, bpf: Any, programs: list[FloorProgram]) -> None:
@@ -142,28 +139,21 @@ def build_floor() -> EmptyProgramFloor:
 
 
 def floor_layout() -> tuple[list[list[FloorProgram]], list[str]]:
-    """The floor's programs, one per attachment of each registered probe's ProgramSpec (its class's
-    `program`), grouped into BPF objects in which no tracepoint comes twice."""
-    groups: list[list[FloorProgram]] = []
-    skipped: list[str] = []
-    numbers = itertools.count()
+    """The floor's programs: one per tracepoint any registered probe attaches to (its class's `program`), in
+    one BPF object, as the probes' combined program has one function per tracepoint
+    (probes/ebpf/combined.py). A program's `probe` names the probes attached there."""
+    probes_at: dict[str, list[str]] = {}
     for entry in PROBES:
-        probe, spec = entry.name, entry.probe_class().program
-        probe_groups: list[list[FloorProgram]] = []
-        for attachment in spec.attachments:
-            if not tracepoint_format_path(TRACEFS, attachment.tracepoint).exists():
-                skipped.append(f"{probe} {attachment.tracepoint}")
-                continue
-            program = FloorProgram(probe, attachment.tracepoint, f"{FLOOR_PREFIX}{next(numbers)}")
-            group = next(
-                (g for g in probe_groups if all(p.tracepoint != program.tracepoint for p in g)), None
-            )
-            if group is None:
-                group = []
-                probe_groups.append(group)
-            group.append(program)
-        groups += probe_groups
-    return groups, skipped
+        for attachment in entry.probe_class().program.attachments:
+            probes_at.setdefault(attachment.tracepoint, []).append(entry.name)
+    programs: list[FloorProgram] = []
+    skipped: list[str] = []
+    for number, (tracepoint, probes) in enumerate(probes_at.items()):
+        if not tracepoint_format_path(TRACEFS, tracepoint).exists():
+            skipped.append(f"{tracepoint} ({', '.join(probes)})")
+            continue
+        programs.append(FloorProgram(",".join(probes), tracepoint, f"{FLOOR_PREFIX}{number}"))
+    return [programs], skipped
 
 
 def empty_functions(programs: Sequence[FloorProgram]) -> str:

@@ -64,7 +64,7 @@ def run_with_sessions(child: Workload, probes: Sequence[str], scratch: Path) -> 
         times_after = program_times(is_session_program)
         sessions_cpu_s = sum(session.cpu_seconds() for session in sessions) - cpu_before
     ours = set(times_before) - loaded_before  # loaded by these sessions (others may run their own)
-    events = {session.probe: session.events(child.pid) for session in sessions}
+    events = {probe: counted for session in sessions for probe, counted in session.events(child.pid).items()}
     return Run(result, events, sessions_cpu_s, runs_between(times_before, times_after, ours))
 
 
@@ -78,7 +78,10 @@ def wait_for_a_drain(sessions: Sequence[TraceProcess]) -> None:
         session.intervals_written() <= before for session, before in zip(sessions, written, strict=True)
     ):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"trace sessions printed no interval within {SESSION_DRAIN_TIMEOUT_S:.0f} s")
+            said = "; ".join(session.stderr_tail() for session in sessions)
+            raise RuntimeError(
+                f"trace sessions printed no interval within {SESSION_DRAIN_TIMEOUT_S:.0f} s: {said}"
+            )
         time.sleep(0.02)
 
 
@@ -271,6 +274,13 @@ class ComputedCost:
     @property
     def slowdown(self) -> float:
         return (self.probe_runs * self.dispatch_ns + self.bodies_ns) / 1e9 / self.seconds_without
+
+    @property
+    def floor_on_the_probes_events(self) -> float:
+        """The floor's slowdown over the events of the probes' own loop: one empty program per tracepoint
+        runs exactly as often as the combined program's one function per tracepoint, so this is the floor
+        without the other processes' events, which differ between the two loops on a shared machine."""
+        return self.probe_runs * self.dispatch_ns / 1e9 / self.seconds_without
 
 
 def computed_cost(comparison: Comparison, floor: EmptyProgramFloor | None) -> ComputedCost | None:

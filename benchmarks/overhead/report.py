@@ -35,7 +35,13 @@ from benchmarks.overhead.comparison import (
 )
 from benchmarks.overhead.sessions import PROBE_NAMES
 from benchmarks.overhead.settings import Settings
-from benchmarks.overhead.workloads import REPO, TARGET_SLOWDOWN, WORKLOAD_TITLES, WORKLOAD_UNITS
+from benchmarks.overhead.workloads import (
+    REPO,
+    TARGET_FLOOR_RATIO,
+    TARGET_SLOWDOWN,
+    WORKLOAD_TITLES,
+    WORKLOAD_UNITS,
+)
 from probes.ebpf.registry import probe_entry
 from probes.ebpf.scope import filesystem_type
 
@@ -67,12 +73,14 @@ def print_comparison(comparison: Comparison, floor: EmptyProgramFloor | None) ->
     print_events(comparison)
     sessions_cpu_s = statistics.median(run.sessions_cpu_s for run in comparison.with_probes)
     print(
-        f"  the {len(PROBE_NAMES)} sessions' own CPU while the workload ran (user space + syscalls, not "
-        f"BPF): {sessions_cpu_s:.2f} s = {100 * sessions_cpu_s / comparison.seconds_with:.0f}% of one CPU"
+        f"  the combined session's own CPU ({len(PROBE_NAMES)} probes) while the workload ran (user space + "
+        f"syscalls, not BPF): {sessions_cpu_s:.2f} s = "
+        f"{100 * sessions_cpu_s / comparison.seconds_with:.0f}% of one CPU"
     )
     print_program_times(comparison.costs)
     computed = computed_cost(comparison, floor)
     print_computed(computed)
+    print_floor_ratio(comparison.workload, computed)
     print_verdict(comparison, floor, computed)
 
 
@@ -153,6 +161,26 @@ def print_computed(computed: ComputedCost | None) -> None:
     bodies_ms = computed.bodies_ns / 1e6
     print(f"    {Side.PROBES.value}: {probe_runs:,.0f} runs + {bodies_ms:,.1f} ms inside their programs "
           f"above an empty program's = {100 * computed.slowdown:+.2f}%")  # fmt: skip
+
+
+def print_floor_ratio(workload: str, computed: ComputedCost | None) -> None:
+    """The probes' computed slowdown against the floor's (one empty program per tracepoint), with the
+    target where the workload has one (issue 16: the fault loop, at most 1.25x): against the floor's own
+    loop, and against the floor on the probes' loop's events (the same runs, so other processes' events,
+    which differ between the two loops, do not enter: the verdict's)."""
+    if computed is None or computed.floor_slowdown <= 0:
+        print("  computed slowdown, all probes / the floor: unavailable (no computed figures)")
+        return
+    target = TARGET_FLOOR_RATIO.get(workload)
+    measured = computed.slowdown / computed.floor_slowdown
+    same = computed.slowdown / computed.floor_on_the_probes_events
+    judged = f" (target <= {target:.2f}x): {verdict(same <= target)}" if target is not None else ""
+    print(
+        f"  computed slowdown, all probes / the floor: {100 * computed.slowdown:+.2f}% / "
+        f"{100 * computed.floor_slowdown:+.2f}% = {measured:.2f}x against the floor's loop; "
+        f"/ {100 * computed.floor_on_the_probes_events:+.2f}% = {same:.2f}x against the floor on the probes' "
+        f"own events{judged}"
+    )
 
 
 def print_verdict(
@@ -319,15 +347,17 @@ def print_notes() -> None:
         "\n    author measured about +0.25 us per read/write of an untraced process)."
         "\n  So ns/event = extra wall time / counted events of the workload's process: an upper bound on one"
         "\n  program run, which also carries the uncounted runs and the syscall slow path (futex, GIL)."
-        "\n\nThe floor: one empty BPF program (return 0) per attachment of each probe's ProgramSpec, loaded"
-        "\n  by this script and attached with bcc's attach_tracepoint as the sessions attach theirs, so each"
-        "\n  tracepoint runs as many programs per event as with the five probes (the page-cache insertion"
-        "\n  three). It costs what the kernel pays per event and program whatever the program does: the"
-        "\n  tracepoint's perf_trace_* handler filling the event record, trace_call_bpf running the program,"
-        "\n  and for syscalls:* events the traced syscall path of every process. Any tracer attached to these"
-        "\n  tracepoints pays it. probes - floor is mqinspect's own work: the programs' bodies (map lookups"
-        "\n  and updates, helper calls) and the five sessions' user space, which shares the 2 CPUs with the"
-        "\n  workload."
+        "\n\nThe probes: all five in ONE combined program (probes/ebpf/combined.py), as the dashboard runs"
+        "\n  its four: one function per tracepoint that does every attached probe's work, so an event runs"
+        "\n  one program whichever probes handle it (separately, a page fault ran seven)."
+        "\n\nThe floor: one empty BPF program (return 0) per tracepoint the probes attach to, loaded by this"
+        "\n  script and attached with bcc's attach_tracepoint as the session attaches its own, so each"
+        "\n  tracepoint runs one program per event, as with the combined program. It costs what the kernel"
+        "\n  pays per event whatever the program does: the tracepoint's perf_trace_* handler filling the"
+        "\n  event record, trace_call_bpf running the program, and for syscalls:* events the traced syscall"
+        "\n  path of every process. Any tracer attached to these tracepoints pays it. probes - floor is"
+        "\n  mqinspect's own work: the programs' bodies (map lookups and updates, helper calls) and the"
+        "\n  session's user space, which shares the 2 CPUs with the workload."
         "\n  The compared runs are made without the kernel's run statistics (two clock reads per program"
         "\n  run, which a tracer in production does not pay); the ns/run figures come from one more floor"
         "\n  run and one more probed run with them on."

@@ -72,6 +72,12 @@ def top(
         None, "--svg", help="With --once: also save the dashboard as an SVG picture."
     ),
     wide: bool = wide_option(),
+    print_bpf: bool = typer.Option(
+        False,
+        "--print-bpf",
+        help="Print the one BPF program the dashboard's probes are compiled into (for --pid, or every "
+        "process), with its -D defines and map contents, and exit without loading it (needs no privileges).",
+    ),
 ) -> int:
     """The live dashboard: segments' page-cache heat with wrote/flushed positions and locks, memory against
     the writeback thresholds, faults per process and segment, send paths, and the processes using the store.
@@ -85,6 +91,11 @@ def top(
     interval, count = interval_and_count(interval_arg, count_arg, interval, count)
     options = TopOptions(store_dir, tuple(pid), interval, not no_ebpf, record)
     validate(options)
+    if print_bpf:
+        from mqinspect.sampling.probe_set import dashboard_program_text
+
+        sys.stdout.write(dashboard_program_text(options.pids, options.store_dir))
+        return ExitStatus.OK
     if svg is not None and not once:
         raise BadInput("--svg saves one snapshot: use it with --once")
     if once:

@@ -1,11 +1,15 @@
-"""The dashboard's eBPF sessions: faults, pagecache, writeback and sendpath, each compiled once, read every
-interval, and closed on every way out.
+"""The dashboard's eBPF probes: faults, pagecache, writeback and sendpath, compiled into ONE program (one
+function per tracepoint doing every probe's work: probes/ebpf/combined.py), read every interval, and closed on
+every way out.
 
-Compiling takes a second or two per probe here, so `start()` compiles them one after another on a thread of
-their own: the /proc and residency panels run from the first interval, and each eBPF panel says "starting"
-until its program is attached. A probe that cannot run (no root, no bcc, no headers, a missing tracepoint)
-is reported unavailable with the reason and the fix, and the others carry on. Without BPF privileges that
-is said at once, also while there is no process to trace yet: "waiting" is only for probes that could run.
+Compiling takes several seconds here, so `start()` compiles on a thread of its own: the /proc and residency
+panels run from the first interval, and each eBPF panel says "starting" until the program is attached. A
+probe that cannot run is reported unavailable with the reason and the fix, and the others carry on: one
+whose required tracepoints this kernel lacks is left out of the program; one whose part of the program fails
+to compile (the compiler's error is in its part) is left out and the rest compiled again; one whose reading
+fails is no longer read. What stops them all (no root, no bcc, no headers) is said for each. Without BPF
+privileges that is said at once, also while there is no process to trace yet: "waiting" is only for probes
+that could run.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus
+from probes.ebpf.combined import CombinedProbe, missing_required
 from probes.ebpf.loader import require_bpf_privileges
 from probes.ebpf.registry import probe_entry
-from probes.ebpf.session import TraceSession
+from probes.ebpf.session import TraceSession, program_text
 from probes.errors import CapabilityMissing, ProbeError
 from store.errors import StoreError
 
@@ -34,6 +39,13 @@ def build_probe(name: str, pids: tuple[int, ...], store: Path | None) -> Any:
     return probe_entry(name).probe_class()(pids, store=store)
 
 
+def dashboard_program_text(pids: tuple[int, ...], store: Path | None) -> str:
+    """What `top --print-bpf` shows: the one program the dashboard's probes are compiled into, with its
+    defines and map contents, for these pids (none: every process; the dashboard itself traces the store's
+    holders once it has found them: their pids go into mqi_tgids) and store. Loads nothing."""
+    return program_text(CombinedProbe([build_probe(name, pids, store) for name in DASHBOARD_PROBES]))
+
+
 class ProbeSet:
     """The four sessions of one dashboard. Thread-safe: opened on a starter thread, read by the sampler."""
 
@@ -46,14 +58,16 @@ class ProbeSet:
         every_process_when_no_pids: bool = True,
         session_factory: Callable[[Any], TraceSession] = TraceSession,
         probe_factory: Callable[[str, tuple[int, ...], Path | None], Any] = build_probe,
+        combine: Callable[[list[Any]], Any] = CombinedProbe,
     ):
         self._pids = pids
         self._store = store
         self._every_process_when_no_pids = every_process_when_no_pids
         self._session_factory = session_factory
         self._probe_factory = probe_factory
+        self._combine = combine
         self._lock = threading.Lock()
-        self._sessions: dict[str, TraceSession] = {}
+        self._session: TraceSession | None = None
         self._closing = threading.Event()
         self._starter: threading.Thread | None = None
         state = ProbeState.STARTING if enabled else ProbeState.DISABLED
@@ -72,9 +86,10 @@ class ProbeSet:
         if not self.enabled or pids == self._pids or (self._starter is not None and self._starter.is_alive()):
             return
         with self._lock:
-            sessions, self._sessions = self._sessions, {}
+            session, self._session = self._session, None
             self._statuses = {name: ProbeStatus(name, ProbeState.STARTING) for name in DASHBOARD_PROBES}
-        _close_all(sessions.values())
+        if session is not None:
+            session.close()
         self._pids = pids
         self.start()
 
@@ -118,32 +133,62 @@ class ProbeSet:
             self._statuses = {name: ProbeStatus(name, state, reason, fix) for name in DASHBOARD_PROBES}
 
     def _open_all(self) -> None:
-        for name in DASHBOARD_PROBES:
-            if self._closing.is_set():
+        probes = {name: probe for name in DASHBOARD_PROBES if (probe := self._build(name)) is not None}
+        while probes and not self._closing.is_set():
+            combined = None
+            try:
+                combined = self._combine(list(probes.values()))
+                session = self._session_factory(combined)
+                session.open()
+            except CapabilityMissing as missing:
+                self._set_all(probes, str(missing), missing.fix)
                 return
-            self._open(name)
-
-    def _open(self, name: str) -> None:
-        try:
-            session = self._session_factory(self._probe_factory(name, self._pids, self._store))
-            session.open()
-        except CapabilityMissing as missing:
-            self._set(ProbeStatus(name, ProbeState.UNAVAILABLE, str(missing), missing.fix))
+            except ProbeError as error:
+                failed = combined.failed_probe(error) if combined is not None else None
+                if failed is None or len(probes) == 1:
+                    self._set_all(probes, str(error), DOCTOR_FIX)
+                    return
+                self._set(ProbeStatus(failed, ProbeState.UNAVAILABLE, str(error), DOCTOR_FIX))
+                del probes[failed]
+                continue
+            except (StoreError, OSError, ValueError) as error:
+                self._set_all(probes, str(error), DOCTOR_FIX)
+                return
+            self._running(session, combined)
             return
+
+    def _build(self, name: str) -> Any | None:
+        """The probe `name`, or None (reported unavailable) when it cannot be made or this kernel lacks a
+        tracepoint it needs."""
+        try:
+            probe = self._probe_factory(name, self._pids, self._store)
+            lacking = missing_required(probe.program)
         except (ProbeError, StoreError, OSError, ValueError) as error:
             self._set(ProbeStatus(name, ProbeState.UNAVAILABLE, str(error), DOCTOR_FIX))
-            return
+            return None
+        if lacking:
+            reason = f"this kernel lacks the tracepoint(s) {', '.join(lacking)} that {name} needs"
+            self._set(ProbeStatus(name, ProbeState.UNAVAILABLE, reason, DOCTOR_FIX))
+            return None
+        return probe
+
+    def _running(self, session: TraceSession, combined: Any) -> None:
         with self._lock:
             if self._closing.is_set():  # closed while compiling: never leave a program attached
                 session.close()
                 return
-            self._sessions[name] = session
-            self._statuses[name] = ProbeStatus(
-                name,
-                ProbeState.RUNNING,
-                tracepoints=tuple(session.attached_tracepoints),
-                subject=session.probe.subject(),
-            )
+            self._session = session
+            for name, probe in combined.probes.items():
+                self._statuses[name] = ProbeStatus(
+                    name,
+                    ProbeState.RUNNING,
+                    tracepoints=tuple(combined.views[name].attached),
+                    subject=probe.subject(),
+                )
+
+    def _set_all(self, probes: Iterable[str], reason: str, fix: str | None) -> None:
+        for name in probes:
+            self._set(ProbeStatus(name, ProbeState.UNAVAILABLE, reason, fix))
 
     def _set(self, status: ProbeStatus) -> None:
         with self._lock:
@@ -151,40 +196,37 @@ class ProbeSet:
 
     def collect(self) -> dict[str, Any]:
         """Each running probe's snapshot of the interval since its previous one. A probe that fails while
-        reading is closed and reported unavailable; the others are unaffected."""
+        reading is reported unavailable and no longer read; the others are unaffected."""
         with self._lock:
-            sessions = dict(self._sessions)
-        snapshots: dict[str, Any] = {}
-        for name, session in sessions.items():
-            try:
-                snapshots[name] = session.snapshot()
-            except (ProbeError, OSError, RuntimeError, ValueError, KeyError) as error:
-                self._drop(name, f"reading the probe failed: {error}")
+            session = self._session
+        if session is None:
+            return {}
+        try:
+            snapshots = session.snapshot()
+        except (ProbeError, OSError, RuntimeError, ValueError, KeyError) as error:
+            self._drop(f"reading the probes failed: {error}")
+            return {}
+        with self._lock:
+            for name, reason in session.probe.dropped.items():
+                if self._statuses[name].state == ProbeState.RUNNING:
+                    self._statuses[name] = ProbeStatus(name, ProbeState.UNAVAILABLE, reason, DOCTOR_FIX)
         return snapshots
 
-    def _drop(self, name: str, reason: str) -> None:
+    def _drop(self, reason: str) -> None:
         with self._lock:
-            session = self._sessions.pop(name, None)
-            self._statuses[name] = ProbeStatus(name, ProbeState.UNAVAILABLE, reason, DOCTOR_FIX)
+            session, self._session = self._session, None
+            for name, status in self._statuses.items():
+                if status.state == ProbeState.RUNNING:
+                    self._statuses[name] = ProbeStatus(name, ProbeState.UNAVAILABLE, reason, DOCTOR_FIX)
         if session is not None:
             session.close()
 
     def close(self) -> None:
-        """Detach every program. Waits for a compile in progress, then closes what it attached. Idempotent."""
+        """Detach the program. Waits for a compile in progress, then closes what it attached. Idempotent."""
         self._closing.set()
         if self._starter is not None and self._starter is not threading.current_thread():
             self._starter.join()
         with self._lock:
-            sessions, self._sessions = self._sessions, {}
-        _close_all(sessions.values())
-
-
-def _close_all(sessions: Iterable[TraceSession]) -> None:
-    """Close sessions side by side: detaching a program's tracepoints waits for the kernel (RCU grace
-    periods) more than it computes, about a second per probe here, so one after another the four made
-    quitting take five seconds."""
-    closers = [threading.Thread(target=session.close, name="mqinspect-ebpf-close") for session in sessions]
-    for closer in closers:
-        closer.start()
-    for closer in closers:
-        closer.join()
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()

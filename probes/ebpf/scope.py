@@ -449,6 +449,11 @@ class StoreFollower:
             self._relist()
         return names().get(file)
 
+    def allow_relisting(self) -> None:
+        """Let label() list afresh once more this interval: another probe sharing this follower drained its
+        maps after the interval's listing (probes/ebpf/combined.py)."""
+        self._relisted = False
+
     def _relist(self) -> None:
         """List the store afresh, at most once per interval: the listing shared with the session's other
         probes may predate a file created just before this probe drained its maps."""
@@ -577,7 +582,7 @@ class HalvedMaps:
 
 
 class LostRecords:
-    """mqi_lost of the programs that count lost records apart (programs/scope.h, COUNTS_LOST_RECORDS): the
+    """mqi_lost of the programs that count lost records apart (programs/lost.h): the
     records the maps could not hold since the last read."""
 
     def __init__(self) -> None:

@@ -12,6 +12,8 @@ A probe plugs in by being an object with the `Probe` shape (see probes/ebpf/faul
     combine(summary, snapshot)      the running summary with one more interval folded in
 
 and by its entry in probes/ebpf/registry.py (ScopedProbe, in probes/ebpf/scope.py, gives most of it).
+Several probes in one session: probes/ebpf/combined.py's CombinedProbe is a Probe too, whose one program
+has one function per tracepoint doing every probe's work, and whose snapshot is a dict of theirs by name.
 
 Signals: while a session is open, SIGINT and SIGTERM end it the same way: the current sleep stops, the
 partial interval is collected and yielded, and `intervals()` returns, so the caller can print the summary

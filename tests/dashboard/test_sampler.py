@@ -9,12 +9,10 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from fakes import FakeProbe, FakeSession
 from support import fadvise_out, fincore_pages, read_pages
 
 from mqinspect.sampling.probe_set import ProbeSet
@@ -22,7 +20,6 @@ from mqinspect.sampling.process_reader import FOUND_IN_FDS, FOUND_IN_MAPS, store
 from mqinspect.sampling.sampler import Sampler, SamplerSettings, SamplerThread
 from mqinspect.sampling.snapshot import ProbeState
 from mqinspect.sampling.store_reader import LOG_WALK_WINDOW_BYTES, StoreReader
-from probes.errors import CapabilityMissing
 from store import codec
 from store.inspection.rocketmq.reading import FIRST_READ_BYTES
 from store.safe_read import PreadFile
@@ -232,55 +229,6 @@ def test_the_processes_holding_the_store_are_found_with_their_rates(built):
         for child in (mapper, opener):
             child.kill()
             child.wait()
-
-
-def probe_set(**session_kwargs):
-    sessions = []
-
-    def factory(probe):
-        session = FakeSession(probe, **session_kwargs.get(probe.name, {}))
-        sessions.append(session)
-        return session
-
-    probes = ProbeSet(
-        (), None, session_factory=factory, probe_factory=lambda name, pids, store: FakeProbe(name)
-    )
-    return probes, sessions
-
-
-def test_a_probe_that_cannot_load_is_unavailable_with_its_fix_and_the_others_run():
-    probes, sessions = probe_set(faults={"fail_open": CapabilityMissing("no bcc", fix="apt-get install bcc")})
-    probes.start(background=False)
-    statuses = {status.name: status for status in probes.statuses()}
-    assert statuses["faults"].state == ProbeState.UNAVAILABLE
-    assert (statuses["faults"].reason, statuses["faults"].fix) == ("no bcc", "apt-get install bcc")
-    assert statuses["writeback"].state == ProbeState.RUNNING and statuses["writeback"].subject
-    assert set(probes.collect()) == {"pagecache", "writeback", "sendpath"}
-    probes.close()
-    assert all(session.closed for session in sessions if session.probe.name != "faults")
-
-
-def test_a_probe_that_fails_while_reading_is_closed_and_reported():
-    probes, sessions = probe_set(sendpath={"fail_read": True})
-    probes.start(background=False)
-    assert "sendpath" not in probes.collect()
-    status = next(s for s in probes.statuses() if s.name == "sendpath")
-    assert status.state == ProbeState.UNAVAILABLE and "map read failed" in status.reason
-    assert next(s for s in sessions if s.probe.name == "sendpath").closed
-    probes.close()
-
-
-def test_closing_during_a_compile_leaves_nothing_attached():
-    compiling = threading.Event()
-    probes, sessions = probe_set(faults={"opened": compiling})
-    probes.start()  # the faults "compile" waits for the event
-    closer = threading.Thread(target=probes.close)
-    closer.start()
-    compiling.set()
-    closer.join(5)
-    assert not closer.is_alive()
-    assert sessions and all(session.closed for session in sessions)
-    assert [s.state for s in probes.statuses()].count(ProbeState.RUNNING) <= 1
 
 
 def test_disabled_probes_say_why():

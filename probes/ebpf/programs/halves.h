@@ -2,7 +2,8 @@
  * halves.h - per-interval maps that user space empties without losing an event.
  *
  * Included by programs that drain maps every interval; probes/ebpf/loader.py inlines it. probes/ebpf/scope.py
- * (HalvedMaps) is its user side.
+ * (HalvedMaps) is its user side. It is each program's own: in a combined program (probes/ebpf/combined.py)
+ * every probe that includes it has its own mqi_half, switched by its own HalvedMaps.
  *
  * Why: a handler adds to an entry through the pointer lookup_or_try_init gave it. When user space empties
  * the map meanwhile (batch lookup-and-delete), the entry is copied and removed between the handler's lookup

@@ -3,29 +3,75 @@
  *
  * Included by every programs/NAME.bpf.c before its own maps; probes/ebpf/loader.py inlines it, so what is
  * compiled (and what --print-bpf shows) is one text. probes/ebpf/scope.py (ScopedProbe) is its user side: it
- * fills mqi_tgids and gives the defines.
+ * fills mqi_tgids and gives the defines. In a program that combines several probes (probes/ebpf/combined.py)
+ * it comes once, before their parts: they share one mqi_tgids. Nothing here may be one probe's alone.
  *
  * Maps:
  *   mqi_tgids     the tgids to trace, filled from user space (used when FILTER_TGIDS is 1); user space takes a
  *                 process out when it exits, so a new process reusing its pid is not traced
- *   mqi_lost      [0]: events whose record did not fit the program's maps (cumulative; count_lost()), in
- *                 the programs that define COUNTS_LOST_RECORDS before including this header (the others
- *                 count them in their totals)
  *
  * Defines (integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS  1 to trace only the processes in mqi_tgids, 0 for every process
  *   MAX_TGIDS     entries of mqi_tgids (and of each program's per-process maps)
  *   IGNORE_TGID   the tracer itself, left out when every process is traced: its own reads of /proc, faults
  *                 and mmaps are noise
+ *   COMBINED_PROGRAM, FILTER_ANY_INODES  (probes/ebpf/combined.py only) several probes' handlers share one
+ *                 event's answers (mqi_event); whether any of them filters files (store_files.h)
  */
 
 BPF_HASH(mqi_tgids, u32, u8, MAX_TGIDS);
+
+#if COMBINED_PROGRAM
+/*
+ * In a program that combines several probes, one event runs the handlers of each, and each asks whether the
+ * running process is traced and (store_files.h) whether the file is the store's: the first handler asks
+ * the map, the others get its answer. Kept per CPU for the one event a CPU runs (the kernel does not run a
+ * tracepoint program inside another on one CPU); new_event() forgets the answers before the handlers run.
+ */
+struct event_answers {
+    u32 tgid;
+    u32 traced;           /* 0: not asked yet; else 1 + whether tgid is traced */
+    u64 ino;
+    u32 dev;
+    u32 generation;       /* 0: not asked yet; else 1 + store_generation(dev, ino) */
+};
+BPF_PERCPU_ARRAY(mqi_event, struct event_answers, 1);
+
+static __always_inline struct event_answers *event_answers(void)
+{
+    u32 zero = 0;
+    return mqi_event.lookup(&zero);
+}
+
+static __always_inline void new_event(void)
+{
+#if FILTER_TGIDS || FILTER_ANY_INODES
+    struct event_answers *answers = event_answers();
+    if (answers) {
+        answers->traced = 0;
+        answers->generation = 0;
+    }
+#endif
+}
+#endif
 
 /* Whether the process `tgid` is traced. */
 static __always_inline int tgid_traced(u32 tgid)
 {
 #if FILTER_TGIDS
+#if COMBINED_PROGRAM
+    struct event_answers *answers = event_answers();
+    if (answers && answers->traced && answers->tgid == tgid)
+        return answers->traced - 1;
+    int traced = mqi_tgids.lookup(&tgid) != NULL;
+    if (answers) {
+        answers->tgid = tgid;
+        answers->traced = traced + 1;
+    }
+    return traced;
+#else
     return mqi_tgids.lookup(&tgid) != NULL;
+#endif
 #else
     return tgid != 0 && tgid != IGNORE_TGID;
 #endif
@@ -36,16 +82,3 @@ static __always_inline u64 folio_pages(u32 order)
 {
     return 1ULL << (order & 31);  /* the mask keeps the shift defined whatever the field holds */
 }
-
-#ifdef COUNTS_LOST_RECORDS
-BPF_ARRAY(mqi_lost, u64, 1);
-
-/* One more event whose record did not fit the program's maps. */
-static __always_inline void count_lost(void)
-{
-    int first = 0;
-    u64 *lost = mqi_lost.lookup(&first);
-    if (lost)
-        __sync_fetch_and_add(lost, 1);
-}
-#endif

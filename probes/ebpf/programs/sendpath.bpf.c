@@ -81,7 +81,7 @@
  *   mqi_zero         [0]: a zeroed traffic value, the initial value of a new mqi_traffic record (too large
  *                    for the stack beside the rest)
  *   mqi_sockets      per tgid: socket-side bytes sent, bytes copied to user, tcp_sendmsg passes (cumulative)
- *   mqi_lost         [0]: events whose record did not fit mqi_traffic or mqi_sockets (scope.h)
+ *   mqi_lost         [0]: events whose record did not fit mqi_traffic or mqi_sockets (lost.h)
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS                1 to trace only mqi_tgids, 0 for every process
@@ -159,8 +159,8 @@ struct user_iovec {
 #define MSGHDR_IOV_OFFSET 16
 #define MSGHDR_IOVLEN_OFFSET 24
 
-#define COUNTS_LOST_RECORDS 1
 #include "scope.h"
+#include "lost.h"
 
 BPF_TABLE("lru_hash", u32, struct thread_state, mqi_threads, MAX_THREADS);
 BPF_F_TABLE("hash", struct traffic_key, struct traffic, mqi_traffic, MAX_RECORDS, BPF_F_NO_PREALLOC);

@@ -2,7 +2,9 @@
  * store_files.h - which files are the store's (--store), from the moment each one is created.
  *
  * Included by pagecache.bpf.c, writeback.bpf.c and faults.bpf.c; probes/ebpf/loader.py inlines it, so what is
- * compiled (and what --print-bpf shows) is one text. probes/ebpf/scope.py (StoreFollower) is its user side.
+ * compiled (and what --print-bpf shows) is one text. probes/ebpf/scope.py (StoreFollower) is its user side. In
+ * a program that combines several probes (probes/ebpf/combined.py) it comes once, shared by them (one
+ * StoreFollower), and its two handlers run once per inode created or freed.
  *
  * mqi_inodes holds the store's files, each with a generation: LISTED_GENERATION for a file user space found
  * when it listed the store (at the start, and at the end of every interval), else a value taken when the
@@ -57,8 +59,22 @@ BPF_ARRAY(mqi_store_lost, struct store_follow_totals, 1);
 static __always_inline u32 store_generation(u32 dev, u64 ino)
 {
     struct inode_key key = {.ino = ino, .dev = dev};
+#if COMBINED_PROGRAM
+    struct event_answers *answers = event_answers();  /* scope.h: another probe may have asked already */
+    if (answers && answers->generation && answers->ino == ino && answers->dev == dev)
+        return answers->generation - 1;
+    u32 *found = mqi_inodes.lookup(&key);
+    u32 generation = found ? *found : 0;
+    if (answers) {
+        answers->ino = ino;
+        answers->dev = dev;
+        answers->generation = generation + 1;
+    }
+    return generation;
+#else
     u32 *generation = mqi_inodes.lookup(&key);
     return generation ? *generation : 0;
+#endif
 }
 
 #if HAVE_EXT4_ALLOC

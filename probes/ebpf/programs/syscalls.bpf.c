@@ -33,7 +33,7 @@
  *                    successful calls
  *   mqi_mappings     per (tgid, address) of a successful mmap: its length and descriptor (-1: anonymous).
  *                    Drained by user space every interval.
- *   mqi_lost         [0]: calls whose record did not fit mqi_latency, mqi_calls or mqi_mappings (scope.h)
+ *   mqi_lost         [0]: calls whose record did not fit mqi_latency, mqi_calls or mqi_mappings (lost.h)
  *
  * Defines (all integers, rendered by probes/ebpf/loader.Parameters):
  *   FILTER_TGIDS                1 to trace only mqi_tgids, 0 for every process
@@ -87,8 +87,8 @@ struct mapping {
     s64 fd;
 };
 
-#define COUNTS_LOST_RECORDS 1
 #include "scope.h"
+#include "lost.h"
 
 BPF_TABLE("lru_hash", u32, struct inflight, mqi_inflight, MAX_THREADS);
 BPF_F_TABLE("hash", struct latency_key, u64, mqi_latency, MAX_LATENCY_SLOTS, BPF_F_NO_PREALLOC);

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from canned_program import CannedProgram
+from perf_stat import perf_stat_page_faults
 from store_roll import SEGMENT_BYTES, trace_a_roll
 from support import fincore_pages
 
@@ -430,33 +430,6 @@ def paused_child(path: Path, mode: str, first: int, last: int) -> Iterator[Pause
         with contextlib.suppress(BrokenPipeError):
             process.stdin.close()
         process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def perf_stat_page_faults(pid: int, output: Path) -> Iterator[list[int]]:
-    """`perf stat -e page-faults -p PID` over the block; the count is appended to the yielded list."""
-    perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "page-faults", "-p", str(pid), "-o", str(output)])
-    counted: list[int] = []
-    try:
-        _wait_for_perf_events(perf.pid)
-        yield counted
-    finally:
-        perf.send_signal(signal.SIGINT)
-        perf.wait(timeout=10)
-    line = next(line for line in output.read_text().splitlines() if ",page-faults," in line)
-    counted.append(int(line.split(",")[0]))
-
-
-def _wait_for_perf_events(perf_pid: int, timeout_s: float = 10.0) -> None:
-    """perf has attached once it holds a perf_event file descriptor."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            fds = Path(f"/proc/{perf_pid}/fd")
-            if any("perf_event" in os.readlink(fd) for fd in fds.iterdir()):
-                return
-        time.sleep(0.01)
-    raise AssertionError("perf stat did not attach")
 
 
 def _process_row(snapshot: FaultsSnapshot, pid: int):
