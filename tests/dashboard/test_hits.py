@@ -8,7 +8,6 @@ import json
 import mmap
 import os
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -91,15 +90,15 @@ def test_the_dashboard_shows_the_hits_and_misses_of_a_reader_of_a_segment(tmp_pa
         builder.add("TopicA", body=bytes([65 + number % 26]) * 1000, keys=f"k{number}")
     built = builder.build()
     target = built.segments[0]
-    fadvise_out(target)
-    _warm(target, 40)  # 40 of its 64 pages resident: the reader hits 40 and misses 24
-    assert fincore_pages(target) == 40
     with ready_child(READER, target, 64) as child:
         sampler = Sampler(SamplerSettings(built.root, (child.pid,), 0.5, ebpf=True))
         sampler.open(background=False)
         try:
             assert {s.state for s in sampler.probes.statuses()} == {ProbeState.RUNNING}
-            time.sleep(0.2)
+            # warmed once the probes are attached: a compile can take long enough for reclaim to take pages
+            fadvise_out(target)
+            _warm(target, 40)  # 40 of its 64 pages resident: the reader hits 40 and misses 24
+            assert fincore_pages(target) == 40
             sampler.sample()
             child.stdin.write("go\n")
             child.stdin.flush()
