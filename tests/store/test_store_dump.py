@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from store_builder import BuiltStore, StoreBuilder, flip_byte
+from store_builder import BuiltStore, StoreBuilder, flip_byte, segment_name
 from support import run_mqinspect
 
 from mqinspect.errors import ExitStatus
@@ -454,3 +454,13 @@ def test_record_views_are_the_dataclass_they_claim(java_store: Path):
     with pytest.raises(AttributeError):
         view.topic = "changed"  # still frozen
     assert dump_module.RUN_RECORDS >= 1
+
+
+@pytest.mark.parametrize("output", ["table", "jsonl"])
+def test_a_store_whose_first_segment_is_being_created_dumps_as_an_empty_log(tmp_path: Path, output: str):
+    """A writer creates a segment, then sizes it: between the two, the only segment is zero bytes long."""
+    (tmp_path / "commitlog").mkdir()
+    (tmp_path / "commitlog" / segment_name(0)).touch()
+    done = run_mqinspect("store", "dump", str(tmp_path), "--format", output)
+    assert done.exit_code == ExitStatus.OK, done.stderr
+    assert "0 messages" in done.stdout or '"message_count":0' in done.stdout

@@ -102,7 +102,7 @@ class DumpStream:
         self._queue = _open(target)
         segments = self._queue.segments
         start = from_offset if from_offset is not None else segments[0].file_from_offset if segments else 0
-        if segments:
+        if segments and self._queue.file_size:  # no size yet: the first segment is being created, still empty
             with RecordReader(self._queue) as reader:
                 _require_start(reader, start)
         self.start = DumpStart(
