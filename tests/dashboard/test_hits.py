@@ -110,7 +110,7 @@ def test_the_dashboard_shows_the_hits_and_misses_of_a_reader_of_a_segment(tmp_pa
     segment = next(row for row in snapshot.store.segments if Path(row.path) == target)
     process = next(row for row in snapshot.processes if row.pid == child.pid)
     print(f"segment hits {segment.hit_pages} misses {segment.miss_pages}; fincore 40 -> {resident_after}")
-    assert resident_after >= 60  # every page read came into the cache (reclaim on this VM may take a few back)
+    assert resident_after >= 60  # every page read came into the cache (reclaim here may take a few back)
     assert (segment.hit_pages, segment.miss_pages, segment.hit_ratio_percent) == (40, 24, 62.5)
     assert (process.hit_pages, process.miss_pages) == (40, 24)
     others = {(row.hit_pages, row.miss_pages) for row in snapshot.store.segments if Path(row.path) != target}
