@@ -10,6 +10,8 @@ import errno
 import os
 from pathlib import Path
 
+_ZEROS = bytes(1 << 20)
+
 
 class PreadFile:
     """An O_RDONLY file read only with pread. Usable as a context manager."""
@@ -41,12 +43,13 @@ class PreadFile:
         """
         end = self.size()
         chunk = 4096
+        max_chunk_bytes = min(max_chunk_bytes, len(_ZEROS))
         while end > 0:
             start = max(0, end - chunk)
             if self._has_data(start, end):
-                data = self.read(start, end - start).rstrip(b"\0")
-                if data:
-                    return start + len(data)
+                data = self.read(start, end - start)
+                if data != _ZEROS[: len(data)]:  # a memcmp: rstrip walks zeros a byte at a time
+                    return start + len(data.rstrip(b"\0"))
             end = start
             chunk = min(chunk * 2, max_chunk_bytes)
         return 0
