@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter
+import struct
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +31,7 @@ from store.consume_queue_format import (
 )
 from store.errors import CorruptRecord, StoreError
 from store.index_file import (
+    INDEX_ENTRY_SIZE,
     KEY_SEPARATOR,
     TRANSACTION_MASK,
     TRANSACTION_ROLLBACK_TYPE,
@@ -57,6 +59,9 @@ FINDINGS_SHOWN_PER_CHECK = 50
 DEFAULT_INDEX_CHECKS = 100_000
 # Entries of a ConsumeQueue read at once where the walk did not match them to their records.
 _ENTRIES_PER_READ = 16_384
+# Index entries checked per read of an index file (every `stride`-th of the entries read).
+_INDEX_ENTRIES_PER_READ = 4096
+_INDEX_HASH_AND_OFFSET = struct.Struct(">iq")  # an index entry's key hash and physical offset
 
 
 class Check(StrEnum):
@@ -159,6 +164,11 @@ class _Findings:
         else:
             self.shown.append(Finding(check, file, offset, offset_kind, message, count))
 
+    def add_not_shown(self, check: Check, count: int) -> None:
+        """Findings known to be beyond the shown ones of their check (their check has that many shown)."""
+        self._per_check[check] += count
+        self.not_shown[check.value] += count
+
     @property
     def count(self) -> int:
         return len(self.shown) + sum(self.not_shown.values())
@@ -209,15 +219,16 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
             1 if not limit or tally.index_entries <= limit else math.ceil(tally.index_entries / limit)
         )
         tally.index_sampled = tally.index_stride > 1
-        with _Reachability(layout, index_files, tally, minimum) as reachability:
-            end = _verify_commitlog(queue, findings, tally, reachability.check)
-            reachability.report(findings)
-        _check_data_after_end(queue, end, findings)
         with RecordReader(queue) as reader:
+            index_checks = _IndexEntryChecks(index_files, tally, minimum, reader)
+            with _Reachability(layout, index_files, tally, minimum, index_checks) as reachability:
+                end = _verify_commitlog(queue, findings, tally, reachability.check)
+                reachability.report(findings)
+            _check_data_after_end(queue, end, findings)
             for cq in layout.consume_queues:
                 matched = reachability.matched.get((cq.topic, cq.queue_id), [])
                 _verify_consume_queue(cq, reader, matched, (minimum, end.physical_offset), findings, tally)
-            _verify_index(index_files, reader, minimum, end.physical_offset, findings, tally)
+            index_checks.finish(end.physical_offset, findings)
     finally:
         for index_file in index_files:
             index_file.close()
@@ -301,8 +312,16 @@ class _Reachability:
     """Each record of the walk looked up the way a consumer and a query find it: through the entry at its
     queue offset in its ConsumeQueue, and each of its keys through the index's hash chains."""
 
-    def __init__(self, layout: StoreLayout, index_files: list[IndexFile], tally: _Tally, log_min: int):
+    def __init__(
+        self,
+        layout: StoreLayout,
+        index_files: list[IndexFile],
+        tally: _Tally,
+        log_min: int,
+        index_checks: _IndexEntryChecks,
+    ):
         self._layout = layout
+        self._index_checks = index_checks
         self._log_min = log_min
         self._readers: dict[tuple[str, int], _EntryFields | None] = {}
         # Per queue, the runs [first, end) of queue offsets whose entry the walk found naming its record:
@@ -345,7 +364,12 @@ class _Reachability:
         index_to = self._index_frontier if self._index_frontier is not None else math.inf
         if index_from is None:
             index_from = math.inf
+        index_checks = self._index_checks
+        entries_due = index_checks.due
         for offset, _, topic, queue_id, queue_offset, size, sysflag, properties in records:
+            if offset >= entries_due:
+                index_checks.reached(offset, topic, properties)
+                entries_due = index_checks.due
             if frontier is not None and offset >= frontier:
                 self.not_yet_dispatched += 1
                 continue
@@ -683,72 +707,169 @@ def _cq_entry_mismatch(cq: ConsumeQueueDir, entry: ConsumeQueueEntry, reader: Re
     return f"{label}: entry and record disagree: {', '.join(wrong)} (entry vs record)" if wrong else None
 
 
-def _verify_index(
-    files: list[IndexFile],
-    reader: RecordReader,
-    minimum: int,
-    log_end: int,
-    findings: _Findings,
-    tally: _Tally,
-) -> None:
-    for index_file in files:
-        past_the_end = _PastTheEnd()
-        for number in range(1, index_file.header.index_count, tally.index_stride):
-            _verify_index_entry(index_file, number, reader, (minimum, log_end), findings, tally, past_the_end)
+class _IndexEntryChecks:
+    """Each index file's entries (every `stride`-th), read in blocks in the order they were written, which
+    is the CommitLog's, and checked against their record when the walk reaches the offset they name: no
+    pread per entry. An entry the walk passes without a record starting there (or out of order) is read
+    the old way, with its record's own pread, so its finding says what it always said. Findings are held
+    per file and given in file and entry order at the end, as a check file by file gave them."""
+
+    def __init__(self, files: list[IndexFile], tally: _Tally, minimum: int, reader: RecordReader):
+        self._tally, self._minimum, self._reader = tally, minimum, reader
+        self._files = [_IndexFileEntries(index_file, tally.index_stride) for index_file in files]
+        self.due = math.inf  # the lowest offset an entry waits for
+        for entries in self._files:
+            self._fill(entries)
+        self._update_due()
+
+    def reached(self, offset: int, topic: str, properties: dict) -> None:
+        """The walk is at the record at `offset`: judge every entry naming it or an offset before it."""
+        for entries in self._files:
+            pending = entries.pending
+            while pending and pending[0][0] <= offset:
+                physical_offset, number, key_hash = pending.popleft()
+                if physical_offset == offset:
+                    uniq_key, keys = properties.get(_UNIQ_KEY), properties.get(codec.PROPERTY_KEYS)
+                    problem = _key_hash_problem(key_hash, topic, index_keys(uniq_key, keys))
+                    if problem:
+                        entries.hold(Check.INDEX_ENTRY, number, f"entry {number} -> {offset}: {problem}")
+                else:
+                    self._judge_by_reading(entries, number, physical_offset, key_hash, None)
+                if not pending:
+                    self._fill(entries)
+        self._update_due()
+
+    def finish(self, log_end: int, findings: _Findings) -> None:
+        """The entries the walk did not reach, then every file's findings."""
+        for entries in self._files:
+            while entries.pending:
+                while entries.pending:
+                    physical_offset, number, key_hash = entries.pending.popleft()
+                    self._judge_by_reading(entries, number, physical_offset, key_hash, log_end)
+                self._fill(entries)
+            entries.report(findings, log_end)
+
+    def _judge_by_reading(
+        self,
+        entries: _IndexFileEntries,
+        number: int,
+        physical_offset: int,
+        key_hash: int,
+        log_end: int | None,
+    ) -> None:
+        """The entry against the record read at its offset (None: the log ends past it)."""
+
+        def report(check: Check, message: str) -> None:
+            entries.hold(check, number, f"entry {number} -> {physical_offset}: {message}")
+
+        if log_end is not None and physical_offset >= log_end:
+            entries.past_the_end.note(number, physical_offset)
+            return
+        try:
+            record = self._reader.record_at(physical_offset)
+        except (CorruptRecord, NoRecordAt) as error:
+            report(Check.INDEX_ENTRY, f"no record starts there ({error})")
+            return
+        if isinstance(record, codec.BlankRecord):
+            report(Check.INDEX_ENTRY, "points at an END_OF_FILE blank, not a message")
+            return
+        problem = _key_hash_problem(key_hash, record.topic, index_keys(record.uniq_key, record.keys))
+        if problem:
+            report(Check.INDEX_ENTRY, problem)
+
+    def _fill(self, entries: _IndexFileEntries) -> None:
+        """The next block of the file's entries into its pending ones; those below the log's start only
+        counted, as a short read's are handed to IndexFile.entry for its error."""
+        for number, entry in entries.read_block():
+            if entry is None:
+                try:
+                    entries.index_file.entry(number)
+                except CorruptRecord as error:
+                    entries.hold(Check.INDEX_FILE, number, str(error))
+                continue
+            key_hash, physical_offset = entry
+            if physical_offset < self._minimum:
+                self._tally.index_below_min += 1
+                continue
+            self._tally.index_checked += 1
+            entries.pending.append((physical_offset, number, key_hash))
+
+    def _update_due(self) -> None:
+        self.due = min(
+            (entries.pending[0][0] for entries in self._files if entries.pending), default=math.inf
+        )
+
+
+class _IndexFileEntries:
+    """One index file's entries to check, read a block at a time, and its findings until the end."""
+
+    def __init__(self, index_file: IndexFile, stride: int):
+        self.index_file = index_file
+        self.numbers = range(1, index_file.header.index_count, stride)
+        self._next = 0  # in `numbers`
+        self.pending: deque[tuple[int, int, int]] = deque()  # (physical offset, entry number, key hash)
+        self.past_the_end = _PastTheEnd()
+        self._held: list[tuple[int, Check, str]] = []
+        self._not_held: Counter[Check] = Counter()
+        self._file: PreadFile | None = None
+
+    def read_block(self) -> Iterator[tuple[int, tuple[int, int] | None]]:
+        """(number, (key hash, physical offset)) of the next sampled entries; None for one the file does not
+        hold whole (it ended early)."""
+        numbers = self.numbers[self._next : self._next + _INDEX_ENTRIES_PER_READ]
+        self._next += len(numbers)
+        if not numbers:
+            return
+        if self._file is None:
+            self._file = PreadFile(self.index_file.path)
+        geometry = self.index_file.geometry
+        first = geometry.entry_position(numbers[0])
+        data = self._file.read(first, geometry.entry_position(numbers[-1]) + INDEX_ENTRY_SIZE - first)
+        for number in numbers:
+            at = geometry.entry_position(number) - first
+            if at + INDEX_ENTRY_SIZE > len(data):
+                yield number, None
+            else:
+                yield number, _INDEX_HASH_AND_OFFSET.unpack_from(data, at)
+
+    def hold(self, check: Check, number: int, message: str) -> None:
+        self._held.append((number, check, message))
+        if len(self._held) > 4 * FINDINGS_SHOWN_PER_CHECK:  # only the lowest entries of a check are shown
+            self._held.sort(key=lambda held: held[0])
+            kept, seen = [], Counter()
+            for held in self._held:
+                seen[held[1]] += 1
+                if seen[held[1]] <= FINDINGS_SHOWN_PER_CHECK:
+                    kept.append(held)
+                else:
+                    self._not_held[held[1]] += 1
+            self._held = kept
+
+    def report(self, findings: _Findings, log_end: int) -> None:
+        for number, check, message in sorted(self._held, key=lambda held: held[0]):
+            findings.add(check, message, self.index_file.path, number, OffsetKind.INDEX_ENTRY)
+        for check, count in self._not_held.items():
+            findings.add_not_shown(check, count)
+        past_the_end = self.past_the_end
         if past_the_end.count:
             findings.add(
                 Check.INDEX_BEYOND_LOG,
                 past_the_end.describe(f"from entry {past_the_end.first_number}", log_end),
-                index_file.path,
+                self.index_file.path,
                 past_the_end.first_number,
                 OffsetKind.INDEX_ENTRY,
                 past_the_end.count,
             )
+        if self._file is not None:
+            self._file.close()
 
 
-def _verify_index_entry(
-    index_file: IndexFile,
-    number: int,
-    reader: RecordReader,
-    log_range: tuple[int, int],
-    findings: _Findings,
-    tally: _Tally,
-    past_the_end: _PastTheEnd,
-) -> None:
-    minimum, log_end = log_range
-    try:
-        entry = index_file.entry(number)
-    except CorruptRecord as error:
-        findings.add(Check.INDEX_FILE, str(error), index_file.path, number, OffsetKind.INDEX_ENTRY)
-        return
-    if entry.phy_offset < minimum:
-        tally.index_below_min += 1
-        return
-    tally.index_checked += 1
-
-    def report(check: Check, message: str) -> None:
-        findings.add(check, f"entry {number} -> {entry.phy_offset}: {message}", index_file.path, number,
-                     OffsetKind.INDEX_ENTRY)  # fmt: skip
-
-    if entry.phy_offset >= log_end:
-        past_the_end.note(number, entry.phy_offset)
-        return
-    try:
-        record = reader.record_at(entry.phy_offset)
-    except (CorruptRecord, NoRecordAt) as error:
-        report(Check.INDEX_ENTRY, f"no record starts there ({error})")
-        return
-    if isinstance(record, codec.BlankRecord):
-        report(Check.INDEX_ENTRY, "points at an END_OF_FILE blank, not a message")
-        return
-    keys = index_keys(record.uniq_key, record.keys)
-    hashes = {index_key_hash(IndexService.build_key(record.topic, key)) for key in keys}
-    if entry.key_hash not in hashes:
-        report(
-            Check.INDEX_ENTRY,
-            f"key hash {entry.key_hash} is the hash of none of the record's keys "
-            f"({record.topic}: {', '.join(keys) or 'no keys'})",
-        )
+def _key_hash_problem(key_hash: int, topic: str, keys: list[str]) -> str | None:
+    hashes = {index_key_hash(IndexService.build_key(topic, key)) for key in keys}
+    if key_hash in hashes:
+        return None
+    listed = ", ".join(keys) or "no keys"
+    return f"key hash {key_hash} is the hash of none of the record's keys ({topic}: {listed})"
 
 
 def _verify_checkpoint(layout: StoreLayout, findings: _Findings) -> None:
