@@ -293,7 +293,13 @@ class _Unreached:
 
 
 _ENTERS_CONSUME_QUEUE = frozenset((codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE))
-_UNIQ_KEY = codec.PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX
+_UNIQ_KEY, _KEYS, _TAGS = (
+    codec.PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+    codec.PROPERTY_KEYS,
+    codec.PROPERTY_TAGS,
+)
+_SCHEDULE_TOPIC, _DELAY = codec.SCHEDULE_TOPIC, codec.PROPERTY_DELAY_TIME_LEVEL
+_TRANSACTION_TYPE_MASK = codec.TRANSACTION_TYPE_MASK
 
 
 class _EntryFields(QueueEntryReader):
@@ -358,7 +364,8 @@ class _Reachability:
     def check(self, records: list[RecordFields]) -> None:
         """The records of a block of the walk: each through its ConsumeQueue entry and its keys. One loop,
         everything a record needs inline: it runs once per record of the log."""
-        frontier, through_queues = self._queue_frontier, 0
+        frontier = self._queue_frontier if self._queue_frontier is not None else math.inf
+        through_queues, keyed_seen, stride = 0, self._keyed_seen, self._stride
         readers, matched, tags_codes = self._readers, self.matched, self._tags_codes
         index_from = self._index_window_start
         index_to = self._index_frontier if self._index_frontier is not None else math.inf
@@ -370,23 +377,21 @@ class _Reachability:
             if offset >= entries_due:
                 index_checks.reached(offset, topic, properties)
                 entries_due = index_checks.due
-            if frontier is not None and offset >= frontier:
+            if offset >= frontier:
                 self.not_yet_dispatched += 1
                 continue
-            if sysflag & codec.TRANSACTION_TYPE_MASK in _ENTERS_CONSUME_QUEUE:
+            if sysflag & _TRANSACTION_TYPE_MASK in _ENTERS_CONSUME_QUEUE:
                 through_queues += 1
                 key = (topic, queue_id)
                 reader = readers[key] if key in readers else self._reader(key)
                 entry = reader.fields(queue_offset) if reader is not None else None
                 if entry is not None and entry[0] == offset and entry[1] == size:
                     # consume_queue_format.entry_matches, with expected_tags_code from the fields
-                    tags = properties.get(codec.PROPERTY_TAGS)
+                    tags = properties.get(_TAGS)
                     code = tags_codes.get(tags)
                     if code is None:
                         code = tags_codes[tags] = tags_code(tags)
-                    if entry[2] == code or (
-                        topic == codec.SCHEDULE_TOPIC and codec.PROPERTY_DELAY_TIME_LEVEL in properties
-                    ):
+                    if entry[2] == code or (topic == _SCHEDULE_TOPIC and _DELAY in properties):
                         runs = matched[key]
                         if runs and runs[-1][1] == queue_offset:
                             runs[-1][1] += 1
@@ -397,14 +402,15 @@ class _Reachability:
                     self._note_queue_miss(key, reader, queue_offset, offset)
             if index_from <= offset <= index_to:
                 # whether index_keys(...) is empty, without building it: only sampled records need it
-                uniq_key, keys = properties.get(_UNIQ_KEY), properties.get(codec.PROPERTY_KEYS)
+                uniq_key, keys = properties.get(_UNIQ_KEY), properties.get(_KEYS)
                 if (uniq_key is not None or (keys and keys.strip(KEY_SEPARATOR))) and (
                     sysflag & TRANSACTION_MASK != TRANSACTION_ROLLBACK_TYPE
                 ):
-                    self._keyed_seen += 1
-                    if not (self._keyed_seen - 1) % self._stride:
+                    keyed_seen += 1
+                    if not (keyed_seen - 1) % stride:
                         self._check_keys(topic, index_keys(uniq_key, keys, sysflag), offset)
         self.through_queues += through_queues
+        self._keyed_seen = keyed_seen
 
     def _reader(self, key: tuple[str, int]) -> _EntryFields | None:
         cq = self._layout.consume_queue(*key)
