@@ -54,6 +54,11 @@ class PreadFile:
             chunk = min(chunk * 2, max_chunk_bytes)
         return 0
 
+    def will_need(self, offset: int, length: int) -> None:
+        """Ask the kernel to start reading this range now (POSIX_FADV_WILLNEED), for a reader that will read
+        it next: the disk works while the reader decodes what it has. Only ever a hint."""
+        os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_WILLNEED)
+
     def data_end(self, position: int) -> int | None:
         """Where the data around `position` ends: the next hole (SEEK_HOLE), or the file's end; `position`
         itself when it lies in a hole. None when unknown: past the file's end, or no SEEK_HOLE here."""

@@ -51,7 +51,10 @@ def walk_for_verify(queue: SegmentQueue, on_records: RecordsCallback, block_byte
     if not queue.segments or not queue.file_size:
         return Walk(0, (), LogEnd(start, LogEndReason.NO_SEGMENTS, None))
     records, blanks, end = 0, [], None
-    for segment in queue.segments:
+    for at, segment in enumerate(queue.segments):
+        if at + 1 < len(queue.segments):  # its first block comes off the disk while this segment is walked
+            with PreadFile(queue.segments[at + 1].path) as following:
+                following.will_need(0, block_bytes)
         walked, end = _walk_segment(queue, segment, on_records, block_bytes)
         records += walked
         if not (isinstance(end, SegmentEnd) and end.reason is SegmentEndReason.BLANK):
@@ -78,6 +81,8 @@ def _walk_segment(
     with PreadFile(segment.path) as file:
         while True:
             block = _refill(file, position, file_size, block_bytes)
+            if len(block) == block_bytes:  # the next block comes off the disk while this one is decoded
+                file.will_need(position + block_bytes, block_bytes)
             decoded, used, at_block_end = _decode_block(block, base + position, file_size - position)
             if decoded:
                 on_records(decoded)
