@@ -10,6 +10,8 @@ import errno
 import os
 from pathlib import Path
 
+_MAX_CHUNK_BYTES = 1 << 20  # a search window of at most 1 MiB: its bytes become one int
+
 
 class PreadFile:
     """An O_RDONLY file read only with pread. Usable as a context manager."""
@@ -41,6 +43,7 @@ class PreadFile:
         """
         end = self.size()
         chunk = 4096
+        max_chunk_bytes = min(max_chunk_bytes, _MAX_CHUNK_BYTES)
         while end > 0:
             start = max(0, end - chunk)
             if self._has_data(start, end):
@@ -52,6 +55,11 @@ class PreadFile:
             end = start
             chunk = min(chunk * 2, max_chunk_bytes)
         return 0
+
+    def will_need(self, offset: int, length: int) -> None:
+        """Ask the kernel to start reading this range now (POSIX_FADV_WILLNEED), for a reader that will read
+        it next: the disk works while the reader decodes what it has. Only ever a hint."""
+        os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_WILLNEED)
 
     def data_end(self, position: int) -> int | None:
         """Where the data around `position` ends: the next hole (SEEK_HOLE), or the file's end; `position`

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter
-from collections.abc import Callable, Mapping
+import struct
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -15,19 +16,29 @@ from types import MappingProxyType
 
 from store import codec
 from store.checkpoint import StoreRunState, read_checkpoint, store_run_state
-from store.commitlog_scan import ScannedRecord, SegmentEnd
+from store.commitlog_scan import SegmentEnd
 from store.config import CQ_STORE_UNIT_SIZE
 from store.consume_queue_format import (
+    ENTRY,
+    PRE_BLANK_SIZE,
     ConsumeQueueEntry,
     QueueEntryReader,
-    enters_consume_queue,
-    entry_matches,
+    entries_per_file,
     expected_tags_code,
+    is_valid_entry,
     iter_entries,
     recovered_queue_end,
 )
 from store.errors import CorruptRecord, StoreError
-from store.index_file import IndexFile, IndexService, index_keys
+from store.index_file import (
+    INDEX_ENTRY_SIZE,
+    KEY_SEPARATOR,
+    TRANSACTION_MASK,
+    TRANSACTION_ROLLBACK_TYPE,
+    IndexFile,
+    IndexService,
+    index_keys,
+)
 from store.inspection.log_format import vanishing_files_are_store_changes
 from store.inspection.rocketmq.reading import (
     LogEnd,
@@ -36,9 +47,9 @@ from store.inspection.rocketmq.reading import (
     RecordReader,
     layout_problems,
     loadable_commitlog,
-    walk_commitlog,
 )
-from store.java_checksums import index_key_hash
+from store.inspection.rocketmq.verify_walk import RecordFields, RecordsCallback, walk_for_verify
+from store.java_checksums import index_key_hash, tags_code
 from store.layout import ConsumeQueueDir, SegmentQueue, StoreLayout, discover_store, file_name_to_offset
 from store.safe_read import PreadFile
 
@@ -46,6 +57,11 @@ from store.safe_read import PreadFile
 # print one line per ConsumeQueue entry after the cut.
 FINDINGS_SHOWN_PER_CHECK = 50
 DEFAULT_INDEX_CHECKS = 100_000
+# Entries of a ConsumeQueue read at once where the walk did not match them to their records.
+_ENTRIES_PER_READ = 16_384
+# Index entries checked per read of an index file (every `stride`-th of the entries read).
+_INDEX_ENTRIES_PER_READ = 4096
+_INDEX_HASH_AND_OFFSET = struct.Struct(">iq")  # an index entry's key hash and physical offset
 
 
 class Check(StrEnum):
@@ -148,6 +164,11 @@ class _Findings:
         else:
             self.shown.append(Finding(check, file, offset, offset_kind, message, count))
 
+    def add_not_shown(self, check: Check, count: int) -> None:
+        """Findings known to be beyond the shown ones of their check (their check has that many shown)."""
+        self._per_check[check] += count
+        self.not_shown[check.value] += count
+
     @property
     def count(self) -> int:
         return len(self.shown) + sum(self.not_shown.values())
@@ -198,14 +219,16 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
             1 if not limit or tally.index_entries <= limit else math.ceil(tally.index_entries / limit)
         )
         tally.index_sampled = tally.index_stride > 1
-        with _Reachability(layout, index_files, tally, minimum) as reachability:
-            end = _verify_commitlog(queue, findings, tally, reachability.check)
-            reachability.report(findings)
-        _check_data_after_end(queue, end, findings)
         with RecordReader(queue) as reader:
+            index_checks = _IndexEntryChecks(index_files, tally, minimum, reader)
+            with _Reachability(layout, index_files, tally, minimum, index_checks) as reachability:
+                end = _verify_commitlog(queue, findings, tally, reachability.check)
+                reachability.report(findings)
+            _check_data_after_end(queue, end, findings)
             for cq in layout.consume_queues:
-                _verify_consume_queue(cq, reader, minimum, end.physical_offset, findings, tally)
-            _verify_index(index_files, reader, minimum, end.physical_offset, findings, tally)
+                matched = reachability.matched.get((cq.topic, cq.queue_id), [])
+                _verify_consume_queue(cq, reader, matched, (minimum, end.physical_offset), findings, tally)
+            index_checks.finish(end.physical_offset, findings)
     finally:
         for index_file in index_files:
             index_file.close()
@@ -269,14 +292,48 @@ class _Unreached:
         self.count += 1
 
 
+_ENTERS_CONSUME_QUEUE = frozenset((codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE))
+_UNIQ_KEY, _KEYS, _TAGS = (
+    codec.PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+    codec.PROPERTY_KEYS,
+    codec.PROPERTY_TAGS,
+)
+_SCHEDULE_TOPIC, _DELAY = codec.SCHEDULE_TOPIC, codec.PROPERTY_DELAY_TIME_LEVEL
+_TRANSACTION_TYPE_MASK = codec.TRANSACTION_TYPE_MASK
+
+
+class _EntryFields(QueueEntryReader):
+    """A QueueEntryReader that also gives an entry as its raw (physical offset, size, tagsCode) fields, with
+    no object per entry: the walk asks for one per record."""
+
+    def fields(self, queue_offset: int) -> tuple[int, int, int] | None:
+        position = queue_offset - self._window_start
+        if 0 <= position < len(self._window) and self.first <= queue_offset < self.end:
+            return self._window[position]
+        entry = self.entry(queue_offset)
+        return None if entry is None else (entry.physical_offset, entry.size_bytes, entry.tags_code)
+
+
 class _Reachability:
     """Each record of the walk looked up the way a consumer and a query find it: through the entry at its
     queue offset in its ConsumeQueue, and each of its keys through the index's hash chains."""
 
-    def __init__(self, layout: StoreLayout, index_files: list[IndexFile], tally: _Tally, log_min: int):
+    def __init__(
+        self,
+        layout: StoreLayout,
+        index_files: list[IndexFile],
+        tally: _Tally,
+        log_min: int,
+        index_checks: _IndexEntryChecks,
+    ):
         self._layout = layout
+        self._index_checks = index_checks
         self._log_min = log_min
-        self._readers: dict[tuple[str, int], QueueEntryReader | None] = {}
+        self._readers: dict[tuple[str, int], _EntryFields | None] = {}
+        # Per queue, the runs [first, end) of queue offsets whose entry the walk found naming its record:
+        # those entries are checked, and the entry checks after the walk read only what lies outside them.
+        self.matched: dict[tuple[str, int], list[list[int]]] = {}
+        self._tags_codes: dict[str | None, int] = {}
         self._queue_misses: dict[tuple[str, int], _Unreached] = {}
         self._index_misses = _Unreached()
         # From the oldest index file's first record on, every key must be indexed: a file that holds nothing
@@ -304,42 +361,76 @@ class _Reachability:
                 ends.append(reader.last_record_end())
         return max(ends, default=0), index_files[-1].end_phy_offset if index_files else None
 
-    def check(self, event: ScannedRecord) -> None:
-        record, offset = event.record, event.physical_offset
-        if self._queue_frontier is not None and offset >= self._queue_frontier:
-            self.not_yet_dispatched += 1
-            return
-        if enters_consume_queue(record.sysflag):
-            self._check_queue(record, offset)
-        if self._in_index_window(offset):
-            self._check_index(record, offset)
+    def check(self, records: list[RecordFields]) -> None:
+        """The records of a block of the walk: each through its ConsumeQueue entry and its keys. One loop,
+        everything a record needs inline: it runs once per record of the log."""
+        frontier = self._queue_frontier if self._queue_frontier is not None else math.inf
+        through_queues, keyed_seen, stride = 0, self._keyed_seen, self._stride
+        readers, matched, tags_codes = self._readers, self.matched, self._tags_codes
+        index_from = self._index_window_start
+        index_to = self._index_frontier if self._index_frontier is not None else math.inf
+        if index_from is None:
+            index_from = math.inf
+        index_checks = self._index_checks
+        entries_due = index_checks.due
+        for offset, _, topic, queue_id, queue_offset, size, sysflag, properties in records:
+            if offset >= entries_due:
+                index_checks.reached(offset, topic, properties)
+                entries_due = index_checks.due
+            if offset >= frontier:
+                self.not_yet_dispatched += 1
+                continue
+            if sysflag & _TRANSACTION_TYPE_MASK in _ENTERS_CONSUME_QUEUE:
+                through_queues += 1
+                key = (topic, queue_id)
+                reader = readers[key] if key in readers else self._reader(key)
+                entry = reader.fields(queue_offset) if reader is not None else None
+                if entry is not None and entry[0] == offset and entry[1] == size:
+                    # consume_queue_format.entry_matches, with expected_tags_code from the fields
+                    tags = properties.get(_TAGS)
+                    code = tags_codes.get(tags)
+                    if code is None:
+                        code = tags_codes[tags] = tags_code(tags)
+                    if entry[2] == code or (topic == _SCHEDULE_TOPIC and _DELAY in properties):
+                        runs = matched[key]
+                        if runs and runs[-1][1] == queue_offset:
+                            runs[-1][1] += 1
+                        else:
+                            _add_to_runs(runs, queue_offset)
+                        entry = True
+                if entry is not True:
+                    self._note_queue_miss(key, reader, queue_offset, offset)
+            if index_from <= offset <= index_to:
+                # whether index_keys(...) is empty, without building it: only sampled records need it
+                uniq_key, keys = properties.get(_UNIQ_KEY), properties.get(_KEYS)
+                if (uniq_key is not None or (keys and keys.strip(KEY_SEPARATOR))) and (
+                    sysflag & TRANSACTION_MASK != TRANSACTION_ROLLBACK_TYPE
+                ):
+                    keyed_seen += 1
+                    if not (keyed_seen - 1) % stride:
+                        self._check_keys(topic, index_keys(uniq_key, keys, sysflag), offset)
+        self.through_queues += through_queues
+        self._keyed_seen = keyed_seen
 
-    def _in_index_window(self, offset: int) -> bool:
-        """From the oldest index file's first record on (older ones were indexed by files retention deleted),
-        and on a running store up to the last record indexed."""
-        if self._index_window_start is None or offset < self._index_window_start:
-            return False
-        return self._index_frontier is None or offset <= self._index_frontier
+    def _reader(self, key: tuple[str, int]) -> _EntryFields | None:
+        cq = self._layout.consume_queue(*key)
+        reader = self._readers[key] = _EntryFields(cq.queue, recovered_queue_end(cq.queue)) if cq else None
+        self.matched[key] = []
+        return reader
 
-    def _check_queue(self, record: codec.MessageRecord, offset: int) -> None:
-        self.through_queues += 1
-        key = (record.topic, record.queue_id)
-        if key not in self._readers:
-            cq = self._layout.consume_queue(*key)
-            self._readers[key] = QueueEntryReader(cq.queue, recovered_queue_end(cq.queue)) if cq else None
-        reader = self._readers[key]
+    def _note_queue_miss(
+        self, key: tuple[str, int], reader: _EntryFields | None, queue_offset: int, offset: int
+    ) -> None:
+        misses = self._queue_misses
         if reader is None:
-            self._queue_misses.setdefault(key, _Unreached()).note(
-                offset, "no ConsumeQueue for this queue", None, record.queue_offset
+            misses.setdefault(key, _Unreached()).note(
+                offset, "no ConsumeQueue for this queue", None, queue_offset
             )
             return
-        entry = reader.entry(record.queue_offset)
-        if entry_matches(entry, record, offset):
-            return
-        detail = self._queue_miss(entry, record.queue_offset, reader.end)
+        detail = self._queue_miss(reader.entry(queue_offset), queue_offset, reader.end)
         if detail is not None:
-            file = _segment_path_for_queue_offset(reader.queue, record.queue_offset)
-            self._queue_misses.setdefault(key, _Unreached()).note(offset, detail, file, record.queue_offset)
+            file = _segment_path_for_queue_offset(reader.queue, queue_offset)
+            misses.setdefault(key, _Unreached()).note(offset, detail, file, queue_offset)
 
     def _queue_miss(self, entry: ConsumeQueueEntry | None, queue_offset: int, end: int) -> str | None:
         """Why the entry at a record's queue offset does not lead to it; None for a wrong entry the entry
@@ -352,20 +443,15 @@ class _Reachability:
             return f"entry {queue_offset} names {entry.physical_offset}, below the start of the log"
         return None
 
-    def _check_index(self, record: codec.MessageRecord, offset: int) -> None:
-        keys = index_keys(record.uniq_key, record.keys, record.sysflag)
-        if not keys:
-            return
-        self._keyed_seen += 1
-        if (self._keyed_seen - 1) % self._stride:
-            return
+    def _check_keys(self, topic: str, keys: list[str], offset: int) -> None:
+        """Each key of the record at `offset` through the index's hash chains, as a query finds it."""
         self.through_index += 1
         for key in keys:
-            key_hash = index_key_hash(IndexService.build_key(record.topic, key))
+            key_hash = index_key_hash(IndexService.build_key(topic, key))
             holders = [f for f in self._index_files if f.begin_phy_offset <= offset <= f.end_phy_offset]
             if not any(index_file.holds_key(key_hash, offset) for index_file in holders):
                 where = holders[-1].path if holders else self._index_files[-1].path
-                self._index_misses.note(offset, f"key {key!r} of topic {record.topic}", where, offset)
+                self._index_misses.note(offset, f"key {key!r} of topic {topic}", where, offset)
                 return
 
     def report(self, findings: _Findings) -> None:
@@ -409,25 +495,25 @@ def _segment_path_for_queue_offset(queue: SegmentQueue, queue_offset: int) -> Pa
 
 
 def _verify_commitlog(
-    queue: SegmentQueue, findings: _Findings, tally: _Tally, on_record: Callable[[ScannedRecord], None]
+    queue: SegmentQueue, findings: _Findings, tally: _Tally, on_records: RecordsCallback
 ) -> LogEnd:
     if not queue.segments:
         return LogEnd(0, LogEndReason.NO_SEGMENTS, None)
 
-    def check_record(event: ScannedRecord) -> None:
-        on_record(event)
-        stored = event.record.physical_offset
-        if stored != event.physical_offset:
-            findings.add(
-                Check.COMMITLOG_PHYSICAL_OFFSET,
-                f"the record's PHYSICALOFFSET field says {stored}, but it lies at {event.physical_offset} "
-                "(a misnamed or moved segment?)",
-                _segment_path(queue, event.physical_offset),
-                event.physical_offset,
-                OffsetKind.PHYSICAL_OFFSET,
-            )
+    def check_records(records: list[RecordFields]) -> None:
+        on_records(records)
+        for offset, stored, *_ in records:
+            if stored != offset:
+                findings.add(
+                    Check.COMMITLOG_PHYSICAL_OFFSET,
+                    f"the record's PHYSICALOFFSET field says {stored}, but it lies at {offset} "
+                    "(a misnamed or moved segment?)",
+                    _segment_path(queue, offset),
+                    offset,
+                    OffsetKind.PHYSICAL_OFFSET,
+                )
 
-    walk = walk_commitlog(queue, queue.segments[0].file_from_offset, check_crc=True, on_record=check_record)
+    walk = walk_for_verify(queue, check_records)
     tally.commitlog_records, tally.commitlog_blanks = walk.records, len(walk.blanks)
     for blank in walk.blanks:
         left = queue.file_size - _position_in_segment(blank)
@@ -510,13 +596,17 @@ class _PastTheEnd:
 def _verify_consume_queue(
     cq: ConsumeQueueDir,
     reader: RecordReader,
-    minimum: int,
-    log_end: int,
+    matched: list[list[int]],
+    log_range: tuple[int, int],
     findings: _Findings,
     tally: _Tally,
 ) -> None:
+    """Every entry of the queue against its record; those the walk matched to their record already are only
+    counted (`matched`: runs of queue offsets)."""
+    minimum, log_end = log_range
     past_the_end = _PastTheEnd()
-    for entry in iter_entries(cq.queue):
+    matched_count = [0]
+    for entry in _entries_outside(cq.queue, matched, matched_count):
         if entry.physical_offset < minimum:
             tally.cq_below_min += 1
             continue
@@ -528,6 +618,7 @@ def _verify_consume_queue(
         if mismatch:
             where = _cq_segment_path(cq, entry.queue_offset)
             findings.add(Check.CQ_ENTRY, mismatch, where, entry.queue_offset, OffsetKind.QUEUE_OFFSET)
+    tally.cq_checked += matched_count[0]
     if past_the_end.count:
         findings.add(
             Check.CQ_BEYOND_LOG,
@@ -538,6 +629,62 @@ def _verify_consume_queue(
             OffsetKind.QUEUE_OFFSET,
             past_the_end.count,
         )  # fmt: skip
+
+
+def _add_to_runs(runs: list[list[int]], number: int) -> None:
+    """Add `number` to ascending runs [first, end); one out of order is left out (and checked again)."""
+    if runs and runs[-1][1] == number:
+        runs[-1][1] += 1
+    elif not runs or number > runs[-1][1]:
+        runs.append([number, number + 1])
+
+
+def _entries_outside(
+    queue: SegmentQueue, runs: list[list[int]], inside: list[int]
+) -> Iterator[ConsumeQueueEntry]:
+    """iter_entries(queue) less the entries in `runs`, which are valid (each names its record) and are not
+    read again: only counted, into inside[0]. The queue ends where iter_entries ends it: at the first
+    invalid entry, or a file that ends early."""
+    per_file = entries_per_file(queue)
+    if not runs or any(segment.size_bytes != per_file * CQ_STORE_UNIT_SIZE for segment in queue.segments):
+        yield from (entry for entry in iter_entries(queue) if not _in_runs(runs, entry.queue_offset))
+        return
+    ahead = iter(runs)
+    run = next(ahead, None)
+    for segment in queue.segments:
+        first = segment.file_from_offset // CQ_STORE_UNIT_SIZE
+        file_end = first + per_file
+        with PreadFile(segment.path) as file:
+            number = first
+            while number < file_end:
+                while run is not None and run[1] <= number:
+                    run = next(ahead, None)
+                if run is not None and run[0] <= number:
+                    upto = min(run[1], file_end)
+                    inside[0] += upto - number
+                    number = upto
+                    continue
+                count = (
+                    min(run[0] if run is not None else file_end, file_end, number + _ENTRIES_PER_READ)
+                    - number
+                )
+                data = file.read((number - first) * CQ_STORE_UNIT_SIZE, count * CQ_STORE_UNIT_SIZE)
+                whole = len(data) // CQ_STORE_UNIT_SIZE
+                for at, (physical_offset, size, tags) in enumerate(
+                    ENTRY.iter_unpack(data[: whole * CQ_STORE_UNIT_SIZE])
+                ):
+                    if not is_valid_entry(physical_offset, size):
+                        return
+                    if not (size == PRE_BLANK_SIZE and physical_offset == 0):
+                        yield ConsumeQueueEntry(number + at, physical_offset, size, tags)
+                if whole < count:
+                    return
+                number += count
+
+
+def _in_runs(runs: list[list[int]], number: int) -> bool:
+    at = bisect.bisect_right(runs, [number, math.inf]) - 1
+    return at >= 0 and runs[at][0] <= number < runs[at][1]
 
 
 def _cq_segment_path(cq: ConsumeQueueDir, queue_offset: int) -> Path | None:
@@ -566,72 +713,169 @@ def _cq_entry_mismatch(cq: ConsumeQueueDir, entry: ConsumeQueueEntry, reader: Re
     return f"{label}: entry and record disagree: {', '.join(wrong)} (entry vs record)" if wrong else None
 
 
-def _verify_index(
-    files: list[IndexFile],
-    reader: RecordReader,
-    minimum: int,
-    log_end: int,
-    findings: _Findings,
-    tally: _Tally,
-) -> None:
-    for index_file in files:
-        past_the_end = _PastTheEnd()
-        for number in range(1, index_file.header.index_count, tally.index_stride):
-            _verify_index_entry(index_file, number, reader, (minimum, log_end), findings, tally, past_the_end)
+class _IndexEntryChecks:
+    """Each index file's entries (every `stride`-th), read in blocks in the order they were written, which
+    is the CommitLog's, and checked against their record when the walk reaches the offset they name: no
+    pread per entry. An entry the walk passes without a record starting there (or out of order) is read
+    the old way, with its record's own pread, so its finding says what it always said. Findings are held
+    per file and given in file and entry order at the end, as a check file by file gave them."""
+
+    def __init__(self, files: list[IndexFile], tally: _Tally, minimum: int, reader: RecordReader):
+        self._tally, self._minimum, self._reader = tally, minimum, reader
+        self._files = [_IndexFileEntries(index_file, tally.index_stride) for index_file in files]
+        self.due = math.inf  # the lowest offset an entry waits for
+        for entries in self._files:
+            self._fill(entries)
+        self._update_due()
+
+    def reached(self, offset: int, topic: str, properties: dict) -> None:
+        """The walk is at the record at `offset`: judge every entry naming it or an offset before it."""
+        for entries in self._files:
+            pending = entries.pending
+            while pending and pending[0][0] <= offset:
+                physical_offset, number, key_hash = pending.popleft()
+                if physical_offset == offset:
+                    uniq_key, keys = properties.get(_UNIQ_KEY), properties.get(codec.PROPERTY_KEYS)
+                    problem = _key_hash_problem(key_hash, topic, index_keys(uniq_key, keys))
+                    if problem:
+                        entries.hold(Check.INDEX_ENTRY, number, f"entry {number} -> {offset}: {problem}")
+                else:
+                    self._judge_by_reading(entries, number, physical_offset, key_hash, None)
+                if not pending:
+                    self._fill(entries)
+        self._update_due()
+
+    def finish(self, log_end: int, findings: _Findings) -> None:
+        """The entries the walk did not reach, then every file's findings."""
+        for entries in self._files:
+            while entries.pending:
+                while entries.pending:
+                    physical_offset, number, key_hash = entries.pending.popleft()
+                    self._judge_by_reading(entries, number, physical_offset, key_hash, log_end)
+                self._fill(entries)
+            entries.report(findings, log_end)
+
+    def _judge_by_reading(
+        self,
+        entries: _IndexFileEntries,
+        number: int,
+        physical_offset: int,
+        key_hash: int,
+        log_end: int | None,
+    ) -> None:
+        """The entry against the record read at its offset (None: the log ends past it)."""
+
+        def report(check: Check, message: str) -> None:
+            entries.hold(check, number, f"entry {number} -> {physical_offset}: {message}")
+
+        if log_end is not None and physical_offset >= log_end:
+            entries.past_the_end.note(number, physical_offset)
+            return
+        try:
+            record = self._reader.record_at(physical_offset)
+        except (CorruptRecord, NoRecordAt) as error:
+            report(Check.INDEX_ENTRY, f"no record starts there ({error})")
+            return
+        if isinstance(record, codec.BlankRecord):
+            report(Check.INDEX_ENTRY, "points at an END_OF_FILE blank, not a message")
+            return
+        problem = _key_hash_problem(key_hash, record.topic, index_keys(record.uniq_key, record.keys))
+        if problem:
+            report(Check.INDEX_ENTRY, problem)
+
+    def _fill(self, entries: _IndexFileEntries) -> None:
+        """The next block of the file's entries into its pending ones; those below the log's start only
+        counted, as a short read's are handed to IndexFile.entry for its error."""
+        for number, entry in entries.read_block():
+            if entry is None:
+                try:
+                    entries.index_file.entry(number)
+                except CorruptRecord as error:
+                    entries.hold(Check.INDEX_FILE, number, str(error))
+                continue
+            key_hash, physical_offset = entry
+            if physical_offset < self._minimum:
+                self._tally.index_below_min += 1
+                continue
+            self._tally.index_checked += 1
+            entries.pending.append((physical_offset, number, key_hash))
+
+    def _update_due(self) -> None:
+        self.due = min(
+            (entries.pending[0][0] for entries in self._files if entries.pending), default=math.inf
+        )
+
+
+class _IndexFileEntries:
+    """One index file's entries to check, read a block at a time, and its findings until the end."""
+
+    def __init__(self, index_file: IndexFile, stride: int):
+        self.index_file = index_file
+        self.numbers = range(1, index_file.header.index_count, stride)
+        self._next = 0  # in `numbers`
+        self.pending: deque[tuple[int, int, int]] = deque()  # (physical offset, entry number, key hash)
+        self.past_the_end = _PastTheEnd()
+        self._held: list[tuple[int, Check, str]] = []
+        self._not_held: Counter[Check] = Counter()
+        self._file: PreadFile | None = None
+
+    def read_block(self) -> Iterator[tuple[int, tuple[int, int] | None]]:
+        """(number, (key hash, physical offset)) of the next sampled entries; None for one the file does not
+        hold whole (it ended early)."""
+        numbers = self.numbers[self._next : self._next + _INDEX_ENTRIES_PER_READ]
+        self._next += len(numbers)
+        if not numbers:
+            return
+        if self._file is None:
+            self._file = PreadFile(self.index_file.path)
+        geometry = self.index_file.geometry
+        first = geometry.entry_position(numbers[0])
+        data = self._file.read(first, geometry.entry_position(numbers[-1]) + INDEX_ENTRY_SIZE - first)
+        for number in numbers:
+            at = geometry.entry_position(number) - first
+            if at + INDEX_ENTRY_SIZE > len(data):
+                yield number, None
+            else:
+                yield number, _INDEX_HASH_AND_OFFSET.unpack_from(data, at)
+
+    def hold(self, check: Check, number: int, message: str) -> None:
+        self._held.append((number, check, message))
+        if len(self._held) > 4 * FINDINGS_SHOWN_PER_CHECK:  # only the lowest entries of a check are shown
+            self._held.sort(key=lambda held: held[0])
+            kept, seen = [], Counter()
+            for held in self._held:
+                seen[held[1]] += 1
+                if seen[held[1]] <= FINDINGS_SHOWN_PER_CHECK:
+                    kept.append(held)
+                else:
+                    self._not_held[held[1]] += 1
+            self._held = kept
+
+    def report(self, findings: _Findings, log_end: int) -> None:
+        for number, check, message in sorted(self._held, key=lambda held: held[0]):
+            findings.add(check, message, self.index_file.path, number, OffsetKind.INDEX_ENTRY)
+        for check, count in self._not_held.items():
+            findings.add_not_shown(check, count)
+        past_the_end = self.past_the_end
         if past_the_end.count:
             findings.add(
                 Check.INDEX_BEYOND_LOG,
                 past_the_end.describe(f"from entry {past_the_end.first_number}", log_end),
-                index_file.path,
+                self.index_file.path,
                 past_the_end.first_number,
                 OffsetKind.INDEX_ENTRY,
                 past_the_end.count,
             )
+        if self._file is not None:
+            self._file.close()
 
 
-def _verify_index_entry(
-    index_file: IndexFile,
-    number: int,
-    reader: RecordReader,
-    log_range: tuple[int, int],
-    findings: _Findings,
-    tally: _Tally,
-    past_the_end: _PastTheEnd,
-) -> None:
-    minimum, log_end = log_range
-    try:
-        entry = index_file.entry(number)
-    except CorruptRecord as error:
-        findings.add(Check.INDEX_FILE, str(error), index_file.path, number, OffsetKind.INDEX_ENTRY)
-        return
-    if entry.phy_offset < minimum:
-        tally.index_below_min += 1
-        return
-    tally.index_checked += 1
-
-    def report(check: Check, message: str) -> None:
-        findings.add(check, f"entry {number} -> {entry.phy_offset}: {message}", index_file.path, number,
-                     OffsetKind.INDEX_ENTRY)  # fmt: skip
-
-    if entry.phy_offset >= log_end:
-        past_the_end.note(number, entry.phy_offset)
-        return
-    try:
-        record = reader.record_at(entry.phy_offset)
-    except (CorruptRecord, NoRecordAt) as error:
-        report(Check.INDEX_ENTRY, f"no record starts there ({error})")
-        return
-    if isinstance(record, codec.BlankRecord):
-        report(Check.INDEX_ENTRY, "points at an END_OF_FILE blank, not a message")
-        return
-    keys = index_keys(record.uniq_key, record.keys)
-    hashes = {index_key_hash(IndexService.build_key(record.topic, key)) for key in keys}
-    if entry.key_hash not in hashes:
-        report(
-            Check.INDEX_ENTRY,
-            f"key hash {entry.key_hash} is the hash of none of the record's keys "
-            f"({record.topic}: {', '.join(keys) or 'no keys'})",
-        )
+def _key_hash_problem(key_hash: int, topic: str, keys: list[str]) -> str | None:
+    hashes = {index_key_hash(IndexService.build_key(topic, key)) for key in keys}
+    if key_hash in hashes:
+        return None
+    listed = ", ".join(keys) or "no keys"
+    return f"key hash {key_hash} is the hash of none of the record's keys ({topic}: {listed})"
 
 
 def _verify_checkpoint(layout: StoreLayout, findings: _Findings) -> None:

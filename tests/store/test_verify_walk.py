@@ -1,0 +1,211 @@
+"""`store verify`'s block walk against the exact walk (scan_commitlog, record by record), and the checks it
+feeds: the same records, blanks, end and findings, on clean and damaged stores and the fixtures of other
+writers; and the CommitLog read in blocks, not one pread per ConsumeQueue entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from store_builder import StoreBuilder, flip_byte, overwrite_cq_entry, write_at, zero_range
+from support import strace_calls
+
+from store import codec
+from store.inspection.rocketmq.reading import loadable_commitlog, walk_commitlog
+from store.inspection.rocketmq.verify import Check, verify_store
+from store.inspection.rocketmq.verify_walk import BLOCK_BYTES, record_fields, walk_for_verify
+from store.layout import discover_store
+
+JAVA_FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "rocketmq-java-unit-test-store"
+MQINSPECT = Path(sys.executable).with_name("mqinspect")
+
+
+def build(root: Path, count: int = 600, queues: int = 3) -> tuple:
+    """`count` messages of 200-1,000 B over `queues` queues, with keys and tags, in 64 KiB segments."""
+    builder = StoreBuilder(
+        root, segment_size=64 << 10, cq_entries_per_file=100, index_slots=512, index_entries=2048
+    )
+    for number in range(count):
+        builder.add(
+            "TopicV",
+            bytes([65 + number % 26]) * (200 + number * 37 % 800),
+            queue_id=number % queues,
+            keys=f"k{number} other{number % 7}",
+            tags=f"tag{number % 4}",
+        )
+    return builder.build()
+
+
+def both_walks(root: Path, block_bytes: int) -> tuple:
+    queue = loadable_commitlog(discover_store(root))
+    exact: list = []
+    exact_walk = walk_commitlog(
+        queue,
+        queue.segments[0].file_from_offset,
+        check_crc=True,
+        on_record=lambda e: exact.append(record_fields(e)),
+    )
+    fast: list = []
+    fast_walk = walk_for_verify(queue, fast.extend, block_bytes=block_bytes)
+    return (exact, exact_walk.records, exact_walk.blanks, exact_walk.end), (
+        fast,
+        fast_walk.records,
+        fast_walk.blanks,
+        fast_walk.end,
+    )
+
+
+def damage(built, kind: str) -> None:
+    """One kind of damage to the record in the middle of the log."""
+    record = built.records[len(built.records) // 2]
+    if kind == "body-byte":
+        flip_byte(record.segment, record.body_position + 3)
+    elif kind == "total-size":
+        write_at(record.segment, record.position, (record.size_bytes + 4).to_bytes(4, "big"))
+    elif kind == "torn-tail":
+        zero_range(
+            record.segment, record.position + record.size_bytes - 30, record.position + record.size_bytes
+        )
+    elif kind == "magic":
+        flip_byte(record.segment, record.position + 5)
+    elif kind == "file-cut":  # the segment truncated mid-record, as an owner cutting its log does
+        os.truncate(record.segment, record.position + record.size_bytes // 2)
+    elif kind == "topic-utf8":
+        topic_at = record.body_position + len(record.body) + 1
+        write_at(record.segment, topic_at, b"\xff")
+
+
+@pytest.mark.parametrize("block_bytes", [BLOCK_BYTES, 1500, 333])
+@pytest.mark.parametrize(
+    "kind", ["clean", "body-byte", "total-size", "torn-tail", "magic", "topic-utf8", "file-cut"]
+)
+def test_the_block_walk_gives_the_exact_walks_records_blanks_and_end(
+    tmp_path: Path, kind: str, block_bytes: int
+):
+    built = build(tmp_path / "store")
+    damage(built, kind)
+    exact, fast = both_walks(built.root, block_bytes)
+    assert fast == exact
+    if kind != "clean":
+        middle = built.records[len(built.records) // 2]
+        assert exact[3].physical_offset == middle.physical_offset
+        assert exact[3].reason.value == ("shrunk" if kind == "file-cut" else "corrupt")
+
+
+def test_a_record_with_a_crc32_tail_and_a_damaged_header_is_found(tmp_path: Path):
+    """enabledAppendPropCRC: a header byte BODYCRC does not cover is caught by the whole-record CRC."""
+    segment = tmp_path / "store" / "commitlog" / f"{0:020d}"
+    segment.parent.mkdir(parents=True)
+    data, starts = bytearray(), []
+    for number in range(40):
+        message = codec.Message("TopicC", body=f"body-{number}".encode(), properties={"KEYS": f"k{number}"})
+        starts.append(len(data))
+        data += codec.encode_record(
+            message,
+            queue_offset=number,
+            physical_offset=len(data),
+            store_timestamp_ms=1_700_000_000_000,
+            append_property_crc=True,
+        )
+    segment.write_bytes(data.ljust(64 << 10, b"\0"))
+    assert both_walks(segment.parents[1], BLOCK_BYTES)[1][1] == 40
+    flip_byte(segment, starts[17] + 13)  # QUEUEID
+    exact, fast = both_walks(segment.parents[1], BLOCK_BYTES)
+    assert fast == exact and exact[1] == 17 and exact[3].physical_offset == starts[17]
+    assert "__CRC32#" in exact[3].detail
+
+
+@pytest.mark.parametrize("fixture", ["rust", "java"])
+def test_the_block_walk_reads_other_writers_stores_as_the_exact_walk(rust_store: Path, fixture: str):
+    root = rust_store if fixture == "rust" else JAVA_FIXTURE
+    exact, fast = both_walks(root, BLOCK_BYTES)
+    assert exact[1] > 0 and fast == exact
+
+
+def test_a_damaged_entry_mid_queue_is_the_one_finding_and_every_entry_is_counted(tmp_path: Path):
+    built = build(tmp_path / "store")
+    record = [r for r in built.records if r.queue_id == 1][120]
+    overwrite_cq_entry(
+        built.cq_file("TopicV", 1, 1),
+        record.queue_offset - 100,
+        physical_offset=record.physical_offset + 10,
+        size=record.size_bytes,
+    )
+    report = verify_store(built.root)
+    [bad] = report.findings
+    assert (bad.check, bad.file, bad.offset) == (
+        Check.CQ_ENTRY,
+        built.cq_file("TopicV", 1, 1),
+        record.queue_offset,
+    )
+    assert "no record starts there" in bad.message
+    assert report.counts.consume_queue_entries_checked == len(built.records)
+
+
+def test_records_missing_from_their_queue_are_one_finding_with_their_count(tmp_path: Path):
+    built = build(tmp_path / "store")
+    queue_records = [r for r in built.records if r.queue_id == 2]
+    cq_file = built.cq_file("TopicV", 2, 1)
+    zero_range(cq_file, 50 * 20, 100 * 20)  # entries 150..199: the queue now ends at 150
+    report = verify_store(built.root)
+    [bad] = [finding for finding in report.findings if finding.check is Check.CQ_UNREACHABLE]
+    assert (bad.file, bad.offset, bad.count) == (cq_file, 150, len(queue_records) - 150)
+    assert "entry 150 is missing (the queue ends at 150)" in bad.message
+    assert report.counts.consume_queue_entries_checked == len(built.records) - (len(queue_records) - 150)
+
+
+def test_an_index_entry_naming_another_record_is_reported(tmp_path: Path):
+    built = build(tmp_path / "store", count=200)
+    index_file = next((built.root / "index").iterdir())
+    entry_at = (
+        40 + 512 * 4 + 20 * 10
+    )  # header, slots, then entry 10 (entry 0 is never used): its phy offset field
+    write_at(index_file, entry_at + 4, built.records[3].physical_offset.to_bytes(8, "big"))
+    findings = [f for f in verify_store(built.root).findings if f.check is Check.INDEX_ENTRY]
+    assert [(f.file, f.offset) for f in findings] == [(index_file, 10)]
+
+
+def test_verify_reads_the_commitlog_in_blocks_not_a_pread_per_entry(tmp_path: Path):
+    """On main every ConsumeQueue entry cost a pread of its record (and each sampled index entry another):
+    strace counted more preads than the store has records."""
+    builder = StoreBuilder(
+        tmp_path / "store",
+        segment_size=4 << 20,
+        cq_entries_per_file=10_000,
+        index_slots=1024,
+        index_entries=8192,
+    )
+    for number in range(3000):
+        builder.add("TopicP", b"x" * 1000, queue_id=number % 4, keys=f"k{number}", tags="t")
+    built = builder.build()
+    trace = tmp_path / "strace.txt"
+    done = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-c",
+            "-e",
+            "trace=pread64",
+            "-o",
+            str(trace),
+            str(MQINSPECT),
+            "store",
+            "verify",
+            str(built.root),
+            "--index-checks",
+            "10",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["commitlog_records"] == 3000
+    assert strace_calls(trace.read_text()).get("pread64", 0) < 300
