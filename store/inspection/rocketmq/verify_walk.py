@@ -2,8 +2,8 @@
 
 The walk reads each segment in blocks of BLOCK_BYTES with pread (so a segment truncated under it ends a read
 early, never with SIGBUS) and decodes the records inside a block in one tight loop: the header in one
-struct call, the body CRC (and a `__CRC32#` tail's whole-record CRC) with zlib on slices, the topic and
-properties as text. It accepts a record only when every check codec.decode_record makes (with check_crc,
+struct call, the body CRC (and a `__CRC32#` tail's whole-record CRC) with masked_crc32 on slices, the topic
+and properties as text. It accepts a record only when every check codec.decode_record makes (with check_crc,
 as scan_commitlog calls it) passes on it. Anything else, a blank, zeros, a hole, the end of a file, a
 record that does not decode, an IPv6 host layout, is handed to scan_commitlog at that offset, which says
 exactly what it says when it walks the whole log: the same events, the same errors with the same offsets.
@@ -12,12 +12,12 @@ exactly what it says when it walks the whole log: the same events, the same erro
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Callable
 
 from store import codec
 from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
 from store.inspection.rocketmq.reading import LogEnd, LogEndReason, Walk, log_end_of, queue_of_one
+from store.java_checksums import masked_crc32
 from store.layout import SegmentFile, SegmentQueue
 from store.safe_read import PreadFile
 
@@ -35,7 +35,6 @@ _SHORT = struct.Struct(">h")  # a V2 topic's length; the properties' length is r
 _SMALLEST_RECORD = _HEADER.size + 1 + 2
 _CRC32_PREFIX = (codec.PROPERTY_CRC32 + codec.NAME_VALUE_SEPARATOR).encode("ascii")
 _CRC32_TAIL = codec.CRC32_RESERVED_LEN
-_MASK = 0x7FFFFFFF
 
 # What the walk passes on for each record: (physical offset, its PHYSICALOFFSET field, topic, queue id,
 # queue offset, size, sysflag, properties), in lists of a block's records.
@@ -117,9 +116,9 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
     because the block does (True) or at a record the fast path does not take."""
     decoded = []
     view = memoryview(block)
-    unpack_header, unpack_short, crc32 = _HEADER.unpack_from, _SHORT.unpack_from, zlib.crc32
+    unpack_header, unpack_short, crc32 = _HEADER.unpack_from, _SHORT.unpack_from, masked_crc32
     topics: dict[bytes, str] = {}
-    properties_of, mask, digits = codec.string_to_properties, _MASK, _DIGITS
+    properties_of, digits = codec.string_to_properties, _DIGITS
     header_size, max_size = _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
     end, at = len(block), 0
     while True:
@@ -152,7 +151,7 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
         properties_length = block[topic_end] << 8 | block[topic_end + 1]
         if properties_length > 0x7FFF or fixed + body_length + topic_length + properties_length != total:
             break
-        if body_length and crc32(view[body_end - body_length : body_end]) & mask != body_crc:
+        if body_length and crc32(view[body_end - body_length : body_end]) != body_crc:
             break
         if record_end > properties_start and (
             block[record_end - 1] == 0
@@ -185,7 +184,7 @@ def _tail_checks(block, view, at, properties_start, record_end, crc32) -> bool:
     digits = block[record_end - 11 : record_end - 1]
     well_formed = block[record_end - 1] == 0x02 and digits.isdigit()
     if block[tail_start : tail_start + len(_CRC32_PREFIX)] == _CRC32_PREFIX:
-        return well_formed and crc32(view[at:tail_start]) & _MASK == int(digits[::-1])
+        return well_formed and crc32(view[at:tail_start]) == int(digits[::-1])
     return not well_formed
 
 
