@@ -251,8 +251,8 @@ def main() -> None:
         "--big-broker",
         action="store_true",
         help=f"the issue's big broker: {BIG_BROKER['segments']} segments of {BIG_BROKER['segment_mib']} MiB "
-        f"(sparse, {BIG_BROKER['resident_share'] * 100:.1f}%% of each written) and {BIG_BROKER['consume_queues']} "
-        "ConsumeQueues",
+        f"(sparse, {BIG_BROKER['resident_share'] * 100:.1f}%% of each written) and "
+        f"{BIG_BROKER['consume_queues']} ConsumeQueues",
     )
     parser.add_argument("--modes", default="no-ebpf,ebpf", help="which runs: no-ebpf, ebpf or both")
     parser.add_argument(
