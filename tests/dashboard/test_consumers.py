@@ -325,7 +325,7 @@ def plain(renderable) -> str:
 SENDER = Path(__file__).parents[1] / "probes" / "ebpf" / "sendpath_workload.py"
 
 
-def resident_after_eviction(path: Path, deadline_s: float = 3.0) -> int:
+def resident_after_eviction(path: Path, deadline_s: float = 20.0) -> int:
     """Drop the file's pages and return how many fincore still finds. Pages a previous send's socket buffers
     still reference cannot be dropped until the kernel lets go of them: asked again until none is left or
     the deadline passes (the test then counts the pages that did go)."""

@@ -19,7 +19,7 @@ def run_crash_loop(work: Path, *options: str) -> dict:
         timeout=600,
         check=False,
     )
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode in (0, 1) and result.stdout, result.stderr
     report = json.loads(result.stdout)
     problems = [*report["sync"]["problems"], *report["async"]["problems"], *report["trials"]["problems"]]
     assert result.returncode == 0 and not report["failed"], problems[:10]
