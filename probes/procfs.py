@@ -32,7 +32,7 @@ import functools
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -274,6 +274,20 @@ def read_vmstat(proc_root: Path = PROC_ROOT) -> VmStat:
             f"{path}: no workingset_refault_file line (added in Linux 3.15 as workingset_refault)"
         )
     return VmStat(**values, sources=sources, unavailable=unavailable)
+
+
+def read_vmstat_counters(
+    names: Sequence[str], proc_root: Path = PROC_ROOT
+) -> tuple[dict[str, int], Unavailable]:
+    """The /proc/vmstat lines `names` that VmStat does not carry (nr_dirtied, nr_written ...), and why each
+    one missing is unavailable."""
+    path = proc_root / "vmstat"
+    try:
+        counters = parse_proc_counters(_read(path))
+    except _Unreadable as err:
+        return {}, dict.fromkeys(names, str(err))
+    found = {name: counters[name] for name in names if name in counters}
+    return found, {name: f"{path}: no {name} line" for name in names if name not in found}
 
 
 # --- /proc/sys/vm/dirty_*

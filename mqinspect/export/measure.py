@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mqinspect.sampling.store_reader import FLUSHED_UNKNOWN
-from probes.procfs import PROC_ROOT, parse_proc_counters, read_pressure, read_vmstat
+from probes.procfs import PROC_ROOT, read_pressure, read_vmstat, read_vmstat_counters
 from probes.residency.segments import SegmentResidency, measure_segments
 from store.errors import StoreError
 from store.inspection.formats import detect_format
@@ -262,8 +262,8 @@ POSITION_READERS = {"rocketmq": _rocketmq_positions}
 def measure_kernel(proc_root: Path = PROC_ROOT) -> KernelMeasurement:
     vmstat = read_vmstat(proc_root)
     gaps = [Gap(f"mqinspect_kernel_{name}", reason) for name, reason in _kernel_gaps(vmstat.unavailable)]
-    counters, counter_gaps = _vmstat_counters(proc_root, ("nr_dirtied", "nr_written"))
-    gaps += counter_gaps
+    counters, missing = read_vmstat_counters(tuple(_COUNTER_FAMILIES), proc_root)
+    gaps += [Gap(_COUNTER_FAMILIES[name], reason) for name, reason in missing.items()]
     pressure = read_pressure(proc_root)
     io_stalled, io_gaps = _stalled(pressure, "io")
     memory_stalled, memory_gaps = _stalled(pressure, "memory")
@@ -295,19 +295,6 @@ _KERNEL_FIELDS = {
 
 def _kernel_gaps(unavailable: dict[str, str]) -> Iterable[tuple[str, str]]:
     return ((_KERNEL_FIELDS[name], reason) for name, reason in unavailable.items() if name in _KERNEL_FIELDS)
-
-
-def _vmstat_counters(proc_root: Path, names: Sequence[str]) -> tuple[dict[str, int], list[Gap]]:
-    """vmstat lines VmStat does not carry (nr_dirtied, nr_written: pages dirtied and written since boot)."""
-    path = proc_root / "vmstat"
-    try:
-        counters = parse_proc_counters(path.read_text())
-    except OSError as error:
-        return {}, [Gap(_COUNTER_FAMILIES[name], f"{path}: {error.strerror}") for name in names]
-    missing = [
-        Gap(_COUNTER_FAMILIES[name], f"{path}: no {name} line") for name in names if name not in counters
-    ]
-    return {name: counters[name] for name in names if name in counters}, missing
 
 
 _COUNTER_FAMILIES = {

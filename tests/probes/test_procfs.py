@@ -33,6 +33,7 @@ from probes.procfs import (
     read_process_io,
     read_process_status,
     read_vmstat,
+    read_vmstat_counters,
     take_system_snapshot,
     writeback_state,
 )
@@ -711,3 +712,12 @@ def test_a_running_process_hidden_by_hidepid_is_denied_not_gone(monkeypatch: pyt
     monkeypatch.setattr(procfs, "_pid_is_running", lambda pid: True)
     with pytest.raises(AccessDenied, match="hidepid"):
         read_process_faults(beyond_pid_max)
+
+
+def test_vmstat_counters_are_read_or_unavailable_with_the_reason(tmp_path: Path):
+    names = ("nr_dirtied", "nr_written", "nr_no_such_counter")
+    found, unavailable = read_vmstat_counters(names, THIS_MACHINE)
+    assert found == {"nr_dirtied": 417196, "nr_written": 167822}
+    assert unavailable == {"nr_no_such_counter": f"{THIS_MACHINE / 'vmstat'}: no nr_no_such_counter line"}
+    found, unavailable = read_vmstat_counters(names, tmp_path)  # no vmstat at all
+    assert found == {} and set(unavailable) == set(names) and "not present" in unavailable["nr_dirtied"]
