@@ -383,7 +383,11 @@ def test_rows_lose_no_page_added_while_the_probe_empties_its_maps(tmp_path: Path
         f"{summary.added_pages}, its rows {process.added_pages}, the file's {file.added_pages}"
     )
     assert len(intervals) > 20 and summary.lost_records == 0
-    assert process.added_pages == file.added_pages == summary.added_pages == added
+    assert process.added_pages == file.added_pages == summary.added_pages
+    # Nothing lost. A few more adds than cachestat's count can be real under memory pressure: readahead adds
+    # a page, reclaim takes it before the pread reaches it, the pread adds it again (seen once: 384,001 of
+    # 384,000 on a loaded machine). The drain bug this guards against lost hundreds.
+    assert added <= process.added_pages <= added + added // 10_000
 
 
 @pytest.mark.requires_bpf
