@@ -41,7 +41,6 @@ from mqinspect.dashboard.sorting import TableSort, default_sorts, marked_titles
 from mqinspect.render.cells import unavailable_text
 from mqinspect.render.layout import WIDEN
 from mqinspect.render.top import (
-    CONSUMER_KEY,
     HEAT_KEY,
     PROCESS_COLUMNS,
     PROCESS_TABLE_COLUMNS,
@@ -58,6 +57,7 @@ from mqinspect.render.top import (
     probes_line,
     process_cells,
     segment_cells,
+    segment_notes,
     sendpaths_panel,
     status_line,
 )
@@ -484,11 +484,11 @@ class DashboardApp(App[None]):
         if not snapshot.store.segments:
             problems.insert(0, unavailable_text(snapshot.store.unavailable.get("segments")))
         marked = any(segment.consumer_positions_bytes for segment in snapshot.store.segments)
-        keys = (HEAT_KEY, CONSUMER_KEY) if marked else (HEAT_KEY,)
-        notes = Text("\n".join((*keys, f"source: {SOURCES['segments']}")), style="dim")
+        notes = Text("\n".join(segment_notes(snapshot, marked)), style="dim")
         for problem in problems:
             notes.append("\n").append_text(problem)
-        self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems), marked), lambda: notes)
+        drawn_for = (tuple(str(p) for p in problems), marked, snapshot.store.log_format)
+        self._draw_if_changed("segment-notes", drawn_for, lambda: notes)
         self._draw_if_changed(
             "segment-key", (tuple(str(p) for p in problems),), lambda: compact_key(problems)
         )

@@ -54,6 +54,7 @@ from store.safe_read import PreadFile
 
 COMMITLOG = "commitlog"
 CONSUMEQUEUE = "consumequeue"
+LOG_KINDS = (COMMITLOG, "log")  # the segments whose read position a send reports: a Kafka .log too
 SEND_PATH_FIELDS = {
     "read+write": "read_write_bytes",
     "mmap+write": "mmap_write_bytes",
@@ -75,6 +76,18 @@ SPLICED = (
 )
 NO_SENDPATH = "the sendpath probe is not running"
 UNREADABLE_FIX = "run as root (sudo mqinspect top ...) or as the store's owner"
+
+
+def open_consumer_reader(root: Path) -> ConsumerReader:
+    """The reader of the consumers of the store at `root` in its format: a Kafka log directory's groups are
+    in __consumer_offsets (sampling.kafka_consumers)."""
+    from store.inspection.formats import detect_format
+
+    if detect_format(Path(root)).name == "kafka":
+        from mqinspect.sampling.kafka_consumers import KafkaConsumerReader
+
+        return KafkaConsumerReader(root)
+    return ConsumerReader()
 
 
 class ConsumerReader:
@@ -267,7 +280,11 @@ def _holder(segments: Sequence[SegmentView], offset: int) -> SegmentView | None:
 def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
     """The store view with each group's committed position in the segments that hold it (the CommitLog
     offset of its next message, and its entry in the ConsumeQueue), and each connected consumer's read
-    position in the CommitLog segment that holds it."""
+    position in the CommitLog segment that holds it (a Kafka partition's .log: sampling.kafka_consumers)."""
+    if store.log_format == "kafka":
+        from mqinspect.sampling.kafka_consumers import kafka_marks
+
+        return _with_marks(store, *kafka_marks(store, consumers))
     queues = _queue_segments(store.segments)
     commitlog = [segment for segment in store.segments if segment.kind == COMMITLOG]
     marks: dict[str, set[int]] = defaultdict(set)
@@ -284,6 +301,10 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
             holder = None if offset is None else _holder(segments, offset)
             if holder is not None and offset is not None:
                 marks[holder.path].add(offset - holder.start_offset_bytes)
+    return _with_marks(store, marks, readers)
+
+
+def _with_marks(store: StoreView, marks: dict[str, set[int]], readers: dict[str, set[int]]) -> StoreView:
     if not marks and not readers:
         return store
     segments = tuple(
@@ -365,7 +386,7 @@ class _Socket:
             self.segments[name] += moved // len(segments)
         pages = row.pages_added_in_syscalls
         self.cold_pages = None if pages is None or self.cold_pages is None else self.cold_pages + pages
-        if len(segments) == 1 and row.source_end_bytes is not None and by_name[segments[0]].kind == COMMITLOG:
+        if len(segments) == 1 and row.source_end_bytes is not None and by_name[segments[0]].kind in LOG_KINDS:
             self.reached(by_name[segments[0]], row.source_end_bytes)
 
     def reached(self, segment: SegmentView, end_in_file: int) -> None:

@@ -132,7 +132,11 @@ class StoreReader:
         self._last_positions: dict[str, _QueuePositions] = {}  # each queue's, the interval before
         self._locks_version = 0  # counts the changes of self._locks
         self._turn = 0  # where the round of off-screen measurements goes on
-        discover_store(self.root)  # NotAStore now, as bad input, rather than in the first interval
+        self._check_store()
+
+    def _check_store(self) -> None:
+        """NotAStore now, as bad input, rather than in the first interval."""
+        discover_store(self.root)
 
     def segment_paths(self) -> list[str]:
         """The paths of every segment the store has now (a listing, no measurement)."""
@@ -699,6 +703,19 @@ def _holder(queue: SegmentQueue, offset: int | None) -> SegmentFile | None:
         last = queue.segments[-1]
         holder = last if offset == last.file_from_offset + last.size_bytes else None
     return holder
+
+
+def open_store_reader(root: Path, **options: Any) -> StoreReader:
+    """The reader of the store at `root` in its format (store.inspection.formats): a RocketMQ store's, or
+    a Kafka log directory's (sampling.kafka_store); NotAStore, naming what each format looked for, if
+    neither."""
+    from store.inspection.formats import detect_format
+
+    if detect_format(Path(root)).name == "kafka":
+        from mqinspect.sampling.kafka_store import KafkaStoreReader
+
+        return KafkaStoreReader(root, **options)
+    return StoreReader(root, **options)
 
 
 # --- eBPF events per segment
