@@ -71,25 +71,30 @@ class KafkaStoreReader(StoreReader):
         return [str(file.path) for file in KAFKA.store_files(self.root)]
 
     def read(self, events: Mapping[str, Any], drawn: frozenset[str] | None = None) -> StoreView:
-        """One interval's view: every file measured (a dashboard measures heat strips of drawn rows only)."""
+        """One interval's view: every file measured (a dashboard measures heat strips of drawn rows only),
+        before anything is read to place the positions (that read brings pages into the page cache)."""
         try:
             files = KAFKA.store_files(self.root)
+        except (StoreError, OSError) as error:
+            return self._unreadable(error)
+        paths = [str(file.path) for file in files]
+        self._refresh_locks(paths, drawn)
+        measured = {}
+        for path in paths:
+            unavailable: dict[str, str] = {}
+            measured[path] = (unavailable, self._residency(path, unavailable, drawn is None or path in drawn))
+        try:
             queues = self._queues(files)
             partitions = tuple(self._partition(directory) for directory in kafka_target(self.root).partitions)
         except (StoreError, OSError) as error:  # a partition deleted while listed: the next interval
-            reason = f"the log directory cannot be read: {error}"
-            return StoreView(str(self.root), None, (), {"segments": reason}, log_format=LOG_FORMAT)
-        paths = [str(file.path) for file in files]
-        self._refresh_locks(paths, drawn)
+            return self._unreadable(error)
         by_path = _events_by_path(events)
         rows = []
         for file in files:
             path = str(file.path)
             queue, positions, segment = queues[path]
-            unavailable: dict[str, str] = {}
-            residency = self._residency(path, unavailable, drawn is None or path in drawn)
             view = self._segment(
-                file.kind, file.label, queue, segment, positions, by_path, events, (unavailable, residency)
+                file.kind, file.label, queue, segment, positions, by_path, events, measured[path]
             )
             rows.append(_in_partition(view, file.path.parent.name))
         listed = set(paths)
@@ -98,6 +103,10 @@ class KafkaStoreReader(StoreReader):
         self._tails = {path: known for path, known in self._tails.items() if path in listed}
         self._intervals += 1
         return StoreView(str(self.root), None, tuple(rows), log_format=LOG_FORMAT, partitions=partitions)
+
+    def _unreadable(self, error: Exception) -> StoreView:
+        reason = f"the log directory cannot be read: {error}"
+        return StoreView(str(self.root), None, (), {"segments": reason}, log_format=LOG_FORMAT)
 
     # --- where each file's data ends
 

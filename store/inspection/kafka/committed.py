@@ -27,6 +27,9 @@ from store.kafka.layout import SegmentFiles, list_partition, parse_partition_dir
 from store.kafka.records import decode_control_record, decode_records
 
 CONSUMER_OFFSETS_TOPIC = "__consumer_offsets"
+# batch_position reads this much at a time: the batch it looks for is within log.index.interval.bytes (4 KiB)
+# of the index entry it starts from, and a dashboard must not pull a segment into the page cache to find it.
+POSITION_WINDOW_BYTES = 8 << 10
 
 GroupKey = tuple[str, str, int]  # group, topic, partition
 
@@ -165,14 +168,15 @@ def _apply_commits(table: dict[GroupKey, OffsetCommit], commits) -> None:
 
 def batch_position(log: Path, base_offset: int, offset: int) -> int | str:
     """Where the batch holding `offset` starts in the .log segment whose base offset is `base_offset`
-    (through its .index, then batch headers); why not when no batch of the segment holds it."""
+    (through its .index, then batch headers, 8 KiB at a time); why not when no batch of the segment
+    holds it."""
     start = 0
     index = log.with_name(log.name.removesuffix(".log") + ".index")
     if index.is_file():
         read = read_offset_index(index, base_offset)
         if read.value is not None:
             start = position_for_offset(read.value.entries, offset)
-    for entry in LogReader(log, start=start):
+    for entry in LogReader(log, start=start, window_bytes=POSITION_WINDOW_BYTES):
         if isinstance(entry, Finding):
             return f"{log.name} at byte {entry.position}: {entry.message}"
         if entry.last_offset >= offset:
