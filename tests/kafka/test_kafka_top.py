@@ -12,6 +12,7 @@ from pathlib import Path
 from support import fadvise_out, fincore_pages, one_error_line, read_pages, run_mqinspect
 
 from mqinspect.render.top import top_view
+from mqinspect.sampling.sampler import Sampler, SamplerSettings
 from mqinspect.sampling.snapshot import ChunkMap
 from mqinspect.sampling.stream import TopOptions, sample_once
 from store.inspection.kafka.committed import CommittedOffsets
@@ -204,3 +205,48 @@ def test_an_empty_files_chunk_map_has_no_chunks_and_is_drawn():
     (index,) = [s for s in snapshot.store.segments if s.name == "foo-0/00000000000000000000.index"]
     assert index.size_bytes == 0 and index.chunks == empty
     top_view(snapshot)  # drawn without error
+
+
+def test_a_log_dir_being_written_rolled_and_deleted_is_followed_interval_by_interval(tmp_path: Path):
+    root = tmp_path / "kafka-logs"
+    log_dir = LogDirWriter(root, segment_bytes=4 << 10)  # a roll every 14 batches
+    orders = log_dir.partition("orders", 0)
+    offsets = log_dir.partition("__consumer_offsets", 0)
+    sampler = Sampler(SamplerSettings(root, (), 0.1, False))
+    sampler.open(background=False)
+    try:
+        for round_number in range(1, 6):
+            for _ in range(10):
+                written = orders.append([ProducerRecord(b"k", RECORD, timestamp=T0)])
+            _commit(offsets, "g", "orders", 0, orders.next_offset - 3)
+            offsets.flush()
+            if round_number == 4:  # retention: the oldest segment renamed .deleted, removed a round later
+                first = sorted((root / "orders-0").glob("*.log"))[0]
+                deleted = [
+                    p.rename(p.with_name(p.name + ".deleted")) for p in first.parent.glob(first.stem + ".*")
+                ]
+            if round_number == 5:
+                for path in deleted:
+                    path.unlink()
+            snapshot = sampler.sample()
+            rows = {segment.name: segment for segment in snapshot.store.segments}
+            if round_number == 4:
+                row = rows[f"orders-0/{first.name}.deleted"]
+                assert (
+                    row.wrote_position_bytes is None
+                    and ".deleted file" in row.unavailable["wrote_position_bytes"]
+                )
+            if round_number == 5:
+                assert not any(name.endswith(".deleted") for name in rows)
+            (partition,) = [p for p in snapshot.store.partitions if p.name == "orders-0"]
+            logs = sorted((root / "orders-0").glob("*.log"))
+            assert partition.log_end_offset == orders.next_offset
+            assert partition.log_start_offset == int(logs[0].stem)
+            assert partition.log_size_bytes == sum(log.stat().st_size for log in logs)
+            (group,) = snapshot.consumers.groups
+            assert (group.committed_offset, group.lag_messages) == (orders.next_offset - 3, 3)
+            assert group.lag_bytes == 3 * written.size_bytes  # every batch is the same size
+        assert len(orders.segments) >= 3
+    finally:
+        sampler.close()
+        log_dir.close()
