@@ -115,12 +115,7 @@ class ConsumerReader:
             unavailable["offsets_file"] = f"read {offsets.loaded_from} instead: {offsets.fallback_reason}"
         if offsets is not None and not groups:
             unavailable["groups"] = _no_groups(path, offsets)
-        connected: tuple[ConnectedConsumerView, ...] = ()
-        if sendpath is None:
-            unavailable["connected"] = NO_SENDPATH
-        else:
-            comms = {row.pid: row.comm for row in sendpath.processes}
-            connected = connected_consumers(sendpath.fds, store.segments, comms)
+        connected = sockets_sent_to(sendpath, store.segments, unavailable)
         return ConsumersView(
             str(path),
             groups,
@@ -142,6 +137,18 @@ class ConsumerReader:
         offsets = load_consumer_offsets(path)
         self._offsets = (identity, offsets)
         return offsets
+
+
+def sockets_sent_to(
+    sendpath: Any | None, segments: Sequence[SegmentView], unavailable: dict[str, str]
+) -> tuple[ConnectedConsumerView, ...]:
+    """The connected consumers of the interval (`connected_consumers`); none, saying why in `unavailable`,
+    when the sendpath probe is not running."""
+    if sendpath is None:
+        unavailable["connected"] = NO_SENDPATH
+        return ()
+    comms = {row.pid: row.comm for row in sendpath.processes}
+    return connected_consumers(sendpath.fds, segments, comms)
 
 
 def _no_groups(path: Path, offsets: ConsumerOffsets) -> str:

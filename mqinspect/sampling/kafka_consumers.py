@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mqinspect.sampling.consumers import NO_SENDPATH, UNREADABLE_FIX, connected_consumers
+from mqinspect.sampling.consumers import UNREADABLE_FIX, sockets_sent_to
 from mqinspect.sampling.snapshot import ConsumersView, GroupQueueView, PartitionView, SegmentView, StoreView
 from store.errors import StoreError
 from store.inspection.kafka.committed import (
@@ -64,12 +64,7 @@ class KafkaConsumerReader:
             unavailable["groups"] = f"no {CONSUMER_OFFSETS_TOPIC} in this log dir ({self.log_dir})"
         else:
             groups = self._groups(store, unavailable)
-        connected = ()
-        if sendpath is None:
-            unavailable["connected"] = NO_SENDPATH
-        else:
-            comms = {row.pid: row.comm for row in sendpath.processes}
-            connected = connected_consumers(sendpath.fds, store.segments, comms)
+        connected = sockets_sent_to(sendpath, store.segments, unavailable)
         return ConsumersView(
             str(self.log_dir / f"{CONSUMER_OFFSETS_TOPIC}-*") if offsets_dirs else None,
             groups,
@@ -111,19 +106,7 @@ class KafkaConsumerReader:
         self, commit: OffsetCommit, partition: PartitionView | None, logs: tuple[SegmentView, ...]
     ) -> GroupQueueView:
         name = f"{commit.topic}-{commit.partition}"
-        row = GroupQueueView(
-            commit.group,
-            commit.topic,
-            commit.partition,
-            commit.offset,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            {},
-        )
+        row = GroupQueueView(commit.group, commit.topic, commit.partition, commit.offset, *(None,) * 6, {})
         if partition is None:
             return _without(row, LAG_FIELDS, f"{name} is not in this log dir (another broker holds it)")
         if partition.log_end_offset is None or partition.log_start_offset is None:
