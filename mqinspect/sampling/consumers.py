@@ -78,18 +78,6 @@ NO_SENDPATH = "the sendpath probe is not running"
 UNREADABLE_FIX = "run as root (sudo mqinspect top ...) or as the store's owner"
 
 
-def open_consumer_reader(root: Path) -> ConsumerReader:
-    """The reader of the consumers of the store at `root` in its format: a Kafka log directory's groups are
-    in __consumer_offsets (sampling.kafka_consumers)."""
-    from store.inspection.formats import detect_format
-
-    if detect_format(Path(root)).name == "kafka":
-        from mqinspect.sampling.kafka_consumers import KafkaConsumerReader
-
-        return KafkaConsumerReader(root)
-    return ConsumerReader()
-
-
 class ConsumerReader:
     """Reads the groups' committed offsets and the connected consumers each interval. Keeps no file open."""
 
@@ -287,11 +275,7 @@ def _holder(segments: Sequence[SegmentView], offset: int) -> SegmentView | None:
 def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
     """The store view with each group's committed position in the segments that hold it (the CommitLog
     offset of its next message, and its entry in the ConsumeQueue), and each connected consumer's read
-    position in the CommitLog segment that holds it (a Kafka partition's .log: sampling.kafka_consumers)."""
-    if store.log_format == "kafka":
-        from mqinspect.sampling.kafka_consumers import kafka_marks
-
-        return _with_marks(store, *kafka_marks(store, consumers))
+    position in the CommitLog segment that holds it."""
     queues = _queue_segments(store.segments)
     commitlog = [segment for segment in store.segments if segment.kind == COMMITLOG]
     marks: dict[str, set[int]] = defaultdict(set)
@@ -308,10 +292,11 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
             holder = None if offset is None else _holder(segments, offset)
             if holder is not None and offset is not None:
                 marks[holder.path].add(offset - holder.start_offset_bytes)
-    return _with_marks(store, marks, readers)
+    return with_marks(store, marks, readers)
 
 
-def _with_marks(store: StoreView, marks: dict[str, set[int]], readers: dict[str, set[int]]) -> StoreView:
+def with_marks(store: StoreView, marks: dict[str, set[int]], readers: dict[str, set[int]]) -> StoreView:
+    """The store view with these consumer (`marks`) and reader positions, bytes into each segment by path."""
     if not marks and not readers:
         return store
     segments = tuple(

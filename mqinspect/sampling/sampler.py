@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqinspect.sampling.consumers import mark_positions, open_consumer_reader
 from mqinspect.sampling.probe_set import NO_PROCESS_FIX, NO_PROCESS_REASON, ProbeSet
 from mqinspect.sampling.process_reader import ProcessReader
+from mqinspect.sampling.readers import mark_positions, open_consumer_reader, open_store_reader
 from mqinspect.sampling.snapshot import (
     PROBE_SENDPATH,
     PROBE_WRITEBACK,
@@ -28,7 +28,7 @@ from mqinspect.sampling.snapshot import (
     TopSnapshot,
     WritebackEvents,
 )
-from mqinspect.sampling.store_reader import NO_EBPF_EVENTS, open_store_reader
+from mqinspect.sampling.store_reader import NO_EBPF_EVENTS
 from probes.memory import MemorySample
 from probes.privileges import PROC_ACCESS_FIX, describe_processes, other_process
 from probes.procfs import PAGE_SIZE_BYTES, SystemMemorySnapshot, rates, take_system_snapshot

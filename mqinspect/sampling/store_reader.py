@@ -705,19 +705,6 @@ def _holder(queue: SegmentQueue, offset: int | None) -> SegmentFile | None:
     return holder
 
 
-def open_store_reader(root: Path, **options: Any) -> StoreReader:
-    """The reader of the store at `root` in its format (store.inspection.formats): a RocketMQ store's, or
-    a Kafka log directory's (sampling.kafka_store); NotAStore, naming what each format looked for, if
-    neither."""
-    from store.inspection.formats import detect_format
-
-    if detect_format(Path(root)).name == "kafka":
-        from mqinspect.sampling.kafka_store import KafkaStoreReader
-
-        return KafkaStoreReader(root, **options)
-    return StoreReader(root, **options)
-
-
 # --- eBPF events per segment
 
 
