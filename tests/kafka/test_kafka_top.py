@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from support import fadvise_out, fincore_pages, one_error_line, read_pages, run_mqinspect
+import pytest
+from support import fadvise_out, fincore_pages, one_error_line, read_pages, ready_child, run_mqinspect
 
 from mqinspect.render.top import top_view
 from mqinspect.sampling.sampler import Sampler, SamplerSettings
@@ -250,3 +251,51 @@ def test_a_log_dir_being_written_rolled_and_deleted_is_followed_interval_by_inte
     finally:
         sampler.close()
         log_dir.close()
+
+
+# Maps the segment (so the dashboard finds it as the log dir's holder), then on "go" reads one byte of
+# `count` pages `stride` pages apart through the mapping (one fault each: past the kernel's fault-around)
+# and says "done".
+MAPPED_READER = r"""
+import mmap, os, sys
+path, first, count, stride = sys.argv[1], *map(int, sys.argv[2:])
+fd = os.open(path, os.O_RDONLY)
+mapping = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+print("ready", flush=True)
+sys.stdin.readline()
+for page in range(first, first + count * stride, stride):
+    mapping[page * mmap.PAGESIZE]
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.requires_bpf
+def test_the_dashboard_finds_a_segments_holder_and_counts_its_faults_on_that_segment(tmp_path: Path):
+    root = tmp_path / "kafka-logs"
+    with LogDirWriter(root) as log_dir:
+        partition = log_dir.partition("orders", 2)
+        for _ in range(700):
+            partition.append([ProducerRecord(b"k", b"v" * 4000)])
+    segment = root / "orders-2" / f"{0:020d}.log"
+    fadvise_out(segment)
+    touched = list(range(32, 32 + 8 * 64, 64))
+    with ready_child(MAPPED_READER, segment, 32, 8, 64) as child:
+        sampler = Sampler(SamplerSettings(root, (), 0.5, ebpf=True))  # no --pid: the holder is found
+        sampler.open(background=False)
+        try:
+            assert sampler.processes.watched() == (child.pid,)
+            sampler.sample()
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "done"
+            snapshot = sampler.sample()
+        finally:
+            sampler.close()
+    row = next(s for s in snapshot.store.segments if s.name == "orders-2/00000000000000000000.log")
+    assert row.faults == len(touched) and row.major_faults >= 1
+    ranges = [r for r in row.page_ranges if r.faults]
+    for page in touched:
+        assert any(r.first_page <= page <= r.last_page for r in ranges), (page, ranges)
+    (process,) = [p for p in snapshot.processes if p.pid == child.pid]
+    assert process.found_by == "maps" and process.traced_faults >= len(touched)
