@@ -28,9 +28,8 @@ def _plain(renderable) -> str:
 def test_a_kafka_frame_fills_the_segments_and_the_consumers_with_partitions(tmp_path: Path):
     root = tmp_path / "kafka-logs"
     with LogDirWriter(root) as log_dir:
-        orders = log_dir.partition("orders", 4)
         for _ in range(30):
-            orders.append([ProducerRecord(b"k", b"v" * 500)])
+            log_dir.partition("orders", 4).append([ProducerRecord(b"k", b"v" * 500)])  # made on first use
         key, value = encode_offset_commit("billing", "orders", 4, 12, commit_timestamp=1_700_000_000_000)
         log_dir.partition("__consumer_offsets", 0).append([ProducerRecord(key, value)])
     snapshot = sample_once(TopOptions(root, interval_s=0.1, ebpf=False))
