@@ -285,10 +285,9 @@ def test_the_dashboard_finds_a_segments_holder_and_counts_its_faults_on_that_seg
         sampler.open(background=False)
         try:
             assert sampler.processes.watched() == (child.pid,)
-            sampler.sample()
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            assert child.stdout.readline().strip() == "done"
+            sampler.sample()  # the interval before the reads
+            print("go", file=child.stdin, flush=True)
+            assert child.stdout.readline() == "done\n"
             snapshot = sampler.sample()
         finally:
             sampler.close()
