@@ -298,3 +298,16 @@ def test_the_dashboard_finds_a_segments_holder_and_counts_its_faults_on_that_seg
         assert any(r.first_page <= page <= r.last_page for r in ranges), (page, ranges)
     (process,) = [p for p in snapshot.processes if p.pid == child.pid]
     assert process.found_by == "maps" and process.traced_faults >= len(touched)
+
+
+def test_a_recording_of_a_kafka_log_dir_replays_key_for_key(tmp_path: Path):
+    root = tmp_path / "kafka-logs"
+    _log_dir(root)
+    recording = tmp_path / "top.jsonl"
+    recorded = run_mqinspect(
+        "top", root, "--once", "--no-ebpf", "--interval", "0.1", "--format", "json", "--record", recording
+    )
+    assert recorded.exit_code == 0, recorded.output
+    replayed = run_mqinspect("replay", recording, "--format", "jsonl")
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout) == json.loads(recording.read_text()) == json.loads(recorded.stdout)
