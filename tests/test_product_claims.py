@@ -19,6 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 UNREAD_FORMATS = re.compile(r"kafka", re.IGNORECASE)
 READS_KAFKA = {(), ("store",), *(("store", verb) for verb in ("stat", "segments", "dump", "verify", "query"))}
+READS_KAFKA |= {
+    ("top",),
+    ("lab", "sendpath"),
+    *(("trace", probe) for probe in ("faults", "pagecache", "writeback", "sendpath", "syscalls")),
+}  # issue 17 item 4: top, trace --store, lab sendpath --store on Kafka log dirs
 
 
 def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

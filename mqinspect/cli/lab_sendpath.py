@@ -46,9 +46,10 @@ def sendpath(
     store_dir: Path = typer.Option(
         None,
         "--store",
-        help="Serve the newest CommitLog segment of this store (read-only) instead of a temporary store.",
+        help="Serve the newest CommitLog segment of this store (read-only) instead of a temporary store; "
+        "of a Kafka log directory, the newest segment of its largest partition (of a partition directory, "
+        "its newest; or one .log file), which Kafka itself serves by sendfile.",
         exists=True,
-        file_okay=False,
     ),
     output: str = format_option(OutputFormat.TABLE, OutputFormat.JSON),
 ) -> None:

@@ -42,7 +42,9 @@ SVG_WIDTH = 140
 
 def top(
     store_dir: Path | None = typer.Argument(
-        None, help="A RocketMQ store root (the directory holding commitlog/): show its segments."
+        None,
+        help="A RocketMQ store root (the directory holding commitlog/), or a Kafka log directory (a log.dirs "
+        "root, a topic-N partition directory or one .log segment): show its segments.",
     ),
     interval_arg: float | None = interval_argument(MIN_INTERVAL_S),
     count_arg: int | None = count_argument(),

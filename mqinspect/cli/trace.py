@@ -79,7 +79,11 @@ def pid_option(help: str = EVERY_PROCESS) -> Any:
 
 
 def store_option(help: str) -> Any:
-    return typer.Option(None, "--store", help=f"A RocketMQ store root: {help}")
+    return typer.Option(
+        None,
+        "--store",
+        help=f"A RocketMQ store root, or a Kafka log directory (its topic-N/ segments and indexes): {help}",
+    )
 
 
 MIN_INTERVAL_S = 0.05

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from rich.console import Group, RenderableType
 from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -41,7 +42,6 @@ from mqinspect.dashboard.sorting import TableSort, default_sorts, marked_titles
 from mqinspect.render.cells import unavailable_text
 from mqinspect.render.layout import WIDEN
 from mqinspect.render.top import (
-    CONSUMER_KEY,
     HEAT_KEY,
     PROCESS_COLUMNS,
     PROCESS_TABLE_COLUMNS,
@@ -54,10 +54,12 @@ from mqinspect.render.top import (
     faults_panel,
     memory_panel,
     no_match_text,
+    partitions_panel,
     probe_problem,
     probes_line,
     process_cells,
     segment_cells,
+    segment_notes,
     sendpaths_panel,
     status_line,
 )
@@ -409,8 +411,8 @@ class DashboardApp(App[None]):
         self.query_one("#processes").screen.set_class(shown, "consumers-shown")
         if not shown:
             return
-        key = (snapshot.consumers, snapshot.probe(PROBE_SENDPATH))
-        self._draw_if_changed("consumers", key, lambda: consumers_panel(snapshot, titled=False))
+        key = (snapshot.consumers, snapshot.probe(PROBE_SENDPATH), snapshot.store.partitions)
+        self._draw_if_changed("consumers", key, lambda: _consumers_and_partitions(snapshot))
 
     def _draw_send_paths(self, snapshot: TopSnapshot) -> None:
         """The rows the filter keeps, in the table's sort, under its marked headers. The panel's height
@@ -484,11 +486,11 @@ class DashboardApp(App[None]):
         if not snapshot.store.segments:
             problems.insert(0, unavailable_text(snapshot.store.unavailable.get("segments")))
         marked = any(segment.consumer_positions_bytes for segment in snapshot.store.segments)
-        keys = (HEAT_KEY, CONSUMER_KEY) if marked else (HEAT_KEY,)
-        notes = Text("\n".join((*keys, f"source: {SOURCES['segments']}")), style="dim")
+        notes = Text("\n".join(segment_notes(snapshot, marked)), style="dim")
         for problem in problems:
             notes.append("\n").append_text(problem)
-        self._draw_if_changed("segment-notes", (tuple(str(p) for p in problems), marked), lambda: notes)
+        drawn_for = (tuple(str(p) for p in problems), marked, snapshot.store.log_format)
+        self._draw_if_changed("segment-notes", drawn_for, lambda: notes)
         self._draw_if_changed(
             "segment-key", (tuple(str(p) for p in problems),), lambda: compact_key(problems)
         )
@@ -748,3 +750,11 @@ def next_interval(current_s: float, step: int) -> float:
 def _next(options: dict[str, Any], current: str) -> str:
     names = list(options)
     return names[(names.index(current) + 1) % len(names)]
+
+
+def _consumers_and_partitions(snapshot: TopSnapshot) -> RenderableType:
+    """The Consumers panel; for a Kafka log directory, its partitions' offsets first (what lag is against)."""
+    panel = consumers_panel(snapshot, titled=False)
+    if not snapshot.store.partitions:
+        return panel
+    return Group(partitions_panel(snapshot), Text(""), panel)

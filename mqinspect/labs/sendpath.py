@@ -18,7 +18,11 @@ over the paths (run 1 of every path, then run 2, ...) so that a slow moment of t
 one path alone.
 
 Source: a temporary store the lab creates and removes (a CommitLog segment filled with records by
-store.workload.produce), or with `store_dir` the newest CommitLog segment of an existing store, only read.
+store.workload.produce), or with `store_dir` the newest CommitLog segment of an existing store, only read;
+or a Kafka log directory's segment, only read: the newest non-empty .log of its partition with the most log
+bytes (of the partition, or the one segment, when `store_dir` is a partition directory or a .log file). A
+Kafka broker serves fetches by sendfile (FileRecords.writeTo: FileChannel.transferTo), from offset 0 of the
+segment here, as a consumer reading it from its start is sent.
 Hot (default): the range is read into the page cache once before the first run. Cold: the lab's own source
 is evicted (fsync + POSIX_FADV_DONTNEED) before every run, so each run reads the disk; an existing store's
 pages are never evicted.
@@ -27,6 +31,7 @@ pages are never evicted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import mmap
@@ -63,6 +68,8 @@ from probes.errors import CapabilityMissing, ProbeError
 from probes.residency.actions import evict
 from probes.residency.scan import residency_of_range
 from store.config import StoreConfig
+from store.inspection.formats import detect_format
+from store.inspection.kafka.target import file_label, kafka_target, segments_to_read
 from store.inspection.rocketmq.segments import list_segments
 from store.layout import SegmentKind, offset_to_file_name
 from store.message_store import MessageStore
@@ -151,6 +158,10 @@ class LabSource:
     messages: int | None  # records the lab wrote (None for an existing store)
     range_pages: int
     page_size_bytes: int
+    log_format: str = (
+        "rocketmq"  # the segment's: rocketmq (a CommitLog segment) or kafka (a partition's .log)
+    )
+    label: str | None = None  # how tables name the segment: "commitlog/000...", "orders-0/000....log"
 
 
 @dataclass(frozen=True)
@@ -272,8 +283,11 @@ def create_source(directory: Path, payload_bytes: int) -> LabSource:
 
 
 def store_source(store_dir: Path, payload_bytes: int) -> tuple[LabSource, str | None]:
-    """The newest CommitLog segment of `store_dir` that holds records, only read; and a note when it holds
-    fewer bytes than asked for (the lab then serves what it has)."""
+    """The newest CommitLog segment of `store_dir` that holds records (a Kafka log directory's segment:
+    `kafka_source`), only read; and a note when it holds fewer bytes than asked for (the lab then serves
+    what it has)."""
+    if detect_format(store_dir).name == "kafka":
+        return kafka_source(store_dir, payload_bytes)
     listing = list_segments(store_dir)
     written = [
         row for row in listing.rows if row.kind is SegmentKind.COMMITLOG and (row.written_bytes or 0) > 0
@@ -286,6 +300,29 @@ def store_source(store_dir: Path, payload_bytes: int) -> tuple[LabSource, str | 
     if length < payload_bytes:
         note = f"{newest.path} holds {length} bytes of records: each run sends those, not {payload_bytes}"
     return _source(Path(newest.path), store_dir, False, length, None), note
+
+
+def kafka_source(root: Path, payload_bytes: int) -> tuple[LabSource, str | None]:
+    """The newest non-empty .log segment of the log dir's partition with the most log bytes (of the partition
+    directory given, or the .log file given), only read, from its start; a note when it holds fewer bytes
+    than asked for. A Kafka segment holds nothing but batches (the broker never preallocates it)."""
+    target = kafka_target(root)
+    candidates = []
+    for directory in target.partitions:
+        logs = [s.log for s in segments_to_read(directory, target.segment) if s.log is not None]
+        sizes = [(log, log.stat().st_size) for log in logs]
+        written = [(log, size) for log, size in sizes if size]
+        if written:
+            candidates.append((sum(size for _log, size in sizes), written[-1]))
+    if not candidates:
+        raise BadInput(f"{root}: no Kafka .log segment holds batches yet; nothing to send")
+    _most, (segment, size) = max(candidates, key=lambda candidate: candidate[0])
+    length = min(payload_bytes, size)
+    note = None
+    if length < payload_bytes:
+        note = f"{segment} holds {length} bytes of batches: each run sends those, not {payload_bytes}"
+    source = _source(segment, root, False, length, None)
+    return dataclasses.replace(source, log_format="kafka", label=file_label(segment)), note
 
 
 def _source(segment: Path, store_dir: Path, temporary: bool, length: int, messages: int | None) -> LabSource:

@@ -36,12 +36,18 @@ def sendpath_view(report: SendpathLabReport) -> RenderableType:
     return Group(*parts)
 
 
+def _segment(source) -> str:
+    if source.log_format == "kafka":  # sendfile is how a broker serves its fetches (FileChannel.transferTo)
+        return f"Kafka segment {source.label}, which a broker serves by sendfile"
+    return f"CommitLog segment {source.path.name}"
+
+
 def _heading(report: SendpathLabReport) -> Text:
     source = report.source
     where = "the lab's temporary store" if source.temporary else f"store {source.store_dir}"
     return Text.assemble(
         ("Send paths over loopback TCP", "bold"),
-        f" ({report.loopback}): {human_bytes(report.payload_bytes)} of CommitLog segment {source.path.name} "
+        f" ({report.loopback}): {human_bytes(report.payload_bytes)} of {_segment(source)} "
         f"({where}), offset {source.offset_bytes}; {report.cache_mode} page cache; "
         f"median of {counted(report.repeat, 'run')} per path; "
         f"chunk {human_bytes(report.chunk_bytes)}; kernel {report.kernel_release}.",

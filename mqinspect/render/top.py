@@ -77,6 +77,17 @@ SOURCES = {
     "(received; sent and acknowledged), whatever call moved them · /proc/PID/status · found in "
     "/proc/PID/maps, /proc/PID/fd · hits, misses: pagecache probe (filemap:mm_filemap_get_pages), the "
     "store's files",
+    "kafka_segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: a .log's size (Kafka "
+    "appends with write(2) and never preallocates a segment), the newest segment's index up to its last "
+    "entry · flushed: does not apply to Kafka (a broker keeps no flushed byte position in its files) · "
+    "locked: /proc/PID/smaps Locked",
+    "partitions": "each partition's .log segments; log end: the offset after the newest segment's last batch "
+    "(read from its last .index entry to its end)",
+    "kafka_consumers": "groups: the log dir's __consumer_offsets partitions (latest commit per group and "
+    "partition; a tombstone deletes it) · lag = log end offset - committed, in offsets and in bytes of the "
+    "partition's .log segments from the batch holding the committed offset (found through the .index) to "
+    "the log's end · connected: sendpath probe, per socket: read at = bytes into the partition's log the "
+    "latest send reached · cached: cachestat of the segments each consumer was sent from",
     "consumers": "groups: config/consumerOffset.json (as the broker last persisted it) placed through each "
     "queue's ConsumeQueue entry; lag = the queue's end - committed, in messages and in CommitLog bytes up "
     "to the end of the queue's last record · connected: sendpath probe, per socket: read at = CommitLog "
@@ -94,6 +105,10 @@ CONSUMER_KEY = (
     "C on a heat strip: a consumer group's committed position, the next message it reads (in the CommitLog "
     "and in its ConsumeQueue) · R: where a connected consumer's latest send reached · W and F are drawn over "
     "them"
+)
+KAFKA_CONSUMER_KEY = (
+    "C on a heat strip: a consumer group's committed position (the batch holding the next offset it reads) "
+    "· R: where a connected consumer's latest send reached · W is drawn over them"
 )
 SEGMENT_COLUMNS = (
     "segment",
@@ -165,6 +180,18 @@ PROCESS_TABLE_COLUMNS = columns_by_priority(
 
 
 # --- small formatting
+
+
+def is_kafka(snapshot: TopSnapshot) -> bool:
+    return snapshot.store.log_format == "kafka"
+
+
+def segment_notes(snapshot: TopSnapshot, marked: bool) -> tuple[str, ...]:
+    """The heat strip's key (with the consumer marks' when a strip has one) and the segments' source, in
+    the words of the store's format."""
+    kafka = is_kafka(snapshot)
+    consumer_key = (KAFKA_CONSUMER_KEY if kafka else CONSUMER_KEY,) if marked else ()
+    return (HEAT_KEY, *consumer_key, f"source: {SOURCES['kafka_segments' if kafka else 'segments']}")
 
 
 def _source(key: str) -> Text:
@@ -348,13 +375,17 @@ def segments_table(snapshot: TopSnapshot, segments: Sequence[SegmentView] | None
         shown, left_out = busiest_segments(shown, PRINTED_SEGMENT_ROWS), len(shown) - PRINTED_SEGMENT_ROWS
     for segment in shown:
         table.add_row(*segment_cells(segment, snapshot.page_size_bytes))
-    notes = [Text(HEAT_KEY, style="dim"), _source("segments"), _source("segment_events")]
+    marked = any(segment.consumer_positions_bytes or segment.reader_positions_bytes for segment in shown)
+    *keys, source = segment_notes(snapshot, marked)
+    notes = [
+        *(Text(key, style="dim") for key in keys),
+        Text(source, style="dim cyan"),
+        _source("segment_events"),
+    ]
     if left_out:
         notes.insert(
             0, Text(f"+{left_out} more segments (quiet ones, oldest first; --format json lists every one)")
         )
-    if any(segment.consumer_positions_bytes or segment.reader_positions_bytes for segment in shown):
-        notes.insert(1, Text(CONSUMER_KEY, style="dim"))
     # why a residency column says unavailable, once per distinct reason (JSON has it per segment)
     reasons = dict.fromkeys(
         reason for segment in shown if (reason := segment.unavailable.get("cached_pages")) is not None
@@ -637,6 +668,15 @@ def sendpaths_panel(
 # --- consumers
 
 GROUP_COLUMNS = ("group", "queue", "committed", "lag msgs", "lag bytes", "at CommitLog offset")
+KAFKA_GROUP_COLUMNS = (
+    "group",
+    "partition",
+    "committed",
+    "log end",
+    "lag offsets",
+    "lag bytes",
+    "at log byte",
+)
 CONNECTED_COLUMNS = ("consumer", "path", "sent/s", "read at", "cold", "cached, read from")
 # On a narrow terminal the segment's name gives way (ellipsis); the other cells keep their width.
 _CONNECTED_MIN_WIDTHS = {"consumer": 15, "path": 10, "sent/s": 9, "read at": 11, "cold": 5}
@@ -650,7 +690,7 @@ def consumers_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
     if view is None:
         return Group(*parts, unavailable_text("no store: consumer groups are read from its config/"))
     if view.groups:
-        parts.append(_groups_table(view.groups))
+        parts.append(_groups_table(view.groups, is_kafka(snapshot)))
     else:
         parts.append(unavailable_text(view.unavailable.get("groups")))
     if "offsets_file" in view.unavailable:
@@ -672,24 +712,52 @@ def consumers_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderable
         parts += [unavailable_text(reason) for reason in list(reasons)[:2]]
     else:
         parts.append(Text("no consumer was sent store bytes this interval (sendpath probe)"))
-    parts.append(_source("consumers"))
+    parts.append(_source("kafka_consumers" if is_kafka(snapshot) else "consumers"))
     return Group(*parts)
 
 
-def _groups_table(rows: Sequence[GroupQueueView]) -> Table:
+def _groups_table(rows: Sequence[GroupQueueView], kafka: bool = False) -> Table:
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
-    for column in GROUP_COLUMNS:
-        table.add_column(column, justify="left" if column in ("group", "queue") else "right", no_wrap=True)
+    for column in KAFKA_GROUP_COLUMNS if kafka else GROUP_COLUMNS:
+        table.add_column(
+            column, justify="left" if column in ("group", "queue", "partition") else "right", no_wrap=True
+        )
     for row in rows:
         table.add_row(
             row.group,
-            f"{row.topic}/{row.queue_id}",
+            f"{row.topic}-{row.queue_id}" if kafka else f"{row.topic}/{row.queue_id}",
             count_text(row.committed_offset),
+            *((count_text(row.max_offset),) if kafka else ()),
             count_text(row.lag_messages),
             bytes_text(row.lag_bytes),
             count_text(row.committed_physical_offset_bytes),
         )
     return table
+
+
+PARTITION_COLUMNS = ("partition", "segments", "log start", "log end", "log size")
+
+
+def partitions_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
+    """A Kafka log directory's partitions: their segments and offsets."""
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in PARTITION_COLUMNS:
+        table.add_column(column, justify="left" if column == "partition" else "right", no_wrap=True)
+    for partition in snapshot.store.partitions:
+        table.add_row(
+            partition.name,
+            count_text(partition.segments),
+            count_text(partition.log_start_offset),
+            count_text(partition.log_end_offset),
+            bytes_text(partition.log_size_bytes),
+        )
+    reasons = dict.fromkeys(
+        f"{partition.name}: {reason}"
+        for partition in snapshot.store.partitions
+        for reason in partition.unavailable.values()
+    )
+    notes = [unavailable_text(reason) for reason in list(reasons)[:3]]
+    return Group(*_title("Partitions", titled), table, *notes, _source("partitions"))
 
 
 def _unavailable_notes(rows: Sequence[GroupQueueView], names: Sequence[str]) -> list[Text]:
@@ -882,6 +950,7 @@ def top_view(snapshot: TopSnapshot) -> RenderableType:
         status_line(snapshot),
         probes_line(snapshot.probes),
         Text(""),
+        *((partitions_panel(snapshot), Text("")) if snapshot.store.partitions else ()),
         segments_table(snapshot),
         Text(""),
         memory_panel(snapshot),

@@ -54,6 +54,7 @@ from store.safe_read import PreadFile
 
 COMMITLOG = "commitlog"
 CONSUMEQUEUE = "consumequeue"
+LOG_KINDS = (COMMITLOG, "log")  # the segments whose read position a send reports: a Kafka .log too
 SEND_PATH_FIELDS = {
     "read+write": "read_write_bytes",
     "mmap+write": "mmap_write_bytes",
@@ -102,12 +103,7 @@ class ConsumerReader:
             unavailable["offsets_file"] = f"read {offsets.loaded_from} instead: {offsets.fallback_reason}"
         if offsets is not None and not groups:
             unavailable["groups"] = _no_groups(path, offsets)
-        connected: tuple[ConnectedConsumerView, ...] = ()
-        if sendpath is None:
-            unavailable["connected"] = NO_SENDPATH
-        else:
-            comms = {row.pid: row.comm for row in sendpath.processes}
-            connected = connected_consumers(sendpath.fds, store.segments, comms)
+        connected = sockets_sent_to(sendpath, store.segments, unavailable)
         return ConsumersView(
             str(path),
             groups,
@@ -129,6 +125,18 @@ class ConsumerReader:
         offsets = load_consumer_offsets(path)
         self._offsets = (identity, offsets)
         return offsets
+
+
+def sockets_sent_to(
+    sendpath: Any | None, segments: Sequence[SegmentView], unavailable: dict[str, str]
+) -> tuple[ConnectedConsumerView, ...]:
+    """The connected consumers of the interval (`connected_consumers`); none, saying why in `unavailable`,
+    when the sendpath probe is not running."""
+    if sendpath is None:
+        unavailable["connected"] = NO_SENDPATH
+        return ()
+    comms = {row.pid: row.comm for row in sendpath.processes}
+    return connected_consumers(sendpath.fds, segments, comms)
 
 
 def _no_groups(path: Path, offsets: ConsumerOffsets) -> str:
@@ -284,6 +292,11 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
             holder = None if offset is None else _holder(segments, offset)
             if holder is not None and offset is not None:
                 marks[holder.path].add(offset - holder.start_offset_bytes)
+    return with_marks(store, marks, readers)
+
+
+def with_marks(store: StoreView, marks: dict[str, set[int]], readers: dict[str, set[int]]) -> StoreView:
+    """The store view with these consumer (`marks`) and reader positions, bytes into each segment by path."""
     if not marks and not readers:
         return store
     segments = tuple(
@@ -365,7 +378,7 @@ class _Socket:
             self.segments[name] += moved // len(segments)
         pages = row.pages_added_in_syscalls
         self.cold_pages = None if pages is None or self.cold_pages is None else self.cold_pages + pages
-        if len(segments) == 1 and row.source_end_bytes is not None and by_name[segments[0]].kind == COMMITLOG:
+        if len(segments) == 1 and row.source_end_bytes is not None and by_name[segments[0]].kind in LOG_KINDS:
             self.reached(by_name[segments[0]], row.source_end_bytes)
 
     def reached(self, segment: SegmentView, end_in_file: int) -> None:

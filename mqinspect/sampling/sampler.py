@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqinspect.sampling.consumers import ConsumerReader, mark_positions
 from mqinspect.sampling.probe_set import NO_PROCESS_FIX, NO_PROCESS_REASON, ProbeSet
 from mqinspect.sampling.process_reader import ProcessReader
+from mqinspect.sampling.readers import mark_positions, open_consumer_reader, open_store_reader
 from mqinspect.sampling.snapshot import (
     PROBE_SENDPATH,
     PROBE_WRITEBACK,
@@ -28,7 +28,7 @@ from mqinspect.sampling.snapshot import (
     TopSnapshot,
     WritebackEvents,
 )
-from mqinspect.sampling.store_reader import NO_EBPF_EVENTS, StoreReader
+from mqinspect.sampling.store_reader import NO_EBPF_EVENTS
 from probes.memory import MemorySample
 from probes.privileges import PROC_ACCESS_FIX, describe_processes, other_process
 from probes.procfs import PAGE_SIZE_BYTES, SystemMemorySnapshot, rates, take_system_snapshot
@@ -58,8 +58,8 @@ class Sampler:
         wall_clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
-        self.store = StoreReader(settings.store_dir) if settings.store_dir else None
-        self.consumers = ConsumerReader() if settings.store_dir else None
+        self.store = open_store_reader(settings.store_dir) if settings.store_dir else None
+        self.consumers = open_consumer_reader(settings.store_dir) if settings.store_dir else None
         self.processes = ProcessReader(settings.pids)
         # With a store and no --pid, the probes trace whoever holds the store's files, and follow them as
         # they come and go: tracing every process's faults costs this process far more CPU on a busy

@@ -80,7 +80,7 @@ class ChunkMap:
         )
 
     def states(self) -> tuple[ChunkState, ...]:
-        ends = (*self.start_pages[1:], self.end_page)
+        ends = (*self.start_pages[1:], self.end_page) if self.start_pages else ()  # an empty file: none
         return tuple(
             ChunkState(
                 first,
@@ -155,6 +155,8 @@ class SegmentView:
     # None: pages, cached, dirty, writeback and chunks were measured in this snapshot's interval. Else when
     # they were (a dashboard on a big store measures rows off screen by turns, store_reader.TURN_INTERVALS).
     residency_time_unix_s: float | None = None
+    # A Kafka log directory's file: its partition directory's name ("orders-0"); None for RocketMQ's.
+    partition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,24 @@ class SegmentDetail:
 
 
 @dataclass(frozen=True)
+class PartitionView:
+    """One partition of a Kafka log directory: its segments' offsets, as its files show them.
+
+    log_end_offset: the offset after the last record of its newest segment (read from that segment's last
+    offset index entry to its end); log_size_bytes: its .log segments' sizes, the bytes from its first
+    batch on disk to the end of its log."""
+
+    name: str  # the partition directory's name: "orders-0"
+    topic: str
+    partition: int
+    segments: int  # .log segments
+    log_start_offset: int | None  # the first segment's base offset
+    log_end_offset: int | None
+    log_size_bytes: int
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StoreView:
     """The store's segments and the positions known from its files."""
 
@@ -177,6 +197,8 @@ class StoreView:
     checkpoint_flush_time_ms: int | None  # physicMsgTimestamp: store time of the last flushed message
     segments: tuple[SegmentView, ...]
     unavailable: dict[str, str] = field(default_factory=dict)
+    log_format: str = "rocketmq"  # the format of the store's files: rocketmq or kafka
+    partitions: tuple[PartitionView, ...] = ()  # a Kafka log directory's partitions
 
 
 @dataclass(frozen=True)

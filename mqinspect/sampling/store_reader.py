@@ -132,7 +132,11 @@ class StoreReader:
         self._last_positions: dict[str, _QueuePositions] = {}  # each queue's, the interval before
         self._locks_version = 0  # counts the changes of self._locks
         self._turn = 0  # where the round of off-screen measurements goes on
-        discover_store(self.root)  # NotAStore now, as bad input, rather than in the first interval
+        self._check_store()
+
+    def _check_store(self) -> None:
+        """NotAStore now, as bad input, rather than in the first interval."""
+        discover_store(self.root)
 
     def segment_paths(self) -> list[str]:
         """The paths of every segment the store has now (a listing, no measurement)."""

@@ -10,6 +10,7 @@ state timestamp, members; v4 flexible).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from store.kafka.findings import KafkaDecodeError
@@ -146,3 +147,32 @@ def _group_metadata_value(value: Reader) -> dict:
         value.tagged_fields()
     fields["member_ids"] = tuple(members)
     return fields
+
+
+# --- encoding, for test data: the records a group coordinator appends for an offset commit
+
+
+def encode_offset_commit(
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int | None,
+    *,
+    commit_timestamp: int,
+    leader_epoch: int = -1,
+    metadata: str = "",
+) -> tuple[bytes, bytes | None]:
+    """(key, value) of an offset commit: key version 1, OffsetCommitValue version 3, as Kafka 2.1 to 3.x
+    write them; `offset` None: the tombstone (a null value) that deletes the group's offset."""
+    key = struct.pack(">h", 1) + _string(group) + _string(topic) + struct.pack(">i", partition)
+    if offset is None:
+        return key, None
+    value = (
+        struct.pack(">hqi", 3, offset, leader_epoch) + _string(metadata) + struct.pack(">q", commit_timestamp)
+    )
+    return key, value
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack(">h", len(data)) + data
