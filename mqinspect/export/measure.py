@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mqinspect.sampling.store_reader import FLUSHED_UNKNOWN
 from probes.procfs import PROC_ROOT, read_pressure, read_vmstat, read_vmstat_counters
@@ -21,6 +22,10 @@ from probes.residency.segments import SegmentResidency, measure_segments
 from store.errors import StoreError
 from store.inspection.formats import detect_format
 from store.inspection.log_format import LogFormat, StoreFile
+from store.kafka.layout import parse_partition_dir
+
+if TYPE_CHECKING:  # the eBPF side is imported only with --ebpf
+    from mqinspect.export.ebpf import EbpfMeasurement
 
 PAGE_SIZE_BYTES = mmap.PAGESIZE
 
@@ -33,7 +38,8 @@ RESIDENCY_FAMILIES = {
 }
 THROTTLE_PAUSES_UNMEASURED = (
     "the kernel counts no dirty-throttle pauses in /proc/vmstat or PSI: balance_dirty_pages() pauses are "
-    "seen only by the writeback:balance_dirty_pages tracepoint (eBPF, not part of this exporter yet); "
+    "seen only by the writeback:balance_dirty_pages tracepoint (with --ebpf, "
+    "mqinspect_store_dirty_throttle_pauses_total counts those of each store's writers); "
     "mqinspect_kernel_io_pressure_stalled_seconds_total includes them among every other wait on I/O"
 )
 
@@ -116,6 +122,7 @@ class Scrape:
     stores: tuple[StoreMeasurement, ...]
     kernel: KernelMeasurement
     duration_s: float
+    ebpf: EbpfMeasurement | None = None  # with --ebpf: the probes' counters (mqinspect.export.ebpf)
 
 
 def measure_scrape(roots: Sequence[Path], *, per_segment: bool = False) -> Scrape:
@@ -155,7 +162,17 @@ def _rocketmq_group(file: StoreFile) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-GROUP_LABELS: dict[str, Callable[[StoreFile], tuple[tuple[str, str], ...]]] = {"rocketmq": _rocketmq_group}
+def _kafka_group(file: StoreFile) -> tuple[tuple[str, str], ...]:
+    partition = parse_partition_dir(file.path.parent.name)  # LOGDIR/TOPIC-N/NAME
+    if partition is None:
+        return ()
+    return (("topic", partition.topic), ("partition", str(partition.partition)))
+
+
+GROUP_LABELS: dict[str, Callable[[StoreFile], tuple[tuple[str, str], ...]]] = {
+    "rocketmq": _rocketmq_group,
+    "kafka": _kafka_group,
+}
 
 
 def _residency(
