@@ -74,6 +74,26 @@ COPIED = "mqinspect_store_send_cpu_copied_bytes"
 PAUSES = "mqinspect_store_dirty_throttle_pauses"
 PAUSED = "mqinspect_store_dirty_throttle_paused_seconds"
 LOST = "mqinspect_ebpf_lost_records"
+# The counters' HELP text, by family (their names without _total, as prometheus_client takes them).
+COUNTER_HELP = {
+    FAULTS: "Page faults on the store's file pages by the processes that hold it: cause exception (a CPU "
+    "page fault) or populate (the kernel faulting inside mlock, MADV_POPULATE, MAP_POPULATE), type minor or "
+    "major (the page had to be read in)",
+    ADDED: "Bytes of the store's files the processes holding it brought into the page cache (misses, "
+    "readahead, writes)",
+    REMOVED: "Bytes of the store's files that left the page cache, by any process (reclaim, fadvise, "
+    "truncation)",
+    DIRTIED: "Bytes of the store's files the processes holding it made dirty",
+    WRITTEN: "Bytes of the store's files written back to the disk",
+    SENT: "Bytes the processes holding the store delivered to sockets, by send path (read+write and "
+    "mmap+write from the store's files; sendfile, splice; other: from memory; unresolved: unplaced buffers)",
+    COPIED: "CPU copies between user and kernel memory of the bytes sent, by send path (2 per byte for "
+    "read+write, 1 for mmap+write and other writes, 0 for sendfile and splice): over send_bytes, copies per "
+    "byte",
+    PAUSES: "Pauses balance_dirty_pages() made the processes holding the store sleep for writeback",
+    PAUSED: "Seconds the processes holding the store slept in balance_dirty_pages() pauses",
+    LOST: "Records a probe's maps could not hold: its per-file counts miss that many events",
+}
 FAULT_TYPES = (("exception", "minor"), ("exception", "major"), ("populate", "minor"), ("populate", "major"))
 # The families each probe feeds (a probe not running leaves them out, and mqinspect_unavailable says why).
 PROBE_FAMILIES = {
@@ -83,6 +103,13 @@ PROBE_FAMILIES = {
     PROBE_SENDPATH: (SENT, COPIED),
 }
 PER_KIND = (FAULTS, ADDED, REMOVED, DIRTIED, WRITTEN)  # the families with kind (and segment) labels
+RUNNING = "mqinspect_ebpf_probe_running"
+# Every family --ebpf adds, as scraped (counters with _total): what a scrape without --ebpf never has.
+EBPF_FAMILIES = (
+    *(f"{name}_total" for names in PROBE_FAMILIES.values() for name in names),
+    f"{LOST}_total",
+    RUNNING,
+)
 
 
 def require_ebpf() -> None:
@@ -207,7 +234,10 @@ class EbpfCounters:
                 running[(session.store, status.name)] = status.state == ProbeState.RUNNING
                 if status.name not in session.counted:
                     why = _why_not(status)
-                    gaps += [EbpfGap(family, why, session.store) for family in PROBE_FAMILIES[status.name]]
+                    gaps += [
+                        EbpfGap(f"{family}_total", why, session.store)
+                        for family in PROBE_FAMILIES[status.name]
+                    ]
             self._fill(session, kinds.get(session.store, set()))
         totals = {family: dict(values) for family, values in self._totals.items()}
         return EbpfMeasurement(totals, running, tuple(gaps))

@@ -232,60 +232,19 @@ def kernel_families(scrape: Scrape) -> Iterator[Metric]:
 
 # --- with --ebpf: the probes' counters (mqinspect.export.ebpf says what each counts)
 
-_EBPF_COUNTERS = (
-    (
-        "mqinspect_store_page_faults",
-        "Page faults on the store's file pages by the processes that hold the store: cause exception (a CPU "
-        "page fault) or populate (the kernel faulting inside mlock, MADV_POPULATE, MAP_POPULATE), type minor "
-        "or major (the page had to be read in)",
-    ),
-    (
-        "mqinspect_store_page_cache_added_bytes",
-        "Bytes of the store's files the processes holding it brought into the page cache (misses, "
-        "readahead, writes)",
-    ),
-    (
-        "mqinspect_store_page_cache_removed_bytes",
-        "Bytes of the store's files that left the page cache, by any process (reclaim, fadvise, truncation)",
-    ),
-    ("mqinspect_store_dirtied_bytes", "Bytes of the store's files the processes holding it made dirty"),
-    ("mqinspect_store_written_bytes", "Bytes of the store's files written back to the disk"),
-    (
-        "mqinspect_store_send_bytes",
-        "Bytes the processes holding the store delivered to sockets, by send path (read+write and mmap+write "
-        "from the store's files; sendfile, splice; other: from memory; unresolved: unplaced buffers)",
-    ),
-    (
-        "mqinspect_store_send_cpu_copied_bytes",
-        "CPU copies between user and kernel memory of the bytes sent, by send path (2 per byte for "
-        "read+write, 1 for mmap+write and other writes, 0 for sendfile and splice): over send_bytes, copies "
-        "per byte",
-    ),
-    (
-        "mqinspect_store_dirty_throttle_pauses",
-        "Pauses balance_dirty_pages() made the processes holding the store sleep for writeback",
-    ),
-    (
-        "mqinspect_store_dirty_throttle_paused_seconds",
-        "Seconds the processes holding the store slept in balance_dirty_pages() pauses",
-    ),
-    (
-        "mqinspect_ebpf_lost_records",
-        "Records a probe's maps could not hold: its per-file counts miss that many events",
-    ),
-)
-
 
 def ebpf_families(scrape: Scrape) -> Iterator[Metric]:
     if scrape.ebpf is None:
         return
+    from mqinspect.export.ebpf import COUNTER_HELP, RUNNING  # only with --ebpf: it imports the probes
+
     totals = scrape.ebpf.totals
-    for name, documentation in _EBPF_COUNTERS:
+    for name, documentation in COUNTER_HELP.items():
         unit = next((unit for unit in ("bytes", "seconds") if name.endswith(f"_{unit}")), "")
         rows = [(dict(labels), value) for labels, value in totals.get(name, {}).items()]
         yield from counter(name, documentation, rows, unit)
     yield from gauge(
-        "mqinspect_ebpf_probe_running",
+        RUNNING,
         "1 while the probe traces the store's holders, 0 while it waits for one, compiles or is unavailable "
         "(mqinspect_unavailable_info says why)",
         [

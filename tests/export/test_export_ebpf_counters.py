@@ -155,8 +155,8 @@ def test_probes_that_wait_leave_their_families_out_with_the_reason(tmp_path: Pat
         dict(labels)["metric"]: dict(labels)["reason"]
         for labels in sample_values(text, "mqinspect_unavailable_info")
     }
-    assert "faults probe is waiting: no process holds" in gaps["mqinspect_store_page_faults"]
-    assert "the fix" in gaps["mqinspect_store_send_bytes"]
+    assert "faults probe is waiting: no process holds" in gaps["mqinspect_store_page_faults_total"]
+    assert "the fix" in gaps["mqinspect_store_send_bytes_total"]
     assert set(sample_values(text, "mqinspect_ebpf_probe_running").values()) == {0.0}
 
 
