@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from mqinspect.export.families import scrape_families
-from mqinspect.export.measure import measure_scrape
+from mqinspect.export.measure import Scrape, measure_scrape
 
 if TYPE_CHECKING:
     from mqinspect.export.ebpf import EbpfCounters
@@ -33,12 +33,19 @@ class ExportCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         with self._one_at_a_time:
-            started = time.perf_counter()
-            scrape = measure_scrape(self.roots, per_segment=self.per_segment)
-            if self.ebpf is not None:
-                counted = self.ebpf.measure(scrape.stores)
-                scrape = replace(scrape, ebpf=counted, duration_s=time.perf_counter() - started)
+            if self.ebpf is None:
+                scrape = measure_scrape(self.roots, per_segment=self.per_segment)
+            else:
+                scrape = self._measure_with_probes(self.ebpf)
         return list(scrape_families(scrape))
+
+    def _measure_with_probes(self, ebpf: EbpfCounters) -> Scrape:
+        """The probes drained first (they list each store as they do), then the stores measured from those
+        listings, then the counters' series made to match the files measured."""
+        started = time.perf_counter()
+        ebpf.drain()
+        scrape = measure_scrape(self.roots, per_segment=self.per_segment, list_files=ebpf.list_files)
+        return replace(scrape, ebpf=ebpf.measurement(scrape.stores), duration_s=time.perf_counter() - started)
 
     def describe(self) -> Iterable[Metric]:
         return ()  # registering must not measure: the families are known only by measuring

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -52,12 +53,13 @@ from mqinspect.sampling.snapshot import (
     PROBE_WRITEBACK,
     ProbeState,
 )
+from probes.ebpf.combined import CombinedProbe
 from probes.ebpf.inodes import PAGE_SIZE_BYTES
 from probes.ebpf.loader import TRACEFS, require_bpf_privileges
+from probes.ebpf.scope import current_store_files, current_store_listing
 from probes.ebpf.sendpath import COPIES_PER_BYTE, OTHER, PATHS, UNRESOLVED
 from probes.errors import CapabilityMissing
-from store.errors import StoreError
-from store.inspection.formats import store_file_paths
+from store.inspection.log_format import LogFormat, StoreFile
 
 if TYPE_CHECKING:
     from mqinspect.export.measure import StoreMeasurement
@@ -102,6 +104,7 @@ PROBE_FAMILIES = {
     PROBE_WRITEBACK: (DIRTIED, WRITTEN, PAUSES, PAUSED),
     PROBE_SENDPATH: (SENT, COPIED),
 }
+HOLDER_SCAN_INTERVAL_S = 60.0
 PER_KIND = (FAULTS, ADDED, REMOVED, DIRTIED, WRITTEN)  # the families with kind (and segment) labels
 RUNNING = "mqinspect_ebpf_probe_running"
 # Every family --ebpf adds, as scraped (counters with _total): what a scrape without --ebpf never has.
@@ -148,8 +151,18 @@ class EbpfMeasurement:
     gaps: tuple[EbpfGap, ...]
 
 
+class DrainedProbe(CombinedProbe):
+    """The combined probe as the exporter reads it: no running summary of the session (the exporter keeps
+    totals of its own), which would cost every drain a fold of every probe's rows."""
+
+    def combine(self, _summary: dict[str, Any] | None, snapshot: dict[str, Any]) -> dict[str, Any]:
+        return snapshot
+
+
 class StoreProbes:
-    """One store's combined probe session, tracing the store's holders, drained at each scrape."""
+    """One store's combined probe session, tracing the store's holders, drained at each scrape. The holders
+    are looked for again every HOLDER_SCAN_INTERVAL_S (it reads every process's maps): a broker that
+    restarts is traced again within that."""
 
     def __init__(
         self,
@@ -157,12 +170,17 @@ class StoreProbes:
         *,
         probe_set: ProbeSet | None = None,
         find_holders: Callable[[Path], tuple[int, ...]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.root = root
         self.store = str(root)
         self._find_holders = find_holders or store_holder_pids
+        self._clock = clock
         self._holders = self._find_holders(root)
-        self.probes = probe_set or ProbeSet(self._holders, root, every_process_when_no_pids=False)
+        self._scanned_s = clock()
+        self.probes = probe_set or ProbeSet(
+            self._holders, root, every_process_when_no_pids=False, combine=DrainedProbe
+        )
         self.counted: set[str] = set()  # the probes that have delivered counts: their families exist
 
     def start(self) -> None:
@@ -174,6 +192,9 @@ class StoreProbes:
         compiled again (in the background) when they changed."""
         snapshots = self.probes.collect()
         self.counted |= snapshots.keys()
+        if self._clock() - self._scanned_s < HOLDER_SCAN_INTERVAL_S:
+            return snapshots
+        self._scanned_s = self._clock()
         holders = self._find_holders(self.root)
         if holders != self._holders:
             self._holders = holders
@@ -188,11 +209,9 @@ class StoreProbes:
 
 
 def store_holder_pids(root: Path) -> tuple[int, ...]:
-    """The processes (not this one) that map or hold open the store's files, or hold its lock."""
-    try:
-        paths = [str(path) for path in store_file_paths(root)]
-    except (StoreError, OSError):
-        return ()
+    """The processes (not this one) that map or hold open the store's files, or hold its lock. The store's
+    files are the listing the probes made while draining, where it is recent (probes.ebpf.scope)."""
+    paths = [label.path for label in current_store_files(root).values() if label.path]
     return tuple(sorted(scan_store_holders(paths, root, exclude=os.getpid()).holders))
 
 
@@ -223,13 +242,31 @@ class EbpfCounters:
         for session in self.sessions:
             session.close()
 
-    def measure(self, stores: Iterable[StoreMeasurement]) -> EbpfMeasurement:
-        """Drain every session into the totals. `stores`: this scrape's measurements, whose files' kinds (and
-        segments) a running probe has a series for, 0 until it counts; a segment that is gone has none."""
+    def drain(self) -> None:
+        """Add what every session counted since the last drain to the totals."""
+        for session in self.sessions:
+            self._add(session.store, session.drain())
+
+    @staticmethod
+    def list_files(log_format: LogFormat, root: Path) -> tuple[StoreFile, ...]:
+        """The store's files as the probes listed them while draining (probes.ebpf.scope keeps a listing a
+        fraction of a second): a scrape with --ebpf lists each store once, not twice."""
+        listing = current_store_listing(root)
+        if listing is None:  # being deleted or moved: the format's listing says why
+            return log_format.store_files(root)
+        return tuple(
+            StoreFile(Path(label.path), label.name, label.segment_kind)
+            for label in listing.files.values()
+            if label.path and label.segment_kind
+        )
+
+    def measurement(self, stores: Iterable[StoreMeasurement]) -> EbpfMeasurement:
+        """The totals, with the probes' states and gaps. `stores`: this scrape's measurements, whose files'
+        kinds (and segments) a running probe has a series for, 0 until it counts; a segment that is gone has
+        none."""
         kinds = _kinds_of(stores)
         running, gaps = {}, []
         for session in self.sessions:
-            self._add(session.store, session.drain())
             for status in session.statuses():
                 running[(session.store, status.name)] = status.state == ProbeState.RUNNING
                 if status.name not in session.counted:

@@ -125,9 +125,20 @@ class Scrape:
     ebpf: EbpfMeasurement | None = None  # with --ebpf: the probes' counters (mqinspect.export.ebpf)
 
 
-def measure_scrape(roots: Sequence[Path], *, per_segment: bool = False) -> Scrape:
+# How a scrape lists a store's files: its format's listing, unless given another (--ebpf: the probes' own,
+# just made while they were drained, so that the store is not listed twice per scrape).
+FileLister = Callable[[LogFormat, Path], Sequence[StoreFile]]
+
+
+def _format_listing(log_format: LogFormat, root: Path) -> Sequence[StoreFile]:
+    return log_format.store_files(root)
+
+
+def measure_scrape(
+    roots: Sequence[Path], *, per_segment: bool = False, list_files: FileLister = _format_listing
+) -> Scrape:
     started = time.perf_counter()
-    stores = tuple(measure_store(root, per_segment=per_segment) for root in roots)
+    stores = tuple(measure_store(root, per_segment=per_segment, list_files=list_files) for root in roots)
     kernel = measure_kernel()
     return Scrape(stores, kernel, time.perf_counter() - started)
 
@@ -135,11 +146,13 @@ def measure_scrape(roots: Sequence[Path], *, per_segment: bool = False) -> Scrap
 # --- one store
 
 
-def measure_store(root: Path, *, per_segment: bool = False) -> StoreMeasurement:
+def measure_store(
+    root: Path, *, per_segment: bool = False, list_files: FileLister = _format_listing
+) -> StoreMeasurement:
     store = str(root)
     try:
         log_format = detect_format(root)
-        files = log_format.store_files(root)
+        files = list_files(log_format, root)
     except (StoreError, OSError) as error:
         return StoreMeasurement(store, None, False, (), None, (), (Gap("mqinspect_up", str(error), store),))
     groups, residency_gaps = _residency(log_format, files, per_segment, store)

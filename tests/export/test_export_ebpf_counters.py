@@ -4,6 +4,7 @@ with --per-segment a segment that is gone takes its series with it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ from exporter import sample_values
 from prometheus_client import generate_latest
 
 from mqinspect.export.collector import export_registry
-from mqinspect.export.ebpf import EbpfCounters, StoreProbes
+from mqinspect.export.ebpf import HOLDER_SCAN_INTERVAL_S, EbpfCounters, StoreProbes
 from mqinspect.sampling.snapshot import DASHBOARD_PROBES, ProbeState, ProbeStatus
 from probes.ebpf.sendpath import SendPaths
 
@@ -86,8 +87,15 @@ def _store_with_segments(tmp_path: Path, count: int) -> Path:
     return root
 
 
-def _exporter(root: Path, probes: FakeProbeSet, *, per_segment: bool = False, holders=lambda _root: (7,)):
-    session = StoreProbes(root, probe_set=probes, find_holders=holders)
+def _exporter(
+    root: Path,
+    probes: FakeProbeSet,
+    *,
+    per_segment: bool = False,
+    holders=lambda _root: (7,),
+    clock=time.monotonic,
+):
+    session = StoreProbes(root, probe_set=probes, find_holders=holders, clock=clock)
     counters = EbpfCounters([session], per_segment=per_segment)
     counters.start()
     return export_registry([root], per_segment=per_segment, ebpf=counters), counters
@@ -164,16 +172,20 @@ def test_new_holders_recompile_the_session_and_the_totals_go_on(tmp_path: Path):
     root = _store_with_segments(tmp_path, 100)
     probes = FakeProbeSet()
     holders = iter([(7,), (7,), (7, 8), (7, 8)])
-    registry, _counters = _exporter(root, probes, holders=lambda _root: next(holders))
-    probes.queued = [_interval([_file("commitlog", "commitlog/00000000000000000000", minor_faults=2)])] * 2
+    now = [0.0]
+    registry, _counters = _exporter(root, probes, holders=lambda _root: next(holders), clock=lambda: now[0])
+    probes.queued = [_interval([_file("commitlog", "commitlog/00000000000000000000", minor_faults=2)])] * 3
+    _scrape(registry)  # within a minute of the last look: the holders are not looked for
+    now[0] = HOLDER_SCAN_INTERVAL_S
     _scrape(registry)
     assert probes.retargeted == []
+    now[0] = 2 * HOLDER_SCAN_INTERVAL_S
     text = _scrape(registry)
     assert probes.retargeted == [(7, 8)]
     minor = frozenset(
         {("store", str(root)), ("kind", "commitlog"), ("cause", "exception"), ("type", "minor")}
     )
-    assert sample_values(text, "mqinspect_store_page_faults_total")[minor] == 4
+    assert sample_values(text, "mqinspect_store_page_faults_total")[minor] == 6
 
 
 def test_per_segment_a_deleted_segment_takes_its_series_with_it(tmp_path: Path):
