@@ -39,11 +39,11 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mqinspect.errors import MissingCapability
+from mqinspect.export.measure import EbpfMeasurement, Gap, Labels, StoreMeasurement
 from mqinspect.sampling.probe_set import DOCTOR_FIX, ProbeSet
 from mqinspect.sampling.process_reader import scan_store_holders
 from mqinspect.sampling.snapshot import (
@@ -61,10 +61,6 @@ from probes.ebpf.sendpath import COPIES_PER_BYTE, OTHER, PATHS, UNRESOLVED
 from probes.errors import CapabilityMissing
 from store.inspection.log_format import LogFormat, StoreFile
 
-if TYPE_CHECKING:
-    from mqinspect.export.measure import StoreMeasurement
-
-Labels = tuple[tuple[str, str], ...]
 SEND_PATHS = (*PATHS, OTHER, UNRESOLVED)
 FAULTS = "mqinspect_store_page_faults"
 ADDED = "mqinspect_store_page_cache_added_bytes"
@@ -132,23 +128,6 @@ def require_ebpf() -> None:
         )
     if not (TRACEFS / "events").is_dir():
         raise MissingCapability(f"--ebpf: tracefs is not mounted at {TRACEFS}", fix=bootstrap)
-
-
-@dataclass(frozen=True)
-class EbpfGap:
-    metric: str
-    reason: str
-    store: str
-
-
-@dataclass(frozen=True)
-class EbpfMeasurement:
-    """The counters' totals so far: {family: {labels: value}} (labels include the store), which probes
-    run, and the families left out with why."""
-
-    totals: dict[str, dict[Labels, float]]
-    running: dict[tuple[str, str], bool]  # (store, probe) -> running
-    gaps: tuple[EbpfGap, ...]
 
 
 class DrainedProbe(CombinedProbe):
@@ -272,8 +251,7 @@ class EbpfCounters:
                 if status.name not in session.counted:
                     why = _why_not(status)
                     gaps += [
-                        EbpfGap(f"{family}_total", why, session.store)
-                        for family in PROBE_FAMILIES[status.name]
+                        Gap(f"{family}_total", why, session.store) for family in PROBE_FAMILIES[status.name]
                     ]
             self._fill(session, kinds.get(session.store, set()))
         totals = {family: dict(values) for family, values in self._totals.items()}
@@ -309,19 +287,19 @@ class EbpfCounters:
             for (cause, fault_type), count in counts.items():
                 self._totals[FAULTS][(*labels, ("cause", cause), ("type", fault_type))] += count
 
-    def _add_pagecache(self, store: str, snapshot: Any) -> None:
-        for row in snapshot.files:
+    def _add_file_pages(self, store: str, rows: Iterable[Any], fields: dict[str, str]) -> None:
+        """Each of the store's file rows' page counts (`fields`: {family: row field}) in bytes."""
+        for row in rows:
             labels = self._file_labels(store, row)
             if labels is not None:
-                self._totals[ADDED][labels] += row.added_pages * PAGE_SIZE_BYTES
-                self._totals[REMOVED][labels] += row.deleted_pages * PAGE_SIZE_BYTES
+                for family, field in fields.items():
+                    self._totals[family][labels] += getattr(row, field) * PAGE_SIZE_BYTES
+
+    def _add_pagecache(self, store: str, snapshot: Any) -> None:
+        self._add_file_pages(store, snapshot.files, {ADDED: "added_pages", REMOVED: "deleted_pages"})
 
     def _add_writeback(self, store: str, snapshot: Any) -> None:
-        for row in snapshot.files:
-            labels = self._file_labels(store, row)
-            if labels is not None:
-                self._totals[DIRTIED][labels] += row.dirtied_pages * PAGE_SIZE_BYTES
-                self._totals[WRITTEN][labels] += row.written_pages * PAGE_SIZE_BYTES
+        self._add_file_pages(store, snapshot.files, {DIRTIED: "dirtied_pages", WRITTEN: "written_pages"})
         store_only = (("store", store),)
         self._totals[PAUSES][store_only] += sum(row.pauses for row in snapshot.throttled)
         self._totals[PAUSED][store_only] += sum(row.pause_ms_total for row in snapshot.throttled) / 1000

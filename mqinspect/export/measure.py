@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mqinspect.sampling.store_reader import FLUSHED_UNKNOWN
 from probes.procfs import PROC_ROOT, read_pressure, read_vmstat, read_vmstat_counters
@@ -23,9 +22,6 @@ from store.errors import StoreError
 from store.inspection.formats import detect_format
 from store.inspection.log_format import LogFormat, StoreFile
 from store.kafka.layout import parse_partition_dir
-
-if TYPE_CHECKING:  # the eBPF side is imported only with --ebpf
-    from mqinspect.export.ebpf import EbpfMeasurement
 
 PAGE_SIZE_BYTES = mmap.PAGESIZE
 
@@ -114,6 +110,19 @@ class KernelMeasurement:
     written_bytes: int | None  # since boot: vmstat nr_written
     io_stalled_s: dict[str, float]  # PSI io total by line ("some", "full")
     memory_stalled_s: dict[str, float]
+    gaps: tuple[Gap, ...]
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class EbpfMeasurement:
+    """The counters' totals so far: {family: {labels: value}} (labels include the store), which probes
+    run, and the families left out with why."""
+
+    totals: dict[str, dict[Labels, float]]
+    running: dict[tuple[str, str], bool]  # (store, probe) -> running
     gaps: tuple[Gap, ...]
 
 
