@@ -56,7 +56,7 @@ from mqinspect.sampling.snapshot import (
 from probes.ebpf.combined import CombinedProbe
 from probes.ebpf.inodes import PAGE_SIZE_BYTES
 from probes.ebpf.loader import TRACEFS, require_bpf_privileges
-from probes.ebpf.scope import current_store_files, current_store_listing
+from probes.ebpf.scope import StoreListing, current_store_files, current_store_listing
 from probes.ebpf.sendpath import COPIES_PER_BYTE, OTHER, PATHS, UNRESOLVED
 from probes.errors import CapabilityMissing
 from store.inspection.log_format import LogFormat, StoreFile
@@ -201,6 +201,7 @@ class EbpfCounters:
         self.sessions = tuple(sessions)
         self.per_segment = per_segment
         self._totals: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
+        self._listings: dict[Path, StoreListing | None] = {}  # each store's files, listed for the last drain
 
     @classmethod
     def for_stores(cls, roots: Sequence[Path], *, per_segment: bool = False) -> EbpfCounters:
@@ -222,17 +223,19 @@ class EbpfCounters:
             session.close()
 
     def drain(self) -> None:
-        """Add what every session counted since the last drain to the totals."""
+        """Add what every session counted since the last drain to the totals. Each store is listed first:
+        the probes, which list it as they are drained, take that listing (probes.ebpf.scope keeps one a
+        fraction of a second), and so does this scrape's residency (`list_files`), whatever its age."""
+        self._listings = {}
         for session in self.sessions:
+            self._listings[session.root] = current_store_listing(session.root, fresh=True)
             self._add(session.store, session.drain())
 
-    @staticmethod
-    def list_files(log_format: LogFormat, root: Path) -> tuple[StoreFile, ...]:
-        """The store's files as the probes listed them while draining (probes.ebpf.scope keeps a listing a
-        fraction of a second): a scrape with --ebpf lists each store once, not twice."""
-        listing = current_store_listing(root)
-        if listing is None:  # being deleted or moved: the format's listing says why
-            return log_format.store_files(root)
+    def list_files(self, log_format: LogFormat, root: Path) -> tuple[StoreFile, ...]:
+        """The store's files as listed for this drain: a scrape with --ebpf lists each store once."""
+        listing = self._listings.get(root)
+        if listing is None:  # not drained, or being deleted or moved: the format's listing says why
+            return tuple(log_format.store_files(root))
         return tuple(
             StoreFile(Path(label.path), label.name, label.segment_kind)
             for label in listing.files.values()
