@@ -26,6 +26,7 @@ Issue targets: one scrape within 100 ms; under 1 % of one core at a 15 s interva
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,22 +90,28 @@ def scrape(url: str) -> tuple[float, float]:
     return elapsed, measured
 
 
-def start_exporter(root: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    """`mqinspect export ROOT EXTRA`, once it says where it serves (after compiling, with --ebpf)."""
+@contextlib.contextmanager
+def serving(root: Path, *extra: str) -> Iterator[tuple[int, str]]:
+    """`mqinspect export ROOT EXTRA` as (pid, url), once it says where it serves (after compiling, with
+    --ebpf); stopped with SIGTERM at the end of the block."""
     process = subprocess.Popen(
         [sys.executable, "-m", "mqinspect", "export", str(root), "--listen", "127.0.0.1:0", *extra],
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
-    said = []
-    for line in process.stderr:
-        said.append(line)
-        found = SERVING.search(line)
-        if found:
-            return process, found.group(1)
-    process.kill()
-    raise SystemExit(f"export did not start: {''.join(said)}")
+    try:
+        said = []
+        for line in process.stderr:
+            said.append(line)
+            found = SERVING.search(line)
+            if found:
+                yield process.pid, found.group(1)
+                return
+        raise SystemExit(f"export did not start: {''.join(said)}")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @dataclass
@@ -183,24 +191,18 @@ def ebpf_case(root: Path, args: argparse.Namespace) -> bool:
     every segment makes the scrape's locked-bytes measurement read its smaps), then with --ebpf; PASS/MISS."""
     writer = start_writer(root, args.write_rate)
     try:
-        process, url = start_exporter(root)
-        try:
-            floor = measure(url, process.pid, args)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with serving(root) as (pid, url):
+            floor = measure(url, pid, args)
         started = time.monotonic()
-        process, url = start_exporter(root, "--ebpf")
-        print(f"--ebpf: compiled and attached in {time.monotonic() - started:.1f} s (paid once, at start)")
-        try:
+        with serving(root, "--ebpf") as (pid, url):
+            print(
+                f"--ebpf: compiled and attached in {time.monotonic() - started:.1f} s (paid once, at start)"
+            )
             segments_before, measuring_since = len(os.listdir(root / "commitlog")), time.monotonic()
-            measured = measure(url, process.pid, args)
+            measured = measure(url, pid, args)
             rolls = len(os.listdir(root / "commitlog")) - segments_before
             rolls_per_s = rolls / (time.monotonic() - measuring_since)
             probes = scrape_text(url)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     finally:
         writer.stdin.close()
         writer.wait(timeout=30)
@@ -266,12 +268,8 @@ def main() -> int:
             f"store: {files} files ({args.segments} CommitLog segments of {SEGMENT_BYTES // 1024} KiB), "
             f"built in {time.monotonic() - started:.1f} s"
         )
-        process, url = start_exporter(root)
-        try:
-            floor = measure(url, process.pid, args)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+        with serving(root) as (pid, url):
+            floor = measure(url, pid, args)
         report("no eBPF", floor, args)
         print(
             f"{verdict(floor.median_wall_s <= SCRAPE_TARGET_S)}  one scrape of {args.segments} segments "
