@@ -11,6 +11,7 @@ import typer
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.export.collector import export_registry
 from mqinspect.export.server import DEFAULT_LISTEN, parse_listen, serve_until_stopped, tls_for
+from mqinspect.signals import signals_interrupt
 from store.errors import StoreError
 from store.inspection.formats import detect_format
 
@@ -37,6 +38,14 @@ def export(
     once: bool = typer.Option(
         False, "--once", help="Print one scrape in Prometheus's text format to stdout and exit (no server)."
     ),
+    ebpf: bool = typer.Option(
+        False,
+        "--ebpf",
+        help="Also count, with eBPF probes on the processes that hold each store: page faults on its files, "
+        "page-cache additions and removals, dirtied and written bytes, bytes sent per send path and their "
+        "CPU copies, dirty-throttle pauses. Needs root (or CAP_BPF and CAP_PERFMON); compiling takes "
+        "seconds.",
+    ),
 ) -> int:
     """Serve Prometheus metrics of the stores: residency (cached, dirty, writeback, locked bytes) per kind
     and topic-queue, the CommitLog's offsets and its dispatch and flush lags, and the kernel's dirty and
@@ -47,17 +56,39 @@ def export(
     with its reason in mqinspect_unavailable_info, never exported as 0. The store paths come only from this
     command line; a request cannot name another.
 
-    Exit status: 0 when SIGTERM stops it, 130 on Ctrl-C; 2 for a path that is not a store, a bad --listen,
-    or an address beyond loopback without TLS."""
-    roots = [_store_root(path) for path in stores]
-    registry = export_registry(roots, per_segment=per_segment)
-    if once:
-        from prometheus_client import generate_latest
+    With --ebpf the counters (_total) count from the exporter's start, drained at each scrape; the probes
+    detach when it stops, on SIGTERM and Ctrl-C too.
 
-        sys.stdout.buffer.write(generate_latest(registry))
-        return ExitStatus.OK
-    address = parse_listen(listen)
-    return serve_until_stopped(registry, address, tls_for(address, tls_cert, tls_key))
+    Exit status: 0 when SIGTERM stops it, 130 on Ctrl-C; 2 for a path that is not a store, a bad --listen,
+    or an address beyond loopback without TLS; 3 when --ebpf cannot trace here (no root, no bcc)."""
+    roots = [_store_root(path) for path in stores]
+    address = None if once else parse_listen(listen)
+    tls = None if address is None else tls_for(address, tls_cert, tls_key)
+    counters = _started_probes(roots, per_segment) if ebpf else None
+    try:
+        registry = export_registry(roots, per_segment=per_segment, ebpf=counters)
+        if address is None:
+            from prometheus_client import generate_latest
+
+            sys.stdout.buffer.write(generate_latest(registry))
+            return ExitStatus.OK
+        return serve_until_stopped(registry, address, tls)
+    finally:
+        if counters is not None:
+            counters.close()
+
+
+def _started_probes(roots: list[Path], per_segment: bool):
+    """The stores' probe sessions, compiled and attached before the exporter listens; SIGTERM while they
+    compile ends the command as Ctrl-C does, with nothing left attached."""
+    from mqinspect.export.ebpf import EbpfCounters, require_ebpf
+
+    require_ebpf()
+    print("mqinspect: compiling the eBPF probes (some seconds)", file=sys.stderr, flush=True)
+    counters = EbpfCounters.for_stores(roots, per_segment=per_segment)
+    with signals_interrupt():
+        counters.start()
+    return counters
 
 
 def _store_root(path: Path) -> Path:

@@ -73,6 +73,7 @@ def exporter_families(scrape: Scrape) -> Iterator[Metric]:
 
 def unavailable_families(scrape: Scrape) -> Iterator[Metric]:
     gaps = [gap for store in scrape.stores for gap in store.gaps] + list(scrape.kernel.gaps)
+    gaps += scrape.ebpf.gaps if scrape.ebpf else ()
     family = InfoMetricFamily(
         "mqinspect_unavailable",
         "A family (metric) left out of this scrape, for a store or the kernel (store empty), and why",
@@ -229,12 +230,37 @@ def kernel_families(scrape: Scrape) -> Iterator[Metric]:
         )
 
 
+# --- with --ebpf: the probes' counters (mqinspect.export.ebpf says what each counts)
+
+
+def ebpf_families(scrape: Scrape) -> Iterator[Metric]:
+    if scrape.ebpf is None:
+        return
+    from mqinspect.export.ebpf import COUNTER_HELP, RUNNING  # only with --ebpf: it imports the probes
+
+    totals = scrape.ebpf.totals
+    for name, documentation in COUNTER_HELP.items():
+        unit = next((unit for unit in ("bytes", "seconds") if name.endswith(f"_{unit}")), "")
+        rows = [(dict(labels), value) for labels, value in totals.get(name, {}).items()]
+        yield from counter(name, documentation, rows, unit)
+    yield from gauge(
+        RUNNING,
+        "1 while the probe traces the store's holders, 0 while it waits for one, compiles or is unavailable "
+        "(mqinspect_unavailable_info says why)",
+        [
+            ({"store": store, "probe": probe}, int(running))
+            for (store, probe), running in scrape.ebpf.running.items()
+        ],
+    )
+
+
 FamilySource = Callable[[Scrape], Iterable[Metric]]
 FAMILY_SOURCES: tuple[FamilySource, ...] = (
     exporter_families,
     residency_families,
     position_families,
     kernel_families,
+    ebpf_families,
     unavailable_families,
 )
 

@@ -21,6 +21,7 @@ from probes.residency.segments import SegmentResidency, measure_segments
 from store.errors import StoreError
 from store.inspection.formats import detect_format
 from store.inspection.log_format import LogFormat, StoreFile
+from store.kafka.layout import parse_partition_dir
 
 PAGE_SIZE_BYTES = mmap.PAGESIZE
 
@@ -33,7 +34,8 @@ RESIDENCY_FAMILIES = {
 }
 THROTTLE_PAUSES_UNMEASURED = (
     "the kernel counts no dirty-throttle pauses in /proc/vmstat or PSI: balance_dirty_pages() pauses are "
-    "seen only by the writeback:balance_dirty_pages tracepoint (eBPF, not part of this exporter yet); "
+    "seen only by the writeback:balance_dirty_pages tracepoint (with --ebpf, "
+    "mqinspect_store_dirty_throttle_pauses_total counts those of each store's writers); "
     "mqinspect_kernel_io_pressure_stalled_seconds_total includes them among every other wait on I/O"
 )
 
@@ -111,16 +113,41 @@ class KernelMeasurement:
     gaps: tuple[Gap, ...]
 
 
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class EbpfMeasurement:
+    """The counters' totals so far: {family: {labels: value}} (labels include the store), which probes
+    run, and the families left out with why."""
+
+    totals: dict[str, dict[Labels, float]]
+    running: dict[tuple[str, str], bool]  # (store, probe) -> running
+    gaps: tuple[Gap, ...]
+
+
 @dataclass(frozen=True)
 class Scrape:
     stores: tuple[StoreMeasurement, ...]
     kernel: KernelMeasurement
     duration_s: float
+    ebpf: EbpfMeasurement | None = None  # with --ebpf: the probes' counters (mqinspect.export.ebpf)
 
 
-def measure_scrape(roots: Sequence[Path], *, per_segment: bool = False) -> Scrape:
+# How a scrape lists a store's files: its format's listing, unless given another (--ebpf: the probes' own,
+# just made while they were drained, so that the store is not listed twice per scrape).
+FileLister = Callable[[LogFormat, Path], Sequence[StoreFile]]
+
+
+def _format_listing(log_format: LogFormat, root: Path) -> Sequence[StoreFile]:
+    return log_format.store_files(root)
+
+
+def measure_scrape(
+    roots: Sequence[Path], *, per_segment: bool = False, list_files: FileLister = _format_listing
+) -> Scrape:
     started = time.perf_counter()
-    stores = tuple(measure_store(root, per_segment=per_segment) for root in roots)
+    stores = tuple(measure_store(root, per_segment=per_segment, list_files=list_files) for root in roots)
     kernel = measure_kernel()
     return Scrape(stores, kernel, time.perf_counter() - started)
 
@@ -128,11 +155,13 @@ def measure_scrape(roots: Sequence[Path], *, per_segment: bool = False) -> Scrap
 # --- one store
 
 
-def measure_store(root: Path, *, per_segment: bool = False) -> StoreMeasurement:
+def measure_store(
+    root: Path, *, per_segment: bool = False, list_files: FileLister = _format_listing
+) -> StoreMeasurement:
     store = str(root)
     try:
         log_format = detect_format(root)
-        files = log_format.store_files(root)
+        files = list_files(log_format, root)
     except (StoreError, OSError) as error:
         return StoreMeasurement(store, None, False, (), None, (), (Gap("mqinspect_up", str(error), store),))
     groups, residency_gaps = _residency(log_format, files, per_segment, store)
@@ -155,7 +184,17 @@ def _rocketmq_group(file: StoreFile) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-GROUP_LABELS: dict[str, Callable[[StoreFile], tuple[tuple[str, str], ...]]] = {"rocketmq": _rocketmq_group}
+def _kafka_group(file: StoreFile) -> tuple[tuple[str, str], ...]:
+    partition = parse_partition_dir(file.path.parent.name)  # LOGDIR/TOPIC-N/NAME
+    if partition is None:
+        return ()
+    return (("topic", partition.topic), ("partition", str(partition.partition)))
+
+
+GROUP_LABELS: dict[str, Callable[[StoreFile], tuple[tuple[str, str], ...]]] = {
+    "rocketmq": _rocketmq_group,
+    "kafka": _kafka_group,
+}
 
 
 def _residency(

@@ -2,6 +2,10 @@
 labels, counters only increase, residency equals fincore's within each scrape's interval, promtool accepts the
 exposition, and every panel of the Grafana dashboard finds data.
 
+Where BPF can run, the exporter runs with --ebpf and its counters (faults, page cache, send paths, throttle
+pauses) are held to the same rules, their panels included; where it cannot, those tests skip with the reason
+(and fail under CI=true).
+
 Prometheus is Debian's (scripts/bootstrap installs it): absent, the module skips, and fails under CI=true.
 """
 
@@ -23,7 +27,9 @@ from pathlib import Path
 
 import pytest
 from exporter import fincore_bytes_by_kind, running_exporter, store_being_written
-from support import REPO, skip_or_fail, wait_for
+from support import REPO, bpf_gap, skip_or_fail, wait_for
+
+from mqinspect.export.ebpf import EBPF_FAMILIES
 
 DASHBOARD = REPO / "dashboards" / "grafana" / "mqinspect.json"
 SCRAPE_INTERVAL_S = 1
@@ -63,6 +69,21 @@ EXPECTED_LABELS = {
     "mqinspect_kernel_io_pressure_stalled_seconds_total": {"line"},
     "mqinspect_kernel_memory_pressure_stalled_seconds_total": {"line"},
 }
+KIND = {"store", "kind"}
+EBPF_LABELS = {
+    "mqinspect_store_page_faults_total": {"store", "kind", "cause", "type"},
+    "mqinspect_store_page_cache_added_bytes_total": KIND,
+    "mqinspect_store_page_cache_removed_bytes_total": KIND,
+    "mqinspect_store_dirtied_bytes_total": KIND,
+    "mqinspect_store_written_bytes_total": KIND,
+    "mqinspect_store_send_bytes_total": {"store", "path"},
+    "mqinspect_store_send_cpu_copied_bytes_total": {"store", "path"},
+    "mqinspect_store_dirty_throttle_pauses_total": STORE,
+    "mqinspect_store_dirty_throttle_paused_seconds_total": STORE,
+    "mqinspect_ebpf_lost_records_total": {"store", "probe"},
+    "mqinspect_ebpf_probe_running": {"store", "probe"},
+}
+COMPILE_DEADLINE_S = 180  # --ebpf compiles the probes before it serves: seconds, more on a loaded machine
 # Gauges that only grow while the store is appended to (and nothing is deleted), besides the counters.
 GROWING_GAUGES = ("mqinspect_commitlog_max_offset_bytes", "mqinspect_queue_max_offset")
 
@@ -167,9 +188,10 @@ def scraped(tmp_path_factory):
         skip_or_fail("needs Debian's prometheus and promtool (scripts/bootstrap installs them)")
     directory = tmp_path_factory.mktemp("prometheus")
     root = directory / "store"
+    ebpf = ("--ebpf",) if bpf_gap() is None else ()
     with (
-        store_being_written(root),
-        running_exporter(root, "--listen", "127.0.0.1:0") as exporter,
+        store_being_written(root),  # by this process: the holder --ebpf traces
+        running_exporter(root, "--listen", "127.0.0.1:0", *ebpf, deadline_s=COMPILE_DEADLINE_S) as exporter,
         FincoreSamples(root) as fincore,
     ):
         target = exporter.url.removeprefix("http://").removesuffix("/metrics")
@@ -177,6 +199,12 @@ def scraped(tmp_path_factory):
             wait_for(lambda: prometheus.query("count_over_time(mqinspect_up[1m]) >= 3"), "three scrapes", 20)
             _content_type, exposition = exporter.get()
             yield prometheus, fincore, exposition
+
+
+def _needs_ebpf(exposition: str) -> None:
+    """The --ebpf tests run where BPF can: elsewhere they skip with the reason (and fail under CI=true)."""
+    if "mqinspect_ebpf_probe_running" not in exposition:
+        skip_or_fail(f"the exporter ran without --ebpf: {bpf_gap()}")
 
 
 def _series(prometheus: Prometheus) -> list[dict[str, str]]:
@@ -193,9 +221,15 @@ def test_every_family_arrives_with_its_labels(scraped):
         labels_by_name.setdefault(name, set()).update(series)
         kinds.add(series.get("kind"))
         assert "pid" not in series
+    ebpf = {name: labels_by_name.pop(name) for name in EBPF_FAMILIES if name in labels_by_name}
     assert labels_by_name == EXPECTED_LABELS
+    assert not ebpf or ebpf == EBPF_LABELS
     assert kinds - {None} == KINDS
-    queues = {(s["topic"], s["queue"]) for s in _series(prometheus) if s.get("kind") == "consumequeue"}
+    queues = {
+        (s["topic"], s["queue"])
+        for s in _series(prometheus)
+        if s.get("kind") == "consumequeue" and "queue" in s
+    }
     assert queues == {("T", "0"), ("U", "1")}
     gaps = {result["metric"]["metric"] for result in prometheus.query("mqinspect_unavailable_info")}
     assert {
@@ -266,11 +300,37 @@ def _panel_queries() -> list[tuple[str, str]]:
     return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
 
 
-def test_every_panel_of_the_dashboard_finds_data(scraped):
-    prometheus, _fincore, _exposition = scraped
-    for title, expr in _panel_queries():
+def _needs_probes(expr: str) -> bool:
+    return any(name.removesuffix("_total") in expr for name in EBPF_FAMILIES)
+
+
+def _assert_panels_find_data(prometheus: Prometheus, panels: list[tuple[str, str]]) -> None:
+    for title, expr in panels:
         promql = expr.replace("$instance", ".*").replace("$store", ".*").replace("$__rate_interval", "10s")
         assert prometheus.query(promql), f"{title}: {promql} found nothing"
+
+
+def test_every_panel_of_the_dashboard_finds_data(scraped):
+    prometheus, _fincore, _exposition = scraped
+    _assert_panels_find_data(
+        prometheus, [(t, expr) for t, expr in _panel_queries() if not _needs_probes(expr)]
+    )
+
+
+def test_every_ebpf_family_arrives_and_its_panels_find_data(scraped):
+    """With --ebpf: every probe runs (this process holds the store), each family has its labels (checked
+    with the others above), the commitlog's faults and dirtied bytes grew while it was written, and every
+    panel that needs the probes finds data."""
+    prometheus, _fincore, exposition = scraped
+    _needs_ebpf(exposition)
+    running = prometheus.query("mqinspect_ebpf_probe_running")
+    assert len(running) == 4 and all(result["value"][1] == "1" for result in running), running
+    for family in ("mqinspect_store_page_faults_total", "mqinspect_store_dirtied_bytes_total"):
+        grew = prometheus.query(f'sum(increase({family}{{kind="commitlog"}}[1m])) > 0')
+        assert grew, f"{family} did not grow while the CommitLog was written"
+    panels = [(title, expr) for title, expr in _panel_queries() if _needs_probes(expr)]
+    assert len(panels) >= 6
+    _assert_panels_find_data(prometheus, panels)
 
 
 def test_the_dashboard_takes_its_datasource_from_a_variable():
