@@ -251,12 +251,13 @@ class ScopedProbe:
         """The program's defines: the filters, then the probe's own `defines`, then the sizes of the maps
         every program has, the tracer's own tgid (left out when every process is traced), and how the
         store's files are followed (programs/store_files.h)."""
-        filters = {"FILTER_TGIDS": int(bool(self.pids)), "FOLLOW_CHILDREN": int(self.follow_children)}
+        filters = {"FILTER_TGIDS": int(bool(self.pids))}
         sizes = {"MAX_TGIDS": self.limits.tgids}
         if self.filters_files:
             filters["FILTER_INODES"] = int(bool(self.store))
             sizes["MAX_INODES"] = self.limits.inodes
-        sizes |= {"MAX_THREADS": self.limits.threads, "IGNORE_TGID": os.getpid(), **following_defines()}
+        sizes |= {"MAX_THREADS": self.limits.threads, "IGNORE_TGID": os.getpid()}
+        sizes |= {"FOLLOW_CHILDREN": int(self.follow_children), **following_defines()}
         if self.filters_files:
             creation = handler_defines(CREATION_DEFINES)
             following = bool(self.follower and self.follower.follows_creation(creation))
