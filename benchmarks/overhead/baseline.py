@@ -8,6 +8,12 @@ record, trace_call_bpf running the program; for syscalls:* events the traced sys
 the floor is what any tracepoint-based tracer of these events costs. The floor's programs are compiled and
 loaded once per benchmark run, attached just before each floor run's timed loop and detached after it.
 
+The counting floor (`counting`, used for the run statistics only): the same programs, each counting its run
+under the running process in one hash map (one lookup_or_try_init and one atomic add: the least a tracer that
+breaks events down per process does per event). Its ns per run above an empty program's is what one map
+operation costs inside these workloads' events (their caches cold from the workload's own memory traffic),
+which bounds what a target on the probes' programs' time can ask (report.print_floor_ratio).
+
 The dispatch: what one empty program run costs, measured on its own (task:task_rename fired by
 prctl(PR_SET_NAME), rounds with and without one program), so that runs counted can be turned into time.
 """
@@ -30,6 +36,7 @@ from probes.ebpf.tracepoints import tracepoint_format_path
 
 # The floor's programs: named apart from the probes' (mqi_...), and short (the kernel keeps 15 characters).
 FLOOR_PREFIX = f"{FUNCTION_PREFIX}floor_"
+COUNTING_PREFIX = f"{FLOOR_PREFIX}c"  # the counting floor's
 # Closing a tracepoint's last perf event waits for RCU grace periods (measured here: about 90 ms per
 # tracepoint, 6 s for the floor's 89 one after another); closed from threads, the waits overlap.
 FLOOR_DETACH_THREADS = 8
@@ -64,6 +71,7 @@ class EmptyProgramFloor:
         self.skipped = skipped  # "probe tracepoint" this kernel lacks
         self.program_ids: frozenset[int] = frozenset()  # the kernel's ids of these programs, for bpftool
         self.dispatch: DispatchCost | None = None  # what one empty program run costs; None if not measured
+        self.counting: EmptyProgramFloor | None = None  # the counting floor, where it could be built
 
     @property
     def programs(self) -> list[FloorProgram]:
@@ -111,26 +119,30 @@ class EmptyProgramFloor:
             list(pool.map(lambda pair: pair[0].detach_tracepoint(pair[1]), attached))
 
     def close(self) -> None:
-        """Detach what is still attached and unload every program; idempotent."""
+        """Detach what is still attached and unload every program (the counting floor's too); idempotent."""
+        if self.counting is not None:
+            self.counting.close()
         objects, self._objects = self._objects, []
         for bpf, _programs in objects:
             bpf.cleanup()
 
 
-def build_floor() -> EmptyProgramFloor:
-    """Compile and load the floor's programs; FloorUnavailable (or bcc's exception) when that fails."""
+def build_floor(counting: bool = False) -> EmptyProgramFloor:
+    """Compile and load the floor's programs (`counting`: the counting floor's); FloorUnavailable (or bcc's
+    exception) when that fails."""
     try:
         import bcc
     except Exception as error:  # ImportError, or OSError when libbcc itself is missing
         raise FloorUnavailable(f"bcc cannot be imported: {type(error).__name__}: {error}") from None
     if not (TRACEFS / "events").is_dir():
         raise FloorUnavailable(f"tracefs is not mounted at {TRACEFS}")
-    groups, skipped = floor_layout()
+    groups, skipped = floor_layout(COUNTING_PREFIX if counting else FLOOR_PREFIX)
     ids_before = set(program_times(is_floor_program))
     floor = EmptyProgramFloor([], skipped)
+    functions = counting_functions if counting else empty_functions
     try:
         for programs in groups:  # clang's diagnostics, if any, go to stderr
-            floor.add(bcc.BPF(text=empty_functions(programs).encode()), programs)
+            floor.add(bcc.BPF(text=functions(programs).encode()), programs)
         floor.program_ids = frozenset(program_times(is_floor_program)) - ids_before
     except BaseException:
         floor.close()
@@ -138,7 +150,7 @@ def build_floor() -> EmptyProgramFloor:
     return floor
 
 
-def floor_layout() -> tuple[list[list[FloorProgram]], list[str]]:
+def floor_layout(prefix: str = FLOOR_PREFIX) -> tuple[list[list[FloorProgram]], list[str]]:
     """The floor's programs: one per tracepoint any registered probe attaches to (its class's `program`), in
     one BPF object, as the probes' combined program has one function per tracepoint
     (probes/ebpf/combined.py). A program's `probe` names the probes attached there."""
@@ -152,13 +164,28 @@ def floor_layout() -> tuple[list[list[FloorProgram]], list[str]]:
         if not tracepoint_format_path(TRACEFS, tracepoint).exists():
             skipped.append(f"{tracepoint} ({', '.join(probes)})")
             continue
-        programs.append(FloorProgram(",".join(probes), tracepoint, f"{FLOOR_PREFIX}{number}"))
+        programs.append(FloorProgram(",".join(probes), tracepoint, f"{prefix}{number}"))
     return [programs], skipped
 
 
 def empty_functions(programs: Sequence[FloorProgram]) -> str:
     """C text with one empty function per program; the names are ours (FLOOR_PREFIX + a number)."""
     return "".join(f"int {program.function}(void *ctx) {{ return 0; }}\n" for program in programs)
+
+
+# The counting floor's map and body: the running process's counter, made on its first event.
+COUNTING_MAP = "BPF_HASH(mqi_floor_counts, u32, u64, 16384);\n"
+COUNTING_BODY = (
+    "{ u32 tgid = bpf_get_current_pid_tgid() >> 32; u64 zero = 0; "
+    "u64 *runs = mqi_floor_counts.lookup_or_try_init(&tgid, &zero); "
+    "if (runs) __sync_fetch_and_add(runs, 1); return 0; }"
+)
+
+
+def counting_functions(programs: Sequence[FloorProgram]) -> str:
+    """C text with one counting function per program (COUNTING_BODY), sharing one map."""
+    functions = (f"int {program.function}(void *ctx) {COUNTING_BODY}\n" for program in programs)
+    return COUNTING_MAP + "".join(functions)
 
 
 @contextlib.contextmanager
@@ -176,10 +203,23 @@ def floor_or_none() -> Iterator[EmptyProgramFloor | None]:
         return
     print(f"floor: {floor.describe()}; compiled and loaded in {time.perf_counter() - started:.1f} s")
     try:
+        floor.counting = counting_floor_or_none()
         floor.dispatch = measured_dispatch()
         yield floor
     finally:
         floor.close()
+
+
+def counting_floor_or_none() -> EmptyProgramFloor | None:
+    """The counting floor; None, said on stdout, when it cannot be built."""
+    try:
+        counting = build_floor(counting=True)
+    except Exception as error:  # bcc raises plain Exceptions
+        print(f"counting floor: unavailable ({type(error).__name__}: {error})")
+        return None
+    print(f"counting floor: the same {len(counting.programs)} programs, each adding 1 to the running "
+          "process's counter in one hash map, for the run statistics only")  # fmt: skip
+    return counting
 
 
 # ---- the dispatch: what the kernel pays per program run, whatever the program does ------------------------

@@ -21,7 +21,13 @@ from benchmarks.overhead.sessions import (
     probes_attached,
 )
 from benchmarks.overhead.settings import Settings
-from benchmarks.overhead.workloads import WORKLOAD_UNITS, Workload, WorkloadResult, child_parameters
+from benchmarks.overhead.workloads import (
+    TARGET_FLOOR_RATIO,
+    WORKLOAD_UNITS,
+    Workload,
+    WorkloadResult,
+    child_parameters,
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class Comparison:
     floor: list[Run]  # empty when the floor was unavailable; the i-th run of each side shares a group
     costs: list[Run] = field(default_factory=list)  # with the run statistics on: not timed against the rest
     floor_costs: list[Run] = field(default_factory=list)
+    counting_costs: list[Run] = field(default_factory=list)  # the counting floor, with the run statistics
 
     @property
     def seconds_without(self) -> float:
@@ -216,7 +223,7 @@ def compare(workload: str, settings: Settings, scratch: Path, floor: EmptyProgra
         runs[side].append(run)
         print_run(workload, side.value, run)
     with_statistics = (
-        runs_with_statistics(workload, settings, scratch, floor) if settings.run_statistics else ([], [])
+        runs_with_statistics(workload, settings, scratch, floor) if settings.run_statistics else ([], [], [])
     )
     sides = (runs[Side.NONE], runs[Side.PROBES], runs[Side.FLOOR])
     return Comparison(workload, settings.fault_backing, *sides, *with_statistics)
@@ -229,19 +236,25 @@ def print_run(workload: str, side: str, run: Run) -> None:
 
 def runs_with_statistics(
     workload: str, settings: Settings, scratch: Path, floor: EmptyProgramFloor | None
-) -> tuple[list[Run], list[Run]]:
+) -> tuple[list[Run], list[Run], list[Run]]:
     """One probed run and one floor run with the kernel timing every program run: the in-kernel cost per
-    program. Their wall times carry the statistics' clock reads, so they stay out of the comparison."""
+    program; for a workload with a target on the probes' ratio to the floor, one counting floor run too (what
+    one map operation per run costs: baseline.py). Their wall times carry the statistics' clock reads, so they
+    stay out of the comparison."""
     with bpf_run_statistics() as on:
         if not on:
-            return [], []
+            return [], [], []
         probed = measure_once(workload, settings, scratch, probes=PROBE_NAMES)
         print_run(workload, "probes+stats", probed)
         if floor is None:
-            return [probed], []
+            return [probed], [], []
         floored = measure_once(workload, settings, scratch, floor=floor)
         print_run(workload, "floor+stats", floored)
-        return [probed], [floored]
+        if floor.counting is None or workload not in TARGET_FLOOR_RATIO:
+            return [probed], [floored], []
+        counted = measure_once(workload, settings, scratch, floor=floor.counting)
+        print_run(workload, "counting+stats", counted)
+        return [probed], [floored], [counted]
 
 
 # ---- computed from counts, and within the noise ----------------------------------------------------------
@@ -266,6 +279,19 @@ class ComputedCost:
     floor_runs: float  # empty program runs per loop, every process's events
     probe_runs: float  # the probes' program runs per loop
     bodies_ns: float  # the probes' time inside their programs per loop, less an empty program's
+    counting_ns: float | None = None  # a counting floor program's ns per run above an empty one's
+
+    @property
+    def bodies_ns_per_run(self) -> float:
+        return self.bodies_ns / self.probe_runs if self.probe_runs else 0.0
+
+    @property
+    def counting_ratio(self) -> float | None:
+        """The ratio to the floor of programs that each made one map operation per run (the counting floor's),
+        on the same runs: the least a tracer that counts each event under its process computes to."""
+        if self.counting_ns is None:
+            return None
+        return (self.dispatch_ns + self.counting_ns) / self.dispatch_ns
 
     @property
     def floor_slowdown(self) -> float:
@@ -293,12 +319,14 @@ def computed_cost(comparison: Comparison, floor: EmptyProgramFloor | None) -> Co
         return None
     empty_ns_per_run = floor_ns / floor_runs  # the statistics' own clock reads, mostly
     floor_loops, probe_loops = len(comparison.floor_costs), len(comparison.costs)
+    counting_runs, counting_ns = program_run_totals(comparison.counting_costs)
     return ComputedCost(
         seconds_without=comparison.seconds_without,
         dispatch_ns=floor.dispatch.ns_per_run,
         floor_runs=floor_runs / floor_loops,
         probe_runs=probe_runs / probe_loops,
         bodies_ns=max(0.0, (probe_ns - probe_runs * empty_ns_per_run) / probe_loops),
+        counting_ns=max(0.0, counting_ns / counting_runs - empty_ns_per_run) if counting_runs else None,
     )
 
 

@@ -181,6 +181,23 @@ def print_floor_ratio(workload: str, computed: ComputedCost | None) -> None:
         f"/ {100 * computed.floor_on_the_probes_events:+.2f}% = {same:.2f}x against the floor on the probes' "
         f"own events{judged}"
     )
+    if target is not None and same > target:
+        print_ratio_bound(computed, target)
+
+
+def print_ratio_bound(computed: ComputedCost, target: float) -> None:
+    """What bounds a missed ratio target: the time it leaves inside the programs per run, against what one map
+    operation costs there (the counting floor, measured in the same workload)."""
+    allowed = (target - 1) * computed.dispatch_ns
+    spent = f"the probes' programs spend {computed.bodies_ns_per_run:,.0f} ns per run above an empty one"
+    line = f"  bounded: {target:.2f}x leaves {allowed:,.0f} ns per program run inside the programs; {spent}"
+    ratio = computed.counting_ratio
+    if ratio is None:
+        print(f"{line} (one map operation's cost: unavailable, no counting floor run)")
+        return
+    print(f"{line}; one map operation per run (the counting floor: a lookup_or_try_init of the process's "
+          f"counter and an atomic add) costs {computed.counting_ns:,.0f} ns here, which alone computes to "
+          f"{ratio:.2f}x the floor")  # fmt: skip
 
 
 def print_verdict(

@@ -260,7 +260,9 @@ def probe_command(entry: ProbeEntry) -> Callable[..., int]:
             return run_trace(probe, session, VIEWS[entry.name])
         _command_allowed(session)
         with Workload(argv) as workload:
-            probe = _probe_for_pids(entry.probe_class(), [*pids, workload.pid], store, **values)
+            probe = _probe_for_pids(
+                entry.probe_class(), [*pids, workload.pid], store, follow_children=True, **values
+            )
             return run_trace(probe, session, VIEWS[entry.name], workload)
 
     command.__name__ = command.__qualname__ = entry.name
@@ -327,7 +329,8 @@ SESSION_END = (
     "`trace PROBE [INTERVAL [COUNT]] -- COMMAND ARGS` starts COMMAND, traces it (with any --pid) from its "
     "first instruction, and ends with it, like perf stat and strace: the exit status is the command's "
     "(128+N when signal N killed it); --count or --duration ending first send it SIGTERM. Its stdout goes "
-    "to stderr, so that stdout is the trace alone. Its children are not traced."
+    "to stderr, so that stdout is the trace alone. The processes it starts (a script's commands, forks) are "
+    "traced too, from their start, and their children: followed_pids lists them."
 )
 
 

@@ -51,6 +51,9 @@ class TraceView:
     fields: Sequence[Field[Any]] = ()
 
 
+MAX_FOLLOWED_SHOWN = 8  # pids of followed processes named in a summary's title; the rest counted
+
+
 def startup_line(
     subject: str,
     interval_s: float,
@@ -68,7 +71,7 @@ def startup_line(
         f", {counted(count, 'interval')}" if count else f", for {_seconds(duration_s)}" if duration_s else ""
     )
     if command:
-        stop += f", until {command} exits (its child processes are not traced)"
+        stop += f", with the processes it starts, until {command} exits"
     elif until_exit:
         stop += ", until it exits" if until_exit == 1 else ", until they all exit"
     ending = "Ctrl-C to end early." if stop else "Ctrl-C to end."
@@ -95,7 +98,16 @@ def snapshot_csv_row(snapshot: Any) -> dict[str, Any]:
 
 
 def summary_title(snapshot: Any) -> str:
-    return f"Summary: {snapshot.interval_s:.2f} s traced"
+    """ "Summary: 2.00 s traced", and the processes followed (`trace ... -- COMMAND`) when there were any."""
+    title = f"Summary: {snapshot.interval_s:.2f} s traced"
+    followed = getattr(snapshot, "followed_pids", ())
+    if followed:
+        shown = ", ".join(map(str, followed[:MAX_FOLLOWED_SHOWN]))
+        if len(followed) > MAX_FOLLOWED_SHOWN:
+            shown += f" and {more(len(followed) - MAX_FOLLOWED_SHOWN, 'process')}"
+        pids = "pid" if len(followed) == 1 else "pids"
+        title += f", with {counted(len(followed), 'process')} it started followed ({pids} {shown})"
+    return title
 
 
 def _seconds(value: float | None) -> str:

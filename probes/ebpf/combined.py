@@ -62,6 +62,10 @@ _SHARED_DEFINES = {
     "FOLLOW_CREATION": "same",
     "HAVE_EXT4_ALLOC": "same",
     "HAVE_EXT4_FREE": "same",
+    "FOLLOW_CHILDREN": "same",
+    "HAVE_NEWTASK": "same",
+    "HAVE_PROCESS_EXIT": "same",
+    "EXIT_HAS_GROUP_DEAD": "same",
 }
 # What a probe's text defines at its top level (the names `_part_renames` prefixes).
 _STRUCT = re.compile(r"\b(?:struct|enum)\s+(\w+)\s*\{")

@@ -77,6 +77,7 @@ from probes.ebpf.loader import LoadedProgram, Parameters, checked_int, program_s
 from probes.ebpf.registry import POPULATE_SYSCALLS
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
+    FOLLOWING_FUNCTIONS,
     CounterDifferences,
     ScopedProbe,
     ScopeLimits,
@@ -119,6 +120,7 @@ _FUNCTIONS = {
     **{f"syscalls:sys_enter_{name}": "mqi_popl_enter" for name in POPULATE_SYSCALLS},
     **{f"syscalls:sys_exit_{name}": "mqi_popl_exit" for name in POPULATE_SYSCALLS},
     **CREATION_FUNCTIONS,
+    **FOLLOWING_FUNCTIONS,
 }
 _HANDLER_DEFINES = {"writeback:writeback_dirty_folio": "HAVE_DIRTY_FOLIO"}
 
@@ -248,6 +250,7 @@ class FaultsSnapshot(SnapshotHeader):
     processes: tuple[ProcessFaultCounts, ...]
     files: tuple[FileFaults, ...]
     exited_pids: tuple[int, ...] = ()  # traced processes that exited during the interval
+    followed_pids: tuple[int, ...] = ()  # processes started by traced ones, followed (scope.h)
     late_store_files: tuple[str, ...] = ()  # the store's new files counted only from the interval's end
     late_store_files_reason: str | None = None
 
@@ -367,7 +370,7 @@ class FaultsProbe(ScopedProbe):
         major = summed["major_faults"]
         faults = summed["user_faults"] + summed["kernel_faults"]
         return FaultsSnapshot(
-            **self.interval_header(interval_s),
+            **self.interval_header(interval_s, program),
             faults=faults,
             minor_faults=max(faults - major, 0),
             major_faults=major,

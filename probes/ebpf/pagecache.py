@@ -60,6 +60,7 @@ from probes.ebpf.inodes import FileId, FileNames, default_chunk_pages, page_rang
 from probes.ebpf.loader import LoadedProgram, Parameters, program_spec
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
+    FOLLOWING_FUNCTIONS,
     CumulativeTotals,
     HalvedMaps,
     ScopedProbe,
@@ -79,6 +80,7 @@ _FUNCTIONS = {
     "readahead:page_cache_ra_unbounded": "mqi_ra_unbound",
     "filemap:mm_filemap_get_pages": "mqi_pc_lookup",
     **CREATION_FUNCTIONS,
+    **FOLLOWING_FUNCTIONS,
 }
 # Optional tracepoints whose handler is compiled only where the kernel has them: bcc cannot build the
 # argument struct of a tracepoint that does not exist.
@@ -189,6 +191,7 @@ class PagecacheSnapshot(SnapshotHeader):
     processes: tuple[ProcessCacheActivity, ...]
     files: tuple[FileCacheActivity, ...]
     exited_pids: tuple[int, ...] = ()
+    followed_pids: tuple[int, ...] = ()  # processes started by traced ones, followed (scope.h)
     late_store_files: tuple[str, ...] = ()  # the store's new files counted only from the interval's end
     late_store_files_reason: str | None = None
     hit_pages: int | None = None  # of the files in view, as FileCacheActivity's
@@ -300,7 +303,7 @@ class PagecacheProbe(ScopedProbe):
         self._names.new_interval()
         readahead = self._readahead_traced
         return PagecacheSnapshot(
-            **self.interval_header(interval_s),
+            **self.interval_header(interval_s, program),
             added_pages=totals["added_pages"],
             added_folios=totals["added_folios"],
             deleted_pages=totals["deleted_pages"] - outside["deleted_pages"],

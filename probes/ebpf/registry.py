@@ -67,6 +67,8 @@ POPULATE_SYSCALLS = (
 # Where the store is on ext4, the probes that break events down per store file take each new file for the
 # store's from its creation (programs/store_files.h).
 STORE_FILE_CREATION = ("ext4:ext4_allocate_inode", "ext4:ext4_free_inode")
+# Every probe follows the processes its traced ones start (`trace ... -- COMMAND`: programs/scope.h).
+PROCESS_FOLLOWING = ("task:task_newtask", "sched:sched_process_exit")
 
 
 def syscall_pairs(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -132,6 +134,7 @@ FAULTS = ProbeEntry(
         "writeback:writeback_dirty_folio",
         *syscall_pairs(POPULATE_SYSCALLS),
         *STORE_FILE_CREATION,
+        *PROCESS_FOLLOWING,
     ),
     summary="Page faults per process, file or store segment, and page range.",
     description=(
@@ -163,6 +166,7 @@ PAGECACHE = ProbeEntry(
         "readahead:page_cache_ra_unbounded",
         "filemap:mm_filemap_get_pages",
         *STORE_FILE_CREATION,
+        *PROCESS_FOLLOWING,
     ),
     summary=(
         "Pages entering the page cache (misses) and leaving it (evictions), readahead, and the read path's "
@@ -197,7 +201,7 @@ WRITEBACK = ProbeEntry(
         "writeback:global_dirty_state",
         "writeback:balance_dirty_pages",
     ),
-    optional=("ext4:ext4_writepages_result", *STORE_FILE_CREATION),
+    optional=("ext4:ext4_writepages_result", *STORE_FILE_CREATION, *PROCESS_FOLLOWING),
     summary=(
         "Pages dirtied and written back per file, the dirty state against its thresholds, throttled writers."
     ),
@@ -226,6 +230,7 @@ SENDPATH = ProbeEntry(
         "exceptions:page_fault_kernel",
         "filemap:mm_filemap_get_pages",
         "filemap:mm_filemap_add_to_page_cache",
+        *PROCESS_FOLLOWING,
     ),
     summary=(
         "Bytes per descriptor and send path (read+write, mmap+write, sendfile, splice), and CPU copies per "
@@ -250,7 +255,7 @@ SYSCALLS = ProbeEntry(
     class_name="SyscallsProbe",
     program="syscalls.bpf.c",
     required=syscall_pairs(MEMORY_SYSCALLS),
-    optional=(),
+    optional=PROCESS_FOLLOWING,
     summary=(
         "Memory and flush syscalls (mmap, madvise, mlock, msync, fsync, ...): counts and latency histograms."
     ),

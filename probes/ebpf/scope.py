@@ -46,6 +46,9 @@ LISTED_GENERATION = 1  # programs/store_files.h: a file user space listed (the k
 CREATION_DEFINES = {"ext4:ext4_allocate_inode": "HAVE_EXT4_ALLOC", "ext4:ext4_free_inode": "HAVE_EXT4_FREE"}
 CREATION_FUNCTIONS = {"ext4:ext4_allocate_inode": "mqi_store_new", "ext4:ext4_free_inode": "mqi_store_gone"}
 FOLLOWED_FILESYSTEMS = frozenset({"ext4"})
+# The tracepoints that show a traced process starting another and a followed one ending (programs/scope.h).
+FOLLOWING_DEFINES = {"task:task_newtask": "HAVE_NEWTASK", "sched:sched_process_exit": "HAVE_PROCESS_EXIT"}
+FOLLOWING_FUNCTIONS = {"task:task_newtask": "mqi_child_new", "sched:sched_process_exit": "mqi_child_exit"}
 _STORE_SETS = ("mqi_store_dirs", "mqi_topic_dirs", "mqi_queue_roots")
 
 # --- the traced processes ---------------------------------------------------------------------------------
@@ -195,9 +198,13 @@ class ScopedProbe:
         store: Path | None = None,
         limits: ScopeLimits | None = None,
         proc_root: Path = PROC_ROOT,
+        follow_children: bool = False,
     ):
         self.processes = ProcessWatch(pids, proc_root)
         self.pids = self.processes.pids
+        # the kernel adds the processes the traced ones start to mqi_tgids (programs/scope.h)
+        self.follow_children = bool(follow_children and self.pids)
+        self._followed: set[int] = set()
         self.store = store
         self.limits: Any = self.map_limits() if limits is None else limits
         self._proc_root = proc_root
@@ -207,15 +214,26 @@ class ScopedProbe:
             StoreFollower(store, listing, proc_root) if store and listing and self.filters_files else None
         )
 
-    def interval_header(self, interval_s: float) -> dict[str, Any]:
-        """The fields every interval snapshot starts with: kind, length, end time, and what was traced."""
-        return {
+    def interval_header(self, interval_s: float, program: LoadedProgram | None = None) -> dict[str, Any]:
+        """The fields every interval snapshot starts with: kind, length, end time, and what was traced; with
+        the `program`, also followed_pids (the processes followed so far: `followed_pids`)."""
+        header = {
             "kind": "interval",
             "interval_s": round(interval_s, 6),
             "end_time_unix_s": time.time(),
             "pids": self.pids,
             "store": str(self.store) if self.store else None,
         }
+        if program is not None:
+            header["followed_pids"] = self.followed_pids(program)
+        return header
+
+    def followed_pids(self, program: LoadedProgram) -> tuple[int, ...]:
+        """The processes the kernel followed since the session began (started by a traced process, or by one
+        it followed: programs/scope.h), sorted; () unless following children."""
+        if self.follow_children:
+            self._followed.update(scalar(key) for key, _parent in program.read("mqi_followed"))
+        return tuple(sorted(self._followed))
 
     def per_segment(self, otherwise: str) -> str:
         """How the subject line says where events are broken down: per store segment with --store."""
@@ -239,6 +257,7 @@ class ScopedProbe:
             filters["FILTER_INODES"] = int(bool(self.store))
             sizes["MAX_INODES"] = self.limits.inodes
         sizes |= {"MAX_THREADS": self.limits.threads, "IGNORE_TGID": os.getpid()}
+        sizes |= {"FOLLOW_CHILDREN": int(self.follow_children), **following_defines()}
         if self.filters_files:
             creation = handler_defines(CREATION_DEFINES)
             following = bool(self.follower and self.follower.follows_creation(creation))
@@ -501,6 +520,21 @@ def handler_defines(defines: Mapping[str, str], tracefs: Path = TRACEFS) -> dict
     --print-bpf) a tracepoint counts as present, which is what a privileged run on a kernel that has it
     compiles."""
     return {define: int(_tracepoint_present(tp, tracefs)) for tp, define in defines.items()}
+
+
+def following_defines(tracefs: Path = TRACEFS) -> dict[str, int]:
+    """The defines of programs/scope.h's process following: which of its tracepoints this kernel has, and
+    whether sched_process_exit says when a whole process is gone (its group_dead field, Linux >= 6.16)."""
+    defines = handler_defines(FOLLOWING_DEFINES, tracefs)
+    try:
+        exit_format = tracepoint_format_path(tracefs, "sched:sched_process_exit").read_text()
+        says_group_dead = "group_dead;" in exit_format
+    except PermissionError:  # not root (--print-bpf): what a privileged run on this kernel would compile
+        says_group_dead = True
+    except OSError:
+        says_group_dead = False
+    defines["EXIT_HAS_GROUP_DEAD"] = int(says_group_dead)
+    return defines
 
 
 def _tracepoint_present(tracepoint: str, tracefs: Path) -> bool:

@@ -129,6 +129,7 @@ from probes.ebpf.inodes import (
 from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, program_spec
 from probes.ebpf.registry import SENDPATH_SYSCALLS
 from probes.ebpf.scope import (
+    FOLLOWING_FUNCTIONS,
     CounterDifferences,
     LostRecords,
     ScopedProbe,
@@ -167,6 +168,7 @@ _OPTIONAL_FUNCTIONS = {
     "sock:sock_send_length": "mqi_sock_send",
     "skb:skb_copy_datagram_iovec": "mqi_skb_copy",
     "tcp:tcp_sendmsg_locked": "mqi_tcp_send",
+    **FOLLOWING_FUNCTIONS,
 }
 
 KERNEL_TO_USER = frozenset({"read", "pread64", "readv", "recvfrom", "recvmsg"})
@@ -320,6 +322,7 @@ class SendpathSnapshot(SnapshotHeader):
     processes: tuple[ProcessSendpath, ...]
     fds: tuple[FdTraffic, ...]
     exited_pids: tuple[int, ...] = ()
+    followed_pids: tuple[int, ...] = ()  # processes started by traced ones, followed (scope.h)
 
 
 # --- where bytes came from --------------------------------------------------------------------------------
@@ -676,7 +679,7 @@ class SendpathProbe(ScopedProbe):
         processes, fds = self._tally(records, sockets)
         self._forget(program, ended)
         return _snapshot(
-            **self.interval_header(interval_s),
+            **self.interval_header(interval_s, program),
             lost_records=lost,
             processes=processes,
             fds=fds,
@@ -986,6 +989,7 @@ def _snapshot(
     processes: tuple[ProcessSendpath, ...],
     fds: tuple[FdTraffic, ...],
     exited_pids: tuple[int, ...],
+    followed_pids: tuple[int, ...] = (),
     socket_fields: frozenset[str],
     end_time_unix_s: float | None = None,
 ) -> SendpathSnapshot:
@@ -1015,6 +1019,7 @@ def _snapshot(
         processes=processes,
         fds=fds,
         exited_pids=exited_pids,
+        followed_pids=followed_pids,
     )
 
 
@@ -1032,6 +1037,7 @@ def combine_snapshots(summary: SendpathSnapshot | None, snapshot: SendpathSnapsh
         processes=_merge_processes(summary.processes, snapshot.processes),
         fds=_merge_fds(summary.fds, snapshot.fds),
         exited_pids=merged_pids(summary.exited_pids, snapshot.exited_pids),
+        followed_pids=merged_pids(summary.followed_pids, snapshot.followed_pids),
         socket_fields=frozenset(
             name
             for name in _SOCKET_FIELDS

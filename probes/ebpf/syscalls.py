@@ -43,6 +43,7 @@ from probes.ebpf.inodes import AddressSpaces, FdNames
 from probes.ebpf.loader import LoadedProgram, Parameters, ProgramSpec, program_spec
 from probes.ebpf.registry import MEMORY_SYSCALLS
 from probes.ebpf.scope import (
+    FOLLOWING_FUNCTIONS,
     CounterDifferences,
     LostRecords,
     ScopedProbe,
@@ -96,7 +97,7 @@ def _program() -> ProgramSpec:
     """Every syscall's enter and exit handler, checked against the tracepoint registry."""
     functions = {f"syscalls:sys_enter_{name}": _ENTER_FUNCTIONS[name] for name in SYSCALLS}
     functions |= {f"syscalls:sys_exit_{name}": EXIT_FUNCTION for name in SYSCALLS}
-    return program_spec(registry.SYSCALLS, functions)
+    return program_spec(registry.SYSCALLS, functions | FOLLOWING_FUNCTIONS)
 
 
 PROGRAM = _program()
@@ -217,6 +218,7 @@ class SyscallsSnapshot(SnapshotHeader):
     processes: tuple[ProcessSyscalls, ...]
     targets: tuple[TargetCalls, ...]
     exited_pids: tuple[int, ...] = ()
+    followed_pids: tuple[int, ...] = ()  # processes started by traced ones, followed (scope.h)
 
 
 # --- assembling rows -------------------------------------------------------------------------------------
@@ -290,6 +292,7 @@ def _snapshot(
     processes: Mapping[int, tuple[str | None, Mapping[str, Tally]]],
     targets: Sequence[TargetCalls],
     exited_pids: tuple[int, ...],
+    followed_pids: tuple[int, ...] = (),
     end_time_unix_s: float | None = None,
 ) -> SyscallsSnapshot:
     everyone: dict[str, Tally] = defaultdict(Tally)
@@ -314,6 +317,7 @@ def _snapshot(
         processes=tuple(rows),
         targets=tuple(sorted(targets, key=lambda row: (-row.total_ns, row.pid, row.syscall, row.target))),
         exited_pids=exited_pids,
+        followed_pids=followed_pids,
     )
 
 
@@ -337,6 +341,7 @@ def combine_snapshots(summary: SyscallsSnapshot | None, snapshot: SyscallsSnapsh
         processes=processes,
         targets=_merge_targets(summary.targets, snapshot.targets),
         exited_pids=merged_pids(summary.exited_pids, snapshot.exited_pids),
+        followed_pids=merged_pids(summary.followed_pids, snapshot.followed_pids),
         end_time_unix_s=snapshot.end_time_unix_s,
     )
 
@@ -431,7 +436,7 @@ class SyscallsProbe(ScopedProbe):
         targets = self._target_rows(calls)
         self._forget(program, ended)
         return _snapshot(
-            **self.interval_header(interval_s),
+            **self.interval_header(interval_s, program),
             lost_records=lost,
             processes=processes,
             targets=targets,

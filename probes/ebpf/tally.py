@@ -90,7 +90,7 @@ def merge_rows(
 
 
 def merged_pids(earlier: Iterable[int], later: Iterable[int]) -> tuple[int, ...]:
-    """The exited pids of two snapshots together, sorted."""
+    """Two snapshots' pid lists (exited, followed) together, sorted."""
     return tuple(sorted({*earlier, *later}))
 
 
@@ -106,13 +106,14 @@ def summed_snapshot(
     summary: Any, snapshot: Any, summed: Sequence[str], optional: Sequence[str], **merged: Any
 ) -> Any:
     """`summary` with `snapshot` folded in: the `summed` counts added, the `optional` ones added where either
-    has one (None + None stays None), the end time of `snapshot`, the exited pids of both, and the `merged`
-    fields (the rows, merged by the probe) as given."""
+    has one (None + None stays None), the end time of `snapshot`, the exited and followed pids of both, and
+    the `merged` fields (the rows, merged by the probe) as given."""
     return dataclasses.replace(
         summary,
         **{name: getattr(summary, name) + getattr(snapshot, name) for name in summed},
         **{name: add_optional(getattr(summary, name), getattr(snapshot, name)) for name in optional},
         end_time_unix_s=snapshot.end_time_unix_s,
         exited_pids=merged_pids(summary.exited_pids, snapshot.exited_pids),
+        followed_pids=merged_pids(summary.followed_pids, snapshot.followed_pids),
         **merged,
     )

@@ -58,6 +58,7 @@ from probes.ebpf.inodes import PAGE_SIZE_BYTES, FileId, FileLabel, FileNames, In
 from probes.ebpf.loader import LoadedProgram, Parameters, program_spec
 from probes.ebpf.scope import (
     CREATION_FUNCTIONS,
+    FOLLOWING_FUNCTIONS,
     CumulativeTotals,
     HalvedMaps,
     ScopedProbe,
@@ -81,6 +82,7 @@ _FUNCTIONS = {
     "writeback:balance_dirty_pages": "mqi_wb_throttle",
     "ext4:ext4_writepages_result": "mqi_wb_ext4_res",
     **CREATION_FUNCTIONS,
+    **FOLLOWING_FUNCTIONS,
 }
 _HANDLER_DEFINES = {"ext4:ext4_writepages_result": "HAVE_EXT4_WRITEPAGES"}
 # enum wb_reason, as the format of writeback:writeback_written prints it.
@@ -206,6 +208,7 @@ class WritebackSnapshot(SnapshotHeader):
     flusher: tuple[FlusherWork, ...]
     lost_records: int
     exited_pids: tuple[int, ...] = ()
+    followed_pids: tuple[int, ...] = ()  # processes started by traced ones, followed (scope.h)
     late_store_files: tuple[str, ...] = ()  # the store's new files counted only from the interval's end
     late_store_files_reason: str | None = None
 
@@ -297,7 +300,7 @@ class WritebackProbe(ScopedProbe):
         flusher = _flusher_rows(flushes)
         file_rows, outside = self._file_rows(files)
         return WritebackSnapshot(
-            **self.interval_header(interval_s),
+            **self.interval_header(interval_s, program),
             dirtied_pages=totals["dirtied_pages"],
             dirtied_folios=totals["dirtied_folios"],
             unsized_folios=totals["unsized_folios"],

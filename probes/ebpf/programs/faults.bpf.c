@@ -455,13 +455,12 @@ int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
     u32 tgid = id >> 32, tid = (u32)id;
     if (!tgid_traced(tgid))
         return 0;
-    struct fault_totals *totals = totals_of(tgid);
-    if (!totals)
-        return 0;
     u32 dev = args->s_dev;
     u64 ino = args->i_ino, index = args->index;
     struct inflight *fault = mqi_inflight.lookup(&tid);
 
+    /* a retry (every write fault on a new page of a shared mapping passes twice) needs no totals: count_major
+       takes them itself, so the hash lookup below is made once per fault, not once per pass */
     if (fault && fault->passes && fault->dev == dev && fault->ino == ino && fault->index == index) {
         if (fault->passes < 255)
             fault->passes++;  /* the same fault, retried */
@@ -469,6 +468,9 @@ int mqi_filemap_flt(struct tracepoint__filemap__mm_filemap_fault *args)
             count_major(fault, tgid);
         return 0;
     }
+    struct fault_totals *totals = totals_of(tgid);
+    if (!totals)
+        return 0;
     /* Cheap signs first; the stack walk costs microseconds, so it only settles what they leave open. */
     int populating = fault && fault->populating;
     int claimable = fault && !fault->passes && !fault->populate;

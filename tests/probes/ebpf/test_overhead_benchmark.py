@@ -72,3 +72,40 @@ def test_the_sessions_and_the_floor_cover_every_registered_probe():
 def test_nothing_in_the_benchmark_takes_the_products_session_name():
     for module in (baseline, comparison, report, sessions, workloads):
         assert not hasattr(module, "TraceSession"), module.__name__
+
+
+def test_the_counting_floor_counts_on_the_floor_s_tracepoints_under_names_of_its_own():
+    (empty,), _skipped = baseline.floor_layout()
+    (counting,), _skipped = baseline.floor_layout(baseline.COUNTING_PREFIX)
+    assert [p.tracepoint for p in counting] == [p.tracepoint for p in empty]
+    assert all(p.function.startswith(baseline.COUNTING_PREFIX) for p in counting)
+    assert all(baseline.is_floor_program(p.function) for p in counting)  # unloaded and told apart as floor
+    text = baseline.counting_functions(counting)
+    assert text.count("lookup_or_try_init") == len(counting) and text.count("BPF_HASH") == 1
+
+
+def test_a_missed_ratio_target_says_what_one_map_operation_per_run_computes_to(capsys):
+    computed = comparison.ComputedCost(
+        seconds_without=1.0,
+        dispatch_ns=200.0,
+        floor_runs=1000.0,
+        probe_runs=1000.0,
+        bodies_ns=300_000.0,  # 300 ns per run above an empty program
+        counting_ns=70.0,
+    )
+    assert computed.counting_ratio == pytest.approx(1.35)
+    report.print_floor_ratio("faults", computed)
+    out = capsys.readouterr().out
+    assert "= 2.50x against the floor on the probes' own events (target <= 1.25x): MISS" in out
+    assert "1.25x leaves 50 ns per program run inside the programs" in out
+    assert "spend 300 ns per run above an empty one" in out
+    assert "costs 70 ns here, which alone computes to 1.35x the floor" in out
+
+
+@pytest.mark.requires_bpf
+def test_the_counting_floor_loads():
+    counting = baseline.build_floor(counting=True)
+    try:
+        assert len(counting.program_ids) == len(counting.programs) > 0
+    finally:
+        counting.close()
