@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import itertools
+import errno
 import os
 import re
 import sys
@@ -171,6 +171,37 @@ def _shown_member(member: tuple[int, ...]) -> str:
     return str(member[0]) if len(member) == 1 else "(" + ", ".join(map(str, member)) + ")"
 
 
+def drain_in_batches(one_batch, buffer_entries: int, keys, values, key_type, leaf_type) -> int:
+    """BPF_MAP_LOOKUP_AND_DELETE_BATCH until the map is read to its end or the buffer is full; how many
+    entries landed in `keys`/`values`. `one_batch(in_token, out_token, keys_at, values_at, count)` makes one
+    call and returns 0 or the errno.
+
+    bcc's own loop (items_lookup_and_delete_batch, bcc 0.26) keeps the batch token and the count in ONE
+    c_uint32, so a second call resumes from a bucket number that is really the previous count; when that
+    call fails (ENOSPC: the bucket there holds more entries than the room left), bcc raises and the
+    entries its first call already deleted are lost. A second call happens when handlers insert while the
+    map is read near full. Here the tokens are separate, and a bucket that does not fit stays in the map
+    for the next drain."""
+    in_token, out_token, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
+    taken = 0
+    while taken < buffer_entries:
+        count.value = buffer_entries - taken
+        error = one_batch(
+            ctypes.byref(in_token) if taken else None,
+            ctypes.byref(out_token),
+            ctypes.byref(keys, ctypes.sizeof(key_type) * taken),
+            ctypes.byref(values, ctypes.sizeof(leaf_type) * taken),
+            ctypes.byref(count),
+        )
+        taken += count.value
+        if error in (errno.ENOENT, errno.ENOSPC) or (error == 0 and count.value == 0):
+            break  # read to the end / the next bucket waits for the next drain / no progress
+        if error:
+            raise ProbeError(f"BPF_MAP_LOOKUP_AND_DELETE_BATCH failed: {os.strerror(error)}")
+        in_token.value = out_token.value
+    return taken
+
+
 # --- loading ---------------------------------------------------------------------------------------------
 
 
@@ -202,9 +233,16 @@ class LoadedProgram:
         The map is already empty when this returns (bcc makes its batch calls before it yields the first
         entry); entries are converted as the iterator is consumed, so several maps can be emptied within
         a moment of each other before the slow part."""
-        entries = self.table(name).items_lookup_and_delete_batch()
-        first = next(entries, None)
-        return iter(()) if first is None else itertools.chain([first], entries)
+        table = self.table(name)
+        from bcc.libbcc import lib  # the program is loaded, so bcc is there
+
+        def one_batch(in_token, out_token, keys, values, count) -> int:
+            result = lib.bpf_lookup_and_delete_batch(table.map_fd, in_token, out_token, keys, values, count)
+            return 0 if result == 0 else ctypes.get_errno()
+
+        buffer_entries, keys, values = table._alloc_keys_values(alloc_k=True, alloc_v=True)
+        taken = drain_in_batches(one_batch, buffer_entries.value, keys, values, table.Key, table.Leaf)
+        return ((keys[i], values[i]) for i in range(taken))
 
     def put(self, name: str, key: tuple[int, ...], value: tuple[int, ...] = ()) -> None:
         """Set map[key] = value, both filled field by field with integers (an empty value is all zeros)."""

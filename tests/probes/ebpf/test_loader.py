@@ -5,6 +5,8 @@ program of ours behind."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import signal
 import sys
@@ -296,3 +298,48 @@ def test_a_loaded_program_is_listed_by_bpftool_until_closed():
     finally:
         program.close()
     assert held.isdisjoint(loaded_programs())
+
+
+class FakeBatchKernel:
+    """BPF_MAP_LOOKUP_AND_DELETE_BATCH over buckets of (key, value) entries, as the kernel's hash map does it:
+    whole buckets only, the out token is the next bucket, ENOSPC when no bucket fits, ENOENT at the end."""
+
+    def __init__(self, buckets: list[list[int]]):
+        self.buckets = [list(bucket) for bucket in buckets]
+        self.in_tokens: list[int | None] = []
+
+    def __call__(self, in_token, out_token, keys, values, count) -> int:
+        start = None if in_token is None else in_token._obj.value
+        self.in_tokens.append(start)
+        room, copied, bucket = count._obj.value, 0, start or 0
+        key_at = ctypes.cast(keys, ctypes.POINTER(ctypes.c_uint32))
+        value_at = ctypes.cast(values, ctypes.POINTER(ctypes.c_uint64))
+        while bucket < len(self.buckets):
+            entries = self.buckets[bucket]
+            if len(entries) > room - copied:
+                count._obj.value, out_token._obj.value = copied, bucket
+                return 0 if copied else errno.ENOSPC
+            for key in entries:
+                key_at[copied], value_at[copied] = key, key * 10
+                copied += 1
+            self.buckets[bucket] = []
+            bucket += 1
+        count._obj.value, out_token._obj.value = copied, bucket
+        return errno.ENOENT
+
+
+def drained_by(kernel: FakeBatchKernel, buffer_entries: int) -> list[tuple[int, int]]:
+    keys, values = (ctypes.c_uint32 * buffer_entries)(), (ctypes.c_uint64 * buffer_entries)()
+    taken = loader.drain_in_batches(kernel, buffer_entries, keys, values, ctypes.c_uint32, ctypes.c_uint64)
+    return [(keys[i], values[i]) for i in range(taken)]
+
+
+def test_a_drain_resumes_from_the_kernels_token_and_keeps_what_it_took_when_a_bucket_does_not_fit():
+    # Handlers inserted while the map was read near full: the first call stops before a bucket that does not
+    # fit. The second starts at that bucket (the kernel's out token, 3; bcc 0.26 passes the count, 4), gets
+    # ENOSPC, and the drain returns what it took; the bucket stays in the map for the next drain.
+    kernel = FakeBatchKernel([[1, 2], [3], [4], [5, 6, 7], [8]])
+    assert drained_by(kernel, 5) == [(1, 10), (2, 20), (3, 30), (4, 40)]
+    assert kernel.in_tokens == [None, 3]
+    assert kernel.buckets[3:] == [[5, 6, 7], [8]]
+    assert drained_by(kernel, 5) == [(5, 50), (6, 60), (7, 70), (8, 80)]
