@@ -17,7 +17,7 @@ from collections.abc import Callable
 from store import codec
 from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
 from store.inspection.rocketmq.reading import LogEnd, LogEndReason, Walk, log_end_of, queue_of_one
-from store.java_checksums import masked_crc32
+from store.java_checksums import masked_crc32, masked_crc32s
 from store.layout import SegmentFile, SegmentQueue
 from store.safe_read import PreadFile
 
@@ -31,14 +31,14 @@ DELEGATE_WINDOW_BYTES = 64 << 10
 _HEADER = struct.Struct(">iIii4xqqi44xi")
 _IPV6_FLAGS = codec.BORNHOST_V6_FLAG | codec.STOREHOSTADDRESS_V6_FLAG
 _V1, _V2 = codec.MESSAGE_MAGIC_CODE_V1, codec.MESSAGE_MAGIC_CODE_V2
-_SHORT = struct.Struct(">h")  # a V2 topic's length; the properties' length is read as two bytes
 _SMALLEST_RECORD = _HEADER.size + 1 + 2
 _CRC32_PREFIX = (codec.PROPERTY_CRC32 + codec.NAME_VALUE_SEPARATOR).encode("ascii")
 _CRC32_TAIL = codec.CRC32_RESERVED_LEN
 
 # What the walk passes on for each record: (physical offset, its PHYSICALOFFSET field, topic, queue id,
-# queue offset, size, sysflag, properties), in lists of a block's records.
-RecordFields = tuple[int, int, str, int, int, int, int, dict]
+# queue offset, size, sysflag, properties), in lists of a block's records. The properties are the record's
+# raw bytes (valid UTF-8) from the block walk, a dict from the exact path: `properties_of` reads either.
+RecordFields = tuple[int, int, str, int, int, int, int, bytes | dict]
 RecordsCallback = Callable[[list[RecordFields]], None]
 _DIGITS = frozenset(b"0123456789")
 
@@ -69,6 +69,11 @@ def record_fields(event: ScannedRecord) -> RecordFields:
         event.physical_offset, record.physical_offset, record.topic, record.queue_id, record.queue_offset,
         record.total_size, record.sysflag, record.properties,
     )  # fmt: skip
+
+
+def properties_of(properties: bytes | dict) -> dict:
+    """A record's properties as codec.string_to_properties gives them, from RecordFields' last field."""
+    return properties if type(properties) is dict else codec.string_to_properties(properties.decode())
 
 
 def _walk_segment(
@@ -113,65 +118,91 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
     """The records from the start of `block` (at physical offset `base`, `left` bytes before the segment's
     end) that codec.decode_record(check_crc=True) accepts for sure, up to the first it would not (or might
     not) accept or that the block does not hold whole; how many bytes they take; and whether they end
-    because the block does (True) or at a record the fast path does not take."""
-    decoded = []
+    because the block does (True) or at a record the fast path does not take.
+
+    One loop over the records for their structure; the body CRCs in one C pass over the block after it
+    (masked_crc32s), the records cut at the first whose CRC differs; the properties left as their bytes
+    (checked to be UTF-8), for the checks to read what they need."""
+    decoded: list[RecordFields] = []
+    append = decoded.append
+    body_starts: list[int] = []
+    body_ends: list[int] = []
+    body_crcs: list[int] = []
+    start_body, end_body, want_crc = body_starts.append, body_ends.append, body_crcs.append
     view = memoryview(block)
-    unpack_header, unpack_short, crc32 = _HEADER.unpack_from, _SHORT.unpack_from, masked_crc32
+    unpack_header = _HEADER.unpack_from
     topics: dict[bytes, str] = {}
-    properties_of, digits = codec.string_to_properties, _DIGITS
-    header_size, max_size = _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
-    end, at = len(block), 0
+    digits, header_size, max_size = _DIGITS, _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
+    end, at, at_block_end = len(block), 0, False
+    last_start = end - header_size  # where a header still fits in the block
     while True:
-        if end - at < header_size:
-            return decoded, at, True
+        if at > last_start:
+            at_block_end = True
+            break
         total, magic, body_crc, queue_id, queue_offset, stored, sysflag, body_length = unpack_header(
             block, at
         )
-        if magic == _V1:
-            topic_length_size = 1
-        elif magic == _V2:
+        record_end = at + total
+        if magic == _V2:
             topic_length_size = 2
+        elif magic == _V1:
+            topic_length_size = 1
         else:
             break
-        record_end = at + total
         if not _SMALLEST_RECORD <= total <= max_size or total > left - at or sysflag & _IPV6_FLAGS:
             break
         if record_end > end:
-            return decoded, at, True
-        fixed = header_size + topic_length_size + 2
-        body_end = at + header_size + body_length
-        if not 0 <= body_length <= total - fixed:
+            at_block_end = True
             break
-        topic_length = block[body_end] if topic_length_size == 1 else unpack_short(block, body_end)[0]
+        body_start = at + header_size
+        body_end = body_start + body_length
+        if not 0 <= body_length <= total - header_size - topic_length_size - 2:
+            break
+        if topic_length_size == 2:
+            topic_length = block[body_end] << 8 | block[body_end + 1]
+            if topic_length > 0x7FFF:  # a negative short
+                break
+        else:
+            topic_length = block[body_end]
+            if topic_length > 127:  # a negative byte
+                break
         topic_start = body_end + topic_length_size
         topic_end = topic_start + topic_length
-        if (topic_length_size == 1 and topic_length > 127) or topic_length < 0 or topic_end + 2 > record_end:
-            break
         properties_start = topic_end + 2
+        if properties_start > record_end:
+            break
         properties_length = block[topic_end] << 8 | block[topic_end + 1]
-        if properties_length > 0x7FFF or fixed + body_length + topic_length + properties_length != total:
-            break
-        if body_length and crc32(view[body_end - body_length : body_end]) != body_crc:
-            break
+        if properties_length > 0x7FFF or properties_start + properties_length != record_end:
+            break  # a negative properties length, or calMsgLength disagrees with TOTALSIZE
         if record_end > properties_start and (
             block[record_end - 1] == 0
             or (
                 block[record_end - 2] in digits
-                and not _tail_checks(block, view, at, properties_start, record_end, crc32)
+                and not _tail_checks(block, view, at, properties_start, record_end, masked_crc32)
             )
         ):
             break
         topic_bytes = block[topic_start:topic_end]
         topic = topics.get(topic_bytes)
-        try:
-            if topic is None:
-                topic = topics[topic_bytes] = topic_bytes.decode()
-            properties = properties_of(block[properties_start:record_end].decode())
-        except UnicodeDecodeError:
-            break
-        decoded.append((base + at, stored, topic, queue_id, queue_offset, total, sysflag, properties))
+        properties = block[properties_start:record_end]
+        if topic is None or not properties.isascii():
+            try:
+                if topic is None:
+                    topic = topics[topic_bytes] = topic_bytes.decode()
+                properties.decode()
+            except UnicodeDecodeError:
+                break
+        start_body(body_start)
+        end_body(body_end)
+        want_crc(body_crc if body_length else 0)  # Java checks a body's CRC only when it has one
+        append((base + at, stored, topic, queue_id, queue_offset, total, sysflag, properties))
         at = record_end
-    return decoded, at, False
+    if body_crcs:
+        crcs = list(masked_crc32s(map(view.__getitem__, map(slice, body_starts, body_ends))))
+        if crcs != body_crcs:
+            bad = next(number for number, crc in enumerate(crcs) if crc != body_crcs[number])
+            return decoded[:bad], decoded[bad][0] - base, False
+    return decoded, at, at_block_end
 
 
 def _tail_checks(block, view, at, properties_start, record_end, crc32) -> bool:
