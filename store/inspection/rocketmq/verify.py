@@ -446,9 +446,11 @@ class _Reachability:
         tags_tail, tags_tail_code = self._tags_tail
         run, run_key = None, None
         no_key, transaction, rollback = _NO_KEY, TRANSACTION_MASK, TRANSACTION_ROLLBACK_TYPE
+        parsed_at, parsed = -1, {}  # the last record whose properties were parsed: the index checks share it
         for offset, _, topic, queue_id, queue_offset, size, sysflag, properties in records:
             if offset >= entries_due:
-                index_checks.reached(offset, topic, properties_of(properties))
+                parsed_at, parsed = offset, properties_of(properties)
+                index_checks.reached(offset, topic, parsed)
                 entries_due = index_checks.due
             if not sysflag & _PREPARED_OR_ROLLBACK:  # it enters its ConsumeQueue
                 through_queues += 1
@@ -507,13 +509,15 @@ class _Reachability:
                 elif at < 0 and b"UNIQ_KEY\x01" not in properties:
                     keyed = False
                 else:
-                    parsed = properties_of(properties)
+                    if parsed_at != offset:
+                        parsed_at, parsed = offset, properties_of(properties)
                     keys = parsed.get(_KEYS)
                     keyed = _UNIQ_KEY in parsed or bool(keys and keys.strip(KEY_SEPARATOR))
                 if keyed:
                     keyed_seen += 1
                     if not (keyed_seen - 1) % stride:
-                        parsed = properties_of(properties)
+                        if parsed_at != offset:
+                            parsed_at, parsed = offset, properties_of(properties)
                         uniq_key, keys = parsed.get(_UNIQ_KEY), parsed.get(_KEYS)
                         self._check_keys(topic, index_keys(uniq_key, keys, sysflag), offset)
         self.through_queues += through_queues

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from store import codec
 from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
 from store.inspection.rocketmq.reading import LogEnd, LogEndReason, Walk, log_end_of, queue_of_one
-from store.java_checksums import masked_crc32, masked_crc32s
+from store.java_checksums import masked_crc32
 from store.layout import SegmentFile, SegmentQueue
 from store.safe_read import PreadFile
 
@@ -120,19 +120,15 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
     not) accept or that the block does not hold whole; how many bytes they take; and whether they end
     because the block does (True) or at a record the fast path does not take.
 
-    One loop over the records for their structure; the body CRCs in one C pass over the block after it
-    (masked_crc32s), the records cut at the first whose CRC differs; the properties left as their bytes
-    (checked to be UTF-8), for the checks to read what they need."""
+    The properties are left as their bytes (checked to be UTF-8), for the checks to read what they need.
+    (The body CRCs computed after the loop, in one C pass over slices, cost more per record than here.)"""
     decoded: list[RecordFields] = []
     append = decoded.append
-    body_starts: list[int] = []
-    body_ends: list[int] = []
-    body_crcs: list[int] = []
-    start_body, end_body, want_crc = body_starts.append, body_ends.append, body_crcs.append
     view = memoryview(block)
     unpack_header = _HEADER.unpack_from
     topics: dict[bytes, str] = {}
     digits, header_size, max_size = _DIGITS, _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
+    v1, v2, smallest, ipv6_flags, crc32 = _V1, _V2, _SMALLEST_RECORD, _IPV6_FLAGS, masked_crc32
     end, at, at_block_end = len(block), 0, False
     last_start = end - header_size  # where a header still fits in the block
     while True:
@@ -143,13 +139,13 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
             block, at
         )
         record_end = at + total
-        if magic == _V2:
+        if magic == v2:
             topic_length_size = 2
-        elif magic == _V1:
+        elif magic == v1:
             topic_length_size = 1
         else:
             break
-        if not _SMALLEST_RECORD <= total <= max_size or total > left - at or sysflag & _IPV6_FLAGS:
+        if not smallest <= total <= max_size or total > left - at or sysflag & ipv6_flags:
             break
         if record_end > end:
             at_block_end = True
@@ -174,11 +170,13 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
         properties_length = block[topic_end] << 8 | block[topic_end + 1]
         if properties_length > 0x7FFF or properties_start + properties_length != record_end:
             break  # a negative properties length, or calMsgLength disagrees with TOTALSIZE
+        if body_length and crc32(view[body_start:body_end]) != body_crc:
+            break  # Java checks a body's CRC only when it has one
         if record_end > properties_start and (
             block[record_end - 1] == 0
             or (
                 block[record_end - 2] in digits
-                and not _tail_checks(block, view, at, properties_start, record_end, masked_crc32)
+                and not _tail_checks(block, view, at, properties_start, record_end, crc32)
             )
         ):
             break
@@ -192,16 +190,8 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
                 properties.decode()
             except UnicodeDecodeError:
                 break
-        start_body(body_start)
-        end_body(body_end)
-        want_crc(body_crc if body_length else 0)  # Java checks a body's CRC only when it has one
         append((base + at, stored, topic, queue_id, queue_offset, total, sysflag, properties))
         at = record_end
-    if body_crcs:
-        crcs = list(masked_crc32s(map(view.__getitem__, map(slice, body_starts, body_ends))))
-        if crcs != body_crcs:
-            bad = next(number for number, crc in enumerate(crcs) if crc != body_crcs[number])
-            return decoded[:bad], decoded[bad][0] - base, False
     return decoded, at, at_block_end
 
 
