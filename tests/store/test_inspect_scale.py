@@ -29,3 +29,33 @@ def test_the_quick_run_times_every_command_and_prints_the_targets(tmp_path: Path
     targets = out[out.index("== targets") :]
     assert "store verify >= 25% of the read+CRC floor" in targets
     assert targets.count("PASS") + targets.count("MISS") + targets.count("n/a") >= 10
+
+
+def test_only_verify_times_verify_beside_the_floor_and_the_minimal_walk(tmp_path: Path):
+    """--only-verify runs store verify alone (the loop of whoever works on it) and says what bounds it: the
+    least a Python walk does per record (unpack + crc32), timed in the same run, in CPU seconds."""
+    store = tmp_path / "store"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(INSPECT_SCALE),
+            "--gib",
+            "0.005",
+            "--quick",
+            "--only-verify",
+            "--store",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "  minimal walk " in out and "s CPU" in out
+    assert "  store verify " in out
+    assert "  store stat" not in out and "store dump" not in out and "== cold" not in out
+    [verdict] = [line for line in out.splitlines() if "store verify >= 25% of the read+CRC floor" in line]
+    assert "s CPU against" in verdict
+    assert verdict.strip().startswith("PASS") or "bounded by Python per record" in verdict
