@@ -288,6 +288,10 @@ def damage_checked(built, kind: str) -> None:
         write_at(index_file, position, (key_hash + INDEX_SLOTS * 3).to_bytes(4, "big"))
     elif kind == "body-crc":
         flip_byte(middle.segment, middle.body_position + 3)
+    elif kind in ("prepared", "rollback"):  # a transaction's half (no ConsumeQueue entry due) or rollback
+        sysflag = codec.TRANSACTION_PREPARED_TYPE if kind == "prepared" else codec.TRANSACTION_ROLLBACK_TYPE
+        for record in built.records[100:300:7]:
+            write_at(record.segment, record.position + codec.SYSFLAG_POSITION, sysflag.to_bytes(4, "big"))
     elif kind in ("keys-renamed-tags", "tags-value-emptied", "tags-renamed"):
         data = _record_bytes(middle)
         if kind == "keys-renamed-tags":  # two TAGS properties: the last one counts, the keys are gone
@@ -321,6 +325,8 @@ def verify_both_ways(root: Path, monkeypatch: pytest.MonkeyPatch, **options) -> 
         "keys-renamed-tags",
         "tags-value-emptied",
         "tags-renamed",
+        "prepared",
+        "rollback",
     ],
 )
 def test_the_checks_fast_path_reports_what_the_entry_by_entry_path_reports(
@@ -331,7 +337,8 @@ def test_the_checks_fast_path_reports_what_the_entry_by_entry_path_reports(
         damage_checked(built, kind)
     fast, one_by_one = verify_both_ways(built.root, monkeypatch)
     assert fast == one_by_one
-    assert fast.ok is (kind == "clean"), fast.findings
+    if kind not in ("prepared", "rollback"):
+        assert fast.ok is (kind == "clean"), fast.findings
     if kind in ("cq-size", "cq-tags"):
         assert [finding.check for finding in fast.findings] == [Check.CQ_ENTRY]
     # sampled index checks take the same records and entries on both paths
