@@ -320,6 +320,8 @@ _NO_KEY = frozenset((b"", b" ", b"\x02"))  # how a KEYS value starts that may ho
 # of holding the runs to the entry-by-entry checks).
 _BULK_CHECKS = True
 _RUN_ENTRIES = ENTRIES_PER_WINDOW  # a queue's run is compared after the block it reaches this many in
+# Entries all the queues' runs may hold between blocks (a few MiB of ints), whatever the number of queues.
+_PENDING_ENTRIES = 1 << 16
 
 
 # Records of one queue at consecutive queue offsets [start, end), as (physical offset, size, tagsCode) one
@@ -523,9 +525,11 @@ class _Reachability:
         self.through_queues += through_queues
         self._keyed_seen = keyed_seen
         self._tags_tail = tags_tail, tags_tail_code
-        for key, run in list(runs.items()):
-            if run[1] - run[0] >= _RUN_ENTRIES:
-                self._flush_run(key, run)
+        pending = [(run[1] - run[0], key) for key, run in runs.items()]
+        held_back = sum(count for count, _ in pending)
+        for count, key in pending:
+            if count >= _RUN_ENTRIES or held_back > _PENDING_ENTRIES:
+                self._flush_run(key, runs[key])
 
     def _check_one_by_one(self, records: list[RecordFields]) -> None:
         """check(records), each record's entry read and compared alone: for a running store's tail (and the
