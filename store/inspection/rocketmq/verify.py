@@ -324,16 +324,10 @@ _RUN_ENTRIES = ENTRIES_PER_WINDOW  # a queue's run is compared after the block i
 _PENDING_ENTRIES = 1 << 16
 
 
-# Records of one queue at consecutive queue offsets [start, end), as (physical offset, size, tagsCode) one
-# after the other in the list: the entries the ConsumeQueue should hold for them. A list, not an object: the
-# walk extends one per record.
-_QueueRun = list  # [start, end, [physical offset, size, tagsCode, ...]]
-
-
-@functools.lru_cache(maxsize=256)
-def _entries_struct(count: int) -> struct.Struct:
-    """`count` ConsumeQueue entries (ENTRY's fields, back to back) in one Struct."""
-    return struct.Struct(">" + ENTRY.format.lstrip(">") * count)
+# Records of one queue at consecutive queue offsets [start, end), each as (physical offset, size, tagsCode):
+# the entries the ConsumeQueue should hold for them, as ENTRY unpacks them. A list, not an object: the walk
+# adds one record at a time.
+_QueueRun = list  # [start, end, [(physical offset, size, tagsCode), ...]]
 
 
 def _add_run_to_runs(runs: list[list[int]], first: int, end: int) -> None:
@@ -487,17 +481,17 @@ class _Reachability:
                     and queue_id == run_key[1]
                 ):
                     run[1] = queue_offset + 1
-                    run[2] += (offset, size, code)
+                    run[2].append((offset, size, code))
                 else:
                     run_key = (topic, queue_id)
                     run = runs.get(run_key)
                     if run is not None and run[1] == queue_offset:
                         run[1] = queue_offset + 1
-                        run[2] += (offset, size, code)
+                        run[2].append((offset, size, code))
                     else:
                         if run is not None:
                             self._flush_run(run_key, run)
-                        run = runs[run_key] = [queue_offset, queue_offset + 1, [offset, size, code]]
+                        run = runs[run_key] = [queue_offset, queue_offset + 1, [(offset, size, code)]]
             if index_from <= offset <= index_to and sysflag & transaction != rollback:
                 # whether index_keys(...) is empty, from the bytes when they say it for sure (the last
                 # "KEYS\x01" starts a property whose value starts with a key), else from the parsed properties
@@ -576,7 +570,7 @@ class _Reachability:
         self._note_queue_miss(key, reader, queue_offset, offset)
 
     def _flush_run(self, key: tuple[str, int], run: _QueueRun) -> None:
-        """The run's entries against the file's bytes, each read's worth in one comparison; entry by entry
+        """The run's entries against the file's, each read's worth in one comparison (in C); entry by entry
         where they differ (or the queue holds none), so that each finding is the one the entry alone gives."""
         del self._runs[key]
         reader = self._readers[key] if key in self._readers else self._reader(key)
@@ -586,17 +580,16 @@ class _Reachability:
         while first < end:
             stored = reader.raw(first, end - first) if reader is not None else b""
             count = len(stored) // CQ_STORE_UNIT_SIZE or end - first
-            chunk = fields[3 * (first - start) : 3 * (first - start + count)]
-            if stored and stored == _entries_struct(count).pack(*chunk):
+            chunk = fields[first - start : first - start + count]
+            if stored and list(ENTRY.iter_unpack(stored)) == chunk:
                 _add_run_to_runs(matched, first, first + count)
             else:
-                for number in range(count):
-                    offset, size, code = chunk[3 * number : 3 * number + 3]
+                for number, expected in enumerate(chunk):
                     entry = reader.fields(first + number) if reader is not None else None
-                    if entry == (offset, size, code):
+                    if entry == expected:
                         _add_to_runs(matched, first + number)
                     else:
-                        self._note_queue_miss(key, reader, first + number, offset)
+                        self._note_queue_miss(key, reader, first + number, expected[0])
             first += count
 
     def _flush_runs(self) -> None:
