@@ -16,6 +16,11 @@ and `fincore` over every file of the store. The targets of issue 16's item 2 are
 and by how much. In the cold pass the floor is what the disk gives (a pread loop after eviction) and each
 command's row says how close it gets.
 
+`store verify`'s target is judged in CPU seconds (the command's, from wait4, against the floor loop's in
+this process): on a shared 2-core machine wall time measures the other processes too. Beside it the same
+pass times the minimal walk, the least a Python walk does per record (one header unpack, the body's CRC),
+and a MISS says what share of the floor that alone reaches and what verify spends per record beyond it.
+
 `store dump` is timed three ways: the first record's latency with a huge --count (against --count 1, so
 the interpreter's start-up is not counted), and the jsonl and table rates from the difference between a
 run of DUMP_RECORDS records and one of a single record. A dump that prints nothing before its timeout
@@ -25,6 +30,7 @@ is reported as such, with the rate it then stays below.
     .venv/bin/python benchmarks/inspect_scale.py --segments-case      # 1,000 x 1 MiB segments
     .venv/bin/python benchmarks/inspect_scale.py --gib 0.1 --quick    # the suite's smoke test, seconds
     .venv/bin/python benchmarks/inspect_scale.py --store DIR --gib 2 --no-cold
+    .venv/bin/python benchmarks/inspect_scale.py --store DIR --only-verify   # verify alone, its target, bound
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 The walk reads each segment in blocks of BLOCK_BYTES with pread (so a segment truncated under it ends a read
 early, never with SIGBUS) and decodes the records inside a block in one tight loop: the header in one
 struct call, the body CRC (and a `__CRC32#` tail's whole-record CRC) with masked_crc32 on slices, the topic
-and properties as text. It accepts a record only when every check codec.decode_record makes (with check_crc,
-as scan_commitlog calls it) passes on it. Anything else, a blank, zeros, a hole, the end of a file, a
-record that does not decode, an IPv6 host layout, is handed to scan_commitlog at that offset, which says
-exactly what it says when it walks the whole log: the same events, the same errors with the same offsets.
+as text, the properties as their bytes, checked to be UTF-8 (the checks read the few properties they need
+from them: parsing every record's into a dict cost more than the rest of the walk). It accepts a record
+only when every check codec.decode_record makes (with check_crc, as scan_commitlog calls it) passes on it.
+Anything else, a blank, zeros, a hole, the end of a file, a record that does not decode, an IPv6 host
+layout, is handed to scan_commitlog at that offset, which says exactly what it says when it walks the whole
+log: the same events, the same errors with the same offsets.
 """
 
 from __future__ import annotations
