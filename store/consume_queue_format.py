@@ -297,18 +297,21 @@ class QueueEntryReader:
         return entry.physical_offset + entry.size_bytes if entry is not None and entry.names_a_record else 0
 
     def _load_window(self, queue_offset: int) -> None:
+        self._window_start = queue_offset
+        self._window = tuple(ENTRY.iter_unpack(self._read_entries(queue_offset)))
+
+    def _read_entries(self, queue_offset: int) -> memoryview | bytes:
+        """The whole entries from `queue_offset` up to a window's worth, the file's end or `end`, raw."""
         segment = self.queue.segment_for(queue_offset * CQ_STORE_UNIT_SIZE)
-        self._window_start, self._window = queue_offset, ()
         if segment is None:
-            return
+            return b""
         in_file = queue_offset - segment.file_from_offset // CQ_STORE_UNIT_SIZE
         count = min(ENTRIES_PER_WINDOW, self._per_file - in_file, self.end - queue_offset)
         if self._file is None or self._file.path != segment.path:
             self.close()
             self._file = PreadFile(segment.path)
         data = self._file.read(in_file * CQ_STORE_UNIT_SIZE, count * CQ_STORE_UNIT_SIZE)
-        whole = len(data) - len(data) % CQ_STORE_UNIT_SIZE
-        self._window = tuple(ENTRY.iter_unpack(memoryview(data)[:whole]))
+        return memoryview(data)[: len(data) - len(data) % CQ_STORE_UNIT_SIZE]
 
     def close(self) -> None:
         if self._file is not None:

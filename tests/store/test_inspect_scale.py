@@ -10,17 +10,22 @@ from pathlib import Path
 INSPECT_SCALE = Path(__file__).resolve().parents[2] / "benchmarks" / "inspect_scale.py"
 
 
-def test_the_quick_run_times_every_command_and_prints_the_targets(tmp_path: Path):
-    store = tmp_path / "store"
+def quick_run(store: Path, *options: str) -> str:
+    """The benchmark's output on a 5 MiB store of its own, at the suite's counts."""
     done = subprocess.run(
-        [sys.executable, str(INSPECT_SCALE), "--gib", "0.005", "--quick", "--no-cold", "--store", str(store)],
+        [sys.executable, str(INSPECT_SCALE), "--gib", "0.005", "--quick", *options, "--store", str(store)],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    out = done.stdout
+    return done.stdout
+
+
+def test_the_quick_run_times_every_command_and_prints_the_targets(tmp_path: Path):
+    store = tmp_path / "store"
+    out = quick_run(store, "--no-cold")
     assert (store / "inspect_scale.json").is_file()
     for row in ("store stat", "store segments", "store cq", "store query --key", "store query --offset",
                 "store recover --dry-run", "top --once --no-ebpf", "cache -r", "store verify",
@@ -29,3 +34,15 @@ def test_the_quick_run_times_every_command_and_prints_the_targets(tmp_path: Path
     targets = out[out.index("== targets") :]
     assert "store verify >= 25% of the read+CRC floor" in targets
     assert targets.count("PASS") + targets.count("MISS") + targets.count("n/a") >= 10
+
+
+def test_only_verify_times_verify_beside_the_floor_and_the_minimal_walk(tmp_path: Path):
+    """--only-verify runs store verify alone (the loop of whoever works on it) and says what bounds it: the
+    least a Python walk does per record (unpack + crc32), timed in the same run, in CPU seconds."""
+    out = quick_run(tmp_path / "store", "--only-verify")
+    assert "  minimal walk " in out and "s CPU" in out
+    assert "  store verify " in out
+    assert "  store stat" not in out and "store dump" not in out and "== cold" not in out
+    [verdict] = [line for line in out.splitlines() if "store verify >= 25% of the read+CRC floor" in line]
+    assert "s CPU against" in verdict
+    assert verdict.strip().startswith("PASS") or "bounded by Python per record" in verdict

@@ -4,6 +4,7 @@ writers; and the CommitLog read in blocks, not one pread per ConsumeQueue entry.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -15,9 +16,10 @@ from store_builder import StoreBuilder, flip_byte, overwrite_cq_entry, write_at,
 from support import strace_calls
 
 from store import codec
+from store.inspection.rocketmq import verify as verify_module
 from store.inspection.rocketmq.reading import loadable_commitlog, walk_commitlog
 from store.inspection.rocketmq.verify import Check, verify_store
-from store.inspection.rocketmq.verify_walk import BLOCK_BYTES, record_fields, walk_for_verify
+from store.inspection.rocketmq.verify_walk import BLOCK_BYTES, properties_of, record_fields, walk_for_verify
 from store.layout import discover_store
 
 JAVA_FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "rocketmq-java-unit-test-store"
@@ -51,6 +53,8 @@ def both_walks(root: Path, block_bytes: int) -> tuple:
     )
     fast: list = []
     fast_walk = walk_for_verify(queue, fast.extend, block_bytes=block_bytes)
+    # the block walk leaves the properties as their bytes, which say what the exact walk's dict says
+    fast = [(*fields[:-1], properties_of(fields[-1])) for fields in fast]
     return (exact, exact_walk.records, exact_walk.blanks, exact_walk.end), (
         fast,
         fast_walk.records,
@@ -209,3 +213,180 @@ def test_verify_reads_the_commitlog_in_blocks_not_a_pread_per_entry(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"]["commitlog_records"] == 3000
     assert strace_calls(trace.read_text()).get("pread64", 0) < 300
+
+
+# ---- the checks' fast path (ConsumeQueue runs compared as bytes, properties read from their bytes) against
+# ---- the entry-by-entry path, record by record with every property parsed
+
+INDEX_SLOTS = 512
+
+
+def build_varied(root: Path) -> tuple:
+    """Records of every property shape the fast path reads from bytes: tags and keys in either order, UTF-8
+    tags, keys of spaces only, UNIQ_KEY alone, properties named like TAGS and KEYS, none at all, a delayed
+    record of SCHEDULE_TOPIC_XXXX; over three queues of two topics."""
+    builder = StoreBuilder(
+        root, segment_size=64 << 10, cq_entries_per_file=100, index_slots=INDEX_SLOTS, index_entries=4096
+    )
+    shapes = [
+        {"keys": "k{n} other{m}", "tags": "tag{m}"},
+        {"properties": {"TAGS": "first{m}", "KEYS": "after{n}"}},
+        {"keys": "k{n}", "tags": "标签{m}"},
+        {"keys": "   ", "tags": "spaces"},
+        {"properties": {"UNIQ_KEY": "U{n:08d}"}},
+        {"properties": {"XTAGS": "not-tags", "XKEYS": "not-keys"}, "tags": "real{m}"},
+        {"properties": {"MYKEYS": "k", "TAGSX": "t"}},
+        {},
+    ]
+    for number in range(480):
+        shape = shapes[number % len(shapes)]
+        fill = {"n": number, "m": number % 3}
+        builder.add(
+            "TopicV" if number % 5 else "TopicW",
+            bytes([65 + number % 26]) * (100 + number * 37 % 700),
+            queue_id=number % 3,
+            keys=shape["keys"].format(**fill) if "keys" in shape else None,
+            tags=shape["tags"].format(**fill) if "tags" in shape else None,
+            properties={name: value.format(**fill) for name, value in shape.get("properties", {}).items()},
+        )
+        if number % 97 == 0:
+            builder.add(codec.SCHEDULE_TOPIC, b"later", queue_id=2, tags="delayed", properties={"DELAY": "3"})
+    return builder.build()
+
+
+def _record_bytes(record) -> bytes:
+    with open(record.segment, "rb") as handle:
+        handle.seek(record.position)
+        return handle.read(record.size_bytes)
+
+
+def _index_entry_position(number: int) -> int:
+    return 40 + INDEX_SLOTS * 4 + 20 * number  # header, slots, then entries of 20 bytes (entry 0 unused)
+
+
+def damage_checked(built, kind: str) -> None:
+    """One kind of damage the checks find (the walk goes on), to a record in the middle of the log."""
+    middle = [r for r in built.records if r.topic == "TopicV" and r.queue_id == 1][60]
+    cq_file = built.cq_file("TopicV", 1, middle.queue_offset // 100)
+    slot = middle.queue_offset % 100
+    index_file = next((built.root / "index").iterdir())
+    if kind == "cq-size":
+        overwrite_cq_entry(cq_file, slot, physical_offset=middle.physical_offset, size=middle.size_bytes + 1)
+    elif kind == "cq-tags":
+        overwrite_cq_entry(
+            cq_file, slot, physical_offset=middle.physical_offset, size=middle.size_bytes, tags_code_value=7
+        )
+    elif kind == "cq-zeroed":
+        zero_range(cq_file, slot * 20, (slot + 5) * 20)
+    elif kind == "index-offset":
+        write_at(
+            index_file, _index_entry_position(25) + 4, built.records[3].physical_offset.to_bytes(8, "big")
+        )
+    elif kind == "index-hash":
+        # another hash in the same slot (the file's geometry is told from its slots and chains)
+        position = _index_entry_position(40)
+        key_hash = int.from_bytes(index_file.read_bytes()[position : position + 4], "big")
+        write_at(index_file, position, (key_hash + INDEX_SLOTS * 3).to_bytes(4, "big"))
+    elif kind == "body-crc":
+        flip_byte(middle.segment, middle.body_position + 3)
+    elif kind in ("prepared", "rollback"):  # a transaction's half (no ConsumeQueue entry due) or rollback
+        sysflag = codec.TRANSACTION_PREPARED_TYPE if kind == "prepared" else codec.TRANSACTION_ROLLBACK_TYPE
+        for record in built.records[100:300:7]:
+            write_at(record.segment, record.position + codec.SYSFLAG_POSITION, sysflag.to_bytes(4, "big"))
+    elif kind in ("keys-renamed-tags", "tags-value-emptied", "tags-renamed"):
+        data = _record_bytes(middle)
+        if kind == "keys-renamed-tags":  # two TAGS properties: the last one counts, the keys are gone
+            write_at(middle.segment, middle.position + data.rindex(b"KEYS\x01"), b"TAGS")
+        elif kind == "tags-value-emptied":  # TAGS with no value is dropped, the rest is no property
+            write_at(middle.segment, middle.position + data.rindex(b"TAGS\x01") + 5, b"\x02")
+        else:  # "TAGS" inside a value, not at a property's start
+            write_at(middle.segment, middle.position + data.rindex(b"TAGS\x01") - 1, b"x")
+    else:
+        raise AssertionError(kind)
+
+
+def verify_both_ways(root: Path, monkeypatch: pytest.MonkeyPatch, **options) -> tuple:
+    fast = verify_store(root, **options)
+    monkeypatch.setattr(verify_module, "_BULK_CHECKS", False)
+    one_by_one = verify_store(root, **options)
+    monkeypatch.setattr(verify_module, "_BULK_CHECKS", True)
+    return fast, one_by_one
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "clean",
+        "cq-size",
+        "cq-tags",
+        "cq-zeroed",
+        "index-offset",
+        "index-hash",
+        "body-crc",
+        "keys-renamed-tags",
+        "tags-value-emptied",
+        "tags-renamed",
+        "prepared",
+        "rollback",
+    ],
+)
+def test_the_checks_fast_path_reports_what_the_entry_by_entry_path_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+):
+    built = build_varied(tmp_path / "store")
+    if kind != "clean":
+        damage_checked(built, kind)
+    fast, one_by_one = verify_both_ways(built.root, monkeypatch)
+    assert fast == one_by_one
+    if kind not in ("prepared", "rollback"):
+        assert fast.ok is (kind == "clean"), fast.findings
+    if kind in ("cq-size", "cq-tags"):
+        assert [finding.check for finding in fast.findings] == [Check.CQ_ENTRY]
+    # sampled index checks take the same records and entries on both paths
+    fast, one_by_one = verify_both_ways(built.root, monkeypatch, index_check_limit=50)
+    assert fast == one_by_one and fast.index_sampled
+
+
+def test_the_checks_fast_path_on_other_writers_stores(rust_store: Path, monkeypatch: pytest.MonkeyPatch):
+    for root in (rust_store, JAVA_FIXTURE):
+        fast, one_by_one = verify_both_ways(root, monkeypatch)
+        assert fast == one_by_one and fast.counts.commitlog_records > 0
+
+
+def test_verify_parses_properties_only_where_a_check_needs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """On f3236c9 every record's properties were parsed into a dict (and each record's ConsumeQueue entry
+    read alone); now a record's tags and keys are read from its bytes, and only the records sampled for
+    the index checks are parsed."""
+    built = build(tmp_path / "store")
+    parsed, entries_read = [], []
+    real_parse, real_fields = codec.string_to_properties, verify_module._EntryFields.fields
+    monkeypatch.setattr(codec, "string_to_properties", lambda text: parsed.append(text) or real_parse(text))
+    monkeypatch.setattr(
+        verify_module._EntryFields,
+        "fields",
+        lambda self, queue_offset: entries_read.append(queue_offset) or real_fields(self, queue_offset),
+    )
+    report = verify_store(built.root, index_check_limit=60)
+    assert report.ok and report.counts.commitlog_records == len(built.records) == 600
+    assert report.counts.consume_queue_entries_checked == 600
+    sampled = report.counts.keyed_records_checked_through_index + report.counts.index_entries_checked
+    assert 0 < len(parsed) <= sampled
+    assert entries_read == []
+
+
+@pytest.mark.parametrize("kind", ["cq-size", "cq-zeroed"])
+def test_runs_compared_block_by_block_report_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+):
+    """Runs compared after every block (as with many queues, whose runs are held back only up to a bound)
+    and in small blocks report what whole runs report."""
+    built = build_varied(tmp_path / "store")
+    damage_checked(built, kind)
+    whole = verify_store(built.root)
+    monkeypatch.setattr(verify_module, "_PENDING_ENTRIES", 0)
+    monkeypatch.setattr(
+        verify_module, "walk_for_verify", functools.partial(walk_for_verify, block_bytes=2000)
+    )
+    assert verify_store(built.root) == whole

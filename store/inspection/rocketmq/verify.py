@@ -5,7 +5,9 @@ record, every record reachable through its ConsumeQueue and each key through the
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import operator
 import struct
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
@@ -19,6 +21,7 @@ from store.checkpoint import StoreRunState, read_checkpoint, store_run_state
 from store.commitlog_scan import SegmentEnd
 from store.config import CQ_STORE_UNIT_SIZE
 from store.consume_queue_format import (
+    ENTRIES_PER_WINDOW,
     ENTRY,
     PRE_BLANK_SIZE,
     ConsumeQueueEntry,
@@ -48,7 +51,12 @@ from store.inspection.rocketmq.reading import (
     layout_problems,
     loadable_commitlog,
 )
-from store.inspection.rocketmq.verify_walk import RecordFields, RecordsCallback, walk_for_verify
+from store.inspection.rocketmq.verify_walk import (
+    RecordFields,
+    RecordsCallback,
+    properties_of,
+    walk_for_verify,
+)
 from store.java_checksums import index_key_hash, tags_code
 from store.layout import ConsumeQueueDir, SegmentQueue, StoreLayout, discover_store, file_name_to_offset
 from store.safe_read import PreadFile
@@ -299,7 +307,38 @@ _UNIQ_KEY, _KEYS, _TAGS = (
     codec.PROPERTY_TAGS,
 )
 _SCHEDULE_TOPIC, _DELAY = codec.SCHEDULE_TOPIC, codec.PROPERTY_DELAY_TIME_LEVEL
+# The transaction bits of sysflag: a record enters its ConsumeQueue when neither prepared nor rolled back
+# (0 or commit), that is when the prepared bit (in both) is clear.
+_PREPARED_OR_ROLLBACK = codec.TRANSACTION_PREPARED_TYPE
+assert codec.TRANSACTION_ROLLBACK_TYPE & _PREPARED_OR_ROLLBACK
+assert not codec.TRANSACTION_COMMIT_TYPE & _PREPARED_OR_ROLLBACK
 _TRANSACTION_TYPE_MASK = codec.TRANSACTION_TYPE_MASK
+
+
+_NO_KEY = frozenset((b"", b" ", b"\x02"))  # how a KEYS value starts that may hold no key
+# The fast path of _Reachability.check; False: every record's entry read and compared alone (the tests' way
+# of holding the runs to the entry-by-entry checks).
+_BULK_CHECKS = True
+_RUN_ENTRIES = ENTRIES_PER_WINDOW  # a queue's run is compared after the block it reaches this many in
+# Entries all the queues' runs may hold between blocks (a few MiB of ints), whatever the number of queues.
+_PENDING_ENTRIES = 1 << 16
+
+
+# Records of one queue at consecutive queue offsets [start, end), each as (physical offset, size, tagsCode):
+# the entries the ConsumeQueue should hold for them, as ENTRY unpacks them. A list, not an object: the walk
+# adds one record at a time.
+_QueueRun = list  # [start, end, [(physical offset, size, tagsCode), ...]]
+
+
+def _add_run_to_runs(runs: list[list[int]], first: int, end: int) -> None:
+    """_add_to_runs for each of [first, end), in one step when they follow the runs."""
+    if runs and runs[-1][1] == first:
+        runs[-1][1] = end
+    elif not runs or first > runs[-1][1]:
+        runs.append([first, end])
+    else:
+        for number in range(first, end):
+            _add_to_runs(runs, number)
 
 
 class _EntryFields(QueueEntryReader):
@@ -312,6 +351,20 @@ class _EntryFields(QueueEntryReader):
             return self._window[position]
         entry = self.entry(queue_offset)
         return None if entry is None else (entry.physical_offset, entry.size_bytes, entry.tags_code)
+
+    def raw(self, queue_offset: int, count: int) -> memoryview | bytes:
+        """Up to `count` entries from `queue_offset` as the file holds them, as many as lie before `end` and
+        in one read (of one file); none when the first does not."""
+        if not self.first <= queue_offset < self.end or not self._per_file:
+            return b""
+        count = min(count, self.end - queue_offset)
+        position = queue_offset - self._raw_start
+        if position < 0 or (position + count) * CQ_STORE_UNIT_SIZE > len(self._raw):
+            self._raw_start, self._raw, position = queue_offset, self._read_entries(queue_offset), 0
+        return self._raw[position * CQ_STORE_UNIT_SIZE : (position + count) * CQ_STORE_UNIT_SIZE]
+
+    _raw_start = 0
+    _raw: memoryview | bytes = b""
 
 
 class _Reachability:
@@ -334,6 +387,9 @@ class _Reachability:
         # those entries are checked, and the entry checks after the walk read only what lies outside them.
         self.matched: dict[tuple[str, int], list[list[int]]] = {}
         self._tags_codes: dict[str | None, int] = {}
+        self._tags_codes_of_bytes: dict[bytes, int] = {}
+        self._runs: dict[tuple[str, int], _QueueRun] = {}  # per queue, the records not compared yet
+        self._tags_tail: tuple[bytes, int | None] = (b"\x00", None)  # (the last TAGS property, its code)
         self._queue_misses: dict[tuple[str, int], _Unreached] = {}
         self._index_misses = _Unreached()
         # From the oldest index file's first record on, every key must be indexed: a file that holds nothing
@@ -346,6 +402,11 @@ class _Reachability:
         self._crashed = run_state is StoreRunState.CRASHED
         self._queue_frontier, self._index_frontier = (
             self._frontiers(layout, index_files) if run_state is StoreRunState.RUNNING else (None, None)
+        )
+        # Records in [from, to] have their keys looked up (none without an index file).
+        self._index_checked_range = (
+            math.inf if self._index_window_start is None else self._index_window_start,
+            math.inf if self._index_frontier is None else self._index_frontier,
         )
         self.through_queues = 0
         self.through_index = 0
@@ -363,43 +424,124 @@ class _Reachability:
 
     def check(self, records: list[RecordFields]) -> None:
         """The records of a block of the walk: each through its ConsumeQueue entry and its keys. One loop,
-        everything a record needs inline: it runs once per record of the log."""
+        everything a record needs inline: it runs once per record of the log. A record's ConsumeQueue entry
+        is what it expects in a run of its queue's (`_QueueRun`), compared with the file's bytes at once;
+        its tags and keys are read from its properties' bytes, parsed whole only where that is not sure."""
+        if not records:
+            return
         frontier = self._queue_frontier if self._queue_frontier is not None else math.inf
+        if not _BULK_CHECKS or records[-1][0] >= frontier or type(records[0][7]) is not bytes:
+            self._flush_runs()  # the exact path's records come alone, with their properties parsed
+            self._check_one_by_one(records)
+            return
         through_queues, keyed_seen, stride = 0, self._keyed_seen, self._stride
-        readers, matched, tags_codes = self._readers, self.matched, self._tags_codes
-        index_from = self._index_window_start
-        index_to = self._index_frontier if self._index_frontier is not None else math.inf
-        if index_from is None:
-            index_from = math.inf
+        runs, codes = self._runs, self._tags_codes_of_bytes
+        index_from, index_to = self._index_checked_range
         index_checks = self._index_checks
         entries_due = index_checks.due
+        tags_tail, tags_tail_code = self._tags_tail
+        run, run_key = None, None
+        no_key, transaction, rollback = _NO_KEY, TRANSACTION_MASK, TRANSACTION_ROLLBACK_TYPE
+        parsed_at, parsed = -1, {}  # the last record whose properties were parsed: the index checks share it
         for offset, _, topic, queue_id, queue_offset, size, sysflag, properties in records:
             if offset >= entries_due:
-                index_checks.reached(offset, topic, properties)
+                parsed_at, parsed = offset, properties_of(properties)
+                index_checks.reached(offset, topic, parsed)
                 entries_due = index_checks.due
+            if not sysflag & _PREPARED_OR_ROLLBACK:  # it enters its ConsumeQueue
+                through_queues += 1
+                # tags_code(string_to_properties(...).get("TAGS")), where the bytes say it for sure: the
+                # last "TAGS\x01" starts a property and its value is not empty (an empty one is dropped);
+                # the properties usually end as the last record's did, with that property
+                if properties.endswith(tags_tail):
+                    code = tags_tail_code
+                else:
+                    code = 0
+                    at = properties.rfind(b"TAGS\x01")
+                    if at >= 0:
+                        code = None
+                        if not at or properties[at - 1] == 2:
+                            value_end = properties.find(b"\x02", at)
+                            value = properties[at + 5 : value_end] if value_end >= 0 else properties[at + 5 :]
+                            code = codes.get(value) if value else None
+                            if code is None and value:
+                                code = codes[value] = tags_code(value.decode())
+                            if at and value and value_end == len(properties) - 1 and b"\x01" not in value:
+                                tags_tail, tags_tail_code = properties[at - 1 :], code
+                if code is None or topic == _SCHEDULE_TOPIC:
+                    key = (topic, queue_id)
+                    if key in runs:
+                        self._flush_run(key, runs[key])
+                    self._check_through_queue(key, offset, queue_offset, size, properties_of(properties))
+                    run = None
+                elif (
+                    run is not None
+                    and run[1] == queue_offset
+                    and topic is run_key[0]
+                    and queue_id == run_key[1]
+                ):
+                    run[1] = queue_offset + 1
+                    run[2].append((offset, size, code))
+                else:
+                    run_key = (topic, queue_id)
+                    run = runs.get(run_key)
+                    if run is not None and run[1] == queue_offset:
+                        run[1] = queue_offset + 1
+                        run[2].append((offset, size, code))
+                    else:
+                        if run is not None:
+                            self._flush_run(run_key, run)
+                        run = runs[run_key] = [queue_offset, queue_offset + 1, [(offset, size, code)]]
+            if index_from <= offset <= index_to and sysflag & transaction != rollback:
+                # whether index_keys(...) is empty, from the bytes when they say it for sure (the last
+                # "KEYS\x01" starts a property whose value starts with a key), else from the parsed properties
+                at = properties.rfind(b"KEYS\x01")
+                if (
+                    at >= 0
+                    and (not at or properties[at - 1] == 2)
+                    and properties[at + 5 : at + 6] not in no_key
+                ):
+                    keyed = True
+                elif at < 0 and b"UNIQ_KEY\x01" not in properties:
+                    keyed = False
+                else:
+                    if parsed_at != offset:
+                        parsed_at, parsed = offset, properties_of(properties)
+                    keys = parsed.get(_KEYS)
+                    keyed = _UNIQ_KEY in parsed or bool(keys and keys.strip(KEY_SEPARATOR))
+                if keyed:
+                    keyed_seen += 1
+                    if not (keyed_seen - 1) % stride:
+                        if parsed_at != offset:
+                            parsed_at, parsed = offset, properties_of(properties)
+                        uniq_key, keys = parsed.get(_UNIQ_KEY), parsed.get(_KEYS)
+                        self._check_keys(topic, index_keys(uniq_key, keys, sysflag), offset)
+        self.through_queues += through_queues
+        self._keyed_seen = keyed_seen
+        self._tags_tail = tags_tail, tags_tail_code
+        pending = [(run[1] - run[0], key) for key, run in runs.items()]
+        held_back = sum(count for count, _ in pending)
+        for count, key in pending:
+            if count >= _RUN_ENTRIES or held_back > _PENDING_ENTRIES:
+                self._flush_run(key, runs[key])
+
+    def _check_one_by_one(self, records: list[RecordFields]) -> None:
+        """check(records), each record's entry read and compared alone: for a running store's tail (and the
+        tests, which hold check's runs to it)."""
+        frontier = self._queue_frontier if self._queue_frontier is not None else math.inf
+        keyed_seen, stride = self._keyed_seen, self._stride
+        index_from, index_to = self._index_checked_range
+        index_checks = self._index_checks
+        for offset, _, topic, queue_id, queue_offset, size, sysflag, raw_properties in records:
+            properties = properties_of(raw_properties)
+            if offset >= index_checks.due:
+                index_checks.reached(offset, topic, properties)
             if offset >= frontier:
                 self.not_yet_dispatched += 1
                 continue
             if sysflag & _TRANSACTION_TYPE_MASK in _ENTERS_CONSUME_QUEUE:
-                through_queues += 1
-                key = (topic, queue_id)
-                reader = readers[key] if key in readers else self._reader(key)
-                entry = reader.fields(queue_offset) if reader is not None else None
-                if entry is not None and entry[0] == offset and entry[1] == size:
-                    # consume_queue_format.entry_matches, with expected_tags_code from the fields
-                    tags = properties.get(_TAGS)
-                    code = tags_codes.get(tags)
-                    if code is None:
-                        code = tags_codes[tags] = tags_code(tags)
-                    if entry[2] == code or (topic == _SCHEDULE_TOPIC and _DELAY in properties):
-                        runs = matched[key]
-                        if runs and runs[-1][1] == queue_offset:
-                            runs[-1][1] += 1
-                        else:
-                            _add_to_runs(runs, queue_offset)
-                        entry = True
-                if entry is not True:
-                    self._note_queue_miss(key, reader, queue_offset, offset)
+                self.through_queues += 1
+                self._check_through_queue((topic, queue_id), offset, queue_offset, size, properties)
             if index_from <= offset <= index_to:
                 # whether index_keys(...) is empty, without building it: only sampled records need it
                 uniq_key, keys = properties.get(_UNIQ_KEY), properties.get(_KEYS)
@@ -409,8 +551,50 @@ class _Reachability:
                     keyed_seen += 1
                     if not (keyed_seen - 1) % stride:
                         self._check_keys(topic, index_keys(uniq_key, keys, sysflag), offset)
-        self.through_queues += through_queues
         self._keyed_seen = keyed_seen
+
+    def _check_through_queue(
+        self, key: tuple[str, int], offset: int, queue_offset: int, size: int, properties: dict
+    ) -> None:
+        """The record's entry, read alone: matched (consume_queue_format.entry_matches), or why not."""
+        reader = self._readers[key] if key in self._readers else self._reader(key)
+        entry = reader.fields(queue_offset) if reader is not None else None
+        if entry is not None and entry[0] == offset and entry[1] == size:
+            tags = properties.get(_TAGS)
+            code = self._tags_codes.get(tags)
+            if code is None:
+                code = self._tags_codes[tags] = tags_code(tags)
+            if entry[2] == code or (key[0] == _SCHEDULE_TOPIC and _DELAY in properties):
+                _add_to_runs(self.matched[key], queue_offset)
+                return
+        self._note_queue_miss(key, reader, queue_offset, offset)
+
+    def _flush_run(self, key: tuple[str, int], run: _QueueRun) -> None:
+        """The run's entries against the file's, each read's worth in one comparison (in C); entry by entry
+        where they differ (or the queue holds none), so that each finding is the one the entry alone gives."""
+        del self._runs[key]
+        reader = self._readers[key] if key in self._readers else self._reader(key)
+        start, end, fields = run
+        matched = self.matched[key]
+        first = start
+        while first < end:
+            stored = reader.raw(first, end - first) if reader is not None else b""
+            count = len(stored) // CQ_STORE_UNIT_SIZE or end - first
+            chunk = fields[first - start : first - start + count]
+            if stored and list(ENTRY.iter_unpack(stored)) == chunk:
+                _add_run_to_runs(matched, first, first + count)
+            else:
+                for number, expected in enumerate(chunk):
+                    entry = reader.fields(first + number) if reader is not None else None
+                    if entry == expected:
+                        _add_to_runs(matched, first + number)
+                    else:
+                        self._note_queue_miss(key, reader, first + number, expected[0])
+            first += count
+
+    def _flush_runs(self) -> None:
+        for key, run in list(self._runs.items()):
+            self._flush_run(key, run)
 
     def _reader(self, key: tuple[str, int]) -> _EntryFields | None:
         cq = self._layout.consume_queue(*key)
@@ -447,7 +631,7 @@ class _Reachability:
         """Each key of the record at `offset` through the index's hash chains, as a query finds it."""
         self.through_index += 1
         for key in keys:
-            key_hash = index_key_hash(IndexService.build_key(topic, key))
+            key_hash = _key_hash(topic, key)
             holders = [f for f in self._index_files if f.begin_phy_offset <= offset <= f.end_phy_offset]
             if not any(index_file.holds_key(key_hash, offset) for index_file in holders):
                 where = holders[-1].path if holders else self._index_files[-1].path
@@ -455,6 +639,7 @@ class _Reachability:
                 return
 
     def report(self, findings: _Findings) -> None:
+        self._flush_runs()
         hint = "; recovery rebuilds them" if self._crashed else ""
         for (topic, queue_id), miss in sorted(self._queue_misses.items()):
             records = "1 record is" if miss.count == 1 else f"{miss.count} records are"
@@ -494,6 +679,9 @@ def _segment_path_for_queue_offset(queue: SegmentQueue, queue_offset: int) -> Pa
     return segment.path if segment else (queue.segments[-1].path if queue.segments else None)
 
 
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+
+
 def _verify_commitlog(
     queue: SegmentQueue, findings: _Findings, tally: _Tally, on_records: RecordsCallback
 ) -> LogEnd:
@@ -502,6 +690,8 @@ def _verify_commitlog(
 
     def check_records(records: list[RecordFields]) -> None:
         on_records(records)
+        if list(map(_FIRST, records)) == list(map(_SECOND, records)):
+            return  # every record's PHYSICALOFFSET field says where it lies (compared in C)
         for offset, stored, *_ in records:
             if stored != offset:
                 findings.add(
@@ -870,8 +1060,15 @@ class _IndexFileEntries:
             self._file.close()
 
 
+@functools.lru_cache(maxsize=1024)
+def _key_hash(topic: str, key: str) -> int:
+    """The index hash of a record's key, cached: a sampled record's keys are looked up through the index
+    right after its sampled index entry (entries follow the CommitLog's order) was checked against them."""
+    return index_key_hash(IndexService.build_key(topic, key))
+
+
 def _key_hash_problem(key_hash: int, topic: str, keys: list[str]) -> str | None:
-    hashes = {index_key_hash(IndexService.build_key(topic, key)) for key in keys}
+    hashes = {_key_hash(topic, key) for key in keys}
     if key_hash in hashes:
         return None
     listed = ", ".join(keys) or "no keys"

@@ -3,10 +3,12 @@
 The walk reads each segment in blocks of BLOCK_BYTES with pread (so a segment truncated under it ends a read
 early, never with SIGBUS) and decodes the records inside a block in one tight loop: the header in one
 struct call, the body CRC (and a `__CRC32#` tail's whole-record CRC) with masked_crc32 on slices, the topic
-and properties as text. It accepts a record only when every check codec.decode_record makes (with check_crc,
-as scan_commitlog calls it) passes on it. Anything else, a blank, zeros, a hole, the end of a file, a
-record that does not decode, an IPv6 host layout, is handed to scan_commitlog at that offset, which says
-exactly what it says when it walks the whole log: the same events, the same errors with the same offsets.
+as text, the properties as their bytes, checked to be UTF-8 (the checks read the few properties they need
+from them: parsing every record's into a dict cost more than the rest of the walk). It accepts a record
+only when every check codec.decode_record makes (with check_crc, as scan_commitlog calls it) passes on it.
+Anything else, a blank, zeros, a hole, the end of a file, a record that does not decode, an IPv6 host
+layout, is handed to scan_commitlog at that offset, which says exactly what it says when it walks the whole
+log: the same events, the same errors with the same offsets.
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ DELEGATE_WINDOW_BYTES = 64 << 10
 _HEADER = struct.Struct(">iIii4xqqi44xi")
 _IPV6_FLAGS = codec.BORNHOST_V6_FLAG | codec.STOREHOSTADDRESS_V6_FLAG
 _V1, _V2 = codec.MESSAGE_MAGIC_CODE_V1, codec.MESSAGE_MAGIC_CODE_V2
-_SHORT = struct.Struct(">h")  # a V2 topic's length; the properties' length is read as two bytes
 _SMALLEST_RECORD = _HEADER.size + 1 + 2
 _CRC32_PREFIX = (codec.PROPERTY_CRC32 + codec.NAME_VALUE_SEPARATOR).encode("ascii")
 _CRC32_TAIL = codec.CRC32_RESERVED_LEN
 
 # What the walk passes on for each record: (physical offset, its PHYSICALOFFSET field, topic, queue id,
-# queue offset, size, sysflag, properties), in lists of a block's records.
-RecordFields = tuple[int, int, str, int, int, int, int, dict]
+# queue offset, size, sysflag, properties), in lists of a block's records. The properties are the record's
+# raw bytes (valid UTF-8) from the block walk, a dict from the exact path: `properties_of` reads either.
+RecordFields = tuple[int, int, str, int, int, int, int, bytes | dict]
 RecordsCallback = Callable[[list[RecordFields]], None]
 _DIGITS = frozenset(b"0123456789")
 
@@ -69,6 +71,11 @@ def record_fields(event: ScannedRecord) -> RecordFields:
         event.physical_offset, record.physical_offset, record.topic, record.queue_id, record.queue_offset,
         record.total_size, record.sysflag, record.properties,
     )  # fmt: skip
+
+
+def properties_of(properties: bytes | dict) -> dict:
+    """A record's properties as codec.string_to_properties gives them, from RecordFields' last field."""
+    return properties if type(properties) is dict else codec.string_to_properties(properties.decode())
 
 
 def _walk_segment(
@@ -113,46 +120,60 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
     """The records from the start of `block` (at physical offset `base`, `left` bytes before the segment's
     end) that codec.decode_record(check_crc=True) accepts for sure, up to the first it would not (or might
     not) accept or that the block does not hold whole; how many bytes they take; and whether they end
-    because the block does (True) or at a record the fast path does not take."""
-    decoded = []
+    because the block does (True) or at a record the fast path does not take.
+
+    The properties are left as their bytes (checked to be UTF-8), for the checks to read what they need.
+    (The body CRCs computed after the loop, in one C pass over slices, cost more per record than here.)"""
+    decoded: list[RecordFields] = []
+    append = decoded.append
     view = memoryview(block)
-    unpack_header, unpack_short, crc32 = _HEADER.unpack_from, _SHORT.unpack_from, masked_crc32
+    unpack_header = _HEADER.unpack_from
     topics: dict[bytes, str] = {}
-    properties_of, digits = codec.string_to_properties, _DIGITS
-    header_size, max_size = _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
-    end, at = len(block), 0
+    digits, header_size, max_size = _DIGITS, _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
+    v1, v2, smallest, ipv6_flags, crc32 = _V1, _V2, _SMALLEST_RECORD, _IPV6_FLAGS, masked_crc32
+    end, at, at_block_end = len(block), 0, False
+    last_start = end - header_size  # where a header still fits in the block
     while True:
-        if end - at < header_size:
-            return decoded, at, True
+        if at > last_start:
+            at_block_end = True
+            break
         total, magic, body_crc, queue_id, queue_offset, stored, sysflag, body_length = unpack_header(
             block, at
         )
-        if magic == _V1:
-            topic_length_size = 1
-        elif magic == _V2:
+        record_end = at + total
+        if magic == v2:
             topic_length_size = 2
+        elif magic == v1:
+            topic_length_size = 1
         else:
             break
-        record_end = at + total
-        if not _SMALLEST_RECORD <= total <= max_size or total > left - at or sysflag & _IPV6_FLAGS:
+        if not smallest <= total <= max_size or total > left - at or sysflag & ipv6_flags:
             break
         if record_end > end:
-            return decoded, at, True
-        fixed = header_size + topic_length_size + 2
-        body_end = at + header_size + body_length
-        if not 0 <= body_length <= total - fixed:
+            at_block_end = True
             break
-        topic_length = block[body_end] if topic_length_size == 1 else unpack_short(block, body_end)[0]
+        body_start = at + header_size
+        body_end = body_start + body_length
+        if not 0 <= body_length <= total - header_size - topic_length_size - 2:
+            break
+        if topic_length_size == 2:
+            topic_length = block[body_end] << 8 | block[body_end + 1]
+            if topic_length > 0x7FFF:  # a negative short
+                break
+        else:
+            topic_length = block[body_end]
+            if topic_length > 127:  # a negative byte
+                break
         topic_start = body_end + topic_length_size
         topic_end = topic_start + topic_length
-        if (topic_length_size == 1 and topic_length > 127) or topic_length < 0 or topic_end + 2 > record_end:
-            break
         properties_start = topic_end + 2
+        if properties_start > record_end:
+            break
         properties_length = block[topic_end] << 8 | block[topic_end + 1]
-        if properties_length > 0x7FFF or fixed + body_length + topic_length + properties_length != total:
-            break
-        if body_length and crc32(view[body_end - body_length : body_end]) != body_crc:
-            break
+        if properties_length > 0x7FFF or properties_start + properties_length != record_end:
+            break  # a negative properties length, or calMsgLength disagrees with TOTALSIZE
+        if body_length and crc32(view[body_start:body_end]) != body_crc:
+            break  # Java checks a body's CRC only when it has one
         if record_end > properties_start and (
             block[record_end - 1] == 0
             or (
@@ -163,15 +184,17 @@ def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields
             break
         topic_bytes = block[topic_start:topic_end]
         topic = topics.get(topic_bytes)
-        try:
-            if topic is None:
-                topic = topics[topic_bytes] = topic_bytes.decode()
-            properties = properties_of(block[properties_start:record_end].decode())
-        except UnicodeDecodeError:
-            break
-        decoded.append((base + at, stored, topic, queue_id, queue_offset, total, sysflag, properties))
+        properties = block[properties_start:record_end]
+        if topic is None or not properties.isascii():
+            try:
+                if topic is None:
+                    topic = topics[topic_bytes] = topic_bytes.decode()
+                properties.decode()
+            except UnicodeDecodeError:
+                break
+        append((base + at, stored, topic, queue_id, queue_offset, total, sysflag, properties))
         at = record_end
-    return decoded, at, False
+    return decoded, at, at_block_end
 
 
 def _tail_checks(block, view, at, properties_start, record_end, crc32) -> bool:
