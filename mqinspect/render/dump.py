@@ -263,16 +263,18 @@ _MSG_ID_HEADS = _Memo(_msg_id_head)
 _COMPRESSED = {0: "false", codec.COMPRESSED_FLAG: "true"}
 
 
-@functools.lru_cache(maxsize=64)
-def _run_template(segment: Path | None) -> str:
-    """_RECORD_JSON with what every record of a run shares filled in: its kind and segment."""
-    shared = {"kind": '"message"', "segment": _path_json(segment).replace("%", "%%")}
-    fields = (f'"{field.name}":{shared.get(field.name, "%s")}' for field in dataclasses.fields(RecordView))
-    return "{" + ",".join(fields) + "}"
+_TEMPLATES = _Memo(
+    lambda texts: "{" + ",".join(f'"{name}":{text}' for name, text in zip(_FIELDS, texts, strict=True)) + "}"
+)
+_FIELDS = tuple(field.name for field in dataclasses.fields(RecordView))
+_VARIES = "%s"  # a template's slot for a column whose values differ within the run
 
 
 def run_json_lines(run: RecordRun) -> list[str]:
-    """`record_json` of each of the run's records (`run.views()`), a field at a time for the whole run."""
+    """`record_json` of each of the run's records (`run.views()`), a field at a time for the whole run: a
+    small field that holds one value for the whole run (the kind, segment, hosts, flags; often the topic,
+    tags, sizes) is converted once and written into the run's template; the others go through map() into
+    its slots."""
     records = run.records
     positions, headers, body_starts, topics, properties = zip(*records, strict=True)
     header_columns = zip(*headers, strict=True)  # RunRecord.header's values, as decode_record unpacks them
@@ -292,15 +294,51 @@ def run_json_lines(run: RecordRun) -> list[str]:
         ]
     else:
         bodies = repeat(_NULL)
-    columns = (
-        offsets, sizes, map(_TOPICS.bounded().__getitem__, topics), queue_ids, queue_offsets, store_ms,
-        map(times, store_ms), born_ms, map(times, born_ms),
-        map(hosts, zip(born_ips, born_ports, strict=True)), map(hosts, store_hosts), sysflags, flags,
-        reconsumes, prepared_offsets, map(VERSION_BY_MAGIC.__getitem__, magics),
-        map(_TAGS.bounded().__getitem__, map(dict.get, properties, repeat(codec.PROPERTY_TAGS))),
-        map(_string_json, map(dict.get, properties, repeat(codec.PROPERTY_KEYS))),
-        map(_object_json, properties), body_crcs, body_sizes,
-        map(_COMPRESSED.__getitem__, map(codec.COMPRESSED_FLAG.__and__, sysflags)),
-        map('%s%016X"'.__mod__, zip(msg_id_heads, offsets, strict=True)), bodies,
+    kind, segment = ('"message"',), (_path_json(run.segment),)
+    tags = tuple(map(dict.get, properties, repeat(codec.PROPERTY_TAGS)))
+    keys = map(_string_json, map(dict.get, properties, repeat(codec.PROPERTY_KEYS)))
+    shape = _one_shape(properties)
+    if shape is None:
+        properties_json = (map(_object_json, properties), None)
+    else:  # every record has the same property names, in the same order: their values go into slots
+        named = {name: tuple(map(dict.get, properties, repeat(name))) for name in shape}
+        properties_json = (_object_template(shape), [map(encode_basestring, named[name]) for name in shape])
+        if codec.PROPERTY_KEYS in named:
+            keys = map(encode_basestring, named[codec.PROPERTY_KEYS])
+    # RecordView's fields in order: (values, how one becomes JSON) for the small fields, which the template
+    # takes when the run has one value of them; the JSON texts of the others.
+    fields = (
+        (kind, str), (offsets, None), (sizes, str), (segment, str), (topics, _TOPICS.bounded().__getitem__),
+        (queue_ids, str), (queue_offsets, None), (store_ms, str), (store_ms, times), (born_ms, str),
+        (born_ms, times), (tuple(zip(born_ips, born_ports, strict=True)), hosts), (store_hosts, hosts),
+        (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
+        (magics, VERSION_BY_MAGIC.__getitem__),
+        (tags, _TAGS.bounded().__getitem__), (keys, None), properties_json, (body_crcs, None),
+        (body_sizes, str),
+        (tuple(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
+        (map('%s%016X"'.__mod__, zip(msg_id_heads, offsets, strict=True)), None), (bodies, None),
     )  # fmt: skip
-    return list(map(_run_template(run.segment).__mod__, zip(*columns, strict=False)))  # bodies may repeat
+    texts, slots = [], []
+    for values, to_json in fields:
+        if type(values) is str:  # a part of the template, with its slots
+            texts.append(values)
+            slots += to_json
+        elif to_json is not None and values.count(values[0]) == len(values):  # C-speed comparisons
+            texts.append(str(to_json(values[0])).replace("%", "%%"))
+        else:
+            texts.append(_VARIES)
+            slots.append(values if to_json is None or to_json is str else map(to_json, values))
+    template = _TEMPLATES.bounded()[tuple(texts)]
+    return list(map(template.__mod__, zip(*slots, strict=False)))  # bodies may repeat
+
+
+def _one_shape(properties: tuple[dict[str, str], ...]) -> tuple[str, ...] | None:
+    """The property names of every record of a run, in order, when they are the same for all."""
+    shapes = tuple(map(tuple, properties))
+    return shapes[0] if shapes.count(shapes[0]) == len(shapes) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _object_template(names: tuple[str, ...]) -> str:
+    """`_object_json` of a mapping with these names, its values left as slots."""
+    return "{" + ",".join(encode_basestring(name).replace("%", "%%") + ":%s" for name in names) + "}"
