@@ -328,11 +328,12 @@ def _first_record(segment: SegmentFile) -> codec.MessageRecord | None:
     return record if isinstance(record, codec.MessageRecord) else None
 
 
-class _SegmentRecords:
+class _SegmentRecords(ExitStack):
     """Records at physical offsets of the loadable segments, checked whole with pread (each segment opened
-    once)."""
+    once, closed with the stack)."""
 
     def __init__(self, segments: tuple[SegmentFile, ...]):
+        super().__init__()
         self.segments = segments
         self._starts = [segment.file_from_offset for segment in segments]
         self._files: dict[int, PreadFile] = {}
@@ -348,7 +349,7 @@ class _SegmentRecords:
             return None
         file = self._files.get(at)
         if file is None:
-            file = self._files[at] = PreadFile(segment.path)
+            file = self._files[at] = self.enter_context(PreadFile(segment.path))
         try:
             record = codec.decode_record(file.read(position, size), check_crc=True, read_body=False)
         except CorruptRecord:
@@ -357,17 +358,6 @@ class _SegmentRecords:
 
     def is_whole_record(self, offset: int, size: int) -> bool:
         return self.whole_record(offset, size) is not None
-
-    def close(self) -> None:
-        for file in self._files.values():
-            file.close()
-        self._files.clear()
-
-    def __enter__(self) -> _SegmentRecords:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
 
 def _written_end(segments: tuple[SegmentFile, ...]) -> int:
