@@ -316,7 +316,7 @@ def run_json_lines(run: RecordRun) -> list[str]:
         (tags, _TAGS.bounded().__getitem__), (keys, None), properties_json, (body_crcs, None),
         (body_sizes, str),
         (tuple(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
-        (map('%s%016X"'.__mod__, zip(msg_id_heads, offsets, strict=True)), None), (bodies, None),
+        _msg_ids(msg_id_heads, offsets), (bodies, None),
     )  # fmt: skip
     texts, slots = [], []
     for values, to_json in fields:
@@ -330,6 +330,14 @@ def run_json_lines(run: RecordRun) -> list[str]:
             slots.append(values if to_json is None or to_json is str else map(to_json, values))
     template = _TEMPLATES.bounded()[tuple(texts)]
     return list(map(template.__mod__, zip(*slots, strict=False)))  # bodies may repeat
+
+
+def _msg_ids(heads: tuple[str, ...], offsets: tuple[int, ...]) -> tuple:
+    """The offsetMsgIds' field: the host's part in the template and the offsets' 16 hex digits in a slot when
+    the run has one store host, else each id whole in a slot."""
+    if heads.count(heads[0]) == len(heads):
+        return heads[0] + '%016X"', [offsets]
+    return map('%s%016X"'.__mod__, zip(heads, offsets, strict=True)), None
 
 
 def _one_shape(properties: tuple[dict[str, str], ...]) -> tuple[str, ...] | None:
