@@ -242,6 +242,7 @@ def test_jsonl_writes_a_run_of_awkward_records_as_the_json_of_their_views(
     assert lines[1:-2] == [json_line(event) for event in old_path] and lines[-1] == ""
     messages = [json.loads(line) for line in lines[1:-2]]
     messages = [m for m in messages if m["kind"] == "message"]
+    assert json.loads(lines[-2])["message_bytes"] == sum(m["size_bytes"] for m in messages)
     assert [m["topic"] for m in messages[:5]] == [record[0] for record in AWKWARD_RECORDS]
     assert [m["keys"] for m in messages[:2]] == [record[1] for record in AWKWARD_RECORDS[:2]]
     assert (messages[-1]["offset_msg_id"] is None) != one_shape and messages[-2]["offset_msg_id"] is not None

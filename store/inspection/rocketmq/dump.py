@@ -222,7 +222,8 @@ class _Tally:
         room = self.count - self.messages
         if self.max_bytes is None:
             taken = records[:room]
-            self.message_bytes += sum(record.header[0] for record in taken)
+            if taken:  # back to back: their sizes add up to where the last ends
+                self.message_bytes += taken[-1].position + taken[-1].header[0] - taken[0].position
         else:
             taken = []
             for record in records[:room]:
