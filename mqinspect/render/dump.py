@@ -57,13 +57,18 @@ def _write_batches(
     """Each batch as lines (a message's by `record_text`, a run's by `run_lines`, a blank's by `blank_text`),
     written and flushed."""
     for batch in batches:
-        lines = []
-        for event in batch:
-            kind = type(event)
-            if kind is RecordRun:
-                lines += run_lines(event)
-            else:
-                lines.append(record_text(event) if kind is RecordView else blank_text(event))
+        if run_lines is None:  # a RecordView for each message
+            lines = [
+                record_text(event) if type(event) is RecordView else blank_text(event) for event in batch
+            ]
+        else:
+            lines = []
+            for event in batch:
+                kind = type(event)
+                if kind is RecordRun:
+                    lines += run_lines(event)
+                else:
+                    lines.append(record_text(event) if kind is RecordView else blank_text(event))
         lines.append("")
         out.write("\n".join(lines))
         out.flush()
