@@ -12,6 +12,7 @@ where an entry must be: any 20 bytes are an entry, valid or not (the contract is
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ ENTRIES_PER_WINDOW = 1024
 FIRST_WINDOW_ENTRIES = 64
 # Counting valid entries reads this many per pread (1.25 MiB) and checks them with a few C passes.
 COUNT_WINDOW_ENTRIES = 1 << 16
+_SIGN_BIT_SET = re.compile(rb"[\x80-\xff]")
 
 
 @dataclass(frozen=True)
@@ -99,15 +101,16 @@ def valid_prefix_length(data: bytes) -> int:
     count = usable // CQ_STORE_UNIT_SIZE
     if not count:
         return 0
-
-    def column(at: int) -> int:
-        return int.from_bytes(data[at:usable:CQ_STORE_UNIT_SIZE], "big")
-
-    sign_bits = (column(0) | column(8)) & int.from_bytes(b"\x80" * count, "big")
-    negative = count - len(sign_bits.to_bytes(count, "big").lstrip(b"\0"))
-    size_bytes_or = (column(8) | column(9) | column(10) | column(11)).to_bytes(count, "big")
-    zero_size = size_bytes_or.find(b"\0")
-    return min(negative, count if zero_size < 0 else zero_size)
+    offsets_first, sizes_first = data[0:usable:CQ_STORE_UNIT_SIZE], data[8:usable:CQ_STORE_UNIT_SIZE]
+    valid = count
+    for column in (offsets_first, sizes_first):
+        if not column.isascii():  # a sign bit set (ASCII: every byte below 0x80)
+            valid = min(valid, _SIGN_BIT_SET.search(column).start())
+    size_bytes_or = int.from_bytes(sizes_first, "big")
+    for at in (9, 10, 11):
+        size_bytes_or |= int.from_bytes(data[at:usable:CQ_STORE_UNIT_SIZE], "big")
+    zero_size = size_bytes_or.to_bytes(count, "big").find(b"\0")
+    return valid if zero_size < 0 else min(valid, zero_size)
 
 
 _PRE_BLANK_HEAD = ENTRY.pack(0, PRE_BLANK_SIZE, 0)[:12]  # offset 0 and size MAX; any tagsCode

@@ -69,10 +69,11 @@ class ScanScope(StrEnum):
 
     # every record from where recovery itself starts reading: what `MessageStore` applies
     FROM_RECOVERY_START = "from-recovery-start"
-    # only from the oldest of the queues' newest entries (its record whole, CRC checked) to the end: the
-    # dry run's view, read in time that does not grow with the segment; every queue's tail is checked, but a
-    # damaged record or entry before that point is not seen (recovery would cut there), which is what
-    # `store verify` reads everything for
+    # only from where every queue is known to hold its entries (see `_dispatched_tail_start`; that record
+    # whole, CRC checked) to the end: the dry run's view, read in time that grows with the number of queues
+    # and the unflushed tail, not with the segments; every queue's tail is checked, but a damaged record or
+    # entry before that point is not seen (recovery would cut there), which is what `store verify` reads
+    # everything for
     DISPATCHED_TAIL = "dispatched-tail"
 
 
@@ -141,7 +142,7 @@ def plan_recovery(
     """What recovery would do to this store, decided without changing anything.
 
     `config` gives the index geometry and whether the store keeps an index (RocketMQ's defaults if None).
-    With `scope` DISPATCHED_TAIL the log is read only from the oldest of the queues' newest entries (see
+    With `scope` DISPATCHED_TAIL the log is read only from where every queue is known complete (see
     `_dispatched_tail_start`), as far as nothing needs earlier records re-dispatched: a lost queue tail
     still makes it read from where that queue needs (as recovery does); an index rebuilt from an earlier
     record is named, not read up to."""
@@ -157,7 +158,9 @@ def plan_recovery(
         index = _IndexTrust(layout, config, mode, checkpoint) if config.message_index_enable else None
         floor = _floor(segments, mode, checkpoint, queues.values())
         tail_from = (
-            _dispatched_tail_start(layout, queues.values()) if scope is ScanScope.DISPATCHED_TAIL else None
+            _dispatched_tail_start(layout, queues.values(), mode, checkpoint)
+            if scope is ScanScope.DISPATCHED_TAIL
+            else None
         )
         scan, scans, needed_from, recovery_start = _scan_from_what_needs_it(
             layout, floor, index, queues, readers, check_crc, tail_from
@@ -249,21 +252,54 @@ def _floor(
     return _choose_start(segments, lambda first: first.physical_offset <= dispatched_until)
 
 
-def _dispatched_tail_start(layout: StoreLayout, queues: Iterable[_QueueEntries]) -> int | None:
-    """Where a read that checks every queue's tail starts: the oldest of the queues' newest entries that name
-    a whole record (CRC checked). Every record after a queue's newest entry, which recovery would dispatch
-    to it, then lies in the read; entries past a torn end are stepped over (up to TAIL_STEP_BACK_ENTRIES a
-    queue). None when a queue has no such entry: the read then starts where recovery's does."""
-    reader = _SegmentRecords(layout.commitlog.loadable_segments)
-    starts = []
-    for queue in queues:
-        if queue.end <= queue.first:
-            continue  # an empty queue: nothing of it to check
-        whole = queue.newest_whole_record(reader)
-        if whole is None:
+def _dispatched_tail_start(
+    layout: StoreLayout,
+    queues: Iterable[_QueueEntries],
+    mode: RecoveryMode,
+    checkpoint: CheckpointValues | None,
+) -> int | None:
+    """Where a read that checks every queue's tail starts: a whole record (CRC checked) before which every
+    queue holds the entries of its records, so that every record recovery would dispatch to a queue lies in
+    the read. The later of:
+    - the oldest of the queues' newest entries that name a whole record: no queue misses a record before
+      its own newest entry (entries past a torn end are stepped over, up to TAIL_STEP_BACK_ENTRIES a queue);
+    - where all queues are known complete, which lifts the start past a queue whose last record is old:
+      after a clean shutdown the newest of those entries (the dispatcher writes the queues in log order and
+      the shutdown flushed them); after a crash the newest record a queue names whose store time the
+      checkpoint's min timestamp covers (the log and every queue were flushed up to it).
+    None when a queue has no such entry: the read then starts where recovery's does."""
+    with _SegmentRecords(layout.commitlog.loadable_segments) as reader:
+        newest = {}
+        for queue in queues:
+            if queue.end <= queue.first:
+                continue  # an empty queue: nothing of it to check
+            whole = queue.newest_whole_record(reader)
+            if whole is None:
+                return None
+            newest[queue] = whole
+        if not newest:
             return None
-        starts.append(whole)
-    return min(starts, default=None)
+        if mode is RecoveryMode.NORMAL:
+            return max(newest.values())
+        covered = _newest_covered_record(reader, newest, checkpoint) if checkpoint else None
+        return max(min(newest.values()), covered or 0)
+
+
+def _newest_covered_record(
+    reader: _SegmentRecords, newest: dict[_QueueEntries, int], checkpoint: CheckpointValues
+) -> int | None:
+    """The newest whole record a queue names whose store time is at or before the checkpoint's min timestamp
+    (each queue's records are in store-time order: a binary search over its entries). Queues are searched
+    newest first, and only while their newest record lies past what an earlier one found."""
+    covered_until = checkpoint.min_timestamp()
+    found: int | None = None
+    for queue, newest_offset in sorted(newest.items(), key=lambda item: item[1], reverse=True):
+        if found is not None and newest_offset <= found:
+            break
+        candidate = queue.newest_record_stored_by(reader, covered_until)
+        if candidate is not None and (found is None or candidate > found):
+            found = candidate
+    return found
 
 
 def _choose_start(segments: tuple[SegmentFile, ...], qualifies: Callable[[codec.MessageRecord], bool]) -> int:
@@ -292,28 +328,36 @@ def _first_record(segment: SegmentFile) -> codec.MessageRecord | None:
     return record if isinstance(record, codec.MessageRecord) else None
 
 
-class _SegmentRecords:
-    """Records at physical offsets of the loadable segments, checked whole with pread."""
+class _SegmentRecords(ExitStack):
+    """Records at physical offsets of the loadable segments, checked whole with pread (each segment opened
+    once, closed with the stack)."""
 
     def __init__(self, segments: tuple[SegmentFile, ...]):
+        super().__init__()
         self.segments = segments
         self._starts = [segment.file_from_offset for segment in segments]
+        self._files: dict[int, PreadFile] = {}
 
-    def is_whole_record(self, offset: int, size: int) -> bool:
+    def whole_record(self, offset: int, size: int) -> codec.MessageRecord | None:
+        """The message record of `size` bytes at `offset` if it is whole (CRC checked), else None."""
         at = bisect.bisect_right(self._starts, offset) - 1
         if at < 0 or not 0 < size <= codec.DEFAULT_MAX_RECORD_SIZE:
-            return False
+            return None
         segment = self.segments[at]
         position = offset - segment.file_from_offset
         if position + size > segment.size_bytes:
-            return False
-        with PreadFile(segment.path) as file:
-            data = file.read(position, size)
+            return None
+        file = self._files.get(at)
+        if file is None:
+            file = self._files[at] = self.enter_context(PreadFile(segment.path))
         try:
-            record = codec.decode_record(data, check_crc=True, read_body=False)
+            record = codec.decode_record(file.read(position, size), check_crc=True, read_body=False)
         except CorruptRecord:
-            return False
-        return isinstance(record, codec.MessageRecord) and record.total_size == size
+            return None
+        return record if isinstance(record, codec.MessageRecord) and record.total_size == size else None
+
+    def is_whole_record(self, offset: int, size: int) -> bool:
+        return self.whole_record(offset, size) is not None
 
 
 def _written_end(segments: tuple[SegmentFile, ...]) -> int:
@@ -354,6 +398,25 @@ class _QueueEntries:
             if named and records.is_whole_record(entry.physical_offset, entry.size_bytes):
                 return entry.physical_offset
         return None
+
+    def newest_record_stored_by(self, records: _SegmentRecords, timestamp_ms: int) -> int | None:
+        """Where the record of the newest entry naming a whole record stored at or before `timestamp_ms`
+        starts (binary search: the queue's records are in store-time order); None if no entry does."""
+        low, high = self.first, self.end  # entries before `low` qualify (or none does); from `high` on not
+        found = None
+        while low < high:
+            middle = (low + high) // 2
+            entry = self.entry(middle)
+            record = (
+                records.whole_record(entry.physical_offset, entry.size_bytes)
+                if entry is not None and entry.names_a_record
+                else None
+            )
+            if record is not None and record.store_timestamp_ms <= timestamp_ms:
+                found, low = entry.physical_offset, middle + 1
+            else:
+                high = middle
+        return found
 
     def close(self) -> None:
         if self.reader is not None:

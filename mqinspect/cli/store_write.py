@@ -291,15 +291,18 @@ def recover_command(
         False,
         "--full-scan",
         help="With --dry-run: read every record recovery reads, from its start segment (default: only the "
-        "records after the newest one a consume queue points at).",
+        "records from where every consume queue is known complete: the newest dispatched record after a "
+        "clean shutdown, the checkpoint's after a crash).",
     ),
     output: str = format_option(),
 ) -> None:
     """Recover a store as RocketMQ does at start-up: cut the log after its last valid record and rebuild the
     consume queues and index; normal after a clean shutdown, abnormal after a crash.
 
-    The dry run checks (CRC) the newest record a consume queue points at and every record after it: it finds
-    a torn tail, a crash mid-roll, queue entries past the end, in time that does not grow with the segments.
+    The dry run checks (CRC) the records from where every consume queue is known complete (the newest
+    dispatched record after a clean shutdown, the newest the checkpoint covers after a crash) to the end: it
+    finds a torn tail, a crash mid-roll, queue entries past the end, in time that does not grow with the
+    segments.
     A damaged record before that point, which recovery would also cut at, is `store verify`'s to find (or
     --full-scan's)."""
     if dry_run:

@@ -9,7 +9,9 @@
 - `json`: one JSON document (the start's keys, "events": [...], the finish's keys), streamed.
 
 A message's JSON is written from a template of RecordView's fields: the same object `to_jsonable` makes of
-it (tests hold them equal), at a fraction of the cost, which is what keeps jsonl above 200k records/s.
+it (tests hold them equal), at a fraction of the cost. jsonl takes the messages decoded in one go as the
+decoder's columns (`RecordRun`) and writes a run's lines with one C-level pass per field (map, zip, the
+template's %), the values records share (topics, hosts, milliseconds, tags) converted once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from itertools import repeat
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,22 +30,45 @@ from rich.console import Console
 from mqinspect.jsonable import json_line, to_jsonable
 from mqinspect.render.store import blank_line, log_end_text, record_card
 from mqinspect.render.words import counted
-from store.inspection.rocketmq.dump import DumpEvent, DumpFinish, DumpStart, DumpStream
-from store.inspection.rocketmq.record_views import BlankView, RecordView
+from store import codec
+from store.inspection.rocketmq.dump import DumpEvent, DumpFinish, DumpStart, DumpStream, RecordRun
+from store.inspection.rocketmq.record_views import (
+    MSG_ID_OFFSETS,
+    VERSION_BY_MAGIC,
+    BlankView,
+    RecordView,
+    body_text,
+    host_text,
+    iso_time_ms,
+    msg_id_prefix,
+)
 
 _NULL = "null"
 _RECORD_JSON = "{" + ",".join(f'"{field.name}":%s' for field in dataclasses.fields(RecordView)) + "}"
 
 
 def _write_batches(
-    batches: Iterable[list[DumpEvent]],
+    batches: Iterable[list[DumpEvent | RecordRun]],
     out: TextIO,
     record_text: Callable[[RecordView], str],
     blank_text: Callable,
+    run_lines: Callable[[RecordRun], list[str]] | None = None,
 ) -> None:
-    """Each batch as lines (a message's by `record_text`, a blank's by `blank_text`), written and flushed."""
+    """Each batch as lines (a message's by `record_text`, a run's by `run_lines`, a blank's by `blank_text`),
+    written and flushed."""
     for batch in batches:
-        lines = [record_text(event) if type(event) is RecordView else blank_text(event) for event in batch]
+        if run_lines is None:  # a RecordView for each message
+            lines = [
+                record_text(event) if type(event) is RecordView else blank_text(event) for event in batch
+            ]
+        else:
+            lines = []
+            for event in batch:
+                kind = type(event)
+                if kind is RecordRun:
+                    lines += run_lines(event)
+                else:
+                    lines.append(record_text(event) if kind is RecordView else blank_text(event))
         lines.append("")
         out.write("\n".join(lines))
         out.flush()
@@ -131,7 +157,7 @@ def write_jsonl(stream: DumpStream, out: TextIO) -> None:
     """JSON Lines: the start (kind "dump"), each event, the finish (kind "end")."""
     out.write(json_line({"kind": "dump", **to_jsonable(stream.start)}) + "\n")
     out.flush()
-    _write_batches(stream.batches(), out, record_json, json_line)
+    _write_batches(stream.batches(record_runs=True), out, record_json, json_line, run_json_lines)
     out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
 
 
@@ -196,3 +222,136 @@ def _object_json(mapping: Any) -> str:
 @functools.lru_cache(maxsize=64)
 def _path_json(path: Path | None) -> str:
     return _NULL if path is None else encode_basestring(str(path))
+
+
+# --- jsonl of a run: a field at a time ---------------------------------------------------------------------
+
+MEMO_ENTRIES = 1 << 14  # a memo is emptied past this (a long dump's milliseconds must not pile up)
+
+
+class _Memo(dict):
+    """Values computed once per key, looked up at C speed (map over `__getitem__`)."""
+
+    def __init__(self, compute: Callable[[Hashable], str | None]):
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: Hashable) -> str | None:
+        value = self[key] = self.compute(key)
+        return value
+
+    def bounded(self) -> _Memo:
+        if len(self) > MEMO_ENTRIES:
+            self.clear()
+        return self
+
+
+def _string_json(text: str | None) -> str:
+    return _NULL if text is None else encode_basestring(text)
+
+
+def _host_json(packed: tuple[bytes, int]) -> str:
+    return encode_basestring(host_text(codec.host_from_packed(*packed)))
+
+
+def _msg_id_head(packed: tuple[bytes, int]) -> str | None:
+    """The offsetMsgId's JSON up to its offset digits (the quote and the host's part); None: no id."""
+    prefix = msg_id_prefix(codec.host_from_packed(*packed))
+    return None if prefix is None else '"' + prefix
+
+
+_TOPICS = _Memo(encode_basestring)
+_TAGS = _Memo(_string_json)
+_TIMES = _Memo(lambda timestamp_ms: _string_json(iso_time_ms(timestamp_ms)))
+_HOSTS = _Memo(_host_json)
+_MSG_ID_HEADS = _Memo(_msg_id_head)
+_COMPRESSED = {0: "false", codec.COMPRESSED_FLAG: "true"}
+
+
+_TEMPLATES = _Memo(
+    lambda texts: "{" + ",".join(f'"{name}":{text}' for name, text in zip(_FIELDS, texts, strict=True)) + "}"
+)
+_FIELDS = tuple(field.name for field in dataclasses.fields(RecordView))
+_VARIES = "%s"  # a template's slot for a column whose values differ within the run
+
+
+def run_json_lines(run: RecordRun) -> list[str]:
+    """`record_json` of each of the run's records (`run.views()`), a field at a time for the whole run: a
+    small field that holds one value for the whole run (the kind, segment, hosts, flags; often the topic,
+    tags, sizes) is converted once and written into the run's template; the others go through map() into
+    its slots."""
+    records = run.records
+    positions, headers, body_starts, topics, properties = zip(*records, strict=True)
+    header_columns = zip(*headers, strict=True)  # RunRecord.header's values, as decode_record unpacks them
+    (sizes, magics, body_crcs, queue_ids, flags, queue_offsets, _, sysflags, born_ms, born_ips, born_ports,
+     store_ms, store_ips, store_ports, reconsumes, prepared_offsets, body_sizes) = header_columns  # fmt: skip
+    offsets = tuple(map(run.base.__add__, positions))
+    store_hosts = tuple(zip(store_ips, store_ports, strict=True))
+    msg_id_heads = tuple(map(_MSG_ID_HEADS.bounded().__getitem__, store_hosts))
+    if None in msg_id_heads or offsets[0] not in MSG_ID_OFFSETS or offsets[-1] not in MSG_ID_OFFSETS:
+        return [record_json(view) for view in run.views()]  # a record without an offsetMsgId: as each is
+    times, hosts = _TIMES.bounded().__getitem__, _HOSTS.bounded().__getitem__
+    if run.include_body:
+        data = run.data
+        bodies = [
+            _object_json(body_text(data[start : start + size]))
+            for start, size in zip(body_starts, body_sizes, strict=True)
+        ]
+    else:
+        bodies = repeat(_NULL)
+    kind, segment = ('"message"',), (_path_json(run.segment),)
+    tags = tuple(map(dict.get, properties, repeat(codec.PROPERTY_TAGS)))
+    keys = map(_string_json, map(dict.get, properties, repeat(codec.PROPERTY_KEYS)))
+    shape = _one_shape(properties)
+    if shape is None:
+        properties_json = (map(_object_json, properties), None)
+    else:  # every record has the same property names, in the same order: their values go into slots
+        named = {name: tuple(map(dict.get, properties, repeat(name))) for name in shape}
+        properties_json = (_object_template(shape), [map(encode_basestring, named[name]) for name in shape])
+        if codec.PROPERTY_KEYS in named:
+            keys = map(encode_basestring, named[codec.PROPERTY_KEYS])
+    # RecordView's fields in order: (values, how one becomes JSON) for the small fields, which the template
+    # takes when the run has one value of them; the JSON texts of the others.
+    fields = (
+        (kind, str), (offsets, None), (sizes, str), (segment, str), (topics, _TOPICS.bounded().__getitem__),
+        (queue_ids, str), (queue_offsets, None), (store_ms, str), (store_ms, times), (born_ms, str),
+        (born_ms, times), (tuple(zip(born_ips, born_ports, strict=True)), hosts), (store_hosts, hosts),
+        (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
+        (magics, VERSION_BY_MAGIC.__getitem__),
+        (tags, _TAGS.bounded().__getitem__), (keys, None), properties_json, (body_crcs, None),
+        (body_sizes, str),
+        (tuple(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
+        _msg_ids(msg_id_heads, offsets), (bodies, None),
+    )  # fmt: skip
+    texts, slots = [], []
+    for values, to_json in fields:
+        if type(values) is str:  # a part of the template, with its slots
+            texts.append(values)
+            slots += to_json
+        elif to_json is not None and values.count(values[0]) == len(values):  # C-speed comparisons
+            texts.append(str(to_json(values[0])).replace("%", "%%"))
+        else:
+            texts.append(_VARIES)
+            slots.append(values if to_json is None or to_json is str else map(to_json, values))
+    template = _TEMPLATES.bounded()[tuple(texts)]
+    return list(map(template.__mod__, zip(*slots, strict=False)))  # bodies may repeat
+
+
+def _msg_ids(heads: tuple[str, ...], offsets: tuple[int, ...]) -> tuple:
+    """The offsetMsgIds' field: the host's part in the template and the offsets' 16 hex digits in a slot when
+    the run has one store host, else each id whole in a slot."""
+    if heads.count(heads[0]) == len(heads):
+        return heads[0] + '%016X"', [offsets]
+    return map('%s%016X"'.__mod__, zip(heads, offsets, strict=True)), None
+
+
+def _one_shape(properties: tuple[dict[str, str], ...]) -> tuple[str, ...] | None:
+    """The property names of every record of a run, in order, when they are the same for all."""
+    shapes = tuple(map(tuple, properties))
+    return shapes[0] if shapes.count(shapes[0]) == len(shapes) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _object_template(names: tuple[str, ...]) -> str:
+    """`_object_json` of a mapping with these names, its values left as slots."""
+    return "{" + ",".join(encode_basestring(name).replace("%", "%%") + ":%s" for name in names) + "}"

@@ -162,7 +162,7 @@ def _scan_note(plan: RecoveryPlan) -> str:
     note = "first record of the chosen segment"
     if plan.scope is ScanScope.DISPATCHED_TAIL:
         recovery_start = _number(plan.recovery_start_offset)
-        note = f"the newest record a consume queue points at; recovery reads from {recovery_start}"
+        note = f"every consume queue complete before it; recovery reads from {recovery_start}"
     return note if plan.scans == 1 else f"{note}; read {plan.scans} times: a lost queue tail lay before it"
 
 

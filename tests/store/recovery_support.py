@@ -157,3 +157,72 @@ def lose_queue_tail_before_the_scan_start(root: Path) -> tuple[list[tuple[int, i
         if later.name > path.name:
             later.unlink()
     return expected, lost_from
+
+
+# ---- queues that end in different segments ---------------------------------------------------------------
+
+OLD_TOPIC = "Old"  # written first, then never again: its queues' newest entries lie segments back
+
+
+def two_topics_message(number: int, old_messages: int) -> codec.Message:
+    """The first `old_messages` go to OLD_TOPIC's two queues, the others round TOPIC's four."""
+    if number < old_messages:
+        return codec.Message(OLD_TOPIC, body=b"o" * (120 + number % 17), queue_id=number % 2)
+    return message(number)
+
+
+def clean_store_with_an_old_topic(root: Path, old_messages: int, count: int) -> None:
+    with MessageStore(root, SMALL) as store:
+        for number in range(count):
+            store.put_message(two_topics_message(number, old_messages))
+
+
+# Puts messages with store times 10 ms apart (OLD_TOPIC's first), flushes everything, puts more that no flush
+# makes durable, and dies of SIGKILL. The periodic services are slowed so that only store.flush() writes the
+# checkpoint: the records put after it are the unflushed tail.
+PUT_FLUSH_PUT_AND_DIE = textwrap.dedent(
+    """
+    import itertools, json, signal, os, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[5])
+    from recovery_support import SMALL, two_topics_message
+    import dataclasses
+    from store.message_store import MessageStore
+    slow = 600_000
+    config = dataclasses.replace(
+        SMALL,
+        flush_interval_commitlog_ms=slow,
+        flush_interval_consume_queue_ms=slow,
+        checkpoint_flush_interval_ms=slow,
+    )
+    store = MessageStore(Path(sys.argv[1]), config).start()
+    clock = itertools.count(1_700_000_000_000, 10)
+    store.commit_log._clock_ms = lambda: next(clock)  # the CommitLog's store-time source
+    old, flushed, unflushed = (int(argument) for argument in sys.argv[2:5])
+    for number in range(flushed):
+        store.put_message(two_topics_message(number, old))
+    store.flush()
+    for number in range(flushed, flushed + unflushed):
+        store.put_message(two_topics_message(number, old))
+    with store.dispatcher.paused:  # the queues name the unflushed records too (in the page cache)
+        store.dispatcher.dispatch_until()
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def put_flush_put_and_die(root: Path, old_messages: int, flushed: int, unflushed: int) -> None:
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PUT_FLUSH_PUT_AND_DIE,
+            str(root),
+            str(old_messages),
+            str(flushed),
+            str(unflushed),
+            str(Path(__file__).parent),
+        ],
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL

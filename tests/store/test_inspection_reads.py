@@ -24,7 +24,7 @@ from store.consume_queue_format import (
     valid_prefix_length,
 )
 from store.inspection.rocketmq.cq import consume_queue_view
-from store.inspection.rocketmq.segments import EntriesMeasuredBy, list_segments
+from store.inspection.rocketmq.segments import EntriesMeasuredBy, WrittenMeasuredBy, list_segments
 from store.layout import SegmentFile, discover_store
 from store.safe_read import PreadFile
 
@@ -110,6 +110,19 @@ def test_segments_counts_a_queues_full_files_by_their_ends_and_reads_only_those(
     # queue's min offset is its first entry whose record the CommitLog still holds)
     for segment in queue.segments[1:-1]:
         assert spy.bytes_by_file[str(segment.path)] == 2 * CQ_STORE_UNIT_SIZE
+
+
+def test_segments_counts_a_queues_last_file_once(make_store, monkeypatch):
+    """The row's count of the last file also says where the queue's last entry is: the newest dispatched
+    record (where the CommitLog's walk starts) costs that one entry, not a second count of the file."""
+    built = built_queue_store(make_store)
+    last = discover_store(built.root).consume_queue("Orders", 0).queue.segments[-1]
+    spy = ReadSpy(monkeypatch)
+    listing = list_segments(built.root)
+    assert spy.bytes_by_file[str(last.path)] == last.size_bytes + CQ_STORE_UNIT_SIZE
+    [commitlog] = [row for row in listing.rows if row.kind == "commitlog"]
+    assert commitlog.written_measured_by is WrittenMeasuredBy.WALK_AFTER_DISPATCHED
+    assert commitlog.written_bytes == built.records[-1].physical_offset + built.records[-1].size_bytes
 
 
 @pytest.mark.parametrize("damage", ["last-slot-zeroed", "first-entry-pre-blank", "middle-entry-zeroed"])

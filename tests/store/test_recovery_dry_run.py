@@ -1,6 +1,7 @@
-"""`store recover --dry-run` reads only the dispatched tail (the newest record a consume queue points at, and
-everything after it) and must still find what recovery finds: a torn tail, a crash mid-roll, queue entries
-past the end, a lost queue tail, an index rebuilt after a crash. Ground truth for each store is the plan made
+"""`store recover --dry-run` reads only the dispatched tail (from where every consume queue is known complete:
+the newest dispatched record after a clean shutdown, the checkpoint's after a crash, and everything after it)
+and must still find what recovery finds: a torn tail, a crash mid-roll, queue entries past the end, a queue
+tail lost after a crash, an index rebuilt after a crash. Ground truth for each store is the plan made
 reading everything recovery reads (`ScanScope.FROM_RECOVERY_START`, what `MessageStore` applies), and
 recovery itself applied afterwards."""
 
@@ -11,15 +12,19 @@ from pathlib import Path
 
 import pytest
 from recovery_support import (
+    OLD_TOPIC,
     QUEUES,
     SMALL,
+    TOPIC,
     clean_store,
+    clean_store_with_an_old_topic,
     cq_file_and_position,
     expected_entries,
     flip,
     flip_body_of,
     lose_queue_tail_before_the_scan_start,
     put_and_die,
+    put_flush_put_and_die,
     records,
     recover,
     zero_from,
@@ -27,7 +32,7 @@ from recovery_support import (
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
-from store.checkpoint import create_abort_file
+from store.checkpoint import create_abort_file, read_checkpoint
 from store.config import StoreConfig
 from store.inspection.rocketmq.verify import verify_store
 from store.layout import discover_store
@@ -54,14 +59,14 @@ def assert_same_decisions(tail: RecoveryPlan, full: RecoveryPlan) -> None:
     assert "recovery_start_offset" in tail.decisions() and "start_offset" not in tail.decisions()
 
 
-def test_on_a_clean_store_the_dry_run_checks_only_each_queues_newest_record(tmp_path: Path):
+def test_on_a_clean_store_the_dry_run_checks_only_the_newest_dispatched_record(tmp_path: Path):
     clean_store(tmp_path, 800)
     written = records(tmp_path)
     tail, full = both_plans(tmp_path)
     assert_same_decisions(tail, full)
-    # the messages go round the four queues: the oldest of the queues' newest records is the fourth-last
-    assert tail.scope is ScanScope.DISPATCHED_TAIL and tail.records_checked == QUEUES
-    assert tail.start_offset == written[-QUEUES].physical_offset
+    # after a clean shutdown every record before the newest one a queue names was dispatched and flushed
+    assert tail.scope is ScanScope.DISPATCHED_TAIL and tail.records_checked == 1
+    assert tail.start_offset == written[-1].physical_offset
     # recovery reads the whole last segment (RocketMQ's start: its first record is dispatched)
     last_segment = discover_store(tmp_path).commitlog.segment_for(written[-1].physical_offset)
     assert full.start_offset == last_segment.file_from_offset
@@ -126,11 +131,84 @@ def test_a_crash_mid_roll_ends_the_log_where_recovery_ends_it(tmp_path: Path):
     assert recover(tmp_path).process_offset == int(following.name)
 
 
-def test_a_lost_queue_tail_before_the_newest_record_is_read_again_from_where_it_needs(tmp_path: Path):
+def test_after_a_crash_a_lost_queue_tail_is_rebuilt_as_recovery_rebuilds_it(tmp_path: Path):
+    """The checkpoint covers none of the records (all stored within its 3 s slack): the dry run reads from
+    the oldest queue's newest record on, and meets the queue's records that have no entries."""
     expected, lost_from = lose_queue_tail_before_the_scan_start(tmp_path)
+    create_abort_file(tmp_path)
     tail, full = both_plans(tmp_path)
     assert_same_decisions(tail, full)
-    assert tail.scans == full.scans == 2 and tail.dispatch_from_offset == expected[lost_from][0]
+    [lost] = [end for end in tail.queue_ends if end.queue_id == 1]
+    assert lost.end_queue_offset == lost.entries_on_disk == lost_from
+    assert tail.start_offset == expected[lost_from - 1][0]  # the newest record the queue still names
+
+
+def test_after_a_clean_shutdown_a_lost_queue_tail_is_verify_s_to_find(tmp_path: Path):
+    """After a clean shutdown the dry run trusts what was flushed before the newest dispatched record (the
+    dispatcher writes the queues in log order): a flushed queue tail lost since is damage, as a damaged
+    record is. Recovery (and --full-scan) read again from where the queue needs; verify names the entry."""
+    expected, lost_from = lose_queue_tail_before_the_scan_start(tmp_path)
+    tail, full = both_plans(tmp_path)
+    assert full.scans == 2 and full.dispatch_from_offset == expected[lost_from][0]
+    assert tail.scope is ScanScope.DISPATCHED_TAIL and tail.records_checked == 1
+    assert tail.recovery_start_offset == full.recovery_start_offset
+    findings = verify_store(tmp_path).findings
+    assert any(f"entry {lost_from} is missing" in finding.message for finding in findings)
+
+
+def test_queues_that_end_segments_back_do_not_make_the_dry_run_read_the_last_segment(tmp_path: Path):
+    """A topic written first and never again: its queues' newest entries lie segments before the log's end.
+    After a clean shutdown everything before the newest dispatched record was dispatched and flushed, so
+    the dry run reads that record only, and decides what recovery (reading its whole segment) decides."""
+    clean_store_with_an_old_topic(tmp_path, 300, 1000)
+    written = records(tmp_path)
+    old_newest = max(e.physical_offset for e in written if e.record.topic == OLD_TOPIC)
+    tail, full = both_plans(tmp_path)
+    assert old_newest < full.recovery_start_offset < written[-1].physical_offset
+    assert_same_decisions(tail, full)
+    assert tail.records_checked == 1 and tail.start_offset == written[-1].physical_offset
+    assert full.records_checked > 100
+    assert recover(tmp_path).decisions() == tail.decisions()
+
+
+def test_after_a_crash_the_dry_run_reads_from_the_checkpoints_record_through_the_unflushed_tail(
+    tmp_path: Path,
+):
+    """A crash after 1,500 flushed puts and 300 unflushed ones, whose pages the machine lost: the log is torn
+    in the unflushed tail and a queue lost its entries there. The old topic's queues end segments back; the
+    checkpoint covers everything up to its min timestamp, so the dry run reads from the newest record
+    stored by then (not from its segment's start, nor from the old queues' records) and decides what
+    recovery decides."""
+    put_flush_put_and_die(tmp_path, 300, 1500, 300)
+    written = records(tmp_path)
+    torn = written[1650]
+    segment = discover_store(tmp_path).commitlog.segment_for(torn.physical_offset)
+    zero_from(segment.path, torn.physical_offset - segment.file_from_offset + 40)
+    for later in segment.path.parent.iterdir():
+        if later.name > segment.path.name:
+            zero_from(later, 0)
+    lost_queue = 2
+    lost_from = next(
+        n
+        for n, entry in enumerate(expected_entries(tmp_path, lost_queue))
+        if entry[0] > written[1500].physical_offset
+    )
+    path, position = cq_file_and_position(tmp_path, lost_queue, lost_from)
+    zero_from(path, position)
+
+    tail, full = both_plans(tmp_path)
+    assert tail.mode is RecoveryMode.ABNORMAL
+    assert_same_decisions(tail, full)
+    covered_until = read_checkpoint(tmp_path / "checkpoint").min_timestamp()
+    newest_covered = [e for e in written if e.record.store_timestamp_ms <= covered_until][-1]
+    assert written.index(newest_covered) == 1199  # 10 ms a record: the 3 s slack before the 1,500th
+    assert tail.start_offset == newest_covered.physical_offset
+    assert tail.records_checked == 1650 - 1199 < full.records_checked
+    assert tail.process_offset == torn.physical_offset
+    [lost] = [end for end in tail.queue_ends if (end.topic, end.queue_id) == (TOPIC, lost_queue)]
+    assert lost.end_queue_offset == lost_from
+    with MessageStore(tmp_path, SMALL) as store:
+        assert store.recovery.decisions() == tail.decisions()
 
 
 def test_a_damaged_newest_queue_entry_is_cut_as_recovery_cuts_it(tmp_path: Path):

@@ -3,14 +3,16 @@ ended, of a store or of one segment file.
 
 `DumpStream` hands the records over as the walk decodes them, a run of records at a time (`batches`), so a
 renderer writes the first ones while the rest are still on disk; `dump_records` collects a whole
-`CommitLogDump`. The walk reads no further than the records asked for need: its reads start at one page and
-double up to the scan's window, and it stops at `count` messages or `max_bytes` of them.
+`CommitLogDump`. A renderer that writes many records at once may take a run as the decoder's columns
+(`RecordRun`, `batches(record_runs=True)`) instead of a RecordView per record. The walk reads no further
+than the records asked for need: its reads start at one page and double up to the scan's window, and it
+stops at `count` messages or `max_bytes` of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,28 @@ SCHEMA = "mqinspect.store.dump/v1"
 # Records decoded in one go, at most: a renderer writes (and flushes) each run, so this bounds how long the
 # first record waits for the ones decoded with it.
 RUN_RECORDS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRun:
+    """Messages decoded back to back, as the decoder's columns (`codec.RunRecord`s, their positions offsets
+    into `data`, which starts at physical offset `base`), in `segment`. `views()` are their RecordViews: a
+    renderer that writes a run at once draws the same fields without making one object per record. `data`
+    is the read window: valid while the batch holding the run is being written."""
+
+    segment: Path | None
+    base: int
+    data: memoryview = field(repr=False)
+    records: list[RunRecord]
+    include_body: bool
+
+    def views(self) -> list[RecordView]:
+        path, data, base, include_body = self.segment, self.data, self.base, self.include_body
+        return [
+            run_record_view(base + record.position, record, data, path, include_body)
+            for record in self.records
+        ]
+
 
 DumpEvent = RecordView | BlankView
 
@@ -115,16 +139,17 @@ class DumpStream:
         self._include_body = include_body
         self.finish: DumpFinish | None = None  # set once `batches` is exhausted
 
-    def batches(self) -> Iterator[list[DumpEvent]]:
-        """The events in order, a run of them at a time; `finish` is set when this ends."""
-        events = self._events()
+    def batches(self, record_runs: bool = False) -> Iterator[list[DumpEvent | RecordRun]]:
+        """The events in order, a run of them at a time; `finish` is set when this ends. With `record_runs`
+        the messages decoded in one go come as one RecordRun event instead of a RecordView each."""
+        events = self._events(record_runs)
         try:
             while (batch := _next_batch(events)) is not None:
                 yield batch
         finally:
             events.close()
 
-    def _events(self) -> Iterator[list[DumpEvent]]:
+    def _events(self, record_runs: bool) -> Iterator[list[DumpEvent | RecordRun]]:
         start, queue = self.start, self._queue
         tally = _Tally(start.count_limit, start.size_limit_bytes)
         end: LogEnd | None = None
@@ -137,7 +162,7 @@ class DumpStream:
         )
         with RecordReader(queue) as reader:
             for event in scan:
-                batch = self._views(event, reader, tally)
+                batch = self._views(event, reader, tally, record_runs)
                 if batch:
                     yield batch
                 if tally.next_offset is not None:
@@ -154,16 +179,25 @@ class DumpStream:
             next_physical_offset=tally.next_offset,
         )
 
-    def _views(self, event: ScanEvent, reader: RecordReader, tally: _Tally) -> list[DumpEvent]:
+    def _views(
+        self, event: ScanEvent, reader: RecordReader, tally: _Tally, record_runs: bool
+    ) -> list[DumpEvent | RecordRun]:
         """The snapshots of one scan event's records, as many as the limits leave room for."""
         include_body = self._include_body
         if isinstance(event, DecodedRun):
             segment = reader.segment_for(event.physical_offset)
-            path, data, base = segment and segment.path, event.data, event.physical_offset
-            return [
-                run_record_view(base + record.position, record, data, path, include_body)
-                for record in tally.take_run(base, event.records)
-            ]
+            base = event.physical_offset
+            taken = tally.take_run(base, event.records)
+            if not taken:
+                return []
+            run = RecordRun(
+                segment=segment and segment.path,
+                base=base,
+                data=event.data,
+                records=taken,
+                include_body=include_body,
+            )
+            return [run] if record_runs else run.views()
         if isinstance(event, ScannedRecord):
             offset = event.physical_offset
             if not tally.take(offset, event.record.total_size):
@@ -188,7 +222,8 @@ class _Tally:
         room = self.count - self.messages
         if self.max_bytes is None:
             taken = records[:room]
-            self.message_bytes += sum(record.header[0] for record in taken)
+            if taken:  # back to back: their sizes add up to where the last ends
+                self.message_bytes += taken[-1].position + taken[-1].header[0] - taken[0].position
         else:
             taken = []
             for record in records[:room]:

@@ -127,7 +127,7 @@ def run_record_view(
 
 
 _host = codec.host_from_packed
-_VERSION_BY_MAGIC = {version.magic_code: int(version) for version in codec.MessageVersion}
+VERSION_BY_MAGIC = {version.magic_code: int(version) for version in codec.MessageVersion}
 _new_object, _set_attribute = object.__new__, object.__setattr__
 
 
@@ -176,7 +176,7 @@ def _message_view(
         "flag": flag,
         "reconsume_times": reconsume_times,
         "prepared_transaction_offset": prepared_offset,
-        "message_version": _VERSION_BY_MAGIC[magic],
+        "message_version": VERSION_BY_MAGIC[magic],
         "tags": properties.get(codec.PROPERTY_TAGS),
         "keys": properties.get(codec.PROPERTY_KEYS),
         "properties": properties,
@@ -192,14 +192,18 @@ def _message_view(
 def _offset_msg_id(store_host: codec.HostAddress, physical_offset: int) -> str | None:
     """None when the store host's port does not fit the id: BODYCRC covers only the body, so a damaged
     header field can pass every check."""
-    prefix = _msg_id_prefix(store_host)
-    if prefix is None or not 0 <= physical_offset < 1 << 63:
+    prefix = msg_id_prefix(store_host)
+    if prefix is None or physical_offset not in MSG_ID_OFFSETS:
         return None
     return f"{prefix}{physical_offset:016X}"
 
 
+# offsetMsgIds end in the physical offset as 16 hex digits, which only these offsets have.
+MSG_ID_OFFSETS = range(1 << 63)
+
+
 @functools.lru_cache(maxsize=256)
-def _msg_id_prefix(store_host: codec.HostAddress) -> str | None:
+def msg_id_prefix(store_host: codec.HostAddress) -> str | None:
     """The store host's part of its offsetMsgIds (all but the 16 hex digits of the offset); None when no
     offsetMsgId can name the host."""
     try:

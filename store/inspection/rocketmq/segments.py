@@ -12,7 +12,12 @@ from typing import Any
 
 from store import codec
 from store.config import CQ_STORE_UNIT_SIZE
-from store.consume_queue_format import count_segment_entries, decode_entry, valid_prefix_length
+from store.consume_queue_format import (
+    ConsumeQueueEntry,
+    count_segment_entries,
+    decode_entry,
+    valid_prefix_length,
+)
 from store.errors import StoreError
 from store.index_file import IndexFile
 from store.inspection.log_format import vanishing_files_are_store_changes
@@ -26,7 +31,6 @@ from store.inspection.rocketmq.reading import (
     walk_commitlog,
 )
 from store.inspection.rocketmq.record_views import iso_time_ms, mtime_ms
-from store.inspection.rocketmq.store_stat import newest_dispatched_record, queue_summary
 from store.layout import (
     ConsumeQueueDir,
     SegmentFile,
@@ -101,11 +105,17 @@ def list_segments(root: Path) -> SegmentListing:
     """
     layout = discover_store(Path(root))
     commitlog = layout.commitlog
-    dispatched = _newest_dispatched_in(layout)
-    rows = [_commitlog_row(commitlog, segment, dispatched) for segment in commitlog.segments]
+    valid_entries: dict[Path, int] = {}
+    queue_rows = []
     for cq in layout.consume_queues:
         last = cq.queue.segments[-1] if cq.queue.segments else None
-        rows += [_consume_queue_row(cq, segment, is_last=segment is last) for segment in cq.queue.segments]
+        queue_rows += [
+            _consume_queue_row(cq, segment, valid_entries, is_last=segment is last)
+            for segment in cq.queue.segments
+        ]
+    dispatched = _newest_dispatched_in(layout, valid_entries)
+    rows = [_commitlog_row(commitlog, segment, dispatched) for segment in commitlog.segments]
+    rows += queue_rows
     rows += [_index_row(path) for path in layout.index_files]
     return SegmentListing(
         root=layout.root,
@@ -167,14 +177,34 @@ def _commitlog_row(
     )
 
 
-def _newest_dispatched_in(layout: StoreLayout) -> tuple[int, int] | None:
-    """(physical offset, size) of the newest record any ConsumeQueue points at; None when none does, or
-    when the queues cannot be read as a loadable store's."""
+def _newest_dispatched_in(layout: StoreLayout, valid_entries: dict[Path, int]) -> tuple[int, int] | None:
+    """(physical offset, size) of the newest record any ConsumeQueue's last entry points at (at or after
+    the CommitLog's first offset), each queue's files as long as their rows counted them (`valid_entries`:
+    no file is counted twice); None when none does, or when the queues cannot be read as a loadable
+    store's."""
+    newest = None
     try:
-        queues = [queue_summary(cq, commitlog_min_offset(layout)) for cq in layout.consume_queues]
-        return newest_dispatched_record(layout, queues)
+        log_min = commitlog_min_offset(layout)
+        for cq in layout.consume_queues:
+            entry = _last_entry(cq.queue, valid_entries)
+            if entry is None or not entry.names_a_record or entry.physical_offset < log_min:
+                continue
+            if newest is None or entry.physical_offset + entry.size_bytes > sum(newest):
+                newest = (entry.physical_offset, entry.size_bytes)
     except (StoreError, OSError):
         return None
+    return newest
+
+
+def _last_entry(queue: SegmentQueue, valid_entries: dict[Path, int]) -> ConsumeQueueEntry | None:
+    """The last valid entry of the newest file that has one."""
+    for segment in reversed(queue.segments):
+        valid = valid_entries[segment.path]
+        if valid:
+            with PreadFile(segment.path) as file:
+                data = file.read((valid - 1) * CQ_STORE_UNIT_SIZE, CQ_STORE_UNIT_SIZE)
+            return decode_entry(data) if len(data) == CQ_STORE_UNIT_SIZE else None
+    return None
 
 
 def _tail_blank_position(segment: SegmentFile) -> int | None:
@@ -195,15 +225,20 @@ def _tail_blank_position(segment: SegmentFile) -> int | None:
     return candidate if magic == codec.BLANK_MAGIC_CODE and candidate + total == segment.size_bytes else None
 
 
-def _consume_queue_row(cq: ConsumeQueueDir, segment: SegmentFile, *, is_last: bool) -> SegmentRow:
+def _consume_queue_row(
+    cq: ConsumeQueueDir, segment: SegmentFile, valid_entries: dict[Path, int], *, is_last: bool
+) -> SegmentRow:
     """A queue's last file (the one being written) has its valid entries counted; an earlier file that is
     full by its two ends counts its slots without reading the rest, so the listing costs the same at any
-    queue length."""
+    queue length. The valid entries (pre-blanks included) go into `valid_entries` by path."""
     slots = segment.size_bytes // CQ_STORE_UNIT_SIZE
     if not is_last and _full_by_its_ends(segment, slots):
         entries, measured_by = slots, EntriesMeasuredBy.FULL_FILE_ENDS
+        valid_entries[segment.path] = slots
     else:
-        entries, measured_by = count_segment_entries(segment).records, EntriesMeasuredBy.ENTRY_WALK
+        counted = count_segment_entries(segment)
+        entries, measured_by = counted.records, EntriesMeasuredBy.ENTRY_WALK
+        valid_entries[segment.path] = counted.valid
     return SegmentRow(
         kind=SegmentKind.CONSUMEQUEUE,
         topic=cq.topic,
