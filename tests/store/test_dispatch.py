@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from store import codec
+from store import commitlog as commitlog_module
 from store.commitlog import CommitLog
 from store.config import StoreConfig, WarmupMode
 from store.consume_queue import ConsumeQueueStore
@@ -341,3 +342,120 @@ def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path, warmup
         recovered.flush()
     after = {name: data for name, data in _files(root).items() if name.startswith("consumequeue")}
     assert after == before
+
+
+# ---- batches handed over by the writer -------------------------------------------------------------------
+
+
+def _count_records_read_from_the_log(monkeypatch) -> list[int]:
+    """Records dispatched by reading the log (runs and the full decoder), as the dispatcher counts them."""
+    read = []
+    reading = Dispatcher._dispatch_view
+
+    def counting(self, view, file_from_offset, end):
+        dispatched = reading(self, view, file_from_offset, end)
+        read.append(dispatched)
+        return dispatched
+
+    monkeypatch.setattr(Dispatcher, "_dispatch_view", counting)
+    return read
+
+
+def _walked_reference(root: Path, reference: Path) -> dict[str, bytes]:
+    """The record-by-record walk's consume queues and index over a copy of `root`'s CommitLog."""
+    shutil.copytree(root / "commitlog", reference / "commitlog")
+    commit_log, queues, index = _open_for_dispatch(reference)
+    walk = _RecordByRecord(commit_log, queues, index)
+    walk.run()
+    _close(queues, index, commit_log)
+    assert walk.error is None
+    return _files(reference)
+
+
+def _put_every_shape(store: MessageStore, rounds: int = 3) -> int:
+    for batch in _messages() * rounds:
+        store.put_messages(batch)
+    end = store.commit_log.max_offset
+    assert store.wait_dispatched(end, timeout_s=60)
+    return end
+
+
+TRANSACTION_RECORDS_PER_ROUND = 9  # never handed over: PREPARED and ROLLBACK have no queue offset
+
+
+@pytest.mark.parametrize("warmup", [WarmupMode.NONE, WarmupMode.POPULATE])
+def test_a_running_store_builds_from_what_it_wrote_the_bytes_the_log_gives(tmp_path, monkeypatch, warmup):
+    """MessageStore's dispatcher takes the packed batches from the writer instead of reading them back:
+    across segment, consume-queue and index rolls, its consume queues and index are byte for byte what the
+    record-by-record walk of the same CommitLog builds, and only the transaction records were read."""
+    read = _count_records_read_from_the_log(monkeypatch)
+    root = tmp_path / "store"
+    with MessageStore(root, dataclasses.replace(CONFIG, warmup=warmup)) as store:
+        end = _put_every_shape(store)
+    assert end > 3 * SEGMENT_BYTES
+    assert sum(read) == 3 * TRANSACTION_RECORDS_PER_ROUND
+    ours, reference = _files(root), _walked_reference(root, tmp_path / "reference")
+    assert len([name for name in ours if name.startswith("index")]) > 1
+    assert ours.keys() == reference.keys()
+    for name, data in reference.items():
+        assert ours[name] == data, name
+
+
+def test_after_a_crash_recovery_rebuilds_from_the_log_what_the_batches_handed_over_built(tmp_path):
+    """The batches handed over live only in memory: after a crash, with the consume queues and the index
+    lost, recovery reads the CommitLog and builds the same bytes as the running store and the walk did."""
+    root = tmp_path / "store"
+    store = MessageStore(root, CONFIG).start()
+    end = _put_every_shape(store)
+    store.flush()
+    before = _files(root)
+    store._scheduler.stop()  # a crash: nothing else is flushed, closed or removed
+    store._reput.stop()
+    store.commit_log.shutdown()
+    store._allocator.shutdown()
+    store.consume_queues.close()
+    store.index_service.close()
+    store._lock.release()
+    shutil.rmtree(root / "consumequeue")
+    shutil.rmtree(root / "index")
+    with MessageStore(root, CONFIG) as recovered:
+        assert recovered.recovery.mode == "abnormal"
+        assert recovered.dispatcher.reput_from_offset == end
+        assert not recovered.dispatcher._written  # nothing was put: all of it came from the log
+    assert _files(root) == before == _walked_reference(root, tmp_path / "reference")
+
+
+@pytest.mark.parametrize("kept", [0, 3])
+def test_batches_not_handed_over_are_read_from_the_log(tmp_path, monkeypatch, kept):
+    """The writer hands over at most WRITTEN_BATCHES_KEPT batches the dispatcher has not taken; a
+    dispatcher further behind reads the others (before, between and after those) from the log."""
+    monkeypatch.setattr(commitlog_module, "WRITTEN_BATCHES_KEPT", kept)
+    read = _count_records_read_from_the_log(monkeypatch)
+    root = tmp_path / "store"
+    commit_log = CommitLog(root, CONFIG)
+    commit_log.load()
+    queues = ConsumeQueueStore(root, CONFIG)
+    index = IndexService(root / "index", CONFIG, clock_ms=_fixed_clock())
+    index.load(read_only=False)
+    dispatcher = Dispatcher(commit_log, queues, index)
+    batches = _messages()
+    for number, batch in enumerate(batches * 2):
+        commit_log.put_messages(batch)
+        if number == len(batches):  # dispatch halfway: the next ones are handed over again
+            dispatcher.dispatch_until()
+    assert dispatcher.dispatch_until() and dispatcher.reput_from_offset == commit_log.max_offset
+    _close(queues, index, commit_log)
+    handed_over = 2 * kept * 40  # the first batches hold 40 records each
+    assert sum(read) == 2 * sum(map(len, batches)) - handed_over
+    assert _files(root) == _walked_reference(root, tmp_path / "reference")
+
+
+def test_records_with_a_crc_property_are_read_from_the_log(tmp_path, monkeypatch):
+    """With enabledAppendPropCRC the writer fills each record's __CRC32# as it writes: nothing is handed
+    over, and the consume queues and the index are still the walk's."""
+    read = _count_records_read_from_the_log(monkeypatch)
+    root = tmp_path / "store"
+    with MessageStore(root, dataclasses.replace(CONFIG, enabled_append_prop_crc=True)) as store:
+        _put_every_shape(store, rounds=1)
+    assert sum(read) == sum(map(len, _messages()))
+    assert _files(root) == _walked_reference(root, tmp_path / "reference")
