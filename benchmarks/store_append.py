@@ -98,6 +98,7 @@ class Result:
     seconds: float
     note: str = ""
     caught_up: bool = True  # MessageStore: dispatch reached the last put within the time
+    cpu_us_per_msg: float | None = None  # CPU time of all the process's threads per message
 
     @property
     def msgs_per_s(self) -> float:
@@ -229,7 +230,7 @@ def measure_put(settings: Settings, root: Path, size: int, batches: list, case: 
         note = f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads)"
         if not room_for_more():
             note += "; segment full before the time was up"
-    return Result(size, case, count, elapsed, note)
+    return Result(size, case, count, elapsed, note, cpu_us_per_msg=cpu_s / max(count, 1) * 1e6)
 
 
 SINGLES_PER_STEP = 256
@@ -310,15 +311,17 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
 
 @dataclass(frozen=True)
 class ThreadTimes:
-    """The calling thread's CPU times and minor page faults (/proc/thread-self/stat)."""
+    """A thread's CPU times and minor page faults (/proc/thread-self/stat, /proc/self/task/TID/stat)."""
 
     user_s: float
     system_s: float
     minor_faults: int
 
     @classmethod
-    def now(cls) -> ThreadTimes:
-        with open("/proc/thread-self/stat") as stat:
+    def now(cls, thread_id: int | None = None) -> ThreadTimes:
+        """The calling thread's, or those of the thread whose native id is `thread_id`."""
+        path = "/proc/thread-self/stat" if thread_id is None else f"/proc/self/task/{thread_id}/stat"
+        with open(path) as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
         return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, int(fields[7]))
@@ -406,7 +409,9 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
                 put_batch(next_batch())
             return 4 * len(batches[0])
 
+        dispatcher_thread = store._reput._thread.native_id
         cpu_began = time.process_time()
+        writer_before, dispatcher_before = ThreadTimes.now(), ThreadTimes.now(dispatcher_thread)
         count, putting_s = run_for(seconds, step)
         written = store.commit_log.max_offset
         behind_at_last_put = written - store.dispatcher.reput_from_offset
@@ -414,6 +419,8 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
         caught_up = store.wait_dispatched(written, DISPATCH_CATCH_UP_S)
         catching_up_s = time.perf_counter() - began
         cpu_s = time.process_time() - cpu_began
+        writer = ThreadTimes.now() - writer_before
+        dispatcher = ThreadTimes.now(dispatcher_thread) - dispatcher_before
         behind = written - store.dispatcher.reput_from_offset
     shutil.rmtree(root, ignore_errors=True)
     lag = (
@@ -422,9 +429,22 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
         if caught_up
         else f"dispatch NOT caught up: {behind / MiB:.1f} MiB behind {catching_up_s:.0f} s after the last put"
     )
-    lag += f"; CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads)"
+    per_message_us = 1e6 / max(count, 1)
+    lag += (
+        f"; CPU {cpu_s * per_message_us:.2f} us/msg (all threads): writer "
+        f"{(writer.user_s + writer.system_s) * per_message_us:.2f}, dispatcher thread "
+        f"{(dispatcher.user_s + dispatcher.system_s) * per_message_us:.2f}"
+    )
     case = f"MessageStore.put_messages x{len(batches[0])} +dispatch"
-    return Result(size, case, count, putting_s + catching_up_s, lag, caught_up=caught_up)
+    return Result(
+        size,
+        case,
+        count,
+        putting_s + catching_up_s,
+        lag,
+        caught_up=caught_up,
+        cpu_us_per_msg=cpu_s * per_message_us,
+    )
 
 
 def measure_dispatch_alone(settings: Settings, root: Path, size: int, batches: list) -> Result:
@@ -746,6 +766,12 @@ def print_dispatch_targets(results: list[Result], settings: Settings) -> None:
             f"put_messages, dispatch caught up, >= 80% of CommitLog-only put_messages x{largest}: "
             f"{100 * share:.0f}% ({large.msgs_per_s:,.0f} of {alone.msgs_per_s:,.0f} msgs/s; {large.note})"
         )
+        if large.cpu_us_per_msg and alone.cpu_us_per_msg:  # what other processes' load does not skew
+            cpu_share = alone.cpu_us_per_msg / large.cpu_us_per_msg
+            print(
+                f"       by CPU time per message (all threads): {100 * cpu_share:.0f}% "
+                f"({alone.cpu_us_per_msg:.2f} us CommitLog-only, {large.cpu_us_per_msg:.2f} us with dispatch)"
+            )
 
 
 def print_roll_targets(results: list[Result], settings: Settings) -> None:

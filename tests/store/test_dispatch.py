@@ -16,7 +16,7 @@ from store import codec
 from store import commitlog as commitlog_module
 from store.commitlog import CommitLog
 from store.config import StoreConfig, WarmupMode
-from store.consume_queue import ConsumeQueueStore
+from store.consume_queue import ConsumeQueue, ConsumeQueueStore
 from store.consume_queue_format import enters_consume_queue
 from store.dispatch import Dispatcher
 from store.errors import CorruptRecord
@@ -459,3 +459,25 @@ def test_records_with_a_crc_property_are_read_from_the_log(tmp_path, monkeypatch
         _put_every_shape(store, rounds=1)
     assert sum(read) == sum(map(len, _messages()))
     assert _files(root) == _walked_reference(root, tmp_path / "reference")
+
+
+@pytest.mark.parametrize("tags_code", [0, 1, -1, -(1 << 63), (1 << 63) - 1])
+def test_entries_of_back_to_back_records_are_the_one_by_one_entries(tmp_path, tags_code):
+    """Consume-queue entries of a run of equal-size records (packed from a cached block) are what one
+    entry per record writes: physical offsets far past 4 GiB, any tags code (negative ones too)."""
+    size, first = 1_171, (5 << 40) + 12_345
+    blocks, one_by_one = (ConsumeQueue(tmp_path / name, "T", 0, CONFIG) for name in ("blocks", "one"))
+    for start in (0, 300):  # the second run straddles a file of 100 entries
+        offsets = range(first + start * size, first + (start + 300) * size, size)
+        blocks.put_positions(range(start, start + 300), offsets, size, [tags_code] * 300)
+        for queue_offset, physical_offset in enumerate(offsets, start):
+            one_by_one.put_message_position_info(physical_offset, size, tags_code, queue_offset)
+    for queue in (blocks, one_by_one):
+        queue.mapped_file_queue.flush(0)
+        queue.mapped_file_queue.close()
+    files = {
+        name: sorted((path.name, path.read_bytes()) for path in (tmp_path / name).rglob("0000*"))
+        for name in ("blocks", "one")
+    }
+    assert files["blocks"] == files["one"]
+    assert len(files["one"]) == 6
