@@ -53,6 +53,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -268,22 +269,24 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
     says where the time went: waits in the put lock for a segment, the writer's own kernel time (its page
     faults: zeroing the pages the warm-up had not reached), and how far ahead the allocator was."""
     next_batch = cycling(batches)
-    stalled_s = waited_in_lock_s = 0.0
+    stalls = Stalls()
     with running_commit_log(settings, root) as (commit_log, allocator):
-        commit_log.put_messages(batches[0])
+        batch_bytes = commit_log.put_messages(batches[0]).wrote_bytes
         allocator.wait_idle(60)  # start with the first segment and the next one warmed
         put_batch = commit_log.put_messages
+        segments = commit_log.mapped_file_queue
         stats_before = dataclasses.replace(allocator.stats, lead_bytes=[])
         writer_before = ThreadTimes.now()
 
         def step() -> int:
-            nonlocal stalled_s, waited_in_lock_s
-            began = time.perf_counter()
+            segment = segments.last_file
+            unwarmed = segment.wrote_position + batch_bytes > segment.warmed_bytes
+            began, cpu_began = time.perf_counter(), time.thread_time()
             result = put_batch(next_batch())
             took = time.perf_counter() - began
             if took > STALL_S:
-                stalled_s += took
-                waited_in_lock_s += result.in_lock_ms / 1000 if result.in_lock_ms / 1000 > STALL_S else 0
+                kind = "roll" if segments.last_file is not segment else "unwarmed" if unwarmed else "warmed"
+                stalls.add(kind, took, result.in_lock_ms / 1000, time.thread_time() - cpu_began)
             return len(batches[0])
 
         cpu_began = time.process_time()
@@ -296,17 +299,62 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         ready_ahead = stats.ready_ahead - stats_before.ready_ahead
         waited_s = stats.waited_s - stats_before.waited_s
         leads = stats.lead_bytes[stats_before.handed_over :]
+        warmed_files = stats.warmed_files - stats_before.warmed_files
+        warm_s = stats.warm_s - stats_before.warm_s
     lead = (
         f"lead at each roll {', '.join(f'{b / MiB:.0f}' for b in leads)} MiB warmed" if leads else "no roll"
     )
+    written_per_s = count * batch_bytes / len(batches[0]) / elapsed
+    warm_up = "no warm-up finished"
+    if warmed_files and warm_s:
+        each_s = warm_s / warmed_files
+        warm_up = (
+            f"a segment's warm-up took {each_s:.2f} s ({settings.segment_bytes / each_s / 1e9:.2f} GB/s), "
+            f"the writer wrote {written_per_s / 1e9:.2f} GB/s"
+        )
     note = (
         f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg; {settings.segment_bytes // MiB} MiB segments, "
         f"{rolls} rolls, {ready_ahead} of {handed} segments ready ahead; put lock waited {waited_s:.2f} s "
-        f"for segments; {lead}; writer on CPU {writer.user_s + writer.system_s:.2f} of {elapsed:.2f} s "
-        f"({writer.system_s:.2f} s in the kernel, {writer.minor_faults:,} page faults); puts over "
-        f"{STALL_S * 1000:.0f} ms took {stalled_s:.2f} s ({waited_in_lock_s:.2f} s in the put lock)"
+        f"for segments; {lead}; {warm_up}; writer on CPU {writer.user_s + writer.system_s:.2f} of "
+        f"{elapsed:.2f} s ({writer.system_s:.2f} s in the kernel, {writer.minor_faults:,} page faults); "
+        f"{stalls.describe()}"
     )
     return Result(size, f"put_messages x{len(batches[0])}, across rolls", count, elapsed, note)
+
+
+@dataclass
+class Stalls:
+    """Puts over STALL_S by where they wrote: into pages the segment's warm-up had not reached when the put
+    began (the writer makes them itself: page faults, zeroing), at a roll (waiting for the next segment),
+    or into warmed pages (then the time off CPU is another thread holding the GIL or the CPU taken)."""
+
+    took_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    in_lock_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    on_cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    KINDS: ClassVar[dict[str, str]] = {
+        "unwarmed": "into pages not yet warmed",
+        "roll": "at rolls",
+        "warmed": "into warmed pages",
+    }
+
+    def add(self, kind: str, took_s: float, in_lock_s: float, on_cpu_s: float) -> None:
+        for table, value in ((self.took_s, took_s), (self.in_lock_s, in_lock_s), (self.on_cpu_s, on_cpu_s)):
+            table[kind] = table.get(kind, 0.0) + value
+
+    def describe(self) -> str:
+        total = sum(self.took_s.values())
+        parts = [
+            f"{self.took_s[kind]:.2f} s {label} ({self.in_lock_s[kind]:.2f} s in the put lock, writer on CPU "
+            f"{self.on_cpu_s[kind]:.2f} s)"
+            for kind, label in self.KINDS.items()
+            if kind in self.took_s
+        ]
+        in_lock_s = sum(self.in_lock_s.values())
+        return (
+            f"puts over {STALL_S * 1000:.0f} ms took {total:.2f} s ({in_lock_s:.2f} s in the put lock)"
+            f"{': ' + ', '.join(parts) if parts else ''}"
+        )
 
 
 @dataclass(frozen=True)
