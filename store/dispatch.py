@@ -144,44 +144,15 @@ class Dispatcher:
     def _dispatch_written(self, written: WrittenBatch) -> int | None:
         """Consume-queue entries and index keys of a batch handed over by the writer: the records it holds,
         0 when its tails do not parse (the log is read instead), None when dispatch pauses."""
-        shape = written.shape
-        topic_length_size = _TOPIC_LENGTH_SIZES.get(shape.magic_code)
-        if topic_length_size is None:
+        run = _handed_over_run(written, self._tails)
+        if run is None:
             return 0
-        count = len(shape.starts)
-        distinct = {shape.tails} if isinstance(shape.tails, bytes) else set(shape.tails)
-        parsed = _parsed_tails(distinct, shape.magic_code, topic_length_size, self._tails)
-        if None in parsed.values():
-            return 0
-        if isinstance(shape.tails, bytes):
-            tails = (parsed[shape.tails],) * count
-        else:
-            tails = tuple(map(parsed.__getitem__, shape.tails))
-        starts = shape.starts
-        if isinstance(starts, range):
-            physical_offsets = range(
-                written.physical_offset, written.physical_offset + starts.stop, starts.step
-            )
-        else:
-            physical_offsets = tuple(map(written.physical_offset.__add__, starts))
-        run = _Run(
-            shape.sizes if isinstance(shape.sizes, int) else 0,
-            count,
-            shape.queue_id,
-            shape.sysflag,
-            range(written.queue_offset, written.queue_offset + count),
-            physical_offsets,
-            (written.store_timestamp_ms,) * count,
-            tails,
-            tuple(parsed.values()),
-            count,
-        )
-        if not self._dispatch_run(run, written.physical_offset, shape.sizes):
+        if not self._dispatch_run(run, written.physical_offset, written.shape.sizes):
             return None
         self._written.popleft()
         self.reput_from_offset = written.end_offset
         self._resumed(written.end_offset)
-        return count
+        return run.count
 
     def _dispatch_view(self, view: memoryview, file_from_offset: int, end: int) -> int:
         """Dispatch the records of `view` (from `reput_from_offset` to the readable end of its segment) that
@@ -342,7 +313,7 @@ class _Tail:
 class _Run:
     """`count` back-to-back records of `size` bytes, one queue id and sysflag, as columns."""
 
-    size: int
+    size: int  # 0 for a batch handed over whose records differ in size (_dispatch_run takes their sizes)
     count: int
     queue_id: int
     sysflag: int
@@ -474,6 +445,37 @@ def _read_run(
         run_tails,
         tuple(tail for tail in parsed.values() if tail is not None),
         asked,
+    )
+
+
+def _handed_over_run(written: WrittenBatch, tails: dict[int, dict[bytes, _Tail | None]]) -> _Run | None:
+    """The run of a batch the writer handed over, its tails parsed as the run reader parses them; None if
+    one does not parse (then the log's bytes decide)."""
+    shape = written.shape
+    topic_length_size = _TOPIC_LENGTH_SIZES.get(shape.magic_code)
+    if topic_length_size is None:
+        return None
+    uniform = isinstance(shape.tails, bytes)
+    parsed = _parsed_tails(
+        {shape.tails} if uniform else set(shape.tails), shape.magic_code, topic_length_size, tails
+    )
+    if None in parsed.values():
+        return None
+    count = len(shape.starts)
+    first, starts = written.physical_offset, shape.starts
+    return _Run(
+        shape.sizes if isinstance(shape.sizes, int) else 0,
+        count,
+        shape.queue_id,
+        shape.sysflag,
+        range(written.queue_offset, written.queue_offset + count),
+        range(first, first + starts.stop, starts.step)
+        if isinstance(starts, range)
+        else tuple(map(first.__add__, starts)),
+        (written.store_timestamp_ms,) * count,
+        (parsed[shape.tails],) * count if uniform else tuple(map(parsed.__getitem__, shape.tails)),
+        tuple(parsed.values()),
+        count,
     )
 
 

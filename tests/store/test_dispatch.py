@@ -312,6 +312,20 @@ def test_the_rust_fixture_dispatched_again_gives_its_own_consume_queue(tmp_path)
     assert (root / relative).read_bytes() == (RUST_FIXTURE / relative).read_bytes()
 
 
+def _crash_losing_queues_and_index(store: MessageStore) -> None:
+    """A crash (nothing else is flushed, closed or removed: the abort file stays) that lost the consume
+    queues and the index."""
+    store._scheduler.stop()
+    store._reput.stop()
+    store.commit_log.shutdown()
+    store._allocator.shutdown()
+    store.consume_queues.close()
+    store.index_service.close()
+    store._lock.release()
+    shutil.rmtree(store.root / "consumequeue")
+    shutil.rmtree(store.root / "index")
+
+
 @pytest.mark.parametrize("warmup", [WarmupMode.NONE, WarmupMode.POPULATE])
 def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path, warmup):
     """A running store dispatches across segment rolls (with POPULATE, segments the writer may take while
@@ -327,15 +341,7 @@ def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path, warmup
     assert end > 3 * SEGMENT_BYTES
     store.flush()
     before = {name: data for name, data in _files(root).items() if name.startswith("consumequeue")}
-    store._scheduler.stop()  # a crash: nothing else is flushed, closed or removed
-    store._reput.stop()
-    store.commit_log.shutdown()
-    store._allocator.shutdown()
-    store.consume_queues.close()
-    store.index_service.close()
-    store._lock.release()
-    shutil.rmtree(root / "consumequeue")
-    shutil.rmtree(root / "index")
+    _crash_losing_queues_and_index(store)
     with MessageStore(root, config) as recovered:
         assert recovered.recovery.mode == "abnormal"
         assert recovered.dispatcher.reput_from_offset == end
@@ -409,15 +415,7 @@ def test_after_a_crash_recovery_rebuilds_from_the_log_what_the_batches_handed_ov
     end = _put_every_shape(store)
     store.flush()
     before = _files(root)
-    store._scheduler.stop()  # a crash: nothing else is flushed, closed or removed
-    store._reput.stop()
-    store.commit_log.shutdown()
-    store._allocator.shutdown()
-    store.consume_queues.close()
-    store.index_service.close()
-    store._lock.release()
-    shutil.rmtree(root / "consumequeue")
-    shutil.rmtree(root / "index")
+    _crash_losing_queues_and_index(store)
     with MessageStore(root, CONFIG) as recovered:
         assert recovered.recovery.mode == "abnormal"
         assert recovered.dispatcher.reput_from_offset == end
