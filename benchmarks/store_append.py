@@ -100,6 +100,7 @@ class Result:
     note: str = ""
     caught_up: bool = True  # MessageStore: dispatch reached the last put within the time
     cpu_us_per_msg: float | None = None  # CPU time of all the process's threads per message
+    bound: str = ""  # across rolls: what the pages cost, for the target's MISS line
 
     @property
     def msgs_per_s(self) -> float:
@@ -306,11 +307,16 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
     )
     written_per_s = count * batch_bytes / len(batches[0]) / elapsed
     warm_up = "no warm-up finished"
+    bound = f"the writer wrote {written_per_s / 1e9:.2f} GB/s; {stalls.describe()}"
     if warmed_files and warm_s:
         each_s = warm_s / warmed_files
         warm_up = (
             f"a segment's warm-up took {each_s:.2f} s ({settings.segment_bytes / each_s / 1e9:.2f} GB/s), "
             f"the writer wrote {written_per_s / 1e9:.2f} GB/s"
+        )
+        bound = (
+            f"the allocator's warm-up made new pages at {settings.segment_bytes / each_s / 1e9:.2f} GB/s "
+            f"while {bound}"
         )
     note = (
         f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg; {settings.segment_bytes // MiB} MiB segments, "
@@ -319,7 +325,7 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         f"{elapsed:.2f} s ({writer.system_s:.2f} s in the kernel, {writer.minor_faults:,} page faults); "
         f"{stalls.describe()}"
     )
-    return Result(size, f"put_messages x{len(batches[0])}, across rolls", count, elapsed, note)
+    return Result(size, f"put_messages x{len(batches[0])}, across rolls", count, elapsed, note, bound=bound)
 
 
 @dataclass
@@ -384,7 +390,12 @@ def measure_fresh_floor(settings: Settings, root: Path, size: int, record: bytes
     """The rolls' floor: the records' bytes copied, 1 MiB at a time, into freshly created segments that
     nobody warmed (a new one when one fills), as long as the rolls case runs. Every page is a first touch
     and the copy costs next to nothing, so this is the rate at which this machine hands a writer new zeroed
-    pages: no writer that needs new pages keeps up a higher one for long, whatever warms them."""
+    pages: no writer that needs new pages keeps up a higher one for long, whatever warms them.
+
+    Each file is deleted as the next one is made, so after the first its pages are the ones just freed. On
+    a VM with free page reporting (virtio-balloon) pages freed a few seconds ago went back to the host, and
+    their first touch costs a host fault as well: measured here 0.1-0.3 GB/s against 0.7-1.4 GB/s for pages
+    freed just before (store_append --cases rolls prints the allocator's warm-up rate beside it)."""
     root.mkdir(parents=True)
     per_chunk = max(1, MiB // len(record))
     chunk = record * per_chunk
@@ -841,6 +852,8 @@ def print_roll_targets(results: list[Result], settings: Settings) -> None:
                 f"{100 * warm.msgs_per_s / floor.msgs_per_s:.0f}% of the floor: the encoder, not the pages; "
                 f"across rolls is {100 * rolls.msgs_per_s / warm.msgs_per_s:.0f}% of that"
             )
+        if share < TARGET_ROLLS_FRESH_SHARE and rolls.bound:
+            print(f"       pages: {rolls.bound}")
 
 
 # ---- --profile: where the batch path spends its time ---------------------------------------------------
