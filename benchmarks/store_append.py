@@ -435,6 +435,37 @@ def measure_fresh_floor(settings: Settings, root: Path, size: int, record: bytes
     return Result(size, "fresh-page floor: copy into new mmaps", count, elapsed, note)
 
 
+PAGE_SUPPLY_BYTES = 256 * MiB
+PAGE_REPORTING_WAIT_S = 3.0  # Linux reports free pages to the hypervisor 2 s after they are freed
+
+
+def measure_page_supply(root: Path) -> str:
+    """How fast the warm-up (MADV_POPULATE_WRITE, as the allocator does it) gets a new segment's pages when
+    as many pages were freed just before, and when they were freed PAGE_REPORTING_WAIT_S before: on a VM
+    with free page reporting the second ones went back to the host, and each first touch is a host fault.
+    The rolls case's segments get the second kind unless something freed pages just before."""
+    root.mkdir(parents=True)
+    rates = []
+    try:
+        for wait_s in (0.0, PAGE_REPORTING_WAIT_S):
+            freed = MappedFile.create(root / offset_to_file_name(0), PAGE_SUPPLY_BYTES)
+            freed.warm(WarmupMode.POPULATE)
+            freed.destroy(0)
+            time.sleep(wait_s)
+            fresh = MappedFile.create(root / offset_to_file_name(PAGE_SUPPLY_BYTES), PAGE_SUPPLY_BYTES)
+            began = time.perf_counter()
+            fresh.warm(WarmupMode.POPULATE)
+            rates.append(PAGE_SUPPLY_BYTES / (time.perf_counter() - began) / 1e9)
+            fresh.destroy(0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return (
+        f"  pages: a new {PAGE_SUPPLY_BYTES // MiB} MiB segment's warm-up makes {rates[0]:.2f} GB/s when as "
+        f"many pages were freed just before, {rates[1]:.2f} GB/s when they were freed "
+        f"{PAGE_REPORTING_WAIT_S:.0f} s before (a VM with free page reporting gave those back to the host)"
+    )
+
+
 STALL_S = 0.005
 SUSTAINED_RUNS = 2  # twice as long as the other cases, so that it spans rolls and several flushes
 
@@ -1070,6 +1101,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(results)
         print_ratios(results, settings)
         print_targets(results, settings)
+        if "rolls" in settings.cases:
+            print(measure_page_supply(scratch / "page-supply"))
         if settings.profile:
             for size in settings.sizes:
                 profile_batch_path(settings, size, scratch, find(results, size, "raw floor"))
