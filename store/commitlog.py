@@ -55,6 +55,10 @@ class WrittenBatch(NamedTuple):
 
 # Written batches kept for the dispatcher: while it is further behind, it reads the records from the log.
 WRITTEN_BATCHES_KEPT = 1024
+# Smaller batches are not handed over: taking one costs the dispatcher ~10 us whatever its size, while it
+# reads back-to-back records of one shape at ~0.6 us each (measured with 1 KiB bodies: batches of 16
+# 0.69 us/record handed over against 0.60 read, of 64 0.24 against 0.59).
+WRITTEN_BATCH_MIN_RECORDS = 32
 
 
 @dataclass(frozen=True)
@@ -226,13 +230,14 @@ class CommitLog:
     def _hand_over(
         self, batch: codec.PreparedBatch, physical_offset: int, queue_offset: int, store_timestamp: int
     ) -> None:
-        """Tell the dispatcher what was just written, when it listens and has room (a packed batch of
-        records that all enter their consume queue: the ones it would otherwise read back in runs)."""
+        """Tell the dispatcher what was just written, when it listens and has room: a packed batch of at
+        least WRITTEN_BATCH_MIN_RECORDS records that all enter their consume queue."""
         written = self._written_batches
         shape = getattr(batch, "shape", None)
         if (
             written is None
             or shape is None
+            or batch.count < WRITTEN_BATCH_MIN_RECORDS
             or shape.sysflag & TRANSACTION
             or len(written) >= WRITTEN_BATCHES_KEPT
         ):
