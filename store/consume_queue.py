@@ -231,20 +231,23 @@ def _entries_block(
     producer's batch, physical offsets as a range) from a cached block, others by one struct.pack."""
     take = stop - row
     if (
-        isinstance(physical_offsets, range)
+        take <= _CACHED_BLOCK_ENTRIES
+        and isinstance(physical_offsets, range)
         and physical_offsets.step == sizes
         and tags_codes[row:stop].count(tags_codes[row]) == take
     ):
         from_zero, offset_fields = _back_to_back_entries(take, sizes, tags_codes[row])
         return (from_zero + physical_offsets[row] * offset_fields).to_bytes(take * CQ_STORE_UNIT_SIZE, "big")
+    # interleaved physical offset, size, tags code: slices fill it in C
     fields = [sizes] * (3 * take) if isinstance(sizes, int) else [0] * (3 * take)
-    fields[0::3] = physical_offsets[
-        row:stop
-    ]  # interleaved physical offset, size, tags code: slices fill it in C
+    fields[0::3] = physical_offsets[row:stop]
     if not isinstance(sizes, int):
         fields[1::3] = sizes[row:stop]
     fields[2::3] = tags_codes[row:stop]
     return entries_struct(take).pack(*fields)
+
+
+_CACHED_BLOCK_ENTRIES = 1024  # 64 cached blocks of at most 1,024 entries: under 3 MiB
 
 
 @functools.lru_cache(maxsize=64)

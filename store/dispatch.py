@@ -110,6 +110,7 @@ class Dispatcher:
         end = self.commit_log.max_offset if end_offset is None else end_offset
         if self.error is not None and not isinstance(self.error, CorruptRecord):
             self.error = None
+        self._skip_deleted_segments()
         dispatched = 0
         while self.reput_from_offset < end and self.error is None:
             written = self._written_batch_at(self.reput_from_offset)
@@ -133,6 +134,19 @@ class Dispatcher:
             with view:
                 dispatched += self._dispatch_view(view, file_from_offset, limit)
         return dispatched
+
+    def _skip_deleted_segments(self) -> None:
+        """doReput's rule: dispatch goes on from the CommitLog's first segment when the records it was to
+        start from are gone (retention deleted them; recovery may plan to dispatch from before them, and
+        get_data finds nothing there: dispatch stood still at that offset for good)."""
+        first = self.commit_log.min_offset
+        if self.reput_from_offset < first:
+            log.warning(
+                "dispatch goes on at %d, the start of the CommitLog: the records from %d are deleted",
+                first,
+                self.reput_from_offset,
+            )
+            self.reput_from_offset = first
 
     def _written_batch_at(self, offset: int) -> WrittenBatch | None:
         """The first batch handed over that starts at or after `offset` (those before it are dispatched)."""

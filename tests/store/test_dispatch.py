@@ -21,6 +21,7 @@ from store.consume_queue_format import enters_consume_queue
 from store.dispatch import Dispatcher
 from store.errors import CorruptRecord
 from store.index_file import IndexRequest, IndexService
+from store.layout import offset_to_file_name
 from store.message_store import MessageStore
 
 SEGMENT_BYTES = 64 * 1024
@@ -489,3 +490,20 @@ def test_entries_of_back_to_back_records_are_the_one_by_one_entries(tmp_path, ta
     }
     assert files["blocks"] == files["one"]
     assert len(files["one"]) == 6
+
+
+def test_dispatch_from_records_retention_deleted_goes_on_at_the_first_segment(tmp_path, caplog):
+    """RocketMQ's doReput: a reput offset below the CommitLog's first segment (recovery's plan after
+    retention deleted the oldest ones, as in a demo's second run) moves up to it. Dispatch stood still
+    there: get_data finds no segment, so nothing was ever dispatched again."""
+    root = tmp_path / "store"
+    _write_commitlog(root, rounds=1)
+    (root / "commitlog" / offset_to_file_name(0)).unlink()
+    commit_log, queues, index = _open_for_dispatch(root)
+    assert commit_log.min_offset == SEGMENT_BYTES
+    dispatcher = Dispatcher(commit_log, queues, index)
+    assert dispatcher.reput_from_offset == 0
+    assert dispatcher.dispatch_until() > 0
+    assert dispatcher.reput_from_offset == commit_log.max_offset and dispatcher.error is None
+    _close(queues, index, commit_log)
+    assert f"dispatch goes on at {SEGMENT_BYTES}" in caplog.text
