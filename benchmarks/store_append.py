@@ -18,7 +18,11 @@ For each body size (default 128 B, 1 KiB, 4 KiB), single-threaded, ASYNC flush, 
 Targets (PASS/MISS): the batch put rates; MessageStore.put_messages with dispatch caught up at >= 500k
 msgs/s at 128 B and >= 80% of the CommitLog-only rate at 1 KiB; across rolls >= 90% of the fresh-page
 floor; consuming. The rolls case says where its time went: waits in the put lock for a segment, the
-writer's kernel time and page faults, and how much of each new segment was warmed when the writer took it.
+writer's kernel time and page faults, how much of each new segment was warmed when the writer took it, how
+long a segment's warm-up took against the writer's rate, and the puts over 5 ms by where they wrote (pages
+not yet warmed, a roll, warmed pages) with the writer's CPU time in them; and how fast a new segment's
+pages come when as many were freed just before and 3 s before. The +dispatch case gives the writer's and
+the dispatcher thread's CPU per message.
 
 MB/s counts body bytes (1 MB = 10^6 bytes) so the engines compare on payload; records add ~110 bytes of
 header, topic and properties each. Everything runs in a temporary directory on the real disk (default
@@ -392,10 +396,8 @@ def measure_fresh_floor(settings: Settings, root: Path, size: int, record: bytes
     and the copy costs next to nothing, so this is the rate at which this machine hands a writer new zeroed
     pages: no writer that needs new pages keeps up a higher one for long, whatever warms them.
 
-    Each file is deleted as the next one is made, so after the first its pages are the ones just freed. On
-    a VM with free page reporting (virtio-balloon) pages freed a few seconds ago went back to the host, and
-    their first touch costs a host fault as well: measured here 0.1-0.3 GB/s against 0.7-1.4 GB/s for pages
-    freed just before (store_append --cases rolls prints the allocator's warm-up rate beside it)."""
+    Each file is deleted as the next one is made, so after the first its pages are the ones just freed,
+    which may come cheaper than the rolls case's (see measure_page_supply, printed with --cases rolls)."""
     root.mkdir(parents=True)
     per_chunk = max(1, MiB // len(record))
     chunk = record * per_chunk
@@ -442,8 +444,9 @@ PAGE_REPORTING_WAIT_S = 3.0  # Linux reports free pages to the hypervisor 2 s af
 def measure_page_supply(root: Path) -> str:
     """How fast the warm-up (MADV_POPULATE_WRITE, as the allocator does it) gets a new segment's pages when
     as many pages were freed just before, and when they were freed PAGE_REPORTING_WAIT_S before: on a VM
-    with free page reporting the second ones went back to the host, and each first touch is a host fault.
-    The rolls case's segments get the second kind unless something freed pages just before."""
+    with free page reporting (this one has virtio-balloon) the second ones may have gone back to the host,
+    whose first touch is then a host fault too. The rolls case's segments get pages of the second kind
+    unless something freed pages just before; the fresh-page floor recycles its own."""
     root.mkdir(parents=True)
     rates = []
     try:
@@ -462,7 +465,7 @@ def measure_page_supply(root: Path) -> str:
     return (
         f"  pages: a new {PAGE_SUPPLY_BYTES // MiB} MiB segment's warm-up makes {rates[0]:.2f} GB/s when as "
         f"many pages were freed just before, {rates[1]:.2f} GB/s when they were freed "
-        f"{PAGE_REPORTING_WAIT_S:.0f} s before (a VM with free page reporting gave those back to the host)"
+        f"{PAGE_REPORTING_WAIT_S:.0f} s before"
     )
 
 
