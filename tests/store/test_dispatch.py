@@ -507,3 +507,28 @@ def test_dispatch_from_records_retention_deleted_goes_on_at_the_first_segment(tm
     assert dispatcher.reput_from_offset == commit_log.max_offset and dispatcher.error is None
     _close(queues, index, commit_log)
     assert f"dispatch goes on at {SEGMENT_BYTES}" in caplog.text
+
+
+def test_with_a_transient_store_pool_batches_are_dispatched_once_committed(tmp_path, monkeypatch):
+    """With a transient store pool a batch is handed over when written into the pool buffer, before it is
+    committed to the file readers see: dispatch waits for the commit (no entry points past the readable
+    end), a clean shutdown commits and dispatches the last puts (it left them to the next recovery), and
+    the consume queues and the index are the walk's."""
+    entries_past_the_readable_end = []
+    put_positions = ConsumeQueue.put_positions
+
+    def checking(self, queue_offsets, physical_offsets, sizes, tags_codes):
+        last_end = physical_offsets[-1] + (sizes if isinstance(sizes, int) else sizes[-1])
+        if last_end > store.commit_log.max_offset:
+            entries_past_the_readable_end.append(last_end)
+        return put_positions(self, queue_offsets, physical_offsets, sizes, tags_codes)
+
+    monkeypatch.setattr(ConsumeQueue, "put_positions", checking)
+    root = tmp_path / "store"
+    # a buffer for every segment the puts fill: the pool never runs out, whenever the commits come
+    config = dataclasses.replace(CONFIG, transient_store_pool_enable=True, transient_store_pool_size=16)
+    with MessageStore(root, config) as store:
+        _put_every_shape(store, rounds=2)
+    assert not entries_past_the_readable_end
+    assert not (root / "abort").exists(), "dispatch reached the end of the log at shutdown"
+    assert _files(root) == _walked_reference(root, tmp_path / "reference")
