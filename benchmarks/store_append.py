@@ -18,7 +18,11 @@ For each body size (default 128 B, 1 KiB, 4 KiB), single-threaded, ASYNC flush, 
 Targets (PASS/MISS): the batch put rates; MessageStore.put_messages with dispatch caught up at >= 500k
 msgs/s at 128 B and >= 80% of the CommitLog-only rate at 1 KiB; across rolls >= 90% of the fresh-page
 floor; consuming. The rolls case says where its time went: waits in the put lock for a segment, the
-writer's kernel time and page faults, and how much of each new segment was warmed when the writer took it.
+writer's kernel time and page faults, how much of each new segment was warmed when the writer took it, how
+long a segment's warm-up took against the writer's rate, and the puts over 5 ms by where they wrote (pages
+not yet warmed, a roll, warmed pages) with the writer's CPU time in them; and how fast a new segment's
+pages come when as many were freed just before and 3 s before. The +dispatch case gives the writer's and
+the dispatcher thread's CPU per message.
 
 MB/s counts body bytes (1 MB = 10^6 bytes) so the engines compare on payload; records add ~110 bytes of
 header, topic and properties each. Everything runs in a temporary directory on the real disk (default
@@ -53,6 +57,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -98,6 +103,8 @@ class Result:
     seconds: float
     note: str = ""
     caught_up: bool = True  # MessageStore: dispatch reached the last put within the time
+    cpu_us_per_msg: float | None = None  # CPU time of all the process's threads per message
+    bound: str = ""  # across rolls: what the pages cost, for the target's MISS line
 
     @property
     def msgs_per_s(self) -> float:
@@ -229,7 +236,7 @@ def measure_put(settings: Settings, root: Path, size: int, batches: list, case: 
         note = f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads)"
         if not room_for_more():
             note += "; segment full before the time was up"
-    return Result(size, case, count, elapsed, note)
+    return Result(size, case, count, elapsed, note, cpu_us_per_msg=cpu_s / max(count, 1) * 1e6)
 
 
 SINGLES_PER_STEP = 256
@@ -267,22 +274,24 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
     says where the time went: waits in the put lock for a segment, the writer's own kernel time (its page
     faults: zeroing the pages the warm-up had not reached), and how far ahead the allocator was."""
     next_batch = cycling(batches)
-    stalled_s = waited_in_lock_s = 0.0
+    stalls = Stalls()
     with running_commit_log(settings, root) as (commit_log, allocator):
-        commit_log.put_messages(batches[0])
+        batch_bytes = commit_log.put_messages(batches[0]).wrote_bytes
         allocator.wait_idle(60)  # start with the first segment and the next one warmed
         put_batch = commit_log.put_messages
+        segments = commit_log.mapped_file_queue
         stats_before = dataclasses.replace(allocator.stats, lead_bytes=[])
         writer_before = ThreadTimes.now()
 
         def step() -> int:
-            nonlocal stalled_s, waited_in_lock_s
-            began = time.perf_counter()
+            segment = segments.last_file
+            unwarmed = segment.wrote_position + batch_bytes > segment.warmed_bytes
+            began, cpu_began = time.perf_counter(), time.thread_time()
             result = put_batch(next_batch())
             took = time.perf_counter() - began
             if took > STALL_S:
-                stalled_s += took
-                waited_in_lock_s += result.in_lock_ms / 1000 if result.in_lock_ms / 1000 > STALL_S else 0
+                kind = "roll" if segments.last_file is not segment else "unwarmed" if unwarmed else "warmed"
+                stalls.add(kind, took, result.in_lock_ms / 1000, time.thread_time() - cpu_began)
             return len(batches[0])
 
         cpu_began = time.process_time()
@@ -295,30 +304,82 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         ready_ahead = stats.ready_ahead - stats_before.ready_ahead
         waited_s = stats.waited_s - stats_before.waited_s
         leads = stats.lead_bytes[stats_before.handed_over :]
+        warmed_files = stats.warmed_files - stats_before.warmed_files
+        warm_s = stats.warm_s - stats_before.warm_s
     lead = (
         f"lead at each roll {', '.join(f'{b / MiB:.0f}' for b in leads)} MiB warmed" if leads else "no roll"
     )
+    written_per_s = count * batch_bytes / len(batches[0]) / elapsed
+    warm_up = "no warm-up finished"
+    bound = f"the writer wrote {written_per_s / 1e9:.2f} GB/s; {stalls.describe()}"
+    if warmed_files and warm_s:
+        each_s = warm_s / warmed_files
+        warm_up = (
+            f"a segment's warm-up took {each_s:.2f} s ({settings.segment_bytes / each_s / 1e9:.2f} GB/s), "
+            f"the writer wrote {written_per_s / 1e9:.2f} GB/s"
+        )
+        bound = (
+            f"the allocator's warm-up made new pages at {settings.segment_bytes / each_s / 1e9:.2f} GB/s "
+            f"while {bound}"
+        )
     note = (
         f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg; {settings.segment_bytes // MiB} MiB segments, "
         f"{rolls} rolls, {ready_ahead} of {handed} segments ready ahead; put lock waited {waited_s:.2f} s "
-        f"for segments; {lead}; writer on CPU {writer.user_s + writer.system_s:.2f} of {elapsed:.2f} s "
-        f"({writer.system_s:.2f} s in the kernel, {writer.minor_faults:,} page faults); puts over "
-        f"{STALL_S * 1000:.0f} ms took {stalled_s:.2f} s ({waited_in_lock_s:.2f} s in the put lock)"
+        f"for segments; {lead}; {warm_up}; writer on CPU {writer.user_s + writer.system_s:.2f} of "
+        f"{elapsed:.2f} s ({writer.system_s:.2f} s in the kernel, {writer.minor_faults:,} page faults); "
+        f"{stalls.describe()}"
     )
-    return Result(size, f"put_messages x{len(batches[0])}, across rolls", count, elapsed, note)
+    return Result(size, f"put_messages x{len(batches[0])}, across rolls", count, elapsed, note, bound=bound)
+
+
+@dataclass
+class Stalls:
+    """Puts over STALL_S by where they wrote: into pages the segment's warm-up had not reached when the put
+    began (the writer makes them itself: page faults, zeroing), at a roll (waiting for the next segment),
+    or into warmed pages (then the time off CPU is another thread holding the GIL or the CPU taken)."""
+
+    took_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    in_lock_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    on_cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    KINDS: ClassVar[dict[str, str]] = {
+        "unwarmed": "into pages not yet warmed",
+        "roll": "at rolls",
+        "warmed": "into warmed pages",
+    }
+
+    def add(self, kind: str, took_s: float, in_lock_s: float, on_cpu_s: float) -> None:
+        for table, value in ((self.took_s, took_s), (self.in_lock_s, in_lock_s), (self.on_cpu_s, on_cpu_s)):
+            table[kind] = table.get(kind, 0.0) + value
+
+    def describe(self) -> str:
+        total = sum(self.took_s.values())
+        parts = [
+            f"{self.took_s[kind]:.2f} s {label} ({self.in_lock_s[kind]:.2f} s in the put lock, writer on CPU "
+            f"{self.on_cpu_s[kind]:.2f} s)"
+            for kind, label in self.KINDS.items()
+            if kind in self.took_s
+        ]
+        in_lock_s = sum(self.in_lock_s.values())
+        return (
+            f"puts over {STALL_S * 1000:.0f} ms took {total:.2f} s ({in_lock_s:.2f} s in the put lock)"
+            f"{': ' + ', '.join(parts) if parts else ''}"
+        )
 
 
 @dataclass(frozen=True)
 class ThreadTimes:
-    """The calling thread's CPU times and minor page faults (/proc/thread-self/stat)."""
+    """A thread's CPU times and minor page faults (/proc/thread-self/stat, /proc/self/task/TID/stat)."""
 
     user_s: float
     system_s: float
     minor_faults: int
 
     @classmethod
-    def now(cls) -> ThreadTimes:
-        with open("/proc/thread-self/stat") as stat:
+    def now(cls, thread_id: int | None = None) -> ThreadTimes:
+        """The calling thread's, or those of the thread whose native id is `thread_id`."""
+        path = "/proc/thread-self/stat" if thread_id is None else f"/proc/self/task/{thread_id}/stat"
+        with open(path) as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
         return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, int(fields[7]))
@@ -333,7 +394,10 @@ def measure_fresh_floor(settings: Settings, root: Path, size: int, record: bytes
     """The rolls' floor: the records' bytes copied, 1 MiB at a time, into freshly created segments that
     nobody warmed (a new one when one fills), as long as the rolls case runs. Every page is a first touch
     and the copy costs next to nothing, so this is the rate at which this machine hands a writer new zeroed
-    pages: no writer that needs new pages keeps up a higher one for long, whatever warms them."""
+    pages: no writer that needs new pages keeps up a higher one for long, whatever warms them.
+
+    Each file is deleted as the next one is made, so after the first its pages are the ones just freed,
+    which may come cheaper than the rolls case's (see measure_page_supply, printed with --cases rolls)."""
     root.mkdir(parents=True)
     per_chunk = max(1, MiB // len(record))
     chunk = record * per_chunk
@@ -373,6 +437,38 @@ def measure_fresh_floor(settings: Settings, root: Path, size: int, record: bytes
     return Result(size, "fresh-page floor: copy into new mmaps", count, elapsed, note)
 
 
+PAGE_SUPPLY_BYTES = 256 * MiB
+PAGE_REPORTING_WAIT_S = 3.0  # Linux reports free pages to the hypervisor 2 s after they are freed
+
+
+def measure_page_supply(root: Path) -> str:
+    """How fast the warm-up (MADV_POPULATE_WRITE, as the allocator does it) gets a new segment's pages when
+    as many pages were freed just before, and when they were freed PAGE_REPORTING_WAIT_S before: on a VM
+    with free page reporting (this one has virtio-balloon) the second ones may have gone back to the host,
+    whose first touch is then a host fault too. The rolls case's segments get pages of the second kind
+    unless something freed pages just before; the fresh-page floor recycles its own."""
+    root.mkdir(parents=True)
+    rates = []
+    try:
+        for wait_s in (0.0, PAGE_REPORTING_WAIT_S):
+            freed = MappedFile.create(root / offset_to_file_name(0), PAGE_SUPPLY_BYTES)
+            freed.warm(WarmupMode.POPULATE)
+            freed.destroy(0)
+            time.sleep(wait_s)
+            fresh = MappedFile.create(root / offset_to_file_name(PAGE_SUPPLY_BYTES), PAGE_SUPPLY_BYTES)
+            began = time.perf_counter()
+            fresh.warm(WarmupMode.POPULATE)
+            rates.append(PAGE_SUPPLY_BYTES / (time.perf_counter() - began) / 1e9)
+            fresh.destroy(0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return (
+        f"  pages: a new {PAGE_SUPPLY_BYTES // MiB} MiB segment's warm-up makes {rates[0]:.2f} GB/s when as "
+        f"many pages were freed just before, {rates[1]:.2f} GB/s when they were freed "
+        f"{PAGE_REPORTING_WAIT_S:.0f} s before"
+    )
+
+
 STALL_S = 0.005
 SUSTAINED_RUNS = 2  # twice as long as the other cases, so that it spans rolls and several flushes
 
@@ -406,7 +502,9 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
                 put_batch(next_batch())
             return 4 * len(batches[0])
 
+        dispatcher_thread = store._reput._thread.native_id
         cpu_began = time.process_time()
+        writer_before, dispatcher_before = ThreadTimes.now(), ThreadTimes.now(dispatcher_thread)
         count, putting_s = run_for(seconds, step)
         written = store.commit_log.max_offset
         behind_at_last_put = written - store.dispatcher.reput_from_offset
@@ -414,6 +512,8 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
         caught_up = store.wait_dispatched(written, DISPATCH_CATCH_UP_S)
         catching_up_s = time.perf_counter() - began
         cpu_s = time.process_time() - cpu_began
+        writer = ThreadTimes.now() - writer_before
+        dispatcher = ThreadTimes.now(dispatcher_thread) - dispatcher_before
         behind = written - store.dispatcher.reput_from_offset
     shutil.rmtree(root, ignore_errors=True)
     lag = (
@@ -422,9 +522,22 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
         if caught_up
         else f"dispatch NOT caught up: {behind / MiB:.1f} MiB behind {catching_up_s:.0f} s after the last put"
     )
-    lag += f"; CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads)"
+    per_message_us = 1e6 / max(count, 1)
+    lag += (
+        f"; CPU {cpu_s * per_message_us:.2f} us/msg (all threads): writer "
+        f"{(writer.user_s + writer.system_s) * per_message_us:.2f}, dispatcher thread "
+        f"{(dispatcher.user_s + dispatcher.system_s) * per_message_us:.2f}"
+    )
     case = f"MessageStore.put_messages x{len(batches[0])} +dispatch"
-    return Result(size, case, count, putting_s + catching_up_s, lag, caught_up=caught_up)
+    return Result(
+        size,
+        case,
+        count,
+        putting_s + catching_up_s,
+        lag,
+        caught_up=caught_up,
+        cpu_us_per_msg=cpu_s * per_message_us,
+    )
 
 
 def measure_dispatch_alone(settings: Settings, root: Path, size: int, batches: list) -> Result:
@@ -746,6 +859,12 @@ def print_dispatch_targets(results: list[Result], settings: Settings) -> None:
             f"put_messages, dispatch caught up, >= 80% of CommitLog-only put_messages x{largest}: "
             f"{100 * share:.0f}% ({large.msgs_per_s:,.0f} of {alone.msgs_per_s:,.0f} msgs/s; {large.note})"
         )
+        if large.cpu_us_per_msg and alone.cpu_us_per_msg:  # what other processes' load does not skew
+            cpu_share = alone.cpu_us_per_msg / large.cpu_us_per_msg
+            print(
+                f"       by CPU time per message (all threads): {100 * cpu_share:.0f}% "
+                f"({alone.cpu_us_per_msg:.2f} us CommitLog-only, {large.cpu_us_per_msg:.2f} us with dispatch)"
+            )
 
 
 def print_roll_targets(results: list[Result], settings: Settings) -> None:
@@ -767,6 +886,8 @@ def print_roll_targets(results: list[Result], settings: Settings) -> None:
                 f"{100 * warm.msgs_per_s / floor.msgs_per_s:.0f}% of the floor: the encoder, not the pages; "
                 f"across rolls is {100 * rolls.msgs_per_s / warm.msgs_per_s:.0f}% of that"
             )
+        if share < TARGET_ROLLS_FRESH_SHARE and rolls.bound:
+            print(f"       pages: {rolls.bound}")
 
 
 # ---- --profile: where the batch path spends its time ---------------------------------------------------
@@ -983,6 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(results)
         print_ratios(results, settings)
         print_targets(results, settings)
+        if "rolls" in settings.cases:
+            print(measure_page_supply(scratch / "page-supply"))
         if settings.profile:
             for size in settings.sizes:
                 profile_batch_path(settings, size, scratch, find(results, size, "raw floor"))

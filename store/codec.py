@@ -820,6 +820,7 @@ class PackedBatch:
         "_struct",
         "_uniform_middle_suffix",
         "count",
+        "shape",
         "total_size",
     )
 
@@ -831,8 +832,10 @@ class PackedBatch:
         record_sizes: list[int] | None,
         born_host: bytes,
         middle_suffixes: bytes | list[bytes],
+        shape: BatchShape | None = None,
     ):
         self.count = len(record_starts)
+        self.shape = shape
         self.total_size = batch_struct.size
         self._struct = batch_struct
         self._args = args
@@ -879,6 +882,19 @@ class PackedBatch:
             for start, size in zip(starts, self._record_sizes, strict=True):
                 _fill_property_crc(buffer, position + start, size)
         return total
+
+
+class BatchShape(NamedTuple):
+    """Where a PackedBatch's records start and what the consume queue and the index take from them besides
+    the placement: what the writer hands the dispatcher (store.dispatch) so that it need not read back the
+    records it was just given. `sizes` and `tails` are one value for all records when they share it."""
+
+    magic_code: int
+    sysflag: int
+    queue_id: int
+    starts: range | list[int]  # from the first record's start
+    sizes: int | list[int]
+    tails: bytes | list[bytes]  # TOPIC length, TOPIC, PROPERTIES length, PROPERTIES, as written
 
 
 class RecordByRecordBatch(NamedTuple):
@@ -1057,6 +1073,14 @@ def _pack_batch(
         )
         starts = list(itertools.accumulate(record_sizes[:-1], initial=0))
         middle_suffixes = list(map(store_field.__add__, map(_INT.pack, body_lengths)))
+    # With __CRC32# the tails written differ from these (the digits are filled in at write time).
+    shape = (
+        None
+        if append_property_crc
+        else BatchShape(
+            magic, sysflag, queue_id, starts, record_size if isinstance(tails, bytes) else record_sizes, tails
+        )
+    )
     return PackedBatch(
         batch_struct,
         args,
@@ -1064,6 +1088,7 @@ def _pack_batch(
         record_sizes if append_property_crc else None,
         born_field,
         middle_suffixes,
+        shape,
     )
 
 

@@ -14,10 +14,12 @@ import contextlib
 import dataclasses
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from store import codec
 from store.checkpoint import StoreCheckpoint
@@ -39,6 +41,26 @@ class BatchTooLarge(StoreError):
     """A batch that cannot fit even an empty segment (RocketMQ: MESSAGE_ILLEGAL)."""
 
 
+class WrittenBatch(NamedTuple):
+    """A batch just written, as the writer knows it: where its records are and what the consume queue and
+    the index take from them (`codec.BatchShape`). Handed to the dispatcher, which then need not read the
+    records back (store.dispatch); only for batches whose records all enter their consume queue."""
+
+    physical_offset: int  # of the first record
+    end_offset: int  # just past the last record
+    queue_offset: int  # of the first record; the others follow it
+    store_timestamp_ms: int
+    shape: codec.BatchShape
+
+
+# Written batches kept for the dispatcher: while it is further behind, it reads the records from the log.
+WRITTEN_BATCHES_KEPT = 1024
+# Smaller batches are not handed over: taking one costs the dispatcher ~10 us whatever its size, while it
+# reads back-to-back records of one shape at ~0.6 us each (measured with 1 KiB bodies: batches of 16
+# 0.69 us/record handed over against 0.60 read, of 64 0.24 against 0.59).
+WRITTEN_BATCH_MIN_RECORDS = 32
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What a put did (`AppendMessageResult` + `PutMessageStatus`)."""
@@ -51,6 +73,9 @@ class AppendResult:
     store_timestamp_ms: int
     msg_id: str  # offsetMsgId of the first record
     in_lock_ms: float  # time holding the put lock: RocketMQ's pagecacheRT, >1 s means "[PC_SYNCHRONIZED]"
+
+
+TRANSACTION = codec.TRANSACTION_TYPE_MASK
 
 
 def _is_transaction_prepared_or_rollback(sysflag: int) -> bool:
@@ -87,6 +112,14 @@ class CommitLog:
         self._flush_service: _Service | None = None
         self._commit_service: _CommitService | None = None
         self._unlock_timers: list[threading.Timer] = []
+        # What each put wrote, for a dispatcher that asked for it (`hand_written_batches_to`); None: nobody.
+        self._written_batches: deque[WrittenBatch] | None = None
+
+    def hand_written_batches_to(self, written_batches: deque[WrittenBatch]) -> None:
+        """From now on append a WrittenBatch for each packed batch put, while fewer than WRITTEN_BATCHES_KEPT
+        wait in `written_batches` (the taker pops from the left). Only a shortcut for the taker: the log's
+        bytes stay the truth, which crash recovery reads."""
+        self._written_batches = written_batches
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -181,6 +214,7 @@ class CommitLog:
         physical_offset = self._write(mapped_file, batch, queue_offset, store_timestamp)
         if queue_offset is not None:
             self.queue_offsets[key] = queue_offset + batch.count
+            self._hand_over(batch, physical_offset, queue_offset, store_timestamp)
         self._last_store_timestamp_ms = store_timestamp
         return AppendResult(
             PutStatus.PUT_OK,
@@ -191,6 +225,27 @@ class CommitLog:
             store_timestamp,
             codec.offset_msg_id(first.store_host, physical_offset),
             (time.monotonic() - started) * 1000,
+        )
+
+    def _hand_over(
+        self, batch: codec.PreparedBatch, physical_offset: int, queue_offset: int, store_timestamp: int
+    ) -> None:
+        """Tell the dispatcher what was just written, when it listens and has room: a packed batch of at
+        least WRITTEN_BATCH_MIN_RECORDS records that all enter their consume queue."""
+        written = self._written_batches
+        shape = getattr(batch, "shape", None)
+        if (
+            written is None
+            or shape is None
+            or batch.count < WRITTEN_BATCH_MIN_RECORDS
+            or shape.sysflag & TRANSACTION
+            or len(written) >= WRITTEN_BATCHES_KEPT
+        ):
+            return
+        written.append(
+            WrittenBatch(
+                physical_offset, physical_offset + batch.total_size, queue_offset, store_timestamp, shape
+            )
         )
 
     def _file_with_room(self, needed: int) -> MappedFile:

@@ -11,6 +11,15 @@ record's header fields and its topic-and-properties tail, skipping the body; the
 ones, are checked and parsed once each (`_Tail`). The checks are `checkMessageAndReturnSize`'s: whatever a
 run does not pass (a BLANK, damage, a transaction half, an unusual record) goes through the full decoder,
 one record at a time, exactly as before.
+
+While it runs beside the writer in one process, the writer hands it what it already knows of each packed
+batch it put (`CommitLog.hand_written_batches_to`: where the records are, their sizes, queue offsets, store
+time and topic-and-properties tails), so the records just written are not read back: the consume-queue
+entries and index keys come out the same as from reading them (the tails go through the same parse and
+checks). That is only a shortcut for the records this process wrote and has not dispatched yet: anything
+else (records of an earlier run, a crash's leftovers at recovery, batches not handed over because the
+dispatcher was too far behind, single records, transaction records) is read from the CommitLog, and after a
+crash recovery rebuilds the consume queues and the index from the log's bytes alone, as RocketMQ does.
 """
 
 from __future__ import annotations
@@ -20,11 +29,12 @@ import logging
 import operator
 import struct
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from store import codec
-from store.commitlog import CommitLog
+from store.commitlog import CommitLog, WrittenBatch
 from store.consume_queue import ConsumeQueueStore
 from store.consume_queue_format import enters_consume_queue
 from store.errors import CorruptRecord, StoreError
@@ -49,7 +59,11 @@ class Dispatcher:
         commit_log: CommitLog,
         consume_queues: ConsumeQueueStore,
         index_service: IndexService | None,
+        *,
+        take_written_batches: bool = True,
     ):
+        """`take_written_batches`: have the CommitLog hand over what each put wrote (see the module's
+        docstring); False reads every record from the log."""
         self.commit_log = commit_log
         self.consume_queues = consume_queues
         self.index_service = index_service
@@ -71,6 +85,11 @@ class Dispatcher:
         self._tails: dict[int, dict[bytes, _Tail | None]] = {
             version.magic_code: {} for version in codec.MessageVersion
         }
+        # The writer appends, only this dispatcher takes from the left. The writer bounds it: it stops
+        # handing batches over while WRITTEN_BATCHES_KEPT wait (those are then read from the log).
+        self._written: deque[WrittenBatch] = deque()
+        if take_written_batches:
+            commit_log.hand_written_batches_to(self._written)
 
     @property
     def behind_bytes(self) -> int:
@@ -91,15 +110,63 @@ class Dispatcher:
         end = self.commit_log.max_offset if end_offset is None else end_offset
         if self.error is not None and not isinstance(self.error, CorruptRecord):
             self.error = None
+        self._skip_deleted_segments()
         dispatched = 0
         while self.reput_from_offset < end and self.error is None:
+            written = self._written_batch_at(self.reput_from_offset)
+            here = written is not None and written.physical_offset == self.reput_from_offset
+            if here and written.end_offset <= end:
+                handed = self._dispatch_written(written)
+                if handed is None:  # paused: retried at the next call
+                    break
+                if handed:
+                    dispatched += handed
+                    continue
+            # Read from the log up to the next batch handed over, or all of this one if its tails did not
+            # parse (or only part of it is readable yet).
+            limit = (
+                end if written is None else min(end, written.end_offset if here else written.physical_offset)
+            )
             found = self.commit_log.get_data(self.reput_from_offset)
             if found is None:
                 break
             view, file_from_offset = found
             with view:
-                dispatched += self._dispatch_view(view, file_from_offset, end)
+                dispatched += self._dispatch_view(view, file_from_offset, limit)
         return dispatched
+
+    def _skip_deleted_segments(self) -> None:
+        """doReput's rule: dispatch goes on from the CommitLog's first segment when the records it was to
+        start from are gone (retention deleted them; recovery may plan to dispatch from before them, and
+        get_data finds nothing there: dispatch stood still at that offset for good)."""
+        first = self.commit_log.min_offset
+        if self.reput_from_offset < first:
+            log.warning(
+                "dispatch goes on at %d, the start of the CommitLog: the records from %d are deleted",
+                first,
+                self.reput_from_offset,
+            )
+            self.reput_from_offset = first
+
+    def _written_batch_at(self, offset: int) -> WrittenBatch | None:
+        """The first batch handed over that starts at or after `offset` (those before it are dispatched)."""
+        written = self._written
+        while written and written[0].physical_offset < offset:
+            written.popleft()
+        return written[0] if written else None
+
+    def _dispatch_written(self, written: WrittenBatch) -> int | None:
+        """Consume-queue entries and index keys of a batch handed over by the writer: the records it holds,
+        0 when its tails do not parse (the log is read instead), None when dispatch pauses."""
+        run = _handed_over_run(written, self._tails)
+        if run is None:
+            return 0
+        if not self._dispatch_run(run, written.physical_offset, written.shape.sizes):
+            return None
+        self._written.popleft()
+        self.reput_from_offset = written.end_offset
+        self._resumed(written.end_offset)
+        return run.count
 
     def _dispatch_view(self, view: memoryview, file_from_offset: int, end: int) -> int:
         """Dispatch the records of `view` (from `reput_from_offset` to the readable end of its segment) that
@@ -145,19 +212,21 @@ class Dispatcher:
         self._resumed(info.physical_offset)
         return info.size
 
-    def _dispatch_run(self, run: _Run, start_offset: int) -> bool:
-        """Consume-queue entries (one write per queue) and index keys for a run; False if dispatch pauses,
-        at the run's first record: every step is idempotent, so the retry redoes only what is missing."""
+    def _dispatch_run(self, run: _Run, start_offset: int, sizes: int | Sequence[int] | None = None) -> bool:
+        """Consume-queue entries (one write per queue) and index keys for a run (of records of `sizes`, by
+        default all of run.size); False if dispatch pauses, at the run's first record: every step is
+        idempotent, so the retry redoes only what is missing."""
+        sizes = run.size if sizes is None else sizes
         try:
             for (topic, queue_id), rows in run.by_queue().items():
                 queue = self.consume_queues.find_or_create(topic, queue_id)
                 if rows is None:  # the whole run
-                    queue.put_positions(run.queue_offsets, run.physical_offsets, run.size, run.tags_codes())
+                    queue.put_positions(run.queue_offsets, run.physical_offsets, sizes, run.tags_codes())
                     continue
                 queue.put_positions(
                     [run.queue_offsets[row] for row in rows],
                     [run.physical_offsets[row] for row in rows],
-                    run.size,
+                    sizes if isinstance(sizes, int) else [sizes[row] for row in rows],
                     [run.tails[row].tags_code for row in rows],
                 )
             self.last_queued_timestamp_ms = run.store_timestamps[-1]
@@ -258,12 +327,12 @@ class _Tail:
 class _Run:
     """`count` back-to-back records of `size` bytes, one queue id and sysflag, as columns."""
 
-    size: int
+    size: int  # 0 for a batch handed over whose records differ in size (_dispatch_run takes their sizes)
     count: int
     queue_id: int
     sysflag: int
-    queue_offsets: tuple[int, ...]
-    physical_offsets: tuple[int, ...]
+    queue_offsets: Sequence[int]
+    physical_offsets: Sequence[int]
     store_timestamps: tuple[int, ...]
     tails: tuple[_Tail, ...]
     distinct_tails: tuple[_Tail, ...]
@@ -370,6 +439,7 @@ def _read_run(
         columns = [column[:count] for column in columns]
         if not count:
             return None
+    columns[_PHYSICAL_OFFSET] = spaced[:count]  # a range: the consume queue packs such runs from a template
     parsed = _parsed_tails(set(columns[_TAIL]), magic, topic_length_size, tails)
     run_tails = tuple(map(parsed.__getitem__, columns[_TAIL]))
     if None in parsed.values():
@@ -389,6 +459,37 @@ def _read_run(
         run_tails,
         tuple(tail for tail in parsed.values() if tail is not None),
         asked,
+    )
+
+
+def _handed_over_run(written: WrittenBatch, tails: dict[int, dict[bytes, _Tail | None]]) -> _Run | None:
+    """The run of a batch the writer handed over, its tails parsed as the run reader parses them; None if
+    one does not parse (then the log's bytes decide)."""
+    shape = written.shape
+    topic_length_size = _TOPIC_LENGTH_SIZES.get(shape.magic_code)
+    if topic_length_size is None:
+        return None
+    uniform = isinstance(shape.tails, bytes)
+    parsed = _parsed_tails(
+        {shape.tails} if uniform else set(shape.tails), shape.magic_code, topic_length_size, tails
+    )
+    if None in parsed.values():
+        return None
+    count = len(shape.starts)
+    first, starts = written.physical_offset, shape.starts
+    return _Run(
+        shape.sizes if isinstance(shape.sizes, int) else 0,
+        count,
+        shape.queue_id,
+        shape.sysflag,
+        range(written.queue_offset, written.queue_offset + count),
+        range(first, first + starts.stop, starts.step)
+        if isinstance(starts, range)
+        else tuple(map(first.__add__, starts)),
+        (written.store_timestamp_ms,) * count,
+        (parsed[shape.tails],) * count if uniform else tuple(map(parsed.__getitem__, shape.tails)),
+        tuple(parsed.values()),
+        count,
     )
 
 

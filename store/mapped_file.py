@@ -74,7 +74,7 @@ from store.transient_pool import TransientStorePool, TransientStorePoolDeficient
 log = logging.getLogger(__name__)
 
 # MADV_POPULATE_WRITE is issued this much at a time, so that a file handed over while it is warmed can be
-# skipped ahead to where its writer is (and warmed_bytes tells how far the warm-up got).
+# skipped ahead of where its writer is (and warmed_bytes tells how far the warm-up got).
 WARM_STRIDE_BYTES = 16 << 20
 _WRITE_CHUNK_MAX = 1 << 30  # pwrite moves at most ~2 GiB per call on Linux; stay well under
 
@@ -590,13 +590,17 @@ class MappedFile:
     def _populate(self, mapping: mmap.mmap, flush_every_pages: int, sync_flush: bool) -> None:
         # With sync flush, populate in the same strides the touch loop msyncs at, so that both modes leave
         # at most `flush_every_pages` dirty pages behind at any time. A file may be handed to the writer
-        # while it is warmed (AllocateMappedFileService, when the writer caught up with it): each stride
-        # then starts no lower than the writer, whose own writes have faulted the pages behind it. The
-        # populate never changes a byte, so it may run over pages being written.
+        # while it is warmed (AllocateMappedFileService, when the writer caught up with it). The populate
+        # never changes a byte, so it may run over pages being written; but where the writer has overtaken
+        # it, the writer faults the pages in front of it itself, and a populate of those same pages would
+        # only make one of the two wait for the other's page locks: the warm-up then goes on one stride
+        # ahead of the writer, so that both make new pages at once, on different pages.
         stride = flush_every_pages * OS_PAGE_SIZE if sync_flush else WARM_STRIDE_BYTES
         start = 0
         while start < self.file_size:
-            start = max(start, self._wrote - self._wrote % OS_PAGE_SIZE)
+            writer_page = self._wrote - self._wrote % OS_PAGE_SIZE
+            if writer_page > start:
+                start = writer_page + stride
             length = min(stride, self.file_size - start)
             if length <= 0:
                 break
@@ -606,6 +610,7 @@ class MappedFile:
                     _msync(mapping, start, start + length)
             start += length
             self.warmed_bytes = start
+        self.warmed_bytes = self.file_size  # the pages skipped are the writer's to fault
 
     def _lock_and_advise(self, mapping: mmap.mmap, problems: list[str]) -> None:
         try:

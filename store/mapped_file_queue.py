@@ -432,6 +432,7 @@ class AllocationStats:
     waited_s: float = 0.0
     longest_wait_s: float = 0.0
     warm_s: float = 0.0
+    warmed_files: int = 0  # warm-ups finished, which took warm_s in all
     lead_bytes: list[int] = field(default_factory=list)
 
 
@@ -610,6 +611,7 @@ class AllocateMappedFileService:
             while_written=while_written,
         )
         self.stats.warm_s += time.monotonic() - began
+        self.stats.warmed_files += 1
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Stop the thread (after the file it is making, if any) and delete files made ahead but not taken."""

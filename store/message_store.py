@@ -200,6 +200,7 @@ class MessageStore:
         problems: list[str] = []
         for step in (
             self._scheduler.stop,
+            self._commit_written,
             self._reput.stop,
             self.commit_log.shutdown,
             lambda: self._flush_consume_queues(thorough=True),
@@ -220,6 +221,15 @@ class MessageStore:
         self._lock.release()
         self.shutdown_problems = problems
         return problems
+
+    def _commit_written(self) -> None:
+        """Commit what a transient store pool's buffers hold, so that the dispatcher's last pass reaches the
+        end of the log (readers and dispatch see committed bytes only): RocketMQ's commit service runs on
+        while its reput drains. Without this a clean shutdown left the last puts undispatched, and the
+        abort file with them."""
+        queue = self.commit_log.mapped_file_queue
+        while not queue.commit(0):  # one file per call; True once nothing moved
+            pass
 
     def __enter__(self) -> MessageStore:
         return self.start()

@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 
 from store import codec
+from store import commitlog as commitlog_module
 from store.commitlog import CommitLog
 from store.config import StoreConfig, WarmupMode
-from store.consume_queue import ConsumeQueueStore
+from store.consume_queue import ConsumeQueue, ConsumeQueueStore
 from store.consume_queue_format import enters_consume_queue
 from store.dispatch import Dispatcher
 from store.errors import CorruptRecord
 from store.index_file import IndexRequest, IndexService
+from store.layout import offset_to_file_name
 from store.message_store import MessageStore
 
 SEGMENT_BYTES = 64 * 1024
@@ -311,6 +313,20 @@ def test_the_rust_fixture_dispatched_again_gives_its_own_consume_queue(tmp_path)
     assert (root / relative).read_bytes() == (RUST_FIXTURE / relative).read_bytes()
 
 
+def _crash_losing_queues_and_index(store: MessageStore) -> None:
+    """A crash (nothing else is flushed, closed or removed: the abort file stays) that lost the consume
+    queues and the index."""
+    store._scheduler.stop()
+    store._reput.stop()
+    store.commit_log.shutdown()
+    store._allocator.shutdown()
+    store.consume_queues.close()
+    store.index_service.close()
+    store._lock.release()
+    shutil.rmtree(store.root / "consumequeue")
+    shutil.rmtree(store.root / "index")
+
+
 @pytest.mark.parametrize("warmup", [WarmupMode.NONE, WarmupMode.POPULATE])
 def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path, warmup):
     """A running store dispatches across segment rolls (with POPULATE, segments the writer may take while
@@ -326,18 +342,193 @@ def test_dispatch_reaches_the_end_after_rolls_and_after_a_crash(tmp_path, warmup
     assert end > 3 * SEGMENT_BYTES
     store.flush()
     before = {name: data for name, data in _files(root).items() if name.startswith("consumequeue")}
-    store._scheduler.stop()  # a crash: nothing else is flushed, closed or removed
-    store._reput.stop()
-    store.commit_log.shutdown()
-    store._allocator.shutdown()
-    store.consume_queues.close()
-    store.index_service.close()
-    store._lock.release()
-    shutil.rmtree(root / "consumequeue")
-    shutil.rmtree(root / "index")
+    _crash_losing_queues_and_index(store)
     with MessageStore(root, config) as recovered:
         assert recovered.recovery.mode == "abnormal"
         assert recovered.dispatcher.reput_from_offset == end
         recovered.flush()
     after = {name: data for name, data in _files(root).items() if name.startswith("consumequeue")}
     assert after == before
+
+
+# ---- batches handed over by the writer -------------------------------------------------------------------
+
+
+def _count_records_read_from_the_log(monkeypatch) -> list[int]:
+    """Records dispatched by reading the log (runs and the full decoder), as the dispatcher counts them."""
+    read = []
+    reading = Dispatcher._dispatch_view
+
+    def counting(self, view, file_from_offset, end):
+        dispatched = reading(self, view, file_from_offset, end)
+        read.append(dispatched)
+        return dispatched
+
+    monkeypatch.setattr(Dispatcher, "_dispatch_view", counting)
+    return read
+
+
+def _walked_reference(root: Path, reference: Path) -> dict[str, bytes]:
+    """The record-by-record walk's consume queues and index over a copy of `root`'s CommitLog."""
+    shutil.copytree(root / "commitlog", reference / "commitlog")
+    commit_log, queues, index = _open_for_dispatch(reference)
+    walk = _RecordByRecord(commit_log, queues, index)
+    walk.run()
+    _close(queues, index, commit_log)
+    assert walk.error is None
+    return _files(reference)
+
+
+def _put_every_shape(store: MessageStore, rounds: int = 3) -> int:
+    for batch in _messages() * rounds:
+        store.put_messages(batch)
+    end = store.commit_log.max_offset
+    assert store.wait_dispatched(end, timeout_s=60)
+    return end
+
+
+def _records_never_handed_over() -> int:
+    """Records of one round of `_messages()` that the dispatcher reads from the log: transaction records
+    and batches of fewer than WRITTEN_BATCH_MIN_RECORDS."""
+    return sum(
+        len(batch)
+        for batch in _messages()
+        if batch[0].sysflag & codec.TRANSACTION_TYPE_MASK
+        or len(batch) < commitlog_module.WRITTEN_BATCH_MIN_RECORDS
+    )
+
+
+@pytest.mark.parametrize("warmup", [WarmupMode.NONE, WarmupMode.POPULATE])
+def test_a_running_store_builds_from_what_it_wrote_the_bytes_the_log_gives(tmp_path, monkeypatch, warmup):
+    """MessageStore's dispatcher takes the packed batches from the writer instead of reading them back:
+    across segment, consume-queue and index rolls, its consume queues and index are byte for byte what the
+    record-by-record walk of the same CommitLog builds, and only transaction records and small batches
+    were read."""
+    read = _count_records_read_from_the_log(monkeypatch)
+    root = tmp_path / "store"
+    with MessageStore(root, dataclasses.replace(CONFIG, warmup=warmup)) as store:
+        end = _put_every_shape(store)
+    assert end > 3 * SEGMENT_BYTES
+    assert 0 < sum(read) == 3 * _records_never_handed_over() < 3 * sum(map(len, _messages())) / 2
+    ours, reference = _files(root), _walked_reference(root, tmp_path / "reference")
+    assert len([name for name in ours if name.startswith("index")]) > 1
+    assert ours.keys() == reference.keys()
+    for name, data in reference.items():
+        assert ours[name] == data, name
+
+
+def test_after_a_crash_recovery_rebuilds_from_the_log_what_the_batches_handed_over_built(tmp_path):
+    """The batches handed over live only in memory: after a crash, with the consume queues and the index
+    lost, recovery reads the CommitLog and builds the same bytes as the running store and the walk did."""
+    root = tmp_path / "store"
+    store = MessageStore(root, CONFIG).start()
+    end = _put_every_shape(store)
+    store.flush()
+    before = _files(root)
+    _crash_losing_queues_and_index(store)
+    with MessageStore(root, CONFIG) as recovered:
+        assert recovered.recovery.mode == "abnormal"
+        assert recovered.dispatcher.reput_from_offset == end
+        assert not recovered.dispatcher._written  # nothing was put: all of it came from the log
+    assert _files(root) == before == _walked_reference(root, tmp_path / "reference")
+
+
+@pytest.mark.parametrize("kept", [0, 3])
+def test_batches_not_handed_over_are_read_from_the_log(tmp_path, monkeypatch, kept):
+    """The writer hands over at most WRITTEN_BATCHES_KEPT batches the dispatcher has not taken; a
+    dispatcher further behind reads the others (before, between and after those) from the log."""
+    monkeypatch.setattr(commitlog_module, "WRITTEN_BATCHES_KEPT", kept)
+    read = _count_records_read_from_the_log(monkeypatch)
+    root = tmp_path / "store"
+    commit_log = CommitLog(root, CONFIG)
+    commit_log.load()
+    queues = ConsumeQueueStore(root, CONFIG)
+    index = IndexService(root / "index", CONFIG, clock_ms=_fixed_clock())
+    index.load(read_only=False)
+    dispatcher = Dispatcher(commit_log, queues, index)
+    batches = _messages()
+    for number, batch in enumerate(batches * 2):
+        commit_log.put_messages(batch)
+        if number == len(batches):  # dispatch halfway: the next ones are handed over again
+            dispatcher.dispatch_until()
+    assert dispatcher.dispatch_until() and dispatcher.reput_from_offset == commit_log.max_offset
+    _close(queues, index, commit_log)
+    handed_over = 2 * kept * 40  # the first batches hold 40 records each
+    assert commitlog_module.WRITTEN_BATCH_MIN_RECORDS <= 40
+    assert sum(read) == 2 * sum(map(len, batches)) - handed_over
+    assert _files(root) == _walked_reference(root, tmp_path / "reference")
+
+
+def test_records_with_a_crc_property_are_read_from_the_log(tmp_path, monkeypatch):
+    """With enabledAppendPropCRC the writer fills each record's __CRC32# as it writes: nothing is handed
+    over, and the consume queues and the index are still the walk's."""
+    read = _count_records_read_from_the_log(monkeypatch)
+    root = tmp_path / "store"
+    with MessageStore(root, dataclasses.replace(CONFIG, enabled_append_prop_crc=True)) as store:
+        _put_every_shape(store, rounds=1)
+    assert sum(read) == sum(map(len, _messages()))
+    assert _files(root) == _walked_reference(root, tmp_path / "reference")
+
+
+@pytest.mark.parametrize("tags_code", [0, 1, -1, -(1 << 63), (1 << 63) - 1])
+def test_entries_of_back_to_back_records_are_the_one_by_one_entries(tmp_path, tags_code):
+    """Consume-queue entries of a run of equal-size records (packed from a cached block) are what one
+    entry per record writes: physical offsets far past 4 GiB, any tags code (negative ones too)."""
+    size, first = 1_171, (5 << 40) + 12_345
+    blocks, one_by_one = (ConsumeQueue(tmp_path / name, "T", 0, CONFIG) for name in ("blocks", "one"))
+    for start in (0, 300):  # the second run straddles a file of 100 entries
+        offsets = range(first + start * size, first + (start + 300) * size, size)
+        blocks.put_positions(range(start, start + 300), offsets, size, [tags_code] * 300)
+        for queue_offset, physical_offset in enumerate(offsets, start):
+            one_by_one.put_message_position_info(physical_offset, size, tags_code, queue_offset)
+    for queue in (blocks, one_by_one):
+        queue.mapped_file_queue.flush(0)
+        queue.mapped_file_queue.close()
+    files = {
+        name: sorted((path.name, path.read_bytes()) for path in (tmp_path / name).rglob("0000*"))
+        for name in ("blocks", "one")
+    }
+    assert files["blocks"] == files["one"]
+    assert len(files["one"]) == 6
+
+
+def test_dispatch_from_records_retention_deleted_goes_on_at_the_first_segment(tmp_path, caplog):
+    """RocketMQ's doReput: a reput offset below the CommitLog's first segment (recovery's plan after
+    retention deleted the oldest ones, as in a demo's second run) moves up to it. Dispatch stood still
+    there: get_data finds no segment, so nothing was ever dispatched again."""
+    root = tmp_path / "store"
+    _write_commitlog(root, rounds=1)
+    (root / "commitlog" / offset_to_file_name(0)).unlink()
+    commit_log, queues, index = _open_for_dispatch(root)
+    assert commit_log.min_offset == SEGMENT_BYTES
+    dispatcher = Dispatcher(commit_log, queues, index)
+    assert dispatcher.reput_from_offset == 0
+    assert dispatcher.dispatch_until() > 0
+    assert dispatcher.reput_from_offset == commit_log.max_offset and dispatcher.error is None
+    _close(queues, index, commit_log)
+    assert f"dispatch goes on at {SEGMENT_BYTES}" in caplog.text
+
+
+def test_with_a_transient_store_pool_batches_are_dispatched_once_committed(tmp_path, monkeypatch):
+    """With a transient store pool a batch is handed over when written into the pool buffer, before it is
+    committed to the file readers see: dispatch waits for the commit (no entry points past the readable
+    end), a clean shutdown commits and dispatches the last puts (it left them to the next recovery), and
+    the consume queues and the index are the walk's."""
+    entries_past_the_readable_end = []
+    put_positions = ConsumeQueue.put_positions
+
+    def checking(self, queue_offsets, physical_offsets, sizes, tags_codes):
+        last_end = physical_offsets[-1] + (sizes if isinstance(sizes, int) else sizes[-1])
+        if last_end > store.commit_log.max_offset:
+            entries_past_the_readable_end.append(last_end)
+        return put_positions(self, queue_offsets, physical_offsets, sizes, tags_codes)
+
+    monkeypatch.setattr(ConsumeQueue, "put_positions", checking)
+    root = tmp_path / "store"
+    # a buffer for every segment the puts fill: the pool never runs out, whenever the commits come
+    config = dataclasses.replace(CONFIG, transient_store_pool_enable=True, transient_store_pool_size=16)
+    with MessageStore(root, config) as store:
+        _put_every_shape(store, rounds=2)
+    assert not entries_past_the_readable_end
+    assert not (root / "abort").exists(), "dispatch reached the end of the log at shutdown"
+    assert _files(root) == _walked_reference(root, tmp_path / "reference")

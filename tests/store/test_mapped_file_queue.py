@@ -455,13 +455,33 @@ def test_a_touch_warmed_segment_is_handed_over_only_once_warm(tmp_path, monkeypa
         release.set()
 
 
-def test_populating_a_file_being_written_starts_at_the_writer_and_keeps_its_bytes(tmp_path):
-    mapped_file = MappedFile.create(tmp_path / offset_to_file_name(0), BIG)
+def test_populating_a_file_the_writer_overtook_goes_on_a_stride_ahead_of_it_and_keeps_its_bytes(
+    tmp_path, monkeypatch
+):
+    """Where the writer is past the warm-up, it faults the pages in front of it itself: populating those
+    too would have each wait for the other's page locks, so the warm-up goes on one stride further, and
+    the two make new pages at once. No written byte changes."""
+    populated = []
+    advise = _libc.advise_mapping
+
+    def recording(mapping, advice, offset=0, length=None):
+        if advice == _libc.MADV_POPULATE_WRITE:
+            populated.append((offset, length))
+        return advise(mapping, advice, offset, length)
+
+    monkeypatch.setattr(_libc, "advise_mapping", recording)
+    size = 4 * WARM_STRIDE_BYTES
+    mapped_file = MappedFile.create(tmp_path / offset_to_file_name(0), size)
     try:
         written = os.urandom(WARM_STRIDE_BYTES + 4096 * 3 + 100)
         mapped_file.append(written)
         result = mapped_file.warm(WarmupMode.POPULATE, while_written=True)
-        assert result.mode == WarmupMode.POPULATE and mapped_file.warmed_bytes == BIG
+        assert result.mode == WarmupMode.POPULATE and mapped_file.warmed_bytes == size
+        writer_page = WARM_STRIDE_BYTES + 4096 * 3
+        assert populated == [
+            (writer_page + WARM_STRIDE_BYTES, WARM_STRIDE_BYTES),
+            (writer_page + 2 * WARM_STRIDE_BYTES, size - writer_page - 2 * WARM_STRIDE_BYTES),
+        ]
         with mapped_file.select(0, len(written)) as view:
             assert bytes(view) == written
         with pytest.raises(ValueError, match="only POPULATE"):
