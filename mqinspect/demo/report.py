@@ -51,7 +51,7 @@ class BrokerSummary:
     produce_bytes_per_s: float | None
     put_latency_max_us: float | None
     put_latency_p99_us_worst_window: float | None  # the worst p99 over windows of PRODUCE_WINDOW_PUTS puts
-    page_cache_busy_puts: int
+    page_cache_busy_puts: int | None  # None: not a RocketMQ broker (Kafka has no such refusal)
     segments_written: int  # distinct CommitLog segments the producer wrote into
     segments_deleted: int  # by retention (fileReservedTime)
     segments_at_end: int
