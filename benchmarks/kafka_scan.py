@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import shutil
 import subprocess
@@ -34,11 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crc32c import crc32c  # noqa: E402
 
 from store.kafka.batches import LogReader, RecordBatch  # noqa: E402
 from store.kafka.records import decode_records  # noqa: E402
 from store.kafka.writer import LogDirWriter, ProducerRecord  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from kafka_decode import kafka_python  # noqa: E402  the library's benchmark: the same floor and reader
+from kafka_decode import read_and_crc as read_and_crc_log  # noqa: E402
 
 MQINSPECT = Path(sys.executable).with_name("mqinspect")
 DEFAULT_ROOT = Path("/work/scratch/kafkabench")
@@ -46,7 +48,6 @@ MANIFEST = "kafka_scan.json"
 TOPIC = "bench"
 SEGMENT_BYTES = 1 << 30
 RECORDS_PER_BATCH = 100
-WINDOW_BYTES = 4 << 20
 PIPE_READ_BYTES = 1 << 20
 
 VERIFY_FLOOR_SHARE = 0.50
@@ -81,8 +82,9 @@ def text_values(count: int) -> list[bytes]:
 
 
 def write_partition(root: Path, gib: float) -> Manifest:
-    if root.exists():
-        shutil.rmtree(root)
+    """The log dir under root/logs (an earlier one there removed; nothing else of root is touched)."""
+    (root / MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(root / "logs", ignore_errors=True)
     values = text_values(64)
     goal = int(gib * (1 << 30))
     batches = records = written = 0
@@ -135,18 +137,7 @@ def timed(work) -> tuple[Timing, object]:
 
 
 def read_and_crc(logs: list[Path]) -> int:
-    total = 0
-    for log in logs:
-        fd = os.open(log, os.O_RDONLY)
-        try:
-            position, crc = 0, 0
-            while chunk := os.pread(fd, WINDOW_BYTES, position):
-                crc = crc32c(chunk, crc)
-                position += len(chunk)
-            total += position
-        finally:
-            os.close(fd)
-    return total
+    return sum(read_and_crc_log(log) for log in logs)
 
 
 def library_decode(logs: list[Path]) -> int:
@@ -159,19 +150,8 @@ def library_decode(logs: list[Path]) -> int:
 
 
 def kafka_python_decode(logs: list[Path]) -> int | None:
-    try:
-        from kafka.record import MemoryRecords
-    except ImportError:
-        return None
-    records = 0
-    for log in logs:
-        with open(log, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            batches = MemoryRecords(mapped)
-            while (batch := batches.next_batch()) is not None:
-                for _ in batch:
-                    records += 1
-            del batches, batch
-    return records
+    counts = [kafka_python(log) for log in logs]
+    return None if None in counts else sum(counts)
 
 
 def run_child(arguments: list[str], on_output) -> Timing:

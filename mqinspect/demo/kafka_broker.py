@@ -64,7 +64,7 @@ class _Segment:
 @dataclass
 class _Served:
     requests: int = 0
-    records: int = 0
+    messages: int = 0  # records
     bytes_sent: int = 0
     transfer_calls: int = 0
     send_s: float = 0.0
@@ -207,7 +207,7 @@ class KafkaDemoBroker:
         finally:
             os.close(fd)
         served.requests += 1
-        served.records += records
+        served.messages += records
         served.bytes_sent += result.bytes_sent
         served.transfer_calls += 1
         served.send_s += result.elapsed_s
@@ -265,12 +265,7 @@ class KafkaDemoBroker:
             commitlog_min_offset=start,
             commitlog_max_offset=end,
             warmups=(),  # Kafka does not warm its segments
-            served=tuple(
-                PathServed(
-                    path, s.requests, s.records, s.bytes_sent, s.transfer_calls, dict(s.syscalls), s.send_s
-                )
-                for path, s in self.served.items()
-            ),
+            served=tuple(PathServed.from_counts(path, counts) for path, counts in self.served.items()),
             shutdown_problems=tuple(problems),
         )
 
@@ -283,7 +278,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    stop = start_child(args, "demo-kbroker")
+    stop = start_child(args, "demo-broker")  # the same role as the RocketMQ demo's
     try:
         broker = KafkaDemoBroker(args.log_dir, args.settings).start()
     except (OSError, StoreError, RuntimeError) as error:

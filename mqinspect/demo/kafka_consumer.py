@@ -11,15 +11,13 @@ connected and a `summary` (ConsumerSummary) when SIGTERM stops it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import socket
 import sys
 import time
 
-from mqinspect.demo.child import announce, child_parser, start_child
+from mqinspect.demo.consumer import consumer_summary, run_consumer
 from mqinspect.demo.kafka_broker import FETCH_HEADER
 from mqinspect.demo.report import ConsumerSummary
 from mqinspect.demo.settings import DemoSettings
@@ -105,38 +103,11 @@ class KafkaDemoConsumer:
         self.committed = self.offset
 
     def summary(self) -> ConsumerSummary:
-        elapsed = time.monotonic() - self.started
-        return ConsumerSummary(
-            pid=os.getpid(),
-            path=self.path,
-            group=self.group,
-            pulls=self.pulls,
-            messages=self.messages,
-            skipped_messages=self.skipped,
-            bytes_received=self.bytes_received,
-            resumed_offset=self.resumed_offset,
-            committed_offset=self.committed,
-            elapsed_s=elapsed,
-            bytes_per_s=self.bytes_received / elapsed if elapsed > 0 else None,
-            error=self.error,
-        )
-
-
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = child_parser("mqinspect.demo.kafka_consumer", __doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--path", type=SendPath, required=True, choices=list(SendPath))
-    return parser.parse_args(argv)
+        return consumer_summary(self, self.skipped)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _arguments(argv)
-    stop = start_child(args, f"demo-k{args.path.value}")
-    consumer = KafkaDemoConsumer(args.port, args.path, args.settings)
-    announce("ready", {"path": args.path.value})
-    consumer.run(stop)
-    announce("summary", consumer.summary())
-    return 0
+    return run_consumer(KafkaDemoConsumer, "mqinspect.demo.kafka_consumer", __doc__, argv)
 
 
 if __name__ == "__main__":

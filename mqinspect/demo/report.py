@@ -36,6 +36,20 @@ class PathServed:
     syscalls: dict[str, int]
     send_s: float
 
+    @classmethod
+    def from_counts(cls, path: SendPath, counts: Any) -> PathServed:
+        """From a server's counters of one path (requests, messages, bytes_sent, transfer_calls,
+        syscalls, send_s): the pull server's, or the Kafka demo's fetch server's."""
+        return cls(
+            path,
+            counts.requests,
+            counts.messages,
+            counts.bytes_sent,
+            counts.transfer_calls,
+            dict(counts.syscalls),
+            counts.send_s,
+        )
+
 
 @dataclass(frozen=True)
 class BrokerSummary:
