@@ -4,7 +4,8 @@ records with `deep`, as kafka-dump-log prints them, handed over while the logs a
 A dump reads no more than it needs: it starts each partition at the segment holding `from_offset` (its
 `.index` gives the position to start reading at) or at the first record at or after `from_time` (through the
 `.timeindex`, then the `.index`), reads no byte of the logs past `max_bytes` in all, and stops after
-`count` batches. Control records are named (COMMIT, ABORT, LEADER_CHANGE, ...), and `__cluster_metadata`
+`count` batches, its reads starting at a page and doubling: under four times what those batches take.
+Control records are named (COMMIT, ABORT, LEADER_CHANGE, ...), and `__cluster_metadata`
 records by their type. Values are text (printable UTF-8, else hex) or hex throughout (`values="hex"`).
 """
 
@@ -28,6 +29,7 @@ from store.kafka.records import Record, decode_control_record, decode_records
 SCHEMA = "mqinspect.store.kafka.dump/v1"
 METADATA_TOPIC = "__cluster_metadata"
 EVENTS_PER_RUN = 512  # events handed over at once: a renderer writes and flushes each run
+FIRST_WINDOW_BYTES = 4096  # a segment's first read, doubling to the reader's window: --count 1 reads a page
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,7 +217,9 @@ class KafkaDumpStream:
         label = file_label(segment.log)
         yield [SegmentEvent("segment", segment.log, label, segment.base_offset, start)]
         budget = None if self.start.max_bytes is None else self.start.max_bytes - self._bytes
-        reader = self._reader = LogReader(segment.log, start=start, max_bytes=budget)
+        reader = self._reader = LogReader(
+            segment.log, start=start, max_bytes=budget, first_window_bytes=FIRST_WINDOW_BYTES
+        )
         for item in reader:
             if isinstance(item, Finding):
                 self._findings += 1
