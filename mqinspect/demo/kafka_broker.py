@@ -170,17 +170,24 @@ class KafkaDemoBroker:
             threading.Thread(target=self._serve, args=(connection,), name="KafkaConn", daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
+        """One consumer's connection until it closes; a consumer that goes away mid-send, or sends what is
+        not a request, ends its connection only (logged), never the broker."""
         options = TransferOptions(send_timeout_s=SEND_TIMEOUT_S)
-        with connection, Sender(connection, options) as sender, connection.makefile("rb") as requests:
-            for line in requests:
-                request = json.loads(line)
-                if "fetch" in request:
-                    self._fetch(sender, request)
-                elif "commit" in request:
-                    self._commit(request["group"], int(request["commit"]))
-                    sender.send_bytes(FETCH_HEADER.pack(0, int(request["commit"])))
-                else:
-                    sender.send_bytes(FETCH_HEADER.pack(0, self.committed.get(request["committed"], -1)))
+        try:
+            with connection, Sender(connection, options) as sender, connection.makefile("rb") as requests:
+                for line in requests:
+                    self._answer(sender, json.loads(line))
+        except (OSError, StoreError, ValueError, KeyError, TypeError) as error:
+            log.warning("a consumer connection ended: %s", error)
+
+    def _answer(self, sender: Sender, request: dict) -> None:
+        if "fetch" in request:
+            self._fetch(sender, request)
+        elif "commit" in request:
+            self._commit(request["group"], int(request["commit"]))
+            sender.send_bytes(FETCH_HEADER.pack(0, int(request["commit"])))
+        else:
+            sender.send_bytes(FETCH_HEADER.pack(0, self.committed.get(request["committed"], -1)))
 
     def _fetch(self, sender: Sender, request: dict) -> None:
         offset, path = int(request["fetch"]), SendPath(request.get("path", SendPath.SENDFILE))
@@ -216,7 +223,7 @@ class KafkaDemoBroker:
     def _locate(self, offset: int, max_bytes: int) -> tuple[Path, int, int, int] | None:
         """The segment, start and end positions of the whole batches from the one holding `offset`, up to
         `max_bytes` (one batch at least), and the records they hold; None when none holds it."""
-        if offset >= self.partition.next_offset or offset < self.partition.log_start_offset:
+        if not self.segments or not self.partition.log_start_offset <= offset < self.partition.next_offset:
             return None
         number = bisect.bisect_right([segment.base_offset for segment in self.segments], offset) - 1
         segment = self.segments[max(number, 0)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -55,12 +56,19 @@ def test_the_kafka_demo_writes_a_log_dir_that_kafka_python_and_verify_read(tmp_p
     with DemoWorkload(SMALL_KAFKA, tmp_path / "demo") as workload:
         log_dir = workload.store_dir
         assert log_dir.name == "kafka-logs" and (log_dir / "meta.properties").is_file()
+        with socket.create_connection(("127.0.0.1", workload.broker_port)) as stray:
+            stray.sendall(b"not a request\n")  # ends this connection only, not the broker
+            assert stray.recv(16) == b""
+        with socket.create_connection(("127.0.0.1", workload.broker_port)) as gone:
+            gone.sendall(b'{"fetch": 0, "max_bytes": 4194304, "path": "sendfile"}\n')  # and goes away unread
         deadline = time.monotonic() + RUN_S
         while time.monotonic() < deadline:
             assert not workload.exited_children()
             time.sleep(0.2)
         outcome = workload.stop()
     assert outcome.clean_exit, outcome.children
+    broker_log = (tmp_path / "demo" / "logs" / "broker.log").read_text()
+    assert "a consumer connection ended" in broker_log and "Traceback" not in broker_log
     broker = outcome.broker
     assert broker.segments_deleted >= 1 and broker.segments_at_end <= SMALL_KAFKA.max_segments + 1
     assert broker.page_cache_busy_puts is None and broker.warmups == ()
