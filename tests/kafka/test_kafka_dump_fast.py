@@ -83,15 +83,18 @@ def test_column_texts_give_the_record_by_record_events(mixed_log_dir: Path, monk
     assert text_run == {"utf8", "hex"}
 
 
-def test_jsonl_lines_are_json_line_of_each_event(mixed_log_dir: Path):
+@pytest.mark.parametrize("source", ["writer", "kafka-4.0"])
+def test_jsonl_lines_are_json_line_of_each_event(source: str, request):
+    """Writer-made records of every kind of text, and the fixture's control and metadata records."""
+    log_dir = request.getfixturevalue("mixed_log_dir" if source == "writer" else "kafka_fixture")
     result = subprocess.run(
-        [MQINSPECT, "store", "dump", mixed_log_dir, "--deep", "--format", "jsonl"],
+        [MQINSPECT, "store", "dump", log_dir, "--deep", "--format", "jsonl"],
         capture_output=True,
         text=True,
         check=True,
     )
     lines = result.stdout.splitlines()[1:-1]  # between the start and the end lines
-    events = _events(mixed_log_dir, deep=True)
+    events = _events(log_dir, deep=True)
     assert len(lines) == len(events)
     for line, event in zip(lines, events, strict=True):
         assert json.loads(line) == json.loads(json_line(event)), event
