@@ -1,7 +1,7 @@
 """What the product says it does, it does: README's opening names the two formats mqinspect reads, RocketMQ
 stores and Kafka log directories, and its Kafka section says what each command shows for Kafka; every
 command's --help names Kafka only where the command takes a Kafka log directory: the `store` inspection
-commands, `demo` (--format kafka) and, with issue 17 item 4, cache, top, trace and lab sendpath."""
+commands and `demo` (--format kafka)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,8 @@ from mqinspect.cli.app import app
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 UNREAD_FORMATS = re.compile(r"kafka", re.IGNORECASE)
-READS_KAFKA = {
-    (),
-    ("store",),
-    *(("store", verb) for verb in ("stat", "segments", "dump", "verify", "query")),
-    ("demo",),
-    # issue 17 item 4: a Kafka log dir wherever a store is taken
-    ("cache",),
-    ("top",),
-    ("trace",),
-    *(("trace", probe) for probe in ("faults", "pagecache", "writeback")),
-    ("lab",),
-    ("lab", "sendpath"),
-}
+READS_KAFKA = {(), ("store",), *(("store", verb) for verb in ("stat", "segments", "dump", "verify", "query"))}
+READS_KAFKA |= {("demo",)}  # issue 17 item 5: demo --format kafka
 
 
 def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
