@@ -1,7 +1,7 @@
-"""What the product says it does, it does: README's opening, pyproject's description and every command's
---help name only the formats mqinspect reads today: RocketMQ-format stores everywhere, Kafka log directories
-in the `store` inspection commands (and the help that lists them), the rest of Kafka's support landing
-with its own parts of issue 17, and with them the claim."""
+"""What the product says it does, it does: README's opening names the two formats mqinspect reads, RocketMQ
+stores and Kafka log directories, and its Kafka section says what each command shows for Kafka; every
+command's --help names Kafka only where the command takes a Kafka log directory: the `store` inspection
+commands and `demo` (--format kafka)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ READS_KAFKA |= {
     ("lab", "sendpath"),
     *(("trace", probe) for probe in ("faults", "pagecache", "writeback", "sendpath", "syscalls")),
 }  # issue 17 item 4: top, trace --store, lab sendpath --store on Kafka log dirs
+READS_KAFKA |= {("demo",)}  # issue 17 item 5: demo --format kafka
 
 
 def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -46,17 +47,24 @@ def test_no_help_text_claims_a_format_the_tool_does_not_read():
             )
     kafka_help = runner.invoke(app, ["store", "dump", "--help"], env={"COLUMNS": "200"}).stdout
     assert "Kafka" in kafka_help and "--from-offset" in kafka_help
+    demo_help = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "Kafka log directory" in demo_help and "--log-format" in demo_help
 
 
 def test_pyproject_describes_what_the_package_reads():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert "RocketMQ" in project["description"]
-    assert not UNREAD_FORMATS.search(project["description"]) and not UNREAD_FORMATS.search(
-        " ".join(project.get("keywords", ()))
-    )
+    assert "RocketMQ stores" in project["description"] and "Kafka log directories" in project["description"]
 
 
-def test_readme_opening_names_only_rocketmq_format_stores():
+def test_readme_opening_names_both_formats_it_reads():
     opening = (REPO / "README.md").read_text().split("\n\n")[1]  # the paragraph under the title
-    assert "RocketMQ" in opening
-    assert not UNREAD_FORMATS.search(opening)
+    assert "RocketMQ stores" in opening and "Kafka log directories" in opening
+
+
+def test_readme_says_what_each_command_shows_for_kafka():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Kafka log directories", 1)[1].split("\n## ", 1)[0]
+    for command in ("stat", "segments", "dump", "verify", "query", "cache", "top", "trace", "lab sendpath"):
+        assert f"`{command}" in section, command
+    assert "demo --format kafka" in section and "benchmarks/kafka_scan.py" in section
+    assert "Hello World!" in section  # the example is the fixture's

@@ -9,12 +9,13 @@ import signal
 import sys
 from pathlib import Path
 
+import click
 import typer
 
-from mqinspect.cli.options import OutputFormat, format_option
+from mqinspect.cli.options import OutputFormat
 from mqinspect.demo.headless import DEFAULT_DURATION_S, run_headless
 from mqinspect.demo.report import WorkloadOutcome
-from mqinspect.demo.settings import DemoSettings
+from mqinspect.demo.settings import LOG_FORMATS, DemoSettings
 from mqinspect.demo.workload import DemoFailed, DemoWorkload
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.render.console import stderr_console, stdout_console
@@ -25,6 +26,7 @@ from mqinspect.signals import signals_interrupt
 
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 REPORT_WIDTH = 160
+REPORT_FORMATS = (OutputFormat.TABLE.value, OutputFormat.JSON.value)
 
 
 def _say(message: str) -> None:
@@ -49,16 +51,37 @@ def demo(
     no_ui: bool = typer.Option(
         False, "--no-ui", help="No dashboard: run for the duration and print the final report."
     ),
-    output: str = format_option(),
+    output: str = typer.Option(
+        OutputFormat.TABLE.value,
+        "--format",
+        "-f",
+        click_type=click.Choice([*REPORT_FORMATS, *LOG_FORMATS]),
+        help="The final report's output format (table, json), or the log format to write (rocketmq, kafka: "
+        "the values are distinct, so one option takes either; --log-format gives the log format when "
+        "--format gives the report's).",
+        show_default=True,
+    ),
+    log_format: str | None = typer.Option(
+        None,
+        "--log-format",
+        click_type=click.Choice(LOG_FORMATS),
+        help="The log to write and watch: a RocketMQ store (default) or a Kafka log directory.",
+    ),
 ) -> int:
     """Start a small store (8 x 64 MiB segments) with a broker process (producer with warm-up, retention,
     pull server) and one consumer process per send path (read_write, mmap_write, sendfile, splice); watch it
-    on the dashboard, and clean everything up on exit."""
+    on the dashboard, and clean everything up on exit.
+
+    With --format kafka (or --log-format kafka): a Kafka log directory instead, written by a broker process
+    with store.kafka's writer (64 MiB segments rolled by size, an index entry every 4,096 bytes, a time
+    index, checkpoints, retention, consumer offsets committed to __consumer_offsets) and read by the same
+    consumers, each fetching whole batches by its send path (sendfile is Kafka's own)."""
+    output, log_format = _formats(output, log_format)
     _check_directory(directory)
     headless = no_ui or output == OutputFormat.JSON or not _has_terminal()
     if duration is not None and not headless:
         raise BadInput("--duration applies to the final report: add --no-ui (the dashboard runs until q)")
-    settings = DemoSettings()
+    settings = DemoSettings(log_format=log_format)
     workload = DemoWorkload(settings, directory)
     with signals_interrupt(ENDING_SIGNALS):
         try:
@@ -77,10 +100,20 @@ def demo(
     return _exit_status(outcome)
 
 
+def _formats(output: str, log_format: str | None) -> tuple[str, str]:
+    """(report format, log format) from --format, which takes either, and --log-format."""
+    if output in LOG_FORMATS:
+        if log_format is not None and log_format != output:
+            raise BadInput(f"--format {output} and --log-format {log_format} name two log formats")
+        return OutputFormat.TABLE.value, output
+    return output, log_format or "rocketmq"
+
+
 def _check_directory(directory: Path | None) -> None:
     if directory is None or not directory.exists():
         return
-    if any(directory.iterdir()) and not (directory / "store").is_dir():
+    demo_dirs = ("store", "kafka-logs")
+    if any(directory.iterdir()) and not any((directory / name).is_dir() for name in demo_dirs):
         raise BadInput(f"{directory} is not empty and holds no demo store; give a new or empty directory")
 
 
@@ -93,10 +126,13 @@ def _announce(workload: DemoWorkload) -> None:
     roles = workload.roles()
     consumers = ", ".join(f"{role.split(':', 1)[1]} {pid}" for pid, role in roles.items() if role != "broker")
     broker = next(pid for pid, role in roles.items() if role == "broker")
+    what = "Kafka log directory" if workload.is_kafka else "store"
+    warmup = "no" if workload.is_kafka else settings.warmup
+    server = "fetch server" if workload.is_kafka else "pull server"
     _say(
-        f"store {workload.store_dir} ({human_bytes(settings.segment_size_bytes)} segments, about "
+        f"{what} {workload.store_dir} ({human_bytes(settings.segment_size_bytes)} segments, about "
         f"{settings.max_segments} kept); broker pid {broker} (producer at {settings.rate_msgs_per_s:g} msg/s "
-        f"with {settings.warmup} warm-up, pull server on 127.0.0.1:{workload.broker_port}); "
+        f"with {warmup} warm-up, {server} on 127.0.0.1:{workload.broker_port}); "
         f"consumer pids: {consumers}"
     )
 

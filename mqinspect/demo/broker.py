@@ -175,18 +175,7 @@ class DemoBroker:
             commitlog_min_offset=min_offset,
             commitlog_max_offset=max_offset,
             warmups=tuple(self.warmups.values()),
-            served=tuple(
-                PathServed(
-                    path,
-                    counts.requests,
-                    counts.messages,
-                    counts.bytes_sent,
-                    counts.transfer_calls,
-                    dict(counts.syscalls),
-                    counts.send_s,
-                )
-                for path, counts in counters.paths.items()
-            ),
+            served=tuple(PathServed.from_counts(path, counts) for path, counts in counters.paths.items()),
             shutdown_problems=tuple(problems),
         )
 

@@ -9,7 +9,6 @@ it could pull it, and commits its offset every second. It announces `ready` once
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -66,38 +65,45 @@ class DemoConsumer:
         self.committed = self.member.offset
 
     def summary(self) -> ConsumerSummary:
-        elapsed = time.monotonic() - self.started
-        return ConsumerSummary(
-            pid=os.getpid(),
-            path=self.path,
-            group=self.group,
-            pulls=self.pulls,
-            messages=self.messages,
-            skipped_messages=self.member.skipped,
-            bytes_received=self.bytes_received,
-            resumed_offset=self.resumed_offset,
-            committed_offset=self.committed,
-            elapsed_s=elapsed,
-            bytes_per_s=self.bytes_received / elapsed if elapsed > 0 else None,
-            error=self.error,
-        )
+        return consumer_summary(self, self.member.skipped)
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = child_parser("mqinspect.demo.consumer", __doc__)
+def consumer_summary(consumer, skipped_messages: int) -> ConsumerSummary:
+    """A demo consumer's own account (this module's, or the Kafka demo's: the same attributes)."""
+    elapsed = time.monotonic() - consumer.started
+    return ConsumerSummary(
+        pid=os.getpid(),
+        path=consumer.path,
+        group=consumer.group,
+        pulls=consumer.pulls,
+        messages=consumer.messages,
+        skipped_messages=skipped_messages,
+        bytes_received=consumer.bytes_received,
+        resumed_offset=consumer.resumed_offset,
+        committed_offset=consumer.committed,
+        elapsed_s=elapsed,
+        bytes_per_s=consumer.bytes_received / elapsed if elapsed > 0 else None,
+        error=consumer.error,
+    )
+
+
+def run_consumer(consumer_class, module: str, description: str | None, argv: list[str] | None) -> int:
+    """A consumer child's life: its arguments, tied to the demo, ready, consuming until told to stop, its
+    summary (for this module's consumers and the Kafka demo's)."""
+    parser = child_parser(module, description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", type=SendPath, required=True, choices=list(SendPath))
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _arguments(argv)
+    args = parser.parse_args(argv)
     stop = start_child(args, f"demo-{args.path.value}")  # cut to 15 bytes: "demo-read_write" fits exactly
-    consumer = DemoConsumer(args.port, args.path, args.settings)
+    consumer = consumer_class(args.port, args.path, args.settings)
     announce("ready", {"path": args.path.value})
     consumer.run(stop)
     announce("summary", consumer.summary())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_consumer(DemoConsumer, "mqinspect.demo.consumer", __doc__, argv)
 
 
 if __name__ == "__main__":

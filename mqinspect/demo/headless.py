@@ -29,7 +29,9 @@ def run_headless(workload: DemoWorkload, duration_s: float, progress: Progress) 
     progress(f"sampling the live view over {LIVE_INTERVAL_S:g} s")
     live = sample_live(workload, LIVE_INTERVAL_S)
     outcome = workload.stop()
-    labs = tuple(run_lab(workload.directory / "labs", workload.settings, progress) for run_lab in LABS)
+    labs = tuple(
+        run_lab(workload.directory / "labs", workload.settings, progress) for run_lab in labs_for(workload)
+    )
     return DemoReport(workload.settings, outcome, live, labs)
 
 
@@ -116,3 +118,9 @@ def sendpath_lab(directory: Path, settings: DemoSettings, progress: Progress) ->
 
 
 LABS: tuple[Callable[[Path, DemoSettings, Progress], Section], ...] = (warmup_lab, sendpath_lab)
+
+
+def labs_for(workload: DemoWorkload) -> tuple[Callable[[Path, DemoSettings, Progress], Section], ...]:
+    """The labs of the final report: a Kafka broker does not warm its segments, so its demo has only the
+    send-path lab (sendfile is Kafka's own path)."""
+    return (sendpath_lab,) if workload.is_kafka else LABS

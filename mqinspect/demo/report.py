@@ -36,6 +36,20 @@ class PathServed:
     syscalls: dict[str, int]
     send_s: float
 
+    @classmethod
+    def from_counts(cls, path: SendPath, counts: Any) -> PathServed:
+        """From a server's counters of one path (requests, messages, bytes_sent, transfer_calls,
+        syscalls, send_s): the pull server's, or the Kafka demo's fetch server's."""
+        return cls(
+            path,
+            counts.requests,
+            counts.messages,
+            counts.bytes_sent,
+            counts.transfer_calls,
+            dict(counts.syscalls),
+            counts.send_s,
+        )
+
 
 @dataclass(frozen=True)
 class BrokerSummary:
@@ -51,7 +65,7 @@ class BrokerSummary:
     produce_bytes_per_s: float | None
     put_latency_max_us: float | None
     put_latency_p99_us_worst_window: float | None  # the worst p99 over windows of PRODUCE_WINDOW_PUTS puts
-    page_cache_busy_puts: int
+    page_cache_busy_puts: int | None  # None: not a RocketMQ broker (Kafka has no such refusal)
     segments_written: int  # distinct CommitLog segments the producer wrote into
     segments_deleted: int  # by retention (fileReservedTime)
     segments_at_end: int

@@ -12,6 +12,7 @@ from store.transfer import SendPath
 # What a record adds to its body in the CommitLog (codec's fixed fields, topic, properties), for sizing
 # only: the broker reports the bytes it really wrote.
 RECORD_OVERHEAD_BYTES = 120
+LOG_FORMATS = ("rocketmq", "kafka")
 PRODUCE_WINDOW_PUTS = 500  # produce() keeps every put's result: the broker runs it in windows of this many
 
 
@@ -33,6 +34,7 @@ class DemoSettings:
         SendPath.SPLICE,
     )
     topic: str = "DemoTopic"
+    log_format: str = "rocketmq"  # or "kafka": a Kafka log directory written and served (kafka_broker)
     pull_batch: int = 64  # messages per pull
     long_poll_ms: int = 500
     stop_grace_s: float = 8.0  # SIGTERM, then SIGKILL after this long
@@ -47,6 +49,8 @@ class DemoSettings:
             raise ValueError("rate, batch and body size must be positive")
         if not self.paths:
             raise ValueError("at least one consumer send path")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log format {self.log_format!r}: one of {', '.join(LOG_FORMATS)}")
 
     @property
     def produce_bytes_per_s(self) -> float:

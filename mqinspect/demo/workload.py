@@ -103,8 +103,13 @@ class DemoWorkload:
         return self._directory
 
     @property
+    def is_kafka(self) -> bool:
+        return self.settings.log_format == "kafka"
+
+    @property
     def store_dir(self) -> Path:
-        return self.directory / "store"
+        """The RocketMQ store, or the Kafka log directory (`log.dirs`), the broker writes."""
+        return self.directory / ("kafka-logs" if self.is_kafka else "store")
 
     @property
     def log_dir(self) -> Path:
@@ -138,7 +143,12 @@ class DemoWorkload:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._started_at = time.monotonic()
         try:
-            broker = self._spawn("broker", "mqinspect.demo.broker", "--store", str(self.store_dir))
+            if self.is_kafka:
+                broker = self._spawn(
+                    "broker", "mqinspect.demo.kafka_broker", "--log-dir", str(self.store_dir)
+                )
+            else:
+                broker = self._spawn("broker", "mqinspect.demo.broker", "--store", str(self.store_dir))
             self._wait_ready(broker)
         except BaseException:
             self.close()
@@ -149,10 +159,9 @@ class DemoWorkload:
         """Start one consumer per send path of the settings, pulling from the running broker."""
         try:
             port = str(self.broker_port)
+            module = "mqinspect.demo.kafka_consumer" if self.is_kafka else "mqinspect.demo.consumer"
             consumers = [
-                self._spawn(
-                    f"consumer:{path.value}", "mqinspect.demo.consumer", "--port", port, "--path", path.value
-                )
+                self._spawn(f"consumer:{path.value}", module, "--port", port, "--path", path.value)
                 for path in self.settings.paths
             ]
             for consumer in consumers:

@@ -352,9 +352,34 @@ def write_kafka_jsonl(stream: KafkaDumpStream, out: TextIO) -> None:
     out.write(json_line({"kind": "dump", **to_jsonable(stream.start)}) + "\n")
     out.flush()
     for run in stream.batches():
-        out.write("".join([kafka_event_json(event) + "\n" for event in run]))
+        out.write(_run_jsonl(run))
         out.flush()
     out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
+
+
+def _run_jsonl(run: list) -> str:
+    """A run of events as JSON Lines. A plain record (no control or metadata fields) is written here by an
+    f-string in RecordEvent's field order (test_kafka_commands holds it equal to json_line), rather than
+    through kafka_event_json: a third of the CPU a record costs."""
+    lines = []
+    add = lines.append
+    escape, encodings = encode_basestring, _ENCODINGS
+    for r in run:
+        if type(r) is RecordEvent and r.control_type is None and r.metadata_type is None:
+            key, value = r.key, r.value
+            add(
+                f'{{"kind":"record","offset":{r.offset},"timestamp_ms":{r.timestamp_ms},'
+                f'"key_size_bytes":{r.key_size_bytes},"value_size_bytes":{r.value_size_bytes},'
+                f'"sequence":{r.sequence},"headers":{_headers_json(r.headers) if r.headers else "[]"},'
+                f'"key":{"null" if key is None else escape(key)},'
+                f'"value":{"null" if value is None else escape(value)},"encoding":{encodings[r.encoding]},'
+                '"control_type":null,"coordinator_epoch":null,"leader_id":null,"voters":[],'
+                '"metadata_type":null}'
+            )
+        else:
+            add(kafka_event_json(r))
+    lines.append("")
+    return "\n".join(lines)
 
 
 def write_kafka_json_document(stream: KafkaDumpStream, out: TextIO) -> None:
@@ -383,8 +408,12 @@ def _int(value: int | None) -> str:
     return _NULL if value is None else str(value)
 
 
+def _headers_json(headers: tuple) -> str:
+    return "[" + ",".join([f"[{_string(name)},{_string(value)}]" for name, value in headers]) + "]"
+
+
 def _record_json(r: RecordEvent) -> str:
-    headers = "[" + ",".join([f"[{_string(name)},{_string(value)}]" for name, value in r.headers]) + "]"
+    headers = _headers_json(r.headers)
     key, value = r.key, r.value
     if r.control_type is None and r.metadata_type is None:  # the common record: its tail is constant
         return _PLAIN_RECORD_JSON % (

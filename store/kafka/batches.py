@@ -305,6 +305,11 @@ class LogReader:
     end, an impossible length, an unknown magic) ends the iteration with its finding. Afterwards
     `position` is where reading stopped and `stopped` says why: "end" (the end of the file), "budget"
     (the next entry reaches past max_bytes) or "finding". `bytes_read` counts the bytes pread returned.
+
+    Reads are `window_bytes` long; with `first_window_bytes`, the first is that long and each next one
+    twice the last, up to `window_bytes`: a reader that stops after a few entries (`dump --count`) reads
+    less than four times what they take (the reads add up to under twice the last one, which is under
+    twice what was needed), and hands the first over before a whole window is read.
     """
 
     def __init__(
@@ -314,6 +319,7 @@ class LogReader:
         start: int = 0,
         max_bytes: int | None = None,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
+        first_window_bytes: int | None = None,
     ):
         if start < 0 or (max_bytes is not None and max_bytes < 0):
             raise ValueError("start and max_bytes are positions and sizes: not negative")
@@ -321,6 +327,7 @@ class LogReader:
         self.start = start
         self.max_bytes = max_bytes
         self.window_bytes = window_bytes
+        self._next_window_bytes = min(first_window_bytes or window_bytes, window_bytes)
         self.position = start
         self.stopped: str | None = None
         self.bytes_read = 0
@@ -350,7 +357,8 @@ class LogReader:
                         self.position = position + size
                         continue
                 if have < LOG_OVERHEAD + 5:
-                    window, window_start = self._read(file, position, limit, LOG_OVERHEAD + 5), position
+                    window = self._read(file, window, position - window_start, limit, LOG_OVERHEAD + 5)
+                    window_start = position
                     have = len(window)
                     if have < LOG_OVERHEAD + 5 and limit < file_end:
                         self.stopped = "budget"  # the budget ends inside the next header
@@ -359,7 +367,7 @@ class LogReader:
                     at = position - window_start
                     size = LOG_OVERHEAD + int.from_bytes(window[at + 8 : at + 12], "big", signed=True)
                     if have < size <= limit - position:
-                        window, window_start = self._read(file, position, limit, size), position
+                        window, window_start = self._read(file, window, at, limit, size), position
                     elif size > limit - position and limit < file_end:
                         self.stopped = "budget"  # the entry ends past the budget: not read, not a finding
                         return
@@ -373,10 +381,18 @@ class LogReader:
                 yield from entry_findings(self.path, entry)
                 self.position = entry.next_position
 
-    def _read(self, file: PreadFile, position: int, limit: int, at_least: int) -> memoryview:
-        data = file.read(position, min(max(self.window_bytes, at_least), limit - position))
+    def _read(self, file: PreadFile, window: memoryview, at: int, limit: int, at_least: int) -> memoryview:
+        """The next window, from `at` in the current one (whose start is the reader's position). While the
+        windows grow, the bytes of the current one from `at` on are kept, not read again: no byte is read
+        twice, so the bytes read add up to no more than max_bytes. Full windows read their start again
+        (a partial entry, copied less often than a whole window would be)."""
+        position = self.position
+        size = min(max(self._next_window_bytes, at_least), limit - position)
+        kept = window[at:] if self._next_window_bytes < self.window_bytes and 0 <= at < len(window) else b""
+        self._next_window_bytes = min(self._next_window_bytes * 2, self.window_bytes)
+        data = file.read(position + len(kept), size - len(kept))
         self.bytes_read += len(data)
-        return memoryview(data)
+        return memoryview(bytes(kept) + data if kept else data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,6 +195,22 @@ def control_record(marker: int, coordinator_epoch: int) -> ProducerRecord:
     return ProducerRecord(struct.pack(">hh", 0, marker), struct.pack(">hi", 0, coordinator_epoch))
 
 
+def offset_commit_record(
+    group: str, topic: str, partition: int, offset: int, commit_ms: int
+) -> ProducerRecord:
+    """A group's committed offset as the group coordinator appends it to `__consumer_offsets`:
+    OffsetCommitKey v1 (group, topic, partition) and OffsetCommitValue v3 (offset, leader epoch -1 for
+    unknown, empty metadata, commit timestamp)."""
+
+    def string(text: str) -> bytes:
+        data = text.encode()
+        return struct.pack(">h", len(data)) + data
+
+    key = struct.pack(">h", 1) + string(group) + string(topic) + struct.pack(">i", partition)
+    value = struct.pack(">hqi", 3, offset, -1) + string("") + struct.pack(">q", commit_ms)
+    return ProducerRecord(key, value, (), commit_ms)
+
+
 def new_topic_id() -> str:
     """A Uuid as Kafka prints it: 16 bytes in URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -381,6 +397,25 @@ class PartitionWriter:
         self._close_segment(self._segment)
         self._segment = self._open_segment(self.next_offset)
         self.segments.append(self.next_offset)
+
+    def delete_oldest_segment(self) -> Path:
+        """Retention: the oldest segment's files renamed to `.deleted` and removed, as the broker's log
+        cleanup does (it removes them file.delete.delay.ms later); the log start offset moves to the next
+        segment's base. Returns the removed log's path. The active segment is never deleted."""
+        if len(self.segments) < 2:
+            raise ValueError("the active segment is the only one: nothing to delete")
+        base = self.segments.pop(0)
+        self.log_start_offset = self.segments[0]
+        log = self.directory / layout.file_name(base, "log")
+        for kind in layout.SEGMENT_KINDS:
+            path = self.directory / layout.file_name(base, kind)
+            deleted = path.with_name(path.name + ".deleted")
+            try:
+                os.replace(path, deleted)
+            except FileNotFoundError:
+                continue
+            deleted.unlink()
+        return log
 
     def flush(self) -> None:
         """Make what was appended readable (the log's buffer), and write the checkpoints and a snapshot."""

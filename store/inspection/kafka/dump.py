@@ -4,7 +4,8 @@ records with `deep`, as kafka-dump-log prints them, handed over while the logs a
 A dump reads no more than it needs: it starts each partition at the segment holding `from_offset` (its
 `.index` gives the position to start reading at) or at the first record at or after `from_time` (through the
 `.timeindex`, then the `.index`), reads no byte of the logs past `max_bytes` in all, and stops after
-`count` batches. Control records are named (COMMIT, ABORT, LEADER_CHANGE, ...), and `__cluster_metadata`
+`count` batches, its reads starting at a page and doubling: under four times what those batches take.
+Control records are named (COMMIT, ABORT, LEADER_CHANGE, ...), and `__cluster_metadata`
 records by their type. Values are text (printable UTF-8, else hex) or hex throughout (`values="hex"`).
 """
 
@@ -28,6 +29,7 @@ from store.kafka.records import Record, decode_control_record, decode_records
 SCHEMA = "mqinspect.store.kafka.dump/v1"
 METADATA_TOPIC = "__cluster_metadata"
 EVENTS_PER_RUN = 512  # events handed over at once: a renderer writes and flushes each run
+FIRST_WINDOW_BYTES = 4096  # a segment's first read, doubling to the reader's window: --count 1 reads a page
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +64,9 @@ class SegmentEvent:
     start_position: int  # where reading starts (from the .index, for --from-offset/--from-time)
 
 
-@dataclass(frozen=True, slots=True)
+# Batch and record events are not frozen: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, 1.3 us more per record of 15 fields, as much as decoding the record.
+@dataclass(slots=True)
 class BatchEvent:
     kind: str  # "batch"
     segment: str
@@ -87,7 +91,7 @@ class BatchEvent:
     crc_valid: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordEvent:
     kind: str  # "record"
     offset: int
@@ -151,14 +155,14 @@ class KafkaDumpStream:
 
     def batches(self) -> Iterator[list[DumpEvent]]:
         events = self._events()
-        next_event = vanishing_files_are_store_changes(events.__next__)  # a segment deleted while dumped
+        next_events = vanishing_files_are_store_changes(events.__next__)  # a segment deleted while dumped
         run: list[DumpEvent] = []
         stopped = "end"
-        for event in iter(next_event, None):
-            if isinstance(event, str):
-                stopped = event
+        for events_read in iter(next_events, None):
+            if isinstance(events_read, str):
+                stopped = events_read
                 break
-            run.append(event)
+            run += events_read
             if len(run) >= EVENTS_PER_RUN:
                 yield run
                 run = []
@@ -173,8 +177,10 @@ class KafkaDumpStream:
             finding_count=self._findings,
         )
 
-    def _events(self) -> Iterator[DumpEvent | str]:
-        """Every event; a string (why) when the dump stops before the end of the logs."""
+    def _events(self) -> Iterator[list[DumpEvent] | str]:
+        """Every event, a batch's at a time (and a segment's start, a finding alone); a string (why) when
+        the dump stops before the end of the logs. Lists, not single events: each level of generators a
+        record passes through costs as much as building its event."""
         for directory in self.target.partitions:
             name = parse_partition_dir(directory.name)
             metadata = name is not None and name.topic == METADATA_TOPIC
@@ -209,13 +215,15 @@ class KafkaDumpStream:
 
     def _segment_events(self, segment: SegmentFiles, start: int, metadata: bool):
         label = file_label(segment.log)
-        yield SegmentEvent("segment", segment.log, label, segment.base_offset, start)
+        yield [SegmentEvent("segment", segment.log, label, segment.base_offset, start)]
         budget = None if self.start.max_bytes is None else self.start.max_bytes - self._bytes
-        reader = self._reader = LogReader(segment.log, start=start, max_bytes=budget)
+        reader = self._reader = LogReader(
+            segment.log, start=start, max_bytes=budget, first_window_bytes=FIRST_WINDOW_BYTES
+        )
         for item in reader:
             if isinstance(item, Finding):
                 self._findings += 1
-                yield FindingEvent("finding", item.kind, item.path, item.position, item.message)
+                yield [FindingEvent("finding", item.kind, item.path, item.position, item.message)]
                 continue
             if not self._wanted(item):
                 continue
@@ -226,9 +234,10 @@ class KafkaDumpStream:
                 return "count"
             self._batches += 1
             self._next_offset = item.next_offset
-            yield _batch_event(item, label)
+            events: list[DumpEvent] = [_batch_event(item, label)]
             if self.start.deep:
-                yield from self._record_events(item, segment.log, metadata)
+                self._add_record_events(item, segment.log, metadata, events)
+            yield events
         self._bytes += reader.bytes_read
         self._reader = None
         if reader.stopped == "budget":
@@ -242,15 +251,65 @@ class KafkaDumpStream:
             return False
         return self.start.from_time_ms is None or max_timestamp(entry) >= self.start.from_time_ms
 
-    def _record_events(self, entry: LogEntry, path: Path, metadata: bool) -> Iterator[DumpEvent]:
-        """The batch's records, from the decoder's columns (a Record object only for a control record)."""
+    def _add_record_events(self, entry: LogEntry, path: Path, metadata: bool, events: list) -> None:
+        """The batch's records appended to `events`, from the decoder's columns (a Record object only for a
+        control or metadata record). A plain batch whose keys and values are all text takes one pass
+        with their text made a column at a time (`_column_texts`); any other goes record by record."""
         decoded = decode_records(entry, path)
         control = isinstance(entry, RecordBatch) and entry.is_control
         from_offset = self.start.from_offset if self.start.from_offset is not None else -1
+        key_texts = value_texts = None
+        if not (self._hex or control or metadata or (decoded.offsets and decoded.offsets[0] < from_offset)):
+            key_texts = _column_texts(decoded.keys)
+            value_texts = _column_texts(decoded.values) if key_texts is not None else None
+        if value_texts is None or not self._add_text_records(decoded, key_texts, value_texts, events):
+            self._add_records_one_by_one(entry, decoded, path, control or metadata, from_offset, events)
+        for finding in decoded.findings:
+            self._findings += 1
+            events.append(
+                FindingEvent("finding", finding.kind, finding.path, finding.position, finding.message)
+            )
+
+    def _add_text_records(self, decoded, key_texts: list, value_texts: list, events: list) -> bool:
+        """A batch whose keys and values are text: its records' events in one comprehension. False (and
+        nothing added) when a header value is not text: that record's key and value are then hex too."""
+        offsets, base_offset, base_sequence = decoded.offsets, decoded.base_offset, decoded.base_sequence
+        if base_sequence == -1:
+            sequences = [-1] * len(offsets)
+        else:
+            sequences = [(base_sequence + offset - base_offset) % _SEQUENCE_WRAP for offset in offsets]
+        try:
+            events += [
+                RecordEvent(
+                    "record",
+                    offset,
+                    timestamp,
+                    -1 if key is None else len(key),
+                    -1 if value is None else len(value),
+                    sequence,
+                    _header_texts(headers) if headers else (),
+                    key_text,
+                    value_text,
+                    "utf8",
+                )
+                for offset, timestamp, key, value, headers, key_text, value_text, sequence in zip(
+                    offsets, decoded.timestamps, decoded.keys, decoded.values, decoded.headers, key_texts,
+                    value_texts, sequences, strict=True,
+                )
+            ]  # fmt: skip
+        except _NotText:
+            return False
+        self._records += len(offsets)
+        return True
+
+    def _add_records_one_by_one(
+        self, entry: LogEntry, decoded, path: Path, special: bool, from_offset: int, events: list
+    ) -> None:
         columns = zip(
             decoded.offsets, decoded.timestamps, decoded.keys, decoded.values, decoded.headers, strict=True
         )
-        records = decoded.records if control or metadata else ()
+        records = decoded.records if special else ()
+        control = isinstance(entry, RecordBatch) and entry.is_control
         for index, (offset, timestamp, key, value, headers) in enumerate(columns):
             if offset < from_offset:
                 continue
@@ -259,7 +318,9 @@ class KafkaDumpStream:
                 extra = self._control_or_metadata(records[index], control) if records else {}
             except KafkaDecodeError as error:
                 self._findings += 1
-                yield FindingEvent("finding", error.kind, path, entry.position, f"offset {offset}: {error}")
+                events.append(
+                    FindingEvent("finding", error.kind, path, entry.position, f"offset {offset}: {error}")
+                )
                 continue
             texts = None if self._hex else _texts(key, value, headers)
             if texts is None:
@@ -268,22 +329,21 @@ class KafkaDumpStream:
             else:
                 encoding, (key_text, value_text, header_texts) = "utf8", texts
             sequence = decoded.sequence(index) if decoded.base_sequence != -1 else -1
-            yield RecordEvent(
-                "record",
-                offset,
-                timestamp,
-                -1 if key is None else len(key),
-                -1 if value is None else len(value),
-                sequence,
-                header_texts,
-                key_text,
-                value_text,
-                encoding,
-                **extra,
+            events.append(
+                RecordEvent(
+                    "record",
+                    offset,
+                    timestamp,
+                    -1 if key is None else len(key),
+                    -1 if value is None else len(value),
+                    sequence,
+                    header_texts,
+                    key_text,
+                    value_text,
+                    encoding,
+                    **extra,
+                )
             )
-        for finding in decoded.findings:
-            self._findings += 1
-            yield FindingEvent("finding", finding.kind, finding.path, finding.position, finding.message)
 
     @staticmethod
     def _control_or_metadata(record: Record, control: bool) -> dict:
@@ -297,6 +357,43 @@ class KafkaDumpStream:
             "leader_id": marker.leader_id,
             "voters": marker.voters,
         }
+
+
+_SEQUENCE_WRAP = 1 << 31
+
+
+def _column_texts(column: tuple[bytes | None, ...]) -> list[str | None] | None:
+    """A column of keys or values as text when every one is printable UTF-8 (None stays None), else None.
+    Decoded and checked at once: joined by NUL, which no printable text holds, so the split is exact."""
+    present = [data for data in column if data is not None]
+    if not present:
+        return list(column)
+    try:
+        text = b"\x00".join(present).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.replace("\x00", "").isprintable():
+        return None  # control characters somewhere: record by record, line breaks allowed
+    pieces = text.split("\x00")
+    if len(present) == len(column):
+        return pieces
+    texts = iter(pieces)
+    return [None if data is None else next(texts) for data in column]
+
+
+class _NotText(Exception):
+    """A header value that is not printable UTF-8."""
+
+
+def _header_texts(headers: tuple) -> tuple:
+    """Header values as text, or _NotText."""
+    try:
+        texts = tuple([(name, None if data is None else data.decode("utf-8")) for name, data in headers])
+    except UnicodeDecodeError as error:
+        raise _NotText from error
+    if all(text is None or _printable(text) for _, text in texts):
+        return texts
+    raise _NotText
 
 
 def _texts(key: bytes | None, value: bytes | None, headers) -> tuple | None:
