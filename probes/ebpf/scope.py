@@ -512,16 +512,17 @@ _listings_lock = threading.Lock()
 
 def current_store_listing(store: Path, *, fresh: bool = False) -> StoreListing | None:
     """The store's files and directories now: the last listing while it is up to STORE_LISTING_REUSE_S old
-    or its directories are unchanged (StoreListing.still_current), unless `fresh`; None while the store is
-    being deleted or moved."""
+    (unless `fresh`: a file may have been created within that time) or its directories say nothing was
+    created, deleted or renamed since (StoreListing.still_current); None while the store is being deleted or
+    moved."""
     with _listings_lock:
         listed = _listings.get(store)
-        if (
-            not fresh
-            and listed is not None
-            and (time.monotonic() - listed[0] < STORE_LISTING_REUSE_S or listed[1].still_current())
-        ):
-            return listed[1]
+        if listed is not None:
+            if not fresh and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
+                return listed[1]
+            if listed[1].still_current():  # checked now: the session's other probes take it as it is
+                _listings[store] = (time.monotonic(), listed[1])
+                return listed[1]
         try:
             listing = list_store(store)
         except (StoreError, OSError):

@@ -121,8 +121,16 @@ def test_a_listing_taken_while_a_directory_was_just_changed_is_not_reused(tmp_pa
     assert scope.current_store_listing(root) is settled and len(listings) == 3
 
 
-def test_a_fresh_listing_is_taken_whatever_the_directories_say(tmp_path: Path, listings):
+def test_a_fresh_listing_is_one_that_sees_a_file_created_just_now(tmp_path: Path, listings, monkeypatch):
+    """What the follower asks for when a probe's maps name a file the listing lacks: the file may have been
+    created since, within the time a listing serves the session's probes; if no directory changed, it is not
+    the store's and the store is not listed again."""
+    monkeypatch.setattr(scope, "STORE_LISTING_REUSE_S", 60.0)
     root = _store(tmp_path / "store")
     first = scope.current_store_listing(root)
-    assert scope.current_store_listing(root, fresh=True) is not first
+    assert scope.current_store_listing(root, fresh=True) is first
+    assert len(listings) == 1
+    (root / "commitlog" / _segment_name(1)).write_bytes(b"")
+    assert scope.current_store_listing(root) is first  # within the reuse time
+    assert f"commitlog/{_segment_name(1)}" in _names(scope.current_store_listing(root, fresh=True))
     assert len(listings) == 2
