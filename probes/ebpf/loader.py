@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import itertools
+import errno
 import os
 import re
 import sys
@@ -199,12 +199,11 @@ class LoadedProgram:
         """Every (key, value) of a map, each removed as it is read (atomically per entry), so an event counted
         after its entry was taken lands in a fresh entry for the next read instead of being lost.
 
-        The map is already empty when this returns (bcc makes its batch calls before it yields the first
-        entry); entries are converted as the iterator is consumed, so several maps can be emptied within
-        a moment of each other before the slow part."""
-        entries = self.table(name).items_lookup_and_delete_batch()
-        first = next(entries, None)
-        return iter(()) if first is None else itertools.chain([first], entries)
+        The map is already empty when this returns (every batch call is made before it); entries are
+        converted as the iterator is consumed, so several maps can be emptied within a moment of each other
+        before the slow part."""
+        batches = _drained_batches(self.table(name), name)
+        return ((keys[index], values[index]) for keys, values, count in batches for index in range(count))
 
     def put(self, name: str, key: tuple[int, ...], value: tuple[int, ...] = ()) -> None:
         """Set map[key] = value, both filled field by field with integers (an empty value is all zeros)."""
@@ -249,6 +248,45 @@ class LoadedProgram:
         bpf, self._bpf = self._bpf, None
         if bpf is not None:
             bpf.cleanup()
+
+
+# Entries asked of the kernel per batch call when a map is emptied. bcc's items_lookup_and_delete_batch
+# allocates (and zeroes) arrays for the map's max_entries at every call: megabytes per interval for the
+# dashboard's maps (131,072 folios), where an interval leaves a few hundred entries.
+DRAIN_BATCH_ENTRIES = 512
+
+
+def _drained_batches(table: Any, name: str) -> list[tuple[Any, Any, int]]:
+    """Empty a hash map by BPF_MAP_LOOKUP_AND_DELETE_BATCH calls, the first for DRAIN_BATCH_ENTRIES and each
+    next one for twice as many (arrays allocated for about what is taken; each call goes on from the bucket
+    the previous one stopped at): the (keys, values, count) of each call."""
+    from bcc.libbcc import lib  # loaded: this program was compiled with it
+
+    size = min(DRAIN_BATCH_ENTRIES, table.max_entries)
+    batches, position, first = [], ctypes.c_uint32(0), True
+    while True:
+        keys, values, count = (table.Key * size)(), (table.Leaf * size)(), ctypes.c_uint32(size)
+        following = ctypes.c_uint32(0)
+        failed = lib.bpf_lookup_and_delete_batch(
+            table.map_fd,
+            None if first else ctypes.byref(position),
+            ctypes.byref(following),
+            keys,
+            values,
+            ctypes.byref(count),
+        )
+        error = ctypes.get_errno()
+        if count.value:
+            batches.append((keys, values, count.value))
+        if failed and error == errno.ENOENT:  # the last bucket was read
+            return batches
+        if failed and error == errno.ENOSPC and not count.value and size < table.max_entries:
+            size = min(size * 2, table.max_entries)  # one bucket holds more entries than fit: larger arrays
+            continue
+        if failed:
+            raise ProbeError(f"emptying the BPF map {name} failed: {os.strerror(error)}")
+        position, first = following, False
+        size = min(size * 2, table.max_entries)  # a map this full likely holds more: fewer calls
 
 
 def _ctypes_of(kind: Any, fields: tuple[int, ...], what: str) -> Any:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 
 import pytest
@@ -296,3 +297,43 @@ def test_a_loaded_program_is_listed_by_bpftool_until_closed():
     finally:
         program.close()
     assert held.isdisjoint(loaded_programs())
+
+
+# A hash map as large as the dashboard's folio maps, and a per-CPU one, to be emptied by LoadedProgram.drain.
+_DRAINED_MAPS_TEXT = """
+struct mqi_key { u64 first; u32 second; u32 pad; };
+struct mqi_value { u64 counts[5]; };
+BPF_HASH(mqi_big, struct mqi_key, struct mqi_value, 131072);
+BPF_PERCPU_HASH(mqi_per_cpu, u32, u64, 16384);
+"""
+
+
+@pytest.mark.requires_bpf
+def test_draining_takes_every_entry_once_with_arrays_for_what_the_map_holds_not_its_capacity():
+    """bcc's batch drain allocates arrays for the map's max_entries at every call (8 MiB here, for a map
+    holding seven entries); ours asks the kernel DRAIN_BATCH_ENTRIES at a time, going on from the bucket
+    each call stopped at, so a map fuller than one batch is still emptied whole."""
+    from bcc import BPF
+
+    program = loader.LoadedProgram(BPF(text=_DRAINED_MAPS_TEXT), (), ())
+    try:
+        big, per_cpu = program.table("mqi_big"), program.table("mqi_per_cpu")
+        for count in (0, 7, 2_000):  # 2,000: more than one batch call takes
+            for number in range(count):
+                big[big.Key(number, number * 7, 0)] = big.Leaf((number, 1, 2, 3, 4))
+                per_cpu[per_cpu.Key(number)] = per_cpu.Leaf(*([number] * len(per_cpu.Leaf())))
+            tracemalloc.start()
+            try:
+                drained = program.drain("mqi_big")
+                peak_bytes = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            entries = sorted((key.first, key.second, tuple(value.counts)) for key, value in drained)
+            assert entries == [(n, n * 7, (n, 1, 2, 3, 4)) for n in range(count)]
+            per_cpu_entries = sorted((key, tuple(value)) for key, value in program.drain("mqi_per_cpu"))
+            assert per_cpu_entries == [(n, (n,) * len(per_cpu.Leaf())) for n in range(count)]
+            assert big.items() == [] and per_cpu.items() == []
+            if count < 10:
+                assert peak_bytes < 1 << 20, f"{peak_bytes:,} bytes allocated to drain {count} entries"
+    finally:
+        program.close()
