@@ -22,11 +22,13 @@ broker), and every frame on time: none skipped, none more than ON_TIME_S after i
 
     .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 30] [--warmup 15] [--segments 64]
         [--segment-mib 64] [--consume-queues 2] [--write-kib-s 1024] [--big-broker] [--modes no-ebpf,ebpf]
+        [--checkout PATH ...]   (several: each checkout's mqinspect in turn on the same store, back to back)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import os
 import pty
@@ -98,6 +100,10 @@ def build_store(
         for queue in range(min(2, consume_queues)):
             offsets.set("TopicA", f"group{group}", queue, 100 * group)
     offsets.persist(consumer_offset_path(root))
+    # On disk before the dashboard starts, as a broker's older segments are: else the kernel writes the
+    # build's dirty pages back during the measurement (the big broker's gigabyte, with a writeback event on
+    # each of 1,000 files), which no steady state has.
+    os.sync()
     return root
 
 
@@ -181,16 +187,17 @@ def start_writer(store: Path, bytes_per_s: int):
     return subprocess.Popen([sys.executable, "-c", WRITER, str(newest), str(bytes_per_s)])
 
 
-def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float) -> Run:
-    arguments = [sys.executable, "-m", "mqinspect", "top", str(store), "--interval", f"{INTERVAL_S:g}"]
+def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, checkout: Path = REPO) -> Run:
+    python = sys.executable if checkout == REPO else str(checkout / ".venv" / "bin" / "python")
+    arguments = [python, "-m", "mqinspect", "top", str(store), "--interval", f"{INTERVAL_S:g}"]
     if mode == "no-ebpf":
         arguments.append("--no-ebpf")
     started = time.monotonic()
     pid, fd = pty.fork()
     if pid == 0:
         os.environ["TERM"] = "xterm-256color"
-        os.chdir(REPO)
-        os.execv(sys.executable, arguments)
+        os.chdir(checkout)
+        os.execv(python, arguments)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", *TERMINAL, 0, 0))
     written = _drain(fd, warmup_s, {})
     cpu_before, wall_before = process_cpu_s(pid), time.monotonic()
@@ -261,6 +268,14 @@ def main() -> None:
     parser.add_argument(
         "--write-kib-s", type=int, default=1024, help="append rate of the broker stand-in (0: no writer)"
     )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        action="append",
+        default=None,
+        help="run the mqinspect of this checkout (its .venv); repeated, each in turn on the same store, back "
+        "to back (default: this one)",
+    )
     args = parser.parse_args()
     if args.big_broker:
         for name, value in BIG_BROKER.items():
@@ -283,7 +298,14 @@ def main() -> None:
         writer = start_writer(store, args.write_kib_s * 1024) if args.write_kib_s else None
         load_before = os.getloadavg()
         try:
-            runs = [run_dashboard(store, mode, args.warmup, args.seconds) for mode in modes]
+            checkouts = [path.resolve() for path in args.checkout or [REPO]]
+            runs = [
+                _named(
+                    run_dashboard(store, mode, args.warmup, args.seconds, checkout), checkout, len(checkouts)
+                )
+                for checkout in checkouts
+                for mode in modes
+            ]
         finally:
             if writer is not None:
                 writer.kill()
@@ -298,13 +320,13 @@ def main() -> None:
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print(
-        f"{'mode':<8} {'steady CPU':>11} {'over':>7} {'whole run CPU':>14} {'wall':>7} "
+        f"{'mode':<22} {'steady CPU':>11} {'over':>7} {'whole run CPU':>14} {'wall':>7} "
         f"{'drawn':>9} {'exit':>5} {'frames':>7} {'missed':>7} {'late p50':>9} {'p95':>7} {'max':>7}"
     )
     for run in runs:
         late = sorted(run.lateness_s) or [float("nan")]
         print(
-            f"{run.mode:<8} {run.steady_percent:>10.2f}% {run.steady_wall_s:>6.1f}s "
+            f"{run.mode:<22} {run.steady_percent:>10.2f}% {run.steady_wall_s:>6.1f}s "
             f"{run.total_cpu_s:>13.2f}s {run.total_wall_s:>6.1f}s "
             f"{run.terminal_bytes / 1024:>7.0f}KiB {run.exit_status:>5} {len(run.frames):>7} "
             f"{run.missing_frames:>7} {_ms(late[len(late) // 2])} {_ms(late[int(0.95 * (len(late) - 1))])} "
@@ -319,6 +341,11 @@ def main() -> None:
             f"skipped, latest {max(run.lateness_s, default=float('nan')) * 1000:.0f} ms after its tick "
             f"beyond the quickest frame; target <= {ON_TIME_S * 1000:.0f} ms, none skipped)"
         )
+
+
+def _named(run: Run, checkout: Path, checkouts: int) -> Run:
+    """A run's mode with its checkout's name when several checkouts are compared."""
+    return run if checkouts == 1 else dataclasses.replace(run, mode=f"{checkout.name}:{run.mode}")
 
 
 def _ms(seconds: float) -> str:

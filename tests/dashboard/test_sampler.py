@@ -156,6 +156,41 @@ def test_following_the_log_reads_only_what_was_appended_and_no_hole(built, monke
     assert preallocated not in read_from
 
 
+def _commitlog_bytes_read(reader: StoreReader, commitlog: Path, monkeypatch) -> tuple[object, int]:
+    reads = []
+    original = PreadFile.read
+    monkeypatch.setattr(
+        PreadFile, "read", lambda self, *a: reads.append((self.path, *a)) or original(self, *a)
+    )
+    view = reader.read({})
+    monkeypatch.setattr(PreadFile, "read", original)
+    return view, sum(length for path, _offset, length in reads if path.parent == commitlog)
+
+
+def test_the_first_search_for_the_log_s_end_reads_only_what_no_consume_queue_points_past(built, monkeypatch):
+    """`top --once` on a big store: the first interval has no previous end to resume from, and walked the
+    last segment from its start (the headers of a whole 1 GiB segment); it resumes after the newest record
+    a ConsumeQueue points at, so its time does not grow with the bytes in the store."""
+    writing = built.segments[-1]
+    data_in_writing = built.max_physical_offset - int(writing.name)
+    assert data_in_writing > 2 * (FIRST_READ_BYTES + LOG_WALK_WINDOW_BYTES)
+    view, read_bytes = _commitlog_bytes_read(StoreReader(built.root), built.commitlog, monkeypatch)
+    assert commitlog_rows(view)[writing].wrote_position_bytes == data_in_writing
+    assert read_bytes <= FIRST_READ_BYTES + LOG_WALK_WINDOW_BYTES
+    # the broker has not dispatched its last ten records yet: the walk goes on to the log's real end
+    queue_file = max((built.root / "consumequeue" / "TopicA" / "0").iterdir())
+    entries = built.records[-1].queue_offset % 100 + 1
+    zero_range(queue_file, (entries - 10) * 20, entries * 20)
+    view, read_bytes = _commitlog_bytes_read(StoreReader(built.root), built.commitlog, monkeypatch)
+    assert commitlog_rows(view)[writing].wrote_position_bytes == data_in_writing
+    assert read_bytes <= FIRST_READ_BYTES + LOG_WALK_WINDOW_BYTES
+    # a last entry that names no whole record of its size (torn, or the log was cut before it): the last
+    # segment is walked from its start, as before
+    write_at(queue_file, (entries - 11) * 20 + 8, struct.pack(">i", 7))
+    view, _read_bytes = _commitlog_bytes_read(StoreReader(built.root), built.commitlog, monkeypatch)
+    assert commitlog_rows(view)[writing].wrote_position_bytes == data_in_writing
+
+
 def test_the_end_of_data_is_followed_forward_as_the_log_grows(tmp_path):
     path = tmp_path / "segment"
     data = bytearray(SEGMENT)
