@@ -478,12 +478,13 @@ class StoreReader:
 
     def _commitlog_end(self, queue: SegmentQueue) -> tuple[int | None, str]:
         """The end of the CommitLog's last record, searched from the last record found before; the first
-        time, from the newest record a ConsumeQueue points at (what the broker dispatched: the walk reads
-        only the tail not dispatched yet, not the whole last segment: 0.7 s of a 1 GiB segment's headers)."""
-        if self._log_tail and self._log_tail.last_record:
-            known: tuple[tuple[int, int], ...] = (self._log_tail.last_record,)
-        else:
+        time (or after the log changed under the search), from the newest record a ConsumeQueue points at
+        (what the broker dispatched): the walk reads only the tail not dispatched yet, not the whole last
+        segment (0.7 s for the headers of a 1 GiB segment)."""
+        if self._log_tail is None:
             known = self._dispatched_records()
+        else:  # a log without records (all zeros, or none valid) ends at once: no hints to read again
+            known = (self._log_tail.last_record,) if self._log_tail.last_record else ()
         try:
             tail = find_log_tail(queue, known, headers_only=True, window_bytes=LOG_WALK_WINDOW_BYTES)
         except (StoreError, OSError) as error:  # a segment deleted or cut while we read: next interval
