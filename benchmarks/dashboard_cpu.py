@@ -4,7 +4,8 @@ Builds a store of 64 sparse CommitLog segments (default 64 MiB each) with ~3 % o
 scattered runs (so the heat strips are mixed, the costly case), a checkpoint, two ConsumeQueues and eight
 consumer groups committed on both (config/consumerOffset.json), and starts
 a broker stand-in that appends to the newest segment through a mapping (--write-kib-s). Then runs
-`mqinspect top STORE` under a 160x50 pty whose output is drained, lets it start (--warmup s), and reads the
+`mqinspect top STORE` under a 160x50 pty whose output is drained, lets it start (with eBPF: until its probes
+trace the writer, then --warmup s), and reads the
 process's CPU time (user + system, all threads, from /proc/PID/stat) over the next --seconds; then presses q
 and takes the whole run's CPU from wait4. Once without eBPF and, where BPF can be loaded, once with the four
 probes (their programs run in the kernel on the traced processes' time; what is counted here is the
@@ -65,6 +66,10 @@ INTERVAL_S = 1.0
 ON_TIME_S = 0.25
 BIG_BROKER = {"segments": 1000, "segment_mib": 1024, "consume_queues": 500, "resident_share": 0.001}
 FRAME_MARK = re.compile(rb"frame (\d+) at ")  # the status line's, drawn with every frame
+# The probes line once the probes trace the writer: the warmup starts then (compiling takes seconds of CPU,
+# tens of seconds on a loaded machine, and is not the steady state).
+PROBES_RUNNING = b"(tracing pid"
+PROBES_RUNNING_WITHIN_S = 180.0
 
 
 def build_store(
@@ -199,7 +204,10 @@ def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, check
         os.chdir(checkout)
         os.execv(python, arguments)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", *TERMINAL, 0, 0))
-    written = _drain(fd, warmup_s, {})
+    written = 0
+    if mode == "ebpf":  # the probes compile (twice: again once the writer is found) before the warmup
+        written += _drain(fd, PROBES_RUNNING_WITHIN_S, {}, until=PROBES_RUNNING)
+    written += _drain(fd, warmup_s, {})
     cpu_before, wall_before = process_cpu_s(pid), time.monotonic()
     frames: dict[int, float] = {}
     written += _drain(fd, seconds, frames)
@@ -220,11 +228,15 @@ def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, check
     )
 
 
-def _drain(fd: int, seconds: float, frames: dict[int, float], until_closed: bool = False) -> int:
-    """Read what the dashboard draws, as a terminal would, for `seconds` (or until the pty closes); note
-    in `frames` when each frame's status line first arrived."""
+def _drain(
+    fd: int, seconds: float, frames: dict[int, float], until_closed: bool = False, until: bytes | None = None
+) -> int:
+    """Read what the dashboard draws, as a terminal would, for `seconds` (or until the pty closes, or until
+    `until` is drawn); note in `frames` when each frame's status line first arrived."""
     end, total, carried = time.monotonic() + seconds, 0, b""
     while (left := end - time.monotonic()) > 0:
+        if until is not None and until in carried:
+            break
         if not select.select([fd], [], [], min(left, 0.5))[0]:
             continue
         try:
@@ -236,6 +248,9 @@ def _drain(fd: int, seconds: float, frames: dict[int, float], until_closed: bool
         arrived, total = time.monotonic(), total + len(data)
         for match in FRAME_MARK.finditer(carried + data):
             frames.setdefault(int(match.group(1)), arrived)
+        if until is not None and until in carried + data:
+            carried = until
+            continue
         carried = data[-32:]  # a mark split between two reads
     return total
 
