@@ -213,39 +213,87 @@ def group_queues(
     # keys that are not "topic@group" are skipped, as the broker's whichGroupByTopic skips them
     for group, topic in sorted((parts[1], parts[0]) for parts in keys if len(parts) == 2):
         for queue_id, committed in sorted(offsets.queues(topic, group).items()):
-            queue = index.queues.get((topic, queue_id), ())
+            queue = index.queue(topic, queue_id)
             yield group_queue(group, topic, queue_id, committed, queue, index.commitlog, read or _read_once)
 
 
-class _SegmentIndex:
-    """The segments of one snapshot as the consumers' rows look for them: the ConsumeQueue segments by
-    (topic, queue id), from their names "consumequeue/TOPIC/ID/FILE", and the CommitLog's in order."""
+class _Picked(Sequence[SegmentView]):
+    """Some of a snapshot's segments, by their places in it (a queue's files, the CommitLog's), taken from
+    the snapshot as they are looked at."""
+
+    def __init__(self, segments: Sequence[SegmentView], places: Sequence[int]):
+        self._segments = segments
+        self._places = places
+
+    def __len__(self) -> int:
+        return len(self._places)
+
+    def __getitem__(self, item):  # type: ignore[override]
+        if isinstance(item, slice):
+            return [self._segments[place] for place in self._places[item]]
+        return self._segments[self._places[item]]
+
+
+class _Shape:
+    """Where a snapshot's segments are: the ConsumeQueue segments' places by (topic, queue id), from their
+    names "consumequeue/TOPIC/ID/FILE", the CommitLog's, and each path's. The same for every snapshot of one
+    listing of the store: made again only when the segments' paths are not the same."""
 
     def __init__(self, segments: Sequence[SegmentView]):
-        queues: dict[tuple[str, int], list[SegmentView]] = defaultdict(list)
+        queues: dict[tuple[str, int], list[int]] = defaultdict(list)
         commitlog = []
-        for segment in segments:
+        for place, segment in enumerate(segments):
             if segment.kind == COMMITLOG:
-                commitlog.append(segment)
+                commitlog.append(place)
             elif segment.kind == CONSUMEQUEUE and (queue := _queue_of(segment.name)) is not None:
-                queues[queue].append(segment)
+                queues[queue].append(place)
+        self.paths = [segment.path for segment in segments]
+        self.places = {path: place for place, path in enumerate(self.paths)}
         self.queues = dict(queues)
         self.commitlog = commitlog
+
+
+class _SegmentIndex:
+    """The segments of one snapshot as the consumers' rows look for them: a queue's files and the CommitLog's
+    in order, each segment's place."""
+
+    def __init__(self, segments: Sequence[SegmentView], shape: _Shape):
+        self.segments = segments
+        self.places = shape.places
+        self._queues = shape.queues
+        self.commitlog = _Picked(segments, shape.commitlog)
+
+    def queue(self, topic: str, queue_id: int) -> Sequence[SegmentView]:
+        places = self._queues.get((topic, queue_id))
+        return _Picked(self.segments, places) if places else ()
 
 
 _last_index: tuple[Sequence[SegmentView], _SegmentIndex] | None = None
 
 
 def _segment_index(segments: Sequence[SegmentView]) -> _SegmentIndex:
-    """The index of `segments`, made once for the groups' rows and the marks of one snapshot (1,500 segments
-    went through twice per interval)."""
+    """The index of `segments`, made once for the groups' rows and the marks of one snapshot, on the shape of
+    the previous snapshot's when the paths are the same (1,500 segments went through twice per interval)."""
     global _last_index
     last = _last_index
     if last is not None and last[0] is segments:
         return last[1]
-    index = _SegmentIndex(segments)
+    shape = _shape_of(segments)
+    index = _SegmentIndex(segments, shape)
     _last_index = (segments, index)
     return index
+
+
+_last_shape: _Shape | None = None
+
+
+def _shape_of(segments: Sequence[SegmentView]) -> _Shape:
+    """The previous snapshot's shape while the segments' paths are the same ones, in the same order."""
+    global _last_shape
+    shape = _last_shape
+    if shape is None or len(shape.paths) != len(segments) or shape.paths != [s.path for s in segments]:
+        shape = _last_shape = _Shape(segments)
+    return shape
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -362,7 +410,7 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
     offset of its next message, and its entry in the ConsumeQueue), and each connected consumer's read
     position in the CommitLog segment that holds it."""
     index = _segment_index(store.segments)
-    queues, commitlog = index.queues, index.commitlog
+    commitlog = index.commitlog
     marks: dict[str, set[int]] = defaultdict(set)
     readers: dict[str, set[int]] = defaultdict(set)
     for offset in (consumer.read_position_bytes for consumer in consumers.connected):
@@ -372,24 +420,22 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
     for row in consumers.groups:
         for segments, offset in (
             (commitlog, row.committed_physical_offset_bytes),
-            (queues.get((row.topic, row.queue_id), ()), row.committed_offset * CQ_STORE_UNIT_SIZE),
+            (index.queue(row.topic, row.queue_id), row.committed_offset * CQ_STORE_UNIT_SIZE),
         ):
             holder = None if offset is None else _holder(segments, offset)
             if holder is not None and offset is not None:
                 marks[holder.path].add(offset - holder.start_offset_bytes)
     if not marks and not readers:
         return store
-    segments = tuple(
-        dataclasses.replace(
-            segment,
-            consumer_positions_bytes=tuple(sorted(marks.get(segment.path, ()))),
-            reader_positions_bytes=tuple(sorted(readers.get(segment.path, ()))),
+    segments = list(store.segments)
+    for path in marks.keys() | readers.keys():  # only these rows change
+        place = index.places[path]
+        segments[place] = dataclasses.replace(
+            segments[place],
+            consumer_positions_bytes=tuple(sorted(marks.get(path, ()))),
+            reader_positions_bytes=tuple(sorted(readers.get(path, ()))),
         )
-        if segment.path in marks or segment.path in readers
-        else segment
-        for segment in store.segments
-    )
-    return dataclasses.replace(store, segments=segments)
+    return dataclasses.replace(store, segments=tuple(segments))
 
 
 # --- connected consumers
