@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -139,22 +141,52 @@ class ViewState:
         return self.row_filter.text
 
 
+class RenderedOnce:
+    """A renderable's segments as rendered once at `width`, for a panel that needs its height (the lines a
+    short panel cuts off) and then paints it: Textual rendered it twice, laying out its tables each time (a
+    third of the dashboard's drawing). At any other width (a resize, a layout's measure) the renderable
+    itself is rendered."""
+
+    def __init__(self, renderable: Any, console: Console, options: ConsoleOptions):
+        self.renderable = renderable
+        self.width = options.max_width
+        self.segments = list(console.render(renderable, options))
+        self.height = sum(text.count("\n") for text, _style, _control in self.segments)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width == self.width:
+            yield from self.segments
+        else:
+            yield from console.render(self.renderable, options)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.renderable)
+
+
 class Panel(Static, can_focus=True):
     """A focusable panel drawn from a rich renderable; its border title names it, and its bottom border says
     how many lines a short panel cuts off (btop's and htop's habit: nothing disappears unsaid)."""
 
     def update(self, content: Any = "", *, layout: bool = True) -> None:
+        width = self.content_size.width
+        if width > 0 and not isinstance(content, str | Text):  # Text and markup are Textual's Content
+            options = self.app.console_options.update_width(width).update(highlight=False)
+            content = RenderedOnce(content, self.app.console, options)
         super().update(content, layout=layout)
-        self._note_lines_cut_off()
+        self._note_lines_cut_off(content)
 
     def on_resize(self) -> None:
         self._note_lines_cut_off()
 
-    def _note_lines_cut_off(self) -> None:
+    def _note_lines_cut_off(self, content: Any = None) -> None:
         room = self.content_size.height
         if room <= 0:  # not laid out (or folded away): the resize that shows it counts again
             return
-        cut = self.get_content_height(self.size, self.app.size, self.content_size.width) - room
+        if isinstance(content, RenderedOnce) and content.width == self.content_size.width:
+            height = content.height
+        else:
+            height = self.get_content_height(self.size, self.app.size, self.content_size.width)
+        cut = height - room
         note = f"+{cut} more line{'s' if cut > 1 else ''} ↓" if cut > 0 else ""
         if note != str(self.border_subtitle or ""):  # setting it repaints the panel
             self.border_subtitle = note
