@@ -69,6 +69,8 @@ FLUSHED_UNKNOWN = (
     "(only the flush time, physicMsgTimestamp)"
 )
 NO_EBPF_EVENTS = "the {probe} probe is not running"
+# The first search for the CommitLog's end tries the newest records this many ConsumeQueues point at.
+DISPATCHED_HINTS = 16
 # Reads while following the CommitLog stop after this many bytes (and at a hole): the search never pulls
 # more than this into the page cache past the end of the log.
 LOG_WALK_WINDOW_BYTES = 64 << 10
@@ -569,7 +571,8 @@ class StoreReader:
                 continue
             if entry.names_a_record:
                 records.append((entry.physical_offset, entry.size_bytes))
-        return tuple(records)
+        # the furthest few: each one tried that is no whole record (a queue torn or cut) costs a read
+        return tuple(sorted(set(records), reverse=True)[:DISPATCHED_HINTS])
 
     def _consume_queue_positions(self, queue: SegmentQueue) -> _QueuePositions:
         """A ConsumeQueue is written in order and gets no file before it needs one, so its data ends in its
