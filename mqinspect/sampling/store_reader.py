@@ -57,6 +57,9 @@ CHUNK_REFRESH_INTERVALS = 10
 # With a dashboard's drawn rows given, every file is measured at least once in this many intervals.
 TURN_INTERVALS = 30
 LAYOUT_REFRESH_INTERVALS = 60
+# A directory whose mtime is this close to a listing's start may change again within the same tick of the
+# filesystem's clock, leaving its mtime as the listing saw it: such a listing is made again.
+SETTLED_AFTER_NS = 2_000_000_000
 # Up to this many files, every file's totals are measured every interval whatever is drawn (1.6 ms for 66
 # files): measuring by turns is for big stores.
 MEASURE_ALL_UP_TO = 200
@@ -135,6 +138,7 @@ class StoreReader:
         self._kept_for: StoreLayout | None = None  # the layout whose files the caches were last cut to
         self._listed_at = 0  # the interval the layout was listed in
         self._directories: list[tuple[str, int | None]] = []  # those holding segments, with their mtimes
+        self._settled = False  # no directory had changed just before the listing
         self._views: dict[str, _Measured] = {}  # path -> the row and its inputs as last built
         self._queue_positions: dict[str, _QueuePositions] = {}  # a ConsumeQueue's, by name prefix
         self._last_positions: dict[str, _QueuePositions] = {}  # each queue's, the interval before
@@ -257,29 +261,38 @@ class StoreReader:
         return self._rows
 
     def _current_layout(self, drawn: frozenset[str] | None) -> StoreLayout:
-        """The store's files: listed again every interval when every row is used. For a dashboard (listing
-        1,500 files took 70 ms), when the mtime of a directory that holds them moved (a file created, deleted
-        or renamed in it): commitlog/ and consumequeue/ every interval, the topics' and queues' directories
-        by turns (all in TURN_INTERVALS intervals), and every LAYOUT_REFRESH_INTERVALS (a file whose size
-        changed; rows measured meanwhile take their size from the file itself)."""
+        """The store's files (listing 1,500 files took 70 ms), listed again when the mtime of a directory
+        that holds them moved (a file created, deleted or renamed in it), and every LAYOUT_REFRESH_INTERVALS
+        (a file whose size changed; rows measured meanwhile take their size from the file itself). When every
+        row is used (streams, --once, recordings) every directory is looked at every interval; for a
+        dashboard commitlog/, consumequeue/ and the root every interval, the topics' and queues' directories
+        by turns (all in TURN_INTERVALS intervals). A listing made while a directory had just changed (within
+        a tick of its filesystem's clock: its mtime could stay the same through a later change) is made
+        again."""
         if (
-            drawn is None
-            or self._layout is None
+            self._layout is None
+            or not self._settled
             or self._intervals - self._listed_at >= LAYOUT_REFRESH_INTERVALS
-            or self._directories_moved()
+            or self._directories_moved(every_one=drawn is None)
         ):
+            started_ns = time.time_ns()
             self._layout, self._listed_at = discover_store(self.root), self._intervals
             self._queue_positions = {}  # they name the segments of the previous listing
-            directories = [self.root / "commitlog", self.root / "consumequeue"]
+            directories = [self.root / "commitlog", self.root / "consumequeue", self.root]  # root: checkpoint
             directories += list(
                 dict.fromkeys(cq.queue.directory.parent for cq in self._layout.consume_queues)
             )
             directories += [cq.queue.directory for cq in self._layout.consume_queues]
             self._directories = [(str(path), _mtime_ns(path)) for path in directories]
+            self._settled = all(
+                mtime is None or mtime < started_ns - SETTLED_AFTER_NS for _path, mtime in self._directories
+            )
         return self._layout
 
-    def _directories_moved(self) -> bool:
-        always, by_turns = self._directories[:2], self._directories[2:]
+    def _directories_moved(self, *, every_one: bool) -> bool:
+        if every_one:
+            return any(_mtime_ns(path) != mtime for path, mtime in self._directories)
+        always, by_turns = self._directories[:3], self._directories[3:]
         share = -(-len(by_turns) // TURN_INTERVALS)
         start = (self._intervals * share) % len(by_turns) if by_turns else 0
         return any(_mtime_ns(path) != mtime for path, mtime in always + by_turns[start : start + share])

@@ -378,3 +378,44 @@ def test_faults_on_a_segment_are_attributed_to_it_and_the_probes_are_detached(bu
     finally:
         child.kill()
         child.wait()
+
+
+def _age(root: Path) -> None:
+    """Every directory of the store last changed an hour ago, as a broker's that appends without creating
+    files."""
+    for directory in [root, *(path for path in root.rglob("*") if path.is_dir())]:
+        stat = directory.stat()
+        os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3600 * 10**9))
+
+
+def test_streams_list_the_store_again_only_when_one_of_its_directories_changed(built, monkeypatch):
+    """`top 1 10`, --once and recordings use every row, and listed the store every interval; they list it
+    when a directory's mtime moved, and see a new segment, queue file or queue at the next interval."""
+    import mqinspect.sampling.store_reader as store_reader
+
+    listings = []
+    real = store_reader.discover_store
+    monkeypatch.setattr(store_reader, "discover_store", lambda root: listings.append(root) or real(root))
+    _age(built.root)
+    reader = StoreReader(built.root)
+    listings.clear()
+    for _ in range(3):
+        reader.read({})
+    assert len(listings) == 1
+    queue = built.root / "consumequeue" / "TopicA" / "0"
+    changes = {
+        "a segment": built.commitlog / segment_name(int(built.segments[-1].name) + SEGMENT),
+        "a queue file": queue / segment_name(int(max(queue.iterdir()).name) + 2000),
+        "a queue": built.root / "consumequeue" / "TopicA" / "5" / segment_name(0),
+        "a topic": built.root / "consumequeue" / "TopicB" / "0" / segment_name(0),
+    }
+    for what, path in changes.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * 4096)
+        names = {row.path for row in reader.read({}).segments}
+        assert str(path) in names, what
+        _age(built.root)
+        reader.read({})  # listed once more: the change was too recent to trust the mtimes it left
+    listings.clear()
+    reader.read({})
+    assert listings == []
