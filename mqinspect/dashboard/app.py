@@ -309,6 +309,8 @@ class DashboardApp(App[None]):
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
+        # table -> the keys and (row, cells) of the rows as last filled, in their order
+        self._row_keys: dict[str, tuple[list[str], list[tuple[Any, list]]]] = {}
         self._visible_segments: tuple[Any, Any, tuple[SegmentView, ...]] = (None, None, ())
         self.lower_tab = "processes"  # of Send paths and Processes, the one a short screen shows
         self._replay_timer = None
@@ -494,21 +496,30 @@ class DashboardApp(App[None]):
         interval, and building every row's cells again was a sixth of the dashboard's CPU (64 segments).
         A changed row out of view keeps the cells it had until it scrolls into view (RowsShown): with 1,000
         segments, rows measured by turns off screen were most of a frame's drawing."""
-        if self._drawn.get(table_id) == rows:
+        last_rows = self._drawn.get(table_id)
+        if last_rows == rows:
             return
         self._drawn[table_id] = rows
         table = self.query_one(f"#{table_id}", RowTable)
         in_view = table.rows_in_view()
         drawn = self._row_cells.get(table_id, {})
-        keys = [str(getattr(row, key_field)) for row in rows]
-        entries = []
-        for index, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        last_keys, last_entries = self._row_keys.get(table_id, ((), ()))
+        same_place = len(last_keys) if last_rows is not None else 0
+        keys, entries = [], []
+        for index, row in enumerate(rows):
+            if index < same_place and last_rows[index] is row:  # the very row drawn at this place last frame
+                keys.append(last_keys[index])
+                entries.append(last_entries[index])
+                continue
+            key = str(getattr(row, key_field))
             previous = drawn.get(key)
             if previous is not None and (previous[0] is row or index not in in_view or previous[0] == row):
                 entries.append(previous)  # the same row, or one out of view: drawn when it comes into view
             else:
                 entries.append((row, cells(row)))
+            keys.append(key)
         self._row_cells[table_id] = dict(zip(keys, entries, strict=True))
+        self._row_keys[table_id] = (keys, entries)
         table.set_rows(keys, [entry[1] for entry in entries])
 
     def _draw_segment_problems(self, snapshot: TopSnapshot) -> None:
