@@ -4,7 +4,8 @@ Builds a store of 64 sparse CommitLog segments (default 64 MiB each) with ~3 % o
 scattered runs (so the heat strips are mixed, the costly case), a checkpoint, two ConsumeQueues and eight
 consumer groups committed on both (config/consumerOffset.json), and starts
 a broker stand-in that appends to the newest segment through a mapping (--write-kib-s). Then runs
-`mqinspect top STORE` under a 160x50 pty whose output is drained, lets it start (--warmup s), and reads the
+`mqinspect top STORE` under a 160x50 pty whose output is drained, lets it start (with eBPF: until its probes
+trace the writer, then --warmup s), and reads the
 process's CPU time (user + system, all threads, from /proc/PID/stat) over the next --seconds; then presses q
 and takes the whole run's CPU from wait4. Once without eBPF and, where BPF can be loaded, once with the four
 probes (their programs run in the kernel on the traced processes' time; what is counted here is the
@@ -22,11 +23,13 @@ broker), and every frame on time: none skipped, none more than ON_TIME_S after i
 
     .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 30] [--warmup 15] [--segments 64]
         [--segment-mib 64] [--consume-queues 2] [--write-kib-s 1024] [--big-broker] [--modes no-ebpf,ebpf]
+        [--checkout PATH ...]   (several: each checkout's mqinspect in turn on the same store, back to back)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import os
 import pty
@@ -63,6 +66,10 @@ INTERVAL_S = 1.0
 ON_TIME_S = 0.25
 BIG_BROKER = {"segments": 1000, "segment_mib": 1024, "consume_queues": 500, "resident_share": 0.001}
 FRAME_MARK = re.compile(rb"frame (\d+) at ")  # the status line's, drawn with every frame
+# The probes line once the probes trace the writer: the warmup starts then (compiling takes seconds of CPU,
+# tens of seconds on a loaded machine, and is not the steady state).
+PROBES_RUNNING = b"(tracing pid"
+PROBES_RUNNING_WITHIN_S = 180.0
 
 
 def build_store(
@@ -98,6 +105,10 @@ def build_store(
         for queue in range(min(2, consume_queues)):
             offsets.set("TopicA", f"group{group}", queue, 100 * group)
     offsets.persist(consumer_offset_path(root))
+    # On disk before the dashboard starts, as a broker's older segments are: else the kernel writes the
+    # build's dirty pages back during the measurement (the big broker's gigabyte, with a writeback event on
+    # each of 1,000 files), which no steady state has.
+    os.sync()
     return root
 
 
@@ -181,18 +192,22 @@ def start_writer(store: Path, bytes_per_s: int):
     return subprocess.Popen([sys.executable, "-c", WRITER, str(newest), str(bytes_per_s)])
 
 
-def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float) -> Run:
-    arguments = [sys.executable, "-m", "mqinspect", "top", str(store), "--interval", f"{INTERVAL_S:g}"]
+def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, checkout: Path = REPO) -> Run:
+    python = sys.executable if checkout == REPO else str(checkout / ".venv" / "bin" / "python")
+    arguments = [python, "-m", "mqinspect", "top", str(store), "--interval", f"{INTERVAL_S:g}"]
     if mode == "no-ebpf":
         arguments.append("--no-ebpf")
     started = time.monotonic()
     pid, fd = pty.fork()
     if pid == 0:
         os.environ["TERM"] = "xterm-256color"
-        os.chdir(REPO)
-        os.execv(sys.executable, arguments)
+        os.chdir(checkout)
+        os.execv(python, arguments)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", *TERMINAL, 0, 0))
-    written = _drain(fd, warmup_s, {})
+    written = 0
+    if mode == "ebpf":  # the probes compile (twice: again once the writer is found) before the warmup
+        written += _drain(fd, PROBES_RUNNING_WITHIN_S, {}, until=PROBES_RUNNING)
+    written += _drain(fd, warmup_s, {})
     cpu_before, wall_before = process_cpu_s(pid), time.monotonic()
     frames: dict[int, float] = {}
     written += _drain(fd, seconds, frames)
@@ -213,11 +228,15 @@ def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float) -> Ru
     )
 
 
-def _drain(fd: int, seconds: float, frames: dict[int, float], until_closed: bool = False) -> int:
-    """Read what the dashboard draws, as a terminal would, for `seconds` (or until the pty closes); note
-    in `frames` when each frame's status line first arrived."""
+def _drain(
+    fd: int, seconds: float, frames: dict[int, float], until_closed: bool = False, until: bytes | None = None
+) -> int:
+    """Read what the dashboard draws, as a terminal would, for `seconds` (or until the pty closes, or until
+    `until` is drawn); note in `frames` when each frame's status line first arrived."""
     end, total, carried = time.monotonic() + seconds, 0, b""
     while (left := end - time.monotonic()) > 0:
+        if until is not None and until in carried:
+            break
         if not select.select([fd], [], [], min(left, 0.5))[0]:
             continue
         try:
@@ -229,6 +248,9 @@ def _drain(fd: int, seconds: float, frames: dict[int, float], until_closed: bool
         arrived, total = time.monotonic(), total + len(data)
         for match in FRAME_MARK.finditer(carried + data):
             frames.setdefault(int(match.group(1)), arrived)
+        if until is not None and until in carried + data:
+            carried = until
+            continue
         carried = data[-32:]  # a mark split between two reads
     return total
 
@@ -261,6 +283,14 @@ def main() -> None:
     parser.add_argument(
         "--write-kib-s", type=int, default=1024, help="append rate of the broker stand-in (0: no writer)"
     )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        action="append",
+        default=None,
+        help="run the mqinspect of this checkout (its .venv); repeated, each in turn on the same store, back "
+        "to back (default: this one)",
+    )
     args = parser.parse_args()
     if args.big_broker:
         for name, value in BIG_BROKER.items():
@@ -283,7 +313,14 @@ def main() -> None:
         writer = start_writer(store, args.write_kib_s * 1024) if args.write_kib_s else None
         load_before = os.getloadavg()
         try:
-            runs = [run_dashboard(store, mode, args.warmup, args.seconds) for mode in modes]
+            checkouts = [path.resolve() for path in args.checkout or [REPO]]
+            runs = [
+                _named(
+                    run_dashboard(store, mode, args.warmup, args.seconds, checkout), checkout, len(checkouts)
+                )
+                for checkout in checkouts
+                for mode in modes
+            ]
         finally:
             if writer is not None:
                 writer.kill()
@@ -298,13 +335,13 @@ def main() -> None:
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print(
-        f"{'mode':<8} {'steady CPU':>11} {'over':>7} {'whole run CPU':>14} {'wall':>7} "
+        f"{'mode':<22} {'steady CPU':>11} {'over':>7} {'whole run CPU':>14} {'wall':>7} "
         f"{'drawn':>9} {'exit':>5} {'frames':>7} {'missed':>7} {'late p50':>9} {'p95':>7} {'max':>7}"
     )
     for run in runs:
         late = sorted(run.lateness_s) or [float("nan")]
         print(
-            f"{run.mode:<8} {run.steady_percent:>10.2f}% {run.steady_wall_s:>6.1f}s "
+            f"{run.mode:<22} {run.steady_percent:>10.2f}% {run.steady_wall_s:>6.1f}s "
             f"{run.total_cpu_s:>13.2f}s {run.total_wall_s:>6.1f}s "
             f"{run.terminal_bytes / 1024:>7.0f}KiB {run.exit_status:>5} {len(run.frames):>7} "
             f"{run.missing_frames:>7} {_ms(late[len(late) // 2])} {_ms(late[int(0.95 * (len(late) - 1))])} "
@@ -319,6 +356,11 @@ def main() -> None:
             f"skipped, latest {max(run.lateness_s, default=float('nan')) * 1000:.0f} ms after its tick "
             f"beyond the quickest frame; target <= {ON_TIME_S * 1000:.0f} ms, none skipped)"
         )
+
+
+def _named(run: Run, checkout: Path, checkouts: int) -> Run:
+    """A run's mode with its checkout's name when several checkouts are compared."""
+    return run if checkouts == 1 else dataclasses.replace(run, mode=f"{checkout.name}:{run.mode}")
 
 
 def _ms(seconds: float) -> str:

@@ -39,6 +39,9 @@ def format_option(*choices: OutputFormat, default: OutputFormat = OutputFormat.T
 # --- the stream commands' shared forms: bcc's `[INTERVAL [COUNT]]`, fincore's -J, perf's `-- COMMAND` -------
 
 JSON_SHORT = "-J"
+# bcc's positional INTERVAL and COUNT, by the names of the parameters that take them (interval_argument,
+# count_argument), as --help shows them.
+POSITIONAL_NAMES = {"interval_arg": "INTERVAL", "count_arg": "COUNT"}
 COMMAND_KEY = "mqinspect.command"  # ctx.meta: the words after `--`, for a command that starts one
 
 
@@ -51,6 +54,11 @@ class ShortFormsCommand(TyperCommand):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, click.Argument) and param.name in POSITIONAL_NAMES:
+                # --help's arguments panel names an argument by its parameter's name (interval_arg, named
+                # apart from --interval's); it reads as bcc's tools write it. Parsing goes by param.name.
+                param.opts = [POSITIONAL_NAMES[param.name]]
         format_param = self._format_parameter()
         if format_param is not None and self._json_short():
             format_param.help = f"{format_param.help or ''} {JSON_SHORT} is --format json.".strip()

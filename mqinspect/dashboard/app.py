@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -141,22 +142,52 @@ class ViewState:
         return self.row_filter.text
 
 
+class RenderedOnce:
+    """A renderable's segments as rendered once at `width`, for a panel that needs its height (the lines a
+    short panel cuts off) and then paints it: Textual rendered it twice, laying out its tables each time (a
+    third of the dashboard's drawing). At any other width (a resize, a layout's measure) the renderable
+    itself is rendered."""
+
+    def __init__(self, renderable: Any, console: Console, options: ConsoleOptions):
+        self.renderable = renderable
+        self.width = options.max_width
+        self.segments = list(console.render(renderable, options))
+        self.height = sum(text.count("\n") for text, _style, _control in self.segments)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width == self.width:
+            yield from self.segments
+        else:
+            yield from console.render(self.renderable, options)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.renderable)
+
+
 class Panel(Static, can_focus=True):
     """A focusable panel drawn from a rich renderable; its border title names it, and its bottom border says
     how many lines a short panel cuts off (btop's and htop's habit: nothing disappears unsaid)."""
 
     def update(self, content: Any = "", *, layout: bool = True) -> None:
+        width = self.content_size.width
+        if width > 0 and not isinstance(content, str | Text):  # Text and markup are Textual's Content
+            options = self.app.console_options.update_width(width).update(highlight=False)
+            content = RenderedOnce(content, self.app.console, options)
         super().update(content, layout=layout)
-        self._note_lines_cut_off()
+        self._note_lines_cut_off(content)
 
     def on_resize(self) -> None:
         self._note_lines_cut_off()
 
-    def _note_lines_cut_off(self) -> None:
+    def _note_lines_cut_off(self, content: Any = None) -> None:
         room = self.content_size.height
         if room <= 0:  # not laid out (or folded away): the resize that shows it counts again
             return
-        cut = self.get_content_height(self.size, self.app.size, self.content_size.width) - room
+        if isinstance(content, RenderedOnce) and content.width == self.content_size.width:
+            height = content.height
+        else:
+            height = self.get_content_height(self.size, self.app.size, self.content_size.width)
+        cut = height - room
         note = f"+{cut} more line{'s' if cut > 1 else ''} ↓" if cut > 0 else ""
         if note != str(self.border_subtitle or ""):  # setting it repaints the panel
             self.border_subtitle = note
@@ -279,6 +310,8 @@ class DashboardApp(App[None]):
         self.failure: BaseException | None = None
         self._drawn: dict[str, Any] = {}
         self._row_cells: dict[str, dict[str, tuple[Any, list]]] = {}  # table -> key -> (row, its cells)
+        # table -> the keys and (row, cells) of the rows as last filled, in their order
+        self._row_keys: dict[str, tuple[list[str], list[tuple[Any, list]]]] = {}
         self._visible_segments: tuple[Any, Any, tuple[SegmentView, ...]] = (None, None, ())
         self.lower_tab = "processes"  # of Send paths and Processes, the one a short screen shows
         self._replay_timer = None
@@ -464,21 +497,30 @@ class DashboardApp(App[None]):
         interval, and building every row's cells again was a sixth of the dashboard's CPU (64 segments).
         A changed row out of view keeps the cells it had until it scrolls into view (RowsShown): with 1,000
         segments, rows measured by turns off screen were most of a frame's drawing."""
-        if self._drawn.get(table_id) == rows:
+        last_rows = self._drawn.get(table_id)
+        if last_rows == rows:
             return
         self._drawn[table_id] = rows
         table = self.query_one(f"#{table_id}", RowTable)
         in_view = table.rows_in_view()
         drawn = self._row_cells.get(table_id, {})
-        keys = [str(getattr(row, key_field)) for row in rows]
-        entries = []
-        for index, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        last_keys, last_entries = self._row_keys.get(table_id, ((), ()))
+        same_place = len(last_keys) if last_rows is not None else 0
+        keys, entries = [], []
+        for index, row in enumerate(rows):
+            if index < same_place and last_rows[index] is row:  # the very row drawn at this place last frame
+                keys.append(last_keys[index])
+                entries.append(last_entries[index])
+                continue
+            key = str(getattr(row, key_field))
             previous = drawn.get(key)
             if previous is not None and (previous[0] is row or index not in in_view or previous[0] == row):
                 entries.append(previous)  # the same row, or one out of view: drawn when it comes into view
             else:
                 entries.append((row, cells(row)))
+            keys.append(key)
         self._row_cells[table_id] = dict(zip(keys, entries, strict=True))
+        self._row_keys[table_id] = (keys, entries)
         table.set_rows(keys, [entry[1] for entry in entries])
 
     def _draw_segment_problems(self, snapshot: TopSnapshot) -> None:

@@ -21,16 +21,21 @@ that filled the pipe (file -> pipe), when the pipe fed that one socket; else, an
 filemap:mm_filemap_add_to_page_cache (no cold pages), those figures are "unavailable" with the reason.
 
 Cost: consumerOffset.json is parsed again only when its inode, size or mtime changed; each group's queue
-costs two 20-byte preads per interval.
+costs two 20-byte preads per interval, from ConsumeQueue files kept open while they are the same file (a
+stat each per interval: one that was deleted, replaced or not read in an interval is closed). The segments
+are indexed once per snapshot (queues by topic and id, segments by start offset) for the groups' rows and
+the marks on the heat strips.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import dataclasses
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +83,66 @@ NO_SENDPATH = "the sendpath probe is not running"
 UNREADABLE_FIX = "run as root (sudo mqinspect top ...) or as the store's owner"
 
 
+# read(path, offset, length): bytes of a ConsumeQueue file
+FileReader = Callable[[str, int, int], bytes]
+
+
+def _read_once(path: str, offset: int, length: int) -> bytes:
+    with PreadFile(Path(path)) as file:
+        return file.read(offset, length)
+
+
+class QueueFiles:
+    """ConsumeQueue files kept open from one interval to the next while each path names the same file (its
+    device and inode, one stat per path and interval), instead of an open, fadvise and close per read. A file
+    deleted, replaced (a queue cut and written again) or not read in an interval is closed at the interval's
+    end: no descriptor keeps a deleted file's space for longer than that."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[tuple[int, int], PreadFile]] = {}
+        self._checked: set[str] = set()  # the paths stat'ed this interval
+
+    @contextlib.contextmanager
+    def interval(self) -> Iterator[None]:
+        """Reads of one interval: afterwards, the files it did not read are closed."""
+        self._checked = set()
+        try:
+            yield
+        finally:
+            for path in self._open.keys() - self._checked:
+                self._open.pop(path)[1].close()
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        return self._file(path).read(offset, length)
+
+    def _file(self, path: str) -> PreadFile:
+        if path not in self._checked:
+            status = os.stat(path)
+            identity = (status.st_dev, status.st_ino)
+            known = self._open.get(path)
+            if known is not None and known[0] != identity:  # deleted and written again under its name
+                self._open.pop(path)[1].close()
+            if path not in self._open:
+                self._open[path] = (identity, PreadFile(Path(path)))
+            self._checked.add(path)
+        return self._open[path][1]
+
+    def close(self) -> None:
+        for _identity, file in self._open.values():
+            file.close()
+        self._open.clear()
+
+
 class ConsumerReader:
-    """Reads the groups' committed offsets and the connected consumers each interval. Keeps no file open."""
+    """Reads the groups' committed offsets and the connected consumers each interval. Keeps the ConsumeQueue
+    files it read open until the next interval (QueueFiles); `close()` closes them."""
 
     def __init__(self) -> None:
         self._offsets: tuple[tuple[int, int, int, int], ConsumerOffsets] | None = None
+        self._files = QueueFiles()
+
+    def close(self) -> None:
+        self._files.close()
 
     def read(self, store: StoreView, sendpath: Any | None) -> ConsumersView:
         """`sendpath`: the sendpath probe's snapshot of the interval (None when it is not running)."""
@@ -98,7 +158,8 @@ class ConsumerReader:
         except (ConsumerOffsetsError, OSError) as error:
             offsets = None
             unavailable["groups"] = f"{path}: cannot be read ({error})"
-        groups = () if offsets is None else tuple(group_queues(offsets, store.segments))
+        with self._files.interval():
+            groups = () if offsets is None else tuple(group_queues(offsets, store.segments, self._files.read))
         if offsets is not None and offsets.used_backup:
             unavailable["offsets_file"] = f"read {offsets.loaded_from} instead: {offsets.fallback_reason}"
         if offsets is not None and not groups:
@@ -150,24 +211,97 @@ def _no_groups(path: Path, offsets: ConsumerOffsets) -> str:
 # --- groups
 
 
-def group_queues(offsets: ConsumerOffsets, segments: Sequence[SegmentView]) -> Iterable[GroupQueueView]:
-    """One row per group and queue, in group, topic, queue order."""
-    queues = _queue_segments(segments)
-    commitlog = [segment for segment in segments if segment.kind == COMMITLOG]
+def group_queues(
+    offsets: ConsumerOffsets, segments: Sequence[SegmentView], read: FileReader | None = None
+) -> Iterable[GroupQueueView]:
+    """One row per group and queue, in group, topic, queue order. `read(path, offset, length)` reads the
+    ConsumeQueue entries (default: each file opened for its read)."""
+    index = _segment_index(segments)
     keys = (key.split("@") for key in offsets.offset_table)
     # keys that are not "topic@group" are skipped, as the broker's whichGroupByTopic skips them
     for group, topic in sorted((parts[1], parts[0]) for parts in keys if len(parts) == 2):
         for queue_id, committed in sorted(offsets.queues(topic, group).items()):
-            yield group_queue(group, topic, queue_id, committed, queues.get((topic, queue_id), ()), commitlog)
+            queue = index.queue(topic, queue_id)
+            yield group_queue(group, topic, queue_id, committed, queue, index.commitlog, read or _read_once)
 
 
-def _queue_segments(segments: Sequence[SegmentView]) -> dict[tuple[str, int], list[SegmentView]]:
-    """The ConsumeQueue segments by (topic, queue id), from their names "consumequeue/TOPIC/ID/FILE"."""
-    queues: dict[tuple[str, int], list[SegmentView]] = defaultdict(list)
-    for segment in segments:
-        if segment.kind == CONSUMEQUEUE and (queue := _queue_of(segment.name)) is not None:
-            queues[queue].append(segment)
-    return queues
+class _Picked(Sequence[SegmentView]):
+    """Some of a snapshot's segments, by their places in it (a queue's files, the CommitLog's), taken from
+    the snapshot as they are looked at."""
+
+    def __init__(self, segments: Sequence[SegmentView], places: Sequence[int]):
+        self._segments = segments
+        self._places = places
+
+    def __len__(self) -> int:
+        return len(self._places)
+
+    def __getitem__(self, item):  # type: ignore[override]
+        if isinstance(item, slice):
+            return [self._segments[place] for place in self._places[item]]
+        return self._segments[self._places[item]]
+
+
+class _Shape:
+    """Where a snapshot's segments are: the ConsumeQueue segments' places by (topic, queue id), from their
+    names "consumequeue/TOPIC/ID/FILE", the CommitLog's, and each path's. The same for every snapshot of one
+    listing of the store: made again only when the segments' paths are not the same."""
+
+    def __init__(self, segments: Sequence[SegmentView]):
+        queues: dict[tuple[str, int], list[int]] = defaultdict(list)
+        commitlog = []
+        for place, segment in enumerate(segments):
+            if segment.kind == COMMITLOG:
+                commitlog.append(place)
+            elif segment.kind == CONSUMEQUEUE and (queue := _queue_of(segment.name)) is not None:
+                queues[queue].append(place)
+        self.paths = [segment.path for segment in segments]
+        self.places = {path: place for place, path in enumerate(self.paths)}
+        self.queues = dict(queues)
+        self.commitlog = commitlog
+
+
+class _SegmentIndex:
+    """The segments of one snapshot as the consumers' rows look for them: a queue's files and the CommitLog's
+    in order, each segment's place."""
+
+    def __init__(self, segments: Sequence[SegmentView], shape: _Shape):
+        self.segments = segments
+        self.places = shape.places
+        self._queues = shape.queues
+        self.commitlog = _Picked(segments, shape.commitlog)
+
+    def queue(self, topic: str, queue_id: int) -> Sequence[SegmentView]:
+        places = self._queues.get((topic, queue_id))
+        return _Picked(self.segments, places) if places else ()
+
+
+_last_index: tuple[Sequence[SegmentView], _SegmentIndex] | None = None
+
+
+def _segment_index(segments: Sequence[SegmentView]) -> _SegmentIndex:
+    """The index of `segments`, made once for the groups' rows and the marks of one snapshot, on the shape of
+    the previous snapshot's when the paths are the same (1,500 segments went through twice per interval)."""
+    global _last_index
+    last = _last_index
+    if last is not None and last[0] is segments:
+        return last[1]
+    shape = _shape_of(segments)
+    index = _SegmentIndex(segments, shape)
+    _last_index = (segments, index)
+    return index
+
+
+_last_shape: _Shape | None = None
+
+
+def _shape_of(segments: Sequence[SegmentView]) -> _Shape:
+    """The previous snapshot's shape while the segments' paths are the same ones, in the same order."""
+    global _last_shape
+    shape = _last_shape
+    if shape is None or len(shape.paths) != len(segments) or shape.paths != [s.path for s in segments]:
+        shape = _last_shape = _Shape(segments)
+    return shape
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -185,7 +319,9 @@ def group_queue(
     committed: int,
     queue: Sequence[SegmentView],
     commitlog: Sequence[SegmentView],
+    read: FileReader | None = None,
 ) -> GroupQueueView:
+    read = read or _read_once
     row = GroupQueueView(group, topic, queue_id, committed, None, None, None, None, None, None, {})
     if not queue:
         return _without(
@@ -203,7 +339,7 @@ def group_queue(
             f"the committed offset {committed:,} is past the queue's end {end:,} (the queue was cut since)",
         )
     row = dataclasses.replace(row, lag_messages=end - committed)
-    last = _entry(queue, end - 1) if end > first else "the queue has no entry on disk"
+    last = _entry(queue, end - 1, read) if end > first else "the queue has no entry on disk"
     if isinstance(last, str):
         return _without(row, ("lag_bytes",), f"the queue's last entry: {last}")
     queue_end = last.physical_offset + last.size_bytes
@@ -213,7 +349,7 @@ def group_queue(
             f"queue offset {committed:,} is before the first entry on disk ({first:,}): retention deleted it"
         )
         return _without(row, ("lag_bytes",), reason)
-    at = last if committed == end - 1 else _entry(queue, committed) if committed < end else None
+    at = last if committed == end - 1 else _entry(queue, committed, read) if committed < end else None
     if isinstance(at, str):
         return _without(row, ("lag_bytes",), f"the entry at queue offset {committed:,}: {at}")
     physical = queue_end if at is None else at.physical_offset
@@ -238,7 +374,7 @@ def _queue_end(queue: Sequence[SegmentView]) -> int | str:
     return (holder.start_offset_bytes + holder.wrote_position_bytes) // CQ_STORE_UNIT_SIZE
 
 
-def _entry(queue: Sequence[SegmentView], queue_offset: int) -> ConsumeQueueEntry | str:
+def _entry(queue: Sequence[SegmentView], queue_offset: int, read: FileReader) -> ConsumeQueueEntry | str:
     """The ConsumeQueue entry at `queue_offset` (one pread); why not when it names no record."""
     position = queue_offset * CQ_STORE_UNIT_SIZE
     segment = next(
@@ -247,8 +383,7 @@ def _entry(queue: Sequence[SegmentView], queue_offset: int) -> ConsumeQueueEntry
     if segment is None:
         return "in no ConsumeQueue file"
     try:
-        with PreadFile(Path(segment.path)) as file:
-            data = file.read(position - segment.start_offset_bytes, CQ_STORE_UNIT_SIZE)
+        data = read(segment.path, position - segment.start_offset_bytes, CQ_STORE_UNIT_SIZE)
         entry = decode_entry(data, queue_offset=queue_offset, path=segment.path)
     except (OSError, StoreError) as error:  # deleted or cut while read: the next interval reads again
         return f"{segment.name} could not be read ({error})"
@@ -261,12 +396,18 @@ def _holder_name(segments: Sequence[SegmentView], offset: int) -> str | None:
 
 
 def _holder(segments: Sequence[SegmentView], offset: int) -> SegmentView | None:
-    """The segment `offset` lies in; the end of the last segment lies in it (the log filled it)."""
-    for segment in segments:
+    """The segment `offset` lies in; the end of the last segment lies in it (the log filled it). `segments`
+    are in offset order (a queue's files): bisected, not walked (1,000 CommitLog segments)."""
+    position = bisect.bisect_right(segments, offset, key=_start) - 1
+    for segment in segments[max(position, 0) : position + 1]:
         if segment.start_offset_bytes <= offset < segment.start_offset_bytes + segment.size_bytes:
             return segment
     last = segments[-1] if segments else None
     return last if last is not None and offset == last.start_offset_bytes + last.size_bytes else None
+
+
+def _start(segment: SegmentView) -> int:
+    return segment.start_offset_bytes
 
 
 # --- the positions on the heat strips
@@ -276,8 +417,8 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
     """The store view with each group's committed position in the segments that hold it (the CommitLog
     offset of its next message, and its entry in the ConsumeQueue), and each connected consumer's read
     position in the CommitLog segment that holds it."""
-    queues = _queue_segments(store.segments)
-    commitlog = [segment for segment in store.segments if segment.kind == COMMITLOG]
+    index = _segment_index(store.segments)
+    commitlog = index.commitlog
     marks: dict[str, set[int]] = defaultdict(set)
     readers: dict[str, set[int]] = defaultdict(set)
     for offset in (consumer.read_position_bytes for consumer in consumers.connected):
@@ -287,7 +428,7 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
     for row in consumers.groups:
         for segments, offset in (
             (commitlog, row.committed_physical_offset_bytes),
-            (queues.get((row.topic, row.queue_id), ()), row.committed_offset * CQ_STORE_UNIT_SIZE),
+            (index.queue(row.topic, row.queue_id), row.committed_offset * CQ_STORE_UNIT_SIZE),
         ):
             holder = None if offset is None else _holder(segments, offset)
             if holder is not None and offset is not None:
@@ -299,17 +440,15 @@ def with_marks(store: StoreView, marks: dict[str, set[int]], readers: dict[str, 
     """The store view with these consumer (`marks`) and reader positions, bytes into each segment by path."""
     if not marks and not readers:
         return store
-    segments = tuple(
-        dataclasses.replace(
-            segment,
-            consumer_positions_bytes=tuple(sorted(marks.get(segment.path, ()))),
-            reader_positions_bytes=tuple(sorted(readers.get(segment.path, ()))),
+    segments = list(store.segments)
+    for path in marks.keys() | readers.keys():  # only these rows change
+        place = index.places[path]
+        segments[place] = dataclasses.replace(
+            segments[place],
+            consumer_positions_bytes=tuple(sorted(marks.get(path, ()))),
+            reader_positions_bytes=tuple(sorted(readers.get(path, ()))),
         )
-        if segment.path in marks or segment.path in readers
-        else segment
-        for segment in store.segments
-    )
-    return dataclasses.replace(store, segments=segments)
+    return dataclasses.replace(store, segments=tuple(segments))
 
 
 # --- connected consumers

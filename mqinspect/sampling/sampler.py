@@ -93,6 +93,8 @@ class Sampler:
 
     def close(self) -> None:
         self.probes.close()
+        if self.consumers is not None:
+            self.consumers.close()
 
     def focus(self, path: str | None, name: str | None = None) -> None:
         """Ask for the drill-down map of one segment in the next snapshots (None: no drill-down)."""

@@ -17,6 +17,7 @@ which need every process's maps, every LOCK_REFRESH_INTERVALS intervals.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
 import os
@@ -42,6 +43,7 @@ from probes.file_locks import locked_bytes_by_file
 from probes.residency.scan import ResidencyUnavailable, chunk_bounds, file_residency, path_totals
 from store.checkpoint import read_checkpoint
 from store.config import CQ_STORE_UNIT_SIZE
+from store.consume_queue_format import decode_entry
 from store.errors import StoreError
 from store.inspection.rocketmq.reading import LogEndReason, LogTail, find_log_tail, position_in_segment
 from store.layout import SegmentFile, SegmentQueue, StoreLayout, discover_store
@@ -55,6 +57,9 @@ CHUNK_REFRESH_INTERVALS = 10
 # With a dashboard's drawn rows given, every file is measured at least once in this many intervals.
 TURN_INTERVALS = 30
 LAYOUT_REFRESH_INTERVALS = 60
+# A directory whose mtime is this close to a listing's start may change again within the same tick of the
+# filesystem's clock, leaving its mtime as the listing saw it: such a listing is made again.
+SETTLED_AFTER_NS = 2_000_000_000
 # Up to this many files, every file's totals are measured every interval whatever is drawn (1.6 ms for 66
 # files): measuring by turns is for big stores.
 MEASURE_ALL_UP_TO = 200
@@ -67,6 +72,8 @@ FLUSHED_UNKNOWN = (
     "(only the flush time, physicMsgTimestamp)"
 )
 NO_EBPF_EVENTS = "the {probe} probe is not running"
+# The first search for the CommitLog's end tries the newest records this many ConsumeQueues point at.
+DISPATCHED_HINTS = 16
 # Reads while following the CommitLog stop after this many bytes (and at a hole): the search never pulls
 # more than this into the page cache past the end of the log.
 LOG_WALK_WINDOW_BYTES = 64 << 10
@@ -124,9 +131,14 @@ class StoreReader:
         self._lock_note: str | None = None
         self._intervals = 0
         self._layout: StoreLayout | None = None
-        self._rows: tuple[StoreLayout, list] | None = None  # _rows_of's, for the layout it was made for
+        self._rows: _Rows | None = None  # _rows_of's, for the layout it was made for
+        # the last interval's rows, with the rows and shared inputs they were made from
+        self._last_rows: tuple[_Rows, tuple, list[SegmentView]] | None = None
+        self._just_measured: set[str] = set()  # rows whose measurement time the next interval sets
+        self._kept_for: StoreLayout | None = None  # the layout whose files the caches were last cut to
         self._listed_at = 0  # the interval the layout was listed in
         self._directories: list[tuple[str, int | None]] = []  # those holding segments, with their mtimes
+        self._settled = False  # no directory had changed just before the listing
         self._views: dict[str, _Measured] = {}  # path -> the row and its inputs as last built
         self._queue_positions: dict[str, _QueuePositions] = {}  # a ConsumeQueue's, by name prefix
         self._last_positions: dict[str, _QueuePositions] = {}  # each queue's, the interval before
@@ -155,13 +167,15 @@ class StoreReader:
         except (StoreError, OSError) as error:
             return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
         queues = _segment_entries(layout)
-        entries = self._rows_of(layout)
-        paths = [path for *_rest, rows in entries for _segment, path, _name in rows]
-        self._refresh_locks(paths, drawn)
+        rows_of = self._rows_of(layout)
+        entries, paths = rows_of.entries, rows_of.paths
+        self._refresh_locks(paths, drawn, layout)
         flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
         by_path = _events_by_path(events)
         # a store this small has every total measured every interval (strips still for drawn rows only)
-        due = None if len(paths) <= self.measure_all_up_to else self._due(paths, queues, drawn, by_path)
+        due = (
+            None if len(paths) <= self.measure_all_up_to else self._due(paths, queues, drawn, by_path, layout)
+        )
         turn = _Turn(
             due,
             drawn,
@@ -169,12 +183,17 @@ class StoreReader:
             frozenset(path for _probe, path in by_path),
             (*(probe in events for probe in EVENT_PROBES), events.get(PROBE_PAGECACHE) is not None),
         )
-        # rows neither due nor with events, already marked as measured earlier: taken as they are, with no
-        # call per row (1,500 rows)
+        # rows neither due nor with events, already marked as measured earlier: taken as they are. With the
+        # same rows and shared inputs as the interval before, its list of rows is taken whole and only the
+        # rows that may differ are looked at (1,500 rows, a few dozen of them due)
         busy = None if due is None else due | turn.evented
         shared = (self._locks_version, turn.running)
-        segments = []
-        for kind, prefix, queue, rows in entries:
+        last = self._last_rows
+        reuse = busy is not None and last is not None and last[0] is rows_of and last[1] == shared
+        segments: list[SegmentView] = list(last[2]) if reuse and last is not None else []
+        unmoved: dict[int, Any] = {}  # queues whose rows are looked at only where busy or just measured
+        looked_at: list[tuple[str, SegmentView]] = []
+        for number, (kind, prefix, queue, rows) in enumerate(entries):
             positions = self._queue_positions.get(prefix)
             if (  # a ConsumeQueue whose end is not looked for this interval: the same as before, unmoved
                 due is None
@@ -186,71 +205,103 @@ class StoreReader:
                 moved = self._moved(prefix, queue, positions)
             else:
                 moved = frozenset()
-            for segment, path, name in rows:
-                known = self._views.get(path)
-                if (
-                    busy is not None
-                    and known is not None
-                    and path not in busy
-                    and moved is not None
-                    and path not in moved
-                    and known.shared == shared
-                    and known.view.residency_time_unix_s is not None
-                ):
-                    segments.append(known.view)
-                    continue
-                segments.append(
-                    self._segment_row(kind, name, queue, segment, positions, by_path, events, turn, moved)
+            if reuse and moved == frozenset():
+                unmoved[number] = positions
+                continue
+            first = rows_of.starts[number]
+            for offset, (segment, path, name) in enumerate(rows):
+                view = self._row(
+                    kind, name, queue, segment, path, positions, by_path, events, turn, moved, busy
                 )
-        newest = {str(queue.segments[-1].path) for *_rest, queue in queues if queue.segments}
-        self._positions = {path: known for path, known in self._positions.items() if path in newest}
-        listed = set(paths)
-        self._views = {path: view for path, view in self._views.items() if path in listed}
+                looked_at.append((path, view))
+                if reuse:
+                    segments[first + offset] = view
+                else:
+                    segments.append(view)
+        if reuse:
+            for path in busy | self._just_measured:  # type: ignore[operator]
+                place = rows_of.places.get(path)
+                if place is None or place[0] not in unmoved:
+                    continue
+                number, offset = place
+                kind, _prefix, queue, rows = entries[number]
+                segment, _path, name = rows[offset]
+                view = self._row(
+                    kind,
+                    name,
+                    queue,
+                    segment,
+                    path,
+                    unmoved[number],
+                    by_path,
+                    events,
+                    turn,
+                    frozenset(),
+                    busy,
+                )
+                looked_at.append((path, view))
+                segments[rows_of.starts[number] + offset] = view
+        self._just_measured = {path for path, view in looked_at if view.residency_time_unix_s is None}
+        self._last_rows = (rows_of, shared, segments)
+        if self._kept_for is not layout:  # what the previous listing's files left behind
+            newest = {str(queue.segments[-1].path) for *_rest, queue in queues if queue.segments}
+            self._positions = {path: known for path, known in self._positions.items() if path in newest}
+            listed = set(paths)
+            self._views = {path: view for path, view in self._views.items() if path in listed}
+            self._kept_for = layout
         self._intervals += 1
         return StoreView(str(layout.root), flush_time_ms, tuple(segments))
 
-    def _rows_of(self, layout: StoreLayout) -> list[tuple[str, str, SegmentQueue, list]]:
-        """(kind, name prefix, queue, [(segment, path, row name)]) of each queue with segments: made once per
-        listing of the layout."""
-        if self._rows is not None and self._rows[0] is layout:
-            return self._rows[1]
+    def _rows_of(self, layout: StoreLayout) -> _Rows:
+        """The rows of each queue with segments, made once per listing of the layout."""
+        if self._rows is not None and self._rows.layout is layout:
+            return self._rows
         entries = [
             (kind, prefix, queue, [(s, str(s.path), f"{prefix}/{s.path.name}") for s in queue.segments])
             for kind, prefix, queue in _segment_entries(layout)
             if queue.segments
         ]
-        self._rows = (layout, entries)
-        return entries
+        self._rows = _Rows.of(layout, entries)
+        return self._rows
 
     def _current_layout(self, drawn: frozenset[str] | None) -> StoreLayout:
-        """The store's files: listed again every interval when every row is used. For a dashboard (listing
-        1,500 files took 70 ms), when the mtime of a directory that holds them moved (a file created, deleted
-        or renamed in it): commitlog/ and consumequeue/ every interval, the topics' and queues' directories
-        by turns (all in TURN_INTERVALS intervals), and every LAYOUT_REFRESH_INTERVALS (a file whose size
-        changed; rows measured meanwhile take their size from the file itself)."""
+        """The store's files (listing 1,500 files took 70 ms), listed again when the mtime of a directory
+        that holds them moved (a file created, deleted or renamed in it), and every LAYOUT_REFRESH_INTERVALS
+        (a file whose size changed; rows measured meanwhile take their size from the file itself). When every
+        row is used (streams, --once, recordings) every directory is looked at every interval; for a
+        dashboard commitlog/, consumequeue/ and the root every interval, the topics' and queues' directories
+        by turns (all in TURN_INTERVALS intervals). A listing made while a directory had just changed (within
+        a tick of its filesystem's clock: its mtime could stay the same through a later change) is made
+        again."""
         if (
-            drawn is None
-            or self._layout is None
+            self._layout is None
+            or not self._settled
             or self._intervals - self._listed_at >= LAYOUT_REFRESH_INTERVALS
-            or self._directories_moved()
+            or self._directories_moved(every_one=drawn is None)
         ):
+            started_ns = time.time_ns()
             self._layout, self._listed_at = discover_store(self.root), self._intervals
             self._queue_positions = {}  # they name the segments of the previous listing
-            directories = [self.root / "commitlog", self.root / "consumequeue"]
+            directories = [self.root / "commitlog", self.root / "consumequeue", self.root]  # root: checkpoint
             directories += list(
                 dict.fromkeys(cq.queue.directory.parent for cq in self._layout.consume_queues)
             )
             directories += [cq.queue.directory for cq in self._layout.consume_queues]
             self._directories = [(str(path), _mtime_ns(path)) for path in directories]
+            self._settled = all(
+                mtime is None or mtime < started_ns - SETTLED_AFTER_NS for _path, mtime in self._directories
+            )
         return self._layout
 
-    def _directories_moved(self) -> bool:
-        always, by_turns = self._directories[:2], self._directories[2:]
+    def _directories_moved(self, *, every_one: bool) -> bool:
+        if every_one:
+            return any(_mtime_ns(path) != mtime for path, mtime in self._directories)
+        always, by_turns = self._directories[:3], self._directories[3:]
         share = -(-len(by_turns) // TURN_INTERVALS)
         start = (self._intervals * share) % len(by_turns) if by_turns else 0
         return any(_mtime_ns(path) != mtime for path, mtime in always + by_turns[start : start + share])
 
-    def _due(self, paths, queues, drawn, by_path) -> frozenset[str] | None:
+    def _due(self, paths, queues, drawn, by_path, layout) -> frozenset[str] | None:
         """The files measured this interval (None: all of them): the drawn rows, those with events (their
         pages moved), the CommitLog's newest segment and the one being written, and a turn of the others."""
         if drawn is None:
@@ -263,7 +314,8 @@ class StoreReader:
         holder = self._log_tail.end.physical_offset if self._log_tail else None
         if holder is not None and (segment := _segment_at(commitlog, holder)) is not None:
             due.add(str(segment.path))
-        due.update(path for path in paths if path not in self._views)
+        if layout is not self._kept_for:  # a new listing: its files never measured are due
+            due.update(path for path in paths if path not in self._views)
         share = -(-len(paths) // TURN_INTERVALS)
         if paths:
             start = self._turn % len(paths)
@@ -308,6 +360,22 @@ class StoreReader:
         return positions
 
     # --- one segment
+
+    def _row(self, kind, name, queue, segment, path, positions, by_path, events, turn, moved, busy):
+        """The row of one segment: as it was when neither due nor with events, unmoved, measured earlier and
+        sharing the interval's inputs; else built (again) by _segment_row."""
+        known = self._views.get(path)
+        if (
+            busy is not None
+            and known is not None
+            and path not in busy
+            and moved is not None
+            and path not in moved
+            and known.shared == (self._locks_version, turn.running)
+            and known.view.residency_time_unix_s is not None
+        ):
+            return known.view
+        return self._segment_row(kind, name, queue, segment, positions, by_path, events, turn, moved)
 
     def _segment_row(
         self, kind, name, queue, segment, positions, by_path, events, turn, moved
@@ -480,8 +548,14 @@ class StoreReader:
         return _QueuePositions.of(queue, wrote, flushed, unavailable)
 
     def _commitlog_end(self, queue: SegmentQueue) -> tuple[int | None, str]:
-        """The end of the CommitLog's last record, searched from the last record found before."""
-        known = (self._log_tail.last_record,) if self._log_tail and self._log_tail.last_record else ()
+        """The end of the CommitLog's last record, searched from the last record found before; the first
+        time (or after the log changed under the search), from the newest record a ConsumeQueue points at
+        (what the broker dispatched): the walk reads only the tail not dispatched yet, not the whole last
+        segment (0.7 s for the headers of a 1 GiB segment)."""
+        if self._log_tail is None:
+            known = self._dispatched_records()
+        else:  # a log without records (all zeros, or none valid) ends at once: no hints to read again
+            known = (self._log_tail.last_record,) if self._log_tail.last_record else ()
         try:
             tail = find_log_tail(queue, known, headers_only=True, window_bytes=LOG_WALK_WINDOW_BYTES)
         except (StoreError, OSError) as error:  # a segment deleted or cut while we read: next interval
@@ -493,6 +567,29 @@ class StoreReader:
             holder = _segment_at(queue, end)
             end = holder.file_from_offset + holder.size_bytes if holder else end
         return end, ""
+
+    def _dispatched_records(self) -> tuple[tuple[int, int], ...]:
+        """(physical offset, size) of the CommitLog record each ConsumeQueue's last entry points at, where
+        one can be read: find_log_tail resumes after the furthest whole one (CRC checked). The queues' ends
+        found here are the ones their rows use (`_end_of_data` keeps them)."""
+        records = []
+        for cq in self._layout.consume_queues if self._layout else ():
+            if not cq.queue.segments:
+                continue
+            newest = str(cq.queue.segments[-1].path)
+            end, _reason = self._end_of_data(newest)
+            if not end:
+                continue
+            last = -(-end // CQ_STORE_UNIT_SIZE) * CQ_STORE_UNIT_SIZE - CQ_STORE_UNIT_SIZE
+            try:
+                with PreadFile(Path(newest)) as file:
+                    entry = decode_entry(file.read(last, CQ_STORE_UNIT_SIZE), path=newest)
+            except (StoreError, OSError):  # cut or deleted meanwhile: that queue gives no hint
+                continue
+            if entry.names_a_record:
+                records.append((entry.physical_offset, entry.size_bytes))
+        # the furthest few: each one tried that is no whole record (a queue torn or cut) costs a read
+        return tuple(sorted(set(records), reverse=True)[:DISPATCHED_HINTS])
 
     def _consume_queue_positions(self, queue: SegmentQueue) -> _QueuePositions:
         """A ConsumeQueue is written in order and gets no file before it needs one, so its data ends in its
@@ -532,12 +629,13 @@ class StoreReader:
 
     # --- store-wide
 
-    def _refresh_locks(self, paths: list[str], drawn: frozenset[str] | None) -> None:
+    def _refresh_locks(self, paths: list[str], drawn: frozenset[str] | None, layout: StoreLayout) -> None:
         """Locked bytes of every file (every process's smaps), every LOCK_REFRESH_INTERVALS, or every
         TURN_INTERVALS for a dashboard (30 ms each time on a busy machine; a broker locks its segments when it
-        maps them), and when a file is new."""
+        maps them), and when a file is new (only a new listing of the layout can have one)."""
         every = LOCK_REFRESH_INTERVALS if drawn is None else TURN_INTERVALS
-        if self._intervals % every and all(path in self._locks for path in paths):
+        known = layout is self._kept_for or all(path in self._locks for path in paths)
+        if self._intervals % every and known:
             return
         locks = locked_bytes_by_file(paths)
         found = {path: locks.files[path].locked_bytes if path in locks.files else None for path in paths}
@@ -567,6 +665,29 @@ class StoreReader:
         return SegmentDetail(
             path, name, page_size_bytes, _chunk_states(residency.chunks), residency.source, unavailable
         )
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of one listing of the layout: (kind, name prefix, queue, [(segment, path, row name)]) per
+    queue with segments, every row's path in order, where each queue's rows start in that order, and each
+    path's (queue number, row number)."""
+
+    layout: StoreLayout
+    entries: list[tuple[str, str, SegmentQueue, list]]
+    paths: list[str]
+    starts: list[int]
+    places: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, layout: StoreLayout, entries: list[tuple[str, str, SegmentQueue, list]]) -> _Rows:
+        paths, starts, places = [], [], {}
+        for number, (*_rest, rows) in enumerate(entries):
+            starts.append(len(paths))
+            for offset, (_segment, path, _name) in enumerate(rows):
+                paths.append(path)
+                places[path] = (number, offset)
+        return cls(layout, entries, paths, starts, places)
 
 
 @dataclass(frozen=True)
@@ -688,9 +809,17 @@ def _position_in(segment: SegmentFile, offset: int | None) -> int | None:
 
 
 def _segment_at(queue: SegmentQueue, offset: int) -> SegmentFile | None:
-    return next(
-        (s for s in queue.segments if s.file_from_offset <= offset < s.file_from_offset + s.size_bytes), None
-    )
+    """The segment holding `offset`: bisected by start (a queue's segments are in offset order; 1,000 of
+    them were walked several times an interval)."""
+    place = bisect.bisect_right(queue.segments, offset, key=_file_from_offset) - 1
+    segment = queue.segments[place] if place >= 0 else None
+    if segment is not None and offset < segment.file_from_offset + segment.size_bytes:
+        return segment
+    return None
+
+
+def _file_from_offset(segment: SegmentFile) -> int:
+    return segment.file_from_offset
 
 
 def _holder(queue: SegmentQueue, offset: int | None) -> SegmentFile | None:

@@ -171,37 +171,6 @@ def _shown_member(member: tuple[int, ...]) -> str:
     return str(member[0]) if len(member) == 1 else "(" + ", ".join(map(str, member)) + ")"
 
 
-def drain_in_batches(one_batch, buffer_entries: int, keys, values, key_type, leaf_type) -> int:
-    """BPF_MAP_LOOKUP_AND_DELETE_BATCH until the map is read to its end or the buffer is full; how many
-    entries landed in `keys`/`values`. `one_batch(in_token, out_token, keys_at, values_at, count)` makes one
-    call and returns 0 or the errno.
-
-    bcc's own loop (items_lookup_and_delete_batch, bcc 0.26) keeps the batch token and the count in ONE
-    c_uint32, so a second call resumes from a bucket number that is really the previous count; when that
-    call fails (ENOSPC: the bucket there holds more entries than the room left), bcc raises and the
-    entries its first call already deleted are lost. A second call happens when handlers insert while the
-    map is read near full. Here the tokens are separate, and a bucket that does not fit stays in the map
-    for the next drain."""
-    in_token, out_token, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
-    taken = 0
-    while taken < buffer_entries:
-        count.value = buffer_entries - taken
-        error = one_batch(
-            ctypes.byref(in_token) if taken else None,
-            ctypes.byref(out_token),
-            ctypes.byref(keys, ctypes.sizeof(key_type) * taken),
-            ctypes.byref(values, ctypes.sizeof(leaf_type) * taken),
-            ctypes.byref(count),
-        )
-        taken += count.value
-        if error in (errno.ENOENT, errno.ENOSPC) or (error == 0 and count.value == 0):
-            break  # read to the end / the next bucket waits for the next drain / no progress
-        if error:
-            raise ProbeError(f"BPF_MAP_LOOKUP_AND_DELETE_BATCH failed: {os.strerror(error)}")
-        in_token.value = out_token.value
-    return taken
-
-
 # --- loading ---------------------------------------------------------------------------------------------
 
 
@@ -230,19 +199,11 @@ class LoadedProgram:
         """Every (key, value) of a map, each removed as it is read (atomically per entry), so an event counted
         after its entry was taken lands in a fresh entry for the next read instead of being lost.
 
-        The map is already empty when this returns (bcc makes its batch calls before it yields the first
-        entry); entries are converted as the iterator is consumed, so several maps can be emptied within
-        a moment of each other before the slow part."""
-        table = self.table(name)
-        from bcc.libbcc import lib  # the program is loaded, so bcc is there
-
-        def one_batch(in_token, out_token, keys, values, count) -> int:
-            result = lib.bpf_lookup_and_delete_batch(table.map_fd, in_token, out_token, keys, values, count)
-            return 0 if result == 0 else ctypes.get_errno()
-
-        buffer_entries, keys, values = table._alloc_keys_values(alloc_k=True, alloc_v=True)
-        taken = drain_in_batches(one_batch, buffer_entries.value, keys, values, table.Key, table.Leaf)
-        return ((keys[i], values[i]) for i in range(taken))
+        The map is already empty when this returns (every batch call is made before it); entries are
+        converted as the iterator is consumed, so several maps can be emptied within a moment of each other
+        before the slow part."""
+        batches = _drained_batches(self.table(name), name)
+        return ((keys[index], values[index]) for keys, values, count in batches for index in range(count))
 
     def put(self, name: str, key: tuple[int, ...], value: tuple[int, ...] = ()) -> None:
         """Set map[key] = value, both filled field by field with integers (an empty value is all zeros)."""
@@ -287,6 +248,45 @@ class LoadedProgram:
         bpf, self._bpf = self._bpf, None
         if bpf is not None:
             bpf.cleanup()
+
+
+# Entries asked of the kernel per batch call when a map is emptied. bcc's items_lookup_and_delete_batch
+# allocates (and zeroes) arrays for the map's max_entries at every call: megabytes per interval for the
+# dashboard's maps (131,072 folios), where an interval leaves a few hundred entries.
+DRAIN_BATCH_ENTRIES = 512
+
+
+def _drained_batches(table: Any, name: str) -> list[tuple[Any, Any, int]]:
+    """Empty a hash map by BPF_MAP_LOOKUP_AND_DELETE_BATCH calls, the first for DRAIN_BATCH_ENTRIES and each
+    next one for twice as many (arrays allocated for about what is taken; each call goes on from the bucket
+    the previous one stopped at): the (keys, values, count) of each call."""
+    from bcc.libbcc import lib  # loaded: this program was compiled with it
+
+    size = min(DRAIN_BATCH_ENTRIES, table.max_entries)
+    batches, position, first = [], ctypes.c_uint32(0), True
+    while True:
+        keys, values, count = (table.Key * size)(), (table.Leaf * size)(), ctypes.c_uint32(size)
+        following = ctypes.c_uint32(0)
+        failed = lib.bpf_lookup_and_delete_batch(
+            table.map_fd,
+            None if first else ctypes.byref(position),
+            ctypes.byref(following),
+            keys,
+            values,
+            ctypes.byref(count),
+        )
+        error = ctypes.get_errno()
+        if count.value:
+            batches.append((keys, values, count.value))
+        if failed and error == errno.ENOENT:  # the last bucket was read
+            return batches
+        if failed and error == errno.ENOSPC and not count.value and size < table.max_entries:
+            size = min(size * 2, table.max_entries)  # one bucket holds more entries than fit: larger arrays
+            continue
+        if failed:
+            raise ProbeError(f"emptying the BPF map {name} failed: {os.strerror(error)}")
+        position, first = following, False
+        size = min(size * 2, table.max_entries)  # a map this full likely holds more: fewer calls
 
 
 def _ctypes_of(kind: Any, fields: tuple[int, ...], what: str) -> Any:

@@ -22,7 +22,6 @@ interval's end.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import platform
@@ -297,32 +296,67 @@ class ScopedProbe:
 # --- following the store's files from their creation ----------------------------------------------------
 
 
+# A directory whose mtime is this close to a listing's start may have changed again within the same tick
+# of its filesystem's clock (a jiffy on ext4, a second or two on older filesystems): such a listing is not
+# reused.
+SETTLED_AFTER_NS = 2_000_000_000
+
+
 @dataclass(frozen=True)
 class StoreListing:
     """The store at one moment: its files, and its directories by the set of programs/store_files.h each
     belongs to (mqi_store_dirs: its files are the store's; mqi_topic_dirs, mqi_queue_roots: its
-    subdirectories are store directories, topic directories)."""
+    subdirectories are store directories, topic directories). `watched`: the store's root and every
+    directory listed, each with its (inode, mtime) before it was read (None: absent); `settled`: none of them
+    had changed within SETTLED_AFTER_NS of the listing."""
 
     files: dict[FileId, FileLabel]
     directories: dict[str, frozenset[FileId]]
+    watched: tuple[tuple[str, tuple[int, int] | None], ...] = ()
+    settled: bool = False
+
+    def still_current(self) -> bool:
+        """Whether the store has the same files now: no directory of it was created, deleted or had a file
+        created, deleted or renamed in it since the listing (their mtimes say so, one stat each, instead of
+        a listing with a stat per file: 70 ms for 1,500 files)."""
+        return self.settled and all(_version(path) == version for path, version in self.watched)
 
 
 def list_store(store: Path) -> StoreListing:
     """The store's files and directories now; StoreError if `store` is not a store."""
-    files = store_files(store)
+    started_ns = time.time_ns()
     directories = store_directories(store)
     named = {
         "mqi_store_dirs": directories.files_in,
         "mqi_topic_dirs": directories.directories_in,
         "mqi_queue_roots": directories.parents_in,
     }
-    return StoreListing(files, {name: frozenset(_directory_ids(paths)) for name, paths in named.items()})
+    # stat'ed before their entries are read: a change after this shows as a new mtime at the next look
+    looked_at = (store, *(path for paths in named.values() for path in paths))
+    stats = {str(path): _stat(path) for path in looked_at}
+    files = store_files(store)
+    ids = {
+        name: frozenset(FileId.from_stat(stat) for path in paths if (stat := stats[str(path)]) is not None)
+        for name, paths in named.items()
+    }
+    watched = tuple((path, _version_of(stat)) for path, stat in stats.items())
+    settled = all(version is None or version[1] < started_ns - SETTLED_AFTER_NS for _path, version in watched)
+    return StoreListing(files, ids, watched, settled)
 
 
-def _directory_ids(paths: Iterable[Path]) -> Iterable[FileId]:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            yield FileId.from_stat(path.stat())
+def _stat(path: Path | str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _version(path: str) -> tuple[int, int] | None:
+    return _version_of(_stat(path))
+
+
+def _version_of(stat: os.stat_result | None) -> tuple[int, int] | None:
+    return None if stat is None else (stat.st_ino, stat.st_mtime_ns)
 
 
 def filesystem_type(path: Path, proc_root: Path = PROC_ROOT) -> str | None:
@@ -360,6 +394,7 @@ class StoreFollower:
         self._listed_names = dict(listing.files)  # the file counted under LISTED_GENERATION for each inode
         self._generations: dict[tuple[FileId, int], FileLabel | None] = {}
         self._directories = listing.directories
+        self._listing: StoreListing | None = None  # the last one brought into the kernel's sets
         self._from_creation = False
         self._program: LoadedProgram | None = None  # the program of the last follow(), asked by label()
         self._relisted = False
@@ -409,8 +444,9 @@ class StoreFollower:
         number reused by the next one. Where the kernel took it at its creation it has a generation of its
         own, and what was counted under LISTED_GENERATION for that number keeps the name of the file before
         it."""
-        if listing is None:  # being deleted or moved: nothing to learn now
+        if listing is None or listing is self._listing:  # being deleted or moved, or unchanged: nothing new
             return dict(self.files), {}
+        self._listing = listing
         new = {
             file: label
             for file, label in listing.files.items()
@@ -494,12 +530,18 @@ _listings_lock = threading.Lock()
 
 
 def current_store_listing(store: Path, *, fresh: bool = False) -> StoreListing | None:
-    """The store's files and directories now (a listing up to STORE_LISTING_REUSE_S old, unless `fresh`);
-    None while it is being deleted or moved."""
+    """The store's files and directories now: the last listing while it is up to STORE_LISTING_REUSE_S old
+    (unless `fresh`: a file may have been created within that time) or its directories say nothing was
+    created, deleted or renamed since (StoreListing.still_current); None while the store is being deleted or
+    moved."""
     with _listings_lock:
         listed = _listings.get(store)
-        if not fresh and listed is not None and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
-            return listed[1]
+        if listed is not None:
+            if not fresh and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
+                return listed[1]
+            if listed[1].still_current():  # checked now: the session's other probes take it as it is
+                _listings[store] = (time.monotonic(), listed[1])
+                return listed[1]
         try:
             listing = list_store(store)
         except (StoreError, OSError):

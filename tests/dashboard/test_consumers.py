@@ -6,6 +6,7 @@ the connected consumers made from the sendpath probe's per-descriptor rows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -423,3 +424,67 @@ def test_at_80_columns_the_consumer_cells_keep_their_numbers_whole():
     row = next(line for line in panel.splitlines() if line.startswith("127.0.0.1:"))
     assert row.split()[1:6] == ["mmap+write", "9.7MiB/s", "262,144", "0B", "100%"]
     assert max(map(len, result.stdout.splitlines())) <= 80
+
+
+def _group_rows(snapshot: TopSnapshot) -> dict[tuple[str, str], object]:
+    return {(row.group, row.topic): row for row in snapshot.consumers.groups}
+
+
+def _open_paths() -> set[str]:
+    paths = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            paths.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return paths
+
+
+def test_a_long_running_reader_keeps_queue_files_open_and_follows_rolls_new_queues_and_deletions(
+    tmp_path: Path, monkeypatch
+):
+    """One sampler over several intervals, as the dashboard runs it: each ConsumeQueue file is opened once
+    while it stays the same file; a queue that rolls into a new file, a new topic's queue and a queue file
+    deleted and written again are read as they are now (the lags equal what `store consume` reads)."""
+    import mqinspect.sampling.consumers as consumers_module
+
+    opened: list[str] = []
+    real = consumers_module.PreadFile
+
+    def counted(path: Path):
+        opened.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(consumers_module, "PreadFile", counted)
+    root = tmp_path / "store"
+    cli("store", "init", root, "--segment-size", "64k", "--cq-entries", "100", "--index-slots", "64")
+    cli("store", "produce", root, "-t", "Orders", "-n", 150, "--size", 100, "-f", "json")
+    cli("store", "consume", root, "-t", "Orders", "-g", "g1", "-n", 120, "-f", "json")
+    sampler = Sampler(SamplerSettings(root, (), 1.0, ebpf=False))
+    sampler.open(background=False)
+    try:
+        for _ in range(3):
+            rows = _group_rows(sampler.sample())
+        assert rows[("g1", "Orders")].lag_messages == 30
+        assert len(opened) == len(set(opened)) <= 2  # each file once, not two per row and interval
+        # the queue rolls (100 entries per file) and a new topic's queue appears, with a group on it
+        cli("store", "produce", root, "-t", "Orders", "-n", 100, "--size", 100, "-f", "json")
+        cli("store", "produce", root, "-t", "Invoices", "-n", 10, "--size", 100, "-f", "json")
+        cli("store", "consume", root, "-t", "Invoices", "-g", "g3", "-n", 4, "-f", "json")
+        rows = _group_rows(sampler.sample())
+        for (group, topic), row in rows.items():
+            at = consumed_at(root, topic, row.committed_offset)
+            assert row.max_offset == at["max_offset"], (group, topic)
+            assert row.committed_physical_offset_bytes == at["messages"][0]["physical_offset"]
+        assert rows[("g1", "Orders")].lag_messages == 130 and rows[("g3", "Invoices")].lag_messages == 6
+        # a queue file deleted and written again under its name (a queue cut and rebuilt): read anew, and
+        # the deleted file's descriptor closed at the interval's end
+        invoices = root / "consumequeue" / "Invoices" / "0" / f"{0:020d}"
+        content = invoices.read_bytes()
+        invoices.unlink()
+        assert f"{invoices} (deleted)" in _open_paths()
+        invoices.write_bytes(content[: 5 * 20])  # 5 entries now
+        rows = _group_rows(sampler.sample())
+        assert rows[("g3", "Invoices")].max_offset == 5 and rows[("g3", "Invoices")].lag_messages == 1
+        assert f"{invoices} (deleted)" not in _open_paths()
+    finally:
+        sampler.close()
+    assert not any(path.startswith(str(root)) for path in _open_paths())

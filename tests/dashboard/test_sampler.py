@@ -156,6 +156,41 @@ def test_following_the_log_reads_only_what_was_appended_and_no_hole(built, monke
     assert preallocated not in read_from
 
 
+def _commitlog_bytes_read(reader: StoreReader, commitlog: Path, monkeypatch) -> tuple[object, int]:
+    reads = []
+    original = PreadFile.read
+    monkeypatch.setattr(
+        PreadFile, "read", lambda self, *a: reads.append((self.path, *a)) or original(self, *a)
+    )
+    view = reader.read({})
+    monkeypatch.setattr(PreadFile, "read", original)
+    return view, sum(length for path, _offset, length in reads if path.parent == commitlog)
+
+
+def test_the_first_search_for_the_log_s_end_reads_only_what_no_consume_queue_points_past(built, monkeypatch):
+    """`top --once` on a big store: the first interval has no previous end to resume from, and walked the
+    last segment from its start (the headers of a whole 1 GiB segment); it resumes after the newest record
+    a ConsumeQueue points at, so its time does not grow with the bytes in the store."""
+    writing = built.segments[-1]
+    data_in_writing = built.max_physical_offset - int(writing.name)
+    assert data_in_writing > 2 * (FIRST_READ_BYTES + LOG_WALK_WINDOW_BYTES)
+    view, read_bytes = _commitlog_bytes_read(StoreReader(built.root), built.commitlog, monkeypatch)
+    assert commitlog_rows(view)[writing].wrote_position_bytes == data_in_writing
+    assert read_bytes <= FIRST_READ_BYTES + LOG_WALK_WINDOW_BYTES
+    # the broker has not dispatched its last ten records yet: the walk goes on to the log's real end
+    queue_file = max((built.root / "consumequeue" / "TopicA" / "0").iterdir())
+    entries = built.records[-1].queue_offset % 100 + 1
+    zero_range(queue_file, (entries - 10) * 20, entries * 20)
+    view, read_bytes = _commitlog_bytes_read(StoreReader(built.root), built.commitlog, monkeypatch)
+    assert commitlog_rows(view)[writing].wrote_position_bytes == data_in_writing
+    assert read_bytes <= FIRST_READ_BYTES + LOG_WALK_WINDOW_BYTES
+    # a last entry that names no whole record of its size (torn, or the log was cut before it): the last
+    # segment is walked from its start, as before
+    write_at(queue_file, (entries - 11) * 20 + 8, struct.pack(">i", 7))
+    view, _read_bytes = _commitlog_bytes_read(StoreReader(built.root), built.commitlog, monkeypatch)
+    assert commitlog_rows(view)[writing].wrote_position_bytes == data_in_writing
+
+
 def test_the_end_of_data_is_followed_forward_as_the_log_grows(tmp_path):
     path = tmp_path / "segment"
     data = bytearray(SEGMENT)
@@ -345,3 +380,44 @@ def test_faults_on_a_segment_are_attributed_to_it_and_the_probes_are_detached(bu
     finally:
         child.kill()
         child.wait()
+
+
+def _age(root: Path) -> None:
+    """Every directory of the store last changed an hour ago, as a broker's that appends without creating
+    files."""
+    for directory in [root, *(path for path in root.rglob("*") if path.is_dir())]:
+        stat = directory.stat()
+        os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3600 * 10**9))
+
+
+def test_streams_list_the_store_again_only_when_one_of_its_directories_changed(built, monkeypatch):
+    """`top 1 10`, --once and recordings use every row, and listed the store every interval; they list it
+    when a directory's mtime moved, and see a new segment, queue file or queue at the next interval."""
+    import mqinspect.sampling.store_reader as store_reader
+
+    listings = []
+    real = store_reader.discover_store
+    monkeypatch.setattr(store_reader, "discover_store", lambda root: listings.append(root) or real(root))
+    _age(built.root)
+    reader = StoreReader(built.root)
+    listings.clear()
+    for _ in range(3):
+        reader.read({})
+    assert len(listings) == 1
+    queue = built.root / "consumequeue" / "TopicA" / "0"
+    changes = {
+        "a segment": built.commitlog / segment_name(int(built.segments[-1].name) + SEGMENT),
+        "a queue file": queue / segment_name(int(max(queue.iterdir()).name) + 2000),
+        "a queue": built.root / "consumequeue" / "TopicA" / "5" / segment_name(0),
+        "a topic": built.root / "consumequeue" / "TopicB" / "0" / segment_name(0),
+    }
+    for what, path in changes.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * 4096)
+        names = {row.path for row in reader.read({}).segments}
+        assert str(path) in names, what
+        _age(built.root)
+        reader.read({})  # listed once more: the change was too recent to trust the mtimes it left
+    listings.clear()
+    reader.read({})
+    assert listings == []

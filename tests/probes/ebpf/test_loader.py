@@ -5,12 +5,11 @@ program of ours behind."""
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import signal
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 
 import pytest
@@ -300,46 +299,41 @@ def test_a_loaded_program_is_listed_by_bpftool_until_closed():
     assert held.isdisjoint(loaded_programs())
 
 
-class FakeBatchKernel:
-    """BPF_MAP_LOOKUP_AND_DELETE_BATCH over buckets of (key, value) entries, as the kernel's hash map does it:
-    whole buckets only, the out token is the next bucket, ENOSPC when no bucket fits, ENOENT at the end."""
-
-    def __init__(self, buckets: list[list[int]]):
-        self.buckets = [list(bucket) for bucket in buckets]
-        self.in_tokens: list[int | None] = []
-
-    def __call__(self, in_token, out_token, keys, values, count) -> int:
-        start = None if in_token is None else in_token._obj.value
-        self.in_tokens.append(start)
-        room, copied, bucket = count._obj.value, 0, start or 0
-        key_at = ctypes.cast(keys, ctypes.POINTER(ctypes.c_uint32))
-        value_at = ctypes.cast(values, ctypes.POINTER(ctypes.c_uint64))
-        while bucket < len(self.buckets):
-            entries = self.buckets[bucket]
-            if len(entries) > room - copied:
-                count._obj.value, out_token._obj.value = copied, bucket
-                return 0 if copied else errno.ENOSPC
-            for key in entries:
-                key_at[copied], value_at[copied] = key, key * 10
-                copied += 1
-            self.buckets[bucket] = []
-            bucket += 1
-        count._obj.value, out_token._obj.value = copied, bucket
-        return errno.ENOENT
+# A hash map as large as the dashboard's folio maps, and a per-CPU one, to be emptied by LoadedProgram.drain.
+_DRAINED_MAPS_TEXT = """
+struct mqi_key { u64 first; u32 second; u32 pad; };
+struct mqi_value { u64 counts[5]; };
+BPF_HASH(mqi_big, struct mqi_key, struct mqi_value, 131072);
+BPF_PERCPU_HASH(mqi_per_cpu, u32, u64, 16384);
+"""
 
 
-def drained_by(kernel: FakeBatchKernel, buffer_entries: int) -> list[tuple[int, int]]:
-    keys, values = (ctypes.c_uint32 * buffer_entries)(), (ctypes.c_uint64 * buffer_entries)()
-    taken = loader.drain_in_batches(kernel, buffer_entries, keys, values, ctypes.c_uint32, ctypes.c_uint64)
-    return [(keys[i], values[i]) for i in range(taken)]
+@pytest.mark.requires_bpf
+def test_draining_takes_every_entry_once_with_arrays_for_what_the_map_holds_not_its_capacity():
+    """bcc's batch drain allocates arrays for the map's max_entries at every call (8 MiB here, for a map
+    holding seven entries); ours asks the kernel DRAIN_BATCH_ENTRIES at a time, going on from the bucket
+    each call stopped at, so a map fuller than one batch is still emptied whole."""
+    from bcc import BPF
 
-
-def test_a_drain_resumes_from_the_kernels_token_and_keeps_what_it_took_when_a_bucket_does_not_fit():
-    # Handlers inserted while the map was read near full: the first call stops before a bucket that does not
-    # fit. The second starts at that bucket (the kernel's out token, 3; bcc 0.26 passes the count, 4), gets
-    # ENOSPC, and the drain returns what it took; the bucket stays in the map for the next drain.
-    kernel = FakeBatchKernel([[1, 2], [3], [4], [5, 6, 7], [8]])
-    assert drained_by(kernel, 5) == [(1, 10), (2, 20), (3, 30), (4, 40)]
-    assert kernel.in_tokens == [None, 3]
-    assert kernel.buckets[3:] == [[5, 6, 7], [8]]
-    assert drained_by(kernel, 5) == [(5, 50), (6, 60), (7, 70), (8, 80)]
+    program = loader.LoadedProgram(BPF(text=_DRAINED_MAPS_TEXT), (), ())
+    try:
+        big, per_cpu = program.table("mqi_big"), program.table("mqi_per_cpu")
+        for count in (0, 7, 2_000):  # 2,000: more than one batch call takes
+            for number in range(count):
+                big[big.Key(number, number * 7, 0)] = big.Leaf((number, 1, 2, 3, 4))
+                per_cpu[per_cpu.Key(number)] = per_cpu.Leaf(*([number] * len(per_cpu.Leaf())))
+            tracemalloc.start()
+            try:
+                drained = program.drain("mqi_big")
+                peak_bytes = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            entries = sorted((key.first, key.second, tuple(value.counts)) for key, value in drained)
+            assert entries == [(n, n * 7, (n, 1, 2, 3, 4)) for n in range(count)]
+            per_cpu_entries = sorted((key, tuple(value)) for key, value in program.drain("mqi_per_cpu"))
+            assert per_cpu_entries == [(n, (n,) * len(per_cpu.Leaf())) for n in range(count)]
+            assert big.items() == [] and per_cpu.items() == []
+            if count < 10:
+                assert peak_bytes < 1 << 20, f"{peak_bytes:,} bytes allocated to drain {count} entries"
+    finally:
+        program.close()

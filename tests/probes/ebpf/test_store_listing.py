@@ -1,0 +1,136 @@
+"""The store listing the probes' follower shares (probes/ebpf/scope.py): taken again only when a directory of
+the store changed, and then at once. No BPF: the listing is plain user space."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from probes.ebpf import scope
+from probes.ebpf.inodes import FileId
+
+PAGE = 4096
+AN_HOUR_AGO_S = 3600
+
+
+def _segment_name(index: int) -> str:
+    return f"{index * 64 * PAGE:020d}"
+
+
+def _store(root: Path) -> Path:
+    """A CommitLog segment and two ConsumeQueues of one topic, every directory last changed an hour ago (a
+    store the broker has been appending to without creating files)."""
+    (root / "commitlog").mkdir(parents=True)
+    (root / "commitlog" / _segment_name(0)).write_bytes(b"\0" * PAGE)
+    for queue in (0, 1):
+        directory = root / "consumequeue" / "TopicA" / str(queue)
+        directory.mkdir(parents=True)
+        (directory / f"{0:020d}").write_bytes(b"\0" * 20)
+    _age_directories(root)
+    return root
+
+
+def _age_directories(root: Path) -> None:
+    for directory in [root, *(path for path in root.rglob("*") if path.is_dir())]:
+        stat = directory.stat()
+        os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns - AN_HOUR_AGO_S * 10**9))
+
+
+@pytest.fixture
+def listings(monkeypatch) -> list[Path]:
+    """Counts the store's listings; no listing is reused for its age alone (STORE_LISTING_REUSE_S)."""
+    made: list[Path] = []
+    real = scope.list_store
+
+    def counted(store: Path) -> scope.StoreListing:
+        made.append(store)
+        return real(store)
+
+    monkeypatch.setattr(scope, "list_store", counted)
+    monkeypatch.setattr(scope, "STORE_LISTING_REUSE_S", 0.0)
+    return made
+
+
+def _names(listing: scope.StoreListing | None) -> set[str]:
+    assert listing is not None
+    return {label.name for label in listing.files.values()}
+
+
+def test_an_unchanged_store_is_listed_once_however_often_it_is_asked_for(tmp_path: Path, listings):
+    root = _store(tmp_path / "store")
+    first = scope.current_store_listing(root)
+    for _ in range(5):
+        assert scope.current_store_listing(root) is first
+    assert len(listings) == 1
+    assert _names(first) == {
+        f"commitlog/{_segment_name(0)}",
+        f"consumequeue/TopicA/0/{0:020d}",
+        f"consumequeue/TopicA/1/{0:020d}",
+    }
+
+
+@pytest.mark.parametrize(
+    "change, appears",
+    [
+        ("segment", f"commitlog/{_segment_name(1)}"),
+        ("queue file", f"consumequeue/TopicA/1/{300_000 * 20:020d}"),
+        ("queue", f"consumequeue/TopicA/7/{0:020d}"),
+        ("topic", f"consumequeue/TopicB/0/{0:020d}"),
+    ],
+)
+def test_a_file_created_in_any_directory_of_the_store_is_in_the_next_listing(
+    tmp_path: Path, listings, change: str, appears: str
+):
+    root = _store(tmp_path / "store")
+    assert appears not in _names(scope.current_store_listing(root))
+    path = root / appears
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * 20)
+    assert appears in _names(scope.current_store_listing(root))
+    assert len(listings) == 2
+
+
+def test_a_deleted_or_renamed_file_is_out_of_the_next_listing(tmp_path: Path, listings):
+    root = _store(tmp_path / "store")
+    queue_file = root / "consumequeue" / "TopicA" / "0" / f"{0:020d}"
+    segment = root / "commitlog" / _segment_name(0)
+    before = scope.current_store_listing(root)
+    assert before is not None and FileId.from_stat(segment.stat()) in before.files
+    queue_file.unlink()
+    segment.rename(root / "commitlog" / _segment_name(5))
+    assert _names(scope.current_store_listing(root)) == {
+        f"commitlog/{_segment_name(5)}",
+        f"consumequeue/TopicA/1/{0:020d}",
+    }
+
+
+def test_a_listing_taken_while_a_directory_was_just_changed_is_not_reused(tmp_path: Path, listings):
+    """A change within the same tick of the filesystem's clock as the listing would leave the directory's
+    mtime as the listing saw it: such a listing is taken again until the directories have settled."""
+    root = _store(tmp_path / "store")
+    (root / "commitlog" / _segment_name(1)).write_bytes(b"")  # commitlog/ changed just now
+    first = scope.current_store_listing(root)
+    assert first is not None and not first.settled
+    second = scope.current_store_listing(root)
+    assert second is not first and len(listings) == 2
+    _age_directories(root)
+    settled = scope.current_store_listing(root)
+    assert settled is not None and settled.settled
+    assert scope.current_store_listing(root) is settled and len(listings) == 3
+
+
+def test_a_fresh_listing_is_one_that_sees_a_file_created_just_now(tmp_path: Path, listings, monkeypatch):
+    """What the follower asks for when a probe's maps name a file the listing lacks: the file may have been
+    created since, within the time a listing serves the session's probes; if no directory changed, it is not
+    the store's and the store is not listed again."""
+    monkeypatch.setattr(scope, "STORE_LISTING_REUSE_S", 60.0)
+    root = _store(tmp_path / "store")
+    first = scope.current_store_listing(root)
+    assert scope.current_store_listing(root, fresh=True) is first
+    assert len(listings) == 1
+    (root / "commitlog" / _segment_name(1)).write_bytes(b"")
+    assert scope.current_store_listing(root) is first  # within the reuse time
+    assert f"commitlog/{_segment_name(1)}" in _names(scope.current_store_listing(root, fresh=True))
+    assert len(listings) == 2
