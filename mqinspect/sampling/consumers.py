@@ -35,7 +35,7 @@ import dataclasses
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -433,16 +433,24 @@ def mark_positions(store: StoreView, consumers: ConsumersView) -> StoreView:
             holder = None if offset is None else _holder(segments, offset)
             if holder is not None and offset is not None:
                 marks[holder.path].add(offset - holder.start_offset_bytes)
-    return with_marks(store, marks, readers)
+    return with_marks(store, marks, readers, index.places)
 
 
-def with_marks(store: StoreView, marks: dict[str, set[int]], readers: dict[str, set[int]]) -> StoreView:
-    """The store view with these consumer (`marks`) and reader positions, bytes into each segment by path."""
+def with_marks(
+    store: StoreView,
+    marks: dict[str, set[int]],
+    readers: dict[str, set[int]],
+    places: Mapping[str, int] | None = None,
+) -> StoreView:
+    """The store view with these consumer (`marks`) and reader positions, bytes into each segment by path.
+    `places`: each segment's place in `store.segments` by path, when the caller has them."""
     if not marks and not readers:
         return store
     segments = list(store.segments)
+    if places is None:
+        places = {segment.path: place for place, segment in enumerate(segments)}
     for path in marks.keys() | readers.keys():  # only these rows change
-        place = index.places[path]
+        place = places[path]
         segments[place] = dataclasses.replace(
             segments[place],
             consumer_positions_bytes=tuple(sorted(marks.get(path, ()))),

@@ -54,6 +54,9 @@ class KafkaConsumerReader:
         self._committed = CommittedOffsets()
         self._positions: dict[tuple, int | str] = {}
 
+    def close(self) -> None:
+        """Nothing to close: each interval's reads open and close their files."""
+
     def read(self, store: StoreView, sendpath: Any | None) -> ConsumersView:
         unavailable: dict[str, str] = {}
         groups: tuple[GroupQueueView, ...] = ()

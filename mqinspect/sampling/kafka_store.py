@@ -86,7 +86,7 @@ class KafkaStoreReader(StoreReader):
         except (StoreError, OSError) as error:
             return self._unreadable(error)
         paths = [str(file.path) for file in files]
-        self._refresh_locks(paths, drawn)
+        self._refresh_locks(paths, drawn, self._listing)  # the same listing object while nothing moved
         measured = {}
         for path in paths:
             unavailable: dict[str, str] = {}
