@@ -126,6 +126,8 @@ def _ranges_of_files(maps: str, by_identity: dict[tuple[int, int], str]) -> dict
 
 
 def _add_locked(proc_root: Path, pid: int, ranges: dict[tuple[int, int], str], totals: dict) -> bool:
+    if _locks_nothing(proc_root, pid):
+        return True  # VmLck 0: no VM_LOCKED mapping, so every smaps "Locked" line would be 0
     smaps = _read_or_none(proc_root / str(pid) / "smaps")
     if smaps is None:
         return False
@@ -137,3 +139,11 @@ def _add_locked(proc_root: Path, pid: int, ranges: dict[tuple[int, int], str], t
         if pid not in totals[path][1]:
             totals[path][1].append(pid)
     return True
+
+
+def _locks_nothing(proc_root: Path, pid: int) -> bool:
+    """True when /proc/PID/status says VmLck: 0 kB. smaps costs ~0.1 ms per mapping (a broker that maps
+    1,000 segments: ~0.1 s per read); status is one small read. smaps "Locked" counts pages only in VM_LOCKED
+    mappings, and mm->locked_vm (VmLck) counts every VM_LOCKED mapping, so 0 here means 0 in smaps."""
+    process = other_process(pid, proc_root)
+    return process is not None and process.locked_bytes == 0

@@ -18,6 +18,7 @@ from support import fincore_pages, mqinspect_as_nobody, store_holder, store_nobo
 from typer.testing import CliRunner
 
 from mqinspect.cli.app import app
+from probes import file_locks
 from probes.residency.actions import evict
 from probes.residency.mincore import PAGE_SIZE
 
@@ -89,6 +90,39 @@ def test_locked_bytes_come_from_the_processes_that_lock_the_segment(store_root: 
     locked = {s["path"]: s["locked_bytes"] for s in listing["residency"]["segments"]}
     assert locked[str(segment)] == 16 * 4096
     assert all(value == 0 for path, value in locked.items() if path != str(segment))
+
+
+def test_only_the_smaps_of_processes_whose_vmlck_is_not_0_are_read(
+    store_root: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A broker maps every segment (smaps costs ~0.1 ms per mapping): the smaps of a process that maps the
+    segment but locks nothing (VmLck 0) is not read, and the counts are those of the one that locks."""
+    segment = sorted((store_root / "commitlog").iterdir())[0]
+    # The mapper touches no page: smaps "Locked" is proportional (PSS), so a page the mapper also mapped
+    # would count half for the locker.
+    mapper_script = LOCKER.replace("_libc.lock_mapping(mapping, 0, 16 * 4096)", "")
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(segment)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for script in (LOCKER, mapper_script)
+    ]
+    read = []
+    real_read = file_locks._read_or_none
+    monkeypatch.setattr(file_locks, "_read_or_none", lambda path: read.append(path) or real_read(path))
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == b"locked"
+        found = file_locks.locked_bytes_by_file([segment])
+    finally:
+        for child in children:
+            child.stdin.close()
+            child.wait(10)
+    locker, mapper = (child.pid for child in children)
+    assert found.files[str(segment)].locked_bytes == 16 * 4096
+    assert found.files[str(segment)].locking_pids == (locker,)
+    smaps_read = {int(path.parent.name) for path in read if path.name == "smaps"}
+    assert locker in smaps_read and mapper not in smaps_read
 
 
 def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
