@@ -151,13 +151,17 @@ class KafkaDemoBroker:
     def tick(self) -> None:
         """Checkpoints and snapshots, as the broker writes them periodically; retention."""
         with self.lock:
-            while len(self.partition.segments) > self.settings.max_segments:
-                self.partition.delete_oldest_segment()
-                self.segments.pop(0)
-                self.segments_deleted += 1
+            self._apply_retention()
             self.partition.flush()
             self.offsets.flush()
             self.writer.write_checkpoints()
+
+    def _apply_retention(self) -> None:
+        """Delete the oldest segments beyond max_segments (the caller holds the lock)."""
+        while len(self.partition.segments) > self.settings.max_segments:
+            self.partition.delete_oldest_segment()
+            self.segments.pop(0)
+            self.segments_deleted += 1
 
     # ---- serving -----------------------------------------------------------------------------------
 
@@ -248,6 +252,9 @@ class KafkaDemoBroker:
         self.server.close()
         problems = [f"producer stopped early: {self.error}"] if self.error else []
         with self.lock:
+            # A last retention check: on a loaded machine the producer can roll several segments between
+            # two ticks, and the log dir left behind keeps max_segments.
+            self._apply_retention()
             start, end = self.partition.log_start_offset, self.partition.next_offset
             segments_at_end = len(self.partition.segments)
             try:
