@@ -1,8 +1,16 @@
-"""How much of each file is mlocked, and by which processes: /proc/PID/smaps "Locked" summed per file.
+"""How much of each file is mlocked, and by which processes, from /proc/PID/maps and /proc/PID/smaps.
 
 Pages are locked per mapping, not per file, so the only place the kernel tells is the smaps of each process
 that maps the file. This reads every process's maps (cheap), and the smaps only of processes whose maps show
-one of the files (matched by device and inode, so renamed or deleted files still match).
+one of the files (matched by device and inode, so renamed or deleted files still match) and whose VmLck is
+not 0.
+
+smaps "Locked" is proportional (a PSS: a locked page that another process also maps counts half), so it is
+used only to tell a locked mapping (VM_LOCKED with resident pages) from the others. A locked mapping's
+resident pages are all locked; when all of its pages are resident (mlock faults them in), the file range it
+maps (maps gives the file offset) is locked, and a file's locked bytes are the union of those ranges over
+every process. A locked mapping with pages not resident (mlock2 MLOCK_ONFAULT) adds its Rss; where such
+mappings of several processes overlap, that part is an upper bound.
 
 A process whose maps or smaps the caller may not read could lock pages of any of the files. Its VmLck (in
 /proc/PID/status, which every user may read) says whether it locks anything at all: one that locks nothing
@@ -43,7 +51,7 @@ class LockedFiles:
 def locked_bytes_by_file(paths: Iterable[Path | str], proc_root: Path = PROC_ROOT) -> LockedFiles:
     """Bytes mlocked in each of `paths`, summed over every process that maps it."""
     by_identity = _identities(paths)
-    totals = {path: [0, []] for path in by_identity.values()}
+    totals = {path: _Locked() for path in by_identity.values()}
     scanned = 0
     unreadable: list[int] = []
     for pid in _pids(proc_root):
@@ -58,8 +66,8 @@ def locked_bytes_by_file(paths: Iterable[Path | str], proc_root: Path = PROC_ROO
     lockers = _lockers(unreadable, proc_root)
     hidden = [process for process in lockers if process.of_another_user]
     files = {
-        path: FileLocks(path, None if hidden else locked, tuple(pids))
-        for path, (locked, pids) in totals.items()
+        path: FileLocks(path, None if hidden else locked.bytes(), tuple(locked.pids))
+        for path, locked in totals.items()
     }
     notes = {"locked_bytes": _lockers_note(hidden or lockers, bool(hidden))} if lockers else {}
     return LockedFiles(files, scanned, len(unreadable), notes)
@@ -114,30 +122,60 @@ def _device_number(maps_device: str) -> int:
     return os.makedev(major, minor)
 
 
-def _ranges_of_files(maps: str, by_identity: dict[tuple[int, int], str]) -> dict[tuple[int, int], str]:
+def _ranges_of_files(
+    maps: str, by_identity: dict[tuple[int, int], str]
+) -> dict[tuple[int, int], tuple[str, int]]:
+    """{(start, end) address: (path, file offset)} of each mapping of one of the files."""
     ranges = {}
     for entry in parse_maps(maps):
         if entry.inode == 0:
             continue
         path = by_identity.get((_device_number(entry.device), entry.inode))
         if path is not None:
-            ranges[(entry.start_address, entry.end_address)] = path
+            ranges[(entry.start_address, entry.end_address)] = (path, entry.offset_bytes)
     return ranges
 
 
-def _add_locked(proc_root: Path, pid: int, ranges: dict[tuple[int, int], str], totals: dict) -> bool:
+class _Locked:
+    """One file's locked pages as they are found, process by process (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []  # file byte ranges of wholly resident locked mappings
+        self.partial_bytes = 0  # Rss of locked mappings not wholly resident
+        self.pids: list[int] = []
+
+    def add(self, pid: int, offset: int, length: int, rss_bytes: int) -> None:
+        if rss_bytes >= length:
+            self.ranges.append((offset, offset + length))
+        else:
+            self.partial_bytes += rss_bytes
+        if pid not in self.pids:
+            self.pids.append(pid)
+
+    def bytes(self) -> int:
+        covered, reached = 0, 0
+        for start, end in sorted(self.ranges):
+            start = max(start, reached)
+            if end > start:
+                covered += end - start
+                reached = end
+        return covered + self.partial_bytes
+
+
+def _add_locked(
+    proc_root: Path, pid: int, ranges: dict[tuple[int, int], tuple[str, int]], totals: dict[str, _Locked]
+) -> bool:
     if _locks_nothing(proc_root, pid):
         return True  # VmLck 0: no VM_LOCKED mapping, so every smaps "Locked" line would be 0
     smaps = _read_or_none(proc_root / str(pid) / "smaps")
     if smaps is None:
         return False
-    for span, memory in parse_smaps(smaps).items():
-        path = ranges.get(span)
-        if path is None or not memory.locked_bytes:
-            continue
-        totals[path][0] += memory.locked_bytes
-        if pid not in totals[path][1]:
-            totals[path][1].append(pid)
+    for (start, end), memory in parse_smaps(smaps).items():
+        found = ranges.get((start, end))
+        if found is None or not memory.locked_bytes:
+            continue  # not one of the files, or not locked (resident pages of a locked mapping: Locked > 0)
+        path, offset = found
+        totals[path].add(pid, offset, end - start, memory.rss_bytes or 0)
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -123,6 +124,33 @@ def test_only_the_smaps_of_processes_whose_vmlck_is_not_0_are_read(
     assert found.files[str(segment)].locking_pids == (locker,)
     smaps_read = {int(path.parent.name) for path in read if path.name == "smaps"}
     assert locker in smaps_read and mapper not in smaps_read
+
+
+def test_pages_a_locker_shares_with_a_process_that_maps_them_unlocked_count_whole(store_root: Path):
+    """smaps "Locked" is a PSS: 16 locked pages that another process maps too show as 8 in the locker's smaps.
+    The locked bytes are the file range of the locker's locked mapping, wholly resident: 16 pages."""
+    segment = sorted((store_root / "commitlog").iterdir())[0]
+    sharer_script = LOCKER.replace(
+        "_libc.lock_mapping(mapping, 0, 16 * 4096)", "sum(mapping[page * 4096] for page in range(16))"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(segment)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for script in (LOCKER, sharer_script)
+    ]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == b"locked"
+        locker_smaps = Path(f"/proc/{children[0].pid}/smaps").read_text()
+        found = file_locks.locked_bytes_by_file([segment])
+    finally:
+        for child in children:
+            child.stdin.close()
+            child.wait(10)
+    assert re.search(r"^Locked:\s+32 kB$", locker_smaps, re.MULTILINE)  # the PSS: half of the 16 pages
+    assert found.files[str(segment)].locked_bytes == 16 * 4096
+    assert found.files[str(segment)].locking_pids == (children[0].pid,)
 
 
 def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
