@@ -629,10 +629,11 @@ class StoreReader:
 
     # --- store-wide
 
-    def _refresh_locks(self, paths: list[str], drawn: frozenset[str] | None, layout: StoreLayout) -> None:
+    def _refresh_locks(self, paths: list[str], drawn: frozenset[str] | None, layout: object) -> None:
         """Locked bytes of every file (every process's smaps), every LOCK_REFRESH_INTERVALS, or every
         TURN_INTERVALS for a dashboard (30 ms each time on a busy machine; a broker locks its segments when it
-        maps them), and when a file is new (only a new listing of the layout can have one)."""
+        maps them), and when a file is new (only a new listing of the layout can have one). `layout`: the
+        listing `paths` come from (a StoreLayout, or a Kafka reader's listing): only its identity is used."""
         every = LOCK_REFRESH_INTERVALS if drawn is None else TURN_INTERVALS
         known = layout is self._kept_for or all(path in self._locks for path in paths)
         if self._intervals % every and known:
