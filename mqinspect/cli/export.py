@@ -11,7 +11,7 @@ import typer
 from mqinspect.errors import BadInput, ExitStatus
 from mqinspect.export.collector import export_registry
 from mqinspect.export.server import DEFAULT_LISTEN, parse_listen, serve_until_stopped, tls_for
-from mqinspect.signals import signals_interrupt
+from mqinspect.signals import Terminated, signals_interrupt
 from store.errors import StoreError
 from store.inspection.formats import detect_format
 
@@ -64,30 +64,38 @@ def export(
     roots = [_store_root(path) for path in stores]
     address = None if once else parse_listen(listen)
     tls = None if address is None else tls_for(address, tls_cert, tls_key)
-    counters = _started_probes(roots, per_segment) if ebpf else None
+    counters = None
     try:
-        registry = export_registry(roots, per_segment=per_segment, ebpf=counters)
-        if address is None:
-            from prometheus_client import generate_latest
+        # SIGTERM before serving (the probes compile for seconds) stops the server as SIGTERM while serving
+        # does: exit 0, the probes detached (serve_until_stopped takes the signal itself). A --once scrape
+        # cut short is interrupted (130).
+        with signals_interrupt():
+            counters = _started_probes(roots, per_segment) if ebpf else None
+            registry = export_registry(roots, per_segment=per_segment, ebpf=counters)
+            if address is None:
+                from prometheus_client import generate_latest
 
-            sys.stdout.buffer.write(generate_latest(registry))
-            return ExitStatus.OK
-        return serve_until_stopped(registry, address, tls)
+                sys.stdout.buffer.write(generate_latest(registry))
+                return ExitStatus.OK
+            return serve_until_stopped(registry, address, tls)
+    except Terminated:
+        if address is None:
+            raise
+        return ExitStatus.OK
     finally:
         if counters is not None:
             counters.close()
 
 
 def _started_probes(roots: list[Path], per_segment: bool):
-    """The stores' probe sessions, compiled and attached before the exporter listens; SIGTERM while they
-    compile ends the command as Ctrl-C does, with nothing left attached."""
+    """The stores' probe sessions, compiled and attached before the exporter listens (an interruption while
+    they compile leaves nothing attached: EbpfCounters.start closes what it started)."""
     from mqinspect.export.ebpf import EbpfCounters, require_ebpf
 
     require_ebpf()
     print("mqinspect: compiling the eBPF probes (some seconds)", file=sys.stderr, flush=True)
     counters = EbpfCounters.for_stores(roots, per_segment=per_segment)
-    with signals_interrupt():
-        counters.start()
+    counters.start()
     return counters
 
 

@@ -4,16 +4,22 @@ CommitLog roll, OpenMetrics and promtool, the probes gone after SIGTERM and Ctrl
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from exporter import running_exporter, sample_values, store_being_written
 from support import (
+    REPO,
     loaded_programs,
     mqinspect_as_nobody,
+    programs_held_by,
+    programs_held_by_anyone,
     programs_once_attached,
     ready_child,
     run_mqinspect,
@@ -22,6 +28,7 @@ from support import (
 )
 
 from mqinspect.errors import ExitStatus
+from probes.ebpf.loader import FUNCTION_PREFIX
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 COMPILE_DEADLINE_S = 180  # compiling the combined program takes seconds, more on a loaded machine
@@ -180,6 +187,49 @@ def test_the_probes_are_detached_when_it_stops(store, ending, status):
         exporter.get()
         assert exporter.stop(ending) == status
     assert held.isdisjoint(loaded_programs())
+
+
+@pytest.mark.requires_bpf
+def test_sigterm_while_the_probes_compile_ends_it_with_0_and_leaves_nothing_attached(store):
+    """A service manager stopping the exporter during its seconds of start-up: exit 0 as when it stops it
+    serving, and no program of ours left loaded that no process holds (one that another session holds is
+    that session's)."""
+    segment = sorted((store / "commitlog").iterdir())[0]
+    before = set(loaded_programs())
+    with ready_child(_HOLDER, segment):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mqinspect", "export", str(store), "--ebpf", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        try:
+            assert "compiling the eBPF probes" in process.stderr.readline()
+            wait_for(lambda: _compiling(process.pid), "the exporter to load bcc", timeout_s=60, poll_s=0.01)
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=COMPILE_DEADLINE_S)  # it detaches once the compile under way ends
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    said = process.stderr.read()
+    assert status == ExitStatus.OK, said
+    assert "serving metrics" not in said and "Traceback" not in said, said
+    wait_for(lambda: not _left_behind(before), "the exporter's programs to be gone", timeout_s=5)
+
+
+def _compiling(pid: int) -> bool:
+    """Whether process `pid` has bcc's library mapped (it is compiling) without a BPF program loaded yet."""
+    with contextlib.suppress(OSError):
+        return "libbcc" in Path(f"/proc/{pid}/maps").read_text() and not programs_held_by(pid)
+    return False
+
+
+def _left_behind(before: set[int]) -> set[int]:
+    """Programs of ours loaded since `before` that no live process holds (pinned, or a link outliving it)."""
+    ours = {number for number, name in loaded_programs().items() if name.startswith(FUNCTION_PREFIX)}
+    return (ours - before) - programs_held_by_anyone()
 
 
 def test_without_bpf_privileges_ebpf_is_one_line_and_exit_3(store):
