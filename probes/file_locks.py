@@ -5,12 +5,13 @@ that maps the file. This reads every process's maps (cheap), and the smaps only 
 one of the files (matched by device and inode, so renamed or deleted files still match) and whose VmLck is
 not 0.
 
-smaps "Locked" is proportional (a PSS: a locked page that another process also maps counts half), so it is
-used only to tell a locked mapping (VM_LOCKED with resident pages) from the others. A locked mapping's
-resident pages are all locked; when all of its pages are resident (mlock faults them in), the file range it
-maps (maps gives the file offset) is locked, and a file's locked bytes are the union of those ranges over
-every process. A locked mapping with pages not resident (mlock2 MLOCK_ONFAULT) adds its Rss; where such
-mappings of several processes overlap, that part is an upper bound.
+A locked mapping is one whose smaps VmFlags has "lo" (VM_LOCKED). smaps "Locked" cannot tell: it is
+proportional (a PSS: a locked page that another process also maps counts half) and shown in whole kB, so a
+locked page mapped by five processes reads 0 kB. A locked mapping's resident pages are all locked; when all
+of its pages are resident (mlock faults them in), the file range it maps (maps gives the file offset) is
+locked, and a file's locked bytes are the union of those ranges over every process. A locked mapping with
+pages not resident (mlock2 MLOCK_ONFAULT) adds its Rss; where such mappings of several processes overlap,
+that part is an upper bound.
 
 A process whose maps or smaps the caller may not read could lock pages of any of the files. Its VmLck (in
 /proc/PID/status, which every user may read) says whether it locks anything at all: one that locks nothing
@@ -166,22 +167,22 @@ def _add_locked(
     proc_root: Path, pid: int, ranges: dict[tuple[int, int], tuple[str, int]], totals: dict[str, _Locked]
 ) -> bool:
     if _locks_nothing(proc_root, pid):
-        return True  # VmLck 0: no VM_LOCKED mapping, so every smaps "Locked" line would be 0
+        return True  # VmLck 0: no VM_LOCKED mapping, so no VmFlags line has "lo"
     smaps = _read_or_none(proc_root / str(pid) / "smaps")
     if smaps is None:
         return False
     for (start, end), memory in parse_smaps(smaps).items():
         found = ranges.get((start, end))
-        if found is None or not memory.locked_bytes:
-            continue  # not one of the files, or not locked (resident pages of a locked mapping: Locked > 0)
+        if found is None or not memory.locked or not memory.rss_bytes:
+            continue  # not one of the files, not locked, or locked on fault with nothing resident yet
         path, offset = found
-        totals[path].add(pid, offset, end - start, memory.rss_bytes or 0)
+        totals[path].add(pid, offset, end - start, memory.rss_bytes)
     return True
 
 
 def _locks_nothing(proc_root: Path, pid: int) -> bool:
     """True when /proc/PID/status says VmLck: 0 kB. smaps costs ~0.1 ms per mapping (a broker that maps
-    1,000 segments: ~0.1 s per read); status is one small read. smaps "Locked" counts pages only in VM_LOCKED
-    mappings, and mm->locked_vm (VmLck) counts every VM_LOCKED mapping, so 0 here means 0 in smaps."""
+    1,000 segments: ~0.1 s per read); status is one small read. mm->locked_vm (VmLck) counts the whole size
+    of every VM_LOCKED mapping, so 0 here means no mapping has VmFlags "lo"."""
     process = other_process(pid, proc_root)
     return process is not None and process.locked_bytes == 0

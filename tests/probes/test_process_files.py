@@ -147,13 +147,18 @@ def test_maps_keeps_paths_with_spaces_and_marks_deleted_and_special_mappings():
     assert file_backed == ["/usr/bin/broker", "/s/cl", "/s/cl", "/s/old", "/dev/zero", "/s/a b  c"]
 
 
-def test_smaps_counters_are_bytes_per_mapping():
+def test_smaps_counters_are_bytes_per_mapping_with_its_flags():
     text = smaps_block("7f0000000000-7f0000100000 rw-s 00000000 fe:00 4242   /s/cl", 1024, 8, 4, 64)
     text += smaps_block("7f0000100000-7f0000140000 rw-p 00000000 00:00 0 ", 256, 0, 0, 0)
+    text = text.replace("ms\n", "ms lo\n", 1)  # the first mapping is locked (VM_LOCKED)
+    flags = frozenset(["rd", "wr", "sh", "mr", "mw", "me", "ms"])
     assert parse_smaps(text) == {
-        (0x7F0000000000, 0x7F0000100000): MappingMemory(1024 * KIB, 8 * KIB, 4 * KIB, 64 * KIB),
-        (0x7F0000100000, 0x7F0000140000): MappingMemory(256 * KIB, 0, 0, 0),
+        (0x7F0000000000, 0x7F0000100000): MappingMemory(
+            1024 * KIB, 8 * KIB, 4 * KIB, 64 * KIB, flags | {"lo"}
+        ),
+        (0x7F0000100000, 0x7F0000140000): MappingMemory(256 * KIB, 0, 0, 0, flags),
     }
+    assert [memory.locked for memory in parse_smaps(text).values()] == [True, False]
     assert parse_smaps("7f0000000000-7f0000001000 r--p 00000000 fe:00 1 /x\nRss: 4 kB\n") == {
         (0x7F0000000000, 0x7F0000001000): MappingMemory(4 * KIB, None, None, None)
     }

@@ -153,6 +153,51 @@ def test_pages_a_locker_shares_with_a_process_that_maps_them_unlocked_count_whol
     assert found.files[str(segment)].locking_pids == (children[0].pid,)
 
 
+# A process that maps a segment's first page and reads it (mlocking it with argv[2] "lock"), until its stdin
+# closes.
+PAGE_MAPPER = textwrap.dedent(
+    """
+    import mmap, sys
+    from store import _libc
+    with open(sys.argv[1], "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
+    mapping[0]
+    if sys.argv[2] == "lock":
+        _libc.lock_mapping(mapping)
+    print("locked", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_a_locked_page_shared_by_six_processes_counts_whole(store_root: Path):
+    """smaps "Locked" is a PSS in whole kB: one locked page that 6 processes map reads 0 kB (4096 / 6 bytes).
+    The mapping is locked by its VmFlags ("lo"), so the page counts: 4,096 bytes, by the one that locks it."""
+    segment = sorted((store_root / "commitlog").iterdir())[0]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", PAGE_MAPPER, str(segment), mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for mode in ["touch"] * 5 + ["lock"]
+    ]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == b"locked"
+        locker_smaps = Path(f"/proc/{children[-1].pid}/smaps").read_text()
+        found = file_locks.locked_bytes_by_file([segment])
+    finally:
+        for child in children:
+            child.stdin.close()
+            child.wait(10)
+    (mapping,) = [block for block in re.split(r"\n(?=[0-9a-f]+-)", locker_smaps) if str(segment) in block]
+    assert re.search(r"^Locked:\s+0 kB$", mapping, re.MULTILINE), mapping
+    assert re.search(r"^VmFlags:.* lo\b", mapping, re.MULTILINE), mapping
+    assert found.files[str(segment)].locked_bytes == 4096
+    assert found.files[str(segment)].locking_pids == (children[-1].pid,)
+
+
 def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
     result = runner.invoke(app, ["store", "segments", str(store_root)], env={"COLUMNS": "200"})
     assert result.exit_code == 0
