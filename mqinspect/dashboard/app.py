@@ -375,6 +375,8 @@ class DashboardApp(App[None]):
 
     def receive(self, snapshot: TopSnapshot) -> None:
         """A new frame: shown at once, or held while paused (the status line counts what is held)."""
+        if self._shutting_down():
+            return
         if self.state.paused:
             self.held = snapshot
             self.held_count += 1
@@ -389,6 +391,11 @@ class DashboardApp(App[None]):
             self._draw_panels(snapshot)
             if isinstance(self.screen, SegmentScreen):
                 self.screen.draw(snapshot)
+
+    def _shutting_down(self) -> bool:
+        """Whether the app is shutting down: its widgets go before the replay timer stops and before the feed
+        detaches (on_unmount comes last), so a frame that arrives now has nothing to be drawn into."""
+        return not self.is_running
 
     # --- drawing
 
@@ -772,7 +779,7 @@ class DashboardApp(App[None]):
         return max(self.frames[0].interval_s, 0.05) if self.frames else 1.0
 
     def _advance_replay(self) -> None:
-        if self.state.paused or self.frame_index >= len(self.frames) - 1:
+        if self._shutting_down() or self.state.paused or self.frame_index >= len(self.frames) - 1:
             return
         self.show_frame(self.frame_index + 1)
 

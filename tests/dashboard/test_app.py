@@ -402,6 +402,31 @@ def test_a_replay_offers_seeking_and_not_the_interval():
     run(test)
 
 
+def test_a_frame_due_while_the_app_shuts_down_is_not_drawn():
+    """The replay timer (or the feed) can fire after the app's widgets are gone and before its timers stop:
+    that frame is dropped, not drawn into widgets that are no longer there (NoMatches '#status')."""
+
+    async def test(app, arrive):
+        async with app.run_test(size=SIZE):
+            close_all = app._close_all
+            drawn = []
+
+            async def close_all_then_a_frame():
+                await close_all()
+                drawn.append(app.snapshot)
+                arrive(app)
+                drawn.append(app.snapshot)
+
+            app._close_all = close_all_then_a_frame
+        assert len(drawn) == 2 and drawn[0] is drawn[1]
+
+    run(lambda: test(DashboardApp(frames=[frame(n) for n in range(1, 4)]), DashboardApp._advance_replay))
+    run(lambda: test(new_app(), lambda app: app.receive(frame(2))))
+    paused = new_app()
+    paused.state.paused = True  # a frame held while paused redraws the status line
+    run(lambda: test(paused, lambda app: app.receive(frame(2))))
+
+
 def test_the_filter_applies_to_every_panel_and_says_what_it_kept():
     async def check(app, pilot):
         await pilot.press("slash", *"consume", "enter")
