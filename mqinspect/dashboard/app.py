@@ -30,9 +30,12 @@ from mqinspect.dashboard.filtering import Kept, RowFilter, filter_summary
 from mqinspect.dashboard.help import HelpScreen, key_rows
 from mqinspect.dashboard.layout import (
     FOLDED,
+    FOLDING_GIVES_SEGMENTS_ROWS,
     LAYOUT_CSS,
+    LEGEND_FOLDED,
     LOWER_TABS,
     SHORT,
+    TALL,
     VERTICAL_BREAKPOINTS,
     compact_key,
     send_path_rows,
@@ -441,6 +444,7 @@ class DashboardApp(App[None]):
         self._draw_send_paths(snapshot)
         self._draw_segment_problems(snapshot)
         self._draw_consumers(snapshot)
+        self._fold_segment_legend()
 
     def _draw_consumers(self, snapshot: TopSnapshot) -> None:
         """The Consumers panel, for frames that have a store's consumers (recordings before them do not)."""
@@ -706,8 +710,40 @@ class DashboardApp(App[None]):
                 self._fill_if_changed("segments", self.visible_segments(), self._segment_cells, "path")
             elif table_id == "processes":
                 self._fill_if_changed("processes", self.visible_processes(), process_cells, "pid")
-        if table_id == "segments" and self.feed is not None:
-            self.feed.draw_only(message.keys)
+        if table_id == "segments":
+            self._fold_segment_legend()
+            if self.feed is not None:
+                self.feed.draw_only(message.keys)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fold_segment_legend)
+
+    def _fold_segment_legend(self) -> None:
+        """A tall screen's full heat key and sources stay under Segments while every row fits beside them;
+        otherwise the one-line key takes their place (layout.py). While folded, the rows that would fit
+        unfolded are counted without all the room folding gave (at most that: Processes may take some), so
+        the room folding makes never unfolds it again."""
+        table = self.query_one("#segments", RowTable)
+        rows_fitting = len(table.rows_in_view())
+        if not rows_fitting:  # not laid out yet: its first layout counts again
+            return
+        screen = table.screen
+        if screen.has_class(LEGEND_FOLDED):
+            rows_fitting -= (
+                self._lines_the_folded_legend_saves(table.size.width) + FOLDING_GIVES_SEGMENTS_ROWS
+            )
+        screen.set_class(screen.has_class(TALL) and table.row_count > rows_fitting, LEGEND_FOLDED)
+
+    def _lines_the_folded_legend_saves(self, width: int) -> int:
+        """The full legend's lines less the one-line key's (with the same problem lines) at `width`."""
+        key = (self._drawn.get("segment-notes"), self._drawn.get("segment-key"), width)
+        if self._drawn.get("legend-saves:key") != key:
+            lines = [
+                self.query_one(f"#{widget_id}", Static).get_content_height(self.size, self.size, width - 2)
+                for widget_id in ("segment-notes", "segment-key")
+            ]
+            self._drawn["legend-saves:key"], self._drawn["legend-saves"] = key, lines[0] - lines[1]
+        return self._drawn["legend-saves"]
 
     def _segment_cells(self, segment: SegmentView) -> list:
         assert self.snapshot is not None

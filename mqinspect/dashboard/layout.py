@@ -2,7 +2,10 @@
 
 The screen's height picks one of three layouts (Textual's vertical breakpoints put the class on the Screen):
 
-- tall (50 rows and more): every panel, the full heat key and sources under Segments.
+- tall (50 rows and more): every panel, the full heat key and sources under Segments while every segment
+  row fits beside them; when not (a big store), they fold to the medium layout's one-line key (LEGEND_FOLDED),
+  and Memory and Faults give Segments a row, Processes one more with Consumers shown (it keeps 5: the demo's
+  broker and its four consumers). At 200x60 the demo's store then shows 10 segment rows (was 3).
 - medium (32-49 rows): every panel; under Segments a one-line key (the legend and sources are in `?` help).
 - short (under 32 rows: 80x24, 100x30): Segments and Memory first, Faults beside Memory with the top process
   on its first line; Send paths, Processes and (when the store has consumers) Consumers share the last slot
@@ -19,9 +22,14 @@ from textual.widget import Widget
 from mqinspect.render.top import SENDPATH_ROWS
 
 SHORT = "-short"
-VERTICAL_BREAKPOINTS = [(0, SHORT), (32, "-medium"), (50, "-tall")]
+TALL = "-tall"
+VERTICAL_BREAKPOINTS = [(0, SHORT), (32, "-medium"), (50, TALL)]
 LOWER_TABS = {"sendpaths": "4 Send paths", "processes": "5 Processes", "consumers": "6 Consumers"}
 FOLDED = "folded"  # the class of the lower tab not shown on a short screen
+LEGEND_FOLDED = "legend-folded"  # the Screen's class: a tall screen shows the one-line key under Segments
+# The rows a folded legend gives Segments besides its own lines (CSS below): one of Memory and Faults', one of
+# Processes' (with Consumers shown).
+FOLDING_GIVES_SEGMENTS_ROWS = 2
 
 # Heights: a bordered panel needs 2 rows of border; a RowTable 1 more for its header.
 LAYOUT_CSS = """
@@ -36,6 +44,10 @@ LAYOUT_CSS = """
 #lower-tabs { display: none; height: 1; padding: 0 1; }
 Screen.-short #segment-notes, Screen.-medium #segment-notes { display: none; }
 Screen.-short #segment-key, Screen.-medium #segment-key { display: block; }
+Screen.-tall.legend-folded #segment-notes { display: none; }
+Screen.-tall.legend-folded #segment-key { display: block; }
+Screen.-tall.legend-folded #middle { height: 14; }
+Screen.-tall.legend-folded.consumers-shown #processes { min-height: 8; }
 Screen.-medium #middle { height: 12; }
 Screen.-short #segments { height: 1fr; }
 Screen.-short #middle { height: 7; }

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import PAGE, T0, FakeFeed, frame, segment
+from fakes import PAGE, T0, FakeFeed, frame, process, segment
 from rich.console import Console
 from support import fadvise_out, fincore_pages, read_pages
 
 from mqinspect.dashboard.app import DashboardApp
 from mqinspect.render.top import PRINTED_SEGMENT_ROWS, segments_table
-from mqinspect.sampling.snapshot import StoreView
+from mqinspect.sampling.snapshot import ConsumersView, SendPathRow, StoreView
 from mqinspect.sampling.store_reader import STRIP_NOT_DRAWN, TURN_INTERVALS, StoreReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "store"))
@@ -161,6 +161,54 @@ def test_a_thousand_segment_store_renders(size):
     shown = sum("commitlog/0" in line for line in lines)
     assert shown >= 1 and note.startswith(f"+{1000 - shown} more ↓")
     assert feed.drawn[-1] == frozenset(segment(index, 0).path for index in range(shown))
+
+
+FULL_LEGEND = "heat: one cell per chunk"
+ONE_LINE_KEY = "heat █▓▒░ cached share"
+
+
+def demo_like(snapshot):
+    """`snapshot` as the demo's broker makes it: a consumer group's C mark on a strip (the legend explains
+    it), the Consumers panel, six processes, five of them sending."""
+    first, *rest = snapshot.store.segments
+    marked = (dataclasses.replace(first, consumer_positions_bytes=(PAGE,)), *rest)
+    senders = tuple(
+        SendPathRow(pid, f"demo-{pid}", "mmap+write", 1 << 20, 0, 1 << 20, 0, 0, 256, 1.0)
+        for pid in range(401, 406)
+    )
+    return dataclasses.replace(
+        snapshot,
+        store=dataclasses.replace(snapshot.store, segments=marked),
+        consumers=ConsumersView("/store/config/consumerOffset.json", (), ()),
+        sendpaths=dataclasses.replace(snapshot.sendpaths, processes=senders),
+        processes=tuple(process(pid, f"demo-{pid}", 5.0, 64) for pid in range(400, 406)),
+    )
+
+
+@pytest.mark.parametrize("consumers", [False, True], ids=["alone", "with consumers"])
+def test_at_200x60_a_big_stores_legend_folds_and_ten_segment_rows_show(consumers):
+    """The full heat key and sources (6 lines with the consumer marks' key) left 3 segment rows beside the
+    demo's panels; folded to the one-line key, 10 rows show (the legend is in ? help)."""
+    snapshot = demo_like(big_frame(1)) if consumers else big_frame(1)
+    lines, _, note = run_app((200, 60), [snapshot])
+    text = "\n".join(lines)
+    assert sum("commitlog/0" in line for line in lines) >= 10, text
+    assert ONE_LINE_KEY in text and FULL_LEGEND not in text
+    assert note.startswith("+") and "more ↓" in note
+
+
+def test_a_store_whose_rows_fit_only_beside_the_folded_legend_keeps_it_folded():
+    """Judged with the full legend also while folded: a store one row too many for the full legend shows
+    all its rows beside the one-line key, frame after frame (folding never unfolds it again)."""
+    lines, _, _ = run_app((200, 60), [big_frame(1)])
+    beside_the_key = sum("commitlog/0" in line for line in lines)
+    count = beside_the_key - 1  # fits folded, not beside the full legend (3 lines more) and a Memory row
+    lines, _, note = run_app((200, 60), [big_frame(1, count=count), big_frame(2, count=count)])
+    text = "\n".join(lines)
+    assert sum("commitlog/0" in line for line in lines) == count and "more ↓" not in note, text
+    assert ONE_LINE_KEY in text and FULL_LEGEND not in text
+    lines, _, _ = run_app((200, 60), [big_frame(1, count=4)])  # a few rows: the full legend
+    assert FULL_LEGEND in "\n".join(lines)
 
 
 def test_rows_scrolled_into_view_are_hinted_and_drawn_from_the_frame_on_screen():
