@@ -101,7 +101,9 @@ LEGENDS: dict[str, PanelLegend] = {
             Entry("dirty", "bytes of its dirty pages (IEC: KiB, MiB)", CACHESTAT),
             Entry("writeback", "bytes of its pages being written to disk", CACHESTAT),
             Entry(
-                "locked", "bytes of it locked in memory by the processes mapping it", "/proc/PID/smaps Locked"
+                "locked",
+                "bytes of it locked in memory by the processes mapping it",
+                "/proc/PID/smaps (mappings with VmFlags lo)",
             ),
             Entry(
                 "wrote",

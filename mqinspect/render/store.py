@@ -261,7 +261,8 @@ def residency_caption(residency) -> str:
     sources = sorted({segment.source for segment in residency.segments if segment.source})
     lines = [
         f"cached/dirty: {', '.join(sources) or UNAVAILABLE} (cached: share of the file's pages, floored); "
-        f"locked: /proc/PID/smaps Locked over {residency.locked_processes_scanned} processes",
+        "locked: /proc/PID/smaps (mappings with VmFlags lo) over "
+        f"{residency.locked_processes_scanned} processes",
         HEAT_LEGEND,
         *notes,
     ]

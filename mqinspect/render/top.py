@@ -63,7 +63,8 @@ READER_MARK = "R"  # where a connected consumer's latest send reached
 SOURCES = {
     "segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: end of the CommitLog's last "
     "record (its records' sizes followed with pread; a ConsumeQueue's last entry), a full segment's size, 0 "
-    "ahead of the log · flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps Locked",
+    "ahead of the log · flushed: checkpoint masterFlushedOffset · locked: /proc/PID/smaps (mappings with "
+    "VmFlags lo)",
     "segment_events": "faults probe (exceptions:page_fault_user, filemap:mm_filemap_fault) · pagecache probe "
     "(filemap:mm_filemap_add_to_page_cache, mm_filemap_delete_from_page_cache; hits, misses: "
     "mm_filemap_get_pages)",
@@ -80,7 +81,7 @@ SOURCES = {
     "kafka_segments": "cachestat(2) per chunk (mincore(2) where refused) · wrote: a .log's size (Kafka "
     "appends with write(2) and never preallocates a segment), the newest segment's index up to its last "
     "entry · flushed: does not apply to Kafka (a broker keeps no flushed byte position in its files) · "
-    "locked: /proc/PID/smaps Locked",
+    "locked: /proc/PID/smaps (mappings with VmFlags lo)",
     "partitions": "each partition's .log segments; log end: the offset after the newest segment's last batch "
     "(read from its last .index entry to its end)",
     "kafka_consumers": "groups: the log dir's __consumer_offsets partitions (latest commit per group and "

@@ -201,7 +201,7 @@ def test_a_locked_page_shared_by_six_processes_counts_whole(store_root: Path):
 def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
     result = runner.invoke(app, ["store", "segments", str(store_root)], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for text in ("cached", "dirty", "locked", "heat", "smaps Locked", "cachestat"):
+    for text in ("cached", "dirty", "locked", "heat", "smaps (mappings with VmFlags lo)", "cachestat"):
         assert text in result.stdout
     assert (
         "cached"
