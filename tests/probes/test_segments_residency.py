@@ -3,12 +3,14 @@ process that really locks part of a segment."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,26 @@ LOCKER = textwrap.dedent(
 )
 
 
+@contextlib.contextmanager
+def mapping_processes(segment: Path, *commands: tuple[str, ...]) -> Iterator[list[int]]:
+    """Each `python -c SCRIPT SEGMENT ARGS...` of `commands` (SCRIPT, ARGS...), once every one has printed
+    "locked": their pids. At the end their stdin closes, and they exit."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(segment), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for script, *args in commands
+    ]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == b"locked"
+        yield [child.pid for child in children]
+    finally:
+        for child in children:
+            child.stdin.close()
+            child.wait(10)
+
+
 def test_locked_bytes_come_from_the_processes_that_lock_the_segment(store_root: Path):
     segment = sorted((store_root / "commitlog").iterdir())[0]
     locker = subprocess.Popen(
@@ -102,24 +124,11 @@ def test_only_the_smaps_of_processes_whose_vmlck_is_not_0_are_read(
     # The mapper touches no page: smaps "Locked" is proportional (PSS), so a page the mapper also mapped
     # would count half for the locker.
     mapper_script = LOCKER.replace("_libc.lock_mapping(mapping, 0, 16 * 4096)", "")
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(segment)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        for script in (LOCKER, mapper_script)
-    ]
     read = []
     real_read = file_locks._read_or_none
     monkeypatch.setattr(file_locks, "_read_or_none", lambda path: read.append(path) or real_read(path))
-    try:
-        for child in children:
-            assert child.stdout.readline().strip() == b"locked"
+    with mapping_processes(segment, (LOCKER,), (mapper_script,)) as (locker, mapper):
         found = file_locks.locked_bytes_by_file([segment])
-    finally:
-        for child in children:
-            child.stdin.close()
-            child.wait(10)
-    locker, mapper = (child.pid for child in children)
     assert found.files[str(segment)].locked_bytes == 16 * 4096
     assert found.files[str(segment)].locking_pids == (locker,)
     smaps_read = {int(path.parent.name) for path in read if path.name == "smaps"}
@@ -133,24 +142,12 @@ def test_pages_a_locker_shares_with_a_process_that_maps_them_unlocked_count_whol
     sharer_script = LOCKER.replace(
         "_libc.lock_mapping(mapping, 0, 16 * 4096)", "sum(mapping[page * 4096] for page in range(16))"
     )
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(segment)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        for script in (LOCKER, sharer_script)
-    ]
-    try:
-        for child in children:
-            assert child.stdout.readline().strip() == b"locked"
-        locker_smaps = Path(f"/proc/{children[0].pid}/smaps").read_text()
+    with mapping_processes(segment, (LOCKER,), (sharer_script,)) as (locker, _):
+        locker_smaps = Path(f"/proc/{locker}/smaps").read_text()
         found = file_locks.locked_bytes_by_file([segment])
-    finally:
-        for child in children:
-            child.stdin.close()
-            child.wait(10)
     assert re.search(r"^Locked:\s+32 kB$", locker_smaps, re.MULTILINE)  # the PSS: half of the 16 pages
     assert found.files[str(segment)].locked_bytes == 16 * 4096
-    assert found.files[str(segment)].locking_pids == (children[0].pid,)
+    assert found.files[str(segment)].locking_pids == (locker,)
 
 
 # A process that maps a segment's first page and reads it (mlocking it with argv[2] "lock"), until its stdin
@@ -174,28 +171,14 @@ def test_a_locked_page_shared_by_six_processes_counts_whole(store_root: Path):
     """smaps "Locked" is a PSS in whole kB: one locked page that 6 processes map reads 0 kB (4096 / 6 bytes).
     The mapping is locked by its VmFlags ("lo"), so the page counts: 4,096 bytes, by the one that locks it."""
     segment = sorted((store_root / "commitlog").iterdir())[0]
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", PAGE_MAPPER, str(segment), mode],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        for mode in ["touch"] * 5 + ["lock"]
-    ]
-    try:
-        for child in children:
-            assert child.stdout.readline().strip() == b"locked"
-        locker_smaps = Path(f"/proc/{children[-1].pid}/smaps").read_text()
+    with mapping_processes(segment, *[(PAGE_MAPPER, "touch")] * 5, (PAGE_MAPPER, "lock")) as pids:
+        locker_smaps = Path(f"/proc/{pids[-1]}/smaps").read_text()
         found = file_locks.locked_bytes_by_file([segment])
-    finally:
-        for child in children:
-            child.stdin.close()
-            child.wait(10)
     (mapping,) = [block for block in re.split(r"\n(?=[0-9a-f]+-)", locker_smaps) if str(segment) in block]
     assert re.search(r"^Locked:\s+0 kB$", mapping, re.MULTILINE), mapping
     assert re.search(r"^VmFlags:.* lo\b", mapping, re.MULTILINE), mapping
     assert found.files[str(segment)].locked_bytes == 4096
-    assert found.files[str(segment)].locking_pids == (children[-1].pid,)
+    assert found.files[str(segment)].locking_pids == (pids[-1],)
 
 
 def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
