@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from mqinspect.demo.child import announce, child_parser, start_child
+from mqinspect.demo.child import child_parser, run_broker, start_child
 from mqinspect.demo.report import BrokerSummary, PathServed, SegmentWarmup
 from mqinspect.demo.settings import PRODUCE_WINDOW_PUTS, DemoSettings
 from store.commitlog import AppendResult
@@ -30,7 +30,6 @@ from store.workload import ProduceReport, ProduceSpec, produce
 
 log = logging.getLogger("mqinspect.demo.broker")
 
-TICK_S = 0.5
 RETENTION_EVERY_S = 2.0
 FIRST_MESSAGE_TIMEOUT_S = 20.0
 
@@ -189,12 +188,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     stop = start_child(args, "demo-broker")
-    broker = DemoBroker(args.store, args.settings).start()
-    announce("ready", {"port": broker.port})
-    while not stop.sleep(TICK_S):
-        broker.tick()
-    announce("summary", broker.stop())
-    return 0
+    return run_broker(DemoBroker(args.store, args.settings).start(), stop)
 
 
 if __name__ == "__main__":

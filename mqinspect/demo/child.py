@@ -17,8 +17,9 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
+from mqinspect.demo.report import BrokerSummary
 from mqinspect.demo.settings import DemoSettings, settings_from_json
 from mqinspect.jsonable import to_jsonable
 from store import _libc
@@ -28,6 +29,17 @@ PR_SET_NAME = 15
 COMM_BYTES = 15  # TASK_COMM_LEN less the terminating NUL
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _STOP_POLL_S = 0.05
+BROKER_TICK_S = 0.5  # how often a demo broker does its housekeeping (retention, warm-ups, checkpoints)
+
+
+class Broker(Protocol):
+    """A demo broker once started (broker.py's RocketMQ one, kafka_broker.py's Kafka one)."""
+
+    port: int  # where its consumers connect
+
+    def tick(self) -> None: ...
+
+    def stop(self) -> BrokerSummary: ...
 
 
 def _prctl(option: int, argument: int | bytes) -> None:
@@ -125,3 +137,13 @@ def announce(event: str, payload: Any = None) -> None:
     except BrokenPipeError:  # the demo is gone: nobody to tell, and nothing to flush at exit either
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the dead stream for shutdown
+
+
+def run_broker(broker: Broker, stop: StopRequest) -> int:
+    """A started broker's life: `ready` with its port, a tick every BROKER_TICK_S until a stop is requested,
+    then stopped and its `summary` announced. The exit status."""
+    announce("ready", {"port": broker.port})
+    while not stop.sleep(BROKER_TICK_S):
+        broker.tick()
+    announce("summary", broker.stop())
+    return 0

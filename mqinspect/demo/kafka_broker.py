@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mqinspect.demo.child import announce, child_parser, start_child
+from mqinspect.demo.child import child_parser, run_broker, start_child
 from mqinspect.demo.report import BrokerSummary, PathServed
 from mqinspect.demo.settings import PRODUCE_WINDOW_PUTS, DemoSettings
 from store.errors import StoreError
@@ -45,7 +45,6 @@ log = logging.getLogger("mqinspect.demo.kafka_broker")
 
 FETCH_HEADER = struct.Struct(">iq")  # length of what follows (-1: out of range), log start offset
 OFFSETS_TOPIC = "__consumer_offsets"
-TICK_S = 0.5
 POLL_S = 0.01
 REQUEST_BYTES = 4096
 SEND_TIMEOUT_S = 10.0
@@ -298,11 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, StoreError, RuntimeError) as error:
         log.error("the Kafka broker could not start: %s", error)
         return 1
-    announce("ready", {"port": broker.port})
-    while not stop.sleep(TICK_S):
-        broker.tick()
-    announce("summary", broker.stop())
-    return 0
+    return run_broker(broker, stop)
 
 
 if __name__ == "__main__":
