@@ -106,8 +106,9 @@ class MappingMemory:
 
     @property
     def locked(self) -> bool:
-        """VM_LOCKED (mlock, mlockall, MAP_LOCKED): VmFlags "lo", whatever Locked's rounded PSS says."""
-        return "lo" in self.vm_flags
+        """VM_LOCKED (mlock, mlockall, MAP_LOCKED): VmFlags "lo", whatever Locked's rounded PSS says (a
+        kernel before 3.8 has no VmFlags line: there a non-zero Locked is all that tells)."""
+        return "lo" in self.vm_flags if self.vm_flags else bool(self.locked_bytes)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ def parse_smaps(text: str) -> dict[tuple[int, int], MappingMemory]:
     def close_block() -> None:
         if current is not None:
             counters = parse_proc_counters("\n".join(block))
-            flags = next((line[8:].split() for line in block if line.startswith("VmFlags:")), ())
+            # VmFlags is a block's last line
+            flags = next((line[8:].split() for line in reversed(block) if line.startswith("VmFlags:")), ())
             memory[current] = MappingMemory(
                 **{name: counters.get(key) for name, key in MappingMemory.PROC_KEYS.items()},
                 vm_flags=frozenset(flags),

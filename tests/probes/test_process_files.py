@@ -159,6 +159,9 @@ def test_smaps_counters_are_bytes_per_mapping_with_its_flags():
         (0x7F0000100000, 0x7F0000140000): MappingMemory(256 * KIB, 0, 0, 0, flags),
     }
     assert [memory.locked for memory in parse_smaps(text).values()] == [True, False]
+    # a kernel without VmFlags lines (before 3.8): a non-zero Locked is all that tells
+    without_flags = "\n".join(line for line in text.splitlines() if not line.startswith("VmFlags"))
+    assert [memory.locked for memory in parse_smaps(without_flags).values()] == [True, False]
     assert parse_smaps("7f0000000000-7f0000001000 r--p 00000000 fe:00 1 /x\nRss: 4 kB\n") == {
         (0x7F0000000000, 0x7F0000001000): MappingMemory(4 * KIB, None, None, None)
     }
