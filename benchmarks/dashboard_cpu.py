@@ -14,6 +14,11 @@ dashboard's collection and drawing).
 --big-broker is issue 16's case: 1,000 CommitLog segments of 1 GiB (sparse, 0.1 % of each written: 1 GB on
 disk) and 500 ConsumeQueues (63 topics of 8 queues).
 
+--kafka-big is the same on a Kafka log directory written by store.kafka.writer: 200 partitions (25 topics of
+8) of 7 files each (two segments' .log, .index and .timeindex, 2 MiB segments, and a producer snapshot;
+~600 MB), eight consumer groups' commits in __consumer_offsets-0, and a broker stand-in appending 10 KiB
+batches by write(2) to its own partition live-0 (1 GiB segments: no roll while measured).
+
 Frame lateness: each frame's status line ("frame N at ...") is timed as it reaches the terminal. The sampler
 ticks every interval from its start, so frame N's delay is its arrival minus N intervals, less the smallest
 such delay of the run (the quickest frame counts as on time).
@@ -23,7 +28,8 @@ broker), and every frame on time: none skipped, none more than ON_TIME_S after i
 
     .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 30] [--warmup 15] [--segments 64]
         [--segment-mib 64] [--consume-queues 2] [--write-kib-s 1024] [--big-broker] [--modes no-ebpf,ebpf]
-        [--checkout PATH ...]   (several: each checkout's mqinspect in turn on the same store, back to back)
+        [--kafka-big] [--checkout PATH ...]   (several: each checkout's mqinspect in turn on the same store,
+        back to back)
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ sys.path.insert(0, str(REPO))
 
 from probes.privileges import can_trace, effective_capabilities  # noqa: E402
 from store.consumer_offsets import ConsumerOffsets, consumer_offset_path  # noqa: E402
+from store.kafka.consumer_offsets import encode_offset_commit  # noqa: E402
+from store.kafka.writer import LogDirWriter, ProducerRecord  # noqa: E402
 
 PAGE = 4096
 RUN_PAGES = 64
@@ -65,6 +73,10 @@ INTERVAL_S = 1.0
 # delay), a quarter of the interval; a frame skipped or later than that is a MISS.
 ON_TIME_S = 0.25
 BIG_BROKER = {"segments": 1000, "segment_mib": 1024, "consume_queues": 500, "resident_share": 0.001}
+KAFKA_TOPICS, KAFKA_PARTITIONS_PER_TOPIC = 25, 8
+KAFKA_SEGMENT_BYTES = 2 << 20
+KAFKA_BATCHES_PER_PARTITION = 300  # of 10 records of 1 KiB: 3 MiB, two segments
+KAFKA_RECORD = b"x" * 1000
 FRAME_MARK = re.compile(rb"frame (\d+) at ")  # the status line's, drawn with every frame
 # The probes line once the probes trace the writer: the warmup starts then (compiling takes seconds of CPU,
 # tens of seconds on a loaded machine, and is not the steady state).
@@ -109,6 +121,30 @@ def build_store(
     # build's dirty pages back during the measurement (the big broker's gigabyte, with a writeback event on
     # each of 1,000 files), which no steady state has.
     os.sync()
+    return root
+
+
+def build_kafka_log_dir(root: Path) -> Path:
+    """A log dir of KAFKA_TOPICS x KAFKA_PARTITIONS_PER_TOPIC partitions of 7 files each (see --kafka-big),
+    with CONSUMER_GROUPS groups' commits on the first topic's partitions."""
+    with LogDirWriter(root, segment_bytes=KAFKA_SEGMENT_BYTES) as log_dir:
+        for topic in range(KAFKA_TOPICS):
+            for number in range(KAFKA_PARTITIONS_PER_TOPIC):
+                partition = log_dir.partition(_topic_name(topic), number)
+                for _ in range(KAFKA_BATCHES_PER_PARTITION):
+                    partition.append([ProducerRecord(b"k", KAFKA_RECORD) for _ in range(10)])
+        offsets = log_dir.partition("__consumer_offsets", 0)
+        for group in range(CONSUMER_GROUPS):
+            for number in range(KAFKA_PARTITIONS_PER_TOPIC):
+                key, value = encode_offset_commit(
+                    f"group{group}",
+                    _topic_name(0),
+                    number,
+                    100 * group,
+                    commit_timestamp=int(time.time() * 1000),
+                )
+                offsets.append([ProducerRecord(key, value)])
+    os.sync()  # written back before the dashboard starts, as build_store's
     return root
 
 
@@ -190,6 +226,28 @@ def start_writer(store: Path, bytes_per_s: int):
     so the dashboard has a process to find and trace, faults to count and dirty pages to show."""
     newest = sorted((store / "commitlog").iterdir())[-1]
     return subprocess.Popen([sys.executable, "-c", WRITER, str(newest), str(bytes_per_s)])
+
+
+KAFKA_WRITER = """
+import sys, time
+from store.kafka.writer import PartitionWriter, ProducerRecord
+path, rate = sys.argv[1], int(sys.argv[2])
+writer = PartitionWriter(path)  # 1 GiB segments: no roll while measured
+batch = [ProducerRecord(b"k", b"x" * 1000) for _ in range(10)]
+while True:
+    started = time.monotonic()
+    for _ in range(max(1, rate // 10240 // 10)):
+        writer.append(batch)
+    time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+"""
+
+
+def start_kafka_writer(log_dir: Path, bytes_per_s: int):
+    """A broker stand-in: appends 10 KiB batches to its own partition, live-0, by write(2)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", KAFKA_WRITER, str(log_dir / "live-0"), str(bytes_per_s)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, checkout: Path = REPO) -> Run:
@@ -276,6 +334,12 @@ def main() -> None:
         f"(sparse, {BIG_BROKER['resident_share'] * 100:.1f}%% of each written) and "
         f"{BIG_BROKER['consume_queues']} ConsumeQueues",
     )
+    parser.add_argument(
+        "--kafka-big",
+        action="store_true",
+        help=f"a Kafka log dir of {KAFKA_TOPICS * KAFKA_PARTITIONS_PER_TOPIC} partitions x 7 files and a "
+        "partition being written (see above)",
+    )
     parser.add_argument("--modes", default="no-ebpf,ebpf", help="which runs: no-ebpf, ebpf or both")
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to build the store (default: a temp dir)"
@@ -303,14 +367,19 @@ def main() -> None:
     ]
     directory = Path(tempfile.mkdtemp(prefix="mqinspect-dashboard-", dir=args.dir))
     try:
-        store = build_store(
-            directory / "store",
-            args.segments,
-            args.segment_mib << 20,
-            consume_queues=args.consume_queues,
-            resident_share=args.resident_share,
-        )
-        writer = start_writer(store, args.write_kib_s * 1024) if args.write_kib_s else None
+        if args.kafka_big:
+            store = build_kafka_log_dir(directory / "kafka-logs")
+            start = start_kafka_writer
+        else:
+            store = build_store(
+                directory / "store",
+                args.segments,
+                args.segment_mib << 20,
+                consume_queues=args.consume_queues,
+                resident_share=args.resident_share,
+            )
+            start = start_writer
+        writer = start(store, args.write_kib_s * 1024) if args.write_kib_s else None
         load_before = os.getloadavg()
         try:
             checkouts = [path.resolve() for path in args.checkout or [REPO]]
@@ -328,10 +397,18 @@ def main() -> None:
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    if args.kafka_big:
+        what = (
+            f"a Kafka log dir of {KAFKA_TOPICS * KAFKA_PARTITIONS_PER_TOPIC} partitions x 7 files "
+            f"({KAFKA_SEGMENT_BYTES >> 20} MiB segments) and __consumer_offsets-0"
+        )
+        how = "by write(2) to its own partition"
+    else:
+        what = f"{args.segments} segments x {args.segment_mib} MiB and {args.consume_queues} ConsumeQueues"
+        how = "through a mapping"
     print(
-        f"mqinspect top on {args.segments} segments x {args.segment_mib} MiB and {args.consume_queues} "
-        f"ConsumeQueues, interval {INTERVAL_S:g} s, {TERMINAL[1]}x{TERMINAL[0]} pty, {os.cpu_count()} CPUs, "
-        f"a writer appending {args.write_kib_s} KiB/s through a mapping; load average "
+        f"mqinspect top on {what}, interval {INTERVAL_S:g} s, {TERMINAL[1]}x{TERMINAL[0]} pty, "
+        f"{os.cpu_count()} CPUs, a writer appending {args.write_kib_s} KiB/s {how}; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print(

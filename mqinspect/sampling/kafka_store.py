@@ -5,7 +5,15 @@ snapshots, labelled "topic-N/<base offset>.<suffix>"), and a PartitionView per p
 offset.
 
 Residency, heat strips, locked bytes and eBPF events are measured as for a RocketMQ store, by StoreReader's
-own code (this reader is a StoreReader that lists and places the files the Kafka way). Positions:
+own read loop (this reader is a StoreReader that lists and places the files the Kafka way: its seams
+_list_store, _entries, _current_entry, _always_due, _queue_positions_of and _view). So a dashboard on a
+log dir of more than MEASURE_ALL_UP_TO files measures by turns, as on a big RocketMQ store: every interval
+the drawn rows, those with events, each partition's active segment (its .log, which the broker appends to
+and consumers read; its index files when their size or mtime moved), every other file at least once in
+TURN_INTERVALS intervals, its row saying when (residency_time_unix_s). Each partition's files of one kind
+are a queue whose newest file is looked at (a stat) when due; the others' sizes are the listing's (a
+partition's older segments change only by a rename or a deletion, which its directory's mtime shows).
+Positions:
 - a partition's .log segments are one stream of bytes, each segment starting where the one before ended
   (start_offset_bytes); Kafka writes a segment with write(2) and never preallocates it, so its data ends
   at its size: every .log is written to its end, and the W mark is at the end of the newest one;
