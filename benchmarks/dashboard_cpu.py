@@ -43,6 +43,7 @@ import random
 import re
 import select
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -55,8 +56,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mqinspect.sampling.readers import open_store_reader  # noqa: E402
+from mqinspect.sampling.store_reader import TURN_INTERVALS  # noqa: E402
 from probes.privileges import can_trace, effective_capabilities  # noqa: E402
+from probes.residency.scan import path_totals  # noqa: E402
 from store.consumer_offsets import ConsumerOffsets, consumer_offset_path  # noqa: E402
+from store.inspection.kafka.store_format import KAFKA  # noqa: E402
 from store.kafka.consumer_offsets import encode_offset_commit  # noqa: E402
 from store.kafka.writer import LogDirWriter, ProducerRecord  # noqa: E402
 
@@ -172,6 +177,9 @@ class Run:
     terminal_bytes: int
     exit_status: int
     frames: dict[int, float]  # frame number -> when the terminal first got it (monotonic s), steady part
+    main_thread_cpu_s: float = (
+        0.0  # of steady_cpu_s, the main thread's (Textual's drawing); the rest: sampler's
+    )
 
     @property
     def steady_percent(self) -> float:
@@ -199,8 +207,10 @@ class Run:
         return bool(late) and not self.missing_frames and max(late) <= ON_TIME_S
 
 
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """The process's CPU time, all threads (or of one `thread`: the main thread's is the pid's)."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(stat).read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime: fields 14 and 15
 
 
@@ -226,6 +236,40 @@ def start_writer(store: Path, bytes_per_s: int):
     so the dashboard has a process to find and trace, faults to count and dirty pages to show."""
     newest = sorted((store / "commitlog").iterdir())[-1]
     return subprocess.Popen([sys.executable, "-c", WRITER, str(newest), str(bytes_per_s)])
+
+
+def kafka_due_floor(log_dir: Path, repeats: int = 20) -> tuple[int, float]:
+    """(files, CPU s): measuring, by the reader's own call (path_totals: one cachestat of the whole file),
+    the files a dashboard on this log dir measures every interval at the least: each partition's active
+    .log and a turn (1/TURN_INTERVALS) of the others; the quickest of `repeats` passes."""
+    files = [str(file.path) for file in KAFKA.store_files(log_dir)]
+    newest: dict[str, str] = {}
+    for path in files:
+        if path.endswith(".log"):
+            newest[os.path.dirname(path)] = max(path, newest.get(os.path.dirname(path), path))
+    share = -(-len(files) // TURN_INTERVALS)
+    due = list(dict.fromkeys([*newest.values(), *files[:share]]))
+    quickest = float("inf")
+    for _ in range(repeats):
+        started = time.thread_time()
+        for path in due:
+            path_totals(path)
+        quickest = min(quickest, time.thread_time() - started)
+    return len(due), quickest
+
+
+def kafka_reader_cpu_s(log_dir: Path, drawn_rows: int = 40, reads: int = 20) -> float:
+    """The store reader's CPU per interval on this log dir, as a dashboard's with `drawn_rows` rows on
+    screen (the median of `reads`, 0.2 s apart, while the writer appends)."""
+    reader = open_store_reader(log_dir)
+    drawn = frozenset(reader.segment_paths()[:drawn_rows])
+    costs = []
+    for _ in range(reads + 5):
+        started = time.thread_time()
+        reader.read({}, drawn)
+        costs.append(time.thread_time() - started)
+        time.sleep(0.2)
+    return statistics.median(costs[5:])
 
 
 KAFKA_WRITER = """
@@ -266,10 +310,14 @@ def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, check
     if mode == "ebpf":  # the probes compile (twice: again once the writer is found) before the warmup
         written += _drain(fd, PROBES_RUNNING_WITHIN_S, {}, until=PROBES_RUNNING)
     written += _drain(fd, warmup_s, {})
-    cpu_before, wall_before = process_cpu_s(pid), time.monotonic()
+    cpu_before, wall_before, main_before = (
+        process_cpu_s(pid),
+        time.monotonic(),
+        process_cpu_s(pid, thread=pid),
+    )
     frames: dict[int, float] = {}
     written += _drain(fd, seconds, frames)
-    cpu_after, wall_after = process_cpu_s(pid), time.monotonic()
+    cpu_after, wall_after, main_after = process_cpu_s(pid), time.monotonic(), process_cpu_s(pid, thread=pid)
     os.write(fd, b"q")
     written += _drain(fd, 10, {}, until_closed=True)
     _, status, usage = os.wait4(pid, 0)
@@ -283,6 +331,7 @@ def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, check
         written,
         os.waitstatus_to_exitcode(status),
         frames,
+        main_after - main_before,
     )
 
 
@@ -380,6 +429,7 @@ def main() -> None:
             )
             start = start_writer
         writer = start(store, args.write_kib_s * 1024) if args.write_kib_s else None
+        floor = (*kafka_due_floor(store), kafka_reader_cpu_s(store)) if args.kafka_big else None
         load_before = os.getloadavg()
         try:
             checkouts = [path.resolve() for path in args.checkout or [REPO]]
@@ -427,7 +477,22 @@ def main() -> None:
     for run in runs:
         cpu = "PASS" if run.steady_percent <= 3.0 else "MISS"
         frames = "PASS" if run.frames_on_time else "MISS"
-        print(f"{cpu} {run.mode}: steady CPU {run.steady_percent:.2f} % of one core (target <= 3 %)")
+        main_share = 100 * run.main_thread_cpu_s / run.steady_wall_s
+        split = (
+            f"; main thread (drawing) {main_share:.2f} %, "
+            f"sampler and the rest {run.steady_percent - main_share:.2f} %"
+        )
+        bound = ""
+        if floor is not None and cpu == "MISS":
+            files, measuring_s, reader_s = floor
+            bound = (
+                f"; bound: the store reader alone takes {reader_s * 1000:.1f} ms CPU per interval here "
+                f"({100 * reader_s / INTERVAL_S:.2f} % of a core), of which measuring the {files} files due "
+                f"every interval at the least (each partition's active .log, a turn of the others) by "
+                f"cachestat alone {measuring_s * 1000:.1f} ms ({100 * measuring_s / INTERVAL_S:.2f} %)"
+            )
+        steady = f"steady CPU {run.steady_percent:.2f} % of one core (target <= 3 %)"
+        print(f"{cpu} {run.mode}: {steady}{split}{bound}")
         print(
             f"{frames} {run.mode}: every frame on time ({len(run.frames)} frames, {run.missing_frames} "
             f"skipped, latest {max(run.lateness_s, default=float('nan')) * 1000:.0f} ms after its tick "
