@@ -483,7 +483,10 @@ def main() -> None:
             f"sampler and the rest {run.steady_percent - main_share:.2f} %"
         )
         bound = ""
-        if floor is not None and cpu == "MISS":
+        this_checkout = len(checkouts) == 1 or run.mode.startswith(
+            f"{REPO.name}:"
+        )  # the floor is its reader's
+        if floor is not None and cpu == "MISS" and this_checkout:
             files, measuring_s, reader_s = floor
             bound = (
                 f"; bound: the store reader alone takes {reader_s * 1000:.1f} ms CPU per interval here "
