@@ -429,7 +429,7 @@ def main() -> None:
             )
             start = start_writer
         writer = start(store, args.write_kib_s * 1024) if args.write_kib_s else None
-        floor = (*kafka_due_floor(store), kafka_reader_cpu_s(store)) if args.kafka_big else None
+        kafka_bound = (*kafka_due_floor(store), kafka_reader_cpu_s(store)) if args.kafka_big else None
         load_before = os.getloadavg()
         try:
             checkouts = [path.resolve() for path in args.checkout or [REPO]]
@@ -482,20 +482,19 @@ def main() -> None:
             f"; main thread (drawing) {main_share:.2f} %, "
             f"sampler and the rest {run.steady_percent - main_share:.2f} %"
         )
-        bound = ""
-        this_checkout = len(checkouts) == 1 or run.mode.startswith(
-            f"{REPO.name}:"
-        )  # the floor is its reader's
-        if floor is not None and cpu == "MISS" and this_checkout:
-            files, measuring_s, reader_s = floor
-            bound = (
+        reader_note = ""
+        # the Kafka bound is this checkout's reader's
+        this_checkout = len(checkouts) == 1 or run.mode.startswith(f"{REPO.name}:")
+        if kafka_bound is not None and cpu == "MISS" and this_checkout:
+            files, measuring_s, reader_s = kafka_bound
+            reader_note = (
                 f"; bound: the store reader alone takes {reader_s * 1000:.1f} ms CPU per interval here "
                 f"({100 * reader_s / INTERVAL_S:.2f} % of a core), of which measuring the {files} files due "
                 f"every interval at the least (each partition's active .log, a turn of the others) by "
                 f"cachestat alone {measuring_s * 1000:.1f} ms ({100 * measuring_s / INTERVAL_S:.2f} %)"
             )
         steady = f"steady CPU {run.steady_percent:.2f} % of one core (target <= 3 %)"
-        print(f"{cpu} {run.mode}: {steady}{split}{bound}")
+        print(f"{cpu} {run.mode}: {steady}{split}{reader_note}")
         print(
             f"{frames} {run.mode}: every frame on time ({len(run.frames)} frames, {run.missing_frames} "
             f"skipped, latest {max(run.lateness_s, default=float('nan')) * 1000:.0f} ms after its tick "
