@@ -14,6 +14,11 @@ dashboard's collection and drawing).
 --big-broker is issue 16's case: 1,000 CommitLog segments of 1 GiB (sparse, 0.1 % of each written: 1 GB on
 disk) and 500 ConsumeQueues (63 topics of 8 queues).
 
+--kafka-big is the same on a Kafka log directory written by store.kafka.writer: 200 partitions (25 topics of
+8) of 7 files each (two segments' .log, .index and .timeindex, 2 MiB segments, and a producer snapshot;
+~600 MB), eight consumer groups' commits in __consumer_offsets-0, and a broker stand-in appending 10 KiB
+batches by write(2) to its own partition live-0 (1 GiB segments: no roll while measured).
+
 Frame lateness: each frame's status line ("frame N at ...") is timed as it reaches the terminal. The sampler
 ticks every interval from its start, so frame N's delay is its arrival minus N intervals, less the smallest
 such delay of the run (the quickest frame counts as on time).
@@ -23,7 +28,8 @@ broker), and every frame on time: none skipped, none more than ON_TIME_S after i
 
     .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 30] [--warmup 15] [--segments 64]
         [--segment-mib 64] [--consume-queues 2] [--write-kib-s 1024] [--big-broker] [--modes no-ebpf,ebpf]
-        [--checkout PATH ...]   (several: each checkout's mqinspect in turn on the same store, back to back)
+        [--kafka-big] [--checkout PATH ...]   (several: each checkout's mqinspect in turn on the same store,
+        back to back)
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import random
 import re
 import select
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -49,8 +56,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mqinspect.sampling.readers import open_store_reader  # noqa: E402
+from mqinspect.sampling.store_reader import TURN_INTERVALS  # noqa: E402
 from probes.privileges import can_trace, effective_capabilities  # noqa: E402
+from probes.residency.scan import path_totals  # noqa: E402
 from store.consumer_offsets import ConsumerOffsets, consumer_offset_path  # noqa: E402
+from store.inspection.kafka.store_format import KAFKA  # noqa: E402
+from store.kafka.consumer_offsets import encode_offset_commit  # noqa: E402
+from store.kafka.writer import LogDirWriter, ProducerRecord  # noqa: E402
 
 PAGE = 4096
 RUN_PAGES = 64
@@ -65,6 +78,10 @@ INTERVAL_S = 1.0
 # delay), a quarter of the interval; a frame skipped or later than that is a MISS.
 ON_TIME_S = 0.25
 BIG_BROKER = {"segments": 1000, "segment_mib": 1024, "consume_queues": 500, "resident_share": 0.001}
+KAFKA_TOPICS, KAFKA_PARTITIONS_PER_TOPIC = 25, 8
+KAFKA_SEGMENT_BYTES = 2 << 20
+KAFKA_BATCHES_PER_PARTITION = 300  # of 10 records of 1 KiB: 3 MiB, two segments
+KAFKA_RECORD = b"x" * 1000
 FRAME_MARK = re.compile(rb"frame (\d+) at ")  # the status line's, drawn with every frame
 # The probes line once the probes trace the writer: the warmup starts then (compiling takes seconds of CPU,
 # tens of seconds on a loaded machine, and is not the steady state).
@@ -112,6 +129,30 @@ def build_store(
     return root
 
 
+def build_kafka_log_dir(root: Path) -> Path:
+    """A log dir of KAFKA_TOPICS x KAFKA_PARTITIONS_PER_TOPIC partitions of 7 files each (see --kafka-big),
+    with CONSUMER_GROUPS groups' commits on the first topic's partitions."""
+    with LogDirWriter(root, segment_bytes=KAFKA_SEGMENT_BYTES) as log_dir:
+        for topic in range(KAFKA_TOPICS):
+            for number in range(KAFKA_PARTITIONS_PER_TOPIC):
+                partition = log_dir.partition(_topic_name(topic), number)
+                for _ in range(KAFKA_BATCHES_PER_PARTITION):
+                    partition.append([ProducerRecord(b"k", KAFKA_RECORD) for _ in range(10)])
+        offsets = log_dir.partition("__consumer_offsets", 0)
+        for group in range(CONSUMER_GROUPS):
+            for number in range(KAFKA_PARTITIONS_PER_TOPIC):
+                key, value = encode_offset_commit(
+                    f"group{group}",
+                    _topic_name(0),
+                    number,
+                    100 * group,
+                    commit_timestamp=int(time.time() * 1000),
+                )
+                offsets.append([ProducerRecord(key, value)])
+    os.sync()  # written back before the dashboard starts, as build_store's
+    return root
+
+
 def _topic_name(number: int) -> str:
     return "TopicA" if number == 0 else f"Topic{number:03d}"
 
@@ -136,6 +177,9 @@ class Run:
     terminal_bytes: int
     exit_status: int
     frames: dict[int, float]  # frame number -> when the terminal first got it (monotonic s), steady part
+    main_thread_cpu_s: float = (
+        0.0  # of steady_cpu_s, the main thread's (Textual's drawing); the rest: sampler's
+    )
 
     @property
     def steady_percent(self) -> float:
@@ -163,8 +207,10 @@ class Run:
         return bool(late) and not self.missing_frames and max(late) <= ON_TIME_S
 
 
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """The process's CPU time, all threads (or of one `thread`: the main thread's is the pid's)."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(stat).read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime: fields 14 and 15
 
 
@@ -192,6 +238,62 @@ def start_writer(store: Path, bytes_per_s: int):
     return subprocess.Popen([sys.executable, "-c", WRITER, str(newest), str(bytes_per_s)])
 
 
+def kafka_due_floor(log_dir: Path, repeats: int = 20) -> tuple[int, float]:
+    """(files, CPU s): measuring, by the reader's own call (path_totals: one cachestat of the whole file),
+    the files a dashboard on this log dir measures every interval at the least: each partition's active
+    .log and a turn (1/TURN_INTERVALS) of the others; the quickest of `repeats` passes."""
+    files = [str(file.path) for file in KAFKA.store_files(log_dir)]
+    newest: dict[str, str] = {}
+    for path in files:
+        if path.endswith(".log"):
+            newest[os.path.dirname(path)] = max(path, newest.get(os.path.dirname(path), path))
+    share = -(-len(files) // TURN_INTERVALS)
+    due = list(dict.fromkeys([*newest.values(), *files[:share]]))
+    quickest = float("inf")
+    for _ in range(repeats):
+        started = time.thread_time()
+        for path in due:
+            path_totals(path)
+        quickest = min(quickest, time.thread_time() - started)
+    return len(due), quickest
+
+
+def kafka_reader_cpu_s(log_dir: Path, drawn_rows: int = 40, reads: int = 20) -> float:
+    """The store reader's CPU per interval on this log dir, as a dashboard's with `drawn_rows` rows on
+    screen (the median of `reads`, 0.2 s apart, while the writer appends)."""
+    reader = open_store_reader(log_dir)
+    drawn = frozenset(reader.segment_paths()[:drawn_rows])
+    costs = []
+    for _ in range(reads + 5):
+        started = time.thread_time()
+        reader.read({}, drawn)
+        costs.append(time.thread_time() - started)
+        time.sleep(0.2)
+    return statistics.median(costs[5:])
+
+
+KAFKA_WRITER = """
+import sys, time
+from store.kafka.writer import PartitionWriter, ProducerRecord
+path, rate = sys.argv[1], int(sys.argv[2])
+writer = PartitionWriter(path)  # 1 GiB segments: no roll while measured
+batch = [ProducerRecord(b"k", b"x" * 1000) for _ in range(10)]
+while True:
+    started = time.monotonic()
+    for _ in range(max(1, rate // 10240 // 10)):
+        writer.append(batch)
+    time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
+"""
+
+
+def start_kafka_writer(log_dir: Path, bytes_per_s: int):
+    """A broker stand-in: appends 10 KiB batches to its own partition, live-0, by write(2)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", KAFKA_WRITER, str(log_dir / "live-0"), str(bytes_per_s)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
 def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, checkout: Path = REPO) -> Run:
     python = sys.executable if checkout == REPO else str(checkout / ".venv" / "bin" / "python")
     arguments = [python, "-m", "mqinspect", "top", str(store), "--interval", f"{INTERVAL_S:g}"]
@@ -208,10 +310,14 @@ def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, check
     if mode == "ebpf":  # the probes compile (twice: again once the writer is found) before the warmup
         written += _drain(fd, PROBES_RUNNING_WITHIN_S, {}, until=PROBES_RUNNING)
     written += _drain(fd, warmup_s, {})
-    cpu_before, wall_before = process_cpu_s(pid), time.monotonic()
+    cpu_before, wall_before, main_before = (
+        process_cpu_s(pid),
+        time.monotonic(),
+        process_cpu_s(pid, thread=pid),
+    )
     frames: dict[int, float] = {}
     written += _drain(fd, seconds, frames)
-    cpu_after, wall_after = process_cpu_s(pid), time.monotonic()
+    cpu_after, wall_after, main_after = process_cpu_s(pid), time.monotonic(), process_cpu_s(pid, thread=pid)
     os.write(fd, b"q")
     written += _drain(fd, 10, {}, until_closed=True)
     _, status, usage = os.wait4(pid, 0)
@@ -225,6 +331,7 @@ def run_dashboard(store: Path, mode: str, warmup_s: float, seconds: float, check
         written,
         os.waitstatus_to_exitcode(status),
         frames,
+        main_after - main_before,
     )
 
 
@@ -276,6 +383,12 @@ def main() -> None:
         f"(sparse, {BIG_BROKER['resident_share'] * 100:.1f}%% of each written) and "
         f"{BIG_BROKER['consume_queues']} ConsumeQueues",
     )
+    parser.add_argument(
+        "--kafka-big",
+        action="store_true",
+        help=f"a Kafka log dir of {KAFKA_TOPICS * KAFKA_PARTITIONS_PER_TOPIC} partitions x 7 files and a "
+        "partition being written (see above)",
+    )
     parser.add_argument("--modes", default="no-ebpf,ebpf", help="which runs: no-ebpf, ebpf or both")
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to build the store (default: a temp dir)"
@@ -303,14 +416,20 @@ def main() -> None:
     ]
     directory = Path(tempfile.mkdtemp(prefix="mqinspect-dashboard-", dir=args.dir))
     try:
-        store = build_store(
-            directory / "store",
-            args.segments,
-            args.segment_mib << 20,
-            consume_queues=args.consume_queues,
-            resident_share=args.resident_share,
-        )
-        writer = start_writer(store, args.write_kib_s * 1024) if args.write_kib_s else None
+        if args.kafka_big:
+            store = build_kafka_log_dir(directory / "kafka-logs")
+            start = start_kafka_writer
+        else:
+            store = build_store(
+                directory / "store",
+                args.segments,
+                args.segment_mib << 20,
+                consume_queues=args.consume_queues,
+                resident_share=args.resident_share,
+            )
+            start = start_writer
+        writer = start(store, args.write_kib_s * 1024) if args.write_kib_s else None
+        kafka_bound = (*kafka_due_floor(store), kafka_reader_cpu_s(store)) if args.kafka_big else None
         load_before = os.getloadavg()
         try:
             checkouts = [path.resolve() for path in args.checkout or [REPO]]
@@ -328,10 +447,18 @@ def main() -> None:
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    if args.kafka_big:
+        what = (
+            f"a Kafka log dir of {KAFKA_TOPICS * KAFKA_PARTITIONS_PER_TOPIC} partitions x 7 files "
+            f"({KAFKA_SEGMENT_BYTES >> 20} MiB segments) and __consumer_offsets-0"
+        )
+        how = "by write(2) to its own partition"
+    else:
+        what = f"{args.segments} segments x {args.segment_mib} MiB and {args.consume_queues} ConsumeQueues"
+        how = "through a mapping"
     print(
-        f"mqinspect top on {args.segments} segments x {args.segment_mib} MiB and {args.consume_queues} "
-        f"ConsumeQueues, interval {INTERVAL_S:g} s, {TERMINAL[1]}x{TERMINAL[0]} pty, {os.cpu_count()} CPUs, "
-        f"a writer appending {args.write_kib_s} KiB/s through a mapping; load average "
+        f"mqinspect top on {what}, interval {INTERVAL_S:g} s, {TERMINAL[1]}x{TERMINAL[0]} pty, "
+        f"{os.cpu_count()} CPUs, a writer appending {args.write_kib_s} KiB/s {how}; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print(
@@ -350,7 +477,24 @@ def main() -> None:
     for run in runs:
         cpu = "PASS" if run.steady_percent <= 3.0 else "MISS"
         frames = "PASS" if run.frames_on_time else "MISS"
-        print(f"{cpu} {run.mode}: steady CPU {run.steady_percent:.2f} % of one core (target <= 3 %)")
+        main_share = 100 * run.main_thread_cpu_s / run.steady_wall_s
+        split = (
+            f"; main thread (drawing) {main_share:.2f} %, "
+            f"sampler and the rest {run.steady_percent - main_share:.2f} %"
+        )
+        reader_note = ""
+        # the Kafka bound is this checkout's reader's
+        this_checkout = len(checkouts) == 1 or run.mode.startswith(f"{REPO.name}:")
+        if kafka_bound is not None and cpu == "MISS" and this_checkout:
+            files, measuring_s, reader_s = kafka_bound
+            reader_note = (
+                f"; bound: the store reader alone takes {reader_s * 1000:.1f} ms CPU per interval here "
+                f"({100 * reader_s / INTERVAL_S:.2f} % of a core), of which measuring the {files} files due "
+                f"every interval at the least (each partition's active .log, a turn of the others) by "
+                f"cachestat alone {measuring_s * 1000:.1f} ms ({100 * measuring_s / INTERVAL_S:.2f} %)"
+            )
+        steady = f"steady CPU {run.steady_percent:.2f} % of one core (target <= 3 %)"
+        print(f"{cpu} {run.mode}: {steady}{split}{reader_note}")
         print(
             f"{frames} {run.mode}: every frame on time ({len(run.frames)} frames, {run.missing_frames} "
             f"skipped, latest {max(run.lateness_s, default=float('nan')) * 1000:.0f} ms after its tick "

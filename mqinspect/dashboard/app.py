@@ -455,8 +455,13 @@ class DashboardApp(App[None]):
         self.query_one("#processes").screen.set_class(shown, "consumers-shown")
         if not shown:
             return
-        key = (snapshot.consumers, snapshot.probe(PROBE_SENDPATH), snapshot.store.partitions)
-        self._draw_if_changed("consumers", key, lambda: _consumers_and_partitions(snapshot))
+        # a Kafka log dir's partitions: as many as the panel has lines (200 partitions' table, laid out
+        # every frame one of them grew, was most of the dashboard's CPU; the panel showed its first lines)
+        room = self.query_one("#consumers").content_size.height or None  # not laid out yet: all
+        partitions = snapshot.store.partitions
+        gaps = tuple(partition.unavailable for partition in partitions if partition.unavailable)
+        key = (snapshot.consumers, snapshot.probe(PROBE_SENDPATH), partitions[:room], len(partitions), gaps)
+        self._draw_if_changed("consumers", key, lambda: _consumers_and_partitions(snapshot, room))
 
     def _draw_send_paths(self, snapshot: TopSnapshot) -> None:
         """The rows the filter keeps, in the table's sort, under its marked headers. The panel's height
@@ -837,9 +842,10 @@ def _next(options: dict[str, Any], current: str) -> str:
     return names[(names.index(current) + 1) % len(names)]
 
 
-def _consumers_and_partitions(snapshot: TopSnapshot) -> RenderableType:
-    """The Consumers panel; for a Kafka log directory, its partitions' offsets first (what lag is against)."""
+def _consumers_and_partitions(snapshot: TopSnapshot, max_partitions: int | None = None) -> RenderableType:
+    """The Consumers panel; for a Kafka log directory, its partitions' offsets first (what lag is against),
+    up to `max_partitions` of them."""
     panel = consumers_panel(snapshot, titled=False)
     if not snapshot.store.partitions:
         return panel
-    return Group(partitions_panel(snapshot), Text(""), panel)
+    return Group(partitions_panel(snapshot, max_rows=max_partitions), Text(""), panel)

@@ -739,12 +739,16 @@ def _groups_table(rows: Sequence[GroupQueueView], kafka: bool = False) -> Table:
 PARTITION_COLUMNS = ("partition", "segments", "log start", "log end", "log size")
 
 
-def partitions_panel(snapshot: TopSnapshot, *, titled: bool = True) -> RenderableType:
-    """A Kafka log directory's partitions: their segments and offsets."""
+def partitions_panel(
+    snapshot: TopSnapshot, *, titled: bool = True, max_rows: int | None = None
+) -> RenderableType:
+    """A Kafka log directory's partitions: their segments and offsets (the first `max_rows`, saying how many
+    more there are)."""
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
     for column in PARTITION_COLUMNS:
         table.add_column(column, justify="left" if column == "partition" else "right", no_wrap=True)
-    for partition in snapshot.store.partitions:
+    partitions = snapshot.store.partitions
+    for partition in partitions[:max_rows]:
         table.add_row(
             partition.name,
             count_text(partition.segments),
@@ -758,6 +762,8 @@ def partitions_panel(snapshot: TopSnapshot, *, titled: bool = True) -> Renderabl
         for reason in partition.unavailable.values()
     )
     notes = [unavailable_text(reason) for reason in list(reasons)[:3]]
+    if max_rows is not None and len(partitions) > max_rows:
+        notes.insert(0, Text(f"+{len(partitions) - max_rows} more partitions", style="dim"))
     return Group(*_title("Partitions", titled), table, *notes, _source("partitions"))
 
 

@@ -60,13 +60,16 @@ class KafkaConsumerReader:
     def read(self, store: StoreView, sendpath: Any | None) -> ConsumersView:
         unavailable: dict[str, str] = {}
         groups: tuple[GroupQueueView, ...] = ()
-        offsets_dirs = consumer_offsets_partitions(self.log_dir)
+        # the store reader's listing of a whole log dir's partitions (two listings of 200 directories more
+        # each interval otherwise)
+        listed = [self.log_dir / p.name for p in store.partitions] if self._whole_log_dir else None
+        offsets_dirs = consumer_offsets_partitions(self.log_dir, listed or None)
         if self._one_segment:
             unavailable["groups"] = ONE_SEGMENT
         elif not offsets_dirs:
             unavailable["groups"] = f"no {CONSUMER_OFFSETS_TOPIC} in this log dir ({self.log_dir})"
         else:
-            groups = self._groups(store, unavailable)
+            groups = self._groups(store, unavailable, offsets_dirs)
         connected = sockets_sent_to(sendpath, store.segments, unavailable)
         return ConsumersView(
             str(self.log_dir / f"{CONSUMER_OFFSETS_TOPIC}-*") if offsets_dirs else None,
@@ -76,9 +79,11 @@ class KafkaConsumerReader:
             unavailable=unavailable,
         )
 
-    def _groups(self, store: StoreView, unavailable: dict[str, str]) -> tuple[GroupQueueView, ...]:
+    def _groups(
+        self, store: StoreView, unavailable: dict[str, str], offsets_dirs: tuple[Path, ...]
+    ) -> tuple[GroupQueueView, ...]:
         try:
-            commits, findings = self._committed.read(self.log_dir)
+            commits, findings = self._committed.read(self.log_dir, offsets_dirs)
         except PermissionError as error:
             unavailable["groups"] = (
                 f"{error.filename}: cannot be read ({error.strerror}); fix: {UNREADABLE_FIX}"

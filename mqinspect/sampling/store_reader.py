@@ -79,6 +79,10 @@ DISPATCHED_HINTS = 16
 LOG_WALK_WINDOW_BYTES = 64 << 10
 
 
+# A queue's rows: (kind, name prefix, queue, [(segment, path, row name)]); the prefix keys its positions.
+Entry = tuple[str, str, SegmentQueue, list]
+
+
 @dataclass(frozen=True)
 class _Position:
     identity: tuple[int, int, int, int]  # inode, size, mtime_ns, device
@@ -138,6 +142,7 @@ class StoreReader:
         self._kept_for: StoreLayout | None = None  # the layout whose files the caches were last cut to
         self._listed_at = 0  # the interval the layout was listed in
         self._directories: list[tuple[str, int | None]] = []  # those holding segments, with their mtimes
+        self._watched_always = 0  # how many of them (the first) a dashboard looks at every interval
         self._settled = False  # no directory had changed just before the listing
         self._views: dict[str, _Measured] = {}  # path -> the row and its inputs as last built
         self._queue_positions: dict[str, _QueuePositions] = {}  # a ConsumeQueue's, by name prefix
@@ -152,8 +157,7 @@ class StoreReader:
 
     def segment_paths(self) -> list[str]:
         """The paths of every segment the store has now (a listing, no measurement)."""
-        layout = self._current_layout(None)
-        return [str(segment.path) for *_rest, queue in _segment_entries(layout) for segment in queue.segments]
+        return list(self._rows_of(self._current_layout(None)).paths)
 
     def read(self, events: Mapping[str, Any], drawn: frozenset[str] | None = None) -> StoreView:
         """One interval's view. `drawn`: the paths of the rows a dashboard draws (None: every row is used, as
@@ -165,17 +169,14 @@ class StoreReader:
         try:
             layout = self._current_layout(drawn)
         except (StoreError, OSError) as error:
-            return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
-        queues = _segment_entries(layout)
+            return self._unreadable(error)
         rows_of = self._rows_of(layout)
         entries, paths = rows_of.entries, rows_of.paths
         self._refresh_locks(paths, drawn, layout)
         flushed, flush_time_ms, checkpoint_note = self._checkpoint(layout)
         by_path = _events_by_path(events)
         # a store this small has every total measured every interval (strips still for drawn rows only)
-        due = (
-            None if len(paths) <= self.measure_all_up_to else self._due(paths, queues, drawn, by_path, layout)
-        )
+        due = None if len(paths) <= self.measure_all_up_to else self._due(rows_of, drawn, by_path, layout)
         turn = _Turn(
             due,
             drawn,
@@ -201,6 +202,7 @@ class StoreReader:
                 or rows[-1][1] in due
                 or self._last_positions.get(prefix) is not positions
             ):
+                kind, prefix, queue, rows = entries[number] = self._current_entry(entries[number])
                 positions = self._queue_positions_of(kind, prefix, queue, flushed, checkpoint_note, due)
                 moved = self._moved(prefix, queue, positions)
             else:
@@ -244,24 +246,62 @@ class StoreReader:
         self._just_measured = {path for path, view in looked_at if view.residency_time_unix_s is None}
         self._last_rows = (rows_of, shared, segments)
         if self._kept_for is not layout:  # what the previous listing's files left behind
-            newest = {str(queue.segments[-1].path) for *_rest, queue in queues if queue.segments}
+            newest = {rows[-1][1] for *_rest, rows in entries}
             self._positions = {path: known for path, known in self._positions.items() if path in newest}
             listed = set(paths)
             self._views = {path: view for path, view in self._views.items() if path in listed}
             self._kept_for = layout
         self._intervals += 1
-        return StoreView(str(layout.root), flush_time_ms, tuple(segments))
+        return self._view(layout, flush_time_ms, tuple(segments))
+
+    # --- what a format's reader gives (a Kafka log dir's: sampling.kafka_store)
+
+    def _unreadable(self, error: Exception) -> StoreView:
+        return StoreView(str(self.root), None, (), {"segments": f"the store cannot be read: {error}"})
+
+    def _view(self, layout: Any, flush_time_ms: int | None, segments: tuple[SegmentView, ...]) -> StoreView:
+        return StoreView(str(layout.root), flush_time_ms, segments)
+
+    def _entries(self, layout: Any) -> list[Entry]:
+        """(kind, name prefix, queue, [(segment, path, row name)]) for each queue with segments; the name
+        prefix keys the queue's positions."""
+        return [
+            (kind, prefix, queue, [(s, str(s.path), f"{prefix}/{s.path.name}") for s in queue.segments])
+            for kind, prefix, queue in _segment_entries(layout)
+            if queue.segments
+        ]
+
+    def _list_store(self) -> tuple[Any, list[Path], int]:
+        """A listing of the store's files (its layout), the directories whose mtimes say when to list again,
+        and how many of them (the first ones) a dashboard looks at every interval (the others by turns)."""
+        layout = discover_store(self.root)
+        directories = [self.root / "commitlog", self.root / "consumequeue", self.root]  # root: checkpoint
+        directories += list(dict.fromkeys(cq.queue.directory.parent for cq in layout.consume_queues))
+        directories += [cq.queue.directory for cq in layout.consume_queues]
+        return layout, directories, 3
+
+    def _always_due(self, entries: list[Entry]) -> set[str]:
+        """The files measured every interval, whatever is drawn: the files being written (the CommitLog's
+        newest segment and the one holding its end)."""
+        due = set()
+        commitlog = next((queue for kind, _prefix, queue, _rows in entries if kind == "commitlog"), None)
+        if commitlog is not None:
+            due.add(str(commitlog.segments[-1].path))
+            holder = self._log_tail.end.physical_offset if self._log_tail else None
+            if holder is not None and (segment := _segment_at(commitlog, holder)) is not None:
+                due.add(str(segment.path))
+        return due
+
+    def _current_entry(self, entry: Entry) -> Entry:
+        """The queue's entry as its files are now, before its positions are looked for: a listing's (a
+        RocketMQ store's files have their size from their creation; a Kafka reader's newest grow)."""
+        return entry
 
     def _rows_of(self, layout: StoreLayout) -> _Rows:
         """The rows of each queue with segments, made once per listing of the layout."""
         if self._rows is not None and self._rows.layout is layout:
             return self._rows
-        entries = [
-            (kind, prefix, queue, [(s, str(s.path), f"{prefix}/{s.path.name}") for s in queue.segments])
-            for kind, prefix, queue in _segment_entries(layout)
-            if queue.segments
-        ]
-        self._rows = _Rows.of(layout, entries)
+        self._rows = _Rows.of(layout, self._entries(layout))
         return self._rows
 
     def _current_layout(self, drawn: frozenset[str] | None) -> StoreLayout:
@@ -280,13 +320,9 @@ class StoreReader:
             or self._directories_moved(every_one=drawn is None)
         ):
             started_ns = time.time_ns()
-            self._layout, self._listed_at = discover_store(self.root), self._intervals
+            layout, directories, self._watched_always = self._list_store()
+            self._layout, self._listed_at = layout, self._intervals
             self._queue_positions = {}  # they name the segments of the previous listing
-            directories = [self.root / "commitlog", self.root / "consumequeue", self.root]  # root: checkpoint
-            directories += list(
-                dict.fromkeys(cq.queue.directory.parent for cq in self._layout.consume_queues)
-            )
-            directories += [cq.queue.directory for cq in self._layout.consume_queues]
             self._directories = [(str(path), _mtime_ns(path)) for path in directories]
             self._settled = all(
                 mtime is None or mtime < started_ns - SETTLED_AFTER_NS for _path, mtime in self._directories
@@ -296,24 +332,23 @@ class StoreReader:
     def _directories_moved(self, *, every_one: bool) -> bool:
         if every_one:
             return any(_mtime_ns(path) != mtime for path, mtime in self._directories)
-        always, by_turns = self._directories[:3], self._directories[3:]
+        always, by_turns = (
+            self._directories[: self._watched_always],
+            self._directories[self._watched_always :],
+        )
         share = -(-len(by_turns) // TURN_INTERVALS)
         start = (self._intervals * share) % len(by_turns) if by_turns else 0
         return any(_mtime_ns(path) != mtime for path, mtime in always + by_turns[start : start + share])
 
-    def _due(self, paths, queues, drawn, by_path, layout) -> frozenset[str] | None:
+    def _due(self, rows_of, drawn, by_path, layout) -> frozenset[str] | None:
         """The files measured this interval (None: all of them): the drawn rows, those with events (their
-        pages moved), the CommitLog's newest segment and the one being written, and a turn of the others."""
+        pages moved), those being written (`_always_due`), and a turn of the others."""
         if drawn is None:
             return None
+        paths = rows_of.paths
         due = set(drawn)
         due.update(path for _probe, path in by_path)
-        commitlog = queues[0][2]
-        if commitlog.segments:
-            due.add(str(commitlog.segments[-1].path))
-        holder = self._log_tail.end.physical_offset if self._log_tail else None
-        if holder is not None and (segment := _segment_at(commitlog, holder)) is not None:
-            due.add(str(segment.path))
+        due.update(self._always_due(rows_of.entries))
         if layout is not self._kept_for:  # a new listing: its files never measured are due
             due.update(path for path in paths if path not in self._views)
         share = -(-len(paths) // TURN_INTERVALS)
@@ -675,13 +710,13 @@ class _Rows:
     path's (queue number, row number)."""
 
     layout: StoreLayout
-    entries: list[tuple[str, str, SegmentQueue, list]]
+    entries: list[Entry]
     paths: list[str]
     starts: list[int]
     places: dict[str, tuple[int, int]]
 
     @classmethod
-    def of(cls, layout: StoreLayout, entries: list[tuple[str, str, SegmentQueue, list]]) -> _Rows:
+    def of(cls, layout: StoreLayout, entries: list[Entry]) -> _Rows:
         paths, starts, places = [], [], {}
         for number, (*_rest, rows) in enumerate(entries):
             starts.append(len(paths))

@@ -51,3 +51,26 @@ def test_a_kafka_frame_fills_the_segments_and_the_consumers_with_partitions(tmp_
             assert "log start" in consumers and "lag offsets" in consumers  # partitions, then groups
 
     asyncio.run(test())
+
+
+def test_the_consumers_panel_lays_out_the_partitions_it_has_lines_for_and_says_how_many_more(tmp_path: Path):
+    root = tmp_path / "kafka-logs"
+    with LogDirWriter(root) as log_dir:
+        for number in range(40):
+            log_dir.partition("orders", number).append([ProducerRecord(b"k", b"v" * 100)])
+    snapshot = sample_once(TopOptions(root, interval_s=0.1, ebpf=False))
+
+    async def test():
+        app = DashboardApp(feed=FakeFeed(), clock=lambda: T0 + 10)
+        async with app.run_test(size=(160, 50)) as pilot:
+            for _ in range(2):  # the first frame finds the panel not laid out yet: all of them, once
+                app.receive(snapshot)
+                await pilot.pause()
+            panel = app.screen.query_one("#consumers", Static)
+            room = panel.content_size.height
+            text = _plain(panel.content)
+            shown = [number for number in range(40) if f"orders-{number} " in text]
+            assert 0 < len(shown) <= room and shown == list(range(len(shown)))  # the first, in order
+            assert f"+{40 - room} more partitions" in text
+
+    asyncio.run(test())

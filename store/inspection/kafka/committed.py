@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +35,11 @@ POSITION_WINDOW_BYTES = 8 << 10
 GroupKey = tuple[str, str, int]  # group, topic, partition
 
 
-def consumer_offsets_partitions(log_dir: Path) -> tuple[Path, ...]:
-    """The log dir's live `__consumer_offsets-N` directories (not those being deleted or moved)."""
+def consumer_offsets_partitions(log_dir: Path, listed: Sequence[Path] | None = None) -> tuple[Path, ...]:
+    """The log dir's live `__consumer_offsets-N` directories (not those being deleted or moved), among its
+    partition directories as `listed` already (a dashboard's each interval), else as listed here."""
     found = []
-    for directory in partition_dirs(log_dir):
+    for directory in partition_dirs(log_dir) if listed is None else listed:
         name = parse_partition_dir(directory.name)
         if name is not None and name.topic == CONSUMER_OFFSETS_TOPIC and name.state is None:
             found.append(directory)
@@ -67,10 +69,13 @@ class CommittedOffsets:
     def __init__(self) -> None:
         self._partitions: dict[str, _PartitionState] = {}
 
-    def read(self, log_dir: Path) -> tuple[dict[GroupKey, OffsetCommit], tuple[Finding, ...]]:
+    def read(
+        self, log_dir: Path, listed: Sequence[Path] | None = None
+    ) -> tuple[dict[GroupKey, OffsetCommit], tuple[Finding, ...]]:
         """{(group, topic, partition): its latest commit} of every __consumer_offsets partition, and the
-        findings of what could not be read (a cut batch, a record that does not decode)."""
-        directories = consumer_offsets_partitions(log_dir)
+        findings of what could not be read (a cut batch, a record that does not decode). `listed`: the log
+        dir's partition directories, as consumer_offsets_partitions takes them."""
+        directories = consumer_offsets_partitions(log_dir, listed)
         self._partitions = {
             str(directory): self._read_partition(directory, self._partitions.get(str(directory)))
             for directory in directories
