@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import repeat
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -52,10 +52,10 @@ def _write_batches(
     out: TextIO,
     record_text: Callable[[RecordView], str],
     blank_text: Callable,
-    run_lines: Callable[[RecordRun], list[str]] | None = None,
+    run_lines: Callable[[RecordRun], str] | None = None,
 ) -> None:
-    """Each batch as lines (a message's by `record_text`, a run's by `run_lines`, a blank's by `blank_text`),
-    written and flushed."""
+    """Each batch as lines (a message's by `record_text`, a run's by `run_lines`, its lines joined by
+    newlines, a blank's by `blank_text`), written and flushed."""
     for batch in batches:
         if run_lines is None:  # a RecordView for each message
             lines = [
@@ -66,7 +66,7 @@ def _write_batches(
             for event in batch:
                 kind = type(event)
                 if kind is RecordRun:
-                    lines += run_lines(event)
+                    lines.append(run_lines(event))
                 else:
                     lines.append(record_text(event) if kind is RecordView else blank_text(event))
         lines.append("")
@@ -157,7 +157,7 @@ def write_jsonl(stream: DumpStream, out: TextIO) -> None:
     """JSON Lines: the start (kind "dump"), each event, the finish (kind "end")."""
     out.write(json_line({"kind": "dump", **to_jsonable(stream.start)}) + "\n")
     out.flush()
-    _write_batches(stream.batches(record_runs=True), out, record_json, json_line, run_json_lines)
+    _write_batches(stream.batches(record_runs=True), out, record_json, json_line, run_json_text)
     out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
 
 
@@ -262,44 +262,67 @@ def _msg_id_head(packed: tuple[bytes, int]) -> str | None:
 
 _TOPICS = _Memo(encode_basestring)
 _TAGS = _Memo(_string_json)
-_TIMES = _Memo(lambda timestamp_ms: _string_json(iso_time_ms(timestamp_ms)))
 _HOSTS = _Memo(_host_json)
 _MSG_ID_HEADS = _Memo(_msg_id_head)
 _COMPRESSED = {0: "false", codec.COMPRESSED_FLAG: "true"}
 
 
-_TEMPLATES = _Memo(
-    lambda texts: "{" + ",".join(f'"{name}":{text}' for name, text in zip(_FIELDS, texts, strict=True)) + "}"
+_TEMPLATES = _Memo(  # a None text: the field is written with the one before it
+    lambda texts: (
+        "{"
+        + ",".join(f'"{name}":{text}' for name, text in zip(_FIELDS, texts, strict=True) if text is not None)
+        + "}"
+    )
 )
 _FIELDS = tuple(field.name for field in dataclasses.fields(RecordView))
+_WITH_PREVIOUS = ("", None)  # a field `fields` writes in the slot of the one before it
+
+
+def _timestamp_json(name: str) -> Callable[[int], str]:
+    """A timestamp's field and the ISO twin after it (named `name`), as one slot's text."""
+    return lambda timestamp_ms: f'{timestamp_ms},"{name}":{_string_json(iso_time_ms(timestamp_ms))}'
+
+
+_STORE_TIMES = _Memo(_timestamp_json("store_time_iso"))
+_BORN_TIMES = _Memo(_timestamp_json("born_time_iso"))
 _VARIES = "%s"  # a template's slot for a column whose values differ within the run
 
 
 def run_json_lines(run: RecordRun) -> list[str]:
-    """`record_json` of each of the run's records (`run.views()`), a field at a time for the whole run: a
-    small field that holds one value for the whole run (the kind, segment, hosts, flags; often the topic,
-    tags, sizes) is converted once and written into the run's template; the others go through map() into
-    its slots."""
-    records = run.records
-    positions, headers, body_starts, topics, properties = zip(*records, strict=True)
-    header_columns = zip(*headers, strict=True)  # RunRecord.header's values, as decode_record unpacks them
-    (sizes, magics, body_crcs, queue_ids, flags, queue_offsets, _, sysflags, born_ms, born_ips, born_ports,
-     store_ms, store_ips, store_ports, reconsumes, prepared_offsets, body_sizes) = header_columns  # fmt: skip
-    offsets = tuple(map(run.base.__add__, positions))
-    store_hosts = tuple(zip(store_ips, store_ports, strict=True))
-    msg_id_heads = tuple(map(_MSG_ID_HEADS.bounded().__getitem__, store_hosts))
-    if None in msg_id_heads or offsets[0] not in MSG_ID_OFFSETS or offsets[-1] not in MSG_ID_OFFSETS:
-        return [record_json(view) for view in run.views()]  # a record without an offsetMsgId: as each is
-    times, hosts = _TIMES.bounded().__getitem__, _HOSTS.bounded().__getitem__
-    if run.include_body:
-        data = run.data
-        bodies = [
-            _object_json(body_text(data[start : start + size]))
-            for start, size in zip(body_starts, body_sizes, strict=True)
-        ]
+    """`record_json` of each of the run's records (`run.views()`)."""
+    return run_json_text(run).split("\n")  # a JSON text holds no newline (U+2028 is no line end here)
+
+
+def run_json_text(run: RecordRun) -> str:
+    """`run_json_lines(run)` joined by newlines, written a field at a time for the whole run: a small field
+    that holds one value for the whole run (the kind, segment, hosts, flags; often the topic, tags, sizes)
+    is converted once and written into the run's template; the others go through map() into its slots, and
+    one % of the template repeated for every record writes the run."""
+    if run.columns is None:
+        return _records_json_text(run)
+    columns = run.columns
+    names, values = columns.property_names, columns.property_values
+    named = dict(zip(names, values, strict=True))
+    if names:
+        properties_json = (_object_template(names), [map(encode_basestring, column) for column in values])
     else:
-        bodies = repeat(_NULL)
-    kind, segment = ('"message"',), (_path_json(run.segment),)
+        properties_json = (("{}",), str)
+    tags, keys = named.get(codec.PROPERTY_TAGS), named.get(codec.PROPERTY_KEYS)
+    return _run_text(
+        run,
+        columns.positions,
+        columns.headers,
+        columns.topics,
+        properties_json,
+        (None,) if tags is None else tags,
+        ((_NULL,), str) if keys is None else (list(map(encode_basestring, keys)), None),
+        columns.body_starts,
+    )
+
+
+def _records_json_text(run: RecordRun) -> str:
+    """`run_json_text` of a run of `codec.RunRecord`s (their properties may differ in shape)."""
+    positions, headers, body_starts, topics, properties = zip(*run.records, strict=True)
     tags = tuple(map(dict.get, properties, repeat(codec.PROPERTY_TAGS)))
     keys = map(_string_json, map(dict.get, properties, repeat(codec.PROPERTY_KEYS)))
     shape = _one_shape(properties)
@@ -310,22 +333,60 @@ def run_json_lines(run: RecordRun) -> list[str]:
         properties_json = (_object_template(shape), [map(encode_basestring, named[name]) for name in shape])
         if codec.PROPERTY_KEYS in named:
             keys = map(encode_basestring, named[codec.PROPERTY_KEYS])
+    header_columns = list(zip(*headers, strict=True))
+    return _run_text(run, positions, header_columns, topics, properties_json, tags, (keys, None), body_starts)
+
+
+def _run_text(
+    run: RecordRun,
+    positions: Sequence[int],
+    header_columns: Sequence[Sequence],
+    topics: Sequence[str],
+    properties_json: tuple,
+    tags: Sequence[str | None],
+    keys_json: tuple,
+    body_starts: Sequence[int],
+) -> str:
+    """The run's lines from its columns: `header_columns` are RunRecord.header's values, as decode_record
+    unpacks them; `properties_json` and `keys_json` are their fields' (values, how one becomes JSON) or
+    (a template part, its slots)."""
+    (sizes, magics, body_crcs, queue_ids, flags, queue_offsets, _, sysflags, born_ms, born_ips, born_ports,
+     store_ms, store_ips, store_ports, reconsumes, prepared_offsets, body_sizes) = header_columns  # fmt: skip
+    offsets = list(map(run.base.__add__, positions))
+    store_hosts = _pairs(store_ips, store_ports)
+    msg_id_heads = list(map(_MSG_ID_HEADS.bounded().__getitem__, store_hosts))
+    if None in msg_id_heads or offsets[0] not in MSG_ID_OFFSETS or offsets[-1] not in MSG_ID_OFFSETS:
+        return "\n".join([record_json(view) for view in run.views()])  # a record without an offsetMsgId
+    hosts = _HOSTS.bounded().__getitem__
+    if run.include_body:
+        data = run.data
+        bodies = (
+            [
+                _object_json(body_text(data[start : start + size]))
+                for start, size in zip(body_starts, body_sizes, strict=True)
+            ],
+            None,
+        )
+    else:
+        bodies = ((_NULL,), str)
     # RecordView's fields in order: (values, how one becomes JSON) for the small fields, which the template
     # takes when the run has one value of them; the JSON texts of the others.
     fields = (
-        (kind, str), (offsets, None), (sizes, str), (segment, str), (topics, _TOPICS.bounded().__getitem__),
-        (queue_ids, str), (queue_offsets, None), (store_ms, str), (store_ms, times), (born_ms, str),
-        (born_ms, times), (tuple(zip(born_ips, born_ports, strict=True)), hosts), (store_hosts, hosts),
-        (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
-        (magics, VERSION_BY_MAGIC.__getitem__),
-        (tags, _TAGS.bounded().__getitem__), (keys, None), properties_json, (body_crcs, None),
-        (body_sizes, str),
-        (tuple(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
-        _msg_ids(msg_id_heads, offsets), (bodies, None),
+        (('"message"',), str), (offsets, None), (sizes, str), ((_path_json(run.segment),), str),
+        (topics, _TOPICS.bounded().__getitem__), (queue_ids, str), (queue_offsets, None),
+        (store_ms, _STORE_TIMES.bounded().__getitem__), _WITH_PREVIOUS,
+        (born_ms, _BORN_TIMES.bounded().__getitem__), _WITH_PREVIOUS, (_pairs(born_ips, born_ports), hosts),
+        (store_hosts, hosts), (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
+        (magics, VERSION_BY_MAGIC.__getitem__), (tags, _TAGS.bounded().__getitem__), keys_json,
+        properties_json, (body_crcs, None), (body_sizes, str),
+        (list(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
+        _msg_ids(msg_id_heads, offsets), bodies,
     )  # fmt: skip
     texts, slots = [], []
     for values, to_json in fields:
-        if type(values) is str:  # a part of the template, with its slots
+        if to_json is None and values == "":  # written with the field before
+            texts.append(None)
+        elif type(values) is str:  # a part of the template, with its slots
             texts.append(values)
             slots += to_json
         elif to_json is not None and values.count(values[0]) == len(values):  # C-speed comparisons
@@ -333,8 +394,19 @@ def run_json_lines(run: RecordRun) -> list[str]:
         else:
             texts.append(_VARIES)
             slots.append(values if to_json is None or to_json is str else map(to_json, values))
+    count = len(offsets)
     template = _TEMPLATES.bounded()[tuple(texts)]
-    return list(map(template.__mod__, zip(*slots, strict=False)))  # bodies may repeat
+    arguments = [None] * (count * len(slots))
+    for index, values in enumerate(slots):
+        arguments[index :: len(slots)] = values
+    return "\n".join(repeat(template, count)) % tuple(arguments)
+
+
+def _pairs(first: Sequence, second: Sequence) -> Sequence[tuple]:
+    """The (first, second) pairs of two columns: one when each column holds one value (a host)."""
+    if first.count(first[0]) == len(first) and second.count(second[0]) == len(second):
+        return ((first[0], second[0]),)
+    return list(zip(first, second, strict=True))
 
 
 def _msg_ids(heads: tuple[str, ...], offsets: tuple[int, ...]) -> tuple:
