@@ -12,6 +12,8 @@ whole valid message, or ends in what may be a `__CRC32#` tail; the caller reads 
 
 from __future__ import annotations
 
+import functools
+import struct
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -127,20 +129,29 @@ def decode_columns(
         return None
     host_layout = sysflag & _HOST_LAYOUT_BITS
     layout = layouts[host_layout >> 4]
-    positions = _chain(view, position, end, magic, host_layout, layout[4], max_records, max_record_size)
+    positions, one_size = _chain(
+        view, position, end, magic, host_layout, layout[4], max_records, max_record_size
+    )
     if not positions:
         return None
+    if one_size:
+        columns = _Columns(view, positions, layout, check_crc).of_one_size(positions[1] - positions[0])
+        if columns is not None:
+            return columns
     return _Columns(view, positions, layout, check_crc).decoded()
 
 
-def _chain(view, position, end, magic, host_layout, fixed, max_records, max_record_size) -> list[int]:
+def _chain(
+    view, position, end, magic, host_layout, fixed, max_records, max_record_size
+) -> tuple[list[int], bool]:
     """Where the records of this magic code and host layout start, back to back from `position`, each with
-    a TOTALSIZE that fits (its layout's minimum, the maximum, `end`); the end of the last one last.
+    a TOTALSIZE that fits (its layout's minimum, the maximum, `end`); the end of the last one last. And
+    whether they all have one size.
 
     Records of one size follow each other in a producer's runs: they are found a stretch at a time
     (`_same_size`), with no Python step per record."""
     positions = [position]
-    head, last_start, left = _HEAD.unpack_from, end - _SMALLEST_RECORD, max_records
+    head, last_start, left, stretches = _HEAD.unpack_from, end - _SMALLEST_RECORD, max_records, 0
     smallest = max(fixed, _SMALLEST_RECORD)
     while left and position <= last_start:
         total, record_magic, sysflag = head(view, position)
@@ -155,7 +166,8 @@ def _chain(view, position, end, magic, host_layout, fixed, max_records, max_reco
         positions += range(position + total, position + (same + 1) * total, total)
         position += same * total
         left -= same
-    return positions if len(positions) > 1 else []
+        stretches += 1
+    return (positions, stretches == 1) if len(positions) > 1 else ([], False)
 
 
 def _same_size(view: memoryview, position: int, total: int, most: int) -> int:
@@ -188,6 +200,18 @@ def _common_prefix(first: bytes, second: bytes) -> int:
         else:
             high = middle - 1
     return low
+
+
+@functools.lru_cache(maxsize=64)
+def _record_struct(
+    header: str, body_length: int, topic_length_format: str, topic_length: int, properties_length: int
+) -> struct.Struct:
+    """A whole record: the header's values, the body skipped, the topic's length and bytes, the properties'
+    length and bytes."""
+    return struct.Struct(
+        f"{header}{body_length}x{topic_length_format.lstrip('>')}{topic_length}s"
+        f"{_PROPERTIES_LENGTH.format.lstrip('>')}{properties_length}s"
+    )
 
 
 class _Columns:
@@ -255,10 +279,75 @@ class _Columns:
         self.add(topics=list(topics))
         if None in self.topics and not self.keep(lambda: [topic is not None for topic in self.topics]):
             return None
-        shape = self.properties()
+        properties = map(view.__getitem__, map(slice, self.properties_starts, self.ends))
+        return self.finished(list(map(bytes, properties)))
+
+    def finished(self, property_blobs: list[bytes]) -> RunColumns | None:
+        shape = self.properties(property_blobs)
         if shape is None:
             return None
-        return RunColumns(self.starts, self.headers, self.body_starts, self.topics, *shape, self.ends[-1])
+        return RunColumns(
+            list(self.starts), self.headers, list(self.body_starts), self.topics, *shape, self.ends[-1]
+        )
+
+    def of_one_size(self, size: int) -> RunColumns | None:
+        """`decoded()` of records all `size` bytes long, when their body, topic and properties lengths are
+        the first one's too: one struct unpacks each whole record (header, lengths, topic, properties) and
+        each field's positions are ranges. None when they are not all of that shape."""
+        view, start, count = self.view, self.starts[0], len(self.starts)
+        shape = self.record_shape(size)
+        if shape is None:
+            return None
+        record, body_length, topic_length, properties_length = shape
+        stop = start + count * size
+        values = list(chain.from_iterable(record.iter_unpack(view[start:stop])))
+        width = _HEADER_VALUES + 4  # the topic's length, the topic, the properties' length, the properties
+        columns = [values[index::width] for index in range(width)]
+        body_lengths, topic_lengths, topics, properties_lengths, blobs = columns[_HEADER_VALUES - 1 :]
+        if (
+            body_lengths != [body_length] * count
+            or topic_lengths != [topic_length] * count
+            or properties_lengths != [properties_length] * count
+        ):
+            return None
+        self.headers = columns[:_HEADER_VALUES]
+        body_start = start + self.header_size
+        properties_start = body_start + body_length + self.topic_length_size + topic_length
+        properties_start += _PROPERTIES_LENGTH_SIZE
+        self.add(
+            body_starts=range(body_start, stop, size),
+            body_ends=range(body_start + body_length, stop, size),
+            properties_starts=range(properties_start, stop, size),
+            lasts=bytes(view[start + size - 1 : stop : size]),
+        )
+        if self.check_crc and not (self.keep(self.crc_checks) and self.keep(self.tail_checks)):
+            return None
+        self.add(topics=list(map(_TOPICS.__getitem__, topics)))
+        if None in self.topics and not self.keep(lambda: [topic is not None for topic in self.topics]):
+            return None
+        return self.finished(blobs)
+
+    def record_shape(self, size: int) -> tuple[struct.Struct, int, int, int] | None:
+        """The struct of a whole record like the first (`size` bytes), its body, topic and properties
+        lengths; None when the first record's lengths do not add up to its size."""
+        view, start = self.view, self.starts[0]
+        body_length = self.header.unpack_from(view, start)[_BODY_LENGTH]
+        if not 0 <= body_length <= size - self.fixed:
+            return None
+        topic_start = start + self.header_size + body_length + self.topic_length_size
+        topic_length = self.topic_length.unpack_from(view, topic_start - self.topic_length_size)[0]
+        properties_start = topic_start + topic_length + _PROPERTIES_LENGTH_SIZE
+        if topic_length < 0 or properties_start > start + size:
+            return None
+        properties_length = _PROPERTIES_LENGTH.unpack_from(view, properties_start - _PROPERTIES_LENGTH_SIZE)[
+            0
+        ]
+        if properties_start + properties_length != start + size:
+            return None
+        record = _record_struct(
+            self.header.format, body_length, self.topic_length.format, topic_length, properties_length
+        )
+        return record, body_length, topic_length, properties_length
 
     def crc_checks(self) -> Iterable[bool]:
         """Each body's CRC is BODYCRC's (an empty body's is not checked)."""
@@ -283,11 +372,11 @@ class _Columns:
             for last, start, end in zip(lasts, self.properties_starts, ends, strict=True)
         ]
 
-    def properties(self) -> tuple[tuple[str, ...], list[list[str]]] | None:
-        """The property names every record has, in order, and each name's values; None when the records'
-        properties are not all of the first one's shape (the run is not cut for it)."""
-        view, count = self.view, len(self.starts)
-        blobs = list(map(bytes, map(view.__getitem__, map(slice, self.properties_starts, self.ends))))
+    def properties(self, blobs: list[bytes]) -> tuple[tuple[str, ...], list[list[str]]] | None:
+        """The property names every record has, in order, and each name's values (`blobs`: the records'
+        properties); None when they are not all of the first one's shape (the run is not cut for it)."""
+        count = len(self.starts)
+        blobs = blobs[:count]
         joined = b"".join(blobs)
         if not joined:
             return (), []

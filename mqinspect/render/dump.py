@@ -21,6 +21,7 @@ import functools
 import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import repeat
+from operator import add
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, TextIO
@@ -296,28 +297,39 @@ def run_json_lines(run: RecordRun) -> list[str]:
 def run_json_text(run: RecordRun) -> str:
     """`run_json_lines(run)` joined by newlines, written a field at a time for the whole run: a small field
     that holds one value for the whole run (the kind, segment, hosts, flags; often the topic, tags, sizes)
-    is converted once and written into the run's template; the others go through map() into its slots, and
-    one % of the template repeated for every record writes the run."""
+    is converted once and written into the run's template; the others go through map() into its slots
+    (a timestamp and its ISO twin in one)."""
     if run.columns is None:
         return _records_json_text(run)
     columns = run.columns
-    names, values = columns.property_names, columns.property_values
-    named = dict(zip(names, values, strict=True))
-    if names:
-        properties_json = (_object_template(names), [map(encode_basestring, column) for column in values])
-    else:
-        properties_json = (("{}",), str)
-    tags, keys = named.get(codec.PROPERTY_TAGS), named.get(codec.PROPERTY_KEYS)
+    names = columns.property_names
+    tags = (None,)
+    keys_json = ((_NULL,), str)
+    parts, slots = [], []  # the properties object's template: its names, a value where the run has one
+    for name, values in zip(names, columns.property_values, strict=True):
+        if values.count(values[0]) == len(values):
+            parts.append(encode_basestring(values[0]).replace("%", "%%"))
+        else:
+            parts.append(_VARIES)
+            slots.append(list(map(encode_basestring, values)))
+        if name == codec.PROPERTY_TAGS:
+            tags = values
+        elif name == codec.PROPERTY_KEYS:
+            keys_json = (slots[-1], None) if parts[-1] is _VARIES else ((parts[-1],), str)
+    template = "{" + ",".join(map(add, map(_NAME_JSON.__getitem__, names), parts)) + "}"
     return _run_text(
         run,
         columns.positions,
         columns.headers,
         columns.topics,
-        properties_json,
-        (None,) if tags is None else tags,
-        ((_NULL,), str) if keys is None else (list(map(encode_basestring, keys)), None),
+        (template, slots),
+        tags,
+        keys_json,
         columns.body_starts,
     )
+
+
+_NAME_JSON = _Memo(lambda name: encode_basestring(name).replace("%", "%%") + ":")  # a template's text
 
 
 def _records_json_text(run: RecordRun) -> str:
@@ -378,7 +390,7 @@ def _run_text(
         (born_ms, _BORN_TIMES.bounded().__getitem__), _WITH_PREVIOUS, (_pairs(born_ips, born_ports), hosts),
         (store_hosts, hosts), (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
         (magics, VERSION_BY_MAGIC.__getitem__), (tags, _TAGS.bounded().__getitem__), keys_json,
-        properties_json, (body_crcs, None), (body_sizes, str),
+        properties_json, (body_crcs, str), (body_sizes, str),
         (list(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
         _msg_ids(msg_id_heads, offsets), bodies,
     )  # fmt: skip
@@ -394,12 +406,8 @@ def _run_text(
         else:
             texts.append(_VARIES)
             slots.append(values if to_json is None or to_json is str else map(to_json, values))
-    count = len(offsets)
     template = _TEMPLATES.bounded()[tuple(texts)]
-    arguments = [None] * (count * len(slots))
-    for index, values in enumerate(slots):
-        arguments[index :: len(slots)] = values
-    return "\n".join(repeat(template, count)) % tuple(arguments)
+    return "\n".join(map(template.__mod__, zip(*slots, strict=True)))
 
 
 def _pairs(first: Sequence, second: Sequence) -> Sequence[tuple]:
