@@ -762,8 +762,8 @@ def _dump_verdicts(cached: Pass) -> list[Verdict]:
         decode = cached.dump.get("decode_records_per_s")
         if label == "jsonl" and rate < target and decode:
             detail += (
-                f"; bound: decoding alone (scan_commitlog as the dump reads, CRC) {decode:,.0f} records/s CPU "
-                f"in this run ({1e6 / decode:.2f} us of the {1e6 / target:.2f} us a record may take; the "
+                f"; bound: decoding alone (scan_commitlog as the dump reads, CRC) {decode:,.0f} records/s "
+                f"CPU in this run ({1e6 / decode:.2f} us of the {1e6 / target:.2f} us a record may take; the "
                 f"dump takes {1e6 / rate:.2f})"
             )
         out.append(Verdict(f"store dump {label} >= {target:,} records/s", rate >= target, detail))

@@ -21,8 +21,8 @@ import functools
 import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import repeat
-from operator import add
 from json.encoder import encode_basestring
+from operator import add
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -384,8 +384,8 @@ def _run_text(
     # RecordView's fields in order: (values, how one becomes JSON) for the small fields, which the template
     # takes when the run has one value of them; the JSON texts of the others.
     fields = (
-        (('"message"',), str), (offsets, None), (sizes, str), ((_path_json(run.segment),), str),
-        (topics, _TOPICS.bounded().__getitem__), (queue_ids, str), (queue_offsets, None),
+        (('"message"',), str), (offsets, str), (sizes, str), ((_path_json(run.segment),), str),
+        (topics, _TOPICS.bounded().__getitem__), (queue_ids, str), (queue_offsets, str),
         (store_ms, _STORE_TIMES.bounded().__getitem__), _WITH_PREVIOUS,
         (born_ms, _BORN_TIMES.bounded().__getitem__), _WITH_PREVIOUS, (_pairs(born_ips, born_ports), hosts),
         (store_hosts, hosts), (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
@@ -405,9 +405,28 @@ def _run_text(
             texts.append(str(to_json(values[0])).replace("%", "%%"))
         else:
             texts.append(_VARIES)
-            slots.append(values if to_json is None or to_json is str else map(to_json, values))
-    template = _TEMPLATES.bounded()[tuple(texts)]
-    return "\n".join(map(template.__mod__, zip(*slots, strict=True)))
+            slots.append(values if to_json is None else map(to_json, values))
+    return _joined(_TEMPLATES.bounded()[tuple(texts)], slots, len(offsets))
+
+
+def _joined(template: str, slots: list[Iterable[str]], count: int) -> str:
+    """`count` lines of `template` (its %s slots filled from `slots`' columns, record by record), newline
+    separated: one join of the template's literal parts interleaved with the columns (a % per line costs
+    twice as much)."""
+    parts = _LITERAL_PARTS.bounded()[template, len(slots)]
+    step = 2 * len(parts) - 1
+    pieces = [None] * (count * step)
+    pieces[0::step] = ["\n" + parts[0]] * count
+    for index, part in enumerate(parts[1:], 1):
+        pieces[2 * index :: step] = [part] * count
+    for index, column in enumerate(slots):
+        pieces[2 * index + 1 :: step] = column
+    pieces[0] = parts[0]
+    return "".join(pieces)
+
+
+# A template's text between its slots (% unescaped), by (template, slots): JSON text holds no NUL.
+_LITERAL_PARTS = _Memo(lambda key: tuple((key[0] % (("\x00",) * key[1])).split("\x00")))
 
 
 def _pairs(first: Sequence, second: Sequence) -> Sequence[tuple]:
@@ -421,8 +440,11 @@ def _msg_ids(heads: tuple[str, ...], offsets: tuple[int, ...]) -> tuple:
     """The offsetMsgIds' field: the host's part in the template and the offsets' 16 hex digits in a slot when
     the run has one store host, else each id whole in a slot."""
     if heads.count(heads[0]) == len(heads):
-        return heads[0] + '%016X"', [offsets]
+        return heads[0].replace("%", "%%") + '%s"', [map(_HEX_OFFSET.__mod__, offsets)]
     return map('%s%016X"'.__mod__, zip(heads, offsets, strict=True)), None
+
+
+_HEX_OFFSET = "%016X"
 
 
 def _one_shape(properties: tuple[dict[str, str], ...]) -> tuple[str, ...] | None:
