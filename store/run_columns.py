@@ -315,9 +315,9 @@ class _Columns:
         properties_start = body_start + body_length + self.topic_length_size + topic_length
         properties_start += _PROPERTIES_LENGTH_SIZE
         self.add(
-            body_starts=range(body_start, stop, size),
-            body_ends=range(body_start + body_length, stop, size),
-            properties_starts=range(properties_start, stop, size),
+            body_starts=range(body_start, body_start + count * size, size),
+            body_ends=range(body_start + body_length, body_start + body_length + count * size, size),
+            properties_starts=range(properties_start, properties_start + count * size, size),
             lasts=bytes(view[start + size - 1 : stop : size]),
         )
         if self.check_crc and not (self.keep(self.crc_checks) and self.keep(self.tail_checks)):
