@@ -206,10 +206,10 @@ def _common_prefix(first: bytes, second: bytes) -> int:
 def _record_struct(
     header: str, body_length: int, topic_length_format: str, topic_length: int, properties_length: int
 ) -> struct.Struct:
-    """A whole record: the header's values, the body skipped, the topic's length and bytes, the properties'
-    length and bytes."""
+    """A whole record: the header's values, the body, the topic's length and bytes, the properties' length
+    and bytes (copying a body costs less than slicing a view of it)."""
     return struct.Struct(
-        f"{header}{body_length}x{topic_length_format.lstrip('>')}{topic_length}s"
+        f"{header}{body_length}s{topic_length_format.lstrip('>')}{topic_length}s"
         f"{_PROPERTIES_LENGTH.format.lstrip('>')}{properties_length}s"
     )
 
@@ -301,9 +301,9 @@ class _Columns:
         record, body_length, topic_length, properties_length = shape
         stop = start + count * size
         values = list(chain.from_iterable(record.iter_unpack(view[start:stop])))
-        width = _HEADER_VALUES + 4  # the topic's length, the topic, the properties' length, the properties
+        width = _HEADER_VALUES + 5  # the body, the topic's length and bytes, the properties' length and bytes
         columns = [values[index::width] for index in range(width)]
-        body_lengths, topic_lengths, topics, properties_lengths, blobs = columns[_HEADER_VALUES - 1 :]
+        body_lengths, bodies, topic_lengths, topics, properties_lengths, blobs = columns[_HEADER_VALUES - 1 :]
         if (
             body_lengths != [body_length] * count
             or topic_lengths != [topic_length] * count
@@ -319,6 +319,7 @@ class _Columns:
             body_ends=range(body_start + body_length, body_start + body_length + count * size, size),
             properties_starts=range(properties_start, properties_start + count * size, size),
             lasts=bytes(view[start + size - 1 : stop : size]),
+            bodies=bodies,
         )
         if self.check_crc and not (self.keep(self.crc_checks) and self.keep(self.tail_checks)):
             return None
@@ -351,8 +352,9 @@ class _Columns:
 
     def crc_checks(self) -> Iterable[bool]:
         """Each body's CRC is BODYCRC's (an empty body's is not checked)."""
-        view = self.view
-        bodies = map(view.__getitem__, map(slice, self.body_starts, self.body_ends))
+        bodies = self.columns.get("bodies") or map(
+            self.view.__getitem__, map(slice, self.body_starts, self.body_ends)
+        )
         crcs = list(map(_mask, map(zlib.crc32, bodies)))
         if crcs == self.headers[2]:
             return ()
