@@ -36,6 +36,8 @@ _PAIR_END_BYTE = b"\x02"
 _LAST_BYTE_MAY_END_TAIL = bytes(0xFF if byte == 2 else 0 for byte in range(256))
 _DIGIT = bytes(0xFF if 0x30 <= byte <= 0x39 else 0 for byte in range(256))
 _first = itemgetter(0)
+_STRETCH_RECORDS = 8  # records of one size in a row, on average, for a run to be unpacked a stretch at a time
+_SHAPE_RUN_RECORDS = 64  # records of one shape at least before a run may stop at another shape
 _HEADER_VALUES = len(codec._HEADERS[0].unpack(bytes(codec._HEADERS[0].size)))
 _SYSFLAG_LAYOUT_BYTE = codec.SYSFLAG_POSITION + 3  # the big-endian SYSFLAG's low byte: its IPv6 bits
 _LAYOUT_BITS_ONLY = bytes(byte & _HOST_LAYOUT_BITS for byte in range(256))
@@ -129,29 +131,64 @@ def decode_columns(
         return None
     host_layout = sysflag & _HOST_LAYOUT_BITS
     layout = layouts[host_layout >> 4]
-    positions, one_size = _chain(
+    positions, stretches = _chain(
         view, position, end, magic, host_layout, layout[4], max_records, max_record_size
     )
     if not positions:
         return None
-    if one_size:
-        columns = _Columns(view, positions, layout, check_crc).of_one_size(positions[1] - positions[0])
-        if columns is not None:
-            return columns
+    if len(positions) > len(stretches) * _STRETCH_RECORDS:
+        of_one_size = _of_one_size(view, positions, stretches, layout, check_crc)
+        if of_one_size is not None:
+            return of_one_size
     return _Columns(view, positions, layout, check_crc).decoded()
+
+
+def _of_one_size(
+    view: memoryview, positions: list[int], stretches: list[tuple[int, int]], layout: tuple, check_crc: bool
+) -> RunColumns | None:
+    """The run's records a stretch of one size at a time (`_Columns.of_one_size`), as long as each is whole
+    and of the first one's property names; None when the first is not, or when a stretch of another shape
+    comes within _SHAPE_RUN_RECORDS (the run is left to `decoded()`: a walk of many short runs would chain
+    the rest of its window again for each)."""
+    runs, index = [], 0
+    for count, size in stretches:
+        bounds = positions[index : index + count + 1]
+        run = _Columns(view, bounds, layout, check_crc).of_one_size(size)
+        if run is None or (runs and run.property_names != runs[0].property_names):
+            if index < _SHAPE_RUN_RECORDS:
+                return None
+            break
+        runs.append(run)
+        if run.count < count:
+            break
+        index += count
+    if len(runs) < 2:
+        return runs[0] if runs else None
+    return RunColumns(
+        list(chain.from_iterable(run.positions for run in runs)),
+        [list(chain.from_iterable(run.headers[field] for run in runs)) for field in range(_HEADER_VALUES)],
+        list(chain.from_iterable(run.body_starts for run in runs)),
+        list(chain.from_iterable(run.topics for run in runs)),
+        runs[0].property_names,
+        [
+            list(chain.from_iterable(run.property_values[name] for run in runs))
+            for name in range(len(runs[0].property_names))
+        ],
+        runs[-1].end,
+    )
 
 
 def _chain(
     view, position, end, magic, host_layout, fixed, max_records, max_record_size
-) -> tuple[list[int], bool]:
+) -> tuple[list[int], list[tuple[int, int]]]:
     """Where the records of this magic code and host layout start, back to back from `position`, each with
     a TOTALSIZE that fits (its layout's minimum, the maximum, `end`); the end of the last one last. And
-    whether they all have one size.
+    the stretches of records of one size: (how many, their size).
 
     Records of one size follow each other in a producer's runs: they are found a stretch at a time
     (`_same_size`), with no Python step per record."""
     positions = [position]
-    head, last_start, left, stretches = _HEAD.unpack_from, end - _SMALLEST_RECORD, max_records, 0
+    head, last_start, left, stretches = _HEAD.unpack_from, end - _SMALLEST_RECORD, max_records, []
     smallest = max(fixed, _SMALLEST_RECORD)
     while left and position <= last_start:
         total, record_magic, sysflag = head(view, position)
@@ -166,8 +203,8 @@ def _chain(
         positions += range(position + total, position + (same + 1) * total, total)
         position += same * total
         left -= same
-        stretches += 1
-    return (positions, stretches == 1) if len(positions) > 1 else ([], False)
+        stretches.append((same, total))
+    return (positions, stretches) if len(positions) > 1 else ([], [])
 
 
 def _same_size(view: memoryview, position: int, total: int, most: int) -> int:

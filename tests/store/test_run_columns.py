@@ -105,8 +105,10 @@ def test_a_run_stops_or_is_declined_where_decode_run_says(case: str, one_size: b
     records = [encoded(message(number, body=body)) for number, body in enumerate(bodies)]
     records[9] = AT_NINE[case](records[9])
     counts = assert_agrees_with_decode_run(records)
-    if case in ("ends-in-digits", "other-topic"):  # a record like the others: the run goes on
+    if case == "ends-in-digits" or (case == "other-topic" and one_size):  # like the others: the run goes on
         assert counts[0] == 20
+    elif case == "other-topic":  # a record of the next one's size with another topic length: a new stretch
+        assert counts[0] in (9, 20)
     else:  # the run stops before it, or is left to decode_run
         assert counts[0] in (9, None)
     assert counts[10] == 10  # past it, the rest is one run again
@@ -115,3 +117,17 @@ def test_a_run_stops_or_is_declined_where_decode_run_says(case: str, one_size: b
 def test_a_view_that_is_not_read_only_is_declined():
     data = bytearray(b"".join(encoded(message(number)) for number in range(3)))
     assert decode_columns(memoryview(data), 0, len(data), check_crc=True, max_records=10) is None
+
+
+def test_stretches_of_one_size_each_are_joined_into_one_run():
+    """Producers' batches: stretches of records of one size after another (a whole-record struct each)."""
+    sizes = [0] * 30 + [5] * 20 + [0] * 25 + [9] * 40
+    records = [encoded(message(number, body=b"b" * 9 + b"z" * extra)) for number, extra in enumerate(sizes)]
+    assert assert_agrees_with_decode_run(records, max_records=1000)[0] == len(records)
+    damaged = list(records)
+    damaged[40] = flipped(damaged[40], b"zzzzz", b"zzzzy")
+    assert assert_agrees_with_decode_run(damaged, max_records=1000)[0] == 40
+    # past 64 records of one shape a run stops at another shape; before that it is left to decode_run
+    other = [encoded(message(number, properties={"KEYS": "k"})) for number in range(10)]
+    counts = assert_agrees_with_decode_run(records + other, max_records=1000)
+    assert counts[0] == len(records) and counts[len(records) - 20] is None
