@@ -284,6 +284,9 @@ def test_jsonl_writes_runs_of_one_record_size_as_the_json_of_their_views(
         old_path.message_count, old_path.message_bytes, to_jsonable(old_path.end)
     )  # fmt: skip
     assert finish["end"]["reason"] == "corrupt"
+    messages = [json.loads(line) for line in lines[1:-2] if '"kind":"message"' in line]
+    assert len(messages) == 250 and len({m["size_bytes"] for m in messages}) == 1
+    assert messages[-1]["physical_offset"] == built.records[249].physical_offset
     # in this process too, and the runs were read a whole record at a time
     whole_records = []
     of_one_size = run_columns._Columns.of_one_size
@@ -296,9 +299,23 @@ def test_jsonl_writes_runs_of_one_record_size_as_the_json_of_their_views(
     write_jsonl(DumpStream(built.root, None, 1000, include_body=include_body, check_crc=True), out)
     assert out.getvalue() == result.stdout
     assert sum(run.count for run in whole_records if run is not None) >= 240
-    messages = [json.loads(line) for line in lines[1:-2] if '"kind":"message"' in line]
-    assert len(messages) == 250 and len({m["size_bytes"] for m in messages}) == 1
-    assert messages[-1]["physical_offset"] == built.records[249].physical_offset
+    # stopped inside a run by --count or --max-bytes: where the record walk stops
+    for count, max_bytes in ((123, None), (1000, built.records[200].physical_offset + 5)):
+        out = io.StringIO()
+        stream = DumpStream(
+            built.root, None, count, include_body=include_body, check_crc=True, max_bytes=max_bytes
+        )
+        write_jsonl(stream, out)
+        old_path = dump_records(
+            built.root, None, count, include_body=include_body, check_crc=True, max_bytes=max_bytes
+        )
+        lines = out.getvalue().split("\n")
+        assert lines[1:-2] == [json_line(event) for event in old_path.events]
+        finish = stream.finish
+        assert (finish.message_count, finish.message_bytes, finish.next_physical_offset) == (
+            old_path.message_count, old_path.message_bytes, old_path.next_physical_offset
+        )  # fmt: skip
+        assert old_path.message_count == (123 if max_bytes is None else 200)
 
 
 # ==========================================================================================================
