@@ -1,13 +1,15 @@
 """Back-to-back CommitLog records decoded as columns: a field's values for a whole run, with no object per
 record (`store dump --format jsonl`'s reader).
 
-`decode_columns` accepts a record only where `codec.decode_run` would, and decodes the same values: the
-TOTALSIZE chain is followed in a small loop, and everything else (the headers, lengths, bodies' CRCs, topics,
-properties) one C-level pass per field over the run. It takes the common shape only: one magic code and host
-layout, and the same property names in the same order in every record, each \\x01-separated pair closed by
-\\x02 (what RocketMQ's producers write). It stops before the first record that is not of that shape, not a
-whole valid message, or ends in what may be a `__CRC32#` tail; the caller reads that record otherwise
-(`decode_run`, `decode_record`), which says what it is.
+`decode_columns` accepts a record only where `codec.decode_run` would, and decodes the same values. The
+TOTALSIZE chain is followed a stretch of same-size records at a time (strided byte compares); a stretch is
+unpacked a whole record at a time by one struct, other runs a field at a time; everything else (the bodies'
+CRCs, topics, properties) is one C-level pass per field over the run. It takes the common shape only: one
+magic code and host layout, and the same property names in the same order in every record, each
+\\x01-separated pair closed by \\x02 (what RocketMQ's producers write). It stops before the first record that
+is not a whole valid message or ends in what may be a `__CRC32#` tail, and declines (None) a run whose
+records are not of that shape; the caller reads those records otherwise (`decode_run`, `decode_record`),
+which say what they are.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class RunColumns:
     the names `property_names` in that order, `property_values[j]` holds name j's values."""
 
     positions: list[int]
-    headers: list[tuple]
+    headers: list[list]
     body_starts: list[int]
     topics: list[str]
     property_names: tuple[str, ...]
@@ -97,7 +99,7 @@ class RunColumns:
 class _TopicMemo(dict):
     """A topic's bytes -> its text (None: not UTF-8), each decoded once."""
 
-    def __missing__(self, raw: memoryview) -> str | None:
+    def __missing__(self, raw: bytes | memoryview) -> str | None:
         try:
             text = str(raw, "utf-8")
         except UnicodeDecodeError:
@@ -259,9 +261,9 @@ class _Columns:
         self.view, self.check_crc = view, check_crc
         self.header, self.header_size, self.topic_length, self.topic_length_size, self.fixed = layout
         self.columns = {"starts": bounds[:-1], "ends": bounds[1:]}
-        self.headers: list[tuple] = []  # the header's values as columns
+        self.headers: list[list] = []  # the header's values as columns
 
-    def __getattr__(self, name: str) -> list:
+    def __getattr__(self, name: str) -> list:  # a column, by its name
         return self.columns[name]
 
     def add(self, **columns: list) -> None:
@@ -377,9 +379,8 @@ class _Columns:
         properties_start = topic_start + topic_length + _PROPERTIES_LENGTH_SIZE
         if topic_length < 0 or properties_start > start + size:
             return None
-        properties_length = _PROPERTIES_LENGTH.unpack_from(view, properties_start - _PROPERTIES_LENGTH_SIZE)[
-            0
-        ]
+        length_at = properties_start - _PROPERTIES_LENGTH_SIZE
+        properties_length = _PROPERTIES_LENGTH.unpack_from(view, length_at)[0]
         if properties_start + properties_length != start + size:
             return None
         record = _record_struct(

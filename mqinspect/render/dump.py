@@ -10,8 +10,9 @@
 
 A message's JSON is written from a template of RecordView's fields: the same object `to_jsonable` makes of
 it (tests hold them equal), at a fraction of the cost. jsonl takes the messages decoded in one go as the
-decoder's columns (`RecordRun`) and writes a run's lines with one C-level pass per field (map, zip, the
-template's %), the values records share (topics, hosts, milliseconds, tags) converted once.
+decoder's columns (`RecordRun`, most often `run_columns.RunColumns`) and writes a run's lines with one
+C-level pass per field (map), the values records share (topics, hosts, milliseconds, tags, properties)
+converted once into the run's template, and one join of the template's parts and the columns for the run.
 """
 
 from __future__ import annotations
@@ -433,9 +434,7 @@ def _one_value(values: Sequence) -> bool:
     """Whether a column holds one value (C-speed comparisons; its ends and middle first: a column that
     varies mostly differs there, and count() compares every value)."""
     first = values[0]
-    return (
-        first == values[-1] and first == values[len(values) // 2] and values.count(first) == len(values)
-    )
+    return first == values[-1] and first == values[len(values) // 2] and values.count(first) == len(values)
 
 
 def _pairs(first: Sequence, second: Sequence) -> Sequence[tuple]:
