@@ -18,6 +18,7 @@ from pathlib import Path
 from store import codec
 from store.errors import CorruptRecord
 from store.layout import SegmentFile, SegmentQueue
+from store.run_columns import RunColumns, decode_columns
 from store.safe_read import PreadFile
 
 WINDOW_BYTES = 4 << 20
@@ -66,6 +67,17 @@ class DecodedRun:
 
 
 @dataclass(frozen=True)
+class DecodedColumns:
+    """A `DecodedRun` decoded as columns (a scan with `run_columns`): `columns`' positions are offsets into
+    `data`, which starts at `physical_offset`."""
+
+    physical_offset: int
+    end_offset: int
+    columns: RunColumns
+    data: memoryview
+
+
+@dataclass(frozen=True)
 class SegmentEnd:
     physical_offset: int
     segment: Path
@@ -79,7 +91,7 @@ class ScanFailure:
     error: CorruptRecord
 
 
-ScanEvent = ScannedRecord | ChainedRecords | DecodedRun | SegmentEnd | ScanFailure
+ScanEvent = ScannedRecord | ChainedRecords | DecodedRun | DecodedColumns | SegmentEnd | ScanFailure
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ class _ScanOptions:
     window_bytes: int
     run_records: int
     first_window_bytes: int | None
+    run_columns: bool
 
 
 def scan_commitlog(
@@ -102,6 +115,7 @@ def scan_commitlog(
     window_bytes: int | None = None,
     run_records: int = 0,
     first_window_bytes: int | None = None,
+    run_columns: bool = False,
 ) -> Iterator[ScanEvent]:
     """Records from `from_offset` (default: the first segment's start) to the end of the log or the first
     failure. Each segment that ends is reported once, with why it ended.
@@ -113,14 +127,21 @@ def scan_commitlog(
 
     `run_records` > 0 decodes the valid message records of a read window in one go (`codec.decode_run`) and
     yields DecodedRun events of up to that many records; a record the run stops at is decoded alone, as
-    without it (a ScannedRecord, or what went wrong). `first_window_bytes` makes the first read of each
-    segment that short, each next one twice as long up to `window_bytes`: a reader that may want only a few
-    records reads little more than them.
+    without it (a ScannedRecord, or what went wrong); with `run_columns` too, a run of records of the common
+    shape comes as DecodedColumns (`run_columns.decode_columns`: no object per record). `first_window_bytes`
+    makes the first read of each segment that short, each next one twice as long up to `window_bytes`: a
+    reader that may want only a few records reads little more than them.
     """
     if not queue.segments or not queue.file_size:
         return
     options = _ScanOptions(
-        check_crc, read_body, headers_only, window_bytes or WINDOW_BYTES, run_records, first_window_bytes
+        check_crc,
+        read_body,
+        headers_only,
+        window_bytes or WINDOW_BYTES,
+        run_records,
+        first_window_bytes,
+        run_columns,
     )
     start = queue.segments[0].file_from_offset if from_offset is None else from_offset
     for segment in queue.segments:
@@ -162,7 +183,7 @@ def _scan_segment(
             else:
                 event = _decode(window, segment, file_size, position, total_size, options)
             yield event
-            if isinstance(event, ChainedRecords | DecodedRun):
+            if isinstance(event, ChainedRecords | DecodedRun | DecodedColumns):
                 position = event.end_offset - segment.file_from_offset
             elif isinstance(event, ScannedRecord):
                 position += total_size
@@ -219,12 +240,16 @@ def _decoded_run(
     (`_decode`) when the run stops at it."""
     data, start = window.rest(position)
     limit = min(len(data), file_size - start)
+    absolute = segment.file_from_offset + start
+    if options.run_columns:
+        columns = decode_columns(data, 0, limit, check_crc=options.check_crc, max_records=options.run_records)
+        if columns is not None:
+            return DecodedColumns(absolute, absolute + columns.end, columns, data)
     records, end = codec.decode_run(
         data, 0, limit, check_crc=options.check_crc, max_records=options.run_records
     )
     if not records:
         return _decode(window, segment, file_size, position, total_size, options)
-    absolute = segment.file_from_offset + start
     return DecodedRun(absolute, absolute + end, records, data)
 
 

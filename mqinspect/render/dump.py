@@ -10,8 +10,9 @@
 
 A message's JSON is written from a template of RecordView's fields: the same object `to_jsonable` makes of
 it (tests hold them equal), at a fraction of the cost. jsonl takes the messages decoded in one go as the
-decoder's columns (`RecordRun`) and writes a run's lines with one C-level pass per field (map, zip, the
-template's %), the values records share (topics, hosts, milliseconds, tags) converted once.
+decoder's columns (`RecordRun`, most often `run_columns.RunColumns`) and writes a run's lines with one
+C-level pass per field (map), the values records share (topics, hosts, milliseconds, tags, properties)
+converted once into the run's template, and one join of the template's parts and the columns for the run.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import repeat
 from json.encoder import encode_basestring
+from operator import add
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,10 +54,10 @@ def _write_batches(
     out: TextIO,
     record_text: Callable[[RecordView], str],
     blank_text: Callable,
-    run_lines: Callable[[RecordRun], list[str]] | None = None,
+    run_lines: Callable[[RecordRun], str] | None = None,
 ) -> None:
-    """Each batch as lines (a message's by `record_text`, a run's by `run_lines`, a blank's by `blank_text`),
-    written and flushed."""
+    """Each batch as lines (a message's by `record_text`, a run's by `run_lines`, its lines joined by
+    newlines, a blank's by `blank_text`), written and flushed."""
     for batch in batches:
         if run_lines is None:  # a RecordView for each message
             lines = [
@@ -66,7 +68,7 @@ def _write_batches(
             for event in batch:
                 kind = type(event)
                 if kind is RecordRun:
-                    lines += run_lines(event)
+                    lines.append(run_lines(event))
                 else:
                     lines.append(record_text(event) if kind is RecordView else blank_text(event))
         lines.append("")
@@ -157,7 +159,7 @@ def write_jsonl(stream: DumpStream, out: TextIO) -> None:
     """JSON Lines: the start (kind "dump"), each event, the finish (kind "end")."""
     out.write(json_line({"kind": "dump", **to_jsonable(stream.start)}) + "\n")
     out.flush()
-    _write_batches(stream.batches(record_runs=True), out, record_json, json_line, run_json_lines)
+    _write_batches(stream.batches(record_runs=True), out, record_json, json_line, run_json_text)
     out.write(json_line({"kind": "end", **to_jsonable(stream.finish)}) + "\n")
 
 
@@ -262,44 +264,78 @@ def _msg_id_head(packed: tuple[bytes, int]) -> str | None:
 
 _TOPICS = _Memo(encode_basestring)
 _TAGS = _Memo(_string_json)
-_TIMES = _Memo(lambda timestamp_ms: _string_json(iso_time_ms(timestamp_ms)))
 _HOSTS = _Memo(_host_json)
 _MSG_ID_HEADS = _Memo(_msg_id_head)
 _COMPRESSED = {0: "false", codec.COMPRESSED_FLAG: "true"}
 
 
-_TEMPLATES = _Memo(
-    lambda texts: "{" + ",".join(f'"{name}":{text}' for name, text in zip(_FIELDS, texts, strict=True)) + "}"
+_TEMPLATES = _Memo(  # a None text: the field is written with the one before it
+    lambda texts: (
+        "{"
+        + ",".join(f'"{name}":{text}' for name, text in zip(_FIELDS, texts, strict=True) if text is not None)
+        + "}"
+    )
 )
 _FIELDS = tuple(field.name for field in dataclasses.fields(RecordView))
+_WITH_PREVIOUS = ("", None)  # a field `fields` writes in the slot of the one before it
+
+
+def _timestamp_json(name: str) -> Callable[[int], str]:
+    """A timestamp's field and the ISO twin after it (named `name`), as one slot's text."""
+    return lambda timestamp_ms: f'{timestamp_ms},"{name}":{_string_json(iso_time_ms(timestamp_ms))}'
+
+
+_STORE_TIMES = _Memo(_timestamp_json("store_time_iso"))
+_BORN_TIMES = _Memo(_timestamp_json("born_time_iso"))
 _VARIES = "%s"  # a template's slot for a column whose values differ within the run
 
 
 def run_json_lines(run: RecordRun) -> list[str]:
-    """`record_json` of each of the run's records (`run.views()`), a field at a time for the whole run: a
-    small field that holds one value for the whole run (the kind, segment, hosts, flags; often the topic,
-    tags, sizes) is converted once and written into the run's template; the others go through map() into
-    its slots."""
-    records = run.records
-    positions, headers, body_starts, topics, properties = zip(*records, strict=True)
-    header_columns = zip(*headers, strict=True)  # RunRecord.header's values, as decode_record unpacks them
-    (sizes, magics, body_crcs, queue_ids, flags, queue_offsets, _, sysflags, born_ms, born_ips, born_ports,
-     store_ms, store_ips, store_ports, reconsumes, prepared_offsets, body_sizes) = header_columns  # fmt: skip
-    offsets = tuple(map(run.base.__add__, positions))
-    store_hosts = tuple(zip(store_ips, store_ports, strict=True))
-    msg_id_heads = tuple(map(_MSG_ID_HEADS.bounded().__getitem__, store_hosts))
-    if None in msg_id_heads or offsets[0] not in MSG_ID_OFFSETS or offsets[-1] not in MSG_ID_OFFSETS:
-        return [record_json(view) for view in run.views()]  # a record without an offsetMsgId: as each is
-    times, hosts = _TIMES.bounded().__getitem__, _HOSTS.bounded().__getitem__
-    if run.include_body:
-        data = run.data
-        bodies = [
-            _object_json(body_text(data[start : start + size]))
-            for start, size in zip(body_starts, body_sizes, strict=True)
-        ]
-    else:
-        bodies = repeat(_NULL)
-    kind, segment = ('"message"',), (_path_json(run.segment),)
+    """`record_json` of each of the run's records (`run.views()`)."""
+    return run_json_text(run).split("\n")  # a JSON text holds no newline (U+2028 is no line end here)
+
+
+def run_json_text(run: RecordRun) -> str:
+    """`run_json_lines(run)` joined by newlines, written a field at a time for the whole run: a small field
+    that holds one value for the whole run (the kind, segment, hosts, flags; often the topic, tags, sizes)
+    is converted once and written into the run's template; the others go through map() into its slots
+    (a timestamp and its ISO twin in one)."""
+    if run.columns is None:
+        return _records_json_text(run)
+    columns = run.columns
+    names = columns.property_names
+    tags = (None,)
+    keys_json = ((_NULL,), str)
+    parts, slots = [], []  # the properties object's template: its names, a value where the run has one
+    for name, values in zip(names, columns.property_values, strict=True):
+        if _one_value(values):
+            parts.append(encode_basestring(values[0]).replace("%", "%%"))
+        else:
+            parts.append(_VARIES)
+            slots.append(list(map(encode_basestring, values)))
+        if name == codec.PROPERTY_TAGS:
+            tags = values
+        elif name == codec.PROPERTY_KEYS:
+            keys_json = (slots[-1], None) if parts[-1] is _VARIES else ((parts[-1],), str)
+    template = "{" + ",".join(map(add, map(_NAME_JSON.__getitem__, names), parts)) + "}"
+    return _run_text(
+        run,
+        columns.positions,
+        columns.headers,
+        columns.topics,
+        (template, slots),
+        tags,
+        keys_json,
+        columns.body_starts,
+    )
+
+
+_NAME_JSON = _Memo(lambda name: encode_basestring(name).replace("%", "%%") + ":")  # a template's text
+
+
+def _records_json_text(run: RecordRun) -> str:
+    """`run_json_text` of a run of `codec.RunRecord`s (their properties may differ in shape)."""
+    positions, headers, body_starts, topics, properties = zip(*run.records, strict=True)
     tags = tuple(map(dict.get, properties, repeat(codec.PROPERTY_TAGS)))
     keys = map(_string_json, map(dict.get, properties, repeat(codec.PROPERTY_KEYS)))
     shape = _one_shape(properties)
@@ -310,39 +346,113 @@ def run_json_lines(run: RecordRun) -> list[str]:
         properties_json = (_object_template(shape), [map(encode_basestring, named[name]) for name in shape])
         if codec.PROPERTY_KEYS in named:
             keys = map(encode_basestring, named[codec.PROPERTY_KEYS])
+    header_columns = list(zip(*headers, strict=True))
+    return _run_text(run, positions, header_columns, topics, properties_json, tags, (keys, None), body_starts)
+
+
+def _run_text(
+    run: RecordRun,
+    positions: Sequence[int],
+    header_columns: Sequence[Sequence],
+    topics: Sequence[str],
+    properties_json: tuple,
+    tags: Sequence[str | None],
+    keys_json: tuple,
+    body_starts: Sequence[int],
+) -> str:
+    """The run's lines from its columns: `header_columns` are RunRecord.header's values, as decode_record
+    unpacks them; `properties_json` and `keys_json` are their fields' (values, how one becomes JSON) or
+    (a template part, its slots)."""
+    (sizes, magics, body_crcs, queue_ids, flags, queue_offsets, _, sysflags, born_ms, born_ips, born_ports,
+     store_ms, store_ips, store_ports, reconsumes, prepared_offsets, body_sizes) = header_columns  # fmt: skip
+    offsets = list(map(run.base.__add__, positions))
+    store_hosts = _pairs(store_ips, store_ports)
+    msg_id_heads = list(map(_MSG_ID_HEADS.bounded().__getitem__, store_hosts))
+    if None in msg_id_heads or offsets[0] not in MSG_ID_OFFSETS or offsets[-1] not in MSG_ID_OFFSETS:
+        return "\n".join([record_json(view) for view in run.views()])  # a record without an offsetMsgId
+    hosts = _HOSTS.bounded().__getitem__
+    if run.include_body:
+        data = run.data
+        bodies = (
+            [
+                _object_json(body_text(data[start : start + size]))
+                for start, size in zip(body_starts, body_sizes, strict=True)
+            ],
+            None,
+        )
+    else:
+        bodies = ((_NULL,), str)
     # RecordView's fields in order: (values, how one becomes JSON) for the small fields, which the template
     # takes when the run has one value of them; the JSON texts of the others.
     fields = (
-        (kind, str), (offsets, None), (sizes, str), (segment, str), (topics, _TOPICS.bounded().__getitem__),
-        (queue_ids, str), (queue_offsets, None), (store_ms, str), (store_ms, times), (born_ms, str),
-        (born_ms, times), (tuple(zip(born_ips, born_ports, strict=True)), hosts), (store_hosts, hosts),
-        (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
-        (magics, VERSION_BY_MAGIC.__getitem__),
-        (tags, _TAGS.bounded().__getitem__), (keys, None), properties_json, (body_crcs, None),
-        (body_sizes, str),
-        (tuple(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
-        _msg_ids(msg_id_heads, offsets), (bodies, None),
+        (('"message"',), str), (offsets, str), (sizes, str), ((_path_json(run.segment),), str),
+        (topics, _TOPICS.bounded().__getitem__), (queue_ids, str), (queue_offsets, str),
+        (store_ms, _STORE_TIMES.bounded().__getitem__), _WITH_PREVIOUS,
+        (born_ms, _BORN_TIMES.bounded().__getitem__), _WITH_PREVIOUS, (_pairs(born_ips, born_ports), hosts),
+        (store_hosts, hosts), (sysflags, str), (flags, str), (reconsumes, str), (prepared_offsets, str),
+        (magics, VERSION_BY_MAGIC.__getitem__), (tags, _TAGS.bounded().__getitem__), keys_json,
+        properties_json, (body_crcs, str), (body_sizes, str),
+        (list(map(codec.COMPRESSED_FLAG.__and__, sysflags)), _COMPRESSED.__getitem__),
+        _msg_ids(msg_id_heads, offsets), bodies,
     )  # fmt: skip
     texts, slots = [], []
     for values, to_json in fields:
-        if type(values) is str:  # a part of the template, with its slots
+        if to_json is None and values == "":  # written with the field before
+            texts.append(None)
+        elif type(values) is str:  # a part of the template, with its slots
             texts.append(values)
             slots += to_json
-        elif to_json is not None and values.count(values[0]) == len(values):  # C-speed comparisons
+        elif to_json is not None and _one_value(values):
             texts.append(str(to_json(values[0])).replace("%", "%%"))
         else:
             texts.append(_VARIES)
-            slots.append(values if to_json is None or to_json is str else map(to_json, values))
-    template = _TEMPLATES.bounded()[tuple(texts)]
-    return list(map(template.__mod__, zip(*slots, strict=False)))  # bodies may repeat
+            slots.append(values if to_json is None else map(to_json, values))
+    return _joined(_TEMPLATES.bounded()[tuple(texts)], slots, len(offsets))
+
+
+def _joined(template: str, slots: list[Iterable[str]], count: int) -> str:
+    """`count` lines of `template` (its %s slots filled from `slots`' columns, record by record), newline
+    separated: one join of the template's literal parts interleaved with the columns (a % per line costs
+    twice as much)."""
+    parts = _LITERAL_PARTS.bounded()[template, len(slots)]
+    step = 2 * len(parts) - 1
+    pieces = [None] * (count * step)
+    pieces[0::step] = ["\n" + parts[0]] * count
+    for index, part in enumerate(parts[1:], 1):
+        pieces[2 * index :: step] = [part] * count
+    for index, column in enumerate(slots):
+        pieces[2 * index + 1 :: step] = column
+    pieces[0] = parts[0]
+    return "".join(pieces)
+
+
+# A template's text between its slots (% unescaped), by (template, slots): JSON text holds no NUL.
+_LITERAL_PARTS = _Memo(lambda key: tuple((key[0] % (("\x00",) * key[1])).split("\x00")))
+
+
+def _one_value(values: Sequence) -> bool:
+    """Whether a column holds one value (C-speed comparisons; its ends and middle first: a column that
+    varies mostly differs there, and count() compares every value)."""
+    first = values[0]
+    return first == values[-1] and first == values[len(values) // 2] and values.count(first) == len(values)
+
+
+def _pairs(first: Sequence, second: Sequence) -> Sequence[tuple]:
+    """The (first, second) pairs of two columns: one when each column holds one value (a host)."""
+    if _one_value(first) and _one_value(second):
+        return ((first[0], second[0]),)
+    return list(zip(first, second, strict=True))
 
 
 def _msg_ids(heads: tuple[str, ...], offsets: tuple[int, ...]) -> tuple:
     """The offsetMsgIds' field: the host's part in the template and the offsets' 16 hex digits in a slot when
     the run has one store host, else each id whole in a slot."""
-    if heads.count(heads[0]) == len(heads):
-        return heads[0] + '%016X"', [offsets]
+    if _one_value(heads):
+        return heads[0].replace("%", "%%") + '%s"', [map(_HEX_OFFSET.__mod__, offsets)]
     return map('%s%016X"'.__mod__, zip(heads, offsets, strict=True)), None
+
+
+_HEX_OFFSET = "%016X"
 
 
 def _one_shape(properties: tuple[dict[str, str], ...]) -> tuple[str, ...] | None:

@@ -46,3 +46,15 @@ def test_only_verify_times_verify_beside_the_floor_and_the_minimal_walk(tmp_path
     [verdict] = [line for line in out.splitlines() if "store verify >= 25% of the read+CRC floor" in line]
     assert "s CPU against" in verdict
     assert verdict.strip().startswith("PASS") or "bounded by Python per record" in verdict
+
+
+def test_only_dump_times_the_dump_forms_in_cpu_time_beside_their_bound(tmp_path: Path):
+    """--only-dump runs the dump rows alone (the loop of whoever works on the dump) and judges their rates in
+    CPU time beyond start-up, the wall-time rate beside it; a jsonl MISS says what decoding alone takes."""
+    out = quick_run(tmp_path / "store", "--only-dump")
+    assert "  store dump --format jsonl --count 2,000" in out and "  store dump --format table" in out
+    assert "  store verify" not in out and "  store stat" not in out and "== cold" not in out
+    [jsonl] = [line for line in out.splitlines() if "store dump jsonl >= 200,000 records/s" in line]
+    assert "CPU time; wall " in jsonl
+    assert jsonl.strip().startswith("PASS") or "bound: decoding alone" in jsonl
+    assert "store dump table >= 50,000 records/s" in out and "store verify >=" not in out

@@ -7,6 +7,7 @@ which the run decoder behind the dump is held.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -23,8 +24,8 @@ from support import run_mqinspect
 from mqinspect.errors import ExitStatus
 from mqinspect.jsonable import json_line, to_jsonable
 from mqinspect.render import dump as dump_renderer
-from mqinspect.render.dump import record_json, run_json_lines
-from store import codec
+from mqinspect.render.dump import record_json, run_json_lines, write_jsonl
+from store import codec, run_columns
 from store.inspection.rocketmq import dump as dump_module
 from store.inspection.rocketmq.dump import DumpStream, RecordRun, dump_records
 from store.inspection.rocketmq.reading import commitlog_of
@@ -224,15 +225,21 @@ def test_jsonl_writes_a_run_of_awkward_records_as_the_json_of_their_views(
     monkeypatch.setattr(dump_renderer, "_one_shape", lambda *a: shapes.append(one_shape_of(*a)) or shapes[-1])
     stream = DumpStream(built.root, None, 1000, include_body=include_body, check_crc=True)
     in_runs = []
+    as_columns = []
     for batch in stream.batches(record_runs=True):
         for run in (event for event in batch if type(event) is RecordRun):
             lines, views = run_json_lines(run), run.views()
             assert lines == [record_json(view) for view in views] == [json_line(view) for view in views]
             assert [json.loads(line) for line in lines] == [to_jsonable(view) for view in views]
             in_runs += [view.physical_offset for view in views]
+            as_columns += [run.columns is not None] * len(views)
     assert len(in_runs) >= len(built.records) - 2  # all but a window's first records
-    # the runs went the ways the store was made for: each record's names, or one template for all
-    assert shapes and (None not in shapes) == one_shape
+    # the runs went the ways the store was made for: decoded as columns (one shape), or as records, each
+    # with its own names
+    if one_shape:
+        assert all(as_columns)
+    else:
+        assert as_columns.count(False) >= len(built.records) - 2 and None in shapes
 
     body = ["--body"] if include_body else []
     result = run_mqinspect("store", "dump", built.root, "--format", "jsonl", "--count", "1000", *body)
@@ -248,6 +255,67 @@ def test_jsonl_writes_a_run_of_awkward_records_as_the_json_of_their_views(
     assert (messages[-1]["offset_msg_id"] is None) != one_shape and messages[-2]["offset_msg_id"] is not None
     if include_body:
         assert messages[2]["body"] == {"hex": b"\xff\xfe not utf-8".hex()}
+
+
+@pytest.mark.parametrize("include_body", [False, True], ids=["no-body", "body"])
+def test_jsonl_writes_runs_of_one_record_size_as_the_json_of_their_views(
+    make_store, monkeypatch, include_body: bool
+):
+    """Records of one size (decoded a whole record at a time) with awkward fixed-width keys, tags, topics
+    and bodies, several topics, queues and milliseconds, over two segments, until a damaged body: the jsonl
+    lines are json_line's of the record-by-record walk's views, and the dump ends at the damage."""
+    builder = make_store(segment_size=64 << 10)
+    for number in range(300):
+        body = f"é{number:04d}\u2028".encode() if number % 3 else b"\xff" + bytes([number % 256]) * 8
+        topic = ("T%a", 'T"b', "T\\c")[number % 3]
+        tags = ("t%s", "t\x1f!")[number % 2]
+        builder.add(topic, body, queue_id=number % 4, keys=f'k"{number:04d}\\', tags=tags)
+    built = builder.build()
+    damaged = built.records[250]
+    flip_byte(damaged.segment, damaged.segment.read_bytes().index(damaged.body, damaged.position))
+    body = ["--body"] if include_body else []
+    result = run_mqinspect("store", "dump", built.root, "--format", "jsonl", "--count", "1000", *body)
+    assert result.exit_code == ExitStatus.FINDINGS, result.stderr
+    lines = result.stdout.split("\n")
+    old_path = dump_records(built.root, None, 1000, include_body=include_body, check_crc=True)
+    assert lines[1:-2] == [json_line(event) for event in old_path.events] and lines[-1] == ""
+    finish = json.loads(lines[-2])
+    assert (finish["message_count"], finish["message_bytes"], finish["end"]) == (
+        old_path.message_count, old_path.message_bytes, to_jsonable(old_path.end)
+    )  # fmt: skip
+    assert finish["end"]["reason"] == "corrupt"
+    messages = [json.loads(line) for line in lines[1:-2] if '"kind":"message"' in line]
+    assert len(messages) == 250 and len({m["size_bytes"] for m in messages}) == 1
+    assert messages[-1]["physical_offset"] == built.records[249].physical_offset
+    # in this process too, and the runs were read a whole record at a time
+    whole_records = []
+    of_one_size = run_columns._Columns.of_one_size
+    monkeypatch.setattr(
+        run_columns._Columns,
+        "of_one_size",
+        lambda *a: whole_records.append(of_one_size(*a)) or whole_records[-1],
+    )
+    out = io.StringIO()
+    write_jsonl(DumpStream(built.root, None, 1000, include_body=include_body, check_crc=True), out)
+    assert out.getvalue() == result.stdout
+    assert sum(run.count for run in whole_records if run is not None) >= 240
+    # stopped inside a run by --count or --max-bytes: where the record walk stops
+    for count, max_bytes in ((123, None), (1000, built.records[200].physical_offset + 5)):
+        out = io.StringIO()
+        stream = DumpStream(
+            built.root, None, count, include_body=include_body, check_crc=True, max_bytes=max_bytes
+        )
+        write_jsonl(stream, out)
+        old_path = dump_records(
+            built.root, None, count, include_body=include_body, check_crc=True, max_bytes=max_bytes
+        )
+        lines = out.getvalue().split("\n")
+        assert lines[1:-2] == [json_line(event) for event in old_path.events]
+        finish = stream.finish
+        assert (finish.message_count, finish.message_bytes, finish.next_physical_offset) == (
+            old_path.message_count, old_path.message_bytes, old_path.next_physical_offset
+        )  # fmt: skip
+        assert old_path.message_count == (123 if max_bytes is None else 200)
 
 
 # ==========================================================================================================

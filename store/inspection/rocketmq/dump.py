@@ -4,7 +4,8 @@ ended, of a store or of one segment file.
 `DumpStream` hands the records over as the walk decodes them, a run of records at a time (`batches`), so a
 renderer writes the first ones while the rest are still on disk; `dump_records` collects a whole
 `CommitLogDump`. A renderer that writes many records at once may take a run as the decoder's columns
-(`RecordRun`, `batches(record_runs=True)`) instead of a RecordView per record. The walk reads no further
+(`RecordRun`, `batches(record_runs=True)`) instead of a RecordView per record; its runs of the common
+shape come as columns (`run_columns.RunColumns`), decoded with no object per record. The walk reads no further
 than the records asked for need: its reads start at one page and double up to the scan's window, and it
 stops at `count` messages or `max_bytes` of them.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate, takewhile
 from pathlib import Path
 from typing import Any
 
 from store.codec import RunRecord
 from store.commitlog_scan import (
+    DecodedColumns,
     DecodedRun,
     ScanEvent,
     ScannedRecord,
@@ -42,6 +45,7 @@ from store.inspection.rocketmq.record_views import (
     record_view,
     run_record_view,
 )
+from store.run_columns import RunColumns
 
 SCHEMA = "mqinspect.store.dump/v1"
 # Records decoded in one go, at most: a renderer writes (and flushes) each run, so this bounds how long the
@@ -51,22 +55,24 @@ RUN_RECORDS = 1024
 
 @dataclass(frozen=True, slots=True)
 class RecordRun:
-    """Messages decoded back to back, as the decoder's columns (`codec.RunRecord`s, their positions offsets
-    into `data`, which starts at physical offset `base`), in `segment`. `views()` are their RecordViews: a
-    renderer that writes a run at once draws the same fields without making one object per record. `data`
-    is the read window: valid while the batch holding the run is being written."""
+    """Messages decoded back to back, as the decoder made them: `codec.RunRecord`s, or `columns` (None:
+    see `records`), their positions offsets into `data`, which starts at physical offset `base`, in
+    `segment`. `views()` are their RecordViews: a renderer that writes a run at once draws the same fields
+    without making one object per record. `data` is the read window: valid while the batch holding the run
+    is being written."""
 
     segment: Path | None
     base: int
     data: memoryview = field(repr=False)
     records: list[RunRecord]
     include_body: bool
+    columns: RunColumns | None = None
 
     def views(self) -> list[RecordView]:
         path, data, base, include_body = self.segment, self.data, self.base, self.include_body
+        records = self.records if self.columns is None else self.columns.records()
         return [
-            run_record_view(base + record.position, record, data, path, include_body)
-            for record in self.records
+            run_record_view(base + record.position, record, data, path, include_body) for record in records
         ]
 
 
@@ -159,6 +165,7 @@ class DumpStream:
             check_crc=start.crc_checked,
             run_records=RUN_RECORDS,
             first_window_bytes=FIRST_READ_BYTES,
+            run_columns=record_runs,
         )
         with RecordReader(queue) as reader:
             for event in scan:
@@ -167,7 +174,7 @@ class DumpStream:
                     yield batch
                 if tally.next_offset is not None:
                     break
-                if not isinstance(event, ScannedRecord | DecodedRun):
+                if not isinstance(event, ScannedRecord | DecodedRun | DecodedColumns):
                     end = log_end_of(event)  # a blank is the end only if no segment follows it
         scan.close()
         if tally.next_offset is None and end is None:
@@ -184,6 +191,13 @@ class DumpStream:
     ) -> list[DumpEvent | RecordRun]:
         """The snapshots of one scan event's records, as many as the limits leave room for."""
         include_body = self._include_body
+        if isinstance(event, DecodedColumns):
+            segment = reader.segment_for(event.physical_offset)
+            columns = tally.take_columns(event.physical_offset, event.columns)
+            if not columns.count:
+                return []
+            path = segment and segment.path
+            return [RecordRun(path, event.physical_offset, event.data, [], include_body, columns)]
         if isinstance(event, DecodedRun):
             segment = reader.segment_for(event.physical_offset)
             base = event.physical_offset
@@ -234,6 +248,21 @@ class _Tally:
         self.messages += len(taken)
         if len(taken) < len(records):
             self.next_offset = base + records[len(taken)].position
+        return taken
+
+    def take_columns(self, base: int, columns: RunColumns) -> RunColumns:
+        """`take_run` of a run decoded as columns."""
+        sizes = columns.headers[0]
+        room = self.count - self.messages
+        if self.max_bytes is not None:  # the records whose sizes add up to no more than the bytes left
+            left = self.max_bytes - self.message_bytes
+            room = min(room, sum(1 for _ in takewhile(left.__ge__, accumulate(sizes[:room]))))
+        taken = columns.head(room)
+        self.messages += taken.count
+        if taken.count:
+            self.message_bytes += taken.end - taken.positions[0]  # back to back
+        if taken.count < columns.count:
+            self.next_offset = base + columns.positions[taken.count]
         return taken
 
     def take(self, offset: int, size: int) -> bool:
