@@ -282,6 +282,8 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         segments = commit_log.mapped_file_queue
         stats_before = dataclasses.replace(allocator.stats, lead_bytes=[])
         writer_before = ThreadTimes.now()
+        allocator_thread = allocator._thread.native_id
+        allocator_before = ThreadTimes.now(allocator_thread)
 
         def step() -> int:
             segment = segments.last_file
@@ -298,6 +300,7 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         count, elapsed = run_for(SUSTAINED_RUNS * settings.seconds, step)
         cpu_s = time.process_time() - cpu_began
         writer = ThreadTimes.now() - writer_before
+        warmer = ThreadTimes.now(allocator_thread) - allocator_before
         rolls = commit_log.max_offset // settings.segment_bytes
         stats = allocator.stats
         handed = stats.handed_over - stats_before.handed_over
@@ -306,6 +309,7 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         leads = stats.lead_bytes[stats_before.handed_over :]
         warmed_files = stats.warmed_files - stats_before.warmed_files
         warm_s = stats.warm_s - stats_before.warm_s
+        parked_s = stats.parked_s - stats_before.parked_s
     lead = (
         f"lead at each roll {', '.join(f'{b / MiB:.0f}' for b in leads)} MiB warmed" if leads else "no roll"
     )
@@ -320,8 +324,9 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         )
         bound = (
             f"the allocator's warm-up made new pages at {settings.segment_bytes / each_s / 1e9:.2f} GB/s "
-            f"while {bound}"
+            f"while {bound}; {warmer.describe('allocator thread', elapsed, parked_s)}"
         )
+        warm_up += f"; {warmer.describe('allocator thread', elapsed, parked_s)}"
     note = (
         f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg; {settings.segment_bytes // MiB} MiB segments, "
         f"{rolls} rolls, {ready_ahead} of {handed} segments ready ahead; put lock waited {waited_s:.2f} s "
@@ -369,24 +374,41 @@ class Stalls:
 
 @dataclass(frozen=True)
 class ThreadTimes:
-    """A thread's CPU times and minor page faults (/proc/thread-self/stat, /proc/self/task/TID/stat)."""
+    """A thread's CPU times and minor page faults (/proc/thread-self/stat, /proc/self/task/TID/stat), and
+    the time it waited runnable for a CPU (schedstat's run delay: the machine's cores were taken)."""
 
     user_s: float
     system_s: float
     minor_faults: int
+    runnable_wait_s: float = 0.0
 
     @classmethod
     def now(cls, thread_id: int | None = None) -> ThreadTimes:
         """The calling thread's, or those of the thread whose native id is `thread_id`."""
-        path = "/proc/thread-self/stat" if thread_id is None else f"/proc/self/task/{thread_id}/stat"
-        with open(path) as stat:
+        task = "/proc/thread-self" if thread_id is None else f"/proc/self/task/{thread_id}"
+        with open(f"{task}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
+        waited_ns = 0
+        with contextlib.suppress(OSError, ValueError, IndexError), open(f"{task}/schedstat") as schedstat:
+            waited_ns = int(schedstat.read().split()[1])
         ticks = os.sysconf("SC_CLK_TCK")
-        return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, int(fields[7]))
+        return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, int(fields[7]), waited_ns / 1e9)
 
     def __sub__(self, other: ThreadTimes) -> ThreadTimes:
         return ThreadTimes(
-            self.user_s - other.user_s, self.system_s - other.system_s, self.minor_faults - other.minor_faults
+            self.user_s - other.user_s,
+            self.system_s - other.system_s,
+            self.minor_faults - other.minor_faults,
+            self.runnable_wait_s - other.runnable_wait_s,
+        )
+
+    def describe(self, name: str, elapsed_s: float, parked_s: float = 0.0) -> str:
+        """On CPU, waiting for one, and the rest of `elapsed_s` (asleep, or blocked in the kernel)."""
+        on_cpu_s = self.user_s + self.system_s
+        parked = f", parked for the writer {parked_s:.2f} s" if parked_s else ""
+        return (
+            f"{name} on CPU {on_cpu_s:.2f} s ({self.system_s:.2f} s in the kernel), runnable but waiting "
+            f"for a CPU {self.runnable_wait_s:.2f} s{parked}, of {elapsed_s:.2f} s"
         )
 
 
