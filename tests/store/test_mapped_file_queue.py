@@ -4,14 +4,13 @@ and AllocateMappedFileService making the next file ahead of the writer."""
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from support import fincore_pages
 
 from store import _libc, mapped_file_queue
 from store.config import StoreConfig, WarmupMode
@@ -493,24 +492,9 @@ def test_populating_a_file_the_writer_overtook_goes_on_a_stride_ahead_of_it_and_
 
 
 def resident_bytes(path: Path) -> int:
-    """The file's bytes in the page cache, by fincore (util-linux): a warm-up's pages are in it, a fallocated
-    file's untouched ones are not."""
-    out = subprocess.run(
-        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return int(out.strip())
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    """The file's bytes in the page cache (fincore): a warm-up's pages are, a fallocated file's untouched
+    ones are not."""
+    return fincore_pages(path) * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.fixture
@@ -519,7 +503,6 @@ def small_lead(monkeypatch):
     return WARM_STRIDE_BYTES
 
 
-@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs fincore (util-linux)")
 def test_the_next_segment_is_warmed_only_a_lead_ahead_of_the_writer_and_goes_on_as_it_moves(
     tmp_path, small_lead
 ):
@@ -541,7 +524,7 @@ def test_the_next_segment_is_warmed_only_a_lead_ahead_of_the_writer_and_goes_on_
         assert resident_bytes(following) == 0
 
         first.append(bytes(WARM_STRIDE_BYTES + 4096))  # now less than a stride before the end
-        assert wait_until(lambda: resident_bytes(following) >= WARM_STRIDE_BYTES)
+        assert wait_for(lambda: resident_bytes(following) >= WARM_STRIDE_BYTES, 30)
         assert service.wait_idle(60)
         # One stride populated (the kernel may read a little ahead around it), not the whole segment.
         assert WARM_STRIDE_BYTES <= resident_bytes(following) < 2 * WARM_STRIDE_BYTES
@@ -549,7 +532,7 @@ def test_the_next_segment_is_warmed_only_a_lead_ahead_of_the_writer_and_goes_on_
         fill(first)
         second = log.get_last_file()  # the writer takes it: the rest is warmed at once
         assert second.path == following
-        assert wait_until(lambda: second.warmed_bytes == size and resident_bytes(following) == size)
+        assert wait_for(lambda: second.warmed_bytes == resident_bytes(following) == size, 30)
         log.close()
 
 
