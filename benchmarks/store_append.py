@@ -21,8 +21,10 @@ floor; consuming. The rolls case says where its time went: waits in the put lock
 writer's kernel time and page faults, how much of each new segment was warmed when the writer took it, how
 long a segment's warm-up took against the writer's rate, and the puts over 5 ms by where they wrote (pages
 not yet warmed, a roll, warmed pages) with the writer's CPU time in them; and how fast a new segment's
-pages come when as many were freed just before and 3 s before. The +dispatch case gives the writer's and
-the dispatcher thread's CPU per message.
+pages come when as many were freed just before and 3 s before, and the allocator thread's CPU, its wait
+for a CPU and its time parked ahead of the writer. The +dispatch case gives the writer's and the dispatcher
+thread's CPU per message and the writer's page faults; it and its CommitLog-only reference are timed from
+SETTLE_BYTES into their segment (see there).
 
 MB/s counts body bytes (1 MB = 10^6 bytes) so the engines compare on payload; records add ~110 bytes of
 header, topic and properties each. Everything runs in a temporary directory on the real disk (default
