@@ -21,8 +21,10 @@ floor; consuming. The rolls case says where its time went: waits in the put lock
 writer's kernel time and page faults, how much of each new segment was warmed when the writer took it, how
 long a segment's warm-up took against the writer's rate, and the puts over 5 ms by where they wrote (pages
 not yet warmed, a roll, warmed pages) with the writer's CPU time in them; and how fast a new segment's
-pages come when as many were freed just before and 3 s before. The +dispatch case gives the writer's and
-the dispatcher thread's CPU per message.
+pages come when as many were freed just before and 3 s before, and the allocator thread's CPU, its wait
+for a CPU and its time parked ahead of the writer. The +dispatch case gives the writer's and the dispatcher
+thread's CPU per message and the writer's page faults; it and its CommitLog-only reference are timed from
+SETTLE_BYTES into their segment (see there).
 
 MB/s counts body bytes (1 MB = 10^6 bytes) so the engines compare on payload; records add ~110 bytes of
 header, topic and properties each. Everything runs in a temporary directory on the real disk (default
@@ -224,16 +226,18 @@ def measure_put(settings: Settings, root: Path, size: int, batches: list, case: 
         verify_batch(commit_log, first, probe)
         step = single_putter(commit_log, batches) if single else batch_putter(commit_log, batches)
         step_bytes = first.wrote_bytes // len(probe) * (SINGLES_PER_STEP if single else BATCHED_PER_STEP)
+        settled = "" if single else settle(settings, commit_log, step)
 
         def room_for_more() -> bool:
             return commit_log.max_offset + 2 * step_bytes < settings.segment_bytes
 
-        cpu_began = time.process_time()
+        cpu_began, faults_before = time.process_time(), ThreadTimes.now().minor_faults
         count, elapsed = run_for(settings.seconds, step, room_for_more)
         cpu_s = time.process_time() - cpu_began
+        faults = ThreadTimes.now().minor_faults - faults_before
         probe = batches[-1][:1] if single else batches[-1]
         verify_batch(commit_log, commit_log.put_messages(probe), probe)
-        note = f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads)"
+        note = f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg (all threads), {faults:,} page faults{settled}"
         if not room_for_more():
             note += "; segment full before the time was up"
     return Result(size, case, count, elapsed, note, cpu_us_per_msg=cpu_s / max(count, 1) * 1e6)
@@ -241,6 +245,24 @@ def measure_put(settings: Settings, root: Path, size: int, batches: list, case: 
 
 SINGLES_PER_STEP = 256
 BATCHED_PER_STEP = 1024
+# Written before the clock starts, in the CommitLog-only and the +dispatch case alike: the first ~40 MiB of
+# a freshly warmed segment sometimes (in either case, at random: 5 of 5 +dispatch runs on 3d9c4d4, 2 of 6
+# CommitLog-only ones) take a write-protect fault on every page (traced: error code 7, offsets 0.3-40 MiB,
+# ~10 us each, +0.2-0.4 us of the writer's CPU per message over a 1 s window) and the one that got them
+# lost 10-30 points of the ratio. Segment starts are the rolls case's to measure.
+SETTLE_BYTES = 64 * MiB
+
+
+def settle(settings: Settings, commit_log: CommitLog, step: Callable[[], int]) -> str:
+    """Put untimed until SETTLE_BYTES are written into the segment (when it holds four times that);
+    returns what the note says about it."""
+    if settings.segment_bytes < 4 * SETTLE_BYTES:
+        return ""
+    faults_before = ThreadTimes.now().minor_faults
+    while commit_log.max_offset < SETTLE_BYTES:
+        step()
+    faults = ThreadTimes.now().minor_faults - faults_before
+    return f"; timed from {SETTLE_BYTES // MiB} MiB into the segment (those took {faults:,} page faults)"
 
 
 def single_putter(commit_log: CommitLog, batches: list) -> Callable[[], int]:
@@ -282,6 +304,8 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         segments = commit_log.mapped_file_queue
         stats_before = dataclasses.replace(allocator.stats, lead_bytes=[])
         writer_before = ThreadTimes.now()
+        allocator_thread = allocator._thread.native_id
+        allocator_before = ThreadTimes.now(allocator_thread)
 
         def step() -> int:
             segment = segments.last_file
@@ -298,6 +322,7 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         count, elapsed = run_for(SUSTAINED_RUNS * settings.seconds, step)
         cpu_s = time.process_time() - cpu_began
         writer = ThreadTimes.now() - writer_before
+        warmer = ThreadTimes.now(allocator_thread) - allocator_before
         rolls = commit_log.max_offset // settings.segment_bytes
         stats = allocator.stats
         handed = stats.handed_over - stats_before.handed_over
@@ -306,6 +331,7 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         leads = stats.lead_bytes[stats_before.handed_over :]
         warmed_files = stats.warmed_files - stats_before.warmed_files
         warm_s = stats.warm_s - stats_before.warm_s
+        parked_s = stats.parked_s - stats_before.parked_s
     lead = (
         f"lead at each roll {', '.join(f'{b / MiB:.0f}' for b in leads)} MiB warmed" if leads else "no roll"
     )
@@ -320,8 +346,9 @@ def measure_sustained(settings: Settings, root: Path, size: int, batches: list) 
         )
         bound = (
             f"the allocator's warm-up made new pages at {settings.segment_bytes / each_s / 1e9:.2f} GB/s "
-            f"while {bound}"
+            f"while {bound}; {warmer.describe('allocator thread', elapsed, parked_s)}"
         )
+        warm_up += f"; {warmer.describe('allocator thread', elapsed, parked_s)}"
     note = (
         f"CPU {cpu_s / max(count, 1) * 1e6:.2f} us/msg; {settings.segment_bytes // MiB} MiB segments, "
         f"{rolls} rolls, {ready_ahead} of {handed} segments ready ahead; put lock waited {waited_s:.2f} s "
@@ -369,24 +396,41 @@ class Stalls:
 
 @dataclass(frozen=True)
 class ThreadTimes:
-    """A thread's CPU times and minor page faults (/proc/thread-self/stat, /proc/self/task/TID/stat)."""
+    """A thread's CPU times and minor page faults (/proc/thread-self/stat, /proc/self/task/TID/stat), and
+    the time it waited runnable for a CPU (schedstat's run delay: the machine's cores were taken)."""
 
     user_s: float
     system_s: float
     minor_faults: int
+    runnable_wait_s: float = 0.0
 
     @classmethod
     def now(cls, thread_id: int | None = None) -> ThreadTimes:
         """The calling thread's, or those of the thread whose native id is `thread_id`."""
-        path = "/proc/thread-self/stat" if thread_id is None else f"/proc/self/task/{thread_id}/stat"
-        with open(path) as stat:
+        task = "/proc/thread-self" if thread_id is None else f"/proc/self/task/{thread_id}"
+        with open(f"{task}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
+        waited_ns = 0
+        with contextlib.suppress(OSError, ValueError, IndexError), open(f"{task}/schedstat") as schedstat:
+            waited_ns = int(schedstat.read().split()[1])
         ticks = os.sysconf("SC_CLK_TCK")
-        return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, int(fields[7]))
+        return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, int(fields[7]), waited_ns / 1e9)
 
     def __sub__(self, other: ThreadTimes) -> ThreadTimes:
         return ThreadTimes(
-            self.user_s - other.user_s, self.system_s - other.system_s, self.minor_faults - other.minor_faults
+            self.user_s - other.user_s,
+            self.system_s - other.system_s,
+            self.minor_faults - other.minor_faults,
+            self.runnable_wait_s - other.runnable_wait_s,
+        )
+
+    def describe(self, name: str, elapsed_s: float, parked_s: float = 0.0) -> str:
+        """On CPU, waiting for one, and the rest of `elapsed_s` (asleep, or blocked in the kernel)."""
+        on_cpu_s = self.user_s + self.system_s
+        parked = f", parked for the writer {parked_s:.2f} s" if parked_s else ""
+        return (
+            f"{name} on CPU {on_cpu_s:.2f} s ({self.system_s:.2f} s in the kernel), runnable but waiting "
+            f"for a CPU {self.runnable_wait_s:.2f} s{parked}, of {elapsed_s:.2f} s"
         )
 
 
@@ -493,7 +537,6 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
     seconds = min(settings.seconds, 1.0)
     with MessageStore(root, settings.store_config()) as store:
         store.put_messages(batches[0])
-        store.wait_dispatched(store.commit_log.max_offset, 30)
         store.allocator.wait_idle(60)  # the segment written and the next one warmed, as for CommitLog-only
         put_batch = store.put_messages
 
@@ -501,6 +544,9 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
             for _ in range(4):
                 put_batch(next_batch())
             return 4 * len(batches[0])
+
+        settled = settle(settings, store.commit_log, step)
+        store.wait_dispatched(store.commit_log.max_offset, 30)
 
         dispatcher_thread = store._reput._thread.native_id
         cpu_began = time.process_time()
@@ -525,8 +571,8 @@ def measure_store_put(settings: Settings, root: Path, size: int, batches: list) 
     per_message_us = 1e6 / max(count, 1)
     lag += (
         f"; CPU {cpu_s * per_message_us:.2f} us/msg (all threads): writer "
-        f"{(writer.user_s + writer.system_s) * per_message_us:.2f}, dispatcher thread "
-        f"{(dispatcher.user_s + dispatcher.system_s) * per_message_us:.2f}"
+        f"{(writer.user_s + writer.system_s) * per_message_us:.2f} ({writer.minor_faults:,} page faults), "
+        f"dispatcher thread {(dispatcher.user_s + dispatcher.system_s) * per_message_us:.2f}{settled}"
     )
     case = f"MessageStore.put_messages x{len(batches[0])} +dispatch"
     return Result(

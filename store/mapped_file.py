@@ -50,7 +50,7 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -300,6 +300,10 @@ class MappedFile:
         return self._wrote == self.file_size
 
     @property
+    def is_closed(self) -> bool:
+        return self._mapping is None
+
+    @property
     def is_locked(self) -> bool:
         """True while the mapping is mlocked (after warm-up, until munlock or close)."""
         return self._locked
@@ -536,6 +540,7 @@ class MappedFile:
         sync_flush: bool = False,
         *,
         while_written: bool = False,
+        pace: Callable[[int], bool] | None = None,
     ) -> WarmupResult:
         """Pre-fault every page of the mapping, mlock it and madvise WILLNEED (RocketMQ's warmMappedFile).
 
@@ -546,6 +551,10 @@ class MappedFile:
         raised, as RocketMQ only logs them. Run it before the file is handed to the writer, or, with POPULATE
         only, with `while_written` once a writer has it: POPULATE changes no byte, and where it is
         unavailable the pages are left to the writer's own faults (touching would zero written bytes).
+
+        `pace` (POPULATE only) is called with the offset of each stride before it is populated and blocks
+        until it may go; when it returns False the warm-up stops there, without the mlock (which would map
+        the pages left read-only, for the writer to fault again), and `warmed_bytes` says how far it got.
         """
         began = time.monotonic()
         if mode == WarmupMode.NONE:
@@ -558,7 +567,8 @@ class MappedFile:
         used = mode
         if mode == WarmupMode.POPULATE:
             try:
-                self._populate(mapping, flush_every_pages, sync_flush)
+                if not self._populate(mapping, flush_every_pages, sync_flush, pace):
+                    return WarmupResult(mode, used, 0, time.monotonic() - began, self._locked, ("stopped",))
             except OSError as err:
                 if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                     raise
@@ -587,7 +597,9 @@ class MappedFile:
             _msync(mapping, flushed_from, self.file_size)
         self.warmed_bytes = self.file_size
 
-    def _populate(self, mapping: mmap.mmap, flush_every_pages: int, sync_flush: bool) -> None:
+    def _populate(
+        self, mapping: mmap.mmap, flush_every_pages: int, sync_flush: bool, pace: Callable[[int], bool] | None
+    ) -> bool:
         # With sync flush, populate in the same strides the touch loop msyncs at, so that both modes leave
         # at most `flush_every_pages` dirty pages behind at any time. A file may be handed to the writer
         # while it is warmed (AllocateMappedFileService, when the writer caught up with it). The populate
@@ -604,6 +616,8 @@ class MappedFile:
             length = min(stride, self.file_size - start)
             if length <= 0:
                 break
+            if pace is not None and not pace(start):
+                return False
             with memoryview(mapping):  # mapped while advised, even if the file is closed meanwhile
                 _libc.advise_mapping(mapping, _libc.MADV_POPULATE_WRITE, start, length)
                 if sync_flush:
@@ -611,6 +625,7 @@ class MappedFile:
             start += length
             self.warmed_bytes = start
         self.warmed_bytes = self.file_size  # the pages skipped are the writer's to fault
+        return True
 
     def _lock_and_advise(self, mapping: mmap.mmap, problems: list[str]) -> None:
         try:

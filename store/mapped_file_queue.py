@@ -27,12 +27,21 @@ from store.config import FlushDiskType, StoreConfig, WarmupMode
 from store.errors import StoreError
 from store.layout import file_name_to_offset, offset_to_file_name, scan_segment_dir
 from store.lease import FileProtection, LeaseWatcher
-from store.mapped_file import MappedFile, ReadOnlyStoreError
+from store.mapped_file import WARM_STRIDE_BYTES, MappedFile, ReadOnlyStoreError
 from store.transient_pool import TransientStorePool
 
 log = logging.getLogger(__name__)
 
 TRUNCATE_DESTROY_TIMEOUT_S = 1.0  # RocketMQ's truncateDirtyFiles destroys with 1000 ms
+# How far (in log bytes) the warm-up of the segment after the writer's runs ahead of the writer.
+# MADV_POPULATE_WRITE dirties every page it makes: the whole next segment warmed at once (1 GiB, beside the
+# current one's 1 GiB) took this machine's dirty pages past the kernel's background threshold (10% of RAM,
+# 2.1 GiB here), and the flusher wrote the warmed zero pages of both segments back to disk (traced:
+# ext4 background writeback of 56-116 MiB of each), ahead of the writer, which faults on each such page
+# again. 256 MiB is a quarter of a second at 1 GB/s, while the warm-up alone makes pages at 3 GB/s.
+WARM_LEAD_BYTES = 256 << 20
+_PACE_FIRST_S = 0.01  # the warm-up's first look at a writer it is far enough ahead of
+_PACE_MIN_S, _PACE_MAX_S = 0.005, 0.2  # its later looks: when the writer should have used up the excess
 
 
 class MappedFileAllocationError(StoreError):
@@ -431,8 +440,9 @@ class AllocationStats:
     ready_ahead: int = 0
     waited_s: float = 0.0
     longest_wait_s: float = 0.0
-    warm_s: float = 0.0
+    warm_s: float = 0.0  # populating, not counting the time parked for the writer to move
     warmed_files: int = 0  # warm-ups finished, which took warm_s in all
+    parked_s: float = 0.0  # warm-ups waiting for the writer (WARM_LEAD_BYTES ahead of it)
     lead_bytes: list[int] = field(default_factory=list)
 
 
@@ -456,6 +466,8 @@ class AllocateMappedFileService:
         self._stopping = False
         self._serving = False
         self._thread = threading.Thread(target=self._run, name="AllocateMappedFileService", daemon=True)
+        self._parked = False  # a warm-up waits for the writer to move (WARM_LEAD_BYTES ahead of it)
+        self._writer_file: MappedFile | None = None  # the file the writer took last
         self.stats = AllocationStats()
 
     def start(self) -> AllocateMappedFileService:
@@ -481,7 +493,13 @@ class AllocateMappedFileService:
             if self._may_allocate_ahead():
                 self._submit(next_next_path, file_size)
         timeout_s = self._config.allocate_wait_timeout_ms / 1000
-        was_ready = request.done.is_set()
+        # Ready ahead: made and warmed before it was asked for, or, with a warm-up paced by the writer,
+        # made and warmed at least a stride of it (the rest follows ahead of the writer).
+        was_ready = request.done.is_set() or (
+            request.ready.is_set()
+            and request.mapped_file is not None
+            and request.mapped_file.warmed_bytes >= min(request.file_size, WARM_STRIDE_BYTES)
+        )
         began = time.monotonic()
         if not request.ready.wait(timeout_s):
             raise MappedFileAllocationError(f"timed out after {timeout_s:.1f} s waiting for {next_path}")
@@ -497,6 +515,7 @@ class AllocateMappedFileService:
         return request.mapped_file
 
     def _count_hand_over(self, mapped_file: MappedFile, was_ready: bool, waited_s: float) -> None:
+        self._writer_file = mapped_file
         stats = self.stats
         stats.handed_over += 1
         stats.ready_ahead += was_ready
@@ -538,10 +557,13 @@ class AllocateMappedFileService:
             self._serve(request)
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Block until every file asked for is made and warmed (the next segment is ready ahead), or the
-        timeout passes; False then. For benchmarks and tests, which wait for this state, not for time."""
+        """Block until every file asked for is made and warmed as far ahead of the writer as it goes
+        (WARM_LEAD_BYTES; the next segment is ready ahead), or the timeout passes; False then. For
+        benchmarks and tests, which wait for this state, not for time."""
         with self._wakeup:
-            return self._wakeup.wait_for(lambda: not self._queue and not self._serving, timeout_s)
+            return self._wakeup.wait_for(
+                lambda: not self._queue and (not self._serving or self._parked), timeout_s
+            )
 
     def _serve(self, request: _AllocateRequest) -> None:
         try:
@@ -586,7 +608,7 @@ class AllocateMappedFileService:
         request.mapped_file = mapped_file
         request.ready.set()
         try:
-            self._warm(mapped_file, while_written=True)
+            self._warm(mapped_file, while_written=True, pace=self._paced_by_writer(mapped_file))
         except (OSError, ValueError, StoreError) as err:  # the writer faults the pages left
             log.warning("%s: warm-up stopped: %s", mapped_file.path, err)
         finally:
@@ -594,23 +616,68 @@ class AllocateMappedFileService:
         if self._dropped(request):
             mapped_file.destroy(0.0)
 
+    def _paced_by_writer(self, mapped_file: MappedFile) -> Callable[[int], bool]:
+        """The pace of a warm-up while the file waits for the writer: a stride goes once it starts less than
+        WARM_LEAD_BYTES ahead of the writer in the log (the file the writer writes, or is about to take, is
+        warmed at once, as before); False when the service stops or the file closes meanwhile. Between
+        looks it sleeps for as long as the writer, at the rate it last moved, takes to use up the excess,
+        so an idle writer costs a look every _PACE_MAX_S."""
+
+        def may_warm(start: int) -> bool:
+            delay_s, last = _PACE_FIRST_S, None
+            while True:
+                writer = self._writer_file
+                if writer is None or writer.file_from_offset >= mapped_file.file_from_offset:
+                    return True  # the writer's own file (or the first one it takes)
+                position = writer.file_from_offset + writer.wrote_position
+                excess = mapped_file.file_from_offset + start - position - WARM_LEAD_BYTES
+                if excess < 0:
+                    return True
+                if last is not None:
+                    moved = position - last
+                    delay_s = min(
+                        _PACE_MAX_S, max(_PACE_MIN_S, excess * delay_s / moved if moved > 0 else 2 * delay_s)
+                    )
+                last = position
+                if not self._park(delay_s) or mapped_file.is_closed:
+                    return False
+
+        return may_warm
+
+    def _park(self, seconds: float) -> bool:
+        """Wait `seconds` with the warm-up parked (wait_idle counts that as idle); False when stopping."""
+        with self._wakeup:
+            self._parked = True
+            self._wakeup.notify_all()
+            if not self._stopping:
+                began = time.monotonic()
+                self._wakeup.wait(seconds)
+                self.stats.parked_s += time.monotonic() - began
+            self._parked = False
+            return not self._stopping
+
     def _dropped(self, request: _AllocateRequest) -> bool:
         """Whether shutdown dropped the request: nobody takes or deletes its file but us."""
         with self._wakeup:
             return not request.taken and self._requests.get(request.path) is not request
 
-    def _warm(self, mapped_file: MappedFile, while_written: bool = False) -> None:
+    def _warm(
+        self, mapped_file: MappedFile, while_written: bool = False, pace: Callable[[int], bool] | None = None
+    ) -> None:
         config = self._config
         if config.warmup == WarmupMode.NONE or mapped_file.file_size < config.mapped_file_size_commitlog:
             return
-        began = time.monotonic()
+        began, parked_s = time.monotonic(), self.stats.parked_s
         mapped_file.warm(
             config.warmup,
             flush_every_pages=config.flush_least_pages_when_warm_mapped_file,
             sync_flush=config.flush_disk_type == FlushDiskType.SYNC,
             while_written=while_written,
+            pace=pace,
         )
-        self.stats.warm_s += time.monotonic() - began
+        if mapped_file.warmed_bytes < mapped_file.file_size:
+            return  # stopped: the service is stopping or the file closed
+        self.stats.warm_s += time.monotonic() - began - (self.stats.parked_s - parked_s)
         self.stats.warmed_files += 1
 
     def shutdown(self, timeout_s: float = 10.0) -> None:

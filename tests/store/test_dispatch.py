@@ -14,6 +14,7 @@ import pytest
 
 from store import codec
 from store import commitlog as commitlog_module
+from store import dispatch as dispatch_module
 from store.commitlog import CommitLog
 from store.config import StoreConfig, WarmupMode
 from store.consume_queue import ConsumeQueue, ConsumeQueueStore
@@ -532,3 +533,32 @@ def test_with_a_transient_store_pool_batches_are_dispatched_once_committed(tmp_p
     assert not entries_past_the_readable_end
     assert not (root / "abort").exists(), "dispatch reached the end of the log at shutdown"
     assert _files(root) == _walked_reference(root, tmp_path / "reference")
+
+
+class _CountingDispatcher:
+    """Stands in for a Dispatcher: each pass finds the next of `found` records."""
+
+    def __init__(self, found: list[int]):
+        self.found = found
+        self.passes = 0
+
+    def dispatch_until(self) -> int:
+        self.passes += 1
+        return self.found.pop(0) if self.found else 0
+
+
+def test_behind_a_busy_writer_the_reput_thread_takes_a_slice_of_puts_per_pass(monkeypatch):
+    """Woken after every put, the reput thread took the GIL from the writer every switch interval (~100-140
+    passes a second at 1 KiB): a pass that found BUSY_PASS_RECORDS or more waits DISPATCH_SLICE_S before the
+    next (on the stop event: stop() cuts it short, then dispatches the rest), a pass that found fewer goes
+    back to waiting for the next put at once."""
+    service = dispatch_module.ReputMessageService(_CountingDispatcher([dispatch_module.BUSY_PASS_RECORDS, 3]))
+    waits = []
+    monkeypatch.setattr(service._stopped, "wait", lambda seconds: waits.append(seconds))
+    service.wakeup()
+    service.run_once()  # a busy pass: a slice follows
+    assert waits == [dispatch_module.DISPATCH_SLICE_S]
+    service.wakeup()
+    service.run_once()  # 3 records: no slice
+    assert waits == [dispatch_module.DISPATCH_SLICE_S]
+    assert service.dispatcher.passes == 2

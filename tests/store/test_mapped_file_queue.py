@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support import fincore_pages
 
-from store import _libc
+from store import _libc, mapped_file_queue
 from store.config import StoreConfig, WarmupMode
 from store.errors import StoreLayoutError
 from store.layout import offset_to_file_name
@@ -488,3 +489,63 @@ def test_populating_a_file_the_writer_overtook_goes_on_a_stride_ahead_of_it_and_
             mapped_file.warm(WarmupMode.TOUCH, while_written=True)
     finally:
         mapped_file.destroy(0)
+
+
+def resident_bytes(path: Path) -> int:
+    """The file's bytes in the page cache (fincore): a warm-up's pages are, a fallocated file's untouched
+    ones are not."""
+    return fincore_pages(path) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture
+def small_lead(monkeypatch):
+    monkeypatch.setattr(mapped_file_queue, "WARM_LEAD_BYTES", WARM_STRIDE_BYTES, raising=False)
+    return WARM_STRIDE_BYTES
+
+
+def test_the_next_segment_is_warmed_only_a_lead_ahead_of_the_writer_and_goes_on_as_it_moves(
+    tmp_path, small_lead
+):
+    """The whole next segment warmed at once dirtied a second segment's worth of zero pages, which took the
+    machine past the kernel's background-writeback threshold: the flusher wrote them back and the writer
+    faulted on each again. Now the next segment's warm-up stays WARM_LEAD_BYTES ahead of the writer in
+    the log, parked (wait_idle counts that as idle), and goes on as the writer moves."""
+    size = 4 * WARM_STRIDE_BYTES
+    config = StoreConfig(mapped_file_size_commitlog=size, warmup=WarmupMode.POPULATE)
+    with AllocateMappedFileService(config) as service:
+        log = MappedFileQueue(tmp_path / "commitlog", size, allocate_service=service)
+        first = log.get_last_file(0)
+        first.append(bytes(size - 2 * WARM_STRIDE_BYTES))  # the writer two strides before the end
+        assert service.wait_idle(60)
+        following = tmp_path / "commitlog" / offset_to_file_name(size)
+        assert following.exists(), "the next segment is made ahead"
+        assert first.warmed_bytes == size, "the writer's own segment is warmed whole, at once"
+        # Strides that start less than a lead (one stride) past the writer: none of the next segment's.
+        assert resident_bytes(following) == 0
+
+        first.append(bytes(WARM_STRIDE_BYTES + 4096))  # now less than a stride before the end
+        assert wait_for(lambda: resident_bytes(following) >= WARM_STRIDE_BYTES, 30)
+        assert service.wait_idle(60)
+        # One stride populated (the kernel may read a little ahead around it), not the whole segment.
+        assert WARM_STRIDE_BYTES <= resident_bytes(following) < 2 * WARM_STRIDE_BYTES
+
+        fill(first)
+        second = log.get_last_file()  # the writer takes it: the rest is warmed at once
+        assert second.path == following
+        assert wait_for(lambda: second.warmed_bytes == resident_bytes(following) == size, 30)
+        log.close()
+
+
+def test_shutdown_stops_a_warm_up_parked_for_the_writer(tmp_path, small_lead):
+    size = 4 * WARM_STRIDE_BYTES
+    config = StoreConfig(mapped_file_size_commitlog=size, warmup=WarmupMode.POPULATE)
+    service = AllocateMappedFileService(config).start()
+    log = MappedFileQueue(tmp_path / "commitlog", size, allocate_service=service)
+    log.get_last_file(0)
+    assert service.wait_idle(60)
+    began = time.monotonic()
+    service.shutdown(timeout_s=30)
+    assert not service._thread.is_alive() and service.stats.parked_s > 0
+    assert time.monotonic() - began < 10, "the parked warm-up heard the shutdown"
+    assert not (tmp_path / "commitlog" / offset_to_file_name(size)).exists(), "the file made ahead is gone"
+    log.close()
