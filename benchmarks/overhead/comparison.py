@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 from benchmarks.overhead.baseline import EmptyProgramFloor, is_floor_program, is_session_program
-from benchmarks.overhead.loop_profile import KERNEL_PARTS, LoopProfile, thread_profiler
+from benchmarks.overhead.loop_profile import KERNEL_PARTS, ZEROING, LoopProfile, thread_profiler
 from benchmarks.overhead.run_statistics import bpf_run_statistics, program_times, runs_between
 from benchmarks.overhead.sessions import (
     PROBE_NAMES,
@@ -302,6 +302,7 @@ class TimeSplit:
     blocked_s: float | None
     other_threads_cpu_s: float | None
     kernel: dict[str, float | None]  # KERNEL_PARTS' names -> seconds of the loop thread's CPU
+    cpu_less_zeroing_s: float | None  # the loop thread's CPU but the part zeroing new pages
 
     @classmethod
     def of(cls, runs: Sequence[Run]) -> TimeSplit:
@@ -320,6 +321,7 @@ class TimeSplit:
             blocked_s=median(lambda run: blocked_s(run.result)),
             other_threads_cpu_s=median(clock("other_threads_cpu_s")),
             kernel={part: median(functools.partial(profiled_s, part=part)) for part, _ in KERNEL_PARTS},
+            cpu_less_zeroing_s=median(cpu_less_zeroing_s),
         )
 
     def parts(self) -> dict[str, float | None]:
@@ -346,6 +348,15 @@ def _differences(mine: dict[str, float | None], theirs: dict[str, float | None])
 
 def blocked_s(result: WorkloadResult) -> float | None:
     return None if result.loop is None else result.loop.blocked_s(result.seconds)
+
+
+def cpu_less_zeroing_s(run: Run) -> float | None:
+    """The loop thread's CPU time less what it spent zeroing new pages: the same bytes on every side, at a
+    rate this VM changes from run to run (loop_profile.py)."""
+    zeroing = profiled_s(run, ZEROING)
+    if zeroing is None or run.result.loop is None:
+        return None
+    return run.result.loop.user_s + run.result.loop.system_s - zeroing
 
 
 def profiled_s(run: Run, part: str) -> float | None:

@@ -162,6 +162,12 @@ def time_split_text(comparison: Comparison) -> str:
     if any(extra is not None for extra in kernel.values()):
         parts = ", ".join(f"{name} {signed_seconds(extra)}" for name, extra in kernel.items())
         text += f"; its CPU by perf samples: {parts}"
+    if probed.cpu_less_zeroing_s is not None and plain.cpu_less_zeroing_s:
+        steady = probed.cpu_less_zeroing_s / plain.cpu_less_zeroing_s - 1
+        text += (
+            f"; its CPU less the zeroing {plain.cpu_less_zeroing_s:.3f} -> {probed.cpu_less_zeroing_s:.3f} s "
+            f"({100 * steady:+.1f}%)"
+        )
     program_ns = sum(ns for run in comparison.costs for _count, ns in run.program_runs.values())
     if comparison.costs and program_ns:
         text += f"; the probes' programs ran {program_ns / len(comparison.costs) / 1e6:.1f} ms per loop"

@@ -138,9 +138,15 @@ def test_the_loop_clocks_put_a_sleep_off_a_cpu_and_agree_with_schedstat_on_cpu_t
     assert parts == pytest.approx(wall_s)  # by construction, while nothing is negative
 
 
-def fake_run(seconds: float, user_s: float, system_s: float, run_queue_s: float) -> comparison.Run:
+def fake_run(
+    seconds: float, user_s: float, system_s: float, run_queue_s: float, zeroing_share: float | None = None
+) -> comparison.Run:
     clocks = workloads.LoopClocks(user_s, system_s, run_queue_s, 0.1, 0)
-    return comparison.Run(workloads.WorkloadResult(seconds, 1000, 100, clocks))
+    profile = None
+    if zeroing_share is not None:
+        zeroing = round(1000 * zeroing_share)
+        profile = loop_profile.LoopProfile({loop_profile.ZEROING: zeroing, loop_profile.USER: 1000 - zeroing})
+    return comparison.Run(workloads.WorkloadResult(seconds, 1000, 100, clocks), profile=profile)
 
 
 def test_the_verdict_says_where_the_probed_side_s_extra_wall_time_went(capsys):
@@ -215,3 +221,20 @@ def test_the_profiler_samples_only_the_enabled_stretch_of_one_thread(tmp_path: P
     kernel = profile.total - profile.samples.get(loop_profile.USER, 0)
     assert profile.samples.get(loop_profile.ZEROING, 0) > 0
     assert kernel > profile.samples.get(loop_profile.USER, 0)  # the faults, not the sums around them
+
+
+def test_the_verdict_sets_the_zeroing_of_new_pages_apart_from_the_rest_of_the_loop_thread_s_cpu(capsys):
+    """The same bytes zeroed on both sides, at a rate the VM changes: the rest is what the probes move."""
+    compared = comparison.Comparison(
+        "append-cold",
+        "file",
+        without=[fake_run(1.0, 0.5, 0.5, 0.0, zeroing_share=0.5)],  # 0.5 s zeroing, 0.5 s the rest
+        with_probes=[fake_run(2.0, 0.5, 1.5, 0.0, zeroing_share=0.725)],  # 1.45 s zeroing, 0.55 s the rest
+        floor=[],
+    )
+    report.print_time_split(compared)
+    report.print_verdict(compared, None, None)
+    out = capsys.readouterr().out
+    assert "without probes, over 1 runs: system time 0.500-0.500 s, zeroing new pages 0.500-0.500 s" in out
+    assert "its CPU by perf samples: zeroing new pages +0.950 s, tracepoints and BPF +0.000 s" in out
+    assert "its CPU less the zeroing 0.500 -> 0.550 s (+10.0%)" in out
