@@ -171,7 +171,8 @@ def time_split_text(comparison: Comparison) -> str:
     program_ns = sum(ns for run in comparison.costs for _count, ns in run.program_runs.values())
     if comparison.costs and program_ns:
         text += f"; the probes' programs ran {program_ns / len(comparison.costs) / 1e6:.1f} ms per loop"
-    return text
+    session_cpu_s = statistics.median(run.sessions_cpu_s for run in comparison.with_probes)
+    return f"{text}; the session's own CPU {session_cpu_s:.2f} s (it shares the CPUs: the run queue)"
 
 
 def print_floor(comparison: Comparison, floor: EmptyProgramFloor) -> None:
