@@ -39,6 +39,14 @@ which moves by tens of percent between runs on this VM (benchmarks/overhead/comp
 computed slowdown within it. When the floor alone computes above the target, the report says the target is
 out of reach for any tracepoint-based tracer of these events here.
 
+Where the wall time went, per run and per side (the verdict line quotes the probed side's difference): the
+workload's loop thread's own clocks (workloads.LoopClocks: user and system CPU by getrusage, run-queue wait by
+schedstat, the rest blocked off a CPU) and, by perf samples of that thread over the timed loop alone
+(loop_profile.py; --no-profile skips them), its CPU by part of the kernel: zeroing new pages, tracepoints and
+BPF, the rest of the page faults. The cold append's +114% of the last stop was this VM zeroing new
+page-cache folios at a rate that changes from run to run on every side (the loop thread's system time 0.09-0.8
+s per loop, no probes too), plus the run queue on two shared CPUs; the probes' programs run 15 ms per loop.
+
 Each workload child backs its memory before its clock starts (see back_guest_memory): in this VM, memory the
 guest freed is handed back to the host and costs a host fault when touched again, and the probed side started
 after five compilers had freed gigabytes; before this step that, not the probes, was most of its slowdown.

@@ -4,14 +4,17 @@ the sides, and what their runs compare to: the slowdowns timed, and computed fro
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from benchmarks.overhead.baseline import EmptyProgramFloor, is_floor_program, is_session_program
+from benchmarks.overhead.loop_profile import KERNEL_PARTS, ZEROING, LoopProfile, thread_profiler
 from benchmarks.overhead.run_statistics import bpf_run_statistics, program_times, runs_between
 from benchmarks.overhead.sessions import (
     PROBE_NAMES,
@@ -37,6 +40,7 @@ class Run:
     sessions_cpu_s: float = 0.0  # CPU the trace sessions used in user space and syscalls while it ran
     # name -> (runs, ns) in the timed loop: the sessions' programs with probes, the empty ones with the floor
     program_runs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    profile: LoopProfile | None = None  # perf samples of the loop thread over the timed loop
 
 
 def measure_once(
@@ -46,15 +50,20 @@ def measure_once(
     probes: Sequence[str] = (),
     floor: EmptyProgramFloor | None = None,
 ) -> Run:
-    """One timed loop of a fresh child: with the `probes`' sessions, or with the `floor`, or bare."""
+    """One timed loop of a fresh child: with the `probes`' sessions, or with the `floor`, or bare; with the
+    loop thread's perf samples when the settings ask for them."""
     child = Workload(workload, child_parameters(workload, settings))
     try:
-        if probes:
-            return run_with_sessions(child, probes, scratch)
-        if floor is not None:
-            return run_with_floor(child, floor)
-        child.prepare()
-        return Run(child.run())
+        with thread_profiler(child.pid, settings.profile) as profiler:
+            child.profiler = profiler
+            if probes:
+                run = run_with_sessions(child, probes, scratch)
+            elif floor is not None:
+                run = run_with_floor(child, floor)
+            else:
+                child.prepare()
+                run = Run(child.run())
+            return run if profiler is None else dataclasses.replace(run, profile=profiler.profile())
     finally:
         child.finish()
 
@@ -231,7 +240,27 @@ def compare(workload: str, settings: Settings, scratch: Path, floor: EmptyProgra
 
 def print_run(workload: str, side: str, run: Run) -> None:
     print(f"    {workload:<11} {side:<12} {run.result.seconds:7.3f} s  {run.result.rate:>12,.0f} "
-          f"{WORKLOAD_UNITS[workload]}", flush=True)  # fmt: skip
+          f"{WORKLOAD_UNITS[workload]}\n      {loop_clocks_text(run)}", flush=True)  # fmt: skip
+
+
+def loop_clocks_text(run: Run) -> str:
+    """The loop thread's time, as its clocks split it (workloads.LoopClocks), and its CPU by part of the
+    kernel (perf samples)."""
+    result, clocks = run.result, run.result.loop
+    if clocks is None:
+        return "loop thread: unavailable"
+    blocked = clocks.blocked_s(result.seconds)
+    waited = "unavailable" if clocks.run_queue_s is None else f"{clocks.run_queue_s:.3f}"
+    off_cpu = "unavailable" if blocked is None else f"{blocked:.3f}"
+    text = (
+        f"loop thread: user {clocks.user_s:.3f} + system {clocks.system_s:.3f} s, run queue {waited} s, "
+        f"blocked {off_cpu} s; other threads' CPU {clocks.other_threads_cpu_s:.3f} s; clock started "
+        f"{result.waited_after_backing_s:.2f} s after the memory backing"
+    )
+    if run.profile is not None:
+        parts = (f"{part} {profiled_s(run, part) or 0.0:.3f} s" for part, _ in KERNEL_PARTS)
+        text += f"\n      of its CPU ({run.profile.total:,} perf samples): {', '.join(parts)}"
+    return text
 
 
 def runs_with_statistics(
@@ -255,6 +284,87 @@ def runs_with_statistics(
         counted = measure_once(workload, settings, scratch, floor=floor.counting)
         print_run(workload, "counting+stats", counted)
         return [probed], [floored], [counted]
+
+
+# ---- where the wall time went ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """A side's medians of the loop thread's clocks (workloads.LoopClocks) and of its CPU by part of the
+    kernel (the perf samples: loop_profile.py), each over the side's runs; None for what a run could not
+    measure."""
+
+    wall_s: float
+    user_s: float | None
+    system_s: float | None
+    run_queue_s: float | None
+    blocked_s: float | None
+    other_threads_cpu_s: float | None
+    kernel: dict[str, float | None]  # KERNEL_PARTS' names -> seconds of the loop thread's CPU
+    cpu_less_zeroing_s: float | None  # the loop thread's CPU but the part zeroing new pages
+
+    @classmethod
+    def of(cls, runs: Sequence[Run]) -> TimeSplit:
+        def median(part: Callable[[Run], float | None]) -> float | None:
+            values = [part(run) for run in runs]
+            return None if any(value is None for value in values) else statistics.median(values)
+
+        def clock(name: str) -> Callable[[Run], float | None]:
+            return lambda run: None if run.result.loop is None else getattr(run.result.loop, name)
+
+        return cls(
+            wall_s=statistics.median(run.result.seconds for run in runs),
+            user_s=median(clock("user_s")),
+            system_s=median(clock("system_s")),
+            run_queue_s=median(clock("run_queue_s")),
+            blocked_s=median(lambda run: blocked_s(run.result)),
+            other_threads_cpu_s=median(clock("other_threads_cpu_s")),
+            kernel={part: median(functools.partial(profiled_s, part=part)) for part, _ in KERNEL_PARTS},
+            cpu_less_zeroing_s=median(cpu_less_zeroing_s),
+        )
+
+    def parts(self) -> dict[str, float | None]:
+        """The loop thread's wall time by where it went."""
+        return {
+            "system": self.system_s,
+            "run queue": self.run_queue_s,
+            "blocked": self.blocked_s,
+            "user": self.user_s,
+        }
+
+    def minus(self, other: TimeSplit) -> tuple[dict[str, float | None], dict[str, float | None]]:
+        """Each part's difference to `other`'s, the clocks' and the kernel's (medians' differences: they need
+        not add up to the wall's)."""
+        return _differences(self.parts(), other.parts()), _differences(self.kernel, other.kernel)
+
+
+def _differences(mine: dict[str, float | None], theirs: dict[str, float | None]) -> dict[str, float | None]:
+    return {
+        name: None if value is None or theirs[name] is None else value - theirs[name]
+        for name, value in mine.items()
+    }
+
+
+def blocked_s(result: WorkloadResult) -> float | None:
+    return None if result.loop is None else result.loop.blocked_s(result.seconds)
+
+
+def cpu_less_zeroing_s(run: Run) -> float | None:
+    """The loop thread's CPU time less what it spent zeroing new pages: the same bytes on every side, at a
+    rate this VM changes from run to run (loop_profile.py)."""
+    zeroing = profiled_s(run, ZEROING)
+    if zeroing is None or run.result.loop is None:
+        return None
+    return run.result.loop.user_s + run.result.loop.system_s - zeroing
+
+
+def profiled_s(run: Run, part: str) -> float | None:
+    """The loop thread's CPU seconds in `part` of the kernel: its share of the samples times the CPU time."""
+    loop = run.result.loop
+    if run.profile is None or loop is None:
+        return None
+    return run.profile.seconds(part, loop.user_s + loop.system_s)
 
 
 # ---- computed from counts, and within the noise ----------------------------------------------------------

@@ -26,13 +26,16 @@ from benchmarks.overhead.comparison import (
     ComputedCost,
     Run,
     Side,
+    TimeSplit,
     balanced_order,
     computed_cost,
     measure_once,
     median_seconds,
+    profiled_s,
     program_run_totals,
     ranges_overlap,
 )
+from benchmarks.overhead.loop_profile import KERNEL_PARTS, ZEROING
 from benchmarks.overhead.sessions import PROBE_NAMES
 from benchmarks.overhead.settings import Settings
 from benchmarks.overhead.workloads import (
@@ -59,6 +62,7 @@ def spread(runs: list[Run]) -> str:
 
 def print_comparison(comparison: Comparison, floor: EmptyProgramFloor | None) -> None:
     print_sides(comparison)
+    print_time_split(comparison)
     target = TARGET_SLOWDOWN[comparison.workload]
     print(
         f"  ratio with/without (time) {comparison.seconds_with / comparison.seconds_without:.4f}: "
@@ -90,15 +94,85 @@ def print_sides(comparison: Comparison) -> None:
     title = WORKLOAD_TITLES[comparison.workload].format(backing=comparison.fault_backing)
     print(f"\n{title}: {base[0].result.units:,} {unit.split('/')[0]} per run, {len(base)} runs per side")
     print(f"  {'':<22} {'median s':>9} {'min-max s':>13} {unit:>14}")
+    for label, runs in side_runs(comparison):
+        rate = statistics.median(run.result.rate for run in runs)
+        print(f"  {label:<22} {median_seconds(runs):>9.3f} {spread(runs):>13} {rate:>14,.0f}")
+
+
+def seconds_or_unavailable(seconds: float | None, width: int = 0) -> str:
+    return f"{'unavailable' if seconds is None else f'{seconds:.3f}':>{width}}"
+
+
+def print_time_split(comparison: Comparison) -> None:
+    """Where each side's loop thread spent its wall time (the medians of its clocks and of its CPU by part of
+    the kernel), and how far those moved between the runs without probes: the noise the probed side's
+    figures sit in."""
+    kernel_parts = [part for part, _ in KERNEL_PARTS]
+    print(f"  where the loop thread's time went (medians, s): {'wall':>6} {'user':>6} {'system':>6} "
+          f"{'run queue':>9} {'blocked':>7}  other threads' CPU")  # fmt: skip
+    print(f"    {'of its CPU (perf samples):':<44} {' | '.join(kernel_parts)}")
+    for label, runs in side_runs(comparison):
+        split = TimeSplit.of(runs)
+        print(
+            f"    {label:<44} {split.wall_s:>6.3f} {seconds_or_unavailable(split.user_s, 6)} "
+            f"{seconds_or_unavailable(split.system_s, 6)} {seconds_or_unavailable(split.run_queue_s, 9)} "
+            f"{seconds_or_unavailable(split.blocked_s, 7)}  "
+            f"{seconds_or_unavailable(split.other_threads_cpu_s)}"
+        )
+        kernel = " | ".join(seconds_or_unavailable(split.kernel[part], len(part)) for part in kernel_parts)
+        print(f"    {'':<44} {kernel}")
+    print(f"    without probes, over {len(comparison.without)} runs: {noise_text(comparison.without)}")
+
+
+def noise_text(runs: list[Run]) -> str:
+    """The range of the loop thread's system time, and of its time zeroing new pages, over `runs`."""
+    ranges = {
+        "system time": [run.result.loop.system_s if run.result.loop else None for run in runs],
+        ZEROING: [profiled_s(run, ZEROING) for run in runs],
+    }
+    return ", ".join(
+        f"{name} {min(values):.3f}-{max(values):.3f} s" if None not in values else f"{name} unavailable"
+        for name, values in ranges.items()
+    )
+
+
+def side_runs(comparison: Comparison) -> list[tuple[str, list[Run]]]:
     sides = [
-        ("no probes", base),
+        (Side.NONE.value, comparison.without),
         ("floor (empty programs)", comparison.floor),
         (Side.PROBES.value, comparison.with_probes),
     ]
-    for label, runs in sides:
-        if runs:
-            rate = statistics.median(run.result.rate for run in runs)
-            print(f"  {label:<22} {median_seconds(runs):>9.3f} {spread(runs):>13} {rate:>14,.0f}")
+    return [(label, runs) for label, runs in sides if runs]
+
+
+def signed_seconds(seconds: float | None) -> str:
+    return "unavailable" if seconds is None else f"{seconds:+.3f} s"
+
+
+def time_split_text(comparison: Comparison) -> str:
+    """The probed side's wall time above the side without probes, split by the loop thread's clocks and its
+    CPU's parts of the kernel, with the probes' own in-kernel time (the run statistics) beside it."""
+    probed, plain = TimeSplit.of(comparison.with_probes), TimeSplit.of(comparison.without)
+    clocks, kernel = probed.minus(plain)
+    shown = ", ".join(
+        f"{name} {signed_seconds(extra)}"
+        for name, extra in sorted(clocks.items(), key=lambda item: -(item[1] or 0.0))
+    )
+    text = f"wall {probed.wall_s - plain.wall_s:+.3f} s against no probes: loop thread {shown} (medians)"
+    if any(extra is not None for extra in kernel.values()):
+        parts = ", ".join(f"{name} {signed_seconds(extra)}" for name, extra in kernel.items())
+        text += f"; its CPU by perf samples: {parts}"
+    if probed.cpu_less_zeroing_s is not None and plain.cpu_less_zeroing_s:
+        steady = probed.cpu_less_zeroing_s / plain.cpu_less_zeroing_s - 1
+        text += (
+            f"; its CPU less the zeroing {plain.cpu_less_zeroing_s:.3f} -> {probed.cpu_less_zeroing_s:.3f} s "
+            f"({100 * steady:+.1f}%)"
+        )
+    program_ns = sum(ns for run in comparison.costs for _count, ns in run.program_runs.values())
+    if comparison.costs and program_ns:
+        text += f"; the probes' programs ran {program_ns / len(comparison.costs) / 1e6:.1f} ms per loop"
+    session_cpu_s = statistics.median(run.sessions_cpu_s for run in comparison.with_probes)
+    return f"{text}; the session's own CPU {session_cpu_s:.2f} s (it shares the CPUs: the run queue)"
 
 
 def print_floor(comparison: Comparison, floor: EmptyProgramFloor) -> None:
@@ -211,7 +285,8 @@ def print_verdict(
     passed = wall_ok and (computed is None or computed.slowdown <= target)
     wall = f"wall time {100 * comparison.slowdown:+.2f}%{' (within the noise)' if within_noise else ''}"
     figures = wall if computed is None else f"{wall}, computed {100 * computed.slowdown:+.2f}%"
-    line = f"  verdict: target <= {100 * target:.0f}%: {verdict(passed)} ({figures})"
+    split = time_split_text(comparison)
+    line = f"  verdict: target <= {100 * target:.0f}%: {verdict(passed)} ({figures}; {split})"
     if floor is None or not comparison.floor:
         print(f"{line}; floor: unavailable")
         return

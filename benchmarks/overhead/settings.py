@@ -20,6 +20,7 @@ class Settings:
     fault_passes: int
     per_probe: bool
     run_statistics: bool  # one more floor run and probed run, timing every program run (not compared)
+    profile: bool  # perf samples of each loop thread: what its CPU went to (loop_profile.py)
     directory: Path
     workloads: tuple[str, ...]
 
@@ -47,6 +48,11 @@ def parse_args(argv: Sequence[str], description: str) -> Settings:
         help="skip the extra runs with the kernel's BPF run statistics on (in-kernel ns per program run)",
     )
     parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the perf samples of each run's loop thread (what its kernel time went to)",
+    )
+    parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
         help=f"comma-separated, of: {', '.join(WORKLOADS)}",
@@ -61,6 +67,7 @@ def parse_args(argv: Sequence[str], description: str) -> Settings:
         fault_backing=args.fault_backing,
         per_probe=args.per_probe,
         run_statistics=not args.no_run_statistics,
+        profile=not args.no_profile,
         directory=args.dir.resolve(),
         workloads=tuple(name for name in args.workloads.split(",") if name),
     )

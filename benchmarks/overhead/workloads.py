@@ -29,9 +29,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from benchmarks.overhead.loop_profile import ThreadProfiler
     from benchmarks.overhead.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,12 +62,21 @@ def run_child(workload: str, parameters: dict) -> None:
         wait_for_word("prepare")
         back_guest_memory(parameters["fresh_memory_mib"], parameters["dir"])
         reply({"ready": True})
+        ready = time.perf_counter()
         wait_for_word("go")
         faults_before = page_faults_so_far()
+        clocks_before = LoopClocks.now()
         started = time.perf_counter()
         units = timed_loop(state)
         seconds = time.perf_counter() - started
-        reply({"seconds": seconds, "units": units, "page_faults": page_faults_so_far() - faults_before})
+        spent = LoopClocks.now().since(clocks_before)
+        reply({
+            "seconds": seconds,
+            "units": units,
+            "page_faults": page_faults_so_far() - faults_before,
+            "waited_after_backing_s": started - ready,
+            "loop": spent._asdict(),
+        })  # fmt: skip
         wait_for_word("exit")
 
 
@@ -105,6 +115,55 @@ def fill_and_free(mib: int, directory: str) -> None:
         memory.madvise(mmap.MADV_NOHUGEPAGE)
         for offset in range(0, size, PAGE_SIZE):
             memory[offset] = 1
+
+
+class LoopClocks(NamedTuple):
+    """Where the loop thread's time goes, by its own counters: on a CPU in user space or in the kernel
+    (getrusage RUSAGE_THREAD: the kernel part holds the page faults, the page-cache folios they allocate and
+    zero, and the probes' programs run for its events), runnable but waiting for a CPU (schedstat run_delay:
+    other processes, the sessions among them, on the two CPUs); the rest of its wall time it was off a CPU,
+    blocked (locks, I/O, sleeps). Beside them the CPU of the process's other threads (the store's dispatcher
+    and flush threads) and its major faults."""
+
+    user_s: float
+    system_s: float
+    run_queue_s: float | None  # None where /proc/thread-self/schedstat is missing (no CONFIG_SCHED_INFO)
+    other_threads_cpu_s: float
+    major_faults: int
+
+    @classmethod
+    def now(cls) -> LoopClocks:
+        thread = resource.getrusage(resource.RUSAGE_THREAD)
+        process = resource.getrusage(resource.RUSAGE_SELF)
+        own = thread.ru_utime + thread.ru_stime
+        others = process.ru_utime + process.ru_stime - own
+        return cls(thread.ru_utime, thread.ru_stime, run_queue_wait_s(), others, process.ru_majflt)
+
+    def since(self, before: LoopClocks) -> LoopClocks:
+        waited = None
+        if self.run_queue_s is not None and before.run_queue_s is not None:
+            waited = self.run_queue_s - before.run_queue_s
+        return LoopClocks(
+            self.user_s - before.user_s,
+            self.system_s - before.system_s,
+            waited,
+            self.other_threads_cpu_s - before.other_threads_cpu_s,
+            self.major_faults - before.major_faults,
+        )
+
+    def blocked_s(self, wall_s: float) -> float | None:
+        """Off a CPU and not waiting for one, of `wall_s`: what the loop thread's clocks leave."""
+        if self.run_queue_s is None:
+            return None
+        return max(0.0, wall_s - self.user_s - self.system_s - self.run_queue_s)
+
+
+def run_queue_wait_s() -> float | None:
+    """The calling thread's time runnable but not running, in s (/proc/thread-self/schedstat run_delay)."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def page_faults_so_far() -> int:
@@ -247,6 +306,8 @@ class WorkloadResult:
     seconds: float
     units: int
     page_faults: int  # the child's own ru_minflt + ru_majflt over the timed loop
+    loop: LoopClocks | None = None  # where the loop thread's time went
+    waited_after_backing_s: float = 0.0  # from back_guest_memory's end to the clock's start
 
     @property
     def rate(self) -> float:
@@ -262,6 +323,7 @@ class Workload:
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
         )
         self.pid = self._read()["pid"]
+        self.profiler: ThreadProfiler | None = None  # sampling the loop thread (the child's main thread)
 
     def prepare(self) -> None:
         """Have the child back the memory its loop will take (back_guest_memory), just before run()."""
@@ -269,9 +331,19 @@ class Workload:
         self._read()
 
     def run(self) -> WorkloadResult:
+        if self.profiler is not None:
+            self.profiler.enable()
         self._send("go")
         result = self._read()
-        return WorkloadResult(result["seconds"], result["units"], result["page_faults"])
+        if self.profiler is not None:
+            self.profiler.disable()
+        return WorkloadResult(
+            result["seconds"],
+            result["units"],
+            result["page_faults"],
+            LoopClocks(**result["loop"]),
+            result["waited_after_backing_s"],
+        )
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
