@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import functools
 import struct
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import add, eq, itemgetter, le, or_, sub
 
 from store import codec
+from store.java_checksums import masked_crc32s
 
 _HEAD = codec._RUN_HEAD  # TOTALSIZE, MAGICCODE, SYSFLAG
 _LAYOUTS = codec._RUN_LAYOUTS
@@ -43,7 +43,6 @@ _SHAPE_RUN_RECORDS = 64  # records of one shape at least before a run may stop a
 _HEADER_VALUES = len(codec._HEADERS[0].unpack(bytes(codec._HEADERS[0].size)))
 _SYSFLAG_LAYOUT_BYTE = codec.SYSFLAG_POSITION + 3  # the big-endian SYSFLAG's low byte: its IPv6 bits
 _LAYOUT_BITS_ONLY = bytes(byte & _HOST_LAYOUT_BITS for byte in range(256))
-_mask = 0x7FFFFFFF.__and__
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +392,7 @@ class _Columns:
         bodies = self.columns.get("bodies") or map(
             self.view.__getitem__, map(slice, self.body_starts, self.body_ends)
         )
-        crcs = list(map(_mask, map(zlib.crc32, bodies)))
+        crcs = list(masked_crc32s(bodies))
         if crcs == self.headers[2]:
             return ()
         return map(or_, map(eq, crcs, self.headers[2]), map(eq, self.headers[_BODY_LENGTH], repeat(0)))
