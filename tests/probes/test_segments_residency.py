@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from page_cache_files import (
-    undisturbed,
-)
+from page_cache_files import as_built
 from support import fincore_pages, mqinspect_as_nobody, store_holder, store_nobody_can_read
 from typer.testing import CliRunner
 
@@ -239,15 +237,19 @@ def test_4084_of_4096_pages_cached_never_reads_100_percent(tmp_path: Path):
         assert runner.invoke(app, ["store", *map(str, args)]).exit_code == 0
     (segment,) = (root / "commitlog").iterdir()
 
-    def scenario() -> tuple[int, str, int, str]:
-        # the commands read a few pages back in (their own reads): set the cache up before each
-        cache_all_but(segment, range(100, 112))
-        resident_for_listing, listing = fincore_pages(segment), commitlog_row("store", "segments", root)
-        cache_all_but(segment, range(100, 112))
-        resident_for_top, top = fincore_pages(segment), commitlog_row("top", root, "--once", "--no-ebpf")
-        return resident_for_listing, listing, resident_for_top, top
+    def as_cached_for(*command: object) -> tuple[int, str]:
+        """fincore's count and the command's row, with the cache set up before each command and found so by
+        cachestat just before and after it (reclaim may evict pages meanwhile: then it is set up again)."""
+        return as_built(
+            lambda: cache_all_but(segment, range(100, 112)),
+            {segment: {"cached_pages": 4084}},
+            lambda: (fincore_pages(segment), commitlog_row(*command)),
+        )
 
-    resident_for_listing, listing, resident_for_top, top = undisturbed(scenario)
+    (resident_for_listing, listing), (resident_for_top, top) = (
+        as_cached_for("store", "segments", root),
+        as_cached_for("top", root, "--once", "--no-ebpf"),
+    )
     assert resident_for_listing == resident_for_top == 4084
     assert " 99% " in listing and "100%" not in listing
     assert " 99% " in top and "100%" not in top
