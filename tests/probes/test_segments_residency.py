@@ -167,16 +167,26 @@ PAGE_MAPPER = textwrap.dedent(
 
 def test_a_locked_page_shared_by_six_processes_counts_whole(store_root: Path):
     """smaps "Locked" is a PSS in whole kB: one locked page that 6 processes map reads 0 kB (4096 / 6 bytes).
-    The mapping is locked by its VmFlags ("lo"), so the page counts: 4,096 bytes, by the one that locks it."""
+    The mapping is locked by its VmFlags ("lo"), so the page counts: 4,096 bytes, by the one that locks it,
+    in the segment's locked bytes and in `cache --pid` of the locker (0 in that of one that only maps it)."""
     segment = sorted((store_root / "commitlog").iterdir())[0]
+
+    def locked_by_process(pid: int) -> int:
+        result = runner.invoke(app, ["cache", "--pid", str(pid), "--format", "json"])
+        assert result.exit_code == 0, result.stderr
+        (file,) = [file for file in json.loads(result.stdout)["files"] if file["path"] == str(segment)]
+        return file["process"]["locked_bytes"]
+
     with mapping_processes(segment, *[(PAGE_MAPPER, "touch")] * 5, (PAGE_MAPPER, "lock")) as pids:
         locker_smaps = Path(f"/proc/{pids[-1]}/smaps").read_text()
         found = file_locks.locked_bytes_by_file([segment])
+        by_process = [locked_by_process(pid) for pid in (pids[-1], pids[0])]
     (mapping,) = [block for block in re.split(r"\n(?=[0-9a-f]+-)", locker_smaps) if str(segment) in block]
     assert re.search(r"^Locked:\s+0 kB$", mapping, re.MULTILINE), mapping
     assert re.search(r"^VmFlags:.* lo\b", mapping, re.MULTILINE), mapping
     assert found.files[str(segment)].locked_bytes == 4096
     assert found.files[str(segment)].locking_pids == (pids[-1],)
+    assert by_process == [4096, 0]
 
 
 def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
