@@ -7,11 +7,10 @@ not 0.
 
 A locked mapping is one whose smaps VmFlags has "lo" (VM_LOCKED). smaps "Locked" cannot tell: it is
 proportional (a PSS: a locked page that another process also maps counts half) and shown in whole kB, so a
-locked page mapped by five processes reads 0 kB. A locked mapping's resident pages are all locked; when all
-of its pages are resident (mlock faults them in), the file range it maps (maps gives the file offset) is
-locked, and a file's locked bytes are the union of those ranges over every process. A locked mapping with
-pages not resident (mlock2 MLOCK_ONFAULT) adds its Rss; where such mappings of several processes overlap,
-that part is an upper bound.
+locked page mapped by five processes reads 0 kB. A file's locked bytes are process_files.LockedRanges of
+its locked mappings in every process: the union of the file ranges (maps gives the file offset) of those
+wholly resident, plus the Rss of those locked on fault (mlock2 MLOCK_ONFAULT), an upper bound where those of
+several processes overlap.
 
 A process whose maps or smaps the caller may not read could lock pages of any of the files. Its VmLck (in
 /proc/PID/status, which every user may read) says whether it locks anything at all: one that locks nothing
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.privileges import PROC_ACCESS_FIX, OtherProcess, describe_processes, other_process
-from probes.process_files import parse_maps, parse_smaps
+from probes.process_files import LockedRanges, MappingMemory, parse_maps, parse_smaps
 from probes.procfs import PROC_ROOT
 
 
@@ -141,26 +140,15 @@ class _Locked:
     """One file's locked pages as they are found, process by process (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = []  # file byte ranges of wholly resident locked mappings
-        self.partial_bytes = 0  # Rss of locked mappings not wholly resident
+        self.locked = LockedRanges()
         self.pids: list[int] = []
 
-    def add(self, pid: int, offset: int, length: int, rss_bytes: int) -> None:
-        if rss_bytes >= length:
-            self.ranges.append((offset, offset + length))
-        else:
-            self.partial_bytes += rss_bytes
-        if pid not in self.pids:
+    def add(self, pid: int, offset: int, length: int, memory: MappingMemory) -> None:
+        if self.locked.add(offset, length, memory) and pid not in self.pids:
             self.pids.append(pid)
 
     def bytes(self) -> int:
-        covered, reached = 0, 0
-        for start, end in sorted(self.ranges):
-            start = max(start, reached)
-            if end > start:
-                covered += end - start
-                reached = end
-        return covered + self.partial_bytes
+        return self.locked.bytes()
 
 
 def _add_locked(
@@ -173,10 +161,9 @@ def _add_locked(
         return False
     for (start, end), memory in parse_smaps(smaps).items():
         found = ranges.get((start, end))
-        if found is None or not memory.locked or not memory.rss_bytes:
-            continue  # not one of the files, not locked, or locked on fault with nothing resident yet
-        path, offset = found
-        totals[path].add(pid, offset, end - start, memory.rss_bytes)
+        if found is not None:
+            path, offset = found
+            totals[path].add(pid, offset, end - start, memory)
     return True
 
 

@@ -10,8 +10,9 @@ Where the data comes from:
     /proc/PID/maps     the mappings; file-backed ones are kept (inode != 0 and an absolute path), minus
                        anonymous shared memory that the kernel names like a file (/dev/zero, SysV shm,
                        memfd), and minus mapped device files (a GPU's /dev/dri/card0)
-    /proc/PID/smaps    Rss, Private_Dirty, Shared_Dirty and Locked of each mapping (kB in the file, bytes
-                       here), summed per file over its mappings
+    /proc/PID/smaps    Rss, Private_Dirty and Shared_Dirty of each mapping (kB in the file, bytes here),
+                       summed per file over its mappings; the locked bytes of the mappings whose VmFlags
+                       has "lo" (LockedRanges: smaps "Locked" is a PSS in whole kB)
     /proc/PID/fd/N     readlink: the open files; regular files only (no sockets, pipes, devices)
 
 A file the process deleted keeps its pages and its place in both lists, with " (deleted)" after the name;
@@ -111,6 +112,39 @@ class MappingMemory:
         return "lo" in self.vm_flags if self.vm_flags else bool(self.locked_bytes)
 
 
+class LockedRanges:
+    """A file's locked bytes, from its locked mappings (MappingMemory.locked) as they are found.
+
+    A locked mapping's resident pages are all locked. When all of its pages are resident (mlock faults them
+    in), the file range it maps is locked, and the file's locked bytes are the union of those ranges (a
+    range two mappings or two processes lock counts once). A locked mapping with pages not resident (mlock2
+    MLOCK_ONFAULT) adds its Rss; where such mappings overlap, that part is an upper bound.
+    """
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []  # file byte ranges of wholly resident locked mappings
+        self.partial_bytes = 0  # Rss of locked mappings not wholly resident
+
+    def add(self, offset_bytes: int, length_bytes: int, memory: MappingMemory) -> bool:
+        """Count one mapping of `length_bytes` at file offset `offset_bytes`; True if it locks pages."""
+        if not memory.locked or not memory.rss_bytes:
+            return False  # not locked, or locked on fault with nothing resident yet
+        if memory.rss_bytes >= length_bytes:
+            self.ranges.append((offset_bytes, offset_bytes + length_bytes))
+        else:
+            self.partial_bytes += memory.rss_bytes
+        return True
+
+    def bytes(self) -> int:
+        covered, reached = 0, 0
+        for start, end in sorted(self.ranges):
+            start = max(start, reached)
+            if end > start:
+                covered += end - start
+                reached = end
+        return covered + self.partial_bytes
+
+
 @dataclass(frozen=True)
 class OpenFile:
     """One regular file in /proc/PID/fd."""
@@ -125,9 +159,10 @@ class ProcessFile:
     """One file a process has mapped, open, or both.
 
     `fds` are the descriptors that refer to it; `mappings` and `mapped_bytes` count its VMAs and their
-    sizes. The four memory fields are the smaps counters summed over those mappings: the file's pages
-    this process has mapped in (Rss), dirtied through a private or shared mapping, and mlock'ed. They are 0
-    for a file the process only holds open, and None when smaps could not be read (see `unavailable`).
+    sizes. The four memory fields come from smaps over those mappings: the file's pages this process has
+    mapped in (Rss), dirtied through a private or shared mapping (each a sum), and mlock'ed (LockedRanges
+    of its locked mappings). They are 0 for a file the process only holds open, and None when smaps could
+    not be read (see `unavailable`).
     """
 
     path: str
@@ -434,11 +469,15 @@ def _process_file(
 def _summed_memory(
     mappings: list[MapsEntry], memory: Mapping[tuple[int, int], MappingMemory]
 ) -> tuple[dict[str, int | None], Unavailable]:
-    """The smaps counters summed over a file's mappings; a counter any mapping lacks is unavailable."""
+    """The smaps counters summed over a file's mappings, and its locked bytes (LockedRanges, not the sum
+    of "Locked", a PSS); a counter any mapping lacks is unavailable."""
     sums: dict[str, int | None] = dict.fromkeys(MappingMemory.PROC_KEYS, 0)
     unavailable: Unavailable = {}
+    locked = LockedRanges()
     for entry in mappings:
         counters = memory.get((entry.start_address, entry.end_address))
+        if counters:
+            locked.add(entry.offset_bytes, entry.size_bytes, counters)
         for name, key in MappingMemory.PROC_KEYS.items():
             value = getattr(counters, name) if counters else None
             if value is None:
@@ -450,4 +489,6 @@ def _summed_memory(
                 )
             elif sums[name] is not None:
                 sums[name] += value
+    if sums["locked_bytes"] is not None:
+        sums["locked_bytes"] = locked.bytes()
     return sums, unavailable

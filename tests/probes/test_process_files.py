@@ -107,7 +107,8 @@ def canned_process(tmp_path: Path, pid: int = 4242) -> tuple[Path, dict[str, Pat
     smaps = ""
     for line in maps.splitlines():
         counters = memory.get(line.split()[0], (0, 0, 0, 0))
-        smaps += smaps_block(line, *counters)
+        block = smaps_block(line, *counters)
+        smaps += block.replace("ms\n", "ms lo\n") if counters[3] else block  # Locked only where VM_LOCKED
     (process_dir / "smaps").write_text(smaps)
     fd_targets = {
         0: "/dev/null",
@@ -195,7 +196,7 @@ def test_a_canned_process_gives_one_row_per_regular_file(tmp_path: Path):
         rss_bytes=(1024 + 256) * KIB,
         private_dirty_bytes=8 * KIB,
         shared_dirty_bytes=12 * KIB,
-        locked_bytes=64 * KIB,
+        locked_bytes=1024 * KIB,  # its first mapping is locked and wholly resident (Locked's PSS: 64 kB)
     )
     assert commitlog.mapped and commitlog.open
     # A deleted mapping is reached through map_files; a live one through the process's root.

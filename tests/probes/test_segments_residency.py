@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from page_cache_files import (
-    undisturbed,
-)
+from page_cache_files import as_built
 from support import fincore_pages, mqinspect_as_nobody, store_holder, store_nobody_can_read
 from typer.testing import CliRunner
 
@@ -169,16 +167,26 @@ PAGE_MAPPER = textwrap.dedent(
 
 def test_a_locked_page_shared_by_six_processes_counts_whole(store_root: Path):
     """smaps "Locked" is a PSS in whole kB: one locked page that 6 processes map reads 0 kB (4096 / 6 bytes).
-    The mapping is locked by its VmFlags ("lo"), so the page counts: 4,096 bytes, by the one that locks it."""
+    The mapping is locked by its VmFlags ("lo"), so the page counts: 4,096 bytes, by the one that locks it,
+    in the segment's locked bytes and in `cache --pid` of the locker (0 in that of one that only maps it)."""
     segment = sorted((store_root / "commitlog").iterdir())[0]
+
+    def locked_by_process(pid: int) -> int:
+        result = runner.invoke(app, ["cache", "--pid", str(pid), "--format", "json"])
+        assert result.exit_code == 0, result.stderr
+        (file,) = [file for file in json.loads(result.stdout)["files"] if file["path"] == str(segment)]
+        return file["process"]["locked_bytes"]
+
     with mapping_processes(segment, *[(PAGE_MAPPER, "touch")] * 5, (PAGE_MAPPER, "lock")) as pids:
         locker_smaps = Path(f"/proc/{pids[-1]}/smaps").read_text()
         found = file_locks.locked_bytes_by_file([segment])
+        by_process = [locked_by_process(pid) for pid in (pids[-1], pids[0])]
     (mapping,) = [block for block in re.split(r"\n(?=[0-9a-f]+-)", locker_smaps) if str(segment) in block]
     assert re.search(r"^Locked:\s+0 kB$", mapping, re.MULTILINE), mapping
     assert re.search(r"^VmFlags:.* lo\b", mapping, re.MULTILINE), mapping
     assert found.files[str(segment)].locked_bytes == 4096
     assert found.files[str(segment)].locking_pids == (pids[-1],)
+    assert by_process == [4096, 0]
 
 
 def test_table_shows_the_columns_and_where_they_come_from(store_root: Path):
@@ -239,15 +247,19 @@ def test_4084_of_4096_pages_cached_never_reads_100_percent(tmp_path: Path):
         assert runner.invoke(app, ["store", *map(str, args)]).exit_code == 0
     (segment,) = (root / "commitlog").iterdir()
 
-    def scenario() -> tuple[int, str, int, str]:
-        # the commands read a few pages back in (their own reads): set the cache up before each
-        cache_all_but(segment, range(100, 112))
-        resident_for_listing, listing = fincore_pages(segment), commitlog_row("store", "segments", root)
-        cache_all_but(segment, range(100, 112))
-        resident_for_top, top = fincore_pages(segment), commitlog_row("top", root, "--once", "--no-ebpf")
-        return resident_for_listing, listing, resident_for_top, top
+    def as_cached_for(*command: object) -> tuple[int, str]:
+        """fincore's count and the command's row, with the cache set up before each command and found so by
+        cachestat just before and after it (reclaim may evict pages meanwhile: then it is set up again)."""
+        return as_built(
+            lambda: cache_all_but(segment, range(100, 112)),
+            {segment: {"cached_pages": 4084}},
+            lambda: (fincore_pages(segment), commitlog_row(*command)),
+        )
 
-    resident_for_listing, listing, resident_for_top, top = undisturbed(scenario)
+    (resident_for_listing, listing), (resident_for_top, top) = (
+        as_cached_for("store", "segments", root),
+        as_cached_for("top", root, "--once", "--no-ebpf"),
+    )
     assert resident_for_listing == resident_for_top == 4084
     assert " 99% " in listing and "100%" not in listing
     assert " 99% " in top and "100%" not in top
