@@ -210,8 +210,11 @@ class ScopedProbe:
         self.store = store
         self.limits: Any = self.map_limits() if limits is None else limits
         self._proc_root = proc_root
-        listing = list_store(store) if store else None
+        # the listing the session's probes share: their dicts of the store's files then hold the very FileIds
+        # of the listings that follow (one dict lookup by identity per file, not a FileId.__eq__ call)
+        listing = (current_store_listing(store, fresh=True) or list_store(store)) if store else None
         self._store_files: dict[FileId, FileLabel] = dict(listing.files) if listing else {}
+        self._learnt_files: Mapping[FileId, FileLabel] | None = listing.files if listing else None
         self.follower = (
             StoreFollower(store, listing, proc_root) if store and listing and self.filters_files else None
         )
@@ -266,16 +269,24 @@ class ScopedProbe:
             sizes |= {"MAX_STORE_DIRS": self.limits.store_dirs, "FOLLOW_CREATION": int(following), **creation}
         return Parameters.of(**filters, **defines, **sizes)
 
-    def follow_store(self, program: LoadedProgram) -> tuple[dict[FileId, FileLabel], dict[FileId, FileLabel]]:
+    def follow_store(
+        self, program: LoadedProgram
+    ) -> tuple[Mapping[FileId, FileLabel], Mapping[FileId, FileLabel]]:
         """List the store again. Returns its files now and those of them that are new since the last look (a
-        rolled CommitLog, a new ConsumeQueue file). A probe that filters files also has its follower bring
-        the kernel's sets up to date (StoreFollower.follow)."""
+        rolled CommitLog, a new ConsumeQueue file); both are not to be changed: while the store has the same
+        files, its files now are the very mapping of the last call (what is learnt from it need not be learnt
+        again). A probe that filters files also has its follower bring the kernel's sets up to date
+        (StoreFollower.follow)."""
         if self.follower:
             current, new = self.follower.follow(program)
         else:
             current = current_store_files(self.store)
+            if current is self._learnt_files:
+                return current, {}
             new = {file: label for file, label in current.items() if file not in self._store_files}
-        self._store_files.update(current)  # a deleted segment keeps its name for its last events
+        if current is not self._learnt_files:
+            self._store_files.update(current)  # a deleted segment keeps its name for its last events
+            self._learnt_files = current
         return current, new
 
     def store_label(self, file: FileId, generation: int | None = None) -> FileLabel | None:
@@ -478,7 +489,7 @@ class StoreFollower:
         self.store = store
         # Whether creations are followed depends on the filesystem of the store's main data directory.
         self.filesystem = filesystem_type(next(iter(store_directories(store).files_in), store), proc_root)
-        self.files = dict(listing.files)  # the store's files at the last listing
+        self.files = listing.files  # the store's files at the last listing (not to be changed in place)
         self._last_names = dict(listing.files)  # the file each inode was last listed as (kept when deleted)
         self._listed_names = dict(listing.files)  # the file counted under LISTED_GENERATION for each inode
         self._generations: dict[tuple[FileId, int], FileLabel | None] = {}
@@ -534,7 +545,7 @@ class StoreFollower:
         own, and what was counted under LISTED_GENERATION for that number keeps the name of the file before
         it."""
         if listing is None or listing is self._listing:  # being deleted or moved, or unchanged: nothing new
-            return dict(self.files), {}
+            return self.files, {}
         self._listing = listing
         new = {
             file: label
@@ -556,8 +567,8 @@ class StoreFollower:
             for directory in listing.directories[name] - self._directories[name]:
                 program.put(name, _kernel_key(directory), (1,))
         self._directories = listing.directories
-        self.files = dict(listing.files)
-        return dict(self.files), new
+        self.files = listing.files  # never changed in place: a listing brought up to date is a new one
+        return self.files, new
 
     def _taken_at_creation(self, program: LoadedProgram, file: FileId) -> bool:
         if not self._from_creation:
@@ -621,14 +632,15 @@ _watches: dict[Path, DirectoryWatch] = {}
 
 
 def current_store_listing(store: Path, *, fresh: bool = False) -> StoreListing | None:
-    """The store's files and directories now: the last listing while it is up to STORE_LISTING_REUSE_S old
-    (unless `fresh`: a file may have been created within that time), else the last listing brought up to
-    date (StoreListing.now: inotify's events, or the directories' mtimes saying nothing changed), else a new
+    """The store's files and directories now: without inotify the last listing while it is up to
+    STORE_LISTING_REUSE_S old (unless `fresh`: a file may have been created within that time), else the last
+    listing brought up to date (StoreListing.now: inotify's events, or the directories' mtimes saying nothing changed), else a new
     listing; None while the store is being deleted or moved."""
     with _listings_lock:
         listed = _listings.get(store)
         if listed is not None:
-            if not fresh and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
+            watched = listed[1].watch is not None and not listed[1].watch.closed  # asking costs one read()
+            if not fresh and not watched and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
                 return listed[1]
             now = listed[1].now()  # checked now: the session's other probes take it as it is
             if now is not None:
@@ -663,10 +675,11 @@ def _watch_for(store: Path) -> DirectoryWatch | None:
     return watch
 
 
-def current_store_files(store: Path | None) -> dict[FileId, FileLabel]:
-    """The store's files now; nothing when there is no store, or while it is being deleted or moved."""
+def current_store_files(store: Path | None) -> Mapping[FileId, FileLabel]:
+    """The store's files now (not to be changed: the same mapping while the store has the same files);
+    nothing when there is no store, or while it is being deleted or moved."""
     listing = current_store_listing(store) if store is not None else None
-    return dict(listing.files) if listing else {}
+    return listing.files if listing else {}
 
 
 def handler_defines(defines: Mapping[str, str], tracefs: Path = TRACEFS) -> dict[str, int]:
