@@ -633,9 +633,9 @@ _watches: dict[Path, DirectoryWatch] = {}
 
 def current_store_listing(store: Path, *, fresh: bool = False) -> StoreListing | None:
     """The store's files and directories now: without inotify the last listing while it is up to
-    STORE_LISTING_REUSE_S old (unless `fresh`: a file may have been created within that time), else the last
-    listing brought up to date (StoreListing.now: inotify's events, or the directories' mtimes saying nothing changed), else a new
-    listing; None while the store is being deleted or moved."""
+    STORE_LISTING_REUSE_S old (unless `fresh`: a file may have been created within that time); else the last
+    listing brought up to date (StoreListing.now: inotify's events, or the directories' mtimes saying
+    nothing changed); else a new listing. None while the store is being deleted or moved."""
     with _listings_lock:
         listed = _listings.get(store)
         if listed is not None:
