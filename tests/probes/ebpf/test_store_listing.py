@@ -62,7 +62,7 @@ def listings(monkeypatch, watching) -> list[Path]:
 
     def counted(store: Path, watch=None) -> scope.StoreListing:
         made.append(store)
-        return real(store, watch)
+        return real(store) if watch is None else real(store, watch)
 
     monkeypatch.setattr(scope, "list_store", counted)
     monkeypatch.setattr(scope, "STORE_LISTING_REUSE_S", 0.0)
