@@ -356,7 +356,19 @@ class StoreListing:
         events = self.watch.take()
         if events is None:
             return None
-        return self._with_changes(events) if events else self
+        listing = self._with_changes(events) if events else self
+        return listing._sized() if listing is not None else None
+
+    def _sized(self) -> StoreListing:
+        """This listing with the files it has as empty looked at again: a segment is created empty and then
+        given its size (RocketMQ preallocates a CommitLog segment, Kafka its index files), which no entry
+        event says, and the probes' page ranges follow a file's size."""
+        resized = {}
+        for label in [label for label in self.files.values() if not label.size_bytes and label.path]:
+            stat = _stat(label.path)
+            if stat is not None and stat.st_size and FileId.from_stat(stat) == label.file:
+                resized[label.file] = dataclasses.replace(label, size_bytes=stat.st_size)
+        return dataclasses.replace(self, files={**self.files, **resized}) if resized else self
 
     def _with_changes(self, events: Sequence[EntryEvent]) -> StoreListing | None:
         """This listing with the entries the `events` name looked at again (as they are now: an entry

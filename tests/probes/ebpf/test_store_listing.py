@@ -206,3 +206,18 @@ def test_a_kafka_partition_given_alone_is_listed_again_when_it_changes(tmp_path:
     listing = scope.current_store_listing(partition)
     assert listing is not None and listing.files == store_files(partition)
     assert len(listings) == 2
+
+
+def test_a_segment_created_empty_is_listed_with_the_size_it_is_given_next(tmp_path: Path, listings, watching):
+    """A broker creates a segment and then gives it its size (preallocation): no entry event says so, and the
+    probes' page ranges follow the size, so the listing looks at its empty files again."""
+    root = _store(tmp_path / "store")
+    scope.current_store_listing(root)
+    segment = root / "commitlog" / _segment_name(1)
+    segment.write_bytes(b"")
+    created = scope.current_store_listing(root)
+    assert created is not None and created.files[FileId.from_stat(segment.stat())].size_bytes == 0
+    os.truncate(segment, 64 * PAGE)
+    sized = scope.current_store_listing(root)
+    assert sized is not None and sized.files == store_files(root)
+    assert sized.files[FileId.from_stat(segment.stat())].size_bytes == 64 * PAGE
