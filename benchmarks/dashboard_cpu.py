@@ -474,6 +474,7 @@ def main() -> None:
             f"{run.missing_frames:>7} {_ms(late[len(late) // 2])} {_ms(late[int(0.95 * (len(late) - 1))])} "
             f"{_ms(late[-1])}"
         )
+    floors = {run.mode: run for run in runs if run.mode.endswith("no-ebpf")}
     for run in runs:
         cpu = "PASS" if run.steady_percent <= 3.0 else "MISS"
         frames = "PASS" if run.frames_on_time else "MISS"
@@ -493,8 +494,15 @@ def main() -> None:
                 f"every interval at the least (each partition's active .log, a turn of the others) by "
                 f"cachestat alone {measuring_s * 1000:.1f} ms ({100 * measuring_s / INTERVAL_S:.2f} %)"
             )
+        floor = None if run.mode in floors else floors.get(run.mode.removesuffix("ebpf") + "no-ebpf")
+        bound = (
+            f"; bounded by the same dashboard without eBPF in this run: {floor.steady_percent:.2f} %, the "
+            f"probes add {run.steady_percent - floor.steady_percent:+.2f} points"
+            if cpu == "MISS" and floor is not None
+            else ""
+        )
         steady = f"steady CPU {run.steady_percent:.2f} % of one core (target <= 3 %)"
-        print(f"{cpu} {run.mode}: {steady}{split}{reader_note}")
+        print(f"{cpu} {run.mode}: {steady}{split}{reader_note}{bound}")
         print(
             f"{frames} {run.mode}: every frame on time ({len(run.frames)} frames, {run.missing_frames} "
             f"skipped, latest {max(run.lateness_s, default=float('nan')) * 1000:.0f} ms after its tick "

@@ -53,7 +53,6 @@ from mqinspect.sampling.snapshot import (
     PROBE_WRITEBACK,
     ProbeState,
 )
-from probes.ebpf.combined import CombinedProbe
 from probes.ebpf.inodes import PAGE_SIZE_BYTES
 from probes.ebpf.loader import TRACEFS, require_bpf_privileges
 from probes.ebpf.scope import StoreListing, current_store_files, current_store_listing
@@ -130,14 +129,6 @@ def require_ebpf() -> None:
         raise MissingCapability(f"--ebpf: tracefs is not mounted at {TRACEFS}", fix=bootstrap)
 
 
-class DrainedProbe(CombinedProbe):
-    """The combined probe as the exporter reads it: no running summary of the session (the exporter keeps
-    totals of its own), which would cost every drain a fold of every probe's rows."""
-
-    def combine(self, _summary: dict[str, Any] | None, snapshot: dict[str, Any]) -> dict[str, Any]:
-        return snapshot
-
-
 class StoreProbes:
     """One store's combined probe session, tracing the store's holders, drained at each scrape. The holders
     are looked for again every HOLDER_SCAN_INTERVAL_S (it reads every process's maps): a broker that
@@ -157,9 +148,7 @@ class StoreProbes:
         self._clock = clock
         self._holders = self._find_holders(root)
         self._scanned_s = clock()
-        self.probes = probe_set or ProbeSet(
-            self._holders, root, every_process_when_no_pids=False, combine=DrainedProbe
-        )
+        self.probes = probe_set or ProbeSet(self._holders, root, every_process_when_no_pids=False)
         self.counted: set[str] = set()  # the probes that have delivered counts: their families exist
 
     def start(self) -> None:

@@ -34,6 +34,16 @@ NO_PROCESS_REASON = "no process holds the store's files yet: the probes trace th
 NO_PROCESS_FIX = "start the broker (tracing starts within 10 intervals), or give --pid"
 
 
+class DrainedProbe(CombinedProbe):
+    """The combined probe as the dashboard and the exporter read it: each interval's snapshots, without a
+    running summary of the session, which neither shows (the exporter keeps totals of its own) and which
+    cost every interval a fold of every probe's rows into the session's, growing with every file ever
+    counted (~0.6 ms per interval with the big broker's 1,000 segments)."""
+
+    def combine(self, _summary: dict[str, Any] | None, snapshot: dict[str, Any]) -> dict[str, Any]:
+        return snapshot
+
+
 def build_probe(name: str, pids: tuple[int, ...], store: Path | None) -> Any:
     """The registered probe `name` for these pids (none: every process) and store (its segments are named)."""
     return probe_entry(name).probe_class()(pids, store=store)
@@ -58,7 +68,7 @@ class ProbeSet:
         every_process_when_no_pids: bool = True,
         session_factory: Callable[[Any], TraceSession] = TraceSession,
         probe_factory: Callable[[str, tuple[int, ...], Path | None], Any] = build_probe,
-        combine: Callable[[list[Any]], Any] = CombinedProbe,
+        combine: Callable[[list[Any]], Any] = DrainedProbe,
     ):
         self._pids = pids
         self._store = store

@@ -421,13 +421,13 @@ class SharedFollower:
     def new_interval(self) -> None:
         self._followed = None
 
-    def follow(self, program: Any) -> tuple[dict, dict]:
+    def follow(self, program: Any) -> tuple[Mapping, Mapping]:
+        """The interval's files now and new ones (StoreFollower.follow's, not to be changed)."""
         if self._followed is None:
             self._followed = self._follower.follow(program)
         else:
             self._follower.allow_relisting()
-        current, new = self._followed
-        return dict(current), dict(new)
+        return self._followed
 
 
 def missing_required(spec: ProgramSpec, present: Any = tracepoint_present) -> tuple[str, ...]:

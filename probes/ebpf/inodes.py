@@ -251,11 +251,16 @@ class InodeDevices:
 
     def __init__(self, files: Iterable[FileId] = ()):
         self._devices: dict[int, int] = {}
+        self._learnt: object = None
         self.learn(files)
 
     def learn(self, files: Iterable[FileId]) -> None:
+        if files is self._learnt:  # the store's listing of the last interval again: nothing changed
+            return
         for file in files:
             self._devices[file.inode] = file.kernel_dev
+        if isinstance(files, Mapping):
+            self._learnt = files
 
     def file(self, device: int, inode: int) -> FileId:
         """The file (`device` as tracepoints give it; 0: not given, then the one learnt for the inode)."""

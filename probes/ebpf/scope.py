@@ -23,21 +23,24 @@ interval's end.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, ClassVar
 
+from probes.directory_watch import DirectoryWatch, EntryEvent
 from probes.ebpf.inodes import FileId, FileLabel, kernel_inode_keys, store_files
 from probes.ebpf.loader import TRACEFS, IntSetMap, LoadedProgram, Parameters, checked_int
 from probes.ebpf.tracepoints import tracepoint_format_path
 from probes.procfs import PROC_ROOT, ProcessFaults, ProcessGone, read_process_faults
 from store.errors import StoreError
-from store.inspection.formats import store_directories
+from store.inspection.formats import detect_format, store_directories
 
 _ENDED_STATES = ("Z", "X")  # a zombie has done all it will do: its counts are final
 LISTED_GENERATION = 1  # programs/store_files.h: a file user space listed (the kernel did not see it created)
@@ -207,8 +210,11 @@ class ScopedProbe:
         self.store = store
         self.limits: Any = self.map_limits() if limits is None else limits
         self._proc_root = proc_root
-        listing = list_store(store) if store else None
+        # the listing the session's probes share: their dicts of the store's files then hold the very FileIds
+        # of the listings that follow (one dict lookup by identity per file, not a FileId.__eq__ call)
+        listing = (current_store_listing(store, fresh=True) or list_store(store)) if store else None
         self._store_files: dict[FileId, FileLabel] = dict(listing.files) if listing else {}
+        self._learnt_files: Mapping[FileId, FileLabel] | None = listing.files if listing else None
         self.follower = (
             StoreFollower(store, listing, proc_root) if store and listing and self.filters_files else None
         )
@@ -263,16 +269,24 @@ class ScopedProbe:
             sizes |= {"MAX_STORE_DIRS": self.limits.store_dirs, "FOLLOW_CREATION": int(following), **creation}
         return Parameters.of(**filters, **defines, **sizes)
 
-    def follow_store(self, program: LoadedProgram) -> tuple[dict[FileId, FileLabel], dict[FileId, FileLabel]]:
+    def follow_store(
+        self, program: LoadedProgram
+    ) -> tuple[Mapping[FileId, FileLabel], Mapping[FileId, FileLabel]]:
         """List the store again. Returns its files now and those of them that are new since the last look (a
-        rolled CommitLog, a new ConsumeQueue file). A probe that filters files also has its follower bring
-        the kernel's sets up to date (StoreFollower.follow)."""
+        rolled CommitLog, a new ConsumeQueue file); both are not to be changed: while the store has the same
+        files, its files now are the very mapping of the last call (what is learnt from it need not be learnt
+        again). A probe that filters files also has its follower bring the kernel's sets up to date
+        (StoreFollower.follow)."""
         if self.follower:
             current, new = self.follower.follow(program)
         else:
             current = current_store_files(self.store)
+            if current is self._learnt_files:
+                return current, {}
             new = {file: label for file, label in current.items() if file not in self._store_files}
-        self._store_files.update(current)  # a deleted segment keeps its name for its last events
+        if current is not self._learnt_files:
+            self._store_files.update(current)  # a deleted segment keeps its name for its last events
+            self._learnt_files = current
         return current, new
 
     def store_label(self, file: FileId, generation: int | None = None) -> FileLabel | None:
@@ -308,12 +322,22 @@ class StoreListing:
     belongs to (mqi_store_dirs: its files are the store's; mqi_topic_dirs, mqi_queue_roots: its
     subdirectories are store directories, topic directories). `watched`: the store's root and every
     directory listed, each with its (inode, mtime) before it was read (None: absent); `settled`: none of them
-    had changed within SETTLED_AFTER_NS of the listing."""
+    had changed within SETTLED_AFTER_NS of the listing.
+
+    `watch`: inotify watches on those directories, made before they were read (None where inotify could not
+    be had: their mtimes are compared instead). `file_kind`: the format's kind of a path under the store,
+    where every file's label is its path under the store (`prefix`), so that a file an event names can be
+    labelled without listing the store (None: a Kafka partition directory given alone, whose labels name the
+    partition too); `files_in`: the directories whose files are the store's."""
 
     files: dict[FileId, FileLabel]
     directories: dict[str, frozenset[FileId]]
     watched: tuple[tuple[str, tuple[int, int] | None], ...] = ()
     settled: bool = False
+    watch: DirectoryWatch | None = field(default=None, compare=False, repr=False)
+    file_kind: Callable[[str], str | None] | None = field(default=None, compare=False, repr=False)
+    prefix: str = ""
+    files_in: frozenset[str] = frozenset()
 
     def still_current(self) -> bool:
         """Whether the store has the same files now: no directory of it was created, deleted or had a file
@@ -321,9 +345,72 @@ class StoreListing:
         a listing with a stat per file: 70 ms for 1,500 files)."""
         return self.settled and all(_version(path) == version for path, version in self.watched)
 
+    def now(self) -> StoreListing | None:
+        """The store's files now: this listing when nothing changed since, or (inotify) this listing with the
+        files created, deleted and renamed since, each looked at alone (a CommitLog roll costs one stat, not
+        a listing of the store); None when the store must be listed again (a directory created or deleted,
+        the events incomplete, no inotify and a directory's mtime moved). Asked of the newest listing only:
+        the events taken are applied to it."""
+        if self.watch is None or self.watch.closed:
+            return self if self.still_current() else None
+        events = self.watch.take()
+        if events is None:
+            return None
+        listing = self._with_changes(events) if events else self
+        return listing._sized() if listing is not None else None
 
-def list_store(store: Path) -> StoreListing:
-    """The store's files and directories now; StoreError if `store` is not a store."""
+    def _sized(self) -> StoreListing:
+        """This listing with the files it has as empty looked at again: a segment is created empty and then
+        given its size (RocketMQ preallocates a CommitLog segment, Kafka its index files), which no entry
+        event says, and the probes' page ranges follow a file's size."""
+        resized = {}
+        for label in [label for label in self.files.values() if not label.size_bytes and label.path]:
+            stat = _stat(label.path)
+            if stat is not None and stat.st_size and FileId.from_stat(stat) == label.file:
+                resized[label.file] = dataclasses.replace(label, size_bytes=stat.st_size)
+        return dataclasses.replace(self, files={**self.files, **resized}) if resized else self
+
+    def _with_changes(self, events: Sequence[EntryEvent]) -> StoreListing | None:
+        """This listing with the entries the `events` name looked at again (as they are now: an entry
+        created and deleted since is absent, whichever event comes first)."""
+        if self.file_kind is None:
+            return None
+        files = dict(self.files)
+        by_path = {label.path: file for file, label in files.items()}
+        for event in events:
+            path = os.path.join(event.directory, event.name)
+            kind = self.file_kind(path[len(self.prefix) :])
+            if event.directory not in self.files_in:
+                if kind is None:
+                    continue  # not a store file (a lock, a checkpoint): not in any listing
+                return None  # a store file where the listing has no files: the format must say
+            listed = by_path.pop(path, None)
+            if listed is not None:
+                files.pop(listed, None)
+            label = _labelled_now(path, path[len(self.prefix) :], kind) if kind is not None else None
+            if label is not None:
+                files[label.file] = label
+                by_path[path] = label.file
+        return dataclasses.replace(self, files=files)
+
+
+def _labelled_now(path: str, name: str, kind: str) -> FileLabel | None:
+    """The label of the store file at `path` now, as store_files() labels it; None when there is no regular
+    file there (deleted again since the event)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    if not S_ISREG(stat.st_mode):
+        return None
+    file = FileId.from_stat(stat)
+    return FileLabel(file, name, path, kind, stat.st_size)
+
+
+def list_store(store: Path, watch: DirectoryWatch | None = None) -> StoreListing:
+    """The store's files and directories now; StoreError if `store` is not a store. With a `watch`, its
+    directories are watched (before they are read) for the listing's `now()`; where the kernel refuses a
+    watch (the per-user limit) the watch is closed and the mtimes serve instead."""
     started_ns = time.time_ns()
     directories = store_directories(store)
     named = {
@@ -331,8 +418,14 @@ def list_store(store: Path) -> StoreListing:
         "mqi_topic_dirs": directories.directories_in,
         "mqi_queue_roots": directories.parents_in,
     }
-    # stat'ed before their entries are read: a change after this shows as a new mtime at the next look
+    # stat'ed (and watched) before their entries are read: a change after this shows at the next look
     looked_at = (store, *(path for paths in named.values() for path in paths))
+    if watch is not None:
+        try:
+            watch.watch(str(path) for path in looked_at)
+        except OSError:
+            watch.close()
+            watch = None
     stats = {str(path): _stat(path) for path in looked_at}
     files = store_files(store)
     ids = {
@@ -341,7 +434,26 @@ def list_store(store: Path) -> StoreListing:
     }
     watched = tuple((path, _version_of(stat)) for path, stat in stats.items())
     settled = all(version is None or version[1] < started_ns - SETTLED_AFTER_NS for _path, version in watched)
-    return StoreListing(files, ids, watched, settled)
+    prefix = f"{store}{os.sep}"
+    file_kind = detect_format(store).file_kind
+    relative = all(_named_by_path(label, prefix, file_kind) for label in files.values())
+    return StoreListing(
+        files,
+        ids,
+        watched,
+        settled,
+        watch,
+        file_kind if relative else None,
+        prefix,
+        frozenset(str(path) for path in directories.files_in),
+    )
+
+
+def _named_by_path(label: FileLabel, prefix: str, file_kind: Callable[[str], str | None]) -> bool:
+    """Whether `label` is what StoreListing.now() would make of its path: the path under the store, and the
+    kind the format gives that."""
+    name = label.name
+    return label.path == prefix + name and file_kind(name) == label.segment_kind
 
 
 def _stat(path: Path | str) -> os.stat_result | None:
@@ -389,7 +501,7 @@ class StoreFollower:
         self.store = store
         # Whether creations are followed depends on the filesystem of the store's main data directory.
         self.filesystem = filesystem_type(next(iter(store_directories(store).files_in), store), proc_root)
-        self.files = dict(listing.files)  # the store's files at the last listing
+        self.files = listing.files  # the store's files at the last listing (not to be changed in place)
         self._last_names = dict(listing.files)  # the file each inode was last listed as (kept when deleted)
         self._listed_names = dict(listing.files)  # the file counted under LISTED_GENERATION for each inode
         self._generations: dict[tuple[FileId, int], FileLabel | None] = {}
@@ -445,7 +557,7 @@ class StoreFollower:
         own, and what was counted under LISTED_GENERATION for that number keeps the name of the file before
         it."""
         if listing is None or listing is self._listing:  # being deleted or moved, or unchanged: nothing new
-            return dict(self.files), {}
+            return self.files, {}
         self._listing = listing
         new = {
             file: label
@@ -467,8 +579,8 @@ class StoreFollower:
             for directory in listing.directories[name] - self._directories[name]:
                 program.put(name, _kernel_key(directory), (1,))
         self._directories = listing.directories
-        self.files = dict(listing.files)
-        return dict(self.files), new
+        self.files = listing.files  # never changed in place: a listing brought up to date is a new one
+        return self.files, new
 
     def _taken_at_creation(self, program: LoadedProgram, file: FileId) -> bool:
         if not self._from_creation:
@@ -527,33 +639,59 @@ def _kernel_key(file: FileId) -> tuple[int, int, int]:
 STORE_LISTING_REUSE_S = 0.25
 _listings: dict[Path, tuple[float, StoreListing]] = {}
 _listings_lock = threading.Lock()
+WATCHED_STORES = 8
+_watches: dict[Path, DirectoryWatch] = {}
 
 
 def current_store_listing(store: Path, *, fresh: bool = False) -> StoreListing | None:
-    """The store's files and directories now: the last listing while it is up to STORE_LISTING_REUSE_S old
-    (unless `fresh`: a file may have been created within that time) or its directories say nothing was
-    created, deleted or renamed since (StoreListing.still_current); None while the store is being deleted or
-    moved."""
+    """The store's files and directories now: without inotify the last listing while it is up to
+    STORE_LISTING_REUSE_S old (unless `fresh`: a file may have been created within that time); else the last
+    listing brought up to date (StoreListing.now: inotify's events, or the directories' mtimes saying
+    nothing changed); else a new listing. None while the store is being deleted or moved."""
     with _listings_lock:
         listed = _listings.get(store)
         if listed is not None:
-            if not fresh and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
+            watched = listed[1].watch is not None and not listed[1].watch.closed  # asking costs one read()
+            if not fresh and not watched and time.monotonic() - listed[0] < STORE_LISTING_REUSE_S:
                 return listed[1]
-            if listed[1].still_current():  # checked now: the session's other probes take it as it is
-                _listings[store] = (time.monotonic(), listed[1])
-                return listed[1]
+            now = listed[1].now()  # checked now: the session's other probes take it as it is
+            if now is not None:
+                _listings[store] = (time.monotonic(), now)
+                return now
         try:
-            listing = list_store(store)
+            listing = list_store(store, _watch_for(store))
         except (StoreError, OSError):
             return None
         _listings[store] = (time.monotonic(), listing)
         return listing
 
 
-def current_store_files(store: Path | None) -> dict[FileId, FileLabel]:
-    """The store's files now; nothing when there is no store, or while it is being deleted or moved."""
+def _watch_for(store: Path) -> DirectoryWatch | None:
+    """The inotify watch of `store`'s directories, its pending events dropped (the listing about to be made
+    sees what they say); None where inotify cannot be had. At most WATCHED_STORES stores are watched (each
+    watch is one of the user's fs.inotify.max_user_instances, 128 by default, shared with every process of
+    the user): the longest unasked is closed."""
+    watch = _watches.pop(store, None)
+    if watch is None or watch.closed:
+        try:
+            watch = DirectoryWatch.open()
+        except OSError:
+            return None
+    else:
+        watch.take()
+    _watches[store] = watch  # the most recent last
+    while len(_watches) > WATCHED_STORES:
+        oldest = next(iter(_watches))
+        _watches.pop(oldest).close()
+        _listings.pop(oldest, None)
+    return watch
+
+
+def current_store_files(store: Path | None) -> Mapping[FileId, FileLabel]:
+    """The store's files now (not to be changed: the same mapping while the store has the same files);
+    nothing when there is no store, or while it is being deleted or moved."""
     listing = current_store_listing(store) if store is not None else None
-    return dict(listing.files) if listing else {}
+    return listing.files if listing else {}
 
 
 def handler_defines(defines: Mapping[str, str], tracefs: Path = TRACEFS) -> dict[str, int]:

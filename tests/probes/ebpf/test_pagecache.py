@@ -204,7 +204,7 @@ def test_files_the_kernel_took_at_creation_are_named_by_generation_and_strangers
     new = first
     listing = scope.list_store(root)
     listing.files[new] = dataclasses.replace(listing.files.pop(FileId.from_stat(rolled.stat())), file=new)
-    monkeypatch.setattr(scope, "list_store", lambda _root: listing)
+    monkeypatch.setattr(scope, "list_store", lambda _root, _watch=None: listing)
     stranger = FileId(first.major, first.minor, 999_999_999)
     program.entries[("mqi_inodes", (new.inode, new.kernel_dev, 0))] = (6,)  # what the kernel holds now
     program.maps = {
