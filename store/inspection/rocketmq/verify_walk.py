@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import repeat
+from operator import add
 
 from store import codec
 from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
 from store.inspection.rocketmq.reading import LogEnd, LogEndReason, Walk, log_end_of, queue_of_one
 from store.java_checksums import masked_crc32
 from store.layout import SegmentFile, SegmentQueue
+from store.run_columns import RunColumns, decode_columns
 from store.safe_read import PreadFile
 
 BLOCK_BYTES = 4 << 20
@@ -41,8 +45,49 @@ _CRC32_TAIL = codec.CRC32_RESERVED_LEN
 # queue offset, size, sysflag, properties), in lists of a block's records. The properties are the record's
 # raw bytes (valid UTF-8) from the block walk, a dict from the exact path: `properties_of` reads either.
 RecordFields = tuple[int, int, str, int, int, int, int, bytes | dict]
-RecordsCallback = Callable[[list[RecordFields]], None]
 _DIGITS = frozenset(b"0123456789")
+# Where RunColumns.headers holds the fields verify reads (codec's header order: TOTALSIZE, MAGICCODE,
+# BODYCRC, QUEUEID, FLAG, QUEUEOFFSET, PHYSICALOFFSET, SYSFLAG, ...).
+TOTAL_SIZE, QUEUE_ID, QUEUE_OFFSET, STORED_OFFSET, SYSFLAG = 0, 3, 5, 6, 7
+# After decode_columns declines a record, how many the record loop decodes before it is tried again.
+_RECORDS_BETWEEN_RUNS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnRecords:
+    """Records of a block decoded as columns (`decode_columns`): `run`'s positions are offsets into the
+    block, which starts at physical offset `base`."""
+
+    base: int
+    run: RunColumns
+
+    def __len__(self) -> int:
+        return self.run.count
+
+    def offsets(self) -> list[int]:
+        """Each record's physical offset."""
+        return list(map(add, self.run.positions, repeat(self.base)))
+
+    def properties(self, index: int) -> dict:
+        """The properties of the index-th record, as codec.string_to_properties gives them."""
+        run = self.run
+        return {
+            name: values[index] for name, values in zip(run.property_names, run.property_values, strict=True)
+        }
+
+    def record_fields(self) -> list[RecordFields]:
+        """The records as RecordFields, their properties parsed."""
+        headers = self.run.headers
+        fields = (STORED_OFFSET, QUEUE_ID, QUEUE_OFFSET, TOTAL_SIZE, SYSFLAG)
+        columns = zip(self.offsets(), self.run.topics, *(headers[field] for field in fields), strict=True)
+        return [
+            (offset, stored, topic, queue_id, queue_offset, size, sysflag, self.properties(index))
+            for index, (offset, topic, stored, queue_id, queue_offset, size, sysflag) in enumerate(columns)
+        ]
+
+
+# What the walk hands on: a block's records as RecordFields, or a run of them as columns.
+RecordsCallback = Callable[[list[RecordFields] | ColumnRecords], None]
 
 
 def walk_for_verify(queue: SegmentQueue, on_records: RecordsCallback, block_bytes: int = BLOCK_BYTES) -> Walk:
@@ -90,9 +135,10 @@ def _walk_segment(
             if len(block) == block_bytes:  # the next block comes off the disk while this one is decoded
                 file.will_need(position + block_bytes, block_bytes)
             decoded, used, at_block_end = _decode_block(block, base + position, file_size - position)
+            for batch in decoded:
+                on_records(batch)
+                records += len(batch)
             if decoded:
-                on_records(decoded)
-                records += len(decoded)
                 position += used
                 if at_block_end:
                     continue  # read the next block from the next record
@@ -116,24 +162,51 @@ def _refill(file: PreadFile, position: int, file_size: int, block_bytes: int) ->
     return file.read(position, min(wanted, file_size - position))
 
 
-def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields], int, bool]:
+def _decode_block(
+    block: bytes, base: int, left: int
+) -> tuple[list[list[RecordFields] | ColumnRecords], int, bool]:
     """The records from the start of `block` (at physical offset `base`, `left` bytes before the segment's
     end) that codec.decode_record(check_crc=True) accepts for sure, up to the first it would not (or might
-    not) accept or that the block does not hold whole; how many bytes they take; and whether they end
-    because the block does (True) or at a record the fast path does not take.
+    not) accept or that the block does not hold whole, in batches: runs of the common shape as columns
+    (`decode_columns`, which accepts only what decode_run does), the others a record at a time
+    (`_decode_records`); how many bytes they take; and whether they end because the block does (True) or
+    at a record the fast path does not take."""
+    batches: list[list[RecordFields] | ColumnRecords] = []
+    view, end, at = memoryview(block), len(block), 0
+    while True:
+        run = decode_columns(view, at, end, check_crc=True, max_records=end)
+        if run is not None:
+            batches.append(ColumnRecords(base, run))
+            at = run.end
+            continue
+        decoded, at, at_block_end = _decode_records(block, base, left, at, _RECORDS_BETWEEN_RUNS)
+        if decoded:
+            batches.append(decoded)
+        if at_block_end is not None:
+            return batches, at, at_block_end
+
+
+def _decode_records(
+    block: bytes, base: int, left: int, at: int, most: int
+) -> tuple[list[RecordFields], int, bool | None]:
+    """Up to `most` records from `at` in `block`, a record at a time, as `_decode_block` says; where they
+    end; None for whether the block ends there when they stop at `most`.
 
     The properties are left as their bytes (checked to be UTF-8), for the checks to read what they need.
     (The body CRCs computed after the loop, in one C pass over slices, cost more per record than here.)"""
     decoded: list[RecordFields] = []
     append = decoded.append
     view = memoryview(block)
+    stop_at = most
     unpack_header = _HEADER.unpack_from
     topics: dict[bytes, str] = {}
     digits, header_size, max_size = _DIGITS, _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
     v1, v2, smallest, ipv6_flags, crc32 = _V1, _V2, _SMALLEST_RECORD, _IPV6_FLAGS, masked_crc32
-    end, at, at_block_end = len(block), 0, False
+    end, at_block_end = len(block), False
     last_start = end - header_size  # where a header still fits in the block
     while True:
+        if len(decoded) == stop_at:
+            return decoded, at, None
         if at > last_start:
             at_block_end = True
             break
