@@ -49,8 +49,12 @@ _DIGITS = frozenset(b"0123456789")
 # Where RunColumns.headers holds the fields verify reads (codec's header order: TOTALSIZE, MAGICCODE,
 # BODYCRC, QUEUEID, FLAG, QUEUEOFFSET, PHYSICALOFFSET, SYSFLAG, ...).
 TOTAL_SIZE, QUEUE_ID, QUEUE_OFFSET, STORED_OFFSET, SYSFLAG = 0, 3, 5, 6, 7
-# After decode_columns declines a record, how many the record loop decodes before it is tried again.
-_RECORDS_BETWEEN_RUNS = 64
+# How many records the walk asks decode_columns for at once: at most, at first, and at least (it declines a
+# whole window with a record of another property shape in it: a window that holds one is halved until it
+# does not, or this small); then the records decoded one at a time before it is asked again, at first and at
+# most (doubled each time it declines at the fewest: a store of mixed shapes pays little for the tries).
+_MOST_RUN_RECORDS, _FEWEST_RUN_RECORDS = 8192, 16
+_FIRST_SKIP_RECORDS, _MOST_SKIP_RECORDS = 64, 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,27 @@ class ColumnRecords:
         ]
 
 
+class _ColumnPacing:
+    """How many records to ask decode_columns for next, and how many to decode a record at a time when it
+    declines (see _MOST_RUN_RECORDS); kept across blocks and segments."""
+
+    def __init__(self) -> None:
+        self.most, self.skip = _MOST_RUN_RECORDS, _FIRST_SKIP_RECORDS
+
+    def took(self, count: int) -> None:
+        if count == self.most:
+            self.most = min(2 * count, _MOST_RUN_RECORDS)
+        self.skip = _FIRST_SKIP_RECORDS
+
+    def declined(self) -> int:
+        """How many records to decode one at a time before asking again (0: ask again now, for fewer)."""
+        if self.most > _FEWEST_RUN_RECORDS:
+            self.most //= 2
+            return 0
+        skip, self.skip = self.skip, min(2 * self.skip, _MOST_SKIP_RECORDS)
+        return skip
+
+
 # What the walk hands on: a block's records as RecordFields, or a run of them as columns.
 RecordsCallback = Callable[[list[RecordFields] | ColumnRecords], None]
 
@@ -96,12 +121,12 @@ def walk_for_verify(queue: SegmentQueue, on_records: RecordsCallback, block_byte
     start = queue.segments[0].file_from_offset if queue.segments else 0
     if not queue.segments or not queue.file_size:
         return Walk(0, (), LogEnd(start, LogEndReason.NO_SEGMENTS, None))
-    records, blanks, end = 0, [], None
+    records, blanks, end, pacing = 0, [], None, _ColumnPacing()
     for at, segment in enumerate(queue.segments):
         if at + 1 < len(queue.segments):  # its first block comes off the disk while this segment is walked
             with PreadFile(queue.segments[at + 1].path) as following:
                 following.will_need(0, block_bytes)
-        walked, end = _walk_segment(queue, segment, on_records, block_bytes)
+        walked, end = _walk_segment(queue, segment, on_records, block_bytes, pacing)
         records += walked
         if not (isinstance(end, SegmentEnd) and end.reason is SegmentEndReason.BLANK):
             break
@@ -124,7 +149,11 @@ def properties_of(properties: bytes | dict) -> dict:
 
 
 def _walk_segment(
-    queue: SegmentQueue, segment: SegmentFile, on_records: RecordsCallback, block_bytes: int
+    queue: SegmentQueue,
+    segment: SegmentFile,
+    on_records: RecordsCallback,
+    block_bytes: int,
+    pacing: _ColumnPacing,
 ) -> tuple[int, SegmentEnd | ScanFailure]:
     """The records of one segment from its start, and the event that ends it."""
     file_size, base = queue.file_size, segment.file_from_offset
@@ -134,7 +163,7 @@ def _walk_segment(
             block = _refill(file, position, file_size, block_bytes)
             if len(block) == block_bytes:  # the next block comes off the disk while this one is decoded
                 file.will_need(position + block_bytes, block_bytes)
-            decoded, used, at_block_end = _decode_block(block, base + position, file_size - position)
+            decoded, used, at_block_end = _decode_block(block, base + position, file_size - position, pacing)
             for batch in decoded:
                 on_records(batch)
                 records += len(batch)
@@ -163,7 +192,7 @@ def _refill(file: PreadFile, position: int, file_size: int, block_bytes: int) ->
 
 
 def _decode_block(
-    block: bytes, base: int, left: int
+    block: bytes, base: int, left: int, pacing: _ColumnPacing
 ) -> tuple[list[list[RecordFields] | ColumnRecords], int, bool]:
     """The records from the start of `block` (at physical offset `base`, `left` bytes before the segment's
     end) that codec.decode_record(check_crc=True) accepts for sure, up to the first it would not (or might
@@ -174,16 +203,28 @@ def _decode_block(
     batches: list[list[RecordFields] | ColumnRecords] = []
     view, end, at = memoryview(block), len(block), 0
     while True:
-        run = decode_columns(view, at, end, check_crc=True, max_records=end)
+        run = decode_columns(view, at, end, check_crc=True, max_records=pacing.most)
         if run is not None:
+            pacing.took(run.count)
             batches.append(ColumnRecords(base, run))
             at = run.end
             continue
-        decoded, at, at_block_end = _decode_records(block, base, left, at, _RECORDS_BETWEEN_RUNS)
+        # the block's last record (not whole in it) is no reason to ask for fewer
+        skip = 1 if _at_block_end(block, at) else pacing.declined()
+        if not skip:
+            continue
+        decoded, at, at_block_end = _decode_records(block, base, left, at, skip)
         if decoded:
             batches.append(decoded)
         if at_block_end is not None:
             return batches, at, at_block_end
+
+
+def _at_block_end(block: bytes, at: int) -> bool:
+    """Whether the block holds no whole record's worth of bytes from `at` (as TOTALSIZE there says)."""
+    if at > len(block) - _HEADER.size:
+        return True
+    return at + int.from_bytes(block[at : at + 4], "big", signed=True) > len(block)
 
 
 def _decode_records(
