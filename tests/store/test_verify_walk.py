@@ -19,13 +19,7 @@ from store import codec
 from store.inspection.rocketmq import verify as verify_module
 from store.inspection.rocketmq.reading import loadable_commitlog, walk_commitlog
 from store.inspection.rocketmq.verify import Check, verify_store
-from store.inspection.rocketmq.verify_walk import (
-    BLOCK_BYTES,
-    ColumnRecords,
-    properties_of,
-    record_fields,
-    walk_for_verify,
-)
+from store.inspection.rocketmq.verify_walk import BLOCK_BYTES, properties_of, record_fields, walk_for_verify
 from store.layout import discover_store
 
 JAVA_FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "rocketmq-java-unit-test-store"
@@ -58,11 +52,7 @@ def both_walks(root: Path, block_bytes: int) -> tuple:
         on_record=lambda e: exact.append(record_fields(e)),
     )
     fast: list = []
-
-    def collect(batch) -> None:
-        fast.extend(batch.record_fields() if type(batch) is ColumnRecords else batch)
-
-    fast_walk = walk_for_verify(queue, collect, block_bytes=block_bytes)
+    fast_walk = walk_for_verify(queue, fast.extend, block_bytes=block_bytes)
     # the block walk leaves the properties as their bytes, which say what the exact walk's dict says
     fast = [(*fields[:-1], properties_of(fields[-1])) for fields in fast]
     return (exact, exact_walk.records, exact_walk.blanks, exact_walk.end), (
@@ -91,20 +81,6 @@ def damage(built, kind: str) -> None:
     elif kind == "topic-utf8":
         topic_at = record.body_position + len(record.body) + 1
         write_at(record.segment, topic_at, b"\xff")
-
-
-@pytest.mark.parametrize("block_bytes", [BLOCK_BYTES, 5000])
-def test_runs_of_one_shape_reach_the_checks_as_columns(tmp_path: Path, block_bytes: int):
-    """A producer's runs (one property shape) come out of the walk as columns, the rest a record at a time,
-    in log order: the same records as the exact walk's."""
-    built = build_varied(tmp_path / "store", shape_run=96)
-    queue = loadable_commitlog(discover_store(built.root))
-    batches: list = []
-    walk_for_verify(queue, batches.append, block_bytes=block_bytes)
-    in_columns = sum(len(batch) for batch in batches if type(batch) is ColumnRecords)
-    assert len(built.records) / 3 < in_columns < len(built.records)
-    exact, fast = both_walks(built.root, block_bytes)
-    assert fast == exact and len(exact[0]) == len(built.records)
 
 
 @pytest.mark.parametrize("block_bytes", [BLOCK_BYTES, 1500, 333])
@@ -249,7 +225,7 @@ def build_varied(root: Path, shape_run: int = 1) -> tuple:
     """Records of every property shape the fast path reads from bytes: tags and keys in either order, UTF-8
     tags, keys of spaces only, UNIQ_KEY alone, properties named like TAGS and KEYS, none at all, a delayed
     record of SCHEDULE_TOPIC_XXXX; over three queues of two topics. `shape_run` records of a shape in a
-    row (as a producer's batch writes them): the walk decodes those runs as columns."""
+    row (as a producer's batch writes them)."""
     builder = StoreBuilder(
         root, segment_size=64 << 10, cq_entries_per_file=100, index_slots=INDEX_SLOTS, index_entries=4096
     )
@@ -389,7 +365,7 @@ def test_verify_parses_properties_only_where_a_check_needs_them(
 ):
     """On f3236c9 every record's properties were parsed into a dict (and each record's ConsumeQueue entry
     read alone); now a record's tags and keys are read from its bytes, and only the records sampled for
-    the index checks are parsed (runs decoded as columns have theirs split a run at a time: none)."""
+    the index checks are parsed."""
     built = build(tmp_path / "store")
     parsed, entries_read = [], []
     real_parse, real_fields = codec.string_to_properties, verify_module._EntryFields.fields
@@ -403,7 +379,7 @@ def test_verify_parses_properties_only_where_a_check_needs_them(
     assert report.ok and report.counts.commitlog_records == len(built.records) == 600
     assert report.counts.consume_queue_entries_checked == 600
     sampled = report.counts.keyed_records_checked_through_index + report.counts.index_entries_checked
-    assert len(parsed) <= sampled and sampled > 0
+    assert 0 < len(parsed) <= sampled
     assert entries_read == []
 
 

@@ -13,7 +13,6 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import compress, pairwise, repeat
 from pathlib import Path
 from types import MappingProxyType
 
@@ -53,12 +52,6 @@ from store.inspection.rocketmq.reading import (
     loadable_commitlog,
 )
 from store.inspection.rocketmq.verify_walk import (
-    QUEUE_ID,
-    QUEUE_OFFSET,
-    STORED_OFFSET,
-    SYSFLAG,
-    TOTAL_SIZE,
-    ColumnRecords,
     RecordFields,
     RecordsCallback,
     properties_of,
@@ -237,7 +230,7 @@ def verify_store(root: Path, *, index_check_limit: int | None = DEFAULT_INDEX_CH
         with RecordReader(queue) as reader:
             index_checks = _IndexEntryChecks(index_files, tally, minimum, reader)
             with _Reachability(layout, index_files, tally, minimum, index_checks) as reachability:
-                end = _verify_commitlog(queue, findings, tally, reachability.check_batch)
+                end = _verify_commitlog(queue, findings, tally, reachability.check)
                 reachability.report(findings)
             _check_data_after_end(queue, end, findings)
             for cq in layout.consume_queues:
@@ -374,14 +367,6 @@ class _EntryFields(QueueEntryReader):
     _raw: memoryview | bytes = b""
 
 
-class _TagsCodes(dict):
-    """A TAGS value -> its tags code, each computed once."""
-
-    def __missing__(self, tags: str | None) -> int:
-        code = self[tags] = tags_code(tags)
-        return code
-
-
 class _Reachability:
     """Each record of the walk looked up the way a consumer and a query find it: through the entry at its
     queue offset in its ConsumeQueue, and each of its keys through the index's hash chains."""
@@ -401,7 +386,7 @@ class _Reachability:
         # Per queue, the runs [first, end) of queue offsets whose entry the walk found naming its record:
         # those entries are checked, and the entry checks after the walk read only what lies outside them.
         self.matched: dict[tuple[str, int], list[list[int]]] = {}
-        self._tags_codes: dict[str | None, int] = _TagsCodes()
+        self._tags_codes: dict[str | None, int] = {}
         self._tags_codes_of_bytes: dict[bytes, int] = {}
         self._runs: dict[tuple[str, int], _QueueRun] = {}  # per queue, the records not compared yet
         self._tags_tail: tuple[bytes, int | None] = (b"\x00", None)  # (the last TAGS property, its code)
@@ -436,121 +421,6 @@ class _Reachability:
             with QueueEntryReader(cq.queue, recovered_queue_end(cq.queue)) as reader:
                 ends.append(reader.last_record_end())
         return max(ends, default=0), index_files[-1].end_phy_offset if index_files else None
-
-    def check_batch(self, batch: list[RecordFields] | ColumnRecords) -> None:
-        """`check` of the walk's records, or of a run of them as columns."""
-        if type(batch) is ColumnRecords:
-            self.check_columns(batch)
-        else:
-            self.check(batch)
-
-    def check_columns(self, batch: ColumnRecords) -> None:
-        """check(batch.record_fields()), a field at a time: each queue's expected entries built from the
-        columns a stretch of consecutive queue offsets at a time, the sampled index checks found by
-        bisection. The records of the schedule topic (their tags code depends on a property) and a running
-        store's undispatched tail go the record way."""
-        offsets, run = batch.offsets(), batch.run
-        frontier = self._queue_frontier if self._queue_frontier is not None else math.inf
-        if not _BULK_CHECKS or offsets[-1] >= frontier or _SCHEDULE_TOPIC in run.topics:
-            self.check(batch.record_fields())
-            return
-        self._reach_index_entries(batch, offsets)
-        headers, topics = run.headers, run.topics
-        sysflags = headers[SYSFLAG]
-        values = dict(zip(run.property_names, run.property_values, strict=True))
-        tags = values.get(_TAGS)
-        codes = [0] * len(offsets) if tags is None else list(map(self._tags_codes.__getitem__, tags))
-        enters = [not sysflag & _PREPARED_OR_ROLLBACK for sysflag in set(sysflags)]
-        if all(enters):
-            self._add_to_queue_runs(
-                offsets, topics, headers[QUEUE_ID], headers[QUEUE_OFFSET], headers[TOTAL_SIZE], codes
-            )
-        else:
-            entering = [not sysflag & _PREPARED_OR_ROLLBACK for sysflag in sysflags]
-            self._add_to_queue_runs(
-                *(
-                    list(compress(column, entering))
-                    for column in (
-                        offsets,
-                        topics,
-                        headers[QUEUE_ID],
-                        headers[QUEUE_OFFSET],
-                        headers[TOTAL_SIZE],
-                        codes,
-                    )
-                )
-            )
-        self._check_column_keys(batch, offsets, values)
-        self._flush_full_runs()
-
-    def _reach_index_entries(self, batch: ColumnRecords, offsets: list[int]) -> None:
-        """index_checks.reached at each record the walk reaches an entry's offset at (or passes it)."""
-        index_checks, first, last = self._index_checks, 0, offsets[-1]
-        while index_checks.due <= last:
-            at = bisect.bisect_left(offsets, index_checks.due, first)
-            index_checks.reached(offsets[at], batch.run.topics[at], batch.properties(at))
-            first = at + 1
-            if first == len(offsets):
-                return
-
-    def _add_to_queue_runs(
-        self,
-        offsets: list[int],
-        topics: list[str],
-        queue_ids: list[int],
-        queue_offsets: list[int],
-        sizes: list[int],
-        codes: list[int],
-    ) -> None:
-        """The records' expected entries onto their queues' runs, a stretch of one queue's consecutive queue
-        offsets at a time (where the topic, the queue or the queue offset's step changes, found in C)."""
-        count = len(offsets)
-        if not count:
-            return
-        self.through_queues += count
-        changes = map(
-            operator.or_,
-            map(operator.ne, topics[1:], topics),
-            map(
-                operator.or_,
-                map(operator.ne, queue_ids[1:], queue_ids),
-                map(operator.ne, queue_offsets[1:], map(operator.add, queue_offsets, repeat(1))),
-            ),
-        )
-        starts = [0, *compress(range(1, count), changes), count]
-        runs = self._runs
-        for first, end in pairwise(starts):
-            key, queue_offset = (topics[first], queue_ids[first]), queue_offsets[first]
-            fields = list(zip(offsets[first:end], sizes[first:end], codes[first:end], strict=True))
-            run = runs.get(key)
-            if run is not None and run[1] == queue_offset:
-                run[1] = queue_offset + end - first
-                run[2] += fields
-            else:
-                if run is not None:
-                    self._flush_run(key, run)
-                runs[key] = [queue_offset, queue_offset + end - first, fields]
-
-    def _check_column_keys(self, batch: ColumnRecords, offsets: list[int], values: dict[str, list]) -> None:
-        """The keyed records in the index's window counted, every stride-th one's keys looked up."""
-        index_from, index_to = self._index_checked_range
-        first = bisect.bisect_left(offsets, index_from)
-        end = bisect.bisect_right(offsets, index_to)
-        uniq_keys, keys = values.get(_UNIQ_KEY), values.get(_KEYS)
-        if first >= end or (uniq_keys is None and keys is None):
-            return
-        sysflags = batch.run.headers[SYSFLAG]
-        keyed = range(first, end)
-        if uniq_keys is None:
-            keyed = compress(keyed, map(str.strip, keys[first:end], repeat(KEY_SEPARATOR)))
-        keyed = [index for index in keyed if sysflags[index] & TRANSACTION_MASK != TRANSACTION_ROLLBACK_TYPE]
-        sampled = keyed[-self._keyed_seen % self._stride :: self._stride]
-        self._keyed_seen += len(keyed)
-        topics = batch.run.topics
-        for index in sampled:
-            uniq_key = uniq_keys[index] if uniq_keys is not None else None
-            key = keys[index] if keys is not None else None
-            self._check_keys(topics[index], index_keys(uniq_key, key, sysflags[index]), offsets[index])
 
     def check(self, records: list[RecordFields]) -> None:
         """The records of a block of the walk: each through its ConsumeQueue entry and its keys. One loop,
@@ -649,11 +519,6 @@ class _Reachability:
         self.through_queues += through_queues
         self._keyed_seen = keyed_seen
         self._tags_tail = tags_tail, tags_tail_code
-        self._flush_full_runs()
-
-    def _flush_full_runs(self) -> None:
-        """The runs that reached _RUN_ENTRIES compared; all of them when they hold _PENDING_ENTRIES."""
-        runs = self._runs
         pending = [(run[1] - run[0], key) for key, run in runs.items()]
         held_back = sum(count for count, _ in pending)
         for count, key in pending:
@@ -823,15 +688,11 @@ def _verify_commitlog(
     if not queue.segments:
         return LogEnd(0, LogEndReason.NO_SEGMENTS, None)
 
-    def check_records(records: list[RecordFields] | ColumnRecords) -> None:
+    def check_records(records: list[RecordFields]) -> None:
         on_records(records)
-        if type(records) is ColumnRecords:
-            offsets, stored_offsets = records.offsets(), records.run.headers[STORED_OFFSET]
-        else:
-            offsets, stored_offsets = list(map(_FIRST, records)), list(map(_SECOND, records))
-        if offsets == stored_offsets:
+        if list(map(_FIRST, records)) == list(map(_SECOND, records)):
             return  # every record's PHYSICALOFFSET field says where it lies (compared in C)
-        for offset, stored in zip(offsets, stored_offsets, strict=True):
+        for offset, stored, *_ in records:
             if stored != offset:
                 findings.add(
                     Check.COMMITLOG_PHYSICAL_OFFSET,

@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from itertools import repeat
-from operator import add
 
 from store import codec
 from store.commitlog_scan import ScanFailure, ScannedRecord, SegmentEnd, SegmentEndReason, scan_commitlog
 from store.inspection.rocketmq.reading import LogEnd, LogEndReason, Walk, log_end_of, queue_of_one
 from store.java_checksums import masked_crc32
 from store.layout import SegmentFile, SegmentQueue
-from store.run_columns import RunColumns, decode_columns
 from store.safe_read import PreadFile
 
 BLOCK_BYTES = 4 << 20
@@ -45,74 +41,8 @@ _CRC32_TAIL = codec.CRC32_RESERVED_LEN
 # queue offset, size, sysflag, properties), in lists of a block's records. The properties are the record's
 # raw bytes (valid UTF-8) from the block walk, a dict from the exact path: `properties_of` reads either.
 RecordFields = tuple[int, int, str, int, int, int, int, bytes | dict]
+RecordsCallback = Callable[[list[RecordFields]], None]
 _DIGITS = frozenset(b"0123456789")
-# Where RunColumns.headers holds the fields verify reads (codec's header order: TOTALSIZE, MAGICCODE,
-# BODYCRC, QUEUEID, FLAG, QUEUEOFFSET, PHYSICALOFFSET, SYSFLAG, ...).
-TOTAL_SIZE, QUEUE_ID, QUEUE_OFFSET, STORED_OFFSET, SYSFLAG = 0, 3, 5, 6, 7
-# How many records the walk asks decode_columns for at once: at most, at first, and at least (it declines a
-# whole window with a record of another property shape in it: a window that holds one is halved until it
-# does not, or this small); then the records decoded one at a time before it is asked again, at first and at
-# most (doubled each time it declines at the fewest: a store of mixed shapes pays little for the tries).
-_MOST_RUN_RECORDS, _FEWEST_RUN_RECORDS = 8192, 16
-_FIRST_SKIP_RECORDS, _MOST_SKIP_RECORDS = 64, 8192
-
-
-@dataclass(frozen=True, slots=True)
-class ColumnRecords:
-    """Records of a block decoded as columns (`decode_columns`): `run`'s positions are offsets into the
-    block, which starts at physical offset `base`."""
-
-    base: int
-    run: RunColumns
-
-    def __len__(self) -> int:
-        return self.run.count
-
-    def offsets(self) -> list[int]:
-        """Each record's physical offset."""
-        return list(map(add, self.run.positions, repeat(self.base)))
-
-    def properties(self, index: int) -> dict:
-        """The properties of the index-th record, as codec.string_to_properties gives them."""
-        run = self.run
-        return {
-            name: values[index] for name, values in zip(run.property_names, run.property_values, strict=True)
-        }
-
-    def record_fields(self) -> list[RecordFields]:
-        """The records as RecordFields, their properties parsed."""
-        headers = self.run.headers
-        fields = (STORED_OFFSET, QUEUE_ID, QUEUE_OFFSET, TOTAL_SIZE, SYSFLAG)
-        columns = zip(self.offsets(), self.run.topics, *(headers[field] for field in fields), strict=True)
-        return [
-            (offset, stored, topic, queue_id, queue_offset, size, sysflag, self.properties(index))
-            for index, (offset, topic, stored, queue_id, queue_offset, size, sysflag) in enumerate(columns)
-        ]
-
-
-class _ColumnPacing:
-    """How many records to ask decode_columns for next, and how many to decode a record at a time when it
-    declines (see _MOST_RUN_RECORDS); kept across blocks and segments."""
-
-    def __init__(self) -> None:
-        self.most, self.skip = _MOST_RUN_RECORDS, _FIRST_SKIP_RECORDS
-
-    def took(self, count: int) -> None:
-        if count == self.most:
-            self.most = min(2 * count, _MOST_RUN_RECORDS)
-        self.skip = _FIRST_SKIP_RECORDS
-
-    def declined(self) -> int:
-        """How many records to decode one at a time before asking again (0: ask again now, for fewer)."""
-        if self.most > _FEWEST_RUN_RECORDS:
-            self.most //= 2
-            return 0
-        skip, self.skip = self.skip, min(2 * self.skip, _MOST_SKIP_RECORDS)
-        return skip
-
-
-# What the walk hands on: a block's records as RecordFields, or a run of them as columns.
-RecordsCallback = Callable[[list[RecordFields] | ColumnRecords], None]
 
 
 def walk_for_verify(queue: SegmentQueue, on_records: RecordsCallback, block_bytes: int = BLOCK_BYTES) -> Walk:
@@ -121,12 +51,12 @@ def walk_for_verify(queue: SegmentQueue, on_records: RecordsCallback, block_byte
     start = queue.segments[0].file_from_offset if queue.segments else 0
     if not queue.segments or not queue.file_size:
         return Walk(0, (), LogEnd(start, LogEndReason.NO_SEGMENTS, None))
-    records, blanks, end, pacing = 0, [], None, _ColumnPacing()
+    records, blanks, end = 0, [], None
     for at, segment in enumerate(queue.segments):
         if at + 1 < len(queue.segments):  # its first block comes off the disk while this segment is walked
             with PreadFile(queue.segments[at + 1].path) as following:
                 following.will_need(0, block_bytes)
-        walked, end = _walk_segment(queue, segment, on_records, block_bytes, pacing)
+        walked, end = _walk_segment(queue, segment, on_records, block_bytes)
         records += walked
         if not (isinstance(end, SegmentEnd) and end.reason is SegmentEndReason.BLANK):
             break
@@ -149,11 +79,7 @@ def properties_of(properties: bytes | dict) -> dict:
 
 
 def _walk_segment(
-    queue: SegmentQueue,
-    segment: SegmentFile,
-    on_records: RecordsCallback,
-    block_bytes: int,
-    pacing: _ColumnPacing,
+    queue: SegmentQueue, segment: SegmentFile, on_records: RecordsCallback, block_bytes: int
 ) -> tuple[int, SegmentEnd | ScanFailure]:
     """The records of one segment from its start, and the event that ends it."""
     file_size, base = queue.file_size, segment.file_from_offset
@@ -163,11 +89,10 @@ def _walk_segment(
             block = _refill(file, position, file_size, block_bytes)
             if len(block) == block_bytes:  # the next block comes off the disk while this one is decoded
                 file.will_need(position + block_bytes, block_bytes)
-            decoded, used, at_block_end = _decode_block(block, base + position, file_size - position, pacing)
-            for batch in decoded:
-                on_records(batch)
-                records += len(batch)
+            decoded, used, at_block_end = _decode_block(block, base + position, file_size - position)
             if decoded:
+                on_records(decoded)
+                records += len(decoded)
                 position += used
                 if at_block_end:
                     continue  # read the next block from the next record
@@ -191,63 +116,24 @@ def _refill(file: PreadFile, position: int, file_size: int, block_bytes: int) ->
     return file.read(position, min(wanted, file_size - position))
 
 
-def _decode_block(
-    block: bytes, base: int, left: int, pacing: _ColumnPacing
-) -> tuple[list[list[RecordFields] | ColumnRecords], int, bool]:
+def _decode_block(block: bytes, base: int, left: int) -> tuple[list[RecordFields], int, bool]:
     """The records from the start of `block` (at physical offset `base`, `left` bytes before the segment's
     end) that codec.decode_record(check_crc=True) accepts for sure, up to the first it would not (or might
-    not) accept or that the block does not hold whole, in batches: runs of the common shape as columns
-    (`decode_columns`, which accepts only what decode_run does), the others a record at a time
-    (`_decode_records`); how many bytes they take; and whether they end because the block does (True) or
-    at a record the fast path does not take."""
-    batches: list[list[RecordFields] | ColumnRecords] = []
-    view, end, at = memoryview(block), len(block), 0
-    while True:
-        run = decode_columns(view, at, end, check_crc=True, max_records=pacing.most)
-        if run is not None:
-            pacing.took(run.count)
-            batches.append(ColumnRecords(base, run))
-            at = run.end
-            continue
-        # the block's last record (not whole in it) is no reason to ask for fewer
-        skip = 1 if _at_block_end(block, at) else pacing.declined()
-        if not skip:
-            continue
-        decoded, at, at_block_end = _decode_records(block, base, left, at, skip)
-        if decoded:
-            batches.append(decoded)
-        if at_block_end is not None:
-            return batches, at, at_block_end
-
-
-def _at_block_end(block: bytes, at: int) -> bool:
-    """Whether the block holds no whole record's worth of bytes from `at` (as TOTALSIZE there says)."""
-    if at > len(block) - _HEADER.size:
-        return True
-    return at + int.from_bytes(block[at : at + 4], "big", signed=True) > len(block)
-
-
-def _decode_records(
-    block: bytes, base: int, left: int, at: int, most: int
-) -> tuple[list[RecordFields], int, bool | None]:
-    """Up to `most` records from `at` in `block`, a record at a time, as `_decode_block` says; where they
-    end; None for whether the block ends there when they stop at `most`.
+    not) accept or that the block does not hold whole; how many bytes they take; and whether they end
+    because the block does (True) or at a record the fast path does not take.
 
     The properties are left as their bytes (checked to be UTF-8), for the checks to read what they need.
     (The body CRCs computed after the loop, in one C pass over slices, cost more per record than here.)"""
     decoded: list[RecordFields] = []
     append = decoded.append
     view = memoryview(block)
-    stop_at = most
     unpack_header = _HEADER.unpack_from
     topics: dict[bytes, str] = {}
     digits, header_size, max_size = _DIGITS, _HEADER.size, codec.DEFAULT_MAX_RECORD_SIZE
     v1, v2, smallest, ipv6_flags, crc32 = _V1, _V2, _SMALLEST_RECORD, _IPV6_FLAGS, masked_crc32
-    end, at_block_end = len(block), False
+    end, at, at_block_end = len(block), 0, False
     last_start = end - header_size  # where a header still fits in the block
     while True:
-        if len(decoded) == stop_at:
-            return decoded, at, None
         if at > last_start:
             at_block_end = True
             break
