@@ -221,10 +221,11 @@ def test_verify_reads_the_commitlog_in_blocks_not_a_pread_per_entry(tmp_path: Pa
 INDEX_SLOTS = 512
 
 
-def build_varied(root: Path) -> tuple:
+def build_varied(root: Path, shape_run: int = 1) -> tuple:
     """Records of every property shape the fast path reads from bytes: tags and keys in either order, UTF-8
     tags, keys of spaces only, UNIQ_KEY alone, properties named like TAGS and KEYS, none at all, a delayed
-    record of SCHEDULE_TOPIC_XXXX; over three queues of two topics."""
+    record of SCHEDULE_TOPIC_XXXX; over three queues of two topics. `shape_run` records of a shape in a
+    row (as a producer's batch writes them)."""
     builder = StoreBuilder(
         root, segment_size=64 << 10, cq_entries_per_file=100, index_slots=INDEX_SLOTS, index_entries=4096
     )
@@ -239,7 +240,7 @@ def build_varied(root: Path) -> tuple:
         {},
     ]
     for number in range(480):
-        shape = shapes[number % len(shapes)]
+        shape = shapes[number // shape_run % len(shapes)]
         fill = {"n": number, "m": number % 3}
         builder.add(
             "TopicV" if number % 5 else "TopicW",
@@ -266,7 +267,12 @@ def _index_entry_position(number: int) -> int:
 
 def damage_checked(built, kind: str) -> None:
     """One kind of damage the checks find (the walk goes on), to a record in the middle of the log."""
-    middle = [r for r in built.records if r.topic == "TopicV" and r.queue_id == 1][60]
+    candidates = [r for r in built.records if r.topic == "TopicV" and r.queue_id == 1][60:]
+    middle = candidates[0]
+    if kind in ("keys-renamed-tags", "tags-value-emptied", "tags-renamed"):  # one with both properties
+        middle = next(
+            r for r in candidates if b"KEYS\x01" in (data := _record_bytes(r)) and b"TAGS\x01" in data
+        )
     cq_file = built.cq_file("TopicV", 1, middle.queue_offset // 100)
     slot = middle.queue_offset % 100
     index_file = next((built.root / "index").iterdir())
@@ -330,10 +336,11 @@ def verify_both_ways(root: Path, monkeypatch: pytest.MonkeyPatch, **options) -> 
         "rollback",
     ],
 )
+@pytest.mark.parametrize("shape_run", [1, 96])
 def test_the_checks_fast_path_reports_what_the_entry_by_entry_path_reports(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, shape_run: int
 ):
-    built = build_varied(tmp_path / "store")
+    built = build_varied(tmp_path / "store", shape_run)
     if kind != "clean":
         damage_checked(built, kind)
     fast, one_by_one = verify_both_ways(built.root, monkeypatch)
