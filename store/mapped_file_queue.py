@@ -33,13 +33,17 @@ from store.transient_pool import TransientStorePool
 log = logging.getLogger(__name__)
 
 TRUNCATE_DESTROY_TIMEOUT_S = 1.0  # RocketMQ's truncateDirtyFiles destroys with 1000 ms
-# How far (in log bytes) the warm-up of the segment after the writer's runs ahead of the writer.
-# MADV_POPULATE_WRITE dirties every page it makes: the whole next segment warmed at once (1 GiB, beside the
-# current one's 1 GiB) took this machine's dirty pages past the kernel's background threshold (10% of RAM,
-# 2.1 GiB here), and the flusher wrote the warmed zero pages of both segments back to disk (traced:
-# ext4 background writeback of 56-116 MiB of each), ahead of the writer, which faults on each such page
-# again. 256 MiB is a quarter of a second at 1 GB/s, while the warm-up alone makes pages at 3 GB/s.
-WARM_LEAD_BYTES = 256 << 20
+# How far (in log bytes) the warm-up of the segment after the writer's may run ahead of the writer.
+# MADV_POPULATE_WRITE dirties every page it makes, and two whole 1 GiB segments of dirty zero pages can pass
+# the kernel's background threshold (10% of RAM, 2.1 GiB here): the flusher then writes warmed zero pages
+# back (traced at load 7: 56-116 MiB of each segment) and the writer faults on them again. A lead of 256 MiB
+# avoided that, but beside a writer this VM makes new pages at only 0.35-0.47 GB/s (it zeroes them on the
+# host's behalf), slower than a 1-4 KiB writer: every pause of the warm-up was lost for good, and on an idle
+# machine rolls fell from 86-88% to 68-73% of the one-segment rate at 1 KiB (58-50% against 62-67% at
+# 4 KiB; store_append.py --sizes 1024,4096 --cases store,rolls, two runs each, back to back). So the lead
+# is two default segments: the segment after the writer's is warmed whole at once, as RocketMQ's warm-up
+# does; only segments over 1 GiB are paced.
+WARM_LEAD_BYTES = 2 << 30
 _PACE_FIRST_S = 0.01  # the warm-up's first look at a writer it is far enough ahead of
 _PACE_MIN_S, _PACE_MAX_S = 0.005, 0.2  # its later looks: when the writer should have used up the excess
 
