@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -731,6 +732,34 @@ DEMO_PATHS = {
 }
 
 
+@contextlib.contextmanager
+def read_meanwhile(session: TraceSession, every_s: float = 0.5) -> Iterator[None]:
+    """Read `session` every `every_s` from a thread while the block runs, as the CLI reads it each interval.
+    The block's slow steps (starting the consumers, compiling their probe: seconds under load) would leave it
+    unread for as long, and a segment's writable mapping mapped, sent from and unmapped by its seal between
+    two readings of /proc/PID/maps is, rightly, unplaced (read only after the block: 1 to 13 segments' bytes
+    unresolved in 6 of 12 runs beside two busy loops)."""
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while not done.wait(every_s):
+                session.snapshot()
+        except BaseException as error:  # raised again in the test's thread
+            failures.append(error)
+
+    reader = threading.Thread(target=read, name="read-meanwhile", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reader.join()
+    if failures:
+        raise failures[0]
+
+
 def wait_for_rolls(commitlog: Path, rolls: int, session: TraceSession) -> int:
     """Read the session every half second until the CommitLog has created `rolls` more segments; the
     number of segments it created."""
@@ -760,9 +789,12 @@ def test_across_commitlog_rolls_each_path_gets_its_consumers_bytes_and_headers_a
         workload.start_broker()
         (broker_pid,) = workload.pids
         with TraceSession(SendpathProbe([broker_pid], store=workload.store_dir)) as broker:
-            workload.start_consumers()
-            consumer_pids = [pid for pid in workload.pids if pid != broker_pid]
-            with TraceSession(SendpathProbe(consumer_pids)) as consumers:
+            with read_meanwhile(broker):
+                workload.start_consumers()
+                consumer_pids = [pid for pid in workload.pids if pid != broker_pid]
+                consumers = TraceSession(SendpathProbe(consumer_pids))
+                consumers.open()
+            with consumers:
                 rolls = wait_for_rolls(workload.store_dir / "commitlog", ROLLS, broker)
                 workload.stop_consumers()  # each ends after its last pull is received and counted
                 consumers.snapshot()
